@@ -1,0 +1,5 @@
+import sys
+
+from deepfm.cli import main
+
+sys.exit(main())

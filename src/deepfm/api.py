@@ -1,0 +1,158 @@
+"""The Python API: an estimator with fit / predict / evaluate / save / load.
+
+    from deepfm import Estimator
+    est = Estimator(model={"name": "deepfm"}, training={"epochs": 5}).fit("train.csv", valid="valid.csv")
+    est.evaluate("test.csv")          # {"rows": ..., "auc": ..., "logloss": ...}
+    est.save("runs/frappe")
+    Estimator.load("runs/frappe").predict("test.csv")
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from deepfm.artifact import load_model_dir, save_model_dir
+from deepfm.config import RunConfig, build_config, merge
+from deepfm.data.batch import EncodedData
+from deepfm.data.encoders import FeatureEncoder
+from deepfm.data.frame import RawFrame
+from deepfm.data.readers import frame_from_table, read_frame
+from deepfm.models import build_model
+from deepfm.training.metrics import evaluate_predictions
+from deepfm.training.trainer import TrainResult, Trainer, configure_threads, peak_rss_mb, predict
+
+Data = str | Path | pa.Table | RawFrame
+
+
+class Estimator:
+    """Reads files, fits encoders on training data only, trains, predicts and saves."""
+
+    def __init__(self, config: RunConfig | None = None, **sections: Any):
+        base = config.to_json_dict() if config is not None else {}
+        self.config = build_config(merge(base, sections)) if sections or config is None else config
+        self.model: torch.nn.Module | None = None
+        self.encoder: FeatureEncoder | None = None
+        self.result: TrainResult | None = None
+        self.metrics: dict[str, Any] = {}
+
+    # -- data -------------------------------------------------------------------------------------
+
+    def read(self, data: Data, require_label: bool = True) -> RawFrame:
+        """A file path, an Arrow table or a ``RawFrame`` as a ``RawFrame``."""
+        cfg = self.config.data
+        if isinstance(data, RawFrame):
+            return data
+        if isinstance(data, pa.Table):
+            frame = frame_from_table(data, "<table>", cfg.label, require_label)
+            if cfg.multi:
+                from deepfm.data.readers import split_multi
+
+                for name in cfg.multi:
+                    frame.columns[name], frame.weights[name] = split_multi(frame, name, cfg.multi_separator)
+                    frame.kinds[name] = "multi"
+            return frame
+        return read_frame(data, cfg.format, cfg.label, cfg.multi, cfg.multi_separator, require_label=require_label)
+
+    def encode(self, data: Data, with_labels: bool = True) -> EncodedData:
+        assert self.encoder is not None, "fit or load the estimator first"
+        frame = self.read(data, require_label=with_labels)
+        return self.encoder.transform(frame, with_labels=with_labels)
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        train: Data | None = None,
+        valid: Data | None = None,
+        out: str | Path | None = None,
+        resume: bool = False,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+    ) -> "Estimator":
+        """Fit encoders on ``train``, train the model, keep the best epoch; with ``out``, checkpoint
+        into ``out/checkpoint`` (``resume=True`` continues from there) and save the model to ``out``."""
+        cfg = self.config
+        train = train if train is not None else cfg.data.train
+        valid = valid if valid is not None else cfg.data.valid
+        out = out if out is not None else cfg.out
+        if train is None:
+            from deepfm.errors import ConfigError
+
+            raise ConfigError("data.train: a training file is required")
+        configure_threads(cfg.training.threads)
+        began = time.perf_counter()
+        train_frame = self.read(train)
+        saved_features = Path(out) / "checkpoint-features.json" if out else None
+        if resume and saved_features and saved_features.exists():
+            self.encoder = FeatureEncoder.from_dict(json.loads(saved_features.read_text()))
+        else:
+            self.encoder = FeatureEncoder.fit([train_frame], cfg.data)
+        train_data = self.encoder.transform(train_frame)
+        del train_frame
+        valid_data = self.encode(valid) if valid is not None else None
+        if saved_features:
+            saved_features.parent.mkdir(parents=True, exist_ok=True)
+            saved_features.write_text(json.dumps(self.encoder.to_dict()))
+        torch.manual_seed(cfg.training.seed)
+        self.model = build_model(cfg.model, self.encoder.num_features, self.encoder.num_fields)
+        trainer = Trainer(self.model, self.encoder.task, cfg.training,
+                          checkpoint_dir=Path(out) / "checkpoint" if out else None, progress=progress, log=log)
+        self.result = trainer.fit(train_data, valid_data, resume=resume)
+        self.model = trainer.model
+        self.metrics = {
+            "task": self.encoder.task,
+            "rows": len(train_data),
+            "valid_rows": len(valid_data) if valid_data is not None else 0,
+            "epochs": self.result.epochs_run,
+            "best_epoch": self.result.best_epoch,
+            "best_valid": self.result.best_metrics,
+            "history": self.result.history,
+            "seconds": round(time.perf_counter() - began, 3),
+            "train_samples_per_s": round(self.result.samples_per_s, 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+        }
+        if out is not None:
+            self.save(out)
+        return self
+
+    # -- inference --------------------------------------------------------------------------------
+
+    def predict(self, data: Data) -> np.ndarray:
+        """Probabilities (binary) or ratings (regression), one per row, in input order."""
+        self._require_model()
+        return predict(self.model, self.encoder.task, self.encode(data, with_labels=False), self.config.training.device)
+
+    def evaluate(self, data: Data) -> dict[str, Any]:
+        """``{"rows": N, "auc": .., "logloss": ..}`` (binary) or ``{"rows": N, "rmse": .., "mae": ..}``."""
+        self._require_model()
+        encoded = self.encode(data, with_labels=True)
+        if encoded.labels is None:
+            from deepfm.errors import DataError
+
+            raise DataError(str(data), f"evaluation needs the label column '{self.encoder.label}'", line=1)
+        predictions = predict(self.model, self.encoder.task, encoded, self.config.training.device)
+        return {"rows": len(encoded), **evaluate_predictions(self.encoder.task, encoded.labels, predictions)}
+
+    # -- persistence ------------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        self._require_model()
+        return save_model_dir(directory, self.model, self.encoder, self.config, self.metrics)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Estimator":
+        saved = load_model_dir(directory)
+        estimator = cls(saved.config)
+        estimator.model, estimator.encoder, estimator.metrics = saved.model, saved.encoder, saved.metrics
+        return estimator
+
+    def _require_model(self) -> None:
+        if self.model is None or self.encoder is None:
+            raise RuntimeError("the estimator has no model yet: call fit() or Estimator.load()")

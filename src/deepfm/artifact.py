@@ -1,0 +1,103 @@
+"""The model directory: everything needed to predict, with no pickle and no other file.
+
+    model.safetensors   weights
+    features.json       feature schema and encoders (vocabularies, statistics)
+    config.json         the run configuration and the model's shape
+    metrics.json        per-epoch history and the best epoch
+    manifest.json       format version, package versions and a SHA-256 of every file above
+
+Loading checks the manifest first, so a missing, altered or incompatible file is a
+clear ``ModelDirError`` rather than a wrong prediction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from deepfm import __version__
+from deepfm.config import RunConfig
+from deepfm.data.encoders import FeatureEncoder
+from deepfm.errors import ModelDirError
+from deepfm.models import build_model
+
+FORMAT = "deepfm-model"
+FORMAT_VERSION = 1
+FILES = ("model.safetensors", "features.json", "config.json", "metrics.json")
+
+
+@dataclass
+class SavedModel:
+    model: torch.nn.Module
+    encoder: FeatureEncoder
+    config: RunConfig
+    metrics: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model_dir(directory: str | Path, model: torch.nn.Module, encoder: FeatureEncoder, config: RunConfig,
+                   metrics: dict[str, Any]) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, directory / "model.safetensors",
+              metadata={"format": FORMAT})
+    (directory / "features.json").write_text(json.dumps(encoder.to_dict(), indent=1))
+    shape = {"num_features": encoder.num_features, "num_fields": encoder.num_fields}
+    (directory / "config.json").write_text(json.dumps({"run": config.to_json_dict(), "shape": shape}, indent=1))
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "deepfm_version": __version__,
+        "torch_version": torch.__version__,
+        "files": {name: _sha256(directory / name) for name in FILES},
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return directory
+
+
+def load_model_dir(directory: str | Path) -> SavedModel:
+    """Load and verify a model directory; raises ``ModelDirError`` saying what is wrong."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelDirError(f"{directory}: not a model directory (it does not exist)")
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.exists():
+        raise ModelDirError(f"{directory}: not a deepfm model directory (no manifest.json)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ModelDirError(f"{manifest_path}: unreadable manifest: {error}") from None
+    if manifest.get("format") != FORMAT:
+        raise ModelDirError(f"{manifest_path}: not a deepfm model (format {manifest.get('format')!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelDirError(
+            f"{directory}: model format version {manifest.get('format_version')} was written by deepfm "
+            f"{manifest.get('deepfm_version')}; this deepfm {__version__} reads version {FORMAT_VERSION}"
+        )
+    for name in FILES:
+        path = directory / name
+        if not path.exists():
+            raise ModelDirError(f"{directory}: incomplete model directory, {name} is missing")
+        if _sha256(path) != manifest["files"].get(name):
+            raise ModelDirError(f"{path}: checksum does not match manifest.json (the file was changed or damaged)")
+    encoder = FeatureEncoder.from_dict(json.loads((directory / "features.json").read_text()))
+    saved = json.loads((directory / "config.json").read_text())
+    config = RunConfig.model_validate(saved["run"])
+    model = build_model(config.model, saved["shape"]["num_features"], saved["shape"]["num_fields"])
+    model.load_state_dict(load_file(directory / "model.safetensors"))
+    model.eval()
+    return SavedModel(model, encoder, config, json.loads((directory / "metrics.json").read_text()))

@@ -1,0 +1,164 @@
+"""Typed, frozen, validated run configuration.
+
+One ``RunConfig`` drives a run; it comes from CLI flags, a TOML/YAML file, or both
+(flags win). It is validated before any data is read, and saved in the model
+directory so a model explains how it was made.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from deepfm.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Format = Literal["auto", "csv", "tsv", "parquet", "criteo", "libfm", "libffm"]
+Task = Literal["auto", "binary", "regression"]
+ModelName = Literal["lr", "fm", "deepfm", "fnn", "ipnn", "opnn", "pnn", "wide_deep", "fm_dnn"]
+Optimizer = Literal["adam", "adagrad", "sgd"]
+NumericEncoding = Literal["scale", "bucket"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Frozen):
+    """Where the data is and how its columns become features."""
+
+    train: str | None = None
+    valid: str | None = None
+    format: Format = "auto"
+    label: str = "label"
+    task: Task = "auto"
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    multi: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    multi_separator: str = Field("|", min_length=1, max_length=1)
+    min_count: int = Field(1, ge=1, description="values seen fewer times in train share the rare bucket")
+    hash_buckets: int = Field(0, ge=0, description="hash fields with more distinct values than this (0: never)")
+    numeric_encoding: NumericEncoding = "scale"
+    numeric_buckets: int = Field(16, ge=2, le=1024)
+
+    @field_validator("categorical", "numeric", "multi", "ignore", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+
+class ModelConfig(_Frozen):
+    """Architecture. Defaults follow the DeepFM paper (k=10, 400-400-400 ReLU, dropout 0.5)."""
+
+    name: ModelName = "deepfm"
+    embed_dim: int = Field(10, ge=1, le=1024)
+    mlp: tuple[int, ...] = (400, 400, 400)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    activation: Literal["relu", "tanh", "sigmoid"] = "relu"
+    batch_norm: bool = False
+
+    @field_validator("mlp", mode="before")
+    @classmethod
+    def _parse_mlp(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(int(v) for v in value.replace("-", ",").split(",") if v.strip())
+        return value
+
+    @field_validator("mlp")
+    @classmethod
+    def _positive_widths(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(w <= 0 for w in value):
+            raise ValueError("every MLP width must be a positive integer")
+        return value
+
+
+class TrainingConfig(_Frozen):
+    """Optimisation, early stopping and checkpointing."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(2048, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    optimizer: Optimizer = "adam"
+    embed_l2: float = Field(1e-6, ge=0, description="L2 on the embedding rows a batch touches")
+    weight_decay: float = Field(0.0, ge=0, description="L2 on dense (MLP) weights")
+    seed: int = 2026
+    patience: int = Field(2, ge=0, description="epochs without improvement before stopping (0: never stop early)")
+    checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps (0: once per epoch)")
+    threads: int = Field(0, ge=0, description="torch intra-op threads (0: one per core)")
+    device: str = "cpu"
+
+
+class RunConfig(_Frozen):
+    """Everything a ``deepfm train`` run needs."""
+
+    out: str | None = None
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return json.loads(self.model_dump_json())
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        lines.append(f"{source}: {key}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def build_config(values: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a nested mapping into a ``RunConfig``; errors name the offending key."""
+    try:
+        return RunConfig.model_validate(values)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, source)) from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or YAML config file into a nested mapping (not yet validated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".toml":
+            values = tomllib.loads(text)
+        elif path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"{path}: config files must end in .toml, .yaml or .yml")
+    except (tomllib.TOMLDecodeError, ValueError) as error:
+        raise ConfigError(f"{path}: cannot parse: {error}") from None
+    except Exception as error:  # yaml.YAMLError without importing yaml at module level
+        if type(error).__module__.startswith("yaml"):
+            raise ConfigError(f"{path}: cannot parse: {error}") from None
+        raise
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return values
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overrides`` into ``base`` (overrides win), returning a new mapping."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

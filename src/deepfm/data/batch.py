@@ -1,0 +1,137 @@
+"""Encoded data and the tensors a model reads.
+
+``EncodedData`` holds contiguous NumPy columns for a whole file or chunk; a ``Batch``
+is a slice of it as tensors. Ids are global rows of the model's fused embedding table
+and stay int64 from encoding to lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Bag:
+    """A multi-valued field for N rows, jagged: row r owns ``ids[offsets[r]:offsets[r+1]]``."""
+
+    offsets: np.ndarray  # (N + 1,) int64
+    ids: np.ndarray  # (nnz,) int64
+    weights: np.ndarray  # (nnz,) float32
+
+    def take(self, rows: np.ndarray) -> "Bag":
+        starts, ends = self.offsets[rows], self.offsets[rows + 1]
+        lengths = ends - starts
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        positions = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+        return Bag(offsets, self.ids[positions], self.weights[positions])
+
+    def slice(self, start: int, stop: int) -> "Bag":
+        lo, hi = self.offsets[start], self.offsets[stop]
+        return Bag(self.offsets[start : stop + 1] - lo, self.ids[lo:hi], self.weights[lo:hi])
+
+    @staticmethod
+    def concat(bags: list["Bag"]) -> "Bag":
+        offsets = [np.zeros(1, dtype=np.int64)]
+        total = 0
+        for bag in bags:
+            offsets.append(bag.offsets[1:] + total)
+            total += int(bag.offsets[-1])
+        return Bag(np.concatenate(offsets), np.concatenate([b.ids for b in bags]), np.concatenate([b.weights for b in bags]))
+
+
+@dataclass
+class EncodedData:
+    """Model-ready columns for N rows: F single-valued fields plus jagged multi-valued fields."""
+
+    ids: np.ndarray  # (N, F) int64
+    values: np.ndarray | None  # (N, F) float32, None when every value is 1 (pure one-hot data)
+    bags: list[Bag] = field(default_factory=list)
+    labels: np.ndarray | None = None  # (N,) float32
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, rows: np.ndarray) -> "EncodedData":
+        return EncodedData(
+            ids=self.ids[rows],
+            values=None if self.values is None else self.values[rows],
+            bags=[bag.take(rows) for bag in self.bags],
+            labels=None if self.labels is None else self.labels[rows],
+        )
+
+    def slice(self, start: int, stop: int) -> "EncodedData":
+        return EncodedData(
+            ids=self.ids[start:stop],
+            values=None if self.values is None else self.values[start:stop],
+            bags=[bag.slice(start, stop) for bag in self.bags],
+            labels=None if self.labels is None else self.labels[start:stop],
+        )
+
+    @staticmethod
+    def concat(parts: list["EncodedData"]) -> "EncodedData":
+        first = parts[0]
+        return EncodedData(
+            ids=np.concatenate([p.ids for p in parts]),
+            values=None if first.values is None else np.concatenate([p.values for p in parts]),
+            bags=[Bag.concat([p.bags[i] for p in parts]) for i in range(len(first.bags))],
+            labels=None if first.labels is None else np.concatenate([p.labels for p in parts]),
+        )
+
+    def to_batch(self, device: torch.device | str = "cpu") -> "Batch":
+        return Batch.from_numpy(self, device)
+
+
+@dataclass
+class BagTensor:
+    """A multi-valued field as tensors; ``rows[j]`` is the batch row of ``ids[j]``."""
+
+    ids: torch.Tensor  # (nnz,) int64
+    weights: torch.Tensor  # (nnz,) float32
+    rows: torch.Tensor  # (nnz,) int64
+
+
+@dataclass
+class Batch:
+    """What every model's ``forward`` takes: a batch of B rows."""
+
+    ids: torch.Tensor  # (B, F) int64
+    values: torch.Tensor | None  # (B, F) float32, or None for all-ones
+    bags: list[BagTensor]
+    labels: torch.Tensor | None  # (B,) float32
+
+    @property
+    def size(self) -> int:
+        return self.ids.shape[0]
+
+    @staticmethod
+    def from_numpy(data: EncodedData, device: torch.device | str = "cpu") -> "Batch":
+        def tensor(array: np.ndarray | None) -> torch.Tensor | None:
+            return None if array is None else torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
+
+        bags = []
+        for bag in data.bags:
+            rows = np.repeat(np.arange(len(bag.offsets) - 1, dtype=np.int64), np.diff(bag.offsets))
+            bags.append(BagTensor(tensor(bag.ids), tensor(bag.weights), tensor(rows)))
+        return Batch(tensor(data.ids), tensor(data.values), bags, tensor(data.labels))
+
+
+def iterate_batches(
+    data: EncodedData, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0, skip: int = 0
+) -> Iterator[EncodedData]:
+    """Batches as slices (or shuffled gathers) of contiguous columns: no per-row Python.
+
+    The order depends only on ``(seed, epoch)``, so a resumed run sees the same batches;
+    ``skip`` drops the first batches of the epoch (resuming mid-epoch).
+    """
+    n = len(data)
+    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else None
+    for number, start in enumerate(range(0, n, batch_size)):
+        if number < skip:
+            continue
+        stop = min(start + batch_size, n)
+        yield data.take(order[start:stop]) if order is not None else data.slice(start, stop)

@@ -1,0 +1,312 @@
+"""Feature encoding with a fit/transform contract, fitted on training data only.
+
+Every field owns a contiguous range ``[offset, offset + size)`` of the fused embedding
+table. Inside it, categorical and multi-valued fields reserve id 0 for a missing value
+and id 1 for values unseen in training or rarer than ``min_count``; vocabulary entry
+``i`` is id ``2 + i`` (or ``2 + fnv1a64(value) % buckets`` when hashed). Numeric fields
+reserve id 0 for missing; with ``scale`` a present value is id 1 with x = (s(v) − mean)/std,
+s(v) = sign(v)·log(1+|v|); with ``bucket`` it is id 1 + its quantile bucket, x = 1.
+The encoder is plain JSON (``to_dict``/``from_dict``): no pickle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from deepfm.config import DataConfig
+from deepfm.data.batch import Bag, EncodedData
+from deepfm.data.frame import RawFrame, looks_float, to_float
+from deepfm.data.hashing import hash_bucket
+from deepfm.errors import ConfigError, DataError
+
+MISSING, UNSEEN = 0, 1
+RESERVED = 2
+SCHEMA_VERSION = 1
+Task = Literal["binary", "regression"]
+
+
+@dataclass
+class FieldSpec:
+    """One field: its kind, its id range in the fused table, and what maps values to ids."""
+
+    name: str
+    kind: Literal["categorical", "numeric", "multi"]
+    offset: int = 0
+    size: int = 0
+    vocabulary: list[str] | None = None
+    hash_buckets: int = 0
+    mean: float = 0.0
+    std: float = 1.0
+    edges: list[float] | None = None
+    weighted: bool = False
+
+    @property
+    def single_valued(self) -> bool:
+        return self.kind != "multi"
+
+
+def signed_log(values: np.ndarray) -> np.ndarray:
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
+@dataclass
+class FeatureEncoder:
+    """Turns ``RawFrame``s into ``EncodedData`` for one fixed schema."""
+
+    task: Task
+    label: str
+    fields: list[FieldSpec]
+    label_map: dict[str, float] = field(default_factory=dict)
+
+    # -- the schema -----------------------------------------------------------------------------
+
+    @property
+    def num_features(self) -> int:
+        """Rows of the fused embedding table."""
+        return sum(f.size for f in self.fields)
+
+    @property
+    def single_fields(self) -> list[FieldSpec]:
+        return [f for f in self.fields if f.single_valued]
+
+    @property
+    def multi_fields(self) -> list[FieldSpec]:
+        return [f for f in self.fields if not f.single_valued]
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "task": self.task,
+            "label": self.label,
+            "label_map": self.label_map,
+            "num_features": self.num_features,
+            "fields": [asdict(f) for f in self.fields],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FeatureEncoder":
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"feature schema version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+        encoder = cls(task=data["task"], label=data["label"], fields=[FieldSpec(**f) for f in data["fields"]],
+                      label_map=data.get("label_map", {}))
+        if encoder.num_features != data["num_features"]:
+            raise ValueError("feature schema is inconsistent: field sizes do not add up to num_features")
+        return encoder
+
+    # -- fit ------------------------------------------------------------------------------------
+
+    @classmethod
+    def fit(cls, frames: Iterable[RawFrame], config: DataConfig) -> "FeatureEncoder":
+        """Learn field kinds, vocabularies and numeric statistics from training frames (one pass)."""
+        fitter: _Fitter | None = None
+        for frame in frames:
+            if fitter is None:
+                fitter = _Fitter(frame, config)
+            fitter.update(frame)
+        assert fitter is not None, "no training data"
+        return fitter.finish()
+
+    # -- transform ------------------------------------------------------------------------------
+
+    def transform(self, frame: RawFrame, with_labels: bool = True) -> EncodedData:
+        """Encode a frame; a column the model needs but the file lacks is a ``DataError``."""
+        for spec in self.fields:
+            if spec.name not in frame.columns:
+                raise DataError(frame.path, f"column '{spec.name}' is required by the model but not in the file", line=1)
+        n = frame.num_rows
+        single = self.single_fields
+        ids = np.empty((n, len(single)), dtype=np.int64)
+        values = np.ones((n, len(single)), dtype=np.float32)
+        for j, spec in enumerate(single):
+            ids[:, j], values[:, j] = self._encode_single(frame, spec)
+        bags = [self._encode_multi(frame, spec) for spec in self.multi_fields]
+        labels = self.encode_labels(frame) if with_labels and frame.labels is not None else None
+        return EncodedData(ids=ids, values=None if (values == 1).all() else values, bags=bags, labels=labels)
+
+    def _encode_single(self, frame: RawFrame, spec: FieldSpec) -> tuple[np.ndarray, np.ndarray]:
+        column = frame.columns[spec.name]
+        if spec.kind == "numeric":
+            x = to_float(frame, column, spec.name)
+            missing = np.isnan(x)
+            if spec.edges is not None:
+                local = np.where(missing, MISSING, 1 + np.searchsorted(np.asarray(spec.edges), x, side="right"))
+                return spec.offset + local, np.ones(len(x), dtype=np.float32)
+            scaled = np.where(missing, 1.0, (signed_log(np.nan_to_num(x)) - spec.mean) / spec.std)
+            return spec.offset + np.where(missing, MISSING, 1), scaled.astype(np.float32)
+        local = self._lookup(column, spec)
+        weights = frame.weights.get(spec.name)
+        value = np.ones(len(local), dtype=np.float32) if weights is None else weights.to_numpy(zero_copy_only=False).astype(np.float32)
+        return spec.offset + local, value
+
+    def _encode_multi(self, frame: RawFrame, spec: FieldSpec) -> Bag:
+        column = frame.columns[spec.name]
+        if not pa.types.is_list(column.type):
+            raise DataError(frame.path, f"column '{spec.name}' must be multi-valued (--multi)", line=1)
+        offsets = column.offsets.to_numpy().astype(np.int64) - int(column.offsets[0].as_py())
+        flat = pc.list_flatten(column)
+        local = self._lookup(flat, spec)
+        weights = frame.weights.get(spec.name)
+        w = np.ones(len(local), np.float32) if weights is None else pc.list_flatten(weights).to_numpy(zero_copy_only=False).astype(np.float32)
+        lengths = np.diff(offsets)
+        if (lengths == 0).any():  # an empty set is "missing": one reserved id with weight 1
+            empty = np.flatnonzero(lengths == 0)
+            positions = offsets[empty]
+            local = np.insert(local, positions, MISSING)
+            w = np.insert(w, positions, 1.0).astype(np.float32)
+            lengths = np.maximum(lengths, 1)
+            offsets = np.concatenate([[0], np.cumsum(lengths)])
+        return Bag(offsets.astype(np.int64), spec.offset + local.astype(np.int64), w)
+
+    @staticmethod
+    def _lookup(column: pa.Array, spec: FieldSpec) -> np.ndarray:
+        """Field-local ids of a value column: 0 missing, 1 unseen, 2+ vocabulary/hash bucket."""
+        text = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
+        missing = pc.is_null(text).to_numpy(zero_copy_only=False)
+        if spec.hash_buckets:
+            local = RESERVED + hash_bucket(text, spec.hash_buckets)
+        else:
+            index = pc.index_in(text, value_set=pa.array(spec.vocabulary, pa.string()))
+            unseen = pc.is_null(index).to_numpy(zero_copy_only=False)
+            local = pc.fill_null(index, 0).to_numpy(zero_copy_only=False).astype(np.int64) + RESERVED
+            local[unseen] = UNSEEN
+        local[missing] = MISSING
+        return local
+
+    def encode_labels(self, frame: RawFrame) -> np.ndarray:
+        y = to_float(frame, frame.labels, None)
+        if np.isnan(y).any():
+            raise frame.error(int(np.flatnonzero(np.isnan(y))[0]), None, "the label is missing")
+        for raw, mapped in self.label_map.items():
+            y = np.where(y == float(raw), mapped, y)
+        if self.task == "binary":
+            bad = np.flatnonzero((y != 0) & (y != 1))
+            if len(bad):
+                raise frame.error(int(bad[0]), None, f"binary labels must be 0 or 1, got {y[bad[0]]:g} (use --task regression for ratings)")
+        return y.astype(np.float32)
+
+
+class _Fitter:
+    """Accumulates counts and statistics chunk by chunk, so vocabularies can be built in a stream."""
+
+    def __init__(self, first: RawFrame, config: DataConfig):
+        self.config = config
+        self.kinds = resolve_kinds(first, config)
+        self.counts: dict[str, pa.Table | None] = {n: None for n, k in self.kinds.items() if k != "numeric"}
+        self.moments = {n: np.zeros(3) for n, k in self.kinds.items() if k == "numeric"}
+        self.samples: dict[str, list[np.ndarray]] = {n: [] for n, k in self.kinds.items() if k == "numeric"}
+        self.weighted = {n: n in first.weights for n in self.kinds}
+        self.label_values: set[float] = set()
+        self.fmt_allows_pm1 = first.format in ("libfm", "libffm")
+        self.frames_seen = 0
+
+    def update(self, frame: RawFrame) -> None:
+        self.frames_seen += 1
+        for name, kind in self.kinds.items():
+            column = frame.columns[name]
+            if kind == "numeric":
+                x = to_float(frame, column, name)
+                x = x[~np.isnan(x)]
+                s = signed_log(x)
+                self.moments[name] += (len(s), s.sum(), (s * s).sum())
+                if sum(len(a) for a in self.samples[name]) < 1_000_000:
+                    self.samples[name].append(x)
+                continue
+            flat = pc.list_flatten(column) if kind == "multi" else column
+            flat = flat if pa.types.is_string(flat.type) else pc.cast(flat, pa.string())
+            counts = pc.value_counts(pc.drop_null(flat)).flatten()
+            table = pa.table({"value": counts[0], "count": counts[1]})
+            previous = self.counts[name]
+            if previous is not None:
+                table = pa.concat_tables([previous, table]).group_by("value").aggregate([("count", "sum")]).rename_columns(["value", "count"])
+            self.counts[name] = table
+        if frame.labels is not None:
+            y = to_float(frame, frame.labels, None)
+            self.label_values.update(np.unique(y[~np.isnan(y)])[:3].tolist())
+
+    def finish(self) -> FeatureEncoder:
+        config, specs, offset = self.config, [], 0
+        ordered = [n for n, k in self.kinds.items() if k != "multi"] + [n for n, k in self.kinds.items() if k == "multi"]
+        for name in ordered:
+            kind = self.kinds[name]
+            spec = FieldSpec(name=name, kind=kind, offset=offset, weighted=self.weighted[name])
+            if kind == "numeric":
+                count, total, squares = self.moments[name]
+                mean = total / count if count else 0.0
+                std = float(np.sqrt(max(squares / count - mean**2, 0.0))) if count else 1.0
+                spec.mean, spec.std = float(mean), (std if std > 1e-12 else 1.0)
+                if config.numeric_encoding == "bucket":
+                    sample = np.concatenate(self.samples[name]) if self.samples[name] else np.zeros(0)
+                    qs = np.linspace(0, 1, config.numeric_buckets + 1)[1:-1]
+                    spec.edges = np.unique(np.quantile(sample, qs)).tolist() if len(sample) else []
+                    spec.size = 2 + len(spec.edges)
+                else:
+                    spec.size = 2
+            else:
+                table = self.counts[name]
+                keep = table.filter(pc.greater_equal(table["count"], config.min_count))
+                keep = keep.sort_by([("count", "descending"), ("value", "ascending")])
+                vocabulary = keep["value"].to_pylist()
+                if config.hash_buckets and len(vocabulary) > config.hash_buckets:
+                    spec.hash_buckets = config.hash_buckets
+                    spec.size = RESERVED + config.hash_buckets
+                else:
+                    spec.vocabulary = vocabulary
+                    spec.size = RESERVED + len(vocabulary)
+            specs.append(spec)
+            offset += spec.size
+        task, label_map = self._task()
+        return FeatureEncoder(task=task, label=config.label, fields=specs, label_map=label_map)
+
+    def _task(self) -> tuple[Task, dict[str, float]]:
+        values = self.label_values
+        task = self.config.task
+        label_map: dict[str, float] = {}
+        if values and values <= {-1.0, 1.0} and -1.0 in values and self.fmt_allows_pm1 and task != "regression":
+            label_map = {"-1": 0.0}  # libFM's classification convention
+            values = {0.0 if v == -1 else v for v in values}
+        if task == "auto":
+            task = "binary" if values <= {0.0, 1.0} else "regression"
+        return task, label_map
+
+
+def resolve_kinds(frame: RawFrame, config: DataConfig) -> dict[str, str]:
+    """Each column's kind: the flags first, then what the format fixes, then ``looks_float`` (floats
+    are numeric; integers and strings are categorical)."""
+    categorical, numeric = set(config.categorical), set(config.numeric)
+    both = categorical & numeric
+    if both:
+        raise ConfigError(f"data: columns {sorted(both)} are both --categorical and --numeric")
+    for option, names in (("--categorical", categorical), ("--numeric", numeric), ("--ignore", set(config.ignore))):
+        for name in sorted(names):
+            if name not in frame.columns:
+                known = ", ".join(frame.columns)
+                raise DataError(frame.path, f"{option} names column '{name}', which is not in the file (columns: {known})", line=1)
+    kinds: dict[str, str] = {}
+    for name, column in frame.columns.items():
+        if name in config.ignore:
+            continue
+        fixed = frame.kinds.get(name, "auto")
+        if fixed == "multi":
+            kinds[name] = "multi"
+        elif name in categorical:
+            kinds[name] = "categorical"
+        elif name in numeric:
+            if pa.types.is_list(column.type):
+                raise ConfigError(f"data: column '{name}' is multi-valued and cannot be --numeric")
+            kinds[name] = "numeric"
+        elif fixed != "auto":
+            kinds[name] = fixed
+        else:
+            kinds[name] = "numeric" if looks_float(column) else "categorical"
+    if not kinds:
+        raise DataError(frame.path, "no feature columns besides the label", line=1)
+    return kinds

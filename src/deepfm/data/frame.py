@@ -1,0 +1,78 @@
+"""``RawFrame``: the columns of one file (or chunk) before encoding, with what locates its rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from deepfm.errors import DataError
+
+Kind = Literal["auto", "categorical", "numeric", "multi"]
+
+_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(nan|NaN|NAN|inf|Inf|INF|infinity|Infinity)\s*$"
+
+
+@dataclass
+class RawFrame:
+    """Raw columns of one file or chunk.
+
+    ``columns`` hold strings (categorical or not yet typed), float64 (numeric) or
+    ``list<string>`` (multi-valued). ``weights`` optionally gives each value a weight
+    (libFM/libFFM values, ``id:weight`` tokens), shaped like its column.
+    Row ``i`` sits on line ``first_line + i`` of ``path``.
+    """
+
+    path: str
+    format: str
+    columns: dict[str, pa.Array]
+    kinds: dict[str, Kind]
+    column_numbers: dict[str, int]
+    labels: pa.Array | None = None
+    label_column_number: int = 1
+    weights: dict[str, pa.Array] = field(default_factory=dict)
+    first_line: int = 1
+
+    @property
+    def num_rows(self) -> int:
+        if self.labels is not None:
+            return len(self.labels)
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def error(self, row: int, name: str | None, message: str) -> DataError:
+        column = self.label_column_number if name is None else self.column_numbers.get(name)
+        return DataError(self.path, message, line=self.first_line + int(row), column=column)
+
+
+def to_float(frame: RawFrame, array: pa.Array, name: str | None) -> np.ndarray:
+    """Cast a column to float64, or raise a ``DataError`` naming the first value that is not a number.
+
+    Nulls become NaN. ``name=None`` means the label column.
+    """
+    if pa.types.is_floating(array.type) or pa.types.is_integer(array.type) or pa.types.is_boolean(array.type):
+        return pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
+    try:
+        return pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    ok = pc.fill_null(pc.match_substring_regex(array, _NUMBER), True).to_numpy(zero_copy_only=False)
+    bad = int(np.flatnonzero(~ok)[0]) if (~ok).any() else 0
+    what = "the label" if name is None else f"column '{name}'"
+    raise frame.error(bad, name, f"{what} must be a number, got {array[bad].as_py()!r}")
+
+
+def looks_float(array: pa.Array) -> bool:
+    """The inference rule for untyped text: numeric iff every value is a number and one has a '.' or exponent."""
+    if pa.types.is_floating(array.type):
+        return True
+    if not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
+        return False
+    present = pc.drop_null(array)
+    if len(present) == 0:
+        return False
+    if not pc.all(pc.match_substring_regex(present, _NUMBER)).as_py():
+        return False
+    return bool(pc.any(pc.match_substring_regex(present, r"[.eE]|nan|inf|NaN|Inf")).as_py())

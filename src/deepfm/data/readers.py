@@ -1,0 +1,307 @@
+"""File readers: CSV/TSV/Parquet/Criteo/libFM/libFFM (plain or .gz) into a ``RawFrame``.
+
+Everything is columnar (PyArrow); Python touches single lines only to locate an error.
+"""
+
+from __future__ import annotations
+
+import csv as pycsv
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from deepfm.data.formats import CRITEO_COLUMNS, detect_format, open_text
+from deepfm.data.frame import RawFrame
+from deepfm.errors import DataError
+
+BLOCK_SIZE = 16 << 20
+
+
+def read_frame(
+    path: str | Path,
+    fmt: str = "auto",
+    label: str = "label",
+    multi: Sequence[str] = (),
+    separator: str = "|",
+    require_label: bool = True,
+) -> RawFrame:
+    """Read one file whole. ``require_label=False`` allows prediction files without labels."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt in ("csv", "tsv", "criteo"):
+        frame = _read_delimited(path, fmt, label, require_label)
+    elif fmt == "parquet":
+        frame = _read_parquet(path, label, require_label)
+    elif fmt in ("libfm", "libffm"):
+        frame = _read_sparse_lines(path, fmt)
+    else:  # pragma: no cover - the config validates formats
+        raise DataError(path, f"unknown format {fmt!r}")
+    if frame.num_rows == 0:
+        raise DataError(path, "file has no data rows", line=frame.first_line)
+    for name in multi:
+        if name not in frame.columns:
+            raise _unknown_column(frame, name, "--multi")
+        frame.columns[name], frame.weights[name] = split_multi(frame, name, separator)
+        frame.kinds[name] = "multi"
+    return frame
+
+
+def _unknown_column(frame: RawFrame, name: str, option: str) -> DataError:
+    known = ", ".join(frame.columns)
+    return DataError(frame.path, f"{option} names column '{name}', which is not in the file (columns: {known})", line=1)
+
+
+# -- delimited text ---------------------------------------------------------------------------
+
+
+def _header(path: Path, delimiter: str) -> list[str]:
+    with open_text(path) as handle:
+        line = handle.readline()
+    if not line.strip():
+        raise DataError(path, "file is empty", line=1)
+    return next(pycsv.reader([line], delimiter=delimiter))
+
+
+def _read_delimited(path: Path, fmt: str, label: str, require_label: bool) -> RawFrame:
+    delimiter = "," if fmt == "csv" else "\t"
+    if fmt == "criteo":
+        names, skip, first_line = list(CRITEO_COLUMNS), 0, 1
+        label = "label"
+    else:
+        names, skip, first_line = _header(path, delimiter), 1, 2
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise DataError(path, f"duplicate column names in the header: {sorted(duplicates)}", line=1)
+    invalid: list[int] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        invalid.append(row.actual_columns)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip, block_size=BLOCK_SIZE),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names},
+                null_values=[""],
+                strings_can_be_null=True,
+            ),
+        )
+    except pa.ArrowInvalid as error:
+        raise DataError(path, f"cannot parse: {error}") from None
+    if invalid:
+        raise _locate_ragged(path, delimiter, len(names), skip)
+    columns = {n: table.column(n).combine_chunks() for n in names}
+    numbers = {n: i + 1 for i, n in enumerate(names)}
+    labels = columns.pop(label, None)
+    if labels is None and require_label:
+        raise DataError(path, f"no label column '{label}' (columns: {', '.join(names)}); set --label", line=1)
+    kinds = {n: ("numeric" if fmt == "criteo" and n.startswith("I") else "categorical" if fmt == "criteo" else "auto") for n in columns}
+    return RawFrame(
+        path=str(path), format=fmt, columns=columns, kinds=kinds, column_numbers=numbers, labels=labels,
+        label_column_number=numbers.get(label, 1), first_line=first_line,
+    )
+
+
+def _locate_ragged(path: Path, delimiter: str, expected: int, skip: int) -> DataError:
+    """Find the first row whose field count is wrong (runs only on the error path)."""
+    with open_text(path) as handle:
+        for number, fields in enumerate(pycsv.reader(handle, delimiter=delimiter), start=1):
+            if number <= skip or not fields:
+                continue
+            if len(fields) != expected:
+                return DataError(
+                    path, f"expected {expected} fields, found {len(fields)}", line=number,
+                    column=min(len(fields), expected) + 1 if len(fields) < expected else expected + 1,
+                )
+    return DataError(path, f"a row does not have {expected} fields")
+
+
+# -- parquet ----------------------------------------------------------------------------------
+
+
+def _read_parquet(path: Path, label: str, require_label: bool) -> RawFrame:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataError(path, f"cannot read Parquet: {error}") from None
+    return frame_from_table(table, str(path), label, require_label, fmt="parquet")
+
+
+def frame_from_table(table: pa.Table, source: str, label: str = "label", require_label: bool = False,
+                     fmt: str = "table") -> RawFrame:
+    """A ``RawFrame`` over an in-memory Arrow table (Parquet, Python API, HTTP requests).
+
+    Rows are numbered from 1 for error messages.
+    """
+    names = table.column_names
+    columns = {n: table.column(n).combine_chunks() for n in names}
+    numbers = {n: i + 1 for i, n in enumerate(names)}
+    labels = columns.pop(label, None)
+    if labels is None and require_label:
+        raise DataError(source, f"no label column '{label}' (columns: {', '.join(names)}); set --label", line=1)
+    return RawFrame(path=source, format=fmt, columns=columns, kinds={n: "auto" for n in columns},
+                    column_numbers=numbers, labels=labels, label_column_number=numbers.get(label, 1), first_line=1)
+
+
+# -- multi-valued columns ---------------------------------------------------------------------
+
+
+def split_multi(frame: RawFrame, name: str, separator: str) -> tuple[pa.Array, pa.Array]:
+    """``"a|b:0.5|c"`` -> ``[a, b, c]`` with weights ``[1, 0.5, 1]``; null or empty -> empty list."""
+    column = frame.columns[name]
+    if not pa.types.is_string(column.type):
+        column = pc.cast(column, pa.string())
+    column = pc.if_else(pc.equal(pc.fill_null(column, ""), ""), pa.scalar(None, pa.string()), column)
+    lists = pc.split_pattern(column, separator)
+    lists = pc.if_else(pc.is_null(column), pa.scalar([], pa.list_(pa.string())), lists)
+    tokens = pc.list_flatten(lists)
+    has_weight = pc.match_substring(tokens, ":")
+    ids = pc.replace_substring_regex(tokens, r":[^:]*$", "")
+    weight_text = pc.if_else(has_weight, pc.replace_substring_regex(tokens, r"^.*:", ""), "1")
+    try:
+        weights = pc.cast(weight_text, pa.float32())
+    except pa.ArrowInvalid:
+        ok = pc.match_substring_regex(weight_text, r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$").to_numpy(zero_copy_only=False)
+        token = int(np.flatnonzero(~ok)[0])
+        row = int(np.searchsorted(lists.offsets.to_numpy()[1:], token, side="right"))
+        raise frame.error(row, name, f"multi-valued column '{name}': weight in {tokens[token].as_py()!r} is not a number") from None
+    offsets = lists.offsets
+    return pa.ListArray.from_arrays(offsets, ids), pa.ListArray.from_arrays(offsets, weights)
+
+
+# -- libFM / libFFM ---------------------------------------------------------------------------
+
+
+def _read_lines(path: Path) -> pa.Array:
+    table = pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(column_names=["line"], block_size=BLOCK_SIZE),
+        parse_options=pacsv.ParseOptions(delimiter="\x1f", quote_char=False, escape_char=False, ignore_empty_lines=False),
+        convert_options=pacsv.ConvertOptions(column_types={"line": pa.string()}, strings_can_be_null=False),
+    )
+    return table.column("line").combine_chunks()
+
+
+def _char_column(path: Path, line: int, token: int) -> int:
+    """1-based character position of whitespace-separated token ``token`` (0-based) on ``line``."""
+    with open_text(path) as handle:
+        for number, text in enumerate(handle, start=1):
+            if number == line:
+                position, seen = 0, -1
+                for i, ch in enumerate(text):
+                    if not ch.isspace() and (i == 0 or text[i - 1].isspace()):
+                        seen += 1
+                        if seen == token:
+                            return i + 1
+                    position = i
+                return position + 1
+    return 1
+
+
+def _read_sparse_lines(path: Path, fmt: str) -> RawFrame:
+    lines = _read_lines(path)
+    if len(lines) == 0:
+        raise DataError(path, "file is empty", line=1)
+    trimmed = pc.utf8_trim_whitespace(lines)
+    empty = pc.equal(trimmed, "").to_numpy(zero_copy_only=False)
+    if empty.any():
+        raise DataError(path, "empty line", line=int(np.flatnonzero(empty)[0]) + 1, column=1)
+    tokens = pc.split_pattern_regex(trimmed, r"\s+")
+    labels = pc.list_element(tokens, 0)
+    features = pc.list_slice(tokens, 1)
+    counts = pc.list_value_length(features).to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    flat = pc.list_flatten(features)
+    parts = pc.split_pattern(flat, ":")
+    expected = 2 if fmt == "libfm" else 3
+    part_counts = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+
+    def fail(token: int, message: str) -> DataError:
+        row = int(np.searchsorted(starts[1:], token, side="right"))
+        within = token - int(starts[row]) + 1
+        return DataError(path, message, line=row + 1, column=_char_column(path, row + 1, within))
+
+    bad = np.flatnonzero(part_counts != expected)
+    if len(bad):
+        shape = "idx:value" if fmt == "libfm" else "field:idx:value"
+        raise fail(int(bad[0]), f"expected {shape}, got {flat[int(bad[0])].as_py()!r}")
+
+    def column(position: int, dtype: pa.DataType, what: str) -> np.ndarray:
+        text = pc.list_element(parts, position)
+        pattern = r"^\d+$" if pa.types.is_integer(dtype) else r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
+        ok = pc.match_substring_regex(text, pattern).to_numpy(zero_copy_only=False)
+        if not ok.all():
+            token = int(np.flatnonzero(~ok)[0])
+            raise fail(token, f"{what} must be a {'non-negative integer' if pa.types.is_integer(dtype) else 'number'}, got {text[token].as_py()!r}")
+        return pc.cast(text, dtype).to_numpy(zero_copy_only=False)
+
+    values = column(expected - 1, pa.float32(), "feature value")
+    indices = column(expected - 2, pa.int64(), "feature index")
+    fields = column(0, pa.int64(), "field") if fmt == "libffm" else None
+    n = len(lines)
+    frame = RawFrame(path=str(path), format=fmt, columns={}, kinds={}, column_numbers={}, labels=labels, first_line=1)
+    rows = np.repeat(np.arange(n), counts)
+    if fields is None:
+        _libfm_columns(frame, rows, counts, starts, indices, values)
+    else:
+        _libffm_columns(frame, rows, n, fields, indices, values)
+    return frame
+
+
+def _libfm_columns(frame: RawFrame, rows, counts, starts, indices, values) -> None:
+    """Fixed-width rows whose positions hold disjoint index ranges become positional fields
+    ``f1..fn`` (as in Frappe and iPinYou); anything else becomes one multi-valued ``features``."""
+    width = int(counts[0]) if len(counts) else 0
+    if width > 0 and (counts == width).all():
+        grid = indices.reshape(-1, width)
+        lows, highs = grid.min(0), grid.max(0)
+        if (highs[:-1] < lows[1:]).all():
+            unit = bool((values == 1).all())
+            grid_values = values.reshape(-1, width)
+            for j in range(width):
+                name = f"f{j + 1}"
+                frame.columns[name] = pa.array(grid[:, j].astype(str))
+                frame.kinds[name] = "categorical"
+                frame.column_numbers[name] = None  # character columns are located per token
+                if not unit:
+                    frame.weights[name] = pa.array(grid_values[:, j])
+            return
+    offsets = pa.array(starts.astype(np.int32))
+    frame.columns["features"] = pa.ListArray.from_arrays(offsets, pa.array(indices.astype(str)))
+    frame.weights["features"] = pa.ListArray.from_arrays(offsets, pa.array(values))
+    frame.kinds["features"] = "multi"
+    frame.column_numbers["features"] = None
+
+
+def _libffm_columns(frame: RawFrame, rows, n: int, fields, indices, values) -> None:
+    """One column per field: scalar where every row has exactly one feature of it, else multi-valued."""
+    order = np.lexsort((rows, fields))
+    fields, rows, indices, values = fields[order], rows[order], indices[order], values[order]
+    for field in np.unique(fields):
+        lo, hi = np.searchsorted(fields, [field, field + 1])
+        field_rows = rows[lo:hi]
+        per_row = np.bincount(field_rows, minlength=n)
+        name = f"field{int(field)}"
+        frame.column_numbers[name] = None
+        ids = indices[lo:hi].astype(str)
+        if (per_row == 1).all():
+            frame.columns[name] = pa.array(ids)
+            frame.kinds[name] = "categorical"
+            if not (values[lo:hi] == 1).all():
+                frame.weights[name] = pa.array(values[lo:hi])
+        else:
+            offsets = pa.array(np.concatenate([[0], np.cumsum(per_row)]).astype(np.int32))
+            frame.columns[name] = pa.ListArray.from_arrays(offsets, pa.array(ids))
+            frame.weights[name] = pa.ListArray.from_arrays(offsets, pa.array(values[lo:hi]))
+            frame.kinds[name] = "multi"

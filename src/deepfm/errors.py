@@ -1,0 +1,41 @@
+"""Errors a user can act on. The CLI prints them as one line and exits with status 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DeepFMError(Exception):
+    """Base class for errors caused by the user's input, not by a bug."""
+
+
+class ConfigError(DeepFMError):
+    """A configuration value is invalid; the message names the key and what is allowed."""
+
+
+class DataError(DeepFMError):
+    """Bad input data, located as ``path:line:column: what is wrong``.
+
+    ``line`` and ``column`` are 1-based; ``column`` is the field number for delimited
+    text (CSV/TSV/Criteo) and the character position for libFM/libFFM lines.
+    Either may be ``None`` when the problem is not tied to one place (an empty file).
+    """
+
+    def __init__(self, path: str | Path, message: str, line: int | None = None, column: int | None = None):
+        self.path = str(path)
+        self.line = line
+        self.column = column
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.path
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where}: {self.message}"
+
+
+class ModelDirError(DeepFMError):
+    """A model directory is missing files, was altered, or comes from an incompatible version."""

@@ -1,0 +1,103 @@
+"""Building blocks shared by the models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepfm.data.batch import Batch
+
+
+@dataclass
+class EmbeddedFields:
+    """Field vectors of a batch and what the FM identity needs.
+
+    ``fields[b, f] = Σ_{i∈f} v_i x_i`` (one vector per field, whatever its width) and
+    ``squares[b] = Σ_i (v_i x_i)²`` over every non-zero feature.
+    """
+
+    fields: torch.Tensor  # (batch_size, num_fields, embed_dim)
+    squares: torch.Tensor  # (batch_size, embed_dim)
+
+
+class FeaturesEmbedding(nn.Module):
+    """One fused table V (num_features × embed_dim) for all fields, looked up once per batch.
+
+    Rows a batch does not touch get no gradient (``sparse=True``), so an update costs
+    O(rows seen), not O(table).
+    """
+
+    def __init__(self, num_features: int, embed_dim: int, sparse: bool = True, init_std: float = 0.01):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_features, embed_dim) * init_std)
+        self.sparse = sparse
+
+    def forward(self, batch: Batch) -> EmbeddedFields:
+        vx = F.embedding(batch.ids, self.weight, sparse=self.sparse)  # (B, F, k)
+        if batch.values is not None:
+            vx = vx * batch.values.unsqueeze(-1)
+        if not batch.bags:
+            return EmbeddedFields(vx, vx.pow(2).sum(1))
+        pooled, squares = [vx], vx.pow(2).sum(1)
+        for bag in batch.bags:
+            v = F.embedding(bag.ids, self.weight, sparse=self.sparse) * bag.weights.unsqueeze(-1)  # (nnz, k)
+            zeros = v.new_zeros(batch.size, v.shape[1])
+            pooled.append(zeros.index_add(0, bag.rows, v).unsqueeze(1))
+            squares = squares + zeros.index_add(0, bag.rows, v.pow(2))
+        return EmbeddedFields(torch.cat(pooled, dim=1), squares)
+
+
+class FeaturesLinear(nn.Module):
+    """First-order term w0 + Σ_i w_i x_i."""
+
+    def __init__(self, num_features: int, sparse: bool = True):
+        super().__init__()
+        self.weights = FeaturesEmbedding(num_features, 1, sparse=sparse, init_std=0.0)
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, batch: Batch) -> torch.Tensor:  # (B,)
+        return self.bias + self.weights(batch).fields.sum(dim=(1, 2))
+
+
+def fm_pairwise(embedded: EmbeddedFields) -> torch.Tensor:
+    """Σ_{i<j} <v_i, v_j> x_i x_j = ½ Σ_f [(Σ_i v_if x_i)² − Σ_i v_if² x_i²], in O(k·n). Shape (B,)."""
+    square_of_sum = embedded.fields.sum(dim=1).pow(2)
+    return 0.5 * (square_of_sum - embedded.squares).sum(dim=1)
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+class MultiLayerPerceptron(nn.Module):
+    """Linear → [BatchNorm] → activation → Dropout per hidden layer, then a linear output."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden: Sequence[int],
+        dropout: float = 0.0,
+        activation: str = "relu",
+        batch_norm: bool = False,
+        output_dim: int | None = 1,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers.append(nn.Linear(input_dim, width))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(width))
+            layers.append(ACTIVATIONS[activation]())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            input_dim = width
+        if output_dim is not None:
+            layers.append(nn.Linear(input_dim, output_dim))
+        self.output_dim = output_dim if output_dim is not None else input_dim
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)

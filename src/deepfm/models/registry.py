@@ -1,0 +1,29 @@
+"""Model names → constructors, built from a ``ModelConfig`` and the feature schema."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from deepfm.config import ModelConfig
+from deepfm.models.deepfm import DeepFM
+from deepfm.models.fm import FactorizationMachine
+from deepfm.models.lr import LogisticRegression
+
+Builder = Callable[[ModelConfig, int, int], nn.Module]
+
+MODELS: dict[str, Builder] = {
+    "lr": lambda c, n, m: LogisticRegression(n),
+    "fm": lambda c, n, m: FactorizationMachine(n, c.embed_dim),
+    "deepfm": lambda c, n, m: DeepFM(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm),
+}
+
+
+def build_model(config: ModelConfig, num_features: int, num_fields: int) -> nn.Module:
+    """Instantiate ``config.name`` for a table of ``num_features`` rows over ``num_fields`` fields."""
+    if config.name not in MODELS:
+        from deepfm.errors import ConfigError
+
+        raise ConfigError(f"model.name: {config.name!r} is not available; choose from {sorted(MODELS)}")
+    return MODELS[config.name](config, num_features, num_fields)

@@ -1,0 +1,73 @@
+"""Training checkpoints without pickle: tensors in safetensors, everything else in JSON.
+
+A checkpoint holds the model, both optimisers' state, the torch RNG and the loop's
+position (epoch, step, history, best so far), enough for a resumed run to continue
+exactly where the interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def _flatten(prefix: str, value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Move tensors out of a nested structure into ``tensors``; leave a JSON-able skeleton."""
+    if isinstance(value, torch.Tensor):
+        key = f"{prefix}"
+        tensors[key] = value.detach().contiguous().cpu()
+        return {"__tensor__": key}
+    if isinstance(value, dict):
+        return {"__dict__": [[_key(k), _flatten(f"{prefix}.{k}", v, tensors)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return [_flatten(f"{prefix}.{i}", v, tensors) for i, v in enumerate(value)]
+    return value
+
+
+def _key(key: Any) -> Any:
+    return {"__int__": key} if isinstance(key, int) else key
+
+
+def _unflatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, dict) and "__tensor__" in value:
+        return tensors[value["__tensor__"]]
+    if isinstance(value, dict) and "__dict__" in value:
+        return {(k["__int__"] if isinstance(k, dict) else k): _unflatten(v, tensors) for k, v in value["__dict__"]}
+    if isinstance(value, list):
+        return [_unflatten(v, tensors) for v in value]
+    return value
+
+
+def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer_state: dict[str, Any], loop_state: dict[str, Any],
+                    best_weights: dict[str, torch.Tensor] | None) -> None:
+    """Write atomically: into ``directory.tmp`` then rename, so a crash never leaves half a checkpoint."""
+    directory = Path(directory)
+    staging = directory.with_name(directory.name + ".tmp")
+    staging.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, staging / "model.safetensors")
+    tensors: dict[str, torch.Tensor] = {"torch_rng": torch.get_rng_state()}
+    skeleton = _flatten("optimizer", optimizer_state, tensors)
+    save_file(tensors, staging / "optimizer.safetensors")
+    if best_weights is not None:
+        save_file(best_weights, staging / "best.safetensors")
+    (staging / "state.json").write_text(json.dumps({"loop": loop_state, "optimizer": skeleton}, indent=1))
+    if directory.exists():
+        for child in directory.iterdir():
+            child.unlink()
+        directory.rmdir()
+    os.replace(staging, directory)
+
+
+def load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any], dict[str, torch.Tensor] | None, torch.Tensor]:
+    """Return (model weights, optimizer state, loop state, best weights or None, torch RNG state)."""
+    directory = Path(directory)
+    state = json.loads((directory / "state.json").read_text())
+    tensors = load_file(directory / "optimizer.safetensors")
+    weights = load_file(directory / "model.safetensors")
+    best = load_file(directory / "best.safetensors") if (directory / "best.safetensors").exists() else None
+    return weights, _unflatten(state["optimizer"], tensors), state["loop"], best, tensors["torch_rng"]

@@ -1,0 +1,191 @@
+"""The training loop: read it top to bottom.
+
+For each epoch: shuffle (order fixed by seed and epoch), step through batches, evaluate
+on validation data, keep the best epoch's weights, stop after ``patience`` epochs
+without improvement, checkpoint. Resuming restores model, optimisers, RNG and position.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from deepfm.config import TrainingConfig
+from deepfm.data.batch import Batch, EncodedData, iterate_batches
+from deepfm.training.checkpoint import load_checkpoint, save_checkpoint
+from deepfm.training.metrics import SELECTION, evaluate_predictions, is_better
+from deepfm.training.optim import ModelOptimizer
+
+PREDICT_BATCH = 32768
+
+
+def configure_threads(threads: int = 0) -> None:
+    """Intra-op threads (one per core unless set) and flush-to-zero for denormals, which
+    otherwise appear in the optimiser state of rarely seen embedding rows and slow CPU math."""
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_flush_denormal(True)
+
+
+def loss_fn(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean logloss (binary) or mean squared error (regression) of a batch."""
+    if task == "binary":
+        return F.binary_cross_entropy_with_logits(logits, labels)
+    return F.mse_loss(logits, labels)
+
+
+def to_prediction(task: str, logits: torch.Tensor) -> torch.Tensor:
+    """Probabilities for binary tasks, ratings for regression."""
+    return torch.sigmoid(logits) if task == "binary" else logits
+
+
+@torch.no_grad()
+def predict(model: nn.Module, task: str, data: EncodedData, device: str = "cpu", batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    """Predictions for every row of ``data``, in order. Shape (N,), float64."""
+    was_training = model.training
+    model.eval()
+    out = np.empty(len(data), dtype=np.float64)
+    for start in range(0, len(data), batch_size):
+        chunk = data.slice(start, min(start + batch_size, len(data)))
+        out[start : start + len(chunk)] = to_prediction(task, model(chunk.to_batch(device))).double().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+@dataclass
+class TrainResult:
+    """What a run did: per-epoch history, the best epoch and throughput."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_metrics: dict[str, float] | None = None
+    epochs_run: int = 0
+    train_seconds: float = 0.0
+    samples_seen: int = 0
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples_seen / self.train_seconds if self.train_seconds else 0.0
+
+
+class Trainer:
+    """Trains one model on encoded data; ``checkpoint_dir`` enables checkpoints and resume."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: str,
+        config: TrainingConfig,
+        checkpoint_dir: Path | None = None,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        self.model = model.to(config.device)
+        self.task = task
+        self.config = config
+        self.optimizer = ModelOptimizer(self.model, config)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.progress = progress and sys.stderr.isatty()
+        self.log = log or (lambda message: None)
+        self.on_epoch = on_epoch
+
+    def fit(self, train: EncodedData, valid: EncodedData | None = None, resume: bool = False) -> TrainResult:
+        config, result = self.config, TrainResult()
+        start_epoch, skip_steps, best_weights, bad_epochs = 0, 0, None, 0
+        if resume and self.checkpoint_dir and (self.checkpoint_dir / "state.json").exists():
+            start_epoch, skip_steps, best_weights, bad_epochs = self._restore(result)
+            self.log(f"resumed from {self.checkpoint_dir} at epoch {start_epoch + 1}, step {skip_steps}")
+        steps_per_epoch = math.ceil(len(train) / config.batch_size)
+        for epoch in range(start_epoch, config.epochs):
+            if config.patience and bad_epochs >= config.patience:
+                break  # a resumed run that had already stopped early
+            self.model.train()
+            batches = iterate_batches(train, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch, skip=skip_steps)
+            bar = tqdm(batches, total=steps_per_epoch, initial=skip_steps, desc=f"epoch {epoch + 1}", disable=not self.progress, leave=False)
+            began, total_loss, steps = time.perf_counter(), 0.0, 0
+            for step, chunk in enumerate(bar, start=skip_steps):
+                loss = self._step(chunk.to_batch(config.device))
+                total_loss += loss
+                steps += 1
+                result.samples_seen += len(chunk)
+                if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < steps_per_epoch:
+                    result.train_seconds += time.perf_counter() - began
+                    self._save(result, epoch, step + 1, best_weights, bad_epochs)
+                    began = time.perf_counter()
+            result.train_seconds += time.perf_counter() - began
+            skip_steps = 0
+            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total_loss / max(steps, 1)}
+            if valid is not None:
+                metrics = evaluate_predictions(self.task, valid.labels, predict(self.model, self.task, valid, config.device))
+                record["valid"] = metrics
+                if is_better(self.task, metrics, result.best_metrics):
+                    result.best_epoch, result.best_metrics, bad_epochs = epoch + 1, metrics, 0
+                    best_weights = {k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()}
+                else:
+                    bad_epochs += 1
+            else:
+                result.best_epoch, best_weights = epoch + 1, None
+            result.history.append(record)
+            result.epochs_run = epoch + 1
+            self.log(_describe(record))
+            if self.on_epoch:
+                self.on_epoch(record)
+            self._save(result, epoch + 1, 0, best_weights, bad_epochs)
+            if config.patience and bad_epochs >= config.patience:
+                self.log(f"early stop: no improvement for {bad_epochs} epochs; best epoch {result.best_epoch}")
+                break
+        if best_weights is not None:
+            self.model.load_state_dict(best_weights)
+        return result
+
+    def _step(self, batch: Batch) -> float:
+        self.optimizer.zero_grad()
+        loss = loss_fn(self.task, self.model(batch), batch.labels)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def _save(self, result: TrainResult, epoch: int, step: int, best_weights, bad_epochs: int) -> None:
+        if not self.checkpoint_dir:
+            return
+        loop = {
+            "epoch": epoch, "step": step, "bad_epochs": bad_epochs, "history": result.history,
+            "best_epoch": result.best_epoch, "best_metrics": result.best_metrics,
+            "train_seconds": result.train_seconds, "samples_seen": result.samples_seen,
+        }
+        save_checkpoint(self.checkpoint_dir, self.model, self.optimizer.state_dict(), loop, best_weights)
+
+    def _restore(self, result: TrainResult) -> tuple[int, int, dict | None, int]:
+        weights, optimizer_state, loop, best, rng = load_checkpoint(self.checkpoint_dir)
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(optimizer_state)
+        torch.set_rng_state(rng)
+        result.history = loop["history"]
+        result.best_epoch, result.best_metrics = loop["best_epoch"], loop["best_metrics"]
+        result.train_seconds, result.samples_seen = loop["train_seconds"], loop["samples_seen"]
+        result.epochs_run = loop["epoch"]
+        return loop["epoch"], loop["step"], best, loop["bad_epochs"]
+
+
+def _describe(record: dict[str, Any]) -> str:
+    text = f"epoch {record['epoch']}: train loss {record['train_loss']:.5f}"
+    for name, value in record.get("valid", {}).items():
+        text += f"  valid {name} {value:.5f}"
+    return text
