@@ -1,0 +1,71 @@
+"""The model directory loads with no pickle and no other file, and refuses damaged input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from deepfm import Estimator
+from deepfm.artifact import load_model_dir
+from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+from deepfm.errors import ModelDirError
+
+SPEC = SyntheticSpec(rows=2000, categorical=4, numeric=2, vocabulary=100, seed=3)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    table, _ = make_ctr_table(SPEC)
+    est = Estimator(model={"mlp": (16,)}, training={"epochs": 1, "batch_size": 256}).fit(table, out=out, progress=False)
+    return out, est, make_ctr_table(SPEC, rows=500, part=1)[0]
+
+
+def test_loaded_model_predicts_exactly_what_the_trained_model_predicted(saved):
+    out, est, test = saved
+    np.testing.assert_array_equal(Estimator.load(out).predict(test), est.predict(test))
+
+
+def test_model_directory_holds_weights_schema_config_metrics_and_manifest(saved):
+    out, _, _ = saved
+    for name in ("model.safetensors", "features.json", "config.json", "metrics.json", "manifest.json"):
+        assert (out / name).is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == "deepfm-model" and manifest["deepfm_version"]
+
+
+def copy_dir(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_a_changed_file_is_refused(saved, tmp_path):
+    out = copy_dir(saved[0], tmp_path / "m")
+    features = json.loads((out / "features.json").read_text())
+    features["fields"][0]["vocabulary"] = list(reversed(features["fields"][0]["vocabulary"] or []))
+    (out / "features.json").write_text(json.dumps(features))
+    with pytest.raises(ModelDirError, match="features.json: checksum does not match"):
+        load_model_dir(out)
+
+
+def test_a_missing_file_is_refused(saved, tmp_path):
+    out = copy_dir(saved[0], tmp_path / "m")
+    (out / "model.safetensors").unlink()
+    with pytest.raises(ModelDirError, match="model.safetensors is missing"):
+        load_model_dir(out)
+
+
+def test_an_incompatible_format_version_is_refused(saved, tmp_path):
+    out = copy_dir(saved[0], tmp_path / "m")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelDirError, match="format version 99"):
+        load_model_dir(out)
+
+
+def test_a_directory_that_is_not_a_model_is_refused(tmp_path):
+    with pytest.raises(ModelDirError, match="no manifest.json"):
+        load_model_dir(tmp_path)

@@ -1,0 +1,132 @@
+"""The models read like their papers: these tests check the equations, not just shapes."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from deepfm.config import ModelConfig
+from deepfm.data.batch import Bag, EncodedData
+from deepfm.models import build_model
+from deepfm.models.deepfm import DeepFM
+from deepfm.models.fm import FactorizationMachine
+from deepfm.models.layers import EmbeddedFields, FeaturesEmbedding, fm_pairwise
+from deepfm.models.lr import LogisticRegression
+
+N_FEATURES, K = 12, 4
+
+
+def sparse_rows(seed=0, rows=5, fields=3, with_bag=True):
+    """Rows with single-valued fields (real values) and one weighted multi-valued field."""
+    rng = np.random.default_rng(seed)
+    ids = np.stack([rng.choice(np.arange(f * 3, f * 3 + 3), rows) for f in range(fields)], axis=1).astype(np.int64)
+    values = rng.normal(size=(rows, fields)).astype(np.float32)
+    bags = []
+    if with_bag:
+        lengths = rng.integers(1, 4, rows)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        bag_ids = np.concatenate([rng.choice(np.arange(9, 12), n, replace=False) for n in lengths]).astype(np.int64)
+        bags = [Bag(offsets, bag_ids, rng.uniform(0.1, 1.0, offsets[-1]).astype(np.float32))]
+    return EncodedData(ids, values, bags, labels=rng.integers(0, 2, rows).astype(np.float32))
+
+
+def dense_x(data: EncodedData) -> np.ndarray:
+    """The same rows as dense real-valued feature vectors x ∈ R^n (FM paper notation)."""
+    x = np.zeros((len(data), N_FEATURES))
+    for r in range(len(data)):
+        for f in range(data.ids.shape[1]):
+            x[r, data.ids[r, f]] += data.values[r, f]
+        for bag in data.bags:
+            lo, hi = bag.offsets[r], bag.offsets[r + 1]
+            for i, w in zip(bag.ids[lo:hi], bag.weights[lo:hi]):
+                x[r, i] += w
+    return x
+
+
+def test_fm_pairwise_term_equals_the_quadratic_definition():
+    torch.manual_seed(0)
+    data = sparse_rows()
+    emb = FeaturesEmbedding(N_FEATURES, K, init_std=0.5)
+    fast = fm_pairwise(emb(data.to_batch())).detach().double().numpy()
+    V, x = emb.weight.detach().double().numpy(), dense_x(data)
+    slow = [sum(V[i] @ V[j] * x[r, i] * x[r, j] for i, j in itertools.combinations(range(N_FEATURES), 2)) for r in range(len(x))]
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
+
+
+def test_fm_prediction_is_w0_plus_linear_plus_pairwise():
+    torch.manual_seed(1)
+    model = FactorizationMachine(N_FEATURES, K)
+    with torch.no_grad():
+        model.linear.bias.fill_(0.3)
+        model.linear.weights.weight.normal_()
+        model.embedding.weight.normal_()
+    data = sparse_rows(seed=1)
+    x = dense_x(data)
+    w = model.linear.weights.weight.detach().double().numpy()[:, 0]
+    V = model.embedding.weight.detach().double().numpy()
+    expected = 0.3 + x @ w + np.array([0.5 * (((x[r] @ V) ** 2) - (x[r] ** 2) @ (V**2)).sum() for r in range(len(x))])
+    np.testing.assert_allclose(model(data.to_batch()).detach().double().numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fm_gradients_match_the_paper():
+    """∂y/∂w0 = 1, ∂y/∂w_i = x_i, ∂y/∂v_if = x_i Σ_j v_jf x_j − v_if x_i² (one example)."""
+    torch.manual_seed(2)
+    model = FactorizationMachine(N_FEATURES, K)
+    with torch.no_grad():
+        model.embedding.weight.normal_()
+    model.embedding.sparse = model.linear.weights.sparse = False
+    data = sparse_rows(seed=2, rows=1)
+    model(data.to_batch()).sum().backward()
+    x = dense_x(data)[0]
+    V = model.embedding.weight.detach().double().numpy()
+    assert model.linear.bias.grad.item() == pytest.approx(1.0)
+    np.testing.assert_allclose(model.linear.weights.weight.grad.double().numpy()[:, 0], x, rtol=1e-5, atol=1e-6)
+    paper = x[:, None] * (x @ V)[None, :] - V * (x**2)[:, None]
+    np.testing.assert_allclose(model.embedding.weight.grad.double().numpy(), paper, rtol=1e-4, atol=1e-5)
+
+
+def test_embedding_gradients_are_sparse_so_updates_touch_only_seen_rows():
+    model = FactorizationMachine(N_FEATURES, K)
+    data = sparse_rows(with_bag=False)
+    model(data.to_batch()).sum().backward()
+    grad = model.embedding.weight.grad
+    assert grad.is_sparse
+    assert set(grad.coalesce().indices()[0].tolist()) == set(np.unique(data.ids).tolist())
+
+
+def test_deepfm_fm_part_and_dnn_read_the_same_embedding_tensor():
+    torch.manual_seed(3)
+    model = DeepFM(N_FEATURES, num_fields=4, embed_dim=K, mlp=(8, 8), dropout=0.0)
+    seen = {}
+    model.embedding.register_forward_hook(lambda m, i, out: seen.update(embedded=out))
+    model.dnn.register_forward_hook(lambda m, i, out: seen.update(dnn_input=i[0]))
+    data = sparse_rows(seed=3)
+    logits = model(data.to_batch())
+    assert isinstance(seen["embedded"], EmbeddedFields)
+    assert seen["dnn_input"].data_ptr() == seen["embedded"].fields.data_ptr()  # flatten is a view: no copy
+    assert [m for m in model.modules() if isinstance(m, FeaturesEmbedding) and m.weight.shape[1] == K] == [model.embedding]
+    # y = y_FM + y_DNN with y_FM exactly the FM model's output on the same weights
+    fm = FactorizationMachine(N_FEATURES, K)
+    fm.linear.load_state_dict(model.linear.state_dict())
+    fm.embedding.load_state_dict(model.embedding.state_dict())
+    y_dnn = model.dnn(seen["embedded"].fields.flatten(1)).squeeze(-1)
+    torch.testing.assert_close(logits, fm(data.to_batch()) + y_dnn)
+
+
+def test_models_return_logits_of_shape_batch():
+    data = sparse_rows(seed=4, rows=7)
+    for name in ("lr", "fm", "deepfm"):
+        model = build_model(ModelConfig(name=name, embed_dim=K, mlp=(8,)), N_FEATURES, 4)
+        out = model(data.to_batch())
+        assert out.shape == (7,) and out.dtype == torch.float32
+
+
+def test_logistic_regression_is_linear_in_x():
+    torch.manual_seed(5)
+    model = LogisticRegression(N_FEATURES)
+    with torch.no_grad():
+        model.linear.weights.weight.normal_()
+    data = sparse_rows(seed=5)
+    w = model.linear.weights.weight.detach().double().numpy()[:, 0]
+    np.testing.assert_allclose(model(data.to_batch()).detach().numpy(), dense_x(data) @ w, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,103 @@
+"""Training: reproducible, resumable, and it learns what the data holds."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from deepfm import Estimator
+from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+from deepfm.training.trainer import Trainer
+from sklearn.metrics import roc_auc_score
+
+SPEC = SyntheticSpec(rows=6000, categorical=6, numeric=2, vocabulary=300, seed=7)
+SMALL = {"model": {"mlp": (32, 32), "dropout": 0.1}, "training": {"batch_size": 256, "epochs": 3, "seed": 1}}
+
+
+@pytest.fixture(scope="module")
+def tables():
+    return {part: make_ctr_table(SPEC, rows=n, part=i) for i, (part, n) in enumerate((("train", 6000), ("valid", 1500), ("test", 3000)))}
+
+
+def weights_of(estimator):
+    return {k: v.clone() for k, v in estimator.model.state_dict().items()}
+
+
+def test_same_seed_gives_identical_models(tables):
+    a = Estimator(**SMALL).fit(tables["train"][0], valid=tables["valid"][0], progress=False)
+    b = Estimator(**SMALL).fit(tables["train"][0], valid=tables["valid"][0], progress=False)
+    for key, value in weights_of(a).items():
+        torch.testing.assert_close(value, weights_of(b)[key], rtol=0, atol=0)
+
+
+def test_resumed_training_equals_uninterrupted(tables, tmp_path):
+    full = Estimator(**SMALL).fit(tables["train"][0], out=tmp_path / "full", progress=False)
+    first = {**SMALL, "training": {**SMALL["training"], "epochs": 1}}
+    Estimator(**first).fit(tables["train"][0], out=tmp_path / "resumed", progress=False)
+    resumed = Estimator(**SMALL).fit(tables["train"][0], out=tmp_path / "resumed", resume=True, progress=False)
+    assert resumed.metrics["epochs"] == 3
+    for key, value in weights_of(full).items():
+        torch.testing.assert_close(value, weights_of(resumed)[key], rtol=0, atol=0)
+
+
+def test_training_interrupted_mid_epoch_resumes_to_the_same_weights(tables, tmp_path, monkeypatch):
+    config = {**SMALL, "training": {**SMALL["training"], "epochs": 2, "checkpoint_every": 5}}
+    full = Estimator(**config).fit(tables["train"][0], out=tmp_path / "full", progress=False)
+
+    original_step, calls = Trainer._step, {"n": 0}
+
+    def crash_after_32_steps(self, batch):
+        calls["n"] += 1
+        if calls["n"] > 32:  # epoch 2, step 9: the last checkpoint was after step 5 of epoch 2
+            raise KeyboardInterrupt
+        return original_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_step", crash_after_32_steps)
+    with pytest.raises(KeyboardInterrupt):
+        Estimator(**config).fit(tables["train"][0], out=tmp_path / "cut", progress=False)
+    monkeypatch.setattr(Trainer, "_step", original_step)
+    resumed = Estimator(**config).fit(tables["train"][0], out=tmp_path / "cut", resume=True, progress=False)
+    for key, value in weights_of(full).items():
+        torch.testing.assert_close(value, weights_of(resumed)[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("model", ["lr", "fm", "deepfm"])
+def test_models_learn_the_hidden_click_model(tables, model):
+    config = {**SMALL, "model": {**SMALL["model"], "name": model}, "training": {**SMALL["training"], "epochs": 6, "lr": 3e-3}}
+    est = Estimator(**config).fit(tables["train"][0], valid=tables["valid"][0], progress=False)
+    test, truth = tables["test"]
+    oracle = roc_auc_score(test["label"].to_numpy(), truth)
+    auc = est.evaluate(test)["auc"]
+    assert auc > 0.70, f"{model} AUC {auc:.3f} barely beats chance"
+    if model != "lr":  # interactions are in the data: FM and DeepFM get near the ceiling
+        assert auc > oracle - 0.08, f"{model} AUC {auc:.3f} vs best achievable {oracle:.3f}"
+
+
+def test_regression_learns_ratings(tmp_path):
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 50, 4000), rng.integers(0, 80, 4000)
+    ub, ib = rng.normal(0, 1, 50), rng.normal(0, 1, 80)
+    rating = np.clip(np.round(3 + ub[users] + ib[items] + rng.normal(0, 0.3, 4000)), 1, 5)
+    table = pa.table({"user": users.astype(str), "item": items.astype(str), "rating": rating})
+    est = Estimator(data={"label": "rating"}, model={"name": "fm", "embed_dim": 4},
+                    training={"epochs": 15, "lr": 1e-2, "batch_size": 128}).fit(table.slice(0, 3200), progress=False)
+    assert est.encoder.task == "regression"
+    rmse = est.evaluate(table.slice(3200))["rmse"]
+    assert rmse < 0.75 * rating[3200:].std(), f"RMSE {rmse:.3f} vs predicting the mean {rating[3200:].std():.3f}"
+
+
+def test_early_stopping_restores_the_best_epoch(tables, tmp_path):
+    config = {"model": {"name": "fm"}, "training": {"epochs": 30, "patience": 2, "lr": 5e-2, "batch_size": 256, "embed_l2": 0}}
+    est = Estimator(**config).fit(tables["train"][0], valid=tables["valid"][0], progress=False)
+    history = [h["valid"]["auc"] for h in est.metrics["history"]]
+    assert est.metrics["epochs"] < 30, "a high learning rate should overfit and stop early"
+    assert est.metrics["best_epoch"] == int(np.argmax(history)) + 1
+    assert est.evaluate(tables["valid"][0])["auc"] == pytest.approx(max(history), abs=1e-9)
+
+
+def test_checkpoint_and_weights_are_safetensors_not_pickle(tables, tmp_path):
+    Estimator(**SMALL).fit(tables["train"][0], out=tmp_path / "m", progress=False)
+    files = {p.name for p in (tmp_path / "m").rglob("*") if p.is_file()}
+    assert not {f for f in files if f.endswith((".pt", ".pkl", ".pickle", ".bin"))}
+    assert load_file(tmp_path / "m" / "checkpoint" / "optimizer.safetensors")
