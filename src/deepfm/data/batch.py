@@ -8,7 +8,7 @@ and stay int64 from encoding to lookup.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import numpy as np
 import torch
@@ -135,3 +135,33 @@ def iterate_batches(
             continue
         stop = min(start + batch_size, n)
         yield data.take(order[start:stop]) if order is not None else data.slice(start, stop)
+
+
+class BatchSource(Protocol):
+    """Where a trainer gets its batches: in memory, streamed from files, or one rank's shard."""
+
+    @property
+    def num_rows(self) -> int: ...
+
+    def steps_per_epoch(self, batch_size: int) -> int: ...
+
+    def batches(self, batch_size: int, seed: int, epoch: int, skip: int = 0) -> Iterator[EncodedData]:
+        """The epoch's batches in an order fixed by ``(seed, epoch)``, after skipping ``skip``."""
+        ...
+
+
+@dataclass
+class InMemorySource:
+    """A whole encoded dataset in memory, shuffled as a permutation per epoch."""
+
+    data: EncodedData
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.data)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return -(-len(self.data) // batch_size)
+
+    def batches(self, batch_size: int, seed: int, epoch: int, skip: int = 0) -> Iterator[EncodedData]:
+        return iterate_batches(self.data, batch_size, shuffle=True, seed=seed, epoch=epoch, skip=skip)

@@ -7,7 +7,6 @@ without improvement, checkpoint. Resuming restores model, optimisers, RNG and po
 
 from __future__ import annotations
 
-import math
 import os
 import resource
 import sys
@@ -23,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from deepfm.config import TrainingConfig
-from deepfm.data.batch import Batch, EncodedData, iterate_batches
+from deepfm.data.batch import Batch, BatchSource, EncodedData, InMemorySource
 from deepfm.training.checkpoint import load_checkpoint, save_checkpoint
 from deepfm.training.metrics import SELECTION, evaluate_predictions, is_better
 from deepfm.training.optim import ModelOptimizer
@@ -106,18 +105,20 @@ class Trainer:
         self.log = log or (lambda message: None)
         self.on_epoch = on_epoch
 
-    def fit(self, train: EncodedData, valid: EncodedData | None = None, resume: bool = False) -> TrainResult:
+    def fit(self, train: EncodedData | BatchSource, valid: EncodedData | None = None, resume: bool = False) -> TrainResult:
+        """Train on ``train`` (in-memory data or any ``BatchSource``); ``valid`` selects the best epoch."""
         config, result = self.config, TrainResult()
+        source = InMemorySource(train) if isinstance(train, EncodedData) else train
         start_epoch, skip_steps, best_weights, bad_epochs = 0, 0, None, 0
         if resume and self.checkpoint_dir and (self.checkpoint_dir / "state.json").exists():
             start_epoch, skip_steps, best_weights, bad_epochs = self._restore(result)
             self.log(f"resumed from {self.checkpoint_dir} at epoch {start_epoch + 1}, step {skip_steps}")
-        steps_per_epoch = math.ceil(len(train) / config.batch_size)
+        steps_per_epoch = source.steps_per_epoch(config.batch_size)
         for epoch in range(start_epoch, config.epochs):
             if config.patience and bad_epochs >= config.patience:
                 break  # a resumed run that had already stopped early
             self.model.train()
-            batches = iterate_batches(train, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch, skip=skip_steps)
+            batches = source.batches(config.batch_size, config.seed, epoch, skip=skip_steps)
             bar = tqdm(batches, total=steps_per_epoch, initial=skip_steps, desc=f"epoch {epoch + 1}", disable=not self.progress, leave=False)
             began, total_loss, steps = time.perf_counter(), 0.0, 0
             for step, chunk in enumerate(bar, start=skip_steps):
