@@ -7,8 +7,10 @@ and stay int64 from encoding to lookup.
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -103,10 +105,19 @@ class Batch:
     values: torch.Tensor | None  # (B, F) float32, or None for all-ones
     bags: list[BagTensor]
     labels: torch.Tensor | None  # (B,) float32
+    _unique: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     @property
     def size(self) -> int:
         return self.ids.shape[0]
+
+    def unique_ids(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(unique, inverse)`` with ``unique[inverse] == ids``: shapes (U,), (B, F). Computed once
+        per batch (by the prefetch thread when training) and shared by every table the model reads."""
+        if self._unique is None:
+            unique, inverse = torch.unique(self.ids, sorted=True, return_inverse=True)
+            self._unique = (unique, inverse)
+        return self._unique
 
     @staticmethod
     def from_numpy(data: EncodedData, device: torch.device | str = "cpu") -> "Batch":
@@ -118,6 +129,54 @@ class Batch:
             rows = np.repeat(np.arange(len(bag.offsets) - 1, dtype=np.int64), np.diff(bag.offsets))
             bags.append(BagTensor(tensor(bag.ids), tensor(bag.weights), tensor(rows)))
         return Batch(tensor(data.ids), tensor(data.values), bags, tensor(data.labels))
+
+
+def prefetch(batches: Iterable[EncodedData], device: torch.device | str = "cpu", depth: int = 2,
+             distinct: bool = True) -> Iterator[tuple[int, Batch]]:
+    """``(rows, Batch)`` pairs made by a background thread while the caller computes.
+
+    The thread gathers/reads the next batches, turns them into tensors and (``distinct``) finds
+    their distinct ids, ``depth`` batches ahead; an error there is raised here, in order.
+    Leaving the loop early stops the thread.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in batches:
+                batch = chunk.to_batch(device)
+                if distinct:
+                    batch.unique_ids()
+                if not put((len(chunk), batch)):
+                    return
+            put(done)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            put(error)
+
+    thread = threading.Thread(target=produce, name="deepfm-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def iterate_batches(

@@ -24,11 +24,37 @@ class EmbeddedFields:
     squares: torch.Tensor  # (batch_size, embed_dim)
 
 
+class _LookupDistinctRows(torch.autograd.Function):
+    """``weight[unique][inverse]``: gather the U distinct rows once, expand them to (B, F, k).
+
+    The gradient w.r.t. the table is sparse with U sorted, distinct rows (duplicates summed by
+    one ``index_add_``), so a row-wise optimiser needs no sort and touches only those rows.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, unique: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(unique, inverse)
+        ctx.table_shape = weight.shape
+        rows = weight.index_select(0, unique)  # (U, k)
+        return rows.index_select(0, inverse.reshape(-1)).view(*inverse.shape, weight.shape[1])  # (B, F, k)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        unique, inverse = ctx.saved_tensors
+        k = ctx.table_shape[1]
+        grad_rows = grad_out.new_zeros(len(unique), k).index_add_(0, inverse.reshape(-1), grad_out.reshape(-1, k))
+        grad = torch.sparse_coo_tensor(unique.unsqueeze(0), grad_rows, ctx.table_shape, is_coalesced=True,
+                                       check_invariants=False)
+        return grad, None, None
+
+
 class FeaturesEmbedding(nn.Module):
     """One fused table V (num_features × embed_dim) for all fields, looked up once per batch.
 
     Rows a batch does not touch get no gradient (``sparse=True``), so an update costs
-    O(rows seen), not O(table).
+    O(rows seen), not O(table). While training, the batch's distinct ids are gathered once
+    (U rows) and expanded to (B, F); the sparse gradient then has U coalesced rows instead of
+    B·F duplicates.
     """
 
     def __init__(self, num_features: int, embed_dim: int, sparse: bool = True, init_std: float = 0.01):
@@ -36,8 +62,14 @@ class FeaturesEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.randn(num_features, embed_dim) * init_std)
         self.sparse = sparse
 
+    def lookup(self, batch: Batch) -> torch.Tensor:  # (B, F, k)
+        if self.sparse and torch.is_grad_enabled() and self.weight.requires_grad:
+            unique, inverse = batch.unique_ids()
+            return _LookupDistinctRows.apply(self.weight, unique, inverse)
+        return F.embedding(batch.ids, self.weight)
+
     def forward(self, batch: Batch) -> EmbeddedFields:
-        vx = F.embedding(batch.ids, self.weight, sparse=self.sparse)  # (B, F, k)
+        vx = self.lookup(batch)  # (B, F, k)
         if batch.values is not None:
             vx = vx * batch.values.unsqueeze(-1)
         if not batch.bags:

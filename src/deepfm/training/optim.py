@@ -1,6 +1,6 @@
 """Optimisers that touch only the embedding rows a batch uses.
 
-Embedding tables produce sparse gradients. With ``adam`` they go to ``SparseAdam`` (lazy:
+Embedding tables produce sparse gradients. With ``adam`` they go to ``RowWiseAdam`` (``SparseAdam``'s lazy update without its sorts:
 the moments of unseen rows are not rewritten) and dense weights to ``Adam``; ``adagrad``
 and ``sgd`` handle sparse gradients themselves. L2 on embeddings is applied lazily to
 the rows of the batch (grad += λ·v), the usual practice for large tables.
@@ -15,6 +15,7 @@ from torch import nn
 
 from deepfm.config import TrainingConfig
 from deepfm.models.layers import FeaturesEmbedding
+from deepfm.training.rowwise import RowWiseAdam
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -34,7 +35,7 @@ class ModelOptimizer:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         if config.optimizer == "adam":
             if self.sparse_params:
-                self.optimizers["sparse"] = torch.optim.SparseAdam(self.sparse_params, lr=config.lr)
+                self.optimizers["sparse"] = RowWiseAdam(self.sparse_params, lr=config.lr, row_l2=config.embed_l2)
             if self.dense_params:
                 self.optimizers["dense"] = torch.optim.Adam(self.dense_params, lr=config.lr, weight_decay=config.weight_decay)
         elif config.optimizer == "adagrad":
@@ -51,7 +52,7 @@ class ModelOptimizer:
             optimizer.zero_grad(set_to_none=True)
 
     def step(self) -> None:
-        if self.embed_l2:
+        if self.embed_l2 and not isinstance(self.optimizers.get("sparse"), RowWiseAdam):  # it applies L2 itself
             for param in self.sparse_params:
                 if param.grad is not None and param.grad.is_sparse:
                     grad = param.grad.coalesce()

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from deepfm.config import TrainingConfig
-from deepfm.data.batch import Batch, BatchSource, EncodedData, InMemorySource
+from deepfm.data.batch import Batch, BatchSource, EncodedData, InMemorySource, prefetch
 from deepfm.training.checkpoint import load_checkpoint, save_checkpoint
 from deepfm.training.metrics import SELECTION, evaluate_predictions, is_better
 from deepfm.training.optim import ModelOptimizer
@@ -118,14 +118,13 @@ class Trainer:
             if config.patience and bad_epochs >= config.patience:
                 break  # a resumed run that had already stopped early
             self.model.train()
-            batches = source.batches(config.batch_size, config.seed, epoch, skip=skip_steps)
+            batches = prefetch(source.batches(config.batch_size, config.seed, epoch, skip=skip_steps), config.device)
             bar = tqdm(batches, total=steps_per_epoch, initial=skip_steps, desc=f"epoch {epoch + 1}", disable=not self.progress, leave=False)
             began, total_loss, steps = time.perf_counter(), 0.0, 0
-            for step, chunk in enumerate(bar, start=skip_steps):
-                loss = self._step(chunk.to_batch(config.device))
-                total_loss += loss
+            for step, (rows, batch) in enumerate(bar, start=skip_steps):
+                total_loss += self._step(batch)
                 steps += 1
-                result.samples_seen += len(chunk)
+                result.samples_seen += rows
                 if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < steps_per_epoch:
                     result.train_seconds += time.perf_counter() - began
                     self._save(result, epoch, step + 1, best_weights, bad_epochs)

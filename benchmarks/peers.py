@@ -1,0 +1,178 @@
+"""Peer libraries' documented pipelines, one per process (run in benchmarks/.peers-venv).
+
+    python benchmarks/peers.py deepctr DATA_DIR
+    python benchmarks/peers.py torchfm DATA_DIR
+    python benchmarks/peers.py xlearn FRAPPE_DIR
+
+Same data, model size and batch as deepfm's benchmark: DeepFM with embeddings of 10,
+MLP 400-400-400, no dropout, Adam (lr 1e-3), batch 4096, one epoch. Prints one JSON line
+with the process's own peak RSS. Nothing here imports deepfm.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+from common import run_task  # noqa: E402
+
+BATCH = 4096
+DENSE = [f"I{i}" for i in range(1, 14)]
+SPARSE = [f"C{i}" for i in range(1, 27)]
+
+
+def setup_torch():
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_flush_denormal(True)
+    torch.manual_seed(0)
+    return torch
+
+
+def deepctr(data_dir: str) -> dict:
+    """DeepCTR-Torch's documented Criteo example (examples/run_classification_criteo.py)."""
+    torch = setup_torch()
+    import pandas as pd
+    from deepctr_torch.inputs import DenseFeat, SparseFeat, get_feature_names
+    from deepctr_torch.models import DeepFM
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import LabelEncoder, MinMaxScaler
+
+    began = time.perf_counter()
+    data = pd.read_csv(Path(data_dir) / "train.csv")
+    test = pd.read_csv(Path(data_dir) / "test.csv")
+    train_rows = len(data)
+    data = pd.concat([data, test], ignore_index=True)  # the example encodes everything it will score
+    data[SPARSE] = data[SPARSE].fillna("-1")
+    data[DENSE] = data[DENSE].fillna(0)
+    for feat in SPARSE:
+        data[feat] = LabelEncoder().fit_transform(data[feat].astype(str))
+    data[DENSE] = MinMaxScaler(feature_range=(0, 1)).fit_transform(data[DENSE])
+    columns = [SparseFeat(feat, data[feat].max() + 1, embedding_dim=10) for feat in SPARSE] + [
+        DenseFeat(feat, 1) for feat in DENSE]
+    names = get_feature_names(columns + columns)
+    train, test = data.iloc[:train_rows], data.iloc[train_rows:]
+    train_input = {name: train[name] for name in names}
+    test_input = {name: test[name] for name in names}
+    model = DeepFM(linear_feature_columns=columns, dnn_feature_columns=columns, dnn_hidden_units=(400, 400, 400),
+                   dnn_dropout=0.0, task="binary", device="cpu")
+    model.compile("adam", "binary_crossentropy", metrics=["binary_crossentropy"])
+    fit_began = time.perf_counter()
+    model.fit(train_input, train["label"].values, batch_size=BATCH, epochs=1, verbose=0)
+    fit_s = time.perf_counter() - fit_began
+    wall = time.perf_counter() - began
+    timings = []
+    for _ in range(3):
+        t = time.perf_counter()
+        predictions = model.predict(test_input, batch_size=BATCH)
+        timings.append(time.perf_counter() - t)
+    return {"file_to_model_s": wall, "train_samples_per_s": train_rows / fit_s,
+            "predict_samples_per_s": len(test) / float(np.median(timings)),
+            "test_auc": roc_auc_score(test["label"].values, predictions)}
+
+
+def torchfm(data_dir: str) -> dict:
+    """pytorch-fm's documented pipeline (examples/main.py): a per-row Dataset, a DataLoader and
+    DeepFactorizationMachineModel; numeric columns become categorical ids as in its CriteoDataset."""
+    if not hasattr(np, "long"):
+        np.long = np.int64  # torchfm 0.7.0 still spells np.long, gone from NumPy 2
+    torch = setup_torch()
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+    from torch.utils.data import DataLoader, Dataset
+    from torchfm.model.dfm import DeepFactorizationMachineModel
+
+    began = time.perf_counter()
+    frames = [pd.read_csv(Path(data_dir) / name) for name in ("train.csv", "test.csv")]
+    train_rows = len(frames[0])
+    data = pd.concat(frames, ignore_index=True)
+    columns, field_dims = [], []
+    for name in DENSE + SPARSE:
+        values = data[name]
+        if name in DENSE:  # CriteoDataset: int(log(v)^2) for v > 2
+            v = values.fillna(-1).to_numpy()
+            values = pd.Series(np.where(v > 2, np.floor(np.log(np.maximum(v, 1)) ** 2), v)).astype(str)
+        codes, uniques = pd.factorize(values.astype(str))
+        columns.append(codes)
+        field_dims.append(len(uniques))
+    x = np.stack(columns, axis=1).astype(np.int64)
+    y = data["label"].to_numpy().astype(np.float32)
+
+    class Rows(Dataset):  # the shape of torchfm.dataset.criteo.CriteoDataset.__getitem__
+        def __init__(self, x, y):
+            self.x, self.y = x, y
+
+        def __len__(self):
+            return len(self.y)
+
+        def __getitem__(self, index):
+            return self.x[index], self.y[index]
+
+    train = DataLoader(Rows(x[:train_rows], y[:train_rows]), batch_size=BATCH, shuffle=True, num_workers=0)
+    model = DeepFactorizationMachineModel(field_dims, embed_dim=10, mlp_dims=(400, 400, 400), dropout=0.0)
+    criterion = torch.nn.BCELoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-6)
+    fit_began = time.perf_counter()
+    model.train()
+    for fields, target in train:
+        loss = criterion(model(fields), target.float())
+        model.zero_grad()
+        loss.backward()
+        optimizer.step()
+    fit_s = time.perf_counter() - fit_began
+    wall = time.perf_counter() - began
+    model.eval()
+    test = DataLoader(Rows(x[train_rows:], y[train_rows:]), batch_size=BATCH, num_workers=0)
+    timings = []
+    for _ in range(3):
+        t = time.perf_counter()
+        with torch.no_grad():
+            predictions = np.concatenate([model(fields).numpy() for fields, _ in test])
+        timings.append(time.perf_counter() - t)
+    return {"file_to_model_s": wall, "train_samples_per_s": train_rows / fit_s,
+            "predict_samples_per_s": (len(y) - train_rows) / float(np.median(timings)),
+            "test_auc": roc_auc_score(y[train_rows:], predictions)}
+
+
+def xlearn_frappe(frappe_dir: str) -> dict:
+    """xLearn's FM (k=10) on Frappe's libFM files with its defaults otherwise."""
+    import xlearn as xl
+    from sklearn.metrics import roc_auc_score
+
+    data = Path(frappe_dir)
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"xlearn-{os.getpid()}"
+    out.mkdir(parents=True, exist_ok=True)
+    model = xl.create_fm()
+    model.setTrain(str(data / "train.libfm"))
+    model.setValidate(str(data / "valid.libfm"))
+    model.setQuiet()
+    epochs = 30
+    params = {"task": "binary", "k": 10, "lr": 0.2, "lambda": 0.00002, "metric": "auc", "epoch": epochs,
+              "nthread": os.cpu_count() or 1, "stop_window": 3}
+    began = time.perf_counter()
+    model.fit(params, str(out / "model.out"))
+    fit_s = time.perf_counter() - began
+    model.setTest(str(data / "test.libfm"))
+    model.setSigmoid()
+    model.predict(str(out / "model.out"), str(out / "predictions.txt"))
+    predictions = np.loadtxt(out / "predictions.txt")
+    labels = np.array([float(line.split(maxsplit=1)[0]) for line in open(data / "test.libfm")])
+    rows = sum(1 for _ in open(data / "train.libfm"))
+    return {"file_to_model_s": fit_s, "train_samples_per_s": rows * epochs / fit_s, "epochs": epochs,
+            "test_auc": roc_auc_score(labels, predictions), "note": "samples/s assumes all epochs ran"}
+
+
+TASKS = {"deepctr": deepctr, "torchfm": torchfm, "xlearn": xlearn_frappe}
+
+
+def main() -> None:
+    run_task(TASKS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""One benchmark measurement per process (deepfm's environment); prints one JSON line.
+
+    python benchmarks/tasks.py mlp
+    python benchmarks/tasks.py deepfm DATA_DIR
+    python benchmarks/tasks.py fm_frappe FRAPPE_DIR
+    python benchmarks/tasks.py stream DATA_DIR   # streamed vs in-memory on the same file
+
+Each process reports its own peak RSS (``ru_maxrss``), so figures never mix.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+from common import run_task  # noqa: E402
+import torch  # noqa: E402
+
+BATCH = 4096
+NUMERIC = [f"I{i}" for i in range(1, 14)]
+
+
+def setup() -> None:
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_flush_denormal(True)
+
+
+def bare_mlp(steps: int = 40, warmup: int = 5) -> dict:
+    """The ceiling for DeepFM's dense part: MLP 390→400→400→400→1, BCE, Adam, batch 4096."""
+    torch.manual_seed(0)
+    layers, width = [], 390
+    for hidden in (400, 400, 400):
+        layers += [torch.nn.Linear(width, hidden), torch.nn.ReLU()]
+        width = hidden
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(width, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(BATCH, 390)
+    y = (torch.rand(BATCH) < 0.3).float()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(-1), y)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    began = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = time.perf_counter() - began
+    return {"train_samples_per_s": steps * BATCH / seconds, "step_ms": seconds / steps * 1e3}
+
+
+def deepfm_criteo(data_dir: str, epochs: int = 1) -> dict:
+    """File → trained DeepFM (read + encode + ``epochs``), then prediction speed and test AUC."""
+    from deepfm.api import Estimator
+    from deepfm.training.metrics import evaluate_predictions
+    from deepfm.training.trainer import predict
+
+    data = Path(data_dir)
+    estimator = Estimator(
+        data={"numeric": NUMERIC},
+        model={"name": "deepfm", "embed_dim": 10, "mlp": [400, 400, 400], "dropout": 0.0},
+        training={"epochs": epochs, "batch_size": BATCH, "lr": 1e-3, "patience": 0},
+    )
+    began = time.perf_counter()
+    estimator.fit(data / "train.csv", progress=False)
+    wall = time.perf_counter() - began
+    test = estimator.encode(data / "test.csv")
+    timings = []
+    for _ in range(3):
+        began = time.perf_counter()
+        predictions = predict(estimator.model, estimator.encoder.task, test)
+        timings.append(time.perf_counter() - began)
+    metrics = evaluate_predictions("binary", test.labels, predictions)
+    return {
+        "file_to_model_s": wall,
+        "train_samples_per_s": estimator.metrics["train_samples_per_s"],
+        "predict_samples_per_s": len(test) / float(np.median(timings)),
+        "test_auc": metrics["auc"],
+        "test_logloss": metrics["logloss"],
+    }
+
+
+def fm_frappe(frappe_dir: str, epochs: int = 30) -> dict:
+    """FM (k=10) on Frappe's libFM files; samples/s over all epochs, test AUC of the best epoch."""
+    from deepfm.api import Estimator
+
+    data = Path(frappe_dir)
+    estimator = Estimator(
+        model={"name": "fm", "embed_dim": 10},
+        training={"epochs": epochs, "batch_size": 1024, "lr": 0.01, "patience": 3, "embed_l2": 0.0},
+    )
+    began = time.perf_counter()
+    estimator.fit(data / "train.libfm", valid=data / "valid.libfm", progress=False)
+    wall = time.perf_counter() - began
+    result = estimator.evaluate(data / "test.libfm")
+    return {"file_to_model_s": wall, "train_samples_per_s": estimator.metrics["train_samples_per_s"],
+            "epochs": estimator.metrics["epochs"], "best_epoch": estimator.metrics["best_epoch"],
+            "test_auc": result["auc"], "test_logloss": result["logloss"]}
+
+
+TASKS = {"mlp": bare_mlp, "deepfm": deepfm_criteo, "fm_frappe": fm_frappe}
+
+
+def main() -> None:
+    setup()
+    run_task(TASKS)
+
+
+if __name__ == "__main__":
+    main()

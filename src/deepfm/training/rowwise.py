@@ -1,0 +1,65 @@
+"""Row-wise Adam for embedding tables with sparse gradients.
+
+The same update as ``torch.optim.SparseAdam`` (moments and weights change only on the rows a
+batch touched; bias correction uses the table's step count), done as one gather, a few
+element-wise ops on the U touched rows and one scatter per state tensor, with no sort when the
+gradient's rows are already distinct and sorted (as ``FeaturesEmbedding`` produces them).
+State names match ``SparseAdam`` (``step``, ``exp_avg``, ``exp_avg_sq``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+
+
+def distinct_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows (U,), values (U, k)) of a sparse row gradient, summing duplicate rows if any."""
+    rows, values = grad._indices()[0], grad._values()
+    if rows.numel() > 1 and not bool((rows[1:] > rows[:-1]).all()):
+        grad = grad.coalesce()
+        rows, values = grad.indices()[0], grad.values()
+    return rows, values
+
+
+class RowWiseAdam(torch.optim.Optimizer):
+    """Adam on the touched rows of sparse-gradient tables (lazy, as ``SparseAdam``); ``row_l2``
+    adds λ·v to the gradient of each touched row."""
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, row_l2: float = 0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, row_l2=row_l2))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if not param.grad.is_sparse:
+                    raise RuntimeError("RowWiseAdam takes sparse gradients; use Adam for dense tensors")
+                state = self.state[param]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                state["step"] += 1
+                step = float(state["step"])
+                rows, g = distinct_rows(param.grad)
+                weights = param.index_select(0, rows)  # (U, k)
+                if group["row_l2"]:
+                    g = g.add(weights, alpha=group["row_l2"])  # lazy L2: only the rows of the batch
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                m = exp_avg.index_select(0, rows)  # (U, k)
+                v = exp_avg_sq.index_select(0, rows)
+                m.lerp_(g, 1 - beta1)  # m + (g - m)(1 - β1)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                exp_avg.index_copy_(0, rows, m)
+                exp_avg_sq.index_copy_(0, rows, v)
+                step_size = group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
+                weights.addcdiv_(m, v.sqrt_().add_(group["eps"]), value=-step_size)
+                param.index_copy_(0, rows, weights)  # rows are distinct: a copy, not an add
+        return None
