@@ -24,6 +24,7 @@ from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.frame import RawFrame
 from deepfm.data.readers import frame_from_table, read_frame
+from deepfm.data.stream import ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_streaming, should_stream
 from deepfm.models import build_model
 from deepfm.training.metrics import evaluate_predictions
 from deepfm.training.trainer import TrainResult, Trainer, configure_threads, peak_rss_mb, predict
@@ -88,27 +89,28 @@ class Estimator:
             raise ConfigError("data.train: a training file is required")
         configure_threads(cfg.training.threads)
         began = time.perf_counter()
-        train_frame = self.read(train)
         saved_features = Path(out) / "checkpoint-features.json" if out else None
+        saved = None
         if resume and saved_features and saved_features.exists():
-            self.encoder = FeatureEncoder.from_dict(json.loads(saved_features.read_text()))
-        else:
-            self.encoder = FeatureEncoder.fit([train_frame], cfg.data)
-        train_data = self.encoder.transform(train_frame)
-        del train_frame
+            saved = FeatureEncoder.from_dict(json.loads(saved_features.read_text()))
+        train_data = self._training_data(train, saved)
         valid_data = self.encode(valid) if valid is not None else None
         if saved_features:
             saved_features.parent.mkdir(parents=True, exist_ok=True)
             saved_features.write_text(json.dumps(self.encoder.to_dict()))
         torch.manual_seed(cfg.training.seed)
         self.model = build_model(cfg.model, self.encoder.num_features, self.encoder.num_fields)
+        if cfg.model.name == "fnn" and cfg.model.pretrain and not resume:  # FNN's stage 1
+            from deepfm.models.fnn import pretrain_with_fm
+
+            pretrain_with_fm(self.model, self.encoder.task, cfg.training, train_data, valid_data, log)
         trainer = Trainer(self.model, self.encoder.task, cfg.training,
                           checkpoint_dir=Path(out) / "checkpoint" if out else None, progress=progress, log=log)
         self.result = trainer.fit(train_data, valid_data, resume=resume)
         self.model = trainer.model
         self.metrics = {
             "task": self.encoder.task,
-            "rows": len(train_data),
+            "rows": train_data.num_rows if isinstance(train_data, StreamSource) else len(train_data),
             "valid_rows": len(valid_data) if valid_data is not None else 0,
             "epochs": self.result.epochs_run,
             "best_epoch": self.result.best_epoch,
@@ -121,6 +123,25 @@ class Estimator:
         if out is not None:
             self.save(out)
         return self
+
+    def _training_data(self, train: Data, encoder: FeatureEncoder | None) -> EncodedData | StreamSource:
+        """Fit ``self.encoder`` (unless given) and encode ``train``. A file is read chunk by chunk:
+        into memory, or, when streaming, again every epoch by a ``StreamSource``."""
+        cfg = self.config.data
+        if not isinstance(train, (str, Path)):
+            frame = self.read(train)
+            self.encoder = encoder or FeatureEncoder.fit([frame], cfg)
+            return self.encoder.transform(frame)
+        file = ChunkedFile(train, cfg.format, cfg.label, cfg.multi, cfg.multi_separator,
+                           chunk_bytes=chunk_bytes_for(train, cfg.chunk_rows))
+        if encoder is None:
+            encoder, rows = fit_streaming(file, cfg)
+        else:
+            rows = count_rows(file)
+        self.encoder = encoder
+        if should_stream(train, cfg.stream):
+            return StreamSource(file, encoder, rows, window=cfg.shuffle_window)
+        return encode_file(file, encoder, rows)
 
     # -- inference --------------------------------------------------------------------------------
 

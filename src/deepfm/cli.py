@@ -37,6 +37,11 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-count", type=int, help="values rarer than this in train share one bucket (default 1)")
     p.add_argument("--hash-buckets", type=int, help="hash fields with more distinct values than this into this many buckets")
     p.add_argument("--numeric-encoding", choices=["scale", "bucket"])
+    p.add_argument("--stream", nargs="?", const="on", choices=["auto", "on", "off"],
+                   help="read the training file chunk by chunk every epoch, for files larger than memory "
+                        "(--stream alone: on; default auto: when the encoded file would take over half the free memory)")
+    p.add_argument("--chunk-rows", type=int, help="rows per chunk when reading chunk by chunk (default 262144)")
+    p.add_argument("--shuffle-window", type=int, help="streaming: chunks whose rows are shuffled together (default 4)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -61,6 +66,7 @@ FLAG_KEYS = {
     "format": ("data", "format"), "categorical": ("data", "categorical"), "numeric": ("data", "numeric"),
     "multi": ("data", "multi"), "ignore": ("data", "ignore"), "min_count": ("data", "min_count"),
     "hash_buckets": ("data", "hash_buckets"), "numeric_encoding": ("data", "numeric_encoding"),
+    "stream": ("data", "stream"), "chunk_rows": ("data", "chunk_rows"), "shuffle_window": ("data", "shuffle_window"),
     "model": ("model", "name"), "embed_dim": ("model", "embed_dim"), "mlp": ("model", "mlp"),
     "dropout": ("model", "dropout"), "epochs": ("training", "epochs"), "batch_size": ("training", "batch_size"),
     "lr": ("training", "lr"), "optimizer": ("training", "optimizer"), "embed_l2": ("training", "embed_l2"),

@@ -49,6 +49,10 @@ class DataConfig(_Frozen):
     hash_buckets: int = Field(0, ge=0, description="hash fields with more distinct values than this (0: never)")
     numeric_encoding: NumericEncoding = "scale"
     numeric_buckets: int = Field(16, ge=2, le=1024)
+    stream: Literal["auto", "on", "off"] = Field(
+        "auto", description="read the training file chunk by chunk every epoch (auto: when it would not fit in memory)")
+    chunk_rows: int = Field(262_144, ge=1, description="rows per chunk when reading files chunk by chunk")
+    shuffle_window: int = Field(4, ge=1, description="streaming: chunks whose rows are shuffled together")
 
     @field_validator("categorical", "numeric", "multi", "ignore", mode="before")
     @classmethod
@@ -67,6 +71,7 @@ class ModelConfig(_Frozen):
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     activation: Literal["relu", "tanh", "sigmoid"] = "relu"
     batch_norm: bool = False
+    pretrain: bool = Field(True, description="fnn only: initialise from an FM trained first on the same data")
 
     @field_validator("mlp", mode="before")
     @classmethod

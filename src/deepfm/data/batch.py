@@ -79,7 +79,8 @@ class EncodedData:
         first = parts[0]
         return EncodedData(
             ids=np.concatenate([p.ids for p in parts]),
-            values=None if first.values is None else np.concatenate([p.values for p in parts]),
+            values=None if all(p.values is None for p in parts) else np.concatenate(
+                [np.ones(p.ids.shape, np.float32) if p.values is None else p.values for p in parts]),
             bags=[Bag.concat([p.bags[i] for p in parts]) for i in range(len(first.bags))],
             labels=None if first.labels is None else np.concatenate([p.labels for p in parts]),
         )

@@ -6,8 +6,9 @@ Everything is columnar (PyArrow); Python touches single lines only to locate an 
 from __future__ import annotations
 
 import csv as pycsv
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -72,14 +73,29 @@ def _header(path: Path, delimiter: str) -> list[str]:
 
 def _read_delimited(path: Path, fmt: str, label: str, require_label: bool) -> RawFrame:
     delimiter = "," if fmt == "csv" else "\t"
+    names, skip, first_line = delimited_layout(path, fmt)
+    table = parse_delimited(path, path, names, skip, delimiter, first_line)
+    return delimited_frame(table, str(path), fmt, names, label, require_label, first_line)
+
+
+def delimited_layout(path: Path, fmt: str) -> tuple[list[str], int, int]:
+    """(column names, header lines to skip, line number of the first data row)."""
     if fmt == "criteo":
-        names, skip, first_line = list(CRITEO_COLUMNS), 0, 1
-        label = "label"
-    else:
-        names, skip, first_line = _header(path, delimiter), 1, 2
-        duplicates = {n for n in names if names.count(n) > 1}
-        if duplicates:
-            raise DataError(path, f"duplicate column names in the header: {sorted(duplicates)}", line=1)
+        return list(CRITEO_COLUMNS), 0, 1
+    names = _header(path, "," if fmt == "csv" else "\t")
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise DataError(path, f"duplicate column names in the header: {sorted(duplicates)}", line=1)
+    return names, 1, 2
+
+
+def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: str, first_line: int,
+                    lines: Callable[[], Iterable[str]] | None = None) -> pa.Table:
+    """Parse delimited text (a path, or an in-memory chunk of whole lines) into string columns.
+
+    A ragged row is reported at its line of ``path``; ``lines`` gives a chunk's own text lines
+    (data row ``i`` of the chunk on line ``first_line + i``) for locating it.
+    """
     invalid: list[int] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
@@ -88,7 +104,7 @@ def _read_delimited(path: Path, fmt: str, label: str, require_label: bool) -> Ra
 
     try:
         table = pacsv.read_csv(
-            path,
+            source,
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip, block_size=BLOCK_SIZE),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
@@ -100,7 +116,15 @@ def _read_delimited(path: Path, fmt: str, label: str, require_label: bool) -> Ra
     except pa.ArrowInvalid as error:
         raise DataError(path, f"cannot parse: {error}") from None
     if invalid:
-        raise _locate_ragged(path, delimiter, len(names), skip)
+        if lines is None:
+            raise _locate_ragged(path, delimiter, len(names), skip)
+        raise _locate_ragged(path, delimiter, len(names), 0, lines(), first_line)
+    return table
+
+
+def delimited_frame(table: pa.Table, path: str, fmt: str, names: list[str], label: str, require_label: bool,
+                    first_line: int) -> RawFrame:
+    """A ``RawFrame`` over parsed delimited text whose first row is on line ``first_line``."""
     columns = {n: table.column(n).combine_chunks() for n in names}
     numbers = {n: i + 1 for i, n in enumerate(names)}
     labels = columns.pop(label, None)
@@ -113,11 +137,12 @@ def _read_delimited(path: Path, fmt: str, label: str, require_label: bool) -> Ra
     )
 
 
-def _locate_ragged(path: Path, delimiter: str, expected: int, skip: int) -> DataError:
+def _locate_ragged(path: Path, delimiter: str, expected: int, skip: int, lines: Iterable[str] | None = None,
+                   first_line: int = 1) -> DataError:
     """Find the first row whose field count is wrong (runs only on the error path)."""
-    with open_text(path) as handle:
-        for number, fields in enumerate(pycsv.reader(handle, delimiter=delimiter), start=1):
-            if number <= skip or not fields:
+    with (nullcontext(lines) if lines is not None else open_text(path)) as handle:
+        for number, fields in enumerate(pycsv.reader(handle, delimiter=delimiter), start=first_line):
+            if number < first_line + skip or not fields:
                 continue
             if len(fields) != expected:
                 return DataError(
@@ -213,10 +238,15 @@ def _read_sparse_lines(path: Path, fmt: str) -> RawFrame:
     lines = _read_lines(path)
     if len(lines) == 0:
         raise DataError(path, "file is empty", line=1)
+    return sparse_frame(lines, path, fmt)
+
+
+def sparse_frame(lines: pa.Array, path: Path, fmt: str, first_line: int = 1) -> RawFrame:
+    """A ``RawFrame`` over libFM/libFFM text lines, the first on line ``first_line`` of ``path``."""
     trimmed = pc.utf8_trim_whitespace(lines)
     empty = pc.equal(trimmed, "").to_numpy(zero_copy_only=False)
     if empty.any():
-        raise DataError(path, "empty line", line=int(np.flatnonzero(empty)[0]) + 1, column=1)
+        raise DataError(path, "empty line", line=int(np.flatnonzero(empty)[0]) + first_line, column=1)
     tokens = pc.split_pattern_regex(trimmed, r"\s+")
     labels = pc.list_element(tokens, 0)
     features = pc.list_slice(tokens, 1)
@@ -230,7 +260,7 @@ def _read_sparse_lines(path: Path, fmt: str) -> RawFrame:
     def fail(token: int, message: str) -> DataError:
         row = int(np.searchsorted(starts[1:], token, side="right"))
         within = token - int(starts[row]) + 1
-        return DataError(path, message, line=row + 1, column=_char_column(path, row + 1, within))
+        return DataError(path, message, line=row + first_line, column=_char_column(path, row + first_line, within))
 
     bad = np.flatnonzero(part_counts != expected)
     if len(bad):
@@ -250,7 +280,7 @@ def _read_sparse_lines(path: Path, fmt: str) -> RawFrame:
     indices = column(expected - 2, pa.int64(), "feature index")
     fields = column(0, pa.int64(), "field") if fmt == "libffm" else None
     n = len(lines)
-    frame = RawFrame(path=str(path), format=fmt, columns={}, kinds={}, column_numbers={}, labels=labels, first_line=1)
+    frame = RawFrame(path=str(path), format=fmt, columns={}, kinds={}, column_numbers={}, labels=labels, first_line=first_line)
     rows = np.repeat(np.arange(n), counts)
     if fields is None:
         _libfm_columns(frame, rows, counts, starts, indices, values)

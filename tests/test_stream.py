@@ -1,0 +1,171 @@
+"""Files larger than memory: chunked reading, a streaming encoder fit and a streaming BatchSource."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from deepfm import Estimator
+from deepfm.config import DataConfig
+from deepfm.data.encoders import FeatureEncoder
+from deepfm.data.readers import read_frame
+from deepfm.data.stream import ChunkedFile, StreamSource, count_rows, encode_file, fit_streaming
+from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+from deepfm.errors import DataError
+from deepfm.training.trainer import Trainer
+
+SPEC = SyntheticSpec(rows=3000, categorical=5, numeric=2, vocabulary=400, seed=3)
+CONFIG = DataConfig(numeric=("I1", "I2"))
+CHUNK = 8 << 10  # about 250 rows of this CSV: a dozen chunks
+
+
+@pytest.fixture(scope="module")
+def csv_file(tmp_path_factory):
+    table, _ = make_ctr_table(SPEC)
+    path = tmp_path_factory.mktemp("stream") / "train.csv"
+    pacsv.write_csv(table.append_column("row", pa.array(np.arange(table.num_rows).astype(str))), path)
+    return path
+
+
+def test_a_small_chunk_size_really_gives_many_chunks_with_their_line_numbers(csv_file):
+    chunks = ChunkedFile(csv_file, chunk_bytes=CHUNK).chunks()
+    assert len(chunks) > 8
+    assert chunks[0].first_line == 2  # after the header
+    rows = count_rows(ChunkedFile(csv_file, chunk_bytes=CHUNK))
+    assert [c.first_line for c in chunks] == list(2 + np.concatenate([[0], np.cumsum(rows)[:-1]]))
+    assert sum(rows) == SPEC.rows
+
+
+def test_streaming_fit_gives_the_same_encoder_as_fitting_in_memory(csv_file):
+    streamed, rows = fit_streaming(ChunkedFile(csv_file, chunk_bytes=CHUNK), CONFIG)
+    whole = FeatureEncoder.fit([read_frame(csv_file)], CONFIG)
+    assert sum(rows) == SPEC.rows
+    assert streamed.num_features == whole.num_features and streamed.task == whole.task
+    for a, b in zip(streamed.fields, whole.fields):
+        assert (a.name, a.kind, a.offset, a.size, a.vocabulary) == (b.name, b.kind, b.offset, b.size, b.vocabulary)
+        assert a.mean == pytest.approx(b.mean, rel=1e-12) and a.std == pytest.approx(b.std, rel=1e-12)
+
+
+def test_chunked_encoding_equals_encoding_the_whole_file(csv_file):
+    file = ChunkedFile(csv_file, chunk_bytes=CHUNK)
+    encoder, rows = fit_streaming(file, CONFIG)
+    chunked, whole = encode_file(file, encoder, rows), encoder.transform(read_frame(csv_file))
+    np.testing.assert_array_equal(chunked.ids, whole.ids)
+    np.testing.assert_array_equal(chunked.values, whole.values)
+    np.testing.assert_array_equal(chunked.labels, whole.labels)
+
+
+def _row_numbers(encoder: FeatureEncoder, batch) -> list[str]:
+    spec = next(f for f in encoder.fields if f.name == "row")
+    return [spec.vocabulary[i - spec.offset - 2] for i in batch.ids[:, encoder.fields.index(spec)]]
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_streamed_batches_hold_every_row_exactly_once_per_epoch(csv_file, window):
+    file = ChunkedFile(csv_file, chunk_bytes=CHUNK)
+    encoder, rows = fit_streaming(file, CONFIG)
+    source = StreamSource(file, encoder, rows, window=window)
+    epochs = []
+    for epoch in range(2):
+        batches = list(source.batches(256, seed=5, epoch=epoch))
+        assert len(batches) == source.steps_per_epoch(256)
+        assert all(len(b) == 256 for b in batches[:-1])
+        seen = [r for b in batches for r in _row_numbers(encoder, b)]
+        assert sorted(seen, key=int) == [str(i) for i in range(SPEC.rows)]
+        epochs.append(seen)
+    assert epochs[0] != epochs[1], "each epoch is shuffled anew"
+    again = [r for b in source.batches(256, seed=5, epoch=1) for r in _row_numbers(encoder, b)]
+    assert again == epochs[1], "the order depends only on (seed, epoch)"
+    skipped = [r for b in source.batches(256, seed=5, epoch=1, skip=3) for r in _row_numbers(encoder, b)]
+    assert skipped == epochs[1][3 * 256:]
+
+
+def test_rows_far_apart_in_the_file_share_batches(csv_file):
+    """Chunks are visited in a shuffled order and mixed within the window, not read front to back."""
+    file = ChunkedFile(csv_file, chunk_bytes=CHUNK)
+    encoder, rows = fit_streaming(file, CONFIG)
+    first = _row_numbers(encoder, next(StreamSource(file, encoder, rows, window=3).batches(256, seed=0, epoch=0)))
+    assert len({int(r) // rows[0] for r in first}) >= 2
+
+
+def test_an_error_in_a_late_chunk_names_its_line_in_the_file(tmp_path, csv_file):
+    lines = csv_file.read_text().splitlines(keepends=True)
+    bad_line = 2801
+    fields = lines[bad_line - 1].split(",")
+    fields[1] = "lots"  # I1 is numeric
+    lines[bad_line - 1] = ",".join(fields)
+    path = tmp_path / "bad.csv"
+    path.write_text("".join(lines))
+    file = ChunkedFile(path, chunk_bytes=CHUNK)
+    with pytest.raises(DataError) as error:
+        fit_streaming(file, CONFIG)
+    assert (error.value.line, error.value.column) == (bad_line, 2)
+
+    lines[bad_line - 1] = "1,2\n"  # a ragged row
+    path.write_text("".join(lines))
+    with pytest.raises(DataError) as error:
+        fit_streaming(ChunkedFile(path, chunk_bytes=CHUNK), CONFIG)
+    assert error.value.line == bad_line and "fields" in error.value.message
+
+
+def test_libfm_error_in_a_late_chunk_names_its_line(tmp_path):
+    lines = [f"{i % 2} {i % 7}:1 {10 + i % 5}:1\n" for i in range(2000)]
+    lines[1733] = "1 3:1 12-1\n"
+    path = tmp_path / "data.libfm"
+    path.write_text("".join(lines))
+    with pytest.raises(DataError) as error:
+        fit_streaming(ChunkedFile(path, chunk_bytes=2 << 10), DataConfig())
+    assert error.value.line == 1734
+
+
+def test_gzip_and_parquet_stream_the_same_rows(tmp_path, csv_file):
+    import gzip
+
+    gz = tmp_path / "train.csv.gz"
+    gz.write_bytes(gzip.compress(csv_file.read_bytes()))
+    parquet = tmp_path / "train.parquet"
+    pq.write_table(pacsv.read_csv(csv_file), parquet, row_group_size=700)
+    expected = sorted(str(i) for i in range(SPEC.rows))
+    for path, config in ((gz, CONFIG), (parquet, DataConfig(categorical=("row",)))):
+        file = ChunkedFile(path, chunk_bytes=CHUNK)
+        encoder, rows = fit_streaming(file, config)
+        assert len(file.chunks()) > 1
+        seen = [r for b in StreamSource(file, encoder, rows).batches(500, seed=1, epoch=0) for r in _row_numbers(encoder, b)]
+        assert sorted(seen) == expected
+
+
+def _streaming(extra=None):
+    return {"data": {"numeric": ["I1", "I2"], "stream": "on", "chunk_rows": 300, "shuffle_window": 2},
+            "model": {"mlp": (16,), "dropout": 0.1},
+            "training": {"batch_size": 128, "epochs": 2, "seed": 3, **(extra or {})}}
+
+
+def test_estimator_streams_a_file_and_learns(csv_file):
+    est = Estimator(**_streaming()).fit(csv_file, progress=False)
+    assert est.metrics["rows"] == SPEC.rows
+    assert est.result.samples_seen == 2 * SPEC.rows
+    assert est.evaluate(csv_file)["auc"] > 0.65
+
+
+def test_interrupted_streaming_run_resumes_to_the_same_weights(csv_file, tmp_path, monkeypatch):
+    config = _streaming({"checkpoint_every": 5})
+    full = Estimator(**config).fit(csv_file, out=tmp_path / "full", progress=False)
+    original_step, calls = Trainer._step, {"n": 0}
+
+    def crash(self, batch):
+        calls["n"] += 1
+        if calls["n"] > 31:  # epoch 2, step 8: the last checkpoint was after its step 5
+            raise KeyboardInterrupt
+        return original_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        Estimator(**config).fit(csv_file, out=tmp_path / "cut", progress=False)
+    monkeypatch.setattr(Trainer, "_step", original_step)
+    resumed = Estimator(**config).fit(csv_file, out=tmp_path / "cut", resume=True, progress=False)
+    for key, value in full.model.state_dict().items():
+        torch.testing.assert_close(value, resumed.model.state_dict()[key], rtol=0, atol=0)
