@@ -12,6 +12,7 @@ from typing import Any, Sequence
 from deepfm import __version__
 from deepfm.data.formats import AUTO_RULE, FORMATS
 from deepfm.errors import DeepFMError
+from deepfm.experiments.cli import add_compare_parser, cmd_compare
 
 KIND_RULE = (
     "Column kinds: --categorical/--numeric/--multi win; Criteo fixes I1..I13 numeric and C1..C26 categorical; "
@@ -26,7 +27,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", help="training file")
     p.add_argument("--valid", help="validation file (early stopping keeps the best epoch)")
     p.add_argument("--out", help="model directory to write")
-    p.add_argument("--model", help="lr | fm | deepfm (default deepfm)")
+    p.add_argument("--model", help="lr | fm | fnn | ipnn | opnn | pnn | wide_deep | fm_dnn | deepfm (default deepfm); "
+                   "fnn first pre-trains an FM for its embeddings (--no-pretrain: random start)")
+    p.add_argument("--no-pretrain", dest="pretrain", action="store_false", default=None,
+                   help="fnn: skip the FM pre-training stage")
     p.add_argument("--task", choices=["auto", "binary", "regression"], help="default: binary if labels are 0/1")
     p.add_argument("--label", help="label column (default: label)")
     p.add_argument("--format", choices=["auto", *FORMATS])
@@ -68,7 +72,7 @@ FLAG_KEYS = {
     "hash_buckets": ("data", "hash_buckets"), "numeric_encoding": ("data", "numeric_encoding"),
     "stream": ("data", "stream"), "chunk_rows": ("data", "chunk_rows"), "shuffle_window": ("data", "shuffle_window"),
     "model": ("model", "name"), "embed_dim": ("model", "embed_dim"), "mlp": ("model", "mlp"),
-    "dropout": ("model", "dropout"), "epochs": ("training", "epochs"), "batch_size": ("training", "batch_size"),
+    "dropout": ("model", "dropout"), "pretrain": ("model", "pretrain"), "epochs": ("training", "epochs"), "batch_size": ("training", "batch_size"),
     "lr": ("training", "lr"), "optimizer": ("training", "optimizer"), "embed_l2": ("training", "embed_l2"),
     "patience": ("training", "patience"), "seed": ("training", "seed"), "threads": ("training", "threads"),
     "device": ("training", "device"), "checkpoint_every": ("training", "checkpoint_every"),
@@ -172,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deepfm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    add_compare_parser(sub)
     for name, text in (("evaluate", "metrics of a model directory on a labelled file"),
                        ("predict", "one prediction per input row, same order")):
         p = sub.add_parser(name, help=text, description=text + ". Format " + AUTO_RULE + ".")
@@ -188,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "demo": cmd_demo, "compare": cmd_compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,10 @@ from torch import nn
 from deepfm.config import ModelConfig
 from deepfm.models.deepfm import DeepFM
 from deepfm.models.fm import FactorizationMachine
+from deepfm.models.fnn import FNN
 from deepfm.models.lr import LogisticRegression
+from deepfm.models.pnn import PNN
+from deepfm.models.wide_deep import FMAndDNN, WideAndDeep
 
 Builder = Callable[[ModelConfig, int, int], nn.Module]
 
@@ -17,6 +20,12 @@ MODELS: dict[str, Builder] = {
     "lr": lambda c, n, m: LogisticRegression(n),
     "fm": lambda c, n, m: FactorizationMachine(n, c.embed_dim),
     "deepfm": lambda c, n, m: DeepFM(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm),
+    "fnn": lambda c, n, m: FNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm),
+    "ipnn": lambda c, n, m: PNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, product="inner"),
+    "opnn": lambda c, n, m: PNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, product="outer"),
+    "pnn": lambda c, n, m: PNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, product="both"),
+    "wide_deep": lambda c, n, m: WideAndDeep(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm),
+    "fm_dnn": lambda c, n, m: FMAndDNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm),
 }
 
 

@@ -1,0 +1,1 @@
+"""Experiments: the DeepFM paper's model comparison and hyper-parameter studies, with reports."""

@@ -1,0 +1,93 @@
+"""``deepfm compare``: the paper's model comparison or one of its section 3.3 studies, as a report."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from deepfm.experiments.studies import STUDIES
+
+DESCRIPTION = (
+    "Train several models on ONE encoding (fitted once on --train), the same seeds and the same budget; "
+    "select each run's best epoch on --valid and score it once on --test. Writes OUT/results.md, "
+    "OUT/results.json, OUT/validation_curves.png and (binary tasks) OUT/roc.png. --models all runs the "
+    "DeepFM paper's table: lr, fm, fnn (FM pre-trained), ipnn, opnn, pnn, wide_deep (LR&DNN), fm_dnn, deepfm. "
+    "--study varies one DeepFM setting as in the paper's section 3.3. Per-model tuned defaults "
+    "(deepfm.experiments.defaults) apply unless a flag sets the value."
+)
+
+
+def add_compare_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="compare models (or one DeepFM setting) and write a report",
+                       description=DESCRIPTION)
+    p.add_argument("--train", required=True, help="training file (the encoder is fitted on it once)")
+    p.add_argument("--valid", required=True, help="validation file: early stopping and per-epoch curves")
+    p.add_argument("--test", required=True, help="test file: scored once per run with its best epoch")
+    p.add_argument("--out", required=True, help="report directory")
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument("--models", default="all", help="'all' or comma-separated model names (default all)")
+    choice.add_argument("--study", choices=sorted(STUDIES), help="vary one DeepFM setting instead of the model")
+    p.add_argument("--seeds", type=int, default=1, help="runs per model with seeds SEED, SEED+1, ... (mean ± std)")
+    p.add_argument("--title", help="report title (default: the --out folder name)")
+    for flag in ("--task",):
+        p.add_argument(flag, choices=["auto", "binary", "regression"])
+    p.add_argument("--label")
+    p.add_argument("--format")
+    for flag in ("--categorical", "--numeric", "--multi", "--ignore", "--mlp"):
+        p.add_argument(flag)
+    for flag in ("--min-count", "--hash-buckets", "--epochs", "--batch-size", "--embed-dim", "--patience",
+                 "--seed", "--threads"):
+        p.add_argument(flag, type=int)
+    for flag in ("--lr", "--embed-l2", "--dropout"):
+        p.add_argument(flag, type=float)
+    p.add_argument("--optimizer", choices=["adam", "adagrad", "sgd"])
+    p.add_argument("--numeric-encoding", choices=["scale", "bucket"])
+    p.add_argument("--device")
+    p.add_argument("--no-pretrain", action="store_true", help="fnn: skip the FM pre-training stage")
+    p.add_argument("--config", help="TOML or YAML file with [data], [model], [training] sections")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch log")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from deepfm.cli import FLAG_KEYS  # deepfm.cli registers this module, so import it late
+
+    overrides: dict[str, Any] = {}
+    for flag, (section, key) in FLAG_KEYS.items():
+        value = getattr(args, flag, None)
+        if value is not None and flag not in ("train", "valid"):
+            overrides.setdefault(section, {})[key] = value
+    if args.no_pretrain:
+        overrides.setdefault("model", {})["pretrain"] = False
+    return overrides
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from deepfm.config import build_config, load_config_file, merge
+    from deepfm.errors import ConfigError, DataError
+    from deepfm.experiments.compare import encode_splits, model_variants, parse_models, run_variants, study_variants
+    from deepfm.experiments.report import write_report
+
+    for name in ("train", "valid", "test"):
+        if not Path(getattr(args, name)).exists():
+            raise DataError(getattr(args, name), f"--{name} file not found")
+    if args.seeds < 1:
+        raise ConfigError("--seeds: must be at least 1")
+    base = load_config_file(args.config) if args.config else {}
+    overrides = _overrides(args)
+    if args.study:
+        variants = study_variants(args.study, base, overrides)
+    else:
+        variants = model_variants(parse_models(args.models), base, overrides)
+    log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    data = encode_splits(build_config(merge(base, overrides), source="compare"), args.train, args.valid, args.test)
+    results = run_variants(variants, data, args.seeds, log)
+    out = Path(args.out)
+    command = "deepfm compare " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["compare"] else None
+    summary = write_report(results, data, out, args.title or out.name, command)
+    from deepfm.experiments.report import markdown_table
+
+    print(markdown_table(summary))
+    return 0

@@ -1,0 +1,160 @@
+"""Train several models (or several settings of one) on ONE encoding, seeds and budget.
+
+The encoder is fitted once on the training file; every variant and seed then reads the same
+encoded arrays, so differences come from the models alone. Each run records its validation
+metrics per epoch (``TrainResult.history``), its test metrics, its wall time (FNN's FM
+pre-training included) and its parameter count.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from deepfm.api import Estimator
+from deepfm.config import RunConfig, build_config, merge
+from deepfm.data.batch import EncodedData
+from deepfm.data.encoders import FeatureEncoder
+from deepfm.experiments.defaults import model_defaults
+from deepfm.experiments.studies import STUDIES
+from deepfm.models import MODELS, build_model
+from deepfm.training.metrics import SELECTION, evaluate_predictions
+from deepfm.training.trainer import Trainer, configure_threads, predict
+
+PAPER_ORDER = ("lr", "fm", "fnn", "ipnn", "opnn", "pnn", "wide_deep", "fm_dnn", "deepfm")
+Log = Callable[[str], None]
+
+
+@dataclass
+class Variant:
+    """One column of the comparison: a label and the full config it trains with."""
+
+    label: str
+    config: RunConfig
+
+
+@dataclass
+class Run:
+    seed: int
+    test: dict[str, float]
+    train_seconds: float
+    best_epoch: int | None
+    history: list[dict[str, Any]]
+    test_predictions: np.ndarray | None = None  # kept for the first seed only (ROC curves)
+
+
+@dataclass
+class VariantResult:
+    label: str
+    model: str
+    parameters: int
+    config: dict[str, Any]
+    runs: list[Run] = field(default_factory=list)
+
+    def summary(self, metric: str) -> tuple[float, float]:
+        """Mean and (sample) standard deviation of a test metric over seeds (std 0 for one run)."""
+        values = np.array([run.test[metric] for run in self.runs], dtype=np.float64)
+        return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+@dataclass
+class EncodedSplits:
+    encoder: FeatureEncoder
+    train: EncodedData
+    valid: EncodedData
+    test: EncodedData
+
+
+def parse_models(text: str) -> tuple[str, ...]:
+    """``all`` (the paper's nine, in its table's order) or a comma-separated list of model names."""
+    from deepfm.errors import ConfigError
+
+    if text.strip() == "all":
+        return PAPER_ORDER
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in MODELS]
+    if unknown or not names:
+        raise ConfigError(f"--models: unknown {unknown or text!r}; choose 'all' or from {sorted(MODELS)}")
+    return names
+
+
+def model_variants(names: tuple[str, ...], base: dict[str, Any], overrides: dict[str, Any]) -> list[Variant]:
+    """One variant per model: global defaults < ``base`` (a config file) < tuned per-model
+    defaults < explicit ``overrides`` (flags)."""
+    variants = []
+    for name in names:
+        values = merge(merge(merge(base, model_defaults(name)), overrides), {"model": {"name": name}})
+        variants.append(Variant(name, build_config(values, source="compare")))
+    return variants
+
+
+def study_variants(study: str, base: dict[str, Any], overrides: dict[str, Any]) -> list[Variant]:
+    """DeepFM with one setting varied per the paper's section 3.3 (``STUDIES[study]``)."""
+    from deepfm.errors import ConfigError
+
+    if study not in STUDIES:
+        raise ConfigError(f"--study: {study!r} is not a study; choose from {sorted(STUDIES)}")
+    fixed = merge(merge(merge(base, model_defaults("deepfm")), overrides), {"model": {"name": "deepfm"}})
+    return [Variant(label, build_config(merge(fixed, {"model": change}), source="compare"))
+            for label, change in STUDIES[study]]
+
+
+def encode_splits(config: RunConfig, train: str, valid: str, test: str) -> EncodedSplits:
+    """Fit the encoder ONCE on ``train`` and encode the three files with it."""
+    reader = Estimator(config)
+    frame = reader.read(train)
+    encoder = FeatureEncoder.fit([frame], config.data)
+    reader.encoder = encoder
+    return EncodedSplits(encoder, encoder.transform(frame), reader.encode(valid), reader.encode(test))
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def train_one(config: RunConfig, data: EncodedSplits, log: Log, score_test: bool = True) -> tuple[torch.nn.Module, Run]:
+    """Train one variant with one seed (FNN: FM pre-training first) and score it on test
+    (``score_test=False``: leave test untouched, e.g. when tuning)."""
+    task, seed = data.encoder.task, config.training.seed
+    torch.manual_seed(seed)
+    model = build_model(config.model, data.encoder.num_features, data.encoder.num_fields)
+    began = time.perf_counter()
+    if config.model.name == "fnn" and config.model.pretrain:
+        from deepfm.models.fnn import pretrain_with_fm
+
+        torch.manual_seed(seed)
+        pretrain_with_fm(model, task, config.training, data.train, data.valid, log)
+    result = Trainer(model, task, config.training, progress=False, log=log).fit(data.train, data.valid)
+    seconds = time.perf_counter() - began
+    if not score_test:
+        return model, Run(seed, {}, seconds, result.best_epoch, result.history)
+    predictions = predict(model, task, data.test, config.training.device)
+    test = evaluate_predictions(task, data.test.labels, predictions)
+    return model, Run(seed, test, seconds, result.best_epoch, result.history, predictions)
+
+
+def run_variants(variants: list[Variant], data: EncodedSplits, seeds: int, log: Log) -> list[VariantResult]:
+    """Every variant × seeds ``seed, seed+1, …`` (the base seed from its training config)."""
+    configure_threads(variants[0].config.training.threads)
+    name, _ = SELECTION[data.encoder.task]
+    results = []
+    for variant in variants:
+        result: VariantResult | None = None
+        for offset in range(seeds):
+            training = variant.config.training.model_copy(update={"seed": variant.config.training.seed + offset})
+            config = variant.config.model_copy(update={"training": training})
+            log(f"{variant.label}: seed {training.seed}")
+            model, run = train_one(config, data, lambda m: log("  " + m))
+            if offset > 0:
+                run.test_predictions = None
+            if result is None:
+                result = VariantResult(variant.label, config.model.name, count_parameters(model),
+                                       variant.config.to_json_dict())
+            result.runs.append(run)
+            log(f"{variant.label}: test {name} {run.test[name]:.5f} in {run.train_seconds:.1f} s")
+        results.append(result)
+    return results

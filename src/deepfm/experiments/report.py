@@ -1,0 +1,146 @@
+"""Write a comparison as DIR/results.json, DIR/results.md and PNG plots.
+
+Binary tasks report test AUC and logloss, plot validation AUC per epoch and test ROC curves;
+regression reports RMSE and MAE, plots validation RMSE per epoch and has no ROC curve.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepfm.experiments.compare import EncodedSplits, VariantResult
+
+METRICS = {"binary": ("auc", "logloss"), "regression": ("rmse", "mae")}
+
+
+def results_dict(results: list[VariantResult], data: EncodedSplits, title: str, command: str | None) -> dict[str, Any]:
+    task = data.encoder.task
+    return {
+        "title": title,
+        "command": command,
+        "task": task,
+        "rows": {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
+        "num_features": data.encoder.num_features,
+        "num_fields": data.encoder.num_fields,
+        "seeds": len(results[0].runs) if results else 0,
+        "variants": [
+            {
+                "label": r.label,
+                "model": r.model,
+                "parameters": r.parameters,
+                "test": {m: dict(zip(("mean", "std"), r.summary(m))) for m in METRICS[task]},
+                "train_seconds": dict(zip(("mean", "std"), _mean_std([run.train_seconds for run in r.runs]))),
+                "runs": [
+                    {"seed": run.seed, "test": run.test, "train_seconds": round(run.train_seconds, 3),
+                     "best_epoch": run.best_epoch, "history": run.history}
+                    for run in r.runs
+                ],
+                "config": r.config,
+            }
+            for r in results
+        ],
+    }
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=np.float64)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
+def _cell(mean: float, std: float, seeds: int, digits: int = 4) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if seeds > 1 else f"{mean:.{digits}f}"
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """The comparison table: one row per variant, metrics as mean ± std over seeds."""
+    task, seeds = summary["task"], summary["seeds"]
+    first, second = METRICS[task]
+    lines = [f"| model | test {first} | test {second} | train time (s) | parameters | best epoch(s) |",
+             "|---|---|---|---|---|---|"]
+    for v in summary["variants"]:
+        epochs = ",".join(str(run["best_epoch"]) for run in v["runs"])
+        lines.append(
+            f"| {v['label']} | {_cell(v['test'][first]['mean'], v['test'][first]['std'], seeds)} "
+            f"| {_cell(v['test'][second]['mean'], v['test'][second]['std'], seeds)} "
+            f"| {_cell(v['train_seconds']['mean'], v['train_seconds']['std'], seeds, 1)} "
+            f"| {v['parameters']:,} | {epochs} |")
+    return "\n".join(lines)
+
+
+def write_markdown(summary: dict[str, Any], path: Path, plots: list[str]) -> None:
+    rows = summary["rows"]
+    text = [f"# {summary['title']}", ""]
+    if summary.get("command"):
+        text += ["```", summary["command"], "```", ""]
+    text += [f"Task: {summary['task']}. Rows: train {rows['train']:,}, valid {rows['valid']:,}, test {rows['test']:,}. "
+             f"Features: {summary['num_features']:,} in {summary['num_fields']} fields. "
+             f"Seeds: {summary['seeds']}" + (" (mean ± sample std)." if summary["seeds"] > 1 else "."),
+             "The best epoch is chosen on validation; test is scored once with its weights. "
+             "Train time is wall time on a shared 2-core CPU (FNN: FM pre-training included).", "",
+             markdown_table(summary), ""]
+    text += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    path.write_text("\n".join(text) + "\n", encoding="utf-8")
+
+
+def plot_validation_curves(summary: dict[str, Any], path: Path) -> None:
+    """Validation metric per epoch, first seed of every variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = METRICS[summary["task"]][0]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for v in summary["variants"]:
+        history = v["runs"][0]["history"]
+        ax.plot([h["epoch"] for h in history], [h["valid"][metric] for h in history], marker="o", label=v["label"])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation {metric.upper()}")
+    ax.set_title(f"{summary['title']}: validation {metric.upper()} per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_roc(results: list[VariantResult], labels: np.ndarray, title: str, path: Path) -> None:
+    """Test ROC curves of every variant's first seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    for r in results:
+        scores = r.runs[0].test_predictions
+        fpr, tpr, _ = roc_curve(labels, scores)
+        ax.plot(fpr, tpr, label=f"{r.label} (AUC {roc_auc_score(labels, scores):.4f})", linewidth=1.2)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(f"{title}: test ROC (first seed)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results: list[VariantResult], data: EncodedSplits, out: Path, title: str,
+                 command: str | None = None) -> dict[str, Any]:
+    """results.json, results.md, validation_curves.png and (binary) roc.png under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary = results_dict(results, data, title, command)
+    (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    plots = [out / "validation_curves.png"]
+    plot_validation_curves(summary, plots[0])
+    if summary["task"] == "binary" and 0 < data.test.labels.sum() < len(data.test.labels):
+        plots.append(out / "roc.png")
+        plot_roc(results, data.test.labels, title, plots[1])
+    write_markdown(summary, out / "results.md", [str(p) for p in plots])
+    return summary

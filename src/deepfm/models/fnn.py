@@ -1,0 +1,69 @@
+"""FNN (Zhang, Du & Wang 2016): an MLP over field vectors that an FM learned first.
+
+Stage 1 trains an FM on the same data. Stage 2 initialises FNN's field vectors from it,
+z_i = (w_i, v_i) = the FM's first-order weight and latent vector of feature i, and trains
+
+    ŷ = MLP([w_0, z_1, …, z_m]),    z_f = Σ_{i∈f} (w_i, v_i) x_i,
+
+end to end (the FM only initialises; nothing is frozen). ``pretrain_with_fm`` is stage 1;
+``FNN`` is the stage-2 network, which also trains from a random start when stage 1 is skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from deepfm.data.batch import Batch
+from deepfm.models.fm import FactorizationMachine
+from deepfm.models.layers import FeaturesEmbedding, MultiLayerPerceptron
+
+
+class FNN(nn.Module):
+    def __init__(
+        self,
+        num_features: int,
+        num_fields: int,
+        embed_dim: int = 10,
+        mlp: Sequence[int] = (400, 400, 400),
+        dropout: float = 0.5,
+        activation: str = "relu",
+        batch_norm: bool = False,
+    ):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(()))  # w_0
+        self.first_order = FeaturesEmbedding(num_features, 1)  # w_i
+        self.embedding = FeaturesEmbedding(num_features, embed_dim)  # v_i
+        self.dnn = MultiLayerPerceptron(1 + num_fields * (1 + embed_dim), mlp, dropout, activation, batch_norm)
+
+    def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,)
+        w = self.first_order(batch).fields  # (B, F, 1)
+        v = self.embedding(batch).fields  # (B, F, k)
+        z = torch.cat([w, v], dim=2).flatten(1)  # (B, F·(1+k)): z_f = (w_f, v_f)
+        w0 = self.bias.expand(z.shape[0], 1)  # (B, 1)
+        return self.dnn(torch.cat([w0, z], dim=1)).squeeze(-1)
+
+    @torch.no_grad()
+    def load_fm(self, fm: FactorizationMachine) -> None:
+        """Copy an FM's w_0, w_i and v_i into this network's input layer (FNN's initialisation)."""
+        self.bias.copy_(fm.linear.bias)
+        self.first_order.weight.copy_(fm.linear.weights.weight)
+        self.embedding.weight.copy_(fm.embedding.weight)
+
+
+def pretrain_with_fm(model: FNN, task: str, training, train, valid=None,
+                     log: Callable[[str], None] | None = None) -> FactorizationMachine:
+    """Stage 1: train an FM of the same size with the same training settings (its own early
+    stopping on ``valid``), then copy its parameters into ``model``. Returns the FM."""
+    from deepfm.training.trainer import Trainer  # training depends on models, not the reverse
+
+    num_features, embed_dim = model.embedding.weight.shape
+    fm = FactorizationMachine(num_features, embed_dim)
+    say = log or (lambda message: None)
+    say("FNN stage 1: pre-training an FM for the embeddings")
+    Trainer(fm, task, training, progress=False, log=lambda m: say("  fm " + m)).fit(train, valid)
+    model.load_fm(fm)
+    say("FNN stage 2: training the MLP on the FM-initialised embeddings")
+    return fm

@@ -1,0 +1,58 @@
+"""The DeepFM paper's two "wide & deep" baselines; unlike DeepFM, their parts share nothing.
+
+- LR&DNN (Wide & Deep, Cheng et al. 2016, with the raw features as the wide part):
+  ŷ = sigmoid(w0 + Σ_i w_i x_i + MLP([e_1, …, e_m]))
+- FM&DNN (FM as the wide part): ŷ = sigmoid(y_FM(V) + MLP([e_1, …, e_m] from a second table E)),
+  so the FM's latent vectors V and the DNN's embeddings E are learned separately.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from deepfm.data.batch import Batch
+from deepfm.models.layers import FeaturesEmbedding, FeaturesLinear, MultiLayerPerceptron, fm_pairwise
+
+
+class _DeepPart(nn.Module):
+    """MLP([e_1, …, e_m]) over its own embedding table."""
+
+    def __init__(self, num_features: int, num_fields: int, embed_dim: int, mlp: Sequence[int], dropout: float,
+                 activation: str, batch_norm: bool):
+        super().__init__()
+        self.embedding = FeaturesEmbedding(num_features, embed_dim)
+        self.mlp = MultiLayerPerceptron(num_fields * embed_dim, mlp, dropout, activation, batch_norm)
+
+    def forward(self, batch: Batch) -> torch.Tensor:  # (B,)
+        return self.mlp(self.embedding(batch).fields.flatten(1)).squeeze(-1)
+
+
+class WideAndDeep(nn.Module):
+    """LR&DNN: a linear model on the raw features plus a DNN on embeddings."""
+
+    def __init__(self, num_features: int, num_fields: int, embed_dim: int = 10, mlp: Sequence[int] = (400, 400, 400),
+                 dropout: float = 0.5, activation: str = "relu", batch_norm: bool = False):
+        super().__init__()
+        self.wide = FeaturesLinear(num_features)
+        self.deep = _DeepPart(num_features, num_fields, embed_dim, mlp, dropout, activation, batch_norm)
+
+    def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,)
+        return self.wide(batch) + self.deep(batch)
+
+
+class FMAndDNN(nn.Module):
+    """FM&DNN: an FM (its own latent vectors V) plus a DNN on a separate embedding table E."""
+
+    def __init__(self, num_features: int, num_fields: int, embed_dim: int = 10, mlp: Sequence[int] = (400, 400, 400),
+                 dropout: float = 0.5, activation: str = "relu", batch_norm: bool = False):
+        super().__init__()
+        self.linear = FeaturesLinear(num_features)
+        self.fm_embedding = FeaturesEmbedding(num_features, embed_dim)  # V
+        self.deep = _DeepPart(num_features, num_fields, embed_dim, mlp, dropout, activation, batch_norm)  # E
+
+    def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,)
+        y_fm = self.linear(batch) + fm_pairwise(self.fm_embedding(batch))
+        return y_fm + self.deep(batch)

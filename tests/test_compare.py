@@ -1,0 +1,107 @@
+"""``deepfm compare``: one encoding for every model, seeds summarised, a report with tables and plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deepfm.cli import main
+from deepfm.data.encoders import FeatureEncoder
+from deepfm.experiments.compare import model_variants, parse_models, PAPER_ORDER
+from deepfm.experiments.defaults import MODEL_DEFAULTS
+from deepfm.experiments.studies import STUDIES
+
+TINY = ["--epochs", "2", "--mlp", "8", "--batch-size", "64", "--embed-dim", "3", "--quiet"]
+
+
+@pytest.fixture
+def ctr_files(ctr_csv):
+    return [str(ctr_csv(f"{part}.csv", rows=200, part=i)) for i, part in enumerate(("train", "valid", "test"))]
+
+
+def compare(files, out, *extra):
+    train, valid, test = files
+    return main(["compare", "--train", train, "--valid", valid, "--test", test, "--out", str(out), *TINY, *extra])
+
+
+def test_compare_fits_the_encoder_once_and_reports_every_model_over_seeds(ctr_files, tmp_path, monkeypatch, capsys):
+    fits = []
+    original = FeatureEncoder.fit.__func__
+    monkeypatch.setattr(FeatureEncoder, "fit", classmethod(lambda cls, *a, **k: fits.append(1) or original(cls, *a, **k)))
+    assert compare(ctr_files, tmp_path / "r", "--models", "lr,fnn,pnn,deepfm", "--seeds", "2") == 0
+    assert len(fits) == 1
+    summary = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert [v["label"] for v in summary["variants"]] == ["lr", "fnn", "pnn", "deepfm"]
+    for variant in summary["variants"]:
+        assert [run["seed"] for run in variant["runs"]] == [2026, 2027]
+        assert [h["epoch"] for h in variant["runs"][0]["history"]] == [1, 2]
+        aucs = [run["test"]["auc"] for run in variant["runs"]]
+        assert variant["test"]["auc"]["mean"] == pytest.approx(sum(aucs) / 2)
+        assert variant["parameters"] > 0 and set(variant["test"]) == {"auc", "logloss"}
+    markdown = (tmp_path / "r" / "results.md").read_text()
+    assert "| deepfm |" in markdown and " ± " in markdown
+    assert (tmp_path / "r" / "validation_curves.png").stat().st_size > 0
+    assert (tmp_path / "r" / "roc.png").stat().st_size > 0
+    assert "| fnn |" in capsys.readouterr().out
+
+
+def test_compare_on_a_rating_file_reports_rmse_and_mae_without_roc(write_table, tmp_path):
+    rows = 120
+    columns = {"label": [1 + (i * 7) % 5 for i in range(rows)], "user": [f"u{i % 9}" for i in range(rows)],
+               "item": [f"i{i % 13}" for i in range(rows)]}
+    files = [str(write_table(f"{name}.csv", columns)) for name in ("train", "valid", "test")]
+    assert compare(files, tmp_path / "r", "--models", "fm,wide_deep", "--task", "regression") == 0
+    summary = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert summary["task"] == "regression"
+    assert set(summary["variants"][0]["test"]) == {"rmse", "mae"}
+    assert not (tmp_path / "r" / "roc.png").exists()
+    assert "test rmse" in (tmp_path / "r" / "results.md").read_text()
+
+
+def test_study_varies_one_deepfm_setting_and_keeps_the_rest(ctr_files, tmp_path):
+    assert compare(ctr_files, tmp_path / "r", "--study", "dropout", "--epochs", "1") == 0
+    variants = json.loads((tmp_path / "r" / "results.json").read_text())["variants"]
+    assert [v["label"] for v in variants] == [label for label, _ in STUDIES["dropout"]]
+    assert {v["config"]["model"]["name"] for v in variants} == {"deepfm"}
+    assert [v["config"]["model"]["dropout"] for v in variants] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    rest = [{**v["config"], "model": {**v["config"]["model"], "dropout": None}} for v in variants]
+    assert all(r == rest[0] for r in rest)
+
+
+def test_shape_study_keeps_layers_and_total_neurons():
+    shapes = [change["mlp"] for _, change in STUDIES["shape"]]
+    assert {len(s) for s in shapes} == {3} and {sum(s) for s in shapes} == {1200}
+
+
+def test_all_is_the_papers_nine_models_and_unknown_names_are_errors(ctr_files, tmp_path, capsys):
+    assert parse_models("all") == PAPER_ORDER and len(PAPER_ORDER) == 9
+    assert compare(ctr_files, tmp_path / "r", "--models", "deepfm,xgboost") == 2
+    assert "xgboost" in capsys.readouterr().err
+
+
+def test_flags_win_over_tuned_per_model_defaults(monkeypatch):
+    monkeypatch.setitem(MODEL_DEFAULTS, "fm", {"training": {"lr": 0.05, "embed_l2": 1e-4}})
+    fm, deepfm = model_variants(("fm", "deepfm"), {}, {"training": {"lr": 0.002}})
+    assert fm.config.training.lr == 0.002 and fm.config.training.embed_l2 == 1e-4
+    assert deepfm.config.training.embed_l2 != 1e-4
+
+
+@pytest.mark.parametrize("name", ["fnn", "ipnn", "opnn", "pnn", "wide_deep", "fm_dnn"])
+def test_train_selects_each_paper_model_and_the_model_directory_reloads(name, ctr_files, tmp_path, capsys):
+    train, valid, test = ctr_files
+    out = tmp_path / name
+    args = ["train", "--train", train, "--valid", valid, "--out", str(out), "--model", name, *TINY]
+    assert main(args[:-1]) == 0  # not quiet: FNN says it pre-trains
+    assert json.loads((out / "config.json").read_text())["run"]["model"]["name"] == name
+    assert ("FNN stage 1" in capsys.readouterr().err) == (name == "fnn")
+    assert main(["evaluate", str(out), test, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 200
+
+
+def test_train_no_pretrain_skips_fnns_fm_stage(ctr_files, tmp_path, capsys):
+    train, valid, _ = ctr_files
+    args = ["train", "--train", train, "--valid", valid, "--out", str(tmp_path / "m"), "--model", "fnn", "--no-pretrain"]
+    assert main(args + TINY[:-1]) == 0
+    assert "FNN stage 1" not in capsys.readouterr().err
