@@ -44,6 +44,24 @@ def make_data(directory: Path, rows: int = 1_000_000, test_rows: int = 100_000, 
             write_split(directory, "test", test_rows, 1, parquet, vocabulary))
 
 
+def write_big(directory: Path, rows: int, vocabulary: int = 1_000_000, part_rows: int = 1_000_000) -> Path:
+    """``big-ROWS.csv``: the same hidden model, written a million rows at a time (parts 100, 101, ...)
+    so that generating it never holds more than one part in memory."""
+    path = directory / f"big-{rows}.csv"
+    if path.exists():
+        return path
+    partial = path.with_suffix(".partial")
+    writer = None
+    for number, start in enumerate(range(0, rows, part_rows)):
+        table, _ = make_ctr_table(criteo_spec(vocabulary), rows=min(part_rows, rows - start), part=100 + number)
+        if writer is None:
+            writer = pacsv.CSVWriter(partial, table.schema, write_options=pacsv.WriteOptions(quoting_style="needed"))
+        writer.write_table(table)
+    writer.close()
+    partial.rename(path)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dir", nargs="?", default=str(DEFAULT_DIR))
@@ -51,7 +69,12 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=100_000)
     parser.add_argument("--vocabulary", type=int, default=1_000_000)
     parser.add_argument("--parquet", action="store_true", help="also write .parquet copies")
+    parser.add_argument("--big", type=int, default=0, help="also write big-BIG.csv with BIG rows (for streaming)")
     args = parser.parse_args()
+    if args.big:
+        path = write_big(Path(args.dir), args.big, args.vocabulary)
+        print(f"{path}  {path.stat().st_size / 1e6:.1f} MB")
+        return
     for path in make_data(Path(args.dir), args.rows, args.test_rows, args.parquet, args.vocabulary):
         print(f"{path}  {path.stat().st_size / 1e6:.1f} MB")
 

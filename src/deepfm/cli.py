@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,8 +45,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stream", nargs="?", const="on", choices=["auto", "on", "off"],
                    help="read the training file chunk by chunk every epoch, for files larger than memory "
                         "(--stream alone: on; default auto: when the encoded file would take over half the free memory)")
-    p.add_argument("--chunk-rows", type=int, help="rows per chunk when reading chunk by chunk (default 262144)")
-    p.add_argument("--shuffle-window", type=int, help="streaming: chunks whose rows are shuffled together (default 4)")
+    p.add_argument("--chunk-rows", type=int, help="rows per chunk when reading chunk by chunk (default 65536)")
+    p.add_argument("--shuffle-window", type=int, help="streaming: chunks whose rows are shuffled together (default 8)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -57,7 +58,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int)
-    p.add_argument("--device", help="cpu or cuda")
+    p.add_argument("--device", help="cpu, cuda or auto (default: cuda when available, else cpu)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train with N processes on this machine (torchrun, gloo on CPU / nccl on GPU); "
+                        "for several machines run torchrun yourself (docs/production.md)")
     p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps as well as every epoch")
     p.add_argument("--config", help="TOML or YAML file with [data], [model], [training] sections; flags override it")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
@@ -90,6 +94,10 @@ def config_from_args(args: argparse.Namespace):
             overrides.setdefault(section, {})[key] = value
     if args.out is not None:
         overrides["out"] = args.out
+    if overrides.get("training", {}).get("device", values.get("training", {}).get("device", "auto")) == "auto":
+        import torch
+
+        overrides.setdefault("training", {})["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     config = build_config(merge(values, overrides), source=args.config or "options")
     missing = [name for name, value in (("--train", config.data.train), ("--out", config.out)) if value is None]
     if missing:
@@ -106,11 +114,20 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from deepfm import distributed
     from deepfm.api import Estimator
 
-    config = config_from_args(args)
-    log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
-    estimator = Estimator(config).fit(resume=args.resume, progress=not args.quiet, log=log)
+    config = config_from_args(args)  # checked before any process starts
+    if args.nproc > 1 and not distributed.launched():
+        return distributed.launch(args.nproc, distributed.without_flag(args.argv, "--nproc"))
+    quiet = args.quiet or os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 speaks for all
+    log = None if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    try:
+        estimator = Estimator(config).fit(resume=args.resume, progress=not quiet, log=log)
+    finally:
+        distributed.cleanup()
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # rank 0 reports
     m = estimator.metrics
     if args.json:
         summary = {k: m[k] for k in ("rows", "epochs", "seconds", "train_samples_per_s", "peak_rss_mb", "best_epoch")}
@@ -198,6 +215,7 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return COMMANDS[args.command](args)
     except DeepFMError as error:

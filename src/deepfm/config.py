@@ -51,8 +51,8 @@ class DataConfig(_Frozen):
     numeric_buckets: int = Field(16, ge=2, le=1024)
     stream: Literal["auto", "on", "off"] = Field(
         "auto", description="read the training file chunk by chunk every epoch (auto: when it would not fit in memory)")
-    chunk_rows: int = Field(262_144, ge=1, description="rows per chunk when reading files chunk by chunk")
-    shuffle_window: int = Field(4, ge=1, description="streaming: chunks whose rows are shuffled together")
+    chunk_rows: int = Field(65_536, ge=1, description="rows per chunk when reading files chunk by chunk")
+    shuffle_window: int = Field(8, ge=1, description="streaming: chunks whose rows are shuffled together")
 
     @field_validator("categorical", "numeric", "multi", "ignore", mode="before")
     @classmethod

@@ -113,6 +113,7 @@ class ChunkedFile:
             parquet = pq.ParquetFile(self.path)
             for number in order:
                 yield self._parquet_frame(parquet, chunks[number])
+                _release_arrow_memory()
             return
         if self.seekable:
             with open(self.path, "rb") as handle:
@@ -120,9 +121,11 @@ class ChunkedFile:
                     chunk = chunks[number]
                     handle.seek(chunk.start)
                     yield self._text_frame(handle.read(chunk.size), chunk.first_line)
+                    _release_arrow_memory()
             return
         for chunk, block in zip(chunks, self._blocks_in_order()):
             yield self._text_frame(block, chunk.first_line)
+            _release_arrow_memory()
 
     def _blocks_in_order(self) -> Iterator[bytes]:
         skip_lines = self._layout[1] if self._layout else 0
@@ -158,6 +161,11 @@ class ChunkedFile:
             frame.columns[name], frame.weights[name] = split_multi(frame, name, self.separator)
             frame.kinds[name] = "multi"
         return frame
+
+
+def _release_arrow_memory() -> None:
+    """Hand the pages of a parsed chunk back to the OS, so resident memory stays flat."""
+    pa.default_memory_pool().release_unused()
 
 
 def _line_blocks(handle, size: int) -> Iterator[bytes]:

@@ -1,0 +1,194 @@
+"""One command for every figure: deepfm against the bare-MLP ceiling and its peers, same data, same run.
+
+    .venv/bin/python benchmarks/run.py [--repeat 3] [--datasets /path/to/datasets] [--setup-peers]
+                                       [--stream-rows 10000000] [--write-readme]
+
+Generates the Criteo-shaped data (benchmarks/make_data.py), then runs each measurement in its
+own process, one after another, with OMP_WAIT_POLICY=PASSIVE, and reports medians over
+``--repeat`` rounds. Peers run from benchmarks/.peers-venv (``--setup-peers`` creates it:
+torch 2.13.0, deepctr-torch, torchfm, xlearn). FM on Frappe needs the datasets folder
+(``--datasets`` or $DEEPFM_DATASETS). ``--stream-rows`` adds the larger-than-memory run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DEEPFM_PY = ROOT / ".venv" / "bin" / "python"
+PEERS = HERE / ".peers-venv"
+PEERS_PY = PEERS / "bin" / "python"
+README = HERE / "README.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def setup_peers() -> None:
+    """A separate venv with the same torch, so peers never touch deepfm's environment."""
+    if not PEERS_PY.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS)], check=True)
+    pip = [str(PEERS_PY), "-m", "pip", "install", "-q"]
+    subprocess.run(pip + ["torch==2.13.0"], check=True)
+    subprocess.run(pip + ["--no-deps", "deepctr-torch", "torchfm"], check=True)
+    subprocess.run(pip + ["pandas", "scikit-learn", "tqdm", "requests"], check=True)
+    if subprocess.run(pip + ["xlearn"]).returncode != 0:
+        print("xlearn did not install; its row will say so", file=sys.stderr)
+
+
+def run_process(python: Path, script: str, *args: str, timeout: float = 3600) -> dict:
+    """Run one task in a fresh process; its JSON line, plus the RSS it was seen to hold over time."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(HERE)}
+    process = subprocess.Popen([str(python), str(HERE / script), *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    samples: list[float] = []
+
+    def watch() -> None:
+        status = Path(f"/proc/{process.pid}/status")
+        while process.poll() is None:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        samples.append(int(line.split()[1]) / 1024)
+            except OSError:
+                return
+            time.sleep(1.0)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    out, err = process.communicate(timeout=timeout)
+    watcher.join()
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if process.returncode != 0 or not lines:
+        return {"error": (err.strip().splitlines() or ["no output"])[-1][:200]}
+    result = json.loads(lines[-1])
+    result["rss_samples_mb"] = samples
+    return result
+
+
+def median_of(results: list[dict]) -> dict:
+    ok = [r for r in results if "error" not in r]
+    if not ok:
+        return results[0]
+    merged = dict(ok[0])
+    for key, value in ok[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            merged[key] = statistics.median(r[key] for r in ok)
+    merged["runs"] = len(ok)
+    return merged
+
+
+def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | None) -> dict[str, dict]:
+    jobs: dict[str, tuple[Path, str, tuple[str, ...]]] = {
+        "bare MLP (ceiling)": (DEEPFM_PY, "tasks.py", ("mlp",)),
+        "deepfm DeepFM": (DEEPFM_PY, "tasks.py", ("deepfm", str(data))),
+    }
+    if PEERS_PY.exists():
+        jobs["DeepCTR-Torch DeepFM"] = (PEERS_PY, "peers.py", ("deepctr", str(data)))
+        jobs["pytorch-fm DeepFM"] = (PEERS_PY, "peers.py", ("torchfm", str(data)))
+    if datasets is not None:
+        frappe = datasets / "frappe"
+        jobs["deepfm FM, Frappe"] = (DEEPFM_PY, "tasks.py", ("fm_frappe", str(frappe)))
+        if PEERS_PY.exists():
+            jobs["xLearn FM, Frappe"] = (PEERS_PY, "peers.py", ("xlearn", str(frappe)))
+    if stream_file is not None:
+        jobs["deepfm DeepFM, 1M in memory, 2 epochs"] = (DEEPFM_PY, "tasks.py", ("stream_compare", str(data), "off"))
+        jobs["deepfm DeepFM, 1M streamed, 2 epochs"] = (DEEPFM_PY, "tasks.py", ("stream_compare", str(data), "on"))
+        jobs[f"deepfm DeepFM, {stream_file.name} streamed"] = (DEEPFM_PY, "tasks.py", ("stream_big", str(stream_file), str(data)))
+    results: dict[str, list[dict]] = {name: [] for name in jobs}
+    for round_ in range(rounds):
+        for name, (python, script, args) in jobs.items():
+            if round_ and ("stream" in name or "Frappe" in name):
+                continue  # long, or not a speed race: once is enough
+            print(f"[{round_ + 1}/{rounds}] {name} ...", file=sys.stderr, flush=True)
+            results[name].append(run_process(python, script, *args))
+            print(f"    {json.dumps({k: v for k, v in results[name][-1].items() if k != 'rss_samples_mb'})}", file=sys.stderr)
+    return {name: median_of(rs) for name, rs in results.items()}
+
+
+def fmt(value, spec: str = ",.0f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def table(results: dict[str, dict]) -> str:
+    ceiling = results["bare MLP (ceiling)"].get("train_samples_per_s")
+    peers = {n: r for n, r in results.items() if ("DeepCTR" in n or "pytorch-fm" in n) and "error" not in r}
+    ours = results["deepfm DeepFM"]
+    lines = ["| run | train samples/s | × ceiling | predict samples/s | file → model (s) | peak RSS (MB) | test AUC |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in results.items():
+        if "error" in r:
+            lines.append(f"| {name} | failed: {r['error']} | | | | | |")
+            continue
+        speed = r.get("train_samples_per_s")
+        ratio = fmt(speed / ceiling, ".2f") if speed and ceiling and "Frappe" not in name else "—"
+        lines.append(f"| {name} | {fmt(speed)} | {ratio} | {fmt(r.get('predict_samples_per_s'))} | "
+                     f"{fmt(r.get('file_to_model_s'), '.1f')} | {fmt(r.get('peak_rss_mb'))} | {fmt(r.get('test_auc'), '.4f')} |")
+    lines.append("")
+    for name, peer in peers.items():
+        if "error" in ours:
+            break
+        lines.append(
+            f"- deepfm vs {name}: training {ours['train_samples_per_s'] / peer['train_samples_per_s']:.2f}×, "
+            f"prediction {ours['predict_samples_per_s'] / peer['predict_samples_per_s']:.2f}×, "
+            f"file → model {peer['file_to_model_s'] / ours['file_to_model_s']:.2f}× faster, "
+            f"peak RSS {ours['peak_rss_mb'] / peer['peak_rss_mb']:.2f}× theirs")
+    fm, xl = results.get("deepfm FM, Frappe"), results.get("xLearn FM, Frappe")
+    if fm and xl and "error" not in fm and "error" not in xl:
+        lines.append(f"- FM on Frappe: deepfm {fm['train_samples_per_s'] / xl['train_samples_per_s']:.2f}× xLearn's samples/s")
+    elif fm and xl:
+        lines.append(f"- xLearn: {xl.get('error', 'ran')}")
+    for name, r in results.items():
+        if "streamed" in name and "error" not in r and r.get("rss_samples_mb"):
+            s = r["rss_samples_mb"]
+            tail = s[len(s) // 5:] or s
+            lines.append(f"- {name}: {r.get('rows', 0):,} rows, file {r.get('file_mb', 0):,.0f} MB; RSS over the run "
+                         f"(sampled each second after the first fifth) min {min(tail):,.0f} / median "
+                         f"{statistics.median(tail):,.0f} / max {max(tail):,.0f} MB")
+    return "\n".join(lines)
+
+
+def write_readme(text: str, command: str) -> None:
+    readme = README.read_text() if README.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    block = (f"{BEGIN}\nMeasured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
+             f"{os.cpu_count()} CPU cores with\n\n    {command}\n\n{text}\n{END}")
+    head, _, rest = readme.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    README.write_text(head + block + tail)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--data", default=str(HERE / ".data"))
+    parser.add_argument("--datasets", default=os.environ.get("DEEPFM_DATASETS"))
+    parser.add_argument("--setup-peers", action="store_true")
+    parser.add_argument("--stream-rows", type=int, default=0, help="also stream a file of this many rows (0: skip)")
+    parser.add_argument("--write-readme", action="store_true", help="put the table into benchmarks/README.md")
+    args = parser.parse_args()
+    if args.setup_peers:
+        setup_peers()
+    data = Path(args.data)
+    subprocess.run([str(DEEPFM_PY), str(HERE / "make_data.py"), str(data)], check=True)
+    stream_file = None
+    if args.stream_rows:
+        subprocess.run([str(DEEPFM_PY), str(HERE / "make_data.py"), str(data), "--big", str(args.stream_rows)], check=True)
+        stream_file = data / f"big-{args.stream_rows}.csv"
+    results = measure(args.repeat, data, Path(args.datasets) if args.datasets else None, stream_file)
+    (HERE / ".results").mkdir(exist_ok=True)
+    (HERE / ".results" / "latest.json").write_text(json.dumps(results, indent=1))
+    text = table(results)
+    print(text)
+    if args.write_readme:
+        write_readme(text, "OMP_WAIT_POLICY=PASSIVE .venv/bin/python " + " ".join(["benchmarks/run.py", *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    main()
