@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from deepfm import distributed
 from deepfm.artifact import load_model_dir, save_model_dir
 from deepfm.config import RunConfig, build_config, merge
 from deepfm.data.batch import EncodedData
@@ -87,19 +89,24 @@ class Estimator:
             from deepfm.errors import ConfigError
 
             raise ConfigError("data.train: a training file is required")
-        configure_threads(cfg.training.threads)
+        ctx = distributed.setup(cfg.training.device)  # joins torchrun's process group, if launched by it
+        if ctx.world > 1:
+            self.config = cfg = cfg.model_copy(update={"training": cfg.training.model_copy(
+                update={"device": distributed.rank_device(cfg.training.device, ctx)})})
+        configure_threads(cfg.training.threads or max(1, (os.cpu_count() or 1) // ctx.local_world))
         began = time.perf_counter()
         saved_features = Path(out) / "checkpoint-features.json" if out else None
         saved = None
-        if resume and saved_features and saved_features.exists():
+        if resume and saved_features and saved_features.exists() and ctx.is_main:
             saved = FeatureEncoder.from_dict(json.loads(saved_features.read_text()))
-        train_data = self._training_data(train, saved)
+        train_data = self._training_data(train, saved) if ctx.world == 1 else self._training_shard(train, saved, ctx)
         valid_data = self.encode(valid) if valid is not None else None
-        if saved_features:
+        if saved_features and ctx.is_main:
             saved_features.parent.mkdir(parents=True, exist_ok=True)
             saved_features.write_text(json.dumps(self.encoder.to_dict()))
         torch.manual_seed(cfg.training.seed)
         self.model = build_model(cfg.model, self.encoder.num_features, self.encoder.num_fields)
+        distributed.broadcast_model(self.model)  # the same start on every rank
         if cfg.model.name == "fnn" and cfg.model.pretrain and not resume:  # FNN's stage 1
             from deepfm.models.fnn import pretrain_with_fm
 
@@ -110,19 +117,41 @@ class Estimator:
         self.model = trainer.model
         self.metrics = {
             "task": self.encoder.task,
-            "rows": train_data.num_rows if isinstance(train_data, StreamSource) else len(train_data),
+            "rows": (train_data.num_rows if isinstance(train_data, StreamSource) else len(train_data)) * ctx.world,
+            "ranks": ctx.world,
             "valid_rows": len(valid_data) if valid_data is not None else 0,
             "epochs": self.result.epochs_run,
             "best_epoch": self.result.best_epoch,
             "best_valid": self.result.best_metrics,
             "history": self.result.history,
             "seconds": round(time.perf_counter() - began, 3),
-            "train_samples_per_s": round(self.result.samples_per_s, 1),
+            "train_samples_per_s": round(self.result.samples_per_s * ctx.world, 1),
             "peak_rss_mb": round(peak_rss_mb(), 1),
         }
-        if out is not None:
+        if out is not None and ctx.is_main:
             self.save(out)
         return self
+
+    def _training_shard(self, train: Data, encoder: FeatureEncoder | None, ctx: distributed.Context) -> EncodedData:
+        """This rank's rows of the training file, encoded with rank 0's encoders (fitted on the whole
+        file, or the checkpoint's when resuming), which every rank receives as JSON."""
+        cfg = self.config.data
+        from deepfm.errors import ConfigError
+
+        if not isinstance(train, (str, Path)):
+            raise ConfigError("data.train: distributed training reads its rows from a file; pass a path")
+        if cfg.stream == "on":
+            raise ConfigError("data.stream: not supported in distributed training; each rank holds only its "
+                              "1/world share of the rows in memory")
+        file = ChunkedFile(train, cfg.format, cfg.label, cfg.multi, cfg.multi_separator,
+                           chunk_bytes=chunk_bytes_for(train, cfg.chunk_rows))
+        shared = None
+        if ctx.is_main:
+            fitted, rows = (encoder, count_rows(file)) if encoder is not None else fit_streaming(file, cfg)
+            shared = json.dumps({"encoder": fitted.to_dict(), "rows": sum(rows)})
+        received = json.loads(distributed.broadcast_text(shared))
+        self.encoder = FeatureEncoder.from_dict(received["encoder"])
+        return distributed.encode_shard(file.frames(), self.encoder, received["rows"], ctx)
 
     def _training_data(self, train: Data, encoder: FeatureEncoder | None) -> EncodedData | StreamSource:
         """Fit ``self.encoder`` (unless given) and encode ``train``. A file is read chunk by chunk:
@@ -170,7 +199,10 @@ class Estimator:
     @classmethod
     def load(cls, directory: str | Path) -> "Estimator":
         saved = load_model_dir(directory)
-        estimator = cls(saved.config)
+        config = saved.config
+        if config.training.device.startswith("cuda") and not torch.cuda.is_available():  # trained on a GPU
+            config = config.model_copy(update={"training": config.training.model_copy(update={"device": "cpu"})})
+        estimator = cls(config)
         estimator.model, estimator.encoder, estimator.metrics = saved.model, saved.encoder, saved.metrics
         return estimator
 

@@ -22,6 +22,7 @@ from deepfm.config import DataConfig
 from deepfm.data.batch import Bag, EncodedData
 from deepfm.data.frame import RawFrame, looks_float, to_float
 from deepfm.data.hashing import hash_bucket
+from deepfm.data.readers import layout_sparse
 from deepfm.errors import ConfigError, DataError
 
 MISSING, UNSEEN = 0, 1
@@ -119,6 +120,8 @@ class FeatureEncoder:
 
     def transform(self, frame: RawFrame, with_labels: bool = True) -> EncodedData:
         """Encode a frame; a column the model needs but the file lacks is a ``DataError``."""
+        if frame.sparse is not None:  # libFM/libFFM: the model, not this file, decides the columns
+            layout_sparse(frame, {spec.name: spec.kind for spec in self.fields})
         for spec in self.fields:
             if spec.name not in frame.columns:
                 raise DataError(frame.path, f"column '{spec.name}' is required by the model but not in the file", line=1)
@@ -136,7 +139,7 @@ class FeatureEncoder:
         column = frame.columns[spec.name]
         if spec.kind == "numeric":
             x = to_float(frame, column, spec.name)
-            missing = np.isnan(x)
+            missing = ~np.isfinite(x)
             if spec.edges is not None:
                 local = np.where(missing, MISSING, 1 + np.searchsorted(np.asarray(spec.edges), x, side="right"))
                 return spec.offset + local, np.ones(len(x), dtype=np.float32)
@@ -210,11 +213,13 @@ class _Fitter:
 
     def update(self, frame: RawFrame) -> None:
         self.frames_seen += 1
+        if frame.sparse is not None and self.frames_seen > 1:
+            layout_sparse(frame, self.kinds)  # later chunks follow the first chunk's layout
         for name, kind in self.kinds.items():
             column = frame.columns[name]
             if kind == "numeric":
                 x = to_float(frame, column, name)
-                x = x[~np.isnan(x)]
+                x = x[np.isfinite(x)]  # inf and NaN count as missing
                 s = signed_log(x)
                 self.moments[name] += (len(s), s.sum(), (s * s).sum())
                 if sum(len(a) for a in self.samples[name]) < 1_000_000:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +35,7 @@ class RawFrame:
     label_column_number: int = 1
     weights: dict[str, pa.Array] = field(default_factory=dict)
     first_line: int = 1
+    sparse: Any = None  # readers.SparseRows for libFM/libFFM: lets a model re-lay the columns out
 
     @property
     def num_rows(self) -> int:
@@ -55,11 +56,18 @@ def to_float(frame: RawFrame, array: pa.Array, name: str | None) -> np.ndarray:
     if pa.types.is_floating(array.type) or pa.types.is_integer(array.type) or pa.types.is_boolean(array.type):
         return pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
     try:
-        return pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
+        return pc.cast(pc.utf8_trim_whitespace(array), pa.float64()).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     ok = pc.fill_null(pc.match_substring_regex(array, _NUMBER), True).to_numpy(zero_copy_only=False)
-    bad = int(np.flatnonzero(~ok)[0]) if (~ok).any() else 0
+    if ok.all():  # the regex and Arrow disagree: find the value Arrow refuses, one at a time (error path only)
+        for row in range(len(array)):
+            try:
+                pc.cast(pc.utf8_trim_whitespace(array.slice(row, 1)), pa.float64())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                ok[row] = False
+                break
+    bad = int(np.flatnonzero(~ok)[0])
     what = "the label" if name is None else f"column '{name}'"
     raise frame.error(bad, name, f"{what} must be a number, got {array[bad].as_py()!r}")
 

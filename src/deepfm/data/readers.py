@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv as pycsv
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -106,7 +107,7 @@ def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: 
         table = pacsv.read_csv(
             source,
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip, block_size=BLOCK_SIZE),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid, ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names},
                 null_values=[""],
@@ -142,8 +143,10 @@ def _locate_ragged(path: Path, delimiter: str, expected: int, skip: int, lines: 
     """Find the first row whose field count is wrong (runs only on the error path)."""
     with (nullcontext(lines) if lines is not None else open_text(path)) as handle:
         for number, fields in enumerate(pycsv.reader(handle, delimiter=delimiter), start=first_line):
-            if number < first_line + skip or not fields:
+            if number < first_line + skip:
                 continue
+            if not fields:
+                return DataError(path, "empty line", line=number, column=1)
             if len(fields) != expected:
                 return DataError(
                     path, f"expected {expected} fields, found {len(fields)}", line=number,
@@ -235,7 +238,10 @@ def _char_column(path: Path, line: int, token: int) -> int:
 
 
 def _read_sparse_lines(path: Path, fmt: str) -> RawFrame:
-    lines = _read_lines(path)
+    try:
+        lines = _read_lines(path)
+    except pa.ArrowInvalid:  # pyarrow refuses a file with no bytes at all
+        raise DataError(path, "file is empty", line=1) from None
     if len(lines) == 0:
         raise DataError(path, "file is empty", line=1)
     return sparse_frame(lines, path, fmt)
@@ -279,59 +285,106 @@ def sparse_frame(lines: pa.Array, path: Path, fmt: str, first_line: int = 1) -> 
     values = column(expected - 1, pa.float32(), "feature value")
     indices = column(expected - 2, pa.int64(), "feature index")
     fields = column(0, pa.int64(), "field") if fmt == "libffm" else None
-    n = len(lines)
     frame = RawFrame(path=str(path), format=fmt, columns={}, kinds={}, column_numbers={}, labels=labels, first_line=first_line)
-    rows = np.repeat(np.arange(n), counts)
-    if fields is None:
-        _libfm_columns(frame, rows, counts, starts, indices, values)
-    else:
-        _libffm_columns(frame, rows, n, fields, indices, values)
+    frame.sparse = SparseRows(len(lines), starts, indices, values, fields)
+    layout_sparse(frame)
     return frame
 
 
-def _libfm_columns(frame: RawFrame, rows, counts, starts, indices, values) -> None:
-    """Fixed-width rows whose positions hold disjoint index ranges become positional fields
-    ``f1..fn`` (as in Frappe and iPinYou); anything else becomes one multi-valued ``features``."""
-    width = int(counts[0]) if len(counts) else 0
-    if width > 0 and (counts == width).all():
-        grid = indices.reshape(-1, width)
-        lows, highs = grid.min(0), grid.max(0)
-        if (highs[:-1] < lows[1:]).all():
-            unit = bool((values == 1).all())
-            grid_values = values.reshape(-1, width)
-            for j in range(width):
-                name = f"f{j + 1}"
-                frame.columns[name] = pa.array(grid[:, j].astype(str))
-                frame.kinds[name] = "categorical"
-                frame.column_numbers[name] = None  # character columns are located per token
-                if not unit:
-                    frame.weights[name] = pa.array(grid_values[:, j])
-            return
-    offsets = pa.array(starts.astype(np.int32))
-    frame.columns["features"] = pa.ListArray.from_arrays(offsets, pa.array(indices.astype(str)))
-    frame.weights["features"] = pa.ListArray.from_arrays(offsets, pa.array(values))
-    frame.kinds["features"] = "multi"
-    frame.column_numbers["features"] = None
+@dataclass
+class SparseRows:
+    """libFM/libFFM features of N rows as flat arrays; row r owns ``[starts[r], starts[r+1])``."""
+
+    num_rows: int
+    starts: np.ndarray  # (N + 1,) int64
+    indices: np.ndarray  # (nnz,) int64
+    values: np.ndarray  # (nnz,) float32
+    fields: np.ndarray | None  # (nnz,) int64, libFFM only
+
+    @property
+    def rows(self) -> np.ndarray:
+        return np.repeat(np.arange(self.num_rows), np.diff(self.starts))
 
 
-def _libffm_columns(frame: RawFrame, rows, n: int, fields, indices, values) -> None:
-    """One column per field: scalar where every row has exactly one feature of it, else multi-valued."""
-    order = np.lexsort((rows, fields))
-    fields, rows, indices, values = fields[order], rows[order], indices[order], values[order]
-    for field in np.unique(fields):
-        lo, hi = np.searchsorted(fields, [field, field + 1])
-        field_rows = rows[lo:hi]
-        per_row = np.bincount(field_rows, minlength=n)
-        name = f"field{int(field)}"
-        frame.column_numbers[name] = None
-        ids = indices[lo:hi].astype(str)
-        if (per_row == 1).all():
-            frame.columns[name] = pa.array(ids)
+def layout_sparse(frame: RawFrame, layout: dict[str, str] | None = None) -> None:
+    """Lay a libFM/libFFM frame out as columns: ``layout`` (name -> kind, from a fitted model)
+    fixes the columns; without one the data decides (used when fitting).
+
+    libFM: fixed-width rows whose positions hold disjoint index ranges become positional fields
+    ``f1..fn`` (as in Frappe and iPinYou); anything else is one multi-valued ``features``.
+    libFFM: one column ``field<k>`` per field; scalar where every row has exactly one feature of
+    it, else multi-valued. A field a row lacks is missing; fields the model does not know are left out.
+    """
+    sparse = frame.sparse
+    frame.columns, frame.weights, frame.kinds, frame.column_numbers = {}, {}, {}, {}
+    if sparse.fields is None:
+        _libfm_columns(frame, sparse, layout)
+    else:
+        _libffm_columns(frame, sparse, layout)
+    for name in frame.columns:
+        frame.column_numbers[name] = None  # character columns are located per token
+
+
+def _ids_text(ids: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
+    return pc.cast(pa.array(ids, mask=mask), pa.string())
+
+
+def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: dict[str, str] | None) -> None:
+    counts = np.diff(sparse.starts)
+    positional = None
+    if layout is not None:
+        if set(layout) != {"features"}:
+            positional = len(layout)
+            bad = np.flatnonzero(counts != positional)
+            if len(bad):
+                raise frame.error(int(bad[0]), None, f"the model reads {positional} positional features per row, "
+                                  f"this row has {int(counts[bad[0]])}")
+    else:
+        width = int(counts[0]) if len(counts) else 0
+        if width > 0 and (counts == width).all():
+            grid = sparse.indices.reshape(-1, width)
+            lows, highs = grid.min(0), grid.max(0)
+            if (highs[:-1] < lows[1:]).all():
+                positional = width
+    if positional:
+        grid = sparse.indices.reshape(-1, positional)
+        grid_values = sparse.values.reshape(-1, positional)
+        unit = bool((sparse.values == 1).all())
+        for j in range(positional):
+            name = f"f{j + 1}"
+            frame.columns[name] = _ids_text(grid[:, j])
             frame.kinds[name] = "categorical"
+            if not unit:
+                frame.weights[name] = pa.array(grid_values[:, j])
+        return
+    offsets = pa.array(sparse.starts.astype(np.int32))
+    frame.columns["features"] = pa.ListArray.from_arrays(offsets, _ids_text(sparse.indices))
+    frame.weights["features"] = pa.ListArray.from_arrays(offsets, pa.array(sparse.values))
+    frame.kinds["features"] = "multi"
+
+
+def _libffm_columns(frame: RawFrame, sparse: SparseRows, layout: dict[str, str] | None) -> None:
+    n, rows = sparse.num_rows, sparse.rows
+    order = np.lexsort((rows, sparse.fields))
+    fields, rows = sparse.fields[order], rows[order]
+    indices, values = sparse.indices[order], sparse.values[order]
+    names = layout or {f"field{int(f)}": None for f in np.unique(fields)}
+    for name, kind in names.items():
+        field = int(name[len("field"):])
+        lo, hi = np.searchsorted(fields, [field, field + 1])
+        per_row = np.bincount(rows[lo:hi], minlength=n)
+        kind = kind or ("categorical" if (per_row == 1).all() else "multi")
+        frame.kinds[name] = kind
+        if kind != "multi":
+            if (per_row > 1).any():
+                row = int(np.flatnonzero(per_row > 1)[0])
+                raise frame.error(row, None, f"field {field} has one value per row in the model, this row has {int(per_row[row])}")
+            grid_ids, grid_values = np.zeros(n, np.int64), np.ones(n, np.float32)
+            grid_ids[rows[lo:hi]], grid_values[rows[lo:hi]] = indices[lo:hi], values[lo:hi]
+            frame.columns[name] = _ids_text(grid_ids, mask=per_row == 0)
             if not (values[lo:hi] == 1).all():
-                frame.weights[name] = pa.array(values[lo:hi])
+                frame.weights[name] = pa.array(grid_values)
         else:
             offsets = pa.array(np.concatenate([[0], np.cumsum(per_row)]).astype(np.int32))
-            frame.columns[name] = pa.ListArray.from_arrays(offsets, pa.array(ids))
+            frame.columns[name] = pa.ListArray.from_arrays(offsets, _ids_text(indices[lo:hi]))
             frame.weights[name] = pa.ListArray.from_arrays(offsets, pa.array(values[lo:hi]))
-            frame.kinds[name] = "multi"

@@ -1,0 +1,433 @@
+"""The ``deepfm`` command line, run in-process through ``deepfm.cli.main`` (it returns the exit code)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from deepfm.cli import main
+from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+
+TINY = ["--epochs", "1", "--mlp", "16,16", "--batch-size", "64", "--embed-dim", "4"]
+TRAIN_SUMMARY_KEYS = {"rows", "epochs", "seconds", "train_samples_per_s", "peak_rss_mb", "best_epoch", "best_valid"}
+
+
+def train(train_path, out, *extra: str) -> int:
+    return main(["train", "--train", str(train_path), "--out", str(out), *TINY, "--quiet", *extra])
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def read_predictions(path: Path) -> list[float]:
+    table = pq.read_table(path) if path.suffix == ".parquet" else pacsv.read_csv(path)
+    assert table.column_names == ["prediction"]
+    return table.column("prediction").to_pylist()
+
+
+@pytest.fixture(scope="module")
+def ctr_model(tmp_path_factory):
+    """A tiny DeepFM trained once for this module, with its train/valid/test CSVs."""
+    root = tmp_path_factory.mktemp("ctr")
+    spec = SyntheticSpec(rows=300, seed=5)
+    paths = {}
+    for part, name in enumerate(("train", "valid", "test")):
+        paths[name] = root / f"{name}.csv"
+        pacsv.write_csv(make_ctr_table(spec, part=part)[0], paths[name])
+    paths["model"] = root / "model"
+    code = main(["train", "--train", str(paths["train"]), "--valid", str(paths["valid"]), "--out", str(paths["model"]),
+                 *TINY, "--quiet"])
+    assert code == 0
+    return paths
+
+
+@pytest.fixture(scope="module")
+def rating_model(tmp_path_factory):
+    """A tiny FM trained on ratings (a regression task) once for this module."""
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("ratings")
+    rng = np.random.default_rng(0)
+    n = 200
+    user, item = rng.integers(0, 20, n), rng.integers(0, 15, n)
+    rating = np.clip(np.round(3 + 0.1 * user - 0.1 * item + rng.normal(0, 0.5, n)), 1, 5)
+    table = pa.table({"rating": rating, "user": [f"u{u}" for u in user], "item": [f"i{i}" for i in item]})
+    data = root / "ratings.csv"
+    pacsv.write_csv(table, data)
+    model = root / "model"
+    code = main(["train", "--train", str(data), "--out", str(model), "--label", "rating", "--model", "fm", *TINY, "--quiet"])
+    assert code == 0
+    return {"data": data, "model": model, "rows": n}
+
+
+# -- train ------------------------------------------------------------------------------------
+
+
+def test_train_json_prints_exactly_one_json_line_with_the_summary(ctr_csv, tmp_path, capsys):
+    code = main(["train", "--train", str(ctr_csv("train.csv")), "--valid", str(ctr_csv("valid.csv", part=1)),
+                 "--out", str(tmp_path / "model"), *TINY, "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert len(out.strip().splitlines()) == 1
+    summary = json.loads(out)
+    assert TRAIN_SUMMARY_KEYS <= set(summary)
+
+
+def test_train_json_summary_reports_the_run(ctr_csv, tmp_path, capsys):
+    code = main(["train", "--train", str(ctr_csv("train.csv", rows=256)), "--valid", str(ctr_csv("valid.csv", part=1)),
+                 "--out", str(tmp_path / "model"), *TINY, "--epochs", "2", "--patience", "0", "--json", "--quiet"])
+    summary = json_lines(capsys.readouterr().out)[-1]
+    assert code == 0
+    assert summary["rows"] == 256
+    assert summary["epochs"] == 2
+    assert summary["best_epoch"] in (1, 2)
+    assert set(summary["best_valid"]) == {"auc", "logloss"}
+    assert summary["seconds"] >= 0 and summary["train_samples_per_s"] > 0 and summary["peak_rss_mb"] > 0
+
+
+def test_train_without_json_prints_nothing_on_stdout(ctr_csv, tmp_path, capsys):
+    code = main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "model"), *TINY])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.out == ""
+    assert "saved" in captured.err
+
+
+def test_train_writes_a_complete_model_directory(ctr_csv, tmp_path):
+    assert train(ctr_csv(), tmp_path / "model") == 0
+    names = {p.name for p in (tmp_path / "model").iterdir()}
+    assert {"model.safetensors", "features.json", "config.json", "metrics.json", "manifest.json"} <= names
+
+
+def test_train_with_multi_valued_column(write_table, tmp_path, capsys):
+    rows = 120
+    path = write_table("train.csv", {
+        "label": [i % 2 for i in range(rows)],
+        "tags": ["a|b:0.5" if i % 2 else ("c" if i % 3 else None) for i in range(rows)],
+        "city": [f"c{i % 4}" for i in range(rows)],
+    })
+    code = train(path, tmp_path / "model", "--multi", "tags", "--json")
+    assert code == 0
+    assert json_lines(capsys.readouterr().out)[-1]["rows"] == rows
+    features = json.loads((tmp_path / "model" / "features.json").read_text())
+    assert {f["name"]: f["kind"] for f in features["fields"]} == {"city": "categorical", "tags": "multi"}
+
+
+def test_train_and_evaluate_a_libfm_file(write_text, tmp_path, capsys):
+    lines = [f"{i % 2} {i % 5}:1 {10 + i % 7}:1 {20 + i % 3}:1" for i in range(100)]
+    path = write_text("train.libfm", "\n".join(lines) + "\n")
+    assert train(path, tmp_path / "model") == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "model"), str(path), "--json"]) == 0
+    assert json_lines(capsys.readouterr().out)[-1]["rows"] == 100
+
+
+# -- evaluate ---------------------------------------------------------------------------------
+
+
+def test_evaluate_json_prints_rows_auc_and_logloss_for_a_binary_model(ctr_model, capsys):
+    code = main(["evaluate", str(ctr_model["model"]), str(ctr_model["test"]), "--json"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert list(result) == ["rows", "auc", "logloss"]
+    assert result["rows"] == 300
+    assert 0.0 <= result["auc"] <= 1.0
+    assert result["logloss"] > 0
+
+
+def test_evaluate_json_prints_rows_rmse_and_mae_for_a_regression_model(rating_model, capsys):
+    code = main(["evaluate", str(rating_model["model"]), str(rating_model["data"]), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert list(result) == ["rows", "rmse", "mae"]
+    assert result["rows"] == rating_model["rows"]
+    assert result["rmse"] >= result["mae"] >= 0
+
+
+def test_evaluate_without_json_prints_one_readable_line(ctr_model, capsys):
+    code = main(["evaluate", str(ctr_model["model"]), str(ctr_model["test"])])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert len(out.strip().splitlines()) == 1
+    assert out.startswith("rows 300  auc ")
+    assert "logloss" in out
+
+
+def test_evaluate_is_reproducible(ctr_model, capsys):
+    main(["evaluate", str(ctr_model["model"]), str(ctr_model["test"]), "--json"])
+    main(["evaluate", str(ctr_model["model"]), str(ctr_model["test"]), "--json"])
+    first, second = json_lines(capsys.readouterr().out)
+    assert first == second
+
+
+def test_evaluate_with_a_format_override(ctr_model, tmp_path, capsys):
+    table = pacsv.read_csv(ctr_model["test"])
+    tsv = tmp_path / "test.data"
+    pacsv.write_csv(table, tsv, pacsv.WriteOptions(delimiter="\t"))
+    assert main(["evaluate", str(ctr_model["model"]), str(tsv), "--format", "tsv", "--json"]) == 0
+    assert json_lines(capsys.readouterr().out)[-1]["rows"] == 300
+
+
+# -- predict ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["predictions.csv", "predictions.parquet"])
+def test_predict_writes_one_probability_per_input_row(ctr_model, tmp_path, name):
+    out = tmp_path / name
+    assert main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(out)]) == 0
+    predictions = read_predictions(out)
+    assert len(predictions) == 300
+    assert all(0.0 <= p <= 1.0 for p in predictions)
+
+
+def test_predict_csv_and_parquet_agree(ctr_model, tmp_path):
+    main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(tmp_path / "p.csv")])
+    main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(tmp_path / "p.parquet")])
+    assert read_predictions(tmp_path / "p.csv") == pytest.approx(read_predictions(tmp_path / "p.parquet"))
+
+
+def test_predict_keeps_the_input_row_order(ctr_model, tmp_path):
+    table = pacsv.read_csv(ctr_model["test"])
+    reversed_path = tmp_path / "reversed.csv"
+    pacsv.write_csv(table.take(list(range(len(table) - 1, -1, -1))), reversed_path)
+    main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(tmp_path / "a.csv")])
+    main(["predict", str(ctr_model["model"]), str(reversed_path), "--out", str(tmp_path / "b.csv")])
+    assert read_predictions(tmp_path / "b.csv") == pytest.approx(read_predictions(tmp_path / "a.csv")[::-1])
+
+
+def test_predict_needs_no_label_column(ctr_model, tmp_path):
+    unlabelled = tmp_path / "unlabelled.csv"
+    pacsv.write_csv(pacsv.read_csv(ctr_model["test"]).drop(["label"]), unlabelled)
+    assert main(["predict", str(ctr_model["model"]), str(unlabelled), "--out", str(tmp_path / "p.csv")]) == 0
+    assert len(read_predictions(tmp_path / "p.csv")) == 300
+
+
+def test_predict_regression_writes_ratings(rating_model, tmp_path):
+    out = tmp_path / "ratings.parquet"
+    assert main(["predict", str(rating_model["model"]), str(rating_model["data"]), "--out", str(out)]) == 0
+    assert len(read_predictions(out)) == rating_model["rows"]
+
+
+def test_predict_to_an_unsupported_file_type_exits_2(ctr_model, tmp_path, capsys):
+    code = main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(tmp_path / "p.json")])
+    assert code == 2
+    assert "use a .csv or .parquet file name" in capsys.readouterr().err
+
+
+# -- configuration files ----------------------------------------------------------------------
+
+
+def toml_config(path: Path, train_path: Path, out: Path, epochs: int = 1, model: str = "deepfm") -> Path:
+    path.write_text(f"""
+out = "{out}"
+
+[data]
+train = "{train_path}"
+
+[model]
+name = "{model}"
+embed_dim = 4
+mlp = [16, 16]
+
+[training]
+epochs = {epochs}
+batch_size = 64
+""")
+    return path
+
+
+def yaml_config(path: Path, train_path: Path, out: Path, epochs: int = 1, model: str = "deepfm") -> Path:
+    path.write_text(f"""
+out: "{out}"
+data:
+  train: "{train_path}"
+model:
+  name: {model}
+  embed_dim: 4
+  mlp: [16, 16]
+training:
+  epochs: {epochs}
+  batch_size: 64
+""")
+    return path
+
+
+def saved_run(model_dir: Path) -> dict:
+    return json.loads((model_dir / "config.json").read_text())["run"]
+
+
+@pytest.mark.parametrize("write_config", [toml_config, yaml_config], ids=["toml", "yaml"])
+def test_config_file_alone_drives_a_run(write_config, ctr_csv, tmp_path, capsys):
+    config = write_config(tmp_path / f"run.{'toml' if write_config is toml_config else 'yaml'}",
+                          ctr_csv(), tmp_path / "model", epochs=2, model="fm")
+    code = main(["train", "--config", str(config), "--json", "--quiet"])
+    assert code == 0
+    assert json_lines(capsys.readouterr().out)[-1]["epochs"] == 2
+    run = saved_run(tmp_path / "model")
+    assert run["model"]["name"] == "fm"
+    assert run["model"]["embed_dim"] == 4
+    assert run["training"]["batch_size"] == 64
+
+
+@pytest.mark.parametrize("write_config", [toml_config, yaml_config], ids=["toml", "yaml"])
+def test_flags_override_the_config_file(write_config, ctr_csv, tmp_path, capsys):
+    config = write_config(tmp_path / f"run.{'toml' if write_config is toml_config else 'yml'}",
+                          ctr_csv(), tmp_path / "from-config", epochs=1, model="fm")
+    code = main(["train", "--config", str(config), "--epochs", "2", "--model", "lr", "--out", str(tmp_path / "from-flag"),
+                 "--json", "--quiet"])
+    assert code == 0
+    assert json_lines(capsys.readouterr().out)[-1]["epochs"] == 2
+    assert not (tmp_path / "from-config").exists()
+    run = saved_run(tmp_path / "from-flag")
+    assert run["model"]["name"] == "lr"
+    assert run["model"]["embed_dim"] == 4  # not overridden: still from the file
+
+
+def test_invalid_value_in_a_config_file_exits_2_naming_the_key(ctr_csv, tmp_path, capsys):
+    config = toml_config(tmp_path / "run.toml", ctr_csv(), tmp_path / "model", epochs=0)
+    code = main(["train", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{config}: training.epochs:" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "model").exists()
+
+
+def test_invalid_value_in_a_yaml_config_exits_2_naming_the_key(ctr_csv, tmp_path, capsys):
+    config = yaml_config(tmp_path / "run.yaml", ctr_csv(), tmp_path / "model")
+    config.write_text(config.read_text().replace("name: deepfm", "name: transformer"))
+    assert main(["train", "--config", str(config)]) == 2
+    assert "model.name:" in capsys.readouterr().err
+
+
+def test_unknown_key_in_a_config_file_exits_2_naming_it(ctr_csv, tmp_path, capsys):
+    config = toml_config(tmp_path / "run.toml", ctr_csv(), tmp_path / "model")
+    config.write_text(config.read_text().replace("embed_dim = 4", "embed_dim = 4\ndepth = 3"))
+    assert main(["train", "--config", str(config)]) == 2
+    assert "model.depth:" in capsys.readouterr().err
+
+
+def test_invalid_flag_value_exits_2_naming_the_key(ctr_csv, tmp_path, capsys):
+    code = main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "model"), "--dropout", "1.5"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "model.dropout:" in err
+    assert "Traceback" not in err
+
+
+def test_non_integer_mlp_width_exits_2_naming_the_key(ctr_csv, tmp_path, capsys):
+    code = main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "model"), "--mlp", "16,wide"])
+    assert code == 2
+    assert "model.mlp" in capsys.readouterr().err
+
+
+def test_unparseable_config_file_exits_2(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text("[training\nepochs = 1\n")
+    assert main(["train", "--config", str(config)]) == 2
+    assert f"{config}: cannot parse" in capsys.readouterr().err
+
+
+def test_missing_config_file_exits_2(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "nope.toml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_train_without_a_training_file_exits_2(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "model")]) == 2
+    assert "--train" in capsys.readouterr().err
+
+
+# -- bad data ---------------------------------------------------------------------------------
+
+
+def test_ragged_training_file_exits_2_with_the_location_and_no_traceback(write_text, tmp_path, capsys):
+    path = write_text("train.csv", "label,a,b\n1,x,1.5\n0,y\n")
+    code = train(path, tmp_path / "model")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"{path}:3:3: expected 3 fields, found 2\n"
+
+
+def test_non_numeric_value_in_a_numeric_flagged_column_exits_2_with_the_location(write_table, tmp_path, capsys):
+    path = write_table("train.csv", {"label": [1, 0, 1], "price": ["1", "2", "three"], "city": ["a", "b", "c"]})
+    code = train(path, tmp_path / "model", "--numeric", "price")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"{path}:4:2: column 'price' must be a number, got 'three'\n"
+
+
+def test_non_binary_label_exits_2_with_the_location(write_table, tmp_path, capsys):
+    path = write_table("train.csv", {"label": [1, 0, 3], "city": ["a", "b", "c"]})
+    code = train(path, tmp_path / "model", "--task", "binary")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"{path}:4:1: binary labels must be 0 or 1")
+    assert "Traceback" not in err
+
+
+def test_bad_libfm_token_exits_2_with_the_character_column(write_text, tmp_path, capsys):
+    path = write_text("train.libfm", "1 0:1 5:1\n0 1:1 6\n")
+    assert train(path, tmp_path / "model") == 2
+    assert capsys.readouterr().err == f"{path}:2:7: expected idx:value, got '6'\n"
+
+
+def test_empty_training_file_exits_2(write_text, tmp_path, capsys):
+    path = write_text("train.csv", "")
+    assert train(path, tmp_path / "model") == 2
+    assert capsys.readouterr().err == f"{path}:1: file is empty\n"
+
+
+def test_missing_training_file_exits_2(tmp_path, capsys):
+    assert train(tmp_path / "nope.csv", tmp_path / "model") == 2
+    assert capsys.readouterr().err == f"{tmp_path / 'nope.csv'}: --train file not found\n"
+
+
+def test_unknown_column_flag_exits_2(ctr_csv, tmp_path, capsys):
+    path = ctr_csv()
+    assert train(path, tmp_path / "model", "--categorical", "C99") == 2
+    assert capsys.readouterr().err.startswith(f"{path}:1: --categorical names column 'C99'")
+
+
+def test_evaluating_a_file_that_lacks_a_model_column_exits_2(ctr_model, tmp_path, capsys):
+    path = tmp_path / "no_c2.csv"
+    pacsv.write_csv(pacsv.read_csv(ctr_model["test"]).drop(["C2"]), path)
+    assert main(["evaluate", str(ctr_model["model"]), str(path), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"{path}:1: column 'C2' is required by the model but not in the file\n"
+
+
+def test_evaluating_a_file_without_labels_exits_2(ctr_model, tmp_path, capsys):
+    path = tmp_path / "unlabelled.csv"
+    pacsv.write_csv(pacsv.read_csv(ctr_model["test"]).drop(["label"]), path)
+    assert main(["evaluate", str(ctr_model["model"]), str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"{path}:1: no label column 'label'")
+
+
+def test_predicting_on_a_ragged_file_exits_2_with_the_location(ctr_model, write_text, tmp_path, capsys):
+    header = pacsv.read_csv(ctr_model["test"]).column_names
+    path = write_text("bad.csv", ",".join(header) + "\n" + ",".join(["1"] * len(header)) + "\n" + "1,2\n")
+    assert main(["predict", str(ctr_model["model"]), str(path), "--out", str(tmp_path / "p.csv")]) == 2
+    assert capsys.readouterr().err == f"{path}:3:3: expected {len(header)} fields, found 2\n"
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_evaluating_with_a_directory_that_is_not_a_model_exits_2(ctr_model, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", str(tmp_path / "empty"), str(ctr_model["test"])]) == 2
+    assert "not a deepfm model directory" in capsys.readouterr().err
+
+
+def test_empty_libfm_training_file_exits_2_without_a_traceback(write_text, tmp_path, capsys):
+    path = write_text("train.libfm", "")
+    assert train(path, tmp_path / "model") == 2
+    assert capsys.readouterr().err == f"{path}:1: file is empty\n"

@@ -1,0 +1,88 @@
+"""Training across processes: two gloo ranks on this machine equal one process with the global batch.
+
+With B rows per rank and gradients averaged over ranks, a step of W ranks is the step of one
+process on a batch of B × W rows. The data here is one global batch per epoch (no shuffling
+effect, no dropout), so the two runs must end with the same weights, resumed or not.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.csv as pacsv
+import pytest
+import torch
+
+from deepfm.api import Estimator
+from deepfm.artifact import load_model_dir
+from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+from deepfm.distributed import Context, shard_mask, without_flag
+
+ROWS, WORLD = 512, 2
+FLAGS = ["--mlp", "16,16", "--embed-dim", "4", "--dropout", "0", "--patience", "0", "--lr", "0.01", "--quiet"]
+
+
+def test_shards_partition_the_rows_and_are_equal_in_size():
+    total, world = 103, 4
+    masks = [np.concatenate([shard_mask(start, 25 if start < 100 else 3, total, Context(rank=r, world=world))
+                             for start in (0, 25, 50, 75, 100)]) for r in range(world)]
+    assert all(m.sum() == total // world for m in masks)  # same steps on every rank
+    stacked = np.stack(masks)
+    assert (stacked.sum(0) <= 1).all()  # no row on two ranks
+    assert stacked.sum() == total - total % world  # at most world - 1 rows left out
+
+
+def test_nproc_flag_is_not_passed_to_the_ranks():
+    assert without_flag(["train", "--nproc", "2", "--epochs", "1", "--nproc=3"], "--nproc") == ["train", "--epochs", "1"]
+
+
+def _deepfm(*args: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "deepfm", "train", *args], capture_output=True, text=True, env=env,
+                            timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _weights(directory: Path) -> dict[str, torch.Tensor]:
+    return load_model_dir(directory).model.state_dict()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ddp")
+    spec = SyntheticSpec(categorical=4, numeric=2, vocabulary=50, seed=3)
+    paths = {}
+    for part, name in enumerate(("train", "valid")):
+        paths[name] = root / f"{name}.csv"
+        pacsv.write_csv(make_ctr_table(spec, ROWS, part)[0], paths[name])
+    paths["root"] = root
+    return paths
+
+
+def test_two_ranks_resumed_equal_one_process_with_the_global_batch(data):
+    out = data["root"] / "ddp"
+    common = ["--train", str(data["train"]), "--valid", str(data["valid"]), "--out", str(out), *FLAGS,
+              "--batch-size", str(ROWS // WORLD), "--device", "cpu"]
+    _deepfm(*common, "--nproc", str(WORLD), "--epochs", "1")
+    assert (out / "checkpoint" / "state.json").exists()  # written by rank 0
+    _deepfm(*common, "--nproc", str(WORLD), "--epochs", "2", "--resume")
+
+    def single(batch_size: int, name: str) -> Path:
+        Estimator(model={"name": "deepfm", "mlp": (16, 16), "embed_dim": 4, "dropout": 0.0},
+                  training={"epochs": 2, "batch_size": batch_size, "patience": 0, "lr": 0.01}).fit(
+            data["train"], data["valid"], out=data["root"] / name, progress=False)
+        return data["root"] / name
+
+    distributed, one = _weights(out), _weights(single(ROWS, "single"))
+    per_rank = _weights(single(ROWS // WORLD, "per-rank"))  # what a wrong gradient average would look like
+    for name, weight in one.items():
+        torch.testing.assert_close(distributed[name], weight, atol=1e-6, rtol=1e-5, msg=name)
+    assert max(float((per_rank[n] - one[n]).abs().max()) for n in one) > 1e-3
+    metrics = load_model_dir(out).metrics
+    assert metrics["ranks"] == WORLD and metrics["rows"] == ROWS and metrics["epochs"] == 2
+    reference = load_model_dir(data["root"] / "single").metrics
+    assert metrics["history"][-1]["valid"]["logloss"] == pytest.approx(reference["history"][-1]["valid"]["logloss"], abs=1e-6)

@@ -1,0 +1,494 @@
+"""FeatureEncoder: fit on train only, reserved ids, hashing, numeric encodings, multi-valued bags,
+the JSON round trip, and batching of encoded data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from deepfm.config import DataConfig
+from deepfm.data.batch import Bag, EncodedData, iterate_batches
+from deepfm.data.encoders import MISSING, UNSEEN, FeatureEncoder, signed_log
+from deepfm.data.hashing import fnv1a64_unique, hash_bucket
+from deepfm.data.readers import read_frame
+from deepfm.errors import DataError
+
+TRAIN = {
+    "label": [1, 0, 1, 0, 1, 0],
+    "city": ["paris", "paris", "rome", None, "paris", "oslo"],
+    "price": ["1.5", "2.0", None, "10.0", "0.5", "3.25"],
+    "tags": ["a|b:0.5", "b", None, "a|c", "c", "a"],
+}
+
+
+def encode(write_table, train=TRAIN, valid=None, **config):
+    """Fit on ``train`` (a dict of columns) and return (encoder, encoded train, encoded valid)."""
+    cfg = DataConfig(**config)
+    frame = read_frame(write_table("train.csv", train), multi=cfg.multi)
+    encoder = FeatureEncoder.fit([frame], cfg)
+    encoded_valid = None
+    if valid is not None:
+        encoded_valid = encoder.transform(read_frame(write_table("valid.csv", valid), multi=cfg.multi))
+    return encoder, encoder.transform(frame), encoded_valid
+
+
+def field(encoder: FeatureEncoder, name: str):
+    return next(f for f in encoder.fields if f.name == name)
+
+
+def column(encoder: FeatureEncoder, data: EncodedData, name: str) -> np.ndarray:
+    """Field-local ids of a single-valued field."""
+    j = [f.name for f in encoder.single_fields].index(name)
+    return data.ids[:, j] - field(encoder, name).offset
+
+
+# -- kinds and the id layout ------------------------------------------------------------------
+
+
+def test_kinds_follow_the_inference_rule(write_table):
+    encoder, _, _ = encode(write_table, {"label": [1, 0], "s": ["a", "b"], "i": ["3", "4"], "f": ["1.5", "2"]})
+    assert [(f.name, f.kind) for f in encoder.fields] == [("s", "categorical"), ("i", "categorical"), ("f", "numeric")]
+
+
+def test_flags_override_inferred_kinds(write_table):
+    encoder, _, _ = encode(write_table, {"label": [1, 0], "i": ["3", "4"], "f": ["1.5", "2"]},
+                           numeric=("i",), categorical=("f",))
+    assert {f.name: f.kind for f in encoder.fields} == {"i": "numeric", "f": "categorical"}
+
+
+def test_ignored_columns_are_not_fields(write_table):
+    encoder, data, _ = encode(write_table, ignore=("price",), multi=("tags",))
+    assert [f.name for f in encoder.fields] == ["city", "tags"]
+    assert data.ids.shape == (6, 1)
+
+
+def test_fields_own_contiguous_disjoint_id_ranges(write_table):
+    encoder, _, _ = encode(write_table, multi=("tags",))
+    offset = 0
+    for spec in encoder.fields:
+        assert spec.offset == offset
+        offset += spec.size
+    assert encoder.num_features == offset
+
+
+def test_multi_valued_fields_come_after_single_valued_fields(write_table):
+    encoder, _, _ = encode(write_table, multi=("tags",))
+    kinds = [f.kind for f in encoder.fields]
+    assert kinds == ["categorical", "numeric", "multi"]
+
+
+def test_ids_are_int64(write_table):
+    _, data, _ = encode(write_table, multi=("tags",))
+    assert data.ids.dtype == np.int64
+    assert data.bags[0].ids.dtype == np.int64
+    assert data.bags[0].offsets.dtype == np.int64
+
+
+def test_every_id_falls_inside_its_fields_range(write_table):
+    valid = {"label": [1, 0], "city": ["berlin", None], "price": ["99.0", None], "tags": ["zz|a", None]}
+    encoder, data, encoded_valid = encode(write_table, valid=valid, multi=("tags",))
+    for encoded in (data, encoded_valid):
+        for j, spec in enumerate(encoder.single_fields):
+            assert ((encoded.ids[:, j] >= spec.offset) & (encoded.ids[:, j] < spec.offset + spec.size)).all()
+        spec = encoder.multi_fields[0]
+        assert ((encoded.bags[0].ids >= spec.offset) & (encoded.bags[0].ids < spec.offset + spec.size)).all()
+
+
+# -- categorical vocabularies -----------------------------------------------------------------
+
+
+def test_categorical_vocabulary_starts_at_id_two(write_table):
+    encoder, data, _ = encode(write_table)
+    spec = field(encoder, "city")
+    assert sorted(spec.vocabulary) == ["oslo", "paris", "rome"]
+    assert spec.size == 2 + 3
+    local = column(encoder, data, "city")
+    for row, value in enumerate(TRAIN["city"]):
+        if value is not None:
+            assert local[row] == 2 + spec.vocabulary.index(value)
+
+
+def test_missing_categorical_value_is_id_zero(write_table):
+    encoder, data, _ = encode(write_table)
+    assert column(encoder, data, "city")[3] == MISSING == 0
+
+
+def test_vocabulary_is_fitted_on_train_only(write_table):
+    valid = {"label": [1, 0, 1], "city": ["berlin", "rome", None], "price": ["1.0", "2.0", "3.0"], "tags": ["a", "a", "a"]}
+    encoder, _, encoded_valid = encode(write_table, valid=valid)
+    assert "berlin" not in field(encoder, "city").vocabulary
+    assert column(encoder, encoded_valid, "city").tolist() == [UNSEEN, 2 + field(encoder, "city").vocabulary.index("rome"), MISSING]
+
+
+def test_unseen_value_is_id_one(write_table):
+    valid = {"label": [1], "city": ["berlin"], "price": ["1.0"], "tags": ["a"]}
+    encoder, _, encoded_valid = encode(write_table, valid=valid)
+    assert UNSEEN == 1
+    assert column(encoder, encoded_valid, "city").tolist() == [1]
+
+
+def test_values_rarer_than_min_count_share_the_unseen_id(write_table):
+    encoder, data, _ = encode(write_table, min_count=2)
+    spec = field(encoder, "city")
+    assert spec.vocabulary == ["paris"]
+    assert column(encoder, data, "city").tolist() == [2, 2, UNSEEN, MISSING, 2, UNSEEN]
+
+
+def test_refitting_on_the_same_data_gives_the_same_vocabulary(write_table):
+    first, _, _ = encode(write_table)
+    second, _, _ = encode(write_table)
+    assert first.to_dict() == second.to_dict()
+
+
+# -- hashing ----------------------------------------------------------------------------------
+
+
+def test_fnv1a64_matches_the_reference_test_vectors():
+    hashes = fnv1a64_unique(pa.array(["", "a", "foobar"]))
+    assert hashes.tolist() == [0xCBF29CE484222325, 0xAF63DC4C8601EC8C, 0x85944171F73967E8]
+
+
+def test_hash_bucket_is_in_range_and_equal_values_share_a_bucket():
+    values = pa.array([f"v{i % 37}" for i in range(500)])
+    buckets = hash_bucket(values, 7)
+    assert buckets.dtype == np.int64
+    assert ((buckets >= 0) & (buckets < 7)).all()
+    again = hash_bucket(pa.array([f"v{i}" for i in range(37)]), 7)
+    assert (buckets[:37] == again).all()
+
+
+HASHED = {"label": [i % 2 for i in range(40)], "user": [f"u{i % 20}" for i in range(40)]}
+
+
+def test_field_with_more_values_than_hash_buckets_is_hashed(write_table):
+    encoder, data, _ = encode(write_table, HASHED, hash_buckets=8)
+    spec = field(encoder, "user")
+    assert spec.hash_buckets == 8
+    assert spec.vocabulary is None
+    assert spec.size == 2 + 8
+    local = column(encoder, data, "user")
+    assert ((local >= 2) & (local < 10)).all()
+
+
+def test_hashed_ids_are_the_fnv_bucket_plus_two(write_table):
+    encoder, data, _ = encode(write_table, HASHED, hash_buckets=8)
+    expected = 2 + fnv1a64_unique(pa.array(HASHED["user"])) % np.uint64(8)
+    assert column(encoder, data, "user").tolist() == expected.astype(np.int64).tolist()
+
+
+def test_hashing_is_deterministic_across_encoders(write_table):
+    _, first, _ = encode(write_table, HASHED, hash_buckets=8)
+    _, second, _ = encode(write_table, HASHED, hash_buckets=8)
+    assert (first.ids == second.ids).all()
+
+
+def test_hashed_field_maps_unseen_values_into_buckets_and_missing_to_zero(write_table):
+    valid = {"label": [1, 0], "user": ["never-seen", None]}
+    encoder, _, encoded_valid = encode(write_table, HASHED, valid=valid, hash_buckets=8)
+    local = column(encoder, encoded_valid, "user")
+    assert 2 <= local[0] < 10
+    assert local[1] == MISSING
+
+
+def test_field_with_few_values_keeps_its_vocabulary_despite_hash_buckets(write_table):
+    encoder, _, _ = encode(write_table, hash_buckets=8)
+    spec = field(encoder, "city")
+    assert spec.hash_buckets == 0
+    assert sorted(spec.vocabulary) == ["oslo", "paris", "rome"]
+
+
+# -- numeric encodings ------------------------------------------------------------------------
+
+
+def test_numeric_scale_present_value_is_id_one_with_standardised_signed_log(write_table):
+    encoder, data, _ = encode(write_table, multi=("tags",))
+    spec = field(encoder, "price")
+    j = [f.name for f in encoder.single_fields].index("price")
+    present = np.array([v is not None for v in TRAIN["price"]])
+    raw = np.array([float(v) for v in TRAIN["price"] if v is not None])
+    assert spec.size == 2
+    assert (data.ids[present, j] == spec.offset + 1).all()
+    expected = (signed_log(raw) - spec.mean) / spec.std
+    assert np.allclose(data.values[present, j], expected, atol=1e-6)
+
+
+def test_numeric_scale_standardises_the_training_values(write_table):
+    encoder, data, _ = encode(write_table)
+    j = [f.name for f in encoder.single_fields].index("price")
+    present = np.array([v is not None for v in TRAIN["price"]])
+    x = data.values[present, j].astype(np.float64)
+    assert abs(x.mean()) < 1e-5
+    assert abs(x.std() - 1) < 1e-5
+
+
+def test_numeric_missing_value_is_id_zero(write_table):
+    encoder, data, _ = encode(write_table)
+    assert column(encoder, data, "price")[2] == MISSING
+
+
+def test_numeric_scale_of_a_negative_value_uses_the_signed_log(write_table):
+    train = {"label": [1, 0, 1], "x": ["-3.0", "0.0", "3.0"]}
+    encoder, data, _ = encode(write_table, train)
+    spec = field(encoder, "x")
+    assert spec.mean == pytest.approx(0.0)
+    assert data.values[:, 0] == pytest.approx([-np.log1p(3) / spec.std, 0.0, np.log1p(3) / spec.std], rel=1e-5)
+
+
+def test_numeric_bucket_gives_quantile_ids_and_unit_values(write_table):
+    train = {"label": [i % 2 for i in range(40)], "x": [f"{i}.0" for i in range(40)]}
+    encoder, data, _ = encode(write_table, train, numeric_encoding="bucket", numeric_buckets=4)
+    spec = field(encoder, "x")
+    assert len(spec.edges) == 3
+    assert spec.size == 2 + 3
+    local = column(encoder, data, "x")
+    assert local.min() == 1 and local.max() == 4
+    assert (np.diff(local) >= 0).all()  # the values are increasing, so are the buckets
+    assert np.bincount(local)[1:].tolist() == [10, 10, 10, 10]
+    assert data.values is None
+
+
+def test_numeric_bucket_missing_is_zero_and_out_of_range_values_clip_to_the_end_buckets(write_table):
+    train = {"label": [i % 2 for i in range(40)], "x": [f"{i}.0" for i in range(40)]}
+    valid = {"label": [0, 1, 0], "x": ["-100.0", None, "1e9"]}
+    encoder, _, encoded_valid = encode(write_table, train, valid=valid, numeric_encoding="bucket", numeric_buckets=4)
+    assert column(encoder, encoded_valid, "x").tolist() == [1, MISSING, 4]
+
+
+def test_non_finite_numeric_training_values_never_give_nan_features(write_table):
+    train = {"label": [1, 0, 1, 0], "x": ["1.5", "inf", "2.5", "3.5"]}
+    try:
+        encoder, data, _ = encode(write_table, train)
+    except DataError as error:  # rejecting the value is as good as ignoring it, if it is located
+        assert str(error).endswith("got 'inf'") and ":3:2:" in str(error)
+        return
+    spec = field(encoder, "x")
+    assert np.isfinite(spec.mean) and np.isfinite(spec.std)
+    assert data.values is None or np.isfinite(data.values).all()
+
+
+# -- multi-valued fields ----------------------------------------------------------------------
+
+
+def test_multi_valued_field_gives_a_bag_of_offsets_ids_and_weights(write_table):
+    encoder, data, _ = encode(write_table, multi=("tags",))
+    spec = field(encoder, "tags")
+    bag = data.bags[0]
+    gid = {value: spec.offset + 2 + spec.vocabulary.index(value) for value in spec.vocabulary}
+    assert bag.offsets.tolist() == [0, 2, 3, 4, 6, 7, 8]
+    assert bag.ids.tolist() == [gid["a"], gid["b"], gid["b"], spec.offset + MISSING, gid["a"], gid["c"], gid["c"], gid["a"]]
+    assert bag.weights.dtype == np.float32
+    assert bag.weights.tolist() == [1.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_empty_set_is_one_missing_id_with_weight_one(write_table):
+    train = {"label": [1, 0, 1, 0], "tags": [None, "a", None, None]}
+    encoder, data, _ = encode(write_table, train, multi=("tags",))
+    bag, offset = data.bags[0], field(encoder, "tags").offset
+    assert bag.offsets.tolist() == [0, 1, 2, 3, 4]
+    assert bag.ids.tolist() == [offset + MISSING, offset + 2, offset + MISSING, offset + MISSING]
+    assert bag.weights.tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_multi_valued_unseen_values_get_the_unseen_id(write_table):
+    valid = {"label": [1], "city": ["paris"], "price": ["1.0"], "tags": ["a|zzz"]}
+    encoder, _, encoded_valid = encode(write_table, valid=valid, multi=("tags",))
+    spec = field(encoder, "tags")
+    assert encoded_valid.bags[0].ids.tolist() == [spec.offset + 2 + spec.vocabulary.index("a"), spec.offset + UNSEEN]
+
+
+def test_multi_valued_field_is_marked_weighted(write_table):
+    encoder, _, _ = encode(write_table, multi=("tags",))
+    assert field(encoder, "tags").weighted
+
+
+# -- libFM / libFFM through the encoder -------------------------------------------------------
+
+
+def test_libfm_minus_one_labels_mean_zero(write_text):
+    frame = read_frame(write_text("train.libfm", "-1 0:1 3:1\n1 1:1 4:1\n-1 2:1 3:1\n"))
+    encoder = FeatureEncoder.fit([frame], DataConfig())
+    assert encoder.task == "binary"
+    assert encoder.transform(frame).labels.tolist() == [0.0, 1.0, 0.0]
+
+
+def test_libfm_real_valued_labels_are_regression(write_text):
+    frame = read_frame(write_text("train.libfm", "3.5 0:1 3:1\n1 1:1 4:1\n5 2:1 3:1\n"))
+    encoder = FeatureEncoder.fit([frame], DataConfig())
+    assert encoder.task == "regression"
+    assert encoder.transform(frame).labels.tolist() == [3.5, 1.0, 5.0]
+
+
+def test_libfm_values_become_feature_values(write_text):
+    frame = read_frame(write_text("train.libfm", "1 0:0.5 3:1\n0 1:2 4:1\n"))
+    encoder = FeatureEncoder.fit([frame], DataConfig())
+    assert encoder.transform(frame).values.tolist() == [[0.5, 1.0], [2.0, 1.0]]
+
+
+def test_libfm_model_with_variable_width_rows_encodes_a_file_whose_rows_happen_to_have_equal_width(write_text):
+    train = read_frame(write_text("train.libfm", "1 0:1 5:1\n0 1:1 6:1 8:1\n1 2:1 7:1\n"))
+    test = read_frame(write_text("test.libfm", "1 0:1 5:1\n0 1:1 6:1\n"))
+    encoder = FeatureEncoder.fit([train], DataConfig())
+    encoded = encoder.transform(test)
+    spec = field(encoder, "features")
+    gid = {v: spec.offset + 2 + spec.vocabulary.index(v) for v in spec.vocabulary}
+    assert encoded.bags[0].ids.tolist() == [gid["0"], gid["5"], gid["1"], gid["6"]]
+
+
+def test_libffm_model_encodes_a_file_where_a_field_never_occurs(write_text):
+    train = read_frame(write_text("train.ffm", "1 0:1:1 1:5:1\n0 0:2:1 1:7:1\n1 0:3:1 2:9:1 1:6:1\n"))
+    test = read_frame(write_text("test.ffm", "1 0:1:1 1:5:1\n0 0:2:1 1:7:1\n"))
+    encoder = FeatureEncoder.fit([train], DataConfig())
+    encoded = encoder.transform(test)
+    assert len(encoded) == 2
+
+
+def test_libffm_row_lacking_a_scalar_field_encodes_it_as_missing(write_text):
+    train = read_frame(write_text("train.ffm", "1 0:1:1 1:5:1\n0 0:2:1 1:7:1\n"))
+    test = read_frame(write_text("test.ffm", "1 1:5:1\n0 0:2:1 1:7:1\n"))
+    encoder = FeatureEncoder.fit([train], DataConfig())
+    assert [f.kind for f in encoder.fields] == ["categorical", "categorical"]
+    encoded = encoder.transform(test)
+    assert column(encoder, encoded, "field0").tolist() == [MISSING, 2 + field(encoder, "field0").vocabulary.index("2")]
+
+
+# -- the JSON round trip ----------------------------------------------------------------------
+
+
+def test_encoder_json_round_trip_encodes_identically(write_table):
+    train = dict(TRAIN, user=[f"u{i}" for i in range(6)])
+    valid = {"label": [1, 0], "city": ["rome", "berlin"], "price": ["2.0", None], "tags": ["b|zz:3", None], "user": ["u1", "u99"]}
+    cfg = DataConfig(multi=("tags",), hash_buckets=4)
+    encoder = FeatureEncoder.fit([read_frame(write_table("train.csv", train), multi=cfg.multi)], cfg)
+    restored = FeatureEncoder.from_dict(json.loads(json.dumps(encoder.to_dict())))
+    frame = read_frame(write_table("valid.csv", valid), multi=cfg.multi)
+    a, b = encoder.transform(frame), restored.transform(frame)
+    assert restored == encoder
+    assert (a.ids == b.ids).all()
+    assert np.array_equal(a.values, b.values)
+    assert (a.bags[0].offsets == b.bags[0].offsets).all()
+    assert (a.bags[0].ids == b.bags[0].ids).all()
+    assert (a.bags[0].weights == b.bags[0].weights).all()
+    assert (a.labels == b.labels).all()
+
+
+def test_encoder_json_round_trip_keeps_bucket_edges(write_table):
+    train = {"label": [i % 2 for i in range(20)], "x": [f"{i}.5" for i in range(20)]}
+    encoder, _, _ = encode(write_table, train, numeric_encoding="bucket", numeric_buckets=4)
+    restored = FeatureEncoder.from_dict(json.loads(json.dumps(encoder.to_dict())))
+    assert restored.fields[0].edges == encoder.fields[0].edges
+
+
+def test_encoder_dict_records_the_schema_version_and_size(write_table):
+    encoder, _, _ = encode(write_table)
+    data = encoder.to_dict()
+    assert data["schema_version"] == 1
+    assert data["num_features"] == encoder.num_features
+
+
+def test_encoder_dict_with_another_schema_version_is_refused(write_table):
+    encoder, _, _ = encode(write_table)
+    with pytest.raises(ValueError, match="schema version"):
+        FeatureEncoder.from_dict(dict(encoder.to_dict(), schema_version=99))
+
+
+def test_encoder_dict_whose_sizes_do_not_add_up_is_refused(write_table):
+    encoder, _, _ = encode(write_table)
+    with pytest.raises(ValueError, match="inconsistent"):
+        FeatureEncoder.from_dict(dict(encoder.to_dict(), num_features=encoder.num_features + 1))
+
+
+# -- Bag / EncodedData / iterate_batches ------------------------------------------------------
+
+
+def traced_data(n: int = 23) -> EncodedData:
+    """Row r has id r, value r/10, label r and a bag of (r % 3) ids, each 1000*r + k (empty when r % 3 == 0)."""
+    lengths = np.arange(n) % 3
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = np.concatenate([1000 * r + np.arange(lengths[r]) for r in range(n)]).astype(np.int64)
+    weights = (ids % 1000 + 1).astype(np.float32)
+    return EncodedData(
+        ids=np.arange(n, dtype=np.int64).reshape(n, 1),
+        values=(np.arange(n, dtype=np.float32) / 10).reshape(n, 1),
+        bags=[Bag(offsets, ids, weights)],
+        labels=np.arange(n, dtype=np.float32),
+    )
+
+
+def rows_of_bag(bag: Bag) -> list[list[int]]:
+    return [bag.ids[bag.offsets[i]:bag.offsets[i + 1]].tolist() for i in range(len(bag.offsets) - 1)]
+
+
+def test_bag_take_gathers_each_selected_rows_ids_and_weights():
+    bag = traced_data().bags[0]
+    taken = bag.take(np.array([5, 3, 2, 5, 0]))
+    assert rows_of_bag(taken) == [[5000, 5001], [], [2000, 2001], [5000, 5001], []]
+    assert taken.weights.tolist() == [1, 2, 1, 2, 1, 2]
+    assert taken.offsets.dtype == np.int64
+
+
+def test_bag_slice_rebases_offsets():
+    bag = traced_data().bags[0].slice(4, 7)
+    assert bag.offsets[0] == 0
+    assert rows_of_bag(bag) == [[4000], [5000, 5001], []]
+
+
+def test_encoded_data_take_keeps_rows_aligned():
+    part = traced_data().take(np.array([7, 1, 4]))
+    assert part.ids[:, 0].tolist() == [7, 1, 4]
+    assert part.labels.tolist() == [7, 1, 4]
+    assert part.values[:, 0] == pytest.approx([0.7, 0.1, 0.4])
+    assert rows_of_bag(part.bags[0]) == [[7000], [1000], [4000]]
+
+
+def test_encoded_data_concat_undoes_slicing():
+    data = traced_data()
+    joined = EncodedData.concat([data.slice(0, 10), data.slice(10, 23)])
+    assert (joined.ids == data.ids).all()
+    assert rows_of_bag(joined.bags[0]) == rows_of_bag(data.bags[0])
+
+
+def test_unshuffled_batches_are_consecutive_slices():
+    batches = list(iterate_batches(traced_data(), batch_size=10))
+    assert [b.labels.tolist() for b in batches] == [list(range(0, 10)), list(range(10, 20)), [20, 21, 22]]
+
+
+def test_shuffled_batches_cover_every_row_exactly_once():
+    batches = list(iterate_batches(traced_data(), batch_size=5, shuffle=True, seed=1, epoch=0))
+    seen = np.concatenate([b.labels for b in batches])
+    assert sorted(seen.tolist()) == list(range(23))
+    assert [len(b) for b in batches] == [5, 5, 5, 5, 3]
+
+
+def test_shuffled_batches_keep_each_rows_columns_together():
+    for batch in iterate_batches(traced_data(), batch_size=4, shuffle=True, seed=3, epoch=2):
+        rows = batch.labels.astype(int)
+        assert (batch.ids[:, 0] == rows).all()
+        assert batch.values[:, 0] == pytest.approx(rows / 10)
+        assert rows_of_bag(batch.bags[0]) == [[1000 * r + k for k in range(r % 3)] for r in rows]
+
+
+def test_shuffle_order_depends_only_on_seed_and_epoch():
+    def order(seed, epoch):
+        return np.concatenate([b.labels for b in iterate_batches(traced_data(), 6, shuffle=True, seed=seed, epoch=epoch)]).tolist()
+
+    assert order(7, 0) == order(7, 0)
+    assert order(7, 0) != order(7, 1)
+    assert order(7, 0) != order(8, 0)
+    assert order(7, 0) != list(range(23))
+
+
+def test_skip_drops_the_first_batches_of_the_same_order():
+    full = [b.labels.tolist() for b in iterate_batches(traced_data(), 5, shuffle=True, seed=2, epoch=4)]
+    resumed = [b.labels.tolist() for b in iterate_batches(traced_data(), 5, shuffle=True, seed=2, epoch=4, skip=2)]
+    assert resumed == full[2:]
+
+
+def test_batch_tensors_keep_int64_ids_and_map_bag_entries_to_batch_rows():
+    batch = traced_data(6).to_batch()
+    assert str(batch.ids.dtype) == "torch.int64"
+    assert batch.size == 6
+    assert batch.bags[0].rows.tolist() == [1, 2, 2, 4, 5, 5]
+    assert str(batch.bags[0].ids.dtype) == "torch.int64"

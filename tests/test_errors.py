@@ -1,0 +1,285 @@
+"""Bad input is a DataError reading exactly ``path:line:column: message`` (1-based line and column)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from deepfm.config import DataConfig
+from deepfm.data.encoders import FeatureEncoder
+from deepfm.data.readers import read_frame
+from deepfm.errors import DataError, DeepFMError
+
+
+def error_of(call, *args, **kwargs) -> DataError:
+    with pytest.raises(DataError) as caught:
+        call(*args, **kwargs)
+    return caught.value
+
+
+def fit(path, **config) -> FeatureEncoder:
+    cfg = DataConfig(**config)
+    return FeatureEncoder.fit([read_frame(path, multi=cfg.multi)], cfg)
+
+
+def test_data_error_formats_path_line_and_column():
+    error = DataError("data.csv", "something is wrong", line=3, column=7)
+    assert str(error) == "data.csv:3:7: something is wrong"
+    assert (error.path, error.line, error.column, error.message) == ("data.csv", 3, 7, "something is wrong")
+
+
+def test_data_error_without_a_place_has_only_the_path():
+    assert str(DataError("data.csv", "file not found")) == "data.csv: file not found"
+    assert str(DataError("data.csv", "file is empty", line=1)) == "data.csv:1: file is empty"
+
+
+def test_data_error_is_a_user_error():
+    assert issubclass(DataError, DeepFMError)
+
+
+# -- ragged rows ------------------------------------------------------------------------------
+
+
+def test_csv_row_with_too_few_fields_points_at_the_first_missing_field(write_text):
+    path = write_text("data.csv", "label,a,b\n1,x,1.5\n0,y,2\n1,z\n0,w,3\n")
+    assert str(error_of(read_frame, path)) == f"{path}:4:3: expected 3 fields, found 2"
+
+
+def test_csv_row_with_too_many_fields_points_at_the_first_extra_field(write_text):
+    path = write_text("data.csv", "label,a,b\n1,x,1.5\n0,y,2,9,9\n")
+    assert str(error_of(read_frame, path)) == f"{path}:3:4: expected 3 fields, found 5"
+
+
+def test_tsv_ragged_row_is_located(write_text):
+    path = write_text("data.tsv", "label\ta\tb\n1\tx\t1\n0\ty\n")
+    assert str(error_of(read_frame, path)) == f"{path}:3:3: expected 3 fields, found 2"
+
+
+def test_gzipped_csv_ragged_row_is_located(write_text):
+    path = write_text("data.csv.gz", "label,a,b\n1,x,1.5\n0,y\n")
+    assert str(error_of(read_frame, path)) == f"{path}:3:3: expected 3 fields, found 2"
+
+
+def test_criteo_row_with_39_fields_is_located(criteo_row, write_text):
+    good = "\t".join("" if v is None else str(v) for v in criteo_row(1))
+    path = write_text("day_0.txt", good + "\n" + good + "\n" + good.rsplit("\t", 1)[0] + "\n")
+    assert str(error_of(read_frame, path)) == f"{path}:3:40: expected 40 fields, found 39"
+
+
+# -- values that are not numbers ---------------------------------------------------------------
+
+
+def test_non_numeric_value_in_a_numeric_column_is_located_when_fitting(write_table):
+    path = write_table("train.csv", {"label": [1, 0, 1, 0], "city": ["a", "b", "c", "d"], "price": ["1.5", "2", "oops", "4"]})
+    error = error_of(fit, path, numeric=("price",))
+    assert str(error) == f"{path}:4:3: column 'price' must be a number, got 'oops'"
+
+
+def test_non_numeric_value_in_a_numeric_column_is_located_when_transforming(write_table):
+    train = write_table("train.csv", {"label": [1, 0, 1], "price": ["1.5", "2", "3"]})
+    valid = write_table("valid.csv", {"price": ["2.5", "1", "n/a"], "label": [0, 1, 0]})
+    encoder = fit(train, numeric=("price",))
+    error = error_of(encoder.transform, read_frame(valid))
+    assert str(error) == f"{valid}:4:1: column 'price' must be a number, got 'n/a'"
+
+
+def test_non_numeric_value_in_a_criteo_integer_field_is_located(criteo_row, write_criteo):
+    row = criteo_row(0, seed=1)
+    row[1 + 4] = "five"  # I5
+    path = write_criteo("day_0.txt", [criteo_row(1), row])
+    error = error_of(fit, path)
+    assert str(error) == f"{path}:2:6: column 'I5' must be a number, got 'five'"
+
+
+def test_space_padded_number_in_an_inferred_numeric_column_is_not_reported_as_bad(write_text):
+    # The number pattern used to infer kinds accepts surrounding spaces, so fitting must not fail
+    # on ' 2.5' -- and must never blame a value that is a plain number ('1.5' here).
+    path = write_text("train.csv", "label,price\n1,1.5\n0, 2.5\n1,3.5\n")
+    fit(path)
+
+
+def test_error_line_counts_blank_lines_in_the_file(write_text):
+    path = write_text("train.csv", "label,price\n1,1.5\n\n0,oops\n")
+    error = error_of(fit, path, numeric=("price",))
+    assert str(error) == f"{path}:4:2: column 'price' must be a number, got 'oops'"
+
+
+# -- labels -----------------------------------------------------------------------------------
+
+
+def test_binary_label_outside_zero_and_one_is_located_in_the_label_column(write_table):
+    path = write_table("train.csv", {"city": ["a", "b", "c"], "label": [1, 0, 2]})
+    encoder = fit(path, task="binary")
+    error = error_of(encoder.transform, read_frame(path))
+    assert str(error) == f"{path}:4:2: binary labels must be 0 or 1, got 2 (use --task regression for ratings)"
+
+
+def test_minus_one_label_in_a_csv_is_not_binary(write_table):
+    path = write_table("train.csv", {"label": [1, -1, 0], "city": ["a", "b", "c"]})
+    encoder = fit(path, task="binary")
+    error = error_of(encoder.transform, read_frame(path))
+    assert str(error) == f"{path}:3:1: binary labels must be 0 or 1, got -1 (use --task regression for ratings)"
+
+
+def test_missing_label_is_located(write_table):
+    path = write_table("train.csv", {"city": ["a", "b"], "label": [1, None]})
+    encoder = fit(path)
+    assert str(error_of(encoder.transform, read_frame(path))) == f"{path}:3:2: the label is missing"
+
+
+def test_non_numeric_label_is_located(write_table):
+    path = write_table("train.csv", {"city": ["a", "b"], "label": [1, "yes"]})
+    assert str(error_of(fit, path)) == f"{path}:3:2: the label must be a number, got 'yes'"
+
+
+def test_non_numeric_libfm_label_is_located_at_the_line_start(write_text):
+    path = write_text("train.libfm", "1 0:1 5:1\nabc 1:1 6:1\n")
+    assert str(error_of(fit, path)) == f"{path}:2:1: the label must be a number, got 'abc'"
+
+
+# -- empty files ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["empty.csv", "empty.tsv", "empty.txt", "empty.csv.gz"])
+def test_empty_text_file_is_a_data_error(write_text, name):
+    path = write_text(name, "")
+    assert str(error_of(read_frame, path)) == f"{path}:1: file is empty"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_empty_file_with_an_explicit_delimited_format_is_a_data_error(write_text, fmt):
+    path = write_text("empty.dat", "")
+    assert str(error_of(read_frame, path, fmt=fmt)) == f"{path}:1: file is empty"
+
+
+@pytest.mark.parametrize("name", ["empty.libfm", "empty.libffm"])
+def test_empty_sparse_file_is_a_data_error(write_text, name):
+    path = write_text(name, "")
+    assert str(error_of(read_frame, path)) == f"{path}:1: file is empty"
+
+
+def test_csv_with_only_a_header_has_no_data_rows(write_text):
+    path = write_text("header.csv", "label,a\n")
+    assert str(error_of(read_frame, path)) == f"{path}:2: file has no data rows"
+
+
+def test_parquet_with_no_rows_has_no_data_rows(tmp_path):
+    path = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"label": pa.array([], pa.int64()), "a": pa.array([], pa.string())}), path)
+    assert str(error_of(read_frame, path)) == f"{path}:1: file has no data rows"
+
+
+def test_zero_byte_parquet_file_is_a_data_error(tmp_path):
+    path = tmp_path / "empty.parquet"
+    path.write_bytes(b"")
+    assert str(error_of(read_frame, path)).startswith(f"{path}: cannot read Parquet")
+
+
+def test_blank_line_in_a_libfm_file_is_located(write_text):
+    path = write_text("data.libfm", "1 0:1\n\n0 1:1\n")
+    assert str(error_of(read_frame, path)) == f"{path}:2:1: empty line"
+
+
+# -- unknown column names ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", ["categorical", "numeric", "ignore"])
+def test_option_naming_a_column_not_in_the_file_is_a_data_error(write_table, option):
+    path = write_table("train.csv", {"label": [1, 0], "city": ["a", "b"], "price": ["1.5", "2.5"]})
+    error = error_of(fit, path, **{option: ("city", "colour")})
+    assert str(error) == f"{path}:1: --{option} names column 'colour', which is not in the file (columns: city, price)"
+
+
+def test_multi_naming_a_column_not_in_the_file_is_a_data_error(write_table):
+    path = write_table("train.csv", {"label": [1, 0], "city": ["a", "b"]})
+    error = error_of(read_frame, path, multi=["tags"])
+    assert str(error) == f"{path}:1: --multi names column 'tags', which is not in the file (columns: city)"
+
+
+def test_unknown_label_column_is_a_data_error(write_table):
+    path = write_table("train.csv", {"label": [1, 0], "city": ["a", "b"]})
+    error = error_of(read_frame, path, label="clicked")
+    assert str(error) == f"{path}:1: no label column 'clicked' (columns: label, city); set --label"
+
+
+def test_bad_weight_in_a_multi_column_is_located(write_table):
+    path = write_table("train.csv", {"label": [1, 0, 1], "tags": ["a|b", "c", "d|e:heavy"]})
+    error = error_of(read_frame, path, multi=["tags"])
+    assert str(error) == f"{path}:4:2: multi-valued column 'tags': weight in 'e:heavy' is not a number"
+
+
+# -- libFM / libFFM tokens --------------------------------------------------------------------
+
+
+def test_libfm_token_without_a_colon_is_located_by_character(write_text):
+    path = write_text("data.libfm", "1 0:1 5:1\n0 1:1 6\n")
+    assert str(error_of(read_frame, path)) == f"{path}:2:7: expected idx:value, got '6'"
+
+
+def test_libfm_non_numeric_value_is_located_by_character(write_text):
+    path = write_text("data.libfm", "1 0:1 5:1\n0 12:1  6:x\n")
+    assert str(error_of(read_frame, path)) == f"{path}:2:9: feature value must be a number, got 'x'"
+
+
+def test_libfm_non_integer_index_is_located_by_character(write_text):
+    path = write_text("data.libfm", "1 0:1\n1 0:1\n0 a:1\n")
+    assert str(error_of(read_frame, path)) == f"{path}:3:3: feature index must be a non-negative integer, got 'a'"
+
+
+def test_libfm_negative_index_is_rejected(write_text):
+    path = write_text("data.libfm", "1 0:1 -4:1\n")
+    assert str(error_of(read_frame, path)) == f"{path}:1:7: feature index must be a non-negative integer, got '-4'"
+
+
+def test_libfm_character_column_counts_leading_whitespace(write_text):
+    path = write_text("data.libfm", "1 0:1\n   0 1:1 2;1\n")
+    assert str(error_of(read_frame, path)) == f"{path}:2:10: expected idx:value, got '2;1'"
+
+
+def test_libffm_token_with_two_parts_is_located(write_text):
+    path = write_text("data.ffm", "1 0:1:1 1:2:1\n0 0:1:1 2:1\n")
+    assert str(error_of(read_frame, path)) == f"{path}:2:9: expected field:idx:value, got '2:1'"
+
+
+def test_libffm_non_integer_field_is_located(write_text):
+    path = write_text("data.ffm", "1 0:1:1\n0 x:1:1\n")
+    assert str(error_of(read_frame, path)) == f"{path}:2:3: field must be a non-negative integer, got 'x'"
+
+
+def test_gzipped_libfm_bad_token_is_located(write_text):
+    path = write_text("data.libfm.gz", "1 0:1\n0 1:1 2:?\n")
+    assert str(error_of(read_frame, path)) == f"{path}:2:7: feature value must be a number, got '?'"
+
+
+# -- a model that does not match the data -----------------------------------------------------
+
+
+def test_file_lacking_a_column_the_encoder_needs_is_a_data_error(write_table):
+    train = write_table("train.csv", {"label": [1, 0], "city": ["a", "b"], "shop": ["x", "y"]})
+    test = write_table("test.csv", {"label": [1, 0], "city": ["a", "b"]})
+    encoder = fit(train)
+    error = error_of(encoder.transform, read_frame(test))
+    assert str(error) == f"{test}:1: column 'shop' is required by the model but not in the file"
+
+
+def test_model_directory_applied_to_a_file_lacking_a_column_is_a_data_error(tmp_path, ctr_csv, write_table):
+    from deepfm.api import Estimator
+
+    train = ctr_csv("train.csv", rows=200)
+    model_dir = tmp_path / "model"
+    Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1, "batch_size": 64}).fit(
+        train, out=model_dir, progress=False)
+    table = read_frame(train)
+    columns = {"label": table.labels.to_pylist()}
+    columns.update({n: a.to_pylist() for n, a in table.columns.items() if n != "C3"})
+    test = write_table("test.csv", columns)
+    error = error_of(Estimator.load(model_dir).evaluate, test)
+    assert str(error) == f"{test}:1: column 'C3' is required by the model but not in the file"
+
+
+def test_single_valued_model_column_given_as_multi_valued_is_a_data_error(write_table):
+    train = write_table("train.csv", {"label": [1, 0], "tags": ["a|b", "c"]})
+    encoder = fit(train, multi=("tags",))
+    error = error_of(encoder.transform, read_frame(train))  # read without --multi
+    assert str(error) == f"{train}:1: column 'tags' must be multi-valued (--multi)"

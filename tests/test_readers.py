@@ -1,0 +1,352 @@
+"""Reading CSV, TSV, Parquet, Criteo, libFM and libFFM files (plain or gzipped) into a RawFrame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from deepfm.data.formats import CRITEO_COLUMNS, detect_format
+from deepfm.data.readers import read_frame
+from deepfm.errors import DataError
+
+
+def strings(array: pa.Array) -> list:
+    return array.to_pylist()
+
+
+# -- CSV / TSV --------------------------------------------------------------------------------
+
+
+def test_csv_columns_are_read_as_text_with_the_label_split_off(write_table):
+    path = write_table("data.csv", {"label": [1, 0, 1], "city": ["paris", "rome", "oslo"], "price": ["1.5", "2", "3.25"]})
+    frame = read_frame(path)
+    assert frame.format == "csv"
+    assert list(frame.columns) == ["city", "price"]
+    assert strings(frame.labels) == ["1", "0", "1"]
+    assert strings(frame.columns["city"]) == ["paris", "rome", "oslo"]
+    assert strings(frame.columns["price"]) == ["1.5", "2", "3.25"]
+    assert frame.num_rows == 3
+
+
+def test_csv_empty_fields_are_missing_values(write_table):
+    path = write_table("data.csv", {"label": [1, 0], "city": [None, "rome"], "price": ["1.5", None]})
+    frame = read_frame(path)
+    assert strings(frame.columns["city"]) == [None, "rome"]
+    assert strings(frame.columns["price"]) == ["1.5", None]
+
+
+def test_csv_first_data_row_is_line_two_and_columns_are_numbered_from_one(write_table):
+    path = write_table("data.csv", {"city": ["a"], "label": [1], "price": ["2.0"]})
+    frame = read_frame(path)
+    assert frame.first_line == 2
+    assert frame.column_numbers == {"city": 1, "label": 2, "price": 3}
+    assert frame.label_column_number == 2
+
+
+def test_csv_quoted_field_may_contain_the_delimiter(write_text):
+    path = write_text("data.csv", 'label,city\n1,"paris, fr"\n0,rome\n')
+    assert strings(read_frame(path).columns["city"]) == ["paris, fr", "rome"]
+
+
+def test_csv_label_column_can_be_renamed(write_table):
+    path = write_table("data.csv", {"clicked": [1, 0], "city": ["a", "b"]})
+    frame = read_frame(path, label="clicked")
+    assert strings(frame.labels) == ["1", "0"]
+    assert list(frame.columns) == ["city"]
+
+
+def test_csv_without_label_is_readable_for_prediction(write_table):
+    path = write_table("data.csv", {"city": ["a", "b"]})
+    frame = read_frame(path, require_label=False)
+    assert frame.labels is None
+    assert frame.num_rows == 2
+
+
+def test_csv_without_label_is_an_error_when_the_label_is_required(write_table):
+    path = write_table("data.csv", {"city": ["a", "b"]})
+    with pytest.raises(DataError) as caught:
+        read_frame(path)
+    assert str(caught.value) == f"{path}:1: no label column 'label' (columns: city); set --label"
+
+
+def test_tsv_file_is_read_by_its_name(write_table):
+    path = write_table("data.tsv", {"label": [1, 0], "city": ["paris, fr", "rome"]}, delimiter="\t")
+    frame = read_frame(path)
+    assert frame.format == "tsv"
+    assert strings(frame.columns["city"]) == ["paris, fr", "rome"]
+
+
+def test_tab_separated_file_with_another_name_is_read_as_tsv(write_table):
+    path = write_table("data.txt", {"label": [1, 0], "city": ["a", "b"]}, delimiter="\t")
+    frame = read_frame(path)
+    assert frame.format == "tsv"
+    assert list(frame.columns) == ["city"]
+
+
+def test_explicit_format_overrides_detection(write_table):
+    path = write_table("data.tsv", {"label": [1, 0], "city": ["a", "b"]}, delimiter=",")
+    assert read_frame(path, fmt="csv").format == "csv"
+    assert strings(read_frame(path, fmt="csv").columns["city"]) == ["a", "b"]
+
+
+def test_synthetic_ctr_table_written_as_csv_reads_back_whole(ctr_csv):
+    frame = read_frame(ctr_csv(rows=120, seed=3))
+    assert frame.num_rows == 120
+    assert set(frame.columns) == {"I1", "I2", "I3"} | {f"C{i}" for i in range(1, 9)}
+    assert set(strings(frame.labels)) <= {"0", "1"}
+
+
+# -- Parquet ----------------------------------------------------------------------------------
+
+
+def test_parquet_keeps_column_types_and_nulls(tmp_path):
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table({
+        "label": pa.array([1, 0, 1]),
+        "city": pa.array(["a", None, "c"]),
+        "price": pa.array([1.5, None, 3.0]),
+        "count": pa.array([3, 4, 5]),
+    }), path)
+    frame = read_frame(path)
+    assert frame.format == "parquet"
+    assert list(frame.columns) == ["city", "price", "count"]
+    assert frame.labels.to_pylist() == [1, 0, 1]
+    assert frame.columns["city"].to_pylist() == ["a", None, "c"]
+    assert pa.types.is_floating(frame.columns["price"].type)
+    assert frame.columns["price"].to_pylist() == [1.5, None, 3.0]
+    assert pa.types.is_integer(frame.columns["count"].type)
+
+
+def test_pq_suffix_is_parquet(tmp_path):
+    path = tmp_path / "data.pq"
+    pq.write_table(pa.table({"label": [0, 1], "x": ["a", "b"]}), path)
+    assert read_frame(path).format == "parquet"
+
+
+# -- Criteo -----------------------------------------------------------------------------------
+
+
+def test_criteo_raw_tsv_has_forty_named_fields(criteo_row, write_criteo):
+    path = write_criteo("day_0.txt", [criteo_row(1, seed=0), criteo_row(0, seed=1)])
+    frame = read_frame(path)
+    assert frame.format == "criteo"
+    assert list(frame.columns) == CRITEO_COLUMNS[1:]
+    assert strings(frame.labels) == ["1", "0"]
+    assert strings(frame.columns["I1"]) == ["1", "2"]
+    assert strings(frame.columns["C26"]) == ["c26_0", "c26_1"]
+    assert frame.first_line == 1
+
+
+def test_criteo_fixes_integer_fields_numeric_and_hashed_fields_categorical(criteo_row, write_criteo):
+    frame = read_frame(write_criteo("day_0.txt", [criteo_row(1), criteo_row(0, seed=1)]))
+    assert all(frame.kinds[f"I{i}"] == "numeric" for i in range(1, 14))
+    assert all(frame.kinds[f"C{i}"] == "categorical" for i in range(1, 27))
+
+
+def test_criteo_empty_fields_are_missing(criteo_row, write_criteo):
+    path = write_criteo("day_0.txt", [criteo_row(1, missing=("I3", "C7")), criteo_row(0, seed=1)])
+    frame = read_frame(path)
+    assert strings(frame.columns["I3"]) == [None, "4"]
+    assert strings(frame.columns["C7"]) == [None, "c7_1"]
+
+
+def test_criteo_columns_are_numbered_by_field_position(criteo_row, write_criteo):
+    frame = read_frame(write_criteo("day_0.txt", [criteo_row(1), criteo_row(0)]))
+    assert frame.column_numbers["label"] == 1
+    assert frame.column_numbers["I1"] == 2
+    assert frame.column_numbers["C1"] == 15
+    assert frame.column_numbers["C26"] == 40
+
+
+# -- libFM ------------------------------------------------------------------------------------
+
+
+def test_libfm_fixed_width_rows_with_disjoint_ranges_become_positional_fields(write_text):
+    path = write_text("data.libfm", "1 0:1 10:1 20:1\n0 1:1 11:1 22:1\n1 2:1 10:1 21:1\n")
+    frame = read_frame(path)
+    assert list(frame.columns) == ["f1", "f2", "f3"]
+    assert strings(frame.columns["f1"]) == ["0", "1", "2"]
+    assert strings(frame.columns["f2"]) == ["10", "11", "10"]
+    assert strings(frame.columns["f3"]) == ["20", "22", "21"]
+    assert all(kind == "categorical" for kind in frame.kinds.values())
+    assert strings(frame.labels) == ["1", "0", "1"]
+
+
+def test_libfm_positional_fields_with_all_unit_values_carry_no_weights(write_text):
+    frame = read_frame(write_text("data.libfm", "1 0:1 10:1\n0 1:1 11:1\n"))
+    assert frame.weights == {}
+
+
+def test_libfm_positional_fields_keep_non_unit_values_as_weights(write_text):
+    frame = read_frame(write_text("data.libfm", "1 0:0.5 10:1\n0 1:2 11:1\n"))
+    assert frame.weights["f1"].to_pylist() == [0.5, 2.0]
+    assert frame.weights["f2"].to_pylist() == [1.0, 1.0]
+
+
+def test_libfm_overlapping_index_ranges_become_one_multi_valued_column(write_text):
+    path = write_text("data.libfm", "1 0:1 5:1\n0 6:1 7:1\n")  # position 1 reaches 6, position 2 starts at 5
+    frame = read_frame(path)
+    assert list(frame.columns) == ["features"]
+    assert frame.kinds["features"] == "multi"
+    assert frame.columns["features"].to_pylist() == [["0", "5"], ["6", "7"]]
+
+
+def test_libfm_rows_of_different_lengths_become_one_multi_valued_column_with_values_as_weights(write_text):
+    frame = read_frame(write_text("data.libfm", "1 0:1 5:0.25\n0 1:1 6:1 8:3\n"))
+    assert list(frame.columns) == ["features"]
+    assert frame.columns["features"].to_pylist() == [["0", "5"], ["1", "6", "8"]]
+    assert frame.weights["features"].to_pylist() == [[1.0, 0.25], [1.0, 1.0, 3.0]]
+
+
+def test_libfm_accepts_tabs_and_repeated_spaces_between_tokens(write_text):
+    frame = read_frame(write_text("data.libfm", "1\t0:1  5:1\n0 1:1\t\t6:1\n"))
+    assert strings(frame.columns["f1"]) == ["0", "1"]
+    assert strings(frame.columns["f2"]) == ["5", "6"]
+
+
+# -- libFFM -----------------------------------------------------------------------------------
+
+
+def test_libffm_gives_one_column_per_field(write_text):
+    path = write_text("data.libffm", "1 0:3:1 1:7:1\n0 0:4:1 1:8:1\n")
+    frame = read_frame(path)
+    assert frame.format == "libffm"
+    assert list(frame.columns) == ["field0", "field1"]
+    assert strings(frame.columns["field0"]) == ["3", "4"]
+    assert strings(frame.columns["field1"]) == ["7", "8"]
+    assert frame.kinds == {"field0": "categorical", "field1": "categorical"}
+
+
+def test_libffm_field_with_several_features_in_a_row_is_multi_valued(write_text):
+    frame = read_frame(write_text("data.ffm", "1 0:3:1 1:7:0.5\n0 0:4:1 1:8:1 1:9:2\n"))
+    assert frame.kinds["field1"] == "multi"
+    assert frame.columns["field1"].to_pylist() == [["7"], ["8", "9"]]
+    assert frame.weights["field1"].to_pylist() == [[0.5], [1.0, 2.0]]
+
+
+def test_libffm_scalar_field_keeps_non_unit_values_as_weights(write_text):
+    frame = read_frame(write_text("data.ffm", "1 0:3:0.5\n0 0:4:1\n"))
+    assert frame.weights["field0"].to_pylist() == [0.5, 1.0]
+
+
+# -- gzip -------------------------------------------------------------------------------------
+
+
+def test_gzipped_csv_reads_like_the_plain_file(write_table, tmp_path):
+    columns = {"label": [1, 0, 1], "city": ["a", None, "c"]}
+    plain = read_frame(write_table("data.csv", columns))
+    packed = read_frame(write_table("data.csv.gz", columns))
+    assert packed.format == "csv"
+    assert strings(packed.columns["city"]) == strings(plain.columns["city"])
+    assert strings(packed.labels) == strings(plain.labels)
+
+
+def test_gzipped_libfm_is_detected_through_the_gz_suffix(write_text):
+    frame = read_frame(write_text("data.libfm.gz", "1 0:1 10:1\n0 1:1 11:1\n"))
+    assert frame.format == "libfm"
+    assert strings(frame.columns["f2"]) == ["10", "11"]
+
+
+def test_gzipped_libffm_content_is_detected_from_its_first_line(write_text):
+    frame = read_frame(write_text("data.txt.gz", "1 0:3:1 1:7:1\n0 0:4:1 1:8:1\n"))
+    assert frame.format == "libffm"
+
+
+def test_gzipped_criteo_is_detected_from_its_first_line(criteo_row, write_criteo):
+    frame = read_frame(write_criteo("day_0.gz", [criteo_row(1), criteo_row(0, seed=1)]))
+    assert frame.format == "criteo"
+    assert frame.num_rows == 2
+
+
+# -- detect_format ----------------------------------------------------------------------------
+
+CRITEO_LINE = "\t".join(["1"] + ["5"] * 13 + ["ab"] * 26)
+
+
+@pytest.mark.parametrize(
+    ("name", "first_line", "expected"),
+    [
+        ("a.parquet", None, "parquet"),
+        ("a.PQ", None, "parquet"),
+        ("a.libfm", "label,x", "libfm"),  # the name wins over the content
+        ("a.libsvm", None, "libfm"),
+        ("a.svm", None, "libfm"),
+        ("a.libffm", None, "libffm"),
+        ("a.ffm", None, "libffm"),
+        ("a.libfm.gz", None, "libfm"),
+        ("a.txt", "1 3:1 7:0.5", "libfm"),
+        ("a.txt", "-1 3:1", "libfm"),
+        ("a.txt", "1 0:3:1 1:7:0.5", "libffm"),
+        ("a.txt", CRITEO_LINE, "criteo"),
+        ("a.txt", "2" + CRITEO_LINE[1:], "tsv"),  # 40 fields but not a 0/1 label
+        ("a.txt", "label\tx", "tsv"),
+        ("a.tsv", "label", "tsv"),
+        ("a.txt", "label,x", "csv"),
+        ("a.csv", "label,x", "csv"),
+        ("a", "label,x", "csv"),
+        ("a.csv", "1,3:1,7:1", "csv"),  # colons but commas: still CSV
+        ("a.csv.gz", "label,x", "csv"),
+        ("a.tsv.gz", "label", "tsv"),
+    ],
+)
+def test_detect_format_follows_the_auto_rule(tmp_path, write_text, name, first_line, expected):
+    if first_line is None:
+        path = tmp_path / name
+        path.write_bytes(b"\x00not text")
+    else:
+        path = write_text(name, first_line + "\n")
+    assert detect_format(path) == expected
+
+
+def test_detect_format_of_a_missing_file_is_a_data_error(tmp_path):
+    with pytest.raises(DataError) as caught:
+        detect_format(tmp_path / "nope.csv")
+    assert str(caught.value) == f"{tmp_path / 'nope.csv'}: file not found"
+
+
+def test_read_frame_of_a_missing_file_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_frame(tmp_path / "nope.csv")
+
+
+# -- multi-valued columns ---------------------------------------------------------------------
+
+
+def test_multi_column_splits_on_bar(write_table):
+    frame = read_frame(write_table("data.csv", {"label": [1, 0], "tags": ["a|b|c", "d"]}), multi=["tags"])
+    assert frame.kinds["tags"] == "multi"
+    assert frame.columns["tags"].to_pylist() == [["a", "b", "c"], ["d"]]
+    assert frame.weights["tags"].to_pylist() == [[1.0, 1.0, 1.0], [1.0]]
+
+
+def test_multi_column_reads_optional_id_weight_pairs(write_table):
+    frame = read_frame(write_table("data.csv", {"label": [1, 0], "tags": ["a|b:0.5|c:2", "d:-1.5"]}), multi=["tags"])
+    assert frame.columns["tags"].to_pylist() == [["a", "b", "c"], ["d"]]
+    assert frame.weights["tags"].to_pylist() == [[1.0, 0.5, 2.0], [-1.5]]
+
+
+def test_multi_column_empty_or_missing_value_is_an_empty_set(write_table):
+    frame = read_frame(write_table("data.csv", {"label": [1, 0, 1], "tags": ["a", None, "b|c"]}), multi=["tags"])
+    assert frame.columns["tags"].to_pylist() == [["a"], [], ["b", "c"]]
+    assert frame.weights["tags"].to_pylist() == [[1.0], [], [1.0, 1.0]]
+
+
+def test_multi_column_separator_is_configurable(write_table):
+    frame = read_frame(write_table("data.csv", {"label": [1], "tags": ["a;b"]}), multi=["tags"], separator=";")
+    assert frame.columns["tags"].to_pylist() == [["a", "b"]]
+
+
+def test_multi_column_leaves_other_columns_single_valued(write_table):
+    frame = read_frame(write_table("data.csv", {"label": [1], "tags": ["a|b"], "city": ["x|y"]}), multi=["tags"])
+    assert frame.columns["city"].to_pylist() == ["x|y"]
+    assert frame.kinds["city"] == "auto"
+
+
+def test_multi_column_works_for_parquet_strings(tmp_path):
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"label": [1, 0], "tags": ["a|b:2", None]}), path)
+    frame = read_frame(path, multi=["tags"])
+    assert frame.columns["tags"].to_pylist() == [["a", "b"], []]
+    assert np.allclose(frame.weights["tags"].to_pylist()[0], [1.0, 2.0])
