@@ -14,6 +14,8 @@ from deepfm import __version__
 from deepfm.data.formats import AUTO_RULE, FORMATS
 from deepfm.errors import DeepFMError
 from deepfm.experiments.cli import add_compare_parser, cmd_compare
+from deepfm.experiments.defaults import model_defaults
+from deepfm.serving.cli import add_production_parsers, cmd_export, cmd_serve
 
 KIND_RULE = (
     "Column kinds: --categorical/--numeric/--multi win; Criteo fixes I1..I13 numeric and C1..C26 categorical; "
@@ -209,8 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     return parser
 
+    add_production_parsers(sub)
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "demo": cmd_demo, "compare": cmd_compare}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "demo": cmd_demo, "compare": cmd_compare,
+            "serve": cmd_serve, "export": cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

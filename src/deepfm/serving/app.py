@@ -1,0 +1,129 @@
+"""The HTTP app: ``POST /predict``, ``GET /health``, ``GET /metadata``.
+
+    deepfm serve runs/frappe --port 8000
+    curl -s localhost:8000/predict -d '{"rows": [{"user": "12", "item": "7", "hour": 13}]}'
+    {"predictions": [0.73], "kind": "probability"}
+
+Input errors are 4xx with ``{"error": "rows[3].C1: ..."}``: 400 malformed JSON, 413 more than
+``Limits`` allows, 422 a wrong shape, a missing field or a wrong type. Anything else is a 500 for
+that request only; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from deepfm import __version__
+from deepfm.api import Estimator
+from deepfm.data.batch import EncodedData
+from deepfm.errors import DataError
+from deepfm.serving.batcher import MicroBatcher
+from deepfm.serving.rows import Limits, RequestError, parse_rows, rows_to_frame
+
+METRIC_KEYS = ("task", "rows", "valid_rows", "epochs", "best_epoch", "best_valid")
+
+
+def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool = True) -> FastAPI:
+    """An app serving the model directory ``model_dir`` (loaded and verified once, here)."""
+    estimator = Estimator.load(model_dir)
+    estimator.model.to("cpu").eval()
+    encoder, separator = estimator.encoder, estimator.config.data.multi_separator
+    batcher = MicroBatcher(estimator.model, encoder.task, max_rows=limits.max_rows if batching else 0)
+    manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
+    metadata = {
+        "model": estimator.config.model.name,
+        "task": encoder.task,
+        "prediction": "probability" if encoder.task == "binary" else "rating",
+        "label": encoder.label,
+        "fields": [_describe(spec) for spec in encoder.fields],
+        "version": {"model_format": manifest["format_version"], "trained_with": manifest["deepfm_version"],
+                    "server": __version__},
+        "metrics": {k: estimator.metrics[k] for k in METRIC_KEYS if k in estimator.metrics},
+        "limits": {"max_rows": limits.max_rows, "max_bytes": limits.max_bytes},
+        "batching": batching,
+    }
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        batcher.close()
+
+    app = FastAPI(title="deepfm", version=__version__, lifespan=lifespan)
+    app.state.batcher = batcher
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, error: RequestError) -> JSONResponse:
+        return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.get("/metadata")
+    async def get_metadata() -> dict[str, Any]:
+        return metadata
+
+    def encode(body: bytes) -> EncodedData:
+        frame = rows_to_frame(parse_rows(body, limits), encoder, separator)
+        try:
+            return encoder.transform(frame, with_labels=False)
+        except DataError as error:  # a value the encoder refuses, e.g. a numeric field given "abc"
+            row = f"rows[{error.line - frame.first_line}]: " if error.line is not None else ""
+            raise RequestError(422, row + error.message) from None
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict[str, Any]:
+        body = await _read_body(request, limits.max_bytes)
+        data = await run_in_threadpool(encode, body)
+        predictions = await batcher.predict(data)
+        return {"predictions": predictions.tolist(), "kind": metadata["prediction"]}
+
+    return app
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    """The body, refused with 413 as soon as it is longer than ``max_bytes`` (declared or not)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise RequestError(413, f"the body has {declared} bytes; the limit is {max_bytes}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise RequestError(413, f"the body has over {max_bytes} bytes; the limit is {max_bytes}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _describe(spec) -> dict[str, Any]:
+    described: dict[str, Any] = {"name": spec.name, "kind": spec.kind}
+    if spec.kind == "numeric":
+        described["encoding"] = "bucket" if spec.edges is not None else "scale"
+    elif spec.hash_buckets:
+        described["hash_buckets"] = spec.hash_buckets
+    else:
+        described["vocabulary_size"] = len(spec.vocabulary or [])
+    return described
+
+
+def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
+          batching: bool = True, threads: int = 0, log_level: str = "info") -> None:
+    """Serve ``model_dir`` over HTTP until interrupted (one process; the model runs on CPU)."""
+    import uvicorn
+
+    from deepfm.training.trainer import configure_threads
+
+    configure_threads(threads)
+    app = create_app(model_dir, limits, batching)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

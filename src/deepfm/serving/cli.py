@@ -1,0 +1,54 @@
+"""``deepfm serve`` and ``deepfm export``: parsers and commands (imports stay inside the commands,
+so ``deepfm --help`` needs neither FastAPI nor ONNX)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from deepfm.errors import ConfigError
+
+
+def add_production_parsers(sub: argparse._SubParsersAction) -> None:
+    from deepfm.serving.rows import Limits
+
+    p = sub.add_parser("serve", help="serve a model directory over HTTP (POST /predict, GET /health, GET /metadata)",
+                       description="Serve a model directory over HTTP with FastAPI/uvicorn. See docs/production.md.")
+    p.add_argument("dir", help="model directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-rows", type=int, default=Limits.max_rows, help="rows per request before 413")
+    p.add_argument("--max-bytes", type=int, default=Limits.max_bytes, help="request body bytes before 413")
+    p.add_argument("--no-batching", dest="batching", action="store_false",
+                   help="one forward pass per request instead of batching concurrent requests")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
+    p = sub.add_parser("export", help="export the model (after encoding) as ONNX",
+                       description="Write the model as ONNX: inputs ids int64 (batch, F) and values float32 "
+                                   "(batch, F), output prediction (batch,). Encoding stays in features.json.")
+    p.add_argument("dir", help="model directory")
+    p.add_argument("--onnx", required=True, help="ONNX file to write")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from deepfm.serving.app import serve
+    except ImportError as error:
+        raise ConfigError(f"serve needs the serve extra (pip install 'deepfm[serve]'): {error}") from None
+    from deepfm.serving.rows import Limits
+
+    if args.max_rows < 1 or args.max_bytes < 1:
+        raise ConfigError("serve: --max-rows and --max-bytes must be positive")
+    serve(args.dir, args.host, args.port, Limits(args.max_rows, args.max_bytes), args.batching, args.threads)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        import onnx  # noqa: F401 - torch's exporter needs it
+    except ImportError as error:
+        raise ConfigError(f"export needs the export extra (pip install 'deepfm[export]'): {error}") from None
+    from deepfm.export import export_onnx
+
+    path = export_onnx(args.dir, args.onnx)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0

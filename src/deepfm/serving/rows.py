@@ -1,0 +1,128 @@
+"""JSON request rows -> the same ``RawFrame`` a training file gives, or a 4xx ``RequestError``.
+
+Rows are objects ``{field: raw value}`` with values exactly as they appear in the training files.
+Every JSON number is taken as its own text (``123`` is ``"123"``, ``1.50`` is ``"1.50"``), so a
+value sent as a number or as a string encodes like the same CSV cell. ``null`` and ``""`` are a
+missing value (an empty cell). A field the model reads must be present in every row (send
+``null`` for missing); keys the model does not read (the label, ignored columns) are ignored.
+Multi-valued fields take the file's text (``"a|b:0.5"``) or a JSON list (``["a", "b:0.5"]``);
+single-valued weighted fields (libFM/libFFM ``id:value``) take ``"id:value"``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from deepfm.data.encoders import FeatureEncoder, FieldSpec
+from deepfm.data.frame import RawFrame
+from deepfm.data.readers import frame_from_table, split_multi
+
+SOURCE = "request"
+
+
+class RequestError(Exception):
+    """A request the server refuses: ``status`` (400, 413, 422) and a message naming row and field."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Largest request accepted; beyond either, 413."""
+
+    max_rows: int = 4096
+    max_bytes: int = 8 << 20
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_rows(body: bytes, limits: Limits) -> list[Any]:
+    """The ``rows`` list of a ``{"rows": [...]}`` body; numbers stay as their JSON text."""
+    if len(body) > limits.max_bytes:
+        raise RequestError(413, f"the body has {len(body)} bytes; the limit is {limits.max_bytes}")
+    try:
+        data = json.loads(body, parse_int=str, parse_float=str, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RequestError(400, f"malformed JSON: {error}") from None
+    if not isinstance(data, dict) or "rows" not in data:
+        raise RequestError(422, 'the body must be a JSON object {"rows": [{field: value, ...}, ...]}')
+    rows = data["rows"]
+    if not isinstance(rows, list):
+        raise RequestError(422, f'"rows" must be a list of objects, got {_kind(rows)}')
+    if not rows:
+        raise RequestError(422, '"rows" is empty')
+    if len(rows) > limits.max_rows:
+        raise RequestError(413, f"{len(rows)} rows; the limit is {limits.max_rows} per request")
+    return rows
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "null" if value is None else "a string or number"
+
+
+def _scalar(value: Any, where: str) -> str | None:
+    """A raw cell as text (None: missing)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        raise RequestError(422, f"{where}: got a boolean; send the value as text, exactly as in the training file")
+    raise RequestError(422, f"{where}: expected a string, number or null, got {_kind(value)}")
+
+
+def _cell(value: Any, spec: FieldSpec, separator: str, where: str) -> str | None:
+    if spec.kind == "multi" and isinstance(value, list):
+        return separator.join(t for t in (_scalar(v, f"{where}[{j}]") for j, v in enumerate(value)) if t is not None)
+    return _scalar(value, where)
+
+
+def rows_to_frame(rows: list[Any], encoder: FeatureEncoder, separator: str = "|") -> RawFrame:
+    """Validate ``rows`` and build the frame the encoder reads, as a training file would give it."""
+    columns: dict[str, list[str | None]] = {spec.name: [] for spec in encoder.fields}
+    weighted = [s for s in encoder.single_fields if s.weighted]
+    weights: dict[str, list[float]] = {s.name: [] for s in weighted}
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise RequestError(422, f"rows[{i}]: expected an object {{field: value}}, got {_kind(row)}")
+        for spec in encoder.fields:
+            where = f"rows[{i}].{spec.name}"
+            if spec.name not in row:
+                raise RequestError(422, f"{where}: the field is missing (send null for a missing value)")
+            columns[spec.name].append(_cell(row[spec.name], spec, separator, where))
+        for spec in weighted:
+            columns[spec.name][-1], weight = _split_weight(columns[spec.name][-1], f"rows[{i}].{spec.name}")
+            weights[spec.name].append(weight)
+    table = pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()})
+    frame = frame_from_table(table, SOURCE, label=encoder.label, require_label=False)
+    for spec in encoder.multi_fields:
+        frame.columns[spec.name], frame.weights[spec.name] = split_multi(frame, spec.name, separator)
+        frame.kinds[spec.name] = "multi"
+    for name, values in weights.items():
+        frame.weights[name] = pa.array(values, pa.float32())
+    return frame
+
+
+def _split_weight(text: str | None, where: str) -> tuple[str | None, float]:
+    """``"id:value"`` -> (id, value); a bare id has value 1."""
+    if text is None or ":" not in text:
+        return text, 1.0
+    value, _, weight = text.rpartition(":")
+    try:
+        return value, float(weight)
+    except ValueError:
+        raise RequestError(422, f"{where}: the value after ':' in {text!r} is not a number") from None

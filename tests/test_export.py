@@ -1,0 +1,67 @@
+"""``deepfm export DIR --onnx FILE``: onnxruntime predicts what PyTorch predicts, on real encoded rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.csv as pacsv
+import pytest
+
+ort = pytest.importorskip("onnxruntime")
+
+from deepfm.api import Estimator  # noqa: E402
+from deepfm.cli import main  # noqa: E402
+from deepfm.data.synthetic import SyntheticSpec, make_ctr_table  # noqa: E402
+from deepfm.export import export_onnx  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """CTR data with missing values, numeric (scaled, so values ≠ 1) and categorical fields."""
+    root = tmp_path_factory.mktemp("export")
+    spec = SyntheticSpec(categorical=5, numeric=3, vocabulary=200, seed=7)
+    paths = {"root": root}
+    for part, name in enumerate(("train", "test")):
+        paths[name] = root / f"{name}.csv"
+        pacsv.write_csv(make_ctr_table(spec, 600 if name == "train" else 300, part)[0], paths[name])
+    return paths
+
+
+def onnx_predict(path: Path, estimator: Estimator, data: Path) -> np.ndarray:
+    encoded = estimator.encode(data, with_labels=False)
+    values = encoded.values if encoded.values is not None else np.ones(encoded.ids.shape, np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["prediction"], {"ids": encoded.ids, "values": values})[0]
+
+
+@pytest.mark.parametrize("name", ["lr", "fm", "deepfm", "ipnn", "wide_deep"])
+def test_onnx_matches_pytorch_to_1e5(files, name):
+    out = files["root"] / name
+    Estimator(data={"numeric": ("I1", "I2", "I3")}, model={"name": name, "mlp": (16, 16), "embed_dim": 4},
+              training={"epochs": 1, "batch_size": 64}).fit(files["train"], out=out, progress=False)
+    estimator = Estimator.load(out)
+    assert estimator.encode(files["test"]).values is not None  # numeric fields: real values, not all ones
+    onnx = onnx_predict(export_onnx(out, out / "model.onnx"), estimator, files["test"])
+    torch_predictions = estimator.predict(files["test"])
+    assert onnx.shape == (300,) and onnx.dtype == np.float32
+    np.testing.assert_allclose(onnx, torch_predictions, rtol=0, atol=1e-5)
+    assert np.ptp(torch_predictions) > 1e-4  # a model that predicts something row-dependent
+
+
+def test_cli_writes_the_file_and_refuses_multi_valued_fields(files, tmp_path, capsys):
+    onnx_path = tmp_path / "m.onnx"
+    model = files["root"] / "deepfm"  # trained by the test above when run together; train one if alone
+    if not model.exists():
+        Estimator(model={"mlp": (8,), "embed_dim": 4}, training={"epochs": 1}).fit(files["train"], out=model, progress=False)
+    assert main(["export", str(model), "--onnx", str(onnx_path)]) == 0 and onnx_path.stat().st_size > 0
+
+    bags = tmp_path / "bags.csv"
+    bags.write_text("label,tags,c\n1,a|b,x\n0,b,y\n1,a,x\n0,c|a,y\n")
+    Estimator(data={"multi": ("tags",)}, model={"mlp": (8,), "embed_dim": 4}, training={"epochs": 1}).fit(
+        bags, out=tmp_path / "bagged", progress=False)
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "bagged"), "--onnx", str(tmp_path / "no.onnx")]) == 2
+    error = capsys.readouterr().err
+    assert "multi-valued fields (tags)" in error and "Traceback" not in error
+    assert not (tmp_path / "no.onnx").exists()

@@ -1,0 +1,212 @@
+"""``deepfm serve``: JSON rows predict exactly what the same rows in a CSV file predict; bad input is a
+4xx naming the row and field, and the server keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+import httpx  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from deepfm.api import Estimator  # noqa: E402
+from deepfm.data.batch import EncodedData  # noqa: E402
+from deepfm.serving.app import create_app  # noqa: E402
+from deepfm.serving.batcher import MicroBatcher  # noqa: E402
+from deepfm.serving.rows import Limits  # noqa: E402
+
+HEADER = ["label", "user", "city", "price", "tags"]
+CITIES = ["paris", "oslo", "lima", "rome"]
+
+
+def _rows(n: int, seed: int) -> list[list[str]]:
+    """user: integer ids (categorical), city: strings, price: floats with trailing zeros (numeric),
+    tags: multi-valued; about 1 in 10 cells empty (missing)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        user, city, price = int(rng.integers(100, 130)), CITIES[int(rng.integers(0, 4))], f"{rng.uniform(1, 9):.2f}0"
+        tags = "|".join(sorted({f"t{int(t)}" for t in rng.integers(0, 6, int(rng.integers(1, 3)))}))
+        label = int((user % 3 == 0) ^ (city == "oslo") ^ (rng.random() < 0.2))
+        row = [str(label), str(user), city, price, tags]
+        rows.append([v if j == 0 or rng.random() > 0.1 else "" for j, v in enumerate(row)])
+    return rows
+
+
+def _write(path: Path, rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(HEADER)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("serve")
+    train = _write(root / "train.csv", _rows(400, 0))
+    test_rows = _rows(40, 1) + [["0", "999", "atlantis", "2.50", "t0|never-seen"]]  # unseen values
+    test = _write(root / "test.csv", test_rows)
+    out = root / "model"
+    Estimator(data={"multi": ("tags",), "numeric": ("price",)}, model={"mlp": (16,), "embed_dim": 4},
+              training={"epochs": 1, "batch_size": 64}).fit(train, out=out, progress=False)
+    return {"dir": out, "test": test, "rows": test_rows, "expected": Estimator.load(out).predict(test)}
+
+
+@pytest.fixture(scope="module")
+def client(model):
+    with TestClient(create_app(model["dir"], Limits(max_rows=64, max_bytes=20_000))) as client:
+        yield client
+
+
+def _as_json(rows: list[list[str]], numbers: bool) -> bytes:
+    """CSV rows as a request body: cells as JSON strings, or (``numbers``) digits as bare JSON numbers;
+    empty cells as null."""
+    objects = []
+    for row in rows:
+        items = []
+        for name, value in zip(HEADER, row):
+            if value == "":
+                text = "null"
+            elif numbers and value.replace(".", "", 1).isdigit():
+                text = value  # 2.500 stays 2.500, 123 stays 123
+            else:
+                text = json.dumps(value)
+            items.append(f'"{name}": {text}')
+        objects.append("{" + ", ".join(items) + "}")
+    return ('{"rows": [' + ", ".join(objects) + "]}").encode()
+
+
+@pytest.mark.parametrize("numbers", [False, True], ids=["strings", "numbers"])
+def test_json_rows_predict_what_the_csv_file_predicts(client, model, numbers):
+    response = client.post("/predict", content=_as_json(model["rows"], numbers))
+    assert response.status_code == 200, response.text
+    assert response.json()["kind"] == "probability"
+    np.testing.assert_allclose(response.json()["predictions"], model["expected"], rtol=0, atol=1e-6)
+
+
+def test_multi_valued_fields_take_a_list_and_missing_takes_null_or_empty(client, model):
+    row = dict(zip(HEADER, model["rows"][-1]))
+    as_list = client.post("/predict", json={"rows": [{**row, "tags": row["tags"].split("|")}]}).json()["predictions"]
+    assert as_list == pytest.approx([model["expected"][-1]], abs=1e-6)
+    nulls = client.post("/predict", json={"rows": [{**row, "city": None}, {**row, "city": ""}]}).json()["predictions"]
+    assert nulls[0] == nulls[1]
+
+
+BAD = [
+    (b'{"rows": [', 400, "malformed JSON"),
+    (b'{"rows": [{"user": NaN}]}', 400, "malformed JSON"),
+    (b'[1, 2]', 422, '{"rows"'),
+    (b'{"rows": {"user": 1}}', 422, '"rows" must be a list'),
+    (b'{"rows": []}', 422, "empty"),
+    (b'{"rows": [7]}', 422, "rows[0]: expected an object"),
+    (b'{"rows": [{"user": 1, "city": "oslo", "price": 2, "tags": "t1"}, {"user": 1, "price": 2, "tags": "t1"}]}',
+     422, "rows[1].city: the field is missing"),
+    (b'{"rows": [{"user": {"id": 1}, "city": "oslo", "price": 2, "tags": "t1"}]}', 422, "rows[0].user: expected"),
+    (b'{"rows": [{"user": 1, "city": true, "price": 2, "tags": "t1"}]}', 422, "rows[0].city: got a boolean"),
+    (b'{"rows": [{"user": 1, "city": ["oslo"], "price": 2, "tags": "t1"}]}', 422, "rows[0].city: expected"),
+    (b'{"rows": [{"user": 1, "city": "oslo", "price": 2, "tags": "t1"}, '
+     b'{"user": 1, "city": "oslo", "price": "cheap", "tags": "t1"}]}', 422, "rows[1]: column 'price' must be a number"),
+    (b'{"rows": [' + b", ".join([b'{"user": 1, "city": "a", "price": 1, "tags": "t"}'] * 65) + b"]}", 413, "65 rows"),
+    (b'{"rows": [{"user": "' + b"x" * 30_000 + b'"}]}', 413, "bytes"),
+]
+
+
+@pytest.mark.parametrize("body, status, message", BAD, ids=[f"{s}-{m[:24]}" for _, s, m in BAD])
+def test_bad_requests_are_4xx_naming_row_and_field(client, body, status, message):
+    response = client.post("/predict", content=body)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+    assert client.get("/health").json() == {"status": "ok"}  # still serving
+
+
+def test_metadata_describes_model_fields_version_and_metrics(client):
+    meta = client.get("/metadata").json()
+    assert meta["model"] == "deepfm" and meta["task"] == "binary"
+    assert {f["name"]: f["kind"] for f in meta["fields"]} == {
+        "user": "categorical", "city": "categorical", "price": "numeric", "tags": "multi"}
+    assert meta["version"]["model_format"] == 1 and meta["version"]["trained_with"]
+    assert meta["metrics"]["epochs"] == 1 and meta["limits"] == {"max_rows": 64, "max_bytes": 20_000}
+
+
+def test_concurrent_requests_each_get_their_own_rows(client, model):
+    bodies = [_as_json([row], numbers=False) for row in model["rows"][:16]]
+    results: dict[int, list[float]] = {}
+
+    def call(i: int) -> None:
+        results[i] = client.post("/predict", content=bodies[i]).json()["predictions"]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    np.testing.assert_allclose([results[i][0] for i in range(len(bodies))], model["expected"][:16], atol=1e-6)
+
+
+def test_the_batcher_runs_everything_queued_during_a_forward_pass_as_one_batch():
+    release, entered = threading.Event(), threading.Event()
+
+    class Gated(__import__("torch").nn.Module):  # the first forward waits until released
+        def forward(self, batch):
+            entered.set()
+            release.wait(5)
+            return batch.ids[:, 0].double() * 0 + batch.ids[:, 1].double()
+
+    batcher = MicroBatcher(Gated(), "regression", max_rows=100)
+
+    async def scenario() -> list[np.ndarray]:
+        first = asyncio.ensure_future(batcher.predict(EncodedData(ids=np.array([[0, 7]]), values=None)))
+        await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
+        rest = [asyncio.ensure_future(batcher.predict(EncodedData(ids=np.array([[0, i], [0, -i]]), values=None)))
+                for i in range(1, 6)]
+        await asyncio.sleep(0.05)
+        release.set()
+        return await asyncio.gather(first, *rest)
+
+    results = asyncio.run(scenario())
+    batcher.close()
+    assert [r.tolist() for r in results] == [[7.0]] + [[float(i), float(-i)] for i in range(1, 6)]
+    assert batcher.batches == 2  # the five queued requests shared one forward pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_real_server_answers_over_http_and_stops(model):
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "deepfm", "serve", str(model["dir"]), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stdout.read().decode()
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        response = httpx.post(f"{url}/predict", content=_as_json(model["rows"], numbers=True), timeout=10)
+        assert response.status_code == 200
+        np.testing.assert_allclose(response.json()["predictions"], model["expected"], atol=1e-6)
+        assert httpx.post(f"{url}/predict", content=b"{", timeout=10).status_code == 400
+    finally:
+        server.terminate()
+        server.wait(timeout=20)  # uvicorn shuts down, then re-raises SIGTERM (exit status -15)
+    assert "Finished server process" in server.stdout.read().decode()  # a graceful shutdown
