@@ -204,6 +204,7 @@ class Estimator:
             config = config.model_copy(update={"training": config.training.model_copy(update={"device": "cpu"})})
         estimator = cls(config)
         estimator.model, estimator.encoder, estimator.metrics = saved.model, saved.encoder, saved.metrics
+        estimator.model.to(config.training.device)  # where predict() sends the batches
         return estimator
 
     def _require_model(self) -> None:
