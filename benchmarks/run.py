@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -24,18 +25,20 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-DEEPFM_PY = ROOT / ".venv" / "bin" / "python"
 PEERS = HERE / ".peers-venv"
-PEERS_PY = PEERS / "bin" / "python"
+# Interpreters: deepfm's venv and the peers' venv, unless DEEPFM_PYTHON / PEERS_PYTHON name others.
+DEEPFM_PY = Path(shutil.which(os.environ.get("DEEPFM_PYTHON", str(ROOT / ".venv" / "bin" / "python"))) or "missing")
+PEERS_PY = Path(shutil.which(os.environ.get("PEERS_PYTHON", str(PEERS / "bin" / "python"))) or "missing")
 README = HERE / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
 def setup_peers() -> None:
     """A separate venv with the same torch, so peers never touch deepfm's environment."""
-    if not PEERS_PY.exists():
+    python = PEERS / "bin" / "python"
+    if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(PEERS)], check=True)
-    pip = [str(PEERS_PY), "-m", "pip", "install", "-q"]
+    pip = [str(python), "-m", "pip", "install", "-q"]
     subprocess.run(pip + ["torch==2.13.0"], check=True)
     subprocess.run(pip + ["--no-deps", "deepctr-torch", "torchfm"], check=True)
     subprocess.run(pip + ["pandas", "scikit-learn", "tqdm", "requests"], check=True)
@@ -45,7 +48,8 @@ def setup_peers() -> None:
 
 def run_process(python: Path, script: str, *args: str, timeout: float = 3600) -> dict:
     """Run one task in a fresh process; its JSON line, plus the RSS it was seen to hold over time."""
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(HERE)}
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen([str(python), str(HERE / script), *args], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     samples: list[float] = []
@@ -85,7 +89,8 @@ def median_of(results: list[dict]) -> dict:
     return merged
 
 
-def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | None) -> dict[str, dict]:
+def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | None,
+            only: list[str] | None = None) -> dict[str, dict]:
     jobs: dict[str, tuple[Path, str, tuple[str, ...]]] = {
         "bare MLP (ceiling)": (DEEPFM_PY, "tasks.py", ("mlp",)),
         "deepfm DeepFM": (DEEPFM_PY, "tasks.py", ("deepfm", str(data))),
@@ -102,6 +107,8 @@ def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | 
         jobs["deepfm DeepFM, 1M in memory, 2 epochs"] = (DEEPFM_PY, "tasks.py", ("stream_compare", str(data), "off"))
         jobs["deepfm DeepFM, 1M streamed, 2 epochs"] = (DEEPFM_PY, "tasks.py", ("stream_compare", str(data), "on"))
         jobs[f"deepfm DeepFM, {stream_file.name} streamed"] = (DEEPFM_PY, "tasks.py", ("stream_big", str(stream_file), str(data)))
+    if only:
+        jobs = {name: job for name, job in jobs.items() if any(word in name for word in only)}
     results: dict[str, list[dict]] = {name: [] for name in jobs}
     for round_ in range(rounds):
         for name, (python, script, args) in jobs.items():
@@ -118,9 +125,9 @@ def fmt(value, spec: str = ",.0f") -> str:
 
 
 def table(results: dict[str, dict]) -> str:
-    ceiling = results["bare MLP (ceiling)"].get("train_samples_per_s")
+    ceiling = results.get("bare MLP (ceiling)", {}).get("train_samples_per_s")
     peers = {n: r for n, r in results.items() if ("DeepCTR" in n or "pytorch-fm" in n) and "error" not in r}
-    ours = results["deepfm DeepFM"]
+    ours = results.get("deepfm DeepFM", {"error": "not run"})
     lines = ["| run | train samples/s | × ceiling | predict samples/s | file → model (s) | peak RSS (MB) | test AUC |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in results.items():
@@ -158,7 +165,7 @@ def table(results: dict[str, dict]) -> str:
 def write_readme(text: str, command: str) -> None:
     readme = README.read_text() if README.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     block = (f"{BEGIN}\nMeasured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
-             f"{os.cpu_count()} CPU cores with\n\n    {command}\n\n{text}\n{END}")
+             f"{len(os.sched_getaffinity(0))} CPU cores with\n\n    {command}\n\n{text}\n{END}")
     head, _, rest = readme.partition(BEGIN)
     _, _, tail = rest.partition(END)
     README.write_text(head + block + tail)
@@ -171,6 +178,7 @@ def main() -> None:
     parser.add_argument("--datasets", default=os.environ.get("DEEPFM_DATASETS"))
     parser.add_argument("--setup-peers", action="store_true")
     parser.add_argument("--stream-rows", type=int, default=0, help="also stream a file of this many rows (0: skip)")
+    parser.add_argument("--only", nargs="*", help="run only the rows whose names contain one of these words")
     parser.add_argument("--write-readme", action="store_true", help="put the table into benchmarks/README.md")
     args = parser.parse_args()
     if args.setup_peers:
@@ -181,7 +189,7 @@ def main() -> None:
     if args.stream_rows:
         subprocess.run([str(DEEPFM_PY), str(HERE / "make_data.py"), str(data), "--big", str(args.stream_rows)], check=True)
         stream_file = data / f"big-{args.stream_rows}.csv"
-    results = measure(args.repeat, data, Path(args.datasets) if args.datasets else None, stream_file)
+    results = measure(args.repeat, data, Path(args.datasets) if args.datasets else None, stream_file, args.only)
     (HERE / ".results").mkdir(exist_ok=True)
     (HERE / ".results" / "latest.json").write_text(json.dumps(results, indent=1))
     text = table(results)

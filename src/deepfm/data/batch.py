@@ -98,6 +98,23 @@ class BagTensor:
     rows: torch.Tensor  # (nnz,) int64
 
 
+def distinct_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(unique, inverse)``: the sorted distinct ids and each id's position among them.
+
+    Ids from a small range are marked in a bitmap (linear time); otherwise they are sorted.
+    """
+    flat = ids.reshape(-1)
+    size = int(flat.max()) + 1 if flat.numel() else 0
+    if size > 16 * flat.numel():
+        return torch.unique(ids, sorted=True, return_inverse=True)
+    present = torch.zeros(size, dtype=torch.bool, device=ids.device)
+    present[flat] = True
+    unique = present.nonzero().squeeze(1)
+    position = torch.empty(size, dtype=torch.int64, device=ids.device)
+    position[unique] = torch.arange(len(unique), device=ids.device)
+    return unique, position[flat].view_as(ids)
+
+
 @dataclass
 class Batch:
     """What every model's ``forward`` takes: a batch of B rows."""
@@ -116,8 +133,7 @@ class Batch:
         """``(unique, inverse)`` with ``unique[inverse] == ids``: shapes (U,), (B, F). Computed once
         per batch (by the prefetch thread when training) and shared by every table the model reads."""
         if self._unique is None:
-            unique, inverse = torch.unique(self.ids, sorted=True, return_inverse=True)
-            self._unique = (unique, inverse)
+            self._unique = distinct_ids(self.ids)
         return self._unique
 
     @staticmethod
@@ -138,8 +154,16 @@ def prefetch(batches: Iterable[EncodedData], device: torch.device | str = "cpu",
 
     The thread gathers/reads the next batches, turns them into tensors and (``distinct``) finds
     their distinct ids, ``depth`` batches ahead; an error there is raised here, in order.
-    Leaving the loop early stops the thread.
+    Leaving the loop early stops the thread. ``depth=0`` does the same work inline: better when
+    a batch is a cheap in-memory gather, since handing the GIL between threads costs more.
     """
+    if depth == 0:
+        for chunk in batches:
+            batch = chunk.to_batch(device)
+            if distinct:
+                batch.unique_ids()
+            yield len(chunk), batch
+        return
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()

@@ -34,7 +34,8 @@ PREDICT_BATCH = 4096  # activations of 4096 × 400 stay in cache: faster on CPU 
 def configure_threads(threads: int = 0) -> None:
     """Intra-op threads (one per core unless set) and flush-to-zero for denormals, which
     otherwise appear in the optimiser state of rarely seen embedding rows and slow CPU math."""
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(threads or cores)  # the cores this process may use, not the machine's
     torch.set_flush_denormal(True)
 
 
@@ -119,7 +120,8 @@ class Trainer:
             if config.patience and bad_epochs >= config.patience:
                 break  # a resumed run that had already stopped early
             self.model.train()
-            batches = prefetch(source.batches(config.batch_size, config.seed, epoch, skip=skip_steps), config.device)
+            ahead = 0 if isinstance(source, InMemorySource) else 2  # read and encode streamed chunks meanwhile
+            batches = prefetch(source.batches(config.batch_size, config.seed, epoch, skip=skip_steps), config.device, ahead)
             bar = tqdm(batches, total=steps_per_epoch, initial=skip_steps, desc=f"epoch {epoch + 1}", disable=not self.progress, leave=False)
             began, total_loss, steps = time.perf_counter(), 0.0, 0
             for step, (rows, batch) in enumerate(bar, start=skip_steps):
