@@ -21,10 +21,9 @@ import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from deepfm.api import Estimator  # noqa: E402
-from deepfm.data.batch import EncodedData  # noqa: E402
 from deepfm.serving.app import create_app  # noqa: E402
 from deepfm.serving.batcher import MicroBatcher  # noqa: E402
-from deepfm.serving.rows import Limits  # noqa: E402
+from deepfm.serving.rows import Limits, RequestError, rows_to_frame  # noqa: E402
 
 HEADER = ["label", "user", "city", "price", "tags"]
 CITIES = ["paris", "oslo", "lima", "rome"]
@@ -155,30 +154,61 @@ def test_concurrent_requests_each_get_their_own_rows(client, model):
     np.testing.assert_allclose([results[i][0] for i in range(len(bodies))], model["expected"][:16], atol=1e-6)
 
 
-def test_the_batcher_runs_everything_queued_during_a_forward_pass_as_one_batch():
+@pytest.fixture
+def gated_batcher():
+    """A batcher whose model's first forward pass waits for ``release``, so requests queue behind it;
+    the model predicts the fused-table id of field ``x``. Regression: no sigmoid."""
+    import pyarrow as pa
+    import torch
+
+    from deepfm.config import DataConfig
+    from deepfm.data.encoders import FeatureEncoder
+    from deepfm.data.readers import frame_from_table
+
+    table = pa.table({"label": ["1.5", "3.0"], "x": ["a", "b"], "n": ["0.5", "1.5"]})
+    encoder = FeatureEncoder.fit([frame_from_table(table, "t")], DataConfig(numeric=("n",)))
     release, entered = threading.Event(), threading.Event()
 
-    class Gated(__import__("torch").nn.Module):  # the first forward waits until released
+    class Gated(torch.nn.Module):
         def forward(self, batch):
             entered.set()
             release.wait(5)
-            return batch.ids[:, 0].double() * 0 + batch.ids[:, 1].double()
+            return batch.ids[:, [s.name for s in encoder.fields].index("x")].double()
 
-    batcher = MicroBatcher(Gated(), "regression", max_rows=100)
+    batcher = MicroBatcher(Gated(), encoder, max_rows=100)
 
-    async def scenario() -> list[np.ndarray]:
-        first = asyncio.ensure_future(batcher.predict(EncodedData(ids=np.array([[0, 7]]), values=None)))
-        await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
-        rest = [asyncio.ensure_future(batcher.predict(EncodedData(ids=np.array([[0, i], [0, -i]]), values=None)))
-                for i in range(1, 6)]
-        await asyncio.sleep(0.05)
-        release.set()
-        return await asyncio.gather(first, *rest)
+    def run(*requests: tuple[list[str], str]) -> list:
+        """Send ``(xs, n)`` requests: the first alone, the rest while the first is in its forward pass."""
+        async def scenario() -> list:
+            def ask(xs, n):
+                return asyncio.ensure_future(batcher.predict(rows_to_frame([{"x": x, "n": n} for x in xs], encoder)))
 
-    results = asyncio.run(scenario())
+            first = ask(*requests[0])
+            await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
+            queued = [ask(*r) for r in requests[1:]]
+            await asyncio.sleep(0.05)
+            release.set()
+            return await asyncio.gather(first, *queued, return_exceptions=True)
+
+        return asyncio.run(scenario())
+
+    offset = next(s.offset for s in encoder.fields if s.name == "x")
+    yield batcher, run, {"a": offset + 2.0, "b": offset + 3.0, "zzz": offset + 1.0}
     batcher.close()
-    assert [r.tolist() for r in results] == [[7.0]] + [[float(i), float(-i)] for i in range(1, 6)]
-    assert batcher.batches == 2  # the five queued requests shared one forward pass
+
+
+def test_requests_queued_during_a_forward_pass_share_the_next_one(gated_batcher):
+    batcher, run, ids = gated_batcher
+    results = run((["a"], "1"), (["b", "a"], "1"), (["zzz"], "2"), (["b"], "3"))
+    assert [r.tolist() for r in results] == [[ids["a"]], [ids["b"], ids["a"]], [ids["zzz"]], [ids["b"]]]
+    assert batcher.batches == 2 and batcher.rows == 5
+
+
+def test_a_bad_request_in_a_shared_batch_fails_alone(gated_batcher):
+    batcher, run, ids = gated_batcher
+    results = run((["a"], "1"), (["b", "a"], "1"), (["a"], "abc"), (["b"], "3"))
+    assert [results[i].tolist() for i in (0, 1, 3)] == [[ids["a"]], [ids["b"], ids["a"]], [ids["b"]]]
+    assert isinstance(results[2], RequestError) and "rows[0]: column 'n' must be a number" in results[2].message
 
 
 def _free_port() -> int:

@@ -22,8 +22,6 @@ from starlette.concurrency import run_in_threadpool
 
 from deepfm import __version__
 from deepfm.api import Estimator
-from deepfm.data.batch import EncodedData
-from deepfm.errors import DataError
 from deepfm.serving.batcher import MicroBatcher
 from deepfm.serving.rows import Limits, RequestError, parse_rows, rows_to_frame
 
@@ -35,7 +33,7 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
     estimator = Estimator.load(model_dir)
     estimator.model.to("cpu").eval()
     encoder, separator = estimator.encoder, estimator.config.data.multi_separator
-    batcher = MicroBatcher(estimator.model, encoder.task, max_rows=limits.max_rows if batching else 0)
+    batcher = MicroBatcher(estimator.model, encoder, max_rows=limits.max_rows if batching else 0)
     manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
     metadata = {
         "model": estimator.config.model.name,
@@ -74,19 +72,11 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
     async def get_metadata() -> dict[str, Any]:
         return metadata
 
-    def encode(body: bytes) -> EncodedData:
-        frame = rows_to_frame(parse_rows(body, limits), encoder, separator)
-        try:
-            return encoder.transform(frame, with_labels=False)
-        except DataError as error:  # a value the encoder refuses, e.g. a numeric field given "abc"
-            row = f"rows[{error.line - frame.first_line}]: " if error.line is not None else ""
-            raise RequestError(422, row + error.message) from None
-
     @app.post("/predict")
     async def predict(request: Request) -> dict[str, Any]:
         body = await _read_body(request, limits.max_bytes)
-        data = await run_in_threadpool(encode, body)
-        predictions = await batcher.predict(data)
+        frame = await run_in_threadpool(lambda: rows_to_frame(parse_rows(body, limits), encoder, separator))
+        predictions = await batcher.predict(frame)
         return {"predictions": predictions.tolist(), "kind": metadata["prediction"]}
 
     return app

@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder, FieldSpec
 from deepfm.data.frame import RawFrame
 from deepfm.data.readers import frame_from_table, split_multi
+from deepfm.errors import DataError
 
 SOURCE = "request"
 
@@ -92,29 +95,53 @@ def _cell(value: Any, spec: FieldSpec, separator: str, where: str) -> str | None
 
 
 def rows_to_frame(rows: list[Any], encoder: FeatureEncoder, separator: str = "|") -> RawFrame:
-    """Validate ``rows`` and build the frame the encoder reads, as a training file would give it."""
-    columns: dict[str, list[str | None]] = {spec.name: [] for spec in encoder.fields}
-    weighted = [s for s in encoder.single_fields if s.weighted]
-    weights: dict[str, list[float]] = {s.name: [] for s in weighted}
+    """Validate ``rows`` and build the frame the encoder reads, as a training file would give it.
+    Column by column: plain strings and nulls (the common case) skip the per-cell checks."""
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise RequestError(422, f"rows[{i}]: expected an object {{field: value}}, got {_kind(row)}")
-        for spec in encoder.fields:
-            where = f"rows[{i}].{spec.name}"
-            if spec.name not in row:
-                raise RequestError(422, f"{where}: the field is missing (send null for a missing value)")
-            columns[spec.name].append(_cell(row[spec.name], spec, separator, where))
-        for spec in weighted:
-            columns[spec.name][-1], weight = _split_weight(columns[spec.name][-1], f"rows[{i}].{spec.name}")
-            weights[spec.name].append(weight)
-    table = pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()})
-    frame = frame_from_table(table, SOURCE, label=encoder.label, require_label=False)
+    columns: dict[str, pa.Array] = {}
+    weights: dict[str, pa.Array] = {}
+    for spec in encoder.fields:
+        name = spec.name
+        try:
+            values = [row[name] for row in rows]
+        except KeyError:
+            i = next(i for i, row in enumerate(rows) if name not in row)
+            raise RequestError(422, f"rows[{i}].{name}: the field is missing (send null for a missing value)") from None
+        if not all(v is None or type(v) is str for v in values):
+            values = [_cell(v, spec, separator, f"rows[{i}].{name}") for i, v in enumerate(values)]
+        if spec.single_valued and spec.weighted:
+            split = [_split_weight(v, f"rows[{i}].{name}") for i, v in enumerate(values)]
+            values, weights[name] = [v for v, _ in split], pa.array([w for _, w in split], pa.float32())
+        column = pa.array(values, pa.string())
+        columns[name] = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)  # "" is missing
+    frame = frame_from_table(pa.table(columns), SOURCE, label=encoder.label, require_label=False)
     for spec in encoder.multi_fields:
         frame.columns[spec.name], frame.weights[spec.name] = split_multi(frame, spec.name, separator)
         frame.kinds[spec.name] = "multi"
-    for name, values in weights.items():
-        frame.weights[name] = pa.array(values, pa.float32())
+    frame.weights.update(weights)
     return frame
+
+
+def concat_frames(frames: list[RawFrame]) -> RawFrame:
+    """The rows of several request frames as one frame (same fields, in order)."""
+    first = frames[0]
+    if len(frames) == 1:
+        return first
+    return RawFrame(path=SOURCE, format=first.format,
+                    columns={n: pa.concat_arrays([f.columns[n] for f in frames]) for n in first.columns},
+                    kinds=dict(first.kinds), column_numbers=dict(first.column_numbers),
+                    weights={n: pa.concat_arrays([f.weights[n] for f in frames]) for n in first.weights})
+
+
+def encode_frame(encoder: FeatureEncoder, frame: RawFrame) -> EncodedData:
+    """``encoder.transform``, with a value it refuses (a numeric field given "abc") as a 422 naming the row."""
+    try:
+        return encoder.transform(frame, with_labels=False)
+    except DataError as error:
+        row = f"rows[{error.line - frame.first_line}]: " if error.line is not None else ""
+        raise RequestError(422, row + error.message) from None
 
 
 def _split_weight(text: str | None, where: str) -> tuple[str | None, float]:

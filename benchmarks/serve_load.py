@@ -1,0 +1,164 @@
+"""Load test of ``deepfm serve`` on 127.0.0.1: throughput and p50/p99 latency, 1-row and 256-row requests.
+
+Bounded in count and time: each scenario stops after ``--requests`` requests or ``--seconds``
+seconds, whichever comes first. The server runs as a real ``deepfm serve`` process on a free
+loopback port, with micro-batching on and (for comparison) off; the client is an asyncio httpx
+client with a fixed number of connections sending raw training-file rows.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/serve_load.py                # trains a DeepFM on synthetic data
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/serve_load.py --model runs/x --data test.csv --repeats 3
+
+Client and server share this machine's cores, so figures are a floor for the server alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HOST = "127.0.0.1"  # loopback only
+SCENARIOS = [  # (rows per request, concurrent connections)
+    (1, 1),
+    (1, 16),
+    (256, 1),
+    (256, 4),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _make_model(root: Path) -> tuple[Path, Path]:
+    """A paper-sized DeepFM (k=10, 400-400-400) on synthetic Criteo-shaped data (26 categorical, 13 numeric)."""
+    import pyarrow.csv as pacsv
+
+    from deepfm.api import Estimator
+    from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+
+    spec = SyntheticSpec(categorical=26, numeric=13, vocabulary=5000)
+    train, test = root / "train.csv", root / "test.csv"
+    pacsv.write_csv(make_ctr_table(spec, 20_000, 0)[0], train)
+    pacsv.write_csv(make_ctr_table(spec, 4_096, 1)[0], test)
+    Estimator(training={"epochs": 1}).fit(train, out=root / "model", progress=False)
+    return root / "model", test
+
+
+def _rows(path: Path, label: str = "label") -> list[dict[str, str | None]]:
+    with open(path, newline="") as handle:
+        return [{k: (v if v != "" else None) for k, v in row.items() if k != label} for row in csv.DictReader(handle)]
+
+
+class Server:
+    def __init__(self, model: Path, batching: bool):
+        self.port = _free_port()
+        command = [sys.executable, "-m", "deepfm", "serve", str(model), "--host", HOST, "--port", str(self.port)]
+        if not batching:
+            command.append("--no-batching")
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        self.url = f"http://{HOST}:{self.port}"
+
+    def __enter__(self) -> "Server":
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("deepfm serve exited")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("deepfm serve did not start in 60 s")
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+async def _scenario(url: str, bodies: list[bytes], connections: int, requests: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    sent = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        for body in bodies[:connections]:  # warm-up: connections open, first forward passes done
+            await client.post("/predict", content=body)
+
+        async def worker() -> None:
+            nonlocal sent, errors
+            while sent < requests and time.perf_counter() < deadline:
+                body = bodies[sent % len(bodies)]
+                sent += 1
+                began = time.perf_counter()
+                response = await client.post("/predict", content=body)
+                latencies.append(time.perf_counter() - began)
+                errors += response.status_code != 200
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.perf_counter() - began
+    ordered = sorted(latencies)
+    return {
+        "requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(1000 * ordered[len(ordered) // 2], 2),
+        "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model directory (default: train a DeepFM on synthetic data)")
+    parser.add_argument("--data", help="CSV of rows to send (with --model)")
+    parser.add_argument("--requests", type=int, default=2000, help="at most this many requests per scenario")
+    parser.add_argument("--seconds", type=float, default=15.0, help="at most this long per scenario")
+    parser.add_argument("--repeats", type=int, default=1, help="repeat each scenario; medians are reported")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.model:
+            model, data = Path(args.model), Path(args.data)
+        else:
+            model, data = _make_model(Path(tmp))
+        rows = _rows(data)
+        results = []
+        for batching in (True, False):
+            with Server(model, batching) as server:
+                for size, connections in SCENARIOS:
+                    bodies = [json.dumps({"rows": rows[i : i + size]}).encode()
+                              for i in range(0, len(rows) - size + 1, size)][:512]
+                    runs = [asyncio.run(_scenario(server.url, bodies, connections, args.requests, args.seconds))
+                            for _ in range(args.repeats)]
+                    median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+                    median.update(rows_per_request=size, connections=connections, batching=batching,
+                                  rows_per_s=round(median["requests_per_s"] * size, 1))
+                    results.append(median)
+                    print(json.dumps(median), flush=True)
+    print("\n| batching | rows/request | connections | requests/s | rows/s | p50 ms | p99 ms | requests | errors |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        print(f"| {'on' if r['batching'] else 'off'} | {r['rows_per_request']} | {r['connections']} | "
+              f"{r['requests_per_s']:.0f} | {r['rows_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+              f"{r['requests']:.0f} | {r['errors']:.0f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
