@@ -63,14 +63,15 @@ class DataConfig(_Frozen):
 
 
 class ModelConfig(_Frozen):
-    """Architecture. Defaults follow the DeepFM paper (k=10, 400-400-400 ReLU, dropout 0.5)."""
+    """Architecture. The DeepFM paper's k=10 and 400-400-400 ReLU; dropout 0.2 with batch norm instead
+    of the paper's 0.5 without, which trained better on Frappe's validation split (docs/results)."""
 
     name: ModelName = "deepfm"
     embed_dim: int = Field(10, ge=1, le=1024)
     mlp: tuple[int, ...] = (400, 400, 400)
-    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
     activation: Literal["relu", "tanh", "sigmoid"] = "relu"
-    batch_norm: bool = False
+    batch_norm: bool = True
     pretrain: bool = Field(True, description="fnn only: initialise from an FM trained first on the same data")
 
     @field_validator("mlp", mode="before")
@@ -91,11 +92,11 @@ class ModelConfig(_Frozen):
 class TrainingConfig(_Frozen):
     """Optimisation, early stopping and checkpointing."""
 
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(2048, ge=1)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(512, ge=1)
     lr: float = Field(1e-3, gt=0)
     optimizer: Optimizer = "adam"
-    embed_l2: float = Field(1e-6, ge=0, description="L2 on the embedding rows a batch touches")
+    embed_l2: float = Field(0.1, ge=0, description="L2 on the embedding rows a batch touches")
     weight_decay: float = Field(0.0, ge=0, description="L2 on dense (MLP) weights")
     seed: int = 2026
     patience: int = Field(2, ge=0, description="epochs without improvement before stopping (0: never stop early)")
@@ -125,7 +126,14 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
 
 
 def build_config(values: dict[str, Any], source: str = "config") -> RunConfig:
-    """Validate a nested mapping into a ``RunConfig``; errors name the offending key."""
+    """Validate a nested mapping into a ``RunConfig``; errors name the offending key.
+
+    The chosen model's tuned defaults (``deepfm.defaults``) go under ``values``: what is set wins.
+    """
+    from deepfm.defaults import model_defaults
+
+    model = values.get("model") if isinstance(values.get("model"), dict) else {}
+    values = merge(model_defaults(str(model.get("name", "deepfm"))), values)
     try:
         return RunConfig.model_validate(values)
     except ValidationError as error:

@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 from deepfm.api import Estimator
 from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
 
-DEMO_SPEC = SyntheticSpec(rows=40_000, categorical=8, numeric=3, vocabulary=2_000, seed=2026)
+DEMO_SPEC = SyntheticSpec(rows=50_000, categorical=8, numeric=3, vocabulary=300, seed=2026)
 
 
 def write_demo_data(directory: Path, spec: SyntheticSpec = DEMO_SPEC) -> dict[str, object]:
@@ -37,8 +37,9 @@ def run_demo(out: Path | None = None, log: Callable[[str], None] = print, progre
     with tempfile.TemporaryDirectory(prefix="deepfm-demo-") as tmp:
         data = write_demo_data(Path(tmp) / "data")
         out = out or Path(tmp) / "model"
-        log(f"data: {DEMO_SPEC.rows} train rows, 8 categorical + 3 numeric columns (synthetic, Criteo-shaped)")
-        estimator = Estimator(training={"epochs": 8, "batch_size": 512}).fit(
+        log(f"data: {DEMO_SPEC.rows} train rows, {DEMO_SPEC.categorical} categorical + {DEMO_SPEC.numeric} numeric columns "
+            "(synthetic, Criteo-shaped, with known click probabilities)")
+        estimator = Estimator().fit(  # the library defaults
             data["train"], valid=data["valid"], out=out, progress=progress, log=log
         )
         reloaded = Estimator.load(out)
