@@ -31,15 +31,16 @@ def write_demo_data(directory: Path, spec: SyntheticSpec = DEMO_SPEC) -> dict[st
     return paths
 
 
-def run_demo(out: Path | None = None, log: Callable[[str], None] = print, progress: bool = True) -> dict[str, float]:
+def run_demo(out: Path | None = None, log: Callable[[str], None] = print, progress: bool = True,
+             spec: SyntheticSpec = DEMO_SPEC, **sections) -> dict[str, float]:
     """Train DeepFM on synthetic Criteo-shaped CSVs and compare with the best achievable AUC."""
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="deepfm-demo-") as tmp:
-        data = write_demo_data(Path(tmp) / "data")
+        data = write_demo_data(Path(tmp) / "data", spec)
         out = out or Path(tmp) / "model"
-        log(f"data: {DEMO_SPEC.rows} train rows, {DEMO_SPEC.categorical} categorical + {DEMO_SPEC.numeric} numeric columns "
+        log(f"data: {spec.rows} train rows, {spec.categorical} categorical + {spec.numeric} numeric columns "
             "(synthetic, Criteo-shaped, with known click probabilities)")
-        estimator = Estimator().fit(  # the library defaults
+        estimator = Estimator(**sections).fit(  # the library defaults unless sections say otherwise
             data["train"], valid=data["valid"], out=out, progress=progress, log=log
         )
         reloaded = Estimator.load(out)
