@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -169,3 +171,14 @@ def test_interrupted_streaming_run_resumes_to_the_same_weights(csv_file, tmp_pat
     resumed = Estimator(**config).fit(csv_file, out=tmp_path / "cut", resume=True, progress=False)
     for key, value in full.model.state_dict().items():
         torch.testing.assert_close(value, resumed.model.state_dict()[key], rtol=0, atol=0)
+
+
+def test_cli_trains_with_stream_and_chunk_rows(csv_file, tmp_path, capsys):
+    from deepfm.cli import main
+
+    code = main(["train", "--train", str(csv_file), "--out", str(tmp_path / "m"), "--stream", "--chunk-rows", "400",
+                 "--numeric", "I1,I2", "--epochs", "1", "--mlp", "16", "--json", "--quiet"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["rows"] == SPEC.rows
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["run"]["data"]["stream"] == "on"

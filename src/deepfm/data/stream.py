@@ -243,6 +243,7 @@ class StreamSource:
             for _ in order[start : start + self.window]:
                 parts.append(self.encoder.transform(next(frames)))
             data = EncodedData.concat(parts) if len(parts) > 1 else parts[0]
+            parts = carry = None  # hold the window once, not also its pieces
             permutation = rng.permutation(len(data))
             last = start + self.window >= len(order)
             full = len(data) if last else len(data) // batch_size * batch_size
@@ -251,7 +252,7 @@ class StreamSource:
                     yield data.take(permutation[begin : min(begin + batch_size, full)])
                 number += 1
             carry = None if last else data.take(permutation[full:])
-            del data, parts
+            del data
 
 
 def encode_file(file: ChunkedFile, encoder: FeatureEncoder, rows_per_chunk: Sequence[int]) -> EncodedData:
