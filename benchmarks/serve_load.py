@@ -140,22 +140,29 @@ def main() -> None:
         results = []
         for batching in (True, False):
             with Server(model, batching) as server:
+                passes_before = rows_before = 0
                 for size, connections in SCENARIOS:
                     bodies = [json.dumps({"rows": rows[i : i + size]}).encode()
                               for i in range(0, len(rows) - size + 1, size)][:512]
                     runs = [asyncio.run(_scenario(server.url, bodies, connections, args.requests, args.seconds))
                             for _ in range(args.repeats)]
                     median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+                    served = httpx.get(f"{server.url}/metadata").json()["served"]
+                    passes, rows_served = served["forward_passes"] - passes_before, served["rows"] - rows_before
+                    passes_before, rows_before = served["forward_passes"], served["rows"]
                     median.update(rows_per_request=size, connections=connections, batching=batching,
-                                  rows_per_s=round(median["requests_per_s"] * size, 1))
+                                  rows_per_s=round(median["requests_per_s"] * size, 1),
+                                  rows_per_forward_pass=round(rows_served / max(passes, 1), 1))
                     results.append(median)
                     print(json.dumps(median), flush=True)
-    print("\n| batching | rows/request | connections | requests/s | rows/s | p50 ms | p99 ms | requests | errors |")
+    print("\n| batching | rows/request | connections | requests/s | rows/s | p50 ms | p99 ms | rows per forward pass | requests |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         print(f"| {'on' if r['batching'] else 'off'} | {r['rows_per_request']} | {r['connections']} | "
               f"{r['requests_per_s']:.0f} | {r['rows_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-              f"{r['requests']:.0f} | {r['errors']:.0f} |")
+              f"{r['rows_per_forward_pass']} | {r['requests']:.0f} |")
+    if any(r["errors"] for r in results):
+        print("errors:", [(r["rows_per_request"], r["connections"], r["errors"]) for r in results if r["errors"]])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

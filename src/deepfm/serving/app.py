@@ -22,9 +22,11 @@ from starlette.concurrency import run_in_threadpool
 
 from deepfm import __version__
 from deepfm.api import Estimator
+from deepfm.data.frame import RawFrame
 from deepfm.serving.batcher import MicroBatcher
 from deepfm.serving.rows import Limits, RequestError, parse_rows, rows_to_frame
 
+INLINE_BYTES = 16 << 10
 METRIC_KEYS = ("task", "rows", "valid_rows", "epochs", "best_epoch", "best_valid")
 
 
@@ -70,12 +72,16 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
 
     @app.get("/metadata")
     async def get_metadata() -> dict[str, Any]:
-        return metadata
+        return {**metadata, "served": {"rows": batcher.rows, "forward_passes": batcher.batches}}
 
     @app.post("/predict")
     async def predict(request: Request) -> dict[str, Any]:
         body = await _read_body(request, limits.max_bytes)
-        frame = await run_in_threadpool(lambda: rows_to_frame(parse_rows(body, limits), encoder, separator))
+        def validate() -> RawFrame:
+            return rows_to_frame(parse_rows(body, limits), encoder, separator)
+
+        # a few rows take well under a millisecond: not worth a hop to the thread pool
+        frame = validate() if len(body) < INLINE_BYTES else await run_in_threadpool(validate)
         predictions = await batcher.predict(frame)
         return {"predictions": predictions.tolist(), "kind": metadata["prediction"]}
 
