@@ -105,3 +105,15 @@ def test_train_no_pretrain_skips_fnns_fm_stage(ctr_files, tmp_path, capsys):
     args = ["train", "--train", train, "--valid", valid, "--out", str(tmp_path / "m"), "--model", "fnn", "--no-pretrain"]
     assert main(args + TINY[:-1]) == 0
     assert "FNN stage 1" not in capsys.readouterr().err
+
+
+def test_train_uses_the_tuned_per_model_defaults_unless_a_flag_sets_them(ctr_files, tmp_path):
+    train, valid, _ = ctr_files
+
+    def trained_lr(*extra: str) -> float:
+        out = tmp_path / str(len(list(tmp_path.iterdir())))
+        assert main(["train", "--train", train, "--valid", valid, "--out", str(out), "--model", "fm", *TINY, *extra]) == 0
+        return json.loads((out / "config.json").read_text())["run"]["training"]["lr"]
+
+    assert trained_lr() == MODEL_DEFAULTS["fm"]["training"]["lr"]
+    assert trained_lr("--lr", "0.002") == 0.002

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from deepfm.config import DataConfig
 from deepfm.data.batch import Bag, EncodedData
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.formats import detect_format
@@ -186,7 +187,7 @@ def _line_blocks(handle, size: int) -> Iterator[bytes]:
         yield data[:cut]
 
 
-def fit_streaming(file: ChunkedFile, config) -> tuple[FeatureEncoder, list[int]]:
+def fit_streaming(file: ChunkedFile, config: DataConfig) -> tuple[FeatureEncoder, list[int]]:
     """Fit an encoder in one pass over the chunks; also count each chunk's rows."""
     rows: list[int] = []
 

@@ -92,6 +92,7 @@ def plot_validation_curves(summary: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     metric = METRICS[summary["task"]][0]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -99,6 +100,7 @@ def plot_validation_curves(summary: dict[str, Any], path: Path) -> None:
         history = v["runs"][0]["history"]
         ax.plot([h["epoch"] for h in history], [h["valid"][metric] for h in history], marker="o", label=v["label"])
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"validation {metric.upper()}")
     ax.set_title(f"{summary['title']}: validation {metric.upper()} per epoch")
     ax.grid(alpha=0.3)

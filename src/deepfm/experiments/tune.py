@@ -24,6 +24,7 @@ from deepfm.training.metrics import SELECTION
 from deepfm.training.trainer import configure_threads
 
 LEARNING_RATES = (1e-3, 3e-3, 1e-2)
+LINEAR_LEARNING_RATES = (3e-3, 1e-2, 3e-2, 1e-1)  # lr and fm have no MLP and tolerate larger steps
 EMBED_L2 = (0.0, 1e-6, 1e-5)
 DROPOUTS = (0.2, 0.5)
 WITHOUT_MLP = ("lr", "fm")
@@ -39,16 +40,18 @@ def score(model: str, overrides: dict[str, Any], base: dict[str, Any], data: Enc
             "seconds": round(run.train_seconds, 1), "metric": name}
 
 
-def tune_model(model: str, base: dict[str, Any], data: EncodedSplits, log) -> list[dict[str, Any]]:
+def tune_model(model: str, base: dict[str, Any], data: EncodedSplits, log, lr_only: bool = False) -> list[dict[str, Any]]:
     name, larger = SELECTION[data.encoder.task]
 
     def best_of(trials: list[dict[str, Any]]) -> dict[str, Any]:
         return (max if larger else min)(trials, key=lambda t: t["valid"][name])
 
     trials = []
-    for lr in LEARNING_RATES:
+    for lr in LINEAR_LEARNING_RATES if model in WITHOUT_MLP else LEARNING_RATES:
         trials.append(score(model, {"training": {"lr": lr}}, base, data))
         log(json.dumps(trials[-1]))
+    if lr_only:
+        return trials
     lr = best_of(trials)["overrides"]["training"]["lr"]
     dropouts = (None,) if model in WITHOUT_MLP else DROPOUTS
     for l2, dropout in itertools.product(EMBED_L2, dropouts):
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--lr-only", action="store_true", help="only the learning-rate stage")
     args = parser.parse_args(argv)
     base = {"training": {"epochs": args.epochs, "patience": args.patience, "threads": args.threads}}
     configure_threads(args.threads)
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     # the validation file doubles as the (unused) test slot: tuning never reads a test file
     data = encode_splits(config, args.train, args.valid, args.valid)
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    results = {model: tune_model(model, base, data, log) for model in parse_models(args.models)}
+    results = {model: tune_model(model, base, data, log, args.lr_only) for model in parse_models(args.models)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "tuning.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
@@ -91,12 +95,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def tuning_markdown(results: dict[str, list[dict[str, Any]]]) -> str:
-    lines = ["| model | lr | embed L2 | dropout | valid metric | best epoch | seconds |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | lr | embed L2 | dropout | validation (best epoch) | best epoch | seconds |",
+             "|---|---|---|---|---|---|---|"]
     for model, trials in results.items():
         for t in trials:
             training, m = t["overrides"].get("training", {}), t["overrides"].get("model", {})
             lines.append(f"| {model} | {training.get('lr', '')} | {training.get('embed_l2', 'default')} "
-                         f"| {m.get('dropout', 'default')} | {t['metric']} {t['valid'][t['metric']]:.5f} "
+                         f"| {m.get('dropout', 'default')} | {', '.join(f'{k} {v:.5f}' for k, v in t['valid'].items())} "
                          f"| {t['best_epoch']} | {t['seconds']} |")
     return "\n".join(lines) + "\n"
 
