@@ -14,8 +14,6 @@ from deepfm import __version__
 from deepfm.data.formats import AUTO_RULE, FORMATS
 from deepfm.errors import DeepFMError
 from deepfm.experiments.cli import add_compare_parser, cmd_compare
-from deepfm.experiments.defaults import model_defaults
-from deepfm.experiments.defaults import model_defaults
 from deepfm.serving.cli import add_production_parsers, cmd_export, cmd_serve
 
 KIND_RULE = (
@@ -101,8 +99,6 @@ def config_from_args(args: argparse.Namespace):
         import torch
 
         overrides.setdefault("training", {})["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    name = overrides.get("model", {}).get("name") or values.get("model", {}).get("name") or "deepfm"
-    values = merge(model_defaults(name), values)  # tuned per-model defaults; the file and flags win
     config = build_config(merge(values, overrides), source=args.config or "options")
     missing = [name for name, value in (("--train", config.data.train), ("--out", config.out)) if value is None]
     if missing:
