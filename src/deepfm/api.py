@@ -107,6 +107,7 @@ class Estimator:
         torch.manual_seed(cfg.training.seed)
         self.model = build_model(cfg.model, self.encoder.num_features, self.encoder.num_fields)
         distributed.broadcast_model(self.model)  # the same start on every rank
+        distributed.global_batch_norm(self.model)  # statistics of the global batch, as in one process
         if cfg.model.name == "fnn" and cfg.model.pretrain and not resume:  # FNN's stage 1
             from deepfm.models.fnn import pretrain_with_fm
 

@@ -120,11 +120,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)  # checked before any process starts
     if args.nproc > 1 and not distributed.launched():
+        if config.data.stream == "on":
+            from deepfm.errors import ConfigError
+
+            raise ConfigError("--stream: not available with --nproc (each process holds 1/N of the rows in memory)")
         return distributed.launch(args.nproc, distributed.without_flag(args.argv, "--nproc"))
     quiet = args.quiet or os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 speaks for all
     log = None if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     try:
         estimator = Estimator(config).fit(resume=args.resume, progress=not quiet, log=log)
+    except Exception as error:
+        if os.environ.get("RANK", "0") == "0" or isinstance(error, DeepFMError):
+            raise
+        # most often a collective that lost rank 0, which has printed the cause: one line, no traceback
+        print(f"rank {os.environ['RANK']} stopped: {type(error).__name__}: {str(error).splitlines()[0][:300]}",
+              file=sys.stderr)
+        return 1
     finally:
         distributed.cleanup()
     if os.environ.get("RANK", "0") != "0":

@@ -14,6 +14,7 @@ How a run is split, and why it equals one process with a global batch of ``batch
   only recognises sparse gradients of ``nn.Embedding`` modules; the fused table here produces
   its own (see ``FeaturesEmbedding``). The cost per step is O(world × rows touched × k), never
   O(table).
+- Batch norm layers normalise over the global batch (``GlobalBatchNorm1d``), as one process would.
 - Validation rows are predicted in contiguous blocks, one per rank, and all-gathered: every
   rank computes the same metrics from the same predictions, so early stopping and the choice
   of the best epoch are identical everywhere.
@@ -24,8 +25,6 @@ How a run is split, and why it equals one process with a global batch of ``batch
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -129,6 +128,49 @@ def broadcast_model(model: nn.Module) -> None:
         dist.broadcast(moved, 0)
         if moved is not tensor:
             tensor.detach().copy_(moved)
+
+
+# -- batch norm over the global batch ----------------------------------------------------------
+
+
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """``BatchNorm1d`` whose training statistics are those of the global batch (all ranks' rows),
+    on CPU (gloo) as on GPU; ``nn.SyncBatchNorm`` needs a GPU. The all-reduces are differentiable,
+    so the gradient is that of one process normalising the global batch. Running statistics are
+    therefore the same on every rank. Evaluation uses them, as ``BatchNorm1d`` does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C) -> (B, C)
+        if not (self.training and active()):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        sums = all_reduce(torch.cat([x.sum(0), x.new_tensor([x.shape[0]])]))  # (C + 1,)
+        count = sums[-1]
+        mean = sums[:-1] / count  # (C,)
+        var = all_reduce(((x - mean) ** 2).sum(0)) / count  # biased, as batch norm normalises
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.lerp_(mean.detach(), momentum)
+            self.running_var.lerp_(var.detach() * count / (count - 1).clamp(min=1), momentum)
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+
+def global_batch_norm(model: nn.Module) -> nn.Module:
+    """Replace every ``BatchNorm1d`` of ``model`` by a ``GlobalBatchNorm1d`` with the same state
+    (same parameter and buffer names, so the saved model loads as usual). No-op in one process."""
+    if not active():
+        return model
+    for name, child in model.named_children():
+        if type(child) is nn.BatchNorm1d:
+            if not (child.affine and child.track_running_stats):
+                raise ValueError("distributed batch norm needs affine=True and track_running_stats=True")
+            replacement = GlobalBatchNorm1d(child.num_features, child.eps, child.momentum)
+            replacement.load_state_dict(child.state_dict())
+            setattr(model, name, replacement.to(child.weight.device))
+        else:
+            global_batch_norm(child)
+    return model
 
 
 # -- each rank its rows ------------------------------------------------------------------------
@@ -245,7 +287,13 @@ def without_flag(argv: Sequence[str], flag: str) -> list[str]:
 
 
 def launch(nproc: int, argv: Sequence[str]) -> int:
-    """Run ``deepfm ARGV`` as ``nproc`` ranks on this machine, through torchrun; its exit status."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "deepfm", *argv]
-    return subprocess.call(command)
+    """Run ``deepfm ARGV`` as ``nproc`` ranks on this machine (torchrun's launcher, in this process);
+    the exit status: 0, 2 when a rank stopped on an input error (it printed the one-line cause), else 1."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    try:
+        run(get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "deepfm", *argv]))
+    except ChildFailedError as error:
+        return 2 if any(f.exitcode == 2 for f in error.failures.values()) else 1
+    return 0
