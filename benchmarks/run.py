@@ -104,8 +104,8 @@ def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | 
         if PEERS_PY.exists():
             jobs["xLearn FM, Frappe"] = (PEERS_PY, "peers.py", ("xlearn", str(frappe)))
     if stream_file is not None:
-        jobs["deepfm DeepFM, 1M in memory, 2 epochs"] = (DEEPFM_PY, "tasks.py", ("stream_compare", str(data), "off"))
-        jobs["deepfm DeepFM, 1M streamed, 2 epochs"] = (DEEPFM_PY, "tasks.py", ("stream_compare", str(data), "on"))
+        jobs["deepfm DeepFM, 1M in memory (50k-row chunks)"] = (DEEPFM_PY, "tasks.py", ("stream_compare", str(data), "off"))
+        jobs["deepfm DeepFM, 1M streamed (50k-row chunks, window 4)"] = (DEEPFM_PY, "tasks.py", ("stream_compare", str(data), "on"))
         jobs[f"deepfm DeepFM, {stream_file.name} streamed"] = (DEEPFM_PY, "tasks.py", ("stream_big", str(stream_file), str(data)))
     if only:
         jobs = {name: job for name, job in jobs.items() if any(word in name for word in only)}
