@@ -133,6 +133,22 @@ def broadcast_model(model: nn.Module) -> None:
 # -- batch norm over the global batch ----------------------------------------------------------
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """y = Σ_ranks x; the gradient of a sum is the sum of the ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class GlobalBatchNorm1d(nn.BatchNorm1d):
     """``BatchNorm1d`` whose training statistics are those of the global batch (all ranks' rows),
     on CPU (gloo) as on GPU; ``nn.SyncBatchNorm`` needs a GPU. The all-reduces are differentiable,
@@ -142,8 +158,7 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C) -> (B, C)
         if not (self.training and active()):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
+        all_reduce = _SumOverRanks.apply
         sums = all_reduce(torch.cat([x.sum(0), x.new_tensor([x.shape[0]])]))  # (C + 1,)
         count = sums[-1]
         mean = sums[:-1] / count  # (C,)
