@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +34,8 @@ import torch.distributed as dist
 from torch import nn
 
 from deepfm.data.batch import EncodedData
+from deepfm.data.encoders import FeatureEncoder
+from deepfm.data.frame import RawFrame
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,7 @@ def shard_mask(first_row: int, rows: int, total: int, ctx: Context) -> np.ndarra
     return (g % ctx.world == ctx.rank) & (g // ctx.world < total // ctx.world)
 
 
-def encode_shard(frames, encoder, total_rows: int, ctx: Context) -> EncodedData:
+def encode_shard(frames: Iterable[RawFrame], encoder: FeatureEncoder, total_rows: int, ctx: Context) -> EncodedData:
     """This rank's rows of a file, encoded chunk by chunk (``frames``: the file's chunks in order),
     so memory holds the shard and one chunk."""
     parts, start = [], 0
