@@ -156,12 +156,3 @@ def test_every_model_name_builds_and_returns_one_logit_per_row(name):
     model = build_model(ModelConfig(name=name, embed_dim=2, mlp=(4,)), NUM_FEATURES, NUM_FIELDS)
     logits = model(ROWS.to_batch())
     assert logits.shape == (2,) and torch.isfinite(logits).all()
-
-
-def test_fnn_stage_one_trains_the_fm_with_the_fms_own_tuned_settings(monkeypatch):
-    from deepfm.defaults import MODEL_DEFAULTS
-    from deepfm.models.fnn import fm_stage_training
-
-    monkeypatch.setitem(MODEL_DEFAULTS, "fm", {"training": {"lr": 0.05, "embed_l2": 1e-4}})
-    stage = fm_stage_training(TrainingConfig(lr=1e-3, embed_l2=0.1, epochs=7, batch_size=32))
-    assert (stage.lr, stage.embed_l2, stage.epochs, stage.batch_size) == (0.05, 1e-4, 7, 32)
