@@ -12,6 +12,7 @@ The encoder is plain JSON (``to_dict``/``from_dict``): no pickle.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any, Iterable, Literal
 
 import numpy as np
@@ -49,6 +50,11 @@ class FieldSpec:
     @property
     def single_valued(self) -> bool:
         return self.kind != "multi"
+
+    @cached_property
+    def value_set(self) -> pa.Array:
+        """The vocabulary as an Arrow array, built once (encoding a stream looks it up per chunk)."""
+        return pa.array(self.vocabulary or [], pa.string())
 
 
 def signed_log(values: np.ndarray) -> np.ndarray:
@@ -177,7 +183,7 @@ class FeatureEncoder:
         if spec.hash_buckets:
             local = RESERVED + hash_bucket(text, spec.hash_buckets)
         else:
-            index = pc.index_in(text, value_set=pa.array(spec.vocabulary, pa.string()))
+            index = pc.index_in(text, value_set=spec.value_set)
             unseen = pc.is_null(index).to_numpy(zero_copy_only=False)
             local = pc.fill_null(index, 0).to_numpy(zero_copy_only=False).astype(np.int64) + RESERVED
             local[unseen] = UNSEEN
