@@ -15,27 +15,27 @@ ML_COLUMNS=user,item,age,gender,occupation,zip,year
 
 frappe() {
   $deepfm compare --train "$DATA/frappe/train.csv" --valid "$DATA/frappe/valid.csv" --test "$DATA/frappe/test.csv" \
-    --models all --seeds 3 --epochs 20 --patience 4 --threads 1 --quiet --title "Frappe" --out $OUT/frappe
+    --models all --seeds 3 --epochs 10 --patience 2 --threads 1 --quiet --title "Frappe" --out $OUT/frappe
 }
 
 studies() {
   for study in dropout activation neurons layers shape; do
     $deepfm compare --train "$DATA/frappe/train.csv" --valid "$DATA/frappe/valid.csv" --test "$DATA/frappe/test.csv" \
-      --study $study --epochs 8 --patience 2 --threads 1 --quiet --title "Frappe, DeepFM $study study" --out $OUT/frappe-studies/$study
+      --study $study --epochs 4 --patience 2 --threads 1 --quiet --title "Frappe, DeepFM $study study" --out $OUT/frappe-studies/$study
   done
 }
 
 others() {
   $deepfm compare --train "$WORK/criteo/train.tsv" --valid "$WORK/criteo/valid.tsv" --test "$WORK/criteo/test.tsv" \
-    --models all --seeds 5 --epochs 20 --batch-size 100 --patience 4 --threads 1 --quiet --title "Criteo head (1,000 rows)" --out $OUT/criteo-head
+    --models all --seeds 3 --epochs 20 --batch-size 100 --patience 4 --threads 1 --quiet --title "Criteo head (1,000 rows)" --out $OUT/criteo-head
   $deepfm compare --train "$WORK/ipinyou/train.csv" --valid "$WORK/ipinyou/valid.csv" --test "$DATA/ipinyou/test.csv" \
-    --categorical $IPINYOU_COLUMNS --models all --seeds 2 --epochs 10 --patience 4 --threads 1 --quiet --title "iPinYou sample (advertiser 2997)" --out $OUT/ipinyou
+    --categorical $IPINYOU_COLUMNS --models all --seeds 1 --epochs 5 --patience 2 --threads 1 --quiet --title "iPinYou sample (advertiser 2997)" --out $OUT/ipinyou
 }
 
 movielens() {
   $deepfm compare --train "$WORK/movielens/train_binary.csv" --valid "$WORK/movielens/valid_binary.csv" \
     --test "$WORK/movielens/test_binary.csv" --categorical $ML_COLUMNS --multi genres \
-    --models all --seeds 1 --epochs 5 --patience 2 --threads 1 --quiet --title "MovieLens-100K u1, binary (rating >= 4)" --out $OUT/movielens-binary
+    --models all --seeds 3 --epochs 5 --patience 2 --threads 1 --quiet --title "MovieLens-100K u1, binary (rating >= 4)" --out $OUT/movielens-binary
   $deepfm compare --train "$WORK/movielens/train_rating.csv" --valid "$WORK/movielens/valid_rating.csv" \
     --test "$WORK/movielens/test_rating.csv" --categorical $ML_COLUMNS --multi genres --task regression \
     --models all --seeds 1 --epochs 5 --patience 2 --threads 1 --quiet --title "MovieLens-100K u1, rating regression" --out $OUT/movielens-rating
