@@ -10,7 +10,7 @@ import pytest
 from deepfm.cli import main
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.experiments.compare import model_variants, parse_models, PAPER_ORDER
-from deepfm.experiments.defaults import MODEL_DEFAULTS
+from deepfm.defaults import MODEL_DEFAULTS
 from deepfm.experiments.studies import STUDIES
 
 TINY = ["--epochs", "2", "--mlp", "8", "--batch-size", "64", "--embed-dim", "3", "--quiet"]

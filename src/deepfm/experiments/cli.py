@@ -16,7 +16,7 @@ DESCRIPTION = (
     "OUT/results.json, OUT/validation_curves.png and (binary tasks) OUT/roc.png. --models all runs the "
     "DeepFM paper's table: lr, fm, fnn (FM pre-trained), ipnn, opnn, pnn, wide_deep (LR&DNN), fm_dnn, deepfm. "
     "--study varies one DeepFM setting as in the paper's section 3.3. Per-model tuned defaults "
-    "(deepfm.experiments.defaults) apply unless a flag sets the value."
+    "(deepfm.defaults) apply unless a flag or the config file sets the value."
 )
 
 

@@ -19,7 +19,6 @@ from deepfm.api import Estimator
 from deepfm.config import RunConfig, build_config, merge
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
-from deepfm.experiments.defaults import model_defaults
 from deepfm.experiments.studies import STUDIES
 from deepfm.models import MODELS, build_model
 from deepfm.training.metrics import SELECTION, evaluate_predictions
@@ -83,11 +82,11 @@ def parse_models(text: str) -> tuple[str, ...]:
 
 
 def model_variants(names: tuple[str, ...], base: dict[str, Any], overrides: dict[str, Any]) -> list[Variant]:
-    """One variant per model: global defaults < ``base`` (a config file) < tuned per-model
-    defaults < explicit ``overrides`` (flags)."""
+    """One variant per model: global defaults < its tuned defaults (``deepfm.defaults``, applied by
+    ``build_config``) < ``base`` (a config file) < ``overrides`` (flags)."""
     variants = []
     for name in names:
-        values = merge(merge(merge(base, model_defaults(name)), overrides), {"model": {"name": name}})
+        values = merge(merge(base, overrides), {"model": {"name": name}})
         variants.append(Variant(name, build_config(values, source="compare")))
     return variants
 
@@ -98,7 +97,7 @@ def study_variants(study: str, base: dict[str, Any], overrides: dict[str, Any]) 
 
     if study not in STUDIES:
         raise ConfigError(f"--study: {study!r} is not a study; choose from {sorted(STUDIES)}")
-    fixed = merge(merge(merge(base, model_defaults("deepfm")), overrides), {"model": {"name": "deepfm"}})
+    fixed = merge(merge(base, overrides), {"model": {"name": "deepfm"}})
     return [Variant(label, build_config(merge(fixed, {"model": change}), source="compare"))
             for label, change in STUDIES[study]]
 

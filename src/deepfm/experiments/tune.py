@@ -6,7 +6,7 @@ early stopping; its score is the best validation metric over epochs.
 
     python -m deepfm.experiments.tune --train T --valid V --out DIR [--models all] [--epochs 20]
 
-writes DIR/tuning.json and DIR/tuning.md; copy the winners into ``experiments/defaults.py``.
+writes DIR/tuning.json and DIR/tuning.md; winners go into ``deepfm/defaults.py``.
 """
 
 from __future__ import annotations
