@@ -12,9 +12,11 @@ from typing import Any
 # The global defaults (config.py) suit DeepFM: strong lazy L2 on embeddings (0.1) regularises the
 # shared table, and the DNN compensates. FM and LR have no DNN and their output is the embedding
 # products themselves: on Frappe valid, FM AUC was 0.673 with L2 0.1, 0.919 with 0.01 and 0.9355
-# with 1e-4 at lr 1e-2 (0.9295 at lr 3e-3).
+# with 1e-4 at lr 1e-2 (0.9295 at lr 3e-3). FM also prefers large batches with a large step: batch
+# 4096 at lr 3e-2 gave valid AUC 0.9423 / logloss 0.276 (batch 2048 at 2e-2: 0.9398; 8192 at 5e-2: 0.9425)
+# and trains several times faster per sample than batch 512.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "fm": {"training": {"embed_l2": 1e-4, "lr": 1e-2}},
+    "fm": {"training": {"embed_l2": 1e-4, "lr": 3e-2, "batch_size": 4096}},
     "lr": {"training": {"embed_l2": 1e-4, "lr": 1e-2}},
 }
 
