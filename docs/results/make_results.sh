@@ -16,6 +16,10 @@ ML_COLUMNS=user,item,age,gender,occupation,zip,year
 frappe() {
   $deepfm compare --train "$DATA/frappe/train.csv" --valid "$DATA/frappe/valid.csv" --test "$DATA/frappe/test.csv" \
     --models all --seeds 3 --epochs 10 --patience 2 --threads 1 --quiet --title "Frappe" --out $OUT/frappe
+  # LR and FM again after FM's defaults changed (commit 034f708)
+  $deepfm compare --train "$DATA/frappe/train.csv" --valid "$DATA/frappe/valid.csv" --test "$DATA/frappe/test.csv" \
+    --models lr,fm --seeds 3 --epochs 10 --patience 2 --threads 2 --quiet \
+    --title "Frappe, LR and FM at the defaults of commit 034f708" --out $OUT/frappe-fm-034f708
 }
 
 studies() {
@@ -36,6 +40,10 @@ movielens() {
   $deepfm compare --train "$WORK/movielens/train_binary.csv" --valid "$WORK/movielens/valid_binary.csv" \
     --test "$WORK/movielens/test_binary.csv" --categorical $ML_COLUMNS --multi genres \
     --models all --seeds 3 --epochs 5 --patience 2 --threads 1 --quiet --title "MovieLens-100K u1, binary (rating >= 4)" --out $OUT/movielens-binary
+  $deepfm compare --train "$WORK/movielens/train_binary.csv" --valid "$WORK/movielens/valid_binary.csv" \
+    --test "$WORK/movielens/test_binary.csv" --categorical $ML_COLUMNS --multi genres --models lr,fm --seeds 3 \
+    --epochs 5 --patience 2 --threads 2 --quiet --title "MovieLens-100K u1 binary, LR and FM at the defaults of commit 034f708" \
+    --out $OUT/movielens-binary-fm-034f708
   $deepfm compare --train "$WORK/movielens/train_rating.csv" --valid "$WORK/movielens/valid_rating.csv" \
     --test "$WORK/movielens/test_rating.csv" --categorical $ML_COLUMNS --multi genres --task regression \
     --models all --seeds 1 --epochs 5 --patience 2 --threads 1 --quiet --title "MovieLens-100K u1, rating regression" --out $OUT/movielens-rating
