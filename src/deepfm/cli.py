@@ -219,9 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train and evaluate DeepFM on built-in synthetic data (no download, < 1 minute)")
     p.add_argument("--out", help="keep the model directory here")
     p.add_argument("--json", action="store_true")
+    add_production_parsers(sub)
     return parser
 
-    add_production_parsers(sub)
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "demo": cmd_demo, "compare": cmd_compare,
             "serve": cmd_serve, "export": cmd_export}
