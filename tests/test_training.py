@@ -101,3 +101,25 @@ def test_checkpoint_and_weights_are_safetensors_not_pickle(tables, tmp_path):
     files = {p.name for p in (tmp_path / "m").rglob("*") if p.is_file()}
     assert not {f for f in files if f.endswith((".pt", ".pkl", ".pickle", ".bin"))}
     assert load_file(tmp_path / "m" / "checkpoint" / "optimizer.safetensors")
+
+
+@pytest.mark.parametrize("name", ["lr", "fm", "deepfm", "fnn", "ipnn", "wide_deep", "fm_dnn"])
+def test_a_new_model_starts_at_the_training_label_mean(name):
+    from deepfm.config import ModelConfig
+    from deepfm.models.registry import build_model, output_bias
+
+    model = build_model(ModelConfig(name=name, mlp=(8,)), num_features=20, num_fields=3, output_prior=3.5)
+    assert output_bias(model).item() == pytest.approx(3.5)
+
+
+def test_encoder_records_the_label_mean_as_the_output_prior(tables):
+    from deepfm.data.encoders import FeatureEncoder
+    from deepfm.config import DataConfig
+    from deepfm.data.readers import frame_from_table
+
+    table = tables["train"][0]
+    encoder = FeatureEncoder.fit([frame_from_table(table, "<t>")], DataConfig())
+    rate = table["label"].to_numpy().mean()
+    assert encoder.label_mean == pytest.approx(rate)
+    assert encoder.output_prior == pytest.approx(np.log(rate / (1 - rate)))
+    assert FeatureEncoder.from_dict(encoder.to_dict()).label_mean == encoder.label_mean

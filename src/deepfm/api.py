@@ -105,7 +105,7 @@ class Estimator:
             saved_features.parent.mkdir(parents=True, exist_ok=True)
             saved_features.write_text(json.dumps(self.encoder.to_dict()))
         torch.manual_seed(cfg.training.seed)
-        self.model = build_model(cfg.model, self.encoder.num_features, self.encoder.num_fields)
+        self.model = build_model(cfg.model, self.encoder.num_features, self.encoder.num_fields, self.encoder.output_prior)
         distributed.broadcast_model(self.model)  # the same start on every rank
         distributed.global_batch_norm(self.model)  # statistics of the global batch, as in one process
         if cfg.model.name == "fnn" and cfg.model.pretrain and not resume:  # FNN's stage 1

@@ -69,6 +69,7 @@ class FeatureEncoder:
     label: str
     fields: list[FieldSpec]
     label_map: dict[str, float] = field(default_factory=dict)
+    label_mean: float | None = None  # mean training label (after label_map): the model's starting output
 
     # -- the schema -----------------------------------------------------------------------------
 
@@ -95,6 +96,7 @@ class FeatureEncoder:
             "task": self.task,
             "label": self.label,
             "label_map": self.label_map,
+            "label_mean": self.label_mean,
             "num_features": self.num_features,
             "fields": [asdict(f) for f in self.fields],
         }
@@ -104,10 +106,20 @@ class FeatureEncoder:
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"feature schema version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
         encoder = cls(task=data["task"], label=data["label"], fields=[FieldSpec(**f) for f in data["fields"]],
-                      label_map=data.get("label_map", {}))
+                      label_map=data.get("label_map", {}), label_mean=data.get("label_mean"))
         if encoder.num_features != data["num_features"]:
             raise ValueError("feature schema is inconsistent: field sizes do not add up to num_features")
         return encoder
+
+    @property
+    def output_prior(self) -> float:
+        """A model's starting output: the mean training rating, or the log-odds of the click rate."""
+        if self.label_mean is None:
+            return 0.0
+        if self.task == "binary":
+            rate = min(max(self.label_mean, 1e-4), 1 - 1e-4)
+            return float(np.log(rate / (1 - rate)))
+        return float(self.label_mean)
 
     # -- fit ------------------------------------------------------------------------------------
 
@@ -214,6 +226,7 @@ class _Fitter:
         self.samples: dict[str, list[np.ndarray]] = {n: [] for n, k in self.kinds.items() if k == "numeric"}
         self.weighted = {n: n in first.weights for n in self.kinds}
         self.label_values: set[float] = set()
+        self.label_sum, self.label_count = 0.0, 0
         self.fmt_allows_pm1 = first.format in ("libfm", "libffm")
         self.frames_seen = 0
 
@@ -241,7 +254,9 @@ class _Fitter:
             self.counts[name] = table
         if frame.labels is not None:
             y = to_float(frame, frame.labels, None)
-            self.label_values.update(np.unique(y[~np.isnan(y)])[:3].tolist())
+            present = y[~np.isnan(y)]
+            self.label_values.update(np.unique(present)[:3].tolist())
+            self.label_sum, self.label_count = self.label_sum + float(present.sum()), self.label_count + len(present)
 
     def finish(self) -> FeatureEncoder:
         config, specs, offset = self.config, [], 0
@@ -275,7 +290,10 @@ class _Fitter:
             specs.append(spec)
             offset += spec.size
         task, label_map = self._task()
-        return FeatureEncoder(task=task, label=config.label, fields=specs, label_map=label_map)
+        mean = self.label_sum / self.label_count if self.label_count else None
+        if mean is not None and label_map:  # -1/+1 labels: the mean of the mapped 0/1 labels
+            mean = (mean + 1) / 2
+        return FeatureEncoder(task=task, label=config.label, fields=specs, label_map=label_map, label_mean=mean)
 
     def _task(self) -> tuple[Task, dict[str, float]]:
         values = self.label_values
