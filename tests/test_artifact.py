@@ -69,3 +69,28 @@ def test_an_incompatible_format_version_is_refused(saved, tmp_path):
 def test_a_directory_that_is_not_a_model_is_refused(tmp_path):
     with pytest.raises(ModelDirError, match="no manifest.json"):
         load_model_dir(tmp_path)
+
+
+def rewrite_features(out, change):
+    """Edit features.json and update its checksum, as a hand-made schema would arrive."""
+    import hashlib
+
+    features = json.loads((out / "features.json").read_text())
+    change(features)
+    (out / "features.json").write_text(json.dumps(features))
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"]["features.json"] = hashlib.sha256((out / "features.json").read_bytes()).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: f["fields"][0].update(kind="bogus"), "kind must be"),
+    (lambda f: f["fields"][-1].update(vocabulary=None), "needs a vocabulary"),
+    (lambda f: f["fields"][0].update(size=f["fields"][0]["size"] + 1), "size"),
+    (lambda f: f.update(task="ranking"), "task must be"),
+])
+def test_a_schema_that_is_consistent_with_the_manifest_but_invalid_is_refused(saved, tmp_path, change, message):
+    out = copy_dir(saved[0], tmp_path / "m")
+    rewrite_features(out, change)
+    with pytest.raises(ModelDirError, match=message):
+        load_model_dir(out)

@@ -200,7 +200,7 @@ def test_multi_naming_a_column_not_in_the_file_is_a_data_error(write_table):
 def test_unknown_label_column_is_a_data_error(write_table):
     path = write_table("train.csv", {"label": [1, 0], "city": ["a", "b"]})
     error = error_of(read_frame, path, label="clicked")
-    assert str(error) == f"{path}:1: no label column 'clicked' (columns: label, city); set --label"
+    assert str(error) == f"{path}:1: no label column 'clicked' (columns: label, city); name the label with --label when training"
 
 
 def test_bad_weight_in_a_multi_column_is_located(write_table):
@@ -283,3 +283,14 @@ def test_single_valued_model_column_given_as_multi_valued_is_a_data_error(write_
     encoder = fit(train, multi=("tags",))
     error = error_of(encoder.transform, read_frame(train))  # read without --multi
     assert str(error) == f"{train}:1: column 'tags' must be multi-valued (--multi)"
+
+
+def test_a_headerless_delimited_file_is_told_to_add_a_header(tmp_path):
+    from deepfm.data.readers import read_frame
+    from deepfm.errors import DataError
+
+    path = tmp_path / "u.data"
+    path.write_text("196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
+    with pytest.raises(DataError, match="looks like data, not a header") as error:
+        read_frame(path, "tsv", label="rating")
+    assert str(error.value).startswith(f"{path}:1:1: ")

@@ -123,3 +123,12 @@ def test_encoder_records_the_label_mean_as_the_output_prior(tables):
     assert encoder.label_mean == pytest.approx(rate)
     assert encoder.output_prior == pytest.approx(np.log(rate / (1 - rate)))
     assert FeatureEncoder.from_dict(encoder.to_dict()).label_mean == encoder.label_mean
+
+
+def test_resuming_with_other_model_settings_is_a_clear_error(tables, tmp_path):
+    from deepfm.errors import ConfigError
+
+    Estimator(**SMALL).fit(tables["train"][0], out=tmp_path / "m", progress=False)
+    other = {**SMALL, "model": {**SMALL["model"], "mlp": (8,)}}
+    with pytest.raises(ConfigError, match="checkpoint was written with other model"):
+        Estimator(**other).fit(tables["train"][0], out=tmp_path / "m", resume=True, progress=False)

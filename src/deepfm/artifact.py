@@ -94,10 +94,18 @@ def load_model_dir(directory: str | Path) -> SavedModel:
             raise ModelDirError(f"{directory}: incomplete model directory, {name} is missing")
         if _sha256(path) != manifest["files"].get(name):
             raise ModelDirError(f"{path}: checksum does not match manifest.json (the file was changed or damaged)")
-    encoder = FeatureEncoder.from_dict(json.loads((directory / "features.json").read_text()))
-    saved = json.loads((directory / "config.json").read_text())
-    config = RunConfig.model_validate(saved["run"])
-    model = build_model(config.model, saved["shape"]["num_features"], saved["shape"]["num_fields"])
-    model.load_state_dict(load_file(directory / "model.safetensors"))
+    try:
+        encoder = FeatureEncoder.from_dict(json.loads((directory / "features.json").read_text()))
+    except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+        raise ModelDirError(f"{directory / 'features.json'}: invalid feature schema: {error}") from None
+    try:
+        saved = json.loads((directory / "config.json").read_text())
+        config = RunConfig.model_validate(saved["run"])
+        model = build_model(config.model, saved["shape"]["num_features"], saved["shape"]["num_fields"])
+        model.load_state_dict(load_file(directory / "model.safetensors"))
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise ModelDirError(f"{directory}: config.json and model.safetensors do not fit together: {error}") from None
+    if (encoder.num_features, encoder.num_fields) != (saved["shape"]["num_features"], saved["shape"]["num_fields"]):
+        raise ModelDirError(f"{directory}: features.json describes a different table than config.json")
     model.eval()
     return SavedModel(model, encoder, config, json.loads((directory / "metrics.json").read_text()))

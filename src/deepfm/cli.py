@@ -227,6 +227,17 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
             "serve": cmd_serve, "export": cmd_export}
 
 
+def entry() -> None:
+    """The ``deepfm`` console script: ``main`` and a hard exit, because PyArrow's and torch's worker
+    threads can abort the interpreter's own shutdown ("terminate called without an active exception")."""
+    import os
+
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

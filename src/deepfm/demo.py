@@ -37,6 +37,7 @@ def run_demo(out: Path | None = None, log: Callable[[str], None] = print, progre
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="deepfm-demo-") as tmp:
         data = write_demo_data(Path(tmp) / "data", spec)
+        kept = out is not None
         out = out or Path(tmp) / "model"
         log(f"data: {spec.rows} train rows, {spec.categorical} categorical + {spec.numeric} numeric columns "
             "(synthetic, Criteo-shaped, with known click probabilities)")
@@ -57,6 +58,6 @@ def run_demo(out: Path | None = None, log: Callable[[str], None] = print, progre
         }
         log(
             f"test AUC {summary['test_auc']} (best achievable {summary['oracle_auc']}), logloss {summary['test_logloss']}, "
-            f"{summary['seconds']} s; model directory: {out}"
+            f"{summary['seconds']} s; model directory: {out}" + ("" if kept else " (temporary: pass --out DIR to keep it)")
         )
         return summary

@@ -103,11 +103,40 @@ class FeatureEncoder:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FeatureEncoder":
+        """Rebuild from ``to_dict`` output, checking every field so a hand-made or damaged schema is a
+        ``ValueError`` naming the field, never a silently different encoding."""
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"feature schema version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
-        encoder = cls(task=data["task"], label=data["label"], fields=[FieldSpec(**f) for f in data["fields"]],
+        if data.get("task") not in ("binary", "regression"):
+            raise ValueError(f"task must be 'binary' or 'regression', got {data.get('task')!r}")
+        fields, offset = [], 0
+        for number, item in enumerate(data.get("fields") or []):
+            try:
+                spec = FieldSpec(**item)
+            except TypeError as error:
+                raise ValueError(f"fields[{number}]: {error}") from None
+            fields.append(spec)
+            where = f"fields[{number}] ({spec.name})"
+            if spec.kind not in ("categorical", "numeric", "multi"):
+                raise ValueError(f"{where}: kind must be categorical, numeric or multi, got {spec.kind!r}")
+            if spec.offset != offset:
+                raise ValueError(f"{where}: offset {spec.offset}, expected {offset} (fields are contiguous)")
+            if spec.kind == "numeric":
+                expected = 2 + len(spec.edges) if spec.edges is not None else 2
+            elif spec.hash_buckets:
+                expected = RESERVED + spec.hash_buckets
+            elif spec.vocabulary is None:
+                raise ValueError(f"{where}: a categorical field needs a vocabulary or hash_buckets")
+            else:
+                expected = RESERVED + len(spec.vocabulary)
+            if spec.size != expected:
+                raise ValueError(f"{where}: size {spec.size} does not match its vocabulary/buckets ({expected})")
+            offset += spec.size
+        if not fields:
+            raise ValueError("no fields")
+        encoder = cls(task=data["task"], label=data["label"], fields=fields,
                       label_map=data.get("label_map", {}), label_mean=data.get("label_mean"))
-        if encoder.num_features != data["num_features"]:
+        if encoder.num_features != data.get("num_features"):
             raise ValueError("feature schema is inconsistent: field sizes do not add up to num_features")
         return encoder
 

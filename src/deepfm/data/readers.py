@@ -6,6 +6,7 @@ Everything is columnar (PyArrow); Python touches single lines only to locate an 
 from __future__ import annotations
 
 import csv as pycsv
+import re
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from deepfm.data.frame import RawFrame
 from deepfm.errors import DataError
 
 BLOCK_SIZE = 16 << 20
+_NUMBER_TEXT = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 
 
 def read_frame(
@@ -84,6 +86,9 @@ def delimited_layout(path: Path, fmt: str) -> tuple[list[str], int, int]:
     if fmt == "criteo":
         return list(CRITEO_COLUMNS), 0, 1
     names = _header(path, "," if fmt == "csv" else "\t")
+    if len(names) > 1 and all(_NUMBER_TEXT.match(n) for n in names):
+        raise DataError(path, f"the first line looks like data, not a header ({','.join(names[:4])}...): {fmt.upper()} "
+                        "files need a header line naming the columns, e.g. user,item,rating,timestamp", line=1, column=1)
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise DataError(path, f"duplicate column names in the header: {sorted(duplicates)}", line=1)
@@ -130,7 +135,7 @@ def delimited_frame(table: pa.Table, path: str, fmt: str, names: list[str], labe
     numbers = {n: i + 1 for i, n in enumerate(names)}
     labels = columns.pop(label, None)
     if labels is None and require_label:
-        raise DataError(path, f"no label column '{label}' (columns: {', '.join(names)}); set --label", line=1)
+        raise DataError(path, f"no label column '{label}' (columns: {', '.join(names)}); name the label with --label when training", line=1)
     kinds = {n: ("numeric" if fmt == "criteo" and n.startswith("I") else "categorical" if fmt == "criteo" else "auto") for n in columns}
     return RawFrame(
         path=str(path), format=fmt, columns=columns, kinds=kinds, column_numbers=numbers, labels=labels,
@@ -177,7 +182,7 @@ def frame_from_table(table: pa.Table, source: str, label: str = "label", require
     numbers = {n: i + 1 for i, n in enumerate(names)}
     labels = columns.pop(label, None)
     if labels is None and require_label:
-        raise DataError(source, f"no label column '{label}' (columns: {', '.join(names)}); set --label", line=1)
+        raise DataError(source, f"no label column '{label}' (columns: {', '.join(names)}); name the label with --label when training", line=1)
     return RawFrame(path=source, format=fmt, columns=columns, kinds={n: "auto" for n in columns},
                     column_numbers=numbers, labels=labels, label_column_number=numbers.get(label, 1), first_line=1)
 

@@ -115,6 +115,8 @@ class Trainer:
         if resume and self.checkpoint_dir and (self.checkpoint_dir / "state.json").exists():
             start_epoch, skip_steps, best_weights, bad_epochs = self._restore(result)
             self.log(f"resumed from {self.checkpoint_dir} at epoch {start_epoch + 1}, step {skip_steps}")
+        elif resume:
+            self.log(f"--resume: no checkpoint in {self.checkpoint_dir}; starting from scratch")
         steps_per_epoch = source.steps_per_epoch(config.batch_size)
         for epoch in range(start_epoch, config.epochs):
             if config.patience and bad_epochs >= config.patience:
@@ -179,8 +181,15 @@ class Trainer:
 
     def _restore(self, result: TrainResult) -> tuple[int, int, dict | None, int]:
         weights, optimizer_state, loop, best, rng = load_checkpoint(self.checkpoint_dir)
-        self.model.load_state_dict(weights)
-        self.optimizer.load_state_dict(optimizer_state)
+        try:
+            self.model.load_state_dict(weights)
+            self.optimizer.load_state_dict(optimizer_state)
+        except (RuntimeError, ValueError, KeyError) as error:
+            from deepfm.errors import ConfigError
+
+            first = str(error).strip().splitlines()[-1].strip()
+            raise ConfigError(f"{self.checkpoint_dir}: the checkpoint was written with other model or optimiser "
+                              f"settings ({first}); resume with the same settings, or train into a new --out") from None
         torch.set_rng_state(rng)
         result.history = loop["history"]
         result.best_epoch, result.best_metrics = loop["best_epoch"], loop["best_metrics"]
