@@ -492,3 +492,18 @@ def test_batch_tensors_keep_int64_ids_and_map_bag_entries_to_batch_rows():
     assert batch.size == 6
     assert batch.bags[0].rows.tolist() == [1, 2, 2, 4, 5, 5]
     assert str(batch.bags[0].ids.dtype) == "torch.int64"
+
+
+def test_text_labels_become_binary_with_a_positive_value_and_the_choice_is_saved():
+    import pyarrow as pa
+
+    from deepfm.config import DataConfig
+    from deepfm.data.encoders import FeatureEncoder
+    from deepfm.data.readers import frame_from_table
+
+    table = pa.table({"income": ["<=50K", ">50K", " >50K", "<=50K"], "job": ["a", "b", "a", "c"]})
+    frame = frame_from_table(table, "<t>", label="income")
+    encoder = FeatureEncoder.fit([frame], DataConfig(label="income", positive=">50K"))
+    assert encoder.task == "binary" and encoder.label_mean == 0.5
+    restored = FeatureEncoder.from_dict(encoder.to_dict())
+    assert restored.transform(frame_from_table(table, "<t>", label="income")).labels.tolist() == [0, 1, 1, 0]

@@ -35,6 +35,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    help="fnn: skip the FM pre-training stage")
     p.add_argument("--task", choices=["auto", "binary", "regression"], help="default: binary if labels are 0/1")
     p.add_argument("--label", help="label column (default: label)")
+    p.add_argument("--positive", help="binary task with text labels: the label value that means 1 (e.g. '>50K')")
     p.add_argument("--format", choices=["auto", *FORMATS])
     p.add_argument("--categorical", help="comma-separated columns to treat as categorical")
     p.add_argument("--numeric", help="comma-separated columns to treat as numeric")
@@ -71,7 +72,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 FLAG_KEYS = {
-    "train": ("data", "train"), "valid": ("data", "valid"), "task": ("data", "task"), "label": ("data", "label"),
+    "train": ("data", "train"), "valid": ("data", "valid"), "task": ("data", "task"), "label": ("data", "label"), "positive": ("data", "positive"),
     "format": ("data", "format"), "categorical": ("data", "categorical"), "numeric": ("data", "numeric"),
     "multi": ("data", "multi"), "ignore": ("data", "ignore"), "min_count": ("data", "min_count"),
     "hash_buckets": ("data", "hash_buckets"), "numeric_encoding": ("data", "numeric_encoding"),

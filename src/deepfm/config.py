@@ -39,6 +39,7 @@ class DataConfig(_Frozen):
     valid: str | None = None
     format: Format = "auto"
     label: str = "label"
+    positive: str | None = Field(None, description="binary: the label value that means 1 (e.g. >50K); others are 0")
     task: Task = "auto"
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()

@@ -70,6 +70,7 @@ class FeatureEncoder:
     fields: list[FieldSpec]
     label_map: dict[str, float] = field(default_factory=dict)
     label_mean: float | None = None  # mean training label (after label_map): the model's starting output
+    positive: str | None = None  # the raw label value that means 1, for text labels such as ">50K"
 
     # -- the schema -----------------------------------------------------------------------------
 
@@ -97,6 +98,7 @@ class FeatureEncoder:
             "label": self.label,
             "label_map": self.label_map,
             "label_mean": self.label_mean,
+            "positive": self.positive,
             "num_features": self.num_features,
             "fields": [asdict(f) for f in self.fields],
         }
@@ -135,7 +137,8 @@ class FeatureEncoder:
         if not fields:
             raise ValueError("no fields")
         encoder = cls(task=data["task"], label=data["label"], fields=fields,
-                      label_map=data.get("label_map", {}), label_mean=data.get("label_mean"))
+                      label_map=data.get("label_map", {}), label_mean=data.get("label_mean"),
+                      positive=data.get("positive"))
         if encoder.num_features != data.get("num_features"):
             raise ValueError("feature schema is inconsistent: field sizes do not add up to num_features")
         return encoder
@@ -232,7 +235,7 @@ class FeatureEncoder:
         return local
 
     def encode_labels(self, frame: RawFrame) -> np.ndarray:
-        y = to_float(frame, frame.labels, None)
+        y = read_labels(frame, self.positive)
         if np.isnan(y).any():
             raise frame.error(int(np.flatnonzero(np.isnan(y))[0]), None, "the label is missing")
         for raw, mapped in self.label_map.items():
@@ -242,6 +245,16 @@ class FeatureEncoder:
             if len(bad):
                 raise frame.error(int(bad[0]), None, f"binary labels must be 0 or 1, got {y[bad[0]]:g} (use --task regression for ratings)")
         return y.astype(np.float32)
+
+
+def read_labels(frame: RawFrame, positive: str | None) -> np.ndarray:
+    """Labels as float64: numbers as written, or 1/0 for "equals ``positive``" (missing stays NaN)."""
+    if positive is None:
+        return to_float(frame, frame.labels, None)
+    text = pc.utf8_trim_whitespace(pc.cast(frame.labels, pa.string()))
+    y = pc.equal(text, positive).to_numpy(zero_copy_only=False).astype(np.float64)
+    y[pc.is_null(text).to_numpy(zero_copy_only=False)] = np.nan
+    return y
 
 
 class _Fitter:
@@ -282,7 +295,7 @@ class _Fitter:
                 table = pa.concat_tables([previous, table]).group_by("value").aggregate([("count", "sum")]).rename_columns(["value", "count"])
             self.counts[name] = table
         if frame.labels is not None:
-            y = to_float(frame, frame.labels, None)
+            y = read_labels(frame, self.config.positive)
             present = y[~np.isnan(y)]
             self.label_values.update(np.unique(present)[:3].tolist())
             self.label_sum, self.label_count = self.label_sum + float(present.sum()), self.label_count + len(present)
@@ -322,7 +335,8 @@ class _Fitter:
         mean = self.label_sum / self.label_count if self.label_count else None
         if mean is not None and label_map:  # -1/+1 labels: the mean of the mapped 0/1 labels
             mean = (mean + 1) / 2
-        return FeatureEncoder(task=task, label=config.label, fields=specs, label_map=label_map, label_mean=mean)
+        return FeatureEncoder(task=task, label=config.label, fields=specs, label_map=label_map, label_mean=mean,
+                              positive=config.positive)
 
     def _task(self) -> tuple[Task, dict[str, float]]:
         values = self.label_values
