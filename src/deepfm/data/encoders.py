@@ -170,8 +170,9 @@ class FeatureEncoder:
 
     def transform(self, frame: RawFrame, with_labels: bool = True) -> EncodedData:
         """Encode a frame; a column the model needs but the file lacks is a ``DataError``."""
-        if frame.sparse is not None:  # libFM/libFFM: the model, not this file, decides the columns
-            layout_sparse(frame, {spec.name: spec.kind for spec in self.fields})
+        layout = {spec.name: spec.kind for spec in self.fields}
+        if frame.sparse is not None and frame.kinds != layout:  # libFM/libFFM: the model decides the columns
+            layout_sparse(frame, layout)
         for spec in self.fields:
             if spec.name not in frame.columns:
                 raise DataError(frame.path, f"column '{spec.name}' is required by the model but not in the file", line=1)
@@ -274,7 +275,7 @@ class _Fitter:
 
     def update(self, frame: RawFrame) -> None:
         self.frames_seen += 1
-        if frame.sparse is not None and self.frames_seen > 1:
+        if frame.sparse is not None and self.frames_seen > 1 and frame.kinds != self.kinds:
             layout_sparse(frame, self.kinds)  # later chunks follow the first chunk's layout
         for name, kind in self.kinds.items():
             column = frame.columns[name]
