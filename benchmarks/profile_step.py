@@ -49,6 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="?", default=str(HERE / ".data"))
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = parser.parse_args()
     configure_threads(0)
     path = Path(args.data) / "train.csv"
@@ -56,7 +57,8 @@ def main() -> None:
     encoder, rows = fit_streaming(file, DataConfig(numeric=tuple(f"I{i}" for i in range(1, 14))))
     data = encode_file(file, encoder, rows)
     model = build_model(ModelConfig(dropout=0.0, batch_norm=False), encoder.num_features, encoder.num_fields)
-    trainer = Trainer(model, "binary", TrainingConfig(batch_size=4096, epochs=1, embed_l2=1e-6), progress=False)
+    trainer = Trainer(model, "binary", TrainingConfig(batch_size=4096, epochs=1, embed_l2=1e-6,
+                                                          precision=args.precision), progress=False)
     optimizers = trainer.optimizer.optimizers
     batches = prefetch(InMemorySource(data).batches(4096, seed=0, epoch=0), depth=0)  # as Trainer does in memory
     phases: dict[str, float] = defaultdict(float)
@@ -67,7 +69,9 @@ def main() -> None:
         _, batch = next(batches)
         marks.append(("make the batch (gather, tensors, distinct ids)", time.perf_counter()))
         trainer.optimizer.zero_grad()
-        loss = loss_fn("binary", model(batch), batch.labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.bf16):
+            logits = model(batch)
+        loss = loss_fn("binary", logits.float(), batch.labels)
         marks.append(("forward (embedding, FM, MLP, loss)", time.perf_counter()))
         loss.backward()
         marks.append(("backward", time.perf_counter()))
@@ -87,7 +91,7 @@ def main() -> None:
     for _ in range(args.steps):
         step(True)
     total = time.perf_counter() - began
-    lines = [f"DeepFM step, batch 4096, {args.steps} steps, {torch.get_num_threads()} threads: "
+    lines = [f"DeepFM step ({args.precision}), batch 4096, {args.steps} steps, {torch.get_num_threads()} threads: "
              f"{total / args.steps * 1e3:.1f} ms/step = {args.steps * 4096 / total:,.0f} samples/s", "",
              "Wall time per phase:"]
     lines += [f"  {name:<45} {t / args.steps * 1e3:6.1f} ms  {t / total:6.1%}" for name, t in phases.items()]
@@ -105,7 +109,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     (HERE / "profiles").mkdir(exist_ok=True)
-    (HERE / "profiles" / "deepfm_step.txt").write_text(text + "\n")
+    (HERE / "profiles" / f"deepfm_step_{args.precision}.txt").write_text(text + "\n")
     batches.close()
 
 

@@ -92,8 +92,11 @@ def median_of(results: list[dict]) -> dict:
 def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | None,
             only: list[str] | None = None) -> dict[str, dict]:
     jobs: dict[str, tuple[Path, str, tuple[str, ...]]] = {
-        "bare MLP (ceiling)": (DEEPFM_PY, "tasks.py", ("mlp",)),
-        "deepfm DeepFM": (DEEPFM_PY, "tasks.py", ("deepfm", str(data))),
+        "bare MLP (ceiling)": (DEEPFM_PY, "tasks.py", ("mlp", "fp32")),
+        "bare MLP + input gradient": (DEEPFM_PY, "tasks.py", ("mlp", "fp32", "yes")),
+        "deepfm DeepFM": (DEEPFM_PY, "tasks.py", ("deepfm", str(data), "fp32")),
+        "bare MLP bf16 (ceiling)": (DEEPFM_PY, "tasks.py", ("mlp", "bf16")),
+        "deepfm DeepFM bf16": (DEEPFM_PY, "tasks.py", ("deepfm", str(data), "bf16")),
     }
     if PEERS_PY.exists():
         jobs["DeepCTR-Torch DeepFM"] = (PEERS_PY, "peers.py", ("deepctr", str(data)))
@@ -125,9 +128,10 @@ def fmt(value, spec: str = ",.0f") -> str:
 
 
 def table(results: dict[str, dict]) -> str:
-    ceiling = results.get("bare MLP (ceiling)", {}).get("train_samples_per_s")
+    ceilings = {p: results.get(f"bare MLP{' bf16' if p == 'bf16' else ''} (ceiling)", {}).get("train_samples_per_s")
+                for p in ("fp32", "bf16")}
     peers = {n: r for n, r in results.items() if ("DeepCTR" in n or "pytorch-fm" in n) and "error" not in r}
-    ours = results.get("deepfm DeepFM", {"error": "not run"})
+    ours = {n: r for n, r in results.items() if n.startswith("deepfm DeepFM") and "predict_samples_per_s" in r}
     lines = ["| run | train samples/s | × ceiling | predict samples/s | file → model (s) | peak RSS (MB) | test AUC |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in results.items():
@@ -135,18 +139,18 @@ def table(results: dict[str, dict]) -> str:
             lines.append(f"| {name} | failed: {r['error']} | | | | | |")
             continue
         speed = r.get("train_samples_per_s")
+        ceiling = ceilings["bf16" if "bf16" in name else "fp32"]
         ratio = fmt(speed / ceiling, ".2f") if speed and ceiling and "Frappe" not in name else "—"
         lines.append(f"| {name} | {fmt(speed)} | {ratio} | {fmt(r.get('predict_samples_per_s'))} | "
                      f"{fmt(r.get('file_to_model_s'), '.1f')} | {fmt(r.get('peak_rss_mb'))} | {fmt(r.get('test_auc'), '.4f')} |")
     lines.append("")
-    for name, peer in peers.items():
-        if "error" in ours:
-            break
-        lines.append(
-            f"- deepfm vs {name}: training {ours['train_samples_per_s'] / peer['train_samples_per_s']:.2f}×, "
-            f"prediction {ours['predict_samples_per_s'] / peer['predict_samples_per_s']:.2f}×, "
-            f"file → model {peer['file_to_model_s'] / ours['file_to_model_s']:.2f}× faster, "
-            f"peak RSS {ours['peak_rss_mb'] / peer['peak_rss_mb']:.2f}× theirs")
+    for mine, our in ours.items():
+        for name, peer in peers.items():
+            lines.append(
+                f"- {mine} vs {name}: training {our['train_samples_per_s'] / peer['train_samples_per_s']:.2f}×, "
+                f"prediction {our['predict_samples_per_s'] / peer['predict_samples_per_s']:.2f}×, "
+                f"file → model {peer['file_to_model_s'] / our['file_to_model_s']:.2f}× faster, "
+                f"peak RSS {our['peak_rss_mb'] / peer['peak_rss_mb']:.2f}× theirs")
     fm, xl = results.get("deepfm FM, Frappe"), results.get("xLearn FM, Frappe")
     if fm and xl and "error" not in fm and "error" not in xl:
         lines.append(f"- FM on Frappe: deepfm {fm['train_samples_per_s'] / xl['train_samples_per_s']:.2f}× xLearn's samples/s")

@@ -29,8 +29,12 @@ def setup() -> None:
     torch.set_flush_denormal(True)
 
 
-def bare_mlp(steps: int = 40, warmup: int = 5) -> dict:
-    """The ceiling for DeepFM's dense part: MLP 390→400→400→400→1, BCE, Adam, batch 4096."""
+def bare_mlp(precision: str = "fp32", input_grad: str = "no", steps: int = 40, warmup: int = 5) -> dict:
+    """The ceiling for DeepFM's dense part: MLP 390→400→400→400→1, BCE, Adam, batch 4096.
+
+    ``input_grad=yes`` also computes the gradient w.r.t. the MLP's input, which DeepFM needs
+    (it flows into the embeddings) and the bare ceiling skips; ``precision=bf16`` runs the
+    products under bfloat16 autocast, as ``deepfm train --precision bf16`` does."""
     torch.manual_seed(0)
     layers, width = [], 390
     for hidden in (400, 400, 400):
@@ -38,12 +42,15 @@ def bare_mlp(steps: int = 40, warmup: int = 5) -> dict:
         width = hidden
     model = torch.nn.Sequential(*layers, torch.nn.Linear(width, 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(BATCH, 390)
+    x = torch.randn(BATCH, 390, requires_grad=input_grad == "yes")
     y = (torch.rand(BATCH) < 0.3).float()
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(-1), y)
+        x.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(x).squeeze(-1)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
         loss.backward()
         optimizer.step()
 
@@ -56,13 +63,13 @@ def bare_mlp(steps: int = 40, warmup: int = 5) -> dict:
     return {"train_samples_per_s": steps * BATCH / seconds, "step_ms": seconds / steps * 1e3}
 
 
-def deepfm_criteo(data_dir: str, epochs: int = 1) -> dict:
+def deepfm_criteo(data_dir: str, precision: str = "fp32", epochs: int = 1) -> dict:
     """File → trained DeepFM (read + encode + ``epochs``), then prediction speed and test AUC."""
     from deepfm.training.metrics import evaluate_predictions
     from deepfm.training.trainer import predict
 
     data = Path(data_dir)
-    estimator = _deepfm("off", epochs, chunk_rows=65_536, window=8)
+    estimator = _deepfm("off", epochs, chunk_rows=65_536, window=8, precision=precision)
     began = time.perf_counter()
     estimator.fit(data / "train.csv", progress=False)
     wall = time.perf_counter() - began
@@ -100,13 +107,14 @@ def fm_frappe(frappe_dir: str, epochs: int = 40) -> dict:
             "test_auc": result["auc"], "test_logloss": result["logloss"]}
 
 
-def _deepfm(stream: str, epochs: int, chunk_rows: int, window: int):
+def _deepfm(stream: str, epochs: int, chunk_rows: int, window: int, precision: str = "fp32"):
     from deepfm.api import Estimator
 
     return Estimator(
         data={"numeric": NUMERIC, "stream": stream, "chunk_rows": chunk_rows, "shuffle_window": window},
         model={"name": "deepfm", "embed_dim": 10, "mlp": [400, 400, 400], "dropout": 0.0, "batch_norm": False},
-        training={"epochs": epochs, "batch_size": BATCH, "lr": 1e-3, "patience": 0, "embed_l2": 1e-6},
+        training={"epochs": epochs, "batch_size": BATCH, "lr": 1e-3, "patience": 0, "embed_l2": 1e-6,
+                  "precision": precision},
     )
 
 

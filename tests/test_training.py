@@ -74,6 +74,20 @@ def test_models_learn_the_hidden_click_model(tables, model):
         assert auc > oracle - 0.08, f"{model} AUC {auc:.3f} vs best achievable {oracle:.3f}"
 
 
+def test_bf16_precision_learns_as_well_as_fp32_and_keeps_fp32_weights(tables):
+    def fit(precision):
+        config = {"model": {"mlp": (64, 64), "dropout": 0.1},
+                  "training": {**SMALL["training"], "epochs": 4, "lr": 3e-3, "precision": precision}}
+        return Estimator(**config).fit(tables["train"][0], valid=tables["valid"][0], progress=False)
+
+    fp32, bf16 = fit("fp32"), fit("bf16")
+    assert all(v.dtype == torch.float32 for v in bf16.model.state_dict().values() if v.is_floating_point())
+    assert weights_of(fp32).keys() == weights_of(bf16).keys()
+    assert any(not torch.equal(v, weights_of(fp32)[k]) for k, v in weights_of(bf16).items())  # autocast was on
+    test = tables["test"][0]
+    assert bf16.evaluate(test)["auc"] > fp32.evaluate(test)["auc"] - 0.01
+
+
 def test_regression_learns_ratings(tmp_path):
     rng = np.random.default_rng(0)
     users, items = rng.integers(0, 50, 4000), rng.integers(0, 80, 4000)

@@ -26,6 +26,7 @@ Task = Literal["auto", "binary", "regression"]
 ModelName = Literal["lr", "fm", "deepfm", "fnn", "ipnn", "opnn", "pnn", "wide_deep", "fm_dnn"]
 Optimizer = Literal["adam", "adagrad", "sgd"]
 NumericEncoding = Literal["scale", "bucket"]
+Precision = Literal["fp32", "bf16"]
 
 
 class _Frozen(BaseModel):
@@ -104,6 +105,9 @@ class TrainingConfig(_Frozen):
     checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps (0: once per epoch)")
     threads: int = Field(0, ge=0, description="torch intra-op threads (0: one per core)")
     device: str = "cpu"
+    precision: Precision = Field(
+        "fp32", description="bf16: the MLP's matrix products in bfloat16 (autocast; weights, embeddings and the "
+                            "FM term stay fp32); fast on CPUs with AVX512-BF16/AMX and on GPUs")
 
 
 class RunConfig(_Frozen):

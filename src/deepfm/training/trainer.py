@@ -106,6 +106,8 @@ class Trainer:
         self.progress = progress and sys.stderr.isatty() and distributed.is_main()
         self.log = log or (lambda message: None)
         self.on_epoch = on_epoch
+        self.autocast_device = torch.device(config.device).type
+        self.bf16 = config.precision == "bf16"
 
     def fit(self, train: EncodedData | BatchSource, valid: EncodedData | None = None, resume: bool = False) -> TrainResult:
         """Train on ``train`` (in-memory data or any ``BatchSource``); ``valid`` selects the best epoch."""
@@ -163,7 +165,9 @@ class Trainer:
 
     def _step(self, batch: Batch) -> float:
         self.optimizer.zero_grad()
-        loss = loss_fn(self.task, self.model(batch), batch.labels)
+        with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.model(batch)  # bf16: the MLP's products in bfloat16, the FM term in fp32
+        loss = loss_fn(self.task, logits.float(), batch.labels)
         loss.backward()
         distributed.average_gradients(self.model)  # no-op in a single process
         self.optimizer.step()
