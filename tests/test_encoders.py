@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 import pyarrow as pa
 import pytest
 
@@ -80,9 +81,10 @@ def test_multi_valued_fields_come_after_single_valued_fields(write_table):
     assert kinds == ["categorical", "numeric", "multi"]
 
 
-def test_ids_are_int64(write_table):
+def test_ids_are_stored_as_int32_and_batches_hold_int64(write_table):
     _, data, _ = encode(write_table, multi=("tags",))
-    assert data.ids.dtype == np.int64
+    assert data.ids.dtype == np.int32  # half the memory while the table has < 2³¹ rows
+    assert data.to_batch().ids.dtype == torch.int64  # what the lookups take
     assert data.bags[0].ids.dtype == np.int64
     assert data.bags[0].offsets.dtype == np.int64
 
@@ -507,3 +509,10 @@ def test_text_labels_become_binary_with_a_positive_value_and_the_choice_is_saved
     assert encoder.task == "binary" and encoder.label_mean == 0.5
     restored = FeatureEncoder.from_dict(encoder.to_dict())
     assert restored.transform(frame_from_table(table, "<t>", label="income")).labels.tolist() == [0, 1, 1, 0]
+
+
+def test_ids_widen_to_int64_only_for_tables_of_2_31_rows_or_more():
+    from deepfm.data.batch import id_dtype
+
+    assert id_dtype(2**31 - 1) == np.int32
+    assert id_dtype(2**31) == np.int64

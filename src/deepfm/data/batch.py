@@ -1,8 +1,9 @@
 """Encoded data and the tensors a model reads.
 
 ``EncodedData`` holds contiguous NumPy columns for a whole file or chunk; a ``Batch``
-is a slice of it as tensors. Ids are global rows of the model's fused embedding table
-and stay int64 from encoding to lookup.
+is a slice of it as tensors. Ids are global rows of the model's fused embedding table:
+int32 in memory while the table has fewer than 2³¹ rows (half the memory of int64), int64
+in a batch, as the lookups take them.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Bag:
 class EncodedData:
     """Model-ready columns for N rows: F single-valued fields plus jagged multi-valued fields."""
 
-    ids: np.ndarray  # (N, F) int64
+    ids: np.ndarray  # (N, F) int32, or int64 for tables of 2³¹ rows or more (see ``id_dtype``)
     values: np.ndarray | None  # (N, F) float32, None when every value is 1 (pure one-hot data)
     bags: list[Bag] = field(default_factory=list)
     labels: np.ndarray | None = None  # (N,) float32
@@ -87,6 +88,11 @@ class EncodedData:
 
     def to_batch(self, device: torch.device | str = "cpu") -> "Batch":
         return Batch.from_numpy(self, device)
+
+
+def id_dtype(num_features: int) -> type:
+    """The narrowest integer type that holds every id of a table of ``num_features`` rows."""
+    return np.int32 if num_features < 2**31 else np.int64
 
 
 @dataclass
@@ -145,7 +151,7 @@ class Batch:
         for bag in data.bags:
             rows = np.repeat(np.arange(len(bag.offsets) - 1, dtype=np.int64), np.diff(bag.offsets))
             bags.append(BagTensor(tensor(bag.ids), tensor(bag.weights), tensor(rows)))
-        return Batch(tensor(data.ids), tensor(data.values), bags, tensor(data.labels))
+        return Batch(tensor(data.ids).long(), tensor(data.values), bags, tensor(data.labels))
 
 
 def prefetch(batches: Iterable[EncodedData], device: torch.device | str = "cpu", depth: int = 2,

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from deepfm.config import DataConfig
-from deepfm.data.batch import Bag, EncodedData
+from deepfm.data.batch import Bag, EncodedData, id_dtype
 from deepfm.data.frame import RawFrame, looks_float, to_float
 from deepfm.data.hashing import hash_bucket
 from deepfm.data.readers import layout_sparse
@@ -178,7 +178,7 @@ class FeatureEncoder:
                 raise DataError(frame.path, f"column '{spec.name}' is required by the model but not in the file", line=1)
         n = frame.num_rows
         single = self.single_fields
-        ids = np.empty((n, len(single)), dtype=np.int64)
+        ids = np.empty((n, len(single)), dtype=id_dtype(self.num_features))
         values = np.ones((n, len(single)), dtype=np.float32)
         for j, spec in enumerate(single):
             ids[:, j], values[:, j] = self._encode_single(frame, spec)

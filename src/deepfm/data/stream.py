@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from deepfm.config import DataConfig
-from deepfm.data.batch import Bag, EncodedData
+from deepfm.data.batch import Bag, EncodedData, id_dtype
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.formats import detect_format
 from deepfm.data.frame import RawFrame
@@ -260,7 +260,7 @@ def encode_file(file: ChunkedFile, encoder: FeatureEncoder, rows_per_chunk: Sequ
     """The whole file encoded in memory, read chunk by chunk into preallocated columns, so the
     raw text of only one chunk is held at a time."""
     total, fields = sum(rows_per_chunk), len(encoder.single_fields)
-    ids = np.empty((total, fields), dtype=np.int64)
+    ids = np.empty((total, fields), dtype=id_dtype(encoder.num_features))
     values: np.ndarray | None = None
     labels: np.ndarray | None = None
     bags: list[list] = [[] for _ in encoder.multi_fields]
