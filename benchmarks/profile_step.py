@@ -24,7 +24,8 @@ from deepfm.config import DataConfig, ModelConfig, TrainingConfig  # noqa: E402
 from deepfm.data.batch import InMemorySource, prefetch  # noqa: E402
 from deepfm.data.stream import ChunkedFile, chunk_bytes_for, encode_file, fit_streaming  # noqa: E402
 from deepfm.models import build_model  # noqa: E402
-from deepfm.training.trainer import Trainer, configure_threads, loss_fn  # noqa: E402
+from deepfm.runtime import configure as configure_runtime  # noqa: E402
+from deepfm.training.trainer import Trainer, loss_fn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 GROUPS = (  # first match wins
@@ -51,7 +52,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = parser.parse_args()
-    configure_threads(0)
+    configure_runtime(0)
     path = Path(args.data) / "train.csv"
     file = ChunkedFile(path, chunk_bytes=chunk_bytes_for(path, 65_536))
     encoder, rows = fit_streaming(file, DataConfig(numeric=tuple(f"I{i}" for i in range(1, 14))))

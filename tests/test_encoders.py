@@ -214,14 +214,14 @@ def test_numeric_scale_present_value_is_id_one_with_standardised_signed_log(writ
     assert spec.size == 2
     assert (data.ids[present, j] == spec.offset + 1).all()
     expected = (signed_log(raw) - spec.mean) / spec.std
-    assert np.allclose(data.values[present, j], expected, atol=1e-6)
+    assert np.allclose(data.dense_values()[present, j], expected, atol=1e-6)
 
 
 def test_numeric_scale_standardises_the_training_values(write_table):
     encoder, data, _ = encode(write_table)
     j = [f.name for f in encoder.single_fields].index("price")
     present = np.array([v is not None for v in TRAIN["price"]])
-    x = data.values[present, j].astype(np.float64)
+    x = data.dense_values()[present, j].astype(np.float64)
     assert abs(x.mean()) < 1e-5
     assert abs(x.std() - 1) < 1e-5
 
@@ -236,7 +236,7 @@ def test_numeric_scale_of_a_negative_value_uses_the_signed_log(write_table):
     encoder, data, _ = encode(write_table, train)
     spec = field(encoder, "x")
     assert spec.mean == pytest.approx(0.0)
-    assert data.values[:, 0] == pytest.approx([-np.log1p(3) / spec.std, 0.0, np.log1p(3) / spec.std], rel=1e-5)
+    assert data.dense_values()[:, 0] == pytest.approx([-np.log1p(3) / spec.std, 0.0, np.log1p(3) / spec.std], rel=1e-5)
 
 
 def test_numeric_bucket_gives_quantile_ids_and_unit_values(write_table):
@@ -326,7 +326,7 @@ def test_libfm_real_valued_labels_are_regression(write_text):
 def test_libfm_values_become_feature_values(write_text):
     frame = read_frame(write_text("train.libfm", "1 0:0.5 3:1\n0 1:2 4:1\n"))
     encoder = FeatureEncoder.fit([frame], DataConfig())
-    assert encoder.transform(frame).values.tolist() == [[0.5, 1.0], [2.0, 1.0]]
+    assert encoder.transform(frame).dense_values().tolist() == [[0.5, 1.0], [2.0, 1.0]]
 
 
 def test_libfm_model_with_variable_width_rows_encodes_a_file_whose_rows_happen_to_have_equal_width(write_text):
@@ -369,7 +369,7 @@ def test_encoder_json_round_trip_encodes_identically(write_table):
     a, b = encoder.transform(frame), restored.transform(frame)
     assert restored == encoder
     assert (a.ids == b.ids).all()
-    assert np.array_equal(a.values, b.values)
+    assert np.array_equal(a.dense_values(), b.dense_values())
     assert (a.bags[0].offsets == b.bags[0].offsets).all()
     assert (a.bags[0].ids == b.bags[0].ids).all()
     assert (a.bags[0].weights == b.bags[0].weights).all()
@@ -441,7 +441,7 @@ def test_encoded_data_take_keeps_rows_aligned():
     part = traced_data().take(np.array([7, 1, 4]))
     assert part.ids[:, 0].tolist() == [7, 1, 4]
     assert part.labels.tolist() == [7, 1, 4]
-    assert part.values[:, 0] == pytest.approx([0.7, 0.1, 0.4])
+    assert part.dense_values()[:, 0] == pytest.approx([0.7, 0.1, 0.4])
     assert rows_of_bag(part.bags[0]) == [[7000], [1000], [4000]]
 
 

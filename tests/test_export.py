@@ -30,7 +30,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 def onnx_predict(path: Path, estimator: Estimator, data: Path) -> np.ndarray:
     encoded = estimator.encode(data, with_labels=False)
-    values = encoded.values if encoded.values is not None else np.ones(encoded.ids.shape, np.float32)
+    values = encoded.dense_values() if encoded.values is not None else np.ones(encoded.ids.shape, np.float32)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(["prediction"], {"ids": encoded.ids.astype(np.int64), "values": values})[0]  # the graph takes int64
 

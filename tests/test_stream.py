@@ -61,6 +61,33 @@ def test_chunked_encoding_equals_encoding_the_whole_file(csv_file):
     np.testing.assert_array_equal(chunked.labels, whole.labels)
 
 
+def test_only_fields_whose_values_can_differ_from_one_are_stored(csv_file):
+    file = ChunkedFile(csv_file, chunk_bytes=CHUNK)
+    encoder, rows = fit_streaming(file, CONFIG)
+    data = encode_file(file, encoder, rows)
+    names = [f.name for f in encoder.single_fields]
+    assert [names[j] for j in data.value_fields] == ["I1", "I2"]
+    assert data.values.shape == (SPEC.rows, 2)  # not (rows, 8): the 6 categorical columns are all 1
+    dense = data.dense_values()
+    assert dense.shape == (SPEC.rows, len(names)) and (np.delete(dense, data.value_fields, axis=1) == 1).all()
+    batch = data.take(np.array([5, 0, 9])).to_batch()
+    np.testing.assert_array_equal(batch.values.numpy(), dense[[5, 0, 9]])
+
+
+def test_weights_that_first_appear_in_a_later_chunk_are_kept(tmp_path):
+    lines = [f"{i % 2} 0:1 {3 + i % 4}:1" for i in range(400)] + [f"{i % 2} 1:1 {3 + i % 4}:2.5" for i in range(400)]
+    path = tmp_path / "late_weights.libfm"
+    path.write_text("\n".join(lines) + "\n")
+    file = ChunkedFile(path, chunk_bytes=2 << 10)
+    encoder, rows = fit_streaming(file, DataConfig())
+    assert len(rows) > 2
+    data = encode_file(file, encoder, rows)
+    whole = encoder.transform(read_frame(path))
+    assert encoder.value_fields == ()  # the first chunk had no weights
+    np.testing.assert_array_equal(data.dense_values(), whole.dense_values())
+    assert data.value_fields is None and (data.dense_values()[400:, 1] == 2.5).all()  # not lost
+
+
 def _row_numbers(encoder: FeatureEncoder, batch) -> list[str]:
     spec = next(f for f in encoder.fields if f.name == "row")
     return [spec.vocabulary[i - spec.offset - 2] for i in batch.ids[:, encoder.fields.index(spec)]]
@@ -182,3 +209,20 @@ def test_cli_trains_with_stream_and_chunk_rows(csv_file, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["rows"] == SPEC.rows
     assert json.loads((tmp_path / "m" / "config.json").read_text())["run"]["data"]["stream"] == "on"
+
+
+def test_a_chunk_with_more_value_columns_than_the_first_widens_what_is_stored():
+    from types import SimpleNamespace
+
+    from deepfm.data.batch import EncodedData
+
+    ids = np.zeros((2, 3), np.int32)
+    parts = [EncodedData(ids, np.array([[2.0], [3.0]], np.float32), value_fields=(1,)),
+             EncodedData(ids, None),
+             EncodedData(ids, np.array([[4, 5, 6], [7, 8, 9]], np.float32))]  # every column
+    fields = [SimpleNamespace()] * 3
+    encoder = SimpleNamespace(single_fields=fields, multi_fields=[], num_features=10, value_fields=(1,),
+                              transform=lambda part: part)
+    data = encode_file(SimpleNamespace(frames=lambda: iter(parts)), encoder, [2, 2, 2])
+    assert data.value_fields is None
+    np.testing.assert_array_equal(data.values, [[1, 2, 1], [1, 3, 1], [1, 1, 1], [1, 1, 1], [4, 5, 6], [7, 8, 9]])

@@ -29,7 +29,8 @@ from deepfm.data.readers import frame_from_table, read_frame
 from deepfm.data.stream import ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_streaming, should_stream
 from deepfm.models import build_model
 from deepfm.training.metrics import evaluate_predictions
-from deepfm.training.trainer import TrainResult, Trainer, configure_threads, peak_rss_mb, predict
+from deepfm.runtime import configure as configure_runtime, release_free_memory
+from deepfm.training.trainer import TrainResult, Trainer, peak_rss_mb, predict
 
 Data = str | Path | pa.Table | RawFrame
 
@@ -93,7 +94,7 @@ class Estimator:
         if ctx.world > 1:
             self.config = cfg = cfg.model_copy(update={"training": cfg.training.model_copy(
                 update={"device": distributed.rank_device(cfg.training.device, ctx)})})
-        configure_threads(cfg.training.threads or max(1, (os.cpu_count() or 1) // ctx.local_world))
+        configure_runtime(cfg.training.threads or max(1, (os.cpu_count() or 1) // ctx.local_world))
         began = time.perf_counter()
         saved_features = Path(out) / "checkpoint-features.json" if out else None
         saved = None
@@ -166,12 +167,15 @@ class Estimator:
                            chunk_bytes=chunk_bytes_for(train, cfg.chunk_rows))
         if encoder is None:
             encoder, rows = fit_streaming(file, cfg)
+            release_free_memory()  # the counting tables of the fit
         else:
             rows = count_rows(file)
         self.encoder = encoder
         if should_stream(train, cfg.stream):
             return StreamSource(file, encoder, rows, window=cfg.shuffle_window)
-        return encode_file(file, encoder, rows)
+        data = encode_file(file, encoder, rows)
+        release_free_memory()  # the parsed chunks
+        return data
 
     # -- inference --------------------------------------------------------------------------------
 

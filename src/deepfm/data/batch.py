@@ -49,15 +49,29 @@ class Bag:
 
 @dataclass
 class EncodedData:
-    """Model-ready columns for N rows: F single-valued fields plus jagged multi-valued fields."""
+    """Model-ready columns for N rows: F single-valued fields plus jagged multi-valued fields.
+
+    Values are 1 for one-hot fields, so only the columns that can differ are stored: with
+    ``value_fields`` set, ``values`` holds those F' columns (N, F') and every other value is 1
+    (Criteo: 13 numeric of 39 fields, a third of the memory); without it, ``values`` is (N, F).
+    """
 
     ids: np.ndarray  # (N, F) int32, or int64 for tables of 2³¹ rows or more (see ``id_dtype``)
-    values: np.ndarray | None  # (N, F) float32, None when every value is 1 (pure one-hot data)
+    values: np.ndarray | None  # (N, F) or (N, len(value_fields)) float32; None when every value is 1
     bags: list[Bag] = field(default_factory=list)
     labels: np.ndarray | None = None  # (N,) float32
+    value_fields: tuple[int, ...] | None = None  # the field columns ``values`` holds, if not all F
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def dense_values(self) -> np.ndarray | None:
+        """Every field's value, (N, F) float32; None when every value is 1."""
+        if self.values is None or self.value_fields is None:
+            return self.values
+        dense = np.ones(self.ids.shape, dtype=np.float32)
+        dense[:, list(self.value_fields)] = self.values
+        return dense
 
     def take(self, rows: np.ndarray) -> "EncodedData":
         return EncodedData(
@@ -65,6 +79,7 @@ class EncodedData:
             values=None if self.values is None else self.values[rows],
             bags=[bag.take(rows) for bag in self.bags],
             labels=None if self.labels is None else self.labels[rows],
+            value_fields=self.value_fields,
         )
 
     def slice(self, start: int, stop: int) -> "EncodedData":
@@ -73,17 +88,25 @@ class EncodedData:
             values=None if self.values is None else self.values[start:stop],
             bags=[bag.slice(start, stop) for bag in self.bags],
             labels=None if self.labels is None else self.labels[start:stop],
+            value_fields=self.value_fields,
         )
 
     @staticmethod
     def concat(parts: list["EncodedData"]) -> "EncodedData":
         first = parts[0]
+        same = all(p.value_fields == first.value_fields for p in parts)
+        values, value_fields = None, first.value_fields if same else None
+        if any(p.values is not None for p in parts):
+            width = len(value_fields) if value_fields is not None else first.ids.shape[1]
+            values = np.concatenate([
+                (p.values if same else p.dense_values()) if p.values is not None
+                else np.ones((len(p), width), np.float32) for p in parts])
         return EncodedData(
             ids=np.concatenate([p.ids for p in parts]),
-            values=None if all(p.values is None for p in parts) else np.concatenate(
-                [np.ones(p.ids.shape, np.float32) if p.values is None else p.values for p in parts]),
+            values=values,
             bags=[Bag.concat([p.bags[i] for p in parts]) for i in range(len(first.bags))],
             labels=None if first.labels is None else np.concatenate([p.labels for p in parts]),
+            value_fields=value_fields,
         )
 
     def to_batch(self, device: torch.device | str = "cpu") -> "Batch":
@@ -151,7 +174,7 @@ class Batch:
         for bag in data.bags:
             rows = np.repeat(np.arange(len(bag.offsets) - 1, dtype=np.int64), np.diff(bag.offsets))
             bags.append(BagTensor(tensor(bag.ids), tensor(bag.weights), tensor(rows)))
-        return Batch(tensor(data.ids).long(), tensor(data.values), bags, tensor(data.labels))
+        return Batch(tensor(data.ids).long(), tensor(data.dense_values()), bags, tensor(data.labels))
 
 
 def prefetch(batches: Iterable[EncodedData], device: torch.device | str = "cpu", depth: int = 2,

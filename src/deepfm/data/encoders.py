@@ -88,6 +88,12 @@ class FeatureEncoder:
         return [f for f in self.fields if not f.single_valued]
 
     @property
+    def value_fields(self) -> tuple[int, ...]:
+        """Single-valued fields whose values can differ from 1: scaled numbers and weighted ids."""
+        return tuple(j for j, f in enumerate(self.single_fields)
+                     if f.weighted or (f.kind == "numeric" and f.edges is None))
+
+    @property
     def num_fields(self) -> int:
         return len(self.fields)
 
@@ -184,7 +190,14 @@ class FeatureEncoder:
             ids[:, j], values[:, j] = self._encode_single(frame, spec)
         bags = [self._encode_multi(frame, spec) for spec in self.multi_fields]
         labels = self.encode_labels(frame) if with_labels and frame.labels is not None else None
-        return EncodedData(ids=ids, values=None if (values == 1).all() else values, bags=bags, labels=labels)
+        value_fields = self.value_fields
+        if (values == 1).all():
+            values, value_fields = None, None
+        elif len(value_fields) < len(single) and (np.delete(values, value_fields, axis=1) == 1).all():
+            values = values[:, value_fields]  # the other columns are all 1: keep only these
+        else:
+            value_fields = None  # e.g. a libFM chunk with weights where the first chunk had none
+        return EncodedData(ids=ids, values=values, bags=bags, labels=labels, value_fields=value_fields)
 
     def _encode_single(self, frame: RawFrame, spec: FieldSpec) -> tuple[np.ndarray, np.ndarray]:
         column = frame.columns[spec.name]
@@ -284,8 +297,8 @@ class _Fitter:
                 x = x[np.isfinite(x)]  # inf and NaN count as missing
                 s = signed_log(x)
                 self.moments[name] += (len(s), s.sum(), (s * s).sum())
-                if sum(len(a) for a in self.samples[name]) < 1_000_000:
-                    self.samples[name].append(x)
+                if self.config.numeric_encoding == "bucket" and sum(len(a) for a in self.samples[name]) < 1_000_000:
+                    self.samples[name].append(x)  # quantile edges come from the first million values
                 continue
             flat = pc.list_flatten(column) if kind == "multi" else column
             flat = flat if pa.types.is_string(flat.type) else pc.cast(flat, pa.string())

@@ -260,6 +260,7 @@ def encode_file(file: ChunkedFile, encoder: FeatureEncoder, rows_per_chunk: Sequ
     """The whole file encoded in memory, read chunk by chunk into preallocated columns, so the
     raw text of only one chunk is held at a time."""
     total, fields = sum(rows_per_chunk), len(encoder.single_fields)
+    value_fields: tuple[int, ...] | None = encoder.value_fields  # None once some chunk needs every column
     ids = np.empty((total, fields), dtype=id_dtype(encoder.num_features))
     values: np.ndarray | None = None
     labels: np.ndarray | None = None
@@ -271,8 +272,13 @@ def encode_file(file: ChunkedFile, encoder: FeatureEncoder, rows_per_chunk: Sequ
         ids[start:stop] = part.ids
         if part.values is not None:
             if values is None:
-                values = np.ones((total, fields), dtype=np.float32)
-            values[start:stop] = part.values
+                values = np.ones((total, fields if part.value_fields is None else len(part.value_fields)), np.float32)
+                value_fields = part.value_fields
+            elif value_fields is not None and part.value_fields != value_fields:  # rare: widen what is stored so far to every field
+                dense = EncodedData(ids[:start], values[:start], value_fields=value_fields).dense_values()
+                values, value_fields = np.ones((total, fields), np.float32), None
+                values[:start] = dense
+            values[start:stop] = part.values if value_fields == part.value_fields else part.dense_values()
         if part.labels is not None:
             if labels is None:
                 labels = np.empty(total, dtype=np.float32)
@@ -280,7 +286,8 @@ def encode_file(file: ChunkedFile, encoder: FeatureEncoder, rows_per_chunk: Sequ
         for collected, bag in zip(bags, part.bags):
             collected.append(bag)
         start = stop
-    return EncodedData(ids=ids, values=values, bags=[Bag.concat(b) for b in bags], labels=labels)
+    return EncodedData(ids=ids, values=values, bags=[Bag.concat(b) for b in bags], labels=labels,
+                       value_fields=value_fields)
 
 
 def chunk_bytes_for(path: str | Path, chunk_rows: int, probe: int = 1 << 20) -> int:

@@ -22,7 +22,8 @@ from deepfm.data.encoders import FeatureEncoder
 from deepfm.experiments.studies import STUDIES
 from deepfm.models import MODELS, build_model
 from deepfm.training.metrics import SELECTION, evaluate_predictions
-from deepfm.training.trainer import Trainer, configure_threads, predict
+from deepfm.runtime import configure as configure_runtime
+from deepfm.training.trainer import Trainer, predict
 
 PAPER_ORDER = ("lr", "fm", "fnn", "ipnn", "opnn", "pnn", "wide_deep", "fm_dnn", "deepfm")
 Log = Callable[[str], None]
@@ -138,7 +139,7 @@ def train_one(config: RunConfig, data: EncodedSplits, log: Log, score_test: bool
 
 def run_variants(variants: list[Variant], data: EncodedSplits, seeds: int, log: Log) -> list[VariantResult]:
     """Every variant × seeds ``seed, seed+1, …`` (the base seed from its training config)."""
-    configure_threads(variants[0].config.training.threads)
+    configure_runtime(variants[0].config.training.threads)
     name, _ = SELECTION[data.encoder.task]
     results = []
     for variant in variants:

@@ -21,7 +21,7 @@ from typing import Any
 from deepfm.config import build_config, merge
 from deepfm.experiments.compare import EncodedSplits, parse_models, train_one
 from deepfm.training.metrics import SELECTION
-from deepfm.training.trainer import configure_threads
+from deepfm.runtime import configure as configure_runtime
 
 LEARNING_RATES = (1e-3, 3e-3, 1e-2)
 LINEAR_LEARNING_RATES = (3e-3, 1e-2, 3e-2, 1e-1)  # lr and fm have no MLP and tolerate larger steps
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr-only", action="store_true", help="only the learning-rate stage")
     args = parser.parse_args(argv)
     base = {"training": {"epochs": args.epochs, "patience": args.patience, "threads": args.threads}}
-    configure_threads(args.threads)
+    configure_runtime(args.threads)
     config = build_config(base)
     # the validation file doubles as the (unused) test slot: tuning never reads a test file
     data = encode_splits(config, args.train, args.valid, args.valid)

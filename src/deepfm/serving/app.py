@@ -118,8 +118,8 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limi
     """Serve ``model_dir`` over HTTP until interrupted (one process; the model runs on CPU)."""
     import uvicorn
 
-    from deepfm.training.trainer import configure_threads
+    from deepfm.runtime import configure as configure_runtime
 
-    configure_threads(threads)
+    configure_runtime(threads)
     app = create_app(model_dir, limits, batching)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

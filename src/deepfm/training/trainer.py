@@ -7,7 +7,6 @@ without improvement, checkpoint. Resuming restores model, optimisers, RNG and po
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
 import time
@@ -29,14 +28,6 @@ from deepfm.training.metrics import SELECTION, evaluate_predictions, is_better
 from deepfm.training.optim import ModelOptimizer
 
 PREDICT_BATCH = 4096  # activations of 4096 × 400 stay in cache: faster on CPU than larger batches
-
-
-def configure_threads(threads: int = 0) -> None:
-    """Intra-op threads (one per core unless set) and flush-to-zero for denormals, which
-    otherwise appear in the optimiser state of rarely seen embedding rows and slow CPU math."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(threads or cores)  # the cores this process may use, not the machine's
-    torch.set_flush_denormal(True)
 
 
 def loss_fn(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

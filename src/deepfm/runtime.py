@@ -1,0 +1,38 @@
+"""Process-wide settings for speed and memory, applied when training or serving starts.
+
+- Intra-op threads: one per core this process may use (not the machine's count).
+- Flush-to-zero for denormals, which otherwise appear in the optimiser state of rarely seen
+  embedding rows and slow CPU math badly.
+- Arrow allocates through the system allocator (``deepfm/__init__.py`` sets
+  ``ARROW_DEFAULT_MEMORY_POOL=system`` before pyarrow loads, for its C++ compute engine too):
+  parsing speed is the same here, and memory freed after parsing goes back to the OS instead of
+  staying in mimalloc's arenas (about 150 MB less resident after fitting 1M Criteo-shaped rows).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+import pyarrow as pa
+import torch
+
+
+def configure(threads: int = 0) -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(threads or cores)
+    torch.set_flush_denormal(True)
+    if pa.default_memory_pool().backend_name != "system":
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
+def release_free_memory() -> None:
+    """Hand memory that is free but still held by the allocators back to the OS (after parsing)."""
+    pa.default_memory_pool().release_unused()
+    name = ctypes.util.find_library("c")
+    if name and os.uname().sysname == "Linux":
+        try:
+            ctypes.CDLL(name).malloc_trim(0)  # glibc only
+        except (OSError, AttributeError):
+            pass
