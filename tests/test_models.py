@@ -44,9 +44,13 @@ def dense_x(data: EncodedData) -> np.ndarray:
     return x
 
 
-def test_fm_pairwise_term_equals_the_quadratic_definition():
+WITH_AND_WITHOUT_BAGS = pytest.mark.parametrize("with_bag", [True, False], ids=["multi-valued", "one-per-field"])
+
+
+@WITH_AND_WITHOUT_BAGS
+def test_fm_pairwise_term_equals_the_quadratic_definition(with_bag):
     torch.manual_seed(0)
-    data = sparse_rows()
+    data = sparse_rows(with_bag=with_bag)
     emb = FeaturesEmbedding(N_FEATURES, K, init_std=0.5)
     fast = fm_pairwise(emb(data.to_batch())).detach().double().numpy()
     V, x = emb.weight.detach().double().numpy(), dense_x(data)
@@ -54,14 +58,15 @@ def test_fm_pairwise_term_equals_the_quadratic_definition():
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
 
 
-def test_fm_prediction_is_w0_plus_linear_plus_pairwise():
+@WITH_AND_WITHOUT_BAGS
+def test_fm_prediction_is_w0_plus_linear_plus_pairwise(with_bag):
     torch.manual_seed(1)
     model = FactorizationMachine(N_FEATURES, K)
     with torch.no_grad():
         model.linear.bias.fill_(0.3)
         model.linear.weights.weight.normal_()
         model.embedding.weight.normal_()
-    data = sparse_rows(seed=1)
+    data = sparse_rows(seed=1, with_bag=with_bag)
     x = dense_x(data)
     w = model.linear.weights.weight.detach().double().numpy()[:, 0]
     V = model.embedding.weight.detach().double().numpy()
@@ -69,14 +74,15 @@ def test_fm_prediction_is_w0_plus_linear_plus_pairwise():
     np.testing.assert_allclose(model(data.to_batch()).detach().double().numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_fm_gradients_match_the_paper():
+@WITH_AND_WITHOUT_BAGS
+def test_fm_gradients_match_the_paper(with_bag):
     """∂y/∂w0 = 1, ∂y/∂w_i = x_i, ∂y/∂v_if = x_i Σ_j v_jf x_j − v_if x_i² (one example)."""
     torch.manual_seed(2)
     model = FactorizationMachine(N_FEATURES, K)
     with torch.no_grad():
         model.embedding.weight.normal_()
     model.embedding.sparse = model.linear.weights.sparse = False
-    data = sparse_rows(seed=2, rows=1)
+    data = sparse_rows(seed=2, rows=1, with_bag=with_bag)
     model(data.to_batch()).sum().backward()
     x = dense_x(data)[0]
     V = model.embedding.weight.detach().double().numpy()
@@ -84,6 +90,17 @@ def test_fm_gradients_match_the_paper():
     np.testing.assert_allclose(model.linear.weights.weight.grad.double().numpy()[:, 0], x, rtol=1e-5, atol=1e-6)
     paper = x[:, None] * (x @ V)[None, :] - V * (x**2)[:, None]
     np.testing.assert_allclose(model.embedding.weight.grad.double().numpy(), paper, rtol=1e-4, atol=1e-5)
+
+
+def test_written_out_pairwise_gradient_equals_autograd_of_the_formula():
+    torch.manual_seed(3)
+    fields = torch.randn(6, 5, 4, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda f: fm_pairwise(EmbeddedFields(f)), (fields,))
+    by_formula = fm_pairwise(EmbeddedFields(fields, squares=fields.pow(2).sum(1)))  # the generic path
+    upstream = torch.randn(6, dtype=torch.float64)
+    (expected,) = torch.autograd.grad(by_formula, fields, upstream)
+    (written_out,) = torch.autograd.grad(fm_pairwise(EmbeddedFields(fields)), fields, upstream)
+    torch.testing.assert_close(written_out, expected)
 
 
 def test_embedding_gradients_are_sparse_so_updates_touch_only_seen_rows():
