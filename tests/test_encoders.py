@@ -516,3 +516,17 @@ def test_ids_widen_to_int64_only_for_tables_of_2_31_rows_or_more():
 
     assert id_dtype(2**31 - 1) == np.int32
     assert id_dtype(2**31) == np.int64
+
+
+def test_a_vocabulary_reads_like_a_list_of_values_and_is_saved_as_one():
+    from deepfm.data.encoders import FieldSpec
+    from deepfm.data.vocabulary import Vocabulary
+
+    vocabulary = Vocabulary(["paris", "oslo", "rome"])
+    assert len(vocabulary) == 3 and list(vocabulary) == ["paris", "oslo", "rome"] and vocabulary[1] == "oslo"
+    assert vocabulary.index("rome") == 2 and "oslo" in vocabulary and "berlin" not in vocabulary
+    with pytest.raises(ValueError, match="berlin"):
+        vocabulary.index("berlin")
+    assert vocabulary == ["paris", "oslo", "rome"] and vocabulary != ["oslo"]
+    spec = FieldSpec(name="city", kind="categorical", size=5, vocabulary=["paris", "oslo", "rome"])
+    assert isinstance(spec.vocabulary, Vocabulary) and spec.to_dict()["vocabulary"] == ["paris", "oslo", "rome"]

@@ -15,7 +15,7 @@ from deepfm import Estimator
 from deepfm.config import DataConfig
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.readers import read_frame
-from deepfm.data.stream import ChunkedFile, StreamSource, count_rows, encode_file, fit_streaming
+from deepfm.data.stream import ChunkedFile, StreamSource, assemble, count_rows, encode_file, fit_streaming
 from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
 from deepfm.errors import DataError
 from deepfm.training.trainer import Trainer
@@ -221,8 +221,7 @@ def test_a_chunk_with_more_value_columns_than_the_first_widens_what_is_stored():
              EncodedData(ids, None),
              EncodedData(ids, np.array([[4, 5, 6], [7, 8, 9]], np.float32))]  # every column
     fields = [SimpleNamespace()] * 3
-    encoder = SimpleNamespace(single_fields=fields, multi_fields=[], num_features=10, value_fields=(1,),
-                              transform=lambda part: part)
-    data = encode_file(SimpleNamespace(frames=lambda: iter(parts)), encoder, [2, 2, 2])
+    encoder = SimpleNamespace(single_fields=fields, multi_fields=[], num_features=10, value_fields=(1,))
+    data = assemble(iter(parts), 6, encoder)
     assert data.value_fields is None
     np.testing.assert_array_equal(data.values, [[1, 2, 1], [1, 3, 1], [1, 1, 1], [1, 1, 1], [4, 5, 6], [7, 8, 9]])

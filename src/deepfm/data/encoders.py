@@ -11,8 +11,8 @@ The encoder is plain JSON (``to_dict``/``from_dict``): no pickle.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any, Iterable, Literal
 
 import numpy as np
@@ -24,6 +24,7 @@ from deepfm.data.batch import Bag, EncodedData, id_dtype
 from deepfm.data.frame import RawFrame, looks_float, to_float
 from deepfm.data.hashing import hash_bucket
 from deepfm.data.readers import layout_sparse
+from deepfm.data.vocabulary import Vocabulary
 from deepfm.errors import ConfigError, DataError
 
 MISSING, UNSEEN = 0, 1
@@ -40,21 +41,31 @@ class FieldSpec:
     kind: Literal["categorical", "numeric", "multi"]
     offset: int = 0
     size: int = 0
-    vocabulary: list[str] | None = None
+    vocabulary: Vocabulary | None = None  # a list of str is turned into one
     hash_buckets: int = 0
     mean: float = 0.0
     std: float = 1.0
     edges: list[float] | None = None
     weighted: bool = False
 
+    def __post_init__(self) -> None:
+        if self.vocabulary is not None and not isinstance(self.vocabulary, Vocabulary):
+            self.vocabulary = Vocabulary(self.vocabulary)
+
     @property
     def single_valued(self) -> bool:
         return self.kind != "multi"
 
-    @cached_property
+    @property
     def value_set(self) -> pa.Array:
-        """The vocabulary as an Arrow array, built once (encoding a stream looks it up per chunk)."""
-        return pa.array(self.vocabulary or [], pa.string())
+        """The vocabulary as an Arrow array, for ``pc.index_in`` lookups."""
+        return self.vocabulary.values if self.vocabulary is not None else pa.array([], pa.string())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (``features.json``): the vocabulary as a list of strings."""
+        item = {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
+        item["vocabulary"] = self.vocabulary.to_list() if self.vocabulary is not None else None
+        return item
 
 
 def signed_log(values: np.ndarray) -> np.ndarray:
@@ -106,7 +117,7 @@ class FeatureEncoder:
             "label_mean": self.label_mean,
             "positive": self.positive,
             "num_features": self.num_features,
-            "fields": [asdict(f) for f in self.fields],
+            "fields": [f.to_dict() for f in self.fields],
         }
 
     @classmethod
@@ -336,7 +347,7 @@ class _Fitter:
                 table = self.counts[name]
                 keep = table.filter(pc.greater_equal(table["count"], config.min_count))
                 keep = keep.sort_by([("count", "descending"), ("value", "ascending")])
-                vocabulary = keep["value"].to_pylist()
+                vocabulary = Vocabulary(keep["value"])
                 if config.hash_buckets and len(vocabulary) > config.hash_buckets:
                     spec.hash_buckets = config.hash_buckets
                     spec.size = RESERVED + config.hash_buckets

@@ -13,10 +13,11 @@ and a permutation of the rows of ``window`` chunks at a time.
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -240,11 +241,12 @@ class StreamSource:
         carry: EncodedData | None = None
         number = 0
         for start in range(0, len(order), self.window):
-            parts = [carry] if carry is not None and len(carry) else []
-            for _ in order[start : start + self.window]:
-                parts.append(self.encoder.transform(next(frames)))
-            data = EncodedData.concat(parts) if len(parts) > 1 else parts[0]
-            parts = carry = None  # hold the window once, not also its pieces
+            chunks = order[start : start + self.window]
+            held = [carry] if carry is not None and len(carry) else []
+            total = sum(len(c) for c in held) + sum(self.rows_per_chunk[i] for i in chunks)
+            encoded = (self.encoder.transform(next(frames)) for _ in chunks)
+            data = assemble(itertools.chain(held, encoded), total, self.encoder)  # one chunk at a time
+            held = carry = None
             permutation = rng.permutation(len(data))
             last = start + self.window >= len(order)
             full = len(data) if last else len(data) // batch_size * batch_size
@@ -259,15 +261,20 @@ class StreamSource:
 def encode_file(file: ChunkedFile, encoder: FeatureEncoder, rows_per_chunk: Sequence[int]) -> EncodedData:
     """The whole file encoded in memory, read chunk by chunk into preallocated columns, so the
     raw text of only one chunk is held at a time."""
-    total, fields = sum(rows_per_chunk), len(encoder.single_fields)
-    value_fields: tuple[int, ...] | None = encoder.value_fields  # None once some chunk needs every column
+    return assemble((encoder.transform(frame) for frame in file.frames()), sum(rows_per_chunk), encoder)
+
+
+def assemble(parts: Iterable[EncodedData], total: int, encoder: FeatureEncoder) -> EncodedData:
+    """Encoded parts of ``total`` rows in all, copied one by one into preallocated columns: the
+    whole is never held twice, as concatenating the parts would."""
+    fields = len(encoder.single_fields)
+    value_fields: tuple[int, ...] | None = encoder.value_fields  # None once some part needs every column
     ids = np.empty((total, fields), dtype=id_dtype(encoder.num_features))
     values: np.ndarray | None = None
     labels: np.ndarray | None = None
     bags: list[list] = [[] for _ in encoder.multi_fields]
     start = 0
-    for frame in file.frames():
-        part = encoder.transform(frame)
+    for part in parts:
         stop = start + len(part)
         ids[start:stop] = part.ids
         if part.values is not None:
