@@ -1,13 +1,15 @@
 """One command for every figure: deepfm against the bare-MLP ceiling and its peers, same data, same run.
 
     .venv/bin/python benchmarks/run.py [--repeat 3] [--datasets /path/to/datasets] [--setup-peers]
-                                       [--stream-rows 10000000] [--write-readme]
+                                       [--stream] [--stream-rows 10000000] [--write-readme]
 
 Generates the Criteo-shaped data (benchmarks/make_data.py), then runs each measurement in its
 own process, one after another, with OMP_WAIT_POLICY=PASSIVE, and reports medians over
 ``--repeat`` rounds. Peers run from benchmarks/.peers-venv (``--setup-peers`` creates it:
 torch 2.13.0, deepctr-torch, torchfm, xlearn). FM on Frappe needs the datasets folder
-(``--datasets`` or $DEEPFM_DATASETS). ``--stream-rows`` adds the larger-than-memory run.
+(``--datasets`` or $DEEPFM_DATASETS). ``--stream`` adds the 1M rows trained streamed and in
+memory (same accuracy?); ``--stream-rows`` also a larger file streamed (for a hard memory limit,
+run ``benchmarks/budget.py`` around ``deepfm train``, as benchmarks/README.md shows).
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def median_of(results: list[dict]) -> dict:
 
 
 def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | None,
-            only: list[str] | None = None) -> dict[str, dict]:
+            only: list[str] | None = None, stream_compare: bool = False) -> dict[str, dict]:
     jobs: dict[str, tuple[Path, str, tuple[str, ...]]] = {
         "bare MLP (ceiling)": (DEEPFM_PY, "tasks.py", ("mlp", "fp32")),
         "bare MLP + input gradient": (DEEPFM_PY, "tasks.py", ("mlp", "fp32", "yes")),
@@ -106,17 +108,18 @@ def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | 
         jobs["deepfm FM, Frappe"] = (DEEPFM_PY, "tasks.py", ("fm_frappe", str(frappe)))
         if PEERS_PY.exists():
             jobs["xLearn FM, Frappe"] = (PEERS_PY, "peers.py", ("xlearn", str(frappe)))
-    if stream_file is not None:
+    if stream_compare:
         jobs["deepfm DeepFM, 1M in memory (50k-row chunks)"] = (DEEPFM_PY, "tasks.py", ("stream_compare", str(data), "off"))
         jobs["deepfm DeepFM, 1M streamed (50k-row chunks, window 4)"] = (DEEPFM_PY, "tasks.py", ("stream_compare", str(data), "on"))
+    if stream_file is not None:
         jobs[f"deepfm DeepFM, {stream_file.name} streamed"] = (DEEPFM_PY, "tasks.py", ("stream_big", str(stream_file), str(data)))
     if only:
         jobs = {name: job for name, job in jobs.items() if any(word in name for word in only)}
     results: dict[str, list[dict]] = {name: [] for name in jobs}
     for round_ in range(rounds):
         for name, (python, script, args) in jobs.items():
-            if round_ and ("stream" in name or "Frappe" in name):
-                continue  # long, or not a speed race: once is enough
+            if round_ and "stream" in name:
+                continue  # long, and about memory and accuracy: once is enough
             print(f"[{round_ + 1}/{rounds}] {name} ...", file=sys.stderr, flush=True)
             results[name].append(run_process(python, script, *args))
             print(f"    {json.dumps({k: v for k, v in results[name][-1].items() if k != 'rss_samples_mb'})}", file=sys.stderr)
@@ -186,6 +189,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(HERE / ".data"))
     parser.add_argument("--datasets", default=os.environ.get("DEEPFM_DATASETS"))
     parser.add_argument("--setup-peers", action="store_true")
+    parser.add_argument("--stream", action="store_true", help="also train the 1M rows streamed and in memory (accuracy check)")
     parser.add_argument("--stream-rows", type=int, default=0, help="also stream a file of this many rows (0: skip)")
     parser.add_argument("--only", nargs="*", help="run only the rows whose names contain one of these words")
     parser.add_argument("--write-readme", action="store_true", help="put the table into benchmarks/README.md")
@@ -198,7 +202,8 @@ def main() -> None:
     if args.stream_rows:
         subprocess.run([str(DEEPFM_PY), str(HERE / "make_data.py"), str(data), "--big", str(args.stream_rows)], check=True)
         stream_file = data / f"big-{args.stream_rows}.csv"
-    results = measure(args.repeat, data, Path(args.datasets) if args.datasets else None, stream_file, args.only)
+    results = measure(args.repeat, data, Path(args.datasets) if args.datasets else None, stream_file, args.only,
+                      stream_compare=args.stream or bool(args.stream_rows))
     (HERE / ".results").mkdir(exist_ok=True)
     (HERE / ".results" / "latest.json").write_text(json.dumps(results, indent=1))
     text = table(results)

@@ -89,15 +89,14 @@ def deepfm_criteo(data_dir: str, precision: str = "fp32", epochs: int = 1) -> di
     }
 
 
-def fm_frappe(frappe_dir: str, epochs: int = 40) -> dict:
-    """FM (k=10) on Frappe's libFM files; samples/s over all epochs, test AUC of the best epoch."""
+def fm_frappe(frappe_dir: str) -> dict:
+    """FM (k=10) on Frappe's libFM files at the library's FM defaults (deepfm.defaults: batch 4096,
+    Adam lr 3e-2, lazy L2 1e-4, up to 20 epochs, patience 2); samples/s over all epochs, test AUC
+    of the best epoch on validation."""
     from deepfm.api import Estimator
 
     data = Path(frappe_dir)
-    estimator = Estimator(
-        model={"name": "fm", "embed_dim": 10, "batch_norm": False},
-        training={"epochs": epochs, "batch_size": 4096, "lr": 0.02, "patience": 3, "embed_l2": 0.0},
-    )
+    estimator = Estimator(model={"name": "fm", "embed_dim": 10})
     began = time.perf_counter()
     estimator.fit(data / "train.libfm", valid=data / "valid.libfm", progress=False)
     wall = time.perf_counter() - began
