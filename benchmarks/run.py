@@ -168,7 +168,8 @@ def table(results: dict[str, dict]) -> str:
         if "streamed" in name and "error" not in r and r.get("rss_samples_mb"):
             s = r["rss_samples_mb"]
             tail = s[len(s) // 5:] or s
-            lines.append(f"- {name}: {r.get('rows', 0):,} rows, file {r.get('file_mb', 0):,.0f} MB; RSS over the run "
+            size = f", file {r['file_mb']:,.0f} MB" if r.get("file_mb") else ""
+            lines.append(f"- {name}: {r.get('rows', 0):,} rows{size}; RSS over the run "
                          f"(sampled each second after the first fifth) min {min(tail):,.0f} / median "
                          f"{statistics.median(tail):,.0f} / max {max(tail):,.0f} MB")
     return "\n".join(lines)
