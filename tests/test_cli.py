@@ -282,12 +282,13 @@ def test_flags_override_the_config_file(write_config, ctr_csv, tmp_path, capsys)
     config = write_config(tmp_path / f"run.{'toml' if write_config is toml_config else 'yml'}",
                           ctr_csv(), tmp_path / "from-config", epochs=1, model="fm")
     code = main(["train", "--config", str(config), "--epochs", "2", "--model", "lr", "--out", str(tmp_path / "from-flag"),
-                 "--json", "--quiet"])
+                 "--precision", "bf16", "--json", "--quiet"])
     assert code == 0
     assert json_lines(capsys.readouterr().out)[-1]["epochs"] == 2
     assert not (tmp_path / "from-config").exists()
     run = saved_run(tmp_path / "from-flag")
     assert run["model"]["name"] == "lr"
+    assert run["training"]["precision"] == "bf16"
     assert run["model"]["embed_dim"] == 4  # not overridden: still from the file
 
 
