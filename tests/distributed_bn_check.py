@@ -39,6 +39,10 @@ checks = {
     "running var": (norm.running_var, reference.running_var),
 }
 failed = [name for name, (a, b) in checks.items() if not torch.allclose(a, b, atol=1e-5, rtol=1e-5)]
+with torch.autocast("cpu", dtype=torch.bfloat16):  # --precision bf16: the layer before gives bf16
+    out = norm(part.detach().to(torch.bfloat16))
+if out.dtype != torch.float32 or norm.running_mean.dtype != torch.float32:
+    failed.append("bf16 input")
 print(f"rank {rank}: {'mismatch in ' + ', '.join(failed) if failed else 'all equal'}")
 dist.destroy_process_group()
 sys.exit(1 if failed else 0)

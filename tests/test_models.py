@@ -11,7 +11,7 @@ from deepfm.data.batch import Bag, EncodedData
 from deepfm.models import build_model
 from deepfm.models.deepfm import DeepFM
 from deepfm.models.fm import FactorizationMachine
-from deepfm.models.layers import EmbeddedFields, FeaturesEmbedding, fm_pairwise
+from deepfm.models.layers import EmbeddedFields, FeaturesEmbedding, MultiLayerPerceptron, fm_pairwise
 from deepfm.models.lr import LogisticRegression
 
 N_FEATURES, K = 12, 4
@@ -101,6 +101,18 @@ def test_written_out_pairwise_gradient_equals_autograd_of_the_formula():
     (expected,) = torch.autograd.grad(by_formula, fields, upstream)
     (written_out,) = torch.autograd.grad(fm_pairwise(EmbeddedFields(fields)), fields, upstream)
     torch.testing.assert_close(written_out, expected)
+
+
+def test_under_bf16_autocast_the_mlp_output_layer_stays_fp32():
+    torch.manual_seed(4)
+    mlp = MultiLayerPerceptron(8, (16, 16))
+    with torch.no_grad():
+        mlp.layers[-1].bias.fill_(3000.0)  # a rating-sized output prior: bf16 steps by 16 there
+    x = torch.randn(32, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = mlp(x)
+    assert y.dtype == torch.float32
+    assert (y - mlp(x)).abs().max() < 0.5  # hidden layers in bf16, the sum near 3000 not rounded to 16s
 
 
 def test_embedding_gradients_are_sparse_so_updates_touch_only_seen_rows():

@@ -211,6 +211,17 @@ def test_cli_trains_with_stream_and_chunk_rows(csv_file, tmp_path, capsys):
     assert json.loads((tmp_path / "m" / "config.json").read_text())["run"]["data"]["stream"] == "on"
 
 
+def test_a_file_that_changed_between_the_counting_and_the_reading_pass_is_a_clear_error(csv_file):
+    file = ChunkedFile(csv_file, chunk_bytes=CHUNK)
+    encoder, rows = fit_streaming(file, CONFIG)
+    for wrong in ([*rows[:-1], rows[-1] + 3], [*rows[:-1], rows[-1] - 3]):
+        with pytest.raises(DataError, match="changed while being read"):
+            encode_file(file, encoder, wrong)
+        source = StreamSource(file, encoder, wrong, window=100)
+        with pytest.raises(DataError, match="changed while being read"):
+            list(source.batches(256, seed=0, epoch=0))
+
+
 def test_a_chunk_with_more_value_columns_than_the_first_widens_what_is_stored():
     from types import SimpleNamespace
 
@@ -225,3 +236,13 @@ def test_a_chunk_with_more_value_columns_than_the_first_widens_what_is_stored():
     data = assemble(iter(parts), 6, encoder)
     assert data.value_fields is None
     np.testing.assert_array_equal(data.values, [[1, 2, 1], [1, 3, 1], [1, 1, 1], [1, 1, 1], [4, 5, 6], [7, 8, 9]])
+
+
+def test_concatenating_parts_without_values_keeps_the_narrow_layout():
+    from deepfm.data.batch import EncodedData
+
+    ids = np.zeros((2, 3), np.int32)
+    narrow = EncodedData(ids, np.array([[2.0], [3.0]], np.float32), value_fields=(1,))
+    joined = EncodedData.concat([EncodedData(ids, None), narrow])
+    assert joined.value_fields == (1,) and joined.values.shape == (4, 1)
+    np.testing.assert_array_equal(joined.dense_values()[:, 1], [1, 1, 2, 3])

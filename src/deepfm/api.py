@@ -65,6 +65,8 @@ class Estimator:
         return read_frame(data, cfg.format, cfg.label, cfg.multi, cfg.multi_separator, require_label=require_label)
 
     def encode(self, data: Data, with_labels: bool = True) -> EncodedData:
+        """Rows as the model reads them. ``ids`` are int32 while the table has fewer than 2³¹ rows
+        (cast to int64 for the ONNX graph); ``dense_values()`` gives every field's value (N, F)."""
         assert self.encoder is not None, "fit or load the estimator first"
         frame = self.read(data, require_label=with_labels)
         return self.encoder.transform(frame, with_labels=with_labels)

@@ -62,8 +62,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int)
     p.add_argument("--device", help="cpu, cuda or auto (default: cuda when available, else cpu)")
     p.add_argument("--precision", choices=["fp32", "bf16"],
-                   help="bf16: MLP matrix products in bfloat16 (autocast), several times faster on CPUs with "
-                        "AVX512-BF16/AMX and on GPUs; embeddings, FM term and weights stay fp32 (default fp32)")
+                   help="bf16: the MLP's hidden layers in bfloat16 (autocast), several times faster on CPUs with "
+                        "AVX512-BF16/AMX and on GPUs; embeddings, FM term, output layer and weights stay fp32 (default fp32)")
     p.add_argument("--nproc", type=int, default=1,
                    help="train with N processes on this machine (torchrun, gloo on CPU / nccl on GPU); "
                         "for several machines run torchrun yourself (docs/production.md)")

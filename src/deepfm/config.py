@@ -106,8 +106,8 @@ class TrainingConfig(_Frozen):
     threads: int = Field(0, ge=0, description="torch intra-op threads (0: one per core)")
     device: str = "cpu"
     precision: Precision = Field(
-        "fp32", description="bf16: the MLP's matrix products in bfloat16 (autocast; weights, embeddings and the "
-                            "FM term stay fp32); fast on CPUs with AVX512-BF16/AMX and on GPUs")
+        "fp32", description="bf16: the MLP's hidden layers in bfloat16 (autocast; weights, embeddings, the FM term "
+                            "and the output layer stay fp32); fast on CPUs with AVX512-BF16/AMX and on GPUs")
 
 
 class RunConfig(_Frozen):

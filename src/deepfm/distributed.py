@@ -160,6 +160,7 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C) -> (B, C)
         if not (self.training and active()):
             return super().forward(x)
+        x = x.float()  # under bf16 autocast: statistics, counts and running buffers stay fp32
         all_reduce = _SumOverRanks.apply
         sums = all_reduce(torch.cat([x.sum(0), x.new_tensor([x.shape[0]])]))  # (C + 1,)
         count = sums[-1]

@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
+import sys
 
 import pyarrow as pa
 import torch
@@ -23,16 +23,15 @@ def configure(threads: int = 0) -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     torch.set_num_threads(threads or cores)
     torch.set_flush_denormal(True)
-    if pa.default_memory_pool().backend_name != "system":
-        pa.set_memory_pool(pa.system_memory_pool())
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL", "system") == "system" and pa.default_memory_pool().backend_name != "system":
+        pa.set_memory_pool(pa.system_memory_pool())  # pyarrow was loaded before deepfm; a pool you chose is kept
 
 
 def release_free_memory() -> None:
     """Hand memory that is free but still held by the allocators back to the OS (after parsing)."""
     pa.default_memory_pool().release_unused()
-    name = ctypes.util.find_library("c")
-    if name and os.uname().sysname == "Linux":
+    if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL(name).malloc_trim(0)  # glibc only
+            ctypes.CDLL(None).malloc_trim(0)  # glibc only
         except (OSError, AttributeError):
             pass

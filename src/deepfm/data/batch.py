@@ -94,9 +94,10 @@ class EncodedData:
     @staticmethod
     def concat(parts: list["EncodedData"]) -> "EncodedData":
         first = parts[0]
-        same = all(p.value_fields == first.value_fields for p in parts)
-        values, value_fields = None, first.value_fields if same else None
-        if any(p.values is not None for p in parts):
+        valued = [p for p in parts if p.values is not None]  # parts without values fit any layout
+        same = all(p.value_fields == valued[0].value_fields for p in valued)
+        values, value_fields = None, (valued[0].value_fields if valued and same else None)
+        if valued:
             width = len(value_fields) if value_fields is not None else first.ids.shape[1]
             values = np.concatenate([
                 (p.values if same else p.dense_values()) if p.values is not None

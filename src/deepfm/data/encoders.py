@@ -65,6 +65,7 @@ class FieldSpec:
         """JSON-ready (``features.json``): the vocabulary as a list of strings."""
         item = {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
         item["vocabulary"] = self.vocabulary.to_list() if self.vocabulary is not None else None
+        item["edges"] = list(self.edges) if self.edges is not None else None
         return item
 
 

@@ -245,7 +245,7 @@ class StreamSource:
             held = [carry] if carry is not None and len(carry) else []
             total = sum(len(c) for c in held) + sum(self.rows_per_chunk[i] for i in chunks)
             encoded = (self.encoder.transform(next(frames)) for _ in chunks)
-            data = assemble(itertools.chain(held, encoded), total, self.encoder)  # one chunk at a time
+            data = assemble(itertools.chain(held, encoded), total, self.encoder, self.file.path)  # one chunk at a time
             held = carry = None
             permutation = rng.permutation(len(data))
             last = start + self.window >= len(order)
@@ -261,12 +261,13 @@ class StreamSource:
 def encode_file(file: ChunkedFile, encoder: FeatureEncoder, rows_per_chunk: Sequence[int]) -> EncodedData:
     """The whole file encoded in memory, read chunk by chunk into preallocated columns, so the
     raw text of only one chunk is held at a time."""
-    return assemble((encoder.transform(frame) for frame in file.frames()), sum(rows_per_chunk), encoder)
+    return assemble((encoder.transform(frame) for frame in file.frames()), sum(rows_per_chunk), encoder, file.path)
 
 
-def assemble(parts: Iterable[EncodedData], total: int, encoder: FeatureEncoder) -> EncodedData:
+def assemble(parts: Iterable[EncodedData], total: int, encoder: FeatureEncoder, path: str | Path = "") -> EncodedData:
     """Encoded parts of ``total`` rows in all, copied one by one into preallocated columns: the
-    whole is never held twice, as concatenating the parts would."""
+    whole is never held twice, as concatenating the parts would. Parts with another number of
+    rows than counted earlier (the file changed between passes) are a ``DataError`` on ``path``."""
     fields = len(encoder.single_fields)
     value_fields: tuple[int, ...] | None = encoder.value_fields  # None once some part needs every column
     ids = np.empty((total, fields), dtype=id_dtype(encoder.num_features))
@@ -276,6 +277,8 @@ def assemble(parts: Iterable[EncodedData], total: int, encoder: FeatureEncoder) 
     start = 0
     for part in parts:
         stop = start + len(part)
+        if stop > total:
+            raise DataError(path, f"the file changed while being read: more than the {total:,} rows counted before")
         ids[start:stop] = part.ids
         if part.values is not None:
             if values is None:
@@ -293,6 +296,8 @@ def assemble(parts: Iterable[EncodedData], total: int, encoder: FeatureEncoder) 
         for collected, bag in zip(bags, part.bags):
             collected.append(bag)
         start = stop
+    if start != total:
+        raise DataError(path, f"the file changed while being read: {start:,} rows where {total:,} were counted before")
     return EncodedData(ids=ids, values=values, bags=[Bag.concat(b) for b in bags], labels=labels,
                        value_fields=value_fields)
 

@@ -28,7 +28,9 @@ class Vocabulary:
     def __iter__(self) -> Iterator[str]:
         return iter(self.values.to_pylist())
 
-    def __getitem__(self, position: int) -> str:
+    def __getitem__(self, position: int | slice) -> str | list[str]:
+        if isinstance(position, slice):
+            return self.values[position].to_pylist()
         return self.values[position].as_py()
 
     def __contains__(self, value: object) -> bool:
@@ -37,7 +39,7 @@ class Vocabulary:
     def index(self, value: str, missing: int | None = None) -> int:
         """Position of ``value`` (its id is ``RESERVED + position``); ``ValueError`` if absent,
         unless ``missing`` says what to return."""
-        found = pc.index(self.values, pa.scalar(value, pa.string())).as_py()
+        found = pc.index(self.values, pa.scalar(value, pa.string())).as_py() if isinstance(value, str) else -1
         if found < 0 and missing is None:
             raise ValueError(f"{value!r} is not in the vocabulary")
         return found if found >= 0 else missing

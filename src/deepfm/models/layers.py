@@ -122,6 +122,14 @@ class _PairwiseOfFields(torch.autograd.Function):
         return (total.unsqueeze(1) - fields).mul_(grad.view(-1, 1, 1))
 
 
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (torch < 2.4 has one function per device)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # pragma: no cover - torch 2.3
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
@@ -153,4 +161,10 @@ class MultiLayerPerceptron(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        if self.output_dim is None or not autocast_enabled(x.device.type):
+            return self.layers(x)
+        *hidden, output = self.layers
+        for layer in hidden:
+            x = layer(x)
+        with torch.autocast(x.device.type, enabled=False):  # the logit (or rating) in fp32, not bf16
+            return output(x.float())

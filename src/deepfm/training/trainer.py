@@ -157,7 +157,7 @@ class Trainer:
     def _step(self, batch: Batch) -> float:
         self.optimizer.zero_grad()
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
-            logits = self.model(batch)  # bf16: the MLP's products in bfloat16, the FM term in fp32
+            logits = self.model(batch)  # bf16: the MLP's hidden layers in bfloat16; FM term and output in fp32
         loss = loss_fn(self.task, logits.float(), batch.labels)
         loss.backward()
         distributed.average_gradients(self.model)  # no-op in a single process
