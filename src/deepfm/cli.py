@@ -59,7 +59,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dropout", type=float)
     p.add_argument("--patience", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: one per core; 1 for --model fm and lr)")
     p.add_argument("--device", help="cpu, cuda or auto (default: cuda when available, else cpu)")
     p.add_argument("--precision", choices=["fp32", "bf16"],
                    help="bf16: the MLP's hidden layers in bfloat16 (autocast), several times faster on CPUs with "

@@ -103,7 +103,7 @@ class TrainingConfig(_Frozen):
     seed: int = 2026
     patience: int = Field(2, ge=0, description="epochs without improvement before stopping (0: never stop early)")
     checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps (0: once per epoch)")
-    threads: int = Field(0, ge=0, description="torch intra-op threads (0: one per core)")
+    threads: int = Field(0, ge=0, description="torch intra-op threads (0: one per core; FM and LR default to 1)")
     device: str = "cpu"
     precision: Precision = Field(
         "fp32", description="bf16: the MLP's hidden layers in bfloat16 (autocast; weights, embeddings, the FM term "
