@@ -61,10 +61,11 @@ def test_compare_on_a_rating_file_reports_rmse_and_mae_without_roc(write_table, 
 
 
 def test_study_varies_one_deepfm_setting_and_keeps_the_rest(ctr_files, tmp_path):
-    assert compare(ctr_files, tmp_path / "r", "--study", "dropout", "--epochs", "1") == 0
+    assert compare(ctr_files, tmp_path / "r", "--study", "dropout", "--epochs", "1", "--precision", "bf16") == 0
     variants = json.loads((tmp_path / "r" / "results.json").read_text())["variants"]
     assert [v["label"] for v in variants] == [label for label, _ in STUDIES["dropout"]]
     assert {v["config"]["model"]["name"] for v in variants} == {"deepfm"}
+    assert {v["config"]["training"]["precision"] for v in variants} == {"bf16"}
     assert [v["config"]["model"]["dropout"] for v in variants] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
     rest = [{**v["config"], "model": {**v["config"]["model"], "dropout": None}} for v in variants]
     assert all(r == rest[0] for r in rest)
