@@ -25,8 +25,8 @@ Product = Literal["inner", "outer", "both"]
 
 def inner_products(fields: torch.Tensor) -> torch.Tensor:
     """p_ij = <f_i, f_j> for i < j (row-major pair order). (B, F, k) -> (B, F(F−1)/2)."""
-    i, j = torch.triu_indices(fields.shape[1], fields.shape[1], offset=1, device=fields.device)
-    return (fields[:, i] * fields[:, j]).sum(-1)
+    pairs = torch.triu_indices(fields.shape[1], fields.shape[1], offset=1, device=fields.device)  # (2, P)
+    return (fields[:, pairs[0]] * fields[:, pairs[1]]).sum(-1)
 
 
 def outer_product_of_sum(fields: torch.Tensor) -> torch.Tensor:
