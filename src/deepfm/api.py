@@ -66,7 +66,8 @@ class Estimator:
 
     def encode(self, data: Data, with_labels: bool = True) -> EncodedData:
         """Rows as the model reads them. ``ids`` are int32 while the table has fewer than 2³¹ rows
-        (cast to int64 for the ONNX graph); ``dense_values()`` gives every field's value (N, F)."""
+        (cast to int64 for the ONNX graph); ``dense_values()`` gives every field's value (N, F), or
+        None when every value is 1 (one-hot data such as Frappe)."""
         assert self.encoder is not None, "fit or load the estimator first"
         frame = self.read(data, require_label=with_labels)
         return self.encoder.transform(frame, with_labels=with_labels)
@@ -97,6 +98,8 @@ class Estimator:
             self.config = cfg = cfg.model_copy(update={"training": cfg.training.model_copy(
                 update={"device": distributed.rank_device(cfg.training.device, ctx)})})
         configure_runtime(cfg.training.threads or max(1, (os.cpu_count() or 1) // ctx.local_world))
+        if cfg.training.precision == "bf16" and cfg.model.name in ("lr", "fm") and log:
+            log(f"precision bf16 changes nothing for {cfg.model.name}: it has no MLP (it trains in fp32)")
         began = time.perf_counter()
         saved_features = Path(out) / "checkpoint-features.json" if out else None
         saved = None
