@@ -7,7 +7,7 @@ The budget is enforced by the kernel: the command runs in a new memory cgroup (v
 killed if it needs more. Page cache of the file being read is charged to the cgroup too and is
 reclaimed under the limit, so only memory the process really holds can end the run. Every
 second the resident set of the command's process tree is sampled; the summary (peak, min /
-median / max after the start-up, cgroup peak and limit hits) goes to stderr and ``--out``.
+median / max after the start-up, cgroup peak, whether it was OOM-killed) goes to stderr and ``--out``.
 
 The resident set counts pages of shared libraries (torch's are ~140 MB) that were loaded into
 the page cache before and are charged to another cgroup, so a process may show more RSS than the
@@ -98,13 +98,11 @@ def main() -> None:
     wall = time.monotonic() - began
     if version == "v1":
         cgroup_peak = int((group / "memory.max_usage_in_bytes").read_text()) / 2**20
-        failures = max(int((group / name).read_text()) for name in ("memory.failcnt", "memory.memsw.failcnt")
-                       if (group / name).exists())
         oom_killed = "oom_kill 1" in (group / "memory.oom_control").read_text()
     else:
         cgroup_peak = int((group / "memory.peak").read_text()) / 2**20 if (group / "memory.peak").exists() else None
         events = dict(line.split() for line in (group / "memory.events").read_text().splitlines())
-        failures, oom_killed = int(events.get("max", 0)), int(events.get("oom_kill", 0)) > 0
+        oom_killed = int(events.get("oom_kill", 0)) > 0
     group.rmdir()
     settled = min(60.0, wall / 5)  # after the start-up: the first minute, or the first fifth of a short run
     after_start = [rss for t, rss in samples if t >= settled and rss > 1.0] or [rss for _, rss in samples]
@@ -115,7 +113,6 @@ def main() -> None:
                                "median": round(statistics.median(after_start), 1), "max": round(max(after_start), 1)}
         if after_start else None,
         "cgroup_peak_mb_incl_page_cache": round(cgroup_peak, 1) if cgroup_peak is not None else None,
-        "times_limit_was_hit": failures,
     }
     verdict = "killed at the limit (out of memory)" if oom_killed else f"exit {child.returncode}"
     print(f"budget: {verdict}; limit {args.limit_mb} MB, peak RSS {summary['peak_rss_mb']} MB, "
