@@ -60,6 +60,8 @@ def test_training_interrupted_mid_epoch_resumes_to_the_same_weights(tables, tmp_
     resumed = Estimator(**config).fit(tables["train"][0], out=tmp_path / "cut", resume=True, progress=False)
     for key, value in weights_of(full).items():
         torch.testing.assert_close(value, weights_of(resumed)[key], rtol=0, atol=0)
+    losses = [[epoch["train_loss"] for epoch in run.metrics["history"]] for run in (full, resumed)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-9)  # the interrupted epoch's loss counts every step
 
 
 @pytest.mark.parametrize("model", ["lr", "fm", "deepfm"])

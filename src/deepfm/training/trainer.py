@@ -70,6 +70,7 @@ class TrainResult:
     epochs_run: int = 0
     train_seconds: float = 0.0
     samples_seen: int = 0
+    epoch_loss: tuple[float, int] = (0.0, 0)  # (loss sum, steps) of the epoch so far, kept in mid-epoch checkpoints
 
     @property
     def samples_per_s(self) -> float:
@@ -118,17 +119,19 @@ class Trainer:
             ahead = 0 if isinstance(source, InMemorySource) else 2  # read and encode streamed chunks meanwhile
             batches = prefetch(source.batches(config.batch_size, config.seed, epoch, skip=skip_steps), config.device, ahead)
             bar = tqdm(batches, total=steps_per_epoch, initial=skip_steps, desc=f"epoch {epoch + 1}", disable=not self.progress, leave=False)
-            began, total_loss, steps = time.perf_counter(), 0.0, 0
+            total_loss, steps = result.epoch_loss if skip_steps else (0.0, 0)  # resumed mid-epoch: its loss so far
+            began = time.perf_counter()
             for step, (rows, batch) in enumerate(bar, start=skip_steps):
                 total_loss += self._step(batch)
                 steps += 1
                 result.samples_seen += rows
                 if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < steps_per_epoch:
                     result.train_seconds += time.perf_counter() - began
+                    result.epoch_loss = (total_loss, steps)
                     self._save(result, epoch, step + 1, best_weights, bad_epochs)
                     began = time.perf_counter()
             result.train_seconds += time.perf_counter() - began
-            skip_steps = 0
+            skip_steps, result.epoch_loss = 0, (0.0, 0)
             record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total_loss / max(steps, 1)}
             if valid is not None:
                 metrics = evaluate_predictions(self.task, valid.labels, distributed.gather_blocks(
@@ -171,6 +174,7 @@ class Trainer:
             "epoch": epoch, "step": step, "bad_epochs": bad_epochs, "history": result.history,
             "best_epoch": result.best_epoch, "best_metrics": result.best_metrics,
             "train_seconds": result.train_seconds, "samples_seen": result.samples_seen,
+            "epoch_loss": list(result.epoch_loss),
         }
         save_checkpoint(self.checkpoint_dir, self.model, self.optimizer.state_dict(), loop, best_weights)
 
@@ -190,6 +194,7 @@ class Trainer:
         result.best_epoch, result.best_metrics = loop["best_epoch"], loop["best_metrics"]
         result.train_seconds, result.samples_seen = loop["train_seconds"], loop["samples_seen"]
         result.epochs_run = loop["epoch"]
+        result.epoch_loss = tuple(loop.get("epoch_loss", (0.0, 0)))  # absent in checkpoints of older versions
         return loop["epoch"], loop["step"], best, loop["bad_epochs"]
 
 
