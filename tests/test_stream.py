@@ -246,3 +246,18 @@ def test_concatenating_parts_without_values_keeps_the_narrow_layout():
     joined = EncodedData.concat([EncodedData(ids, None), narrow])
     assert joined.value_fields == (1,) and joined.values.shape == (4, 1)
     np.testing.assert_array_equal(joined.dense_values()[:, 1], [1, 1, 2, 3])
+
+
+def test_auto_streams_only_when_the_encoded_file_would_take_over_half_the_free_memory(csv_file, monkeypatch):
+    from deepfm.data import stream
+
+    size = csv_file.stat().st_size  # text: about 1.5 × this once encoded, with the chunk being parsed
+
+    def free_bytes(available):
+        monkeypatch.setattr(stream.os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": available // 4096, "SC_PAGE_SIZE": 4096}[name])
+
+    free_bytes(4 * size)
+    assert not stream.should_stream(csv_file, "auto")  # 1.5 × size < half of 4 × size
+    free_bytes(2 * size)
+    assert stream.should_stream(csv_file, "auto")  # 1.5 × size > half of 2 × size
+    assert stream.should_stream(csv_file, "on") and not stream.should_stream(csv_file, "off")

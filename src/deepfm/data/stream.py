@@ -312,9 +312,11 @@ def chunk_bytes_for(path: str | Path, chunk_rows: int, probe: int = 1 << 20) -> 
     return max(int(len(head) / lines * chunk_rows), 1 << 10)
 
 
-def should_stream(path: str | Path, mode: str, expansion: float = 3.0) -> bool:
+def should_stream(path: str | Path, mode: str, expansion: float = 1.5) -> bool:
     """``mode`` "on"/"off" decide; "auto" streams when the file, encoded in memory (about
-    ``expansion`` × its size on disk for text), would take over half the available memory."""
+    ``expansion`` × its size on disk for text), would take over half the available memory.
+    Encoded Criteo-shaped rows (int32 ids, 13 value columns) take 212 bytes against ~221 bytes of
+    CSV; 1.5 leaves room for the chunk being parsed. Compressed files count 8× their size."""
     if mode != "auto":
         return mode == "on"
     size = Path(path).stat().st_size * (8.0 if str(path).endswith((".gz", ".parquet", ".pq")) else expansion)
