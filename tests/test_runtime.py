@@ -28,3 +28,15 @@ def test_configure_keeps_an_arrow_pool_the_user_chose(monkeypatch, restore_runti
     pa.set_memory_pool(pa.mimalloc_memory_pool())
     configure(1)
     assert pa.default_memory_pool().backend_name == "mimalloc"
+
+
+def test_importing_deepfm_sets_passive_openmp_waits_and_the_system_arrow_pool_unless_chosen():
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, deepfm; print(os.environ['OMP_WAIT_POLICY'], os.environ['ARROW_DEFAULT_MEMORY_POOL'])"
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "ARROW_DEFAULT_MEMORY_POOL")}
+    run = lambda env: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert run(clean) == ["PASSIVE", "system"]
+    assert run({**clean, "OMP_WAIT_POLICY": "ACTIVE", "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}) == ["ACTIVE", "jemalloc"]

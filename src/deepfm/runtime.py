@@ -1,6 +1,8 @@
 """Process-wide settings for speed and memory, applied when training or serving starts.
 
 - Intra-op threads: one per core this process may use (not the machine's count).
+- OpenMP threads wait passively (``deepfm/__init__.py`` sets ``OMP_WAIT_POLICY=PASSIVE`` before
+  torch loads, unless set): spinning threads halve training speed next to any busy process.
 - Flush-to-zero for denormals, which otherwise appear in the optimiser state of rarely seen
   embedding rows and slow CPU math badly.
 - Arrow allocates through the system allocator (``deepfm/__init__.py`` sets
