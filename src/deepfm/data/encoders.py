@@ -203,9 +203,10 @@ class FeatureEncoder:
         bags = [self._encode_multi(frame, spec) for spec in self.multi_fields]
         labels = self.encode_labels(frame) if with_labels and frame.labels is not None else None
         value_fields = self.value_fields
-        if (values == 1).all():
+        unit = (values == 1).all(axis=0)  # (F,): columns whose values are all 1
+        if unit.all():
             values, value_fields = None, None
-        elif len(value_fields) < len(single) and (np.delete(values, value_fields, axis=1) == 1).all():
+        elif len(value_fields) < len(single) and np.delete(unit, value_fields).all():
             values = values[:, value_fields]  # the other columns are all 1: keep only these
         else:
             value_fields = None  # e.g. a libFM chunk with weights where the first chunk had none
