@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deepfm.data.batch import Batch, EncodedData, distinct_ids, prefetch
+from deepfm.data.batch import Batch, DistinctIds, EncodedData, distinct_ids, prefetch
 from deepfm.models.layers import FeaturesEmbedding
 from deepfm.training.rowwise import RowWiseAdam
 
@@ -22,12 +22,24 @@ def test_distinct_ids_equal_torch_unique(table):
     assert torch.equal(unique[inverse], ids)
 
 
-def test_distinct_row_lookup_gives_the_same_values_and_gradient_as_a_plain_lookup():
+@pytest.mark.parametrize("table", [30, 1000])  # many slots per distinct id (summed by a product), few (index_add_)
+def test_distinct_rows_sum_their_slots_like_index_add(table):
+    torch.manual_seed(2)
+    ids = torch.randint(0, table, (64, 6))
+    distinct = DistinctIds.of(ids)
+    assert (distinct.slot_rows is not None) == (table == 30)
+    per_slot = torch.randn(ids.numel(), 3)
+    expected = torch.zeros(len(distinct.unique), 3).index_add_(0, distinct.inverse.reshape(-1), per_slot)
+    torch.testing.assert_close(distinct.sum_by_row(per_slot), expected)
+
+
+@pytest.mark.parametrize("table", [30, 1000])
+def test_distinct_row_lookup_gives_the_same_values_and_gradient_as_a_plain_lookup(table):
     torch.manual_seed(0)
-    ids = torch.randint(0, 30, (16, 5))
+    ids = torch.randint(0, table, (16, 5))
     values = torch.rand(16, 5)
     batch = Batch(ids, values, [], None)
-    emb = FeaturesEmbedding(30, 4, init_std=0.5)
+    emb = FeaturesEmbedding(table, 4, init_std=0.5)
     fast = emb(batch)
     (fast.fields.sum() + fast.fields.pow(2).sum()).backward()
     fast_grad = emb.weight.grad.coalesce()

@@ -29,7 +29,7 @@ from deepfm.data.readers import frame_from_table, read_frame
 from deepfm.data.stream import ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_streaming, should_stream
 from deepfm.models import build_model
 from deepfm.training.metrics import evaluate_predictions
-from deepfm.runtime import configure as configure_runtime, release_free_memory
+from deepfm.runtime import available_cores, configure as configure_runtime, release_free_memory
 from deepfm.training.trainer import TrainResult, Trainer, peak_rss_mb, predict
 
 Data = str | Path | pa.Table | RawFrame
@@ -97,7 +97,7 @@ class Estimator:
         if ctx.world > 1:
             self.config = cfg = cfg.model_copy(update={"training": cfg.training.model_copy(
                 update={"device": distributed.rank_device(cfg.training.device, ctx)})})
-        configure_runtime(cfg.training.threads or max(1, (os.cpu_count() or 1) // ctx.local_world))
+        configure_runtime(cfg.training.threads or max(1, available_cores() // ctx.local_world))
         if cfg.training.precision == "bf16" and cfg.model.name in ("lr", "fm") and log:
             log(f"precision bf16 changes nothing for {cfg.model.name}: it has no MLP (it trains in fp32)")
         began = time.perf_counter()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepfm.data.batch import Batch
+from deepfm.data.batch import Batch, DistinctIds
 
 
 @dataclass
@@ -28,25 +28,26 @@ class EmbeddedFields:
 class _LookupDistinctRows(torch.autograd.Function):
     """``weight[unique][inverse]``: gather the U distinct rows once, expand them to (B, F, k).
 
-    The gradient w.r.t. the table is sparse with U sorted, distinct rows (duplicates summed by
-    one ``index_add_``), so a row-wise optimiser needs no sort and touches only those rows.
+    The gradient w.r.t. the table is sparse with U sorted, distinct rows (each row's slots
+    summed by ``DistinctIds.sum_by_row``), so a row-wise optimiser needs no sort and touches
+    only those rows.
     """
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, unique: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(unique, inverse)
-        ctx.table_shape = weight.shape
-        rows = weight.index_select(0, unique)  # (U, k)
+    def forward(ctx, weight: torch.Tensor, distinct: DistinctIds) -> torch.Tensor:
+        ctx.distinct, ctx.table_shape = distinct, weight.shape
+        rows = weight.index_select(0, distinct.unique)  # (U, k)
+        inverse = distinct.inverse
         return rows.index_select(0, inverse.reshape(-1)).view(*inverse.shape, weight.shape[1])  # (B, F, k)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        unique, inverse = ctx.saved_tensors
-        k = ctx.table_shape[1]
-        grad_rows = grad_out.new_zeros(len(unique), k).index_add_(0, inverse.reshape(-1), grad_out.reshape(-1, k))
-        grad = torch.sparse_coo_tensor(unique.unsqueeze(0), grad_rows, ctx.table_shape, is_coalesced=True,
+        distinct, k = ctx.distinct, ctx.table_shape[1]
+        grad_rows = distinct.sum_by_row(grad_out.reshape(-1, k))  # (U, k)
+        grad = torch.sparse_coo_tensor(distinct.unique.unsqueeze(0), grad_rows, ctx.table_shape, is_coalesced=True,
                                        check_invariants=False)
-        return grad, None, None
+        return grad, None
 
 
 class FeaturesEmbedding(nn.Module):
@@ -65,8 +66,7 @@ class FeaturesEmbedding(nn.Module):
 
     def lookup(self, batch: Batch) -> torch.Tensor:  # (B, F, k)
         if self.sparse and torch.is_grad_enabled() and self.weight.requires_grad:
-            unique, inverse = batch.unique_ids()
-            return _LookupDistinctRows.apply(self.weight, unique, inverse)
+            return _LookupDistinctRows.apply(self.weight, batch.distinct())
         return F.embedding(batch.ids, self.weight)
 
     def forward(self, batch: Batch) -> EmbeddedFields:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from deepfm import distributed
 from deepfm.config import TrainingConfig
 from deepfm.data.batch import Batch, BatchSource, EncodedData, InMemorySource, prefetch
+from deepfm.runtime import available_cores
 from deepfm.training.checkpoint import load_checkpoint, save_checkpoint
 from deepfm.training.metrics import SELECTION, evaluate_predictions, is_better
 from deepfm.training.optim import ModelOptimizer
@@ -100,6 +101,9 @@ class Trainer:
         self.on_epoch = on_epoch
         self.autocast_device = torch.device(config.device).type
         self.bf16 = config.precision == "bf16"
+        # A core that compute leaves idle (FM and LR run one thread) prepares the next batches; with
+        # every core computing, in-memory batches are cheaper to make inline than to hand over.
+        self._spare_core = torch.get_num_threads() < available_cores()
 
     def fit(self, train: EncodedData | BatchSource, valid: EncodedData | None = None, resume: bool = False) -> TrainResult:
         """Train on ``train`` (in-memory data or any ``BatchSource``); ``valid`` selects the best epoch."""
@@ -116,7 +120,7 @@ class Trainer:
             if config.patience and bad_epochs >= config.patience:
                 break  # a resumed run that had already stopped early
             self.model.train()
-            ahead = 0 if isinstance(source, InMemorySource) else 2  # read and encode streamed chunks meanwhile
+            ahead = 2 if self._spare_core or not isinstance(source, InMemorySource) else 0
             batches = prefetch(source.batches(config.batch_size, config.seed, epoch, skip=skip_steps), config.device, ahead)
             bar = tqdm(batches, total=steps_per_epoch, initial=skip_steps, desc=f"epoch {epoch + 1}", disable=not self.progress, leave=False)
             total_loss, steps = result.epoch_loss if skip_steps else (0.0, 0)  # resumed mid-epoch: its loss so far
