@@ -92,6 +92,31 @@ def test_fm_gradients_match_the_paper(with_bag):
     np.testing.assert_allclose(model.embedding.weight.grad.double().numpy(), paper, rtol=1e-4, atol=1e-5)
 
 
+def test_fm_in_matrix_form_gives_the_papers_outputs_and_gradients_on_a_batch():
+    """Training batches whose ids repeat go through sparse products with the design matrix X (B × U
+    distinct features); outputs and gradients are still the paper's, summed over the rows."""
+    data = sparse_rows(seed=4, rows=40, with_bag=False)  # 9 distinct features in 120 slots
+    batch = data.to_batch()
+    assert batch.design() is not None
+    torch.manual_seed(4)
+    model = FactorizationMachine(N_FEATURES, K)
+    with torch.no_grad():
+        model.linear.bias.fill_(-0.2)
+        model.linear.weights.weight.normal_()
+        model.embedding.weight.normal_()
+    y = model(batch)
+    y.sum().backward()
+    x = dense_x(data)
+    w = model.linear.weights.weight.detach().double().numpy()[:, 0]
+    V = model.embedding.weight.detach().double().numpy()
+    expected = -0.2 + x @ w + 0.5 * (((x @ V) ** 2).sum(1) - (x**2) @ (V**2).sum(1))
+    np.testing.assert_allclose(y.detach().double().numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.linear.weights.weight.grad.to_dense().double().numpy()[:, 0], x.sum(0), rtol=1e-5)
+    paper = sum(x[r][:, None] * (x[r] @ V)[None, :] - V * (x[r] ** 2)[:, None] for r in range(len(x)))
+    np.testing.assert_allclose(model.embedding.weight.grad.to_dense().double().numpy(), paper, rtol=1e-4, atol=1e-4)
+    assert model.embedding.weight.grad.is_sparse
+
+
 def test_written_out_pairwise_gradient_equals_autograd_of_the_formula():
     torch.manual_seed(3)
     fields = torch.randn(6, 5, 4, dtype=torch.float64, requires_grad=True)

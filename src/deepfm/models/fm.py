@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from deepfm.data.batch import Batch
-from deepfm.models.layers import FeaturesEmbedding, FeaturesLinear, fm_pairwise
+from deepfm.models.layers import FeaturesEmbedding, FeaturesLinear
 
 
 class FactorizationMachine(nn.Module):
@@ -19,4 +19,4 @@ class FactorizationMachine(nn.Module):
         self.embedding = FeaturesEmbedding(num_features, embed_dim)
 
     def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,)
-        return self.linear(batch) + fm_pairwise(self.embedding(batch))
+        return self.linear(batch) + self.embedding.pairwise(batch)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepfm.data.batch import Batch, DistinctIds
+from deepfm.data.batch import Batch, DesignMatrix, DistinctIds
 
 
 @dataclass
@@ -50,6 +50,51 @@ class _LookupDistinctRows(torch.autograd.Function):
         return grad, None
 
 
+def _row_gradient(design: DesignMatrix, table_shape: torch.Size, grad_rows: torch.Tensor) -> torch.Tensor:
+    """The sparse (num_features, k) gradient of a table whose U distinct rows got ``grad_rows``."""
+    return torch.sparse_coo_tensor(design.unique.unsqueeze(0), grad_rows, table_shape, is_coalesced=True,
+                                   check_invariants=False)
+
+
+class _DesignTimesTable(torch.autograd.Function):
+    """``X V``: Σ_i x_i v_i for every row of the batch, from the U distinct rows of V. Shape (B, k)."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, design: DesignMatrix) -> torch.Tensor:
+        ctx.design, ctx.table_shape = design, weight.shape
+        with torch.autocast("cpu", enabled=False):  # sparse products exist in fp32 only (designs are CPU-only)
+            return design.x @ weight.index_select(0, design.unique)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        return _row_gradient(ctx.design, ctx.table_shape, ctx.design.x_t @ grad), None  # Xᵀ g
+
+
+class _PairwiseOfDesign(torch.autograd.Function):
+    """``fm_pairwise`` in Rendle's matrix form, from the table and the batch's design matrix X:
+    y = ½ (‖X V‖² − (X∘X)(V∘V) 1), and ∂y/∂v_if = x_i Σ_j v_jf x_j − v_if x_i², i.e.
+    ∂y/∂V = Xᵀ (g ∘ X V) − ((X∘X)ᵀ g) ∘ V. Four sparse products on (B, k) and (U, k); no (B, F, k) tensor."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, design: DesignMatrix) -> torch.Tensor:
+        rows = weight.index_select(0, design.unique)  # (U, k)
+        with torch.autocast("cpu", enabled=False):  # fp32, as the FM term always is
+            xv = design.x @ rows  # (B, k)  Σ_i v_i x_i
+            squares = design.x_squared @ rows.square().sum(1, keepdim=True)  # (B, 1)  Σ_i ‖v_i‖² x_i²
+        ctx.save_for_backward(rows, xv)
+        ctx.design, ctx.table_shape = design, weight.shape
+        return 0.5 * (xv.square().sum(1) - squares.squeeze(1))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        rows, xv = ctx.saved_tensors
+        design, g = ctx.design, grad.unsqueeze(1)  # (B, 1)
+        grad_rows = (design.x_t @ (xv * g)).sub_(rows * (design.x_squared_t @ g))  # (U, k)
+        return _row_gradient(design, ctx.table_shape, grad_rows), None
+
+
 class FeaturesEmbedding(nn.Module):
     """One fused table V (num_features × embed_dim) for all fields, looked up once per batch.
 
@@ -68,6 +113,18 @@ class FeaturesEmbedding(nn.Module):
         if self.sparse and torch.is_grad_enabled() and self.weight.requires_grad:
             return _LookupDistinctRows.apply(self.weight, batch.distinct())
         return F.embedding(batch.ids, self.weight)
+
+    def design_of(self, batch: Batch) -> DesignMatrix | None:
+        """The batch's design matrix when this table trains through sparse products (see ``Batch.design``)."""
+        if self.sparse and torch.is_grad_enabled() and self.weight.requires_grad:
+            return batch.design()
+        return None
+
+    def pairwise(self, batch: Batch) -> torch.Tensor:
+        """Σ_{i<j} <v_i, v_j> x_i x_j of every row, shape (B,): ``fm_pairwise(self(batch))``, computed
+        in matrix form when the batch has a design matrix."""
+        design = self.design_of(batch)
+        return fm_pairwise(self(batch)) if design is None else _PairwiseOfDesign.apply(self.weight, design)
 
     def forward(self, batch: Batch) -> EmbeddedFields:
         vx = self.lookup(batch)  # (B, F, k)
@@ -93,6 +150,9 @@ class FeaturesLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(()))
 
     def forward(self, batch: Batch) -> torch.Tensor:  # (B,)
+        design = self.weights.design_of(batch)
+        if design is not None:
+            return self.bias + _DesignTimesTable.apply(self.weights.weight, design).squeeze(1)  # X w
         return self.bias + self.weights(batch).fields.sum(dim=(1, 2))
 
 
