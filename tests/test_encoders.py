@@ -530,3 +530,33 @@ def test_a_vocabulary_reads_like_a_list_of_values_and_is_saved_as_one():
     assert vocabulary == ["paris", "oslo", "rome"] and vocabulary != ["oslo"]
     spec = FieldSpec(name="city", kind="categorical", size=5, vocabulary=["paris", "oslo", "rome"])
     assert isinstance(spec.vocabulary, Vocabulary) and spec.to_dict()["vocabulary"] == ["paris", "oslo", "rome"]
+
+
+@pytest.mark.parametrize("hashed_from", [0, 10**9], ids=["hashed lookup", "arrow lookup"])
+def test_vocabulary_positions_equal_arrow_index_in_with_nulls_unseen_and_chunks(hashed_from, monkeypatch):
+    import pyarrow.compute as pc
+
+    import deepfm.data.vocabulary as vocabulary_module
+    from deepfm.data.vocabulary import Vocabulary
+
+    monkeypatch.setattr(vocabulary_module, "HASHED_LOOKUP_FROM", hashed_from)
+    rng = np.random.default_rng(5)
+    words = [f"w{i:x}" for i in rng.choice(10_000, 500, replace=False)]
+    vocabulary = Vocabulary(words[:300])
+    column = pa.chunked_array([pa.array([words[i] for i in rng.integers(0, 500, 200)] + [None, ""]),
+                               pa.array(["w-new", words[0]])])
+    expected = pc.fill_null(pc.index_in(column, value_set=pa.array(words[:300])), -1).to_numpy(zero_copy_only=False)
+    np.testing.assert_array_equal(vocabulary.positions(column), expected)
+    assert (Vocabulary([]).positions(pa.array(["a", None])) == -1).all()
+
+
+def test_vocabulary_positions_never_map_a_hash_collision_to_another_values_id(monkeypatch):
+    import deepfm.data.vocabulary as vocabulary_module
+
+    by_length = lambda strings: np.array([len(s) for s in strings.to_pylist()], dtype=np.uint64)  # noqa: E731
+    monkeypatch.setattr(vocabulary_module, "fnv1a64_unique", by_length)  # a hash that collides on purpose
+    monkeypatch.setattr(vocabulary_module, "HASHED_LOOKUP_FROM", 0)
+    vocabulary = vocabulary_module.Vocabulary(["a", "bb", "ccc"])
+    assert vocabulary.positions(pa.array(["bb", "xx", "ccc", "q"])).tolist() == [1, -1, 2, -1]
+    clashing = vocabulary_module.Vocabulary(["aa", "bb", "c"])  # two values share a hash: Arrow's lookup
+    assert clashing.positions(pa.array(["bb", "aa", "zz", "c"])).tolist() == [1, 0, -1, 2]

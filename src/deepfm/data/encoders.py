@@ -56,11 +56,6 @@ class FieldSpec:
     def single_valued(self) -> bool:
         return self.kind != "multi"
 
-    @property
-    def value_set(self) -> pa.Array:
-        """The vocabulary as an Arrow array, for ``pc.index_in`` lookups."""
-        return self.vocabulary.values if self.vocabulary is not None else pa.array([], pa.string())
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``features.json``): the vocabulary as a list of strings."""
         item = {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
@@ -254,10 +249,8 @@ class FeatureEncoder:
         if spec.hash_buckets:
             local = RESERVED + hash_bucket(text, spec.hash_buckets)
         else:
-            index = pc.index_in(text, value_set=spec.value_set)
-            unseen = pc.is_null(index).to_numpy(zero_copy_only=False)
-            local = pc.fill_null(index, 0).to_numpy(zero_copy_only=False).astype(np.int64) + RESERVED
-            local[unseen] = UNSEEN
+            position = spec.vocabulary.positions(text) if spec.vocabulary is not None else np.full(len(text), -1)
+            local = np.where(position < 0, UNSEEN, position + RESERVED)
         local[missing] = MISSING
         return local
 
@@ -284,6 +277,12 @@ def read_labels(frame: RawFrame, positive: str | None) -> np.ndarray:
     return y
 
 
+# Per-chunk value counts wait until they reach this many rows (or a quarter of the merged table)
+# before one group-by merges them: re-aggregating the growing table after every chunk made the
+# merges quadratic in the number of chunks. Pending counts cost at most ~1/4 more memory.
+MERGE_COUNTS_ROWS = 500_000
+
+
 class _Fitter:
     """Accumulates counts and statistics chunk by chunk, so vocabularies can be built in a stream."""
 
@@ -291,6 +290,7 @@ class _Fitter:
         self.config = config
         self.kinds = resolve_kinds(first, config)
         self.counts: dict[str, pa.Table | None] = {n: None for n, k in self.kinds.items() if k != "numeric"}
+        self.pending: dict[str, list[pa.Table]] = {n: [] for n in self.counts}  # chunk counts not yet merged
         self.moments = {n: np.zeros(3) for n, k in self.kinds.items() if k == "numeric"}
         self.samples: dict[str, list[np.ndarray]] = {n: [] for n, k in self.kinds.items() if k == "numeric"}
         self.weighted = {n: n in first.weights for n in self.kinds}
@@ -316,19 +316,27 @@ class _Fitter:
             flat = pc.list_flatten(column) if kind == "multi" else column
             flat = flat if pa.types.is_string(flat.type) else pc.cast(flat, pa.string())
             counts = pc.value_counts(pc.drop_null(flat)).flatten()
-            table = pa.table({"value": counts[0], "count": counts[1]})
-            previous = self.counts[name]
-            if previous is not None:
-                table = pa.concat_tables([previous, table]).group_by("value").aggregate([("count", "sum")]).rename_columns(["value", "count"])
-            self.counts[name] = table
+            self.pending[name].append(pa.table({"value": counts[0], "count": counts[1]}))
+            merged = self.counts[name]
+            if sum(map(len, self.pending[name])) > max(MERGE_COUNTS_ROWS, len(merged) // 4 if merged else 0):
+                self._merge_counts(name)
         if frame.labels is not None:
             y = read_labels(frame, self.config.positive)
             present = y[~np.isnan(y)]
             self.label_values.update(np.unique(present)[:3].tolist())
             self.label_sum, self.label_count = self.label_sum + float(present.sum()), self.label_count + len(present)
 
+    def _merge_counts(self, name: str) -> None:
+        tables = ([self.counts[name]] if self.counts[name] is not None else []) + self.pending[name]
+        self.counts[name] = (pa.concat_tables(tables).group_by("value").aggregate([("count", "sum")])
+                             .rename_columns(["value", "count"]))
+        self.pending[name] = []
+
     def finish(self) -> FeatureEncoder:
         config, specs, offset = self.config, [], 0
+        for name, pending in self.pending.items():
+            if pending:
+                self._merge_counts(name)
         ordered = [n for n, k in self.kinds.items() if k != "multi"] + [n for n, k in self.kinds.items() if k == "multi"]
         for name in ordered:
             kind = self.kinds[name]

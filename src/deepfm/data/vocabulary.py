@@ -4,14 +4,25 @@ A Python list holds each value as its own object (about 60 bytes for a short str
 Arrow array holds the bytes and an offset (about 12 bytes). For Criteo-sized fields (10⁶
 values and more) that is the difference between ~60 MB and ~10 MB per million values. It
 reads like a list of ``str``: ``len``, iteration, indexing, ``in``, ``index`` and ``==``.
+
+``positions`` encodes whole columns. Arrow's ``index_in`` rebuilds its hash set from the
+vocabulary on every call: fine for small vocabularies, but for a chunk of 65k rows it took
+125-191 ms at a million values. From ``HASHED_LOOKUP_FROM`` values on, a sorted table of the
+values' 64-bit hashes, built once, answers instead (21-24 ms there, 16-18 ms against 36-57 ms
+at 300k values; at 100k values neither is faster).
 """
 
 from __future__ import annotations
 
 from typing import Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from deepfm.data.hashing import fnv1a64_unique
+
+HASHED_LOOKUP_FROM = 200_000
 
 
 class Vocabulary:
@@ -21,6 +32,7 @@ class Vocabulary:
         if not isinstance(values, pa.Array):
             values = pa.array(list(values), pa.string())
         self.values: pa.Array = values if values.type == pa.string() else values.cast(pa.string())
+        self._hash_index: tuple[np.ndarray, np.ndarray] | None = None  # (sorted hashes, their positions)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -43,6 +55,46 @@ class Vocabulary:
         if found < 0 and missing is None:
             raise ValueError(f"{value!r} is not in the vocabulary")
         return found if found >= 0 else missing
+
+    def positions(self, text: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Position of every value of a string column in the vocabulary; -1 where absent or null.
+
+        Below ``HASHED_LOOKUP_FROM`` values this is Arrow's ``index_in``. From there on, the
+        column's distinct values are hashed (FNV-1a 64), found by binary search among the
+        vocabulary's sorted hashes and confirmed by comparing the strings, so a hash collision
+        can never map a value to another's id. Shape (n,), int64."""
+        if isinstance(text, pa.ChunkedArray):
+            text = text.combine_chunks()
+        if len(self) < HASHED_LOOKUP_FROM:
+            return self._index_in(text)
+        encoded = pc.dictionary_encode(text)
+        distinct = encoded.dictionary
+        indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        if len(self) == 0 or len(distinct) == 0:
+            return np.full(len(text), -1, dtype=np.int64)
+        sorted_hashes, order = self._hashes()
+        if sorted_hashes is None:  # two values share a hash: look them up as Arrow does
+            found = self._index_in(distinct)
+        else:
+            hashes = fnv1a64_unique(distinct)
+            at = np.minimum(np.searchsorted(sorted_hashes, hashes), len(order) - 1)
+            candidate = order[at]
+            same = pc.equal(self.values.take(pa.array(candidate)), distinct).to_numpy(zero_copy_only=False)
+            found = np.where((sorted_hashes[at] == hashes) & same, candidate, -1)
+        found = np.append(found.astype(np.int64), -1)  # index -1 (null) reads the appended -1
+        return found[indices]
+
+    def _index_in(self, text: pa.Array) -> np.ndarray:
+        return pc.fill_null(pc.index_in(text, value_set=self.values), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def _hashes(self) -> tuple[np.ndarray | None, np.ndarray]:
+        if self._hash_index is None:
+            hashes = fnv1a64_unique(self.values)
+            order = np.argsort(hashes, kind="stable").astype(np.int32 if len(hashes) < 2**31 else np.int64)
+            sorted_hashes = hashes[order]
+            unique = len(sorted_hashes) < 2 or bool((sorted_hashes[1:] != sorted_hashes[:-1]).all())
+            self._hash_index = (sorted_hashes if unique else None, order)
+        return self._hash_index
 
     def to_list(self) -> list[str]:
         return self.values.to_pylist()
