@@ -279,8 +279,9 @@ def read_labels(frame: RawFrame, positive: str | None) -> np.ndarray:
 
 # Per-chunk value counts wait until they reach this many rows (or a quarter of the merged table)
 # before one group-by merges them: re-aggregating the growing table after every chunk made the
-# merges quadratic in the number of chunks. Pending counts cost at most ~1/4 more memory.
-MERGE_COUNTS_ROWS = 500_000
+# merges quadratic in the number of chunks (1M Criteo-shaped rows in 16 chunks: fit 3.55 s
+# merging every chunk, 2.95 s with this rule). Pending counts hold at most ~1/4 more memory.
+MERGE_COUNTS_ROWS = 131_072
 
 
 class _Fitter:
