@@ -42,7 +42,11 @@ def test_a_small_chunk_size_really_gives_many_chunks_with_their_line_numbers(csv
     assert sum(rows) == SPEC.rows
 
 
-def test_streaming_fit_gives_the_same_encoder_as_fitting_in_memory(csv_file):
+@pytest.mark.parametrize("merge_from", [0, 10**9], ids=["counts merged every chunk", "counts merged at the end"])
+def test_streaming_fit_gives_the_same_encoder_as_fitting_in_memory(csv_file, merge_from, monkeypatch):
+    import deepfm.data.encoders as encoders
+
+    monkeypatch.setattr(encoders, "MERGE_COUNTS_ROWS", merge_from)
     streamed, rows = fit_streaming(ChunkedFile(csv_file, chunk_bytes=CHUNK), CONFIG)
     whole = FeatureEncoder.fit([read_frame(csv_file)], CONFIG)
     assert sum(rows) == SPEC.rows
