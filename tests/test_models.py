@@ -92,9 +92,11 @@ def test_fm_gradients_match_the_paper(with_bag):
     np.testing.assert_allclose(model.embedding.weight.grad.double().numpy(), paper, rtol=1e-4, atol=1e-5)
 
 
-def test_fm_in_matrix_form_gives_the_papers_outputs_and_gradients_on_a_batch():
+def test_fm_in_matrix_form_gives_the_papers_outputs_and_gradients_on_a_batch(monkeypatch):
     """Training batches whose ids repeat go through sparse products with the design matrix X (B × U
     distinct features); outputs and gradients are still the paper's, summed over the rows."""
+    import deepfm.models.layers as layers
+
     data = sparse_rows(seed=4, rows=40, with_bag=False)  # 9 distinct features in 120 slots
     batch = data.to_batch()
     assert batch.design() is not None
@@ -104,17 +106,33 @@ def test_fm_in_matrix_form_gives_the_papers_outputs_and_gradients_on_a_batch():
         model.linear.bias.fill_(-0.2)
         model.linear.weights.weight.normal_()
         model.embedding.weight.normal_()
+    monkeypatch.setattr(layers, "fm_pairwise", None)  # the field form is not used
     y = model(batch)
-    y.sum().backward()
-    x = dense_x(data)
+    g = torch.randn(len(y))  # ∂loss/∂y of each row
+    (y * g).sum().backward()
+    x, g = dense_x(data), g.double().numpy()
     w = model.linear.weights.weight.detach().double().numpy()[:, 0]
     V = model.embedding.weight.detach().double().numpy()
     expected = -0.2 + x @ w + 0.5 * (((x @ V) ** 2).sum(1) - (x**2) @ (V**2).sum(1))
     np.testing.assert_allclose(y.detach().double().numpy(), expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(model.linear.weights.weight.grad.to_dense().double().numpy()[:, 0], x.sum(0), rtol=1e-5)
-    paper = sum(x[r][:, None] * (x[r] @ V)[None, :] - V * (x[r] ** 2)[:, None] for r in range(len(x)))
+    assert model.linear.bias.grad.item() == pytest.approx(g.sum(), rel=1e-5)
+    np.testing.assert_allclose(model.linear.weights.weight.grad.to_dense().double().numpy()[:, 0], g @ x, rtol=1e-5, atol=1e-5)
+    paper = sum(g[r] * (x[r][:, None] * (x[r] @ V)[None, :] - V * (x[r] ** 2)[:, None]) for r in range(len(x)))
     np.testing.assert_allclose(model.embedding.weight.grad.to_dense().double().numpy(), paper, rtol=1e-4, atol=1e-4)
     assert model.embedding.weight.grad.is_sparse
+
+
+def test_fm_matrix_form_follows_the_tables_dtype_and_leaves_input_gradients_to_the_field_form():
+    data = sparse_rows(seed=5, rows=40, with_bag=False)
+    one_hot = EncodedData(data.ids, None, [], data.labels).to_batch()
+    assert one_hot.design() is not None
+    model = FactorizationMachine(N_FEATURES, K).double()
+    assert model(one_hot).dtype == torch.float64
+    values = torch.from_numpy(data.values).requires_grad_()
+    batch = EncodedData(data.ids, data.values, [], data.labels).to_batch()
+    batch.values = values
+    FactorizationMachine(N_FEATURES, K)(batch).sum().backward()
+    assert values.grad is not None and values.grad.abs().sum() > 0  # saliency needs ∂y/∂x
 
 
 def test_written_out_pairwise_gradient_equals_autograd_of_the_formula():

@@ -42,7 +42,7 @@ def test_a_small_chunk_size_really_gives_many_chunks_with_their_line_numbers(csv
     assert sum(rows) == SPEC.rows
 
 
-@pytest.mark.parametrize("merge_from", [0, 10**9], ids=["counts merged every chunk", "counts merged at the end"])
+@pytest.mark.parametrize("merge_from", [0, 10**9], ids=["counts merged during the stream", "counts merged at the end"])
 def test_streaming_fit_gives_the_same_encoder_as_fitting_in_memory(csv_file, merge_from, monkeypatch):
     import deepfm.data.encoders as encoders
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import queue
 import threading
-import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
+
+from deepfm.data.design import DesignMatrix, DistinctIds
 
 
 @dataclass
@@ -129,98 +130,6 @@ class BagTensor:
     rows: torch.Tensor  # (nnz,) int64
 
 
-def distinct_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(unique, inverse)``: the sorted distinct ids and each id's position among them.
-
-    Ids from a small range are marked in a bitmap (linear time); otherwise they are sorted.
-    """
-    flat = ids.reshape(-1)
-    size = int(flat.max()) + 1 if flat.numel() else 0
-    if size > 16 * flat.numel():
-        return torch.unique(ids, sorted=True, return_inverse=True)
-    present = torch.zeros(size, dtype=torch.bool, device=ids.device)
-    present[flat] = True
-    unique = present.nonzero().squeeze(1)
-    position = torch.empty(size, dtype=torch.int64, device=ids.device)
-    position[unique] = torch.arange(len(unique), device=ids.device)
-    return unique, position[flat].view_as(ids)
-
-
-# Sparse products (CSR) sum over a batch's slots ~6× faster than index_add_ on CPU once a distinct
-# id fills several slots on average (Frappe: U≈3k rows for 41k slots); with about one slot per
-# row (huge tables: 66k rows for 160k slots on the Criteo-shaped benchmark) they are no faster.
-SLOTS_PER_ROW_FOR_SUMMING_BY_PRODUCT = 4
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
-
-
-@dataclass(frozen=True)
-class DistinctIds:
-    """A batch's ids as U sorted distinct ids: ``unique[inverse] == ids``.
-
-    Where sums over the batch are cheaper as sparse products (CPU, a distinct id in several slots
-    on average), the slots are also grouped by distinct id: ``slot_rows``/``slot_columns`` are the
-    CSR indices (int32) of the (U, B·F) 0/1 matrix whose row u marks the slots that hold
-    ``unique[u]``; multiplying it with a per-slot gradient (B·F, k) sums each distinct row's gradient.
-    """
-
-    unique: torch.Tensor  # (U,) int64
-    inverse: torch.Tensor  # (B, F) int64
-    slot_rows: torch.Tensor | None = None  # (U + 1,) int32
-    slot_columns: torch.Tensor | None = None  # (B·F,) int32: slots, grouped by distinct id
-
-    @staticmethod
-    def of(ids: torch.Tensor) -> "DistinctIds":
-        unique, inverse = distinct_ids(ids)
-        flat = inverse.reshape(-1)
-        if (ids.device.type != "cpu" or flat.numel() >= 2**31
-                or flat.numel() < SLOTS_PER_ROW_FOR_SUMMING_BY_PRODUCT * len(unique)):
-            return DistinctIds(unique, inverse)
-        slot_columns = torch.sort(flat.int(), stable=True).indices.int()  # int32 keys sort ~2× faster
-        slot_rows = torch.zeros(len(unique) + 1, dtype=torch.int32)
-        torch.cumsum(torch.bincount(flat, minlength=len(unique)), 0, out=slot_rows[1:])
-        return DistinctIds(unique, inverse, slot_rows, slot_columns)
-
-    def sum_by_row(self, per_slot: torch.Tensor) -> torch.Tensor:
-        """(U, k) sums of the (B·F, k) ``per_slot`` rows that belong to each distinct id."""
-        if self.slot_rows is None:
-            summed = per_slot.new_zeros(len(self.unique), per_slot.shape[1])
-            return summed.index_add_(0, self.inverse.reshape(-1), per_slot)
-        slots = _csr(self.slot_rows, self.slot_columns, per_slot.new_ones(len(per_slot)), (len(self.unique), len(per_slot)))
-        return slots @ per_slot
-
-    def design(self, values: torch.Tensor | None) -> "DesignMatrix":
-        """The batch as a ``DesignMatrix`` over these distinct ids (needs the slot grouping)."""
-        assert self.slot_rows is not None and self.slot_columns is not None, "built only where products pay"
-        batch_size, fields = self.inverse.shape
-        shape, columns = (batch_size, len(self.unique)), self.inverse.reshape(-1).int()
-        rows = torch.arange(0, len(columns) + 1, fields, dtype=torch.int32)
-        x_values = values.reshape(-1) if values is not None else torch.ones(len(columns))
-        x_t_values = x_values[self.slot_columns] if values is not None else x_values
-        batch_rows = self.slot_columns // fields
-        x, x_t = _csr(rows, columns, x_values, shape), _csr(self.slot_rows, batch_rows, x_t_values, shape[::-1])
-        if values is None:  # one-hot: x² = x
-            return DesignMatrix(self.unique, x, x_t, x, x_t)
-        return DesignMatrix(self.unique, x, x_t, _csr(rows, columns, x_values.square(), shape),
-                            _csr(self.slot_rows, batch_rows, x_t_values.square(), shape[::-1]))
-
-
-def _csr(rows: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    return torch.sparse_csr_tensor(rows, columns, values, shape, check_invariants=False)
-
-
-@dataclass(frozen=True)
-class DesignMatrix:
-    """A batch as Rendle's design matrix over its U distinct features: ``x[b, u]`` is the value
-    of feature ``unique[u]`` in row b (sparse CSR, B × U), with its transpose and its element-wise
-    square (the same tensors as ``x`` for one-hot rows)."""
-
-    unique: torch.Tensor  # (U,) rows of the embedding table
-    x: torch.Tensor  # (B, U)
-    x_t: torch.Tensor  # (U, B)
-    x_squared: torch.Tensor  # (B, U)
-    x_squared_t: torch.Tensor  # (U, B)
-
-
 @dataclass
 class Batch:
     """What every model's ``forward`` takes: a batch of B rows."""
@@ -245,11 +154,18 @@ class Batch:
 
     def design(self) -> DesignMatrix | None:
         """The batch as a sparse design matrix, where sparse products beat gathers: CPU, single-valued
-        fields, ids repeating across rows (see ``DistinctIds``). None otherwise. Computed once per
-        batch, with ``distinct``."""
+        fields, ids repeating across rows (see ``deepfm.data.design``). None otherwise. Computed once
+        per batch (a batch must not change once it is prepared)."""
         if self._design is None and not self.bags and self.distinct().slot_rows is not None:
             self._design = self.distinct().design(self.values)
         return self._design
+
+    def prepare(self) -> "Batch":
+        """Find the distinct ids and the design matrix now (the prefetch thread does, while the
+        model computes on the previous batch)."""
+        self.distinct()
+        self.design()
+        return self
 
     @staticmethod
     def from_numpy(data: EncodedData, device: torch.device | str = "cpu") -> "Batch":
@@ -276,7 +192,7 @@ def prefetch(batches: Iterable[EncodedData], device: torch.device | str = "cpu",
         for chunk in batches:
             batch = chunk.to_batch(device)
             if distinct:
-                batch.design()  # and batch.distinct()
+                batch.prepare()
             yield len(chunk), batch
         return
     ready: queue.Queue = queue.Queue(maxsize=depth)
@@ -297,7 +213,7 @@ def prefetch(batches: Iterable[EncodedData], device: torch.device | str = "cpu",
             for chunk in batches:
                 batch = chunk.to_batch(device)
                 if distinct:
-                    batch.design()  # and batch.distinct()
+                    batch.prepare()
                 if not put((len(chunk), batch)):
                     return
             put(done)

@@ -15,7 +15,7 @@ _FNV_PRIME = np.uint64(0x100000001B3)
 
 
 def fnv1a64_unique(strings: pa.Array) -> np.ndarray:
-    """FNV-1a of each UTF-8 string in a (small, deduplicated) string array. Shape (n,), uint64."""
+    """FNV-1a of each UTF-8 string of a string array (one numpy pass per byte position). Shape (n,), uint64."""
     strings = pc.cast(strings, pa.large_string())
     offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64)[strings.offset : strings.offset + len(strings) + 1]
     data = np.frombuffer(strings.buffers()[2], dtype=np.uint8) if strings.buffers()[2] is not None else np.zeros(0, np.uint8)

@@ -33,6 +33,7 @@ class DeepFM(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,)
         embedded = self.embedding(batch)  # shared by both parts
-        y_fm = self.linear(batch) + fm_pairwise(embedded)
+        y_fm = self.linear(batch) + fm_pairwise(embedded)  # from the field vectors the DNN needs anyway (FM alone
+        # uses FeaturesEmbedding.pairwise, which can skip them)
         y_dnn = self.dnn(embedded.fields.flatten(1)).squeeze(-1)
         return y_fm + y_dnn

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepfm.data.batch import Batch, DesignMatrix, DistinctIds
+from deepfm.data.batch import Batch
+from deepfm.data.design import DesignMatrix, DistinctIds
 
 
 @dataclass
@@ -23,6 +24,11 @@ class EmbeddedFields:
 
     fields: torch.Tensor  # (batch_size, num_fields, embed_dim)
     squares: torch.Tensor | None = None  # (batch_size, embed_dim)
+
+
+def _row_gradient(unique: torch.Tensor, table_shape: torch.Size, grad_rows: torch.Tensor) -> torch.Tensor:
+    """The sparse (num_features, k) gradient of a table whose U distinct rows ``unique`` got ``grad_rows``."""
+    return torch.sparse_coo_tensor(unique.unsqueeze(0), grad_rows, table_shape, is_coalesced=True, check_invariants=False)
 
 
 class _LookupDistinctRows(torch.autograd.Function):
@@ -45,15 +51,9 @@ class _LookupDistinctRows(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         distinct, k = ctx.distinct, ctx.table_shape[1]
         grad_rows = distinct.sum_by_row(grad_out.reshape(-1, k))  # (U, k)
-        grad = torch.sparse_coo_tensor(distinct.unique.unsqueeze(0), grad_rows, ctx.table_shape, is_coalesced=True,
-                                       check_invariants=False)
-        return grad, None
+        return _row_gradient(distinct.unique, ctx.table_shape, grad_rows), None
 
 
-def _row_gradient(design: DesignMatrix, table_shape: torch.Size, grad_rows: torch.Tensor) -> torch.Tensor:
-    """The sparse (num_features, k) gradient of a table whose U distinct rows got ``grad_rows``."""
-    return torch.sparse_coo_tensor(design.unique.unsqueeze(0), grad_rows, table_shape, is_coalesced=True,
-                                   check_invariants=False)
 
 
 class _DesignTimesTable(torch.autograd.Function):
@@ -61,14 +61,15 @@ class _DesignTimesTable(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, design: DesignMatrix) -> torch.Tensor:
+        design = design.to(weight.dtype)
         ctx.design, ctx.table_shape = design, weight.shape
-        with torch.autocast("cpu", enabled=False):  # sparse products exist in fp32 only (designs are CPU-only)
+        with torch.autocast("cpu", enabled=False):  # in the table's dtype, not bf16 (designs are CPU-only)
             return design.x @ weight.index_select(0, design.unique)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        return _row_gradient(ctx.design, ctx.table_shape, ctx.design.x_t @ grad), None  # Xᵀ g
+        return _row_gradient(ctx.design.unique, ctx.table_shape, ctx.design.x_t @ grad), None  # Xᵀ g
 
 
 class _PairwiseOfDesign(torch.autograd.Function):
@@ -78,8 +79,9 @@ class _PairwiseOfDesign(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, design: DesignMatrix) -> torch.Tensor:
+        design = design.to(weight.dtype)
         rows = weight.index_select(0, design.unique)  # (U, k)
-        with torch.autocast("cpu", enabled=False):  # fp32, as the FM term always is
+        with torch.autocast("cpu", enabled=False):  # in the table's dtype, as the FM term always is
             xv = design.x @ rows  # (B, k)  Σ_i v_i x_i
             squares = design.x_squared @ rows.square().sum(1, keepdim=True)  # (B, 1)  Σ_i ‖v_i‖² x_i²
         ctx.save_for_backward(rows, xv)
@@ -92,7 +94,7 @@ class _PairwiseOfDesign(torch.autograd.Function):
         rows, xv = ctx.saved_tensors
         design, g = ctx.design, grad.unsqueeze(1)  # (B, 1)
         grad_rows = (design.x_t @ (xv * g)).sub_(rows * (design.x_squared_t @ g))  # (U, k)
-        return _row_gradient(design, ctx.table_shape, grad_rows), None
+        return _row_gradient(design.unique, ctx.table_shape, grad_rows), None
 
 
 class FeaturesEmbedding(nn.Module):
@@ -109,16 +111,20 @@ class FeaturesEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.randn(num_features, embed_dim) * init_std)
         self.sparse = sparse
 
+    def _trains_sparsely(self) -> bool:
+        return self.sparse and torch.is_grad_enabled() and self.weight.requires_grad
+
     def lookup(self, batch: Batch) -> torch.Tensor:  # (B, F, k)
-        if self.sparse and torch.is_grad_enabled() and self.weight.requires_grad:
+        if self._trains_sparsely():
             return _LookupDistinctRows.apply(self.weight, batch.distinct())
         return F.embedding(batch.ids, self.weight)
 
     def design_of(self, batch: Batch) -> DesignMatrix | None:
-        """The batch's design matrix when this table trains through sparse products (see ``Batch.design``)."""
-        if self.sparse and torch.is_grad_enabled() and self.weight.requires_grad:
-            return batch.design()
-        return None
+        """The batch's design matrix when this table trains through sparse products (see ``Batch.design``).
+        None when the input values need a gradient (attribution): the design holds them as constants."""
+        if not self._trains_sparsely() or (batch.values is not None and batch.values.requires_grad):
+            return None
+        return batch.design()
 
     def pairwise(self, batch: Batch) -> torch.Tensor:
         """Σ_{i<j} <v_i, v_j> x_i x_j of every row, shape (B,): ``fm_pairwise(self(batch))``, computed

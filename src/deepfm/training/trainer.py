@@ -103,7 +103,7 @@ class Trainer:
         self.bf16 = config.precision == "bf16"
         # A core that compute leaves idle (FM and LR run one thread) prepares the next batches; with
         # every core computing, in-memory batches are cheaper to make inline than to hand over.
-        self._spare_core = torch.get_num_threads() < available_cores()
+        self._spare_core = torch.get_num_threads() * distributed.context().local_world < available_cores()
 
     def fit(self, train: EncodedData | BatchSource, valid: EncodedData | None = None, resume: bool = False) -> TrainResult:
         """Train on ``train`` (in-memory data or any ``BatchSource``); ``valid`` selects the best epoch."""
