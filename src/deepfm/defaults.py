@@ -21,7 +21,8 @@ from typing import Any
 # FM and LR run one intra-op thread: their operators work on (batch, fields, k) tensors too small to
 # split across cores, and waking a second thread for each costs more than it saves. On Frappe (2
 # cores, OMP_WAIT_POLICY=PASSIVE) FM trained at 1.84-1.88M samples/s with one thread against
-# 1.37-1.41M with two, LR at 1.05-1.15M against 0.68M, with identical results.
+# 1.37-1.41M with two, LR at 1.05-1.15M against 0.68M, with identical results. The other core
+# prepares the next batches (distinct ids, design matrix) meanwhile.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "fm": {"training": {"embed_l2": 1e-4, "lr": 3e-2, "batch_size": 4096, "threads": 1}},
     "lr": {"training": {"embed_l2": 1e-4, "lr": 1e-2, "threads": 1}},
