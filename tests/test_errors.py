@@ -224,12 +224,20 @@ def test_libfm_non_numeric_value_is_located_by_character(write_text):
 
 def test_libfm_non_integer_index_is_located_by_character(write_text):
     path = write_text("data.libfm", "1 0:1\n1 0:1\n0 a:1\n")
-    assert str(error_of(read_frame, path)) == f"{path}:3:3: feature index must be a non-negative integer, got 'a'"
+    assert str(error_of(read_frame, path)) == f"{path}:3:3: feature index must be a non-negative integer of at most 18 digits, got 'a'"
 
 
 def test_libfm_negative_index_is_rejected(write_text):
     path = write_text("data.libfm", "1 0:1 -4:1\n")
-    assert str(error_of(read_frame, path)) == f"{path}:1:7: feature index must be a non-negative integer, got '-4'"
+    assert str(error_of(read_frame, path)) == f"{path}:1:7: feature index must be a non-negative integer of at most 18 digits, got '-4'"
+
+
+def test_libfm_infinite_value_and_overlong_index_are_located(write_text):
+    path = write_text("data.libfm", "1 0:1 5:1\n0 3:1e999\n")
+    assert str(error_of(read_frame, path)) == f"{path}:2:3: feature value must be a finite number, got '1e999'"
+    path = write_text("data2.libfm", "1 0:1\n0 99999999999999999999:1\n")
+    assert str(error_of(read_frame, path)) == (
+        f"{path}:2:3: feature index must be a non-negative integer of at most 18 digits, got '99999999999999999999'")
 
 
 def test_libfm_character_column_counts_leading_whitespace(write_text):
@@ -244,7 +252,7 @@ def test_libffm_token_with_two_parts_is_located(write_text):
 
 def test_libffm_non_integer_field_is_located(write_text):
     path = write_text("data.ffm", "1 0:1:1\n0 x:1:1\n")
-    assert str(error_of(read_frame, path)) == f"{path}:2:3: field must be a non-negative integer, got 'x'"
+    assert str(error_of(read_frame, path)) == f"{path}:2:3: field must be a non-negative integer of at most 18 digits, got 'x'"
 
 
 def test_gzipped_libfm_bad_token_is_located(write_text):

@@ -280,12 +280,18 @@ def sparse_frame(lines: pa.Array, path: Path, fmt: str, first_line: int = 1) -> 
 
     def column(position: int, dtype: pa.DataType, what: str) -> np.ndarray:
         text = pc.list_element(parts, position)
-        pattern = r"^\d+$" if pa.types.is_integer(dtype) else r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
+        integer = pa.types.is_integer(dtype)
+        pattern = r"^\d{1,18}$" if integer else r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
         ok = pc.match_substring_regex(text, pattern).to_numpy(zero_copy_only=False)
         if not ok.all():
             token = int(np.flatnonzero(~ok)[0])
-            raise fail(token, f"{what} must be a {'non-negative integer' if pa.types.is_integer(dtype) else 'number'}, got {text[token].as_py()!r}")
-        return pc.cast(text, dtype).to_numpy(zero_copy_only=False)
+            kind = "non-negative integer of at most 18 digits" if integer else "number"
+            raise fail(token, f"{what} must be a {kind}, got {text[token].as_py()!r}")
+        parsed = pc.cast(text, dtype).to_numpy(zero_copy_only=False)
+        if not integer and not np.isfinite(parsed).all():  # e.g. 1e999, or beyond float32's range
+            token = int(np.flatnonzero(~np.isfinite(parsed))[0])
+            raise fail(token, f"{what} must be a finite number, got {text[token].as_py()!r}")
+        return parsed
 
     values = column(expected - 1, pa.float32(), "feature value")
     indices = column(expected - 2, pa.int64(), "feature index")
