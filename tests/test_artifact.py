@@ -26,6 +26,16 @@ def test_loaded_model_predicts_exactly_what_the_trained_model_predicted(saved):
     np.testing.assert_array_equal(Estimator.load(out).predict(test), est.predict(test))
 
 
+def test_a_pandas_dataframe_predicts_like_the_arrow_table_and_other_objects_are_refused(saved):
+    from deepfm.errors import ConfigError
+
+    out, _, test = saved
+    loaded = Estimator.load(out)
+    np.testing.assert_array_equal(loaded.predict(test.to_pandas()), loaded.predict(test))
+    with pytest.raises(ConfigError, match="expected a file path, a pyarrow.Table or a pandas DataFrame, got list"):
+        loaded.predict([1, 2])
+
+
 def test_model_directory_holds_weights_schema_config_metrics_and_manifest(saved):
     out, _, _ = saved
     for name in ("model.safetensors", "features.json", "config.json", "metrics.json", "manifest.json"):

@@ -31,7 +31,7 @@ from deepfm.training.metrics import evaluate_predictions
 from deepfm.runtime import available_cores, configure as configure_runtime, release_free_memory
 from deepfm.training.trainer import TrainResult, Trainer, peak_rss_mb, predict
 
-Data = str | Path | pa.Table | RawFrame
+Data = str | Path | pa.Table | RawFrame  # or a pandas DataFrame (converted with pa.Table.from_pandas)
 
 
 class Estimator:
@@ -48,10 +48,16 @@ class Estimator:
     # -- data -------------------------------------------------------------------------------------
 
     def read(self, data: Data, require_label: bool = True) -> RawFrame:
-        """A file path, an Arrow table or a ``RawFrame`` as a ``RawFrame``."""
+        """A file path, an Arrow table, a pandas DataFrame or a ``RawFrame`` as a ``RawFrame``."""
         cfg = self.config.data
         if isinstance(data, RawFrame):
             return data
+        if type(data).__module__.startswith("pandas"):  # no pandas import: it is not a dependency
+            data = pa.Table.from_pandas(data, preserve_index=False)
+        if not isinstance(data, (str, Path, pa.Table)):
+            from deepfm.errors import ConfigError
+
+            raise ConfigError(f"data: expected a file path, a pyarrow.Table or a pandas DataFrame, got {type(data).__name__}")
         if isinstance(data, pa.Table):
             frame = frame_from_table(data, "<table>", cfg.label, require_label)
             if cfg.multi:
