@@ -432,3 +432,23 @@ def test_empty_libfm_training_file_exits_2_without_a_traceback(write_text, tmp_p
     path = write_text("train.libfm", "")
     assert train(path, tmp_path / "model") == 2
     assert capsys.readouterr().err == f"{path}:1: file is empty\n"
+
+
+def test_interrupted_train_says_whether_there_is_a_checkpoint_to_resume(ctr_csv, tmp_path, capsys, monkeypatch):
+    from deepfm.api import Estimator
+
+    def interrupt(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Estimator, "fit", interrupt)
+    assert train(ctr_csv(), tmp_path / "fresh") == 130
+    assert "before the first checkpoint: nothing to resume" in capsys.readouterr().err
+    (tmp_path / "saved" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "saved" / "checkpoint" / "state.json").write_text("{}")
+    assert train(ctr_csv(), tmp_path / "saved") == 130
+    assert "interrupted; resume with --resume" in capsys.readouterr().err
+
+
+def test_train_without_valid_reports_the_last_epoch(ctr_csv, tmp_path, capsys):
+    assert main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "m"), *TINY]) == 0
+    assert "(last epoch 1, no --valid)" in capsys.readouterr().err

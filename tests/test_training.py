@@ -148,3 +148,13 @@ def test_resuming_with_other_model_settings_is_a_clear_error(tables, tmp_path):
     other = {**SMALL, "model": {**SMALL["model"], "mlp": (8,)}}
     with pytest.raises(ConfigError, match="checkpoint was written with other model"):
         Estimator(**other).fit(tables["train"][0], out=tmp_path / "m", resume=True, progress=False)
+
+
+def test_resuming_with_another_batch_size_or_seed_is_a_clear_error(tables, tmp_path):
+    from deepfm.errors import ConfigError
+
+    Estimator(**SMALL).fit(tables["train"][0], out=tmp_path / "m", progress=False)
+    for change in ({"batch_size": SMALL["training"]["batch_size"] * 2}, {"seed": 7}):
+        other = {**SMALL, "training": {**SMALL["training"], **change}}
+        with pytest.raises(ConfigError, match=f"other training settings \\({next(iter(change))} "):
+            Estimator(**other).fit(tables["train"][0], out=tmp_path / "m", resume=True, progress=False)

@@ -151,7 +151,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary["task"] = m["task"]
         print(json.dumps(summary))
     elif not args.quiet:
-        print(f"saved {config.out} (best epoch {m['best_epoch']}: {m['best_valid']})", file=sys.stderr)
+        chosen = f"best epoch {m['best_epoch']}: {m['best_valid']}" if m["best_valid"] else f"last epoch {m['epochs']}, no --valid"
+        print(f"saved {config.out} ({chosen})", file=sys.stderr)
     return 0
 
 
@@ -251,7 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(error), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; resume with --resume", file=sys.stderr)
+        out = getattr(args, "out", None) if args.command == "train" else None
+        nothing_saved = out is not None and not (Path(out) / "checkpoint" / "state.json").exists()
+        print("interrupted before the first checkpoint: nothing to resume" if nothing_saved else
+              "interrupted; resume with --resume" if args.command == "train" else "interrupted", file=sys.stderr)
         return 130
 
 

@@ -178,12 +178,23 @@ class Trainer:
             "epoch": epoch, "step": step, "bad_epochs": bad_epochs, "history": result.history,
             "best_epoch": result.best_epoch, "best_metrics": result.best_metrics,
             "train_seconds": result.train_seconds, "samples_seen": result.samples_seen,
-            "epoch_loss": list(result.epoch_loss),
+            "epoch_loss": list(result.epoch_loss), "settings": self._resume_settings(),
         }
         save_checkpoint(self.checkpoint_dir, self.model, self.optimizer.state_dict(), loop, best_weights)
 
+    def _resume_settings(self) -> dict[str, Any]:
+        """What fixes the batches and steps of a run: a resume must use the same."""
+        return {"batch_size": self.config.batch_size, "seed": self.config.seed, "optimizer": self.config.optimizer}
+
     def _restore(self, result: TrainResult) -> tuple[int, int, dict | None, int]:
         weights, optimizer_state, loop, best, rng = load_checkpoint(self.checkpoint_dir)
+        saved = loop.get("settings", self._resume_settings())  # absent in checkpoints of older versions
+        changed = [f"{k} {saved[k]} → {v}" for k, v in self._resume_settings().items() if saved.get(k, v) != v]
+        if changed:
+            from deepfm.errors import ConfigError
+
+            raise ConfigError(f"{self.checkpoint_dir}: the checkpoint was written with other training settings "
+                              f"({', '.join(changed)}); resume with the same settings, or train into a new --out")
         try:
             self.model.load_state_dict(weights)
             self.optimizer.load_state_dict(optimizer_state)
