@@ -560,3 +560,23 @@ def test_vocabulary_positions_never_map_a_hash_collision_to_another_values_id(mo
     assert vocabulary.positions(pa.array(["bb", "xx", "ccc", "q"])).tolist() == [1, -1, 2, -1]
     clashing = vocabulary_module.Vocabulary(["aa", "bb", "c"])  # two values share a hash: Arrow's lookup
     assert clashing.positions(pa.array(["bb", "aa", "zz", "c"])).tolist() == [1, 0, -1, 2]
+
+
+def test_fit_notes_say_when_a_few_bad_values_made_a_number_column_categorical(write_table):
+    price = [f"{i / 10:.1f}" for i in range(200)]
+    price[150] = "12.3x"
+    path = write_table("a.csv", {"label": [i % 2 for i in range(200)], "price": price, "city": ["a", "b"] * 100})
+    (note,) = FeatureEncoder.fit([read_frame(path)], DataConfig()).fit_notes
+    assert note.startswith("column 'price' is categorical: 1 of its first 200 values is not a number (first '12.3x' at ")
+    assert f"{path}:152:2" in note and "--numeric price" in note
+    price[150] = "15.0"
+    path = write_table("b.csv", {"label": [i % 2 for i in range(200)], "price": price, "city": ["a", "b"] * 100})
+    assert FeatureEncoder.fit([read_frame(path)], DataConfig()).fit_notes == []
+
+
+def test_fit_notes_say_why_libfm_features_became_one_multi_valued_field_and_why_the_task_is_regression(write_text):
+    path = write_text("d.libfm", "1 0:1 5:1\n0 1:1 6:1\n2\n1 0:1 7:1\n")
+    notes = FeatureEncoder.fit([read_frame(path)], DataConfig()).fit_notes
+    assert notes[0] == ("libFM rows differ in width (most have 2 features; line 3 has 0), so the features are one "
+                        "multi-valued field, not 2 positional fields")
+    assert notes[1].startswith("task: regression, since the labels are not all 0/1 (0, 1, 2")

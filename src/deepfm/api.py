@@ -111,6 +111,8 @@ class Estimator:
         if resume and saved_features and saved_features.exists() and ctx.is_main:
             saved = FeatureEncoder.from_dict(json.loads(saved_features.read_text()))
         train_data = self._training_data(train, saved) if ctx.world == 1 else self._training_shard(train, saved, ctx)
+        for note in self.encoder.fit_notes if log and ctx.is_main else ():
+            log(note)
         valid_data = self.encode(valid) if valid is not None else None
         if saved_features and ctx.is_main:
             saved_features.parent.mkdir(parents=True, exist_ok=True)

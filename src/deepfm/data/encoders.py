@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from deepfm.config import DataConfig
 from deepfm.data.batch import Bag, EncodedData, id_dtype
-from deepfm.data.frame import RawFrame, looks_float, to_float
+from deepfm.data.frame import NUMBER_PATTERN, RawFrame, looks_float, to_float
 from deepfm.data.hashing import hash_bucket
 from deepfm.data.readers import layout_sparse
 from deepfm.data.vocabulary import Vocabulary
@@ -78,6 +78,7 @@ class FeatureEncoder:
     label_map: dict[str, float] = field(default_factory=dict)
     label_mean: float | None = None  # mean training label (after label_map): the model's starting output
     positive: str | None = None  # the raw label value that means 1, for text labels such as ">50K"
+    fit_notes: list[str] = field(default_factory=list, compare=False)  # inferences worth telling (not saved)
 
     # -- the schema -----------------------------------------------------------------------------
 
@@ -290,6 +291,7 @@ class _Fitter:
     def __init__(self, first: RawFrame, config: DataConfig):
         self.config = config
         self.kinds = resolve_kinds(first, config)
+        self.notes = inference_notes(first, self.kinds, config)
         self.counts: dict[str, pa.Table | None] = {n: None for n, k in self.kinds.items() if k != "numeric"}
         self.pending: dict[str, list[pa.Table]] = {n: [] for n in self.counts}  # chunk counts not yet merged
         self.moments = {n: np.zeros(3) for n, k in self.kinds.items() if k == "numeric"}
@@ -371,8 +373,11 @@ class _Fitter:
         mean = self.label_sum / self.label_count if self.label_count else None
         if mean is not None and label_map:  # -1/+1 labels: the mean of the mapped 0/1 labels
             mean = (mean + 1) / 2
+        if task == "regression" and config.task == "auto" and self.label_values:
+            shown = ", ".join(f"{v:g}" for v in sorted(self.label_values))
+            self.notes.append(f"task: regression, since the labels are not all 0/1 ({shown}, ...); --task binary refuses such labels")
         return FeatureEncoder(task=task, label=config.label, fields=specs, label_map=label_map, label_mean=mean,
-                              positive=config.positive)
+                              fit_notes=self.notes, positive=config.positive)
 
     def _task(self) -> tuple[Task, dict[str, float]]:
         values = self.label_values
@@ -384,6 +389,33 @@ class _Fitter:
         if task == "auto":
             task = "binary" if values <= {0.0, 1.0} else "regression"
         return task, label_map
+
+
+def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) -> list[str]:
+    """What the kind inference decided that a user may not expect, read from the first chunk:
+    a column of decimal numbers made categorical by a few values that are not numbers, and libFM
+    rows of unequal width that make the features one multi-valued field."""
+    notes = []
+    for name, kind in kinds.items():
+        column = frame.columns[name]
+        if kind != "categorical" or name in config.categorical or not pa.types.is_string(column.type):
+            continue
+        number = pc.fill_null(pc.match_substring_regex(column, NUMBER_PATTERN), True).to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(~number)
+        decimals = pc.any(pc.match_substring_regex(column, r"^\s*[-+]?\d*\.\d|[eE][-+]?\d")).as_py()
+        if decimals and 0 < len(bad) <= max(1, len(column) // 100):
+            where = str(frame.error(int(bad[0]), name, "")).rstrip(": ")
+            notes.append(f"column '{name}' is categorical: {len(bad)} of its first {len(column):,} values "
+                         f"{'is' if len(bad) == 1 else 'are'} not a number (first {column[int(bad[0])].as_py()!r} at "
+                         f"{where}); --numeric {name} treats it as numbers and reports each bad value")
+    if frame.sparse is not None and frame.sparse.fields is None and set(kinds) == {"features"}:
+        widths = np.diff(frame.sparse.starts)
+        if len(widths) and widths.min() != widths.max():
+            common = int(np.bincount(widths).argmax())
+            odd = int(np.flatnonzero(widths != common)[0])
+            notes.append(f"libFM rows differ in width (most have {common} features; line {frame.first_line + odd} has "
+                         f"{int(widths[odd])}), so the features are one multi-valued field, not {common} positional fields")
+    return notes
 
 
 def resolve_kinds(frame: RawFrame, config: DataConfig) -> dict[str, str]:

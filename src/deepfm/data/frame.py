@@ -13,7 +13,7 @@ from deepfm.errors import DataError
 
 Kind = Literal["auto", "categorical", "numeric", "multi"]
 
-_NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(nan|NaN|NAN|inf|Inf|INF|infinity|Infinity)\s*$"
+NUMBER_PATTERN = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(nan|NaN|NAN|inf|Inf|INF|infinity|Infinity)\s*$"
 
 
 @dataclass
@@ -59,7 +59,7 @@ def to_float(frame: RawFrame, array: pa.Array, name: str | None) -> np.ndarray:
         return pc.cast(pc.utf8_trim_whitespace(array), pa.float64()).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
-    ok = pc.fill_null(pc.match_substring_regex(array, _NUMBER), True).to_numpy(zero_copy_only=False)
+    ok = pc.fill_null(pc.match_substring_regex(array, NUMBER_PATTERN), True).to_numpy(zero_copy_only=False)
     if ok.all():  # the regex and Arrow disagree: find the value Arrow refuses, one at a time (error path only)
         for row in range(len(array)):
             try:
@@ -81,6 +81,6 @@ def looks_float(array: pa.Array) -> bool:
     present = pc.drop_null(array)
     if len(present) == 0:
         return False
-    if not pc.all(pc.match_substring_regex(present, _NUMBER)).as_py():
+    if not pc.all(pc.match_substring_regex(present, NUMBER_PATTERN)).as_py():
         return False
     return bool(pc.any(pc.match_substring_regex(present, r"[.eE]|nan|inf|NaN|Inf")).as_py())
