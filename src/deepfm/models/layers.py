@@ -54,8 +54,6 @@ class _LookupDistinctRows(torch.autograd.Function):
         return _row_gradient(distinct.unique, ctx.table_shape, grad_rows), None
 
 
-
-
 class _DesignTimesTable(torch.autograd.Function):
     """``X V``: Σ_i x_i v_i for every row of the batch, from the U distinct rows of V. Shape (B, k)."""
 
