@@ -198,7 +198,9 @@ def main() -> None:
     if args.setup_peers:
         setup_peers()
     data = Path(args.data)
-    subprocess.run([str(DEEPFM_PY), str(HERE / "make_data.py"), str(data)], check=True)
+    frappe_only = bool(args.only) and all("Frappe" in word or word in ("deepfm FM", "xLearn") for word in args.only)
+    if not frappe_only:  # the Criteo-shaped files (Frappe rows read the shared data)
+        subprocess.run([str(DEEPFM_PY), str(HERE / "make_data.py"), str(data)], check=True)
     stream_file = None
     if args.stream_rows:
         subprocess.run([str(DEEPFM_PY), str(HERE / "make_data.py"), str(data), "--big", str(args.stream_rows)], check=True)
