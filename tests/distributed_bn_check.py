@@ -1,6 +1,6 @@
 """Run by tests/test_distributed.py under torchrun (2 gloo ranks): ``GlobalBatchNorm1d`` on each
-rank's half of a batch gives the outputs, gradients and running statistics that ``BatchNorm1d``
-gives on the whole batch in one process."""
+rank's half of a batch gives the outputs, gradients and running statistics that the models' batch
+norm (``WarmStartBatchNorm1d``) gives on the whole batch in one process."""
 
 import sys
 
@@ -8,13 +8,14 @@ import torch
 import torch.distributed as dist
 
 from deepfm.distributed import GlobalBatchNorm1d
+from deepfm.models.layers import WarmStartBatchNorm1d
 
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
 torch.manual_seed(0)
 x = torch.randn(8 * world, 5) * 3 + 1  # the same global batch on every rank
 weights = torch.randn(8 * world, 5)  # a loss that weighs every output differently
-reference = torch.nn.BatchNorm1d(5)
+reference = WarmStartBatchNorm1d(5)
 with torch.no_grad():
     reference.weight.uniform_(0.5, 2), reference.bias.uniform_(-1, 1)
 norm = GlobalBatchNorm1d(5)

@@ -202,3 +202,25 @@ def test_logistic_regression_is_linear_in_x():
     data = sparse_rows(seed=5)
     w = model.linear.weights.weight.detach().double().numpy()[:, 0]
     np.testing.assert_allclose(model(data.to_batch()).detach().numpy(), dense_x(data) @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_running_statistics_start_from_the_data_not_from_zero_and_one():
+    from deepfm.models.layers import WarmStartBatchNorm1d
+
+    torch.manual_seed(6)
+    norm = WarmStartBatchNorm1d(3)
+    first = torch.randn(64, 3) * 0.01 + 5
+    norm(first)
+    torch.testing.assert_close(norm.running_mean, first.mean(0))
+    torch.testing.assert_close(norm.running_var, first.var(0))  # not 0.9 · 1 + 0.1 · var
+    batches = [torch.randn(64, 3) * 0.01 + 5 for _ in range(3)]
+    for batch in batches:
+        norm(batch)
+    torch.testing.assert_close(norm.running_mean, torch.stack([first, *batches]).mean((0, 1)), rtol=0, atol=1e-5)
+    for _ in range(30):
+        before = norm.running_mean.clone()
+        batch = torch.randn(64, 3)
+        norm(batch)
+    torch.testing.assert_close(norm.running_mean, 0.9 * before + 0.1 * batch.mean(0))  # then the usual momentum
+    loaded = torch.nn.BatchNorm1d(3)
+    loaded.load_state_dict(norm.state_dict())  # the same state as BatchNorm1d

@@ -35,6 +35,7 @@ from torch import nn
 
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
+from deepfm.models.layers import WarmStartBatchNorm1d
 from deepfm.data.frame import RawFrame
 
 
@@ -151,7 +152,7 @@ class _SumOverRanks(torch.autograd.Function):
         return grad
 
 
-class GlobalBatchNorm1d(nn.BatchNorm1d):
+class GlobalBatchNorm1d(WarmStartBatchNorm1d):
     """``BatchNorm1d`` whose training statistics are those of the global batch (all ranks' rows),
     on CPU (gloo) as on GPU; ``nn.SyncBatchNorm`` needs a GPU. The all-reduces are differentiable,
     so the gradient is that of one process normalising the global batch. Running statistics are
@@ -167,8 +168,8 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
         mean = sums[:-1] / count  # (C,)
         var = all_reduce(((x - mean) ** 2).sum(0)) / count  # biased, as batch norm normalises
         with torch.no_grad():
+            momentum = self.warm_momentum()
             self.num_batches_tracked += 1
-            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
             self.running_mean.lerp_(mean.detach(), momentum)
             self.running_var.lerp_(var.detach() * count / (count - 1).clamp(min=1), momentum)
         return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
@@ -180,7 +181,7 @@ def global_batch_norm(model: nn.Module) -> nn.Module:
     if not active():
         return model
     for name, child in model.named_children():
-        if type(child) is nn.BatchNorm1d:
+        if type(child) in (nn.BatchNorm1d, WarmStartBatchNorm1d):
             if not (child.affine and child.track_running_stats):
                 raise ValueError("distributed batch norm needs affine=True and track_running_stats=True")
             replacement = GlobalBatchNorm1d(child.num_features, child.eps, child.momentum)

@@ -194,6 +194,34 @@ def autocast_enabled(device_type: str) -> bool:
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
+class WarmStartBatchNorm1d(nn.BatchNorm1d):
+    """``BatchNorm1d`` whose running statistics start from the data: step t (from 0) moves them by
+    max(momentum, 1/(t+1)), a plain average of the first batches, then the usual moving average.
+    ``BatchNorm1d`` blends its placeholder start (mean 0, variance 1) away at 0.9ᵗ, which on a small
+    file (10 steps an epoch) leaves evaluation far off the batch statistics. Same state as
+    ``BatchNorm1d``, so saved models load either way."""
+
+    _steps: int | None = None  # training steps seen, mirrored from num_batches_tracked (no read per step)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        momentum = self.warm_momentum()
+        self.num_batches_tracked.add_(1)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, momentum, self.eps)
+
+    def warm_momentum(self) -> float:
+        """The factor of this training step (read before ``num_batches_tracked`` counts it)."""
+        if self._steps is None:
+            self._steps = int(self.num_batches_tracked)  # once per run (or after loading a state)
+        self._steps += 1
+        return max(self.momentum if self.momentum is not None else 0.0, 1.0 / self._steps)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._steps = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
@@ -214,7 +242,7 @@ class MultiLayerPerceptron(nn.Module):
         for width in hidden:
             layers.append(nn.Linear(input_dim, width))
             if batch_norm:
-                layers.append(nn.BatchNorm1d(width))
+                layers.append(WarmStartBatchNorm1d(width))
             layers.append(ACTIVATIONS[activation]())
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
