@@ -580,3 +580,18 @@ def test_fit_notes_say_why_libfm_features_became_one_multi_valued_field_and_why_
     assert notes[0] == ("libFM rows differ in width (most have 2 features; line 3 has 0), so the features are one "
                         "multi-valued field, not 2 positional fields")
     assert notes[1].startswith("task: regression, since the labels are not all 0/1 (0, 1, 2")
+
+
+def test_fit_notes_stay_quiet_for_id_columns_with_an_odd_value_and_keep_the_regression_note_short(write_table):
+    ids = [str(1000 + i) for i in range(200)]
+    ids[7] = "E14"  # an id column is categorical anyway: no advice to make it numeric
+    labels = [float(i % 9) for i in range(200)]
+    path = write_table("c.csv", {"label": labels, "item": ids})
+    (note,) = FeatureEncoder.fit([read_frame(path)], DataConfig()).fit_notes
+    assert note == "task: regression, since the labels are not all 0/1 (0, 1, 2); --task binary refuses such labels"
+
+
+def test_an_infinite_label_is_a_located_error(write_table):
+    path = write_table("d.csv", {"label": ["1", "0", "1e999"], "c": ["a", "b", "c"]})
+    with pytest.raises(DataError, match=r"d.csv:4:1: the label must be a finite number, got inf"):
+        FeatureEncoder.fit([read_frame(path)], DataConfig())

@@ -224,3 +224,6 @@ def test_batch_norm_running_statistics_start_from_the_data_not_from_zero_and_one
     torch.testing.assert_close(norm.running_mean, 0.9 * before + 0.1 * batch.mean(0))  # then the usual momentum
     loaded = torch.nn.BatchNorm1d(3)
     loaded.load_state_dict(norm.state_dict())  # the same state as BatchNorm1d
+    x = torch.randn(8, 3)
+    torch.testing.assert_close(WarmStartBatchNorm1d(3, track_running_stats=False)(x),
+                               torch.nn.BatchNorm1d(3, track_running_stats=False)(x))

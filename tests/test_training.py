@@ -150,11 +150,24 @@ def test_resuming_with_other_model_settings_is_a_clear_error(tables, tmp_path):
         Estimator(**other).fit(tables["train"][0], out=tmp_path / "m", resume=True, progress=False)
 
 
-def test_resuming_with_another_batch_size_or_seed_is_a_clear_error(tables, tmp_path):
+def test_resuming_mid_epoch_with_another_batch_size_or_seed_is_a_clear_error(tables, tmp_path, monkeypatch):
     from deepfm.errors import ConfigError
 
-    Estimator(**SMALL).fit(tables["train"][0], out=tmp_path / "m", progress=False)
+    config = {**SMALL, "training": {**SMALL["training"], "checkpoint_every": 3}}
+    original_step, calls = Trainer._step, {"n": 0}
+
+    def crash_after_4_steps(self, batch):
+        calls["n"] += 1
+        if calls["n"] > 4:  # epoch 1, after the checkpoint at step 3
+            raise KeyboardInterrupt
+        return original_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_step", crash_after_4_steps)
+    with pytest.raises(KeyboardInterrupt):
+        Estimator(**config).fit(tables["train"][0], out=tmp_path / "m", progress=False)
+    monkeypatch.setattr(Trainer, "_step", original_step)
     for change in ({"batch_size": SMALL["training"]["batch_size"] * 2}, {"seed": 7}):
-        other = {**SMALL, "training": {**SMALL["training"], **change}}
+        other = {**config, "training": {**config["training"], **change}}
         with pytest.raises(ConfigError, match=f"other training settings \\({next(iter(change))} "):
             Estimator(**other).fit(tables["train"][0], out=tmp_path / "m", resume=True, progress=False)
+    Estimator(**config).fit(tables["train"][0], out=tmp_path / "m", resume=True, progress=False)  # the same: resumes

@@ -52,11 +52,15 @@ class Estimator:
         cfg = self.config.data
         if isinstance(data, RawFrame):
             return data
-        if type(data).__module__.startswith("pandas"):  # no pandas import: it is not a dependency
-            data = pa.Table.from_pandas(data, preserve_index=False)
-        if not isinstance(data, (str, Path, pa.Table)):
-            from deepfm.errors import ConfigError
+        from deepfm.errors import ConfigError
 
+        if type(data).__module__.startswith("pandas") and type(data).__name__ == "DataFrame":  # pandas is optional
+            try:
+                data = pa.Table.from_pandas(data, preserve_index=False)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+                raise ConfigError(f"data: the DataFrame does not convert to Arrow columns ({error}); "
+                                  "give each column one type (e.g. df[col].astype(str))") from None
+        if not isinstance(data, (str, Path, pa.Table)):
             raise ConfigError(f"data: expected a file path, a pyarrow.Table or a pandas DataFrame, got {type(data).__name__}")
         if isinstance(data, pa.Table):
             frame = frame_from_table(data, "<table>", cfg.label, require_label)

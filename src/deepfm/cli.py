@@ -123,6 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from deepfm.api import Estimator
 
     config = config_from_args(args)  # checked before any process starts
+    args.out = config.out  # the interrupt message looks there (it may come from --config)
     if args.nproc > 1 and not distributed.launched():
         if config.data.stream == "on":
             from deepfm.errors import ConfigError

@@ -271,7 +271,11 @@ class FeatureEncoder:
 def read_labels(frame: RawFrame, positive: str | None) -> np.ndarray:
     """Labels as float64: numbers as written, or 1/0 for "equals ``positive``" (missing stays NaN)."""
     if positive is None:
-        return to_float(frame, frame.labels, None)
+        y = to_float(frame, frame.labels, None)
+        infinite = np.flatnonzero(np.isinf(y))
+        if len(infinite):
+            raise frame.error(int(infinite[0]), None, f"the label must be a finite number, got {y[infinite[0]]:g}")
+        return y
     text = pc.utf8_trim_whitespace(pc.cast(frame.labels, pa.string()))
     y = pc.equal(text, positive).to_numpy(zero_copy_only=False).astype(np.float64)
     y[pc.is_null(text).to_numpy(zero_copy_only=False)] = np.nan
@@ -374,8 +378,9 @@ class _Fitter:
         if mean is not None and label_map:  # -1/+1 labels: the mean of the mapped 0/1 labels
             mean = (mean + 1) / 2
         if task == "regression" and config.task == "auto" and self.label_values:
-            shown = ", ".join(f"{v:g}" for v in sorted(self.label_values))
-            self.notes.append(f"task: regression, since the labels are not all 0/1 ({shown}, ...); --task binary refuses such labels")
+            values = sorted(self.label_values)
+            shown = ", ".join(f"{v:g}" for v in values[:3]) + (", ..." if len(values) > 3 else "")
+            self.notes.append(f"task: regression, since the labels are not all 0/1 ({shown}); --task binary refuses such labels")
         return FeatureEncoder(task=task, label=config.label, fields=specs, label_map=label_map, label_mean=mean,
                               fit_notes=self.notes, positive=config.positive)
 
@@ -398,12 +403,15 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
     notes = []
     for name, kind in kinds.items():
         column = frame.columns[name]
-        if kind != "categorical" or name in config.categorical or not pa.types.is_string(column.type):
+        text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        if kind != "categorical" or name in config.categorical or not text:
             continue
         number = pc.fill_null(pc.match_substring_regex(column, NUMBER_PATTERN), True).to_numpy(zero_copy_only=False)
         bad = np.flatnonzero(~number)
-        decimals = pc.any(pc.match_substring_regex(column, r"^\s*[-+]?\d*\.\d|[eE][-+]?\d")).as_py()
-        if decimals and 0 < len(bad) <= max(1, len(column) // 100):
+        if not 0 < len(bad) <= max(1, len(column) // 100):
+            continue
+        numbers = pc.filter(column, pa.array(number))  # decimals as ``looks_float`` sees them, bad values aside
+        if pc.any(pc.match_substring_regex(numbers, r"[.eE]|nan|inf|NaN|Inf")).as_py():
             where = str(frame.error(int(bad[0]), name, "")).rstrip(": ")
             notes.append(f"column '{name}' is categorical: {len(bad)} of its first {len(column):,} values "
                          f"{'is' if len(bad) == 1 else 'are'} not a number (first {column[int(bad[0])].as_py()!r} at "

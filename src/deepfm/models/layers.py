@@ -204,8 +204,9 @@ class WarmStartBatchNorm1d(nn.BatchNorm1d):
     _steps: int | None = None  # training steps seen, mirrored from num_batches_tracked (no read per step)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
+        if not (self.training and self.track_running_stats):
             return super().forward(x)
+        self._check_input_dim(x)
         momentum = self.warm_momentum()
         self.num_batches_tracked.add_(1)
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, momentum, self.eps)
@@ -220,6 +221,10 @@ class WarmStartBatchNorm1d(nn.BatchNorm1d):
     def _load_from_state_dict(self, *args, **kwargs):
         self._steps = None
         super()._load_from_state_dict(*args, **kwargs)
+
+    def reset_running_stats(self) -> None:
+        self._steps = None
+        super().reset_running_stats()
 
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}

@@ -109,6 +109,7 @@ class Trainer:
         """Train on ``train`` (in-memory data or any ``BatchSource``); ``valid`` selects the best epoch."""
         config, result = self.config, TrainResult()
         source = InMemorySource(train) if isinstance(train, EncodedData) else train
+        self._source = source
         start_epoch, skip_steps, best_weights, bad_epochs = 0, 0, None, 0
         if resume and self.checkpoint_dir and (self.checkpoint_dir / "state.json").exists():
             start_epoch, skip_steps, best_weights, bad_epochs = self._restore(result)
@@ -183,12 +184,16 @@ class Trainer:
         save_checkpoint(self.checkpoint_dir, self.model, self.optimizer.state_dict(), loop, best_weights)
 
     def _resume_settings(self) -> dict[str, Any]:
-        """What fixes the batches and steps of a run: a resume must use the same."""
-        return {"batch_size": self.config.batch_size, "seed": self.config.seed, "optimizer": self.config.optimizer}
+        """What fixes the batches and steps of an epoch: resuming in the middle of one needs the same."""
+        source = self._source
+        return {"batch_size": self.config.batch_size, "seed": self.config.seed, "optimizer": self.config.optimizer,
+                "ranks": distributed.context().world, "rows": source.num_rows,
+                "streamed": not isinstance(source, InMemorySource), "shuffle_window": getattr(source, "window", None),
+                "chunk_rows": list(getattr(source, "rows_per_chunk", []))[:1]}
 
     def _restore(self, result: TrainResult) -> tuple[int, int, dict | None, int]:
         weights, optimizer_state, loop, best, rng = load_checkpoint(self.checkpoint_dir)
-        saved = loop.get("settings", self._resume_settings())  # absent in checkpoints of older versions
+        saved = loop.get("settings", {}) if loop["step"] else {}  # at an epoch's end nothing is skipped
         changed = [f"{k} {saved[k]} → {v}" for k, v in self._resume_settings().items() if saved.get(k, v) != v]
         if changed:
             from deepfm.errors import ConfigError
