@@ -41,22 +41,28 @@ def test_resumed_training_equals_uninterrupted(tables, tmp_path):
         torch.testing.assert_close(value, weights_of(resumed)[key], rtol=0, atol=0)
 
 
+def interrupt_after(steps: int, monkeypatch, run) -> None:
+    """Run ``run()`` with a KeyboardInterrupt raised at training step ``steps + 1`` (as Ctrl-C would)."""
+    original_step, calls = Trainer._step, {"n": 0}
+
+    def step_or_stop(self, batch):
+        calls["n"] += 1
+        if calls["n"] > steps:
+            raise KeyboardInterrupt
+        return original_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_step", step_or_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(Trainer, "_step", original_step)
+
+
 def test_training_interrupted_mid_epoch_resumes_to_the_same_weights(tables, tmp_path, monkeypatch):
     config = {**SMALL, "training": {**SMALL["training"], "epochs": 2, "checkpoint_every": 5}}
     full = Estimator(**config).fit(tables["train"][0], out=tmp_path / "full", progress=False)
 
-    original_step, calls = Trainer._step, {"n": 0}
-
-    def crash_after_32_steps(self, batch):
-        calls["n"] += 1
-        if calls["n"] > 32:  # epoch 2, step 9: the last checkpoint was after step 5 of epoch 2
-            raise KeyboardInterrupt
-        return original_step(self, batch)
-
-    monkeypatch.setattr(Trainer, "_step", crash_after_32_steps)
-    with pytest.raises(KeyboardInterrupt):
-        Estimator(**config).fit(tables["train"][0], out=tmp_path / "cut", progress=False)
-    monkeypatch.setattr(Trainer, "_step", original_step)
+    interrupt_after(32, monkeypatch, lambda: Estimator(**config).fit(tables["train"][0], out=tmp_path / "cut", progress=False))
+    # (epoch 2, step 9: the last checkpoint was after step 5 of epoch 2)
     resumed = Estimator(**config).fit(tables["train"][0], out=tmp_path / "cut", resume=True, progress=False)
     for key, value in weights_of(full).items():
         torch.testing.assert_close(value, weights_of(resumed)[key], rtol=0, atol=0)
@@ -154,18 +160,8 @@ def test_resuming_mid_epoch_with_another_batch_size_or_seed_is_a_clear_error(tab
     from deepfm.errors import ConfigError
 
     config = {**SMALL, "training": {**SMALL["training"], "checkpoint_every": 3}}
-    original_step, calls = Trainer._step, {"n": 0}
-
-    def crash_after_4_steps(self, batch):
-        calls["n"] += 1
-        if calls["n"] > 4:  # epoch 1, after the checkpoint at step 3
-            raise KeyboardInterrupt
-        return original_step(self, batch)
-
-    monkeypatch.setattr(Trainer, "_step", crash_after_4_steps)
-    with pytest.raises(KeyboardInterrupt):
-        Estimator(**config).fit(tables["train"][0], out=tmp_path / "m", progress=False)
-    monkeypatch.setattr(Trainer, "_step", original_step)
+    interrupt_after(4, monkeypatch, lambda: Estimator(**config).fit(tables["train"][0], out=tmp_path / "m", progress=False))
+    # (epoch 1, after the checkpoint at step 3)
     for change in ({"batch_size": SMALL["training"]["batch_size"] * 2}, {"seed": 7}):
         other = {**config, "training": {**config["training"], **change}}
         with pytest.raises(ConfigError, match=f"other training settings \\({next(iter(change))} "):
