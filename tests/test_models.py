@@ -227,3 +227,33 @@ def test_batch_norm_running_statistics_start_from_the_data_not_from_zero_and_one
     x = torch.randn(8, 3)
     torch.testing.assert_close(WarmStartBatchNorm1d(3, track_running_stats=False)(x),
                                torch.nn.BatchNorm1d(3, track_running_stats=False)(x))
+
+
+def test_fm_matrix_form_includes_multi_valued_fields_and_repeated_ids(monkeypatch):
+    """Weighted multi-valued entries (the FM paper's 'other movies rated', weights 1/count) are
+    columns of X too, an id repeated within a row included."""
+    import deepfm.models.layers as layers
+
+    data = sparse_rows(seed=7, rows=60, with_bag=True)
+    data.bags[0].ids[:3] = data.ids[0, 0]  # row 0's bag repeats its first single-valued id
+    batch = data.to_batch()
+    assert batch.design() is not None
+    torch.manual_seed(7)
+    model = FactorizationMachine(N_FEATURES, K)
+    with torch.no_grad():
+        model.linear.weights.weight.normal_()
+        model.embedding.weight.normal_()
+    monkeypatch.setattr(layers, "fm_pairwise", None)  # the field form is not used
+    y = model(batch)
+    g = torch.randn(len(y))
+    (y * g).sum().backward()
+    monkeypatch.undo()
+    reference = FactorizationMachine(N_FEATURES, K)
+    reference.load_state_dict(model.state_dict())
+    reference.embedding.sparse = reference.linear.weights.sparse = False  # the field form, plain autograd
+    expected = reference(data.to_batch())
+    (expected * g).sum().backward()
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.embedding.weight.grad.to_dense(), reference.embedding.weight.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model.linear.weights.weight.grad.to_dense(), reference.linear.weights.weight.grad,
+                               rtol=1e-4, atol=1e-5)

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, Protocol
 import numpy as np
 import torch
 
-from deepfm.data.design import DesignMatrix, DistinctIds
+from deepfm.data.design import DesignMatrix, DistinctIds, design_with_bags
 
 
 @dataclass
@@ -140,6 +140,7 @@ class Batch:
     labels: torch.Tensor | None  # (B,) float32
     _distinct: DistinctIds | None = field(default=None, repr=False, compare=False)
     _design: DesignMatrix | None = field(default=None, repr=False, compare=False)
+    _design_built: bool = field(default=False, repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -153,11 +154,15 @@ class Batch:
         return self._distinct
 
     def design(self) -> DesignMatrix | None:
-        """The batch as a sparse design matrix, where sparse products beat gathers: CPU, single-valued
-        fields, ids repeating across rows (see ``deepfm.data.design``). None otherwise. Computed once
+        """The batch as a sparse design matrix (multi-valued fields' entries included), where sparse
+        products beat gathers: CPU, ids repeating across rows (see ``deepfm.data.design``). None otherwise. Computed once
         per batch (a batch must not change once it is prepared)."""
-        if self._design is None and not self.bags and self.distinct().slot_rows is not None:
-            self._design = self.distinct().design(self.values)
+        if not self._design_built:
+            if self.bags:
+                self._design = design_with_bags(self.ids, self.values, self.bags)
+            elif self.distinct().slot_rows is not None:
+                self._design = self.distinct().design(self.values)
+            self._design_built = True
         return self._design
 
     def prepare(self) -> "Batch":

@@ -86,6 +86,35 @@ class DistinctIds:
                             _csr(self.slot_rows, batch_rows, x_t_values.square(), shape[::-1]))
 
 
+def design_with_bags(ids: torch.Tensor, values: torch.Tensor | None, bags: list) -> "DesignMatrix | None":
+    """The design matrix of a batch with multi-valued fields (``bags``, of ``BagTensor``): row b
+    holds its F single-valued features and its bags' weighted entries. None off the CPU, or where
+    sparse products do not pay (see the module)."""
+    batch_size, fields = ids.shape
+    row = torch.cat([torch.arange(batch_size).repeat_interleave(fields), *(bag.rows for bag in bags)])
+    feature = torch.cat([ids.reshape(-1), *(bag.ids for bag in bags)])
+    x = torch.cat([values.reshape(-1) if values is not None else torch.ones(ids.numel()), *(bag.weights for bag in bags)])
+    if ids.device.type != "cpu" or len(feature) >= 2**31:
+        return None
+    unique, column = distinct_ids(feature)
+    if len(feature) < SLOTS_PER_ROW_FOR_PRODUCTS * len(unique):
+        return None
+    x_squared = x.square()
+    by_row = _sorted_csr(row, column, batch_size, len(unique), x, x_squared)
+    by_column = _sorted_csr(column, row, len(unique), batch_size, x, x_squared)
+    return DesignMatrix(unique, by_row[0], by_column[0], by_row[1], by_column[1])
+
+
+def _sorted_csr(major: torch.Tensor, minor: torch.Tensor, rows: int, columns: int,
+                *values: torch.Tensor) -> list[torch.Tensor]:
+    """CSR matrices (rows × columns) of the entries (major[i], minor[i]) with each of ``values``."""
+    order = torch.sort(major * columns + minor, stable=True).indices  # by row, then by column
+    pointers = torch.zeros(rows + 1, dtype=torch.int32)
+    torch.cumsum(torch.bincount(major, minlength=rows), 0, out=pointers[1:])
+    indices = minor[order].int()
+    return [_csr(pointers, indices, v[order], (rows, columns)) for v in values]
+
+
 def _csr(rows: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return torch.sparse_csr_tensor(rows, columns, values, shape, check_invariants=False)
 
