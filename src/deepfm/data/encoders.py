@@ -396,13 +396,16 @@ class _Fitter:
         return task, label_map
 
 
+NOTES_LOOK_AT_ROWS = 65_536
+
+
 def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) -> list[str]:
     """What the kind inference decided that a user may not expect, read from the first chunk:
     a column of decimal numbers made categorical by a few values that are not numbers, and libFM
     rows of unequal width that make the features one multi-valued field."""
     notes = []
     for name, kind in kinds.items():
-        column = frame.columns[name]
+        column = frame.columns[name].slice(0, NOTES_LOOK_AT_ROWS)  # a whole in-memory table is one chunk
         text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
         if kind != "categorical" or name in config.categorical or not text:
             continue
