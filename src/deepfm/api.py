@@ -26,6 +26,7 @@ from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.frame import RawFrame
 from deepfm.data.readers import frame_from_table, read_frame
 from deepfm.data.stream import ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_streaming, should_stream
+from deepfm.errors import ConfigError, DataError
 from deepfm.models import build_model
 from deepfm.training.metrics import evaluate_predictions
 from deepfm.runtime import available_cores, configure as configure_runtime, release_free_memory
@@ -52,8 +53,6 @@ class Estimator:
         cfg = self.config.data
         if isinstance(data, RawFrame):
             return data
-        from deepfm.errors import ConfigError
-
         if type(data).__module__.startswith("pandas") and type(data).__name__ == "DataFrame":  # pandas is optional
             try:
                 data = pa.Table.from_pandas(data, preserve_index=False)
@@ -99,8 +98,6 @@ class Estimator:
         valid = valid if valid is not None else cfg.data.valid
         out = out if out is not None else cfg.out
         if train is None:
-            from deepfm.errors import ConfigError
-
             raise ConfigError("data.train: a training file is required")
         ctx = distributed.setup(cfg.training.device)  # joins torchrun's process group, if launched by it
         if ctx.world > 1:
@@ -154,8 +151,6 @@ class Estimator:
         """This rank's rows of the training file, encoded with rank 0's encoders (fitted on the whole
         file, or the checkpoint's when resuming), which every rank receives as JSON."""
         cfg = self.config.data
-        from deepfm.errors import ConfigError
-
         if not isinstance(train, (str, Path)):
             raise ConfigError("data.train: distributed training reads its rows from a file; pass a path")
         if cfg.stream == "on":
@@ -205,8 +200,6 @@ class Estimator:
         self._require_model()
         encoded = self.encode(data, with_labels=True)
         if encoded.labels is None:
-            from deepfm.errors import DataError
-
             raise DataError(str(data), f"evaluation needs the label column '{self.encoder.label}'", line=1)
         predictions = predict(self.model, self.encoder.task, encoded, self.config.training.device)
         return {"rows": len(encoded), **evaluate_predictions(self.encoder.task, encoded.labels, predictions)}

@@ -155,8 +155,8 @@ class Batch:
 
     def design(self) -> DesignMatrix | None:
         """The batch as a sparse design matrix (multi-valued fields' entries included), where sparse
-        products beat gathers: CPU, ids repeating across rows (see ``deepfm.data.design``). None otherwise. Computed once
-        per batch (a batch must not change once it is prepared)."""
+        products beat gathers: CPU, ids repeating across rows (see ``deepfm.data.design``). None
+        otherwise. Computed once per batch (a batch must not change once it is prepared)."""
         if not self._design_built:
             if self.bags:
                 self._design = design_with_bags(self.ids, self.values, self.bags)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from deepfm import distributed
 from deepfm.config import TrainingConfig
 from deepfm.data.batch import Batch, BatchSource, EncodedData, InMemorySource, prefetch
+from deepfm.errors import ConfigError
 from deepfm.runtime import available_cores
 from deepfm.training.checkpoint import load_checkpoint, save_checkpoint
 from deepfm.training.metrics import SELECTION, evaluate_predictions, is_better
@@ -104,6 +105,7 @@ class Trainer:
         # A core that compute leaves idle (FM and LR run one thread) prepares the next batches; with
         # every core computing, in-memory batches are cheaper to make inline than to hand over.
         self._spare_core = torch.get_num_threads() * distributed.context().local_world < available_cores()
+        self._source: BatchSource | None = None  # what ``fit`` trains on (its layout is part of a checkpoint)
 
     def fit(self, train: EncodedData | BatchSource, valid: EncodedData | None = None, resume: bool = False) -> TrainResult:
         """Train on ``train`` (in-memory data or any ``BatchSource``); ``valid`` selects the best epoch."""
@@ -196,16 +198,12 @@ class Trainer:
         saved = loop.get("settings", {}) if loop["step"] else {}  # at an epoch's end nothing is skipped
         changed = [f"{k} {saved[k]} → {v}" for k, v in self._resume_settings().items() if saved.get(k, v) != v]
         if changed:
-            from deepfm.errors import ConfigError
-
             raise ConfigError(f"{self.checkpoint_dir}: the checkpoint was written with other training settings "
                               f"({', '.join(changed)}); resume with the same settings, or train into a new --out")
         try:
             self.model.load_state_dict(weights)
             self.optimizer.load_state_dict(optimizer_state)
         except (RuntimeError, ValueError, KeyError) as error:
-            from deepfm.errors import ConfigError
-
             first = str(error).strip().splitlines()[-1].strip()
             raise ConfigError(f"{self.checkpoint_dir}: the checkpoint was written with other model or optimiser "
                               f"settings ({first}); resume with the same settings, or train into a new --out") from None
