@@ -30,13 +30,71 @@ def test_configure_keeps_an_arrow_pool_the_user_chose(monkeypatch, restore_runti
     assert pa.default_memory_pool().backend_name == "mimalloc"
 
 
-def test_importing_deepfm_sets_passive_openmp_waits_and_the_system_arrow_pool_unless_chosen():
-    import os
+def run_python(code: str, env: dict[str, str]) -> list[str]:
     import subprocess
     import sys
 
-    code = "import os, deepfm; print(os.environ['OMP_WAIT_POLICY'], os.environ['ARROW_DEFAULT_MEMORY_POOL'])"
-    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "ARROW_DEFAULT_MEMORY_POOL")}
-    run = lambda env: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
-    assert run(clean) == ["PASSIVE", "system"]
-    assert run({**clean, "OMP_WAIT_POLICY": "ACTIVE", "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}) == ["ACTIVE", "jemalloc"]
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+
+
+def environment_without(*names: str) -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k not in names}
+
+
+SETTINGS = ("OMP_WAIT_POLICY", "ARROW_DEFAULT_MEMORY_POOL")
+
+
+def test_importing_deepfm_loads_nothing_heavy_and_sets_no_environment_variable():
+    code = ("import os, sys, deepfm; from deepfm import Estimator, RunConfig; "
+            "print(os.environ.get('OMP_WAIT_POLICY', '-'), os.environ.get('ARROW_DEFAULT_MEMORY_POOL', '-'))")
+    assert run_python(code, environment_without(*SETTINGS)) == ["-", "-"]
+    assert run_python("import sys, deepfm; print('torch' in sys.modules, 'pyarrow' in sys.modules)",
+                      environment_without(*SETTINGS)) == ["False", "False"]
+
+
+# The command's entry points with ``main`` replaced by a probe: what it sees is what a command sees.
+PROBE = ("import os, sys, deepfm.cli as cli; "
+         "cli.main = lambda: print(os.environ['OMP_WAIT_POLICY'], os.environ['ARROW_DEFAULT_MEMORY_POOL'], "
+         "'torch' in sys.modules, 'pyarrow' in sys.modules) or 0; ")
+
+
+@pytest.mark.parametrize("start", ["cli.entry()", "import runpy; runpy.run_module('deepfm', run_name='__main__')"],
+                         ids=["console-script", "python-m-deepfm"])
+def test_the_command_sets_passive_openmp_waits_and_the_system_arrow_pool_before_torch_loads_unless_chosen(start):
+    clean = environment_without(*SETTINGS)
+    assert run_python(PROBE + start, clean) == ["PASSIVE", "system", "False", "False"]
+    chosen = {**clean, "OMP_WAIT_POLICY": "ACTIVE", "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}
+    assert run_python(PROBE + start, chosen) == ["ACTIVE", "jemalloc", "False", "False"]
+
+
+def test_fit_leaves_the_hosts_threads_denormal_mode_arrow_pool_and_environment_as_it_found_them(restore_runtime):
+    import os
+
+    from deepfm import Estimator
+    from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+    from deepfm.runtime import flush_denormal_enabled
+
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(False)
+    pa.set_memory_pool(pa.mimalloc_memory_pool())
+    environment = {name: os.environ.get(name) for name in SETTINGS}
+    table, _ = make_ctr_table(SyntheticSpec(rows=200, categorical=3, numeric=1, vocabulary=20, seed=1))
+    Estimator(model={"mlp": (8,)}, training={"epochs": 1, "batch_size": 64, "threads": 2}).fit(table, progress=False)
+    assert torch.get_num_threads() == 1
+    assert not flush_denormal_enabled()
+    assert pa.default_memory_pool().backend_name == "mimalloc"
+    assert {name: os.environ.get(name) for name in SETTINGS} == environment
+
+
+def test_flush_denormal_enabled_reports_the_mode_torch_set():
+    from deepfm.runtime import flush_denormal_enabled
+
+    try:
+        torch.set_flush_denormal(True)
+        assert flush_denormal_enabled()
+        torch.set_flush_denormal(False)
+        assert not flush_denormal_enabled()
+    finally:
+        torch.set_flush_denormal(False)

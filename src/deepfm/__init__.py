@@ -1,19 +1,39 @@
-"""deepfm: Factorization Machines and DeepFM for CTR and rating prediction."""
+"""deepfm: Factorization Machines and DeepFM for CTR and rating prediction.
 
-import os
+Importing the package loads nothing heavy and changes no process state: ``Estimator`` and the
+config classes load on first use, and the ``deepfm`` command sets its own process settings
+(``deepfm.runtime``).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# Before pyarrow loads: Arrow's C++ default pool (its compute engine, the CSV reader) becomes the
-# system allocator, which hands memory back after parsing; mimalloc's arenas kept ~150 MB of a
-# 1M-row fit resident. Set the variable yourself to choose otherwise (see deepfm.runtime).
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-# Before torch loads: OpenMP threads sleep instead of spinning while they wait. Spinning gains ~2%
-# on an idle machine (DeepFM 55.2-56.0k vs 54.2-54.7k samples/s) but next to one busy process it
-# halved training speed on Frappe (12.5k vs 25.6k samples/s, 2 cores).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from deepfm.api import Estimator  # noqa: E402
-from deepfm.config import DataConfig, ModelConfig, RunConfig, TrainingConfig  # noqa: E402
+_LAZY = {
+    "Estimator": "deepfm.api",
+    "RunConfig": "deepfm.config",
+    "DataConfig": "deepfm.config",
+    "ModelConfig": "deepfm.config",
+    "TrainingConfig": "deepfm.config",
+}
 
 __all__ = ["Estimator", "RunConfig", "DataConfig", "ModelConfig", "TrainingConfig", "__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from deepfm.api import Estimator
+    from deepfm.config import DataConfig, ModelConfig, RunConfig, TrainingConfig
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'deepfm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,5 +1,5 @@
-import sys
+"""``python -m deepfm``: the ``deepfm`` command."""
 
-from deepfm.cli import main
+from deepfm.cli import entry
 
-sys.exit(main())
+entry()

@@ -29,7 +29,7 @@ from deepfm.data.stream import ChunkedFile, StreamSource, chunk_bytes_for, count
 from deepfm.errors import ConfigError, DataError
 from deepfm.models import build_model
 from deepfm.training.metrics import evaluate_predictions
-from deepfm.runtime import available_cores, configure as configure_runtime, release_free_memory
+from deepfm.runtime import available_cores, configure as configure_runtime, preserving, release_free_memory
 from deepfm.training.trainer import TrainResult, Trainer, peak_rss_mb, predict
 
 Data = str | Path | pa.Table | RawFrame  # or a pandas DataFrame (converted with pa.Table.from_pandas)
@@ -82,6 +82,7 @@ class Estimator:
 
     # -- training ---------------------------------------------------------------------------------
 
+    @preserving  # threads, denormals and Arrow's pool are set for training and restored after it
     def fit(
         self,
         train: Data | None = None,

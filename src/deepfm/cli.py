@@ -14,6 +14,7 @@ from deepfm import __version__
 from deepfm.data.formats import AUTO_RULE, FORMATS
 from deepfm.errors import DeepFMError
 from deepfm.experiments.cli import add_compare_parser, cmd_compare
+from deepfm.runtime import set_process_environment
 from deepfm.serving.cli import add_production_parsers, cmd_export, cmd_serve
 
 KIND_RULE = (
@@ -234,10 +235,11 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 
 def entry() -> None:
-    """The ``deepfm`` console script: ``main`` and a hard exit, because PyArrow's and torch's worker
-    threads can abort the interpreter's own shutdown ("terminate called without an active exception")."""
-    import os
-
+    """The ``deepfm`` console script (and ``python -m deepfm``): the process settings first, before
+    torch and pyarrow load (``deepfm.runtime``), then ``main`` and a hard exit, because PyArrow's and
+    torch's worker threads can abort the interpreter's own shutdown ("terminate called without an
+    active exception")."""
+    set_process_environment()
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()
