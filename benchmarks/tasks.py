@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # as the deepfm command sets it (import deepfm no longer does)
 
 import numpy as np  # noqa: E402
 from common import run_task  # noqa: E402
