@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -103,6 +104,75 @@ def test_train_writes_a_complete_model_directory(ctr_csv, tmp_path):
     assert train(ctr_csv(), tmp_path / "model") == 0
     names = {p.name for p in (tmp_path / "model").iterdir()}
     assert {"model.safetensors", "features.json", "config.json", "metrics.json", "manifest.json"} <= names
+
+
+def test_a_finished_run_removes_its_checkpoint_unless_asked_to_keep_it(ctr_csv, tmp_path):
+    assert train(ctr_csv(), tmp_path / "m") == 0
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.json", "features.json", "manifest.json", "metrics.json", "model.safetensors"]
+    assert train(ctr_csv(), tmp_path / "kept", "--keep-checkpoint") == 0
+    assert (tmp_path / "kept" / "checkpoint" / "state.json").is_file()
+    assert (tmp_path / "kept" / "checkpoint-features.json").is_file()
+
+
+def test_every_file_of_the_model_directory_gets_the_same_permissions(ctr_csv, tmp_path):
+    assert train(ctr_csv(), tmp_path / "m") == 0
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "m").iterdir()}
+    assert set(modes.values()) == {modes["features.json"]}, modes
+
+
+def test_training_into_a_directory_that_holds_files_exits_2_unless_overwrite(ctr_csv, tmp_path, capsys):
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert train(ctr_csv(), out) == 2
+    assert capsys.readouterr().err == (f"--out {out}: the directory is not empty (notes.txt); --overwrite replaces it, "
+                                       "or choose another --out\n")
+    assert train(ctr_csv(), tmp_path / "model", "--keep-checkpoint") == 0
+    assert train(ctr_csv(), tmp_path / "model") == 2
+    assert "--resume continues its checkpoint" in capsys.readouterr().err
+    assert train(ctr_csv(), tmp_path / "model", "--overwrite") == 0
+    assert not (tmp_path / "model" / "checkpoint").exists()
+    assert train(ctr_csv(), tmp_path / "model", "--resume") == 0  # a finished run without a checkpoint starts over
+
+
+def test_the_end_of_training_line_prints_metric_value_pairs_as_the_epoch_log_does(ctr_csv, tmp_path, capsys):
+    assert main(["train", "--train", str(ctr_csv()), "--valid", str(ctr_csv("valid.csv", part=1)),
+                 "--out", str(tmp_path / "m"), *TINY]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.fullmatch(rf"saved {re.escape(str(tmp_path / 'm'))} \(best epoch 1: valid auc \d\.\d{{5}}  "
+                        r"valid logloss \d+\.\d{5}\)", last), last
+
+
+def help_text(capsys, *command: str) -> str:
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--help"])
+    assert stop.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+
+
+def test_train_help_shows_the_config_defaults_and_the_models_own(capsys):
+    text = help_text(capsys, "train")
+    for shown in ("--epochs EPOCHS default 20", "--batch-size BATCH_SIZE default 512; fm 4096",
+                  "learning rate (default 0.001; fm 0.03, lr 0.01)", "k, the embedding width (default 10)",
+                  "--dropout DROPOUT default 0.2", "(0: never stop early) (default 2)", "(default 400,400,400)",
+                  "--nproc", "(default 1)"):
+        assert shown in text
+
+
+def test_train_help_lists_every_model(capsys):
+    from deepfm.models import MODELS
+
+    text = help_text(capsys, "train")
+    model_help = text[text.rindex("--model MODEL") + len("--model MODEL"):text.index("--no-pretrain fnn")]
+    assert {name.strip() for name in model_help.split(";")[0].split("|")} == set(MODELS), model_help
+    assert "(default deepfm)" in model_help
+
+
+def test_serve_help_shows_the_port_and_limits(capsys):
+    text = help_text(capsys, "serve")
+    assert "--port PORT default 8000" in text
+    assert "rows per request before 413 (default" in text
 
 
 def test_train_with_multi_valued_column(write_table, tmp_path, capsys):
@@ -220,6 +290,41 @@ def test_predict_to_an_unsupported_file_type_exits_2(ctr_model, tmp_path, capsys
     code = main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(tmp_path / "p.json")])
     assert code == 2
     assert "use a .csv or .parquet file name" in capsys.readouterr().err
+
+
+def test_predict_without_out_writes_csv_to_stdout_and_out_dash_does_too(ctr_model, tmp_path, capsys):
+    main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(tmp_path / "p.csv")])
+    expected = read_predictions(tmp_path / "p.csv")
+    capsys.readouterr()
+    for dash in ([], ["--out", "-"]):
+        assert main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), *dash]) == 0
+        captured = capsys.readouterr()
+        table = pacsv.read_csv(pa.py_buffer(captured.out.encode()))
+        assert table.column_names == ["prediction"]
+        assert table.column("prediction").to_pylist() == pytest.approx(expected)
+        assert captured.err == ""  # stdout is the data; nothing else to say
+
+
+def test_predict_keep_copies_input_columns_beside_the_prediction_in_the_order_given(ctr_model, tmp_path):
+    table = pacsv.read_csv(ctr_model["test"])
+    ids = [f"row-{i}" for i in range(len(table))]
+    with_ids = tmp_path / "with_ids.csv"
+    pacsv.write_csv(table.append_column("id", pa.array(ids)), with_ids)
+    out = tmp_path / "p.parquet"
+    assert main(["predict", str(ctr_model["model"]), str(with_ids), "--out", str(out), "--keep", "id,label"]) == 0
+    kept = pq.read_table(out)
+    assert kept.column_names == ["id", "label", "prediction"]
+    assert kept.column("id").to_pylist() == ids
+    assert [str(v) for v in kept.column("label").to_pylist()] == [str(v) for v in table.column("label").to_pylist()]
+    main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(tmp_path / "plain.csv")])
+    assert kept.column("prediction").to_pylist() == pytest.approx(read_predictions(tmp_path / "plain.csv"))
+
+
+def test_predict_keep_of_a_column_the_file_lacks_exits_2_listing_the_columns(ctr_model, tmp_path, capsys):
+    assert main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--keep", "id"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"{ctr_model['test']}:1: --keep id: no such column (columns: label, ")
 
 
 # -- configuration files ----------------------------------------------------------------------
@@ -445,7 +550,7 @@ def test_interrupted_train_says_whether_there_is_a_checkpoint_to_resume(ctr_csv,
     assert "before the first checkpoint: nothing to resume" in capsys.readouterr().err
     (tmp_path / "saved" / "checkpoint").mkdir(parents=True)
     (tmp_path / "saved" / "checkpoint" / "state.json").write_text("{}")
-    assert train(ctr_csv(), tmp_path / "saved") == 130
+    assert train(ctr_csv(), tmp_path / "saved", "--resume") == 130
     assert "interrupted; resume with --resume" in capsys.readouterr().err
 
 

@@ -73,7 +73,7 @@ def test_two_ranks_resumed_equal_one_process_with_the_global_batch(data):
         return ["--train", str(data["train"]), "--valid", str(data["valid"]), "--out", str(data["root"] / out),
                 *FLAGS, "--batch-size", str(batch_size), "--device", "cpu", "--config", str(config)]
 
-    _deepfm(*args("ddp", ROWS // WORLD), "--nproc", str(WORLD), "--epochs", "1")
+    _deepfm(*args("ddp", ROWS // WORLD), "--nproc", str(WORLD), "--epochs", "1", "--keep-checkpoint")
     assert (data["root"] / "ddp" / "checkpoint" / "state.json").exists()  # written by rank 0
     _deepfm(*args("ddp", ROWS // WORLD), "--nproc", str(WORLD), "--epochs", "2", "--resume")
     assert main(["train", *args("single", ROWS), "--epochs", "2"]) == 0  # in this process

@@ -72,13 +72,14 @@ class Estimator:
             return frame
         return read_frame(data, cfg.format, cfg.label, cfg.multi, cfg.multi_separator, require_label=require_label)
 
-    def encode(self, data: Data, with_labels: bool = True) -> EncodedData:
+    def encode(self, data: Data, with_labels: bool | None = None) -> EncodedData:
         """Rows as the model reads them. ``ids`` are int32 while the table has fewer than 2³¹ rows
         (cast to int64 for the ONNX graph); ``dense_values()`` gives every field's value (N, F), or
-        None when every value is 1 (one-hot data such as Frappe)."""
+        None when every value is 1 (one-hot data such as Frappe). ``labels`` are encoded when the
+        data has the label column (``with_labels=True``: it must; ``False``: never)."""
         assert self.encoder is not None, "fit or load the estimator first"
-        frame = self.read(data, require_label=with_labels)
-        return self.encoder.transform(frame, with_labels=with_labels)
+        frame = self.read(data, require_label=bool(with_labels))
+        return self.encoder.transform(frame, with_labels=with_labels is not False)
 
     # -- training ---------------------------------------------------------------------------------
 
@@ -115,7 +116,7 @@ class Estimator:
         train_data = self._training_data(train, saved) if ctx.world == 1 else self._training_shard(train, saved, ctx)
         for note in self.encoder.fit_notes if log and ctx.is_main else ():
             log(note)
-        valid_data = self.encode(valid) if valid is not None else None
+        valid_data = self.encode(valid, with_labels=True) if valid is not None else None
         if saved_features and ctx.is_main:
             saved_features.parent.mkdir(parents=True, exist_ok=True)
             saved_features.write_text(json.dumps(self.encoder.to_dict()))

@@ -6,6 +6,9 @@
     metrics.json        per-epoch history and the best epoch
     manifest.json       format version, package versions and a SHA-256 of every file above
 
+While training, ``checkpoint/`` and ``checkpoint-features.json`` sit beside them (what
+``--resume`` continues from); ``remove_checkpoint`` clears them once a run has finished.
+
 Loading checks the manifest first, so a missing, altered or incompatible file is a
 clear ``ModelDirError`` rather than a wrong prediction.
 """
@@ -14,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from deepfm import __version__
 from deepfm.config import RunConfig
@@ -30,6 +34,7 @@ from deepfm.models import build_model
 FORMAT = "deepfm-model"
 FORMAT_VERSION = 1
 FILES = ("model.safetensors", "features.json", "config.json", "metrics.json")
+CHECKPOINT = ("checkpoint", "checkpoint-features.json")  # written by training, under the model directory
 
 
 @dataclass
@@ -52,8 +57,9 @@ def save_model_dir(directory: str | Path, model: torch.nn.Module, encoder: Featu
                    metrics: dict[str, Any]) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, directory / "model.safetensors",
-              metadata={"format": FORMAT})
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    # written like the JSON files (safetensors' save_file leaves its file 0600, whatever the umask)
+    (directory / "model.safetensors").write_bytes(save(weights, metadata={"format": FORMAT}))
     (directory / "features.json").write_text(json.dumps(encoder.to_dict(), indent=1))
     shape = {"num_features": encoder.num_features, "num_fields": encoder.num_fields}
     (directory / "config.json").write_text(json.dumps({"run": config.to_json_dict(), "shape": shape}, indent=1))
@@ -67,6 +73,17 @@ def save_model_dir(directory: str | Path, model: torch.nn.Module, encoder: Featu
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return directory
+
+
+def remove_checkpoint(directory: str | Path) -> None:
+    """Delete the training checkpoint of a finished run (several times the size of the model)."""
+    directory = Path(directory)
+    for name in CHECKPOINT:
+        path = directory / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def load_model_dir(directory: str | Path) -> SavedModel:

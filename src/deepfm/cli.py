@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, get_args
 
 from deepfm import __version__
+from deepfm.config import DataConfig, ModelConfig, ModelName, TrainingConfig
+from deepfm.defaults import MODEL_DEFAULTS
 from deepfm.data.formats import AUTO_RULE, FORMATS
 from deepfm.errors import DeepFMError
 from deepfm.experiments.cli import add_compare_parser, cmd_compare
@@ -24,57 +27,7 @@ KIND_RULE = (
 )
 
 
-def _train_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model from files into a model directory",
-                       description="Train LR, FM or DeepFM. " + KIND_RULE + " Format " + AUTO_RULE + ".")
-    p.add_argument("--train", help="training file")
-    p.add_argument("--valid", help="validation file (early stopping keeps the best epoch)")
-    p.add_argument("--out", help="model directory to write")
-    p.add_argument("--model", help="lr | fm | fnn | ipnn | opnn | pnn | wide_deep | fm_dnn | deepfm (default deepfm); "
-                   "fnn first pre-trains an FM for its embeddings (--no-pretrain: random start)")
-    p.add_argument("--no-pretrain", dest="pretrain", action="store_false", default=None,
-                   help="fnn: skip the FM pre-training stage")
-    p.add_argument("--task", choices=["auto", "binary", "regression"], help="default: binary if labels are 0/1")
-    p.add_argument("--label", help="label column (default: label)")
-    p.add_argument("--positive", help="binary task with text labels: the label value that means 1 (e.g. '>50K')")
-    p.add_argument("--format", choices=["auto", *FORMATS])
-    p.add_argument("--categorical", help="comma-separated columns to treat as categorical")
-    p.add_argument("--numeric", help="comma-separated columns to treat as numeric")
-    p.add_argument("--multi", help="comma-separated multi-valued columns: 'a|b|c', optional 'id:weight'")
-    p.add_argument("--ignore", help="comma-separated columns to leave out")
-    p.add_argument("--min-count", type=int, help="values rarer than this in train share one bucket (default 1)")
-    p.add_argument("--hash-buckets", type=int, help="hash fields with more distinct values than this into this many buckets")
-    p.add_argument("--numeric-encoding", choices=["scale", "bucket"])
-    p.add_argument("--stream", nargs="?", const="on", choices=["auto", "on", "off"],
-                   help="read the training file chunk by chunk every epoch, for files larger than memory "
-                        "(--stream alone: on; default auto: when the encoded file would take over half the free memory)")
-    p.add_argument("--chunk-rows", type=int, help="rows per chunk when reading chunk by chunk (default 65536)")
-    p.add_argument("--shuffle-window", type=int, help="streaming: chunks whose rows are shuffled together (default 8)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--optimizer", choices=["adam", "adagrad", "sgd"])
-    p.add_argument("--embed-dim", type=int)
-    p.add_argument("--embed-l2", type=float)
-    p.add_argument("--mlp", help="hidden widths, e.g. 400,400,400")
-    p.add_argument("--dropout", type=float)
-    p.add_argument("--patience", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: one per core; 1 for --model fm and lr)")
-    p.add_argument("--device", help="cpu, cuda or auto (default: cuda when available, else cpu)")
-    p.add_argument("--precision", choices=["fp32", "bf16"],
-                   help="bf16: the MLP's hidden layers in bfloat16 (autocast), several times faster on CPUs with "
-                        "AVX512-BF16/AMX and on GPUs; embeddings, FM term, output layer and weights stay fp32 (default fp32)")
-    p.add_argument("--nproc", type=int, default=1,
-                   help="train with N processes on this machine (torchrun, gloo on CPU / nccl on GPU); "
-                        "for several machines run torchrun yourself (docs/production.md)")
-    p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps as well as every epoch")
-    p.add_argument("--config", help="TOML or YAML file with [data], [model], [training] sections; flags override it")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
-    p.add_argument("--json", action="store_true", help="end with one JSON line of results on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or epoch log")
-
-
+CONFIG_SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig}
 FLAG_KEYS = {
     "train": ("data", "train"), "valid": ("data", "valid"), "task": ("data", "task"), "label": ("data", "label"), "positive": ("data", "positive"),
     "format": ("data", "format"), "categorical": ("data", "categorical"), "numeric": ("data", "numeric"),
@@ -87,6 +40,117 @@ FLAG_KEYS = {
     "patience": ("training", "patience"), "seed": ("training", "seed"), "threads": ("training", "threads"),
     "device": ("training", "device"), "precision": ("training", "precision"), "checkpoint_every": ("training", "checkpoint_every"),
 }
+
+
+MODEL_NAMES = get_args(ModelName)
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def config_default_text(section: str, key: str) -> str:
+    """``default 0.001; fm 0.03, lr 0.01``: the config's default for ``section.key`` and the models
+    whose tuned defaults (``deepfm.defaults``) replace it; empty when there is no default."""
+    default = CONFIG_SECTIONS[section].model_fields[key].default
+    if default is None or default == ():
+        return ""
+    overrides = [f"{name} {_shown(values[section][key])}" for name, values in MODEL_DEFAULTS.items()
+                 if key in values.get(section, {})]
+    return f"default {_shown(default)}" + ("; " + ", ".join(overrides) if overrides else "")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Adds each option's default to its help, unless the help already says it."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.help is None and _has_default(action):
+            action = copy.copy(action)
+            action.help = "default %(default)s"
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        if text is not None and "default" not in text and _has_default(action):
+            text += " (default %(default)s)"
+        return text
+
+
+def _has_default(action: argparse.Action) -> bool:
+    """An option with a value of its own to show (not a switch, not None: a config may set it)."""
+    return bool(action.option_strings) and action.nargs != 0 and action.default not in (None, argparse.SUPPRESS)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose help shows defaults; its subcommands' parsers are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model from files into a model directory",
+                       description="Train LR, FM, DeepFM or a baseline of the DeepFM paper. " + KIND_RULE + " Format "
+                                   + AUTO_RULE + ". Defaults come from the config (an explicit flag wins over --config, "
+                                   "which wins over a model's own defaults: 'fm 0.03' below).")
+    p.add_argument("--train", help="training file")
+    p.add_argument("--valid", help="validation file (early stopping keeps the best epoch)")
+    p.add_argument("--out", help="model directory to write (refused if it holds other files, unless --overwrite or --resume)")
+    p.add_argument("--model", help=" | ".join(MODEL_NAMES) + "; fnn first pre-trains an FM for its embeddings "
+                   "(--no-pretrain: random start)")
+    p.add_argument("--no-pretrain", dest="pretrain", action="store_false", default=None,
+                   help="fnn: skip the FM pre-training stage")
+    p.add_argument("--task", choices=["auto", "binary", "regression"], help="auto: binary if labels are 0/1")
+    p.add_argument("--label", help="label column")
+    p.add_argument("--positive", help="binary task with text labels: the label value that means 1 (e.g. '>50K')")
+    p.add_argument("--format", choices=["auto", *FORMATS])
+    p.add_argument("--categorical", help="comma-separated columns to treat as categorical")
+    p.add_argument("--numeric", help="comma-separated columns to treat as numeric")
+    p.add_argument("--multi", help="comma-separated multi-valued columns: 'a|b|c', optional 'id:weight'")
+    p.add_argument("--ignore", help="comma-separated columns to leave out")
+    p.add_argument("--min-count", type=int, help="values rarer than this in train share one bucket")
+    p.add_argument("--hash-buckets", type=int, help="hash fields with more distinct values than this into this many buckets (0: never)")
+    p.add_argument("--numeric-encoding", choices=["scale", "bucket"])
+    p.add_argument("--stream", nargs="?", const="on", choices=["auto", "on", "off"],
+                   help="read the training file chunk by chunk every epoch, for files larger than memory "
+                        "(--stream alone: on; auto: when the encoded file would take over half the free memory)")
+    p.add_argument("--chunk-rows", type=int, help="rows per chunk when reading chunk by chunk")
+    p.add_argument("--shuffle-window", type=int, help="streaming: chunks whose rows are shuffled together")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--optimizer", choices=["adam", "adagrad", "sgd"])
+    p.add_argument("--embed-dim", type=int, help="k, the embedding width")
+    p.add_argument("--embed-l2", type=float, help="L2 on the embedding rows a batch touches")
+    p.add_argument("--mlp", help="hidden widths, e.g. 400,400,400")
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--patience", type=int, help="epochs without improvement before stopping (0: never stop early)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch intra-op threads (0: one per core)")
+    p.add_argument("--device", help="cpu, cuda or auto (default auto: cuda when available, else cpu)")
+    p.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="bf16: the MLP's hidden layers in bfloat16 (autocast), several times faster on CPUs with "
+                        "AVX512-BF16/AMX and on GPUs; embeddings, FM term, output layer and weights stay fp32")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train with N processes on this machine (torchrun, gloo on CPU / nccl on GPU); "
+                        "for several machines run torchrun yourself (docs/production.md)")
+    p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps as well as every epoch (0: every epoch only)")
+    p.add_argument("--config", help="TOML or YAML file with [data], [model], [training] sections; flags override it")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="train into an --out that holds files (they are replaced)")
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep OUT/checkpoint after a finished run (default: removed; it is several times the model's size)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of results on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or epoch log")
+
+
+def describe_config_defaults(parser: argparse.ArgumentParser) -> None:
+    """Config flags default to None, so that a config file can set them: their help says what applies."""
+    for action in parser._actions:
+        default = config_default_text(*FLAG_KEYS[action.dest]) if action.dest in FLAG_KEYS and action.nargs != 0 else ""
+        if default and "default" not in (action.help or ""):
+            action.help = f"{action.help} ({default})" if action.help else default
 
 
 def config_from_args(args: argparse.Namespace):
@@ -119,12 +183,40 @@ def config_from_args(args: argparse.Namespace):
     return config
 
 
+def refuse_occupied_out(out: str | Path, overwrite: bool) -> None:
+    """Stop a run that would silently replace what ``out`` holds; with ``overwrite``, drop its old
+    checkpoint so that a later ``--resume`` cannot mix two runs."""
+    from deepfm.artifact import CHECKPOINT, remove_checkpoint
+    from deepfm.errors import ConfigError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a directory")
+    if overwrite:
+        remove_checkpoint(out)
+        return
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held:
+        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        resume = " --resume continues its checkpoint," if CHECKPOINT[0] in held else ""
+        raise ConfigError(f"--out {out}: the directory is not empty ({shown});{resume} --overwrite replaces it, "
+                          "or choose another --out")
+
+
+def metric_pairs(metrics: dict[str, float], prefix: str = "valid ") -> str:
+    """``valid auc 0.94891  valid logloss 0.32012``: metrics as the epoch log prints them."""
+    return "  ".join(f"{prefix}{name} {value:.5f}" for name, value in metrics.items())
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from deepfm import distributed
     from deepfm.api import Estimator
+    from deepfm.artifact import remove_checkpoint
 
     config = config_from_args(args)  # checked before any process starts
     args.out = config.out  # the interrupt message looks there (it may come from --config)
+    if not args.resume and not distributed.launched():  # ranks start after the launcher checked
+        refuse_occupied_out(config.out, args.overwrite)
     if args.nproc > 1 and not distributed.launched():
         if config.data.stream == "on":
             from deepfm.errors import ConfigError
@@ -146,6 +238,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         distributed.cleanup()
     if os.environ.get("RANK", "0") != "0":
         return 0  # rank 0 reports
+    if not args.keep_checkpoint:
+        remove_checkpoint(config.out)
     m = estimator.metrics
     if args.json:
         summary = {k: m[k] for k in ("rows", "epochs", "seconds", "train_samples_per_s", "peak_rss_mb", "best_epoch")}
@@ -153,7 +247,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary["task"] = m["task"]
         print(json.dumps(summary))
     elif not args.quiet:
-        chosen = f"best epoch {m['best_epoch']}: {m['best_valid']}" if m["best_valid"] else f"last epoch {m['epochs']}, no --valid"
+        chosen = f"best epoch {m['best_epoch']}: {metric_pairs(m['best_valid'])}" if m["best_valid"] else \
+            f"last epoch {m['epochs']}, no --valid"
         print(f"saved {config.out} ({chosen})", file=sys.stderr)
     return 0
 
@@ -180,22 +275,54 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import pyarrow as pa
+
+    estimator = _load(args.dir, args.format)
+    keep = [name.strip() for name in (args.keep or "").split(",") if name.strip()]
+    frame = estimator.read(args.path, require_label=False)
+    kept = {name: kept_column(frame, name, estimator.config.data.label) for name in keep}
+    predictions = estimator.predict(frame)
+    table = pa.table({**kept, "prediction": predictions})
+    write_table(table, args.out)
+    if args.out != "-":
+        print(f"wrote {len(predictions)} predictions to {args.out}", file=sys.stderr)
+    return 0
+
+
+def kept_column(frame, name: str, label: str):
+    """Input column ``name`` of ``frame`` (the label too), as read, for ``predict --keep``."""
+    from deepfm.errors import ConfigError, DataError
+
+    if name == "prediction":
+        raise ConfigError("--keep prediction: that is the name of the output column")
+    if name == label and frame.labels is not None:
+        return frame.labels
+    if name not in frame.columns:
+        names = ([label] if frame.labels is not None else []) + list(frame.columns)
+        raise DataError(frame.path, f"--keep {name}: no such column (columns: {', '.join(names)})", line=1)
+    if frame.kinds.get(name) == "multi":
+        raise ConfigError(f"--keep {name}: a multi-valued column cannot be copied; keep a key column such as an id")
+    return frame.columns[name]
+
+
+def write_table(table, out: str) -> None:
+    """``out``: a .csv or .parquet file, or ``-`` for CSV on stdout."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    predictions = _load(args.dir, args.format).predict(args.path)
-    table = pa.table({"prediction": predictions})
-    out = Path(args.out)
-    if out.suffix.lower() in (".parquet", ".pq"):
-        pq.write_table(table, out)
-    elif out.suffix.lower() in (".csv", ".txt"):
-        pacsv.write_csv(table, out)
+    if out == "-":
+        sys.stdout.flush()
+        pacsv.write_csv(table, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    path = Path(out)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        pq.write_table(table, path)
+    elif path.suffix.lower() in (".csv", ".txt"):
+        pacsv.write_csv(table, path)
     else:
         from deepfm.errors import ConfigError
 
-        raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
-    print(f"wrote {len(predictions)} predictions to {out}", file=sys.stderr)
-    return 0
+        raise ConfigError(f"--out {out}: use a .csv or .parquet file name, or - for CSV on stdout")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -208,7 +335,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deepfm", description="FM and DeepFM for CTR and rating prediction.")
+    parser = Parser(prog="deepfm", description="FM and DeepFM for CTR and rating prediction.")
     parser.add_argument("--version", action="version", version=f"deepfm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
@@ -222,11 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             p.add_argument("--json", action="store_true", help='print one line: {"rows":N,"auc":..,"logloss":..} or rmse/mae')
         else:
-            p.add_argument("--out", required=True, help="output file: .csv or .parquet")
+            p.add_argument("--out", default="-", help="output file, .csv or .parquet; - writes CSV to stdout")
+            p.add_argument("--keep", help="comma-separated input columns to copy beside the prediction, in this "
+                                          "order (e.g. id)")
     p = sub.add_parser("demo", help="train and evaluate DeepFM on built-in synthetic data (no download, < 1 minute)")
     p.add_argument("--out", help="keep the model directory here")
     p.add_argument("--json", action="store_true")
     add_production_parsers(sub)
+    for name in ("train", "compare"):
+        describe_config_defaults(sub.choices[name])
     return parser
 
 
