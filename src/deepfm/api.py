@@ -208,9 +208,10 @@ class Estimator:
 
     # -- persistence ------------------------------------------------------------------------------
 
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write the model directory (``deepfm.artifact``); ``extra``: further JSON files by name."""
         self._require_model()
-        return save_model_dir(directory, self.model, self.encoder, self.config, self.metrics)
+        return save_model_dir(directory, self.model, self.encoder, self.config, self.metrics, extra)
 
     @classmethod
     def load(cls, directory: str | Path) -> "Estimator":

@@ -5,6 +5,8 @@
     config.json         the run configuration and the model's shape
     metrics.json        per-epoch history and the best epoch
     manifest.json       format version, package versions and a SHA-256 of every file above
+    (others).json       optional: what a wrapper needs besides (``deepfm.sklearn`` writes sklearn.json),
+                        checksummed in the manifest like the rest
 
 While training, ``checkpoint/`` and ``checkpoint-features.json`` sit beside them (what
 ``--resume`` continues from); ``remove_checkpoint`` clears them once a run has finished.
@@ -54,7 +56,8 @@ def _sha256(path: Path) -> str:
 
 
 def save_model_dir(directory: str | Path, model: torch.nn.Module, encoder: FeatureEncoder, config: RunConfig,
-                   metrics: dict[str, Any]) -> Path:
+                   metrics: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+    """Write the model directory; ``extra`` maps further file names (``*.json``) to JSON content."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -64,15 +67,26 @@ def save_model_dir(directory: str | Path, model: torch.nn.Module, encoder: Featu
     shape = {"num_features": encoder.num_features, "num_fields": encoder.num_fields}
     (directory / "config.json").write_text(json.dumps({"run": config.to_json_dict(), "shape": shape}, indent=1))
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    for name, content in (extra or {}).items():
+        if name in FILES or name == "manifest.json" or Path(name).name != name or not name.endswith(".json"):
+            raise ValueError(f"extra file {name!r}: give a new file name ending in .json")
+        (directory / name).write_text(json.dumps(content, indent=1))
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "deepfm_version": __version__,
         "torch_version": torch.__version__,
-        "files": {name: _sha256(directory / name) for name in FILES},
+        "files": {name: _sha256(directory / name) for name in (*FILES, *(extra or {}))},
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return directory
+
+
+def read_extra(directory: str | Path, name: str) -> Any:
+    """The content of extra file ``name`` (None when the directory has none); call after
+    ``load_model_dir``, which checked it against the manifest."""
+    path = Path(directory) / name
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def remove_checkpoint(directory: str | Path) -> None:
@@ -105,7 +119,9 @@ def load_model_dir(directory: str | Path) -> SavedModel:
             f"{directory}: model format version {manifest.get('format_version')} was written by deepfm "
             f"{manifest.get('deepfm_version')}; this deepfm {__version__} reads version {FORMAT_VERSION}"
         )
-    for name in FILES:
+    for name in dict.fromkeys([*FILES, *manifest.get("files", {})]):  # the extra files a wrapper wrote too
+        if Path(name).name != name:
+            raise ModelDirError(f"{manifest_path}: lists {name!r}, which is not a file of this directory")
         path = directory / name
         if not path.exists():
             raise ModelDirError(f"{directory}: incomplete model directory, {name} is missing")

@@ -40,6 +40,7 @@ class DataConfig(_Frozen):
     valid: str | None = None
     format: Format = "auto"
     label: str = "label"
+    weight: str | None = None  # column of per-row weights for the loss and metrics (None: every row weighs 1)
     positive: str | None = Field(None, description="binary: the label value that means 1 (e.g. >50K); others are 0")
     task: Task = "auto"
     categorical: tuple[str, ...] = ()

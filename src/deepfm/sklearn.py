@@ -1,0 +1,307 @@
+"""scikit-learn estimators over ``deepfm.Estimator``: ``fit(X, y)``, ``predict``, ``predict_proba``,
+``score``, parameters that round-trip, and the same model directory as ``deepfm train``.
+
+    from deepfm.sklearn import DeepFMClassifier
+    clf = DeepFMClassifier(epochs=5).fit(X_train, y_train, eval_set=[(X_valid, y_valid)])
+    clf.predict_proba(X_test)[:, 1]
+    clf.save("runs/clf"); DeepFMClassifier.load("runs/clf")
+
+``X`` is a pandas DataFrame, a pyarrow Table or a 2-D array (columns named ``x0``, ``x1``, ...).
+Columns become fields by the library's rule: floats are numeric, integers and strings categorical
+(``categorical=``/``numeric=`` choose). ``y`` goes into the training table as the label column and
+``sample_weight`` as a weight column (config ``data.weight``). Any model of ``deepfm.models``
+through ``model=``; a parameter left at None takes the config's default for that model.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import (_check_sample_weight, check_consistent_length, check_is_fitted, column_or_1d,
+                                      validate_data)
+
+from deepfm.api import Estimator
+from deepfm.artifact import read_extra
+from deepfm.config import merge
+from deepfm.errors import ModelDirError
+
+LABEL = "__label__"  # the columns fit() adds to X's: names a feature is unlikely to have
+WEIGHT = "__sample_weight__"
+SAVED = "sklearn.json"  # the estimator's class, parameters and classes_, beside the model directory's files
+
+
+class _DeepFMEstimator(BaseEstimator):
+    """What the classifiers and regressors share; ``_task`` is the deepfm task they train."""
+
+    _task = "binary"
+
+    def __init__(self, *, model: str = "deepfm", epochs: int | None = None, batch_size: int | None = None,
+                 lr: float | None = None, embed_dim: int | None = None, mlp: tuple[int, ...] | None = None,
+                 dropout: float | None = None, embed_l2: float | None = None, optimizer: str | None = None,
+                 patience: int | None = None, categorical: tuple[str, ...] | None = None,
+                 numeric: tuple[str, ...] | None = None, min_count: int | None = None, hash_buckets: int | None = None,
+                 random_state: int | None = None, threads: int | None = None, device: str | None = None,
+                 config: dict[str, Any] | None = None, verbose: bool = False):
+        self.model = model
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.embed_dim = embed_dim
+        self.mlp = mlp
+        self.dropout = dropout
+        self.embed_l2 = embed_l2
+        self.optimizer = optimizer
+        self.patience = patience
+        self.categorical = categorical
+        self.numeric = numeric
+        self.min_count = min_count
+        self.hash_buckets = hash_buckets
+        self.random_state = random_state
+        self.threads = threads
+        self.device = device
+        self.config = config
+        self.verbose = verbose
+
+    # -- fitting ----------------------------------------------------------------------------------
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, eval_set: Any = None) -> "_DeepFMEstimator":
+        """Train on ``X, y`` (``sample_weight``: one weight per row); with ``eval_set`` = ``[(X_valid,
+        y_valid)]``, early stopping keeps the epoch best on it."""
+        table = self._table(X, reset=True)
+        y = self._fit_targets(y)
+        check_consistent_length(table, y)
+        train = table.append_column(LABEL, pa.array(self._encode_targets(y)))
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, table, dtype=np.float64)
+            self._check_weighted_targets(y, sample_weight)
+            train = train.append_column(WEIGHT, pa.array(sample_weight))
+        valid = None
+        if eval_set is not None:
+            X_valid, y_valid = eval_set[0] if isinstance(eval_set, list) else eval_set
+            valid = self._table(X_valid, reset=False)
+            valid = valid.append_column(LABEL, pa.array(self._encode_targets(self._targets(y_valid))))
+        log = (lambda message: print(message, file=sys.stderr, flush=True)) if self.verbose else None
+        self.estimator_ = Estimator(**self._config(weighted=sample_weight is not None)).fit(
+            train, valid=valid, progress=bool(self.verbose), log=log)
+        return self
+
+    def _config(self, weighted: bool) -> dict[str, Any]:
+        """The run configuration: the named parameters over ``config`` (a nested mapping, as in a TOML file)."""
+        seed = self.random_state
+        if seed is not None and not isinstance(seed, (int, np.integer)):
+            seed = int(check_random_state(seed).randint(2**31 - 1))
+        sections = {
+            "data": {"label": LABEL, "task": self._task, "weight": WEIGHT if weighted else None,
+                     "categorical": self.categorical, "numeric": self.numeric, "min_count": self.min_count,
+                     "hash_buckets": self.hash_buckets},
+            "model": {"name": self.model, "embed_dim": self.embed_dim, "mlp": self.mlp, "dropout": self.dropout},
+            "training": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "embed_l2": self.embed_l2,
+                         "optimizer": self.optimizer, "patience": self.patience, "seed": seed, "threads": self.threads,
+                         "device": self.device},
+        }
+        chosen = {name: {k: v for k, v in values.items() if v is not None} for name, values in sections.items()}
+        return merge(self.config or {}, chosen)
+
+    def _table(self, X: Any, reset: bool) -> pa.Table:
+        """``X`` as an Arrow table of named columns; checks its columns against those seen in ``fit``."""
+        if isinstance(X, pa.Table) or _is_dataframe(X):
+            validate_data(self, X, reset=reset, skip_check_array=True)
+            table = X if isinstance(X, pa.Table) else _arrow_from_pandas(X)
+        else:
+            X = validate_data(self, X, reset=reset, dtype=None, ensure_all_finite=False, ensure_min_samples=1)
+            table = pa.table({f"x{j}": _arrow_column(X[:, j]) for j in range(X.shape[1])})
+        if LABEL in table.column_names or WEIGHT in table.column_names:
+            raise ValueError(f"X: the column names {LABEL!r} and {WEIGHT!r} are reserved for y and sample_weight")
+        return table
+
+    def _fit_targets(self, y: Any) -> np.ndarray:
+        return self._targets(y)
+
+    def _targets(self, y: Any) -> np.ndarray:
+        return column_or_1d(y, warn=True)
+
+    def _encode_targets(self, y: np.ndarray) -> np.ndarray:
+        return np.asarray(y, dtype=np.float64)
+
+    def _check_weighted_targets(self, y: np.ndarray, sample_weight: np.ndarray) -> None:
+        """Refuse weights that leave nothing to learn from."""
+        if not (sample_weight > 0).any():
+            raise ValueError("sample_weight: every weight is 0")
+
+    def _scores(self, X: Any) -> np.ndarray:
+        """The model's output for each row of ``X``: probabilities of ``classes_[1]``, or values."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict(self._table(X, reset=False)).astype(np.float64)
+
+    # -- persistence ------------------------------------------------------------------------------
+
+    def save(self, directory: str) -> str:
+        """Write the model directory (loads with ``deepfm.Estimator.load`` and ``deepfm serve`` too)."""
+        check_is_fitted(self, "estimator_")
+        saved = {"estimator": type(self).__name__, "params": self.get_params(deep=False),
+                 "n_features_in": self.n_features_in_,
+                 "feature_names_in": getattr(self, "feature_names_in_", np.array([])).tolist() or None,
+                 "classes": getattr(self, "classes_", np.array([])).tolist() or None}
+        self.estimator_.save(directory, extra={SAVED: _json_safe(saved)})
+        return str(directory)
+
+    @classmethod
+    def load(cls, directory: str) -> "_DeepFMEstimator":
+        """The estimator that ``save`` wrote to ``directory``, fitted."""
+        estimator = Estimator.load(directory)  # checks every file against the manifest
+        saved = read_extra(directory, SAVED)
+        if saved is None:
+            raise ModelDirError(f"{directory}: not saved by deepfm.sklearn (no {SAVED}); load it with deepfm.Estimator.load")
+        if (saved["classes"] is None) != (cls._task == "regression"):
+            raise ModelDirError(f"{directory}: holds a {saved['estimator']}, not a {cls.__name__}")
+        names = cls._get_param_names()
+        loaded = cls(**{k: v for k, v in saved["params"].items() if k in names})
+        loaded.estimator_, loaded.n_features_in_ = estimator, saved["n_features_in"]
+        if saved["feature_names_in"] is not None:
+            loaded.feature_names_in_ = np.asarray(saved["feature_names_in"], dtype=object)
+        if saved["classes"] is not None:
+            loaded.classes_ = np.asarray(saved["classes"])
+        return loaded
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # a missing value has its own id
+        tags.input_tags.string = True  # strings are categorical values
+        tags.input_tags.categorical = True
+        tags.non_deterministic = self.device not in (None, "cpu")  # GPU kernels may reorder sums
+        return tags
+
+
+class _Classifier(ClassifierMixin, _DeepFMEstimator):
+    """Binary classification: labels of any two values; ``classes_`` holds them in sorted order and
+    the model predicts the probability of ``classes_[1]``."""
+
+    _task = "binary"
+
+    def _fit_targets(self, y: Any) -> np.ndarray:
+        y = self._targets(y)
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) != 2:
+            raise ValueError(f"y: got {len(self.classes_)} class(es) {self.classes_[:5].tolist()}; "
+                             "Only binary classification is supported (two classes)")
+        return y
+
+    def _encode_targets(self, y: np.ndarray) -> np.ndarray:
+        unknown = ~np.isin(y, self.classes_)
+        if unknown.any():
+            raise ValueError(f"y: {y[unknown][0]!r} is not one of the classes seen in fit {self.classes_.tolist()}")
+        return (y == self.classes_[1]).astype(np.float64)
+
+    def _check_weighted_targets(self, y: np.ndarray, sample_weight: np.ndarray) -> None:
+        weighted = np.unique(y[sample_weight > 0])
+        if len(weighted) != 2:
+            raise ValueError(f"sample_weight: only the class(es) {weighted.tolist()} have a positive weight; "
+                             "a binary classifier needs two")
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """(n, 2): the probabilities of ``classes_[0]`` and ``classes_[1]``."""
+        p = self._scores(X)
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: Any) -> np.ndarray:
+        positive = self._scores(X) >= 0.5
+        return self.classes_[positive.astype(int)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
+
+
+class _Regressor(RegressorMixin, _DeepFMEstimator):
+    """Regression (ratings, real values): squared error, ``score`` is R²."""
+
+    _task = "regression"
+
+    def _targets(self, y: Any) -> np.ndarray:
+        y = column_or_1d(y, warn=True)
+        try:
+            y = y.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("y: a regressor needs numbers") from None
+        if not np.isfinite(y).all():
+            raise ValueError("y: contains NaN or infinity")
+        return y
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self._scores(X)
+
+
+def _with_model(init: Any, model: str) -> Any:
+    """The shared ``__init__`` with ``model`` defaulting to ``model``: scikit-learn reads the
+    parameters and their defaults from each class's ``__init__`` signature."""
+    copy = type(init)(init.__code__, init.__globals__, init.__name__, init.__defaults__, init.__closure__)
+    copy.__kwdefaults__ = {**init.__kwdefaults__, "model": model}
+    copy.__doc__, copy.__annotations__ = init.__doc__, init.__annotations__
+    return copy
+
+
+class DeepFMClassifier(_Classifier):
+    """DeepFM (or ``model=``) for binary labels."""
+
+
+class FMClassifier(_Classifier):
+    """A factorization machine (or ``model=``) for binary labels."""
+
+    __init__ = _with_model(_DeepFMEstimator.__init__, "fm")
+
+
+class DeepFMRegressor(_Regressor):
+    """DeepFM (or ``model=``) for real-valued targets."""
+
+
+class FMRegressor(_Regressor):
+    """A factorization machine (or ``model=``) for real-valued targets."""
+
+    __init__ = _with_model(_DeepFMEstimator.__init__, "fm")
+
+
+def _is_dataframe(X: Any) -> bool:
+    return type(X).__module__.startswith("pandas") and type(X).__name__ == "DataFrame"  # pandas is optional
+
+
+def _arrow_from_pandas(X: Any) -> pa.Table:
+    if not all(isinstance(name, str) for name in X.columns):
+        X = X.set_axis([str(name) for name in X.columns], axis=1)
+    try:
+        return pa.Table.from_pandas(X, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise ValueError(f"X: the DataFrame does not convert to Arrow columns ({error}); "
+                         "give each column one type (e.g. X[col].astype(str))") from None
+
+
+def _arrow_column(values: np.ndarray) -> pa.Array:
+    """One column of a 2-D array: numbers stay numbers (NaN: missing), anything else becomes text."""
+    if values.dtype.kind in "biuf":
+        return pa.array(values, from_pandas=True)
+    if values.dtype.kind == "c":
+        raise ValueError("X: complex data is not supported")
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: their text
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def _json_safe(value: Any) -> Any:
+    """Parameters as JSON: tuples as lists, NumPy scalars as numbers, anything else as its text."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
