@@ -104,3 +104,32 @@ def test_a_schema_that_is_consistent_with_the_manifest_but_invalid_is_refused(sa
     rewrite_features(out, change)
     with pytest.raises(ModelDirError, match=message):
         load_model_dir(out)
+
+
+def test_encode_uses_the_label_when_the_rows_have_it_and_needs_it_only_when_asked(saved):
+    from deepfm.errors import DataError
+
+    out, _, test = saved
+    loaded = Estimator.load(out)
+    assert loaded.encode(test.drop(["label"])).labels is None
+    np.testing.assert_array_equal(loaded.encode(test).labels, np.asarray(test.column("label"), dtype=np.float32))
+    assert loaded.encode(test, with_labels=False).labels is None
+    with pytest.raises(DataError, match="no label column 'label'"):
+        loaded.encode(test.drop(["label"]), with_labels=True)
+    np.testing.assert_array_equal(loaded.encode(test.drop(["label"])).ids, loaded.encode(test).ids)
+
+
+def test_extra_files_are_checksummed_in_the_manifest_and_must_be_plain_json_names(saved, tmp_path):
+    from deepfm.artifact import read_extra
+
+    out, est, _ = saved
+    est.save(tmp_path / "m", extra={"wrapper.json": {"kind": "test"}})
+    load_model_dir(tmp_path / "m")
+    assert read_extra(tmp_path / "m", "wrapper.json") == {"kind": "test"}
+    assert read_extra(out, "wrapper.json") is None
+    (tmp_path / "m" / "wrapper.json").unlink()
+    with pytest.raises(ModelDirError, match="wrapper.json is missing"):
+        load_model_dir(tmp_path / "m")
+    for name in ("config.json", "../x.json", "notes.txt"):
+        with pytest.raises(ValueError, match="give a new file name ending in .json"):
+            est.save(tmp_path / "n", extra={name: {}})

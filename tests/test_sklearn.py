@@ -79,6 +79,13 @@ def test_columns_other_than_those_seen_in_fit_are_refused(fitted):
         clf.predict(X.rename(columns={"price": "cost"}))
 
 
+def test_a_feature_named_label_stays_a_feature():
+    X, y = clicks(120)
+    clf = FMClassifier(epochs=1).fit(X.rename(columns={"price": "label"}), y)
+    assert [f.name for f in clf.estimator_.encoder.fields] == ["user", "item", "label"]
+    assert clf.predict_proba(X.rename(columns={"price": "label"})).shape == (120, 2)
+
+
 def test_multiclass_labels_are_refused():
     X, _ = clicks(60)
     with pytest.raises(ValueError, match="Only binary classification is supported"):
@@ -143,7 +150,10 @@ def test_save_writes_the_model_directory_and_load_predicts_the_same(fitted, tmp_
     assert loaded.get_params() == clf.get_params()
     assert loaded.classes_.tolist() == clf.classes_.tolist()
     assert loaded.feature_names_in_.tolist() == clf.feature_names_in_.tolist()
-    np.testing.assert_allclose(Estimator.load(tmp_path / "clf").predict(X), clf.predict_proba(X)[:, 1])
+    as_estimator = Estimator.load(tmp_path / "clf")  # as deepfm evaluate/predict/serve read it
+    np.testing.assert_allclose(as_estimator.predict(X), clf.predict_proba(X)[:, 1])
+    labelled = X.assign(label=(clf.predict(X) == "skip").astype(int))
+    assert as_estimator.evaluate(labelled)["rows"] == len(X)
     with pytest.raises(ModelDirError, match="holds a FMClassifier, not a FMRegressor"):
         FMRegressor.load(tmp_path / "clf")
 

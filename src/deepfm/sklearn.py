@@ -31,7 +31,8 @@ from deepfm.artifact import read_extra
 from deepfm.config import merge
 from deepfm.errors import ModelDirError
 
-LABEL = "__label__"  # the columns fit() adds to X's: names a feature is unlikely to have
+LABEL = "label"  # the label column fit() adds to X's, as in deepfm train's files (RESERVED_LABEL if X has one)
+RESERVED_LABEL = "__label__"
 WEIGHT = "__sample_weight__"
 SAVED = "sklearn.json"  # the estimator's class, parameters and classes_, beside the model directory's files
 
@@ -76,7 +77,8 @@ class _DeepFMEstimator(BaseEstimator):
         table = self._table(X, reset=True)
         y = self._fit_targets(y)
         check_consistent_length(table, y)
-        train = table.append_column(LABEL, pa.array(self._encode_targets(y)))
+        label = LABEL if LABEL not in table.column_names else RESERVED_LABEL
+        train = table.append_column(label, pa.array(self._encode_targets(y)))
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, table, dtype=np.float64)
             self._check_weighted_targets(y, sample_weight)
@@ -85,19 +87,19 @@ class _DeepFMEstimator(BaseEstimator):
         if eval_set is not None:
             X_valid, y_valid = eval_set[0] if isinstance(eval_set, list) else eval_set
             valid = self._table(X_valid, reset=False)
-            valid = valid.append_column(LABEL, pa.array(self._encode_targets(self._targets(y_valid))))
+            valid = valid.append_column(label, pa.array(self._encode_targets(self._targets(y_valid))))
         log = (lambda message: print(message, file=sys.stderr, flush=True)) if self.verbose else None
-        self.estimator_ = Estimator(**self._config(weighted=sample_weight is not None)).fit(
+        self.estimator_ = Estimator(**self._config(label, weighted=sample_weight is not None)).fit(
             train, valid=valid, progress=bool(self.verbose), log=log)
         return self
 
-    def _config(self, weighted: bool) -> dict[str, Any]:
+    def _config(self, label: str, weighted: bool) -> dict[str, Any]:
         """The run configuration: the named parameters over ``config`` (a nested mapping, as in a TOML file)."""
         seed = self.random_state
         if seed is not None and not isinstance(seed, (int, np.integer)):
             seed = int(check_random_state(seed).randint(2**31 - 1))
         sections = {
-            "data": {"label": LABEL, "task": self._task, "weight": WEIGHT if weighted else None,
+            "data": {"label": label, "task": self._task, "weight": WEIGHT if weighted else None,
                      "categorical": self.categorical, "numeric": self.numeric, "min_count": self.min_count,
                      "hash_buckets": self.hash_buckets},
             "model": {"name": self.model, "embed_dim": self.embed_dim, "mlp": self.mlp, "dropout": self.dropout},
@@ -116,8 +118,8 @@ class _DeepFMEstimator(BaseEstimator):
         else:
             X = validate_data(self, X, reset=reset, dtype=None, ensure_all_finite=False, ensure_min_samples=1)
             table = pa.table({f"x{j}": _arrow_column(X[:, j]) for j in range(X.shape[1])})
-        if LABEL in table.column_names or WEIGHT in table.column_names:
-            raise ValueError(f"X: the column names {LABEL!r} and {WEIGHT!r} are reserved for y and sample_weight")
+        if RESERVED_LABEL in table.column_names or WEIGHT in table.column_names:
+            raise ValueError(f"X: the column names {RESERVED_LABEL!r} and {WEIGHT!r} are reserved for y and sample_weight")
         return table
 
     def _fit_targets(self, y: Any) -> np.ndarray:
