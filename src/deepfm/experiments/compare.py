@@ -109,7 +109,7 @@ def encode_splits(config: RunConfig, train: str, valid: str, test: str) -> Encod
     frame = reader.read(train)
     encoder = FeatureEncoder.fit([frame], config.data)
     reader.encoder = encoder
-    return EncodedSplits(encoder, encoder.transform(frame), reader.encode(valid), reader.encode(test))
+    return EncodedSplits(encoder, encoder.transform(frame), reader.encode(valid, with_labels=True), reader.encode(test, with_labels=True))
 
 
 def count_parameters(model: torch.nn.Module) -> int:
