@@ -557,3 +557,11 @@ def test_interrupted_train_says_whether_there_is_a_checkpoint_to_resume(ctr_csv,
 def test_train_without_valid_reports_the_last_epoch(ctr_csv, tmp_path, capsys):
     assert main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "m"), *TINY]) == 0
     assert "(last epoch 1, no --valid)" in capsys.readouterr().err
+
+
+def test_weight_names_the_weight_column_in_the_run_config(write_table, tmp_path):
+    rows = 64
+    path = write_table("train.csv", {"label": [i % 2 for i in range(rows)], "city": [f"c{i % 4}" for i in range(rows)],
+                                     "w": [1.0 + i % 3 for i in range(rows)]})
+    assert train(path, tmp_path / "model", "--weight", "w") == 0
+    assert saved_run(tmp_path / "model")["data"]["weight"] == "w"  # its effect on loss and metrics: H-core

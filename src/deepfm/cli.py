@@ -28,18 +28,6 @@ KIND_RULE = (
 
 
 CONFIG_SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig}
-FLAG_KEYS = {
-    "train": ("data", "train"), "valid": ("data", "valid"), "task": ("data", "task"), "label": ("data", "label"), "positive": ("data", "positive"),
-    "format": ("data", "format"), "categorical": ("data", "categorical"), "numeric": ("data", "numeric"),
-    "multi": ("data", "multi"), "ignore": ("data", "ignore"), "min_count": ("data", "min_count"),
-    "hash_buckets": ("data", "hash_buckets"), "numeric_encoding": ("data", "numeric_encoding"),
-    "stream": ("data", "stream"), "chunk_rows": ("data", "chunk_rows"), "shuffle_window": ("data", "shuffle_window"),
-    "model": ("model", "name"), "embed_dim": ("model", "embed_dim"), "mlp": ("model", "mlp"),
-    "dropout": ("model", "dropout"), "pretrain": ("model", "pretrain"), "epochs": ("training", "epochs"), "batch_size": ("training", "batch_size"),
-    "lr": ("training", "lr"), "optimizer": ("training", "optimizer"), "embed_l2": ("training", "embed_l2"),
-    "patience": ("training", "patience"), "seed": ("training", "seed"), "threads": ("training", "threads"),
-    "device": ("training", "device"), "precision": ("training", "precision"), "checkpoint_every": ("training", "checkpoint_every"),
-}
 
 
 MODEL_NAMES = get_args(ModelName)
@@ -104,6 +92,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=["auto", "binary", "regression"], help="auto: binary if labels are 0/1")
     p.add_argument("--label", help="label column")
     p.add_argument("--positive", help="binary task with text labels: the label value that means 1 (e.g. '>50K')")
+    p.add_argument("--weight", help="column of per-row weights for the loss and metrics (default: every row weighs 1)")
     p.add_argument("--format", choices=["auto", *FORMATS])
     p.add_argument("--categorical", help="comma-separated columns to treat as categorical")
     p.add_argument("--numeric", help="comma-separated columns to treat as numeric")
@@ -143,6 +132,21 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    help="keep OUT/checkpoint after a finished run (default: removed; it is several times the model's size)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of results on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar or epoch log")
+
+
+FLAG_KEYS = {
+    "train": ("data", "train"), "valid": ("data", "valid"), "task": ("data", "task"), "label": ("data", "label"), "positive": ("data", "positive"),
+    "weight": ("data", "weight"),
+    "format": ("data", "format"), "categorical": ("data", "categorical"), "numeric": ("data", "numeric"),
+    "multi": ("data", "multi"), "ignore": ("data", "ignore"), "min_count": ("data", "min_count"),
+    "hash_buckets": ("data", "hash_buckets"), "numeric_encoding": ("data", "numeric_encoding"),
+    "stream": ("data", "stream"), "chunk_rows": ("data", "chunk_rows"), "shuffle_window": ("data", "shuffle_window"),
+    "model": ("model", "name"), "embed_dim": ("model", "embed_dim"), "mlp": ("model", "mlp"),
+    "dropout": ("model", "dropout"), "pretrain": ("model", "pretrain"), "epochs": ("training", "epochs"), "batch_size": ("training", "batch_size"),
+    "lr": ("training", "lr"), "optimizer": ("training", "optimizer"), "embed_l2": ("training", "embed_l2"),
+    "patience": ("training", "patience"), "seed": ("training", "seed"), "threads": ("training", "threads"),
+    "device": ("training", "device"), "precision": ("training", "precision"), "checkpoint_every": ("training", "checkpoint_every"),
+}
 
 
 def describe_config_defaults(parser: argparse.ArgumentParser) -> None:
