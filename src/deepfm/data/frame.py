@@ -13,7 +13,9 @@ from deepfm.errors import DataError
 
 Kind = Literal["auto", "categorical", "numeric", "multi"]
 
-NUMBER_PATTERN = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(nan|NaN|NAN|inf|Inf|INF|infinity|Infinity)\s*$"
+DECIMAL = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"  # the one rule for what a written number is
+DECIMAL_PATTERN = rf"^\s*{DECIMAL}\s*$"  # a finite number, as a whole value (headers, weights, libFM values)
+NUMBER_PATTERN = rf"{DECIMAL_PATTERN}|^\s*[-+]?(nan|NaN|NAN|inf|Inf|INF|infinity|Infinity)\s*$"  # a numeric cell
 
 
 @dataclass
