@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -265,3 +266,15 @@ def test_auto_streams_only_when_the_encoded_file_would_take_over_half_the_free_m
     free_bytes(2 * size)
     assert stream.should_stream(csv_file, "auto")  # 1.5 × size > half of 2 × size
     assert stream.should_stream(csv_file, "on") and not stream.should_stream(csv_file, "off")
+
+
+@pytest.mark.parametrize("terminal, progress, shown", [(True, True, True), (False, True, False), (True, False, False)],
+                         ids=["terminal", "not a terminal", "quiet"])
+def test_fitting_and_encoding_a_chunked_file_show_a_bar_only_on_a_terminal_and_not_when_quiet(
+        csv_file, capsys, monkeypatch, terminal, progress, shown):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    file = ChunkedFile(csv_file, chunk_bytes=CHUNK)
+    encoder, rows = fit_streaming(file, CONFIG, progress=progress)
+    encode_file(file, encoder, rows, progress=progress)
+    err = capsys.readouterr().err
+    assert (f"fitting {csv_file.name}" in err and f"encoding {csv_file.name}" in err) == shown
