@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from deepfm.config import DataConfig
 from deepfm.data.encoded import Bag, EncodedData, id_dtype
-from deepfm.data.frame import NUMBER_PATTERN, RawFrame, looks_float, to_float
+from deepfm.data.frame import FLOAT_MARK, NUMBER_PATTERN, RawFrame, looks_float, to_float
 from deepfm.data.frequent import FrequentSet
 from deepfm.data.hashing import fnv1a64_unique
 from deepfm.data.vocabulary import Vocabulary
@@ -461,7 +461,7 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
         if not 0 < len(bad) <= max(1, len(column) // 100):
             continue
         numbers = pc.filter(column, pa.array(number))  # decimals as ``looks_float`` sees them, bad values aside
-        if pc.any(pc.match_substring_regex(numbers, r"[.eE]|nan|inf|NaN|Inf")).as_py():
+        if pc.any(pc.match_substring_regex(numbers, FLOAT_MARK)).as_py():
             where = str(frame.error(int(bad[0]), name, "")).rstrip(": ")
             notes.append(f"column '{name}' is categorical: {len(bad)} of its first {len(column):,} values "
                          f"{'is' if len(bad) == 1 else 'are'} not a number (first {column[int(bad[0])].as_py()!r} at "

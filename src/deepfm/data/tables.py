@@ -97,6 +97,9 @@ def split_multi(frame: RawFrame, name: str, separator: str) -> tuple[pa.Array, p
     lists = pc.split_pattern(column, separator)
     lists = pc.if_else(pc.is_null(column), pa.scalar([], pa.list_(pa.string())), lists)
     tokens = pc.list_flatten(lists)
+    offsets = lists.offsets
+    if not pc.any(pc.match_substring(tokens, ":")).as_py():  # the common case: no weights, no colons
+        return lists, pa.ListArray.from_arrays(offsets, pa.array(np.ones(len(tokens), np.float32)))
     weighted = pc.match_substring_regex(tokens, _WEIGHTED_TOKEN)
     ids = pc.if_else(weighted, pc.replace_substring_regex(tokens, r":[^:]*$", ""), tokens)
     ids = pc.replace_substring(ids, "\\:", ":")
@@ -107,5 +110,4 @@ def split_multi(frame: RawFrame, name: str, separator: str) -> tuple[pa.Array, p
         token = int(np.flatnonzero(~finite)[0])
         row = int(np.searchsorted(lists.offsets.to_numpy()[1:], token, side="right"))
         raise frame.error(row, name, f"multi-valued column '{name}': weight in {tokens[token].as_py()!r} is not a finite number")
-    offsets = lists.offsets
     return pa.ListArray.from_arrays(offsets, ids), pa.ListArray.from_arrays(offsets, weights)
