@@ -60,7 +60,7 @@ def missing_label(source: str, label: str, names: Sequence[str]) -> DataError:
     """No label column: suggest the closest column name, and the ``--label`` flag only when the
     default label was looked for (a named label was given with the flag already)."""
     message = f"no label column '{label}' (columns: {', '.join(names)})"
-    close = difflib.get_close_matches(label, names, n=1, cutoff=0.6) or [n for n in names if n.lower() == label.lower()]
+    close = difflib.get_close_matches(label, names, n=1, cutoff=0.6)
     if close and label != DEFAULT_LABEL:
         message += f"; did you mean '{close[0]}'?"
     elif close:
