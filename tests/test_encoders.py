@@ -187,11 +187,11 @@ def test_hashing_is_deterministic_across_encoders(write_table):
     assert (first.ids == second.ids).all()
 
 
-def test_hashed_field_maps_unseen_values_into_buckets_and_missing_to_zero(write_table):
+def test_hashed_field_maps_unseen_values_to_the_unseen_id_and_missing_to_zero(write_table):
     valid = {"label": [1, 0], "user": ["never-seen", None]}
     encoder, _, encoded_valid = encode(write_table, HASHED, valid=valid, hash_buckets=8)
     local = column(encoder, encoded_valid, "user")
-    assert 2 <= local[0] < 10
+    assert local[0] == UNSEEN
     assert local[1] == MISSING
 
 
@@ -331,8 +331,8 @@ def test_libfm_values_become_feature_values(write_text):
 
 def test_libfm_model_with_variable_width_rows_encodes_a_file_whose_rows_happen_to_have_equal_width(write_text):
     train = read_frame(write_text("train.libfm", "1 0:1 5:1\n0 1:1 6:1 8:1\n1 2:1 7:1\n"))
-    test = read_frame(write_text("test.libfm", "1 0:1 5:1\n0 1:1 6:1\n"))
     encoder = FeatureEncoder.fit([train], DataConfig())
+    test = read_frame(write_text("test.libfm", "1 0:1 5:1\n0 1:1 6:1\n"), layout=encoder.layout)
     encoded = encoder.transform(test)
     spec = field(encoder, "features")
     gid = {v: spec.offset + 2 + spec.vocabulary.index(v) for v in spec.vocabulary}
@@ -341,16 +341,23 @@ def test_libfm_model_with_variable_width_rows_encodes_a_file_whose_rows_happen_t
 
 def test_libffm_model_encodes_a_file_where_a_field_never_occurs(write_text):
     train = read_frame(write_text("train.ffm", "1 0:1:1 1:5:1\n0 0:2:1 1:7:1\n1 0:3:1 2:9:1 1:6:1\n"))
-    test = read_frame(write_text("test.ffm", "1 0:1:1 1:5:1\n0 0:2:1 1:7:1\n"))
     encoder = FeatureEncoder.fit([train], DataConfig())
+    test = read_frame(write_text("test.ffm", "1 0:1:1 1:5:1\n0 0:2:1 1:7:1\n"), layout=encoder.layout)
     encoded = encoder.transform(test)
     assert len(encoded) == 2
 
 
+def test_a_libfm_file_read_without_the_models_layout_is_a_clear_error(write_text):
+    train = read_frame(write_text("train.libfm", "1 0:1 5:1\n0 1:1 6:1 8:1\n1 2:1 7:1\n"))
+    encoder = FeatureEncoder.fit([train], DataConfig())
+    with pytest.raises(DataError, match="read the file with layout=encoder.layout"):
+        encoder.transform(read_frame(write_text("test.libfm", "1 0:1 5:1\n0 1:1 6:1\n")))
+
+
 def test_libffm_row_lacking_a_scalar_field_encodes_it_as_missing(write_text):
     train = read_frame(write_text("train.ffm", "1 0:1:1 1:5:1\n0 0:2:1 1:7:1\n"))
-    test = read_frame(write_text("test.ffm", "1 1:5:1\n0 0:2:1 1:7:1\n"))
     encoder = FeatureEncoder.fit([train], DataConfig())
+    test = read_frame(write_text("test.ffm", "1 1:5:1\n0 0:2:1 1:7:1\n"), layout=encoder.layout)
     assert [f.kind for f in encoder.fields] == ["categorical", "categorical"]
     encoded = encoder.transform(test)
     assert column(encoder, encoded, "field0").tolist() == [MISSING, 2 + field(encoder, "field0").vocabulary.index("2")]

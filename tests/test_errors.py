@@ -200,13 +200,19 @@ def test_multi_naming_a_column_not_in_the_file_is_a_data_error(write_table):
 def test_unknown_label_column_is_a_data_error(write_table):
     path = write_table("train.csv", {"label": [1, 0], "city": ["a", "b"]})
     error = error_of(read_frame, path, label="clicked")
-    assert str(error) == f"{path}:1: no label column 'clicked' (columns: label, city); name the label with --label when training"
+    assert str(error) == f"{path}:1: no label column 'clicked' (columns: label, city)"  # --label was given
 
 
-def test_bad_weight_in_a_multi_column_is_located(write_table):
-    path = write_table("train.csv", {"label": [1, 0, 1], "tags": ["a|b", "c", "d|e:heavy"]})
+def test_unknown_label_column_suggests_the_closest_name(write_table):
+    path = write_table("train.csv", {"clicks": [1, 0], "city": ["a", "b"]})
+    error = error_of(read_frame, path, label="click")
+    assert str(error) == f"{path}:1: no label column 'click' (columns: clicks, city); did you mean 'clicks'?"
+
+
+def test_infinite_weight_in_a_multi_column_is_located(write_table):
+    path = write_table("train.csv", {"label": [1, 0, 1], "tags": ["a|b", "c", "d|e:1e999"]})
     error = error_of(read_frame, path, multi=["tags"])
-    assert str(error) == f"{path}:4:2: multi-valued column 'tags': weight in 'e:heavy' is not a number"
+    assert str(error) == f"{path}:4:2: multi-valued column 'tags': weight in 'e:1e999' is not a finite number"
 
 
 # -- libFM / libFFM tokens --------------------------------------------------------------------

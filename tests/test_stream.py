@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -158,12 +159,13 @@ def test_libfm_error_in_a_late_chunk_names_its_line(tmp_path):
 def test_gzip_and_parquet_stream_the_same_rows(tmp_path, csv_file):
     import gzip
 
-    gz = tmp_path / "train.csv.gz"
+    gz, upper = tmp_path / "train.csv.gz", tmp_path / "TRAIN.CSV.GZ"
     gz.write_bytes(gzip.compress(csv_file.read_bytes()))
+    upper.write_bytes(gz.read_bytes())
     parquet = tmp_path / "train.parquet"
     pq.write_table(pacsv.read_csv(csv_file), parquet, row_group_size=700)
     expected = sorted(str(i) for i in range(SPEC.rows))
-    for path, config in ((gz, CONFIG), (parquet, DataConfig(categorical=("row",)))):
+    for path, config in ((gz, CONFIG), (upper, CONFIG), (parquet, DataConfig(categorical=("row",)))):
         file = ChunkedFile(path, chunk_bytes=CHUNK)
         encoder, rows = fit_streaming(file, config)
         assert len(file.chunks()) > 1
@@ -265,3 +267,25 @@ def test_auto_streams_only_when_the_encoded_file_would_take_over_half_the_free_m
     free_bytes(2 * size)
     assert stream.should_stream(csv_file, "auto")  # 1.5 × size > half of 2 × size
     assert stream.should_stream(csv_file, "on") and not stream.should_stream(csv_file, "off")
+
+
+@pytest.mark.parametrize("terminal, progress, shown", [(True, True, True), (False, True, False), (True, False, False)],
+                         ids=["terminal", "not a terminal", "quiet"])
+def test_fitting_and_encoding_a_chunked_file_show_a_bar_only_on_a_terminal_and_not_when_quiet(
+        csv_file, capsys, monkeypatch, terminal, progress, shown):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    file = ChunkedFile(csv_file, chunk_bytes=CHUNK)
+    encoder, rows = fit_streaming(file, CONFIG, progress=progress)
+    encode_file(file, encoder, rows, progress=progress)
+    err = capsys.readouterr().err
+    assert (f"fitting {csv_file.name}" in err and f"encoding {csv_file.name}" in err) == shown
+
+
+def test_parquet_row_groups_written_by_pandas_leave_the_index_out(tmp_path, csv_file):
+    frame = pacsv.read_csv(csv_file).to_pandas()
+    shuffled = frame.iloc[np.random.default_rng(0).permutation(len(frame))]
+    path = tmp_path / "shuffled.parquet"
+    shuffled.to_parquet(path, row_group_size=700)
+    file = ChunkedFile(path, chunk_bytes=CHUNK)
+    assert len(file.chunks()) > 1
+    assert all("__index_level_0__" not in chunk.columns for chunk in file.frames())

@@ -49,7 +49,8 @@ class Estimator:
     # -- data -------------------------------------------------------------------------------------
 
     def read(self, data: Data, require_label: bool = True) -> RawFrame:
-        """A file path, an Arrow table, a pandas DataFrame or a ``RawFrame`` as a ``RawFrame``."""
+        """A file path, an Arrow table, a pandas DataFrame or a ``RawFrame`` as a ``RawFrame`` (libFM/libFFM
+        files laid out as the fitted model's columns)."""
         cfg = self.config.data
         if isinstance(data, RawFrame):
             return data
@@ -62,15 +63,10 @@ class Estimator:
         if not isinstance(data, (str, Path, pa.Table)):
             raise ConfigError(f"data: expected a file path, a pyarrow.Table or a pandas DataFrame, got {type(data).__name__}")
         if isinstance(data, pa.Table):
-            frame = frame_from_table(data, "<table>", cfg.label, require_label)
-            if cfg.multi:
-                from deepfm.data.readers import split_multi
-
-                for name in cfg.multi:
-                    frame.columns[name], frame.weights[name] = split_multi(frame, name, cfg.multi_separator)
-                    frame.kinds[name] = "multi"
-            return frame
-        return read_frame(data, cfg.format, cfg.label, cfg.multi, cfg.multi_separator, require_label=require_label)
+            return frame_from_table(data, "<table>", cfg.label, require_label, multi=cfg.multi, separator=cfg.multi_separator)
+        layout = self.encoder.layout if self.encoder is not None else None
+        return read_frame(data, cfg.format, cfg.label, cfg.multi, cfg.multi_separator, require_label=require_label,
+                          layout=layout)
 
     def encode(self, data: Data, with_labels: bool | None = None) -> EncodedData:
         """Rows as the model reads them. ``ids`` are int32 while the table has fewer than 2³¹ rows
@@ -113,7 +109,8 @@ class Estimator:
         saved = None
         if resume and saved_features and saved_features.exists() and ctx.is_main:
             saved = FeatureEncoder.from_dict(json.loads(saved_features.read_text()))
-        train_data = self._training_data(train, saved) if ctx.world == 1 else self._training_shard(train, saved, ctx)
+        train_data = (self._training_data(train, saved, progress) if ctx.world == 1
+                      else self._training_shard(train, saved, ctx))
         for note in self.encoder.fit_notes if log and ctx.is_main else ():
             log(note)
         valid_data = self.encode(valid, with_labels=True) if valid is not None else None
@@ -166,11 +163,13 @@ class Estimator:
             shared = json.dumps({"encoder": fitted.to_dict(), "rows": sum(rows)})
         received = json.loads(distributed.broadcast_text(shared))
         self.encoder = FeatureEncoder.from_dict(received["encoder"])
-        return distributed.encode_shard(file.frames(), self.encoder, received["rows"], ctx)
+        return distributed.encode_shard(file.frames(layout=self.encoder.layout), self.encoder, received["rows"], ctx)
 
-    def _training_data(self, train: Data, encoder: FeatureEncoder | None) -> EncodedData | StreamSource:
+    def _training_data(self, train: Data, encoder: FeatureEncoder | None,
+                       progress: bool = False) -> EncodedData | StreamSource:
         """Fit ``self.encoder`` (unless given) and encode ``train``. A file is read chunk by chunk:
-        into memory, or, when streaming, again every epoch by a ``StreamSource``."""
+        into memory, or, when streaming, again every epoch by a ``StreamSource``. ``progress``: a bar
+        over the chunks on a terminal."""
         cfg = self.config.data
         if not isinstance(train, (str, Path)):
             frame = self.read(train)
@@ -179,14 +178,14 @@ class Estimator:
         file = ChunkedFile(train, cfg.format, cfg.label, cfg.multi, cfg.multi_separator,
                            chunk_bytes=chunk_bytes_for(train, cfg.chunk_rows))
         if encoder is None:
-            encoder, rows = fit_streaming(file, cfg)
+            encoder, rows = fit_streaming(file, cfg, progress=progress)
             release_free_memory()  # the counting tables of the fit
         else:
-            rows = count_rows(file)
+            rows = count_rows(file, progress=progress)
         self.encoder = encoder
         if should_stream(train, cfg.stream):
             return StreamSource(file, encoder, rows, window=cfg.shuffle_window)
-        data = encode_file(file, encoder, rows)
+        data = encode_file(file, encoder, rows, progress=progress)
         release_free_memory()  # the parsed chunks
         return data
 

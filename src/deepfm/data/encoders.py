@@ -3,7 +3,10 @@
 Every field owns a contiguous range ``[offset, offset + size)`` of the fused embedding
 table. Inside it, categorical and multi-valued fields reserve id 0 for a missing value
 and id 1 for values unseen in training or rarer than ``min_count``; vocabulary entry
-``i`` is id ``2 + i`` (or ``2 + fnv1a64(value) % buckets`` when hashed). Numeric fields
+``i`` is id ``2 + i`` (or ``2 + fnv1a64(value) % buckets`` when hashed: a Bloom filter of the
+frequent values then tells rare and unseen values, see ``deepfm.data.frequent``). Repeated ids of
+a multi-valued field in one row (``a|a``, two unseen values, a hash collision) are one feature
+whose weight is the sum, so a model never sees the pair (i, i). Numeric fields
 reserve id 0 for missing; with ``scale`` a present value is id 1 with x = (s(v) − mean)/std,
 s(v) = sign(v)·log(1+|v|); with ``bucket`` it is id 1 + its quantile bucket, x = 1.
 The encoder is plain JSON (``to_dict``/``from_dict``): no pickle.
@@ -20,10 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from deepfm.config import DataConfig
-from deepfm.data.batch import Bag, EncodedData, id_dtype
-from deepfm.data.frame import NUMBER_PATTERN, RawFrame, looks_float, to_float
-from deepfm.data.hashing import hash_bucket
-from deepfm.data.readers import layout_sparse
+from deepfm.data.encoded import Bag, EncodedData, id_dtype
+from deepfm.data.frame import FLOAT_MARK, NUMBER_PATTERN, RawFrame, looks_float, to_float
+from deepfm.data.frequent import FrequentSet
+from deepfm.data.hashing import fnv1a64_unique
 from deepfm.data.vocabulary import Vocabulary
 from deepfm.errors import ConfigError, DataError
 
@@ -47,10 +50,13 @@ class FieldSpec:
     std: float = 1.0
     edges: list[float] | None = None
     weighted: bool = False
+    frequent: FrequentSet | None = None  # hashed fields: the values frequent in training (a dict is turned into one)
 
     def __post_init__(self) -> None:
         if self.vocabulary is not None and not isinstance(self.vocabulary, Vocabulary):
             self.vocabulary = Vocabulary(self.vocabulary)
+        if isinstance(self.frequent, dict):
+            self.frequent = FrequentSet.from_dict(self.frequent)
 
     @property
     def single_valued(self) -> bool:
@@ -61,6 +67,7 @@ class FieldSpec:
         item = {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
         item["vocabulary"] = self.vocabulary.to_list() if self.vocabulary is not None else None
         item["edges"] = list(self.edges) if self.edges is not None else None
+        item["frequent"] = self.frequent.to_dict() if self.frequent is not None else None
         return item
 
 
@@ -104,6 +111,12 @@ class FeatureEncoder:
     @property
     def num_fields(self) -> int:
         return len(self.fields)
+
+    @property
+    def layout(self) -> dict[str, str]:
+        """Each field's name and kind: what a reader needs to lay libFM/libFFM features out as this
+        model's columns (``read_frame(..., layout=encoder.layout)``)."""
+        return {spec.name: spec.kind for spec in self.fields}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -183,12 +196,13 @@ class FeatureEncoder:
     # -- transform ------------------------------------------------------------------------------
 
     def transform(self, frame: RawFrame, with_labels: bool = True) -> EncodedData:
-        """Encode a frame; a column the model needs but the file lacks is a ``DataError``."""
-        layout = {spec.name: spec.kind for spec in self.fields}
-        if frame.sparse is not None and frame.kinds != layout:  # libFM/libFFM: the model decides the columns
-            layout_sparse(frame, layout)
+        """Encode a frame; a column the model needs but the file lacks is a ``DataError``. A libFM/libFFM
+        frame must be read with this encoder's ``layout``."""
         for spec in self.fields:
             if spec.name not in frame.columns:
+                if frame.sparse is not None:
+                    raise DataError(frame.path, f"the {frame.format} features were laid out as {sorted(frame.columns)}, "
+                                    f"the model reads {sorted(self.layout)}: read the file with layout=encoder.layout", line=1)
                 raise DataError(frame.path, f"column '{spec.name}' is required by the model but not in the file", line=1)
         n = frame.num_rows
         single = self.single_fields
@@ -240,7 +254,8 @@ class FeatureEncoder:
             w = np.insert(w, positions, 1.0).astype(np.float32)
             lengths = np.maximum(lengths, 1)
             offsets = np.concatenate([[0], np.cumsum(lengths)])
-        return Bag(offsets.astype(np.int64), spec.offset + local.astype(np.int64), w)
+        offsets, local, w = merge_repeated_ids(offsets.astype(np.int64), local.astype(np.int64), w, spec.size)
+        return Bag(offsets, spec.offset + local, w)
 
     @staticmethod
     def _lookup(column: pa.Array, spec: FieldSpec) -> np.ndarray:
@@ -248,7 +263,7 @@ class FeatureEncoder:
         text = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
         missing = pc.is_null(text).to_numpy(zero_copy_only=False)
         if spec.hash_buckets:
-            local = RESERVED + hash_bucket(text, spec.hash_buckets)
+            local = _hashed_ids(text, spec)
         else:
             position = spec.vocabulary.positions(text) if spec.vocabulary is not None else np.full(len(text), -1)
             local = np.where(position < 0, UNSEEN, position + RESERVED)
@@ -266,6 +281,41 @@ class FeatureEncoder:
             if len(bad):
                 raise frame.error(int(bad[0]), None, f"binary labels must be 0 or 1, got {y[bad[0]]:g} (use --task regression for ratings)")
         return y.astype(np.float32)
+
+
+def _hashed_ids(text: pa.Array, spec: FieldSpec) -> np.ndarray:
+    """Field-local ids of a hashed field (nulls get 0; the caller masks them): 2 + the value's
+    bucket, or 1 (unseen) for a value that was not frequent in training."""
+    encoded = pc.dictionary_encode(text)
+    if len(encoded.dictionary) == 0:
+        return np.zeros(len(text), dtype=np.int64)
+    hashes = fnv1a64_unique(encoded.dictionary)
+    local = RESERVED + (hashes % np.uint64(spec.hash_buckets)).astype(np.int64)
+    if spec.frequent is not None:
+        local = np.where(spec.frequent.contains(hashes), local, UNSEEN)
+    return local[pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False)]
+
+
+def merge_repeated_ids(offsets: np.ndarray, ids: np.ndarray, weights: np.ndarray,
+                       size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Jagged rows (``offsets``, field-local ``ids`` < ``size``, ``weights``) with each id at most once
+    per row, its weights summed: x_i is the sum of the weights of value i's occurrences, as in the
+    FM's dense x. The arrays come back unchanged when no row repeats an id; otherwise every row's
+    ids come back sorted (vectorised: one sort of (row, id) keys)."""
+    rows = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+    keys = rows * np.int64(size) + ids
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    first = np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]])
+    if first.all():
+        return offsets, ids, weights
+    starts = np.flatnonzero(first)
+    merged_keys = sorted_keys[starts]
+    merged_rows = merged_keys // np.int64(size)
+    counts = np.bincount(merged_rows, minlength=len(offsets) - 1)
+    merged_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    merged_weights = np.add.reduceat(weights[order].astype(np.float32), starts).astype(np.float32)
+    return merged_offsets, merged_keys - merged_rows * np.int64(size), merged_weights
 
 
 def read_labels(frame: RawFrame, positive: str | None) -> np.ndarray:
@@ -304,12 +354,8 @@ class _Fitter:
         self.label_values: set[float] = set()
         self.label_sum, self.label_count = 0.0, 0
         self.fmt_allows_pm1 = first.format in ("libfm", "libffm")
-        self.frames_seen = 0
 
     def update(self, frame: RawFrame) -> None:
-        self.frames_seen += 1
-        if frame.sparse is not None and self.frames_seen > 1 and frame.kinds != self.kinds:
-            layout_sparse(frame, self.kinds)  # later chunks follow the first chunk's layout
         for name, kind in self.kinds.items():
             column = frame.columns[name]
             if kind == "numeric":
@@ -368,6 +414,7 @@ class _Fitter:
                 if config.hash_buckets and len(vocabulary) > config.hash_buckets:
                     spec.hash_buckets = config.hash_buckets
                     spec.size = RESERVED + config.hash_buckets
+                    spec.frequent = FrequentSet.of(vocabulary.values)
                 else:
                     spec.vocabulary = vocabulary
                     spec.size = RESERVED + len(vocabulary)
@@ -414,7 +461,7 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
         if not 0 < len(bad) <= max(1, len(column) // 100):
             continue
         numbers = pc.filter(column, pa.array(number))  # decimals as ``looks_float`` sees them, bad values aside
-        if pc.any(pc.match_substring_regex(numbers, r"[.eE]|nan|inf|NaN|Inf")).as_py():
+        if pc.any(pc.match_substring_regex(numbers, FLOAT_MARK)).as_py():
             where = str(frame.error(int(bad[0]), name, "")).rstrip(": ")
             notes.append(f"column '{name}' is categorical: {len(bad)} of its first {len(column):,} values "
                          f"{'is' if len(bad) == 1 else 'are'} not a number (first {column[int(bad[0])].as_py()!r} at "

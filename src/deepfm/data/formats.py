@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import pyarrow as pa
+
 from deepfm.errors import DataError
 
 FORMATS = ("csv", "tsv", "parquet", "criteo", "libfm", "libffm")
@@ -19,12 +21,27 @@ AUTO_RULE = (
 CRITEO_COLUMNS = ["label"] + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]
 
 
+def is_gzip(path: str | Path) -> bool:
+    """Whether a file is gzipped: its name ends in ``.gz``, in any case (``data.CSV.GZ``).
+    The one place that decides it, for every reader."""
+    return Path(path).suffix.lower() == ".gz"
+
+
 def open_text(path: str | Path):
     """Open a text file, transparently decompressing ``.gz``."""
-    path = Path(path)
-    if path.suffix == ".gz":
+    if is_gzip(path):
         return gzip.open(path, "rt", encoding="utf-8", newline="")
     return open(path, encoding="utf-8", newline="")
+
+
+def open_bytes(path: str | Path):
+    """Open a file for reading bytes, transparently decompressing ``.gz``."""
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+
+
+def input_stream(path: str | Path) -> pa.NativeFile:
+    """An Arrow input stream over a file's (decompressed) bytes, for Arrow's readers."""
+    return pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
 
 
 def first_line(path: str | Path) -> str:
@@ -38,7 +55,7 @@ def detect_format(path: str | Path) -> str:
     if not path.exists():
         raise DataError(path, "file not found")
     suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
+    if is_gzip(path):
         suffixes = suffixes[:-1]
     last = suffixes[-1] if suffixes else ""
     if last in (".parquet", ".pq"):

@@ -13,7 +13,10 @@ from deepfm.errors import DataError
 
 Kind = Literal["auto", "categorical", "numeric", "multi"]
 
-NUMBER_PATTERN = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(nan|NaN|NAN|inf|Inf|INF|infinity|Infinity)\s*$"
+DECIMAL = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"  # the one rule for what a written number is
+DECIMAL_PATTERN = rf"^\s*{DECIMAL}\s*$"  # a finite number, as a whole value (headers, weights, libFM values)
+NUMBER_PATTERN = rf"{DECIMAL_PATTERN}|^\s*[-+]?(nan|NaN|NAN|inf|Inf|INF|infinity|Infinity)\s*$"  # a numeric cell
+FLOAT_MARK = r"[.eE]|nan|inf|NaN|Inf"  # what makes a number a float, not an integer id
 
 
 @dataclass
@@ -83,4 +86,4 @@ def looks_float(array: pa.Array) -> bool:
         return False
     if not pc.all(pc.match_substring_regex(present, NUMBER_PATTERN)).as_py():
         return False
-    return bool(pc.any(pc.match_substring_regex(present, r"[.eE]|nan|inf|NaN|Inf")).as_py())
+    return bool(pc.any(pc.match_substring_regex(present, FLOAT_MARK)).as_py())

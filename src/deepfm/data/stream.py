@@ -1,9 +1,7 @@
-"""Files larger than memory: line-aligned chunks, a streaming encoder fit, a streaming BatchSource.
+"""Files larger than memory: a streaming encoder fit, chunk-by-chunk encoding, a streaming BatchSource.
 
-A text file (CSV/TSV/Criteo/libFM/libFFM, plain or .gz) is cut into chunks of whole lines
-(about ``chunk_bytes`` each; one record per line, so no newlines inside quoted fields); a
-Parquet file into its row groups. Each chunk is read and encoded on its own, so memory holds a
-few chunks, never the file, and errors name the line of the file, not of the chunk.
+The chunks come from ``deepfm.data.readers.ChunkedFile``. Each chunk is read and encoded on its
+own, so memory holds a few chunks, never the file.
 
 ``StreamSource`` shuffles in two stages, both fixed by ``(seed, epoch)`` so a resumed run
 sees the same batches: the order of chunks (plain files and Parquet; .gz is read in order)
@@ -12,188 +10,40 @@ and a permutation of the rows of ``window`` chunks at a time.
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import os
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from deepfm.config import DataConfig
-from deepfm.data.batch import Bag, EncodedData, id_dtype
+from deepfm.data.encoded import Bag, EncodedData, id_dtype
 from deepfm.data.encoders import FeatureEncoder
-from deepfm.data.formats import detect_format
+from deepfm.data.formats import is_gzip, open_bytes
 from deepfm.data.frame import RawFrame
-from deepfm.data.readers import (
-    _read_lines, delimited_frame, delimited_layout, frame_from_table, parse_delimited, read_frame, sparse_frame,
-    split_multi,
-)
+from deepfm.data.readers import CHUNK_BYTES, Chunk, ChunkedFile
 from deepfm.errors import DataError
 
-CHUNK_BYTES = 64 << 20
+__all__ = ["CHUNK_BYTES", "Chunk", "ChunkedFile", "StreamSource", "assemble", "chunk_bytes_for", "count_rows",
+           "encode_file", "fit_streaming", "should_stream"]
 
 
-@dataclass(frozen=True)
-class Chunk:
-    """Where one chunk lies: a byte range of whole lines (text) or a row group (Parquet)."""
+def with_progress(frames: Iterable[RawFrame], file: ChunkedFile, what: str, progress: bool) -> Iterable[RawFrame]:
+    """``frames`` with a bar counting chunks on stderr, when ``progress`` and stderr is a terminal
+    and the file has more than one chunk."""
+    if not progress or not sys.stderr.isatty() or len(file.chunks()) < 2:
+        return frames
+    return tqdm(frames, total=len(file.chunks()), desc=f"{what} {file.path.name}", unit="chunk", leave=False)
 
-    start: int  # byte offset in the (decompressed) text, or the row group's number
-    size: int  # bytes (0 for Parquet)
-    first_line: int  # line of the chunk's first row (Parquet: its row number, from 1)
-
-
-class ChunkedFile:
-    """One data file read chunk by chunk, with the same parsing as ``read_frame``."""
-
-    def __init__(self, path: str | Path, fmt: str = "auto", label: str = "label", multi: Sequence[str] = (),
-                 separator: str = "|", require_label: bool = True, chunk_bytes: int = CHUNK_BYTES):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise DataError(self.path, "file not found")
-        self.format = detect_format(self.path) if fmt == "auto" else fmt
-        self.label, self.multi, self.separator = label, tuple(multi), separator
-        self.require_label = require_label
-        self.chunk_bytes = max(int(chunk_bytes), 1 << 10)
-        self.compressed = self.path.suffix == ".gz"
-        self._chunks: list[Chunk] | None = None
-        self._layout: tuple[list[str], int, int] | None = None
-        if self.format in ("csv", "tsv", "criteo"):
-            self._layout = delimited_layout(self.path, self.format)
-
-    @property
-    def seekable(self) -> bool:
-        """Chunks can be read in any order (not for .gz, which is read front to back)."""
-        return not self.compressed
-
-    # -- the index of chunks ----------------------------------------------------------------------
-
-    def chunks(self) -> list[Chunk]:
-        """Every chunk, found by one scan for line ends (text) or from the footer (Parquet)."""
-        if self._chunks is None:
-            self._chunks = self._parquet_chunks() if self.format == "parquet" else list(self._text_chunks())
-            if not self._chunks:  # read whole, so an empty file gets read_frame's own error
-                self._chunks = [Chunk(0, 0, 1)]
-        return self._chunks
-
-    def _parquet_chunks(self) -> list[Chunk]:
-        meta = pq.ParquetFile(self.path).metadata
-        chunks, row = [], 1
-        for group in range(meta.num_row_groups):
-            chunks.append(Chunk(group, 0, row))
-            row += meta.row_group(group).num_rows
-        return chunks
-
-    def _open(self):
-        return gzip.open(self.path, "rb") if self.compressed else open(self.path, "rb")
-
-    def _text_chunks(self) -> Iterator[Chunk]:
-        skip_lines = self._layout[1] if self._layout else 0
-        with self._open() as handle:
-            for _ in range(skip_lines):
-                handle.readline()
-            offset, line = handle.tell(), 1 + skip_lines
-            for block in _line_blocks(handle, self.chunk_bytes):
-                yield Chunk(offset, len(block), line)
-                offset += len(block)
-                line += block.count(b"\n")
-
-    # -- reading ----------------------------------------------------------------------------------
-
-    def frames(self, order: Sequence[int] | None = None) -> Iterator[RawFrame]:
-        """The chunks as ``RawFrame``s, in file order or in ``order`` (chunk numbers)."""
-        chunks = self.chunks()
-        if len(chunks) == 1:  # a small file: exactly what read_frame gives
-            yield read_frame(self.path, self.format, self.label, self.multi, self.separator, self.require_label)
-            return
-        if order is None or not self.seekable:
-            order = range(len(chunks))
-        if self.format == "parquet":
-            parquet = pq.ParquetFile(self.path)
-            for number in order:
-                yield self._parquet_frame(parquet, chunks[number])
-                _release_arrow_memory()
-            return
-        if self.seekable:
-            with open(self.path, "rb") as handle:
-                for number in order:
-                    chunk = chunks[number]
-                    handle.seek(chunk.start)
-                    yield self._text_frame(handle.read(chunk.size), chunk.first_line)
-                    _release_arrow_memory()
-            return
-        for chunk, block in zip(chunks, self._blocks_in_order()):
-            yield self._text_frame(block, chunk.first_line)
-            _release_arrow_memory()
-
-    def _blocks_in_order(self) -> Iterator[bytes]:
-        skip_lines = self._layout[1] if self._layout else 0
-        with self._open() as handle:
-            for _ in range(skip_lines):
-                handle.readline()
-            yield from _line_blocks(handle, self.chunk_bytes)
-
-    def _text_frame(self, block: bytes, first_line: int) -> RawFrame:
-        if self.format in ("libfm", "libffm"):
-            frame = sparse_frame(_read_lines(pa.BufferReader(block)), self.path, self.format, first_line)
-        else:
-            names, _, _ = self._layout
-            delimiter = "," if self.format == "csv" else "\t"
-            table = parse_delimited(pa.BufferReader(block), self.path, names, 0, delimiter, first_line,
-                                    lines=lambda: block.decode("utf-8").splitlines())
-            frame = delimited_frame(table, str(self.path), self.format, names, self.label, self.require_label, first_line)
-        return self._with_multi(frame)
-
-    def _parquet_frame(self, parquet: pq.ParquetFile, chunk: Chunk) -> RawFrame:
-        try:
-            table = parquet.read_row_group(chunk.start)
-        except (pa.ArrowInvalid, OSError) as error:
-            raise DataError(self.path, f"cannot read Parquet: {error}") from None
-        frame = frame_from_table(table, str(self.path), self.label, self.require_label, fmt="parquet")
-        frame.first_line = chunk.first_line
-        return self._with_multi(frame)
-
-    def _with_multi(self, frame: RawFrame) -> RawFrame:
-        for name in self.multi:
-            if name not in frame.columns:
-                raise DataError(frame.path, f"--multi names column '{name}', which is not in the file", line=1)
-            frame.columns[name], frame.weights[name] = split_multi(frame, name, self.separator)
-            frame.kinds[name] = "multi"
-        return frame
-
-
-def _release_arrow_memory() -> None:
-    """Hand the pages of a parsed chunk back to the OS, so resident memory stays flat."""
-    pa.default_memory_pool().release_unused()
-
-
-def _line_blocks(handle, size: int) -> Iterator[bytes]:
-    """Blocks of about ``size`` bytes that end at a line end (the last may lack one)."""
-    rest = b""
-    while True:
-        data = handle.read(size)
-        if not data:
-            if rest.strip():
-                yield rest if rest.endswith(b"\n") else rest + b"\n"
-            return
-        data = rest + data
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:  # one line longer than the block: keep reading
-            rest = data
-            continue
-        rest = data[cut:]
-        yield data[:cut]
-
-
-def fit_streaming(file: ChunkedFile, config: DataConfig) -> tuple[FeatureEncoder, list[int]]:
+def fit_streaming(file: ChunkedFile, config: DataConfig, progress: bool = False) -> tuple[FeatureEncoder, list[int]]:
     """Fit an encoder in one pass over the chunks; also count each chunk's rows."""
     rows: list[int] = []
 
     def counted() -> Iterator[RawFrame]:
-        for frame in file.frames():
+        for frame in with_progress(file.frames(), file, "fitting", progress):
             rows.append(frame.num_rows)
             yield frame
 
@@ -201,9 +51,9 @@ def fit_streaming(file: ChunkedFile, config: DataConfig) -> tuple[FeatureEncoder
     return encoder, rows
 
 
-def count_rows(file: ChunkedFile) -> list[int]:
+def count_rows(file: ChunkedFile, progress: bool = False) -> list[int]:
     """Rows of each chunk (one reading pass; used when the encoder is already known)."""
-    return [frame.num_rows for frame in file.frames()]
+    return [frame.num_rows for frame in with_progress(file.frames(), file, "counting", progress)]
 
 
 class StreamSource:
@@ -237,7 +87,7 @@ class StreamSource:
         """The epoch's batches: chunks in ``chunk_order``, rows permuted within each window."""
         rng = np.random.default_rng([seed, epoch])
         order = self.chunk_order(seed, epoch)
-        frames = self.file.frames(order)
+        frames = self.file.frames(order, layout=self.encoder.layout)
         carry: EncodedData | None = None
         number = 0
         for start in range(0, len(order), self.window):
@@ -258,10 +108,12 @@ class StreamSource:
             del data
 
 
-def encode_file(file: ChunkedFile, encoder: FeatureEncoder, rows_per_chunk: Sequence[int]) -> EncodedData:
+def encode_file(file: ChunkedFile, encoder: FeatureEncoder, rows_per_chunk: Sequence[int],
+                progress: bool = False) -> EncodedData:
     """The whole file encoded in memory, read chunk by chunk into preallocated columns, so the
     raw text of only one chunk is held at a time."""
-    return assemble((encoder.transform(frame) for frame in file.frames()), sum(rows_per_chunk), encoder, file.path)
+    frames = with_progress(file.frames(layout=encoder.layout), file, "encoding", progress)
+    return assemble((encoder.transform(frame) for frame in frames), sum(rows_per_chunk), encoder, file.path)
 
 
 def assemble(parts: Iterable[EncodedData], total: int, encoder: FeatureEncoder, path: str | Path = "") -> EncodedData:
@@ -304,9 +156,7 @@ def assemble(parts: Iterable[EncodedData], total: int, encoder: FeatureEncoder, 
 
 def chunk_bytes_for(path: str | Path, chunk_rows: int, probe: int = 1 << 20) -> int:
     """Bytes of text that hold about ``chunk_rows`` rows, from the mean line length of the first MiB."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
+    with open_bytes(path) as handle:
         head = handle.read(probe)
     lines = max(head.count(b"\n"), 1)
     return max(int(len(head) / lines * chunk_rows), 1 << 10)
@@ -319,7 +169,8 @@ def should_stream(path: str | Path, mode: str, expansion: float = 1.5) -> bool:
     CSV; 1.5 leaves room for the chunk being parsed. Compressed files count 8× their size."""
     if mode != "auto":
         return mode == "on"
-    size = Path(path).stat().st_size * (8.0 if str(path).endswith((".gz", ".parquet", ".pq")) else expansion)
+    compressed = is_gzip(path) or Path(path).suffix.lower() in (".parquet", ".pq")
+    size = Path(path).stat().st_size * (8.0 if compressed else expansion)
     try:
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX

@@ -1,0 +1,95 @@
+"""Delimited text (CSV, TSV, Criteo's raw TSV): the header, and text -> an Arrow table of strings."""
+
+from __future__ import annotations
+
+import csv as pycsv
+import re
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from deepfm.data.formats import CRITEO_COLUMNS, open_text
+from deepfm.data.frame import DECIMAL_PATTERN
+from deepfm.errors import DataError
+
+BLOCK_SIZE = 16 << 20
+
+
+def delimiter_of(fmt: str) -> str:
+    return "," if fmt == "csv" else "\t"
+
+
+def delimited_layout(path: Path, fmt: str) -> tuple[list[str], int, int]:
+    """(column names, header lines to skip, line number of the first data row)."""
+    if fmt == "criteo":
+        return list(CRITEO_COLUMNS), 0, 1
+    names = _header(path, delimiter_of(fmt))
+    if len(names) > 1 and all(re.match(DECIMAL_PATTERN, n) for n in names):
+        raise DataError(path, f"the first line looks like data, not a header ({','.join(names[:4])}...): {fmt.upper()} "
+                        "files need a header line naming the columns, e.g. user,item,rating,timestamp", line=1, column=1)
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise DataError(path, f"duplicate column names in the header: {sorted(duplicates)}", line=1)
+    return names, 1, 2
+
+
+def _header(path: Path, delimiter: str) -> list[str]:
+    with open_text(path) as handle:
+        line = handle.readline()
+    if not line.strip():
+        raise DataError(path, "file is empty", line=1)
+    return next(pycsv.reader([line], delimiter=delimiter))
+
+
+def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: str, first_line: int,
+                    lines: Callable[[], Iterable[str]] | None = None) -> pa.Table:
+    """Parse delimited text (a stream over the whole file, or an in-memory chunk of whole lines)
+    into string columns.
+
+    A ragged row is reported at its line of ``path``; ``lines`` gives a chunk's own text lines
+    (data row ``i`` of the chunk on line ``first_line + i``) for locating it.
+    """
+    invalid: list[int] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        invalid.append(row.actual_columns)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            source,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip, block_size=BLOCK_SIZE),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names},
+                null_values=[""],
+                strings_can_be_null=True,
+            ),
+        )
+    except pa.ArrowInvalid as error:
+        raise DataError(path, f"cannot parse: {error}") from None
+    if invalid:
+        if lines is None:
+            raise _locate_ragged(path, delimiter, len(names), skip)
+        raise _locate_ragged(path, delimiter, len(names), 0, lines(), first_line)
+    return table
+
+
+def _locate_ragged(path: Path, delimiter: str, expected: int, skip: int, lines: Iterable[str] | None = None,
+                   first_line: int = 1) -> DataError:
+    """Find the first row whose field count is wrong (runs only on the error path)."""
+    with (nullcontext(lines) if lines is not None else open_text(path)) as handle:
+        for number, fields in enumerate(pycsv.reader(handle, delimiter=delimiter), start=first_line):
+            if number < first_line + skip:
+                continue
+            if not fields:
+                return DataError(path, "empty line", line=number, column=1)
+            if len(fields) != expected:
+                return DataError(
+                    path, f"expected {expected} fields, found {len(fields)}", line=number,
+                    column=min(len(fields), expected) + 1 if len(fields) < expected else expected + 1,
+                )
+    return DataError(path, f"a row does not have {expected} fields")

@@ -1,0 +1,202 @@
+"""libFM / libFFM text (``label idx:value ...`` and ``label field:idx:value ...``) -> a ``RawFrame``.
+
+The reading layer also decides how the sparse features become columns (``layout_sparse``): from
+the data when fitting, or from the fitted model's ``layout`` when encoding for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from deepfm.data.delimited import BLOCK_SIZE
+from deepfm.data.formats import open_text
+from deepfm.data.frame import DECIMAL_PATTERN, RawFrame
+from deepfm.errors import DataError
+
+Layout = dict[str, str]  # column name -> kind, as a fitted encoder's ``layout`` gives it
+
+
+def read_lines(source) -> pa.Array:
+    """Every line of a file or chunk (a path or an Arrow stream), as one string each."""
+    table = pacsv.read_csv(
+        source,
+        read_options=pacsv.ReadOptions(column_names=["line"], block_size=BLOCK_SIZE),
+        parse_options=pacsv.ParseOptions(delimiter="\x1f", quote_char=False, escape_char=False, ignore_empty_lines=False),
+        convert_options=pacsv.ConvertOptions(column_types={"line": pa.string()}, strings_can_be_null=False),
+    )
+    return table.column("line").combine_chunks()
+
+
+def _char_column(path: Path, line: int, token: int) -> int:
+    """1-based character position of whitespace-separated token ``token`` (0-based) on ``line``."""
+    with open_text(path) as handle:
+        for number, text in enumerate(handle, start=1):
+            if number == line:
+                position, seen = 0, -1
+                for i, ch in enumerate(text):
+                    if not ch.isspace() and (i == 0 or text[i - 1].isspace()):
+                        seen += 1
+                        if seen == token:
+                            return i + 1
+                    position = i
+                return position + 1
+    return 1
+
+
+def sparse_frame(lines: pa.Array, path: Path, fmt: str, first_line: int = 1,
+                 layout: Layout | None = None) -> RawFrame:
+    """A ``RawFrame`` over libFM/libFFM text lines, the first on line ``first_line`` of ``path``,
+    laid out as columns by ``layout`` (see ``layout_sparse``)."""
+    if len(lines) == 0:
+        raise DataError(path, "file is empty", line=1)
+    trimmed = pc.utf8_trim_whitespace(lines)
+    empty = pc.equal(trimmed, "").to_numpy(zero_copy_only=False)
+    if empty.any():
+        raise DataError(path, "empty line", line=int(np.flatnonzero(empty)[0]) + first_line, column=1)
+    tokens = pc.split_pattern_regex(trimmed, r"\s+")
+    labels = pc.list_element(tokens, 0)
+    features = pc.list_slice(tokens, 1)
+    counts = pc.list_value_length(features).to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    flat = pc.list_flatten(features)
+    parts = pc.split_pattern(flat, ":")
+    expected = 2 if fmt == "libfm" else 3
+    part_counts = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+
+    def fail(token: int, message: str) -> DataError:
+        row = int(np.searchsorted(starts[1:], token, side="right"))
+        within = token - int(starts[row]) + 1
+        return DataError(path, message, line=row + first_line, column=_char_column(path, row + first_line, within))
+
+    bad = np.flatnonzero(part_counts != expected)
+    if len(bad):
+        shape = "idx:value" if fmt == "libfm" else "field:idx:value"
+        raise fail(int(bad[0]), f"expected {shape}, got {flat[int(bad[0])].as_py()!r}")
+
+    def column(position: int, dtype: pa.DataType, what: str) -> np.ndarray:
+        text = pc.list_element(parts, position)
+        integer = pa.types.is_integer(dtype)
+        pattern = r"^\d{1,18}$" if integer else DECIMAL_PATTERN
+        ok = pc.match_substring_regex(text, pattern).to_numpy(zero_copy_only=False)
+        if not ok.all():
+            token = int(np.flatnonzero(~ok)[0])
+            kind = "non-negative integer of at most 18 digits" if integer else "number"
+            raise fail(token, f"{what} must be a {kind}, got {text[token].as_py()!r}")
+        parsed = pc.cast(text, dtype).to_numpy(zero_copy_only=False)
+        if not integer and not np.isfinite(parsed).all():  # e.g. 1e999, or beyond float32's range
+            token = int(np.flatnonzero(~np.isfinite(parsed))[0])
+            raise fail(token, f"{what} must be a finite number, got {text[token].as_py()!r}")
+        return parsed
+
+    values = column(expected - 1, pa.float32(), "feature value")
+    indices = column(expected - 2, pa.int64(), "feature index")
+    fields = column(0, pa.int64(), "field") if fmt == "libffm" else None
+    frame = RawFrame(path=str(path), format=fmt, columns={}, kinds={}, column_numbers={}, labels=labels, first_line=first_line)
+    frame.sparse = SparseRows(len(lines), starts, indices, values, fields)
+    layout_sparse(frame, layout)
+    return frame
+
+
+@dataclass
+class SparseRows:
+    """libFM/libFFM features of N rows as flat arrays; row r owns ``[starts[r], starts[r+1])``."""
+
+    num_rows: int
+    starts: np.ndarray  # (N + 1,) int64
+    indices: np.ndarray  # (nnz,) int64
+    values: np.ndarray  # (nnz,) float32
+    fields: np.ndarray | None  # (nnz,) int64, libFFM only
+
+    @property
+    def rows(self) -> np.ndarray:
+        return np.repeat(np.arange(self.num_rows), np.diff(self.starts))
+
+
+def layout_sparse(frame: RawFrame, layout: Layout | None = None) -> None:
+    """Lay a libFM/libFFM frame out as columns: ``layout`` (name -> kind, from a fitted model)
+    fixes the columns; without one the data decides (used when fitting).
+
+    libFM: fixed-width rows whose positions hold disjoint index ranges become positional fields
+    ``f1..fn`` (as in Frappe and iPinYou); anything else is one multi-valued ``features``.
+    libFFM: one column ``field<k>`` per field; scalar where every row has exactly one feature of
+    it, else multi-valued. A field a row lacks is missing; fields the model does not know are left out.
+    """
+    sparse = frame.sparse
+    frame.columns, frame.weights, frame.kinds, frame.column_numbers = {}, {}, {}, {}
+    if sparse.fields is None:
+        _libfm_columns(frame, sparse, layout)
+    else:
+        _libffm_columns(frame, sparse, layout)
+    for name in frame.columns:
+        frame.column_numbers[name] = None  # character columns are located per token
+
+
+def _ids_text(ids: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
+    return pc.cast(pa.array(ids, mask=mask), pa.string())
+
+
+def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) -> None:
+    counts = np.diff(sparse.starts)
+    positional = None
+    if layout is not None:
+        if set(layout) != {"features"}:
+            positional = len(layout)
+            bad = np.flatnonzero(counts != positional)
+            if len(bad):
+                raise frame.error(int(bad[0]), None, f"the model reads {positional} positional features per row, "
+                                  f"this row has {int(counts[bad[0]])}")
+    else:
+        width = int(counts[0]) if len(counts) else 0
+        if width > 0 and (counts == width).all():
+            grid = sparse.indices.reshape(-1, width)
+            lows, highs = grid.min(0), grid.max(0)
+            if (highs[:-1] < lows[1:]).all():
+                positional = width
+    if positional:
+        grid = sparse.indices.reshape(-1, positional)
+        grid_values = sparse.values.reshape(-1, positional)
+        unit = bool((sparse.values == 1).all())
+        for j in range(positional):
+            name = f"f{j + 1}"
+            frame.columns[name] = _ids_text(grid[:, j])
+            frame.kinds[name] = "categorical"
+            if not unit:
+                frame.weights[name] = pa.array(grid_values[:, j])
+        return
+    offsets = pa.array(sparse.starts.astype(np.int32))
+    frame.columns["features"] = pa.ListArray.from_arrays(offsets, _ids_text(sparse.indices))
+    frame.weights["features"] = pa.ListArray.from_arrays(offsets, pa.array(sparse.values))
+    frame.kinds["features"] = "multi"
+
+
+def _libffm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) -> None:
+    n, rows = sparse.num_rows, sparse.rows
+    order = np.lexsort((rows, sparse.fields))
+    fields, rows = sparse.fields[order], rows[order]
+    indices, values = sparse.indices[order], sparse.values[order]
+    names = layout or {f"field{int(f)}": None for f in np.unique(fields)}
+    for name, kind in names.items():
+        field = int(name[len("field"):])
+        lo, hi = np.searchsorted(fields, [field, field + 1])
+        per_row = np.bincount(rows[lo:hi], minlength=n)
+        kind = kind or ("categorical" if (per_row == 1).all() else "multi")
+        frame.kinds[name] = kind
+        if kind != "multi":
+            if (per_row > 1).any():
+                row = int(np.flatnonzero(per_row > 1)[0])
+                raise frame.error(row, None, f"field {field} has one value per row in the model, this row has {int(per_row[row])}")
+            grid_ids, grid_values = np.zeros(n, np.int64), np.ones(n, np.float32)
+            grid_ids[rows[lo:hi]], grid_values[rows[lo:hi]] = indices[lo:hi], values[lo:hi]
+            frame.columns[name] = _ids_text(grid_ids, mask=per_row == 0)
+            if not (values[lo:hi] == 1).all():
+                frame.weights[name] = pa.array(grid_values)
+        else:
+            offsets = pa.array(np.concatenate([[0], np.cumsum(per_row)]).astype(np.int32))
+            frame.columns[name] = pa.ListArray.from_arrays(offsets, _ids_text(indices[lo:hi]))
+            frame.weights[name] = pa.ListArray.from_arrays(offsets, pa.array(values[lo:hi]))

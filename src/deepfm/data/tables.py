@@ -1,0 +1,113 @@
+"""The one table -> ``RawFrame`` normaliser, used by every path: delimited text and Parquet files
+(whole or chunk by chunk), Arrow tables and DataFrames given to the API, and serving's requests.
+
+It drops a pandas index stored as columns, splits the label off (an unknown label is an error
+with a "did you mean"), and splits ``--multi`` columns into weighted value lists.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from deepfm.data.frame import DECIMAL, RawFrame
+from deepfm.errors import DataError
+
+DEFAULT_LABEL = "label"
+
+# ``value:weight`` — only a trailing ``:number`` is a weight, and ``\:`` is a colon that is not one.
+_WEIGHTED_TOKEN = rf"(^|[^\\]):{DECIMAL}\s*$"
+
+
+def frame_from_table(table: pa.Table, source: str, label: str = DEFAULT_LABEL, require_label: bool = False,
+                     fmt: str = "table", first_line: int = 1, multi: Sequence[str] = (),
+                     separator: str = "|") -> RawFrame:
+    """A ``RawFrame`` over an Arrow table whose row ``i`` is on line ``first_line + i`` of ``source``.
+
+    Columns are numbered from 1 in table order (a CSV's field numbers); Criteo fixes I1..I13
+    numeric and C1..C26 categorical. Columns that hold a pandas index are not data.
+    """
+    table = drop_pandas_index(table)
+    names = table.column_names
+    columns = {n: table.column(n).combine_chunks() for n in names}
+    numbers = {n: i + 1 for i, n in enumerate(names)}
+    labels = columns.pop(label, None)
+    if labels is None and require_label:
+        raise missing_label(source, label, names)
+    if fmt == "criteo":
+        kinds = {n: "numeric" if n.startswith("I") else "categorical" for n in columns}
+    else:
+        kinds = {n: "auto" for n in columns}
+    frame = RawFrame(path=str(source), format=fmt, columns=columns, kinds=kinds, column_numbers=numbers,
+                     labels=labels, label_column_number=numbers.get(label, 1), first_line=first_line)
+    return apply_multi(frame, multi, separator)
+
+
+def drop_pandas_index(table: pa.Table) -> pa.Table:
+    """The table without the columns pandas stored its index in (``__index_level_0__``, a named
+    index), as its schema's pandas metadata lists them."""
+    metadata = table.schema.pandas_metadata
+    index = [c for c in (metadata or {}).get("index_columns", []) if isinstance(c, str)]  # a RangeIndex is a dict
+    present = [c for c in index if c in table.column_names]
+    return table.drop_columns(present) if present else table
+
+
+def missing_label(source: str, label: str, names: Sequence[str]) -> DataError:
+    """No label column: suggest the closest column name, and the ``--label`` flag only when the
+    default label was looked for (a named label was given with the flag already)."""
+    message = f"no label column '{label}' (columns: {', '.join(names)})"
+    close = difflib.get_close_matches(label, names, n=1, cutoff=0.6)
+    if close and label != DEFAULT_LABEL:
+        message += f"; did you mean '{close[0]}'?"
+    elif close:
+        message += f"; did you mean --label {close[0]}?"
+    elif label == DEFAULT_LABEL:
+        message += "; name the label with --label when training"
+    return DataError(source, message, line=1)
+
+
+# -- multi-valued columns ---------------------------------------------------------------------
+
+
+def apply_multi(frame: RawFrame, names: Sequence[str], separator: str) -> RawFrame:
+    """Split each ``--multi`` column of ``frame`` in place (see ``split_multi``)."""
+    for name in names:
+        if name not in frame.columns:
+            known = ", ".join(frame.columns)
+            raise DataError(frame.path, f"--multi names column '{name}', which is not in the file (columns: {known})", line=1)
+        frame.columns[name], frame.weights[name] = split_multi(frame, name, separator)
+        frame.kinds[name] = "multi"
+    return frame
+
+
+def split_multi(frame: RawFrame, name: str, separator: str) -> tuple[pa.Array, pa.Array]:
+    """``"a|b:0.5|c"`` -> ``[a, b, c]`` with weights ``[1, 0.5, 1]``; null or empty -> empty list.
+
+    Only a trailing ``:number`` is a weight: ``url:x`` is the value ``url:x``, and ``12\\:30`` the
+    value ``12:30`` (a backslash before the colon keeps a numeric tail part of the value).
+    """
+    column = frame.columns[name]
+    if not pa.types.is_string(column.type):
+        column = pc.cast(column, pa.string())
+    column = pc.if_else(pc.equal(pc.fill_null(column, ""), ""), pa.scalar(None, pa.string()), column)
+    lists = pc.split_pattern(column, separator)
+    lists = pc.if_else(pc.is_null(column), pa.scalar([], pa.list_(pa.string())), lists)
+    tokens = pc.list_flatten(lists)
+    offsets = lists.offsets
+    if not pc.any(pc.match_substring(tokens, ":")).as_py():  # the common case: no weights, no colons
+        return lists, pa.ListArray.from_arrays(offsets, pa.array(np.ones(len(tokens), np.float32)))
+    weighted = pc.match_substring_regex(tokens, _WEIGHTED_TOKEN)
+    ids = pc.if_else(weighted, pc.replace_substring_regex(tokens, r":[^:]*$", ""), tokens)
+    ids = pc.replace_substring(ids, "\\:", ":")
+    weight_text = pc.if_else(weighted, pc.utf8_trim_whitespace(pc.replace_substring_regex(tokens, r"^.*:", "")), "1")
+    weights = pc.cast(weight_text, pa.float32())
+    finite = pc.is_finite(weights).to_numpy(zero_copy_only=False)
+    if not finite.all():  # e.g. 1e999, beyond float32's range
+        token = int(np.flatnonzero(~finite)[0])
+        row = int(np.searchsorted(lists.offsets.to_numpy()[1:], token, side="right"))
+        raise frame.error(row, name, f"multi-valued column '{name}': weight in {tokens[token].as_py()!r} is not a finite number")
+    return pa.ListArray.from_arrays(offsets, ids), pa.ListArray.from_arrays(offsets, weights)
