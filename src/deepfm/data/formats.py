@@ -5,8 +5,6 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-import pyarrow as pa
-
 from deepfm.errors import DataError
 
 FORMATS = ("csv", "tsv", "parquet", "criteo", "libfm", "libffm")
@@ -39,8 +37,10 @@ def open_bytes(path: str | Path):
     return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
 
 
-def input_stream(path: str | Path) -> pa.NativeFile:
+def input_stream(path: str | Path) -> "pa.NativeFile":
     """An Arrow input stream over a file's (decompressed) bytes, for Arrow's readers."""
+    import pyarrow as pa  # here, so the command can set Arrow's allocator before pyarrow loads
+
     return pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
 
 
