@@ -100,6 +100,7 @@ class TrainingConfig(_Frozen):
     optimizer: Optimizer = "adam"
     embed_l2: float = Field(0.1, ge=0, description="L2 on the embedding rows a batch touches")
     weight_decay: float = Field(0.0, ge=0, description="L2 on dense (MLP) weights")
+    solver: Literal["gradient"] = Field("gradient", description="what fits the parameters: gradient (minibatch SGD/Adam)")
     seed: int = 2026
     patience: int = Field(2, ge=0, description="epochs without improvement before stopping (0: never stop early)")
     checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps (0: once per epoch)")

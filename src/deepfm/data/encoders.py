@@ -26,11 +26,11 @@ from deepfm.data.hashing import hash_bucket
 from deepfm.data.readers import layout_sparse
 from deepfm.data.vocabulary import Vocabulary
 from deepfm.errors import ConfigError, DataError
+from deepfm.tasks import Task, TaskFitter, task_from_dict
 
 MISSING, UNSEEN = 0, 1
 RESERVED = 2
 SCHEMA_VERSION = 1
-Task = Literal["binary", "regression"]
 
 
 @dataclass
@@ -72,12 +72,9 @@ def signed_log(values: np.ndarray) -> np.ndarray:
 class FeatureEncoder:
     """Turns ``RawFrame``s into ``EncodedData`` for one fixed schema."""
 
-    task: Task
+    task: Task  # the head: label encoding, loss, link, metrics (``deepfm.tasks``)
     label: str
     fields: list[FieldSpec]
-    label_map: dict[str, float] = field(default_factory=dict)
-    label_mean: float | None = None  # mean training label (after label_map): the model's starting output
-    positive: str | None = None  # the raw label value that means 1, for text labels such as ">50K"
     fit_notes: list[str] = field(default_factory=list, compare=False)  # inferences worth telling (not saved)
 
     # -- the schema -----------------------------------------------------------------------------
@@ -108,11 +105,8 @@ class FeatureEncoder:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
-            "task": self.task,
+            **self.task.to_dict(),
             "label": self.label,
-            "label_map": self.label_map,
-            "label_mean": self.label_mean,
-            "positive": self.positive,
             "num_features": self.num_features,
             "fields": [f.to_dict() for f in self.fields],
         }
@@ -123,8 +117,7 @@ class FeatureEncoder:
         ``ValueError`` naming the field, never a silently different encoding."""
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"feature schema version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
-        if data.get("task") not in ("binary", "regression"):
-            raise ValueError(f"task must be 'binary' or 'regression', got {data.get('task')!r}")
+        task = task_from_dict(data)
         fields, offset = [], 0
         for number, item in enumerate(data.get("fields") or []):
             try:
@@ -150,22 +143,20 @@ class FeatureEncoder:
             offset += spec.size
         if not fields:
             raise ValueError("no fields")
-        encoder = cls(task=data["task"], label=data["label"], fields=fields,
-                      label_map=data.get("label_map", {}), label_mean=data.get("label_mean"),
-                      positive=data.get("positive"))
+        encoder = cls(task=task, label=data["label"], fields=fields)
         if encoder.num_features != data.get("num_features"):
             raise ValueError("feature schema is inconsistent: field sizes do not add up to num_features")
         return encoder
 
     @property
+    def label_mean(self) -> float | None:
+        """The mean training label (after the task's label map)."""
+        return self.task.label_mean
+
+    @property
     def output_prior(self) -> float:
         """A model's starting output: the mean training rating, or the log-odds of the click rate."""
-        if self.label_mean is None:
-            return 0.0
-        if self.task == "binary":
-            rate = min(max(self.label_mean, 1e-4), 1 - 1e-4)
-            return float(np.log(rate / (1 - rate)))
-        return float(self.label_mean)
+        return self.task.prior
 
     # -- fit ------------------------------------------------------------------------------------
 
@@ -197,7 +188,7 @@ class FeatureEncoder:
         for j, spec in enumerate(single):
             ids[:, j], values[:, j] = self._encode_single(frame, spec)
         bags = [self._encode_multi(frame, spec) for spec in self.multi_fields]
-        labels = self.encode_labels(frame) if with_labels and frame.labels is not None else None
+        labels = self.task.encode_labels(frame) if with_labels and frame.labels is not None else None
         value_fields = self.value_fields
         unit = (values == 1).all(axis=0)  # (F,): columns whose values are all 1
         if unit.all():
@@ -255,32 +246,6 @@ class FeatureEncoder:
         local[missing] = MISSING
         return local
 
-    def encode_labels(self, frame: RawFrame) -> np.ndarray:
-        y = read_labels(frame, self.positive)
-        if np.isnan(y).any():
-            raise frame.error(int(np.flatnonzero(np.isnan(y))[0]), None, "the label is missing")
-        for raw, mapped in self.label_map.items():
-            y = np.where(y == float(raw), mapped, y)
-        if self.task == "binary":
-            bad = np.flatnonzero((y != 0) & (y != 1))
-            if len(bad):
-                raise frame.error(int(bad[0]), None, f"binary labels must be 0 or 1, got {y[bad[0]]:g} (use --task regression for ratings)")
-        return y.astype(np.float32)
-
-
-def read_labels(frame: RawFrame, positive: str | None) -> np.ndarray:
-    """Labels as float64: numbers as written, or 1/0 for "equals ``positive``" (missing stays NaN)."""
-    if positive is None:
-        y = to_float(frame, frame.labels, None)
-        infinite = np.flatnonzero(np.isinf(y))
-        if len(infinite):
-            raise frame.error(int(infinite[0]), None, f"the label must be a finite number, got {y[infinite[0]]:g}")
-        return y
-    text = pc.utf8_trim_whitespace(pc.cast(frame.labels, pa.string()))
-    y = pc.equal(text, positive).to_numpy(zero_copy_only=False).astype(np.float64)
-    y[pc.is_null(text).to_numpy(zero_copy_only=False)] = np.nan
-    return y
-
 
 # Per-chunk value counts wait until they reach this many rows (or a quarter of the merged table)
 # before one group-by merges them: re-aggregating the growing table after every chunk made the
@@ -301,9 +266,7 @@ class _Fitter:
         self.moments = {n: np.zeros(3) for n, k in self.kinds.items() if k == "numeric"}
         self.samples: dict[str, list[np.ndarray]] = {n: [] for n, k in self.kinds.items() if k == "numeric"}
         self.weighted = {n: n in first.weights for n in self.kinds}
-        self.label_values: set[float] = set()
-        self.label_sum, self.label_count = 0.0, 0
-        self.fmt_allows_pm1 = first.format in ("libfm", "libffm")
+        self.labels = TaskFitter(config.task, config.positive, first.format in ("libfm", "libffm"), first.path)
         self.frames_seen = 0
 
     def update(self, frame: RawFrame) -> None:
@@ -327,11 +290,7 @@ class _Fitter:
             merged = self.counts[name]
             if sum(map(len, self.pending[name])) > max(MERGE_COUNTS_ROWS, len(merged) // 4 if merged else 0):
                 self._merge_counts(name)
-        if frame.labels is not None:
-            y = read_labels(frame, self.config.positive)
-            present = y[~np.isnan(y)]
-            self.label_values.update(np.unique(present)[:3].tolist())
-            self.label_sum, self.label_count = self.label_sum + float(present.sum()), self.label_count + len(present)
+        self.labels.update(frame)
 
     def _merge_counts(self, name: str) -> None:
         tables = ([self.counts[name]] if self.counts[name] is not None else []) + self.pending[name]
@@ -373,27 +332,12 @@ class _Fitter:
                     spec.size = RESERVED + len(vocabulary)
             specs.append(spec)
             offset += spec.size
-        task, label_map = self._task()
-        mean = self.label_sum / self.label_count if self.label_count else None
-        if mean is not None and label_map:  # -1/+1 labels: the mean of the mapped 0/1 labels
-            mean = (mean + 1) / 2
-        if task == "regression" and config.task == "auto" and self.label_values:
-            values = sorted(self.label_values)
+        task = self.labels.finish()
+        if task == "regression" and config.task == "auto" and self.labels.examples:
+            values = sorted(self.labels.examples)
             shown = ", ".join(f"{v:g}" for v in values[:3]) + (", ..." if len(values) > 3 else "")
             self.notes.append(f"task: regression, since the labels are not all 0/1 ({shown}); --task binary refuses such labels")
-        return FeatureEncoder(task=task, label=config.label, fields=specs, label_map=label_map, label_mean=mean,
-                              fit_notes=self.notes, positive=config.positive)
-
-    def _task(self) -> tuple[Task, dict[str, float]]:
-        values = self.label_values
-        task = self.config.task
-        label_map: dict[str, float] = {}
-        if values and values <= {-1.0, 1.0} and -1.0 in values and self.fmt_allows_pm1 and task != "regression":
-            label_map = {"-1": 0.0}  # libFM's classification convention
-            values = {0.0 if v == -1 else v for v in values}
-        if task == "auto":
-            task = "binary" if values <= {0.0, 1.0} else "regression"
-        return task, label_map
+        return FeatureEncoder(task=task, label=config.label, fields=specs, fit_notes=self.notes)
 
 
 NOTES_LOOK_AT_ROWS = 65_536
