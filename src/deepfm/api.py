@@ -198,7 +198,7 @@ class Estimator:
         if encoded.labels is None:
             raise DataError(str(data), f"evaluation needs the label column '{self.encoder.label}'", line=1)
         logits = predict_logits(self.model, encoded, self.config.training.device)
-        return {"rows": len(encoded), **self.encoder.task.metrics(encoded.labels, logits)}
+        return {"rows": len(encoded), **self.encoder.task.metrics(encoded.labels, logits, encoded.weights)}
 
     # -- persistence ------------------------------------------------------------------------------
 

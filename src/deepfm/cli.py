@@ -41,6 +41,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--numeric", help="comma-separated columns to treat as numeric")
     p.add_argument("--multi", help="comma-separated multi-valued columns: 'a|b|c', optional 'id:weight'")
     p.add_argument("--ignore", help="comma-separated columns to leave out")
+    p.add_argument("--weight", metavar="COL", help="column of sample weights (not a feature): weights each row in the loss and metrics")
     p.add_argument("--min-count", type=int, help="values rarer than this in train share one bucket (default 1)")
     p.add_argument("--hash-buckets", type=int, help="hash fields with more distinct values than this into this many buckets")
     p.add_argument("--numeric-encoding", choices=["scale", "bucket"])
@@ -77,7 +78,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 FLAG_KEYS = {
     "train": ("data", "train"), "valid": ("data", "valid"), "task": ("data", "task"), "label": ("data", "label"), "positive": ("data", "positive"),
     "format": ("data", "format"), "categorical": ("data", "categorical"), "numeric": ("data", "numeric"),
-    "multi": ("data", "multi"), "ignore": ("data", "ignore"), "min_count": ("data", "min_count"),
+    "multi": ("data", "multi"), "ignore": ("data", "ignore"), "weight": ("data", "weight"), "min_count": ("data", "min_count"),
     "hash_buckets": ("data", "hash_buckets"), "numeric_encoding": ("data", "numeric_encoding"),
     "stream": ("data", "stream"), "chunk_rows": ("data", "chunk_rows"), "shuffle_window": ("data", "shuffle_window"),
     "model": ("model", "name"), "embed_dim": ("model", "embed_dim"), "mlp": ("model", "mlp"),

@@ -42,6 +42,8 @@ class DataConfig(_Frozen):
     label: str = "label"
     positive: str | None = Field(None, description="binary: the label value that means 1 (e.g. >50K); others are 0")
     task: Task = "auto"
+    weight: str | None = Field(None, description="a column of sample weights (not a feature): each row's weight in the "
+                                                 "loss and in the validation/evaluation metrics")
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     multi: tuple[str, ...] = ()

@@ -63,6 +63,7 @@ class EncodedData:
     bags: list[Bag] = field(default_factory=list)
     labels: np.ndarray | None = None  # (N,) float32
     value_fields: tuple[int, ...] | None = None  # the field columns ``values`` holds, if not all F
+    weights: np.ndarray | None = None  # (N,) float32 sample weights (``--weight``), or None for all 1
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -82,6 +83,7 @@ class EncodedData:
             bags=[bag.take(rows) for bag in self.bags],
             labels=None if self.labels is None else self.labels[rows],
             value_fields=self.value_fields,
+            weights=None if self.weights is None else self.weights[rows],
         )
 
     def slice(self, start: int, stop: int) -> "EncodedData":
@@ -91,6 +93,7 @@ class EncodedData:
             bags=[bag.slice(start, stop) for bag in self.bags],
             labels=None if self.labels is None else self.labels[start:stop],
             value_fields=self.value_fields,
+            weights=None if self.weights is None else self.weights[start:stop],
         )
 
     @staticmethod
@@ -110,6 +113,7 @@ class EncodedData:
             bags=[Bag.concat([p.bags[i] for p in parts]) for i in range(len(first.bags))],
             labels=None if first.labels is None else np.concatenate([p.labels for p in parts]),
             value_fields=value_fields,
+            weights=None if first.weights is None else np.concatenate([p.weights for p in parts]),
         )
 
     def to_batch(self, device: torch.device | str = "cpu") -> "Batch":
@@ -138,6 +142,7 @@ class Batch:
     values: torch.Tensor | None  # (B, F) float32, or None for all-ones
     bags: list[BagTensor]
     labels: torch.Tensor | None  # (B,) float32
+    weights: torch.Tensor | None = None  # (B,) float32 sample weights, or None for all 1
     _distinct: DistinctIds | None = field(default=None, repr=False, compare=False)
     _design: DesignMatrix | None = field(default=None, repr=False, compare=False)
     _design_built: bool = field(default=False, repr=False, compare=False)
@@ -181,7 +186,7 @@ class Batch:
         for bag in data.bags:
             rows = np.repeat(np.arange(len(bag.offsets) - 1, dtype=np.int64), np.diff(bag.offsets))
             bags.append(BagTensor(tensor(bag.ids), tensor(bag.weights), tensor(rows)))
-        return Batch(tensor(data.ids).long(), tensor(data.dense_values()), bags, tensor(data.labels))
+        return Batch(tensor(data.ids).long(), tensor(data.dense_values()), bags, tensor(data.labels), tensor(data.weights))
 
 
 def prefetch(batches: Iterable[EncodedData], device: torch.device | str = "cpu", depth: int = 2,

@@ -75,6 +75,7 @@ class FeatureEncoder:
     task: Task  # the head: label encoding, loss, link, metrics (``deepfm.tasks``)
     label: str
     fields: list[FieldSpec]
+    weight: str | None = None  # the column of sample weights (``--weight``), not a feature
     fit_notes: list[str] = field(default_factory=list, compare=False)  # inferences worth telling (not saved)
 
     # -- the schema -----------------------------------------------------------------------------
@@ -107,6 +108,7 @@ class FeatureEncoder:
             "schema_version": SCHEMA_VERSION,
             **self.task.to_dict(),
             "label": self.label,
+            "weight": self.weight,
             "num_features": self.num_features,
             "fields": [f.to_dict() for f in self.fields],
         }
@@ -143,7 +145,7 @@ class FeatureEncoder:
             offset += spec.size
         if not fields:
             raise ValueError("no fields")
-        encoder = cls(task=task, label=data["label"], fields=fields)
+        encoder = cls(task=task, label=data["label"], fields=fields, weight=data.get("weight"))
         if encoder.num_features != data.get("num_features"):
             raise ValueError("feature schema is inconsistent: field sizes do not add up to num_features")
         return encoder
@@ -189,6 +191,7 @@ class FeatureEncoder:
             ids[:, j], values[:, j] = self._encode_single(frame, spec)
         bags = [self._encode_multi(frame, spec) for spec in self.multi_fields]
         labels = self.task.encode_labels(frame) if with_labels and frame.labels is not None else None
+        weights = read_sample_weights(frame, self.weight) if labels is not None and self.weight in frame.columns else None
         value_fields = self.value_fields
         unit = (values == 1).all(axis=0)  # (F,): columns whose values are all 1
         if unit.all():
@@ -197,7 +200,7 @@ class FeatureEncoder:
             values = values[:, value_fields]  # the other columns are all 1: keep only these
         else:
             value_fields = None  # e.g. a libFM chunk with weights where the first chunk had none
-        return EncodedData(ids=ids, values=values, bags=bags, labels=labels, value_fields=value_fields)
+        return EncodedData(ids=ids, values=values, bags=bags, labels=labels, value_fields=value_fields, weights=weights)
 
     def _encode_single(self, frame: RawFrame, spec: FieldSpec) -> tuple[np.ndarray, np.ndarray]:
         column = frame.columns[spec.name]
@@ -245,6 +248,17 @@ class FeatureEncoder:
             local = np.where(position < 0, UNSEEN, position + RESERVED)
         local[missing] = MISSING
         return local
+
+
+def read_sample_weights(frame: RawFrame, name: str) -> np.ndarray:
+    """The ``--weight`` column as float32; a missing, negative or non-finite weight is a located ``DataError``."""
+    w = to_float(frame, frame.columns[name], name)
+    bad = np.flatnonzero(~(np.isfinite(w) & (w >= 0)))
+    if len(bad):
+        row = int(bad[0])
+        shown = "missing" if np.isnan(w[row]) else f"{w[row]:g}"
+        raise frame.error(row, name, f"sample weights must be finite numbers ≥ 0, got {shown}")
+    return w.astype(np.float32)
 
 
 # Per-chunk value counts wait until they reach this many rows (or a quarter of the merged table)
@@ -337,7 +351,7 @@ class _Fitter:
             values = sorted(self.labels.examples)
             shown = ", ".join(f"{v:g}" for v in values[:3]) + (", ..." if len(values) > 3 else "")
             self.notes.append(f"task: regression, since the labels are not all 0/1 ({shown}); --task binary refuses such labels")
-        return FeatureEncoder(task=task, label=config.label, fields=specs, fit_notes=self.notes)
+        return FeatureEncoder(task=task, label=config.label, fields=specs, weight=config.weight, fit_notes=self.notes)
 
 
 NOTES_LOOK_AT_ROWS = 65_536
@@ -380,14 +394,16 @@ def resolve_kinds(frame: RawFrame, config: DataConfig) -> dict[str, str]:
     both = categorical & numeric
     if both:
         raise ConfigError(f"data: columns {sorted(both)} are both --categorical and --numeric")
-    for option, names in (("--categorical", categorical), ("--numeric", numeric), ("--ignore", set(config.ignore))):
+    weight = {config.weight} if config.weight else set()
+    for option, names in (("--categorical", categorical), ("--numeric", numeric), ("--ignore", set(config.ignore)),
+                          ("--weight", weight)):
         for name in sorted(names):
             if name not in frame.columns:
                 known = ", ".join(frame.columns)
                 raise DataError(frame.path, f"{option} names column '{name}', which is not in the file (columns: {known})", line=1)
     kinds: dict[str, str] = {}
     for name, column in frame.columns.items():
-        if name in config.ignore:
+        if name in config.ignore or name == config.weight:
             continue
         fixed = frame.kinds.get(name, "auto")
         if fixed == "multi":

@@ -190,7 +190,7 @@ class Trainer:
             if valid is not None:
                 logits = distributed.gather_blocks(predict_logits(
                     self.model, distributed.block_of(valid), config.device, progress=self.progress))
-                metrics = self.task.metrics(valid.labels, logits)  # the same on every rank
+                metrics = self.task.metrics(valid.labels, logits, valid.weights)  # the same on every rank
                 record["valid"] = metrics
                 if self.task.is_better(metrics, result.best_metrics):
                     result.best_epoch, result.best_metrics, bad_epochs = epoch + 1, metrics, 0
@@ -216,7 +216,7 @@ class Trainer:
         self.optimizer.zero_grad()
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model(batch)  # bf16: the MLP's hidden layers in bfloat16; FM term and output in fp32
-        loss = self.task.loss(logits.float(), batch.labels)
+        loss = self.task.loss(logits.float(), batch.labels, batch.weights)
         loss.backward()
         distributed.average_gradients(self.model)  # no-op in a single process
         self.optimizer.step()
