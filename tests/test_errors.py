@@ -131,7 +131,7 @@ def test_missing_label_is_located(write_table):
 def test_non_numeric_label_is_located(write_table):
     path = write_table("train.csv", {"city": ["a", "b"], "label": [1, "yes"]})
     assert str(error_of(fit, path)) == (f"{path}:3:2: the label must be a number, got 'yes'; for text labels name "
-                                        "the value that means 1 with --positive VALUE (values seen: '1', 'yes')")
+                                        "the value that means 1 with --positive VALUE, or use --task multiclass (values seen: '1', 'yes')")
 
 
 def test_non_numeric_libfm_label_is_located_at_the_line_start(write_text):

@@ -33,7 +33,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    "fnn first pre-trains an FM for its embeddings (--no-pretrain: random start)")
     p.add_argument("--no-pretrain", dest="pretrain", action="store_false", default=None,
                    help="fnn: skip the FM pre-training stage")
-    p.add_argument("--task", choices=["auto", "binary", "regression"], help="default: binary if labels are 0/1")
+    p.add_argument("--task", choices=["auto", "binary", "regression", "multiclass"],
+                   help="default: binary if labels are 0/1, regression for ratings or real values")
     p.add_argument("--label", help="label column (default: label)")
     p.add_argument("--positive", help="binary task with text labels: the label value that means 1 (e.g. '>50K')")
     p.add_argument("--format", choices=["auto", *FORMATS])
@@ -183,8 +184,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    predictions = _load(args.dir, args.format).predict(args.path)
-    table = pa.table({"prediction": predictions})
+    estimator = _load(args.dir, args.format)
+    predictions = estimator.predict(args.path)
+    table = pa.table(estimator.encoder.task.prediction_columns(predictions))
     out = Path(args.out)
     if out.suffix.lower() in (".parquet", ".pq"):
         pq.write_table(table, out)

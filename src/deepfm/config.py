@@ -22,7 +22,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 Format = Literal["auto", "csv", "tsv", "parquet", "criteo", "libfm", "libffm"]
-Task = Literal["auto", "binary", "regression"]
+Task = Literal["auto", "binary", "regression", "multiclass"]
 ModelName = Literal["lr", "fm", "deepfm", "fnn", "ipnn", "opnn", "pnn", "wide_deep", "fm_dnn"]
 Optimizer = Literal["adam", "adagrad", "sgd"]
 NumericEncoding = Literal["scale", "bucket"]

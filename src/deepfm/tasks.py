@@ -123,6 +123,10 @@ class Task:
         """The model's starting output."""
         return 0.0
 
+    def prediction_columns(self, predictions: np.ndarray) -> dict[str, np.ndarray]:
+        """Predictions as named columns for a predictions file."""
+        return {"prediction": predictions}
+
     # -- persistence ----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -205,7 +209,91 @@ class RegressionTask(Task):
         return 0.0 if self.label_mean is None else float(self.label_mean)
 
 
-TASKS: dict[str, type[Task]] = {"binary": BinaryTask, "regression": RegressionTask}
+MAX_CLASSES = 1000
+
+
+class MulticlassTask(Task):
+    """One of C classes (any ints or strings, as written): C logits through a softmax, cross-entropy;
+    metrics accuracy, logloss and the macro-averaged one-vs-rest AUC. Labels are class positions
+    0..C−1 for the loss; predictions are (N, C) class probabilities in the order of ``classes``."""
+
+    name = "multiclass"
+    selection = ("logloss", False)
+
+    def __init__(self, classes: Iterable[str] = (), class_rates: Iterable[float] | None = None, **ignored: Any):
+        super().__init__()
+        self.classes = [str(c) for c in classes]
+        self.class_rates = list(class_rates) if class_rates is not None else None  # training frequency of each class
+        self._vocabulary = None
+
+    @property
+    def output_dim(self) -> int:  # type: ignore[override]
+        return len(self.classes)
+
+    def encode_labels(self, frame: RawFrame) -> np.ndarray:
+        from deepfm.data.vocabulary import Vocabulary
+
+        if self._vocabulary is None:
+            self._vocabulary = Vocabulary(self.classes)
+        text = label_text(frame)
+        missing = pc.is_null(text).to_numpy(zero_copy_only=False)
+        if missing.any():
+            raise frame.error(int(np.flatnonzero(missing)[0]), None, "the label is missing")
+        position = self._vocabulary.positions(text)
+        unknown = np.flatnonzero(position < 0)
+        if len(unknown):
+            raise frame.error(int(unknown[0]), None, f"label {text[int(unknown[0])].as_py()!r} is not one of the "
+                                                     f"training classes ({_listed(self.classes)})")
+        return position.astype(np.float32)
+
+    def row_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels.long(), reduction="none")
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        if weights is None:
+            return F.cross_entropy(logits, labels.long())
+        return super().loss(logits, labels, weights)
+
+    def link(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, dim=-1)
+
+    def unlink(self, predictions: np.ndarray) -> np.ndarray:
+        return np.log(np.clip(predictions, 1e-300, None))
+
+    def metrics(self, labels: np.ndarray, logits: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+        labels = np.asarray(labels).astype(np.int64)
+        logits = np.asarray(logits, dtype=np.float64)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # log softmax, in float64
+        accuracy = float(np.average(logits.argmax(axis=1) == labels, weights=weights))
+        logloss = float(np.average(-log_p[np.arange(len(labels)), labels], weights=weights))
+        present = np.unique(labels)
+        auc = math.nan
+        if len(present) > 1:  # macro one-vs-rest AUC over the classes present (each needs positives and negatives)
+            aucs = [roc_auc_score(labels == c, log_p[:, c], sample_weight=weights) for c in present]
+            auc = float(np.mean(aucs))
+        return {"accuracy": accuracy, "logloss": logloss, "auc": auc}
+
+    @property
+    def prior(self) -> list[float] | float:
+        if not self.class_rates:
+            return 0.0
+        rates = np.clip(np.asarray(self.class_rates, dtype=np.float64), 1e-4, None)
+        logits = np.log(rates / rates.sum())
+        return (logits - logits.mean()).tolist()  # softmax(prior) = the class rates
+
+    def prediction_columns(self, predictions: np.ndarray) -> dict[str, np.ndarray]:
+        """The most probable class, then each class's probability (``p_CLASS``)."""
+        columns = {"prediction": np.asarray(self.classes, dtype=object)[predictions.argmax(axis=1)]}
+        columns.update({f"p_{c}": predictions[:, i] for i, c in enumerate(self.classes)})
+        return columns
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.name, "classes": self.classes, "class_rates": self.class_rates,
+                "label_map": {}, "label_mean": None, "positive": None}
+
+
+TASKS: dict[str, type[Task]] = {"binary": BinaryTask, "regression": RegressionTask, "multiclass": MulticlassTask}
 
 
 def task_from_dict(data: dict[str, Any]) -> Task:
@@ -213,6 +301,8 @@ def task_from_dict(data: dict[str, Any]) -> Task:
     name = data.get("task")
     if name not in TASKS:
         raise ValueError(f"task must be one of {', '.join(repr(n) for n in TASKS)}, got {name!r}")
+    if name == "multiclass":
+        return MulticlassTask(classes=data.get("classes") or [], class_rates=data.get("class_rates"))
     return TASKS[name](label_mean=data.get("label_mean"), positive=data.get("positive"),
                        label_map=data.get("label_map") or {})
 
@@ -255,7 +345,8 @@ def _refuse_text_labels(frame: RawFrame) -> None:
     bad = int(np.flatnonzero(~number)[0])
     seen = distinct_values(label_text(frame))
     raise frame.error(bad, None, f"the label must be a number, got {labels[bad].as_py()!r}; for text labels name the "
-                                 f"value that means 1 with --positive VALUE (values seen: {_listed(seen)})")
+                                 f"value that means 1 with --positive VALUE, or use --task multiclass (values seen: "
+                                 f"{_listed(seen)})")
 
 
 def distinct_values(text: pa.Array, limit: int = LABELS_LISTED + 1) -> list[str]:
@@ -263,6 +354,14 @@ def distinct_values(text: pa.Array, limit: int = LABELS_LISTED + 1) -> list[str]
     counts = pc.value_counts(pc.drop_null(text)).flatten()
     order = np.argsort(-counts[1].to_numpy(zero_copy_only=False), kind="stable")[:limit]
     return [counts[0][int(i)].as_py() for i in order]
+
+
+def _class_order(value: str) -> tuple:
+    """Numbers in numeric order (1, 2, 10), then text in alphabetical order."""
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
 
 
 def _listed(values: Iterable[str], limit: int = LABELS_LISTED) -> str:
@@ -288,9 +387,13 @@ class TaskFitter:
         self.examples: list[float] = []  # a few distinct labels, for messages
         self.first_odd: DataError | None = None  # the first label that is neither 0/1 nor (libFM) -1
         self.raw_seen: dict[str, None] = {}  # distinct raw values (``--positive``), in order, a few
+        self.class_counts: dict[str, int] = {}  # multiclass: every label value and its count
 
     def update(self, frame: RawFrame) -> None:
         if frame.labels is None:
+            return
+        if self.task == "multiclass":
+            self._count_classes(frame)
             return
         y = read_labels(frame, self.positive)
         present = ~np.isnan(y)
@@ -312,7 +415,28 @@ class TaskFitter:
             for value in distinct_values(label_text(frame)):
                 self.raw_seen.setdefault(value, None)
 
+    def _count_classes(self, frame: RawFrame) -> None:
+        text = label_text(frame)
+        missing = pc.is_null(text).to_numpy(zero_copy_only=False)
+        if missing.any():
+            raise frame.error(int(np.flatnonzero(missing)[0]), None, "the label is missing")
+        counts = pc.value_counts(text).flatten()
+        for value, count in zip(counts[0].to_pylist(), counts[1].to_pylist()):
+            self.class_counts[value] = self.class_counts.get(value, 0) + count
+        if len(self.class_counts) > MAX_CLASSES:
+            raise DataError(self.path, f"more than {MAX_CLASSES} distinct labels: not a multiclass label column "
+                            "(--task regression for numbers)")
+
+    def _multiclass(self) -> Task:
+        classes = sorted(self.class_counts, key=_class_order)
+        if len(classes) < 2:
+            raise DataError(self.path, f"--task multiclass needs at least two classes; every label is {_listed(classes)}")
+        total = sum(self.class_counts.values())
+        return MulticlassTask(classes, [self.class_counts[c] / total for c in classes])
+
     def finish(self) -> Task:
+        if self.task == "multiclass":
+            return self._multiclass()
         label_map: dict[str, float] = {}
         plus_minus_one = self.minus_one and self.zero_one + self.minus_one == self.count and self.task != "regression"
         mean = self.total / self.count if self.count else None
