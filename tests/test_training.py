@@ -253,3 +253,12 @@ def test_resume_trains_with_the_new_lr_embed_l2_and_weight_decay(tables, tmp_pat
     groups = seen[0]
     assert groups["sparse"]["lr"] == groups["dense"]["lr"] == 0.05
     assert groups["sparse"]["row_l2"] == 0.5 and groups["dense"]["weight_decay"] == 0.01
+
+
+def test_non_finite_validation_predictions_stop_with_a_clear_error(tables, monkeypatch):
+    from deepfm.errors import TrainingDiverged
+    from deepfm.training import trainer
+
+    monkeypatch.setattr(trainer, "predict_logits", lambda *args, **kwargs: np.full(len(tables["valid"][0]), np.inf))
+    with pytest.raises(TrainingDiverged, match=r"epoch 1: the model predicts NaN or infinity on validation rows"):
+        Estimator(**SMALL).fit(tables["train"][0], valid=tables["valid"][0], progress=False)

@@ -190,6 +190,9 @@ class Trainer:
             if valid is not None:
                 logits = distributed.gather_blocks(predict_logits(
                     self.model, distributed.block_of(valid), config.device, progress=self.progress))
+                if not np.isfinite(logits).all():
+                    raise TrainingDiverged(f"epoch {epoch + 1}: the model predicts NaN or infinity on validation rows "
+                                           f"(it diverged); train again with a lower --lr (this run: {config.lr:g})")
                 metrics = self.task.metrics(valid.labels, logits, valid.weights)  # the same on every rank
                 record["valid"] = metrics
                 if self.task.is_better(metrics, result.best_metrics):
