@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -67,7 +66,8 @@ def predict_logits(model: nn.Module, data: EncodedData, device: str = "cpu", bat
 
 @torch.no_grad()
 def predict(model: nn.Module, task: Task | str, data: EncodedData, device: str = "cpu", batch_size: int = PREDICT_BATCH) -> np.ndarray:
-    """Predictions for every row of ``data``, in order. Shape (N,), float64."""
+    """Predictions for every row of ``data``, in order: (N,) probabilities or ratings, or (N, C) class
+    probabilities; float64."""
     logits = predict_logits(model, data, device, batch_size)
     return as_task(task).link(torch.from_numpy(logits)).numpy()
 
@@ -158,7 +158,7 @@ class Trainer:
         steps_per_epoch = steps_in_epoch(source, config.batch_size)
         if source.num_rows == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
             raise DataError("training data", "one training row: batch norm needs at least two; add rows or "
-                            "turn batch norm off (--no-batch-norm)")
+                            "turn batch norm off (model.batch_norm = false)")
         for epoch in range(start_epoch, config.epochs):
             if config.patience and bad_epochs >= config.patience:
                 break  # a resumed run that had already stopped early
