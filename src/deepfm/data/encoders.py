@@ -78,6 +78,10 @@ class FeatureEncoder:
     weight: str | None = None  # the column of sample weights (``--weight``), not a feature
     fit_notes: list[str] = field(default_factory=list, compare=False)  # inferences worth telling (not saved)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.task, str):  # a task named, as in schemas written by hand
+            self.task = task_from_dict({"task": self.task})
+
     # -- the schema -----------------------------------------------------------------------------
 
     @property
