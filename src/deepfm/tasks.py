@@ -220,7 +220,7 @@ class MulticlassTask(Task):
     name = "multiclass"
     selection = ("logloss", False)
 
-    def __init__(self, classes: Iterable[str] = (), class_rates: Iterable[float] | None = None, **ignored: Any):
+    def __init__(self, classes: Iterable[str] = (), class_rates: Iterable[float] | None = None):
         super().__init__()
         self.classes = [str(c) for c in classes]
         self.class_rates = list(class_rates) if class_rates is not None else None  # training frequency of each class
