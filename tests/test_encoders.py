@@ -595,7 +595,7 @@ def test_fit_notes_stay_quiet_for_id_columns_with_an_odd_value_and_keep_the_regr
     labels = [float(i % 9) for i in range(200)]
     path = write_table("c.csv", {"label": labels, "item": ids})
     (note,) = FeatureEncoder.fit([read_frame(path)], DataConfig()).fit_notes
-    assert note == "task: regression, since the labels are not all 0/1 (0, 1, 2); --task binary refuses such labels"
+    assert note == "task: regression, since the labels are not all 0/1 (0, 1, 2, ...); --task binary refuses such labels"
 
 
 def test_an_infinite_label_is_a_located_error(write_table):

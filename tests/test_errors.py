@@ -123,19 +123,20 @@ def test_minus_one_label_in_a_csv_is_not_binary(write_table):
 
 
 def test_missing_label_is_located(write_table):
-    path = write_table("train.csv", {"city": ["a", "b"], "label": [1, None]})
+    path = write_table("train.csv", {"city": ["a", "b", "c"], "label": [1, None, 0]})
     encoder = fit(path)
     assert str(error_of(encoder.transform, read_frame(path))) == f"{path}:3:2: the label is missing"
 
 
 def test_non_numeric_label_is_located(write_table):
     path = write_table("train.csv", {"city": ["a", "b"], "label": [1, "yes"]})
-    assert str(error_of(fit, path)) == f"{path}:3:2: the label must be a number, got 'yes'"
+    assert str(error_of(fit, path)) == (f"{path}:3:2: the label must be a number, got 'yes'; for text labels name "
+                                        "the value that means 1 with --positive VALUE, or use --task multiclass (values seen: '1', 'yes')")
 
 
 def test_non_numeric_libfm_label_is_located_at_the_line_start(write_text):
     path = write_text("train.libfm", "1 0:1 5:1\nabc 1:1 6:1\n")
-    assert str(error_of(fit, path)) == f"{path}:2:1: the label must be a number, got 'abc'"
+    assert str(error_of(fit, path)).startswith(f"{path}:2:1: the label must be a number, got 'abc'; ")
 
 
 # -- empty files ------------------------------------------------------------------------------

@@ -167,3 +167,98 @@ def test_resuming_mid_epoch_with_another_batch_size_or_seed_is_a_clear_error(tab
         with pytest.raises(ConfigError, match=f"other training settings \\({next(iter(change))} "):
             Estimator(**other).fit(tables["train"][0], out=tmp_path / "m", resume=True, progress=False)
     Estimator(**config).fit(tables["train"][0], out=tmp_path / "m", resume=True, progress=False)  # the same: resumes
+
+
+# -- edge cases of the loop (issues 11 and 16) --------------------------------------------------------
+
+
+def small_table(rows: int, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    return pa.table({"city": rng.integers(0, 5, rows).astype(str), "day": rng.integers(0, 7, rows).astype(str),
+                     "label": np.arange(rows) % 2})
+
+
+@pytest.mark.parametrize("stream", ["off", "on"])
+def test_a_last_batch_of_one_row_joins_the_previous_batch(tmp_path, stream):
+    import pyarrow.csv as pacsv
+
+    path = tmp_path / "train.csv"
+    pacsv.write_csv(small_table(513), path)
+    config = {"data": {"stream": stream, "chunk_rows": 100}, "model": {"mlp": (8,)},  # batch norm on (the default)
+              "training": {"epochs": 2, "batch_size": 512}}
+    est = Estimator(**config).fit(str(path), progress=False)
+    assert est.result.samples_seen == 2 * 513  # no row skipped
+
+
+def test_one_row_last_batch_resumes_mid_epoch_to_the_same_weights(tmp_path, monkeypatch):
+    config = {"model": {"mlp": (8,)}, "training": {"epochs": 2, "batch_size": 4, "checkpoint_every": 2}}
+    table = small_table(13)  # batches 4, 4, 4+1
+    full = Estimator(**config).fit(table, out=tmp_path / "full", progress=False)
+    interrupt_after(4, monkeypatch, lambda: Estimator(**config).fit(table, out=tmp_path / "cut", progress=False))
+    resumed = Estimator(**config).fit(table, out=tmp_path / "cut", resume=True, progress=False)
+    for key, value in weights_of(full).items():
+        torch.testing.assert_close(value, weights_of(resumed)[key], rtol=0, atol=0)
+
+
+def test_a_single_training_row_with_batch_norm_is_a_clear_error():
+    from deepfm.errors import DataError
+
+    with pytest.raises(DataError, match="one training row: batch norm needs at least two"):
+        Estimator(data={"task": "regression"}, model={"mlp": (8,)}).fit(small_table(1), progress=False)
+
+
+def test_single_class_validation_selects_by_logloss_and_stops_early(tables):
+    valid = tables["valid"][0]
+    negatives = valid.filter(pa.compute.equal(valid["label"], 0))
+    config = {"model": {"name": "fm"}, "training": {"epochs": 30, "patience": 2, "lr": 5e-2, "batch_size": 256, "embed_l2": 0}}
+    est = Estimator(**config).fit(tables["train"][0], valid=negatives, progress=False)
+    losses = [h["valid"]["logloss"] for h in est.metrics["history"]]
+    assert all(np.isnan(h["valid"]["auc"]) for h in est.metrics["history"])
+    assert est.metrics["epochs"] < 30
+    assert est.metrics["best_epoch"] == int(np.argmin(losses)) + 1
+
+
+def test_a_diverging_run_stops_with_a_clear_error_naming_epoch_and_step(tables, monkeypatch):
+    from deepfm.errors import TrainingDiverged
+    from deepfm.tasks import BinaryTask
+
+    original = BinaryTask.loss
+
+    def nan_from_step_3(self, logits, labels, weights=None, calls={"n": 0}):
+        calls["n"] += 1
+        loss = original(self, logits, labels, weights)
+        return loss * float("nan") if calls["n"] >= 3 else loss
+
+    monkeypatch.setattr(BinaryTask, "loss", nan_from_step_3)
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 3: the training loss is nan .*lower --lr \(this run: 0.001\)"):
+        Estimator(**SMALL).fit(tables["train"][0], valid=tables["valid"][0], progress=False)
+
+
+def test_resume_trains_with_the_new_lr_embed_l2_and_weight_decay(tables, tmp_path):
+    first = {**SMALL, "training": {**SMALL["training"], "epochs": 1}}
+    Estimator(**first).fit(tables["train"][0], out=tmp_path / "m", progress=False)
+    changed = {**SMALL, "training": {**SMALL["training"], "lr": 0.05, "embed_l2": 0.5, "weight_decay": 0.01}}
+    seen = []
+    original = Trainer._step
+
+    def spy(self, batch):
+        seen.append({name: dict(opt.param_groups[0]) for name, opt in self.optimizer.optimizers.items()})
+        return original(self, batch)
+
+    Trainer._step = spy
+    try:
+        Estimator(**changed).fit(tables["train"][0], out=tmp_path / "m", resume=True, progress=False)
+    finally:
+        Trainer._step = original
+    groups = seen[0]
+    assert groups["sparse"]["lr"] == groups["dense"]["lr"] == 0.05
+    assert groups["sparse"]["row_l2"] == 0.5 and groups["dense"]["weight_decay"] == 0.01
+
+
+def test_non_finite_validation_predictions_stop_with_a_clear_error(tables, monkeypatch):
+    from deepfm.errors import TrainingDiverged
+    from deepfm.training import trainer
+
+    monkeypatch.setattr(trainer, "predict_logits", lambda *args, **kwargs: np.full(len(tables["valid"][0]), np.inf))
+    with pytest.raises(TrainingDiverged, match=r"epoch 1: the model predicts NaN or infinity on validation rows"):
+        Estimator(**SMALL).fit(tables["train"][0], valid=tables["valid"][0], progress=False)

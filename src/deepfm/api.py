@@ -28,9 +28,9 @@ from deepfm.data.readers import frame_from_table, read_frame
 from deepfm.data.stream import ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_streaming, should_stream
 from deepfm.errors import ConfigError, DataError
 from deepfm.models import build_model
-from deepfm.training.metrics import evaluate_predictions
 from deepfm.runtime import available_cores, configure as configure_runtime, preserving, release_free_memory
-from deepfm.training.trainer import TrainResult, Trainer, peak_rss_mb, predict
+from deepfm.solvers import build_solver
+from deepfm.training.trainer import TrainResult, peak_rss_mb, predict, predict_logits
 
 Data = str | Path | pa.Table | RawFrame  # or a pandas DataFrame (converted with pa.Table.from_pandas)
 
@@ -118,19 +118,15 @@ class Estimator:
             saved_features.parent.mkdir(parents=True, exist_ok=True)
             saved_features.write_text(json.dumps(self.encoder.to_dict()))
         torch.manual_seed(cfg.training.seed)
-        self.model = build_model(cfg.model, self.encoder.num_features, self.encoder.num_fields, self.encoder.output_prior)
+        task = self.encoder.task
+        self.model = build_model(cfg.model, self.encoder.num_features, self.encoder.num_fields, task.prior, task.output_dim)
         distributed.broadcast_model(self.model)  # the same start on every rank
         distributed.global_batch_norm(self.model)  # statistics of the global batch, as in one process
-        if cfg.model.name == "fnn" and cfg.model.pretrain and not resume:  # FNN's stage 1
-            from deepfm.models.fnn import pretrain_with_fm
-
-            pretrain_with_fm(self.model, self.encoder.task, cfg.training, train_data, valid_data, log)
-        trainer = Trainer(self.model, self.encoder.task, cfg.training,
-                          checkpoint_dir=Path(out) / "checkpoint" if out else None, progress=progress, log=log)
-        self.result = trainer.fit(train_data, valid_data, resume=resume)
-        self.model = trainer.model
+        solver = build_solver(cfg, progress=progress, log=log)
+        self.result = solver.fit(self.model, task, train_data, valid_data,
+                                 checkpoint_dir=Path(out) / "checkpoint" if out else None, resume=resume)
         self.metrics = {
-            "task": self.encoder.task,
+            "task": task.name,
             "rows": (train_data.num_rows if isinstance(train_data, StreamSource) else len(train_data)) * ctx.world,
             "ranks": ctx.world,
             "valid_rows": len(valid_data) if valid_data is not None else 0,
@@ -192,7 +188,8 @@ class Estimator:
     # -- inference --------------------------------------------------------------------------------
 
     def predict(self, data: Data) -> np.ndarray:
-        """Probabilities (binary) or ratings (regression), one per row, in input order."""
+        """Probabilities (binary) or ratings (regression), one per row, in input order; (N, C) class
+        probabilities for a multiclass task."""
         self._require_model()
         return predict(self.model, self.encoder.task, self.encode(data, with_labels=False), self.config.training.device)
 
@@ -202,8 +199,8 @@ class Estimator:
         encoded = self.encode(data, with_labels=True)
         if encoded.labels is None:
             raise DataError(str(data), f"evaluation needs the label column '{self.encoder.label}'", line=1)
-        predictions = predict(self.model, self.encoder.task, encoded, self.config.training.device)
-        return {"rows": len(encoded), **evaluate_predictions(self.encoder.task, encoded.labels, predictions)}
+        logits = predict_logits(self.model, encoded, self.config.training.device)
+        return {"rows": len(encoded), **self.encoder.task.metrics(encoded.labels, logits, encoded.weights)}
 
     # -- persistence ------------------------------------------------------------------------------
 

@@ -134,7 +134,8 @@ def load_model_dir(directory: str | Path) -> SavedModel:
     try:
         saved = json.loads((directory / "config.json").read_text())
         config = RunConfig.model_validate(saved["run"])
-        model = build_model(config.model, saved["shape"]["num_features"], saved["shape"]["num_fields"])
+        model = build_model(config.model, saved["shape"]["num_features"], saved["shape"]["num_fields"],
+                            output_dim=encoder.task.output_dim)
         model.load_state_dict(load_file(directory / "model.safetensors"))
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise ModelDirError(f"{directory}: config.json and model.safetensors do not fit together: {error}") from None

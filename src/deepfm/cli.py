@@ -89,7 +89,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    "(--no-pretrain: random start)")
     p.add_argument("--no-pretrain", dest="pretrain", action="store_false", default=None,
                    help="fnn: skip the FM pre-training stage")
-    p.add_argument("--task", choices=["auto", "binary", "regression"], help="auto: binary if labels are 0/1")
+    p.add_argument("--task", choices=["auto", "binary", "regression", "multiclass"],
+                   help="auto: binary if labels are 0/1, regression for ratings or real values")
     p.add_argument("--label", help="label column")
     p.add_argument("--positive", help="binary task with text labels: the label value that means 1 (e.g. '>50K')")
     p.add_argument("--weight", help="column of per-row weights for the loss and metrics (default: every row weighs 1)")
@@ -285,7 +286,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     frame = estimator.read(args.path, require_label=False)
     kept = {name: kept_column(frame, name, estimator.config.data.label) for name in keep}
     predictions = estimator.predict(frame)
-    table = pa.table({**kept, "prediction": predictions})
+    table = pa.table({**kept, **estimator.encoder.task.prediction_columns(predictions)})
     write_table(table, args.out)
     if args.out != "-":
         print(f"wrote {len(predictions)} predictions to {args.out}", file=sys.stderr)

@@ -22,7 +22,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 Format = Literal["auto", "csv", "tsv", "parquet", "criteo", "libfm", "libffm"]
-Task = Literal["auto", "binary", "regression"]
+Task = Literal["auto", "binary", "regression", "multiclass"]
 ModelName = Literal["lr", "fm", "deepfm", "fnn", "ipnn", "opnn", "pnn", "wide_deep", "fm_dnn"]
 Optimizer = Literal["adam", "adagrad", "sgd"]
 NumericEncoding = Literal["scale", "bucket"]
@@ -40,9 +40,10 @@ class DataConfig(_Frozen):
     valid: str | None = None
     format: Format = "auto"
     label: str = "label"
-    weight: str | None = None  # column of per-row weights for the loss and metrics (None: every row weighs 1)
     positive: str | None = Field(None, description="binary: the label value that means 1 (e.g. >50K); others are 0")
     task: Task = "auto"
+    weight: str | None = Field(None, description="a column of sample weights (not a feature): each row's weight in the "
+                                                 "loss and in the validation/evaluation metrics")
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     multi: tuple[str, ...] = ()
@@ -101,6 +102,7 @@ class TrainingConfig(_Frozen):
     optimizer: Optimizer = "adam"
     embed_l2: float = Field(0.1, ge=0, description="L2 on the embedding rows a batch touches")
     weight_decay: float = Field(0.0, ge=0, description="L2 on dense (MLP) weights")
+    solver: Literal["gradient"] = Field("gradient", description="what fits the parameters: gradient (minibatch SGD/Adam)")
     seed: int = 2026
     patience: int = Field(2, ge=0, description="epochs without improvement before stopping (0: never stop early)")
     checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps (0: once per epoch)")

@@ -39,3 +39,7 @@ class DataError(DeepFMError):
 
 class ModelDirError(DeepFMError):
     """A model directory is missing files, was altered, or comes from an incompatible version."""
+
+
+class TrainingDiverged(DeepFMError):
+    """The training loss became NaN or infinite; the message names the epoch and step."""

@@ -57,6 +57,7 @@ class EncodedData:
     bags: list[Bag] = field(default_factory=list)
     labels: np.ndarray | None = None  # (N,) float32
     value_fields: tuple[int, ...] | None = None  # the field columns ``values`` holds, if not all F
+    weights: np.ndarray | None = None  # (N,) float32 sample weights (``--weight``), or None for all 1
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -76,6 +77,7 @@ class EncodedData:
             bags=[bag.take(rows) for bag in self.bags],
             labels=None if self.labels is None else self.labels[rows],
             value_fields=self.value_fields,
+            weights=None if self.weights is None else self.weights[rows],
         )
 
     def slice(self, start: int, stop: int) -> "EncodedData":
@@ -85,6 +87,7 @@ class EncodedData:
             bags=[bag.slice(start, stop) for bag in self.bags],
             labels=None if self.labels is None else self.labels[start:stop],
             value_fields=self.value_fields,
+            weights=None if self.weights is None else self.weights[start:stop],
         )
 
     @staticmethod
@@ -104,6 +107,7 @@ class EncodedData:
             bags=[Bag.concat([p.bags[i] for p in parts]) for i in range(len(first.bags))],
             labels=None if first.labels is None else np.concatenate([p.labels for p in parts]),
             value_fields=value_fields,
+            weights=None if first.weights is None else np.concatenate([p.weights for p in parts]),
         )
 
     def to_batch(self, device: torch.device | str = "cpu") -> "Batch":

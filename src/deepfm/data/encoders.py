@@ -29,11 +29,11 @@ from deepfm.data.frequent import FrequentSet
 from deepfm.data.hashing import fnv1a64_unique
 from deepfm.data.vocabulary import Vocabulary
 from deepfm.errors import ConfigError, DataError
+from deepfm.tasks import Task, TaskFitter, task_from_dict
 
 MISSING, UNSEEN = 0, 1
 RESERVED = 2
 SCHEMA_VERSION = 1
-Task = Literal["binary", "regression"]
 
 
 @dataclass
@@ -79,13 +79,15 @@ def signed_log(values: np.ndarray) -> np.ndarray:
 class FeatureEncoder:
     """Turns ``RawFrame``s into ``EncodedData`` for one fixed schema."""
 
-    task: Task
+    task: Task  # the head: label encoding, loss, link, metrics (``deepfm.tasks``)
     label: str
     fields: list[FieldSpec]
-    label_map: dict[str, float] = field(default_factory=dict)
-    label_mean: float | None = None  # mean training label (after label_map): the model's starting output
-    positive: str | None = None  # the raw label value that means 1, for text labels such as ">50K"
+    weight: str | None = None  # the column of sample weights (``--weight``), not a feature
     fit_notes: list[str] = field(default_factory=list, compare=False)  # inferences worth telling (not saved)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.task, str):  # a task named, as in schemas written by hand
+            self.task = task_from_dict({"task": self.task})
 
     # -- the schema -----------------------------------------------------------------------------
 
@@ -121,11 +123,9 @@ class FeatureEncoder:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
-            "task": self.task,
+            **self.task.to_dict(),
             "label": self.label,
-            "label_map": self.label_map,
-            "label_mean": self.label_mean,
-            "positive": self.positive,
+            "weight": self.weight,
             "num_features": self.num_features,
             "fields": [f.to_dict() for f in self.fields],
         }
@@ -136,8 +136,7 @@ class FeatureEncoder:
         ``ValueError`` naming the field, never a silently different encoding."""
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"feature schema version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
-        if data.get("task") not in ("binary", "regression"):
-            raise ValueError(f"task must be 'binary' or 'regression', got {data.get('task')!r}")
+        task = task_from_dict(data)
         fields, offset = [], 0
         for number, item in enumerate(data.get("fields") or []):
             try:
@@ -163,22 +162,20 @@ class FeatureEncoder:
             offset += spec.size
         if not fields:
             raise ValueError("no fields")
-        encoder = cls(task=data["task"], label=data["label"], fields=fields,
-                      label_map=data.get("label_map", {}), label_mean=data.get("label_mean"),
-                      positive=data.get("positive"))
+        encoder = cls(task=task, label=data["label"], fields=fields, weight=data.get("weight"))
         if encoder.num_features != data.get("num_features"):
             raise ValueError("feature schema is inconsistent: field sizes do not add up to num_features")
         return encoder
 
     @property
+    def label_mean(self) -> float | None:
+        """The mean training label (after the task's label map)."""
+        return self.task.label_mean
+
+    @property
     def output_prior(self) -> float:
         """A model's starting output: the mean training rating, or the log-odds of the click rate."""
-        if self.label_mean is None:
-            return 0.0
-        if self.task == "binary":
-            rate = min(max(self.label_mean, 1e-4), 1 - 1e-4)
-            return float(np.log(rate / (1 - rate)))
-        return float(self.label_mean)
+        return self.task.prior
 
     # -- fit ------------------------------------------------------------------------------------
 
@@ -211,7 +208,8 @@ class FeatureEncoder:
         for j, spec in enumerate(single):
             ids[:, j], values[:, j] = self._encode_single(frame, spec)
         bags = [self._encode_multi(frame, spec) for spec in self.multi_fields]
-        labels = self.encode_labels(frame) if with_labels and frame.labels is not None else None
+        labels = self.task.encode_labels(frame) if with_labels and frame.labels is not None else None
+        weights = read_sample_weights(frame, self.weight) if labels is not None and self.weight in frame.columns else None
         value_fields = self.value_fields
         unit = (values == 1).all(axis=0)  # (F,): columns whose values are all 1
         if unit.all():
@@ -220,7 +218,7 @@ class FeatureEncoder:
             values = values[:, value_fields]  # the other columns are all 1: keep only these
         else:
             value_fields = None  # e.g. a libFM chunk with weights where the first chunk had none
-        return EncodedData(ids=ids, values=values, bags=bags, labels=labels, value_fields=value_fields)
+        return EncodedData(ids=ids, values=values, bags=bags, labels=labels, value_fields=value_fields, weights=weights)
 
     def _encode_single(self, frame: RawFrame, spec: FieldSpec) -> tuple[np.ndarray, np.ndarray]:
         column = frame.columns[spec.name]
@@ -270,18 +268,6 @@ class FeatureEncoder:
         local[missing] = MISSING
         return local
 
-    def encode_labels(self, frame: RawFrame) -> np.ndarray:
-        y = read_labels(frame, self.positive)
-        if np.isnan(y).any():
-            raise frame.error(int(np.flatnonzero(np.isnan(y))[0]), None, "the label is missing")
-        for raw, mapped in self.label_map.items():
-            y = np.where(y == float(raw), mapped, y)
-        if self.task == "binary":
-            bad = np.flatnonzero((y != 0) & (y != 1))
-            if len(bad):
-                raise frame.error(int(bad[0]), None, f"binary labels must be 0 or 1, got {y[bad[0]]:g} (use --task regression for ratings)")
-        return y.astype(np.float32)
-
 
 def _hashed_ids(text: pa.Array, spec: FieldSpec) -> np.ndarray:
     """Field-local ids of a hashed field (nulls get 0; the caller masks them): 2 + the value's
@@ -318,18 +304,15 @@ def merge_repeated_ids(offsets: np.ndarray, ids: np.ndarray, weights: np.ndarray
     return merged_offsets, merged_keys - merged_rows * np.int64(size), merged_weights
 
 
-def read_labels(frame: RawFrame, positive: str | None) -> np.ndarray:
-    """Labels as float64: numbers as written, or 1/0 for "equals ``positive``" (missing stays NaN)."""
-    if positive is None:
-        y = to_float(frame, frame.labels, None)
-        infinite = np.flatnonzero(np.isinf(y))
-        if len(infinite):
-            raise frame.error(int(infinite[0]), None, f"the label must be a finite number, got {y[infinite[0]]:g}")
-        return y
-    text = pc.utf8_trim_whitespace(pc.cast(frame.labels, pa.string()))
-    y = pc.equal(text, positive).to_numpy(zero_copy_only=False).astype(np.float64)
-    y[pc.is_null(text).to_numpy(zero_copy_only=False)] = np.nan
-    return y
+def read_sample_weights(frame: RawFrame, name: str) -> np.ndarray:
+    """The ``--weight`` column as float32; a missing, negative or non-finite weight is a located ``DataError``."""
+    w = to_float(frame, frame.columns[name], name)
+    bad = np.flatnonzero(~(np.isfinite(w) & (w >= 0)))
+    if len(bad):
+        row = int(bad[0])
+        shown = "missing" if np.isnan(w[row]) else f"{w[row]:g}"
+        raise frame.error(row, name, f"sample weights must be finite numbers ≥ 0, got {shown}")
+    return w.astype(np.float32)
 
 
 # Per-chunk value counts wait until they reach this many rows (or a quarter of the merged table)
@@ -351,9 +334,7 @@ class _Fitter:
         self.moments = {n: np.zeros(3) for n, k in self.kinds.items() if k == "numeric"}
         self.samples: dict[str, list[np.ndarray]] = {n: [] for n, k in self.kinds.items() if k == "numeric"}
         self.weighted = {n: n in first.weights for n in self.kinds}
-        self.label_values: set[float] = set()
-        self.label_sum, self.label_count = 0.0, 0
-        self.fmt_allows_pm1 = first.format in ("libfm", "libffm")
+        self.labels = TaskFitter(config.task, config.positive, first.format in ("libfm", "libffm"), first.path)
 
     def update(self, frame: RawFrame) -> None:
         for name, kind in self.kinds.items():
@@ -373,11 +354,7 @@ class _Fitter:
             merged = self.counts[name]
             if sum(map(len, self.pending[name])) > max(MERGE_COUNTS_ROWS, len(merged) // 4 if merged else 0):
                 self._merge_counts(name)
-        if frame.labels is not None:
-            y = read_labels(frame, self.config.positive)
-            present = y[~np.isnan(y)]
-            self.label_values.update(np.unique(present)[:3].tolist())
-            self.label_sum, self.label_count = self.label_sum + float(present.sum()), self.label_count + len(present)
+        self.labels.update(frame)
 
     def _merge_counts(self, name: str) -> None:
         tables = ([self.counts[name]] if self.counts[name] is not None else []) + self.pending[name]
@@ -420,27 +397,12 @@ class _Fitter:
                     spec.size = RESERVED + len(vocabulary)
             specs.append(spec)
             offset += spec.size
-        task, label_map = self._task()
-        mean = self.label_sum / self.label_count if self.label_count else None
-        if mean is not None and label_map:  # -1/+1 labels: the mean of the mapped 0/1 labels
-            mean = (mean + 1) / 2
-        if task == "regression" and config.task == "auto" and self.label_values:
-            values = sorted(self.label_values)
+        task = self.labels.finish()
+        if task == "regression" and config.task == "auto" and self.labels.examples:
+            values = sorted(self.labels.examples)
             shown = ", ".join(f"{v:g}" for v in values[:3]) + (", ..." if len(values) > 3 else "")
             self.notes.append(f"task: regression, since the labels are not all 0/1 ({shown}); --task binary refuses such labels")
-        return FeatureEncoder(task=task, label=config.label, fields=specs, label_map=label_map, label_mean=mean,
-                              fit_notes=self.notes, positive=config.positive)
-
-    def _task(self) -> tuple[Task, dict[str, float]]:
-        values = self.label_values
-        task = self.config.task
-        label_map: dict[str, float] = {}
-        if values and values <= {-1.0, 1.0} and -1.0 in values and self.fmt_allows_pm1 and task != "regression":
-            label_map = {"-1": 0.0}  # libFM's classification convention
-            values = {0.0 if v == -1 else v for v in values}
-        if task == "auto":
-            task = "binary" if values <= {0.0, 1.0} else "regression"
-        return task, label_map
+        return FeatureEncoder(task=task, label=config.label, fields=specs, weight=config.weight, fit_notes=self.notes)
 
 
 NOTES_LOOK_AT_ROWS = 65_536
@@ -483,14 +445,16 @@ def resolve_kinds(frame: RawFrame, config: DataConfig) -> dict[str, str]:
     both = categorical & numeric
     if both:
         raise ConfigError(f"data: columns {sorted(both)} are both --categorical and --numeric")
-    for option, names in (("--categorical", categorical), ("--numeric", numeric), ("--ignore", set(config.ignore))):
+    weight = {config.weight} if config.weight else set()
+    for option, names in (("--categorical", categorical), ("--numeric", numeric), ("--ignore", set(config.ignore)),
+                          ("--weight", weight)):
         for name in sorted(names):
             if name not in frame.columns:
                 known = ", ".join(frame.columns)
                 raise DataError(frame.path, f"{option} names column '{name}', which is not in the file (columns: {known})", line=1)
     kinds: dict[str, str] = {}
     for name, column in frame.columns.items():
-        if name in config.ignore:
+        if name in config.ignore or name == config.weight:
             continue
         fixed = frame.kinds.get(name, "auto")
         if fixed == "multi":

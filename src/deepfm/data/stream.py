@@ -125,6 +125,7 @@ def assemble(parts: Iterable[EncodedData], total: int, encoder: FeatureEncoder, 
     ids = np.empty((total, fields), dtype=id_dtype(encoder.num_features))
     values: np.ndarray | None = None
     labels: np.ndarray | None = None
+    weights: np.ndarray | None = None
     bags: list[list] = [[] for _ in encoder.multi_fields]
     start = 0
     for part in parts:
@@ -145,13 +146,17 @@ def assemble(parts: Iterable[EncodedData], total: int, encoder: FeatureEncoder, 
             if labels is None:
                 labels = np.empty(total, dtype=np.float32)
             labels[start:stop] = part.labels
+        if part.weights is not None:
+            if weights is None:
+                weights = np.empty(total, dtype=np.float32)
+            weights[start:stop] = part.weights
         for collected, bag in zip(bags, part.bags):
             collected.append(bag)
         start = stop
     if start != total:
         raise DataError(path, f"the file changed while being read: {start:,} rows where {total:,} were counted before")
     return EncodedData(ids=ids, values=values, bags=[Bag.concat(b) for b in bags], labels=labels,
-                       value_fields=value_fields)
+                       value_fields=value_fields, weights=weights)
 
 
 def chunk_bytes_for(path: str | Path, chunk_rows: int, probe: int = 1 << 20) -> int:

@@ -32,6 +32,7 @@ class Batch:
     values: torch.Tensor | None  # (B, F) float32, or None for all-ones
     bags: list[BagTensor]
     labels: torch.Tensor | None  # (B,) float32
+    weights: torch.Tensor | None = None  # (B,) float32 sample weights, or None for all 1
     _distinct: DistinctIds | None = field(default=None, repr=False, compare=False)
     _design: DesignMatrix | None = field(default=None, repr=False, compare=False)
     _design_built: bool = field(default=False, repr=False, compare=False)
@@ -75,4 +76,4 @@ class Batch:
         for bag in data.bags:
             rows = np.repeat(np.arange(len(bag.offsets) - 1, dtype=np.int64), np.diff(bag.offsets))
             bags.append(BagTensor(tensor(bag.ids), tensor(bag.weights), tensor(rows)))
-        return Batch(tensor(data.ids).long(), tensor(data.dense_values()), bags, tensor(data.labels))
+        return Batch(tensor(data.ids).long(), tensor(data.dense_values()), bags, tensor(data.labels), tensor(data.weights))

@@ -121,7 +121,7 @@ def train_one(config: RunConfig, data: EncodedSplits, log: Log, score_test: bool
     (``score_test=False``: leave test untouched, e.g. when tuning)."""
     task, seed = data.encoder.task, config.training.seed
     torch.manual_seed(seed)
-    model = build_model(config.model, data.encoder.num_features, data.encoder.num_fields, data.encoder.output_prior)
+    model = build_model(config.model, data.encoder.num_features, data.encoder.num_fields, task.prior, task.output_dim)
     began = time.perf_counter()
     if config.model.name == "fnn" and config.model.pretrain:
         from deepfm.models.fnn import pretrain_with_fm

@@ -18,7 +18,7 @@ METRICS = {"binary": ("auc", "logloss"), "regression": ("rmse", "mae")}
 
 
 def results_dict(results: list[VariantResult], data: EncodedSplits, title: str, command: str | None) -> dict[str, Any]:
-    task = data.encoder.task
+    task = data.encoder.task.name
     return {
         "title": title,
         "command": command,

@@ -2,6 +2,8 @@
 
 ŷ = sigmoid(y_FM + y_DNN); y_FM = w0 + Σ w_i x_i + Σ_{i<j} <v_i, v_j> x_i x_j,
 y_DNN = MLP([e_1, …, e_m]) where e_f = Σ_{i∈f} v_i x_i are the same latent vectors V.
+With C outputs, each feature has C latent vectors (one FM per output, ``FactorizationMachine``)
+and the MLP, reading all of them, ends in C units.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import torch
 from torch import nn
 
 from deepfm.data.batch import Batch
-from deepfm.models.layers import FeaturesEmbedding, FeaturesLinear, MultiLayerPerceptron, fm_pairwise
+from deepfm.models.layers import FeaturesEmbedding, FeaturesLinear, MultiLayerPerceptron, fm_pairwise, squeeze_output
 
 
 class DeepFM(nn.Module):
@@ -25,15 +27,17 @@ class DeepFM(nn.Module):
         dropout: float = 0.5,
         activation: str = "relu",
         batch_norm: bool = False,
+        output_dim: int = 1,
     ):
         super().__init__()
-        self.linear = FeaturesLinear(num_features)
-        self.embedding = FeaturesEmbedding(num_features, embed_dim)
-        self.dnn = MultiLayerPerceptron(num_fields * embed_dim, mlp, dropout, activation, batch_norm)
+        self.output_dim = output_dim
+        self.linear = FeaturesLinear(num_features, output_dim=output_dim)
+        self.embedding = FeaturesEmbedding(num_features, embed_dim * output_dim)
+        self.dnn = MultiLayerPerceptron(num_fields * embed_dim * output_dim, mlp, dropout, activation, batch_norm, output_dim)
 
-    def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,)
+    def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,), or (B, C) for C outputs
         embedded = self.embedding(batch)  # shared by both parts
-        y_fm = self.linear(batch) + fm_pairwise(embedded)  # from the field vectors the DNN needs anyway (FM alone
+        y_fm = self.linear(batch) + fm_pairwise(embedded, self.output_dim)  # from the field vectors the DNN needs anyway (FM alone
         # uses FeaturesEmbedding.pairwise, which can skip them)
-        y_dnn = self.dnn(embedded.fields.flatten(1)).squeeze(-1)
+        y_dnn = squeeze_output(self.dnn(embedded.fields.flatten(1)), self.output_dim)
         return y_fm + y_dnn

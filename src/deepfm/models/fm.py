@@ -1,6 +1,9 @@
 """Factorization Machine (Rendle 2010).
 
 y = w0 + Σ_i w_i x_i + Σ_{i<j} <v_i, v_j> x_i x_j
+
+With C outputs (``output_dim``), C such FMs over the same features: w0, w_i are C-vectors and
+each feature has C latent vectors of size k (one table of width C·k).
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from deepfm.models.layers import FeaturesEmbedding, FeaturesLinear
 
 
 class FactorizationMachine(nn.Module):
-    def __init__(self, num_features: int, embed_dim: int):
+    def __init__(self, num_features: int, embed_dim: int, output_dim: int = 1):
         super().__init__()
-        self.linear = FeaturesLinear(num_features)
-        self.embedding = FeaturesEmbedding(num_features, embed_dim)
+        self.output_dim = output_dim
+        self.linear = FeaturesLinear(num_features, output_dim=output_dim)
+        self.embedding = FeaturesEmbedding(num_features, embed_dim * output_dim)
 
-    def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,)
-        return self.linear(batch) + self.embedding.pairwise(batch)
+    def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,), or (B, C) for C outputs
+        return self.linear(batch) + self.embedding.pairwise(batch, self.output_dim)

@@ -20,7 +20,7 @@ from torch import nn
 
 from deepfm.data.batch import Batch
 from deepfm.models.fm import FactorizationMachine
-from deepfm.models.layers import FeaturesEmbedding, MultiLayerPerceptron
+from deepfm.models.layers import FeaturesEmbedding, MultiLayerPerceptron, squeeze_output
 
 
 class FNN(nn.Module):
@@ -33,19 +33,22 @@ class FNN(nn.Module):
         dropout: float = 0.5,
         activation: str = "relu",
         batch_norm: bool = False,
+        output_dim: int = 1,
     ):
         super().__init__()
-        self.bias = nn.Parameter(torch.zeros(()))  # w_0
-        self.first_order = FeaturesEmbedding(num_features, 1)  # w_i
-        self.embedding = FeaturesEmbedding(num_features, embed_dim)  # v_i
-        self.dnn = MultiLayerPerceptron(1 + num_fields * (1 + embed_dim), mlp, dropout, activation, batch_norm)
+        self.output_dim = output_dim  # C: the FM of stage 1 has C outputs too (C weights, C·k latent values per feature)
+        self.bias = nn.Parameter(torch.zeros(() if output_dim == 1 else (output_dim,)))  # w_0
+        self.first_order = FeaturesEmbedding(num_features, output_dim)  # w_i
+        self.embedding = FeaturesEmbedding(num_features, embed_dim * output_dim)  # v_i
+        width = output_dim + num_fields * output_dim * (1 + embed_dim)
+        self.dnn = MultiLayerPerceptron(width, mlp, dropout, activation, batch_norm, output_dim)
 
-    def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,)
+    def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,), or (B, C) for C outputs
         w = self.first_order(batch).fields  # (B, F, 1)
         v = self.embedding(batch).fields  # (B, F, k)
         z = torch.cat([w, v], dim=2).flatten(1)  # (B, F·(1+k)): z_f = (w_f, v_f)
-        w0 = self.bias.expand(z.shape[0], 1)  # (B, 1)
-        return self.dnn(torch.cat([w0, z], dim=1)).squeeze(-1)
+        w0 = self.bias.expand(z.shape[0], self.output_dim)  # (B, C)
+        return squeeze_output(self.dnn(torch.cat([w0, z], dim=1)), self.output_dim)
 
     @torch.no_grad()
     def load_fm(self, fm: FactorizationMachine) -> None:
@@ -55,17 +58,19 @@ class FNN(nn.Module):
         self.embedding.weight.copy_(fm.embedding.weight)
 
 
-def pretrain_with_fm(model: FNN, task: str, training, train, valid=None,
-                     log: Callable[[str], None] | None = None) -> FactorizationMachine:
+def pretrain_with_fm(model: FNN, task, training, train, valid=None, log: Callable[[str], None] | None = None,
+                     checkpoint_dir=None, resume: bool = False) -> FactorizationMachine:
     """Stage 1: train an FM of the same size with the same training settings (its own early
-    stopping on ``valid``), then copy its parameters into ``model``. Returns the FM."""
+    stopping on ``valid``; its own checkpoints in ``checkpoint_dir``, resumed with ``resume``),
+    then copy its parameters into ``model``. Returns the FM."""
     from deepfm.training.trainer import Trainer  # training depends on models, not the reverse
 
-    num_features, embed_dim = model.embedding.weight.shape
-    fm = FactorizationMachine(num_features, embed_dim)
+    num_features, width = model.embedding.weight.shape
+    fm = FactorizationMachine(num_features, width // model.output_dim, model.output_dim)
     say = log or (lambda message: None)
     say("FNN stage 1: pre-training an FM for the embeddings")
-    Trainer(fm, task, training, progress=False, log=lambda m: say("  fm " + m)).fit(train, valid)
+    Trainer(fm, task, training, checkpoint_dir=checkpoint_dir, progress=False,
+            log=lambda m: say("  fm " + m)).fit(train, valid, resume=resume)
     model.load_fm(fm)
     say("FNN stage 2: training the MLP on the FM-initialised embeddings")
     return fm

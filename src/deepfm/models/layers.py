@@ -124,11 +124,12 @@ class FeaturesEmbedding(nn.Module):
             return None
         return batch.design()
 
-    def pairwise(self, batch: Batch) -> torch.Tensor:
+    def pairwise(self, batch: Batch, outputs: int = 1) -> torch.Tensor:
         """Σ_{i<j} <v_i, v_j> x_i x_j of every row, shape (B,): ``fm_pairwise(self(batch))``, computed
-        in matrix form when the batch has a design matrix."""
-        design = self.design_of(batch)
-        return fm_pairwise(self(batch)) if design is None else _PairwiseOfDesign.apply(self.weight, design)
+        in matrix form when the batch has a design matrix. With C ``outputs``, one FM per output over
+        its own k = embed_dim / C latent columns: shape (B, C)."""
+        design = self.design_of(batch) if outputs == 1 else None
+        return fm_pairwise(self(batch), outputs) if design is None else _PairwiseOfDesign.apply(self.weight, design)
 
     def forward(self, batch: Batch) -> EmbeddedFields:
         vx = self.lookup(batch)  # (B, F, k)
@@ -148,24 +149,35 @@ class FeaturesEmbedding(nn.Module):
 class FeaturesLinear(nn.Module):
     """First-order term w0 + Σ_i w_i x_i."""
 
-    def __init__(self, num_features: int, sparse: bool = True):
+    def __init__(self, num_features: int, sparse: bool = True, output_dim: int = 1):
         super().__init__()
-        self.weights = FeaturesEmbedding(num_features, 1, sparse=sparse, init_std=0.0)
-        self.bias = nn.Parameter(torch.zeros(()))
+        self.output_dim = output_dim
+        self.weights = FeaturesEmbedding(num_features, output_dim, sparse=sparse, init_std=0.0)
+        self.bias = nn.Parameter(torch.zeros(() if output_dim == 1 else (output_dim,)))
 
-    def forward(self, batch: Batch) -> torch.Tensor:  # (B,)
+    def forward(self, batch: Batch) -> torch.Tensor:  # (B,), or (B, C) for C outputs
         design = self.weights.design_of(batch)
         if design is not None:
-            return self.bias + _DesignTimesTable.apply(self.weights.weight, design).squeeze(1)  # X w
-        return self.bias + self.weights(batch).fields.sum(dim=(1, 2))
+            xw = _DesignTimesTable.apply(self.weights.weight, design)  # X w, (B, C)
+        else:
+            xw = self.weights(batch).fields.sum(dim=1)  # (B, C)
+        return self.bias + (xw.squeeze(1) if self.output_dim == 1 else xw)
 
 
-def fm_pairwise(embedded: EmbeddedFields) -> torch.Tensor:
-    """Σ_{i<j} <v_i, v_j> x_i x_j = ½ Σ_f [(Σ_i v_if x_i)² − Σ_i v_if² x_i²], in O(k·n). Shape (B,)."""
-    if embedded.squares is None:
+def fm_pairwise(embedded: EmbeddedFields, outputs: int = 1) -> torch.Tensor:
+    """Σ_{i<j} <v_i, v_j> x_i x_j = ½ Σ_f [(Σ_i v_if x_i)² − Σ_i v_if² x_i²], in O(k·n). Shape (B,).
+    With C ``outputs``, the latent columns are C groups of k, one FM each: shape (B, C)."""
+    if embedded.squares is None and outputs == 1:
         return _PairwiseOfFields.apply(embedded.fields)
-    square_of_sum = embedded.fields.sum(dim=1).pow(2)
-    return 0.5 * (square_of_sum - embedded.squares).sum(dim=1)
+    fields = embedded.fields
+    squares = embedded.squares if embedded.squares is not None else fields.pow(2).sum(dim=1)
+    terms = 0.5 * (fields.sum(dim=1).pow(2) - squares)  # (B, C·k)
+    return terms.sum(dim=1) if outputs == 1 else terms.view(terms.shape[0], outputs, -1).sum(dim=2)
+
+
+def squeeze_output(logits: torch.Tensor, output_dim: int) -> torch.Tensor:
+    """A model's (B, C) output as (B,) when C is 1: one logit per row."""
+    return logits.squeeze(-1) if output_dim == 1 else logits
 
 
 class _PairwiseOfFields(torch.autograd.Function):

@@ -10,9 +10,9 @@ from deepfm.models.layers import FeaturesLinear
 
 
 class LogisticRegression(nn.Module):
-    def __init__(self, num_features: int):
+    def __init__(self, num_features: int, output_dim: int = 1):
         super().__init__()
-        self.linear = FeaturesLinear(num_features)
+        self.linear = FeaturesLinear(num_features, output_dim=output_dim)
 
-    def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,)
+    def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,), or (B, C) for C outputs
         return self.linear(batch)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from deepfm.data.batch import Batch
-from deepfm.models.layers import FeaturesEmbedding, MultiLayerPerceptron
+from deepfm.models.layers import FeaturesEmbedding, MultiLayerPerceptron, squeeze_output
 
 Product = Literal["inner", "outer", "both"]
 
@@ -46,16 +46,18 @@ class PNN(nn.Module):
         activation: str = "relu",
         batch_norm: bool = False,
         product: Product = "inner",
+        output_dim: int = 1,
     ):
         super().__init__()
         self.product = product
+        self.output_dim = output_dim
         self.embedding = FeaturesEmbedding(num_features, embed_dim)
         width = num_fields * embed_dim
         if product in ("inner", "both"):
             width += num_fields * (num_fields - 1) // 2
         if product in ("outer", "both"):
             width += embed_dim * embed_dim
-        self.dnn = MultiLayerPerceptron(width, mlp, dropout, activation, batch_norm)
+        self.dnn = MultiLayerPerceptron(width, mlp, dropout, activation, batch_norm, output_dim)
 
     def product_layer(self, fields: torch.Tensor) -> torch.Tensor:
         """[z, p]: the signals whose weighted sum is the first hidden layer. (B, F, k) -> (B, width)."""
@@ -66,5 +68,5 @@ class PNN(nn.Module):
             signals.append(outer_product_of_sum(fields))
         return torch.cat(signals, dim=1)
 
-    def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,)
-        return self.dnn(self.product_layer(self.embedding(batch).fields)).squeeze(-1)
+    def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,), or (B, C) for C outputs
+        return squeeze_output(self.dnn(self.product_layer(self.embedding(batch).fields)), self.output_dim)

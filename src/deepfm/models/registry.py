@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -16,44 +16,49 @@ from deepfm.models.lr import LogisticRegression
 from deepfm.models.pnn import PNN
 from deepfm.models.wide_deep import FMAndDNN, WideAndDeep
 
-Builder = Callable[[ModelConfig, int, int], nn.Module]
+Builder = Callable[[ModelConfig, int, int, int], nn.Module]  # (config, features, fields, outputs)
 
 MODELS: dict[str, Builder] = {
-    "lr": lambda c, n, m: LogisticRegression(n),
-    "fm": lambda c, n, m: FactorizationMachine(n, c.embed_dim),
-    "deepfm": lambda c, n, m: DeepFM(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm),
-    "fnn": lambda c, n, m: FNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm),
-    "ipnn": lambda c, n, m: PNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, product="inner"),
-    "opnn": lambda c, n, m: PNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, product="outer"),
-    "pnn": lambda c, n, m: PNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, product="both"),
-    "wide_deep": lambda c, n, m: WideAndDeep(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm),
-    "fm_dnn": lambda c, n, m: FMAndDNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm),
+    "lr": lambda c, n, m, o: LogisticRegression(n, o),
+    "fm": lambda c, n, m, o: FactorizationMachine(n, c.embed_dim, o),
+    "deepfm": lambda c, n, m, o: DeepFM(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, o),
+    "fnn": lambda c, n, m, o: FNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, o),
+    "ipnn": lambda c, n, m, o: PNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, "inner", o),
+    "opnn": lambda c, n, m, o: PNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, "outer", o),
+    "pnn": lambda c, n, m, o: PNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, "both", o),
+    "wide_deep": lambda c, n, m, o: WideAndDeep(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, o),
+    "fm_dnn": lambda c, n, m, o: FMAndDNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, o),
 }
 
 
-def build_model(config: ModelConfig, num_features: int, num_fields: int, output_prior: float = 0.0) -> nn.Module:
-    """Instantiate ``config.name`` for a table of ``num_features`` rows over ``num_fields`` fields.
+def build_model(config: ModelConfig, num_features: int, num_fields: int,
+                output_prior: float | Sequence[float] = 0.0, output_dim: int = 1) -> nn.Module:
+    """Instantiate ``config.name`` for a table of ``num_features`` rows over ``num_fields`` fields,
+    with ``output_dim`` logits per row (the task head's width).
 
     ``output_prior`` starts the model's output bias at the training data's mean (a rating, or the
-    log-odds of the click rate), so early steps learn interactions instead of climbing to the mean.
+    log-odds of the click rate; one per output), so early steps learn interactions instead of
+    climbing to the mean.
     """
     if config.name not in MODELS:
         from deepfm.errors import ConfigError
 
         raise ConfigError(f"model.name: {config.name!r} is not available; choose from {sorted(MODELS)}")
-    model = MODELS[config.name](config, num_features, num_fields)
-    if output_prior:
+    model = MODELS[config.name](config, num_features, num_fields, output_dim)
+    prior = torch.as_tensor(output_prior, dtype=torch.float32)
+    if bool((prior != 0).any()):
         with torch.no_grad():
-            output_bias(model).fill_(output_prior)
+            output_bias(model).copy_(prior.expand_as(output_bias(model)))
     return model
 
 
 def output_bias(model: nn.Module) -> nn.Parameter:
-    """The scalar bias added to every logit: w0 of the first-order term, else the last layer's bias."""
+    """The bias added to every logit (one per output): w0 of the first-order term, else the last layer's bias."""
     linear = getattr(model, "linear", None)
     if isinstance(linear, FeaturesLinear):
         return linear.bias
-    last = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == 1]
+    width = getattr(model, "output_dim", 1)
+    last = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == width]
     if not last:
         raise ValueError(f"{type(model).__name__} has no output bias")
     return last[-1].bias

@@ -39,7 +39,7 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
     manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
     metadata = {
         "model": estimator.config.model.name,
-        "task": encoder.task,
+        "task": encoder.task.name,
         "prediction": "probability" if encoder.task == "binary" else "rating",
         "label": encoder.label,
         "fields": [_describe(spec) for spec in encoder.fields],

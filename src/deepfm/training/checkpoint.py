@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,15 @@ def _unflatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer_state: dict[str, Any], loop_state: dict[str, Any],
                     best_weights: dict[str, torch.Tensor] | None) -> None:
-    """Write atomically: into ``directory.tmp`` then rename, so a crash never leaves half a checkpoint."""
+    """Write atomically, so a crash at any point leaves a complete checkpoint (the new or the previous):
+    write ``directory.tmp`` (a stale one is removed first, never reused), rename the current checkpoint
+    to ``directory.old``, rename ``.tmp`` to ``directory``, then delete ``.old``. ``load_checkpoint``
+    reads ``.old`` when a crash came between the two renames."""
     directory = Path(directory)
-    staging = directory.with_name(directory.name + ".tmp")
-    staging.mkdir(parents=True, exist_ok=True)
+    staging, previous = _sibling(directory, ".tmp"), _sibling(directory, ".old")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, staging / "model.safetensors")
     tensors: dict[str, torch.Tensor] = {"torch_rng": torch.get_rng_state()}
     skeleton = _flatten("optimizer", optimizer_state, tensors)
@@ -57,15 +63,32 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer_state: di
         save_file(best_weights, staging / "best.safetensors")
     (staging / "state.json").write_text(json.dumps({"loop": loop_state, "optimizer": skeleton}, indent=1))
     if directory.exists():
-        for child in directory.iterdir():
-            child.unlink()
-        directory.rmdir()
+        if previous.exists():
+            shutil.rmtree(previous)  # the current checkpoint is complete: the older one is not needed
+        os.replace(directory, previous)
     os.replace(staging, directory)
+    if previous.exists():
+        shutil.rmtree(previous)
+
+
+def _sibling(directory: Path, suffix: str) -> Path:
+    return directory.with_name(directory.name + suffix)
+
+
+def complete_checkpoint(directory: Path | None) -> Path | None:
+    """The directory that holds the latest complete checkpoint at ``directory``: itself, its ``.old``
+    (a crash between the two renames of ``save_checkpoint``), or None."""
+    if directory is None:
+        return None
+    for candidate in (Path(directory), _sibling(Path(directory), ".old")):
+        if (candidate / "state.json").exists():
+            return candidate
+    return None
 
 
 def load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any], dict[str, torch.Tensor] | None, torch.Tensor]:
     """Return (model weights, optimizer state, loop state, best weights or None, torch RNG state)."""
-    directory = Path(directory)
+    directory = complete_checkpoint(directory) or Path(directory)
     state = json.loads((directory / "state.json").read_text())
     tensors = load_file(directory / "optimizer.safetensors")
     weights = load_file(directory / "model.safetensors")

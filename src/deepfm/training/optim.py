@@ -31,6 +31,7 @@ class ModelOptimizer:
 
     def __init__(self, model: nn.Module, config: TrainingConfig):
         self.sparse_params, self.dense_params = split_parameters(model)
+        self.config = config
         self.embed_l2 = config.embed_l2
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         if config.optimizer == "adam":
@@ -65,5 +66,18 @@ class ModelOptimizer:
         return {name: opt.state_dict() for name, opt in self.optimizers.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore moments and step counts; the hyperparameters stay this run's (a resumed run with a
+        new ``lr``, ``embed_l2`` or ``weight_decay`` trains with the new values, as config.json says)."""
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state[name])
+        self.apply_settings()
+
+    def apply_settings(self) -> None:
+        """Write the config's lr, weight decay and row L2 into every parameter group."""
+        for name, opt in self.optimizers.items():
+            for group in opt.param_groups:
+                group["lr"] = self.config.lr
+                if "weight_decay" in group and name == "dense":
+                    group["weight_decay"] = self.config.weight_decay
+                if "row_l2" in group:
+                    group["row_l2"] = self.config.embed_l2

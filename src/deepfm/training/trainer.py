@@ -7,54 +7,91 @@ without improvement, checkpoint. Resuming restores model, optimisers, RNG and po
 
 from __future__ import annotations
 
+import math
 import resource
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from deepfm import distributed
 from deepfm.config import TrainingConfig
 from deepfm.data.batch import Batch, BatchSource, EncodedData, InMemorySource, prefetch
-from deepfm.errors import ConfigError
+from deepfm.errors import ConfigError, DataError, TrainingDiverged
 from deepfm.runtime import available_cores
-from deepfm.training.checkpoint import load_checkpoint, save_checkpoint
-from deepfm.training.metrics import SELECTION, evaluate_predictions, is_better
+from deepfm.training.checkpoint import complete_checkpoint, load_checkpoint, save_checkpoint
+from deepfm.tasks import Task, as_task
 from deepfm.training.optim import ModelOptimizer
 
+PROGRESS_EVERY = 16  # steps between updates of the running loss in the progress bar
 PREDICT_BATCH = 4096  # activations of 4096 × 400 stay in cache: faster on CPU than larger batches
 
 
-def loss_fn(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean logloss (binary) or mean squared error (regression) of a batch."""
-    if task == "binary":
-        return F.binary_cross_entropy_with_logits(logits, labels)
-    return F.mse_loss(logits, labels)
+def loss_fn(task: Task | str, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean logloss (binary) or mean squared error (regression) of a batch (weighted by row if given)."""
+    return as_task(task).loss(logits, labels, weights)
 
 
-def to_prediction(task: str, logits: torch.Tensor) -> torch.Tensor:
+def to_prediction(task: Task | str, logits: torch.Tensor) -> torch.Tensor:
     """Probabilities for binary tasks, ratings for regression."""
-    return torch.sigmoid(logits) if task == "binary" else logits
+    return as_task(task).link(logits)
+
+
+PROGRESS_ROWS = 200_000  # scoring more rows than this shows a bar (when progress is on)
 
 
 @torch.no_grad()
-def predict(model: nn.Module, task: str, data: EncodedData, device: str = "cpu", batch_size: int = PREDICT_BATCH) -> np.ndarray:
-    """Predictions for every row of ``data``, in order. Shape (N,), float64."""
+def predict_logits(model: nn.Module, data: EncodedData, device: str = "cpu", batch_size: int = PREDICT_BATCH,
+                   progress: bool = False) -> np.ndarray:
+    """The model's logits for every row of ``data``, in order, float64: (N,) or (N, C) for C outputs."""
     was_training = model.training
     model.eval()
-    out = np.empty(len(data), dtype=np.float64)
-    for start in range(0, len(data), batch_size):
+    out: np.ndarray | None = None
+    starts = range(0, len(data), batch_size)
+    for start in tqdm(starts, desc="scoring", unit="batch", leave=False, disable=not progress or len(data) < PROGRESS_ROWS):
         chunk = data.slice(start, min(start + batch_size, len(data)))
-        out[start : start + len(chunk)] = to_prediction(task, model(chunk.to_batch(device))).double().cpu().numpy()
+        logits = model(chunk.to_batch(device)).double().cpu().numpy()
+        if out is None:
+            out = np.empty((len(data), *logits.shape[1:]), dtype=np.float64)
+        out[start : start + len(chunk)] = logits
     model.train(was_training)
-    return out
+    return out if out is not None else np.empty(0, dtype=np.float64)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, task: Task | str, data: EncodedData, device: str = "cpu", batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    """Predictions for every row of ``data``, in order: (N,) probabilities or ratings, or (N, C) class
+    probabilities; float64."""
+    logits = predict_logits(model, data, device, batch_size)
+    return as_task(task).link(torch.from_numpy(logits)).numpy()
+
+
+def steps_in_epoch(source: BatchSource, batch_size: int) -> int:
+    """Batches per epoch: a last batch of one row joins the one before (``join_single_row_tail``)."""
+    steps = source.steps_per_epoch(batch_size)
+    return steps - 1 if steps > 1 and source.num_rows % batch_size == 1 else steps
+
+
+def join_single_row_tail(batches: Iterator[EncodedData]) -> Iterator[EncodedData]:
+    """The batches, with a last batch of one row appended to the one before: batch norm cannot
+    train on one row, and no row is skipped. In memory and streamed alike (both end an epoch with
+    the only short batch), so the steps of an epoch, and resuming at one, do not change."""
+    held: EncodedData | None = None
+    for batch in batches:
+        if held is not None and len(batch) == 1:
+            held = EncodedData.concat([held, batch])
+            continue
+        if held is not None:
+            yield held
+        held = batch
+    if held is not None:
+        yield held
 
 
 def peak_rss_mb() -> float:
@@ -85,7 +122,7 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        task: str,
+        task: Task | str,
         config: TrainingConfig,
         checkpoint_dir: Path | None = None,
         progress: bool = True,
@@ -93,7 +130,7 @@ class Trainer:
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ):
         self.model = model.to(config.device)
-        self.task = task
+        self.task = as_task(task)
         self.config = config
         self.optimizer = ModelOptimizer(self.model, config)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -113,24 +150,34 @@ class Trainer:
         source = InMemorySource(train) if isinstance(train, EncodedData) else train
         self._source = source
         start_epoch, skip_steps, best_weights, bad_epochs = 0, 0, None, 0
-        if resume and self.checkpoint_dir and (self.checkpoint_dir / "state.json").exists():
+        if resume and complete_checkpoint(self.checkpoint_dir):
             start_epoch, skip_steps, best_weights, bad_epochs = self._restore(result)
             self.log(f"resumed from {self.checkpoint_dir} at epoch {start_epoch + 1}, step {skip_steps}")
         elif resume:
             self.log(f"--resume: no checkpoint in {self.checkpoint_dir}; starting from scratch")
-        steps_per_epoch = source.steps_per_epoch(config.batch_size)
+        steps_per_epoch = steps_in_epoch(source, config.batch_size)
+        if source.num_rows == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
+            raise DataError("training data", "one training row: batch norm needs at least two; add rows or "
+                            "turn batch norm off (model.batch_norm = false)")
         for epoch in range(start_epoch, config.epochs):
             if config.patience and bad_epochs >= config.patience:
                 break  # a resumed run that had already stopped early
             self.model.train()
             ahead = 2 if self._spare_core or not isinstance(source, InMemorySource) else 0
-            batches = prefetch(source.batches(config.batch_size, config.seed, epoch, skip=skip_steps), config.device, ahead)
+            ordered = join_single_row_tail(source.batches(config.batch_size, config.seed, epoch, skip=skip_steps))
+            batches = prefetch(ordered, config.device, ahead)
             bar = tqdm(batches, total=steps_per_epoch, initial=skip_steps, desc=f"epoch {epoch + 1}", disable=not self.progress, leave=False)
             total_loss, steps = result.epoch_loss if skip_steps else (0.0, 0)  # resumed mid-epoch: its loss so far
             began = time.perf_counter()
             for step, (rows, batch) in enumerate(bar, start=skip_steps):
-                total_loss += self._step(batch)
+                loss = self._step(batch)
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(f"epoch {epoch + 1}, step {step + 1}: the training loss is {loss} (the model "
+                                           f"diverged); train again with a lower --lr (this run: {config.lr:g})")
+                total_loss += loss
                 steps += 1
+                if self.progress and steps % PROGRESS_EVERY == 0:
+                    bar.set_postfix_str(f"loss {total_loss / steps:.5f}", refresh=False)
                 result.samples_seen += rows
                 if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < steps_per_epoch:
                     result.train_seconds += time.perf_counter() - began
@@ -141,10 +188,14 @@ class Trainer:
             skip_steps, result.epoch_loss = 0, (0.0, 0)
             record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total_loss / max(steps, 1)}
             if valid is not None:
-                metrics = evaluate_predictions(self.task, valid.labels, distributed.gather_blocks(
-                    predict(self.model, self.task, distributed.block_of(valid), config.device)))  # same on every rank
+                logits = distributed.gather_blocks(predict_logits(
+                    self.model, distributed.block_of(valid), config.device, progress=self.progress))
+                if not np.isfinite(logits).all():
+                    raise TrainingDiverged(f"epoch {epoch + 1}: the model predicts NaN or infinity on validation rows "
+                                           f"(it diverged); train again with a lower --lr (this run: {config.lr:g})")
+                metrics = self.task.metrics(valid.labels, logits, valid.weights)  # the same on every rank
                 record["valid"] = metrics
-                if is_better(self.task, metrics, result.best_metrics):
+                if self.task.is_better(metrics, result.best_metrics):
                     result.best_epoch, result.best_metrics, bad_epochs = epoch + 1, metrics, 0
                     best_weights = {k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()}
                 else:
@@ -168,7 +219,7 @@ class Trainer:
         self.optimizer.zero_grad()
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model(batch)  # bf16: the MLP's hidden layers in bfloat16; FM term and output in fp32
-        loss = loss_fn(self.task, logits.float(), batch.labels)
+        loss = self.task.loss(logits.float(), batch.labels, batch.weights)
         loss.backward()
         distributed.average_gradients(self.model)  # no-op in a single process
         self.optimizer.step()

@@ -1,0 +1,43 @@
+"""Training across processes and machines: ``torchrun`` ranks (gloo on CPU, nccl on GPU).
+
+How a run is split, and why it equals one process with a global batch of ``batch_size × world``:
+
+- Rank 0 fits the encoders on the whole training file (one pass, as a single process would) and
+  broadcasts them as JSON: every rank encodes with the same vocabularies, and no rank needs to
+  agree with another on floating-point statistics computed from a different order of chunks.
+- Rank ``r`` keeps rows ``r, r + world, r + 2·world, …`` of the training file, cut to
+  ``⌊N / world⌋`` rows on every rank (at most ``world − 1`` rows are left out), so every rank
+  takes the same number of steps and no collective waits forever.
+- After each backward pass gradients are averaged over ranks: dense ones with one all-reduce;
+  the embedding tables' sparse row gradients by all-gathering every rank's (rows, values) and
+  summing rows that several ranks touched. ``DistributedDataParallel`` is not used because it
+  only recognises sparse gradients of ``nn.Embedding`` modules; the fused table here produces
+  its own (see ``FeaturesEmbedding``). The cost per step is O(world × rows touched × k), never
+  O(table).
+- Batch norm layers normalise over the global batch (``GlobalBatchNorm1d``), as one process would.
+- Validation rows are predicted in contiguous blocks, one per rank, and all-gathered: every
+  rank computes the same metrics from the same predictions, so early stopping and the choice
+  of the best epoch are identical everywhere.
+- Only rank 0 writes checkpoints and the model directory; on resume every rank reads them
+  (multi-machine runs need the output directory on a shared file system).
+
+One module per job: ``process`` (the process group and this rank's place in it, broadcasting),
+``batchnorm`` (batch norm over the global batch), ``sharding`` (each rank its rows), ``gather``
+(collecting tensors from every rank: validation blocks), ``gradients`` (averaging over ranks) and
+``launch`` (starting ranks from the CLI). Everything is importable from ``deepfm.distributed``.
+"""
+
+from deepfm.distributed.batchnorm import GlobalBatchNorm1d, global_batch_norm
+from deepfm.distributed.gather import block_of, gather_blocks, gather_padded
+from deepfm.distributed.gradients import average_gradients
+from deepfm.distributed.launch import launch, without_flag
+from deepfm.distributed.process import (
+    Context, active, broadcast_model, broadcast_text, cleanup, comm_device, context, is_main, launched, rank_device, setup,
+)
+from deepfm.distributed.sharding import encode_shard, shard_mask
+
+__all__ = [
+    "Context", "GlobalBatchNorm1d", "active", "average_gradients", "block_of", "broadcast_model", "broadcast_text",
+    "cleanup", "comm_device", "context", "encode_shard", "gather_blocks", "gather_padded", "global_batch_norm",
+    "is_main", "launch", "launched", "rank_device", "setup", "shard_mask", "without_flag",
+]

@@ -1,0 +1,479 @@
+"""Task heads: what a model's output means, and how labels, loss and metrics follow from it.
+
+A ``Task`` is the one object that models, trainer, metrics and the model directory share:
+
+- ``encode_labels``: a raw label column -> numbers the loss reads (``--positive``, libFM's -1/+1);
+- ``loss``: the training objective on logits, optionally weighted per row;
+- ``link``: logits -> predictions (probabilities, ratings);
+- ``metrics``: validation/evaluation scores, optionally weighted; ``selection`` picks the best epoch;
+- ``output_dim``: the width of the model's last layer (1: logits of shape (B,));
+- ``prior``: the model's starting output (the mean rating, the log-odds of the click rate);
+- ``to_dict``/``task_from_dict``: its part of ``features.json``.
+
+``fit_task`` decides the task from the whole training file (it sees it chunk by chunk).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import log_loss, mean_absolute_error, mean_squared_error, roc_auc_score
+
+from deepfm.data.frame import NUMBER_PATTERN, RawFrame, to_float
+from deepfm.errors import DataError
+
+# Auto-detection: labels that are 0/1 except for at most this share are a binary file with a few bad
+# rows (an error naming the first one), not ratings.
+STRAY_LABEL_SHARE = 0.01
+LABELS_LISTED = 8  # distinct raw values an error message lists
+
+
+class Task:
+    """The head of a model for one kind of label. Subclasses set ``name`` and ``selection``."""
+
+    name: ClassVar[str]
+    selection: ClassVar[tuple[str, bool]]  # the metric that selects the best epoch, and whether larger is better
+    fallback: ClassVar[tuple[str, bool] | None] = None  # selects instead where ``selection`` is undefined (NaN)
+    output_dim: ClassVar[int] = 1
+
+    def __init__(self, label_mean: float | None = None, positive: str | None = None,
+                 label_map: dict[str, float] | None = None):
+        self.label_mean = label_mean  # mean training label (after label_map)
+        self.positive = positive  # the raw label value that means 1, for text labels such as ">50K"
+        self.label_map = dict(label_map or {})  # raw number (as text) -> label, e.g. libFM's {"-1": 0}
+
+    # A task equals its name, so code that compares ``encoder.task == "binary"`` keeps working.
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return self.name == other
+        return isinstance(other, Task) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(label_mean={self.label_mean!r}, positive={self.positive!r})"
+
+    # -- labels ---------------------------------------------------------------------------------
+
+    def encode_labels(self, frame: RawFrame) -> np.ndarray:
+        """The frame's labels as float32 numbers for the loss; a missing or invalid one is a ``DataError``."""
+        y = read_labels(frame, self.positive)
+        if np.isnan(y).any():
+            raise frame.error(int(np.flatnonzero(np.isnan(y))[0]), None, "the label is missing")
+        for raw, mapped in self.label_map.items():
+            y = np.where(y == float(raw), mapped, y)
+        self.check_labels(frame, y)
+        return y.astype(np.float32)
+
+    def check_labels(self, frame: RawFrame, y: np.ndarray) -> None:
+        """Refuse labels this task cannot read (located)."""
+
+    # -- the head -------------------------------------------------------------------------------
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """The batch's loss: the mean over rows, or the weighted mean Σ w_r ℓ_r / Σ w_r."""
+        losses = self.row_losses(logits, labels)
+        if weights is None:
+            return losses.mean()
+        return (losses * weights).sum() / weights.sum().clamp_min(torch.finfo(losses.dtype).tiny)
+
+    def row_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def link(self, logits: torch.Tensor) -> torch.Tensor:
+        """Predictions from logits."""
+        raise NotImplementedError
+
+    def metrics(self, labels: np.ndarray, logits: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+        """Scores of float64 ``logits`` against ``labels``."""
+        raise NotImplementedError
+
+    def metrics_of_predictions(self, labels: np.ndarray, predictions: np.ndarray,
+                               weights: np.ndarray | None = None) -> dict[str, float]:
+        """``metrics`` from what ``link`` returned."""
+        return self.metrics(labels, self.unlink(np.asarray(predictions, dtype=np.float64)), weights)
+
+    def unlink(self, predictions: np.ndarray) -> np.ndarray:
+        """Logits from predictions (the inverse of ``link``)."""
+        raise NotImplementedError
+
+    def is_better(self, candidate: dict[str, float], best: dict[str, float] | None) -> bool:
+        """Whether ``candidate`` beats ``best`` on ``selection`` (on ``fallback`` where that is NaN)."""
+        if best is None:
+            return True
+        for name, larger in filter(None, (self.selection, self.fallback)):
+            new, old = candidate.get(name, math.nan), best.get(name, math.nan)
+            if math.isnan(new) or math.isnan(old):
+                continue
+            return new > old if larger else new < old
+        return False
+
+    @property
+    def prior(self) -> float:
+        """The model's starting output."""
+        return 0.0
+
+    def prediction_columns(self, predictions: np.ndarray) -> dict[str, np.ndarray]:
+        """Predictions as named columns for a predictions file."""
+        return {"prediction": predictions}
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The task's keys of ``features.json``."""
+        return {"task": self.name, "label_map": self.label_map, "label_mean": self.label_mean, "positive": self.positive}
+
+
+class BinaryTask(Task):
+    """Click or not: logits through a sigmoid, logloss, AUC (on logits: no ties from float rounding)."""
+
+    name = "binary"
+    selection = ("auc", True)
+    fallback = ("logloss", False)
+
+    def check_labels(self, frame: RawFrame, y: np.ndarray) -> None:
+        bad = np.flatnonzero((y != 0) & (y != 1))
+        if len(bad):
+            raise frame.error(int(bad[0]), None, f"binary labels must be 0 or 1, got {y[bad[0]]:g} (use --task regression for ratings)")
+
+    def row_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        if weights is None:
+            return F.binary_cross_entropy_with_logits(logits, labels)  # one fused kernel
+        return super().loss(logits, labels, weights)
+
+    def link(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits)
+
+    def unlink(self, predictions: np.ndarray) -> np.ndarray:
+        p = np.clip(predictions, 1e-300, 1 - 1e-16)
+        return np.log(p) - np.log1p(-p)
+
+    def metrics(self, labels: np.ndarray, logits: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+        labels = np.asarray(labels, dtype=np.float64)
+        logits = np.asarray(logits, dtype=np.float64)
+        probabilities = np.clip(1.0 / (1.0 + np.exp(-np.clip(logits, -700, 700))), 1e-7, 1 - 1e-7)
+        logloss = float(log_loss(labels, probabilities, labels=[0, 1], sample_weight=weights))
+        both = 0 < labels.sum() < len(labels)
+        auc = float(roc_auc_score(labels, logits, sample_weight=weights)) if both else math.nan
+        return {"auc": auc, "logloss": logloss}
+
+    @property
+    def prior(self) -> float:
+        if self.label_mean is None:
+            return 0.0
+        rate = min(max(self.label_mean, 1e-4), 1 - 1e-4)
+        return float(np.log(rate / (1 - rate)))
+
+
+class RegressionTask(Task):
+    """Ratings or any real value: identity link, squared error, RMSE and MAE."""
+
+    name = "regression"
+    selection = ("rmse", False)
+
+    def row_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(logits, labels, reduction="none")
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        if weights is None:
+            return F.mse_loss(logits, labels)
+        return super().loss(logits, labels, weights)
+
+    def link(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits
+
+    def unlink(self, predictions: np.ndarray) -> np.ndarray:
+        return predictions
+
+    def metrics(self, labels: np.ndarray, logits: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+        labels = np.asarray(labels, dtype=np.float64)
+        logits = np.asarray(logits, dtype=np.float64)
+        return {"rmse": float(np.sqrt(mean_squared_error(labels, logits, sample_weight=weights))),
+                "mae": float(mean_absolute_error(labels, logits, sample_weight=weights))}
+
+    @property
+    def prior(self) -> float:
+        return 0.0 if self.label_mean is None else float(self.label_mean)
+
+
+MAX_CLASSES = 1000
+
+
+class MulticlassTask(Task):
+    """One of C classes (any ints or strings, as written): C logits through a softmax, cross-entropy;
+    metrics accuracy, logloss and the macro-averaged one-vs-rest AUC. Labels are class positions
+    0..C−1 for the loss; predictions are (N, C) class probabilities in the order of ``classes``."""
+
+    name = "multiclass"
+    selection = ("logloss", False)
+
+    def __init__(self, classes: Iterable[str] = (), class_rates: Iterable[float] | None = None):
+        super().__init__()
+        self.classes = [str(c) for c in classes]
+        self.class_rates = list(class_rates) if class_rates is not None else None  # training frequency of each class
+        self._vocabulary = None
+
+    @property
+    def output_dim(self) -> int:  # type: ignore[override]
+        return len(self.classes)
+
+    def encode_labels(self, frame: RawFrame) -> np.ndarray:
+        from deepfm.data.vocabulary import Vocabulary
+
+        if self._vocabulary is None:
+            self._vocabulary = Vocabulary(self.classes)
+        text = label_text(frame)
+        missing = pc.is_null(text).to_numpy(zero_copy_only=False)
+        if missing.any():
+            raise frame.error(int(np.flatnonzero(missing)[0]), None, "the label is missing")
+        position = self._vocabulary.positions(text)
+        unknown = np.flatnonzero(position < 0)
+        if len(unknown):
+            raise frame.error(int(unknown[0]), None, f"label {text[int(unknown[0])].as_py()!r} is not one of the "
+                                                     f"training classes ({_listed(self.classes)})")
+        return position.astype(np.float32)
+
+    def row_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels.long(), reduction="none")
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        if weights is None:
+            return F.cross_entropy(logits, labels.long())
+        return super().loss(logits, labels, weights)
+
+    def link(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, dim=-1)
+
+    def unlink(self, predictions: np.ndarray) -> np.ndarray:
+        return np.log(np.clip(predictions, 1e-300, None))
+
+    def metrics(self, labels: np.ndarray, logits: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+        labels = np.asarray(labels).astype(np.int64)
+        logits = np.asarray(logits, dtype=np.float64)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # log softmax, in float64
+        accuracy = float(np.average(logits.argmax(axis=1) == labels, weights=weights))
+        logloss = float(np.average(-log_p[np.arange(len(labels)), labels], weights=weights))
+        present = np.unique(labels)
+        auc = math.nan
+        if len(present) > 1:  # macro one-vs-rest AUC over the classes present (each needs positives and negatives)
+            aucs = [roc_auc_score(labels == c, log_p[:, c], sample_weight=weights) for c in present]
+            auc = float(np.mean(aucs))
+        return {"accuracy": accuracy, "logloss": logloss, "auc": auc}
+
+    @property
+    def prior(self) -> list[float] | float:
+        if not self.class_rates:
+            return 0.0
+        rates = np.clip(np.asarray(self.class_rates, dtype=np.float64), 1e-4, None)
+        logits = np.log(rates / rates.sum())
+        return (logits - logits.mean()).tolist()  # softmax(prior) = the class rates
+
+    def prediction_columns(self, predictions: np.ndarray) -> dict[str, np.ndarray]:
+        """The most probable class, then each class's probability (``p_CLASS``)."""
+        columns = {"prediction": np.asarray(self.classes, dtype=object)[predictions.argmax(axis=1)]}
+        columns.update({f"p_{c}": predictions[:, i] for i, c in enumerate(self.classes)})
+        return columns
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.name, "classes": self.classes, "class_rates": self.class_rates,
+                "label_map": {}, "label_mean": None, "positive": None}
+
+
+TASKS: dict[str, type[Task]] = {"binary": BinaryTask, "regression": RegressionTask, "multiclass": MulticlassTask}
+
+
+def task_from_dict(data: dict[str, Any]) -> Task:
+    """The task of a ``features.json`` (``Task.to_dict``); an unknown name is a ``ValueError``."""
+    name = data.get("task")
+    if name not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(repr(n) for n in TASKS)}, got {name!r}")
+    if name == "multiclass":
+        return MulticlassTask(classes=data.get("classes") or [], class_rates=data.get("class_rates"))
+    return TASKS[name](label_mean=data.get("label_mean"), positive=data.get("positive"),
+                       label_map=data.get("label_map") or {})
+
+
+def as_task(task: Task | str) -> Task:
+    """A ``Task`` from itself or its name (a name gives a task without a prior)."""
+    return task if isinstance(task, Task) else task_from_dict({"task": task})
+
+
+# -- reading labels ---------------------------------------------------------------------------------
+
+
+def read_labels(frame: RawFrame, positive: str | None) -> np.ndarray:
+    """Labels as float64: numbers as written, or 1/0 for "equals ``positive``" (missing stays NaN).
+    Text labels without ``positive`` are a ``DataError`` suggesting ``--positive VALUE``."""
+    if positive is None:
+        _refuse_text_labels(frame)
+        y = to_float(frame, frame.labels, None)
+        infinite = np.flatnonzero(np.isinf(y))
+        if len(infinite):
+            raise frame.error(int(infinite[0]), None, f"the label must be a finite number, got {y[infinite[0]]:g}")
+        return y
+    text = label_text(frame)
+    y = pc.equal(text, positive).to_numpy(zero_copy_only=False).astype(np.float64)
+    y[pc.is_null(text).to_numpy(zero_copy_only=False)] = np.nan
+    return y
+
+
+def label_text(frame: RawFrame) -> pa.Array:
+    return pc.utf8_trim_whitespace(pc.cast(frame.labels, pa.string()))
+
+
+def _refuse_text_labels(frame: RawFrame) -> None:
+    labels = frame.labels
+    if not (pa.types.is_string(labels.type) or pa.types.is_large_string(labels.type)):
+        return
+    number = pc.fill_null(pc.match_substring_regex(labels, NUMBER_PATTERN), True).to_numpy(zero_copy_only=False)
+    if number.all():
+        return
+    bad = int(np.flatnonzero(~number)[0])
+    seen = distinct_values(label_text(frame))
+    raise frame.error(bad, None, f"the label must be a number, got {labels[bad].as_py()!r}; for text labels name the "
+                                 f"value that means 1 with --positive VALUE, or use --task multiclass (values seen: "
+                                 f"{_listed(seen)})")
+
+
+def distinct_values(text: pa.Array, limit: int = LABELS_LISTED + 1) -> list[str]:
+    """Up to ``limit`` distinct non-missing values, most frequent first."""
+    counts = pc.value_counts(pc.drop_null(text)).flatten()
+    order = np.argsort(-counts[1].to_numpy(zero_copy_only=False), kind="stable")[:limit]
+    return [counts[0][int(i)].as_py() for i in order]
+
+
+def _class_order(value: str) -> tuple:
+    """Numbers in numeric order (1, 2, 10), then text in alphabetical order."""
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def _listed(values: Iterable[str], limit: int = LABELS_LISTED) -> str:
+    values = list(values)
+    text = ", ".join(repr(v) for v in values[:limit])
+    return text + (", ..." if len(values) > limit else "")
+
+
+# -- deciding the task on the whole training file ----------------------------------------------------
+
+
+class TaskFitter:
+    """Reads the training labels chunk by chunk, then decides the task (``finish``).
+
+    ``auto`` chooses binary only when every label is 0 or 1; regression when the labels look like
+    ratings or real values; labels that are 0/1 but for a few (≤ 1 %) stop with a ``DataError`` at
+    the first odd one. A binary task needs both classes.
+    """
+
+    def __init__(self, task: str, positive: str | None, allows_plus_minus_one: bool, path: str):
+        self.task, self.positive, self.allows_pm1, self.path = task, positive, allows_plus_minus_one, path
+        self.count, self.total, self.zero_one, self.minus_one, self.ones = 0, 0.0, 0, 0, 0
+        self.examples: list[float] = []  # a few distinct labels, for messages
+        self.first_odd: DataError | None = None  # the first label that is neither 0/1 nor (libFM) -1
+        self.raw_seen: dict[str, None] = {}  # distinct raw values (``--positive``), in order, a few
+        self.class_counts: dict[str, int] = {}  # multiclass: every label value and its count
+
+    def update(self, frame: RawFrame) -> None:
+        if frame.labels is None:
+            return
+        if self.task == "multiclass":
+            self._count_classes(frame)
+            return
+        y = read_labels(frame, self.positive)
+        present = ~np.isnan(y)
+        values = y[present]
+        self.count += len(values)
+        self.total += float(values.sum())
+        zero_one = (values == 0) | (values == 1)
+        minus_one = values == -1 if self.allows_pm1 else np.zeros(len(values), bool)
+        self.zero_one += int(zero_one.sum())
+        self.ones += int((values == 1).sum())
+        self.minus_one += int(minus_one.sum())
+        for value in np.unique(values)[:LABELS_LISTED]:
+            if len(self.examples) < LABELS_LISTED + 1 and value not in self.examples:
+                self.examples.append(float(value))
+        odd = np.flatnonzero(present)[~(zero_one | minus_one)]
+        if self.first_odd is None and len(odd):
+            self.first_odd = frame.error(int(odd[0]), None, f"label {y[odd[0]]:g} in a file of 0/1 labels")
+        if self.positive is not None and len(self.raw_seen) <= LABELS_LISTED:
+            for value in distinct_values(label_text(frame)):
+                self.raw_seen.setdefault(value, None)
+
+    def _count_classes(self, frame: RawFrame) -> None:
+        text = label_text(frame)
+        missing = pc.is_null(text).to_numpy(zero_copy_only=False)
+        if missing.any():
+            raise frame.error(int(np.flatnonzero(missing)[0]), None, "the label is missing")
+        counts = pc.value_counts(text).flatten()
+        for value, count in zip(counts[0].to_pylist(), counts[1].to_pylist()):
+            self.class_counts[value] = self.class_counts.get(value, 0) + count
+        if len(self.class_counts) > MAX_CLASSES:
+            raise DataError(self.path, f"more than {MAX_CLASSES} distinct labels: not a multiclass label column "
+                            "(--task regression for numbers)")
+
+    def _multiclass(self) -> Task:
+        classes = sorted(self.class_counts, key=_class_order)
+        if len(classes) < 2:
+            raise DataError(self.path, f"--task multiclass needs at least two classes; every label is {_listed(classes)}")
+        total = sum(self.class_counts.values())
+        return MulticlassTask(classes, [self.class_counts[c] / total for c in classes])
+
+    def finish(self) -> Task:
+        if self.task == "multiclass":
+            return self._multiclass()
+        label_map: dict[str, float] = {}
+        plus_minus_one = self.minus_one and self.zero_one + self.minus_one == self.count and self.task != "regression"
+        mean = self.total / self.count if self.count else None
+        if plus_minus_one and self._only({-1.0, 1.0}):
+            label_map = {"-1": 0.0}  # libFM's classification convention
+            mean = (mean + 1) / 2 if mean is not None else None
+        task = self.task
+        if task == "auto":
+            task = self._detect(bool(label_map))
+        result = TASKS[task](label_mean=mean, positive=self.positive, label_map=label_map)
+        if task == "binary" and self.count:
+            self._require_both_classes()
+        return result
+
+    def _only(self, allowed: set[float]) -> bool:
+        return set(self.examples) <= allowed
+
+    def _detect(self, plus_minus_one: bool) -> str:
+        if plus_minus_one or self.zero_one == self.count:
+            return "binary"
+        odd = self.count - self.zero_one - self.minus_one
+        if odd <= STRAY_LABEL_SHARE * self.count and self.first_odd is not None:
+            error = self.first_odd
+            raise DataError(error.path, f"{error.message} ({odd:,} of {self.count:,} labels are not 0/1): fix "
+                            "the odd labels, or name the task with --task binary (refuses them) or --task regression",
+                            line=error.line, column=error.column)
+        return "regression"
+
+    def _require_both_classes(self) -> None:
+        """Labels other than 0/1 are refused, located, when encoded; here both classes must appear."""
+        zeros = self.zero_one + self.minus_one - self.ones
+        if zeros and self.ones:
+            return
+        if self.positive is not None:
+            present = "matches no label" if not self.ones else "matches every label"
+            raise DataError(self.path, f"--positive {self.positive!r} {present} of the training file, so it has one "
+                            f"class (labels seen: {_listed(self.raw_seen)})")
+        shown = ", ".join(f"{v:g}" for v in self.examples)
+        raise DataError(self.path, f"every training label is {shown}: a binary task needs both 0 and 1 "
+                        "(or --task regression)")

@@ -1,0 +1,93 @@
+"""``--task multiclass``: softmax over the classes seen in training, for every model."""
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+import torch
+
+from deepfm import Estimator
+from deepfm.config import DataConfig
+from deepfm.data.encoders import FeatureEncoder
+from deepfm.data.readers import read_frame
+from deepfm.errors import DataError
+from deepfm.models import MODELS
+from deepfm.tasks import MulticlassTask, task_from_dict
+
+COLOURS = np.array(["red", "green", "blue"])
+
+
+def colours(rows: int = 1500, seed: int = 0) -> pa.Table:
+    """The class is (a + b) mod 3: an interaction of two fields, which a linear model cannot learn."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(0, 10, rows), rng.integers(0, 8, rows)
+    return pa.table({"a": a.astype(str), "b": b.astype(str), "label": COLOURS[(a + b) % 3]})
+
+
+@pytest.mark.parametrize("model", sorted(set(MODELS) - {"lr"}))
+def test_every_model_learns_classes(model):
+    train, test = colours(1500), colours(400, seed=1)
+    est = Estimator(data={"task": "multiclass"}, model={"name": model, "mlp": (32,), "embed_dim": 4},
+                    training={"epochs": 6, "lr": 1e-2, "batch_size": 128}).fit(train, progress=False)
+    probabilities = est.predict(test)
+    assert est.encoder.task.classes == ["blue", "green", "red"]
+    assert probabilities.shape == (400, 3) and np.allclose(probabilities.sum(axis=1), 1)
+    metrics = est.evaluate(test)
+    assert metrics["accuracy"] > 0.9 and metrics["auc"] > 0.95, metrics
+
+
+def test_numeric_classes_are_ordered_as_numbers(write_table):
+    path = write_table("train.csv", {"x": ["a", "b", "c", "d"], "label": [10, 2, 1, 2]})
+    task = FeatureEncoder.fit([read_frame(path)], DataConfig(task="multiclass")).task
+    assert task.classes == ["1", "2", "10"] and task.class_rates == [0.25, 0.5, 0.25]
+    torch.testing.assert_close(torch.softmax(torch.tensor(task.prior), 0).double(),
+                               torch.tensor([0.25, 0.5, 0.25], dtype=torch.float64))
+
+
+def test_a_class_unseen_in_training_is_located(write_table):
+    train = write_table("train.csv", {"x": ["a", "b"], "label": ["cat", "dog"]})
+    test = write_table("test.csv", {"x": ["a", "b"], "label": ["dog", "bird"]})
+    encoder = FeatureEncoder.fit([read_frame(train)], DataConfig(task="multiclass"))
+    with pytest.raises(DataError) as caught:
+        encoder.transform(read_frame(test))
+    assert str(caught.value) == f"{test}:3:2: label 'bird' is not one of the training classes ('cat', 'dog')"
+
+
+def test_one_class_is_not_a_multiclass_task(write_table):
+    path = write_table("train.csv", {"x": ["a", "b"], "label": ["cat", "cat"]})
+    with pytest.raises(DataError, match="needs at least two classes"):
+        FeatureEncoder.fit([read_frame(path)], DataConfig(task="multiclass"))
+
+
+def test_metrics_are_accuracy_logloss_and_macro_auc():
+    labels = np.array([0, 1, 2, 2])
+    logits = np.log(np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.5, 0.25, 0.25]]))
+    metrics = MulticlassTask(["a", "b", "c"]).metrics(labels, logits)
+    assert metrics["accuracy"] == pytest.approx(0.75)
+    assert metrics["logloss"] == pytest.approx(-np.mean(np.log([0.7, 0.5, 0.8, 0.25])))
+    # one-vs-rest AUCs: a 1.0 (0.7 above 0.2, 0.1, 0.5), b 1.0, c 0.75 (0.8 and 0.25 against 0.1 and 0.3)
+    assert metrics["auc"] == pytest.approx((1 + 1 + 0.75) / 3)
+
+
+def test_the_task_round_trips_and_saved_models_predict_the_same(tmp_path):
+    task = MulticlassTask(["1", "2", "3"], [0.2, 0.3, 0.5])
+    assert task_from_dict(task.to_dict()) == task and task_from_dict(task.to_dict()).output_dim == 3
+    est = Estimator(data={"task": "multiclass"}, model={"name": "fm", "embed_dim": 4},
+                    training={"epochs": 1}).fit(colours(300), out=tmp_path / "m", progress=False)
+    again = Estimator.load(tmp_path / "m")
+    np.testing.assert_allclose(again.predict(colours(50, 3)), est.predict(colours(50, 3)), rtol=1e-6)
+
+
+def test_cli_trains_evaluates_and_writes_class_probabilities(tmp_path):
+    from deepfm.cli import main
+
+    pacsv.write_csv(colours(600), tmp_path / "train.csv")
+    assert main(["train", "--train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "m"), "--task", "multiclass",
+                 "--model", "fm", "--epochs", "2", "--quiet"]) == 0
+    assert main(["predict", str(tmp_path / "m"), str(tmp_path / "train.csv"), "--out", str(tmp_path / "p.csv")]) == 0
+    written = pacsv.read_csv(tmp_path / "p.csv")
+    assert written.column_names == ["prediction", "p_blue", "p_green", "p_red"]
+    assert set(written["prediction"].to_pylist()) <= {"red", "green", "blue"}
+    assert math.isclose(sum(written[c][0].as_py() for c in written.column_names[1:]), 1, rel_tol=1e-5)

@@ -1,0 +1,167 @@
+"""Task heads: labels, loss, link, metrics and selection, and how the training file decides the task."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from deepfm.config import DataConfig
+from deepfm.data.encoders import FeatureEncoder
+from deepfm.data.readers import read_frame
+from deepfm.errors import DataError
+from deepfm.tasks import BinaryTask, RegressionTask, Task, task_from_dict
+
+
+def fit(path, **data):
+    return FeatureEncoder.fit([read_frame(path)], DataConfig(**data))
+
+
+def error_of(call, *args, **kwargs) -> DataError:
+    with pytest.raises(DataError) as caught:
+        call(*args, **kwargs)
+    return caught.value
+
+
+# -- the head ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", [BinaryTask(label_mean=0.25, positive=">50K"), RegressionTask(label_mean=3.5),
+                                  BinaryTask(label_mean=0.5, label_map={"-1": 0.0})])
+def test_a_task_round_trips_through_its_dict(task):
+    again = task_from_dict(task.to_dict())
+    assert type(again) is type(task) and again.to_dict() == task.to_dict() and again.prior == task.prior
+
+
+def test_a_task_equals_its_name():
+    assert BinaryTask() == "binary" and RegressionTask() == "regression" and BinaryTask() != "regression"
+    assert isinstance(task_from_dict({"task": "binary"}), Task)
+
+
+def test_an_unknown_task_name_is_refused():
+    with pytest.raises(ValueError, match="task must be one of"):
+        task_from_dict({"task": "ranking"})
+
+
+def test_the_prior_is_the_log_odds_of_the_rate_or_the_mean_rating():
+    assert BinaryTask(label_mean=0.2).prior == pytest.approx(math.log(0.2 / 0.8))
+    assert RegressionTask(label_mean=3.7).prior == pytest.approx(3.7)
+    assert BinaryTask().prior == 0.0
+
+
+def test_weighted_loss_is_the_weighted_mean_of_the_row_losses():
+    logits, labels = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1.0, 0.0, 0.0])
+    weights = torch.tensor([1.0, 3.0, 0.0])
+    p = torch.sigmoid(logits)
+    logloss = -(labels * p.log() + (1 - labels) * (1 - p).log())
+    assert BinaryTask().loss(logits, labels, weights).item() == pytest.approx(float((logloss * weights).sum() / 4))
+    assert BinaryTask().loss(logits, labels).item() == pytest.approx(float(logloss.mean()))
+    ratings = torch.tensor([1.0, 2.0, 4.0])
+    assert RegressionTask().loss(logits, ratings, weights).item() == pytest.approx(
+        float((((logits - ratings) ** 2) * weights).sum() / 4))
+
+
+def test_binary_auc_is_scored_on_logits_not_on_rounded_probabilities():
+    # sigmoid of 18, 19 and 20 is 1.0 in float32: AUC from probabilities would tie them (0.5)
+    labels = np.array([0, 1, 0, 1])
+    logits = np.array([18.0, 19.0, 17.5, 20.0])
+    assert BinaryTask().metrics(labels, logits)["auc"] == pytest.approx(1.0)
+    probabilities = torch.sigmoid(torch.tensor(logits, dtype=torch.float32)).double().numpy()
+    assert BinaryTask().metrics_of_predictions(labels, probabilities)["auc"] < 1.0  # the old way loses it
+
+
+def test_weighted_metrics_count_each_row_by_its_weight():
+    labels, logits = np.array([1.0, 2.0, 4.0]), np.array([1.0, 3.0, 0.0])
+    weights = np.array([1.0, 1.0, 2.0])
+    metrics = RegressionTask().metrics(labels, logits, weights)
+    assert metrics["rmse"] == pytest.approx(math.sqrt((0 + 1 + 2 * 16) / 4))
+    assert metrics["mae"] == pytest.approx((0 + 1 + 2 * 4) / 4)
+
+
+def test_selection_falls_back_to_logloss_when_auc_is_undefined():
+    task = BinaryTask()
+    best = {"auc": math.nan, "logloss": 0.40}
+    assert task.is_better({"auc": math.nan, "logloss": 0.30}, best)
+    assert not task.is_better({"auc": math.nan, "logloss": 0.50}, best)
+    assert task.is_better({"auc": 0.80, "logloss": 0.60}, {"auc": 0.70, "logloss": 0.30})  # AUC decides when defined
+
+
+def test_single_class_validation_scores_auc_nan_and_a_finite_logloss():
+    metrics = BinaryTask().metrics(np.zeros(4), np.array([-3.0, -1.0, 0.0, 2.0]))
+    assert math.isnan(metrics["auc"]) and math.isfinite(metrics["logloss"])
+
+
+# -- deciding the task on the whole training file (issue 11.4) --------------------------------------
+
+
+def test_auto_task_is_binary_only_when_every_label_is_zero_or_one(write_table):
+    path = write_table("train.csv", {"label": [0, 1] * 50, "city": ["a", "b"] * 50})
+    assert fit(path).task == "binary"
+
+
+def test_one_stray_label_in_a_binary_file_is_a_located_error_not_a_regression(write_table):
+    labels = [0, 1] * 150
+    labels[203] = 2
+    path = write_table("train.csv", {"city": ["a"] * 300, "label": labels})
+    error = error_of(fit, path)
+    assert (error.line, error.column) == (205, 2)
+    assert "label 2 in a file of 0/1 labels" in error.message and "--task" in error.message
+
+
+def test_the_stray_label_is_found_in_a_later_chunk_of_a_streamed_file(write_table):
+    from deepfm.data.stream import ChunkedFile, fit_streaming
+
+    labels = [0, 1] * 500
+    labels[990] = 7
+    path = write_table("train.csv", {"city": ["a"] * 1000, "label": labels})
+    file = ChunkedFile(path, chunk_bytes=1024)
+    assert len(file.chunks()) > 3
+    error = error_of(fit_streaming, file, DataConfig())
+    assert error.line == 992 and "label 7" in error.message
+
+
+def test_ratings_are_regression(write_table):
+    path = write_table("train.csv", {"label": [1, 2, 3, 4, 5] * 20, "city": ["a", "b"] * 50})
+    assert fit(path).task == "regression"
+
+
+def test_real_valued_labels_are_regression(write_table):
+    path = write_table("train.csv", {"label": [0.5 + i / 7 for i in range(100)], "city": ["a", "b"] * 50})
+    assert fit(path).task == "regression"
+
+
+# -- a binary task needs two classes (issue 11.2) ---------------------------------------------------
+
+
+def test_a_positive_value_that_matches_no_label_lists_the_values_seen(write_table):
+    path = write_table("train.csv", {"label": [">50K", "<=50K", "<=50K"], "city": ["a", "b", "c"]})
+    error = error_of(fit, path, positive=">50k")
+    assert "--positive '>50k' matches no label" in error.message and "'<=50K', '>50K'" in error.message
+
+
+def test_a_positive_value_that_matches_every_label_is_an_error(write_table):
+    path = write_table("train.csv", {"label": ["yes", "yes"], "city": ["a", "b"]})
+    assert "matches every label" in error_of(fit, path, positive="yes").message
+
+
+def test_a_binary_label_column_with_one_class_is_an_error(write_table):
+    path = write_table("train.csv", {"label": [0, 0, 0], "city": ["a", "b", "c"]})
+    assert "every training label is 0: a binary task needs both 0 and 1" in error_of(fit, path).message
+    assert "a binary task needs both" in error_of(fit, path, task="binary").message
+
+
+def test_the_positive_value_makes_labels_one_and_others_zero(write_table):
+    path = write_table("train.csv", {"label": [">50K", "<=50K", " >50K"], "city": ["a", "b", "c"]})
+    encoder = fit(path, positive=">50K")
+    assert encoder.transform(read_frame(path)).labels.tolist() == [1.0, 0.0, 1.0]
+
+
+# -- text labels (issue 11.5) -----------------------------------------------------------------------
+
+
+def test_text_labels_without_positive_suggest_it_with_the_values_seen(write_table):
+    path = write_table("train.csv", {"label": ["click", "no", "no", "click"], "city": ["a", "b", "c", "d"]})
+    error = error_of(fit, path)
+    assert (error.line, error.column) == (2, 1)
+    assert error.message == ("the label must be a number, got 'click'; for text labels name the value that means 1 "
+                             "with --positive VALUE, or use --task multiclass (values seen: 'click', 'no')")
