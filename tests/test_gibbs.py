@@ -15,7 +15,7 @@ from deepfm.data.batch import Bag, EncodedData
 from deepfm.data.design import design_of_data
 from deepfm.solvers.coordinate import columns_of, predict_columns, predict_samples, sweep_factors, sweep_linear
 from deepfm.solvers.gibbs import GibbsFM
-from deepfm.solvers.latent import class_probabilities, truncated_normal
+from deepfm.solvers.latent import class_probabilities, log_class_probability, metropolis_cutpoints, truncated_normal
 
 
 # -- the model, by its definition (O(n²) per row) ---------------------------------------------------
@@ -127,6 +127,37 @@ def test_truncated_normal_stays_inside_its_interval_even_far_in_the_tails():
     draws = np.stack([truncated_normal(rng, mean, lower, upper) for _ in range(2000)])
     assert np.all((draws >= lower) & (draws <= upper)) and np.all(np.isfinite(draws))
     np.testing.assert_allclose(draws[:, 0].mean(), 1.5251, atol=0.05)  # E[Z | Z > 1] = φ(1)/(1 − Φ(1))
+
+
+def test_class_probabilities_keep_their_precision_far_in_the_upper_tail():
+    cutpoints = np.array([-1.0, 0.5])
+    prediction = np.array([0.0, 0.0, 0.0, -12.0])
+    label = np.array([0, 1, 2, 2])
+    expected = [np.log(ndtr(-1.0)), np.log(ndtr(0.5) - ndtr(-1.0)), np.log(ndtr(-0.5)), np.log(ndtr(-12.5))]
+    np.testing.assert_allclose(log_class_probability(cutpoints, prediction, label), expected, rtol=1e-10)
+    np.testing.assert_allclose(class_probabilities(cutpoints, prediction).sum(axis=1), 1.0)
+
+
+def test_the_cutpoint_moves_sample_the_cutpoints_posterior():
+    """With ŷ = 0 and a flat prior, p(c₀ < c₁ | y) ∝ Φ(c₀)^n₀ (Φ(c₁) − Φ(c₀))^n₁ (1 − Φ(c₁))^n₂;
+    the proposals truncated to keep the order need the Hastings correction to get it right."""
+    rng = np.random.default_rng(0)
+    label = np.repeat([0, 1, 2], [6, 2, 6])
+    prediction = np.zeros(len(label))
+    grid = np.linspace(-4, 4, 801)
+    low, high = np.meshgrid(grid, grid, indexing="ij")
+    with np.errstate(divide="ignore"):
+        log_density = 6 * np.log(ndtr(low)) + 2 * np.log(ndtr(high) - ndtr(low)) + 6 * np.log(ndtr(-high))
+    density = np.where(low < high, np.exp(log_density - np.max(log_density[low < high])), 0.0)
+    exact_means = [np.sum(low * density) / np.sum(density), np.sum(high * density) / np.sum(density)]
+    cutpoints = np.array([-0.5, 0.5])
+    likelihood = float(log_class_probability(cutpoints, prediction, label).sum())
+    draws = []
+    for _ in range(30000):
+        cutpoints, likelihood, _ = metropolis_cutpoints(rng, cutpoints, prediction, label, 1.0, likelihood)
+        draws.append(cutpoints)
+    np.testing.assert_allclose(np.mean(draws[1000:], axis=0), exact_means, atol=0.03)
+    np.testing.assert_allclose(likelihood, log_class_probability(cutpoints, prediction, label).sum())
 
 
 # -- chains -----------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ import scipy.sparse
 from scipy.special import ndtr
 
 from deepfm.solvers.coordinate import columns_of, predict_columns, predict_samples, sweep_factors, sweep_linear
-from deepfm.solvers.latent import (class_probabilities, initial_cutpoints, metropolis_cutpoints, probit_latent,
-                                   truncated_normal, with_infinite_ends)
+from deepfm.solvers.latent import (class_probabilities, initial_cutpoints, log_class_probability, metropolis_cutpoints,
+                                   probit_latent, truncated_normal, with_infinite_ends)
 
 TASKS = ("regression", "binary", "ordinal")
 CUTPOINT_MOVES_PER_SWEEP = 5
@@ -196,8 +196,10 @@ class GibbsFM:
         if self.task == "binary":
             return probit_latent(state.rng, prediction, label)
         if self.task == "ordinal":
+            likelihood = float(log_class_probability(state.cutpoints, prediction, label).sum())
             for _ in range(CUTPOINT_MOVES_PER_SWEEP):
-                state.cutpoints, accepted = metropolis_cutpoints(state.rng, state.cutpoints, prediction, label, state.step)
+                state.cutpoints, likelihood, accepted = metropolis_cutpoints(
+                    state.rng, state.cutpoints, prediction, label, state.step, likelihood)
                 if in_burn_in:  # adapt the step towards the target acceptance, then freeze it
                     state.step *= float(np.exp(0.5 * (accepted - TARGET_ACCEPTANCE)))
             edges = with_infinite_ends(state.cutpoints)

@@ -41,9 +41,8 @@ def log_class_probability(cutpoints: np.ndarray, prediction: np.ndarray, label: 
     """log P(y = label | ŷ) = log[Φ(c_label − ŷ) − Φ(c_{label−1} − ŷ)], accurate in both tails."""
     edges = with_infinite_ends(cutpoints)
     a, b = edges[label] - prediction, edges[label + 1] - prediction
-    upper_tail = a > 0
-    mass = np.where(upper_tail, ndtr(-a) - ndtr(-b), ndtr(b) - ndtr(a))
-    return np.log(np.maximum(mass, 1e-300))
+    sign = np.where(a > 0, -1.0, 1.0)  # above ŷ: Φ(−a) − Φ(−b), the same mass from the precise tail
+    return np.log(np.maximum(sign * (ndtr(sign * b) - ndtr(sign * a)), 1e-300))
 
 
 def class_probabilities(cutpoints: np.ndarray, prediction: np.ndarray) -> np.ndarray:
@@ -59,20 +58,24 @@ def initial_cutpoints(label: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def metropolis_cutpoints(rng: np.random.Generator, cutpoints: np.ndarray, prediction: np.ndarray,
-                         label: np.ndarray, step: float) -> tuple[np.ndarray, bool]:
+                         label: np.ndarray, step: float, log_likelihood: float) -> tuple[np.ndarray, float, bool]:
     """One Metropolis–Hastings move of the cutpoints under a flat prior (Cowles 1996): each c'_j is
-    proposed from N(c_j, step²) truncated to (c'_{j−1}, c_{j+1}), which keeps them ordered; returns
-    the cutpoints after the move and whether it was accepted."""
+    proposed from N(c_j, step²) truncated to (c'_{j−1}, c_{j+1}), which keeps them ordered (a move the
+    same scheme could not undo, c_j ≥ c'_{j+1}, is rejected).
+    ``log_likelihood`` is Σ log P(y | ŷ, cutpoints); returns the cutpoints after the move, their log
+    likelihood and whether the move was accepted."""
     old = with_infinite_ends(cutpoints)
     new = old.copy()
     for j in range(1, len(old) - 1):
         unit = truncated_normal(rng, np.zeros(1), (new[j - 1 : j] - old[j]) / step, (old[j + 1 : j + 2] - old[j]) / step)
         new[j] = old[j] + step * unit[0]
     inner = slice(1, len(old) - 1)
+    if not np.all(old[1:-2] < new[2:-1]):  # the reverse move cannot reach c: reject
+        return cutpoints.copy(), log_likelihood, False
     proposal_ratio = np.sum(
         np.log(ndtr((old[2:] - old[inner]) / step) - ndtr((new[:-2] - old[inner]) / step))
         - np.log(ndtr((new[2:] - new[inner]) / step) - ndtr((old[:-2] - new[inner]) / step)))
-    log_ratio = (log_class_probability(new[inner], prediction, label).sum()
-                 - log_class_probability(old[inner], prediction, label).sum() + proposal_ratio)
-    accepted = bool(np.log(rng.random()) < log_ratio)
-    return (new[inner] if accepted else cutpoints.copy()), accepted
+    proposed_likelihood = float(log_class_probability(new[inner], prediction, label).sum())
+    if np.log(rng.random()) < proposed_likelihood - log_likelihood + proposal_ratio:
+        return new[inner], proposed_likelihood, True
+    return cutpoints.copy(), log_likelihood, False
