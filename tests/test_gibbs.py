@@ -15,7 +15,8 @@ from deepfm.data.batch import Bag, EncodedData
 from deepfm.data.design import design_of_data
 from deepfm.solvers.coordinate import columns_of, predict_columns, predict_samples, sweep_factors, sweep_linear
 from deepfm.solvers.gibbs import GibbsFM
-from deepfm.solvers.latent import class_probabilities, log_class_probability, metropolis_cutpoints, truncated_normal
+from deepfm.solvers.latent import (class_probabilities, log_class_probability, metropolis_cutpoints, ordinal_log_likelihood,
+                                  truncated_normal, with_infinite_ends)
 
 
 # -- the model, by its definition (O(n²) per row) ---------------------------------------------------
@@ -136,6 +137,8 @@ def test_class_probabilities_keep_their_precision_far_in_the_upper_tail():
     expected = [np.log(ndtr(-1.0)), np.log(ndtr(0.5) - ndtr(-1.0)), np.log(ndtr(-0.5)), np.log(ndtr(-12.5))]
     np.testing.assert_allclose(log_class_probability(cutpoints, prediction, label), expected, rtol=1e-10)
     np.testing.assert_allclose(class_probabilities(cutpoints, prediction).sum(axis=1), 1.0)
+    np.testing.assert_allclose(ordinal_log_likelihood(with_infinite_ends(cutpoints), prediction, label), sum(expected),
+                               rtol=1e-10)
 
 
 def test_the_cutpoint_moves_sample_the_cutpoints_posterior():

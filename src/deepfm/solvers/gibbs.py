@@ -20,7 +20,7 @@ import scipy.sparse
 from scipy.special import ndtr
 
 from deepfm.solvers.coordinate import columns_of, predict_columns, predict_samples, sweep_factors, sweep_linear
-from deepfm.solvers.latent import (class_probabilities, initial_cutpoints, log_class_probability, metropolis_cutpoints,
+from deepfm.solvers.latent import (class_probabilities, initial_cutpoints, metropolis_cutpoints, ordinal_log_likelihood,
                                    probit_latent, truncated_normal, with_infinite_ends)
 
 TASKS = ("regression", "binary", "ordinal")
@@ -127,7 +127,7 @@ class GibbsFM:
         columns = columns_of(design)
         members = scipy.sparse.csr_matrix((np.ones(num_features), (groups, np.arange(num_features))),
                                           shape=(num_groups, num_features))
-        kept_sum = self._train_prediction_sum(design)
+        kept_sum = self._train_prediction_sum(design) if callback is not None else None
         began = time.perf_counter()
         state = self.state
         while state.sweep < sweeps:
@@ -135,7 +135,8 @@ class GibbsFM:
             state.sweep += 1
             if state.sweep > burn_in:
                 self.samples.keep(state)
-                kept_sum += self._response(prediction, state.cutpoints)
+                if kept_sum is not None:  # the progress's posterior mean on the training rows
+                    kept_sum += self._response(prediction, state.cutpoints)
             if callback is not None:
                 estimate = kept_sum / len(self.samples) if len(self.samples) else self._response(prediction, state.cutpoints)
                 callback({"sweep": state.sweep, "kept": len(self.samples), "alpha": state.alpha,
@@ -196,7 +197,7 @@ class GibbsFM:
         if self.task == "binary":
             return probit_latent(state.rng, prediction, label)
         if self.task == "ordinal":
-            likelihood = float(log_class_probability(state.cutpoints, prediction, label).sum())
+            likelihood = ordinal_log_likelihood(with_infinite_ends(state.cutpoints), prediction, label)
             for _ in range(CUTPOINT_MOVES_PER_SWEEP):
                 state.cutpoints, likelihood, accepted = metropolis_cutpoints(
                     state.rng, state.cutpoints, prediction, label, state.step, likelihood)
