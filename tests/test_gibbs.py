@@ -244,3 +244,12 @@ def test_bad_arguments_are_errors_that_name_them():
         GibbsFM(groups=groups[:-1]).fit(x, truth, sweeps=2)
     with pytest.raises(ValueError, match="resume"):
         GibbsFM().fit(x, truth, sweeps=2, resume=True)
+    with pytest.raises(ValueError, match="binary labels are 0 or 1"):
+        GibbsFM().fit(x, np.where(truth > 0, 1.0, -1.0), task="binary", sweeps=2)
+    with pytest.raises(ValueError, match="ordinal labels need 2 classes or more"):
+        GibbsFM().fit(x, np.ones(len(truth)), task="ordinal", sweeps=2)
+    ordinal = GibbsFM().fit(x, np.arange(len(truth)) % 3, task="ordinal", sweeps=2, burn_in=0)
+    with pytest.raises(ValueError, match="the chain's classes"):
+        ordinal.fit(x, np.arange(len(truth)) % 4, task="ordinal", sweeps=3, resume=True)
+    with pytest.raises(ValueError, match="features"):
+        ordinal.fit(x[:, :-1], np.arange(len(truth)) % 3, task="ordinal", sweeps=3, resume=True)

@@ -117,13 +117,15 @@ class GibbsFM:
         if resume:
             if self.state is None or self.task != task:
                 raise ValueError(f"resume: no {task} chain to resume (fit it or load it with from_tensors)")
+            if len(self.state.w) != num_features:
+                raise ValueError(f"resume: the chain has {len(self.state.w)} features, the design matrix {num_features}")
         else:
             self.task = task
             self.classes = np.unique(np.asarray(y, dtype=np.float64)) if task == "ordinal" else np.zeros(0)
-            label = self._labels(y)
+        label = self._labels(y)
+        if not resume:
             self.state = self._initial_state(num_features, num_groups, label, num_rows)
             self.samples = Samples()
-        label = self._labels(y)
         columns = columns_of(design)
         members = scipy.sparse.csr_matrix((np.ones(num_features), (groups, np.arange(num_features))),
                                           shape=(num_groups, num_features))
@@ -154,9 +156,16 @@ class GibbsFM:
         """Regression targets as float64; binary labels as bool; ordered labels as class indices."""
         y = np.asarray(y, dtype=np.float64)
         if self.task == "binary":
-            return y > 0.5
+            if not np.all((y == 0) | (y == 1)):
+                raise ValueError("y: binary labels are 0 or 1")
+            return y == 1
         if self.task == "ordinal":
-            return np.searchsorted(self.classes, y)
+            if len(self.classes) < 2:
+                raise ValueError(f"y: ordinal labels need 2 classes or more, got {len(self.classes)}")
+            label = np.minimum(np.searchsorted(self.classes, y), len(self.classes) - 1)
+            if not np.all(self.classes[label] == y):
+                raise ValueError(f"y: a label outside the chain's classes {self.classes.tolist()}")
+            return label
         return y
 
     def _initial_state(self, num_features: int, num_groups: int, label: np.ndarray, num_rows: int) -> ChainState:
@@ -250,8 +259,8 @@ class GibbsFM:
         cutpoints = self._sample_arrays()["cutpoints"]
         return np.mean([class_probabilities(c, p) for c, p in zip(cutpoints, per_sample)], axis=0)
 
-    def _sample_arrays(self) -> dict[str, np.ndarray]:
-        if not len(self.samples):
+    def _sample_arrays(self, allow_none: bool = False) -> dict[str, np.ndarray]:
+        if not len(self.samples) and not allow_none:
             raise ValueError("no posterior samples: fit with more sweeps than the burn-in")
         return self.samples.arrays(*self.state.v.shape, len(self.state.cutpoints))
 
@@ -261,7 +270,7 @@ class GibbsFM:
         """The kept samples, the chain's state (for resuming) and the settings, as plain arrays."""
         assert self.state is not None, "fit first"
         state = self.state
-        tensors = {f"samples.{name}": array for name, array in self._sample_arrays_or_empty().items()}
+        tensors = {f"samples.{name}": array for name, array in self._sample_arrays(allow_none=True).items()}
         for item in fields(ChainState):
             value = getattr(state, item.name)
             if item.name == "rng":
@@ -273,9 +282,6 @@ class GibbsFM:
         tensors["config.hyperpriors"] = np.array([getattr(self.hyperpriors, f.name) for f in fields(Hyperpriors)])
         tensors["config.seed_init_std"] = np.array([self.seed, self.init_std], dtype=np.float64)
         return {name: np.ascontiguousarray(array) for name, array in tensors.items()}
-
-    def _sample_arrays_or_empty(self) -> dict[str, np.ndarray]:
-        return self.samples.arrays(*self.state.v.shape, len(self.state.cutpoints))
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, np.ndarray]) -> "GibbsFM":
