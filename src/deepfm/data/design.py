@@ -138,3 +138,27 @@ class DesignMatrix:
             return self
         return replace(self, x=self.x.to(dtype), x_t=self.x_t.to(dtype), x_squared=self.x_squared.to(dtype),
                        x_squared_t=self.x_squared_t.to(dtype))
+
+
+def design_of_data(data: "EncodedData", num_features: int) -> "scipy.sparse.csr_matrix":
+    """A whole dataset as Rendle's design matrix (N × num_features, float64 CSR): row n holds its
+    single-valued fields' values (1 for one-hot fields) and its bags' weighted entries; an id that
+    occurs several times in a row holds the sum of its values. The input of the array-level
+    solvers (``deepfm.solvers``)."""
+    import numpy as np
+    import scipy.sparse
+
+    num_rows, num_fields = data.ids.shape
+    values = data.dense_values()
+    rows = [np.repeat(np.arange(num_rows, dtype=np.int64), num_fields)]
+    columns = [data.ids.reshape(-1).astype(np.int64)]
+    entries = [np.ones(rows[0].size) if values is None else values.reshape(-1).astype(np.float64)]
+    for bag in data.bags:
+        rows.append(np.repeat(np.arange(num_rows, dtype=np.int64), np.diff(bag.offsets)))
+        columns.append(bag.ids.astype(np.int64))
+        entries.append(bag.weights.astype(np.float64))
+    coo = scipy.sparse.coo_matrix((np.concatenate(entries), (np.concatenate(rows), np.concatenate(columns))),
+                                  shape=(num_rows, num_features))
+    design = coo.tocsr()  # sums repeated (row, column) entries
+    design.sum_duplicates()
+    return design
