@@ -130,6 +130,17 @@ def test_bad_requests_are_4xx_naming_row_and_field(client, body, status, message
     assert client.get("/health").json() == {"status": "ok"}  # still serving
 
 
+def test_a_missing_field_error_names_every_missing_field(client):
+    body = {"rows": [{"user": 1, "city": "oslo", "price": 2, "tags": "t1"}, {"user": 1, "tags": "t1"},
+                     {"price": 2, "city": "rome", "tags": "t1"}]}
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    for where in ("rows[1].city", "rows[1].price", "rows[2].user"):
+        assert where in error
+    assert "send null for a missing value" in error
+
+
 def test_metadata_describes_model_fields_version_and_metrics(client):
     meta = client.get("/metadata").json()
     assert meta["model"] == "deepfm" and meta["task"] == "binary"
@@ -215,6 +226,42 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_url(model):
+    """The app served by uvicorn on a loopback port, in a thread of this process (real sockets)."""
+    import uvicorn
+
+    app = create_app(model["dir"], Limits(max_rows=64, max_bytes=20_000))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{server.config.port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_an_oversize_body_still_being_sent_gets_413_not_a_reset(live_url, declared):
+    """urllib sends the whole body before it reads, and asks to close the connection after: it must read the 413
+    (closing the socket while the client still sends resets the connection and the answer is lost)."""
+    import urllib.error
+    import urllib.request
+
+    body = b'{"rows": [' + b", ".join([b'{"user": 1, "city": "a", "price": 1, "tags": "t"}'] * 400_000) + b"]}"
+    data = body if declared else (body[i : i + (1 << 16)] for i in range(0, len(body), 1 << 16))
+    headers = {} if declared else {"Transfer-Encoding": "chunked"}
+    request = urllib.request.Request(f"{live_url}/predict", data=data, headers=headers, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 413
+    assert "the limit is 20000" in json.loads(refused.value.read())["error"]
+    assert httpx.get(f"{live_url}/health", timeout=5).json() == {"status": "ok"}
 
 
 def test_the_real_server_answers_over_http_and_stops(model):

@@ -27,6 +27,7 @@ from deepfm.serving.batcher import MicroBatcher
 from deepfm.serving.rows import Limits, RequestError, parse_rows, rows_to_frame
 
 INLINE_BYTES = 16 << 10
+DRAIN_BYTES = 1 << 30  # a refused body is read to its end up to this size, so that its sender reads the 413
 METRIC_KEYS = ("task", "rows", "valid_rows", "epochs", "best_epoch", "best_valid")
 
 
@@ -89,16 +90,26 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
 
 
 async def _read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refused with 413 as soon as it is longer than ``max_bytes`` (declared or not)."""
+    """The body, or a 413 once it is known to be longer than ``max_bytes`` (declared or not).
+
+    A refused body is still read to its end (and thrown away, up to ``DRAIN_BYTES``) before the
+    413 goes out: a client that sends its whole body before reading, or asks to close the
+    connection, would otherwise get a connection reset instead of the answer."""
     declared = request.headers.get("content-length")
+    too_long = None
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise RequestError(413, f"the body has {declared} bytes; the limit is {max_bytes}")
+        too_long = f"the body has {declared} bytes; the limit is {max_bytes}"
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > max_bytes:
-            raise RequestError(413, f"the body has over {max_bytes} bytes; the limit is {max_bytes}")
-        chunks.append(chunk)
+        if too_long is None and size > max_bytes:
+            too_long, chunks = f"the body has over {max_bytes} bytes; the limit is {max_bytes}", []
+        if too_long is None:
+            chunks.append(chunk)
+        elif size > DRAIN_BYTES:
+            break  # not worth reading on: the connection is closed instead
+    if too_long is not None:
+        raise RequestError(413, too_long)
     return b"".join(chunks)
 
 

@@ -107,8 +107,7 @@ def rows_to_frame(rows: list[Any], encoder: FeatureEncoder, separator: str = "|"
         try:
             values = [row[name] for row in rows]
         except KeyError:
-            i = next(i for i, row in enumerate(rows) if name not in row)
-            raise RequestError(422, f"rows[{i}].{name}: the field is missing (send null for a missing value)") from None
+            raise missing_fields(rows, [spec.name for spec in encoder.fields]) from None
         if not all(v is None or type(v) is str for v in values):
             values = [_cell(v, spec, separator, f"rows[{i}].{name}") for i, v in enumerate(values)]
         if spec.single_valued and spec.weighted:
@@ -122,6 +121,18 @@ def rows_to_frame(rows: list[Any], encoder: FeatureEncoder, separator: str = "|"
         frame.kinds[spec.name] = "multi"
     frame.weights.update(weights)
     return frame
+
+
+def missing_fields(rows: list[dict], names: list[str]) -> RequestError:
+    """The 422 for rows that lack fields the model reads: every missing field, each with the first row
+    that lacks it (and how many others do)."""
+    missing = []
+    for name in names:
+        lacking = [i for i, row in enumerate(rows) if name not in row]
+        if lacking:
+            more = f" (and {len(lacking) - 1} more rows)" if len(lacking) > 1 else ""
+            missing.append(f"rows[{lacking[0]}].{name}: the field is missing{more}")
+    return RequestError(422, "; ".join(missing) + " (send null for a missing value)")
 
 
 def concat_frames(frames: list[RawFrame]) -> RawFrame:
