@@ -23,7 +23,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from deepfm.api import Estimator  # noqa: E402
 from deepfm.serving.app import create_app  # noqa: E402
 from deepfm.serving.batcher import MicroBatcher  # noqa: E402
-from deepfm.serving.rows import Limits, RequestError, rows_to_frame  # noqa: E402
+from deepfm.serving.decode import RequestDecoder  # noqa: E402
+from deepfm.serving.rows import Limits, RequestError  # noqa: E402
 
 HEADER = ["label", "user", "city", "price", "tags"]
 CITIES = ["paris", "oslo", "lima", "rome"]
@@ -141,6 +142,103 @@ def test_a_missing_field_error_names_every_missing_field(client):
     assert "send null for a missing value" in error
 
 
+def _as_columns(rows: list[list[str]]) -> dict:
+    """CSV rows as a columnar body; empty cells as null."""
+    return {"columns": {name: [row[j] or None for row in rows] for j, name in enumerate(HEADER) if name != "label"}}
+
+
+def test_a_columnar_body_predicts_what_the_rows_predict(client, model):
+    response = client.post("/predict", json=_as_columns(model["rows"]))
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(response.json()["predictions"], model["expected"], rtol=0, atol=1e-6)
+
+
+BAD_COLUMNS = [
+    ({"columns": {"user": [1], "tags": ["t"]}}, "columns.city, columns.price: missing"),
+    ({"columns": {"user": [1, 2], "city": ["a"], "price": [1, 2], "tags": ["t", "t"]}}, "differ in length"),
+    ({"columns": {"user": 1, "city": ["a"], "price": [1], "tags": ["t"]}}, "columns.user: expected a list"),
+    ({"columns": {"user": [1, True], "city": ["a", "b"], "price": [1, 2], "tags": ["t", "t"]}}, "columns.user[1]: got a boolean"),
+    ({"columns": {"user": [], "city": [], "price": [], "tags": []}}, '"columns" is empty'),
+    ({"rows": [], "columns": {}}, '{"rows"'),
+]
+
+
+@pytest.mark.parametrize("body, message", BAD_COLUMNS, ids=[m[:24] for _, m in BAD_COLUMNS])
+def test_bad_columnar_bodies_are_422_naming_column_and_row(client, body, message):
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422, response.text
+    assert message in response.json()["error"]
+
+
+def _encoder(tmp_path: Path, data: dict):
+    """An encoder fitted on ``_rows(300, 0)`` and a user ``-0`` with the data options ``data``."""
+    from deepfm.config import DataConfig
+    from deepfm.data.encoders import FeatureEncoder
+    from deepfm.data.readers import read_frame
+
+    frame = read_frame(_write(tmp_path / "train.csv", _rows(300, 0) + [["1", "-0", "oslo", "1.0", "t1"]]), multi=("tags",))
+    return FeatureEncoder.fit([frame], DataConfig(multi=("tags",), **data))
+
+
+def _cell_as_json(rng: np.random.Generator, name: str, text: str, style: str) -> object:
+    """One raw cell as a client may send it: null or "" when missing (or now and then), else as text
+    (``style`` "text"), numbers as JSON numbers and tags as a list ("numbers"), or either ("mixed")."""
+    draw = rng.random()
+    if text == "" or draw < 0.05:
+        return None if draw < 0.5 or style == "numbers" else ""
+    if style == "text" or (style == "mixed" and draw < 0.5):
+        return text
+    if name == "tags":
+        return text.split("|")
+    if name in ("user", "price"):
+        return float(text) if "." in text else int(text)
+    return text
+
+
+@pytest.mark.parametrize("data", [{"numeric": ("price",)},
+                                  {"numeric": ("price",), "numeric_encoding": "bucket", "hash_buckets": 10},
+                                  {"categorical": ("price",)}],
+                         ids=["scaled", "bucketed-hashed", "price-categorical"])
+def test_the_columnar_path_encodes_exactly_as_the_validating_path(tmp_path, data):
+    """Same ids, values and bags from both paths, for bodies of text, of JSON numbers and of both; the
+    columnar path serves every body but those whose JSON numbers' text matters (price as a category, -0)."""
+    encoder = _encoder(tmp_path, data)
+    decoder = RequestDecoder(encoder, limits=Limits(max_rows=1000))
+    exact, exact_calls = decoder.decode_exactly, []
+    decoder.decode_exactly = lambda body: exact_calls.append(body) or exact(body)
+    rng = np.random.default_rng(7)
+    names = [n for n in HEADER if n != "label"]
+    rows = [dict(zip(HEADER, r)) for r in _rows(200, 3)] + [{"user": "-0", "city": "x", "price": "-0", "tags": "t1"}]
+    for trial in range(18):
+        style = ("text", "numbers", "mixed")[trial % 3]
+        chosen = [rows[i] for i in rng.choice(len(rows), size=int(rng.integers(1, 60)))]
+        cells = [{n: _cell_as_json(rng, n, row[n], style) for n in names} for row in chosen]
+        if trial % 6 == 4:  # JSON -0 (Python writes 0), which a fast parser reads as the integer 0
+            cells.append({"user": "NEGATIVE_ZERO", "city": "x", "price": "NEGATIVE_ZERO", "tags": None})
+        for body in ({"rows": cells}, {"columns": {n: [c[n] for c in cells] for n in names}}):
+            raw = json.dumps(body).encode().replace(b'"NEGATIVE_ZERO"', b"-0")
+            calls = len(exact_calls)
+            fast, reference = decoder.decode(raw), exact(raw)
+            if style == "text" or (style == "numbers" and "price" not in data.get("categorical", ()) and b"-0" not in raw):
+                assert len(exact_calls) == calls, f"{style} body took the exact path"
+            np.testing.assert_array_equal(fast.ids, reference.ids)
+            np.testing.assert_array_equal(fast.dense_values(), reference.dense_values())
+            for a, b in zip(fast.bags, reference.bags, strict=True):
+                for part in ("offsets", "ids", "weights"):
+                    np.testing.assert_array_equal(getattr(a, part), getattr(b, part))
+    if data.get("hash_buckets"):
+        assert any(spec.hash_buckets for spec in encoder.fields)
+
+
+def test_plain_requests_take_the_columnar_path(model):
+    """Strings, nulls and integers need no second, validating parse."""
+    decoder = RequestDecoder(Estimator.load(model["dir"]).encoder)
+    decoder.decode_exactly = None  # would fail if called
+    decoder.decode(_as_json(model["rows"], numbers=False))
+    decoder.decode(json.dumps(_as_columns(model["rows"])).encode())
+    decoder.decode(json.dumps({"rows": [{"user": 12, "city": "oslo", "price": 2.5, "tags": None}]}).encode())
+
+
 def test_metadata_describes_model_fields_version_and_metrics(client):
     meta = client.get("/metadata").json()
     assert meta["model"] == "deepfm" and meta["task"] == "binary"
@@ -178,6 +276,7 @@ def gated_batcher():
 
     table = pa.table({"label": ["1.5", "3.0"], "x": ["a", "b"], "n": ["0.5", "1.5"]})
     encoder = FeatureEncoder.fit([frame_from_table(table, "t")], DataConfig(numeric=("n",)))
+    decoder = RequestDecoder(encoder)
     release, entered = threading.Event(), threading.Event()
 
     class Gated(torch.nn.Module):
@@ -186,13 +285,14 @@ def gated_batcher():
             release.wait(5)
             return batch.ids[:, [s.name for s in encoder.fields].index("x")].double()
 
-    batcher = MicroBatcher(Gated(), encoder, max_rows=100)
+    batcher = MicroBatcher(Gated(), encoder.task, max_rows=100)
 
     def run(*requests: tuple[list[str], str]) -> list:
         """Send ``(xs, n)`` requests: the first alone, the rest while the first is in its forward pass."""
         async def scenario() -> list:
             def ask(xs, n):
-                return asyncio.ensure_future(batcher.predict(rows_to_frame([{"x": x, "n": n} for x in xs], encoder)))
+                body = json.dumps({"rows": [{"x": x, "n": n} for x in xs]}).encode()
+                return asyncio.ensure_future(batcher.predict(decoder.decode(body)))
 
             first = ask(*requests[0])
             await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
@@ -215,11 +315,22 @@ def test_requests_queued_during_a_forward_pass_share_the_next_one(gated_batcher)
     assert batcher.batches == 2 and batcher.rows == 5
 
 
-def test_a_bad_request_in_a_shared_batch_fails_alone(gated_batcher):
-    batcher, run, ids = gated_batcher
-    results = run((["a"], "1"), (["b", "a"], "1"), (["a"], "abc"), (["b"], "3"))
-    assert [results[i].tolist() for i in (0, 1, 3)] == [[ids["a"]], [ids["b"], ids["a"]], [ids["b"]]]
-    assert isinstance(results[2], RequestError) and "rows[0]: column 'n' must be a number" in results[2].message
+def test_a_bad_request_among_concurrent_ones_fails_alone(client, model):
+    bodies = [_as_json([row], numbers=False) for row in model["rows"][:8]]
+    bodies[3] = b'{"rows": [{"user": 1, "city": "oslo", "price": "cheap", "tags": "t1"}]}'
+    responses: dict[int, httpx.Response] = {}
+
+    def call(i: int) -> None:
+        responses[i] = client.post("/predict", content=bodies[i])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert responses[3].status_code == 422 and "rows[0]: column 'price' must be a number" in responses[3].json()["error"]
+    good = [i for i in range(len(bodies)) if i != 3]
+    np.testing.assert_allclose([responses[i].json()["predictions"][0] for i in good], model["expected"][good], atol=1e-6)
 
 
 def _free_port() -> int:

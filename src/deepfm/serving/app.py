@@ -16,32 +16,43 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from deepfm import __version__
 from deepfm.api import Estimator
-from deepfm.data.frame import RawFrame
 from deepfm.serving.batcher import MicroBatcher
-from deepfm.serving.rows import Limits, RequestError, parse_rows, rows_to_frame
+from deepfm.serving.decode import RequestDecoder
+from deepfm.serving.rows import Limits, RequestError
 
-INLINE_BYTES = 16 << 10
+INLINE_BYTES = 64 << 10  # bodies up to this size are decoded on the event loop: a hop to a thread costs more
 DRAIN_BYTES = 1 << 30  # a refused body is read to its end up to this size, so that its sender reads the 413
 METRIC_KEYS = ("task", "rows", "valid_rows", "epochs", "best_epoch", "best_valid")
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool = True) -> FastAPI:
     """An app serving the model directory ``model_dir`` (loaded and verified once, here)."""
     estimator = Estimator.load(model_dir)
     estimator.model.to("cpu").eval()
-    encoder, separator = estimator.encoder, estimator.config.data.multi_separator
-    batcher = MicroBatcher(estimator.model, encoder, max_rows=limits.max_rows if batching else 0)
+    encoder = estimator.encoder
+    task = encoder.task  # the one place the task is read
+    decoder = RequestDecoder(encoder, estimator.config.data.multi_separator, limits)
+    batcher = MicroBatcher(estimator.model, task, max_rows=limits.max_rows if batching else 0)
     manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
+    kind = "probability" if task == "binary" else "rating"
     metadata = {
         "model": estimator.config.model.name,
-        "task": encoder.task,
-        "prediction": "probability" if encoder.task == "binary" else "rating",
+        "task": task,
+        "prediction": kind,
         "label": encoder.label,
         "fields": [_describe(spec) for spec in encoder.fields],
         "version": {"model_format": manifest["format_version"], "trained_with": manifest["deepfm_version"],
@@ -56,35 +67,31 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
         yield
         batcher.close()
 
-    app = FastAPI(title="deepfm", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="deepfm", version=__version__, lifespan=lifespan, default_response_class=JSON)
     app.state.batcher = batcher
 
     @app.exception_handler(RequestError)
-    async def refused(request: Request, error: RequestError) -> JSONResponse:
-        return JSONResponse({"error": error.message}, status_code=error.status)
+    async def refused(request: Request, error: RequestError) -> Response:
+        return JSON({"error": error.message}, status_code=error.status)
 
     @app.exception_handler(Exception)
-    async def failed(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
+    async def failed(request: Request, error: Exception) -> Response:
+        return JSON({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok"}
+    async def health() -> Response:
+        return JSON({"status": "ok"})
 
     @app.get("/metadata")
-    async def get_metadata() -> dict[str, Any]:
-        return {**metadata, "served": {"rows": batcher.rows, "forward_passes": batcher.batches}}
+    async def get_metadata() -> Response:
+        return JSON({**metadata, "served": {"rows": batcher.rows, "forward_passes": batcher.batches}})
 
     @app.post("/predict")
-    async def predict(request: Request) -> dict[str, Any]:
+    async def predict(request: Request) -> Response:
         body = await _read_body(request, limits.max_bytes)
-        def validate() -> RawFrame:
-            return rows_to_frame(parse_rows(body, limits), encoder, separator)
-
-        # a few rows take well under a millisecond: not worth a hop to the thread pool
-        frame = validate() if len(body) < INLINE_BYTES else await run_in_threadpool(validate)
-        predictions = await batcher.predict(frame)
-        return {"predictions": predictions.tolist(), "kind": metadata["prediction"]}
+        data = decoder.decode(body) if len(body) <= INLINE_BYTES else await run_in_threadpool(decoder.decode, body)
+        predictions = await batcher.predict(data)
+        return JSON({"predictions": predictions, "kind": kind})
 
     return app
 
