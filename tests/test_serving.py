@@ -375,13 +375,14 @@ def test_an_oversize_body_still_being_sent_gets_413_not_a_reset(live_url, declar
     assert httpx.get(f"{live_url}/health", timeout=5).json() == {"status": "ok"}
 
 
-def test_the_real_server_answers_over_http_and_stops(model):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_real_server_answers_over_http_and_stops(model, workers):
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "deepfm", "serve", str(model["dir"]), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen([sys.executable, "-m", "deepfm", "serve", str(model["dir"]), "--port", str(port),
+                               "--workers", str(workers)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while True:
             assert server.poll() is None, server.stdout.read().decode()
             try:
@@ -390,11 +391,39 @@ def test_the_real_server_answers_over_http_and_stops(model):
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "the server did not start"
                 time.sleep(0.2)
-        response = httpx.post(f"{url}/predict", content=_as_json(model["rows"], numbers=True), timeout=10)
-        assert response.status_code == 200
-        np.testing.assert_allclose(response.json()["predictions"], model["expected"], atol=1e-6)
-        assert httpx.post(f"{url}/predict", content=b"{", timeout=10).status_code == 400
+        for _ in range(2 * workers):  # each worker (the kernel spreads connections over them) answers alike
+            with httpx.Client(base_url=url, timeout=20) as client:
+                response = client.post("/predict", content=_as_json(model["rows"], numbers=True))
+                assert response.status_code == 200
+                np.testing.assert_allclose(response.json()["predictions"], model["expected"], atol=1e-6)
+                assert client.post("/predict", content=b"{").status_code == 400
     finally:
         server.terminate()
-        server.wait(timeout=20)  # uvicorn shuts down, then re-raises SIGTERM (exit status -15)
-    assert "Finished server process" in server.stdout.read().decode()  # a graceful shutdown
+        server.wait(timeout=30)  # uvicorn shuts down, then re-raises SIGTERM (exit status -15)
+    assert "Finished server process" in server.stdout.read().decode()  # a graceful shutdown (of every worker)
+
+
+@pytest.mark.parametrize("model_name", ["deepfm", "wide_deep", "pnn", "fm"])
+def test_the_served_model_predicts_what_the_trained_one_does(model_name):
+    """Batch norm folded into the linear layers and dropout removed: the same function (float32 rounding)."""
+    import copy
+
+    import torch
+
+    from deepfm.config import ModelConfig
+    from deepfm.data.batch import Batch
+    from deepfm.models.registry import build_model
+    from deepfm.serving.inference import for_inference
+
+    torch.manual_seed(0)
+    config = ModelConfig(name=model_name, embed_dim=4, mlp=(8, 8), dropout=0.3, batch_norm=True)
+    model = build_model(config, num_features=50, num_fields=4).train()
+    ids = torch.randint(0, 50, (64, 4))
+    for _ in range(3):  # running statistics away from their start
+        model(Batch(ids, None, [], None))
+    model.eval()
+    served = for_inference(copy.deepcopy(model))
+    assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.Dropout)) for m in served.modules())
+    with torch.inference_mode():
+        batch = Batch(torch.randint(0, 50, (16, 4)), None, [], None)
+        torch.testing.assert_close(served(batch), model(batch), rtol=0, atol=1e-5)

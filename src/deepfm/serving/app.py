@@ -12,6 +12,7 @@ that request only; the server keeps serving.
 from __future__ import annotations
 
 import json
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,12 @@ from deepfm import __version__
 from deepfm.api import Estimator
 from deepfm.serving.batcher import MicroBatcher
 from deepfm.serving.decode import RequestDecoder
+from deepfm.serving.inference import for_inference
 from deepfm.serving.rows import Limits, RequestError
 
 INLINE_BYTES = 64 << 10  # bodies up to this size are decoded on the event loop: a hop to a thread costs more
 DRAIN_BYTES = 1 << 30  # a refused body is read to its end up to this size, so that its sender reads the 413
+WORKER_SETTINGS = "DEEPFM_SERVE_WORKER"  # the environment variable that hands settings to worker processes
 METRIC_KEYS = ("task", "rows", "valid_rows", "epochs", "best_epoch", "best_valid")
 
 
@@ -42,11 +45,11 @@ class JSON(Response):
 def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool = True) -> FastAPI:
     """An app serving the model directory ``model_dir`` (loaded and verified once, here)."""
     estimator = Estimator.load(model_dir)
-    estimator.model.to("cpu").eval()
+    model = for_inference(estimator.model.to("cpu"))
     encoder = estimator.encoder
     task = encoder.task  # the one place the task is read
     decoder = RequestDecoder(encoder, estimator.config.data.multi_separator, limits)
-    batcher = MicroBatcher(estimator.model, task, max_rows=limits.max_rows if batching else 0)
+    batcher = MicroBatcher(model, task, max_rows=limits.max_rows if batching else 0)
     manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
     kind = "probability" if task == "binary" else "rating"
     metadata = {
@@ -132,12 +135,30 @@ def _describe(spec) -> dict[str, Any]:
 
 
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
-          batching: bool = True, threads: int = 0, log_level: str = "info") -> None:
-    """Serve ``model_dir`` over HTTP until interrupted (one process; the model runs on CPU)."""
+          batching: bool = True, threads: int = 0, log_level: str = "info", workers: int = 1) -> None:
+    """Serve ``model_dir`` over HTTP until interrupted; the model runs on CPU. ``workers`` > 1: that many
+    processes share the port, each with its own copy of the model and ``threads`` (0: cores / workers)
+    torch threads."""
     import uvicorn
 
+    from deepfm.runtime import available_cores, configure as configure_runtime
+
+    threads = threads or max(1, available_cores() // workers)
+    if workers == 1:
+        configure_runtime(threads)
+        uvicorn.run(create_app(model_dir, limits, batching), host=host, port=port, log_level=log_level, access_log=False)
+        return
+    Estimator.load(model_dir)  # a broken directory stops here, not in every worker
+    os.environ[WORKER_SETTINGS] = json.dumps({"model_dir": str(model_dir), "max_rows": limits.max_rows,
+                                              "max_bytes": limits.max_bytes, "batching": batching, "threads": threads})
+    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, host=host, port=port, log_level=log_level,
+                access_log=False)
+
+
+def worker_app() -> FastAPI:
+    """The app of one ``serve(workers=N)`` worker process, from the settings its parent left in the environment."""
     from deepfm.runtime import configure as configure_runtime
 
-    configure_runtime(threads)
-    app = create_app(model_dir, limits, batching)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    settings = json.loads(os.environ[WORKER_SETTINGS])
+    configure_runtime(settings["threads"])
+    return create_app(settings["model_dir"], Limits(settings["max_rows"], settings["max_bytes"]), settings["batching"])
