@@ -116,8 +116,8 @@ class Server:
         if mode == "floor":
             command = [sys.executable, __file__, "--serve-floor", str(self.port)]
         else:
-            command = [sys.executable, "-m", "deepfm", "serve", str(model), "--host", HOST, "--port", str(self.port),
-                       "--workers", str(workers)]
+            command = [sys.executable, "-m", "deepfm", "serve", str(model), "--host", HOST, "--port", str(self.port)]
+            command += ["--workers", str(workers)] if workers > 1 else []
         if mode == "no-batching":
             command.append("--no-batching")
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}

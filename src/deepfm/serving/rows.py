@@ -1,12 +1,15 @@
-"""JSON request rows -> the same ``RawFrame`` a training file gives, or a 4xx ``RequestError``.
+"""The validating reading of a request: JSON -> the same ``RawFrame`` a training file gives, or a 4xx
+``RequestError`` naming the row and field. It is the reference the columnar path
+(``deepfm.serving.columnar``) must agree with, and it reads every body that path hands back.
 
-Rows are objects ``{field: raw value}`` with values exactly as they appear in the training files.
-Every JSON number is taken as its own text (``123`` is ``"123"``, ``1.50`` is ``"1.50"``), so a
-value sent as a number or as a string encodes like the same CSV cell. ``null`` and ``""`` are a
-missing value (an empty cell). A field the model reads must be present in every row (send
-``null`` for missing); keys the model does not read (the label, ignored columns) are ignored.
-Multi-valued fields take the file's text (``"a|b:0.5"``) or a JSON list (``["a", "b:0.5"]``);
-single-valued weighted fields (libFM/libFFM ``id:value``) take ``"id:value"``.
+A body is ``{"rows": [{field: raw value}, ...]}`` or ``{"columns": {field: [raw value, ...]}}``, with
+values exactly as they appear in the training files. Every JSON number is taken as its own text
+(``123`` is ``"123"``, ``1.50`` is ``"1.50"``), so a value sent as a number or as a string encodes
+like the same CSV cell. ``null`` and ``""`` are a missing value (an empty cell). A field the model
+reads must be present in every row, or as a column (send ``null`` for missing); keys the model does
+not read (the label, ignored columns) are ignored. Multi-valued fields take the file's text
+(``"a|b:0.5"``) or a JSON list (``["a", "b:0.5"]``); single-valued weighted fields (libFM/libFFM
+``id:value``) take ``"id:value"``.
 """
 
 from __future__ import annotations
@@ -168,13 +171,6 @@ def columns_to_frame(columns: Columns, fields: Sequence[FieldSpec], label: str, 
     return frame
 
 
-def rows_to_frame(rows: list[Any], encoder: FeatureEncoder, separator: str = "|") -> RawFrame:
-    """Validate ``rows`` (a ``{"rows": [...]}`` body's list) and build the frame the encoder reads."""
-    names = [spec.name for spec in encoder.fields]
-    return columns_to_frame(_rows_columns(rows, Limits(max_rows=max(len(rows), 1)), names), encoder.fields,
-                            encoder.label, separator)
-
-
 def missing_fields(rows: list[dict], names: Sequence[str]) -> RequestError:
     """The 422 for rows that lack fields the model reads: every missing field, each with the first row
     that lacks it (and how many others do)."""
@@ -185,17 +181,6 @@ def missing_fields(rows: list[dict], names: Sequence[str]) -> RequestError:
             more = f" (and {len(lacking) - 1} more rows)" if len(lacking) > 1 else ""
             missing.append(f"rows[{lacking[0]}].{name}: the field is missing{more}")
     return RequestError(422, "; ".join(missing) + " (send null for a missing value)")
-
-
-def concat_frames(frames: list[RawFrame]) -> RawFrame:
-    """The rows of several request frames as one frame (same fields, in order)."""
-    first = frames[0]
-    if len(frames) == 1:
-        return first
-    return RawFrame(path=SOURCE, format=first.format,
-                    columns={n: pa.concat_arrays([f.columns[n] for f in frames]) for n in first.columns},
-                    kinds=dict(first.kinds), column_numbers=dict(first.column_numbers),
-                    weights={n: pa.concat_arrays([f.weights[n] for f in frames]) for n in first.weights})
 
 
 def encode_frame(encoder: FeatureEncoder, frame: RawFrame) -> EncodedData:
