@@ -9,7 +9,8 @@ client with a fixed number of connections sending raw training-file rows. In the
   and returns constants, hit by the same client (``--modes floor``);
 - offline prediction of the same rows (``Estimator.predict`` on the CSV file), in rows/s;
 
-and the table gives each scenario's requests/s as a share of the floor's and its rows/s as a share
+with every server up at once and the servers taking turns within each scenario (``--repeats``
+rounds), so that load from other jobs on the machine falls on all of them alike. The table gives each scenario's requests/s as a share of the floor's and its rows/s as a share
 of offline prediction.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/serve_load.py                # trains a DeepFM on synthetic data
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import os
@@ -205,20 +207,26 @@ def main() -> None:
         offline = _offline_rows_per_s(model, data)
         print(json.dumps({"offline_predict_rows_per_s": round(offline)}), flush=True)
         results = []
-        for mode in modes:
-            with Server(model, mode, args.workers) as server:
-                passes_before = rows_before = 0
-                for size, connections in SCENARIOS:
-                    bodies = _bodies(rows, size, args.columnar)
-                    runs = [asyncio.run(_scenario(server.url, bodies, connections, args.requests, args.seconds))
-                            for _ in range(args.repeats)]
-                    median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-                    served = httpx.get(f"{server.url}/metadata").json()["served"]
-                    passes, rows_served = served["forward_passes"] - passes_before, served["rows"] - rows_before
-                    passes_before, rows_before = served["forward_passes"], served["rows"]
+        with contextlib.ExitStack() as stack:  # every server up at once; idle ones cost nothing
+            servers = {mode: stack.enter_context(Server(model, mode, args.workers)) for mode in modes}
+            for size, connections in SCENARIOS:
+                bodies = _bodies(rows, size, args.columnar)
+                runs: dict[str, list[dict]] = {mode: [] for mode in modes}
+                served = {mode: [0, 0] for mode in modes}  # forward passes, rows during this scenario
+                for _ in range(args.repeats):  # modes interleaved, so that load from other jobs hits them alike
+                    for mode, server in servers.items():
+                        before = httpx.get(f"{server.url}/metadata").json()["served"]
+                        runs[mode].append(asyncio.run(_scenario(server.url, bodies, connections, args.requests,
+                                                                args.seconds)))
+                        after = httpx.get(f"{server.url}/metadata").json()["served"]
+                        served[mode][0] += after["forward_passes"] - before["forward_passes"]
+                        served[mode][1] += after["rows"] - before["rows"]
+                for mode in modes:
+                    median = {k: statistics.median(r[k] for r in runs[mode]) for k in runs[mode][0]}
+                    passes, rows_served = served[mode]
                     median.update(rows_per_request=size, connections=connections, mode=mode,
                                   rows_per_s=round(median["requests_per_s"] * size, 1),
-                                  rows_per_forward_pass=round(rows_served / max(passes, 1), 1) if passes else None)
+                                  rows_per_forward_pass=round(rows_served / passes, 1) if passes else None)
                     results.append(median)
                     print(json.dumps(median), flush=True)
     floor = {(r["rows_per_request"], r["connections"]): r["requests_per_s"] for r in results if r["mode"] == "floor"}

@@ -19,6 +19,7 @@ the request is read by that exact, validating path instead.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import chain
 from typing import Any, Sequence
 
@@ -52,7 +53,7 @@ class ColumnEncoder:
         self.scaled = [j for j in self.numeric if single[j].edges is None]
         self.bucketed = [j for j in self.numeric if single[j].edges is not None]
         self.others = [j for j, spec in enumerate(single) if spec.weighted]  # and every multi-valued field
-        self.rest = FeatureEncoder(encoder.task, encoder.label, [single[j] for j in self.others] + encoder.multi_fields)
+        self.rest = replace(encoder, fields=[single[j] for j in self.others] + encoder.multi_fields)
         self.single = single
         self._lookup = _VocabularyTable([single[j] for j in self.categorical])
         scaled = [single[j] for j in self.scaled]
