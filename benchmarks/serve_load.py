@@ -3,7 +3,15 @@
 Bounded in count and time: each scenario stops after ``--requests`` requests or ``--seconds``
 seconds, whichever comes first. The server runs as a real ``deepfm serve`` process on a free
 loopback port, with micro-batching on and (for comparison) off; the client is an asyncio httpx
-client with a fixed number of connections sending raw training-file rows.
+client with a fixed number of connections sending raw training-file rows. In the same run:
+
+- the HTTP floor: an empty FastAPI endpoint on the same uvicorn that parses the same JSON (orjson)
+  and returns constants, hit by the same client (``--modes floor``);
+- offline prediction of the same rows (``Estimator.predict`` on the CSV file), in rows/s;
+
+with every server up at once and the servers taking turns within each scenario (``--repeats``
+rounds), so that load from other jobs on the machine falls on all of them alike. The table gives each scenario's requests/s as a share of the floor's and its rows/s as a share
+of offline prediction.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/serve_load.py                # trains a DeepFM on synthetic data
     OMP_WAIT_POLICY=PASSIVE python benchmarks/serve_load.py --model runs/x --data test.csv --repeats 3
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import os
@@ -27,7 +36,9 @@ import time
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI, Request, Response
 
+MODES = ("floor", "batching", "no-batching")
 HOST = "127.0.0.1"  # loopback only
 SCENARIOS = [  # (rows per request, concurrent connections)
     (1, 1),
@@ -63,11 +74,53 @@ def _rows(path: Path, label: str = "label") -> list[dict[str, str | None]]:
         return [{k: (v if v != "" else None) for k, v in row.items() if k != label} for row in csv.DictReader(handle)]
 
 
+def serve_floor(port: int) -> None:
+    """The HTTP floor: read the body, parse it, answer constants (``--serve-floor PORT``)."""
+    import orjson
+    import uvicorn
+
+    app = FastAPI()
+    answer = b'{"predictions":[0.5],"kind":"probability"}'
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        orjson.loads(await request.body())
+        return Response(answer, media_type="application/json")
+
+    @app.get("/metadata")
+    async def metadata() -> Response:
+        return Response(b'{"served":{"rows":0,"forward_passes":0}}', media_type="application/json")
+
+    uvicorn.run(app, host=HOST, port=port, log_level="warning", access_log=False)
+
+
+def _offline_rows_per_s(model: Path, data: Path, repeats: int = 3) -> float:
+    """Rows/s of ``Estimator.predict`` on the CSV file (read, encode, forward), median of ``repeats``."""
+    from deepfm.api import Estimator
+
+    estimator = Estimator.load(model)
+    estimator.predict(data)  # warm-up
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        rows = len(estimator.predict(data))
+        times.append(time.perf_counter() - began)
+    return rows / statistics.median(times)
+
+
 class Server:
-    def __init__(self, model: Path, batching: bool):
+    def __init__(self, model: Path, mode: str, workers: int = 1):
         self.port = _free_port()
-        command = [sys.executable, "-m", "deepfm", "serve", str(model), "--host", HOST, "--port", str(self.port)]
-        if not batching:
+        if mode == "floor":
+            command = [sys.executable, __file__, "--serve-floor", str(self.port)]
+        else:
+            command = [sys.executable, "-m", "deepfm", "serve", str(model), "--host", HOST, "--port", str(self.port)]
+            command += ["--workers", str(workers)] if workers > 1 else []
+        if mode == "no-batching":
             command.append("--no-batching")
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -122,6 +175,13 @@ async def _scenario(url: str, bodies: list[bytes], connections: int, requests: i
     }
 
 
+def _bodies(rows: list[dict], size: int, columnar: bool) -> list[bytes]:
+    chunks = [rows[i : i + size] for i in range(0, len(rows) - size + 1, size)][:512]
+    if columnar:
+        return [json.dumps({"columns": {k: [r[k] for r in chunk] for k in chunk[0]}}).encode() for chunk in chunks]
+    return [json.dumps({"rows": chunk}).encode() for chunk in chunks]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model directory (default: train a DeepFM on synthetic data)")
@@ -129,42 +189,63 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="at most this many requests per scenario")
     parser.add_argument("--seconds", type=float, default=15.0, help="at most this long per scenario")
     parser.add_argument("--repeats", type=int, default=1, help="repeat each scenario; medians are reported")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"servers to measure, of {', '.join(MODES)}")
+    parser.add_argument("--workers", type=int, default=1, help="deepfm serve --workers")
+    parser.add_argument("--columnar", action="store_true", help='send {"columns": ...} bodies instead of {"rows": ...}')
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_floor:
+        return serve_floor(args.serve_floor)
+    modes = [m for m in args.modes.split(",") if m]
     with tempfile.TemporaryDirectory() as tmp:
         if args.model:
             model, data = Path(args.model), Path(args.data)
         else:
             model, data = _make_model(Path(tmp))
         rows = _rows(data)
+        offline = _offline_rows_per_s(model, data)
+        print(json.dumps({"offline_predict_rows_per_s": round(offline)}), flush=True)
         results = []
-        for batching in (True, False):
-            with Server(model, batching) as server:
-                passes_before = rows_before = 0
-                for size, connections in SCENARIOS:
-                    bodies = [json.dumps({"rows": rows[i : i + size]}).encode()
-                              for i in range(0, len(rows) - size + 1, size)][:512]
-                    runs = [asyncio.run(_scenario(server.url, bodies, connections, args.requests, args.seconds))
-                            for _ in range(args.repeats)]
-                    median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-                    served = httpx.get(f"{server.url}/metadata").json()["served"]
-                    passes, rows_served = served["forward_passes"] - passes_before, served["rows"] - rows_before
-                    passes_before, rows_before = served["forward_passes"], served["rows"]
-                    median.update(rows_per_request=size, connections=connections, batching=batching,
+        with contextlib.ExitStack() as stack:  # every server up at once; idle ones cost nothing
+            servers = {mode: stack.enter_context(Server(model, mode, args.workers)) for mode in modes}
+            for size, connections in SCENARIOS:
+                bodies = _bodies(rows, size, args.columnar)
+                runs: dict[str, list[dict]] = {mode: [] for mode in modes}
+                served = {mode: [0, 0] for mode in modes}  # forward passes, rows during this scenario
+                for _ in range(args.repeats):  # modes interleaved, so that load from other jobs hits them alike
+                    for mode, server in servers.items():
+                        before = httpx.get(f"{server.url}/metadata").json()["served"]
+                        runs[mode].append(asyncio.run(_scenario(server.url, bodies, connections, args.requests,
+                                                                args.seconds)))
+                        after = httpx.get(f"{server.url}/metadata").json()["served"]
+                        served[mode][0] += after["forward_passes"] - before["forward_passes"]
+                        served[mode][1] += after["rows"] - before["rows"]
+                for mode in modes:
+                    median = {k: statistics.median(r[k] for r in runs[mode]) for k in runs[mode][0]}
+                    passes, rows_served = served[mode]
+                    median.update(rows_per_request=size, connections=connections, mode=mode,
                                   rows_per_s=round(median["requests_per_s"] * size, 1),
-                                  rows_per_forward_pass=round(rows_served / max(passes, 1), 1))
+                                  rows_per_forward_pass=round(rows_served / passes, 1) if passes else None)
                     results.append(median)
                     print(json.dumps(median), flush=True)
-    print("\n| batching | rows/request | connections | requests/s | rows/s | p50 ms | p99 ms | rows per forward pass | requests |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    floor = {(r["rows_per_request"], r["connections"]): r["requests_per_s"] for r in results if r["mode"] == "floor"}
     for r in results:
-        print(f"| {'on' if r['batching'] else 'off'} | {r['rows_per_request']} | {r['connections']} | "
-              f"{r['requests_per_s']:.0f} | {r['rows_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-              f"{r['rows_per_forward_pass']} | {r['requests']:.0f} |")
-    if any(r["errors"] for r in results):
-        print("errors:", [(r["rows_per_request"], r["connections"], r["errors"]) for r in results if r["errors"]])
+        key = (r["rows_per_request"], r["connections"])
+        r["of_floor"] = round(r["requests_per_s"] / floor[key], 2) if key in floor else None
+        r["of_offline"] = round(r["rows_per_s"] / offline, 2)
+    print(f"\noffline predict: {offline:,.0f} rows/s; workers: {args.workers}; body: {'columns' if args.columnar else 'rows'}")
+    print("\n| server | rows/request | connections | requests/s | of floor | rows/s | of offline | p50 ms | p99 ms "
+          "| rows per forward pass | requests | errors |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        print(f"| {r['mode']} | {r['rows_per_request']} | {r['connections']} | {r['requests_per_s']:.0f} | "
+              f"{r['of_floor'] if r['of_floor'] is not None else ''} | {r['rows_per_s']:,.0f} | {r['of_offline']} | "
+              f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['rows_per_forward_pass'] or ''} | {r['requests']:.0f} | "
+              f"{r['errors']:.0f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps({"offline_predict_rows_per_s": offline, "workers": args.workers,
+                                               "columnar": args.columnar, "scenarios": results}, indent=1))
 
 
 if __name__ == "__main__":

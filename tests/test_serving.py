@@ -23,7 +23,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from deepfm.api import Estimator  # noqa: E402
 from deepfm.serving.app import create_app  # noqa: E402
 from deepfm.serving.batcher import MicroBatcher  # noqa: E402
-from deepfm.serving.rows import Limits, RequestError, rows_to_frame  # noqa: E402
+from deepfm.serving.decode import RequestDecoder  # noqa: E402
+from deepfm.serving.rows import Limits, RequestError  # noqa: E402
 
 HEADER = ["label", "user", "city", "price", "tags"]
 CITIES = ["paris", "oslo", "lima", "rome"]
@@ -130,6 +131,114 @@ def test_bad_requests_are_4xx_naming_row_and_field(client, body, status, message
     assert client.get("/health").json() == {"status": "ok"}  # still serving
 
 
+def test_a_missing_field_error_names_every_missing_field(client):
+    body = {"rows": [{"user": 1, "city": "oslo", "price": 2, "tags": "t1"}, {"user": 1, "tags": "t1"},
+                     {"price": 2, "city": "rome", "tags": "t1"}]}
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    for where in ("rows[1].city", "rows[1].price", "rows[2].user"):
+        assert where in error
+    assert "send null for a missing value" in error
+
+
+def _as_columns(rows: list[list[str]]) -> dict:
+    """CSV rows as a columnar body; empty cells as null."""
+    return {"columns": {name: [row[j] or None for row in rows] for j, name in enumerate(HEADER) if name != "label"}}
+
+
+def test_a_columnar_body_predicts_what_the_rows_predict(client, model):
+    response = client.post("/predict", json=_as_columns(model["rows"]))
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(response.json()["predictions"], model["expected"], rtol=0, atol=1e-6)
+
+
+BAD_COLUMNS = [
+    ({"columns": {"user": [1], "tags": ["t"]}}, "columns.city, columns.price: missing"),
+    ({"columns": {"user": [1, 2], "city": ["a"], "price": [1, 2], "tags": ["t", "t"]}}, "differ in length"),
+    ({"columns": {"user": 1, "city": ["a"], "price": [1], "tags": ["t"]}}, "columns.user: expected a list"),
+    ({"columns": {"user": [1, True], "city": ["a", "b"], "price": [1, 2], "tags": ["t", "t"]}}, "columns.user[1]: got a boolean"),
+    ({"columns": {"user": [], "city": [], "price": [], "tags": []}}, '"columns" is empty'),
+    ({"rows": [], "columns": {}}, '{"rows"'),
+]
+
+
+@pytest.mark.parametrize("body, message", BAD_COLUMNS, ids=[m[:24] for _, m in BAD_COLUMNS])
+def test_bad_columnar_bodies_are_422_naming_column_and_row(client, body, message):
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422, response.text
+    assert message in response.json()["error"]
+
+
+def _encoder(tmp_path: Path, data: dict):
+    """An encoder fitted on ``_rows(300, 0)`` and a user ``-0`` with the data options ``data``."""
+    from deepfm.config import DataConfig
+    from deepfm.data.encoders import FeatureEncoder
+    from deepfm.data.readers import read_frame
+
+    frame = read_frame(_write(tmp_path / "train.csv", _rows(300, 0) + [["1", "-0", "oslo", "1.0", "t1"]]), multi=("tags",))
+    return FeatureEncoder.fit([frame], DataConfig(multi=("tags",), **data))
+
+
+def _cell_as_json(rng: np.random.Generator, name: str, text: str, style: str) -> object:
+    """One raw cell as a client may send it: null or "" when missing (or now and then), else as text
+    (``style`` "text"), numbers as JSON numbers and tags as a list ("numbers"), or either ("mixed")."""
+    draw = rng.random()
+    if text == "" or draw < 0.05:
+        return None if draw < 0.5 or style == "numbers" else ""
+    if style == "text" or (style == "mixed" and draw < 0.5):
+        return text
+    if name == "tags":
+        return text.split("|")
+    if name in ("user", "price"):
+        return float(text) if "." in text else int(text)
+    return text
+
+
+@pytest.mark.parametrize("data", [{"numeric": ("price",)},
+                                  {"numeric": ("price",), "numeric_encoding": "bucket", "hash_buckets": 10},
+                                  {"categorical": ("price",)}],
+                         ids=["scaled", "bucketed-hashed", "price-categorical"])
+def test_the_columnar_path_encodes_exactly_as_the_validating_path(tmp_path, data):
+    """Same ids, values and bags from both paths, for bodies of text, of JSON numbers and of both; the
+    columnar path serves every body but those whose JSON numbers' text matters (price as a category, -0)."""
+    encoder = _encoder(tmp_path, data)
+    decoder = RequestDecoder(encoder, limits=Limits(max_rows=1000))
+    exact, exact_calls = decoder.decode_exactly, []
+    decoder.decode_exactly = lambda body: exact_calls.append(body) or exact(body)
+    rng = np.random.default_rng(7)
+    names = [n for n in HEADER if n != "label"]
+    rows = [dict(zip(HEADER, r)) for r in _rows(200, 3)] + [{"user": "-0", "city": "x", "price": "-0", "tags": "t1"}]
+    for trial in range(18):
+        style = ("text", "numbers", "mixed")[trial % 3]
+        chosen = [rows[i] for i in rng.choice(len(rows), size=int(rng.integers(1, 60)))]
+        cells = [{n: _cell_as_json(rng, n, row[n], style) for n in names} for row in chosen]
+        if trial % 6 == 4:  # JSON -0 (Python writes 0), which a fast parser reads as the integer 0
+            cells.append({"user": "NEGATIVE_ZERO", "city": "x", "price": "NEGATIVE_ZERO", "tags": None})
+        for body in ({"rows": cells}, {"columns": {n: [c[n] for c in cells] for n in names}}):
+            raw = json.dumps(body).encode().replace(b'"NEGATIVE_ZERO"', b"-0")
+            calls = len(exact_calls)
+            fast, reference = decoder.decode(raw), exact(raw)
+            if style == "text" or (style == "numbers" and "price" not in data.get("categorical", ()) and b"-0" not in raw):
+                assert len(exact_calls) == calls, f"{style} body took the exact path"
+            np.testing.assert_array_equal(fast.ids, reference.ids)
+            np.testing.assert_array_equal(fast.dense_values(), reference.dense_values())
+            for a, b in zip(fast.bags, reference.bags, strict=True):
+                for part in ("offsets", "ids", "weights"):
+                    np.testing.assert_array_equal(getattr(a, part), getattr(b, part))
+    if data.get("hash_buckets"):
+        assert any(spec.hash_buckets for spec in encoder.fields)
+
+
+def test_plain_requests_take_the_columnar_path(model):
+    """Strings, nulls and integers need no second, validating parse."""
+    decoder = RequestDecoder(Estimator.load(model["dir"]).encoder)
+    decoder.decode_exactly = None  # would fail if called
+    decoder.decode(_as_json(model["rows"], numbers=False))
+    decoder.decode(json.dumps(_as_columns(model["rows"])).encode())
+    decoder.decode(json.dumps({"rows": [{"user": 12, "city": "oslo", "price": 2.5, "tags": None}]}).encode())
+
+
 def test_metadata_describes_model_fields_version_and_metrics(client):
     meta = client.get("/metadata").json()
     assert meta["model"] == "deepfm" and meta["task"] == "binary"
@@ -167,6 +276,7 @@ def gated_batcher():
 
     table = pa.table({"label": ["1.5", "3.0"], "x": ["a", "b"], "n": ["0.5", "1.5"]})
     encoder = FeatureEncoder.fit([frame_from_table(table, "t")], DataConfig(numeric=("n",)))
+    decoder = RequestDecoder(encoder)
     release, entered = threading.Event(), threading.Event()
 
     class Gated(torch.nn.Module):
@@ -175,13 +285,14 @@ def gated_batcher():
             release.wait(5)
             return batch.ids[:, [s.name for s in encoder.fields].index("x")].double()
 
-    batcher = MicroBatcher(Gated(), encoder, max_rows=100)
+    batcher = MicroBatcher(Gated(), encoder.task, max_rows=100)
 
     def run(*requests: tuple[list[str], str]) -> list:
         """Send ``(xs, n)`` requests: the first alone, the rest while the first is in its forward pass."""
         async def scenario() -> list:
             def ask(xs, n):
-                return asyncio.ensure_future(batcher.predict(rows_to_frame([{"x": x, "n": n} for x in xs], encoder)))
+                body = json.dumps({"rows": [{"x": x, "n": n} for x in xs]}).encode()
+                return asyncio.ensure_future(batcher.predict(decoder.decode(body)))
 
             first = ask(*requests[0])
             await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
@@ -204,11 +315,22 @@ def test_requests_queued_during_a_forward_pass_share_the_next_one(gated_batcher)
     assert batcher.batches == 2 and batcher.rows == 5
 
 
-def test_a_bad_request_in_a_shared_batch_fails_alone(gated_batcher):
-    batcher, run, ids = gated_batcher
-    results = run((["a"], "1"), (["b", "a"], "1"), (["a"], "abc"), (["b"], "3"))
-    assert [results[i].tolist() for i in (0, 1, 3)] == [[ids["a"]], [ids["b"], ids["a"]], [ids["b"]]]
-    assert isinstance(results[2], RequestError) and "rows[0]: column 'n' must be a number" in results[2].message
+def test_a_bad_request_among_concurrent_ones_fails_alone(client, model):
+    bodies = [_as_json([row], numbers=False) for row in model["rows"][:8]]
+    bodies[3] = b'{"rows": [{"user": 1, "city": "oslo", "price": "cheap", "tags": "t1"}]}'
+    responses: dict[int, httpx.Response] = {}
+
+    def call(i: int) -> None:
+        responses[i] = client.post("/predict", content=bodies[i])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert responses[3].status_code == 422 and "rows[0]: column 'price' must be a number" in responses[3].json()["error"]
+    good = [i for i in range(len(bodies)) if i != 3]
+    np.testing.assert_allclose([responses[i].json()["predictions"][0] for i in good], model["expected"][good], atol=1e-6)
 
 
 def _free_port() -> int:
@@ -217,13 +339,50 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_real_server_answers_over_http_and_stops(model):
+@pytest.fixture(scope="module")
+def live_url(model):
+    """The app served by uvicorn on a loopback port, in a thread of this process (real sockets)."""
+    import uvicorn
+
+    app = create_app(model["dir"], Limits(max_rows=64, max_bytes=20_000))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{server.config.port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_an_oversize_body_still_being_sent_gets_413_not_a_reset(live_url, declared):
+    """urllib sends the whole body before it reads, and asks to close the connection after: it must read the 413
+    (closing the socket while the client still sends resets the connection and the answer is lost)."""
+    import urllib.error
+    import urllib.request
+
+    body = b'{"rows": [' + b", ".join([b'{"user": 1, "city": "a", "price": 1, "tags": "t"}'] * 400_000) + b"]}"
+    data = body if declared else (body[i : i + (1 << 16)] for i in range(0, len(body), 1 << 16))
+    headers = {} if declared else {"Transfer-Encoding": "chunked"}
+    request = urllib.request.Request(f"{live_url}/predict", data=data, headers=headers, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 413
+    assert "the limit is 20000" in json.loads(refused.value.read())["error"]
+    assert httpx.get(f"{live_url}/health", timeout=5).json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_real_server_answers_over_http_and_stops(model, workers):
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "deepfm", "serve", str(model["dir"]), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen([sys.executable, "-m", "deepfm", "serve", str(model["dir"]), "--port", str(port),
+                               "--workers", str(workers)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while True:
             assert server.poll() is None, server.stdout.read().decode()
             try:
@@ -232,11 +391,39 @@ def test_the_real_server_answers_over_http_and_stops(model):
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "the server did not start"
                 time.sleep(0.2)
-        response = httpx.post(f"{url}/predict", content=_as_json(model["rows"], numbers=True), timeout=10)
-        assert response.status_code == 200
-        np.testing.assert_allclose(response.json()["predictions"], model["expected"], atol=1e-6)
-        assert httpx.post(f"{url}/predict", content=b"{", timeout=10).status_code == 400
+        for _ in range(2 * workers):  # each worker (the kernel spreads connections over them) answers alike
+            with httpx.Client(base_url=url, timeout=20) as client:
+                response = client.post("/predict", content=_as_json(model["rows"], numbers=True))
+                assert response.status_code == 200
+                np.testing.assert_allclose(response.json()["predictions"], model["expected"], atol=1e-6)
+                assert client.post("/predict", content=b"{").status_code == 400
     finally:
         server.terminate()
-        server.wait(timeout=20)  # uvicorn shuts down, then re-raises SIGTERM (exit status -15)
-    assert "Finished server process" in server.stdout.read().decode()  # a graceful shutdown
+        server.wait(timeout=30)  # uvicorn shuts down, then re-raises SIGTERM (exit status -15)
+    assert "Finished server process" in server.stdout.read().decode()  # a graceful shutdown (of every worker)
+
+
+@pytest.mark.parametrize("model_name", ["deepfm", "wide_deep", "pnn", "fm"])
+def test_the_served_model_predicts_what_the_trained_one_does(model_name):
+    """Batch norm folded into the linear layers and dropout removed: the same function (float32 rounding)."""
+    import copy
+
+    import torch
+
+    from deepfm.config import ModelConfig
+    from deepfm.data.batch import Batch
+    from deepfm.models.registry import build_model
+    from deepfm.serving.inference import for_inference
+
+    torch.manual_seed(0)
+    config = ModelConfig(name=model_name, embed_dim=4, mlp=(8, 8), dropout=0.3, batch_norm=True)
+    model = build_model(config, num_features=50, num_fields=4).train()
+    ids = torch.randint(0, 50, (64, 4))
+    for _ in range(3):  # running statistics away from their start
+        model(Batch(ids, None, [], None))
+    model.eval()
+    served = for_inference(copy.deepcopy(model))
+    assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.Dropout)) for m in served.modules())
+    with torch.inference_mode():
+        batch = Batch(torch.randint(0, 50, (16, 4)), None, [], None)
+        torch.testing.assert_close(served(batch), model(batch), rtol=0, atol=1e-5)

@@ -3,6 +3,7 @@
     deepfm serve runs/frappe --port 8000
     curl -s localhost:8000/predict -d '{"rows": [{"user": "12", "item": "7", "hour": 13}]}'
     {"predictions": [0.73], "kind": "probability"}
+    curl -s localhost:8000/predict -d '{"columns": {"user": ["12"], "item": ["7"], "hour": [13]}}'
 
 Input errors are 4xx with ``{"error": "rows[3].C1: ..."}``: 400 malformed JSON, 413 more than
 ``Limits`` allows, 422 a wrong shape, a missing field or a wrong type. Anything else is a 500 for
@@ -12,35 +13,51 @@ that request only; the server keeps serving.
 from __future__ import annotations
 
 import json
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from deepfm import __version__
 from deepfm.api import Estimator
-from deepfm.data.frame import RawFrame
 from deepfm.serving.batcher import MicroBatcher
-from deepfm.serving.rows import Limits, RequestError, parse_rows, rows_to_frame
+from deepfm.serving.decode import RequestDecoder
+from deepfm.serving.inference import for_inference
+from deepfm.serving.rows import Limits, RequestError
 
-INLINE_BYTES = 16 << 10
+INLINE_BYTES = 1 << 20  # bodies up to this size (~2,000 Criteo rows) are decoded on the event loop: a hop to
+# a thread pool costs more than it saves, since parsing holds the GIL; larger ones leave the loop free for others
+DRAIN_BYTES = 1 << 30  # a refused body is read to its end up to this size, so that its sender reads the 413
+WORKER_SETTINGS = "DEEPFM_SERVE_WORKER"  # the environment variable that hands settings to worker processes
 METRIC_KEYS = ("task", "rows", "valid_rows", "epochs", "best_epoch", "best_valid")
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool = True) -> FastAPI:
     """An app serving the model directory ``model_dir`` (loaded and verified once, here)."""
     estimator = Estimator.load(model_dir)
-    estimator.model.to("cpu").eval()
-    encoder, separator = estimator.encoder, estimator.config.data.multi_separator
-    batcher = MicroBatcher(estimator.model, encoder, max_rows=limits.max_rows if batching else 0)
+    model = for_inference(estimator.model.to("cpu"))
+    encoder = estimator.encoder
+    task = encoder.task  # the one place the task is read
+    decoder = RequestDecoder(encoder, estimator.config.data.multi_separator, limits)
+    batcher = MicroBatcher(model, task, max_rows=limits.max_rows if batching else 0)
     manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
+    kind = "probability" if task == "binary" else "rating"
     metadata = {
         "model": estimator.config.model.name,
-        "task": encoder.task.name,
-        "prediction": "probability" if encoder.task == "binary" else "rating",
+        "task": task.name,
+        "prediction": kind,
         "label": encoder.label,
         "fields": [_describe(spec) for spec in encoder.fields],
         "version": {"model_format": manifest["format_version"], "trained_with": manifest["deepfm_version"],
@@ -55,50 +72,56 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
         yield
         batcher.close()
 
-    app = FastAPI(title="deepfm", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="deepfm", version=__version__, lifespan=lifespan, default_response_class=JSON)
     app.state.batcher = batcher
 
     @app.exception_handler(RequestError)
-    async def refused(request: Request, error: RequestError) -> JSONResponse:
-        return JSONResponse({"error": error.message}, status_code=error.status)
+    async def refused(request: Request, error: RequestError) -> Response:
+        return JSON({"error": error.message}, status_code=error.status)
 
     @app.exception_handler(Exception)
-    async def failed(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
+    async def failed(request: Request, error: Exception) -> Response:
+        return JSON({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok"}
+    async def health() -> Response:
+        return JSON({"status": "ok"})
 
     @app.get("/metadata")
-    async def get_metadata() -> dict[str, Any]:
-        return {**metadata, "served": {"rows": batcher.rows, "forward_passes": batcher.batches}}
+    async def get_metadata() -> Response:
+        return JSON({**metadata, "served": {"rows": batcher.rows, "forward_passes": batcher.batches}})
 
     @app.post("/predict")
-    async def predict(request: Request) -> dict[str, Any]:
+    async def predict(request: Request) -> Response:
         body = await _read_body(request, limits.max_bytes)
-        def validate() -> RawFrame:
-            return rows_to_frame(parse_rows(body, limits), encoder, separator)
-
-        # a few rows take well under a millisecond: not worth a hop to the thread pool
-        frame = validate() if len(body) < INLINE_BYTES else await run_in_threadpool(validate)
-        predictions = await batcher.predict(frame)
-        return {"predictions": predictions.tolist(), "kind": metadata["prediction"]}
+        data = decoder.decode(body) if len(body) <= INLINE_BYTES else await run_in_threadpool(decoder.decode, body)
+        predictions = await batcher.predict(data)
+        return JSON({"predictions": predictions, "kind": kind})
 
     return app
 
 
 async def _read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refused with 413 as soon as it is longer than ``max_bytes`` (declared or not)."""
+    """The body, or a 413 once it is known to be longer than ``max_bytes`` (declared or not).
+
+    A refused body is still read to its end (and thrown away, up to ``DRAIN_BYTES``) before the
+    413 goes out: a client that sends its whole body before reading, or asks to close the
+    connection, would otherwise get a connection reset instead of the answer."""
     declared = request.headers.get("content-length")
+    too_long = None
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise RequestError(413, f"the body has {declared} bytes; the limit is {max_bytes}")
+        too_long = f"the body has {declared} bytes; the limit is {max_bytes}"
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > max_bytes:
-            raise RequestError(413, f"the body has over {max_bytes} bytes; the limit is {max_bytes}")
-        chunks.append(chunk)
+        if too_long is None and size > max_bytes:
+            too_long, chunks = f"the body has over {max_bytes} bytes; the limit is {max_bytes}", []
+        if too_long is None:
+            chunks.append(chunk)
+        elif size > DRAIN_BYTES:
+            break  # not worth reading on: the connection is closed instead
+    if too_long is not None:
+        raise RequestError(413, too_long)
     return b"".join(chunks)
 
 
@@ -114,12 +137,30 @@ def _describe(spec) -> dict[str, Any]:
 
 
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
-          batching: bool = True, threads: int = 0, log_level: str = "info") -> None:
-    """Serve ``model_dir`` over HTTP until interrupted (one process; the model runs on CPU)."""
+          batching: bool = True, threads: int = 0, log_level: str = "info", workers: int = 1) -> None:
+    """Serve ``model_dir`` over HTTP until interrupted; the model runs on CPU. ``workers`` > 1: that many
+    processes share the port, each with its own copy of the model and ``threads`` (0: cores / workers)
+    torch threads."""
     import uvicorn
 
+    from deepfm.runtime import available_cores, configure as configure_runtime
+
+    threads = threads or max(1, available_cores() // workers)
+    if workers == 1:
+        configure_runtime(threads)
+        uvicorn.run(create_app(model_dir, limits, batching), host=host, port=port, log_level=log_level, access_log=False)
+        return
+    Estimator.load(model_dir)  # a broken directory stops here, not in every worker
+    os.environ[WORKER_SETTINGS] = json.dumps({"model_dir": str(model_dir), "max_rows": limits.max_rows,
+                                              "max_bytes": limits.max_bytes, "batching": batching, "threads": threads})
+    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, host=host, port=port, log_level=log_level,
+                access_log=False)
+
+
+def worker_app() -> FastAPI:
+    """The app of one ``serve(workers=N)`` worker process, from the settings its parent left in the environment."""
     from deepfm.runtime import configure as configure_runtime
 
-    configure_runtime(threads)
-    app = create_app(model_dir, limits, batching)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    settings = json.loads(os.environ[WORKER_SETTINGS])
+    configure_runtime(settings["threads"])
+    return create_app(settings["model_dir"], Limits(settings["max_rows"], settings["max_bytes"]), settings["batching"])

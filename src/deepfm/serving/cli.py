@@ -21,7 +21,10 @@ def add_production_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-bytes", type=int, default=Limits.max_bytes, help="request body bytes before 413")
     p.add_argument("--no-batching", dest="batching", action="store_false",
                    help="one forward pass per request instead of batching concurrent requests")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes sharing the port, each with its own copy of the model (default 1; "
+                        "see docs/production.md for choosing N)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: cores / workers)")
     p = sub.add_parser("export", help="export the model (after encoding) as ONNX",
                        description="Write the model as ONNX: inputs ids int64 (batch, F) and values float32 "
                                    "(batch, F), output prediction (batch,). Encoding stays in features.json.")
@@ -36,9 +39,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"serve needs the serve extra (pip install 'deepfm[serve]'): {error}") from None
     from deepfm.serving.rows import Limits
 
-    if args.max_rows < 1 or args.max_bytes < 1:
-        raise ConfigError("serve: --max-rows and --max-bytes must be positive")
-    serve(args.dir, args.host, args.port, Limits(args.max_rows, args.max_bytes), args.batching, args.threads)
+    if args.max_rows < 1 or args.max_bytes < 1 or args.workers < 1 or args.threads < 0:
+        raise ConfigError("serve: --max-rows, --max-bytes and --workers must be positive, --threads 0 or more")
+    serve(args.dir, args.host, args.port, Limits(args.max_rows, args.max_bytes), args.batching, args.threads,
+          workers=args.workers)
     return 0
 
 

@@ -1,19 +1,22 @@
-"""JSON request rows -> the same ``RawFrame`` a training file gives, or a 4xx ``RequestError``.
+"""The validating reading of a request: JSON -> the same ``RawFrame`` a training file gives, or a 4xx
+``RequestError`` naming the row and field. It is the reference the columnar path
+(``deepfm.serving.columnar``) must agree with, and it reads every body that path hands back.
 
-Rows are objects ``{field: raw value}`` with values exactly as they appear in the training files.
-Every JSON number is taken as its own text (``123`` is ``"123"``, ``1.50`` is ``"1.50"``), so a
-value sent as a number or as a string encodes like the same CSV cell. ``null`` and ``""`` are a
-missing value (an empty cell). A field the model reads must be present in every row (send
-``null`` for missing); keys the model does not read (the label, ignored columns) are ignored.
-Multi-valued fields take the file's text (``"a|b:0.5"``) or a JSON list (``["a", "b:0.5"]``);
-single-valued weighted fields (libFM/libFFM ``id:value``) take ``"id:value"``.
+A body is ``{"rows": [{field: raw value}, ...]}`` or ``{"columns": {field: [raw value, ...]}}``, with
+values exactly as they appear in the training files. Every JSON number is taken as its own text
+(``123`` is ``"123"``, ``1.50`` is ``"1.50"``), so a value sent as a number or as a string encodes
+like the same CSV cell. ``null`` and ``""`` are a missing value (an empty cell). A field the model
+reads must be present in every row, or as a column (send ``null`` for missing); keys the model does
+not read (the label, ignored columns) are ignored. Multi-valued fields take the file's text
+(``"a|b:0.5"``) or a JSON list (``["a", "b:0.5"]``); single-valued weighted fields (libFM/libFFM
+``id:value``) take ``"id:value"``.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -47,24 +50,72 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_rows(body: bytes, limits: Limits) -> list[Any]:
-    """The ``rows`` list of a ``{"rows": [...]}`` body; numbers stay as their JSON text."""
+@dataclass
+class Columns:
+    """A request's values, one sequence per field the model reads (in the encoder's order), from either
+    body: ``{"rows": [{field: value}, ...]}`` or ``{"columns": {field: [value, ...]}}``."""
+
+    values: dict[str, Sequence[Any]]
+    num_rows: int
+    body: str = "rows"  # which body they came from, for error messages
+
+    def where(self, row: int, name: str) -> str:
+        """How an error names a value: ``rows[3].price`` or ``columns.price[3]``."""
+        return f"rows[{row}].{name}" if self.body == "rows" else f"columns.{name}[{row}]"
+
+
+SHAPE = 'the body must be a JSON object {"rows": [{field: value, ...}, ...]} or {"columns": {field: [value, ...], ...}}'
+
+
+def parse_body(body: bytes, limits: Limits, names: Sequence[str]) -> Columns:
+    """The exact reading of a body (every JSON number kept as its text), every shape checked:
+    ``RequestError`` 400/413/422 naming the row and field of the first problem found."""
     if len(body) > limits.max_bytes:
         raise RequestError(413, f"the body has {len(body)} bytes; the limit is {limits.max_bytes}")
     try:
         data = json.loads(body, parse_int=str, parse_float=str, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise RequestError(400, f"malformed JSON: {error}") from None
-    if not isinstance(data, dict) or "rows" not in data:
-        raise RequestError(422, 'the body must be a JSON object {"rows": [{field: value, ...}, ...]}')
-    rows = data["rows"]
+    if not isinstance(data, dict) or ("rows" in data) == ("columns" in data):
+        raise RequestError(422, SHAPE)
+    return _rows_columns(data["rows"], limits, names) if "rows" in data else _columns(data["columns"], limits, names)
+
+
+def _count(n: int, limits: Limits, what: str) -> int:
+    if n == 0:
+        raise RequestError(422, f'"{what}" is empty')
+    if n > limits.max_rows:
+        raise RequestError(413, f"{n} rows; the limit is {limits.max_rows} per request")
+    return n
+
+
+def _rows_columns(rows: Any, limits: Limits, names: Sequence[str]) -> Columns:
     if not isinstance(rows, list):
         raise RequestError(422, f'"rows" must be a list of objects, got {_kind(rows)}')
-    if not rows:
-        raise RequestError(422, '"rows" is empty')
-    if len(rows) > limits.max_rows:
-        raise RequestError(413, f"{len(rows)} rows; the limit is {limits.max_rows} per request")
-    return rows
+    _count(len(rows), limits, "rows")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise RequestError(422, f"rows[{i}]: expected an object {{field: value}}, got {_kind(row)}")
+    try:
+        return Columns({name: [row[name] for row in rows] for name in names}, len(rows), "rows")
+    except KeyError:
+        raise missing_fields(rows, names) from None
+
+
+def _columns(columns: Any, limits: Limits, names: Sequence[str]) -> Columns:
+    if not isinstance(columns, dict):
+        raise RequestError(422, f'"columns" must be an object {{field: [value, ...]}}, got {_kind(columns)}')
+    absent = [name for name in names if name not in columns]
+    if absent:
+        raise RequestError(422, "columns." + ", columns.".join(absent) + ": missing (send null for a missing value)")
+    for name in names:
+        if not isinstance(columns[name], list):
+            raise RequestError(422, f"columns.{name}: expected a list of values, got {_kind(columns[name])}")
+    lengths = {name: len(columns[name]) for name in names}
+    if len(set(lengths.values())) > 1:
+        raise RequestError(422, "the columns differ in length: " + ", ".join(f"{k} has {v}" for k, v in lengths.items()))
+    n = _count(lengths[names[0]], limits, "columns")
+    return Columns({name: columns[name] for name in names}, n, "columns")
 
 
 def _kind(value: Any) -> str:
@@ -94,45 +145,42 @@ def _cell(value: Any, spec: FieldSpec, separator: str, where: str) -> str | None
     return _scalar(value, where)
 
 
-def rows_to_frame(rows: list[Any], encoder: FeatureEncoder, separator: str = "|") -> RawFrame:
-    """Validate ``rows`` and build the frame the encoder reads, as a training file would give it.
-    Column by column: plain strings and nulls (the common case) skip the per-cell checks."""
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise RequestError(422, f"rows[{i}]: expected an object {{field: value}}, got {_kind(row)}")
-    columns: dict[str, pa.Array] = {}
-    weights: dict[str, pa.Array] = {}
-    for spec in encoder.fields:
-        name = spec.name
-        try:
-            values = [row[name] for row in rows]
-        except KeyError:
-            i = next(i for i, row in enumerate(rows) if name not in row)
-            raise RequestError(422, f"rows[{i}].{name}: the field is missing (send null for a missing value)") from None
-        if not all(v is None or type(v) is str for v in values):
-            values = [_cell(v, spec, separator, f"rows[{i}].{name}") for i, v in enumerate(values)]
-        if spec.single_valued and spec.weighted:
-            split = [_split_weight(v, f"rows[{i}].{name}") for i, v in enumerate(values)]
-            values, weights[name] = [v for v, _ in split], pa.array([w for _, w in split], pa.float32())
-        column = pa.array(values, pa.string())
-        columns[name] = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)  # "" is missing
-    frame = frame_from_table(pa.table(columns), SOURCE, label=encoder.label, require_label=False)
-    for spec in encoder.multi_fields:
-        frame.columns[spec.name], frame.weights[spec.name] = split_multi(frame, spec.name, separator)
-        frame.kinds[spec.name] = "multi"
-    frame.weights.update(weights)
+def text_column(columns: Columns, spec: FieldSpec, separator: str) -> tuple[pa.Array, pa.Array | None]:
+    """One field's values as the text a training file holds ("" and null: missing), and the weights of a
+    single-valued weighted field. Strings and nulls (the common case) skip the per-value checks."""
+    name, values = spec.name, columns.values[spec.name]
+    weights = None
+    if not all(v is None or type(v) is str for v in values):
+        values = [_cell(v, spec, separator, columns.where(i, name)) for i, v in enumerate(values)]
+    if spec.single_valued and spec.weighted:
+        split = [_split_weight(v, columns.where(i, name)) for i, v in enumerate(values)]
+        values, weights = [v for v, _ in split], pa.array([w for _, w in split], pa.float32())
+    column = pa.array(values, pa.string())
+    return pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column), weights
+
+
+def columns_to_frame(columns: Columns, fields: Sequence[FieldSpec], label: str, separator: str = "|") -> RawFrame:
+    """The frame ``fields`` of the encoder read, as a training file would give it."""
+    texts = {spec.name: text_column(columns, spec, separator) for spec in fields}
+    frame = frame_from_table(pa.table({n: t for n, (t, _) in texts.items()}), SOURCE, label=label, require_label=False)
+    for spec in fields:
+        if not spec.single_valued:
+            frame.columns[spec.name], frame.weights[spec.name] = split_multi(frame, spec.name, separator)
+            frame.kinds[spec.name] = "multi"
+    frame.weights.update({n: w for n, (_, w) in texts.items() if w is not None})
     return frame
 
 
-def concat_frames(frames: list[RawFrame]) -> RawFrame:
-    """The rows of several request frames as one frame (same fields, in order)."""
-    first = frames[0]
-    if len(frames) == 1:
-        return first
-    return RawFrame(path=SOURCE, format=first.format,
-                    columns={n: pa.concat_arrays([f.columns[n] for f in frames]) for n in first.columns},
-                    kinds=dict(first.kinds), column_numbers=dict(first.column_numbers),
-                    weights={n: pa.concat_arrays([f.weights[n] for f in frames]) for n in first.weights})
+def missing_fields(rows: list[dict], names: Sequence[str]) -> RequestError:
+    """The 422 for rows that lack fields the model reads: every missing field, each with the first row
+    that lacks it (and how many others do)."""
+    missing = []
+    for name in names:
+        lacking = [i for i, row in enumerate(rows) if name not in row]
+        if lacking:
+            more = f" (and {len(lacking) - 1} more rows)" if len(lacking) > 1 else ""
+            missing.append(f"rows[{lacking[0]}].{name}: the field is missing{more}")
+    return RequestError(422, "; ".join(missing) + " (send null for a missing value)")
 
 
 def encode_frame(encoder: FeatureEncoder, frame: RawFrame) -> EncodedData:
