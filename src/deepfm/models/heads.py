@@ -35,22 +35,16 @@ class CumulativeLink(nn.Module):
         return torch.cat([self.first, self.first + torch.cumsum(F.softplus(self.gaps), 0)])
 
     def forward(self, batch: Batch) -> torch.Tensor:  # (B, C) log P(y = j)
+        """P(y = j) = σ(c_j − η) − σ(c_{j−1} − η) = σ(c_j − η) σ(η − c_{j−1}) (1 − e^{−(c_j − c_{j−1})}),
+        in logs: accurate in both tails."""
         eta = self.score(batch).float()
         distance = self.cutpoints() - eta.unsqueeze(1)  # (B, C − 1): c_j − η
-        return ordered_log_probabilities(F.logsigmoid(distance), F.logsigmoid(-distance))
+        log_below, log_above = F.logsigmoid(distance), F.logsigmoid(-distance)  # log P(y ≤ j), log P(y > j)
+        middle = log_below[:, 1:] + log_above[:, :-1] + log_one_minus_exp_negative(F.softplus(self.gaps))
+        return torch.cat([log_below[:, :1], middle, log_above[:, -1:]], dim=1)
 
 
-def ordered_log_probabilities(log_below: torch.Tensor, log_above: torch.Tensor) -> torch.Tensor:
-    """log P(y = j) from log F(c_j − η) and log(1 − F(c_j − η)), (..., C − 1) each, for a CDF F:
-
-        P(y = j) = F(c_j − η) − F(c_{j−1} − η) = F(c_j − η) (1 − F(c_{j−1} − η)) (1 − e^{d})
-
-    with d = log F(c_{j−1} − η) + log(1 − F(c_j − η)) − log F(c_j − η) − log(1 − F(c_{j−1} − η))
-    (for the logistic F, d = c_{j−1} − c_j): in logs, accurate in both tails."""
-    first, last = log_below[..., :1], log_above[..., -1:]
-    upper_below, lower_below = log_below[..., 1:], log_below[..., :-1]
-    upper_above, lower_above = log_above[..., 1:], log_above[..., :-1]
-    d = (lower_below + upper_above - upper_below - lower_above).clamp_max(-1e-12)
-    middle = upper_below + lower_above + torch.log(-torch.expm1(d))
-    return torch.cat([first, middle, last], dim=-1)
-
+def log_one_minus_exp_negative(gap: torch.Tensor) -> torch.Tensor:
+    """log(1 − e^{−g}) for g > 0, exact for small g too (a series there; ONNX has no Expm1)."""
+    series = gap * (1 - gap * (0.5 - gap / 6))  # 1 − e^{−g} = g − g²/2 + g³/6 − …
+    return torch.log(torch.where(gap < 1e-2, series, 1 - torch.exp(-gap)))
