@@ -97,6 +97,16 @@ def test_binary_averages_probabilities_not_scores():
     assert torch.sigmoid(logit).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_the_train_metric_is_measured_every_twentieth_of_the_run_and_at_the_end():
+    logs: list[str] = []
+    estimator = sampler("binary", sweeps=45, burn_in=5)
+    estimator.fit(binary(ratings()), progress=False, log=logs.append)
+    measured = [h["epoch"] for h in estimator.result.history if "auc" in h]
+    assert measured == [2 * i for i in range(1, 23)] + [45]
+    assert all("alpha" in h for h in estimator.result.history) and len(estimator.result.history) == 45
+    assert [line.split(":")[0] for line in logs if line.startswith("sweep")] == [f"sweep {s}" for s in measured]
+
+
 def test_thinning_keeps_evenly_spaced_samples_and_the_last():
     np.testing.assert_array_equal(thinned(10, 4), [0, 3, 6, 9])
     np.testing.assert_array_equal(thinned(10, 10), np.arange(10))

@@ -4,8 +4,8 @@ They fit an FM on the whole training file as Rendle's design matrix (``design_of
 array-level cores ``GibbsFM`` and ``ALSFM``, then put the result into the run's module: the kept
 posterior samples into a ``PosteriorFM``, ALS's one parameter set into a ``FactorizationMachine``.
 A sweep is what an epoch is to the gradient solver: ``training.sweeps`` of them, a progress bar with
-the train RMSE (AUC for binary labels) and the noise precision α, or a log line every twentieth of
-the run off a terminal. The chain (or ALS's parameters) is checkpointed every ``CHECKPOINT_SWEEPS``
+the noise precision α and the train RMSE (AUC for binary labels; measured every twentieth of the run),
+or a log line every twentieth of the run off a terminal. The chain (or ALS's parameters) is checkpointed every ``CHECKPOINT_SWEEPS``
 sweeps (``training.checkpoint_every`` sweeps if set): ``--resume`` continues the same chain, so a
 resumed run equals an uninterrupted one.
 """
@@ -76,14 +76,15 @@ class SweepSolver:
         bar = tqdm(total=training.sweeps, initial=first_sweep, desc=self.name, unit="sweep",
                    disable=not self.progress, leave=False)
         began = time.perf_counter()
+        shown: dict[str, Any] = {}  # the bar's figures: the latest of each
 
         def after_sweep(core: Any, record: dict[str, Any]) -> None:
             entry = {"epoch": record["sweep"], **{k: float(v) for k, v in record.items() if k not in ("sweep", "seconds")}}
             history.append(entry)
             bar.update(1)
-            bar.set_postfix_str(describe(entry, with_sweep=False), refresh=False)
-            if not self.progress and (record["sweep"] % max(1, training.sweeps // LOG_LINES) == 0
-                                      or record["sweep"] == training.sweeps):
+            shown.update(entry)
+            bar.set_postfix_str(describe(shown, with_sweep=False), refresh=False)
+            if not self.progress and (record["sweep"] % self.report_every() == 0 or record["sweep"] == training.sweeps):
                 self.log(describe(entry))
             if checkpoint_dir is not None and (record["sweep"] % every == 0 or record["sweep"] == training.sweeps):
                 self.save(Path(checkpoint_dir), core, history, settings)
@@ -93,6 +94,7 @@ class SweepSolver:
         result.train_seconds = time.perf_counter() - began
         result.samples_seen = len(train) * (len(history) - first_sweep)
         self.store(core, model)
+        model.to(training.device)  # the sweeps run on the CPU; predictions where the run predicts
         result.epochs_run = result.best_epoch = len(history)
         if valid is not None:
             logits = predict_logits(model, valid, training.device)
@@ -100,6 +102,10 @@ class SweepSolver:
             self.log("  ".join([f"{self.name}, {len(history)} sweeps:"]
                                + [f"valid {k} {v:.5f}" for k, v in result.best_metrics.items()]))
         return result
+
+    def report_every(self) -> int:
+        """Sweeps between the train metrics (and, off a terminal, the log lines): about ``LOG_LINES`` a run."""
+        return max(1, self.config.training.sweeps // LOG_LINES)
 
     # -- what each solver supplies ----------------------------------------------------------------
 
@@ -169,7 +175,8 @@ class MCMCSolver(SweepSolver):
         if core is None:
             core = GibbsFM(self.config.model.embed_dim, _posterior(model).groups.numpy(), seed=self.config.training.seed)
         return core.fit(design, labels, task.name, sweeps=self.config.training.sweeps, burn_in=self.burn_in(),
-                        callback=lambda record: after_sweep(core, record), resume=resume)
+                        callback=lambda record: after_sweep(core, record), resume=resume,
+                        metrics_every=self.report_every())
 
     def store(self, core: GibbsFM, model: nn.Module) -> None:
         arrays = core.samples.arrays(*core.state.v.shape, len(core.state.cutpoints))
