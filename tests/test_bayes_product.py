@@ -204,3 +204,8 @@ def test_onnx_averages_the_samples_like_pytorch(task, tmp_path):
     session = ort.InferenceSession(str(export_onnx(tmp_path / "m", tmp_path / "m.onnx")), providers=["CPUExecutionProvider"])
     onnx = session.run(["prediction"], {"ids": encoded.ids.astype(np.int64), "values": encoded.dense_values()})[0]
     np.testing.assert_allclose(onnx, estimator.predict(test), rtol=0, atol=1e-5)
+
+
+def test_a_burn_in_that_leaves_no_sample_is_refused_before_any_data_is_read():
+    with pytest.raises(ConfigError, match="burn_in 20 leaves no sample of the 20 sweeps"):
+        Estimator(model={"name": "fm"}, training={"solver": "mcmc", "sweeps": 20, "burn_in": 20})
