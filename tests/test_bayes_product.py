@@ -209,3 +209,17 @@ def test_onnx_averages_the_samples_like_pytorch(task, tmp_path):
 def test_a_burn_in_that_leaves_no_sample_is_refused_before_any_data_is_read():
     with pytest.raises(ConfigError, match="burn_in 20 leaves no sample of the 20 sweeps"):
         Estimator(model={"name": "fm"}, training={"solver": "mcmc", "sweeps": 20, "burn_in": 20})
+
+
+def test_serve_answers_with_the_posterior_average(tmp_path):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from deepfm.serving.app import create_app
+
+    estimator = fit("binary", tmp_path / "m")
+    test = binary(ratings(20, seed=1))
+    rows = [{k: v for k, v in row.items() if k != "label"} for row in test.to_pylist()]
+    with TestClient(create_app(tmp_path / "m", batching=False)) as client:
+        answer = client.post("/predict", json={"rows": rows}).json()
+    np.testing.assert_allclose(answer["predictions"], estimator.predict(test), rtol=1e-6)
