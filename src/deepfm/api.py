@@ -190,7 +190,7 @@ class Estimator:
 
     def predict(self, data: Data) -> np.ndarray:
         """Probabilities (binary) or ratings (regression), one per row, in input order; (N, C) class
-        probabilities for a multiclass task."""
+        probabilities for a multiclass or ordinal task."""
         self._require_model()
         return predict(self.model, self.encoder.task, self.encode(data, with_labels=False), self.config.training.device)
 
