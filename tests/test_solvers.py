@@ -8,7 +8,7 @@ import torch
 from deepfm import Estimator
 from deepfm.config import build_config
 from deepfm.errors import ConfigError
-from deepfm.solvers import SOLVERS, GradientSolver, build_solver
+from deepfm.solvers import SOLVERS, ALSSolver, GradientSolver, MCMCSolver, build_solver
 from deepfm.training.trainer import Trainer
 
 FNN = {"model": {"name": "fnn", "mlp": (16,), "embed_dim": 4},
@@ -23,7 +23,9 @@ def clicks(rows: int = 400) -> pa.Table:
 
 def test_the_config_names_the_solver():
     assert isinstance(build_solver(build_config({})), GradientSolver)
-    assert build_config({}).training.solver == "gradient" and set(SOLVERS) == {"gradient"}
+    assert build_config({}).training.solver == "gradient" and set(SOLVERS) == {"gradient", "mcmc", "als"}
+    assert isinstance(build_solver(build_config({"model": {"name": "fm"}, "training": {"solver": "mcmc"}})), MCMCSolver)
+    assert isinstance(build_solver(build_config({"model": {"name": "fm"}, "training": {"solver": "als"}})), ALSSolver)
     with pytest.raises(ConfigError, match="training.solver"):
         build_config({"training": {"solver": "newton"}})
 

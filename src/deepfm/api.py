@@ -27,7 +27,7 @@ from deepfm.data.frame import RawFrame
 from deepfm.data.readers import frame_from_table, read_frame
 from deepfm.data.stream import ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_streaming, should_stream
 from deepfm.errors import ConfigError, DataError
-from deepfm.models import build_model
+from deepfm.models import model_for_run
 from deepfm.runtime import available_cores, configure as configure_runtime, preserving, release_free_memory
 from deepfm.solvers import build_solver
 from deepfm.training.trainer import TrainResult, peak_rss_mb, predict, predict_logits
@@ -119,7 +119,8 @@ class Estimator:
             saved_features.write_text(json.dumps(self.encoder.to_dict()))
         torch.manual_seed(cfg.training.seed)
         task = self.encoder.task
-        self.model = build_model(cfg.model, self.encoder.num_features, self.encoder.num_fields, task.prior, task.output_dim)
+        self.model = model_for_run(cfg, self.encoder.num_features, self.encoder.num_fields, task,
+                                   [spec.size for spec in self.encoder.fields])
         distributed.broadcast_model(self.model)  # the same start on every rank
         distributed.global_batch_norm(self.model)  # statistics of the global batch, as in one process
         solver = build_solver(cfg, progress=progress, log=log)
@@ -189,7 +190,7 @@ class Estimator:
 
     def predict(self, data: Data) -> np.ndarray:
         """Probabilities (binary) or ratings (regression), one per row, in input order; (N, C) class
-        probabilities for a multiclass task."""
+        probabilities for a multiclass or ordinal task."""
         self._require_model()
         return predict(self.model, self.encoder.task, self.encode(data, with_labels=False), self.config.training.device)
 

@@ -31,7 +31,7 @@ from deepfm import __version__
 from deepfm.config import RunConfig
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.errors import ModelDirError
-from deepfm.models import build_model
+from deepfm.models import model_for_run
 
 FORMAT = "deepfm-model"
 FORMAT_VERSION = 1
@@ -134,8 +134,7 @@ def load_model_dir(directory: str | Path) -> SavedModel:
     try:
         saved = json.loads((directory / "config.json").read_text())
         config = RunConfig.model_validate(saved["run"])
-        model = build_model(config.model, saved["shape"]["num_features"], saved["shape"]["num_fields"],
-                            output_dim=encoder.task.output_dim)
+        model = model_for_run(config, saved["shape"]["num_features"], saved["shape"]["num_fields"], encoder.task)
         model.load_state_dict(load_file(directory / "model.safetensors"))
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise ModelDirError(f"{directory}: config.json and model.safetensors do not fit together: {error}") from None

@@ -89,8 +89,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    "(--no-pretrain: random start)")
     p.add_argument("--no-pretrain", dest="pretrain", action="store_false", default=None,
                    help="fnn: skip the FM pre-training stage")
-    p.add_argument("--task", choices=["auto", "binary", "regression", "multiclass"],
-                   help="auto: binary if labels are 0/1, regression for ratings or real values")
+    p.add_argument("--task", choices=["auto", "binary", "regression", "multiclass", "ordinal"],
+                   help="auto: binary if labels are 0/1, regression for ratings or real values; ordinal: ordered "
+                        "numeric classes such as ratings 1-5 (a cumulative link; ordered probit with --solver mcmc)")
     p.add_argument("--label", help="label column")
     p.add_argument("--positive", help="binary task with text labels: the label value that means 1 (e.g. '>50K')")
     p.add_argument("--weight", help="column of per-row weights for the loss and metrics (default: every row weighs 1)")
@@ -108,6 +109,15 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-rows", type=int, help="rows per chunk when reading chunk by chunk")
     p.add_argument("--shuffle-window", type=int, help="streaming: chunks whose rows are shuffled together")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--solver", choices=["gradient", "mcmc", "als"],
+                   help="gradient: minibatch training (every model); mcmc: Bayesian FM by Gibbs sampling (libFM's MCMC: "
+                        "no learning rate or L2 to tune; regression, binary, ordinal); als: alternating least squares "
+                        "(regression); mcmc and als need --model fm and count --sweeps instead of --epochs")
+    p.add_argument("--sweeps", type=int, help="mcmc/als: passes over every parameter")
+    p.add_argument("--burn-in", type=int, help="mcmc: first sweeps whose samples are dropped (default a tenth of --sweeps)")
+    p.add_argument("--samples", type=int, help="mcmc: posterior samples the model keeps, evenly spaced after the "
+                                               "burn-in (0: every sweep's)")
+    p.add_argument("--als-l2", type=float, help="als: λ of w and V")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--optimizer", choices=["adam", "adagrad", "sgd"])
@@ -125,7 +135,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nproc", type=int, default=1,
                    help="train with N processes on this machine (torchrun, gloo on CPU / nccl on GPU); "
                         "for several machines run torchrun yourself (docs/production.md)")
-    p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps as well as every epoch (0: every epoch only)")
+    p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps as well as every epoch (0: every epoch "
+                                                         "only); mcmc/als: every N sweeps (0: every 50)")
     p.add_argument("--config", help="TOML or YAML file with [data], [model], [training] sections; flags override it")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--overwrite", action="store_true", help="train into an --out that holds files (they are replaced)")
@@ -147,6 +158,8 @@ FLAG_KEYS = {
     "lr": ("training", "lr"), "optimizer": ("training", "optimizer"), "embed_l2": ("training", "embed_l2"),
     "patience": ("training", "patience"), "seed": ("training", "seed"), "threads": ("training", "threads"),
     "device": ("training", "device"), "precision": ("training", "precision"), "checkpoint_every": ("training", "checkpoint_every"),
+    "solver": ("training", "solver"), "sweeps": ("training", "sweeps"), "burn_in": ("training", "burn_in"),
+    "samples": ("training", "samples"), "als_l2": ("training", "als_l2"),
 }
 
 

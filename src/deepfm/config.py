@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deepfm.errors import ConfigError
 
@@ -22,7 +22,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 Format = Literal["auto", "csv", "tsv", "parquet", "criteo", "libfm", "libffm"]
-Task = Literal["auto", "binary", "regression", "multiclass"]
+Task = Literal["auto", "binary", "regression", "multiclass", "ordinal"]
+Solver = Literal["gradient", "mcmc", "als"]
 ModelName = Literal["lr", "fm", "deepfm", "fnn", "ipnn", "opnn", "pnn", "wide_deep", "fm_dnn"]
 Optimizer = Literal["adam", "adagrad", "sgd"]
 NumericEncoding = Literal["scale", "bucket"]
@@ -102,7 +103,14 @@ class TrainingConfig(_Frozen):
     optimizer: Optimizer = "adam"
     embed_l2: float = Field(0.1, ge=0, description="L2 on the embedding rows a batch touches")
     weight_decay: float = Field(0.0, ge=0, description="L2 on dense (MLP) weights")
-    solver: Literal["gradient"] = Field("gradient", description="what fits the parameters: gradient (minibatch SGD/Adam)")
+    solver: Solver = Field("gradient", description="what fits the parameters: gradient (minibatch SGD/Adam); mcmc "
+                                                   "(Gibbs sampling of a Bayesian FM, libFM's MCMC) or als (alternating "
+                                                   "least squares), model fm only")
+    sweeps: int = Field(200, ge=1, description="mcmc/als: passes over every parameter (they replace epochs)")
+    burn_in: int | None = Field(None, ge=0, description="mcmc: first sweeps whose samples are dropped (default a tenth)")
+    samples: int = Field(0, ge=0, description="mcmc: posterior samples the model keeps, evenly spaced over the sweeps "
+                                              "after the burn-in (0: every one)")
+    als_l2: float = Field(10.0, ge=0, description="als: λ of w and V (the regularised sum of squares)")
     seed: int = 2026
     patience: int = Field(2, ge=0, description="epochs without improvement before stopping (0: never stop early)")
     checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps (0: once per epoch)")
@@ -113,6 +121,24 @@ class TrainingConfig(_Frozen):
                             "and the output layer stay fp32); fast on CPUs with AVX512-BF16/AMX and on GPUs")
 
 
+    @model_validator(mode="after")
+    def _burn_in_within_sweeps(self) -> "TrainingConfig":
+        if self.solver == "mcmc" and self.burn_in is not None and self.burn_in >= self.sweeps:
+            raise ValueError(f"burn_in {self.burn_in} leaves no sample of the {self.sweeps} sweeps; lower it or "
+                             "raise training.sweeps")
+        return self
+
+    @property
+    def kept_samples(self) -> int:
+        """mcmc: how many posterior samples the model holds."""
+        after_burn_in = self.sweeps - (self.sweeps // 10 if self.burn_in is None else self.burn_in)
+        return min(self.samples, after_burn_in) if self.samples else after_burn_in
+
+
+# What each solver other than ``gradient`` fits: the model, and the tasks it has a likelihood for.
+SOLVER_TASKS = {"mcmc": ("regression", "binary", "ordinal"), "als": ("regression",)}
+
+
 class RunConfig(_Frozen):
     """Everything a ``deepfm train`` run needs."""
 
@@ -121,15 +147,33 @@ class RunConfig(_Frozen):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
 
+    @model_validator(mode="after")
+    def _solver_fits_model_and_task(self) -> "RunConfig":
+        check_solver(self.training.solver, self.model.name, self.data.task)
+        return self
+
     def to_json_dict(self) -> dict[str, Any]:
         return json.loads(self.model_dump_json())
+
+
+def check_solver(solver: str, model: str, task: str) -> None:
+    """Refuse a model or task the solver cannot fit (``task`` auto passes until the data decides it)."""
+    if solver == "gradient":
+        return
+    if model != "fm":
+        raise ValueError(f"training.solver {solver} fits model fm only (model.name is {model}); use --model fm, "
+                         "or --solver gradient for the other models")
+    if task != "auto" and task not in SOLVER_TASKS[solver]:
+        raise ValueError(f"training.solver {solver} fits the tasks {', '.join(SOLVER_TASKS[solver])}, not {task}"
+                         + ("; --solver mcmc fits binary (probit) and ordinal too" if solver == "als" else
+                            "; --task ordinal for ordered ratings, or --solver gradient"))
 
 
 def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"])
-        lines.append(f"{source}: {key}: {item['msg']}")
+        lines.append(f"{source}: {key}: {item['msg']}" if key else f"{source}: {item['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

@@ -4,7 +4,10 @@ The graph takes the encoded rows and returns what ``predict`` returns:
 
     ids     int64   (batch, F)   global ids into the fused table (offset + field-local id)
     values  float32 (batch, F)   x of each field (1 for categorical; the scaled number for numeric)
-    prediction float32 (batch,)  probability (binary: sigmoid applied) or rating (regression)
+    prediction float32 (batch,)  probability (binary: sigmoid applied) or rating (regression);
+                       (batch, C)  class probabilities (multiclass, ordinal)
+
+A Bayesian FM (``--solver mcmc``) is one graph that averages its posterior samples.
 
 F is the number of single-valued fields, in ``features.json`` order. Encoding stays outside the
 graph: a service reproduces it from ``features.json`` (docs/production.md gives the rules).

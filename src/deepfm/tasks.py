@@ -293,7 +293,64 @@ class MulticlassTask(Task):
                 "label_map": {}, "label_mean": None, "positive": None}
 
 
-TASKS: dict[str, type[Task]] = {"binary": BinaryTask, "regression": RegressionTask, "multiclass": MulticlassTask}
+class OrdinalTask(MulticlassTask):
+    """Ordered numeric classes, such as ratings 1–5 (the classes in numeric order; "4" and "4.0" are one).
+
+    A cumulative link: P(y ≤ j) = F(c_j − η) with one score η per row and C − 1 ordered cutpoints c_j
+    (a logistic F on any gradient model, ``deepfm.models.heads.CumulativeLink``; the ordered probit
+    of the MCMC solver). The model's C outputs are the log class probabilities log P(y = j), so the
+    link is the softmax that returns them and the loss is −log P(class), as in multiclass. Metrics:
+    multiclass's (accuracy of the most probable class, logloss, macro AUC) and the RMSE and MAE of
+    the expected rating Σ_j P(y = j)·value_j, comparable with regression's."""
+
+    name = "ordinal"
+
+    @property
+    def values(self) -> np.ndarray:
+        """(C,) the classes as numbers, ascending."""
+        return np.asarray([float(c) for c in self.classes], dtype=np.float64)
+
+    def encode_labels(self, frame: RawFrame) -> np.ndarray:
+        y = read_labels(frame, None)
+        if np.isnan(y).any():
+            raise frame.error(int(np.flatnonzero(np.isnan(y))[0]), None, "the label is missing")
+        values = self.values
+        position = np.minimum(np.searchsorted(values, y), len(values) - 1)
+        unknown = np.flatnonzero(values[position] != y)
+        if len(unknown):
+            raise frame.error(int(unknown[0]), None, f"label {y[unknown[0]]:g} is not one of the training classes "
+                                                     f"({_listed(self.classes)})")
+        return position.astype(np.float32)
+
+    def metrics(self, labels: np.ndarray, logits: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+        scores = super().metrics(labels, logits, weights)
+        logits = np.asarray(logits, dtype=np.float64)
+        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+        expected = (probabilities @ self.values) / probabilities.sum(axis=1)
+        rating = self.values[np.asarray(labels).astype(np.int64)]
+        scores["rmse"] = float(np.sqrt(mean_squared_error(rating, expected, sample_weight=weights)))
+        scores["mae"] = float(mean_absolute_error(rating, expected, sample_weight=weights))
+        return scores
+
+    @property
+    def prior(self) -> float:
+        """The score η starts at 0; the cutpoints start at the class rates (``initial_cutpoints``)."""
+        return 0.0
+
+    def initial_cutpoints(self) -> list[float]:
+        """c_j = logit P(y ≤ j) of the training rates: with η = 0 the head predicts the class rates."""
+        rates = np.clip(np.asarray(self.class_rates or [1.0] * len(self.classes), dtype=np.float64), 1e-4, None)
+        cumulative = np.clip(np.cumsum(rates / rates.sum())[:-1], 1e-4, 1 - 1e-4)
+        return np.log(cumulative / (1 - cumulative)).tolist()
+
+    def prediction_columns(self, predictions: np.ndarray) -> dict[str, np.ndarray]:
+        """The most probable class, the expected rating (``expected``), then each class's probability."""
+        columns = super().prediction_columns(predictions)
+        return {"prediction": columns.pop("prediction"), "expected": predictions @ self.values, **columns}
+
+
+TASKS: dict[str, type[Task]] = {"binary": BinaryTask, "regression": RegressionTask, "multiclass": MulticlassTask,
+                                "ordinal": OrdinalTask}
 
 
 def task_from_dict(data: dict[str, Any]) -> Task:
@@ -301,8 +358,8 @@ def task_from_dict(data: dict[str, Any]) -> Task:
     name = data.get("task")
     if name not in TASKS:
         raise ValueError(f"task must be one of {', '.join(repr(n) for n in TASKS)}, got {name!r}")
-    if name == "multiclass":
-        return MulticlassTask(classes=data.get("classes") or [], class_rates=data.get("class_rates"))
+    if name in ("multiclass", "ordinal"):
+        return TASKS[name](classes=data.get("classes") or [], class_rates=data.get("class_rates"))
     return TASKS[name](label_mean=data.get("label_mean"), positive=data.get("positive"),
                        label_map=data.get("label_map") or {})
 
@@ -364,6 +421,11 @@ def _class_order(value: str) -> tuple:
         return (1, 0.0, value)
 
 
+def _number_text(value: float) -> str:
+    """4.0 as "4", 0.5 as "0.5": a class's name, exact (``float`` reads it back)."""
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
 def _listed(values: Iterable[str], limit: int = LABELS_LISTED) -> str:
     values = list(values)
     text = ", ".join(repr(v) for v in values[:limit])
@@ -392,7 +454,7 @@ class TaskFitter:
     def update(self, frame: RawFrame) -> None:
         if frame.labels is None:
             return
-        if self.task == "multiclass":
+        if self.task in ("multiclass", "ordinal"):
             self._count_classes(frame)
             return
         y = read_labels(frame, self.positive)
@@ -434,9 +496,26 @@ class TaskFitter:
         total = sum(self.class_counts.values())
         return MulticlassTask(classes, [self.class_counts[c] / total for c in classes])
 
+    def _ordinal(self) -> Task:
+        counts: dict[float, int] = {}
+        for value, count in self.class_counts.items():
+            try:
+                number = float(value)
+            except ValueError:
+                raise DataError(self.path, f"--task ordinal: label {value!r} is not a number; ordered classes are "
+                                "numbers such as ratings 1-5 (--task multiclass for unordered text labels)") from None
+            counts[number] = counts.get(number, 0) + count
+        if len(counts) < 2:
+            raise DataError(self.path, f"--task ordinal needs at least two classes; every label is {_listed(self.class_counts)}")
+        total = sum(counts.values())
+        numbers = sorted(counts)
+        return OrdinalTask([_number_text(v) for v in numbers], [counts[v] / total for v in numbers])
+
     def finish(self) -> Task:
         if self.task == "multiclass":
             return self._multiclass()
+        if self.task == "ordinal":
+            return self._ordinal()
         label_map: dict[str, float] = {}
         plus_minus_one = self.minus_one and self.zero_one + self.minus_one == self.count and self.task != "regression"
         mean = self.total / self.count if self.count else None

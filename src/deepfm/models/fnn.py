@@ -69,7 +69,12 @@ def pretrain_with_fm(model: FNN, task, training, train, valid=None, log: Callabl
     fm = FactorizationMachine(num_features, width // model.output_dim, model.output_dim)
     say = log or (lambda message: None)
     say("FNN stage 1: pre-training an FM for the embeddings")
-    Trainer(fm, task, training, checkpoint_dir=checkpoint_dir, progress=False,
+    trained = fm
+    if getattr(task, "name", task) == "ordinal":  # the FM's score under its own cumulative link
+        from deepfm.models.heads import CumulativeLink
+
+        trained = CumulativeLink(fm, task.initial_cutpoints())
+    Trainer(trained, task, training, checkpoint_dir=checkpoint_dir, progress=False,
             log=lambda m: say("  fm " + m)).fit(train, valid, resume=resume)
     model.load_fm(fm)
     say("FNN stage 2: training the MLP on the FM-initialised embeddings")

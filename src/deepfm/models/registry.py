@@ -7,13 +7,15 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from deepfm.config import ModelConfig
+from deepfm.config import ModelConfig, RunConfig, check_solver
 from deepfm.models.deepfm import DeepFM
 from deepfm.models.layers import FeaturesLinear
 from deepfm.models.fm import FactorizationMachine
 from deepfm.models.fnn import FNN
+from deepfm.models.heads import CumulativeLink
 from deepfm.models.lr import LogisticRegression
 from deepfm.models.pnn import PNN
+from deepfm.models.posterior import LIKELIHOODS, PosteriorFM
 from deepfm.models.wide_deep import FMAndDNN, WideAndDeep
 
 Builder = Callable[[ModelConfig, int, int, int], nn.Module]  # (config, features, fields, outputs)
@@ -62,3 +64,27 @@ def output_bias(model: nn.Module) -> nn.Parameter:
     if not last:
         raise ValueError(f"{type(model).__name__} has no output bias")
     return last[-1].bias
+
+
+def model_for_run(run: RunConfig, num_features: int, num_fields: int, task,
+                  field_sizes: Sequence[int] | None = None) -> nn.Module:
+    """The module a run fits and its model directory holds, for ``task`` (a ``deepfm.tasks.Task``):
+    with ``--solver mcmc``, an FM holding the posterior samples (``PosteriorFM``); for an ordinal
+    task, the model's score under a cumulative link (``CumulativeLink``); otherwise ``build_model``.
+    ``field_sizes`` (features per field, in table order) set the posterior's hyperprior groups, one
+    per field. A solver that cannot fit the task (ALS for binary labels) is a ``ConfigError``."""
+    from deepfm.errors import ConfigError
+
+    try:
+        check_solver(run.training.solver, run.model.name, task.name)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if run.training.solver == "mcmc":
+        model = PosteriorFM(num_features, run.model.embed_dim, run.training.kept_samples, LIKELIHOODS[task.name],
+                            task.output_dim if task.name == "ordinal" else 0)
+        if field_sizes is not None:
+            model.groups.copy_(torch.repeat_interleave(torch.arange(len(field_sizes)), torch.tensor(list(field_sizes))))
+        return model
+    if task.name == "ordinal":
+        return CumulativeLink(build_model(run.model, num_features, num_fields), task.initial_cutpoints())
+    return build_model(run.model, num_features, num_fields, task.prior, task.output_dim)

@@ -1,9 +1,8 @@
 """Solvers: what fits a model's parameters to the training data.
 
-A solver is chosen by ``training.solver`` (``deepfm train --solver``). ``gradient`` (minibatch
-gradient descent, the default) is the only one today; Gibbs sampling (``mcmc``) and alternating
-least squares (``als``) register here the same way: a class with the ``Solver`` protocol added to
-``SOLVERS``.
+A solver is chosen by ``training.solver`` (``deepfm train --solver``): ``gradient`` (minibatch
+gradient descent, the default), ``mcmc`` (Gibbs sampling of a Bayesian FM, libFM's MCMC) and
+``als`` (alternating least squares); each is a class with the ``Solver`` protocol in ``SOLVERS``.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from deepfm.config import RunConfig
 from deepfm.data.batch import BatchSource, EncodedData
 from deepfm.errors import ConfigError
 from deepfm.solvers.gradient import GradientSolver
+from deepfm.solvers.sweeps import ALSSolver, MCMCSolver
 from deepfm.tasks import Task
 from deepfm.training.trainer import TrainResult
 
@@ -33,6 +33,8 @@ SolverFactory = Callable[[RunConfig, bool, Callable[[str], None] | None], Solver
 
 SOLVERS: dict[str, SolverFactory] = {
     "gradient": lambda config, progress, log: GradientSolver(config, progress=progress, log=log),
+    "mcmc": lambda config, progress, log: MCMCSolver(config, progress=progress, log=log),
+    "als": lambda config, progress, log: ALSSolver(config, progress=progress, log=log),
 }
 
 
@@ -44,4 +46,4 @@ def build_solver(config: RunConfig, progress: bool = True, log: Callable[[str], 
     return SOLVERS[name](config, progress, log)
 
 
-__all__ = ["GradientSolver", "SOLVERS", "Solver", "build_solver"]
+__all__ = ["ALSSolver", "GradientSolver", "MCMCSolver", "SOLVERS", "Solver", "build_solver"]

@@ -11,6 +11,7 @@ from torch import nn
 from deepfm.config import RunConfig
 from deepfm.data.batch import BatchSource, EncodedData
 from deepfm.models.fnn import FNN, pretrain_with_fm
+from deepfm.models.heads import CumulativeLink
 from deepfm.tasks import Task
 from deepfm.training.checkpoint import complete_checkpoint
 from deepfm.training.trainer import TrainResult, Trainer
@@ -31,11 +32,12 @@ class GradientSolver:
     def fit(self, model: nn.Module, task: Task, train: EncodedData | BatchSource, valid: EncodedData | None = None,
             checkpoint_dir: Path | None = None, resume: bool = False) -> TrainResult:
         stage1 = stage1_dir(checkpoint_dir)
-        if isinstance(model, FNN) and self.config.model.pretrain:
+        scored = model.score if isinstance(model, CumulativeLink) else model  # ordinal: the model under the head
+        if isinstance(scored, FNN) and self.config.model.pretrain:
             if resume and complete_checkpoint(checkpoint_dir):
                 self.log("FNN stage 1: done before the interruption (stage 2 resumes from its checkpoint)")
             else:
-                pretrain_with_fm(model, task, self.config.training, train, valid, self.log,
+                pretrain_with_fm(scored, task, self.config.training, train, valid, self.log,
                                  checkpoint_dir=stage1, resume=resume)
         trainer = Trainer(model, task, self.config.training, checkpoint_dir=checkpoint_dir,
                           progress=self.progress, log=self.log)

@@ -51,10 +51,7 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer_state: di
     to ``directory.old``, rename ``.tmp`` to ``directory``, then delete ``.old``. ``load_checkpoint``
     reads ``.old`` when a crash came between the two renames."""
     directory = Path(directory)
-    staging, previous = _sibling(directory, ".tmp"), _sibling(directory, ".old")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
+    staging = staging_dir(directory)
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, staging / "model.safetensors")
     tensors: dict[str, torch.Tensor] = {"torch_rng": torch.get_rng_state()}
     skeleton = _flatten("optimizer", optimizer_state, tensors)
@@ -62,6 +59,21 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer_state: di
     if best_weights is not None:
         save_file(best_weights, staging / "best.safetensors")
     (staging / "state.json").write_text(json.dumps({"loop": loop_state, "optimizer": skeleton}, indent=1))
+    publish(staging, directory)
+
+
+def staging_dir(directory: Path) -> Path:
+    """An empty ``directory.tmp`` to write the next checkpoint into (a stale one is removed, never reused)."""
+    staging = _sibling(Path(directory), ".tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish(staging: Path, directory: Path) -> None:
+    """Make the complete checkpoint in ``staging`` (with its ``state.json``) the one at ``directory``."""
+    previous = _sibling(directory, ".old")
     if directory.exists():
         if previous.exists():
             shutil.rmtree(previous)  # the current checkpoint is complete: the older one is not needed
