@@ -34,6 +34,9 @@ INLINE_BYTES = 1 << 20  # bodies up to this size (~2,000 Criteo rows) are decode
 # a thread pool costs more than it saves, since parsing holds the GIL; larger ones leave the loop free for others
 DRAIN_BYTES = 1 << 30  # a refused body is read to its end up to this size, so that its sender reads the 413
 WORKER_SETTINGS = "DEEPFM_SERVE_WORKER"  # the environment variable that hands settings to worker processes
+# What one prediction is: multiclass and ordinal models answer each row with its class probabilities.
+PREDICTION_KINDS = {"binary": "probability", "regression": "rating", "multiclass": "class probabilities",
+                    "ordinal": "class probabilities"}
 METRIC_KEYS = ("task", "rows", "valid_rows", "epochs", "best_epoch", "best_valid")
 
 
@@ -53,7 +56,7 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
     decoder = RequestDecoder(encoder, estimator.config.data.multi_separator, limits)
     batcher = MicroBatcher(model, task, max_rows=limits.max_rows if batching else 0)
     manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
-    kind = "probability" if task == "binary" else "rating"
+    kind = PREDICTION_KINDS.get(task.name, "rating")
     metadata = {
         "model": estimator.config.model.name,
         "task": task.name,
