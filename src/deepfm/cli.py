@@ -110,9 +110,14 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--optimizer", choices=["adam", "adagrad", "sgd"])
+    p.add_argument("--optimizer", choices=["adam", "adagrad", "sgd", "rowwise_adagrad"],
+                   help="rowwise_adagrad: AdaGrad (one accumulator per row) for embeddings, Adam for dense weights")
     p.add_argument("--embed-dim", type=int, help="k, the embedding width")
-    p.add_argument("--embed-l2", type=float, help="L2 on the embedding rows a batch touches")
+    p.add_argument("--embed-l2", type=float, help="L2 strength on embeddings (form: --embed-reg)")
+    p.add_argument("--embed-reg", choices=["rows", "occurrences"],
+                   help="rows: λ·v on each distinct row of a batch; occurrences: λ·mean over the batch of Σ_f ‖v_f‖²")
+    p.add_argument("--lr-schedule", choices=["none", "plateau"],
+                   help="plateau: on an epoch without improvement, reload the best weights and divide the lr by 10")
     p.add_argument("--mlp", help="hidden widths, e.g. 400,400,400")
     p.add_argument("--dropout", type=float)
     p.add_argument("--patience", type=int, help="epochs without improvement before stopping (0: never stop early)")
@@ -145,6 +150,7 @@ FLAG_KEYS = {
     "model": ("model", "name"), "embed_dim": ("model", "embed_dim"), "mlp": ("model", "mlp"),
     "dropout": ("model", "dropout"), "pretrain": ("model", "pretrain"), "epochs": ("training", "epochs"), "batch_size": ("training", "batch_size"),
     "lr": ("training", "lr"), "optimizer": ("training", "optimizer"), "embed_l2": ("training", "embed_l2"),
+    "embed_reg": ("training", "embed_reg"), "lr_schedule": ("training", "lr_schedule"),
     "patience": ("training", "patience"), "seed": ("training", "seed"), "threads": ("training", "threads"),
     "device": ("training", "device"), "precision": ("training", "precision"), "checkpoint_every": ("training", "checkpoint_every"),
 }

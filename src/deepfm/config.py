@@ -24,7 +24,9 @@ else:  # pragma: no cover
 Format = Literal["auto", "csv", "tsv", "parquet", "criteo", "libfm", "libffm"]
 Task = Literal["auto", "binary", "regression", "multiclass"]
 ModelName = Literal["lr", "fm", "deepfm", "fnn", "ipnn", "opnn", "pnn", "wide_deep", "fm_dnn"]
-Optimizer = Literal["adam", "adagrad", "sgd"]
+Optimizer = Literal["adam", "adagrad", "sgd", "rowwise_adagrad"]
+EmbedRegularizer = Literal["rows", "occurrences"]
+LrSchedule = Literal["none", "plateau"]
 NumericEncoding = Literal["scale", "bucket"]
 Precision = Literal["fp32", "bf16"]
 
@@ -99,8 +101,15 @@ class TrainingConfig(_Frozen):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(512, ge=1)
     lr: float = Field(1e-3, gt=0)
-    optimizer: Optimizer = "adam"
-    embed_l2: float = Field(0.1, ge=0, description="L2 on the embedding rows a batch touches")
+    optimizer: Optimizer = Field("adam", description="adam; adagrad; sgd; rowwise_adagrad: AdaGrad with one accumulator "
+                                                     "per embedding row for the tables, Adam for dense weights")
+    embed_l2: float = Field(0.1, ge=0, description="L2 strength on embeddings (see embed_reg)")
+    embed_reg: EmbedRegularizer = Field(
+        "rows", description="rows: λ·v on each distinct row a batch touches (lazy L2); occurrences: the penalty "
+                            "λ·mean over the batch of Σ_f ‖v_f‖², i.e. 2λ·(count in batch / batch size)·v per row")
+    lr_schedule: LrSchedule = Field(
+        "none", description="plateau: when validation does not improve, reload the best epoch's weights and divide "
+                            "the learning rate by 10 (needs validation data)")
     weight_decay: float = Field(0.0, ge=0, description="L2 on dense (MLP) weights")
     solver: Literal["gradient"] = Field("gradient", description="what fits the parameters: gradient (minibatch SGD/Adam)")
     seed: int = 2026

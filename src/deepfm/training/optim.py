@@ -1,9 +1,12 @@
 """Optimisers that touch only the embedding rows a batch uses.
 
 Embedding tables produce sparse gradients. With ``adam`` they go to ``RowWiseAdam`` (``SparseAdam``'s lazy update without its sorts:
-the moments of unseen rows are not rewritten) and dense weights to ``Adam``; ``adagrad``
-and ``sgd`` handle sparse gradients themselves. L2 on embeddings is applied lazily to
-the rows of the batch (grad += λ·v), the usual practice for large tables.
+the moments of unseen rows are not rewritten) and dense weights to ``Adam``; with ``rowwise_adagrad``
+to ``RowWiseAdagrad`` (one accumulator per row) and dense weights to ``Adam``; ``adagrad`` and ``sgd``
+handle sparse gradients themselves. L2 on embeddings (``embed_reg``) is either applied lazily to
+the distinct rows of the batch (``rows``: grad += λ·v, the usual practice for large tables) or
+per occurrence (``occurrences``: the gradient of λ·mean_b Σ_f ‖v_f‖², libFM's regularisation of
+each feature in each example, so frequent ids are held back more than rare ones).
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import torch
 from torch import nn
 
 from deepfm.config import TrainingConfig
+from deepfm.data.tensors import Batch
 from deepfm.models.layers import FeaturesEmbedding
-from deepfm.training.rowwise import RowWiseAdam
+from deepfm.training.rowwise import RowWiseAdagrad, RowWiseAdam, add_occurrence_l2
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -33,10 +37,13 @@ class ModelOptimizer:
         self.sparse_params, self.dense_params = split_parameters(model)
         self.config = config
         self.embed_l2 = config.embed_l2
+        self.per_occurrence = config.embed_reg == "occurrences"
+        row_l2 = 0.0 if self.per_occurrence else config.embed_l2  # the row-wise optimisers apply lazy L2 themselves
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        if config.optimizer == "adam":
+        if config.optimizer in ("adam", "rowwise_adagrad"):
+            rowwise = RowWiseAdam if config.optimizer == "adam" else RowWiseAdagrad
             if self.sparse_params:
-                self.optimizers["sparse"] = RowWiseAdam(self.sparse_params, lr=config.lr, row_l2=config.embed_l2)
+                self.optimizers["sparse"] = rowwise(self.sparse_params, lr=config.lr, row_l2=row_l2)
             if self.dense_params:
                 self.optimizers["dense"] = torch.optim.Adam(self.dense_params, lr=config.lr, weight_decay=config.weight_decay)
         elif config.optimizer == "adagrad":
@@ -47,13 +54,23 @@ class ModelOptimizer:
             self.optimizers["sparse"] = torch.optim.SGD(self.sparse_params, lr=config.lr)
             if self.dense_params:
                 self.optimizers["dense"] = torch.optim.SGD(self.dense_params, lr=config.lr, weight_decay=config.weight_decay)
+        self.lr_scale = 1.0  # the learning-rate schedule's factor (``scale_lr``)
 
     def zero_grad(self) -> None:
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
 
-    def step(self) -> None:
-        if self.embed_l2 and not isinstance(self.optimizers.get("sparse"), RowWiseAdam):  # it applies L2 itself
+    def step(self, occurrences: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> None:
+        """One update. ``occurrences`` = (the batch's sorted distinct ids, their counts, batch size):
+        needed for ``embed_reg = occurrences`` (``batch_occurrences``)."""
+        if self.embed_l2 and self.per_occurrence:
+            if occurrences is None:
+                raise ValueError("embed_reg 'occurrences' needs the batch's id counts (batch_occurrences)")
+            rows, counts, batch_size = occurrences
+            for param in self.sparse_params:
+                if param.grad is not None and param.grad.is_sparse:
+                    add_occurrence_l2(param, rows, counts, batch_size, self.embed_l2)
+        elif self.embed_l2 and not isinstance(self.optimizers.get("sparse"), (RowWiseAdam, RowWiseAdagrad)):
             for param in self.sparse_params:
                 if param.grad is not None and param.grad.is_sparse:
                     grad = param.grad.coalesce()
@@ -62,22 +79,39 @@ class ModelOptimizer:
         for optimizer in self.optimizers.values():
             optimizer.step()
 
+    def scale_lr(self, factor: float) -> None:
+        """Multiply every learning rate by ``factor`` (the plateau schedule)."""
+        self.lr_scale *= factor
+        self.apply_settings()
+
     def state_dict(self) -> dict[str, Any]:
-        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()} | {"lr_scale": self.lr_scale}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore moments and step counts; the hyperparameters stay this run's (a resumed run with a
         new ``lr``, ``embed_l2`` or ``weight_decay`` trains with the new values, as config.json says)."""
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state[name])
+        self.lr_scale = float(state.get("lr_scale", 1.0))  # absent in checkpoints of older versions
         self.apply_settings()
 
     def apply_settings(self) -> None:
         """Write the config's lr, weight decay and row L2 into every parameter group."""
         for name, opt in self.optimizers.items():
             for group in opt.param_groups:
-                group["lr"] = self.config.lr
+                group["lr"] = self.config.lr * self.lr_scale
                 if "weight_decay" in group and name == "dense":
                     group["weight_decay"] = self.config.weight_decay
                 if "row_l2" in group:
-                    group["row_l2"] = self.config.embed_l2
+                    group["row_l2"] = 0.0 if self.per_occurrence else self.config.embed_l2
+
+
+def batch_occurrences(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(sorted distinct feature ids of ``batch``, how often each occurs, batch size), bags included."""
+    if not batch.bags:
+        distinct = batch.distinct()
+        counts = torch.bincount(distinct.inverse.reshape(-1), minlength=len(distinct.unique))
+        return distinct.unique, counts, batch.size
+    ids = torch.cat([batch.ids.reshape(-1), *(bag.ids for bag in batch.bags)])
+    rows, counts = torch.unique(ids, sorted=True, return_counts=True)
+    return rows, counts, batch.size

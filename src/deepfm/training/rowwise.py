@@ -63,3 +63,51 @@ class RowWiseAdam(torch.optim.Optimizer):
                 weights.addcdiv_(m, v.sqrt_().add_(group["eps"]), value=-step_size)
                 param.index_copy_(0, rows, weights)  # rows are distinct: a copy, not an add
         return None
+
+
+class RowWiseAdagrad(torch.optim.Optimizer):
+    """Row-wise AdaGrad (as in FBGEMM/DLRM) for sparse-gradient tables: one accumulator per row,
+    G_i += mean_k g_ik², then v_i -= lr · g_i / (√G_i + eps), on the touched rows only. A row's
+    step shrinks with how often (and how strongly) it was updated: frequent ids take small steps,
+    rare ids large ones, at a state of one number per row instead of Adam's two per coordinate.
+    ``row_l2`` adds λ·v to the gradient of each touched row."""
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float = 0.1, eps: float = 1e-8, row_l2: float = 0.0):
+        super().__init__(params, dict(lr=lr, eps=eps, row_l2=row_l2))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if not param.grad.is_sparse:
+                    raise RuntimeError("RowWiseAdagrad takes sparse gradients; use Adam or Adagrad for dense tensors")
+                state = self.state[param]
+                if not state:
+                    state["sum"] = torch.zeros(param.shape[0], dtype=param.dtype, device=param.device)
+                rows, g = distinct_rows(param.grad)
+                weights = param.index_select(0, rows)  # (U, k)
+                if group["row_l2"]:
+                    g = g.add(weights, alpha=group["row_l2"])
+                total = state["sum"].index_select(0, rows).add_(g.square().mean(1))  # (U,)
+                state["sum"].index_copy_(0, rows, total)
+                weights.addcdiv_(g, total.sqrt_().add_(group["eps"]).unsqueeze(1), value=-group["lr"])
+                param.index_copy_(0, rows, weights)
+        return None
+
+
+def add_occurrence_l2(param: torch.nn.Parameter, rows: torch.Tensor, counts: torch.Tensor, batch_size: int,
+                      strength: float) -> None:
+    """Add the gradient of λ · (1/B) Σ_b Σ_f ‖v_{x_bf}‖² to ``param.grad`` (sparse): 2λ · c_i / B · v_i
+    for each touched row i, where c_i is how often row i occurs in the batch (``rows``: the batch's
+    sorted distinct ids, ``counts``: their occurrences)."""
+    grad_rows, g = distinct_rows(param.grad)
+    if grad_rows.numel() == 0:
+        return
+    where = torch.searchsorted(rows, grad_rows).clamp_(max=len(rows) - 1)
+    found = rows[where] == grad_rows
+    scale = torch.where(found, counts[where].to(param.dtype), torch.zeros((), dtype=param.dtype))
+    g = g.addcmul(param.detach().index_select(0, grad_rows), scale.unsqueeze(1), value=2 * strength / batch_size)
+    param.grad = torch.sparse_coo_tensor(grad_rows.unsqueeze(0), g, param.shape, is_coalesced=True,
+                                         check_invariants=False)
