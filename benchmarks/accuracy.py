@@ -2,11 +2,14 @@
 
     python benchmarks/accuracy.py --datasets /work/shared/datasets [--only frappe ml100k] [--models lr,fm,deepfm]
         [--set training.embed_l2=0.01 ...] [--validation-only] [--out benchmarks/results/accuracy_DATE]
+    python benchmarks/accuracy.py --candidates CANDIDATES.json --only frappe ml100k-ids --models fm   # validation only
 
 Each (model, data set) trains at the library's defaults (``--set`` overrides them, for candidate
 sweeps) with early stopping on the validation split, then scores the test split once, for the
 report. ``--validation-only`` never reads a test split: that is how candidates are compared.
-Writes OUT.json (every run) and OUT.md (the table) and prints the table.
+``--candidates FILE`` (JSON: name -> {section: {key: value}}) runs every candidate on every data set,
+validation only, and tabulates candidate × data set. Writes OUT.json (every run) and OUT.md (the
+table) and prints the table.
 
 Splits (fixed, seeded; nothing random between runs):
 - frappe: the shared train/valid/test files.
@@ -25,6 +28,7 @@ Splits (fixed, seeded; nothing random between runs):
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -245,6 +249,27 @@ def run_one(model: str, suite: Suite, settings: dict[str, Any], read_test: bool)
     return record
 
 
+def merge_settings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    from deepfm.config import merge
+
+    return merge(base, overrides)
+
+
+def candidate_table(results: list[dict[str, Any]]) -> str:
+    """Candidate × (data set, model): the validation metric of each run (AUC ↑ or RMSE ↓)."""
+    columns = list(dict.fromkeys((r["dataset"], r["model"]) for r in results))
+    cell = {(r["candidate"], r["dataset"], r["model"]): r for r in results}
+    lines = ["| candidate | " + " | ".join(f"{d} {m}" for d, m in columns) + " |",
+             "| --- |" + " ---: |" * len(columns)]
+    for candidate in dict.fromkeys(r["candidate"] for r in results):
+        values = []
+        for d, m in columns:
+            r = cell.get((candidate, d, m))
+            values.append("—" if r is None else f"{r['valid'][r['metric']]:.4f}")
+        lines.append(f"| {candidate} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
 def metric_text(metrics: dict[str, float] | None, metric: str) -> str:
     if not metrics:
         return "—"
@@ -269,6 +294,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--models", default="lr,fm,deepfm")
     parser.add_argument("--set", nargs="*", default=[], dest="settings", help="section.key=value overrides (candidates)")
+    parser.add_argument("--candidates", help="JSON file: candidate name -> settings; validation only")
     parser.add_argument("--validation-only", action="store_true", help="never read a test split (for choosing)")
     parser.add_argument("--out", default=None, help="OUT.json and OUT.md (default benchmarks/results/accuracy_DATE)")
     args = parser.parse_args()
@@ -276,26 +302,29 @@ def main() -> None:
     settings = parse_settings(args.settings)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d_%H%M")
     out = Path(args.out) if args.out else HERE / "results" / f"accuracy_{stamp}"
+    candidates = json.loads(Path(args.candidates).read_text()) if args.candidates else {"": settings}
+    validation_only = args.validation_only or bool(args.candidates)
     results = []
     for name in args.only:
         suite = DATASETS[name](Path(args.datasets))
-        for model in args.models.split(","):
-            record = run_one(model, suite, settings, read_test=not args.validation_only)
+        for model, (candidate, overrides) in itertools.product(args.models.split(","), candidates.items()):
+            record = run_one(model, suite, merge_settings(settings, overrides), read_test=not validation_only)
             record.update(dataset=name, model=model, metric=suite.metric, reference=suite.references.get(model, ""),
-                          **suite.notes)
+                          candidate=candidate, **suite.notes)
             if "bayes_auc" in suite.notes and "test" in record:
                 record["gap_to_bayes_auc"] = round(suite.notes["bayes_auc"] - record["test"]["auc"], 4)
             results.append(record)
-            print(f"{name:13s} {model:7s} valid {metric_text(record['valid'], suite.metric)}  "
+            print(f"{name:13s} {model:7s} {candidate:24s} valid {metric_text(record['valid'], suite.metric)}  "
                   f"test {metric_text(record.get('test'), suite.metric)}  {record['train_wall_s']} s", flush=True)
-    report = {"date": stamp, "settings": settings, "validation_only": args.validation_only,
+    report = {"date": stamp, "settings": settings, "candidates": candidates, "validation_only": validation_only,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other "
                          f"sessions (load {os.getloadavg()[0]:.1f} at the end)",
               "command": " ".join(sys.argv), "results": results}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    out.with_suffix(".md").write_text(f"`{report['command']}` ({report['machine']})\n\n{table_markdown(results)}\n")
-    print(table_markdown(results))
+    table = candidate_table(results) if args.candidates else table_markdown(results)
+    out.with_suffix(".md").write_text(f"`{report['command']}` ({report['machine']})\n\n{table}\n")
+    print(table)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
 from deepfm.data.tensors import Batch
 from deepfm.models.layers import FeaturesEmbedding
 from deepfm.training.optim import ModelOptimizer, batch_occurrences
-from deepfm.training.rowwise import RowWiseAdagrad
+from deepfm.training.rowwise import LazyAdagrad
 from deepfm.training.trainer import Trainer
 
 IDS = torch.tensor([[0, 3], [3, 5], [0, 3], [7, 5]])  # row 3 occurs 3 times, rows 0 and 5 twice, row 7 once
@@ -27,7 +27,7 @@ def test_rowwise_adagrad_keeps_one_accumulator_per_row_and_matches_its_equations
     torch.manual_seed(0)
     start = torch.randn(8, 3)
     ours = torch.nn.Parameter(start.clone())
-    optimizer = RowWiseAdagrad([ours], lr=0.1, eps=1e-8, row_l2=0.01)
+    optimizer = LazyAdagrad([ours], lr=0.1, eps=1e-8, row_l2=0.01, per_row=True)
     reference, accumulator = start.clone(), torch.zeros(8)
     for step in range(3):
         upstream = torch.randn(*IDS.shape, 3)
@@ -41,6 +41,20 @@ def test_rowwise_adagrad_keeps_one_accumulator_per_row_and_matches_its_equations
         torch.testing.assert_close(ours.detach(), reference)
     assert optimizer.state[ours]["sum"].shape == (8,)
     assert float(optimizer.state[ours]["sum"][1]) == 0.0, "a row no batch touched keeps an empty accumulator"
+
+
+def test_lazy_adagrad_per_coordinate_matches_torch_adagrad_on_sparse_gradients():
+    torch.manual_seed(2)
+    start = torch.randn(8, 3)
+    ours, reference = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    fast, slow = LazyAdagrad([ours], lr=0.1), torch.optim.Adagrad([reference], lr=0.1)
+    for step in range(3):
+        upstream = torch.randn(*IDS.shape, 3)
+        ours.grad = sparse_gradient(ours, IDS, upstream)
+        reference.grad = sparse_gradient(reference, IDS, upstream)
+        fast.step()
+        slow.step()
+        torch.testing.assert_close(ours.detach(), reference.detach())
 
 
 def test_per_occurrence_l2_is_the_gradient_of_the_mean_squared_norm_of_the_batch_slots():

@@ -2,8 +2,8 @@
 
 Embedding tables produce sparse gradients. With ``adam`` they go to ``RowWiseAdam`` (``SparseAdam``'s lazy update without its sorts:
 the moments of unseen rows are not rewritten) and dense weights to ``Adam``; with ``rowwise_adagrad``
-to ``RowWiseAdagrad`` (one accumulator per row) and dense weights to ``Adam``; ``adagrad`` and ``sgd``
-handle sparse gradients themselves. L2 on embeddings (``embed_reg``) is either applied lazily to
+to ``LazyAdagrad`` with one accumulator per row and dense weights to ``Adam``; with ``adagrad`` to
+``LazyAdagrad`` per coordinate and dense weights to ``Adagrad``; ``sgd`` handles sparse gradients itself. L2 on embeddings (``embed_reg``) is either applied lazily to
 the distinct rows of the batch (``rows``: grad += λ·v, the usual practice for large tables) or
 per occurrence (``occurrences``: the gradient of λ·mean_b Σ_f ‖v_f‖², libFM's regularisation of
 each feature in each example, so frequent ids are held back more than rare ones).
@@ -19,7 +19,7 @@ from torch import nn
 from deepfm.config import TrainingConfig
 from deepfm.data.tensors import Batch
 from deepfm.models.layers import FeaturesEmbedding
-from deepfm.training.rowwise import RowWiseAdagrad, RowWiseAdam, add_occurrence_l2
+from deepfm.training.rowwise import LazyAdagrad, RowWiseAdam, add_occurrence_l2
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -40,16 +40,18 @@ class ModelOptimizer:
         self.per_occurrence = config.embed_reg == "occurrences"
         row_l2 = 0.0 if self.per_occurrence else config.embed_l2  # the row-wise optimisers apply lazy L2 themselves
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        if config.optimizer in ("adam", "rowwise_adagrad"):
-            rowwise = RowWiseAdam if config.optimizer == "adam" else RowWiseAdagrad
+        if config.optimizer == "adam":
             if self.sparse_params:
-                self.optimizers["sparse"] = rowwise(self.sparse_params, lr=config.lr, row_l2=row_l2)
+                self.optimizers["sparse"] = RowWiseAdam(self.sparse_params, lr=config.lr, row_l2=row_l2)
             if self.dense_params:
                 self.optimizers["dense"] = torch.optim.Adam(self.dense_params, lr=config.lr, weight_decay=config.weight_decay)
-        elif config.optimizer == "adagrad":
-            self.optimizers["sparse"] = torch.optim.Adagrad(self.sparse_params, lr=config.lr)
+        elif config.optimizer in ("adagrad", "rowwise_adagrad"):
+            per_row = config.optimizer == "rowwise_adagrad"
+            if self.sparse_params:
+                self.optimizers["sparse"] = LazyAdagrad(self.sparse_params, lr=config.lr, row_l2=row_l2, per_row=per_row)
             if self.dense_params:
-                self.optimizers["dense"] = torch.optim.Adagrad(self.dense_params, lr=config.lr, weight_decay=config.weight_decay)
+                dense = torch.optim.Adam if per_row else torch.optim.Adagrad
+                self.optimizers["dense"] = dense(self.dense_params, lr=config.lr, weight_decay=config.weight_decay)
         else:
             self.optimizers["sparse"] = torch.optim.SGD(self.sparse_params, lr=config.lr)
             if self.dense_params:
@@ -70,7 +72,7 @@ class ModelOptimizer:
             for param in self.sparse_params:
                 if param.grad is not None and param.grad.is_sparse:
                     add_occurrence_l2(param, rows, counts, batch_size, self.embed_l2)
-        elif self.embed_l2 and not isinstance(self.optimizers.get("sparse"), (RowWiseAdam, RowWiseAdagrad)):
+        elif self.embed_l2 and not isinstance(self.optimizers.get("sparse"), (RowWiseAdam, LazyAdagrad)):
             for param in self.sparse_params:
                 if param.grad is not None and param.grad.is_sparse:
                     grad = param.grad.coalesce()

@@ -1,4 +1,4 @@
-"""Row-wise Adam for embedding tables with sparse gradients.
+"""Row-wise Adam and AdaGrad for embedding tables with sparse gradients.
 
 The same update as ``torch.optim.SparseAdam`` (moments and weights change only on the rows a
 batch touched; bias correction uses the table's step count), done as one gather, a few
@@ -65,15 +65,17 @@ class RowWiseAdam(torch.optim.Optimizer):
         return None
 
 
-class RowWiseAdagrad(torch.optim.Optimizer):
-    """Row-wise AdaGrad (as in FBGEMM/DLRM) for sparse-gradient tables: one accumulator per row,
-    G_i += mean_k g_ik², then v_i -= lr · g_i / (√G_i + eps), on the touched rows only. A row's
-    step shrinks with how often (and how strongly) it was updated: frequent ids take small steps,
-    rare ids large ones, at a state of one number per row instead of Adam's two per coordinate.
-    ``row_l2`` adds λ·v to the gradient of each touched row."""
+class LazyAdagrad(torch.optim.Optimizer):
+    """AdaGrad on the touched rows of sparse-gradient tables (lazy: untouched rows and their state
+    stay as they are). Per coordinate (``per_row=False``, the same update as ``torch.optim.Adagrad``
+    with its defaults, without its sort): G += g², v -= lr · g / (√G + eps). Row-wise (``per_row=True``,
+    as in FBGEMM/DLRM): one accumulator per row, G_i += mean_k g_ik², at a state of one number per
+    row. Either way a row's step shrinks with how often and how strongly it was updated: frequent ids
+    take small steps, rare ids large ones. ``row_l2`` adds λ·v to the gradient of each touched row."""
 
-    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float = 0.1, eps: float = 1e-8, row_l2: float = 0.0):
-        super().__init__(params, dict(lr=lr, eps=eps, row_l2=row_l2))
+    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float = 0.1, eps: float = 1e-10, row_l2: float = 0.0,
+                 per_row: bool = False):
+        super().__init__(params, dict(lr=lr, eps=eps, row_l2=row_l2, per_row=per_row))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -82,17 +84,21 @@ class RowWiseAdagrad(torch.optim.Optimizer):
                 if param.grad is None:
                     continue
                 if not param.grad.is_sparse:
-                    raise RuntimeError("RowWiseAdagrad takes sparse gradients; use Adam or Adagrad for dense tensors")
+                    raise RuntimeError("LazyAdagrad takes sparse gradients; use Adam or Adagrad for dense tensors")
                 state = self.state[param]
+                per_row = group.get("per_row", False)  # a group restored from torch.optim.Adagrad has none
                 if not state:
-                    state["sum"] = torch.zeros(param.shape[0], dtype=param.dtype, device=param.device)
+                    shape = param.shape[:1] if per_row else param.shape
+                    state["sum"] = torch.zeros(shape, dtype=param.dtype, device=param.device)
                 rows, g = distinct_rows(param.grad)
                 weights = param.index_select(0, rows)  # (U, k)
-                if group["row_l2"]:
+                if group.get("row_l2"):
                     g = g.add(weights, alpha=group["row_l2"])
-                total = state["sum"].index_select(0, rows).add_(g.square().mean(1))  # (U,)
+                squares = g.square().mean(1) if per_row else g.square()  # (U,) or (U, k)
+                total = state["sum"].index_select(0, rows).add_(squares)
                 state["sum"].index_copy_(0, rows, total)
-                weights.addcdiv_(g, total.sqrt_().add_(group["eps"]).unsqueeze(1), value=-group["lr"])
+                scale = total.sqrt_().add_(group["eps"])
+                weights.addcdiv_(g, scale.unsqueeze(1) if per_row else scale, value=-group["lr"])
                 param.index_copy_(0, rows, weights)
         return None
 
