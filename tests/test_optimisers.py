@@ -117,3 +117,22 @@ def test_plateau_schedule_reloads_the_best_weights_and_divides_the_learning_rate
     assert [lr for lr, _ in seen] == pytest.approx([0.05, 0.05, 0.005])
     torch.testing.assert_close(seen[2][1], seen[1][1], msg="epoch 3 starts from epoch 1's weights")
     assert any("reloaded the best epoch" in line for line in logs)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad", "sgd"])
+def test_first_order_weights_take_linear_l2_and_latent_factors_embed_l2(optimizer):
+    from deepfm.models.fm import FactorizationMachine
+
+    torch.manual_seed(4)
+    model = FactorizationMachine(8, 3)
+    config = TrainingConfig(optimizer=optimizer, lr=1.0, embed_l2=0.2, linear_l2=0.0, embed_reg="occurrences")
+    optimizer_ = ModelOptimizer(model, config)
+    with torch.no_grad():
+        model.linear.weights.weight.normal_()
+    linear_before = model.linear.weights.weight.detach().clone()
+    factors_before = model.embedding.weight.detach().clone()
+    for table in (model.linear.weights.weight, model.embedding.weight):
+        table.grad = sparse_gradient(table, IDS, torch.zeros(*IDS.shape, table.shape[1]))  # no data gradient
+    optimizer_.step(batch_occurrences(Batch(ids=IDS, values=None, bags=[], labels=torch.zeros(4))))
+    torch.testing.assert_close(model.linear.weights.weight.detach(), linear_before, msg="linear_l2 0: w untouched")
+    assert not torch.equal(model.embedding.weight.detach()[IDS.unique()], factors_before[IDS.unique()])

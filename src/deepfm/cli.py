@@ -114,6 +114,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    help="rowwise_adagrad: AdaGrad (one accumulator per row) for embeddings, Adam for dense weights")
     p.add_argument("--embed-dim", type=int, help="k, the embedding width")
     p.add_argument("--embed-l2", type=float, help="L2 strength on embeddings (form: --embed-reg)")
+    p.add_argument("--linear-l2", type=float, help="L2 strength on first-order weights (default: --embed-l2)")
     p.add_argument("--embed-reg", choices=["rows", "occurrences"],
                    help="rows: λ·v on each distinct row of a batch; occurrences: λ·mean over the batch of Σ_f ‖v_f‖²")
     p.add_argument("--lr-schedule", choices=["none", "plateau"],
@@ -150,7 +151,7 @@ FLAG_KEYS = {
     "model": ("model", "name"), "embed_dim": ("model", "embed_dim"), "mlp": ("model", "mlp"),
     "dropout": ("model", "dropout"), "pretrain": ("model", "pretrain"), "epochs": ("training", "epochs"), "batch_size": ("training", "batch_size"),
     "lr": ("training", "lr"), "optimizer": ("training", "optimizer"), "embed_l2": ("training", "embed_l2"),
-    "embed_reg": ("training", "embed_reg"), "lr_schedule": ("training", "lr_schedule"),
+    "embed_reg": ("training", "embed_reg"), "linear_l2": ("training", "linear_l2"), "lr_schedule": ("training", "lr_schedule"),
     "patience": ("training", "patience"), "seed": ("training", "seed"), "threads": ("training", "threads"),
     "device": ("training", "device"), "precision": ("training", "precision"), "checkpoint_every": ("training", "checkpoint_every"),
 }

@@ -103,7 +103,9 @@ class TrainingConfig(_Frozen):
     lr: float = Field(1e-3, gt=0)
     optimizer: Optimizer = Field("adam", description="adam; adagrad; sgd; rowwise_adagrad: AdaGrad with one accumulator "
                                                      "per embedding row for the tables, Adam for dense weights")
-    embed_l2: float = Field(0.1, ge=0, description="L2 strength on embeddings (see embed_reg)")
+    embed_l2: float = Field(0.1, ge=0, description="L2 strength on latent factors V (see embed_reg)")
+    linear_l2: float | None = Field(None, ge=0, description="L2 strength on first-order weights w (same form as "
+                                                            "embed_reg; unset: embed_l2)")
     embed_reg: EmbedRegularizer = Field(
         "rows", description="rows: λ·v on each distinct row a batch touches (lazy L2); occurrences: the penalty "
                             "λ·mean over the batch of Σ_f ‖v_f‖², i.e. 2λ·(count in batch / batch size)·v per row")

@@ -18,7 +18,7 @@ from torch import nn
 
 from deepfm.config import TrainingConfig
 from deepfm.data.tensors import Batch
-from deepfm.models.layers import FeaturesEmbedding
+from deepfm.models.layers import FeaturesEmbedding, FeaturesLinear
 from deepfm.training.rowwise import LazyAdagrad, RowWiseAdam, add_occurrence_l2
 
 
@@ -30,33 +30,50 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
     return sparse, dense
 
 
+def first_order_tables(model: nn.Module) -> set[int]:
+    """The ids of the first-order weight tables (w of Σ w_i x_i), as opposed to latent factor tables (V)."""
+    return {id(m.weights.weight) for m in model.modules() if isinstance(m, FeaturesLinear)}
+
+
 class ModelOptimizer:
-    """One ``step``/``zero_grad``/``state_dict`` over the sparse and the dense optimiser."""
+    """One ``step``/``zero_grad``/``state_dict`` over the sparse and the dense optimiser.
+
+    The sparse tables form two parameter groups, each with its L2 strength: latent factors
+    (``embed_l2``) and first-order weights (``linear_l2``, or ``embed_l2`` when that is unset)."""
 
     def __init__(self, model: nn.Module, config: TrainingConfig):
         self.sparse_params, self.dense_params = split_parameters(model)
+        linear = first_order_tables(model)
         self.config = config
-        self.embed_l2 = config.embed_l2
         self.per_occurrence = config.embed_reg == "occurrences"
-        row_l2 = 0.0 if self.per_occurrence else config.embed_l2  # the row-wise optimisers apply lazy L2 themselves
+        groups = [{"params": [p for p in self.sparse_params if id(p) not in linear], "table": "factors"},
+                  {"params": [p for p in self.sparse_params if id(p) in linear], "table": "linear"}]
+        groups = [group for group in groups if group["params"]]
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         if config.optimizer == "adam":
-            if self.sparse_params:
-                self.optimizers["sparse"] = RowWiseAdam(self.sparse_params, lr=config.lr, row_l2=row_l2)
+            if groups:
+                self.optimizers["sparse"] = RowWiseAdam(groups, lr=config.lr)
             if self.dense_params:
                 self.optimizers["dense"] = torch.optim.Adam(self.dense_params, lr=config.lr, weight_decay=config.weight_decay)
         elif config.optimizer in ("adagrad", "rowwise_adagrad"):
             per_row = config.optimizer == "rowwise_adagrad"
-            if self.sparse_params:
-                self.optimizers["sparse"] = LazyAdagrad(self.sparse_params, lr=config.lr, row_l2=row_l2, per_row=per_row)
+            if groups:
+                self.optimizers["sparse"] = LazyAdagrad(groups, lr=config.lr, per_row=per_row)
             if self.dense_params:
                 dense = torch.optim.Adam if per_row else torch.optim.Adagrad
                 self.optimizers["dense"] = dense(self.dense_params, lr=config.lr, weight_decay=config.weight_decay)
         else:
-            self.optimizers["sparse"] = torch.optim.SGD(self.sparse_params, lr=config.lr)
+            if groups:
+                self.optimizers["sparse"] = torch.optim.SGD(groups, lr=config.lr)
             if self.dense_params:
                 self.optimizers["dense"] = torch.optim.SGD(self.dense_params, lr=config.lr, weight_decay=config.weight_decay)
         self.lr_scale = 1.0  # the learning-rate schedule's factor (``scale_lr``)
+        self.apply_settings()
+
+    def l2_of(self, table: str) -> float:
+        """The L2 strength of the ``factors`` or the ``linear`` (first-order) tables."""
+        linear_l2 = self.config.linear_l2
+        return linear_l2 if table == "linear" and linear_l2 is not None else self.config.embed_l2
 
     def zero_grad(self) -> None:
         for optimizer in self.optimizers.values():
@@ -65,18 +82,20 @@ class ModelOptimizer:
     def step(self, occurrences: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> None:
         """One update. ``occurrences`` = (the batch's sorted distinct ids, their counts, batch size):
         needed for ``embed_reg = occurrences`` (``batch_occurrences``)."""
-        if self.embed_l2 and self.per_occurrence:
-            if occurrences is None:
-                raise ValueError("embed_reg 'occurrences' needs the batch's id counts (batch_occurrences)")
-            rows, counts, batch_size = occurrences
-            for param in self.sparse_params:
-                if param.grad is not None and param.grad.is_sparse:
-                    add_occurrence_l2(param, rows, counts, batch_size, self.embed_l2)
-        elif self.embed_l2 and not isinstance(self.optimizers.get("sparse"), (RowWiseAdam, LazyAdagrad)):
-            for param in self.sparse_params:
-                if param.grad is not None and param.grad.is_sparse:
+        sparse = self.optimizers.get("sparse")
+        lazy_inside = isinstance(sparse, (RowWiseAdam, LazyAdagrad)) and not self.per_occurrence
+        for group in sparse.param_groups if sparse is not None and not lazy_inside else ():
+            strength = self.l2_of(group["table"])
+            for param in group["params"] if strength else ():
+                if param.grad is None or not param.grad.is_sparse:
+                    continue
+                if self.per_occurrence:
+                    if occurrences is None:
+                        raise ValueError("embed_reg 'occurrences' needs the batch's id counts (batch_occurrences)")
+                    add_occurrence_l2(param, *occurrences, strength)
+                else:
                     grad = param.grad.coalesce()
-                    grad.values().add_(param.detach()[grad.indices()[0]], alpha=self.embed_l2)
+                    grad.values().add_(param.detach()[grad.indices()[0]], alpha=strength)
                     param.grad = grad
         for optimizer in self.optimizers.values():
             optimizer.step()
@@ -98,14 +117,17 @@ class ModelOptimizer:
         self.apply_settings()
 
     def apply_settings(self) -> None:
-        """Write the config's lr, weight decay and row L2 into every parameter group."""
+        """Write the config's lr, weight decay and row L2 into every parameter group (a row-wise
+        optimiser applies lazy L2 itself; per-occurrence L2 is added to the gradients in ``step``)."""
         for name, opt in self.optimizers.items():
             for group in opt.param_groups:
                 group["lr"] = self.config.lr * self.lr_scale
                 if "weight_decay" in group and name == "dense":
                     group["weight_decay"] = self.config.weight_decay
-                if "row_l2" in group:
-                    group["row_l2"] = 0.0 if self.per_occurrence else self.config.embed_l2
+                if name == "sparse":
+                    group.setdefault("table", "factors")  # groups restored from checkpoints of older versions
+                    if isinstance(opt, (RowWiseAdam, LazyAdagrad)):
+                        group["row_l2"] = 0.0 if self.per_occurrence else self.l2_of(group["table"])
 
 
 def batch_occurrences(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, int]:
