@@ -7,7 +7,10 @@ split is never read for tuning); the figures are in docs/results/README.md.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from deepfm.config import RunConfig
 
 # The global defaults (config.py) suit DeepFM: strong lazy L2 on embeddings (0.1) regularises the
 # shared table, and the DNN compensates. FM and LR have no DNN and their output is the embedding
@@ -24,11 +27,26 @@ from typing import Any
 # 1.37-1.41M with two, LR at 1.05-1.15M against 0.68M, with identical results. The other core
 # prepares the next batches (distinct ids, design matrix) meanwhile.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "fm": {"training": {"embed_l2": 1e-4, "lr": 3e-2, "batch_size": 4096, "threads": 1}},
+    "fm": {"model": {"embed_dim": 64},
+           "training": {"optimizer": "adagrad", "lr": 0.1, "batch_size": 512, "embed_reg": "occurrences",
+                        "embed_l2": 1e-2, "threads": 1}},
     "lr": {"training": {"embed_l2": 1e-4, "lr": 1e-2, "threads": 1}},
+}
+TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "fm": {"regression": {"lr": 0.03, "embed_l2": 0.1}},
 }
 
 
 def model_defaults(name: str) -> dict[str, Any]:
     """The tuned overrides for model ``name`` (an empty mapping when it has none)."""
     return MODEL_DEFAULTS.get(name, {})
+
+
+def with_task_defaults(config: RunConfig, task: str) -> RunConfig:
+    """``config`` with the training defaults of its model for ``task`` (known once the data is read),
+    where neither the user nor ``MODEL_DEFAULTS`` set that key."""
+    defaults = TASK_DEFAULTS.get(config.model.name, {}).get(task, {})
+    unset = {key: value for key, value in defaults.items() if key not in config.training.model_fields_set}
+    if not unset:
+        return config
+    return config.model_copy(update={"training": config.training.model_copy(update=unset)})

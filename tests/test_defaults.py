@@ -1,0 +1,21 @@
+"""Per-model and per-task defaults: what the accuracy suite chose, and the user's settings always win."""
+
+from deepfm.config import build_config
+from deepfm.defaults import TASK_DEFAULTS, with_task_defaults
+
+
+def test_fm_on_ratings_takes_the_regression_defaults():
+    config = with_task_defaults(build_config({"model": {"name": "fm"}}), "regression")
+    for key, value in TASK_DEFAULTS["fm"]["regression"].items():
+        assert getattr(config.training, key) == value
+
+
+def test_fm_on_clicks_keeps_the_model_defaults():
+    config = build_config({"model": {"name": "fm"}})
+    assert with_task_defaults(config, "binary") == config
+
+
+def test_a_setting_the_user_chose_is_never_replaced_by_a_task_default():
+    config = build_config({"model": {"name": "fm"}, "training": {"embed_l2": 0.5, "lr": 0.2}})
+    resolved = with_task_defaults(config, "regression")
+    assert resolved.training.embed_l2 == 0.5 and resolved.training.lr == 0.2
