@@ -10,9 +10,16 @@ def test_fm_on_ratings_takes_the_regression_defaults():
         assert getattr(config.training, key) == value
 
 
-def test_fm_on_clicks_keeps_the_model_defaults():
+def test_fm_on_clicks_and_on_ratings_differ_only_where_the_suite_showed_it():
     config = build_config({"model": {"name": "fm"}})
-    assert with_task_defaults(config, "binary") == config
+    clicks, ratings = with_task_defaults(config, "binary"), with_task_defaults(config, "regression")
+    assert clicks.training.embed_l2 < ratings.training.embed_l2
+    assert clicks.model == ratings.model and clicks.training.optimizer == ratings.training.optimizer
+
+
+def test_models_without_task_defaults_are_unchanged():
+    config = build_config({"model": {"name": "deepfm"}})
+    assert with_task_defaults(config, "regression") == config
 
 
 def test_a_setting_the_user_chose_is_never_replaced_by_a_task_default():

@@ -28,12 +28,12 @@ if TYPE_CHECKING:
 # prepares the next batches (distinct ids, design matrix) meanwhile.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "fm": {"model": {"embed_dim": 64},
-           "training": {"optimizer": "adagrad", "lr": 0.1, "batch_size": 512, "embed_reg": "occurrences",
-                        "embed_l2": 1e-2, "threads": 1}},
+           "training": {"optimizer": "adagrad", "batch_size": 512, "embed_reg": "occurrences", "threads": 1}},
     "lr": {"training": {"embed_l2": 1e-4, "lr": 1e-2, "threads": 1}},
 }
+_FM_CLICKS = {"lr": 0.1, "embed_l2": 1e-2}
 TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "fm": {"regression": {"lr": 0.03, "embed_l2": 0.1}},
+    "fm": {"binary": _FM_CLICKS, "multiclass": _FM_CLICKS, "regression": {"lr": 0.03, "embed_l2": 0.1}},
 }
 
 
