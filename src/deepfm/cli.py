@@ -13,7 +13,7 @@ from typing import Any, Sequence, get_args
 
 from deepfm import __version__
 from deepfm.config import DataConfig, ModelConfig, ModelName, TrainingConfig
-from deepfm.defaults import MODEL_DEFAULTS
+from deepfm.defaults import MODEL_DEFAULTS, TASK_DEFAULTS
 from deepfm.data.formats import AUTO_RULE, FORMATS
 from deepfm.errors import DeepFMError
 from deepfm.experiments.cli import add_compare_parser, cmd_compare
@@ -45,6 +45,13 @@ def config_default_text(section: str, key: str) -> str:
         return ""
     overrides = [f"{name} {_shown(values[section][key])}" for name, values in MODEL_DEFAULTS.items()
                  if key in values.get(section, {})]
+    for name, tasks in TASK_DEFAULTS.items() if section == "training" else ():
+        by_value: dict[str, list[str]] = {}
+        for task, values in tasks.items():
+            if key in values:
+                by_value.setdefault(_shown(values[key]), []).append(task)
+        if by_value:
+            overrides.append(f"{name} " + " / ".join(f"{v} ({', '.join(t)})" for v, t in by_value.items()))
     return f"default {_shown(default)}" + ("; " + ", ".join(overrides) if overrides else "")
 
 

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 # MovieLens ratings (earlier tuning), so the start stays 0.01 for every model.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "fm": {"model": {"embed_dim": 64},
-           "training": {"optimizer": "adagrad", "batch_size": 512, "embed_reg": "occurrences", "threads": 1}},
+           "training": {"optimizer": "adagrad", "embed_reg": "occurrences", "threads": 1}},  # batch: the global 512
     "lr": {"training": {"embed_l2": 1e-4, "lr": 1e-2, "threads": 1}},
 }
 _FM_CLICKS = {"lr": 0.1, "embed_l2": 1e-2}
