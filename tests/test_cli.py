@@ -156,7 +156,7 @@ def test_train_help_shows_the_config_defaults_and_the_models_own(capsys):
     for shown in ("--epochs EPOCHS default 20", "--batch-size BATCH_SIZE default 512",
                   "learning rate (default 0.001; lr 0.01, fm 0.1 (binary, multiclass) / 0.03 (regression))",
                   "k, the embedding width (default 10; fm 64)",
-                  "--dropout DROPOUT default 0.2", "(0: never stop early) (default 2)", "(default 400,400,400)",
+                  "--dropout DROPOUT default 0.2", "(0: never stop early) (default 2; fm 3 (regression))", "(default 400,400,400)",
                   "--nproc", "(default 1)"):
         assert shown in text
 
