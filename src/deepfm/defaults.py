@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 # - regularising the first-order weights apart (linear_l2 1e-3 with λ 0.1 on V) changed nothing
 #   measurable (MovieLens-100K 0.9073 vs 0.9088, MovieLens-1M 0.9680 vs 0.9680), so w and V share λ.
 # Known failure: on the 1M-row Criteo-shaped set (most ids seen once or twice) these FM settings
-# collapse (valid AUC 0.539 vs LR's 0.612): AdaGrad's first step moves each coordinate by ~lr whatever
-# the gradient, so rare ids get noise vectors. A data rule (AdaGrad only when ids recur) is still to do.
+# collapse (valid AUC 0.539 vs LR's 0.612; Adam lr 0.03, batch 4096 with the same k and L2: 0.523): a
+# k-64 vector per rare id, held back only per occurrence, fits noise. A data rule (stronger or per-row
+# penalty, or a smaller k, when most ids are rare) is still to do.
 # FM's samples/s is lower than before (k 64 and batch 512 instead of k 10 and batch 4096): the price
 # of +0.011 Frappe AUC and −0.04 MovieLens RMSE; benchmarks/run.py's "FM on Frappe" row measures it.
 #
