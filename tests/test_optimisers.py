@@ -71,7 +71,8 @@ def test_per_occurrence_l2_is_the_gradient_of_the_mean_squared_norm_of_the_batch
     optimizer = ModelOptimizer(torch.nn.Sequential(table), config)
     table.weight.grad = sparse_gradient(table.weight, IDS, upstream)
     before = table.weight.detach().clone()
-    optimizer.step(batch_occurrences(Batch(ids=IDS, values=None, bags=[], labels=torch.zeros(4))))
+    optimizer.add_occurrence_penalty(batch_occurrences(Batch(ids=IDS, values=None, bags=[], labels=torch.zeros(4))))
+    optimizer.step()
     torch.testing.assert_close(before - table.weight.detach(), reference.grad)
 
 
@@ -133,6 +134,7 @@ def test_first_order_weights_take_linear_l2_and_latent_factors_embed_l2(optimize
     factors_before = model.embedding.weight.detach().clone()
     for table in (model.linear.weights.weight, model.embedding.weight):
         table.grad = sparse_gradient(table, IDS, torch.zeros(*IDS.shape, table.shape[1]))  # no data gradient
-    optimizer_.step(batch_occurrences(Batch(ids=IDS, values=None, bags=[], labels=torch.zeros(4))))
+    optimizer_.add_occurrence_penalty(batch_occurrences(Batch(ids=IDS, values=None, bags=[], labels=torch.zeros(4))))
+    optimizer_.step()
     torch.testing.assert_close(model.linear.weights.weight.detach(), linear_before, msg="linear_l2 0: w untouched")
     assert not torch.equal(model.embedding.weight.detach()[IDS.unique()], factors_before[IDS.unique()])

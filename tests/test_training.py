@@ -33,7 +33,7 @@ def test_same_seed_gives_identical_models(tables):
 
 def test_resumed_training_equals_uninterrupted(tables, tmp_path):
     full = Estimator(**SMALL).fit(tables["train"][0], out=tmp_path / "full", progress=False)
-    first = {**SMALL, "training": {**SMALL["training"], "epochs": 1}}
+    first = {**SMALL, "training": {**SMALL["training"], "epochs": 1, "embed_reg": "rows"}}  # lazy L2: the optimiser's row_l2
     Estimator(**first).fit(tables["train"][0], out=tmp_path / "resumed", progress=False)
     resumed = Estimator(**SMALL).fit(tables["train"][0], out=tmp_path / "resumed", resume=True, progress=False)
     assert resumed.metrics["epochs"] == 3
@@ -236,9 +236,9 @@ def test_a_diverging_run_stops_with_a_clear_error_naming_epoch_and_step(tables, 
 
 
 def test_resume_trains_with_the_new_lr_embed_l2_and_weight_decay(tables, tmp_path):
-    first = {**SMALL, "training": {**SMALL["training"], "epochs": 1}}
+    first = {**SMALL, "training": {**SMALL["training"], "epochs": 1, "embed_reg": "rows"}}  # lazy L2: the optimiser's row_l2
     Estimator(**first).fit(tables["train"][0], out=tmp_path / "m", progress=False)
-    changed = {**SMALL, "training": {**SMALL["training"], "lr": 0.05, "embed_l2": 0.5, "weight_decay": 0.01}}
+    changed = {**SMALL, "training": {**SMALL["training"], "lr": 0.05, "embed_l2": 0.5, "weight_decay": 0.01, "embed_reg": "rows"}}
     seen = []
     original = Trainer._step
 

@@ -79,21 +79,26 @@ class ModelOptimizer:
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
 
-    def step(self, occurrences: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> None:
-        """One update. ``occurrences`` = (the batch's sorted distinct ids, their counts, batch size):
-        needed for ``embed_reg = occurrences`` (``batch_occurrences``)."""
+    def add_occurrence_penalty(self, occurrences: tuple[torch.Tensor, torch.Tensor, int]) -> None:
+        """For ``embed_reg = occurrences``: add the penalty's gradient to the tables' gradients.
+        ``occurrences`` = (the batch's sorted distinct ids, their counts, batch size), from
+        ``batch_occurrences``. Called before gradients are averaged over processes: each process's
+        share, 2λ·c_i/B_local·v_i, averages to the global batch's 2λ·c_i/B·v_i."""
         sparse = self.optimizers.get("sparse")
-        lazy_inside = isinstance(sparse, (RowWiseAdam, LazyAdagrad)) and not self.per_occurrence
-        for group in sparse.param_groups if sparse is not None and not lazy_inside else ():
+        for group in sparse.param_groups if sparse is not None and self.per_occurrence else ():
             strength = self.l2_of(group["table"])
             for param in group["params"] if strength else ():
-                if param.grad is None or not param.grad.is_sparse:
-                    continue
-                if self.per_occurrence:
-                    if occurrences is None:
-                        raise ValueError("embed_reg 'occurrences' needs the batch's id counts (batch_occurrences)")
+                if param.grad is not None and param.grad.is_sparse:
                     add_occurrence_l2(param, *occurrences, strength)
-                else:
+
+    def step(self) -> None:
+        """One update (lazy L2 on a batch's distinct rows, where the optimiser does not apply it itself)."""
+        sparse = self.optimizers.get("sparse")
+        lazy_outside = not isinstance(sparse, (RowWiseAdam, LazyAdagrad)) and not self.per_occurrence
+        for group in sparse.param_groups if sparse is not None and lazy_outside else ():
+            strength = self.l2_of(group["table"])
+            for param in group["params"] if strength else ():
+                if param.grad is not None and param.grad.is_sparse:
                     grad = param.grad.coalesce()
                     grad.values().add_(param.detach()[grad.indices()[0]], alpha=strength)
                     param.grad = grad

@@ -232,8 +232,10 @@ class Trainer:
             logits = self.model(batch)  # bf16: the MLP's hidden layers in bfloat16; FM term and output in fp32
         loss = self.task.loss(logits.float(), batch.labels, batch.weights)
         loss.backward()
+        if self.optimizer.per_occurrence:  # before averaging: each process adds its own rows' share
+            self.optimizer.add_occurrence_penalty(batch_occurrences(batch))
         distributed.average_gradients(self.model)  # no-op in a single process
-        self.optimizer.step(batch_occurrences(batch) if self.optimizer.per_occurrence else None)
+        self.optimizer.step()
         return float(loss.detach())
 
     def _save(self, result: TrainResult, epoch: int, step: int, best_weights, bad_epochs: int) -> None:
