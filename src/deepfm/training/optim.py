@@ -1,12 +1,14 @@
 """Optimisers that touch only the embedding rows a batch uses.
 
-Embedding tables produce sparse gradients. With ``adam`` they go to ``RowWiseAdam`` (``SparseAdam``'s lazy update without its sorts:
-the moments of unseen rows are not rewritten) and dense weights to ``Adam``; with ``rowwise_adagrad``
-to ``LazyAdagrad`` with one accumulator per row and dense weights to ``Adam``; with ``adagrad`` to
-``LazyAdagrad`` per coordinate and dense weights to ``Adagrad``; ``sgd`` handles sparse gradients itself. L2 on embeddings (``embed_reg``) is either applied lazily to
-the distinct rows of the batch (``rows``: grad += λ·v, the usual practice for large tables) or
-per occurrence (``occurrences``: the gradient of λ·mean_b Σ_f ‖v_f‖², libFM's regularisation of
-each feature in each example, so frequent ids are held back more than rare ones).
+Embedding tables produce sparse gradients. With ``adam`` they go to ``RowWiseAdam`` (``SparseAdam``'s
+lazy update without its sorts: the moments of unseen rows are not rewritten) and dense weights to
+``Adam``; with ``rowwise_adagrad`` to ``LazyAdagrad`` with one accumulator per row and dense weights to
+``Adam``; with ``adagrad`` to ``LazyAdagrad`` per coordinate and dense weights to ``Adagrad``; ``sgd``
+handles sparse gradients itself. L2 on the tables (``embed_reg``; ``embed_l2`` for latent factors,
+``linear_l2`` for first-order weights) is either applied lazily to the distinct rows of the batch
+(``rows``: grad += λ·v, the usual practice for large tables) or per occurrence (``occurrences``: the
+gradient of λ·mean_b Σ_f ‖v_f‖², libFM's regularisation of each feature in each example, so each id
+is held back in proportion to how often it occurs, as its data gradient is).
 """
 
 from __future__ import annotations
