@@ -33,7 +33,7 @@ def test_same_seed_gives_identical_models(tables):
 
 def test_resumed_training_equals_uninterrupted(tables, tmp_path):
     full = Estimator(**SMALL).fit(tables["train"][0], out=tmp_path / "full", progress=False)
-    first = {**SMALL, "training": {**SMALL["training"], "epochs": 1, "embed_reg": "rows"}}  # lazy L2: the optimiser's row_l2
+    first = {**SMALL, "training": {**SMALL["training"], "epochs": 1}}
     Estimator(**first).fit(tables["train"][0], out=tmp_path / "resumed", progress=False)
     resumed = Estimator(**SMALL).fit(tables["train"][0], out=tmp_path / "resumed", resume=True, progress=False)
     assert resumed.metrics["epochs"] == 3
