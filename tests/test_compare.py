@@ -10,7 +10,7 @@ import pytest
 from deepfm.cli import main
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.experiments.compare import model_variants, parse_models, PAPER_ORDER
-from deepfm.defaults import MODEL_DEFAULTS
+from deepfm.defaults import MODEL_DEFAULTS, TASK_DEFAULTS
 from deepfm.experiments.studies import STUDIES
 
 TINY = ["--epochs", "2", "--mlp", "8", "--batch-size", "64", "--embed-dim", "3", "--quiet"]
@@ -116,5 +116,5 @@ def test_train_uses_the_tuned_per_model_defaults_unless_a_flag_sets_them(ctr_fil
         assert main(["train", "--train", train, "--valid", valid, "--out", str(out), "--model", "fm", *TINY, *extra]) == 0
         return json.loads((out / "config.json").read_text())["run"]["training"]["lr"]
 
-    assert trained_lr() == MODEL_DEFAULTS["fm"]["training"]["lr"]
+    assert trained_lr() == TASK_DEFAULTS["fm"]["binary"]["lr"]  # FM's step depends on the task (deepfm.defaults)
     assert trained_lr("--lr", "0.002") == 0.002

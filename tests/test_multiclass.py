@@ -29,8 +29,9 @@ def colours(rows: int = 1500, seed: int = 0) -> pa.Table:
 @pytest.mark.parametrize("model", sorted(set(MODELS) - {"lr"}))
 def test_every_model_learns_classes(model):
     train, test = colours(1500), colours(400, seed=1)
+    step = {} if model == "fm" else {"lr": 1e-2}  # FM: AdaGrad at its own step (deepfm.defaults)
     est = Estimator(data={"task": "multiclass"}, model={"name": model, "mlp": (32,), "embed_dim": 4},
-                    training={"epochs": 6, "lr": 1e-2, "batch_size": 128}).fit(train, progress=False)
+                    training={"epochs": 6, "batch_size": 128, **step}).fit(train, progress=False)
     probabilities = est.predict(test)
     assert est.encoder.task.classes == ["blue", "green", "red"]
     assert probabilities.shape == (400, 3) and np.allclose(probabilities.sum(axis=1), 1)

@@ -110,9 +110,9 @@ def test_parameters_round_trip_through_get_params_set_params_and_clone():
 
 def test_a_parameter_left_at_none_takes_the_models_tuned_default():
     X, y = clicks(120)
-    from deepfm.defaults import MODEL_DEFAULTS
+    from deepfm.defaults import TASK_DEFAULTS
 
-    assert FMClassifier(epochs=1).fit(X, y).estimator_.config.training.lr == MODEL_DEFAULTS["fm"]["training"]["lr"]
+    assert FMClassifier(epochs=1).fit(X, y).estimator_.config.training.lr == TASK_DEFAULTS["fm"]["binary"]["lr"]
     assert FMClassifier(epochs=1, lr=0.002).fit(X, y).estimator_.config.training.lr == 0.002
 
 

@@ -72,7 +72,8 @@ def test_training_interrupted_mid_epoch_resumes_to_the_same_weights(tables, tmp_
 
 @pytest.mark.parametrize("model", ["lr", "fm", "deepfm"])
 def test_models_learn_the_hidden_click_model(tables, model):
-    config = {**SMALL, "model": {**SMALL["model"], "name": model}, "training": {**SMALL["training"], "epochs": 6, "lr": 3e-3}}
+    step = {"batch_size": 512} if model == "fm" else {"lr": 3e-3}  # FM: AdaGrad at its own step and batch (deepfm.defaults)
+    config = {**SMALL, "model": {**SMALL["model"], "name": model}, "training": {**SMALL["training"], "epochs": 6, **step}}
     est = Estimator(**config).fit(tables["train"][0], valid=tables["valid"][0], progress=False)
     test, truth = tables["test"]
     oracle = roc_auc_score(test["label"].to_numpy(), truth)
@@ -235,9 +236,9 @@ def test_a_diverging_run_stops_with_a_clear_error_naming_epoch_and_step(tables, 
 
 
 def test_resume_trains_with_the_new_lr_embed_l2_and_weight_decay(tables, tmp_path):
-    first = {**SMALL, "training": {**SMALL["training"], "epochs": 1}}
+    first = {**SMALL, "training": {**SMALL["training"], "epochs": 1, "embed_reg": "rows"}}  # lazy L2: the optimiser's row_l2
     Estimator(**first).fit(tables["train"][0], out=tmp_path / "m", progress=False)
-    changed = {**SMALL, "training": {**SMALL["training"], "lr": 0.05, "embed_l2": 0.5, "weight_decay": 0.01}}
+    changed = {**SMALL, "training": {**SMALL["training"], "lr": 0.05, "embed_l2": 0.5, "weight_decay": 0.01, "embed_reg": "rows"}}
     seen = []
     original = Trainer._step
 

@@ -21,6 +21,7 @@ import torch
 from deepfm import distributed
 from deepfm.artifact import load_model_dir, save_model_dir
 from deepfm.config import RunConfig, build_config, merge
+from deepfm.defaults import with_task_defaults
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.frame import RawFrame
@@ -117,8 +118,9 @@ class Estimator:
         if saved_features and ctx.is_main:
             saved_features.parent.mkdir(parents=True, exist_ok=True)
             saved_features.write_text(json.dumps(self.encoder.to_dict()))
-        torch.manual_seed(cfg.training.seed)
         task = self.encoder.task
+        self.config = cfg = with_task_defaults(cfg, task.name)  # e.g. FM's L2 on ratings (deepfm.defaults)
+        torch.manual_seed(cfg.training.seed)
         self.model = model_for_run(cfg, self.encoder.num_features, self.encoder.num_fields, task,
                                    [spec.size for spec in self.encoder.fields])
         distributed.broadcast_model(self.model)  # the same start on every rank

@@ -13,7 +13,7 @@ from typing import Any, Sequence, get_args
 
 from deepfm import __version__
 from deepfm.config import DataConfig, ModelConfig, ModelName, TrainingConfig
-from deepfm.defaults import MODEL_DEFAULTS
+from deepfm.defaults import MODEL_DEFAULTS, TASK_DEFAULTS
 from deepfm.data.formats import AUTO_RULE, FORMATS
 from deepfm.errors import DeepFMError
 from deepfm.experiments.cli import add_compare_parser, cmd_compare
@@ -45,6 +45,13 @@ def config_default_text(section: str, key: str) -> str:
         return ""
     overrides = [f"{name} {_shown(values[section][key])}" for name, values in MODEL_DEFAULTS.items()
                  if key in values.get(section, {})]
+    for name, tasks in TASK_DEFAULTS.items() if section == "training" else ():
+        by_value: dict[str, list[str]] = {}
+        for task, values in tasks.items():
+            if key in values:
+                by_value.setdefault(_shown(values[key]), []).append(task)
+        if by_value:
+            overrides.append(f"{name} " + " / ".join(f"{v} ({', '.join(t)})" for v, t in by_value.items()))
     return f"default {_shown(default)}" + ("; " + ", ".join(overrides) if overrides else "")
 
 
@@ -120,9 +127,15 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--als-l2", type=float, help="als: λ of w and V")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--optimizer", choices=["adam", "adagrad", "sgd"])
+    p.add_argument("--optimizer", choices=["adam", "adagrad", "sgd", "rowwise_adagrad"],
+                   help="rowwise_adagrad: AdaGrad (one accumulator per row) for embeddings, Adam for dense weights")
     p.add_argument("--embed-dim", type=int, help="k, the embedding width")
-    p.add_argument("--embed-l2", type=float, help="L2 on the embedding rows a batch touches")
+    p.add_argument("--embed-l2", type=float, help="L2 strength on embeddings (form: --embed-reg)")
+    p.add_argument("--linear-l2", type=float, help="L2 strength on first-order weights (default: --embed-l2)")
+    p.add_argument("--embed-reg", choices=["rows", "occurrences"],
+                   help="rows: λ·v on each distinct row of a batch; occurrences: λ·mean over the batch of Σ_f ‖v_f‖²")
+    p.add_argument("--lr-schedule", choices=["none", "plateau"],
+                   help="plateau: on an epoch without improvement, reload the best weights and divide the lr by 10")
     p.add_argument("--mlp", help="hidden widths, e.g. 400,400,400")
     p.add_argument("--dropout", type=float)
     p.add_argument("--patience", type=int, help="epochs without improvement before stopping (0: never stop early)")
@@ -156,6 +169,7 @@ FLAG_KEYS = {
     "model": ("model", "name"), "embed_dim": ("model", "embed_dim"), "mlp": ("model", "mlp"),
     "dropout": ("model", "dropout"), "pretrain": ("model", "pretrain"), "epochs": ("training", "epochs"), "batch_size": ("training", "batch_size"),
     "lr": ("training", "lr"), "optimizer": ("training", "optimizer"), "embed_l2": ("training", "embed_l2"),
+    "embed_reg": ("training", "embed_reg"), "linear_l2": ("training", "linear_l2"), "lr_schedule": ("training", "lr_schedule"),
     "patience": ("training", "patience"), "seed": ("training", "seed"), "threads": ("training", "threads"),
     "device": ("training", "device"), "precision": ("training", "precision"), "checkpoint_every": ("training", "checkpoint_every"),
     "solver": ("training", "solver"), "sweeps": ("training", "sweeps"), "burn_in": ("training", "burn_in"),

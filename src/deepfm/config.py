@@ -25,7 +25,9 @@ Format = Literal["auto", "csv", "tsv", "parquet", "criteo", "libfm", "libffm"]
 Task = Literal["auto", "binary", "regression", "multiclass", "ordinal"]
 Solver = Literal["gradient", "mcmc", "als"]
 ModelName = Literal["lr", "fm", "deepfm", "fnn", "ipnn", "opnn", "pnn", "wide_deep", "fm_dnn"]
-Optimizer = Literal["adam", "adagrad", "sgd"]
+Optimizer = Literal["adam", "adagrad", "sgd", "rowwise_adagrad"]
+EmbedRegularizer = Literal["rows", "occurrences"]
+LrSchedule = Literal["none", "plateau"]
 NumericEncoding = Literal["scale", "bucket"]
 Precision = Literal["fp32", "bf16"]
 
@@ -100,8 +102,17 @@ class TrainingConfig(_Frozen):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(512, ge=1)
     lr: float = Field(1e-3, gt=0)
-    optimizer: Optimizer = "adam"
-    embed_l2: float = Field(0.1, ge=0, description="L2 on the embedding rows a batch touches")
+    optimizer: Optimizer = Field("adam", description="adam; adagrad; sgd; rowwise_adagrad: AdaGrad with one accumulator "
+                                                     "per embedding row for the tables, Adam for dense weights")
+    embed_l2: float = Field(0.1, ge=0, description="L2 strength on latent factors V (see embed_reg)")
+    linear_l2: float | None = Field(None, ge=0, description="L2 strength on first-order weights w (same form as "
+                                                            "embed_reg; unset: embed_l2)")
+    embed_reg: EmbedRegularizer = Field(
+        "rows", description="rows: λ·v on each distinct row a batch touches (lazy L2); occurrences: the penalty "
+                            "λ·mean over the batch of Σ_f ‖v_f‖², i.e. 2λ·(count in batch / batch size)·v per row")
+    lr_schedule: LrSchedule = Field(
+        "none", description="plateau: when validation does not improve, reload the best epoch's weights and divide "
+                            "the learning rate by 10 (needs validation data)")
     weight_decay: float = Field(0.0, ge=0, description="L2 on dense (MLP) weights")
     solver: Solver = Field("gradient", description="what fits the parameters: gradient (minibatch SGD/Adam); mcmc "
                                                    "(Gibbs sampling of a Bayesian FM, libFM's MCMC) or als (alternating "
@@ -185,7 +196,8 @@ def build_config(values: dict[str, Any], source: str = "config") -> RunConfig:
     from deepfm.defaults import model_defaults
 
     model = values.get("model") if isinstance(values.get("model"), dict) else {}
-    values = merge(model_defaults(str(model.get("name", "deepfm"))), values)
+    training = values.get("training") if isinstance(values.get("training"), dict) else {}
+    values = merge(model_defaults(str(model.get("name", "deepfm")), str(training.get("solver", "gradient"))), values)
     try:
         return RunConfig.model_validate(values)
     except ValidationError as error:

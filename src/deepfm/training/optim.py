@@ -1,9 +1,14 @@
 """Optimisers that touch only the embedding rows a batch uses.
 
-Embedding tables produce sparse gradients. With ``adam`` they go to ``RowWiseAdam`` (``SparseAdam``'s lazy update without its sorts:
-the moments of unseen rows are not rewritten) and dense weights to ``Adam``; ``adagrad``
-and ``sgd`` handle sparse gradients themselves. L2 on embeddings is applied lazily to
-the rows of the batch (grad += λ·v), the usual practice for large tables.
+Embedding tables produce sparse gradients. With ``adam`` they go to ``RowWiseAdam`` (``SparseAdam``'s
+lazy update without its sorts: the moments of unseen rows are not rewritten) and dense weights to
+``Adam``; with ``rowwise_adagrad`` to ``LazyAdagrad`` with one accumulator per row and dense weights to
+``Adam``; with ``adagrad`` to ``LazyAdagrad`` per coordinate and dense weights to ``Adagrad``; ``sgd``
+handles sparse gradients itself. L2 on the tables (``embed_reg``; ``embed_l2`` for latent factors,
+``linear_l2`` for first-order weights) is either applied lazily to the distinct rows of the batch
+(``rows``: grad += λ·v, the usual practice for large tables) or per occurrence (``occurrences``: the
+gradient of λ·mean_b Σ_f ‖v_f‖², libFM's regularisation of each feature in each example, so each id
+is held back in proportion to how often it occurs, as its data gradient is).
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import torch
 from torch import nn
 
 from deepfm.config import TrainingConfig
-from deepfm.models.layers import FeaturesEmbedding
-from deepfm.training.rowwise import RowWiseAdam
+from deepfm.data.tensors import Batch
+from deepfm.models.layers import FeaturesEmbedding, FeaturesLinear
+from deepfm.training.rowwise import LazyAdagrad, RowWiseAdam, add_occurrence_l2
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -26,58 +32,117 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
     return sparse, dense
 
 
+def first_order_tables(model: nn.Module) -> set[int]:
+    """The ids of the first-order weight tables (w of Σ w_i x_i), as opposed to latent factor tables (V)."""
+    return {id(m.weights.weight) for m in model.modules() if isinstance(m, FeaturesLinear)}
+
+
 class ModelOptimizer:
-    """One ``step``/``zero_grad``/``state_dict`` over the sparse and the dense optimiser."""
+    """One ``step``/``zero_grad``/``state_dict`` over the sparse and the dense optimiser.
+
+    The sparse tables form two parameter groups, each with its L2 strength: latent factors
+    (``embed_l2``) and first-order weights (``linear_l2``, or ``embed_l2`` when that is unset)."""
 
     def __init__(self, model: nn.Module, config: TrainingConfig):
         self.sparse_params, self.dense_params = split_parameters(model)
+        linear = first_order_tables(model)
         self.config = config
-        self.embed_l2 = config.embed_l2
+        self.per_occurrence = config.embed_reg == "occurrences"
+        groups = [{"params": [p for p in self.sparse_params if id(p) not in linear], "table": "factors"},
+                  {"params": [p for p in self.sparse_params if id(p) in linear], "table": "linear"}]
+        groups = [group for group in groups if group["params"]]
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         if config.optimizer == "adam":
-            if self.sparse_params:
-                self.optimizers["sparse"] = RowWiseAdam(self.sparse_params, lr=config.lr, row_l2=config.embed_l2)
+            if groups:
+                self.optimizers["sparse"] = RowWiseAdam(groups, lr=config.lr)
             if self.dense_params:
                 self.optimizers["dense"] = torch.optim.Adam(self.dense_params, lr=config.lr, weight_decay=config.weight_decay)
-        elif config.optimizer == "adagrad":
-            self.optimizers["sparse"] = torch.optim.Adagrad(self.sparse_params, lr=config.lr)
+        elif config.optimizer in ("adagrad", "rowwise_adagrad"):
+            per_row = config.optimizer == "rowwise_adagrad"
+            if groups:
+                self.optimizers["sparse"] = LazyAdagrad(groups, lr=config.lr, per_row=per_row)
             if self.dense_params:
-                self.optimizers["dense"] = torch.optim.Adagrad(self.dense_params, lr=config.lr, weight_decay=config.weight_decay)
+                dense = torch.optim.Adam if per_row else torch.optim.Adagrad
+                self.optimizers["dense"] = dense(self.dense_params, lr=config.lr, weight_decay=config.weight_decay)
         else:
-            self.optimizers["sparse"] = torch.optim.SGD(self.sparse_params, lr=config.lr)
+            if groups:
+                self.optimizers["sparse"] = torch.optim.SGD(groups, lr=config.lr)
             if self.dense_params:
                 self.optimizers["dense"] = torch.optim.SGD(self.dense_params, lr=config.lr, weight_decay=config.weight_decay)
+        self.lr_scale = 1.0  # the learning-rate schedule's factor (``scale_lr``)
+        self.apply_settings()
+
+    def l2_of(self, table: str) -> float:
+        """The L2 strength of the ``factors`` or the ``linear`` (first-order) tables."""
+        linear_l2 = self.config.linear_l2
+        return linear_l2 if table == "linear" and linear_l2 is not None else self.config.embed_l2
 
     def zero_grad(self) -> None:
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
 
+    def add_occurrence_penalty(self, occurrences: tuple[torch.Tensor, torch.Tensor, int]) -> None:
+        """For ``embed_reg = occurrences``: add the penalty's gradient to the tables' gradients.
+        ``occurrences`` = (the batch's sorted distinct ids, their counts, batch size), from
+        ``batch_occurrences``. Called before gradients are averaged over processes: each process's
+        share, 2λ·c_i/B_local·v_i, averages to the global batch's 2λ·c_i/B·v_i."""
+        sparse = self.optimizers.get("sparse")
+        for group in sparse.param_groups if sparse is not None and self.per_occurrence else ():
+            strength = self.l2_of(group["table"])
+            for param in group["params"] if strength else ():
+                if param.grad is not None and param.grad.is_sparse:
+                    add_occurrence_l2(param, *occurrences, strength)
+
     def step(self) -> None:
-        if self.embed_l2 and not isinstance(self.optimizers.get("sparse"), RowWiseAdam):  # it applies L2 itself
-            for param in self.sparse_params:
+        """One update (lazy L2 on a batch's distinct rows, where the optimiser does not apply it itself)."""
+        sparse = self.optimizers.get("sparse")
+        lazy_outside = not isinstance(sparse, (RowWiseAdam, LazyAdagrad)) and not self.per_occurrence
+        for group in sparse.param_groups if sparse is not None and lazy_outside else ():
+            strength = self.l2_of(group["table"])
+            for param in group["params"] if strength else ():
                 if param.grad is not None and param.grad.is_sparse:
                     grad = param.grad.coalesce()
-                    grad.values().add_(param.detach()[grad.indices()[0]], alpha=self.embed_l2)
+                    grad.values().add_(param.detach()[grad.indices()[0]], alpha=strength)
                     param.grad = grad
         for optimizer in self.optimizers.values():
             optimizer.step()
 
+    def scale_lr(self, factor: float) -> None:
+        """Multiply every learning rate by ``factor`` (the plateau schedule)."""
+        self.lr_scale *= factor
+        self.apply_settings()
+
     def state_dict(self) -> dict[str, Any]:
-        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()} | {"lr_scale": self.lr_scale}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore moments and step counts; the hyperparameters stay this run's (a resumed run with a
         new ``lr``, ``embed_l2`` or ``weight_decay`` trains with the new values, as config.json says)."""
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state[name])
+        self.lr_scale = float(state.get("lr_scale", 1.0))  # absent in checkpoints of older versions
         self.apply_settings()
 
     def apply_settings(self) -> None:
-        """Write the config's lr, weight decay and row L2 into every parameter group."""
+        """Write the config's lr, weight decay and row L2 into every parameter group (a row-wise
+        optimiser applies lazy L2 itself; per-occurrence L2 is added to the gradients in ``step``)."""
         for name, opt in self.optimizers.items():
             for group in opt.param_groups:
-                group["lr"] = self.config.lr
+                group["lr"] = self.config.lr * self.lr_scale
                 if "weight_decay" in group and name == "dense":
                     group["weight_decay"] = self.config.weight_decay
-                if "row_l2" in group:
-                    group["row_l2"] = self.config.embed_l2
+                if name == "sparse":
+                    group.setdefault("table", "factors")  # groups restored from checkpoints of older versions
+                    if isinstance(opt, (RowWiseAdam, LazyAdagrad)):
+                        group["row_l2"] = 0.0 if self.per_occurrence else self.l2_of(group["table"])
+
+
+def batch_occurrences(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(sorted distinct feature ids of ``batch``, how often each occurs, batch size), bags included."""
+    if not batch.bags:
+        distinct = batch.distinct()
+        counts = torch.bincount(distinct.inverse.reshape(-1), minlength=len(distinct.unique))
+        return distinct.unique, counts, batch.size
+    ids = torch.cat([batch.ids.reshape(-1), *(bag.ids for bag in batch.bags)])
+    rows, counts = torch.unique(ids, sorted=True, return_counts=True)
+    return rows, counts, batch.size

@@ -1,4 +1,4 @@
-"""Row-wise Adam for embedding tables with sparse gradients.
+"""Row-wise Adam and AdaGrad for embedding tables with sparse gradients.
 
 The same update as ``torch.optim.SparseAdam`` (moments and weights change only on the rows a
 batch touched; bias correction uses the table's step count), done as one gather, a few
@@ -63,3 +63,57 @@ class RowWiseAdam(torch.optim.Optimizer):
                 weights.addcdiv_(m, v.sqrt_().add_(group["eps"]), value=-step_size)
                 param.index_copy_(0, rows, weights)  # rows are distinct: a copy, not an add
         return None
+
+
+class LazyAdagrad(torch.optim.Optimizer):
+    """AdaGrad on the touched rows of sparse-gradient tables (lazy: untouched rows and their state
+    stay as they are). Per coordinate (``per_row=False``, the same update as ``torch.optim.Adagrad``
+    with its defaults, without its sort): G += g², v -= lr · g / (√G + eps). Row-wise (``per_row=True``,
+    as in FBGEMM/DLRM): one accumulator per row, G_i += mean_k g_ik², at a state of one number per
+    row. Either way a row's step shrinks with how often and how strongly it was updated: frequent ids
+    take small steps, rare ids large ones. ``row_l2`` adds λ·v to the gradient of each touched row."""
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float = 0.1, eps: float = 1e-10, row_l2: float = 0.0,
+                 per_row: bool = False):
+        super().__init__(params, dict(lr=lr, eps=eps, row_l2=row_l2, per_row=per_row))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if not param.grad.is_sparse:
+                    raise RuntimeError("LazyAdagrad takes sparse gradients; use Adam or Adagrad for dense tensors")
+                state = self.state[param]
+                per_row = group.get("per_row", False)  # a group restored from torch.optim.Adagrad has none
+                if not state:
+                    shape = param.shape[:1] if per_row else param.shape
+                    state["sum"] = torch.zeros(shape, dtype=param.dtype, device=param.device)
+                rows, g = distinct_rows(param.grad)
+                weights = param.index_select(0, rows)  # (U, k)
+                if group.get("row_l2"):
+                    g = g.add(weights, alpha=group["row_l2"])
+                squares = g.square().mean(1) if per_row else g.square()  # (U,) or (U, k)
+                total = state["sum"].index_select(0, rows).add_(squares)
+                state["sum"].index_copy_(0, rows, total)
+                scale = total.sqrt_().add_(group["eps"])
+                weights.addcdiv_(g, scale.unsqueeze(1) if per_row else scale, value=-group["lr"])
+                param.index_copy_(0, rows, weights)
+        return None
+
+
+def add_occurrence_l2(param: torch.nn.Parameter, rows: torch.Tensor, counts: torch.Tensor, batch_size: int,
+                      strength: float) -> None:
+    """Add the gradient of λ · (1/B) Σ_b Σ_f ‖v_{x_bf}‖² to ``param.grad`` (sparse): 2λ · c_i / B · v_i
+    for each touched row i, where c_i is how often row i occurs in the batch (``rows``: the batch's
+    sorted distinct ids, ``counts``: their occurrences)."""
+    grad_rows, g = distinct_rows(param.grad)
+    if grad_rows.numel() == 0:
+        return
+    where = torch.searchsorted(rows, grad_rows).clamp_(max=len(rows) - 1)
+    found = rows[where] == grad_rows
+    scale = torch.where(found, counts[where].to(param.dtype), torch.zeros((), dtype=param.dtype))
+    g = g.addcmul(param.detach().index_select(0, grad_rows), scale.unsqueeze(1), value=2 * strength / batch_size)
+    param.grad = torch.sparse_coo_tensor(grad_rows.unsqueeze(0), g, param.shape, is_coalesced=True,
+                                         check_invariants=False)

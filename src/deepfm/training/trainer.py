@@ -2,7 +2,8 @@
 
 For each epoch: shuffle (order fixed by seed and epoch), step through batches, evaluate
 on validation data, keep the best epoch's weights, stop after ``patience`` epochs
-without improvement, checkpoint. Resuming restores model, optimisers, RNG and position.
+without improvement (with ``lr_schedule = plateau``, each such epoch first reloads the best
+weights and divides the learning rate by 10), checkpoint. Resuming restores model, optimisers, RNG and position.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from deepfm.errors import ConfigError, DataError, TrainingDiverged
 from deepfm.runtime import available_cores
 from deepfm.training.checkpoint import complete_checkpoint, load_checkpoint, save_checkpoint
 from deepfm.tasks import Task, as_task
-from deepfm.training.optim import ModelOptimizer
+from deepfm.training.optim import ModelOptimizer, batch_occurrences
 
 PROGRESS_EVERY = 16  # steps between updates of the running loss in the progress bar
+PLATEAU_FACTOR = 0.1  # lr_schedule "plateau": the learning rate's factor on each epoch without improvement
 PREDICT_BATCH = 4096  # activations of 4096 × 400 stay in cache: faster on CPU than larger batches
 
 
@@ -200,6 +202,8 @@ class Trainer:
                     best_weights = {k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()}
                 else:
                     bad_epochs += 1
+                    if config.lr_schedule == "plateau" and best_weights is not None:
+                        self._reload_with_lower_lr(best_weights)
             else:
                 result.best_epoch, best_weights = epoch + 1, None
             result.history.append(record)
@@ -215,12 +219,21 @@ class Trainer:
             self.model.load_state_dict(best_weights)
         return result
 
+    def _reload_with_lower_lr(self, best_weights: dict[str, torch.Tensor]) -> None:
+        """The plateau schedule: continue from the best epoch's weights at a tenth of the learning rate."""
+        self.model.load_state_dict(best_weights)
+        self.optimizer.scale_lr(PLATEAU_FACTOR)
+        self.log(f"no improvement: reloaded the best epoch's weights; learning rate now "
+                 f"{self.config.lr * self.optimizer.lr_scale:g}")
+
     def _step(self, batch: Batch) -> float:
         self.optimizer.zero_grad()
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model(batch)  # bf16: the MLP's hidden layers in bfloat16; FM term and output in fp32
         loss = self.task.loss(logits.float(), batch.labels, batch.weights)
         loss.backward()
+        if self.optimizer.per_occurrence:  # before averaging: each process adds its own rows' share
+            self.optimizer.add_occurrence_penalty(batch_occurrences(batch))
         distributed.average_gradients(self.model)  # no-op in a single process
         self.optimizer.step()
         return float(loss.detach())

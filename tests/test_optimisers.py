@@ -1,0 +1,140 @@
+"""Row-wise AdaGrad, per-occurrence L2 and the plateau schedule, each against a reference on a tiny problem."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deepfm import Estimator
+from deepfm.config import TrainingConfig
+from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+from deepfm.data.tensors import Batch
+from deepfm.models.layers import FeaturesEmbedding
+from deepfm.training.optim import ModelOptimizer, batch_occurrences
+from deepfm.training.rowwise import LazyAdagrad
+from deepfm.training.trainer import Trainer
+
+IDS = torch.tensor([[0, 3], [3, 5], [0, 3], [7, 5]])  # row 3 occurs 3 times, rows 0 and 5 twice, row 7 once
+
+
+def sparse_gradient(table: torch.Tensor, ids: torch.Tensor, upstream: torch.Tensor) -> torch.Tensor:
+    """The sparse gradient of Σ upstream · table[ids], coalesced as ``FeaturesEmbedding`` produces it."""
+    weight = table.detach().clone().requires_grad_(True)
+    (F.embedding(ids, weight, sparse=True) * upstream).sum().backward()
+    return weight.grad.coalesce()
+
+
+def test_rowwise_adagrad_keeps_one_accumulator_per_row_and_matches_its_equations():
+    torch.manual_seed(0)
+    start = torch.randn(8, 3)
+    ours = torch.nn.Parameter(start.clone())
+    optimizer = LazyAdagrad([ours], lr=0.1, eps=1e-8, row_l2=0.01, per_row=True)
+    reference, accumulator = start.clone(), torch.zeros(8)
+    for step in range(3):
+        upstream = torch.randn(*IDS.shape, 3)
+        ours.grad = sparse_gradient(ours, IDS, upstream)
+        optimizer.step()
+        grad = sparse_gradient(reference, IDS, upstream).to_dense()
+        touched = grad.abs().sum(1) > 0
+        grad[touched] += 0.01 * reference[touched]  # lazy L2: only the rows of the batch
+        accumulator[touched] += grad[touched].square().mean(1)
+        reference[touched] -= 0.1 * grad[touched] / (accumulator[touched].sqrt() + 1e-8).unsqueeze(1)
+        torch.testing.assert_close(ours.detach(), reference)
+    assert optimizer.state[ours]["sum"].shape == (8,)
+    assert float(optimizer.state[ours]["sum"][1]) == 0.0, "a row no batch touched keeps an empty accumulator"
+
+
+def test_lazy_adagrad_per_coordinate_matches_torch_adagrad_on_sparse_gradients():
+    torch.manual_seed(2)
+    start = torch.randn(8, 3)
+    ours, reference = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    fast, slow = LazyAdagrad([ours], lr=0.1), torch.optim.Adagrad([reference], lr=0.1)
+    for step in range(3):
+        upstream = torch.randn(*IDS.shape, 3)
+        ours.grad = sparse_gradient(ours, IDS, upstream)
+        reference.grad = sparse_gradient(reference, IDS, upstream)
+        fast.step()
+        slow.step()
+        torch.testing.assert_close(ours.detach(), reference.detach())
+
+
+def test_per_occurrence_l2_is_the_gradient_of_the_mean_squared_norm_of_the_batch_slots():
+    torch.manual_seed(1)
+    table = FeaturesEmbedding(8, 3)
+    upstream = torch.randn(*IDS.shape, 3)
+    strength = 0.05
+    reference = table.weight.detach().clone().requires_grad_(True)
+    slots = F.embedding(IDS, reference)
+    loss = (slots * upstream).sum() + strength * slots.square().sum(dim=(1, 2)).mean()  # λ · mean_b Σ_f ‖v_f‖²
+    loss.backward()
+
+    config = TrainingConfig(optimizer="sgd", lr=1.0, embed_l2=strength, embed_reg="occurrences")
+    optimizer = ModelOptimizer(torch.nn.Sequential(table), config)
+    table.weight.grad = sparse_gradient(table.weight, IDS, upstream)
+    before = table.weight.detach().clone()
+    optimizer.add_occurrence_penalty(batch_occurrences(Batch(ids=IDS, values=None, bags=[], labels=torch.zeros(4))))
+    optimizer.step()
+    torch.testing.assert_close(before - table.weight.detach(), reference.grad)
+
+
+def test_per_occurrence_counts_come_from_every_slot_of_the_batch():
+    rows, counts, size = batch_occurrences(Batch(ids=IDS, values=None, bags=[], labels=torch.zeros(4)))
+    assert rows.tolist() == [0, 3, 5, 7] and counts.tolist() == [2, 3, 2, 1] and size == 4
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rowwise_adagrad"])
+def test_per_occurrence_l2_turns_the_row_wise_optimisers_lazy_l2_off(optimizer):
+    model = torch.nn.Sequential(FeaturesEmbedding(8, 3))
+    config = TrainingConfig(optimizer=optimizer, embed_l2=0.3, embed_reg="occurrences")
+    assert ModelOptimizer(model, config).optimizers["sparse"].param_groups[0]["row_l2"] == 0.0
+    lazy = TrainingConfig(optimizer=optimizer, embed_l2=0.3, embed_reg="rows")
+    assert ModelOptimizer(model, lazy).optimizers["sparse"].param_groups[0]["row_l2"] == 0.3
+
+
+SPEC = SyntheticSpec(rows=2000, categorical=4, numeric=1, vocabulary=100, seed=3)
+
+
+def test_plateau_schedule_reloads_the_best_weights_and_divides_the_learning_rate(monkeypatch):
+    train, _ = make_ctr_table(SPEC, part=0)
+    valid, _ = make_ctr_table(SPEC, rows=500, part=1)
+    verdicts = iter([True, False, False, False])  # epoch 1 is the best; every later epoch is worse
+    seen: list[tuple[float, torch.Tensor]] = []
+    original_step = Trainer._step
+
+    def scripted(self, candidate, best):
+        return next(verdicts)
+
+    def spy(self, batch):
+        seen.append((self.optimizer.optimizers["sparse"].param_groups[0]["lr"],
+                     self.model.linear.weights.weight.detach().clone()))
+        return original_step(self, batch)
+
+    from deepfm.tasks import BinaryTask
+    monkeypatch.setattr(BinaryTask, "is_better", scripted)
+    monkeypatch.setattr(Trainer, "_step", spy)
+    logs: list[str] = []
+    Estimator(model={"name": "fm"}, training={"epochs": 3, "patience": 3, "lr": 0.05, "batch_size": 2000,
+                                              "lr_schedule": "plateau"}).fit(train, valid=valid, progress=False,
+                                                                             log=logs.append)
+    assert [lr for lr, _ in seen] == pytest.approx([0.05, 0.05, 0.005])
+    torch.testing.assert_close(seen[2][1], seen[1][1], msg="epoch 3 starts from epoch 1's weights")
+    assert any("reloaded the best epoch" in line for line in logs)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad", "sgd"])
+def test_first_order_weights_take_linear_l2_and_latent_factors_embed_l2(optimizer):
+    from deepfm.models.fm import FactorizationMachine
+
+    torch.manual_seed(4)
+    model = FactorizationMachine(8, 3)
+    config = TrainingConfig(optimizer=optimizer, lr=1.0, embed_l2=0.2, linear_l2=0.0, embed_reg="occurrences")
+    optimizer_ = ModelOptimizer(model, config)
+    with torch.no_grad():
+        model.linear.weights.weight.normal_()
+    linear_before = model.linear.weights.weight.detach().clone()
+    factors_before = model.embedding.weight.detach().clone()
+    for table in (model.linear.weights.weight, model.embedding.weight):
+        table.grad = sparse_gradient(table, IDS, torch.zeros(*IDS.shape, table.shape[1]))  # no data gradient
+    optimizer_.add_occurrence_penalty(batch_occurrences(Batch(ids=IDS, values=None, bags=[], labels=torch.zeros(4))))
+    optimizer_.step()
+    torch.testing.assert_close(model.linear.weights.weight.detach(), linear_before, msg="linear_l2 0: w untouched")
+    assert not torch.equal(model.embedding.weight.detach()[IDS.unique()], factors_before[IDS.unique()])
