@@ -11,6 +11,8 @@ from torch import nn
 
 from deepfm.data.batch import Batch
 from deepfm.data.design import DesignMatrix, DistinctIds
+from deepfm.models.batchnorm import batch_norm_of_rows
+from deepfm.models.dropout import relu_dropout
 
 
 @dataclass
@@ -221,7 +223,13 @@ class WarmStartBatchNorm1d(nn.BatchNorm1d):
         self._check_input_dim(x)
         momentum = self.warm_momentum()
         self.num_batches_tracked.add_(1)
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, momentum, self.eps)
+        if x.dim() != 2 or x.shape[0] < 2 or not self.affine or x.device.type != "cpu":
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, momentum, self.eps)
+        y, mean, var = batch_norm_of_rows(x, self.weight, self.bias, self.eps)  # ATen's CPU kernel is slow on (B, C)
+        with torch.no_grad():
+            self.running_mean.lerp_(mean, momentum)
+            self.running_var.lerp_(var * (x.shape[0] / (x.shape[0] - 1)), momentum)  # unbiased, as F.batch_norm
+        return y
 
     def warm_momentum(self) -> float:
         """The factor of this training step (read before ``num_batches_tracked`` counts it)."""
@@ -243,7 +251,10 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
 class MultiLayerPerceptron(nn.Module):
-    """Linear → [BatchNorm] → activation → Dropout per hidden layer, then a linear output."""
+    """Linear → [BatchNorm] → activation → Dropout per hidden layer, then a linear output.
+
+    On CPU while training, a ReLU and the Dropout after it run as one step (``relu_dropout``: a
+    cheaper mask, same distribution); the modules stay as they are (same state, same slots)."""
 
     def __init__(
         self,
@@ -264,16 +275,25 @@ class MultiLayerPerceptron(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             input_dim = width
-        if output_dim is not None:
+        self.has_output = output_dim is not None
+        if self.has_output:
             layers.append(nn.Linear(input_dim, output_dim))
         self.output_dim = output_dim if output_dim is not None else input_dim
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.output_dim is None or not autocast_enabled(x.device.type):
-            return self.layers(x)
-        *hidden, output = self.layers
-        for layer in hidden:
-            x = layer(x)
+        *hidden, output = self.layers if self.has_output else (*self.layers, None)
+        fuse = self.training and x.device.type == "cpu"
+        i = 0
+        while i < len(hidden):
+            layer, following = hidden[i], hidden[i + 1] if i + 1 < len(hidden) else None
+            if fuse and type(layer) is nn.ReLU and type(following) is nn.Dropout and following.p > 0:
+                x, i = relu_dropout(x, following.p), i + 2
+            else:
+                x, i = layer(x), i + 1
+        if output is None:
+            return x
+        if not autocast_enabled(x.device.type):
+            return output(x)
         with torch.autocast(x.device.type, enabled=False):  # the logit (or rating) in fp32, not bf16
             return output(x.float())
