@@ -23,12 +23,13 @@ def test_distinct_ids_equal_torch_unique(table):
     assert torch.equal(unique[inverse], ids)
 
 
-@pytest.mark.parametrize("table", [30, 1000])  # many slots per distinct id (summed by a product), few (index_add_)
+@pytest.mark.parametrize("table", [30, 1000])  # many slots per distinct id, few (a long tail)
 def test_distinct_rows_sum_their_slots_like_index_add(table):
     torch.manual_seed(2)
     ids = torch.randint(0, table, (64, 6))
     distinct = DistinctIds.of(ids)
-    assert (distinct.slot_rows is not None) == (table == 30)
+    assert distinct.slot_rows is not None, "on CPU the slots are summed by a product, even on a long tail"
+    assert distinct.design_pays == (table == 30)
     per_slot = torch.randn(ids.numel(), 3)
     expected = torch.zeros(len(distinct.unique), 3).index_add_(0, distinct.inverse.reshape(-1), per_slot)
     torch.testing.assert_close(distinct.sum_by_row(per_slot), expected)
@@ -40,7 +41,7 @@ def test_distinct_row_lookup_gives_the_same_values_and_gradient_as_a_plain_looku
     ids = torch.randint(0, table, (64, 6))
     values = torch.rand(64, 6)
     batch = Batch(ids, values, [], None)
-    assert (batch.distinct().slot_rows is not None) == (table == 30)  # summed by a product, or by index_add_
+    assert (batch.design() is not None) == (table == 30)  # FM as products with X only where they pay
     emb = FeaturesEmbedding(table, 4, init_std=0.5)
     fast = emb(batch)
     (fast.fields.sum() + fast.fields.pow(2).sum()).backward()
