@@ -50,3 +50,13 @@ def batch_norm_of_rows(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     """(γ·(z − μ)/√(σ² + ε) + β, μ, σ²) over the rows of z (B, C), σ² biased: what ``F.batch_norm``
     computes in training, without updating running statistics (the caller does)."""
     return _BatchNormOfRows.apply(z, weight, bias, eps)
+
+
+def batch_norm_folded(z: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, weight: torch.Tensor,
+                      bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """Evaluation-mode batch norm of (B, C) rows as one pass, z·a + b, with a = γ / √(running σ² + ε) and
+    b = β − running μ·a folded per column (ATen's CPU kernel loops over B·C one-pixel planes here too)."""
+    scale = weight * torch.rsqrt(running_var + eps)
+    shift = torch.addcmul(bias, running_mean, scale, value=-1)
+    z32 = z if z.dtype == torch.float32 else z.float()
+    return torch.addcmul(shift, z32, scale).to(z.dtype)

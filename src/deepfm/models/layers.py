@@ -11,7 +11,7 @@ from torch import nn
 
 from deepfm.data.batch import Batch
 from deepfm.data.design import DesignMatrix, DistinctIds
-from deepfm.models.batchnorm import batch_norm_of_rows
+from deepfm.models.batchnorm import batch_norm_folded, batch_norm_of_rows
 from deepfm.models.dropout import relu_dropout
 
 
@@ -218,6 +218,8 @@ class WarmStartBatchNorm1d(nn.BatchNorm1d):
     _steps: int | None = None  # training steps seen, mirrored from num_batches_tracked (no read per step)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and self.track_running_stats and self.affine and x.dim() == 2 and x.device.type == "cpu":
+            return batch_norm_folded(x, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
         if not (self.training and self.track_running_stats):
             return super().forward(x)
         self._check_input_dim(x)
