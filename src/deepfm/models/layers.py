@@ -11,7 +11,7 @@ from torch import nn
 
 from deepfm.data.batch import Batch
 from deepfm.data.design import DesignMatrix, DistinctIds
-from deepfm.models.batchnorm import batch_norm_folded, batch_norm_of_rows
+from deepfm.models.batchnorm import batch_norm_folded
 from deepfm.models.dropout import relu_dropout
 
 
@@ -225,13 +225,7 @@ class WarmStartBatchNorm1d(nn.BatchNorm1d):
         self._check_input_dim(x)
         momentum = self.warm_momentum()
         self.num_batches_tracked.add_(1)
-        if x.dim() != 2 or x.shape[0] < 2 or not self.affine or x.device.type != "cpu":
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, momentum, self.eps)
-        y, mean, var = batch_norm_of_rows(x, self.weight, self.bias, self.eps)  # ATen's CPU kernel is slow on (B, C)
-        with torch.no_grad():
-            self.running_mean.lerp_(mean, momentum)
-            self.running_var.lerp_(var * (x.shape[0] / (x.shape[0] - 1)), momentum)  # unbiased, as F.batch_norm
-        return y
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, momentum, self.eps)
 
     def warm_momentum(self) -> float:
         """The factor of this training step (read before ``num_batches_tracked`` counts it)."""
