@@ -1,12 +1,15 @@
 """Peer libraries' documented pipelines, one per process (run in benchmarks/.peers-venv).
 
-    python benchmarks/peers.py deepctr DATA_DIR
-    python benchmarks/peers.py torchfm DATA_DIR
+    python benchmarks/peers.py deepctr DATA_DIR [defaults|matched] [NUMERIC yes|no]
+    python benchmarks/peers.py torchfm DATA_DIR [NUMERIC yes|no]
     python benchmarks/peers.py xlearn FRAPPE_DIR
 
 Same data, model size and batch as deepfm's benchmark: DeepFM with embeddings of 10,
-MLP 400-400-400, no dropout, Adam (lr 1e-3), batch 4096, one epoch. Prints one JSON line
-with the process's own peak RSS. Nothing here imports deepfm.
+MLP 400-400-400, Adam (lr 1e-3), batch 4096, one epoch. DeepCTR-Torch at its own defaults
+(no dropout, no batch norm, embedding L2 1e-5) or ``matched`` to deepfm's defaults (dropout 0.2,
+batch norm); pytorch-fm's MLP always has batch norm, and its example's dropout 0.2. ``NUMERIC=no``
+reads the I columns as categorical (the long-tail shape). Prints one JSON line with the process's
+own peak RSS. Nothing here imports deepfm.
 """
 
 from __future__ import annotations
@@ -21,8 +24,14 @@ import numpy as np  # noqa: E402
 from common import run_task  # noqa: E402
 
 BATCH = 4096
-DENSE = [f"I{i}" for i in range(1, 14)]
-SPARSE = [f"C{i}" for i in range(1, 27)]
+
+
+def columns_of(data_dir: str, numeric: str) -> tuple[list[str], list[str]]:
+    """(dense, sparse) feature columns of DATA_DIR/train.csv: I* dense when ``numeric`` is yes."""
+    header = [name.strip('"') for name in (Path(data_dir) / "train.csv").open().readline().strip().split(",")]
+    features = [name for name in header if name != "label"]
+    dense = [name for name in features if numeric == "yes" and name.startswith("I")]
+    return dense, [name for name in features if name not in dense]
 
 
 def setup_torch():
@@ -34,8 +43,9 @@ def setup_torch():
     return torch
 
 
-def deepctr(data_dir: str) -> dict:
+def deepctr(data_dir: str, setting: str = "defaults", numeric: str = "yes") -> dict:
     """DeepCTR-Torch's documented Criteo example (examples/run_classification_criteo.py)."""
+    DENSE, SPARSE = columns_of(data_dir, numeric)
     torch = setup_torch()
     import pandas as pd
     from deepctr_torch.inputs import DenseFeat, SparseFeat, get_feature_names
@@ -49,18 +59,20 @@ def deepctr(data_dir: str) -> dict:
     train_rows = len(data)
     data = pd.concat([data, test], ignore_index=True)  # the example encodes everything it will score
     data[SPARSE] = data[SPARSE].fillna("-1")
-    data[DENSE] = data[DENSE].fillna(0)
     for feat in SPARSE:
         data[feat] = LabelEncoder().fit_transform(data[feat].astype(str))
-    data[DENSE] = MinMaxScaler(feature_range=(0, 1)).fit_transform(data[DENSE])
+    if DENSE:
+        data[DENSE] = data[DENSE].fillna(0)
+        data[DENSE] = MinMaxScaler(feature_range=(0, 1)).fit_transform(data[DENSE])
     columns = [SparseFeat(feat, data[feat].max() + 1, embedding_dim=10) for feat in SPARSE] + [
         DenseFeat(feat, 1) for feat in DENSE]
     names = get_feature_names(columns + columns)
     train, test = data.iloc[:train_rows], data.iloc[train_rows:]
     train_input = {name: train[name] for name in names}
     test_input = {name: test[name] for name in names}
+    regularisers = {"dnn_dropout": 0.2, "dnn_use_bn": True} if setting == "matched" else {}
     model = DeepFM(linear_feature_columns=columns, dnn_feature_columns=columns, dnn_hidden_units=(400, 400, 400),
-                   dnn_dropout=0.0, task="binary", device="cpu")
+                   task="binary", device="cpu", **regularisers)
     model.compile("adam", "binary_crossentropy", metrics=["binary_crossentropy"])
     fit_began = time.perf_counter()
     model.fit(train_input, train["label"].values, batch_size=BATCH, epochs=1, verbose=0)
@@ -76,9 +88,10 @@ def deepctr(data_dir: str) -> dict:
             "test_auc": roc_auc_score(test["label"].values, predictions)}
 
 
-def torchfm(data_dir: str) -> dict:
+def torchfm(data_dir: str, numeric: str = "yes") -> dict:
     """pytorch-fm's documented pipeline (examples/main.py): a per-row Dataset, a DataLoader and
     DeepFactorizationMachineModel; numeric columns become categorical ids as in its CriteoDataset."""
+    DENSE, SPARSE = columns_of(data_dir, numeric)
     if not hasattr(np, "long"):
         np.long = np.int64  # torchfm 0.7.0 still spells np.long, gone from NumPy 2
     torch = setup_torch()
@@ -114,7 +127,7 @@ def torchfm(data_dir: str) -> dict:
             return self.x[index], self.y[index]
 
     train = DataLoader(Rows(x[:train_rows], y[:train_rows]), batch_size=BATCH, shuffle=True, num_workers=0)
-    model = DeepFactorizationMachineModel(field_dims, embed_dim=10, mlp_dims=(400, 400, 400), dropout=0.0)
+    model = DeepFactorizationMachineModel(field_dims, embed_dim=10, mlp_dims=(400, 400, 400), dropout=0.2)
     criterion = torch.nn.BCELoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-6)
     fit_began = time.perf_counter()

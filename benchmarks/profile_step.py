@@ -1,16 +1,25 @@
 """Where a DeepFM training step spends its time (1M-row Criteo-shaped data, batch 4096).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/profile_step.py [DATA_DIR] [--steps 30]
+        [--precision fp32|bf16] [--setting defaults|stripped] [--categorical] [--overheads]
 
 Two views: wall time per phase of the step (making the batch, forward,
 backward, sparse and dense optimiser), and torch.profiler self-CPU time grouped by what
-the operators do. Writes the summary to benchmarks/profiles/deepfm_step.txt.
+the operators do. Writes the summary to benchmarks/profiles/deepfm_step_{precision}[_defaults].txt.
+``--setting defaults`` profiles the model at the library's defaults (dropout and batch norm
+included), ``--categorical`` reads the I columns as categorical (the long-tail shape).
+
+``--overheads`` instead times the regularisers: four DeepFMs on the same batches (no dropout or
+batch norm; dropout only; batch norm only; both, as the defaults), their steps interleaved in one
+process so that a busy machine slows them alike; prints the median step of each and the extra
+time of dropout and of batch norm as a share of the step.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -51,15 +60,23 @@ def main() -> None:
     parser.add_argument("data", nargs="?", default=str(HERE / ".data"))
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--setting", choices=["defaults", "stripped"], default="stripped")
+    parser.add_argument("--categorical", action="store_true", help="read the I columns as categorical")
+    parser.add_argument("--overheads", action="store_true", help="time dropout and batch norm, interleaved")
     args = parser.parse_args()
     configure_runtime(0)
     path = Path(args.data) / "train.csv"
     file = ChunkedFile(path, chunk_bytes=chunk_bytes_for(path, 65_536))
-    encoder, rows = fit_streaming(file, DataConfig(numeric=tuple(f"I{i}" for i in range(1, 14))))
+    numeric = () if args.categorical else tuple(f"I{i}" for i in range(1, 14))
+    encoder, rows = fit_streaming(file, DataConfig(numeric=numeric))
     data = encode_file(file, encoder, rows)
-    model = build_model(ModelConfig(dropout=0.0, batch_norm=False), encoder.num_features, encoder.num_fields)
-    trainer = Trainer(model, "binary", TrainingConfig(batch_size=4096, epochs=1, embed_l2=1e-6,
-                                                          precision=args.precision), progress=False)
+    if args.overheads:
+        return overheads(data, encoder, args)
+    model_config = ModelConfig() if args.setting == "defaults" else ModelConfig(dropout=0.0, batch_norm=False)
+    training = TrainingConfig(batch_size=4096, epochs=1, precision=args.precision,
+                              **({} if args.setting == "defaults" else {"embed_l2": 1e-6}))
+    model = build_model(model_config, encoder.num_features, encoder.num_fields)
+    trainer = Trainer(model, "binary", training, progress=False)
     optimizers = trainer.optimizer.optimizers
     batches = prefetch(InMemorySource(data).batches(4096, seed=0, epoch=0), depth=0)  # as Trainer does in memory
     phases: dict[str, float] = defaultdict(float)
@@ -92,7 +109,9 @@ def main() -> None:
     for _ in range(args.steps):
         step(True)
     total = time.perf_counter() - began
-    lines = [f"DeepFM step ({args.precision}), batch 4096, {args.steps} steps, {torch.get_num_threads()} threads: "
+    lines = [f"DeepFM step ({args.precision}, {args.setting}: dropout {model_config.dropout}, batch norm "
+             f"{model_config.batch_norm}, embed L2 {training.embed_l2}), batch 4096, {args.steps} steps, "
+             f"{torch.get_num_threads()} threads: "
              f"{total / args.steps * 1e3:.1f} ms/step = {args.steps * 4096 / total:,.0f} samples/s", "",
              "Wall time per phase:"]
     lines += [f"  {name:<45} {t / args.steps * 1e3:6.1f} ms  {t / total:6.1%}" for name, t in phases.items()]
@@ -110,8 +129,45 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     (HERE / "profiles").mkdir(exist_ok=True)
-    (HERE / "profiles" / f"deepfm_step_{args.precision}.txt").write_text(text + "\n")
+    suffix = "" if args.setting == "stripped" else f"_{args.setting}"
+    (HERE / "profiles" / f"deepfm_step_{args.precision}{suffix}.txt").write_text(text + "\n")
     batches.close()
+
+
+def overheads(data, encoder, args) -> None:
+    """Median step of DeepFM without regularisers, with dropout, with batch norm and with both (the
+    defaults' dropout rate), steps interleaved on the same batches; the extra time of each regulariser."""
+    variants = {"neither": dict(dropout=0.0, batch_norm=False), "dropout": dict(batch_norm=False),
+                "batch norm": dict(dropout=0.0), "both (defaults)": {}}
+    training = TrainingConfig(batch_size=4096, epochs=1, precision=args.precision)
+    trainers = {}
+    for name, options in variants.items():
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(**options), encoder.num_features, encoder.num_fields)
+        trainers[name] = (model, Trainer(model, "binary", training, progress=False))
+    batches = prefetch(InMemorySource(data).batches(4096, seed=0, epoch=0), depth=0)
+    times: dict[str, list[float]] = defaultdict(list)
+    for number in range(args.steps + 3):
+        _, batch = next(batches)
+        for name, (model, trainer) in trainers.items():
+            began = time.perf_counter()
+            trainer.optimizer.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.bf16):
+                logits = model(batch)
+            loss_fn("binary", logits.float(), batch.labels).backward()
+            trainer.optimizer.step()
+            if number >= 3:
+                times[name].append(time.perf_counter() - began)
+    batches.close()
+    median = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    base = median["neither"]
+    lines = [f"DeepFM steps ({args.precision}), batch 4096, {args.steps} interleaved steps each, "
+             f"{torch.get_num_threads()} threads, {Path(args.data).resolve().name}:"]
+    for name, ms in median.items():
+        lines.append(f"  {name:<16} {ms:7.1f} ms/step  {ms / base - 1:+6.1%} vs neither")
+    lines.append(f"  dropout's share of the defaults' step:    {(median['both (defaults)'] - median['batch norm']) / median['both (defaults)']:6.1%}")
+    lines.append(f"  batch norm's share of the defaults' step: {(median['both (defaults)'] - median['dropout']) / median['both (defaults)']:6.1%}")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
     .venv/bin/python benchmarks/run.py [--repeat 3] [--datasets /path/to/datasets] [--setup-peers]
                                        [--stream] [--stream-rows 10000000] [--write-readme]
 
-Generates the Criteo-shaped data (benchmarks/make_data.py), then runs each measurement in its
+Generates the data of each shape (benchmarks/make_data.py: Criteo-like, long tail, one-hot; ``--shapes``),
+measures deepfm at its defaults (read from its config: whatever they are) and stripped (no
+dropout, no batch norm, embedding L2 1e-6), each peer at its defaults and matched to deepfm's
+regularisers, and the bare-MLP ceilings of each shape; runs each measurement in its
 own process, one after another, with OMP_WAIT_POLICY=PASSIVE, and reports medians over
 ``--repeat`` rounds. Peers run from benchmarks/.peers-venv (``--setup-peers`` creates it:
 torch 2.13.0, deepctr-torch, torchfm, xlearn). FM on Frappe needs the datasets folder
@@ -91,18 +94,37 @@ def median_of(results: list[dict]) -> dict:
     return merged
 
 
-def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | None,
-            only: list[str] | None = None, stream_compare: bool = False) -> dict[str, dict]:
-    jobs: dict[str, tuple[Path, str, tuple[str, ...]]] = {
-        "bare MLP (ceiling)": (DEEPFM_PY, "tasks.py", ("mlp", "fp32")),
-        "bare MLP + input gradient": (DEEPFM_PY, "tasks.py", ("mlp", "fp32", "yes")),
-        "deepfm DeepFM": (DEEPFM_PY, "tasks.py", ("deepfm", str(data), "fp32")),
-        "bare MLP bf16 (ceiling)": (DEEPFM_PY, "tasks.py", ("mlp", "bf16")),
-        "deepfm DeepFM bf16": (DEEPFM_PY, "tasks.py", ("deepfm", str(data), "bf16")),
+# shape: (sub-folder of the data folder, I columns numeric?, MLP input width = fields × 10)
+SHAPES = {"criteo": ("", "yes", 390), "longtail": ("longtail", "no", 390), "onehot": ("onehot", "no", 100)}
+
+
+def shape_jobs(shape: str, data: Path) -> dict[str, tuple[Path, str, tuple[str, ...]]]:
+    """deepfm at its defaults (the headline) and stripped, the bare-MLP ceilings and the peers, on one shape."""
+    folder, numeric, width = SHAPES[shape]
+    path, tag = str(data / folder), f" · {shape}"
+    jobs = {
+        f"bare MLP (ceiling){tag}": (DEEPFM_PY, "tasks.py", ("mlp", "fp32", "no", str(width))),
+        f"bare MLP bf16 (ceiling){tag}": (DEEPFM_PY, "tasks.py", ("mlp", "bf16", "no", str(width))),
+        f"deepfm DeepFM defaults{tag}": (DEEPFM_PY, "tasks.py", ("deepfm", path, "fp32", "defaults", numeric)),
+        f"deepfm DeepFM defaults bf16{tag}": (DEEPFM_PY, "tasks.py", ("deepfm", path, "bf16", "defaults", numeric)),
+        f"deepfm DeepFM stripped{tag}": (DEEPFM_PY, "tasks.py", ("deepfm", path, "fp32", "stripped", numeric)),
+        f"deepfm DeepFM stripped bf16{tag}": (DEEPFM_PY, "tasks.py", ("deepfm", path, "bf16", "stripped", numeric)),
     }
+    if shape == "criteo":
+        jobs[f"bare MLP + input gradient{tag}"] = (DEEPFM_PY, "tasks.py", ("mlp", "fp32", "yes", str(width)))
     if PEERS_PY.exists():
-        jobs["DeepCTR-Torch DeepFM"] = (PEERS_PY, "peers.py", ("deepctr", str(data)))
-        jobs["pytorch-fm DeepFM"] = (PEERS_PY, "peers.py", ("torchfm", str(data)))
+        jobs[f"DeepCTR-Torch DeepFM defaults{tag}"] = (PEERS_PY, "peers.py", ("deepctr", path, "defaults", numeric))
+        jobs[f"DeepCTR-Torch DeepFM matched{tag}"] = (PEERS_PY, "peers.py", ("deepctr", path, "matched", numeric))
+        jobs[f"pytorch-fm DeepFM{tag}"] = (PEERS_PY, "peers.py", ("torchfm", path, numeric))
+    return jobs
+
+
+def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | None,
+            only: list[str] | None = None, stream_compare: bool = False,
+            shapes: tuple[str, ...] = tuple(SHAPES)) -> dict[str, dict]:
+    jobs: dict[str, tuple[Path, str, tuple[str, ...]]] = {}
+    for shape in shapes:
+        jobs.update(shape_jobs(shape, data))
     if datasets is not None:
         frappe = datasets / "frappe"
         jobs["deepfm FM, Frappe"] = (DEEPFM_PY, "tasks.py", ("fm_frappe", str(frappe)))
@@ -130,35 +152,47 @@ def fmt(value, spec: str = ",.0f") -> str:
     return "—" if value is None else format(value, spec)
 
 
+def shape_of(name: str) -> str:
+    return name.rpartition(" · ")[2] if " · " in name else ""
+
+
 def table(results: dict[str, dict]) -> str:
-    ceilings = {p: results.get(f"bare MLP{' bf16' if p == 'bf16' else ''} (ceiling)", {}).get("train_samples_per_s")
-                for p in ("fp32", "bf16")}
-    peers = {n: r for n, r in results.items() if ("DeepCTR" in n or "pytorch-fm" in n) and "error" not in r}
-    ours = {n: r for n, r in results.items() if n.startswith("deepfm DeepFM") and "predict_samples_per_s" in r}
+    def ceiling(name: str) -> float | None:
+        bf16 = " bf16" if "bf16" in name else ""
+        return results.get(f"bare MLP{bf16} (ceiling) · {shape_of(name)}", {}).get("train_samples_per_s")
+
     lines = ["| run | train samples/s | × ceiling | predict samples/s | file → model (s) | peak RSS (MB) | test AUC |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in results.items():
         if "error" in r:
             lines.append(f"| {name} | failed: {r['error']} | | | | | |")
             continue
-        speed = r.get("train_samples_per_s")
-        ceiling = ceilings["bf16" if "bf16" in name else "fp32"]
-        ratio = fmt(speed / ceiling, ".2f") if speed and ceiling and "Frappe" not in name else "—"
+        speed, top = r.get("train_samples_per_s"), ceiling(name)
+        ratio = fmt(speed / top, ".2f") if speed and top and "Frappe" not in name else "—"
         lines.append(f"| {name} | {fmt(speed)} | {ratio} | {fmt(r.get('predict_samples_per_s'))} | "
                      f"{fmt(r.get('file_to_model_s'), '.1f')} | {fmt(r.get('peak_rss_mb'))} | {fmt(r.get('test_auc'), '.4f')} |")
     lines.append("")
-    floor = results.get("bare MLP + input gradient", {}).get("train_samples_per_s")
-    fp32 = ours.get("deepfm DeepFM")
-    if floor and fp32:
-        lines.append(f"- deepfm DeepFM (fp32) reaches {fp32['train_samples_per_s'] / floor:.2f} of the bare MLP that also computes "
-                     "its input gradient (which DeepFM needs for the embeddings and the bare ceiling skips)")
+    ok = {n: r for n, r in results.items() if "error" not in r}
+    ours = {n: r for n, r in ok.items() if n.startswith("deepfm DeepFM") and "predict_samples_per_s" in r}
+    peers = {n: r for n, r in ok.items() if n.startswith(("DeepCTR", "pytorch-fm"))}
+    for mine, our in ours.items():
+        if our.get("setting"):
+            lines.append(f"- {mine}: {our['setting']}")
     for mine, our in ours.items():
         for name, peer in peers.items():
+            if shape_of(name) != shape_of(mine) or ("defaults" in mine) != ("stripped" not in mine and "defaults" in name
+                                                                              or "matched" in name or "pytorch" in name):
+                continue
             lines.append(
                 f"- {mine} vs {name}: training {our['train_samples_per_s'] / peer['train_samples_per_s']:.2f}×, "
                 f"prediction {our['predict_samples_per_s'] / peer['predict_samples_per_s']:.2f}×, "
                 f"file → model {peer['file_to_model_s'] / our['file_to_model_s']:.2f}× faster, "
                 f"peak RSS {our['peak_rss_mb'] / peer['peak_rss_mb']:.2f}× theirs")
+    floor = ok.get("bare MLP + input gradient · criteo", {}).get("train_samples_per_s")
+    fp32 = ours.get("deepfm DeepFM stripped · criteo")
+    if floor and fp32:
+        lines.append(f"- deepfm DeepFM stripped (fp32) reaches {fp32['train_samples_per_s'] / floor:.2f} of the bare MLP that "
+                     "also computes its input gradient (which DeepFM needs for the embeddings and the bare ceiling skips)")
     fm, xl = results.get("deepfm FM, Frappe"), results.get("xLearn FM, Frappe")
     if fm and xl and "error" not in fm and "error" not in xl:
         lines.append(f"- FM on Frappe: deepfm {fm['train_samples_per_s'] / xl['train_samples_per_s']:.2f}× xLearn's samples/s")
@@ -193,20 +227,23 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true", help="also train the 1M rows streamed and in memory (accuracy check)")
     parser.add_argument("--stream-rows", type=int, default=0, help="also stream a file of this many rows (0: skip)")
     parser.add_argument("--only", nargs="*", help="run only the rows whose names contain one of these words")
+    parser.add_argument("--shapes", nargs="*", choices=sorted(SHAPES), default=list(SHAPES),
+                        help="data shapes (make_data.py --shape): Criteo-like, long tail, one-hot")
     parser.add_argument("--write-readme", action="store_true", help="put the table into benchmarks/README.md")
     args = parser.parse_args()
     if args.setup_peers:
         setup_peers()
     data = Path(args.data)
     frappe_only = bool(args.only) and all("Frappe" in word or word in ("deepfm FM", "xLearn") for word in args.only)
-    if not frappe_only:  # the Criteo-shaped files (Frappe rows read the shared data)
-        subprocess.run([str(DEEPFM_PY), str(HERE / "make_data.py"), str(data)], check=True)
+    if not frappe_only:  # the generated files (Frappe rows read the shared data)
+        for shape in args.shapes:
+            subprocess.run([str(DEEPFM_PY), str(HERE / "make_data.py"), str(data), "--shape", shape], check=True)
     stream_file = None
     if args.stream_rows:
         subprocess.run([str(DEEPFM_PY), str(HERE / "make_data.py"), str(data), "--big", str(args.stream_rows)], check=True)
         stream_file = data / f"big-{args.stream_rows}.csv"
     results = measure(args.repeat, data, Path(args.datasets) if args.datasets else None, stream_file, args.only,
-                      stream_compare=args.stream or bool(args.stream_rows))
+                      stream_compare=args.stream or bool(args.stream_rows), shapes=tuple(args.shapes))
     (HERE / ".results").mkdir(exist_ok=True)
     (HERE / ".results" / "latest.json").write_text(json.dumps(results, indent=1))
     text = table(results)

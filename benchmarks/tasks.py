@@ -1,7 +1,7 @@
 """One benchmark measurement per process (deepfm's environment); prints one JSON line.
 
-    python benchmarks/tasks.py mlp
-    python benchmarks/tasks.py deepfm DATA_DIR
+    python benchmarks/tasks.py mlp [fp32|bf16] [INPUT_GRAD yes|no] [WIDTH]
+    python benchmarks/tasks.py deepfm DATA_DIR [fp32|bf16] [defaults|stripped] [NUMERIC yes|no]
     python benchmarks/tasks.py fm_frappe FRAPPE_DIR
     python benchmarks/tasks.py stream DATA_DIR   # streamed vs in-memory on the same file
 
@@ -30,20 +30,21 @@ def setup() -> None:
     torch.set_flush_denormal(True)
 
 
-def bare_mlp(precision: str = "fp32", input_grad: str = "no", steps: int = 40, warmup: int = 5) -> dict:
-    """The ceiling for DeepFM's dense part: MLP 390→400→400→400→1, BCE, Adam, batch 4096.
+def bare_mlp(precision: str = "fp32", input_grad: str = "no", width: str = "390", steps: int = 40, warmup: int = 5) -> dict:
+    """The ceiling for DeepFM's dense part: MLP WIDTH→400→400→400→1 (WIDTH = fields × 10), BCE, Adam, batch 4096.
 
     ``input_grad=yes`` also computes the gradient w.r.t. the MLP's input, which DeepFM needs
     (it flows into the embeddings) and the bare ceiling skips; ``precision=bf16`` runs the
     products under bfloat16 autocast, as ``deepfm train --precision bf16`` does."""
     torch.manual_seed(0)
-    layers, width = [], 390
+    layers, width = [], int(width)
+    inputs = width
     for hidden in (400, 400, 400):
         layers += [torch.nn.Linear(width, hidden), torch.nn.ReLU()]
         width = hidden
     model = torch.nn.Sequential(*layers, torch.nn.Linear(width, 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(BATCH, 390, requires_grad=input_grad == "yes")
+    x = torch.randn(BATCH, inputs, requires_grad=input_grad == "yes")
     y = (torch.rand(BATCH) < 0.3).float()
 
     def step() -> None:
@@ -64,13 +65,18 @@ def bare_mlp(precision: str = "fp32", input_grad: str = "no", steps: int = 40, w
     return {"train_samples_per_s": steps * BATCH / seconds, "step_ms": seconds / steps * 1e3}
 
 
-def deepfm_criteo(data_dir: str, precision: str = "fp32", epochs: int = 1) -> dict:
-    """File → trained DeepFM (read + encode + ``epochs``), then prediction speed and test AUC."""
+def deepfm_criteo(data_dir: str, precision: str = "fp32", setting: str = "stripped", numeric: str = "yes",
+                  epochs: int = 1) -> dict:
+    """File → trained DeepFM (read + encode + ``epochs``), then prediction speed and test AUC.
+    ``setting``: ``defaults`` (the library's own model and training defaults, read from its config, at
+    batch 4096) or ``stripped`` (no dropout, no batch norm, embedding L2 1e-6); ``numeric=no`` reads
+    the I columns as categorical."""
     from deepfm.training.metrics import evaluate_predictions
     from deepfm.training.trainer import predict
 
     data = Path(data_dir)
-    estimator = _deepfm("off", epochs, chunk_rows=65_536, window=8, precision=precision)
+    estimator = _deepfm("off", epochs, chunk_rows=65_536, window=8, precision=precision, setting=setting,
+                        numeric=NUMERIC if numeric == "yes" else [])
     began = time.perf_counter()
     estimator.fit(data / "train.csv", progress=False)
     wall = time.perf_counter() - began
@@ -81,7 +87,10 @@ def deepfm_criteo(data_dir: str, precision: str = "fp32", epochs: int = 1) -> di
         predictions = predict(estimator.model, estimator.encoder.task, test)
         timings.append(time.perf_counter() - began)
     metrics = evaluate_predictions("binary", test.labels, predictions)
+    model, training = estimator.config.model, estimator.config.training
     return {
+        "setting": f"dropout {model.dropout}, batch norm {model.batch_norm}, embed L2 {training.embed_l2}, "
+                   f"optimizer {training.optimizer}, lr {training.lr}",
         "file_to_model_s": wall,
         "train_samples_per_s": estimator.metrics["train_samples_per_s"],
         "predict_samples_per_s": len(test) / float(np.median(timings)),
@@ -107,14 +116,21 @@ def fm_frappe(frappe_dir: str) -> dict:
             "test_auc": result["auc"], "test_logloss": result["logloss"]}
 
 
-def _deepfm(stream: str, epochs: int, chunk_rows: int, window: int, precision: str = "fp32"):
+# The stripped setting of the first benchmarks: the paper's architecture without regularisers.
+STRIPPED = {"model": {"embed_dim": 10, "mlp": [400, 400, 400], "dropout": 0.0, "batch_norm": False},
+            "training": {"lr": 1e-3, "embed_l2": 1e-6}}
+
+
+def _deepfm(stream: str, epochs: int, chunk_rows: int, window: int, precision: str = "fp32",
+            setting: str = "stripped", numeric: list[str] = NUMERIC):
+    """DeepFM at the library's defaults (only the batch, the epochs and the data options set) or stripped."""
     from deepfm.api import Estimator
 
+    extra = STRIPPED if setting == "stripped" else {"model": {}, "training": {}}
     return Estimator(
-        data={"numeric": NUMERIC, "stream": stream, "chunk_rows": chunk_rows, "shuffle_window": window},
-        model={"name": "deepfm", "embed_dim": 10, "mlp": [400, 400, 400], "dropout": 0.0, "batch_norm": False},
-        training={"epochs": epochs, "batch_size": BATCH, "lr": 1e-3, "patience": 0, "embed_l2": 1e-6,
-                  "precision": precision},
+        data={"numeric": numeric, "stream": stream, "chunk_rows": chunk_rows, "shuffle_window": window},
+        model={"name": "deepfm", **extra["model"]},
+        training={"epochs": epochs, "batch_size": BATCH, "patience": 0, "precision": precision, **extra["training"]},
     )
 
 

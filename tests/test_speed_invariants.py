@@ -23,12 +23,13 @@ def test_distinct_ids_equal_torch_unique(table):
     assert torch.equal(unique[inverse], ids)
 
 
-@pytest.mark.parametrize("table", [30, 1000])  # many slots per distinct id (summed by a product), few (index_add_)
+@pytest.mark.parametrize("table", [30, 1000])  # many slots per distinct id, few (a long tail)
 def test_distinct_rows_sum_their_slots_like_index_add(table):
     torch.manual_seed(2)
     ids = torch.randint(0, table, (64, 6))
     distinct = DistinctIds.of(ids)
-    assert (distinct.slot_rows is not None) == (table == 30)
+    assert distinct.slot_rows is not None, "on CPU the slots are summed by a product, even on a long tail"
+    assert distinct.design_pays == (table == 30)
     per_slot = torch.randn(ids.numel(), 3)
     expected = torch.zeros(len(distinct.unique), 3).index_add_(0, distinct.inverse.reshape(-1), per_slot)
     torch.testing.assert_close(distinct.sum_by_row(per_slot), expected)
@@ -40,7 +41,7 @@ def test_distinct_row_lookup_gives_the_same_values_and_gradient_as_a_plain_looku
     ids = torch.randint(0, table, (64, 6))
     values = torch.rand(64, 6)
     batch = Batch(ids, values, [], None)
-    assert (batch.distinct().slot_rows is not None) == (table == 30)  # summed by a product, or by index_add_
+    assert (batch.design() is not None) == (table == 30)  # FM as products with X only where they pay
     emb = FeaturesEmbedding(table, 4, init_std=0.5)
     fast = emb(batch)
     (fast.fields.sum() + fast.fields.pow(2).sum()).backward()
@@ -91,3 +92,99 @@ def test_prefetch_thread_yields_the_same_batches_in_order_and_passes_errors_on()
     assert inline == threaded and [n for n, _ in inline] == [6, 6, 6, 2]
     with pytest.raises(ValueError, match="bad chunk"):
         list(prefetch(batches(fail_at=12), depth=2))
+
+
+# Dropout and batch norm in the MLP: cheaper CPU forms of the same functions.
+
+from deepfm.models.dropout import relu_dropout, uniform_noise  # noqa: E402
+from deepfm.models.layers import MultiLayerPerceptron, WarmStartBatchNorm1d  # noqa: E402
+
+
+def test_relu_dropout_equals_relu_then_inverted_dropout_with_the_same_mask():
+    torch.manual_seed(3)
+    z, grad, p = torch.randn(64, 9), torch.randn(64, 9), 0.3
+    noise = uniform_noise(z.shape)
+    mask = (noise > 1 + p).float()
+    fast_in, plain_in = z.clone().requires_grad_(), z.clone().requires_grad_()
+    fast = relu_dropout(fast_in * 1, p, noise)  # (× 1: not a leaf, as a layer's output)
+    plain = F.relu(plain_in) * mask / (1 - p)
+    fast.backward(grad)
+    plain.backward(grad)
+    torch.testing.assert_close(fast, plain)
+    torch.testing.assert_close(fast_in.grad, plain_in.grad)
+
+
+def test_dropout_noise_keeps_each_element_with_probability_one_minus_p_and_follows_the_torch_seed():
+    torch.manual_seed(0)
+    noise = uniform_noise(torch.Size([1000, 1000]))
+    assert noise.min() >= 1 and noise.max() < 2
+    for p in (0.1, 0.2, 0.5):
+        kept = float((noise > 1 + p).float().mean())
+        assert abs(kept - (1 - p)) < 5 * (p * (1 - p) / 1e6) ** 0.5  # five standard errors
+    torch.manual_seed(0)
+    assert torch.equal(uniform_noise(torch.Size([1000, 1000])), noise)
+    assert not torch.equal(uniform_noise(torch.Size([1000, 1000])), noise)
+
+
+def test_mlp_keeps_its_modules_and_in_eval_mode_is_the_plain_sequence():
+    torch.manual_seed(1)
+    mlp = MultiLayerPerceptron(6, [8, 8], dropout=0.4, batch_norm=True)
+    assert [type(m).__name__ for m in mlp.layers] == ["Linear", "WarmStartBatchNorm1d", "ReLU", "Dropout"] * 2 + ["Linear"]
+    x = torch.randn(32, 6)
+    mlp.train()
+    mlp(x)  # running statistics move
+    mlp.eval()
+    torch.testing.assert_close(mlp(x), mlp.layers(x))
+
+
+def test_mlp_training_step_is_relu_dropout_on_each_hidden_layer():
+    torch.manual_seed(2)
+    mlp = MultiLayerPerceptron(6, [8, 8], dropout=0.25)
+    x = torch.randn(32, 6)
+    torch.manual_seed(7)
+    out = mlp(x)
+    torch.manual_seed(7)
+    h = x
+    for linear in (mlp.layers[0], mlp.layers[3]):
+        h = relu_dropout(linear(h), 0.25)
+    torch.testing.assert_close(out, mlp.layers[6](h))
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_warm_start_batch_norm_trains_like_batch_norm(steps):
+    torch.manual_seed(4)
+    ours, plain = WarmStartBatchNorm1d(5), torch.nn.BatchNorm1d(5)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 2.0)
+        ours.bias.uniform_(-1.0, 1.0)
+    plain.load_state_dict(ours.state_dict())
+    for step in range(steps):
+        plain.momentum = max(0.1, 1.0 / (step + 1))  # the warm start's factor
+        z = torch.randn(40, 5) * 3 + 2
+        grad = torch.randn(40, 5)
+        a, b = z.clone().requires_grad_(), z.clone().requires_grad_()
+        ours.zero_grad()
+        plain.zero_grad()
+        ya, yb = ours(a), plain(b)
+        ya.backward(grad)
+        yb.backward(grad)
+        torch.testing.assert_close(ya, yb)
+        torch.testing.assert_close(a.grad, b.grad)
+        torch.testing.assert_close(ours.weight.grad, plain.weight.grad)
+        torch.testing.assert_close(ours.bias.grad, plain.bias.grad)
+    torch.testing.assert_close(ours.running_mean, plain.running_mean)
+    torch.testing.assert_close(ours.running_var, plain.running_var)
+    ours.eval()
+    plain.eval()
+    z = torch.randn(10, 5)
+    torch.testing.assert_close(ours(z), plain(z))
+
+
+def test_warm_start_batch_norm_under_bf16_autocast_stays_close_to_batch_norm():
+    torch.manual_seed(5)
+    ours, plain = WarmStartBatchNorm1d(6), torch.nn.BatchNorm1d(6, momentum=1.0)
+    z = (torch.randn(64, 6) * 2 + 1).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ya, yb = ours(z), plain(z)
+    assert ya.dtype == yb.dtype == torch.bfloat16
+    torch.testing.assert_close(ya.float(), yb.float(), rtol=2e-2, atol=2e-2)

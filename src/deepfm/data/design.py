@@ -1,11 +1,14 @@
 """A batch's distinct ids, and the batch as Rendle's sparse design matrix over them.
 
 The models gather each batch's U distinct embedding rows once. Summing over the batch's B·F
-slots per distinct row (the embedding backward) and FM's sums Σ_i x_i v_i are sparse products
-with the (B × U) design matrix X; on CPU, in CSR, they beat ``index_add_`` ~6× once a distinct id
-fills several slots on average (Frappe: U≈3k rows for 41k slots). With about one slot per row
-(huge tables: 66k rows for 160k slots on the Criteo-shaped benchmark) they are no faster, so
-they are built only above ``SLOTS_PER_ROW_FOR_PRODUCTS``.
+slots per distinct row (the embedding backward) is a sparse product with the (U × B·F) 0/1 matrix
+that groups the slots by distinct id; on CPU, in CSR, it beats ``index_add_`` ~6× once a distinct
+id fills several slots on average (Frappe: U≈3k rows for 41k slots), and still ~1.4-4× on a long
+tail (a Criteo-like batch of 4096 rows: 105k distinct ids in 160k slots, 2026-12-01, shared
+machine, one thread and two), so the grouping is built for every CPU batch. FM's sums
+Σ_i x_i v_i as products with the (B × U) design matrix X pay only above
+``SLOTS_PER_ROW_FOR_PRODUCTS`` (huge tables: 66k rows for 160k slots on the Criteo-shaped
+benchmark are no faster), so ``design_pays`` says when to build X.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def distinct_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class DistinctIds:
     """A batch's ids as U sorted distinct ids: ``unique[inverse] == ids``.
 
-    Where sparse products pay (see the module), the slots are also grouped by distinct id:
+    On CPU (see the module), the slots are also grouped by distinct id:
     ``slot_rows``/``slot_columns`` are the CSR indices (int32) of the (U, B·F) 0/1 matrix whose
     row u marks the slots that hold ``unique[u]``.
     """
@@ -50,17 +53,19 @@ class DistinctIds:
     inverse: torch.Tensor  # (B, F) int64
     slot_rows: torch.Tensor | None = None  # (U + 1,) int32
     slot_columns: torch.Tensor | None = None  # (B·F,) int32: slots, grouped by distinct id
+    design_pays: bool = False  # ≥ SLOTS_PER_ROW_FOR_PRODUCTS slots per distinct id: FM as products with X
 
     @staticmethod
     def of(ids: torch.Tensor) -> "DistinctIds":
         unique, inverse = distinct_ids(ids)
         flat = inverse.reshape(-1)
-        if ids.device.type != "cpu" or flat.numel() >= 2**31 or flat.numel() < SLOTS_PER_ROW_FOR_PRODUCTS * len(unique):
+        if ids.device.type != "cpu" or flat.numel() >= 2**31:
             return DistinctIds(unique, inverse)
         slot_columns = torch.sort(flat.int(), stable=True).indices.int()  # int32 keys sort ~2× faster
         slot_rows = torch.zeros(len(unique) + 1, dtype=torch.int32)
         torch.cumsum(torch.bincount(flat, minlength=len(unique)), 0, out=slot_rows[1:])
-        return DistinctIds(unique, inverse, slot_rows, slot_columns)
+        pays = flat.numel() >= SLOTS_PER_ROW_FOR_PRODUCTS * len(unique)
+        return DistinctIds(unique, inverse, slot_rows, slot_columns, pays)
 
     def sum_by_row(self, per_slot: torch.Tensor) -> torch.Tensor:
         """(U, k) sums of the (B·F, k) ``per_slot`` rows that belong to each distinct id."""

@@ -55,7 +55,7 @@ class Batch:
         if not self._design_built:
             if self.bags:
                 self._design = design_with_bags(self.ids, self.values, self.bags)
-            elif self.distinct().slot_rows is not None:
+            elif self.distinct().design_pays:
                 self._design = self.distinct().design(self.values)
             self._design_built = True
         return self._design

@@ -11,6 +11,8 @@ from torch import nn
 
 from deepfm.data.batch import Batch
 from deepfm.data.design import DesignMatrix, DistinctIds
+from deepfm.models.batchnorm import batch_norm_folded
+from deepfm.models.dropout import relu_dropout
 
 
 @dataclass
@@ -216,6 +218,8 @@ class WarmStartBatchNorm1d(nn.BatchNorm1d):
     _steps: int | None = None  # training steps seen, mirrored from num_batches_tracked (no read per step)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and self.track_running_stats and self.affine and x.dim() == 2 and x.device.type == "cpu":
+            return batch_norm_folded(x, self.running_mean, self.running_var, self.weight, self.bias, self.eps)
         if not (self.training and self.track_running_stats):
             return super().forward(x)
         self._check_input_dim(x)
@@ -243,7 +247,10 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
 class MultiLayerPerceptron(nn.Module):
-    """Linear → [BatchNorm] → activation → Dropout per hidden layer, then a linear output."""
+    """Linear → [BatchNorm] → activation → Dropout per hidden layer, then a linear output.
+
+    On CPU while training, a ReLU and the Dropout after it run as one step (``relu_dropout``: a
+    cheaper mask, same distribution); the modules stay as they are (same state, same slots)."""
 
     def __init__(
         self,
@@ -264,16 +271,25 @@ class MultiLayerPerceptron(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             input_dim = width
-        if output_dim is not None:
+        self.has_output = output_dim is not None
+        if self.has_output:
             layers.append(nn.Linear(input_dim, output_dim))
         self.output_dim = output_dim if output_dim is not None else input_dim
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.output_dim is None or not autocast_enabled(x.device.type):
-            return self.layers(x)
-        *hidden, output = self.layers
-        for layer in hidden:
-            x = layer(x)
+        *hidden, output = self.layers if self.has_output else (*self.layers, None)
+        fuse = self.training and x.device.type == "cpu"
+        i = 0
+        while i < len(hidden):
+            layer, following = hidden[i], hidden[i + 1] if i + 1 < len(hidden) else None
+            if fuse and type(layer) is nn.ReLU and type(following) is nn.Dropout and following.p > 0:
+                x, i = relu_dropout(x, following.p), i + 2
+            else:
+                x, i = layer(x), i + 1
+        if output is None:
+            return x
+        if not autocast_enabled(x.device.type):
+            return output(x)
         with torch.autocast(x.device.type, enabled=False):  # the logit (or rating) in fp32, not bf16
             return output(x.float())
