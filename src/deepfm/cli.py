@@ -45,7 +45,7 @@ def config_default_text(section: str, key: str) -> str:
         return ""
     overrides = [f"{name} {_shown(values[section][key])}" for name, values in MODEL_DEFAULTS.items()
                  if key in values.get(section, {})]
-    for name, tasks in TASK_DEFAULTS.items() if section == "training" else ():
+    for name, tasks in TASK_DEFAULTS.items():
         by_value: dict[str, list[str]] = {}
         for task, values in tasks.items():
             if key in values:
