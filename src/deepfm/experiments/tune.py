@@ -37,7 +37,6 @@ FLOAT_LOG = {
 EMBED_DIM = (4, 128)  # drawn log-uniformly as an integer (Frappe FM trials crowded at 64 when it was the top)
 BATCH_SIZES = (256, 512, 1024, 2048, 4096)
 DROPOUT = (0.0, 0.6)  # models with an MLP only
-STARTUP_TRIALS = 5  # random trials before TPE models the rest (Optuna: 10); a DeepFM budget of minutes runs about ten
 Log = Callable[[str], None]
 
 
@@ -137,7 +136,7 @@ def tune(base: dict[str, Any], data, trials: int | None, timeout: float | None, 
     dims = [d for d in search_space(defaults) if (d.section, d.key) not in fixed]
     metric, larger = data.encoder.task.selection
     result = TuneResult(metric, larger)
-    sampler = optuna.samplers.TPESampler(seed=defaults.training.seed, n_startup_trials=STARTUP_TRIALS)
+    sampler = optuna.samplers.TPESampler(seed=defaults.training.seed)  # 10 random trials, then TPE
     pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)  # from epoch 2 on
     study = optuna.create_study(direction="maximize" if larger else "minimize", sampler=sampler, pruner=pruner)
     first = {d.name: getattr(getattr(defaults, d.section), d.key) for d in dims}
