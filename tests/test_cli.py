@@ -183,7 +183,7 @@ def test_train_with_multi_valued_column(write_table, tmp_path, capsys):
         "tags": ["a|b:0.5" if i % 2 else ("c" if i % 3 else None) for i in range(rows)],
         "city": [f"c{i % 4}" for i in range(rows)],
     })
-    code = train(path, tmp_path / "model", "--multi", "tags", "--json")
+    code = train(path, tmp_path / "model", "--multi", "tags", "--json", "--valid-fraction", "0")
     assert code == 0
     assert json_lines(capsys.readouterr().out)[-1]["rows"] == rows
     features = json.loads((tmp_path / "model" / "features.json").read_text())
@@ -555,9 +555,9 @@ def test_interrupted_train_says_whether_there_is_a_checkpoint_to_resume(ctr_csv,
     assert "interrupted; resume with --resume" in capsys.readouterr().err
 
 
-def test_train_without_valid_reports_the_last_epoch(ctr_csv, tmp_path, capsys):
-    assert main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "m"), *TINY]) == 0
-    assert "(last epoch 1, no --valid)" in capsys.readouterr().err
+def test_train_without_validation_reports_the_last_epoch(ctr_csv, tmp_path, capsys):
+    assert main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "m"), "--valid-fraction", "0", *TINY]) == 0
+    assert "(last epoch 1, no validation (--valid-fraction 0))" in capsys.readouterr().err
 
 
 def test_weight_names_the_weight_column_in_the_run_config(write_table, tmp_path):

@@ -174,7 +174,7 @@ def test_gzip_and_parquet_stream_the_same_rows(tmp_path, csv_file):
 
 
 def _streaming(extra=None):
-    return {"data": {"numeric": ["I1", "I2"], "stream": "on", "chunk_rows": 300, "shuffle_window": 2},
+    return {"data": {"numeric": ["I1", "I2"], "stream": "on", "chunk_rows": 300, "shuffle_window": 2, "valid_fraction": 0},
             "model": {"mlp": (16,), "dropout": 0.1},
             "training": {"batch_size": 128, "epochs": 2, "seed": 3, **(extra or {})}}
 
@@ -210,7 +210,7 @@ def test_cli_trains_with_stream_and_chunk_rows(csv_file, tmp_path, capsys):
     from deepfm.cli import main
 
     code = main(["train", "--train", str(csv_file), "--out", str(tmp_path / "m"), "--stream", "--chunk-rows", "400",
-                 "--numeric", "I1,I2", "--epochs", "1", "--mlp", "16", "--json", "--quiet"])
+                 "--numeric", "I1,I2", "--epochs", "1", "--mlp", "16", "--valid-fraction", "0", "--json", "--quiet"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["rows"] == SPEC.rows

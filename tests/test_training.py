@@ -185,7 +185,7 @@ def test_a_last_batch_of_one_row_joins_the_previous_batch(tmp_path, stream):
 
     path = tmp_path / "train.csv"
     pacsv.write_csv(small_table(513), path)
-    config = {"data": {"stream": stream, "chunk_rows": 100}, "model": {"mlp": (8,)},  # batch norm on (the default)
+    config = {"data": {"stream": stream, "chunk_rows": 100, "valid_fraction": 0}, "model": {"mlp": (8,)},  # batch norm on
               "training": {"epochs": 2, "batch_size": 512}}
     est = Estimator(**config).fit(str(path), progress=False)
     assert est.result.samples_seen == 2 * 513  # no row skipped

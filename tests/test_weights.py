@@ -56,7 +56,8 @@ def test_the_training_loss_reads_each_batch_s_weights():
 
     BinaryTask.loss = spy
     try:
-        est = Estimator(data={"weight": "w"}, model={"name": "fm"}, training={"epochs": 1, "batch_size": 1000}).fit(
+        est = Estimator(data={"weight": "w", "valid_fraction": 0}, model={"name": "fm"},
+                        training={"epochs": 1, "batch_size": 1000}).fit(
             table(), progress=False)
     finally:
         BinaryTask.loss = original

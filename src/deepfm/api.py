@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from deepfm.defaults import with_task_defaults
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.frame import RawFrame
+from deepfm.data.holdout import PERMUTATION_RULE, Holdout, encode_hashed, hashed_mask, held_out_count, held_out_mask, split_encoded, stream_fraction
 from deepfm.data.readers import frame_from_table, read_frame
 from deepfm.data.stream import ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_streaming, should_stream
 from deepfm.errors import ConfigError, DataError
@@ -34,6 +36,12 @@ from deepfm.solvers import build_solver
 from deepfm.training.trainer import TrainResult, peak_rss_mb, predict, predict_logits
 
 Data = str | Path | pa.Table | RawFrame  # or a pandas DataFrame (converted with pa.Table.from_pandas)
+TrainingData = tuple[EncodedData | StreamSource, EncodedData | None, Holdout | None]  # train, held-out rows, how
+
+
+def _held_out_of(data: EncodedData, hold_out: bool, fraction: float, seed: int) -> TrainingData:
+    """``data`` without and with its held-out rows (``split_encoded``), or all of it."""
+    return split_encoded(data, fraction, seed) if hold_out and held_out_count(len(data), fraction) else (data, None, None)
 
 
 class Estimator:
@@ -110,11 +118,15 @@ class Estimator:
         saved = None
         if resume and saved_features and saved_features.exists() and ctx.is_main:
             saved = FeatureEncoder.from_dict(json.loads(saved_features.read_text()))
-        train_data = (self._training_data(train, saved, progress) if ctx.world == 1
-                      else self._training_shard(train, saved, ctx))
+        hold_out = valid is None and cfg.data.valid_fraction > 0
+        train_data, valid_data, holdout = (self._training_data(train, saved, progress, hold_out) if ctx.world == 1
+                                           else self._training_shard(train, saved, ctx, hold_out))
         for note in self.encoder.fit_notes if log and ctx.is_main else ():
             log(note)
-        valid_data = self.encode(valid, with_labels=True) if valid is not None else None
+        if holdout is not None and log and ctx.is_main:
+            log(holdout.describe())
+        if valid is not None:
+            valid_data = self.encode(valid, with_labels=True)
         if saved_features and ctx.is_main:
             saved_features.parent.mkdir(parents=True, exist_ok=True)
             saved_features.write_text(json.dumps(self.encoder.to_dict()))
@@ -133,6 +145,8 @@ class Estimator:
             "rows": (train_data.num_rows if isinstance(train_data, StreamSource) else len(train_data)) * ctx.world,
             "ranks": ctx.world,
             "valid_rows": len(valid_data) if valid_data is not None else 0,
+            "validation": (holdout.to_dict() if holdout is not None else {"source": "none"} if valid is None else
+                           {"source": "file", **({"path": str(valid)} if isinstance(valid, (str, Path)) else {})}),
             "epochs": self.result.epochs_run,
             "best_epoch": self.result.best_epoch,
             "best_valid": self.result.best_metrics,
@@ -145,9 +159,20 @@ class Estimator:
             self.save(out)
         return self
 
-    def _training_shard(self, train: Data, encoder: FeatureEncoder | None, ctx: distributed.Context) -> EncodedData:
+    def training_rows(self, train: Data, valid: Data | None = None, progress: bool = False) -> TrainingData:
+        """Fit the encoders on ``train`` and encode it as ``fit`` does in one process: (training rows,
+        validation rows, how they were held out or None). The validation rows are ``valid``'s, or
+        without it those held out of ``train`` (``data.valid_fraction``), or None."""
+        hold_out = valid is None and self.config.data.valid_fraction > 0
+        train_data, held, holdout = self._training_data(train, None, progress, hold_out)
+        return train_data, self.encode(valid, with_labels=True) if valid is not None else held, holdout
+
+    def _training_shard(self, train: Data, encoder: FeatureEncoder | None, ctx: distributed.Context,
+                        hold_out: bool = False) -> TrainingData:
         """This rank's rows of the training file, encoded with rank 0's encoders (fitted on the whole
-        file, or the checkpoint's when resuming), which every rank receives as JSON."""
+        file, or the checkpoint's when resuming), which every rank receives as JSON. With ``hold_out``,
+        every rank holds out the same rows (``data.valid_fraction``, a seeded permutation of the file's
+        rows) before sharding the others."""
         cfg = self.config.data
         if not isinstance(train, (str, Path)):
             raise ConfigError("data.train: distributed training reads its rows from a file; pass a path")
@@ -162,18 +187,25 @@ class Estimator:
             shared = json.dumps({"encoder": fitted.to_dict(), "rows": sum(rows)})
         received = json.loads(distributed.broadcast_text(shared))
         self.encoder = FeatureEncoder.from_dict(received["encoder"])
-        return distributed.encode_shard(file.frames(layout=self.encoder.layout), self.encoder, received["rows"], ctx)
+        seed, fraction = self.config.training.seed, cfg.valid_fraction
+        held = held_out_mask(received["rows"], fraction, seed) if hold_out else None
+        shard, valid = distributed.encode_shard_and_held_out(file.frames(layout=self.encoder.layout), self.encoder,
+                                                             received["rows"], ctx, held)
+        holdout = Holdout(fraction, len(valid), PERMUTATION_RULE, seed) if valid is not None else None
+        return shard, valid, holdout
 
-    def _training_data(self, train: Data, encoder: FeatureEncoder | None,
-                       progress: bool = False) -> EncodedData | StreamSource:
+    def _training_data(self, train: Data, encoder: FeatureEncoder | None, progress: bool = False,
+                       hold_out: bool = False) -> TrainingData:
         """Fit ``self.encoder`` (unless given) and encode ``train``. A file is read chunk by chunk:
         into memory, or, when streaming, again every epoch by a ``StreamSource``. ``progress``: a bar
-        over the chunks on a terminal."""
+        over the chunks on a terminal. With ``hold_out``, ``data.valid_fraction`` of the rows are
+        held out (``deepfm.data.holdout``) and returned apart."""
         cfg = self.config.data
+        seed = self.config.training.seed
         if not isinstance(train, (str, Path)):
             frame = self.read(train)
             self.encoder = encoder or FeatureEncoder.fit([frame], cfg)
-            return self.encoder.transform(frame)
+            return _held_out_of(self.encoder.transform(frame), hold_out, cfg.valid_fraction, seed)
         file = ChunkedFile(train, cfg.format, cfg.label, cfg.multi, cfg.multi_separator,
                            chunk_bytes=chunk_bytes_for(train, cfg.chunk_rows))
         if encoder is None:
@@ -183,10 +215,15 @@ class Estimator:
             rows = count_rows(file, progress=progress)
         self.encoder = encoder
         if should_stream(train, cfg.stream):
-            return StreamSource(file, encoder, rows, window=cfg.shuffle_window)
+            if not hold_out:
+                return StreamSource(file, encoder, rows, window=cfg.shuffle_window), None, None
+            fraction = stream_fraction(sum(rows), cfg.valid_fraction)
+            valid, holdout = encode_hashed(file, encoder, fraction, seed)
+            exclude = functools.partial(hashed_mask, fraction=fraction, seed=seed)
+            return StreamSource(file, encoder, rows, window=cfg.shuffle_window, exclude=exclude), valid, holdout
         data = encode_file(file, encoder, rows, progress=progress)
         release_free_memory()  # the parsed chunks
-        return data
+        return _held_out_of(data, hold_out, cfg.valid_fraction, seed)
 
     # -- inference --------------------------------------------------------------------------------
 

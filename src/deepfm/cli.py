@@ -89,8 +89,41 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                        description="Train LR, FM, DeepFM or a baseline of the DeepFM paper. " + KIND_RULE + " Format "
                                    + AUTO_RULE + ". Defaults come from the config (an explicit flag wins over --config, "
                                    "which wins over a model's own defaults: 'fm 0.03' below).")
+    add_run_flags(p)
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train with N processes on this machine (torchrun, gloo on CPU / nccl on GPU); "
+                        "for several machines run torchrun yourself (docs/production.md)")
+    p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps as well as every epoch (0: every epoch "
+                                                         "only); mcmc/als: every N sweeps (0: every 50)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep OUT/checkpoint after a finished run (default: removed; it is several times the model's size)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of results on stdout")
+
+
+def _tune_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tune", help="search a model's settings with Optuna on validation rows; write the best model",
+                       description="Search the learning rate, optimiser, embedding width and L2, batch size and (models "
+                                   "with an MLP) dropout with Optuna (TPE sampler, median pruning by epoch), training "
+                                   "on one encoding of the data and selecting on validation rows only (--valid, or "
+                                   "those held out of --train); a test file is never read. Writes OUT as the best "
+                                   "trial's model directory plus OUT/tune.json (every trial) and OUT/best.toml "
+                                   "(deepfm train --config OUT/best.toml --out DIR reproduces it). The data flags are "
+                                   "train's; a flag given fixes the base config each trial starts from. Needs "
+                                   "pip install 'deepfm[tune]'.")
+    add_run_flags(p)
+    p.add_argument("--trials", type=int, help="at most N trials (default 20 when --timeout is not given either)")
+    p.add_argument("--timeout", type=float, help="start no trial after SECONDS (the running trial finishes)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line: the best trial, its metric and params")
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """The data, model and training flags that ``train`` and ``tune`` share (``FLAG_KEYS``)."""
     p.add_argument("--train", help="training file")
     p.add_argument("--valid", help="validation file (early stopping keeps the best epoch)")
+    p.add_argument("--valid-fraction", type=float,
+                   help="without --valid: the share of training rows held out (seeded, never trained on) for "
+                        "early stopping; 0: none")
     p.add_argument("--out", help="model directory to write (refused if it holds other files, unless --overwrite or --resume)")
     p.add_argument("--model", help=" | ".join(MODEL_NAMES) + "; fnn first pre-trains an FM for its embeddings "
                    "(--no-pretrain: random start)")
@@ -145,22 +178,14 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"],
                    help="bf16: the MLP's hidden layers in bfloat16 (autocast), several times faster on CPUs with "
                         "AVX512-BF16/AMX and on GPUs; embeddings, FM term, output layer and weights stay fp32")
-    p.add_argument("--nproc", type=int, default=1,
-                   help="train with N processes on this machine (torchrun, gloo on CPU / nccl on GPU); "
-                        "for several machines run torchrun yourself (docs/production.md)")
-    p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps as well as every epoch (0: every epoch "
-                                                         "only); mcmc/als: every N sweeps (0: every 50)")
     p.add_argument("--config", help="TOML or YAML file with [data], [model], [training] sections; flags override it")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="train into an --out that holds files (they are replaced)")
-    p.add_argument("--keep-checkpoint", action="store_true",
-                   help="keep OUT/checkpoint after a finished run (default: removed; it is several times the model's size)")
-    p.add_argument("--json", action="store_true", help="end with one JSON line of results on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or epoch log")
+    p.add_argument("--overwrite", action="store_true", help="write into an --out that holds files (they are replaced)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log")
 
 
 FLAG_KEYS = {
-    "train": ("data", "train"), "valid": ("data", "valid"), "task": ("data", "task"), "label": ("data", "label"), "positive": ("data", "positive"),
+    "train": ("data", "train"), "valid": ("data", "valid"), "valid_fraction": ("data", "valid_fraction"),
+    "task": ("data", "task"), "label": ("data", "label"), "positive": ("data", "positive"),
     "weight": ("data", "weight"),
     "format": ("data", "format"), "categorical": ("data", "categorical"), "numeric": ("data", "numeric"),
     "multi": ("data", "multi"), "ignore": ("data", "ignore"), "min_count": ("data", "min_count"),
@@ -185,8 +210,9 @@ def describe_config_defaults(parser: argparse.ArgumentParser) -> None:
             action.help = f"{action.help} ({default})" if action.help else default
 
 
-def config_from_args(args: argparse.Namespace):
-    from deepfm.config import build_config, load_config_file, merge
+def given_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the user set: the config file's nested values and the flags' (``FLAG_KEYS``), apart."""
+    from deepfm.config import load_config_file
 
     values: dict[str, Any] = load_config_file(args.config) if args.config else {}
     overrides: dict[str, Any] = {}
@@ -194,6 +220,13 @@ def config_from_args(args: argparse.Namespace):
         value = getattr(args, flag, None)
         if value is not None:
             overrides.setdefault(section, {})[key] = value
+    return values, overrides
+
+
+def config_from_args(args: argparse.Namespace):
+    from deepfm.config import build_config, merge
+
+    values, overrides = given_settings(args)
     if args.out is not None:
         overrides["out"] = args.out
     if overrides.get("training", {}).get("device", values.get("training", {}).get("device", "auto")) == "auto":
@@ -205,7 +238,7 @@ def config_from_args(args: argparse.Namespace):
     if missing:
         from deepfm.errors import ConfigError
 
-        raise ConfigError(f"train: {' and '.join(missing)} required (as flags or in the config file)")
+        raise ConfigError(f"{args.command}: {' and '.join(missing)} required (as flags or in the config file)")
     for name in ("train", "valid"):
         path = getattr(config.data, name)
         if path is not None and not Path(path).exists():
@@ -280,8 +313,34 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     elif not args.quiet:
         chosen = f"best epoch {m['best_epoch']}: {metric_pairs(m['best_valid'])}" if m["best_valid"] else \
-            f"last epoch {m['epochs']}, no --valid"
+            f"last epoch {m['epochs']}, no validation (--valid-fraction 0)"
         print(f"saved {config.out} ({chosen})", file=sys.stderr)
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from deepfm.config import merge
+    from deepfm.errors import ConfigError
+    from deepfm.experiments.tune import DEFAULT_TRIALS, import_optuna, run_tune
+
+    import_optuna()  # a missing extra is said before any data is read
+    config = config_from_args(args)
+    if args.trials is not None and args.trials < 1:
+        raise ConfigError("--trials: must be at least 1")
+    if args.timeout is not None and args.timeout <= 0:
+        raise ConfigError("--timeout: must be a positive number of seconds")
+    refuse_occupied_out(config.out, args.overwrite)
+    trials = args.trials if args.trials is not None or args.timeout is not None else DEFAULT_TRIALS
+    log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    given = merge(*given_settings(args))
+    fixed = {(section, key) for section, keys in given.items() if isinstance(keys, dict) for key in keys}
+    summary = run_tune(config, trials, args.timeout, log, progress=not args.quiet, fixed=fixed)
+    if args.json:
+        print(json.dumps({k: summary[k] for k in ("model", "metric", "best_trial", "best_value", "best_params")}
+                         | {"trials": len(summary["trials"])}))
+    elif not args.quiet:
+        print(f"saved {config.out}: trial {summary['best_trial']} of {len(summary['trials'])}, valid {summary['metric']} "
+              f"{summary['best_value']:.5f} ({config.out}/tune.json, {config.out}/best.toml)", file=sys.stderr)
     return 0
 
 
@@ -371,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deepfm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    _tune_parser(sub)
     add_compare_parser(sub)
     for name, text in (("evaluate", "metrics of a model directory on a labelled file"),
                        ("predict", "one prediction per input row, same order")):
@@ -388,12 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="keep the model directory here")
     p.add_argument("--json", action="store_true")
     add_production_parsers(sub)
-    for name in ("train", "compare"):
+    for name in ("train", "tune", "compare"):
         describe_config_defaults(sub.choices[name])
     return parser
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "demo": cmd_demo, "compare": cmd_compare,
+COMMANDS = {"train": cmd_train, "tune": cmd_tune, "evaluate": cmd_evaluate, "predict": cmd_predict, "demo": cmd_demo, "compare": cmd_compare,
             "serve": cmd_serve, "export": cmd_export}
 
 

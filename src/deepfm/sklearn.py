@@ -108,7 +108,9 @@ class _DeepFMEstimator(BaseEstimator):
                          "device": self.device},
         }
         chosen = {name: {k: v for k, v in values.items() if v is not None} for name, values in sections.items()}
-        return merge(self.config or {}, chosen)
+        # scikit-learn's convention: fit trains on every row of X; early stopping selects on eval_set (or on
+        # rows held out with config={"data": {"valid_fraction": 0.1}}), not on rows it holds out unasked
+        return merge(merge({"data": {"valid_fraction": 0.0}}, self.config or {}), chosen)
 
     def _table(self, X: Any, reset: bool) -> pa.Table:
         """``X`` as an Arrow table of named columns; checks its columns against those seen in ``fit``."""

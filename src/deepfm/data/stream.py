@@ -14,7 +14,7 @@ import itertools
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -63,16 +63,29 @@ class StreamSource:
     exactly one batch per epoch; all batches but the epoch's last have ``batch_size`` rows.
     """
 
-    def __init__(self, file: ChunkedFile, encoder: FeatureEncoder, rows_per_chunk: Sequence[int], window: int = 4):
+    def __init__(self, file: ChunkedFile, encoder: FeatureEncoder, rows_per_chunk: Sequence[int], window: int = 4,
+                 exclude: Callable[[int, int], np.ndarray] | None = None):
+        """``exclude(first_row, rows)``: which of those rows of the file to leave out (a (rows,) bool
+        mask decided from positions alone, e.g. ``deepfm.data.holdout.hashed_mask``)."""
         if len(rows_per_chunk) != len(file.chunks()):
             raise ValueError("rows_per_chunk must give one count per chunk")
         self.file, self.encoder = file, encoder
         self.rows_per_chunk = list(rows_per_chunk)
         self.window = max(1, int(window))
+        self.exclude = exclude
+        self.first_rows = np.cumsum([0, *self.rows_per_chunk])[:-1].tolist()
+        self.kept_per_chunk = self.rows_per_chunk if exclude is None else [
+            int(n - exclude(first, n).sum()) for first, n in zip(self.first_rows, self.rows_per_chunk)]
 
     @property
     def num_rows(self) -> int:
-        return sum(self.rows_per_chunk)
+        return sum(self.kept_per_chunk)
+
+    def _encode(self, chunk: int, frame: RawFrame) -> EncodedData:
+        encoded = self.encoder.transform(frame)
+        if self.exclude is None:
+            return encoded
+        return encoded.take(np.flatnonzero(~self.exclude(self.first_rows[chunk], frame.num_rows)))
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return -(-self.num_rows // batch_size)
@@ -93,8 +106,8 @@ class StreamSource:
         for start in range(0, len(order), self.window):
             chunks = order[start : start + self.window]
             held = [carry] if carry is not None and len(carry) else []
-            total = sum(len(c) for c in held) + sum(self.rows_per_chunk[i] for i in chunks)
-            encoded = (self.encoder.transform(next(frames)) for _ in chunks)
+            total = sum(len(c) for c in held) + sum(self.kept_per_chunk[i] for i in chunks)
+            encoded = (self._encode(i, next(frames)) for i in chunks)
             data = assemble(itertools.chain(held, encoded), total, self.encoder, self.file.path)  # one chunk at a time
             held = carry = None
             permutation = rng.permutation(len(data))

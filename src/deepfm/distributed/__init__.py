@@ -34,10 +34,10 @@ from deepfm.distributed.launch import launch, without_flag
 from deepfm.distributed.process import (
     Context, active, broadcast_model, broadcast_text, cleanup, comm_device, context, is_main, launched, rank_device, setup,
 )
-from deepfm.distributed.sharding import encode_shard, shard_mask
+from deepfm.distributed.sharding import encode_shard, encode_shard_and_held_out, shard_mask
 
 __all__ = [
     "Context", "GlobalBatchNorm1d", "active", "average_gradients", "block_of", "broadcast_model", "broadcast_text",
-    "cleanup", "comm_device", "context", "encode_shard", "gather_blocks", "gather_padded", "global_batch_norm",
+    "cleanup", "comm_device", "context", "encode_shard", "encode_shard_and_held_out", "gather_blocks", "gather_padded", "global_batch_norm",
     "is_main", "launch", "launched", "rank_device", "setup", "shard_mask", "without_flag",
 ]

@@ -66,7 +66,7 @@ class EncodedSplits:
     encoder: FeatureEncoder
     train: EncodedData
     valid: EncodedData
-    test: EncodedData
+    test: EncodedData | None = None  # None when tuning: the test file is never read
 
 
 def parse_models(text: str) -> tuple[str, ...]:
@@ -116,9 +116,11 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def train_one(config: RunConfig, data: EncodedSplits, log: Log, score_test: bool = True) -> tuple[torch.nn.Module, Run]:
+def train_one(config: RunConfig, data: EncodedSplits, log: Log, score_test: bool = True,
+              on_epoch: Callable[[dict[str, Any]], None] | None = None) -> tuple[torch.nn.Module, Run]:
     """Train one variant with one seed (FNN: FM pre-training first) and score it on test
-    (``score_test=False``: leave test untouched, e.g. when tuning)."""
+    (``score_test=False``: leave test untouched, e.g. when tuning). ``on_epoch``: the trainer's hook,
+    called with each epoch's record (its validation metrics under ``valid``)."""
     task, seed = data.encoder.task, config.training.seed
     torch.manual_seed(seed)
     model = build_model(config.model, data.encoder.num_features, data.encoder.num_fields, task.prior, task.output_dim)
@@ -128,7 +130,7 @@ def train_one(config: RunConfig, data: EncodedSplits, log: Log, score_test: bool
 
         torch.manual_seed(seed)
         pretrain_with_fm(model, task, config.training, data.train, data.valid, log)
-    result = Trainer(model, task, config.training, progress=False, log=log).fit(data.train, data.valid)
+    result = Trainer(model, task, config.training, progress=False, log=log, on_epoch=on_epoch).fit(data.train, data.valid)
     seconds = time.perf_counter() - began
     if not score_test:
         return model, Run(seed, {}, seconds, result.best_epoch, result.history)

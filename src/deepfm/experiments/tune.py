@@ -1,110 +1,281 @@
-"""Tune per-model defaults on a VALIDATION split (the test file is never read).
+"""``deepfm tune``: search a model's settings with Optuna, on validation rows only.
 
-A small staged grid, cheap enough for a laptop: first the learning rate, then, at the best
-learning rate, embedding L2 and (models with an MLP) dropout. Each setting trains once with
-early stopping; its score is the best validation metric over epochs.
+The data is encoded once (the encoder fitted on the training file) and every trial trains on the
+same arrays with the run's seed, so trials differ by their settings alone. Each trial reports its
+validation metric after every epoch (the trainer's ``on_epoch`` hook) to Optuna's median pruner,
+which stops a trial that is worse than the median of earlier trials at the same epoch. The sampler
+is TPE, seeded by ``training.seed``; the first trial is the model's defaults.
 
-    python -m deepfm.experiments.tune --train T --valid V --out DIR [--models all] [--epochs 20]
+The search space (``search_space``) is drawn from the config's own fields: the optimiser choices
+are ``TrainingConfig``'s ``optimizer`` Literal, and every range is widened to hold the default.
 
-writes DIR/tuning.json and DIR/tuning.md; winners go into ``deepfm/defaults.py``.
+Writes ``OUT/`` as a model directory of the best trial, ``OUT/tune.json`` (every trial: number,
+state, params, value, epochs) and ``OUT/best.toml``, a config that ``deepfm train --config
+OUT/best.toml --out DIR`` reproduces the best trial with. A test file is never read.
 """
 
 from __future__ import annotations
 
-import argparse
-import itertools
 import json
-import sys
+import math
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, get_args
 
-from deepfm.config import build_config, merge
-from deepfm.experiments.compare import EncodedSplits, parse_models, train_one
-from deepfm.training.metrics import SELECTION
-from deepfm.runtime import configure as configure_runtime
+from deepfm.config import RunConfig, TrainingConfig, build_config, merge
+from deepfm.errors import ConfigError, TrainingDiverged
 
-LEARNING_RATES = (1e-3, 3e-3, 1e-2)
-LINEAR_LEARNING_RATES = (3e-3, 1e-2, 3e-2, 1e-1)  # lr and fm have no MLP and tolerate larger steps
-EMBED_L2 = (0.0, 1e-6, 1e-5)
-DROPOUTS = (0.2, 0.5)
 WITHOUT_MLP = ("lr", "fm")
+INSTALL_HINT = "pip install 'deepfm[tune]'"
+
+# (section, key) -> how Optuna draws it; ranges are widened to hold the model's default
+FLOAT_LOG = {
+    ("training", "lr"): (1e-4, 3e-1),
+    ("training", "embed_l2"): (1e-7, 3e-1),
+}
+EMBED_DIM = (4, 128)  # drawn log-uniformly as an integer (Frappe FM trials crowded at 64 when it was the top)
+BATCH_SIZES = (256, 512, 1024, 2048, 4096)
+DROPOUT = (0.0, 0.6)  # models with an MLP only
+Log = Callable[[str], None]
 
 
-def score(model: str, overrides: dict[str, Any], base: dict[str, Any], data: EncodedSplits) -> dict[str, Any]:
-    """Best validation metric of one setting (``overrides`` like {"training": {"lr": 3e-3}})."""
-    config = build_config(merge(merge(base, overrides), {"model": {"name": model}}), source="tune")
-    _, run = train_one(config, data, lambda message: None, score_test=False)
-    name, _ = SELECTION[data.encoder.task]
-    best = [h["valid"] for h in run.history if h["epoch"] == run.best_epoch][0]
-    return {"model": model, "overrides": overrides, "valid": best, "best_epoch": run.best_epoch,
-            "seconds": round(run.train_seconds, 1), "metric": name}
+def import_optuna():
+    """Optuna, or a ``ConfigError`` that says how to install it."""
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError(f"deepfm tune needs Optuna: {INSTALL_HINT}") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # deepfm prints one line per trial itself
+    return optuna
 
 
-def tune_model(model: str, base: dict[str, Any], data: EncodedSplits, log, lr_only: bool = False) -> list[dict[str, Any]]:
-    name, larger = SELECTION[data.encoder.task]
-
-    def best_of(trials: list[dict[str, Any]]) -> dict[str, Any]:
-        return (max if larger else min)(trials, key=lambda t: t["valid"][name])
-
-    trials = []
-    for lr in LINEAR_LEARNING_RATES if model in WITHOUT_MLP else LEARNING_RATES:
-        trials.append(score(model, {"training": {"lr": lr}}, base, data))
-        log(json.dumps(trials[-1]))
-    if lr_only:
-        return trials
-    lr = best_of(trials)["overrides"]["training"]["lr"]
-    dropouts = (None,) if model in WITHOUT_MLP else DROPOUTS
-    for l2, dropout in itertools.product(EMBED_L2, dropouts):
-        overrides: dict[str, Any] = {"training": {"lr": lr, "embed_l2": l2}}
-        if dropout is not None:
-            overrides["model"] = {"dropout": dropout}
-        defaults = build_config(base)
-        if l2 == defaults.training.embed_l2 and dropout in (None, defaults.model.dropout):
-            continue  # already scored in the learning-rate stage
-        trials.append(score(model, overrides, base, data))
-        log(json.dumps(trials[-1]))
-    return trials
+def optimizer_names() -> tuple[str, ...]:
+    """The optimisers ``training.optimizer`` accepts (its Literal type), in declaration order."""
+    return tuple(get_args(TrainingConfig.model_fields["optimizer"].annotation))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from deepfm.experiments.compare import encode_splits
+@dataclass(frozen=True)
+class Dimension:
+    """One searched setting: ``section.key`` drawn by ``kind`` (log, int_log, uniform, choice) from ``space``."""
 
-    parser = argparse.ArgumentParser(prog="python -m deepfm.experiments.tune", description=__doc__.splitlines()[0])
-    parser.add_argument("--train", required=True)
-    parser.add_argument("--valid", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--models", default="all")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--patience", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--lr-only", action="store_true", help="only the learning-rate stage")
-    args = parser.parse_args(argv)
-    base = {"training": {"epochs": args.epochs, "patience": args.patience, "threads": args.threads}}
-    configure_runtime(args.threads)
-    config = build_config(base)
-    # the validation file doubles as the (unused) test slot: tuning never reads a test file
-    data = encode_splits(config, args.train, args.valid, args.valid)
-    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    results = {model: tune_model(model, base, data, log, args.lr_only) for model in parse_models(args.models)}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "tuning.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    (out / "tuning.md").write_text(tuning_markdown(results), encoding="utf-8")
-    print(tuning_markdown(results))
-    return 0
+    section: str
+    key: str
+    kind: str
+    space: tuple[Any, ...]
 
+    @property
+    def name(self) -> str:
+        return self.key
 
-def tuning_markdown(results: dict[str, list[dict[str, Any]]]) -> str:
-    lines = ["| model | lr | embed L2 | dropout | validation (best epoch) | best epoch | seconds |",
-             "|---|---|---|---|---|---|---|"]
-    for model, trials in results.items():
-        for t in trials:
-            training, m = t["overrides"].get("training", {}), t["overrides"].get("model", {})
-            lines.append(f"| {model} | {training.get('lr', '')} | {training.get('embed_l2', 'default')} "
-                         f"| {m.get('dropout', 'default')} | {', '.join(f'{k} {v:.5f}' for k, v in t['valid'].items())} "
-                         f"| {t['best_epoch']} | {t['seconds']} |")
-    return "\n".join(lines) + "\n"
+    def widened(self, default: Any) -> "Dimension":
+        """This dimension with ``default`` inside it (a log range cannot hold 0: unchanged then)."""
+        if self.kind == "choice":
+            return self if default in self.space else Dimension(self.section, self.key, self.kind, (*self.space, default))
+        low, high = self.space
+        if self.kind in ("log", "int_log") and default <= 0:
+            return self
+        return Dimension(self.section, self.key, self.kind, (min(low, default), max(high, default)))
+
+    def holds(self, value: Any) -> bool:
+        return value in self.space if self.kind == "choice" else self.space[0] <= value <= self.space[1]
+
+    def draw(self, trial) -> Any:
+        if self.kind == "log":
+            return trial.suggest_float(self.name, *self.space, log=True)
+        if self.kind == "int_log":
+            return trial.suggest_int(self.name, *self.space, log=True)
+        if self.kind == "uniform":
+            return trial.suggest_float(self.name, *self.space)
+        return trial.suggest_categorical(self.name, list(self.space))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def search_space(defaults: RunConfig) -> list[Dimension]:
+    """What ``deepfm tune`` searches for ``defaults.model.name``: the learning rate and embedding L2
+    (log-uniform), the optimiser (every name the config accepts), the embedding width k (log-uniform
+    integer), the batch size, and dropout for models with an MLP; ranges widened to hold ``defaults``."""
+    dims = [Dimension(section, key, "log", bounds) for (section, key), bounds in FLOAT_LOG.items()]
+    dims += [Dimension("training", "optimizer", "choice", optimizer_names()),
+             Dimension("model", "embed_dim", "int_log", EMBED_DIM),
+             Dimension("training", "batch_size", "choice", BATCH_SIZES)]
+    if defaults.model.name not in WITHOUT_MLP:
+        dims.append(Dimension("model", "dropout", "uniform", DROPOUT))
+    return [d.widened(getattr(getattr(defaults, d.section), d.key)) for d in dims]
+
+
+def overrides_of(params: dict[str, Any], dims: list[Dimension]) -> dict[str, Any]:
+    """A trial's params as a nested config mapping (``{"training": {"lr": ..}, "model": {..}}``)."""
+    nested: dict[str, Any] = {}
+    for dim in dims:
+        nested.setdefault(dim.section, {})[dim.key] = params[dim.name]
+    return nested
+
+
+@dataclass
+class TuneResult:
+    """The finished search: every trial's record, the best trial's config, model and training record."""
+
+    metric: str
+    larger_is_better: bool
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    best_config: RunConfig | None = None
+    best_model: Any = None
+    best_run: Any = None
+    best_number: int | None = None
+
+
+def tune(base: dict[str, Any], data, trials: int | None, timeout: float | None, log: Log,
+         fixed: set[tuple[str, str]] = frozenset()) -> TuneResult:
+    """Search ``base`` (a nested config mapping with the model's name) on ``data`` (``EncodedSplits``
+    whose ``valid`` is the validation rows), leaving the ``(section, key)`` settings in ``fixed`` as
+    ``base`` has them; at most ``trials`` trials, none started after ``timeout`` seconds."""
+    optuna = import_optuna()
+    from deepfm.experiments.compare import train_one
+
+    defaults = build_config(base, source="tune")
+    dims = [d for d in search_space(defaults) if (d.section, d.key) not in fixed]
+    metric, larger = data.encoder.task.selection
+    result = TuneResult(metric, larger)
+    sampler = optuna.samplers.TPESampler(seed=defaults.training.seed)  # 10 random trials, then TPE
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)  # from epoch 2 on
+    study = optuna.create_study(direction="maximize" if larger else "minimize", sampler=sampler, pruner=pruner)
+    first = {d.name: getattr(getattr(defaults, d.section), d.key) for d in dims}
+    study.enqueue_trial({name: value for (name, value), d in zip(first.items(), dims) if d.holds(value)})
+
+    def objective(trial) -> float:
+        params = {d.name: d.draw(trial) for d in dims}
+        config = build_config(merge(base, overrides_of(params, dims)), source="tune")
+
+        def report(record: dict[str, Any]) -> None:
+            value = record.get("valid", {}).get(metric, math.nan)
+            trial.report(value, record["epoch"])
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {record['epoch']} ({metric} {value:.5f})")
+
+        model, run = train_one(config, data, lambda message: None, score_test=False, on_epoch=report)
+        value = float(run_best(run, metric))
+        trial.set_user_attr("epochs", len(run.history))
+        trial.set_user_attr("best_epoch", run.best_epoch)
+        if result.best_number is None or (value > best_value(result) if larger else value < best_value(result)):
+            result.best_config, result.best_model, result.best_run, result.best_number = config, model, run, trial.number
+        return value
+
+    def progress(study, trial) -> None:
+        record = trial_record(trial, metric)
+        result.trials.append(record)
+        log(describe_trial(record, metric, result))
+
+    study.optimize(objective, n_trials=trials, timeout=timeout, catch=(TrainingDiverged,), callbacks=[progress])
+    return result
+
+
+def run_best(run, metric: str) -> float:
+    """The validation ``metric`` of a run's best epoch."""
+    return next(h["valid"][metric] for h in run.history if h["epoch"] == run.best_epoch)
+
+
+def best_value(result: TuneResult) -> float:
+    return run_best(result.best_run, result.metric)
+
+
+def trial_record(trial, metric: str) -> dict[str, Any]:
+    """What ``tune.json`` keeps of a trial."""
+    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() \
+        if trial.datetime_complete and trial.datetime_start else None
+    intermediate = trial.intermediate_values
+    return {"number": trial.number, "state": trial.state.name.lower(), "params": trial.params,
+            metric: trial.value, "per_epoch": {str(epoch): value for epoch, value in sorted(intermediate.items())},
+            "epochs": trial.user_attrs.get("epochs", max(intermediate, default=0)),
+            "best_epoch": trial.user_attrs.get("best_epoch"), "seconds": round(seconds, 2) if seconds else None}
+
+
+def _shown(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def describe_trial(record: dict[str, Any], metric: str, result: TuneResult) -> str:
+    """``trial 3 complete: lr 0.0123 ... -> valid auc 0.95123 (best 0.95321, trial 1) 12.3 s``."""
+    params = " ".join(f"{k} {_shown(v)}" for k, v in record["params"].items())
+    value = record[metric]
+    outcome = f"valid {metric} {value:.5f}" if value is not None and record["state"] == "complete" else \
+        f"pruned after epoch {record['epochs']}" if record["state"] == "pruned" else record["state"]
+    best = f"best {best_value(result):.5f} (trial {result.best_number})" if result.best_number is not None else "no best yet"
+    seconds = f" {record['seconds']:.1f} s" if record["seconds"] else ""
+    return f"trial {record['number']} {record['state']}: {params} -> {outcome}; {best}{seconds}"
+
+
+def toml_text(values: dict[str, Any]) -> str:
+    """A nested config mapping as TOML (sections of scalars and arrays; None values are left out)."""
+
+    def scalar(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (int, float)):
+            return repr(value)
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(scalar(v) for v in value) + "]"
+        return json.dumps(str(value))  # a TOML basic string: JSON's escapes are TOML's
+
+    top = [f"{key} = {scalar(v)}" for key, v in values.items() if not isinstance(v, dict) and v is not None]
+    sections = [f"\n[{key}]\n" + "\n".join(f"{k} = {scalar(x)}" for k, x in v.items() if x is not None)
+                for key, v in values.items() if isinstance(v, dict)]
+    return "\n".join(top) + "".join(sections) + "\n"
+
+
+DEFAULT_TRIALS = 20  # when neither --trials nor --timeout is given
+
+
+def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: Log,
+             progress: bool = False, fixed: set[tuple[str, str]] = frozenset()) -> dict[str, Any]:
+    """``deepfm tune``: encode ``config``'s data once, search (the settings in ``fixed``, as
+    ``(section, key)``, are not searched), and write ``config.out`` (the best trial's model
+    directory, ``tune.json``, ``best.toml``); returns what ``tune.json`` holds."""
+    from deepfm.api import Estimator
+    from deepfm.experiments.compare import EncodedSplits
+    from deepfm.runtime import configure as configure_runtime
+    from deepfm.training.trainer import peak_rss_mb
+
+    began = time.perf_counter()
+    configure_runtime(config.training.threads)
+    reader = Estimator(config)
+    train, valid, holdout = reader.training_rows(config.data.train, config.data.valid, progress=progress)
+    if valid is None:
+        raise ConfigError("tune: selecting settings needs validation rows: give --valid, or a --valid-fraction above 0")
+    for note in reader.encoder.fit_notes:
+        log(note)
+    if holdout is not None:
+        log(holdout.describe())
+    data = EncodedSplits(reader.encoder, train, valid)
+    base = {key: value for key, value in config.to_json_dict().items() if key != "out"}
+    result = tune(base, data, trials, timeout, log, fixed)
+    if result.best_number is None:
+        raise TrainingDiverged("tune: no trial finished (every one failed or was pruned); "
+                               "see the trial lines above, or narrow the settings with flags")
+    best = result.best_config
+    validation = holdout.to_dict() if holdout is not None else {"source": "file", "path": config.data.valid}
+    summary = {
+        "model": best.model.name, "metric": result.metric, "direction": "maximize" if result.larger_is_better else "minimize",
+        "validation": validation, "best_trial": result.best_number, "best_value": best_value(result),
+        "best_params": next(t["params"] for t in result.trials if t["number"] == result.best_number),
+        "trials": result.trials, "seconds": round(time.perf_counter() - began, 1),
+    }
+    run = result.best_run
+    metrics = {"task": data.encoder.task.name, "rows": len(train) if hasattr(train, "__len__") else train.num_rows,
+               "ranks": 1, "valid_rows": len(valid), "validation": validation, "epochs": len(run.history),
+               "best_epoch": run.best_epoch, "best_valid": next(h["valid"] for h in run.history if h["epoch"] == run.best_epoch),
+               "history": run.history, "seconds": round(run.train_seconds, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
+               "tuned": {"trials": len(result.trials), "best_trial": result.best_number}}
+    out = Path(config.out)
+    writer = Estimator(best.model_copy(update={"out": str(out)}))
+    writer.model, writer.encoder, writer.metrics = result.best_model, data.encoder, metrics
+    writer.save(out, extra={"tune.json": summary})
+    (out / "best.toml").write_text(best_toml(best, result, summary), encoding="utf-8")
+    return summary
+
+
+def best_toml(best: RunConfig, result: TuneResult, summary: dict[str, Any]) -> str:
+    """``best.toml``: the best trial's whole config (the output directory left to ``--out``)."""
+    values = {key: value for key, value in best.to_json_dict().items() if key != "out"}
+    head = (f"# deepfm tune: trial {result.best_number} of {len(result.trials)}, valid {result.metric} "
+            f"{summary['best_value']:.5f}\n# reproduce: deepfm train --config best.toml --out DIR\n")
+    return head + toml_text(values)

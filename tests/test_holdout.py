@@ -1,0 +1,132 @@
+"""Validation by default: without a validation file, a seeded share of the training rows is held out."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from deepfm.api import Estimator
+from deepfm.cli import main
+from deepfm.config import DataConfig
+from deepfm.data.holdout import hashed_mask, held_out_mask, split_encoded
+from deepfm.data.stream import ChunkedFile, StreamSource, fit_streaming
+from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+from deepfm.distributed import Context, encode_shard, encode_shard_and_held_out
+
+TINY = ["--epochs", "2", "--mlp", "16", "--batch-size", "64", "--embed-dim", "4", "--quiet"]
+
+
+@pytest.fixture
+def numbered_csv(tmp_path):
+    """300 CTR rows with a ``row`` column (its position) to follow rows through encoding."""
+    table, _ = make_ctr_table(SyntheticSpec(rows=300, categorical=4, numeric=1, seed=2))
+    path = tmp_path / "train.csv"
+    pacsv.write_csv(table.append_column("row", pa.array([f"r{i}" for i in range(table.num_rows)])), path)
+    return path
+
+
+def metrics_of(directory) -> dict:
+    return json.loads((directory / "metrics.json").read_text())
+
+
+def positions(encoder, data) -> list[int]:
+    """The file positions of encoded rows (from their ``row`` column, ``r<position>``), sorted."""
+    spec = next(f for f in encoder.fields if f.name == "row")
+    column = data.ids[:, encoder.fields.index(spec)]
+    return sorted(int(spec.vocabulary[i - spec.offset - 2][1:]) for i in column)
+
+
+def test_without_valid_the_best_epoch_is_chosen_on_held_out_training_rows(ctr_csv, tmp_path, capsys):
+    assert main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "m"), *TINY[:-1]]) == 0
+    metrics = metrics_of(tmp_path / "m")
+    assert metrics["validation"]["source"] == "held out of the training file"
+    assert metrics["validation"]["fraction"] == 0.1 and metrics["valid_rows"] == 30
+    assert metrics["rows"] == 270, "held-out rows are not trained on"
+    assert metrics["best_valid"] is not None and "auc" in metrics["best_valid"]
+    assert all("valid" in epoch for epoch in metrics["history"])
+    assert "30 training rows" in capsys.readouterr().err, "the log says that rows were held out"
+
+
+def test_valid_fraction_zero_turns_validation_off(ctr_csv, tmp_path):
+    assert main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "m"), "--valid-fraction", "0", *TINY]) == 0
+    metrics = metrics_of(tmp_path / "m")
+    assert metrics["validation"] == {"source": "none"} and metrics["valid_rows"] == 0
+    assert metrics["rows"] == 300 and metrics["best_valid"] is None
+    assert metrics["best_epoch"] == 2, "without validation the last epoch is kept"
+
+
+def test_a_valid_file_wins_over_the_fraction(ctr_csv, tmp_path):
+    valid = ctr_csv("valid.csv", rows=120, part=1)
+    assert main(["train", "--train", str(ctr_csv()), "--valid", str(valid), "--valid-fraction", "0.5",
+                 "--out", str(tmp_path / "m"), *TINY]) == 0
+    metrics = metrics_of(tmp_path / "m")
+    assert metrics["validation"] == {"source": "file", "path": str(valid)}
+    assert metrics["rows"] == 300 and metrics["valid_rows"] == 120
+
+
+def test_the_valid_fraction_is_checked_before_reading(ctr_csv, tmp_path, capsys):
+    assert main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "m"), "--valid-fraction", "1", *TINY]) == 2
+    assert "valid_fraction" in capsys.readouterr().err
+
+
+def test_the_permutation_split_is_seeded_disjoint_and_complete(ctr_csv):
+    est = Estimator(data={"valid_fraction": 0.25}, model={"name": "fm"}, training={"epochs": 1})
+    data = est.fit(ctr_csv(), progress=False).encode(ctr_csv(), with_labels=True)
+    train, held, how = split_encoded(data, 0.25, seed=7)
+    mask = held_out_mask(len(data), 0.25, seed=7)
+    assert how.rows == len(held) == mask.sum() == 75 and len(train) == 225
+    np.testing.assert_array_equal(held.ids, data.ids[mask])
+    np.testing.assert_array_equal(train.ids, data.ids[~mask])
+    np.testing.assert_array_equal(mask, held_out_mask(len(data), 0.25, seed=7))
+    assert not np.array_equal(mask, held_out_mask(len(data), 0.25, seed=8))
+
+
+def test_streaming_holds_out_rows_by_position_and_never_trains_on_them(numbered_csv):
+    file = ChunkedFile(numbered_csv, chunk_bytes=2 << 10)
+    assert len(file.chunks()) > 3
+    encoder, rows = fit_streaming(file, DataConfig(categorical=("row",)))
+    held = hashed_mask(0, sum(rows), 0.2, seed=4)
+    assert 30 < held.sum() < 90, "about the fraction"
+    np.testing.assert_array_equal(held[100:], hashed_mask(100, sum(rows) - 100, 0.2, seed=4),
+                                  "a chunk decides its rows from their positions alone")
+    source = StreamSource(file, encoder, rows, window=2, exclude=lambda first, n: hashed_mask(first, n, 0.2, seed=4))
+    assert source.num_rows == (~held).sum()
+    batches = list(source.batches(32, seed=1, epoch=0))
+    assert len(batches) == source.steps_per_epoch(32)
+    from deepfm.data.batch import EncodedData
+
+    seen = positions(encoder, EncodedData.concat(batches))
+    assert seen == np.flatnonzero(~held).tolist()
+
+
+def test_streamed_training_reports_the_held_out_rows(numbered_csv):
+    est = Estimator(data={"stream": "on", "chunk_rows": 64, "valid_fraction": 0.2},
+                    model={"mlp": (8,)}, training={"epochs": 1, "batch_size": 32})
+    est.fit(numbered_csv, progress=False)
+    held = int(hashed_mask(0, 300, 0.2, est.config.training.seed).sum())
+    assert est.metrics["valid_rows"] == held and est.metrics["rows"] == 300 - held
+    assert est.metrics["validation"]["rule"].endswith("(streaming)")
+    assert est.metrics["best_valid"] is not None
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_every_rank_holds_out_the_same_rows_and_shards_the_others(numbered_csv, world):
+    file = ChunkedFile(numbered_csv, chunk_bytes=2 << 10)
+    encoder, rows = fit_streaming(file, DataConfig(categorical=("row",)))
+    held = held_out_mask(300, 0.1, seed=3)
+    shards, valids = [], []
+    for rank in range(world):
+        shard, valid = encode_shard_and_held_out(file.frames(), encoder, 300, Context(rank, world), held)
+        shards.append(positions(encoder, shard))
+        valids.append(positions(encoder, valid))
+    assert all(v == np.flatnonzero(held).tolist() for v in valids)
+    assert len({len(s) for s in shards}) == 1, "every rank takes as many steps"
+    trained = sorted(p for s in shards for p in s)
+    assert len(trained) == len(set(trained)) and not set(trained) & set(valids[0])
+    assert len(trained) == 270 // world * world
+    without = encode_shard(file.frames(), encoder, 300, Context(0, world))
+    assert len(without) == 300 // world, "no hold-out: the shards of before"
