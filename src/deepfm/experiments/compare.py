@@ -19,8 +19,9 @@ from deepfm.api import Estimator
 from deepfm.config import RunConfig, build_config, merge
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
+from deepfm.errors import ConfigError
 from deepfm.experiments.studies import STUDIES
-from deepfm.models import MODELS, build_model
+from deepfm.models import MODELS, model_for_run
 from deepfm.training.metrics import SELECTION, evaluate_predictions
 from deepfm.runtime import configure as configure_runtime
 from deepfm.training.trainer import Trainer, predict
@@ -122,8 +123,12 @@ def train_one(config: RunConfig, data: EncodedSplits, log: Log, score_test: bool
     (``score_test=False``: leave test untouched, e.g. when tuning). ``on_epoch``: the trainer's hook,
     called with each epoch's record (its validation metrics under ``valid``)."""
     task, seed = data.encoder.task, config.training.seed
+    if config.training.solver != "gradient":
+        raise ConfigError(f"training.solver {config.training.solver!r}: compare and tune train by gradient; "
+                          "use deepfm train for the sampling and ALS solvers")
     torch.manual_seed(seed)
-    model = build_model(config.model, data.encoder.num_features, data.encoder.num_fields, task.prior, task.output_dim)
+    model = model_for_run(config, data.encoder.num_features, data.encoder.num_fields, task,
+                          [spec.size for spec in data.encoder.fields])
     began = time.perf_counter()
     if config.model.name == "fnn" and config.model.pretrain:
         from deepfm.models.fnn import pretrain_with_fm
