@@ -174,6 +174,5 @@ def test_sample_weights_go_into_the_loss_not_into_the_features():
     y = np.array(["click"] * 200 + ["skip"] * 200)
     weights = np.array([9.0] * 200 + [1.0] * 200)
     clf = FMClassifier(model="lr", epochs=20, lr=0.05).fit(X2, y, sample_weight=weights)
-    if "__sample_weight__" in [f.name for f in clf.estimator_.encoder.fields]:
-        pytest.skip("data.weight has no effect yet in this branch: H-core adds it (the weight became a feature)")
+    assert "__sample_weight__" not in [f.name for f in clf.estimator_.encoder.fields]
     assert clf.predict_proba(X)[:, 0].mean() == pytest.approx(0.9, abs=0.05)
