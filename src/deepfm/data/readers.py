@@ -62,7 +62,9 @@ class ChunkedFile:
 
     def __init__(self, path: str | Path, fmt: str = "auto", label: str = "label", multi: Sequence[str] = (),
                  separator: str = "|", require_label: bool = True, chunk_bytes: int = CHUNK_BYTES,
-                 layout: Layout | None = None):
+                 layout: Layout | None = None, chunks: Sequence[Chunk] | None = None):
+        """``chunks``: the index ``chunks()`` gave for this file and ``chunk_bytes`` (e.g. on another
+        rank), which spares the scan for line ends."""
         self.path = Path(path)
         if not self.path.exists():
             raise DataError(self.path, "file not found")
@@ -72,7 +74,7 @@ class ChunkedFile:
         self.chunk_bytes = max(int(chunk_bytes), 1 << 10)
         self.layout = layout
         self.compressed = is_gzip(self.path)
-        self._chunks: list[Chunk] | None = None
+        self._chunks: list[Chunk] | None = list(chunks) if chunks is not None else None
         self._delimited: tuple[list[str], int, int] | None = None  # (names, header lines, first data line)
         if self.format in ("csv", "tsv", "criteo"):
             self._delimited = delimited_layout(self.path, self.format)
@@ -134,12 +136,13 @@ class ChunkedFile:
         return frame
 
     def frames(self, order: Sequence[int] | None = None, layout: Layout | None = None) -> Iterator[RawFrame]:
-        """The chunks as ``RawFrame``s, in file order or in ``order`` (chunk numbers)."""
+        """The chunks as ``RawFrame``s, in file order or in ``order`` (chunk numbers; a file that is
+        not ``seekable`` gives the chunks of ``order`` in file order, skipping the others unparsed)."""
         chunks = self.chunks()
         if len(chunks) == 1:  # a small file: read whole
             yield self.whole(layout)
             return
-        if order is None or not self.seekable:
+        if order is None:
             order = range(len(chunks))
         if self.format == "parquet":
             parquet = pq.ParquetFile(self.path)
@@ -166,7 +169,13 @@ class ChunkedFile:
         with open_bytes(self.path) as handle:
             for _ in range(self._header_lines):
                 handle.readline()
-            yield from zip(chunks, _line_blocks(handle, self.chunk_bytes))
+            wanted = set(int(number) for number in order)
+            last = max(wanted, default=-1)
+            for number, (chunk, block) in enumerate(zip(chunks, _line_blocks(handle, self.chunk_bytes))):
+                if number > last:
+                    return
+                if number in wanted:
+                    yield chunk, block
 
     def _text_frame(self, source, first_line: int, skip: int, lines, layout: Layout | None) -> RawFrame:
         """Text (the whole file's stream after ``skip`` header lines, or a chunk) as a frame."""

@@ -6,6 +6,11 @@ own, so memory holds a few chunks, never the file.
 ``StreamSource`` shuffles in two stages, both fixed by ``(seed, epoch)`` so a resumed run
 sees the same batches: the order of chunks (plain files and Parquet; .gz is read in order)
 and a permutation of the rows of ``window`` chunks at a time.
+
+On several ranks (``part=(rank, world)``), the epoch's rows, in that chunk order, are cut into
+``world`` equal runs of ``rows // world`` (``rank_share``): each rank streams its own run, so the
+ranks' rows are disjoint, every rank takes the same number of steps, and the partition changes
+every epoch with the order. At most ``world - 1`` rows (the order's last) sit out an epoch.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from deepfm.data.frame import RawFrame
 from deepfm.data.readers import CHUNK_BYTES, Chunk, ChunkedFile
 from deepfm.errors import DataError
 
-__all__ = ["CHUNK_BYTES", "Chunk", "ChunkedFile", "StreamSource", "assemble", "chunk_bytes_for", "count_rows",
-           "encode_file", "fit_streaming", "should_stream"]
+__all__ = ["CHUNK_BYTES", "Chunk", "ChunkedFile", "Piece", "StreamSource", "assemble", "chunk_bytes_for", "count_rows",
+           "encode_file", "fit_streaming", "rank_share", "should_stream"]
+
+Piece = tuple[int, int, int]  # (chunk, first, stop): rows first..stop-1 of a chunk's kept rows
 
 
 def with_progress(frames: Iterable[RawFrame], file: ChunkedFile, what: str, progress: bool) -> Iterable[RawFrame]:
@@ -56,15 +63,32 @@ def count_rows(file: ChunkedFile, progress: bool = False) -> list[int]:
     return [frame.num_rows for frame in with_progress(file.frames(), file, "counting", progress)]
 
 
+def rank_share(order: Sequence[int], rows: Sequence[int], rank: int, world: int) -> list[Piece]:
+    """Rank ``rank``'s part of the rows of the chunks ``order`` (``rows[c]``: chunk c's rows): their
+    sequence, in that order, cut into ``world`` runs of ``sum // world`` rows; the rank's run as
+    pieces of chunks, in order. The runs are disjoint and equal; the last ``sum % world`` rows are
+    in none. One rank: every chunk, whole."""
+    share = sum(rows[c] for c in order) // world
+    begin, end = rank * share, (rank + 1) * share
+    pieces, start = [], 0
+    for chunk in order:
+        stop = start + rows[chunk]
+        if stop > begin and start < end:
+            pieces.append((int(chunk), max(begin, start) - start, min(end, stop) - start))
+        start = stop
+    return pieces
+
+
 class StreamSource:
     """A ``BatchSource`` that reads, encodes and shuffles a file chunk by chunk.
 
     Memory holds about ``window`` encoded chunks plus the chunk being read. Every row is in
     exactly one batch per epoch; all batches but the epoch's last have ``batch_size`` rows.
+    With ``part=(rank, world)``, this rank's share of every epoch (``rank_share``) instead.
     """
 
     def __init__(self, file: ChunkedFile, encoder: FeatureEncoder, rows_per_chunk: Sequence[int], window: int = 4,
-                 exclude: Callable[[int, int], np.ndarray] | None = None):
+                 exclude: Callable[[int, int], np.ndarray] | None = None, part: tuple[int, int] = (0, 1)):
         """``exclude(first_row, rows)``: which of those rows of the file to leave out (a (rows,) bool
         mask decided from positions alone, e.g. ``deepfm.data.holdout.hashed_mask``)."""
         if len(rows_per_chunk) != len(file.chunks()):
@@ -73,19 +97,28 @@ class StreamSource:
         self.rows_per_chunk = list(rows_per_chunk)
         self.window = max(1, int(window))
         self.exclude = exclude
+        self.rank, self.world = part
         self.first_rows = np.cumsum([0, *self.rows_per_chunk])[:-1].tolist()
         self.kept_per_chunk = self.rows_per_chunk if exclude is None else [
             int(n - exclude(first, n).sum()) for first, n in zip(self.first_rows, self.rows_per_chunk)]
+        if self.world > 1 and self.num_rows == 0:
+            raise DataError(str(file.path), f"no training rows for each of {self.world} ranks "
+                            f"({sum(self.kept_per_chunk)} rows in all)", line=1)
 
     @property
     def num_rows(self) -> int:
-        return sum(self.kept_per_chunk)
+        """Rows of an epoch (this rank's share: the same every epoch)."""
+        return sum(self.kept_per_chunk) // self.world
 
-    def _encode(self, chunk: int, frame: RawFrame) -> EncodedData:
+    def _encode(self, piece: Piece, frame: RawFrame) -> EncodedData:
+        chunk, first, stop = piece
         encoded = self.encoder.transform(frame)
-        if self.exclude is None:
-            return encoded
-        return encoded.take(np.flatnonzero(~self.exclude(self.first_rows[chunk], frame.num_rows)))
+        if self.exclude is not None:
+            encoded = encoded.take(np.flatnonzero(~self.exclude(self.first_rows[chunk], frame.num_rows)))
+        if len(encoded) != self.kept_per_chunk[chunk]:
+            raise DataError(self.file.path, f"the file changed while being read: {len(encoded):,} rows in a chunk "
+                            f"where {self.kept_per_chunk[chunk]:,} were counted before", line=frame.first_line)
+        return encoded if (first, stop) == (0, len(encoded)) else encoded.slice(first, stop)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return -(-self.num_rows // batch_size)
@@ -96,22 +129,26 @@ class StreamSource:
             return np.arange(chunks)
         return np.random.default_rng([seed, epoch, 1]).permutation(chunks)
 
+    def pieces(self, seed: int, epoch: int) -> list[Piece]:
+        """What this rank reads in an epoch: its share of the chunks in ``chunk_order``."""
+        return rank_share(self.chunk_order(seed, epoch), self.kept_per_chunk, self.rank, self.world)
+
     def batches(self, batch_size: int, seed: int, epoch: int, skip: int = 0) -> Iterator[EncodedData]:
-        """The epoch's batches: chunks in ``chunk_order``, rows permuted within each window."""
-        rng = np.random.default_rng([seed, epoch])
-        order = self.chunk_order(seed, epoch)
-        frames = self.file.frames(order, layout=self.encoder.layout)
+        """The epoch's batches: this rank's pieces in order, rows permuted within each window."""
+        rng = np.random.default_rng([seed, epoch] if self.world == 1 else [seed, epoch, 2, self.rank])
+        pieces = self.pieces(seed, epoch)
+        frames = self.file.frames([chunk for chunk, _, _ in pieces], layout=self.encoder.layout)
         carry: EncodedData | None = None
         number = 0
-        for start in range(0, len(order), self.window):
-            chunks = order[start : start + self.window]
+        for start in range(0, len(pieces), self.window):
+            window = pieces[start : start + self.window]
             held = [carry] if carry is not None and len(carry) else []
-            total = sum(len(c) for c in held) + sum(self.kept_per_chunk[i] for i in chunks)
-            encoded = (self._encode(i, next(frames)) for i in chunks)
+            total = sum(len(c) for c in held) + sum(stop - first for _, first, stop in window)
+            encoded = (self._encode(piece, next(frames)) for piece in window)
             data = assemble(itertools.chain(held, encoded), total, self.encoder, self.file.path)  # one chunk at a time
             held = carry = None
             permutation = rng.permutation(len(data))
-            last = start + self.window >= len(order)
+            last = start + self.window >= len(pieces)
             full = len(data) if last else len(data) // batch_size * batch_size
             for begin in range(0, full, batch_size):
                 if number >= skip:
