@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -28,7 +29,7 @@ from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.frame import RawFrame
 from deepfm.data.holdout import PERMUTATION_RULE, Holdout, encode_hashed, hashed_mask, held_out_count, held_out_mask, split_encoded, stream_fraction
 from deepfm.data.readers import frame_from_table, read_frame
-from deepfm.data.stream import ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_streaming, should_stream
+from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_streaming, should_stream
 from deepfm.errors import ConfigError, DataError
 from deepfm.models import model_for_run
 from deepfm.runtime import available_cores, configure as configure_runtime, preserving, release_free_memory
@@ -170,29 +171,47 @@ class Estimator:
     def _training_shard(self, train: Data, encoder: FeatureEncoder | None, ctx: distributed.Context,
                         hold_out: bool = False) -> TrainingData:
         """This rank's rows of the training file, encoded with rank 0's encoders (fitted on the whole
-        file, or the checkpoint's when resuming), which every rank receives as JSON. With ``hold_out``,
-        every rank holds out the same rows (``data.valid_fraction``, a seeded permutation of the file's
-        rows) before sharding the others."""
+        file in one streamed pass, or the checkpoint's when resuming), which every rank receives as
+        JSON with the file's chunk index, each chunk's rows and whether to stream (rank 0 decides).
+        Streaming: a ``StreamSource`` of this rank's share of each epoch (``rank_share``), rows held
+        out as in one process. In memory: the rows ``g % world == rank``; with ``hold_out``, every rank
+        holds out the same rows (``data.valid_fraction``, a seeded permutation of the file's rows)
+        before sharding the others."""
         cfg = self.config.data
         if not isinstance(train, (str, Path)):
             raise ConfigError("data.train: distributed training reads its rows from a file; pass a path")
-        if cfg.stream == "on":
-            raise ConfigError("data.stream: not supported in distributed training; each rank holds only its "
-                              "1/world share of the rows in memory")
         file = ChunkedFile(train, cfg.format, cfg.label, cfg.multi, cfg.multi_separator,
                            chunk_bytes=chunk_bytes_for(train, cfg.chunk_rows))
         shared = None
         if ctx.is_main:
             fitted, rows = (encoder, count_rows(file)) if encoder is not None else fit_streaming(file, cfg)
-            shared = json.dumps({"encoder": fitted.to_dict(), "rows": sum(rows)})
+            release_free_memory()  # the counting tables of the fit
+            shared = json.dumps({"encoder": fitted.to_dict(), "rows": rows, "stream": should_stream(train, cfg.stream),
+                                 "chunks": [dataclasses.astuple(chunk) for chunk in file.chunks()]})
         received = json.loads(distributed.broadcast_text(shared))
         self.encoder = FeatureEncoder.from_dict(received["encoder"])
+        rows = received["rows"]
+        if received["stream"]:
+            file = ChunkedFile(train, cfg.format, cfg.label, cfg.multi, cfg.multi_separator, chunk_bytes=file.chunk_bytes,
+                               chunks=[Chunk(*chunk) for chunk in received["chunks"]])
+            return self._streamed(file, rows, hold_out, part=(ctx.rank, ctx.world))
         seed, fraction = self.config.training.seed, cfg.valid_fraction
-        held = held_out_mask(received["rows"], fraction, seed) if hold_out else None
+        held = held_out_mask(sum(rows), fraction, seed) if hold_out else None
         shard, valid = distributed.encode_shard_and_held_out(file.frames(layout=self.encoder.layout), self.encoder,
-                                                             received["rows"], ctx, held)
+                                                             sum(rows), ctx, held)
         holdout = Holdout(fraction, len(valid), PERMUTATION_RULE, seed) if valid is not None else None
         return shard, valid, holdout
+
+    def _streamed(self, file: ChunkedFile, rows: list[int], hold_out: bool, part: tuple[int, int] = (0, 1)) -> TrainingData:
+        """A ``StreamSource`` over ``file`` (``rows``: each chunk's) for ``part`` (rank, world); with
+        ``hold_out``, the rows ``hashed_mask`` holds out are left out of it and returned encoded."""
+        cfg, seed = self.config.data, self.config.training.seed
+        if not hold_out:
+            return StreamSource(file, self.encoder, rows, window=cfg.shuffle_window, part=part), None, None
+        fraction = stream_fraction(sum(rows), cfg.valid_fraction)
+        valid, holdout = encode_hashed(file, self.encoder, fraction, seed)
+        exclude = functools.partial(hashed_mask, fraction=fraction, seed=seed)
+        return StreamSource(file, self.encoder, rows, window=cfg.shuffle_window, exclude=exclude, part=part), valid, holdout
 
     def _training_data(self, train: Data, encoder: FeatureEncoder | None, progress: bool = False,
                        hold_out: bool = False) -> TrainingData:
@@ -215,12 +234,7 @@ class Estimator:
             rows = count_rows(file, progress=progress)
         self.encoder = encoder
         if should_stream(train, cfg.stream):
-            if not hold_out:
-                return StreamSource(file, encoder, rows, window=cfg.shuffle_window), None, None
-            fraction = stream_fraction(sum(rows), cfg.valid_fraction)
-            valid, holdout = encode_hashed(file, encoder, fraction, seed)
-            exclude = functools.partial(hashed_mask, fraction=fraction, seed=seed)
-            return StreamSource(file, encoder, rows, window=cfg.shuffle_window, exclude=exclude), valid, holdout
+            return self._streamed(file, rows, hold_out)
         data = encode_file(file, encoder, rows, progress=progress)
         release_free_memory()  # the parsed chunks
         return _held_out_of(data, hold_out, cfg.valid_fraction, seed)

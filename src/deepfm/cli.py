@@ -91,8 +91,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                                    "which wins over a model's own defaults: 'fm 0.03' below).")
     add_run_flags(p)
     p.add_argument("--nproc", type=int, default=1,
-                   help="train with N processes on this machine (torchrun, gloo on CPU / nccl on GPU); "
-                        "for several machines run torchrun yourself (docs/production.md)")
+                   help="train with N processes on this machine (torchrun, gloo on CPU / nccl on GPU); with "
+                        "--stream each streams its own share of every epoch; for several machines run torchrun "
+                        "yourself (docs/production.md)")
     p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps as well as every epoch (0: every epoch "
                                                          "only); mcmc/als: every N sweeps (0: every 50)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
@@ -283,10 +284,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.resume and not distributed.launched():  # ranks start after the launcher checked
         refuse_occupied_out(config.out, args.overwrite)
     if args.nproc > 1 and not distributed.launched():
-        if config.data.stream == "on":
-            from deepfm.errors import ConfigError
-
-            raise ConfigError("--stream: not available with --nproc (each process holds 1/N of the rows in memory)")
         return distributed.launch(args.nproc, distributed.without_flag(args.argv, "--nproc"))
     quiet = args.quiet or os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 speaks for all
     log = None if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
