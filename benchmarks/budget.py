@@ -7,7 +7,8 @@ The budget is enforced by the kernel: the command runs in a new memory cgroup (v
 killed if it needs more. Page cache of the file being read is charged to the cgroup too and is
 reclaimed under the limit, so only memory the process really holds can end the run. Every
 second the resident set of the command's process tree is sampled; the summary (peak, min /
-median / max after the start-up, cgroup peak, whether it was OOM-killed) goes to stderr and ``--out``.
+median / max after the start-up, cgroup peak, each process's peak, whether it was OOM-killed) goes to
+stderr and ``--out``.
 
 The resident set counts pages of shared libraries (torch's are ~140 MB) that were loaded into
 the page cache before and are charged to another cgroup, so a process may show more RSS than the
@@ -57,8 +58,8 @@ def make_cgroup(name: str, limit: int) -> tuple[Path, str]:
     return group, "v1"
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident set of ``pid`` and its descendants, MB."""
+def tree_rss_mb(pid: int, by_process: dict[int, float] | None = None) -> float:
+    """Resident set of ``pid`` and its descendants, MB; ``by_process`` keeps each one's largest."""
     total, stack = 0, [pid]
     while stack:
         current = stack.pop()
@@ -66,6 +67,8 @@ def tree_rss_mb(pid: int) -> float:
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
+                    if by_process is not None:
+                        by_process[current] = max(by_process.get(current, 0.0), int(line.split()[1]) / 1024)
             for task in Path(f"/proc/{current}/task").iterdir():
                 children = (task / "children").read_text().split()
                 stack.extend(int(c) for c in children)
@@ -92,8 +95,9 @@ def main() -> None:
     began = time.monotonic()
     child = subprocess.Popen(command, preexec_fn=enter)
     samples: list[tuple[float, float]] = []
+    by_process: dict[int, float] = {}  # each process's peak (a launcher and its ranks apart)
     while child.poll() is None:
-        samples.append((time.monotonic() - began, tree_rss_mb(child.pid)))
+        samples.append((time.monotonic() - began, tree_rss_mb(child.pid, by_process)))
         time.sleep(1.0)
     wall = time.monotonic() - began
     if version == "v1":
@@ -113,6 +117,7 @@ def main() -> None:
                                "median": round(statistics.median(after_start), 1), "max": round(max(after_start), 1)}
         if after_start else None,
         "cgroup_peak_mb_incl_page_cache": round(cgroup_peak, 1) if cgroup_peak is not None else None,
+        "peak_rss_mb_by_process": sorted((round(mb, 1) for mb in by_process.values()), reverse=True),
     }
     verdict = "killed at the limit (out of memory)" if oom_killed else f"exit {child.returncode}"
     print(f"budget: {verdict}; limit {args.limit_mb} MB, peak RSS {summary['peak_rss_mb']} MB, "

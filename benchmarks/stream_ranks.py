@@ -1,0 +1,75 @@
+"""Streaming on 1 process × 2 threads against 2 processes × 1 thread, each under a memory budget.
+
+    python benchmarks/stream_ranks.py --train benchmarks/.data/big-9400000.csv --test benchmarks/.data/test.csv \\
+        [--config benchmarks/stream_ranks.toml] [--limit-mb-per-process 1024] [--out benchmarks/results/stream_ranks.json]
+
+Both runs train ``--config`` (one streamed epoch) with the same global batch (the config's batch
+size in one process, half of it on each of 2 ranks), under ``budget.py``: the one process gets
+``--limit-mb-per-process``, the two ranks and their launcher together twice that. Then each model
+is evaluated on ``--test``. Prints and writes one JSON summary: exit codes, peak RSS per process,
+samples/s (and their ratio), test AUC (and the difference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def run(label: str, limit_mb: int, train_args: list[str], scratch: Path, test: str) -> dict:
+    out, record = scratch / label, scratch / f"{label}-budget.json"
+    command = [sys.executable, str(HERE / "budget.py"), "--limit-mb", str(limit_mb), "--out", str(record), "--",
+               sys.executable, "-m", "deepfm", "train", *train_args, "--out", str(out), "--overwrite", "--json", "--quiet"]
+    print("$ " + " ".join(command), file=sys.stderr, flush=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    sys.stderr.write(done.stderr[-2000:])
+    budget = json.loads(record.read_text())
+    budget.pop("samples")
+    result = {"command": command, "budget": budget, "exit_code": done.returncode}
+    if done.returncode == 0:
+        result["train"] = json.loads(done.stdout.strip().splitlines()[-1])
+        evaluated = subprocess.run([sys.executable, "-m", "deepfm", "evaluate", str(out), test, "--json"],
+                                   capture_output=True, text=True, check=True)
+        result["test"] = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", required=True)
+    parser.add_argument("--test", required=True)
+    parser.add_argument("--config", default=str(HERE / "stream_ranks.toml"))
+    parser.add_argument("--limit-mb-per-process", type=int, default=1024)
+    parser.add_argument("--out", help="write the summary here (JSON)")
+    args = parser.parse_args()
+    batch = tomllib.loads(Path(args.config).read_text())["training"]["batch_size"]
+    common = ["--config", args.config, "--train", args.train, "--valid-fraction", "0"]
+    limit = args.limit_mb_per_process
+    with tempfile.TemporaryDirectory(prefix="stream-ranks-") as scratch:
+        runs = {
+            "1 process x 2 threads": run("one", limit, [*common, "--threads", "2"], Path(scratch), args.test),
+            "2 processes x 1 thread": run("two", 2 * limit, [*common, "--nproc", "2", "--threads", "1", "--batch-size",
+                                                                str(batch // 2)], Path(scratch), args.test),
+        }
+    one, two = runs.values()
+    summary = {"train": args.train, "bytes": os.path.getsize(args.train), "runs": runs}
+    if one.get("test") and two.get("test"):
+        summary["samples_per_s_ratio_2proc_over_1proc"] = round(
+            two["train"]["train_samples_per_s"] / one["train"]["train_samples_per_s"], 3)
+        summary["test_auc_2proc_minus_1proc"] = round(two["test"]["auc"] - one["test"]["auc"], 5)
+    text = json.dumps(summary, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
