@@ -171,3 +171,56 @@ def test_a_chunk_that_changed_since_it_was_counted_is_a_clear_error_where_a_rank
     epoch = next(e for e in range(50) if any(c == 0 and (a, b) != (0, wrong[0]) for c, a, b in source.pieces(0, e)))
     with pytest.raises(DataError, match="changed while being read"):
         list(source.batches(256, seed=0, epoch=epoch))
+
+
+# -- a glob of files --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def day_files(csv_file):
+    """The CSV cut into three files with their own header (day_0.csv, ...), and gzipped copies."""
+    lines = csv_file.read_text().splitlines(keepends=True)
+    header, rows = lines[0], lines[1:]
+    folder = csv_file.parent / "days"
+    folder.mkdir()
+    for day, start in enumerate((0, 1000, 2200)):
+        text = header + "".join(rows[start : (1000, 2200, len(rows))[day]])
+        (folder / f"day_{day}.csv").write_text(text)
+        (folder / f"day_{day}.csv.gz").write_bytes(gzip.compress(text.encode()))
+    return folder
+
+
+@pytest.mark.parametrize("suffix", ["csv", "csv.gz"])
+def test_a_glob_of_files_streams_as_their_concatenation_shared_by_ranks(day_files, suffix):
+    from deepfm.data.filelist import open_chunked
+
+    file = open_chunked(day_files / f"day_*.{suffix}", CONFIG, CHUNK)
+    encoder, rows = fit_streaming(file, CONFIG)
+    assert sum(rows) == SPEC.rows and len(rows) > 3
+    seen = [[r for batch in _epoch(StreamSource(file, encoder, rows, window=2, part=(rank, 2)), 0) for r in batch]
+            for rank in (0, 1)]
+    assert set(seen[0]).isdisjoint(seen[1]) and len(seen[0]) == len(seen[1]) == SPEC.rows // 2
+    assert len(set(range(SPEC.rows)) - set(seen[0]) - set(seen[1])) == SPEC.rows % 2
+
+
+def test_another_rank_opens_the_files_from_the_chunk_index_without_scanning_them(day_files, monkeypatch):
+    from deepfm.data.filelist import chunk_index, open_chunked
+    from deepfm.data.readers import ChunkedFile
+
+    scanned = open_chunked(day_files / "day_*.csv", CONFIG, CHUNK)
+    index = chunk_index(scanned)
+    monkeypatch.setattr(ChunkedFile, "_text_chunks", lambda self: pytest.fail("scanned for line ends"))
+    received = open_chunked(day_files / "day_*.csv", CONFIG, CHUNK, index=index)
+    assert chunk_index(received) == index
+    assert [f.num_rows for f in received.frames([5, 0, 3])] == [f.num_rows for f in scanned.frames([5, 0, 3])]
+
+
+def test_cli_trains_on_a_glob_and_refuses_one_that_matches_nothing(day_files, tmp_path, capsys):
+    from deepfm.cli import main
+
+    args = ["train", "--out", str(tmp_path / "m"), "--stream", "--numeric", "I1,I2", "--epochs", "1", "--mlp", "16",
+            "--valid-fraction", "0", "--json", "--quiet"]
+    assert main([*args, "--train", str(day_files / "day_*.csv")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] == SPEC.rows
+    assert main([*args, "--train", str(day_files / "week_*.csv"), "--overwrite"]) == 2
+    assert capsys.readouterr().err == f"{day_files / 'week_*.csv'}: no file matches this pattern\n"

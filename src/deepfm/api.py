@@ -26,6 +26,7 @@ from deepfm.config import RunConfig, build_config, merge
 from deepfm.defaults import with_task_defaults
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
+from deepfm.data.filelist import ChunkedFiles, chunk_index, open_chunked
 from deepfm.data.frame import RawFrame
 from deepfm.data.holdout import PERMUTATION_RULE, Holdout, encode_hashed, hashed_mask, held_out_count, held_out_mask, split_encoded, stream_fraction
 from deepfm.data.readers import frame_from_table, read_frame
@@ -180,20 +181,20 @@ class Estimator:
         cfg = self.config.data
         if not isinstance(train, (str, Path)):
             raise ConfigError("data.train: distributed training reads its rows from a file; pass a path")
-        file = ChunkedFile(train, cfg.format, cfg.label, cfg.multi, cfg.multi_separator,
-                           chunk_bytes=chunk_bytes_for(train, cfg.chunk_rows))
+        chunk_bytes = chunk_bytes_for(train, cfg.chunk_rows)
         shared = None
         if ctx.is_main:
+            file = open_chunked(train, cfg, chunk_bytes)
             fitted, rows = (encoder, count_rows(file)) if encoder is not None else fit_streaming(file, cfg)
             release_free_memory()  # the counting tables of the fit
+            index = [[dataclasses.astuple(chunk) for chunk in chunks] for chunks in chunk_index(file)]
             shared = json.dumps({"encoder": fitted.to_dict(), "rows": rows, "stream": should_stream(train, cfg.stream),
-                                 "chunks": [dataclasses.astuple(chunk) for chunk in file.chunks()]})
+                                 "chunks": index})
         received = json.loads(distributed.broadcast_text(shared))
         self.encoder = FeatureEncoder.from_dict(received["encoder"])
         rows = received["rows"]
+        file = open_chunked(train, cfg, chunk_bytes, index=[[Chunk(*c) for c in chunks] for chunks in received["chunks"]])
         if received["stream"]:
-            file = ChunkedFile(train, cfg.format, cfg.label, cfg.multi, cfg.multi_separator, chunk_bytes=file.chunk_bytes,
-                               chunks=[Chunk(*chunk) for chunk in received["chunks"]])
             return self._streamed(file, rows, hold_out, part=(ctx.rank, ctx.world))
         seed, fraction = self.config.training.seed, cfg.valid_fraction
         held = held_out_mask(sum(rows), fraction, seed) if hold_out else None
@@ -202,7 +203,7 @@ class Estimator:
         holdout = Holdout(fraction, len(valid), PERMUTATION_RULE, seed) if valid is not None else None
         return shard, valid, holdout
 
-    def _streamed(self, file: ChunkedFile, rows: list[int], hold_out: bool, part: tuple[int, int] = (0, 1)) -> TrainingData:
+    def _streamed(self, file: ChunkedFile | ChunkedFiles, rows: list[int], hold_out: bool, part: tuple[int, int] = (0, 1)) -> TrainingData:
         """A ``StreamSource`` over ``file`` (``rows``: each chunk's) for ``part`` (rank, world); with
         ``hold_out``, the rows ``hashed_mask`` holds out are left out of it and returned encoded."""
         cfg, seed = self.config.data, self.config.training.seed
@@ -225,8 +226,7 @@ class Estimator:
             frame = self.read(train)
             self.encoder = encoder or FeatureEncoder.fit([frame], cfg)
             return _held_out_of(self.encoder.transform(frame), hold_out, cfg.valid_fraction, seed)
-        file = ChunkedFile(train, cfg.format, cfg.label, cfg.multi, cfg.multi_separator,
-                           chunk_bytes=chunk_bytes_for(train, cfg.chunk_rows))
+        file = open_chunked(train, cfg, chunk_bytes_for(train, cfg.chunk_rows))
         if encoder is None:
             encoder, rows = fit_streaming(file, cfg, progress=progress)
             release_free_memory()  # the counting tables of the fit

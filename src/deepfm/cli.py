@@ -120,7 +120,7 @@ def _tune_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
     """The data, model and training flags that ``train`` and ``tune`` share (``FLAG_KEYS``)."""
-    p.add_argument("--train", help="training file")
+    p.add_argument("--train", help="training file, or a quoted glob of files with the same columns ('day_*.gz')")
     p.add_argument("--valid", help="validation file (early stopping keeps the best epoch)")
     p.add_argument("--valid-fraction", type=float,
                    help="without --valid: the share of training rows held out (seeded, never trained on) for "
@@ -240,9 +240,13 @@ def config_from_args(args: argparse.Namespace):
         from deepfm.errors import ConfigError
 
         raise ConfigError(f"{args.command}: {' and '.join(missing)} required (as flags or in the config file)")
+    from deepfm.data.filelist import is_pattern, training_files
+
     for name in ("train", "valid"):
         path = getattr(config.data, name)
-        if path is not None and not Path(path).exists():
+        if name == "train" and path is not None and is_pattern(path):
+            training_files(path)  # the pattern matches files
+        elif path is not None and not Path(path).exists():
             from deepfm.errors import DataError
 
             raise DataError(path, f"--{name} file not found")

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from deepfm.config import DataConfig
 from deepfm.data.encoded import Bag, EncodedData, id_dtype
 from deepfm.data.encoders import FeatureEncoder
+from deepfm.data.filelist import ChunkedFiles, training_files
 from deepfm.data.formats import is_gzip, open_bytes
 from deepfm.data.frame import RawFrame
 from deepfm.data.readers import CHUNK_BYTES, Chunk, ChunkedFile
@@ -38,14 +39,14 @@ __all__ = ["CHUNK_BYTES", "Chunk", "ChunkedFile", "Piece", "StreamSource", "asse
 Piece = tuple[int, int, int]  # (chunk, first, stop): rows first..stop-1 of a chunk's kept rows
 
 
-def with_progress(frames: Iterable[RawFrame], file: ChunkedFile, what: str, progress: bool) -> Iterable[RawFrame]:
+def with_progress(frames: Iterable[RawFrame], file: ChunkedFile | ChunkedFiles, what: str, progress: bool) -> Iterable[RawFrame]:
     """``frames`` with a bar counting chunks on stderr, when ``progress`` and stderr is a terminal
     and the file has more than one chunk."""
     if not progress or not sys.stderr.isatty() or len(file.chunks()) < 2:
         return frames
     return tqdm(frames, total=len(file.chunks()), desc=f"{what} {file.path.name}", unit="chunk", leave=False)
 
-def fit_streaming(file: ChunkedFile, config: DataConfig, progress: bool = False) -> tuple[FeatureEncoder, list[int]]:
+def fit_streaming(file: ChunkedFile | ChunkedFiles, config: DataConfig, progress: bool = False) -> tuple[FeatureEncoder, list[int]]:
     """Fit an encoder in one pass over the chunks; also count each chunk's rows."""
     rows: list[int] = []
 
@@ -58,7 +59,7 @@ def fit_streaming(file: ChunkedFile, config: DataConfig, progress: bool = False)
     return encoder, rows
 
 
-def count_rows(file: ChunkedFile, progress: bool = False) -> list[int]:
+def count_rows(file: ChunkedFile | ChunkedFiles, progress: bool = False) -> list[int]:
     """Rows of each chunk (one reading pass; used when the encoder is already known)."""
     return [frame.num_rows for frame in with_progress(file.frames(), file, "counting", progress)]
 
@@ -87,7 +88,7 @@ class StreamSource:
     With ``part=(rank, world)``, this rank's share of every epoch (``rank_share``) instead.
     """
 
-    def __init__(self, file: ChunkedFile, encoder: FeatureEncoder, rows_per_chunk: Sequence[int], window: int = 4,
+    def __init__(self, file: ChunkedFile | ChunkedFiles, encoder: FeatureEncoder, rows_per_chunk: Sequence[int], window: int = 4,
                  exclude: Callable[[int, int], np.ndarray] | None = None, part: tuple[int, int] = (0, 1)):
         """``exclude(first_row, rows)``: which of those rows of the file to leave out (a (rows,) bool
         mask decided from positions alone, e.g. ``deepfm.data.holdout.hashed_mask``)."""
@@ -158,7 +159,7 @@ class StreamSource:
             del data
 
 
-def encode_file(file: ChunkedFile, encoder: FeatureEncoder, rows_per_chunk: Sequence[int],
+def encode_file(file: ChunkedFile | ChunkedFiles, encoder: FeatureEncoder, rows_per_chunk: Sequence[int],
                 progress: bool = False) -> EncodedData:
     """The whole file encoded in memory, read chunk by chunk into preallocated columns, so the
     raw text of only one chunk is held at a time."""
@@ -211,21 +212,23 @@ def assemble(parts: Iterable[EncodedData], total: int, encoder: FeatureEncoder, 
 
 def chunk_bytes_for(path: str | Path, chunk_rows: int, probe: int = 1 << 20) -> int:
     """Bytes of text that hold about ``chunk_rows`` rows, from the mean line length of the first MiB."""
-    with open_bytes(path) as handle:
+    with open_bytes(training_files(path)[0]) as handle:  # a pattern: its first file
         head = handle.read(probe)
     lines = max(head.count(b"\n"), 1)
     return max(int(len(head) / lines * chunk_rows), 1 << 10)
 
 
 def should_stream(path: str | Path, mode: str, expansion: float = 1.5) -> bool:
-    """``mode`` "on"/"off" decide; "auto" streams when the file, encoded in memory (about
+    """``mode`` "on"/"off" decide; "auto" streams when the file (or a pattern's files), encoded in memory (about
     ``expansion`` × its size on disk for text), would take over half the available memory.
     Encoded Criteo-shaped rows (int32 ids, 13 value columns) take 212 bytes against ~221 bytes of
     CSV; 1.5 leaves room for the chunk being parsed. Compressed files count 8× their size."""
     if mode != "auto":
         return mode == "on"
-    compressed = is_gzip(path) or Path(path).suffix.lower() in (".parquet", ".pq")
-    size = Path(path).stat().st_size * (8.0 if compressed else expansion)
+    size = 0.0
+    for file in training_files(path):  # a pattern: all its files
+        compressed = is_gzip(file) or file.suffix.lower() in (".parquet", ".pq")
+        size += file.stat().st_size * (8.0 if compressed else expansion)
     try:
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX

@@ -1,0 +1,91 @@
+"""Several training files read as one: a glob such as ``--train 'day_*.gz'``.
+
+``open_chunked`` gives a ``ChunkedFile`` for one path, and a ``ChunkedFiles`` for a pattern: the
+matching files in name order, each read by its own ``ChunkedFile`` (so errors name that file's
+line), their chunks numbered one after the other. Streaming, the chunk order can then mix files
+(when none is .gz) and ranks share the files' chunks as they share one file's.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from deepfm.config import DataConfig
+from deepfm.data.frame import RawFrame
+from deepfm.data.readers import Chunk, ChunkedFile
+from deepfm.data.sparse import Layout
+from deepfm.errors import DataError
+
+GLOB_CHARACTERS = "*?["
+
+ChunkIndex = list[list[Chunk]]  # each file's chunks
+
+
+def is_pattern(path: str | Path) -> bool:
+    return any(c in str(path) for c in GLOB_CHARACTERS)
+
+
+def training_files(path: str | Path) -> list[Path]:
+    """The files ``path`` names: itself, or the files a glob pattern matches, in name order (none: a
+    ``DataError``)."""
+    if not is_pattern(path):
+        return [Path(path)]
+    files = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+    if not files:
+        raise DataError(path, "no file matches this pattern")
+    return files
+
+
+class ChunkedFiles:
+    """Files with the same columns as one ``ChunkedFile``: the chunks of the first file, then the
+    second's, ...; ``seekable`` when every file is (no .gz)."""
+
+    def __init__(self, pattern: str | Path, files: Sequence[ChunkedFile]):
+        self.path = Path(pattern)
+        self.files = list(files)
+        self.chunk_bytes = self.files[0].chunk_bytes
+
+    @property
+    def seekable(self) -> bool:
+        return all(f.seekable for f in self.files)
+
+    @property
+    def layout(self) -> Layout | None:
+        return self.files[0].layout
+
+    def chunk_index(self) -> ChunkIndex:
+        return [f.chunks() for f in self.files]
+
+    def chunks(self) -> list[Chunk]:
+        return [chunk for f in self.files for chunk in f.chunks()]
+
+    def frames(self, order: Sequence[int] | None = None, layout: Layout | None = None) -> Iterator[RawFrame]:
+        """The chunks in order (all files', numbered one after the other), or in ``order``; each
+        run of consecutive chunks of one file is read by that file."""
+        owners = [(number, local) for number, f in enumerate(self.files) for local in range(len(f.chunks()))]
+        order = range(len(owners)) if order is None else order
+        run: list[int] = []
+        for position, number in enumerate(order):
+            owner, local = owners[number]
+            run.append(local)
+            if position + 1 == len(order) or owners[order[position + 1]][0] != owner:
+                # libFM/libFFM: later files follow the columns the first chunk read decided
+                yield from self.files[owner].frames(run, layout=layout or self.files[0].layout)
+                run = []
+
+
+def open_chunked(path: str | Path, config: DataConfig, chunk_bytes: int,
+                 index: ChunkIndex | None = None) -> ChunkedFile | ChunkedFiles:
+    """The training file ``path`` (or the files of a pattern) chunked by ``chunk_bytes``; ``index``:
+    the chunks ``chunk_index`` gave before (e.g. on another rank), which spares scanning for them."""
+    files = training_files(path)
+    opened = [ChunkedFile(file, config.format, config.label, config.multi, config.multi_separator,
+                          chunk_bytes=chunk_bytes, chunks=index[number] if index is not None else None)
+              for number, file in enumerate(files)]
+    return opened[0] if not is_pattern(path) else ChunkedFiles(path, opened)
+
+
+def chunk_index(file: ChunkedFile | ChunkedFiles) -> ChunkIndex:
+    return file.chunk_index() if isinstance(file, ChunkedFiles) else [file.chunks()]
