@@ -126,6 +126,16 @@ def _run(*args: str, crash_after: int | None = None) -> subprocess.CompletedProc
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_encode_the_held_out_rows_of_their_blocks_and_gather_what_one_process_holds_out(csv_file, world):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = Path(__file__).with_name("distributed_held_out_check.py")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(world),
+                             str(script), str(csv_file), str(CHUNK)], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert result.stdout.count("equal") == world, result.stdout
+
+
 def test_stream_with_two_processes_trains_a_model_that_loads_and_predicts(csv_file, tmp_path):
     out = tmp_path / "m"
     result = _run("--train", str(csv_file), "--out", str(out), *FLAGS, "--epochs", "2", "--valid-fraction", "0.1", "--json")
@@ -135,6 +145,7 @@ def test_stream_with_two_processes_trains_a_model_that_loads_and_predicts(csv_fi
     assert saved.metrics["ranks"] == 2
     assert saved.metrics["validation"]["rule"].endswith("(streaming)")  # held out as one streaming process does
     valid_rows = saved.metrics["valid_rows"]
+    assert valid_rows == hashed_mask(0, SPEC.rows, 0.1, 3).sum()  # those one streaming process holds out
     assert summary["rows"] == (SPEC.rows - valid_rows) // 2 * 2
     assert summary["best_valid"]["auc"] > 0.6
     from deepfm import Estimator

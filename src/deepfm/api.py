@@ -28,7 +28,7 @@ from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.filelist import ChunkedFiles, chunk_index, open_chunked
 from deepfm.data.frame import RawFrame
-from deepfm.data.holdout import PERMUTATION_RULE, Holdout, encode_hashed, hashed_mask, held_out_count, held_out_mask, split_encoded, stream_fraction
+from deepfm.data.holdout import HASH_RULE, PERMUTATION_RULE, Holdout, encode_hashed, hashed_mask, held_out_count, held_out_mask, split_encoded, stream_fraction
 from deepfm.data.readers import frame_from_table, read_frame
 from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_streaming, should_stream
 from deepfm.errors import ConfigError, DataError
@@ -205,12 +205,21 @@ class Estimator:
 
     def _streamed(self, file: ChunkedFile | ChunkedFiles, rows: list[int], hold_out: bool, part: tuple[int, int] = (0, 1)) -> TrainingData:
         """A ``StreamSource`` over ``file`` (``rows``: each chunk's) for ``part`` (rank, world); with
-        ``hold_out``, the rows ``hashed_mask`` holds out are left out of it and returned encoded."""
+        ``hold_out``, the rows ``hashed_mask`` holds out are left out of it and returned encoded (on
+        several ranks: each encodes those of its block of chunks, then all are gathered)."""
         cfg, seed = self.config.data, self.config.training.seed
         if not hold_out:
             return StreamSource(file, self.encoder, rows, window=cfg.shuffle_window, part=part), None, None
         fraction = stream_fraction(sum(rows), cfg.valid_fraction)
-        valid, holdout = encode_hashed(file, self.encoder, fraction, seed)
+        if part[1] > 1 and not self.encoder.multi_fields:  # each rank reads 1/world of the file for them
+            ctx = distributed.context()
+            valid = distributed.gather_rows(distributed.encode_held_out_share(file, self.encoder, rows, fraction, seed, ctx))
+            if not len(valid):
+                raise DataError(str(file.path), f"--valid-fraction {fraction:g} holds out no row of this file; "
+                                "give a --valid file or a larger fraction", line=1)
+            holdout = Holdout(fraction, len(valid), HASH_RULE, seed)
+        else:
+            valid, holdout = encode_hashed(file, self.encoder, fraction, seed)
         exclude = functools.partial(hashed_mask, fraction=fraction, seed=seed)
         return StreamSource(file, self.encoder, rows, window=cfg.shuffle_window, exclude=exclude, part=part), valid, holdout
 

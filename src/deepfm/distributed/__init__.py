@@ -28,16 +28,17 @@ One module per job: ``process`` (the process group and this rank's place in it, 
 """
 
 from deepfm.distributed.batchnorm import GlobalBatchNorm1d, global_batch_norm
-from deepfm.distributed.gather import block_of, gather_blocks, gather_padded
+from deepfm.distributed.gather import block_of, gather_blocks, gather_padded, gather_rows
 from deepfm.distributed.gradients import average_gradients
 from deepfm.distributed.launch import launch, without_flag
 from deepfm.distributed.process import (
     Context, active, broadcast_model, broadcast_text, cleanup, comm_device, context, is_main, launched, rank_device, setup,
 )
-from deepfm.distributed.sharding import encode_shard, encode_shard_and_held_out, shard_mask
+from deepfm.distributed.sharding import encode_held_out_share, encode_shard, encode_shard_and_held_out, shard_mask
 
 __all__ = [
     "Context", "GlobalBatchNorm1d", "active", "average_gradients", "block_of", "broadcast_model", "broadcast_text",
-    "cleanup", "comm_device", "context", "encode_shard", "encode_shard_and_held_out", "gather_blocks", "gather_padded", "global_batch_norm",
+    "cleanup", "comm_device", "context", "encode_held_out_share", "encode_shard", "encode_shard_and_held_out", "gather_blocks",
+    "gather_padded", "gather_rows", "global_batch_norm",
     "is_main", "launch", "launched", "rank_device", "setup", "shard_mask", "without_flag",
 ]

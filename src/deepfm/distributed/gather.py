@@ -1,4 +1,5 @@
-"""Collecting tensors from every rank: validation is predicted in one block per rank, then gathered."""
+"""Collecting tensors from every rank: validation is predicted in one block per rank, then gathered;
+rows each rank encoded (its share of the held-out rows) are gathered into one ``EncodedData``."""
 
 from __future__ import annotations
 
@@ -41,3 +42,22 @@ def gather_blocks(block: np.ndarray) -> np.ndarray:
     parts = gather_padded(torch.from_numpy(np.ascontiguousarray(block, dtype=np.float64)).to(comm_device()),
                            dist.get_world_size())
     return torch.cat(parts).cpu().numpy()
+
+
+def gather_rows(part: EncodedData) -> EncodedData:
+    """Every rank's labelled rows ``part`` (single-valued fields only; maybe none), concatenated in
+    rank order: the same ``EncodedData`` on every rank."""
+    if not active():
+        return part
+    world, device = dist.get_world_size(), comm_device()
+    present = torch.tensor([part.values is not None, part.weights is not None], dtype=torch.int32, device=device)
+    dist.all_reduce(present, op=dist.ReduceOp.MAX)  # a column that one rank has, every rank sends
+
+    def gathered(column: np.ndarray) -> np.ndarray:
+        return torch.cat(gather_padded(torch.from_numpy(np.ascontiguousarray(column)).to(device), world)).cpu().numpy()
+
+    n = len(part)
+    values = part.dense_values() if part.values is not None else np.ones(part.ids.shape, np.float32)
+    weights = part.weights if part.weights is not None else np.ones(n, np.float32)
+    return EncodedData(ids=gathered(part.ids), values=gathered(values) if present[0] else None,
+                       labels=gathered(part.labels), weights=gathered(weights) if present[1] else None)

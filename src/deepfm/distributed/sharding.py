@@ -1,4 +1,4 @@
-"""Each rank its rows of the training file."""
+"""Each rank its rows of the training file (in memory), and its share of the held-out rows (streaming)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from typing import Iterable
 
 import numpy as np
 
-from deepfm.data.batch import EncodedData
+from deepfm.data.batch import EncodedData, id_dtype
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.frame import RawFrame
+from deepfm.data.holdout import hashed_mask
 from deepfm.distributed.process import Context
 
 
@@ -48,3 +49,21 @@ def encode_shard_and_held_out(frames: Iterable[RawFrame], encoder: FeatureEncode
         raise ValueError(f"rank {ctx.rank} has no training rows: {kept_total} rows for {ctx.world} ranks")
     held_out = None if held is None else EncodedData.concat(held_parts) if held_parts else None
     return (EncodedData.concat(parts) if len(parts) > 1 else parts[0]), held_out
+
+
+def encode_held_out_share(file, encoder: FeatureEncoder, rows_per_chunk: list[int], fraction: float, seed: int,
+                          ctx: Context) -> EncodedData:
+    """The rows ``hashed_mask`` holds out of this rank's block of the chunks of ``file`` (a
+    ``ChunkedFile`` or ``ChunkedFiles``): chunks ⌊C·rank/world⌋ to ⌊C·(rank + 1)/world⌋ - 1 of C,
+    encoded in file order (maybe none). In rank order the blocks are the file, so the ranks'
+    shares, gathered (``gather_rows``), are the rows one process holds out, in the same order."""
+    chunks = len(rows_per_chunk)
+    block = range(chunks * ctx.rank // ctx.world, chunks * (ctx.rank + 1) // ctx.world)
+    first_rows = np.cumsum([0, *rows_per_chunk])
+    parts = [EncodedData(ids=np.empty((0, len(encoder.single_fields)), id_dtype(encoder.num_features)), values=None,
+                         labels=np.empty(0, np.float32))]
+    for chunk, frame in zip(block, file.frames(block, layout=encoder.layout)):
+        held = np.flatnonzero(hashed_mask(int(first_rows[chunk]), frame.num_rows, fraction, seed))
+        if len(held):
+            parts.append(encoder.transform(frame).take(held))
+    return EncodedData.concat(parts)
