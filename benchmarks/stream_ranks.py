@@ -7,7 +7,7 @@ Both runs train ``--config`` (one streamed epoch) with the same global batch (th
 size in one process, half of it on each of 2 ranks), under ``budget.py``: the one process gets
 ``--limit-mb-per-process``, the two ranks and their launcher together twice that. Then each model
 is evaluated on ``--test``. Prints and writes one JSON summary: exit codes, peak RSS per process,
-samples/s (and their ratio), test AUC (and the difference).
+samples/s (and their ratio), test AUC (and the difference); the resident set every second.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def run(label: str, limit_mb: int, train_args: list[str], scratch: Path, test: s
     done = subprocess.run(command, capture_output=True, text=True)
     sys.stderr.write(done.stderr[-2000:])
     budget = json.loads(record.read_text())
-    budget.pop("samples")
-    result = {"command": command, "budget": budget, "exit_code": done.returncode}
+    samples = budget.pop("samples")  # (seconds, MB of the process tree), one a second
+    result = {"command": command, "budget": budget, "exit_code": done.returncode, "rss_samples": samples}
     if done.returncode == 0:
         result["train"] = json.loads(done.stdout.strip().splitlines()[-1])
         evaluated = subprocess.run([sys.executable, "-m", "deepfm", "evaluate", str(out), test, "--json"],
