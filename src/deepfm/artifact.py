@@ -8,8 +8,9 @@
     (others).json       optional: what a wrapper needs besides (``deepfm.sklearn`` writes sklearn.json),
                         checksummed in the manifest like the rest
 
-While training, ``checkpoint/`` and ``checkpoint-features.json`` sit beside them (what
-``--resume`` continues from); ``remove_checkpoint`` clears them once a run has finished.
+While training, ``checkpoint/`` (and ``checkpoint.old/``, the previous one) and
+``checkpoint-features.json`` sit beside them (what ``--resume`` continues from);
+``remove_checkpoint`` clears them once a run has finished.
 
 Loading checks the manifest first, so a missing, altered or incompatible file is a
 clear ``ModelDirError`` rather than a wrong prediction.
@@ -36,7 +37,9 @@ from deepfm.models import model_for_run
 FORMAT = "deepfm-model"
 FORMAT_VERSION = 1
 FILES = ("model.safetensors", "features.json", "config.json", "metrics.json")
-CHECKPOINT = ("checkpoint", "checkpoint-features.json")  # written by training, under the model directory
+# written by training, under the model directory: the latest checkpoint, the encoders, the previous
+# checkpoint and one being written (``deepfm.training.checkpoint``)
+CHECKPOINT = ("checkpoint", "checkpoint-features.json", "checkpoint.old", "checkpoint.tmp")
 
 
 @dataclass
