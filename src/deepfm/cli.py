@@ -93,6 +93,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nproc", type=int, default=1,
                    help="train with N processes on this machine (torchrun, gloo on CPU / nccl on GPU); "
                         "for several machines run torchrun yourself (docs/production.md)")
+    p.add_argument("--max-restarts", type=int, default=0,
+                   help="restart the processes up to K times when one fails (torchrun's --max-restarts); a restart "
+                        "continues from OUT/checkpoint (see --checkpoint-every)")
     p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps as well as every epoch (0: every epoch "
                                                          "only); mcmc/als: every N sweeps (0: every 50)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
@@ -280,18 +283,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)  # checked before any process starts
     args.out = config.out  # the interrupt message looks there (it may come from --config)
-    if not args.resume and not distributed.launched():  # ranks start after the launcher checked
+    restart = distributed.restart_count()  # torchrun restarted the ranks: continue from the last checkpoint
+    resume = args.resume or restart > 0
+    if not resume and not distributed.launched():  # ranks start after the launcher checked
         refuse_occupied_out(config.out, args.overwrite)
-    if args.nproc > 1 and not distributed.launched():
+    if (args.nproc > 1 or args.max_restarts > 0) and not distributed.under_torchrun():
         if config.data.stream == "on":
             from deepfm.errors import ConfigError
 
             raise ConfigError("--stream: not available with --nproc (each process holds 1/N of the rows in memory)")
-        return distributed.launch(args.nproc, distributed.without_flag(args.argv, "--nproc"))
+        ranks_argv = distributed.without_flag(distributed.without_flag(args.argv, "--nproc"), "--max-restarts")
+        return distributed.launch(args.nproc, ranks_argv, args.max_restarts)
     quiet = args.quiet or os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 speaks for all
     log = None if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    if restart and log:
+        log(f"restart {restart} (torchrun): continuing from the last checkpoint in {config.out}")
     try:
-        estimator = Estimator(config).fit(resume=args.resume, progress=not quiet, log=log)
+        estimator = Estimator(config).fit(resume=resume, progress=not quiet, log=log)
     except Exception as error:
         if os.environ.get("RANK", "0") == "0" or isinstance(error, DeepFMError):
             raise
