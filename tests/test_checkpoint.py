@@ -178,3 +178,15 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, m
     warnings: list[str] = []
     assert complete_checkpoint(directory, warnings.append) == directory and not warnings
     assert saved_epoch(directory) == 1
+
+
+def test_a_file_written_atomically_is_the_old_or_the_new_never_a_part(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint-features.json"
+    checkpoint.write_atomically(path, '{"old": true}')
+    crash_on_rename(monkeypatch, 1)
+    with pytest.raises(Crash):
+        checkpoint.write_atomically(path, '{"new": true}')
+    monkeypatch.undo()
+    assert path.read_text() == '{"old": true}'
+    checkpoint.write_atomically(path, '{"new": true}')
+    assert path.read_text() == '{"new": true}'

@@ -71,6 +71,15 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer_state: di
     publish(staging, directory)
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` by a file holding ``text``: a crash at any point leaves the old file or the new."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(text)
+    _sync_file(partial)
+    os.replace(partial, path)
+
+
 def staging_dir(directory: Path) -> Path:
     """An empty ``directory.tmp`` to write the next checkpoint into (a stale one is removed, never reused)."""
     staging = _sibling(Path(directory), ".tmp")
