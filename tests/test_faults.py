@@ -107,3 +107,22 @@ def test_max_restarts_is_not_passed_to_the_ranks():
     from deepfm.distributed import without_flag
 
     assert without_flag(["train", "--max-restarts", "2", "--epochs", "1"], "--max-restarts") == ["train", "--epochs", "1"]
+
+
+def test_resuming_past_a_damaged_checkpoint_warns_and_continues_from_the_previous(ctr_csv, tmp_path, capsys):
+    from deepfm.cli import main
+
+    run = ["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "m"), "--mlp", "16", "--embed-dim", "4",
+           "--batch-size", "64", "--valid-fraction", "0"]
+    assert main([*run, "--epochs", "2", "--keep-checkpoint", "--quiet"]) == 0  # checkpoints after epochs 1 and 2
+    damaged = tmp_path / "m" / "checkpoint" / "optimizer.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    assert main([*run, "--epochs", "3", "--resume", "--keep-checkpoint"]) == 0
+    log = capsys.readouterr().err
+    assert f"checkpoint damaged, not used: {damaged}" in log
+    assert f"resumed from {tmp_path / 'm' / 'checkpoint.old'} at epoch 2, step 0" in log
+
+    for path in (tmp_path / "m" / "checkpoint" / "state.json", tmp_path / "m" / "checkpoint.old" / "state.json"):
+        path.write_text("{}")
+    assert main([*run, "--epochs", "4", "--resume", "--quiet"]) == 2
+    assert "no usable checkpoint" in capsys.readouterr().err

@@ -108,6 +108,11 @@ class Estimator:
         if train is None:
             raise ConfigError("data.train: a training file is required")
         ctx = distributed.setup(cfg.training.device)  # joins torchrun's process group, if launched by it
+        restarts = distributed.restarts_of_the_run()
+        if restarts and out is not None:  # torchrun restarted the ranks after a failure: continue the run
+            resume = True
+            if log and ctx.is_main:
+                log(f"restart {restarts} (torchrun): continuing from the last checkpoint in {out}")
         if ctx.world > 1:
             self.config = cfg = cfg.model_copy(update={"training": cfg.training.model_copy(
                 update={"device": distributed.rank_device(cfg.training.device, ctx)})})

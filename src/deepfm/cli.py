@@ -283,8 +283,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)  # checked before any process starts
     args.out = config.out  # the interrupt message looks there (it may come from --config)
-    restart = distributed.restart_count()  # torchrun restarted the ranks: continue from the last checkpoint
-    resume = args.resume or restart > 0
+    # a rank torchrun restarted continues the run from its last checkpoint (Estimator.fit decides with all ranks)
+    resume = args.resume or distributed.restart_count() > 0
     if not resume and not distributed.launched():  # ranks start after the launcher checked
         refuse_occupied_out(config.out, args.overwrite)
     if (args.nproc > 1 or args.max_restarts > 0) and not distributed.under_torchrun():
@@ -296,10 +296,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return distributed.launch(args.nproc, ranks_argv, args.max_restarts)
     quiet = args.quiet or os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 speaks for all
     log = None if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
-    if restart and log:
-        log(f"restart {restart} (torchrun): continuing from the last checkpoint in {config.out}")
     try:
-        estimator = Estimator(config).fit(resume=resume, progress=not quiet, log=log)
+        estimator = Estimator(config).fit(resume=args.resume, progress=not quiet, log=log)
     except Exception as error:
         if os.environ.get("RANK", "0") == "0" or isinstance(error, DeepFMError):
             raise

@@ -31,7 +31,7 @@ One module per job: ``process`` (the process group and this rank's place in it, 
 from deepfm.distributed.batchnorm import GlobalBatchNorm1d, global_batch_norm
 from deepfm.distributed.gather import block_of, gather_blocks, gather_padded
 from deepfm.distributed.gradients import average_gradients
-from deepfm.distributed.launch import launch, restart_count, under_torchrun, without_flag
+from deepfm.distributed.launch import launch, restart_count, restarts_of_the_run, under_torchrun, without_flag
 from deepfm.distributed.process import (
     Context, active, broadcast_model, broadcast_text, cleanup, comm_device, context, is_main, launched, rank_device, setup,
 )
@@ -40,5 +40,5 @@ from deepfm.distributed.sharding import encode_shard, encode_shard_and_held_out,
 __all__ = [
     "Context", "GlobalBatchNorm1d", "active", "average_gradients", "block_of", "broadcast_model", "broadcast_text",
     "cleanup", "comm_device", "context", "encode_shard", "encode_shard_and_held_out", "gather_blocks", "gather_padded", "global_batch_norm",
-    "is_main", "launch", "launched", "rank_device", "restart_count", "setup", "shard_mask", "under_torchrun", "without_flag",
+    "is_main", "launch", "launched", "rank_device", "restart_count", "restarts_of_the_run", "setup", "shard_mask", "under_torchrun", "without_flag",
 ]

@@ -37,6 +37,22 @@ def restart_count() -> int:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
 
+def restarts_of_the_run() -> int:
+    """The most restarts any rank has seen (0: the first attempt). torchrun counts per machine, and a
+    machine whose ranks were healthy does not count a restart it took part in (pytorch/pytorch#108158),
+    so the ranks take the maximum to agree on resuming. Call after joining the process group."""
+    import torch
+    import torch.distributed as dist
+
+    from deepfm.distributed.process import active, comm_device
+
+    if not active():
+        return restart_count()
+    most = torch.tensor([restart_count()], dtype=torch.int64, device=comm_device())
+    dist.all_reduce(most, op=dist.ReduceOp.MAX)
+    return int(most.item())
+
+
 def launch(nproc: int, argv: Sequence[str], max_restarts: int = 0) -> int:
     """Run ``deepfm ARGV`` as ``nproc`` ranks on this machine (torchrun's launcher, in this process),
     restarting every rank up to ``max_restarts`` times when one fails (a restarted rank resumes from
