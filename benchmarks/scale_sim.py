@@ -16,7 +16,7 @@ same arguments give the same bytes.
 DeepFM of the out-of-core run) on ``--nproc`` processes, samples every process's resident set each
 second, and records samples/s, peak RSS per process and the distinct (field, bucket) rows a batch
 touches (the sparse part of the per-step all-reduce). ``project`` turns that into wall time for
-4B rows on M machines under the communication model in ``project``'s docstring.
+4B rows on W workers under the communication model in ``project``'s docstring.
 """
 
 from __future__ import annotations
@@ -132,10 +132,15 @@ def process_rss_mb(root: int) -> dict[int, float]:
 def touched_rows_per_batch(train: Path, batch_size: int, hash_buckets: int, sample_rows: int = 65_536) -> float:
     """Distinct (field, value-or-bucket) pairs in a batch of the file's first rows: the embedding rows one
     step's sparse gradient carries (values of fields narrower than ``hash_buckets`` keep their own row)."""
-    table = pacsv.read_csv(train, read_options=pacsv.ReadOptions(block_size=1 << 24),
-                           convert_options=pacsv.ConvertOptions(column_types={f"C{f + 1}": pa.string()
-                                                                              for f in range(CATEGORICAL)}))
-    table = table.slice(0, min(sample_rows, table.num_rows))
+    types = {f"C{f + 1}": pa.string() for f in range(CATEGORICAL)}
+    reader = pacsv.open_csv(train, convert_options=pacsv.ConvertOptions(column_types=types))
+    chunks, rows = [], 0
+    for chunk in reader:  # only the first rows: the file may be larger than memory
+        chunks.append(chunk)
+        rows += chunk.num_rows
+        if rows >= sample_rows:
+            break
+    table = pa.Table.from_batches(chunks).slice(0, sample_rows)
     batches = max(1, table.num_rows // batch_size)
     total = 0
     for b in range(batches):
@@ -177,8 +182,7 @@ def train(args: argparse.Namespace) -> dict:
         "peak_rss_mb_per_process": sorted(round(peaks[pid], 1) for pid in workers),
         "launcher_peak_rss_mb": round(peaks.get(process.pid, 0.0), 1) if args.nproc > 1 else None,
         "batch_size": batch_size,
-        "touched_rows_per_batch": round(touched_rows_per_batch(Path(args.train), batch_size // max(args.nproc, 1),
-                                                               args.hash_buckets), 1),
+        "touched_rows_per_batch": round(touched_rows_per_batch(Path(args.train), batch_size, args.hash_buckets), 1),
         "dense_parameters": dense_parameters(out_dir),
         "embed_dim": embed_dim(out_dir),
     }
@@ -196,31 +200,33 @@ def embed_dim(model_dir: Path) -> int:
     return int(json.loads((model_dir / "config.json").read_text())["run"]["model"]["embed_dim"])
 
 
-def project(result: dict, rows: float, gbits: list[float], machines: list[int]) -> list[dict]:
-    """Wall time for ``rows`` training rows (one epoch) on M machines, each running one process at the
-    measured rate (a bigger machine runs more processes; multiply M accordingly).
+def project(result: dict, rows: float, gbits: list[float], workers_counts: list[int]) -> list[dict]:
+    """Wall time for ``rows`` training rows (one epoch) on W workers, each a process training at the
+    measured rate of one process here (a machine with more cores runs several: W = machines × workers
+    per machine).
 
-    Per step every process trains B rows in B / r seconds (r: the measured samples/s of one process),
-    then averages gradients: a ring all-reduce of the dense parameters (each process sends and
-    receives 2 (W−1)/W × 4 P bytes) and an all-gather of the touched embedding rows (each process
-    receives the (W−1) other processes' U rows × (4 (k + 1) + 8) bytes: k-wide vector, first-order
-    weight, 8-byte row id). Communication is not overlapped with compute and the link runs at the
-    stated rate; the input is read at least as fast as it is trained (local disks, gz or not).
+    Per step every worker trains its B rows (``batch_size``; the global batch is B × W) in B / r
+    seconds (r: the measured samples/s of one process), then averages gradients: a ring all-reduce
+    of the dense parameters (each worker sends and receives 2 (W−1)/W × 4 P bytes) and an all-gather
+    of the touched embedding rows (each worker receives the (W−1) other workers' U rows × (4 (k + 1)
+    + 16) bytes: k factors and a first-order weight in fp32, and an 8-byte row id per table).
+    Communication is not overlapped with compute, every worker's link runs at the stated rate, and
+    the input is read at least as fast as it is trained.
     """
     rate = result["deepfm"]["train_samples_per_s"] / result["nproc"]
-    per_rank_batch = result["batch_size"] / result["nproc"]  # the global batch is batch_size × world
+    per_rank_batch = result["batch_size"]
     dense_bytes = 4 * result["dense_parameters"]
-    row_bytes = 4 * (result["embed_dim"] + 1) + 8
+    row_bytes = 4 * (result["embed_dim"] + 1) + 16
     touched = result["touched_rows_per_batch"]
     table = []
     for gbit in gbits:
         bandwidth = gbit * 1e9 / 8
-        for m in machines:
+        for workers in workers_counts:
             compute = per_rank_batch / rate
-            comm = (2 * (m - 1) / m * dense_bytes + (m - 1) * touched * row_bytes) / bandwidth if m > 1 else 0.0
+            comm = (2 * (workers - 1) / workers * dense_bytes + (workers - 1) * touched * row_bytes) / bandwidth
             step = compute + comm
-            samples_per_s = m * per_rank_batch / step
-            table.append({"machines": m, "gbit_per_s": gbit, "step_ms": round(step * 1e3, 2),
+            samples_per_s = workers * per_rank_batch / step
+            table.append({"workers": workers, "gbit_per_s": gbit, "step_ms": round(step * 1e3, 2),
                           "comm_share": round(comm / step, 3), "samples_per_s": round(samples_per_s),
                           "hours_for_rows": round(rows / samples_per_s / 3600, 2)})
     return table
@@ -247,7 +253,7 @@ def main() -> None:
     p.add_argument("--result", type=Path, required=True)
     p.add_argument("--rows", type=float, default=4e9)
     p.add_argument("--gbit", type=float, nargs="+", default=[10.0, 100.0])
-    p.add_argument("--machines", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128])
     args = parser.parse_args()
     if args.command == "generate":
         print(json.dumps(generate(args.rows, args.out, args.seed, args.zipf, args.chunk)))
@@ -258,7 +264,7 @@ def main() -> None:
     else:
         result = json.loads(args.result.read_text())
         result["projection"] = {"rows": args.rows, "model": project.__doc__.split("\n\n")[1].strip(),
-                                "table": project(result, args.rows, args.gbit, args.machines)}
+                                "table": project(result, args.rows, args.gbit, args.workers)}
         args.result.write_text(json.dumps(result, indent=1))
         for row in result["projection"]["table"]:
             print(row)
