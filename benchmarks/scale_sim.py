@@ -155,6 +155,8 @@ def train(args: argparse.Namespace) -> dict:
     command = [sys.executable, "-m", "deepfm", "train", "--config", str(HERE / "stream_big.toml"),
                "--train", str(args.train), "--valid", str(args.valid), "--stream", "--hash-buckets",
                str(args.hash_buckets), "--out", str(out_dir), "--overwrite", "--json", "--quiet"]
+    if args.precision:
+        command += ["--precision", args.precision]
     if args.nproc > 1:
         command += ["--nproc", str(args.nproc), "--threads", str(args.threads or 1)]
     elif args.threads:
@@ -177,30 +179,47 @@ def train(args: argparse.Namespace) -> dict:
     config = (HERE / "stream_big.toml").read_text()
     batch_size = int(next(line.split("=")[1] for line in config.splitlines() if line.startswith("batch_size")))
     return {
-        "command": " ".join(command), "nproc": args.nproc, "threads": args.threads, "hash_buckets": args.hash_buckets,
+        "command": " ".join(command), "nproc": args.nproc, "precision": args.precision, "threads": args.threads, "hash_buckets": args.hash_buckets,
         "wall_seconds": round(time.perf_counter() - began, 1), "deepfm": summary,
         "peak_rss_mb_per_process": sorted(round(peaks[pid], 1) for pid in workers),
         "launcher_peak_rss_mb": round(peaks.get(process.pid, 0.0), 1) if args.nproc > 1 else None,
         "batch_size": batch_size,
         "touched_rows_per_batch": round(touched_rows_per_batch(Path(args.train), batch_size, args.hash_buckets), 1),
         "dense_parameters": dense_parameters(out_dir),
+        "table_rows": table_rows(out_dir),
         "embed_dim": embed_dim(out_dir),
     }
 
 
+TABLES = ("embedding.weight", "linear.weights.weight")  # the fused tables: latent factors, first-order weights
+
+
 def dense_parameters(model_dir: Path) -> int:
-    """Parameters outside the embedding table (the MLP and biases): the dense all-reduce's size."""
+    """Parameters outside the embedding tables (the MLP and biases): the dense all-reduce's size."""
+    return sum(n for name, n in _sizes(model_dir).items() if not name.endswith(TABLES))
+
+
+def table_rows(model_dir: Path) -> int:
+    return int(_shapes(model_dir)["embedding.weight"][0])
+
+
+def _shapes(model_dir: Path) -> dict[str, list[int]]:
     from safetensors import safe_open
 
     with safe_open(str(model_dir / "model.safetensors"), "pt") as weights:
-        return int(sum(math.prod(weights.get_slice(k).get_shape()) for k in weights.keys() if "embed" not in k))
+        return {k: list(weights.get_slice(k).get_shape()) for k in weights.keys()}
+
+
+def _sizes(model_dir: Path) -> dict[str, int]:
+    return {k: int(math.prod(shape)) for k, shape in _shapes(model_dir).items()}
 
 
 def embed_dim(model_dir: Path) -> int:
     return int(json.loads((model_dir / "config.json").read_text())["run"]["model"]["embed_dim"])
 
 
-def project(result: dict, rows: float, gbits: list[float], workers_counts: list[int]) -> list[dict]:
+def project(result: dict, rows: float, gbits: list[float], workers_counts: list[int],
+            rate: float | None = None) -> list[dict]:
     """Wall time for ``rows`` training rows (one epoch) on W workers, each a process training at the
     measured rate of one process here (a machine with more cores runs several: W = machines × workers
     per machine).
@@ -213,7 +232,7 @@ def project(result: dict, rows: float, gbits: list[float], workers_counts: list[
     Communication is not overlapped with compute, every worker's link runs at the stated rate, and
     the input is read at least as fast as it is trained.
     """
-    rate = result["deepfm"]["train_samples_per_s"] / result["nproc"]
+    rate = rate or result["deepfm"]["train_samples_per_s"] / result["nproc"]
     per_rank_batch = result["batch_size"]
     dense_bytes = 4 * result["dense_parameters"]
     row_bytes = 4 * (result["embed_dim"] + 1) + 16
@@ -226,7 +245,7 @@ def project(result: dict, rows: float, gbits: list[float], workers_counts: list[
             comm = (2 * (workers - 1) / workers * dense_bytes + (workers - 1) * touched * row_bytes) / bandwidth
             step = compute + comm
             samples_per_s = workers * per_rank_batch / step
-            table.append({"workers": workers, "gbit_per_s": gbit, "step_ms": round(step * 1e3, 2),
+            table.append({"workers": workers, "gbit_per_s": gbit, "rate_per_worker": round(rate), "step_ms": round(step * 1e3, 2),
                           "comm_share": round(comm / step, 3), "samples_per_s": round(samples_per_s),
                           "hours_for_rows": round(rows / samples_per_s / 3600, 2)})
     return table
@@ -247,6 +266,9 @@ def main() -> None:
     t.add_argument("--nproc", type=int, default=1)
     t.add_argument("--threads", type=int, help="threads per process (default: deepfm's)")
     t.add_argument("--hash-buckets", type=int, default=1_000_000)
+    t.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="default: stream_big.toml's bf16, which is several times slower than fp32 on a CPU without "
+                        "AVX512-BF16")
     t.add_argument("--model-out", default="/tmp/scale-sim-model")
     t.add_argument("--out", type=Path, required=True, help="write the measurements here (JSON)")
     p = sub.add_parser("project")
@@ -254,6 +276,8 @@ def main() -> None:
     p.add_argument("--rows", type=float, default=4e9)
     p.add_argument("--gbit", type=float, nargs="+", default=[10.0, 100.0])
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128])
+    p.add_argument("--rate", type=float, help="samples/s of one worker (default: the measured one)")
+    p.add_argument("--name", default="projection", help="the key to store the table under")
     args = parser.parse_args()
     if args.command == "generate":
         print(json.dumps(generate(args.rows, args.out, args.seed, args.zipf, args.chunk)))
@@ -263,10 +287,10 @@ def main() -> None:
         print(json.dumps(result))
     else:
         result = json.loads(args.result.read_text())
-        result["projection"] = {"rows": args.rows, "model": project.__doc__.split("\n\n")[1].strip(),
-                                "table": project(result, args.rows, args.gbit, args.workers)}
+        result[args.name] = {"rows": args.rows, "model": " ".join(project.__doc__.split("\n\n")[1].split()),
+                             "table": project(result, args.rows, args.gbit, args.workers, args.rate)}
         args.result.write_text(json.dumps(result, indent=1))
-        for row in result["projection"]["table"]:
+        for row in result[args.name]["table"]:
             print(row)
 
 
