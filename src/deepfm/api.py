@@ -35,6 +35,7 @@ from deepfm.errors import ConfigError, DataError
 from deepfm.models import model_for_run
 from deepfm.runtime import available_cores, configure as configure_runtime, preserving, release_free_memory
 from deepfm.solvers import build_solver
+from deepfm.training.checkpoint import write_atomically
 from deepfm.training.trainer import TrainResult, peak_rss_mb, predict, predict_logits
 
 Data = str | Path | pa.Table | RawFrame  # or a pandas DataFrame (converted with pa.Table.from_pandas)
@@ -109,6 +110,11 @@ class Estimator:
         if train is None:
             raise ConfigError("data.train: a training file is required")
         ctx = distributed.setup(cfg.training.device)  # joins torchrun's process group, if launched by it
+        restarts = distributed.restarts_of_the_run()
+        if restarts and out is not None:  # torchrun restarted the ranks after a failure: continue the run
+            resume = True
+            if log and ctx.is_main:
+                log(f"restart {restarts} (torchrun): continuing from the last checkpoint in {out}")
         if ctx.world > 1:
             self.config = cfg = cfg.model_copy(update={"training": cfg.training.model_copy(
                 update={"device": distributed.rank_device(cfg.training.device, ctx)})})
@@ -131,7 +137,7 @@ class Estimator:
             valid_data = self.encode(valid, with_labels=True)
         if saved_features and ctx.is_main:
             saved_features.parent.mkdir(parents=True, exist_ok=True)
-            saved_features.write_text(json.dumps(self.encoder.to_dict()))
+            write_atomically(saved_features, json.dumps(self.encoder.to_dict()))  # a kill leaves old or new
         task = self.encoder.task
         self.config = cfg = with_task_defaults(cfg, task.name)  # e.g. FM's L2 on ratings (deepfm.defaults)
         torch.manual_seed(cfg.training.seed)

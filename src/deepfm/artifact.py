@@ -8,8 +8,9 @@
     (others).json       optional: what a wrapper needs besides (``deepfm.sklearn`` writes sklearn.json),
                         checksummed in the manifest like the rest
 
-While training, ``checkpoint/`` and ``checkpoint-features.json`` sit beside them (what
-``--resume`` continues from); ``remove_checkpoint`` clears them once a run has finished.
+While training, ``checkpoint/`` (and ``checkpoint.old/``, the previous one) and
+``checkpoint-features.json`` sit beside them (what ``--resume`` continues from);
+``remove_checkpoint`` clears them once a run has finished.
 
 Loading checks the manifest first, so a missing, altered or incompatible file is a
 clear ``ModelDirError`` rather than a wrong prediction.
@@ -17,7 +18,6 @@ clear ``ModelDirError`` rather than a wrong prediction.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -32,11 +32,14 @@ from deepfm.config import RunConfig
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.errors import ModelDirError
 from deepfm.models import model_for_run
+from deepfm.training.checkpoint import sha256_of
 
 FORMAT = "deepfm-model"
 FORMAT_VERSION = 1
 FILES = ("model.safetensors", "features.json", "config.json", "metrics.json")
-CHECKPOINT = ("checkpoint", "checkpoint-features.json")  # written by training, under the model directory
+# written by training, under the model directory: the latest checkpoint, the encoders, the previous
+# checkpoint and one being written (``deepfm.training.checkpoint``)
+CHECKPOINT = ("checkpoint", "checkpoint-features.json", "checkpoint.old", "checkpoint.tmp", "checkpoint-features.json.tmp")
 
 
 @dataclass
@@ -45,14 +48,6 @@ class SavedModel:
     encoder: FeatureEncoder
     config: RunConfig
     metrics: dict[str, Any]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_model_dir(directory: str | Path, model: torch.nn.Module, encoder: FeatureEncoder, config: RunConfig,
@@ -76,7 +71,7 @@ def save_model_dir(directory: str | Path, model: torch.nn.Module, encoder: Featu
         "format_version": FORMAT_VERSION,
         "deepfm_version": __version__,
         "torch_version": torch.__version__,
-        "files": {name: _sha256(directory / name) for name in (*FILES, *(extra or {}))},
+        "files": {name: sha256_of(directory / name) for name in (*FILES, *(extra or {}))},
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return directory
@@ -125,7 +120,7 @@ def load_model_dir(directory: str | Path) -> SavedModel:
         path = directory / name
         if not path.exists():
             raise ModelDirError(f"{directory}: incomplete model directory, {name} is missing")
-        if _sha256(path) != manifest["files"].get(name):
+        if sha256_of(path) != manifest["files"].get(name):
             raise ModelDirError(f"{path}: checksum does not match manifest.json (the file was changed or damaged)")
     try:
         encoder = FeatureEncoder.from_dict(json.loads((directory / "features.json").read_text()))

@@ -94,6 +94,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    help="train with N processes on this machine (torchrun, gloo on CPU / nccl on GPU); with "
                         "--stream each streams its own share of every epoch; for several machines run torchrun "
                         "yourself (docs/production.md)")
+    p.add_argument("--max-restarts", type=int, default=0,
+                   help="restart the processes up to K times when one fails (torchrun's --max-restarts); a restart "
+                        "continues from OUT/checkpoint (see --checkpoint-every)")
     p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps as well as every epoch (0: every epoch "
                                                          "only); mcmc/als: every N sweeps (0: every 50)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
@@ -285,10 +288,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)  # checked before any process starts
     args.out = config.out  # the interrupt message looks there (it may come from --config)
-    if not args.resume and not distributed.launched():  # ranks start after the launcher checked
+    # a rank torchrun restarted continues the run from its last checkpoint (Estimator.fit decides with all ranks)
+    resume = args.resume or distributed.restart_count() > 0
+    if not resume and not distributed.launched():  # ranks start after the launcher checked
         refuse_occupied_out(config.out, args.overwrite)
-    if args.nproc > 1 and not distributed.launched():
-        return distributed.launch(args.nproc, distributed.without_flag(args.argv, "--nproc"))
+    if (args.nproc > 1 or args.max_restarts > 0) and not distributed.under_torchrun():
+        ranks_argv = distributed.without_flag(distributed.without_flag(args.argv, "--nproc"), "--max-restarts")
+        return distributed.launch(args.nproc, ranks_argv, args.max_restarts)
     quiet = args.quiet or os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 speaks for all
     log = None if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     try:

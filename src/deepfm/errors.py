@@ -43,3 +43,7 @@ class ModelDirError(DeepFMError):
 
 class TrainingDiverged(DeepFMError):
     """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
+class CheckpointError(DeepFMError):
+    """No training checkpoint to resume from is intact; the message names the damaged files."""

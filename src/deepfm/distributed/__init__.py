@@ -19,7 +19,8 @@ How a run is split, and why it equals one process with a global batch of ``batch
   rank computes the same metrics from the same predictions, so early stopping and the choice
   of the best epoch are identical everywhere.
 - Only rank 0 writes checkpoints and the model directory; on resume every rank reads them
-  (multi-machine runs need the output directory on a shared file system).
+  (multi-machine runs need the output directory on a shared file system). When torchrun restarts
+  the ranks after a failure (``--max-restarts``), they resume from the last checkpoint.
 
 One module per job: ``process`` (the process group and this rank's place in it, broadcasting),
 ``batchnorm`` (batch norm over the global batch), ``sharding`` (each rank its rows), ``gather``
@@ -30,7 +31,7 @@ One module per job: ``process`` (the process group and this rank's place in it, 
 from deepfm.distributed.batchnorm import GlobalBatchNorm1d, global_batch_norm
 from deepfm.distributed.gather import block_of, gather_blocks, gather_padded, gather_rows
 from deepfm.distributed.gradients import average_gradients
-from deepfm.distributed.launch import launch, without_flag
+from deepfm.distributed.launch import launch, restart_count, restarts_of_the_run, under_torchrun, without_flag
 from deepfm.distributed.process import (
     Context, active, broadcast_model, broadcast_text, cleanup, comm_device, context, is_main, launched, rank_device, setup,
 )
@@ -40,5 +41,6 @@ __all__ = [
     "Context", "GlobalBatchNorm1d", "active", "average_gradients", "block_of", "broadcast_model", "broadcast_text",
     "cleanup", "comm_device", "context", "encode_held_out_share", "encode_shard", "encode_shard_and_held_out", "gather_blocks",
     "gather_padded", "gather_rows", "global_batch_norm",
-    "is_main", "launch", "launched", "rank_device", "setup", "shard_mask", "without_flag",
+    "is_main", "launch", "launched", "rank_device", "restart_count", "restarts_of_the_run", "setup", "shard_mask",
+    "under_torchrun", "without_flag",
 ]

@@ -1,7 +1,9 @@
-"""Starting ``nproc`` ranks of a ``deepfm`` command on this machine (torchrun's launcher)."""
+"""Starting ``nproc`` ranks of a ``deepfm`` command on this machine (torchrun's launcher), and
+restarting them from the last checkpoint when one fails."""
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 
@@ -18,14 +20,51 @@ def without_flag(argv: Sequence[str], flag: str) -> list[str]:
     return out
 
 
-def launch(nproc: int, argv: Sequence[str]) -> int:
-    """Run ``deepfm ARGV`` as ``nproc`` ranks on this machine (torchrun's launcher, in this process);
-    the exit status: 0, 2 when a rank stopped on an input error (it printed the one-line cause), else 1."""
+# torchrun shares its rendezvous store with the ranks' process group by default; restarted ranks can
+# then read the previous attempt's addresses from it and fail to connect (pytorch/pytorch#135712).
+# Set for the launcher here; a torchrun started by hand with --max-restarts needs it in its environment.
+FRESH_STORE_EACH_RESTART = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
+
+
+def under_torchrun() -> bool:
+    """True in a worker that torchrun (or ``launch``) started, whatever the number of ranks."""
+    return "TORCHELASTIC_RESTART_COUNT" in os.environ
+
+
+def restart_count() -> int:
+    """How many times torchrun has restarted this run's workers (0: the first attempt). A restarted
+    worker continues from the run's last checkpoint, as ``--resume`` does."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+def restarts_of_the_run() -> int:
+    """The most restarts any rank has seen (0: the first attempt). torchrun counts per machine, and a
+    machine whose ranks were healthy does not count a restart it took part in (pytorch/pytorch#108158),
+    so the ranks take the maximum to agree on resuming. Call after joining the process group."""
+    import torch
+    import torch.distributed as dist
+
+    from deepfm.distributed.process import active, comm_device
+
+    if not active():
+        return restart_count()
+    most = torch.tensor([restart_count()], dtype=torch.int64, device=comm_device())
+    dist.all_reduce(most, op=dist.ReduceOp.MAX)
+    return int(most.item())
+
+
+def launch(nproc: int, argv: Sequence[str], max_restarts: int = 0) -> int:
+    """Run ``deepfm ARGV`` as ``nproc`` ranks on this machine (torchrun's launcher, in this process),
+    restarting every rank up to ``max_restarts`` times when one fails (a restarted rank resumes from
+    the checkpoint); the exit status: 0, 2 when a rank stopped on an input error (it printed the
+    one-line cause), else 1."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
+    os.environ.setdefault(FRESH_STORE_EACH_RESTART, "1")
     try:
-        run(get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "deepfm", *argv]))
+        run(get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}",
+                                          "-m", "deepfm", *argv]))
     except ChildFailedError as error:
         return 2 if any(f.exitcode == 2 for f in error.failures.values()) else 1
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -13,7 +12,7 @@ from deepfm.data.batch import BatchSource, EncodedData
 from deepfm.models.fnn import FNN, pretrain_with_fm
 from deepfm.models.heads import CumulativeLink
 from deepfm.tasks import Task
-from deepfm.training.checkpoint import complete_checkpoint
+from deepfm.training.checkpoint import complete_checkpoint, remove_checkpoint_dirs
 from deepfm.training.trainer import TrainResult, Trainer
 
 STAGE1_SUFFIX = "-fnn-stage1"  # FNN's pre-training checkpoints: a sibling of the run's checkpoint directory
@@ -34,7 +33,7 @@ class GradientSolver:
         stage1 = stage1_dir(checkpoint_dir)
         scored = model.score if isinstance(model, CumulativeLink) else model  # ordinal: the model under the head
         if isinstance(scored, FNN) and self.config.model.pretrain:
-            if resume and complete_checkpoint(checkpoint_dir):
+            if resume and complete_checkpoint(checkpoint_dir, warn=lambda message: None):  # the trainer warns
                 self.log("FNN stage 1: done before the interruption (stage 2 resumes from its checkpoint)")
             else:
                 pretrain_with_fm(scored, task, self.config.training, train, valid, self.log,
@@ -42,8 +41,8 @@ class GradientSolver:
         trainer = Trainer(model, task, self.config.training, checkpoint_dir=checkpoint_dir,
                           progress=self.progress, log=self.log)
         result = trainer.fit(train, valid, resume=resume)
-        if stage1 is not None and stage1.exists():
-            shutil.rmtree(stage1)  # stage 2's checkpoints carry the run from here
+        if stage1 is not None:
+            remove_checkpoint_dirs(stage1)  # stage 2's checkpoints carry the run from here
         return result
 
 

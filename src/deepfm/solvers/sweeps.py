@@ -65,7 +65,7 @@ class SweepSolver:
                     "rank": self.config.model.embed_dim, "task": task.name, "seed": training.seed,
                     **self.chain_settings()}
         core, history = None, []
-        if resume and complete_checkpoint(checkpoint_dir):
+        if resume and complete_checkpoint(checkpoint_dir, self.log):
             core, history = self.restore(Path(checkpoint_dir), settings)
             self.log(f"resumed from {checkpoint_dir} at sweep {len(history) + 1}")
         elif resume:
@@ -135,7 +135,7 @@ class SweepSolver:
         publish(staging, directory)
 
     def restore(self, directory: Path, settings: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
-        found = complete_checkpoint(directory)
+        found = complete_checkpoint(directory, warn=lambda message: None)  # fit has warned
         state = json.loads((found / "state.json").read_text())
         saved = state.get("settings", {"solver": "gradient"})
         changed = [f"{k} {saved.get(k)} → {v}" for k, v in settings.items() if saved.get(k) != v]

@@ -3,18 +3,30 @@
 A checkpoint holds the model, both optimisers' state, the torch RNG and the loop's
 position (epoch, step, history, best so far), enough for a resumed run to continue
 exactly where the interrupted one stopped.
+
+On disk, next to the latest checkpoint ``DIR``: ``DIR.old``, the previous one, kept until a newer
+one is complete, and ``DIR.tmp`` while one is being written. Each holds a ``manifest.json`` with
+the SHA-256 of its other files; a checkpoint whose files do not match it (truncated, damaged) is
+skipped for the previous one, with a warning that names the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from deepfm.errors import CheckpointError
+
+MANIFEST = "manifest.json"  # written last: the SHA-256 of every other file of the checkpoint
+FORMAT = "deepfm-checkpoint"
 
 
 def _flatten(prefix: str, value: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -46,10 +58,7 @@ def _unflatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer_state: dict[str, Any], loop_state: dict[str, Any],
                     best_weights: dict[str, torch.Tensor] | None) -> None:
-    """Write atomically, so a crash at any point leaves a complete checkpoint (the new or the previous):
-    write ``directory.tmp`` (a stale one is removed first, never reused), rename the current checkpoint
-    to ``directory.old``, rename ``.tmp`` to ``directory``, then delete ``.old``. ``load_checkpoint``
-    reads ``.old`` when a crash came between the two renames."""
+    """Write into ``directory.tmp`` and ``publish`` it: a crash at any point leaves a complete checkpoint."""
     directory = Path(directory)
     staging = staging_dir(directory)
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, staging / "model.safetensors")
@@ -62,6 +71,15 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer_state: di
     publish(staging, directory)
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` by a file holding ``text``: a crash at any point leaves the old file or the new."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(text)
+    _sync_file(partial)
+    os.replace(partial, path)
+
+
 def staging_dir(directory: Path) -> Path:
     """An empty ``directory.tmp`` to write the next checkpoint into (a stale one is removed, never reused)."""
     staging = _sibling(Path(directory), ".tmp")
@@ -72,35 +90,141 @@ def staging_dir(directory: Path) -> Path:
 
 
 def publish(staging: Path, directory: Path) -> None:
-    """Make the complete checkpoint in ``staging`` (with its ``state.json``) the one at ``directory``."""
+    """Make the checkpoint written in ``staging`` (with its ``state.json``) the latest at ``directory``
+    and the one it replaces the previous (``directory.old``; the one before that is deleted).
+
+    ``staging`` is sealed first: its files flushed to disk and their SHA-256 written to
+    ``manifest.json``, last, so a checkpoint with a manifest is complete. Then two renames: the
+    latest becomes ``.old``, ``staging`` becomes the latest. A crash at any point leaves the latest
+    or, between the renames, ``.old`` complete; ``.tmp`` is never read."""
+    _seal(Path(staging))
     previous = _sibling(directory, ".old")
     if directory.exists():
         if previous.exists():
-            shutil.rmtree(previous)  # the current checkpoint is complete: the older one is not needed
+            shutil.rmtree(previous)  # the new checkpoint is sealed: the one before the latest is not needed
         os.replace(directory, previous)
     os.replace(staging, directory)
-    if previous.exists():
-        shutil.rmtree(previous)
+    _sync_directory(directory.parent)
+
+
+def _seal(staging: Path) -> None:
+    names = sorted(p.name for p in staging.iterdir() if p.is_file() and p.name != MANIFEST)
+    for name in names:
+        _sync_file(staging / name)
+    files = {name: sha256_of(staging / name) for name in names}
+    manifest = {"format": FORMAT, "files": files, "files_sha256": _digest_of(files)}
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    _sync_file(staging / MANIFEST)
+    _sync_directory(staging)
+
+
+def _sync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _sync_directory(path: Path) -> None:
+    """Persist renames and new entries in ``path`` (a no-op where directories cannot be opened)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _digest_of(files: dict[str, str]) -> str:
+    """The manifest's checksum of its own list, so that damage there is not blamed on another file."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
 def _sibling(directory: Path, suffix: str) -> Path:
     return directory.with_name(directory.name + suffix)
 
 
-def complete_checkpoint(directory: Path | None) -> Path | None:
-    """The directory that holds the latest complete checkpoint at ``directory``: itself, its ``.old``
-    (a crash between the two renames of ``save_checkpoint``), or None."""
-    if directory is None:
-        return None
-    for candidate in (Path(directory), _sibling(Path(directory), ".old")):
-        if (candidate / "state.json").exists():
-            return candidate
+def checkpoint_paths(directory: Path) -> tuple[Path, Path, Path]:
+    """(latest, previous, staging): every path a checkpoint at ``directory`` may occupy."""
+    directory = Path(directory)
+    return directory, _sibling(directory, ".old"), _sibling(directory, ".tmp")
+
+
+def remove_checkpoint_dirs(directory: Path) -> None:
+    """Delete the checkpoint at ``directory``: the latest, the previous and any unfinished one."""
+    for path in checkpoint_paths(directory):
+        if path.exists():
+            shutil.rmtree(path)
+
+
+def damage(candidate: Path) -> str | None:
+    """What is wrong with the checkpoint in ``candidate`` (None: it is complete and every file matches
+    its manifest). A checkpoint of an older version (``state.json``, no manifest) is taken as it is."""
+    manifest_path = candidate / MANIFEST
+    if not manifest_path.exists():
+        return None if (candidate / "state.json").exists() else f"{candidate}: incomplete (no {MANIFEST})"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        listed = manifest["files"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        return f"{manifest_path}: unreadable ({type(error).__name__})"
+    if manifest.get("files_sha256") != _digest_of(listed):
+        return f"{manifest_path}: damaged (its own checksum does not match)"
+    if "state.json" not in listed:
+        return f"{manifest_path}: does not list state.json"
+    for name, expected in listed.items():
+        path = candidate / name
+        if Path(name).name != name or not path.is_file():
+            return f"{path}: missing"
+        if sha256_of(path) != expected:
+            return f"{path}: checksum does not match {MANIFEST} (the file is truncated or damaged)"
     return None
 
 
+def complete_checkpoint(directory: Path | None, warn: Callable[[str], None] | None = None) -> Path | None:
+    """The directory of the latest good checkpoint at ``directory``: itself, else the previous one
+    (``.old``), or None when there is none. A damaged one is skipped (``warn`` is told which file and
+    why); when every checkpoint there is damaged, ``CheckpointError``."""
+    if directory is None:
+        return None
+    problems = []
+    for candidate in checkpoint_paths(Path(directory))[:2]:
+        if not candidate.is_dir():
+            continue
+        problem = damage(candidate)
+        if problem is None:
+            for earlier in problems:
+                (warn or _warn)(f"checkpoint damaged, not used: {earlier}; using the previous checkpoint {candidate}")
+            return candidate
+        problems.append(problem)
+    if problems:
+        raise CheckpointError(f"no usable checkpoint at {directory}: {'; '.join(problems)}. Train again without "
+                              "--resume (--overwrite), or restore the files")
+    return None
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, CheckpointWarning, stacklevel=3)
+
+
+class CheckpointWarning(UserWarning):
+    """The latest checkpoint was damaged; an earlier one is used."""
+
+
 def load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any], dict[str, torch.Tensor] | None, torch.Tensor]:
-    """Return (model weights, optimizer state, loop state, best weights or None, torch RNG state)."""
-    directory = complete_checkpoint(directory) or Path(directory)
+    """Return (model weights, optimizer state, loop state, best weights or None, torch RNG state) of
+    the checkpoint in ``directory`` (a directory ``complete_checkpoint`` found)."""
+    directory = Path(directory)
     state = json.loads((directory / "state.json").read_text())
     tensors = load_file(directory / "optimizer.safetensors")
     weights = load_file(directory / "model.safetensors")

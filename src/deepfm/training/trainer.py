@@ -12,6 +12,7 @@ import math
 import resource
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -26,7 +27,7 @@ from deepfm.config import TrainingConfig
 from deepfm.data.batch import Batch, BatchSource, EncodedData, InMemorySource, prefetch
 from deepfm.errors import ConfigError, DataError, TrainingDiverged
 from deepfm.runtime import available_cores
-from deepfm.training.checkpoint import complete_checkpoint, load_checkpoint, save_checkpoint
+from deepfm.training.checkpoint import CheckpointWarning, complete_checkpoint, load_checkpoint, save_checkpoint
 from deepfm.tasks import Task, as_task
 from deepfm.training.optim import ModelOptimizer, batch_occurrences
 
@@ -138,6 +139,7 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.progress = progress and sys.stderr.isatty() and distributed.is_main()
         self.log = log or (lambda message: None)
+        self.has_log = log is not None
         self.on_epoch = on_epoch
         self.autocast_device = torch.device(config.device).type
         self.bf16 = config.precision == "bf16"
@@ -152,9 +154,10 @@ class Trainer:
         source = InMemorySource(train) if isinstance(train, EncodedData) else train
         self._source = source
         start_epoch, skip_steps, best_weights, bad_epochs = 0, 0, None, 0
-        if resume and complete_checkpoint(self.checkpoint_dir):
-            start_epoch, skip_steps, best_weights, bad_epochs = self._restore(result)
-            self.log(f"resumed from {self.checkpoint_dir} at epoch {start_epoch + 1}, step {skip_steps}")
+        found = complete_checkpoint(self.checkpoint_dir, self._warn) if resume else None
+        if found:
+            start_epoch, skip_steps, best_weights, bad_epochs = self._restore(found, result)
+            self.log(f"resumed from {found} at epoch {start_epoch + 1}, step {skip_steps}")
         elif resume:
             self.log(f"--resume: no checkpoint in {self.checkpoint_dir}; starting from scratch")
         steps_per_epoch = steps_in_epoch(source, config.batch_size)
@@ -257,8 +260,17 @@ class Trainer:
                 "streamed": not isinstance(source, InMemorySource), "shuffle_window": getattr(source, "window", None),
                 "chunk_rows": list(getattr(source, "rows_per_chunk", []))[:1]}
 
-    def _restore(self, result: TrainResult) -> tuple[int, int, dict | None, int]:
-        weights, optimizer_state, loop, best, rng = load_checkpoint(self.checkpoint_dir)
+    def _warn(self, message: str) -> None:
+        """A damaged checkpoint, said by rank 0: in the run's log, or as a Python warning without one."""
+        if not distributed.is_main():
+            return
+        if self.has_log:
+            self.log(message)
+        else:
+            warnings.warn(message, CheckpointWarning, stacklevel=2)
+
+    def _restore(self, found: Path, result: TrainResult) -> tuple[int, int, dict | None, int]:
+        weights, optimizer_state, loop, best, rng = load_checkpoint(found)
         saved = loop.get("settings", {}) if loop["step"] else {}  # at an epoch's end nothing is skipped
         changed = [f"{k} {saved[k]} → {v}" for k, v in self._resume_settings().items() if saved.get(k, v) != v]
         if changed:

@@ -1,0 +1,128 @@
+"""Surviving a killed worker: under ``--max-restarts`` torchrun restarts every rank, and the restarted
+ranks continue from the last checkpoint, so the run ends with the model an uninterrupted run trains.
+
+The kill is real (SIGKILL of rank 1 from outside, once rank 0 has written a mid-epoch checkpoint);
+the test checks that a restart happened and resumed mid-run before comparing the two models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.csv as pacsv
+import pytest
+import torch
+
+from deepfm.artifact import load_model_dir
+from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+
+ROWS, EPOCHS, BATCH, EVERY = 4000, 2, 16, 20  # 125 steps per rank and epoch, a checkpoint every 20
+FLAGS = ["--mlp", "16,16", "--embed-dim", "4", "--patience", "0", "--lr", "0.01", "--batch-size", str(BATCH),
+         "--epochs", str(EPOCHS), "--checkpoint-every", str(EVERY), "--device", "cpu", "--nproc", "2"]
+TOLERANCE = 1e-6  # the resumed run replays the same steps: equal up to float rounding
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("faults")
+    spec = SyntheticSpec(categorical=4, numeric=2, vocabulary=200, seed=4)
+    paths = {"root": root}
+    for part, name in enumerate(("train", "valid")):
+        paths[name] = root / f"{name}.csv"
+        pacsv.write_csv(make_ctr_table(spec, ROWS if name == "train" else 1000, part)[0], paths[name])
+    return paths
+
+
+def _train(data: dict[str, Path], out: str, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "deepfm", "train", "--train", str(data["train"]), "--valid",
+                             str(data["valid"]), "--out", str(data["root"] / out), *FLAGS, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _rank_pid(parent: int, rank: int) -> int | None:
+    """The pid of the worker of ``rank`` that ``parent`` (the launcher) started, from /proc."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and f"RANK={rank}".encode() in environ:
+            return int(entry.name)
+    return None
+
+
+def _checkpoint_step(out: Path) -> tuple[int, int] | None:
+    try:
+        loop = json.loads((out / "checkpoint" / "state.json").read_text())["loop"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return loop["epoch"], loop["step"]
+
+
+def _weights(directory: Path) -> dict[str, torch.Tensor]:
+    return load_model_dir(directory).model.state_dict()
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker to kill in /proc")
+def test_a_worker_killed_mid_epoch_restarts_from_the_checkpoint_and_ends_as_an_uninterrupted_run(data):
+    killed = _train(data, "killed", "--max-restarts", "1")
+    deadline, position = time.monotonic() + 240, None
+    while position is None or position[1] == 0:  # wait for a mid-epoch checkpoint of epoch 1
+        assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()[1][-3000:]
+        position = _checkpoint_step(data["root"] / "killed")
+        time.sleep(0.02)
+    victim = _rank_pid(killed.pid, rank=1)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    _, log = killed.communicate(timeout=300)
+    assert killed.returncode == 0, log[-3000:]
+    assert "restart 1 (torchrun)" in log, log[-3000:]
+    resumed = [line for line in log.splitlines() if line.startswith("resumed from")]
+    assert resumed and not resumed[-1].endswith(f"at epoch {EPOCHS + 1}, step 0"), log[-3000:]  # before the end
+
+    straight = _train(data, "straight")
+    _, straight_log = straight.communicate(timeout=300)
+    assert straight.returncode == 0, straight_log[-3000:]
+
+    expected, got = _weights(data["root"] / "straight"), _weights(data["root"] / "killed")
+    for name, tensor in expected.items():
+        torch.testing.assert_close(got[name], tensor, atol=TOLERANCE, rtol=0, msg=name)
+    auc = [json.loads((data["root"] / run / "metrics.json").read_text())["best_valid"]["auc"]
+           for run in ("killed", "straight")]
+    assert abs(auc[0] - auc[1]) < 1e-4
+    assert not any((data["root"] / "killed" / name).exists() for name in ("checkpoint", "checkpoint.old"))
+
+
+def test_max_restarts_is_not_passed_to_the_ranks():
+    from deepfm.distributed import without_flag
+
+    assert without_flag(["train", "--max-restarts", "2", "--epochs", "1"], "--max-restarts") == ["train", "--epochs", "1"]
+
+
+def test_resuming_past_a_damaged_checkpoint_warns_and_continues_from_the_previous(ctr_csv, tmp_path, capsys):
+    from deepfm.cli import main
+
+    run = ["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "m"), "--mlp", "16", "--embed-dim", "4",
+           "--batch-size", "64", "--valid-fraction", "0"]
+    assert main([*run, "--epochs", "2", "--keep-checkpoint", "--quiet"]) == 0  # checkpoints after epochs 1 and 2
+    damaged = tmp_path / "m" / "checkpoint" / "optimizer.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    assert main([*run, "--epochs", "3", "--resume", "--keep-checkpoint"]) == 0
+    log = capsys.readouterr().err
+    assert f"checkpoint damaged, not used: {damaged}" in log
+    assert f"resumed from {tmp_path / 'm' / 'checkpoint.old'} at epoch 2, step 0" in log
+
+    for path in (tmp_path / "m" / "checkpoint" / "state.json", tmp_path / "m" / "checkpoint.old" / "state.json"):
+        path.write_text("{}")
+    assert main([*run, "--epochs", "4", "--resume", "--quiet"]) == 2
+    assert "no usable checkpoint" in capsys.readouterr().err
