@@ -7,7 +7,8 @@ client with a fixed number of connections sending raw training-file rows. In the
 
 - the HTTP floor: an empty FastAPI endpoint on the same uvicorn that parses the same JSON (orjson)
   and returns constants, hit by the same client (``--modes floor``);
-- offline prediction of the same rows (``Estimator.predict`` on the CSV file), in rows/s;
+- offline prediction of the same rows in rows/s, as ``deepfm predict`` runs it (a process set up by
+  ``deepfm.runtime``; read the CSV, encode, forward passes), and the forward passes alone;
 
 with every server up at once and the servers taking turns within each scenario (``--repeats``
 rounds), so that load from other jobs on the machine falls on all of them alike. The table gives each scenario's requests/s as a share of the floor's and its rows/s as a share
@@ -98,18 +99,39 @@ def serve_floor(port: int) -> None:
     uvicorn.run(app, host=HOST, port=port, log_level="warning", access_log=False)
 
 
-def _offline_rows_per_s(model: Path, data: Path, repeats: int = 3) -> float:
-    """Rows/s of ``Estimator.predict`` on the CSV file (read, encode, forward), median of ``repeats``."""
+def _offline_rows_per_s(model: Path, data: Path, repeats: int = 3) -> dict[str, float]:
+    """Rows/s of offline prediction, in a process set up as ``deepfm predict``'s is (``deepfm.runtime``:
+    threads, flush-to-zero, Arrow's allocator): ``file``, what ``deepfm predict`` does (read the CSV,
+    encode, forward passes of 4096 rows; the model as trained) and ``forward``, the forward passes
+    alone over the encoded rows (what ``run.py`` reports as prediction speed). Medians of ``repeats``."""
+    command = [sys.executable, __file__, "--offline", str(model), str(data), str(repeats)]
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+
+
+def measure_offline(model: str, data: str, repeats: int) -> None:
+    """``--offline MODEL DATA REPEATS``: print ``_offline_rows_per_s``'s figures as JSON."""
+    from deepfm.runtime import configure, set_process_environment
+
+    set_process_environment()
+    configure()
     from deepfm.api import Estimator
+    from deepfm.training.trainer import predict
 
     estimator = Estimator.load(model)
-    estimator.predict(data)  # warm-up
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        rows = len(estimator.predict(data))
-        times.append(time.perf_counter() - began)
-    return rows / statistics.median(times)
+
+    def rows_per_s(work) -> float:
+        rows = len(work())  # warm-up
+        times = []
+        for _ in range(int(repeats)):
+            began = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - began)
+        return rows / statistics.median(times)
+
+    encoded = estimator.encode(estimator.read(data, require_label=False), with_labels=False)
+    figures = {"file": rows_per_s(lambda: estimator.predict(estimator.read(data, require_label=False))),
+               "forward": rows_per_s(lambda: predict(estimator.model, estimator.encoder.task, encoded))}
+    print(json.dumps(figures))
 
 
 class Server:
@@ -193,23 +215,31 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="deepfm serve --workers")
     parser.add_argument("--columnar", action="store_true", help='send {"columns": ...} bodies instead of {"rows": ...}')
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--scenarios", default=",".join(f"{r}x{c}" for r, c in SCENARIOS),
+                        help="ROWSxCONNECTIONS, comma-separated (default: all)")
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--offline", nargs=3, metavar=("MODEL", "DATA", "REPEATS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_floor:
         return serve_floor(args.serve_floor)
+    if args.offline:
+        return measure_offline(*args.offline)
+    scenarios = [tuple(int(n) for n in s.split("x")) for s in args.scenarios.split(",") if s]
     modes = [m for m in args.modes.split(",") if m]
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         if args.model:
             model, data = Path(args.model), Path(args.data)
         else:
             model, data = _make_model(Path(tmp))
         rows = _rows(data)
-        offline = _offline_rows_per_s(model, data)
-        print(json.dumps({"offline_predict_rows_per_s": round(offline)}), flush=True)
+        offline_figures = _offline_rows_per_s(model, data)
+        offline = offline_figures["file"]
+        print(json.dumps({"offline_predict_rows_per_s": offline_figures}), flush=True)
         results = []
         with contextlib.ExitStack() as stack:  # every server up at once; idle ones cost nothing
             servers = {mode: stack.enter_context(Server(model, mode, args.workers)) for mode in modes}
-            for size, connections in SCENARIOS:
+            for size, connections in scenarios:
                 bodies = _bodies(rows, size, args.columnar)
                 runs: dict[str, list[dict]] = {mode: [] for mode in modes}
                 served = {mode: [0, 0] for mode in modes}  # forward passes, rows during this scenario
@@ -234,7 +264,8 @@ def main() -> None:
         key = (r["rows_per_request"], r["connections"])
         r["of_floor"] = round(r["requests_per_s"] / floor[key], 2) if key in floor else None
         r["of_offline"] = round(r["rows_per_s"] / offline, 2)
-    print(f"\noffline predict: {offline:,.0f} rows/s; workers: {args.workers}; body: {'columns' if args.columnar else 'rows'}")
+    print(f"\noffline predict: {offline:,.0f} rows/s from the file ({offline_figures['forward']:,.0f} rows/s forward "
+          f"passes alone); load average before {load_before}, after {os.getloadavg()}; workers: {args.workers}; body: {'columns' if args.columnar else 'rows'}")
     print("\n| server | rows/request | connections | requests/s | of floor | rows/s | of offline | p50 ms | p99 ms "
           "| rows per forward pass | requests | errors |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -244,7 +275,10 @@ def main() -> None:
               f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['rows_per_forward_pass'] or ''} | {r['requests']:.0f} | "
               f"{r['errors']:.0f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"offline_predict_rows_per_s": offline, "workers": args.workers,
+        Path(args.json).write_text(json.dumps({"offline_predict_rows_per_s": offline,
+                                               "offline_forward_rows_per_s": offline_figures["forward"],
+                                               "load_average": {"before": load_before, "after": os.getloadavg()},
+                                               "command": sys.argv[1:], "workers": args.workers,
                                                "columnar": args.columnar, "scenarios": results}, indent=1))
 
 
