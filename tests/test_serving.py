@@ -209,6 +209,7 @@ def test_the_columnar_path_encodes_exactly_as_the_validating_path(tmp_path, data
     rng = np.random.default_rng(7)
     names = [n for n in HEADER if n != "label"]
     rows = [dict(zip(HEADER, r)) for r in _rows(200, 3)] + [{"user": "-0", "city": "x", "price": "-0", "tags": "t1"}]
+    rows += [{"user": "9999", "city": "atlantis", "price": "95.5", "tags": "t1|never"}] * 20  # unseen, hashed or not
     for trial in range(18):
         style = ("text", "numbers", "mixed")[trial % 3]
         chosen = [rows[i] for i in rng.choice(len(rows), size=int(rng.integers(1, 60)))]
