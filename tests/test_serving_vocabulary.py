@@ -69,3 +69,8 @@ def test_string_buffers_read_nulls_and_offsets():
     offsets, data, valid = string_buffers(text)
     assert valid.tolist() == [True, False, True, True]
     assert [bytes(data[offsets[i] : offsets[i + 1]]).decode() for i in range(4)] == ["a", "", "", "bc"]
+
+
+def test_a_table_without_fields_encodes_nothing():
+    """A model without categorical fields (numeric ones only) still gets a table, which starts and answers."""
+    assert VocabularyTable([]).encode(pa.array([], pa.string()), 3).tolist() == []

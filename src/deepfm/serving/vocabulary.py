@@ -48,7 +48,7 @@ class VocabularyTable:
         self.text_offsets, self.text_bytes, _ = string_buffers(text)
         if len(self.keys) > 1 and (self.keys[1:] == self.keys[:-1]).any():
             raise ValueError("two vocabulary values share a lookup key")  # ~1e-8 at 10^6 values
-        self.encode(pa.array([""] * len(specs)), 1)  # compiled now (or loaded from numba's cache), not on a request
+        self.encode(pa.array([""] * len(specs), pa.string()), 1)  # compiled now (or loaded from numba's cache), not on a request
 
     def encode(self, text: pa.Array, n: int) -> np.ndarray:
         """Global ids (int64) of ``text``: the fields' values one field after another, ``n`` each."""
