@@ -43,10 +43,9 @@ class MicroBatcher:
     outputs are (probabilities or ratings)."""
 
     def __init__(self, model: nn.Module, task: str, max_rows: int = 4096, inline_rows: int = INLINE_ROWS):
-        self.model, self.task, self.max_rows, self.inline_rows = model, task, max_rows, inline_rows
+        self.model, self.task, self.max_rows, self.inline_rows = model.eval(), task, max_rows, inline_rows
         self.batches = 0  # forward passes run, for /metadata and tests
         self.rows = 0
-        self.inline = 0  # of which on the caller's thread
         self._pending = 0  # jobs queued or in the model thread's pass
         self._lock = threading.Lock()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
@@ -60,10 +59,7 @@ class MicroBatcher:
             if not inline:
                 self._pending += 1
         if inline:
-            predictions = self._forward(data)
-            with self._lock:
-                self.inline += 1
-            return predictions
+            return self._forward(data)
         loop = asyncio.get_running_loop()
         job = _Job(data, loop, loop.create_future())
         self._queue.put(job)
