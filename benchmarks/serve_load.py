@@ -7,11 +7,14 @@ client with a fixed number of connections sending raw training-file rows. In the
 
 - the HTTP floor: an empty FastAPI endpoint on the same uvicorn that parses the same JSON (orjson)
   and returns constants, hit by the same client (``--modes floor``);
-- offline prediction of the same rows (``Estimator.predict`` on the CSV file), in rows/s;
+- offline prediction of the same rows in rows/s, as ``deepfm predict`` runs it (a process set up by
+  ``deepfm.runtime``; read the CSV, encode, forward passes), and the forward passes alone;
 
 with every server up at once and the servers taking turns within each scenario (``--repeats``
-rounds), so that load from other jobs on the machine falls on all of them alike. The table gives each scenario's requests/s as a share of the floor's and its rows/s as a share
-of offline prediction.
+rounds), so that load from other jobs on the machine falls on all of them alike. The table gives
+each scenario's requests/s as a share of the floor's, its rows/s as a share of offline prediction,
+and the server's CPU time per request (its process and workers, from ``/proc``): on a busy machine
+wall-clock figures measure the other jobs as much as the server, CPU time far less.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/serve_load.py                # trains a DeepFM on synthetic data
     OMP_WAIT_POLICY=PASSIVE python benchmarks/serve_load.py --model runs/x --data test.csv --repeats 3
@@ -98,28 +101,65 @@ def serve_floor(port: int) -> None:
     uvicorn.run(app, host=HOST, port=port, log_level="warning", access_log=False)
 
 
-def _offline_rows_per_s(model: Path, data: Path, repeats: int = 3) -> float:
-    """Rows/s of ``Estimator.predict`` on the CSV file (read, encode, forward), median of ``repeats``."""
+def _offline_rows_per_s(model: Path, data: Path, repeats: int = 3) -> dict[str, float]:
+    """Rows/s of offline prediction, in a process set up as ``deepfm predict``'s is (``deepfm.runtime``:
+    threads, flush-to-zero, Arrow's allocator): ``file``, what ``deepfm predict`` does (read the CSV,
+    encode, forward passes of 4096 rows; the model as trained) and ``forward``, the forward passes
+    alone over the encoded rows (what ``run.py`` reports as prediction speed). Medians of ``repeats``."""
+    command = [sys.executable, __file__, "--offline", str(model), str(data), str(repeats)]
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+
+
+def measure_offline(model: str, data: str, repeats: int) -> None:
+    """``--offline MODEL DATA REPEATS``: print ``_offline_rows_per_s``'s figures as JSON."""
+    from deepfm.runtime import configure, set_process_environment
+
+    set_process_environment()
+    configure()
     from deepfm.api import Estimator
+    from deepfm.training.trainer import predict
 
     estimator = Estimator.load(model)
-    estimator.predict(data)  # warm-up
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        rows = len(estimator.predict(data))
-        times.append(time.perf_counter() - began)
-    return rows / statistics.median(times)
+
+    def rows_per_s(work) -> float:
+        rows = len(work())  # warm-up
+        times = []
+        for _ in range(int(repeats)):
+            began = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - began)
+        return rows / statistics.median(times)
+
+    encoded = estimator.encode(estimator.read(data, require_label=False), with_labels=False)
+    figures = {"file": rows_per_s(lambda: estimator.predict(estimator.read(data, require_label=False))),
+               "forward": rows_per_s(lambda: predict(estimator.model, estimator.encoder.task, encoded))}
+    print(json.dumps(figures))
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) of process ``pid`` and its children so far (Linux ``/proc``; None elsewhere):
+    the server's work, which other jobs on a shared machine change far less than its wall-clock times."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total, found = 0, False
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if entry.parent.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent's pid
+            total, found = total + int(fields[11]) + int(fields[12]), found or entry.parent.name == str(pid)
+    return total / tick if found else None
 
 
 class Server:
-    def __init__(self, model: Path, mode: str, workers: int = 1):
+    def __init__(self, model: Path, mode: str, workers: int = 1, threads: int = 0):
         self.port = _free_port()
         if mode == "floor":
             command = [sys.executable, __file__, "--serve-floor", str(self.port)]
         else:
             command = [sys.executable, "-m", "deepfm", "serve", str(model), "--host", HOST, "--port", str(self.port)]
             command += ["--workers", str(workers)] if workers > 1 else []
+            command += ["--threads", str(threads)] if threads else []
         if mode == "no-batching":
             command.append("--no-batching")
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
@@ -127,7 +167,7 @@ class Server:
         self.url = f"http://{HOST}:{self.port}"
 
     def __enter__(self) -> "Server":
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a busy 2-core machine takes a while to import torch in each worker
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError("deepfm serve exited")
@@ -136,7 +176,7 @@ class Server:
                     return self
             except httpx.TransportError:
                 time.sleep(0.2)
-        raise RuntimeError("deepfm serve did not start in 60 s")
+        raise RuntimeError("deepfm serve did not start in 180 s")
 
     def __exit__(self, *exc) -> None:
         self.process.terminate()
@@ -191,33 +231,46 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="repeat each scenario; medians are reported")
     parser.add_argument("--modes", default=",".join(MODES), help=f"servers to measure, of {', '.join(MODES)}")
     parser.add_argument("--workers", type=int, default=1, help="deepfm serve --workers")
+    parser.add_argument("--threads", type=int, default=0, help="deepfm serve --threads (default: its own, cores / workers)")
     parser.add_argument("--columnar", action="store_true", help='send {"columns": ...} bodies instead of {"rows": ...}')
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--scenarios", default=",".join(f"{r}x{c}" for r, c in SCENARIOS),
+                        help="ROWSxCONNECTIONS, comma-separated (default: all)")
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--offline", nargs=3, metavar=("MODEL", "DATA", "REPEATS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_floor:
         return serve_floor(args.serve_floor)
+    if args.offline:
+        return measure_offline(*args.offline)
+    scenarios = [tuple(int(n) for n in s.split("x")) for s in args.scenarios.split(",") if s]
     modes = [m for m in args.modes.split(",") if m]
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         if args.model:
             model, data = Path(args.model), Path(args.data)
         else:
             model, data = _make_model(Path(tmp))
         rows = _rows(data)
-        offline = _offline_rows_per_s(model, data)
-        print(json.dumps({"offline_predict_rows_per_s": round(offline)}), flush=True)
+        offline_figures = _offline_rows_per_s(model, data)
+        offline = offline_figures["file"]
+        print(json.dumps({"offline_predict_rows_per_s": offline_figures}), flush=True)
         results = []
         with contextlib.ExitStack() as stack:  # every server up at once; idle ones cost nothing
-            servers = {mode: stack.enter_context(Server(model, mode, args.workers)) for mode in modes}
-            for size, connections in SCENARIOS:
+            servers = {mode: stack.enter_context(Server(model, mode, args.workers, args.threads)) for mode in modes}
+            for size, connections in scenarios:
                 bodies = _bodies(rows, size, args.columnar)
                 runs: dict[str, list[dict]] = {mode: [] for mode in modes}
                 served = {mode: [0, 0] for mode in modes}  # forward passes, rows during this scenario
                 for _ in range(args.repeats):  # modes interleaved, so that load from other jobs hits them alike
                     for mode, server in servers.items():
                         before = httpx.get(f"{server.url}/metadata").json()["served"]
-                        runs[mode].append(asyncio.run(_scenario(server.url, bodies, connections, args.requests,
-                                                                args.seconds)))
+                        cpu = _cpu_seconds(server.process.pid)
+                        run = asyncio.run(_scenario(server.url, bodies, connections, args.requests, args.seconds))
+                        if cpu is not None:  # per request, the warm-up requests (one per connection) included
+                            run["server_cpu_ms_per_request"] = round(
+                                1e3 * (_cpu_seconds(server.process.pid) - cpu) / (run["requests"] + connections), 3)
+                        runs[mode].append(run)
                         after = httpx.get(f"{server.url}/metadata").json()["served"]
                         served[mode][0] += after["forward_passes"] - before["forward_passes"]
                         served[mode][1] += after["rows"] - before["rows"]
@@ -234,17 +287,21 @@ def main() -> None:
         key = (r["rows_per_request"], r["connections"])
         r["of_floor"] = round(r["requests_per_s"] / floor[key], 2) if key in floor else None
         r["of_offline"] = round(r["rows_per_s"] / offline, 2)
-    print(f"\noffline predict: {offline:,.0f} rows/s; workers: {args.workers}; body: {'columns' if args.columnar else 'rows'}")
+    print(f"\noffline predict: {offline:,.0f} rows/s from the file ({offline_figures['forward']:,.0f} rows/s forward "
+          f"passes alone); load average before {load_before}, after {os.getloadavg()}; workers: {args.workers}; body: {'columns' if args.columnar else 'rows'}")
     print("\n| server | rows/request | connections | requests/s | of floor | rows/s | of offline | p50 ms | p99 ms "
-          "| rows per forward pass | requests | errors |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| server CPU ms/request | rows per forward pass | requests | errors |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         print(f"| {r['mode']} | {r['rows_per_request']} | {r['connections']} | {r['requests_per_s']:.0f} | "
               f"{r['of_floor'] if r['of_floor'] is not None else ''} | {r['rows_per_s']:,.0f} | {r['of_offline']} | "
-              f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['rows_per_forward_pass'] or ''} | {r['requests']:.0f} | "
-              f"{r['errors']:.0f} |")
+              f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r.get('server_cpu_ms_per_request', '')} | "
+              f"{r['rows_per_forward_pass'] or ''} | {r['requests']:.0f} | {r['errors']:.0f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"offline_predict_rows_per_s": offline, "workers": args.workers,
+        Path(args.json).write_text(json.dumps({"offline_predict_rows_per_s": offline,
+                                               "offline_forward_rows_per_s": offline_figures["forward"],
+                                               "load_average": {"before": load_before, "after": os.getloadavg()},
+                                               "command": sys.argv[1:], "workers": args.workers, "threads": args.threads,
                                                "columnar": args.columnar, "scenarios": results}, indent=1))
 
 

@@ -209,6 +209,7 @@ def test_the_columnar_path_encodes_exactly_as_the_validating_path(tmp_path, data
     rng = np.random.default_rng(7)
     names = [n for n in HEADER if n != "label"]
     rows = [dict(zip(HEADER, r)) for r in _rows(200, 3)] + [{"user": "-0", "city": "x", "price": "-0", "tags": "t1"}]
+    rows += [{"user": "9999", "city": "atlantis", "price": "95.5", "tags": "t1|never"}] * 20  # unseen, hashed or not
     for trial in range(18):
         style = ("text", "numbers", "mixed")[trial % 3]
         chosen = [rows[i] for i in rng.choice(len(rows), size=int(rng.integers(1, 60)))]
@@ -263,10 +264,11 @@ def test_concurrent_requests_each_get_their_own_rows(client, model):
     np.testing.assert_allclose([results[i][0] for i in range(len(bodies))], model["expected"][:16], atol=1e-6)
 
 
-@pytest.fixture
-def gated_batcher():
+@pytest.fixture(params=[0, 1], ids=["all-queued", "inline-up-to-1-row"])
+def gated_batcher(request):
     """A batcher whose model's first forward pass waits for ``release``, so requests queue behind it;
-    the model predicts the fused-table id of field ``x``. Regression: no sigmoid."""
+    the model predicts the fused-table id of field ``x``. Regression: no sigmoid. Requests of up to
+    ``request.param`` rows may run inline when the model is idle."""
     import pyarrow as pa
     import torch
 
@@ -285,7 +287,7 @@ def gated_batcher():
             release.wait(5)
             return batch.ids[:, [s.name for s in encoder.fields].index("x")].double()
 
-    batcher = MicroBatcher(Gated(), encoder.task, max_rows=100)
+    batcher = MicroBatcher(Gated(), encoder.task, max_rows=100, inline_rows=request.param)
 
     def run(*requests: tuple[list[str], str]) -> list:
         """Send ``(xs, n)`` requests: the first alone, the rest while the first is in its forward pass."""
@@ -309,10 +311,67 @@ def gated_batcher():
 
 
 def test_requests_queued_during_a_forward_pass_share_the_next_one(gated_batcher):
+    """Even requests small enough to run inline wait for the busy model thread and share its next pass."""
     batcher, run, ids = gated_batcher
-    results = run((["a"], "1"), (["b", "a"], "1"), (["zzz"], "2"), (["b"], "3"))
-    assert [r.tolist() for r in results] == [[ids["a"]], [ids["b"], ids["a"]], [ids["zzz"]], [ids["b"]]]
-    assert batcher.batches == 2 and batcher.rows == 5
+    results = run((["a", "a"], "1"), (["b", "a"], "1"), (["zzz"], "2"), (["b"], "3"))
+    assert [r.tolist() for r in results] == [[ids["a"]] * 2, [ids["b"], ids["a"]], [ids["zzz"]], [ids["b"]]]
+    assert batcher.batches == 2 and batcher.rows == 6
+
+
+def _threads_that_ran_the_model(batcher: MicroBatcher, data, times: int = 1) -> set[str]:
+    """The names of the threads whose forward passes answered ``times`` requests of ``data`` sent one after another."""
+    ran, forward = set(), batcher.model.forward
+
+    def spy(batch):
+        ran.add(threading.current_thread().name)
+        return forward(batch)
+
+    batcher.model.forward = spy
+
+    async def requests() -> list:
+        return [await batcher.predict(data) for _ in range(times)]
+
+    try:
+        predictions = asyncio.run(requests())
+    finally:
+        del batcher.model.forward
+    assert all(np.array_equal(p, predictions[0]) for p in predictions)
+    return ran
+
+
+@pytest.mark.parametrize("inline_rows", [64, 0], ids=["inline", "queued"])
+def test_a_request_that_finds_the_model_idle_runs_on_the_callers_thread(model, inline_rows):
+    estimator = Estimator.load(model["dir"])
+    data = RequestDecoder(estimator.encoder).decode(_as_json(model["rows"], numbers=False))
+    batcher = MicroBatcher(estimator.model.eval(), estimator.encoder.task, inline_rows=inline_rows)
+    try:
+        ran = _threads_that_ran_the_model(batcher, data, times=3)
+    finally:
+        batcher.close()
+    assert ran == ({threading.main_thread().name} if inline_rows else {"deepfm-serve-model"})
+    assert batcher.batches == 3 and batcher.rows == 3 * len(model["rows"])
+
+
+def test_inline_and_queued_forward_passes_give_the_same_predictions(model):
+    estimator = Estimator.load(model["dir"])
+    data = RequestDecoder(estimator.encoder).decode(_as_json(model["rows"], numbers=False))
+    answers = {}
+    for inline_rows in (len(data), 0):
+        batcher = MicroBatcher(estimator.model.eval(), estimator.encoder.task, inline_rows=inline_rows)
+        answers[inline_rows] = asyncio.run(batcher.predict(data))
+        batcher.close()
+    np.testing.assert_array_equal(answers[len(data)], answers[0])
+    np.testing.assert_allclose(answers[0], model["expected"], rtol=0, atol=1e-6)
+
+
+def test_a_request_larger_than_inline_rows_goes_to_the_model_thread(model):
+    estimator = Estimator.load(model["dir"])
+    data = RequestDecoder(estimator.encoder).decode(_as_json(model["rows"], numbers=False))
+    batcher = MicroBatcher(estimator.model.eval(), estimator.encoder.task, inline_rows=len(data) - 1)
+    try:
+        assert _threads_that_ran_the_model(batcher, data) == {"deepfm-serve-model"}
+    finally:
+        batcher.close()
 
 
 def test_a_bad_request_among_concurrent_ones_fails_alone(client, model):

@@ -4,10 +4,8 @@
 request of one row, most of a request's cost. Here fields of a kind are encoded together:
 
 - categorical fields (vocabulary or hashed): their values are concatenated into one string
-  array and hashed once (FNV-1a 64, as hashed vocabularies are); a vocabulary value's id is
-  found by one binary search in a table built at start-up from every field's vocabulary, keyed
-  by (hash xor a per-field salt), and confirmed by comparing the strings, so a hash collision
-  can never give a value another's id. A hashed field's id is its hash modulo its buckets.
+  array and looked up by one compiled pass in a table of every field's vocabulary
+  (``deepfm.serving.vocabulary``: hash, binary search, string comparison).
 - numeric fields: one cast to float64, then the scaling or bucketing of every field at once.
 - multi-valued and weighted fields: ``FeatureEncoder.transform`` on those fields alone.
 
@@ -28,11 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from deepfm.data.batch import EncodedData, id_dtype
-from deepfm.data.encoders import MISSING, RESERVED, UNSEEN, FeatureEncoder, FieldSpec, signed_log
+from deepfm.data.encoders import MISSING, FeatureEncoder, signed_log
 from deepfm.data.frame import RawFrame, to_float
-from deepfm.data.hashing import fnv1a64_unique
 from deepfm.errors import DataError
 from deepfm.serving.rows import SOURCE, Columns, columns_to_frame, encode_frame
+from deepfm.serving.vocabulary import VocabularyTable
 
 CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError)
 
@@ -55,7 +53,7 @@ class ColumnEncoder:
         self.others = [j for j, spec in enumerate(single) if spec.weighted]  # and every multi-valued field
         self.rest = replace(encoder, fields=[single[j] for j in self.others] + encoder.multi_fields)
         self.single = single
-        self._lookup = _VocabularyTable([single[j] for j in self.categorical])
+        self._lookup = VocabularyTable([single[j] for j in self.categorical])
         scaled = [single[j] for j in self.scaled]
         self._mean = np.array([[s.mean] for s in scaled], np.float64)
         self._std = np.array([[s.std] for s in scaled], np.float64)
@@ -101,48 +99,6 @@ class ColumnEncoder:
             ids[:, j] = spec.offset + np.where(missing[row], MISSING, bucket)
 
 
-class _VocabularyTable:
-    """Every categorical field's vocabulary in one sorted table of (value hash xor field salt) keys."""
-
-    def __init__(self, specs: list[FieldSpec]):
-        self.offsets = np.array([s.offset for s in specs], np.int64)
-        self.buckets = np.array([max(s.hash_buckets, 1) for s in specs], np.uint64)
-        self.hashed = np.array([s.hash_buckets > 0 for s in specs], bool)
-        self.salts = (np.arange(len(specs), dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
-        keys, ids, texts = [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)], []
-        for k, spec in enumerate(specs):
-            if spec.hash_buckets or spec.vocabulary is None or len(spec.vocabulary) == 0:
-                continue
-            vocabulary = spec.vocabulary.values
-            keys.append(fnv1a64_unique(vocabulary) ^ self.salts[k])
-            ids.append(spec.offset + RESERVED + np.arange(len(vocabulary), dtype=np.int64))
-            texts.append(vocabulary)
-        key = np.concatenate(keys)
-        order = np.argsort(key, kind="stable")
-        self.keys, self.global_ids = key[order], np.concatenate(ids)[order]
-        self.texts = pa.concat_arrays(texts).take(pa.array(order)) if texts else pa.array([], pa.string())
-        if len(self.keys) > 1 and (self.keys[1:] == self.keys[:-1]).any():
-            raise ValueError("two vocabulary values share a lookup key")  # ~1e-8 at 10^6 values; see ColumnEncoder
-
-    def encode(self, text: pa.Array, n: int) -> np.ndarray:
-        """Global ids of ``text``: the fields' values one field after another, ``n`` each."""
-        field = np.repeat(np.arange(len(self.offsets)), n)
-        hashes = fnv1a64_unique(text)
-        missing = pc.is_null(text).to_numpy(zero_copy_only=False)
-        local = np.full(len(text), UNSEEN, np.int64)
-        if len(self.keys):
-            key = hashes ^ self.salts[field]
-            at = np.minimum(np.searchsorted(self.keys, key), len(self.keys) - 1)
-            same = pc.fill_null(pc.equal(self.texts.take(pa.array(at)), text), False).to_numpy(zero_copy_only=False)
-            found = (self.keys[at] == key) & same
-            local = np.where(found, self.global_ids[at] - self.offsets[field], local)
-        hashed = self.hashed[field]
-        if hashed.any():
-            local = np.where(hashed, RESERVED + (hashes % self.buckets[field]).astype(np.int64), local)
-        local[missing] = MISSING
-        return self.offsets[field] + local
-
-
 def _arrow(values: Sequence[Any]) -> pa.Array:
     try:
         return pa.array(values)
@@ -162,14 +118,14 @@ def _grouped(columns: list[Sequence[Any]], convert) -> Any:
 
 
 def _text(columns: list[Sequence[Any]], body: bytes) -> pa.Array:
-    """Categorical values as text, ``""`` as null: strings, nulls and integers (unless ``body`` has a ``-0``)."""
+    """Categorical values as text (null and ``""``: missing): strings, nulls and integers (unless ``body`` has a ``-0``)."""
 
     def convert(array: pa.Array) -> pa.Array:
         if (pa.types.is_integer(array.type) and b"-0" not in body) or pa.types.is_null(array.type):
-            array = array.cast(pa.string())
-        elif not pa.types.is_string(array.type):
+            return array.cast(pa.string())
+        if not pa.types.is_string(array.type):
             raise NotColumnar(f"{array.type} values")
-        return pc.if_else(pc.equal(array, ""), pa.scalar(None, pa.string()), array)
+        return array
 
     return _grouped(columns, convert)
 

@@ -1,0 +1,188 @@
+"""Where one ``/predict`` request's time goes inside the server process, without a network or a client.
+
+Two views of the same model and bodies (the synthetic Criteo-shaped DeepFM of ``serve_load.py``, or
+``--model DIR --data CSV``):
+
+- stages, each timed alone: orjson parse, values per field, columnar encode, tensors, forward pass
+  (at each torch thread count), response encode;
+- the whole app, called as ASGI in process (body bytes in, response bytes out; routing, body read,
+  decode, batcher hand-off or inline forward, response), with ``--cprofile N`` printing the top N
+  functions of the 1-row request.
+
+Each figure is the median of ``--runs`` runs of the process's CPU time (all its threads), not wall
+time, so that other jobs on a shared machine move it little; ``--clock wall`` for wall time.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/profile_serve.py --model /tmp/m/model --data /tmp/m/test.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import pstats
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import orjson
+import torch
+
+from deepfm.api import Estimator
+from deepfm.runtime import configure
+from deepfm.serving.app import create_app
+from deepfm.serving.decode import RequestDecoder
+from deepfm.serving.inference import for_inference
+from deepfm.serving.rows import Limits
+from deepfm.training.trainer import to_prediction
+
+from serve_load import _bodies, _make_model, _rows  # noqa: E402 - benchmarks/ is on sys.path when run as a script
+
+
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+clock = CLOCKS["cpu"]
+
+
+def _median_ms(work: Callable[[], object], runs: int) -> float:
+    work()
+    times = []
+    for _ in range(runs):
+        began = clock()
+        work()
+        times.append(clock() - began)
+    return 1e3 * statistics.median(times)
+
+
+def stages(model_dir: Path, body: bytes, runs: int, threads: list[int]) -> dict[str, float]:
+    estimator = Estimator.load(model_dir)
+    model = for_inference(estimator.model)
+    decoder = RequestDecoder(estimator.encoder, estimator.config.data.multi_separator, Limits())
+    task = estimator.encoder.task
+    columns = decoder.read(body)
+    data = decoder.decode(body)
+    batch = data.to_batch()
+
+    def forward():
+        with torch.inference_mode():
+            return to_prediction(task, model(batch)).double().numpy()
+
+    predictions = forward()
+    timed = {
+        "orjson parse": _median_ms(lambda: orjson.loads(body), runs),
+        "values per field": _median_ms(lambda: decoder.read(body), runs),
+        "columnar encode": _median_ms(lambda: decoder.columnar.encode(columns, body), runs),
+        "decode (all of the above)": _median_ms(lambda: decoder.decode(body), runs),
+        "tensors": _median_ms(data.to_batch, runs),
+    }
+    for n in threads:
+        torch.set_num_threads(n)
+        timed[f"forward, {n} thread{'s' if n > 1 else ''}"] = _median_ms(forward, runs)
+    timed["response encode"] = _median_ms(
+        lambda: orjson.dumps({"predictions": predictions, "kind": "probability"}, option=orjson.OPT_SERIALIZE_NUMPY), runs)
+    return timed
+
+
+class InProcess:
+    """Calls an ASGI app with one request at a time on its own event loop (uvloop where installed)."""
+
+    def __init__(self, app):
+        self.app = app
+        try:
+            import uvloop
+
+            self.loop = uvloop.new_event_loop()
+        except ImportError:
+            self.loop = asyncio.new_event_loop()
+        self.lifespan = self.loop.create_task(self._lifespan())
+
+    async def _lifespan(self):
+        messages = asyncio.Queue()
+        await messages.put({"type": "lifespan.startup"})
+
+        async def receive():
+            return await messages.get()
+
+        async def send(message):
+            pass
+
+        self._stop = messages
+        await self.app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+
+    async def _request(self, body: bytes) -> bytes:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+                 "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
+                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000), "state": {}}
+        sent = []
+        received = False
+
+        async def receive():
+            nonlocal received
+            if received:
+                await asyncio.sleep(3600)
+            received = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            if message["type"] == "http.response.body":
+                sent.append(message.get("body", b""))
+
+        await self.app(scope, receive, send)
+        return b"".join(sent)
+
+    def request(self, body: bytes) -> bytes:
+        return self.loop.run_until_complete(self._request(body))
+
+    def close(self):
+        self._stop.put_nowait({"type": "lifespan.shutdown"})
+        self.loop.run_until_complete(asyncio.wait_for(self.lifespan, 10))
+        self.loop.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model directory (default: train serve_load.py's DeepFM)")
+    parser.add_argument("--data", help="CSV of rows (with --model)")
+    parser.add_argument("--sizes", default="1,256", help="rows per request")
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--threads", default="1,2", help="torch thread counts for the forward pass")
+    parser.add_argument("--cprofile", type=int, default=0, metavar="N", help="print the top N functions (cumulative)")
+    parser.add_argument("--clock", choices=CLOCKS, default="cpu", help="CPU time of the process (default) or wall time")
+    args = parser.parse_args()
+    global clock
+    clock = CLOCKS[args.clock]
+    configure()
+    with tempfile.TemporaryDirectory() as tmp:
+        model, data = (Path(args.model), Path(args.data)) if args.model else _make_model(Path(tmp))
+        rows = _rows(data)
+        results = {}
+        for size in map(int, args.sizes.split(",")):
+            body = _bodies(rows, size, columnar=False)[0]
+            timed = stages(model, body, args.runs, [int(t) for t in args.threads.split(",")])
+            configure()
+            for batching in (True, False):
+                client = InProcess(create_app(model, Limits(), batching=batching))
+                timed[f"whole app in process, batching {'on' if batching else 'off'}"] = _median_ms(
+                    lambda: client.request(body), args.runs)
+                if args.cprofile and batching:
+                    profile = cProfile.Profile()
+                    profile.enable()
+                    for _ in range(args.runs):
+                        client.request(body)
+                    profile.disable()
+                    print(f"--- {size} rows, {args.runs} requests")
+                    pstats.Stats(profile).sort_stats("cumulative").print_stats(args.cprofile)
+                client.close()
+            results[size] = {k: round(v, 3) for k, v in timed.items()}
+            print(json.dumps({"rows": size, **results[size]}), flush=True)
+        print("\n| stage (ms, median) | " + " | ".join(f"{s} row{'s' if s > 1 else ''}" for s in results) + " |")
+        print("| --- |" + " ---: |" * len(results))
+        for stage in next(iter(results.values())):
+            print(f"| {stage} | " + " | ".join(f"{results[s][stage]:.3f}" for s in results) + " |")
+
+
+if __name__ == "__main__":
+    main()
