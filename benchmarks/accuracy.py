@@ -188,7 +188,7 @@ def criteo_synth(root: Path) -> Suite:
     from sklearn.metrics import roc_auc_score
 
     train, test = make_data(DEFAULT_DIR)
-    valid = write_split(DEFAULT_DIR, "valid", 100_000, 2, False, 1_000_000)
+    valid = write_split(DEFAULT_DIR, "valid", 100_000, 2, False, criteo_spec())
     test_table, probability = make_ctr_table(criteo_spec(), rows=100_000, part=1)
     bayes = float(roc_auc_score(test_table["label"].to_numpy(), probability))
     numeric = [f"I{i}" for i in range(1, 14)]
