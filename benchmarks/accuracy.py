@@ -240,7 +240,9 @@ def run_one(model: str, suite: Suite, settings: dict[str, Any], read_test: bool)
               "train_samples_per_s": estimator.metrics["train_samples_per_s"],
               "config": estimator.config.training.model_dump(include={"optimizer", "lr", "batch_size", "embed_l2", "epochs"})
               | {"embed_dim": estimator.config.model.embed_dim}}
-    for key in ("embed_reg", "lr_schedule"):
+    if "ids" in estimator.metrics:  # the statistic of the data rule (deepfm.defaults) and its branch
+        record["ids"] = estimator.metrics["ids"]
+    for key in ("embed_reg", "lr_schedule", "adagrad_init"):
         if hasattr(estimator.config.training, key):
             record["config"][key] = getattr(estimator.config.training, key)
     if read_test:

@@ -33,10 +33,22 @@ if TYPE_CHECKING:
 #   MovieLens-100K 0.9071 (the same); λ 0.15 gave 0.9397 / 0.9175, λ 0.12 0.9408 / 0.9096.
 # - regularising the first-order weights apart (linear_l2 1e-3 with λ 0.1 on V) changed nothing
 #   measurable (MovieLens-100K 0.9073 vs 0.9088, MovieLens-1M 0.9680 vs 0.9680), so w and V share λ.
-# Known failure: on the 1M-row Criteo-shaped set (most ids seen once or twice) these FM settings
-# collapse (valid AUC 0.539 vs LR's 0.612; Adam lr 0.03, batch 4096 with the same k and L2: 0.523): a
-# k-64 vector per rare id, held back only per occurrence, fits noise. A data rule (stronger or per-row
-# penalty, or a smaller k, when most ids are rare) is still to do.
+# The long tail (the data rule below). On the 1M-row Criteo-shaped set (978k ids, ~1 new id per row)
+# these settings collapsed (valid AUC 0.539, logloss 1.53, vs LR's 0.612), and so did Adam (0.523 at
+# k 64; 0.568 with the former k-10 Adam defaults). The training loss itself was 1.4 in epoch 1: not
+# overfitting but steps too large. Per-coordinate AdaGrad (and Adam) with an empty accumulator makes the
+# first step of every coordinate lr·g/|g| = ±lr whatever the size of g: a rare id (its gradient is its
+# 1/B share of a batch mean) moves as far as a frequent one, all rare ids of a row move together
+# (each one's gradient is the sum of the others' vectors), and with ~20 such ids per row their
+# pairwise products add up to logits of ±10 and more. Step sizes in proportion to the gradient fix
+# it: on 200k training rows of that set (the suite's valid rows, 3 epochs; benchmarks/results/
+# sweep_criteo_fm_g0.md) SGD lr 1 reached 0.6083, AdaGrad lr 0.01 (a smaller ±lr) 0.6050 then
+# overfit, and AdaGrad lr 0.1 with its accumulators started at G0 (TensorFlow's
+# initial_accumulator_value) 1e-3 / 1e-2 / 1e-1: 0.6156 / 0.6138 / 0.6048, against G0 = 0's 0.5306 and
+# LR's 0.6037. G0 makes a rarely updated coordinate step lr·g/√G0 (SGD-like), a frequent one as
+# AdaGrad. But where ids recur it costs: Frappe valid AUC 0.9237 (G0 1e-3) / 0.9222 (1e-2) against
+# 0.9510 with G0 = 0. So G0 is a rule from the data: 1e-2 on a long tail (iPinYou 0.5640 vs 0.4876 at
+# G0 = 0 and 0.5537 at 1e-3; Adult, not a long tail, 0.9107 vs 0.9109), 0 otherwise.
 # FM's samples/s is lower than before (k 64 and batch 512 instead of k 10 and batch 4096): the price
 # of +0.011 Frappe AUC and −0.04 MovieLens RMSE; benchmarks/run.py's "FM on Frappe" row measures it.
 #
@@ -51,15 +63,10 @@ if TYPE_CHECKING:
 # Starting V at libFM's N(0, 0.1²) instead of N(0, 0.01²) helped FM on Frappe but hurt it on
 # MovieLens ratings (earlier tuning), so the start stays 0.01 for every model.
 #
-# The lead's check of the click defaults on the whole suite (validation, benchmarks/accuracy.py): the
-# settings above won on Frappe (valid AUC 0.9510 vs 0.9403) but lost on the Criteo-shaped set (0.5390
-# vs 0.5680 with the former defaults: `--set training.optimizer=adam training.lr=0.03
-# training.batch_size=4096 model.embed_dim=10 training.embed_reg=rows training.embed_l2=0.0001`),
-# on iPinYou (0.4876 vs 0.5739, few clicks: noisy) and tied on Adult (0.9109 vs 0.9117). Won on one
-# click set of four, so FM on clicks keeps the former settings (which also train several times faster);
-# the new ones are the rule for ratings only, where they won on all three sets. Frappe users get the
-# better setting with `--optimizer adagrad --embed-reg occurrences --embed-dim 64 --lr 0.1
-# --embed-l2 0.01 --batch-size 512` (test AUC 0.9518) or from `deepfm tune`.
+# FM on clicks: the AdaGrad k-64 settings above (before: Adam lr 3e-2, batch 4096, k 10, lazy L2 1e-4,
+# kept by the previous session because the AdaGrad settings lost on the long-tail sets). With the
+# long-tail rule they win or tie on every click set (validation): Frappe 0.9510 vs 0.9403, Adult
+# 0.9109 vs 0.9117 (a tie), the Criteo-shaped set and iPinYou as above.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "fm": {"training": {"threads": 1}},
     "lr": {"training": {"embed_l2": 1e-4, "lr": 1e-2, "threads": 1}},
