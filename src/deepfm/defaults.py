@@ -149,5 +149,5 @@ def describe_shape_rule(config: RunConfig, id_counts: IdCounts | None) -> str | 
     chosen = shapes.get(shape, {})
     settings = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
                          for key, value in chosen.items()) or "the task's defaults"
-    return (f"ids: {id_counts.describe()}: {shape} (long tail from {LONG_TAIL_IDS_PER_ROW:g} ids per row); "
+    return (f"ids: {id_counts.describe()}: {shape} (a long tail from {LONG_TAIL_IDS_PER_ROW:g} distinct ids per row); "
             f"{config.model.name} defaults for it: {settings} (deepfm.defaults)")
