@@ -188,7 +188,7 @@ def criteo_synth(root: Path) -> Suite:
     from sklearn.metrics import roc_auc_score
 
     train, test = make_data(DEFAULT_DIR)
-    valid = write_split(DEFAULT_DIR, "valid", 100_000, 2, False, 1_000_000)
+    valid = write_split(DEFAULT_DIR, "valid", 100_000, 2, False, criteo_spec())
     test_table, probability = make_ctr_table(criteo_spec(), rows=100_000, part=1)
     bayes = float(roc_auc_score(test_table["label"].to_numpy(), probability))
     numeric = [f"I{i}" for i in range(1, 14)]
@@ -240,7 +240,9 @@ def run_one(model: str, suite: Suite, settings: dict[str, Any], read_test: bool)
               "train_samples_per_s": estimator.metrics["train_samples_per_s"],
               "config": estimator.config.training.model_dump(include={"optimizer", "lr", "batch_size", "embed_l2", "epochs"})
               | {"embed_dim": estimator.config.model.embed_dim}}
-    for key in ("embed_reg", "lr_schedule"):
+    if "ids" in estimator.metrics:  # the statistic of the data rule (deepfm.defaults) and its branch
+        record["ids"] = estimator.metrics["ids"]
+    for key in ("embed_reg", "lr_schedule", "adagrad_init"):
         if hasattr(estimator.config.training, key):
             record["config"][key] = getattr(estimator.config.training, key)
     if read_test:

@@ -1,7 +1,13 @@
 """Per-model and per-task defaults: what the accuracy suite chose, and the user's settings always win."""
 
+import pytest
+
+from deepfm import Estimator
 from deepfm.config import build_config
-from deepfm.defaults import TASK_DEFAULTS, with_task_defaults
+from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+from deepfm.data.encoders import IdCounts
+from deepfm.defaults import (LONG_TAIL_IDS_PER_ROW, SHAPE_DEFAULTS, TASK_DEFAULTS, describe_shape_rule, id_shape,
+                             with_task_defaults)
 
 
 def test_fm_on_ratings_takes_the_regression_defaults():
@@ -15,7 +21,8 @@ def test_fm_on_clicks_and_on_ratings_differ_only_where_the_suite_showed_it():
     config = build_config({"model": {"name": "fm"}})
     clicks, ratings = with_task_defaults(config, "binary"), with_task_defaults(config, "regression")
     assert clicks.training.embed_l2 < ratings.training.embed_l2
-    assert (clicks.model.embed_dim, clicks.training.optimizer, clicks.training.batch_size) == (10, "adam", 4096)
+    assert (clicks.model.embed_dim, clicks.training.optimizer, clicks.training.batch_size) == (64, "adagrad", 512)
+    assert clicks.training.lr > ratings.training.lr
     assert (ratings.model.embed_dim, ratings.training.optimizer, ratings.training.embed_reg) == (64, "adagrad", "occurrences")
 
 
@@ -37,3 +44,54 @@ def test_fm_gradient_defaults_do_not_reach_the_sampling_and_als_solvers():
     for solver in ("mcmc", "als"):
         config = with_task_defaults(build_config({"model": {"name": "fm"}, "training": {"solver": solver}}), "regression")
         assert config.model.embed_dim == 10 and config.training.optimizer == "adam"
+
+
+# -- the data rule: the shape of the training ids ---------------------------------------------------
+
+LONG_TAIL = IdCounts(rows=1_000, occurrences=26_000, distinct=900)  # ~1 new id per row, as a Criteo log
+RECURRING = IdCounts(rows=50_000, occurrences=500_000, distinct=5_000)  # 0.1 per row, as Frappe
+
+
+def test_the_shape_of_the_ids_is_a_long_tail_from_the_documented_ids_per_row():
+    assert id_shape(LONG_TAIL) == "long tail"
+    assert id_shape(RECURRING) == "recurring ids"
+    at_the_cut = IdCounts(rows=1_000, occurrences=5_000, distinct=int(LONG_TAIL_IDS_PER_ROW * 1_000))
+    assert id_shape(at_the_cut) == "long tail"
+    assert id_shape(None) == "recurring ids", "a schema without counts (older models) keeps the task's defaults"
+
+
+def test_fm_on_a_long_tail_starts_adagrads_accumulators_above_zero():
+    config = build_config({"model": {"name": "fm"}})
+    long_tail, recurring = (with_task_defaults(config, "binary", counts) for counts in (LONG_TAIL, RECURRING))
+    assert long_tail.training.adagrad_init == SHAPE_DEFAULTS["fm"]["long tail"]["adagrad_init"] > 0
+    assert recurring.training.adagrad_init == 0.0
+    assert long_tail.training.optimizer == recurring.training.optimizer == "adagrad"
+    assert long_tail.model.embed_dim == recurring.model.embed_dim, "only the accumulator start depends on the shape"
+
+
+def test_the_users_adagrad_init_wins_over_the_data_rule():
+    config = build_config({"model": {"name": "fm"}, "training": {"adagrad_init": 0.0}})
+    assert with_task_defaults(config, "binary", LONG_TAIL).training.adagrad_init == 0.0
+
+
+def test_models_without_a_data_rule_ignore_the_shape_of_the_ids():
+    config = build_config({"model": {"name": "deepfm"}})
+    assert with_task_defaults(config, "binary", LONG_TAIL) == with_task_defaults(config, "binary", RECURRING)
+    assert describe_shape_rule(config, LONG_TAIL) is None
+
+
+def test_the_log_line_names_the_statistic_and_the_branch():
+    line = describe_shape_rule(build_config({"model": {"name": "fm"}}), LONG_TAIL)
+    assert "0.9 per row" in line and "long tail" in line and "adagrad_init 0.01" in line
+
+
+@pytest.mark.parametrize("vocabulary, shape, accumulator", [(200_000, "long tail", 0.01), (40, "recurring ids", 0.0)])
+def test_a_run_applies_the_rule_of_its_training_ids_and_records_the_branch(vocabulary, shape, accumulator):
+    table, _ = make_ctr_table(SyntheticSpec(rows=600, categorical=6, numeric=1, vocabulary=vocabulary, seed=4))
+    estimator = Estimator(model={"name": "fm"}, training={"epochs": 1}, data={"valid_fraction": 0})
+    lines: list[str] = []
+    estimator.fit(table, progress=False, log=lines.append)
+    assert estimator.config.training.adagrad_init == accumulator
+    assert estimator.metrics["ids"]["shape"] == shape
+    assert estimator.metrics["ids"]["rows"] == 600
+    assert any(shape in line and "ids per row" in line for line in lines)

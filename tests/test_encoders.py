@@ -602,3 +602,26 @@ def test_an_infinite_label_is_a_located_error(write_table):
     path = write_table("d.csv", {"label": ["1", "0", "1e999"], "c": ["a", "b", "c"]})
     with pytest.raises(DataError, match=r"d.csv:4:1: the label must be a finite number, got inf"):
         FeatureEncoder.fit([read_frame(path)], DataConfig())
+
+
+# -- how often the training ids recur (the statistic of deepfm.defaults' data rule) ------------------
+
+
+def test_id_counts_are_the_rows_the_id_occurrences_and_the_distinct_ids_of_the_training_data(write_table):
+    encoder, _, _ = encode(write_table, multi=("tags",))
+    # city: paris ×3, rome, oslo (a missing value is no id); tags: a ×3, b ×2, c ×2; price is numeric
+    assert (encoder.id_counts.rows, encoder.id_counts.occurrences, encoder.id_counts.distinct) == (6, 12, 6)
+    assert encoder.id_counts.ids_per_row == 1.0
+
+
+def test_id_counts_count_only_the_values_kept_by_min_count(write_table):
+    encoder, _, _ = encode(write_table, multi=("tags",), min_count=2)
+    assert (encoder.id_counts.occurrences, encoder.id_counts.distinct) == (10, 4)  # rome and oslo share the unseen id
+
+
+def test_id_counts_survive_the_json_round_trip_and_older_schemas_have_none(write_table):
+    encoder, _, _ = encode(write_table, multi=("tags",))
+    saved = json.loads(json.dumps(encoder.to_dict()))
+    assert FeatureEncoder.from_dict(saved).id_counts == encoder.id_counts
+    del saved["id_counts"]
+    assert FeatureEncoder.from_dict(saved).id_counts is None

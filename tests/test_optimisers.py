@@ -138,3 +138,25 @@ def test_first_order_weights_take_linear_l2_and_latent_factors_embed_l2(optimize
     optimizer_.step()
     torch.testing.assert_close(model.linear.weights.weight.detach(), linear_before, msg="linear_l2 0: w untouched")
     assert not torch.equal(model.embedding.weight.detach()[IDS.unique()], factors_before[IDS.unique()])
+
+
+def test_adagrad_with_an_initial_accumulator_matches_torch_and_steps_rare_rows_in_proportion_to_their_gradient():
+    torch.manual_seed(3)
+    start = torch.randn(8, 3)
+    ours, reference = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    fast = LazyAdagrad([ours], lr=0.1, initial_accumulator=0.01)
+    slow = torch.optim.Adagrad([reference], lr=0.1, initial_accumulator_value=0.01)
+    upstream = torch.randn(*IDS.shape, 3) * 1e-3  # small gradients, as a rare id's share of a batch mean
+    ours.grad = sparse_gradient(ours, IDS, upstream)
+    reference.grad = sparse_gradient(reference, IDS, upstream)
+    fast.step()
+    slow.step()
+    torch.testing.assert_close(ours.detach(), reference.detach())
+    step = (ours.detach() - start).abs().max()
+    assert step < 0.1 * 0.05, "a small gradient takes a small step, not ±lr"
+
+    sign_steps = torch.nn.Parameter(start.clone())  # G0 = 0: the first step is lr · g/|g| = ±lr, whatever g's size
+    sign_steps.grad = sparse_gradient(sign_steps, IDS, upstream)
+    LazyAdagrad([sign_steps], lr=0.1).step()
+    touched = (sign_steps.detach() - start).abs()[[0, 3, 5, 7]]
+    torch.testing.assert_close(touched, torch.full_like(touched, 0.1))

@@ -23,7 +23,7 @@ import torch
 from deepfm import distributed
 from deepfm.artifact import load_model_dir, save_model_dir
 from deepfm.config import RunConfig, build_config, merge
-from deepfm.defaults import with_task_defaults
+from deepfm.defaults import describe_shape_rule, id_shape, with_task_defaults
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.filelist import ChunkedFiles, chunk_index, open_chunked
@@ -139,7 +139,11 @@ class Estimator:
             saved_features.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(saved_features, json.dumps(self.encoder.to_dict()))  # a kill leaves old or new
         task = self.encoder.task
-        self.config = cfg = with_task_defaults(cfg, task.name)  # e.g. FM's L2 on ratings (deepfm.defaults)
+        id_counts = self.encoder.id_counts
+        self.config = cfg = with_task_defaults(cfg, task.name, id_counts)  # e.g. FM's L2 on ratings (deepfm.defaults)
+        shape_rule = describe_shape_rule(cfg, id_counts)
+        if shape_rule and log and ctx.is_main:
+            log(shape_rule)
         torch.manual_seed(cfg.training.seed)
         self.model = model_for_run(cfg, self.encoder.num_features, self.encoder.num_fields, task,
                                    [spec.size for spec in self.encoder.fields])
@@ -163,6 +167,8 @@ class Estimator:
             "train_samples_per_s": round(self.result.samples_per_s * ctx.world, 1),
             "peak_rss_mb": round(peak_rss_mb(), 1),
         }
+        if id_counts is not None:  # the statistic the data rule of deepfm.defaults reads, and its branch
+            self.metrics["ids"] = id_counts.to_dict() | {"shape": id_shape(id_counts)}
         if out is not None and ctx.is_main:
             self.save(out)
         return self

@@ -13,7 +13,7 @@ from typing import Any, Sequence, get_args
 
 from deepfm import __version__
 from deepfm.config import DataConfig, ModelConfig, ModelName, TrainingConfig
-from deepfm.defaults import MODEL_DEFAULTS, TASK_DEFAULTS
+from deepfm.defaults import LONG_TAIL_IDS_PER_ROW, MODEL_DEFAULTS, SHAPE_DEFAULTS, TASK_DEFAULTS
 from deepfm.data.formats import AUTO_RULE, FORMATS
 from deepfm.errors import DeepFMError
 from deepfm.experiments.cli import add_compare_parser, cmd_compare
@@ -52,6 +52,9 @@ def config_default_text(section: str, key: str) -> str:
                 by_value.setdefault(_shown(values[key]), []).append(task)
         if by_value:
             overrides.append(f"{name} " + " / ".join(f"{v} ({', '.join(t)})" for v, t in by_value.items()))
+    for name, shapes in SHAPE_DEFAULTS.items():
+        overrides += [f"{name} {_shown(values[key])} ({shape}: ≥ {LONG_TAIL_IDS_PER_ROW:g} distinct ids per training row)"
+                      for shape, values in shapes.items() if key in values]
     return f"default {_shown(default)}" + ("; " + ", ".join(overrides) if overrides else "")
 
 
@@ -166,6 +169,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--optimizer", choices=["adam", "adagrad", "sgd", "rowwise_adagrad"],
                    help="rowwise_adagrad: AdaGrad (one accumulator per row) for embeddings, Adam for dense weights")
+    p.add_argument("--adagrad-init", type=float,
+                   help="AdaGrad's accumulator start G0: above 0, rarely seen ids step in proportion to their gradient")
     p.add_argument("--embed-dim", type=int, help="k, the embedding width")
     p.add_argument("--embed-l2", type=float, help="L2 strength on embeddings (form: --embed-reg)")
     p.add_argument("--linear-l2", type=float, help="L2 strength on first-order weights (default: --embed-l2)")
@@ -197,7 +202,7 @@ FLAG_KEYS = {
     "stream": ("data", "stream"), "chunk_rows": ("data", "chunk_rows"), "shuffle_window": ("data", "shuffle_window"),
     "model": ("model", "name"), "embed_dim": ("model", "embed_dim"), "mlp": ("model", "mlp"),
     "dropout": ("model", "dropout"), "pretrain": ("model", "pretrain"), "epochs": ("training", "epochs"), "batch_size": ("training", "batch_size"),
-    "lr": ("training", "lr"), "optimizer": ("training", "optimizer"), "embed_l2": ("training", "embed_l2"),
+    "lr": ("training", "lr"), "optimizer": ("training", "optimizer"), "adagrad_init": ("training", "adagrad_init"), "embed_l2": ("training", "embed_l2"),
     "embed_reg": ("training", "embed_reg"), "linear_l2": ("training", "linear_l2"), "lr_schedule": ("training", "lr_schedule"),
     "patience": ("training", "patience"), "seed": ("training", "seed"), "threads": ("training", "threads"),
     "device": ("training", "device"), "precision": ("training", "precision"), "checkpoint_every": ("training", "checkpoint_every"),

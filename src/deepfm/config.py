@@ -106,6 +106,9 @@ class TrainingConfig(_Frozen):
     lr: float = Field(1e-3, gt=0)
     optimizer: Optimizer = Field("adam", description="adam; adagrad; sgd; rowwise_adagrad: AdaGrad with one accumulator "
                                                      "per embedding row for the tables, Adam for dense weights")
+    adagrad_init: float = Field(0.0, ge=0, description="adagrad, rowwise_adagrad: the accumulators' start G0 (TensorFlow's "
+                                                       "initial_accumulator_value); above 0, a rarely updated id steps "
+                                                       "in proportion to its gradient instead of by ±lr")
     embed_l2: float = Field(0.1, ge=0, description="L2 strength on latent factors V (see embed_reg)")
     linear_l2: float | None = Field(None, ge=0, description="L2 strength on first-order weights w (same form as "
                                                             "embed_reg; unset: embed_l2)")

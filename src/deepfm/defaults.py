@@ -2,8 +2,9 @@
 
 Each entry is a partial ``RunConfig`` mapping merged under the user's own options (an explicit
 flag, config-file or API value always wins). ``MODEL_DEFAULTS`` apply when the config is built;
-``TASK_DEFAULTS`` once the data is read and the task is known (``with_task_defaults``, for keys the
-user left unset). Chosen on the validation splits of the accuracy suite (benchmarks/accuracy.py;
+``TASK_DEFAULTS`` once the data is read and the task is known, and over them ``SHAPE_DEFAULTS`` by
+the shape of the training ids (``id_shape``: a long tail or recurring ids; ``with_task_defaults``, for
+keys the user left unset). Chosen on the validation splits of the accuracy suite (benchmarks/accuracy.py;
 the test splits are never read for a choice); the evidence is in benchmarks/README.md, "Accuracy".
 """
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from deepfm.config import RunConfig
+    from deepfm.data.encoders import IdCounts
 
 # FM (issue 12). Before: Adam lr 3e-2, batch 4096, k 10, lazy L2 1e-4 on the distinct rows of a batch,
 # chosen on Frappe alone (valid AUC 0.9403); on ratings it overfit in 2-3 epochs and lost to LR on the
@@ -32,10 +34,22 @@ if TYPE_CHECKING:
 #   MovieLens-100K 0.9071 (the same); λ 0.15 gave 0.9397 / 0.9175, λ 0.12 0.9408 / 0.9096.
 # - regularising the first-order weights apart (linear_l2 1e-3 with λ 0.1 on V) changed nothing
 #   measurable (MovieLens-100K 0.9073 vs 0.9088, MovieLens-1M 0.9680 vs 0.9680), so w and V share λ.
-# Known failure: on the 1M-row Criteo-shaped set (most ids seen once or twice) these FM settings
-# collapse (valid AUC 0.539 vs LR's 0.612; Adam lr 0.03, batch 4096 with the same k and L2: 0.523): a
-# k-64 vector per rare id, held back only per occurrence, fits noise. A data rule (stronger or per-row
-# penalty, or a smaller k, when most ids are rare) is still to do.
+# The long tail (the data rule below). On the 1M-row Criteo-shaped set (978k ids, ~1 new id per row)
+# these settings collapsed (valid AUC 0.539, logloss 1.53, vs LR's 0.612), and so did Adam (0.523 at
+# k 64; 0.568 with the former k-10 Adam defaults). The training loss itself was 1.4 in epoch 1: not
+# overfitting but steps too large. Per-coordinate AdaGrad (and Adam) with an empty accumulator makes the
+# first step of every coordinate lr·g/|g| = ±lr whatever the size of g: a rare id (its gradient is its
+# 1/B share of a batch mean) moves as far as a frequent one, all rare ids of a row move together
+# (each one's gradient is the sum of the others' vectors), and with ~20 such ids per row their
+# pairwise products add up to logits of ±10 and more. Step sizes in proportion to the gradient fix
+# it: on 200k training rows of that set (the suite's valid rows, 3 epochs; benchmarks/results/
+# sweep_criteo_fm_g0.md) SGD lr 1 reached 0.6083, AdaGrad lr 0.01 (a smaller ±lr) 0.6050 then
+# overfit, and AdaGrad lr 0.1 with its accumulators started at G0 (TensorFlow's
+# initial_accumulator_value) 1e-3 / 1e-2 / 1e-1: 0.6156 / 0.6138 / 0.6048, against G0 = 0's 0.5306 and
+# LR's 0.6037. G0 makes a rarely updated coordinate step lr·g/√G0 (SGD-like), a frequent one as
+# AdaGrad. But where ids recur it costs: Frappe valid AUC 0.9237 (G0 1e-3) / 0.9222 (1e-2) against
+# 0.9510 with G0 = 0. So G0 is a rule from the data: 1e-2 on a long tail (iPinYou 0.5640 vs 0.4876 at
+# G0 = 0 and 0.5537 at 1e-3; Adult, not a long tail, 0.9107 vs 0.9109), 0 otherwise.
 # FM's samples/s is lower than before (k 64 and batch 512 instead of k 10 and batch 4096): the price
 # of +0.011 Frappe AUC and −0.04 MovieLens RMSE; benchmarks/run.py's "FM on Frappe" row measures it.
 #
@@ -50,15 +64,12 @@ if TYPE_CHECKING:
 # Starting V at libFM's N(0, 0.1²) instead of N(0, 0.01²) helped FM on Frappe but hurt it on
 # MovieLens ratings (earlier tuning), so the start stays 0.01 for every model.
 #
-# The lead's check of the click defaults on the whole suite (validation, benchmarks/accuracy.py): the
-# settings above won on Frappe (valid AUC 0.9510 vs 0.9403) but lost on the Criteo-shaped set (0.5390
-# vs 0.5680 with the former defaults: `--set training.optimizer=adam training.lr=0.03
-# training.batch_size=4096 model.embed_dim=10 training.embed_reg=rows training.embed_l2=0.0001`),
-# on iPinYou (0.4876 vs 0.5739, few clicks: noisy) and tied on Adult (0.9109 vs 0.9117). Won on one
-# click set of four, so FM on clicks keeps the former settings (which also train several times faster);
-# the new ones are the rule for ratings only, where they won on all three sets. Frappe users get the
-# better setting with `--optimizer adagrad --embed-reg occurrences --embed-dim 64 --lr 0.1
-# --embed-l2 0.01 --batch-size 512` (test AUC 0.9518) or from `deepfm tune`.
+# FM on clicks: the AdaGrad k-64 settings above (before: Adam lr 3e-2, batch 4096, k 10, lazy L2 1e-4,
+# kept by the previous session because the AdaGrad settings lost on the long-tail sets). With the
+# long-tail rule they win or tie on every click set (validation): Frappe 0.9510 vs 0.9403, Adult
+# 0.9109 vs 0.9117 (a tie), the Criteo-shaped set (all 1M rows: valid 0.6355, test 0.6304 against
+# LR's 0.6124 / 0.6055) and iPinYou (valid 0.5640, test 0.6010 against LR's 0.5537 / 0.5833), so FM is
+# at least LR on every row of the suite (benchmarks/results/accuracy_{fm_rule,criteo_fm_rule}.md).
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "fm": {"training": {"threads": 1}},
     "lr": {"training": {"embed_l2": 1e-4, "lr": 1e-2, "threads": 1}},
@@ -70,18 +81,39 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 # ids; per occurrence, each id is held back in proportion to its share of the batch, as its data
 # gradient is. On Frappe it is a tie (0.9472 vs 0.9481), k 64 with it changed nothing (0.9475), and only
 # the issue's all-AdaGrad k 64 recipe was clearly better there (0.9524, logloss 0.381) at several
-# times the cost per step on Criteo-sized MLP inputs; not made the default. Ratings were not measured
+# times the cost per step on Criteo-sized MLP inputs; not made the default. Again in the second session,
+# for ids that recur only: Frappe 0.9504, but Adult 0.9152 against 0.9170 at these defaults (without
+# batch norm: Frappe 0.9353), so DeepFM has no data rule. Ratings were not measured
 # with the new form in the time available, so DeepFM on ratings keeps lazy L2 0.1.
-_FM_CLICKS = {"embed_dim": 10, "optimizer": "adam", "embed_reg": "rows", "lr": 3e-2, "embed_l2": 1e-4,
-              "batch_size": 4096}
+_FM_CLICKS = {"embed_dim": 64, "optimizer": "adagrad", "embed_reg": "occurrences", "lr": 0.1, "embed_l2": 1e-2,
+              "batch_size": 512}
+# Multiclass and ordinal FM were not measured on the suite: they keep the former click defaults.
+_FM_CLASSES = {"embed_dim": 10, "optimizer": "adam", "embed_reg": "rows", "lr": 3e-2, "embed_l2": 1e-4,
+               "batch_size": 4096}
 _FM_RATINGS = {"embed_dim": 64, "optimizer": "adagrad", "embed_reg": "occurrences", "lr": 0.03, "embed_l2": 0.1,
                "lr_schedule": "plateau", "patience": 3}
 _DEEPFM_CLICKS = {"embed_reg": "occurrences", "embed_l2": 1e-2}
 TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "fm": {"binary": _FM_CLICKS, "multiclass": _FM_CLICKS, "regression": _FM_RATINGS,
-           "ordinal": _FM_CLICKS},  # a likelihood over classes, as multiclass (not measured on the suite)
+    "fm": {"binary": _FM_CLICKS, "multiclass": _FM_CLASSES, "regression": _FM_RATINGS,
+           "ordinal": _FM_CLASSES},  # a likelihood over classes, as multiclass
     "deepfm": {"binary": _DEEPFM_CLICKS, "multiclass": _DEEPFM_CLICKS},
 }
+
+# The data rule (issue 12): the shape of the training ids, from the encoder fit (``IdCounts``), picks
+# settings laid over the task's. A long tail is data with at least LONG_TAIL_IDS_PER_ROW distinct ids per
+# training row (the suite: Criteo-shaped 0.98, iPinYou 0.57 against MovieLens-1M 0.16, Frappe 0.10,
+# MovieLens-100K 0.04/0.05, Adult 0.003; the cut sits between, about 2× from each side).
+LONG_TAIL_IDS_PER_ROW = 0.3
+SHAPE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "fm": {"long tail": {"adagrad_init": 1e-2}},
+}
+
+
+def id_shape(id_counts: IdCounts | None) -> str:
+    """``long tail`` or ``recurring ids`` (also when the counts are unknown: a model saved before them)."""
+    if id_counts is not None and id_counts.ids_per_row >= LONG_TAIL_IDS_PER_ROW:
+        return "long tail"
+    return "recurring ids"
 
 
 def model_defaults(name: str, solver: str = "gradient") -> dict[str, Any]:
@@ -90,12 +122,14 @@ def model_defaults(name: str, solver: str = "gradient") -> dict[str, Any]:
     return MODEL_DEFAULTS.get(name, {}) if solver == "gradient" else {}
 
 
-def with_task_defaults(config: RunConfig, task: str) -> RunConfig:
-    """``config`` with the training defaults of its model for ``task`` (known once the data is read),
-    where neither the user nor ``MODEL_DEFAULTS`` set that key."""
-    defaults = TASK_DEFAULTS.get(config.model.name, {}).get(task, {})
+def with_task_defaults(config: RunConfig, task: str, id_counts: IdCounts | None = None) -> RunConfig:
+    """``config`` with the training defaults of its model for ``task`` (known once the data is read)
+    and for the shape of its ids (``id_shape`` of the encoder's ``id_counts``), where neither the
+    user nor ``MODEL_DEFAULTS`` set that key."""
     if config.training.solver != "gradient":
         return config  # tuned for gradient training (see model_defaults)
+    model = config.model.name
+    defaults = TASK_DEFAULTS.get(model, {}).get(task, {}) | SHAPE_DEFAULTS.get(model, {}).get(id_shape(id_counts), {})
     updates = {}
     for name in ("model", "training"):
         section = getattr(config, name)
@@ -104,3 +138,16 @@ def with_task_defaults(config: RunConfig, task: str) -> RunConfig:
         if unset:
             updates[name] = section.model_copy(update=unset)
     return config.model_copy(update=updates) if updates else config
+
+
+def describe_shape_rule(config: RunConfig, id_counts: IdCounts | None) -> str | None:
+    """One line for the run's log: the ids' shape and what it set, for a model that has a data rule."""
+    shapes = SHAPE_DEFAULTS.get(config.model.name)
+    if not shapes or id_counts is None or config.training.solver != "gradient":
+        return None
+    shape = id_shape(id_counts)
+    chosen = shapes.get(shape, {})
+    settings = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
+                         for key, value in chosen.items()) or "the task's defaults"
+    return (f"ids: {id_counts.describe()}: {shape} (a long tail from {LONG_TAIL_IDS_PER_ROW:g} distinct ids per row); "
+            f"{config.model.name} defaults for it: {settings} (deepfm.defaults)")

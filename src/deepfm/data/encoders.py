@@ -71,6 +71,45 @@ class FieldSpec:
         return item
 
 
+@dataclass(frozen=True)
+class IdCounts:
+    """How much training data there is per id: ``rows``, ``occurrences`` of categorical (and
+    multi-valued) values, and ``distinct`` ids, from the counts the vocabularies are built from (the
+    values kept, i.e. seen at least ``min_count`` times).
+    ``ids_per_row`` near 1 is a long tail (a 1M-row Criteo log: ~1M ids, most seen once or twice);
+    one-hot data whose ids recur is far below (Frappe 0.02, MovieLens-100K 0.03, Adult 0.003).
+    ``deepfm.defaults`` picks FM's optimiser settings from it."""
+
+    rows: int
+    occurrences: int
+    distinct: int
+
+    @classmethod
+    def of(cls, rows: int, counts: Iterable[pa.Array]) -> "IdCounts":
+        """From the training rows and each field's per-value counts (``pc.value_counts``)."""
+        counts = list(counts)
+        occurrences = sum(pc.sum(column).as_py() or 0 for column in counts)
+        return cls(int(rows), int(occurrences), sum(len(column) for column in counts))
+
+    @property
+    def ids_per_row(self) -> float:
+        """Distinct ids per training row: about how many embedding rows the model fits per example."""
+        return self.distinct / self.rows if self.rows else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "occurrences": self.occurrences, "distinct": self.distinct,
+                "ids_per_row": round(self.ids_per_row, 4)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "IdCounts":
+        return cls(int(data["rows"]), int(data["occurrences"]), int(data["distinct"]))
+
+    def describe(self) -> str:
+        each = self.occurrences / self.distinct if self.distinct else 0.0
+        return (f"{self.distinct:,} distinct ids in {self.rows:,} training rows ({self.ids_per_row:.3g} per row; "
+                f"each seen {each:.1f} times on average)")
+
+
 def signed_log(values: np.ndarray) -> np.ndarray:
     return np.sign(values) * np.log1p(np.abs(values))
 
@@ -84,6 +123,7 @@ class FeatureEncoder:
     fields: list[FieldSpec]
     weight: str | None = None  # the column of sample weights (``--weight``), not a feature
     fit_notes: list[str] = field(default_factory=list, compare=False)  # inferences worth telling (not saved)
+    id_counts: "IdCounts | None" = field(default=None, compare=False)  # how often training ids recur (saved)
 
     def __post_init__(self) -> None:
         if isinstance(self.task, str):  # a task named, as in schemas written by hand
@@ -128,6 +168,7 @@ class FeatureEncoder:
             "weight": self.weight,
             "num_features": self.num_features,
             "fields": [f.to_dict() for f in self.fields],
+            **({"id_counts": self.id_counts.to_dict()} if self.id_counts is not None else {}),
         }
 
     @classmethod
@@ -162,7 +203,9 @@ class FeatureEncoder:
             offset += spec.size
         if not fields:
             raise ValueError("no fields")
-        encoder = cls(task=task, label=data["label"], fields=fields, weight=data.get("weight"))
+        counts = data.get("id_counts")  # absent in schemas of older versions
+        encoder = cls(task=task, label=data["label"], fields=fields, weight=data.get("weight"),
+                      id_counts=IdCounts.from_dict(counts) if counts is not None else None)
         if encoder.num_features != data.get("num_features"):
             raise ValueError("feature schema is inconsistent: field sizes do not add up to num_features")
         return encoder
@@ -334,6 +377,7 @@ class _Fitter:
         self.moments = {n: np.zeros(3) for n, k in self.kinds.items() if k == "numeric"}
         self.samples: dict[str, list[np.ndarray]] = {n: [] for n, k in self.kinds.items() if k == "numeric"}
         self.weighted = {n: n in first.weights for n in self.kinds}
+        self.rows = 0
         self.labels = TaskFitter(config.task, config.positive, first.format in ("libfm", "libffm"), first.path)
 
     def update(self, frame: RawFrame) -> None:
@@ -355,6 +399,7 @@ class _Fitter:
             if sum(map(len, self.pending[name])) > max(MERGE_COUNTS_ROWS, len(merged) // 4 if merged else 0):
                 self._merge_counts(name)
         self.labels.update(frame)
+        self.rows += frame.num_rows
 
     def _merge_counts(self, name: str) -> None:
         tables = ([self.counts[name]] if self.counts[name] is not None else []) + self.pending[name]
@@ -363,7 +408,7 @@ class _Fitter:
         self.pending[name] = []
 
     def finish(self) -> FeatureEncoder:
-        config, specs, offset = self.config, [], 0
+        config, specs, offset, kept_counts = self.config, [], 0, []
         for name, pending in self.pending.items():
             if pending:
                 self._merge_counts(name)
@@ -387,6 +432,7 @@ class _Fitter:
                 table = self.counts[name]
                 keep = table.filter(pc.greater_equal(table["count"], config.min_count))
                 keep = keep.sort_by([("count", "descending"), ("value", "ascending")])
+                kept_counts.append(keep["count"])
                 vocabulary = Vocabulary(keep["value"])
                 if config.hash_buckets and len(vocabulary) > config.hash_buckets:
                     spec.hash_buckets = config.hash_buckets
@@ -402,7 +448,8 @@ class _Fitter:
             values = sorted(self.labels.examples)
             shown = ", ".join(f"{v:g}" for v in values[:3]) + (", ..." if len(values) > 3 else "")
             self.notes.append(f"task: regression, since the labels are not all 0/1 ({shown}); --task binary refuses such labels")
-        return FeatureEncoder(task=task, label=config.label, fields=specs, weight=config.weight, fit_notes=self.notes)
+        return FeatureEncoder(task=task, label=config.label, fields=specs, weight=config.weight, fit_notes=self.notes,
+                              id_counts=IdCounts.of(self.rows, kept_counts))
 
 
 NOTES_LOOK_AT_ROWS = 65_536

@@ -60,10 +60,14 @@ class ModelOptimizer:
         elif config.optimizer in ("adagrad", "rowwise_adagrad"):
             per_row = config.optimizer == "rowwise_adagrad"
             if groups:
-                self.optimizers["sparse"] = LazyAdagrad(groups, lr=config.lr, per_row=per_row)
-            if self.dense_params:
-                dense = torch.optim.Adam if per_row else torch.optim.Adagrad
-                self.optimizers["dense"] = dense(self.dense_params, lr=config.lr, weight_decay=config.weight_decay)
+                self.optimizers["sparse"] = LazyAdagrad(groups, lr=config.lr, per_row=per_row,
+                                                        initial_accumulator=config.adagrad_init)
+            if self.dense_params and per_row:
+                self.optimizers["dense"] = torch.optim.Adam(self.dense_params, lr=config.lr,
+                                                            weight_decay=config.weight_decay)
+            elif self.dense_params:
+                self.optimizers["dense"] = torch.optim.Adagrad(self.dense_params, lr=config.lr, weight_decay=config.weight_decay,
+                                                               initial_accumulator_value=config.adagrad_init)
         else:
             if groups:
                 self.optimizers["sparse"] = torch.optim.SGD(groups, lr=config.lr)

@@ -71,11 +71,18 @@ class LazyAdagrad(torch.optim.Optimizer):
     with its defaults, without its sort): G += g², v -= lr · g / (√G + eps). Row-wise (``per_row=True``,
     as in FBGEMM/DLRM): one accumulator per row, G_i += mean_k g_ik², at a state of one number per
     row. Either way a row's step shrinks with how often and how strongly it was updated: frequent ids
-    take small steps, rare ids large ones. ``row_l2`` adds λ·v to the gradient of each touched row."""
+    take small steps, rare ids large ones. ``row_l2`` adds λ·v to the gradient of each touched row.
+
+    ``initial_accumulator`` (G₀, TensorFlow's ``initial_accumulator_value``) starts every accumulator
+    above zero. With G₀ = 0 the first step of a coordinate is lr·g/|g| = ±lr whatever the size of g:
+    an id seen once or twice moves as far as a frequent one, and in a long tail those sign-sized steps
+    of many rare ids add up to over-confident logits. With G₀ > 0 a rarely updated coordinate takes
+    an SGD-like step lr·g/√G₀, in proportion to its gradient."""
 
     def __init__(self, params: Iterable[torch.nn.Parameter], lr: float = 0.1, eps: float = 1e-10, row_l2: float = 0.0,
-                 per_row: bool = False):
-        super().__init__(params, dict(lr=lr, eps=eps, row_l2=row_l2, per_row=per_row))
+                 per_row: bool = False, initial_accumulator: float = 0.0):
+        super().__init__(params, dict(lr=lr, eps=eps, row_l2=row_l2, per_row=per_row,
+                                      initial_accumulator=initial_accumulator))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -89,7 +96,8 @@ class LazyAdagrad(torch.optim.Optimizer):
                 per_row = group.get("per_row", False)  # a group restored from torch.optim.Adagrad has none
                 if not state:
                     shape = param.shape[:1] if per_row else param.shape
-                    state["sum"] = torch.zeros(shape, dtype=param.dtype, device=param.device)
+                    state["sum"] = torch.full(shape, group.get("initial_accumulator", 0.0), dtype=param.dtype,
+                                              device=param.device)
                 rows, g = distinct_rows(param.grad)
                 weights = param.index_select(0, rows)  # (U, k)
                 if group.get("row_l2"):
