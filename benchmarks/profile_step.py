@@ -29,11 +29,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from deepfm.config import DataConfig, ModelConfig, TrainingConfig  # noqa: E402
+from deepfm.config import DataConfig, ModelConfig, RunConfig, TrainingConfig  # noqa: E402
+from deepfm.defaults import with_task_defaults  # noqa: E402
 from deepfm.data.batch import InMemorySource, prefetch  # noqa: E402
 from deepfm.data.stream import ChunkedFile, chunk_bytes_for, encode_file, fit_streaming  # noqa: E402
 from deepfm.models import build_model  # noqa: E402
 from deepfm.runtime import configure as configure_runtime  # noqa: E402
+from deepfm.training.optim import batch_occurrences  # noqa: E402
 from deepfm.training.trainer import Trainer, loss_fn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -46,6 +48,12 @@ GROUPS = (  # first match wins
                                 "aten::_foreach", "aten::div", "aten::mul_", "aten::add_", "aten::gt", "aten::all")),
     ("zeroing / copies", ("aten::fill_", "aten::zero_", "aten::copy_", "aten::zeros", "aten::empty")),
 )
+
+
+def click_training(precision: str, **options) -> TrainingConfig:
+    """DeepFM's training settings on clicks (its task defaults applied, as ``deepfm train`` does), batch 4096."""
+    config = with_task_defaults(RunConfig(model=ModelConfig(name="deepfm")), "binary")
+    return config.training.model_copy(update=dict(batch_size=4096, epochs=1, precision=precision, **options))
 
 
 def group_of(name: str) -> str:
@@ -73,8 +81,7 @@ def main() -> None:
     if args.overheads:
         return overheads(data, encoder, args)
     model_config = ModelConfig() if args.setting == "defaults" else ModelConfig(dropout=0.0, batch_norm=False)
-    training = TrainingConfig(batch_size=4096, epochs=1, precision=args.precision,
-                              **({} if args.setting == "defaults" else {"embed_l2": 1e-6}))
+    training = click_training(args.precision, **({} if args.setting == "defaults" else {"embed_l2": 1e-6}))
     model = build_model(model_config, encoder.num_features, encoder.num_fields)
     trainer = Trainer(model, "binary", training, progress=False)
     optimizers = trainer.optimizer.optimizers
@@ -93,11 +100,14 @@ def main() -> None:
         marks.append(("forward (embedding, FM, MLP, loss)", time.perf_counter()))
         loss.backward()
         marks.append(("backward", time.perf_counter()))
+        if trainer.optimizer.per_occurrence:
+            trainer.optimizer.add_occurrence_penalty(batch_occurrences(batch))
+            marks.append(("per-occurrence L2 on the embedding gradients", time.perf_counter()))
         optimizers["sparse"].step()
         marks.append(("row-wise Adam on the touched embedding rows", time.perf_counter()))
         optimizers["dense"].step()
         marks.append(("Adam on the MLP", time.perf_counter()))
-        float(loss)
+        float(loss.detach())
         if timed:
             for name, at in marks:
                 phases[name] += at - clock
@@ -110,7 +120,7 @@ def main() -> None:
         step(True)
     total = time.perf_counter() - began
     lines = [f"DeepFM step ({args.precision}, {args.setting}: dropout {model_config.dropout}, batch norm "
-             f"{model_config.batch_norm}, embed L2 {training.embed_l2}), batch 4096, {args.steps} steps, "
+             f"{model_config.batch_norm}, embed L2 {training.embed_l2} per {training.embed_reg}), batch 4096, {args.steps} steps, "
              f"{torch.get_num_threads()} threads: "
              f"{total / args.steps * 1e3:.1f} ms/step = {args.steps * 4096 / total:,.0f} samples/s", "",
              "Wall time per phase:"]
@@ -139,7 +149,7 @@ def overheads(data, encoder, args) -> None:
     defaults' dropout rate), steps interleaved on the same batches; the extra time of each regulariser."""
     variants = {"neither": dict(dropout=0.0, batch_norm=False), "dropout": dict(batch_norm=False),
                 "batch norm": dict(dropout=0.0), "both (defaults)": {}}
-    training = TrainingConfig(batch_size=4096, epochs=1, precision=args.precision)
+    training = click_training(args.precision)
     trainers = {}
     for name, options in variants.items():
         torch.manual_seed(0)
@@ -151,11 +161,7 @@ def overheads(data, encoder, args) -> None:
         _, batch = next(batches)
         for name, (model, trainer) in trainers.items():
             began = time.perf_counter()
-            trainer.optimizer.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.bf16):
-                logits = model(batch)
-            loss_fn("binary", logits.float(), batch.labels).backward()
-            trainer.optimizer.step()
+            trainer._step(batch)  # the training step itself (the penalty of the defaults' embed_reg included)
             if number >= 3:
                 times[name].append(time.perf_counter() - began)
     batches.close()

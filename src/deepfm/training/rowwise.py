@@ -14,6 +14,8 @@ from typing import Iterable
 
 import torch
 
+from deepfm.data.design import gather_rows
+
 
 def distinct_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows (U,), values (U, k)) of a sparse row gradient, summing duplicate rows if any."""
@@ -49,12 +51,12 @@ class RowWiseAdam(torch.optim.Optimizer):
                 state["step"] += 1
                 step = float(state["step"])
                 rows, g = distinct_rows(param.grad)
-                weights = param.index_select(0, rows)  # (U, k)
+                weights = gather_rows(param, rows)  # (U, k)
                 if group["row_l2"]:
                     g = g.add(weights, alpha=group["row_l2"])  # lazy L2: only the rows of the batch
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                m = exp_avg.index_select(0, rows)  # (U, k)
-                v = exp_avg_sq.index_select(0, rows)
+                m = gather_rows(exp_avg, rows)  # (U, k)
+                v = gather_rows(exp_avg_sq, rows)
                 m.lerp_(g, 1 - beta1)  # m + (g - m)(1 - β1)
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
                 exp_avg.index_copy_(0, rows, m)
@@ -91,11 +93,11 @@ class LazyAdagrad(torch.optim.Optimizer):
                     shape = param.shape[:1] if per_row else param.shape
                     state["sum"] = torch.zeros(shape, dtype=param.dtype, device=param.device)
                 rows, g = distinct_rows(param.grad)
-                weights = param.index_select(0, rows)  # (U, k)
+                weights = gather_rows(param, rows)  # (U, k)
                 if group.get("row_l2"):
                     g = g.add(weights, alpha=group["row_l2"])
                 squares = g.square().mean(1) if per_row else g.square()  # (U,) or (U, k)
-                total = state["sum"].index_select(0, rows).add_(squares)
+                total = gather_rows(state["sum"], rows).add_(squares)
                 state["sum"].index_copy_(0, rows, total)
                 scale = total.sqrt_().add_(group["eps"])
                 weights.addcdiv_(g, scale.unsqueeze(1) if per_row else scale, value=-group["lr"])
@@ -111,9 +113,17 @@ def add_occurrence_l2(param: torch.nn.Parameter, rows: torch.Tensor, counts: tor
     grad_rows, g = distinct_rows(param.grad)
     if grad_rows.numel() == 0:
         return
-    where = torch.searchsorted(rows, grad_rows).clamp_(max=len(rows) - 1)
-    found = rows[where] == grad_rows
-    scale = torch.where(found, counts[where].to(param.dtype), torch.zeros((), dtype=param.dtype))
-    g = g.addcmul(param.detach().index_select(0, grad_rows), scale.unsqueeze(1), value=2 * strength / batch_size)
+    if _same_tensor(grad_rows, rows):  # the gradient of a distinct-row lookup (``FeaturesEmbedding``): no search
+        scale = counts.to(param.dtype)
+    else:
+        where = torch.searchsorted(rows, grad_rows).clamp_(max=len(rows) - 1)
+        found = rows[where] == grad_rows
+        scale = torch.where(found, counts[where].to(param.dtype), torch.zeros((), dtype=param.dtype))
+    g = g.addcmul(gather_rows(param, grad_rows), scale.unsqueeze(1), value=2 * strength / batch_size)
     param.grad = torch.sparse_coo_tensor(grad_rows.unsqueeze(0), g, param.shape, is_coalesced=True,
                                          check_invariants=False)
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` are views of the same elements (no comparison of values)."""
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype
