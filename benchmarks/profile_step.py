@@ -1,7 +1,7 @@
 """Where a DeepFM training step spends its time (1M-row Criteo-shaped data, batch 4096).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/profile_step.py [DATA_DIR] [--steps 30]
-        [--precision fp32|bf16] [--setting defaults|stripped] [--categorical] [--overheads]
+        [--precision fp32|bf16] [--setting defaults|stripped] [--categorical] [--overheads] [--floor WIDTH]
 
 Two views: wall time per phase of the step (making the batch, forward,
 backward, sparse and dense optimiser), and torch.profiler self-CPU time grouped by what
@@ -12,7 +12,12 @@ included), ``--categorical`` reads the I columns as categorical (the long-tail s
 ``--overheads`` instead times the regularisers: four DeepFMs on the same batches (no dropout or
 batch norm; dropout only; batch norm only; both, as the defaults), their steps interleaved in one
 process so that a busy machine slows them alike; prints the median step of each and the extra
-time of dropout and of batch norm as a share of the step.
+time of dropout and of batch norm as a share of the step (wall and CPU time: on a shared machine
+the process's CPU time moves less with the load than its wall time).
+
+``--floor WIDTH`` times the bare MLP that ``benchmarks/run.py`` divides by (WIDTH→400³→1, Adam, batch
+4096) with 1 and 2 threads, with Adam's for-loop, foreach and fused updates and without an optimiser,
+and the matmuls' share of its operators' time: how much a DeepFM step could gain outside the products.
 """
 
 from __future__ import annotations
@@ -71,7 +76,11 @@ def main() -> None:
     parser.add_argument("--setting", choices=["defaults", "stripped"], default="stripped")
     parser.add_argument("--categorical", action="store_true", help="read the I columns as categorical")
     parser.add_argument("--overheads", action="store_true", help="time dropout and batch norm, interleaved")
+    parser.add_argument("--floor", type=int, metavar="WIDTH",
+                        help="time the bare MLP WIDTH→400³→1 + Adam (the ceiling) with 1 and 2 threads instead")
     args = parser.parse_args()
+    if args.floor:
+        return floor(args.floor, args.steps)
     configure_runtime(0)
     path = Path(args.data) / "train.csv"
     file = ChunkedFile(path, chunk_bytes=chunk_bytes_for(path, 65_536))
@@ -157,23 +166,77 @@ def overheads(data, encoder, args) -> None:
         trainers[name] = (model, Trainer(model, "binary", training, progress=False))
     batches = prefetch(InMemorySource(data).batches(4096, seed=0, epoch=0), depth=0)
     times: dict[str, list[float]] = defaultdict(list)
+    cpu_times: dict[str, list[float]] = defaultdict(list)
     for number in range(args.steps + 3):
         _, batch = next(batches)
         for name, (model, trainer) in trainers.items():
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             trainer._step(batch)  # the training step itself (the penalty of the defaults' embed_reg included)
             if number >= 3:
                 times[name].append(time.perf_counter() - began)
+                cpu_times[name].append(time.process_time() - cpu)
     batches.close()
-    median = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-    base = median["neither"]
     lines = [f"DeepFM steps ({args.precision}), batch 4096, {args.steps} interleaved steps each, "
-             f"{torch.get_num_threads()} threads, {Path(args.data).resolve().name}:"]
-    for name, ms in median.items():
-        lines.append(f"  {name:<16} {ms:7.1f} ms/step  {ms / base - 1:+6.1%} vs neither")
-    lines.append(f"  dropout's share of the defaults' step:    {(median['both (defaults)'] - median['batch norm']) / median['both (defaults)']:6.1%}")
-    lines.append(f"  batch norm's share of the defaults' step: {(median['both (defaults)'] - median['dropout']) / median['both (defaults)']:6.1%}")
+             f"{torch.get_num_threads()} threads, {Path(args.data).resolve().name}, load average {os.getloadavg()[0]:.1f}:"]
+    for clock, samples in (("wall", times), ("CPU", cpu_times)):
+        median = {name: statistics.median(t) * 1e3 for name, t in samples.items()}
+        base, both = median["neither"], median["both (defaults)"]
+        for name, ms in median.items():
+            lines.append(f"  {name:<16} {ms:7.1f} ms/step {clock:<4}  {ms / base - 1:+6.1%} vs neither")
+        lines.append(f"  dropout's share of the defaults' step ({clock}):    {(both - median['batch norm']) / both:6.1%}")
+        lines.append(f"  batch norm's share of the defaults' step ({clock}): {(both - median['dropout']) / both:6.1%}")
     print("\n".join(lines))
+
+
+def floor(width: int, steps: int) -> None:
+    """The bare MLP WIDTH→400→400→400→1 with BCE at batch 4096 (benchmarks/tasks.py's ceiling), forward +
+    backward + Adam, with 1 and 2 threads: the step with Adam's default (for-loop) update, its fused and
+    foreach updates, and without an optimiser, interleaved; wall and CPU time, and the matmuls' share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_flush_denormal(True)
+    x, y = torch.randn(4096, width), (torch.rand(4096) < 0.3).float()
+
+    def mlp() -> torch.nn.Sequential:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(width, 400), torch.nn.ReLU(), torch.nn.Linear(400, 400), torch.nn.ReLU(),
+                                   torch.nn.Linear(400, 400), torch.nn.ReLU(), torch.nn.Linear(400, 1))
+
+    def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+        for p in model.parameters():
+            p.grad = None
+        torch.nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(-1), y).backward()
+        if optimizer is not None:
+            optimizer.step()
+
+    variants = {}
+    for name, options in {"Adam (for-loop, as run.py)": {"foreach": False}, "Adam foreach": {"foreach": True},
+                          "Adam fused": {"fused": True}, "no optimiser": None}.items():
+        model = mlp()
+        variants[name] = (model, None if options is None else torch.optim.Adam(model.parameters(), lr=1e-3, **options))
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        times: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for number in range(steps + 3):
+            for name, (model, optimizer) in variants.items():
+                wall, cpu = time.perf_counter(), time.process_time()
+                step(model, optimizer)
+                if number >= 3:
+                    times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+        print(f"bare MLP {width}→400³→1, batch 4096, {threads} thread(s), {steps} interleaved steps, "
+              f"load average {os.getloadavg()[0]:.1f}:")
+        for name, pairs in times.items():
+            wall = statistics.median(w for w, _ in pairs) * 1e3
+            cpu = statistics.median(c for _, c in pairs) * 1e3
+            print(f"  {name:<28} {wall:7.1f} ms wall ({4096 / wall * 1e3:9,.0f} samples/s)  {cpu:7.1f} ms CPU")
+        model, optimizer = variants["Adam (for-loop, as run.py)"]
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(5):
+                step(model, optimizer)
+        events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+        matmul = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm"))
+        print(f"  matmuls' share of the operators' self time (for-loop Adam): "
+              f"{matmul / sum(e.self_cpu_time_total for e in events):.1%}")
 
 
 if __name__ == "__main__":

@@ -217,3 +217,14 @@ def test_per_occurrence_l2_on_a_distinct_row_lookup_matches_the_searched_path():
     expected = torch.zeros(8, 3)
     expected[rows] = 1.0 * counts.unsqueeze(1) + 2 * 0.05 * counts.unsqueeze(1) / 4 * table.weight.detach()[rows]
     torch.testing.assert_close(table.weight.grad.to_dense(), expected)
+
+
+def test_a_gradient_run_imports_neither_sklearn_nor_numba_until_it_scores_or_samples():
+    """Peak RSS: scikit-learn's metrics (~100 MB) load when a run first scores, numba (~60 MB) when it samples."""
+    import subprocess
+    import sys
+
+    code = ("import sys, deepfm.api, deepfm.cli; from deepfm.solvers import build_solver; "
+            "print(sorted(m for m in ('sklearn', 'numba') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
