@@ -18,9 +18,10 @@ from deepfm.data.design import gather_rows
 
 
 def distinct_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows (U,), values (U, k)) of a sparse row gradient, summing duplicate rows if any."""
+    """(rows (U,), values (U, k)) of a sparse row gradient, summing duplicate rows if any. A gradient
+    marked coalesced (as ``FeaturesEmbedding`` makes them) is taken at its word, as torch does."""
     rows, values = grad._indices()[0], grad._values()
-    if rows.numel() > 1 and not bool((rows[1:] > rows[:-1]).all()):
+    if rows.numel() > 1 and not grad.is_coalesced() and not bool((rows[1:] > rows[:-1]).all()):
         grad = grad.coalesce()
         rows, values = grad.indices()[0], grad.values()
     return rows, values
