@@ -138,3 +138,22 @@ def test_first_order_weights_take_linear_l2_and_latent_factors_embed_l2(optimize
     optimizer_.step()
     torch.testing.assert_close(model.linear.weights.weight.detach(), linear_before, msg="linear_l2 0: w untouched")
     assert not torch.equal(model.embedding.weight.detach()[IDS.unique()], factors_before[IDS.unique()])
+
+
+def test_the_dense_adam_runs_fused_on_cpu_and_makes_the_for_loop_adams_update():
+    torch.manual_seed(4)
+    mlp = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 1))
+    reference = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 1))
+    reference.load_state_dict(mlp.state_dict())
+    ours = ModelOptimizer(mlp, TrainingConfig(optimizer="adam", lr=0.01, weight_decay=1e-3))
+    plain = torch.optim.Adam(reference.parameters(), lr=0.01, weight_decay=1e-3, foreach=False)
+    assert ours.optimizers["dense"].param_groups[0]["fused"] is True
+    for _ in range(3):
+        x = torch.randn(8, 6)
+        for model in (mlp, reference):
+            model.zero_grad()
+            model(x).square().mean().backward()
+        ours.step()
+        plain.step()
+    for got, expected in zip(mlp.parameters(), reference.parameters()):
+        torch.testing.assert_close(got, expected)
