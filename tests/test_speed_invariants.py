@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from deepfm.data.batch import Batch, EncodedData, prefetch
-from deepfm.data.design import DistinctIds, distinct_ids, gather_rows
+from deepfm.data.design import DistinctIds, distinct_ids, take_rows
 from deepfm.models.layers import FeaturesEmbedding
 from deepfm.training.optim import batch_occurrences
 from deepfm.training.rowwise import RowWiseAdam, add_occurrence_l2
@@ -192,10 +192,10 @@ def test_warm_start_batch_norm_under_bf16_autocast_stays_close_to_batch_norm():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_gather_rows_is_index_select_for_every_dtype(dtype):
+def test_take_rows_is_index_select_for_every_dtype(dtype):
     table = torch.randn(50, 3).to(dtype)
     index = torch.tensor([0, 7, 7, 49, 3])
-    gathered = gather_rows(table, index)
+    gathered = take_rows(table, index)
     assert gathered.dtype == dtype and torch.equal(gathered, table.index_select(0, index))
     gathered.add_(1)
     assert torch.equal(table[7], table.index_select(0, index)[1]), "a copy: writing to it leaves the table alone"

@@ -24,7 +24,7 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta"
                         module=__name__)
 
 
-def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def take_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``table.index_select(0, index)`` without autograd: NumPy's ``take`` for fp32/fp64 tables on CPU.
 
     One thread, and at the sizes of a batch faster than ATen's kernel on one or two: 100k sorted rows of a

@@ -14,7 +14,7 @@ from typing import Iterable
 
 import torch
 
-from deepfm.data.design import gather_rows
+from deepfm.data.design import take_rows
 
 
 def distinct_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,12 +52,12 @@ class RowWiseAdam(torch.optim.Optimizer):
                 state["step"] += 1
                 step = float(state["step"])
                 rows, g = distinct_rows(param.grad)
-                weights = gather_rows(param, rows)  # (U, k)
+                weights = take_rows(param, rows)  # (U, k)
                 if group["row_l2"]:
                     g = g.add(weights, alpha=group["row_l2"])  # lazy L2: only the rows of the batch
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                m = gather_rows(exp_avg, rows)  # (U, k)
-                v = gather_rows(exp_avg_sq, rows)
+                m = take_rows(exp_avg, rows)  # (U, k)
+                v = take_rows(exp_avg_sq, rows)
                 m.lerp_(g, 1 - beta1)  # m + (g - m)(1 - β1)
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
                 exp_avg.index_copy_(0, rows, m)
@@ -94,11 +94,11 @@ class LazyAdagrad(torch.optim.Optimizer):
                     shape = param.shape[:1] if per_row else param.shape
                     state["sum"] = torch.zeros(shape, dtype=param.dtype, device=param.device)
                 rows, g = distinct_rows(param.grad)
-                weights = gather_rows(param, rows)  # (U, k)
+                weights = take_rows(param, rows)  # (U, k)
                 if group.get("row_l2"):
                     g = g.add(weights, alpha=group["row_l2"])
                 squares = g.square().mean(1) if per_row else g.square()  # (U,) or (U, k)
-                total = gather_rows(state["sum"], rows).add_(squares)
+                total = take_rows(state["sum"], rows).add_(squares)
                 state["sum"].index_copy_(0, rows, total)
                 scale = total.sqrt_().add_(group["eps"])
                 weights.addcdiv_(g, scale.unsqueeze(1) if per_row else scale, value=-group["lr"])
@@ -120,7 +120,7 @@ def add_occurrence_l2(param: torch.nn.Parameter, rows: torch.Tensor, counts: tor
         where = torch.searchsorted(rows, grad_rows).clamp_(max=len(rows) - 1)
         found = rows[where] == grad_rows
         scale = torch.where(found, counts[where].to(param.dtype), torch.zeros((), dtype=param.dtype))
-    g = g.addcmul(gather_rows(param, grad_rows), scale.unsqueeze(1), value=2 * strength / batch_size)
+    g = g.addcmul(take_rows(param, grad_rows), scale.unsqueeze(1), value=2 * strength / batch_size)
     param.grad = torch.sparse_coo_tensor(grad_rows.unsqueeze(0), g, param.shape, is_coalesced=True,
                                          check_invariants=False)
 
