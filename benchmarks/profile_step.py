@@ -1,7 +1,7 @@
 """Where a DeepFM training step spends its time (1M-row Criteo-shaped data, batch 4096).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/profile_step.py [DATA_DIR] [--steps 30]
-        [--precision fp32|bf16] [--setting defaults|stripped] [--categorical] [--overheads]
+        [--precision fp32|bf16] [--setting defaults|stripped] [--categorical] [--overheads] [--ceiling] [--floor WIDTH]
 
 Two views: wall time per phase of the step (making the batch, forward,
 backward, sparse and dense optimiser), and torch.profiler self-CPU time grouped by what
@@ -12,7 +12,13 @@ included), ``--categorical`` reads the I columns as categorical (the long-tail s
 ``--overheads`` instead times the regularisers: four DeepFMs on the same batches (no dropout or
 batch norm; dropout only; batch norm only; both, as the defaults), their steps interleaved in one
 process so that a busy machine slows them alike; prints the median step of each and the extra
-time of dropout and of batch norm as a share of the step.
+time of dropout and of batch norm as a share of the step (wall and CPU time: on a shared machine
+the process's CPU time moves less with the load than its wall time).
+
+``--floor WIDTH`` times the bare MLP that ``benchmarks/run.py`` divides by (WIDTH→400³→1, Adam, batch
+4096) with 1 and 2 threads, with Adam's for-loop, foreach and fused updates and without an optimiser,
+and the matmuls' share of its operators' time: how much a DeepFM step could gain outside the products.
+``--ceiling`` interleaves the DeepFM step at the defaults with that bare MLP: run.py's "× ceiling" in one process.
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from deepfm.config import DataConfig, ModelConfig, TrainingConfig  # noqa: E402
+from deepfm.config import DataConfig, ModelConfig, RunConfig, TrainingConfig  # noqa: E402
+from deepfm.defaults import with_task_defaults  # noqa: E402
 from deepfm.data.batch import InMemorySource, prefetch  # noqa: E402
 from deepfm.data.stream import ChunkedFile, chunk_bytes_for, encode_file, fit_streaming  # noqa: E402
 from deepfm.models import build_model  # noqa: E402
 from deepfm.runtime import configure as configure_runtime  # noqa: E402
+from deepfm.training.optim import batch_occurrences  # noqa: E402
 from deepfm.training.trainer import Trainer, loss_fn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -46,6 +54,12 @@ GROUPS = (  # first match wins
                                 "aten::_foreach", "aten::div", "aten::mul_", "aten::add_", "aten::gt", "aten::all")),
     ("zeroing / copies", ("aten::fill_", "aten::zero_", "aten::copy_", "aten::zeros", "aten::empty")),
 )
+
+
+def click_training(precision: str, **options) -> TrainingConfig:
+    """DeepFM's training settings on clicks (its task defaults applied, as ``deepfm train`` does), batch 4096."""
+    config = with_task_defaults(RunConfig(model=ModelConfig(name="deepfm")), "binary")
+    return config.training.model_copy(update=dict(batch_size=4096, epochs=1, precision=precision, **options))
 
 
 def group_of(name: str) -> str:
@@ -63,7 +77,13 @@ def main() -> None:
     parser.add_argument("--setting", choices=["defaults", "stripped"], default="stripped")
     parser.add_argument("--categorical", action="store_true", help="read the I columns as categorical")
     parser.add_argument("--overheads", action="store_true", help="time dropout and batch norm, interleaved")
+    parser.add_argument("--floor", type=int, metavar="WIDTH",
+                        help="time the bare MLP WIDTH→400³→1 + Adam (the ceiling) with 1 and 2 threads instead")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="interleave the DeepFM step at the defaults with the bare-MLP ceiling: the × ceiling of one process")
     args = parser.parse_args()
+    if args.floor:
+        return floor(args.floor, args.steps)
     configure_runtime(0)
     path = Path(args.data) / "train.csv"
     file = ChunkedFile(path, chunk_bytes=chunk_bytes_for(path, 65_536))
@@ -72,36 +92,42 @@ def main() -> None:
     data = encode_file(file, encoder, rows)
     if args.overheads:
         return overheads(data, encoder, args)
+    if args.ceiling:
+        return against_ceiling(data, encoder, args)
     model_config = ModelConfig() if args.setting == "defaults" else ModelConfig(dropout=0.0, batch_norm=False)
-    training = TrainingConfig(batch_size=4096, epochs=1, precision=args.precision,
-                              **({} if args.setting == "defaults" else {"embed_l2": 1e-6}))
+    training = click_training(args.precision, **({} if args.setting == "defaults" else {"embed_l2": 1e-6}))
     model = build_model(model_config, encoder.num_features, encoder.num_fields)
     trainer = Trainer(model, "binary", training, progress=False)
     optimizers = trainer.optimizer.optimizers
     batches = prefetch(InMemorySource(data).batches(4096, seed=0, epoch=0), depth=0)  # as Trainer does in memory
     phases: dict[str, float] = defaultdict(float)
+    cpu_phases: dict[str, float] = defaultdict(float)
 
     def step(timed: bool) -> None:
-        clock = time.perf_counter()
+        clock, cpu_clock = time.perf_counter(), time.process_time()
         marks = []
         _, batch = next(batches)
-        marks.append(("make the batch (gather, tensors, distinct ids)", time.perf_counter()))
+        marks.append(("make the batch (gather, tensors, distinct ids)", time.perf_counter(), time.process_time()))
         trainer.optimizer.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.bf16):
             logits = model(batch)
         loss = loss_fn("binary", logits.float(), batch.labels)
-        marks.append(("forward (embedding, FM, MLP, loss)", time.perf_counter()))
+        marks.append(("forward (embedding, FM, MLP, loss)", time.perf_counter(), time.process_time()))
         loss.backward()
-        marks.append(("backward", time.perf_counter()))
+        marks.append(("backward", time.perf_counter(), time.process_time()))
+        if trainer.optimizer.per_occurrence:
+            trainer.optimizer.add_occurrence_penalty(batch_occurrences(batch))
+            marks.append(("per-occurrence L2 on the embedding gradients", time.perf_counter(), time.process_time()))
         optimizers["sparse"].step()
-        marks.append(("row-wise Adam on the touched embedding rows", time.perf_counter()))
+        marks.append(("row-wise Adam on the touched embedding rows", time.perf_counter(), time.process_time()))
         optimizers["dense"].step()
-        marks.append(("Adam on the MLP", time.perf_counter()))
-        float(loss)
+        marks.append(("Adam on the MLP", time.perf_counter(), time.process_time()))
+        float(loss.detach())
         if timed:
-            for name, at in marks:
+            for name, at, cpu_at in marks:
                 phases[name] += at - clock
-                clock = at
+                cpu_phases[name] += cpu_at - cpu_clock
+                clock, cpu_clock = at, cpu_at
 
     for _ in range(5):
         step(False)
@@ -110,11 +136,13 @@ def main() -> None:
         step(True)
     total = time.perf_counter() - began
     lines = [f"DeepFM step ({args.precision}, {args.setting}: dropout {model_config.dropout}, batch norm "
-             f"{model_config.batch_norm}, embed L2 {training.embed_l2}), batch 4096, {args.steps} steps, "
+             f"{model_config.batch_norm}, embed L2 {training.embed_l2} per {training.embed_reg}), batch 4096, {args.steps} steps, "
              f"{torch.get_num_threads()} threads: "
              f"{total / args.steps * 1e3:.1f} ms/step = {args.steps * 4096 / total:,.0f} samples/s", "",
              "Wall time per phase:"]
-    lines += [f"  {name:<45} {t / args.steps * 1e3:6.1f} ms  {t / total:6.1%}" for name, t in phases.items()]
+    cpu_total = sum(cpu_phases.values())
+    lines += [f"  {name:<45} {t / args.steps * 1e3:6.1f} ms  {t / total:6.1%}   CPU {cpu_phases[name] / args.steps * 1e3:6.1f} ms "
+              f"{cpu_phases[name] / cpu_total:6.1%}" for name, t in phases.items()]
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(10):
             step(False)
@@ -139,7 +167,7 @@ def overheads(data, encoder, args) -> None:
     defaults' dropout rate), steps interleaved on the same batches; the extra time of each regulariser."""
     variants = {"neither": dict(dropout=0.0, batch_norm=False), "dropout": dict(batch_norm=False),
                 "batch norm": dict(dropout=0.0), "both (defaults)": {}}
-    training = TrainingConfig(batch_size=4096, epochs=1, precision=args.precision)
+    training = click_training(args.precision)
     trainers = {}
     for name, options in variants.items():
         torch.manual_seed(0)
@@ -147,27 +175,113 @@ def overheads(data, encoder, args) -> None:
         trainers[name] = (model, Trainer(model, "binary", training, progress=False))
     batches = prefetch(InMemorySource(data).batches(4096, seed=0, epoch=0), depth=0)
     times: dict[str, list[float]] = defaultdict(list)
+    cpu_times: dict[str, list[float]] = defaultdict(list)
     for number in range(args.steps + 3):
         _, batch = next(batches)
         for name, (model, trainer) in trainers.items():
-            began = time.perf_counter()
-            trainer.optimizer.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.bf16):
-                logits = model(batch)
-            loss_fn("binary", logits.float(), batch.labels).backward()
-            trainer.optimizer.step()
+            began, cpu = time.perf_counter(), time.process_time()
+            trainer._step(batch)  # the training step itself (the penalty of the defaults' embed_reg included)
             if number >= 3:
                 times[name].append(time.perf_counter() - began)
+                cpu_times[name].append(time.process_time() - cpu)
     batches.close()
-    median = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-    base = median["neither"]
     lines = [f"DeepFM steps ({args.precision}), batch 4096, {args.steps} interleaved steps each, "
-             f"{torch.get_num_threads()} threads, {Path(args.data).resolve().name}:"]
-    for name, ms in median.items():
-        lines.append(f"  {name:<16} {ms:7.1f} ms/step  {ms / base - 1:+6.1%} vs neither")
-    lines.append(f"  dropout's share of the defaults' step:    {(median['both (defaults)'] - median['batch norm']) / median['both (defaults)']:6.1%}")
-    lines.append(f"  batch norm's share of the defaults' step: {(median['both (defaults)'] - median['dropout']) / median['both (defaults)']:6.1%}")
+             f"{torch.get_num_threads()} threads, {Path(args.data).resolve().name}, load average {os.getloadavg()[0]:.1f}:"]
+    for clock, samples in (("wall", times), ("CPU", cpu_times)):
+        median = {name: statistics.median(t) * 1e3 for name, t in samples.items()}
+        base, both = median["neither"], median["both (defaults)"]
+        for name, ms in median.items():
+            lines.append(f"  {name:<16} {ms:7.1f} ms/step {clock:<4}  {ms / base - 1:+6.1%} vs neither")
+        lines.append(f"  dropout's share of the defaults' step ({clock}):    {(both - median['batch norm']) / both:6.1%}")
+        lines.append(f"  batch norm's share of the defaults' step ({clock}): {(both - median['dropout']) / both:6.1%}")
     print("\n".join(lines))
+
+
+def bare_mlp(width: int) -> torch.nn.Sequential:
+    """benchmarks/tasks.py's ceiling: WIDTH→400→400→400→1, ReLU."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(width, 400), torch.nn.ReLU(), torch.nn.Linear(400, 400), torch.nn.ReLU(),
+                               torch.nn.Linear(400, 400), torch.nn.ReLU(), torch.nn.Linear(400, 1))
+
+
+def against_ceiling(data, encoder, args) -> None:
+    """DeepFM at the defaults against the bare MLP over its input width (Adam's default update, BCE, batch
+    4096, as benchmarks/tasks.py), steps interleaved in one process: run.py's × ceiling without the load's
+    swings between processes (batches are made inside the timed DeepFM step, as the trainer makes them)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(), encoder.num_features, encoder.num_fields)
+    trainer = Trainer(model, "binary", click_training(args.precision), progress=False)
+    mlp = bare_mlp(encoder.num_fields * 10)
+    adam = torch.optim.Adam(mlp.parameters(), lr=1e-3)
+    x, y = torch.randn(4096, encoder.num_fields * 10), (torch.rand(4096) < 0.3).float()
+    batches = prefetch(InMemorySource(data).batches(4096, seed=0, epoch=0), depth=0)
+    times: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for number in range(args.steps + 3):
+        wall, cpu = time.perf_counter(), time.process_time()
+        _, batch = next(batches)
+        trainer._step(batch)
+        deepfm = (time.perf_counter() - wall, time.process_time() - cpu)
+        wall, cpu = time.perf_counter(), time.process_time()
+        adam.zero_grad(set_to_none=True)
+        torch.nn.functional.binary_cross_entropy_with_logits(mlp(x).squeeze(-1), y).backward()
+        adam.step()
+        if number >= 3:
+            times["DeepFM defaults"].append(deepfm)
+            times["bare MLP (ceiling)"].append((time.perf_counter() - wall, time.process_time() - cpu))
+    batches.close()
+    median = {name: [statistics.median(p[i] for p in pairs) * 1e3 for i in (0, 1)] for name, pairs in times.items()}
+    print(f"{Path(args.data).resolve().name}, {args.steps} interleaved steps, {torch.get_num_threads()} threads, "
+          f"load average {os.getloadavg()[0]:.1f}:")
+    for name, (wall, cpu) in median.items():
+        print(f"  {name:<20} {wall:7.1f} ms wall ({4096 / wall * 1e3:8,.0f} samples/s)  {cpu:7.1f} ms CPU")
+    (dw, dc), (mw, mc) = median["DeepFM defaults"], median["bare MLP (ceiling)"]
+    print(f"  × ceiling: {mw / dw:.2f} (wall), {mc / dc:.2f} (CPU)")
+
+
+def floor(width: int, steps: int) -> None:
+    """The bare MLP WIDTH→400→400→400→1 with BCE at batch 4096 (benchmarks/tasks.py's ceiling), forward +
+    backward + Adam, with 1 and 2 threads: the step with Adam's default (for-loop) update, its fused and
+    foreach updates, and without an optimiser, interleaved; wall and CPU time, and the matmuls' share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_flush_denormal(True)
+    x, y = torch.randn(4096, width), (torch.rand(4096) < 0.3).float()
+
+    def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+        for p in model.parameters():
+            p.grad = None
+        torch.nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(-1), y).backward()
+        if optimizer is not None:
+            optimizer.step()
+
+    variants = {}
+    for name, options in {"Adam (for-loop, as run.py)": {"foreach": False}, "Adam foreach": {"foreach": True},
+                          "Adam fused": {"fused": True}, "no optimiser": None}.items():
+        model = bare_mlp(width)
+        variants[name] = (model, None if options is None else torch.optim.Adam(model.parameters(), lr=1e-3, **options))
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        times: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for number in range(steps + 3):
+            for name, (model, optimizer) in variants.items():
+                wall, cpu = time.perf_counter(), time.process_time()
+                step(model, optimizer)
+                if number >= 3:
+                    times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+        print(f"bare MLP {width}→400³→1, batch 4096, {threads} thread(s), {steps} interleaved steps, "
+              f"load average {os.getloadavg()[0]:.1f}:")
+        for name, pairs in times.items():
+            wall = statistics.median(w for w, _ in pairs) * 1e3
+            cpu = statistics.median(c for _, c in pairs) * 1e3
+            print(f"  {name:<28} {wall:7.1f} ms wall ({4096 / wall * 1e3:9,.0f} samples/s)  {cpu:7.1f} ms CPU")
+        model, optimizer = variants["Adam (for-loop, as run.py)"]
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(5):
+                step(model, optimizer)
+        events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+        matmul = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm"))
+        print(f"  matmuls' share of the operators' self time (for-loop Adam): "
+              f"{matmul / sum(e.self_cpu_time_total for e in events):.1%}")
 
 
 if __name__ == "__main__":

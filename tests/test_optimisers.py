@@ -160,3 +160,22 @@ def test_adagrad_with_an_initial_accumulator_matches_torch_and_steps_rare_rows_i
     LazyAdagrad([sign_steps], lr=0.1).step()
     touched = (sign_steps.detach() - start).abs()[[0, 3, 5, 7]]
     torch.testing.assert_close(touched, torch.full_like(touched, 0.1))
+
+
+def test_the_dense_adam_runs_fused_on_cpu_and_makes_the_for_loop_adams_update():
+    torch.manual_seed(4)
+    mlp = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 1))
+    reference = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 1))
+    reference.load_state_dict(mlp.state_dict())
+    ours = ModelOptimizer(mlp, TrainingConfig(optimizer="adam", lr=0.01, weight_decay=1e-3))
+    plain = torch.optim.Adam(reference.parameters(), lr=0.01, weight_decay=1e-3, foreach=False)
+    assert ours.optimizers["dense"].param_groups[0]["fused"] is True
+    for _ in range(3):
+        x = torch.randn(8, 6)
+        for model in (mlp, reference):
+            model.zero_grad()
+            model(x).square().mean().backward()
+        ours.step()
+        plain.step()
+    for got, expected in zip(mlp.parameters(), reference.parameters()):
+        torch.testing.assert_close(got, expected)

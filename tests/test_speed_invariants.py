@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from deepfm.data.batch import Batch, EncodedData, prefetch
-from deepfm.data.design import DistinctIds, distinct_ids
+from deepfm.data.design import DistinctIds, distinct_ids, take_rows
 from deepfm.models.layers import FeaturesEmbedding
-from deepfm.training.rowwise import RowWiseAdam
+from deepfm.training.optim import batch_occurrences
+from deepfm.training.rowwise import RowWiseAdam, add_occurrence_l2
 
 
 @pytest.mark.parametrize("table", [50, 10_000_000])  # bitmap path, sort path
@@ -188,3 +189,42 @@ def test_warm_start_batch_norm_under_bf16_autocast_stays_close_to_batch_norm():
         ya, yb = ours(z), plain(z)
     assert ya.dtype == yb.dtype == torch.bfloat16
     torch.testing.assert_close(ya.float(), yb.float(), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_take_rows_is_index_select_for_every_dtype(dtype):
+    table = torch.randn(50, 3).to(dtype)
+    index = torch.tensor([0, 7, 7, 49, 3])
+    gathered = take_rows(table, index)
+    assert gathered.dtype == dtype and torch.equal(gathered, table.index_select(0, index))
+    gathered.add_(1)
+    assert torch.equal(table[7], table.index_select(0, index)[1]), "a copy: writing to it leaves the table alone"
+
+
+def test_per_occurrence_l2_on_a_distinct_row_lookup_matches_the_searched_path():
+    torch.manual_seed(3)
+    ids = torch.tensor([[0, 3], [3, 5], [0, 3], [7, 5]])
+    batch = Batch(ids, None, [], torch.zeros(4))
+    table = FeaturesEmbedding(8, 3, init_std=0.5)
+    table(batch).fields.sum().backward()  # the gradient's rows are the batch's distinct ids themselves
+    rows, counts, size = batch_occurrences(batch)
+    assert table.weight.grad._indices()[0].data_ptr() == rows.data_ptr()
+    searched = torch.nn.Parameter(table.weight.detach().clone())
+    searched.grad = torch.sparse_coo_tensor(rows.clone().unsqueeze(0), table.weight.grad._values().clone(), (8, 3))
+    add_occurrence_l2(table.weight, rows, counts, size, 0.05)
+    add_occurrence_l2(searched, rows, counts, size, 0.05)
+    torch.testing.assert_close(table.weight.grad.to_dense(), searched.grad.to_dense())
+    expected = torch.zeros(8, 3)
+    expected[rows] = 1.0 * counts.unsqueeze(1) + 2 * 0.05 * counts.unsqueeze(1) / 4 * table.weight.detach()[rows]
+    torch.testing.assert_close(table.weight.grad.to_dense(), expected)
+
+
+def test_a_gradient_run_imports_neither_sklearn_nor_numba_until_it_scores_or_samples():
+    """Peak RSS: scikit-learn's metrics (~100 MB) load when a run first scores, numba (~60 MB) when it samples."""
+    import subprocess
+    import sys
+
+    code = ("import sys, deepfm.api, deepfm.cli; from deepfm.solvers import build_solver; "
+            "print(sorted(m for m in ('sklearn', 'numba') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

@@ -23,7 +23,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import log_loss, mean_absolute_error, mean_squared_error, roc_auc_score
 
 from deepfm.data.frame import NUMBER_PATTERN, RawFrame, to_float
 from deepfm.errors import DataError
@@ -165,6 +164,8 @@ class BinaryTask(Task):
         labels = np.asarray(labels, dtype=np.float64)
         logits = np.asarray(logits, dtype=np.float64)
         probabilities = np.clip(1.0 / (1.0 + np.exp(-np.clip(logits, -700, 700))), 1e-7, 1 - 1e-7)
+        from sklearn.metrics import log_loss, roc_auc_score  # here: ~100 MB a run that scores nothing never loads
+
         logloss = float(log_loss(labels, probabilities, labels=[0, 1], sample_weight=weights))
         both = 0 < labels.sum() < len(labels)
         auc = float(roc_auc_score(labels, logits, sample_weight=weights)) if both else math.nan
@@ -201,6 +202,8 @@ class RegressionTask(Task):
     def metrics(self, labels: np.ndarray, logits: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
         labels = np.asarray(labels, dtype=np.float64)
         logits = np.asarray(logits, dtype=np.float64)
+        from sklearn.metrics import mean_absolute_error, mean_squared_error
+
         return {"rmse": float(np.sqrt(mean_squared_error(labels, logits, sample_weight=weights))),
                 "mae": float(mean_absolute_error(labels, logits, sample_weight=weights))}
 
@@ -270,6 +273,8 @@ class MulticlassTask(Task):
         present = np.unique(labels)
         auc = math.nan
         if len(present) > 1:  # macro one-vs-rest AUC over the classes present (each needs positives and negatives)
+            from sklearn.metrics import roc_auc_score
+
             aucs = [roc_auc_score(labels == c, log_p[:, c], sample_weight=weights) for c in present]
             auc = float(np.mean(aucs))
         return {"accuracy": accuracy, "logloss": logloss, "auc": auc}
@@ -328,6 +333,8 @@ class OrdinalTask(MulticlassTask):
         probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
         expected = (probabilities @ self.values) / probabilities.sum(axis=1)
         rating = self.values[np.asarray(labels).astype(np.int64)]
+        from sklearn.metrics import mean_absolute_error, mean_squared_error
+
         scores["rmse"] = float(np.sqrt(mean_squared_error(rating, expected, sample_weight=weights)))
         scores["mae"] = float(mean_absolute_error(rating, expected, sample_weight=weights))
         return scores

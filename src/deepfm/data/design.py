@@ -16,11 +16,24 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 SLOTS_PER_ROW_FOR_PRODUCTS = 4
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning,
                         module=__name__)
+
+
+def take_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table.index_select(0, index)`` without autograd: NumPy's ``take`` for fp32/fp64 tables on CPU.
+
+    One thread, and at the sizes of a batch faster than ATen's kernel on one or two: 100k sorted rows of a
+    3.9M × 10 table in 3.0 ms CPU time against 5.0 ms; 160k slots from 107k rows in 0.9-1.8 ms against
+    3.8-4.5 ms (and 12-20 ms wall with two threads on a busy machine); 2026-12-01, shared machine.
+    """
+    if table.device.type != "cpu" or table.dtype not in (torch.float32, torch.float64) or index.dtype != torch.int64:
+        return table.index_select(0, index)
+    return torch.from_numpy(np.take(table.detach().numpy(), index.numpy(), axis=0))
 
 
 def distinct_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepfm.data.batch import Batch
-from deepfm.data.design import DesignMatrix, DistinctIds
+from deepfm.data.design import DesignMatrix, DistinctIds, take_rows
 from deepfm.models.batchnorm import batch_norm_folded
 from deepfm.models.dropout import relu_dropout
 
@@ -44,9 +44,9 @@ class _LookupDistinctRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight: torch.Tensor, distinct: DistinctIds) -> torch.Tensor:
         ctx.distinct, ctx.table_shape = distinct, weight.shape
-        rows = weight.index_select(0, distinct.unique)  # (U, k)
+        rows = take_rows(weight, distinct.unique)  # (U, k)
         inverse = distinct.inverse
-        return rows.index_select(0, inverse.reshape(-1)).view(*inverse.shape, weight.shape[1])  # (B, F, k)
+        return take_rows(rows, inverse.reshape(-1)).view(*inverse.shape, weight.shape[1])  # (B, F, k)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -64,7 +64,7 @@ class _DesignTimesTable(torch.autograd.Function):
         design = design.to(weight.dtype)
         ctx.design, ctx.table_shape = design, weight.shape
         with torch.autocast("cpu", enabled=False):  # in the table's dtype, not bf16 (designs are CPU-only)
-            return design.x @ weight.index_select(0, design.unique)
+            return design.x @ take_rows(weight, design.unique)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -80,7 +80,7 @@ class _PairwiseOfDesign(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight: torch.Tensor, design: DesignMatrix) -> torch.Tensor:
         design = design.to(weight.dtype)
-        rows = weight.index_select(0, design.unique)  # (U, k)
+        rows = take_rows(weight, design.unique)  # (U, k)
         with torch.autocast("cpu", enabled=False):  # in the table's dtype, as the FM term always is
             xv = design.x @ rows  # (B, k)  Σ_i v_i x_i
             squares = design.x_squared @ rows.square().sum(1, keepdim=True)  # (B, 1)  Σ_i ‖v_i‖² x_i²

@@ -16,7 +16,6 @@ from deepfm.config import RunConfig
 from deepfm.data.batch import BatchSource, EncodedData
 from deepfm.errors import ConfigError
 from deepfm.solvers.gradient import GradientSolver
-from deepfm.solvers.sweeps import ALSSolver, MCMCSolver
 from deepfm.tasks import Task
 from deepfm.training.trainer import TrainResult
 
@@ -33,9 +32,23 @@ SolverFactory = Callable[[RunConfig, bool, Callable[[str], None] | None], Solver
 
 SOLVERS: dict[str, SolverFactory] = {
     "gradient": lambda config, progress, log: GradientSolver(config, progress=progress, log=log),
-    "mcmc": lambda config, progress, log: MCMCSolver(config, progress=progress, log=log),
-    "als": lambda config, progress, log: ALSSolver(config, progress=progress, log=log),
+    "mcmc": lambda config, progress, log: _sweeps().MCMCSolver(config, progress=progress, log=log),
+    "als": lambda config, progress, log: _sweeps().ALSSolver(config, progress=progress, log=log),
 }
+
+
+def _sweeps():
+    """The sampling and ALS solvers, imported when one is used: they load numba and SciPy (~60 MB that a
+    gradient run does not need; benchmarks/README.md, issue 13)."""
+    from deepfm.solvers import sweeps
+
+    return sweeps
+
+
+def __getattr__(name: str):
+    if name in ("ALSSolver", "MCMCSolver"):
+        return getattr(_sweeps(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_solver(config: RunConfig, progress: bool = True, log: Callable[[str], None] | None = None) -> Solver:

@@ -14,11 +14,14 @@ from typing import Iterable
 
 import torch
 
+from deepfm.data.design import take_rows
+
 
 def distinct_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows (U,), values (U, k)) of a sparse row gradient, summing duplicate rows if any."""
+    """(rows (U,), values (U, k)) of a sparse row gradient, summing duplicate rows if any. A gradient
+    marked coalesced (as ``FeaturesEmbedding`` makes them) is taken at its word, as torch does."""
     rows, values = grad._indices()[0], grad._values()
-    if rows.numel() > 1 and not bool((rows[1:] > rows[:-1]).all()):
+    if rows.numel() > 1 and not grad.is_coalesced() and not bool((rows[1:] > rows[:-1]).all()):
         grad = grad.coalesce()
         rows, values = grad.indices()[0], grad.values()
     return rows, values
@@ -49,12 +52,12 @@ class RowWiseAdam(torch.optim.Optimizer):
                 state["step"] += 1
                 step = float(state["step"])
                 rows, g = distinct_rows(param.grad)
-                weights = param.index_select(0, rows)  # (U, k)
+                weights = take_rows(param, rows)  # (U, k)
                 if group["row_l2"]:
                     g = g.add(weights, alpha=group["row_l2"])  # lazy L2: only the rows of the batch
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                m = exp_avg.index_select(0, rows)  # (U, k)
-                v = exp_avg_sq.index_select(0, rows)
+                m = take_rows(exp_avg, rows)  # (U, k)
+                v = take_rows(exp_avg_sq, rows)
                 m.lerp_(g, 1 - beta1)  # m + (g - m)(1 - β1)
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
                 exp_avg.index_copy_(0, rows, m)
@@ -99,11 +102,11 @@ class LazyAdagrad(torch.optim.Optimizer):
                     state["sum"] = torch.full(shape, group.get("initial_accumulator", 0.0), dtype=param.dtype,
                                               device=param.device)
                 rows, g = distinct_rows(param.grad)
-                weights = param.index_select(0, rows)  # (U, k)
+                weights = take_rows(param, rows)  # (U, k)
                 if group.get("row_l2"):
                     g = g.add(weights, alpha=group["row_l2"])
                 squares = g.square().mean(1) if per_row else g.square()  # (U,) or (U, k)
-                total = state["sum"].index_select(0, rows).add_(squares)
+                total = take_rows(state["sum"], rows).add_(squares)
                 state["sum"].index_copy_(0, rows, total)
                 scale = total.sqrt_().add_(group["eps"])
                 weights.addcdiv_(g, scale.unsqueeze(1) if per_row else scale, value=-group["lr"])
@@ -119,9 +122,17 @@ def add_occurrence_l2(param: torch.nn.Parameter, rows: torch.Tensor, counts: tor
     grad_rows, g = distinct_rows(param.grad)
     if grad_rows.numel() == 0:
         return
-    where = torch.searchsorted(rows, grad_rows).clamp_(max=len(rows) - 1)
-    found = rows[where] == grad_rows
-    scale = torch.where(found, counts[where].to(param.dtype), torch.zeros((), dtype=param.dtype))
-    g = g.addcmul(param.detach().index_select(0, grad_rows), scale.unsqueeze(1), value=2 * strength / batch_size)
+    if _same_tensor(grad_rows, rows):  # the gradient of a distinct-row lookup (``FeaturesEmbedding``): no search
+        scale = counts.to(param.dtype)
+    else:
+        where = torch.searchsorted(rows, grad_rows).clamp_(max=len(rows) - 1)
+        found = rows[where] == grad_rows
+        scale = torch.where(found, counts[where].to(param.dtype), torch.zeros((), dtype=param.dtype))
+    g = g.addcmul(take_rows(param, grad_rows), scale.unsqueeze(1), value=2 * strength / batch_size)
     param.grad = torch.sparse_coo_tensor(grad_rows.unsqueeze(0), g, param.shape, is_coalesced=True,
                                          check_invariants=False)
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` are views of the same elements (no comparison of values)."""
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype
