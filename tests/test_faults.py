@@ -39,10 +39,10 @@ def data(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def _train(data: dict[str, Path], out: str, *extra: str) -> subprocess.Popen:
+def _train(data: dict[str, Path], out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "deepfm", "train", "--train", str(data["train"]), "--valid",
-                             str(data["valid"]), "--out", str(data["root"] / out), *FLAGS, *extra],
+                             str(data["valid"]), "--out", str(out), *FLAGS, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -74,33 +74,34 @@ def _weights(directory: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker to kill in /proc")
-def test_a_worker_killed_mid_epoch_restarts_from_the_checkpoint_and_ends_as_an_uninterrupted_run(data):
-    killed = _train(data, "killed", "--max-restarts", "1")
+@pytest.mark.parametrize("reading", [[], ["--stream", "--chunk-rows", "500"]], ids=["in memory", "streamed"])
+def test_a_worker_killed_mid_epoch_restarts_from_the_checkpoint_and_ends_as_an_uninterrupted_run(data, reading):
+    killed, straight = (data["root"] / f"{run}{'-streamed' if reading else ''}" for run in ("killed", "straight"))
+    run = _train(data, killed, "--max-restarts", "1", *reading)
     deadline, position = time.monotonic() + 240, None
     while position is None or position[1] == 0:  # wait for a mid-epoch checkpoint of epoch 1
-        assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()[1][-3000:]
-        position = _checkpoint_step(data["root"] / "killed")
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()[1][-3000:]
+        position = _checkpoint_step(killed)
         time.sleep(0.02)
-    victim = _rank_pid(killed.pid, rank=1)
+    victim = _rank_pid(run.pid, rank=1)
     assert victim is not None
     os.kill(victim, signal.SIGKILL)
-    _, log = killed.communicate(timeout=300)
-    assert killed.returncode == 0, log[-3000:]
+    _, log = run.communicate(timeout=300)
+    assert run.returncode == 0, log[-3000:]
     assert "restart 1 (torchrun)" in log, log[-3000:]
     resumed = [line for line in log.splitlines() if line.startswith("resumed from")]
     assert resumed and not resumed[-1].endswith(f"at epoch {EPOCHS + 1}, step 0"), log[-3000:]  # before the end
 
-    straight = _train(data, "straight")
-    _, straight_log = straight.communicate(timeout=300)
-    assert straight.returncode == 0, straight_log[-3000:]
+    uninterrupted = _train(data, straight, *reading)
+    _, straight_log = uninterrupted.communicate(timeout=300)
+    assert uninterrupted.returncode == 0, straight_log[-3000:]
 
-    expected, got = _weights(data["root"] / "straight"), _weights(data["root"] / "killed")
+    expected, got = _weights(straight), _weights(killed)
     for name, tensor in expected.items():
         torch.testing.assert_close(got[name], tensor, atol=TOLERANCE, rtol=0, msg=name)
-    auc = [json.loads((data["root"] / run / "metrics.json").read_text())["best_valid"]["auc"]
-           for run in ("killed", "straight")]
+    auc = [json.loads((out / "metrics.json").read_text())["best_valid"]["auc"] for out in (killed, straight)]
     assert abs(auc[0] - auc[1]) < 1e-4
-    assert not any((data["root"] / "killed" / name).exists() for name in ("checkpoint", "checkpoint.old"))
+    assert not any((killed / name).exists() for name in ("checkpoint", "checkpoint.old"))
 
 
 def test_max_restarts_is_not_passed_to_the_ranks():
