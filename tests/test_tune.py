@@ -11,7 +11,9 @@ import pytest
 
 from deepfm.cli import main
 from deepfm.config import TrainingConfig, build_config
-from deepfm.experiments.tune import search_space, toml_text
+from deepfm.data.encoders import IdCounts
+from deepfm.defaults import with_task_defaults
+from deepfm.experiments.tune import drawn_settings, search_space, toml_text
 
 pytest.importorskip("optuna")
 
@@ -50,7 +52,10 @@ def test_tune_json_records_every_trial_its_params_metric_and_state(tuned):
     assert [t["number"] for t in trials] == list(range(8))
     assert {t["state"] for t in trials} <= {"complete", "pruned", "fail"}
     for trial in trials:
-        assert set(trial["params"]) == {"lr", "embed_l2", "optimizer", "embed_dim", "batch_size", "dropout"}
+        searched = {"optimizer", "lr", "embed_reg", "embed_l2", "embed_dim", "batch_size", "dropout", "batch_norm",
+                    "weight_decay"}  # --mlp was given: not searched
+        g0 = {"adagrad_init"} if trial["settings"]["optimizer"] == "adagrad" else set()  # this data is a long tail
+        assert set(trial["settings"]) == searched | g0
         assert len(trial["per_epoch"]) >= 1, "each epoch's validation metric is reported to the pruner"
     complete = [t for t in trials if t["state"] == "complete"]
     best = max(complete, key=lambda t: t["auc"])
@@ -59,11 +64,23 @@ def test_tune_json_records_every_trial_its_params_metric_and_state(tuned):
     assert metrics["best_valid"]["auc"] == best["auc"], "the model directory is the best trial's"
 
 
-def test_the_first_trial_is_the_models_defaults(tuned):
-    first = json.loads((tuned["out"] / "tune.json").read_text())["trials"][0]["params"]
-    defaults = build_config({"model": {"name": "deepfm"}})
-    assert first["lr"] == defaults.training.lr and first["optimizer"] == defaults.training.optimizer
-    assert first["embed_dim"] == defaults.model.embed_dim and first["dropout"] == defaults.model.dropout
+@pytest.mark.parametrize("model", ["fm", "deepfm"])
+def test_the_first_trial_is_what_train_runs_with_the_defaults(tmp_path, ctr_csv, model):
+    """Trial 0 is the task's defaults (deepfm.defaults: FM on clicks is AdaGrad, k 64, L2 per
+    occurrence), so the search is never worse than them on validation."""
+    train, valid = str(ctr_csv()), str(ctr_csv("v.csv", rows=100, part=1))
+    flags = ["--train", train, "--valid", valid, "--model", model, "--threads", "1", *SMALL]
+    assert main(["tune", *flags, "--trials", "1", "--out", str(tmp_path / "tuned")]) == 0
+    assert main(["train", *flags, "--out", str(tmp_path / "trained")]) == 0
+    first = json.loads((tmp_path / "tuned" / "tune.json").read_text())["trials"][0]
+    trained = json.loads((tmp_path / "trained" / "config.json").read_text())["run"]
+    settings = trained["model"] | trained["training"]
+    assert first["settings"], "trial 0 records the settings it ran with"
+    for key, value in first["settings"].items():
+        assert value == settings[key], f"{key}: trial 0 ran {value}, train runs {settings[key]}"
+    tuned = json.loads((tmp_path / "tuned" / "metrics.json").read_text())
+    assert tuned["best_valid"]["auc"] == pytest.approx(json.loads((tmp_path / "trained" / "metrics.json").read_text())
+                                                       ["best_valid"]["auc"], abs=1e-9)
 
 
 def test_train_with_best_toml_reproduces_the_best_trial(tuned, capsys):
@@ -87,21 +104,87 @@ def test_a_setting_given_as_a_flag_is_fixed_not_searched(tmp_path, ctr_csv):
                  "--optimizer", "adagrad", "--embed-dim", "6", "--trials", "3", "--out", str(out), *SMALL]) == 0
     summary = json.loads((out / "tune.json").read_text())
     assert summary["validation"] == {"source": "file", "path": str(tmp_path / "v.csv")}
-    assert all(set(t["params"]) == {"lr", "embed_l2", "batch_size"} for t in summary["trials"])
+    assert all(set(t["settings"]) <= {"lr", "embed_reg", "embed_l2", "batch_size", "adagrad_init"} for t in summary["trials"])
+    assert all(t["settings"]["lr"] >= 1e-2 for t in summary["trials"]), "lr on AdaGrad's range"
     best = (out / "best.toml").read_text()
     assert 'optimizer = "adagrad"' in best and "embed_dim = 6" in best
 
 
-def test_the_search_space_comes_from_the_config_and_holds_the_defaults():
-    for model in ("fm", "deepfm"):
-        defaults = build_config({"model": {"name": model}})
-        dims = {d.key: d for d in search_space(defaults)}
-        assert dims["optimizer"].space == get_args(TrainingConfig.model_fields["optimizer"].annotation)
-        assert dims["lr"].kind == "log" and dims["embed_l2"].kind == "log"
-        assert ("dropout" in dims) == (model == "deepfm"), "dropout only for models with an MLP"
-        for dim in dims.values():
-            section = getattr(defaults, dim.section)
-            assert dim.holds(getattr(section, dim.key)), f"{dim.key}: the default is inside the range"
+@pytest.mark.parametrize("long_tail", [False, True])
+@pytest.mark.parametrize("task", ["binary", "regression", "multiclass"])
+@pytest.mark.parametrize("model", ["fm", "deepfm"])
+def test_the_search_space_holds_the_defaults_train_runs(model, task, long_tail):
+    defaults = with_task_defaults(build_config({"model": {"name": model}}), task,
+                                  IdCounts(rows=1000, occurrences=10_000, distinct=3000 if long_tail else 30))
+    values = defaults.model.model_dump() | defaults.training.model_dump()
+    dims = search_space(defaults, long_tail)
+    assert {d.key for d in dims} >= {"optimizer", "lr", "embed_reg", "embed_l2", "embed_dim", "batch_size"}
+    assert set(dims[0].space) <= set(get_args(TrainingConfig.model_fields["optimizer"].annotation))
+    for dim in dims:
+        if dim.applies(values):
+            assert dim.holds(values[dim.key]), f"{dim.name}: the default {values[dim.key]} is inside the space"
+    with_mlp = {"mlp", "dropout", "batch_norm", "weight_decay"}
+    assert with_mlp <= {d.key for d in dims} if model == "deepfm" else not with_mlp & {d.key for d in dims}
+    assert ("adagrad_init" in {d.key for d in dims}) == long_tail, "G0 matters on a long tail only"
+
+
+def test_the_learning_rate_range_depends_on_the_optimizer():
+    import optuna
+
+    defaults = build_config({"model": {"name": "fm"}})
+    dims = search_space(defaults)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    drawn = []
+    study.optimize(lambda trial: drawn.append(drawn_settings(trial, dims, defaults.training.model_dump())) or 0.0,
+                   n_trials=60)
+    by_optimizer = {}
+    for settings in drawn:
+        by_optimizer.setdefault(settings["training", "optimizer"], []).append(settings["training", "lr"])
+    assert set(by_optimizer) == {"adam", "adagrad", "rowwise_adagrad"}
+    assert all(1e-4 <= lr <= 3e-2 for lr in by_optimizer["adam"])
+    assert all(1e-2 <= lr <= 0.5 for lr in by_optimizer["adagrad"] + by_optimizer["rowwise_adagrad"])
+    assert max(by_optimizer["adagrad"] + by_optimizer["rowwise_adagrad"]) > 3e-2 > max(by_optimizer["adam"])
+
+
+def test_the_embedding_l2_range_depends_on_its_form():
+    deepfm = search_space(build_config({"model": {"name": "deepfm"}}))
+    ranges = {d.when[1]: d.space for d in deepfm if d.key == "embed_l2"}
+    assert ranges[("occurrences",)][1] <= 0.1 < ranges[("rows",)][1]
+
+
+def test_models_with_an_mlp_search_no_optimizer_that_gives_it_an_adagrad_sized_adam_step():
+    assert "rowwise_adagrad" not in search_space(build_config({"model": {"name": "deepfm"}}))[0].space
+    assert "rowwise_adagrad" in search_space(build_config({"model": {"name": "fm"}}))[0].space
+
+
+def test_the_pruner_stops_a_trial_below_the_median_from_epoch_two():
+    import optuna
+
+    from deepfm.experiments.tune import pruner
+
+    study = optuna.create_study(direction="maximize", pruner=pruner(optuna))
+    for value in (0.90, 0.91, 0.92):
+        trial = study.ask()
+        for epoch in (1, 2, 3):
+            trial.report(value, epoch)
+        study.tell(trial, value)
+    worse = study.ask()
+    worse.report(0.5, 1)
+    assert not worse.should_prune(), "epoch 1 is warm-up"
+    worse.report(0.5, 2)
+    assert worse.should_prune()
+    better = study.ask()
+    better.report(0.95, 1)
+    better.report(0.95, 2)
+    assert not better.should_prune()
+
+
+def test_trials_run_with_one_thread_unless_threads_is_given(tuned, tmp_path, ctr_csv):
+    assert "threads = 1\n" in (tuned["out"] / "best.toml").read_text()
+    out = tmp_path / "out"
+    assert main(["tune", "--train", str(ctr_csv()), "--model", "fm", "--threads", "2", "--trials", "1",
+                 "--out", str(out), *SMALL]) == 0
+    assert "threads = 2\n" in (out / "best.toml").read_text()
 
 
 def test_best_toml_is_a_config_file(tmp_path):

@@ -1,16 +1,20 @@
 """``deepfm tune``: search a model's settings with Optuna, on validation rows only.
 
 The data is encoded once (the encoder fitted on the training file) and every trial trains on the
-same arrays with the run's seed, so trials differ by their settings alone. Each trial reports its
-validation metric after every epoch (the trainer's ``on_epoch`` hook) to Optuna's median pruner,
-which stops a trial that is worse than the median of earlier trials at the same epoch. The sampler
-is TPE, seeded by ``training.seed``; the first trial is the model's defaults.
+same arrays with the run's seed and one intra-op thread (unless ``--threads`` is given), so trials
+differ by their settings alone. Trial 0 is what ``deepfm train`` would run: the model's defaults for
+the task and the shape of the ids (``deepfm.defaults``), so the search is never worse than them on
+validation. Each trial reports its validation metric after every epoch (the trainer's ``on_epoch``
+hook) to Optuna's median pruner, which stops a trial that is worse than the median of earlier trials
+at the same epoch. The sampler is multivariate TPE, seeded by ``training.seed``.
 
-The search space (``search_space``) is drawn from the config's own fields: the optimiser choices
-are ``TrainingConfig``'s ``optimizer`` Literal, and every range is widened to hold the default.
+The search space (``search_space``) is per model family, around the defaults, with conditional
+ranges: the learning rate's by optimiser, the embedding L2's by its form (``tune.json`` names them
+``lr_adam`` / ``lr_adagrad``, ``embed_l2_occurrences`` / ``embed_l2_rows``; ``settings`` holds the
+config keys). A setting given as a flag is fixed, not searched.
 
 Writes ``OUT/`` as a model directory of the best trial, ``OUT/tune.json`` (every trial: number,
-state, params, value, epochs) and ``OUT/best.toml``, a config that ``deepfm train --config
+state, params, settings, value, epochs) and ``OUT/best.toml``, a config that ``deepfm train --config
 OUT/best.toml --out DIR`` reproduces the best trial with. A test file is never read.
 """
 
@@ -21,22 +25,34 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, get_args
+from typing import Any, Callable
 
-from deepfm.config import RunConfig, TrainingConfig, build_config, merge
+from deepfm.config import RunConfig, build_config, merge
+from deepfm.defaults import id_shape, with_task_defaults
 from deepfm.errors import ConfigError, TrainingDiverged
 
 WITHOUT_MLP = ("lr", "fm")
 INSTALL_HINT = "pip install 'deepfm[tune]'"
 
-# (section, key) -> how Optuna draws it; ranges are widened to hold the model's default
-FLOAT_LOG = {
-    ("training", "lr"): (1e-4, 3e-1),
-    ("training", "embed_l2"): (1e-7, 3e-1),
-}
-EMBED_DIM = (4, 128)  # drawn log-uniformly as an integer (Frappe FM trials crowded at 64 when it was the top)
+# The search space per model family, around the defaults the accuracy suite chose (deepfm.defaults).
+# The learning rate's range depends on the optimiser: AdaGrad's steps are lr·g/√G (Frappe FM's best:
+# 0.1), Adam's lr·m/√v (the DeepFM default 1e-3); one range for both would spend half the trials on
+# steps that cannot work. The embedding L2's range depends on its form: per occurrence (a mean over the
+# batch; Frappe's best 1e-2, 1e-1 already 0.035 AUC worse) or lazily on the distinct rows of a batch
+# (the former defaults: 1e-4 for FM, 0.1 for DeepFM).
+ADAGRAD_FAMILY = ("adagrad", "rowwise_adagrad")
+LR_BY_OPTIMIZER = {"adagrad": (1e-2, 0.5), "adam": (1e-4, 3e-2)}
+EMBED_L2_BY_FORM = {"occurrences": (1e-4, 1e-1), "rows": (1e-6, 3e-1)}
+EMBED_DIMS = (16, 32, 64, 128)
 BATCH_SIZES = (256, 512, 1024, 2048, 4096)
-DROPOUT = (0.0, 0.6)  # models with an MLP only
+# row-wise AdaGrad trains dense weights with Adam at the same lr, an AdaGrad-sized step for an MLP:
+# models with an MLP search adam and adagrad only
+OPTIMIZERS = {"without_mlp": ("adam", *ADAGRAD_FAMILY), "with_mlp": ("adam", "adagrad")}
+DROPOUT = (0.0, 0.5)
+MLPS = ("200,200", "400,400", "200,200,200", "400,400,400", "800,800,800")
+WEIGHT_DECAYS = (0.0, 1e-6, 1e-5, 1e-4, 1e-3)
+ADAGRAD_INITS = (0.0, 1e-3, 1e-2, 1e-1)  # long-tail data only: G0 = 0 cost Frappe 0.027 AUC (deepfm.defaults)
+TUNE_THREADS = 1  # per trial, unless --threads is given (Frappe DeepFM, shared 2 cores: 27.1 s vs 29.3 s with 2)
 Log = Callable[[str], None]
 
 
@@ -50,65 +66,107 @@ def import_optuna():
     return optuna
 
 
-def optimizer_names() -> tuple[str, ...]:
-    """The optimisers ``training.optimizer`` accepts (its Literal type), in declaration order."""
-    return tuple(get_args(TrainingConfig.model_fields["optimizer"].annotation))
-
-
 @dataclass(frozen=True)
 class Dimension:
-    """One searched setting: ``section.key`` drawn by ``kind`` (log, int_log, uniform, choice) from ``space``."""
+    """One searched setting: ``section.key`` drawn by ``kind`` (log, uniform, choice, widths: a choice of
+    comma-separated MLP widths) from ``space``; with ``when`` (another key, its values), only in trials
+    where that key takes one of those values, under the Optuna name ``key_value`` (e.g. ``lr_adam``)."""
 
     section: str
     key: str
     kind: str
     space: tuple[Any, ...]
+    when: tuple[str, tuple[Any, ...]] | None = None
 
     @property
     def name(self) -> str:
-        return self.key
+        return self.key if self.when is None else f"{self.key}_{self.when[1][0]}"
+
+    def applies(self, values: dict[str, Any]) -> bool:
+        """Whether this dimension is drawn when the other settings are ``values`` (by key)."""
+        return self.when is None or values[self.when[0]] in self.when[1]
 
     def widened(self, default: Any) -> "Dimension":
         """This dimension with ``default`` inside it (a log range cannot hold 0: unchanged then)."""
-        if self.kind == "choice":
-            return self if default in self.space else Dimension(self.section, self.key, self.kind, (*self.space, default))
+        value = self.drawn_value(default)
+        if self.kind in ("choice", "widths"):
+            return self if value in self.space else Dimension(self.section, self.key, self.kind, (*self.space, value), self.when)
         low, high = self.space
-        if self.kind in ("log", "int_log") and default <= 0:
+        if self.kind == "log" and value <= 0:
             return self
-        return Dimension(self.section, self.key, self.kind, (min(low, default), max(high, default)))
+        return Dimension(self.section, self.key, self.kind, (min(low, value), max(high, value)), self.when)
 
-    def holds(self, value: Any) -> bool:
-        return value in self.space if self.kind == "choice" else self.space[0] <= value <= self.space[1]
+    def holds(self, default: Any) -> bool:
+        value = self.drawn_value(default)
+        return value in self.space if self.kind in ("choice", "widths") else self.space[0] <= value <= self.space[1]
+
+    def drawn_value(self, setting: Any) -> Any:
+        """A config value as Optuna draws it (MLP widths as the text ``400,400,400``)."""
+        return ",".join(str(width) for width in setting) if self.kind == "widths" else setting
+
+    def setting(self, drawn: Any) -> Any:
+        """A drawn value as the config holds it."""
+        return tuple(int(width) for width in drawn.split(",")) if self.kind == "widths" else drawn
 
     def draw(self, trial) -> Any:
         if self.kind == "log":
             return trial.suggest_float(self.name, *self.space, log=True)
-        if self.kind == "int_log":
-            return trial.suggest_int(self.name, *self.space, log=True)
         if self.kind == "uniform":
             return trial.suggest_float(self.name, *self.space)
         return trial.suggest_categorical(self.name, list(self.space))
 
 
-def search_space(defaults: RunConfig) -> list[Dimension]:
-    """What ``deepfm tune`` searches for ``defaults.model.name``: the learning rate and embedding L2
-    (log-uniform), the optimiser (every name the config accepts), the embedding width k (log-uniform
-    integer), the batch size, and dropout for models with an MLP; ranges widened to hold ``defaults``."""
-    dims = [Dimension(section, key, "log", bounds) for (section, key), bounds in FLOAT_LOG.items()]
-    dims += [Dimension("training", "optimizer", "choice", optimizer_names()),
-             Dimension("model", "embed_dim", "int_log", EMBED_DIM),
-             Dimension("training", "batch_size", "choice", BATCH_SIZES)]
-    if defaults.model.name not in WITHOUT_MLP:
-        dims.append(Dimension("model", "dropout", "uniform", DROPOUT))
-    return [d.widened(getattr(getattr(defaults, d.section), d.key)) for d in dims]
+def search_space(defaults: RunConfig, long_tail: bool = False) -> list[Dimension]:
+    """What ``deepfm tune`` searches for ``defaults.model.name``, in drawing order: the optimiser, its
+    learning rate (log range by optimiser, ``LR_BY_OPTIMIZER``), the form of the embedding L2 and its
+    strength (log range by form), k, the batch size; with ``long_tail`` data AdaGrad's accumulator start;
+    for models with an MLP its widths, dropout, batch norm and weight decay. Ranges are widened to hold
+    ``defaults`` (the values the suite chose for the task: trial 0)."""
+    with_mlp = defaults.model.name not in WITHOUT_MLP
+    optimizers = OPTIMIZERS["with_mlp" if with_mlp else "without_mlp"]
+    dims = [Dimension("training", "optimizer", "choice", optimizers)]
+    dims += [Dimension("training", "lr", "log", LR_BY_OPTIMIZER["adam"], ("optimizer", ("adam",))),
+             Dimension("training", "lr", "log", LR_BY_OPTIMIZER["adagrad"], ("optimizer", ADAGRAD_FAMILY))]
+    dims += [Dimension("training", "embed_reg", "choice", tuple(EMBED_L2_BY_FORM))]
+    dims += [Dimension("training", "embed_l2", "log", bounds, ("embed_reg", (form,))) for form, bounds in EMBED_L2_BY_FORM.items()]
+    dims += [Dimension("model", "embed_dim", "choice", EMBED_DIMS), Dimension("training", "batch_size", "choice", BATCH_SIZES)]
+    if long_tail:
+        dims.append(Dimension("training", "adagrad_init", "choice", ADAGRAD_INITS, ("optimizer", ADAGRAD_FAMILY)))
+    if with_mlp:
+        dims += [Dimension("model", "mlp", "widths", MLPS), Dimension("model", "dropout", "uniform", DROPOUT),
+                 Dimension("model", "batch_norm", "choice", (True, False)),
+                 Dimension("training", "weight_decay", "choice", WEIGHT_DECAYS)]
+    values = settings_of(defaults)
+    return [d.widened(values[d.key]) if d.applies(values) else d for d in dims]
 
 
-def overrides_of(params: dict[str, Any], dims: list[Dimension]) -> dict[str, Any]:
-    """A trial's params as a nested config mapping (``{"training": {"lr": ..}, "model": {..}}``)."""
-    nested: dict[str, Any] = {}
+def settings_of(config: RunConfig) -> dict[str, Any]:
+    """Every model and training setting of ``config`` by key (the keys the search space names)."""
+    return dict(config.model) | dict(config.training)
+
+
+def drawn_settings(trial, dims: list[Dimension], base: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    """One trial's settings by ``(section, key)``: each dimension that applies, drawn in order, over
+    ``base`` (the settings by key); a dimension applies by the values drawn before it or ``base``'s."""
+    values, drawn = dict(base), {}
     for dim in dims:
-        nested.setdefault(dim.section, {})[dim.key] = params[dim.name]
-    return nested
+        if dim.applies(values):
+            values[dim.key] = drawn[dim.section, dim.key] = dim.setting(dim.draw(trial))
+    return drawn
+
+
+def first_trial(dims: list[Dimension], defaults: RunConfig) -> dict[str, Any]:
+    """Trial 0's params: ``defaults`` in Optuna's names (each dimension that applies to them)."""
+    values = settings_of(defaults)
+    return {d.name: d.drawn_value(values[d.key]) for d in dims if d.applies(values) and d.holds(values[d.key])}
+
+
+def nested(settings: dict[tuple[str, str], Any]) -> dict[str, Any]:
+    """Settings by ``(section, key)`` as a nested config mapping (``{"training": {"lr": ..}, ..}``)."""
+    mapping: dict[str, Any] = {}
+    for (section, key), value in settings.items():
+        mapping.setdefault(section, {})[key] = value
+    return mapping
 
 
 @dataclass
@@ -125,26 +183,27 @@ class TuneResult:
 
 
 def tune(base: dict[str, Any], data, trials: int | None, timeout: float | None, log: Log,
-         fixed: set[tuple[str, str]] = frozenset()) -> TuneResult:
-    """Search ``base`` (a nested config mapping with the model's name) on ``data`` (``EncodedSplits``
-    whose ``valid`` is the validation rows), leaving the ``(section, key)`` settings in ``fixed`` as
-    ``base`` has them; at most ``trials`` trials, none started after ``timeout`` seconds."""
+         fixed: set[tuple[str, str]] = frozenset(), long_tail: bool = False) -> TuneResult:
+    """Search ``base`` (a nested config mapping with the model's name and the task's defaults: trial 0)
+    on ``data`` (``EncodedSplits`` whose ``valid`` is the validation rows), leaving the ``(section, key)``
+    settings in ``fixed`` as ``base`` has them; at most ``trials`` trials, none started after
+    ``timeout`` seconds. ``long_tail``: the data's ids are a long tail (``deepfm.defaults.id_shape``)."""
     optuna = import_optuna()
     from deepfm.experiments.compare import train_one
 
     defaults = build_config(base, source="tune")
-    dims = [d for d in search_space(defaults) if (d.section, d.key) not in fixed]
+    dims = [d for d in search_space(defaults, long_tail) if (d.section, d.key) not in fixed]
     metric, larger = data.encoder.task.selection
     result = TuneResult(metric, larger)
-    sampler = optuna.samplers.TPESampler(seed=defaults.training.seed)  # 10 random trials, then TPE
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)  # from epoch 2 on
-    study = optuna.create_study(direction="maximize" if larger else "minimize", sampler=sampler, pruner=pruner)
-    first = {d.name: getattr(getattr(defaults, d.section), d.key) for d in dims}
-    study.enqueue_trial({name: value for (name, value), d in zip(first.items(), dims) if d.holds(value)})
+    study = optuna.create_study(direction="maximize" if larger else "minimize", sampler=sampler(optuna, defaults.training.seed),
+                                pruner=pruner(optuna))
+    study.enqueue_trial(first_trial(dims, defaults))
+    base_settings = settings_of(defaults)
 
     def objective(trial) -> float:
-        params = {d.name: d.draw(trial) for d in dims}
-        config = build_config(merge(base, overrides_of(params, dims)), source="tune")
+        settings = drawn_settings(trial, dims, base_settings)
+        config = build_config(merge(base, nested(settings)), source="tune")
+        trial.set_user_attr("settings", {key: value for (_, key), value in settings.items()})
 
         def report(record: dict[str, Any]) -> None:
             value = record.get("valid", {}).get(metric, math.nan)
@@ -169,6 +228,26 @@ def tune(base: dict[str, Any], data, trials: int | None, timeout: float | None, 
     return result
 
 
+STARTUP_TRIALS = 5  # random draws (after the defaults) before TPE models the trials; Optuna's default 10
+# would leave a 600-s DeepFM search on Frappe (~10 trials) random throughout
+
+
+def sampler(optuna, seed: int):
+    """TPE over the joint space (``multivariate``; ``group``: the conditional lr and L2 ranges are
+    modelled apart), seeded."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, multivariate=True, group=True)
+
+
+def pruner(optuna):
+    """Median pruning by epoch: from epoch 2 on, once 3 trials have finished, a trial whose validation
+    metric is worse than the median of earlier trials at the same epoch stops."""
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+
+
 def run_best(run, metric: str) -> float:
     """The validation ``metric`` of a run's best epoch."""
     return next(h["valid"][metric] for h in run.history if h["epoch"] == run.best_epoch)
@@ -184,6 +263,7 @@ def trial_record(trial, metric: str) -> dict[str, Any]:
         if trial.datetime_complete and trial.datetime_start else None
     intermediate = trial.intermediate_values
     return {"number": trial.number, "state": trial.state.name.lower(), "params": trial.params,
+            "settings": trial.user_attrs.get("settings", {}),
             metric: trial.value, "per_epoch": {str(epoch): value for epoch, value in sorted(intermediate.items())},
             "epochs": trial.user_attrs.get("epochs", max(intermediate, default=0)),
             "best_epoch": trial.user_attrs.get("best_epoch"), "seconds": round(seconds, 2) if seconds else None}
@@ -236,6 +316,8 @@ def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: 
     from deepfm.training.trainer import peak_rss_mb
 
     began = time.perf_counter()
+    if ("training", "threads") not in fixed:
+        config = config.model_copy(update={"training": config.training.model_copy(update={"threads": TUNE_THREADS})})
     configure_runtime(config.training.threads)
     reader = Estimator(config)
     train, valid, holdout = reader.training_rows(config.data.train, config.data.valid, progress=progress)
@@ -246,8 +328,10 @@ def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: 
     if holdout is not None:
         log(holdout.describe())
     data = EncodedSplits(reader.encoder, train, valid)
+    id_counts = reader.encoder.id_counts
+    config = with_task_defaults(config, reader.encoder.task.name, id_counts)  # trial 0: what train would run
     base = {key: value for key, value in config.to_json_dict().items() if key != "out"}
-    result = tune(base, data, trials, timeout, log, fixed)
+    result = tune(base, data, trials, timeout, log, fixed, long_tail=id_shape(id_counts) == "long tail")
     if result.best_number is None:
         raise TrainingDiverged("tune: no trial finished (every one failed or was pruned); "
                                "see the trial lines above, or narrow the settings with flags")
