@@ -52,8 +52,8 @@ def test_tune_json_records_every_trial_its_params_metric_and_state(tuned):
     assert [t["number"] for t in trials] == list(range(8))
     assert {t["state"] for t in trials} <= {"complete", "pruned", "fail"}
     for trial in trials:
-        searched = {"optimizer", "lr", "embed_reg", "embed_l2", "embed_dim", "batch_size", "dropout", "batch_norm",
-                    "weight_decay"}  # --mlp was given: not searched
+        searched = {"optimizer", "lr", "embed_reg", "embed_l2", "embed_dim", "batch_size", "lr_schedule", "dropout",
+                    "batch_norm", "weight_decay"}  # --mlp was given: not searched
         g0 = {"adagrad_init"} if trial["settings"]["optimizer"] == "adagrad" else set()  # this data is a long tail
         assert set(trial["settings"]) == searched | g0
         assert len(trial["per_epoch"]) >= 1, "each epoch's validation metric is reported to the pruner"
@@ -83,6 +83,14 @@ def test_the_first_trial_is_what_train_runs_with_the_defaults(tmp_path, ctr_csv,
                                                        ["best_valid"]["auc"], abs=1e-9)
 
 
+def test_on_clicks_the_second_trial_is_the_all_adagrad_recipe_where_it_differs(tuned):
+    from deepfm.experiments.tune import CLICK_RECIPE
+
+    trials = json.loads((tuned["out"] / "tune.json").read_text())["trials"]
+    assert trials[0]["settings"]["optimizer"] == "adam", "DeepFM's defaults"
+    assert {key: trials[1]["settings"][key] for key in CLICK_RECIPE} == CLICK_RECIPE
+
+
 def test_train_with_best_toml_reproduces_the_best_trial(tuned, capsys):
     again = tuned["root"] / "again"
     assert main(["train", "--config", str(tuned["out"] / "best.toml"), "--out", str(again), "--quiet"]) == 0
@@ -104,7 +112,7 @@ def test_a_setting_given_as_a_flag_is_fixed_not_searched(tmp_path, ctr_csv):
                  "--optimizer", "adagrad", "--embed-dim", "6", "--trials", "3", "--out", str(out), *SMALL]) == 0
     summary = json.loads((out / "tune.json").read_text())
     assert summary["validation"] == {"source": "file", "path": str(tmp_path / "v.csv")}
-    assert all(set(t["settings"]) <= {"lr", "embed_reg", "embed_l2", "batch_size", "adagrad_init"} for t in summary["trials"])
+    assert all(set(t["settings"]) <= {"lr", "embed_reg", "embed_l2", "batch_size", "lr_schedule", "adagrad_init"} for t in summary["trials"])
     assert all(t["settings"]["lr"] >= 1e-2 for t in summary["trials"]), "lr on AdaGrad's range"
     best = (out / "best.toml").read_text()
     assert 'optimizer = "adagrad"' in best and "embed_dim = 6" in best
