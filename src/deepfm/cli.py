@@ -110,10 +110,14 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 
 def _tune_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="search a model's settings with Optuna on validation rows; write the best model",
-                       description="Search the learning rate, optimiser, embedding width and L2, batch size and (models "
-                                   "with an MLP) dropout with Optuna (TPE sampler, median pruning by epoch), training "
-                                   "on one encoding of the data and selecting on validation rows only (--valid, or "
-                                   "those held out of --train); a test file is never read. Writes OUT as the best "
+                       description="Search the optimiser and its learning rate (a log range per optimiser), the "
+                                   "embedding L2's form and strength, k, batch size, lr schedule and (models with an "
+                                   "MLP) its widths, dropout, batch norm and weight decay with Optuna (multivariate TPE, "
+                                   "median pruning by epoch). Trial 0 is what train would run (the defaults for the "
+                                   "task and data); on clicks trial 1 is the all-AdaGrad recipe. Trials train on one "
+                                   "encoding of the data with one thread (unless --threads) and are selected on "
+                                   "validation rows only (--valid, or those held out of --train); a test file is "
+                                   "never read. Writes OUT as the best "
                                    "trial's model directory plus OUT/tune.json (every trial) and OUT/best.toml "
                                    "(deepfm train --config OUT/best.toml --out DIR reproduces it). The data flags are "
                                    "train's; a flag given fixes the base config each trial starts from. Needs "
