@@ -399,6 +399,14 @@ def test_flags_override_the_config_file(write_config, ctr_csv, tmp_path, capsys)
     assert run["model"]["embed_dim"] == 4  # not overridden: still from the file
 
 
+def test_dense_optimizer_and_dense_lr_flags_reach_the_saved_config(ctr_csv, tmp_path, capsys):
+    code = main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "model"), "--epochs", "1",
+                 "--optimizer", "adagrad", "--dense-optimizer", "adam", "--dense-lr", "0.002", "--quiet"])
+    assert code == 0
+    training = saved_run(tmp_path / "model")["training"]
+    assert (training["optimizer"], training["dense_optimizer"], training["dense_lr"]) == ("adagrad", "adam", 0.002)
+
+
 def test_invalid_value_in_a_config_file_exits_2_naming_the_key(ctr_csv, tmp_path, capsys):
     config = toml_config(tmp_path / "run.toml", ctr_csv(), tmp_path / "model", epochs=0)
     code = main(["train", "--config", str(config)])
