@@ -22,7 +22,8 @@ Splits (fixed, seeded; nothing random between runs):
 - ipinyou: the shared train/test CSVs; valid = 10% of train by default_rng(2026).permutation.
 - criteo-synth: benchmarks/make_data.py's 1M-row train and 100k-row test (13 numeric + 26
   categorical fields) and a 100k-row valid (part 2 of the same hidden model), 3 epochs; the
-  Bayes AUC is the AUC of the true click probabilities on the test rows.
+  Bayes AUC is the AUC of the true click probabilities on the test rows. ``criteo-synth-200k``: its
+  first 200k training rows (the same valid and test), for sweeps.
 """
 
 from __future__ import annotations
@@ -198,6 +199,18 @@ def criteo_synth(root: Path) -> Suite:
                  training={"epochs": 3}, notes={"bayes_auc": bayes, "data_dir": str(DEFAULT_DIR)})
 
 
+CRITEO_SWEEP_ROWS = 200_000
+
+
+def criteo_synth_sweep(root: Path) -> Suite:
+    """criteo-synth on the first 200k training rows (same valid and test): the sweeps' cheaper stand-in."""
+    suite = criteo_synth(root)
+    train = pacsv.read_csv(suite.train, convert_options=pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in suite.data["categorical"]})).slice(0, CRITEO_SWEEP_ROWS)
+    return Suite(train, suite.valid, suite.test, suite.data, suite.metric, training=suite.training,
+                 notes=suite.notes | {"train_rows": CRITEO_SWEEP_ROWS})
+
+
 DATASETS: dict[str, Callable[[Path], Suite]] = {
     "frappe": frappe,
     "ml100k-ids": lambda root: ml100k(root, side=False),
@@ -206,6 +219,7 @@ DATASETS: dict[str, Callable[[Path], Suite]] = {
     "adult": adult,
     "ipinyou": ipinyou,
     "criteo-synth": criteo_synth,
+    "criteo-synth-200k": criteo_synth_sweep,
 }
 
 
@@ -242,7 +256,7 @@ def run_one(model: str, suite: Suite, settings: dict[str, Any], read_test: bool)
               | {"embed_dim": estimator.config.model.embed_dim}}
     if "ids" in estimator.metrics:  # the statistic of the data rule (deepfm.defaults) and its branch
         record["ids"] = estimator.metrics["ids"]
-    for key in ("embed_reg", "lr_schedule", "adagrad_init"):
+    for key in ("embed_reg", "lr_schedule", "adagrad_init", "dense_optimizer", "dense_lr"):
         if hasattr(estimator.config.training, key):
             record["config"][key] = getattr(estimator.config.training, key)
     if read_test:

@@ -154,8 +154,10 @@ def help_text(capsys, *command: str) -> str:
 def test_train_help_shows_the_config_defaults_and_the_models_own(capsys):
     text = help_text(capsys, "train")
     for shown in ("--epochs EPOCHS default 20", "--batch-size BATCH_SIZE default 512",
-                  "learning rate (default 0.001; lr 0.01, fm 0.1 (binary) / 0.03 (multiclass, regression, ordinal))",
-                  "k, the embedding width (default 10; fm 64 (binary, regression) / 10 (multiclass, ordinal))",
+                  "learning rate (default 0.001; lr 0.01, fm 0.1 (binary) / 0.03 (multiclass, regression, ordinal), "
+                  "deepfm 0.01 (binary), deepfm 0.001 (long tail: ≥ 0.3 distinct ids per training row))",
+                  "k, the embedding width (default 10; fm 64 (binary, regression) / 10 (multiclass, ordinal), "
+                  "deepfm 64 (binary), deepfm 10 (long tail: ≥ 0.3 distinct ids per training row))",
                   "(default 0.0; fm 0.01 (long tail: ≥ 0.3 distinct ids per training row))",
                   "--dropout DROPOUT default 0.2", "(0: never stop early) (default 2; fm 3 (regression))", "(default 400,400,400)",
                   "--nproc", "(default 1)"):
@@ -397,6 +399,14 @@ def test_flags_override_the_config_file(write_config, ctr_csv, tmp_path, capsys)
     assert run["model"]["name"] == "lr"
     assert run["training"]["precision"] == "bf16"
     assert run["model"]["embed_dim"] == 4  # not overridden: still from the file
+
+
+def test_dense_optimizer_and_dense_lr_flags_reach_the_saved_config(ctr_csv, tmp_path, capsys):
+    code = main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "model"), "--epochs", "1",
+                 "--optimizer", "adagrad", "--dense-optimizer", "adam", "--dense-lr", "0.002", "--quiet"])
+    assert code == 0
+    training = saved_run(tmp_path / "model")["training"]
+    assert (training["optimizer"], training["dense_optimizer"], training["dense_lr"]) == ("adagrad", "adam", 0.002)
 
 
 def test_invalid_value_in_a_config_file_exits_2_naming_the_key(ctr_csv, tmp_path, capsys):

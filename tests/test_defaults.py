@@ -75,9 +75,38 @@ def test_the_users_adagrad_init_wins_over_the_data_rule():
 
 
 def test_models_without_a_data_rule_ignore_the_shape_of_the_ids():
-    config = build_config({"model": {"name": "deepfm"}})
+    config = build_config({"model": {"name": "fnn"}})
     assert with_task_defaults(config, "binary", LONG_TAIL) == with_task_defaults(config, "binary", RECURRING)
     assert describe_shape_rule(config, LONG_TAIL) is None
+
+
+def test_deepfm_on_clicks_with_recurring_ids_takes_k64_and_a_tenfold_table_step_with_the_mlps_kept():
+    clicks = with_task_defaults(build_config({"model": {"name": "deepfm"}}), "binary", RECURRING)
+    assert (clicks.model.embed_dim, clicks.training.optimizer) == (64, "adam")
+    assert (clicks.training.lr, clicks.training.dense_lr) == (1e-2, 1e-3)
+    assert (clicks.training.embed_reg, clicks.training.embed_l2) == ("occurrences", 1e-2)
+
+
+def test_deepfm_on_a_long_tail_keeps_k10_and_one_step_for_tables_and_mlp():
+    config = build_config({"model": {"name": "deepfm"}})
+    long_tail = with_task_defaults(config, "binary", LONG_TAIL)
+    assert (long_tail.model.embed_dim, long_tail.training.lr, long_tail.training.dense_lr) == (10, 1e-3, 1e-3)
+    assert (long_tail.training.embed_reg, long_tail.training.embed_l2) == ("occurrences", 1e-2)
+    assert "long tail" in describe_shape_rule(config, LONG_TAIL)
+
+
+def test_deepfms_data_rule_leaves_ratings_at_the_global_defaults():
+    config = build_config({"model": {"name": "deepfm"}})
+    for counts in (LONG_TAIL, RECURRING):
+        ratings = with_task_defaults(config, "regression", counts)
+        assert (ratings.model.embed_dim, ratings.training.lr, ratings.training.dense_lr) == (10, 1e-3, None)
+
+
+def test_the_users_lr_wins_over_deepfms_rule_and_the_mlp_keeps_its_default_step():
+    config = build_config({"model": {"name": "deepfm"}, "training": {"lr": 0.05}})
+    for counts in (LONG_TAIL, RECURRING):
+        chosen = with_task_defaults(config, "binary", counts)
+        assert (chosen.training.lr, chosen.training.dense_lr) == (0.05, 1e-3)
 
 
 def test_the_log_line_names_the_statistic_and_the_branch():

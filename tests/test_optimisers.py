@@ -179,3 +179,18 @@ def test_the_dense_adam_runs_fused_on_cpu_and_makes_the_for_loop_adams_update():
         plain.step()
     for got, expected in zip(mlp.parameters(), reference.parameters()):
         torch.testing.assert_close(got, expected)
+
+
+def test_dense_optimizer_and_dense_lr_set_the_mlps_update_apart_from_the_tables():
+    model = torch.nn.ModuleDict({"table": FeaturesEmbedding(8, 4), "mlp": torch.nn.Linear(4, 1)})
+    hybrid = ModelOptimizer(model, TrainingConfig(optimizer="adagrad", lr=0.1, dense_optimizer="adam", dense_lr=1e-3))
+    assert isinstance(hybrid.optimizers["sparse"], LazyAdagrad)
+    assert isinstance(hybrid.optimizers["dense"], torch.optim.Adam)
+    assert hybrid.optimizers["sparse"].param_groups[0]["lr"] == 0.1
+    assert hybrid.optimizers["dense"].param_groups[0]["lr"] == 1e-3
+    hybrid.scale_lr(0.1)  # the plateau schedule scales both
+    assert hybrid.optimizers["dense"].param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert hybrid.optimizers["sparse"].param_groups[0]["lr"] == pytest.approx(1e-2)
+    paired = ModelOptimizer(model, TrainingConfig(optimizer="adagrad", lr=0.1))
+    assert isinstance(paired.optimizers["dense"], torch.optim.Adagrad), "unset: the optimiser paired with optimizer"
+    assert paired.optimizers["dense"].param_groups[0]["lr"] == 0.1, "unset: lr"

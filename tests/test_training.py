@@ -234,14 +234,14 @@ def test_a_diverging_run_stops_with_a_clear_error_naming_epoch_and_step(tables, 
         return loss * float("nan") if calls["n"] >= 3 else loss
 
     monkeypatch.setattr(BinaryTask, "loss", nan_from_step_3)
-    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 3: the training loss is nan .*lower --lr \(this run: 0.001\)"):
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 3: the training loss is nan .*lower --lr \(this run: 0.01\)"):
         Estimator(**SMALL).fit(tables["train"][0], valid=tables["valid"][0], progress=False)
 
 
 def test_resume_trains_with_the_new_lr_embed_l2_and_weight_decay(tables, tmp_path):
     first = {**SMALL, "training": {**SMALL["training"], "epochs": 1, "embed_reg": "rows"}}  # lazy L2: the optimiser's row_l2
     Estimator(**first).fit(tables["train"][0], out=tmp_path / "m", progress=False)
-    changed = {**SMALL, "training": {**SMALL["training"], "lr": 0.05, "embed_l2": 0.5, "weight_decay": 0.01, "embed_reg": "rows"}}
+    changed = {**SMALL, "training": {**SMALL["training"], "lr": 0.05, "dense_lr": 0.05, "embed_l2": 0.5, "weight_decay": 0.01, "embed_reg": "rows"}}
     seen = []
     original = Trainer._step
 

@@ -173,6 +173,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--optimizer", choices=["adam", "adagrad", "sgd", "rowwise_adagrad"],
                    help="rowwise_adagrad: AdaGrad (one accumulator per row) for embeddings, Adam for dense weights")
+    p.add_argument("--dense-optimizer", choices=["adam", "adagrad", "sgd"],
+                   help="the dense (MLP) weights' optimiser (default: the one that goes with --optimizer)")
+    p.add_argument("--dense-lr", type=float, help="the dense (MLP) weights' learning rate (default: --lr; deepfm on clicks 0.001)")
     p.add_argument("--adagrad-init", type=float,
                    help="AdaGrad's accumulator start G0: above 0, rarely seen ids step in proportion to their gradient")
     p.add_argument("--embed-dim", type=int, help="k, the embedding width")
@@ -206,7 +209,8 @@ FLAG_KEYS = {
     "stream": ("data", "stream"), "chunk_rows": ("data", "chunk_rows"), "shuffle_window": ("data", "shuffle_window"),
     "model": ("model", "name"), "embed_dim": ("model", "embed_dim"), "mlp": ("model", "mlp"),
     "dropout": ("model", "dropout"), "pretrain": ("model", "pretrain"), "epochs": ("training", "epochs"), "batch_size": ("training", "batch_size"),
-    "lr": ("training", "lr"), "optimizer": ("training", "optimizer"), "adagrad_init": ("training", "adagrad_init"), "embed_l2": ("training", "embed_l2"),
+    "lr": ("training", "lr"), "optimizer": ("training", "optimizer"), "adagrad_init": ("training", "adagrad_init"),
+    "dense_optimizer": ("training", "dense_optimizer"), "dense_lr": ("training", "dense_lr"), "embed_l2": ("training", "embed_l2"),
     "embed_reg": ("training", "embed_reg"), "linear_l2": ("training", "linear_l2"), "lr_schedule": ("training", "lr_schedule"),
     "patience": ("training", "patience"), "seed": ("training", "seed"), "threads": ("training", "threads"),
     "device": ("training", "device"), "precision": ("training", "precision"), "checkpoint_every": ("training", "checkpoint_every"),

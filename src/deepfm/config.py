@@ -26,6 +26,7 @@ Task = Literal["auto", "binary", "regression", "multiclass", "ordinal"]
 Solver = Literal["gradient", "mcmc", "als"]
 ModelName = Literal["lr", "fm", "deepfm", "fnn", "ipnn", "opnn", "pnn", "wide_deep", "fm_dnn"]
 Optimizer = Literal["adam", "adagrad", "sgd", "rowwise_adagrad"]
+DenseOptimizer = Literal["adam", "adagrad", "sgd"]
 EmbedRegularizer = Literal["rows", "occurrences"]
 LrSchedule = Literal["none", "plateau"]
 NumericEncoding = Literal["scale", "bucket"]
@@ -106,6 +107,10 @@ class TrainingConfig(_Frozen):
     lr: float = Field(1e-3, gt=0)
     optimizer: Optimizer = Field("adam", description="adam; adagrad; sgd; rowwise_adagrad: AdaGrad with one accumulator "
                                                      "per embedding row for the tables, Adam for dense weights")
+    dense_optimizer: DenseOptimizer | None = Field(
+        None, description="the optimiser of the dense weights (MLP, batch norm, bias); unset: the one that goes with "
+                          "optimizer (adam, adagrad, sgd: the same; rowwise_adagrad: adam)")
+    dense_lr: float | None = Field(None, gt=0, description="the dense weights' learning rate (unset: lr)")
     adagrad_init: float = Field(0.0, ge=0, description="adagrad, rowwise_adagrad: the accumulators' start G0 (TensorFlow's "
                                                        "initial_accumulator_value); above 0, a rarely updated id steps "
                                                        "in proportion to its gradient instead of by ±lr")

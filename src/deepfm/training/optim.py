@@ -4,7 +4,8 @@ Embedding tables produce sparse gradients. With ``adam`` they go to ``RowWiseAda
 lazy update without its sorts: the moments of unseen rows are not rewritten) and dense weights to
 ``Adam``; with ``rowwise_adagrad`` to ``LazyAdagrad`` with one accumulator per row and dense weights to
 ``Adam``; with ``adagrad`` to ``LazyAdagrad`` per coordinate and dense weights to ``Adagrad``; ``sgd``
-handles sparse gradients itself. L2 on the tables (``embed_reg``; ``embed_l2`` for latent factors,
+handles sparse gradients itself. ``dense_optimizer`` and ``dense_lr`` set the dense weights' optimiser
+and step apart (e.g. AdaGrad lr 0.1 for the tables, Adam lr 1e-3 for the MLP, as production CTR systems do). L2 on the tables (``embed_reg``; ``embed_l2`` for latent factors,
 ``linear_l2`` for first-order weights) is either applied lazily to the distinct rows of the batch
 (``rows``: grad += λ·v, the usual practice for large tables) or per occurrence (``occurrences``: the
 gradient of λ·mean_b Σ_f ‖v_f‖², libFM's regularisation of each feature in each example, so each id
@@ -45,6 +46,33 @@ def fused_kernel_fits(params: list[nn.Parameter]) -> bool | None:
     return True if fits else None
 
 
+# The dense weights' optimiser that goes with each ``optimizer`` (``dense_optimizer`` unset).
+PAIRED_DENSE_OPTIMIZER = {"adam": "adam", "adagrad": "adagrad", "sgd": "sgd", "rowwise_adagrad": "adam"}
+
+
+def sparse_optimizer(groups: list[dict[str, Any]], config: TrainingConfig) -> torch.optim.Optimizer:
+    """The tables' optimiser: ``optimizer`` at ``lr``."""
+    if config.optimizer == "adam":
+        return RowWiseAdam(groups, lr=config.lr)
+    if config.optimizer in ("adagrad", "rowwise_adagrad"):
+        return LazyAdagrad(groups, lr=config.lr, per_row=config.optimizer == "rowwise_adagrad",
+                           initial_accumulator=config.adagrad_init)
+    return torch.optim.SGD(groups, lr=config.lr)
+
+
+def dense_optimizer(params: list[nn.Parameter], config: TrainingConfig) -> torch.optim.Optimizer:
+    """The dense weights' optimiser: ``dense_optimizer`` (unset: the one paired with ``optimizer``) at
+    ``dense_lr`` (unset: ``lr``), with ``weight_decay``."""
+    kind = config.dense_optimizer or PAIRED_DENSE_OPTIMIZER[config.optimizer]
+    lr = config.dense_lr if config.dense_lr is not None else config.lr
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay, fused=fused_kernel_fits(params))
+    if kind == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=config.weight_decay,
+                                   initial_accumulator_value=config.adagrad_init)
+    return torch.optim.SGD(params, lr=lr, weight_decay=config.weight_decay)
+
+
 class ModelOptimizer:
     """One ``step``/``zero_grad``/``state_dict`` over the sparse and the dense optimiser.
 
@@ -60,28 +88,10 @@ class ModelOptimizer:
                   {"params": [p for p in self.sparse_params if id(p) in linear], "table": "linear"}]
         groups = [group for group in groups if group["params"]]
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        if config.optimizer == "adam":
-            if groups:
-                self.optimizers["sparse"] = RowWiseAdam(groups, lr=config.lr)
-            if self.dense_params:
-                self.optimizers["dense"] = torch.optim.Adam(self.dense_params, lr=config.lr, weight_decay=config.weight_decay,
-                                                            fused=fused_kernel_fits(self.dense_params))
-        elif config.optimizer in ("adagrad", "rowwise_adagrad"):
-            per_row = config.optimizer == "rowwise_adagrad"
-            if groups:
-                self.optimizers["sparse"] = LazyAdagrad(groups, lr=config.lr, per_row=per_row,
-                                                        initial_accumulator=config.adagrad_init)
-            if self.dense_params and per_row:
-                self.optimizers["dense"] = torch.optim.Adam(self.dense_params, lr=config.lr,
-                                                            weight_decay=config.weight_decay)
-            elif self.dense_params:
-                self.optimizers["dense"] = torch.optim.Adagrad(self.dense_params, lr=config.lr, weight_decay=config.weight_decay,
-                                                               initial_accumulator_value=config.adagrad_init)
-        else:
-            if groups:
-                self.optimizers["sparse"] = torch.optim.SGD(groups, lr=config.lr)
-            if self.dense_params:
-                self.optimizers["dense"] = torch.optim.SGD(self.dense_params, lr=config.lr, weight_decay=config.weight_decay)
+        if groups:
+            self.optimizers["sparse"] = sparse_optimizer(groups, config)
+        if self.dense_params:
+            self.optimizers["dense"] = dense_optimizer(self.dense_params, config)
         self.lr_scale = 1.0  # the learning-rate schedule's factor (``scale_lr``)
         self.apply_settings()
 
@@ -89,6 +99,11 @@ class ModelOptimizer:
         """The L2 strength of the ``factors`` or the ``linear`` (first-order) tables."""
         linear_l2 = self.config.linear_l2
         return linear_l2 if table == "linear" and linear_l2 is not None else self.config.embed_l2
+
+    def lr_of(self, optimizer: str) -> float:
+        """The configured learning rate of the ``sparse`` or the ``dense`` optimiser."""
+        dense_lr = self.config.dense_lr
+        return dense_lr if optimizer == "dense" and dense_lr is not None else self.config.lr
 
     def zero_grad(self) -> None:
         for optimizer in self.optimizers.values():
@@ -141,7 +156,7 @@ class ModelOptimizer:
         optimiser applies lazy L2 itself; per-occurrence L2 is added to the gradients in ``step``)."""
         for name, opt in self.optimizers.items():
             for group in opt.param_groups:
-                group["lr"] = self.config.lr * self.lr_scale
+                group["lr"] = self.lr_of(name) * self.lr_scale
                 if "weight_decay" in group and name == "dense":
                     group["weight_decay"] = self.config.weight_decay
                 if name == "sparse":
