@@ -52,8 +52,8 @@ def test_tune_json_records_every_trial_its_params_metric_and_state(tuned):
     assert [t["number"] for t in trials] == list(range(8))
     assert {t["state"] for t in trials} <= {"complete", "pruned", "fail"}
     for trial in trials:
-        searched = {"optimizer", "lr", "embed_reg", "embed_l2", "embed_dim", "batch_size", "lr_schedule", "dropout",
-                    "batch_norm", "weight_decay"}  # --mlp was given: not searched
+        searched = {"optimizer", "lr", "dense_lr", "embed_reg", "embed_l2", "embed_dim", "batch_size", "lr_schedule",
+                    "dropout", "batch_norm", "weight_decay"}  # --mlp was given: not searched
         g0 = {"adagrad_init"} if trial["settings"]["optimizer"] == "adagrad" else set()  # this data is a long tail
         assert set(trial["settings"]) == searched | g0
         assert len(trial["per_epoch"]) >= 1, "each epoch's validation metric is reported to the pruner"
@@ -88,7 +88,29 @@ def test_on_clicks_the_second_trial_is_the_all_adagrad_recipe_where_it_differs(t
 
     trials = json.loads((tuned["out"] / "tune.json").read_text())["trials"]
     assert trials[0]["settings"]["optimizer"] == "adam", "DeepFM's defaults"
-    assert {key: trials[1]["settings"][key] for key in CLICK_RECIPE} == CLICK_RECIPE
+    recipe = {key: value for key, value in CLICK_RECIPE.items() if key != "dense_lr"}  # searched where the defaults set it
+    assert {key: trials[1]["settings"][key] for key in recipe} == recipe
+
+
+def test_where_the_defaults_step_the_mlp_apart_trials_search_that_step_by_optimizer():
+    """DeepFM on recurring click ids steps the MLP at dense_lr 1e-3 (deepfm.defaults): the space keeps
+    that step in trial 0, searches it on the range of the MLP's optimiser, and the all-AdaGrad recipe
+    (trial 1) steps the MLP at its own lr, not at Adam's 1e-3."""
+    from deepfm.experiments.tune import CLICK_RECIPE, first_trials
+
+    defaults = with_task_defaults(build_config({"model": {"name": "deepfm"}}), "binary",
+                                  IdCounts(rows=1000, occurrences=10_000, distinct=30))
+    assert defaults.training.dense_lr == 1e-3
+    dims = search_space(defaults)
+    ranges = {d.when[1]: d.space for d in dims if d.key == "dense_lr"}
+    assert ranges[("adam",)][0] <= 1e-3 <= ranges[("adam",)][1] < 0.1 <= ranges[("adagrad", "rowwise_adagrad")][1]
+    trial0, trial1 = first_trials(dims, defaults, "binary")
+    assert trial0["dense_lr_adam"] == 1e-3
+    assert trial1["optimizer"] == "adagrad" and trial1["dense_lr_adagrad"] == CLICK_RECIPE["lr"]
+    ratings = with_task_defaults(build_config({"model": {"name": "deepfm"}}), "regression",
+                                 IdCounts(rows=1000, occurrences=10_000, distinct=30))
+    assert ratings.training.dense_lr is None
+    assert "dense_lr" not in {d.key for d in search_space(ratings)}, "the MLP follows lr, as in the defaults"
 
 
 def test_train_with_best_toml_reproduces_the_best_trial(tuned, capsys):

@@ -59,8 +59,12 @@ SCHEDULES = ("none", "plateau")  # plateau: reload the best epoch at lr/10 (FM o
 # Trial 1 on click data, where it differs from the defaults: the issue's all-AdaGrad recipe (FM's click
 # defaults). For DeepFM on Frappe it was the one setting clearly above the defaults (valid AUC 0.9524,
 # deepfm.defaults), left out of them for its cost on Criteo-sized inputs: a strong start for TPE.
-CLICK_RECIPE = {"optimizer": "adagrad", "lr": 0.1, "embed_reg": "occurrences", "embed_l2": 1e-2, "embed_dim": 64,
-                "batch_size": 512}
+CLICK_RECIPE = {"optimizer": "adagrad", "lr": 0.1, "dense_lr": 0.1, "embed_reg": "occurrences", "embed_l2": 1e-2,
+                "embed_dim": 64, "batch_size": 512}
+# The MLP's own step (``dense_lr``) is searched where the defaults set one (DeepFM on recurring click ids:
+# the tables at Adam 1e-2, the MLP at 1e-3), on the range of the optimiser the MLP then runs (it pairs
+# with ``optimizer``); elsewhere the MLP steps at ``lr``, as in the defaults
+DENSE_LR_BY_OPTIMIZER = {"adagrad": (1e-2, 0.5), "adam": (1e-4, 1e-2)}
 TUNE_THREADS = 1  # per trial, unless --threads is given (Frappe DeepFM, shared 2 cores: 27.1 s vs 29.3 s with 2)
 Log = Callable[[str], None]
 
@@ -127,7 +131,8 @@ class Dimension:
 
 def search_space(defaults: RunConfig, long_tail: bool = False) -> list[Dimension]:
     """What ``deepfm tune`` searches for ``defaults.model.name``, in drawing order: the optimiser, its
-    learning rate (log range by optimiser, ``LR_BY_OPTIMIZER``), the form of the embedding L2 and its
+    learning rate (log range by optimiser, ``LR_BY_OPTIMIZER``; the MLP's own where the defaults give it
+    one, ``DENSE_LR_BY_OPTIMIZER``), the form of the embedding L2 and its
     strength (log range by form), k, the batch size; with ``long_tail`` data AdaGrad's accumulator start;
     for models with an MLP its widths, dropout, batch norm and weight decay. Ranges are widened to hold
     ``defaults`` (the values the suite chose for the task: trial 0)."""
@@ -136,6 +141,9 @@ def search_space(defaults: RunConfig, long_tail: bool = False) -> list[Dimension
     dims = [Dimension("training", "optimizer", "choice", optimizers)]
     dims += [Dimension("training", "lr", "log", LR_BY_OPTIMIZER["adam"], ("optimizer", ("adam",))),
              Dimension("training", "lr", "log", LR_BY_OPTIMIZER["adagrad"], ("optimizer", ADAGRAD_FAMILY))]
+    if with_mlp and defaults.training.dense_lr is not None:
+        dims += [Dimension("training", "dense_lr", "log", DENSE_LR_BY_OPTIMIZER["adam"], ("optimizer", ("adam",))),
+                 Dimension("training", "dense_lr", "log", DENSE_LR_BY_OPTIMIZER["adagrad"], ("optimizer", ADAGRAD_FAMILY))]
     dims += [Dimension("training", "embed_reg", "choice", tuple(EMBED_L2_BY_FORM))]
     dims += [Dimension("training", "embed_l2", "log", bounds, ("embed_reg", (form,))) for form, bounds in EMBED_L2_BY_FORM.items()]
     dims += [Dimension("model", "embed_dim", "choice", EMBED_DIMS), Dimension("training", "batch_size", "choice", BATCH_SIZES),
