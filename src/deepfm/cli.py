@@ -178,6 +178,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="rows: λ·v on each distinct row of a batch; occurrences: λ·mean over the batch of Σ_f ‖v_f‖²")
     p.add_argument("--lr-schedule", choices=["none", "plateau"],
                    help="plateau: on an epoch without improvement, reload the best weights and divide the lr by 10")
+    p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
+                   help="after early stopping, train again from the start on the training and validation rows together "
+                        "for the epochs validation chose (the same lr drops); the model saved is the refitted one")
     p.add_argument("--mlp", help="hidden widths, e.g. 400,400,400")
     p.add_argument("--dropout", type=float)
     p.add_argument("--patience", type=int, help="epochs without improvement before stopping (0: never stop early)")
@@ -207,7 +210,7 @@ FLAG_KEYS = {
     "patience": ("training", "patience"), "seed": ("training", "seed"), "threads": ("training", "threads"),
     "device": ("training", "device"), "precision": ("training", "precision"), "checkpoint_every": ("training", "checkpoint_every"),
     "solver": ("training", "solver"), "sweeps": ("training", "sweeps"), "burn_in": ("training", "burn_in"),
-    "samples": ("training", "samples"), "als_l2": ("training", "als_l2"),
+    "samples": ("training", "samples"), "als_l2": ("training", "als_l2"), "refit": ("training", "refit"),
 }
 
 
@@ -326,6 +329,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif not args.quiet:
         chosen = f"best epoch {m['best_epoch']}: {metric_pairs(m['best_valid'])}" if m["best_valid"] else \
             f"last epoch {m['epochs']}, no validation (--valid-fraction 0)"
+        if "refit" in m:
+            chosen += f"; refitted on {m['refit']['rows']} rows for {m['refit']['epochs']} epochs"
         print(f"saved {config.out} ({chosen})", file=sys.stderr)
     return 0
 

@@ -118,6 +118,10 @@ class TrainingConfig(_Frozen):
     lr_schedule: LrSchedule = Field(
         "none", description="plateau: when validation does not improve, reload the best epoch's weights and divide "
                             "the learning rate by 10 (needs validation data)")
+    refit: bool = Field(False, description="after early stopping, train again from the start on the training and "
+                                           "validation rows together for the epochs that validation chose (the same "
+                                           "learning-rate drops); the saved model is the refitted one (in-memory "
+                                           "gradient training in one process)")
     weight_decay: float = Field(0.0, ge=0, description="L2 on dense (MLP) weights")
     solver: Solver = Field("gradient", description="what fits the parameters: gradient (minibatch SGD/Adam); mcmc "
                                                    "(Gibbs sampling of a Bayesian FM, libFM's MCMC) or als (alternating "
