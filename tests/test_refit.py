@@ -72,8 +72,31 @@ def test_refit_with_only_improving_epochs_equals_training_on_all_rows_for_that_m
 
 def test_refit_of_held_out_rows_trains_on_the_whole_training_table():
     refitted = Estimator(model={"name": "fm", "embed_dim": 4}, data={"valid_fraction": 0.2},
-                         training=TRAINING | {"refit": True}).fit(ratings(1500), progress=False)
+                         training=TRAINING | {"refit": "held-out"}).fit(ratings(1500), progress=False)
     assert refitted.metrics["validation"]["rows"] == 300 and refitted.metrics["refit"]["rows"] == 1500
+
+
+def test_refit_held_out_leaves_a_model_chosen_on_a_validation_file_as_it_is():
+    train, valid = ratings(1500), ratings(300, seed=1)
+    once, held_out_rule = fitted(train, valid), fitted(train, valid, refit="held-out")
+    assert "refit" not in held_out_rule.metrics
+    np.testing.assert_array_equal(held_out_rule.predict(valid), once.predict(valid))
+
+
+def test_fm_on_ratings_refits_held_out_rows_by_default():
+    table = ratings(1500)
+    by_default = Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 2}).fit(table, progress=False)
+    assert by_default.config.training.refit == "held-out" and by_default.metrics["refit"]["rows"] == 1500
+    with_a_file = Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 2}).fit(
+        table, valid=ratings(300, seed=1), progress=False)
+    assert "refit" not in with_a_file.metrics, "a validation file the user gave is never trained on by default"
+
+
+def test_a_config_may_say_refit_true_or_false():
+    from deepfm.config import build_config
+
+    assert build_config({"training": {"refit": True}}).training.refit == "on"
+    assert build_config({"training": {"refit": False}}).training.refit == "off"
 
 
 def test_refit_without_validation_rows_says_so_and_keeps_the_model():
@@ -100,5 +123,5 @@ def test_the_train_command_refits_with_the_flag(tmp_path, capsys):
                  "--embed-dim", "4", "--epochs", "2", "--refit"])
     assert code == 0
     saved = Estimator.load(tmp_path / "model")
-    assert saved.config.training.refit and saved.metrics["refit"]["rows"] == 600
+    assert saved.config.training.refit == "on" and saved.metrics["refit"]["rows"] == 600
     assert "refitted on 600 rows for" in capsys.readouterr().err

@@ -152,7 +152,7 @@ class Estimator:
         solver = build_solver(cfg, progress=progress, log=log)
         self.result = solver.fit(self.model, task, train_data, valid_data,
                                  checkpoint_dir=Path(out) / "checkpoint" if out else None, resume=resume)
-        refit = self._refit(train_data, valid_data, progress, log) if cfg.training.refit else None
+        refit = self._refit(train_data, valid_data, holdout is not None, progress, log)
         self.metrics = {
             "task": task.name,
             "rows": (train_data.num_rows if isinstance(train_data, StreamSource) else len(train_data)) * ctx.world,
@@ -176,17 +176,24 @@ class Estimator:
             self.save(out)
         return self
 
-    def _refit(self, train: EncodedData | StreamSource, valid: EncodedData | None, progress: bool,
+    def _refit(self, train: EncodedData | StreamSource, valid: EncodedData | None, held_out: bool, progress: bool,
                log: Callable[[str], None] | None) -> dict[str, Any] | None:
         """``training.refit``: a new model, from the same seed, trained on ``train`` and ``valid`` together
         for the epochs up to the best one, with the first run's verdicts replayed (its reloads and
         learning-rate drops). The first run's validation metrics stay in ``metrics`` (they chose the
-        epochs; the refitted model has no held-out rows left to score). Returns what it did."""
+        epochs; the refitted model has no held-out rows left to score). Returns what it did, or None."""
         cfg, say = self.config, log or (lambda message: None)
+        rule = cfg.training.refit
+        if rule == "off" or rule == "held-out" and not held_out:
+            return None
+        supported = cfg.training.solver == "gradient" and isinstance(train, EncodedData) and distributed.context().world == 1
+        if rule == "held-out" and not supported:
+            say("refit: not for streamed, distributed or non-gradient runs; the model is the one early stopping kept")
+            return None
         if valid is None or self.result.best_epoch is None:
             say("refit: no validation rows chose the epochs; the model is the one trained")
             return None
-        if cfg.training.solver != "gradient" or not isinstance(train, EncodedData) or distributed.context().world > 1:
+        if not supported:
             raise ConfigError("training.refit: needs gradient training on in-memory data in one process "
                               f"(this run: solver {cfg.training.solver}, "
                               f"{'streamed' if isinstance(train, StreamSource) else 'in memory'}, "

@@ -178,9 +178,10 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="rows: λ·v on each distinct row of a batch; occurrences: λ·mean over the batch of Σ_f ‖v_f‖²")
     p.add_argument("--lr-schedule", choices=["none", "plateau"],
                    help="plateau: on an epoch without improvement, reload the best weights and divide the lr by 10")
-    p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
+    p.add_argument("--refit", nargs="?", const="on", choices=["off", "held-out", "on"],
                    help="after early stopping, train again from the start on the training and validation rows together "
-                        "for the epochs validation chose (the same lr drops); the model saved is the refitted one")
+                        "for the epochs validation chose (the same lr drops) and save that model; held-out: only for "
+                        "rows held out by --valid-fraction (FM on ratings: the default); --refit alone: on")
     p.add_argument("--mlp", help="hidden widths, e.g. 400,400,400")
     p.add_argument("--dropout", type=float)
     p.add_argument("--patience", type=int, help="epochs without improvement before stopping (0: never stop early)")

@@ -96,7 +96,7 @@ _FM_CLICKS = {"embed_dim": 64, "optimizer": "adagrad", "embed_reg": "occurrences
 _FM_CLASSES = {"embed_dim": 10, "optimizer": "adam", "embed_reg": "rows", "lr": 3e-2, "embed_l2": 1e-4,
                "batch_size": 4096}
 _FM_RATINGS = {"embed_dim": 64, "optimizer": "adagrad", "embed_reg": "occurrences", "lr": 0.03, "embed_l2": 0.1,
-               "lr_schedule": "plateau", "patience": 3}
+               "lr_schedule": "plateau", "patience": 3, "refit": "held-out"}
 _DEEPFM_CLICKS = {"embed_reg": "occurrences", "embed_l2": 1e-2}
 TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "fm": {"binary": _FM_CLICKS, "multiclass": _FM_CLASSES, "regression": _FM_RATINGS,
