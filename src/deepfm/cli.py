@@ -129,7 +129,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", help="training file, or a quoted glob of files with the same columns ('day_*.gz')")
     p.add_argument("--valid", help="validation file (early stopping keeps the best epoch)")
     p.add_argument("--valid-fraction", type=float,
-                   help="without --valid: the share of training rows held out (seeded, never trained on) for "
+                   help="without --valid: the share of training rows held out (seeded; trained on only by --refit) for "
                         "early stopping; 0: none")
     p.add_argument("--out", help="model directory to write (refused if it holds other files, unless --overwrite or --resume)")
     p.add_argument("--model", help=" | ".join(MODEL_NAMES) + "; fnn first pre-trains an FM for its embeddings "
