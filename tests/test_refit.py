@@ -125,3 +125,12 @@ def test_the_train_command_refits_with_the_flag(tmp_path, capsys):
     saved = Estimator.load(tmp_path / "model")
     assert saved.config.training.refit == "on" and saved.metrics["refit"]["rows"] == 600
     assert "refitted on 600 rows for" in capsys.readouterr().err
+
+
+def test_the_verdicts_of_a_history_without_them_come_from_its_metrics():
+    from deepfm.api import _verdicts
+    from deepfm.tasks import as_task
+
+    history = [{"valid": {"rmse": 1.0}}, {"valid": {"rmse": 0.9}}, {"valid": {"rmse": 0.95}}, {"valid": {"rmse": 0.92}},
+               {"valid": {"rmse": 0.8}}]
+    assert _verdicts(history, as_task("regression")) == [True, True, False, False, True]

@@ -35,11 +35,23 @@ from deepfm.errors import ConfigError, DataError
 from deepfm.models import model_for_run
 from deepfm.runtime import available_cores, configure as configure_runtime, preserving, release_free_memory
 from deepfm.solvers import build_solver
+from deepfm.tasks import Task
 from deepfm.training.checkpoint import write_atomically
 from deepfm.training.trainer import Trainer, TrainResult, peak_rss_mb, predict, predict_logits
 
 Data = str | Path | pa.Table | RawFrame  # or a pandas DataFrame (converted with pa.Table.from_pandas)
 TrainingData = tuple[EncodedData | StreamSource, EncodedData | None, Holdout | None]  # train, held-out rows, how
+
+
+def _verdicts(history: list[dict[str, Any]], task: Task) -> list[bool]:
+    """Whether each epoch of ``history`` improved on validation (``improved``; derived from the
+    metrics for the history of a checkpoint written before it was recorded)."""
+    best, verdicts = None, []
+    for record in history:
+        improved = record.get("improved", task.is_better(record["valid"], best))
+        best = record["valid"] if improved else best
+        verdicts.append(bool(improved))
+    return verdicts
 
 
 def _held_out_of(data: EncodedData, hold_out: bool, fraction: float, seed: int) -> TrainingData:
@@ -201,7 +213,7 @@ class Estimator:
         if cfg.model.name == "fnn" and cfg.model.pretrain:
             raise ConfigError("training.refit: FNN's FM pre-training is not replayed; set model.pretrain = false "
                               "or turn refit off")
-        verdicts = [bool(record["improved"]) for record in self.result.history[: self.result.best_epoch]]
+        verdicts = _verdicts(self.result.history[: self.result.best_epoch], self.encoder.task)
         rows = EncodedData.concat([train, valid])
         torch.manual_seed(cfg.training.seed)
         self.model = model_for_run(cfg, self.encoder.num_features, self.encoder.num_fields, self.encoder.task,
