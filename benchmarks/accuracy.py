@@ -244,7 +244,7 @@ def run_one(model: str, suite: Suite, settings: dict[str, Any], read_test: bool)
         record["ids"] = estimator.metrics["ids"]
     if "refit" in estimator.metrics:  # trained again on train + valid for the epochs validation chose
         record["refit"] = estimator.metrics["refit"]
-    for key in ("embed_reg", "lr_schedule", "adagrad_init", "refit"):
+    for key in ("embed_reg", "linear_l2", "lr_schedule", "adagrad_init", "refit"):
         if hasattr(estimator.config.training, key):
             record["config"][key] = getattr(estimator.config.training, key)
     if read_test:
