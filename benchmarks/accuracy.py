@@ -256,7 +256,9 @@ def run_one(model: str, suite: Suite, settings: dict[str, Any], read_test: bool)
               | {"embed_dim": estimator.config.model.embed_dim}}
     if "ids" in estimator.metrics:  # the statistic of the data rule (deepfm.defaults) and its branch
         record["ids"] = estimator.metrics["ids"]
-    for key in ("embed_reg", "lr_schedule", "adagrad_init", "dense_optimizer", "dense_lr"):
+    if "refit" in estimator.metrics:  # trained again on train + valid for the epochs validation chose
+        record["refit"] = estimator.metrics["refit"]
+    for key in ("embed_reg", "linear_l2", "lr_schedule", "adagrad_init", "refit", "dense_optimizer", "dense_lr"):
         if hasattr(estimator.config.training, key):
             record["config"][key] = getattr(estimator.config.training, key)
     if read_test:

@@ -35,11 +35,23 @@ from deepfm.errors import ConfigError, DataError
 from deepfm.models import model_for_run
 from deepfm.runtime import available_cores, configure as configure_runtime, preserving, release_free_memory
 from deepfm.solvers import build_solver
+from deepfm.tasks import Task
 from deepfm.training.checkpoint import write_atomically
-from deepfm.training.trainer import TrainResult, peak_rss_mb, predict, predict_logits
+from deepfm.training.trainer import Trainer, TrainResult, peak_rss_mb, predict, predict_logits
 
 Data = str | Path | pa.Table | RawFrame  # or a pandas DataFrame (converted with pa.Table.from_pandas)
 TrainingData = tuple[EncodedData | StreamSource, EncodedData | None, Holdout | None]  # train, held-out rows, how
+
+
+def _verdicts(history: list[dict[str, Any]], task: Task) -> list[bool]:
+    """Whether each epoch of ``history`` improved on validation (``improved``; derived from the
+    metrics for the history of a checkpoint written before it was recorded)."""
+    best, verdicts = None, []
+    for record in history:
+        improved = record.get("improved", task.is_better(record["valid"], best))
+        best = record["valid"] if improved else best
+        verdicts.append(bool(improved))
+    return verdicts
 
 
 def _held_out_of(data: EncodedData, hold_out: bool, fraction: float, seed: int) -> TrainingData:
@@ -152,6 +164,7 @@ class Estimator:
         solver = build_solver(cfg, progress=progress, log=log)
         self.result = solver.fit(self.model, task, train_data, valid_data,
                                  checkpoint_dir=Path(out) / "checkpoint" if out else None, resume=resume)
+        refit = self._refit(train_data, valid_data, holdout is not None, progress, log)
         self.metrics = {
             "task": task.name,
             "rows": (train_data.num_rows if isinstance(train_data, StreamSource) else len(train_data)) * ctx.world,
@@ -167,11 +180,50 @@ class Estimator:
             "train_samples_per_s": round(self.result.samples_per_s * ctx.world, 1),
             "peak_rss_mb": round(peak_rss_mb(), 1),
         }
+        if refit is not None:
+            self.metrics["refit"] = refit
         if id_counts is not None:  # the statistic the data rule of deepfm.defaults reads, and its branch
             self.metrics["ids"] = id_counts.to_dict() | {"shape": id_shape(id_counts)}
         if out is not None and ctx.is_main:
             self.save(out)
         return self
+
+    def _refit(self, train: EncodedData | StreamSource, valid: EncodedData | None, held_out: bool, progress: bool,
+               log: Callable[[str], None] | None) -> dict[str, Any] | None:
+        """``training.refit``: a new model, from the same seed, trained on ``train`` and ``valid`` together
+        for the epochs up to the best one, with the first run's verdicts replayed (its reloads and
+        learning-rate drops). The first run's validation metrics stay in ``metrics`` (they chose the
+        epochs; the refitted model has no held-out rows left to score). Returns what it did, or None."""
+        cfg, say = self.config, log or (lambda message: None)
+        rule = cfg.training.refit
+        if rule == "off" or rule == "held-out" and not held_out:
+            return None
+        supported = cfg.training.solver == "gradient" and isinstance(train, EncodedData) and distributed.context().world == 1
+        if rule == "held-out" and not supported:
+            say("refit: not for streamed, distributed or non-gradient runs; the model is the one early stopping kept")
+            return None
+        if valid is None or self.result.best_epoch is None:
+            say("refit: no validation rows chose the epochs; the model is the one trained")
+            return None
+        if not supported:
+            raise ConfigError("training.refit: needs gradient training on in-memory data in one process "
+                              f"(this run: solver {cfg.training.solver}, "
+                              f"{'streamed' if isinstance(train, StreamSource) else 'in memory'}, "
+                              f"{distributed.context().world} process(es)); turn it off")
+        if cfg.model.name == "fnn" and cfg.model.pretrain:
+            raise ConfigError("training.refit: FNN's FM pre-training is not replayed; set model.pretrain = false "
+                              "or turn refit off")
+        verdicts = _verdicts(self.result.history[: self.result.best_epoch], self.encoder.task)
+        rows = EncodedData.concat([train, valid])
+        torch.manual_seed(cfg.training.seed)
+        self.model = model_for_run(cfg, self.encoder.num_features, self.encoder.num_fields, self.encoder.task,
+                                   [spec.size for spec in self.encoder.fields])
+        say(f"refit: training again from the start on {len(rows)} rows (training + validation) for "
+            f"{len(verdicts)} epochs, as validation chose")
+        began = time.perf_counter()
+        again = Trainer(self.model, self.encoder.task, cfg.training, progress=progress, log=log).fit(rows, replay=verdicts)
+        return {"rows": len(rows), "epochs": again.epochs_run, "seconds": round(time.perf_counter() - began, 3),
+                "train_samples_per_s": round(again.samples_per_s, 1)}
 
     def training_rows(self, train: Data, valid: Data | None = None, progress: bool = False) -> TrainingData:
         """Fit the encoders on ``train`` and encode it as ``fit`` does in one process: (training rows,

@@ -133,7 +133,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", help="training file, or a quoted glob of files with the same columns ('day_*.gz')")
     p.add_argument("--valid", help="validation file (early stopping keeps the best epoch)")
     p.add_argument("--valid-fraction", type=float,
-                   help="without --valid: the share of training rows held out (seeded, never trained on) for "
+                   help="without --valid: the share of training rows held out (seeded; trained on only by --refit) for "
                         "early stopping; 0: none")
     p.add_argument("--out", help="model directory to write (refused if it holds other files, unless --overwrite or --resume)")
     p.add_argument("--model", help=" | ".join(MODEL_NAMES) + "; fnn first pre-trains an FM for its embeddings "
@@ -185,6 +185,10 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="rows: λ·v on each distinct row of a batch; occurrences: λ·mean over the batch of Σ_f ‖v_f‖²")
     p.add_argument("--lr-schedule", choices=["none", "plateau"],
                    help="plateau: on an epoch without improvement, reload the best weights and divide the lr by 10")
+    p.add_argument("--refit", nargs="?", const="on", choices=["off", "held-out", "on"],
+                   help="after early stopping, train again from the start on the training and validation rows together "
+                        "for the epochs validation chose (the same lr drops) and save that model; held-out: only for "
+                        "rows held out by --valid-fraction (FM on ratings: the default); --refit alone: on")
     p.add_argument("--mlp", help="hidden widths, e.g. 400,400,400")
     p.add_argument("--dropout", type=float)
     p.add_argument("--patience", type=int, help="epochs without improvement before stopping (0: never stop early)")
@@ -215,7 +219,7 @@ FLAG_KEYS = {
     "patience": ("training", "patience"), "seed": ("training", "seed"), "threads": ("training", "threads"),
     "device": ("training", "device"), "precision": ("training", "precision"), "checkpoint_every": ("training", "checkpoint_every"),
     "solver": ("training", "solver"), "sweeps": ("training", "sweeps"), "burn_in": ("training", "burn_in"),
-    "samples": ("training", "samples"), "als_l2": ("training", "als_l2"),
+    "samples": ("training", "samples"), "als_l2": ("training", "als_l2"), "refit": ("training", "refit"),
 }
 
 
@@ -334,6 +338,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif not args.quiet:
         chosen = f"best epoch {m['best_epoch']}: {metric_pairs(m['best_valid'])}" if m["best_valid"] else \
             f"last epoch {m['epochs']}, no validation (--valid-fraction 0)"
+        if "refit" in m:
+            chosen += f"; refitted on {m['refit']['rows']} rows for {m['refit']['epochs']} epochs"
         print(f"saved {config.out} ({chosen})", file=sys.stderr)
     return 0
 

@@ -29,6 +29,7 @@ Optimizer = Literal["adam", "adagrad", "sgd", "rowwise_adagrad"]
 DenseOptimizer = Literal["adam", "adagrad", "sgd"]
 EmbedRegularizer = Literal["rows", "occurrences"]
 LrSchedule = Literal["none", "plateau"]
+Refit = Literal["off", "held-out", "on"]
 NumericEncoding = Literal["scale", "bucket"]
 Precision = Literal["fp32", "bf16"]
 
@@ -123,6 +124,12 @@ class TrainingConfig(_Frozen):
     lr_schedule: LrSchedule = Field(
         "none", description="plateau: when validation does not improve, reload the best epoch's weights and divide "
                             "the learning rate by 10 (needs validation data)")
+    refit: Refit = Field(
+        "off", description="after early stopping, train again from the start on the training and validation rows "
+                           "together for the epochs validation chose (the same lr drops) and save that model; "
+                           "held-out: only when the validation rows were held out of the training data "
+                           "(valid_fraction, no valid file; in-memory gradient training in one process); on: also "
+                           "with a valid file (true/false in a config mean on/off)")
     weight_decay: float = Field(0.0, ge=0, description="L2 on dense (MLP) weights")
     solver: Solver = Field("gradient", description="what fits the parameters: gradient (minibatch SGD/Adam); mcmc "
                                                    "(Gibbs sampling of a Bayesian FM, libFM's MCMC) or als (alternating "
@@ -141,6 +148,11 @@ class TrainingConfig(_Frozen):
         "fp32", description="bf16: the MLP's hidden layers in bfloat16 (autocast; weights, embeddings, the FM term "
                             "and the output layer stay fp32); fast on CPUs with AVX512-BF16/AMX and on GPUs")
 
+
+    @field_validator("refit", mode="before")
+    @classmethod
+    def _refit_from_bool(cls, value: Any) -> Any:
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _burn_in_within_sweeps(self) -> "TrainingConfig":

@@ -11,7 +11,8 @@ the same rows:
   lowered for files so large that the held-out rows, which validation holds in memory, would exceed
   ``STREAM_HELD_OUT_ROWS``. Reading the held-out rows costs one reading pass before training.
 
-Held-out rows are never trained on; early stopping selects the epoch on them. The encoders are
+Held-out rows are not trained on; early stopping selects the epoch on them (``training.refit``, the
+default for FM on ratings, then trains a new model on every row for that many epochs). The encoders are
 fitted on the whole file, held-out rows included (as the file's vocabulary, not its labels).
 """
 

@@ -15,7 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -148,9 +148,14 @@ class Trainer:
         self._spare_core = torch.get_num_threads() * distributed.context().local_world < available_cores()
         self._source: BatchSource | None = None  # what ``fit`` trains on (its layout is part of a checkpoint)
 
-    def fit(self, train: EncodedData | BatchSource, valid: EncodedData | None = None, resume: bool = False) -> TrainResult:
-        """Train on ``train`` (in-memory data or any ``BatchSource``); ``valid`` selects the best epoch."""
+    def fit(self, train: EncodedData | BatchSource, valid: EncodedData | None = None, resume: bool = False,
+            replay: Sequence[bool] | None = None) -> TrainResult:
+        """Train on ``train`` (in-memory data or any ``BatchSource``); ``valid`` selects the best epoch.
+        ``replay`` (no ``valid``): another run's per-epoch verdicts (``improved`` of its history), followed
+        for ``len(replay)`` epochs as if validation had given them: the same best epoch, reloads and
+        learning-rate drops (``refit``)."""
         config, result = self.config, TrainResult()
+        epochs = config.epochs if replay is None else len(replay)
         source = InMemorySource(train) if isinstance(train, EncodedData) else train
         self._source = source
         start_epoch, skip_steps, best_weights, bad_epochs = 0, 0, None, 0
@@ -164,7 +169,7 @@ class Trainer:
         if source.num_rows == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
             raise DataError("training data", "one training row: batch norm needs at least two; add rows or "
                             "turn batch norm off (model.batch_norm = false)")
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(start_epoch, epochs):
             if config.patience and bad_epochs >= config.patience:
                 break  # a resumed run that had already stopped early
             self.model.train()
@@ -192,15 +197,11 @@ class Trainer:
             result.train_seconds += time.perf_counter() - began
             skip_steps, result.epoch_loss = 0, (0.0, 0)
             record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total_loss / max(steps, 1)}
-            if valid is not None:
-                logits = distributed.gather_blocks(predict_logits(
-                    self.model, distributed.block_of(valid), config.device, progress=self.progress))
-                if not np.isfinite(logits).all():
-                    raise TrainingDiverged(f"epoch {epoch + 1}: the model predicts NaN or infinity on validation rows "
-                                           f"(it diverged); train again with a lower --lr (this run: {config.lr:g})")
-                metrics = self.task.metrics(valid.labels, logits, valid.weights)  # the same on every rank
-                record["valid"] = metrics
-                if self.task.is_better(metrics, result.best_metrics):
+            if valid is not None or replay is not None:
+                metrics = self._validate(valid, epoch) if valid is not None else None
+                improved = self.task.is_better(metrics, result.best_metrics) if valid is not None else replay[epoch]
+                record.update({"valid": metrics} if metrics is not None else {}, improved=bool(improved))
+                if improved:
                     result.best_epoch, result.best_metrics, bad_epochs = epoch + 1, metrics, 0
                     best_weights = {k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()}
                 else:
@@ -221,6 +222,15 @@ class Trainer:
         if best_weights is not None:
             self.model.load_state_dict(best_weights)
         return result
+
+    def _validate(self, valid: EncodedData, epoch: int) -> dict[str, float]:
+        """The task's metrics on the validation rows (the same on every rank)."""
+        logits = distributed.gather_blocks(predict_logits(
+            self.model, distributed.block_of(valid), self.config.device, progress=self.progress))
+        if not np.isfinite(logits).all():
+            raise TrainingDiverged(f"epoch {epoch + 1}: the model predicts NaN or infinity on validation rows "
+                                   f"(it diverged); train again with a lower --lr (this run: {self.config.lr:g})")
+        return self.task.metrics(valid.labels, logits, valid.weights)
 
     def _reload_with_lower_lr(self, best_weights: dict[str, torch.Tensor]) -> None:
         """The plateau schedule: continue from the best epoch's weights at a tenth of the learning rate."""
