@@ -17,7 +17,7 @@ there within ~50 ms of starting. What it charged before the move (a few MB of a 
 interpreter) stays with the parent, unless the kernel still moves charges (v1
 ``move_charge_at_immigrate``, gone from recent kernels). A restarted
 worker joins its rank's group again. Each rank's cgroup peak (with page cache), peak of
-anonymous memory (what the process really holds; sampled) and OOM kills are recorded.
+anonymous memory (what the process really holds; sampled every 50 ms) and OOM kills are recorded.
 
 The resident set counts pages of shared libraries (torch's are ~140 MB) that were loaded into
 the page cache before and are charged to another cgroup, so a process may show more RSS than the
@@ -204,11 +204,11 @@ def main() -> None:
         while child.poll() is None:
             if args.worker_limit_mb:
                 place_workers(child.pid, group, ranks, args.worker_limit_mb << 20)
+            for cgroup in [group, *ranks.values()]:  # cheap: every poll
+                cgroup.sample()
             now = time.monotonic() - began
             if now >= next_sample:
                 samples.append((now, tree_rss_mb(child.pid, by_process)))
-                for cgroup in [group, *ranks.values()]:
-                    cgroup.sample()
                 next_sample = now + 1.0
             time.sleep(WORKER_POLL_S if args.worker_limit_mb else 1.0)
         wall = time.monotonic() - began

@@ -39,10 +39,10 @@ def _cgroups_writable() -> bool:
 pytestmark = pytest.mark.skipif(not _cgroups_writable(), reason="memory cgroups are not writable here")
 
 # A launcher that starts one process per size as torchrun would (RANK / LOCAL_RANK in its
-# environment); each worker waits to be placed, touches SIZE MB, and exits 0.
+# environment); each worker waits to be placed, touches SIZE MB, holds them 1.5 s and exits 0.
 LAUNCHER = textwrap.dedent("""
     import os, subprocess, sys
-    worker = "import time; time.sleep(0.5); b = bytearray(int(%s) << 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.3)"
+    worker = "import time; time.sleep(0.5); b = bytearray(int(%s) << 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5)"
     procs = [subprocess.Popen([sys.executable, "-c", worker % size], env={**os.environ, "RANK": str(r), "LOCAL_RANK": str(r)})
              for r, size in enumerate(sys.argv[1:])]
     sys.exit(max(abs(p.wait()) for p in procs))
