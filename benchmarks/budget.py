@@ -11,13 +11,13 @@ second the resident set of the command's process tree is sampled; the summary (p
 median / max after the start-up, cgroup peak, each process's peak, whether it was OOM-killed) goes to
 stderr and ``--out``.
 
-With ``--worker-limit-mb``, each torchrun worker of the command (a process whose environment
-has ``LOCAL_RANK``) gets a cgroup of its own with that limit, inside the command's: it is moved
-there within ~50 ms of starting. What it charged before the move (a few MB of a just-started
-interpreter) stays with the parent, unless the kernel still moves charges (v1
-``move_charge_at_immigrate``, gone from recent kernels). A restarted
-worker joins its rank's group again. Each rank's cgroup peak (with page cache), peak of
-anonymous memory (what the process really holds; sampled every 50 ms) and OOM kills are recorded.
+With ``--worker-limit-mb``, the command starts in a leaf cgroup ``launcher`` and each torchrun
+worker of it (a process whose environment has ``LOCAL_RANK``) gets a cgroup of its own with that
+limit, beside it inside the command's. A worker is moved there within ~50 ms of starting; what it
+charged before (a few MB of a fresh interpreter) stays with ``launcher`` unless the kernel still
+moves charges (v1 ``move_charge_at_immigrate``, gone from recent kernels). A restarted worker
+joins its rank's group again. Each rank's cgroup peak (with page cache), peak of anonymous memory
+(what the process really holds; sampled every 50 ms) and OOM kills are recorded.
 
 The resident set counts pages of shared libraries (torch's are ~140 MB) that were loaded into
 the page cache before and are charged to another cgroup, so a process may show more RSS than the
@@ -66,7 +66,8 @@ class Cgroup:
 
     @classmethod
     def create(cls, name: str, limit: int, parent: "Cgroup | None" = None) -> "Cgroup":
-        """A new cgroup of ``limit`` bytes (under ``parent``, or beside this process's own)."""
+        """A new cgroup of ``limit`` bytes (under ``parent``, which must hold no process itself in v2,
+        or beside this process's own)."""
         version = parent.version if parent else cgroup_version()
         if version == "v2":
             base = parent.path if parent else V2
@@ -190,9 +191,11 @@ def main() -> None:
     if not command:
         parser.error("no command")
     group = Cgroup.create(f"deepfm-budget-{os.getpid()}", args.limit_mb << 20)
+    # With per-worker groups the command starts in a leaf of its own: cgroup v2 lets only leaves hold processes.
+    launcher = Cgroup.create("launcher", args.limit_mb << 20, group) if args.worker_limit_mb else group
 
     def enter() -> None:  # in the child, before exec: join the cgroup
-        (group.path / "cgroup.procs").write_text(str(os.getpid()))
+        (launcher.path / "cgroup.procs").write_text(str(os.getpid()))
 
     began = time.monotonic()
     child = subprocess.Popen(command, preexec_fn=enter)
@@ -219,7 +222,7 @@ def main() -> None:
         if child.poll() is None:
             child.kill()
             child.wait()
-        for cgroup in [*ranks.values(), group]:
+        for cgroup in [*ranks.values(), *([launcher] if launcher is not group else []), group]:
             cgroup.remove()
     settled = min(60.0, wall / 5)  # after the start-up: the first minute, or the first fifth of a short run
     after_start = [rss for t, rss in samples if t >= settled and rss > 1.0] or [rss for _, rss in samples]
