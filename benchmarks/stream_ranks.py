@@ -1,13 +1,16 @@
 """Streaming on 1 process × 2 threads against 2 processes × 1 thread, each under a memory budget.
 
     python benchmarks/stream_ranks.py --train benchmarks/.data/big-9400000.csv --test benchmarks/.data/test.csv \\
-        [--config benchmarks/stream_ranks.toml] [--limit-mb-per-process 1024] [--out benchmarks/results/stream_ranks.json]
+        [--config benchmarks/stream_ranks.toml] [--limit-mb-per-process 1024] [--extra-seeds 7] [--out benchmarks/results/stream_ranks.json]
 
 Both runs train ``--config`` (one streamed epoch) with the same global batch (the config's batch
 size in one process, half of it on each of 2 ranks), under ``budget.py``: the one process gets
-``--limit-mb-per-process``, the two ranks and their launcher together twice that. Then each model
-is evaluated on ``--test``. Prints and writes one JSON summary: exit codes, peak RSS per process,
-samples/s (and their ratio), test AUC (and the difference); the resident set every second.
+``--limit-mb-per-process``, and so does each of the two ranks, in a cgroup of its own (the launcher
+and both ranks together get three times that). Then each model is evaluated on ``--test``.
+``--extra-seeds`` trains the single process again with other seeds: the spread of their test AUC
+is the noise the 2-process difference is read against. Prints and writes one JSON summary: exit
+codes, each process's peak against its limit, samples/s (and their ratio), test AUC (and the
+difference); the resident set every second.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def run(label: str, limit_mb: int, train_args: list[str], scratch: Path, test: str) -> dict:
+def run(label: str, limits: list[str], train_args: list[str], scratch: Path, test: str) -> dict:
     out, record = scratch / label, scratch / f"{label}-budget.json"
-    command = [sys.executable, str(HERE / "budget.py"), "--limit-mb", str(limit_mb), "--out", str(record), "--",
+    command = [sys.executable, str(HERE / "budget.py"), *limits, "--out", str(record), "--",
                sys.executable, "-m", "deepfm", "train", *train_args, "--out", str(out), "--overwrite", "--json", "--quiet"]
     print("$ " + " ".join(command), file=sys.stderr, flush=True)
     done = subprocess.run(command, capture_output=True, text=True)
@@ -42,12 +45,25 @@ def run(label: str, limit_mb: int, train_args: list[str], scratch: Path, test: s
     return result
 
 
+def per_process(one: dict, two: dict, limit_mb: int) -> dict:
+    """Each process under test against its own limit: the anonymous peak (what it held), the cgroup
+    peak (page cache of the file included, reclaimed under the limit), OOM kills."""
+    def of(record: dict) -> dict:
+        return {"limit_mb": limit_mb, **{k: record.get(k) for k in ("anon_peak_mb", "cgroup_peak_mb_incl_page_cache")},
+                "oom_killed": bool(record.get("oom_killed") or record.get("oom_kills"))}
+    return {"1 process": of(one["budget"]), **{f"rank {rank}": of(worker)
+                                                for rank, worker in two["budget"].get("workers", {}).items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", required=True)
     parser.add_argument("--test", required=True)
     parser.add_argument("--config", default=str(HERE / "stream_ranks.toml"))
     parser.add_argument("--limit-mb-per-process", type=int, default=1024)
+    parser.add_argument("--extra-seeds", type=int, nargs="*", default=[],
+                        help="also run the single process with these seeds: the spread of their test AUC is "
+                             "the noise the 2-process difference is measured against")
     parser.add_argument("--out", help="write the summary here (JSON)")
     args = parser.parse_args()
     batch = tomllib.loads(Path(args.config).read_text())["training"]["batch_size"]
@@ -55,16 +71,25 @@ def main() -> None:
     limit = args.limit_mb_per_process
     with tempfile.TemporaryDirectory(prefix="stream-ranks-") as scratch:
         runs = {
-            "1 process x 2 threads": run("one", limit, [*common, "--threads", "2"], Path(scratch), args.test),
-            "2 processes x 1 thread": run("two", 2 * limit, [*common, "--nproc", "2", "--threads", "1", "--batch-size",
-                                                                str(batch // 2)], Path(scratch), args.test),
+            "1 process x 2 threads": run("one", ["--limit-mb", str(limit)], [*common, "--threads", "2"], Path(scratch),
+                                         args.test),
+            "2 processes x 1 thread": run("two", ["--limit-mb", str(3 * limit), "--worker-limit-mb", str(limit)],
+                                          [*common, "--nproc", "2", "--threads", "1", "--batch-size", str(batch // 2)],
+                                          Path(scratch), args.test),
         }
-    one, two = runs.values()
-    summary = {"train": args.train, "bytes": os.path.getsize(args.train), "runs": runs}
+        for seed in args.extra_seeds:
+            runs[f"1 process x 2 threads, seed {seed}"] = run(f"one-seed{seed}", ["--limit-mb", str(limit)], [
+                *common, "--threads", "2", "--seed", str(seed)], Path(scratch), args.test)
+    one, two = list(runs.values())[:2]
+    summary = {"train": args.train, "bytes": os.path.getsize(args.train), "runs": runs,
+               "per_process_mb": per_process(one, two, limit)}
     if one.get("test") and two.get("test"):
         summary["samples_per_s_ratio_2proc_over_1proc"] = round(
             two["train"]["train_samples_per_s"] / one["train"]["train_samples_per_s"], 3)
         summary["test_auc_2proc_minus_1proc"] = round(two["test"]["auc"] - one["test"]["auc"], 5)
+    single = [r["test"]["auc"] for label, r in runs.items() if label.startswith("1 process") and r.get("test")]
+    if len(single) > 1:
+        summary["test_auc_spread_1proc_seeds"] = round(max(single) - min(single), 5)
     text = json.dumps(summary, indent=1)
     print(text)
     if args.out:
