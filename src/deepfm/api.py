@@ -156,9 +156,7 @@ class Estimator:
         shape_rule = describe_shape_rule(cfg, id_counts)
         if shape_rule and log and ctx.is_main:
             log(shape_rule)
-        torch.manual_seed(cfg.training.seed)
-        self.model = model_for_run(cfg, self.encoder.num_features, self.encoder.num_fields, task,
-                                   [spec.size for spec in self.encoder.fields])
+        self.model = self._new_model()
         distributed.broadcast_model(self.model)  # the same start on every rank
         distributed.global_batch_norm(self.model)  # statistics of the global batch, as in one process
         solver = build_solver(cfg, progress=progress, log=log)
@@ -188,6 +186,12 @@ class Estimator:
             self.save(out)
         return self
 
+    def _new_model(self) -> torch.nn.Module:
+        """The model of this run's config for the fitted encoder, from ``training.seed`` (its starting weights)."""
+        torch.manual_seed(self.config.training.seed)
+        return model_for_run(self.config, self.encoder.num_features, self.encoder.num_fields, self.encoder.task,
+                             [spec.size for spec in self.encoder.fields])
+
     def _refit(self, train: EncodedData | StreamSource, valid: EncodedData | None, held_out: bool, progress: bool,
                log: Callable[[str], None] | None) -> dict[str, Any] | None:
         """``training.refit``: a new model, from the same seed, trained on ``train`` and ``valid`` together
@@ -215,9 +219,7 @@ class Estimator:
                               "or turn refit off")
         verdicts = _verdicts(self.result.history[: self.result.best_epoch], self.encoder.task)
         rows = EncodedData.concat([train, valid])
-        torch.manual_seed(cfg.training.seed)
-        self.model = model_for_run(cfg, self.encoder.num_features, self.encoder.num_fields, self.encoder.task,
-                                   [spec.size for spec in self.encoder.fields])
+        self.model = self._new_model()
         say(f"refit: training again from the start on {len(rows)} rows (training + validation) for "
             f"{len(verdicts)} epochs, as validation chose")
         began = time.perf_counter()

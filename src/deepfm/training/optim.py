@@ -60,11 +60,16 @@ def sparse_optimizer(groups: list[dict[str, Any]], config: TrainingConfig) -> to
     return torch.optim.SGD(groups, lr=config.lr)
 
 
+def dense_lr_of(config: TrainingConfig) -> float:
+    """The dense weights' learning rate: ``dense_lr``, or ``lr`` when that is unset."""
+    return config.dense_lr if config.dense_lr is not None else config.lr
+
+
 def dense_optimizer(params: list[nn.Parameter], config: TrainingConfig) -> torch.optim.Optimizer:
     """The dense weights' optimiser: ``dense_optimizer`` (unset: the one paired with ``optimizer``) at
     ``dense_lr`` (unset: ``lr``), with ``weight_decay``."""
     kind = config.dense_optimizer or PAIRED_DENSE_OPTIMIZER[config.optimizer]
-    lr = config.dense_lr if config.dense_lr is not None else config.lr
+    lr = dense_lr_of(config)
     if kind == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay, fused=fused_kernel_fits(params))
     if kind == "adagrad":
@@ -102,8 +107,7 @@ class ModelOptimizer:
 
     def lr_of(self, optimizer: str) -> float:
         """The configured learning rate of the ``sparse`` or the ``dense`` optimiser."""
-        dense_lr = self.config.dense_lr
-        return dense_lr if optimizer == "dense" and dense_lr is not None else self.config.lr
+        return dense_lr_of(self.config) if optimizer == "dense" else self.config.lr
 
     def zero_grad(self) -> None:
         for optimizer in self.optimizers.values():
