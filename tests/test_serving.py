@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from deepfm.api import Estimator  # noqa: E402
 from deepfm.serving.app import create_app  # noqa: E402
+from deepfm.serving.backends import TorchPredictor  # noqa: E402
 from deepfm.serving.batcher import MicroBatcher  # noqa: E402
 from deepfm.serving.decode import RequestDecoder  # noqa: E402
 from deepfm.serving.rows import Limits, RequestError  # noqa: E402
@@ -287,7 +288,7 @@ def gated_batcher(request):
             release.wait(5)
             return batch.ids[:, [s.name for s in encoder.fields].index("x")].double()
 
-    batcher = MicroBatcher(Gated(), encoder.task, max_rows=100, inline_rows=request.param)
+    batcher = MicroBatcher(TorchPredictor(Gated(), encoder.task), max_rows=100, inline_rows=request.param)
 
     def run(*requests: tuple[list[str], str]) -> list:
         """Send ``(xs, n)`` requests: the first alone, the rest while the first is in its forward pass."""
@@ -320,13 +321,14 @@ def test_requests_queued_during_a_forward_pass_share_the_next_one(gated_batcher)
 
 def _threads_that_ran_the_model(batcher: MicroBatcher, data, times: int = 1) -> set[str]:
     """The names of the threads whose forward passes answered ``times`` requests of ``data`` sent one after another."""
-    ran, forward = set(), batcher.model.forward
+    ran, model = set(), batcher.predictor.model
+    forward = model.forward
 
     def spy(batch):
         ran.add(threading.current_thread().name)
         return forward(batch)
 
-    batcher.model.forward = spy
+    model.forward = spy
 
     async def requests() -> list:
         return [await batcher.predict(data) for _ in range(times)]
@@ -334,7 +336,7 @@ def _threads_that_ran_the_model(batcher: MicroBatcher, data, times: int = 1) -> 
     try:
         predictions = asyncio.run(requests())
     finally:
-        del batcher.model.forward
+        del model.forward
     assert all(np.array_equal(p, predictions[0]) for p in predictions)
     return ran
 
@@ -343,7 +345,7 @@ def _threads_that_ran_the_model(batcher: MicroBatcher, data, times: int = 1) -> 
 def test_a_request_that_finds_the_model_idle_runs_on_the_callers_thread(model, inline_rows):
     estimator = Estimator.load(model["dir"])
     data = RequestDecoder(estimator.encoder).decode(_as_json(model["rows"], numbers=False))
-    batcher = MicroBatcher(estimator.model.eval(), estimator.encoder.task, inline_rows=inline_rows)
+    batcher = MicroBatcher(TorchPredictor(estimator.model, estimator.encoder.task), inline_rows=inline_rows)
     try:
         ran = _threads_that_ran_the_model(batcher, data, times=3)
     finally:
@@ -357,7 +359,7 @@ def test_inline_and_queued_forward_passes_give_the_same_predictions(model):
     data = RequestDecoder(estimator.encoder).decode(_as_json(model["rows"], numbers=False))
     answers = {}
     for inline_rows in (len(data), 0):
-        batcher = MicroBatcher(estimator.model.eval(), estimator.encoder.task, inline_rows=inline_rows)
+        batcher = MicroBatcher(TorchPredictor(estimator.model, estimator.encoder.task), inline_rows=inline_rows)
         answers[inline_rows] = asyncio.run(batcher.predict(data))
         batcher.close()
     np.testing.assert_array_equal(answers[len(data)], answers[0])
@@ -367,7 +369,7 @@ def test_inline_and_queued_forward_passes_give_the_same_predictions(model):
 def test_a_request_larger_than_inline_rows_goes_to_the_model_thread(model):
     estimator = Estimator.load(model["dir"])
     data = RequestDecoder(estimator.encoder).decode(_as_json(model["rows"], numbers=False))
-    batcher = MicroBatcher(estimator.model.eval(), estimator.encoder.task, inline_rows=len(data) - 1)
+    batcher = MicroBatcher(TorchPredictor(estimator.model, estimator.encoder.task), inline_rows=len(data) - 1)
     try:
         assert _threads_that_ran_the_model(batcher, data) == {"deepfm-serve-model"}
     finally:

@@ -17,6 +17,7 @@ them; serve those with ``deepfm serve``.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
@@ -62,13 +63,17 @@ def export_onnx(model_dir: str | Path, path: str | Path) -> Path:
                           f"multi-valued fields ({names}); serve it with 'deepfm serve' instead")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapped = EncodedRowsModel(estimator.model.to("cpu").eval(), encoder.task).eval()
-    fields = len(encoder.single_fields)
+    write_onnx(estimator.model.to("cpu").eval(), encoder.task, len(encoder.single_fields), str(path))
+    return path
+
+
+def write_onnx(model: nn.Module, task: str, fields: int, target: str | io.BytesIO) -> None:
+    """Write ``model`` (of ``fields`` single-valued fields, no bags) as ONNX to ``target``, a path or a buffer."""
+    wrapped = EncodedRowsModel(model, task).eval()
     example = (torch.zeros(2, fields, dtype=torch.int64), torch.ones(2, fields, dtype=torch.float32))
     batch_axis = {0: "batch"}
     _register_triu_indices(fields)
     with torch.no_grad():  # the plain embedding lookup, not the training one
-        torch.onnx.export(wrapped, example, str(path), input_names=["ids", "values"], output_names=["prediction"],
+        torch.onnx.export(wrapped, example, target, input_names=["ids", "values"], output_names=["prediction"],
                           dynamic_axes={"ids": batch_axis, "values": batch_axis, "prediction": batch_axis},
                           opset_version=OPSET, dynamo=False)
-    return path

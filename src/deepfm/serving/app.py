@@ -25,9 +25,9 @@ from starlette.concurrency import run_in_threadpool
 
 from deepfm import __version__
 from deepfm.api import Estimator
+from deepfm.serving.backends import predictor_for
 from deepfm.serving.batcher import MicroBatcher
 from deepfm.serving.decode import RequestDecoder
-from deepfm.serving.inference import for_inference
 from deepfm.serving.rows import Limits, RequestError
 
 INLINE_BYTES = 1 << 20  # bodies up to this size (~2,000 Criteo rows) are decoded on the event loop: a hop to
@@ -47,14 +47,18 @@ class JSON(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool = True) -> FastAPI:
-    """An app serving the model directory ``model_dir`` (loaded and verified once, here)."""
+def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool = True, backend: str = "auto",
+               threads: int = 0) -> FastAPI:
+    """An app serving the model directory ``model_dir`` (loaded and verified once, here) with the forward pass
+    of ``backend`` (``deepfm.serving.backends``) on ``threads`` threads (0: torch's current count)."""
+    import torch
+
     estimator = Estimator.load(model_dir)
-    model = for_inference(estimator.model.to("cpu"))
     encoder = estimator.encoder
     task = encoder.task  # the one place the task is read
+    predictor = predictor_for(estimator.model, encoder, backend, threads or torch.get_num_threads())
     decoder = RequestDecoder(encoder, estimator.config.data.multi_separator, limits)
-    batcher = MicroBatcher(model, task, max_rows=limits.max_rows if batching else 0)
+    batcher = MicroBatcher(predictor, max_rows=limits.max_rows if batching else 0)
     manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
     kind = PREDICTION_KINDS.get(task.name, "rating")
     metadata = {
@@ -68,6 +72,7 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
         "metrics": {k: estimator.metrics[k] for k in METRIC_KEYS if k in estimator.metrics},
         "limits": {"max_rows": limits.max_rows, "max_bytes": limits.max_bytes},
         "batching": batching,
+        "backend": predictor.name,
     }
 
     @asynccontextmanager
@@ -140,10 +145,11 @@ def _describe(spec) -> dict[str, Any]:
 
 
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
-          batching: bool = True, threads: int = 0, log_level: str = "info", workers: int = 1) -> None:
-    """Serve ``model_dir`` over HTTP until interrupted; the model runs on CPU. ``workers`` > 1: that many
-    processes share the port, each with its own copy of the model and ``threads`` (0: cores / workers)
-    torch threads."""
+          batching: bool = True, threads: int = 0, log_level: str = "info", workers: int = 1,
+          backend: str = "auto") -> None:
+    """Serve ``model_dir`` over HTTP until interrupted; the model runs on CPU, by ``backend``. ``workers`` > 1:
+    that many processes share the port, each with its own copy of the model and ``threads`` (0: cores / workers)
+    threads for its forward passes."""
     import uvicorn
 
     from deepfm.runtime import available_cores, configure as configure_runtime
@@ -151,11 +157,15 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limi
     threads = threads or max(1, available_cores() // workers)
     if workers == 1:
         configure_runtime(threads)
-        uvicorn.run(create_app(model_dir, limits, batching), host=host, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(create_app(model_dir, limits, batching, backend, threads), host=host, port=port, log_level=log_level, access_log=False)
         return
-    Estimator.load(model_dir)  # a broken directory stops here, not in every worker
+    estimator = Estimator.load(model_dir)  # a broken directory stops here, not in every worker
+    if backend != "auto":  # and so does a backend that cannot serve it
+        predictor_for(estimator.model, estimator.encoder, backend, threads)
+    del estimator
     os.environ[WORKER_SETTINGS] = json.dumps({"model_dir": str(model_dir), "max_rows": limits.max_rows,
-                                              "max_bytes": limits.max_bytes, "batching": batching, "threads": threads})
+                                              "max_bytes": limits.max_bytes, "batching": batching, "threads": threads,
+                                              "backend": backend})
     uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, host=host, port=port, log_level=log_level,
                 access_log=False)
 
@@ -166,4 +176,5 @@ def worker_app() -> FastAPI:
 
     settings = json.loads(os.environ[WORKER_SETTINGS])
     configure_runtime(settings["threads"])
-    return create_app(settings["model_dir"], Limits(settings["max_rows"], settings["max_bytes"]), settings["batching"])
+    return create_app(settings["model_dir"], Limits(settings["max_rows"], settings["max_bytes"]), settings["batching"],
+                      settings["backend"], settings["threads"])

@@ -24,7 +24,11 @@ def add_production_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="server processes sharing the port, each with its own copy of the model (default 1; "
                         "see docs/production.md for choosing N)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: cores / workers)")
+    p.add_argument("--threads", type=int, default=0, help="forward-pass threads per worker (0: cores / workers)")
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "torch"), default="auto",
+                   help="what runs the forward pass: auto (default) takes ONNX Runtime where it is installed and "
+                        "the model exports (no multi-valued fields), else PyTorch; onnxruntime refuses to start "
+                        "without it")
     p = sub.add_parser("export", help="export the model (after encoding) as ONNX",
                        description="Write the model as ONNX: inputs ids int64 (batch, F) and values float32 "
                                    "(batch, F), output prediction (batch,). Encoding stays in features.json.")
@@ -42,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_rows < 1 or args.max_bytes < 1 or args.workers < 1 or args.threads < 0:
         raise ConfigError("serve: --max-rows, --max-bytes and --workers must be positive, --threads 0 or more")
     serve(args.dir, args.host, args.port, Limits(args.max_rows, args.max_bytes), args.batching, args.threads,
-          workers=args.workers)
+          workers=args.workers, backend=args.backend)
     return 0
 
 
