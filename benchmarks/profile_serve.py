@@ -4,10 +4,10 @@ Two views of the same model and bodies (the synthetic Criteo-shaped DeepFM of ``
 ``--model DIR --data CSV``):
 
 - stages, each timed alone: orjson parse, values per field, columnar encode, tensors, forward pass
-  (at each torch thread count), response encode;
+  (each backend of ``deepfm.serving.backends`` at each thread count), response encode;
 - the whole app, called as ASGI in process (body bytes in, response bytes out; routing, body read,
-  decode, batcher hand-off or inline forward, response), with ``--cprofile N`` printing the top N
-  functions of the 1-row request.
+  decode, batcher hand-off or inline forward, response) with batching on and off and each of
+  ``--backends``, with ``--cprofile N`` printing the top N functions of each request size.
 
 Each figure is the median of ``--runs`` runs of the process's CPU time (all its threads), not wall
 time, so that other jobs on a shared machine move it little; ``--clock wall`` for wall time.
@@ -34,10 +34,10 @@ import torch
 from deepfm.api import Estimator
 from deepfm.runtime import configure
 from deepfm.serving.app import create_app
+from deepfm.serving.backends import OnnxPredictor, TorchPredictor
 from deepfm.serving.decode import RequestDecoder
 from deepfm.serving.inference import for_inference
 from deepfm.serving.rows import Limits
-from deepfm.training.trainer import to_prediction
 
 from serve_load import _bodies, _make_model, _rows  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
@@ -56,20 +56,27 @@ def _median_ms(work: Callable[[], object], runs: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def _interleaved_ms(works: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
+    """``_median_ms`` of each of ``works``, their runs taking turns (load from other jobs falls on each alike)."""
+    times: dict[str, list[float]] = {name: [] for name in works}
+    for work in works.values():
+        work()
+    for _ in range(runs):
+        for name, work in works.items():
+            began = clock()
+            work()
+            times[name].append(clock() - began)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
 def stages(model_dir: Path, body: bytes, runs: int, threads: list[int]) -> dict[str, float]:
     estimator = Estimator.load(model_dir)
     model = for_inference(estimator.model)
     decoder = RequestDecoder(estimator.encoder, estimator.config.data.multi_separator, Limits())
-    task = estimator.encoder.task
+    task, fields = estimator.encoder.task, len(estimator.encoder.single_fields)
     columns = decoder.read(body)
     data = decoder.decode(body)
-    batch = data.to_batch()
-
-    def forward():
-        with torch.inference_mode():
-            return to_prediction(task, model(batch)).double().numpy()
-
-    predictions = forward()
+    predictions = TorchPredictor(model, task)(data)
     timed = {
         "orjson parse": _median_ms(lambda: orjson.loads(body), runs),
         "values per field": _median_ms(lambda: decoder.read(body), runs),
@@ -77,9 +84,13 @@ def stages(model_dir: Path, body: bytes, runs: int, threads: list[int]) -> dict[
         "decode (all of the above)": _median_ms(lambda: decoder.decode(body), runs),
         "tensors": _median_ms(data.to_batch, runs),
     }
-    for n in threads:
+    for n in threads:  # the torch and ONNX Runtime passes of each thread count interleaved, run by run
         torch.set_num_threads(n)
-        timed[f"forward, {n} thread{'s' if n > 1 else ''}"] = _median_ms(forward, runs)
+        plural = "s" if n > 1 else ""
+        predictors = {f"forward torch, {n} thread{plural}": TorchPredictor(model, task)}
+        if not estimator.encoder.multi_fields:
+            predictors[f"forward onnxruntime, {n} thread{plural}"] = OnnxPredictor(model, task, fields, n)
+        timed.update(_interleaved_ms({name: (lambda p=p: p(data)) for name, p in predictors.items()}, runs))
     timed["response encode"] = _median_ms(
         lambda: orjson.dumps({"predictions": predictions, "kind": "probability"}, option=orjson.OPT_SERIALIZE_NUMPY), runs)
     return timed
@@ -148,7 +159,8 @@ def main() -> None:
     parser.add_argument("--data", help="CSV of rows (with --model)")
     parser.add_argument("--sizes", default="1,256", help="rows per request")
     parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--threads", default="1,2", help="torch thread counts for the forward pass")
+    parser.add_argument("--threads", default="1,2", help="thread counts for the forward pass")
+    parser.add_argument("--backends", default="auto,torch", help="deepfm serve --backend values for the whole app")
     parser.add_argument("--cprofile", type=int, default=0, metavar="N", help="print the top N functions (cumulative)")
     parser.add_argument("--clock", choices=CLOCKS, default="cpu", help="CPU time of the process (default) or wall time")
     args = parser.parse_args()
@@ -163,18 +175,20 @@ def main() -> None:
             body = _bodies(rows, size, columnar=False)[0]
             timed = stages(model, body, args.runs, [int(t) for t in args.threads.split(",")])
             configure()
-            for batching in (True, False):
-                client = InProcess(create_app(model, Limits(), batching=batching))
-                timed[f"whole app in process, batching {'on' if batching else 'off'}"] = _median_ms(
-                    lambda: client.request(body), args.runs)
-                if args.cprofile and batching:
-                    profile = cProfile.Profile()
-                    profile.enable()
-                    for _ in range(args.runs):
-                        client.request(body)
-                    profile.disable()
-                    print(f"--- {size} rows, {args.runs} requests")
-                    pstats.Stats(profile).sort_stats("cumulative").print_stats(args.cprofile)
+            clients = {f"whole app, {backend}, batching {'on' if batching else 'off'}":
+                       InProcess(create_app(model, Limits(), batching=batching, backend=backend))
+                       for backend in args.backends.split(",") for batching in (True, False)}
+            timed.update(_interleaved_ms({name: (lambda c=c: c.request(body)) for name, c in clients.items()}, args.runs))
+            if args.cprofile:
+                name, client = next(iter(clients.items()))
+                profile = cProfile.Profile()
+                profile.enable()
+                for _ in range(args.runs):
+                    client.request(body)
+                profile.disable()
+                print(f"--- {name}: {size} rows, {args.runs} requests")
+                pstats.Stats(profile).sort_stats("cumulative").print_stats(args.cprofile)
+            for client in clients.values():
                 client.close()
             results[size] = {k: round(v, 3) for k, v in timed.items()}
             print(json.dumps({"rows": size, **results[size]}), flush=True)

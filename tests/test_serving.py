@@ -132,6 +132,27 @@ def test_bad_requests_are_4xx_naming_row_and_field(client, body, status, message
     assert client.get("/health").json() == {"status": "ok"}  # still serving
 
 
+def test_an_unexpected_failure_is_a_500_for_that_request_alone(model):
+    app = create_app(model["dir"])
+    body, predictor = _as_json(model["rows"][:2], numbers=False), app.state.batcher.predictor
+    failures = iter([RuntimeError("the model broke")])
+
+    def fails_once(data):
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return predictor(data)
+
+    app.state.batcher.predictor = fails_once
+    with TestClient(app) as client:
+        broken = client.post("/predict", content=body)
+        assert (broken.status_code, broken.json()) == (500, {"error": "internal error: RuntimeError: the model broke"})
+        np.testing.assert_allclose(client.post("/predict", content=body).json()["predictions"], model["expected"][:2],
+                                   atol=1e-6)
+        assert client.get("/predict").status_code == 405
+        assert client.post("/predict/x", content=body).status_code == 404  # other paths: FastAPI's answers
+
+
 def test_a_missing_field_error_names_every_missing_field(client):
     body = {"rows": [{"user": 1, "city": "oslo", "price": 2, "tags": "t1"}, {"user": 1, "tags": "t1"},
                      {"price": 2, "city": "rome", "tags": "t1"}]}

@@ -28,11 +28,11 @@ from deepfm.api import Estimator
 from deepfm.serving.backends import predictor_for
 from deepfm.serving.batcher import MicroBatcher
 from deepfm.serving.decode import RequestDecoder
-from deepfm.serving.rows import Limits, RequestError
+from deepfm.serving.endpoint import PredictEndpoint
+from deepfm.serving.rows import Limits
 
 INLINE_BYTES = 1 << 20  # bodies up to this size (~2,000 Criteo rows) are decoded on the event loop: a hop to
 # a thread pool costs more than it saves, since parsing holds the GIL; larger ones leave the loop free for others
-DRAIN_BYTES = 1 << 30  # a refused body is read to its end up to this size, so that its sender reads the 413
 WORKER_SETTINGS = "DEEPFM_SERVE_WORKER"  # the environment variable that hands settings to worker processes
 # What one prediction is: multiclass and ordinal models answer each row with its class probabilities.
 PREDICTION_KINDS = {"binary": "probability", "regression": "rating", "multiclass": "class probabilities",
@@ -48,9 +48,10 @@ class JSON(Response):
 
 
 def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool = True, backend: str = "auto",
-               threads: int = 0) -> FastAPI:
-    """An app serving the model directory ``model_dir`` (loaded and verified once, here) with the forward pass
-    of ``backend`` (``deepfm.serving.backends``) on ``threads`` threads (0: torch's current count)."""
+               threads: int = 0) -> PredictEndpoint:
+    """An ASGI app serving the model directory ``model_dir`` (loaded and verified once, here) with the forward
+    pass of ``backend`` (``deepfm.serving.backends``) on ``threads`` threads (0: torch's current count):
+    ``POST /predict`` by ``deepfm.serving.endpoint``, the rest by FastAPI."""
     import torch
 
     estimator = Estimator.load(model_dir)
@@ -83,10 +84,6 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
     app = FastAPI(title="deepfm", version=__version__, lifespan=lifespan, default_response_class=JSON)
     app.state.batcher = batcher
 
-    @app.exception_handler(RequestError)
-    async def refused(request: Request, error: RequestError) -> Response:
-        return JSON({"error": error.message}, status_code=error.status)
-
     @app.exception_handler(Exception)
     async def failed(request: Request, error: Exception) -> Response:
         return JSON({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
@@ -99,38 +96,11 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
     async def get_metadata() -> Response:
         return JSON({**metadata, "served": {"rows": batcher.rows, "forward_passes": batcher.batches}})
 
-    @app.post("/predict")
-    async def predict(request: Request) -> Response:
-        body = await _read_body(request, limits.max_bytes)
+    async def predict(body: bytes) -> dict[str, Any]:  # POST /predict, by deepfm.serving.endpoint
         data = decoder.decode(body) if len(body) <= INLINE_BYTES else await run_in_threadpool(decoder.decode, body)
-        predictions = await batcher.predict(data)
-        return JSON({"predictions": predictions, "kind": kind})
+        return {"predictions": await batcher.predict(data), "kind": kind}
 
-    return app
-
-
-async def _read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, or a 413 once it is known to be longer than ``max_bytes`` (declared or not).
-
-    A refused body is still read to its end (and thrown away, up to ``DRAIN_BYTES``) before the
-    413 goes out: a client that sends its whole body before reading, or asks to close the
-    connection, would otherwise get a connection reset instead of the answer."""
-    declared = request.headers.get("content-length")
-    too_long = None
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        too_long = f"the body has {declared} bytes; the limit is {max_bytes}"
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if too_long is None and size > max_bytes:
-            too_long, chunks = f"the body has over {max_bytes} bytes; the limit is {max_bytes}", []
-        if too_long is None:
-            chunks.append(chunk)
-        elif size > DRAIN_BYTES:
-            break  # not worth reading on: the connection is closed instead
-    if too_long is not None:
-        raise RequestError(413, too_long)
-    return b"".join(chunks)
+    return PredictEndpoint(app, predict, limits.max_bytes)
 
 
 def _describe(spec) -> dict[str, Any]:
@@ -170,7 +140,7 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limi
                 access_log=False)
 
 
-def worker_app() -> FastAPI:
+def worker_app() -> PredictEndpoint:
     """The app of one ``serve(workers=N)`` worker process, from the settings its parent left in the environment."""
     from deepfm.runtime import configure as configure_runtime
 
