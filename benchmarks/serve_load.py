@@ -11,7 +11,10 @@ client with a fixed number of connections sending raw training-file rows. In the
   ``deepfm.runtime``; read the CSV, encode, forward passes), and the forward passes alone;
 
 with every server up at once and the servers taking turns within each scenario (``--repeats``
-rounds), so that load from other jobs on the machine falls on all of them alike. The table gives
+rounds), so that load from other jobs on the machine falls on all of them alike. Before a
+scenario's timed rounds every server answers ``--warmup`` requests of it, so that none pays a
+warm-up in its first timed round. ``--client-cpus`` / ``--server-cpus`` pin the client and the
+servers (and offline prediction) to different cores, to emulate a client on another machine. The table gives
 each scenario's requests/s as a share of the floor's, its rows/s as a share of offline prediction,
 and the server's CPU time per request (its process and workers, from ``/proc``): on a busy machine
 wall-clock figures measure the other jobs as much as the server, CPU time far less.
@@ -19,7 +22,9 @@ wall-clock figures measure the other jobs as much as the server, CPU time far le
     OMP_WAIT_POLICY=PASSIVE python benchmarks/serve_load.py                # trains a DeepFM on synthetic data
     OMP_WAIT_POLICY=PASSIVE python benchmarks/serve_load.py --model runs/x --data test.csv --repeats 3
 
-Client and server share this machine's cores, so figures are a floor for the server alone.
+Unless pinned apart, client and server share this machine's cores, so figures are a floor for the server alone.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/serve_load.py --client-cpus 0 --server-cpus 1   # client "elsewhere"
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI, Request, Response
 
-MODES = ("floor", "batching", "no-batching")
+MODES = ("floor", "batching", "no-batching")  # and "torch": batching on, --backend torch (before ONNX Runtime)
 HOST = "127.0.0.1"  # loopback only
 SCENARIOS = [  # (rows per request, concurrent connections)
     (1, 1),
@@ -101,13 +106,29 @@ def serve_floor(port: int) -> None:
     uvicorn.run(app, host=HOST, port=port, log_level="warning", access_log=False)
 
 
-def _offline_rows_per_s(model: Path, data: Path, repeats: int = 3) -> dict[str, float]:
+def _cpus(text: str | None) -> set[int] | None:
+    """``"0,2-3"`` -> {0, 2, 3}; None: no pinning."""
+    if not text:
+        return None
+    cpus = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def _pinned(cpus: set[int] | None):
+    """A ``preexec_fn`` that runs a child process (and the processes it starts) on ``cpus`` only."""
+    return None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
+
+
+def _offline_rows_per_s(model: Path, data: Path, repeats: int = 3, cpus: set[int] | None = None) -> dict[str, float]:
     """Rows/s of offline prediction, in a process set up as ``deepfm predict``'s is (``deepfm.runtime``:
     threads, flush-to-zero, Arrow's allocator): ``file``, what ``deepfm predict`` does (read the CSV,
     encode, forward passes of 4096 rows; the model as trained) and ``forward``, the forward passes
     alone over the encoded rows (what ``run.py`` reports as prediction speed). Medians of ``repeats``."""
     command = [sys.executable, __file__, "--offline", str(model), str(data), str(repeats)]
-    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True, preexec_fn=_pinned(cpus)).stdout)
 
 
 def measure_offline(model: str, data: str, repeats: int) -> None:
@@ -152,7 +173,8 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 class Server:
-    def __init__(self, model: Path, mode: str, workers: int = 1, threads: int = 0):
+    def __init__(self, model: Path, mode: str, workers: int = 1, threads: int = 0, cpus: set[int] | None = None,
+                 backend: str = ""):
         self.port = _free_port()
         if mode == "floor":
             command = [sys.executable, __file__, "--serve-floor", str(self.port)]
@@ -160,10 +182,14 @@ class Server:
             command = [sys.executable, "-m", "deepfm", "serve", str(model), "--host", HOST, "--port", str(self.port)]
             command += ["--workers", str(workers)] if workers > 1 else []
             command += ["--threads", str(threads)] if threads else []
+            command += ["--backend", backend] if backend else []
         if mode == "no-batching":
             command.append("--no-batching")
+        if mode == "torch":
+            command += ["--backend", "torch"]
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                        preexec_fn=_pinned(cpus))
         self.url = f"http://{HOST}:{self.port}"
 
     def __enter__(self) -> "Server":
@@ -229,9 +255,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="at most this many requests per scenario")
     parser.add_argument("--seconds", type=float, default=15.0, help="at most this long per scenario")
     parser.add_argument("--repeats", type=int, default=1, help="repeat each scenario; medians are reported")
-    parser.add_argument("--modes", default=",".join(MODES), help=f"servers to measure, of {', '.join(MODES)}")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"servers to measure, of {', '.join(MODES)}, torch")
     parser.add_argument("--workers", type=int, default=1, help="deepfm serve --workers")
     parser.add_argument("--threads", type=int, default=0, help="deepfm serve --threads (default: its own, cores / workers)")
+    parser.add_argument("--backend", default="", help="deepfm serve --backend (default: its own, auto)")
+    parser.add_argument("--warmup", type=int, default=100,
+                        help="untimed requests each server answers before a scenario's timed rounds")
+    parser.add_argument("--client-cpus", help="run the client on these CPUs (e.g. 0 or 0-1); default: any")
+    parser.add_argument("--server-cpus", help="run the servers and offline prediction on these CPUs; default: any")
     parser.add_argument("--columnar", action="store_true", help='send {"columns": ...} bodies instead of {"rows": ...}')
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--scenarios", default=",".join(f"{r}x{c}" for r, c in SCENARIOS),
@@ -245,6 +276,9 @@ def main() -> None:
         return measure_offline(*args.offline)
     scenarios = [tuple(int(n) for n in s.split("x")) for s in args.scenarios.split(",") if s]
     modes = [m for m in args.modes.split(",") if m]
+    client_cpus, server_cpus = _cpus(args.client_cpus), _cpus(args.server_cpus)
+    if client_cpus is not None:
+        os.sched_setaffinity(0, client_cpus)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         if args.model:
@@ -252,16 +286,19 @@ def main() -> None:
         else:
             model, data = _make_model(Path(tmp))
         rows = _rows(data)
-        offline_figures = _offline_rows_per_s(model, data)
+        offline_figures = _offline_rows_per_s(model, data, cpus=server_cpus)
         offline = offline_figures["file"]
         print(json.dumps({"offline_predict_rows_per_s": offline_figures}), flush=True)
         results = []
         with contextlib.ExitStack() as stack:  # every server up at once; idle ones cost nothing
-            servers = {mode: stack.enter_context(Server(model, mode, args.workers, args.threads)) for mode in modes}
+            servers = {mode: stack.enter_context(Server(model, mode, args.workers, args.threads, server_cpus, args.backend))
+                       for mode in modes}
             for size, connections in scenarios:
                 bodies = _bodies(rows, size, args.columnar)
                 runs: dict[str, list[dict]] = {mode: [] for mode in modes}
                 served = {mode: [0, 0] for mode in modes}  # forward passes, rows during this scenario
+                for server in servers.values():  # untimed: every server warm before the first timed round
+                    asyncio.run(_scenario(server.url, bodies, connections, args.warmup, args.seconds))
                 for _ in range(args.repeats):  # modes interleaved, so that load from other jobs hits them alike
                     for mode, server in servers.items():
                         before = httpx.get(f"{server.url}/metadata").json()["served"]
@@ -288,7 +325,8 @@ def main() -> None:
         r["of_floor"] = round(r["requests_per_s"] / floor[key], 2) if key in floor else None
         r["of_offline"] = round(r["rows_per_s"] / offline, 2)
     print(f"\noffline predict: {offline:,.0f} rows/s from the file ({offline_figures['forward']:,.0f} rows/s forward "
-          f"passes alone); load average before {load_before}, after {os.getloadavg()}; workers: {args.workers}; body: {'columns' if args.columnar else 'rows'}")
+          f"passes alone); load average before {load_before}, after {os.getloadavg()}; workers: {args.workers}; body: {'columns' if args.columnar else 'rows'}; "
+          f"client CPUs: {args.client_cpus or 'any'}, server CPUs: {args.server_cpus or 'any'}")
     print("\n| server | rows/request | connections | requests/s | of floor | rows/s | of offline | p50 ms | p99 ms "
           "| server CPU ms/request | rows per forward pass | requests | errors |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -302,7 +340,9 @@ def main() -> None:
                                                "offline_forward_rows_per_s": offline_figures["forward"],
                                                "load_average": {"before": load_before, "after": os.getloadavg()},
                                                "command": sys.argv[1:], "workers": args.workers, "threads": args.threads,
-                                               "columnar": args.columnar, "scenarios": results}, indent=1))
+                                               "columnar": args.columnar, "client_cpus": args.client_cpus,
+                                               "server_cpus": args.server_cpus, "warmup": args.warmup,
+                                               "scenarios": results}, indent=1))
 
 
 if __name__ == "__main__":
