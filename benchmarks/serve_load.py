@@ -128,7 +128,8 @@ def _offline_rows_per_s(model: Path, data: Path, repeats: int = 3, cpus: set[int
     encode, forward passes of 4096 rows; the model as trained) and ``forward``, the forward passes
     alone over the encoded rows (what ``run.py`` reports as prediction speed). Medians of ``repeats``."""
     command = [sys.executable, __file__, "--offline", str(model), str(data), str(repeats)]
-    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True, preexec_fn=_pinned(cpus)).stdout)
+    done = subprocess.run(command, check=True, capture_output=True, text=True, preexec_fn=_pinned(cpus))
+    return json.loads(done.stdout)
 
 
 def measure_offline(model: str, data: str, repeats: int) -> None:
@@ -325,8 +326,8 @@ def main() -> None:
         r["of_floor"] = round(r["requests_per_s"] / floor[key], 2) if key in floor else None
         r["of_offline"] = round(r["rows_per_s"] / offline, 2)
     print(f"\noffline predict: {offline:,.0f} rows/s from the file ({offline_figures['forward']:,.0f} rows/s forward "
-          f"passes alone); load average before {load_before}, after {os.getloadavg()}; workers: {args.workers}; body: {'columns' if args.columnar else 'rows'}; "
-          f"client CPUs: {args.client_cpus or 'any'}, server CPUs: {args.server_cpus or 'any'}")
+          f"passes alone); load average before {load_before}, after {os.getloadavg()}; workers: {args.workers}; "
+          f"body: {'columns' if args.columnar else 'rows'}; client CPUs: {args.client_cpus or 'any'}, server CPUs: {args.server_cpus or 'any'}")
     print("\n| server | rows/request | connections | requests/s | of floor | rows/s | of offline | p50 ms | p99 ms "
           "| server CPU ms/request | rows per forward pass | requests | errors |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

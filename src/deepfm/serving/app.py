@@ -127,7 +127,8 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limi
     threads = threads or max(1, available_cores() // workers)
     if workers == 1:
         configure_runtime(threads)
-        uvicorn.run(create_app(model_dir, limits, batching, backend, threads), host=host, port=port, log_level=log_level, access_log=False)
+        app = create_app(model_dir, limits, batching, backend, threads)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
         return
     estimator = Estimator.load(model_dir)  # a broken directory stops here, not in every worker
     if backend != "auto":  # and so does a backend that cannot serve it

@@ -2,14 +2,14 @@
 runs at once, on the caller's thread.
 
 Request handlers decode their bodies into encoded rows (``deepfm.serving.decode``) and call
-``predict``; the forward pass is a ``deepfm.serving.backends.Predictor`` (ONNX Runtime or PyTorch). When nothing is queued or running, a request of up to ``inline_rows`` rows runs its
-forward pass right there, on the event loop: handing it to another thread and back costs two
-thread wake-ups (0.1 ms on an idle machine, milliseconds on a busy one) for a forward pass that
-takes 0.15-0.6 ms for one row. Otherwise the rows are queued; one model thread takes everything queued,
-up to ``max_rows`` rows, runs one forward pass over it, then hands each request
-its slice. Encoding errors never reach the queue: they are the sender's alone. The thread never
-waits for more work: under load the batch grows by itself with the requests that arrived during the
-previous pass.
+``predict``; the forward pass is a ``deepfm.serving.backends.Predictor`` (ONNX Runtime or PyTorch).
+When nothing is queued or running, a request of up to ``inline_rows`` rows runs its forward pass
+right there, on the event loop: handing it to another thread and back costs two thread wake-ups
+(0.1 ms on an idle machine, milliseconds on a busy one) for a forward pass that takes 0.15-0.6 ms
+for one row. Otherwise the rows are queued; one model thread takes everything queued, up to
+``max_rows`` rows, runs one forward pass over it, then hands each request its slice. Encoding
+errors never reach the queue: they are the sender's alone. The thread never waits for more work:
+under load the batch grows by itself with the requests that arrived during the previous pass.
 """
 
 from __future__ import annotations
