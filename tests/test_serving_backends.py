@@ -67,17 +67,32 @@ def test_every_backend_predicts_what_deepfm_predict_does(model, backend, body):
     np.testing.assert_allclose(predictions, model["expected"], rtol=1e-6, atol=1e-6)
 
 
-def test_auto_serves_multi_valued_fields_with_torch_and_says_why(tmp_path, caplog):
-    train = tmp_path / "train.csv"
+@pytest.fixture(scope="module")
+def multi_valued(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("multi")
+    train = root / "train.csv"
     train.write_text("label,user,tags\n" + "".join(f"{i % 2},u{i % 7},t{i % 3}|t{i % 5}\n" for i in range(200)))
     Estimator(data={"multi": ("tags",)}, model={"mlp": (8,), "embed_dim": 4},
-              training={"epochs": 1}).fit(train, out=tmp_path / "m", progress=False)
+              training={"epochs": 1}).fit(train, out=root / "m", progress=False)
+    return root / "m"
+
+
+def test_auto_serves_multi_valued_fields_with_torch_and_says_why(multi_valued, caplog):
     with caplog.at_level(logging.WARNING, logger=backends.__name__):
-        _, metadata = _predict(create_app(tmp_path / "m"), {"rows": [{"user": "u1", "tags": "t1|t2"}]})
+        _, metadata = _predict(create_app(multi_valued), {"rows": [{"user": "u1", "tags": "t1|t2"}]})
     assert metadata["backend"] == "torch"
     assert "multi-valued fields (tags)" in caplog.text
     with pytest.raises(ConfigError, match=r"--backend onnxruntime: the model has multi-valued fields \(tags\)"):
-        create_app(tmp_path / "m", backend="onnxruntime")
+        create_app(multi_valued, backend="onnxruntime")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_deepfm_serve_backend_onnxruntime_refuses_to_start_without_it(multi_valued, capsys, workers):
+    """Exit status 2 and the reason, before any port is opened or worker started."""
+    from deepfm.cli import main
+
+    assert main(["serve", str(multi_valued), "--backend", "onnxruntime", "--workers", workers]) == 2
+    assert "serve --backend onnxruntime: the model has multi-valued fields (tags)" in capsys.readouterr().err
 
 
 def test_without_onnxruntime_auto_falls_back_to_torch_and_onnxruntime_refuses(model, monkeypatch, caplog):
