@@ -119,3 +119,18 @@ def test_probe_rows_hold_an_id_of_each_fields_own_range(model):
     probe = backends.probe_rows(encoder, rows=500)
     for j, spec in enumerate(encoder.single_fields):
         assert spec.offset <= probe.ids[:, j].min() and probe.ids[:, j].max() < spec.offset + spec.size
+
+
+@pytest.mark.parametrize("name", ["lr", "fm", "deepfm", "fnn", "ipnn", "opnn", "pnn", "wide_deep", "fm_dnn"])
+def test_auto_serves_every_model_kind_with_onnx_runtime(model, name):
+    """No model falls back to PyTorch unnoticed: each exports and agrees with PyTorch on the probe rows."""
+    import torch
+
+    from deepfm.config import ModelConfig
+    from deepfm.models.registry import build_model
+
+    encoder = Estimator.load(model["dir"]).encoder
+    torch.manual_seed(0)
+    config = ModelConfig(name=name, embed_dim=4, mlp=(8, 8), batch_norm=True)
+    built = build_model(config, num_features=encoder.num_features, num_fields=len(encoder.fields))
+    assert backends.predictor_for(built, encoder, "auto", threads=1).name == "onnxruntime"
