@@ -81,7 +81,7 @@ class OnnxPredictor:
         values = data.dense_values()
         if values is None:
             values = np.ones(data.ids.shape, np.float32)
-        inputs = {"ids": data.ids.astype(np.int64, copy=False), "values": values}
+        inputs = {"ids": np.ascontiguousarray(data.ids, np.int64), "values": np.ascontiguousarray(values, np.float32)}
         return self.session.run(None, inputs)[0].astype(np.float64)
 
 
