@@ -1,0 +1,82 @@
+"""Where file → trained model goes: read, encoder fit, encode, training, scoring (run.py's deepfm row).
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/profile_file.py benchmarks/.data/longtail [--setting defaults]
+        [--numeric no] [--cprofile benchmarks/profiles/file_longtail.txt] [--skip-training]
+
+Phases, each timed alone in this process (wall and the process's CPU time), in the order ``deepfm
+train`` runs them for an in-memory file: read (every chunk parsed, nothing else: the CSV parsing
+inside both passes below), fit (``fit_streaming``: parse + count + vocabularies), encode
+(``encode_file``: parse + look up), training (``Estimator.fit`` minus its fit and encode, which it
+repeats), scoring (the test file encoded and predicted). ``--cprofile`` writes the top functions of
+fit + encode by cumulative time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
+from tasks import NUMERIC, _deepfm, setup  # noqa: E402
+
+from deepfm.data.filelist import open_chunked  # noqa: E402
+from deepfm.data.stream import chunk_bytes_for, encode_file, fit_streaming  # noqa: E402
+from deepfm.training.trainer import predict  # noqa: E402
+
+
+def timed(what: str, call, rows: dict) -> object:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = call()
+    rows[what] = (time.perf_counter() - wall, time.process_time() - cpu)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--setting", default="defaults", choices=["defaults", "stripped"])
+    parser.add_argument("--numeric", default="no", choices=["yes", "no"])
+    parser.add_argument("--cprofile", type=Path, help="write the profile of fit + encode here")
+    parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--skip-training", action="store_true")
+    args = parser.parse_args()
+    setup()
+    estimator = _deepfm("off", 1, chunk_rows=65_536, window=8, setting=args.setting,
+                        numeric=NUMERIC if args.numeric == "yes" else [])
+    config, train = estimator.config.data, args.data / "train.csv"
+    phases: dict[str, tuple[float, float]] = {}
+    file = open_chunked(train, config, chunk_bytes_for(train, config.chunk_rows))
+    timed("read (parse only)", lambda: sum(frame.num_rows for frame in file.frames()), phases)
+    profiler = cProfile.Profile() if args.cprofile else None
+    if profiler:
+        profiler.enable()
+    encoder, rows = timed("encoder fit (parse + count)", lambda: fit_streaming(file, config), phases)
+    timed("encode (parse + look up)", lambda: encode_file(file, encoder, rows), phases)
+    if profiler:
+        profiler.disable()
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(args.top)
+        args.cprofile.parent.mkdir(parents=True, exist_ok=True)
+        args.cprofile.write_text(f"# {' '.join(os.sys.argv)}\n# load {os.getloadavg()}\n" + text.getvalue())
+    if not args.skip_training:
+        timed("Estimator.fit (all of file → model)", lambda: estimator.fit(train, progress=False), phases)
+        whole, fit, encode = (phases[k] for k in ("Estimator.fit (all of file → model)", "encoder fit (parse + count)",
+                                                  "encode (parse + look up)"))
+        phases["training (the rest)"] = tuple(w - f - e for w, f, e in zip(whole, fit, encode))
+        timed("scoring (encode test + predict)",
+              lambda: predict(estimator.model, estimator.encoder.task, estimator.encode(args.data / "test.csv")), phases)
+    print(f"{args.data.name}, {args.setting}, load {os.getloadavg()[0]:.2f}")
+    print("| phase | wall (s) | CPU (s) |\n| --- | ---: | ---: |")
+    for what, (wall, cpu) in phases.items():
+        print(f"| {what} | {wall:.2f} | {cpu:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
