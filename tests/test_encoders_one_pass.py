@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 import deepfm.data.counting as counting
@@ -119,3 +120,14 @@ def test_a_field_with_colliding_values_is_read_again(chunked, monkeypatch):
     assert len(reads) == 2
     assert encoder_once.to_dict() == encoder.to_dict()
     np.testing.assert_array_equal(data_once.ids, data.ids)
+
+
+def test_the_digit_test_agrees_with_the_number_pattern_on_integers():
+    from deepfm.data.frame import FLOAT_MARK, NUMBER_PATTERN, all_digits
+
+    for value in ["007", "12", " 3", "+1", "", "1.5", "1e3", "٣", "nan", "x1"]:
+        column = pa.array([value, "42", None])
+        by_pattern = pc.all(pc.match_substring_regex(column, NUMBER_PATTERN)).as_py() and not pc.any(
+            pc.match_substring_regex(column, FLOAT_MARK)).as_py()
+        assert not all_digits(column) or by_pattern, value
+        assert all_digits(column) == (value.isascii() and value.isdigit()), value

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from deepfm.config import DataConfig
 from deepfm.data.counting import ChunkCodes, HashedCounts, RowCodes
 from deepfm.data.encoded import Bag, EncodedData, id_dtype
-from deepfm.data.frame import FLOAT_MARK, NUMBER_PATTERN, RawFrame, looks_float, to_float
+from deepfm.data.frame import FLOAT_MARK, NUMBER_PATTERN, RawFrame, all_digits, looks_float, to_float
 from deepfm.data.frequent import FrequentSet
 from deepfm.data.hashing import fnv1a64_unique
 from deepfm.data.vocabulary import Vocabulary
@@ -512,7 +512,7 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
     for name, kind in kinds.items():
         column = frame.columns[name].slice(0, NOTES_LOOK_AT_ROWS)  # a whole in-memory table is one chunk
         text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
-        if kind != "categorical" or name in config.categorical or not text:
+        if kind != "categorical" or name in config.categorical or not text or all_digits(column):
             continue
         number = pc.fill_null(pc.match_substring_regex(column, NUMBER_PATTERN), True).to_numpy(zero_copy_only=False)
         bad = np.flatnonzero(~number)
