@@ -37,9 +37,10 @@ class ChunkCodes:
         distinct = encoded.dictionary
         return cls(indices, distinct, fnv1a64_unique(distinct), np.bincount(present, minlength=len(distinct)))
 
-    def rows(self, placement: "Placement | None") -> "RowCodes":
-        """What encoding the chunk needs once the vocabulary is known (the values themselves are not kept)."""
-        return RowCodes(self.indices, self.hashes, placement)
+    def rows(self, placement: "Placement | None", hashes: bool) -> "RowCodes":
+        """What encoding the chunk needs once the vocabulary is known: not the values themselves, and
+        their hashes only with ``hashes`` (for a field that may be hashed)."""
+        return RowCodes(self.indices, self.hashes if hashes else None, placement)
 
 
 @dataclass
@@ -48,7 +49,7 @@ class RowCodes:
     where they went in the field's counts (``HashedCounts.add``)."""
 
     indices: np.ndarray  # (rows,) int32
-    hashes: np.ndarray  # (d,) uint64
+    hashes: np.ndarray | None  # (d,) uint64
     placement: "Placement | None"
 
     def take(self, ids_of_distinct: np.ndarray, missing: int) -> np.ndarray:
@@ -134,7 +135,7 @@ class HashedCounts:
 
     def _place(self, pending: list, order: np.ndarray, run: np.ndarray) -> None:
         """Record where this merge put the rows of the table before it and each pending chunk's values."""
-        row = np.empty(len(order), np.int64)
+        row = np.empty(len(order), np.int32 if len(order) < 2**31 else np.int64)
         row[order] = run
         start = len(self.counts)
         self.remaps.append(row[:start])

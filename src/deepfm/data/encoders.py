@@ -423,7 +423,7 @@ class _Fitter:
             chunk = ChunkCodes.of(flat)
             placement = self.counts[name].add(chunk)
             if kind == "categorical" and self.retained is not None:
-                codes[name] = chunk.rows(placement)
+                codes[name] = chunk.rows(placement, hashes=self.config.hash_buckets > 0)
         self.labels.update(frame)
         self.rows += frame.num_rows
         if self.retained is not None and frame.sparse is None:
