@@ -1,7 +1,7 @@
 """Where file → trained model goes: read, encoder fit, encode, training, scoring (run.py's deepfm row).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/profile_file.py benchmarks/.data/longtail [--setting defaults]
-        [--numeric no] [--cprofile benchmarks/profiles/file_longtail.txt] [--skip-training]
+        [--numeric no] [--cprofile benchmarks/profiles/file_longtail.txt] [--skip-training] [--interleave 3]
 
 Phases, each timed alone in this process (wall and the process's CPU time), in the order ``deepfm
 train`` runs them for an in-memory file: read (every chunk parsed, nothing else: the CSV parsing
@@ -9,7 +9,9 @@ inside each pass below), fit (``fit_streaming``: parse + count + vocabularies), 
 (``encode_file``: parse + look up), both in one reading pass (``fit_and_encode``, which training
 runs for a file it holds in memory), training (``Estimator.fit`` minus that pass, which it repeats),
 scoring (the test file encoded and predicted). ``--cprofile`` writes the top functions of fit,
-encode and the one pass by cumulative time.
+encode and the one pass by cumulative time. ``--interleave N`` instead times, N rounds in turn, the
+read with 16 MB and with 1 MB parse blocks, fit then encode, and the one pass, and prints medians:
+ratios in one process, which a loaded machine moves less than figures of separate runs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import cProfile
 import io
 import os
 import pstats
+import statistics
 import time
 from pathlib import Path
 
@@ -28,6 +31,7 @@ os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 from tasks import NUMERIC, _deepfm, setup  # noqa: E402
 
 from deepfm.data.filelist import open_chunked  # noqa: E402
+import deepfm.data.delimited as delimited  # noqa: E402
 from deepfm.data import stream  # noqa: E402
 from deepfm.data.stream import chunk_bytes_for, encode_file, fit_streaming  # noqa: E402
 from deepfm.training.trainer import predict  # noqa: E402
@@ -48,6 +52,7 @@ def main() -> None:
     parser.add_argument("--cprofile", type=Path, help="write the profile of fit + encode here")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--interleave", type=int, default=0, help="rounds of the read/fit/encode variants, in turn")
     args = parser.parse_args()
     setup()
     estimator = _deepfm("off", 1, chunk_rows=65_536, window=8, setting=args.setting,
@@ -55,6 +60,8 @@ def main() -> None:
     config, train = estimator.config.data, args.data / "train.csv"
     phases: dict[str, tuple[float, float]] = {}
     file = open_chunked(train, config, chunk_bytes_for(train, config.chunk_rows))
+    if args.interleave:
+        return interleaved(file, config, args.interleave, args.data.name)
     timed("read (parse only)", lambda: sum(frame.num_rows for frame in file.frames()), phases)
     profiler = cProfile.Profile() if args.cprofile else None
     if profiler:
@@ -81,6 +88,32 @@ def main() -> None:
     print("| phase | wall (s) | CPU (s) |\n| --- | ---: | ---: |")
     for what, (wall, cpu) in phases.items():
         print(f"| {what} | {wall:.2f} | {cpu:.2f} |")
+
+
+def interleaved(file, config, rounds: int, name: str) -> None:
+    def read(block: int):
+        def run():
+            delimited.PARSE_BLOCK_SIZE = block
+            return sum(frame.num_rows for frame in file.frames())
+        return run
+
+    def two_passes():
+        encoder, rows = fit_streaming(file, config)
+        return encode_file(file, encoder, rows)
+
+    variants = {"read, 16 MB parse blocks": read(16 << 20), "read, 1 MB parse blocks": read(1 << 20),
+                "fit, then encode (two reading passes)": two_passes,
+                "fit + encode in one reading pass": lambda: stream.fit_and_encode(file, config)}
+    times: dict[str, list[tuple[float, float]]] = {what: [] for what in variants}
+    for _ in range(rounds):
+        for what, call in variants.items():
+            phases: dict[str, tuple[float, float]] = {}
+            timed(what, call, phases)
+            times[what].append(phases[what])
+    print(f"{name}, {rounds} rounds in turn, load {os.getloadavg()[0]:.2f}")
+    print("| variant | wall (s), median | CPU (s), median |\n| --- | ---: | ---: |")
+    for what, runs in times.items():
+        print(f"| {what} | {statistics.median(w for w, _ in runs):.2f} | {statistics.median(c for _, c in runs):.2f} |")
 
 
 if __name__ == "__main__":
