@@ -2,6 +2,7 @@
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/profile_file.py benchmarks/.data/longtail [--setting defaults]
         [--numeric no] [--cprofile benchmarks/profiles/file_longtail.txt] [--skip-training] [--interleave 3]
+        [--fingerprint]
 
 Phases, each timed alone in this process (wall and the process's CPU time), in the order ``deepfm
 train`` runs them for an in-memory file: read (every chunk parsed, nothing else: the CSV parsing
@@ -12,13 +13,17 @@ scoring (the test file encoded and predicted). ``--cprofile`` writes the top fun
 encode and the one pass by cumulative time. ``--interleave N`` instead times, N rounds in turn, the
 read with 16 MB and with 1 MB parse blocks, fit then encode, and the one pass, and prints medians:
 ratios in one process, which a loaded machine moves less than figures of separate runs.
+``--fingerprint`` prints hashes of the fitted encoder's JSON and of the encoded training and test
+rows, as training encodes them: the same with ``PYTHONPATH=<other checkout>/src`` means the same ids.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import hashlib
 import io
+import json
 import os
 import pstats
 import statistics
@@ -53,6 +58,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--interleave", type=int, default=0, help="rounds of the read/fit/encode variants, in turn")
+    parser.add_argument("--fingerprint", action="store_true", help="hashes of the encoder and the encoded rows")
     args = parser.parse_args()
     setup()
     estimator = _deepfm("off", 1, chunk_rows=65_536, window=8, setting=args.setting,
@@ -62,6 +68,8 @@ def main() -> None:
     file = open_chunked(train, config, chunk_bytes_for(train, config.chunk_rows))
     if args.interleave:
         return interleaved(file, config, args.interleave, args.data.name)
+    if args.fingerprint:
+        return fingerprint(estimator, file, args.data)
     timed("read (parse only)", lambda: sum(frame.num_rows for frame in file.frames()), phases)
     profiler = cProfile.Profile() if args.cprofile else None
     if profiler:
@@ -88,6 +96,18 @@ def main() -> None:
     print("| phase | wall (s) | CPU (s) |\n| --- | ---: | ---: |")
     for what, (wall, cpu) in phases.items():
         print(f"| {what} | {wall:.2f} | {cpu:.2f} |")
+
+
+def fingerprint(estimator, file, data: Path) -> None:
+    def digest(value) -> str:
+        return hashlib.sha256(value if isinstance(value, bytes) else value.tobytes()).hexdigest()[:16]
+
+    encoded, _, _ = estimator.training_rows(data / "train.csv")
+    test = estimator.encode(data / "test.csv")
+    print(f"{data.name}: encoder {digest(json.dumps(estimator.encoder.to_dict(), sort_keys=True).encode())}, "
+          f"train ids {digest(encoded.ids)} ({encoded.ids.dtype}), values "
+          f"{digest(encoded.values) if encoded.values is not None else None}, labels {digest(encoded.labels)}, "
+          f"test ids {digest(test.ids)}")
 
 
 def interleaved(file, config, rounds: int, name: str) -> None:
