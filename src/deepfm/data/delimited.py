@@ -18,7 +18,7 @@ from deepfm.errors import DataError
 BLOCK_SIZE = 16 << 20  # the longest line Arrow can parse here (a line must fit in one block)
 # Bytes Arrow parses per task where a source can be read again with ``BLOCK_SIZE`` blocks should a
 # line be longer: a 14 MB chunk of the long-tail benchmark (39 columns) parsed in 1 MB blocks took
-# 70-108 ms CPU against 124-167 ms in one block (and half the wall time on two cores).
+# 70-108 ms CPU against 124-203 ms in one block, 141-216 against 252-406 ms wall on two cores.
 PARSE_BLOCK_SIZE = 1 << 20
 
 
