@@ -383,9 +383,9 @@ def read_sample_weights(frame: RawFrame, name: str) -> np.ndarray:
 
 
 # Per-chunk value counts wait until they reach this many rows (or a quarter of the merged table)
-# before one merge adds them in (``HashedCounts``): re-aggregating the growing table after every chunk made the
-# merges quadratic in the number of chunks (1M Criteo-shaped rows in 16 chunks: fit 3.55 s
-# merging every chunk, 2.95 s with this rule). Pending counts hold at most ~1/4 more memory.
+# before one merge adds them in (``HashedCounts``): re-aggregating the growing table after every
+# chunk made the merges quadratic in the number of chunks (1M Criteo-shaped rows in 16 chunks: fit
+# 3.55 s merging every chunk, 2.95 s with this rule). Pending counts hold at most ~1/4 more memory.
 MERGE_COUNTS_ROWS = 131_072
 
 
@@ -397,7 +397,8 @@ class _Fitter:
         self.config = config
         self.kinds = resolve_kinds(first, config)
         self.notes = inference_notes(first, self.kinds, config)
-        self.counts = {n: HashedCounts(MERGE_COUNTS_ROWS, track=retain) for n, k in self.kinds.items() if k != "numeric"}
+        self.counts = {n: HashedCounts(MERGE_COUNTS_ROWS, track=retain and k == "categorical")
+                       for n, k in self.kinds.items() if k != "numeric"}
         self.retained: list[tuple[RawFrame, dict[str, RowCodes]]] | None = [] if retain else None
         self.vocabulary_rows: dict[str, np.ndarray] = {}  # the row of the counts table of each vocabulary value
         self.moments = {n: np.zeros(3) for n, k in self.kinds.items() if k == "numeric"}
