@@ -350,3 +350,20 @@ def test_multi_column_works_for_parquet_strings(tmp_path):
     frame = read_frame(path, multi=["tags"])
     assert frame.columns["tags"].to_pylist() == [["a", "b"], []]
     assert np.allclose(frame.weights["tags"].to_pylist()[0], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_a_line_longer_than_a_parse_block_is_read(tmp_path, monkeypatch, suffix):
+    import gzip
+
+    import deepfm.data.delimited as delimited
+    from deepfm.data.readers import ChunkedFile
+
+    monkeypatch.setattr(delimited, "PARSE_BLOCK_SIZE", 1 << 10)  # Arrow parses 1 KB blocks where it can read again
+    text = "label,c\n" + "".join(f"{i % 2},v{i}\n" for i in range(300)) + "1," + "x" * 5000 + "\n0,end\n"
+    path = tmp_path / f"long{suffix}"
+    path.write_bytes(gzip.compress(text.encode()) if suffix.endswith(".gz") else text.encode())
+    frame = read_frame(path)
+    assert frame.num_rows == 302 and frame.columns["c"][300].as_py() == "x" * 5000
+    chunks = list(ChunkedFile(path, chunk_bytes=2 << 10).frames())
+    assert len(chunks) > 1 and sum(f.num_rows for f in chunks) == 302

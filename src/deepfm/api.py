@@ -30,7 +30,7 @@ from deepfm.data.filelist import ChunkedFiles, chunk_index, open_chunked
 from deepfm.data.frame import RawFrame
 from deepfm.data.holdout import HASH_RULE, PERMUTATION_RULE, Holdout, encode_hashed, hashed_mask, held_out_count, held_out_mask, split_encoded, stream_fraction
 from deepfm.data.readers import frame_from_table, read_frame
-from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_streaming, should_stream
+from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_and_encode, fit_streaming, should_stream
 from deepfm.errors import ConfigError, DataError
 from deepfm.models import model_for_run
 from deepfm.runtime import available_cores, configure as configure_runtime, preserving, release_free_memory
@@ -302,6 +302,10 @@ class Estimator:
             self.encoder = encoder or FeatureEncoder.fit([frame], cfg)
             return _held_out_of(self.encoder.transform(frame), hold_out, cfg.valid_fraction, seed)
         file = open_chunked(train, cfg, chunk_bytes_for(train, cfg.chunk_rows))
+        if encoder is None and not should_stream(train, cfg.stream):  # one reading pass
+            self.encoder, _, data = fit_and_encode(file, cfg, progress=progress)
+            release_free_memory()  # the counting tables of the fit and the parsed chunks
+            return _held_out_of(data, hold_out, cfg.valid_fraction, seed)
         if encoder is None:
             encoder, rows = fit_streaming(file, cfg, progress=progress)
             release_free_memory()  # the counting tables of the fit

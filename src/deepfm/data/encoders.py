@@ -14,17 +14,19 @@ The encoder is plain JSON (``to_dict``/``from_dict``): no pickle.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Iterator, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from deepfm.config import DataConfig
+from deepfm.data.counting import ChunkCodes, HashedCounts, RowCodes
 from deepfm.data.encoded import Bag, EncodedData, id_dtype
-from deepfm.data.frame import FLOAT_MARK, NUMBER_PATTERN, RawFrame, looks_float, to_float
+from deepfm.data.frame import FLOAT_MARK, NUMBER_PATTERN, RawFrame, all_digits, looks_float, to_float
 from deepfm.data.frequent import FrequentSet
 from deepfm.data.hashing import fnv1a64_unique
 from deepfm.data.vocabulary import Vocabulary
@@ -233,13 +235,30 @@ class FeatureEncoder:
         assert fitter is not None, "no training data"
         return fitter.finish()
 
+    @classmethod
+    def fit_and_transform(cls, frames: Iterable[RawFrame], config: DataConfig) -> tuple["FeatureEncoder", Iterator[EncodedData] | None]:
+        """``fit``, keeping what ``transform`` needs of each frame (its categorical columns as codes of
+        the chunk's distinct values, the other columns as they are), so the frames need not be read
+        again: the encoder and the frames encoded, one at a time, or None where that cannot be done
+        (libFM/libFFM frames; a field with two values of one hash), for the caller to read them again."""
+        fitter: _Fitter | None = None
+        for frame in frames:
+            if fitter is None:
+                fitter = _Fitter(frame, config, retain=True)
+            fitter.update(frame)
+        assert fitter is not None, "no training data"
+        encoder = fitter.finish()
+        return encoder, fitter.transformed(encoder)
+
     # -- transform ------------------------------------------------------------------------------
 
-    def transform(self, frame: RawFrame, with_labels: bool = True) -> EncodedData:
+    def transform(self, frame: RawFrame, with_labels: bool = True, local: dict[str, np.ndarray] | None = None) -> EncodedData:
         """Encode a frame; a column the model needs but the file lacks is a ``DataError``. A libFM/libFFM
-        frame must be read with this encoder's ``layout``."""
+        frame must be read with this encoder's ``layout``. ``local``: the field-local ids of categorical
+        columns, found already (``fit_and_transform``), in place of the columns."""
+        local = local or {}
         for spec in self.fields:
-            if spec.name not in frame.columns:
+            if spec.name not in frame.columns and spec.name not in local:
                 if frame.sparse is not None:
                     raise DataError(frame.path, f"the {frame.format} features were laid out as {sorted(frame.columns)}, "
                                     f"the model reads {sorted(self.layout)}: read the file with layout=encoder.layout", line=1)
@@ -249,7 +268,7 @@ class FeatureEncoder:
         ids = np.empty((n, len(single)), dtype=id_dtype(self.num_features))
         values = np.ones((n, len(single)), dtype=np.float32)
         for j, spec in enumerate(single):
-            ids[:, j], values[:, j] = self._encode_single(frame, spec)
+            ids[:, j], values[:, j] = self._encode_single(frame, spec, local.get(spec.name))
         bags = [self._encode_multi(frame, spec) for spec in self.multi_fields]
         labels = self.task.encode_labels(frame) if with_labels and frame.labels is not None else None
         weights = read_sample_weights(frame, self.weight) if labels is not None and self.weight in frame.columns else None
@@ -263,8 +282,8 @@ class FeatureEncoder:
             value_fields = None  # e.g. a libFM chunk with weights where the first chunk had none
         return EncodedData(ids=ids, values=values, bags=bags, labels=labels, value_fields=value_fields, weights=weights)
 
-    def _encode_single(self, frame: RawFrame, spec: FieldSpec) -> tuple[np.ndarray, np.ndarray]:
-        column = frame.columns[spec.name]
+    def _encode_single(self, frame: RawFrame, spec: FieldSpec, local: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        column = frame.columns.get(spec.name)
         if spec.kind == "numeric":
             x = to_float(frame, column, spec.name)
             missing = ~np.isfinite(x)
@@ -273,7 +292,7 @@ class FeatureEncoder:
                 return spec.offset + local, np.ones(len(x), dtype=np.float32)
             scaled = np.where(missing, 1.0, (signed_log(np.nan_to_num(x)) - spec.mean) / spec.std)
             return spec.offset + np.where(missing, MISSING, 1), scaled.astype(np.float32)
-        local = self._lookup(column, spec)
+        local = self._lookup(column, spec) if local is None else local
         weights = frame.weights.get(spec.name)
         value = np.ones(len(local), dtype=np.float32) if weights is None else weights.to_numpy(zero_copy_only=False).astype(np.float32)
         return spec.offset + local, value
@@ -312,16 +331,21 @@ class FeatureEncoder:
         return local
 
 
+def _bucket_ids(hashes: np.ndarray, spec: FieldSpec) -> np.ndarray:
+    """2 + the bucket of each FNV-1a 64 hash, or 1 (unseen) where the value was not frequent in training."""
+    local = RESERVED + (hashes % np.uint64(spec.hash_buckets)).astype(np.int64)
+    if spec.frequent is not None:
+        local = np.where(spec.frequent.contains(hashes), local, UNSEEN)
+    return local
+
+
 def _hashed_ids(text: pa.Array, spec: FieldSpec) -> np.ndarray:
     """Field-local ids of a hashed field (nulls get 0; the caller masks them): 2 + the value's
     bucket, or 1 (unseen) for a value that was not frequent in training."""
     encoded = pc.dictionary_encode(text)
     if len(encoded.dictionary) == 0:
         return np.zeros(len(text), dtype=np.int64)
-    hashes = fnv1a64_unique(encoded.dictionary)
-    local = RESERVED + (hashes % np.uint64(spec.hash_buckets)).astype(np.int64)
-    if spec.frequent is not None:
-        local = np.where(spec.frequent.contains(hashes), local, UNSEEN)
+    local = _bucket_ids(fnv1a64_unique(encoded.dictionary), spec)
     return local[pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False)]
 
 
@@ -359,21 +383,24 @@ def read_sample_weights(frame: RawFrame, name: str) -> np.ndarray:
 
 
 # Per-chunk value counts wait until they reach this many rows (or a quarter of the merged table)
-# before one group-by merges them: re-aggregating the growing table after every chunk made the
-# merges quadratic in the number of chunks (1M Criteo-shaped rows in 16 chunks: fit 3.55 s
-# merging every chunk, 2.95 s with this rule). Pending counts hold at most ~1/4 more memory.
+# before one merge adds them in (``HashedCounts``): re-aggregating the growing table after every
+# chunk made the merges quadratic in the number of chunks (1M Criteo-shaped rows in 16 chunks: fit
+# 3.55 s merging every chunk, 2.95 s with this rule). Pending counts hold at most ~1/4 more memory.
 MERGE_COUNTS_ROWS = 131_072
 
 
 class _Fitter:
-    """Accumulates counts and statistics chunk by chunk, so vocabularies can be built in a stream."""
+    """Accumulates counts and statistics chunk by chunk, so vocabularies can be built in a stream.
+    With ``retain``, also what ``transform`` needs of each frame (``FeatureEncoder.fit_and_transform``)."""
 
-    def __init__(self, first: RawFrame, config: DataConfig):
+    def __init__(self, first: RawFrame, config: DataConfig, retain: bool = False):
         self.config = config
         self.kinds = resolve_kinds(first, config)
         self.notes = inference_notes(first, self.kinds, config)
-        self.counts: dict[str, pa.Table | None] = {n: None for n, k in self.kinds.items() if k != "numeric"}
-        self.pending: dict[str, list[pa.Table]] = {n: [] for n in self.counts}  # chunk counts not yet merged
+        self.counts = {n: HashedCounts(MERGE_COUNTS_ROWS, track=retain and k == "categorical")
+                       for n, k in self.kinds.items() if k != "numeric"}
+        self.retained: list[tuple[RawFrame, dict[str, RowCodes]]] | None = [] if retain else None
+        self.vocabulary_rows: dict[str, np.ndarray] = {}  # the row of the counts table of each vocabulary value
         self.moments = {n: np.zeros(3) for n, k in self.kinds.items() if k == "numeric"}
         self.samples: dict[str, list[np.ndarray]] = {n: [] for n, k in self.kinds.items() if k == "numeric"}
         self.weighted = {n: n in first.weights for n in self.kinds}
@@ -381,6 +408,7 @@ class _Fitter:
         self.labels = TaskFitter(config.task, config.positive, first.format in ("libfm", "libffm"), first.path)
 
     def update(self, frame: RawFrame) -> None:
+        codes: dict[str, RowCodes] = {}
         for name, kind in self.kinds.items():
             column = frame.columns[name]
             if kind == "numeric":
@@ -393,25 +421,45 @@ class _Fitter:
                 continue
             flat = pc.list_flatten(column) if kind == "multi" else column
             flat = flat if pa.types.is_string(flat.type) else pc.cast(flat, pa.string())
-            counts = pc.value_counts(pc.drop_null(flat)).flatten()
-            self.pending[name].append(pa.table({"value": counts[0], "count": counts[1]}))
-            merged = self.counts[name]
-            if sum(map(len, self.pending[name])) > max(MERGE_COUNTS_ROWS, len(merged) // 4 if merged else 0):
-                self._merge_counts(name)
+            chunk = ChunkCodes.of(flat)
+            placement = self.counts[name].add(chunk)
+            if kind == "categorical" and self.retained is not None:
+                codes[name] = chunk.rows(placement, hashes=self.config.hash_buckets > 0)
         self.labels.update(frame)
         self.rows += frame.num_rows
+        if self.retained is not None and frame.sparse is None:
+            rest = {name: column for name, column in frame.columns.items() if name not in codes}
+            self.retained.append((dataclasses.replace(frame, columns=rest), codes))
+        else:
+            self.retained = None  # libFM/libFFM frames are laid out by the encoder: read them again
 
-    def _merge_counts(self, name: str) -> None:
-        tables = ([self.counts[name]] if self.counts[name] is not None else []) + self.pending[name]
-        self.counts[name] = (pa.concat_tables(tables).group_by("value").aggregate([("count", "sum")])
-                             .rename_columns(["value", "count"]))
-        self.pending[name] = []
+    def transformed(self, encoder: FeatureEncoder) -> Iterator[EncodedData] | None:
+        """The retained frames encoded (and let go) one by one, or None (see ``fit_and_transform``)."""
+        if self.retained is None or any(counts.collided for counts in self.counts.values()):
+            return None
+        retained, self.retained = self.retained, None
+        specs = {spec.name: spec for spec in encoder.fields}
+        position_of_row = {}  # each counts row's vocabulary position, -1 if it was left out (min_count)
+        for name, rows in self.vocabulary_rows.items():
+            position_of_row[name] = np.full(len(self.counts[name].counts), -1, np.int64)
+            position_of_row[name][rows] = np.arange(len(rows))
+
+        def local_ids(name: str, codes: RowCodes) -> np.ndarray:
+            spec = specs[name]
+            if spec.hash_buckets:
+                return codes.take(_bucket_ids(codes.hashes, spec), MISSING)
+            position = position_of_row[name][self.counts[name].row_of(codes.placement)]
+            return codes.take(np.where(position < 0, UNSEEN, position + RESERVED), MISSING)
+
+        def encoded() -> Iterator[EncodedData]:
+            while retained:
+                frame, codes = retained.pop(0)
+                yield encoder.transform(frame, local={name: local_ids(name, c) for name, c in codes.items()})
+
+        return encoded()
 
     def finish(self) -> FeatureEncoder:
         config, specs, offset, kept_counts = self.config, [], 0, []
-        for name, pending in self.pending.items():
-            if pending:
-                self._merge_counts(name)
         ordered = [n for n, k in self.kinds.items() if k != "multi"] + [n for n, k in self.kinds.items() if k == "multi"]
         for name in ordered:
             kind = self.kinds[name]
@@ -429,9 +477,11 @@ class _Fitter:
                 else:
                     spec.size = 2
             else:
-                table = self.counts[name]
+                table = self.counts[name].table()
+                table = table.append_column("row", pa.array(np.arange(len(table), dtype=np.int64)))
                 keep = table.filter(pc.greater_equal(table["count"], config.min_count))
                 keep = keep.sort_by([("count", "descending"), ("value", "ascending")])
+                self.vocabulary_rows[name] = keep["row"].to_numpy()
                 kept_counts.append(keep["count"])
                 vocabulary = Vocabulary(keep["value"])
                 if config.hash_buckets and len(vocabulary) > config.hash_buckets:
@@ -463,7 +513,7 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
     for name, kind in kinds.items():
         column = frame.columns[name].slice(0, NOTES_LOOK_AT_ROWS)  # a whole in-memory table is one chunk
         text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
-        if kind != "categorical" or name in config.categorical or not text:
+        if kind != "categorical" or name in config.categorical or not text or all_digits(column):
             continue
         number = pc.fill_null(pc.match_substring_regex(column, NUMBER_PATTERN), True).to_numpy(zero_copy_only=False)
         bad = np.flatnonzero(~number)

@@ -84,6 +84,14 @@ def looks_float(array: pa.Array) -> bool:
     present = pc.drop_null(array)
     if len(present) == 0:
         return False
+    if all_digits(present):  # integer ids: the common case, told without the regex
+        return False
     if not pc.all(pc.match_substring_regex(present, NUMBER_PATTERN)).as_py():
         return False
     return bool(pc.any(pc.match_substring_regex(present, FLOAT_MARK)).as_py())
+
+
+def all_digits(array: pa.Array) -> bool:
+    """Every value that is not null is ASCII digits only: a number by ``NUMBER_PATTERN`` with no
+    ``FLOAT_MARK``, told by a character test that costs a small part of the regex's time."""
+    return bool(pc.all(pc.ascii_is_decimal(array)).as_py())

@@ -34,7 +34,7 @@ from deepfm.data.readers import CHUNK_BYTES, Chunk, ChunkedFile
 from deepfm.errors import DataError
 
 __all__ = ["CHUNK_BYTES", "Chunk", "ChunkedFile", "Piece", "StreamSource", "assemble", "chunk_bytes_for", "count_rows",
-           "encode_file", "fit_streaming", "rank_share", "should_stream"]
+           "encode_file", "fit_and_encode", "fit_streaming", "rank_share", "should_stream"]
 
 Piece = tuple[int, int, int]  # (chunk, first, stop): rows first..stop-1 of a chunk's kept rows
 
@@ -57,6 +57,23 @@ def fit_streaming(file: ChunkedFile | ChunkedFiles, config: DataConfig, progress
 
     encoder = FeatureEncoder.fit(counted(), config)
     return encoder, rows
+
+
+def fit_and_encode(file: ChunkedFile | ChunkedFiles, config: DataConfig,
+                   progress: bool = False) -> tuple[FeatureEncoder, list[int], EncodedData]:
+    """``fit_streaming`` and ``encode_file`` in one reading pass where the encoder can keep each chunk's
+    columns as codes of its values (``FeatureEncoder.fit_and_transform``); otherwise in two."""
+    rows: list[int] = []
+
+    def counted() -> Iterator[RawFrame]:
+        for frame in with_progress(file.frames(), file, "reading", progress):
+            rows.append(frame.num_rows)
+            yield frame
+
+    encoder, parts = FeatureEncoder.fit_and_transform(counted(), config)
+    if parts is None:
+        return encoder, rows, encode_file(file, encoder, rows, progress=progress)
+    return encoder, rows, assemble(parts, sum(rows), encoder, file.path)
 
 
 def count_rows(file: ChunkedFile | ChunkedFiles, progress: bool = False) -> list[int]:

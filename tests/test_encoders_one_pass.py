@@ -1,0 +1,133 @@
+"""Fitting and encoding a file in one reading pass gives the ids of fitting and then encoding it,
+which are the id rules themselves: a vocabulary of the values seen ``min_count`` times in id order
+(most frequent first, ties by value), 0 missing, 1 unseen or rare; hashed fields by bucket."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+import deepfm.data.counting as counting
+import deepfm.data.encoders as encoders
+from deepfm.config import DataConfig
+from deepfm.data.counting import ChunkCodes, HashedCounts
+from deepfm.data.encoders import MISSING, UNSEEN, FeatureEncoder
+from deepfm.data.readers import ChunkedFile
+from deepfm.data.stream import encode_file, fit_and_encode, fit_streaming
+
+
+def long_tail(rows: int, seed: int = 0) -> dict[str, list]:
+    """Columns of a long tail (most values once or twice), a few recurring values with gaps, numbers and tag sets."""
+    rng = np.random.default_rng(seed)
+    tail = rng.zipf(1.3, rows) % 5000
+    few = rng.integers(0, 12, rows)
+    return {
+        "label": rng.integers(0, 2, rows).tolist(),
+        "tail": [str(v) for v in tail],
+        "few": [None if v == 0 else f"v{v}" for v in few],
+        "price": [f"{v:.2f}" for v in rng.random(rows) * 10],
+        "tags": ["|".join(f"t{t}" for t in rng.integers(0, 30, rng.integers(0, 3))) or None for _ in range(rows)],
+    }
+
+
+def reference_ids(values: list, train: list, min_count: int) -> np.ndarray:
+    """Field-local ids by the rules, from Python's Counter over the whole training column."""
+    counts = Counter(v for v in train if v is not None)
+    kept = sorted((v for v, c in counts.items() if c >= min_count), key=lambda v: (-counts[v], v.encode()))
+    position = {v: i for i, v in enumerate(kept)}
+    return np.array([MISSING if v is None else position[v] + 2 if v in position else UNSEEN for v in values])
+
+
+@pytest.fixture
+def chunked(write_table, monkeypatch):
+    """A training file of many small chunks, counted with merges after every few of them."""
+    monkeypatch.setattr(encoders, "MERGE_COUNTS_ROWS", 300)
+    columns = long_tail(4000)
+    path = write_table("train.csv", columns)
+    return columns, lambda: ChunkedFile(path, multi=("tags",), chunk_bytes=4 << 10)
+
+
+def two_passes(file: ChunkedFile, config: DataConfig):
+    encoder, rows = fit_streaming(file, config)
+    return encoder, encode_file(file, encoder, rows)
+
+
+@pytest.mark.parametrize("min_count", [1, 3])
+def test_two_passes_follow_the_id_rules(chunked, min_count):
+    columns, file = chunked
+    assert len(file().chunks()) > 10
+    encoder, data = two_passes(file(), DataConfig(multi=("tags",), min_count=min_count))
+    for j, name in enumerate(["tail", "few"]):
+        local = data.ids[:, j] - encoder.fields[j].offset
+        np.testing.assert_array_equal(local, reference_ids(columns[name], columns[name], min_count))
+
+
+@pytest.mark.parametrize("options", [{}, {"min_count": 3}, {"hash_buckets": 100}, {"hash_buckets": 100, "min_count": 2}])
+def test_one_pass_encodes_as_two_passes(chunked, options):
+    _, file = chunked
+    config = DataConfig(multi=("tags",), **options)
+    encoder, data = two_passes(file(), config)
+    encoder_once, _, data_once = fit_and_encode(file(), config)
+    assert encoder_once.to_dict() == encoder.to_dict()
+    assert options.get("hash_buckets") is None or encoder.fields[0].hash_buckets == 100
+    np.testing.assert_array_equal(data_once.ids, data.ids)
+    np.testing.assert_array_equal(data_once.values, data.values)
+    np.testing.assert_array_equal(data_once.labels, data.labels)
+    for bag, bag_once in zip(data.bags, data_once.bags):
+        np.testing.assert_array_equal(bag_once.offsets, bag.offsets)
+        np.testing.assert_array_equal(bag_once.ids, bag.ids)
+
+
+def test_values_unseen_in_training_stay_unseen(chunked, write_table):
+    _, file = chunked
+    encoder, _, _ = fit_and_encode(file(), DataConfig(multi=("tags",)))
+    other = long_tail(500, seed=1) | {"tail": ["never-seen"] * 499 + [None]}
+    valid = encoder.transform(ChunkedFile(write_table("valid.csv", other), multi=("tags",)).whole())
+    assert (valid.ids[:-1, 0] - encoder.fields[0].offset == UNSEEN).all()
+    assert valid.ids[-1, 0] - encoder.fields[0].offset == MISSING
+
+
+def weak_hash(strings: pa.Array) -> np.ndarray:
+    """A hash that makes every field of more than 7 values collide."""
+    return np.array([len(s) % 7 for s in strings.to_pylist()], dtype=np.uint64)
+
+
+def test_values_that_share_a_hash_are_counted_apart(monkeypatch):
+    monkeypatch.setattr(counting, "fnv1a64_unique", weak_hash)
+    counts = HashedCounts(merge_rows=4)
+    chunks = [["a", "bb", "a", None, "cc"], ["bb", "dd", "eeeeeee", "a"], ["h", "cc", "cc"]]
+    for chunk in chunks:
+        counts.add(ChunkCodes.of(pa.array(chunk, pa.string())))
+    table = counts.table()
+    assert counts.collided
+    assert dict(zip(table["value"].to_pylist(), table["count"].to_pylist())) == Counter(
+        v for chunk in chunks for v in chunk if v is not None)
+
+
+def test_a_field_with_colliding_values_is_read_again(chunked, monkeypatch):
+    _, file = chunked
+    config = DataConfig(multi=("tags",), min_count=2)
+    encoder, data = two_passes(file(), config)
+    monkeypatch.setattr(counting, "fnv1a64_unique", weak_hash)
+    reads = []
+    frames = ChunkedFile.frames
+    monkeypatch.setattr(ChunkedFile, "frames", lambda self, *a, **k: reads.append(1) or frames(self, *a, **k))
+    encoder_once, _, data_once = fit_and_encode(file(), config)
+    assert len(reads) == 2
+    assert encoder_once.to_dict() == encoder.to_dict()
+    np.testing.assert_array_equal(data_once.ids, data.ids)
+
+
+def test_the_digit_test_agrees_with_the_number_pattern_on_integers():
+    from deepfm.data.frame import FLOAT_MARK, NUMBER_PATTERN, all_digits
+
+    for value in ["007", "12", " 3", "+1", "", "1.5", "1e3", "٣", "nan", "x1"]:
+        column = pa.array([value, "42", None])
+        by_pattern = pc.all(pc.match_substring_regex(column, NUMBER_PATTERN)).as_py() and not pc.any(
+            pc.match_substring_regex(column, FLOAT_MARK)).as_py()
+        assert not all_digits(column) or by_pattern, value
+        assert all_digits(column) == (value.isascii() and value.isdigit()), value
