@@ -2,7 +2,7 @@
 
     python benchmarks/stream_curve.py --train benchmarks/.data/big-9400000.csv --test benchmarks/.data/test.csv \\
         [--config benchmarks/stream_ranks.toml] [--seed 7] [--every-rows 1000000] [--set training.lr=0.003] \\
-        [--encoder-cache /tmp/big-9400000.encoder.json] [--threads 2] [--out curve.json]
+        [--encoder-cache /tmp/big-9400000.encoder.json] [--max-rows 5000000] [--threads 2] [--out curve.json]
 
 Trains ``--config`` as ``deepfm train --stream`` does in one process (the same encoder, the task's
 and the data's defaults, the starting weights of the seed, the batches of epoch 1), and every
@@ -15,6 +15,7 @@ deviation over the test rows) of the model's three terms: first-order, FM pairwi
 
 ``--encoder-cache`` keeps the fitted encoder and each chunk's row count in a JSON file, so that
 runs after the first skip the streamed fit (it depends only on the file and the data settings).
+``--max-rows`` stops after the point at or past that many rows (the start of a longer run's curve).
 ``--set SECTION.KEY=VALUE`` overrides the config (VALUE as JSON, else a string), one change per flag.
 """
 
@@ -58,8 +59,10 @@ class Segments:
         self.rows_per_chunk = source.rows_per_chunk
         self._batches: Iterator[EncodedData] | None = None
 
-    def count(self, batch_size: int) -> int:
-        return -(-self.source.steps_per_epoch(batch_size) // self.steps)
+    def count(self, batch_size: int, max_rows: int | None = None) -> int:
+        """Segments in the epoch (those up to ``max_rows`` rows)."""
+        whole = -(-self.source.steps_per_epoch(batch_size) // self.steps)
+        return whole if max_rows is None else min(whole, -(-max_rows // (self.steps * batch_size)))
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.steps
@@ -120,6 +123,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(Path(__file__).resolve().parent / "stream_ranks.toml"))
     parser.add_argument("--seed", type=int)
     parser.add_argument("--every-rows", type=int, default=1_000_000)
+    parser.add_argument("--max-rows", type=int, help="stop at the first point with at least this many rows")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--encoder-cache")
     parser.add_argument("--threads", type=int, default=2)
@@ -152,7 +156,7 @@ def main() -> None:
         points.append(point)
         print(json.dumps(point), file=sys.stderr, flush=True)
 
-    training = cfg.training.model_copy(update={"epochs": segments.count(batch), "patience": 0,
+    training = cfg.training.model_copy(update={"epochs": segments.count(batch, args.max_rows), "patience": 0,
                                                   "lr_schedule": "none"})  # segments are not epochs: never reload
     result = Trainer(est.model, est.encoder.task, training, progress=False, on_epoch=record).fit(segments, valid=test)
     summary = {"train": args.train, "test": args.test, "config": args.config, "overrides": overrides,
