@@ -126,6 +126,8 @@ def main() -> None:
         summary["samples_per_s_ratio_2proc_over_1proc"] = round(
             two["train"]["train_samples_per_s"] / one["train"]["train_samples_per_s"], 3)
         summary["test_auc_2proc_minus_1proc"] = round(two["test"]["auc"] - one["test"]["auc"], 5)
+    summary["others_share_of_cores"] = {label: r["budget"].get("cpu", {}).get("others_share_of_cores")
+                                        for label, r in runs.items()}  # near 0: a quiet run
     single = [r["test"]["auc"] for label, r in runs.items() if label.startswith("1 process") and r.get("test")]
     if len(single) > 1:
         summary["test_auc_spread_1proc_seeds"] = round(max(single) - min(single), 5)
