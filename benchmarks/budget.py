@@ -137,10 +137,10 @@ def machine_cpu_s() -> tuple[float, float]:
     return (user + nice + system + irq + softirq + steal) / tick, iowait / tick
 
 
-def children_cpu_s() -> float:
-    """User and system CPU seconds of this process's waited-for children (and theirs)."""
+def children_usage() -> tuple[float, int]:
+    """(user and system CPU seconds, major page faults) of this process's waited-for children (and theirs)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime, usage.ru_majflt
 
 
 def self_cpu_s() -> float:
@@ -148,14 +148,17 @@ def self_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def cpu_summary(wall: float, machine: tuple[float, float], command_s: float, monitor_s: float) -> dict:
+def cpu_summary(wall: float, machine: tuple[float, float], command: tuple[float, int], monitor_s: float) -> dict:
     """What the command and everything else on the machine used of its cores during ``wall`` seconds
-    (``machine``: the busy and I/O-wait seconds over the run, ``monitor_s``: this script's own)."""
+    (``machine``: the busy and I/O-wait seconds over the run; ``command``: the command's CPU seconds and
+    major page faults, i.e. pages read from disk, the file's or its libraries' code; ``monitor_s``: this
+    script's own CPU seconds)."""
+    command_s, major_faults = command
     cores = os.cpu_count() or 1
     others = max(0.0, machine[0] - command_s - monitor_s)
     return {"cores": cores, "command_cpu_s": round(command_s, 1), "others_cpu_s": round(others, 1),
             "others_share_of_cores": round(others / (wall * cores), 3) if wall else None,
-            "iowait_s": round(machine[1], 1)}
+            "iowait_s": round(machine[1], 1), "command_major_faults": major_faults}
 
 
 def descendants(pid: int) -> list[int]:
@@ -233,7 +236,7 @@ def main() -> None:
         (launcher.path / "cgroup.procs").write_text(str(os.getpid()))
 
     began = time.monotonic()
-    machine_before, children_before, self_before = machine_cpu_s(), children_cpu_s(), self_cpu_s()
+    machine_before, children_before, self_before = machine_cpu_s(), children_usage(), self_cpu_s()
     child = subprocess.Popen(command, preexec_fn=enter)
     samples: list[tuple[float, float]] = []
     by_process: dict[int, float] = {}  # each process's peak (a launcher and its ranks apart)
@@ -253,7 +256,8 @@ def main() -> None:
         wall = time.monotonic() - began
         machine_after = machine_cpu_s()
         cpu = cpu_summary(wall, (machine_after[0] - machine_before[0], machine_after[1] - machine_before[1]),
-                          children_cpu_s() - children_before, self_cpu_s() - self_before)
+                          tuple(after - before for after, before in zip(children_usage(), children_before)),
+                          self_cpu_s() - self_before)
         cgroup_peak, oom_killed = group.peak(), group.oom_kills() > 0 or any(r.oom_kills() for r in ranks.values())
         workers = {str(rank): {"limit_mb": args.worker_limit_mb, **ranks[rank].summary(), "peak_rss_mb": round(
                    max((by_process.get(p, 0.0) for p in ranks[rank].members), default=0.0), 1)} for rank in sorted(ranks)}

@@ -82,3 +82,4 @@ def test_the_commands_cpu_time_is_recorded_apart_from_the_rest_of_the_machines(t
     cpu = json.loads(out.read_text())["cpu"]
     assert cpu["command_cpu_s"] >= 0.6 and cpu["cores"] == os.cpu_count()
     assert cpu["others_cpu_s"] >= 0 and 0 <= cpu["others_share_of_cores"] <= 1 and cpu["iowait_s"] >= 0
+    assert cpu["command_major_faults"] >= 0
