@@ -22,6 +22,11 @@ joins its rank's group again. Each rank's cgroup peak (with page cache), peak of
 The resident set counts pages of shared libraries (torch's are ~140 MB) that were loaded into
 the page cache before and are charged to another cgroup, so a process may show more RSS than the
 limit it runs under; what the limit bounds is the memory charged to this cgroup.
+The machine's CPU time during the run is recorded beside the command's (its process tree's user
+and system time): ``others_cpu_s`` is what everything else on the machine used meanwhile, so a
+"quiet" run can be told from one that shared the cores (on 2 cores, one busy neighbour slows a
+2-thread PyTorch process far more than by half: its threads wait for each other).
+
 Needs permission to create cgroups (root in this container); without it the run is refused
 rather than reported as enforced.
 """
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -123,6 +129,38 @@ class Cgroup:
         self.path.rmdir()
 
 
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, I/O wait) CPU seconds of the whole machine since boot, all cores (``/proc/stat``)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / tick, iowait / tick
+
+
+def children_usage() -> tuple[float, int]:
+    """(user and system CPU seconds, major page faults) of this process's waited-for children (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime, usage.ru_majflt
+
+
+def self_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_summary(wall: float, machine: tuple[float, float], command: tuple[float, int], monitor_s: float) -> dict:
+    """What the command and everything else on the machine used of its cores during ``wall`` seconds
+    (``machine``: the busy and I/O-wait seconds over the run; ``command``: the command's CPU seconds and
+    major page faults, i.e. pages read from disk, the file's or its libraries' code; ``monitor_s``: this
+    script's own CPU seconds)."""
+    command_s, major_faults = command
+    cores = os.cpu_count() or 1
+    others = max(0.0, machine[0] - command_s - monitor_s)
+    return {"cores": cores, "command_cpu_s": round(command_s, 1), "others_cpu_s": round(others, 1),
+            "others_share_of_cores": round(others / (wall * cores), 3) if wall else None,
+            "iowait_s": round(machine[1], 1), "command_major_faults": major_faults}
+
+
 def descendants(pid: int) -> list[int]:
     """``pid``'s processes below it (children, their children, ...)."""
     found, stack = [], [pid]
@@ -198,6 +236,7 @@ def main() -> None:
         (launcher.path / "cgroup.procs").write_text(str(os.getpid()))
 
     began = time.monotonic()
+    machine_before, children_before, self_before = machine_cpu_s(), children_usage(), self_cpu_s()
     child = subprocess.Popen(command, preexec_fn=enter)
     samples: list[tuple[float, float]] = []
     by_process: dict[int, float] = {}  # each process's peak (a launcher and its ranks apart)
@@ -215,6 +254,10 @@ def main() -> None:
                 next_sample = now + 1.0
             time.sleep(WORKER_POLL_S if args.worker_limit_mb else 1.0)
         wall = time.monotonic() - began
+        machine_after = machine_cpu_s()
+        cpu = cpu_summary(wall, (machine_after[0] - machine_before[0], machine_after[1] - machine_before[1]),
+                          tuple(after - before for after, before in zip(children_usage(), children_before)),
+                          self_cpu_s() - self_before)
         cgroup_peak, oom_killed = group.peak(), group.oom_kills() > 0 or any(r.oom_kills() for r in ranks.values())
         workers = {str(rank): {"limit_mb": args.worker_limit_mb, **ranks[rank].summary(), "peak_rss_mb": round(
                    max((by_process.get(p, 0.0) for p in ranks[rank].members), default=0.0), 1)} for rank in sorted(ranks)}
@@ -234,12 +277,14 @@ def main() -> None:
         if after_start else None,
         "cgroup_peak_mb_incl_page_cache": round(cgroup_peak, 1) if cgroup_peak is not None else None,
         "anon_peak_mb": round(group.anon_peak / 2**20, 1),
+        "cpu": cpu, "loadavg_end": os.getloadavg()[0],
         "peak_rss_mb_by_process": sorted((round(mb, 1) for mb in by_process.values()), reverse=True),
         **({"workers": workers} if args.worker_limit_mb else {}),
     }
     verdict = "killed at the limit (out of memory)" if oom_killed else f"exit {child.returncode}"
     print(f"budget: {verdict}; limit {args.limit_mb} MB, peak RSS {summary['peak_rss_mb']} MB, "
-          f"cgroup peak {summary['cgroup_peak_mb_incl_page_cache']} MB, {wall:.0f} s", file=sys.stderr)
+          f"cgroup peak {summary['cgroup_peak_mb_incl_page_cache']} MB, {wall:.0f} s; CPU: command {cpu['command_cpu_s']} s, "
+          f"others on the machine {cpu['others_cpu_s']} s ({cpu['others_share_of_cores']:.0%} of its cores)", file=sys.stderr)
     for rank, worker in workers.items():
         print(f"budget: rank {rank}: limit {worker['limit_mb']} MB, anonymous peak {worker['anon_peak_mb']} MB, "
               f"cgroup peak {worker['cgroup_peak_mb_incl_page_cache']} MB, peak RSS {worker['peak_rss_mb']} MB, "

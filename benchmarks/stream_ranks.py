@@ -1,7 +1,8 @@
 """Streaming on 1 process × 2 threads against 2 processes × 1 thread, each under a memory budget.
 
     python benchmarks/stream_ranks.py --train benchmarks/.data/big-9400000.csv --test benchmarks/.data/test.csv \\
-        [--config benchmarks/stream_ranks.toml] [--limit-mb-per-process 1024] [--extra-seeds 7] [--out benchmarks/results/stream_ranks.json]
+        [--config benchmarks/stream_ranks.toml] [--limit-mb-per-process 1024] [--extra-seeds 7] [--page-cache warm]
+        [--out benchmarks/results/stream_ranks.json]
 
 Both runs train ``--config`` (one streamed epoch) with the same global batch (the config's batch
 size in one process, half of it on each of 2 ranks), under ``budget.py``: the one process gets
@@ -10,7 +11,13 @@ and both ranks together get three times that). Then each model is evaluated on `
 ``--extra-seeds`` trains the single process again with other seeds: the spread of their test AUC
 is the noise the 2-process difference is read against. Prints and writes one JSON summary: exit
 codes, each process's peak against its limit, samples/s (and their ratio), test AUC (and the
-difference); the resident set every second.
+difference); the resident set every second; the CPU time of each run and of everything else on the
+machine meanwhile (``budget.py``'s ``cpu``: a run that shared the cores is slower by more than its share).
+
+``--page-cache`` puts the training file in the same state before every run: ``warm`` (the default)
+reads it through first, so that no run reads it from disk; ``cold`` drops its pages
+(``posix_fadvise(DONTNEED)``, this file only); ``as-is`` leaves it. Each run records how much of the
+file was in the page cache when it started.
 """
 
 from __future__ import annotations
@@ -27,8 +34,37 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def run(label: str, limits: list[str], train_args: list[str], scratch: Path, test: str) -> dict:
+def resident_mb(path: str) -> float | None:
+    """MB of ``path`` in the page cache (util-linux ``fincore``), or None without it."""
+    try:
+        done = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES", path],
+                              capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return round(int(done.stdout.split()[0]) / 2**20, 1)
+
+
+def set_page_cache(path: str, state: str) -> dict:
+    """Read ``path`` through (``warm``) or drop its cached pages (``cold``), or leave it (``as-is``);
+    what of it was cached before and after."""
+    before = resident_mb(path)
+    if state == "warm":
+        with open(path, "rb") as handle:
+            while handle.read(8 << 20):
+                pass
+    elif state == "cold":
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(descriptor)
+    return {"state": state, "resident_mb_before": before, "resident_mb_at_start": resident_mb(path),
+            "file_mb": round(os.path.getsize(path) / 2**20, 1)}
+
+
+def run(label: str, limits: list[str], train_args: list[str], scratch: Path, test: str, page_cache: str = "as-is") -> dict:
     out, record = scratch / label, scratch / f"{label}-budget.json"
+    cache = set_page_cache(train_args[train_args.index("--train") + 1], page_cache)
     command = [sys.executable, str(HERE / "budget.py"), *limits, "--out", str(record), "--",
                sys.executable, "-m", "deepfm", "train", *train_args, "--out", str(out), "--overwrite", "--json", "--quiet"]
     print("$ " + " ".join(command), file=sys.stderr, flush=True)
@@ -36,7 +72,8 @@ def run(label: str, limits: list[str], train_args: list[str], scratch: Path, tes
     sys.stderr.write(done.stderr[-2000:])
     budget = json.loads(record.read_text())
     samples = budget.pop("samples")  # (seconds, MB of the process tree), one a second
-    result = {"command": command, "budget": budget, "exit_code": done.returncode, "rss_samples": samples}
+    result = {"command": command, "page_cache": cache, "budget": budget, "exit_code": done.returncode,
+              "rss_samples": samples}
     if done.returncode == 0:
         result["train"] = json.loads(done.stdout.strip().splitlines()[-1])
         evaluated = subprocess.run([sys.executable, "-m", "deepfm", "evaluate", str(out), test, "--json"],
@@ -64,6 +101,8 @@ def main() -> None:
     parser.add_argument("--extra-seeds", type=int, nargs="*", default=[],
                         help="also run the single process with these seeds: the spread of their test AUC is "
                              "the noise the 2-process difference is measured against")
+    parser.add_argument("--page-cache", choices=["warm", "cold", "as-is"], default="warm",
+                        help="the training file's state before every run: read through, dropped or left")
     parser.add_argument("--out", help="write the summary here (JSON)")
     args = parser.parse_args()
     batch = tomllib.loads(Path(args.config).read_text())["training"]["batch_size"]
@@ -72,14 +111,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="stream-ranks-") as scratch:
         runs = {
             "1 process x 2 threads": run("one", ["--limit-mb", str(limit)], [*common, "--threads", "2"], Path(scratch),
-                                         args.test),
+                                         args.test, args.page_cache),
             "2 processes x 1 thread": run("two", ["--limit-mb", str(3 * limit), "--worker-limit-mb", str(limit)],
                                           [*common, "--nproc", "2", "--threads", "1", "--batch-size", str(batch // 2)],
-                                          Path(scratch), args.test),
+                                          Path(scratch), args.test, args.page_cache),
         }
         for seed in args.extra_seeds:
             runs[f"1 process x 2 threads, seed {seed}"] = run(f"one-seed{seed}", ["--limit-mb", str(limit)], [
-                *common, "--threads", "2", "--seed", str(seed)], Path(scratch), args.test)
+                *common, "--threads", "2", "--seed", str(seed)], Path(scratch), args.test, args.page_cache)
     one, two = list(runs.values())[:2]
     summary = {"train": args.train, "bytes": os.path.getsize(args.train), "runs": runs,
                "per_process_mb": per_process(one, two, limit)}
@@ -87,6 +126,8 @@ def main() -> None:
         summary["samples_per_s_ratio_2proc_over_1proc"] = round(
             two["train"]["train_samples_per_s"] / one["train"]["train_samples_per_s"], 3)
         summary["test_auc_2proc_minus_1proc"] = round(two["test"]["auc"] - one["test"]["auc"], 5)
+    summary["others_share_of_cores"] = {label: r["budget"].get("cpu", {}).get("others_share_of_cores")
+                                        for label, r in runs.items()}  # near 0: a quiet run
     single = [r["test"]["auc"] for label, r in runs.items() if label.startswith("1 process") and r.get("test")]
     if len(single) > 1:
         summary["test_auc_spread_1proc_seeds"] = round(max(single) - min(single), 5)

@@ -71,3 +71,15 @@ def test_a_worker_over_its_own_limit_is_killed_though_the_whole_budget_has_room(
     code, summary = _budget(tmp_path, [40, 300], worker_limit_mb=200)
     assert code != 0 and summary["oom_killed"]
     assert summary["workers"]["1"]["oom_kills"] == 1 and summary["workers"]["0"]["oom_kills"] == 0
+
+
+def test_the_commands_cpu_time_is_recorded_apart_from_the_rest_of_the_machines(tmp_path):
+    out = tmp_path / "budget.json"
+    burn = "import time; end = time.process_time() + 0.6\nwhile time.process_time() < end: pass"
+    done = subprocess.run([sys.executable, str(BUDGET), "--limit-mb", "256", "--out", str(out), "--",
+                           sys.executable, "-c", burn], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    cpu = json.loads(out.read_text())["cpu"]
+    assert cpu["command_cpu_s"] >= 0.6 and cpu["cores"] == os.cpu_count()
+    assert cpu["others_cpu_s"] >= 0 and 0 <= cpu["others_share_of_cores"] <= 1 and cpu["iowait_s"] >= 0
+    assert cpu["command_major_faults"] >= 0
