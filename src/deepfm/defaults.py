@@ -126,7 +126,7 @@ _FM_CLICKS = {"embed_dim": 64, "optimizer": "adagrad", "embed_reg": "occurrences
 _FM_CLASSES = {"embed_dim": 10, "optimizer": "adam", "embed_reg": "rows", "lr": 3e-2, "embed_l2": 1e-4,
                "batch_size": 4096}
 _FM_RATINGS = {"embed_dim": 64, "optimizer": "adagrad", "embed_reg": "occurrences", "lr": 0.03, "embed_l2": 0.1,
-               "linear_l2": 0.01, "lr_schedule": "plateau", "patience": 3, "refit": "held-out"}
+               "linear_l2": 0.01, "lr_schedule": "plateau", "patience": 3, "refit": "held-out", "epochs": 80}
 _DEEPFM_CLASSES = {"embed_reg": "occurrences", "embed_l2": 1e-2}
 _DEEPFM_CLICKS = _DEEPFM_CLASSES | {"embed_dim": 64, "lr": 1e-2, "dense_lr": 1e-3}
 TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
