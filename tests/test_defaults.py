@@ -26,6 +26,20 @@ def test_fm_on_clicks_and_on_ratings_differ_only_where_the_suite_showed_it():
     assert (ratings.model.embed_dim, ratings.training.optimizer, ratings.training.embed_reg) == (64, "adagrad", "occurrences")
 
 
+def test_fm_on_ratings_trains_up_to_80_epochs_and_every_other_model_and_task_keeps_20():
+    fm = build_config({"model": {"name": "fm"}})
+    assert with_task_defaults(fm, "regression").training.epochs == 80
+    for task in ("binary", "multiclass", "ordinal"):
+        assert with_task_defaults(fm, task).training.epochs == 20
+    for model in ("lr", "deepfm", "fnn"):
+        assert with_task_defaults(build_config({"model": {"name": model}}), "regression").training.epochs == 20
+
+
+def test_the_users_epochs_win_over_fms_ratings_cap():
+    config = build_config({"model": {"name": "fm"}, "training": {"epochs": 20}})
+    assert with_task_defaults(config, "regression").training.epochs == 20
+
+
 def test_models_without_task_defaults_are_unchanged():
     config = build_config({"model": {"name": "deepfm"}})
     assert with_task_defaults(config, "regression") == config
