@@ -159,9 +159,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                         "(--stream alone: on; auto: when the encoded file would take over half the free memory)")
     p.add_argument("--chunk-rows", type=int, help="rows per chunk when reading chunk by chunk")
     p.add_argument("--shuffle-window", type=int, help="streaming: chunks whose rows are shuffled together")
-    p.add_argument("--epochs", type=int,
-                   help="most passes over the training rows; early stopping may end sooner (default 20; FM on "
-                        "ratings 80: deepfm.defaults.TASK_DEFAULTS)")
+    p.add_argument("--epochs", type=int)
     p.add_argument("--solver", choices=["gradient", "mcmc", "als"],
                    help="gradient: minibatch training (every model); mcmc: Bayesian FM by Gibbs sampling (libFM's MCMC: "
                         "no learning rate or L2 to tune; regression, binary, ordinal); als: alternating least squares "
