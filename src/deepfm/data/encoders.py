@@ -227,13 +227,7 @@ class FeatureEncoder:
     @classmethod
     def fit(cls, frames: Iterable[RawFrame], config: DataConfig) -> "FeatureEncoder":
         """Learn field kinds, vocabularies and numeric statistics from training frames (one pass)."""
-        fitter: _Fitter | None = None
-        for frame in frames:
-            if fitter is None:
-                fitter = _Fitter(frame, config)
-            fitter.update(frame)
-        assert fitter is not None, "no training data"
-        return fitter.finish()
+        return _Fitter.over(frames, config).finish()
 
     @classmethod
     def fit_and_transform(cls, frames: Iterable[RawFrame], config: DataConfig) -> tuple["FeatureEncoder", Iterator[EncodedData] | None]:
@@ -241,12 +235,7 @@ class FeatureEncoder:
         the chunk's distinct values, the other columns as they are), so the frames need not be read
         again: the encoder and the frames encoded, one at a time, or None where that cannot be done
         (libFM/libFFM frames; a field with two values of one hash), for the caller to read them again."""
-        fitter: _Fitter | None = None
-        for frame in frames:
-            if fitter is None:
-                fitter = _Fitter(frame, config, retain=True)
-            fitter.update(frame)
-        assert fitter is not None, "no training data"
+        fitter = _Fitter.over(frames, config, retain=True)
         encoder = fitter.finish()
         return encoder, fitter.transformed(encoder)
 
@@ -407,6 +396,17 @@ class _Fitter:
         self.rows = 0
         self.labels = TaskFitter(config.task, config.positive, first.format in ("libfm", "libffm"), first.path)
 
+    @classmethod
+    def over(cls, frames: Iterable[RawFrame], config: DataConfig, retain: bool = False) -> "_Fitter":
+        """A fitter updated with every frame of ``frames`` (the first one decides the field kinds)."""
+        fitter: _Fitter | None = None
+        for frame in frames:
+            if fitter is None:
+                fitter = cls(frame, config, retain)
+            fitter.update(frame)
+        assert fitter is not None, "no training data"
+        return fitter
+
     def update(self, frame: RawFrame) -> None:
         codes: dict[str, RowCodes] = {}
         for name, kind in self.kinds.items():
@@ -452,8 +452,9 @@ class _Fitter:
             return codes.take(np.where(position < 0, UNSEEN, position + RESERVED), MISSING)
 
         def encoded() -> Iterator[EncodedData]:
+            retained.reverse()  # popped from the end: first frame first, each let go once encoded
             while retained:
-                frame, codes = retained.pop(0)
+                frame, codes = retained.pop()
                 yield encoder.transform(frame, local={name: local_ids(name, c) for name, c in codes.items()})
 
         return encoded()
