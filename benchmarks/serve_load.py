@@ -210,7 +210,8 @@ class Server:
         self.process.wait(timeout=30)
 
 
-async def _scenario(url: str, bodies: list[bytes], connections: int, requests: int, seconds: float) -> dict:
+async def _httpx_scenario(url: str, bodies: list[bytes], connections: int, requests: int, seconds: float) -> dict:
+    """The first client: httpx, whose connections open as the timed requests need them."""
     latencies: list[float] = []
     errors = 0
     sent = 0
@@ -233,6 +234,67 @@ async def _scenario(url: str, bodies: list[bytes], connections: int, requests: i
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(connections)))
         elapsed = time.perf_counter() - began
+    return _summary(latencies, errors, elapsed)
+
+
+async def _raw_scenario(url: str, bodies: list[bytes], connections: int, requests: int, seconds: float) -> dict:
+    """A light client: ``connections`` keep-alive sockets (asyncio streams, uvloop where installed), each opened and
+    used once before the clock starts, sending prebuilt HTTP/1.1 requests and reading each answer by its
+    Content-Length: a few microseconds of client CPU per request where httpx takes a millisecond or more."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    prebuilt = [b"POST /predict HTTP/1.1\r\nhost: %b\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
+                % (host.encode(), len(body), body) for body in bodies]
+    streams = [await asyncio.open_connection(host, int(port)) for _ in range(connections)]
+
+    async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bool:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        at = head.lower().index(b"content-length:") + 15
+        await reader.readexactly(int(head[at : head.index(b"\r\n", at)]))
+        return head[9:12] == b"200"
+
+    await asyncio.gather(*(exchange(r, w, prebuilt[i % len(prebuilt)]) for i, (r, w) in enumerate(streams)))
+    latencies: list[float] = []
+    errors = sent = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent, errors
+        while sent < requests and time.perf_counter() < deadline:
+            request = prebuilt[sent % len(prebuilt)]
+            sent += 1
+            began = time.perf_counter()
+            ok = await exchange(reader, writer, request)
+            latencies.append(time.perf_counter() - began)
+            errors += not ok
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker(r, w) for r, w in streams))
+    elapsed = time.perf_counter() - began
+    for _, writer in streams:
+        writer.close()
+    return _summary(latencies, errors, elapsed)
+
+
+CLIENTS = {"httpx": _httpx_scenario, "raw": _raw_scenario}
+
+
+def _scenario(client: str, url: str, bodies: list[bytes], connections: int, requests: int, seconds: float) -> dict:
+    """One scenario's timed requests by ``client`` (of ``CLIENTS``), on a fresh event loop (the raw client's: uvloop)."""
+    loop = asyncio.new_event_loop()
+    if client == "raw":
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            loop.close()
+            loop = uvloop.new_event_loop()
+    try:
+        return loop.run_until_complete(CLIENTS[client](url, bodies, connections, requests, seconds))
+    finally:
+        loop.close()
+
+
+def _summary(latencies: list[float], errors: int, elapsed: float) -> dict:
     ordered = sorted(latencies)
     return {
         "requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
@@ -264,6 +326,8 @@ def main() -> None:
                         help="untimed requests each server answers before a scenario's timed rounds")
     parser.add_argument("--client-cpus", help="run the client on these CPUs (e.g. 0 or 0-1); default: any")
     parser.add_argument("--server-cpus", help="run the servers and offline prediction on these CPUs; default: any")
+    parser.add_argument("--client", choices=CLIENTS, default="httpx",
+                        help="httpx (the first runs' client) or raw: prebuilt requests on asyncio streams, far less client CPU")
     parser.add_argument("--columnar", action="store_true", help='send {"columns": ...} bodies instead of {"rows": ...}')
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--scenarios", default=",".join(f"{r}x{c}" for r, c in SCENARIOS),
@@ -299,12 +363,12 @@ def main() -> None:
                 runs: dict[str, list[dict]] = {mode: [] for mode in modes}
                 served = {mode: [0, 0] for mode in modes}  # forward passes, rows during this scenario
                 for server in servers.values():  # untimed: every server warm before the first timed round
-                    asyncio.run(_scenario(server.url, bodies, connections, args.warmup, args.seconds))
+                    _scenario(args.client, server.url, bodies, connections, args.warmup, args.seconds)
                 for _ in range(args.repeats):  # modes interleaved, so that load from other jobs hits them alike
                     for mode, server in servers.items():
                         before = httpx.get(f"{server.url}/metadata").json()["served"]
                         cpu = _cpu_seconds(server.process.pid)
-                        run = asyncio.run(_scenario(server.url, bodies, connections, args.requests, args.seconds))
+                        run = _scenario(args.client, server.url, bodies, connections, args.requests, args.seconds)
                         if cpu is not None:  # per request, the warm-up requests (one per connection) included
                             run["server_cpu_ms_per_request"] = round(
                                 1e3 * (_cpu_seconds(server.process.pid) - cpu) / (run["requests"] + connections), 3)
@@ -327,7 +391,7 @@ def main() -> None:
         r["of_offline"] = round(r["rows_per_s"] / offline, 2)
     print(f"\noffline predict: {offline:,.0f} rows/s from the file ({offline_figures['forward']:,.0f} rows/s forward "
           f"passes alone); load average before {load_before}, after {os.getloadavg()}; workers: {args.workers}; "
-          f"body: {'columns' if args.columnar else 'rows'}; client CPUs: {args.client_cpus or 'any'}, server CPUs: {args.server_cpus or 'any'}")
+          f"body: {'columns' if args.columnar else 'rows'}; client: {args.client}; client CPUs: {args.client_cpus or 'any'}, server CPUs: {args.server_cpus or 'any'}")
     print("\n| server | rows/request | connections | requests/s | of floor | rows/s | of offline | p50 ms | p99 ms "
           "| server CPU ms/request | rows per forward pass | requests | errors |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -341,7 +405,7 @@ def main() -> None:
                                                "offline_forward_rows_per_s": offline_figures["forward"],
                                                "load_average": {"before": load_before, "after": os.getloadavg()},
                                                "command": sys.argv[1:], "workers": args.workers, "threads": args.threads,
-                                               "columnar": args.columnar, "client_cpus": args.client_cpus,
+                                               "columnar": args.columnar, "client": args.client, "client_cpus": args.client_cpus,
                                                "server_cpus": args.server_cpus, "warmup": args.warmup,
                                                "scenarios": results}, indent=1))
 
