@@ -43,6 +43,7 @@ class RequestDecoder:
             self.columnar = None
         if self.columnar is not None and not self.columnar.rest.fields:
             self.scanner = BodyScanner([spec.name for spec in encoder.single_fields], limits.max_rows)
+            self.decode(orjson.dumps({"rows": [dict.fromkeys(self.names)]}))  # the first request's one-time costs, now
 
     def decode(self, body: bytes) -> EncodedData:
         if self.scanner is not None and len(body) <= self.limits.max_bytes:
