@@ -13,7 +13,8 @@ back, load average 4-4.5; docs/production.md). In the same run:
 - the HTTP floor: an empty FastAPI endpoint on the same uvicorn that parses the same JSON (orjson)
   and returns constants, hit by the same client (``--modes floor``);
 - offline prediction of the same rows in rows/s, as ``deepfm predict`` runs it (a process set up by
-  ``deepfm.runtime``; read the CSV, encode, forward passes), and the forward passes alone;
+  ``deepfm.runtime``; read the CSV, encode, forward passes), and the forward passes alone, measured
+  before and after the servers' rounds (the ratios use the mean of the two);
 
 with every server up at once and the servers taking turns within each scenario (``--repeats``
 rounds), so that load from other jobs on the machine falls on all of them alike. Before a
@@ -356,9 +357,8 @@ def main() -> None:
         else:
             model, data = _make_model(Path(tmp))
         rows = _rows(data)
-        offline_figures = _offline_rows_per_s(model, data, cpus=server_cpus)
-        offline = offline_figures["file"]
-        print(json.dumps({"offline_predict_rows_per_s": offline_figures}), flush=True)
+        offline_runs = [_offline_rows_per_s(model, data, cpus=server_cpus)]
+        print(json.dumps({"offline_predict_rows_per_s": offline_runs[0]}), flush=True)
         results = []
         with contextlib.ExitStack() as stack:  # every server up at once; idle ones cost nothing
             servers = {mode: stack.enter_context(Server(model, mode, args.workers, args.threads, server_cpus, args.backend))
@@ -389,13 +389,18 @@ def main() -> None:
                                   rows_per_forward_pass=round(rows_served / passes, 1) if passes else None)
                     results.append(median)
                     print(json.dumps(median), flush=True)
+        offline_runs.append(_offline_rows_per_s(model, data, cpus=server_cpus))  # before and after: load moves it
+        print(json.dumps({"offline_predict_rows_per_s": offline_runs[1]}), flush=True)
+    offline_figures = {k: statistics.mean(run[k] for run in offline_runs) for k in offline_runs[0]}
+    offline = offline_figures["file"]
     floor = {(r["rows_per_request"], r["connections"]): r["requests_per_s"] for r in results if r["mode"] == "floor"}
     for r in results:
         key = (r["rows_per_request"], r["connections"])
         r["of_floor"] = round(r["requests_per_s"] / floor[key], 2) if key in floor else None
         r["of_offline"] = round(r["rows_per_s"] / offline, 2)
-    print(f"\noffline predict: {offline:,.0f} rows/s from the file ({offline_figures['forward']:,.0f} rows/s forward "
-          f"passes alone); load average before {load_before}, after {os.getloadavg()}; workers: {args.workers}; "
+    each = " and ".join(f"{run['file']:,.0f}" for run in offline_runs)
+    print(f"\noffline predict: {offline:,.0f} rows/s from the file, the mean of {each} before and after the servers' rounds "
+          f"({offline_figures['forward']:,.0f} rows/s forward passes alone); load average before {load_before}, after {os.getloadavg()}; workers: {args.workers}; "
           f"body: {'columns' if args.columnar else 'rows'}; client: {args.client}; client CPUs: {args.client_cpus or 'any'}, server CPUs: {args.server_cpus or 'any'}")
     print("\n| server | rows/request | connections | requests/s | of floor | rows/s | of offline | p50 ms | p99 ms "
           "| server CPU ms/request | rows per forward pass | requests | errors |")
@@ -408,6 +413,7 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"offline_predict_rows_per_s": offline,
                                                "offline_forward_rows_per_s": offline_figures["forward"],
+                                               "offline_runs": offline_runs,
                                                "load_average": {"before": load_before, "after": os.getloadavg()},
                                                "command": sys.argv[1:], "workers": args.workers, "threads": args.threads,
                                                "columnar": args.columnar, "client": args.client, "client_cpus": args.client_cpus,
