@@ -3,7 +3,8 @@
 Two views of the same model and bodies (the synthetic Criteo-shaped DeepFM of ``serve_load.py``, or
 ``--model DIR --data CSV``):
 
-- stages, each timed alone: orjson parse, values per field, columnar encode, tensors, forward pass
+- stages, each timed alone: the general path (orjson parse, values per field, columnar encode), the scan
+  of plain bodies and the encoding of its spans, the decode a request runs, tensors, forward pass
   (each backend of ``deepfm.serving.backends`` at each thread count), response encode;
 - the whole app, called as ASGI in process (body bytes in, response bytes out; routing, body read,
   decode, batcher hand-off or inline forward, response) with batching on and off and each of
@@ -78,12 +79,16 @@ def stages(model_dir: Path, body: bytes, runs: int, threads: list[int]) -> dict[
     data = decoder.decode(body)
     predictions = TorchPredictor(model, task)(data)
     timed = {
-        "orjson parse": _median_ms(lambda: orjson.loads(body), runs),
-        "values per field": _median_ms(lambda: decoder.read(body), runs),
-        "columnar encode": _median_ms(lambda: decoder.columnar.encode(columns, body), runs),
-        "decode (all of the above)": _median_ms(lambda: decoder.decode(body), runs),
-        "tensors": _median_ms(data.to_batch, runs),
+        "general path: orjson parse": _median_ms(lambda: orjson.loads(body), runs),
+        "general path: values per field (parse included)": _median_ms(lambda: decoder.read(body), runs),
+        "general path: columnar encode": _median_ms(lambda: decoder.columnar.encode(columns, body), runs),
     }
+    if decoder.scanner is not None:  # plain bodies of models without multi-valued or weighted fields
+        spans = decoder.scanner.scan(body)
+        timed["scan (one compiled pass)"] = _median_ms(lambda: decoder.scanner.scan(body), runs)
+        timed["encode the spans"] = _median_ms(lambda: decoder.columnar.encode_spans(spans, body), runs)
+    timed["decode (what a request runs)"] = _median_ms(lambda: decoder.decode(body), runs)
+    timed["tensors"] = _median_ms(data.to_batch, runs)
     for n in threads:  # the torch and ONNX Runtime passes of each thread count interleaved, run by run
         torch.set_num_threads(n)
         plural = "s" if n > 1 else ""
@@ -159,6 +164,7 @@ def main() -> None:
     parser.add_argument("--data", help="CSV of rows (with --model)")
     parser.add_argument("--sizes", default="1,256", help="rows per request")
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--columnar", action="store_true", help='{"columns": ...} bodies instead of {"rows": ...}')
     parser.add_argument("--threads", default="1,2", help="thread counts for the forward pass")
     parser.add_argument("--backends", default="auto,torch", help="deepfm serve --backend values for the whole app")
     parser.add_argument("--cprofile", type=int, default=0, metavar="N", help="print the top N functions (cumulative)")
@@ -172,7 +178,7 @@ def main() -> None:
         rows = _rows(data)
         results = {}
         for size in map(int, args.sizes.split(",")):
-            body = _bodies(rows, size, columnar=False)[0]
+            body = _bodies(rows, size, columnar=args.columnar)[0]
             timed = stages(model, body, args.runs, [int(t) for t in args.threads.split(",")])
             configure()
             clients = {f"whole app, {backend}, batching {'on' if batching else 'off'}":

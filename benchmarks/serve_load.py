@@ -2,13 +2,19 @@
 
 Bounded in count and time: each scenario stops after ``--requests`` requests or ``--seconds``
 seconds, whichever comes first. The server runs as a real ``deepfm serve`` process on a free
-loopback port, with micro-batching on and (for comparison) off; the client is an asyncio httpx
-client with a fixed number of connections sending raw training-file rows. In the same run:
+loopback port, with micro-batching on and (for comparison) off; the client keeps a fixed number of
+connections busy sending raw training-file rows: ``--client httpx`` (the default, and the first
+runs' client: an asyncio httpx client) or ``--client raw`` (prebuilt requests on keep-alive asyncio
+streams, every connection open before the clock starts). On a machine whose cores the client
+shares, httpx's own CPU and its connection pool are most of what is measured: the empty endpoint's
+p99 with 16 one-row connections was 820 ms with httpx and 21 ms with the raw client (two runs back to
+back, load average 4-4.5; docs/production.md). In the same run:
 
 - the HTTP floor: an empty FastAPI endpoint on the same uvicorn that parses the same JSON (orjson)
   and returns constants, hit by the same client (``--modes floor``);
 - offline prediction of the same rows in rows/s, as ``deepfm predict`` runs it (a process set up by
-  ``deepfm.runtime``; read the CSV, encode, forward passes), and the forward passes alone;
+  ``deepfm.runtime``; read the CSV, encode, forward passes), and the forward passes alone, measured
+  before and after the servers' rounds (the ratios use the mean of the two);
 
 with every server up at once and the servers taking turns within each scenario (``--repeats``
 rounds), so that load from other jobs on the machine falls on all of them alike. Before a
@@ -210,7 +216,8 @@ class Server:
         self.process.wait(timeout=30)
 
 
-async def _scenario(url: str, bodies: list[bytes], connections: int, requests: int, seconds: float) -> dict:
+async def _httpx_scenario(url: str, bodies: list[bytes], connections: int, requests: int, seconds: float) -> dict:
+    """The first client: httpx, whose connections open as the timed requests need them."""
     latencies: list[float] = []
     errors = 0
     sent = 0
@@ -233,6 +240,67 @@ async def _scenario(url: str, bodies: list[bytes], connections: int, requests: i
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(connections)))
         elapsed = time.perf_counter() - began
+    return _summary(latencies, errors, elapsed)
+
+
+async def _raw_scenario(url: str, bodies: list[bytes], connections: int, requests: int, seconds: float) -> dict:
+    """A light client: ``connections`` keep-alive sockets (asyncio streams, uvloop where installed), each opened and
+    used once before the clock starts, sending prebuilt HTTP/1.1 requests and reading each answer by its
+    Content-Length: a few microseconds of client CPU per request where httpx takes a millisecond or more."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    prebuilt = [b"POST /predict HTTP/1.1\r\nhost: %b\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
+                % (host.encode(), len(body), body) for body in bodies]
+    streams = [await asyncio.open_connection(host, int(port)) for _ in range(connections)]
+
+    async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bool:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        at = head.lower().index(b"content-length:") + 15
+        await reader.readexactly(int(head[at : head.index(b"\r\n", at)]))
+        return head[9:12] == b"200"
+
+    await asyncio.gather(*(exchange(r, w, prebuilt[i % len(prebuilt)]) for i, (r, w) in enumerate(streams)))
+    latencies: list[float] = []
+    errors = sent = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent, errors
+        while sent < requests and time.perf_counter() < deadline:
+            request = prebuilt[sent % len(prebuilt)]
+            sent += 1
+            began = time.perf_counter()
+            ok = await exchange(reader, writer, request)
+            latencies.append(time.perf_counter() - began)
+            errors += not ok
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker(r, w) for r, w in streams))
+    elapsed = time.perf_counter() - began
+    for _, writer in streams:
+        writer.close()
+    return _summary(latencies, errors, elapsed)
+
+
+CLIENTS = {"httpx": _httpx_scenario, "raw": _raw_scenario}
+
+
+def _scenario(client: str, url: str, bodies: list[bytes], connections: int, requests: int, seconds: float) -> dict:
+    """One scenario's timed requests by ``client`` (of ``CLIENTS``), on a fresh event loop (the raw client's: uvloop)."""
+    loop = asyncio.new_event_loop()
+    if client == "raw":
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            loop.close()
+            loop = uvloop.new_event_loop()
+    try:
+        return loop.run_until_complete(CLIENTS[client](url, bodies, connections, requests, seconds))
+    finally:
+        loop.close()
+
+
+def _summary(latencies: list[float], errors: int, elapsed: float) -> dict:
     ordered = sorted(latencies)
     return {
         "requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
@@ -264,6 +332,8 @@ def main() -> None:
                         help="untimed requests each server answers before a scenario's timed rounds")
     parser.add_argument("--client-cpus", help="run the client on these CPUs (e.g. 0 or 0-1); default: any")
     parser.add_argument("--server-cpus", help="run the servers and offline prediction on these CPUs; default: any")
+    parser.add_argument("--client", choices=CLIENTS, default="httpx",
+                        help="httpx (the first runs' client) or raw: prebuilt requests on asyncio streams, far less client CPU")
     parser.add_argument("--columnar", action="store_true", help='send {"columns": ...} bodies instead of {"rows": ...}')
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--scenarios", default=",".join(f"{r}x{c}" for r, c in SCENARIOS),
@@ -287,9 +357,8 @@ def main() -> None:
         else:
             model, data = _make_model(Path(tmp))
         rows = _rows(data)
-        offline_figures = _offline_rows_per_s(model, data, cpus=server_cpus)
-        offline = offline_figures["file"]
-        print(json.dumps({"offline_predict_rows_per_s": offline_figures}), flush=True)
+        offline_runs = [_offline_rows_per_s(model, data, cpus=server_cpus)]
+        print(json.dumps({"offline_predict_rows_per_s": offline_runs[0]}), flush=True)
         results = []
         with contextlib.ExitStack() as stack:  # every server up at once; idle ones cost nothing
             servers = {mode: stack.enter_context(Server(model, mode, args.workers, args.threads, server_cpus, args.backend))
@@ -299,12 +368,12 @@ def main() -> None:
                 runs: dict[str, list[dict]] = {mode: [] for mode in modes}
                 served = {mode: [0, 0] for mode in modes}  # forward passes, rows during this scenario
                 for server in servers.values():  # untimed: every server warm before the first timed round
-                    asyncio.run(_scenario(server.url, bodies, connections, args.warmup, args.seconds))
+                    _scenario(args.client, server.url, bodies, connections, args.warmup, args.seconds)
                 for _ in range(args.repeats):  # modes interleaved, so that load from other jobs hits them alike
                     for mode, server in servers.items():
                         before = httpx.get(f"{server.url}/metadata").json()["served"]
                         cpu = _cpu_seconds(server.process.pid)
-                        run = asyncio.run(_scenario(server.url, bodies, connections, args.requests, args.seconds))
+                        run = _scenario(args.client, server.url, bodies, connections, args.requests, args.seconds)
                         if cpu is not None:  # per request, the warm-up requests (one per connection) included
                             run["server_cpu_ms_per_request"] = round(
                                 1e3 * (_cpu_seconds(server.process.pid) - cpu) / (run["requests"] + connections), 3)
@@ -320,28 +389,34 @@ def main() -> None:
                                   rows_per_forward_pass=round(rows_served / passes, 1) if passes else None)
                     results.append(median)
                     print(json.dumps(median), flush=True)
+        offline_runs.append(_offline_rows_per_s(model, data, cpus=server_cpus))  # before and after: load moves it
+        print(json.dumps({"offline_predict_rows_per_s": offline_runs[1]}), flush=True)
+    offline_figures = {k: statistics.mean(run[k] for run in offline_runs) for k in offline_runs[0]}
+    offline = offline_figures["file"]
     floor = {(r["rows_per_request"], r["connections"]): r["requests_per_s"] for r in results if r["mode"] == "floor"}
     for r in results:
         key = (r["rows_per_request"], r["connections"])
         r["of_floor"] = round(r["requests_per_s"] / floor[key], 2) if key in floor else None
         r["of_offline"] = round(r["rows_per_s"] / offline, 2)
-    print(f"\noffline predict: {offline:,.0f} rows/s from the file ({offline_figures['forward']:,.0f} rows/s forward "
-          f"passes alone); load average before {load_before}, after {os.getloadavg()}; workers: {args.workers}; "
-          f"body: {'columns' if args.columnar else 'rows'}; client CPUs: {args.client_cpus or 'any'}, server CPUs: {args.server_cpus or 'any'}")
+    each = " and ".join(f"{run['file']:,.0f}" for run in offline_runs)
+    print(f"\noffline predict: {offline:,.0f} rows/s from the file, the mean of {each} before and after the servers' rounds "
+          f"({offline_figures['forward']:,.0f} rows/s forward passes alone); load average before {load_before}, after {os.getloadavg()}; workers: {args.workers}; "
+          f"body: {'columns' if args.columnar else 'rows'}; client: {args.client}; client CPUs: {args.client_cpus or 'any'}, server CPUs: {args.server_cpus or 'any'}")
     print("\n| server | rows/request | connections | requests/s | of floor | rows/s | of offline | p50 ms | p99 ms "
           "| server CPU ms/request | rows per forward pass | requests | errors |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         print(f"| {r['mode']} | {r['rows_per_request']} | {r['connections']} | {r['requests_per_s']:.0f} | "
               f"{r['of_floor'] if r['of_floor'] is not None else ''} | {r['rows_per_s']:,.0f} | {r['of_offline']} | "
-              f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r.get('server_cpu_ms_per_request', '')} | "
+              f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {round(r['server_cpu_ms_per_request'], 2) if 'server_cpu_ms_per_request' in r else ''} | "
               f"{r['rows_per_forward_pass'] or ''} | {r['requests']:.0f} | {r['errors']:.0f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"offline_predict_rows_per_s": offline,
                                                "offline_forward_rows_per_s": offline_figures["forward"],
+                                               "offline_runs": offline_runs,
                                                "load_average": {"before": load_before, "after": os.getloadavg()},
                                                "command": sys.argv[1:], "workers": args.workers, "threads": args.threads,
-                                               "columnar": args.columnar, "client_cpus": args.client_cpus,
+                                               "columnar": args.columnar, "client": args.client, "client_cpus": args.client_cpus,
                                                "server_cpus": args.server_cpus, "warmup": args.warmup,
                                                "scenarios": results}, indent=1))
 

@@ -30,6 +30,7 @@ from deepfm.data.encoders import MISSING, FeatureEncoder, signed_log
 from deepfm.data.frame import RawFrame, to_float
 from deepfm.errors import DataError
 from deepfm.serving.rows import SOURCE, Columns, columns_to_frame, encode_frame
+from deepfm.serving.scan import NULL, Spans
 from deepfm.serving.vocabulary import VocabularyTable
 
 CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError)
@@ -85,6 +86,21 @@ class ColumnEncoder:
             bags = rest.bags
         return EncodedData(ids=ids, values=None if (values == 1).all() else values, bags=bags)
 
+    def encode_spans(self, spans: Spans, body: bytes) -> EncodedData:
+        """The encoded rows of a scanned body (``deepfm.serving.scan``, fields in ``encoder.single_fields``'
+        order, no weighted or multi-valued field); ``NotColumnar`` where the exact path must decide."""
+        n, data = spans.num_rows, np.frombuffer(body, np.uint8)
+        ids = np.empty((n, self.width), self.id_type)
+        values = np.ones((n, self.width), np.float32)
+        if self.categorical:
+            starts, stops, kinds = (part[self.categorical].ravel() for part in (spans.starts, spans.stops, spans.kinds))
+            ids[:, self.categorical] = self._lookup.encode_spans(data, starts, stops, kinds != NULL, n).reshape(
+                len(self.categorical), n).T
+        if self.numeric:
+            text = _gathered(data, *(part[self.numeric].ravel() for part in (spans.starts, spans.stops, spans.kinds)))
+            self._encode_numeric(_as_float(text).reshape(len(self.numeric), n), ids, values)
+        return EncodedData(ids=ids, values=None if (values == 1).all() else values, bags=[])
+
     def _encode_numeric(self, x: np.ndarray, ids: np.ndarray, values: np.ndarray) -> None:
         missing = ~np.isfinite(x)
         if self.scaled:
@@ -117,6 +133,17 @@ def _grouped(columns: list[Sequence[Any]], convert) -> Any:
     return pa.concat_arrays(parts) if isinstance(parts[0], pa.Array) else np.concatenate(parts)
 
 
+def _gathered(data: np.ndarray, starts: np.ndarray, stops: np.ndarray, kinds: np.ndarray) -> pa.Array:
+    """The strings ``data[starts[i]:stops[i]]`` (null where ``kinds`` is ``NULL``) as one Arrow array."""
+    lengths = stops - starts
+    offsets = np.zeros(len(starts) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+    validity = np.packbits(kinds != NULL, bitorder="little")
+    return pa.LargeStringArray.from_buffers(len(starts), pa.py_buffer(offsets), pa.py_buffer(data[gather]),
+                                            pa.py_buffer(validity))
+
+
 def _text(columns: list[Sequence[Any]], body: bytes) -> pa.Array:
     """Categorical values as text (null and ``""``: missing): strings, nulls and integers (unless ``body`` has a ``-0``)."""
 
@@ -132,18 +159,20 @@ def _text(columns: list[Sequence[Any]], body: bytes) -> pa.Array:
 
 def _numbers(columns: list[Sequence[Any]]) -> np.ndarray:
     """Numeric values as float64 (NaN: missing), read as ``deepfm.data.frame.to_float`` reads their text."""
+    return _grouped(columns, _as_float)
 
-    def convert(array: pa.Array) -> np.ndarray:
-        if pa.types.is_string(array.type):
-            array = pc.if_else(pc.equal(array, ""), pa.scalar(None, pa.string()), array)
-        elif not (pa.types.is_integer(array.type) or pa.types.is_floating(array.type) or pa.types.is_null(array.type)):
-            raise NotColumnar(f"{array.type} values")
-        try:  # an integer that float64 cannot hold exactly is refused here (its text would round)
-            return to_float(_FRAME, array.cast(pa.float64()) if not pa.types.is_string(array.type) else array, "")
-        except (DataError, *CONVERSION_ERRORS) as error:
-            raise NotColumnar from error
 
-    return _grouped(columns, convert)
+def _as_float(array: pa.Array) -> np.ndarray:
+    """One array of numeric values (text, numbers or nulls) as float64; ``NotColumnar`` for anything else."""
+    text = pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
+    if text:
+        array = pc.if_else(pc.equal(array, ""), pa.scalar(None, array.type), array)
+    elif not (pa.types.is_integer(array.type) or pa.types.is_floating(array.type) or pa.types.is_null(array.type)):
+        raise NotColumnar(f"{array.type} values")
+    try:  # an integer that float64 cannot hold exactly is refused here (its text would round)
+        return to_float(_FRAME, array if text else array.cast(pa.float64()), "")
+    except (DataError, *CONVERSION_ERRORS) as error:
+        raise NotColumnar from error
 
 
 _FRAME = RawFrame(path=SOURCE, format="request", columns={}, kinds={}, column_numbers={})

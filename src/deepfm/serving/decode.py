@@ -1,6 +1,9 @@
-"""A request body -> ``EncodedData``: the fast columnar path, or the exact one wherever they could differ.
+"""A request body -> ``EncodedData``: the scan, the columnar path, or the exact one wherever they could differ.
 
-The fast path parses with orjson (C) and moves values field by field with C loops (``itemgetter``
+Plain bodies of a model without multi-valued or weighted fields (strings without escapes, numbers,
+nulls) are read by one compiled pass over their bytes (``deepfm.serving.scan``) whose value spans
+are encoded directly: no JSON parser, no Python object per value. Other bodies take the columnar path,
+which parses with orjson (C) and moves values field by field with C loops (``itemgetter``
 over the rows, ``zip`` to transpose, Arrow to convert): no Python runs per row or per value. It
 hands anything it cannot read exactly as the exact path would (malformed JSON, a wrong shape or
 type, a missing field, a number whose JSON text matters) to ``deepfm.serving.rows``, which
@@ -20,6 +23,7 @@ from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.serving.columnar import ColumnEncoder, NotColumnar
 from deepfm.serving.rows import Columns, Limits, RequestError, columns_to_frame, encode_frame, parse_body
+from deepfm.serving.scan import BodyScanner
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +35,24 @@ class RequestDecoder:
         self.encoder, self.separator, self.limits = encoder, separator, limits
         self.names = [spec.name for spec in encoder.fields]
         self._row_values = itemgetter(*self.names)
+        self.scanner: BodyScanner | None = None
         try:
             self.columnar: ColumnEncoder | None = ColumnEncoder(encoder, separator)
         except ValueError as error:  # two vocabulary values share a lookup key: every request takes the exact path
             log.warning("serving without the columnar path: %s", error)
             self.columnar = None
+        if self.columnar is not None and not self.columnar.rest.fields:
+            self.scanner = BodyScanner([spec.name for spec in encoder.single_fields], limits.max_rows)
+            self.decode(orjson.dumps({"rows": [dict.fromkeys(self.names)]}))  # the first request's one-time costs, now
 
     def decode(self, body: bytes) -> EncodedData:
+        if self.scanner is not None and len(body) <= self.limits.max_bytes:
+            spans = self.scanner.scan(body)
+            if spans is not None:
+                try:
+                    return self.columnar.encode_spans(spans, body)
+                except NotColumnar:
+                    return self.decode_exactly(body)
         if self.columnar is not None:
             try:
                 columns = self.read(body)

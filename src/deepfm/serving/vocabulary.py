@@ -55,8 +55,13 @@ class VocabularyTable:
         if len(text) != n * len(self.offsets):
             raise ValueError(f"{len(text)} values for {len(self.offsets)} fields of {n} rows")
         offsets, data, valid = string_buffers(text)
-        ids, hashes = np.empty(len(text), np.int64), np.empty(len(text), np.uint64)
-        _lookup(offsets, data, valid, n, self.offsets, self.salts, self.hashed, self.buckets, self.keys,
+        return self.encode_spans(data, offsets[:-1], offsets[1:], valid, n)
+
+    def encode_spans(self, data: np.ndarray, starts: np.ndarray, stops: np.ndarray, valid: np.ndarray,
+                     n: int) -> np.ndarray:
+        """``encode`` of the values ``data[starts[i]:stops[i]]`` (UTF-8 bytes; ``valid`` False: null), ``n`` a field."""
+        ids, hashes = np.empty(len(starts), np.int64), np.empty(len(starts), np.uint64)
+        _lookup(starts, stops, data, valid, n, self.offsets, self.salts, self.hashed, self.buckets, self.keys,
                 self.global_ids, self.text_offsets, self.text_bytes, ids, hashes)
         for k, frequent, offset in self.filtered:  # rare and unseen values of a hashed field: the unseen id
             field = slice(k * n, (k + 1) * n)
@@ -82,11 +87,24 @@ def string_buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @njit(cache=True, nogil=True)
-def _lookup(offsets, data, valid, n, field_offsets, salts, hashed, buckets, keys, key_ids, text_offsets, text_bytes,
+def lower_bound(keys, key):  # pragma: no cover - compiled
+    """The first index of the sorted ``keys`` whose key is not less than ``key`` (``len(keys)`` if none)."""
+    lo, hi = 0, len(keys)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if keys[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, nogil=True)
+def _lookup(starts, stops, data, valid, n, field_offsets, salts, hashed, buckets, keys, key_ids, text_offsets, text_bytes,
             out, hashes):  # pragma: no cover - compiled
-    for i in range(len(offsets) - 1):
+    for i in range(len(starts)):
         field = i // n
-        start, stop = offsets[i], offsets[i + 1]
+        start, stop = starts[i], stops[i]
         if not valid[i] or stop == start:
             out[i], hashes[i] = field_offsets[field] + MISSING, 0
             continue
@@ -98,13 +116,7 @@ def _lookup(offsets, data, valid, n, field_offsets, salts, hashed, buckets, keys
             out[i] = field_offsets[field] + RESERVED + np.int64(h % buckets[field])
             continue
         key = h ^ salts[field]
-        lo, hi = 0, len(keys)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if keys[mid] < key:
-                lo = mid + 1
-            else:
-                hi = mid
+        lo = lower_bound(keys, key)
         out[i] = field_offsets[field] + UNSEEN
         if lo < len(keys) and keys[lo] == key:
             begin, length = text_offsets[lo], text_offsets[lo + 1] - text_offsets[lo]
