@@ -200,6 +200,41 @@ class _PairwiseOfFields(torch.autograd.Function):
         return (total.unsqueeze(1) - fields).mul_(grad.view(-1, 1, 1))
 
 
+def fm_pairwise_and_mlp_input(embedded: EmbeddedFields, outputs: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepFM's two reads of the field vectors: ``fm_pairwise(embedded, outputs)`` and the fields flattened
+    to (B, F·k) for an MLP whose first layer is a Linear. When each field is one feature, the backward
+    adds the FM term's gradient in place into the gradient that Linear hands back (one (B, F, k)
+    gradient, two passes) instead of autograd's sum of two new ones (five passes, two new tensors)."""
+    if embedded.squares is None and outputs == 1:
+        return _PairwiseAndFlatFields.apply(embedded.fields)
+    return fm_pairwise(embedded, outputs), embedded.fields.flatten(1)
+
+
+class _PairwiseAndFlatFields(torch.autograd.Function):
+    """(``_PairwiseOfFields``, fields.flatten(1)) with one gradient: g_flat + (Σ_j v_j x_j − v_i x_i)·g_fm.
+    The flat gradient comes from the MLP's first Linear (a new tensor no one else reads), so it is
+    written in place."""
+
+    @staticmethod
+    def forward(ctx, fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total = fields.sum(dim=1)  # (B, k)
+        ctx.save_for_backward(fields, total)
+        squares = torch.linalg.vector_norm(fields.flatten(1), dim=1).square()
+        return 0.5 * (total.square().sum(dim=1) - squares), fields.flatten(1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_fm: torch.Tensor | None, grad_flat: torch.Tensor | None) -> torch.Tensor:
+        fields, total = ctx.saved_tensors
+        if grad_fm is None:
+            return grad_flat.view_as(fields)
+        g = grad_fm.view(-1, 1, 1)
+        if grad_flat is None:
+            return (total.unsqueeze(1) - fields).mul_(g)
+        grad = grad_flat.view_as(fields) if grad_flat.is_contiguous() else grad_flat.reshape(fields.shape).clone()
+        return grad.addcmul_(fields, g, value=-1).add_((total * grad_fm.unsqueeze(1)).unsqueeze(1))
+
+
 def autocast_enabled(device_type: str) -> bool:
     """Whether autocast is on for ``device_type`` (torch < 2.4 has one function per device)."""
     try:
@@ -250,7 +285,8 @@ class MultiLayerPerceptron(nn.Module):
     """Linear → [BatchNorm] → activation → Dropout per hidden layer, then a linear output.
 
     On CPU while training, a ReLU and the Dropout after it run as one step (``relu_dropout``: a
-    cheaper mask, same distribution); the modules stay as they are (same state, same slots)."""
+    cheaper mask, same distribution; its backward overwrites the next Linear's fresh input gradient);
+    the modules stay as they are (same state, same slots)."""
 
     def __init__(
         self,
@@ -284,7 +320,8 @@ class MultiLayerPerceptron(nn.Module):
         while i < len(hidden):
             layer, following = hidden[i], hidden[i + 1] if i + 1 < len(hidden) else None
             if fuse and type(layer) is nn.ReLU and type(following) is nn.Dropout and following.p > 0:
-                x, i = relu_dropout(x, following.p), i + 2
+                feeds_linear = i + 2 < len(hidden) or output is not None  # else the caller reads the gradient too
+                x, i = relu_dropout(x, following.p, overwrite_grad=feeds_linear), i + 2
             else:
                 x, i = layer(x), i + 1
         if output is None:
