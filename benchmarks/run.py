@@ -145,6 +145,12 @@ def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | 
             print(f"[{round_ + 1}/{rounds}] {name} ...", file=sys.stderr, flush=True)
             results[name].append(run_process(python, script, *args))
             print(f"    {json.dumps({k: v for k, v in results[name][-1].items() if k != 'rss_samples_mb'})}", file=sys.stderr)
+            width = results[name][-1].get("mlp_input_width")
+            if width and shape_of(name) in SHAPES and width != SHAPES[shape_of(name)][2] and "bf16" not in name:  # k 64
+                ceiling = f"bare MLP {width} wide (ceiling) · {shape_of(name)}"
+                if len(results.setdefault(ceiling, [])) <= round_:
+                    print(f"[{round_ + 1}/{rounds}] {ceiling} ...", file=sys.stderr, flush=True)
+                    results[ceiling].append(run_process(DEEPFM_PY, "tasks.py", "mlp", "fp32", "no", str(width)))
     return {name: median_of(rs) for name, rs in results.items()}
 
 
@@ -158,7 +164,11 @@ def shape_of(name: str) -> str:
 
 def table(results: dict[str, dict]) -> str:
     def ceiling(name: str) -> float | None:
+        """The bare MLP over the row's own MLP input (fields × k), or over fields × 10."""
         bf16 = " bf16" if "bf16" in name else ""
+        own = f"bare MLP {results[name].get('mlp_input_width')} wide (ceiling) · {shape_of(name)}"
+        if not bf16 and own in results and name != own:
+            return results[own].get("train_samples_per_s")
         return results.get(f"bare MLP{bf16} (ceiling) · {shape_of(name)}", {}).get("train_samples_per_s")
 
     lines = ["| run | train samples/s | × ceiling | predict samples/s | file → model (s) | peak RSS (MB) | test AUC |",
