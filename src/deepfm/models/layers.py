@@ -203,8 +203,8 @@ class _PairwiseOfFields(torch.autograd.Function):
 def fm_pairwise_and_mlp_input(embedded: EmbeddedFields, outputs: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """DeepFM's two reads of the field vectors: ``fm_pairwise(embedded, outputs)`` and the fields flattened
     to (B, F·k) for an MLP whose first layer is a Linear. When each field is one feature, the backward
-    adds the FM term's gradient in place into the gradient that Linear hands back (one (B, F, k)
-    gradient, two passes) instead of autograd's sum of two new ones (five passes, two new tensors)."""
+    adds the FM term's gradient in place into the gradient that Linear hands back instead of autograd
+    summing the two into a new (B, F, k) tensor: the same numbers, one new tensor fewer."""
     if embedded.squares is None and outputs == 1:
         return _PairwiseAndFlatFields.apply(embedded.fields)
     return fm_pairwise(embedded, outputs), embedded.fields.flatten(1)
@@ -212,8 +212,8 @@ def fm_pairwise_and_mlp_input(embedded: EmbeddedFields, outputs: int = 1) -> tup
 
 class _PairwiseAndFlatFields(torch.autograd.Function):
     """(``_PairwiseOfFields``, fields.flatten(1)) with one gradient: g_flat + (Σ_j v_j x_j − v_i x_i)·g_fm.
-    The flat gradient comes from the MLP's first Linear (a new tensor no one else reads), so it is
-    written in place."""
+    The flat gradient comes from the MLP's first Linear (a new tensor no one else reads), so the sum
+    is written into it."""
 
     @staticmethod
     def forward(ctx, fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,7 +232,7 @@ class _PairwiseAndFlatFields(torch.autograd.Function):
         if grad_flat is None:
             return (total.unsqueeze(1) - fields).mul_(g)
         grad = grad_flat.view_as(fields) if grad_flat.is_contiguous() else grad_flat.reshape(fields.shape).clone()
-        return grad.addcmul_(fields, g, value=-1).add_((total * grad_fm.unsqueeze(1)).unsqueeze(1))
+        return grad.add_((total.unsqueeze(1) - fields).mul_(g))  # the sum autograd made, bit for bit, in place
 
 
 def autocast_enabled(device_type: str) -> bool:
