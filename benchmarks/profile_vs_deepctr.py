@@ -5,7 +5,7 @@
 One process, so a busy machine slows every variant alike (run.py's rows run minutes apart, in separate
 processes). deepfm: its defaults for this data (``profile_step.click_settings``: k 64 where ids recur), the
 same at k 10, and k 10 without dropout and batch norm; DeepCTR-Torch (imported from benchmarks/.peers-venv,
-same torch): ``DeepFM`` with embeddings of 10 and its defaults, one table per field, and ``BaseModel.fit``'s
+same torch; ``PEERS_PYTHON`` names another venv's interpreter, as for run.py): ``DeepFM`` with embeddings of 10 and its defaults, one table per field, and ``BaseModel.fit``'s
 step: the DataLoader's next batch (per-row fetch + collate), forward, loss + its L2 over the tables,
 backward, Adam. Categorical columns only (the one-hot and long-tail shapes). Median wall and CPU time.
 """
@@ -37,7 +37,8 @@ HERE = Path(__file__).resolve().parent
 
 def deepctr_step(ids: torch.Tensor, labels: torch.Tensor):
     """DeepCTR-Torch's DeepFM at its defaults over ``ids`` (rows × fields, global ids) and one step of its fit loop."""
-    sys.path += [str(p) for p in sorted((HERE / ".peers-venv" / "lib").glob("python*/site-packages"))]
+    venv = Path(os.environ["PEERS_PYTHON"]).parent.parent if "PEERS_PYTHON" in os.environ else HERE / ".peers-venv"  # as run.py
+    sys.path += [str(p) for p in sorted((venv / "lib").glob("python*/site-packages"))]
     from deepctr_torch.inputs import SparseFeat
     from deepctr_torch.models import DeepFM
     from torch.utils.data import DataLoader, TensorDataset
