@@ -40,7 +40,7 @@ from deepfm.defaults import with_task_defaults  # noqa: E402
 from deepfm.data.batch import InMemorySource, prefetch  # noqa: E402
 from deepfm.data.stream import ChunkedFile, chunk_bytes_for, encode_file, fit_streaming  # noqa: E402
 from deepfm.models import build_model  # noqa: E402
-from deepfm.models.layers import fm_pairwise  # noqa: E402
+from deepfm.models.layers import fm_pairwise_and_mlp_input  # noqa: E402
 from deepfm.runtime import configure as configure_runtime  # noqa: E402
 from deepfm.training.optim import batch_occurrences  # noqa: E402
 from deepfm.training.trainer import Trainer, loss_fn  # noqa: E402
@@ -131,9 +131,10 @@ def main() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.bf16):  # DeepFM.forward, phase by phase
             embedded = model.embedding(batch)
             marks.append(("forward: embedding gather to (B, F, k)", time.perf_counter(), time.process_time()))
-            y_fm = model.linear(batch) + fm_pairwise(embedded)
+            pairwise, dnn_input = fm_pairwise_and_mlp_input(embedded)
+            y_fm = model.linear(batch) + pairwise
             marks.append(("forward: FM term (first order + pairwise)", time.perf_counter(), time.process_time()))
-            logits = y_fm + model.dnn(embedded.fields.flatten(1)).squeeze(-1)
+            logits = y_fm + model.dnn(dnn_input).squeeze(-1)
         loss = loss_fn("binary", logits.float(), batch.labels)
         marks.append(("forward: MLP (linear, batch norm, ReLU + dropout), loss", time.perf_counter(), time.process_time()))
         loss.backward()
