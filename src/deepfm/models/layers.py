@@ -182,22 +182,32 @@ def squeeze_output(logits: torch.Tensor, output_dim: int) -> torch.Tensor:
     return logits.squeeze(-1) if output_dim == 1 else logits
 
 
+def _pairwise_of_fields(fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ_{i<j} <v_i x_i, v_j x_j> of each row (B,), Σ_f v_f x_f (B, k)) for one feature per field."""
+    total = fields.sum(dim=1)  # (B, k)
+    squares = torch.linalg.vector_norm(fields.flatten(1), dim=1).square()  # Σ_f,k (v x)², no (B, F, k) temporary
+    return 0.5 * (total.square().sum(dim=1) - squares), total
+
+
+def _pairwise_gradient(fields: torch.Tensor, total: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Rendle's ∂y/∂(v_i x_i) = Σ_j v_j x_j − v_i x_i, times each row's ``grad``: (B, F, k), two passes."""
+    return (total.unsqueeze(1) - fields).mul_(grad.view(-1, 1, 1))
+
+
 class _PairwiseOfFields(torch.autograd.Function):
-    """``fm_pairwise`` when each field is one feature, with its gradient written out (Rendle's
-    ∂y/∂(v_i x_i) = Σ_j v_j x_j − v_i x_i): two passes over (B, F, k) backward instead of autograd's six."""
+    """``fm_pairwise`` when each field is one feature, with its gradient written out
+    (``_pairwise_gradient``): two passes over (B, F, k) backward instead of autograd's six."""
 
     @staticmethod
     def forward(ctx, fields: torch.Tensor) -> torch.Tensor:
-        total = fields.sum(dim=1)  # (B, k)
+        pairwise, total = _pairwise_of_fields(fields)
         ctx.save_for_backward(fields, total)
-        squares = torch.linalg.vector_norm(fields.flatten(1), dim=1).square()  # Σ_f,k (v x)², no (B, F, k) temporary
-        return 0.5 * (total.square().sum(dim=1) - squares)
+        return pairwise
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        fields, total = ctx.saved_tensors
-        return (total.unsqueeze(1) - fields).mul_(grad.view(-1, 1, 1))
+        return _pairwise_gradient(*ctx.saved_tensors, grad)
 
 
 def fm_pairwise_and_mlp_input(embedded: EmbeddedFields, outputs: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,10 +227,9 @@ class _PairwiseAndFlatFields(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        total = fields.sum(dim=1)  # (B, k)
+        pairwise, total = _pairwise_of_fields(fields)
         ctx.save_for_backward(fields, total)
-        squares = torch.linalg.vector_norm(fields.flatten(1), dim=1).square()
-        return 0.5 * (total.square().sum(dim=1) - squares), fields.flatten(1)
+        return pairwise, fields.flatten(1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -228,11 +237,10 @@ class _PairwiseAndFlatFields(torch.autograd.Function):
         fields, total = ctx.saved_tensors
         if grad_fm is None:
             return grad_flat.view_as(fields)
-        g = grad_fm.view(-1, 1, 1)
         if grad_flat is None:
-            return (total.unsqueeze(1) - fields).mul_(g)
+            return _pairwise_gradient(fields, total, grad_fm)
         grad = grad_flat.view_as(fields) if grad_flat.is_contiguous() else grad_flat.reshape(fields.shape).clone()
-        return grad.add_((total.unsqueeze(1) - fields).mul_(g))  # the sum autograd made, bit for bit, in place
+        return grad.add_(_pairwise_gradient(fields, total, grad_fm))  # the sum autograd made, bit for bit, in place
 
 
 def autocast_enabled(device_type: str) -> bool:
