@@ -1,6 +1,7 @@
 """Peer libraries' documented pipelines, one per process (run in benchmarks/.peers-venv).
 
     python benchmarks/peers.py deepctr DATA_DIR [defaults|matched] [NUMERIC yes|no]
+    python benchmarks/peers.py deepctr_phases DATA_DIR [defaults|matched] [NUMERIC yes|no] [STEPS]  # its step by phase
     python benchmarks/peers.py torchfm DATA_DIR [NUMERIC yes|no]
     python benchmarks/peers.py xlearn FRAPPE_DIR
 
@@ -43,14 +44,14 @@ def setup_torch():
     return torch
 
 
-def deepctr(data_dir: str, setting: str = "defaults", numeric: str = "yes") -> dict:
-    """DeepCTR-Torch's documented Criteo example (examples/run_classification_criteo.py)."""
+def _deepctr_model(data_dir: str, setting: str, numeric: str):
+    """DeepCTR-Torch's documented Criteo example (examples/run_classification_criteo.py) up to ``compile``:
+    (model, train frame, test frame, feature names, seconds since the start)."""
     DENSE, SPARSE = columns_of(data_dir, numeric)
-    torch = setup_torch()
+    setup_torch()
     import pandas as pd
     from deepctr_torch.inputs import DenseFeat, SparseFeat, get_feature_names
     from deepctr_torch.models import DeepFM
-    from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import LabelEncoder, MinMaxScaler
 
     began = time.perf_counter()
@@ -67,13 +68,21 @@ def deepctr(data_dir: str, setting: str = "defaults", numeric: str = "yes") -> d
     columns = [SparseFeat(feat, data[feat].max() + 1, embedding_dim=10) for feat in SPARSE] + [
         DenseFeat(feat, 1) for feat in DENSE]
     names = get_feature_names(columns + columns)
-    train, test = data.iloc[:train_rows], data.iloc[train_rows:]
-    train_input = {name: train[name] for name in names}
-    test_input = {name: test[name] for name in names}
     regularisers = {"dnn_dropout": 0.2, "dnn_use_bn": True} if setting == "matched" else {}
     model = DeepFM(linear_feature_columns=columns, dnn_feature_columns=columns, dnn_hidden_units=(400, 400, 400),
                    task="binary", device="cpu", **regularisers)
     model.compile("adam", "binary_crossentropy", metrics=["binary_crossentropy"])
+    return model, data.iloc[:train_rows], data.iloc[train_rows:], names, time.perf_counter() - began
+
+
+def deepctr(data_dir: str, setting: str = "defaults", numeric: str = "yes") -> dict:
+    """DeepCTR-Torch's documented Criteo example (examples/run_classification_criteo.py)."""
+    model, train, test, names, setup_s = _deepctr_model(data_dir, setting, numeric)
+    from sklearn.metrics import roc_auc_score
+
+    began = time.perf_counter() - setup_s
+    train_input = {name: train[name] for name in names}
+    test_input = {name: test[name] for name in names}
     fit_began = time.perf_counter()
     model.fit(train_input, train["label"].values, batch_size=BATCH, epochs=1, verbose=0)
     fit_s = time.perf_counter() - fit_began
@@ -83,9 +92,48 @@ def deepctr(data_dir: str, setting: str = "defaults", numeric: str = "yes") -> d
         t = time.perf_counter()
         predictions = model.predict(test_input, batch_size=BATCH)
         timings.append(time.perf_counter() - t)
-    return {"file_to_model_s": wall, "train_samples_per_s": train_rows / fit_s,
+    return {"file_to_model_s": wall, "train_samples_per_s": len(train) / fit_s,
             "predict_samples_per_s": len(test) / float(np.median(timings)),
             "test_auc": roc_auc_score(test["label"].values, predictions)}
+
+
+def deepctr_phases(data_dir: str, setting: str = "defaults", numeric: str = "yes", steps: str = "20") -> dict:
+    """Where DeepCTR-Torch's training step spends its time: ``BaseModel.fit``'s loop (verbose 0) with a
+    clock between its phases (the DataLoader's per-row fetch and collate, forward, loss + its
+    regularisation loss over every table, backward, Adam), median ms of ``steps`` steps after 3."""
+    import statistics
+
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model, train, _, names, _ = _deepctr_model(data_dir, setting, numeric)
+    x = np.concatenate([np.expand_dims(train[name].to_numpy(), 1) for name in model.feature_index], axis=-1)
+    loader = iter(DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(train["label"].to_numpy())),
+                             shuffle=True, batch_size=BATCH))
+    model.train()
+    phases: dict[str, list[float]] = {}
+    for number in range(int(steps) + 3):
+        marks, clock = [], time.perf_counter()
+        x_batch, y_batch = next(loader)
+        xb, yb = x_batch.float(), y_batch.float()
+        marks.append(("DataLoader batch (per-row fetch + collate)", time.perf_counter()))
+        y_pred = model(xb).squeeze(-1)
+        marks.append(("forward (embeddings, FM, MLP)", time.perf_counter()))
+        model.optim.zero_grad()
+        loss = F.binary_cross_entropy(y_pred, yb, reduction="sum") + model.get_regularization_loss() + model.aux_loss
+        marks.append(("loss + L2 over the embedding tables", time.perf_counter()))
+        loss.item()
+        loss.backward()
+        marks.append(("backward", time.perf_counter()))
+        model.optim.step()
+        marks.append(("Adam (dense, every table and the MLP)", time.perf_counter()))
+        for name, at in marks if number >= 3 else ():
+            phases.setdefault(name, []).append((at - clock) * 1e3)
+            clock = at
+    median = {name: statistics.median(times) for name, times in phases.items()}
+    return {"phases_ms": median, "step_ms": sum(median.values()), "threads": torch.get_num_threads(),
+            "load": os.getloadavg()[0]}
 
 
 def torchfm(data_dir: str, numeric: str = "yes") -> dict:
@@ -180,7 +228,7 @@ def xlearn_frappe(frappe_dir: str) -> dict:
             "test_auc": roc_auc_score(labels, predictions), "note": "samples/s assumes all epochs ran"}
 
 
-TASKS = {"deepctr": deepctr, "torchfm": torchfm, "xlearn": xlearn_frappe}
+TASKS = {"deepctr": deepctr, "deepctr_phases": deepctr_phases, "torchfm": torchfm, "xlearn": xlearn_frappe}
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ from deepfm.defaults import with_task_defaults  # noqa: E402
 from deepfm.data.batch import InMemorySource, prefetch  # noqa: E402
 from deepfm.data.stream import ChunkedFile, chunk_bytes_for, encode_file, fit_streaming  # noqa: E402
 from deepfm.models import build_model  # noqa: E402
+from deepfm.models.layers import fm_pairwise_and_mlp_input  # noqa: E402
 from deepfm.runtime import configure as configure_runtime  # noqa: E402
 from deepfm.training.optim import batch_occurrences  # noqa: E402
 from deepfm.training.trainer import Trainer, loss_fn  # noqa: E402
@@ -47,7 +48,10 @@ from deepfm.training.trainer import Trainer, loss_fn  # noqa: E402
 HERE = Path(__file__).resolve().parent
 GROUPS = (  # first match wins
     ("MLP matmuls (forward + backward)", ("aten::mm", "aten::addmm")),
-    ("MLP activations", ("aten::threshold_backward", "aten::clamp_min", "aten::relu")),
+    ("batch norm (forward + backward)", ("aten::native_batch_norm", "aten::native_batch_norm_backward",
+                                         "aten::_native_batch_norm_legit", "aten::batch_norm")),
+    ("ReLU + dropout (mask, forward + backward)", ("aten::threshold_backward", "aten::clamp_min", "aten::clamp_min_",
+                                                   "aten::relu", "aten::bitwise_and_", "aten::bitwise_or_")),
     ("embedding gather / scatter", ("aten::index_select", "aten::index_copy_", "aten::scatter_add_", "aten::index_add_",
                                     "aten::embedding", "aten::index", "aten::unique", "aten::sort", "aten::_unique2")),
     ("optimiser element-wise", ("aten::lerp_", "aten::addcdiv_", "aten::addcmul_", "aten::sqrt", "aten::sqrt_",
@@ -56,10 +60,26 @@ GROUPS = (  # first match wins
 )
 
 
-def click_training(precision: str, **options) -> TrainingConfig:
-    """DeepFM's training settings on clicks (its task defaults applied, as ``deepfm train`` does), batch 4096."""
-    config = with_task_defaults(RunConfig(model=ModelConfig(name="deepfm")), "binary")
-    return config.training.model_copy(update=dict(batch_size=4096, epochs=1, precision=precision, **options))
+# benchmarks/tasks.py's stripped setting: the paper's architecture without regularisers.
+STRIPPED = {"model": {"embed_dim": 10, "dropout": 0.0, "batch_norm": False}, "training": {"lr": 1e-3, "embed_l2": 1e-6}}
+
+
+def click_settings(encoder, precision: str, setting: str = "defaults", **model_options) -> tuple[ModelConfig, TrainingConfig]:
+    """DeepFM's model and training settings on clicks for this data, as ``deepfm train`` resolves them
+    (task defaults, then the data rule from the encoder's id counts: k 64 where ids recur, k 10 on a
+    long tail), batch 4096, one epoch; ``setting="stripped"`` as benchmarks/tasks.py's stripped rows.
+    ``model_options`` (e.g. ``dropout=0.0``) are set as a user would."""
+    extra = STRIPPED if setting == "stripped" else {"model": {}, "training": {}}
+    config = RunConfig(model=ModelConfig(name="deepfm", **extra["model"], **model_options),
+                       training=TrainingConfig(batch_size=4096, epochs=1, precision=precision, **extra["training"]))
+    config = with_task_defaults(config, "binary", encoder.id_counts)
+    return config.model, config.training
+
+
+def describe(model: ModelConfig, training: TrainingConfig) -> str:
+    return (f"k {model.embed_dim}, MLP {model.mlp}, dropout {model.dropout}, batch norm {model.batch_norm}, "
+            f"tables {training.optimizer} lr {training.lr:g}, MLP lr {training.dense_lr or training.lr:g}, "
+            f"embed L2 {training.embed_l2:g} per {training.embed_reg}")
 
 
 def group_of(name: str) -> str:
@@ -94,8 +114,7 @@ def main() -> None:
         return overheads(data, encoder, args)
     if args.ceiling:
         return against_ceiling(data, encoder, args)
-    model_config = ModelConfig() if args.setting == "defaults" else ModelConfig(dropout=0.0, batch_norm=False)
-    training = click_training(args.precision, **({} if args.setting == "defaults" else {"embed_l2": 1e-6}))
+    model_config, training = click_settings(encoder, args.precision, args.setting)
     model = build_model(model_config, encoder.num_features, encoder.num_fields)
     trainer = Trainer(model, "binary", training, progress=False)
     optimizers = trainer.optimizer.optimizers
@@ -109,10 +128,15 @@ def main() -> None:
         _, batch = next(batches)
         marks.append(("make the batch (gather, tensors, distinct ids)", time.perf_counter(), time.process_time()))
         trainer.optimizer.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.bf16):
-            logits = model(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.bf16):  # DeepFM.forward, phase by phase
+            embedded = model.embedding(batch)
+            marks.append(("forward: embedding gather to (B, F, k)", time.perf_counter(), time.process_time()))
+            pairwise, dnn_input = fm_pairwise_and_mlp_input(embedded)
+            y_fm = model.linear(batch) + pairwise
+            marks.append(("forward: FM term (first order + pairwise)", time.perf_counter(), time.process_time()))
+            logits = y_fm + model.dnn(dnn_input).squeeze(-1)
         loss = loss_fn("binary", logits.float(), batch.labels)
-        marks.append(("forward (embedding, FM, MLP, loss)", time.perf_counter(), time.process_time()))
+        marks.append(("forward: MLP (linear, batch norm, ReLU + dropout), loss", time.perf_counter(), time.process_time()))
         loss.backward()
         marks.append(("backward", time.perf_counter(), time.process_time()))
         if trainer.optimizer.per_occurrence:
@@ -135,8 +159,7 @@ def main() -> None:
     for _ in range(args.steps):
         step(True)
     total = time.perf_counter() - began
-    lines = [f"DeepFM step ({args.precision}, {args.setting}: dropout {model_config.dropout}, batch norm "
-             f"{model_config.batch_norm}, embed L2 {training.embed_l2} per {training.embed_reg}), batch 4096, {args.steps} steps, "
+    lines = [f"DeepFM step ({args.precision}, {args.setting}: {describe(model_config, training)}), batch 4096, {args.steps} steps, "
              f"{torch.get_num_threads()} threads: "
              f"{total / args.steps * 1e3:.1f} ms/step = {args.steps * 4096 / total:,.0f} samples/s", "",
              "Wall time per phase:"]
@@ -167,11 +190,11 @@ def overheads(data, encoder, args) -> None:
     defaults' dropout rate), steps interleaved on the same batches; the extra time of each regulariser."""
     variants = {"neither": dict(dropout=0.0, batch_norm=False), "dropout": dict(batch_norm=False),
                 "batch norm": dict(dropout=0.0), "both (defaults)": {}}
-    training = click_training(args.precision)
     trainers = {}
     for name, options in variants.items():
         torch.manual_seed(0)
-        model = build_model(ModelConfig(**options), encoder.num_features, encoder.num_fields)
+        model_config, training = click_settings(encoder, args.precision, **options)
+        model = build_model(model_config, encoder.num_features, encoder.num_fields)
         trainers[name] = (model, Trainer(model, "binary", training, progress=False))
     batches = prefetch(InMemorySource(data).batches(4096, seed=0, epoch=0), depth=0)
     times: dict[str, list[float]] = defaultdict(list)
@@ -185,7 +208,8 @@ def overheads(data, encoder, args) -> None:
                 times[name].append(time.perf_counter() - began)
                 cpu_times[name].append(time.process_time() - cpu)
     batches.close()
-    lines = [f"DeepFM steps ({args.precision}), batch 4096, {args.steps} interleaved steps each, "
+    lines = [f"DeepFM steps ({args.precision}; the defaults: {describe(*click_settings(encoder, args.precision))}), "
+             f"batch 4096, {args.steps} interleaved steps each, "
              f"{torch.get_num_threads()} threads, {Path(args.data).resolve().name}, load average {os.getloadavg()[0]:.1f}:"]
     for clock, samples in (("wall", times), ("CPU", cpu_times)):
         median = {name: statistics.median(t) * 1e3 for name, t in samples.items()}
@@ -209,11 +233,13 @@ def against_ceiling(data, encoder, args) -> None:
     4096, as benchmarks/tasks.py), steps interleaved in one process: run.py's × ceiling without the load's
     swings between processes (batches are made inside the timed DeepFM step, as the trainer makes them)."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(), encoder.num_features, encoder.num_fields)
-    trainer = Trainer(model, "binary", click_training(args.precision), progress=False)
-    mlp = bare_mlp(encoder.num_fields * 10)
+    model_config, training = click_settings(encoder, args.precision)
+    model = build_model(model_config, encoder.num_features, encoder.num_fields)
+    trainer = Trainer(model, "binary", training, progress=False)
+    width = encoder.num_fields * model_config.embed_dim  # the MLP's input at the defaults (run.py's ceiling: fields × 10)
+    mlp = bare_mlp(width)
     adam = torch.optim.Adam(mlp.parameters(), lr=1e-3)
-    x, y = torch.randn(4096, encoder.num_fields * 10), (torch.rand(4096) < 0.3).float()
+    x, y = torch.randn(4096, width), (torch.rand(4096) < 0.3).float()
     batches = prefetch(InMemorySource(data).batches(4096, seed=0, epoch=0), depth=0)
     times: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for number in range(args.steps + 3):
@@ -230,8 +256,8 @@ def against_ceiling(data, encoder, args) -> None:
             times["bare MLP (ceiling)"].append((time.perf_counter() - wall, time.process_time() - cpu))
     batches.close()
     median = {name: [statistics.median(p[i] for p in pairs) * 1e3 for i in (0, 1)] for name, pairs in times.items()}
-    print(f"{Path(args.data).resolve().name}, {args.steps} interleaved steps, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.1f}:")
+    print(f"{Path(args.data).resolve().name} ({describe(model_config, training)}; bare MLP {width}→400³→1), "
+          f"{args.steps} interleaved steps, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}:")
     for name, (wall, cpu) in median.items():
         print(f"  {name:<20} {wall:7.1f} ms wall ({4096 / wall * 1e3:8,.0f} samples/s)  {cpu:7.1f} ms CPU")
     (dw, dc), (mw, mc) = median["DeepFM defaults"], median["bare MLP (ceiling)"]

@@ -82,6 +82,14 @@ def run_process(python: Path, script: str, *args: str, timeout: float = 3600) ->
     return result
 
 
+def run_logged(title: str, python: Path, script: str, *args: str) -> dict:
+    """``run_process``, saying on stderr what runs and what it gave."""
+    print(f"{title} ...", file=sys.stderr, flush=True)
+    result = run_process(python, script, *args)
+    print(f"    {json.dumps({k: v for k, v in result.items() if k != 'rss_samples_mb'})}", file=sys.stderr)
+    return result
+
+
 def median_of(results: list[dict]) -> dict:
     ok = [r for r in results if "error" not in r]
     if not ok:
@@ -142,9 +150,13 @@ def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | 
         for name, (python, script, args) in jobs.items():
             if round_ and "stream" in name:
                 continue  # long, and about memory and accuracy: once is enough
-            print(f"[{round_ + 1}/{rounds}] {name} ...", file=sys.stderr, flush=True)
-            results[name].append(run_process(python, script, *args))
-            print(f"    {json.dumps({k: v for k, v in results[name][-1].items() if k != 'rss_samples_mb'})}", file=sys.stderr)
+            results[name].append(run_logged(f"[{round_ + 1}/{rounds}] {name}", python, script, *args))
+            width = results[name][-1].get("mlp_input_width")
+            if width and shape_of(name) in SHAPES and width != SHAPES[shape_of(name)][2] and "bf16" not in name:  # k 64
+                ceiling = f"bare MLP {width} wide (ceiling) · {shape_of(name)}"
+                if len(results.setdefault(ceiling, [])) <= round_:
+                    results[ceiling].append(run_logged(f"[{round_ + 1}/{rounds}] {ceiling}", DEEPFM_PY, "tasks.py",
+                                                       "mlp", "fp32", "no", str(width)))
     return {name: median_of(rs) for name, rs in results.items()}
 
 
@@ -158,7 +170,11 @@ def shape_of(name: str) -> str:
 
 def table(results: dict[str, dict]) -> str:
     def ceiling(name: str) -> float | None:
+        """The bare MLP over the row's own MLP input (fields × k), or over fields × 10."""
         bf16 = " bf16" if "bf16" in name else ""
+        own = f"bare MLP {results[name].get('mlp_input_width')} wide (ceiling) · {shape_of(name)}"
+        if not bf16 and own in results and name != own:
+            return results[own].get("train_samples_per_s")
         return results.get(f"bare MLP{bf16} (ceiling) · {shape_of(name)}", {}).get("train_samples_per_s")
 
     lines = ["| run | train samples/s | × ceiling | predict samples/s | file → model (s) | peak RSS (MB) | test AUC |",

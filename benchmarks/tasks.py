@@ -89,8 +89,10 @@ def deepfm_criteo(data_dir: str, precision: str = "fp32", setting: str = "stripp
     metrics = evaluate_predictions("binary", test.labels, predictions)
     model, training = estimator.config.model, estimator.config.training
     return {
-        "setting": f"dropout {model.dropout}, batch norm {model.batch_norm}, embed L2 {training.embed_l2}, "
-                   f"optimizer {training.optimizer}, lr {training.lr}",
+        "setting": f"k {model.embed_dim}, dropout {model.dropout}, batch norm {model.batch_norm}, embed L2 "
+                   f"{training.embed_l2} per {training.embed_reg}, optimizer {training.optimizer}, lr {training.lr}, "
+                   f"MLP lr {training.dense_lr if training.dense_lr is not None else training.lr}",
+        "mlp_input_width": estimator.encoder.num_fields * model.embed_dim,  # run.py's ceiling for this row
         "file_to_model_s": wall,
         "train_samples_per_s": estimator.metrics["train_samples_per_s"],
         "predict_samples_per_s": len(test) / float(np.median(timings)),

@@ -257,3 +257,33 @@ def test_fm_matrix_form_includes_multi_valued_fields_and_repeated_ids(monkeypatc
     torch.testing.assert_close(model.embedding.weight.grad.to_dense(), reference.embedding.weight.grad, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(model.linear.weights.weight.grad.to_dense(), reference.linear.weights.weight.grad,
                                rtol=1e-4, atol=1e-5)
+
+
+def _ops_on(shape: tuple[int, ...], run) -> list[str]:
+    """Names of the operators ``run()`` calls with an input of ``shape`` (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        run()
+    return [event.name for event in prof.events() if any(list(s) == list(shape) for s in event.input_shapes or [])]
+
+
+def test_deepfm_backward_adds_the_fm_gradient_into_the_mlps_input_gradient():
+    """The shared fields get one gradient: the FM term's Σ_j v_j x_j − v_i x_i is added in place into the
+    gradient the MLP hands back (no autograd sum into a new (B, F, k) tensor), and every gradient is
+    bitwise the one of the two parts read apart (``fm_pairwise`` and ``fields.flatten(1)``)."""
+    torch.manual_seed(5)
+    rows = sparse_rows(seed=5, rows=16, fields=4, with_bag=False)
+    data = EncodedData(rows.ids, None, [], labels=rows.labels)  # one-hot fields, as categorical data
+    model = DeepFM(N_FEATURES, num_fields=4, embed_dim=K, mlp=(8, 8), dropout=0.0)
+    model(data.to_batch()).sum().backward()
+    fused = {name: p.grad.to_dense() for name, p in model.named_parameters()}
+    model.zero_grad()
+    embedded = model.embedding(data.to_batch())
+    y_fm = model.linear(data.to_batch()) + fm_pairwise(embedded)
+    (y_fm + model.dnn(embedded.fields.flatten(1)).squeeze(-1)).sum().backward()
+    for name, p in model.named_parameters():
+        assert torch.equal(fused[name], p.grad.to_dense()), name
+    model.zero_grad()
+    sums = [op for op in _ops_on((16, 4, K), lambda: model(data.to_batch()).sum().backward()) if op == "aten::add"]
+    assert sums == [], sums

@@ -228,3 +228,46 @@ def test_a_gradient_run_imports_neither_sklearn_nor_numba_until_it_scores_or_sam
             "print(sorted(m for m in ('sklearn', 'numba') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+class _Spy(torch.autograd.Function):
+    """Identity that keeps the gradient it receives (to see where a layer's backward wrote)."""
+
+    seen: list[torch.Tensor] = []
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        _Spy.seen.append(grad)
+        return grad
+
+
+def test_relu_dropout_backward_writes_its_gradient_into_the_incoming_one():
+    """In the MLP, the backward of the fused ReLU + dropout allocates no (B, H) gradient: the next
+    Linear's fresh input gradient is overwritten (no new pages), and the values are the plain form's."""
+    torch.manual_seed(5)
+    z, p = torch.randn(64, 9), 0.25
+    noise = uniform_noise(z.shape)
+    linear = torch.nn.Linear(9, 4)
+    out = relu_dropout(_Spy.apply(z.clone().requires_grad_()), p, noise, overwrite_grad=True)  # as the MLP does
+    incoming = []
+    out.register_hook(incoming.append)
+    linear(out).sum().backward()
+    plain_in = z.clone().requires_grad_()
+    linear(F.relu(plain_in) * (noise > 1 + p).float() / (1 - p)).sum().backward()
+    torch.testing.assert_close(_Spy.seen[-1], plain_in.grad)
+    assert _Spy.seen[-1].data_ptr() == incoming[0].data_ptr()
+
+
+def test_an_mlp_without_output_layer_leaves_the_callers_gradient_alone():
+    """The last hidden layer of an MLP without an output layer hands its output to the caller, whose
+    gradient tensor must not be overwritten."""
+    torch.manual_seed(6)
+    mlp = MultiLayerPerceptron(5, [7], dropout=0.3, output_dim=None)
+    grad = torch.randn(16, 7)
+    kept = grad.clone()
+    mlp(torch.randn(16, 5, requires_grad=True)).backward(grad)
+    assert torch.equal(grad, kept)

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from deepfm.data.batch import Batch
-from deepfm.models.layers import FeaturesEmbedding, FeaturesLinear, MultiLayerPerceptron, fm_pairwise, squeeze_output
+from deepfm.models.layers import (FeaturesEmbedding, FeaturesLinear, MultiLayerPerceptron, fm_pairwise_and_mlp_input,
+                                  squeeze_output)
 
 
 class DeepFM(nn.Module):
@@ -37,7 +38,9 @@ class DeepFM(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,), or (B, C) for C outputs
         embedded = self.embedding(batch)  # shared by both parts
-        y_fm = self.linear(batch) + fm_pairwise(embedded, self.output_dim)  # from the field vectors the DNN needs anyway (FM alone
-        # uses FeaturesEmbedding.pairwise, which can skip them)
-        y_dnn = squeeze_output(self.dnn(embedded.fields.flatten(1)), self.output_dim)
+        # the FM term from the field vectors the DNN needs anyway (FM alone uses FeaturesEmbedding.pairwise,
+        # which can skip them); one gradient for the fields of both parts
+        pairwise, dnn_input = fm_pairwise_and_mlp_input(embedded, self.output_dim)
+        y_fm = self.linear(batch) + pairwise
+        y_dnn = squeeze_output(self.dnn(dnn_input), self.output_dim)
         return y_fm + y_dnn

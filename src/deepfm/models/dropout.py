@@ -29,28 +29,36 @@ def uniform_noise(shape: torch.Size) -> torch.Tensor:
 
 
 class _ReluDropout(torch.autograd.Function):
-    """relu(z) ∘ m / (1 − p) with m = [noise > 1 + p]; ∂/∂z = g / (1 − p) where the output is > 0, else 0."""
+    """relu(z) ∘ m / (1 − p) with m = [noise > 1 + p]; ∂/∂z = g / (1 − p) where the output is > 0, else 0.
+    With ``overwrite_grad`` the backward writes into the incoming gradient g instead of a new tensor."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, noise: torch.Tensor, p: float) -> torch.Tensor:
+    def forward(ctx, z: torch.Tensor, noise: torch.Tensor, p: float, overwrite_grad: bool) -> torch.Tensor:
         scale = 1.0 / (1.0 - p)
         out = torch.ops.aten.threshold_backward.grad_input(z, noise, 1.0 + p, grad_input=z)  # in place
         out.clamp_min_(0).mul_(scale)
         ctx.mark_dirty(out)
         ctx.save_for_backward(out)
-        ctx.scale = scale
+        ctx.scale, ctx.overwrite_grad = scale, overwrite_grad
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         (out,) = ctx.saved_tensors
-        return _threshold(grad, out, 0).mul_(ctx.scale), None, None
+        if ctx.overwrite_grad and grad.is_contiguous():
+            return _threshold.grad_input(grad, out, 0, grad_input=grad).mul_(ctx.scale), None, None, None
+        return _threshold(grad, out, 0).mul_(ctx.scale), None, None, None
 
 
-def relu_dropout(z: torch.Tensor, p: float, noise: torch.Tensor | None = None) -> torch.Tensor:
+def relu_dropout(z: torch.Tensor, p: float, noise: torch.Tensor | None = None, overwrite_grad: bool = False) -> torch.Tensor:
     """``dropout(relu(z), p)`` in training: each element kept with probability 1 − p and scaled by
-    1 / (1 − p). ``noise`` (U[1, 2), z's shape) fixes the mask; by default it is drawn."""
+    1 / (1 − p). ``noise`` (U[1, 2), z's shape) fixes the mask; by default it is drawn.
+
+    ``overwrite_grad``: the backward overwrites the gradient it receives (no new (B, H) tensor, whose
+    fresh pages cost more than the pass itself). Only for a caller whose output feeds a layer that
+    makes a new input gradient no one else reads, as ``nn.Linear`` does (``MultiLayerPerceptron``);
+    never where a user's tensor may arrive as the gradient (``out.backward(grad)``)."""
     if noise is None:
         noise = uniform_noise(z.shape)
-    return _ReluDropout.apply(z, noise, p)
+    return _ReluDropout.apply(z, noise, p, overwrite_grad)

@@ -182,22 +182,65 @@ def squeeze_output(logits: torch.Tensor, output_dim: int) -> torch.Tensor:
     return logits.squeeze(-1) if output_dim == 1 else logits
 
 
+def _pairwise_of_fields(fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ_{i<j} <v_i x_i, v_j x_j> of each row (B,), Σ_f v_f x_f (B, k)) for one feature per field."""
+    total = fields.sum(dim=1)  # (B, k)
+    squares = torch.linalg.vector_norm(fields.flatten(1), dim=1).square()  # Σ_f,k (v x)², no (B, F, k) temporary
+    return 0.5 * (total.square().sum(dim=1) - squares), total
+
+
+def _pairwise_gradient(fields: torch.Tensor, total: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Rendle's ∂y/∂(v_i x_i) = Σ_j v_j x_j − v_i x_i, times each row's ``grad``: (B, F, k), two passes."""
+    return (total.unsqueeze(1) - fields).mul_(grad.view(-1, 1, 1))
+
+
 class _PairwiseOfFields(torch.autograd.Function):
-    """``fm_pairwise`` when each field is one feature, with its gradient written out (Rendle's
-    ∂y/∂(v_i x_i) = Σ_j v_j x_j − v_i x_i): two passes over (B, F, k) backward instead of autograd's six."""
+    """``fm_pairwise`` when each field is one feature, with its gradient written out
+    (``_pairwise_gradient``): two passes over (B, F, k) backward instead of autograd's six."""
 
     @staticmethod
     def forward(ctx, fields: torch.Tensor) -> torch.Tensor:
-        total = fields.sum(dim=1)  # (B, k)
+        pairwise, total = _pairwise_of_fields(fields)
         ctx.save_for_backward(fields, total)
-        squares = torch.linalg.vector_norm(fields.flatten(1), dim=1).square()  # Σ_f,k (v x)², no (B, F, k) temporary
-        return 0.5 * (total.square().sum(dim=1) - squares)
+        return pairwise
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return _pairwise_gradient(*ctx.saved_tensors, grad)
+
+
+def fm_pairwise_and_mlp_input(embedded: EmbeddedFields, outputs: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepFM's two reads of the field vectors: ``fm_pairwise(embedded, outputs)`` and the fields flattened
+    to (B, F·k) for an MLP whose first layer is a Linear. When each field is one feature, the backward
+    adds the FM term's gradient in place into the gradient that Linear hands back instead of autograd
+    summing the two into a new (B, F, k) tensor: the same numbers, one new tensor fewer."""
+    if embedded.squares is None and outputs == 1:
+        return _PairwiseAndFlatFields.apply(embedded.fields)
+    return fm_pairwise(embedded, outputs), embedded.fields.flatten(1)
+
+
+class _PairwiseAndFlatFields(torch.autograd.Function):
+    """(``_PairwiseOfFields``, fields.flatten(1)) with one gradient: g_flat + (Σ_j v_j x_j − v_i x_i)·g_fm.
+    The flat gradient comes from the MLP's first Linear (a new tensor no one else reads), so the sum
+    is written into it."""
+
+    @staticmethod
+    def forward(ctx, fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pairwise, total = _pairwise_of_fields(fields)
+        ctx.save_for_backward(fields, total)
+        return pairwise, fields.flatten(1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_fm: torch.Tensor | None, grad_flat: torch.Tensor | None) -> torch.Tensor:
         fields, total = ctx.saved_tensors
-        return (total.unsqueeze(1) - fields).mul_(grad.view(-1, 1, 1))
+        if grad_fm is None:
+            return grad_flat.view_as(fields)
+        if grad_flat is None:
+            return _pairwise_gradient(fields, total, grad_fm)
+        grad = grad_flat.view_as(fields) if grad_flat.is_contiguous() else grad_flat.reshape(fields.shape).clone()
+        return grad.add_(_pairwise_gradient(fields, total, grad_fm))  # the sum autograd made, bit for bit, in place
 
 
 def autocast_enabled(device_type: str) -> bool:
@@ -250,7 +293,8 @@ class MultiLayerPerceptron(nn.Module):
     """Linear → [BatchNorm] → activation → Dropout per hidden layer, then a linear output.
 
     On CPU while training, a ReLU and the Dropout after it run as one step (``relu_dropout``: a
-    cheaper mask, same distribution); the modules stay as they are (same state, same slots)."""
+    cheaper mask, same distribution; its backward overwrites the next Linear's fresh input gradient);
+    the modules stay as they are (same state, same slots)."""
 
     def __init__(
         self,
@@ -284,7 +328,8 @@ class MultiLayerPerceptron(nn.Module):
         while i < len(hidden):
             layer, following = hidden[i], hidden[i + 1] if i + 1 < len(hidden) else None
             if fuse and type(layer) is nn.ReLU and type(following) is nn.Dropout and following.p > 0:
-                x, i = relu_dropout(x, following.p), i + 2
+                feeds_linear = i + 2 < len(hidden) or output is not None  # else the caller reads the gradient too
+                x, i = relu_dropout(x, following.p, overwrite_grad=feeds_linear), i + 2
             else:
                 x, i = layer(x), i + 1
         if output is None:

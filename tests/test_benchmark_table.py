@@ -1,0 +1,33 @@
+"""benchmarks/run.py's table: what each row is divided by (no timing here)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+def load_run():
+    spec = importlib.util.spec_from_file_location("benchmark_run", RUN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def deepfm_row(speed: float, width: int | None = None) -> dict:
+    row = {"train_samples_per_s": speed, "predict_samples_per_s": 1.0, "file_to_model_s": 1.0, "peak_rss_mb": 1.0}
+    return row | ({"mlp_input_width": width} if width else {})
+
+
+def test_a_deepfm_row_is_divided_by_the_bare_mlp_over_its_own_input_width():
+    """At k 64 the one-hot defaults' MLP reads 640 inputs, not fields × 10 = 100: its × ceiling divides by
+    the 640-wide bare MLP of the same run; a row over fields × 10 keeps the shape's ceiling."""
+    run = load_run()
+    results = {"bare MLP (ceiling) · onehot": {"train_samples_per_s": 30_000.0},
+               "bare MLP 640 wide (ceiling) · onehot": {"train_samples_per_s": 20_000.0},
+               "deepfm DeepFM defaults · onehot": deepfm_row(15_000.0, 640),
+               "deepfm DeepFM stripped · onehot": deepfm_row(24_000.0, 100)}
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[2] for line in run.table(results).splitlines()
+            if line.startswith("| deepfm")}
+    assert rows == {"deepfm DeepFM defaults · onehot": "0.75", "deepfm DeepFM stripped · onehot": "0.80"}
