@@ -96,3 +96,12 @@ def test_batch_norm_uses_the_global_batch_statistics_on_every_rank():
                              str(script)], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert result.stdout.count("all equal") == 2
+
+
+def test_table_rows_are_updated_once_across_ranks_and_checkpointed_whole(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = Path(__file__).with_name("distributed_rows_check.py")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    assert result.stdout.count("all equal") == 2, result.stdout + result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:]
