@@ -58,24 +58,29 @@ class OwnedRows:
 
 def average_rows(tables: list[nn.Parameter]) -> OwnedRows:
     """Replace each table's sparse gradient by the mean over ranks of its rows that this rank owns
-    (coalesced: sorted, distinct). Returns those rows, for ``OwnedRows.share`` after the step."""
+    (coalesced: sorted, distinct). Returns those rows, for ``OwnedRows.share`` after the step.
+    Tables whose gradients have the same rows (FM's w and V, from one batch) share their row ids in
+    the exchange and one merge."""
     if not tables:
         return OwnedRows()
-    world, rank, device = dist.get_world_size(), dist.get_rank(), comm_device()
+    world, device = dist.get_world_size(), comm_device()
     grads = [table.grad.coalesce() for table in tables]
-    owners = [grad.indices()[0] % world for grad in grads]
+    rows = _one_tensor_per_rows([grad.indices()[0] for grad in grads])
+    owners = {id(r): r % world for r in rows}
     outgoing = []
     for destination in range(world):
-        picked = [torch.nonzero(owner == destination).squeeze(1) for owner in owners]
-        outgoing.append(_pack([(grad.indices()[0][index], grad.values()[index]) for grad, index in zip(grads, picked)]))
-    received = _all_to_all([part.to(device) for part in outgoing])
-    unpacked = [_unpack(payload, tables) for payload in received]  # [source][table] -> (rows, values)
-    owned = OwnedRows()
+        picked = {key: torch.nonzero(owner == destination).squeeze(1) for key, owner in owners.items()}
+        chosen = {id(r): r[picked[id(r)]] for r in rows}  # one tensor for tables with the same rows
+        outgoing.append(_pack([(chosen[id(r)], grad.values()[picked[id(r)]]) for r, grad in zip(rows, grads)]))
+    unpacked = [_unpack(payload, tables) for payload in _all_to_all([part.to(device) for part in outgoing])]
+    owned, merged = OwnedRows(), {}
     for position, table in enumerate(tables):
-        parts = [from_source[position] for from_source in unpacked]
-        rows = torch.cat([r for r, _ in parts]).to(table.device)
+        parts = [from_source[position] for from_source in unpacked]  # (rows, values) from each rank
+        key = tuple(id(r) for r, _ in parts)  # the same row tensors from every rank: merged once
+        if key not in merged:
+            merged[key] = torch.unique(torch.cat([r for r, _ in parts]).to(table.device), sorted=True, return_inverse=True)
+        distinct, inverse = merged[key]
         values = torch.cat([v for _, v in parts]).to(table.device) / world
-        distinct, inverse = torch.unique(rows, sorted=True, return_inverse=True)
         summed = values.new_zeros((len(distinct), *values.shape[1:])).index_add_(0, inverse, values)
         table.grad = torch.sparse_coo_tensor(distinct.unsqueeze(0), summed, table.shape, is_coalesced=True,
                                              check_invariants=False)
@@ -107,24 +112,41 @@ def gather_row_state(optimizer: torch.optim.Optimizer | None) -> None:
                     block.copy_(mine)
 
 
+def _one_tensor_per_rows(rows: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``rows``, where tensors that hold the same ids are replaced by the first of them."""
+    out: list[torch.Tensor] = []
+    for r in rows:
+        out.append(next((o for o in out if o.shape == r.shape and (o.data_ptr() == r.data_ptr() or torch.equal(o, r))), r))
+    return out
+
+
 def _pack(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """One byte buffer of several tables' (rows (n_t,) int64, values (n_t, k_t)): the counts n_t
-    first, then each table's rows and values, each padded to 8 bytes (so that every piece can be
-    viewed as its dtype again). Bytes, so that one collective carries every table."""
-    counts = torch.tensor([len(rows) for rows, _ in parts], dtype=torch.int64, device=parts[0][0].device)
-    pieces = [_bytes(counts)]
-    for rows, values in parts:
-        pieces += [_bytes(rows.to(torch.int64)), _bytes(values)]
+    """One byte buffer of several tables' (rows (n_t,) int64, values (n_t, k_t)): a header (for each
+    table, the first table with the same rows tensor; then each table's n_t), then the rows of each
+    distinct rows tensor once and every table's values, each piece padded to 8 bytes (so that it can
+    be viewed as its dtype again). Bytes, so that one collective carries every table."""
+    first = [next(u for u, (other, _) in enumerate(parts) if other is rows) for rows, _ in parts]
+    device = parts[0][0].device
+    header = torch.tensor(first + [len(rows) for rows, _ in parts], dtype=torch.int64, device=device)
+    pieces = [_bytes(header)]
+    for t, (rows, values) in enumerate(parts):
+        pieces += ([_bytes(rows.to(torch.int64))] if first[t] == t else []) + [_bytes(values)]
     return torch.cat(pieces)
 
 
 def _unpack(payload: torch.Tensor, tables: list[nn.Parameter]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``_pack``'s (rows, values) of each table (``tables``: their dtypes and widths)."""
-    counts = payload[: 8 * len(tables)].view(torch.int64).tolist()
-    position, out = 8 * len(tables), []
-    for table, n in zip(tables, counts):
-        rows = payload[position : position + 8 * n].view(torch.int64)
-        position += 8 * n
+    """``_pack``'s (rows, values) of each table (``tables``: their dtypes and widths); tables that
+    were sent with one rows tensor get the same tensor back."""
+    count = len(tables)
+    header = payload[: 16 * count].view(torch.int64).tolist()
+    first, sizes = header[:count], header[count:]
+    position, out = 16 * count, []
+    for t, (table, n) in enumerate(zip(tables, sizes)):
+        if first[t] == t:
+            rows = payload[position : position + 8 * n].view(torch.int64)
+            position += 8 * n
+        else:
+            rows = out[first[t]][0]
         width = table.shape[1:].numel() * table.element_size()
         values = payload[position : position + width * n].view(table.dtype).view(n, *table.shape[1:])
         position += _aligned(width * n)
