@@ -11,10 +11,11 @@ CPU seconds from ``/proc/self/task`` (torch's and gloo's threads included). Phas
 
 - prefetch thread: ``read, parse, encode, shuffle`` (the ``StreamSource`` batches), ``to tensors``,
   ``distinct ids, design`` (``Batch.prepare``);
-- main thread: ``forward + loss``, ``backward``, ``penalty`` (per-occurrence L2), ``exchange: dense``
-  and ``exchange: sparse`` (``average_gradients``), ``update: sparse tables`` and ``update: dense``
-  (the optimisers' steps), ``exchange: updated rows`` (``OwnedRows.share``); ``before_training_wall_s``
-  (the streamed fit and set-up, up to the first step).
+- main thread: ``step`` (all of ``Trainer._step``), of which ``backward``, ``penalty`` (per-occurrence
+  L2), ``exchange: dense`` and ``exchange: sparse`` (``average_gradients``), ``update: sparse tables`` and ``update: dense``
+  (the optimisers' steps), ``exchange: updated rows`` (``OwnedRows.share``), and ``forward + loss``:
+  the rest of the step (zeroing gradients included); ``before_training_wall_s`` (the streamed fit
+  and set-up, up to the first step).
 """
 
 from __future__ import annotations
@@ -85,29 +86,22 @@ def timed_generator(owner, attribute: str, name: str) -> None:
     setattr(owner, attribute, timed_batches)
 
 
-def timed_step(self: trainer.Trainer, batch: Batch) -> float:
-    """``Trainer._step`` with each phase timed (the same calls in the same order)."""
-    if not FIRST_STEP:
-        FIRST_STEP.append(time.perf_counter())
-    self.optimizer.zero_grad()
-    with timed("forward + loss"):
-        logits = self.model(batch)
-        loss = self.task.loss(logits.float(), batch.labels, batch.weights)
-    with timed("backward"):
-        loss.backward()
-    if self.optimizer.per_occurrence:
-        with timed("penalty"):
-            self.optimizer.add_occurrence_penalty(optim.batch_occurrences(batch))
-    distributed.average_gradients(self.model)
-    self.optimizer.step()
-    return float(loss.detach())
-
-
 def instrument() -> None:
     timed_generator(StreamSource, "batches", "read, parse, encode, shuffle")
     wrap(EncodedData, "to_batch", "to tensors")
     wrap(Batch, "prepare", "distinct ids, design")
-    trainer.Trainer._step = timed_step
+    step = trainer.Trainer._step
+
+    def first_step(self, batch):
+        if not FIRST_STEP:
+            FIRST_STEP.append(time.perf_counter())
+        return step(self, batch)
+
+    trainer.Trainer._step = first_step
+    wrap(trainer.Trainer, "_step", "step")  # all of it; "forward + loss" is what the phases below leave
+    wrap(torch.Tensor, "backward", "backward")
+    wrap(trainer, "batch_occurrences", "penalty")
+    wrap(optim.ModelOptimizer, "add_occurrence_penalty", "penalty")
     wrap(distributed, "average_gradients", "exchange: all")
     wrap(gradients, "_average_sparse", "exchange: sparse")  # before the tables' rows had owners
     wrap(gradients, "average_rows", "exchange: sparse")  # each row averaged by its owner ...
@@ -146,10 +140,15 @@ def main() -> None:
     rank = int(os.environ.get("RANK", "0"))
     phases = {name: {"cpu_s": round(cpu, 2), "wall_s": round(wall, 2), "calls": calls}
               for name, (cpu, wall, calls) in PHASES.items()}
-    exchange = PHASES.get("exchange: all", [0.0, 0.0, 0])
-    sparse = PHASES.get("exchange: sparse", [0.0, 0.0, 0])
-    phases["exchange: dense"] = {"cpu_s": round(exchange[0] - sparse[0], 2), "wall_s": round(exchange[1] - sparse[1], 2),
-                                 "calls": exchange[2]}
+    def rest(whole: str, parts: list[str]) -> dict:
+        """What the phase ``whole`` spent outside the phases ``parts`` it contains."""
+        totals = [PHASES.get(whole, [0.0, 0.0, 0])] + [PHASES.get(p, [0.0, 0.0, 0]) for p in parts]
+        return {"cpu_s": round(totals[0][0] - sum(t[0] for t in totals[1:]), 2),
+                "wall_s": round(totals[0][1] - sum(t[1] for t in totals[1:]), 2), "calls": totals[0][2]}
+
+    phases["exchange: dense"] = rest("exchange: all", ["exchange: sparse"])
+    phases["forward + loss"] = rest("step", ["backward", "penalty", "exchange: all", "exchange: updated rows",
+                                             "update: sparse tables", "update: dense"])
     usage = os.times()
     record = {"rank": rank, "exit": code, "argv": train_args, "threads": torch.get_num_threads(),
               "before_training_wall_s": round(FIRST_STEP[0] - STARTED, 2) if FIRST_STEP else None,
