@@ -12,10 +12,10 @@ CPU seconds from ``/proc/self/task`` (torch's and gloo's threads included). Phas
 - prefetch thread: ``read, parse, encode, shuffle`` (the ``StreamSource`` batches), ``to tensors``,
   ``distinct ids, design`` (``Batch.prepare``);
 - main thread: ``step`` (all of ``Trainer._step``), of which ``backward``, ``penalty`` (per-occurrence
-  L2), ``exchange: dense`` and ``exchange: sparse`` (``average_gradients``), ``update: sparse tables`` and ``update: dense``
-  (the optimisers' steps), ``exchange: updated rows`` (``OwnedRows.share``), and ``forward + loss``:
-  the rest of the step (zeroing gradients included); ``before_training_wall_s`` (the streamed fit
-  and set-up, up to the first step).
+  L2), ``exchange: dense`` and ``exchange: sparse`` (``average_gradients``), ``update: sparse tables``
+  and ``update: dense`` (the optimisers' steps), ``exchange: updated rows`` (``OwnedRows.share``),
+  and ``forward + loss``: the rest of the step (zeroing gradients included); ``before_training_wall_s``
+  (the streamed fit and set-up, up to the first step).
 """
 
 from __future__ import annotations

@@ -80,7 +80,8 @@ for name, settings in {"adam, L2 per occurrence": dict(optimizer="adam", embed_r
         touched.append(set(np.unique(data.ids).tolist()))
     for key, value in reference.state_dict().items():
         if not torch.allclose(model.state_dict()[key], value, atol=1e-5, rtol=1e-4):  # Adam magnifies rounding
-            failed.append(f"{name}: weights {key} (max difference {float((model.state_dict()[key] - value).abs().max()):.2g})")
+            difference = float((model.state_dict()[key] - value).abs().max())
+            failed.append(f"{name}: weights {key} (max difference {difference:.2g})")
     everyone: list = [None] * world
     dist.all_gather_object(everyone, seen)
     per_table = len(seen) // 3

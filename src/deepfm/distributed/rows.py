@@ -78,7 +78,8 @@ def average_rows(tables: list[nn.Parameter]) -> OwnedRows:
         parts = [from_source[position] for from_source in unpacked]  # (rows, values) from each rank
         key = tuple(id(r) for r, _ in parts)  # the same row tensors from every rank: merged once
         if key not in merged:
-            merged[key] = torch.unique(torch.cat([r for r, _ in parts]).to(table.device), sorted=True, return_inverse=True)
+            ids = torch.cat([r for r, _ in parts]).to(table.device)
+            merged[key] = torch.unique(ids, sorted=True, return_inverse=True)
         distinct, inverse = merged[key]
         values = torch.cat([v for _, v in parts]).to(table.device) / world
         summed = values.new_zeros((len(distinct), *values.shape[1:])).index_add_(0, inverse, values)
@@ -116,7 +117,8 @@ def _one_tensor_per_rows(rows: list[torch.Tensor]) -> list[torch.Tensor]:
     """``rows``, where tensors that hold the same ids are replaced by the first of them."""
     out: list[torch.Tensor] = []
     for r in rows:
-        out.append(next((o for o in out if o.shape == r.shape and (o.data_ptr() == r.data_ptr() or torch.equal(o, r))), r))
+        same = (o for o in out if o.shape == r.shape and (o.data_ptr() == r.data_ptr() or torch.equal(o, r)))
+        out.append(next(same, r))
     return out
 
 
