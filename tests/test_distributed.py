@@ -96,3 +96,27 @@ def test_batch_norm_uses_the_global_batch_statistics_on_every_rank():
                              str(script)], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert result.stdout.count("all equal") == 2
+
+
+def test_table_rows_are_updated_once_across_ranks_and_checkpointed_whole(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = Path(__file__).with_name("distributed_rows_check.py")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    assert result.stdout.count("all equal") == 2, result.stdout + result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_table_rows_packed_for_the_exchange_unpack_to_the_same_rows_and_values():
+    from deepfm.distributed.rows import _pack, _unpack
+
+    shared = torch.tensor([1, 4, 7], dtype=torch.int64)  # FM's w and V from one batch: the same rows
+    factors, linear, other = torch.zeros(10, 3), torch.zeros(10, 1), torch.zeros(10, 2, dtype=torch.float64)
+    parts = [(shared, torch.randn(3, 3)), (shared, torch.randn(3, 1)), (torch.tensor([0, 9]), torch.randn(2, 2).double())]
+    alone = _pack([(shared.clone(), parts[0][1]), (shared.clone(), parts[1][1]), parts[2]])
+
+    unpacked = _unpack(_pack(parts), [factors, linear, other])
+    for (rows, values), (sent_rows, sent_values) in zip(unpacked, parts):
+        assert torch.equal(rows, sent_rows) and torch.equal(values, sent_values) and values.dtype == sent_values.dtype
+    assert unpacked[0][0] is unpacked[1][0]  # received once, merged once
+    assert len(_pack(parts)) == len(alone) - 3 * 8  # the shared rows' 3 ids are sent once

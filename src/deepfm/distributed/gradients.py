@@ -1,4 +1,4 @@
-"""Gradients averaged over ranks after each backward pass (dense: all-reduce; sparse rows: all-gather)."""
+"""Gradients averaged over ranks after each backward pass (dense: all-reduce; table rows: by their owners)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,19 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from deepfm.distributed.gather import gather_padded
-from deepfm.distributed.process import active, comm_device
+from deepfm.distributed.process import active
+from deepfm.distributed.rows import OwnedRows, average_rows
 
 
-def average_gradients(model: nn.Module) -> None:
+def average_gradients(model: nn.Module) -> OwnedRows:
     """Replace every gradient by its mean over ranks (no-op in a single process).
 
-    Dense gradients: one flat all-reduce. Sparse (row) gradients: all-gather every rank's rows and
-    values, sum duplicate rows, divide by ``world``; the result is coalesced (sorted, distinct rows).
+    Dense gradients: one flat all-reduce. Sparse (row) gradients: each rank keeps the mean over ranks
+    of the rows it owns (``deepfm.distributed.rows``), coalesced; after the optimiser's step,
+    ``share()`` on the returned rows copies every rank's updated rows into every rank's tables.
     """
     if not active():
-        return
+        return OwnedRows()
     world = dist.get_world_size()
     params = [p for p in model.parameters() if p.grad is not None]
     dense = [p for p in params if not p.grad.is_sparse]
@@ -30,15 +31,4 @@ def average_gradients(model: nn.Module) -> None:
             n = p.grad.numel()
             p.grad.copy_(flat[position : position + n].view_as(p.grad))
             position += n
-    for p in params:
-        if p.grad.is_sparse:
-            p.grad = _average_sparse(p.grad, world)
-
-
-def _average_sparse(grad: torch.Tensor, world: int) -> torch.Tensor:
-    grad = grad.coalesce()
-    device = comm_device()
-    rows = torch.cat(gather_padded(grad.indices()[0].to(device), world))  # (Σ U_r,)
-    values = torch.cat(gather_padded(grad.values().to(device), world)) / world  # (Σ U_r, k)
-    merged = torch.sparse_coo_tensor(rows.unsqueeze(0), values, grad.shape, check_invariants=False).coalesce()
-    return merged.to(grad.device)
+    return average_rows([p for p in params if p.grad.is_sparse])

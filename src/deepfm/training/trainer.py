@@ -247,11 +247,14 @@ class Trainer:
         loss.backward()
         if self.optimizer.per_occurrence:  # before averaging: each process adds its own rows' share
             self.optimizer.add_occurrence_penalty(batch_occurrences(batch))
-        distributed.average_gradients(self.model)  # no-op in a single process
-        self.optimizer.step()
+        owned = distributed.average_gradients(self.model)  # no-op in a single process
+        self.optimizer.step()  # distributed: each rank steps on the table rows it owns ...
+        owned.share()  # ... and sends them to the other ranks
         return float(loss.detach())
 
     def _save(self, result: TrainResult, epoch: int, step: int, best_weights, bad_epochs: int) -> None:
+        if self.checkpoint_dir:  # every rank: rank 0 collects the tables' optimiser state of the rows others own
+            distributed.gather_row_state(self.optimizer.optimizers.get("sparse"))
         if not self.checkpoint_dir or not distributed.is_main():
             return
         loop = {
