@@ -391,11 +391,11 @@ def main() -> None:
                          f"sessions (load {os.getloadavg()[0]:.1f} at the end)",
               "command": " ".join(sys.argv), "results": results}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     table = candidate_table(results) if args.candidates else table_markdown(results)
     if args.seeds:
         report["over_seeds"] = over_seeds(results)
         table += "\n\n" + seeds_markdown(report["over_seeds"])
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     out.with_suffix(".md").write_text(f"`{report['command']}` ({report['machine']})\n\n{table}\n")
     print(table)
 
