@@ -384,7 +384,7 @@ def main() -> None:
             if "bayes_auc" in suite.notes and "test" in record:
                 record["gap_to_bayes_auc"] = round(suite.notes["bayes_auc"] - record["test"]["auc"], 4)
             results.append(record)
-            print(f"{name:13s} {model:7s} {candidate:24s} seed {seed} valid {metric_text(record['valid'], suite.metric)}  "
+            print(f"{name:13s} {model:7s} {candidate:24s} {'' if seed is None else f'seed {seed} '}valid {metric_text(record['valid'], suite.metric)}  "
                   f"test {metric_text(record.get('test'), suite.metric)}  {record['train_wall_s']} s", flush=True)
     report = {"date": stamp, "settings": settings, "candidates": candidates, "validation_only": validation_only,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other "
