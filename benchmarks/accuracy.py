@@ -3,13 +3,15 @@
     python benchmarks/accuracy.py --datasets /work/shared/datasets [--only frappe ml100k] [--models lr,fm,deepfm]
         [--set training.embed_l2=0.01 ...] [--validation-only] [--out benchmarks/results/accuracy_DATE]
     python benchmarks/accuracy.py --candidates CANDIDATES.json --only frappe ml100k-ids --models fm   # validation only
+    python benchmarks/accuracy.py --only frappe --models fm,deepfm --seeds 2026 7 11 13 17            # mean ± sd over seeds
 
 Each (model, data set) trains at the library's defaults (``--set`` overrides them, for candidate
 sweeps) with early stopping on the validation split, then scores the test split once, for the
 report. ``--validation-only`` never reads a test split: that is how candidates are compared.
 ``--candidates FILE`` (JSON: name -> {section: {key: value}}) runs every candidate on every data set,
-validation only, and tabulates candidate × data set. Writes OUT.json (every run) and OUT.md (the
-table) and prints the table.
+validation only, and tabulates candidate × data set. ``--seeds S ...`` runs each (model, data set)
+once per ``training.seed`` and adds mean ± sd; a test AUC carries its DeLong standard error (``auc_se``,
+benchmarks/accuracy_stats.py). Writes OUT.json (every run) and OUT.md (the table) and prints the table.
 
 Splits (fixed, seeded; nothing random between runs):
 - frappe: the shared train/valid/test files.
