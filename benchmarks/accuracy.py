@@ -3,13 +3,15 @@
     python benchmarks/accuracy.py --datasets /work/shared/datasets [--only frappe ml100k] [--models lr,fm,deepfm]
         [--set training.embed_l2=0.01 ...] [--validation-only] [--out benchmarks/results/accuracy_DATE]
     python benchmarks/accuracy.py --candidates CANDIDATES.json --only frappe ml100k-ids --models fm   # validation only
+    python benchmarks/accuracy.py --only frappe --models fm,deepfm --seeds 2026 7 11 13 17            # mean ± sd over seeds
 
 Each (model, data set) trains at the library's defaults (``--set`` overrides them, for candidate
 sweeps) with early stopping on the validation split, then scores the test split once, for the
 report. ``--validation-only`` never reads a test split: that is how candidates are compared.
 ``--candidates FILE`` (JSON: name -> {section: {key: value}}) runs every candidate on every data set,
-validation only, and tabulates candidate × data set. Writes OUT.json (every run) and OUT.md (the
-table) and prints the table.
+validation only, and tabulates candidate × data set. ``--seeds S ...`` runs each (model, data set)
+once per ``training.seed`` and adds mean ± sd; a test AUC carries its DeLong standard error (``auc_se``,
+benchmarks/accuracy_stats.py). Writes OUT.json (every run) and OUT.md (the table) and prints the table.
 
 Splits (fixed, seeded; nothing random between runs):
 - frappe: the shared train/valid/test files.
@@ -262,9 +264,22 @@ def run_one(model: str, suite: Suite, settings: dict[str, Any], read_test: bool)
         if hasattr(estimator.config.training, key):
             record["config"][key] = getattr(estimator.config.training, key)
     if read_test:
-        test = estimator.evaluate(suite.test)
-        record["test"] = {k: v for k, v in test.items() if k != "rows"}
+        record["test"] = test_metrics(estimator, suite)
     return record
+
+
+def test_metrics(estimator, suite: Suite) -> dict[str, float]:
+    """The test split's metrics, read once; for AUC also its DeLong standard error over the test rows."""
+    from deepfm.training.trainer import predict_logits
+
+    from accuracy_stats import auc_standard_error
+
+    encoded = estimator.encode(suite.test, with_labels=True)
+    logits = predict_logits(estimator.model, encoded, estimator.config.training.device)
+    metrics = estimator.encoder.task.metrics(encoded.labels, logits, encoded.weights)
+    if suite.metric == "auc":
+        metrics["auc_se"] = auc_standard_error(np.asarray(encoded.labels), np.asarray(logits, dtype=np.float64))[1]
+    return metrics
 
 
 def merge_settings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -306,6 +321,39 @@ def table_markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def over_seeds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (data set, model, candidate): the spread over seeds of the validation and test metric, and the
+    mean of the test AUC's DeLong standard error (its sampling error over the test rows)."""
+    from accuracy_stats import spread
+
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["dataset"], r["model"], r["candidate"]), []).append(r)
+    rows = []
+    for (dataset, model, candidate), runs in groups.items():
+        metric = runs[0]["metric"]
+        row = {"dataset": dataset, "model": model, "candidate": candidate, "metric": metric,
+               "seeds": [r["seed"] for r in runs], "valid": spread([r["valid"][metric] for r in runs])}
+        if all("test" in r for r in runs):
+            row["test"] = spread([r["test"][metric] for r in runs])
+            if metric == "auc":
+                row["test_auc_se"] = float(np.mean([r["test"]["auc_se"] for r in runs]))
+        rows.append(row)
+    return rows
+
+
+def seeds_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| data | model | candidate | seeds | valid mean ± sd | test mean ± sd (min–max) | test AUC DeLong se |",
+             "| --- | --- | --- | --- | --- | --- | ---: |"]
+    for r in rows:
+        test = r.get("test")
+        test_text = f"{test['mean']:.4f} ± {test['sd']:.4f} ({test['min']:.4f}–{test['max']:.4f})" if test else "—"
+        se = f"{r['test_auc_se']:.4f}" if "test_auc_se" in r else "—"
+        lines.append(f"| {r['dataset']} | {r['model']} | {r['candidate']} | {' '.join(map(str, r['seeds']))} | "
+                     f"{r['valid']['mean']:.4f} ± {r['valid']['sd']:.4f} | {test_text} | {se} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="/work/shared/datasets")
@@ -314,6 +362,8 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], dest="settings", help="section.key=value overrides (candidates)")
     parser.add_argument("--candidates", help="JSON file: candidate name -> settings; validation only")
     parser.add_argument("--validation-only", action="store_true", help="never read a test split (for choosing)")
+    parser.add_argument("--seeds", nargs="*", type=int, default=None,
+                        help="run every (model, data set) once per training.seed and tabulate mean and sd")
     parser.add_argument("--out", default=None, help="OUT.json and OUT.md (default benchmarks/results/accuracy_DATE)")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE.parent / "src"))
@@ -322,25 +372,32 @@ def main() -> None:
     out = Path(args.out) if args.out else HERE / "results" / f"accuracy_{stamp}"
     candidates = json.loads(Path(args.candidates).read_text()) if args.candidates else {"": settings}
     validation_only = args.validation_only or bool(args.candidates)
+    seeds = args.seeds or [None]
     results = []
     for name in args.only:
         suite = DATASETS[name](Path(args.datasets))
-        for model, (candidate, overrides) in itertools.product(args.models.split(","), candidates.items()):
-            record = run_one(model, suite, merge_settings(settings, overrides), read_test=not validation_only)
+        for model, (candidate, overrides), seed in itertools.product(args.models.split(","), candidates.items(), seeds):
+            chosen = merge_settings(settings, overrides)
+            if seed is not None:
+                chosen = merge_settings(chosen, {"training": {"seed": seed}})
+            record = run_one(model, suite, chosen, read_test=not validation_only)
             record.update(dataset=name, model=model, metric=suite.metric, reference=suite.references.get(model, ""),
-                          candidate=candidate, **suite.notes)
+                          candidate=candidate, seed=seed, **suite.notes)
             if "bayes_auc" in suite.notes and "test" in record:
                 record["gap_to_bayes_auc"] = round(suite.notes["bayes_auc"] - record["test"]["auc"], 4)
             results.append(record)
-            print(f"{name:13s} {model:7s} {candidate:24s} valid {metric_text(record['valid'], suite.metric)}  "
+            print(f"{name:13s} {model:7s} {candidate:24s} {'' if seed is None else f'seed {seed} '}valid {metric_text(record['valid'], suite.metric)}  "
                   f"test {metric_text(record.get('test'), suite.metric)}  {record['train_wall_s']} s", flush=True)
     report = {"date": stamp, "settings": settings, "candidates": candidates, "validation_only": validation_only,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other "
                          f"sessions (load {os.getloadavg()[0]:.1f} at the end)",
               "command": " ".join(sys.argv), "results": results}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     table = candidate_table(results) if args.candidates else table_markdown(results)
+    if args.seeds:
+        report["over_seeds"] = over_seeds(results)
+        table += "\n\n" + seeds_markdown(report["over_seeds"])
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     out.with_suffix(".md").write_text(f"`{report['command']}` ({report['machine']})\n\n{table}\n")
     print(table)
 

@@ -1,14 +1,15 @@
 """DeepCTR-Torch on the accuracy suite's rows: the Criteo-shaped one and Frappe.
 
     benchmarks/.peers-venv/bin/python benchmarks/accuracy_peers.py deepctr DATA_DIR [EPOCHS]
-    benchmarks/.peers-venv/bin/python benchmarks/accuracy_peers.py frappe FRAPPE_DIR [EMBED L2_EMBED MLP DROPOUT BN BATCH]
+    benchmarks/.peers-venv/bin/python benchmarks/accuracy_peers.py frappe FRAPPE_DIR [EMBED L2_EMBED MLP DROPOUT BN BATCH OPTIMIZER LR]
 
 ``deepctr``: ``peers.deepctr`` trains one epoch (the speed race); the accuracy suite compares at 3
 epochs, so this runs the same function with DeepCTR-Torch's ``fit`` told to run EPOCHS (default 3),
 and prints its JSON line (test AUC after the last epoch: the example has no validation or early stopping).
 
 ``frappe``: DeepCTR-Torch's DeepFM on the suite's Frappe split (train.libfm / valid.libfm / test.libfm;
-the i-th id of a line is field i's value), Adam lr 1e-3 (its ``compile("adam")``), at its own
+the i-th id of a line is field i's value), Adam lr 1e-3 (its ``compile("adam")``; OPTIMIZER
+``adagrad`` with LR gives torch's Adagrad on every weight instead, issue 12's recipe), at its own
 defaults unless given: embeddings 4, ``l2_reg_embedding`` 1e-5 (its L2 on the whole tables, added
 to the loss), MLP 256-128, no dropout, no batch norm, batch 256. One epoch at a time, validation AUC
 after each, early stopping with patience 2 (as deepfm's default); the best epoch's weights score
@@ -55,7 +56,8 @@ def read_frappe(path: Path) -> tuple[list[list[int]], list[int]]:
 
 
 def deepctr_frappe(frappe_dir: str, embed: str = "4", l2_embed: str = "1e-5", mlp: str = "256,128",
-                   dropout: str = "0", bn: str = "no", batch: str = "256", patience: int = 2, max_epochs: int = 50) -> dict:
+                   dropout: str = "0", bn: str = "no", batch: str = "256", optimizer: str = "adam", lr: str = "1e-3",
+                   patience: int = 2, max_epochs: int = 50) -> dict:
     import numpy as np
     import pandas as pd
     import torch
@@ -75,7 +77,8 @@ def deepctr_frappe(frappe_dir: str, embed: str = "4", l2_embed: str = "1e-5", ml
     model = DeepFM(columns, columns, dnn_hidden_units=tuple(int(w) for w in mlp.split(",")),
                    l2_reg_embedding=float(l2_embed), dnn_dropout=float(dropout), dnn_use_bn=bn == "yes",
                    task="binary", device="cpu")
-    model.compile("adam", "binary_crossentropy")
+    optimizers = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}
+    model.compile(optimizers[optimizer](model.parameters(), lr=float(lr)), "binary_crossentropy")
     best, best_state, best_epoch, history = -1.0, None, 0, []
     for epoch in range(1, max_epochs + 1):
         model.fit(inputs["train"], labels["train"], batch_size=int(batch), epochs=1, verbose=0)
@@ -89,7 +92,7 @@ def deepctr_frappe(frappe_dir: str, embed: str = "4", l2_embed: str = "1e-5", ml
     valid = model.predict(inputs["valid"], batch_size=4096)
     test = model.predict(inputs["test"], batch_size=4096)
     return {"settings": {"embed": int(embed), "l2_reg_embedding": float(l2_embed), "mlp": mlp, "dropout": float(dropout),
-                         "bn": bn, "batch": int(batch), "optimizer": "adam lr 1e-3", "patience": patience},
+                         "bn": bn, "batch": int(batch), "optimizer": f"{optimizer} lr {lr}", "patience": patience},
             "valid_auc_by_epoch": history, "best_epoch": best_epoch,
             "valid_auc": float(roc_auc_score(labels["valid"], valid)), "valid_logloss": float(log_loss(labels["valid"], valid)),
             "test_auc": float(roc_auc_score(labels["test"], test)), "test_logloss": float(log_loss(labels["test"], test))}
