@@ -134,3 +134,27 @@ def test_auto_serves_every_model_kind_with_onnx_runtime(model, name):
     config = ModelConfig(name=name, embed_dim=4, mlp=(8, 8), batch_norm=True)
     built = build_model(config, num_features=encoder.num_features, num_fields=len(encoder.fields))
     assert backends.predictor_for(built, encoder, "auto", threads=1).name == "onnxruntime"
+
+
+def test_small_requests_run_on_one_thread_and_share_the_weights_with_the_large_ones(model, monkeypatch):
+    """Waking a second thread costs a one-row request more than it saves: with 2 threads, requests of up to
+    SMALL_ROWS rows run on a one-thread session, larger ones on the two-thread one; both read one copy of the
+    weights and predict alike."""
+    estimator = Estimator.load(model["dir"])
+    predictor = backends.predictor_for(estimator.model, estimator.encoder, "onnxruntime", threads=2)
+    assert predictor.small_session is not predictor.session
+    assert predictor.small_session.get_session_options().intra_op_num_threads == 1
+    assert predictor.session.get_session_options().intra_op_num_threads == 2
+    assert backends.predictor_for(estimator.model, estimator.encoder, "onnxruntime", threads=1).small_session \
+        is not None
+    ran = []
+    for which in ("session", "small_session"):
+        session = getattr(predictor, which)
+        monkeypatch.setattr(predictor, which, type("Spy", (), {
+            "run": lambda self, *args, _s=session, _w=which: ran.append(_w) or _s.run(*args)})())
+    probe = backends.probe_rows(estimator.encoder, rows=64)
+    small, large = predictor(probe.slice(0, backends.SMALL_ROWS)), predictor(probe)
+    assert ran == ["small_session", "session"]
+    np.testing.assert_allclose(small, large[:backends.SMALL_ROWS], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(large, backends.TorchPredictor(estimator.model, estimator.encoder.task)(probe),
+                               **backends.TOLERANCE)
