@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-_FNV_PRIME = np.uint64(0x100000001B3)
+FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+FNV_PRIME = np.uint64(0x100000001B3)
 
 
 def fnv1a64_unique(strings: pa.Array) -> np.ndarray:
@@ -20,12 +20,12 @@ def fnv1a64_unique(strings: pa.Array) -> np.ndarray:
     offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64)[strings.offset : strings.offset + len(strings) + 1]
     data = np.frombuffer(strings.buffers()[2], dtype=np.uint8) if strings.buffers()[2] is not None else np.zeros(0, np.uint8)
     starts, lengths = offsets[:-1], np.diff(offsets)
-    hashes = np.full(len(strings), _FNV_OFFSET, dtype=np.uint64)
+    hashes = np.full(len(strings), FNV_OFFSET, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for position in range(int(lengths.max()) if len(lengths) else 0):
             active = lengths > position
             byte = data[starts[active] + position].astype(np.uint64)
-            hashes[active] = (hashes[active] ^ byte) * _FNV_PRIME
+            hashes[active] = (hashes[active] ^ byte) * FNV_PRIME
     return hashes
 
 

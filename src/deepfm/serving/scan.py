@@ -26,11 +26,9 @@ import pyarrow as pa
 from numba import njit
 
 from deepfm.data.hashing import fnv1a64_unique
-from deepfm.serving.vocabulary import lower_bound
+from deepfm.serving.vocabulary import fnv1a64_span, lower_bound
 
 STRING, NUMBER, NULL = 0, 1, 2  # what a span holds
-_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-_FNV_PRIME = np.uint64(0x100000001B3)
 _ROWS, _COLUMNS = b"rows", b"columns"
 
 
@@ -175,9 +173,7 @@ _COLUMNS_KEY = np.frombuffer(_COLUMNS, np.uint8)
 @njit(cache=True, nogil=True)
 def _slot(body, start, stop, hashes, name_offsets, name_bytes):  # pragma: no cover - compiled
     """The slot (in hash order) of the field named by ``body[start:stop]``, or -1 for a key the model does not read."""
-    h = _FNV_OFFSET
-    for p in range(start, stop):
-        h = (h ^ np.uint64(body[p])) * _FNV_PRIME
+    h = fnv1a64_span(body, start, stop)
     lo = lower_bound(hashes, h)
     if lo == len(hashes) or hashes[lo] != h or not _named(body, start, stop, lo, name_offsets, name_bytes):
         return -1

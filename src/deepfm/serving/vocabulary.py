@@ -18,10 +18,7 @@ import pyarrow as pa
 from numba import njit
 
 from deepfm.data.encoders import MISSING, RESERVED, UNSEEN, FieldSpec
-from deepfm.data.hashing import fnv1a64_unique
-
-_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-_FNV_PRIME = np.uint64(0x100000001B3)
+from deepfm.data.hashing import FNV_OFFSET, FNV_PRIME, fnv1a64_unique
 
 
 class VocabularyTable:
@@ -87,6 +84,15 @@ def string_buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @njit(cache=True, nogil=True)
+def fnv1a64_span(data, start, stop):  # pragma: no cover - compiled
+    """FNV-1a 64 of the bytes ``data[start:stop]``: ``fnv1a64_unique``'s hash, one value at a time."""
+    h = FNV_OFFSET
+    for p in range(start, stop):
+        h = (h ^ np.uint64(data[p])) * FNV_PRIME
+    return h
+
+
+@njit(cache=True, nogil=True)
 def lower_bound(keys, key):  # pragma: no cover - compiled
     """The first index of the sorted ``keys`` whose key is not less than ``key`` (``len(keys)`` if none)."""
     lo, hi = 0, len(keys)
@@ -108,9 +114,7 @@ def _lookup(starts, stops, data, valid, n, field_offsets, salts, hashed, buckets
         if not valid[i] or stop == start:
             out[i], hashes[i] = field_offsets[field] + MISSING, 0
             continue
-        h = _FNV_OFFSET
-        for p in range(start, stop):
-            h = (h ^ np.uint64(data[p])) * _FNV_PRIME
+        h = fnv1a64_span(data, start, stop)
         hashes[i] = h
         if hashed[field]:
             out[i] = field_offsets[field] + RESERVED + np.int64(h % buckets[field])
