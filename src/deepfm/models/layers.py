@@ -239,7 +239,7 @@ class _PairwiseAndFlatFields(torch.autograd.Function):
             return grad_flat.view_as(fields)
         if grad_flat is None:
             return _pairwise_gradient(fields, total, grad_fm)
-        grad = grad_flat.view_as(fields) if grad_flat.is_contiguous() else grad_flat.reshape(fields.shape).clone()
+        grad = grad_flat.contiguous().view_as(fields)  # the Linear's fresh gradient, or one copy of a strided one
         return grad.add_(_pairwise_gradient(fields, total, grad_fm))  # the sum autograd made, bit for bit, in place
 
 
