@@ -62,7 +62,8 @@ def _outcome(decode, body: bytes):
 
 DATA = {"scaled": {"numeric": ("price",)},
         "bucketed-hashed": {"numeric": ("price",), "numeric_encoding": "bucket", "hash_buckets": 10},
-        "price-categorical": {"categorical": ("price",)}}
+        "price-categorical": {"categorical": ("price",)},
+        "kinds-interleaved": {"numeric": ("user", "price"), "categorical": ("city", "hour")}}
 
 
 @pytest.mark.parametrize("data", DATA.values(), ids=DATA.keys())
