@@ -158,3 +158,18 @@ def test_small_requests_run_on_one_thread_and_share_the_weights_with_the_large_o
     np.testing.assert_allclose(small, large[:backends.SMALL_ROWS], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(large, backends.TorchPredictor(estimator.model, estimator.encoder.task)(probe),
                                **backends.TOLERANCE)
+
+
+def test_small_requests_in_any_order_predict_as_each_alone(model):
+    """Requests of up to SMALL_ROWS rows reuse inputs prepared once: whatever ran before (more rows, fewer,
+    with values or without), each request predicts what PyTorch predicts for its own rows."""
+    estimator = Estimator.load(model["dir"])
+    predictor = backends.predictor_for(estimator.model, estimator.encoder, "onnxruntime", threads=2)
+    reference = backends.TorchPredictor(estimator.model, estimator.encoder.task)
+    probe = backends.probe_rows(estimator.encoder, rows=64)
+    assert probe.dense_values() is not None  # price is scaled: its values vary
+    without_values = type(probe)(ids=probe.ids, values=None, bags=[])
+    for start, n, data in [(0, 8, probe), (8, 1, without_values), (9, 3, probe), (12, 8, without_values),
+                           (20, 2, probe), (22, 40, probe), (0, 1, probe)]:
+        rows = data.slice(start, start + n)
+        np.testing.assert_allclose(predictor(rows), reference(rows), **backends.TOLERANCE)

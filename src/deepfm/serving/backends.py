@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import warnings
 from typing import Protocol
 
@@ -63,7 +64,11 @@ class OnnxPredictor:
 
     Waking a second thread costs a small request more than it saves (one row: 0.16 against 0.10 ms of CPU
     in process; in a served request 0.55-0.61 against 0.47 ms), while 16 rows and more finish sooner on two.
-    The two sessions share one copy of the weights (ONNX Runtime's ``add_initializer``)."""
+    The two sessions share one copy of the weights (ONNX Runtime's ``add_initializer``).
+
+    A small request's ids are copied into an input prepared at start-up (its values, where all are 1, are one
+    prepared too) and the session is run by ONNX Runtime's binding, without the Python wrapper's checks of the
+    input names on every call: 0.10 against 0.08 ms for one row (in process, same run)."""
 
     name = "onnxruntime"
 
@@ -82,6 +87,11 @@ class OnnxPredictor:
                          for weight in load_from_string(graph).graph.initializer}  # alive as long as the sessions
         self.session = self._session(onnxruntime, graph, threads)
         self.small_session = self._session(onnxruntime, graph, 1) if threads > 1 else self.session
+        self._outputs = [self.session.get_outputs()[0].name]
+        self._run_options = onnxruntime.RunOptions()
+        self._small_ids = np.empty((SMALL_ROWS, fields), np.int64)  # used by one call at a time
+        self._small_ids_free = threading.Lock()
+        self._ones = np.ones((SMALL_ROWS, fields), np.float32)  # never written
 
     def _session(self, onnxruntime, graph: bytes, threads: int):
         options = onnxruntime.SessionOptions()
@@ -94,12 +104,25 @@ class OnnxPredictor:
         return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, data: EncodedData) -> np.ndarray:
-        values = data.dense_values()
+        n, values = len(data), data.dense_values()
+        if n <= SMALL_ROWS and self._small_ids_free.acquire(blocking=False):
+            try:
+                ids = self._small_ids[:n]
+                np.copyto(ids, data.ids)
+                values = self._ones[:n] if values is None else np.ascontiguousarray(values, np.float32)
+                return self._run(self.small_session, {"ids": ids, "values": values})
+            finally:
+                self._small_ids_free.release()
         if values is None:
             values = np.ones(data.ids.shape, np.float32)
         inputs = {"ids": np.ascontiguousarray(data.ids, np.int64), "values": np.ascontiguousarray(values, np.float32)}
-        session = self.small_session if len(data) <= SMALL_ROWS else self.session
-        return session.run(None, inputs)[0].astype(np.float64)
+        return self._run(self.small_session if n <= SMALL_ROWS else self.session, inputs)
+
+    def _run(self, session, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        binding = getattr(session, "_sess", None)  # ONNX Runtime's C++ session; its Python wrapper where it has none
+        if binding is None:
+            return session.run(self._outputs, inputs)[0].astype(np.float64)
+        return binding.run(self._outputs, inputs, self._run_options)[0].astype(np.float64)
 
 
 def predictor_for(model: nn.Module, encoder: FeatureEncoder, backend: str = "auto", threads: int = 1) -> Predictor:
