@@ -82,7 +82,7 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
         batcher.close()
 
     app = FastAPI(title="deepfm", version=__version__, lifespan=lifespan, default_response_class=JSON)
-    app.state.batcher = batcher
+    app.state.batcher, app.state.decoder = batcher, decoder
 
     @app.exception_handler(Exception)
     async def failed(request: Request, error: Exception) -> Response:
