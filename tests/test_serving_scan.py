@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from deepfm.config import DataConfig
@@ -15,7 +16,7 @@ from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.readers import read_frame
 from deepfm.serving.decode import RequestDecoder
 from deepfm.serving.rows import Limits, RequestError
-from deepfm.serving.scan import NULL, NUMBER, STRING, BodyScanner
+from deepfm.serving.scan import NULL, NUMBER, STRING, BodyScanner, parse_decimals
 
 HEADER = ["label", "user", "city", "price", "hour"]
 CITIES = ["paris", "oslo", "zürich", "são paulo", "東京"]  # multi-byte UTF-8 too
@@ -63,7 +64,8 @@ def _outcome(decode, body: bytes):
 DATA = {"scaled": {"numeric": ("price",)},
         "bucketed-hashed": {"numeric": ("price",), "numeric_encoding": "bucket", "hash_buckets": 10},
         "price-categorical": {"categorical": ("price",)},
-        "kinds-interleaved": {"numeric": ("user", "price"), "categorical": ("city", "hour")}}
+        "kinds-interleaved": {"numeric": ("user", "price"), "categorical": ("city", "hour")},
+        "integers-scaled": {"numeric": ("user", "hour")}}
 
 
 @pytest.mark.parametrize("data", DATA.values(), ids=DATA.keys())
@@ -136,3 +138,27 @@ def test_other_bodies_get_the_validating_paths_answer(tmp_path, body):
     general path answers, so the answer (rows or the 4xx naming row and field) is the validating path's."""
     decoder = _decoder(tmp_path, DATA["scaled"], max_rows=5)
     assert _outcome(decoder.decode, body) == _outcome(decoder.decode_exactly, body)
+
+
+def test_plain_decimal_spans_parse_as_arrow_casts_them_or_are_handed_back():
+    """A numeric field's spans of plain decimals of up to 15 digits (mantissa and power of ten exact in float64,
+    so one division rounds as a correct parser does) are parsed in the compiled pass, as Arrow casts their text;
+    missing values are NaN; anything else hands the request back (False)."""
+    rng = np.random.default_rng(0)
+    drawn = [f"{rng.integers(0, 10 ** rng.integers(1, 16)) / 10 ** rng.integers(0, 8):.{rng.integers(0, 8)}f}"
+             for _ in range(3000)]
+    plain = ["0", "-0", "7", "-12", "999999999999999", "-100000000000000", "2.50", "-0.0", "0.1", "007",
+             "123456789.012345", "0.30000000000000", "", None] + [t for t in drawn if sum(map(str.isdigit, t)) <= 15]
+    others = ["1e3", "1234567890123456", "0.0000000000000001", " 1", "+1", "-", "0x1", "1 ", "1.", ".5", "1.2.3",
+              "-.5", "1.-5"]
+    for texts, parsed in [(plain, True)] + [(["3", text], False) for text in others]:
+        data = np.frombuffer("".join(t or "" for t in texts).encode(), np.uint8)
+        lengths = np.array([len(t or "") for t in texts])
+        stops = np.cumsum(lengths)
+        kinds = np.array([NULL if t is None else STRING for t in texts], np.int8)
+        out = np.empty(len(texts))
+        assert parse_decimals(data, stops - lengths, stops, kinds, out) is parsed, texts
+        if parsed:
+            expected = pa.array([t or None for t in texts]).cast(pa.float64()).to_numpy(zero_copy_only=False)
+            np.testing.assert_array_equal(out, expected)
+            assert np.signbit(out).tolist() == np.signbit(expected).tolist()  # -0 stays -0

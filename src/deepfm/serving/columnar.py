@@ -30,7 +30,7 @@ from deepfm.data.encoders import MISSING, FeatureEncoder, signed_log
 from deepfm.data.frame import RawFrame, to_float
 from deepfm.errors import DataError
 from deepfm.serving.rows import SOURCE, Columns, columns_to_frame, encode_frame
-from deepfm.serving.scan import NULL, Spans
+from deepfm.serving.scan import NULL, Spans, parse_decimals
 from deepfm.serving.vocabulary import VocabularyTable
 
 CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError)
@@ -104,8 +104,11 @@ class ColumnEncoder:
                                                       valid, n).reshape(len(self.categorical), n).T
         if self.numeric:
             where = self._numeric
-            text = _gathered(data, spans.starts[where].ravel(), spans.stops[where].ravel(), spans.kinds[where].ravel())
-            self._encode_numeric(_as_float(text).reshape(len(self.numeric), n), ids, values)
+            starts, stops, kinds = spans.starts[where].ravel(), spans.stops[where].ravel(), spans.kinds[where].ravel()
+            x = np.empty(len(starts))
+            if not parse_decimals(data, starts, stops, kinds, x):  # exponents, over 15 digits, other text: Arrow's cast
+                x = _as_float(_gathered(data, starts, stops, kinds))
+            self._encode_numeric(x.reshape(len(self.numeric), n), ids, values)
         return EncodedData(ids=ids, values=None if values is None or (values == 1).all() else values, bags=[])
 
     def _encode_numeric(self, x: np.ndarray, ids: np.ndarray, values: np.ndarray) -> None:
