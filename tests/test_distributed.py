@@ -98,13 +98,17 @@ def test_batch_norm_uses_the_global_batch_statistics_on_every_rank():
     assert result.stdout.count("all equal") == 2
 
 
-def test_table_rows_are_updated_once_across_ranks_and_checkpointed_whole(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+@pytest.mark.parametrize("shared", [True, False], ids=["tables in shared memory", "tables sent by gloo"])
+def test_table_rows_are_updated_once_across_ranks_and_checkpointed_whole(tmp_path, shared):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DEEPFM_SHARED_TABLES": "1" if shared else "0"}
     script = Path(__file__).with_name("distributed_rows_check.py")
+    before = set(Path("/dev/shm").glob("deepfm-*"))
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                              str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
     assert result.stdout.count("all equal") == 2, result.stdout + result.stderr[-3000:]
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count(f"shared tables {shared}") == 4  # 2 ranks x 2 optimisers
+    assert set(Path("/dev/shm").glob("deepfm-*")) <= before  # the shared files are unlinked once mapped
 
 
 def test_table_rows_packed_for_the_exchange_unpack_to_the_same_rows_and_values():
