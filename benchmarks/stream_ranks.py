@@ -14,7 +14,9 @@ again with ``DEEPFM_SHARED_TABLES=0`` (private tables, the rows exchanged throug
 machines), right after the first pair. Prints and writes one JSON summary: exit
 codes, each process's peak against its limit, samples/s (and their ratio), test AUC (and the
 difference); the resident set every second; the CPU time of each run and of everything else on the
-machine meanwhile (``budget.py``'s ``cpu``: a run that shared the cores is slower by more than its share).
+machine meanwhile (``budget.py``'s ``cpu``: a run that shared the cores is slower by more than its share),
+and the machine's CPU seconds by state (``machine_cpu_s``; ``steal_s`` in the summary: time the
+hypervisor gave these vCPUs to other machines, which no process here shows).
 
 ``--page-cache`` puts the training file in the same state before every run: ``warm`` (the default)
 reads it through first, so that no run reads it from disk; ``cold`` drops its pages
@@ -64,6 +66,15 @@ def set_page_cache(path: str, state: str) -> dict:
             "file_mb": round(os.path.getsize(path) / 2**20, 1)}
 
 
+def machine_cpu_s() -> dict[str, float]:
+    """The machine's CPU seconds since boot by state (``/proc/stat``), of which ``steal`` is the time
+    the hypervisor gave this machine's vCPUs to others: a slowdown no process here shows."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {name: int(value) / ticks for name, value in
+            zip(("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"), fields)}
+
+
 def run(label: str, limits: list[str], train_args: list[str], scratch: Path, test: str, page_cache: str = "as-is",
         env: dict[str, str] | None = None) -> dict:
     out, record = scratch / label, scratch / f"{label}-budget.json"
@@ -71,11 +82,14 @@ def run(label: str, limits: list[str], train_args: list[str], scratch: Path, tes
     command = [sys.executable, str(HERE / "budget.py"), *limits, "--out", str(record), "--",
                sys.executable, "-m", "deepfm", "train", *train_args, "--out", str(out), "--overwrite", "--json", "--quiet"]
     print("$ " + " ".join(command), file=sys.stderr, flush=True)
+    before = machine_cpu_s()
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    machine = {state: round(seconds - before[state], 1) for state, seconds in machine_cpu_s().items()}
     sys.stderr.write(done.stderr[-2000:])
     budget = json.loads(record.read_text())
     samples = budget.pop("samples")  # (seconds, MB of the process tree), one a second
     result = {"command": command, "page_cache": cache, "budget": budget, "exit_code": done.returncode,
+              "machine_cpu_s": machine,  # every process's, by state; "steal": taken by the hypervisor
               "rss_samples": samples}
     if done.returncode == 0:
         result["train"] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -143,6 +157,7 @@ def main() -> None:
         summary["test_auc_2proc_gloo_exchange_minus_1proc"] = round(gloo["test"]["auc"] - one["test"]["auc"], 5)
     summary["others_share_of_cores"] = {label: r["budget"].get("cpu", {}).get("others_share_of_cores")
                                         for label, r in runs.items()}  # near 0: a quiet run
+    summary["steal_s"] = {label: r["machine_cpu_s"]["steal"] for label, r in runs.items()}  # near 0: a quiet host
     single = [r["test"]["auc"] for label, r in runs.items() if label.startswith("1 process") and r.get("test")]
     if len(single) > 1:
         summary["test_auc_spread_1proc_seeds"] = round(max(single) - min(single), 5)
