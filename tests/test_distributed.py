@@ -124,3 +124,15 @@ def test_table_rows_packed_for_the_exchange_unpack_to_the_same_rows_and_values()
         assert torch.equal(rows, sent_rows) and torch.equal(values, sent_values) and values.dtype == sent_values.dtype
     assert unpacked[0][0] is unpacked[1][0]  # received once, merged once
     assert len(_pack(parts)) == len(alone) - 3 * 8  # the shared rows' 3 ids are sent once
+
+
+def test_tables_go_to_shared_memory_only_where_it_has_room_for_them(tmp_path, monkeypatch):
+    from deepfm.distributed import shared_tables
+
+    tables = [torch.nn.Parameter(torch.zeros(1000, 10))]  # 40 kB
+    free = {"bytes": 10 << 30}
+    monkeypatch.setattr(shared_tables.os, "statvfs", lambda path: type("Stats", (), {
+        "f_bavail": free["bytes"] // 4096, "f_frsize": 4096})())
+    assert shared_tables.has_room(tables, tmp_path)
+    free["bytes"] = 64 << 20  # Docker's default /dev/shm: full of other files' pages but ours
+    assert not shared_tables.has_room(tables, tmp_path)

@@ -12,7 +12,8 @@ also says that every mailbox is written), and each owner reads its rows from eve
 Rank 0 creates each file and writes its table into it, every rank maps it (``numpy.memmap``, shared),
 and rank 0 unlinks the file once all have mapped it (the memory lives as long as a mapping). The
 values are rank 0's, which ``broadcast_model`` already gave every rank. ``DEEPFM_SHARED_TABLES=0``
-keeps private tables (and the all-gather); so do several machines, GPUs and a missing ``/dev/shm``.
+keeps private tables (and the all-gather); so do several machines, GPUs, and a ``/dev/shm`` that is
+missing or too small (``has_room``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from torch import nn
 from deepfm.distributed.process import active, broadcast_text
 
 SHARED_DIR = Path("/dev/shm")
+MARGIN_BYTES = 64 << 20  # free space in SHARED_DIR beyond 1.5 x the tables' bytes (mailboxes, others)
 MAPPABLE = (torch.float32, torch.float64, torch.float16)  # dtypes numpy can map
 _SHARED: dict[int, tuple[weakref.ref, int, list[torch.Tensor]]] = {}  # id(table) -> (it, its address, mailboxes)
 
@@ -47,7 +49,7 @@ def share_tables(tables: list[nn.Parameter]) -> bool:
     if not tables or not one_machine() or any(t.device.type != "cpu" or t.dtype not in MAPPABLE for t in tables):
         return False
     prefix = ""
-    if dist.get_rank() == 0 and SHARED_DIR.is_dir() and os.access(SHARED_DIR, os.W_OK):
+    if dist.get_rank() == 0 and SHARED_DIR.is_dir() and os.access(SHARED_DIR, os.W_OK) and has_room(tables, SHARED_DIR):
         prefix = str(SHARED_DIR / f"deepfm-{os.getpid()}-{uuid.uuid4().hex[:12]}")
     prefix = broadcast_text(prefix)
     if not prefix:
@@ -75,6 +77,13 @@ def share_tables(tables: list[nn.Parameter]) -> bool:
             for path in table_paths + box_paths:
                 path.unlink(missing_ok=True)
     return True
+
+
+def has_room(tables: list[nn.Parameter], directory: Path) -> bool:
+    """Whether ``directory``'s file system has room for ``tables`` and what the mailboxes use, with a
+    margin: a write past a full ``/dev/shm`` (Docker's default is 64 MB) kills the process (SIGBUS)."""
+    stats = os.statvfs(directory)
+    return stats.f_bavail * stats.f_frsize >= 1.5 * sum(t.numel() * t.element_size() for t in tables) + MARGIN_BYTES
 
 
 def mailbox_bytes(tables: list[nn.Parameter]) -> int:
