@@ -25,6 +25,9 @@ from deepfm.training.checkpoint import complete_checkpoint, load_checkpoint
 from deepfm.training.optim import ModelOptimizer, batch_occurrences
 from deepfm.training.trainer import Trainer, TrainResult
 
+if sys.argv[2:] == ["no-room"]:  # /dev/shm without room for the tables: they stay private
+    from deepfm.distributed import shared_tables
+    shared_tables.has_room = lambda tables, directory: False
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
 FEATURES, FIELDS, ROWS = 200, 5, 32 * world

@@ -98,13 +98,15 @@ def test_batch_norm_uses_the_global_batch_statistics_on_every_rank():
     assert result.stdout.count("all equal") == 2
 
 
-@pytest.mark.parametrize("shared", [True, False], ids=["tables in shared memory", "tables sent by gloo"])
-def test_table_rows_are_updated_once_across_ranks_and_checkpointed_whole(tmp_path, shared):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DEEPFM_SHARED_TABLES": "1" if shared else "0"}
+@pytest.mark.parametrize("shared, setting", [(True, "1"), (False, "0"), (False, "no-room")],
+                         ids=["tables in shared memory", "tables sent by gloo", "no room in /dev/shm"])
+def test_table_rows_are_updated_once_across_ranks_and_checkpointed_whole(tmp_path, shared, setting):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DEEPFM_SHARED_TABLES": "0" if setting == "0" else "1"}
     script = Path(__file__).with_name("distributed_rows_check.py")
     before = set(Path("/dev/shm").glob("deepfm-*"))
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                             str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+                             str(script), str(tmp_path), *([setting] if setting == "no-room" else [])],
+                            capture_output=True, text=True, env=env, timeout=120)
     assert result.stdout.count("all equal") == 2, result.stdout + result.stderr[-3000:]
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count(f"shared tables {shared}") == 4  # 2 ranks x 2 optimisers

@@ -32,6 +32,7 @@ from deepfm.distributed.process import active, broadcast_text
 
 SHARED_DIR = Path("/dev/shm")
 MARGIN_BYTES = 64 << 20  # free space in SHARED_DIR beyond 1.5 x the tables' bytes (mailboxes, others)
+NOT_SHARED = "-"
 MAPPABLE = (torch.float32, torch.float64, torch.float16)  # dtypes numpy can map
 _SHARED: dict[int, tuple[weakref.ref, int, list[torch.Tensor]]] = {}  # id(table) -> (it, its address, mailboxes)
 
@@ -48,11 +49,11 @@ def share_tables(tables: list[nn.Parameter]) -> bool:
     calls it (collectives). Returns whether the tables are now shared."""
     if not tables or not one_machine() or any(t.device.type != "cpu" or t.dtype not in MAPPABLE for t in tables):
         return False
-    prefix = ""
+    prefix = NOT_SHARED  # rank 0 decides for every rank (broadcast_text sends no empty text)
     if dist.get_rank() == 0 and SHARED_DIR.is_dir() and os.access(SHARED_DIR, os.W_OK) and has_room(tables, SHARED_DIR):
         prefix = str(SHARED_DIR / f"deepfm-{os.getpid()}-{uuid.uuid4().hex[:12]}")
     prefix = broadcast_text(prefix)
-    if not prefix:
+    if prefix == NOT_SHARED:
         return False
     world = dist.get_world_size()
     table_paths = [Path(f"{prefix}-table{n}") for n in range(len(tables))]
