@@ -19,11 +19,15 @@ import torch.distributed as dist
 from deepfm.config import TrainingConfig
 from deepfm.data.batch import InMemorySource
 from deepfm.data.encoded import EncodedData
+from deepfm.distributed import is_shared
 from deepfm.models.deepfm import DeepFM
 from deepfm.training.checkpoint import complete_checkpoint, load_checkpoint
 from deepfm.training.optim import ModelOptimizer, batch_occurrences
 from deepfm.training.trainer import Trainer, TrainResult
 
+if sys.argv[2:] == ["no-room"]:  # /dev/shm without room for the tables: they stay private
+    from deepfm.distributed import shared_tables
+    shared_tables.has_room = lambda tables, directory: False
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
 FEATURES, FIELDS, ROWS = 200, 5, 32 * world
@@ -102,6 +106,17 @@ for name, settings in {"adam, L2 per occurrence": dict(optimizer="adam", embed_r
                 if not torch.allclose(saved[param][key], value, atol=1e-6, rtol=1e-5):
                     failed.append(f"{name}: checkpointed state {key} of table {param}")
     dist.barrier()
+    tables = trainer.optimizer.sparse_params
+    shared = all(is_shared(table) for table in tables)
+    if shared:
+        with torch.no_grad():
+            if rank == 0:
+                tables[0][1, 0] = 12345.0
+            dist.barrier()
+            if float(tables[0][1, 0]) != 12345.0:
+                failed.append(f"{name}: rank {rank} does not see rank 0's write into the shared table")
+            dist.barrier()
+    print(f"rank {rank}: {name}: shared tables {shared}")
 
 print(f"rank {rank}: {'mismatch in ' + '; '.join(failed) if failed else 'all equal'}")
 dist.destroy_process_group()

@@ -98,13 +98,19 @@ def test_batch_norm_uses_the_global_batch_statistics_on_every_rank():
     assert result.stdout.count("all equal") == 2
 
 
-def test_table_rows_are_updated_once_across_ranks_and_checkpointed_whole(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+@pytest.mark.parametrize("shared, setting", [(True, "1"), (False, "0"), (False, "no-room")],
+                         ids=["tables in shared memory", "tables sent by gloo", "no room in /dev/shm"])
+def test_table_rows_are_updated_once_across_ranks_and_checkpointed_whole(tmp_path, shared, setting):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DEEPFM_SHARED_TABLES": "0" if setting == "0" else "1"}
     script = Path(__file__).with_name("distributed_rows_check.py")
+    before = set(Path("/dev/shm").glob("deepfm-*"))
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                             str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+                             str(script), str(tmp_path), *([setting] if setting == "no-room" else [])],
+                            capture_output=True, text=True, env=env, timeout=120)
     assert result.stdout.count("all equal") == 2, result.stdout + result.stderr[-3000:]
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count(f"shared tables {shared}") == 4  # 2 ranks x 2 optimisers
+    assert set(Path("/dev/shm").glob("deepfm-*")) <= before  # the shared files are unlinked once mapped
 
 
 def test_table_rows_packed_for_the_exchange_unpack_to_the_same_rows_and_values():
@@ -120,3 +126,15 @@ def test_table_rows_packed_for_the_exchange_unpack_to_the_same_rows_and_values()
         assert torch.equal(rows, sent_rows) and torch.equal(values, sent_values) and values.dtype == sent_values.dtype
     assert unpacked[0][0] is unpacked[1][0]  # received once, merged once
     assert len(_pack(parts)) == len(alone) - 3 * 8  # the shared rows' 3 ids are sent once
+
+
+def test_tables_go_to_shared_memory_only_where_it_has_room_for_them(tmp_path, monkeypatch):
+    from deepfm.distributed import shared_tables
+
+    tables = [torch.nn.Parameter(torch.zeros(1000, 10))]  # 40 kB
+    free = {"bytes": 10 << 30}
+    monkeypatch.setattr(shared_tables.os, "statvfs", lambda path: type("Stats", (), {
+        "f_bavail": free["bytes"] // 4096, "f_frsize": 4096})())
+    assert shared_tables.has_room(tables, tmp_path)
+    free["bytes"] = 64 << 20  # Docker's default /dev/shm: full of other files' pages but ours
+    assert not shared_tables.has_room(tables, tmp_path)

@@ -28,7 +28,8 @@ How a run is split, and why it equals one process with a global batch of ``batch
 One module per job: ``process`` (the process group and this rank's place in it, broadcasting),
 ``batchnorm`` (batch norm over the global batch), ``sharding`` (each rank its rows), ``gather``
 (collecting tensors from every rank: validation blocks), ``gradients`` (averaging over ranks), ``rows``
-(the tables' rows, each averaged and updated by its owner) and
+(the tables' rows, each averaged and updated by its owner), ``shared_tables`` (one copy of each table
+in shared memory for the ranks of one machine) and
 ``launch`` (starting ranks from the CLI). Everything is importable from ``deepfm.distributed``.
 """
 
@@ -40,12 +41,13 @@ from deepfm.distributed.rows import OwnedRows, average_rows, gather_row_state
 from deepfm.distributed.process import (
     Context, active, broadcast_model, broadcast_text, cleanup, comm_device, context, is_main, launched, rank_device, setup,
 )
+from deepfm.distributed.shared_tables import is_shared, share_tables
 from deepfm.distributed.sharding import encode_held_out_share, encode_shard, encode_shard_and_held_out, shard_mask
 
 __all__ = [
     "Context", "GlobalBatchNorm1d", "OwnedRows", "active", "average_rows", "average_gradients", "block_of", "broadcast_model", "broadcast_text",
     "cleanup", "comm_device", "context", "encode_held_out_share", "encode_shard", "encode_shard_and_held_out", "gather_blocks",
     "gather_padded", "gather_row_state", "gather_rows", "global_batch_norm",
-    "is_main", "launch", "launched", "rank_device", "restart_count", "restarts_of_the_run", "setup", "shard_mask",
+    "is_main", "is_shared", "launch", "launched", "rank_device", "restart_count", "restarts_of_the_run", "setup", "shard_mask", "share_tables",
     "under_torchrun", "without_flag",
 ]

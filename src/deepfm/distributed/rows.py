@@ -8,7 +8,8 @@ so the row-wise optimiser's work is split instead of repeated:
    ``world``: the gradient of the global batch on the rows it owns (sorted, distinct).
 2. The optimiser steps on those rows (moments and weights of the owned rows only).
 3. ``OwnedRows.share``: every owner sends its updated rows to every rank (one all-gather), so the
-   tables are the same everywhere again.
+   tables are the same everywhere again. Tables that every rank maps (``shared_tables``: all ranks
+   on one machine) already are: every rank only waits for the owners' writes (one barrier).
 
 A rank's optimiser state is therefore current on its own rows only; ``gather_row_state`` collects
 every row's state on rank 0 before a checkpoint. The cost per step is O(rows touched × k / world)
@@ -26,6 +27,7 @@ from torch import nn
 from deepfm.data.design import take_rows
 from deepfm.distributed.gather import gather_padded
 from deepfm.distributed.process import active, comm_device
+from deepfm.distributed.shared_tables import mailboxes_of
 
 STATE_BLOCK_ROWS = 1 << 18  # rows of a table's optimiser state sent at once: no copy of a whole table
 
@@ -41,10 +43,15 @@ class OwnedRows:
 
     tables: list[nn.Parameter] = field(default_factory=list)
     rows: list[torch.Tensor] = field(default_factory=list)  # (U_t,) sorted, distinct, owned by this rank
+    shared: bool = False  # the tables are memory every rank maps (``shared_tables``): nothing to send
 
     def share(self) -> None:
-        """Copy every rank's updated rows into this rank's tables (after the optimiser's step)."""
+        """Copy every rank's updated rows into this rank's tables (after the optimiser's step); for
+        shared tables, wait until every owner has written its rows."""
         if not self.tables:
+            return
+        if self.shared:
+            dist.barrier()
             return
         world, rank = dist.get_world_size(), dist.get_rank()
         mine = _pack([(rows, take_rows(table, rows)) for table, rows in zip(self.tables, self.rows)])
@@ -63,17 +70,15 @@ def average_rows(tables: list[nn.Parameter]) -> OwnedRows:
     the exchange and one merge."""
     if not tables:
         return OwnedRows()
-    world, device = dist.get_world_size(), comm_device()
+    world = dist.get_world_size()
     grads = [table.grad.coalesce() for table in tables]
     rows = _one_tensor_per_rows([grad.indices()[0] for grad in grads])
-    owners = {id(r): r % world for r in rows}
-    outgoing = []
-    for destination in range(world):
-        picked = {key: torch.nonzero(owner == destination).squeeze(1) for key, owner in owners.items()}
-        chosen = {id(r): r[picked[id(r)]] for r in rows}  # one tensor for tables with the same rows
-        outgoing.append(_pack([(chosen[id(r)], grad.values()[picked[id(r)]]) for r, grad in zip(rows, grads)]))
-    unpacked = [_unpack(payload, tables) for payload in _all_to_all([part.to(device) for part in outgoing])]
-    owned, merged = OwnedRows(), {}
+    mailboxes = mailboxes_of(tables)
+    if mailboxes is not None:  # ranks on one machine: through shared memory
+        unpacked = _through_mailboxes([(r, grad.values()) for r, grad in zip(rows, grads)], tables, mailboxes)
+    else:
+        unpacked = _to_owners(rows, grads, tables)
+    owned, merged = OwnedRows(shared=mailboxes is not None), {}
     for position, table in enumerate(tables):
         parts = [from_source[position] for from_source in unpacked]  # (rows, values) from each rank
         key = tuple(id(r) for r, _ in parts)  # the same row tensors from every rank: merged once
@@ -88,6 +93,42 @@ def average_rows(tables: list[nn.Parameter]) -> OwnedRows:
         owned.tables.append(table)
         owned.rows.append(distinct)
     return owned
+
+
+def _to_owners(rows: list[torch.Tensor], grads: list[torch.Tensor], tables: list[nn.Parameter]) -> list[list]:
+    """Each rank's (rows, values) of every table that this rank owns, in rank order (one all-to-all)."""
+    world = dist.get_world_size()
+    owners = {id(r): r % world for r in rows}
+    outgoing = []
+    for destination in range(world):
+        picked = {key: torch.nonzero(owner == destination).squeeze(1) for key, owner in owners.items()}
+        chosen = {id(r): r[picked[id(r)]] for r in rows}  # one tensor for tables with the same rows
+        outgoing.append(_pack([(chosen[id(r)], grad.values()[picked[id(r)]]) for r, grad in zip(rows, grads)]))
+    return [_unpack(payload, tables) for payload in _all_to_all([part.to(comm_device()) for part in outgoing])]
+
+
+def _through_mailboxes(parts: list[tuple[torch.Tensor, torch.Tensor]], tables: list[nn.Parameter],
+                       mailboxes: list[torch.Tensor]) -> list[list]:
+    """``_to_owners`` for ranks on one machine: this rank writes all its ``parts`` into its mailbox,
+    the ranks all-gather their byte counts (after which every mailbox is written), and this rank
+    copies out the rows it owns from every mailbox. A rank writes its mailbox again only in the next
+    step, after ``OwnedRows.share``'s barrier, when every owner has read it."""
+    world, rank = dist.get_world_size(), dist.get_rank()
+    written = torch.tensor([_pack(parts, into=mailboxes[rank]).numel()], dtype=torch.int64)
+    sizes = [torch.empty_like(written) for _ in range(world)]
+    dist.all_gather(sizes, written)
+    received = []
+    for source, size in enumerate(sizes):
+        chosen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # rows tensor -> (its owned ids, their positions)
+        out = []
+        for rows, values in _unpack(mailboxes[source][: int(size)], tables):
+            if id(rows) not in chosen:
+                picked = torch.nonzero(owned_by(rows, rank, world)).squeeze(1)
+                chosen[id(rows)] = (rows[picked], picked)
+            mine, picked = chosen[id(rows)]
+            out.append((mine, values[picked]))  # copies: nothing refers to the mailbox after this step
+        received.append(out)
+    return received
 
 
 def gather_row_state(optimizer: torch.optim.Optimizer | None) -> None:
@@ -122,18 +163,21 @@ def _one_tensor_per_rows(rows: list[torch.Tensor]) -> list[torch.Tensor]:
     return out
 
 
-def _pack(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+def _pack(parts: list[tuple[torch.Tensor, torch.Tensor]], into: torch.Tensor | None = None) -> torch.Tensor:
     """One byte buffer of several tables' (rows (n_t,) int64, values (n_t, k_t)): a header (for each
     table, the first table with the same rows tensor; then each table's n_t), then the rows of each
     distinct rows tensor once and every table's values, each piece padded to 8 bytes (so that it can
-    be viewed as its dtype again). Bytes, so that one collective carries every table."""
+    be viewed as its dtype again). Bytes, so that one collective carries every table. ``into``: a byte
+    buffer to write them at the start of (returned: the part written), instead of a new tensor."""
     first = [next(u for u, (other, _) in enumerate(parts) if other is rows) for rows, _ in parts]
     device = parts[0][0].device
     header = torch.tensor(first + [len(rows) for rows, _ in parts], dtype=torch.int64, device=device)
     pieces = [_bytes(header)]
     for t, (rows, values) in enumerate(parts):
         pieces += ([_bytes(rows.to(torch.int64))] if first[t] == t else []) + [_bytes(values)]
-    return torch.cat(pieces)
+    if into is None:
+        return torch.cat(pieces)
+    return torch.cat(pieces, out=into[: sum(len(piece) for piece in pieces)])
 
 
 def _unpack(payload: torch.Tensor, tables: list[nn.Parameter]) -> list[tuple[torch.Tensor, torch.Tensor]]:

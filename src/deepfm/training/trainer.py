@@ -136,6 +136,7 @@ class Trainer:
         self.task = as_task(task)
         self.config = config
         self.optimizer = ModelOptimizer(self.model, config)
+        distributed.share_tables(self.optimizer.sparse_params)  # ranks on one machine map one copy of each table
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.progress = progress and sys.stderr.isatty() and distributed.is_main()
         self.log = log or (lambda message: None)
