@@ -5,8 +5,8 @@ same arrays with the run's seed and one intra-op thread (unless ``--threads`` is
 differ by their settings alone. Trial 0 is what ``deepfm train`` would run: the model's defaults for
 the task and the shape of the ids (``deepfm.defaults``), so the search is never worse than them on
 validation. Each trial reports its validation metric after every epoch (the trainer's ``on_epoch``
-hook) to Optuna's median pruner, which stops a trial that is worse than the median of earlier trials
-at the same epoch. The sampler is multivariate TPE, seeded by ``training.seed``.
+hook) to Optuna's successive-halving pruner, which stops a trial outside the top third of all trials
+at epochs 2, 6 and 18. The sampler is multivariate TPE, seeded by ``training.seed``.
 
 The search space (``search_space``) is per model family, around the defaults, with conditional
 ranges: the learning rate's by optimiser, the embedding L2's by its form (``tune.json`` names them
@@ -281,11 +281,20 @@ def sampler(optuna, seed: int):
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, multivariate=True, group=True)
 
 
+# Successive halving's rungs: epochs 2, 6, 18 (PRUNE_FIRST_EPOCH · PRUNE_KEEP_ONE_IN^r)
+PRUNE_FIRST_EPOCH = 2
+PRUNE_KEEP_ONE_IN = 3
+
+
 def pruner(optuna):
-    """Median pruning by epoch: from epoch 2 on, once 2 trials have finished, a trial whose validation
-    metric is worse than the median of earlier trials at the same epoch stops (a DeepFM trial on Frappe
-    takes minutes on a shared 2-core machine: a 600-s search finishes few)."""
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
+    """Asynchronous successive halving by epoch: at epochs 2, 6 and 18 a trial goes on only if its
+    validation metric is in the top third of *every* trial that reached that epoch (complete, pruned or
+    running; the best of them while fewer than three have). It replaced the median pruner, which
+    compared with the completed trials alone: those are the survivors, the fast starters, so on Frappe's
+    quiet 600-s FM search 412 of 441 trials stopped at epoch 2, and the best trial (top 8% of all trials
+    at epoch 2, 0.9552 at epoch 20) sat exactly at the survivors' median there (benchmarks/README.md)."""
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=PRUNE_FIRST_EPOCH, reduction_factor=PRUNE_KEEP_ONE_IN,
+                                                  min_early_stopping_rate=0)
 
 
 def run_best(run, metric: str) -> float:
