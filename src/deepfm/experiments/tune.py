@@ -59,8 +59,8 @@ SCHEDULES = ("none", "plateau")  # plateau: reload the best epoch at lr/10 (FM o
 # Trial 1 on click data, where it differs from the defaults: the issue's all-AdaGrad recipe (FM's click
 # defaults). For DeepFM on Frappe it was the one setting clearly above the defaults (valid AUC 0.9524,
 # deepfm.defaults), left out of them for its cost on Criteo-sized inputs: a strong start for TPE.
-CLICK_RECIPE = {"optimizer": "adagrad", "lr": 0.1, "dense_lr": 0.1, "embed_reg": "occurrences", "embed_l2": 1e-2,
-                "embed_dim": 64, "batch_size": 512}
+CLICK_RECIPE = {"optimizer": "adagrad", "lr": 0.1, "dense_optimizer": "adagrad", "dense_lr": 0.1, "embed_reg": "occurrences",
+                "embed_l2": 1e-2, "embed_dim": 64, "batch_size": 512}
 # FM's click defaults are that recipe, so FM's trial 1 is instead the region two independent 600-s searches
 # on Frappe's validation split agreed on: deepfm tune's best (AdaGrad lr 0.080, L2 2.0e-3, k 128, batch 256:
 # valid 0.9541) and benchmarks/reference_frappe.py's, a plain PyTorch FM (lr 0.109, L2 6.4e-4, k 128,
@@ -69,9 +69,11 @@ CLICK_RECIPE = {"optimizer": "adagrad", "lr": 0.1, "dense_lr": 0.1, "embed_reg":
 FM_SEARCHED_RECIPE = {"optimizer": "adagrad", "lr": 0.11, "embed_reg": "occurrences", "embed_l2": 6e-4,
                       "embed_dim": 128, "batch_size": 256}
 SEARCHED_RECIPES = {"fm": FM_SEARCHED_RECIPE}
-# The MLP's own step (``dense_lr``) is searched where the defaults set one (DeepFM on recurring click ids:
-# the tables at Adam 1e-2, the MLP at 1e-3), on the range of the optimiser the MLP then runs (it pairs
-# with ``optimizer``); elsewhere the MLP steps at ``lr``, as in the defaults
+# The MLP's own optimiser and step (``dense_optimizer``, ``dense_lr``) are searched where the defaults set
+# a step apart (DeepFM on recurring click ids: the tables at Adam 1e-2, the MLP at 1e-3), the step on the
+# range of the MLP's optimiser; elsewhere the MLP steps at ``lr`` with the optimiser paired with
+# ``optimizer``, as in the defaults. AdaGrad tables with an Adam MLP is the hybrid the reference search
+# found best for DeepFM on Frappe (DEEPFM_SEARCHED_RECIPE)
 DENSE_LR_BY_OPTIMIZER = {"adagrad": (1e-2, 0.5), "adam": (1e-4, 1e-2)}
 TUNE_THREADS = 1  # per trial, unless --threads is given (Frappe DeepFM, shared 2 cores: 27.1 s vs 29.3 s with 2)
 Log = Callable[[str], None]
@@ -150,8 +152,9 @@ def search_space(defaults: RunConfig, long_tail: bool = False) -> list[Dimension
     dims += [Dimension("training", "lr", "log", LR_BY_OPTIMIZER["adam"], ("optimizer", ("adam",))),
              Dimension("training", "lr", "log", LR_BY_OPTIMIZER["adagrad"], ("optimizer", ADAGRAD_FAMILY))]
     if with_mlp and defaults.training.dense_lr is not None:
-        dims += [Dimension("training", "dense_lr", "log", DENSE_LR_BY_OPTIMIZER["adam"], ("optimizer", ("adam",))),
-                 Dimension("training", "dense_lr", "log", DENSE_LR_BY_OPTIMIZER["adagrad"], ("optimizer", ADAGRAD_FAMILY))]
+        dims += [Dimension("training", "dense_optimizer", "choice", tuple(DENSE_LR_BY_OPTIMIZER))]
+        dims += [Dimension("training", "dense_lr", "log", bounds, ("dense_optimizer", (kind,)))
+                 for kind, bounds in DENSE_LR_BY_OPTIMIZER.items()]
     dims += [Dimension("training", "embed_reg", "choice", tuple(EMBED_L2_BY_FORM))]
     dims += [Dimension("training", "embed_l2", "log", bounds, ("embed_reg", (form,))) for form, bounds in EMBED_L2_BY_FORM.items()]
     dims += [Dimension("model", "embed_dim", "choice", EMBED_DIMS), Dimension("training", "batch_size", "choice", BATCH_SIZES),
@@ -167,8 +170,12 @@ def search_space(defaults: RunConfig, long_tail: bool = False) -> list[Dimension
 
 
 def settings_of(config: RunConfig) -> dict[str, Any]:
-    """Every model and training setting of ``config`` by key (the keys the search space names)."""
-    return dict(config.model) | dict(config.training)
+    """Every model and training setting of ``config`` by key (the keys the search space names); the
+    MLP's optimiser as it trains (unset: the one paired with ``optimizer``)."""
+    from deepfm.training.optim import PAIRED_DENSE_OPTIMIZER
+
+    values = dict(config.model) | dict(config.training)
+    return values | {"dense_optimizer": values["dense_optimizer"] or PAIRED_DENSE_OPTIMIZER[values["optimizer"]]}
 
 
 def drawn_settings(trial, dims: list[Dimension], base: dict[str, Any]) -> dict[tuple[str, str], Any]:
