@@ -19,9 +19,9 @@ Data: the shared libFM files (label, then one global ``id:1`` per field). Ids un
 map to one extra row that is never trained. ``search`` is Optuna (TPE, seeded; successive halving
 on each epoch's validation AUC: the top third of all trials at epochs 2, 6, 18 go on) over the optimiser
 and its lr, L2, k, batch and, for DeepFM, the hybrid optimiser (AdaGrad on the FM's weights, Adam on the
-MLP, ``--optimizer hybrid --dense-lr``), dropout, MLP widths and batch norm; trial 0 is the recipe. It never reads the test split; with
-``--score-test`` the best-by-validation trial's weights (kept in memory) score it once at the end.
-Every command prints JSON; ``--out`` also writes it.
+MLP, ``--optimizer hybrid --dense-lr``), dropout, MLP widths and batch norm; trial 0 is the recipe. It
+never reads the test split; with ``--score-test`` the best-by-validation trial's weights (kept in
+memory) score it once at the end. Every command prints JSON; ``--out`` also writes it.
 """
 
 from __future__ import annotations

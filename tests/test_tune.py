@@ -278,7 +278,8 @@ def test_the_pruner_never_stops_a_trial_in_its_first_epoch():
     study = optuna.create_study(direction="maximize", pruner=pruner(optuna))
     for value in (0.90, 0.91, 0.92, 0.93, 0.94, 0.95):
         _trial_with_curve(study, [value, value, value])
-    assert _trial_with_curve(study, [0.5, 0.5], end="running") == 2, "epoch 1 is warm-up; at epoch 2 it is below every other trial"
+    assert _trial_with_curve(study, [0.5, 0.5], end="running") == 2, \
+        "epoch 1 is warm-up; at epoch 2 it is below every other trial"
 
 
 def test_trials_run_with_one_thread_unless_threads_is_given(tuned, tmp_path, ctr_csv):
