@@ -85,3 +85,25 @@ def test_the_reference_learns_and_reads_test_only_when_asked(tiny_frappe, model,
     scored = reference_frappe.main(["run", *flags, "--test"])
     assert scored["valid_auc"] == pytest.approx(result["valid_auc"], abs=1e-12), "seeded: the same run"
     assert scored["test_auc"] > 0.7 and 0 < scored["test_auc_se"] < 0.1
+
+
+def test_the_hybrid_optimiser_steps_the_fm_weights_by_adagrad_and_the_mlp_by_adam():
+    recipe = reference_frappe.Recipe(model="deepfm", optimizer="hybrid", lr=0.1, dense_lr=1e-3, k=4, mlp="8")
+    model = reference_frappe.build(recipe, rows=30, fields=3)
+    optimizer = reference_frappe.optimizer_for(recipe, model)
+    adagrad, adam = optimizer.parts
+    assert isinstance(adagrad, torch.optim.Adagrad) and adagrad.param_groups[0]["lr"] == 0.1
+    assert {id(p) for p in adagrad.param_groups[0]["params"]} == {id(model.bias), id(model.w.weight), id(model.v.weight)}
+    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["lr"] == 1e-3
+    assert {id(p) for p in adam.param_groups[0]["params"]} == {id(p) for p in model.mlp.parameters()}
+    with pytest.raises(ValueError, match="DeepFM only"):
+        reference_frappe.optimizer_for(reference_frappe.Recipe(optimizer="hybrid"), reference_frappe.build(
+            reference_frappe.Recipe(k=4), rows=30, fields=3))
+
+
+def test_the_reference_search_runs_its_first_trial_as_the_recipe_and_reads_no_test(tiny_frappe):
+    result = reference_frappe.main(["search", "--data", str(tiny_frappe), "--model", "deepfm", "--optimizer", "hybrid",
+                                    "--max-epochs", "3", "--k", "16", "--mlp", "200,200", "--trials", "3"])
+    first = result["trials"][0]
+    assert first["params"]["optimizer"] == "hybrid" and first["params"]["dense_lr"] == 1e-3
+    assert len(result["trials"]) == 3 and "test_auc" not in result["best"]
