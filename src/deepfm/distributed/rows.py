@@ -98,10 +98,9 @@ def average_rows(tables: list[nn.Parameter]) -> OwnedRows:
 def _to_owners(rows: list[torch.Tensor], grads: list[torch.Tensor], tables: list[nn.Parameter]) -> list[list]:
     """Each rank's (rows, values) of every table that this rank owns, in rank order (one all-to-all)."""
     world = dist.get_world_size()
-    owners = {id(r): r % world for r in rows}
     outgoing = []
     for destination in range(world):
-        picked = {key: torch.nonzero(owner == destination).squeeze(1) for key, owner in owners.items()}
+        picked = {id(r): torch.nonzero(owned_by(r, destination, world)).squeeze(1) for r in rows}
         chosen = {id(r): r[picked[id(r)]] for r in rows}  # one tensor for tables with the same rows
         outgoing.append(_pack([(chosen[id(r)], grad.values()[picked[id(r)]]) for r, grad in zip(rows, grads)]))
     return [_unpack(payload, tables) for payload in _all_to_all([part.to(comm_device()) for part in outgoing])]
