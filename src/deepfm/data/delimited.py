@@ -62,10 +62,10 @@ def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: 
         invalid.append(row.actual_columns)
         return "skip"
 
-    def read(block_size: int) -> pa.Table:
+    def read(text, block_size: int) -> pa.Table:
         invalid.clear()
         return pacsv.read_csv(
-            source,
+            text,
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip, block_size=block_size),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid, ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(
@@ -76,14 +76,16 @@ def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: 
         )
 
     rereadable = isinstance(source, pa.NativeFile) and source.seekable()
+    start = source.tell() if rereadable else 0
     try:
         try:
-            table = read(PARSE_BLOCK_SIZE if rereadable else BLOCK_SIZE)
+            table = read(source, PARSE_BLOCK_SIZE if rereadable else BLOCK_SIZE)
         except pa.ArrowInvalid as error:
             if not rereadable or "straddl" not in str(error):
                 raise
-            source.seek(0)  # a line longer than a small block
-            table = read(BLOCK_SIZE)
+            # a line longer than a small block: parse again from a copy read at the start's offset, not
+            # from ``source`` after a seek, as the failed read's readahead may still move its position
+            table = read(pa.BufferReader(source.read_at(source.size() - start, start)), BLOCK_SIZE)
     except pa.ArrowInvalid as error:
         raise DataError(path, f"cannot parse: {error}") from None
     if invalid:
