@@ -10,7 +10,7 @@ from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
 from deepfm.data.tensors import Batch
 from deepfm.models.layers import FeaturesEmbedding
 from deepfm.training.optim import ModelOptimizer, batch_occurrences
-from deepfm.training.rowwise import LazyAdagrad
+from deepfm.training.rowwise import LazyAdagrad, add_occurrence_l2
 from deepfm.training.trainer import Trainer
 
 IDS = torch.tensor([[0, 3], [3, 5], [0, 3], [7, 5]])  # row 3 occurs 3 times, rows 0 and 5 twice, row 7 once
@@ -194,3 +194,38 @@ def test_dense_optimizer_and_dense_lr_set_the_mlps_update_apart_from_the_tables(
     paired = ModelOptimizer(model, TrainingConfig(optimizer="adagrad", lr=0.1))
     assert isinstance(paired.optimizers["dense"], torch.optim.Adagrad), "unset: the optimiser paired with optimizer"
     assert paired.optimizers["dense"].param_groups[0]["lr"] == 0.1, "unset: lr"
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad", "rowwise_adagrad"])
+def test_row_wise_optimisers_add_the_per_occurrence_l2_in_their_step_from_the_rows_they_gather(optimizer, monkeypatch):
+    """One process: the penalty 2λ·c_i/B·v_i joins the gradient inside the row-wise step, from the table rows
+    the step gathers anyway (one gather of each table's rows a step, not two); the update is the same, bit for
+    bit, as adding it to the gradient first (``add_occurrence_l2``, which several processes need)."""
+    from deepfm.models.fm import FactorizationMachine
+    from deepfm.training import rowwise
+
+    batch = Batch(ids=IDS, values=None, bags=[], labels=torch.zeros(4))
+    config = TrainingConfig(optimizer=optimizer, lr=0.1, embed_l2=0.2, linear_l2=0.05, embed_reg="occurrences")
+    results = []
+    for deferred in (True, False):
+        torch.manual_seed(4)
+        model = FactorizationMachine(8, 3)
+        optimizer_ = ModelOptimizer(model, config)
+        gathers = []
+        monkeypatch.setattr(rowwise, "take_rows", lambda table, index: gathers.append(table) or table.index_select(0, index))
+        for step in range(3):
+            optimizer_.zero_grad()
+            model(batch).square().sum().backward()
+            if deferred:
+                optimizer_.add_occurrence_penalty(batch_occurrences(batch))
+            else:  # the penalty added to the gradients first, as with several processes
+                for group in optimizer_.optimizers["sparse"].param_groups:
+                    for param in group["params"]:
+                        add_occurrence_l2(param, *batch_occurrences(batch), optimizer_.l2_of(group["table"]))
+            optimizer_.step()
+        tables = [p for group in optimizer_.optimizers["sparse"].param_groups for p in group["params"]]
+        results.append([p.detach().clone() for p in tables])
+        if deferred:
+            assert sum(any(table is p for p in tables) for table in gathers) == 3 * len(tables), "one gather a table a step"
+    for deferred, eager in zip(*results):
+        assert torch.equal(deferred, eager)

@@ -21,6 +21,7 @@ from torch import nn
 
 from deepfm.config import TrainingConfig
 from deepfm.data.tensors import Batch
+from deepfm.distributed.process import active as several_processes
 from deepfm.models.layers import FeaturesEmbedding, FeaturesLinear
 from deepfm.training.rowwise import LazyAdagrad, RowWiseAdam, add_occurrence_l2
 
@@ -117,13 +118,18 @@ class ModelOptimizer:
         """For ``embed_reg = occurrences``: add the penalty's gradient to the tables' gradients.
         ``occurrences`` = (the batch's sorted distinct ids, their counts, batch size), from
         ``batch_occurrences``. Called before gradients are averaged over processes: each process's
-        share, 2λ·c_i/B_local·v_i, averages to the global batch's 2λ·c_i/B·v_i."""
+        share, 2λ·c_i/B_local·v_i, averages to the global batch's 2λ·c_i/B·v_i. In one process a row-wise
+        optimiser adds it in its step instead, from the rows it gathers there (the same numbers)."""
         sparse = self.optimizers.get("sparse")
+        at_step = isinstance(sparse, (RowWiseAdam, LazyAdagrad)) and not several_processes()
         for group in sparse.param_groups if sparse is not None and self.per_occurrence else ():
             strength = self.l2_of(group["table"])
             for param in group["params"] if strength else ():
                 if param.grad is not None and param.grad.is_sparse:
-                    add_occurrence_l2(param, *occurrences, strength)
+                    if at_step:
+                        sparse.defer_occurrence_l2(param, occurrences, strength)
+                    else:
+                        add_occurrence_l2(param, *occurrences, strength)
 
     def step(self) -> None:
         """One update (lazy L2 on a batch's distinct rows, where the optimiser does not apply it itself)."""

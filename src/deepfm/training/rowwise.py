@@ -5,6 +5,10 @@ batch touched; bias correction uses the table's step count), done as one gather,
 element-wise ops on the U touched rows and one scatter per state tensor, with no sort when the
 gradient's rows are already distinct and sorted (as ``FeaturesEmbedding`` produces them).
 State names match ``SparseAdam`` (``step``, ``exp_avg``, ``exp_avg_sq``).
+
+Both take the per-occurrence L2 of a step (``defer_occurrence_l2``) into their own update, from the
+table rows they gather anyway: one random gather of the touched rows a table a step fewer than adding
+it to the gradient first (``add_occurrence_l2``, which several processes need: before averaging).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Iterable
 import torch
 
 from deepfm.data.design import take_rows
+
+Occurrences = tuple[torch.Tensor, torch.Tensor, int]  # a batch's sorted distinct ids, their counts, its size
 
 
 def distinct_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,7 +33,26 @@ def distinct_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rows, values
 
 
-class RowWiseAdam(torch.optim.Optimizer):
+class _OccurrenceL2AtStep:
+    """Per-occurrence L2 handed to a row-wise optimiser for its next step (``defer_occurrence_l2``)."""
+
+    def defer_occurrence_l2(self, param: torch.nn.Parameter, occurrences: Occurrences, strength: float) -> None:
+        """Add 2λ·c_i/B·v_i (``add_occurrence_l2``) to ``param``'s gradient rows in the next step, from the
+        rows that step gathers. Only where nothing reads the gradient in between (one process)."""
+        self.__dict__.setdefault("_occurrence_l2", {})[param] = (occurrences, strength)
+
+    def _with_occurrence_l2(self, param: torch.nn.Parameter, rows: torch.Tensor, g: torch.Tensor,
+                            weights: torch.Tensor) -> torch.Tensor:
+        pending = self.__dict__.get("_occurrence_l2", {}).pop(param, None)
+        if pending is None or rows.numel() == 0:
+            return g
+        return occurrence_l2_gradient(rows, g, weights, *pending)
+
+    def _forget_occurrence_l2(self) -> None:
+        self.__dict__.get("_occurrence_l2", {}).clear()  # tables without a gradient this step
+
+
+class RowWiseAdam(_OccurrenceL2AtStep, torch.optim.Optimizer):
     """Adam on the touched rows of sparse-gradient tables (lazy, as ``SparseAdam``); ``row_l2``
     adds λ·v to the gradient of each touched row."""
 
@@ -53,6 +78,7 @@ class RowWiseAdam(torch.optim.Optimizer):
                 step = float(state["step"])
                 rows, g = distinct_rows(param.grad)
                 weights = take_rows(param, rows)  # (U, k)
+                g = self._with_occurrence_l2(param, rows, g, weights)
                 if group["row_l2"]:
                     g = g.add(weights, alpha=group["row_l2"])  # lazy L2: only the rows of the batch
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
@@ -65,10 +91,11 @@ class RowWiseAdam(torch.optim.Optimizer):
                 step_size = group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
                 weights.addcdiv_(m, v.sqrt_().add_(group["eps"]), value=-step_size)
                 param.index_copy_(0, rows, weights)  # rows are distinct: a copy, not an add
+        self._forget_occurrence_l2()
         return None
 
 
-class LazyAdagrad(torch.optim.Optimizer):
+class LazyAdagrad(_OccurrenceL2AtStep, torch.optim.Optimizer):
     """AdaGrad on the touched rows of sparse-gradient tables (lazy: untouched rows and their state
     stay as they are). Per coordinate (``per_row=False``, the same update as ``torch.optim.Adagrad``
     with its defaults, without its sort): G += g², v -= lr · g / (√G + eps). Row-wise (``per_row=True``,
@@ -103,6 +130,7 @@ class LazyAdagrad(torch.optim.Optimizer):
                                               device=param.device)
                 rows, g = distinct_rows(param.grad)
                 weights = take_rows(param, rows)  # (U, k)
+                g = self._with_occurrence_l2(param, rows, g, weights)
                 if group.get("row_l2"):
                     g = g.add(weights, alpha=group["row_l2"])
                 squares = g.square().mean(1) if per_row else g.square()  # (U,) or (U, k)
@@ -111,6 +139,7 @@ class LazyAdagrad(torch.optim.Optimizer):
                 scale = total.sqrt_().add_(group["eps"])
                 weights.addcdiv_(g, scale.unsqueeze(1) if per_row else scale, value=-group["lr"])
                 param.index_copy_(0, rows, weights)
+        self._forget_occurrence_l2()
         return None
 
 
@@ -122,15 +151,23 @@ def add_occurrence_l2(param: torch.nn.Parameter, rows: torch.Tensor, counts: tor
     grad_rows, g = distinct_rows(param.grad)
     if grad_rows.numel() == 0:
         return
+    g = occurrence_l2_gradient(grad_rows, g, take_rows(param, grad_rows), (rows, counts, batch_size), strength)
+    param.grad = torch.sparse_coo_tensor(grad_rows.unsqueeze(0), g, param.shape, is_coalesced=True,
+                                         check_invariants=False)
+
+
+def occurrence_l2_gradient(grad_rows: torch.Tensor, g: torch.Tensor, weights: torch.Tensor, occurrences: Occurrences,
+                           strength: float) -> torch.Tensor:
+    """``g`` (the gradient of the distinct table rows ``grad_rows``, whose values are ``weights``) plus
+    2λ · c_i / B · v_i, with c_i row i's count among the batch's ``occurrences`` (0 if it has none)."""
+    rows, counts, batch_size = occurrences
     if _same_tensor(grad_rows, rows):  # the gradient of a distinct-row lookup (``FeaturesEmbedding``): no search
-        scale = counts.to(param.dtype)
+        scale = counts.to(weights.dtype)
     else:
         where = torch.searchsorted(rows, grad_rows).clamp_(max=len(rows) - 1)
         found = rows[where] == grad_rows
-        scale = torch.where(found, counts[where].to(param.dtype), torch.zeros((), dtype=param.dtype))
-    g = g.addcmul(take_rows(param, grad_rows), scale.unsqueeze(1), value=2 * strength / batch_size)
-    param.grad = torch.sparse_coo_tensor(grad_rows.unsqueeze(0), g, param.shape, is_coalesced=True,
-                                         check_invariants=False)
+        scale = torch.where(found, counts[where].to(weights.dtype), torch.zeros((), dtype=weights.dtype))
+    return g.addcmul(weights, scale.unsqueeze(1), value=2 * strength / batch_size)
 
 
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
