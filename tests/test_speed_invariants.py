@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from deepfm.data.batch import Batch, EncodedData, prefetch
-from deepfm.data.design import DistinctIds, distinct_ids, take_rows
+from deepfm.data.design import DistinctIds, distinct_ids, put_rows, take_rows
 from deepfm.models.layers import FeaturesEmbedding
 from deepfm.training.optim import batch_occurrences
 from deepfm.training.rowwise import RowWiseAdam, add_occurrence_l2
@@ -199,6 +199,20 @@ def test_take_rows_is_index_select_for_every_dtype(dtype):
     assert gathered.dtype == dtype and torch.equal(gathered, table.index_select(0, index))
     gathered.add_(1)
     assert torch.equal(table[7], table.index_select(0, index)[1]), "a copy: writing to it leaves the table alone"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.int64])
+@pytest.mark.parametrize("width", [None, 1, 3])  # a vector (one accumulator a row), rows of 1 and of 3
+def test_put_rows_writes_distinct_rows_as_index_copy_does(dtype, width):
+    shape = (50,) if width is None else (50, width)
+    table = torch.arange(50 * (width or 1)).reshape(shape).to(dtype)
+    index = torch.tensor([0, 3, 7, 49])
+    rows = (torch.arange(4 * (width or 1)).reshape(4, *shape[1:]) + 1000).to(dtype)
+    expected = table.clone().index_copy_(0, index, rows)
+    assert put_rows(table, index, rows) is table and torch.equal(table, expected)
+    strided = torch.zeros(50, 2 * (width or 1), dtype=dtype)[:, ::2].reshape(shape)  # not contiguous: index_copy_
+    strided = strided if width is not None else torch.zeros(100, dtype=dtype)[::2]
+    assert torch.equal(put_rows(strided, index, rows), expected.zero_().index_copy_(0, index, rows))
 
 
 def test_per_occurrence_l2_on_a_distinct_row_lookup_matches_the_searched_path():

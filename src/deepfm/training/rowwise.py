@@ -2,7 +2,7 @@
 
 The same update as ``torch.optim.SparseAdam`` (moments and weights change only on the rows a
 batch touched; bias correction uses the table's step count), done as one gather, a few
-element-wise ops on the U touched rows and one scatter per state tensor, with no sort when the
+element-wise ops on the U touched rows and one scatter per state tensor (``put_rows``), with no sort when the
 gradient's rows are already distinct and sorted (as ``FeaturesEmbedding`` produces them).
 State names match ``SparseAdam`` (``step``, ``exp_avg``, ``exp_avg_sq``).
 
@@ -18,7 +18,7 @@ from typing import Iterable
 
 import torch
 
-from deepfm.data.design import take_rows
+from deepfm.data.design import put_rows, take_rows
 
 Occurrences = tuple[torch.Tensor, torch.Tensor, int]  # a batch's sorted distinct ids, their counts, its size
 
@@ -86,11 +86,11 @@ class RowWiseAdam(_OccurrenceL2AtStep, torch.optim.Optimizer):
                 v = take_rows(exp_avg_sq, rows)
                 m.lerp_(g, 1 - beta1)  # m + (g - m)(1 - β1)
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                exp_avg.index_copy_(0, rows, m)
-                exp_avg_sq.index_copy_(0, rows, v)
+                put_rows(exp_avg, rows, m)
+                put_rows(exp_avg_sq, rows, v)
                 step_size = group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
                 weights.addcdiv_(m, v.sqrt_().add_(group["eps"]), value=-step_size)
-                param.index_copy_(0, rows, weights)  # rows are distinct: a copy, not an add
+                put_rows(param, rows, weights)  # rows are distinct: a copy, not an add
         self._forget_occurrence_l2()
         return None
 
@@ -135,10 +135,10 @@ class LazyAdagrad(_OccurrenceL2AtStep, torch.optim.Optimizer):
                     g = g.add(weights, alpha=group["row_l2"])
                 squares = g.square().mean(1) if per_row else g.square()  # (U,) or (U, k)
                 total = take_rows(state["sum"], rows).add_(squares)
-                state["sum"].index_copy_(0, rows, total)
+                put_rows(state["sum"], rows, total)
                 scale = total.sqrt_().add_(group["eps"])
                 weights.addcdiv_(g, scale.unsqueeze(1) if per_row else scale, value=-group["lr"])
-                param.index_copy_(0, rows, weights)
+                put_rows(param, rows, weights)
         self._forget_occurrence_l2()
         return None
 
