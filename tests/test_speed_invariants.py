@@ -24,6 +24,19 @@ def test_distinct_ids_equal_torch_unique(table):
     assert torch.equal(unique[inverse], ids)
 
 
+@pytest.mark.parametrize("table", [50, 10_000_000])
+def test_distinct_ids_of_a_batch_group_its_slots_by_id_in_slot_order(table):
+    ids = torch.randint(0, table, (64, 7))
+    ids[3, 2] = ids[0, 0]
+    distinct = DistinctIds.of(ids)
+    unique, inverse = torch.unique(ids, sorted=True, return_inverse=True)
+    assert torch.equal(distinct.unique, unique) and torch.equal(distinct.inverse, inverse)
+    counts = torch.bincount(inverse.reshape(-1), minlength=len(unique))
+    assert distinct.slot_rows.dtype == torch.int32 and distinct.slot_rows.tolist() == [0, *counts.cumsum(0).tolist()]
+    assert torch.equal(distinct.slot_columns, torch.sort(inverse.reshape(-1), stable=True).indices.int())
+    assert DistinctIds.of(ids[:0]).unique.numel() == 0
+
+
 @pytest.mark.parametrize("table", [30, 1000])  # many slots per distinct id, few (a long tail)
 def test_distinct_rows_sum_their_slots_like_index_add(table):
     torch.manual_seed(2)
