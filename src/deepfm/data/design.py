@@ -99,18 +99,19 @@ class DistinctIds:
         """The distinct ids and the slot grouping from one stable sort of the ids as int32 keys (~2× faster to
         sort than int64): equal keys are adjacent, in slot order, so the sort's order is ``slot_columns``, the
         first slot of each run starts a row of ``slot_rows`` and a slot's run number is its ``inverse``.
-        A 4096-row batch of 39 fields: 6.0 against 7.6 ms CPU for ``torch.unique`` + a second sort (long
-        tail), 5.1 against 8.1 ms (Criteo shape, whose ids took the bitmap path); same tensors."""
+        A 4096-row batch of 39 fields, medians of 25 batches, one thread: 4.4 against 8.3 ms CPU for
+        ``torch.unique`` + a second sort (long tail), 4.1 against 9.8 ms (Criteo shape, whose ids took the
+        bitmap path); same tensors (2026-12-02, shared machine)."""
         flat = ids.reshape(-1)
         keys, order = torch.sort(flat.int(), stable=True)
         starts = torch.empty(len(keys), dtype=torch.bool)
         starts[0] = True
         torch.ne(keys[1:], keys[:-1], out=starts[1:])
-        unique = keys[starts].long()
-        inverse = torch.empty(len(keys), dtype=torch.int64)
-        inverse[order] = torch.cumsum(starts, 0).sub_(1)
+        first = torch.from_numpy(np.flatnonzero(starts.numpy()))  # each run's first slot (3× faster than nonzero)
+        unique = keys.index_select(0, first).long()
+        inverse = torch.empty(len(keys), dtype=torch.int64).scatter_(0, order, torch.cumsum(starts, 0).sub_(1))
         slot_rows = torch.empty(len(unique) + 1, dtype=torch.int32)
-        slot_rows[:-1], slot_rows[-1] = starts.nonzero().squeeze(1), len(keys)
+        slot_rows[:-1], slot_rows[-1] = first, len(keys)
         pays = len(keys) >= SLOTS_PER_ROW_FOR_PRODUCTS * len(unique)
         return DistinctIds(unique, inverse.view_as(ids), slot_rows, order.int(), pays)
 
