@@ -298,3 +298,44 @@ def test_an_mlp_without_output_layer_leaves_the_callers_gradient_alone():
     kept = grad.clone()
     mlp(torch.randn(16, 5, requires_grad=True)).backward(grad)
     assert torch.equal(grad, kept)
+
+
+def test_the_row_wise_step_takes_the_rows_the_lookup_gathered_unless_the_table_changed(monkeypatch):
+    """The forward gathers a batch's distinct rows of each table; the row-wise Adam step of the same batch
+    starts from those rows instead of gathering them again (same values: nothing wrote to the table in
+    between), and gathers afresh when something did (an in-place write bumps the table's version)."""
+    from deepfm.data import design
+    from deepfm.training import rowwise
+
+    ids = torch.tensor([[0, 3], [3, 5], [0, 3], [7, 5]])
+    batch = Batch(ids, None, [], torch.zeros(4))
+    gathers = []
+    counted = lambda table, index: gathers.append(table) or take_rows(table, index)  # noqa: E731
+    monkeypatch.setattr(rowwise, "take_rows", counted)
+
+    def step(table: FeaturesEmbedding, optimizer: RowWiseAdam, write_between: bool) -> None:
+        optimizer.zero_grad()
+        table(batch).fields.square().sum().backward()
+        if write_between:
+            with torch.no_grad():
+                table.weight.index_copy_(0, torch.tensor([3]), torch.ones(1, 3))
+        optimizer.step()
+
+    results = []
+    for write_between in (False, True):
+        torch.manual_seed(5)
+        table = FeaturesEmbedding(8, 3, init_std=0.5)
+        optimizer = RowWiseAdam(table.parameters(), lr=0.1)
+        gathers.clear()
+        for _ in range(3):
+            step(table, optimizer, write_between)
+        assert sum(t is table.weight for t in gathers) == (3 if write_between else 0)
+        results.append(table.weight.detach().clone())
+    torch.manual_seed(5)
+    plain = FeaturesEmbedding(8, 3, init_std=0.5)
+    reference = RowWiseAdam(plain.parameters(), lr=0.1)
+    monkeypatch.setattr(design, "recall_rows", lambda table, index: None, raising=False)
+    monkeypatch.setattr(rowwise, "recall_rows", lambda table, index: None, raising=False)
+    for _ in range(3):
+        step(plain, reference, False)
+    assert torch.equal(results[0], plain.weight.detach())

@@ -14,6 +14,7 @@ benchmark are no faster), so ``design_pays`` says when to build X.
 from __future__ import annotations
 
 import warnings
+import weakref
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -36,6 +37,32 @@ def take_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.take(table.detach().numpy(), index.numpy(), axis=0))
 
 
+# id(table) -> (a weak reference to the table, index, rows, the table's version): tensors compare by value, so
+# no WeakKeyDictionary; an entry goes with its table
+_gathered: dict[int, tuple[weakref.ref, torch.Tensor, torch.Tensor, int]] = {}
+
+
+def remember_rows(table: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> None:
+    """Note that ``rows`` are ``table``'s rows ``index`` as of now (a lookup's gather), for ``recall_rows``.
+    ``rows`` must be a tensor no one else reads once the caller is done with it."""
+    key = id(table)
+    _gathered[key] = (weakref.ref(table, lambda _: _gathered.pop(key, None)), index, rows, table._version)
+
+
+def recall_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor | None:
+    """The rows ``remember_rows`` noted for ``table`` if they are its rows ``index`` (the same index tensor) and
+    nothing wrote to the table since (its version is the same; ``put_rows`` counts as a write); else None.
+    Each note is taken once. The row-wise optimisers start from them: one random gather of U rows a table a
+    step fewer (~3 ms for 96k rows of a 3.9M × 10 table)."""
+    noted = _gathered.pop(id(table), None)
+    if noted is None or noted[0]() is not table:
+        return None
+    _, noted_index, rows, version = noted
+    same_index = noted_index.data_ptr() == index.data_ptr() and noted_index.shape == index.shape and \
+        noted_index.stride() == index.stride() and noted_index.dtype == index.dtype
+    return rows if same_index and version == table._version else None
+
+
 def put_rows(table: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """``table.index_copy_(0, index, rows)`` for distinct ``index``, without autograd: NumPy's ``put`` for
     contiguous fp32/fp64 tables on CPU, each row of k > 1 values moved as one record. Returns ``table``.
@@ -52,6 +79,7 @@ def put_rows(table: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> to
         record = np.dtype((np.void, table.shape[1] * table.element_size()))
         target, values = target.view(record), values.view(record)
     np.put(target.reshape(-1), index.numpy(), values.reshape(-1))
+    torch.autograd.graph.increment_version(table)  # a write, as index_copy_'s (see ``recall_rows``)
     return table
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepfm.data.batch import Batch
-from deepfm.data.design import DesignMatrix, DistinctIds, take_rows
+from deepfm.data.design import DesignMatrix, DistinctIds, remember_rows, take_rows
 from deepfm.models.batchnorm import batch_norm_folded
 from deepfm.models.dropout import relu_dropout
 
@@ -45,6 +45,7 @@ class _LookupDistinctRows(torch.autograd.Function):
     def forward(ctx, weight: torch.Tensor, distinct: DistinctIds) -> torch.Tensor:
         ctx.distinct, ctx.table_shape = distinct, weight.shape
         rows = take_rows(weight, distinct.unique)  # (U, k)
+        remember_rows(weight, distinct.unique, rows)  # the row-wise step starts from them (not saved here)
         inverse = distinct.inverse
         return take_rows(rows, inverse.reshape(-1)).view(*inverse.shape, weight.shape[1])  # (B, F, k)
 

@@ -18,9 +18,15 @@ from typing import Iterable
 
 import torch
 
-from deepfm.data.design import put_rows, take_rows
+from deepfm.data.design import put_rows, recall_rows, take_rows
 
 Occurrences = tuple[torch.Tensor, torch.Tensor, int]  # a batch's sorted distinct ids, their counts, its size
+
+
+def _rows_of(param: torch.nn.Parameter, rows: torch.Tensor) -> torch.Tensor:
+    """A copy of ``param``'s ``rows`` to update: the ones the batch's lookup gathered (``recall_rows``), else gathered now."""
+    recalled = recall_rows(param, rows)
+    return recalled if recalled is not None else take_rows(param, rows)
 
 
 def distinct_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +83,7 @@ class RowWiseAdam(_OccurrenceL2AtStep, torch.optim.Optimizer):
                 state["step"] += 1
                 step = float(state["step"])
                 rows, g = distinct_rows(param.grad)
-                weights = take_rows(param, rows)  # (U, k)
+                weights = _rows_of(param, rows)  # (U, k)
                 g = self._with_occurrence_l2(param, rows, g, weights)
                 if group["row_l2"]:
                     g = g.add(weights, alpha=group["row_l2"])  # lazy L2: only the rows of the batch
@@ -129,7 +135,7 @@ class LazyAdagrad(_OccurrenceL2AtStep, torch.optim.Optimizer):
                     state["sum"] = torch.full(shape, group.get("initial_accumulator", 0.0), dtype=param.dtype,
                                               device=param.device)
                 rows, g = distinct_rows(param.grad)
-                weights = take_rows(param, rows)  # (U, k)
+                weights = _rows_of(param, rows)  # (U, k)
                 g = self._with_occurrence_l2(param, rows, g, weights)
                 if group.get("row_l2"):
                     g = g.add(weights, alpha=group["row_l2"])
