@@ -49,7 +49,9 @@ def test_the_saved_model_is_the_best_trial_refitted_on_training_and_validation_r
         "every labelled row, for the epochs validation chose"
     assert metrics["refit"] == summary["refit"]
     assert summary["best_value"] == best["auc"] == metrics["best_valid"]["auc"], "the metric is the trial's, on validation"
-    assert 'refit = "on"' in (searches["default"] / "best.toml").read_text()
+    best_toml = (searches["default"] / "best.toml").read_text()
+    assert 'refit = "on"' in best_toml
+    assert f"# the saved model: refitted on 400 rows (training + validation) for {best['best_epoch']} epochs" in best_toml
 
 
 def test_refit_changes_the_saved_model_and_off_keeps_the_best_trial_as_it_trained(searches, capsys):

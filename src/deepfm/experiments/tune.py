@@ -457,6 +457,9 @@ def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: 
 def best_toml(best: RunConfig, result: TuneResult, summary: dict[str, Any]) -> str:
     """``best.toml``: the best trial's whole config (the output directory left to ``--out``)."""
     values = {key: value for key, value in best.to_json_dict().items() if key != "out"}
+    refit = summary["refit"]
+    refitted = (f"# the saved model: refitted on {refit['rows']} rows (training + validation) for {refit['epochs']} epochs\n"
+                if refit else "")
     head = (f"# deepfm tune: trial {result.best_number} of {len(result.trials)}, valid {result.metric} "
-            f"{summary['best_value']:.5f}\n# reproduce: deepfm train --config best.toml --out DIR\n")
+            f"{summary['best_value']:.5f}\n{refitted}# reproduce: deepfm train --config best.toml --out DIR\n")
     return head + toml_text(values)
