@@ -73,3 +73,22 @@ def test_train_with_best_toml_reproduces_the_saved_model(searches, name, capsys)
     assert read(again, "metrics.json").get("refit", {}).get("rows") == read(searches[name], "metrics.json").get("refit", {}).get("rows")
     np.testing.assert_allclose(predictions(again, searches["valid"], capsys),
                                predictions(searches[name], searches["valid"], capsys), atol=1e-6)
+
+
+def test_a_streamed_search_saves_the_best_trial_as_it_trained(tmp_path, ctr_csv, capsys):
+    """Refitting needs the rows in memory (deepfm train refuses it for streamed data): tune says so and
+    saves the best trial."""
+    out = tmp_path / "out"
+    assert main(["tune", "--train", str(ctr_csv()), "--valid", str(ctr_csv("v.csv", rows=100, part=1)), "--stream", "on",
+                 "--model", "fm", "--epochs", "2", "--trials", "1", "--out", str(out)]) == 0
+    assert read(out, "tune.json")["refit"] is None
+    assert "refit: not for streamed data" in capsys.readouterr().err
+
+
+def test_fnn_with_its_fm_pretraining_is_saved_as_it_trained(tmp_path, ctr_csv, capsys):
+    """A refit does not replay FNN's FM pre-training (deepfm train refuses it): tune says so."""
+    out = tmp_path / "out"
+    assert main(["tune", "--train", str(ctr_csv()), "--valid", str(ctr_csv("v.csv", rows=100, part=1)), "--model", "fnn",
+                 "--mlp", "8", "--epochs", "2", "--trials", "1", "--out", str(out)]) == 0
+    assert read(out, "tune.json")["refit"] is None
+    assert "refit: FNN's FM pre-training is not replayed" in capsys.readouterr().err
