@@ -48,7 +48,8 @@ LR_BY_OPTIMIZER = {"adagrad": (1e-2, 0.5), "adam": (1e-4, 3e-2)}
 EMBED_L2_BY_FORM = {"occurrences": (1e-4, 1e-1), "rows": (1e-6, 3e-1)}
 # The best 600-s FM searches on Frappe ended on the edges, k 128 and batch 256 (valid AUC 0.9541 against
 # the defaults' 0.9510), but k up to 256 and batch down to 128 did worse in the same 600 s (0.9532:
-# slower trials, 79 of 90 pruned; benchmarks/README.md, "Tuning"), so the ranges stop there
+# slower trials, 79 of 90 pruned; benchmarks/README.md, "Tuning"), and again under the successive-halving
+# pruner (seventh session: best k 256 / batch 128 trial 0.9524, trial 1 still the best), so the ranges stop there
 EMBED_DIMS = (16, 32, 64, 128)
 BATCH_SIZES = (256, 512, 1024, 2048, 4096)
 # row-wise AdaGrad trains dense weights with Adam at the same lr, an AdaGrad-sized step for an MLP:
