@@ -54,6 +54,29 @@ def _verdicts(history: list[dict[str, Any]], task: Task) -> list[bool]:
     return verdicts
 
 
+def new_model(config: RunConfig, encoder: FeatureEncoder) -> torch.nn.Module:
+    """``config``'s model for ``encoder``'s features, from ``training.seed`` (its starting weights)."""
+    torch.manual_seed(config.training.seed)
+    return model_for_run(config, encoder.num_features, encoder.num_fields, encoder.task, [spec.size for spec in encoder.fields])
+
+
+def refit_model(config: RunConfig, encoder: FeatureEncoder, history: list[dict[str, Any]], train: EncodedData,
+                valid: EncodedData, progress: bool = False,
+                log: Callable[[str], None] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A new model (``new_model``) trained on ``train`` and ``valid`` together for the epochs of ``history``
+    (a run's records up to its best epoch), replaying that run's verdicts: its reloads and learning-rate
+    drops (``training.refit``). Returns the model and what was done (rows, epochs, seconds, samples/s)."""
+    verdicts = _verdicts(history, encoder.task)
+    rows = EncodedData.concat([train, valid])
+    model = new_model(config, encoder)
+    (log or (lambda message: None))(f"refit: training again from the start on {len(rows)} rows (training + validation) "
+                                    f"for {len(verdicts)} epochs, as validation chose")
+    began = time.perf_counter()
+    again = Trainer(model, encoder.task, config.training, progress=progress, log=log).fit(rows, replay=verdicts)
+    return model, {"rows": len(rows), "epochs": again.epochs_run, "seconds": round(time.perf_counter() - began, 3),
+                   "train_samples_per_s": round(again.samples_per_s, 1)}
+
+
 def _held_out_of(data: EncodedData, hold_out: bool, fraction: float, seed: int) -> TrainingData:
     """``data`` without and with its held-out rows (``split_encoded``), or all of it."""
     return split_encoded(data, fraction, seed) if hold_out and held_out_count(len(data), fraction) else (data, None, None)
@@ -188,9 +211,7 @@ class Estimator:
 
     def _new_model(self) -> torch.nn.Module:
         """The model of this run's config for the fitted encoder, from ``training.seed`` (its starting weights)."""
-        torch.manual_seed(self.config.training.seed)
-        return model_for_run(self.config, self.encoder.num_features, self.encoder.num_fields, self.encoder.task,
-                             [spec.size for spec in self.encoder.fields])
+        return new_model(self.config, self.encoder)
 
     def _refit(self, train: EncodedData | StreamSource, valid: EncodedData | None, held_out: bool, progress: bool,
                log: Callable[[str], None] | None) -> dict[str, Any] | None:
@@ -217,15 +238,9 @@ class Estimator:
         if cfg.model.name == "fnn" and cfg.model.pretrain:
             raise ConfigError("training.refit: FNN's FM pre-training is not replayed; set model.pretrain = false "
                               "or turn refit off")
-        verdicts = _verdicts(self.result.history[: self.result.best_epoch], self.encoder.task)
-        rows = EncodedData.concat([train, valid])
-        self.model = self._new_model()
-        say(f"refit: training again from the start on {len(rows)} rows (training + validation) for "
-            f"{len(verdicts)} epochs, as validation chose")
-        began = time.perf_counter()
-        again = Trainer(self.model, self.encoder.task, cfg.training, progress=progress, log=log).fit(rows, replay=verdicts)
-        return {"rows": len(rows), "epochs": again.epochs_run, "seconds": round(time.perf_counter() - began, 3),
-                "train_samples_per_s": round(again.samples_per_s, 1)}
+        self.model, record = refit_model(cfg, self.encoder, self.result.history[: self.result.best_epoch], train, valid,
+                                         progress, log)
+        return record
 
     def training_rows(self, train: Data, valid: Data | None = None, progress: bool = False) -> TrainingData:
         """Fit the encoders on ``train`` and encode it as ``fit`` does in one process: (training rows,
