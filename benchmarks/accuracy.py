@@ -313,12 +313,15 @@ def merge_settings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 
 
 def candidate_table(results: list[dict[str, Any]]) -> str:
-    """Candidate × (data set, model): the validation metric of each run (AUC ↑ or RMSE ↓)."""
+    """Candidate (and seed, with ``--seeds``) × (data set, model): the validation metric of each run (AUC ↑ or RMSE ↓)."""
+    def row(r: dict[str, Any]) -> str:
+        return r["candidate"] if r.get("seed") is None else f"{r['candidate']} s{r['seed']}"
+
     columns = list(dict.fromkeys((r["dataset"], r["model"]) for r in results))
-    cell = {(r["candidate"], r["dataset"], r["model"]): r for r in results}
+    cell = {(row(r), r["dataset"], r["model"]): r for r in results}
     lines = ["| candidate | " + " | ".join(f"{d} {m}" for d, m in columns) + " |",
              "| --- |" + " ---: |" * len(columns)]
-    for candidate in dict.fromkeys(r["candidate"] for r in results):
+    for candidate in dict.fromkeys(row(r) for r in results):
         values = []
         for d, m in columns:
             r = cell.get((candidate, d, m))

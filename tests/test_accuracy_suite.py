@@ -39,3 +39,22 @@ def test_the_run_line_shows_the_data_rules_statistic():
 
     assert accuracy.ids_text(ids) == "  ids 100 in 1,000 rows: 0.1000 per row (10 rows per id), recurring ids"
     assert accuracy.ids_text(None) == ""
+
+
+def test_the_candidate_table_has_a_row_per_candidate_and_seed_when_run_over_seeds():
+    def run(candidate, seed, auc):
+        return {"candidate": candidate, "seed": seed, "dataset": "frappe", "model": "deepfm", "metric": "auc",
+                "valid": {"auc": auc}}
+
+    table = accuracy.candidate_table([run("defaults", 2026, 0.95), run("defaults", 7, 0.94), run("recipe", 2026, 0.96)])
+
+    assert "| defaults s2026 | 0.9500 |" in table
+    assert "| defaults s7 | 0.9400 |" in table
+    assert "| recipe s2026 | 0.9600 |" in table
+
+
+def test_the_candidate_table_names_a_candidate_alone_when_run_once():
+    table = accuracy.candidate_table([{"candidate": "defaults", "seed": None, "dataset": "adult", "model": "fm",
+                                       "metric": "auc", "valid": {"auc": 0.9}}])
+
+    assert "| defaults | 0.9000 |" in table
