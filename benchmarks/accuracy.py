@@ -19,6 +19,10 @@ Splits (fixed, seeded; nothing random between runs):
   ``-side`` adds age, gender, occupation, zip (u.user) and the genres (u.item, a multi-valued field).
 - ml1m: the 100k-rating sample joined with users.dat and movies.dat (genres multi-valued);
   numpy.random.default_rng(2026).permutation, first 80% train, next 10% valid, last 10% test.
+- ml100k-clicks / ml1m-clicks: ml100k-side / ml1m binarised as the CTR literature does (AutoInt, AFN):
+  rating >= 4 -> 1, rating <= 2 -> 0, rating 3 dropped. The splits are those of ml100k-side and ml1m
+  (the same rows, the same order, the same features), each with its 3s removed afterwards, so valid is
+  every 10th row of u1.base (resp. the same 10% of the permutation) less its 3s.
 - adult: the same permutation scheme over the 48,842 rows (80/10/10); label ``income`` (>50K = 1);
   age, fnlwgt, educational-num, capital-gain, capital-loss, hours-per-week numeric.
 - ipinyou: the shared train/test CSVs; valid = 10% of train by default_rng(2026).permutation.
@@ -155,6 +159,24 @@ def ml1m(root: Path) -> Suite:
                   "deepfm": "RMSE 0.948 (issue 12, old defaults)"})
 
 
+CLICK_FROM_RATING = 4  # a rating of at least this is a click (1)
+NO_CLICK_UP_TO_RATING = 2  # a rating of at most this is no click (0); the ratings between are dropped
+
+
+def as_clicks(table: pa.Table) -> pa.Table:
+    """A ratings table as clicks: label 1 for a rating >= 4, 0 for <= 2, the rows rated 3 dropped."""
+    rating = table["label"]
+    kept = table.filter(pc.or_(pc.greater_equal(rating, CLICK_FROM_RATING), pc.less_equal(rating, NO_CLICK_UP_TO_RATING)))
+    clicked = pc.cast(pc.greater_equal(kept["label"], CLICK_FROM_RATING), pa.int64())
+    return kept.set_column(kept.schema.get_field_index("label"), "label", clicked)
+
+
+def clicks(ratings: Suite) -> Suite:
+    """A ratings suite as a click suite (``as_clicks`` on each split, the same features), AUC its metric."""
+    train, valid, test = (as_clicks(split) for split in (ratings.train, ratings.valid, ratings.test))
+    return Suite(train, valid, test, ratings.data | {"task": "binary"}, "auc")
+
+
 ADULT_NUMERIC = ["age", "fnlwgt", "educational-num", "capital-gain", "capital-loss", "hours-per-week"]
 
 
@@ -218,6 +240,8 @@ DATASETS: dict[str, Callable[[Path], Suite]] = {
     "ml100k-ids": lambda root: ml100k(root, side=False),
     "ml100k-side": lambda root: ml100k(root, side=True),
     "ml1m": ml1m,
+    "ml100k-clicks": lambda root: clicks(ml100k(root, side=True)),
+    "ml1m-clicks": lambda root: clicks(ml1m(root)),
     "adult": adult,
     "ipinyou": ipinyou,
     "criteo-synth": criteo_synth,
@@ -289,12 +313,15 @@ def merge_settings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 
 
 def candidate_table(results: list[dict[str, Any]]) -> str:
-    """Candidate × (data set, model): the validation metric of each run (AUC ↑ or RMSE ↓)."""
+    """Candidate (and seed, with ``--seeds``) × (data set, model): the validation metric of each run (AUC ↑ or RMSE ↓)."""
+    def row(r: dict[str, Any]) -> str:
+        return r["candidate"] if r.get("seed") is None else f"{r['candidate']} s{r['seed']}"
+
     columns = list(dict.fromkeys((r["dataset"], r["model"]) for r in results))
-    cell = {(r["candidate"], r["dataset"], r["model"]): r for r in results}
+    cell = {(row(r), r["dataset"], r["model"]): r for r in results}
     lines = ["| candidate | " + " | ".join(f"{d} {m}" for d, m in columns) + " |",
              "| --- |" + " ---: |" * len(columns)]
-    for candidate in dict.fromkeys(r["candidate"] for r in results):
+    for candidate in dict.fromkeys(row(r) for r in results):
         values = []
         for d, m in columns:
             r = cell.get((candidate, d, m))
@@ -309,6 +336,14 @@ def metric_text(metrics: dict[str, float] | None, metric: str) -> str:
     if metric == "auc":
         return f"AUC {metrics['auc']:.4f} / LL {metrics['logloss']:.4f}"
     return f"RMSE {metrics['rmse']:.4f}"
+
+
+def ids_text(ids: dict[str, Any] | None) -> str:
+    """The data rule's statistic of a run (``IdCounts``): distinct ids per training row and rows per id."""
+    if not ids:
+        return ""
+    per_row = ids["ids_per_row"]
+    return f"  ids {ids['distinct']:,} in {ids['rows']:,} rows: {per_row:.4f} per row ({1 / per_row:.0f} rows per id), {ids['shape']}"
 
 
 def table_markdown(results: list[dict[str, Any]]) -> str:
@@ -387,7 +422,7 @@ def main() -> None:
                 record["gap_to_bayes_auc"] = round(suite.notes["bayes_auc"] - record["test"]["auc"], 4)
             results.append(record)
             print(f"{name:13s} {model:7s} {candidate:24s} {'' if seed is None else f'seed {seed} '}valid {metric_text(record['valid'], suite.metric)}  "
-                  f"test {metric_text(record.get('test'), suite.metric)}  {record['train_wall_s']} s", flush=True)
+                  f"test {metric_text(record.get('test'), suite.metric)}  {record['train_wall_s']} s{ids_text(record.get('ids'))}", flush=True)
     report = {"date": stamp, "settings": settings, "candidates": candidates, "validation_only": validation_only,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other "
                          f"sessions (load {os.getloadavg()[0]:.1f} at the end)",

@@ -6,8 +6,8 @@ from deepfm import Estimator
 from deepfm.config import build_config
 from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
 from deepfm.data.encoders import IdCounts
-from deepfm.defaults import (LONG_TAIL_IDS_PER_ROW, SHAPE_DEFAULTS, TASK_DEFAULTS, describe_shape_rule, id_shape,
-                             with_task_defaults)
+from deepfm.defaults import (FREQUENT_IDS_PER_ROW, LONG_TAIL_IDS_PER_ROW, SHAPE_DEFAULTS, TASK_DEFAULTS,
+                             describe_shape_rule, id_shape, with_task_defaults)
 
 
 def test_fm_on_ratings_takes_the_regression_defaults():
@@ -64,6 +64,7 @@ def test_fm_gradient_defaults_do_not_reach_the_sampling_and_als_solvers():
 
 LONG_TAIL = IdCounts(rows=1_000, occurrences=26_000, distinct=900)  # ~1 new id per row, as a Criteo log
 RECURRING = IdCounts(rows=50_000, occurrences=500_000, distinct=5_000)  # 0.1 per row, as Frappe
+FREQUENT = IdCounts(rows=40_000, occurrences=320_000, distinct=100)  # 0.0025 per row (400 rows per id), as Adult
 
 
 def test_the_shape_of_the_ids_is_a_long_tail_from_the_documented_ids_per_row():
@@ -72,6 +73,13 @@ def test_the_shape_of_the_ids_is_a_long_tail_from_the_documented_ids_per_row():
     at_the_cut = IdCounts(rows=1_000, occurrences=5_000, distinct=int(LONG_TAIL_IDS_PER_ROW * 1_000))
     assert id_shape(at_the_cut) == "long tail"
     assert id_shape(None) == "recurring ids", "a schema without counts (older models) keeps the task's defaults"
+
+
+def test_ids_with_over_a_hundred_rows_each_are_frequent_ids():
+    assert id_shape(FREQUENT) == "frequent ids"
+    at_the_cut = IdCounts(rows=10_000, occurrences=50_000, distinct=int(FREQUENT_IDS_PER_ROW * 10_000))
+    assert id_shape(at_the_cut) == "recurring ids"
+    assert FREQUENT_IDS_PER_ROW < LONG_TAIL_IDS_PER_ROW
 
 
 def test_fm_on_a_long_tail_starts_adagrads_accumulators_above_zero():
@@ -99,6 +107,30 @@ def test_deepfm_on_clicks_with_recurring_ids_takes_k64_and_a_tenfold_table_step_
     assert (clicks.model.embed_dim, clicks.training.optimizer) == (64, "adam")
     assert (clicks.training.lr, clicks.training.dense_lr) == (1e-2, 1e-3)
     assert (clicks.training.embed_reg, clicks.training.embed_l2) == ("occurrences", 1e-2)
+
+
+def test_deepfm_on_clicks_with_recurring_ids_drops_half_the_mlps_units():
+    clicks = with_task_defaults(build_config({"model": {"name": "deepfm"}}), "binary", RECURRING)
+    assert clicks.model.dropout == 0.5
+    assert (clicks.model.mlp, clicks.model.batch_norm, clicks.training.batch_size) == ((400, 400, 400), True, 512)
+
+
+def test_deepfm_keeps_the_global_dropout_on_frequent_ids_a_long_tail_and_other_tasks():
+    config = build_config({"model": {"name": "deepfm"}})
+    global_dropout = build_config({}).model.dropout
+    assert with_task_defaults(config, "binary", FREQUENT).model.dropout == global_dropout
+    assert with_task_defaults(config, "binary", LONG_TAIL).model.dropout == global_dropout
+    for task in ("regression", "multiclass"):
+        assert with_task_defaults(config, task, RECURRING).model.dropout == global_dropout
+    frequent = with_task_defaults(config, "binary", FREQUENT)
+    assert (frequent.model.embed_dim, frequent.training.lr) == (64, 1e-2), "only the dropout depends on this band"
+    assert "frequent ids" in describe_shape_rule(config, FREQUENT)
+
+
+def test_the_users_dropout_wins_over_deepfms_rule():
+    config = build_config({"model": {"name": "deepfm", "dropout": 0.1}})
+    for counts in (FREQUENT, RECURRING, LONG_TAIL):
+        assert with_task_defaults(config, "binary", counts).model.dropout == 0.1
 
 
 def test_deepfm_on_a_long_tail_keeps_k10_and_one_step_for_tables_and_mlp():

@@ -13,7 +13,7 @@ from typing import Any, Sequence, get_args
 
 from deepfm import __version__
 from deepfm.config import DataConfig, ModelConfig, ModelName, TrainingConfig
-from deepfm.defaults import LONG_TAIL_IDS_PER_ROW, MODEL_DEFAULTS, SHAPE_DEFAULTS, TASK_DEFAULTS
+from deepfm.defaults import MODEL_DEFAULTS, SHAPE_BANDS, SHAPE_DEFAULTS, TASK_DEFAULTS
 from deepfm.data.formats import AUTO_RULE, FORMATS
 from deepfm.errors import DeepFMError
 from deepfm.experiments.cli import add_compare_parser, cmd_compare
@@ -53,7 +53,7 @@ def config_default_text(section: str, key: str) -> str:
         if by_value:
             overrides.append(f"{name} " + " / ".join(f"{v} ({', '.join(t)})" for v, t in by_value.items()))
     for name, shapes in SHAPE_DEFAULTS.items():
-        overrides += [f"{name} {_shown(values[key])} ({shape}: ≥ {LONG_TAIL_IDS_PER_ROW:g} distinct ids per training row)"
+        overrides += [f"{name} {_shown(values[key])} ({shape}: {SHAPE_BANDS[shape]} distinct ids per training row)"
                       for shape, values in shapes.items() if key in values]
     return f"default {_shown(default)}" + ("; " + ", ".join(overrides) if overrides else "")
 
