@@ -60,6 +60,18 @@ def new_model(config: RunConfig, encoder: FeatureEncoder) -> torch.nn.Module:
     return model_for_run(config, encoder.num_features, encoder.num_fields, encoder.task, [spec.size for spec in encoder.fields])
 
 
+def refit_asked(config: RunConfig, held_out: bool) -> bool:
+    """Whether ``training.refit`` asks for a refit: ``on``, or ``held-out`` where the validation rows were
+    ``held_out`` of the training data."""
+    rule = config.training.refit
+    return rule == "on" or rule == "held-out" and held_out
+
+
+def replays_pretraining(config: RunConfig) -> bool:
+    """Whether ``config``'s model pre-trains (FNN's FM pre-training), which a refit does not replay."""
+    return config.model.name == "fnn" and bool(config.model.pretrain)
+
+
 def refit_model(config: RunConfig, encoder: FeatureEncoder, history: list[dict[str, Any]], train: EncodedData,
                 valid: EncodedData, progress: bool = False,
                 log: Callable[[str], None] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -221,7 +233,7 @@ class Estimator:
         epochs; the refitted model has no held-out rows left to score). Returns what it did, or None."""
         cfg, say = self.config, log or (lambda message: None)
         rule = cfg.training.refit
-        if rule == "off" or rule == "held-out" and not held_out:
+        if not refit_asked(cfg, held_out):
             return None
         supported = cfg.training.solver == "gradient" and isinstance(train, EncodedData) and distributed.context().world == 1
         if rule == "held-out" and not supported:
@@ -235,7 +247,7 @@ class Estimator:
                               f"(this run: solver {cfg.training.solver}, "
                               f"{'streamed' if isinstance(train, StreamSource) else 'in memory'}, "
                               f"{distributed.context().world} process(es)); turn it off")
-        if cfg.model.name == "fnn" and cfg.model.pretrain:
+        if replays_pretraining(cfg):
             raise ConfigError("training.refit: FNN's FM pre-training is not replayed; set model.pretrain = false "
                               "or turn refit off")
         self.model, record = refit_model(cfg, self.encoder, self.result.history[: self.result.best_epoch], train, valid,

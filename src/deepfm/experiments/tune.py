@@ -386,16 +386,15 @@ def refit_best(config: RunConfig, data, run, held_out: bool, log: Log) -> tuple[
     (``deepfm.api.refit_model``), as ``training.refit`` asks: ``on``, or ``held-out`` with ``held_out``
     validation rows. Returns the model and what was done, or None (not asked for; streamed training rows,
     which a refit cannot join with the validation rows; FNN's pre-training, which a refit does not replay)."""
-    from deepfm.api import refit_model
+    from deepfm.api import refit_asked, refit_model, replays_pretraining
     from deepfm.data.batch import EncodedData
 
-    rule = config.training.refit
-    if rule == "off" or rule == "held-out" and not held_out:
+    if not refit_asked(config, held_out):
         return None
     if not isinstance(data.train, EncodedData):
         log("refit: not for streamed data; the saved model is the best trial's")
         return None
-    if config.model.name == "fnn" and config.model.pretrain:
+    if replays_pretraining(config):
         log("refit: FNN's FM pre-training is not replayed; the saved model is the best trial's")
         return None
     return refit_model(config, data.encoder, run.history[: run.best_epoch], data.train, data.valid, log=log)
