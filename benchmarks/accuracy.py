@@ -282,6 +282,9 @@ def run_one(model: str, suite: Suite, settings: dict[str, Any], read_test: bool)
               | {"embed_dim": estimator.config.model.embed_dim}}
     if "ids" in estimator.metrics:  # the statistic of the data rule (deepfm.defaults) and its branch
         record["ids"] = estimator.metrics["ids"]
+    if "portfolio" in estimator.metrics:  # one model per default recipe, validation kept one (deepfm.portfolio)
+        record["portfolio"] = estimator.metrics["portfolio"]
+        record["portfolio_choice"] = estimator.metrics["portfolio_choice"]
     if "refit" in estimator.metrics:  # trained again on train + valid for the epochs validation chose
         record["refit"] = estimator.metrics["refit"]
     for key in ("embed_reg", "linear_l2", "lr_schedule", "adagrad_init", "refit", "dense_optimizer", "dense_lr"):
@@ -346,11 +349,21 @@ def ids_text(ids: dict[str, Any] | None) -> str:
     return f"  ids {ids['distinct']:,} in {ids['rows']:,} rows: {per_row:.4f} per row ({1 / per_row:.0f} rows per id), {ids['shape']}"
 
 
+def portfolio_text(record: dict[str, Any]) -> str:
+    """The default portfolio's candidates (valid metric of each) and the one validation kept, or nothing."""
+    if "portfolio" not in record:
+        return ""
+    metric = record["metric"]
+    tried = ", ".join(f"{c['name']} {c['best_valid'][metric]:.4f}" for c in record["portfolio"])
+    return f"  portfolio: {tried}; kept {record['portfolio_choice']}"
+
+
 def table_markdown(results: list[dict[str, Any]]) -> str:
     lines = ["| data | model | valid | test | reference (same split) | epochs (best) | train wall s |",
              "| --- | --- | --- | --- | --- | ---: | ---: |"]
     for r in results:
-        lines.append(f"| {r['dataset']} | {r['model']} | {metric_text(r['valid'], r['metric'])} | "
+        model = f"{r['model']} (kept {r['portfolio_choice']})" if "portfolio_choice" in r else r["model"]
+        lines.append(f"| {r['dataset']} | {model} | {metric_text(r['valid'], r['metric'])} | "
                      f"{metric_text(r.get('test'), r['metric'])} | {r.get('reference', '')} | "
                      f"{r['epochs']} ({r['best_epoch']}) | {r['train_wall_s']} |")
     return "\n".join(lines)
@@ -407,6 +420,8 @@ def main() -> None:
     out = Path(args.out) if args.out else HERE / "results" / f"accuracy_{stamp}"
     candidates = json.loads(Path(args.candidates).read_text()) if args.candidates else {"": settings}
     validation_only = args.validation_only or bool(args.candidates)
+    if (args.settings or args.candidates) and "portfolio" not in settings.get("training", {}):
+        settings = merge_settings(settings, {"training": {"portfolio": "off"}})  # a candidate is one recipe, as set
     seeds = args.seeds or [None]
     results = []
     for name in args.only:
@@ -422,7 +437,8 @@ def main() -> None:
                 record["gap_to_bayes_auc"] = round(suite.notes["bayes_auc"] - record["test"]["auc"], 4)
             results.append(record)
             print(f"{name:13s} {model:7s} {candidate:24s} {'' if seed is None else f'seed {seed} '}valid {metric_text(record['valid'], suite.metric)}  "
-                  f"test {metric_text(record.get('test'), suite.metric)}  {record['train_wall_s']} s{ids_text(record.get('ids'))}", flush=True)
+                  f"test {metric_text(record.get('test'), suite.metric)}  {record['train_wall_s']} s{ids_text(record.get('ids'))}"
+                  f"{portfolio_text(record)}", flush=True)
     report = {"date": stamp, "settings": settings, "candidates": candidates, "validation_only": validation_only,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other "
                          f"sessions (load {os.getloadavg()[0]:.1f} at the end)",

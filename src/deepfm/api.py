@@ -33,6 +33,7 @@ from deepfm.data.readers import frame_from_table, read_frame
 from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_and_encode, fit_streaming, should_stream
 from deepfm.errors import ConfigError, DataError
 from deepfm.models import model_for_run
+from deepfm.portfolio import candidates_for, train_portfolio
 from deepfm.runtime import available_cores, configure as configure_runtime, preserving, release_free_memory
 from deepfm.solvers import build_solver
 from deepfm.tasks import Task
@@ -187,16 +188,31 @@ class Estimator:
             write_atomically(saved_features, json.dumps(self.encoder.to_dict()))  # a kill leaves old or new
         task = self.encoder.task
         id_counts = self.encoder.id_counts
+        given = cfg
         self.config = cfg = with_task_defaults(cfg, task.name, id_counts)  # e.g. FM's L2 on ratings (deepfm.defaults)
         shape_rule = describe_shape_rule(cfg, id_counts)
         if shape_rule and log and ctx.is_main:
             log(shape_rule)
-        self.model = self._new_model()
-        distributed.broadcast_model(self.model)  # the same start on every rank
-        distributed.global_batch_norm(self.model)  # statistics of the global batch, as in one process
-        solver = build_solver(cfg, progress=progress, log=log)
-        self.result = solver.fit(self.model, task, train_data, valid_data,
-                                 checkpoint_dir=Path(out) / "checkpoint" if out else None, resume=resume)
+        candidates, note = candidates_for(given, task.name, id_counts, in_memory=isinstance(train_data, EncodedData),
+                                          processes=ctx.world, has_valid=valid_data is not None)
+        if note and log and ctx.is_main:
+            log(note)
+        checkpoint_dir = Path(out) / "checkpoint" if out else None
+
+        def train_one(config: RunConfig, index: int | None = None) -> tuple[torch.nn.Module, TrainResult]:
+            model = new_model(config, self.encoder)
+            distributed.broadcast_model(model)  # the same start on every rank
+            distributed.global_batch_norm(model)  # statistics of the global batch, as in one process
+            where = checkpoint_dir / f"portfolio-{index + 1}" if checkpoint_dir and index is not None else checkpoint_dir
+            return model, build_solver(config, progress=progress, log=log).fit(model, task, train_data, valid_data,
+                                                                               checkpoint_dir=where, resume=resume)
+
+        chosen = train_portfolio(candidates, given, task, id_counts, train_one, log) if candidates else None
+        if chosen is not None:
+            self.config = cfg = chosen.config
+            self.model, self.result = chosen.model, chosen.result
+        else:
+            self.model, self.result = train_one(cfg)
         refit = self._refit(train_data, valid_data, holdout is not None, progress, log)
         self.metrics = {
             "task": task.name,
@@ -213,6 +229,9 @@ class Estimator:
             "train_samples_per_s": round(self.result.samples_per_s * ctx.world, 1),
             "peak_rss_mb": round(peak_rss_mb(), 1),
         }
+        if chosen is not None:
+            self.metrics["portfolio"] = [record.to_dict() for record in chosen.tried]
+            self.metrics["portfolio_choice"] = chosen.name
         if refit is not None:
             self.metrics["refit"] = refit
         if id_counts is not None:  # the statistic the data rule of deepfm.defaults reads, and its branch

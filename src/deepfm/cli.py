@@ -103,6 +103,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps as well as every epoch (0: every epoch "
                                                          "only); mcmc/als: every N sweeps (0: every 50)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--portfolio", choices=["auto", "off"],
+                   help="auto: where the defaults list several recipes for the model, task and data (FM and DeepFM on "
+                        "clicks), train one model per recipe from the same seed and keep the best on validation rows "
+                        "(about N times one run's time; not when a flag sets one of their keys); off: the defaults only")
     p.add_argument("--keep-checkpoint", action="store_true",
                    help="keep OUT/checkpoint after a finished run (default: removed; it is several times the model's size)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of results on stdout")
@@ -225,6 +229,7 @@ FLAG_KEYS = {
     "device": ("training", "device"), "precision": ("training", "precision"), "checkpoint_every": ("training", "checkpoint_every"),
     "solver": ("training", "solver"), "sweeps": ("training", "sweeps"), "burn_in": ("training", "burn_in"),
     "samples": ("training", "samples"), "als_l2": ("training", "als_l2"), "refit": ("training", "refit"),
+    "portfolio": ("training", "portfolio"),
 }
 
 

@@ -30,6 +30,7 @@ DenseOptimizer = Literal["adam", "adagrad", "sgd"]
 EmbedRegularizer = Literal["rows", "occurrences"]
 LrSchedule = Literal["none", "plateau"]
 Refit = Literal["off", "held-out", "on"]
+Portfolio = Literal["auto", "off"]
 NumericEncoding = Literal["scale", "bucket"]
 Precision = Literal["fp32", "bf16"]
 
@@ -130,6 +131,11 @@ class TrainingConfig(_Frozen):
                            "held-out: only when the validation rows were held out of the training data "
                            "(valid_fraction, no valid file; in-memory gradient training in one process); on: also "
                            "with a valid file (true/false in a config mean on/off)")
+    portfolio: Portfolio = Field(
+        "auto", description="auto: where deepfm.defaults lists several default recipes for the model, task and ids "
+                            "(PORTFOLIOS), train one model per recipe from the same seed and keep the one with the "
+                            "best validation metric (in-memory gradient training in one process, with validation "
+                            "rows, and none of the recipes' keys set by the user); off: the first recipe, the defaults")
     weight_decay: float = Field(0.0, ge=0, description="L2 on dense (MLP) weights")
     solver: Solver = Field("gradient", description="what fits the parameters: gradient (minibatch SGD/Adam); mcmc "
                                                    "(Gibbs sampling of a Bayesian FM, libFM's MCMC) or als (alternating "

@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from deepfm.config import RunConfig, build_config, merge
 from deepfm.defaults import id_shape, with_task_defaults
+from deepfm.recipes import DEEPFM_SEARCHED_RECIPE, FM_SEARCHED_RECIPE
 from deepfm.errors import ConfigError, TrainingDiverged
 
 WITHOUT_MLP = ("lr", "fm")
@@ -65,21 +66,6 @@ SCHEDULES = ("none", "plateau")  # plateau: reload the best epoch at lr/10 (FM o
 # deepfm.defaults), left out of them for its cost on Criteo-sized inputs: a strong start for TPE.
 CLICK_RECIPE = {"optimizer": "adagrad", "lr": 0.1, "dense_optimizer": "adagrad", "dense_lr": 0.1, "embed_reg": "occurrences",
                 "embed_l2": 1e-2, "embed_dim": 64, "batch_size": 512}
-# FM's click defaults are that recipe, so FM's trial 1 is instead the region two independent 600-s searches
-# on Frappe's validation split agreed on: deepfm tune's best (AdaGrad lr 0.080, L2 2.0e-3, k 128, batch 256:
-# valid 0.9541) and benchmarks/reference_frappe.py's, a plain PyTorch FM (lr 0.109, L2 6.4e-4, k 128,
-# batch 256: 0.9554; its top five all k 128, batch 256, lr 0.11-0.17, L2 6e-4-1.4e-3; the defaults 0.9510).
-# Per model, on clicks only.
-FM_SEARCHED_RECIPE = {"optimizer": "adagrad", "lr": 0.11, "embed_reg": "occurrences", "embed_l2": 6e-4,
-                      "embed_dim": 128, "batch_size": 256}
-# DeepFM's trial 2 on clicks: the best of a 600-s deepfm tune of DeepFM on Frappe's validation split (sixth
-# session, benchmarks/README.md "A fairer pruner"): all-AdaGrad, the MLP at about a tenth of the tables'
-# step, L2 2e-3 per occurrence, batch 256, a small MLP with dropout 0.39 and no batch norm: valid 0.9565
-# against the defaults' 0.9503 and CLICK_RECIPE's 0.9523; the search's other complete trials in that region
-# (lr 0.11-0.22, MLP step 0.011-0.013, L2 2-4e-3, 400-400-400, dropout 0.36-0.48) gave 0.9541-0.9556
-DEEPFM_SEARCHED_RECIPE = {"optimizer": "adagrad", "lr": 0.1855, "dense_optimizer": "adagrad", "dense_lr": 0.0218,
-                          "embed_reg": "occurrences", "embed_l2": 1.93e-3, "embed_dim": 64, "batch_size": 256,
-                          "mlp": (200, 200), "dropout": 0.3886, "batch_norm": False, "weight_decay": 0.0}
 SEARCHED_RECIPES = {"fm": FM_SEARCHED_RECIPE, "deepfm": DEEPFM_SEARCHED_RECIPE}
 # The MLP's own optimiser and step (``dense_optimizer``, ``dense_lr``) are searched where the defaults set
 # a step apart (DeepFM on recurring click ids: the tables at Adam 1e-2, the MLP at 1e-3), the step on the

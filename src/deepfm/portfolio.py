@@ -1,0 +1,98 @@
+"""The default portfolio: one model per default recipe, validation keeps the best (``training.portfolio``).
+
+Where ``deepfm.defaults.PORTFOLIOS`` lists several candidates for the model, task and shape of the ids,
+``Estimator.fit`` trains each from the same seed, each with its own early stopping (and checkpoint
+directory), and keeps the one with the best validation metric; a tie keeps the earlier candidate, so
+the defaults win ties. The chosen candidate's resolved config is the run's config (saved with the model).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+from deepfm.config import RunConfig
+from deepfm.data.encoders import IdCounts
+from deepfm.defaults import Candidate, id_shape, portfolio, with_candidate, with_task_defaults
+from deepfm.tasks import Task
+from deepfm.training.trainer import TrainResult
+
+TrainCandidate = Callable[[RunConfig, int], tuple[nn.Module, TrainResult]]  # (resolved config, index) -> trained
+
+
+@dataclass(frozen=True)
+class Tried:
+    """One candidate's run: what it set and what validation said."""
+
+    name: str
+    overrides: dict[str, Any]
+    best_valid: dict[str, float] | None
+    best_epoch: int | None
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        overrides = {key: list(value) if isinstance(value, tuple) else value for key, value in self.overrides.items()}
+        return {"name": self.name, "overrides": overrides, "best_valid": self.best_valid,
+                "best_epoch": self.best_epoch, "seconds": self.seconds}
+
+
+@dataclass
+class Chosen:
+    """The kept candidate: its resolved config, trained model and result, beside every candidate's record."""
+
+    config: RunConfig
+    model: nn.Module
+    result: TrainResult
+    name: str
+    tried: list[Tried]
+
+
+def candidates_for(given: RunConfig, task: str, id_counts: IdCounts | None, in_memory: bool, processes: int,
+                   has_valid: bool) -> tuple[tuple[Candidate, ...], str | None]:
+    """The candidates to train for ``given`` (the config as the user set it, before the task's defaults), and
+    a line for the log when a portfolio exists but does not apply (why); no candidates: train the defaults once."""
+    listed = portfolio(given.model.name, task, id_shape(id_counts))
+    if len(listed) < 2 or given.training.portfolio == "off":
+        return (), None
+    set_keys = given.model.model_fields_set | given.training.model_fields_set
+    overlap = sorted({key for _, overrides in listed for key in overrides} & set_keys)
+    reasons = [reason for reason, applies in (
+        (f"set by you: {', '.join(overlap)}", not overlap),
+        (f"solver {given.training.solver}", given.training.solver == "gradient"),
+        ("streamed training data", in_memory),
+        (f"{processes} processes", processes == 1),
+        ("no validation rows", has_valid)) if not applies]
+    if reasons:
+        names = ", ".join(name for name, _ in listed)
+        return (), f"portfolio ({names}): not run ({'; '.join(reasons)}); training the defaults"
+    return listed, None
+
+
+def train_portfolio(candidates: tuple[Candidate, ...], given: RunConfig, task: Task, id_counts: IdCounts | None,
+                    train: TrainCandidate, log: Callable[[str], None] | None = None) -> Chosen:
+    """Train every candidate (``train``: the resolved config and the candidate's index -> model and result)
+    and keep the best on validation (``task.is_better``; the earlier wins a tie). Only the best model so far
+    is held."""
+    say = log or (lambda message: None)
+    metric, _ = task.selection
+    chosen: Chosen | None = None
+    tried: list[Tried] = []
+    for index, (name, overrides) in enumerate(candidates):
+        config = with_task_defaults(with_candidate(given, overrides), task.name, id_counts)
+        settings = ", ".join(f"{key} {value}" for key, value in overrides.items()) or "the defaults"
+        say(f"portfolio {index + 1}/{len(candidates)}: {name} ({settings})")
+        began = time.perf_counter()
+        model, result = train(config, index)
+        record = Tried(name, dict(overrides), result.best_metrics, result.best_epoch, round(time.perf_counter() - began, 3))
+        tried.append(record)
+        valid = (result.best_metrics or {}).get(metric)
+        say(f"portfolio {index + 1}/{len(candidates)}: {name}: valid {metric} "
+            f"{'—' if valid is None else f'{valid:.5f}'} at epoch {result.best_epoch}, {record.seconds:.1f} s")
+        if chosen is None or task.is_better(result.best_metrics or {}, chosen.result.best_metrics):
+            chosen = Chosen(config, model, result, name, tried)
+    assert chosen is not None, "a portfolio has at least one candidate"
+    say(f"portfolio: kept {chosen.name} (best valid {metric}; --portfolio off trains the defaults only)")
+    return chosen

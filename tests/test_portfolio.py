@@ -1,0 +1,127 @@
+"""training.portfolio: where the defaults list several recipes, one model per recipe, validation keeps the best."""
+
+import json
+
+import numpy as np
+import pytest
+
+from deepfm import Estimator, defaults
+from deepfm.cli import main
+from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+from deepfm.recipes import DEEPFM_SEARCHED_RECIPE
+
+TRAINING = {"epochs": 3, "batch_size": 64}
+TINY_STEP = ("tiny step", {"lr": 1e-7})  # learns nothing in 3 epochs: validation must turn it down
+
+
+@pytest.fixture
+def clicks():
+    train, _ = make_ctr_table(SyntheticSpec(rows=600, seed=0), part=0)
+    valid, _ = make_ctr_table(SyntheticSpec(rows=300, seed=0), part=1)
+    return train, valid
+
+
+@pytest.fixture
+def listed(monkeypatch):
+    """``listed(candidates)``: FM on clicks gets ``candidates`` as its portfolio, whatever the ids' shape."""
+
+    def use(*candidates):
+        monkeypatch.setitem(defaults.PORTFOLIOS, "fm", {"binary": {shape: candidates for shape in defaults.SHAPE_BANDS}})
+
+    return use
+
+
+def fit(train, valid=None, log=None, **training):
+    return Estimator(model={"name": "fm", "embed_dim": 4}, training=TRAINING | training).fit(
+        train, valid=valid, progress=False, log=log)
+
+
+def test_validation_keeps_the_best_candidate_and_the_run_is_that_candidates(clicks, listed):
+    listed(TINY_STEP, ("defaults", {}))
+    estimator = fit(*clicks)
+    assert estimator.metrics["portfolio_choice"] == "defaults"
+    tiny, kept = estimator.metrics["portfolio"]
+    assert tiny["name"] == "tiny step" and tiny["overrides"] == {"lr": 1e-7}
+    assert kept["best_valid"]["auc"] > tiny["best_valid"]["auc"]
+    assert estimator.metrics["best_valid"] == kept["best_valid"] and estimator.metrics["best_epoch"] == kept["best_epoch"]
+    assert estimator.config.training.lr == defaults.TASK_DEFAULTS["fm"]["binary"]["lr"]
+    assert {"name", "overrides", "best_valid", "best_epoch", "seconds"} <= set(tiny)
+
+
+def test_the_saved_model_is_the_kept_candidate_with_its_settings(clicks, listed, tmp_path):
+    listed(("defaults", {}), ("larger step", {"lr": 0.3}))
+    estimator = fit(*clicks)
+    estimator.save(tmp_path / "model")
+    loaded = Estimator.load(tmp_path / "model")
+    kept = dict(defaults.portfolio("fm", "binary", "recurring ids"))[loaded.metrics["portfolio_choice"]]
+    assert loaded.config.training.lr == kept.get("lr", defaults.TASK_DEFAULTS["fm"]["binary"]["lr"])
+    np.testing.assert_allclose(loaded.predict(clicks[1]), estimator.predict(clicks[1]), rtol=1e-6)
+
+
+def test_a_tie_keeps_the_earlier_candidate(clicks, listed):
+    listed(("defaults", {}), ("the same", {"optimizer": "adagrad"}))  # FM's click default already
+    assert fit(*clicks).metrics["portfolio_choice"] == "defaults"
+
+
+def test_off_trains_the_defaults_only(clicks, listed):
+    listed(TINY_STEP, ("defaults", {}))
+    estimator = fit(*clicks, portfolio="off")
+    assert "portfolio" not in estimator.metrics
+    assert estimator.config.training.lr == defaults.TASK_DEFAULTS["fm"]["binary"]["lr"]
+
+
+def test_a_key_the_user_set_that_a_candidate_sets_turns_it_off_and_says_so(clicks, listed):
+    listed(("defaults", {}), ("larger step", {"lr": 0.3}))
+    said = []
+    estimator = fit(*clicks, log=said.append, lr=0.05)
+    assert "portfolio" not in estimator.metrics and estimator.config.training.lr == 0.05
+    assert any("not run (set by you: lr)" in line for line in said)
+
+
+def test_without_validation_rows_the_defaults_train_once(clicks, listed):
+    listed(TINY_STEP, ("defaults", {}))
+    estimator = Estimator(model={"name": "fm", "embed_dim": 4}, training=TRAINING,
+                          data={"valid_fraction": 0}).fit(clicks[0], progress=False)
+    assert "portfolio" not in estimator.metrics
+
+
+def test_streamed_training_data_trains_the_defaults_once(ctr_csv, listed):
+    listed(("defaults", {}), ("larger step", {"lr": 0.3}))
+    said = []
+    estimator = Estimator(model={"name": "fm", "embed_dim": 4}, training=TRAINING, data={"stream": "on"}).fit(
+        ctr_csv(rows=400), valid=ctr_csv("valid.csv", part=1), progress=False, log=said.append)
+    assert "portfolio" not in estimator.metrics
+    assert any("streamed training data" in line for line in said)
+
+
+def test_a_resumed_portfolio_continues_each_candidates_checkpoint_and_keeps_the_same_one(clicks, listed, tmp_path):
+    listed(TINY_STEP, ("defaults", {}))
+    first = fit(*clicks)
+    Estimator(model={"name": "fm", "embed_dim": 4}, training=TRAINING).fit(*clicks, out=tmp_path / "run", progress=False)
+    assert {"portfolio-1", "portfolio-2"} <= {p.name for p in (tmp_path / "run" / "checkpoint").iterdir()}
+    resumed = Estimator(model={"name": "fm", "embed_dim": 4}, training=TRAINING).fit(
+        *clicks, out=tmp_path / "run", resume=True, progress=False)
+    assert resumed.metrics["portfolio_choice"] == first.metrics["portfolio_choice"] == "defaults"
+    np.testing.assert_allclose(resumed.predict(clicks[1]), first.predict(clicks[1]), rtol=1e-6)
+
+
+def test_deepfm_and_fm_on_clicks_list_the_defaults_first_and_nothing_on_a_long_tail_or_ratings():
+    for model in ("fm", "deepfm"):
+        for shape in ("recurring ids", "frequent ids"):
+            candidates = defaults.portfolio(model, "binary", shape)
+            assert candidates[0] == ("defaults", {}) and len(candidates) >= 2
+        assert defaults.portfolio(model, "binary", "long tail") == (("defaults", {}),)
+        assert defaults.portfolio(model, "regression", "recurring ids") == (("defaults", {}),)
+    assert ("searched", DEEPFM_SEARCHED_RECIPE) in defaults.portfolio("deepfm", "binary", "recurring ids")
+
+
+def test_the_cli_flag_turns_it_off_and_metrics_json_records_the_choice(ctr_csv, listed, tmp_path):
+    listed(("defaults", {}), ("larger step", {"lr": 0.3}))
+    train, valid = ctr_csv(rows=400), ctr_csv("valid.csv", part=1)
+    common = ["--model", "fm", "--embed-dim", "4", "--epochs", "2", "--batch-size", "64", "--quiet"]
+    assert main(["train", "--train", str(train), "--valid", str(valid), "--out", str(tmp_path / "auto"), *common]) == 0
+    assert main(["train", "--train", str(train), "--valid", str(valid), "--out", str(tmp_path / "off"), *common,
+                 "--portfolio", "off"]) == 0
+    auto = json.loads((tmp_path / "auto" / "metrics.json").read_text())
+    assert [c["name"] for c in auto["portfolio"]] == ["defaults", "larger step"] and "portfolio_choice" in auto
+    assert "portfolio" not in json.loads((tmp_path / "off" / "metrics.json").read_text())
