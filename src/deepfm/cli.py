@@ -348,6 +348,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif not args.quiet:
         chosen = f"best epoch {m['best_epoch']}: {metric_pairs(m['best_valid'])}" if m["best_valid"] else \
             f"last epoch {m['epochs']}, no validation (--valid-fraction 0)"
+        if "portfolio_choice" in m:
+            chosen += f"; recipe {m['portfolio_choice']}, the best of {len(m['portfolio'])} on validation"
         if "refit" in m:
             chosen += f"; refitted on {m['refit']['rows']} rows for {m['refit']['epochs']} epochs"
         print(f"saved {config.out} ({chosen})", file=sys.stderr)
