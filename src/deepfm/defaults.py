@@ -209,7 +209,7 @@ SHAPE_BANDS = {"long tail": f"≥ {LONG_TAIL_IDS_PER_ROW:g}", "recurring ids": f
 # Frappe (0.9477 against 0.9510), and no statistic of the data separates the sets (see _FM_CLICKS and the
 # DeepFM notes above). The first candidate is always {}: the defaults above. Binary tasks on recurring or
 # frequent ids only: the recipes collapse on a long tail, and ratings were not measured. The evidence:
-# benchmarks/README.md, "Portfolio".
+# benchmarks/README.md, "The default portfolio".
 Candidate = tuple[str, dict[str, Any]]  # (name, overrides of model or training keys)
 _FM_CLICK_PORTFOLIO: tuple[Candidate, ...] = (("defaults", {}), ("small step", {"lr": 0.03, "epochs": 40}))
 _DEEPFM_CLICK_PORTFOLIO: tuple[Candidate, ...] = (("defaults", {}), ("searched", DEEPFM_SEARCHED_RECIPE))
