@@ -125,3 +125,22 @@ def test_the_cli_flag_turns_it_off_and_metrics_json_records_the_choice(ctr_csv, 
     auto = json.loads((tmp_path / "auto" / "metrics.json").read_text())
     assert [c["name"] for c in auto["portfolio"]] == ["defaults", "larger step"] and "portfolio_choice" in auto
     assert "portfolio" not in json.loads((tmp_path / "off" / "metrics.json").read_text())
+
+
+def test_a_refit_trains_the_kept_candidate_again_on_every_row(clicks, listed):
+    listed(TINY_STEP, ("defaults", {}))
+    estimator = Estimator(model={"name": "fm", "embed_dim": 4}, training=TRAINING | {"refit": "held-out"}).fit(
+        clicks[0], progress=False)  # validation rows held out of the training rows
+    assert estimator.metrics["portfolio_choice"] == "defaults" and estimator.metrics["refit"]["rows"] == len(clicks[0])
+    assert estimator.config.training.lr == defaults.TASK_DEFAULTS["fm"]["binary"]["lr"]
+
+
+def test_tune_trials_train_one_recipe_each_trial_0_the_defaults(ctr_csv, listed, tmp_path):
+    pytest.importorskip("optuna")
+    listed(("defaults", {}), ("larger step", {"lr": 0.3}))
+    flags = ["--train", str(ctr_csv(rows=400)), "--valid", str(ctr_csv("valid.csv", part=1)), "--model", "fm",
+             "--embed-dim", "4", "--batch-size", "64", "--quiet"]
+    assert main(["tune", *flags, "--trials", "1", "--refit", "off", "--out", str(tmp_path / "tuned")]) == 0
+    trial = json.loads((tmp_path / "tuned" / "tune.json").read_text())["trials"][0]
+    assert trial["settings"]["lr"] == defaults.TASK_DEFAULTS["fm"]["binary"]["lr"]
+    assert "portfolio" not in json.loads((tmp_path / "tuned" / "metrics.json").read_text())
