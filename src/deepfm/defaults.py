@@ -217,8 +217,8 @@ def id_shape(id_counts: IdCounts | None) -> str:
 # what the new ids of test rows meet. Chosen on validation (benchmarks/README.md, "The rare-value rule";
 # results/sweep_rare_values_*): min_count 1 / 2 / 5 / 10, valid AUC,
 # - criteo-synth, first 200k training rows (3 epochs), seed 2026: DeepFM 0.6085 / 0.6081 / 0.6075 / 0.6087,
-#   FM 0.6143 / 0.6133 / 0.6132 / 0.6134, LR 0.6043 / 0.6041 / 0.6042 / 0.6046; seed 7, DeepFM 0.6093 / — / — /
-#   0.6095: a tie everywhere (≤ 0.001);
+#   FM 0.6143 / 0.6133 / 0.6132 / 0.6134, LR 0.6043 / 0.6041 / 0.6042 / 0.6046; seed 7 at 1 / 10, DeepFM 0.6093 /
+#   0.6095, FM 0.6142 / 0.6138: a tie everywhere (≤ 0.001);
 # - iPinYou (~25 valid clicks: noise-sized), mean of seeds 2026 / 7 / 11: DeepFM 0.5811 / 0.5926 / 0.6603 /
 #   0.5995, FM 0.5504 / 0.5534 / 0.5383 / 0.5482, LR 0.5643 / 0.5647 / 0.5650 / 0.5725.
 # 10 ties or wins on every cell but FM on iPinYou (−0.002, within its seed spread) and keeps the fewest rows;
