@@ -105,6 +105,8 @@ def main() -> None:
     parser.add_argument("--overheads", action="store_true", help="time dropout and batch norm, interleaved")
     parser.add_argument("--floor", type=int, metavar="WIDTH",
                         help="time the bare MLP WIDTH→400³→1 + Adam (the ceiling) with 1 and 2 threads instead")
+    parser.add_argument("--min-count", type=int, default=None,
+                        help="data.min_count (default: unset, the data rule's: 10 on a long tail; 1 keeps every value)")
     parser.add_argument("--ceiling", action="store_true",
                         help="interleave the DeepFM step at the defaults with the bare-MLP ceiling: the × ceiling of one process")
     args = parser.parse_args()
@@ -114,7 +116,9 @@ def main() -> None:
     path = Path(args.data) / "train.csv"
     file = ChunkedFile(path, chunk_bytes=chunk_bytes_for(path, 65_536))
     numeric = () if args.categorical else tuple(f"I{i}" for i in range(1, 14))
-    encoder, rows = fit_streaming(file, DataConfig(numeric=numeric))
+    encoder, rows = fit_streaming(file, DataConfig(numeric=numeric, min_count=args.min_count))
+    print(f"data.min_count {encoder.id_counts.min_count}: {encoder.id_counts.kept:,} of {encoder.id_counts.distinct:,} "
+          f"values keep their own id ({encoder.num_features:,} table rows)")
     data = encode_file(file, encoder, rows)
     if args.overheads:
         return overheads(data, encoder, args)

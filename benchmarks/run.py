@@ -115,6 +115,7 @@ def shape_jobs(shape: str, data: Path) -> dict[str, tuple[Path, str, tuple[str, 
         f"bare MLP bf16 (ceiling){tag}": (DEEPFM_PY, "tasks.py", ("mlp", "bf16", "no", str(width))),
         f"deepfm DeepFM defaults{tag}": (DEEPFM_PY, "tasks.py", ("deepfm", path, "fp32", "defaults", numeric)),
         f"deepfm DeepFM defaults bf16{tag}": (DEEPFM_PY, "tasks.py", ("deepfm", path, "bf16", "defaults", numeric)),
+        f"deepfm DeepFM defaults, every id{tag}": (DEEPFM_PY, "tasks.py", ("deepfm", path, "fp32", "every-id", numeric)),
         f"deepfm DeepFM stripped{tag}": (DEEPFM_PY, "tasks.py", ("deepfm", path, "fp32", "stripped", numeric)),
         f"deepfm DeepFM stripped bf16{tag}": (DEEPFM_PY, "tasks.py", ("deepfm", path, "bf16", "stripped", numeric)),
     }

@@ -6,7 +6,8 @@ from deepfm import Estimator
 from deepfm.config import build_config
 from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
 from deepfm.data.encoders import IdCounts
-from deepfm.defaults import (FREQUENT_IDS_PER_ROW, LONG_TAIL_IDS_PER_ROW, SHAPE_DEFAULTS, TASK_DEFAULTS,
+from deepfm.defaults import (FREQUENT_IDS_PER_ROW, LONG_TAIL_IDS_PER_ROW, LONG_TAIL_MIN_COUNT, RARE_VALUE_RULE_ROWS,
+                             SHAPE_DEFAULTS, TASK_DEFAULTS, rare_value_threshold,
                              describe_shape_rule, id_shape, with_task_defaults)
 
 
@@ -73,6 +74,14 @@ def test_the_shape_of_the_ids_is_a_long_tail_from_the_documented_ids_per_row():
     at_the_cut = IdCounts(rows=1_000, occurrences=5_000, distinct=int(LONG_TAIL_IDS_PER_ROW * 1_000))
     assert id_shape(at_the_cut) == "long tail"
     assert id_shape(None) == "recurring ids", "a schema without counts (older models) keeps the task's defaults"
+
+
+def test_the_rare_value_threshold_is_the_users_else_ten_on_a_long_tail_of_enough_rows_else_one():
+    big_long_tail = IdCounts(rows=RARE_VALUE_RULE_ROWS, occurrences=26 * RARE_VALUE_RULE_ROWS, distinct=RARE_VALUE_RULE_ROWS)
+    assert rare_value_threshold(None, big_long_tail) == LONG_TAIL_MIN_COUNT == 10
+    assert rare_value_threshold(None, LONG_TAIL) == 1, "1,000 rows: fewer than the rule needs"
+    assert rare_value_threshold(None, RECURRING) == rare_value_threshold(None, FREQUENT) == 1
+    assert rare_value_threshold(1, big_long_tail) == 1 and rare_value_threshold(3, RECURRING) == 3
 
 
 def test_ids_with_over_a_hundred_rows_each_are_frequent_ids():

@@ -15,6 +15,7 @@ from deepfm.data.batch import Bag, EncodedData, iterate_batches
 from deepfm.data.encoders import MISSING, UNSEEN, FeatureEncoder, signed_log
 from deepfm.data.hashing import fnv1a64_unique, hash_bucket
 from deepfm.data.readers import read_frame
+from deepfm.defaults import LONG_TAIL_MIN_COUNT, RARE_VALUE_RULE_ROWS
 from deepfm.errors import DataError
 
 TRAIN = {
@@ -614,14 +615,39 @@ def test_id_counts_are_the_rows_the_id_occurrences_and_the_distinct_ids_of_the_t
     assert encoder.id_counts.ids_per_row == 1.0
 
 
-def test_id_counts_count_only_the_values_kept_by_min_count(write_table):
+def test_id_counts_measure_the_shape_over_every_value_and_count_the_values_min_count_kept(write_table):
     encoder, _, _ = encode(write_table, multi=("tags",), min_count=2)
-    assert (encoder.id_counts.occurrences, encoder.id_counts.distinct) == (10, 4)  # rome and oslo share the unseen id
+    counts = encoder.id_counts
+    assert (counts.occurrences, counts.distinct, counts.ids_per_row) == (12, 6, 1.0)  # as at min_count 1
+    assert (counts.min_count, counts.kept) == (2, 4)  # rome and oslo share the unseen id
+
+
+def long_tail_table(rows: int) -> dict[str, list]:
+    """``rows`` rows: a user id new in every row (a long tail) beside a device of three recurring values."""
+    return {"label": [i % 2 for i in range(rows)], "user": [f"u{i}" for i in range(rows)],
+            "device": [("phone", "tablet", "desktop")[i % 3] for i in range(rows)]}
+
+
+def test_values_seen_under_ten_times_in_a_long_tail_share_the_rare_id_unless_min_count_is_set(write_table):
+    rows = RARE_VALUE_RULE_ROWS
+    encoder, data, _ = encode(write_table, long_tail_table(rows))
+    assert encoder.id_counts.min_count == LONG_TAIL_MIN_COUNT == 10 and encoder.id_counts.kept == 3
+    assert (data.ids[:, 0] == field(encoder, "user").offset + UNSEEN).all()  # each user seen once: the rare id
+    assert len(field(encoder, "device").vocabulary) == 3
+    every_value, _, _ = encode(write_table, long_tail_table(rows), min_count=1)  # the user's setting wins
+    assert every_value.id_counts.kept == rows + 3 and len(field(every_value, "user").vocabulary) == rows
+
+
+def test_fewer_training_rows_than_the_rule_needs_keep_every_value(write_table):
+    encoder, _, _ = encode(write_table, long_tail_table(RARE_VALUE_RULE_ROWS - 1))
+    assert encoder.id_counts.min_count == 1 and len(field(encoder, "user").vocabulary) == RARE_VALUE_RULE_ROWS - 1
 
 
 def test_id_counts_survive_the_json_round_trip_and_older_schemas_have_none(write_table):
     encoder, _, _ = encode(write_table, multi=("tags",))
     saved = json.loads(json.dumps(encoder.to_dict()))
     assert FeatureEncoder.from_dict(saved).id_counts == encoder.id_counts
+    older = {key: value for key, value in saved["id_counts"].items() if key not in ("min_count", "kept")}
+    assert FeatureEncoder.from_dict(saved | {"id_counts": older}).id_counts == encoder.id_counts  # min_count 1
     del saved["id_counts"]
     assert FeatureEncoder.from_dict(saved).id_counts is None

@@ -57,7 +57,8 @@ class DataConfig(_Frozen):
     multi: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     multi_separator: str = Field("|", min_length=1, max_length=1)
-    min_count: int = Field(1, ge=1, description="values seen fewer times in train share the rare bucket")
+    min_count: int | None = Field(None, ge=1, description="values seen fewer times in train share the rare bucket "
+                                  "(unset: 1; 10 where the ids are a long tail of 10,000+ rows, deepfm.defaults.rare_value_threshold)")
     hash_buckets: int = Field(0, ge=0, description="hash fields with more distinct values than this (0: never)")
     numeric_encoding: NumericEncoding = "scale"
     numeric_buckets: int = Field(16, ge=2, le=1024)

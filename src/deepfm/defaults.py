@@ -233,6 +233,35 @@ def id_shape(id_counts: IdCounts | None) -> str:
     return "frequent ids" if id_counts.ids_per_row < FREQUENT_IDS_PER_ROW else "recurring ids"
 
 
+# The rare-value rule (issue 13): where the user set no ``data.min_count`` and the training ids are a long
+# tail (``id_shape`` of the counts over every value seen, i.e. at min_count 1) of at least
+# RARE_VALUE_RULE_ROWS rows, values seen fewer than LONG_TAIL_MIN_COUNT times share their field's rare id
+# (the id that values unseen in training get at predict time), as Criteo's winners and BARS do (< 10).
+# An id seen once gets one update and is almost never met again at test time, yet costs a table row and
+# two Adam moments, and makes every batch touch ~all-distinct rows; the rare id, trained on all of them, is
+# what the new ids of test rows meet. Chosen on validation (benchmarks/README.md, "The rare-value rule";
+# results/sweep_rare_values_*): min_count 1 / 2 / 5 / 10, valid AUC,
+# - criteo-synth, first 200k training rows (3 epochs), seed 2026: DeepFM 0.6085 / 0.6081 / 0.6075 / 0.6087,
+#   FM 0.6143 / 0.6133 / 0.6132 / 0.6134, LR 0.6043 / 0.6041 / 0.6042 / 0.6046; seed 7 at 1 / 10, DeepFM 0.6093 /
+#   0.6095, FM 0.6142 / 0.6138: a tie everywhere (≤ 0.001);
+# - iPinYou (~25 valid clicks: noise-sized), mean of seeds 2026 / 7 / 11: DeepFM 0.5811 / 0.5926 / 0.6603 /
+#   0.5995, FM 0.5504 / 0.5534 / 0.5383 / 0.5482, LR 0.5643 / 0.5647 / 0.5650 / 0.5725.
+# 10 ties or wins on every cell but FM on iPinYou (−0.002, within its seed spread) and keeps the fewest rows;
+# 5 lost FM on iPinYou by 0.012. Below RARE_VALUE_RULE_ROWS training rows (samples, demos, tests) every value
+# keeps its id: the tables are small anyway, and the rule was measured on 24k (iPinYou) to 1M rows.
+LONG_TAIL_MIN_COUNT = 10
+RARE_VALUE_RULE_ROWS = 10_000
+
+
+def rare_value_threshold(min_count: int | None, seen: IdCounts) -> int:
+    """The ``min_count`` the encoder applies: the user's; else LONG_TAIL_MIN_COUNT on a long tail of at least
+    RARE_VALUE_RULE_ROWS training rows; else 1 (every value its own id)."""
+    if min_count is not None:
+        return min_count
+    long_tail = id_shape(seen) == "long tail" and seen.rows >= RARE_VALUE_RULE_ROWS
+    return LONG_TAIL_MIN_COUNT if long_tail else 1
+
+
 def model_defaults(name: str, solver: str = "gradient") -> dict[str, Any]:
     """The tuned overrides for model ``name`` (an empty mapping when it has none). They were tuned for
     gradient training: the sampling and ALS solvers keep the global defaults (k 10, as libFM and myFM)."""
@@ -284,4 +313,4 @@ def describe_shape_rule(config: RunConfig, id_counts: IdCounts | None) -> str | 
     settings = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
                          for key, value in chosen.items()) or "the task's defaults"
     return (f"ids: {id_counts.describe()}: {shape} ({SHAPE_BANDS[shape]} distinct ids per row); "
-            f"{config.model.name} defaults for it: {settings} (deepfm.defaults)")
+            f"{config.model.name} defaults for it: {settings}, data.min_count {id_counts.min_count} (deepfm.defaults)")

@@ -2,7 +2,8 @@
 
 Every field owns a contiguous range ``[offset, offset + size)`` of the fused embedding
 table. Inside it, categorical and multi-valued fields reserve id 0 for a missing value
-and id 1 for values unseen in training or rarer than ``min_count``; vocabulary entry
+and id 1 for values unseen in training or rarer than ``min_count`` (when unset, the data rule of
+``deepfm.defaults.rare_value_threshold``: 1, or more on a long tail); vocabulary entry
 ``i`` is id ``2 + i`` (or ``2 + fnv1a64(value) % buckets`` when hashed: a Bloom filter of the
 frequent values then tells rare and unseen values, see ``deepfm.data.frequent``). Repeated ids of
 a multi-valued field in one row (``a|a``, two unseen values, a hash collision) are one feature
@@ -30,6 +31,7 @@ from deepfm.data.frame import FLOAT_MARK, NUMBER_PATTERN, RawFrame, all_digits, 
 from deepfm.data.frequent import FrequentSet
 from deepfm.data.hashing import fnv1a64_unique
 from deepfm.data.vocabulary import Vocabulary
+from deepfm.defaults import rare_value_threshold
 from deepfm.errors import ConfigError, DataError
 from deepfm.tasks import Task, TaskFitter, task_from_dict
 
@@ -76,40 +78,56 @@ class FieldSpec:
 @dataclass(frozen=True)
 class IdCounts:
     """How much training data there is per id: ``rows``, ``occurrences`` of categorical (and
-    multi-valued) values, and ``distinct`` ids, from the counts the vocabularies are built from (the
-    values kept, i.e. seen at least ``min_count`` times).
-    ``ids_per_row`` near 1 is a long tail (a 1M-row Criteo log: ~1M ids, most seen once or twice);
-    one-hot data whose ids recur is far below (Frappe 0.02, MovieLens-100K 0.03, Adult 0.003).
-    ``deepfm.defaults`` picks FM's optimiser settings from it."""
+    multi-valued) values and ``distinct`` values, counted over every value seen (min_count 1), and
+    ``kept``: the values seen at least ``min_count`` times, which got their own id (the rest share their
+    field's rare id). ``ids_per_row`` near 1 is a long tail (a 1M-row Criteo log: ~1M ids, most seen once
+    or twice); one-hot data whose ids recur is far below (Frappe 0.02, MovieLens-100K 0.03, Adult 0.003).
+    ``deepfm.defaults`` picks settings from it, and the rare-value threshold when the user set none."""
 
     rows: int
     occurrences: int
     distinct: int
+    min_count: int = 1
+    kept: int | None = None  # None: every distinct value (min_count 1)
+
+    def __post_init__(self) -> None:
+        if self.kept is None:
+            object.__setattr__(self, "kept", self.distinct)
 
     @classmethod
     def of(cls, rows: int, counts: Iterable[pa.Array]) -> "IdCounts":
-        """From the training rows and each field's per-value counts (``pc.value_counts``)."""
+        """From the training rows and each field's per-value counts (``pc.value_counts``) of every value seen."""
         counts = list(counts)
         occurrences = sum(pc.sum(column).as_py() or 0 for column in counts)
         return cls(int(rows), int(occurrences), sum(len(column) for column in counts))
 
+    def keeping(self, min_count: int, counts: Iterable[pa.Array]) -> "IdCounts":
+        """The same counts with the values seen at least ``min_count`` times kept."""
+        kept = sum(pc.sum(pc.greater_equal(column, min_count)).as_py() or 0 for column in counts)
+        return dataclasses.replace(self, min_count=min_count, kept=int(kept))
+
     @property
     def ids_per_row(self) -> float:
-        """Distinct ids per training row: about how many embedding rows the model fits per example."""
+        """Distinct values per training row (min_count 1): about how many embedding rows the data holds per example."""
         return self.distinct / self.rows if self.rows else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "occurrences": self.occurrences, "distinct": self.distinct,
-                "ids_per_row": round(self.ids_per_row, 4)}
+                "ids_per_row": round(self.ids_per_row, 4), "min_count": self.min_count, "kept": self.kept}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "IdCounts":
-        return cls(int(data["rows"]), int(data["occurrences"]), int(data["distinct"]))
+        """From ``to_dict``; a schema of an older version (no ``min_count``) counted the kept values only."""
+        return cls(int(data["rows"]), int(data["occurrences"]), int(data["distinct"]), int(data.get("min_count", 1)),
+                   int(data["kept"]) if "kept" in data else None)
 
     def describe(self) -> str:
         each = self.occurrences / self.distinct if self.distinct else 0.0
-        return (f"{self.distinct:,} distinct ids in {self.rows:,} training rows ({self.ids_per_row:.3g} per row; "
+        text = (f"{self.distinct:,} distinct ids in {self.rows:,} training rows ({self.ids_per_row:.3g} per row; "
                 f"each seen {each:.1f} times on average)")
+        if self.min_count > 1:
+            text += f"; {self.kept:,} seen at least {self.min_count} times keep their own id"
+        return text
 
 
 def signed_log(values: np.ndarray) -> np.ndarray:
@@ -460,8 +478,14 @@ class _Fitter:
         return encoded()
 
     def finish(self) -> FeatureEncoder:
-        config, specs, offset, kept_counts = self.config, [], 0, []
+        config, specs, offset = self.config, [], 0
         ordered = [n for n, k in self.kinds.items() if k != "multi"] + [n for n, k in self.kinds.items() if k == "multi"]
+        tables = {name: self.counts[name].table() for name in ordered if self.kinds[name] != "numeric"}
+        tables = {name: table.append_column("row", pa.array(np.arange(len(table), dtype=np.int64)))
+                  for name, table in tables.items()}
+        seen = IdCounts.of(self.rows, [table["count"] for table in tables.values()])
+        min_count = rare_value_threshold(config.min_count, seen)  # the user's, or the data rule's (deepfm.defaults)
+        id_counts = seen.keeping(min_count, [table["count"] for table in tables.values()])
         for name in ordered:
             kind = self.kinds[name]
             spec = FieldSpec(name=name, kind=kind, offset=offset, weighted=self.weighted[name])
@@ -478,12 +502,10 @@ class _Fitter:
                 else:
                     spec.size = 2
             else:
-                table = self.counts[name].table()
-                table = table.append_column("row", pa.array(np.arange(len(table), dtype=np.int64)))
-                keep = table.filter(pc.greater_equal(table["count"], config.min_count))
+                table = tables[name]
+                keep = table.filter(pc.greater_equal(table["count"], min_count))
                 keep = keep.sort_by([("count", "descending"), ("value", "ascending")])
                 self.vocabulary_rows[name] = keep["row"].to_numpy()
-                kept_counts.append(keep["count"])
                 vocabulary = Vocabulary(keep["value"])
                 if config.hash_buckets and len(vocabulary) > config.hash_buckets:
                     spec.hash_buckets = config.hash_buckets
@@ -500,7 +522,7 @@ class _Fitter:
             shown = ", ".join(f"{v:g}" for v in values[:3]) + (", ..." if len(values) > 3 else "")
             self.notes.append(f"task: regression, since the labels are not all 0/1 ({shown}); --task binary refuses such labels")
         return FeatureEncoder(task=task, label=config.label, fields=specs, weight=config.weight, fit_notes=self.notes,
-                              id_counts=IdCounts.of(self.rows, kept_counts))
+                              id_counts=id_counts)
 
 
 NOTES_LOOK_AT_ROWS = 65_536
