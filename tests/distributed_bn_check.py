@@ -7,10 +7,10 @@ import sys
 import torch
 import torch.distributed as dist
 
-from deepfm.distributed import GlobalBatchNorm1d
+from deepfm.distributed import GlobalBatchNorm1d, cleanup, setup
 from deepfm.models.layers import WarmStartBatchNorm1d
 
-dist.init_process_group("gloo")
+setup("cpu")  # gloo, as training joins it
 rank, world = dist.get_rank(), dist.get_world_size()
 torch.manual_seed(0)
 x = torch.randn(8 * world, 5) * 3 + 1  # the same global batch on every rank
@@ -45,5 +45,5 @@ with torch.autocast("cpu", dtype=torch.bfloat16):  # --precision bf16: the layer
 if out.dtype != torch.float32 or norm.running_mean.dtype != torch.float32:
     failed.append("bf16 input")
 print(f"rank {rank}: {'mismatch in ' + ', '.join(failed) if failed else 'all equal'}")
-dist.destroy_process_group()
+cleanup()
 sys.exit(1 if failed else 0)

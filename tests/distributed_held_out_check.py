@@ -5,14 +5,13 @@ Prints "equal" on every rank that finds them so."""
 import sys
 
 import numpy as np
-import torch.distributed as dist
 
 from deepfm.config import DataConfig
 from deepfm.data.holdout import encode_hashed
 from deepfm.data.stream import ChunkedFile, fit_streaming
-from deepfm.distributed import context, encode_held_out_share, gather_rows
+from deepfm.distributed import cleanup, context, encode_held_out_share, gather_rows, setup
 
-dist.init_process_group("gloo")
+setup("cpu")  # gloo, as training joins it
 path, chunk_bytes = sys.argv[1], int(sys.argv[2])
 file = ChunkedFile(path, chunk_bytes=chunk_bytes)
 encoder, rows = fit_streaming(file, DataConfig(numeric=("I1", "I2")))
@@ -21,4 +20,4 @@ expected, _ = encode_hashed(file, encoder, 0.1, 3)
 same = (np.array_equal(gathered.ids, expected.ids) and np.array_equal(gathered.labels, expected.labels)
         and np.array_equal(gathered.dense_values(), expected.dense_values()) and len(rows) > context().world)
 print("equal" if same else f"differ: {len(gathered)} rows gathered, {len(expected)} expected")
-dist.destroy_process_group()
+cleanup()

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from deepfm.config import TrainingConfig
 from deepfm.data.batch import InMemorySource
 from deepfm.data.encoded import EncodedData
-from deepfm.distributed import is_shared
+from deepfm.distributed import cleanup, is_shared, setup
 from deepfm.models.deepfm import DeepFM
 from deepfm.training.checkpoint import complete_checkpoint, load_checkpoint
 from deepfm.training.optim import ModelOptimizer, batch_occurrences
@@ -28,7 +28,7 @@ from deepfm.training.trainer import Trainer, TrainResult
 if sys.argv[2:] == ["no-room"]:  # /dev/shm without room for the tables: they stay private
     from deepfm.distributed import shared_tables
     shared_tables.has_room = lambda tables, directory: False
-dist.init_process_group("gloo")
+setup("cpu")  # gloo, as training joins it
 rank, world = dist.get_rank(), dist.get_world_size()
 FEATURES, FIELDS, ROWS = 200, 5, 32 * world
 torch.set_num_threads(1)
@@ -119,5 +119,5 @@ for name, settings in {"adam, L2 per occurrence": dict(optimizer="adam", embed_r
     print(f"rank {rank}: {name}: shared tables {shared}")
 
 print(f"rank {rank}: {'mismatch in ' + '; '.join(failed) if failed else 'all equal'}")
-dist.destroy_process_group()
+cleanup()
 sys.exit(1 if failed else 0)

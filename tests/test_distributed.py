@@ -98,6 +98,17 @@ def test_batch_norm_uses_the_global_batch_statistics_on_every_rank():
     assert result.stdout.count("all equal") == 2
 
 
+def test_cleanup_frees_the_process_group_and_its_threads_before_the_interpreter_exits():
+    # a group still alive at exit is torn down during finalisation, where gloo's worker thread can abort
+    # the finished rank (SIGABRT, "terminate called without an active exception"): torchrun then fails
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = Path(__file__).with_name("distributed_teardown_check.py")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert result.stdout.count("freed") == 2, result.stdout + result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 @pytest.mark.parametrize("shared, setting", [(True, "1"), (False, "0"), (False, "no-room")],
                          ids=["tables in shared memory", "tables sent by gloo", "no room in /dev/shm"])
 def test_table_rows_are_updated_once_across_ranks_and_checkpointed_whole(tmp_path, shared, setting):

@@ -48,6 +48,7 @@ def setup(device: str) -> Context:
     """Join the process group ``torchrun`` describes in the environment (no-op when not launched
     by it, or already joined). ``device`` picks the backend: nccl for CUDA, gloo otherwise."""
     if launched() and not dist.is_initialized():
+        _import_group_defaults()
         if device.startswith("cuda"):
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
             dist.init_process_group("nccl")
@@ -56,7 +57,20 @@ def setup(device: str) -> Context:
     return context()
 
 
+def _import_group_defaults() -> None:
+    """Import ``torch.distributed.nn.functional`` while no process group exists, so that its
+    ``group=group.WORLD`` default arguments are ``None``.
+
+    torch imports it late (the first optimiser imports ``torch._dynamo``, which imports it through
+    FSDP). Imported after ``init_process_group``, those defaults hold the group, ``cleanup`` cannot
+    free it and gloo's worker threads outlive it: one that drops its last work's tensors while the
+    interpreter exits aborts the finished rank (SIGABRT, "terminate called without an active
+    exception"), and torchrun reports a failure (pytorch/pytorch#190489 describes the abort)."""
+    import torch.distributed.nn.functional  # noqa: F401
+
+
 def cleanup() -> None:
+    """Leave the process group: it is freed here, its threads joined, while the interpreter is whole."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
