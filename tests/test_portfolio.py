@@ -3,10 +3,12 @@
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from deepfm import Estimator, defaults
 from deepfm.cli import main
+from deepfm.errors import TrainingDiverged
 from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
 from deepfm.recipes import DEEPFM_SEARCHED_RECIPE
 
@@ -46,6 +48,45 @@ def test_validation_keeps_the_best_candidate_and_the_run_is_that_candidates(clic
     assert estimator.metrics["best_valid"] == kept["best_valid"] and estimator.metrics["best_epoch"] == kept["best_epoch"]
     assert estimator.config.training.lr == defaults.TASK_DEFAULTS["fm"]["binary"]["lr"]
     assert {"name", "overrides", "best_valid", "best_epoch", "seconds"} <= set(tiny)
+
+
+BLOWS_UP = ("blows up", {"optimizer": "sgd", "lr": 1e12})  # the loss turns NaN in the first epoch
+
+
+def test_a_candidate_that_diverges_is_left_out_and_the_others_still_count(clicks, listed):
+    listed(("defaults", {}), BLOWS_UP)
+    estimator = fit(*clicks)
+    assert estimator.metrics["portfolio_choice"] == "defaults"
+    kept, failed = estimator.metrics["portfolio"]
+    assert failed["name"] == "blows up" and failed["best_valid"] is None and "loss" in failed["failed"]
+    assert "failed" not in kept
+
+
+def test_a_portfolio_whose_every_candidate_diverges_fails_with_each_reason(clicks, listed):
+    listed(BLOWS_UP, ("blows up too", BLOWS_UP[1]))
+    with pytest.raises(TrainingDiverged, match="every recipe diverged: blows up: .*; blows up too: "):
+        fit(*clicks)
+
+
+def test_an_interrupted_portfolio_run_says_it_can_be_resumed(clicks, listed, tmp_path, monkeypatch, capsys):
+    from deepfm.training import trainer
+
+    listed(("defaults", {}), ("larger step", {"lr": 0.3}))
+    for name, table in zip(("train", "valid"), clicks):
+        pq.write_table(table, tmp_path / f"{name}.parquet")
+    fits = []
+    original = trainer.Trainer.fit
+
+    def interrupt_the_second(self, *args, **kwargs):
+        fits.append(1)
+        if len(fits) == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.Trainer, "fit", interrupt_the_second)
+    code = main(["train", "--train", str(tmp_path / "train.parquet"), "--valid", str(tmp_path / "valid.parquet"),
+                 "--model", "fm", "--embed-dim", "4", "--batch-size", "64", "--out", str(tmp_path / "run")])
+    assert code == 130 and "resume with --resume" in capsys.readouterr().err
 
 
 def test_the_saved_model_is_the_kept_candidate_with_its_settings(clicks, listed, tmp_path):

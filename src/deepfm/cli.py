@@ -520,7 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         out = getattr(args, "out", None) if args.command == "train" else None
-        nothing_saved = out is not None and not (Path(out) / "checkpoint" / "state.json").exists()
+        nothing_saved = out is not None and not any(  # a single run's checkpoint, or a portfolio recipe's
+            (directory / "state.json").exists() for directory in (Path(out) / "checkpoint", *Path(out).glob("checkpoint/portfolio-*")))
         print("interrupted before the first checkpoint: nothing to resume" if nothing_saved else
               "interrupted; resume with --resume" if args.command == "train" else "interrupted", file=sys.stderr)
         return 130

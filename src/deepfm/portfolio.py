@@ -17,6 +17,7 @@ from torch import nn
 from deepfm.config import RunConfig
 from deepfm.data.encoders import IdCounts
 from deepfm.defaults import Candidate, id_shape, portfolio, with_candidate, with_task_defaults
+from deepfm.errors import TrainingDiverged
 from deepfm.tasks import Task
 from deepfm.training.trainer import TrainResult
 
@@ -32,11 +33,12 @@ class Tried:
     best_valid: dict[str, float] | None
     best_epoch: int | None
     seconds: float
+    failed: str | None = None  # why training stopped (it diverged), or None
 
     def to_dict(self) -> dict[str, Any]:
         overrides = {key: list(value) if isinstance(value, tuple) else value for key, value in self.overrides.items()}
         return {"name": self.name, "overrides": overrides, "best_valid": self.best_valid,
-                "best_epoch": self.best_epoch, "seconds": self.seconds}
+                "best_epoch": self.best_epoch, "seconds": self.seconds} | ({"failed": self.failed} if self.failed else {})
 
 
 @dataclass
@@ -85,7 +87,12 @@ def train_portfolio(candidates: tuple[Candidate, ...], given: RunConfig, task: T
         settings = ", ".join(f"{key} {value}" for key, value in overrides.items()) or "the defaults"
         say(f"portfolio {index + 1}/{len(candidates)}: {name} ({settings})")
         began = time.perf_counter()
-        model, result = train(config, index)
+        try:
+            model, result = train(config, index)
+        except TrainingDiverged as error:  # a recipe that blows up on this data loses; the others still count
+            tried.append(Tried(name, dict(overrides), None, None, round(time.perf_counter() - began, 3), str(error)))
+            say(f"portfolio {index + 1}/{len(candidates)}: {name}: diverged ({error}); left out")
+            continue
         record = Tried(name, dict(overrides), result.best_metrics, result.best_epoch, round(time.perf_counter() - began, 3))
         tried.append(record)
         valid = (result.best_metrics or {}).get(metric)
@@ -93,6 +100,7 @@ def train_portfolio(candidates: tuple[Candidate, ...], given: RunConfig, task: T
             f"{'—' if valid is None else f'{valid:.5f}'} at epoch {result.best_epoch}, {record.seconds:.1f} s")
         if chosen is None or task.is_better(result.best_metrics or {}, chosen.result.best_metrics):
             chosen = Chosen(config, model, result, name, tried)
-    assert chosen is not None, "a portfolio has at least one candidate"
+    if chosen is None:
+        raise TrainingDiverged("portfolio: every recipe diverged: " + "; ".join(f"{t.name}: {t.failed}" for t in tried))
     say(f"portfolio: kept {chosen.name} (best valid {metric}; --portfolio off trains the defaults only)")
     return chosen
