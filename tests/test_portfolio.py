@@ -8,7 +8,7 @@ import pytest
 
 from deepfm import Estimator, defaults
 from deepfm.cli import main
-from deepfm.errors import TrainingDiverged
+from deepfm.errors import ConfigError, TrainingDiverged
 from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
 from deepfm.recipes import DEEPFM_SEARCHED_RECIPE
 
@@ -33,9 +33,9 @@ def listed(monkeypatch):
     return use
 
 
-def fit(train, valid=None, log=None, **training):
+def fit(train, valid=None, log=None, out=None, resume=False, **training):
     return Estimator(model={"name": "fm", "embed_dim": 4}, training=TRAINING | training).fit(
-        train, valid=valid, progress=False, log=log)
+        train, valid=valid, progress=False, log=log, out=out, resume=resume)
 
 
 def test_validation_keeps_the_best_candidate_and_the_run_is_that_candidates(clicks, listed):
@@ -185,3 +185,18 @@ def test_tune_trials_train_one_recipe_each_trial_0_the_defaults(ctr_csv, listed,
     trial = json.loads((tmp_path / "tuned" / "tune.json").read_text())["trials"][0]
     assert trial["settings"]["lr"] == defaults.TASK_DEFAULTS["fm"]["binary"]["lr"]
     assert "portfolio" not in json.loads((tmp_path / "tuned" / "metrics.json").read_text())
+
+
+def test_resuming_a_run_of_one_recipe_continues_it_without_a_portfolio(clicks, listed, tmp_path):
+    listed(("defaults", {}), ("larger step", {"lr": 0.3}))
+    first = fit(*clicks, out=tmp_path / "run", portfolio="off")
+    resumed = fit(*clicks, out=tmp_path / "run", resume=True)
+    assert "portfolio" not in resumed.metrics
+    np.testing.assert_allclose(resumed.predict(clicks[1]), first.predict(clicks[1]), rtol=1e-6)
+
+
+def test_a_portfolio_checkpoint_is_not_resumed_without_its_portfolio(clicks, listed, tmp_path):
+    listed(("defaults", {}), ("larger step", {"lr": 0.3}))
+    fit(*clicks, out=tmp_path / "run")
+    with pytest.raises(ConfigError, match="holds a portfolio run .*portfolio-1, portfolio-2"):
+        fit(*clicks, out=tmp_path / "run", resume=True, portfolio="off")

@@ -33,7 +33,7 @@ from deepfm.data.readers import frame_from_table, read_frame
 from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_and_encode, fit_streaming, should_stream
 from deepfm.errors import ConfigError, DataError
 from deepfm.models import model_for_run
-from deepfm.portfolio import candidates_for, train_portfolio
+from deepfm.portfolio import as_checkpointed, candidates_for, train_portfolio
 from deepfm.runtime import available_cores, configure as configure_runtime, preserving, release_free_memory
 from deepfm.solvers import build_solver
 from deepfm.tasks import Task
@@ -198,6 +198,7 @@ class Estimator:
         if note and log and ctx.is_main:
             log(note)
         checkpoint_dir = Path(out) / "checkpoint" if out else None
+        candidates = as_checkpointed(candidates, checkpoint_dir, resume, log if ctx.is_main else None)
 
         def train_one(config: RunConfig, index: int | None = None) -> tuple[torch.nn.Module, TrainResult]:
             model = new_model(config, self.encoder)

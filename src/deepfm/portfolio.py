@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from torch import nn
@@ -17,7 +18,7 @@ from torch import nn
 from deepfm.config import RunConfig
 from deepfm.data.encoders import IdCounts
 from deepfm.defaults import Candidate, id_shape, portfolio, with_candidate, with_task_defaults
-from deepfm.errors import TrainingDiverged
+from deepfm.errors import ConfigError, TrainingDiverged
 from deepfm.tasks import Task
 from deepfm.training.trainer import TrainResult
 
@@ -71,6 +72,26 @@ def candidates_for(given: RunConfig, task: str, id_counts: IdCounts | None, in_m
         names = ", ".join(name for name, _ in listed)
         return (), f"portfolio ({names}): not run ({'; '.join(reasons)}); training the defaults"
     return listed, None
+
+
+def as_checkpointed(candidates: tuple[Candidate, ...], checkpoint_dir: Path | None, resume: bool,
+                    log: Callable[[str], None] | None = None) -> tuple[Candidate, ...]:
+    """The candidates a resumed run trains: what its checkpoint was written under. A checkpoint of one recipe
+    (a run without a portfolio) continues as that run; a portfolio's checkpoint (``portfolio-N`` folders) cannot
+    continue without its portfolio (``ConfigError``), rather than start again beside it."""
+    if not resume or checkpoint_dir is None or not checkpoint_dir.is_dir():
+        return candidates
+    recipes = sorted(path.name for path in checkpoint_dir.glob("portfolio-*")
+                     if path.is_dir() and path.name.removeprefix("portfolio-").isdigit())  # not .old / .tmp
+    single = any((directory / "manifest.json").exists()
+                 for directory in (checkpoint_dir, checkpoint_dir.with_name(checkpoint_dir.name + ".old")))
+    if candidates and single and not recipes:
+        (log or (lambda message: None))(f"resume: {checkpoint_dir} holds a run of one recipe; continuing it (no portfolio)")
+        return ()
+    if not candidates and recipes:
+        raise ConfigError(f"--resume: {checkpoint_dir} holds a portfolio run ({', '.join(recipes)}); resume it with the "
+                          "options it started with (without --portfolio off or a recipe's settings), or --overwrite")
+    return candidates
 
 
 def train_portfolio(candidates: tuple[Candidate, ...], given: RunConfig, task: Task, id_counts: IdCounts | None,
