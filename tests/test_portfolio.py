@@ -200,3 +200,11 @@ def test_a_portfolio_checkpoint_is_not_resumed_without_its_portfolio(clicks, lis
     fit(*clicks, out=tmp_path / "run")
     with pytest.raises(ConfigError, match="holds a portfolio run .*portfolio-1, portfolio-2"):
         fit(*clicks, out=tmp_path / "run", resume=True, portfolio="off")
+
+
+def test_the_users_epochs_bound_every_candidate_and_do_not_turn_the_portfolio_off(clicks, listed):
+    listed(("defaults", {}), ("longer, larger step", {"lr": 0.3, "epochs": 40}))
+    estimator = fit(*clicks)  # TRAINING sets epochs 3
+    defaults_run, longer = estimator.metrics["portfolio"]
+    assert longer["overrides"] == {"lr": 0.3} and estimator.config.training.epochs == 3
+    assert estimator.metrics["epochs"] <= 3

@@ -106,7 +106,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--portfolio", choices=["auto", "off"],
                    help="auto: where the defaults list several recipes for the model, task and data (FM and DeepFM on "
                         "clicks), train one model per recipe from the same seed and keep the best on validation rows "
-                        "(about N times one run's time; not when a flag sets one of their keys); off: the defaults only")
+                        "(about N times one run's time; not when a flag sets one of their keys; --epochs bounds each); off: the defaults only")
     p.add_argument("--keep-checkpoint", action="store_true",
                    help="keep OUT/checkpoint after a finished run (default: removed; it is several times the model's size)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of results on stdout")

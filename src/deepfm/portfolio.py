@@ -22,6 +22,7 @@ from deepfm.errors import ConfigError, TrainingDiverged
 from deepfm.tasks import Task
 from deepfm.training.trainer import TrainResult
 
+BUDGET_KEYS = frozenset({"epochs"})  # how long a run may train, not a recipe: a value the user set holds for every candidate
 TrainCandidate = Callable[[RunConfig, int], tuple[nn.Module, TrainResult]]  # (resolved config, index) -> trained
 
 
@@ -61,7 +62,7 @@ def candidates_for(given: RunConfig, task: str, id_counts: IdCounts | None, in_m
     if len(listed) < 2 or given.training.portfolio == "off":
         return (), None
     set_keys = given.model.model_fields_set | given.training.model_fields_set
-    overlap = sorted({key for _, overrides in listed for key in overrides} & set_keys)
+    overlap = sorted({key for _, overrides in listed for key in overrides} & set_keys - BUDGET_KEYS)
     reasons = [reason for reason, applies in (
         (f"set by you: {', '.join(overlap)}", not overlap),
         (f"solver {given.training.solver}", given.training.solver == "gradient"),
@@ -70,8 +71,10 @@ def candidates_for(given: RunConfig, task: str, id_counts: IdCounts | None, in_m
         ("no validation rows", has_valid)) if not applies]
     if reasons:
         names = ", ".join(name for name, _ in listed)
-        return (), f"portfolio ({names}): not run ({'; '.join(reasons)}); training the defaults"
-    return listed, None
+        return (), f"portfolio ({names}): not run ({'; '.join(reasons)}); training the config as given"
+    yours = BUDGET_KEYS & set_keys  # e.g. --epochs 3: every candidate trains at most 3 epochs
+    return tuple((name, {key: value for key, value in overrides.items() if key not in yours})
+                 for name, overrides in listed), None
 
 
 def as_checkpointed(candidates: tuple[Candidate, ...], checkpoint_dir: Path | None, resume: bool,
