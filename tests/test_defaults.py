@@ -179,3 +179,13 @@ def test_a_run_applies_the_rule_of_its_training_ids_and_records_the_branch(vocab
     assert estimator.metrics["ids"]["shape"] == shape
     assert estimator.metrics["ids"]["rows"] == 600
     assert any(shape in line and "ids per row" in line for line in lines)
+
+
+def test_an_estimator_from_a_config_and_more_settings_leaves_the_configs_unset_keys_to_the_defaults():
+    from deepfm import Estimator
+    from deepfm.config import build_config
+
+    estimator = Estimator(build_config({"model": {"name": "fm"}, "training": {"epochs": 4}}), training={"seed": 3})
+    assert {"epochs", "seed"} <= estimator.config.training.model_fields_set
+    assert "lr" not in estimator.config.training.model_fields_set  # the task's defaults may still set it
+    assert estimator.config.model.name == "fm" and estimator.config.training.epochs == 4

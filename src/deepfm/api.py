@@ -99,7 +99,8 @@ class Estimator:
     """Reads files, fits encoders on training data only, trains, predicts and saves."""
 
     def __init__(self, config: RunConfig | None = None, **sections: Any):
-        base = config.to_json_dict() if config is not None else {}
+        # only what the config set: a key it left unset stays unset, so the task's defaults and the portfolio still apply
+        base = json.loads(config.model_dump_json(exclude_unset=True)) if config is not None else {}
         self.config = build_config(merge(base, sections)) if sections or config is None else config
         self.model: torch.nn.Module | None = None
         self.encoder: FeatureEncoder | None = None
