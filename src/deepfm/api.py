@@ -33,7 +33,7 @@ from deepfm.data.readers import frame_from_table, read_frame
 from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_and_encode, fit_streaming, should_stream
 from deepfm.errors import ConfigError, DataError
 from deepfm.models import model_for_run
-from deepfm.portfolio import as_checkpointed, candidates_for, train_portfolio
+from deepfm.portfolio import as_checkpointed, candidates_for, recipe_checkpoint, train_portfolio
 from deepfm.runtime import available_cores, configure as configure_runtime, preserving, release_free_memory
 from deepfm.solvers import build_solver
 from deepfm.tasks import Task
@@ -205,7 +205,7 @@ class Estimator:
             model = new_model(config, self.encoder)
             distributed.broadcast_model(model)  # the same start on every rank
             distributed.global_batch_norm(model)  # statistics of the global batch, as in one process
-            where = checkpoint_dir / f"portfolio-{index + 1}" if checkpoint_dir and index is not None else checkpoint_dir
+            where = recipe_checkpoint(checkpoint_dir, index) if checkpoint_dir and index is not None else checkpoint_dir
             return model, build_solver(config, progress=progress, log=log).fit(model, task, train_data, valid_data,
                                                                                checkpoint_dir=where, resume=resume)
 

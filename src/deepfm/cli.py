@@ -519,9 +519,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(error), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        from deepfm.portfolio import recipe_checkpoints
+
         out = getattr(args, "out", None) if args.command == "train" else None
-        nothing_saved = out is not None and not any(  # a single run's checkpoint, or a portfolio recipe's
-            (directory / "state.json").exists() for directory in (Path(out) / "checkpoint", *Path(out).glob("checkpoint/portfolio-*")))
+        saved = Path(out) / "checkpoint" if out is not None else None
+        nothing_saved = saved is not None and not any(  # a single run's checkpoint, or a portfolio recipe's
+            (directory / "state.json").exists() for directory in (saved, *recipe_checkpoints(saved)))
         print("interrupted before the first checkpoint: nothing to resume" if nothing_saved else
               "interrupted; resume with --resume" if args.command == "train" else "interrupted", file=sys.stderr)
         return 130

@@ -77,6 +77,17 @@ def candidates_for(given: RunConfig, task: str, id_counts: IdCounts | None, in_m
                  for name, overrides in listed), None
 
 
+def recipe_checkpoint(checkpoint_dir: Path, index: int) -> Path:
+    """Where candidate ``index`` (from 0) of a portfolio checkpoints, inside the run's checkpoint folder."""
+    return checkpoint_dir / f"portfolio-{index + 1}"
+
+
+def recipe_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """The candidates' checkpoint folders a portfolio run left in ``checkpoint_dir`` (not their .old / .tmp)."""
+    return sorted(path for path in checkpoint_dir.glob("portfolio-*")
+                  if path.is_dir() and path.name.removeprefix("portfolio-").isdigit())
+
+
 def as_checkpointed(candidates: tuple[Candidate, ...], checkpoint_dir: Path | None, resume: bool,
                     log: Callable[[str], None] | None = None) -> tuple[Candidate, ...]:
     """The candidates a resumed run trains: what its checkpoint was written under. A checkpoint of one recipe
@@ -84,8 +95,7 @@ def as_checkpointed(candidates: tuple[Candidate, ...], checkpoint_dir: Path | No
     continue without its portfolio (``ConfigError``), rather than start again beside it."""
     if not resume or checkpoint_dir is None or not checkpoint_dir.is_dir():
         return candidates
-    recipes = sorted(path.name for path in checkpoint_dir.glob("portfolio-*")
-                     if path.is_dir() and path.name.removeprefix("portfolio-").isdigit())  # not .old / .tmp
+    recipes = [path.name for path in recipe_checkpoints(checkpoint_dir)]
     single = any((directory / "manifest.json").exists()
                  for directory in (checkpoint_dir, checkpoint_dir.with_name(checkpoint_dir.name + ".old")))
     if candidates and single and not recipes:

@@ -32,8 +32,8 @@ from typing import Any, Callable
 
 from deepfm.config import RunConfig, build_config, merge
 from deepfm.defaults import id_shape, with_task_defaults
-from deepfm.recipes import DEEPFM_SEARCHED_RECIPE, FM_SEARCHED_RECIPE
 from deepfm.errors import ConfigError, TrainingDiverged
+from deepfm.recipes import DEEPFM_SEARCHED_RECIPE, FM_SEARCHED_RECIPE
 
 WITHOUT_MLP = ("lr", "fm")
 INSTALL_HINT = "pip install 'deepfm[tune]'"
