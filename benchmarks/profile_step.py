@@ -40,7 +40,8 @@ from deepfm.defaults import with_task_defaults  # noqa: E402
 from deepfm.data.batch import InMemorySource, prefetch  # noqa: E402
 from deepfm.data.stream import ChunkedFile, chunk_bytes_for, encode_file, fit_streaming  # noqa: E402
 from deepfm.models import build_model  # noqa: E402
-from deepfm.models.layers import fm_pairwise_and_mlp_input  # noqa: E402
+from deepfm.models.first_layer import embed_with_first_layer, first_layer_plan  # noqa: E402
+from deepfm.models.layers import EmbeddedFields, fm_pairwise, fm_pairwise_and_mlp_input  # noqa: E402
 from deepfm.runtime import configure as configure_runtime  # noqa: E402
 from deepfm.training.optim import batch_occurrences  # noqa: E402
 from deepfm.training.trainer import Trainer, loss_fn  # noqa: E402
@@ -54,7 +55,10 @@ GROUPS = (  # first match wins
                                                    "aten::relu", "aten::bitwise_and_", "aten::bitwise_or_",
                                                    "_ReluDropout", "_ReluDropoutBackward")),
     ("row-wise Adam on the tables (its NumPy gathers and puts)", ("Optimizer.step#RowWiseAdam.step",)),
-    ("distinct-row lookup + its backward (NumPy gathers)", ("_LookupDistinctRows", "_LookupDistinctRowsBackward")),
+    ("distinct-row lookup + its backward (NumPy gathers)", ("_LookupDistinctRows", "_LookupDistinctRowsBackward",
+                                                            "_DistinctRows", "_DistinctRowsBackward", "_RowsToSlots",
+                                                            "_RowsToSlotsBackward")),
+    ("first Linear on the distinct rows (its own products)", ("_FirstLayerOfRows", "_FirstLayerOfRowsBackward")),
     ("distinct ids (sort, scatter)", ("aten::sort", "aten::scatter_", "aten::cumsum", "aten::ne")),
     ("embedding gather / scatter", ("aten::index_select", "aten::index_copy_", "aten::scatter_add_", "aten::index_add_",
                                     "aten::embedding", "aten::index", "aten::unique", "aten::_unique2")),
@@ -63,7 +67,8 @@ GROUPS = (  # first match wins
                                 "aten::gt", "aten::all")),
     ("zeroing / copies", ("aten::fill_", "aten::zero_", "aten::copy_", "aten::zeros", "aten::empty")),
 )
-PROFILED = ("aten::", "Optimizer", "_LookupDistinctRows", "_ReluDropout")  # the events grouped (self time)
+PROFILED = ("aten::", "Optimizer", "_LookupDistinctRows", "_DistinctRows", "_RowsToSlots", "_FirstLayerOfRows",
+            "_ReluDropout")  # the events grouped (self time)
 
 
 # benchmarks/tasks.py's stripped setting: the paper's architecture without regularisers.
@@ -141,12 +146,22 @@ def main() -> None:
         marks.append(("distinct ids + slot grouping (+ design matrix)", time.perf_counter(), time.process_time()))
         trainer.optimizer.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.bf16):  # DeepFM.forward, phase by phase
-            embedded = model.embedding(batch)
-            marks.append(("forward: embedding gather to (B, F, k)", time.perf_counter(), time.process_time()))
-            pairwise, dnn_input = fm_pairwise_and_mlp_input(embedded)
+            plan = first_layer_plan(model.embedding.weight, batch)
+            if plan is not None:  # the first Linear on the distinct rows (k wide, rows recurring)
+                fields, hidden = embed_with_first_layer(model.embedding.weight, model.dnn.first_linear, batch, plan)
+                embedded = EmbeddedFields(fields)
+            else:
+                embedded = model.embedding(batch)
+            marks.append(("forward: embedding gather to (B, F, k) (+ first Linear on distinct rows)",
+                          time.perf_counter(), time.process_time()))
+            if plan is not None:
+                pairwise = fm_pairwise(embedded)
+            else:
+                pairwise, dnn_input = fm_pairwise_and_mlp_input(embedded)
             y_fm = model.linear(batch) + pairwise
             marks.append(("forward: FM term (first order + pairwise)", time.perf_counter(), time.process_time()))
-            logits = y_fm + model.dnn(dnn_input).squeeze(-1)
+            deep = model.dnn(hidden, after_first_linear=True) if plan is not None else model.dnn(dnn_input)
+            logits = y_fm + deep.squeeze(-1)
         loss = loss_fn("binary", logits.float(), batch.labels)
         marks.append(("forward: MLP (linear, batch norm, ReLU + dropout), loss", time.perf_counter(), time.process_time()))
         loss.backward()

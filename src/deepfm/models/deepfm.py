@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from deepfm.data.batch import Batch
-from deepfm.models.layers import (FeaturesEmbedding, FeaturesLinear, MultiLayerPerceptron, fm_pairwise_and_mlp_input,
-                                  squeeze_output)
+from deepfm.models.first_layer import embed_with_first_layer, first_layer_plan
+from deepfm.models.layers import (EmbeddedFields, FeaturesEmbedding, FeaturesLinear, MultiLayerPerceptron,
+                                  fm_pairwise, fm_pairwise_and_mlp_input, squeeze_output)
 
 
 class DeepFM(nn.Module):
@@ -37,6 +38,12 @@ class DeepFM(nn.Module):
         self.dnn = MultiLayerPerceptron(num_fields * embed_dim * output_dim, mlp, dropout, activation, batch_norm, output_dim)
 
     def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,), or (B, C) for C outputs
+        first = self.dnn.first_linear
+        plan = first_layer_plan(self.embedding.weight, batch) if first is not None else None
+        if plan is not None:  # the MLP's first Linear on the batch's distinct rows (same sums, fewer products)
+            fields, hidden = embed_with_first_layer(self.embedding.weight, first, batch, plan)
+            y_fm = self.linear(batch) + fm_pairwise(EmbeddedFields(fields), self.output_dim)
+            return y_fm + squeeze_output(self.dnn(hidden, after_first_linear=True), self.output_dim)
         embedded = self.embedding(batch)  # shared by both parts
         # the FM term from the field vectors the DNN needs anyway (FM alone uses FeaturesEmbedding.pairwise,
         # which can skip them); one gradient for the fields of both parts

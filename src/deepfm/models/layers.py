@@ -322,10 +322,16 @@ class MultiLayerPerceptron(nn.Module):
         self.output_dim = output_dim if output_dim is not None else input_dim
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def first_linear(self) -> nn.Linear | None:
+        """The first hidden layer's Linear (None without hidden layers)."""
+        return self.layers[0] if len(self.layers) > 1 or not self.has_output else None
+
+    def forward(self, x: torch.Tensor, *, after_first_linear: bool = False) -> torch.Tensor:
+        """``after_first_linear``: ``x`` is already the first Linear's output (see ``models.first_layer``)."""
         *hidden, output = self.layers if self.has_output else (*self.layers, None)
         fuse = self.training and x.device.type == "cpu"
-        i = 0
+        i = 1 if after_first_linear else 0
         while i < len(hidden):
             layer, following = hidden[i], hidden[i + 1] if i + 1 < len(hidden) else None
             if fuse and type(layer) is nn.ReLU and type(following) is nn.Dropout and following.p > 0:

@@ -1,0 +1,75 @@
+"""DeepFM's first MLP layer on the batch's distinct rows (``deepfm.models.first_layer``) is the same
+layer: h = b + W·flatten(e) = b + X P with P[u] = W_f(u) v_u, so logits and every gradient equal the
+dense product's, to fp32 rounding; and it is chosen only where it pays."""
+
+import numpy as np
+import pytest
+import torch
+
+from deepfm.data import design
+from deepfm.data.batch import Batch
+from deepfm.data.design import DistinctIds
+from deepfm.models import first_layer
+from deepfm.models.deepfm import DeepFM
+
+FIELDS, PER_FIELD, K, B = 4, 6, 8, 64
+
+
+def make_batch(numeric: bool, seed: int = 0) -> Batch:
+    rng = np.random.default_rng(seed)
+    ids = np.stack([rng.integers(0, PER_FIELD, B) + f * PER_FIELD for f in range(FIELDS)], axis=1)
+    values = torch.from_numpy(rng.normal(0, 1.5, (B, FIELDS)).astype(np.float32)) if numeric else None
+    return Batch(torch.from_numpy(ids), values, [], torch.from_numpy(rng.integers(0, 2, B).astype(np.float32)))
+
+
+def logits_and_gradients(distinct_form: bool, numeric: bool, outputs: int, monkeypatch) -> tuple:
+    monkeypatch.setattr(first_layer, "MIN_WIDTH", 0 if distinct_form else 10**9)
+    monkeypatch.setattr(design, "SLOTS_PER_ROW_FOR_PRODUCTS", 0)  # every batch has its design matrix
+    torch.manual_seed(3)
+    model = DeepFM(FIELDS * PER_FIELD, FIELDS, embed_dim=K, mlp=(16, 8), dropout=0.0, output_dim=outputs)
+    with torch.no_grad():
+        model.embedding.weight.normal_(0, 0.5)
+    batch = make_batch(numeric)
+    assert (first_layer.first_layer_plan(model.embedding.weight, batch) is not None) == distinct_form
+    logits = model(batch)
+    (logits * torch.linspace(-1, 2, logits.numel()).view_as(logits)).sum().backward()
+    grads = {name: p.grad.to_dense() if p.grad.is_sparse else p.grad for name, p in model.named_parameters()}
+    return logits.detach(), grads
+
+
+@pytest.mark.parametrize("numeric", [False, True], ids=["one-hot", "numeric values"])
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_the_distinct_form_has_the_dense_layers_logits_and_gradients(numeric, outputs, monkeypatch):
+    dense_logits, dense_grads = logits_and_gradients(False, numeric, outputs, monkeypatch)
+    logits, grads = logits_and_gradients(True, numeric, outputs, monkeypatch)
+    torch.testing.assert_close(logits, dense_logits, rtol=1e-5, atol=1e-5)
+    assert grads.keys() == dense_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, dense_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_it_is_not_used_to_predict_nor_under_autocast_nor_without_hidden_layers(monkeypatch):
+    monkeypatch.setattr(first_layer, "MIN_WIDTH", 0)
+    monkeypatch.setattr(design, "SLOTS_PER_ROW_FOR_PRODUCTS", 0)
+    model = DeepFM(FIELDS * PER_FIELD, FIELDS, embed_dim=K, mlp=(16,))
+    batch = make_batch(False)
+    assert first_layer.first_layer_plan(model.embedding.weight, batch) is not None
+    with torch.no_grad():
+        assert first_layer.first_layer_plan(model.embedding.weight, batch) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert first_layer.first_layer_plan(model.embedding.weight, batch) is None
+    assert DeepFM(FIELDS * PER_FIELD, FIELDS, embed_dim=K, mlp=()).dnn.first_linear is None
+
+
+def test_field_blocks_are_each_fields_run_of_distinct_rows_or_none_when_fields_share_a_row():
+    ids = torch.tensor([[0, 5, 9], [2, 5, 9], [0, 6, 9]])
+    assert first_layer.field_blocks(DistinctIds.of(ids)) == [(0, 2), (2, 4), (4, 5)]
+    assert first_layer.field_blocks(DistinctIds.of(torch.tensor([[0, 5], [5, 6]]))) is None  # row 5 in both fields
+    assert first_layer.field_blocks(DistinctIds.of(torch.tensor([[7, 1], [8, 2]]))) is None  # fields out of id order
+
+
+def test_it_pays_for_wide_rows_that_recur_not_for_a_long_tail_or_narrow_rows():
+    assert first_layer.pays(4096, 10, 4_800, 64)  # one-hot data at k 64
+    assert not first_layer.pays(4096, 10, 4_800, 10)  # k 10
+    assert not first_layer.pays(4096, 26, 34_000, 64)  # ~3 slots a row
+    assert not first_layer.pays(4096, 39, 88_000, 10)  # Criteo-like long tail
