@@ -40,7 +40,7 @@ from deepfm.defaults import with_task_defaults  # noqa: E402
 from deepfm.data.batch import InMemorySource, prefetch  # noqa: E402
 from deepfm.data.stream import ChunkedFile, chunk_bytes_for, encode_file, fit_streaming  # noqa: E402
 from deepfm.models import build_model  # noqa: E402
-from deepfm.models.first_layer import embed_with_first_layer, first_layer_plan  # noqa: E402
+from deepfm.models.first_layer import field_vectors, first_layer_on_distinct_rows, first_layer_plan  # noqa: E402
 from deepfm.models.layers import EmbeddedFields, fm_pairwise, fm_pairwise_and_mlp_input  # noqa: E402
 from deepfm.runtime import configure as configure_runtime  # noqa: E402
 from deepfm.training.optim import batch_occurrences  # noqa: E402
@@ -148,8 +148,8 @@ def main() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.bf16):  # DeepFM.forward, phase by phase
             plan = first_layer_plan(model.embedding.weight, batch)
             if plan is not None:  # the first Linear on the distinct rows (k wide, rows recurring)
-                fields, hidden = embed_with_first_layer(model.embedding.weight, model.dnn.first_linear, batch, plan)
-                embedded = EmbeddedFields(fields)
+                rows, hidden = first_layer_on_distinct_rows(model.embedding.weight, model.dnn.first_linear, batch, plan)
+                embedded = EmbeddedFields(field_vectors(rows, batch, plan))
             else:
                 embedded = model.embedding(batch)
             marks.append(("forward: embedding gather to (B, F, k) (+ first Linear on distinct rows)",

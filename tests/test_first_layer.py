@@ -1,16 +1,16 @@
-"""DeepFM's first MLP layer on the batch's distinct rows (``deepfm.models.first_layer``) is the same
-layer: h = b + W·flatten(e) = b + X P with P[u] = W_f(u) v_u, so logits and every gradient equal the
+"""The MLP's first layer on the batch's distinct rows (``deepfm.models.first_layer``; DeepFM, Wide&Deep,
+FM&DNN) is the same layer: h = b + W·flatten(e) = b + X P with P[u] = W_f(u) v_u, so logits and every gradient equal the
 dense product's, to fp32 rounding; and it is chosen only where it pays."""
 
 import numpy as np
 import pytest
 import torch
 
-from deepfm.data import design
 from deepfm.data.batch import Batch
 from deepfm.data.design import DistinctIds
 from deepfm.models import first_layer
 from deepfm.models.deepfm import DeepFM
+from deepfm.models.wide_deep import FMAndDNN, WideAndDeep
 
 FIELDS, PER_FIELD, K, B = 4, 6, 8, 64
 
@@ -22,26 +22,27 @@ def make_batch(numeric: bool, seed: int = 0) -> Batch:
     return Batch(torch.from_numpy(ids), values, [], torch.from_numpy(rng.integers(0, 2, B).astype(np.float32)))
 
 
-def logits_and_gradients(distinct_form: bool, numeric: bool, outputs: int, monkeypatch) -> tuple:
+def logits_and_gradients(model_class, distinct_form: bool, numeric: bool, outputs: int, monkeypatch) -> tuple:
     monkeypatch.setattr(first_layer, "MIN_WIDTH", 0 if distinct_form else 10**9)
-    monkeypatch.setattr(design, "SLOTS_PER_ROW_FOR_PRODUCTS", 0)  # every batch has its design matrix
     torch.manual_seed(3)
-    model = DeepFM(FIELDS * PER_FIELD, FIELDS, embed_dim=K, mlp=(16, 8), dropout=0.0, output_dim=outputs)
+    model = model_class(FIELDS * PER_FIELD, FIELDS, embed_dim=K, mlp=(16, 8), dropout=0.0, output_dim=outputs)
+    table = model.embedding.weight if model_class is DeepFM else model.deep.embedding.weight
     with torch.no_grad():
-        model.embedding.weight.normal_(0, 0.5)
+        table.normal_(0, 0.5)
     batch = make_batch(numeric)
-    assert (first_layer.first_layer_plan(model.embedding.weight, batch) is not None) == distinct_form
+    assert (first_layer.first_layer_plan(table, batch) is not None) == distinct_form
     logits = model(batch)
     (logits * torch.linspace(-1, 2, logits.numel()).view_as(logits)).sum().backward()
     grads = {name: p.grad.to_dense() if p.grad.is_sparse else p.grad for name, p in model.named_parameters()}
     return logits.detach(), grads
 
 
+@pytest.mark.parametrize("model_class", [DeepFM, WideAndDeep, FMAndDNN])
 @pytest.mark.parametrize("numeric", [False, True], ids=["one-hot", "numeric values"])
 @pytest.mark.parametrize("outputs", [1, 3])
-def test_the_distinct_form_has_the_dense_layers_logits_and_gradients(numeric, outputs, monkeypatch):
-    dense_logits, dense_grads = logits_and_gradients(False, numeric, outputs, monkeypatch)
-    logits, grads = logits_and_gradients(True, numeric, outputs, monkeypatch)
+def test_the_distinct_form_has_the_dense_layers_logits_and_gradients(model_class, numeric, outputs, monkeypatch):
+    dense_logits, dense_grads = logits_and_gradients(model_class, False, numeric, outputs, monkeypatch)
+    logits, grads = logits_and_gradients(model_class, True, numeric, outputs, monkeypatch)
     torch.testing.assert_close(logits, dense_logits, rtol=1e-5, atol=1e-5)
     assert grads.keys() == dense_grads.keys()
     for name, grad in grads.items():
@@ -50,7 +51,6 @@ def test_the_distinct_form_has_the_dense_layers_logits_and_gradients(numeric, ou
 
 def test_it_is_not_used_to_predict_nor_under_autocast_nor_without_hidden_layers(monkeypatch):
     monkeypatch.setattr(first_layer, "MIN_WIDTH", 0)
-    monkeypatch.setattr(design, "SLOTS_PER_ROW_FOR_PRODUCTS", 0)
     model = DeepFM(FIELDS * PER_FIELD, FIELDS, embed_dim=K, mlp=(16,))
     batch = make_batch(False)
     assert first_layer.first_layer_plan(model.embedding.weight, batch) is not None

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from deepfm.data.batch import Batch
-from deepfm.models.first_layer import embed_with_first_layer, first_layer_plan
+from deepfm.models.first_layer import field_vectors, first_layer_on_distinct_rows, first_layer_plan
 from deepfm.models.layers import (EmbeddedFields, FeaturesEmbedding, FeaturesLinear, MultiLayerPerceptron,
                                   fm_pairwise, fm_pairwise_and_mlp_input, squeeze_output)
 
@@ -41,8 +41,8 @@ class DeepFM(nn.Module):
         first = self.dnn.first_linear
         plan = first_layer_plan(self.embedding.weight, batch) if first is not None else None
         if plan is not None:  # the MLP's first Linear on the batch's distinct rows (same sums, fewer products)
-            fields, hidden = embed_with_first_layer(self.embedding.weight, first, batch, plan)
-            y_fm = self.linear(batch) + fm_pairwise(EmbeddedFields(fields), self.output_dim)
+            rows, hidden = first_layer_on_distinct_rows(self.embedding.weight, first, batch, plan)
+            y_fm = self.linear(batch) + fm_pairwise(EmbeddedFields(field_vectors(rows, batch, plan)), self.output_dim)
             return y_fm + squeeze_output(self.dnn(hidden, after_first_linear=True), self.output_dim)
         embedded = self.embedding(batch)  # shared by both parts
         # the FM term from the field vectors the DNN needs anyway (FM alone uses FeaturesEmbedding.pairwise,

@@ -12,9 +12,10 @@ than the dense product saves (``pays``).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from deepfm.data.design import DesignMatrix, DistinctIds, remember_rows, take_rows
+from deepfm.data.design import DistinctIds, remember_rows, take_rows
 from deepfm.data.tensors import Batch
 from deepfm.models.layers import _row_gradient, autocast_enabled
 
@@ -81,37 +82,48 @@ class _RowsToSlots(torch.autograd.Function):
 
 
 class _FirstLayerOfRows(torch.autograd.Function):
-    """h = X P + b, P[u] = W_f(u) v_u; backward ∂P = Xᵀ ∂h, ∂v_u = W_f(u)ᵀ ∂P[u], ∂W_f = Σ_{u∈f} ∂P[u] v_uᵀ."""
+    """h = X P + b, P[u] = W_f(u) v_u; backward ∂P = Xᵀ ∂h, ∂v_u = W_f(u)ᵀ ∂P[u], ∂W_f = Σ_{u∈f} ∂P[u] v_uᵀ.
+    X P and Xᵀ ∂h are bags of rows summed (``embedding_bag``): row b sums P over its F slots, row u sums
+    ∂h over the batch rows of its slots (the slot grouping), each weighted by the slot's value."""
 
     @staticmethod
-    def forward(ctx, rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, design: DesignMatrix,
-                blocks: list[tuple[int, int]]) -> torch.Tensor:
+    def forward(ctx, rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, distinct: DistinctIds,
+                values: torch.Tensor | None, blocks: list[tuple[int, int]]) -> torch.Tensor:
         k = rows.shape[1]
         projected = rows.new_empty(len(rows), weight.shape[0])  # P (U, H)
         for f, (start, end) in enumerate(blocks):
             torch.mm(rows[start:end], weight[:, f * k:(f + 1) * k].t(), out=projected[start:end])
         ctx.save_for_backward(rows, weight)
-        ctx.design, ctx.blocks = design, blocks
-        return (design.x @ projected).add_(bias)
+        ctx.distinct, ctx.values, ctx.blocks = distinct, values, blocks
+        inverse = distinct.inverse
+        if values is None:
+            return F.embedding_bag(inverse, projected, mode="sum").add_(bias)
+        starts = torch.arange(0, inverse.numel(), inverse.shape[1])
+        return F.embedding_bag(inverse.reshape(-1), projected, starts, mode="sum",
+                               per_sample_weights=values.reshape(-1)).add_(bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         rows, weight = ctx.saved_tensors
+        distinct, values = ctx.distinct, ctx.values
         k, grad = rows.shape[1], grad.contiguous()
-        grad_projected = ctx.design.x_t @ grad  # (U, H)
+        slots = distinct.slot_columns.long()
+        slot_values = values.reshape(-1)[slots] if values is not None else None
+        grad_projected = F.embedding_bag(slots // distinct.inverse.shape[1], grad, distinct.slot_rows[:-1].long(),
+                                         mode="sum", per_sample_weights=slot_values)  # (U, H)
         grad_rows = torch.empty_like(rows)
         grad_weight = torch.empty_like(weight)
         for f, (start, end) in enumerate(ctx.blocks):
             columns = slice(f * k, (f + 1) * k)
             torch.mm(grad_projected[start:end], weight[:, columns], out=grad_rows[start:end])
             grad_weight[:, columns] = grad_projected[start:end].t() @ rows[start:end]
-        return grad_rows, grad_weight, grad.sum(0), None, None
+        return grad_rows, grad_weight, grad.sum(0), None, None, None
 
 
-def first_layer_plan(table: torch.Tensor, batch: Batch) -> tuple[DistinctIds, DesignMatrix, list] | None:
+def first_layer_plan(table: torch.Tensor, batch: Batch) -> tuple[DistinctIds, list[tuple[int, int]]] | None:
     """What ``embed_with_first_layer`` needs for this batch, or None where the distinct form does not apply
-    (not training on CPU in fp32, multi-valued fields, no design matrix) or does not pay."""
+    (not training on CPU in fp32, multi-valued fields, fields sharing rows) or does not pay."""
     if (table.device.type != "cpu" or table.dtype != torch.float32 or not torch.is_grad_enabled() or batch.bags
             or not table.requires_grad or autocast_enabled("cpu")
             or (batch.values is not None and batch.values.requires_grad)):
@@ -120,19 +132,19 @@ def first_layer_plan(table: torch.Tensor, batch: Batch) -> tuple[DistinctIds, De
     batch_size, fields = distinct.inverse.shape
     if not pays(batch_size, fields, len(distinct.unique), table.shape[1]):
         return None
-    design, blocks = batch.design(), field_blocks(distinct)
-    if design is None or blocks is None:
-        return None
-    return distinct, design, blocks
+    blocks = field_blocks(distinct)
+    return None if blocks is None else (distinct, blocks)
 
 
-def embed_with_first_layer(table: torch.Tensor, first: nn.Linear, batch: Batch,
-                           plan: tuple[DistinctIds, DesignMatrix, list]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the field vectors e_bf = x_bf v_u (B, F, k), the first Linear of their flattening (B, H)), with one
-    gather of the U distinct rows shared by both and by their gradients."""
-    distinct, design, blocks = plan
+def first_layer_on_distinct_rows(table: torch.Tensor, first: nn.Linear, batch: Batch,
+                                 plan: tuple[DistinctIds, list[tuple[int, int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the batch's U distinct rows of ``table`` (U, k), ``first`` applied to its flattened field vectors (B, H))."""
+    distinct, blocks = plan
     rows = _DistinctRows.apply(table, distinct.unique)
-    fields = _RowsToSlots.apply(rows, distinct)
-    if batch.values is not None:
-        fields = fields * batch.values.unsqueeze(-1)
-    return fields, _FirstLayerOfRows.apply(rows, first.weight, first.bias, design, blocks)
+    return rows, _FirstLayerOfRows.apply(rows, first.weight, first.bias, distinct, batch.values, blocks)
+
+
+def field_vectors(rows: torch.Tensor, batch: Batch, plan: tuple[DistinctIds, list[tuple[int, int]]]) -> torch.Tensor:
+    """e_bf = x_bf v_u (B, F, k) from the distinct ``rows`` (their gradient sums each row's slots)."""
+    fields = _RowsToSlots.apply(rows, plan[0])
+    return fields if batch.values is None else fields * batch.values.unsqueeze(-1)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from deepfm.data.batch import Batch
+from deepfm.models.first_layer import first_layer_on_distinct_rows, first_layer_plan
 from deepfm.models.layers import FeaturesEmbedding, FeaturesLinear, MultiLayerPerceptron, fm_pairwise, squeeze_output
 
 
@@ -27,6 +28,11 @@ class _DeepPart(nn.Module):
         self.mlp = MultiLayerPerceptron(num_fields * embed_dim, mlp, dropout, activation, batch_norm, output_dim)
 
     def forward(self, batch: Batch) -> torch.Tensor:  # (B,), or (B, C) for C outputs
+        first = self.mlp.first_linear
+        plan = first_layer_plan(self.embedding.weight, batch) if first is not None else None
+        if plan is not None:  # the first Linear on the batch's distinct rows (same sums, fewer products)
+            _, hidden = first_layer_on_distinct_rows(self.embedding.weight, first, batch, plan)
+            return squeeze_output(self.mlp(hidden, after_first_linear=True), self.mlp.output_dim)
         return squeeze_output(self.mlp(self.embedding(batch).fields.flatten(1)), self.mlp.output_dim)
 
 
