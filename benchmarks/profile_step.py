@@ -1,7 +1,8 @@
 """Where a DeepFM training step spends its time (1M-row Criteo-shaped data, batch 4096).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/profile_step.py [DATA_DIR] [--steps 30]
-        [--precision fp32|bf16] [--setting defaults|stripped] [--categorical] [--overheads] [--ceiling] [--floor WIDTH]
+        [--precision fp32|bf16] [--setting defaults|stripped] [--categorical] [--overheads] [--ceiling] [--first-layer]
+        [--floor WIDTH]
 
 Two views: wall time per phase of the step (making the batch, forward,
 backward, sparse and dense optimiser), and torch.profiler self-CPU time grouped by what
@@ -19,6 +20,7 @@ the process's CPU time moves less with the load than its wall time).
 4096) with 1 and 2 threads, with Adam's for-loop, foreach and fused updates and without an optimiser,
 and the matmuls' share of its operators' time: how much a DeepFM step could gain outside the products.
 ``--ceiling`` interleaves the DeepFM step at the defaults with that bare MLP: run.py's "× ceiling" in one process.
+``--first-layer`` interleaves the step at the defaults with and without the first Linear on the distinct rows.
 """
 
 from __future__ import annotations
@@ -112,6 +114,8 @@ def main() -> None:
                         help="time the bare MLP WIDTH→400³→1 + Adam (the ceiling) with 1 and 2 threads instead")
     parser.add_argument("--min-count", type=int, default=None,
                         help="data.min_count (default: unset, the data rule's: 10 on a long tail; 1 keeps every value)")
+    parser.add_argument("--first-layer", action="store_true",
+                        help="the trainer's step with the first Linear on the distinct rows and without, interleaved")
     parser.add_argument("--ceiling", action="store_true",
                         help="interleave the DeepFM step at the defaults with the bare-MLP ceiling: the × ceiling of one process")
     args = parser.parse_args()
@@ -129,6 +133,8 @@ def main() -> None:
         return overheads(data, encoder, args)
     if args.ceiling:
         return against_ceiling(data, encoder, args)
+    if args.first_layer:
+        return first_layer_on_and_off(data, encoder, args)
     model_config, training = click_settings(encoder, args.precision, args.setting)
     model = build_model(model_config, encoder.num_features, encoder.num_fields)
     trainer = Trainer(model, "binary", training, progress=False)
@@ -293,6 +299,37 @@ def against_ceiling(data, encoder, args) -> None:
         print(f"  {name:<20} {wall:7.1f} ms wall ({4096 / wall * 1e3:8,.0f} samples/s)  {cpu:7.1f} ms CPU")
     (dw, dc), (mw, mc) = median["DeepFM defaults"], median["bare MLP (ceiling)"]
     print(f"  × ceiling: {mw / dw:.2f} (wall), {mc / dc:.2f} (CPU)")
+
+
+def first_layer_on_and_off(data, encoder, args) -> None:
+    """The trainer's step at the defaults with the MLP's first Linear on the batch's distinct rows (where
+    ``first_layer.pays``) and with the dense product (``MIN_WIDTH`` out of reach), alternating on one model and one
+    batch stream, so that both see the same load; batches made inside the timed step."""
+    from deepfm.models import first_layer
+
+    torch.manual_seed(0)
+    model_config, training = click_settings(encoder, args.precision)
+    trainer = Trainer(build_model(model_config, encoder.num_features, encoder.num_fields), "binary", training,
+                      progress=False)
+    batches = prefetch(InMemorySource(data).batches(4096, seed=0, epoch=0), depth=0)
+    rule, times = first_layer.MIN_WIDTH, defaultdict(list)
+    try:
+        for number in range(args.steps + 2):
+            for name, width in (("dense first Linear", 10**9), ("first Linear on distinct rows", rule)):
+                first_layer.MIN_WIDTH = width
+                wall, cpu = time.perf_counter(), time.process_time()
+                _, batch = next(batches)
+                trainer._step(batch)
+                if number >= 2:
+                    times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    finally:
+        first_layer.MIN_WIDTH = rule
+        batches.close()
+    print(f"{Path(args.data).resolve().name} ({describe(model_config, training)}), {args.steps} interleaved steps, "
+          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}:")
+    for name, pairs in times.items():
+        wall, cpu = (statistics.median(p[i] for p in pairs) * 1e3 for i in (0, 1))
+        print(f"  {name:<30} {wall:7.1f} ms wall ({4096 / wall * 1e3:8,.0f} samples/s)  {cpu:7.1f} ms CPU")
 
 
 def floor(width: int, steps: int) -> None:
