@@ -49,16 +49,30 @@ def test_the_distinct_form_has_the_dense_layers_logits_and_gradients(model_class
         torch.testing.assert_close(grad, dense_grads[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_it_is_not_used_to_predict_nor_under_autocast_nor_without_hidden_layers(monkeypatch):
+def test_it_is_not_used_to_predict_nor_for_frozen_tables_nor_without_hidden_layers(monkeypatch):
     monkeypatch.setattr(first_layer, "MIN_WIDTH", 0)
     model = DeepFM(FIELDS * PER_FIELD, FIELDS, embed_dim=K, mlp=(16,))
     batch = make_batch(False)
     assert first_layer.first_layer_plan(model.embedding.weight, batch) is not None
     with torch.no_grad():
         assert first_layer.first_layer_plan(model.embedding.weight, batch) is None
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert first_layer.first_layer_plan(model.embedding.weight, batch) is None
+    model.embedding.weight.requires_grad_(False)
+    assert first_layer.first_layer_plan(model.embedding.weight, batch) is None
     assert DeepFM(FIELDS * PER_FIELD, FIELDS, embed_dim=K, mlp=()).dnn.first_linear is None
+
+
+@pytest.mark.parametrize("numeric", [False, True], ids=["one-hot", "numeric values"])
+def test_under_bf16_autocast_the_first_layer_stays_in_fp32(numeric, monkeypatch):
+    monkeypatch.setattr(first_layer, "MIN_WIDTH", 0)
+    model = DeepFM(FIELDS * PER_FIELD, FIELDS, embed_dim=K, mlp=(16,))
+    batch, first = make_batch(numeric), model.dnn.first_linear
+    fields = model.embedding(batch).fields.flatten(1)  # the dense layer's input, fp32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plan = first_layer.first_layer_plan(model.embedding.weight, batch)
+        assert plan is not None
+        _, hidden = first_layer.first_layer_on_distinct_rows(model.embedding.weight, first, batch, plan)
+    assert hidden.dtype == torch.float32
+    torch.testing.assert_close(hidden, torch.nn.functional.linear(fields, first.weight, first.bias), rtol=1e-5, atol=1e-5)
 
 
 def test_field_blocks_are_each_fields_run_of_distinct_rows_or_none_when_fields_share_a_row():

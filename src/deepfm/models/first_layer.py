@@ -17,7 +17,7 @@ from torch import nn
 
 from deepfm.data.design import DistinctIds, remember_rows, take_rows
 from deepfm.data.tensors import Batch
-from deepfm.models.layers import _row_gradient, autocast_enabled
+from deepfm.models.layers import _row_gradient
 
 # measured (4096-row batches, H 400, 2 threads; 2026-12-02): the distinct form's sparse adds cost about as
 # much as the dense product at k ≈ 24 when a row fills ~9 slots (one-hot, 10 fields: k 64 −24% a step,
@@ -89,6 +89,11 @@ class _FirstLayerOfRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, distinct: DistinctIds,
                 values: torch.Tensor | None, blocks: list[tuple[int, int]]) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):  # in fp32 under bf16 autocast too, as the table
+            return _FirstLayerOfRows._forward(ctx, rows, weight, bias, distinct, values, blocks)
+
+    @staticmethod
+    def _forward(ctx, rows, weight, bias, distinct, values, blocks) -> torch.Tensor:
         k = rows.shape[1]
         projected = rows.new_empty(len(rows), weight.shape[0])  # P (U, H)
         for f, (start, end) in enumerate(blocks):
@@ -123,9 +128,10 @@ class _FirstLayerOfRows(torch.autograd.Function):
 
 def first_layer_plan(table: torch.Tensor, batch: Batch) -> tuple[DistinctIds, list[tuple[int, int]]] | None:
     """What ``embed_with_first_layer`` needs for this batch, or None where the distinct form does not apply
-    (not training on CPU in fp32, multi-valued fields, fields sharing rows) or does not pay."""
+    (not training, or not on CPU with an fp32 table; multi-valued fields; fields sharing rows) or does not pay.
+    Under bf16 autocast the layer stays in fp32 (its products are small here; the next layers run in bf16)."""
     if (table.device.type != "cpu" or table.dtype != torch.float32 or not torch.is_grad_enabled() or batch.bags
-            or not table.requires_grad or autocast_enabled("cpu")
+            or not table.requires_grad
             or (batch.values is not None and batch.values.requires_grad)):
         return None
     distinct = batch.distinct()
