@@ -152,9 +152,9 @@ def main() -> None:
         marks.append(("distinct ids + slot grouping (+ design matrix)", time.perf_counter(), time.process_time()))
         trainer.optimizer.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.bf16):  # DeepFM.forward, phase by phase
-            plan = first_layer_plan(model.embedding.weight, batch)
+            plan = first_layer_plan(model.embedding, model.dnn.first_linear, batch)
             if plan is not None:  # the first Linear on the distinct rows (k wide, rows recurring)
-                rows, hidden = first_layer_on_distinct_rows(model.embedding.weight, model.dnn.first_linear, batch, plan)
+                rows, hidden = first_layer_on_distinct_rows(model.embedding, model.dnn.first_linear, batch, plan)
                 embedded = EmbeddedFields(field_vectors(rows, batch, plan))
             else:
                 embedded = model.embedding(batch)

@@ -11,6 +11,8 @@ from deepfm.data.design import DistinctIds
 from deepfm.models import first_layer
 from deepfm.models.deepfm import DeepFM
 from deepfm.models.wide_deep import FMAndDNN, WideAndDeep
+from deepfm.training import rowwise
+from deepfm.training.rowwise import RowWiseAdam
 
 FIELDS, PER_FIELD, K, B = 4, 6, 8, 64
 
@@ -22,15 +24,27 @@ def make_batch(numeric: bool, seed: int = 0) -> Batch:
     return Batch(torch.from_numpy(ids), values, [], torch.from_numpy(rng.integers(0, 2, B).astype(np.float32)))
 
 
-def logits_and_gradients(model_class, distinct_form: bool, numeric: bool, outputs: int, monkeypatch) -> tuple:
-    monkeypatch.setattr(first_layer, "MIN_WIDTH", 0 if distinct_form else 10**9)
+def parts(model) -> tuple:
+    """(the embedding the MLP reads, the MLP) of DeepFM, Wide&Deep or FM&DNN."""
+    return (model.embedding, model.dnn) if isinstance(model, DeepFM) else (model.deep.embedding, model.deep.mlp)
+
+
+def make_model(model_class, outputs: int = 1, **settings):
     torch.manual_seed(3)
-    model = model_class(FIELDS * PER_FIELD, FIELDS, embed_dim=K, mlp=(16, 8), dropout=0.0, output_dim=outputs)
-    table = model.embedding.weight if model_class is DeepFM else model.deep.embedding.weight
+    model = model_class(FIELDS * PER_FIELD, FIELDS, embed_dim=K, output_dim=outputs,
+                        **{"mlp": (16, 8), "dropout": 0.0, **settings})
     with torch.no_grad():
-        table.normal_(0, 0.5)
+        parts(model)[0].weight.normal_(0, 0.5)
+    return model
+
+
+def logits_and_gradients(model_class, distinct_form: bool, numeric: bool, outputs: int, monkeypatch,
+                         **settings) -> tuple:
+    monkeypatch.setattr(first_layer, "MIN_WIDTH", 0 if distinct_form else 10**9)
+    model = make_model(model_class, outputs, **settings)
+    embedding, mlp = parts(model)
     batch = make_batch(numeric)
-    assert (first_layer.first_layer_plan(table, batch) is not None) == distinct_form
+    assert (first_layer.first_layer_plan(embedding, mlp.first_linear, batch) is not None) == distinct_form
     logits = model(batch)
     (logits * torch.linspace(-1, 2, logits.numel()).view_as(logits)).sum().backward()
     grads = {name: p.grad.to_dense() if p.grad.is_sparse else p.grad for name, p in model.named_parameters()}
@@ -49,16 +63,61 @@ def test_the_distinct_form_has_the_dense_layers_logits_and_gradients(model_class
         torch.testing.assert_close(grad, dense_grads[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_it_is_not_used_to_predict_nor_for_frozen_tables_nor_without_hidden_layers(monkeypatch):
+def test_with_dropout_and_batch_norm_too(monkeypatch):
+    dense_logits, dense_grads = logits_and_gradients(DeepFM, False, True, 1, monkeypatch, dropout=0.3, batch_norm=True)
+    logits, grads = logits_and_gradients(DeepFM, True, True, 1, monkeypatch, dropout=0.3, batch_norm=True)
+    torch.testing.assert_close(logits, dense_logits, rtol=1e-5, atol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, dense_grads[name], rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_row_wise_adam_steps_the_same_tables_and_starts_from_the_rows_the_lookup_gathered(monkeypatch):
+    recalled = []
+    original_recall = rowwise.recall_rows
+
+    def recall_rows(table, index):
+        rows = original_recall(table, index)
+        if table.shape[1] == K:  # the embedding table (the first-order one may take the design matrix's path)
+            recalled.append(rows)
+        return rows
+
+    monkeypatch.setattr(rowwise, "recall_rows", recall_rows)
+    tables = {}
+    for distinct_form in (False, True):
+        monkeypatch.setattr(first_layer, "MIN_WIDTH", 0 if distinct_form else 10**9)
+        model = make_model(DeepFM)
+        optimizer = RowWiseAdam([model.embedding.weight, model.linear.weights.weight], lr=0.05)
+        for seed in range(3):
+            model.zero_grad(set_to_none=True)
+            model(make_batch(True, seed)).sum().backward()
+            optimizer.step()
+        tables[distinct_form] = model.embedding.weight.detach().clone()
+    torch.testing.assert_close(tables[True], tables[False], rtol=1e-5, atol=1e-6)
+    assert len(recalled) == 6 and all(rows is not None for rows in recalled)  # no second gather of the rows
+
+
+def test_it_is_not_used_to_predict_nor_for_dense_or_frozen_tables_nor_without_hidden_layers(monkeypatch):
     monkeypatch.setattr(first_layer, "MIN_WIDTH", 0)
     model = DeepFM(FIELDS * PER_FIELD, FIELDS, embed_dim=K, mlp=(16,))
-    batch = make_batch(False)
-    assert first_layer.first_layer_plan(model.embedding.weight, batch) is not None
+    batch, first = make_batch(False), model.dnn.first_linear
+    assert first_layer.first_layer_plan(model.embedding, first, batch) is not None
     with torch.no_grad():
-        assert first_layer.first_layer_plan(model.embedding.weight, batch) is None
+        assert first_layer.first_layer_plan(model.embedding, first, batch) is None
+    model.embedding.sparse = False  # a dense table gradient, as asked
+    assert first_layer.first_layer_plan(model.embedding, first, batch) is None
+    model(batch).sum().backward()
+    assert not model.embedding.weight.grad.is_sparse
+    model.embedding.sparse = True
     model.embedding.weight.requires_grad_(False)
-    assert first_layer.first_layer_plan(model.embedding.weight, batch) is None
+    assert first_layer.first_layer_plan(model.embedding, first, batch) is None
     assert DeepFM(FIELDS * PER_FIELD, FIELDS, embed_dim=K, mlp=()).dnn.first_linear is None
+
+
+def test_a_batch_with_other_fields_than_the_model_is_refused_as_by_the_dense_layer(monkeypatch):
+    monkeypatch.setattr(first_layer, "MIN_WIDTH", 0)
+    model = DeepFM(FIELDS * PER_FIELD, FIELDS + 1, embed_dim=K, mlp=(16,))
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        model(make_batch(False))
 
 
 @pytest.mark.parametrize("numeric", [False, True], ids=["one-hot", "numeric values"])
@@ -68,9 +127,9 @@ def test_under_bf16_autocast_the_first_layer_stays_in_fp32(numeric, monkeypatch)
     batch, first = make_batch(numeric), model.dnn.first_linear
     fields = model.embedding(batch).fields.flatten(1)  # the dense layer's input, fp32
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        plan = first_layer.first_layer_plan(model.embedding.weight, batch)
+        plan = first_layer.first_layer_plan(model.embedding, first, batch)
         assert plan is not None
-        _, hidden = first_layer.first_layer_on_distinct_rows(model.embedding.weight, first, batch, plan)
+        _, hidden = first_layer.first_layer_on_distinct_rows(model.embedding, first, batch, plan)
     assert hidden.dtype == torch.float32
     torch.testing.assert_close(hidden, torch.nn.functional.linear(fields, first.weight, first.bias), rtol=1e-5, atol=1e-5)
 

@@ -39,9 +39,9 @@ class DeepFM(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,), or (B, C) for C outputs
         first = self.dnn.first_linear
-        plan = first_layer_plan(self.embedding.weight, batch) if first is not None else None
+        plan = first_layer_plan(self.embedding, first, batch) if first is not None else None
         if plan is not None:  # the MLP's first Linear on the batch's distinct rows (same sums, fewer products)
-            rows, hidden = first_layer_on_distinct_rows(self.embedding.weight, first, batch, plan)
+            rows, hidden = first_layer_on_distinct_rows(self.embedding, first, batch, plan)
             y_fm = self.linear(batch) + fm_pairwise(EmbeddedFields(field_vectors(rows, batch, plan)), self.output_dim)
             return y_fm + squeeze_output(self.dnn(hidden, after_first_linear=True), self.output_dim)
         embedded = self.embedding(batch)  # shared by both parts

@@ -11,13 +11,15 @@ than the dense product saves (``pays``).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from deepfm.data.design import DistinctIds, remember_rows, take_rows
-from deepfm.data.tensors import Batch
-from deepfm.models.layers import _row_gradient
+from deepfm.data.batch import Batch
+from deepfm.models.layers import FeaturesEmbedding, row_gradient
 
 # measured (4096-row batches, H 400, 2 threads; 2026-12-02): the distinct form's sparse adds cost about as
 # much as the dense product at k ≈ 24 when a row fills ~9 slots (one-hot, 10 fields: k 64 −24% a step,
@@ -57,13 +59,13 @@ class _DistinctRows(torch.autograd.Function):
     def forward(ctx, weight: torch.Tensor, unique: torch.Tensor) -> torch.Tensor:
         ctx.unique, ctx.table_shape = unique, weight.shape
         rows = take_rows(weight, unique)
-        remember_rows(weight, unique, rows)  # the row-wise step starts from them
-        return rows
+        remember_rows(weight, unique, rows.clone())  # the row-wise step starts from them (and writes into its copy;
+        return rows  # these are saved for the first layer's backward)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_rows: torch.Tensor):
-        return _row_gradient(ctx.unique, ctx.table_shape, grad_rows), None
+        return row_gradient(ctx.unique, ctx.table_shape, grad_rows), None
 
 
 class _RowsToSlots(torch.autograd.Function):
@@ -98,8 +100,8 @@ class _FirstLayerOfRows(torch.autograd.Function):
         projected = rows.new_empty(len(rows), weight.shape[0])  # P (U, H)
         for f, (start, end) in enumerate(blocks):
             torch.mm(rows[start:end], weight[:, f * k:(f + 1) * k].t(), out=projected[start:end])
-        ctx.save_for_backward(rows, weight)
-        ctx.distinct, ctx.values, ctx.blocks = distinct, values, blocks
+        ctx.save_for_backward(rows, weight, values)
+        ctx.distinct, ctx.blocks = distinct, blocks
         inverse = distinct.inverse
         if values is None:
             return F.embedding_bag(inverse, projected, mode="sum").add_(bias)
@@ -110,47 +112,57 @@ class _FirstLayerOfRows(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        rows, weight = ctx.saved_tensors
-        distinct, values = ctx.distinct, ctx.values
+        rows, weight, values = ctx.saved_tensors
+        distinct = ctx.distinct
         k, grad = rows.shape[1], grad.contiguous()
         slots = distinct.slot_columns.long()
         slot_values = values.reshape(-1)[slots] if values is not None else None
         grad_projected = F.embedding_bag(slots // distinct.inverse.shape[1], grad, distinct.slot_rows[:-1].long(),
                                          mode="sum", per_sample_weights=slot_values)  # (U, H)
         grad_rows = torch.empty_like(rows)
-        grad_weight = torch.empty_like(weight)
+        grad_weight = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
         for f, (start, end) in enumerate(ctx.blocks):
             columns = slice(f * k, (f + 1) * k)
             torch.mm(grad_projected[start:end], weight[:, columns], out=grad_rows[start:end])
-            grad_weight[:, columns] = grad_projected[start:end].t() @ rows[start:end]
-        return grad_rows, grad_weight, grad.sum(0), None, None, None
+            if grad_weight is not None:
+                grad_weight[:, columns] = grad_projected[start:end].t() @ rows[start:end]
+        grad_bias = grad.sum(0) if ctx.needs_input_grad[2] else None
+        return grad_rows, grad_weight, grad_bias, None, None, None
 
 
-def first_layer_plan(table: torch.Tensor, batch: Batch) -> tuple[DistinctIds, list[tuple[int, int]]] | None:
-    """What ``embed_with_first_layer`` needs for this batch, or None where the distinct form does not apply
-    (not training, or not on CPU with an fp32 table; multi-valued fields; fields sharing rows) or does not pay.
-    Under bf16 autocast the layer stays in fp32 (its products are small here; the next layers run in bf16)."""
-    if (table.device.type != "cpu" or table.dtype != torch.float32 or not torch.is_grad_enabled() or batch.bags
-            or not table.requires_grad
+class FirstLayerPlan(NamedTuple):
+    """A batch's distinct ids and each field's run of them (``field_blocks``)."""
+
+    distinct: DistinctIds
+    blocks: list[tuple[int, int]]
+
+
+def first_layer_plan(embedding: FeaturesEmbedding, first: nn.Linear, batch: Batch) -> FirstLayerPlan | None:
+    """What ``first_layer_on_distinct_rows`` needs for this batch, or None where the distinct form does not apply
+    (the table not training sparsely, not on CPU in fp32; multi-valued fields; fields sharing rows; a batch whose
+    fields do not fill ``first``'s input, which the dense layer then refuses) or does not pay. Under bf16 autocast
+    the layer stays in fp32 (its products are small here; the next layers run in bf16)."""
+    table = embedding.weight
+    if (not embedding.trains_sparsely() or table.device.type != "cpu" or table.dtype != torch.float32 or batch.bags
             or (batch.values is not None and batch.values.requires_grad)):
         return None
     distinct = batch.distinct()
     batch_size, fields = distinct.inverse.shape
-    if not pays(batch_size, fields, len(distinct.unique), table.shape[1]):
+    if fields * table.shape[1] != first.in_features or not pays(batch_size, fields, len(distinct.unique), table.shape[1]):
         return None
     blocks = field_blocks(distinct)
-    return None if blocks is None else (distinct, blocks)
+    return None if blocks is None else FirstLayerPlan(distinct, blocks)
 
 
-def first_layer_on_distinct_rows(table: torch.Tensor, first: nn.Linear, batch: Batch,
-                                 plan: tuple[DistinctIds, list[tuple[int, int]]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the batch's U distinct rows of ``table`` (U, k), ``first`` applied to its flattened field vectors (B, H))."""
-    distinct, blocks = plan
-    rows = _DistinctRows.apply(table, distinct.unique)
-    return rows, _FirstLayerOfRows.apply(rows, first.weight, first.bias, distinct, batch.values, blocks)
+def first_layer_on_distinct_rows(embedding: FeaturesEmbedding, first: nn.Linear, batch: Batch,
+                                 plan: FirstLayerPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the batch's U distinct rows of the table (U, k), ``first`` applied to its flattened field vectors (B, H)).
+    Reads ``embedding.weight`` directly: training takes this path instead of ``FeaturesEmbedding.forward``."""
+    rows = _DistinctRows.apply(embedding.weight, plan.distinct.unique)
+    return rows, _FirstLayerOfRows.apply(rows, first.weight, first.bias, plan.distinct, batch.values, plan.blocks)
 
 
-def field_vectors(rows: torch.Tensor, batch: Batch, plan: tuple[DistinctIds, list[tuple[int, int]]]) -> torch.Tensor:
+def field_vectors(rows: torch.Tensor, batch: Batch, plan: FirstLayerPlan) -> torch.Tensor:
     """e_bf = x_bf v_u (B, F, k) from the distinct ``rows`` (their gradient sums each row's slots)."""
-    fields = _RowsToSlots.apply(rows, plan[0])
+    fields = _RowsToSlots.apply(rows, plan.distinct)
     return fields if batch.values is None else fields * batch.values.unsqueeze(-1)

@@ -28,7 +28,7 @@ class EmbeddedFields:
     squares: torch.Tensor | None = None  # (batch_size, embed_dim)
 
 
-def _row_gradient(unique: torch.Tensor, table_shape: torch.Size, grad_rows: torch.Tensor) -> torch.Tensor:
+def row_gradient(unique: torch.Tensor, table_shape: torch.Size, grad_rows: torch.Tensor) -> torch.Tensor:
     """The sparse (num_features, k) gradient of a table whose U distinct rows ``unique`` got ``grad_rows``."""
     return torch.sparse_coo_tensor(unique.unsqueeze(0), grad_rows, table_shape, is_coalesced=True, check_invariants=False)
 
@@ -54,7 +54,7 @@ class _LookupDistinctRows(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         distinct, k = ctx.distinct, ctx.table_shape[1]
         grad_rows = distinct.sum_by_row(grad_out.reshape(-1, k))  # (U, k)
-        return _row_gradient(distinct.unique, ctx.table_shape, grad_rows), None
+        return row_gradient(distinct.unique, ctx.table_shape, grad_rows), None
 
 
 class _DesignTimesTable(torch.autograd.Function):
@@ -70,7 +70,7 @@ class _DesignTimesTable(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        return _row_gradient(ctx.design.unique, ctx.table_shape, ctx.design.x_t @ grad), None  # Xᵀ g
+        return row_gradient(ctx.design.unique, ctx.table_shape, ctx.design.x_t @ grad), None  # Xᵀ g
 
 
 class _PairwiseOfDesign(torch.autograd.Function):
@@ -95,7 +95,7 @@ class _PairwiseOfDesign(torch.autograd.Function):
         rows, xv = ctx.saved_tensors
         design, g = ctx.design, grad.unsqueeze(1)  # (B, 1)
         grad_rows = (design.x_t @ (xv * g)).sub_(rows * (design.x_squared_t @ g))  # (U, k)
-        return _row_gradient(design.unique, ctx.table_shape, grad_rows), None
+        return row_gradient(design.unique, ctx.table_shape, grad_rows), None
 
 
 class FeaturesEmbedding(nn.Module):
@@ -112,18 +112,19 @@ class FeaturesEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.randn(num_features, embed_dim) * init_std)
         self.sparse = sparse
 
-    def _trains_sparsely(self) -> bool:
+    def trains_sparsely(self) -> bool:
+        """Whether this step's gradient of the table is sparse (training, ``sparse``, not frozen)."""
         return self.sparse and torch.is_grad_enabled() and self.weight.requires_grad
 
     def lookup(self, batch: Batch) -> torch.Tensor:  # (B, F, k)
-        if self._trains_sparsely():
+        if self.trains_sparsely():
             return _LookupDistinctRows.apply(self.weight, batch.distinct())
         return F.embedding(batch.ids, self.weight)
 
     def design_of(self, batch: Batch) -> DesignMatrix | None:
         """The batch's design matrix when this table trains through sparse products (see ``Batch.design``).
         None when the input values need a gradient (attribution): the design holds them as constants."""
-        if not self._trains_sparsely() or (batch.values is not None and batch.values.requires_grad):
+        if not self.trains_sparsely() or (batch.values is not None and batch.values.requires_grad):
             return None
         return batch.design()
 
@@ -325,7 +326,7 @@ class MultiLayerPerceptron(nn.Module):
     @property
     def first_linear(self) -> nn.Linear | None:
         """The first hidden layer's Linear (None without hidden layers)."""
-        return self.layers[0] if len(self.layers) > 1 or not self.has_output else None
+        return self.layers[0] if len(self.layers) > int(self.has_output) else None
 
     def forward(self, x: torch.Tensor, *, after_first_linear: bool = False) -> torch.Tensor:
         """``after_first_linear``: ``x`` is already the first Linear's output (see ``models.first_layer``)."""
