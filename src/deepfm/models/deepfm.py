@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from deepfm.data.batch import Batch
-from deepfm.models.first_layer import field_vectors, first_layer_on_distinct_rows, first_layer_plan
+from deepfm.models.first_layer import (field_vectors, first_layer_on_distinct_rows, first_layer_plan,
+                                       fm_pairwise_of_rows)
 from deepfm.models.layers import (EmbeddedFields, FeaturesEmbedding, FeaturesLinear, MultiLayerPerceptron,
                                   fm_pairwise, fm_pairwise_and_mlp_input, squeeze_output)
 
@@ -42,7 +43,11 @@ class DeepFM(nn.Module):
         plan = first_layer_plan(self.embedding, first, batch) if first is not None else None
         if plan is not None:  # the MLP's first Linear on the batch's distinct rows (same sums, fewer products)
             rows, hidden = first_layer_on_distinct_rows(self.embedding, first, batch, plan)
-            y_fm = self.linear(batch) + fm_pairwise(EmbeddedFields(field_vectors(rows, batch, plan)), self.output_dim)
+            if self.output_dim == 1:
+                pairwise = fm_pairwise_of_rows(rows, batch, plan)
+            else:  # one FM per output over its own latent columns
+                pairwise = fm_pairwise(EmbeddedFields(field_vectors(rows, batch, plan)), self.output_dim)
+            y_fm = self.linear(batch) + pairwise
             return y_fm + squeeze_output(self.dnn(hidden, after_first_linear=True), self.output_dim)
         embedded = self.embedding(batch)  # shared by both parts
         # the FM term from the field vectors the DNN needs anyway (FM alone uses FeaturesEmbedding.pairwise,

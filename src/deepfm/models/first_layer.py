@@ -83,6 +83,48 @@ class _RowsToSlots(torch.autograd.Function):
         return ctx.distinct.sum_by_row(grad_slots.reshape(-1, grad_slots.shape[-1])), None
 
 
+def _sum_over_slots(distinct: DistinctIds, per_row: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
+    """X·per_row (B, n): row b sums ``per_row`` over its F slots' distinct rows, each times the slot's value."""
+    inverse = distinct.inverse
+    if values is None:
+        return F.embedding_bag(inverse, per_row, mode="sum")
+    starts = torch.arange(0, inverse.numel(), inverse.shape[1])
+    return F.embedding_bag(inverse.reshape(-1), per_row, starts, mode="sum", per_sample_weights=values.reshape(-1))
+
+
+def _sum_over_batch_rows(distinct: DistinctIds, per_batch_row: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
+    """Xᵀ·per_batch_row (U, n): distinct row u sums ``per_batch_row`` over the batch rows of its slots, each times
+    the slot's value (the slot grouping)."""
+    slots = distinct.slot_columns.long()
+    slot_values = values.reshape(-1)[slots] if values is not None else None
+    return F.embedding_bag(slots // distinct.inverse.shape[1], per_batch_row, distinct.slot_rows[:-1].long(),
+                           mode="sum", per_sample_weights=slot_values)
+
+
+class _PairwiseOfRows(torch.autograd.Function):
+    """FM's pairwise term from the distinct rows, Rendle's matrix form with X as bags (as ``_PairwiseOfDesign``):
+    y = ½ (‖X V‖² − (X∘X)(V∘V) 1), ∂y/∂V = Xᵀ (g ∘ X V) − ((X∘X)ᵀ g) ∘ V; no (B, F, k) tensor either way."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, distinct: DistinctIds, values: torch.Tensor | None) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            squared_values = values.square() if values is not None else None
+            xv = _sum_over_slots(distinct, rows, values)  # (B, k)  Σ_i v_i x_i
+            squares = _sum_over_slots(distinct, rows.square().sum(1, keepdim=True), squared_values)  # (B, 1)
+            ctx.save_for_backward(rows, xv, values, squared_values)
+            ctx.distinct = distinct
+            return 0.5 * (xv.square().sum(1) - squares.squeeze(1))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        rows, xv, values, squared_values = ctx.saved_tensors
+        g = grad.unsqueeze(1)  # (B, 1)
+        grad_rows = _sum_over_batch_rows(ctx.distinct, xv * g, values)
+        grad_rows.sub_(rows * _sum_over_batch_rows(ctx.distinct, g.contiguous(), squared_values))
+        return grad_rows, None, None
+
+
 class _FirstLayerOfRows(torch.autograd.Function):
     """h = X P + b, P[u] = W_f(u) v_u; backward ∂P = Xᵀ ∂h, ∂v_u = W_f(u)ᵀ ∂P[u], ∂W_f = Σ_{u∈f} ∂P[u] v_uᵀ.
     X P and Xᵀ ∂h are bags of rows summed (``embedding_bag``): row b sums P over its F slots, row u sums
@@ -102,23 +144,14 @@ class _FirstLayerOfRows(torch.autograd.Function):
             torch.mm(rows[start:end], weight[:, f * k:(f + 1) * k].t(), out=projected[start:end])
         ctx.save_for_backward(rows, weight, values)
         ctx.distinct, ctx.blocks = distinct, blocks
-        inverse = distinct.inverse
-        if values is None:
-            return F.embedding_bag(inverse, projected, mode="sum").add_(bias)
-        starts = torch.arange(0, inverse.numel(), inverse.shape[1])
-        return F.embedding_bag(inverse.reshape(-1), projected, starts, mode="sum",
-                               per_sample_weights=values.reshape(-1)).add_(bias)
+        return _sum_over_slots(distinct, projected, values).add_(bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         rows, weight, values = ctx.saved_tensors
-        distinct = ctx.distinct
-        k, grad = rows.shape[1], grad.contiguous()
-        slots = distinct.slot_columns.long()
-        slot_values = values.reshape(-1)[slots] if values is not None else None
-        grad_projected = F.embedding_bag(slots // distinct.inverse.shape[1], grad, distinct.slot_rows[:-1].long(),
-                                         mode="sum", per_sample_weights=slot_values)  # (U, H)
+        k = rows.shape[1]
+        grad_projected = _sum_over_batch_rows(ctx.distinct, grad.contiguous(), values)  # (U, H)
         grad_rows = torch.empty_like(rows)
         grad_weight = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
         for f, (start, end) in enumerate(ctx.blocks):
@@ -166,3 +199,8 @@ def field_vectors(rows: torch.Tensor, batch: Batch, plan: FirstLayerPlan) -> tor
     """e_bf = x_bf v_u (B, F, k) from the distinct ``rows`` (their gradient sums each row's slots)."""
     fields = _RowsToSlots.apply(rows, plan.distinct)
     return fields if batch.values is None else fields * batch.values.unsqueeze(-1)
+
+
+def fm_pairwise_of_rows(rows: torch.Tensor, batch: Batch, plan: FirstLayerPlan) -> torch.Tensor:
+    """Σ_{i<j} <v_i, v_j> x_i x_j of every row (B,), from the distinct ``rows`` (one FM output)."""
+    return _PairwiseOfRows.apply(rows, plan.distinct, batch.values)
