@@ -96,13 +96,31 @@ def test_row_wise_adam_steps_the_same_tables_and_starts_from_the_rows_the_lookup
     assert len(recalled) == 6 and all(rows is not None for rows in recalled)  # no second gather of the rows
 
 
-def test_it_is_not_used_to_predict_nor_for_dense_or_frozen_tables_nor_without_hidden_layers(monkeypatch):
+@pytest.mark.parametrize("model_class", [DeepFM, WideAndDeep])
+@pytest.mark.parametrize("numeric", [False, True], ids=["one-hot", "numeric values"])
+def test_predictions_are_the_dense_layers(model_class, numeric, monkeypatch):
+    model = make_model(model_class, dropout=0.3, batch_norm=True)
+    model(make_batch(numeric, seed=1))  # batch norm's running statistics move off their start
+    model.eval()
+    batch = make_batch(numeric)
+    embedding, mlp = parts(model)
+    predictions = {}
+    for distinct_form in (False, True):
+        monkeypatch.setattr(first_layer, "MIN_WIDTH", 0 if distinct_form else 10**9)
+        with torch.inference_mode():
+            assert (first_layer.first_layer_plan(embedding, mlp.first_linear, batch) is not None) == distinct_form
+            predictions[distinct_form] = model(batch)
+    torch.testing.assert_close(predictions[True], predictions[False], rtol=1e-5, atol=1e-5)
+
+
+def test_it_is_not_used_for_one_row_nor_for_dense_or_frozen_tables_nor_without_hidden_layers(monkeypatch):
     monkeypatch.setattr(first_layer, "MIN_WIDTH", 0)
     model = DeepFM(FIELDS * PER_FIELD, FIELDS, embed_dim=K, mlp=(16,))
     batch, first = make_batch(False), model.dnn.first_linear
     assert first_layer.first_layer_plan(model.embedding, first, batch) is not None
+    one_row = Batch(batch.ids[:1], None, [], None)
     with torch.no_grad():
-        assert first_layer.first_layer_plan(model.embedding, first, batch) is None
+        assert first_layer.first_layer_plan(model.embedding, first, one_row) is None  # a served request: no repeats
     model.embedding.sparse = False  # a dense table gradient, as asked
     assert first_layer.first_layer_plan(model.embedding, first, batch) is None
     model(batch).sum().backward()

@@ -172,12 +172,15 @@ class FirstLayerPlan(NamedTuple):
 
 def first_layer_plan(embedding: FeaturesEmbedding, first: nn.Linear, batch: Batch) -> FirstLayerPlan | None:
     """What ``first_layer_on_distinct_rows`` needs for this batch, or None where the distinct form does not apply
-    (the table not training sparsely, not on CPU in fp32; multi-valued fields; fields sharing rows; a batch whose
-    fields do not fill ``first``'s input, which the dense layer then refuses) or does not pay. Under bf16 autocast
-    the layer stays in fp32 (its products are small here; the next layers run in bf16)."""
+    (training a table that does not train sparsely; not on CPU in fp32; multi-valued fields; fields sharing rows; a
+    batch whose fields do not fill ``first``'s input, which the dense layer then refuses; tracing for export) or does
+    not pay. It applies to predicting too (no gradient). Under bf16 autocast the layer stays in fp32 (its products
+    are small here; the next layers run in bf16)."""
     table = embedding.weight
-    if (not embedding.trains_sparsely() or table.device.type != "cpu" or table.dtype != torch.float32 or batch.bags
-            or (batch.values is not None and batch.values.requires_grad)):
+    scoring = not torch.is_grad_enabled()  # predicting: no gradient to keep sparse
+    if (not (scoring or embedding.trains_sparsely()) or table.device.type != "cpu" or table.dtype != torch.float32
+            or batch.bags or (batch.values is not None and batch.values.requires_grad) or torch.jit.is_tracing()
+            or getattr(torch.compiler, "is_compiling", lambda: False)()):
         return None
     distinct = batch.distinct()
     batch_size, fields = distinct.inverse.shape
@@ -191,7 +194,8 @@ def first_layer_on_distinct_rows(embedding: FeaturesEmbedding, first: nn.Linear,
                                  plan: FirstLayerPlan) -> tuple[torch.Tensor, torch.Tensor]:
     """(the batch's U distinct rows of the table (U, k), ``first`` applied to its flattened field vectors (B, H)).
     Reads ``embedding.weight`` directly: training takes this path instead of ``FeaturesEmbedding.forward``."""
-    rows = _DistinctRows.apply(embedding.weight, plan.distinct.unique)
+    unique = plan.distinct.unique
+    rows = _DistinctRows.apply(embedding.weight, unique) if torch.is_grad_enabled() else take_rows(embedding.weight, unique)
     return rows, _FirstLayerOfRows.apply(rows, first.weight, first.bias, plan.distinct, batch.values, plan.blocks)
 
 
