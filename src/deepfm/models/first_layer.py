@@ -3,10 +3,11 @@
 The deep part's first layer reads the field vectors flattened, h = b + Σ_f W_f e_f with W_f the
 k columns of field f. Each field vector is a slot value times one table row, e_f = x_bf v_u, so
 h = b + X P, where X is the batch's (B × U) design matrix over its U distinct rows and
-P[u] = W_f(u) v_u. That is the same sum in another order: U·k·H products for P and B·F·H sparse
-adds for X P, instead of B·F·k·H products. It pays where the rows recur and k is wide (one-hot
-data at k 64: a training step 24% shorter); on a long tail, or with k 10, the sparse adds cost more
-than the dense product saves (``pays``).
+P[u] = W_f(u) v_u. That is the same sum in another order: U·k·H products for P and B·F·H adds
+for X P (bags of rows, ``embedding_bag``), instead of B·F·k·H products. It pays where the rows
+recur and k is wide (one-hot data at k 64: a training step ~23% shorter); on a long tail, or with
+k 10, the adds cost more than the dense product saves (``pays``). DeepFM's FM term then comes from
+the same rows in Rendle's matrix form (``fm_pairwise_of_rows``).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepfm.data.design import DistinctIds, remember_rows, take_rows
 from deepfm.data.batch import Batch
+from deepfm.data.design import DistinctIds, remember_rows, take_rows
 from deepfm.models.layers import FeaturesEmbedding, row_gradient
 
-# measured (4096-row batches, H 400, 2 threads; 2026-12-02): the distinct form's sparse adds cost about as
-# much as the dense product at k ≈ 24 when a row fills ~9 slots (one-hot, 10 fields: k 64 −24% a step,
-# k 32 −4%, k 10 +20%), and lose where rows recur less (26 fields, ~3 slots a row, k 64: +10%)
+# measured (benchmarks/first_layer_rule.py: 4096-row batches, H 400, 2 threads; 2026-12-02): the distinct form's
+# adds cost about as much as the dense product at k ≈ 24 when a row fills ~9 slots (10 fields: k 64 −10 to −24%
+# a forward + backward, k 32 −4%, k 10 +18-20%), and are a toss-up where rows recur less (26 fields, ~3 slots a
+# row, k 64: +10% and −9% in two passes)
 MIN_WIDTH = 32
 MIN_SLOTS_PER_ROW = 4
 
