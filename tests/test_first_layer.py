@@ -164,3 +164,11 @@ def test_it_pays_for_wide_rows_that_recur_not_for_a_long_tail_or_narrow_rows():
     assert not first_layer.pays(4096, 10, 4_800, 10)  # k 10
     assert not first_layer.pays(4096, 26, 34_000, 64)  # ~3 slots a row
     assert not first_layer.pays(4096, 39, 88_000, 10)  # Criteo-like long tail
+
+
+def test_a_narrow_table_is_refused_before_the_batch_looks_for_its_distinct_ids():
+    model = DeepFM(FIELDS * PER_FIELD, FIELDS, embed_dim=first_layer.MIN_WIDTH - 1, mlp=(16,)).eval()
+    batch = make_batch(False)
+    with torch.inference_mode():
+        model(batch)
+    assert batch._distinct is None  # predicting at k 10 sorts no ids

@@ -17,6 +17,7 @@ from __future__ import annotations
 import warnings
 import weakref
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -144,6 +145,16 @@ class DistinctIds:
         slot_rows[:-1], slot_rows[-1] = first, len(keys)
         pays = len(keys) >= SLOTS_PER_ROW_FOR_PRODUCTS * len(unique)
         return DistinctIds(unique, inverse.view_as(ids), slot_rows, order.int(), pays)
+
+    @cached_property
+    def slot_batch_rows(self) -> torch.Tensor:
+        """The batch row of each slot in ``slot_columns``' order (int64; needs the slot grouping)."""
+        return self.slot_columns.long() // self.inverse.shape[1]
+
+    @cached_property
+    def slot_row_starts(self) -> torch.Tensor:
+        """Where each distinct id's slots start in ``slot_columns`` (int64; needs the slot grouping)."""
+        return self.slot_rows[:-1].long()
 
     def sum_by_row(self, per_slot: torch.Tensor) -> torch.Tensor:
         """(U, k) sums of the (B·F, k) ``per_slot`` rows that belong to each distinct id."""

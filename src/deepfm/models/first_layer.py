@@ -43,8 +43,7 @@ def field_blocks(distinct: DistinctIds) -> list[tuple[int, int]] | None:
         return None
     fields = distinct.inverse.shape[1]
     field_of_slot = distinct.slot_columns.long() % fields  # slots grouped by distinct row
-    first_slots = distinct.slot_rows[:-1].long()
-    field_of_row = field_of_slot[first_slots]
+    field_of_row = field_of_slot[distinct.slot_row_starts]
     counts = torch.diff(distinct.slot_rows.long())
     if not torch.equal(field_of_row.repeat_interleave(counts), field_of_slot):
         return None  # a row shared by two fields
@@ -97,10 +96,9 @@ def _sum_over_slots(distinct: DistinctIds, per_row: torch.Tensor, values: torch.
 def _sum_over_batch_rows(distinct: DistinctIds, per_batch_row: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
     """Xᵀ·per_batch_row (U, n): distinct row u sums ``per_batch_row`` over the batch rows of its slots, each times
     the slot's value (the slot grouping)."""
-    slots = distinct.slot_columns.long()
-    slot_values = values.reshape(-1)[slots] if values is not None else None
-    return F.embedding_bag(slots // distinct.inverse.shape[1], per_batch_row, distinct.slot_rows[:-1].long(),
-                           mode="sum", per_sample_weights=slot_values)
+    slot_values = values.reshape(-1)[distinct.slot_columns.long()] if values is not None else None
+    return F.embedding_bag(distinct.slot_batch_rows, per_batch_row, distinct.slot_row_starts, mode="sum",
+                           per_sample_weights=slot_values)
 
 
 class _PairwiseOfRows(torch.autograd.Function):
@@ -172,15 +170,16 @@ class FirstLayerPlan(NamedTuple):
     blocks: list[tuple[int, int]]
 
 
-def first_layer_plan(embedding: FeaturesEmbedding, first: nn.Linear, batch: Batch) -> FirstLayerPlan | None:
+def first_layer_plan(embedding: FeaturesEmbedding, first: nn.Linear | None, batch: Batch) -> FirstLayerPlan | None:
     """What ``first_layer_on_distinct_rows`` needs for this batch, or None where the distinct form does not apply
-    (training a table that does not train sparsely; not on CPU in fp32; multi-valued fields; fields sharing rows; a
+    (no hidden layer; a table narrower than ``MIN_WIDTH``, decided before the batch's distinct ids are sought, which
+    a prediction batch may not have yet; training a table that does not train sparsely; not on CPU in fp32; multi-valued fields; fields sharing rows; a
     batch whose fields do not fill ``first``'s input, which the dense layer then refuses; tracing for export) or does
     not pay. It applies to predicting too (no gradient). Under bf16 autocast the layer stays in fp32 (its products
     are small here; the next layers run in bf16)."""
     table = embedding.weight
     scoring = not torch.is_grad_enabled()  # predicting: no gradient to keep sparse
-    if (not (scoring or embedding.trains_sparsely()) or table.device.type != "cpu" or table.dtype != torch.float32
+    if (first is None or table.shape[1] < MIN_WIDTH or not (scoring or embedding.trains_sparsely()) or table.device.type != "cpu" or table.dtype != torch.float32
             or batch.bags or (batch.values is not None and batch.values.requires_grad) or torch.jit.is_tracing()
             or getattr(torch.compiler, "is_compiling", lambda: False)()):
         return None

@@ -29,7 +29,7 @@ class _DeepPart(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:  # (B,), or (B, C) for C outputs
         first = self.mlp.first_linear
-        plan = first_layer_plan(self.embedding, first, batch) if first is not None else None
+        plan = first_layer_plan(self.embedding, first, batch)
         if plan is not None:  # the first Linear on the batch's distinct rows (same sums, fewer products)
             _, hidden = first_layer_on_distinct_rows(self.embedding, first, batch, plan)
             return squeeze_output(self.mlp(hidden, after_first_linear=True), self.mlp.output_dim)
