@@ -136,6 +136,20 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
         sampler("regression", burn_in=5).fit(ratings(), out=tmp_path / "m", resume=True, progress=False)
 
 
+@pytest.mark.parametrize("solver", ["mcmc", "als"])
+def test_the_sweeping_solvers_keep_every_training_row_unless_a_valid_fraction_is_set(solver):
+    """MCMC and ALS stop at their sweeps, not by validation: without validation data they train on every row;
+    a ``data.valid_fraction`` the user set still holds rows out, to be scored."""
+    data = {"task": "regression", "categorical": ("user", "item")}
+    every_row = Estimator(data=data, model={"name": "fm", "embed_dim": 3},
+                          training={"solver": solver, "sweeps": 3}).fit(ratings(), progress=False)
+    assert (every_row.metrics["rows"], every_row.metrics["valid_rows"]) == (500, 0)
+    held = Estimator(data={**data, "valid_fraction": 0.2}, model={"name": "fm", "embed_dim": 3},
+                     training={"solver": solver, "sweeps": 3}).fit(ratings(), progress=False)
+    assert (held.metrics["rows"], held.metrics["valid_rows"]) == (400, 100)
+    assert set(held.metrics["best_valid"]) >= {"rmse"}
+
+
 def test_als_stores_one_fm_that_predicts_what_alsfm_predicts(tmp_path):
     estimator = Estimator(data={"task": "regression", "categorical": ("user", "item")}, model={"name": "fm", "embed_dim": 3},
                           training={"solver": "als", "sweeps": 5, "als_l2": 2.0})

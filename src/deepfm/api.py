@@ -68,6 +68,15 @@ def refit_asked(config: RunConfig, held_out: bool) -> bool:
     return rule == "on" or rule == "held-out" and held_out
 
 
+def holds_out(config: RunConfig, valid: Any) -> bool:
+    """Whether training rows are held out for validation: no ``valid`` data and ``data.valid_fraction`` > 0, for
+    gradient training (its early stopping reads them); the sweeping solvers (mcmc, als) stop at ``sweeps`` and only
+    score the rows, so they hold out only where the fraction was set explicitly."""
+    data = config.data
+    return (valid is None and data.valid_fraction > 0
+            and (config.training.solver == "gradient" or "valid_fraction" in data.model_fields_set))
+
+
 def replays_pretraining(config: RunConfig) -> bool:
     """Whether ``config``'s model pre-trains (FNN's FM pre-training), which a refit does not replay."""
     return config.model.name == "fnn" and bool(config.model.pretrain)
@@ -175,7 +184,7 @@ class Estimator:
         saved = None
         if resume and saved_features and saved_features.exists() and ctx.is_main:
             saved = FeatureEncoder.from_dict(json.loads(saved_features.read_text()))
-        hold_out = valid is None and cfg.data.valid_fraction > 0
+        hold_out = holds_out(cfg, valid)
         train_data, valid_data, holdout = (self._training_data(train, saved, progress, hold_out) if ctx.world == 1
                                            else self._training_shard(train, saved, ctx, hold_out))
         for note in self.encoder.fit_notes if log and ctx.is_main else ():
@@ -279,7 +288,7 @@ class Estimator:
         """Fit the encoders on ``train`` and encode it as ``fit`` does in one process: (training rows,
         validation rows, how they were held out or None). The validation rows are ``valid``'s, or
         without it those held out of ``train`` (``data.valid_fraction``), or None."""
-        hold_out = valid is None and self.config.data.valid_fraction > 0
+        hold_out = holds_out(self.config, valid)
         train_data, held, holdout = self._training_data(train, None, progress, hold_out)
         return train_data, self.encode(valid, with_labels=True) if valid is not None else held, holdout
 

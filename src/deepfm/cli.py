@@ -143,7 +143,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid", help="validation file (early stopping keeps the best epoch)")
     p.add_argument("--valid-fraction", type=float,
                    help="without --valid: the share of training rows held out (seeded; trained on only by --refit) for "
-                        "early stopping; 0: none")
+                        "early stopping (default 0.1; mcmc/als, which stop at --sweeps, hold none out unless it is given); 0: none")
     p.add_argument("--out", help="model directory to write (refused if it holds other files, unless --overwrite or --resume)")
     p.add_argument("--model", help=" | ".join(MODEL_NAMES) + "; fnn first pre-trains an FM for its embeddings "
                    "(--no-pretrain: random start)")
@@ -348,7 +348,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     elif not args.quiet:
         chosen = f"best epoch {m['best_epoch']}: {metric_pairs(m['best_valid'])}" if m["best_valid"] else \
-            f"last epoch {m['epochs']}, no validation (--valid-fraction 0)"
+            f"last epoch {m['epochs']}, no validation" + (" (--valid-fraction 0)" if config.training.solver == "gradient" else "")
         if "portfolio_choice" in m:
             chosen += f"; recipe {m['portfolio_choice']}, the best of {len(m['portfolio'])} on validation"
         if "refit" in m:
