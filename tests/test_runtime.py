@@ -98,3 +98,28 @@ def test_flush_denormal_enabled_reports_the_mode_torch_set():
         assert not flush_denormal_enabled()
     finally:
         torch.set_flush_denormal(False)
+
+
+@pytest.mark.parametrize("flags, native", [("fpu avx2 avx512f avx512_bf16", True), ("fpu avx2 amx_bf16 amx_tile", True),
+                                            ("fpu avx2 avx512f", False)])
+def test_bf16_math_is_native_only_with_avx512_bf16_or_amx(tmp_path, flags, native):
+    from deepfm.runtime import cpu_has_bf16_math
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert cpu_has_bf16_math(str(cpuinfo)) is native
+    assert cpu_has_bf16_math(str(tmp_path / "absent")) is None
+
+
+@pytest.mark.parametrize("native, said", [(False, True), (True, False), (None, False)])
+def test_training_in_bf16_says_so_where_the_cpu_would_emulate_it(monkeypatch, restore_runtime, native, said):
+    import deepfm.api
+    from deepfm import Estimator
+    from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+
+    monkeypatch.setattr(deepfm.api, "cpu_has_bf16_math", lambda: native)
+    table, _ = make_ctr_table(SyntheticSpec(rows=200, categorical=3, numeric=1, vocabulary=20, seed=1))
+    logged: list[str] = []
+    Estimator(model={"mlp": (8,)}, training={"epochs": 1, "batch_size": 64, "precision": "bf16"}).fit(
+        table, progress=False, log=logged.append)
+    assert any("emulates bfloat16" in line for line in logged) is said

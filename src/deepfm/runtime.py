@@ -54,6 +54,20 @@ def configure(threads: int = 0) -> None:
         pa.set_memory_pool(pa.system_memory_pool())  # pyarrow was loaded before deepfm; a pool you chose is kept
 
 
+def cpu_has_bf16_math(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX flags in ``cpuinfo``); None where that
+    cannot be read (not Linux). Without them torch emulates bf16 products, slower than fp32."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        return None
+    return None
+
+
 def flush_denormal_enabled() -> bool:
     """Whether this thread flushes denormals to zero (torch can set the mode but not report it)."""
     import torch
