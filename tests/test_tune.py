@@ -300,6 +300,22 @@ def test_best_toml_is_a_config_file(tmp_path):
     assert build_config(load_config_file(path)) == config
 
 
+def test_best_toml_names_the_data_files_by_absolute_path_so_it_reproduces_from_any_directory(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from deepfm.config import load_config_file
+    from deepfm.experiments.tune import best_toml
+
+    monkeypatch.chdir(tmp_path)
+    best = build_config({"data": {"train": "train.csv", "valid": "sub/valid.csv"}, "out": "o"})
+    text = best_toml(best, SimpleNamespace(best_number=0, trials=[None], metric="auc"), {"best_value": 0.5, "refit": None})
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "best.toml").write_text(text)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    data = build_config(load_config_file("best.toml")).data
+    assert (data.train, data.valid) == (str(tmp_path / "train.csv"), str(tmp_path / "sub" / "valid.csv"))
+
+
 def test_without_optuna_tune_names_the_extra_to_install(tmp_path, ctr_csv, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
     assert main(["tune", "--train", str(ctr_csv()), "--out", str(tmp_path / "o"), "--trials", "1"]) == 2

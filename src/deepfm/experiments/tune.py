@@ -445,11 +445,14 @@ def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: 
 
 
 def best_toml(best: RunConfig, result: TuneResult, summary: dict[str, Any]) -> str:
-    """``best.toml``: the best trial's whole config (the output directory left to ``--out``)."""
+    """``best.toml``: the best trial's whole config (the output directory left to ``--out``), its data files as
+    absolute paths so that it reproduces from any working directory."""
     values = {key: value for key, value in best.to_json_dict().items() if key != "out"}
+    values["data"] = {key: str(Path(value).resolve()) if key in ("train", "valid") and value else value
+                      for key, value in values["data"].items()}
     refit = summary["refit"]
     refitted = (f"# the saved model: refitted on {refit['rows']} rows (training + validation) for {refit['epochs']} epochs\n"
                 if refit else "")
     head = (f"# deepfm tune: trial {result.best_number} of {len(result.trials)}, valid {result.metric} "
-            f"{summary['best_value']:.5f}\n{refitted}# reproduce: deepfm train --config best.toml --out DIR\n")
+            f"{summary['best_value']:.5f}\n{refitted}# reproduce: deepfm train --config THIS_FILE --out DIR (from any directory)\n")
     return head + toml_text(values)
