@@ -192,6 +192,18 @@ def test_option_naming_a_column_not_in_the_file_is_a_data_error(write_table, opt
     assert str(error) == f"{path}:1: --{option} names column 'colour', which is not in the file (columns: city, price)"
 
 
+@pytest.mark.parametrize("option", ["categorical", "numeric"])
+def test_option_naming_the_label_says_it_is_the_label(write_table, option):
+    path = write_table("train.csv", {"label": [1, 0], "city": ["a", "b"]})
+    error = error_of(fit, path, **{option: ("label",)})
+    assert str(error) == f"{path}:1: --{option} names column 'label', the label (--label): it cannot be a feature or a weight too"
+
+
+def test_ignoring_the_label_changes_nothing(write_table):
+    path = write_table("train.csv", {"label": [1, 0], "city": ["a", "b"]})
+    assert fit(path, ignore=("label",)).to_dict() == fit(path).to_dict()
+
+
 def test_multi_naming_a_column_not_in_the_file_is_a_data_error(write_table):
     path = write_table("train.csv", {"label": [1, 0], "city": ["a", "b"]})
     error = error_of(read_frame, path, multi=["tags"])

@@ -569,6 +569,11 @@ def resolve_kinds(frame: RawFrame, config: DataConfig) -> dict[str, str]:
     for option, names in (("--categorical", categorical), ("--numeric", numeric), ("--ignore", set(config.ignore)),
                           ("--weight", weight)):
         for name in sorted(names):
+            if name == config.label and name not in frame.columns:
+                if option == "--ignore":
+                    continue  # the label is never a feature: nothing to ignore
+                raise DataError(frame.path, f"{option} names column '{name}', the label (--label): it cannot be a "
+                                            "feature or a weight too", line=1)
             if name not in frame.columns:
                 known = ", ".join(frame.columns)
                 raise DataError(frame.path, f"{option} names column '{name}', which is not in the file (columns: {known})", line=1)
