@@ -66,7 +66,7 @@ def missing_label(source: str, label: str, names: Sequence[str]) -> DataError:
     elif close:
         message += f"; did you mean --label {close[0]}?"
     elif label == DEFAULT_LABEL:
-        message += "; name the label with --label when training"
+        message += "; training names it with --label, and evaluating reads the column the model was trained on"
     return DataError(source, message, line=1)
 
 
