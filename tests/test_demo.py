@@ -12,3 +12,4 @@ def test_demo_trains_saves_reloads_and_reports_auc_against_the_best_achievable(t
     assert (tmp_path / "model" / "manifest.json").is_file()
     assert 0.6 < summary["test_auc"] <= summary["oracle_auc"] + 0.02
     assert any("best achievable" in line for line in lines)
+    assert any(line.startswith(f"predicted {summary['test_rows']:,} test rows with the reloaded model") for line in lines)

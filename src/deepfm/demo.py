@@ -49,6 +49,8 @@ def run_demo(out: Path | None = None, log: Callable[[str], None] = print, progre
         predictions = reloaded.predict(data["test"])
         oracle = roc_auc_score(data["test_labels"], data["test_probability"])
         assert np.allclose(predictions, estimator.predict(data["test"]), atol=1e-6)
+        log(f"predicted {len(predictions):,} test rows with the reloaded model, as the trained one does (first five: "
+            + ", ".join(f"{p:.3f}" for p in predictions[:5]) + ")")
         summary = {
             "test_rows": test["rows"],
             "test_auc": round(test["auc"], 4),
