@@ -48,7 +48,7 @@ class DataConfig(_Frozen):
                                   "held out (seeded) for early stopping; 0: none, train on every row")
     format: Format = "auto"
     label: str = "label"
-    positive: str | None = Field(None, description="binary: the label value that means 1 (e.g. >50K); others are 0")
+    positive: str | None = Field(None, description="binary: the label value that means 1 (e.g. >50K); the one other value means 0")
     task: Task = "auto"
     weight: str | None = Field(None, description="a column of sample weights (not a feature): each row's weight in the "
                                                  "loss and in the validation/evaluation metrics")
