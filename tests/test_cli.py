@@ -606,3 +606,13 @@ def test_training_on_a_third_label_value_with_positive_exits_2_at_its_row(write_
     assert capsys.readouterr().err.startswith(f"{path}:20:2: label 'maybe' is neither the positive value '>50K' "
                                               "nor the negative value '<=50K'")
 
+
+def test_evaluate_says_auc_is_undefined_when_the_labels_hold_one_class(ctr_model, tmp_path, capsys):
+    import pyarrow.compute as pc
+
+    path = tmp_path / "negatives.csv"
+    table = pacsv.read_csv(ctr_model["test"])
+    pacsv.write_csv(table.filter(pc.equal(table["label"], 0)), path)
+    assert main(["evaluate", str(ctr_model["model"]), str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "  auc undefined (one class)  logloss " in out and "nan" not in out

@@ -228,6 +228,16 @@ def test_a_model_saved_without_a_negative_value_reads_every_other_value_as_zero_
     assert restored.transform(read_frame(test)).labels.tolist() == [1, 0, 0, 0]
 
 
+def test_an_undefined_auc_reads_as_undefined_in_logs_not_nan():
+    from deepfm.tasks import metric_text
+    from deepfm.training.trainer import _describe
+
+    assert metric_text("auc", math.nan) == "auc undefined (one class)"
+    assert metric_text("logloss", 0.25) == "logloss 0.25000" and metric_text("auc", 0.9, ".6g") == "auc 0.9"
+    record = {"epoch": 1, "train_loss": 0.5, "valid": {"auc": math.nan, "logloss": 0.2}}
+    assert _describe(record) == "epoch 1: train loss 0.50000  valid auc undefined (one class)  valid logloss 0.20000"
+
+
 # -- text labels (issue 11.5) -----------------------------------------------------------------------
 
 

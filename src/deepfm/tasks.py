@@ -382,6 +382,14 @@ def as_task(task: Task | str) -> Task:
     return task if isinstance(task, Task) else task_from_dict({"task": task})
 
 
+def metric_text(name: str, value: float, spec: str = ".5f") -> str:
+    """``auc 0.94891`` as logs and reports print a metric; an AUC that is NaN reads ``auc undefined (one
+    class)``: the rows scored hold a single class, so no ranking of positives over negatives exists."""
+    if name == "auc" and math.isnan(value):
+        return f"{name} undefined (one class)"
+    return f"{name} {value:{spec}}"
+
+
 # -- reading labels ---------------------------------------------------------------------------------
 
 
