@@ -577,3 +577,42 @@ def test_weight_names_the_weight_column_in_the_run_config(write_table, tmp_path)
                                      "w": [1.0 + i % 3 for i in range(rows)]})
     assert train(path, tmp_path / "model", "--weight", "w") == 0
     assert saved_run(tmp_path / "model")["data"]["weight"] == "w"  # its effect on loss and metrics: H-core
+
+
+# -- --positive: text labels hold the positive value and one negative value --------------------------
+
+
+def write_income(write_table, name: str, labels: list[str]) -> Path:
+    return write_table(name, {"job": [f"j{i % 7}" for i in range(len(labels))], "income": labels})
+
+
+def test_evaluating_labels_other_than_the_two_of_training_exits_2_naming_both(write_table, tmp_path, capsys):
+    train_path = write_income(write_table, "train.csv", [">50K", "<=50K", "<=50K", "<=50K"] * 25)
+    assert train(train_path, tmp_path / "model", "--label", "income", "--positive", ">50K") == 0
+    test = write_income(write_table, "test.csv", [">50K.", "<=50K.", "<=50K.", "<=50K."] * 5)  # UCI's adult.test
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "model"), str(test), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"{test}:2:2: label '>50K.' is neither the positive value '>50K' nor the negative value "
+                            "'<=50K' of the training labels\n")
+
+
+def test_training_on_a_third_label_value_with_positive_exits_2_at_its_row(write_table, tmp_path, capsys):
+    labels = [">50K", "<=50K", "<=50K", "<=50K"] * 25
+    labels[18] = "maybe"
+    path = write_income(write_table, "train.csv", labels)
+    assert train(path, tmp_path / "model", "--label", "income", "--positive", ">50K") == 2
+    assert capsys.readouterr().err.startswith(f"{path}:20:2: label 'maybe' is neither the positive value '>50K' "
+                                              "nor the negative value '<=50K'")
+
+
+def test_evaluate_says_auc_is_undefined_when_the_labels_hold_one_class(ctr_model, tmp_path, capsys):
+    import pyarrow.compute as pc
+
+    path = tmp_path / "negatives.csv"
+    table = pacsv.read_csv(ctr_model["test"])
+    pacsv.write_csv(table.filter(pc.equal(table["label"], 0)), path)
+    assert main(["evaluate", str(ctr_model["model"]), str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "  auc undefined (one class)  logloss " in out and "nan" not in out

@@ -156,6 +156,88 @@ def test_the_positive_value_makes_labels_one_and_others_zero(write_table):
     assert encoder.transform(read_frame(path)).labels.tolist() == [1.0, 0.0, 1.0]
 
 
+# -- --positive: the positive value and one negative value ------------------------------------------
+
+
+def income_labels(rows: int, strays: dict[int, str]) -> dict[str, list[str]]:
+    labels = [">50K" if i % 4 == 0 else "<=50K" for i in range(rows)]
+    for row, value in strays.items():
+        labels[row] = value
+    return {"age": [str(20 + i % 50) for i in range(rows)], "label": labels}
+
+
+def write_labels(write_table, tmp_path, name: str, columns: dict[str, list[str]]):
+    """The columns as CSV, TSV or Parquet (by ``name``'s suffix); the label column is the 2nd."""
+    if name.endswith(".parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table(columns), tmp_path / name)
+        return tmp_path / name
+    return write_table(name, columns, delimiter="\t" if name.endswith(".tsv") else ",")
+
+
+@pytest.mark.parametrize("name, line", [("train.csv", 20), ("train.tsv", 20), ("train.parquet", 19)])  # 19: no header
+def test_a_third_label_value_with_positive_is_an_error_at_its_row(write_table, tmp_path, name, line):
+    path = write_labels(write_table, tmp_path, name, income_labels(100, {18: "maybe"}))
+    error = error_of(fit, path, positive=">50K")
+    assert (error.path, error.line, error.column) == (str(path), line, 2)
+    assert error.message.startswith("label 'maybe' is neither the positive value '>50K' nor the negative value "
+                                    "'<=50K' (1 of 100 labels are neither")
+
+
+def test_a_third_label_value_is_found_in_a_later_chunk_of_a_streamed_file(write_table):
+    from deepfm.data.stream import ChunkedFile, fit_streaming
+
+    path = write_table("train.csv", income_labels(1000, {990: ">50K."}))
+    file = ChunkedFile(path, chunk_bytes=1024)
+    assert len(file.chunks()) > 3
+    error = error_of(fit_streaming, file, DataConfig(positive=">50K"))
+    assert (error.line, error.column) == (992, 2) and "label '>50K.' is neither" in error.message
+
+
+def test_the_negative_value_is_the_more_frequent_other_value_even_after_a_stray_first_row(write_table):
+    path = write_table("train.csv", income_labels(100, {1: "<=50K."}))
+    error = error_of(fit, path, positive=">50K")
+    assert error.line == 3 and "label '<=50K.' is neither" in error.message and "negative value '<=50K'" in error.message
+
+
+def test_the_negative_value_is_saved_and_evaluation_labels_outside_the_two_are_located_errors(write_table):
+    from deepfm.data.encoders import FeatureEncoder
+
+    encoder = fit(write_table("train.csv", income_labels(100, {})), positive=">50K")
+    assert encoder.to_dict()["negative"] == "<=50K"
+    restored = FeatureEncoder.from_dict(encoder.to_dict())
+    test = write_table("test.csv", income_labels(10, {3: ">50K."}))
+    error = error_of(restored.transform, read_frame(test))
+    assert (error.path, error.line, error.column) == (str(test), 5, 2)
+    assert error.message == ("label '>50K.' is neither the positive value '>50K' nor the negative value '<=50K' of "
+                             "the training labels")
+    clean = write_table("clean.csv", income_labels(8, {}))
+    assert restored.transform(read_frame(clean)).labels.tolist() == [1, 0, 0, 0, 1, 0, 0, 0]
+
+
+def test_a_model_saved_without_a_negative_value_reads_every_other_value_as_zero_as_before(write_table):
+    from deepfm.data.encoders import FeatureEncoder
+
+    saved = fit(write_table("train.csv", income_labels(100, {})), positive=">50K").to_dict()
+    saved.pop("negative", None)  # features.json of an older version
+    restored = FeatureEncoder.from_dict(saved)
+    assert restored.task.negative is None
+    test = write_table("test.csv", income_labels(4, {1: ">50K."}))
+    assert restored.transform(read_frame(test)).labels.tolist() == [1, 0, 0, 0]
+
+
+def test_an_undefined_auc_reads_as_undefined_in_logs_not_nan():
+    from deepfm.tasks import metric_text
+    from deepfm.training.trainer import _describe
+
+    assert metric_text("auc", math.nan) == "auc undefined (one class)"
+    assert metric_text("logloss", 0.25) == "logloss 0.25000" and metric_text("auc", 0.9, ".6g") == "auc 0.9"
+    record = {"epoch": 1, "train_loss": 0.5, "valid": {"auc": math.nan, "logloss": 0.2}}
+    assert _describe(record) == "epoch 1: train loss 0.50000  valid auc undefined (one class)  valid logloss 0.20000"
+
+
 # -- text labels (issue 11.5) -----------------------------------------------------------------------
 
 

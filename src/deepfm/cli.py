@@ -306,7 +306,9 @@ def refuse_occupied_out(out: str | Path, overwrite: bool) -> None:
 
 def metric_pairs(metrics: dict[str, float], prefix: str = "valid ") -> str:
     """``valid auc 0.94891  valid logloss 0.32012``: metrics as the epoch log prints them."""
-    return "  ".join(f"{prefix}{name} {value:.5f}" for name, value in metrics.items())
+    from deepfm.tasks import metric_text
+
+    return "  ".join(f"{prefix}{metric_text(name, value)}" for name, value in metrics.items())
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -397,11 +399,13 @@ def _load(directory: str, fmt: str | None):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from deepfm.tasks import metric_text
+
     result = _load(args.dir, args.format).evaluate(args.path)
     if args.json:
         print(json.dumps(result))
     else:
-        print("  ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()))
+        print("  ".join(metric_text(k, v, ".6g") if isinstance(v, float) else f"{k} {v}" for k, v in result.items()))
     return 0
 
 

@@ -49,7 +49,7 @@ class DataConfig(_Frozen):
                                   "rows out (to score them) only where this is set")
     format: Format = "auto"
     label: str = "label"
-    positive: str | None = Field(None, description="binary: the label value that means 1 (e.g. >50K); others are 0")
+    positive: str | None = Field(None, description="binary: the label value that means 1 (e.g. >50K); the one other value means 0")
     task: Task = "auto"
     weight: str | None = Field(None, description="a column of sample weights (not a feature): each row's weight in the "
                                                  "loss and in the validation/evaluation metrics")

@@ -2,7 +2,8 @@
 
 A ``Task`` is the one object that models, trainer, metrics and the model directory share:
 
-- ``encode_labels``: a raw label column -> numbers the loss reads (``--positive``, libFM's -1/+1);
+- ``encode_labels``: a raw label column -> numbers the loss reads (``--positive`` and the one other
+  value of the training file, libFM's -1/+1);
 - ``loss``: the training objective on logits, optionally weighted per row;
 - ``link``: logits -> predictions (probabilities, ratings);
 - ``metrics``: validation/evaluation scores, optionally weighted; ``selection`` picks the best epoch;
@@ -42,9 +43,12 @@ class Task:
     output_dim: ClassVar[int] = 1
 
     def __init__(self, label_mean: float | None = None, positive: str | None = None,
-                 label_map: dict[str, float] | None = None):
+                 label_map: dict[str, float] | None = None, negative: str | None = None):
         self.label_mean = label_mean  # mean training label (after label_map)
         self.positive = positive  # the raw label value that means 1, for text labels such as ">50K"
+        # the one other raw value of the training labels, which means 0 (None: no --positive, or a model
+        # directory of an older version, which reads every value other than ``positive`` as 0)
+        self.negative = negative
         self.label_map = dict(label_map or {})  # raw number (as text) -> label, e.g. libFM's {"-1": 0}
 
     # A task equals its name, so code that compares ``encoder.task == "binary"`` keeps working.
@@ -60,13 +64,14 @@ class Task:
         return self.name
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(label_mean={self.label_mean!r}, positive={self.positive!r})"
+        return (f"{type(self).__name__}(label_mean={self.label_mean!r}, positive={self.positive!r}, "
+                f"negative={self.negative!r})")
 
     # -- labels ---------------------------------------------------------------------------------
 
     def encode_labels(self, frame: RawFrame) -> np.ndarray:
         """The frame's labels as float32 numbers for the loss; a missing or invalid one is a ``DataError``."""
-        y = read_labels(frame, self.positive)
+        y = read_labels(frame, self.positive, self.negative)
         if np.isnan(y).any():
             raise frame.error(int(np.flatnonzero(np.isnan(y))[0]), None, "the label is missing")
         for raw, mapped in self.label_map.items():
@@ -130,7 +135,8 @@ class Task:
 
     def to_dict(self) -> dict[str, Any]:
         """The task's keys of ``features.json``."""
-        return {"task": self.name, "label_map": self.label_map, "label_mean": self.label_mean, "positive": self.positive}
+        return {"task": self.name, "label_map": self.label_map, "label_mean": self.label_mean, "positive": self.positive,
+                "negative": self.negative}
 
 
 class BinaryTask(Task):
@@ -295,7 +301,7 @@ class MulticlassTask(Task):
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.name, "classes": self.classes, "class_rates": self.class_rates,
-                "label_map": {}, "label_mean": None, "positive": None}
+                "label_map": {}, "label_mean": None, "positive": None, "negative": None}
 
 
 class OrdinalTask(MulticlassTask):
@@ -368,7 +374,7 @@ def task_from_dict(data: dict[str, Any]) -> Task:
     if name in ("multiclass", "ordinal"):
         return TASKS[name](classes=data.get("classes") or [], class_rates=data.get("class_rates"))
     return TASKS[name](label_mean=data.get("label_mean"), positive=data.get("positive"),
-                       label_map=data.get("label_map") or {})
+                       label_map=data.get("label_map") or {}, negative=data.get("negative"))
 
 
 def as_task(task: Task | str) -> Task:
@@ -376,12 +382,21 @@ def as_task(task: Task | str) -> Task:
     return task if isinstance(task, Task) else task_from_dict({"task": task})
 
 
+def metric_text(name: str, value: float, spec: str = ".5f") -> str:
+    """``auc 0.94891`` as logs and reports print a metric; an AUC that is NaN reads ``auc undefined (one
+    class)``: the rows scored hold a single class, so no ranking of positives over negatives exists."""
+    if name == "auc" and math.isnan(value):
+        return f"{name} undefined (one class)"
+    return f"{name} {value:{spec}}"
+
+
 # -- reading labels ---------------------------------------------------------------------------------
 
 
-def read_labels(frame: RawFrame, positive: str | None) -> np.ndarray:
+def read_labels(frame: RawFrame, positive: str | None, negative: str | None = None) -> np.ndarray:
     """Labels as float64: numbers as written, or 1/0 for "equals ``positive``" (missing stays NaN).
-    Text labels without ``positive`` are a ``DataError`` suggesting ``--positive VALUE``."""
+    Text labels without ``positive`` are a ``DataError`` suggesting ``--positive VALUE``; with
+    ``negative`` too (the other value of the training labels), any third value is a located one."""
     if positive is None:
         _refuse_text_labels(frame)
         y = to_float(frame, frame.labels, None)
@@ -390,6 +405,12 @@ def read_labels(frame: RawFrame, positive: str | None) -> np.ndarray:
             raise frame.error(int(infinite[0]), None, f"the label must be a finite number, got {y[infinite[0]]:g}")
         return y
     text = label_text(frame)
+    if negative is not None:
+        third = pc.and_(pc.not_equal(text, positive), pc.not_equal(text, negative))
+        rows = np.flatnonzero(pc.fill_null(third, False).to_numpy(zero_copy_only=False))
+        if len(rows):
+            raise frame.error(int(rows[0]), None, f"label {text[int(rows[0])].as_py()!r} is neither the positive value "
+                                                  f"{positive!r} nor the negative value {negative!r} of the training labels")
     y = pc.equal(text, positive).to_numpy(zero_copy_only=False).astype(np.float64)
     y[pc.is_null(text).to_numpy(zero_copy_only=False)] = np.nan
     return y
@@ -447,7 +468,9 @@ class TaskFitter:
 
     ``auto`` chooses binary only when every label is 0 or 1; regression when the labels look like
     ratings or real values; labels that are 0/1 but for a few (≤ 1 %) stop with a ``DataError`` at
-    the first odd one. A binary task needs both classes.
+    the first odd one. A binary task needs both classes. With ``--positive`` the labels hold that
+    value and one other, the negative one (the more frequent other value where there are more; each
+    further value is an error at its first row).
     """
 
     def __init__(self, task: str, positive: str | None, allows_plus_minus_one: bool, path: str):
@@ -456,6 +479,8 @@ class TaskFitter:
         self.examples: list[float] = []  # a few distinct labels, for messages
         self.first_odd: DataError | None = None  # the first label that is neither 0/1 nor (libFM) -1
         self.raw_seen: dict[str, None] = {}  # distinct raw values (``--positive``), in order, a few
+        self.others: dict[str, int] = {}  # ``--positive``: the other raw values (the first few) and their counts
+        self.first_rows: dict[str, DataError] = {}  # where each of ``others`` first occurs
         self.class_counts: dict[str, int] = {}  # multiclass: every label value and its count
 
     def update(self, frame: RawFrame) -> None:
@@ -483,6 +508,20 @@ class TaskFitter:
         if self.positive is not None and len(self.raw_seen) <= LABELS_LISTED:
             for value in distinct_values(label_text(frame)):
                 self.raw_seen.setdefault(value, None)
+        if self.positive is not None:
+            self._count_others(frame)
+
+    def _count_others(self, frame: RawFrame) -> None:
+        """Count the raw values other than ``--positive`` (the first few) and locate each one's first row."""
+        text = label_text(frame)
+        counts = pc.value_counts(text.filter(pc.fill_null(pc.not_equal(text, self.positive), False))).flatten()
+        for value, count in zip(counts[0].to_pylist(), counts[1].to_pylist()):  # in order of first occurrence
+            if value not in self.others:
+                if len(self.others) > LABELS_LISTED:
+                    continue  # already an error; its message needs only the first values
+                self.first_rows[value] = frame.error(pc.index(text, value).as_py(), None, "")
+                self.others[value] = 0
+            self.others[value] += count
 
     def _count_classes(self, frame: RawFrame) -> None:
         text = label_text(frame)
@@ -532,10 +571,24 @@ class TaskFitter:
         task = self.task
         if task == "auto":
             task = self._detect(bool(label_map))
-        result = TASKS[task](label_mean=mean, positive=self.positive, label_map=label_map)
         if task == "binary" and self.count:
             self._require_both_classes()
-        return result
+        return TASKS[task](label_mean=mean, positive=self.positive, label_map=label_map, negative=self._negative())
+
+    def _negative(self) -> str | None:
+        """``--positive``: the one other label value, which means 0; a third value is a located ``DataError``."""
+        if self.positive is None or not self.others:
+            return None
+        negative = max(self.others, key=lambda value: self.others[value])  # ties: the first seen
+        strays = [value for value in self.others if value != negative]
+        if strays:
+            first = self.first_rows[strays[0]]  # the earliest row of a stray (``others`` is in order of first rows)
+            neither = self.count - self.ones - self.others[negative]
+            raise DataError(first.path, f"label {strays[0]!r} is neither the positive value {self.positive!r} nor the "
+                            f"negative value {negative!r} ({neither:,} of {self.count:,} labels are neither; labels "
+                            f"seen: {_listed(self.raw_seen)}): fix the odd labels, or use --task multiclass",
+                            line=first.line, column=first.column)
+        return negative
 
     def _only(self, allowed: set[float]) -> bool:
         return set(self.examples) <= allowed

@@ -31,7 +31,7 @@ from deepfm.models.fm import FactorizationMachine
 from deepfm.models.posterior import PosteriorFM, set_fm_parameters
 from deepfm.solvers.als import ALSFM
 from deepfm.solvers.gibbs import GibbsFM
-from deepfm.tasks import Task
+from deepfm.tasks import Task, metric_text
 from deepfm.training.checkpoint import complete_checkpoint, publish, staging_dir
 from deepfm.training.trainer import TrainResult, predict_logits
 
@@ -100,7 +100,7 @@ class SweepSolver:
             logits = predict_logits(model, valid, training.device)
             result.best_metrics = task.metrics(valid.labels, logits, valid.weights)
             self.log("  ".join([f"{self.name}, {len(history)} sweeps:"]
-                               + [f"valid {k} {v:.5f}" for k, v in result.best_metrics.items()]))
+                               + [f"valid {metric_text(k, v)}" for k, v in result.best_metrics.items()]))
         return result
 
     def report_every(self) -> int:

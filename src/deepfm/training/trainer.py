@@ -28,7 +28,7 @@ from deepfm.data.batch import Batch, BatchSource, EncodedData, InMemorySource, p
 from deepfm.errors import ConfigError, DataError, TrainingDiverged
 from deepfm.runtime import available_cores
 from deepfm.training.checkpoint import CheckpointWarning, complete_checkpoint, load_checkpoint, save_checkpoint
-from deepfm.tasks import Task, as_task
+from deepfm.tasks import Task, as_task, metric_text
 from deepfm.training.optim import ModelOptimizer, batch_occurrences
 
 PROGRESS_EVERY = 16  # steps between updates of the running loss in the progress bar
@@ -309,5 +309,5 @@ class Trainer:
 def _describe(record: dict[str, Any]) -> str:
     text = f"epoch {record['epoch']}: train loss {record['train_loss']:.5f}"
     for name, value in record.get("valid", {}).items():
-        text += f"  valid {name} {value:.5f}"
+        text += f"  valid {metric_text(name, value)}"
     return text
