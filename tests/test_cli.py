@@ -136,6 +136,44 @@ def test_training_into_a_directory_that_holds_files_exits_2_unless_overwrite(ctr
     assert train(ctr_csv(), tmp_path / "model", "--resume") == 0  # a finished run without a checkpoint starts over
 
 
+def keep_checkpoint_of_one_epoch(train_path: Path, valid_path: Path, out: Path, *extra: str) -> None:
+    """A run whose checkpoint is kept, as an interrupted run's would be."""
+    assert train(train_path, out, "--keep-checkpoint", "--valid", str(valid_path), *extra) == 0
+    assert (out / "checkpoint" / "state.json").exists()
+
+
+@pytest.mark.parametrize("stream", [[], ["--stream"]])
+def test_resume_on_other_data_is_refused_naming_the_file_that_differs(ctr_csv, tmp_path, capsys, stream):
+    out, train_path, valid = tmp_path / "m", ctr_csv(), ctr_csv("valid.csv", part=1)
+    keep_checkpoint_of_one_epoch(train_path, valid, out, *stream)
+    other = ctr_csv("other.csv", rows=200, part=2)
+    for data, differs in (
+            (lambda: (other, valid), f"(train {train_path.resolve()} → {other.resolve()})"),  # another file
+            (lambda: (train_path, ctr_csv("valid2.csv", part=2)), f"(valid {valid.resolve()} → "),  # another valid file
+            (lambda: (ctr_csv(rows=250), valid), f"(train {train_path.resolve()} changed since (size 1")):  # rewritten
+        data = data()
+        code = main(["train", "--train", str(data[0]), "--valid", str(data[1]), "--out", str(out), *TINY, "--quiet",
+                     "--resume", *stream])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(f"{out / 'checkpoint'}: the checkpoint was written with other data (") and differs in err, err
+
+
+def test_resume_with_another_seed_or_model_setting_is_refused_in_one_readable_line(ctr_csv, tmp_path, capsys):
+    out, train_path, valid = tmp_path / "m", ctr_csv(), str(ctr_csv("valid.csv", part=1))
+    keep_checkpoint_of_one_epoch(train_path, valid, out)
+    assert train(train_path, out, "--valid", valid, "--resume", "--seed", "7", "--embed-dim", "8") == 2
+    assert capsys.readouterr().err == (f"{out / 'checkpoint'}: the checkpoint was written with other model settings and "
+                                       "training settings (embed_dim 4 → 8; seed 2026 → 7); resume with the same data "
+                                       "and settings, or train into a new --out\n")
+    (out / "checkpoint-run.json").unlink()  # a checkpoint of an older version: the trainer's check still holds
+    assert train(train_path, out, "--valid", valid, "--resume", "--embed-dim", "8") == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "state_dict" not in err and "size mismatch" not in err, err
+    assert "the checkpoint was written with other model or optimiser settings (" in err and " → " in err
+    assert train(train_path, out, "--valid", valid, "--resume") == 0  # the same command resumes
+
+
 def test_the_end_of_training_line_prints_metric_value_pairs_as_the_epoch_log_does(ctr_csv, tmp_path, capsys):
     assert main(["train", "--train", str(ctr_csv()), "--valid", str(ctr_csv("valid.csv", part=1)),
                  "--out", str(tmp_path / "m"), *TINY]) == 0

@@ -195,6 +195,16 @@ def test_resuming_a_run_of_one_recipe_continues_it_without_a_portfolio(clicks, l
     np.testing.assert_allclose(resumed.predict(clicks[1]), first.predict(clicks[1]), rtol=1e-6)
 
 
+def test_a_portfolio_run_resumed_with_other_data_or_seed_is_refused(clicks, listed, tmp_path):
+    listed(("defaults", {}), ("larger step", {"lr": 0.3}))
+    fit(*clicks, out=tmp_path / "run")  # every recipe's checkpoint is kept (the API does not remove them)
+    with pytest.raises(ConfigError, match=r"other training settings \(seed 2026 → 3\)"):
+        fit(*clicks, out=tmp_path / "run", resume=True, seed=3)
+    with pytest.raises(ConfigError, match=r"other data \(train data in memory \(600 rows.* → data in memory \(300 rows"):
+        fit(clicks[0].slice(0, 300), clicks[1], out=tmp_path / "run", resume=True)
+    fit(*clicks, out=tmp_path / "run", resume=True)  # the same data and settings resume
+
+
 def test_a_portfolio_checkpoint_is_not_resumed_without_its_portfolio(clicks, listed, tmp_path):
     listed(("defaults", {}), ("larger step", {"lr": 0.3}))
     fit(*clicks, out=tmp_path / "run")
