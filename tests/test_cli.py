@@ -133,7 +133,19 @@ def test_training_into_a_directory_that_holds_files_exits_2_unless_overwrite(ctr
     assert "--resume continues its checkpoint" in capsys.readouterr().err
     assert train(ctr_csv(), tmp_path / "model", "--overwrite") == 0
     assert not (tmp_path / "model" / "checkpoint").exists()
-    assert train(ctr_csv(), tmp_path / "model", "--resume") == 0  # a finished run without a checkpoint starts over
+    assert train(ctr_csv(), tmp_path / "new", "--resume") == 0  # a new --out without a checkpoint starts from scratch
+
+
+def test_resume_on_a_saved_model_without_a_checkpoint_is_refused_unless_overwrite(ctr_csv, tmp_path, capsys):
+    model = tmp_path / "model"
+    assert train(ctr_csv(), model) == 0  # finished: the checkpoint is removed, the model stays
+    saved = (model / "model.safetensors").read_bytes()
+    assert train(ctr_csv(), model, "--resume", "--seed", "9") == 2
+    assert capsys.readouterr().err == (f"--resume: --out {model} holds a saved model and no checkpoint to resume; "
+                                       "--overwrite trains again from scratch and replaces it, or choose another --out\n")
+    assert (model / "model.safetensors").read_bytes() == saved  # not trained over
+    assert train(ctr_csv(), model, "--resume", "--overwrite", "--seed", "9") == 0
+    assert (model / "model.safetensors").read_bytes() != saved
 
 
 def keep_checkpoint_of_one_epoch(train_path: Path, valid_path: Path, out: Path, *extra: str) -> None:

@@ -304,6 +304,29 @@ def refuse_occupied_out(out: str | Path, overwrite: bool) -> None:
                           "or choose another --out")
 
 
+def checkpoint_saved(out: Path) -> bool:
+    """Whether a run into ``out`` has written a checkpoint to resume: a single run's (``checkpoint`` or, between
+    two swaps, ``checkpoint.old``), a portfolio recipe's or FNN's pre-training stage's (never one being written)."""
+    found = [*out.glob("checkpoint*/state.json"), *out.glob("checkpoint*/portfolio-*/state.json")]
+    return any(not any(part.endswith(".tmp") for part in path.relative_to(out).parts) for path in found)
+
+
+def refuse_resume_without_checkpoint(out: Path, overwrite: bool) -> None:
+    """``--resume`` where ``out`` holds no checkpoint starts from scratch only when ``out`` is new or holds no
+    more than an interrupted run's own files; a saved model (or anything else) is not trained over unless
+    ``overwrite``."""
+    from deepfm.artifact import CHECKPOINT
+    from deepfm.errors import ConfigError
+
+    if overwrite or not out.is_dir() or checkpoint_saved(out):
+        return
+    held = sorted(p.name for p in out.iterdir() if p.name not in CHECKPOINT and not p.name.startswith("checkpoint-fnn"))
+    if held:
+        what = "a saved model" if "manifest.json" in held else f"other files ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''})"
+        raise ConfigError(f"--resume: --out {out} holds {what} and no checkpoint to resume; --overwrite trains "
+                          "again from scratch and replaces it, or choose another --out")
+
+
 def metric_pairs(metrics: dict[str, float], prefix: str = "valid ") -> str:
     """``valid auc 0.94891  valid logloss 0.32012``: metrics as the epoch log prints them."""
     return "  ".join(f"{prefix}{name} {value:.5f}" for name, value in metrics.items())
@@ -320,6 +343,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume = args.resume or distributed.restart_count() > 0
     if not resume and not distributed.launched():  # ranks start after the launcher checked
         refuse_occupied_out(config.out, args.overwrite)
+    elif args.resume and not distributed.launched():
+        refuse_resume_without_checkpoint(Path(config.out), args.overwrite)
     if (args.nproc > 1 or args.max_restarts > 0) and not distributed.under_torchrun():
         ranks_argv = distributed.without_flag(distributed.without_flag(args.argv, "--nproc"), "--max-restarts")
         return distributed.launch(args.nproc, ranks_argv, args.max_restarts)
