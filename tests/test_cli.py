@@ -613,7 +613,46 @@ def test_interrupted_train_says_whether_there_is_a_checkpoint_to_resume(ctr_csv,
     (tmp_path / "saved" / "checkpoint").mkdir(parents=True)
     (tmp_path / "saved" / "checkpoint" / "state.json").write_text("{}")
     assert train(ctr_csv(), tmp_path / "saved", "--resume") == 130
-    assert "interrupted; resume with --resume" in capsys.readouterr().err
+    assert "interrupted; resume with: deepfm train --train " in capsys.readouterr().err
+
+
+def test_an_interrupt_before_the_first_checkpoint_leaves_out_as_it_found_it(ctr_csv, tmp_path, capsys, monkeypatch):
+    from deepfm.training.trainer import Trainer
+
+    def interrupt(self, batch):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Trainer, "_step", interrupt)
+        assert train(ctr_csv(), tmp_path / "new") == 130
+        assert "nothing to resume" in capsys.readouterr().err
+        assert not (tmp_path / "new").exists()  # it made the directory: it removes it
+        assert train(ctr_csv(), tmp_path / "model") == 130
+    assert train(ctr_csv(), tmp_path / "model") == 0  # the same command runs again
+    before = sorted(p.name for p in (tmp_path / "model").iterdir())
+    with monkeypatch.context() as patched:
+        patched.setattr(Trainer, "_step", interrupt)
+        assert train(ctr_csv(), tmp_path / "model", "--overwrite") == 130
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == before  # the saved model, nothing of the run
+
+
+def test_an_interrupt_after_a_checkpoint_prints_the_command_that_resumes(ctr_csv, tmp_path, capsys, monkeypatch):
+    from deepfm.training.trainer import Trainer
+
+    original, calls = Trainer._step, {"n": 0}
+
+    def interrupt_in_epoch_2(self, batch):
+        calls["n"] += 1
+        if calls["n"] > 5:  # 300 rows in batches of 64: epoch 1 is 5 steps
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "_step", interrupt_in_epoch_2)
+    out = tmp_path / "my model"
+    assert train(ctr_csv(), out, "--epochs", "2") == 130
+    command = capsys.readouterr().err.splitlines()[-1]
+    assert command == (f"interrupted; resume with: deepfm train --train {ctr_csv()} --out '{out}' {' '.join(TINY)} "
+                       "--quiet --epochs 2 --resume")
 
 
 def test_train_without_validation_reports_the_last_epoch(ctr_csv, tmp_path, capsys):

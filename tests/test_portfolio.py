@@ -86,7 +86,7 @@ def test_an_interrupted_portfolio_run_says_it_can_be_resumed(clicks, listed, tmp
     monkeypatch.setattr(trainer.Trainer, "fit", interrupt_the_second)
     code = main(["train", "--train", str(tmp_path / "train.parquet"), "--valid", str(tmp_path / "valid.parquet"),
                  "--model", "fm", "--embed-dim", "4", "--batch-size", "64", "--out", str(tmp_path / "run")])
-    assert code == 130 and "resume with --resume" in capsys.readouterr().err
+    assert code == 130 and "resume with: deepfm train --train " in capsys.readouterr().err
 
 
 def test_the_saved_model_is_the_kept_candidate_with_its_settings(clicks, listed, tmp_path):
