@@ -133,7 +133,57 @@ def test_training_into_a_directory_that_holds_files_exits_2_unless_overwrite(ctr
     assert "--resume continues its checkpoint" in capsys.readouterr().err
     assert train(ctr_csv(), tmp_path / "model", "--overwrite") == 0
     assert not (tmp_path / "model" / "checkpoint").exists()
-    assert train(ctr_csv(), tmp_path / "model", "--resume") == 0  # a finished run without a checkpoint starts over
+    assert train(ctr_csv(), tmp_path / "new", "--resume") == 0  # a new --out without a checkpoint starts from scratch
+
+
+def test_resume_on_a_saved_model_without_a_checkpoint_is_refused_unless_overwrite(ctr_csv, tmp_path, capsys):
+    model = tmp_path / "model"
+    assert train(ctr_csv(), model) == 0  # finished: the checkpoint is removed, the model stays
+    saved = (model / "model.safetensors").read_bytes()
+    assert train(ctr_csv(), model, "--resume", "--seed", "9") == 2
+    assert capsys.readouterr().err == (f"--resume: --out {model} holds a saved model and no checkpoint to resume; "
+                                       "--overwrite trains again from scratch and replaces it, or choose another --out\n")
+    assert (model / "model.safetensors").read_bytes() == saved  # not trained over
+    assert train(ctr_csv(), model, "--resume", "--overwrite", "--seed", "9") == 0
+    assert (model / "model.safetensors").read_bytes() != saved
+
+
+def keep_checkpoint_of_one_epoch(train_path: Path, valid_path: Path, out: Path, *extra: str) -> None:
+    """A run whose checkpoint is kept, as an interrupted run's would be."""
+    assert train(train_path, out, "--keep-checkpoint", "--valid", str(valid_path), *extra) == 0
+    assert (out / "checkpoint" / "state.json").exists()
+
+
+@pytest.mark.parametrize("stream", [[], ["--stream"]])
+def test_resume_on_other_data_is_refused_naming_the_file_that_differs(ctr_csv, tmp_path, capsys, stream):
+    out, train_path, valid = tmp_path / "m", ctr_csv(), ctr_csv("valid.csv", part=1)
+    keep_checkpoint_of_one_epoch(train_path, valid, out, *stream)
+    other = ctr_csv("other.csv", rows=200, part=2)
+    for data, differs in (
+            (lambda: (other, valid), f"(train {train_path.resolve()} → {other.resolve()})"),  # another file
+            (lambda: (train_path, ctr_csv("valid2.csv", part=2)), f"(valid {valid.resolve()} → "),  # another valid file
+            (lambda: (ctr_csv(rows=250), valid), f"(train {train_path.resolve()} changed since (size 1")):  # rewritten
+        data = data()
+        code = main(["train", "--train", str(data[0]), "--valid", str(data[1]), "--out", str(out), *TINY, "--quiet",
+                     "--resume", *stream])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(f"{out / 'checkpoint'}: the checkpoint was written with other data (") and differs in err, err
+
+
+def test_resume_with_another_seed_or_model_setting_is_refused_in_one_readable_line(ctr_csv, tmp_path, capsys):
+    out, train_path, valid = tmp_path / "m", ctr_csv(), str(ctr_csv("valid.csv", part=1))
+    keep_checkpoint_of_one_epoch(train_path, valid, out)
+    assert train(train_path, out, "--valid", valid, "--resume", "--seed", "7", "--embed-dim", "8") == 2
+    assert capsys.readouterr().err == (f"{out / 'checkpoint'}: the checkpoint was written with other model settings and "
+                                       "training settings (embed_dim 4 → 8; seed 2026 → 7); resume with the same data "
+                                       "and settings, or train into a new --out\n")
+    (out / "checkpoint-run.json").unlink()  # a checkpoint of an older version: the trainer's check still holds
+    assert train(train_path, out, "--valid", valid, "--resume", "--embed-dim", "8") == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "state_dict" not in err and "size mismatch" not in err, err
+    assert "the checkpoint was written with other model or optimiser settings (" in err and " → " in err
+    assert train(train_path, out, "--valid", valid, "--resume") == 0  # the same command resumes
 
 
 def test_the_end_of_training_line_prints_metric_value_pairs_as_the_epoch_log_does(ctr_csv, tmp_path, capsys):
@@ -563,7 +613,46 @@ def test_interrupted_train_says_whether_there_is_a_checkpoint_to_resume(ctr_csv,
     (tmp_path / "saved" / "checkpoint").mkdir(parents=True)
     (tmp_path / "saved" / "checkpoint" / "state.json").write_text("{}")
     assert train(ctr_csv(), tmp_path / "saved", "--resume") == 130
-    assert "interrupted; resume with --resume" in capsys.readouterr().err
+    assert "interrupted; resume with: deepfm train --train " in capsys.readouterr().err
+
+
+def test_an_interrupt_before_the_first_checkpoint_leaves_out_as_it_found_it(ctr_csv, tmp_path, capsys, monkeypatch):
+    from deepfm.training.trainer import Trainer
+
+    def interrupt(self, batch):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Trainer, "_step", interrupt)
+        assert train(ctr_csv(), tmp_path / "new") == 130
+        assert "nothing to resume" in capsys.readouterr().err
+        assert not (tmp_path / "new").exists()  # it made the directory: it removes it
+        assert train(ctr_csv(), tmp_path / "model") == 130
+    assert train(ctr_csv(), tmp_path / "model") == 0  # the same command runs again
+    before = sorted(p.name for p in (tmp_path / "model").iterdir())
+    with monkeypatch.context() as patched:
+        patched.setattr(Trainer, "_step", interrupt)
+        assert train(ctr_csv(), tmp_path / "model", "--overwrite") == 130
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == before  # the saved model, nothing of the run
+
+
+def test_an_interrupt_after_a_checkpoint_prints_the_command_that_resumes(ctr_csv, tmp_path, capsys, monkeypatch):
+    from deepfm.training.trainer import Trainer
+
+    original, calls = Trainer._step, {"n": 0}
+
+    def interrupt_in_epoch_2(self, batch):
+        calls["n"] += 1
+        if calls["n"] > 5:  # 300 rows in batches of 64: epoch 1 is 5 steps
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "_step", interrupt_in_epoch_2)
+    out = tmp_path / "my model"
+    assert train(ctr_csv(), out, "--epochs", "2") == 130
+    command = capsys.readouterr().err.splitlines()[-1]
+    assert command == (f"interrupted; resume with: deepfm train --train {ctr_csv()} --out '{out}' {' '.join(TINY)} "
+                       "--quiet --epochs 2 --resume")
 
 
 def test_train_without_validation_reports_the_last_epoch(ctr_csv, tmp_path, capsys):

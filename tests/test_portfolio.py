@@ -86,7 +86,7 @@ def test_an_interrupted_portfolio_run_says_it_can_be_resumed(clicks, listed, tmp
     monkeypatch.setattr(trainer.Trainer, "fit", interrupt_the_second)
     code = main(["train", "--train", str(tmp_path / "train.parquet"), "--valid", str(tmp_path / "valid.parquet"),
                  "--model", "fm", "--embed-dim", "4", "--batch-size", "64", "--out", str(tmp_path / "run")])
-    assert code == 130 and "resume with --resume" in capsys.readouterr().err
+    assert code == 130 and "resume with: deepfm train --train " in capsys.readouterr().err
 
 
 def test_the_saved_model_is_the_kept_candidate_with_its_settings(clicks, listed, tmp_path):
@@ -193,6 +193,16 @@ def test_resuming_a_run_of_one_recipe_continues_it_without_a_portfolio(clicks, l
     resumed = fit(*clicks, out=tmp_path / "run", resume=True)
     assert "portfolio" not in resumed.metrics
     np.testing.assert_allclose(resumed.predict(clicks[1]), first.predict(clicks[1]), rtol=1e-6)
+
+
+def test_a_portfolio_run_resumed_with_other_data_or_seed_is_refused(clicks, listed, tmp_path):
+    listed(("defaults", {}), ("larger step", {"lr": 0.3}))
+    fit(*clicks, out=tmp_path / "run")  # every recipe's checkpoint is kept (the API does not remove them)
+    with pytest.raises(ConfigError, match=r"other training settings \(seed 2026 → 3\)"):
+        fit(*clicks, out=tmp_path / "run", resume=True, seed=3)
+    with pytest.raises(ConfigError, match=r"other data \(train data in memory \(600 rows.* → data in memory \(300 rows"):
+        fit(clicks[0].slice(0, 300), clicks[1], out=tmp_path / "run", resume=True)
+    fit(*clicks, out=tmp_path / "run", resume=True)  # the same data and settings resume
 
 
 def test_a_portfolio_checkpoint_is_not_resumed_without_its_portfolio(clicks, listed, tmp_path):

@@ -206,6 +206,17 @@ def test_interrupted_streaming_run_resumes_to_the_same_weights(csv_file, tmp_pat
         torch.testing.assert_close(value, resumed.model.state_dict()[key], rtol=0, atol=0)
 
 
+def test_a_streaming_run_resumed_on_another_file_is_refused(csv_file, tmp_path):
+    from deepfm.errors import ConfigError
+
+    config = _streaming()
+    Estimator(**config).fit(csv_file, out=tmp_path / "m", progress=False)
+    other = tmp_path / "other.csv"
+    other.write_bytes(csv_file.read_bytes())  # the same rows in another file: not what the checkpoint trained on
+    with pytest.raises(ConfigError, match=f"other data \\(train {other.parent.parent}.* → {other}\\)"):
+        Estimator(**config).fit(other, out=tmp_path / "m", resume=True, progress=False)
+
+
 def test_cli_trains_with_stream_and_chunk_rows(csv_file, tmp_path, capsys):
     from deepfm.cli import main
 

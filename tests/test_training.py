@@ -173,6 +173,25 @@ def test_resuming_mid_epoch_with_another_batch_size_or_seed_is_a_clear_error(tab
     Estimator(**config).fit(tables["train"][0], out=tmp_path / "m", resume=True, progress=False)  # the same: resumes
 
 
+def test_resuming_on_other_in_memory_data_or_seed_is_refused_at_an_epochs_end(tables, tmp_path):
+    from deepfm.errors import ConfigError
+
+    first = {**SMALL, "training": {**SMALL["training"], "epochs": 1}}
+    train = tables["train"][0]
+    Estimator(**first).fit(train, out=tmp_path / "m", progress=False)  # checkpointed at the end of epoch 1
+    changed_rows = train.set_column(0, train.column_names[0], train.column(0).take(list(range(1, len(train))) + [0]))
+    for data, match in ((train.slice(0, 5000), r"other data \(train data in memory \(6000 rows.*→ .*5000 rows"),
+                        (changed_rows, r"other data \(train data in memory \(6000 rows"),
+                        (train.to_pandas().iloc[:5000], r"other data \(train .*→ data in memory \(5000 rows")):
+        with pytest.raises(ConfigError, match=match):
+            Estimator(**SMALL).fit(data, out=tmp_path / "m", resume=True, progress=False)
+    other_seed = {**SMALL, "training": {**SMALL["training"], "seed": 5}}
+    with pytest.raises(ConfigError, match=r"other training settings \(seed 1 → 5\)"):
+        Estimator(**other_seed).fit(train, out=tmp_path / "m", resume=True, progress=False)
+    resumed = Estimator(**SMALL).fit(train.to_pandas(), out=tmp_path / "m", resume=True, progress=False)  # the same rows
+    assert resumed.metrics["epochs"] == 3
+
+
 # -- edge cases of the loop (issues 11 and 16) --------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.filelist import ChunkedFiles, chunk_index, open_chunked
 from deepfm.data.frame import RawFrame
+from deepfm.data.identity import data_identity, describe_change
 from deepfm.data.holdout import HASH_RULE, PERMUTATION_RULE, Holdout, encode_hashed, hashed_mask, held_out_count, held_out_mask, split_encoded, stream_fraction
 from deepfm.data.readers import frame_from_table, read_frame
 from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_and_encode, fit_streaming, should_stream
@@ -43,6 +44,16 @@ from deepfm.training.trainer import Trainer, TrainResult, peak_rss_mb, predict, 
 
 Data = str | Path | pa.Table | RawFrame  # or a pandas DataFrame (converted with pa.Table.from_pandas)
 TrainingData = tuple[EncodedData | StreamSource, EncodedData | None, Holdout | None]  # train, held-out rows, how
+
+RUN_RECORD = "checkpoint-run.json"  # beside the checkpoint: what the run trains on (``run_record``)
+# What a resumed run must share with the interrupted one (``refuse_another_run``): the data (its files'
+# identity, ``deepfm.data.identity``), every model and data setting but how the files are read (--stream, chunk
+# and window sizes: the trainer compares those when it resumes in the middle of an epoch, where they fix the
+# batches) and the training settings below. The rest may change on resume: --lr, --dense-lr, --embed-l2,
+# --linear-l2 and weight_decay (README), the budget (epochs, sweeps, patience), threads and device.
+READING_SETTINGS = frozenset({"train", "valid", "stream", "chunk_rows", "shuffle_window"})
+TRAJECTORY_SETTINGS = ("seed", "optimizer", "dense_optimizer", "solver", "embed_reg", "adagrad_init", "lr_schedule",
+                       "precision", "burn_in", "samples", "als_l2")
 
 
 def _verdicts(history: list[dict[str, Any]], task: Task) -> list[bool]:
@@ -103,6 +114,39 @@ def refit_model(config: RunConfig, encoder: FeatureEncoder, history: list[dict[s
 def _held_out_of(data: EncodedData, hold_out: bool, fraction: float, seed: int) -> TrainingData:
     """``data`` without and with its held-out rows (``split_encoded``), or all of it."""
     return split_encoded(data, fraction, seed) if hold_out and held_out_count(len(data), fraction) else (data, None, None)
+
+
+def run_record(config: RunConfig, train: Data, valid: Data | None) -> dict[str, Any]:
+    """What a run trains on and with, as ``RUN_RECORD`` holds it: its data's identity and the settings a
+    resumed run must share with it."""
+    settings = config.to_json_dict()
+    return {"train": data_identity(train), "valid": data_identity(valid), "settings": {
+        "data": {key: value for key, value in settings["data"].items() if key not in READING_SETTINGS},
+        "model": settings["model"],
+        "training": {key: settings["training"][key] for key in TRAJECTORY_SETTINGS}}}
+
+
+def refuse_another_run(saved: dict[str, Any], record: dict[str, Any], checkpoint_dir: Path) -> None:
+    """A ``ConfigError`` naming what differs when ``record`` (this run's ``run_record``) is not the one the
+    checkpoint was written under (``saved``); a key ``saved`` lacks (an older version's record) is not compared."""
+    changes: dict[str, list[str]] = {}
+    for name in ("train", "valid"):
+        if name in saved and saved[name] != record[name]:
+            changes.setdefault("data", []).append(describe_change(name, saved[name], record[name]))
+    for section, settings in record["settings"].items():
+        before = saved.get("settings", {}).get(section, {})
+        changes.setdefault(f"{section} settings", []).extend(
+            f"{key} {_shown(before[key])} → {_shown(value)}" for key, value in settings.items()
+            if key in before and before[key] != value)
+    changes = {what: changed for what, changed in changes.items() if changed}
+    if changes:
+        raise ConfigError(f"{checkpoint_dir}: the checkpoint was written with other {' and '.join(changes)} "
+                          f"({'; '.join(sum(changes.values(), []))}); resume with the same data and settings, or "
+                          "train into a new --out")
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 class Estimator:
@@ -185,6 +229,13 @@ class Estimator:
                 "products run slower than in fp32 (the default)")
         began = time.perf_counter()
         saved_features = Path(out) / "checkpoint-features.json" if out else None
+        record = run_record(cfg, train, valid) if out else None
+        recorded = Path(out) / RUN_RECORD if out else None
+        if resume and recorded and recorded.exists():  # before any data is read
+            refuse_another_run(json.loads(recorded.read_text()), record, Path(out) / "checkpoint")
+        # an older version's checkpoint has no record: this run's would vouch for what was never compared
+        unrecorded = resume and recorded is not None and not recorded.exists() and any(
+            (Path(out) / name).exists() for name in ("checkpoint", "checkpoint.old", "checkpoint-fnn-stage1"))
         saved = None
         if resume and saved_features and saved_features.exists() and ctx.is_main:
             saved = FeatureEncoder.from_dict(json.loads(saved_features.read_text()))
@@ -200,6 +251,8 @@ class Estimator:
         if saved_features and ctx.is_main:
             saved_features.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(saved_features, json.dumps(self.encoder.to_dict()))  # a kill leaves old or new
+            if not unrecorded:
+                write_atomically(recorded, json.dumps(record))
         task = self.encoder.task
         id_counts = self.encoder.id_counts
         given = cfg

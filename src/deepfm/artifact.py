@@ -9,7 +9,7 @@
                         checksummed in the manifest like the rest
 
 While training, ``checkpoint/`` (and ``checkpoint.old/``, the previous one) and
-``checkpoint-features.json`` sit beside them (what ``--resume`` continues from);
+``checkpoint-features.json`` and ``checkpoint-run.json`` sit beside them (what ``--resume`` continues from);
 ``remove_checkpoint`` clears them once a run has finished.
 
 Loading checks the manifest first, so a missing, altered or incompatible file is a
@@ -38,8 +38,9 @@ FORMAT = "deepfm-model"
 FORMAT_VERSION = 1
 FILES = ("model.safetensors", "features.json", "config.json", "metrics.json")
 # written by training, under the model directory: the latest checkpoint, the encoders, the previous
-# checkpoint and one being written (``deepfm.training.checkpoint``)
-CHECKPOINT = ("checkpoint", "checkpoint-features.json", "checkpoint.old", "checkpoint.tmp", "checkpoint-features.json.tmp")
+# checkpoint and one being written (``deepfm.training.checkpoint``), what the run trains on (``deepfm.api.RUN_RECORD``)
+CHECKPOINT = ("checkpoint", "checkpoint-features.json", "checkpoint.old", "checkpoint.tmp", "checkpoint-features.json.tmp",
+              "checkpoint-run.json", "checkpoint-run.json.tmp")
 
 
 @dataclass

@@ -7,6 +7,7 @@ import argparse
 import copy
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence, get_args
@@ -304,6 +305,41 @@ def refuse_occupied_out(out: str | Path, overwrite: bool) -> None:
                           "or choose another --out")
 
 
+def checkpoint_saved(out: Path) -> bool:
+    """Whether a run into ``out`` has written a checkpoint to resume: a single run's (``checkpoint`` or, between
+    two swaps, ``checkpoint.old``), a portfolio recipe's or FNN's pre-training stage's (never one being written)."""
+    found = [*out.glob("checkpoint*/state.json"), *out.glob("checkpoint*/portfolio-*/state.json")]
+    return any(not any(part.endswith(".tmp") for part in path.relative_to(out).parts) for path in found)
+
+
+def refuse_resume_without_checkpoint(out: Path, overwrite: bool) -> None:
+    """``--resume`` where ``out`` holds no checkpoint starts from scratch only when ``out`` is new or holds no
+    more than an interrupted run's own files; a saved model (or anything else) is not trained over unless
+    ``overwrite``."""
+    from deepfm.artifact import CHECKPOINT
+    from deepfm.errors import ConfigError
+
+    if overwrite or not out.is_dir() or checkpoint_saved(out):
+        return
+    held = sorted(p.name for p in out.iterdir() if p.name not in CHECKPOINT and not p.name.startswith("checkpoint-fnn"))
+    if held:
+        what = "a saved model" if "manifest.json" in held else f"other files ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''})"
+        raise ConfigError(f"--resume: --out {out} holds {what} and no checkpoint to resume; --overwrite trains "
+                          "again from scratch and replaces it, or choose another --out")
+
+
+def forget_unsaved_run(out: Path, existed: bool) -> None:
+    """An interrupted run that saved no checkpoint leaves ``out`` as it found it: its checkpoint files
+    (the encoders, the run's record, a checkpoint being written) go, and ``out`` too if the run made it."""
+    from deepfm.artifact import remove_checkpoint
+    from deepfm.training.checkpoint import remove_checkpoint_dirs
+
+    remove_checkpoint(out)
+    remove_checkpoint_dirs(out / "checkpoint-fnn-stage1")
+    if not existed and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
 def metric_pairs(metrics: dict[str, float], prefix: str = "valid ") -> str:
     """``valid auc 0.94891  valid logloss 0.32012``: metrics as the epoch log prints them."""
     from deepfm.tasks import metric_text
@@ -320,8 +356,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     args.out = config.out  # the interrupt message looks there (it may come from --config)
     # a rank torchrun restarted continues the run from its last checkpoint (Estimator.fit decides with all ranks)
     resume = args.resume or distributed.restart_count() > 0
+    args.out_existed = Path(config.out).exists()  # an interrupt before the first checkpoint leaves it as it was
     if not resume and not distributed.launched():  # ranks start after the launcher checked
         refuse_occupied_out(config.out, args.overwrite)
+    elif args.resume and not distributed.launched():
+        refuse_resume_without_checkpoint(Path(config.out), args.overwrite)
     if (args.nproc > 1 or args.max_restarts > 0) and not distributed.under_torchrun():
         ranks_argv = distributed.without_flag(distributed.without_flag(args.argv, "--nproc"), "--max-restarts")
         return distributed.launch(args.nproc, ranks_argv, args.max_restarts)
@@ -523,14 +562,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(error), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        from deepfm.portfolio import recipe_checkpoints
-
         out = getattr(args, "out", None) if args.command == "train" else None
-        saved = Path(out) / "checkpoint" if out is not None else None
-        nothing_saved = saved is not None and not any(  # a single run's checkpoint, or a portfolio recipe's
-            (directory / "state.json").exists() for directory in (saved, *recipe_checkpoints(saved)))
+        nothing_saved = out is not None and not checkpoint_saved(Path(out))
+        if nothing_saved and hasattr(args, "out_existed") and os.environ.get("RANK", "0") == "0":
+            forget_unsaved_run(Path(out), args.out_existed)  # the same command runs again
+        again = shlex.join(["deepfm", *args.argv, *([] if args.resume else ["--resume"])]) if args.command == "train" else ""
         print("interrupted before the first checkpoint: nothing to resume" if nothing_saved else
-              "interrupted; resume with --resume" if args.command == "train" else "interrupted", file=sys.stderr)
+              f"interrupted; resume with: {again}" if args.command == "train" else "interrupted", file=sys.stderr)
         return 130
 
 

@@ -33,6 +33,9 @@ from deepfm.training.optim import ModelOptimizer, batch_occurrences
 
 PROGRESS_EVERY = 16  # steps between updates of the running loss in the progress bar
 PLATEAU_FACTOR = 0.1  # lr_schedule "plateau": the learning rate's factor on each epoch without improvement
+# of ``Trainer._resume_settings``, those a resumed run must share with the interrupted one even at an epoch's
+# end (the others fix the batches of an epoch: they count where it resumes in the middle of one)
+EVERY_RESUME = frozenset({"seed", "optimizer", "rows"})
 PREDICT_BATCH = 4096  # activations of 4096 × 400 stay in cache: faster on CPU than larger batches
 
 
@@ -285,18 +288,23 @@ class Trainer:
 
     def _restore(self, found: Path, result: TrainResult) -> tuple[int, int, dict | None, int]:
         weights, optimizer_state, loop, best, rng = load_checkpoint(found)
-        saved = loop.get("settings", {}) if loop["step"] else {}  # at an epoch's end nothing is skipped
-        changed = [f"{k} {saved[k]} → {v}" for k, v in self._resume_settings().items() if saved.get(k, v) != v]
+        saved = loop.get("settings", {})
+        compared = self._resume_settings() if loop["step"] else {  # at an epoch's end nothing is skipped ...
+            key: value for key, value in self._resume_settings().items() if key in EVERY_RESUME}  # ... but these count
+        changed = [f"{k} {saved[k]} → {v}" for k, v in compared.items() if saved.get(k, v) != v]
         if changed:
             raise ConfigError(f"{self.checkpoint_dir}: the checkpoint was written with other training settings "
                               f"({', '.join(changed)}); resume with the same settings, or train into a new --out")
+        differs = weights_differ(weights, self.model.state_dict())
         try:
-            self.model.load_state_dict(weights)
-            self.optimizer.load_state_dict(optimizer_state)
-        except (RuntimeError, ValueError, KeyError) as error:
-            first = str(error).strip().splitlines()[-1].strip()
+            if differs is None:
+                self.model.load_state_dict(weights)
+                self.optimizer.load_state_dict(optimizer_state)
+        except (RuntimeError, ValueError, KeyError):
+            differs = "the optimiser's state does not fit this model's parameters"
+        if differs is not None:
             raise ConfigError(f"{self.checkpoint_dir}: the checkpoint was written with other model or optimiser "
-                              f"settings ({first}); resume with the same settings, or train into a new --out") from None
+                              f"settings ({differs}); resume with the same settings, or train into a new --out")
         torch.set_rng_state(rng)
         result.history = loop["history"]
         result.best_epoch, result.best_metrics = loop["best_epoch"], loop["best_metrics"]
@@ -304,6 +312,25 @@ class Trainer:
         result.epochs_run = loop["epoch"]
         result.epoch_loss = tuple(loop.get("epoch_loss", (0.0, 0)))  # absent in checkpoints of older versions
         return loop["epoch"], loop["step"], best, loop["bad_epochs"]
+
+
+def weights_differ(saved: dict[str, torch.Tensor], current: dict[str, torch.Tensor]) -> str | None:
+    """How a checkpoint's weights (``saved``) differ from a model's (``current``), in a few words (None: they
+    have the same names and shapes): the first tensor whose shape differs, or how many names either lacks."""
+    resized = [name for name in current if name in saved and saved[name].shape != current[name].shape]
+    missing, unexpected = [n for n in current if n not in saved], [n for n in saved if n not in current]
+    if resized:
+        name = resized[0]
+        more = f" and {len(resized) - 1} more" if len(resized) > 1 else ""
+        return f"{name} {_dims(saved[name])} → {_dims(current[name])}{more}"
+    if missing or unexpected:
+        return (f"{len(unexpected)} weight(s) only in the checkpoint, {len(missing)} only in this model "
+                f"(e.g. {(unexpected or missing)[0]})")
+    return None
+
+
+def _dims(tensor: torch.Tensor) -> str:
+    return "×".join(map(str, tensor.shape)) or "scalar"
 
 
 def _describe(record: dict[str, Any]) -> str:
