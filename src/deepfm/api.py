@@ -231,7 +231,7 @@ class Estimator:
         saved_features = Path(out) / "checkpoint-features.json" if out else None
         record = run_record(cfg, train, valid) if out else None
         recorded = Path(out) / RUN_RECORD if out else None
-        if resume and recorded and recorded.exists():  # before any data is read
+        if resume and recorded and recorded.exists() and ctx.is_main:  # before any data is read; rank 0's paths
             refuse_another_run(json.loads(recorded.read_text()), record, Path(out) / "checkpoint")
         # an older version's checkpoint has no record: this run's would vouch for what was never compared
         unrecorded = resume and recorded is not None and not recorded.exists() and any(
