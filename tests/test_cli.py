@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from pathlib import Path
@@ -507,6 +508,49 @@ def test_empty_training_file_exits_2(write_text, tmp_path, capsys):
 def test_missing_training_file_exits_2(tmp_path, capsys):
     assert train(tmp_path / "nope.csv", tmp_path / "model") == 2
     assert capsys.readouterr().err == f"{tmp_path / 'nope.csv'}: --train file not found\n"
+
+
+
+def cut_gzip(source: Path, tmp_path: Path) -> Path:
+    """``source`` gzipped, with the second half of the compressed bytes lost."""
+    data = gzip.compress(source.read_bytes())
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize("stream", ["off", "on"])
+def test_training_on_a_truncated_gzip_file_exits_2_naming_it(ctr_csv, tmp_path, capsys, stream):
+    path = cut_gzip(ctr_csv(rows=2000), tmp_path)
+    assert train(path, tmp_path / "model", "--stream", stream) == 2
+    assert re.fullmatch(rf"{re.escape(str(path))}:\d+: truncated or corrupt gzip file, unreadable from this line on "
+                        r"\(.+\)\n", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_predicting_or_evaluating_a_truncated_gzip_file_exits_2_naming_it(ctr_model, tmp_path, capsys, command):
+    path = cut_gzip(ctr_model["test"], tmp_path)
+    assert main([command, str(ctr_model["model"]), str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"{path}:")  # the line where the data breaks off
+
+
+@pytest.mark.parametrize("stream", ["off", "on"])
+def test_training_on_a_corrupt_parquet_file_exits_2_naming_it(ctr_csv, tmp_path, capsys, stream):
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pacsv.read_csv(ctr_csv()), path)
+    path.write_bytes(path.read_bytes()[:300])
+    assert train(path, tmp_path / "model", "--stream", stream) == 2
+    assert capsys.readouterr().err.startswith(f"{path}: cannot read Parquet: ")
+
+
+def test_a_directory_given_as_the_data_file_exits_2(ctr_model, ctr_csv, tmp_path, capsys):
+    assert train(tmp_path, tmp_path / "model") == 2
+    assert capsys.readouterr().err == f"{tmp_path}: is a directory, not a data file\n"
+    assert train(ctr_csv(), tmp_path / "model", "--valid", str(tmp_path)) == 2
+    assert capsys.readouterr().err == f"{tmp_path}: is a directory, not a data file\n"
+    for command in ("predict", "evaluate"):
+        assert main([command, str(ctr_model["model"]), str(tmp_path)]) == 2
+        assert capsys.readouterr().err == f"{tmp_path}: is a directory, not a data file\n"
 
 
 def test_unknown_column_flag_exits_2(ctr_csv, tmp_path, capsys):

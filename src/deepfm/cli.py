@@ -14,7 +14,7 @@ from typing import Any, Sequence, get_args
 from deepfm import __version__
 from deepfm.config import DataConfig, ModelConfig, ModelName, TrainingConfig
 from deepfm.defaults import MODEL_DEFAULTS, SHAPE_BANDS, SHAPE_DEFAULTS, TASK_DEFAULTS
-from deepfm.data.formats import AUTO_RULE, FORMATS
+from deepfm.data.formats import AUTO_RULE, FORMATS, check_data_file
 from deepfm.errors import DeepFMError
 from deepfm.experiments.cli import add_compare_parser, cmd_compare
 from deepfm.runtime import set_process_environment
@@ -281,6 +281,8 @@ def config_from_args(args: argparse.Namespace):
             from deepfm.errors import DataError
 
             raise DataError(path, f"--{name} file not found")
+        elif path is not None:
+            check_data_file(path)  # not a directory
     return config
 
 
