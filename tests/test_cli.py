@@ -553,6 +553,29 @@ def test_a_directory_given_as_the_data_file_exits_2(ctr_model, ctr_csv, tmp_path
         assert capsys.readouterr().err == f"{tmp_path}: is a directory, not a data file\n"
 
 
+
+def test_device_that_is_not_a_torch_device_exits_2_before_reading_data(tmp_path, capsys):
+    path = tmp_path / "never_read.csv"
+    path.write_text("not,read\n")
+    assert train(path, tmp_path / "model", "--device", "banana") == 2
+    assert capsys.readouterr().err == "--device banana: not a torch device (cpu, cuda, cuda:N, mps or auto)\n"
+
+
+def test_cuda_device_without_cuda_exits_2(ctr_csv, tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train(ctr_csv(), tmp_path / "model", "--device", "cuda") == 2
+    assert capsys.readouterr().err == "--device cuda: this torch has no CUDA (torch.cuda.is_available() is False)\n"
+    config = tmp_path / "gpu.toml"
+    config.write_text('[training]\ndevice = "cuda:0"\n')
+    assert train(ctr_csv(), tmp_path / "model", "--config", str(config)) == 2
+    assert capsys.readouterr().err.startswith("training.device cuda:0: this torch has no CUDA")
+    assert main(["compare", "--train", str(ctr_csv()), "--valid", str(ctr_csv()), "--test", str(ctr_csv()),
+                 "--out", str(tmp_path / "report"), "--device", "cuda"]) == 2
+    assert capsys.readouterr().err.startswith("--device cuda: this torch has no CUDA")
+
+
 def test_unknown_column_flag_exits_2(ctr_csv, tmp_path, capsys):
     path = ctr_csv()
     assert train(path, tmp_path / "model", "--categorical", "C99") == 2

@@ -255,16 +255,39 @@ def given_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     return values, overrides
 
 
+def resolve_device(device: str, option: str = "--device") -> str:
+    """``device`` checked against this torch: ``auto`` -> cuda when available, else cpu; a device this
+    torch cannot use is a ``ConfigError`` naming ``option``."""
+    import torch
+
+    from deepfm.errors import ConfigError
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{option} {device}: not a torch device (cpu, cuda, cuda:N, mps or auto)") from None
+    if kind.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{option} {device}: this torch has no CUDA (torch.cuda.is_available() is False)")
+    if kind.type == "cuda" and kind.index is not None and kind.index >= torch.cuda.device_count():
+        raise ConfigError(f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA devices")
+    if kind.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{option} {device}: this torch has no MPS (torch.backends.mps.is_available() is False)")
+    if kind.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{option} {device}: deepfm runs on cpu, cuda or mps")
+    return device
+
+
 def config_from_args(args: argparse.Namespace):
     from deepfm.config import build_config, merge
 
     values, overrides = given_settings(args)
     if args.out is not None:
         overrides["out"] = args.out
-    if overrides.get("training", {}).get("device", values.get("training", {}).get("device", "auto")) == "auto":
-        import torch
-
-        overrides.setdefault("training", {})["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    device = overrides.get("training", {}).get("device", values.get("training", {}).get("device", "auto"))
+    option = "--device" if getattr(args, "device", None) is not None else "training.device"
+    overrides.setdefault("training", {})["device"] = resolve_device(device, option)  # before any data is read
     config = build_config(merge(values, overrides), source=args.config or "options")
     missing = [name for name, value in (("--train", config.data.train), ("--out", config.out)) if value is None]
     if missing:
