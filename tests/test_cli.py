@@ -310,6 +310,22 @@ def test_predict_without_out_writes_csv_to_stdout_and_out_dash_does_too(ctr_mode
         assert captured.err == ""  # stdout is the data; nothing else to say
 
 
+def test_predicting_to_a_closed_pipe_exits_1_without_a_traceback(ctr_model):
+    import os
+    import subprocess
+    import sys
+
+    import deepfm
+
+    env = {**os.environ, "PYTHONPATH": str(Path(deepfm.__file__).parents[1])}
+    process = subprocess.Popen([sys.executable, "-m", "deepfm", "predict", str(ctr_model["model"]), str(ctr_model["test"])],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process.stdout.close()  # the reader is gone before the first prediction is written, as after `| head -0`
+    error = process.stderr.read().decode()
+    assert process.wait() == 1
+    assert error == ""
+
+
 def test_predict_keep_copies_input_columns_beside_the_prediction_in_the_order_given(ctr_model, tmp_path):
     table = pacsv.read_csv(ctr_model["test"])
     ids = [f"row-{i}" for i in range(len(table))]

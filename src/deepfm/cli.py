@@ -535,6 +535,14 @@ def entry() -> None:
     os._exit(code)
 
 
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing what is left of it at exit cannot raise again
+    (the Python docs' "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -543,6 +551,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DeepFMError as error:
         print(str(error), file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout's reader left (deepfm predict ... | head): stop quietly, as Unix tools do
+        quiet_stdout()
+        return 1
     except KeyboardInterrupt:
         from deepfm.portfolio import recipe_checkpoints
 
