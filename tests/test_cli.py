@@ -218,6 +218,25 @@ def test_evaluate_json_prints_rows_auc_and_logloss_for_a_binary_model(ctr_model,
     assert result["logloss"] > 0
 
 
+def strict_json(line: str) -> dict:
+    """``line`` parsed as JSON proper, which has no NaN or Infinity."""
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_evaluate_json_gives_null_for_an_auc_undefined_on_one_class(ctr_model, tmp_path, capsys):
+    import pyarrow.compute as pc
+
+    table = pacsv.read_csv(ctr_model["test"])
+    path = tmp_path / "positives.csv"
+    pacsv.write_csv(table.filter(pc.equal(table["label"], 1)), path)
+    assert main(["evaluate", str(ctr_model["model"]), str(path), "--json"]) == 0
+    result = strict_json(capsys.readouterr().out)
+    assert result["auc"] is None and result["logloss"] > 0
+
+
 def test_evaluate_json_prints_rows_rmse_and_mae_for_a_regression_model(rating_model, capsys):
     code = main(["evaluate", str(rating_model["model"]), str(rating_model["data"]), "--json"])
     result = json.loads(capsys.readouterr().out)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -329,6 +330,21 @@ def refuse_occupied_out(out: str | Path, overwrite: bool) -> None:
                           "or choose another --out")
 
 
+def json_line(value: Any) -> str:
+    """``value`` as one line of strict JSON: a non-finite float (AUC of a file with one class: NaN)
+    becomes ``null``, not the bare ``NaN`` that JSON parsers refuse."""
+    def finite(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: finite(v) for key, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [finite(v) for v in item]
+        return item
+
+    return json.dumps(finite(value), allow_nan=False)
+
+
 def metric_pairs(metrics: dict[str, float], prefix: str = "valid ") -> str:
     """``valid auc 0.94891  valid logloss 0.32012``: metrics as the epoch log prints them."""
     return "  ".join(f"{prefix}{name} {value:.5f}" for name, value in metrics.items())
@@ -370,7 +386,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary = {k: m[k] for k in ("rows", "epochs", "seconds", "train_samples_per_s", "peak_rss_mb", "best_epoch")}
         summary["best_valid"] = m["best_valid"]
         summary["task"] = m["task"]
-        print(json.dumps(summary))
+        print(json_line(summary))
     elif not args.quiet:
         chosen = f"best epoch {m['best_epoch']}: {metric_pairs(m['best_valid'])}" if m["best_valid"] else \
             f"last epoch {m['epochs']}, no validation (--valid-fraction 0)"
@@ -400,7 +416,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     fixed = {(section, key) for section, keys in given.items() if isinstance(keys, dict) for key in keys}
     summary = run_tune(config, trials, args.timeout, log, progress=not args.quiet, fixed=fixed)
     if args.json:
-        print(json.dumps({k: summary[k] for k in ("model", "metric", "best_trial", "best_value", "best_params", "refit")}
+        print(json_line({k: summary[k] for k in ("model", "metric", "best_trial", "best_value", "best_params", "refit")}
                          | {"trials": len(summary["trials"])}))
     elif not args.quiet:
         refit = summary["refit"]
@@ -424,7 +440,7 @@ def _load(directory: str, fmt: str | None):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     result = _load(args.dir, args.format).evaluate(args.path)
     if args.json:
-        print(json.dumps(result))
+        print(json_line(result))
     else:
         print("  ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()))
     return 0
@@ -487,7 +503,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     summary = run_demo(Path(args.out) if args.out else None, progress=True)
     if args.json:
-        print(json.dumps(summary))
+        print(json_line(summary))
     return 0
 
 
