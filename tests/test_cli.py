@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from pathlib import Path
@@ -267,6 +268,25 @@ def test_evaluate_json_prints_rows_auc_and_logloss_for_a_binary_model(ctr_model,
     assert result["logloss"] > 0
 
 
+def strict_json(line: str) -> dict:
+    """``line`` parsed as JSON proper, which has no NaN or Infinity."""
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_evaluate_json_gives_null_for_an_auc_undefined_on_one_class(ctr_model, tmp_path, capsys):
+    import pyarrow.compute as pc
+
+    table = pacsv.read_csv(ctr_model["test"])
+    path = tmp_path / "positives.csv"
+    pacsv.write_csv(table.filter(pc.equal(table["label"], 1)), path)
+    assert main(["evaluate", str(ctr_model["model"]), str(path), "--json"]) == 0
+    result = strict_json(capsys.readouterr().out)
+    assert result["auc"] is None and result["logloss"] > 0
+
+
 def test_evaluate_json_prints_rows_rmse_and_mae_for_a_regression_model(rating_model, capsys):
     code = main(["evaluate", str(rating_model["model"]), str(rating_model["data"]), "--json"])
     result = json.loads(capsys.readouterr().out)
@@ -357,6 +377,22 @@ def test_predict_without_out_writes_csv_to_stdout_and_out_dash_does_too(ctr_mode
         assert table.column_names == ["prediction"]
         assert table.column("prediction").to_pylist() == pytest.approx(expected)
         assert captured.err == ""  # stdout is the data; nothing else to say
+
+
+def test_predicting_to_a_closed_pipe_exits_1_without_a_traceback(ctr_model):
+    import os
+    import subprocess
+    import sys
+
+    import deepfm
+
+    env = {**os.environ, "PYTHONPATH": str(Path(deepfm.__file__).parents[1])}
+    process = subprocess.Popen([sys.executable, "-m", "deepfm", "predict", str(ctr_model["model"]), str(ctr_model["test"])],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process.stdout.close()  # the reader is gone before the first prediction is written, as after `| head -0`
+    error = process.stderr.read().decode()
+    assert process.wait() == 1
+    assert error == ""
 
 
 def test_predict_keep_copies_input_columns_beside_the_prediction_in_the_order_given(ctr_model, tmp_path):
@@ -557,6 +593,72 @@ def test_empty_training_file_exits_2(write_text, tmp_path, capsys):
 def test_missing_training_file_exits_2(tmp_path, capsys):
     assert train(tmp_path / "nope.csv", tmp_path / "model") == 2
     assert capsys.readouterr().err == f"{tmp_path / 'nope.csv'}: --train file not found\n"
+
+
+
+def cut_gzip(source: Path, tmp_path: Path) -> Path:
+    """``source`` gzipped, with the second half of the compressed bytes lost."""
+    data = gzip.compress(source.read_bytes())
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize("stream", ["off", "on"])
+def test_training_on_a_truncated_gzip_file_exits_2_naming_it(ctr_csv, tmp_path, capsys, stream):
+    path = cut_gzip(ctr_csv(rows=2000), tmp_path)
+    assert train(path, tmp_path / "model", "--stream", stream) == 2
+    assert re.fullmatch(rf"{re.escape(str(path))}:\d+: truncated or corrupt gzip file, unreadable from this line on "
+                        r"\(.+\)\n", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_predicting_or_evaluating_a_truncated_gzip_file_exits_2_naming_it(ctr_model, tmp_path, capsys, command):
+    path = cut_gzip(ctr_model["test"], tmp_path)
+    assert main([command, str(ctr_model["model"]), str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"{path}:")  # the line where the data breaks off
+
+
+@pytest.mark.parametrize("stream", ["off", "on"])
+def test_training_on_a_corrupt_parquet_file_exits_2_naming_it(ctr_csv, tmp_path, capsys, stream):
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pacsv.read_csv(ctr_csv()), path)
+    path.write_bytes(path.read_bytes()[:300])
+    assert train(path, tmp_path / "model", "--stream", stream) == 2
+    assert capsys.readouterr().err.startswith(f"{path}: cannot read Parquet: ")
+
+
+def test_a_directory_given_as_the_data_file_exits_2(ctr_model, ctr_csv, tmp_path, capsys):
+    assert train(tmp_path, tmp_path / "model") == 2
+    assert capsys.readouterr().err == f"{tmp_path}: is a directory, not a data file\n"
+    assert train(ctr_csv(), tmp_path / "model", "--valid", str(tmp_path)) == 2
+    assert capsys.readouterr().err == f"{tmp_path}: is a directory, not a data file\n"
+    for command in ("predict", "evaluate"):
+        assert main([command, str(ctr_model["model"]), str(tmp_path)]) == 2
+        assert capsys.readouterr().err == f"{tmp_path}: is a directory, not a data file\n"
+
+
+
+def test_device_that_is_not_a_torch_device_exits_2_before_reading_data(tmp_path, capsys):
+    path = tmp_path / "never_read.csv"
+    path.write_text("not,read\n")
+    assert train(path, tmp_path / "model", "--device", "banana") == 2
+    assert capsys.readouterr().err == "--device banana: not a torch device (cpu, cuda, cuda:N, mps or auto)\n"
+
+
+def test_cuda_device_without_cuda_exits_2(ctr_csv, tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train(ctr_csv(), tmp_path / "model", "--device", "cuda") == 2
+    assert capsys.readouterr().err == "--device cuda: this torch has no CUDA (torch.cuda.is_available() is False)\n"
+    config = tmp_path / "gpu.toml"
+    config.write_text('[training]\ndevice = "cuda:0"\n')
+    assert train(ctr_csv(), tmp_path / "model", "--config", str(config)) == 2
+    assert capsys.readouterr().err.startswith("training.device cuda:0: this torch has no CUDA")
+    assert main(["compare", "--train", str(ctr_csv()), "--valid", str(ctr_csv()), "--test", str(ctr_csv()),
+                 "--out", str(tmp_path / "report"), "--device", "cuda"]) == 2
+    assert capsys.readouterr().err.startswith("--device cuda: this torch has no CUDA")
 
 
 def test_unknown_column_flag_exits_2(ctr_csv, tmp_path, capsys):

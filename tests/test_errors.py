@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
+import zlib
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from deepfm.config import DataConfig
 from deepfm.data.encoders import FeatureEncoder
-from deepfm.data.readers import read_frame
+from deepfm.data.readers import ChunkedFile, read_frame
 from deepfm.errors import DataError, DeepFMError
 
 
@@ -177,6 +180,44 @@ def test_zero_byte_parquet_file_is_a_data_error(tmp_path):
     assert str(error_of(read_frame, path)).startswith(f"{path}: cannot read Parquet")
 
 
+
+def test_corrupt_parquet_file_is_a_data_error_when_read_chunk_by_chunk(tmp_path):
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"label": [0, 1] * 50, "a": ["x", "y"] * 50}), path)
+    path.write_bytes(path.read_bytes()[:300])  # the footer is gone
+    assert str(error_of(ChunkedFile(path).chunks)).startswith(f"{path}: cannot read Parquet: ")
+
+
+def truncated_gzip(tmp_path, lines: int = 2000):
+    """A .gz CSV of ``lines`` data rows cut in half, and the line its data breaks off in."""
+    text = "label,a\n" + "".join(f"{i % 2},value{i}\n" for i in range(lines))
+    data = gzip.compress(text.encode())[: len(gzip.compress(text.encode())) // 2]
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(data)
+    return path, zlib.decompressobj(31).decompress(data).count(b"\n") + 1
+
+
+def test_truncated_gzip_file_is_a_data_error_at_the_line_it_breaks_off_in(tmp_path):
+    path, line = truncated_gzip(tmp_path)
+    assert str(error_of(read_frame, path)).startswith(f"{path}:{line}: truncated or corrupt gzip file")
+
+
+def test_truncated_gzip_file_is_a_data_error_when_read_chunk_by_chunk(tmp_path):
+    path, line = truncated_gzip(tmp_path)
+    error = error_of(lambda: list(ChunkedFile(path, chunk_bytes=1 << 10).frames()))
+    assert str(error).startswith(f"{path}:{line}: truncated or corrupt gzip file")
+
+
+def test_a_plain_file_named_gz_is_a_data_error(write_text, tmp_path):
+    path = tmp_path / "plain.csv.gz"
+    path.write_text("label,a\n1,x\n")
+    assert str(error_of(read_frame, path)).startswith(f"{path}:1: truncated or corrupt gzip file")
+
+
+def test_a_directory_is_not_a_data_file(tmp_path):
+    assert str(error_of(read_frame, tmp_path)) == f"{tmp_path}: is a directory, not a data file"
+
+
 def test_blank_line_in_a_libfm_file_is_located(write_text):
     path = write_text("data.libfm", "1 0:1\n\n0 1:1\n")
     assert str(error_of(read_frame, path)) == f"{path}:2:1: empty line"
@@ -313,7 +354,7 @@ def test_single_valued_model_column_given_as_multi_valued_is_a_data_error(write_
 
 
 def test_a_headerless_delimited_file_is_told_to_add_a_header(tmp_path):
-    from deepfm.data.readers import read_frame
+    from deepfm.data.readers import ChunkedFile, read_frame
     from deepfm.errors import DataError
 
     path = tmp_path / "u.data"

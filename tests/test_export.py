@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pyarrow.csv as pacsv
 import pytest
+import torch
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -14,6 +16,7 @@ from deepfm.api import Estimator  # noqa: E402
 from deepfm.cli import main  # noqa: E402
 from deepfm.data.synthetic import SyntheticSpec, make_ctr_table  # noqa: E402
 from deepfm.export import export_onnx  # noqa: E402
+from deepfm.models.first_layer import MIN_WIDTH  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +50,18 @@ def test_onnx_matches_pytorch_to_1e5(files, name):
     assert onnx.shape == (300,) and onnx.dtype == np.float32
     np.testing.assert_allclose(onnx, torch_predictions, rtol=0, atol=1e-5)
     assert np.ptp(torch_predictions) > 1e-4  # a model that predicts something row-dependent
+
+
+@pytest.mark.parametrize("name", ["deepfm", "wide_deep"])
+def test_export_traces_without_a_tracer_warning(files, tmp_path, name):
+    """The first layer's distinct-rows plan is declined under tracing before any tensor becomes a Python value."""
+    out = tmp_path / name
+    Estimator(model={"name": name, "mlp": (16,), "embed_dim": MIN_WIDTH}, training={"epochs": 1, "batch_size": 64}).fit(
+        files["train"], out=out, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_onnx(out, out / "model.onnx")
+    assert [str(w.message) for w in caught if issubclass(w.category, torch.jit.TracerWarning)] == []
 
 
 def test_cli_writes_the_file_and_refuses_multi_valued_fields(files, tmp_path, capsys):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import shlex
 import sys
@@ -15,7 +16,7 @@ from typing import Any, Sequence, get_args
 from deepfm import __version__
 from deepfm.config import DataConfig, ModelConfig, ModelName, TrainingConfig
 from deepfm.defaults import MODEL_DEFAULTS, SHAPE_BANDS, SHAPE_DEFAULTS, TASK_DEFAULTS
-from deepfm.data.formats import AUTO_RULE, FORMATS
+from deepfm.data.formats import AUTO_RULE, FORMATS, check_data_file
 from deepfm.errors import DeepFMError
 from deepfm.experiments.cli import add_compare_parser, cmd_compare
 from deepfm.runtime import set_process_environment
@@ -256,16 +257,39 @@ def given_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     return values, overrides
 
 
+def resolve_device(device: str, option: str = "--device") -> str:
+    """``device`` checked against this torch: ``auto`` -> cuda when available, else cpu; a device this
+    torch cannot use is a ``ConfigError`` naming ``option``."""
+    import torch
+
+    from deepfm.errors import ConfigError
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{option} {device}: not a torch device (cpu, cuda, cuda:N, mps or auto)") from None
+    if kind.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{option} {device}: this torch has no CUDA (torch.cuda.is_available() is False)")
+    if kind.type == "cuda" and kind.index is not None and kind.index >= torch.cuda.device_count():
+        raise ConfigError(f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA devices")
+    if kind.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{option} {device}: this torch has no MPS (torch.backends.mps.is_available() is False)")
+    if kind.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{option} {device}: deepfm runs on cpu, cuda or mps")
+    return device
+
+
 def config_from_args(args: argparse.Namespace):
     from deepfm.config import build_config, merge
 
     values, overrides = given_settings(args)
     if args.out is not None:
         overrides["out"] = args.out
-    if overrides.get("training", {}).get("device", values.get("training", {}).get("device", "auto")) == "auto":
-        import torch
-
-        overrides.setdefault("training", {})["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    device = overrides.get("training", {}).get("device", values.get("training", {}).get("device", "auto"))
+    option = "--device" if getattr(args, "device", None) is not None else "training.device"
+    overrides.setdefault("training", {})["device"] = resolve_device(device, option)  # before any data is read
     config = build_config(merge(values, overrides), source=args.config or "options")
     missing = [name for name, value in (("--train", config.data.train), ("--out", config.out)) if value is None]
     if missing:
@@ -282,6 +306,8 @@ def config_from_args(args: argparse.Namespace):
             from deepfm.errors import DataError
 
             raise DataError(path, f"--{name} file not found")
+        elif path is not None:
+            check_data_file(path)  # not a directory
     return config
 
 
@@ -340,6 +366,21 @@ def forget_unsaved_run(out: Path, existed: bool) -> None:
         out.rmdir()
 
 
+def json_line(value: Any) -> str:
+    """``value`` as one line of strict JSON: a non-finite float (AUC of a file with one class: NaN)
+    becomes ``null``, not the bare ``NaN`` that JSON parsers refuse."""
+    def finite(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: finite(v) for key, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [finite(v) for v in item]
+        return item
+
+    return json.dumps(finite(value), allow_nan=False)
+
+
 def metric_pairs(metrics: dict[str, float], prefix: str = "valid ") -> str:
     """``valid auc 0.94891  valid logloss 0.32012``: metrics as the epoch log prints them."""
     from deepfm.tasks import metric_text
@@ -386,7 +427,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary = {k: m[k] for k in ("rows", "epochs", "seconds", "train_samples_per_s", "peak_rss_mb", "best_epoch")}
         summary["best_valid"] = m["best_valid"]
         summary["task"] = m["task"]
-        print(json.dumps(summary))
+        print(json_line(summary))
     elif not args.quiet:
         chosen = f"best epoch {m['best_epoch']}: {metric_pairs(m['best_valid'])}" if m["best_valid"] else \
             f"last epoch {m['epochs']}, no validation" + (" (--valid-fraction 0)" if config.training.solver == "gradient" else "")
@@ -416,7 +457,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     fixed = {(section, key) for section, keys in given.items() if isinstance(keys, dict) for key in keys}
     summary = run_tune(config, trials, args.timeout, log, progress=not args.quiet, fixed=fixed)
     if args.json:
-        print(json.dumps({k: summary[k] for k in ("model", "metric", "best_trial", "best_value", "best_params", "refit")}
+        print(json_line({k: summary[k] for k in ("model", "metric", "best_trial", "best_value", "best_params", "refit")}
                          | {"trials": len(summary["trials"])}))
     elif not args.quiet:
         refit = summary["refit"]
@@ -442,7 +483,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     result = _load(args.dir, args.format).evaluate(args.path)
     if args.json:
-        print(json.dumps(result))
+        print(json_line(result))
     else:
         print("  ".join(metric_text(k, v, ".6g") if isinstance(v, float) else f"{k} {v}" for k, v in result.items()))
     return 0
@@ -505,7 +546,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     summary = run_demo(Path(args.out) if args.out else None, progress=True)
     if args.json:
-        print(json.dumps(summary))
+        print(json_line(summary))
     return 0
 
 
@@ -553,6 +594,14 @@ def entry() -> None:
     os._exit(code)
 
 
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing what is left of it at exit cannot raise again
+    (the Python docs' "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -561,6 +610,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DeepFMError as error:
         print(str(error), file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout's reader left (deepfm predict ... | head): stop quietly, as Unix tools do
+        quiet_stdout()
+        return 1
     except KeyboardInterrupt:
         out = getattr(args, "out", None) if args.command == "train" else None
         nothing_saved = out is not None and not checkpoint_saved(Path(out))

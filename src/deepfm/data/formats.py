@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from deepfm.errors import DataError
 
@@ -44,6 +47,42 @@ def input_stream(path: str | Path) -> "pa.NativeFile":
     return pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
 
 
+def check_data_file(path: str | Path) -> Path:
+    """``path``, which must be an existing file: not found, or a directory, is a ``DataError``."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    if path.is_dir():
+        raise DataError(path, "is a directory, not a data file")
+    return path
+
+
+def _whole_lines(path: str | Path) -> int:
+    """Lines of a damaged .gz file that decompress whole, before the damage."""
+    lines = 0
+    try:
+        with gzip.open(path, "rb") as handle:
+            for _ in handle:
+                lines += 1
+    except (EOFError, zlib.error, OSError):
+        pass
+    return lines
+
+
+@contextmanager
+def gzip_errors(path: str | Path) -> Iterator[None]:
+    """Turn truncated or corrupt .gz data met while reading ``path`` (Python's gzip: ``EOFError``,
+    ``BadGzipFile``, ``zlib.error``; Arrow's: a plain ``OSError``) into a ``DataError`` at the first
+    line that does not decompress whole."""
+    try:
+        yield
+    except (EOFError, zlib.error, OSError) as error:
+        if not is_gzip(path) or not (isinstance(error, (EOFError, zlib.error, gzip.BadGzipFile)) or type(error) is OSError):
+            raise
+        raise DataError(path, f"truncated or corrupt gzip file, unreadable from this line on ({error})",
+                        line=_whole_lines(path) + 1) from None
+
+
 def first_line(path: str | Path) -> str:
     with open_text(path) as handle:
         return handle.readline().rstrip("\r\n")
@@ -51,9 +90,7 @@ def first_line(path: str | Path) -> str:
 
 def detect_format(path: str | Path) -> str:
     """Resolve ``--format auto`` for one file by ``AUTO_RULE``."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "file not found")
+    path = check_data_file(path)
     suffixes = [s.lower() for s in path.suffixes]
     if is_gzip(path):
         suffixes = suffixes[:-1]
@@ -65,7 +102,8 @@ def detect_format(path: str | Path) -> str:
     if last in (".libffm", ".ffm"):
         return "libffm"
     try:
-        line = first_line(path)
+        with gzip_errors(path):
+            line = first_line(path)
     except UnicodeDecodeError:
         raise DataError(path, "not UTF-8 text and not a .parquet file", line=1) from None
     if not line.strip():

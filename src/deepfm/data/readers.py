@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from deepfm.data.delimited import delimited_layout, delimiter_of, parse_delimited
-from deepfm.data.formats import detect_format, input_stream, is_gzip, open_bytes
+from deepfm.data.formats import check_data_file, detect_format, gzip_errors, input_stream, is_gzip, open_bytes
 from deepfm.data.frame import RawFrame
 from deepfm.data.sparse import Layout, SparseRows, layout_sparse, read_lines, sparse_frame
 from deepfm.data.tables import apply_multi, frame_from_table, split_multi
@@ -65,9 +65,7 @@ class ChunkedFile:
                  layout: Layout | None = None, chunks: Sequence[Chunk] | None = None):
         """``chunks``: the index ``chunks()`` gave for this file and ``chunk_bytes`` (e.g. on another
         rank), which spares the scan for line ends."""
-        self.path = Path(path)
-        if not self.path.exists():
-            raise DataError(self.path, "file not found")
+        self.path = check_data_file(path)
         self.format = detect_format(self.path) if fmt == "auto" else fmt
         self.label, self.multi, self.separator = label, tuple(multi), separator
         self.require_label = require_label
@@ -77,7 +75,8 @@ class ChunkedFile:
         self._chunks: list[Chunk] | None = list(chunks) if chunks is not None else None
         self._delimited: tuple[list[str], int, int] | None = None  # (names, header lines, first data line)
         if self.format in ("csv", "tsv", "criteo"):
-            self._delimited = delimited_layout(self.path, self.format)
+            with gzip_errors(self.path):
+                self._delimited = delimited_layout(self.path, self.format)
         elif self.format not in ("parquet", "libfm", "libffm"):  # pragma: no cover - the config validates formats
             raise DataError(self.path, f"unknown format {self.format!r}")
 
@@ -91,13 +90,17 @@ class ChunkedFile:
     def chunks(self) -> list[Chunk]:
         """Every chunk, found by one scan for line ends (text) or from the footer (Parquet)."""
         if self._chunks is None:
-            self._chunks = self._parquet_chunks() if self.format == "parquet" else list(self._text_chunks())
+            with gzip_errors(self.path):
+                self._chunks = self._parquet_chunks() if self.format == "parquet" else list(self._text_chunks())
             if not self._chunks:  # read whole, so an empty file gets the whole file's error
                 self._chunks = [Chunk(0, 0, 1)]
         return self._chunks
 
     def _parquet_chunks(self) -> list[Chunk]:
-        meta = pq.ParquetFile(self.path).metadata
+        try:
+            meta = pq.ParquetFile(self.path).metadata
+        except (pa.ArrowInvalid, OSError) as error:
+            raise DataError(self.path, f"cannot read Parquet: {error}") from None
         chunks, row = [], 1
         for group in range(meta.num_row_groups):
             chunks.append(Chunk(group, 0, row))
@@ -130,7 +133,8 @@ class ChunkedFile:
             frame = self._table_frame(table, 1)
         else:
             first_line = self._delimited[2] if self._delimited else 1
-            frame = self._text_frame(input_stream(self.path), first_line, self._header_lines, None, layout)
+            with gzip_errors(self.path):
+                frame = self._text_frame(input_stream(self.path), first_line, self._header_lines, None, layout)
         if frame.num_rows == 0:
             raise DataError(self.path, "file has no data rows", line=frame.first_line)
         return frame
@@ -154,7 +158,7 @@ class ChunkedFile:
                 yield self._table_frame(table, chunks[number].first_line)
                 _release_arrow_memory()
             return
-        for chunk, block in self._blocks(chunks, order):
+        for chunk, block in gzip_errors_in(self.path, self._blocks(chunks, order)):
             lines = (lambda text=block: text.decode("utf-8").splitlines())
             yield self._text_frame(pa.BufferReader(block), chunk.first_line, 0, lines, layout)
             _release_arrow_memory()
@@ -195,6 +199,12 @@ class ChunkedFile:
     def _table_frame(self, table: pa.Table, first_line: int) -> RawFrame:
         return frame_from_table(table, str(self.path), self.label, self.require_label, fmt=self.format,
                                 first_line=first_line, multi=self.multi, separator=self.separator)
+
+
+def gzip_errors_in(path: Path, blocks: Iterator[tuple[Chunk, bytes]]) -> Iterator[tuple[Chunk, bytes]]:
+    """``blocks``, with ``gzip_errors`` around reading them (not around what the caller does with each)."""
+    with gzip_errors(path):
+        yield from blocks
 
 
 def _release_arrow_memory() -> None:

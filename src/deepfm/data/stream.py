@@ -28,7 +28,7 @@ from deepfm.config import DataConfig
 from deepfm.data.encoded import Bag, EncodedData, id_dtype
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.filelist import ChunkedFiles, training_files
-from deepfm.data.formats import is_gzip, open_bytes
+from deepfm.data.formats import check_data_file, gzip_errors, is_gzip, open_bytes
 from deepfm.data.frame import RawFrame
 from deepfm.data.readers import CHUNK_BYTES, Chunk, ChunkedFile
 from deepfm.errors import DataError
@@ -229,7 +229,8 @@ def assemble(parts: Iterable[EncodedData], total: int, encoder: FeatureEncoder, 
 
 def chunk_bytes_for(path: str | Path, chunk_rows: int, probe: int = 1 << 20) -> int:
     """Bytes of text that hold about ``chunk_rows`` rows, from the mean line length of the first MiB."""
-    with open_bytes(training_files(path)[0]) as handle:  # a pattern: its first file
+    first = check_data_file(training_files(path)[0])  # a pattern: its first file
+    with gzip_errors(first), open_bytes(first) as handle:
         head = handle.read(probe)
     lines = max(head.count(b"\n"), 1)
     return max(int(len(head) / lines * chunk_rows), 1 << 10)

@@ -76,6 +76,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise DataError(getattr(args, name), f"--{name} file not found")
     if args.seeds < 1:
         raise ConfigError("--seeds: must be at least 1")
+    if args.device is not None:
+        from deepfm.cli import resolve_device
+
+        args.device = resolve_device(args.device)  # before any data is read
     base = load_config_file(args.config) if args.config else {}
     overrides = _overrides(args)
     if args.study:

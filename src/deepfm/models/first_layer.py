@@ -177,11 +177,12 @@ def first_layer_plan(embedding: FeaturesEmbedding, first: nn.Linear | None, batc
     batch whose fields do not fill ``first``'s input, which the dense layer then refuses; tracing for export) or does
     not pay. It applies to predicting too (no gradient). Under bf16 autocast the layer stays in fp32 (its products
     are small here; the next layers run in bf16)."""
+    if torch.jit.is_tracing() or getattr(torch.compiler, "is_compiling", lambda: False)():
+        return None  # first: the checks below turn tensors into Python values, which the tracer warns of
     table = embedding.weight
     scoring = not torch.is_grad_enabled()  # predicting: no gradient to keep sparse
     if (first is None or table.shape[1] < MIN_WIDTH or not (scoring or embedding.trains_sparsely()) or table.device.type != "cpu" or table.dtype != torch.float32
-            or batch.bags or (batch.values is not None and batch.values.requires_grad) or torch.jit.is_tracing()
-            or getattr(torch.compiler, "is_compiling", lambda: False)()):
+            or batch.bags or (batch.values is not None and batch.values.requires_grad)):
         return None
     distinct = batch.distinct()
     batch_size, fields = distinct.inverse.shape
