@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import re
 from pathlib import Path
 
@@ -170,6 +171,20 @@ def test_resume_on_other_data_is_refused_naming_the_file_that_differs(ctr_csv, t
         err = capsys.readouterr().err
         assert code == 2 and len(err.splitlines()) == 1, err
         assert err.startswith(f"{out / 'checkpoint'}: the checkpoint was written with other data (") and differs in err, err
+
+
+def test_what_a_run_killed_before_its_first_checkpoint_left_is_not_resumed(ctr_csv, tmp_path, capsys):
+    """A run killed (not interrupted) before its first checkpoint leaves its encoders and record: --resume with
+    other settings starts afresh instead of citing a checkpoint that does not exist, or reusing those encoders."""
+    out, train_path, valid = tmp_path / "m", ctr_csv(), ctr_csv("valid.csv", part=1)
+    keep_checkpoint_of_one_epoch(train_path, valid, out)
+    for path in out.iterdir():  # all but what the killed run had written
+        if path.name not in ("checkpoint-run.json", "checkpoint-features.json"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert (out / "checkpoint-run.json").exists() and (out / "checkpoint-features.json").exists()
+    other = ctr_csv("other.csv", rows=200, part=2)
+    assert train(other, out, "--valid", str(valid), "--resume", "--seed", "7") == 0, capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text())["rows"] == 200
 
 
 def test_resume_with_another_seed_or_model_setting_is_refused_in_one_readable_line(ctr_csv, tmp_path, capsys):

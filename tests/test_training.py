@@ -285,3 +285,12 @@ def test_non_finite_validation_predictions_stop_with_a_clear_error(tables, monke
     monkeypatch.setattr(trainer, "predict_logits", lambda *args, **kwargs: np.full(len(tables["valid"][0]), np.inf))
     with pytest.raises(TrainingDiverged, match=r"epoch 1: the model predicts NaN or infinity on validation rows"):
         Estimator(**SMALL).fit(tables["train"][0], valid=tables["valid"][0], progress=False)
+
+
+def test_a_missing_data_file_is_a_data_error_also_when_the_run_checkpoints(tmp_path):
+    from deepfm import Estimator
+    from deepfm.errors import DataError
+
+    for data in ({"train": str(tmp_path / "nope.csv")}, {"train": str(tmp_path / "nope.csv"), "valid": str(tmp_path / "v.csv")}):
+        with pytest.raises(DataError, match="nope.csv: file not found"):
+            Estimator(data=data).fit(out=tmp_path / "m", progress=False)

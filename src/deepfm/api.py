@@ -21,7 +21,7 @@ import pyarrow as pa
 import torch
 
 from deepfm import distributed
-from deepfm.artifact import load_model_dir, save_model_dir
+from deepfm.artifact import checkpoint_saved, load_model_dir, save_model_dir
 from deepfm.config import RunConfig, build_config, merge
 from deepfm.defaults import describe_shape_rule, id_shape, with_task_defaults
 from deepfm.data.batch import EncodedData
@@ -120,8 +120,10 @@ def run_record(config: RunConfig, train: Data, valid: Data | None) -> dict[str, 
     """What a run trains on and with, as ``RUN_RECORD`` holds it: its data's identity and the settings a
     resumed run must share with it."""
     settings = config.to_json_dict()
+    data = {key: value for key, value in settings["data"].items() if key not in READING_SETTINGS}
+    data["valid_fraction"] = config.data.valid_fraction if holds_out(config, valid) else 0.0  # the rows it holds out
     return {"train": data_identity(train), "valid": data_identity(valid), "settings": {
-        "data": {key: value for key, value in settings["data"].items() if key not in READING_SETTINGS},
+        "data": data,
         "model": settings["model"],
         "training": {key: settings["training"][key] for key in TRAJECTORY_SETTINGS}}}
 
@@ -142,7 +144,8 @@ def refuse_another_run(saved: dict[str, Any], record: dict[str, Any], checkpoint
     if changes:
         raise ConfigError(f"{checkpoint_dir}: the checkpoint was written with other {' and '.join(changes)} "
                           f"({'; '.join(sum(changes.values(), []))}); resume with the same data and settings, or "
-                          "train into a new --out")
+                          "train into a new --out" + (f" (data only copied or touched: delete {checkpoint_dir.parent / RUN_RECORD}"
+                                                      " to resume anyway)" if "data" in changes else ""))
 
 
 def _shown(value: Any) -> str:
@@ -231,13 +234,15 @@ class Estimator:
         saved_features = Path(out) / "checkpoint-features.json" if out else None
         record = run_record(cfg, train, valid) if out else None
         recorded = Path(out) / RUN_RECORD if out else None
-        if resume and recorded and recorded.exists() and ctx.is_main:  # before any data is read; rank 0's paths
+        # what is left of a run killed before its first checkpoint (encoders, record) is not resumed: it starts afresh
+        has_checkpoint = bool(resume and out and ctx.is_main and checkpoint_saved(Path(out)))
+        if has_checkpoint and recorded.exists():  # before any data is read; rank 0's paths
             refuse_another_run(json.loads(recorded.read_text()), record, Path(out) / "checkpoint")
         # an older version's checkpoint has no record: this run's would vouch for what was never compared
         unrecorded = resume and recorded is not None and not recorded.exists() and any(
             (Path(out) / name).exists() for name in ("checkpoint", "checkpoint.old", "checkpoint-fnn-stage1"))
         saved = None
-        if resume and saved_features and saved_features.exists() and ctx.is_main:
+        if has_checkpoint and saved_features.exists():
             saved = FeatureEncoder.from_dict(json.loads(saved_features.read_text()))
         hold_out = holds_out(cfg, valid)
         train_data, valid_data, holdout = (self._training_data(train, saved, progress, hold_out) if ctx.world == 1

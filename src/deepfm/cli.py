@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -331,18 +332,11 @@ def refuse_occupied_out(out: str | Path, overwrite: bool) -> None:
                           "or choose another --out")
 
 
-def checkpoint_saved(out: Path) -> bool:
-    """Whether a run into ``out`` has written a checkpoint to resume: a single run's (``checkpoint`` or, between
-    two swaps, ``checkpoint.old``), a portfolio recipe's or FNN's pre-training stage's (never one being written)."""
-    found = [*out.glob("checkpoint*/state.json"), *out.glob("checkpoint*/portfolio-*/state.json")]
-    return any(not any(part.endswith(".tmp") for part in path.relative_to(out).parts) for path in found)
-
-
 def refuse_resume_without_checkpoint(out: Path, overwrite: bool) -> None:
     """``--resume`` where ``out`` holds no checkpoint starts from scratch only when ``out`` is new or holds no
     more than an interrupted run's own files; a saved model (or anything else) is not trained over unless
     ``overwrite``."""
-    from deepfm.artifact import CHECKPOINT
+    from deepfm.artifact import CHECKPOINT, checkpoint_saved
     from deepfm.errors import ConfigError
 
     if overwrite or not out.is_dir() or checkpoint_saved(out):
@@ -615,9 +609,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         out = getattr(args, "out", None) if args.command == "train" else None
+        from deepfm.artifact import checkpoint_saved
+
         nothing_saved = out is not None and not checkpoint_saved(Path(out))
         if nothing_saved and hasattr(args, "out_existed") and os.environ.get("RANK", "0") == "0":
-            forget_unsaved_run(Path(out), args.out_existed)  # the same command runs again
+            with contextlib.suppress(OSError):  # under --nproc the launcher and rank 0 may both clear it
+                forget_unsaved_run(Path(out), args.out_existed)  # the same command runs again
         again = shlex.join(["deepfm", *args.argv, *([] if args.resume else ["--resume"])]) if args.command == "train" else ""
         print("interrupted before the first checkpoint: nothing to resume" if nothing_saved else
               f"interrupted; resume with: {again}" if args.command == "train" else "interrupted", file=sys.stderr)

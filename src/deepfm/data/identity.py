@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from deepfm.data.filelist import training_files
+from deepfm.data.filelist import is_pattern, training_files
+from deepfm.data.formats import check_data_file
 from deepfm.data.frame import RawFrame
 
 SAMPLED_ROWS = 1000
@@ -29,7 +30,8 @@ def data_identity(data: Any) -> Any:
     if data is None:
         return None
     if isinstance(data, (str, Path)):
-        return [_file_identity(path) for path in ([Path(data)] if Path(data).is_file() else training_files(data))]
+        paths = training_files(data) if is_pattern(data) else [check_data_file(data)]  # not found: a DataError
+        return [_file_identity(path) for path in paths]
     if isinstance(data, RawFrame):
         columns = dict(data.columns) | ({"<label>": data.labels} if data.labels is not None else {})
         return _columns_identity(columns, data.num_rows)
