@@ -196,6 +196,20 @@ def test_a_third_label_value_is_found_in_a_later_chunk_of_a_streamed_file(write_
     assert (error.line, error.column) == (992, 2) and "label '>50K.' is neither" in error.message
 
 
+def test_one_vs_rest_reads_every_value_but_the_positive_one_as_zero(write_table):
+    """``--positive 5 --one-vs-rest`` on ratings: 5 against 1-4, as ``--positive`` did before the two-value rule."""
+    from deepfm.data.readers import read_frame as read
+
+    path = write_table("train.csv", {"user": ["a", "b", "c", "d", "e"], "label": ["5", "3", "1", "5", "4"]})
+    error = error_of(fit, path, positive="5")
+    assert "add --one-vs-rest to read every value but the positive one as 0" in error.message
+    encoder = fit(path, positive="5", one_vs_rest=True)
+    assert encoder.task.negative is None
+    assert encoder.task.encode_labels(read(path)).tolist() == [1, 0, 0, 1, 0]
+    with pytest.raises(ValueError, match="one_vs_rest: name the positive label value too"):
+        DataConfig(one_vs_rest=True)
+
+
 def test_the_negative_value_is_the_more_frequent_other_value_even_after_a_stray_first_row(write_table):
     path = write_table("train.csv", income_labels(100, {1: "<=50K."}))
     error = error_of(fit, path, positive=">50K")

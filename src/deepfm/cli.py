@@ -156,7 +156,10 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="auto: binary if labels are 0/1, regression for ratings or real values; ordinal: ordered "
                         "numeric classes such as ratings 1-5 (a cumulative link; ordered probit with --solver mcmc)")
     p.add_argument("--label", help="label column")
-    p.add_argument("--positive", help="binary task with text labels: the label value that means 1 (e.g. '>50K')")
+    p.add_argument("--positive", help="binary task with text labels: the label value that means 1 (e.g. '>50K'); the "
+                                      "labels hold it and one other value, which means 0")
+    p.add_argument("--one-vs-rest", action="store_true", default=None,
+                   help="with --positive: every other label value means 0 (e.g. --positive 5 on ratings 1-5)")
     p.add_argument("--weight", help="column of per-row weights for the loss and metrics (default: every row weighs 1)")
     p.add_argument("--format", choices=["auto", *FORMATS])
     p.add_argument("--categorical", help="comma-separated columns to treat as categorical")
@@ -219,6 +222,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
 FLAG_KEYS = {
     "train": ("data", "train"), "valid": ("data", "valid"), "valid_fraction": ("data", "valid_fraction"),
     "task": ("data", "task"), "label": ("data", "label"), "positive": ("data", "positive"),
+    "one_vs_rest": ("data", "one_vs_rest"),
     "weight": ("data", "weight"),
     "format": ("data", "format"), "categorical": ("data", "categorical"), "numeric": ("data", "numeric"),
     "multi": ("data", "multi"), "ignore": ("data", "ignore"), "min_count": ("data", "min_count"),

@@ -50,6 +50,8 @@ class DataConfig(_Frozen):
     format: Format = "auto"
     label: str = "label"
     positive: str | None = Field(None, description="binary: the label value that means 1 (e.g. >50K); the one other value means 0")
+    one_vs_rest: bool = Field(False, description="with positive: every other label value means 0 (one value against the "
+                                                 "rest, e.g. rating 5 against 1-4) instead of the labels holding two values")
     task: Task = "auto"
     weight: str | None = Field(None, description="a column of sample weights (not a feature): each row's weight in the "
                                                  "loss and in the validation/evaluation metrics")
@@ -67,6 +69,12 @@ class DataConfig(_Frozen):
         "auto", description="read the training file chunk by chunk every epoch (auto: when it would not fit in memory)")
     chunk_rows: int = Field(65_536, ge=1, description="rows per chunk when reading files chunk by chunk")
     shuffle_window: int = Field(8, ge=1, description="streaming: chunks whose rows are shuffled together")
+
+    @model_validator(mode="after")
+    def _one_vs_rest_needs_positive(self) -> "DataConfig":
+        if self.one_vs_rest and self.positive is None:
+            raise ValueError("one_vs_rest: name the positive label value too (--positive VALUE)")
+        return self
 
     @field_validator("categorical", "numeric", "multi", "ignore", mode="before")
     @classmethod

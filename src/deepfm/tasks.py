@@ -473,8 +473,9 @@ class TaskFitter:
     further value is an error at its first row).
     """
 
-    def __init__(self, task: str, positive: str | None, allows_plus_minus_one: bool, path: str):
+    def __init__(self, task: str, positive: str | None, allows_plus_minus_one: bool, path: str, one_vs_rest: bool = False):
         self.task, self.positive, self.allows_pm1, self.path = task, positive, allows_plus_minus_one, path
+        self.one_vs_rest = one_vs_rest  # ``--positive`` against every other value: no negative value to find
         self.count, self.total, self.zero_one, self.minus_one, self.ones = 0, 0.0, 0, 0, 0
         self.examples: list[float] = []  # a few distinct labels, for messages
         self.first_odd: DataError | None = None  # the first label that is neither 0/1 nor (libFM) -1
@@ -508,7 +509,7 @@ class TaskFitter:
         if self.positive is not None and len(self.raw_seen) <= LABELS_LISTED:
             for value in distinct_values(label_text(frame)):
                 self.raw_seen.setdefault(value, None)
-        if self.positive is not None:
+        if self.positive is not None and not self.one_vs_rest:
             self._count_others(frame)
 
     def _count_others(self, frame: RawFrame) -> None:
@@ -586,7 +587,8 @@ class TaskFitter:
             neither = self.count - self.ones - self.others[negative]
             raise DataError(first.path, f"label {strays[0]!r} is neither the positive value {self.positive!r} nor the "
                             f"negative value {negative!r} ({neither:,} of {self.count:,} labels are neither; labels "
-                            f"seen: {_listed(self.raw_seen)}): fix the odd labels, or use --task multiclass",
+                            f"seen: {_listed(self.raw_seen)}): fix the odd labels, add --one-vs-rest to read every "
+                            "value but the positive one as 0, or use --task multiclass",
                             line=first.line, column=first.column)
         return negative
 

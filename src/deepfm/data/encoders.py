@@ -412,7 +412,8 @@ class _Fitter:
         self.samples: dict[str, list[np.ndarray]] = {n: [] for n, k in self.kinds.items() if k == "numeric"}
         self.weighted = {n: n in first.weights for n in self.kinds}
         self.rows = 0
-        self.labels = TaskFitter(config.task, config.positive, first.format in ("libfm", "libffm"), first.path)
+        self.labels = TaskFitter(config.task, config.positive, first.format in ("libfm", "libffm"), first.path,
+                                 one_vs_rest=config.one_vs_rest)
 
     @classmethod
     def over(cls, frames: Iterable[RawFrame], config: DataConfig, retain: bool = False) -> "_Fitter":
