@@ -316,6 +316,14 @@ def test_best_toml_names_the_data_files_by_absolute_path_so_it_reproduces_from_a
     assert (data.train, data.valid) == (str(tmp_path / "train.csv"), str(tmp_path / "sub" / "valid.csv"))
 
 
+@pytest.mark.parametrize("solver", ["mcmc", "als"])
+def test_tune_refuses_the_sweeping_solvers_first(tmp_path, ctr_csv, capsys, solver):
+    """Not "give --valid": the solver is why (mcmc/als no longer hold rows out by default)."""
+    assert main(["tune", "--train", str(ctr_csv()), "--model", "fm", "--solver", solver, "--task", "regression",
+                 "--out", str(tmp_path / "o"), "--trials", "1"]) == 2
+    assert capsys.readouterr().err.startswith(f"training.solver '{solver}': compare and tune train by gradient")
+
+
 def test_without_optuna_tune_names_the_extra_to_install(tmp_path, ctr_csv, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
     assert main(["tune", "--train", str(ctr_csv()), "--out", str(tmp_path / "o"), "--trials", "1"]) == 2

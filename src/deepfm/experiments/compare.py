@@ -117,15 +117,20 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def refuse_other_solvers(config: RunConfig) -> None:
+    """Compare and tune train by gradient: another solver is a ``ConfigError`` (say it before any data is read)."""
+    if config.training.solver != "gradient":
+        raise ConfigError(f"training.solver {config.training.solver!r}: compare and tune train by gradient; "
+                          "use deepfm train for the sampling and ALS solvers")
+
+
 def train_one(config: RunConfig, data: EncodedSplits, log: Log, score_test: bool = True,
               on_epoch: Callable[[dict[str, Any]], None] | None = None) -> tuple[torch.nn.Module, Run]:
     """Train one variant with one seed (FNN: FM pre-training first) and score it on test
     (``score_test=False``: leave test untouched, e.g. when tuning). ``on_epoch``: the trainer's hook,
     called with each epoch's record (its validation metrics under ``valid``)."""
     task, seed = data.encoder.task, config.training.seed
-    if config.training.solver != "gradient":
-        raise ConfigError(f"training.solver {config.training.solver!r}: compare and tune train by gradient; "
-                          "use deepfm train for the sampling and ALS solvers")
+    refuse_other_solvers(config)
     torch.manual_seed(seed)
     model = model_for_run(config, data.encoder.num_features, data.encoder.num_fields, task,
                           [spec.size for spec in data.encoder.fields])

@@ -392,10 +392,11 @@ def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: 
     ``(section, key)``, are not searched), and write ``config.out`` (the best trial's model
     directory, ``tune.json``, ``best.toml``); returns what ``tune.json`` holds."""
     from deepfm.api import Estimator
-    from deepfm.experiments.compare import EncodedSplits
+    from deepfm.experiments.compare import EncodedSplits, refuse_other_solvers
     from deepfm.runtime import configure as configure_runtime
     from deepfm.training.trainer import peak_rss_mb
 
+    refuse_other_solvers(config)  # before the data is read and before the validation rows are asked for
     began = time.perf_counter()
     if ("training", "threads") not in fixed:
         config = config.model_copy(update={"training": config.training.model_copy(update={"threads": TUNE_THREADS})})
