@@ -173,6 +173,13 @@ def test_resume_on_other_data_is_refused_naming_the_file_that_differs(ctr_csv, t
         assert err.startswith(f"{out / 'checkpoint'}: the checkpoint was written with other data (") and differs in err, err
 
 
+def test_a_valid_file_named_like_a_pattern_is_read_as_named(ctr_csv, tmp_path):
+    """``--train`` may be a glob pattern; ``--valid`` is one file, whatever characters its name holds."""
+    valid = tmp_path / "v[1].csv"
+    valid.write_bytes(ctr_csv("valid.csv", part=1).read_bytes())
+    assert train(ctr_csv(), tmp_path / "m", "--valid", str(valid)) == 0
+
+
 def test_what_a_run_killed_before_its_first_checkpoint_left_is_not_resumed(ctr_csv, tmp_path, capsys):
     """A run killed (not interrupted) before its first checkpoint leaves its encoders and record: --resume with
     other settings starts afresh instead of citing a checkpoint that does not exist, or reusing those encoders."""

@@ -54,6 +54,16 @@ def test_importing_deepfm_loads_nothing_heavy_and_sets_no_environment_variable()
                       environment_without(*SETTINGS)) == ["False", "False"]
 
 
+def test_ctrl_c_in_train_is_answered_from_the_file_system_alone(tmp_path):
+    """The handler asks the file names whether a checkpoint exists (``deepfm.resumable``), not the model-directory
+    module with its torch and safetensors imports: a Ctrl-C early in a run is answered at once."""
+    code = ("import sys, deepfm.cli as cli; "
+            "cli.COMMANDS['train'] = lambda args: (_ for _ in ()).throw(KeyboardInterrupt()); "
+            f"code = cli.main(['train', '--train', 'x.csv', '--out', {str(tmp_path / 'm')!r}]); "
+            "print(code, 'deepfm.artifact' in sys.modules, 'deepfm.resumable' in sys.modules)")
+    assert run_python(code, environment_without(*SETTINGS))[-3:] == ["130", "False", "True"]
+
+
 # The command's entry points with ``main`` replaced by a probe: what it sees is what a command sees.
 PROBE = ("import os, sys, deepfm.cli as cli; "
          "cli.main = lambda: print(os.environ['OMP_WAIT_POLICY'], os.environ['ARROW_DEFAULT_MEMORY_POOL'], "

@@ -208,6 +208,9 @@ def test_one_vs_rest_reads_every_value_but_the_positive_one_as_zero(write_table)
     assert encoder.task.encode_labels(read(path)).tolist() == [1, 0, 0, 1, 0]
     with pytest.raises(ValueError, match="one_vs_rest: name the positive label value too"):
         DataConfig(one_vs_rest=True)
+    for task in ("multiclass", "ordinal", "regression"):
+        with pytest.raises(ValueError, match="one_vs_rest: a binary task's option"):
+            DataConfig(positive="5", one_vs_rest=True, task=task)
 
 
 def test_the_negative_value_is_the_more_frequent_other_value_even_after_a_stray_first_row(write_table):

@@ -21,7 +21,7 @@ import pyarrow as pa
 import torch
 
 from deepfm import distributed
-from deepfm.artifact import checkpoint_saved, load_model_dir, save_model_dir
+from deepfm.artifact import load_model_dir, save_model_dir
 from deepfm.config import RunConfig, build_config, merge
 from deepfm.defaults import describe_shape_rule, id_shape, with_task_defaults
 from deepfm.data.batch import EncodedData
@@ -29,6 +29,7 @@ from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.filelist import ChunkedFiles, chunk_index, open_chunked
 from deepfm.data.frame import RawFrame
 from deepfm.data.identity import data_identity, describe_change
+from deepfm.resumable import checkpoint_saved
 from deepfm.data.holdout import HASH_RULE, PERMUTATION_RULE, Holdout, encode_hashed, hashed_mask, held_out_count, held_out_mask, split_encoded, stream_fraction
 from deepfm.data.readers import frame_from_table, read_frame
 from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_and_encode, fit_streaming, should_stream
@@ -122,7 +123,7 @@ def run_record(config: RunConfig, train: Data, valid: Data | None) -> dict[str, 
     settings = config.to_json_dict()
     data = {key: value for key, value in settings["data"].items() if key not in READING_SETTINGS}
     data["valid_fraction"] = config.data.valid_fraction if holds_out(config, valid) else 0.0  # the rows it holds out
-    return {"train": data_identity(train), "valid": data_identity(valid), "settings": {
+    return {"train": data_identity(train), "valid": data_identity(valid, pattern=False), "settings": {
         "data": data,
         "model": settings["model"],
         "training": {key: settings["training"][key] for key in TRAJECTORY_SETTINGS}}}
@@ -145,7 +146,7 @@ def refuse_another_run(saved: dict[str, Any], record: dict[str, Any], checkpoint
         raise ConfigError(f"{checkpoint_dir}: the checkpoint was written with other {' and '.join(changes)} "
                           f"({'; '.join(sum(changes.values(), []))}); resume with the same data and settings, or "
                           "train into a new --out" + (f" (data only copied or touched: delete {checkpoint_dir.parent / RUN_RECORD}"
-                                                      " to resume anyway)" if "data" in changes else ""))
+                                                      " to resume anyway)" if set(changes) == {"data"} else ""))
 
 
 def _shown(value: Any) -> str:

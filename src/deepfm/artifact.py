@@ -85,13 +85,6 @@ def read_extra(directory: str | Path, name: str) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def checkpoint_saved(out: Path) -> bool:
-    """Whether a run into ``out`` has written a checkpoint to resume: a single run's (``checkpoint`` or, between
-    two swaps, ``checkpoint.old``), a portfolio recipe's or FNN's pre-training stage's (never one being written)."""
-    found = [*out.glob("checkpoint*/state.json"), *out.glob("checkpoint*/portfolio-*/state.json")]
-    return any(not any(part.endswith(".tmp") for part in path.relative_to(out).parts) for path in found)
-
-
 def remove_checkpoint(directory: str | Path) -> None:
     """Delete the training checkpoint of a finished run (several times the size of the model)."""
     directory = Path(directory)

@@ -340,7 +340,8 @@ def refuse_resume_without_checkpoint(out: Path, overwrite: bool) -> None:
     """``--resume`` where ``out`` holds no checkpoint starts from scratch only when ``out`` is new or holds no
     more than an interrupted run's own files; a saved model (or anything else) is not trained over unless
     ``overwrite``."""
-    from deepfm.artifact import CHECKPOINT, checkpoint_saved
+    from deepfm.artifact import CHECKPOINT
+    from deepfm.resumable import checkpoint_saved
     from deepfm.errors import ConfigError
 
     if overwrite or not out.is_dir() or checkpoint_saved(out):
@@ -613,7 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         out = getattr(args, "out", None) if args.command == "train" else None
-        from deepfm.artifact import checkpoint_saved
+        from deepfm.resumable import checkpoint_saved  # no torch import in the handler
 
         nothing_saved = out is not None and not checkpoint_saved(Path(out))
         if nothing_saved and hasattr(args, "out_existed") and os.environ.get("RANK", "0") == "0":

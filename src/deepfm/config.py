@@ -74,6 +74,8 @@ class DataConfig(_Frozen):
     def _one_vs_rest_needs_positive(self) -> "DataConfig":
         if self.one_vs_rest and self.positive is None:
             raise ValueError("one_vs_rest: name the positive label value too (--positive VALUE)")
+        if self.one_vs_rest and self.task not in ("auto", "binary"):
+            raise ValueError(f"one_vs_rest: a binary task's option (the task is {self.task})")
         return self
 
     @field_validator("categorical", "numeric", "multi", "ignore", mode="before")

@@ -25,12 +25,13 @@ from deepfm.data.frame import RawFrame
 SAMPLED_ROWS = 1000
 
 
-def data_identity(data: Any) -> Any:
-    """A JSON-able identity of ``data`` (a path or pattern, a Table, a DataFrame, a RawFrame or None)."""
+def data_identity(data: Any, pattern: bool = True) -> Any:
+    """A JSON-able identity of ``data`` (a path, or with ``pattern`` a glob pattern as ``--train`` reads one; a Table,
+    a DataFrame, a RawFrame or None)."""
     if data is None:
         return None
     if isinstance(data, (str, Path)):
-        paths = training_files(data) if is_pattern(data) else [check_data_file(data)]  # not found: a DataError
+        paths = training_files(data) if pattern and is_pattern(data) else [check_data_file(data)]  # missing: DataError
         return [_file_identity(path) for path in paths]
     if isinstance(data, RawFrame):
         columns = dict(data.columns) | ({"<label>": data.labels} if data.labels is not None else {})
