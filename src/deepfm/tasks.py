@@ -506,15 +506,18 @@ class TaskFitter:
         odd = np.flatnonzero(present)[~(zero_one | minus_one)]
         if self.first_odd is None and len(odd):
             self.first_odd = frame.error(int(odd[0]), None, f"label {y[odd[0]]:g} in a file of 0/1 labels")
-        if self.positive is not None and len(self.raw_seen) <= LABELS_LISTED:
-            for value in distinct_values(label_text(frame)):
+        if self.positive is None:
+            return
+        text = label_text(frame)  # once a chunk, for both reads below
+        if len(self.raw_seen) <= LABELS_LISTED:
+            for value in distinct_values(text):
                 self.raw_seen.setdefault(value, None)
-        if self.positive is not None and not self.one_vs_rest:
-            self._count_others(frame)
+        if not self.one_vs_rest:
+            self._count_others(frame, text)
 
-    def _count_others(self, frame: RawFrame) -> None:
-        """Count the raw values other than ``--positive`` (the first few) and locate each one's first row."""
-        text = label_text(frame)
+    def _count_others(self, frame: RawFrame, text: pa.Array) -> None:
+        """Count the raw values other than ``--positive`` in ``text`` (the frame's labels; the first few values)
+        and locate each one's first row."""
         counts = pc.value_counts(text.filter(pc.fill_null(pc.not_equal(text, self.positive), False))).flatten()
         for value, count in zip(counts[0].to_pylist(), counts[1].to_pylist()):  # in order of first occurrence
             if value not in self.others:
