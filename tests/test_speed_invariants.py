@@ -11,7 +11,7 @@ from deepfm.data.batch import Batch, EncodedData, prefetch
 from deepfm.data.design import DistinctIds, distinct_ids, put_rows, take_rows
 from deepfm.models.layers import FeaturesEmbedding
 from deepfm.training.optim import batch_occurrences
-from deepfm.training.rowwise import RowWiseAdam, add_occurrence_l2
+from deepfm.training.rowwise import LazyAdagrad, RowWiseAdam, add_occurrence_l2
 
 
 @pytest.mark.parametrize("table", [50, 10_000_000])  # bitmap path, sort path
@@ -69,15 +69,16 @@ def test_distinct_row_lookup_gives_the_same_values_and_gradient_as_a_plain_looku
     assert fast_grad.indices()[0].tolist() == torch.unique(ids).tolist(), "only the rows the batch used"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # the compiled pass, and the tensor ops
 @pytest.mark.parametrize("row_l2", [0.0, 0.1])
-def test_row_wise_adam_makes_sparse_adams_update_with_lazy_l2(row_l2):
+def test_row_wise_adam_makes_sparse_adams_update_with_lazy_l2(row_l2, dtype):
     torch.manual_seed(1)
-    start = torch.randn(20, 3)
+    start = torch.randn(20, 3, dtype=dtype)
     ours, reference = start.clone().requires_grad_(), start.clone().requires_grad_()
     fast, slow = RowWiseAdam([ours], lr=0.05, row_l2=row_l2), torch.optim.SparseAdam([reference], lr=0.05)
     for step in range(4):
         rows = torch.tensor([[7, 2, 7, 11][: 2 + step % 3]])  # unsorted, with a repeated row
-        grad_values = torch.randn(rows.shape[1], 3)
+        grad_values = torch.randn(rows.shape[1], 3, dtype=dtype)
         ours.grad = torch.sparse_coo_tensor(rows, grad_values, (20, 3), check_invariants=True)
         summed = torch.sparse_coo_tensor(rows, grad_values, (20, 3), check_invariants=True).coalesce()
         touched = summed.indices()[0]
@@ -110,34 +111,38 @@ def test_prefetch_thread_yields_the_same_batches_in_order_and_passes_errors_on()
 
 # Dropout and batch norm in the MLP: cheaper CPU forms of the same functions.
 
-from deepfm.models.dropout import relu_dropout, uniform_noise  # noqa: E402
+from deepfm.models.dropout import keep_mask, relu_dropout  # noqa: E402
 from deepfm.models.layers import MultiLayerPerceptron, WarmStartBatchNorm1d  # noqa: E402
 
 
-def test_relu_dropout_equals_relu_then_inverted_dropout_with_the_same_mask():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_relu_dropout_equals_relu_then_inverted_dropout_with_the_same_mask(dtype):
     torch.manual_seed(3)
-    z, grad, p = torch.randn(64, 9), torch.randn(64, 9), 0.3
-    noise = uniform_noise(z.shape)
-    mask = (noise > 1 + p).float()
+    z, grad, p = torch.randn(64, 9).to(dtype), torch.randn(64, 9).to(dtype), 0.3
+    mask = keep_mask(z.shape, p, seed=11)
     fast_in, plain_in = z.clone().requires_grad_(), z.clone().requires_grad_()
-    fast = relu_dropout(fast_in * 1, p, noise)  # (× 1: not a leaf, as a layer's output)
-    plain = F.relu(plain_in) * mask / (1 - p)
+    fast = relu_dropout(fast_in * 1, p, seed=11)  # (× 1: not a leaf, as a layer's output)
+    plain = F.relu(plain_in) * mask.to(dtype) / (1 - p)
     fast.backward(grad)
     plain.backward(grad)
+    assert fast.dtype == dtype
     torch.testing.assert_close(fast, plain)
     torch.testing.assert_close(fast_in.grad, plain_in.grad)
 
 
-def test_dropout_noise_keeps_each_element_with_probability_one_minus_p_and_follows_the_torch_seed():
-    torch.manual_seed(0)
-    noise = uniform_noise(torch.Size([1000, 1000]))
-    assert noise.min() >= 1 and noise.max() < 2
+def test_dropout_keeps_each_element_with_probability_one_minus_p_and_follows_the_torch_seed():
     for p in (0.1, 0.2, 0.5):
-        kept = float((noise > 1 + p).float().mean())
+        kept = float(keep_mask(torch.Size([1000, 1000]), p, seed=int(p * 100)).float().mean())
         assert abs(kept - (1 - p)) < 5 * (p * (1 - p) / 1e6) ** 0.5  # five standard errors
+    mask = keep_mask(torch.Size([1000, 1000]), 0.5, seed=1)
+    assert abs(float((mask[:, 1:] == mask[:, :-1]).float().mean()) - 0.5) < 0.003  # neighbours independent
+    assert not torch.equal(keep_mask(torch.Size([1000, 1000]), 0.5, seed=2), mask)
+    z = torch.randn(1000, 1000)
     torch.manual_seed(0)
-    assert torch.equal(uniform_noise(torch.Size([1000, 1000])), noise)
-    assert not torch.equal(uniform_noise(torch.Size([1000, 1000])), noise)
+    first = relu_dropout(z.clone(), 0.5)
+    torch.manual_seed(0)
+    assert torch.equal(relu_dropout(z.clone(), 0.5), first)
+    assert not torch.equal(relu_dropout(z.clone(), 0.5), first)
 
 
 def test_mlp_keeps_its_modules_and_in_eval_mode_is_the_plain_sequence():
@@ -247,7 +252,8 @@ def test_per_occurrence_l2_on_a_distinct_row_lookup_matches_the_searched_path():
 
 
 def test_a_gradient_run_imports_neither_sklearn_nor_numba_until_it_scores_or_samples():
-    """Peak RSS: scikit-learn's metrics (~100 MB) load when a run first scores, numba (~60 MB) when it samples."""
+    """Peak RSS: scikit-learn's metrics (~100 MB) load when a run first scores, numba (~60 MB) when it samples
+    or first steps a compiled pass (dropout, row-wise Adam)."""
     import subprocess
     import sys
 
@@ -277,14 +283,13 @@ def test_relu_dropout_backward_writes_its_gradient_into_the_incoming_one():
     Linear's fresh input gradient is overwritten (no new pages), and the values are the plain form's."""
     torch.manual_seed(5)
     z, p = torch.randn(64, 9), 0.25
-    noise = uniform_noise(z.shape)
     linear = torch.nn.Linear(9, 4)
-    out = relu_dropout(_Spy.apply(z.clone().requires_grad_()), p, noise, overwrite_grad=True)  # as the MLP does
+    out = relu_dropout(_Spy.apply(z.clone().requires_grad_()), p, seed=5, overwrite_grad=True)  # as the MLP does
     incoming = []
     out.register_hook(incoming.append)
     linear(out).sum().backward()
     plain_in = z.clone().requires_grad_()
-    linear(F.relu(plain_in) * (noise > 1 + p).float() / (1 - p)).sum().backward()
+    linear(F.relu(plain_in) * keep_mask(z.shape, p, seed=5).float() / (1 - p)).sum().backward()
     torch.testing.assert_close(_Spy.seen[-1], plain_in.grad)
     assert _Spy.seen[-1].data_ptr() == incoming[0].data_ptr()
 
@@ -301,9 +306,10 @@ def test_an_mlp_without_output_layer_leaves_the_callers_gradient_alone():
 
 
 def test_the_row_wise_step_takes_the_rows_the_lookup_gathered_unless_the_table_changed(monkeypatch):
-    """The forward gathers a batch's distinct rows of each table; the row-wise Adam step of the same batch
+    """The forward gathers a batch's distinct rows of each table; the row-wise AdaGrad step of the same batch
     starts from those rows instead of gathering them again (same values: nothing wrote to the table in
-    between), and gathers afresh when something did (an in-place write bumps the table's version)."""
+    between), and gathers afresh when something did (an in-place write bumps the table's version).
+    (Row-wise Adam on fp32 CPU tables reads the rows in its compiled pass and gathers none.)"""
     from deepfm.data import design
     from deepfm.training import rowwise
 
@@ -313,7 +319,7 @@ def test_the_row_wise_step_takes_the_rows_the_lookup_gathered_unless_the_table_c
     counted = lambda table, index: gathers.append(table) or take_rows(table, index)  # noqa: E731
     monkeypatch.setattr(rowwise, "take_rows", counted)
 
-    def step(table: FeaturesEmbedding, optimizer: RowWiseAdam, write_between: bool) -> None:
+    def step(table: FeaturesEmbedding, optimizer: LazyAdagrad, write_between: bool) -> None:
         optimizer.zero_grad()
         table(batch).fields.square().sum().backward()
         if write_between:
@@ -325,7 +331,7 @@ def test_the_row_wise_step_takes_the_rows_the_lookup_gathered_unless_the_table_c
     for write_between in (False, True):
         torch.manual_seed(5)
         table = FeaturesEmbedding(8, 3, init_std=0.5)
-        optimizer = RowWiseAdam(table.parameters(), lr=0.1)
+        optimizer = LazyAdagrad(table.parameters(), lr=0.1)
         gathers.clear()
         for _ in range(3):
             step(table, optimizer, write_between)
@@ -333,7 +339,7 @@ def test_the_row_wise_step_takes_the_rows_the_lookup_gathered_unless_the_table_c
         results.append(table.weight.detach().clone())
     torch.manual_seed(5)
     plain = FeaturesEmbedding(8, 3, init_std=0.5)
-    reference = RowWiseAdam(plain.parameters(), lr=0.1)
+    reference = LazyAdagrad(plain.parameters(), lr=0.1)
     monkeypatch.setattr(design, "recall_rows", lambda table, index: None, raising=False)
     monkeypatch.setattr(rowwise, "recall_rows", lambda table, index: None, raising=False)
     for _ in range(3):

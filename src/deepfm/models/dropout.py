@@ -2,10 +2,13 @@
 
 ``nn.Dropout`` on CPU draws its mask with ``bernoulli_`` (~15 ns an element here) into a float
 tensor and multiplies twice; in DeepFM's MLP that cost more than a third of a training step.
-Here the mask comes from uniform noise u ~ U[1, 2) made of raw SFC64 words (NumPy, seeded from
-torch's generator, so ``torch.manual_seed`` still fixes it): 23 random mantissa bits under the
-exponent of 1.0, the resolution of ``torch.rand``. An element is kept when u > 1 + p, i.e. with
-probability 1 − p (to 2⁻²³), and scaled by 1 / (1 − p), as ``nn.Dropout`` does.
+Here one compiled pass (numba, one thread) over the layer's output draws each element's random
+word from SplitMix64 (state = seed + i·γ, so element i's word depends on the seed and i alone) and
+zeroes the element unless it is positive and kept: dropped when the word's top 32 bits fall under
+round(p·2³²), i.e. with probability p to 2⁻³². The pass reads the element's sign from its bits, so
+fp32 and bfloat16 outputs (``--precision bf16``) take the same path with no cast; the kept elements
+are then scaled by 1 / (1 − p), as ``nn.Dropout`` does. The seed comes from torch's generator, so
+``torch.manual_seed`` fixes the masks.
 
 After a ReLU, the output alone tells which elements passed both (out > 0), so the backward
 pass reads the output (which the next linear layer keeps anyway) and saves no mask.
@@ -13,33 +16,63 @@ pass reads the output (which the next linear layer keeps anyway) and saves no ma
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import torch
 
 _threshold = torch.ops.aten.threshold_backward  # (x, s, t) ↦ x where s > t, else 0: one vectorised pass
+_SIGNED_BITS = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16,
+                torch.float64: torch.int64}  # a float is > 0 exactly when its bits, read as a signed integer, are
 
 
-def uniform_noise(shape: torch.Size) -> torch.Tensor:
-    """float32 noise ~ U[1, 2) on a 2⁻²³ grid, of ``shape``, seeded from torch's default generator."""
-    count = int(np.prod(shape))
-    seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
-    words = np.random.SFC64(seed).random_raw((count + 1) // 2).view(np.int32)[:count]
-    bits = torch.from_numpy(words).view(shape)
-    return bits.bitwise_and_(0x007FFFFF).bitwise_or_(0x3F800000).view(torch.float32)  # 1.m₂₃
+@cache
+def _zero_unkept():
+    """The compiled pass, made on first use: numba loads only where dropout trains on CPU."""
+    from numba import njit
+
+    @njit(cache=True, nogil=True)
+    def zero_unkept(bits: np.ndarray, seed: int, drop_below: int) -> None:
+        """bits[i] = 0 unless bits[i] > 0 (a positive float) and element i's SplitMix64 word is kept."""
+        state = np.uint64(seed)
+        for i in range(bits.size):
+            state += np.uint64(0x9E3779B97F4A7C15)
+            word = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            word = (word ^ (word >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            word ^= word >> np.uint64(31)
+            if bits[i] <= 0 or (word >> np.uint64(32)) < drop_below:
+                bits[i] = 0
+
+    return zero_unkept
+
+
+def relu_dropout_(z: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """In place: ``z`` ↦ relu(z) ∘ m / (1 − p), m the keep mask that ``seed`` draws (see the module)."""
+    bits = z.detach().view(_SIGNED_BITS[z.dtype]).reshape(-1).numpy()  # a view: the pass writes into z
+    _zero_unkept()(bits, np.uint64(seed), np.uint64(round(p * 2**32)))
+    return z.mul_(1.0 / (1.0 - p))
+
+
+def draw_seed() -> int:
+    """A mask's seed from torch's default generator."""
+    return int(torch.randint(0, 2**62, (), dtype=torch.int64))
+
+
+def keep_mask(shape: torch.Size, p: float, seed: int) -> torch.Tensor:
+    """The keep mask (bool) that ``relu_dropout`` draws for an all-positive output of ``shape`` with ``seed``."""
+    return relu_dropout_(torch.ones(shape), p, seed) > 0
 
 
 class _ReluDropout(torch.autograd.Function):
-    """relu(z) ∘ m / (1 − p) with m = [noise > 1 + p]; ∂/∂z = g / (1 − p) where the output is > 0, else 0.
+    """relu(z) ∘ m / (1 − p); ∂/∂z = g / (1 − p) where the output is > 0, else 0.
     With ``overwrite_grad`` the backward writes into the incoming gradient g instead of a new tensor."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, noise: torch.Tensor, p: float, overwrite_grad: bool) -> torch.Tensor:
-        scale = 1.0 / (1.0 - p)
-        out = torch.ops.aten.threshold_backward.grad_input(z, noise, 1.0 + p, grad_input=z)  # in place
-        out.clamp_min_(0).mul_(scale)
+    def forward(ctx, z: torch.Tensor, p: float, seed: int, overwrite_grad: bool) -> torch.Tensor:
+        out = relu_dropout_(z, p, seed)
         ctx.mark_dirty(out)
         ctx.save_for_backward(out)
-        ctx.scale, ctx.overwrite_grad = scale, overwrite_grad
+        ctx.scale, ctx.overwrite_grad = 1.0 / (1.0 - p), overwrite_grad
         return out
 
     @staticmethod
@@ -51,14 +84,15 @@ class _ReluDropout(torch.autograd.Function):
         return _threshold(grad, out, 0).mul_(ctx.scale), None, None, None
 
 
-def relu_dropout(z: torch.Tensor, p: float, noise: torch.Tensor | None = None, overwrite_grad: bool = False) -> torch.Tensor:
-    """``dropout(relu(z), p)`` in training: each element kept with probability 1 − p and scaled by
-    1 / (1 − p). ``noise`` (U[1, 2), z's shape) fixes the mask; by default it is drawn.
+def relu_dropout(z: torch.Tensor, p: float, seed: int | None = None, overwrite_grad: bool = False) -> torch.Tensor:
+    """``dropout(relu(z), p)`` in training, in place on ``z`` (a layer's fresh, contiguous CPU output):
+    each element kept with probability 1 − p and scaled by 1 / (1 − p). ``seed`` fixes the mask
+    (``keep_mask`` gives it); by default it is drawn from torch's generator.
 
     ``overwrite_grad``: the backward overwrites the gradient it receives (no new (B, H) tensor, whose
     fresh pages cost more than the pass itself). Only for a caller whose output feeds a layer that
     makes a new input gradient no one else reads, as ``nn.Linear`` does (``MultiLayerPerceptron``);
     never where a user's tensor may arrive as the gradient (``out.backward(grad)``)."""
-    if noise is None:
-        noise = uniform_noise(z.shape)
-    return _ReluDropout.apply(z, noise, p, overwrite_grad)
+    if not z.is_contiguous():
+        z = z.contiguous()
+    return _ReluDropout.apply(z, p, draw_seed() if seed is None else seed, overwrite_grad)
