@@ -153,16 +153,22 @@ def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | 
                 continue  # long, and about memory and accuracy: once is enough
             results[name].append(run_logged(f"[{round_ + 1}/{rounds}] {name}", python, script, *args))
             width = results[name][-1].get("mlp_input_width")
-            if width and shape_of(name) in SHAPES and width != SHAPES[shape_of(name)][2] and "bf16" not in name:  # k 64
-                ceiling = f"bare MLP {width} wide (ceiling) · {shape_of(name)}"
+            if width and shape_of(name) in SHAPES and width != SHAPES[shape_of(name)][2]:  # k 64: its own ceiling
+                precision = "bf16" if "bf16" in name else "fp32"
+                ceiling = own_ceiling(width, precision, shape_of(name))
                 if len(results.setdefault(ceiling, [])) <= round_:
                     results[ceiling].append(run_logged(f"[{round_ + 1}/{rounds}] {ceiling}", DEEPFM_PY, "tasks.py",
-                                                       "mlp", "fp32", "no", str(width)))
+                                                       "mlp", precision, "no", str(width)))
     return {name: median_of(rs) for name, rs in results.items()}
 
 
 def fmt(value, spec: str = ",.0f") -> str:
     return "—" if value is None else format(value, spec)
+
+
+def own_ceiling(width: int, precision: str, shape: str) -> str:
+    """The row name of the bare MLP over a ``width``-wide input (a deepfm row whose k is not 10)."""
+    return f"bare MLP {width} wide{' bf16' if precision == 'bf16' else ''} (ceiling) · {shape}"
 
 
 def shape_of(name: str) -> str:
@@ -173,8 +179,8 @@ def table(results: dict[str, dict]) -> str:
     def ceiling(name: str) -> float | None:
         """The bare MLP over the row's own MLP input (fields × k), or over fields × 10."""
         bf16 = " bf16" if "bf16" in name else ""
-        own = f"bare MLP {results[name].get('mlp_input_width')} wide (ceiling) · {shape_of(name)}"
-        if not bf16 and own in results and name != own:
+        own = own_ceiling(results[name].get("mlp_input_width"), "bf16" if bf16 else "fp32", shape_of(name))
+        if own in results and name != own:
             return results[own].get("train_samples_per_s")
         return results.get(f"bare MLP{bf16} (ceiling) · {shape_of(name)}", {}).get("train_samples_per_s")
 
