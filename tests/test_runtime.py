@@ -1,6 +1,5 @@
 """Process-wide settings: threads, denormals and Arrow's allocator."""
 
-import numpy as np
 import pyarrow as pa
 import pytest
 import torch
@@ -134,25 +133,3 @@ def test_training_in_bf16_says_so_where_the_cpu_would_emulate_it(monkeypatch, re
     Estimator(model={"mlp": (8,)}, training={"epochs": 1, "batch_size": 64, "precision": "bf16"}).fit(
         table, progress=False, log=logged.append)
     assert any("emulates bfloat16" in line for line in logged) is said
-
-
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_loading_the_compiled_passes_ahead_covers_every_call_of_a_deepfm_training_step(precision):
-    """``load_compiled_passes`` (which a run starts while it reads its data) loads the machine code of the
-    exact signatures the CPU step calls: a step afterwards adds none (it would compile one, ~1-2 s, then)."""
-    from deepfm.data.batch import EncodedData
-    from deepfm.config import ModelConfig, TrainingConfig
-    from deepfm.models import build_model
-    from deepfm.models.dropout import _zero_unkept
-    from deepfm.runtime import load_compiled_passes
-    from deepfm.training.rowwise import _adam_rows
-    from deepfm.training.trainer import Trainer
-
-    load_compiled_passes(background=False)
-    loaded = {kernel: list(kernel().signatures) for kernel in (_zero_unkept, _adam_rows)}
-    rng = np.random.default_rng(0)
-    data = EncodedData(ids=rng.integers(0, 50, (64, 4)).astype(np.int64), values=None,
-                       labels=rng.integers(0, 2, 64).astype(np.float32))
-    model = build_model(ModelConfig(name="deepfm", embed_dim=4, mlp=(8, 8), dropout=0.3, batch_norm=True), 50, 4)
-    Trainer(model, "binary", TrainingConfig(batch_size=32, epochs=1, precision=precision), progress=False).fit(data)
-    assert {kernel: list(kernel().signatures) for kernel in loaded} == loaded

@@ -36,8 +36,8 @@ from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for
 from deepfm.errors import ConfigError, DataError
 from deepfm.models import model_for_run
 from deepfm.portfolio import as_checkpointed, candidates_for, recipe_checkpoint, train_portfolio
-from deepfm.runtime import (available_cores, configure as configure_runtime, cpu_has_bf16_math, load_compiled_passes,
-                             preserving, release_free_memory)
+from deepfm.runtime import (available_cores, configure as configure_runtime, cpu_has_bf16_math, preserving,
+                             release_free_memory)
 from deepfm.solvers import build_solver
 from deepfm.tasks import Task
 from deepfm.training.checkpoint import write_atomically
@@ -226,8 +226,6 @@ class Estimator:
             self.config = cfg = cfg.model_copy(update={"training": cfg.training.model_copy(
                 update={"device": distributed.rank_device(cfg.training.device, ctx)})})
         configure_runtime(cfg.training.threads or max(1, available_cores() // ctx.local_world))
-        if cfg.training.device == "cpu" and cfg.model.name not in ("lr", "fm"):  # an MLP: dropout, row-wise Adam
-            load_compiled_passes()
         if cfg.training.precision == "bf16" and cfg.model.name in ("lr", "fm") and log:
             log(f"precision bf16 changes nothing for {cfg.model.name}: it has no MLP (it trains in fp32)")
         elif cfg.training.precision == "bf16" and cfg.training.device == "cpu" and cpu_has_bf16_math() is False and log:

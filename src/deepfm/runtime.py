@@ -54,30 +54,6 @@ def configure(threads: int = 0) -> None:
         pa.set_memory_pool(pa.system_memory_pool())  # pyarrow was loaded before deepfm; a pool you chose is kept
 
 
-def load_compiled_passes(background: bool = True) -> None:
-    """Load numba and the CPU training step's compiled passes (ReLU + dropout, row-wise Adam) now, on a
-    daemon thread by default: ~1 s at a process's first step otherwise (numba's import, then LLVM for
-    the cached machine code, much of it outside the GIL), which a run overlaps with reading its data."""
-
-    def load() -> None:
-        import numpy as np
-
-        from deepfm.models.dropout import _zero_unkept
-        from deepfm.training.rowwise import _adam_rows
-
-        for bits in (np.zeros(1, np.int32), np.zeros(1, np.int16)):  # fp32 and bf16 layer outputs
-            _zero_unkept()(bits, np.uint64(1), np.uint64(1))
-        table, rows = np.zeros((1, 1), np.float32), np.zeros(1, np.int64)
-        _adam_rows()(table, table.copy(), table.copy(), rows, table.copy(), np.zeros(1, np.float32), 0.9, 0.999, 1e-8, 0.0)
-
-    if background:
-        import threading
-
-        threading.Thread(target=load, name="deepfm-load-compiled", daemon=True).start()
-    else:
-        load()
-
-
 def cpu_has_bf16_math(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX flags in ``cpuinfo``); None where that
     cannot be read (not Linux). Without them torch emulates bf16 products, slower than fp32."""
