@@ -166,9 +166,10 @@ def fmt(value, spec: str = ",.0f") -> str:
     return "—" if value is None else format(value, spec)
 
 
-def own_ceiling(width: int, precision: str, shape: str) -> str:
-    """The row name of the bare MLP over a ``width``-wide input (a deepfm row whose k is not 10)."""
-    return f"bare MLP {width} wide{' bf16' if precision == 'bf16' else ''} (ceiling) · {shape}"
+def own_ceiling(width: float | None, precision: str, shape: str) -> str:
+    """The row name of the bare MLP over a ``width``-wide input (a deepfm row whose k is not 10); ``width``
+    may be a median of rounds (640.0)."""
+    return f"bare MLP {int(width or 0)} wide{' bf16' if precision == 'bf16' else ''} (ceiling) · {shape}"
 
 
 def shape_of(name: str) -> str:

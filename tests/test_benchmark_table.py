@@ -31,3 +31,17 @@ def test_a_deepfm_row_is_divided_by_the_bare_mlp_over_its_own_input_width():
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[2] for line in run.table(results).splitlines()
             if line.startswith("| deepfm")}
     assert rows == {"deepfm DeepFM defaults · onehot": "0.75", "deepfm DeepFM stripped · onehot": "0.80"}
+
+
+def test_a_bf16_row_over_another_width_is_divided_by_the_bf16_bare_mlp_of_that_width_also_after_a_median():
+    """With --repeat 2 a row's width is the median of its rounds (640.0, a float): the same ceiling is found;
+    a bf16 row is divided by the bf16 bare MLP of its own width, not by the fp32 one or the shape's bf16 one."""
+    run = load_run()
+    results = {"bare MLP bf16 (ceiling) · onehot": {"train_samples_per_s": 90_000.0},
+               "bare MLP 640 wide (ceiling) · onehot": {"train_samples_per_s": 20_000.0},
+               "bare MLP 640 wide bf16 (ceiling) · onehot": {"train_samples_per_s": 40_000.0},
+               "deepfm DeepFM defaults · onehot": run.median_of([deepfm_row(15_000.0, 640), deepfm_row(15_000.0, 640)]),
+               "deepfm DeepFM defaults bf16 · onehot": deepfm_row(30_000.0, 640)}
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[2] for line in run.table(results).splitlines()
+            if line.startswith("| deepfm")}
+    assert rows == {"deepfm DeepFM defaults · onehot": "0.75", "deepfm DeepFM defaults bf16 · onehot": "0.75"}
