@@ -345,3 +345,51 @@ def test_the_row_wise_step_takes_the_rows_the_lookup_gathered_unless_the_table_c
     for _ in range(3):
         step(plain, reference, False)
     assert torch.equal(results[0], plain.weight.detach())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_relu_dropout_passes_nan_on_as_relu_does_whatever_its_sign_bit(dtype):
+    nan = float("nan")
+    z = torch.tensor([1.5, -2.0, nan, -nan, 0.0, -0.0, float("-inf"), float("inf")]).to(dtype)
+    out = relu_dropout(z.clone() * 1, 1e-12, seed=3)  # p so small that nothing is dropped
+    expected = torch.relu(z.float()) / (1 - 1e-12)
+    assert torch.equal(out.float().isnan(), expected.isnan())
+    torch.testing.assert_close(out.float()[~expected.isnan()], expected[~expected.isnan()])
+
+
+def test_the_occurrence_l2_leaves_the_callers_counts_alone():
+    from deepfm.training.rowwise import occurrence_l2_scale
+
+    rows, counts = torch.tensor([1, 4]), torch.tensor([2.0, 3.0])
+    scale = occurrence_l2_scale(rows, (rows, counts, 8), 0.5)
+    torch.testing.assert_close(scale, torch.tensor([0.25, 0.375]))
+    assert torch.equal(counts, torch.tensor([2.0, 3.0]))
+
+
+def test_a_compiled_pass_is_compiled_uncached_where_no_cache_folder_can_be_written(monkeypatch):
+    import numba
+
+    from deepfm.compiled import compiled
+
+    real = numba.njit
+
+    def njit(**options):
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
+        return real(**options)
+
+    monkeypatch.setattr(numba, "njit", njit)
+
+    def twice(x):
+        return 2 * x
+
+    assert compiled(twice)(21) == 42
+
+
+def test_row_wise_adam_refuses_a_row_outside_the_table_instead_of_writing_past_it():
+    table = torch.nn.Parameter(torch.zeros(4, 2))
+    optimizer = RowWiseAdam([table])
+    table.grad = torch.sparse_coo_tensor(torch.tensor([[1, 7]]), torch.ones(2, 2), (4, 2), is_coalesced=True,
+                                         check_invariants=False)
+    with pytest.raises(IndexError):
+        optimizer.step()

@@ -4,8 +4,9 @@
 tensor and multiplies twice; in DeepFM's MLP that cost more than a third of a training step.
 Here one compiled pass (numba, one thread) over the layer's output draws each element's random
 word from SplitMix64 (state = seed + i·γ, so element i's word depends on the seed and i alone) and
-zeroes the element unless it is positive and kept: dropped when the word's top 32 bits fall under
-round(p·2³²), i.e. with probability p to 2⁻³². The pass reads the element's sign from its bits, so
+zeroes the element if it is negative or dropped: dropped when the word's top 32 bits fall under
+round(p·2³²), i.e. with probability p to 2⁻³². The pass reads the element's sign from its bits (a NaN
+passes, as through ``torch.relu``), so
 fp32 and bfloat16 outputs (``--precision bf16``) take the same path with no cast; the kept elements
 are then scaled by 1 / (1 − p), as ``nn.Dropout`` does. The seed comes from torch's generator, so
 ``torch.manual_seed`` fixes the masks.
@@ -21,35 +22,40 @@ from functools import cache
 import numpy as np
 import torch
 
+from deepfm.compiled import compiled
+
 _threshold = torch.ops.aten.threshold_backward  # (x, s, t) ↦ x where s > t, else 0: one vectorised pass
-_SIGNED_BITS = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16,
-                torch.float64: torch.int64}  # a float is > 0 exactly when its bits, read as a signed integer, are
+# a float's bits read as a signed integer, and the least such integer of a NaN with its sign bit set: every
+# value ≤ it is a negative number (or −0, −∞) and every value in (it, 0) a NaN, which ReLU passes on as torch's does
+_SIGNED_BITS = {torch.float32: (torch.int32, -(2**23)), torch.bfloat16: (torch.int16, -(2**7)),
+                torch.float16: (torch.int16, -(2**10)), torch.float64: (torch.int64, -(2**52))}
 
 
 @cache
 def _zero_unkept():
     """The compiled pass, made on first use: numba loads only where dropout trains on CPU."""
-    from numba import njit
 
-    @njit(cache=True, nogil=True)
-    def zero_unkept(bits: np.ndarray, seed: int, drop_below: int) -> None:
-        """bits[i] = 0 unless bits[i] > 0 (a positive float) and element i's SplitMix64 word is kept."""
+    def zero_unkept(bits: np.ndarray, seed: int, drop_below: int, negative_up_to: int) -> None:
+        """bits[i] = 0 where the float is negative (bits[i] ≤ negative_up_to) or element i's SplitMix64
+        word says drop."""
         state = np.uint64(seed)
         for i in range(bits.size):
             state += np.uint64(0x9E3779B97F4A7C15)
             word = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
             word = (word ^ (word >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
             word ^= word >> np.uint64(31)
-            if bits[i] <= 0 or (word >> np.uint64(32)) < drop_below:
+            if bits[i] <= negative_up_to or (word >> np.uint64(32)) < drop_below:
                 bits[i] = 0
 
-    return zero_unkept
+    return compiled(zero_unkept)
 
 
 def relu_dropout_(z: torch.Tensor, p: float, seed: int) -> torch.Tensor:
-    """In place: ``z`` ↦ relu(z) ∘ m / (1 − p), m the keep mask that ``seed`` draws (see the module)."""
-    bits = z.detach().view(_SIGNED_BITS[z.dtype]).reshape(-1).numpy()  # a view: the pass writes into z
-    _zero_unkept()(bits, np.uint64(seed), np.uint64(round(p * 2**32)))
+    """In place: ``z`` (contiguous) ↦ relu(z) ∘ m / (1 − p), m the keep mask that ``seed`` draws (see the module)."""
+    assert z.is_contiguous(), "relu_dropout_ writes in place: z must be contiguous"
+    signed, negative_up_to = _SIGNED_BITS[z.dtype]
+    bits = z.detach().view(signed).reshape(-1).numpy()  # a view: the pass writes into z
+    _zero_unkept()(bits, np.uint64(seed & (2**64 - 1)), np.uint64(round(p * 2**32)), negative_up_to)
     return z.mul_(1.0 / (1.0 - p))
 
 

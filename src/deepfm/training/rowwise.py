@@ -22,6 +22,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from deepfm.compiled import compiled
 from deepfm.data.design import put_rows, recall_rows, take_rows
 
 Occurrences = tuple[torch.Tensor, torch.Tensor, int]  # a batch's sorted distinct ids, their counts, its size
@@ -193,7 +194,7 @@ def occurrence_l2_scale(grad_rows: torch.Tensor, occurrences: Occurrences, stren
     """(U,) float32: 2λ · c_i / B for each of ``grad_rows``, c_i its count among ``occurrences`` (0 if none)."""
     rows, counts, batch_size = occurrences
     if _same_tensor(grad_rows, rows):  # the gradient of a distinct-row lookup (``FeaturesEmbedding``): no search
-        scale = counts.to(torch.float32)
+        scale = counts.to(torch.float32, copy=True)  # scaled in place below: never the caller's counts
     else:
         where = torch.searchsorted(rows, grad_rows).clamp_(max=len(rows) - 1)
         found = rows[where] == grad_rows
@@ -204,7 +205,8 @@ def occurrence_l2_scale(grad_rows: torch.Tensor, occurrences: Occurrences, stren
 def _fusable(param: torch.nn.Parameter, rows: torch.Tensor, g: torch.Tensor, state: dict) -> bool:
     """Whether ``_adam_rows`` can step ``param``: fp32 CPU tensors, contiguous, 2-d, int64 rows."""
     tensors = (param, g, state["exp_avg"], state["exp_avg_sq"])
-    return (rows.dtype == torch.int64 and param.dim() == 2 and
+    in_range = rows.numel() == 0 or (int(rows[0]) >= 0 and int(rows[-1]) < len(param))  # sorted; no bounds checks there
+    return (rows.dtype == torch.int64 and param.dim() == 2 and in_range and
             all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors))
 
 
@@ -212,9 +214,7 @@ def _fusable(param: torch.nn.Parameter, rows: torch.Tensor, g: torch.Tensor, sta
 def _adam_rows():
     """Adam on a table's touched rows as one compiled pass (numba, made on first use): each row's
     weights, moments and gradient are read and written once, with no gathered copies."""
-    from numba import njit
 
-    @njit(cache=True, nogil=True)
     def adam_rows(table, exp_avg, exp_avg_sq, rows, grad, decay, beta1, beta2, eps, step_size):
         for u in range(rows.size):
             r = rows[u]
@@ -226,7 +226,7 @@ def _adam_rows():
                 exp_avg_sq[r, j] = v
                 table[r, j] -= step_size * m / (np.sqrt(v) + eps)
 
-    return adam_rows
+    return compiled(adam_rows)
 
 
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
