@@ -101,7 +101,7 @@ class RowWiseAdam(_OccurrenceL2AtStep, torch.optim.Optimizer):
                     recall_rows(param, rows)  # not needed: the pass reads the table's rows itself
                     decay = self._l2_per_row(param, rows, group["row_l2"])
                     _adam_rows()(param.detach().numpy(), state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(),
-                                 rows.numpy(), g.contiguous().numpy(), decay.numpy(), beta1, beta2, group["eps"],
+                                 rows.numpy(), g.numpy(), decay.numpy(), beta1, beta2, group["eps"],
                                  step_size)
                     torch.autograd.graph.increment_version(param)  # a write, as put_rows's (see ``recall_rows``)
                     continue
