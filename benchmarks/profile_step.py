@@ -51,8 +51,9 @@ from deepfm.training.trainer import Trainer, loss_fn  # noqa: E402
 HERE = Path(__file__).resolve().parent
 GROUPS = (  # first match wins
     ("MLP matmuls (forward + backward)", ("aten::mm", "aten::addmm")),
-    ("batch norm (forward + backward)", ("aten::native_batch_norm", "aten::native_batch_norm_backward",
-                                         "aten::_native_batch_norm_legit", "aten::batch_norm")),
+    ("batch norm (+ ReLU + dropout where fused; forward + backward)", (
+        "aten::native_batch_norm", "aten::native_batch_norm_backward", "aten::_native_batch_norm_legit",
+        "aten::batch_norm", "_BatchNormReluDropout", "_BatchNormReluDropoutBackward")),
     ("ReLU + dropout (mask, forward + backward)", ("aten::threshold_backward", "aten::clamp_min", "aten::clamp_min_",
                                                    "aten::relu", "aten::bitwise_and_", "aten::bitwise_or_",
                                                    "_ReluDropout", "_ReluDropoutBackward")),
@@ -70,7 +71,7 @@ GROUPS = (  # first match wins
     ("zeroing / copies", ("aten::fill_", "aten::zero_", "aten::copy_", "aten::zeros", "aten::empty")),
 )
 PROFILED = ("aten::", "Optimizer", "_LookupDistinctRows", "_DistinctRows", "_RowsToSlots", "_FirstLayerOfRows",
-            "_ReluDropout")  # the events grouped (self time)
+            "_ReluDropout", "_BatchNormReluDropout")  # the events grouped (self time)
 
 
 # benchmarks/tasks.py's stripped setting: the paper's architecture without regularisers.

@@ -111,7 +111,9 @@ def test_prefetch_thread_yields_the_same_batches_in_order_and_passes_errors_on()
 
 # Dropout and batch norm in the MLP: cheaper CPU forms of the same functions.
 
-from deepfm.models.dropout import keep_mask, relu_dropout  # noqa: E402
+from deepfm.models.batchnorm import batch_norm_relu_dropout  # noqa: E402
+from deepfm.runtime import preserved  # noqa: E402
+from deepfm.models.dropout import draw_seed, keep_mask, relu_dropout  # noqa: E402
 from deepfm.models.layers import MultiLayerPerceptron, WarmStartBatchNorm1d  # noqa: E402
 
 
@@ -207,6 +209,77 @@ def test_warm_start_batch_norm_under_bf16_autocast_stays_close_to_batch_norm():
         ya, yb = ours(z), plain(z)
     assert ya.dtype == yb.dtype == torch.bfloat16
     torch.testing.assert_close(ya.float(), yb.float(), rtol=2e-2, atol=2e-2)
+
+
+def plain_batch_norm_relu_dropout(z, weight, bias, p, seed, running=None, momentum=0.1):
+    """F.batch_norm (float32) → ReLU → inverted dropout with ``keep_mask``'s mask."""
+    mask = keep_mask(z.shape, p, seed) if p > 0 else torch.ones(z.shape, dtype=torch.bool)
+    normed = F.batch_norm(z, *(running or (None, None)), weight, bias, True, momentum, 1e-5)
+    return F.relu(normed) * mask / (1 - p)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("p", [0.0, 0.3])
+@pytest.mark.parametrize("rows", [40, 1100])  # one block of rows; a block per thread
+def test_batch_norm_relu_dropout_is_batch_norm_then_relu_then_dropout(dtype, p, rows):
+    torch.manual_seed(5)
+    z = torch.randn(rows, 7) * 3 + 20  # |μ| ≫ σ: the moments must not cancel
+    grad = torch.randn(rows, 7)
+    weight, bias = torch.rand(7) + 0.5, torch.randn(7)
+    plain_params = [weight.double().requires_grad_(), bias.double().requires_grad_()]  # the reference in float64
+    fast_params = [weight.clone().requires_grad_(), bias.clone().requires_grad_()]
+    plain_running, fast_running = (torch.zeros(7).double(), torch.ones(7).double()), (torch.zeros(7), torch.ones(7))
+    plain_in, fast_in = z.to(dtype).double().requires_grad_(), z.to(dtype).requires_grad_()  # the same values
+
+    plain = plain_batch_norm_relu_dropout(plain_in, *plain_params, p, seed=9, running=plain_running, momentum=0.3)
+    fast = batch_norm_relu_dropout(fast_in * 1, *fast_params, *fast_running, 0.3, 1e-5, p, seed=9)
+    plain.backward(grad.double())
+    fast.backward(grad.to(dtype))
+
+    assert fast.dtype == dtype
+    close = (lambda a, b, **bf16: torch.testing.assert_close(a.double(), b.detach(), **(
+        dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else bf16)))
+    close(fast, plain, rtol=2e-2, atol=3e-2)
+    close(fast_in.grad, plain_in.grad, rtol=2e-2, atol=3e-2)
+    for fast_param, plain_param in zip(fast_params, plain_params):
+        close(fast_param.grad, plain_param.grad, rtol=2e-2, atol=0.5)  # sums of B bfloat16 gradients
+    for fast_stat, plain_stat in zip(fast_running, plain_running):
+        close(fast_stat, plain_stat, rtol=1e-2, atol=1e-2)
+
+
+def test_batch_norm_relu_dropout_is_the_same_on_one_thread_and_two():
+    z = torch.randn(1100, 5) * 2 + 1
+    weight, bias = torch.rand(5) + 0.5, torch.randn(5)
+    outputs = []
+    for threads in (1, 2):
+        with preserved():
+            torch.set_num_threads(threads)
+            outputs.append(batch_norm_relu_dropout(z, weight, bias, torch.zeros(5), torch.ones(5), 0.1, 1e-5, 0.5, seed=3))
+    assert torch.equal(outputs[0] > 0, outputs[1] > 0), "the mask depends on the seed and each element's place alone"
+    torch.testing.assert_close(outputs[0], outputs[1])
+
+
+def test_batch_norm_relu_dropout_passes_a_nan_on():
+    z = torch.randn(64, 3)
+    z[5, 1] = float("nan")
+    out = batch_norm_relu_dropout(z, torch.ones(3), torch.zeros(3), torch.zeros(3), torch.ones(3), 0.1, 1e-5, 0.2, seed=1)
+    kept = keep_mask(z.shape, 0.2, seed=1)
+    assert torch.equal(out[:, 1].isnan(), kept[:, 1]), "a diverged column shows (where dropout keeps it)"
+    assert not out[:, [0, 2]].isnan().any()
+
+
+def test_mlp_training_step_with_batch_norm_is_batch_norm_relu_dropout_on_each_hidden_layer():
+    torch.manual_seed(2)
+    mlp = MultiLayerPerceptron(6, [8, 8], dropout=0.25, batch_norm=True)
+    x = torch.randn(32, 6)
+    torch.manual_seed(7)
+    out = mlp(x)
+    torch.manual_seed(7)
+    h = x
+    for linear, norm in ((mlp.layers[0], mlp.layers[1]), (mlp.layers[4], mlp.layers[5])):
+        h = plain_batch_norm_relu_dropout(linear(h), norm.weight, norm.bias, 0.25, draw_seed())
+    torch.testing.assert_close(out, mlp.layers[8](h))
+    assert all(int(norm.num_batches_tracked) == 1 for norm in (mlp.layers[1], mlp.layers[5]))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])

@@ -2,8 +2,8 @@
 
 ``nn.Dropout`` on CPU draws its mask with ``bernoulli_`` (~15 ns an element here) into a float
 tensor and multiplies twice; in DeepFM's MLP that cost more than a third of a training step.
-Here one compiled pass (numba, one thread) over the layer's output draws each element's random
-word from SplitMix64 (state = seed + i·γ, so element i's word depends on the seed and i alone) and
+Here one compiled pass (numba, ``models.mlp_passes``; a block of rows per torch thread) over the
+layer's output draws each element's random word from SplitMix64 (state = seed + i·γ, so element i's word depends on the seed and i alone) and
 zeroes the element if it is negative or dropped: dropped when the word's top 32 bits fall under
 round(p·2³²), i.e. with probability p to 2⁻³². The pass reads the element's sign from its bits (a NaN
 passes, as through ``torch.relu``), so
@@ -17,12 +17,10 @@ pass reads the output (which the next linear layer keeps anyway) and saves no ma
 
 from __future__ import annotations
 
-from functools import cache
-
 import numpy as np
 import torch
 
-from deepfm.compiled import compiled
+from deepfm.compiled import in_row_blocks
 
 _threshold = torch.ops.aten.threshold_backward  # (x, s, t) ↦ x where s > t, else 0: one vectorised pass
 # a float's bits read as a signed integer, and the least such integer of a NaN with its sign bit set: every
@@ -31,31 +29,16 @@ _SIGNED_BITS = {torch.float32: (torch.int32, -(2**23)), torch.bfloat16: (torch.i
                 torch.float16: (torch.int16, -(2**10)), torch.float64: (torch.int64, -(2**52))}
 
 
-@cache
-def _zero_unkept():
-    """The compiled pass, made on first use: numba loads only where dropout trains on CPU."""
-
-    def zero_unkept(bits: np.ndarray, seed: int, drop_below: int, negative_up_to: int) -> None:
-        """bits[i] = 0 where the float is negative (bits[i] ≤ negative_up_to) or element i's SplitMix64
-        word says drop."""
-        state = np.uint64(seed)
-        for i in range(bits.size):
-            state += np.uint64(0x9E3779B97F4A7C15)
-            word = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            word = (word ^ (word >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-            word ^= word >> np.uint64(31)
-            if bits[i] <= negative_up_to or (word >> np.uint64(32)) < drop_below:
-                bits[i] = 0
-
-    return compiled(zero_unkept)
-
-
 def relu_dropout_(z: torch.Tensor, p: float, seed: int) -> torch.Tensor:
     """In place: ``z`` (contiguous) ↦ relu(z) ∘ m / (1 − p), m the keep mask that ``seed`` draws (see the module)."""
+    from deepfm.models import mlp_passes
+
     assert z.is_contiguous(), "relu_dropout_ writes in place: z must be contiguous"
+    if z.numel() == 0:
+        return z
     signed, negative_up_to = _SIGNED_BITS[z.dtype]
-    bits = z.detach().view(signed).reshape(-1).numpy()  # a view: the pass writes into z
-    _zero_unkept()(bits, np.uint64(seed & (2**64 - 1)), np.uint64(round(p * 2**32)), negative_up_to)
+    bits = z.detach().view(signed).reshape(len(z) if z.dim() > 1 else 1, -1).numpy()  # a view: the pass writes into z
+    in_row_blocks(mlp_passes.zero_unkept, [bits], np.uint64(seed & (2**64 - 1)), np.uint64(round(p * 2**32)), negative_up_to)
     return z.mul_(1.0 / (1.0 - p))
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from deepfm.data.batch import Batch
 from deepfm.data.design import DesignMatrix, DistinctIds, remember_rows, take_rows
-from deepfm.models.batchnorm import batch_norm_folded
+from deepfm.models.batchnorm import FUSED_DTYPES, batch_norm_folded, batch_norm_relu_dropout
 from deepfm.models.dropout import relu_dropout
 
 
@@ -272,6 +272,18 @@ class WarmStartBatchNorm1d(nn.BatchNorm1d):
         self.num_batches_tracked.add_(1)
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, momentum, self.eps)
 
+    def fusable_with_relu(self, x: torch.Tensor) -> bool:
+        """Whether ``with_relu_dropout`` can take ``x``: training on CPU, a (B ≥ 2, C) float32 or bfloat16 batch."""
+        return (self.training and self.track_running_stats and self.affine and x.device.type == "cpu" and x.dim() == 2
+                and len(x) > 1 and x.dtype in FUSED_DTYPES and self.weight.dtype == torch.float32)
+
+    def with_relu_dropout(self, x: torch.Tensor, p: float, overwrite_grad: bool = False) -> torch.Tensor:
+        """dropout(relu(self(x)), p) in training, as one function (``batch_norm_relu_dropout``)."""
+        momentum = self.warm_momentum()
+        self.num_batches_tracked.add_(1)
+        return batch_norm_relu_dropout(x, self.weight, self.bias, self.running_mean, self.running_var, momentum,
+                                       self.eps, p, overwrite_grad=overwrite_grad)
+
     def warm_momentum(self) -> float:
         """The factor of this training step (read before ``num_batches_tracked`` counts it)."""
         if self._steps is None:
@@ -294,9 +306,10 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 class MultiLayerPerceptron(nn.Module):
     """Linear → [BatchNorm] → activation → Dropout per hidden layer, then a linear output.
 
-    On CPU while training, a ReLU and the Dropout after it run as one step (``relu_dropout``: a
-    cheaper mask, same distribution; its backward overwrites the next Linear's fresh input gradient);
-    the modules stay as they are (same state, same slots)."""
+    On CPU while training, a BatchNorm, the ReLU and the Dropout after it run as one function
+    (``batch_norm_relu_dropout``), and without batch norm a ReLU and its Dropout (``relu_dropout``): a
+    cheaper mask, same distribution; their backward overwrites the next Linear's fresh input gradient.
+    The modules stay as they are (same state, same slots)."""
 
     def __init__(
         self,
@@ -334,8 +347,12 @@ class MultiLayerPerceptron(nn.Module):
         fuse = self.training and x.device.type == "cpu"
         i = 1 if after_first_linear else 0
         while i < len(hidden):
-            layer, following = hidden[i], hidden[i + 1] if i + 1 < len(hidden) else None
-            if fuse and type(layer) is nn.ReLU and type(following) is nn.Dropout and following.p > 0:
+            layer, (following, after) = hidden[i], (hidden[i + 1 : i + 3] + [None, None])[:2]
+            if fuse and isinstance(layer, WarmStartBatchNorm1d) and type(following) is nn.ReLU and layer.fusable_with_relu(x):
+                p = after.p if type(after) is nn.Dropout else 0.0
+                end = i + 2 + (type(after) is nn.Dropout)
+                x, i = layer.with_relu_dropout(x, p, overwrite_grad=end < len(hidden) or output is not None), end
+            elif fuse and type(layer) is nn.ReLU and type(following) is nn.Dropout and following.p > 0:
                 feeds_linear = i + 2 < len(hidden) or output is not None  # else the caller reads the gradient too
                 x, i = relu_dropout(x, following.p, overwrite_grad=feeds_linear), i + 2
             else:

@@ -1,0 +1,194 @@
+"""The MLP's compiled CPU training passes (numba; this module is imported on first use).
+
+Each pass runs on one thread over a block of rows (``compiled.in_row_blocks`` gives each of torch's
+threads a block) and reads float32 arrays, or bfloat16 ones as their uint16 bits: a row of those is
+widened into a float32 buffer, computed in float32 and rounded back to nearest even, so
+``--precision bf16`` takes the same passes with no cast of the whole tensor.
+
+Dropout's mask: element i (row-major, counted over the whole tensor) is dropped when the top 32 bits of
+SplitMix64's word for state seed + (i + 1)·γ fall under round(p·2³²); the word depends on the seed and
+i alone, so any split into blocks draws the same mask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+from deepfm.compiled import compiled
+
+GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+ROUNDS = 64  # rows summed in float32 before the float64 totals take them
+
+
+@compiled(inline="always")
+def splitmix64(state):  # pragma: no cover - compiled
+    """SplitMix64's output function: a well-mixed 64-bit word of ``state``."""
+    word = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    word = (word ^ (word >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return word ^ (word >> np.uint64(31))
+
+
+@compiled(inline="always")
+def dropped(seed, element, drop_below):  # pragma: no cover - compiled
+    """Whether dropout drops ``element`` (its index over the whole tensor) for ``seed``."""
+    return (splitmix64(seed + np.uint64(element + 1) * GOLDEN_GAMMA) >> np.uint64(32)) < drop_below
+
+
+def float_row(values, r, buffer):  # pragma: no cover - replaced by the overload in compiled code
+    """Row ``r`` of ``values`` as float32: the row itself, or its bfloat16 bits widened into ``buffer``."""
+
+
+def float_row_copy(values, r, buffer):  # pragma: no cover - replaced by the overload in compiled code
+    """Row ``r`` of ``values`` as float32 in ``buffer`` (a copy: a pass may then write over the row)."""
+
+
+def row_to_write(values, r, buffer):  # pragma: no cover - replaced by the overload in compiled code
+    """Where to compute row ``r`` of ``values``: the row itself (float32), or ``buffer`` (then ``put_row``)."""
+
+
+def put_row(row, values, r):  # pragma: no cover - replaced by the overload in compiled code
+    """Row ``r`` of ``values`` from ``row_to_write``'s buffer: nothing for float32, rounded to bfloat16 bits."""
+
+
+@overload(float_row, inline="always")
+def _float_row(values, r, buffer):
+    if values.dtype == types.float32:
+        return lambda values, r, buffer: values[r]
+
+    def widened(values, r, buffer):  # pragma: no cover - compiled
+        bits = buffer.view(np.uint32)
+        for c in range(buffer.size):
+            bits[c] = np.uint32(values[r, c]) << np.uint32(16)
+        return buffer
+
+    return widened
+
+
+@overload(float_row_copy, inline="always")
+def _float_row_copy(values, r, buffer):
+    if values.dtype == types.float32:
+
+        def copied(values, r, buffer):  # pragma: no cover - compiled
+            buffer[:] = values[r]
+            return buffer
+
+        return copied
+    return _float_row(values, r, buffer)
+
+
+@overload(row_to_write, inline="always")
+def _row_to_write(values, r, buffer):
+    if values.dtype == types.float32:
+        return lambda values, r, buffer: values[r]
+    return lambda values, r, buffer: buffer
+
+
+@overload(put_row, inline="always")
+def _put_row(row, values, r):
+    if values.dtype == types.float32:
+        return lambda row, values, r: None
+
+    def rounded(row, values, r):  # pragma: no cover - compiled
+        bits = row.view(np.uint32)
+        for c in range(row.size):
+            u = bits[c]
+            values[r, c] = np.uint16((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+
+    return rounded
+
+
+@compiled(inline="always")
+def add_runs(run_first, run_second, first, second):  # pragma: no cover - compiled
+    """Add the float32 running column sums into the float64 totals and restart them."""
+    for c in range(first.size):
+        first[c] += run_first[c]
+        second[c] += run_second[c]
+        run_first[c] = 0.0
+        run_second[c] = 0.0
+
+
+@compiled
+def column_sums(z, first_row, origin):  # pragma: no cover - compiled
+    """(Σ_r (z_rc − origin_c), Σ_r (z_rc − origin_c)²) per column, in float64 (float32 within 64 rows)."""
+    rows, width = z.shape
+    buffer = np.empty(width, np.float32)
+    first, second = np.zeros(width, np.float64), np.zeros(width, np.float64)
+    run_first, run_second = np.zeros(width, np.float32), np.zeros(width, np.float32)
+    for r in range(rows):
+        row = float_row(z, r, buffer)
+        for c in range(width):
+            d = row[c] - origin[c]
+            run_first[c] += d
+            run_second[c] += d * d
+        if r % ROUNDS == ROUNDS - 1 or r == rows - 1:
+            add_runs(run_first, run_second, first, second)
+    return first, second
+
+
+@compiled
+def affine_relu_dropout(z, out, first_row, a, b, seed, drop_below):  # pragma: no cover - compiled
+    """out = relu(z·a + b) where kept, else 0 (a and b per column; dropout's 1/(1 − p) already in them).
+    A NaN passes, as through ``torch.relu``."""
+    rows, width = z.shape
+    buffer, out_buffer = np.empty(width, np.float32), np.empty(width, np.float32)
+    for r in range(rows):
+        row, result = float_row(z, r, buffer), row_to_write(out, r, out_buffer)
+        start = (first_row + r) * width
+        if drop_below == 0:
+            for c in range(width):
+                y = row[c] * a[c] + b[c]
+                result[c] = np.float32(0.0) if y <= 0 else y
+        else:
+            for c in range(width):
+                y = row[c] * a[c] + b[c]
+                result[c] = np.float32(0.0) if y <= 0 or dropped(seed, start + c, drop_below) else y
+        put_row(result, out, r)
+
+
+@compiled
+def kept_gradient_sums(grad, out, z, first_row, mean, scale):  # pragma: no cover - compiled
+    """(Σ_r g_rc, Σ_r g_rc·(z_rc − mean_c)) per column, in float64, of g = grad·scale where out > 0, else 0."""
+    rows, width = z.shape
+    z_buffer, grad_buffer, out_buffer = np.empty(width, np.float32), np.empty(width, np.float32), np.empty(width, np.float32)
+    first, second = np.zeros(width, np.float64), np.zeros(width, np.float64)
+    run_first, run_second = np.zeros(width, np.float32), np.zeros(width, np.float32)
+    for r in range(rows):
+        z_row, grad_row, out_row = float_row(z, r, z_buffer), float_row(grad, r, grad_buffer), float_row(out, r, out_buffer)
+        for c in range(width):
+            g = grad_row[c] * scale if out_row[c] > 0 else np.float32(0.0)
+            run_first[c] += g
+            run_second[c] += g * (z_row[c] - mean[c])
+        if r % ROUNDS == ROUNDS - 1 or r == rows - 1:
+            add_runs(run_first, run_second, first, second)
+    return first, second
+
+
+@compiled
+def batch_norm_input_gradient(grad, out, z, dz, first_row, mean, scale, a, shift, slope):  # pragma: no cover - compiled
+    """dz = a·(g − shift − (z − mean)·slope) with g = grad·scale where out > 0, else 0 (per column a,
+    shift, slope). ``dz`` may be ``grad`` itself: each row is copied before it is written (reading the
+    row being written would keep the loop from vectorising: 3× slower)."""
+    rows, width = z.shape
+    z_buffer, grad_buffer, out_buffer, dz_buffer = (np.empty(width, np.float32), np.empty(width, np.float32),
+                                                    np.empty(width, np.float32), np.empty(width, np.float32))
+    for r in range(rows):
+        z_row, grad_row, out_row = float_row(z, r, z_buffer), float_row_copy(grad, r, grad_buffer), float_row(out, r, out_buffer)
+        result = row_to_write(dz, r, dz_buffer)
+        for c in range(width):
+            g = grad_row[c] * scale if out_row[c] > 0 else np.float32(0.0)
+            result[c] = a[c] * (g - shift[c] - (z_row[c] - mean[c]) * slope[c])
+        put_row(result, dz, r)
+
+
+@compiled
+def zero_unkept(bits, first_row, seed, drop_below, negative_up_to):  # pragma: no cover - compiled
+    """bits[r, c] = 0 where the float is negative (its bits as a signed integer ≤ negative_up_to) or
+    dropout drops it (rows counted from ``first_row``)."""
+    rows, width = bits.shape
+    for r in range(rows):
+        start = (first_row + r) * width
+        for c in range(width):
+            if bits[r, c] <= negative_up_to or dropped(seed, start + c, drop_below):
+                bits[r, c] = 0
