@@ -259,13 +259,39 @@ def test_batch_norm_relu_dropout_is_the_same_on_one_thread_and_two():
     torch.testing.assert_close(outputs[0], outputs[1])
 
 
-def test_batch_norm_relu_dropout_passes_a_nan_on():
-    z = torch.randn(64, 3)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_batch_norm_relu_dropout_passes_a_nan_on(dtype):
+    z = torch.randn(64, 3).to(dtype)
     z[5, 1] = float("nan")
     out = batch_norm_relu_dropout(z, torch.ones(3), torch.zeros(3), torch.zeros(3), torch.ones(3), 0.1, 1e-5, 0.2, seed=1)
     kept = keep_mask(z.shape, 0.2, seed=1)
     assert torch.equal(out[:, 1].isnan(), kept[:, 1]), "a diverged column shows (where dropout keeps it)"
     assert not out[:, [0, 2]].isnan().any()
+
+
+@pytest.mark.parametrize("z, p", [(torch.randn(8, 3).double(), 0.2), (torch.randn(1, 3), 0.2), (torch.randn(8, 3), 1.0)],
+                         ids=["float64", "one row", "p 1"])
+def test_batch_norm_relu_dropout_refuses_what_it_cannot_compute(z, p):
+    with pytest.raises(ValueError):
+        batch_norm_relu_dropout(z, torch.ones(3), torch.zeros(3), torch.zeros(3), torch.ones(3), 0.1, 1e-5, p)
+
+
+def test_mlp_keeps_a_modules_own_call_where_a_hook_asks_for_it():
+    mlp = MultiLayerPerceptron(6, [8], dropout=0.25, batch_norm=True)
+    seen = []
+    mlp.layers[1].register_forward_hook(lambda module, inputs, output: seen.append(output))
+    mlp(torch.randn(32, 6))
+    assert len(seen) == 1, "the hooked batch norm ran as its module"
+
+
+def test_a_dropout_in_evaluation_mode_keeps_everything_in_a_training_mlp():
+    torch.manual_seed(2)
+    mlp = MultiLayerPerceptron(6, [8], dropout=0.25, batch_norm=True)
+    mlp.layers[3].eval()
+    x = torch.randn(32, 6)
+    linear, norm, _, _, output = mlp.layers
+    expected = output(F.relu(F.batch_norm(linear(x), None, None, norm.weight, norm.bias, True, 0.1, 1e-5)))
+    torch.testing.assert_close(mlp(x), expected)
 
 
 def test_mlp_training_step_with_batch_norm_is_batch_norm_relu_dropout_on_each_hidden_layer():

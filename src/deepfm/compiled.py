@@ -9,6 +9,7 @@ numba is imported on first use: ``import deepfm`` and prediction do not load it.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -32,36 +33,41 @@ def compiled(function: F | None = None, **options: Any) -> F | Callable[[F], F]:
         return njit(nogil=True, **options)(function)
 
 
-_pool: ThreadPoolExecutor | None = None
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (its threads, the pool)
+_pool_lock = threading.Lock()
 
 
-def _helpers(count: int) -> ThreadPoolExecutor:
-    """A pool of ``count`` threads beside the caller's (made again if torch's thread count changed)."""
+def _helpers() -> ThreadPoolExecutor:
+    """A pool of torch's thread count less one (the caller's), made again when that count changes."""
     global _pool
-    if _pool is None or _pool._max_workers != count:
-        if _pool is not None:
-            _pool.shutdown(wait=False)
-        _pool = ThreadPoolExecutor(count, thread_name_prefix="deepfm-pass")
-    return _pool
+    size = max(torch.get_num_threads() - 1, 1)
+    with _pool_lock:
+        if _pool is None or _pool[0] != size:
+            if _pool is not None:
+                _pool[1].shutdown(wait=False)  # its queued passes still run
+            _pool = (size, ThreadPoolExecutor(size, thread_name_prefix="deepfm-pass"))
+        return _pool[1]
 
 
 def _forget_pool_in_child() -> None:
-    global _pool
-    _pool = None  # a forked child has none of the parent's threads
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()  # a forked child has none of the parent's threads
 
 
-os.register_at_fork(after_in_child=_forget_pool_in_child)
+if hasattr(os, "register_at_fork"):  # not on Windows (no fork there)
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def in_row_blocks(compiled_pass: Callable, arrays: Sequence[np.ndarray], *args: Any) -> list:
     """``compiled_pass(*blocks, first_row, *args)`` on consecutive row blocks of ``arrays`` (all with the
-    same rows), one block per torch thread (a nogil pass runs beside the others); the results in block order."""
+    same rows), one block per torch thread (a nogil pass runs beside the others); the results in block order.
+    Float sums a pass returns per block then depend on the thread count by rounding, not bit for bit."""
     rows = len(arrays[0])
     blocks = max(1, min(torch.get_num_threads(), rows // MIN_BLOCK_ROWS))
     bounds = np.linspace(0, rows, blocks + 1).astype(int).tolist()
     calls = [([a[start:stop] for a in arrays], start) for start, stop in zip(bounds[:-1], bounds[1:])]
     if blocks == 1:
         return [compiled_pass(*calls[0][0], calls[0][1], *args)]
-    pending = [_helpers(blocks - 1).submit(compiled_pass, *block, start, *args) for block, start in calls[1:]]
+    pending = [_helpers().submit(compiled_pass, *block, start, *args) for block, start in calls[1:]]
     first = compiled_pass(*calls[0][0], calls[0][1], *args)
     return [first, *(p.result() for p in pending)]

@@ -15,7 +15,9 @@ Backward, with g = ∂L/∂out · m/(1 − p) where out > 0 (else 0), the gradie
 
     ∂L/∂β = Σ_b g,   ∂L/∂γ = Σ_b g·x̂,   ∂L/∂z = γ/√(σ² + ε) · (g − ∂L/∂β / B − x̂ · ∂L/∂γ / B)
 
-The running statistics move as ``F.batch_norm``'s do (the unbiased variance).
+The running statistics move as ``F.batch_norm``'s do (the unbiased variance). A NaN in a column
+makes that column's kept outputs NaN (dropout's zeros stay zeros, where ``nn.Dropout``'s NaN·0 is NaN)
+and its gradient passes, as through ``threshold_backward``.
 """
 
 from __future__ import annotations
@@ -105,6 +107,11 @@ def batch_norm_relu_dropout(z: torch.Tensor, weight: torch.Tensor, bias: torch.T
     inverted dropout p (0: none), as one function (see the module); the running statistics move by
     ``momentum``. ``seed`` fixes the mask (``dropout.keep_mask`` gives it); by default drawn from torch's
     generator. ``overwrite_grad`` as in ``dropout.relu_dropout``: only where the output feeds a Linear."""
+    if z.dtype not in FUSED_DTYPES or z.dim() != 2 or len(z) < 2:
+        raise ValueError(f"batch_norm_relu_dropout takes a (B ≥ 2, C) float32 or bfloat16 batch, not {z.dtype} "
+                         f"{tuple(z.shape)}")
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout p must be in [0, 1), not {p}")
     z = z.contiguous()
     seed = (draw_seed() if seed is None else seed) if p > 0 else 0
     return _BatchNormReluDropout.apply(z, weight, bias, running_mean, running_var, momentum, eps, p, seed, overwrite_grad)

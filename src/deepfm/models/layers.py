@@ -336,6 +336,27 @@ class MultiLayerPerceptron(nn.Module):
         self.output_dim = output_dim if output_dim is not None else input_dim
         self.layers = nn.Sequential(*layers)
 
+    def _fused(self, hidden: list[nn.Module], i: int, x: torch.Tensor) -> tuple[torch.Tensor, int] | None:
+        """``hidden[i:]``'s next modules as one function, where one applies: BatchNorm → ReLU [→ Dropout]
+        (``batch_norm_relu_dropout``) or ReLU → Dropout (``relu_dropout``); (the output, the index after
+        them), else None. Modules with hooks keep their own calls."""
+        layer, following, after = (hidden[i : i + 3] + [None, None])[:3]
+        if isinstance(layer, WarmStartBatchNorm1d) and type(following) is nn.ReLU and layer.fusable_with_relu(x):
+            group = [layer, following] + ([after] if type(after) is nn.Dropout else [])
+        elif type(layer) is nn.ReLU and type(following) is nn.Dropout and following.training and following.p > 0:
+            group = [layer, following]
+        else:
+            return None
+        dropout = group[-1] if type(group[-1]) is nn.Dropout else None
+        p = dropout.p if dropout is not None and dropout.training else 0.0
+        if p >= 1 or any(m._forward_hooks or m._forward_pre_hooks for m in group):
+            return None
+        end = i + len(group)
+        feeds_linear = end < len(hidden) or self.has_output  # else the caller reads the gradient too
+        if type(layer) is nn.ReLU:
+            return relu_dropout(x, p, overwrite_grad=feeds_linear), end
+        return layer.with_relu_dropout(x, p, overwrite_grad=feeds_linear), end
+
     @property
     def first_linear(self) -> nn.Linear | None:
         """The first hidden layer's Linear (None without hidden layers)."""
@@ -347,16 +368,8 @@ class MultiLayerPerceptron(nn.Module):
         fuse = self.training and x.device.type == "cpu"
         i = 1 if after_first_linear else 0
         while i < len(hidden):
-            layer, (following, after) = hidden[i], (hidden[i + 1 : i + 3] + [None, None])[:2]
-            if fuse and isinstance(layer, WarmStartBatchNorm1d) and type(following) is nn.ReLU and layer.fusable_with_relu(x):
-                p = after.p if type(after) is nn.Dropout else 0.0
-                end = i + 2 + (type(after) is nn.Dropout)
-                x, i = layer.with_relu_dropout(x, p, overwrite_grad=end < len(hidden) or output is not None), end
-            elif fuse and type(layer) is nn.ReLU and type(following) is nn.Dropout and following.p > 0:
-                feeds_linear = i + 2 < len(hidden) or output is not None  # else the caller reads the gradient too
-                x, i = relu_dropout(x, following.p, overwrite_grad=feeds_linear), i + 2
-            else:
-                x, i = layer(x), i + 1
+            fused = self._fused(hidden, i, x) if fuse else None
+            x, i = fused if fused is not None else (hidden[i](x), i + 1)
         if output is None:
             return x
         if not autocast_enabled(x.device.type):

@@ -94,7 +94,9 @@ def _put_row(row, values, r):
         bits = row.view(np.uint32)
         for c in range(row.size):
             u = bits[c]
-            values[r, c] = np.uint16((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+            nearest_even = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+            quiet_nan = (u >> np.uint32(16)) | np.uint32(0x40)
+            values[r, c] = np.uint16(quiet_nan if (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else nearest_even)
 
     return rounded
 
@@ -149,7 +151,7 @@ def affine_relu_dropout(z, out, first_row, a, b, seed, drop_below):  # pragma: n
 
 @compiled
 def kept_gradient_sums(grad, out, z, first_row, mean, scale):  # pragma: no cover - compiled
-    """(Σ_r g_rc, Σ_r g_rc·(z_rc − mean_c)) per column, in float64, of g = grad·scale where out > 0, else 0."""
+    """(Σ_r g_rc, Σ_r g_rc·(z_rc − mean_c)) per column, in float64, of g = 0 where out ≤ 0, else grad·scale."""
     rows, width = z.shape
     z_buffer, grad_buffer, out_buffer = np.empty(width, np.float32), np.empty(width, np.float32), np.empty(width, np.float32)
     first, second = np.zeros(width, np.float64), np.zeros(width, np.float64)
@@ -157,7 +159,7 @@ def kept_gradient_sums(grad, out, z, first_row, mean, scale):  # pragma: no cove
     for r in range(rows):
         z_row, grad_row, out_row = float_row(z, r, z_buffer), float_row(grad, r, grad_buffer), float_row(out, r, out_buffer)
         for c in range(width):
-            g = grad_row[c] * scale if out_row[c] > 0 else np.float32(0.0)
+            g = np.float32(0.0) if out_row[c] <= 0 else grad_row[c] * scale  # a NaN passes, as in threshold_backward
             run_first[c] += g
             run_second[c] += g * (z_row[c] - mean[c])
         if r % ROUNDS == ROUNDS - 1 or r == rows - 1:
@@ -167,7 +169,7 @@ def kept_gradient_sums(grad, out, z, first_row, mean, scale):  # pragma: no cove
 
 @compiled
 def batch_norm_input_gradient(grad, out, z, dz, first_row, mean, scale, a, shift, slope):  # pragma: no cover - compiled
-    """dz = a·(g − shift − (z − mean)·slope) with g = grad·scale where out > 0, else 0 (per column a,
+    """dz = a·(g − shift − (z − mean)·slope) with g = 0 where out ≤ 0, else grad·scale (per column a,
     shift, slope). ``dz`` may be ``grad`` itself: each row is copied before it is written (reading the
     row being written would keep the loop from vectorising: 3× slower)."""
     rows, width = z.shape
@@ -177,7 +179,7 @@ def batch_norm_input_gradient(grad, out, z, dz, first_row, mean, scale, a, shift
         z_row, grad_row, out_row = float_row(z, r, z_buffer), float_row_copy(grad, r, grad_buffer), float_row(out, r, out_buffer)
         result = row_to_write(dz, r, dz_buffer)
         for c in range(width):
-            g = grad_row[c] * scale if out_row[c] > 0 else np.float32(0.0)
+            g = np.float32(0.0) if out_row[c] <= 0 else grad_row[c] * scale
             result[c] = a[c] * (g - shift[c] - (z_row[c] - mean[c]) * slope[c])
         put_row(result, dz, r)
 
