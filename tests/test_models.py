@@ -146,9 +146,10 @@ def test_written_out_pairwise_gradient_equals_autograd_of_the_formula():
     torch.testing.assert_close(written_out, expected)
 
 
-def test_under_bf16_autocast_the_mlp_output_layer_stays_fp32():
+@pytest.mark.parametrize("training", [True, False])  # the compiled score pass; nn.Linear on x.float()
+def test_under_bf16_autocast_the_mlp_output_layer_stays_fp32(training):
     torch.manual_seed(4)
-    mlp = MultiLayerPerceptron(8, (16, 16))
+    mlp = MultiLayerPerceptron(8, (16, 16)).train(training)
     with torch.no_grad():
         mlp.layers[-1].bias.fill_(3000.0)  # a rating-sized output prior: bf16 steps by 16 there
     x = torch.randn(32, 8)

@@ -113,6 +113,7 @@ def test_prefetch_thread_yields_the_same_batches_in_order_and_passes_errors_on()
 
 from deepfm.models.batchnorm import batch_norm_relu_dropout  # noqa: E402
 from deepfm.runtime import preserved  # noqa: E402
+from deepfm.models import scores  # noqa: E402
 from deepfm.models.dropout import draw_seed, keep_mask, relu_dropout  # noqa: E402
 from deepfm.models.layers import MultiLayerPerceptron, WarmStartBatchNorm1d  # noqa: E402
 
@@ -274,6 +275,27 @@ def test_batch_norm_relu_dropout_passes_a_nan_on(dtype):
 def test_batch_norm_relu_dropout_refuses_what_it_cannot_compute(z, p):
     with pytest.raises(ValueError):
         batch_norm_relu_dropout(z, torch.ones(3), torch.zeros(3), torch.zeros(3), torch.ones(3), 0.1, 1e-5, p)
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+@pytest.mark.parametrize("rows", [40, 1100])
+def test_linear_scores_of_a_bf16_layer_are_the_float32_linear_layer(outputs, rows):
+    torch.manual_seed(6)
+    layer = torch.nn.Linear(300, outputs)
+    x = torch.randn(rows, 300).bfloat16()
+    grad = torch.randn(rows, outputs)
+    fast_in, plain_in = x.clone().requires_grad_(), x.clone().requires_grad_()
+    fast = scores.linear_scores(fast_in, layer)
+    fast.backward(grad)
+    fast_grads = [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    plain = layer(plain_in.float())
+    plain.backward(grad)
+    assert scores.fusable(layer, x) and fast.dtype == torch.float32 and fast_in.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast_in.grad, plain_in.grad)
+    for fast_grad, param in zip(fast_grads, layer.parameters()):
+        torch.testing.assert_close(fast_grad, param.grad, rtol=1e-5, atol=1e-4)
 
 
 def test_mlp_keeps_a_modules_own_call_where_a_hook_asks_for_it():

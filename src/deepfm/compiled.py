@@ -58,6 +58,13 @@ if hasattr(os, "register_at_fork"):  # not on Windows (no fork there)
     os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
+def numpy_view(t: torch.Tensor) -> np.ndarray:
+    """A contiguous CPU tensor's elements as a compiled pass reads them: float32 as they are, bfloat16 as
+    their bits (uint16). A view: a pass writing into it writes into the tensor."""
+    t = t.detach()
+    return t.numpy() if t.dtype == torch.float32 else t.view(torch.int16).numpy().view(np.uint16)
+
+
 def in_row_blocks(compiled_pass: Callable, arrays: Sequence[np.ndarray], *args: Any) -> list:
     """``compiled_pass(*blocks, first_row, *args)`` on consecutive row blocks of ``arrays`` (all with the
     same rows), one block per torch thread (a nogil pass runs beside the others); the results in block order.

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from deepfm.compiled import in_row_blocks
+from deepfm.compiled import in_row_blocks, numpy_view
 from deepfm.models.dropout import draw_seed
 
 FUSED_DTYPES = (torch.float32, torch.bfloat16)
@@ -41,12 +41,6 @@ def batch_norm_folded(z: torch.Tensor, running_mean: torch.Tensor, running_var: 
     return torch.addcmul(shift, z32, scale).to(z.dtype)
 
 
-def _array(t: torch.Tensor) -> np.ndarray:
-    """A contiguous CPU tensor's elements as NumPy sees them: float32, or bfloat16's bits as uint16 (a view)."""
-    t = t.detach()
-    return t.numpy() if t.dtype == torch.float32 else t.view(torch.int16).numpy().view(np.uint16)
-
-
 def _column_totals(results: list) -> tuple[np.ndarray, np.ndarray]:
     return sum(first for first, _ in results), sum(second for _, second in results)
 
@@ -59,7 +53,7 @@ class _BatchNormReluDropout(torch.autograd.Function):
         from deepfm.models import mlp_passes
 
         rows = len(z)
-        values = _array(z)
+        values = numpy_view(z)
         origin = z[0].detach().float().numpy()  # the moments about the first row: no cancellation where |μ| ≫ σ
         first, second = _column_totals(in_row_blocks(mlp_passes.column_sums, [values], origin))
         offset = first / rows
@@ -70,7 +64,7 @@ class _BatchNormReluDropout(torch.autograd.Function):
         a = (gain * keep_scale).astype(np.float32)
         b = ((bias.detach().double().numpy() - mean * gain) * keep_scale).astype(np.float32)
         out = torch.empty_like(z)
-        in_row_blocks(mlp_passes.affine_relu_dropout, [values, _array(out)], a, b,
+        in_row_blocks(mlp_passes.affine_relu_dropout, [values, numpy_view(out)], a, b,
                       np.uint64(seed & (2**64 - 1)), np.uint64(round(p * 2**32)))
         with torch.no_grad():
             running_mean.mul_(1 - momentum).add_(torch.from_numpy(mean).to(running_mean.dtype), alpha=momentum)
@@ -89,11 +83,11 @@ class _BatchNormReluDropout(torch.autograd.Function):
         z, out = ctx.saved_tensors
         grad = grad.contiguous().to(z.dtype)
         rows = len(z)
-        arrays = [_array(grad), _array(out), _array(z)]
+        arrays = [numpy_view(grad), numpy_view(out), numpy_view(z)]
         bias_grad, centred_grad = _column_totals(in_row_blocks(mlp_passes.kept_gradient_sums, arrays, ctx.mean, ctx.keep_scale))
         weight_grad = centred_grad * ctx.inv_std  # Σ g·x̂
         grad_z = grad if ctx.overwrite_grad else torch.empty_like(z)
-        in_row_blocks(mlp_passes.batch_norm_input_gradient, [*arrays, _array(grad_z)], ctx.mean, ctx.keep_scale,
+        in_row_blocks(mlp_passes.batch_norm_input_gradient, [*arrays, numpy_view(grad_z)], ctx.mean, ctx.keep_scale,
                       ctx.gain.astype(np.float32), (bias_grad / rows).astype(np.float32),
                       (weight_grad * ctx.inv_std / rows).astype(np.float32))
         as_param = lambda g: torch.from_numpy(g).to(ctx.weight_dtype)  # noqa: E731

@@ -12,6 +12,7 @@ from torch import nn
 from deepfm.data.batch import Batch
 from deepfm.data.design import DesignMatrix, DistinctIds, remember_rows, take_rows
 from deepfm.models.batchnorm import FUSED_DTYPES, batch_norm_folded, batch_norm_relu_dropout
+from deepfm.models import scores
 from deepfm.models.dropout import relu_dropout
 
 
@@ -374,5 +375,7 @@ class MultiLayerPerceptron(nn.Module):
             return x
         if not autocast_enabled(x.device.type):
             return output(x)
+        if fuse and scores.fusable(output, x):
+            return scores.linear_scores(x, output)
         with torch.autocast(x.device.type, enabled=False):  # the logit (or rating) in fp32, not bf16
             return output(x.float())

@@ -194,3 +194,45 @@ def zero_unkept(bits, first_row, seed, drop_below, negative_up_to):  # pragma: n
         for c in range(width):
             if bits[r, c] <= negative_up_to or dropped(seed, start + c, drop_below):
                 bits[r, c] = 0
+
+
+@compiled(fastmath={"reassoc", "contract"})
+def linear_scores(x, y, first_row, weight, bias):  # pragma: no cover - compiled
+    """y[r, o] = bias[o] + Σ_c x[r, c]·weight[o, c] in float32 (a few outputs o: the MLP's score layer)."""
+    rows, width = x.shape
+    buffer = np.empty(width, np.float32)
+    for r in range(rows):
+        row = float_row(x, r, buffer)
+        for o in range(weight.shape[0]):
+            total, weight_row = np.float32(0.0), weight[o]
+            for c in range(width):
+                total += row[c] * weight_row[c]
+            y[r, o] = bias[o] + total
+
+
+@compiled
+def linear_scores_backward(grad_y, x, grad_x, first_row, weight):  # pragma: no cover - compiled
+    """grad_x = grad_y·weight, and Σ_r grad_y[r, o]·x[r, c] (weight's gradient, float64) returned."""
+    rows, width = x.shape
+    outputs = weight.shape[0]
+    buffer, grad_buffer = np.empty(width, np.float32), np.empty(width, np.float32)
+    total, run = np.zeros((outputs, width), np.float64), np.zeros((outputs, width), np.float32)
+    for r in range(rows):
+        row, result = float_row(x, r, buffer), row_to_write(grad_x, r, grad_buffer)
+        for o in range(outputs):
+            g, weight_row, run_row = grad_y[r, o], weight[o], run[o]
+            if o == 0:
+                for c in range(width):
+                    result[c] = g * weight_row[c]
+            else:
+                for c in range(width):
+                    result[c] += g * weight_row[c]
+            for c in range(width):
+                run_row[c] += g * row[c]
+        put_row(result, grad_x, r)
+        if r % ROUNDS == ROUNDS - 1 or r == rows - 1:
+            for o in range(outputs):
+                for c in range(width):
+                    total[o, c] += run[o, c]
+                    run[o, c] = 0.0
+    return total
