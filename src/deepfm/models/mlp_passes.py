@@ -145,7 +145,7 @@ def affine_relu_dropout(z, out, first_row, a, b, seed, drop_below):  # pragma: n
         else:
             for c in range(width):
                 y = row[c] * a[c] + b[c]
-                result[c] = np.float32(0.0) if y <= 0 or dropped(seed, start + c, drop_below) else y
+                result[c] = np.float32(0.0) if (y <= 0) | dropped(seed, start + c, drop_below) else y
         put_row(result, out, r)
 
 
