@@ -306,6 +306,16 @@ def test_mlp_keeps_a_modules_own_call_where_a_hook_asks_for_it():
     assert len(seen) == 1, "the hooked batch norm ran as its module"
 
 
+def test_mlp_keeps_its_output_layers_own_call_where_a_backward_hook_asks_for_it():
+    mlp = MultiLayerPerceptron(6, [8], batch_norm=True)
+    seen = []
+    mlp.layers[-1].register_full_backward_hook(lambda module, grad_in, grad_out: seen.append(grad_out))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mlp(torch.randn(32, 6))
+    out.sum().backward()
+    assert len(seen) == 1, "the hooked output layer ran as its module"
+
+
 def test_a_dropout_in_evaluation_mode_keeps_everything_in_a_training_mlp():
     torch.manual_seed(2)
     mlp = MultiLayerPerceptron(6, [8], dropout=0.25, batch_norm=True)

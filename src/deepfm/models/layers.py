@@ -304,6 +304,18 @@ class WarmStartBatchNorm1d(nn.BatchNorm1d):
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
+def without_hooks(*modules: nn.Module) -> bool:
+    """Whether calling ``modules`` runs their ``forward`` and nothing else (no forward or backward hooks of
+    their own, none global): only then may a fused form stand in for them."""
+    from torch.nn.modules import module as hooks
+
+    if hooks._global_forward_hooks or hooks._global_forward_pre_hooks or hooks._global_backward_hooks or \
+            hooks._global_backward_pre_hooks:
+        return False
+    return not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+                   for m in modules)
+
+
 class MultiLayerPerceptron(nn.Module):
     """Linear → [BatchNorm] → activation → Dropout per hidden layer, then a linear output.
 
@@ -342,7 +354,7 @@ class MultiLayerPerceptron(nn.Module):
         (``batch_norm_relu_dropout``) or ReLU → Dropout (``relu_dropout``); (the output, the index after
         them), else None. Modules with hooks keep their own calls."""
         layer, following, after = (hidden[i : i + 3] + [None, None])[:3]
-        if isinstance(layer, WarmStartBatchNorm1d) and type(following) is nn.ReLU and layer.fusable_with_relu(x):
+        if type(layer) is WarmStartBatchNorm1d and type(following) is nn.ReLU and layer.fusable_with_relu(x):
             group = [layer, following] + ([after] if type(after) is nn.Dropout else [])
         elif type(layer) is nn.ReLU and type(following) is nn.Dropout and following.training and following.p > 0:
             group = [layer, following]
@@ -350,7 +362,7 @@ class MultiLayerPerceptron(nn.Module):
             return None
         dropout = group[-1] if type(group[-1]) is nn.Dropout else None
         p = dropout.p if dropout is not None and dropout.training else 0.0
-        if p >= 1 or any(m._forward_hooks or m._forward_pre_hooks for m in group):
+        if p >= 1 or not without_hooks(*group):
             return None
         end = i + len(group)
         feeds_linear = end < len(hidden) or self.has_output  # else the caller reads the gradient too
@@ -375,7 +387,7 @@ class MultiLayerPerceptron(nn.Module):
             return x
         if not autocast_enabled(x.device.type):
             return output(x)
-        if fuse and scores.fusable(output, x):
+        if fuse and scores.fusable(output, x) and without_hooks(output):
             return scores.linear_scores(x, output)
         with torch.autocast(x.device.type, enabled=False):  # the logit (or rating) in fp32, not bf16
             return output(x.float())

@@ -26,7 +26,7 @@ class _LinearScores(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         from deepfm.models import mlp_passes
 
-        scores = torch.empty(len(x), len(weight))
+        scores = torch.empty(len(x), len(weight), dtype=torch.float32)
         in_row_blocks(mlp_passes.linear_scores, [numpy_view(x), scores.numpy()], numpy_view(weight.contiguous()),
                       numpy_view(bias))
         ctx.save_for_backward(x, weight)
@@ -46,11 +46,12 @@ class _LinearScores(torch.autograd.Function):
 
 
 def fusable(output: torch.nn.Linear, x: torch.Tensor) -> bool:
-    """Whether ``linear_scores`` can take ``output`` on ``x``: a (B, H) bfloat16 CPU batch, a
-    float32 layer of at most ``MAX_OUTPUTS`` scores with a bias and no hooks."""
+    """Whether ``linear_scores`` can take ``output`` on ``x``: a (B, H) bfloat16 CPU batch, a plain
+    ``nn.Linear`` (not a subclass) of 1 to ``MAX_OUTPUTS`` scores with a float32 weight and bias. (The caller
+    checks for hooks.) Its backward is once differentiable: no ``create_graph`` through it."""
     return (x.device.type == "cpu" and x.dim() == 2 and x.is_contiguous() and x.dtype == torch.bfloat16
-            and output.weight.dtype == torch.float32 and output.bias is not None
-            and output.out_features <= MAX_OUTPUTS and not (output._forward_hooks or output._forward_pre_hooks))
+            and type(output) is torch.nn.Linear and output.bias is not None
+            and output.weight.dtype == output.bias.dtype == torch.float32 and 1 <= output.out_features <= MAX_OUTPUTS)
 
 
 def linear_scores(x: torch.Tensor, output: torch.nn.Linear) -> torch.Tensor:
