@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from deepfm.data.batch import Batch, EncodedData, prefetch
 from deepfm.data.design import DistinctIds, distinct_ids, put_rows, take_rows
+from deepfm.models.gather_pass import gather_scaled
 from deepfm.models.layers import FeaturesEmbedding
 from deepfm.training.optim import batch_occurrences
 from deepfm.training.rowwise import LazyAdagrad, RowWiseAdam, add_occurrence_l2
@@ -47,6 +48,14 @@ def test_distinct_rows_sum_their_slots_like_index_add(table):
     per_slot = torch.randn(ids.numel(), 3)
     expected = torch.zeros(len(distinct.unique), 3).index_add_(0, distinct.inverse.reshape(-1), per_slot)
     torch.testing.assert_close(distinct.sum_by_row(per_slot), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("slots", [(5, 3), (400, 7)])  # one block; a block per thread
+def test_gather_scaled_is_a_gather_then_a_product(dtype, slots):
+    rows, index, values = torch.randn(50, 4).to(dtype), torch.randint(0, 50, slots), torch.rand(slots)
+    expected = rows[index] * values.to(dtype).unsqueeze(-1)
+    assert torch.equal(gather_scaled(rows, index, values), expected)
 
 
 @pytest.mark.parametrize("table", [30, 1000])

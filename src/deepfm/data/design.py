@@ -156,12 +156,16 @@ class DistinctIds:
         """Where each distinct id's slots start in ``slot_columns`` (int64; needs the slot grouping)."""
         return self.slot_rows[:-1].long()
 
-    def sum_by_row(self, per_slot: torch.Tensor) -> torch.Tensor:
-        """(U, k) sums of the (B·F, k) ``per_slot`` rows that belong to each distinct id."""
+    def sum_by_row(self, per_slot: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        """(U, k) sums of the (B·F, k) ``per_slot`` rows that belong to each distinct id, each times its
+        slot's value where ``values`` (B, F) are given."""
         if self.slot_rows is None:
             summed = per_slot.new_zeros(len(self.unique), per_slot.shape[1])
-            return summed.index_add_(0, self.inverse.reshape(-1), per_slot)
-        return F.embedding_bag(self.slot_columns, per_slot, self.slot_rows[:-1], mode="sum")  # a bag of slots a row
+            weighted = per_slot if values is None else per_slot * values.reshape(-1, 1).to(per_slot.dtype)
+            return summed.index_add_(0, self.inverse.reshape(-1), weighted)
+        weights = None if values is None else values.reshape(-1).to(per_slot.dtype)[self.slot_columns]
+        return F.embedding_bag(self.slot_columns, per_slot, self.slot_rows[:-1], mode="sum",  # a bag of slots a row
+                               per_sample_weights=weights)
 
     def design(self, values: torch.Tensor | None) -> "DesignMatrix":
         """The batch as a ``DesignMatrix`` over these distinct ids (needs the slot grouping)."""

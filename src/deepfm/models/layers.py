@@ -35,27 +35,39 @@ def row_gradient(unique: torch.Tensor, table_shape: torch.Size, grad_rows: torch
 
 
 class _LookupDistinctRows(torch.autograd.Function):
-    """``weight[unique][inverse]``: gather the U distinct rows once, expand them to (B, F, k).
+    """``weight[unique][inverse]``, times each slot's value when ``values`` (B, F) are given: gather the U
+    distinct rows once, expand them to (B, F, k).
 
-    The gradient w.r.t. the table is sparse with U sorted, distinct rows (each row's slots
-    summed by ``DistinctIds.sum_by_row``), so a row-wise optimiser needs no sort and touches
-    only those rows.
+    The gradient w.r.t. the table is sparse with U sorted, distinct rows (each row's slots, times their
+    values, summed by ``DistinctIds.sum_by_row``), so a row-wise optimiser needs no sort and touches
+    only those rows. The values are constants here (no gradient).
     """
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, distinct: DistinctIds) -> torch.Tensor:
-        ctx.distinct, ctx.table_shape = distinct, weight.shape
+    def forward(ctx, weight: torch.Tensor, distinct: DistinctIds, values: torch.Tensor | None) -> torch.Tensor:
+        ctx.distinct, ctx.table_shape, ctx.values = distinct, weight.shape, values
         rows = take_rows(weight, distinct.unique)  # (U, k)
         remember_rows(weight, distinct.unique, rows)  # the row-wise step starts from them (not saved here)
         inverse = distinct.inverse
-        return take_rows(rows, inverse.reshape(-1)).view(*inverse.shape, weight.shape[1])  # (B, F, k)
+        if values is None:
+            return take_rows(rows, inverse.reshape(-1)).view(*inverse.shape, weight.shape[1])  # (B, F, k)
+        if rows.dtype in (torch.float32, torch.float64) and inverse.dtype == torch.int64:
+            return gather_pass().gather_scaled(rows, inverse, values)  # one pass, not a gather and a product
+        return take_rows(rows, inverse.reshape(-1)).view(*inverse.shape, weight.shape[1]) * values.unsqueeze(-1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         distinct, k = ctx.distinct, ctx.table_shape[1]
-        grad_rows = distinct.sum_by_row(grad_out.reshape(-1, k))  # (U, k)
-        return row_gradient(distinct.unique, ctx.table_shape, grad_rows), None
+        grad_rows = distinct.sum_by_row(grad_out.reshape(-1, k), ctx.values)  # (U, k)
+        return row_gradient(distinct.unique, ctx.table_shape, grad_rows), None, None
+
+
+def gather_pass():
+    """``models.gather_pass``, imported when first used (it loads numba)."""
+    from deepfm.models import gather_pass as module
+
+    return module
 
 
 class _DesignTimesTable(torch.autograd.Function):
@@ -117,10 +129,13 @@ class FeaturesEmbedding(nn.Module):
         """Whether this step's gradient of the table is sparse (training, ``sparse``, not frozen)."""
         return self.sparse and torch.is_grad_enabled() and self.weight.requires_grad
 
-    def lookup(self, batch: Batch) -> torch.Tensor:  # (B, F, k)
-        if self.trains_sparsely():
-            return _LookupDistinctRows.apply(self.weight, batch.distinct())
-        return F.embedding(batch.ids, self.weight)
+    def lookup(self, batch: Batch, values: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, F, k): each slot's row, times its value when ``values`` (B, F) are given."""
+        if self.trains_sparsely() and (values is None or not values.requires_grad):
+            return _LookupDistinctRows.apply(self.weight, batch.distinct(), values)
+        rows = _LookupDistinctRows.apply(self.weight, batch.distinct(), None) if self.trains_sparsely() else \
+            F.embedding(batch.ids, self.weight)
+        return rows if values is None else rows * values.unsqueeze(-1)
 
     def design_of(self, batch: Batch) -> DesignMatrix | None:
         """The batch's design matrix when this table trains through sparse products (see ``Batch.design``).
@@ -137,9 +152,7 @@ class FeaturesEmbedding(nn.Module):
         return fm_pairwise(self(batch), outputs) if design is None else _PairwiseOfDesign.apply(self.weight, design)
 
     def forward(self, batch: Batch) -> EmbeddedFields:
-        vx = self.lookup(batch)  # (B, F, k)
-        if batch.values is not None:
-            vx = vx * batch.values.unsqueeze(-1)
+        vx = self.lookup(batch, batch.values)  # (B, F, k)
         if not batch.bags:
             return EmbeddedFields(vx)
         pooled, squares = [vx], vx.pow(2).sum(1)
