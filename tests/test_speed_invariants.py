@@ -58,6 +58,22 @@ def test_gather_scaled_is_a_gather_then_a_product(dtype, slots):
     assert torch.equal(gather_scaled(rows, index, values), expected)
 
 
+def test_a_table_the_compiled_gather_does_not_take_is_looked_up_and_scaled_by_torch():
+    table = FeaturesEmbedding(30, 4, init_std=0.5)
+    table.weight.data = table.weight.data.bfloat16()
+    ids, values = torch.randint(0, 30, (8, 3)), torch.rand(8, 3)
+    looked_up = table.lookup(Batch(ids, values, [], None), values)
+    torch.testing.assert_close(looked_up, F.embedding(ids, table.weight.detach()) * values.unsqueeze(-1))
+
+
+def test_sum_by_row_weights_each_slot_by_its_value_with_or_without_the_slot_grouping():
+    ids, values, per_slot = torch.randint(0, 20, (16, 3)), torch.rand(16, 3), torch.randn(48, 2)
+    unique, inverse = torch.unique(ids, return_inverse=True)
+    expected = torch.zeros(len(unique), 2).index_add_(0, inverse.reshape(-1), per_slot * values.reshape(-1, 1))
+    for distinct in (DistinctIds.of(ids), DistinctIds(unique, inverse)):  # grouped slots (CPU); none (elsewhere)
+        torch.testing.assert_close(distinct.sum_by_row(per_slot, values), expected)
+
+
 @pytest.mark.parametrize("table", [30, 1000])
 def test_distinct_row_lookup_gives_the_same_values_and_gradient_as_a_plain_lookup(table):
     torch.manual_seed(0)

@@ -24,7 +24,7 @@ def _gather_scaled(index, values, out, first_slot, rows):  # pragma: no cover - 
 
 def gather_scaled(rows: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """``rows[index] * values[..., None]``: (*index.shape, k), from (U, k) float32/float64 CPU ``rows``, int64
-    ``index`` and ``values`` of index's shape."""
+    ``index`` and ``values`` of index's shape, in the rows' dtype (a batch's values are float32)."""
     flat_index = index.reshape(-1).contiguous()
     flat_values = values.reshape(-1).to(rows.dtype).contiguous()
     out = torch.empty(len(flat_index), rows.shape[1], dtype=rows.dtype)

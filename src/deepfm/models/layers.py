@@ -45,13 +45,14 @@ class _LookupDistinctRows(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, distinct: DistinctIds, values: torch.Tensor | None) -> torch.Tensor:
-        ctx.distinct, ctx.table_shape, ctx.values = distinct, weight.shape, values
+        ctx.distinct, ctx.table_shape = distinct, weight.shape
+        ctx.save_for_backward(values)  # (None without values); changed in place before the backward: an error
         rows = take_rows(weight, distinct.unique)  # (U, k)
         remember_rows(weight, distinct.unique, rows)  # the row-wise step starts from them (not saved here)
         inverse = distinct.inverse
         if values is None:
             return take_rows(rows, inverse.reshape(-1)).view(*inverse.shape, weight.shape[1])  # (B, F, k)
-        if rows.dtype in (torch.float32, torch.float64) and inverse.dtype == torch.int64:
+        if rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.float64) and inverse.dtype == torch.int64:
             return gather_pass().gather_scaled(rows, inverse, values)  # one pass, not a gather and a product
         return take_rows(rows, inverse.reshape(-1)).view(*inverse.shape, weight.shape[1]) * values.unsqueeze(-1)
 
@@ -59,7 +60,8 @@ class _LookupDistinctRows(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         distinct, k = ctx.distinct, ctx.table_shape[1]
-        grad_rows = distinct.sum_by_row(grad_out.reshape(-1, k), ctx.values)  # (U, k)
+        (values,) = ctx.saved_tensors
+        grad_rows = distinct.sum_by_row(grad_out.reshape(-1, k), values)  # (U, k)
         return row_gradient(distinct.unique, ctx.table_shape, grad_rows), None, None
 
 
