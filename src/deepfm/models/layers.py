@@ -50,11 +50,12 @@ class _LookupDistinctRows(torch.autograd.Function):
         rows = take_rows(weight, distinct.unique)  # (U, k)
         remember_rows(weight, distinct.unique, rows)  # the row-wise step starts from them (not saved here)
         inverse = distinct.inverse
-        if values is None:
-            return take_rows(rows, inverse.reshape(-1)).view(*inverse.shape, weight.shape[1])  # (B, F, k)
-        if rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.float64) and inverse.dtype == torch.int64:
-            return gather_pass().gather_scaled(rows, inverse, values)  # one pass, not a gather and a product
-        return take_rows(rows, inverse.reshape(-1)).view(*inverse.shape, weight.shape[1]) * values.unsqueeze(-1)
+        if values is not None and rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.float64):
+            from deepfm.models.gather_pass import gather_scaled  # (loads numba)
+
+            return gather_scaled(rows, inverse, values)  # one pass, not a gather and a product
+        vx = take_rows(rows, inverse.reshape(-1)).view(*inverse.shape, weight.shape[1])  # (B, F, k)
+        return vx if values is None else vx * values.unsqueeze(-1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -63,13 +64,6 @@ class _LookupDistinctRows(torch.autograd.Function):
         (values,) = ctx.saved_tensors
         grad_rows = distinct.sum_by_row(grad_out.reshape(-1, k), values)  # (U, k)
         return row_gradient(distinct.unique, ctx.table_shape, grad_rows), None, None
-
-
-def gather_pass():
-    """``models.gather_pass``, imported when first used (it loads numba)."""
-    from deepfm.models import gather_pass as module
-
-    return module
 
 
 class _DesignTimesTable(torch.autograd.Function):
@@ -133,10 +127,12 @@ class FeaturesEmbedding(nn.Module):
 
     def lookup(self, batch: Batch, values: torch.Tensor | None = None) -> torch.Tensor:
         """(B, F, k): each slot's row, times its value when ``values`` (B, F) are given."""
-        if self.trains_sparsely() and (values is None or not values.requires_grad):
+        if not self.trains_sparsely():
+            rows = F.embedding(batch.ids, self.weight)
+        elif values is None or not values.requires_grad:  # constant values: the product inside the lookup
             return _LookupDistinctRows.apply(self.weight, batch.distinct(), values)
-        rows = _LookupDistinctRows.apply(self.weight, batch.distinct(), None) if self.trains_sparsely() else \
-            F.embedding(batch.ids, self.weight)
+        else:  # values with a gradient (attribution): the product stays outside, differentiable
+            rows = _LookupDistinctRows.apply(self.weight, batch.distinct(), None)
         return rows if values is None else rows * values.unsqueeze(-1)
 
     def design_of(self, batch: Batch) -> DesignMatrix | None:
