@@ -549,3 +549,95 @@ def test_row_wise_adam_refuses_a_row_outside_the_table_instead_of_writing_past_i
                                          check_invariants=False)
     with pytest.raises(IndexError):
         optimizer.step()
+
+
+from deepfm.compiled import in_row_blocks  # noqa: E402
+from deepfm.models import layers  # noqa: E402
+
+
+def _fields_with_special_values(rows: int, num_fields: int, k: int) -> torch.Tensor:
+    fields = torch.randn(rows, num_fields, k)
+    specials = [float("nan"), float("inf"), -float("inf"), 1 + 2**-8, 1 + 3 * 2**-8, 3.4e38, -0.0]  # ties to even
+    fields.view(-1)[: len(specials)] = torch.tensor(specials)[: fields.numel()]
+    return fields
+
+
+@pytest.mark.parametrize("rows", [40, 1100])  # one block of rows; a block per thread
+@pytest.mark.parametrize("num_fields, k", [(1, 4), (5, 3), (39, 10), (8, 64)])
+@pytest.mark.parametrize("flat_dtype", [None, torch.bfloat16])
+def test_the_fm_term_pass_computes_what_aten_ops_do(rows, num_fields, k, flat_dtype):
+    """The FM term's forward pass: Σ_f v_f x_f and the pairwise term as ATen's sums (to rounding), the
+    flat fields bit for bit (bf16: rounded as ``.to`` rounds, NaN and infinities included)."""
+    torch.manual_seed(7)
+    fields = torch.randn(rows, num_fields, k)
+    pairwise, total, flat = layers._pairwise_of_fields(fields, True, flat_dtype)
+    expected_pairwise, expected_total, expected_flat = layers._pairwise_of_fields(fields, False, flat_dtype)
+    torch.testing.assert_close(total, expected_total, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pairwise, expected_pairwise, rtol=1e-4, atol=1e-4)
+    assert flat.dtype == (flat_dtype or torch.float32) and torch.equal(flat, expected_flat)
+    special = _fields_with_special_values(rows, num_fields, k)
+    special_flat = layers._pairwise_of_fields(special, True, flat_dtype)[2]
+    torch.testing.assert_close(special_flat, special.flatten(1).to(flat_dtype or torch.float32), rtol=0, atol=0,
+                               equal_nan=True)  # a NaN's bits may differ (ATen's vector cast sets them all)
+
+
+@pytest.mark.parametrize("rows", [40, 1100])
+@pytest.mark.parametrize("num_fields, k", [(1, 4), (5, 3), (39, 10)])
+@pytest.mark.parametrize("grad_dtype", [torch.float32, torch.bfloat16])
+def test_the_fm_term_gradient_pass_is_the_aten_sum_bit_for_bit(rows, num_fields, k, grad_dtype):
+    """∂L/∂(v_f x_f) = g_flat + (Σ_j v_j x_j − v_f x_f)·g_fm as ATen computes it, in float32 (a bf16
+    g_flat widened), written into g_flat where that is float32."""
+    torch.manual_seed(8)
+    fields, grad_fm = torch.randn(rows, num_fields, k), torch.randn(rows)
+    total = fields.sum(dim=1)
+    grad_flat = torch.randn(rows, num_fields * k).to(grad_dtype)
+    incoming = grad_flat.clone()
+    fast = layers._fields_gradient(fields, total, grad_fm, incoming, True)
+    plain = layers._fields_gradient(fields, total, grad_fm, grad_flat.clone(), False)
+    assert fast.dtype == torch.float32 and fast.shape == fields.shape and torch.equal(fast, plain)
+    assert (fast.data_ptr() == incoming.data_ptr()) == (grad_dtype == torch.float32)
+
+
+def test_deepfm_trains_on_the_fm_term_passes_and_predicts_on_aten_ops(monkeypatch):
+    """In a CPU training step the FM term takes the compiled passes, and under bf16 autocast the MLP's first
+    Linear reads the bf16 fields the pass wrote (no cast of its own, none back of its gradient); the step's
+    loss and gradients are the ATen path's to rounding. Prediction keeps ATen ops (numba is not loaded there)."""
+    from deepfm.models.deepfm import DeepFM
+
+    rows = 600
+    data = EncodedData(torch.randint(0, 50, (rows, 6)).numpy(), None, [], labels=torch.rand(rows).round().numpy())
+    calls = []
+    monkeypatch.setattr(layers, "in_row_blocks", lambda p, *a: calls.append(p.__name__) or in_row_blocks(p, *a))
+    for autocast in (False, True):
+        results = []
+        for compiled in (True, False):
+            monkeypatch.setattr(layers, "_compiled_fields", (lambda f: f.requires_grad) if compiled else (lambda f: False))
+            torch.manual_seed(9)
+            model = DeepFM(50, num_fields=6, embed_dim=8, mlp=(16, 16), dropout=0.0)
+            calls.clear()
+
+            def step():
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):  # as the Trainer: forward only
+                    loss = model(data.to_batch()).float().sum()
+                loss.backward()
+
+            ops = _names_of_ops_on((rows, 48), step)
+            results.append(([p.grad.to_dense() for p in model.parameters()], calls.copy(), ops))
+        (fast, fast_calls, fast_ops), (plain, plain_calls, _) = results
+        assert fast_calls == ["pairwise_of_fields", "fields_gradient"] and plain_calls == []
+        if autocast:
+            assert not {"aten::_to_copy", "aten::copy_"} & set(fast_ops), fast_ops
+        for fast_grad, plain_grad in zip(fast, plain):
+            torch.testing.assert_close(fast_grad, plain_grad, rtol=1e-3, atol=1e-4)
+    monkeypatch.undo()
+    with torch.no_grad():
+        fields = torch.randn(4, 3, 2, requires_grad=True)
+        assert not layers._compiled_fields(fields)
+
+
+def _names_of_ops_on(shape: tuple[int, ...], run) -> list[str]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        run()
+    return [event.name for event in prof.events() if any(list(s) == list(shape) for s in event.input_shapes or [])]

@@ -17,7 +17,7 @@ from deepfm.data.batch import Batch
 from deepfm.models.first_layer import (field_vectors, first_layer_on_distinct_rows, first_layer_plan,
                                        fm_pairwise_of_rows)
 from deepfm.models.layers import (EmbeddedFields, FeaturesEmbedding, FeaturesLinear, MultiLayerPerceptron,
-                                  fm_pairwise, fm_pairwise_and_mlp_input, squeeze_output)
+                                  autocast_dtype, fm_pairwise, fm_pairwise_and_mlp_input, squeeze_output)
 
 
 class DeepFM(nn.Module):
@@ -52,7 +52,8 @@ class DeepFM(nn.Module):
         embedded = self.embedding(batch)  # shared by both parts
         # the FM term from the field vectors the DNN needs anyway (FM alone uses FeaturesEmbedding.pairwise,
         # which can skip them); one gradient for the fields of both parts
-        pairwise, dnn_input = fm_pairwise_and_mlp_input(embedded, self.output_dim)
+        mlp_dtype = autocast_dtype("cpu") if embedded.fields.device.type == "cpu" and first is not None else None
+        pairwise, dnn_input = fm_pairwise_and_mlp_input(embedded, self.output_dim, mlp_dtype)
         y_fm = self.linear(batch) + pairwise
         y_dnn = squeeze_output(self.dnn(dnn_input), self.output_dim)
         return y_fm + y_dnn

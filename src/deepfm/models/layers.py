@@ -11,6 +11,7 @@ from torch import nn
 
 from deepfm.data.batch import Batch
 from deepfm.data.design import DesignMatrix, DistinctIds, remember_rows, take_rows
+from deepfm.compiled import in_row_blocks, numpy_view
 from deepfm.models.batchnorm import FUSED_DTYPES, batch_norm_folded, batch_norm_relu_dropout
 from deepfm.models import scores
 from deepfm.models.dropout import relu_dropout
@@ -184,7 +185,7 @@ def fm_pairwise(embedded: EmbeddedFields, outputs: int = 1) -> torch.Tensor:
     """Σ_{i<j} <v_i, v_j> x_i x_j = ½ Σ_f [(Σ_i v_if x_i)² − Σ_i v_if² x_i²], in O(k·n). Shape (B,).
     With C ``outputs``, the latent columns are C groups of k, one FM each: shape (B, C)."""
     if embedded.squares is None and outputs == 1:
-        return _PairwiseOfFields.apply(embedded.fields)
+        return _PairwiseOfFields.apply(embedded.fields, _compiled_fields(embedded.fields))
     fields = embedded.fields
     squares = embedded.squares if embedded.squares is not None else fields.pow(2).sum(dim=1)
     terms = 0.5 * (fields.sum(dim=1).pow(2) - squares)  # (B, C·k)
@@ -196,11 +197,30 @@ def squeeze_output(logits: torch.Tensor, output_dim: int) -> torch.Tensor:
     return logits.squeeze(-1) if output_dim == 1 else logits
 
 
-def _pairwise_of_fields(fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Σ_{i<j} <v_i x_i, v_j x_j> of each row (B,), Σ_f v_f x_f (B, k)) for one feature per field."""
+def _compiled_fields(fields: torch.Tensor) -> bool:
+    """Whether the FM term of these (B, F, k) field vectors takes ``models.fm_passes``: in training (a
+    gradient to come; prediction keeps ATen ops and never loads numba), contiguous float32 on CPU."""
+    return (torch.is_grad_enabled() and fields.requires_grad and fields.device.type == "cpu"
+            and fields.dtype == torch.float32 and fields.is_contiguous() and fields.numel() > 0)
+
+
+def _pairwise_of_fields(fields: torch.Tensor, compiled: bool, flat_dtype: torch.dtype | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Σ_{i<j} <v_i x_i, v_j x_j> of each row (B,), Σ_f v_f x_f (B, k), the fields flattened to (B, F·k) in
+    ``flat_dtype``) for one feature per field; ``compiled``: one pass over the fields (``models.fm_passes``)."""
+    flat_dtype = flat_dtype or fields.dtype
+    if compiled and flat_dtype in FUSED_DTYPES:
+        from deepfm.models import fm_passes
+
+        rows, _, k = fields.shape
+        flat = fields.detach().flatten(1)
+        cast = flat if flat_dtype == fields.dtype else torch.empty(flat.shape, dtype=flat_dtype)
+        total, pairwise = torch.empty(rows, k), torch.empty(rows)
+        in_row_blocks(fm_passes.pairwise_of_fields, [flat.numpy(), numpy_view(cast), total.numpy(), pairwise.numpy()], k)
+        return pairwise, total, fields.flatten(1) if cast is flat else cast
     total = fields.sum(dim=1)  # (B, k)
     squares = torch.linalg.vector_norm(fields.flatten(1), dim=1).square()  # Σ_f,k (v x)², no (B, F, k) temporary
-    return 0.5 * (total.square().sum(dim=1) - squares), total
+    return 0.5 * (total.square().sum(dim=1) - squares), total, fields.flatten(1).to(flat_dtype)
 
 
 def _pairwise_gradient(fields: torch.Tensor, total: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -208,53 +228,74 @@ def _pairwise_gradient(fields: torch.Tensor, total: torch.Tensor, grad: torch.Te
     return (total.unsqueeze(1) - fields).mul_(grad.view(-1, 1, 1))
 
 
+def _fields_gradient(fields: torch.Tensor, total: torch.Tensor, grad_fm: torch.Tensor, grad_flat: torch.Tensor,
+                     compiled: bool) -> torch.Tensor:
+    """``grad_flat`` (the MLP's gradient of the flat fields) plus the FM term's ``_pairwise_gradient``, (B, F, k)
+    in the fields' dtype, written into ``grad_flat`` where it has that dtype (the Linear's fresh gradient, no
+    one else reads it); ``compiled``: one pass, which also widens a bf16 ``grad_flat`` (``models.fm_passes``)."""
+    if compiled and grad_flat.dtype in FUSED_DTYPES and grad_fm.dtype == torch.float32:
+        from deepfm.models import fm_passes
+
+        grad_flat = grad_flat.contiguous()
+        out = grad_flat if grad_flat.dtype == fields.dtype else torch.empty(grad_flat.shape, dtype=fields.dtype)
+        in_row_blocks(fm_passes.fields_gradient, [fields.detach().flatten(1).numpy(), numpy_view(grad_flat),
+                                                  out.numpy(), total.numpy(), grad_fm.contiguous().numpy()], fields.shape[2])
+        return out.view_as(fields)
+    grad = grad_flat.to(fields.dtype).contiguous().view_as(fields)  # the Linear's fresh gradient, or one copy
+    return grad.add_(_pairwise_gradient(fields, total, grad_fm))  # the sum autograd made, bit for bit, in place
+
+
 class _PairwiseOfFields(torch.autograd.Function):
     """``fm_pairwise`` when each field is one feature, with its gradient written out
     (``_pairwise_gradient``): two passes over (B, F, k) backward instead of autograd's six."""
 
     @staticmethod
-    def forward(ctx, fields: torch.Tensor) -> torch.Tensor:
-        pairwise, total = _pairwise_of_fields(fields)
+    def forward(ctx, fields: torch.Tensor, compiled: bool) -> torch.Tensor:
+        pairwise, total, _ = _pairwise_of_fields(fields, compiled)
         ctx.save_for_backward(fields, total)
         return pairwise
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return _pairwise_gradient(*ctx.saved_tensors, grad)
-
-
-def fm_pairwise_and_mlp_input(embedded: EmbeddedFields, outputs: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """DeepFM's two reads of the field vectors: ``fm_pairwise(embedded, outputs)`` and the fields flattened
-    to (B, F·k) for an MLP whose first layer is a Linear. When each field is one feature, the backward
-    adds the FM term's gradient in place into the gradient that Linear hands back instead of autograd
-    summing the two into a new (B, F, k) tensor: the same numbers, one new tensor fewer."""
-    if embedded.squares is None and outputs == 1:
-        return _PairwiseAndFlatFields.apply(embedded.fields)
-    return fm_pairwise(embedded, outputs), embedded.fields.flatten(1)
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _pairwise_gradient(*ctx.saved_tensors, grad), None
 
 
 class _PairwiseAndFlatFields(torch.autograd.Function):
-    """(``_PairwiseOfFields``, fields.flatten(1)) with one gradient: g_flat + (Σ_j v_j x_j − v_i x_i)·g_fm.
-    The flat gradient comes from the MLP's first Linear (a new tensor no one else reads), so the sum
-    is written into it."""
+    """(``_PairwiseOfFields``, fields.flatten(1) in ``flat_dtype``) with one gradient:
+    g_flat + (Σ_j v_j x_j − v_i x_i)·g_fm (``_fields_gradient``)."""
 
     @staticmethod
-    def forward(ctx, fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pairwise, total = _pairwise_of_fields(fields)
+    def forward(ctx, fields: torch.Tensor, compiled: bool, flat_dtype: torch.dtype | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        pairwise, total, flat = _pairwise_of_fields(fields, compiled, flat_dtype)
         ctx.save_for_backward(fields, total)
-        return pairwise, fields.flatten(1)
+        ctx.compiled = compiled
+        return pairwise, flat
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_fm: torch.Tensor | None, grad_flat: torch.Tensor | None) -> torch.Tensor:
+    def backward(ctx, grad_fm: torch.Tensor | None, grad_flat: torch.Tensor | None) -> tuple[torch.Tensor, None, None]:
         fields, total = ctx.saved_tensors
         if grad_fm is None:
-            return grad_flat.view_as(fields)
+            return grad_flat.to(fields.dtype).view_as(fields), None, None
         if grad_flat is None:
-            return _pairwise_gradient(fields, total, grad_fm)
-        grad = grad_flat.contiguous().view_as(fields)  # the Linear's fresh gradient, or one copy of a strided one
-        return grad.add_(_pairwise_gradient(fields, total, grad_fm))  # the sum autograd made, bit for bit, in place
+            return _pairwise_gradient(fields, total, grad_fm), None, None
+        return _fields_gradient(fields, total, grad_fm, grad_flat, ctx.compiled), None, None
+
+
+def fm_pairwise_and_mlp_input(embedded: EmbeddedFields, outputs: int = 1, mlp_dtype: torch.dtype | None = None
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepFM's two reads of the field vectors: ``fm_pairwise(embedded, outputs)`` and the fields flattened
+    to (B, F·k) for an MLP whose first layer is a Linear, in ``mlp_dtype`` where given (bf16: the Linear's
+    dtype under autocast, so that in training the cast happens in the pass that reads the fields for the
+    FM term). When each field is one feature, the backward adds the FM term's gradient into the gradient
+    that Linear hands back in one pass instead of autograd summing the two into a new (B, F, k) tensor."""
+    fields = embedded.fields
+    if embedded.squares is None and outputs == 1:
+        return _PairwiseAndFlatFields.apply(fields, _compiled_fields(fields), mlp_dtype)
+    flat = fields.flatten(1)
+    return fm_pairwise(embedded, outputs), flat if mlp_dtype is None else flat.to(mlp_dtype)
 
 
 def autocast_enabled(device_type: str) -> bool:
@@ -263,6 +304,16 @@ def autocast_enabled(device_type: str) -> bool:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # pragma: no cover - torch 2.3
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast computes products in on ``device_type`` where it is on, else None."""
+    if not autocast_enabled(device_type):
+        return None
+    try:
+        return torch.get_autocast_dtype(device_type)
+    except AttributeError:  # pragma: no cover - torch 2.3
+        return torch.get_autocast_cpu_dtype() if device_type == "cpu" else torch.get_autocast_gpu_dtype()
 
 
 class WarmStartBatchNorm1d(nn.BatchNorm1d):
