@@ -163,7 +163,9 @@ def test_dropout_keeps_each_element_with_probability_one_minus_p_and_follows_the
         kept = float(keep_mask(torch.Size([1000, 1000]), p, seed=int(p * 100)).float().mean())
         assert abs(kept - (1 - p)) < 5 * (p * (1 - p) / 1e6) ** 0.5  # five standard errors
     mask = keep_mask(torch.Size([1000, 1000]), 0.5, seed=1)
-    assert abs(float((mask[:, 1:] == mask[:, :-1]).float().mean()) - 0.5) < 0.003  # neighbours independent
+    for step in (1, 2, 3, 4):  # the four elements of one random word, and the next word's
+        assert abs(float((mask[:, step:] == mask[:, :-step]).float().mean()) - 0.5) < 0.003, step
+    assert abs(float((mask[1:] == mask[:-1]).float().mean()) - 0.5) < 0.003  # rows independent
     assert not torch.equal(keep_mask(torch.Size([1000, 1000]), 0.5, seed=2), mask)
     z = torch.randn(1000, 1000)
     torch.manual_seed(0)
@@ -271,6 +273,18 @@ def test_batch_norm_relu_dropout_is_batch_norm_then_relu_then_dropout(dtype, p, 
         close(fast_param.grad, plain_param.grad, rtol=2e-2, atol=0.5)  # sums of B bfloat16 gradients
     for fast_stat, plain_stat in zip(fast_running, plain_running):
         close(fast_stat, plain_stat, rtol=1e-2, atol=1e-2)
+
+
+def test_the_dropout_mask_is_the_same_on_one_thread_and_two_whatever_the_width():
+    masks = []
+    for threads in (1, 2):
+        with preserved():
+            torch.set_num_threads(threads)
+            masks.append([keep_mask(torch.Size([1100, width]), 0.3, seed=5) for width in (1, 7, 400)])
+    for one, two in zip(*masks):  # a row's elements straddle random words unless its width is a multiple of 4
+        assert torch.equal(one, two)
+    assert torch.equal(masks[0][1].flatten(), keep_mask(torch.Size([7700]), 0.3, seed=5)), "element i's place alone"
+    assert abs(float(masks[0][1].float().mean()) - 0.7) < 0.02
 
 
 def test_batch_norm_relu_dropout_is_the_same_on_one_thread_and_two():

@@ -65,7 +65,7 @@ class _BatchNormReluDropout(torch.autograd.Function):
         b = ((bias.detach().double().numpy() - mean * gain) * keep_scale).astype(np.float32)
         out = torch.empty_like(z)
         in_row_blocks(mlp_passes.affine_relu_dropout, [values, numpy_view(out)], a, b,
-                      np.uint64(seed & (2**64 - 1)), np.uint64(round(p * 2**32)))
+                      np.uint64(seed & (2**64 - 1)), mlp_passes.drop_threshold(p))
         with torch.no_grad():
             running_mean.mul_(1 - momentum).add_(torch.from_numpy(mean).to(running_mean.dtype), alpha=momentum)
             unbiased = torch.from_numpy(variance * rows / (rows - 1)).to(running_var.dtype)

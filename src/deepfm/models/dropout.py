@@ -3,9 +3,10 @@
 ``nn.Dropout`` on CPU draws its mask with ``bernoulli_`` (~15 ns an element here) into a float
 tensor and multiplies twice; in DeepFM's MLP that cost more than a third of a training step.
 Here one compiled pass (numba, ``models.mlp_passes``; a block of rows per torch thread) over the
-layer's output draws each element's random word from SplitMix64 (state = seed + i·γ, so element i's word depends on the seed and i alone) and
-zeroes the element if it is negative or dropped: dropped when the word's top 32 bits fall under
-round(p·2³²), i.e. with probability p to 2⁻³². The pass reads the element's sign from its bits (a NaN
+layer's output draws each element's 16 random bits from SplitMix64 (a 64-bit word for state
+seed + (⌊i/4⌋ + 1)·γ, a quarter of it each to elements 4⌊i/4⌋ … 4⌊i/4⌋ + 3, so element i's bits depend on the
+seed and i alone) and zeroes the element if it is negative or dropped: dropped when its bits fall under
+round(p·2¹⁶), i.e. with probability p to 2⁻¹⁷. The pass reads the element's sign from its bits (a NaN
 passes, as through ``torch.relu``), so
 fp32 and bfloat16 outputs (``--precision bf16``) take the same path with no cast; the kept elements
 are then scaled by 1 / (1 − p), as ``nn.Dropout`` does. The seed comes from torch's generator, so
@@ -38,7 +39,8 @@ def relu_dropout_(z: torch.Tensor, p: float, seed: int) -> torch.Tensor:
         return z
     signed, negative_up_to = _SIGNED_BITS[z.dtype]
     bits = z.detach().view(signed).reshape(len(z) if z.dim() > 1 else 1, -1).numpy()  # a view: the pass writes into z
-    in_row_blocks(mlp_passes.zero_unkept, [bits], np.uint64(seed & (2**64 - 1)), np.uint64(round(p * 2**32)), negative_up_to)
+    in_row_blocks(mlp_passes.zero_unkept, [bits], np.uint64(seed & (2**64 - 1)), mlp_passes.drop_threshold(p),
+                  negative_up_to)
     return z.mul_(1.0 / (1.0 - p))
 
 

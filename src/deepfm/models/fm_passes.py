@@ -15,6 +15,7 @@ import numpy as np
 from deepfm.compiled import compiled
 from deepfm.models.mlp_passes import float_row_copy, put_row
 
+
 @compiled(inline="always")
 def add_halves(fields, into, num_fields, k):  # pragma: no cover - compiled
     """into[f] = fields[f] + fields[f + h] for f < h = num_fields // 2 (k floats each), the odd field out

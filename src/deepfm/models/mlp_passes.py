@@ -5,9 +5,10 @@ threads a block) and reads float32 arrays, or bfloat16 ones as their uint16 bits
 widened into a float32 buffer, computed in float32 and rounded back to nearest even, so
 ``--precision bf16`` takes the same passes with no cast of the whole tensor.
 
-Dropout's mask: element i (row-major, counted over the whole tensor) is dropped when the top 32 bits of
-SplitMix64's word for state seed + (i + 1)·γ fall under round(p·2³²); the word depends on the seed and
-i alone, so any split into blocks draws the same mask.
+Dropout's mask: element i (row-major, counted over the whole tensor) is dropped when its 16-bit part of
+SplitMix64's word for state seed + (⌊i/4⌋ + 1)·γ (part i mod 4) falls under round(p·2¹⁶); the word depends on
+the seed and i alone, so any split into blocks draws the same mask. One word for four elements: the
+word's two 64-bit products cost more than the rest of the pass.
 """
 
 from __future__ import annotations
@@ -31,9 +32,19 @@ def splitmix64(state):  # pragma: no cover - compiled
 
 
 @compiled(inline="always")
-def dropped(seed, element, drop_below):  # pragma: no cover - compiled
-    """Whether dropout drops ``element`` (its index over the whole tensor) for ``seed``."""
-    return (splitmix64(seed + np.uint64(element + 1) * GOLDEN_GAMMA) >> np.uint64(32)) < drop_below
+def random_lanes(seed, first_element, width, words):  # pragma: no cover - compiled
+    """Dropout's 16-bit random parts of elements first_element … first_element + width − 1 (a view of
+    ``words``, a uint64 scratch of ≥ width/4 + 2): element i takes part i mod 4 of the word for ⌊i/4⌋."""
+    first_word = first_element >> np.uint64(2)
+    offset = np.int64(first_element - (first_word << np.uint64(2)))
+    for w in range((offset + width + 3) >> 2):
+        words[w] = splitmix64(seed + (first_word + np.uint64(w + 1)) * GOLDEN_GAMMA)
+    return words.view(np.uint16)[offset:offset + width]
+
+
+def drop_threshold(p: float) -> np.uint32:
+    """The 16-bit part under which an element is dropped: round(p·2¹⁶) (p is taken to 2⁻¹⁷)."""
+    return np.uint32(round(p * 2**16))
 
 
 def float_row(values, r, buffer):  # pragma: no cover - replaced by the overload in compiled code
@@ -134,18 +145,18 @@ def affine_relu_dropout(z, out, first_row, a, b, seed, drop_below):  # pragma: n
     """out = relu(z·a + b) where kept, else 0 (a and b per column; dropout's 1/(1 − p) already in them).
     A NaN passes, as through ``torch.relu``."""
     rows, width = z.shape
-    buffer, out_buffer = np.empty(width, np.float32), np.empty(width, np.float32)
+    buffer, out_buffer, words = np.empty(width, np.float32), np.empty(width, np.float32), np.empty(width // 4 + 2, np.uint64)
     for r in range(rows):
         row, result = float_row(z, r, buffer), row_to_write(out, r, out_buffer)
-        start = (first_row + r) * width
         if drop_below == 0:
             for c in range(width):
                 y = row[c] * a[c] + b[c]
                 result[c] = np.float32(0.0) if y <= 0 else y
         else:
+            lanes = random_lanes(seed, np.uint64((first_row + r) * width), width, words)
             for c in range(width):
                 y = row[c] * a[c] + b[c]
-                result[c] = np.float32(0.0) if (y <= 0) | dropped(seed, start + c, drop_below) else y
+                result[c] = np.float32(0.0) if (y <= 0) | (np.uint32(lanes[c]) < drop_below) else y
         put_row(result, out, r)
 
 
@@ -189,10 +200,16 @@ def zero_unkept(bits, first_row, seed, drop_below, negative_up_to):  # pragma: n
     """bits[r, c] = 0 where the float is negative (its bits as a signed integer ≤ negative_up_to) or
     dropout drops it (rows counted from ``first_row``)."""
     rows, width = bits.shape
+    words = np.empty(width // 4 + 2, np.uint64)
     for r in range(rows):
-        start = (first_row + r) * width
+        if drop_below == 0:
+            for c in range(width):
+                if bits[r, c] <= negative_up_to:
+                    bits[r, c] = 0
+            continue
+        lanes = random_lanes(seed, np.uint64((first_row + r) * width), width, words)
         for c in range(width):
-            if bits[r, c] <= negative_up_to or dropped(seed, start + c, drop_below):
+            if (bits[r, c] <= negative_up_to) | (np.uint32(lanes[c]) < drop_below):
                 bits[r, c] = 0
 
 
