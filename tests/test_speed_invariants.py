@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -655,3 +658,41 @@ def _names_of_ops_on(shape: tuple[int, ...], run) -> list[str]:
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         run()
     return [event.name for event in prof.events() if any(list(s) == list(shape) for s in event.input_shapes or [])]
+
+
+def _block_sums_or_raise(values, first_row, fail_from):  # a pass's shape: (*blocks, first_row, *args)
+    if first_row >= fail_from:
+        raise ValueError(f"block at row {first_row}")
+    return first_row, float(values.sum())
+
+
+def test_row_blocks_run_on_the_helpers_give_results_in_order_and_hand_errors_back():
+    values = np.arange(1200, dtype=np.float64).reshape(600, 2)
+    with preserved():
+        torch.set_num_threads(2)
+        assert in_row_blocks(_block_sums_or_raise, [values], 10**9) == [(0, values[:300].sum()), (300, values[300:].sum())]
+        with pytest.raises(ValueError, match="block at row 300"):  # the helper's block, not the caller's
+            in_row_blocks(_block_sums_or_raise, [values], 300)
+        assert len(in_row_blocks(_block_sums_or_raise, [values], 10**9)) == 2  # the helpers still work after it
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_row_blocks_run_in_a_forked_child_with_its_own_helpers():
+    values = np.ones((600, 2))
+    with preserved():
+        torch.set_num_threads(2)
+        in_row_blocks(_block_sums_or_raise, [values], 10**9)  # the parent's helpers started
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child
+            ok = in_row_blocks(_block_sums_or_raise, [values], 10**9) == [(0, 600.0), (300, 600.0)]
+            os._exit(0 if ok else 1)
+        for _ in range(600):  # a child waiting on helpers it does not have would hang: give it 60 s
+            done, status = os.waitpid(child, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(child, 9)
+            os.waitpid(child, 0)
+            pytest.fail("the forked child's row blocks never finished")
+    assert os.waitstatus_to_exitcode(status) == 0
