@@ -580,7 +580,7 @@ def _fields_with_special_values(rows: int, num_fields: int, k: int) -> torch.Ten
 
 
 @pytest.mark.parametrize("rows", [40, 1100])  # one block of rows; a block per thread
-@pytest.mark.parametrize("num_fields, k", [(1, 4), (5, 3), (39, 10), (8, 64)])
+@pytest.mark.parametrize("num_fields, k", [(1, 4), (2, 3), (5, 1), (39, 10), (8, 64)])
 @pytest.mark.parametrize("flat_dtype", [None, torch.bfloat16])
 def test_the_fm_term_pass_computes_what_aten_ops_do(rows, num_fields, k, flat_dtype):
     """The FM term's forward pass: Σ_f v_f x_f and the pairwise term as ATen's sums (to rounding), the
@@ -593,9 +593,12 @@ def test_the_fm_term_pass_computes_what_aten_ops_do(rows, num_fields, k, flat_dt
     torch.testing.assert_close(pairwise, expected_pairwise, rtol=1e-4, atol=1e-4)
     assert flat.dtype == (flat_dtype or torch.float32) and torch.equal(flat, expected_flat)
     special = _fields_with_special_values(rows, num_fields, k)
-    special_flat = layers._pairwise_of_fields(special, True, flat_dtype)[2]
-    torch.testing.assert_close(special_flat, special.flatten(1).to(flat_dtype or torch.float32), rtol=0, atol=0,
+    special_pairwise, special_total, special_flat = layers._pairwise_of_fields(special, True, flat_dtype)
+    expected_pairwise, expected_total, expected_flat = layers._pairwise_of_fields(special, False, flat_dtype)
+    torch.testing.assert_close(special_flat, expected_flat, rtol=0, atol=0,
                                equal_nan=True)  # a NaN's bits may differ (ATen's vector cast sets them all)
+    assert torch.equal(special_pairwise.isnan(), expected_pairwise.isnan())  # inf − inf: NaN in both
+    assert torch.equal(special_total.isnan(), expected_total.isnan())
 
 
 @pytest.mark.parametrize("rows", [40, 1100])
@@ -613,6 +616,21 @@ def test_the_fm_term_gradient_pass_is_the_aten_sum_bit_for_bit(rows, num_fields,
     plain = layers._fields_gradient(fields, total, grad_fm, grad_flat.clone(), False)
     assert fast.dtype == torch.float32 and fast.shape == fields.shape and torch.equal(fast, plain)
     assert (fast.data_ptr() == incoming.data_ptr()) == (grad_dtype == torch.float32)
+    if grad_dtype == torch.bfloat16:
+        assert torch.equal(incoming, grad_flat)  # read, not written
+    transposed = grad_flat.t().contiguous().t()  # a strided gradient: read through a contiguous copy
+    assert torch.equal(layers._fields_gradient(fields, total, grad_fm, transposed, True), plain)
+
+
+def test_the_fm_term_and_the_flat_fields_each_have_their_own_gradient_when_the_other_is_unused():
+    fields = torch.randn(300, 4, 3, requires_grad=True)
+    pairwise, flat = layers._PairwiseAndFlatFields.apply(fields, layers._use_fm_passes(fields), None)
+    flat.sum().backward()
+    assert torch.equal(fields.grad, torch.ones_like(fields))
+    fields.grad = None
+    pairwise, flat = layers._PairwiseAndFlatFields.apply(fields, layers._use_fm_passes(fields), None)
+    pairwise.sum().backward()
+    torch.testing.assert_close(fields.grad, (fields.sum(1, keepdim=True) - fields).detach())
 
 
 def test_deepfm_trains_on_the_fm_term_passes_and_predicts_on_aten_ops(monkeypatch):
@@ -625,10 +643,11 @@ def test_deepfm_trains_on_the_fm_term_passes_and_predicts_on_aten_ops(monkeypatc
     data = EncodedData(torch.randint(0, 50, (rows, 6)).numpy(), None, [], labels=torch.rand(rows).round().numpy())
     calls = []
     monkeypatch.setattr(layers, "in_row_blocks", lambda p, *a: calls.append(p.__name__) or in_row_blocks(p, *a))
+    use_fm_passes = layers._use_fm_passes
     for autocast in (False, True):
         results = []
         for compiled in (True, False):
-            monkeypatch.setattr(layers, "_compiled_fields", (lambda f: f.requires_grad) if compiled else (lambda f: False))
+            monkeypatch.setattr(layers, "_use_fm_passes", use_fm_passes if compiled else (lambda f: False))
             torch.manual_seed(9)
             model = DeepFM(50, num_fields=6, embed_dim=8, mlp=(16, 16), dropout=0.0)
             calls.clear()
@@ -646,10 +665,12 @@ def test_deepfm_trains_on_the_fm_term_passes_and_predicts_on_aten_ops(monkeypatc
             assert not {"aten::_to_copy", "aten::copy_"} & set(fast_ops), fast_ops
         for fast_grad, plain_grad in zip(fast, plain):
             torch.testing.assert_close(fast_grad, plain_grad, rtol=1e-3, atol=1e-4)
-    monkeypatch.undo()
-    with torch.no_grad():
-        fields = torch.randn(4, 3, 2, requires_grad=True)
-        assert not layers._compiled_fields(fields)
+        monkeypatch.setattr(layers, "_use_fm_passes", use_fm_passes)
+        model.eval()
+        calls.clear()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            model(data.to_batch())
+        assert calls == []
 
 
 def _names_of_ops_on(shape: tuple[int, ...], run) -> list[str]:

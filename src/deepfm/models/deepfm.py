@@ -52,7 +52,9 @@ class DeepFM(nn.Module):
         embedded = self.embedding(batch)  # shared by both parts
         # the FM term from the field vectors the DNN needs anyway (FM alone uses FeaturesEmbedding.pairwise,
         # which can skip them); one gradient for the fields of both parts
-        mlp_dtype = autocast_dtype("cpu") if embedded.fields.device.type == "cpu" and first is not None else None
+        fields = embedded.fields  # under CPU autocast, in the dtype the first Linear would cast them to
+        cast = fields.device.type == "cpu" and fields.dtype == torch.float32 and first is not None
+        mlp_dtype = autocast_dtype("cpu") if cast and first.weight.dtype == torch.float32 else None
         pairwise, dnn_input = fm_pairwise_and_mlp_input(embedded, self.output_dim, mlp_dtype)
         y_fm = self.linear(batch) + pairwise
         y_dnn = squeeze_output(self.dnn(dnn_input), self.output_dim)

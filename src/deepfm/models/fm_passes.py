@@ -5,7 +5,8 @@ read of that run gives Σ_f v_f x_f (k sums), Σ_f |v_f x_f|² and so Rendle's p
 ½ (|Σ_f v_f x_f|² − Σ_f |v_f x_f|²), and, where the MLP computes in bfloat16, the run rounded to bfloat16
 for its first Linear. Backward, one pass writes ∂L/∂(v_f x_f) = g_flat + (Σ_j v_j x_j − v_f x_f)·g_fm:
 the MLP's gradient plus the FM term's, without the (B, F, k) temporaries of the same sum in ATen ops.
-Each pass runs over a block of rows per torch thread (``compiled.in_row_blocks``).
+Each pass runs over a block of rows per torch thread (``compiled.in_row_blocks``, which hands each pass its
+block's ``first_row``: unused here, each row stands alone).
 """
 
 from __future__ import annotations

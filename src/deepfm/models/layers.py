@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepfm.compiled import in_row_blocks, numpy_view
 from deepfm.data.batch import Batch
 from deepfm.data.design import DesignMatrix, DistinctIds, remember_rows, take_rows
-from deepfm.compiled import in_row_blocks, numpy_view
 from deepfm.models.batchnorm import FUSED_DTYPES, batch_norm_folded, batch_norm_relu_dropout
 from deepfm.models import scores
 from deepfm.models.dropout import relu_dropout
@@ -185,7 +185,7 @@ def fm_pairwise(embedded: EmbeddedFields, outputs: int = 1) -> torch.Tensor:
     """Σ_{i<j} <v_i, v_j> x_i x_j = ½ Σ_f [(Σ_i v_if x_i)² − Σ_i v_if² x_i²], in O(k·n). Shape (B,).
     With C ``outputs``, the latent columns are C groups of k, one FM each: shape (B, C)."""
     if embedded.squares is None and outputs == 1:
-        return _PairwiseOfFields.apply(embedded.fields, _compiled_fields(embedded.fields))
+        return _PairwiseOfFields.apply(embedded.fields, _use_fm_passes(embedded.fields))
     fields = embedded.fields
     squares = embedded.squares if embedded.squares is not None else fields.pow(2).sum(dim=1)
     terms = 0.5 * (fields.sum(dim=1).pow(2) - squares)  # (B, C·k)
@@ -197,25 +197,25 @@ def squeeze_output(logits: torch.Tensor, output_dim: int) -> torch.Tensor:
     return logits.squeeze(-1) if output_dim == 1 else logits
 
 
-def _compiled_fields(fields: torch.Tensor) -> bool:
+def _use_fm_passes(fields: torch.Tensor) -> bool:
     """Whether the FM term of these (B, F, k) field vectors takes ``models.fm_passes``: in training (a
     gradient to come; prediction keeps ATen ops and never loads numba), contiguous float32 on CPU."""
     return (torch.is_grad_enabled() and fields.requires_grad and fields.device.type == "cpu"
             and fields.dtype == torch.float32 and fields.is_contiguous() and fields.numel() > 0)
 
 
-def _pairwise_of_fields(fields: torch.Tensor, compiled: bool, flat_dtype: torch.dtype | None = None
+def _pairwise_of_fields(fields: torch.Tensor, use_passes: bool, flat_dtype: torch.dtype | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(Σ_{i<j} <v_i x_i, v_j x_j> of each row (B,), Σ_f v_f x_f (B, k), the fields flattened to (B, F·k) in
-    ``flat_dtype``) for one feature per field; ``compiled``: one pass over the fields (``models.fm_passes``)."""
+    ``flat_dtype``) for one feature per field; ``use_passes``: one pass over the fields (``models.fm_passes``)."""
     flat_dtype = flat_dtype or fields.dtype
-    if compiled and flat_dtype in FUSED_DTYPES:
+    if use_passes and flat_dtype in FUSED_DTYPES:
         from deepfm.models import fm_passes
 
         rows, _, k = fields.shape
         flat = fields.detach().flatten(1)
         cast = flat if flat_dtype == fields.dtype else torch.empty(flat.shape, dtype=flat_dtype)
-        total, pairwise = torch.empty(rows, k), torch.empty(rows)
+        total, pairwise = fields.new_empty((rows, k)), fields.new_empty(rows)
         in_row_blocks(fm_passes.pairwise_of_fields, [flat.numpy(), numpy_view(cast), total.numpy(), pairwise.numpy()], k)
         return pairwise, total, fields.flatten(1) if cast is flat else cast
     total = fields.sum(dim=1)  # (B, k)
@@ -229,11 +229,12 @@ def _pairwise_gradient(fields: torch.Tensor, total: torch.Tensor, grad: torch.Te
 
 
 def _fields_gradient(fields: torch.Tensor, total: torch.Tensor, grad_fm: torch.Tensor, grad_flat: torch.Tensor,
-                     compiled: bool) -> torch.Tensor:
+                     use_passes: bool) -> torch.Tensor:
     """``grad_flat`` (the MLP's gradient of the flat fields) plus the FM term's ``_pairwise_gradient``, (B, F, k)
-    in the fields' dtype, written into ``grad_flat`` where it has that dtype (the Linear's fresh gradient, no
-    one else reads it); ``compiled``: one pass, which also widens a bf16 ``grad_flat`` (``models.fm_passes``)."""
-    if compiled and grad_flat.dtype in FUSED_DTYPES and grad_fm.dtype == torch.float32:
+    in the fields' dtype, written into ``grad_flat`` where it has that dtype: the first Linear's fresh gradient,
+    which no one else reads (a hook on the flat fields that kept it would see the sum; autograd's version
+    counter does not see the compiled write). ``use_passes``: one pass, which also widens a bf16 ``grad_flat``."""
+    if use_passes and grad_flat.dtype in FUSED_DTYPES and grad_fm.dtype == torch.float32:
         from deepfm.models import fm_passes
 
         grad_flat = grad_flat.contiguous()
@@ -250,8 +251,8 @@ class _PairwiseOfFields(torch.autograd.Function):
     (``_pairwise_gradient``): two passes over (B, F, k) backward instead of autograd's six."""
 
     @staticmethod
-    def forward(ctx, fields: torch.Tensor, compiled: bool) -> torch.Tensor:
-        pairwise, total, _ = _pairwise_of_fields(fields, compiled)
+    def forward(ctx, fields: torch.Tensor, use_passes: bool) -> torch.Tensor:
+        pairwise, total, _ = _pairwise_of_fields(fields, use_passes)
         ctx.save_for_backward(fields, total)
         return pairwise
 
@@ -266,11 +267,12 @@ class _PairwiseAndFlatFields(torch.autograd.Function):
     g_flat + (Σ_j v_j x_j − v_i x_i)·g_fm (``_fields_gradient``)."""
 
     @staticmethod
-    def forward(ctx, fields: torch.Tensor, compiled: bool, flat_dtype: torch.dtype | None
+    def forward(ctx, fields: torch.Tensor, use_passes: bool, flat_dtype: torch.dtype | None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        pairwise, total, flat = _pairwise_of_fields(fields, compiled, flat_dtype)
+        pairwise, total, flat = _pairwise_of_fields(fields, use_passes, flat_dtype)
         ctx.save_for_backward(fields, total)
-        ctx.compiled = compiled
+        ctx.use_passes = use_passes
+        ctx.set_materialize_grads(False)  # an unused output's gradient is None, not a tensor of zeros
         return pairwise, flat
 
     @staticmethod
@@ -278,10 +280,10 @@ class _PairwiseAndFlatFields(torch.autograd.Function):
     def backward(ctx, grad_fm: torch.Tensor | None, grad_flat: torch.Tensor | None) -> tuple[torch.Tensor, None, None]:
         fields, total = ctx.saved_tensors
         if grad_fm is None:
-            return grad_flat.to(fields.dtype).view_as(fields), None, None
+            return None if grad_flat is None else grad_flat.to(fields.dtype).reshape(fields.shape), None, None
         if grad_flat is None:
             return _pairwise_gradient(fields, total, grad_fm), None, None
-        return _fields_gradient(fields, total, grad_fm, grad_flat, ctx.compiled), None, None
+        return _fields_gradient(fields, total, grad_fm, grad_flat, ctx.use_passes), None, None
 
 
 def fm_pairwise_and_mlp_input(embedded: EmbeddedFields, outputs: int = 1, mlp_dtype: torch.dtype | None = None
@@ -293,7 +295,7 @@ def fm_pairwise_and_mlp_input(embedded: EmbeddedFields, outputs: int = 1, mlp_dt
     that Linear hands back in one pass instead of autograd summing the two into a new (B, F, k) tensor."""
     fields = embedded.fields
     if embedded.squares is None and outputs == 1:
-        return _PairwiseAndFlatFields.apply(fields, _compiled_fields(fields), mlp_dtype)
+        return _PairwiseAndFlatFields.apply(fields, _use_fm_passes(fields), mlp_dtype)
     flat = fields.flatten(1)
     return fm_pairwise(embedded, outputs), flat if mlp_dtype is None else flat.to(mlp_dtype)
 
