@@ -49,7 +49,7 @@ class _BatchNormReluDropout(torch.autograd.Function):
     """The module's equations; ``overwrite_grad``: the backward writes ∂L/∂z into the gradient it receives."""
 
     @staticmethod
-    def forward(ctx, z, weight, bias, running_mean, running_var, momentum, eps, p, seed, overwrite_grad):
+    def forward(ctx, z, weight, bias, running_mean, running_var, momentum, eps, p, seed, overwrite_grad, input_shift):
         from deepfm.models import mlp_passes
 
         rows = len(z)
@@ -67,12 +67,16 @@ class _BatchNormReluDropout(torch.autograd.Function):
         in_row_blocks(mlp_passes.affine_relu_dropout, [values, numpy_view(out)], a, b,
                       np.uint64(seed & (2**64 - 1)), mlp_passes.drop_threshold(p))
         with torch.no_grad():
-            running_mean.mul_(1 - momentum).add_(torch.from_numpy(mean).to(running_mean.dtype), alpha=momentum)
+            batch_mean = torch.from_numpy(mean).to(running_mean.dtype)
+            if input_shift is not None:  # the batch's mean as if z had it
+                batch_mean += input_shift.detach().to(running_mean.dtype)
+            running_mean.mul_(1 - momentum).add_(batch_mean, alpha=momentum)
             unbiased = torch.from_numpy(variance * rows / (rows - 1)).to(running_var.dtype)
             running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
         ctx.save_for_backward(z, out)
         ctx.mean, ctx.inv_std, ctx.gain = mean.astype(np.float32), inv_std, gain
         ctx.keep_scale, ctx.overwrite_grad, ctx.weight_dtype = np.float32(keep_scale), overwrite_grad, weight.dtype
+        ctx.shift_shape = None if input_shift is None else input_shift.shape
         return out
 
     @staticmethod
@@ -91,16 +95,20 @@ class _BatchNormReluDropout(torch.autograd.Function):
                       ctx.gain.astype(np.float32), (bias_grad / rows).astype(np.float32),
                       (weight_grad * ctx.inv_std / rows).astype(np.float32))
         as_param = lambda g: torch.from_numpy(g).to(ctx.weight_dtype)  # noqa: E731
-        return grad_z, as_param(weight_grad), as_param(bias_grad), None, None, None, None, None, None, None
+        shift_grad = torch.zeros(ctx.shift_shape, dtype=ctx.weight_dtype) if ctx.needs_input_grad[10] else None  # exactly
+        return grad_z, as_param(weight_grad), as_param(bias_grad), None, None, None, None, None, None, None, shift_grad
 
 
 def batch_norm_relu_dropout(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
                             running_var: torch.Tensor, momentum: float, eps: float, p: float = 0.0,
-                            seed: int | None = None, overwrite_grad: bool = False) -> torch.Tensor:
+                            seed: int | None = None, overwrite_grad: bool = False,
+                            input_shift: torch.Tensor | None = None) -> torch.Tensor:
     """Training-mode batch norm of a (B, C) CPU batch (float32 or bfloat16, B ≥ 2), then ReLU, then
     inverted dropout p (0: none), as one function (see the module); the running statistics move by
     ``momentum``. ``seed`` fixes the mask (``dropout.keep_mask`` gives it); by default drawn from torch's
-    generator. ``overwrite_grad`` as in ``dropout.relu_dropout``: only where the output feeds a Linear."""
+    generator. ``overwrite_grad`` as in ``dropout.relu_dropout``: only where the output feeds a Linear.
+    ``input_shift`` (C,): a constant per column left out of ``z`` (a Linear's bias): the output does not
+    depend on it (the batch's mean is subtracted), the running mean counts it in; its gradient is zero."""
     if z.dtype not in FUSED_DTYPES or z.dim() != 2 or len(z) < 2:
         raise ValueError(f"batch_norm_relu_dropout takes a (B ≥ 2, C) float32 or bfloat16 batch, not {z.dtype} "
                          f"{tuple(z.shape)}")
@@ -108,4 +116,5 @@ def batch_norm_relu_dropout(z: torch.Tensor, weight: torch.Tensor, bias: torch.T
         raise ValueError(f"dropout p must be in [0, 1), not {p}")
     z = z.contiguous()
     seed = (draw_seed() if seed is None else seed) if p > 0 else 0
-    return _BatchNormReluDropout.apply(z, weight, bias, running_mean, running_var, momentum, eps, p, seed, overwrite_grad)
+    return _BatchNormReluDropout.apply(z, weight, bias, running_mean, running_var, momentum, eps, p, seed, overwrite_grad,
+                                       input_shift)

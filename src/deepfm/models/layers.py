@@ -339,15 +339,20 @@ class WarmStartBatchNorm1d(nn.BatchNorm1d):
 
     def fusable_with_relu(self, x: torch.Tensor) -> bool:
         """Whether ``with_relu_dropout`` can take ``x``: training on CPU, a (B ≥ 2, C) float32 or bfloat16 batch."""
-        return (self.training and self.track_running_stats and self.affine and x.device.type == "cpu" and x.dim() == 2
-                and len(x) > 1 and x.dtype in FUSED_DTYPES and self.weight.dtype == torch.float32)
+        return self.fusable_for(x.shape, x.dtype, x.device.type)
 
-    def with_relu_dropout(self, x: torch.Tensor, p: float, overwrite_grad: bool = False) -> torch.Tensor:
-        """dropout(relu(self(x)), p) in training, as one function (``batch_norm_relu_dropout``)."""
+    def fusable_for(self, shape: torch.Size, dtype: torch.dtype, device_type: str) -> bool:
+        """``fusable_with_relu`` of a batch of this shape, dtype and device (before it is computed)."""
+        return (self.training and self.track_running_stats and self.affine and device_type == "cpu" and len(shape) == 2
+                and shape[0] > 1 and dtype in FUSED_DTYPES and self.weight.dtype == torch.float32)
+
+    def with_relu_dropout(self, x: torch.Tensor, p: float, overwrite_grad: bool = False,
+                          input_shift: torch.Tensor | None = None) -> torch.Tensor:
+        """dropout(relu(self(x + input_shift)), p) in training, as one function (``batch_norm_relu_dropout``)."""
         momentum = self.warm_momentum()
         self.num_batches_tracked.add_(1)
         return batch_norm_relu_dropout(x, self.weight, self.bias, self.running_mean, self.running_var, momentum,
-                                       self.eps, p, overwrite_grad=overwrite_grad)
+                                       self.eps, p, overwrite_grad=overwrite_grad, input_shift=input_shift)
 
     def warm_momentum(self) -> float:
         """The factor of this training step (read before ``num_batches_tracked`` counts it)."""
@@ -366,6 +371,12 @@ class WarmStartBatchNorm1d(nn.BatchNorm1d):
 
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+def _dropout_rate(group: list[nn.Module]) -> float:
+    """The rate of a training Dropout ending ``group``, else 0."""
+    dropout = group[-1] if type(group[-1]) is nn.Dropout else None
+    return dropout.p if dropout is not None and dropout.training else 0.0
 
 
 def without_hooks(*modules: nn.Module) -> bool:
@@ -414,25 +425,47 @@ class MultiLayerPerceptron(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def _fused(self, hidden: list[nn.Module], i: int, x: torch.Tensor) -> tuple[torch.Tensor, int] | None:
-        """``hidden[i:]``'s next modules as one function, where one applies: BatchNorm → ReLU [→ Dropout]
-        (``batch_norm_relu_dropout``) or ReLU → Dropout (``relu_dropout``); (the output, the index after
-        them), else None. Modules with hooks keep their own calls."""
+        """``hidden[i:]``'s next modules as one function, where one applies: [Linear →] BatchNorm → ReLU
+        [→ Dropout] (``batch_norm_relu_dropout``) or ReLU → Dropout (``relu_dropout``); (the output, the index
+        after them), else None. Modules with hooks keep their own calls.
+
+        A Linear before a fused batch norm runs without its bias: batch norm subtracts the batch's mean, so in
+        training neither the output nor any other gradient depends on that bias, and its own gradient is
+        zero (given as zeros, not summed over the batch); the running mean counts the bias in, so evaluation,
+        which runs the Linear whole, normalises the same numbers."""
+        linear = hidden[i] if type(hidden[i]) is nn.Linear and hidden[i].bias is not None else None
+        if linear is not None:
+            shape = torch.Size([len(x), linear.out_features])
+            group = self._group(hidden, i + 1, shape, autocast_dtype(x.device.type) or x.dtype, x.device.type)
+            if group is None or type(group[0]) is not WarmStartBatchNorm1d or not without_hooks(linear):
+                return None
+            z = F.linear(x, linear.weight)
+            return self._run(group, z, i + 1, hidden, input_shift=linear.bias)
+        group = self._group(hidden, i, x.shape, x.dtype, x.device.type)
+        return None if group is None else self._run(group, x, i, hidden)
+
+    @staticmethod
+    def _group(hidden: list[nn.Module], i: int, shape: torch.Size, dtype: torch.dtype, device_type: str
+               ) -> list[nn.Module] | None:
+        """The modules at ``hidden[i:]`` that one fused function can take for an input like this, or None."""
         layer, following, after = (hidden[i : i + 3] + [None, None])[:3]
-        if type(layer) is WarmStartBatchNorm1d and type(following) is nn.ReLU and layer.fusable_with_relu(x):
+        if type(layer) is WarmStartBatchNorm1d and type(following) is nn.ReLU and layer.fusable_for(shape, dtype,
+                                                                                                       device_type):
             group = [layer, following] + ([after] if type(after) is nn.Dropout else [])
         elif type(layer) is nn.ReLU and type(following) is nn.Dropout and following.training and following.p > 0:
             group = [layer, following]
         else:
             return None
-        dropout = group[-1] if type(group[-1]) is nn.Dropout else None
-        p = dropout.p if dropout is not None and dropout.training else 0.0
-        if p >= 1 or not without_hooks(*group):
-            return None
+        return group if _dropout_rate(group) < 1 and without_hooks(*group) else None
+
+    def _run(self, group: list[nn.Module], x: torch.Tensor, i: int, hidden: list[nn.Module],
+             input_shift: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         end = i + len(group)
         feeds_linear = end < len(hidden) or self.has_output  # else the caller reads the gradient too
-        if type(layer) is nn.ReLU:
-            return relu_dropout(x, p, overwrite_grad=feeds_linear), end
-        return layer.with_relu_dropout(x, p, overwrite_grad=feeds_linear), end
+        if type(group[0]) is nn.ReLU:
+            return relu_dropout(x, _dropout_rate(group), overwrite_grad=feeds_linear), end
+        return group[0].with_relu_dropout(x, _dropout_rate(group), overwrite_grad=feeds_linear,
+                                          input_shift=input_shift), end
 
     @property
     def first_linear(self) -> nn.Linear | None:
