@@ -714,7 +714,10 @@ def _names_of_ops_on(shape: tuple[int, ...], run) -> list[str]:
     return [event.name for event in prof.events() if any(list(s) == list(shape) for s in event.input_shapes or [])]
 
 
-def _block_sums_or_raise(values, first_row, fail_from):  # a pass's shape: (*blocks, first_row, *args)
+def _block_sums_or_raise(values, first_row, fail_from, slow_from=10**9, ended=None):  # (*blocks, first_row, *args)
+    if first_row >= slow_from:
+        time.sleep(0.5)
+        ended.append(first_row)
     if first_row >= fail_from:
         raise ValueError(f"block at row {first_row}")
     return first_row, float(values.sum())
@@ -728,6 +731,46 @@ def test_row_blocks_run_on_the_helpers_give_results_in_order_and_hand_errors_bac
         with pytest.raises(ValueError, match="block at row 300"):  # the helper's block, not the caller's
             in_row_blocks(_block_sums_or_raise, [values], 300)
         assert len(in_row_blocks(_block_sums_or_raise, [values], 10**9)) == 2  # the helpers still work after it
+        torch.set_num_threads(3)
+        ended: list[int] = []
+        with pytest.raises(ValueError, match="block at row 300"):  # the first error, once every block has ended
+            in_row_blocks(_block_sums_or_raise, [np.ones((900, 2))], 300, 600, ended)
+        assert ended == [600]
+
+
+def test_row_blocks_keep_nothing_of_a_pass_once_it_returns():
+    import gc
+    import weakref
+
+    class Arg:
+        pass
+
+    arg = Arg()
+    kept = weakref.ref(arg)
+    with preserved():
+        torch.set_num_threads(2)
+        in_row_blocks(lambda values, first_row, arg: None, [np.ones((600, 2))], arg)
+    del arg
+    gc.collect()
+    assert kept() is None  # no helper holds the last block's arguments (they may be a batch's activations)
+
+
+def _splitmix64(state: int) -> int:
+    mask = 2**64 - 1
+    z = (state ^ (state >> 30)) * 0xBF58476D1CE4E5B9 & mask
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EB & mask
+    return z ^ (z >> 31)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2, 1), (5, 3), (1, 2), (300, 7)])
+@pytest.mark.parametrize("p", [0.3, 0.9, 1 - 2**-18])
+def test_the_dropout_mask_is_the_documented_splitmix64_draw(shape, p):
+    """Element i (row-major) is dropped when bits 16·(i mod 4) … +15 of SplitMix64's word for
+    seed + (⌊i/4⌋ + 1)·γ fall under round(p·2¹⁶) (a little-endian machine's parts)."""
+    seed, gamma, threshold = 12345, 0x9E3779B97F4A7C15, round(p * 2**16)
+    words = [_splitmix64((seed + (w + 1) * gamma) & (2**64 - 1)) for w in range((shape[0] * shape[1] + 3) // 4)]
+    expected = [(words[i // 4] >> (16 * (i % 4)) & 0xFFFF) >= threshold for i in range(shape[0] * shape[1])]
+    assert keep_mask(torch.Size(shape), p, seed).flatten().tolist() == expected
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")

@@ -56,7 +56,9 @@ class _Helpers:
                 task.result = task.function(*task.args)
             except BaseException as error:  # noqa: BLE001 - handed back to the caller, who raises it
                 task.error = error
+            task.function = task.args = None  # the block's arrays are the caller's again
             task.done.release()
+            del task  # nor kept while this thread waits for the next
 
 
 class _Task:
@@ -67,11 +69,13 @@ class _Task:
         self.done = threading.Lock()
         self.done.acquire()
 
-    def wait(self) -> Any:
-        self.done.acquire()
-        if self.error is not None:
-            raise self.error
-        return self.result
+    def wait(self) -> None:
+        """Until the block has run (an interrupt while waiting waits on: the block writes into the caller's arrays)."""
+        try:
+            self.done.acquire()
+        except BaseException:  # KeyboardInterrupt: the block still runs; wait for it, then re-raise
+            self.done.acquire()
+            raise
 
 
 _helpers = _Helpers()
@@ -96,7 +100,9 @@ def numpy_view(t: torch.Tensor) -> np.ndarray:
 def in_row_blocks(compiled_pass: Callable, arrays: Sequence[np.ndarray], *args: Any) -> list:
     """``compiled_pass(*blocks, first_row, *args)`` on consecutive row blocks of ``arrays`` (all with the
     same rows), one block per torch thread (a nogil pass runs beside the others); the results in block order.
-    Float sums a pass returns per block then depend on the thread count by rounding, not bit for bit."""
+    Float sums a pass returns per block then depend on the thread count by rounding, not bit for bit. The
+    first error of a block is raised once every block has ended. A pass must not call ``in_row_blocks``
+    itself (a helper waiting on helpers can wait forever)."""
     rows = len(arrays[0])
     blocks = max(1, min(torch.get_num_threads(), rows // MIN_BLOCK_ROWS))
     bounds = [rows * block // blocks for block in range(blocks + 1)]
@@ -110,6 +116,11 @@ def in_row_blocks(compiled_pass: Callable, arrays: Sequence[np.ndarray], *args: 
         helpers.tasks.put(task)
     try:
         first = compiled_pass(*calls[0][0], calls[0][1], *args)
-    finally:  # the other blocks end before the caller goes on (or raises): none still writes into its arrays
-        others = [task.wait() for task in tasks]
-    return [first, *others]
+    finally:  # every other block ends before the caller goes on or raises: none still writes into its arrays
+        for task in tasks:
+            task.wait()
+    for task in tasks:
+        if task.error is not None:
+            error, task.error = task.error, None
+            raise error
+    return [first, *(task.result for task in tasks)]

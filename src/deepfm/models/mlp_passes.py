@@ -34,7 +34,9 @@ def splitmix64(state):  # pragma: no cover - compiled
 @compiled(inline="always")
 def random_lanes(seed, first_element, width, words):  # pragma: no cover - compiled
     """Dropout's 16-bit random parts of elements first_element … first_element + width − 1 (a view of
-    ``words``, a uint64 scratch of ≥ width/4 + 2): element i takes part i mod 4 of the word for ⌊i/4⌋."""
+    ``words``, a uint64 scratch of ≥ width/4 + 2): element i takes part i mod 4 of the word for ⌊i/4⌋, its
+    bits 16·(i mod 4) … 16·(i mod 4) + 15 on a little-endian machine (the parts of a uint16 view in memory
+    order: a big-endian machine draws other masks, as repeatable)."""
     first_word = first_element >> np.uint64(2)
     offset = np.int64(first_element - (first_word << np.uint64(2)))
     for w in range((offset + width + 3) >> 2):
