@@ -415,6 +415,25 @@ def test_a_linear_before_batch_norm_trains_without_its_bias_and_evaluates_the_sa
     torch.testing.assert_close(fused(x), plain(x), **tolerance)
 
 
+@pytest.mark.parametrize("case", ["hook on the Linear", "Linear without bias", "fp16 autocast", "with dropout"])
+def test_a_linear_keeps_its_bias_in_training_unless_the_fused_batch_norm_can_take_its_place(case):
+    torch.manual_seed(5)
+    mlp = MultiLayerPerceptron(6, [8], dropout=0.3 if case == "with dropout" else 0.0, batch_norm=True)
+    linear = mlp.layers[0]
+    if case == "hook on the Linear":
+        linear.register_forward_hook(lambda *args: None)
+    if case == "Linear without bias":
+        linear.bias = None
+    with torch.autocast("cpu", dtype=torch.float16, enabled=case == "fp16 autocast"):
+        out = mlp(torch.randn(300, 6))
+    out.float().sum().backward()
+    if case == "with dropout":  # fused (the mask changes nothing of this): an exact zero
+        assert torch.equal(linear.bias.grad, torch.zeros(8))
+    elif linear.bias is not None:  # the module's own call: the batch's sum of the gradient, zero up to rounding
+        assert linear.bias.grad is not None and not torch.equal(linear.bias.grad, torch.zeros(8))
+        assert linear.bias.grad.abs().max() < 1e-2
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_take_rows_is_index_select_for_every_dtype(dtype):
     table = torch.randn(50, 3).to(dtype)

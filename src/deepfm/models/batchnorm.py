@@ -76,7 +76,7 @@ class _BatchNormReluDropout(torch.autograd.Function):
         ctx.save_for_backward(z, out)
         ctx.mean, ctx.inv_std, ctx.gain = mean.astype(np.float32), inv_std, gain
         ctx.keep_scale, ctx.overwrite_grad, ctx.weight_dtype = np.float32(keep_scale), overwrite_grad, weight.dtype
-        ctx.shift_shape = None if input_shift is None else input_shift.shape
+        ctx.shift_like = None if input_shift is None else (input_shift.shape, {"dtype": input_shift.dtype})
         return out
 
     @staticmethod
@@ -95,7 +95,7 @@ class _BatchNormReluDropout(torch.autograd.Function):
                       ctx.gain.astype(np.float32), (bias_grad / rows).astype(np.float32),
                       (weight_grad * ctx.inv_std / rows).astype(np.float32))
         as_param = lambda g: torch.from_numpy(g).to(ctx.weight_dtype)  # noqa: E731
-        shift_grad = torch.zeros(ctx.shift_shape, dtype=ctx.weight_dtype) if ctx.needs_input_grad[10] else None  # exactly
+        shift_grad = torch.zeros(ctx.shift_like[0], **ctx.shift_like[1]) if ctx.needs_input_grad[10] else None  # exactly zero
         return grad_z, as_param(weight_grad), as_param(bias_grad), None, None, None, None, None, None, None, shift_grad
 
 

@@ -433,7 +433,7 @@ class MultiLayerPerceptron(nn.Module):
         training neither the output nor any other gradient depends on that bias, and its own gradient is
         zero (given as zeros, not summed over the batch); the running mean counts the bias in, so evaluation,
         which runs the Linear whole, normalises the same numbers."""
-        linear = hidden[i] if type(hidden[i]) is nn.Linear and hidden[i].bias is not None else None
+        linear = hidden[i] if type(hidden[i]) is nn.Linear and hidden[i].bias is not None and x.dim() == 2 else None
         if linear is not None:
             shape = torch.Size([len(x), linear.out_features])
             group = self._group(hidden, i + 1, shape, autocast_dtype(x.device.type) or x.dtype, x.device.type)
