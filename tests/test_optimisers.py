@@ -199,8 +199,9 @@ def test_dense_optimizer_and_dense_lr_set_the_mlps_update_apart_from_the_tables(
 @pytest.mark.parametrize("optimizer", ["adam", "adagrad", "rowwise_adagrad"])
 def test_row_wise_optimisers_add_the_per_occurrence_l2_in_their_step_from_the_rows_they_gather(optimizer, monkeypatch):
     """One process: the penalty 2λ·c_i/B·v_i joins the gradient inside the row-wise step, from the table rows
-    the step holds anyway (one gather of each table's rows a step fewer); the update is the same, bit for
-    bit, as adding it to the gradient first (``add_occurrence_l2``, which several processes need)."""
+    the step holds anyway (one gather of each table's rows a step fewer); the update is the same, to rounding,
+    as adding it to the gradient first (``add_occurrence_l2``, which several processes need): the two add the
+    penalty in another order, bit for bit equal for some seeds only."""
     from deepfm.models.fm import FactorizationMachine
     from deepfm.training import rowwise
 
@@ -228,4 +229,4 @@ def test_row_wise_optimisers_add_the_per_occurrence_l2_in_their_step_from_the_ro
         gathered.append(sum(any(table is p for p in tables) for table in gathers))
     assert gathered[0] == gathered[1] - 3 * len(results[0]), "one gather of each table a step fewer"
     for deferred, eager in zip(*results):
-        assert torch.equal(deferred, eager)
+        torch.testing.assert_close(deferred, eager, rtol=1e-6, atol=1e-7)
