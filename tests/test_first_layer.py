@@ -71,6 +71,29 @@ def test_with_dropout_and_batch_norm_too(monkeypatch):
         torch.testing.assert_close(grad, dense_grads[name], rtol=1e-3, atol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("model_class", [DeepFM, WideAndDeep])
+def test_the_distinct_form_leaves_a_bias_that_batch_norm_cancels_out_and_evaluates_the_same(model_class, monkeypatch):
+    """Before a fused batch norm the first Linear's bias cancels: the distinct form leaves it out (its gradient an
+    exact zero) and the running mean counts it in, so training and evaluation match the dense form's."""
+    results = {}
+    for distinct_form in (False, True):
+        monkeypatch.setattr(first_layer, "MIN_WIDTH", 0 if distinct_form else 10**9)
+        model = make_model(model_class, 1, dropout=0.0, batch_norm=True)
+        embedding, mlp = parts(model)
+        with torch.no_grad():
+            mlp.first_linear.bias.add_(2.0)  # far from 0: left out, it must still reach the running mean
+        assert mlp.first_bias_cancels(8, torch.float32, "cpu")
+        model(make_batch(True)).sum().backward()
+        model.eval()
+        results[distinct_form] = (mlp.first_linear.bias.grad.clone(), mlp.layers[1].running_mean.clone(),
+                                  model(make_batch(True)).detach())
+        assert not mlp.first_bias_cancels(8, torch.float32, "cpu")  # evaluating: the Linear runs whole
+    (dense_grad, dense_mean, dense_logits), (grad, mean, logits) = results[False], results[True]
+    assert torch.equal(grad, torch.zeros_like(grad)) and torch.equal(dense_grad, torch.zeros_like(grad))
+    torch.testing.assert_close(mean, dense_mean)
+    torch.testing.assert_close(logits, dense_logits, rtol=1e-5, atol=1e-5)
+
+
 def test_row_wise_adam_steps_the_same_tables_and_starts_from_the_rows_the_lookup_gathered(monkeypatch):
     recalled = []
     original_recall = rowwise.recall_rows

@@ -144,7 +144,8 @@ class _FirstLayerOfRows(torch.autograd.Function):
             torch.mm(rows[start:end], weight[:, f * k:(f + 1) * k].t(), out=projected[start:end])
         ctx.save_for_backward(rows, weight, values)
         ctx.distinct, ctx.blocks = distinct, blocks
-        return _sum_over_slots(distinct, projected, values).add_(bias)
+        hidden = _sum_over_slots(distinct, projected, values)
+        return hidden if bias is None else hidden.add_(bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -159,7 +160,7 @@ class _FirstLayerOfRows(torch.autograd.Function):
             torch.mm(grad_projected[start:end], weight[:, columns], out=grad_rows[start:end])
             if grad_weight is not None:
                 grad_weight[:, columns] = grad_projected[start:end].t() @ rows[start:end]
-        grad_bias = grad.sum(0) if ctx.needs_input_grad[2] else None
+        grad_bias = grad.sum(0) if ctx.needs_input_grad[2] else None  # (no bias: no gradient wanted)
         return grad_rows, grad_weight, grad_bias, None, None, None
 
 
@@ -193,12 +194,14 @@ def first_layer_plan(embedding: FeaturesEmbedding, first: nn.Linear | None, batc
 
 
 def first_layer_on_distinct_rows(embedding: FeaturesEmbedding, first: nn.Linear, batch: Batch,
-                                 plan: FirstLayerPlan) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the batch's U distinct rows of the table (U, k), ``first`` applied to its flattened field vectors (B, H)).
-    Reads ``embedding.weight`` directly: training takes this path instead of ``FeaturesEmbedding.forward``."""
+                                 plan: FirstLayerPlan, with_bias: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the batch's U distinct rows of the table (U, k), ``first`` applied to its flattened field vectors (B, H),
+    its bias left out unless ``with_bias``). Reads ``embedding.weight`` directly: training takes this path
+    instead of ``FeaturesEmbedding.forward``."""
     unique = plan.distinct.unique
     rows = _DistinctRows.apply(embedding.weight, unique) if torch.is_grad_enabled() else take_rows(embedding.weight, unique)
-    return rows, _FirstLayerOfRows.apply(rows, first.weight, first.bias, plan.distinct, batch.values, plan.blocks)
+    bias = first.bias if with_bias else None
+    return rows, _FirstLayerOfRows.apply(rows, first.weight, bias, plan.distinct, batch.values, plan.blocks)
 
 
 def field_vectors(rows: torch.Tensor, batch: Batch, plan: FirstLayerPlan) -> torch.Tensor:

@@ -472,11 +472,28 @@ class MultiLayerPerceptron(nn.Module):
         """The first hidden layer's Linear (None without hidden layers)."""
         return self.layers[0] if len(self.layers) > int(self.has_output) else None
 
-    def forward(self, x: torch.Tensor, *, after_first_linear: bool = False) -> torch.Tensor:
-        """``after_first_linear``: ``x`` is already the first Linear's output (see ``models.first_layer``)."""
+    def first_bias_cancels(self, rows: int, dtype: torch.dtype, device_type: str) -> bool:
+        """Whether, in this training step, the first Linear's output (``rows`` of it, in ``dtype``) goes straight
+        into a fused batch norm, which makes that Linear's bias cancel: a caller that computes the first Linear
+        itself may then leave the bias out (``forward(..., first_bias_left_out=True)``; see ``_fused``)."""
+        first, hidden = self.first_linear, list(self.layers)
+        if first is None or first.bias is None or not self.training or device_type != "cpu":
+            return False
+        group = self._group(hidden, 1, torch.Size([rows, first.out_features]), dtype, device_type)
+        return group is not None and type(group[0]) is WarmStartBatchNorm1d
+
+    def forward(self, x: torch.Tensor, *, after_first_linear: bool = False, first_bias_left_out: bool = False
+                ) -> torch.Tensor:
+        """``after_first_linear``: ``x`` is already the first Linear's output (see ``models.first_layer``), without
+        its bias where ``first_bias_left_out`` (only where ``first_bias_cancels`` said so)."""
         *hidden, output = self.layers if self.has_output else (*self.layers, None)
         fuse = self.training and x.device.type == "cpu"
         i = 1 if after_first_linear else 0
+        if first_bias_left_out:
+            group = self._group(hidden, 1, x.shape, x.dtype, x.device.type) if fuse else None
+            if group is None or type(group[0]) is not WarmStartBatchNorm1d:
+                raise ValueError("first_bias_left_out: the first Linear's output must go into a fused batch norm")
+            x, i = self._run(group, x, 1, hidden, input_shift=self.first_linear.bias)
         while i < len(hidden):
             fused = self._fused(hidden, i, x) if fuse else None
             x, i = fused if fused is not None else (hidden[i](x), i + 1)

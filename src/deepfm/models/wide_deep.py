@@ -31,8 +31,10 @@ class _DeepPart(nn.Module):
         first = self.mlp.first_linear
         plan = first_layer_plan(self.embedding, first, batch)
         if plan is not None:  # the first Linear on the batch's distinct rows (same sums, fewer products)
-            _, hidden = first_layer_on_distinct_rows(self.embedding, first, batch, plan)
-            return squeeze_output(self.mlp(hidden, after_first_linear=True), self.mlp.output_dim)
+            bias_cancels = self.mlp.first_bias_cancels(len(plan.distinct.inverse), torch.float32, "cpu")  # (fp32: as the table)
+            _, hidden = first_layer_on_distinct_rows(self.embedding, first, batch, plan, with_bias=not bias_cancels)
+            deep = self.mlp(hidden, after_first_linear=True, first_bias_left_out=bias_cancels)
+            return squeeze_output(deep, self.mlp.output_dim)
         return squeeze_output(self.mlp(self.embedding(batch).fields.flatten(1)), self.mlp.output_dim)
 
 
