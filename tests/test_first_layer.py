@@ -71,27 +71,39 @@ def test_with_dropout_and_batch_norm_too(monkeypatch):
         torch.testing.assert_close(grad, dense_grads[name], rtol=1e-3, atol=1e-4, msg=name)
 
 
-@pytest.mark.parametrize("model_class", [DeepFM, WideAndDeep])
-def test_the_distinct_form_leaves_a_bias_that_batch_norm_cancels_out_and_evaluates_the_same(model_class, monkeypatch):
+@pytest.mark.parametrize("model_class, outputs", [(DeepFM, 1), (DeepFM, 3), (WideAndDeep, 1), (FMAndDNN, 1)])
+def test_the_distinct_form_leaves_a_bias_that_batch_norm_cancels_out_and_evaluates_the_same(model_class, outputs,
+                                                                                           monkeypatch):
     """Before a fused batch norm the first Linear's bias cancels: the distinct form leaves it out (its gradient an
     exact zero) and the running mean counts it in, so training and evaluation match the dense form's."""
     results = {}
     for distinct_form in (False, True):
         monkeypatch.setattr(first_layer, "MIN_WIDTH", 0 if distinct_form else 10**9)
-        model = make_model(model_class, 1, dropout=0.0, batch_norm=True)
+        model = make_model(model_class, outputs, dropout=0.0, batch_norm=True)
         embedding, mlp = parts(model)
         with torch.no_grad():
             mlp.first_linear.bias.add_(2.0)  # far from 0: left out, it must still reach the running mean
-        assert mlp.first_bias_cancels(8, torch.float32, "cpu")
+        assert mlp.first_bias_cancels(B, torch.float32, "cpu")
+        planned = first_layer.first_layer_plan(embedding, mlp.first_linear, make_batch(True))
+        assert (planned is not None) == distinct_form
         model(make_batch(True)).sum().backward()
         model.eval()
         results[distinct_form] = (mlp.first_linear.bias.grad.clone(), mlp.layers[1].running_mean.clone(),
                                   model(make_batch(True)).detach())
-        assert not mlp.first_bias_cancels(8, torch.float32, "cpu")  # evaluating: the Linear runs whole
+        assert not mlp.first_bias_cancels(B, torch.float32, "cpu")  # evaluating: the Linear runs whole
     (dense_grad, dense_mean, dense_logits), (grad, mean, logits) = results[False], results[True]
     assert torch.equal(grad, torch.zeros_like(grad)) and torch.equal(dense_grad, torch.zeros_like(grad))
     torch.testing.assert_close(mean, dense_mean)
     torch.testing.assert_close(logits, dense_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_a_hook_on_the_first_linear_keeps_its_own_call(monkeypatch):
+    monkeypatch.setattr(first_layer, "MIN_WIDTH", 0)
+    model = make_model(DeepFM)
+    embedding, mlp = parts(model)
+    assert first_layer.first_layer_plan(embedding, mlp.first_linear, make_batch(True)) is not None
+    mlp.first_linear.register_forward_hook(lambda *args: None)
+    assert first_layer.first_layer_plan(embedding, mlp.first_linear, make_batch(True)) is None
 
 
 def test_row_wise_adam_steps_the_same_tables_and_starts_from_the_rows_the_lookup_gathered(monkeypatch):

@@ -812,3 +812,16 @@ def test_row_blocks_run_in_a_forked_child_with_its_own_helpers():
             os.waitpid(child, 0)
             pytest.fail("the forked child's row blocks never finished")
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_first_linears_output_without_its_bias_gets_it_back_where_no_batch_norm_takes_its_place():
+    torch.manual_seed(6)
+    mlp = MultiLayerPerceptron(6, [8, 8], dropout=0.0, batch_norm=True)
+    first = mlp.first_linear
+    h = torch.nn.functional.linear(torch.randn(300, 6), first.weight)  # the first Linear's output, no bias
+    with pytest.raises(ValueError, match="after_first_linear"):
+        mlp(h, first_bias_left_out=True)
+    mlp.eval()  # evaluating: no fused batch norm, so the bias is added back
+    assert not mlp.first_bias_cancels(300, torch.float32, "cpu")
+    torch.testing.assert_close(mlp(h, after_first_linear=True, first_bias_left_out=True),
+                               mlp(h + first.bias, after_first_linear=True))

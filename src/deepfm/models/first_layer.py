@@ -20,7 +20,7 @@ from torch import nn
 
 from deepfm.data.batch import Batch
 from deepfm.data.design import DistinctIds, remember_rows, take_rows
-from deepfm.models.layers import FeaturesEmbedding, row_gradient
+from deepfm.models.layers import FeaturesEmbedding, row_gradient, without_hooks
 
 # measured (benchmarks/first_layer_rule.py: 4096-row batches, H 400, 2 threads; 2026-12-02): the distinct form's
 # adds cost about as much as the dense product at k ≈ 24 when a row fills ~9 slots (10 fields: k 64 −10 to −24%
@@ -173,7 +173,7 @@ class FirstLayerPlan(NamedTuple):
 
 def first_layer_plan(embedding: FeaturesEmbedding, first: nn.Linear | None, batch: Batch) -> FirstLayerPlan | None:
     """What ``first_layer_on_distinct_rows`` needs for this batch, or None where the distinct form does not apply
-    (no hidden layer; a table narrower than ``MIN_WIDTH``, decided before the batch's distinct ids are sought, which
+    (no hidden layer; hooks on ``first``, which its own call runs; a table narrower than ``MIN_WIDTH``, decided before the batch's distinct ids are sought, which
     a prediction batch may not have yet; training a table that does not train sparsely; not on CPU in fp32; multi-valued fields; fields sharing rows; a
     batch whose fields do not fill ``first``'s input, which the dense layer then refuses; tracing for export) or does
     not pay. It applies to predicting too (no gradient). Under bf16 autocast the layer stays in fp32 (its products
@@ -182,7 +182,8 @@ def first_layer_plan(embedding: FeaturesEmbedding, first: nn.Linear | None, batc
         return None  # first: the checks below turn tensors into Python values, which the tracer warns of
     table = embedding.weight
     scoring = not torch.is_grad_enabled()  # predicting: no gradient to keep sparse
-    if (first is None or table.shape[1] < MIN_WIDTH or not (scoring or embedding.trains_sparsely()) or table.device.type != "cpu" or table.dtype != torch.float32
+    if (first is None or not without_hooks(first) or table.shape[1] < MIN_WIDTH or not (scoring or embedding.trains_sparsely())
+            or table.device.type != "cpu" or table.dtype != torch.float32
             or batch.bags or (batch.values is not None and batch.values.requires_grad)):
         return None
     distinct = batch.distinct()

@@ -490,10 +490,13 @@ class MultiLayerPerceptron(nn.Module):
         fuse = self.training and x.device.type == "cpu"
         i = 1 if after_first_linear else 0
         if first_bias_left_out:
+            if not after_first_linear:
+                raise ValueError("first_bias_left_out is for a first Linear's output (after_first_linear=True)")
             group = self._group(hidden, 1, x.shape, x.dtype, x.device.type) if fuse else None
-            if group is None or type(group[0]) is not WarmStartBatchNorm1d:
-                raise ValueError("first_bias_left_out: the first Linear's output must go into a fused batch norm")
-            x, i = self._run(group, x, 1, hidden, input_shift=self.first_linear.bias)
+            if group is not None and type(group[0]) is WarmStartBatchNorm1d:
+                x, i = self._run(group, x, 1, hidden, input_shift=self.first_linear.bias)
+            else:  # no longer fusable (a hook since, say): the bias back, and on as usual
+                x = x + self.first_linear.bias
         while i < len(hidden):
             fused = self._fused(hidden, i, x) if fuse else None
             x, i = fused if fused is not None else (hidden[i](x), i + 1)
