@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from deepfm.data.batch import Batch
-from deepfm.models.first_layer import (field_vectors, first_layer_on_distinct_rows, first_layer_plan,
-                                       fm_pairwise_of_rows)
+from deepfm.models.first_layer import field_vectors, first_layer_plan, fm_pairwise_of_rows, mlp_on_distinct_rows
 from deepfm.models.layers import (EmbeddedFields, FeaturesEmbedding, FeaturesLinear, MultiLayerPerceptron,
                                   autocast_dtype, fm_pairwise, fm_pairwise_and_mlp_input, squeeze_output)
 
@@ -42,14 +41,12 @@ class DeepFM(nn.Module):
         first = self.dnn.first_linear
         plan = first_layer_plan(self.embedding, first, batch)
         if plan is not None:  # the MLP's first Linear on the batch's distinct rows (same sums, fewer products)
-            bias_cancels = self.dnn.first_bias_cancels(len(plan.distinct.inverse), torch.float32, "cpu")  # (fp32: as the table)
-            rows, hidden = first_layer_on_distinct_rows(self.embedding, first, batch, plan, with_bias=not bias_cancels)
+            rows, deep = mlp_on_distinct_rows(self.embedding, self.dnn, batch, plan)
             if self.output_dim == 1:
                 pairwise = fm_pairwise_of_rows(rows, batch, plan)
             else:  # one FM per output over its own latent columns
                 pairwise = fm_pairwise(EmbeddedFields(field_vectors(rows, batch, plan)), self.output_dim)
             y_fm = self.linear(batch) + pairwise
-            deep = self.dnn(hidden, after_first_linear=True, first_bias_left_out=bias_cancels)
             return y_fm + squeeze_output(deep, self.output_dim)
         embedded = self.embedding(batch)  # shared by both parts
         # the FM term from the field vectors the DNN needs anyway (FM alone uses FeaturesEmbedding.pairwise,

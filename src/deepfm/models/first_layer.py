@@ -20,7 +20,7 @@ from torch import nn
 
 from deepfm.data.batch import Batch
 from deepfm.data.design import DistinctIds, remember_rows, take_rows
-from deepfm.models.layers import FeaturesEmbedding, row_gradient, without_hooks
+from deepfm.models.layers import FeaturesEmbedding, MultiLayerPerceptron, row_gradient, without_hooks
 
 # measured (benchmarks/first_layer_rule.py: 4096-row batches, H 400, 2 threads; 2026-12-02): the distinct form's
 # adds cost about as much as the dense product at k ≈ 24 when a row fills ~9 slots (10 fields: k 64 −10 to −24%
@@ -203,6 +203,15 @@ def first_layer_on_distinct_rows(embedding: FeaturesEmbedding, first: nn.Linear,
     rows = _DistinctRows.apply(embedding.weight, unique) if torch.is_grad_enabled() else take_rows(embedding.weight, unique)
     bias = first.bias if with_bias else None
     return rows, _FirstLayerOfRows.apply(rows, first.weight, bias, plan.distinct, batch.values, plan.blocks)
+
+
+def mlp_on_distinct_rows(embedding: FeaturesEmbedding, mlp: MultiLayerPerceptron, batch: Batch,
+                         plan: FirstLayerPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the batch's U distinct rows (U, k), ``mlp``'s output), its first Linear on the distinct rows; the bias
+    left out where a fused batch norm cancels it (``MultiLayerPerceptron.first_bias_cancels``; fp32, as the table)."""
+    bias_cancels = mlp.first_bias_cancels(len(plan.distinct.inverse), torch.float32, "cpu")
+    rows, hidden = first_layer_on_distinct_rows(embedding, mlp.first_linear, batch, plan, with_bias=not bias_cancels)
+    return rows, mlp(hidden, after_first_linear=True, first_bias_left_out=bias_cancels)
 
 
 def field_vectors(rows: torch.Tensor, batch: Batch, plan: FirstLayerPlan) -> torch.Tensor:

@@ -436,8 +436,9 @@ class MultiLayerPerceptron(nn.Module):
         linear = hidden[i] if type(hidden[i]) is nn.Linear and hidden[i].bias is not None and x.dim() == 2 else None
         if linear is not None:
             shape = torch.Size([len(x), linear.out_features])
-            group = self._group(hidden, i + 1, shape, autocast_dtype(x.device.type) or x.dtype, x.device.type)
-            if group is None or type(group[0]) is not WarmStartBatchNorm1d or not without_hooks(linear):
+            group = self._batch_norm_group(hidden, i + 1, shape, autocast_dtype(x.device.type) or x.dtype,
+                                           x.device.type)
+            if group is None or not without_hooks(linear):
                 return None
             z = F.linear(x, linear.weight)
             return self._run(group, z, i + 1, hidden, input_shift=linear.bias)
@@ -457,6 +458,13 @@ class MultiLayerPerceptron(nn.Module):
         else:
             return None
         return group if _dropout_rate(group) < 1 and without_hooks(*group) else None
+
+    @classmethod
+    def _batch_norm_group(cls, hidden: list[nn.Module], i: int, shape: torch.Size, dtype: torch.dtype,
+                          device_type: str) -> list[nn.Module] | None:
+        """``_group`` where it starts with a batch norm (which a Linear's bias before it cancels in), else None."""
+        group = cls._group(hidden, i, shape, dtype, device_type)
+        return group if group is not None and type(group[0]) is WarmStartBatchNorm1d else None
 
     def _run(self, group: list[nn.Module], x: torch.Tensor, i: int, hidden: list[nn.Module],
              input_shift: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
@@ -479,8 +487,7 @@ class MultiLayerPerceptron(nn.Module):
         first, hidden = self.first_linear, list(self.layers)
         if first is None or first.bias is None or not self.training or device_type != "cpu":
             return False
-        group = self._group(hidden, 1, torch.Size([rows, first.out_features]), dtype, device_type)
-        return group is not None and type(group[0]) is WarmStartBatchNorm1d
+        return self._batch_norm_group(hidden, 1, torch.Size([rows, first.out_features]), dtype, device_type) is not None
 
     def forward(self, x: torch.Tensor, *, after_first_linear: bool = False, first_bias_left_out: bool = False
                 ) -> torch.Tensor:
@@ -492,8 +499,8 @@ class MultiLayerPerceptron(nn.Module):
         if first_bias_left_out:
             if not after_first_linear:
                 raise ValueError("first_bias_left_out is for a first Linear's output (after_first_linear=True)")
-            group = self._group(hidden, 1, x.shape, x.dtype, x.device.type) if fuse else None
-            if group is not None and type(group[0]) is WarmStartBatchNorm1d:
+            group = self._batch_norm_group(hidden, 1, x.shape, x.dtype, x.device.type) if fuse else None
+            if group is not None:
                 x, i = self._run(group, x, 1, hidden, input_shift=self.first_linear.bias)
             else:  # no longer fusable (a hook since, say): the bias back, and on as usual
                 x = x + self.first_linear.bias

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from deepfm.data.batch import Batch
-from deepfm.models.first_layer import first_layer_on_distinct_rows, first_layer_plan
+from deepfm.models.first_layer import first_layer_plan, mlp_on_distinct_rows
 from deepfm.models.layers import FeaturesEmbedding, FeaturesLinear, MultiLayerPerceptron, fm_pairwise, squeeze_output
 
 
@@ -31,10 +31,7 @@ class _DeepPart(nn.Module):
         first = self.mlp.first_linear
         plan = first_layer_plan(self.embedding, first, batch)
         if plan is not None:  # the first Linear on the batch's distinct rows (same sums, fewer products)
-            bias_cancels = self.mlp.first_bias_cancels(len(plan.distinct.inverse), torch.float32, "cpu")  # (fp32: as the table)
-            _, hidden = first_layer_on_distinct_rows(self.embedding, first, batch, plan, with_bias=not bias_cancels)
-            deep = self.mlp(hidden, after_first_linear=True, first_bias_left_out=bias_cancels)
-            return squeeze_output(deep, self.mlp.output_dim)
+            return squeeze_output(mlp_on_distinct_rows(self.embedding, self.mlp, batch, plan)[1], self.mlp.output_dim)
         return squeeze_output(self.mlp(self.embedding(batch).fields.flatten(1)), self.mlp.output_dim)
 
 
