@@ -120,6 +120,29 @@ def test_row_wise_adam_makes_sparse_adams_update_with_lazy_l2(row_l2, dtype):
     assert torch.count_nonzero(fast.state[ours]["exp_avg"][untouched]) == 0
 
 
+def test_row_wise_adam_steps_blocks_of_many_rows_on_each_thread_as_sparse_adam(monkeypatch):
+    from deepfm.training import rowwise
+
+    blocks = []
+    monkeypatch.setattr(rowwise, "in_row_blocks", lambda p, arrays, *a: blocks.append(len(
+        results := in_row_blocks(p, arrays, *a))) or results)
+    torch.manual_seed(2)
+    start = torch.randn(5000, 4)
+    ours, reference = start.clone().requires_grad_(), start.clone().requires_grad_()
+    fast, slow = RowWiseAdam([ours], lr=0.05), torch.optim.SparseAdam([reference], lr=0.05)
+    with preserved():
+        torch.set_num_threads(2)
+        for _ in range(3):
+            rows = torch.randperm(5000)[:2000].sort().values.unsqueeze(0)  # distinct and sorted, as a lookup's
+            grad_values = torch.randn(2000, 4)
+            ours.grad = torch.sparse_coo_tensor(rows, grad_values, (5000, 4), is_coalesced=True, check_invariants=True)
+            reference.grad = torch.sparse_coo_tensor(rows, grad_values, (5000, 4), is_coalesced=True, check_invariants=True)
+            fast.step()
+            slow.step()
+    assert blocks == [2, 2, 2]
+    torch.testing.assert_close(ours.detach(), reference.detach(), rtol=1e-6, atol=1e-7)
+
+
 def test_prefetch_thread_yields_the_same_batches_in_order_and_passes_errors_on():
     data = EncodedData(ids=np.arange(40, dtype=np.int64).reshape(20, 2), values=None,
                        labels=np.arange(20, dtype=np.float32))
