@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import gzip
+import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -24,6 +26,28 @@ def _write_rows(path: Path, header: Sequence[str] | None, rows: Sequence[Sequenc
         for row in rows:
             writer.writerow(["" if v is None else v for v in row])
     return path
+
+
+@pytest.fixture
+def in_forked_child() -> Callable[[Callable[[], bool]], None]:
+    """``in_forked_child(check)``: run ``check`` in a forked child and fail unless it returns True within 60 s
+    (a child waiting on threads of its parent, which it does not have, would hang)."""
+
+    def run(check: Callable[[], bool]) -> None:
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child
+            os._exit(0 if check() else 1)
+        for _ in range(600):
+            done, status = os.waitpid(child, os.WNOHANG)
+            if done:
+                assert os.waitstatus_to_exitcode(status) == 0, "the check failed in the forked child"
+                return
+            time.sleep(0.1)
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        pytest.fail("the forked child never finished")
+
+    return run
 
 
 @pytest.fixture

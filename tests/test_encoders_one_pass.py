@@ -82,6 +82,26 @@ def test_one_pass_encodes_as_two_passes(chunked, options):
         np.testing.assert_array_equal(bag_once.ids, bag.ids)
 
 
+@pytest.mark.parametrize("options", [{}, {"hash_buckets": 100, "min_count": 2}])
+def test_columns_counted_and_encoded_side_by_side_give_the_one_after_the_other_encoding(chunked, monkeypatch, options):
+    import deepfm.data.columns as columns
+
+    _, file = chunked
+    config = DataConfig(multi=("tags",), **options)
+    monkeypatch.setattr(columns, "available_cores", lambda: 2)
+    monkeypatch.setattr(columns, "MIN_ROWS", 10**9)
+    encoder, data = two_passes(file(), config)
+    monkeypatch.setattr(columns, "MIN_ROWS", 1)  # every chunk's columns on the pool
+    for encoder_side, data_side in [two_passes(file(), config), fit_and_encode(file(), config)[::2]]:
+        assert encoder_side.to_dict() == encoder.to_dict()
+        for got, want in [(data_side.ids, data.ids), (data_side.values, data.values), (data_side.labels, data.labels)]:
+            np.testing.assert_array_equal(got, want)
+        for bag, bag_side in zip(data.bags, data_side.bags, strict=True):
+            np.testing.assert_array_equal(bag_side.offsets, bag.offsets)
+            np.testing.assert_array_equal(bag_side.ids, bag.ids)
+            np.testing.assert_array_equal(bag_side.weights, bag.weights)
+
+
 def test_values_unseen_in_training_stay_unseen(chunked, write_table):
     _, file = chunked
     encoder, _, _ = fit_and_encode(file(), DataConfig(multi=("tags",)))

@@ -816,25 +816,12 @@ def test_the_dropout_mask_is_the_documented_splitmix64_draw(shape, p):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
-def test_row_blocks_run_in_a_forked_child_with_its_own_helpers():
+def test_row_blocks_run_in_a_forked_child_with_its_own_helpers(in_forked_child):
     values = np.ones((600, 2))
     with preserved():
         torch.set_num_threads(2)
         in_row_blocks(_block_sums_or_raise, [values], 10**9)  # the parent's helpers started
-        child = os.fork()
-        if child == 0:  # pragma: no cover - runs in the child
-            ok = in_row_blocks(_block_sums_or_raise, [values], 10**9) == [(0, 600.0), (300, 600.0)]
-            os._exit(0 if ok else 1)
-        for _ in range(600):  # a child waiting on helpers it does not have would hang: give it 60 s
-            done, status = os.waitpid(child, os.WNOHANG)
-            if done:
-                break
-            time.sleep(0.1)
-        else:
-            os.kill(child, 9)
-            os.waitpid(child, 0)
-            pytest.fail("the forked child's row blocks never finished")
-    assert os.waitstatus_to_exitcode(status) == 0
+        in_forked_child(lambda: in_row_blocks(_block_sums_or_raise, [values], 10**9) == [(0, 600.0), (300, 600.0)])
 
 
 def test_a_first_linears_output_without_its_bias_gets_it_back_where_no_batch_norm_takes_its_place():

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from deepfm.config import DataConfig
+from deepfm.data.columns import each_column
 from deepfm.data.counting import ChunkCodes, HashedCounts, RowCodes
 from deepfm.data.encoded import Bag, EncodedData, id_dtype
 from deepfm.data.frame import FLOAT_MARK, NUMBER_PATTERN, RawFrame, all_digits, looks_float, to_float
@@ -259,10 +260,12 @@ class FeatureEncoder:
 
     # -- transform ------------------------------------------------------------------------------
 
-    def transform(self, frame: RawFrame, with_labels: bool = True, local: dict[str, np.ndarray] | None = None) -> EncodedData:
+    def transform(self, frame: RawFrame, with_labels: bool = True, local: dict[str, np.ndarray] | None = None,
+                  side_by_side: bool = True) -> EncodedData:
         """Encode a frame; a column the model needs but the file lacks is a ``DataError``. A libFM/libFFM
         frame must be read with this encoder's ``layout``. ``local``: the field-local ids of categorical
-        columns, found already (``fit_and_transform``), in place of the columns."""
+        columns, found already (``fit_and_transform``), in place of the columns. ``side_by_side``: the
+        columns on the process's cores (``columns.each_column``); not where training runs meanwhile."""
         local = local or {}
         for spec in self.fields:
             if spec.name not in frame.columns and spec.name not in local:
@@ -274,9 +277,10 @@ class FeatureEncoder:
         single = self.single_fields
         ids = np.empty((n, len(single)), dtype=id_dtype(self.num_features))
         values = np.ones((n, len(single)), dtype=np.float32)
-        for j, spec in enumerate(single):
-            ids[:, j], values[:, j] = self._encode_single(frame, spec, local.get(spec.name))
-        bags = [self._encode_multi(frame, spec) for spec in self.multi_fields]
+        encoded = each_column(lambda spec: self._encode_single(frame, spec, local.get(spec.name)), single, n, side_by_side)
+        for j, (field_ids, field_values) in enumerate(encoded):  # here: columns written side by side share cache lines
+            ids[:, j], values[:, j] = field_ids, field_values
+        bags = each_column(lambda spec: self._encode_multi(frame, spec), self.multi_fields, n, side_by_side)
         labels = self.task.encode_labels(frame) if with_labels and frame.labels is not None else None
         weights = read_sample_weights(frame, self.weight) if labels is not None and self.weight in frame.columns else None
         value_fields = self.value_fields
@@ -428,8 +432,9 @@ class _Fitter:
 
     def update(self, frame: RawFrame) -> None:
         codes: dict[str, RowCodes] = {}
-        for name, kind in self.kinds.items():
-            column = frame.columns[name]
+
+        def count(name: str) -> None:  # one column's counts and statistics (each column's own: side by side)
+            kind, column = self.kinds[name], frame.columns[name]
             if kind == "numeric":
                 x = to_float(frame, column, name)
                 x = x[np.isfinite(x)]  # inf and NaN count as missing
@@ -437,13 +442,16 @@ class _Fitter:
                 self.moments[name] += (len(s), s.sum(), (s * s).sum())
                 if self.config.numeric_encoding == "bucket" and sum(len(a) for a in self.samples[name]) < 1_000_000:
                     self.samples[name].append(x)  # quantile edges come from the first million values
-                continue
+                return
             flat = pc.list_flatten(column) if kind == "multi" else column
             flat = flat if pa.types.is_string(flat.type) else pc.cast(flat, pa.string())
             chunk = ChunkCodes.of(flat)
             placement = self.counts[name].add(chunk)
             if kind == "categorical" and self.retained is not None:
                 codes[name] = chunk.rows(placement, hashes=self.config.hash_buckets > 0)
+
+        each_column(count, list(self.kinds), frame.num_rows)
+        codes = {name: codes[name] for name in self.kinds if name in codes}  # in column order
         self.labels.update(frame)
         self.rows += frame.num_rows
         if self.retained is not None and frame.sparse is None:
@@ -474,7 +482,8 @@ class _Fitter:
             retained.reverse()  # popped from the end: first frame first, each let go once encoded
             while retained:
                 frame, codes = retained.pop()
-                yield encoder.transform(frame, local={name: local_ids(name, c) for name, c in codes.items()})
+                local = each_column(lambda item: local_ids(*item), list(codes.items()), frame.num_rows)
+                yield encoder.transform(frame, local=dict(zip(codes, local)))
 
         return encoded()
 

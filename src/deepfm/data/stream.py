@@ -130,7 +130,7 @@ class StreamSource:
 
     def _encode(self, piece: Piece, frame: RawFrame) -> EncodedData:
         chunk, first, stop = piece
-        encoded = self.encoder.transform(frame)
+        encoded = self.encoder.transform(frame, side_by_side=False)  # (training runs meanwhile)
         if self.exclude is not None:
             encoded = encoded.take(np.flatnonzero(~self.exclude(self.first_rows[chunk], frame.num_rows)))
         if len(encoded) != self.kept_per_chunk[chunk]:
