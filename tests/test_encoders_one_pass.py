@@ -88,10 +88,12 @@ def test_columns_counted_and_encoded_side_by_side_give_the_one_after_the_other_e
 
     _, file = chunked
     config = DataConfig(multi=("tags",), **options)
-    monkeypatch.setattr(columns, "available_cores", lambda: 2)
+    monkeypatch.setattr(columns, "_threads", lambda: 2)
     monkeypatch.setattr(columns, "MIN_ROWS", 10**9)
     encoder, data = two_passes(file(), config)
     monkeypatch.setattr(columns, "MIN_ROWS", 1)  # every chunk's columns on the pool
+    pooled = []
+    monkeypatch.setattr(columns, "_pool", lambda threads, real=columns._pool: pooled.append(threads) or real(threads))
     for encoder_side, data_side in [two_passes(file(), config), fit_and_encode(file(), config)[::2]]:
         assert encoder_side.to_dict() == encoder.to_dict()
         for got, want in [(data_side.ids, data.ids), (data_side.values, data.values), (data_side.labels, data.labels)]:
@@ -100,6 +102,7 @@ def test_columns_counted_and_encoded_side_by_side_give_the_one_after_the_other_e
             np.testing.assert_array_equal(bag_side.offsets, bag.offsets)
             np.testing.assert_array_equal(bag_side.ids, bag.ids)
             np.testing.assert_array_equal(bag_side.weights, bag.weights)
+    assert pooled, "the columns went to the pool"
 
 
 def test_values_unseen_in_training_stay_unseen(chunked, write_table):

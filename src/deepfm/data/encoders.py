@@ -277,9 +277,12 @@ class FeatureEncoder:
         single = self.single_fields
         ids = np.empty((n, len(single)), dtype=id_dtype(self.num_features))
         values = np.ones((n, len(single)), dtype=np.float32)
-        encoded = each_column(lambda spec: self._encode_single(frame, spec, local.get(spec.name)), single, n, side_by_side)
-        for j, (field_ids, field_values) in enumerate(encoded):  # here: columns written side by side share cache lines
-            ids[:, j], values[:, j] = field_ids, field_values
+
+        def encode(column: tuple[int, FieldSpec]) -> None:  # each column's temporaries go as it is written
+            j, spec = column
+            ids[:, j], values[:, j] = self._encode_single(frame, spec, local.get(spec.name))
+
+        each_column(encode, list(enumerate(single)), n, side_by_side)
         bags = each_column(lambda spec: self._encode_multi(frame, spec), self.multi_fields, n, side_by_side)
         labels = self.task.encode_labels(frame) if with_labels and frame.labels is not None else None
         weights = read_sample_weights(frame, self.weight) if labels is not None and self.weight in frame.columns else None
