@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from deepfm.data.batch import Batch, EncodedData, prefetch
+from deepfm.data import slot_grouping
 from deepfm.data.design import DistinctIds, distinct_ids, put_rows, take_rows
 from deepfm.models.gather_pass import gather_scaled
 from deepfm.models.layers import FeaturesEmbedding
@@ -28,17 +29,62 @@ def test_distinct_ids_equal_torch_unique(table):
     assert torch.equal(unique[inverse], ids)
 
 
+@pytest.mark.parametrize("counting", [False, True])  # by sorting; by counting where the ids' range pays
 @pytest.mark.parametrize("table", [50, 10_000_000])
-def test_distinct_ids_of_a_batch_group_its_slots_by_id_in_slot_order(table):
+def test_distinct_ids_of_a_batch_group_its_slots_by_id_in_slot_order(table, counting, monkeypatch):
+    counted = []
+    monkeypatch.setattr(slot_grouping, "group_by_counting",
+                        lambda ids, span, real=slot_grouping.group_by_counting: counted.append(span) or real(ids, span))
     ids = torch.randint(0, table, (64, 7))
     ids[3, 2] = ids[0, 0]
-    distinct = DistinctIds.of(ids)
+    distinct = DistinctIds.of(ids, counting)
+    assert len(counted) == (counting and table == 50)
     unique, inverse = torch.unique(ids, sorted=True, return_inverse=True)
     assert torch.equal(distinct.unique, unique) and torch.equal(distinct.inverse, inverse)
     counts = torch.bincount(inverse.reshape(-1), minlength=len(unique))
     assert distinct.slot_rows.dtype == torch.int32 and distinct.slot_rows.tolist() == [0, *counts.cumsum(0).tolist()]
     assert torch.equal(distinct.slot_columns, torch.sort(inverse.reshape(-1), stable=True).indices.int())
     assert DistinctIds.of(ids[:0]).unique.numel() == 0
+
+
+def test_threads_group_by_counting_at_once_each_with_its_own_counts_left_zero():
+    import threading
+
+    batches = [torch.randint(0, span, (256, 5)) for span in (40, 900, 300, 1200, 7) for _ in range(20)]
+    results: dict[int, list] = {}
+
+    def group(part: int) -> None:
+        results[part] = [slot_grouping.group_by_counting(ids, int(ids.max()) + 1) for ids in batches[part::2]]
+        results[part].append(slot_grouping._scratch.counts)
+
+    threads = [threading.Thread(target=group, args=(part,)) for part in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for part in (0, 1):
+        *grouped, counts = results[part]
+        assert not counts.any(), "a thread's counts are zero between batches"
+        for ids, got in zip(batches[part::2], grouped):
+            want = DistinctIds._grouped(ids)
+            for a, b in zip(got, (want.unique, want.inverse.reshape(-1), want.slot_rows, want.slot_columns)):
+                assert torch.equal(a, b)
+    assert results[0][-1] is not results[1][-1]
+
+
+def test_counts_left_half_made_by_an_interrupt_are_not_reused(monkeypatch):
+    count_ids, place_slots = slot_grouping._passes()
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    ids = torch.randint(0, 30, (40, 3))
+    monkeypatch.setattr(slot_grouping, "_passes", lambda: (count_ids, interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        slot_grouping.group_by_counting(ids, 30)
+    monkeypatch.setattr(slot_grouping, "_passes", lambda: (count_ids, place_slots))
+    got, want = slot_grouping.group_by_counting(ids, 30), DistinctIds._grouped(ids)
+    assert torch.equal(got[2], want.slot_rows) and torch.equal(got[3], want.slot_columns)
 
 
 @pytest.mark.parametrize("table", [30, 1000])  # many slots per distinct id, few (a long tail)

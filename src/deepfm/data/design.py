@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from deepfm.data import slot_grouping
+
 SLOTS_PER_ROW_FOR_PRODUCTS = 4
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning,
                         module=__name__)
@@ -119,11 +121,24 @@ class DistinctIds:
     design_pays: bool = False  # ≥ SLOTS_PER_ROW_FOR_PRODUCTS slots per distinct id: FM as products with X
 
     @staticmethod
-    def of(ids: torch.Tensor) -> "DistinctIds":
+    def of(ids: torch.Tensor, counting: bool = False) -> "DistinctIds":
+        """The distinct ids of a batch's (B, F) ``ids``; on CPU with the slot grouping, found by counting
+        where ``counting`` (compiled passes: training) and the ids' range pays (``slot_grouping``)."""
         flat = ids.reshape(-1)
-        if ids.device.type != "cpu" or not 0 < flat.numel() < 2**31 or int(flat.max()) >= 2**31:
+        if ids.device.type != "cpu" or not 0 < flat.numel() < 2**31:
             return DistinctIds(*distinct_ids(ids))
+        low, high = (int(v) for v in torch.aminmax(flat))
+        if high >= 2**31:
+            return DistinctIds(*distinct_ids(ids))
+        if counting and low >= 0 and ids.dtype == torch.int64 and slot_grouping.counting_pays(flat.numel(), high + 1):
+            return DistinctIds._with_grouping(ids, *slot_grouping.group_by_counting(ids, high + 1))
         return DistinctIds._grouped(ids)
+
+    @staticmethod
+    def _with_grouping(ids: torch.Tensor, unique: torch.Tensor, inverse: torch.Tensor, slot_rows: torch.Tensor,
+                       slot_columns: torch.Tensor) -> "DistinctIds":
+        pays = inverse.numel() >= SLOTS_PER_ROW_FOR_PRODUCTS * len(unique)
+        return DistinctIds(unique, inverse.view_as(ids), slot_rows, slot_columns, pays)
 
     @staticmethod
     def _grouped(ids: torch.Tensor) -> "DistinctIds":
@@ -143,8 +158,7 @@ class DistinctIds:
         inverse = torch.empty(len(keys), dtype=torch.int64).scatter_(0, order, torch.cumsum(starts, 0).sub_(1))
         slot_rows = torch.empty(len(unique) + 1, dtype=torch.int32)
         slot_rows[:-1], slot_rows[-1] = first, len(keys)
-        pays = len(keys) >= SLOTS_PER_ROW_FOR_PRODUCTS * len(unique)
-        return DistinctIds(unique, inverse.view_as(ids), slot_rows, order.int(), pays)
+        return DistinctIds._with_grouping(ids, unique, inverse, slot_rows, order.int())
 
     @cached_property
     def slot_batch_rows(self) -> torch.Tensor:

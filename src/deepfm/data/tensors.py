@@ -62,8 +62,9 @@ class Batch:
 
     def prepare(self) -> "Batch":
         """Find the distinct ids and the design matrix now (the prefetch thread does, while the
-        model computes on the previous batch)."""
-        self.distinct()
+        model computes on the previous batch; training: by counting where that pays)."""
+        if self._distinct is None:
+            self._distinct = DistinctIds.of(self.ids, counting=True)
         self.design()
         return self
 
