@@ -127,7 +127,7 @@ class DistinctIds:
         flat = ids.reshape(-1)
         if ids.device.type != "cpu" or not 0 < flat.numel() < 2**31:
             return DistinctIds(*distinct_ids(ids))
-        low, high = (int(v) for v in torch.aminmax(flat))
+        low, high = (int(v) for v in torch.aminmax(flat)) if counting else (0, int(flat.max()))
         if high >= 2**31:
             return DistinctIds(*distinct_ids(ids))
         if counting and low >= 0 and ids.dtype == torch.int64 and slot_grouping.counting_pays(flat.numel(), high + 1):
