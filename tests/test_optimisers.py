@@ -76,9 +76,12 @@ def test_per_occurrence_l2_is_the_gradient_of_the_mean_squared_norm_of_the_batch
     torch.testing.assert_close(before - table.weight.detach(), reference.grad)
 
 
-def test_per_occurrence_counts_come_from_every_slot_of_the_batch():
-    rows, counts, size = batch_occurrences(Batch(ids=IDS, values=None, bags=[], labels=torch.zeros(4)))
+@pytest.mark.parametrize("prepared", [False, True])  # the batch's own distinct ids; a training batch's (by counting)
+def test_per_occurrence_counts_come_from_every_slot_of_the_batch(prepared):
+    batch = Batch(ids=IDS, values=None, bags=[], labels=torch.zeros(4))
+    rows, counts, size = batch_occurrences(batch.prepare() if prepared else batch)
     assert rows.tolist() == [0, 3, 5, 7] and counts.tolist() == [2, 3, 2, 1] and size == 4
+    assert counts.dtype == torch.int64
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "rowwise_adagrad"])
