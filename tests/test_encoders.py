@@ -445,12 +445,21 @@ def test_bag_slice_rebases_offsets():
     assert rows_of_bag(bag) == [[4000], [5000, 5001], []]
 
 
-def test_encoded_data_take_keeps_rows_aligned():
-    part = traced_data().take(np.array([7, 1, 4]))
+@pytest.mark.parametrize("rows", [np.array([7, 1, 4]), [7, 1, 4]])
+def test_encoded_data_take_keeps_rows_aligned(rows):
+    part = traced_data().take(rows)
     assert part.ids[:, 0].tolist() == [7, 1, 4]
     assert part.labels.tolist() == [7, 1, 4]
     assert part.dense_values()[:, 0] == pytest.approx([0.7, 0.1, 0.4])
     assert rows_of_bag(part.bags[0]) == [[7000], [1000], [4000]]
+
+
+def test_encoded_data_take_of_a_mask_keeps_the_rows_where_it_is_true():
+    data = traced_data()
+    mask = np.arange(len(data)) % 5 == 1
+    part = data.take(mask)
+    assert part.labels.tolist() == data.labels[mask].tolist() == [1, 6, 11, 16, 21]
+    assert (part.ids == data.ids[mask]).all() and rows_of_bag(part.bags[0]) == rows_of_bag(data.bags[0].take(np.flatnonzero(mask)))
 
 
 def test_encoded_data_concat_undoes_slicing():
