@@ -454,6 +454,13 @@ def test_encoded_data_take_keeps_rows_aligned(rows):
     assert rows_of_bag(part.bags[0]) == [[7000], [1000], [4000]]
 
 
+def test_encoded_data_take_of_no_rows_is_empty_and_of_a_mask_of_another_length_an_error():
+    data = traced_data()
+    assert len(data.take([])) == 0 and data.take([]).ids.shape == (0, data.ids.shape[1])
+    with pytest.raises(ValueError, match="mask"):
+        data.take(np.ones(len(data) - 1, dtype=bool))
+
+
 def test_encoded_data_take_of_a_mask_keeps_the_rows_where_it_is_true():
     data = traced_data()
     mask = np.arange(len(data)) % 5 == 1

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from deepfm import Estimator
 from deepfm.config import TrainingConfig
+from deepfm.data.design import DistinctIds, distinct_ids
 from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
 from deepfm.data.tensors import Batch
 from deepfm.models.layers import FeaturesEmbedding
@@ -76,10 +77,14 @@ def test_per_occurrence_l2_is_the_gradient_of_the_mean_squared_norm_of_the_batch
     torch.testing.assert_close(before - table.weight.detach(), reference.grad)
 
 
-@pytest.mark.parametrize("prepared", [False, True])  # the batch's own distinct ids; a training batch's (by counting)
-def test_per_occurrence_counts_come_from_every_slot_of_the_batch(prepared):
+@pytest.mark.parametrize("grouping", ["sorted", "counted", "none"])  # slot runs by sorting, by counting; none (as on GPU)
+def test_per_occurrence_counts_come_from_every_slot_of_the_batch(grouping):
     batch = Batch(ids=IDS, values=None, bags=[], labels=torch.zeros(4))
-    rows, counts, size = batch_occurrences(batch.prepare() if prepared else batch)
+    if grouping == "counted":
+        batch.prepare()
+    elif grouping == "none":
+        batch._distinct = DistinctIds(*distinct_ids(IDS))
+    rows, counts, size = batch_occurrences(batch)
     assert rows.tolist() == [0, 3, 5, 7] and counts.tolist() == [2, 3, 2, 1] and size == 4
     assert counts.dtype == torch.int64
 

@@ -74,7 +74,12 @@ class EncodedData:
         """The rows at positions ``rows`` (or where a boolean ``rows`` is True), in that order. ``np.take`` copies
         a row at a time: 4096 random rows of (1M, 39) ids and (1M, 13) values in 0.33 ms, indexing 1.23 ms."""
         rows = np.asarray(rows)
-        rows = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows
+        if rows.dtype == np.bool_:
+            if rows.shape != (len(self),):
+                raise ValueError(f"a mask of {rows.shape} for {len(self)} rows")
+            rows = np.flatnonzero(rows)
+        elif rows.size == 0:
+            rows = rows.astype(np.intp)  # (an empty list reads as floats)
 
         def picked(array: np.ndarray | None) -> np.ndarray | None:
             return None if array is None else np.take(array, rows, axis=0)
