@@ -265,7 +265,7 @@ class FeatureEncoder:
         """Encode a frame; a column the model needs but the file lacks is a ``DataError``. A libFM/libFFM
         frame must be read with this encoder's ``layout``. ``local``: the field-local ids of categorical
         columns, found already (``fit_and_transform``), in place of the columns. ``side_by_side``: the
-        columns on the process's cores (``columns.each_column``); not where training runs meanwhile."""
+        columns on torch's threads (``columns.each_column``); not where training runs meanwhile."""
         local = local or {}
         for spec in self.fields:
             if spec.name not in frame.columns and spec.name not in local:

@@ -41,11 +41,11 @@ class Batch:
     def size(self) -> int:
         return self.ids.shape[0]
 
-    def distinct(self) -> DistinctIds:
+    def distinct(self, counting: bool = False) -> DistinctIds:
         """The batch's distinct ids. Computed once per batch (by the prefetch thread when
-        training) and shared by every table the model reads."""
+        training, ``counting`` where that pays: ``DistinctIds.of``) and shared by every table the model reads."""
         if self._distinct is None:
-            self._distinct = DistinctIds.of(self.ids)
+            self._distinct = DistinctIds.of(self.ids, counting)
         return self._distinct
 
     def design(self) -> DesignMatrix | None:
@@ -63,8 +63,7 @@ class Batch:
     def prepare(self) -> "Batch":
         """Find the distinct ids and the design matrix now (the prefetch thread does, while the
         model computes on the previous batch; training: by counting where that pays)."""
-        if self._distinct is None:
-            self._distinct = DistinctIds.of(self.ids, counting=True)
+        self.distinct(counting=True)
         self.design()
         return self
 
