@@ -30,10 +30,7 @@ import statistics
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-
-from tasks import NUMERIC, _deepfm, setup  # noqa: E402
+from tasks import NUMERIC, _deepfm, setup  # noqa: E402 - sets the command's process environment first
 
 from deepfm.data.filelist import open_chunked  # noqa: E402
 import deepfm.data.delimited as delimited  # noqa: E402

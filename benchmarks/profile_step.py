@@ -32,7 +32,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from deepfm.runtime import set_process_environment  # noqa: E402 - loads neither torch nor pyarrow
+
+set_process_environment()  # as the deepfm command does
 
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402

@@ -14,8 +14,9 @@ import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # as the deepfm command sets it (import deepfm no longer does)
+from deepfm.runtime import set_process_environment  # noqa: E402 - loads neither torch nor pyarrow
+
+set_process_environment()  # as the deepfm command does (import deepfm does not): OpenMP, Arrow's pool, malloc
 
 import numpy as np  # noqa: E402
 from common import run_task  # noqa: E402

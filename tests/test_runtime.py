@@ -133,3 +133,34 @@ def test_training_in_bf16_says_so_where_the_cpu_would_emulate_it(monkeypatch, re
     Estimator(model={"mlp": (8,)}, training={"epochs": 1, "batch_size": 64, "precision": "bf16"}).fit(
         table, progress=False, log=logged.append)
     assert any("emulates bfloat16" in line for line in logged) is said
+
+
+# A 48 MB block (over glibc's largest adaptive mmap threshold, 32 MB) allocated, then freed: mallinfo2's
+# bytes in blocks mapped alone (hblkhd) while it lives, and the heaps' bytes (arena) once it is freed.
+MALLOC_PROBE = ("import ctypes, sys, numpy as np{setup}\n"
+                "class Info(ctypes.Structure): _fields_ = [(n, ctypes.c_size_t) for n in "
+                "('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks', 'uordblks', 'fordblks', 'keepcost')]\n"
+                "info = ctypes.CDLL(None).mallinfo2; info.restype = Info\n"
+                "block = np.ones(12_000_000, np.float32); mapped = info().hblkhd >= block.nbytes\n"
+                "del block; kept = info().arena >= 48_000_000\n"
+                "print('mapped' if mapped else 'heap', 'kept' if kept else 'returned')")
+
+
+def glibc_has_mallinfo2() -> bool:
+    import ctypes
+    import sys
+
+    try:
+        return sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "mallinfo2")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not glibc_has_mallinfo2(), reason="glibc ≥ 2.33 reports its heaps (mallinfo2)")
+def test_the_command_has_malloc_keep_freed_tensors_for_reuse_instead_of_unmapping_them():
+    clean = environment_without(*SETTINGS, "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+    assert run_python(MALLOC_PROBE.format(setup=""), clean) == ["mapped", "returned"]  # glibc's default
+    command = "; from deepfm.runtime import set_process_environment; set_process_environment()"
+    assert run_python(MALLOC_PROBE.format(setup=command), clean) == ["heap", "kept"]
+    chosen = {**clean, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}  # the user's setting wins
+    assert run_python(MALLOC_PROBE.format(setup=command), chosen) == ["mapped", "returned"]
