@@ -135,14 +135,15 @@ def test_training_in_bf16_says_so_where_the_cpu_would_emulate_it(monkeypatch, re
     assert any("emulates bfloat16" in line for line in logged) is said
 
 
-# A 48 MB block (over glibc's largest adaptive mmap threshold, 32 MB) allocated, then freed: mallinfo2's
-# bytes in blocks mapped alone (hblkhd) while it lives, and the heaps' bytes (arena) once it is freed.
+# A 24 MB block (over glibc's first mmap threshold, 128 KB, under keep_freed_memory's 32 MB) allocated,
+# then freed: mallinfo2's bytes in blocks mapped alone (hblkhd) while it lives, and the heaps' bytes (arena)
+# once it is freed.
 MALLOC_PROBE = ("import ctypes, sys, numpy as np{setup}\n"
                 "class Info(ctypes.Structure): _fields_ = [(n, ctypes.c_size_t) for n in "
                 "('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks', 'uordblks', 'fordblks', 'keepcost')]\n"
                 "info = ctypes.CDLL(None).mallinfo2; info.restype = Info\n"
-                "block = np.ones(12_000_000, np.float32); mapped = info().hblkhd >= block.nbytes\n"
-                "del block; kept = info().arena >= 48_000_000\n"
+                "block = np.ones(6_000_000, np.float32); mapped = info().hblkhd >= block.nbytes\n"
+                "del block; kept = info().arena >= 24_000_000\n"
                 "print('mapped' if mapped else 'heap', 'kept' if kept else 'returned')")
 
 
@@ -158,9 +159,11 @@ def glibc_has_mallinfo2() -> bool:
 
 @pytest.mark.skipif(not glibc_has_mallinfo2(), reason="glibc ≥ 2.33 reports its heaps (mallinfo2)")
 def test_the_command_has_malloc_keep_freed_tensors_for_reuse_instead_of_unmapping_them():
-    clean = environment_without(*SETTINGS, "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+    clean = environment_without(*SETTINGS, "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES", "LD_PRELOAD")
     assert run_python(MALLOC_PROBE.format(setup=""), clean) == ["mapped", "returned"]  # glibc's default
     command = "; from deepfm.runtime import set_process_environment; set_process_environment()"
     assert run_python(MALLOC_PROBE.format(setup=command), clean) == ["heap", "kept"]
-    chosen = {**clean, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}  # the user's setting wins
-    assert run_python(MALLOC_PROBE.format(setup=command), chosen) == ["mapped", "returned"]
+    for chosen in ({"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}, {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1048576"}):
+        assert run_python(MALLOC_PROBE.format(setup=command), {**clean, **chosen}) == ["mapped", "returned"]  # the user's wins
+    other_tunable = {**clean, "GLIBC_TUNABLES": "glibc.malloc.tcache_count=8"}
+    assert run_python(MALLOC_PROBE.format(setup=command), other_tunable) == ["heap", "kept"]

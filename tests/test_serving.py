@@ -509,3 +509,17 @@ def test_the_served_model_predicts_what_the_trained_one_does(model_name):
     with torch.inference_mode():
         batch = Batch(torch.randint(0, 50, (16, 4)), None, [], None)
         torch.testing.assert_close(served(batch), model(batch), rtol=0, atol=1e-5)
+
+
+def test_a_worker_process_takes_the_commands_malloc_setting_itself(model, monkeypatch):
+    """uvicorn starts each ``--workers`` process afresh: what ``mallopt`` set in the command is not inherited."""
+    import deepfm.runtime as runtime
+    from deepfm.serving.app import WORKER_SETTINGS, worker_app
+
+    calls = []
+    monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append("keep") or True)
+    monkeypatch.setattr(runtime, "configure", lambda threads: calls.append(f"threads {threads}"))
+    monkeypatch.setenv(WORKER_SETTINGS, json.dumps({"model_dir": str(model["dir"]), "max_rows": 64, "max_bytes": 20_000,
+                                                    "batching": False, "threads": 1, "backend": "torch"}))
+    assert worker_app() is not None
+    assert calls == ["keep", "threads 1"]

@@ -8,12 +8,13 @@ process; the Python API applies them only while it trains (``scoped``) and resto
   samples/s, 2 cores).
 - Flush-to-zero for denormals, which otherwise appear in the optimiser state of rarely seen
   embedding rows and slow CPU math badly.
-- glibc's malloc keeps freed blocks under 64 MB for the next allocation (``keep_freed_memory``, set by the
-  command): by default it unmaps a freed block above its adaptive threshold (at most 32 MB) or beyond
-  the heap's trim threshold and maps fresh zeroed pages for the next one, and a DeepFM step's tensors
-  of a few MB each took 2,300-5,000 page faults a step (Criteo shape, batch 4096, 2 cores): 9-16 ms of
-  system time a step, 2-4 ms with this setting (under 110 faults); its step 0.91× as long (median
-  of five process pairs).
+- glibc's malloc keeps freed blocks under 32 MB for the next allocation (``keep_freed_memory``, set by the
+  command and by ``deepfm serve``'s workers): by default it unmaps a freed block above its adaptive
+  threshold or beyond the heap's trim threshold and maps fresh zeroed pages for the next one, and a
+  DeepFM step's tensors of a few MB each took 2,300-5,000 page faults a step (Criteo shape, batch
+  4096, 2 cores): 9-21 ms of system time a step, 2-6 ms with this setting (under 170 faults); the
+  step 0.91× as long (median of five process pairs). It costs peak memory: 658-673 → 698-702 MB
+  training on the one-hot shape, about the same on the Criteo shape.
 - Arrow allocates through the system allocator (``ARROW_DEFAULT_MEMORY_POOL=system``, set by the
   command before pyarrow loads, for its C++ compute engine too): parsing speed is the same here,
   and memory freed after parsing goes back to the OS instead of staying in mimalloc's arenas
@@ -37,9 +38,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE", "ARROW_DEFAULT_MEMORY_POOL": "system"}
 # glibc's mallopt parameters and the values keep_freed_memory sets
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MAP_FROM = 64 << 20  # blocks this large or larger are mapped alone (and unmapped when freed)
-TRIM_FROM = 256 << 20  # free memory at the top of a heap beyond this goes back to the OS
+MAP_FROM = 32 << 20  # blocks this large or larger are mapped alone (and unmapped when freed); glibc before
+# 2.35 refuses more on 64-bit (HEAP_MAX_SIZE / 2)
+TRIM_FROM = 256 << 20  # free() hands a heap's free top back to the OS only beyond this (32 MB: 1,400 faults a step)
 MALLOC_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+MALLOC_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
 
 
 def set_process_environment() -> None:
@@ -51,13 +54,14 @@ def set_process_environment() -> None:
 
 
 def keep_freed_memory() -> bool:
-    """Have glibc's malloc serve blocks under 64 MB from its heaps and keep up to 256 MB free there, so
-    that tensors freed by one step are reused by the next instead of page-faulted in afresh (see the
-    module). For the whole process and for good (glibc cannot report the settings it replaces): the
+    """Have glibc's malloc serve blocks under 32 MB from its heaps and hand a heap's free top back to the OS
+    only beyond 256 MB, so that tensors freed by one step are reused by the next instead of page-faulted
+    in afresh (see the module). For the whole process and for good (glibc cannot report the settings it replaces): the
     ``deepfm`` command sets it, the Python API leaves the host's malloc alone (call this to get the same).
     Nothing is done, and False returned, without glibc or where the malloc settings come from the
-    environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``GLIBC_TUNABLES``' glibc.malloc)."""
-    if any(name in os.environ for name in MALLOC_SETTINGS) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+    environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, or either in ``GLIBC_TUNABLES``)."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if any(name in os.environ for name in MALLOC_SETTINGS) or any(name in tunables for name in MALLOC_TUNABLES):
         return False
     try:
         libc = ctypes.CDLL(None)

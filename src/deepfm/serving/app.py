@@ -143,8 +143,9 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limi
 
 def worker_app() -> PredictEndpoint:
     """The app of one ``serve(workers=N)`` worker process, from the settings its parent left in the environment."""
-    from deepfm.runtime import configure as configure_runtime
+    from deepfm.runtime import configure as configure_runtime, keep_freed_memory
 
+    keep_freed_memory()  # a worker is a fresh interpreter: the command's malloc setting is not inherited
     settings = json.loads(os.environ[WORKER_SETTINGS])
     configure_runtime(settings["threads"])
     return create_app(settings["model_dir"], Limits(settings["max_rows"], settings["max_bytes"]), settings["batching"],
