@@ -63,13 +63,22 @@ def keep_freed_memory() -> bool:
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     if any(name in os.environ for name in MALLOC_SETTINGS) or any(name in tunables for name in MALLOC_TUNABLES):
         return False
+    libc = _glibc()
+    if libc is None:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MAP_FROM)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_FROM))
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """This process's C library where it is glibc (``mallopt``'s numbering and ``malloc_trim`` are its own), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # noqa: B018 - glibc's own symbol: its mallopt numbers these settings so
-        mallopt = libc.mallopt
+        libc.gnu_get_libc_version  # noqa: B018 - a symbol only glibc exports
+        return libc
     except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MAP_FROM)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_FROM))
+        return None
 
 
 def available_cores() -> int:
@@ -141,8 +150,6 @@ def release_free_memory() -> None:
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None).malloc_trim(0)  # glibc only
-        except (OSError, AttributeError):
-            pass
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
