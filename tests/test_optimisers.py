@@ -189,6 +189,29 @@ def test_the_dense_adam_runs_fused_on_cpu_and_makes_the_for_loop_adams_update():
         torch.testing.assert_close(got, expected)
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad", "sgd"])
+def test_training_saving_and_resuming_never_import_torch_dynamo(optimizer, tmp_path):
+    """torch.optim's wrappers import torch._dynamo (1.3-2.2 s) on their first call; training calls what they wrap."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from deepfm import Estimator
+from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+train, _ = make_ctr_table(SyntheticSpec(categorical=3, numeric=1, vocabulary=40, seed=0), rows=600)
+settings = dict(model={{"name": "deepfm", "embed_dim": 4, "mlp": [8]}},
+                training={{"optimizer": "{optimizer}", "epochs": 1, "batch_size": 200}})
+Estimator(**settings).fit(train, out=sys.argv[1], progress=False)
+settings["training"]["epochs"] = 2
+Estimator(**settings).fit(train, out=sys.argv[1], resume=True, progress=False)
+print("torch._dynamo" in sys.modules)
+"""
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "model")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[-1] == "False"
+
+
 def test_dense_optimizer_and_dense_lr_set_the_mlps_update_apart_from_the_tables():
     model = torch.nn.ModuleDict({"table": FeaturesEmbedding(8, 4), "mlp": torch.nn.Linear(4, 1)})
     hybrid = ModelOptimizer(model, TrainingConfig(optimizer="adagrad", lr=0.1, dense_optimizer="adam", dense_lr=1e-3))

@@ -23,6 +23,7 @@ from deepfm.config import TrainingConfig
 from deepfm.data.tensors import Batch
 from deepfm.distributed.process import active as several_processes
 from deepfm.models.layers import FeaturesEmbedding, FeaturesLinear
+from deepfm.training import eager
 from deepfm.training.rowwise import LazyAdagrad, RowWiseAdam, add_occurrence_l2
 
 
@@ -58,7 +59,7 @@ def sparse_optimizer(groups: list[dict[str, Any]], config: TrainingConfig) -> to
     if config.optimizer in ("adagrad", "rowwise_adagrad"):
         return LazyAdagrad(groups, lr=config.lr, per_row=config.optimizer == "rowwise_adagrad",
                            initial_accumulator=config.adagrad_init)
-    return torch.optim.SGD(groups, lr=config.lr)
+    return eager.SGD(groups, lr=config.lr)
 
 
 def dense_lr_of(config: TrainingConfig) -> float:
@@ -72,11 +73,11 @@ def dense_optimizer(params: list[nn.Parameter], config: TrainingConfig) -> torch
     kind = config.dense_optimizer or PAIRED_DENSE_OPTIMIZER[config.optimizer]
     lr = dense_lr_of(config)
     if kind == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay, fused=fused_kernel_fits(params))
+        return eager.Adam(params, lr=lr, weight_decay=config.weight_decay, fused=fused_kernel_fits(params))
     if kind == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=config.weight_decay,
+        return eager.Adagrad(params, lr=lr, weight_decay=config.weight_decay,
                                    initial_accumulator_value=config.adagrad_init)
-    return torch.optim.SGD(params, lr=lr, weight_decay=config.weight_decay)
+    return eager.SGD(params, lr=lr, weight_decay=config.weight_decay)
 
 
 class ModelOptimizer:

@@ -25,6 +25,7 @@ import torch
 
 from deepfm.compiled import compiled, in_row_blocks
 from deepfm.data.design import put_rows, recall_rows, take_rows
+from deepfm.training.eager import EagerOptimizer
 
 Occurrences = tuple[torch.Tensor, torch.Tensor, int]  # a batch's sorted distinct ids, their counts, its size
 
@@ -72,7 +73,7 @@ class _OccurrenceL2AtStep:
         self.__dict__.get("_occurrence_l2", {}).clear()  # tables without a gradient this step
 
 
-class RowWiseAdam(_OccurrenceL2AtStep, torch.optim.Optimizer):
+class RowWiseAdam(_OccurrenceL2AtStep, EagerOptimizer, torch.optim.Optimizer):
     """Adam on the touched rows of sparse-gradient tables (lazy, as ``SparseAdam``); ``row_l2``
     adds λ·v to the gradient of each touched row."""
 
@@ -123,7 +124,7 @@ class RowWiseAdam(_OccurrenceL2AtStep, torch.optim.Optimizer):
         return None
 
 
-class LazyAdagrad(_OccurrenceL2AtStep, torch.optim.Optimizer):
+class LazyAdagrad(_OccurrenceL2AtStep, EagerOptimizer, torch.optim.Optimizer):
     """AdaGrad on the touched rows of sparse-gradient tables (lazy: untouched rows and their state
     stay as they are). Per coordinate (``per_row=False``, the same update as ``torch.optim.Adagrad``
     with its defaults, without its sort): G += g², v -= lr · g / (√G + eps). Row-wise (``per_row=True``,
