@@ -2,40 +2,44 @@
 
 ``torch.optim.Optimizer`` guards ``add_param_group`` (which its constructor calls), ``zero_grad``,
 ``state_dict`` and ``load_state_dict``, and Adam's, AdaGrad's and SGD's ``step``, with wrappers that import
-``torch._dynamo`` on their first call, to keep ``torch.compile`` out of them. The import takes 1.3-2.2 s of one
-core here (torch 2.13), ~3% of a Criteo-shaped file → model, and every ``deepfm train`` paid it before its first
-step. Training runs these optimisers eagerly and never compiles them, so ``EagerOptimizer`` calls the methods
-the wrappers wrap (``inspect.unwrap``: ``functools.wraps`` keeps them as ``__wrapped__``), the same code, and
-``step`` under ``torch.no_grad()`` as the wrapper sets it. Where a torch version wraps none of them, the
-methods are called as they are.
+``torch._dynamo`` on their first call (over a second of one core) to keep ``torch.compile`` out of them.
+Training runs its optimisers eagerly and never compiles them, so ``EagerOptimizer`` calls the methods the
+wrappers wrap (``inspect.unwrap``: ``functools.wraps`` keeps them as ``__wrapped__``): the same code, with
+``step`` under the grad mode the wrapper sets (off, unless ``differentiable``). Not for use under
+``torch.compile``. Where a torch version wraps none of them, the methods are called as they are.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Callable
 
 import torch
+
+
+def _unwrapped(method: Any) -> Callable[..., Any]:
+    """The function under a bound method's wrappers (to be called with ``self``)."""
+    return inspect.unwrap(method.__func__)
 
 
 class EagerOptimizer:
     """Put before a ``torch.optim.Optimizer`` among the bases; see the module."""
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        inspect.unwrap(torch.optim.Optimizer.add_param_group)(self, param_group)
+        _unwrapped(super().add_param_group)(self, param_group)  # type: ignore[misc]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        inspect.unwrap(torch.optim.Optimizer.zero_grad)(self, set_to_none)
+        _unwrapped(super().zero_grad)(self, set_to_none)  # type: ignore[misc]
 
     def state_dict(self) -> dict[str, Any]:
-        return inspect.unwrap(torch.optim.Optimizer.state_dict)(self)
+        return _unwrapped(super().state_dict)(self)  # type: ignore[misc]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        inspect.unwrap(torch.optim.Optimizer.load_state_dict)(self, state_dict)
+        _unwrapped(super().load_state_dict)(self, state_dict)  # type: ignore[misc]
 
-    def step(self, closure=None):
-        with torch.no_grad():
-            return inspect.unwrap(super().step.__func__)(self, closure)  # type: ignore[misc]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        with torch.set_grad_enabled(self.defaults.get("differentiable", False)):  # type: ignore[attr-defined]
+            return _unwrapped(super().step)(self, closure)  # type: ignore[misc]
 
 
 class Adam(EagerOptimizer, torch.optim.Adam):

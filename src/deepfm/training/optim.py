@@ -41,11 +41,21 @@ def first_order_tables(model: nn.Module) -> set[int]:
 
 
 def fused_kernel_fits(params: list[nn.Parameter]) -> bool | None:
-    """Whether Adam's fused kernel (one pass per tensor) can update ``params``: floating point, on CPU or CUDA.
-    On CPU it made the MLP's Adam step ~5× cheaper (1.1 against 5.9 ms CPU, 390→400³→1, one thread) and a DeepFM step
-    at the defaults 2-8% (benchmarks/README.md, issue 13); the update is Adam's, to rounding."""
-    fits = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
+    """Whether Adam's fused kernel (one pass per tensor) can update ``params``: floating point, on CUDA, or on CPU
+    where this torch has the kernel (2.4 on). On CPU it made the MLP's Adam step ~5× cheaper (1.1 against 5.9 ms CPU,
+    390→400³→1, one thread) and a DeepFM step at the defaults 2-8% (benchmarks/README.md, issue 13); the update is
+    Adam's, to rounding."""
+    fits = all(p.dtype.is_floating_point and p.device.type in fused_kernel_devices() for p in params)
     return True if fits else None
+
+
+def fused_kernel_devices() -> tuple[str, ...]:
+    """The device types this torch's fused optimiser kernels run on (torch 2.3: not the CPU)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:
+        return ("cuda",)
+    return tuple(_get_fused_kernels_supported_devices())
 
 
 # The dense weights' optimiser that goes with each ``optimizer`` (``dense_optimizer`` unset).
@@ -76,7 +86,7 @@ def dense_optimizer(params: list[nn.Parameter], config: TrainingConfig) -> torch
         return eager.Adam(params, lr=lr, weight_decay=config.weight_decay, fused=fused_kernel_fits(params))
     if kind == "adagrad":
         return eager.Adagrad(params, lr=lr, weight_decay=config.weight_decay,
-                                   initial_accumulator_value=config.adagrad_init)
+                             initial_accumulator_value=config.adagrad_init)
     return eager.SGD(params, lr=lr, weight_decay=config.weight_decay)
 
 
