@@ -52,30 +52,23 @@ class _BatchNormReluDropout(torch.autograd.Function):
     def forward(ctx, z, weight, bias, running_mean, running_var, momentum, eps, p, seed, overwrite_grad, input_shift):
         from deepfm.models import mlp_passes
 
-        rows = len(z)
+        rows, width = z.shape
         values = numpy_view(z)
         origin = z[0].detach().float().numpy()  # the moments about the first row: no cancellation where |μ| ≫ σ
         first, second = _column_totals(in_row_blocks(mlp_passes.column_sums, [values], origin))
-        offset = first / rows
-        mean, variance = origin + offset, np.maximum(second / rows - offset * offset, 0.0)
-        inv_std = 1.0 / np.sqrt(variance + eps)
-        gain = weight.detach().double().numpy() * inv_std  # γ/√(σ² + ε)
+        mean, inv_std, gain = np.empty(width, np.float32), np.empty(width), np.empty(width, np.float32)
+        a, b = np.empty(width, np.float32), np.empty(width, np.float32)
         keep_scale = 1.0 / (1.0 - p)
-        a = (gain * keep_scale).astype(np.float32)
-        b = ((bias.detach().double().numpy() - mean * gain) * keep_scale).astype(np.float32)
+        shift = np.zeros(width) if input_shift is None else numpy_view(input_shift)  # the batch's mean as if z had it
+        mlp_passes.batch_norm_coefficients(first, second, origin, rows, eps, numpy_view(weight), numpy_view(bias),
+                                           keep_scale, momentum, shift, numpy_view(running_mean),
+                                           numpy_view(running_var), mean, inv_std, gain, a, b)
         out = torch.empty_like(z)
         in_row_blocks(mlp_passes.affine_relu_dropout, [values, numpy_view(out)], a, b,
                       np.uint64(seed & (2**64 - 1)), mlp_passes.drop_threshold(p))
-        with torch.no_grad():
-            batch_mean = torch.from_numpy(mean).to(running_mean.dtype)
-            if input_shift is not None:  # the batch's mean as if z had it
-                batch_mean += input_shift.detach().to(running_mean.dtype)
-            running_mean.mul_(1 - momentum).add_(batch_mean, alpha=momentum)
-            unbiased = torch.from_numpy(variance * rows / (rows - 1)).to(running_var.dtype)
-            running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
         ctx.save_for_backward(z, out)
-        ctx.mean, ctx.inv_std, ctx.gain = mean.astype(np.float32), inv_std, gain
-        ctx.keep_scale, ctx.overwrite_grad, ctx.weight_dtype = np.float32(keep_scale), overwrite_grad, weight.dtype
+        ctx.mean, ctx.inv_std, ctx.gain = mean, inv_std, gain
+        ctx.keep_scale, ctx.overwrite_grad = np.float32(keep_scale), overwrite_grad
         ctx.shift_like = None if input_shift is None else (input_shift.shape, {"dtype": input_shift.dtype})
         return out
 
@@ -86,25 +79,27 @@ class _BatchNormReluDropout(torch.autograd.Function):
 
         z, out = ctx.saved_tensors
         grad = grad.contiguous().to(z.dtype)
-        rows = len(z)
+        rows, width = z.shape
         arrays = [numpy_view(grad), numpy_view(out), numpy_view(z)]
-        bias_grad, centred_grad = _column_totals(in_row_blocks(mlp_passes.kept_gradient_sums, arrays, ctx.mean, ctx.keep_scale))
-        weight_grad = centred_grad * ctx.inv_std  # Σ g·x̂
+        bias_totals, centred_totals = _column_totals(in_row_blocks(mlp_passes.kept_gradient_sums, arrays, ctx.mean,
+                                                                   ctx.keep_scale))
+        weight_grad, bias_grad = torch.empty(width, dtype=torch.float32), torch.empty(width, dtype=torch.float32)
+        shift, slope = np.empty(width, np.float32), np.empty(width, np.float32)
+        mlp_passes.batch_norm_gradient_coefficients(bias_totals, centred_totals, ctx.inv_std, rows, weight_grad.numpy(),
+                                                    bias_grad.numpy(), shift, slope)
         grad_z = grad if ctx.overwrite_grad else torch.empty_like(z)
         in_row_blocks(mlp_passes.batch_norm_input_gradient, [*arrays, numpy_view(grad_z)], ctx.mean, ctx.keep_scale,
-                      ctx.gain.astype(np.float32), (bias_grad / rows).astype(np.float32),
-                      (weight_grad * ctx.inv_std / rows).astype(np.float32))
-        as_param = lambda g: torch.from_numpy(g).to(ctx.weight_dtype)  # noqa: E731
+                      ctx.gain, shift, slope)
         shift_grad = torch.zeros(ctx.shift_like[0], **ctx.shift_like[1]) if ctx.needs_input_grad[10] else None  # exactly zero
-        return grad_z, as_param(weight_grad), as_param(bias_grad), None, None, None, None, None, None, None, shift_grad
+        return grad_z, weight_grad, bias_grad, None, None, None, None, None, None, None, shift_grad
 
 
 def batch_norm_relu_dropout(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
                             running_var: torch.Tensor, momentum: float, eps: float, p: float = 0.0,
                             seed: int | None = None, overwrite_grad: bool = False,
                             input_shift: torch.Tensor | None = None) -> torch.Tensor:
-    """Training-mode batch norm of a (B, C) CPU batch (float32 or bfloat16, B ≥ 2), then ReLU, then
-    inverted dropout p (0: none), as one function (see the module); the running statistics move by
+    """Training-mode batch norm of a (B, C) CPU batch (float32 or bfloat16, B ≥ 2; float32 parameters), then
+    ReLU, then inverted dropout p (0: none), as one function (see the module); the running statistics move by
     ``momentum``. ``seed`` fixes the mask (``dropout.keep_mask`` gives it); by default drawn from torch's
     generator. ``overwrite_grad`` as in ``dropout.relu_dropout``: only where the output feeds a Linear.
     ``input_shift`` (C,): a constant per column left out of ``z`` (a Linear's bias): the output does not
@@ -114,6 +109,10 @@ def batch_norm_relu_dropout(z: torch.Tensor, weight: torch.Tensor, bias: torch.T
                          f"{tuple(z.shape)}")
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout p must be in [0, 1), not {p}")
+    parameters = (weight, bias, running_mean, running_var) + (() if input_shift is None else (input_shift,))
+    if any(t.dtype != torch.float32 or not t.is_contiguous() for t in parameters):
+        raise ValueError("batch_norm_relu_dropout takes float32 (contiguous) weight, bias, running statistics and "
+                         "input_shift")
     z = z.contiguous()
     seed = (draw_seed() if seed is None else seed) if p > 0 else 0
     return _BatchNormReluDropout.apply(z, weight, bias, running_mean, running_var, momentum, eps, p, seed, overwrite_grad,
