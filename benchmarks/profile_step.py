@@ -142,7 +142,7 @@ def main() -> None:
     model = build_model(model_config, encoder.num_features, encoder.num_fields)
     trainer = Trainer(model, "binary", training, progress=False)
     optimizers = trainer.optimizer.optimizers
-    chunks = InMemorySource(data).batches(4096, seed=0, epoch=0)  # made inline, as Trainer does in memory on 2 cores
+    chunks = InMemorySource(data).batches(4096, seed=0, epoch=0)  # made inline, to time them as phases (Trainer makes them ahead on a thread)
     phases: dict[str, float] = defaultdict(float)
     cpu_phases: dict[str, float] = defaultdict(float)
 
@@ -271,7 +271,8 @@ def bare_mlp(width: int) -> torch.nn.Sequential:
 def against_ceiling(data, encoder, args) -> None:
     """DeepFM at the defaults against the bare MLP over its input width (Adam's default update, BCE, batch
     4096, as benchmarks/tasks.py), steps interleaved in one process: run.py's × ceiling without the load's
-    swings between processes (batches are made inside the timed DeepFM step, as the trainer makes them)."""
+    swings between processes (batches are made inside the timed DeepFM step: the trainer makes them ahead on
+    a thread, so its step is shorter by up to their cost)."""
     torch.manual_seed(0)
     model_config, training = click_settings(encoder, args.precision)
     model = build_model(model_config, encoder.num_features, encoder.num_fields)

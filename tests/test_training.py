@@ -294,3 +294,21 @@ def test_a_missing_data_file_is_a_data_error_also_when_the_run_checkpoints(tmp_p
     for data in ({"train": str(tmp_path / "nope.csv")}, {"train": str(tmp_path / "nope.csv"), "valid": str(tmp_path / "v.csv")}):
         with pytest.raises(DataError, match="nope.csv: file not found"):
             Estimator(data=data).fit(out=tmp_path / "m", progress=False)
+
+
+@pytest.mark.parametrize(("threads", "cores", "ahead"), [(2, 2, True), (1, 2, True), (1, 1, False), (4, 4, True)])
+def test_batches_are_made_ahead_on_a_thread_unless_one_thread_computes_on_every_core(threads, cores, ahead,
+                                                                                       monkeypatch):
+    """Several compute threads leave a core idle in a step's single-threaded stretches; a spare core too."""
+    from deepfm.config import ModelConfig, TrainingConfig
+    from deepfm.models import build_model
+    from deepfm.training import trainer
+
+    monkeypatch.setattr(trainer, "available_cores", lambda: cores)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        made = Trainer(build_model(ModelConfig(name="fm"), 10, 2), "binary", TrainingConfig(), progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert made._batches_ahead is ahead
