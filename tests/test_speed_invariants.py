@@ -388,6 +388,19 @@ def test_batch_norm_relu_dropout_refuses_what_it_cannot_compute(z, p):
         batch_norm_relu_dropout(z, torch.ones(3), torch.zeros(3), torch.zeros(3), torch.ones(3), 0.1, 1e-5, p)
 
 
+@pytest.mark.parametrize("which", range(5))
+def test_batch_norm_relu_dropout_refuses_parameters_it_would_not_write_in_place(which):
+    """Weight, bias, running statistics and input shift: float32 and contiguous; the module then takes F.batch_norm."""
+    parameters = [torch.ones(3), torch.zeros(3), torch.zeros(3), torch.ones(3), torch.zeros(3)]
+    parameters[which] = parameters[which].double() if which % 2 else torch.zeros(3, 2)[:, 0]
+    *state, shift = parameters
+    with pytest.raises(ValueError, match="float32"):
+        batch_norm_relu_dropout(torch.randn(8, 3), *state, 0.1, 1e-5, 0.0, input_shift=shift)
+    module = WarmStartBatchNorm1d(3)
+    module.running_var = torch.ones(3, dtype=torch.float64)
+    assert not module.fusable_for(torch.Size([8, 3]), torch.float32, "cpu")
+
+
 @pytest.mark.parametrize("outputs", [1, 3])
 @pytest.mark.parametrize("rows", [40, 1100])
 def test_linear_scores_of_a_bf16_layer_are_the_float32_linear_layer(outputs, rows):

@@ -312,3 +312,18 @@ def test_batches_are_made_ahead_on_a_thread_unless_one_thread_computes_on_every_
     finally:
         torch.set_num_threads(before)
     assert made._batches_ahead is ahead
+
+
+def test_a_failing_step_stops_the_batch_thread(tables, monkeypatch):
+    import threading
+
+    from deepfm.training import trainer
+
+    train, _ = tables["train"]
+    monkeypatch.setattr(trainer, "available_cores", lambda: 64)  # a spare core: batches made on a thread
+    monkeypatch.setattr(Trainer, "_step", lambda self, batch: (_ for _ in ()).throw(KeyboardInterrupt))
+    try:
+        Estimator(model={"name": "fm"}, training={"epochs": 1, "batch_size": 100}).fit(train, progress=False)
+    except KeyboardInterrupt:  # while its traceback (and the loop's frame) is alive
+        running = [t for t in threading.enumerate() if t.name == "deepfm-prefetch"]
+    assert running == []

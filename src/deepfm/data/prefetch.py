@@ -18,9 +18,13 @@ def prefetch(batches: Iterable[EncodedData], device: torch.device | str = "cpu",
 
     The thread gathers/reads the next batches, turns them into tensors and (``distinct``) finds
     their distinct ids and design matrices, ``depth`` batches ahead; an error there is raised here, in order.
-    Leaving the loop early stops the thread. ``depth=0`` does the same work inline: better when
-    a batch is a cheap in-memory gather, since handing the GIL between threads costs more.
+    Leaving the loop early (or ``close()``) stops the thread. ``depth=0`` does the same work inline: better
+    where every core computes on one thread each, with no idle stretch for the thread to fill. A bare ``"cuda"``
+    is taken as the caller's current GPU (a new thread's is GPU 0).
     """
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     if depth == 0:
         for chunk in batches:
             batch = chunk.to_batch(device)

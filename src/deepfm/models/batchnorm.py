@@ -63,6 +63,7 @@ class _BatchNormReluDropout(torch.autograd.Function):
         mlp_passes.batch_norm_coefficients(first, second, origin, rows, eps, numpy_view(weight), numpy_view(bias),
                                            keep_scale, momentum, shift, numpy_view(running_mean),
                                            numpy_view(running_var), mean, inv_std, gain, a, b)
+        torch.autograd.graph.increment_version((running_mean, running_var))  # written in place, as mul_/add_ would
         out = torch.empty_like(z)
         in_row_blocks(mlp_passes.affine_relu_dropout, [values, numpy_view(out)], a, b,
                       np.uint64(seed & (2**64 - 1)), mlp_passes.drop_threshold(p))
@@ -94,6 +95,12 @@ class _BatchNormReluDropout(torch.autograd.Function):
         return grad_z, weight_grad, bias_grad, None, None, None, None, None, None, None, shift_grad
 
 
+def fusable_parameters(*tensors: torch.Tensor | None) -> bool:
+    """Whether ``batch_norm_relu_dropout`` takes these as its weight, bias, running statistics or input
+    shift (None: no input shift): float32 and contiguous (the compiled passes read and write them in place)."""
+    return all(t is None or (t.dtype == torch.float32 and t.is_contiguous()) for t in tensors)
+
+
 def batch_norm_relu_dropout(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
                             running_var: torch.Tensor, momentum: float, eps: float, p: float = 0.0,
                             seed: int | None = None, overwrite_grad: bool = False,
@@ -109,8 +116,7 @@ def batch_norm_relu_dropout(z: torch.Tensor, weight: torch.Tensor, bias: torch.T
                          f"{tuple(z.shape)}")
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout p must be in [0, 1), not {p}")
-    parameters = (weight, bias, running_mean, running_var) + (() if input_shift is None else (input_shift,))
-    if any(t.dtype != torch.float32 or not t.is_contiguous() for t in parameters):
+    if not fusable_parameters(weight, bias, running_mean, running_var, input_shift):
         raise ValueError("batch_norm_relu_dropout takes float32 (contiguous) weight, bias, running statistics and "
                          "input_shift")
     z = z.contiguous()

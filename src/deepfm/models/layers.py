@@ -12,7 +12,7 @@ from torch import nn
 from deepfm.compiled import in_row_blocks, numpy_view
 from deepfm.data.batch import Batch
 from deepfm.data.design import DesignMatrix, DistinctIds, remember_rows, take_rows
-from deepfm.models.batchnorm import FUSED_DTYPES, batch_norm_folded, batch_norm_relu_dropout
+from deepfm.models.batchnorm import FUSED_DTYPES, batch_norm_folded, batch_norm_relu_dropout, fusable_parameters
 from deepfm.models import scores
 from deepfm.models.dropout import relu_dropout
 
@@ -344,7 +344,8 @@ class WarmStartBatchNorm1d(nn.BatchNorm1d):
     def fusable_for(self, shape: torch.Size, dtype: torch.dtype, device_type: str) -> bool:
         """``fusable_with_relu`` of a batch of this shape, dtype and device (before it is computed)."""
         return (self.training and self.track_running_stats and self.affine and device_type == "cpu" and len(shape) == 2
-                and shape[0] > 1 and dtype in FUSED_DTYPES and self.weight.dtype == torch.float32)
+                and shape[0] > 1 and dtype in FUSED_DTYPES
+                and fusable_parameters(self.weight, self.bias, self.running_mean, self.running_var))
 
     def with_relu_dropout(self, x: torch.Tensor, p: float, overwrite_grad: bool = False,
                           input_shift: torch.Tensor | None = None) -> torch.Tensor:
@@ -433,7 +434,8 @@ class MultiLayerPerceptron(nn.Module):
         training neither the output nor any other gradient depends on that bias, and its own gradient is
         zero (given as zeros, not summed over the batch); the running mean counts the bias in, so evaluation,
         which runs the Linear whole, normalises the same numbers."""
-        linear = hidden[i] if type(hidden[i]) is nn.Linear and hidden[i].bias is not None and x.dim() == 2 else None
+        linear = (hidden[i] if type(hidden[i]) is nn.Linear and hidden[i].bias is not None and x.dim() == 2
+                  and fusable_parameters(hidden[i].bias) else None)
         if linear is not None:
             shape = torch.Size([len(x), linear.out_features])
             group = self._batch_norm_group(hidden, i + 1, shape, autocast_dtype(x.device.type) or x.dtype,
@@ -485,7 +487,8 @@ class MultiLayerPerceptron(nn.Module):
         into a fused batch norm, which makes that Linear's bias cancel: a caller that computes the first Linear
         itself may then leave the bias out (``forward(..., first_bias_left_out=True)``; see ``_fused``)."""
         first, hidden = self.first_linear, list(self.layers)
-        if first is None or first.bias is None or not self.training or device_type != "cpu":
+        if (first is None or first.bias is None or not self.training or device_type != "cpu"
+                or not fusable_parameters(first.bias)):
             return False
         return self._batch_norm_group(hidden, 1, torch.Size([rows, first.out_features]), dtype, device_type) is not None
 

@@ -161,8 +161,9 @@ def column_sums(z, first_row, origin):  # pragma: no cover - compiled
 @compiled
 def batch_norm_coefficients(first, second, origin, rows, eps, weight, bias, keep_scale, momentum, shift,
                             running_mean, running_var, mean, inv_std, gain, a, b):  # pragma: no cover - compiled
-    """From ``column_sums``' totals about ``origin``: the batch's mean μ and biased σ², 1/√(σ² + ε) and
-    γ/√(σ² + ε) (into ``mean``, ``inv_std``, ``gain``); ``affine_relu_dropout``'s a and b (dropout's
+    """From ``column_sums``' totals about ``origin``: the batch's mean μ, 1/√(σ² + ε) (σ² biased) and γ/√(σ² + ε),
+    in float64, stored into ``mean`` and ``gain`` (float32) and ``inv_std`` (float64: the backward's slope is
+    computed from it); ``affine_relu_dropout``'s a and b (float32; dropout's
     ``keep_scale`` = 1/(1 − p) in them); the running statistics moved by ``momentum`` (μ + ``shift``, the
     unbiased σ²), in place. One call for what took ~20 NumPy and torch calls on 400 numbers each (each slowed
     ~3× by the caches the passes had just filled)."""

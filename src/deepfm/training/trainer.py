@@ -186,21 +186,24 @@ class Trainer:
             bar = tqdm(batches, total=steps_per_epoch, initial=skip_steps, desc=f"epoch {epoch + 1}", disable=not self.progress, leave=False)
             total_loss, steps = result.epoch_loss if skip_steps else (0.0, 0)  # resumed mid-epoch: its loss so far
             began = time.perf_counter()
-            for step, (rows, batch) in enumerate(bar, start=skip_steps):
-                loss = self._step(batch)
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(f"epoch {epoch + 1}, step {step + 1}: the training loss is {loss} (the model "
-                                           f"diverged); train again with a lower --lr (this run: {config.lr:g})")
-                total_loss += loss
-                steps += 1
-                if self.progress and steps % PROGRESS_EVERY == 0:
-                    bar.set_postfix_str(f"loss {total_loss / steps:.5f}", refresh=False)
-                result.samples_seen += rows
-                if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < steps_per_epoch:
-                    result.train_seconds += time.perf_counter() - began
-                    result.epoch_loss = (total_loss, steps)
-                    self._save(result, epoch, step + 1, best_weights, bad_epochs)
-                    began = time.perf_counter()
+            try:
+                for step, (rows, batch) in enumerate(bar, start=skip_steps):
+                    loss = self._step(batch)
+                    if not math.isfinite(loss):
+                        raise TrainingDiverged(f"epoch {epoch + 1}, step {step + 1}: the training loss is {loss} (the model "
+                                               f"diverged); train again with a lower --lr (this run: {config.lr:g})")
+                    total_loss += loss
+                    steps += 1
+                    if self.progress and steps % PROGRESS_EVERY == 0:
+                        bar.set_postfix_str(f"loss {total_loss / steps:.5f}", refresh=False)
+                    result.samples_seen += rows
+                    if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < steps_per_epoch:
+                        result.train_seconds += time.perf_counter() - began
+                        result.epoch_loss = (total_loss, steps)
+                        self._save(result, epoch, step + 1, best_weights, bad_epochs)
+                        began = time.perf_counter()
+            finally:
+                batches.close()  # the batch thread stops here too when a step fails
             result.train_seconds += time.perf_counter() - began
             skip_steps, result.epoch_loss = 0, (0.0, 0)
             record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total_loss / max(steps, 1)}
