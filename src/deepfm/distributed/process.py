@@ -62,8 +62,9 @@ def _import_group_defaults() -> None:
     ``group=group.WORLD`` default arguments are ``None``.
 
     torch imports it late (``torch._dynamo`` imports it through FSDP, and torch.optim's wrappers import
-    ``torch._dynamo``; deepfm's optimisers skip them, other code may not). Imported after ``init_process_group``, those defaults hold the group, ``cleanup`` cannot
-    free it and gloo's worker threads outlive it: one that drops its last work's tensors while the
+    ``torch._dynamo``; deepfm's optimisers skip them, other code may not). Imported after
+    ``init_process_group``, those defaults hold the group, ``cleanup`` cannot free it and gloo's worker
+    threads outlive it: one that drops its last work's tensors while the
     interpreter exits aborts the finished rank (SIGABRT, "terminate called without an active
     exception"), and torchrun reports a failure (pytorch/pytorch#190489 describes the abort)."""
     import torch.distributed.nn.functional  # noqa: F401

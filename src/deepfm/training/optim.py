@@ -45,7 +45,8 @@ def fused_kernel_fits(params: list[nn.Parameter]) -> bool | None:
     where this torch has the kernel (2.4 on). On CPU it made the MLP's Adam step ~5× cheaper (1.1 against 5.9 ms CPU,
     390→400³→1, one thread) and a DeepFM step at the defaults 2-8% (benchmarks/README.md, issue 13); the update is
     Adam's, to rounding."""
-    fits = all(p.dtype.is_floating_point and p.device.type in fused_kernel_devices() for p in params)
+    devices = fused_kernel_devices()
+    fits = all(p.dtype.is_floating_point and p.device.type in devices for p in params)
     return True if fits else None
 
 
