@@ -1,0 +1,70 @@
+"""The floor under a training process's peak RSS: what the imports alone hold, before any data.
+
+    .venv/bin/python benchmarks/footprint.py [--peer-mb 579] [--repeat 3]
+
+Each line is a fresh process that goes one stage further than the line before (the interpreter;
+``import torch``; + NumPy and PyArrow, which deepfm reads files with; + numba and one call of a
+function deepfm's ``compiled`` made, as the first training step loads it); the last runs
+``tasks.py mlp`` (run.py's bare-MLP ceiling: no data, no embeddings) at each width given. Prints
+each stage's peak RSS (median over ``--repeat`` processes; the MLP's as run.py reads it, the others from
+``/proc/self/status``, which counts the process only) and,
+with ``--peer-mb``, its share of a peer's peak (e.g. DeepCTR-Torch's in run.py's log): issue 13's
+"peak RSS ≤ 0.5×" cannot be met by a process that holds more than that before it reads a row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# VmHWM: the peak RSS of the process since its exec (``ru_maxrss`` would keep the parent's at the fork, a floor of
+# the caller's size); Linux reports kB
+REPORT = ("import re; print(int(re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read()).group(1)) / 1024)")
+NUMBA_CALL = ("import numpy as np; from deepfm.compiled import compiled\n"
+              "def total(x):\n    s = 0.0\n    for v in x:\n        s += v\n    return s\n"
+              "compiled(total)(np.ones(3))")
+STAGES = {
+    "Python interpreter": "",
+    "import torch": "import torch",
+    "+ numpy, pyarrow": "import torch, numpy, pyarrow",
+    "+ numba, one compiled call (deepfm.compiled)": f"import torch, numpy, pyarrow\n{NUMBA_CALL}",
+}
+
+
+def peak_mb(code: str) -> float:
+    """Peak RSS in MB of a fresh process that runs ``code``."""
+    out = subprocess.run([sys.executable, "-c", f"{code}\n{REPORT}"], check=True, capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bare_mlp_mb(width: int) -> float:
+    """Peak RSS of run.py's bare-MLP ceiling at ``width`` (its own process, as run.py runs it)."""
+    out = subprocess.run([sys.executable, str(HERE / "tasks.py"), "mlp", "fp32", "no", str(width)],
+                         check=True, capture_output=True, text=True, cwd=HERE)
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peer-mb", type=float, default=None, help="a peer's peak RSS (MB) to divide by")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--widths", type=int, nargs="*", default=[390, 640], help="bare-MLP input widths")
+    args = parser.parse_args()
+    measured = {name: [peak_mb(code) for _ in range(args.repeat)] for name, code in STAGES.items()}
+    for width in args.widths:
+        measured[f"bare MLP {width}→400³→1 + Adam, batch 4096 (run.py's ceiling)"] = [
+            bare_mlp_mb(width) for _ in range(args.repeat)]
+    print(f"| process | peak RSS (MB), median of {args.repeat} |" + (" ÷ peer |" if args.peer_mb else ""))
+    print("| --- | ---: |" + (" ---: |" if args.peer_mb else ""))
+    for name, values in measured.items():
+        mb = statistics.median(values)
+        print(f"| {name} | {mb:,.0f} |" + (f" {mb / args.peer_mb:.2f}× |" if args.peer_mb else ""))
+
+
+if __name__ == "__main__":
+    main()

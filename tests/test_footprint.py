@@ -1,0 +1,29 @@
+"""benchmarks/footprint.py: a fresh process's peak RSS, read as run.py's rows read theirs."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+FOOTPRINT = Path(__file__).resolve().parents[1] / "benchmarks" / "footprint.py"
+
+
+def _load_footprint():
+    spec = importlib.util.spec_from_file_location("footprint", FOOTPRINT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peak_rss_counts_what_the_process_touched():
+    footprint = _load_footprint()
+    bare = footprint.peak_mb("")
+    touched = footprint.peak_mb("held = b\"x\" * (200 * 2**20)")  # written: every page touched
+    assert 1 < bare < 200
+    assert touched - bare > 190
+
+
+def test_each_stage_imports_what_the_one_before_did():
+    stages = list(_load_footprint().STAGES.values())
+    for before, after in zip(stages[1:], stages[2:]):
+        assert before.splitlines()[0] in after
