@@ -1,15 +1,16 @@
 """The floor under a training process's peak RSS: what the imports alone hold, before any data.
 
-    .venv/bin/python benchmarks/footprint.py [--peer-mb 579] [--repeat 3]
+    .venv/bin/python benchmarks/footprint.py [--peer-mb 582] [--repeat 3] [--widths 390 640]
 
-Each line is a fresh process that goes one stage further than the line before (the interpreter;
-``import torch``; + NumPy and PyArrow, which deepfm reads files with; + numba and one call of a
-function deepfm's ``compiled`` made, as the first training step loads it); the last runs
-``tasks.py mlp`` (run.py's bare-MLP ceiling: no data, no embeddings) at each width given. Prints
-each stage's peak RSS (median over ``--repeat`` processes; the MLP's as run.py reads it, the others from
-``/proc/self/status``, which counts the process only) and,
-with ``--peer-mb``, its share of a peer's peak (e.g. DeepCTR-Torch's in run.py's log): issue 13's
-"peak RSS ≤ 0.5×" cannot be met by a process that holds more than that before it reads a row.
+The first lines are fresh processes, each one stage further than the line before: the interpreter;
+``import torch``; + NumPy and PyArrow, which deepfm reads files with; + numba, with one function made
+by deepfm's ``compiled`` and called (compiled afresh: code run with ``-c`` has no on-disk cache, so
+this counts LLVM's compile where deepfm's first step usually loads cached code). Their peak is VmHWM
+from ``/proc/self/status`` (Linux), which counts the process alone. The last lines, one per width,
+run ``tasks.py mlp``, run.py's bare-MLP ceiling (torch and NumPy; no numba, no data, no embeddings),
+whose peak is ``ru_maxrss`` as run.py's rows report it. Prints each median over ``--repeat``
+processes and, with ``--peer-mb``, its share of a peer's peak (e.g. DeepCTR-Torch's in run.py's log):
+issue 13's "peak RSS ≤ 0.5×" cannot be met by a process that holds more than that before it reads a row.
 """
 
 from __future__ import annotations
@@ -36,17 +37,23 @@ STAGES = {
 }
 
 
+def _run(command: list[str]) -> str:
+    """``command``'s standard output; its standard error in the exception where it fails."""
+    try:
+        return subprocess.run(command, check=True, capture_output=True, text=True, cwd=HERE).stdout
+    except subprocess.CalledProcessError as error:
+        raise SystemExit(f"{' '.join(command[:3])} failed:\n{error.stderr}") from None
+
+
 def peak_mb(code: str) -> float:
     """Peak RSS in MB of a fresh process that runs ``code``."""
-    out = subprocess.run([sys.executable, "-c", f"{code}\n{REPORT}"], check=True, capture_output=True, text=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return float(_run([sys.executable, "-c", f"{code}\n{REPORT}"]).strip().splitlines()[-1])
 
 
 def bare_mlp_mb(width: int) -> float:
-    """Peak RSS of run.py's bare-MLP ceiling at ``width`` (its own process, as run.py runs it)."""
-    out = subprocess.run([sys.executable, str(HERE / "tasks.py"), "mlp", "fp32", "no", str(width)],
-                         check=True, capture_output=True, text=True, cwd=HERE)
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+    """Peak RSS of run.py's bare-MLP ceiling at ``width`` (``tasks.py mlp``, as run.py's rows run it)."""
+    out = _run([sys.executable, str(HERE / "tasks.py"), "mlp", "fp32", "no", str(width)])
+    return float(json.loads(out.strip().splitlines()[-1])["peak_rss_mb"])
 
 
 def main() -> None:
@@ -55,6 +62,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--widths", type=int, nargs="*", default=[390, 640], help="bare-MLP input widths")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     measured = {name: [peak_mb(code) for _ in range(args.repeat)] for name, code in STAGES.items()}
     for width in args.widths:
         measured[f"bare MLP {width}→400³→1 + Adam, batch 4096 (run.py's ceiling)"] = [
