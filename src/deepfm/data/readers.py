@@ -141,7 +141,10 @@ class ChunkedFile:
 
     def frames(self, order: Sequence[int] | None = None, layout: Layout | None = None) -> Iterator[RawFrame]:
         """The chunks as ``RawFrame``s, in file order or in ``order`` (chunk numbers; a file that is
-        not ``seekable`` gives the chunks of ``order`` in file order, skipping the others unparsed)."""
+        not ``seekable`` gives the chunks of ``order`` in file order, skipping the others unparsed).
+        A chunk's freed memory stays with the allocator for the next chunk to reuse (handing it back to the
+        OS after each chunk made every chunk page-fault its memory in afresh); whoever reads a whole pass
+        hands the rest back once (``deepfm.runtime.release_free_memory``)."""
         chunks = self.chunks()
         if len(chunks) == 1:  # a small file: read whole
             yield self.whole(layout)
@@ -156,12 +159,10 @@ class ChunkedFile:
                 except (pa.ArrowInvalid, OSError) as error:
                     raise DataError(self.path, f"cannot read Parquet: {error}") from None
                 yield self._table_frame(table, chunks[number].first_line)
-                _release_arrow_memory()
             return
         for chunk, block in gzip_errors_in(self.path, self._blocks(chunks, order)):
             lines = (lambda text=block: text.decode("utf-8").splitlines())
             yield self._text_frame(pa.BufferReader(block), chunk.first_line, 0, lines, layout)
-            _release_arrow_memory()
 
     def _blocks(self, chunks: list[Chunk], order: Sequence[int]) -> Iterator[tuple[Chunk, bytes]]:
         if self.seekable:
@@ -205,11 +206,6 @@ def gzip_errors_in(path: Path, blocks: Iterator[tuple[Chunk, bytes]]) -> Iterato
     """``blocks``, with ``gzip_errors`` around reading them (not around what the caller does with each)."""
     with gzip_errors(path):
         yield from blocks
-
-
-def _release_arrow_memory() -> None:
-    """Hand the pages of a parsed chunk back to the OS, so resident memory stays flat."""
-    pa.default_memory_pool().release_unused()
 
 
 def _line_blocks(handle, size: int) -> Iterator[bytes]:

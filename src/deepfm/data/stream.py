@@ -32,6 +32,7 @@ from deepfm.data.formats import check_data_file, gzip_errors, is_gzip, open_byte
 from deepfm.data.frame import RawFrame
 from deepfm.data.readers import CHUNK_BYTES, Chunk, ChunkedFile
 from deepfm.errors import DataError
+from deepfm.runtime import release_free_memory
 
 __all__ = ["CHUNK_BYTES", "Chunk", "ChunkedFile", "Piece", "StreamSource", "assemble", "chunk_bytes_for", "count_rows",
            "encode_file", "fit_and_encode", "fit_streaming", "rank_share", "should_stream"]
@@ -71,6 +72,7 @@ def fit_and_encode(file: ChunkedFile | ChunkedFiles, config: DataConfig,
             yield frame
 
     encoder, parts = FeatureEncoder.fit_and_transform(counted(), config)
+    release_free_memory()  # what parsing freed, before the encoded columns are allocated (the pass's peak)
     if parts is None:
         return encoder, rows, encode_file(file, encoder, rows, progress=progress)
     return encoder, rows, assemble(parts, sum(rows), encoder, file.path)
