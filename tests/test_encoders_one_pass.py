@@ -154,3 +154,18 @@ def test_the_digit_test_agrees_with_the_number_pattern_on_integers():
             pc.match_substring_regex(column, FLOAT_MARK)).as_py()
         assert not all_digits(column) or by_pattern, value
         assert all_digits(column) == (value.isascii() and value.isdigit()), value
+
+
+def test_the_one_pass_hands_freed_memory_back_once_between_reading_and_encoding(chunked, monkeypatch):
+    """Not after every chunk (each would page-fault its memory in afresh), and before the encoded columns
+    are allocated (else the parsed chunks' free memory adds to the pass's peak)."""
+    import deepfm.data.stream as stream
+
+    _, file = chunked
+    events: list[str] = []
+    monkeypatch.setattr(stream, "release_free_memory", lambda: events.append("release"))
+    transform = FeatureEncoder.transform
+    monkeypatch.setattr(FeatureEncoder, "transform", lambda self, *a, **k: events.append("encode") or transform(self, *a, **k))
+    fit_and_encode(file(), DataConfig(multi=("tags",)))
+    assert events.count("release") == 1
+    assert events[0] == "release" and events.count("encode") == len(file().chunks())
