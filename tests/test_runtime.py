@@ -30,6 +30,32 @@ def test_configure_keeps_an_arrow_pool_the_user_chose(monkeypatch, restore_runti
     assert pa.default_memory_pool().backend_name == "mimalloc"
 
 
+@pytest.fixture
+def restore_numpy_huge_pages():
+    from deepfm.runtime import set_numpy_huge_pages
+
+    saved = set_numpy_huge_pages(True)
+    yield
+    if saved is not None:
+        set_numpy_huge_pages(saved)
+
+
+@pytest.mark.parametrize("variable, huge_pages", [(None, False), ("0", False), ("1", True)])
+def test_configure_asks_numpy_for_no_huge_pages_unless_the_environment_chooses(
+        monkeypatch, restore_runtime, restore_numpy_huge_pages, variable, huge_pages):
+    """Compacting memory for each huge page at its first touch made a reading pass's large columns slow to fill."""
+    from deepfm.runtime import set_numpy_huge_pages
+
+    if set_numpy_huge_pages(not huge_pages) is None:
+        pytest.skip("this NumPy has no huge-page switch")
+    if variable is None:
+        monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    else:
+        monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", variable)
+    configure(1)
+    assert set_numpy_huge_pages(huge_pages) is huge_pages
+
+
 def run_python(code: str, env: dict[str, str]) -> list[str]:
     import subprocess
     import sys
@@ -43,7 +69,7 @@ def environment_without(*names: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in names}
 
 
-SETTINGS = ("OMP_WAIT_POLICY", "ARROW_DEFAULT_MEMORY_POOL")
+SETTINGS = ("OMP_WAIT_POLICY", "ARROW_DEFAULT_MEMORY_POOL", "NUMPY_MADVISE_HUGEPAGE")
 
 
 def test_importing_deepfm_loads_nothing_heavy_and_sets_no_environment_variable():
@@ -67,34 +93,37 @@ def test_ctrl_c_in_train_is_answered_from_the_file_system_alone(tmp_path):
 # The command's entry points with ``main`` replaced by a probe: what it sees is what a command sees.
 PROBE = ("import os, sys, deepfm.cli as cli; "
          "cli.main = lambda: print(os.environ['OMP_WAIT_POLICY'], os.environ['ARROW_DEFAULT_MEMORY_POOL'], "
-         "'torch' in sys.modules, 'pyarrow' in sys.modules) or 0; ")
+         "os.environ['NUMPY_MADVISE_HUGEPAGE'], 'torch' in sys.modules, 'pyarrow' in sys.modules) or 0; ")
 
 
 @pytest.mark.parametrize("start", ["cli.entry()", "import runpy; runpy.run_module('deepfm', run_name='__main__')"],
                          ids=["console-script", "python-m-deepfm"])
-def test_the_command_sets_passive_openmp_waits_and_the_system_arrow_pool_before_torch_loads_unless_chosen(start):
+def test_the_command_sets_passive_openmp_waits_the_system_arrow_pool_and_no_numpy_huge_pages_before_torch_loads_unless_chosen(start):
     clean = environment_without(*SETTINGS)
-    assert run_python(PROBE + start, clean) == ["PASSIVE", "system", "False", "False"]
-    chosen = {**clean, "OMP_WAIT_POLICY": "ACTIVE", "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}
-    assert run_python(PROBE + start, chosen) == ["ACTIVE", "jemalloc", "False", "False"]
+    assert run_python(PROBE + start, clean) == ["PASSIVE", "system", "0", "False", "False"]
+    chosen = {**clean, "OMP_WAIT_POLICY": "ACTIVE", "ARROW_DEFAULT_MEMORY_POOL": "jemalloc", "NUMPY_MADVISE_HUGEPAGE": "1"}
+    assert run_python(PROBE + start, chosen) == ["ACTIVE", "jemalloc", "1", "False", "False"]
 
 
-def test_fit_leaves_the_hosts_threads_denormal_mode_arrow_pool_and_environment_as_it_found_them(restore_runtime):
+def test_fit_leaves_the_hosts_threads_denormal_mode_arrow_pool_numpy_huge_pages_and_environment_as_it_found_them(
+        restore_runtime, restore_numpy_huge_pages):
     import os
 
     from deepfm import Estimator
     from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
-    from deepfm.runtime import flush_denormal_enabled
+    from deepfm.runtime import flush_denormal_enabled, set_numpy_huge_pages
 
     torch.set_num_threads(1)
     torch.set_flush_denormal(False)
     pa.set_memory_pool(pa.mimalloc_memory_pool())
+    has_switch = set_numpy_huge_pages(True) is not None
     environment = {name: os.environ.get(name) for name in SETTINGS}
     table, _ = make_ctr_table(SyntheticSpec(rows=200, categorical=3, numeric=1, vocabulary=20, seed=1))
     Estimator(model={"mlp": (8,)}, training={"epochs": 1, "batch_size": 64, "threads": 2}).fit(table, progress=False)
     assert torch.get_num_threads() == 1
     assert not flush_denormal_enabled()
     assert pa.default_memory_pool().backend_name == "mimalloc"
+    assert set_numpy_huge_pages(True) is (True if has_switch else None)
     assert {name: os.environ.get(name) for name in SETTINGS} == environment
 
 
