@@ -32,9 +32,9 @@ def test_configure_keeps_an_arrow_pool_the_user_chose(monkeypatch, restore_runti
 
 @pytest.fixture
 def restore_numpy_huge_pages():
-    from deepfm.runtime import set_numpy_huge_pages
+    from deepfm.runtime import numpy_huge_pages, set_numpy_huge_pages
 
-    saved = set_numpy_huge_pages(True)
+    saved = numpy_huge_pages()
     yield
     if saved is not None:
         set_numpy_huge_pages(saved)
@@ -44,16 +44,16 @@ def restore_numpy_huge_pages():
 def test_configure_asks_numpy_for_no_huge_pages_unless_the_environment_chooses(
         monkeypatch, restore_runtime, restore_numpy_huge_pages, variable, huge_pages):
     """Compacting memory for each huge page at its first touch made a reading pass's large columns slow to fill."""
-    from deepfm.runtime import set_numpy_huge_pages
+    from deepfm.runtime import numpy_huge_pages, set_numpy_huge_pages
 
-    if set_numpy_huge_pages(not huge_pages) is None:
+    if set_numpy_huge_pages(not huge_pages) is None:  # the opposite of what configure should leave
         pytest.skip("this NumPy has no huge-page switch")
     if variable is None:
         monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
     else:
         monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", variable)
     configure(1)
-    assert set_numpy_huge_pages(huge_pages) is huge_pages
+    assert numpy_huge_pages() is huge_pages
 
 
 def run_python(code: str, env: dict[str, str]) -> list[str]:
@@ -106,16 +106,17 @@ def test_the_command_sets_passive_openmp_waits_the_system_arrow_pool_and_no_nump
 
 
 def test_fit_leaves_the_hosts_threads_denormal_mode_arrow_pool_numpy_huge_pages_and_environment_as_it_found_them(
-        restore_runtime, restore_numpy_huge_pages):
+        monkeypatch, restore_runtime, restore_numpy_huge_pages):
     import os
 
     from deepfm import Estimator
     from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
-    from deepfm.runtime import flush_denormal_enabled, set_numpy_huge_pages
+    from deepfm.runtime import flush_denormal_enabled, numpy_huge_pages, set_numpy_huge_pages
 
     torch.set_num_threads(1)
     torch.set_flush_denormal(False)
     pa.set_memory_pool(pa.mimalloc_memory_pool())
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)  # so that fit turns huge pages off
     has_switch = set_numpy_huge_pages(True) is not None
     environment = {name: os.environ.get(name) for name in SETTINGS}
     table, _ = make_ctr_table(SyntheticSpec(rows=200, categorical=3, numeric=1, vocabulary=20, seed=1))
@@ -123,7 +124,7 @@ def test_fit_leaves_the_hosts_threads_denormal_mode_arrow_pool_numpy_huge_pages_
     assert torch.get_num_threads() == 1
     assert not flush_denormal_enabled()
     assert pa.default_memory_pool().backend_name == "mimalloc"
-    assert set_numpy_huge_pages(True) is (True if has_switch else None)
+    assert numpy_huge_pages() is (True if has_switch else None)
     assert {name: os.environ.get(name) for name in SETTINGS} == environment
 
 

@@ -19,14 +19,14 @@ process; the Python API applies them only while it trains (``scoped``) and resto
   command before pyarrow loads, for its C++ compute engine too): parsing speed is the same here,
   and memory freed after parsing goes back to the OS instead of staying in mimalloc's arenas
   (about 150 MB less resident after fitting 1M Criteo-shaped rows).
-- NumPy asks for no transparent huge pages (``NUMPY_MADVISE_HUGEPAGE=0``, set by the command, and by
-  ``configure`` unless the variable is set): with the kernel's default ``defrag=madvise`` memory is
+- NumPy asks for no transparent huge pages (``NUMPY_MADVISE_HUGEPAGE=0``, set by the command; ``configure``
+  applies the variable, off where it is unset): with the kernel's default ``defrag=madvise`` memory is
   compacted for each huge page at its first touch. Filling new arrays the size of 1M Criteo-shaped rows'
   encoded columns (208 MB) took 0.15-0.67 s that way, 0.08 s in 4 KB pages; the one reading pass of
   those rows 4.51 → 3.83 s (medians of six fresh processes each, alternated), at the same peak memory.
 
-torch and pyarrow are imported inside the functions, so the command can set the environment
-before either loads.
+torch, pyarrow and numpy are imported inside the functions, so the command can set the environment
+before any of them loads.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ MALLOC_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
 
 def set_process_environment() -> None:
     """The command's environment defaults (a variable already set wins) and ``keep_freed_memory``.
-    Call before torch or pyarrow is imported: both read these once, when they load."""
+    Call before torch, pyarrow or numpy is imported: each reads these once, when it loads."""
     for name, value in ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     keep_freed_memory()
@@ -99,19 +99,37 @@ def configure(threads: int = 0) -> None:
 
     torch.set_num_threads(threads or available_cores())
     torch.set_flush_denormal(True)
-    chosen = os.environ.get("NUMPY_MADVISE_HUGEPAGE", "0")
-    set_numpy_huge_pages(chosen.strip() not in ("", "0"))  # numpy's own reading of the variable: int(value) != 0
+    try:
+        huge_pages = int(os.environ.get("NUMPY_MADVISE_HUGEPAGE", "0")) != 0  # as numpy reads it at import
+    except ValueError:
+        huge_pages = False
+    set_numpy_huge_pages(huge_pages)
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL", "system") == "system" and pa.default_memory_pool().backend_name != "system":
         pa.set_memory_pool(pa.system_memory_pool())  # pyarrow was loaded before deepfm; a pool you chose is kept
 
 
-def set_numpy_huge_pages(enabled: bool) -> bool | None:
-    """Whether NumPy asks the kernel for transparent huge pages for its large arrays (``madvise``), from now on;
-    the setting it replaces, or None where this NumPy has no such switch (nothing is changed then)."""
+def _numpy_multiarray() -> Any:
     import numpy as np
 
-    core = np.core if np.lib.NumpyVersion(np.__version__) < "2.0.0" else np._core
-    switch = getattr(core.multiarray, "_set_madvise_hugepage", None)
+    return np.core.multiarray if np.lib.NumpyVersion(np.__version__).major < 2 else np._core.multiarray
+
+
+def numpy_huge_pages() -> bool | None:
+    """Whether NumPy asks the kernel for transparent huge pages for its large arrays (``madvise``); None where
+    this NumPy cannot say."""
+    getter = getattr(_numpy_multiarray(), "_get_madvise_hugepage", None)
+    if getter is not None:
+        return bool(getter())
+    previous = set_numpy_huge_pages(True)  # a NumPy with the switch alone: read by setting it back
+    if previous is not None:
+        set_numpy_huge_pages(previous)
+    return previous
+
+
+def set_numpy_huge_pages(enabled: bool) -> bool | None:
+    """Whether NumPy asks the kernel for transparent huge pages for its large arrays, from now on; the setting
+    it replaces, or None where this NumPy has no such switch (nothing is changed then)."""
+    switch = getattr(_numpy_multiarray(), "_set_madvise_hugepage", None)
     return None if switch is None else bool(switch(enabled))
 
 
@@ -144,9 +162,7 @@ def preserved() -> Iterator[None]:
     import torch
 
     saved_threads, saved_flush, saved_pool = torch.get_num_threads(), flush_denormal_enabled(), pa.default_memory_pool()
-    saved_huge_pages = set_numpy_huge_pages(True)
-    if saved_huge_pages is not None:
-        set_numpy_huge_pages(saved_huge_pages)
+    saved_huge_pages = numpy_huge_pages()
     try:
         yield
     finally:
