@@ -48,7 +48,7 @@ from deepfm.models import build_model  # noqa: E402
 from deepfm.models.first_layer import field_vectors, first_layer_on_distinct_rows, first_layer_plan  # noqa: E402
 from deepfm.models.layers import EmbeddedFields, fm_pairwise, fm_pairwise_and_mlp_input  # noqa: E402
 from deepfm.runtime import configure as configure_runtime  # noqa: E402
-from deepfm.training.optim import batch_occurrences  # noqa: E402
+from deepfm.training.optim import batch_occurrences, dense_optimizer  # noqa: E402
 from deepfm.training.trainer import Trainer, loss_fn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -274,9 +274,10 @@ def against_ceiling(data, encoder, args) -> None:
     4096, as benchmarks/tasks.py), steps interleaved in one process: run.py's × ceiling without the load's
     swings between processes (batches are made inside the timed DeepFM step: the trainer makes them ahead on
     a thread, so its step is shorter by up to their cost). Between them, DeepFM's own MLP alone (its batch
-    norm, ReLU and dropout passes, the same Adam) on a random input that needs its gradient, as the embeddings
-    do: what the step would take if the embeddings, the FM term and the tables' update cost nothing (where the
-    defaults run the first Linear on the batch's distinct rows, as on one-hot data, the step can take less)."""
+    norm, ReLU and dropout passes, the trainer's dense optimiser) on a random input that needs its gradient, as
+    the embeddings do: what the step would take if the batch, the lookups, the FM term and the tables' update cost
+    nothing (where the defaults run the first Linear on the batch's distinct rows, as on one-hot data, the step
+    can take less)."""
     torch.manual_seed(0)
     model_config, training = click_settings(encoder, args.precision)
     model = build_model(model_config, encoder.num_features, encoder.num_fields)
@@ -285,9 +286,10 @@ def against_ceiling(data, encoder, args) -> None:
     mlp = bare_mlp(width)
     adam = torch.optim.Adam(mlp.parameters(), lr=1e-3)
     x, y = torch.randn(4096, width), (torch.rand(4096) < 0.3).float()
-    own = build_model(model_config, encoder.num_features, encoder.num_fields).dnn.train()
-    own_adam = torch.optim.Adam(own.parameters(), lr=1e-3)
-    own_x = torch.randn(4096, width, requires_grad=True)
+    own = build_model(model_config, encoder.num_features, encoder.num_fields).dnn.train()  # the trainer's settings
+    own_adam = dense_optimizer(list(own.parameters()), training)  # the trainer's dense optimiser (fused Adam)
+    bf16 = args.precision == "bf16"  # DeepFM hands its MLP a bf16 input then
+    own_x = torch.randn(4096, width, dtype=torch.bfloat16 if bf16 else torch.float32).requires_grad_()
     batches = prefetch(InMemorySource(data).batches(4096, seed=0, epoch=0), depth=0)
     times: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for number in range(args.steps + 3):
@@ -298,7 +300,7 @@ def against_ceiling(data, encoder, args) -> None:
         wall, cpu = time.perf_counter(), time.process_time()
         own_adam.zero_grad(set_to_none=True)
         own_x.grad = None
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = own(own_x).squeeze(-1)
         torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y).backward()
         own_adam.step()
