@@ -8,7 +8,9 @@ measures deepfm at its defaults (read from its config: whatever they are) and st
 dropout, no batch norm, embedding L2 1e-6), each peer at its defaults and matched to deepfm's
 regularisers, and the bare-MLP ceilings of each shape; runs each measurement in its
 own process, one after another, with OMP_WAIT_POLICY=PASSIVE, and reports medians over
-``--repeat`` rounds. Peers run from benchmarks/.peers-venv (``--setup-peers`` creates it:
+``--repeat`` rounds. "Beside training" is file → model less the training loop's own time (reading, encoding,
+set-up; DeepCTR-Torch: all but ``fit``): it moves far less than file → model when the host's speed swings.
+Peers run from benchmarks/.peers-venv (``--setup-peers`` creates it:
 torch 2.13.0, deepctr-torch, torchfm, xlearn). FM on Frappe needs the datasets folder
 (``--datasets`` or $DEEPFM_DATASETS). ``--stream`` adds the 1M rows trained streamed and in
 memory (same accuracy?); ``--stream-rows`` also a larger file streamed (for a hard memory limit,
@@ -185,16 +187,17 @@ def table(results: dict[str, dict]) -> str:
             return results[own].get("train_samples_per_s")
         return results.get(f"bare MLP{bf16} (ceiling) · {shape_of(name)}", {}).get("train_samples_per_s")
 
-    lines = ["| run | train samples/s | × ceiling | predict samples/s | file → model (s) | peak RSS (MB) | test AUC |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| run | train samples/s | × ceiling | predict samples/s | file → model (s) | beside training (s) | "
+             "peak RSS (MB) | test AUC |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in results.items():
         if "error" in r:
-            lines.append(f"| {name} | failed: {r['error']} | | | | | |")
+            lines.append(f"| {name} | failed: {r['error']} | | | | | | |")
             continue
         speed, top = r.get("train_samples_per_s"), ceiling(name)
         ratio = fmt(speed / top, ".2f") if speed and top and "Frappe" not in name else "—"
         lines.append(f"| {name} | {fmt(speed)} | {ratio} | {fmt(r.get('predict_samples_per_s'))} | "
-                     f"{fmt(r.get('file_to_model_s'), '.1f')} | {fmt(r.get('peak_rss_mb'))} | {fmt(r.get('test_auc'), '.4f')} |")
+                     f"{fmt(r.get('file_to_model_s'), '.1f')} | {fmt(r.get('beside_training_s'), '.2f')} | "
+                     f"{fmt(r.get('peak_rss_mb'))} | {fmt(r.get('test_auc'), '.4f')} |")
     lines.append("")
     ok = {n: r for n, r in results.items() if "error" not in r}
     ours = {n: r for n, r in ok.items() if n.startswith("deepfm DeepFM") and "predict_samples_per_s" in r}

@@ -45,3 +45,14 @@ def test_a_bf16_row_over_another_width_is_divided_by_the_bf16_bare_mlp_of_that_w
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[2] for line in run.table(results).splitlines()
             if line.startswith("| deepfm")}
     assert rows == {"deepfm DeepFM defaults · onehot": "0.75", "deepfm DeepFM defaults bf16 · onehot": "0.75"}
+
+
+def test_the_table_shows_the_time_beside_training_where_a_row_has_it():
+    """File → model less the training loop's own time: reading, encoding and set-up, which swing less than training."""
+    run = load_run()
+    results = {"deepfm DeepFM defaults · criteo": deepfm_row(40_000.0) | {"file_to_model_s": 30.0, "beside_training_s": 4.375},
+               "bare MLP (ceiling) · criteo": {"train_samples_per_s": 50_000.0}}
+    header, _, deepfm, bare = run.table(results).splitlines()[:4]
+    column = [cell.strip() for cell in header.strip("|").split("|")].index("beside training (s)")
+    assert [cell.strip() for cell in deepfm.strip("|").split("|")][column] == "4.38"
+    assert [cell.strip() for cell in bare.strip("|").split("|")][column] == "—"
