@@ -9,7 +9,9 @@ dropout, no batch norm, embedding L2 1e-6), each peer at its defaults and matche
 regularisers, and the bare-MLP ceilings of each shape; runs each measurement in its
 own process, one after another, with OMP_WAIT_POLICY=PASSIVE, and reports medians over
 ``--repeat`` rounds. "Beside training" is file → model less the training loop's own time (reading, encoding,
-set-up; DeepCTR-Torch: all but ``fit``): it moves far less than file → model when the host's speed swings.
+set-up; DeepCTR-Torch: all but ``fit``): it leaves out the training loop, the part whose speed swings most. Not quite
+like for like: deepfm's loop loads numba at its first step, DeepCTR-Torch's example encodes the test file with the
+training file (beside ``fit``), and its ``fit`` turns the frame into one tensor first.
 Peers run from benchmarks/.peers-venv (``--setup-peers`` creates it:
 torch 2.13.0, deepctr-torch, torchfm, xlearn). FM on Frappe needs the datasets folder
 (``--datasets`` or $DEEPFM_DATASETS). ``--stream`` adds the 1M rows trained streamed and in

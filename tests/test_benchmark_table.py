@@ -48,7 +48,7 @@ def test_a_bf16_row_over_another_width_is_divided_by_the_bf16_bare_mlp_of_that_w
 
 
 def test_the_table_shows_the_time_beside_training_where_a_row_has_it():
-    """File → model less the training loop's own time: reading, encoding and set-up, which swing less than training."""
+    """File → model less the training loop's own time (reading, encoding and set-up), where a row has it."""
     run = load_run()
     results = {"deepfm DeepFM defaults · criteo": deepfm_row(40_000.0) | {"file_to_model_s": 30.0, "beside_training_s": 4.375},
                "bare MLP (ceiling) · criteo": {"train_samples_per_s": 50_000.0}}
