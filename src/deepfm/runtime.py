@@ -40,7 +40,8 @@ from typing import Any, Callable, Iterator, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE", "ARROW_DEFAULT_MEMORY_POOL": "system", "NUMPY_MADVISE_HUGEPAGE": "0"}
+HUGE_PAGES = "NUMPY_MADVISE_HUGEPAGE"
+ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE", "ARROW_DEFAULT_MEMORY_POOL": "system", HUGE_PAGES: "0"}
 # glibc's mallopt parameters and the values keep_freed_memory sets
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MAP_FROM = 32 << 20  # blocks this large or larger are mapped alone (and unmapped when freed); glibc before
@@ -100,7 +101,7 @@ def configure(threads: int = 0) -> None:
     torch.set_num_threads(threads or available_cores())
     torch.set_flush_denormal(True)
     try:
-        huge_pages = int(os.environ.get("NUMPY_MADVISE_HUGEPAGE", "0")) != 0  # as numpy reads it at import
+        huge_pages = int(os.environ.get(HUGE_PAGES, ENVIRONMENT[HUGE_PAGES])) != 0  # as numpy reads it at import
     except ValueError:
         huge_pages = False
     set_numpy_huge_pages(huge_pages)
@@ -117,13 +118,8 @@ def _numpy_multiarray() -> Any:
 def numpy_huge_pages() -> bool | None:
     """Whether NumPy asks the kernel for transparent huge pages for its large arrays (``madvise``); None where
     this NumPy cannot say."""
-    getter = getattr(_numpy_multiarray(), "_get_madvise_hugepage", None)
-    if getter is not None:
-        return bool(getter())
-    previous = set_numpy_huge_pages(True)  # a NumPy with the switch alone: read by setting it back
-    if previous is not None:
-        set_numpy_huge_pages(previous)
-    return previous
+    getter = getattr(_numpy_multiarray(), "_get_madvise_hugepage", None)  # alongside the setter in the NumPys deepfm supports
+    return None if getter is None else bool(getter())
 
 
 def set_numpy_huge_pages(enabled: bool) -> bool | None:
