@@ -169,3 +169,38 @@ def test_the_one_pass_hands_freed_memory_back_once_between_reading_and_encoding(
     fit_and_encode(file(), DataConfig(multi=("tags",)))
     assert events.count("release") == 1
     assert events[0] == "release" and events.count("encode") == len(file().chunks())
+
+
+def test_row_codes_write_each_rows_id_into_a_column_of_a_larger_array_and_nulls_get_the_missing_id():
+    codes = ChunkCodes.of(pa.array(["b", None, "a", "b", None], pa.string())).rows(None, hashes=False)
+    whole = np.full((5, 3), -7, np.int32)
+    codes.take(np.array([10, 11]), 99, whole[:, 1])  # ids of the distinct values "b", "a"
+    np.testing.assert_array_equal(whole[:, 1], [10, 99, 11, 10, 99])
+    assert (whole[:, [0, 2]] == -7).all()
+
+
+def test_transform_writes_the_ids_into_the_array_it_is_given(chunked):
+    from deepfm.data.readers import read_frame
+
+    _, file = chunked
+    encoder, _ = fit_streaming(file(), DataConfig(multi=("tags",)))
+    frame = read_frame(file().path, multi=("tags",))
+    out = np.zeros((frame.num_rows + 2, len(encoder.single_fields)), np.int32)
+    data = encoder.transform(frame, ids=out[1:-1])
+    assert np.shares_memory(data.ids, out) and (out[[0, -1]] == 0).all()
+    fresh = encoder.transform(frame)
+    np.testing.assert_array_equal(out[1:-1], fresh.ids)
+    np.testing.assert_array_equal(data.values, fresh.values)
+    with pytest.raises(ValueError, match="int64"):
+        encoder.transform(frame, ids=out[1:-1].astype(np.int64))  # not this table's id type
+    with pytest.raises(ValueError):
+        encoder.transform(frame, ids=out[2:-1])  # a row short
+
+
+def test_the_kept_frames_are_encoded_once(chunked):
+    _, file = chunked
+    encoder, encode_into = FeatureEncoder.fit_and_transform(file().frames(), DataConfig(multi=("tags",)))
+    rows = sum(frame.num_rows for frame in file().frames())
+    assert sum(len(part) for part in encode_into(encoder.new_ids(rows))) == rows
+    with pytest.raises(RuntimeError, match="encoded already"):
+        next(encode_into(encoder.new_ids(rows)))

@@ -239,6 +239,48 @@ def test_a_file_that_changed_between_the_counting_and_the_reading_pass_is_a_clea
             list(source.batches(256, seed=0, epoch=0))
 
 
+@pytest.mark.parametrize("one_pass", [True, False])
+def test_each_chunk_writes_its_ids_into_the_whole_files_array_and_none_is_copied(csv_file, one_pass, monkeypatch):
+    from deepfm.data import stream
+
+    seen = []
+    in_place = stream.written_in_place
+    monkeypatch.setattr(stream, "written_in_place", lambda *a: seen.append(in_place(*a)) or seen[-1])
+    file = ChunkedFile(csv_file, chunk_bytes=CHUNK)
+    if one_pass:
+        _, _, data = stream.fit_and_encode(file, CONFIG)
+    else:
+        encoder, rows = fit_streaming(file, CONFIG)
+        data = encode_file(file, encoder, rows)
+    assert len(seen) == len(file.chunks()) > 5 and all(seen)
+    assert len(data) == SPEC.rows
+
+
+def test_a_part_is_in_place_only_where_it_is_the_very_rows_of_the_whole():
+    from deepfm.data.stream import written_in_place
+
+    whole = np.zeros((10, 3), np.int32)
+    assert written_in_place(whole[4:7], whole, 4)
+    assert not written_in_place(whole[4:7], whole, 3)  # other rows
+    assert not written_in_place(whole[4:7].copy(), whole, 4)  # a copy
+    assert not written_in_place(whole[4:7, :2], whole, 4)  # fewer columns
+    assert not written_in_place(whole[4:7].astype(np.int64), whole, 4)
+
+
+def test_parts_of_their_own_are_copied_into_the_array_given_and_those_in_place_are_kept():
+    from types import SimpleNamespace
+
+    from deepfm.data.batch import EncodedData
+
+    encoder = SimpleNamespace(single_fields=[SimpleNamespace()] * 2, multi_fields=[], value_fields=())
+    whole = np.full((4, 2), -1, np.int32)
+    whole[:2] = [[1, 2], [3, 4]]  # the first part wrote itself there
+    parts = [EncodedData(whole[:2], None), EncodedData(np.array([[5, 6], [7, 8]], np.int32), None)]
+    data = assemble(iter(parts), 4, encoder, ids=whole)
+    assert data.ids is whole
+    np.testing.assert_array_equal(whole, [[1, 2], [3, 4], [5, 6], [7, 8]])
+
+
 def test_a_chunk_with_more_value_columns_than_the_first_widens_what_is_stored():
     from types import SimpleNamespace
 
@@ -249,7 +291,7 @@ def test_a_chunk_with_more_value_columns_than_the_first_widens_what_is_stored():
              EncodedData(ids, None),
              EncodedData(ids, np.array([[4, 5, 6], [7, 8, 9]], np.float32))]  # every column
     fields = [SimpleNamespace()] * 3
-    encoder = SimpleNamespace(single_fields=fields, multi_fields=[], num_features=10, value_fields=(1,))
+    encoder = SimpleNamespace(single_fields=fields, multi_fields=[], value_fields=(1,), new_ids=lambda rows: np.empty((rows, 3), np.int32))
     data = assemble(iter(parts), 6, encoder)
     assert data.value_fields is None
     np.testing.assert_array_equal(data.values, [[1, 2, 1], [1, 3, 1], [1, 1, 1], [1, 1, 1], [4, 5, 6], [7, 8, 9]])

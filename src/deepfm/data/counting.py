@@ -52,9 +52,13 @@ class RowCodes:
     hashes: np.ndarray | None  # (d,) uint64
     placement: "Placement | None"
 
-    def take(self, ids_of_distinct: np.ndarray, missing: int) -> np.ndarray:
-        """Each row's id, from the id of each distinct value; ``missing`` for null rows. Shape (rows,), int64."""
-        return np.append(ids_of_distinct.astype(np.int64), np.int64(missing))[self.indices]
+    def take(self, ids_of_distinct: np.ndarray, missing: int, out: np.ndarray) -> None:
+        """Write each row's id into ``out`` (rows,), from the id of each distinct value; ``missing``
+        for null rows. ``out`` may be a column of a larger array, e.g. ``ids[:, j]``."""
+        table = np.append(ids_of_distinct, missing).astype(out.dtype)
+        # a null's -1 wraps to the last entry (missing); gathered contiguous, then copied: faster than
+        # NumPy's take straight into a strided column
+        out[:] = np.take(table, self.indices, mode="wrap")
 
 
 class Placement:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +39,9 @@ from deepfm.tasks import Task, TaskFitter, task_from_dict
 MISSING, UNSEEN = 0, 1
 RESERVED = 2
 SCHEMA_VERSION = 1
+
+LocalIds = tuple[RowCodes, np.ndarray]  # a chunk's column as codes, and the field-local id of each distinct value
+EncodeInto = Callable[[np.ndarray], Iterator[EncodedData]]  # encodes kept frames, once, into consecutive rows of an ids array
 
 
 @dataclass
@@ -171,6 +174,10 @@ class FeatureEncoder:
         return tuple(j for j, f in enumerate(self.single_fields)
                      if f.weighted or (f.kind == "numeric" and f.edges is None))
 
+    def new_ids(self, rows: int) -> np.ndarray:
+        """An uninitialised (rows, single-valued fields) array of this table's id type."""
+        return np.empty((rows, len(self.single_fields)), dtype=id_dtype(self.num_features))
+
     @property
     def num_fields(self) -> int:
         return len(self.fields)
@@ -249,23 +256,27 @@ class FeatureEncoder:
         return _Fitter.over(frames, config).finish()
 
     @classmethod
-    def fit_and_transform(cls, frames: Iterable[RawFrame], config: DataConfig) -> tuple["FeatureEncoder", Iterator[EncodedData] | None]:
+    def fit_and_transform(cls, frames: Iterable[RawFrame], config: DataConfig) -> tuple["FeatureEncoder", EncodeInto | None]:
         """``fit``, keeping what ``transform`` needs of each frame (its categorical columns as codes of
         the chunk's distinct values, the other columns as they are), so the frames need not be read
-        again: the encoder and the frames encoded, one at a time, or None where that cannot be done
-        (libFM/libFFM frames; a field with two values of one hash), for the caller to read them again."""
+        again. Returns the encoder and a function to call once that, given an ids array of every frame's
+        rows (``new_ids``), encodes the frames one at a time, in order, into its consecutive rows; or
+        None where that cannot be done (libFM/libFFM frames; a field with two values of one hash),
+        for the caller to read the frames again."""
         fitter = _Fitter.over(frames, config, retain=True)
         encoder = fitter.finish()
         return encoder, fitter.transformed(encoder)
 
     # -- transform ------------------------------------------------------------------------------
 
-    def transform(self, frame: RawFrame, with_labels: bool = True, local: dict[str, np.ndarray] | None = None,
-                  side_by_side: bool = True) -> EncodedData:
+    def transform(self, frame: RawFrame, with_labels: bool = True, local: dict[str, LocalIds] | None = None,
+                  side_by_side: bool = True, ids: np.ndarray | None = None) -> EncodedData:
         """Encode a frame; a column the model needs but the file lacks is a ``DataError``. A libFM/libFFM
-        frame must be read with this encoder's ``layout``. ``local``: the field-local ids of categorical
-        columns, found already (``fit_and_transform``), in place of the columns. ``side_by_side``: the
-        columns on torch's threads (``columns.each_column``); not where training runs meanwhile."""
+        frame must be read with this encoder's ``layout``. ``local``: each categorical column's codes and
+        the field-local id of each of its distinct values, found already (``fit_and_transform``), in
+        place of the column. ``side_by_side``: the columns on torch's threads (``columns.each_column``);
+        not where training runs meanwhile. ``ids``: the array to write the ids into (``new_ids``), e.g.
+        rows of a whole file's (``stream.encode_file``); a new one otherwise."""
         local = local or {}
         for spec in self.fields:
             if spec.name not in frame.columns and spec.name not in local:
@@ -275,41 +286,60 @@ class FeatureEncoder:
                 raise DataError(frame.path, f"column '{spec.name}' is required by the model but not in the file", line=1)
         n = frame.num_rows
         single = self.single_fields
-        ids = np.empty((n, len(single)), dtype=id_dtype(self.num_features))
-        values = np.ones((n, len(single)), dtype=np.float32)
+        if ids is None:
+            ids = self.new_ids(n)
+        elif ids.shape != (n, len(single)) or ids.dtype != id_dtype(self.num_features):
+            raise ValueError(f"ids of {ids.dtype} {ids.shape} for {n} rows of {len(single)} fields of {id_dtype(self.num_features).__name__} ids")
+        varied: dict[int, np.ndarray] = {}  # the columns whose values are not all 1
 
         def encode(column: tuple[int, FieldSpec]) -> None:  # each column's temporaries go as it is written
             j, spec = column
-            ids[:, j], values[:, j] = self._encode_single(frame, spec, local.get(spec.name))
+            value = self._encode_single(frame, spec, ids[:, j], local.get(spec.name))
+            if value is not None and not (value == 1).all():
+                varied[j] = value
 
         each_column(encode, list(enumerate(single)), n, side_by_side)
         bags = each_column(lambda spec: self._encode_multi(frame, spec), self.multi_fields, n, side_by_side)
         labels = self.task.encode_labels(frame) if with_labels and frame.labels is not None else None
         weights = read_sample_weights(frame, self.weight) if labels is not None and self.weight in frame.columns else None
-        value_fields = self.value_fields
-        unit = (values == 1).all(axis=0)  # (F,): columns whose values are all 1
-        if unit.all():
-            values, value_fields = None, None
-        elif len(value_fields) < len(single) and np.delete(unit, value_fields).all():
-            values = values[:, value_fields]  # the other columns are all 1: keep only these
-        else:
-            value_fields = None  # e.g. a libFM chunk with weights where the first chunk had none
+        values, value_fields = self._stored_values(varied, n)
         return EncodedData(ids=ids, values=values, bags=bags, labels=labels, value_fields=value_fields, weights=weights)
 
-    def _encode_single(self, frame: RawFrame, spec: FieldSpec, local: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _stored_values(self, varied: dict[int, np.ndarray], rows: int) -> tuple[np.ndarray | None, tuple[int, ...] | None]:
+        """The values kept of a frame's single-valued fields, from the columns whose values are not all 1:
+        none; or the ``value_fields`` columns, when every other column is all 1; or every column (e.g. a
+        libFM chunk with weights where the first chunk had none)."""
+        if not varied:
+            return None, None
+        value_fields = self.value_fields
+        if len(value_fields) == len(self.single_fields) or not varied.keys() <= set(value_fields):
+            value_fields = None
+        columns = range(len(self.single_fields)) if value_fields is None else value_fields
+        values = np.ones((rows, len(columns)), dtype=np.float32)
+        for position, j in enumerate(columns):
+            if j in varied:
+                values[:, position] = varied[j]
+        return values, value_fields
+
+    def _encode_single(self, frame: RawFrame, spec: FieldSpec, out: np.ndarray,
+                       local: LocalIds | None = None) -> np.ndarray | None:
+        """Write the field's ids into ``out`` (rows,); return its values, or None where they are all 1."""
         column = frame.columns.get(spec.name)
         if spec.kind == "numeric":
             x = to_float(frame, column, spec.name)
             missing = ~np.isfinite(x)
             if spec.edges is not None:
-                local = np.where(missing, MISSING, 1 + np.searchsorted(np.asarray(spec.edges), x, side="right"))
-                return spec.offset + local, np.ones(len(x), dtype=np.float32)
-            scaled = np.where(missing, 1.0, (signed_log(np.nan_to_num(x)) - spec.mean) / spec.std)
-            return spec.offset + np.where(missing, MISSING, 1), scaled.astype(np.float32)
-        local = self._lookup(column, spec) if local is None else local
+                out[:] = spec.offset + np.where(missing, MISSING, 1 + np.searchsorted(np.asarray(spec.edges), x, side="right"))
+                return None
+            out[:] = spec.offset + np.where(missing, MISSING, 1)
+            return np.where(missing, 1.0, (signed_log(np.nan_to_num(x)) - spec.mean) / spec.std).astype(np.float32)
+        if local is None:
+            out[:] = spec.offset + self._lookup(column, spec)
+        else:
+            codes, ids_of_distinct = local
+            codes.take(spec.offset + ids_of_distinct, spec.offset + MISSING, out)
         weights = frame.weights.get(spec.name)
-        value = np.ones(len(local), dtype=np.float32) if weights is None else weights.to_numpy(zero_copy_only=False).astype(np.float32)
-        return spec.offset + local, value
+        return None if weights is None else weights.to_numpy(zero_copy_only=False).astype(np.float32)
 
     def _encode_multi(self, frame: RawFrame, spec: FieldSpec) -> Bag:
         column = frame.columns[spec.name]
@@ -463,8 +493,8 @@ class _Fitter:
         else:
             self.retained = None  # libFM/libFFM frames are laid out by the encoder: read them again
 
-    def transformed(self, encoder: FeatureEncoder) -> Iterator[EncodedData] | None:
-        """The retained frames encoded (and let go) one by one, or None (see ``fit_and_transform``)."""
+    def transformed(self, encoder: FeatureEncoder) -> EncodeInto | None:
+        """What encodes the retained frames (letting each go once encoded), or None (see ``fit_and_transform``)."""
         if self.retained is None or any(counts.collided for counts in self.counts.values()):
             return None
         retained, self.retained = self.retained, None
@@ -474,21 +504,26 @@ class _Fitter:
             position_of_row[name] = np.full(len(self.counts[name].counts), -1, np.int64)
             position_of_row[name][rows] = np.arange(len(rows))
 
-        def local_ids(name: str, codes: RowCodes) -> np.ndarray:
+        def local_ids(name: str, codes: RowCodes) -> LocalIds:
             spec = specs[name]
             if spec.hash_buckets:
-                return codes.take(_bucket_ids(codes.hashes, spec), MISSING)
+                return codes, _bucket_ids(codes.hashes, spec)
             position = position_of_row[name][self.counts[name].row_of(codes.placement)]
-            return codes.take(np.where(position < 0, UNSEEN, position + RESERVED), MISSING)
+            return codes, np.where(position < 0, UNSEEN, position + RESERVED)
 
-        def encoded() -> Iterator[EncodedData]:
-            retained.reverse()  # popped from the end: first frame first, each let go once encoded
-            while retained:
-                frame, codes = retained.pop()
-                local = each_column(lambda item: local_ids(*item), list(codes.items()), frame.num_rows)
-                yield encoder.transform(frame, local=dict(zip(codes, local)))
+        def encoded(ids: np.ndarray) -> Iterator[EncodedData]:
+            nonlocal retained
+            if retained is None:
+                raise RuntimeError("the kept frames were encoded already: they are let go as they are")
+            frames, retained = retained[::-1], None  # popped from the end: first frame first, each let go once encoded
+            start = 0
+            while frames:
+                frame, codes = frames.pop()
+                local = dict(zip(codes, each_column(lambda item: local_ids(*item), list(codes.items()), frame.num_rows)))
+                yield encoder.transform(frame, local=local, ids=ids[start : start + frame.num_rows])
+                start += frame.num_rows
 
-        return encoded()
+        return encoded
 
     def finish(self) -> FeatureEncoder:
         config, specs, offset = self.config, [], 0

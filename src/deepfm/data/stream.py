@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from deepfm.config import DataConfig
-from deepfm.data.encoded import Bag, EncodedData, id_dtype
+from deepfm.data.encoded import Bag, EncodedData
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.filelist import ChunkedFiles, training_files
 from deepfm.data.formats import check_data_file, gzip_errors, is_gzip, open_bytes
@@ -71,11 +71,12 @@ def fit_and_encode(file: ChunkedFile | ChunkedFiles, config: DataConfig,
             rows.append(frame.num_rows)
             yield frame
 
-    encoder, parts = FeatureEncoder.fit_and_transform(counted(), config)
+    encoder, encode_into = FeatureEncoder.fit_and_transform(counted(), config)
     release_free_memory()  # what parsing freed, before the encoded columns are allocated (the pass's peak)
-    if parts is None:
+    if encode_into is None:
         return encoder, rows, encode_file(file, encoder, rows, progress=progress)
-    return encoder, rows, assemble(parts, sum(rows), encoder, file.path)
+    ids = encoder.new_ids(sum(rows))
+    return encoder, rows, assemble(encode_into(ids), sum(rows), encoder, file.path, ids)
 
 
 def count_rows(file: ChunkedFile | ChunkedFiles, progress: bool = False) -> list[int]:
@@ -183,16 +184,30 @@ def encode_file(file: ChunkedFile | ChunkedFiles, encoder: FeatureEncoder, rows_
     """The whole file encoded in memory, read chunk by chunk into preallocated columns, so the
     raw text of only one chunk is held at a time."""
     frames = with_progress(file.frames(layout=encoder.layout), file, "encoding", progress)
-    return assemble((encoder.transform(frame) for frame in frames), sum(rows_per_chunk), encoder, file.path)
+    total = sum(rows_per_chunk)
+    ids = encoder.new_ids(total)
+
+    def parts() -> Iterator[EncodedData]:  # each chunk's ids written in place while they fit (assemble tells a changed file)
+        start = 0
+        for frame in frames:
+            stop = start + frame.num_rows
+            yield encoder.transform(frame, ids=ids[start:stop] if stop <= total else None)
+            start = stop
+
+    return assemble(parts(), total, encoder, file.path, ids)
 
 
-def assemble(parts: Iterable[EncodedData], total: int, encoder: FeatureEncoder, path: str | Path = "") -> EncodedData:
+def assemble(parts: Iterable[EncodedData], total: int, encoder: FeatureEncoder, path: str | Path = "",
+             ids: np.ndarray | None = None) -> EncodedData:
     """Encoded parts of ``total`` rows in all, copied one by one into preallocated columns: the
-    whole is never held twice, as concatenating the parts would. Parts with another number of
-    rows than counted earlier (the file changed between passes) are a ``DataError`` on ``path``."""
+    whole is never held twice, as concatenating the parts would. ``ids``: the (total, fields) array
+    to fill (``FeatureEncoder.new_ids``), into whose rows the parts may have written their ids already
+    (``FeatureEncoder.transform(ids=...)``); a part's ids found in place are not copied. Parts with
+    another number of rows than counted earlier (the file changed between passes) are a
+    ``DataError`` on ``path``."""
     fields = len(encoder.single_fields)
     value_fields: tuple[int, ...] | None = encoder.value_fields  # None once some part needs every column
-    ids = np.empty((total, fields), dtype=id_dtype(encoder.num_features))
+    ids = encoder.new_ids(total) if ids is None else ids
     values: np.ndarray | None = None
     labels: np.ndarray | None = None
     weights: np.ndarray | None = None
@@ -202,7 +217,8 @@ def assemble(parts: Iterable[EncodedData], total: int, encoder: FeatureEncoder, 
         stop = start + len(part)
         if stop > total:
             raise DataError(path, f"the file changed while being read: more than the {total:,} rows counted before")
-        ids[start:stop] = part.ids
+        if not written_in_place(part.ids, ids, start):
+            ids[start:stop] = part.ids
         if part.values is not None:
             if values is None:
                 values = np.ones((total, fields if part.value_fields is None else len(part.value_fields)), np.float32)
@@ -227,6 +243,12 @@ def assemble(parts: Iterable[EncodedData], total: int, encoder: FeatureEncoder, 
         raise DataError(path, f"the file changed while being read: {start:,} rows where {total:,} were counted before")
     return EncodedData(ids=ids, values=values, bags=[Bag.concat(b) for b in bags], labels=labels,
                        value_fields=value_fields, weights=weights)
+
+
+def written_in_place(part: np.ndarray, whole: np.ndarray, start: int) -> bool:
+    """Whether ``part`` is rows ``start``.. of ``whole`` (the same memory, not a copy)."""
+    return (part.dtype == whole.dtype and part.strides == whole.strides and part.shape[1:] == whole.shape[1:]
+            and part.ctypes.data == whole.ctypes.data + start * whole.strides[0])
 
 
 def chunk_bytes_for(path: str | Path, chunk_rows: int, probe: int = 1 << 20) -> int:
