@@ -2,7 +2,7 @@
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/profile_file.py benchmarks/.data/longtail [--setting defaults]
         [--numeric no] [--cprofile benchmarks/profiles/file_longtail.txt] [--skip-training] [--interleave 3]
-        [--fingerprint]
+        [--fingerprint] [--split]
 
 Phases, each timed alone in this process (wall and the process's CPU time), in the order ``deepfm
 train`` runs them for an in-memory file: read (every chunk parsed, nothing else: the CSV parsing
@@ -13,6 +13,9 @@ scoring (the test file encoded and predicted). ``--cprofile`` writes the top fun
 encode and the one pass by cumulative time. ``--interleave N`` instead times, N rounds in turn, the
 read with 16 MB and with 1 MB parse blocks, fit then encode, and the one pass, and prints medians:
 ratios in one process, which a loaded machine moves less than figures of separate runs.
+``--split`` times only the one reading pass, split into reading + counting (``_Fitter.over``), the
+vocabularies (``finish``) and the encoding into the id array (``assemble`` of the kept frames), with
+the process's peak RSS after it: run it in fresh processes, alternated with another checkout's.
 ``--fingerprint`` prints hashes of the fitted encoder's JSON and of the encoded training and test
 rows, as training encodes them: the same with ``PYTHONPATH=<other checkout>/src`` means the same ids.
 """
@@ -56,6 +59,7 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--interleave", type=int, default=0, help="rounds of the read/fit/encode variants, in turn")
     parser.add_argument("--fingerprint", action="store_true", help="hashes of the encoder and the encoded rows")
+    parser.add_argument("--split", action="store_true", help="the one reading pass, phase by phase")
     args = parser.parse_args()
     setup()
     estimator = _deepfm("off", 1, chunk_rows=65_536, window=8, setting=args.setting,
@@ -67,6 +71,8 @@ def main() -> None:
         return interleaved(file, config, args.interleave, args.data.name)
     if args.fingerprint:
         return fingerprint(estimator, file, args.data)
+    if args.split:
+        return split(file, config, args.data.name)
     timed("read (parse only)", lambda: sum(frame.num_rows for frame in file.frames()), phases)
     profiler = cProfile.Profile() if args.cprofile else None
     if profiler:
@@ -105,6 +111,32 @@ def fingerprint(estimator, file, data: Path) -> None:
           f"train ids {digest(encoded.ids)} ({encoded.ids.dtype}), values "
           f"{digest(encoded.values) if encoded.values is not None else None}, labels {digest(encoded.labels)}, "
           f"test ids {digest(test.ids)}")
+
+
+def split(file, config, name: str) -> None:
+    import resource
+
+    from deepfm.data import encoders
+
+    phases: dict[str, float] = {}
+
+    def timing(what: str, call):
+        def timed_call(*args, **kwargs):
+            start = time.perf_counter()
+            result = call(*args, **kwargs)
+            phases[what] = time.perf_counter() - start
+            return result
+        return timed_call
+
+    over = encoders._Fitter.over.__func__
+    encoders._Fitter.over = classmethod(timing("read + count", over))
+    encoders._Fitter.finish = timing("vocabularies", encoders._Fitter.finish)
+    stream.assemble = timing("encode into the id array", stream.assemble)
+    start = time.perf_counter()
+    stream.fit_and_encode(file, config)
+    phases["the one reading pass"] = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{name}: " + ", ".join(f"{what} {seconds:.2f} s" for what, seconds in phases.items()) + f"; peak RSS {peak:.0f} MB")
 
 
 def interleaved(file, config, rounds: int, name: str) -> None:
