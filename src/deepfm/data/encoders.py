@@ -528,7 +528,9 @@ class _Fitter:
     def finish(self) -> FeatureEncoder:
         config, specs, offset = self.config, [], 0
         ordered = [n for n, k in self.kinds.items() if k != "multi"] + [n for n, k in self.kinds.items() if k == "multi"]
-        tables = {name: self.counts[name].table() for name in ordered if self.kinds[name] != "numeric"}
+        counted = [name for name in ordered if self.kinds[name] != "numeric"]
+        # each field's last merge of its counts, side by side (as while counting): the long tail's 39 took 0.48 s in turn
+        tables = dict(zip(counted, each_column(lambda name: self.counts[name].table(), counted, self.rows)))
         tables = {name: table.append_column("row", pa.array(np.arange(len(table), dtype=np.int64)))
                   for name, table in tables.items()}
         seen = IdCounts.of(self.rows, [table["count"] for table in tables.values()])
