@@ -367,3 +367,29 @@ def test_a_line_longer_than_a_parse_block_is_read(tmp_path, monkeypatch, suffix)
     assert frame.num_rows == 302 and frame.columns["c"][300].as_py() == "x" * 5000
     chunks = list(ChunkedFile(path, chunk_bytes=2 << 10).frames())
     assert len(chunks) > 1 and sum(f.num_rows for f in chunks) == 302
+
+
+@pytest.mark.parametrize("size", [1, 3, 8, 64])
+def test_a_plain_files_chunks_are_cut_where_reading_it_as_a_stream_cuts_them(size):
+    """The index of a seekable file, searched in place, matches the cuts of the stream (.gz) reader:
+    a chunk ends at a line end, a line longer than a chunk grows it, and a last line without a line
+    end (not only blanks) is a chunk of its own."""
+    import io
+    import random
+
+    from deepfm.data.readers import Chunk, _chunks_read_in_place, _line_blocks
+
+    def streamed(data: bytes, offset: int) -> list[Chunk]:
+        handle, chunks, line = io.BytesIO(data), [], 1
+        handle.seek(offset)
+        for block in _line_blocks(handle, size):
+            chunks.append(Chunk(offset, len(block), line))
+            offset, line = offset + len(block), line + block.count(b"\n")
+        return chunks
+
+    rng = random.Random(size)
+    texts = [b"", b"\n", b"a", b"ab\ncd", b"ab\ncd\n", b"abc\n  ", b"x" * 50 + b"\ny\n", b"\n\n\n"]
+    texts += [bytes(rng.choice(b"ab \n") for _ in range(rng.randrange(200))) for _ in range(300)]
+    for text in texts:
+        for offset in {0, min(2, len(text))}:
+            assert list(_chunks_read_in_place(io.BytesIO(text), offset, 1, size)) == streamed(text, offset), (text, offset)

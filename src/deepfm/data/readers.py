@@ -116,6 +116,9 @@ class ChunkedFile:
             for _ in range(self._header_lines):
                 handle.readline()
             offset, line = handle.tell(), 1 + self._header_lines
+            if self.seekable:
+                yield from _chunks_read_in_place(handle, offset, line, self.chunk_bytes)
+                return
             for block in _line_blocks(handle, self.chunk_bytes):
                 yield Chunk(offset, len(block), line)
                 offset += len(block)
@@ -206,6 +209,30 @@ def gzip_errors_in(path: Path, blocks: Iterator[tuple[Chunk, bytes]]) -> Iterato
     """``blocks``, with ``gzip_errors`` around reading them (not around what the caller does with each)."""
     with gzip_errors(path):
         yield from blocks
+
+
+def _chunks_read_in_place(handle, offset: int, line: int, size: int) -> Iterator[Chunk]:
+    """The chunks of ``_line_blocks`` (the same cuts) of a seekable file from ``offset``, each window read
+    into one reused buffer and searched there: no block is joined to the last one's rest, sliced or kept
+    (the index of 221 MB of Criteo-shaped text: 0.25-0.28 s the other way)."""
+    buffer = bytearray(2 * size)
+    read_end = offset  # where ``_line_blocks`` would have read to: the next window ends ``size`` further
+    while True:
+        read_end += size
+        length = read_end - offset
+        if len(buffer) < length:  # a line longer than a block: the window grows, as ``rest`` does there
+            buffer = bytearray(2 * length)
+        handle.seek(offset)
+        got = handle.readinto(memoryview(buffer)[:length])
+        cut = buffer.rfind(b"\n", 0, got) + 1
+        if cut:
+            yield Chunk(offset, cut, line)
+            line += buffer.count(b"\n", 0, cut)
+            offset += cut
+        if got < length:  # the end of the file: what follows the last line end is a last line of its own
+            if buffer[cut:got].strip():
+                yield Chunk(offset, got - cut + 1, line)  # + the line end ``_line_blocks`` adds
+            return
 
 
 def _line_blocks(handle, size: int) -> Iterator[bytes]:
