@@ -529,7 +529,7 @@ class _Fitter:
         config, specs, offset = self.config, [], 0
         ordered = [n for n, k in self.kinds.items() if k != "multi"] + [n for n, k in self.kinds.items() if k == "multi"]
         counted = [name for name in ordered if self.kinds[name] != "numeric"]
-        # each field's last merge of its counts, side by side (as while counting): the long tail's 39 took 0.48 s in turn
+        # each field's last merge of its counts, side by side (as while counting): the long tail's 39 took ~0.46 s in turn
         tables = dict(zip(counted, each_column(lambda name: self.counts[name].table(), counted, self.rows)))
         tables = {name: table.append_column("row", pa.array(np.arange(len(table), dtype=np.int64)))
                   for name, table in tables.items()}
