@@ -1,14 +1,15 @@
 """Peer libraries' documented pipelines, one per process (run in benchmarks/.peers-venv).
 
-    python benchmarks/peers.py deepctr DATA_DIR [defaults|matched] [NUMERIC yes|no]
-    python benchmarks/peers.py deepctr_phases DATA_DIR [defaults|matched] [NUMERIC yes|no] [STEPS]  # its step by phase
+    python benchmarks/peers.py deepctr DATA_DIR [defaults|matched[:K:DROPOUT]] [NUMERIC yes|no]
+    python benchmarks/peers.py deepctr_phases DATA_DIR [defaults|matched[:K:DROPOUT]] [NUMERIC yes|no] [STEPS]  # its step by phase
     python benchmarks/peers.py torchfm DATA_DIR [NUMERIC yes|no]
     python benchmarks/peers.py xlearn FRAPPE_DIR
 
 Same data, model size and batch as deepfm's benchmark: DeepFM with embeddings of 10,
 MLP 400-400-400, Adam (lr 1e-3), batch 4096, one epoch. DeepCTR-Torch at its own defaults
-(no dropout, no batch norm, embedding L2 1e-5) or ``matched`` to deepfm's defaults (dropout 0.2,
-batch norm); pytorch-fm's MLP always has batch norm, and its example's dropout 0.2. ``NUMERIC=no``
+(no dropout, no batch norm, embedding L2 1e-5) or ``matched`` to deepfm's defaults on the data: batch norm,
+dropout 0.2 and embeddings of 10, or ``matched:K:DROPOUT`` (``run.py`` passes what deepfm's data rule chose on the
+shape: ``matched:64:0.5`` on one-hot data, where ids recur); pytorch-fm's MLP always has batch norm, and its example's dropout 0.2. ``NUMERIC=no``
 reads the I columns as categorical (the long-tail shape). Prints one JSON line with the process's
 own peak RSS. Nothing here imports deepfm.
 """
@@ -44,6 +45,18 @@ def setup_torch():
     return torch
 
 
+def matched_model(setting: str) -> tuple[int, dict]:
+    """(embedding width, DeepFM's regularising keywords) of a ``setting``: ``defaults``, ``matched`` or
+    ``matched:K:DROPOUT``."""
+    name, _, rest = setting.partition(":")
+    if name == "defaults":
+        return 10, {}
+    if name != "matched":
+        raise ValueError(f"setting {setting!r}: expected defaults, matched or matched:K:DROPOUT")
+    width, _, dropout = rest.partition(":") if rest else ("10", "", "0.2")
+    return int(width), {"dnn_dropout": float(dropout), "dnn_use_bn": True}
+
+
 def _deepctr_model(data_dir: str, setting: str, numeric: str):
     """DeepCTR-Torch's documented Criteo example (examples/run_classification_criteo.py) up to ``compile``:
     (model, train frame, test frame, feature names, seconds since the start)."""
@@ -65,10 +78,10 @@ def _deepctr_model(data_dir: str, setting: str, numeric: str):
     if DENSE:
         data[DENSE] = data[DENSE].fillna(0)
         data[DENSE] = MinMaxScaler(feature_range=(0, 1)).fit_transform(data[DENSE])
-    columns = [SparseFeat(feat, data[feat].max() + 1, embedding_dim=10) for feat in SPARSE] + [
+    width, regularisers = matched_model(setting)
+    columns = [SparseFeat(feat, data[feat].max() + 1, embedding_dim=width) for feat in SPARSE] + [
         DenseFeat(feat, 1) for feat in DENSE]
     names = get_feature_names(columns + columns)
-    regularisers = {"dnn_dropout": 0.2, "dnn_use_bn": True} if setting == "matched" else {}
     model = DeepFM(linear_feature_columns=columns, dnn_feature_columns=columns, dnn_hidden_units=(400, 400, 400),
                    task="binary", device="cpu", **regularisers)
     model.compile("adam", "binary_crossentropy", metrics=["binary_crossentropy"])

@@ -6,7 +6,7 @@
 Generates the data of each shape (benchmarks/make_data.py: Criteo-like, long tail, one-hot; ``--shapes``),
 measures deepfm at its defaults (read from its config: whatever they are) and stripped (no
 dropout, no batch norm, embedding L2 1e-6), each peer at its defaults and matched to deepfm's
-regularisers, and the bare-MLP ceilings of each shape; runs each measurement in its
+model on the shape (DeepCTR-Torch: its embedding width, dropout and batch norm), and the bare-MLP ceilings of each shape; runs each measurement in its
 own process, one after another, with OMP_WAIT_POLICY=PASSIVE, and reports medians over
 ``--repeat`` rounds. "Beside training" is file → model less the training loop's own time (reading, encoding,
 set-up; DeepCTR-Torch: all but ``fit``): it leaves out the training loop, the part whose speed swings most. Not quite
@@ -149,12 +149,14 @@ def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | 
     if stream_file is not None:
         jobs[f"deepfm DeepFM, {stream_file.name} streamed"] = (DEEPFM_PY, "tasks.py", ("stream_big", str(stream_file), str(data)))
     if only:
-        jobs = {name: job for name, job in jobs.items() if any(word in name for word in only)}
+        jobs = selected(jobs, only)
     results: dict[str, list[dict]] = {name: [] for name in jobs}
     for round_ in range(rounds):
         for name, (python, script, args) in jobs.items():
             if round_ and "stream" in name:
                 continue  # long, and about memory and accuracy: once is enough
+            if "matched" in name:  # deepfm's model on this shape, as its defaults row of this round chose it
+                args = matched_to(results[f"deepfm DeepFM defaults · {shape_of(name)}"][-1], args)
             results[name].append(run_logged(f"[{round_ + 1}/{rounds}] {name}", python, script, *args))
             width = results[name][-1].get("mlp_input_width")
             if width and shape_of(name) in SHAPES and width != SHAPES[shape_of(name)][2]:  # k 64: its own ceiling
@@ -164,6 +166,24 @@ def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | 
                     results[ceiling].append(run_logged(f"[{round_ + 1}/{rounds}] {ceiling}", DEEPFM_PY, "tasks.py",
                                                        "mlp", precision, "no", str(width)))
     return {name: median_of(rs) for name, rs in results.items()}
+
+
+def selected(jobs: dict[str, tuple], only: list[str]) -> dict[str, tuple]:
+    """The jobs whose names contain a word of ``only``, in their order, and the deepfm defaults row of each
+    shape whose matched DeepCTR-Torch row is among them (that row's model is what the peer is matched to)."""
+    wanted = list(only) + [f"deepfm DeepFM defaults · {shape_of(name)}" for name in jobs
+                           if "matched" in name and any(word in name for word in only)]
+    return {name: job for name, job in jobs.items() if any(word in name for word in wanted)}
+
+
+def matched_to(deepfm: dict, args: tuple[str, ...]) -> tuple[str, ...]:
+    """A DeepCTR-Torch job's arguments with its setting ``matched:K:DROPOUT``: the embedding width and dropout
+    of deepfm's defaults row (``deepfm``, its result) on the same data, batch norm as deepfm's; or as they
+    were when that row failed."""
+    if "embed_dim" not in deepfm:
+        return args
+    task, path, _, *rest = args
+    return (task, path, f"matched:{deepfm['embed_dim']}:{deepfm['dropout']}", *rest)
 
 
 def fmt(value, spec: str = ",.0f") -> str:

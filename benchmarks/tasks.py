@@ -97,6 +97,7 @@ def deepfm_criteo(data_dir: str, precision: str = "fp32", setting: str = "stripp
                    f"{estimator.encoder.id_counts.min_count} ({estimator.encoder.id_counts.kept:,} of "
                    f"{estimator.encoder.id_counts.distinct:,} values keep their own id)",
         "mlp_input_width": estimator.encoder.num_fields * model.embed_dim,  # run.py's ceiling for this row
+        "embed_dim": model.embed_dim, "dropout": model.dropout,  # run.py matches DeepCTR-Torch's model to these
         "file_to_model_s": wall,
         "beside_training_s": wall - estimator.result.train_seconds,  # reading, encoding, set-up (not the loop)
         "train_samples_per_s": estimator.metrics["train_samples_per_s"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
@@ -56,3 +57,35 @@ def test_the_table_shows_the_time_beside_training_where_a_row_has_it():
     column = [cell.strip() for cell in header.strip("|").split("|")].index("beside training (s)")
     assert [cell.strip() for cell in deepfm.strip("|").split("|")][column] == "4.38"
     assert [cell.strip() for cell in bare.strip("|").split("|")][column] == "—"
+
+
+def test_deepctr_torch_matched_gets_the_embedding_width_and_dropout_deepfm_chose_on_the_shape():
+    """On one-hot data deepfm's data rule picks k 64 and dropout 0.5: the matched peer trains that model, not k 10;
+    a failed deepfm row leaves the peer's arguments as they were."""
+    run = load_run()
+    args = ("deepctr", "data/onehot", "matched", "no")
+    assert run.matched_to({"embed_dim": 64, "dropout": 0.5}, args) == ("deepctr", "data/onehot", "matched:64:0.5", "no")
+    assert run.matched_to({"error": "killed"}, args) == args
+
+
+def test_selecting_a_matched_peer_row_also_runs_the_deepfm_row_it_is_matched_to():
+    run = load_run()
+    jobs = {name: () for name in ("bare MLP (ceiling) · onehot", "deepfm DeepFM defaults · onehot",
+                                  "deepfm DeepFM defaults bf16 · onehot", "DeepCTR-Torch DeepFM defaults · onehot",
+                                  "DeepCTR-Torch DeepFM matched · onehot", "deepfm DeepFM defaults · criteo")}
+    chosen = list(run.selected(jobs, ["DeepCTR-Torch DeepFM matched"]))
+    assert "deepfm DeepFM defaults · onehot" in chosen and "deepfm DeepFM defaults bf16 · onehot" not in chosen
+    assert chosen == ["deepfm DeepFM defaults · onehot", "DeepCTR-Torch DeepFM matched · onehot"]
+
+
+def test_the_peers_settings_name_the_deepctr_model_they_build():
+    spec = importlib.util.spec_from_file_location("benchmark_peers", RUN.parent / "peers.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(RUN.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(RUN.parent))
+    assert module.matched_model("defaults") == (10, {})
+    assert module.matched_model("matched") == (10, {"dnn_dropout": 0.2, "dnn_use_bn": True})
+    assert module.matched_model("matched:64:0.5") == (64, {"dnn_dropout": 0.5, "dnn_use_bn": True})
