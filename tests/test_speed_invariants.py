@@ -189,6 +189,34 @@ def test_row_wise_adam_steps_blocks_of_many_rows_on_each_thread_as_sparse_adam(m
     torch.testing.assert_close(ours.detach(), reference.detach(), rtol=1e-6, atol=1e-7)
 
 
+def test_a_compiled_pass_prefetches_rows_and_where_numba_cannot_it_prefetches_nothing_and_still_runs():
+    """``prefetch_row`` asks for a row ahead and changes no value; a numba that cannot lower it gets a no-op."""
+    from numba import njit
+
+    from deepfm import row_prefetch
+
+    def sum_rows_prefetching(prefetch):
+        @njit
+        def total(table, rows):
+            out = 0.0
+            for u in range(rows.size):
+                if u + 1 < rows.size:
+                    prefetch(table, rows[u + 1])
+                out += table[rows[u]].sum()
+            return out
+        return total
+
+    table, rows = np.arange(60, dtype=np.float32).reshape(20, 3), np.array([3, 9, 17], dtype=np.int64)
+    assert row_prefetch.prefetch_row is row_prefetch._llvm_prefetch_row  # this numba lowers it
+    assert sum_rows_prefetching(row_prefetch.prefetch_row)(table, rows) == table[rows].sum()
+    assert sum_rows_prefetching(row_prefetch._no_prefetch)(table, rows) == table[rows].sum()
+
+    def cannot_lower(table):
+        raise NotImplementedError("no llvm.prefetch in this numba")
+
+    assert row_prefetch.usable(row_prefetch._prefetch_first_row) and not row_prefetch.usable(cannot_lower)
+
+
 def test_prefetch_thread_yields_the_same_batches_in_order_and_passes_errors_on():
     data = EncodedData(ids=np.arange(40, dtype=np.int64).reshape(20, 2), values=None,
                        labels=np.arange(20, dtype=np.float32))
