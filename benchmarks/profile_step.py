@@ -1,7 +1,7 @@
 """Where a DeepFM training step spends its time (1M-row Criteo-shaped data, batch 4096).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/profile_step.py [DATA_DIR] [--steps 30]
-        [--precision fp32|bf16] [--setting defaults|stripped] [--categorical] [--overheads] [--ceiling] [--first-layer]
+        [--precision fp32|bf16] [--setting defaults|stripped] [--categorical] [--overheads] [--ceiling] [--first-layer] [--padded-input-gradient]
         [--floor WIDTH]
 
 Two views: wall time per phase of the step (making the batch, forward,
@@ -21,7 +21,8 @@ the process's CPU time moves less with the load than its wall time).
 and the matmuls' share of its operators' time: how much a DeepFM step could gain outside the products.
 ``--ceiling`` interleaves the DeepFM step at the defaults with that bare MLP: run.py's "× ceiling" in one process;
 and with DeepFM's own MLP alone (+ its input gradient), the most that step could reach.
-``--first-layer`` interleaves the step at the defaults with and without the first Linear on the distinct rows.
+``--first-layer`` interleaves the step at the defaults with and without the first Linear on the distinct rows;
+``--padded-input-gradient`` with and without the first Linear's input gradient over a padded width.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 from deepfm.runtime import set_process_environment  # noqa: E402 - loads neither torch nor pyarrow
 
@@ -120,6 +122,8 @@ def main() -> None:
                         help="data.min_count (default: unset, the data rule's: 10 on a long tail; 1 keeps every value)")
     parser.add_argument("--first-layer", action="store_true",
                         help="the trainer's step with the first Linear on the distinct rows and without, interleaved")
+    parser.add_argument("--padded-input-gradient", action="store_true",
+                        help="the trainer's step with the first Linear's input gradient padded and without, interleaved")
     parser.add_argument("--ceiling", action="store_true",
                         help="interleave the DeepFM step at the defaults with the bare-MLP ceiling: the × ceiling of one process")
     args = parser.parse_args()
@@ -139,6 +143,8 @@ def main() -> None:
         return against_ceiling(data, encoder, args)
     if args.first_layer:
         return first_layer_on_and_off(data, encoder, args)
+    if args.padded_input_gradient:
+        return padded_input_gradient_on_and_off(data, encoder, args)
     model_config, training = click_settings(encoder, args.precision, args.setting)
     model = build_model(model_config, encoder.num_features, encoder.num_fields)
     trainer = Trainer(model, "binary", training, progress=False)
@@ -326,27 +332,47 @@ def against_ceiling(data, encoder, args) -> None:
 
 def first_layer_on_and_off(data, encoder, args) -> None:
     """The trainer's step at the defaults with the MLP's first Linear on the batch's distinct rows (where
-    ``first_layer.pays``) and with the dense product (``MIN_WIDTH`` out of reach), alternating on one model and one
-    batch stream, so that both see the same load; batches made inside the timed step."""
+    ``first_layer.pays``) and with the dense product (``MIN_WIDTH`` out of reach)."""
     from deepfm.models import first_layer
 
+    rule = first_layer.MIN_WIDTH
+    alternating(data, encoder, args, {
+        "dense first Linear": lambda: setattr(first_layer, "MIN_WIDTH", 10**9),
+        "first Linear on distinct rows": lambda: setattr(first_layer, "MIN_WIDTH", rule)})
+
+
+def padded_input_gradient_on_and_off(data, encoder, args) -> None:
+    """The trainer's step at the defaults with the first Linear's input gradient over a width padded to
+    ``padded_linear.PAD_TO`` (where the width is not a multiple of it) and with torch's own product."""
+    from deepfm.models import padded_linear
+
+    rule = padded_linear.PAD_TO
+    alternating(data, encoder, args, {
+        "torch's input gradient": lambda: setattr(padded_linear, "PAD_TO", 1),
+        f"input gradient padded to {rule}": lambda: setattr(padded_linear, "PAD_TO", rule)})
+
+
+def alternating(data, encoder, args, variants: dict[str, Callable[[], None]]) -> None:
+    """The trainer's step at the defaults under each of ``variants`` (a name: a function that switches the
+    library to it), alternating on one model and one batch stream, so that all see the same load; batches made
+    inside the timed step. The last variant is the library as it was."""
     torch.manual_seed(0)
     model_config, training = click_settings(encoder, args.precision)
     trainer = Trainer(build_model(model_config, encoder.num_features, encoder.num_fields), "binary", training,
                       progress=False)
     batches = prefetch(InMemorySource(data).batches(4096, seed=0, epoch=0), depth=0)
-    rule, times = first_layer.MIN_WIDTH, defaultdict(list)
+    times = defaultdict(list)
     try:
         for number in range(args.steps + 2):
-            for name, width in (("dense first Linear", 10**9), ("first Linear on distinct rows", rule)):
-                first_layer.MIN_WIDTH = width
+            for name, switch in variants.items():
+                switch()
                 wall, cpu = time.perf_counter(), time.process_time()
                 _, batch = next(batches)
                 trainer._step(batch)
                 if number >= 2:
                     times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
     finally:
-        first_layer.MIN_WIDTH = rule
+        list(variants.values())[-1]()
         batches.close()
     print(f"{Path(args.data).resolve().name} ({describe(model_config, training)}), {args.steps} interleaved steps, "
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}:")

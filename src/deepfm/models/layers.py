@@ -15,6 +15,7 @@ from deepfm.data.design import DesignMatrix, DistinctIds, remember_rows, take_ro
 from deepfm.models.batchnorm import FUSED_DTYPES, batch_norm_folded, batch_norm_relu_dropout, fusable_parameters
 from deepfm.models import scores
 from deepfm.models.dropout import relu_dropout
+from deepfm.models.padded_linear import linear_without_bias
 
 
 @dataclass
@@ -442,7 +443,7 @@ class MultiLayerPerceptron(nn.Module):
                                            x.device.type)
             if group is None or not without_hooks(linear):
                 return None
-            z = F.linear(x, linear.weight)
+            z = linear_without_bias(x, linear.weight)
             return self._run(group, z, i + 1, hidden, input_shift=linear.bias)
         group = self._group(hidden, i, x.shape, x.dtype, x.device.type)
         return None if group is None else self._run(group, x, i, hidden)
