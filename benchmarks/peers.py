@@ -54,6 +54,8 @@ def matched_model(setting: str) -> tuple[int, dict]:
     if name != "matched":
         raise ValueError(f"setting {setting!r}: expected defaults, matched or matched:K:DROPOUT")
     width, _, dropout = rest.partition(":") if rest else ("10", "", "0.2")
+    if not (width.isdigit() and dropout):
+        raise ValueError(f"setting {setting!r}: expected matched or matched:K:DROPOUT, e.g. matched:64:0.5")
     return int(width), {"dnn_dropout": float(dropout), "dnn_use_bn": True}
 
 
@@ -105,7 +107,11 @@ def deepctr(data_dir: str, setting: str = "defaults", numeric: str = "yes") -> d
         t = time.perf_counter()
         predictions = model.predict(test_input, batch_size=BATCH)
         timings.append(time.perf_counter() - t)
-    return {"file_to_model_s": wall, "beside_training_s": wall - fit_s, "train_samples_per_s": len(train) / fit_s,
+    dense, sparse = columns_of(data_dir, numeric)
+    width, regularisers = matched_model(setting)
+    matched = {"setting": f"k {width}, dropout {regularisers['dnn_dropout']}, batch norm", "mlp_input_width":
+               len(sparse) * width + len(dense)} if regularisers else {}  # the ceiling run.py divides a matched row by
+    return {**matched, "file_to_model_s": wall, "beside_training_s": wall - fit_s, "train_samples_per_s": len(train) / fit_s,
             "predict_samples_per_s": len(test) / float(np.median(timings)),
             "test_auc": roc_auc_score(test["label"].values, predictions)}
 

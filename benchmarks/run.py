@@ -157,6 +157,9 @@ def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | 
                 continue  # long, and about memory and accuracy: once is enough
             if "matched" in name:  # deepfm's model on this shape, as its defaults row of this round chose it
                 args = matched_to(results[f"deepfm DeepFM defaults · {shape_of(name)}"][-1], args)
+                if args is None:
+                    results[name].append({"error": "deepfm's defaults row failed: no model to match"})
+                    continue
             results[name].append(run_logged(f"[{round_ + 1}/{rounds}] {name}", python, script, *args))
             width = results[name][-1].get("mlp_input_width")
             if width and shape_of(name) in SHAPES and width != SHAPES[shape_of(name)][2]:  # k 64: its own ceiling
@@ -176,12 +179,12 @@ def selected(jobs: dict[str, tuple], only: list[str]) -> dict[str, tuple]:
     return {name: job for name, job in jobs.items() if any(word in name for word in wanted)}
 
 
-def matched_to(deepfm: dict, args: tuple[str, ...]) -> tuple[str, ...]:
+def matched_to(deepfm: dict, args: tuple[str, ...]) -> tuple[str, ...] | None:
     """A DeepCTR-Torch job's arguments with its setting ``matched:K:DROPOUT``: the embedding width and dropout
-    of deepfm's defaults row (``deepfm``, its result) on the same data, batch norm as deepfm's; or as they
-    were when that row failed."""
+    of deepfm's defaults row (``deepfm``, its result) on the same data (batch norm: peers.py's matched model has it,
+    as deepfm's defaults do); None where that row failed (nothing to match)."""
     if "embed_dim" not in deepfm:
-        return args
+        return None
     task, path, _, *rest = args
     return (task, path, f"matched:{deepfm['embed_dim']}:{deepfm['dropout']}", *rest)
 

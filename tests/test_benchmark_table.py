@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
+
+import pytest
 
 RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
@@ -61,11 +64,11 @@ def test_the_table_shows_the_time_beside_training_where_a_row_has_it():
 
 def test_deepctr_torch_matched_gets_the_embedding_width_and_dropout_deepfm_chose_on_the_shape():
     """On one-hot data deepfm's data rule picks k 64 and dropout 0.5: the matched peer trains that model, not k 10;
-    a failed deepfm row leaves the peer's arguments as they were."""
+    after a failed deepfm row there is no model to match (the peer does not run)."""
     run = load_run()
     args = ("deepctr", "data/onehot", "matched", "no")
     assert run.matched_to({"embed_dim": 64, "dropout": 0.5}, args) == ("deepctr", "data/onehot", "matched:64:0.5", "no")
-    assert run.matched_to({"error": "killed"}, args) == args
+    assert run.matched_to({"error": "killed"}, args) is None
 
 
 def test_selecting_a_matched_peer_row_also_runs_the_deepfm_row_it_is_matched_to():
@@ -78,14 +81,21 @@ def test_selecting_a_matched_peer_row_also_runs_the_deepfm_row_it_is_matched_to(
     assert chosen == ["deepfm DeepFM defaults · onehot", "DeepCTR-Torch DeepFM matched · onehot"]
 
 
-def test_the_peers_settings_name_the_deepctr_model_they_build():
+def test_the_peers_settings_name_the_deepctr_model_they_build(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))  # peers.py sets it
+    monkeypatch.syspath_prepend(str(RUN.parent))
+    before = sys.modules.get("common")
     spec = importlib.util.spec_from_file_location("benchmark_peers", RUN.parent / "peers.py")
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(RUN.parent))
     try:
         spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(RUN.parent))
+    finally:  # benchmarks/common.py is no module of the tests'
+        if before is None:
+            sys.modules.pop("common", None)
+        else:
+            sys.modules["common"] = before
     assert module.matched_model("defaults") == (10, {})
     assert module.matched_model("matched") == (10, {"dnn_dropout": 0.2, "dnn_use_bn": True})
     assert module.matched_model("matched:64:0.5") == (64, {"dnn_dropout": 0.5, "dnn_use_bn": True})
+    with pytest.raises(ValueError, match="matched:K:DROPOUT"):
+        module.matched_model("matched:64")

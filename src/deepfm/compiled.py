@@ -1,4 +1,4 @@
-"""numba's ``njit`` for the CPU training step's compiled passes (``models.mlp_passes``, ``training.rowwise``),
+"""numba's ``njit`` for the CPU training step's compiled passes (``models.mlp_passes``, ``training.adam_pass``, ...),
 and a pass run over row blocks on torch's threads.
 
 The machine code is cached next to the module, or in numba's per-user folder; where neither can be

@@ -15,6 +15,7 @@ from deepfm.data.design import DesignMatrix, DistinctIds, remember_rows, take_ro
 from deepfm.models.batchnorm import FUSED_DTYPES, batch_norm_folded, batch_norm_relu_dropout, fusable_parameters
 from deepfm.models import scores
 from deepfm.models.dropout import relu_dropout
+from deepfm.models.autocast import autocast_dtype, autocast_enabled
 from deepfm.models.padded_linear import linear_without_bias
 
 
@@ -299,24 +300,6 @@ def fm_pairwise_and_mlp_input(embedded: EmbeddedFields, outputs: int = 1, mlp_dt
         return _PairwiseAndFlatFields.apply(fields, _use_fm_passes(fields), mlp_dtype)
     flat = fields.flatten(1)
     return fm_pairwise(embedded, outputs), flat if mlp_dtype is None else flat.to(mlp_dtype)
-
-
-def autocast_enabled(device_type: str) -> bool:
-    """Whether autocast is on for ``device_type`` (torch < 2.4 has one function per device)."""
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # pragma: no cover - torch 2.3
-        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
-
-
-def autocast_dtype(device_type: str) -> torch.dtype | None:
-    """The dtype autocast computes products in on ``device_type`` where it is on, else None."""
-    if not autocast_enabled(device_type):
-        return None
-    try:
-        return torch.get_autocast_dtype(device_type)
-    except AttributeError:  # pragma: no cover - torch 2.3
-        return torch.get_autocast_cpu_dtype() if device_type == "cpu" else torch.get_autocast_gpu_dtype()
 
 
 class WarmStartBatchNorm1d(nn.BatchNorm1d):

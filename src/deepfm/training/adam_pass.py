@@ -3,8 +3,8 @@
 Each row's weights, moments and gradient are read and written once, with no gathered copies. Random reads of
 the table and its moments bound it, so ``RowWiseAdam`` runs a block per torch thread (``in_row_blocks``: ~1.7×
 faster on two, 54.6k of 364k × 10 rows 5.6 → 3.3 ms, 2026-12-03), and each row is prefetched
-``PREFETCH_AHEAD`` rows before its turn (the AMD EPYC host, two threads: 3.9-5.1 → 2.1-3.0 ms, medians of 25
-calls each, 2026-12-04).
+``PREFETCH_AHEAD`` rows before its turn (``row_prefetch``; the AMD EPYC host, two threads: 3.9-5.1 → 1.5-2.6 ms,
+medians of 25 calls each, 2026-12-04).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from deepfm.compiled import compiled
-from deepfm.row_prefetch import PREFETCH_AHEAD, prefetch_row
+from deepfm.row_prefetch import prefetch_row
+
+PREFETCH_AHEAD = 8  # rows: 2, 4 and 16 were no better, 32 slower (2026-12-04)
 
 
 @compiled
