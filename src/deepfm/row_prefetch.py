@@ -18,6 +18,7 @@ from numba.extending import intrinsic
 
 from deepfm.compiled import compiled
 
+
 @intrinsic
 def _llvm_prefetch_row(typingctx, table, r):
     """Prefetch, for writing and into every cache level, the first and the last element of row ``r`` of a 2-d

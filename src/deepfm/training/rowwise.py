@@ -3,7 +3,7 @@
 The same update as ``torch.optim.SparseAdam`` (moments and weights change only on the rows a
 batch touched; bias correction uses the table's step count), with no sort when the gradient's rows
 are already distinct and sorted (as ``FeaturesEmbedding`` produces them). On fp32 CPU tables Adam is
-one compiled pass over the U touched rows, a block of them per torch thread (``_adam_rows``: each row's
+one compiled pass over the U touched rows, a block of them per torch thread (``training.adam_pass``: each row's
 weights and moments read and written in place, 2.1× the tensor form's speed on 30k-100k rows of a
 364k × 10 table on one thread); otherwise,
 and for AdaGrad, one gather, a few element-wise ops and one scatter per state tensor (``put_rows``).
@@ -17,7 +17,6 @@ it to the gradient first (``add_occurrence_l2``, which several processes need: b
 from __future__ import annotations
 
 import math
-from functools import cache
 from typing import Iterable
 
 import torch
@@ -101,7 +100,9 @@ class RowWiseAdam(_OccurrenceL2AtStep, EagerOptimizer, torch.optim.Optimizer):
                 if _fusable(param, rows, g, state):
                     recall_rows(param, rows)  # not needed: the pass reads the table's rows itself
                     decay = self._l2_per_row(param, rows, group["row_l2"])
-                    in_row_blocks(_adam_rows(), [rows.numpy(), g.numpy(), decay.numpy()], param.detach().numpy(),
+                    from deepfm.training.adam_pass import adam_rows  # (loads numba: the first fused step)
+
+                    in_row_blocks(adam_rows, [rows.numpy(), g.numpy(), decay.numpy()], param.detach().numpy(),
                                   state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(), beta1, beta2, group["eps"],
                                   step_size)  # distinct rows: the blocks write apart
                     torch.autograd.graph.increment_version(param)  # a write, as put_rows's (see ``recall_rows``)
@@ -204,19 +205,11 @@ def occurrence_l2_scale(grad_rows: torch.Tensor, occurrences: Occurrences, stren
 
 
 def _fusable(param: torch.nn.Parameter, rows: torch.Tensor, g: torch.Tensor, state: dict) -> bool:
-    """Whether ``_adam_rows`` can step ``param``: fp32 CPU tensors, contiguous, 2-d, int64 rows."""
+    """Whether ``adam_pass.adam_rows`` can step ``param``: fp32 CPU tensors, contiguous, 2-d, int64 rows."""
     tensors = (param, g, state["exp_avg"], state["exp_avg_sq"])
     in_range = rows.numel() == 0 or (int(rows[0]) >= 0 and int(rows[-1]) < len(param))  # sorted; no bounds checks there
     return (rows.dtype == torch.int64 and param.dim() == 2 and in_range and
             all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors))
-
-
-@cache
-def _adam_rows():
-    """Adam on a block of a table's touched rows as one compiled pass (``training.adam_pass``; loads numba)."""
-    from deepfm.training.adam_pass import adam_rows
-
-    return adam_rows
 
 
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
