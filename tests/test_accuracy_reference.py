@@ -102,6 +102,7 @@ def test_the_hybrid_optimiser_steps_the_fm_weights_by_adagrad_and_the_mlp_by_ada
 
 
 def test_the_reference_search_runs_its_first_trial_as_the_recipe_and_reads_no_test(tiny_frappe):
+    pytest.importorskip("optuna")  # the tune extra (.[dev] installs it)
     result = reference_frappe.main(["search", "--data", str(tiny_frappe), "--model", "deepfm", "--optimizer", "hybrid",
                                     "--max-epochs", "3", "--k", "16", "--mlp", "200,200", "--trials", "3"])
     first = result["trials"][0]

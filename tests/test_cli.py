@@ -408,7 +408,8 @@ def test_predicting_to_a_closed_pipe_exits_1_without_a_traceback(ctr_model):
 
     import deepfm
 
-    env = {**os.environ, "PYTHONPATH": str(Path(deepfm.__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(deepfm.__file__).parents[1]),
+                                                                     os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen([sys.executable, "-m", "deepfm", "predict", str(ctr_model["model"]), str(ctr_model["test"])],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     process.stdout.close()  # the reader is gone before the first prediction is written, as after `| head -0`

@@ -201,11 +201,13 @@ def design_with_bags(ids: torch.Tensor, values: torch.Tensor | None, bags: list)
     """The design matrix of a batch with multi-valued fields (``bags``, of ``BagTensor``): row b
     holds its F single-valued features and its bags' weighted entries. None off the CPU, or where
     sparse products do not pay (see the module)."""
+    if ids.device.type != "cpu":
+        return None
     batch_size, fields = ids.shape
     row = torch.cat([torch.arange(batch_size).repeat_interleave(fields), *(bag.rows for bag in bags)])
     feature = torch.cat([ids.reshape(-1), *(bag.ids for bag in bags)])
     x = torch.cat([values.reshape(-1) if values is not None else torch.ones(ids.numel()), *(bag.weights for bag in bags)])
-    if ids.device.type != "cpu" or len(feature) >= 2**31:
+    if len(feature) >= 2**31:
         return None
     unique, column = distinct_ids(feature)
     if len(feature) < SLOTS_PER_ROW_FOR_PRODUCTS * len(unique):

@@ -52,10 +52,17 @@ def to_prediction(task: Task | str, logits: torch.Tensor) -> torch.Tensor:
 PROGRESS_ROWS = 200_000  # scoring more rows than this shows a bar (when progress is on)
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's weights (the CPU for a model without any)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, data: EncodedData, device: str = "cpu", batch_size: int = PREDICT_BATCH,
+def predict_logits(model: nn.Module, data: EncodedData, device: str | None = None, batch_size: int = PREDICT_BATCH,
                    progress: bool = False) -> np.ndarray:
-    """The model's logits for every row of ``data``, in order, float64: (N,) or (N, C) for C outputs."""
+    """The model's logits for every row of ``data``, in order, float64: (N,) or (N, C) for C outputs.
+    The batches go to ``device``, by default the one the model's weights are on."""
+    device = device if device is not None else model_device(model)
     was_training = model.training
     model.eval()
     out: np.ndarray | None = None
@@ -71,9 +78,10 @@ def predict_logits(model: nn.Module, data: EncodedData, device: str = "cpu", bat
 
 
 @torch.no_grad()
-def predict(model: nn.Module, task: Task | str, data: EncodedData, device: str = "cpu", batch_size: int = PREDICT_BATCH) -> np.ndarray:
+def predict(model: nn.Module, task: Task | str, data: EncodedData, device: str | None = None,
+            batch_size: int = PREDICT_BATCH) -> np.ndarray:
     """Predictions for every row of ``data``, in order: (N,) probabilities or ratings, or (N, C) class
-    probabilities; float64."""
+    probabilities; float64. The batches go to ``device``, by default the model's."""
     logits = predict_logits(model, data, device, batch_size)
     return as_task(task).link(torch.from_numpy(logits)).numpy()
 

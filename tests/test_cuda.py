@@ -1,0 +1,75 @@
+"""On a GPU, what a GPU user runs: ``deepfm train`` at its defaults (``--device auto`` is cuda there), the
+scoring and the multi-valued fields. Skipped where torch has no CUDA; ``benchmarks/gpu_check.sh`` runs them
+on a CUDA machine."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.csv as pacsv
+import pytest
+import torch
+
+from deepfm.api import Estimator
+from deepfm.cli import main
+from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+from deepfm.training.trainer import predict
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+# 26 categorical and 13 numeric columns with a long tail of ids: the shape whose batches take the distinct-id
+# lookups, the row-wise Adam and the per-occurrence L2 that deepfm's defaults use on the Criteo data
+SPEC = SyntheticSpec(rows=40_000, categorical=26, numeric=13, vocabulary=400_000, seed=3)
+
+
+@pytest.fixture(scope="module")
+def criteo_like(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("criteo_like")
+    paths = {}
+    for name, part, rows in (("train", 0, SPEC.rows), ("test", 2, 10_000)):
+        table, _ = make_ctr_table(SPEC, rows=rows, part=part)
+        paths[name] = folder / f"{name}.csv"
+        pacsv.write_csv(table, paths[name])
+    return paths
+
+
+def evaluate_json(model, test, capsys) -> dict:
+    assert main(["evaluate", str(model), str(test), "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_train_at_the_defaults_runs_on_the_gpu_and_learns_what_the_cpu_learns(criteo_like, tmp_path, capsys, precision):
+    common = ["--train", str(criteo_like["train"]), "--numeric", ",".join(f"I{i}" for i in range(1, 14)),
+              "--epochs", "2", "--quiet", "--json", "--precision", precision]
+    assert main(["train", *common, "--out", str(tmp_path / "gpu")]) == 0  # --device auto: cuda
+    capsys.readouterr()
+    assert json.loads((tmp_path / "gpu" / "config.json").read_text())["run"]["training"]["device"].startswith("cuda")
+    assert main(["train", *common, "--out", str(tmp_path / "cpu"), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    gpu, cpu = (evaluate_json(tmp_path / name, criteo_like["test"], capsys) for name in ("gpu", "cpu"))
+    assert gpu["rows"] == cpu["rows"] == 10_000
+    assert gpu["auc"] > 0.6 and abs(gpu["auc"] - cpu["auc"]) < 0.02, (gpu, cpu)
+
+
+def test_scoring_sends_the_batches_where_the_model_is(criteo_like):
+    estimator = Estimator(data={"numeric": [f"I{i}" for i in range(1, 14)], "valid_fraction": 0},
+                          training={"epochs": 1, "device": "cuda"}).fit(criteo_like["train"], progress=False)
+    test = estimator.encode(criteo_like["test"])
+    assert next(estimator.model.parameters()).is_cuda
+    np.testing.assert_allclose(predict(estimator.model, estimator.encoder.task, test),
+                               estimator.predict(criteo_like["test"]), rtol=0, atol=1e-6)
+
+
+def test_a_multi_valued_field_trains_on_the_gpu(write_table, tmp_path, capsys):
+    rows = 2_000
+    path = write_table("train.csv", {
+        "label": [i % 2 for i in range(rows)],
+        "tags": ["a|b:0.5" if i % 2 else ("c" if i % 3 else None) for i in range(rows)],
+        "city": [f"c{i % 40}" for i in range(rows)],
+    })
+    assert main(["train", "--train", str(path), "--out", str(tmp_path / "model"), "--multi", "tags", "--epochs", "2",
+                 "--device", "cuda", "--quiet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] > 0
+    assert evaluate_json(tmp_path / "model", path, capsys)["auc"] > 0.9  # the label is the tags' parity
