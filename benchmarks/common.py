@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
 from typing import Callable
+
+
+def bench_device() -> str:
+    """Where every benchmark process trains: ``BENCH_DEVICE`` (``cpu`` unless set; ``cuda`` on a GPU machine)."""
+    return os.environ.get("BENCH_DEVICE", "cpu")
 
 
 def peak_rss_mb() -> float:

@@ -11,7 +11,7 @@ MLP 400-400-400, Adam (lr 1e-3), batch 4096, one epoch. DeepCTR-Torch at its own
 dropout 0.2 and embeddings of 10, or ``matched:K:DROPOUT`` (``run.py`` passes what deepfm's data rule chose on the
 shape: ``matched:64:0.5`` on one-hot data, where ids recur); pytorch-fm's MLP always has batch norm, and its example's dropout 0.2. ``NUMERIC=no``
 reads the I columns as categorical (the long-tail shape). Prints one JSON line with the process's
-own peak RSS. Nothing here imports deepfm.
+own peak RSS. Nothing here imports deepfm. DeepCTR-Torch trains on ``BENCH_DEVICE`` (``cpu`` unless set).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
-from common import run_task  # noqa: E402
+from common import bench_device, run_task  # noqa: E402
 
 BATCH = 4096
 
@@ -85,7 +85,7 @@ def _deepctr_model(data_dir: str, setting: str, numeric: str):
         DenseFeat(feat, 1) for feat in DENSE]
     names = get_feature_names(columns + columns)
     model = DeepFM(linear_feature_columns=columns, dnn_feature_columns=columns, dnn_hidden_units=(400, 400, 400),
-                   task="binary", device="cpu", **regularisers)
+                   task="binary", device=bench_device(), **regularisers)
     model.compile("adam", "binary_crossentropy", metrics=["binary_crossentropy"])
     return model, data.iloc[:train_rows], data.iloc[train_rows:], names, time.perf_counter() - began
 

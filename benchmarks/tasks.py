@@ -5,7 +5,8 @@
     python benchmarks/tasks.py fm_frappe FRAPPE_DIR
     python benchmarks/tasks.py stream DATA_DIR   # streamed vs in-memory on the same file
 
-Each process reports its own peak RSS (``ru_maxrss``), so figures never mix.
+Each process reports its own peak RSS (``ru_maxrss``), so figures never mix. The bare MLP and deepfm train on
+``BENCH_DEVICE`` (``cpu`` unless set; ``benchmarks/gpu_check.sh`` sets ``cuda``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from deepfm.runtime import set_process_environment  # noqa: E402 - loads neither
 set_process_environment()  # as the deepfm command does (import deepfm does not): OpenMP, Arrow's pool, malloc
 
 import numpy as np  # noqa: E402
-from common import run_task  # noqa: E402
+from common import bench_device, run_task  # noqa: E402
 import torch  # noqa: E402
 
 BATCH = 4096
@@ -44,14 +45,16 @@ def bare_mlp(precision: str = "fp32", input_grad: str = "no", width: str = "390"
         layers += [torch.nn.Linear(width, hidden), torch.nn.ReLU()]
         width = hidden
     model = torch.nn.Sequential(*layers, torch.nn.Linear(width, 1))
+    device = torch.device(bench_device())
+    model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(BATCH, inputs, requires_grad=input_grad == "yes")
-    y = (torch.rand(BATCH) < 0.3).float()
+    x = torch.randn(BATCH, inputs, device=device, requires_grad=input_grad == "yes")
+    y = (torch.rand(BATCH, device=device) < 0.3).float()
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         x.grad = None
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = model(x).squeeze(-1)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
         loss.backward()
@@ -59,9 +62,12 @@ def bare_mlp(precision: str = "fp32", input_grad: str = "no", width: str = "390"
 
     for _ in range(warmup):
         step()
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    synchronize()
     began = time.perf_counter()
     for _ in range(steps):
         step()
+    synchronize()
     seconds = time.perf_counter() - began
     return {"train_samples_per_s": steps * BATCH / seconds, "step_ms": seconds / steps * 1e3}
 
@@ -140,7 +146,8 @@ def _deepfm(stream: str, epochs: int, chunk_rows: int, window: int, precision: s
         data={"numeric": numeric, "stream": stream, "chunk_rows": chunk_rows, "shuffle_window": window,
               "valid_fraction": 0, **every_id},  # every row trains, as in the peers' runs
         model={"name": "deepfm", **extra["model"]},
-        training={"epochs": epochs, "batch_size": BATCH, "patience": 0, "precision": precision, **extra["training"]},
+        training={"epochs": epochs, "batch_size": BATCH, "patience": 0, "precision": precision,
+                  "device": bench_device(), **extra["training"]},
     )
 
 

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The CUDA checks in one run, for a machine whose python3 holds a CUDA build of torch (no network needed):
+#   1. the test suite (tests/test_cuda.py runs only there; the command line's default device, auto, is cuda there);
+#   2. benchmarks/run.py on the GPU (BENCH_DEVICE=cuda): the bare MLP, deepfm at its defaults (fp32, bf16)
+#      and DeepCTR-Torch at its defaults, on the Criteo-like, long-tail and one-hot shapes.
+# Wheels of what that python3 lacks (pydantic, FastAPI, DeepCTR-Torch, ...) go in .whl/ beforehand; figures and
+# logs land in $OUT (default gpu_out/). Each step has its own time limit, so a slow one leaves the rest their time.
+set -u
+OUT=${OUT:-gpu_out}
+mkdir -p "$OUT"
+SITE=/tmp/deepfm-site
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || exit
+export PYTHONPATH=$PWD/src:$SITE OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1
+export DEEPFM_PYTHON=python3 PEERS_PYTHON=python3 BENCH_DEVICE=cuda
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  echo "cpus: $(nproc)"
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+} 2>&1 | tee "$OUT/env.txt"
+
+TESTS=${TESTS:-tests}  # e.g. TESTS="tests/test_cuda.py tests/test_cli.py" where device time is short
+SUITE_S=${SUITE_S:-180}
+BENCH_S=${BENCH_S:-330}
+timeout "$SUITE_S" python3 -m pytest -p no:cacheprovider -n 12 --timeout 120 -rfE $TESTS 2>&1 | tail -c 200000 > "$OUT/pytest.log"
+echo "pytest exit ${PIPESTATUS[0]}"
+tail -n 40 "$OUT/pytest.log"
+
+timeout "$BENCH_S" python3 benchmarks/run.py --repeat 1 --shapes criteo longtail onehot \
+  --only "bare MLP (ceiling)" "bare MLP bf16" "deepfm DeepFM defaults ·" "deepfm DeepFM defaults bf16" \
+  "DeepCTR-Torch DeepFM defaults" 2>&1 | tee "$OUT/run.log" | grep -v "^ *{"
+echo "run.py exit ${PIPESTATUS[0]}"
+cp benchmarks/.results/latest.json "$OUT/run.json" 2>/dev/null || true
