@@ -2,7 +2,8 @@
 # The CUDA checks in one run, for a machine whose python3 holds a CUDA build of torch (no network needed):
 #   1. the test suite (tests/test_cuda.py runs only there; the command line's default device, auto, is cuda there);
 #   2. benchmarks/run.py on the GPU (BENCH_DEVICE=cuda): the bare MLP, deepfm at its defaults (fp32, bf16)
-#      and DeepCTR-Torch at its defaults, on the Criteo-like, long-tail and one-hot shapes.
+#      and DeepCTR-Torch at its defaults, on the Criteo-like, long-tail and one-hot shapes;
+#   3. where the GPU step spends its time: benchmarks/profile_step.py --device cuda at the defaults (Criteo shape).
 # Wheels of what that python3 lacks (pydantic, FastAPI, DeepCTR-Torch, ...) go in .whl/ beforehand; figures and
 # logs land in $OUT (default gpu_out/). Each step has its own time limit, so a slow one leaves the rest their time.
 set -u
@@ -31,3 +32,9 @@ timeout "$BENCH_S" python3 benchmarks/run.py --repeat 1 --shapes criteo longtail
   "DeepCTR-Torch DeepFM defaults" 2>&1 | tee "$OUT/run.log" | grep -v "^ *{"
 echo "run.py exit ${PIPESTATUS[0]}"
 cp benchmarks/.results/latest.json "$OUT/run.json" 2>/dev/null || true
+
+PROFILE_S=${PROFILE_S:-90}
+timeout "$PROFILE_S" python3 benchmarks/profile_step.py benchmarks/.data --setting defaults --device cuda --steps 30 \
+  > "$OUT/profile_step_cuda.txt" 2>&1
+echo "profile_step.py exit $?"
+head -n 20 "$OUT/profile_step_cuda.txt"

@@ -124,6 +124,8 @@ def main() -> None:
                         help="the trainer's step with the first Linear on the distinct rows and without, interleaved")
     parser.add_argument("--padded-input-gradient", action="store_true",
                         help="the trainer's step with the first Linear's input gradient padded and without, interleaved")
+    parser.add_argument("--device", default="cpu",
+                        help="where the step runs (cuda: each phase waits for the GPU, and the profile adds its kernels)")
     parser.add_argument("--ceiling", action="store_true",
                         help="interleave the DeepFM step at the defaults with the bare-MLP ceiling: the × ceiling of one process")
     args = parser.parse_args()
@@ -146,49 +148,57 @@ def main() -> None:
     if args.padded_input_gradient:
         return padded_input_gradient_on_and_off(data, encoder, args)
     model_config, training = click_settings(encoder, args.precision, args.setting)
+    device = torch.device(args.device)
+    training = training.model_copy(update={"device": args.device})
     model = build_model(model_config, encoder.num_features, encoder.num_fields)
     trainer = Trainer(model, "binary", training, progress=False)
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def now() -> tuple[float, float]:
+        """(wall, CPU) clocks once the device has done what was asked of it."""
+        synchronize()
+        return time.perf_counter(), time.process_time()
+
     optimizers = trainer.optimizer.optimizers
     chunks = InMemorySource(data).batches(4096, seed=0, epoch=0)  # made inline, to time them as phases (Trainer makes them ahead on a thread)
     phases: dict[str, float] = defaultdict(float)
     cpu_phases: dict[str, float] = defaultdict(float)
 
     def step(timed: bool) -> None:
-        clock, cpu_clock = time.perf_counter(), time.process_time()
+        clock, cpu_clock = now()
         marks = []
-        batch = next(chunks).to_batch()
-        marks.append(("make the batch (gather rows, tensors)", time.perf_counter(), time.process_time()))
+        batch = next(chunks).to_batch(device)
+        marks.append(("make the batch (gather rows, tensors)", *now()))
         batch.prepare()
-        marks.append(("distinct ids + slot grouping (+ design matrix)", time.perf_counter(), time.process_time()))
+        marks.append(("distinct ids + slot grouping (+ design matrix)", *now()))
         trainer.optimizer.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.bf16):  # DeepFM.forward, phase by phase
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=trainer.bf16):  # DeepFM.forward, phase by phase
             plan = first_layer_plan(model.embedding, model.dnn.first_linear, batch)
             if plan is not None:  # the first Linear on the distinct rows (k wide, rows recurring)
                 rows, hidden = first_layer_on_distinct_rows(model.embedding, model.dnn.first_linear, batch, plan)
                 embedded = EmbeddedFields(field_vectors(rows, batch, plan))
             else:
                 embedded = model.embedding(batch)
-            marks.append(("forward: embedding gather to (B, F, k) (+ first Linear on distinct rows)",
-                          time.perf_counter(), time.process_time()))
+            marks.append(("forward: embedding gather to (B, F, k) (+ first Linear on distinct rows)", *now()))
             if plan is not None:
                 pairwise = fm_pairwise(embedded)
             else:
                 pairwise, dnn_input = fm_pairwise_and_mlp_input(embedded)
             y_fm = model.linear(batch) + pairwise
-            marks.append(("forward: FM term (first order + pairwise)", time.perf_counter(), time.process_time()))
+            marks.append(("forward: FM term (first order + pairwise)", *now()))
             deep = model.dnn(hidden, after_first_linear=True) if plan is not None else model.dnn(dnn_input)
             logits = y_fm + deep.squeeze(-1)
         loss = loss_fn("binary", logits.float(), batch.labels)
-        marks.append(("forward: MLP (linear, batch norm, ReLU + dropout), loss", time.perf_counter(), time.process_time()))
+        marks.append(("forward: MLP (linear, batch norm, ReLU + dropout), loss", *now()))
         loss.backward()
-        marks.append(("backward", time.perf_counter(), time.process_time()))
+        marks.append(("backward", *now()))
         if trainer.optimizer.per_occurrence:
             trainer.optimizer.add_occurrence_penalty(batch_occurrences(batch))
-            marks.append(("per-occurrence L2 (handed to the row-wise step)", time.perf_counter(), time.process_time()))
+            marks.append(("per-occurrence L2 (handed to the row-wise step)", *now()))
         optimizers["sparse"].step()
-        marks.append(("row-wise Adam on the touched rows (+ the L2)", time.perf_counter(), time.process_time()))
+        marks.append(("row-wise Adam on the touched rows (+ the L2)", *now()))
         optimizers["dense"].step()
-        marks.append(("Adam on the MLP", time.perf_counter(), time.process_time()))
+        marks.append(("Adam on the MLP", *now()))
         float(loss.detach())
         if timed:
             for name, at, cpu_at in marks:
@@ -203,14 +213,14 @@ def main() -> None:
         step(True)
     total = time.perf_counter() - began
     lines = [f"DeepFM step ({args.precision}, {args.setting}: {describe(model_config, training)}), batch 4096, {args.steps} steps, "
-             f"{torch.get_num_threads()} threads: "
+             f"{torch.get_num_threads()} threads, {args.device}: "
              f"{total / args.steps * 1e3:.1f} ms/step = {args.steps * 4096 / total:,.0f} samples/s", "",
              "Wall time per phase:"]
     cpu_total = sum(cpu_phases.values())
     lines += [f"  {name:<45} {t / args.steps * 1e3:6.1f} ms  {t / total:6.1%}   CPU {cpu_phases[name] / args.steps * 1e3:6.1f} ms "
               f"{cpu_phases[name] / cpu_total:6.1%}" for name, t in phases.items()]
     profiled = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])) as prof:
         for _ in range(10):
             step(False)
     profiled = (time.perf_counter() - profiled) * 1e6  # µs, as the profiler's times
@@ -223,12 +233,16 @@ def main() -> None:
     lines += ["", "torch.profiler self time on the main thread by kind of operator, per step (10 steps):"]
     lines += [f"  {name:<45} {t / 10 / 1e3:6.1f} ms  {t / cpu:6.1%}" for name, t in sorted(groups.items(), key=lambda x: -x[1])]
     lines += ["", "Top operators:", prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)]
+    if device.type == "cuda":  # what the GPU itself spent the steps on (torch < 2.4 names it self_cuda_time_total)
+        key = "self_device_time_total" if hasattr(prof.key_averages()[0], "self_device_time_total") else "self_cuda_time_total"
+        lines += ["", "Top operators by GPU time:", prof.key_averages().table(sort_by=key, row_limit=20)]
     text = "\n".join(lines)
     print(text)
     (HERE / "profiles").mkdir(exist_ok=True)
     suffix = "" if args.setting == "stripped" else f"_{args.setting}"
     shape = Path(args.data).resolve().name
     suffix += "_longtail" if shape == "longtail" else ""  # one-hot and the Criteo shape keep their names
+    suffix += "" if device.type == "cpu" else f"_{device.type}"
     (HERE / "profiles" / f"deepfm_step_{args.precision}{suffix}.txt").write_text(text + "\n")
 
 
@@ -286,8 +300,17 @@ def against_ceiling(data, encoder, args) -> None:
     can take less)."""
     torch.manual_seed(0)
     model_config, training = click_settings(encoder, args.precision)
+    device = torch.device(args.device)
+    training = training.model_copy(update={"device": args.device})
     model = build_model(model_config, encoder.num_features, encoder.num_fields)
     trainer = Trainer(model, "binary", training, progress=False)
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def now() -> tuple[float, float]:
+        """(wall, CPU) clocks once the device has done what was asked of it."""
+        synchronize()
+        return time.perf_counter(), time.process_time()
+
     width = encoder.num_fields * model_config.embed_dim  # the MLP's input at the defaults (run.py's ceiling: fields × 10)
     mlp = bare_mlp(width)
     adam = torch.optim.Adam(mlp.parameters(), lr=1e-3)
@@ -418,7 +441,7 @@ def floor(width: int, steps: int) -> None:
             cpu = statistics.median(c for _, c in pairs) * 1e3
             print(f"  {name:<28} {wall:7.1f} ms wall ({4096 / wall * 1e3:9,.0f} samples/s)  {cpu:7.1f} ms CPU")
         model, optimizer = variants["Adam (for-loop, as run.py)"]
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])) as prof:
             for _ in range(5):
                 step(model, optimizer)
         events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
