@@ -1,6 +1,6 @@
 """On a GPU, what a GPU user runs: ``deepfm train`` at its defaults (``--device auto`` is cuda there), the
-scoring and the multi-valued fields. Skipped where torch has no CUDA; ``benchmarks/gpu_check.sh`` runs them
-on a CUDA machine."""
+scoring, multi-valued fields, a streamed run resumed from its checkpoint, FM. Skipped where torch has no CUDA;
+``benchmarks/gpu_check.sh`` runs them on a CUDA machine."""
 
 from __future__ import annotations
 
@@ -73,3 +73,39 @@ def test_a_multi_valued_field_trains_on_the_gpu(write_table, tmp_path, capsys):
                  "--device", "cuda", "--quiet", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] > 0
     assert evaluate_json(tmp_path / "model", path, capsys)["auc"] > 0.9  # the label is the tags' parity
+
+
+def test_a_streamed_run_interrupted_on_the_gpu_resumes_from_its_checkpoint(criteo_like, tmp_path, monkeypatch):
+    from deepfm.training.trainer import Trainer
+
+    config = {"data": {"numeric": [f"I{i}" for i in range(1, 14)], "stream": "on", "chunk_rows": 5_000,
+                       "shuffle_window": 2, "valid_fraction": 0},
+              "training": {"epochs": 2, "batch_size": 1024, "checkpoint_every": 10, "device": "cuda"}}
+    full = Estimator(**config).fit(criteo_like["train"], out=tmp_path / "full", progress=False)
+    original_step, calls = Trainer._step, {"n": 0}
+
+    def crash(self, batch):
+        calls["n"] += 1
+        if calls["n"] > 55:  # epoch 2 (40 steps an epoch), after its checkpoint at step 10
+            raise KeyboardInterrupt
+        return original_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        Estimator(**config).fit(criteo_like["train"], out=tmp_path / "cut", progress=False)
+    monkeypatch.setattr(Trainer, "_step", original_step)
+    resumed = Estimator(**config).fit(criteo_like["train"], out=tmp_path / "cut", resume=True, progress=False)
+    assert resumed.result.samples_seen == full.result.samples_seen == 2 * SPEC.rows
+    assert next(resumed.model.parameters()).is_cuda
+    # GPU scatter-adds are not bit-reproducible: the same run, not the same bits
+    full_auc, resumed_auc = (e.evaluate(criteo_like["test"])["auc"] for e in (full, resumed))
+    assert abs(full_auc - resumed_auc) < 0.01, (full_auc, resumed_auc)
+
+
+def test_fm_trains_on_the_gpu_and_its_model_loads_there(criteo_like, tmp_path, capsys):
+    assert main(["train", "--train", str(criteo_like["train"]), "--out", str(tmp_path / "fm"), "--model", "fm",
+                 "--epochs", "2", "--device", "cuda", "--quiet"]) == 0
+    capsys.readouterr()
+    loaded = Estimator.load(tmp_path / "fm")
+    assert next(loaded.model.parameters()).is_cuda
+    assert loaded.evaluate(criteo_like["test"])["auc"] > 0.6
