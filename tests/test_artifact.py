@@ -83,13 +83,18 @@ def test_a_directory_that_is_not_a_model_is_refused(tmp_path):
 
 def rewrite_features(out, change):
     """Edit features.json and update its checksum, as a hand-made schema would arrive."""
+    rewrite_json(out, "features.json", change)
+
+
+def rewrite_json(out, name, change):
+    """Edit the JSON file ``name`` of a model directory and update its checksum in the manifest."""
     import hashlib
 
-    features = json.loads((out / "features.json").read_text())
-    change(features)
-    (out / "features.json").write_text(json.dumps(features))
+    content = json.loads((out / name).read_text())
+    change(content)
+    (out / name).write_text(json.dumps(content))
     manifest = json.loads((out / "manifest.json").read_text())
-    manifest["files"]["features.json"] = hashlib.sha256((out / "features.json").read_bytes()).hexdigest()
+    manifest["files"][name] = hashlib.sha256((out / name).read_bytes()).hexdigest()
     (out / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -133,3 +138,15 @@ def test_extra_files_are_checksummed_in_the_manifest_and_must_be_plain_json_name
     for name in ("config.json", "../x.json", "notes.txt"):
         with pytest.raises(ValueError, match="give a new file name ending in .json"):
             est.save(tmp_path / "n", extra={name: {}})
+
+
+def test_a_model_trained_on_a_gpu_loads_and_predicts_on_a_machine_without_one(saved, tmp_path, monkeypatch):
+    import torch
+
+    out, est, test = saved
+    gpu = copy_dir(out, tmp_path / "gpu")  # what a GPU run writes: CPU weights, its device in config.json
+    rewrite_json(gpu, "config.json", lambda config: config["run"]["training"].update(device="cuda:0"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loaded = Estimator.load(gpu)
+    assert loaded.config.training.device == "cpu"
+    np.testing.assert_array_equal(loaded.predict(test), est.predict(test))
