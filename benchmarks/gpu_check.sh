@@ -4,14 +4,19 @@
 #   2. benchmarks/run.py on the GPU (BENCH_DEVICE=cuda): the bare MLP, deepfm at its defaults (fp32, bf16)
 #      and DeepCTR-Torch at its defaults, on the Criteo-like, long-tail and one-hot shapes;
 #   3. where the GPU step spends its time: benchmarks/profile_step.py --device cuda at the defaults (Criteo shape).
-# Wheels of what that python3 lacks (pydantic, FastAPI, DeepCTR-Torch, ...) go in .whl/ beforehand; figures and
-# logs land in $OUT (default gpu_out/). Each step has its own time limit, so a slow one leaves the rest their time.
+# Wheels of what that python3 lacks (pydantic, FastAPI, DeepCTR-Torch, ...) go in .whl/ beforehand; the suite needs
+# pytest-xdist and pytest-timeout there. Figures and logs land in $OUT (default gpu_out/). Each step has its own time
+# limit (defaults 150 + 300 + 80 s: one 600 s device command with the set-up), so a slow one leaves the rest their time.
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
 SITE=/tmp/deepfm-site
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || exit
-export PYTHONPATH=$PWD/src:$SITE OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1
+shopt -s nullglob
+wheels=(.whl/*.whl)
+if ((${#wheels[@]})); then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "${wheels[@]}" || exit
+fi
+export PYTHONPATH=$PWD/src:$SITE${PYTHONPATH:+:$PYTHONPATH} OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1
 export DEEPFM_PYTHON=python3 PEERS_PYTHON=python3 BENCH_DEVICE=cuda
 
 {
@@ -21,20 +26,21 @@ export DEEPFM_PYTHON=python3 PEERS_PYTHON=python3 BENCH_DEVICE=cuda
 } 2>&1 | tee "$OUT/env.txt"
 
 TESTS=${TESTS:-tests}  # e.g. TESTS="tests/test_cuda.py tests/test_cli.py" where device time is short
-SUITE_S=${SUITE_S:-180}
-BENCH_S=${BENCH_S:-330}
-timeout "$SUITE_S" python3 -m pytest -p no:cacheprovider -n 12 --timeout 120 -rfE $TESTS 2>&1 | tail -c 200000 > "$OUT/pytest.log"
+SUITE_S=${SUITE_S:-150}
+BENCH_S=${BENCH_S:-300}
+timeout -k 10 "$SUITE_S" python3 -m pytest -p no:cacheprovider -n 12 --timeout 120 -rfE $TESTS 2>&1 | tail -c 200000 > "$OUT/pytest.log"
 echo "pytest exit ${PIPESTATUS[0]}"
 tail -n 40 "$OUT/pytest.log"
 
-timeout "$BENCH_S" python3 benchmarks/run.py --repeat 1 --shapes criteo longtail onehot \
+rm -f benchmarks/.results/latest.json
+timeout -k 10 "$BENCH_S" python3 benchmarks/run.py --repeat 1 --shapes criteo longtail onehot \
   --only "bare MLP (ceiling)" "bare MLP bf16" "deepfm DeepFM defaults ·" "deepfm DeepFM defaults bf16" \
   "DeepCTR-Torch DeepFM defaults" 2>&1 | tee "$OUT/run.log" | grep -v "^ *{"
 echo "run.py exit ${PIPESTATUS[0]}"
-cp benchmarks/.results/latest.json "$OUT/run.json" 2>/dev/null || true
+cp benchmarks/.results/latest.json "$OUT/run.json" 2>/dev/null || echo "run.py left no table (see run.log)"
 
-PROFILE_S=${PROFILE_S:-90}
-timeout "$PROFILE_S" python3 benchmarks/profile_step.py benchmarks/.data --setting defaults --device cuda --steps 30 \
+PROFILE_S=${PROFILE_S:-80}
+timeout -k 10 "$PROFILE_S" python3 benchmarks/profile_step.py benchmarks/.data --setting defaults --device cuda --steps 30 \
   > "$OUT/profile_step_cuda.txt" 2>&1
 echo "profile_step.py exit $?"
 head -n 20 "$OUT/profile_step_cuda.txt"

@@ -129,6 +129,9 @@ def main() -> None:
     parser.add_argument("--ceiling", action="store_true",
                         help="interleave the DeepFM step at the defaults with the bare-MLP ceiling: the × ceiling of one process")
     args = parser.parse_args()
+    if args.device != "cpu" and (args.floor or args.overheads or args.ceiling or args.first_layer or args.padded_input_gradient):
+        parser.error("--device other than cpu times the trainer's step only (no --floor, --overheads, --ceiling, "
+                     "--first-layer or --padded-input-gradient)")
     if args.floor:
         return floor(args.floor, args.steps)
     configure_runtime(0)
@@ -441,7 +444,7 @@ def floor(width: int, steps: int) -> None:
             cpu = statistics.median(c for _, c in pairs) * 1e3
             print(f"  {name:<28} {wall:7.1f} ms wall ({4096 / wall * 1e3:9,.0f} samples/s)  {cpu:7.1f} ms CPU")
         model, optimizer = variants["Adam (for-loop, as run.py)"]
-        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])) as prof:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(5):
                 step(model, optimizer)
         events = [e for e in prof.key_averages() if e.key.startswith("aten::")]

@@ -53,13 +53,19 @@ def test_train_at_the_defaults_runs_on_the_gpu_and_learns_what_the_cpu_learns(cr
     assert gpu["auc"] > 0.6 and abs(gpu["auc"] - cpu["auc"]) < 0.02, (gpu, cpu)
 
 
-def test_scoring_sends_the_batches_where_the_model_is(criteo_like):
+def test_scoring_sends_the_batches_where_the_model_is_and_the_model_loads_without_a_gpu(criteo_like, tmp_path,
+                                                                                        monkeypatch):
     estimator = Estimator(data={"numeric": [f"I{i}" for i in range(1, 14)], "valid_fraction": 0},
-                          training={"epochs": 1, "device": "cuda"}).fit(criteo_like["train"], progress=False)
+                          training={"epochs": 1, "device": "cuda"}).fit(criteo_like["train"], out=tmp_path / "m",
+                                                                        progress=False)
     test = estimator.encode(criteo_like["test"])
     assert next(estimator.model.parameters()).is_cuda
-    np.testing.assert_allclose(predict(estimator.model, estimator.encoder.task, test),
-                               estimator.predict(criteo_like["test"]), rtol=0, atol=1e-6)
+    on_gpu = estimator.predict(criteo_like["test"])
+    np.testing.assert_allclose(predict(estimator.model, estimator.encoder.task, test), on_gpu, rtol=0, atol=1e-6)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the model directory on a machine without one
+    on_cpu = Estimator.load(tmp_path / "m")
+    assert next(on_cpu.model.parameters()).device.type == "cpu"
+    np.testing.assert_allclose(on_cpu.predict(criteo_like["test"]), on_gpu, rtol=0, atol=1e-4)
 
 
 def test_a_multi_valued_field_trains_on_the_gpu(write_table, tmp_path, capsys):
@@ -67,7 +73,7 @@ def test_a_multi_valued_field_trains_on_the_gpu(write_table, tmp_path, capsys):
     path = write_table("train.csv", {
         "label": [i % 2 for i in range(rows)],
         "tags": ["a|b:0.5" if i % 2 else ("c" if i % 3 else None) for i in range(rows)],
-        "city": [f"c{i % 40}" for i in range(rows)],
+        "city": [f"c{(i // 2) % 40}" for i in range(rows)],  # both labels in every city: only the tags tell them
     })
     assert main(["train", "--train", str(path), "--out", str(tmp_path / "model"), "--multi", "tags", "--epochs", "2",
                  "--device", "cuda", "--quiet", "--json"]) == 0

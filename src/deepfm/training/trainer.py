@@ -54,12 +54,13 @@ PROGRESS_ROWS = 200_000  # scoring more rows than this shows a bar (when progres
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's weights (the CPU for a model without any)."""
-    return next(model.parameters(), torch.empty(0)).device
+    weight = next(model.parameters(), None)
+    return weight.device if weight is not None else torch.device("cpu")
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, data: EncodedData, device: str | None = None, batch_size: int = PREDICT_BATCH,
-                   progress: bool = False) -> np.ndarray:
+def predict_logits(model: nn.Module, data: EncodedData, device: str | torch.device | None = None,
+                   batch_size: int = PREDICT_BATCH, progress: bool = False) -> np.ndarray:
     """The model's logits for every row of ``data``, in order, float64: (N,) or (N, C) for C outputs.
     The batches go to ``device``, by default the one the model's weights are on."""
     device = device if device is not None else model_device(model)
@@ -78,7 +79,7 @@ def predict_logits(model: nn.Module, data: EncodedData, device: str | None = Non
 
 
 @torch.no_grad()
-def predict(model: nn.Module, task: Task | str, data: EncodedData, device: str | None = None,
+def predict(model: nn.Module, task: Task | str, data: EncodedData, device: str | torch.device | None = None,
             batch_size: int = PREDICT_BATCH) -> np.ndarray:
     """Predictions for every row of ``data``, in order: (N,) probabilities or ratings, or (N, C) class
     probabilities; float64. The batches go to ``device``, by default the model's."""
