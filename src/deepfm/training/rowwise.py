@@ -207,9 +207,10 @@ def occurrence_l2_scale(grad_rows: torch.Tensor, occurrences: Occurrences, stren
 def _fusable(param: torch.nn.Parameter, rows: torch.Tensor, g: torch.Tensor, state: dict) -> bool:
     """Whether ``adam_pass.adam_rows`` can step ``param``: fp32 CPU tensors, contiguous, 2-d, int64 rows."""
     tensors = (param, g, state["exp_avg"], state["exp_avg_sq"])
-    in_range = rows.numel() == 0 or (int(rows[0]) >= 0 and int(rows[-1]) < len(param))  # sorted; no bounds checks there
-    return (rows.dtype == torch.int64 and param.dim() == 2 and in_range and
-            all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors))
+    if not (rows.dtype == torch.int64 and param.dim() == 2 and
+            all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)):
+        return False  # (asked first: reading a GPU tensor's rows below would wait for the GPU each step)
+    return rows.numel() == 0 or (int(rows[0]) >= 0 and int(rows[-1]) < len(param))  # sorted; no bounds checks there
 
 
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
