@@ -15,6 +15,15 @@ def bench_device() -> str:
     return os.environ.get("BENCH_DEVICE", "cpu")
 
 
+def wait_for(device) -> None:
+    """Until a GPU ``device`` (a torch.device) has run what was queued on it, so that a clock read after it counts
+    that work; nothing on the CPU."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

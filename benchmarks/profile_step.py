@@ -52,6 +52,7 @@ from deepfm.models.layers import EmbeddedFields, fm_pairwise, fm_pairwise_and_ml
 from deepfm.runtime import configure as configure_runtime  # noqa: E402
 from deepfm.training.optim import batch_occurrences, dense_optimizer  # noqa: E402
 from deepfm.training.trainer import Trainer, loss_fn  # noqa: E402
+from common import wait_for  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 GROUPS = (  # first match wins
@@ -155,11 +156,10 @@ def main() -> None:
     training = training.model_copy(update={"device": args.device})
     model = build_model(model_config, encoder.num_features, encoder.num_fields)
     trainer = Trainer(model, "binary", training, progress=False)
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def now() -> tuple[float, float]:
         """(wall, CPU) clocks once the device has done what was asked of it."""
-        synchronize()
+        wait_for(device)
         return time.perf_counter(), time.process_time()
 
     optimizers = trainer.optimizer.optimizers
@@ -303,17 +303,8 @@ def against_ceiling(data, encoder, args) -> None:
     can take less)."""
     torch.manual_seed(0)
     model_config, training = click_settings(encoder, args.precision)
-    device = torch.device(args.device)
-    training = training.model_copy(update={"device": args.device})
     model = build_model(model_config, encoder.num_features, encoder.num_fields)
     trainer = Trainer(model, "binary", training, progress=False)
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def now() -> tuple[float, float]:
-        """(wall, CPU) clocks once the device has done what was asked of it."""
-        synchronize()
-        return time.perf_counter(), time.process_time()
-
     width = encoder.num_fields * model_config.embed_dim  # the MLP's input at the defaults (run.py's ceiling: fields × 10)
     mlp = bare_mlp(width)
     adam = torch.optim.Adam(mlp.parameters(), lr=1e-3)

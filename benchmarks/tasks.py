@@ -20,7 +20,7 @@ from deepfm.runtime import set_process_environment  # noqa: E402 - loads neither
 set_process_environment()  # as the deepfm command does (import deepfm does not): OpenMP, Arrow's pool, malloc
 
 import numpy as np  # noqa: E402
-from common import bench_device, run_task  # noqa: E402
+from common import bench_device, run_task, wait_for  # noqa: E402
 import torch  # noqa: E402
 
 BATCH = 4096
@@ -62,12 +62,11 @@ def bare_mlp(precision: str = "fp32", input_grad: str = "no", width: str = "390"
 
     for _ in range(warmup):
         step()
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    synchronize()
+    wait_for(device)
     began = time.perf_counter()
     for _ in range(steps):
         step()
-    synchronize()
+    wait_for(device)
     seconds = time.perf_counter() - began
     return {"train_samples_per_s": steps * BATCH / seconds, "step_ms": seconds / steps * 1e3}
 

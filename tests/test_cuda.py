@@ -21,6 +21,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 # 26 categorical and 13 numeric columns with a long tail of ids: the shape whose batches take the distinct-id
 # lookups, the row-wise Adam and the per-occurrence L2 that deepfm's defaults use on the Criteo data
 SPEC = SyntheticSpec(rows=40_000, categorical=26, numeric=13, vocabulary=400_000, seed=3)
+NUMERIC = [f"I{i}" for i in range(1, 14)]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def evaluate_json(model, test, capsys) -> dict:
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_train_at_the_defaults_runs_on_the_gpu_and_learns_what_the_cpu_learns(criteo_like, tmp_path, capsys, precision):
-    common = ["--train", str(criteo_like["train"]), "--numeric", ",".join(f"I{i}" for i in range(1, 14)),
+    common = ["--train", str(criteo_like["train"]), "--numeric", ",".join(NUMERIC),
               "--epochs", "2", "--quiet", "--json", "--precision", precision]
     assert main(["train", *common, "--out", str(tmp_path / "gpu")]) == 0  # --device auto: cuda
     capsys.readouterr()
@@ -55,7 +56,7 @@ def test_train_at_the_defaults_runs_on_the_gpu_and_learns_what_the_cpu_learns(cr
 
 def test_scoring_sends_the_batches_where_the_model_is_and_the_model_loads_without_a_gpu(criteo_like, tmp_path,
                                                                                         monkeypatch):
-    estimator = Estimator(data={"numeric": [f"I{i}" for i in range(1, 14)], "valid_fraction": 0},
+    estimator = Estimator(data={"numeric": NUMERIC, "valid_fraction": 0},
                           training={"epochs": 1, "device": "cuda"}).fit(criteo_like["train"], out=tmp_path / "m",
                                                                         progress=False)
     test = estimator.encode(criteo_like["test"])
@@ -84,7 +85,7 @@ def test_a_multi_valued_field_trains_on_the_gpu(write_table, tmp_path, capsys):
 def test_a_streamed_run_interrupted_on_the_gpu_resumes_from_its_checkpoint(criteo_like, tmp_path, monkeypatch):
     from deepfm.training.trainer import Trainer
 
-    config = {"data": {"numeric": [f"I{i}" for i in range(1, 14)], "stream": "on", "chunk_rows": 5_000,
+    config = {"data": {"numeric": NUMERIC, "stream": "on", "chunk_rows": 5_000,
                        "shuffle_window": 2, "valid_fraction": 0},
               "training": {"epochs": 2, "batch_size": 1024, "checkpoint_every": 10, "device": "cuda"}}
     full = Estimator(**config).fit(criteo_like["train"], out=tmp_path / "full", progress=False)
