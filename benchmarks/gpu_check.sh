@@ -7,6 +7,9 @@
 # Wheels of what that python3 lacks (pydantic, FastAPI, DeepCTR-Torch, ...) go in .whl/ beforehand; the suite needs
 # pytest-xdist and pytest-timeout there. Figures and logs land in $OUT (default gpu_out/). Each step has its own time
 # limit (defaults 150 + 300 + 80 s: one 600 s device command with the set-up), so a slow one leaves the rest their time.
+# BASELINE=DIR (a folder holding another version's src/, e.g. `git archive <commit> src | tar -x -C DIR`) also runs
+# deepfm's fp32 rows with that version in the same run, an A/B on one machine (BASELINE_S, default 60 s);
+# ROWS overrides the rows step 2 runs (run.py --only's words, one a line).
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -33,11 +36,23 @@ echo "pytest exit ${PIPESTATUS[0]}"
 tail -n 40 "$OUT/pytest.log"
 
 rm -f benchmarks/.results/latest.json
-timeout -k 10 "$BENCH_S" python3 benchmarks/run.py --repeat 1 --shapes criteo longtail onehot \
-  --only "bare MLP (ceiling)" "bare MLP bf16" "deepfm DeepFM defaults ·" "deepfm DeepFM defaults bf16" \
-  "DeepCTR-Torch DeepFM defaults" 2>&1 | tee "$OUT/run.log" | grep -v "^ *{"
+mapfile -t rows <<< "${ROWS:-bare MLP (ceiling)
+bare MLP bf16
+deepfm DeepFM defaults ·
+deepfm DeepFM defaults bf16
+DeepCTR-Torch DeepFM defaults}"
+timeout -k 10 "$BENCH_S" python3 benchmarks/run.py --repeat 1 --shapes criteo longtail onehot --only "${rows[@]}" \
+  2>&1 | tee "$OUT/run.log" | grep -v "^ *{"
 echo "run.py exit ${PIPESTATUS[0]}"
 cp benchmarks/.results/latest.json "$OUT/run.json" 2>/dev/null || echo "run.py left no table (see run.log)"
+
+if [[ -n ${BASELINE:-} ]]; then  # the same rows of deepfm with the baseline's library (run.py itself is this one's)
+  rm -f benchmarks/.results/latest.json
+  PYTHONPATH=$PWD/$BASELINE/src:$SITE timeout -k 10 "${BASELINE_S:-60}" python3 benchmarks/run.py --repeat 1 \
+    --shapes criteo longtail onehot --only "deepfm DeepFM defaults ·" 2>&1 | tee "$OUT/run_baseline.log" | grep -v "^ *{"
+  echo "baseline run.py exit ${PIPESTATUS[0]}"
+  cp benchmarks/.results/latest.json "$OUT/run_baseline.json" 2>/dev/null || echo "the baseline left no table"
+fi
 
 PROFILE_S=${PROFILE_S:-80}
 timeout -k 10 "$PROFILE_S" python3 benchmarks/profile_step.py benchmarks/.data --setting defaults --device cuda --steps 30 \

@@ -69,6 +69,33 @@ def test_scoring_sends_the_batches_where_the_model_is_and_the_model_loads_withou
     np.testing.assert_allclose(on_cpu.predict(criteo_like["test"]), on_gpu, rtol=0, atol=1e-4)
 
 
+def test_a_training_step_at_the_defaults_never_makes_the_host_wait_for_the_gpu(criteo_like):
+    """Batches made (as the prefetch thread makes them) and steps taken with torch reporting every operation that
+    waits for the GPU: none may, so the host prepares the next steps while the GPU computes (the loss is read
+    every few steps, outside ``_step``)."""
+    import warnings
+
+    from deepfm.training.trainer import Trainer
+
+    estimator = Estimator(data={"numeric": NUMERIC, "valid_fraction": 0},
+                          training={"epochs": 1, "device": "cuda"}).fit(criteo_like["train"], progress=False)
+    data = estimator.encode(criteo_like["train"])
+    trainer = Trainer(estimator.model, estimator.encoder.task, estimator.config.training, progress=False)
+    size = estimator.config.training.batch_size
+    trainer._step(data.slice(0, size).to_batch("cuda").prepare())  # first calls (e.g. the optimisers' state)
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for start in range(size, 4 * size, size):
+                trainer._step(data.slice(start, start + size).to_batch("cuda").prepare())
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    waits = [f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
+    assert not waits, waits
+
+
 def test_a_multi_valued_field_trains_on_the_gpu(write_table, tmp_path, capsys):
     rows = 2_000
     path = write_table("train.csv", {

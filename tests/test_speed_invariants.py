@@ -47,6 +47,19 @@ def test_distinct_ids_of_a_batch_group_its_slots_by_id_in_slot_order(table, coun
     assert DistinctIds.of(ids[:0]).unique.numel() == 0
 
 
+@pytest.mark.parametrize("grouped", [True, False])  # with the slot grouping (counts from its runs); without (counted)
+def test_distinct_ids_sent_to_a_device_carry_their_counts_and_no_slot_grouping(grouped):
+    ids = torch.randint(0, 40, (64, 7))
+    found = DistinctIds.of(ids, counting=True) if grouped else DistinctIds(*distinct_ids(ids))
+    sent = found.to(torch.device("cpu"))  # (a GPU's copy is the same tensors there)
+    assert torch.equal(sent.unique, found.unique) and torch.equal(sent.inverse, found.inverse)
+    assert sent.slot_rows is None and sent.slot_columns is None and not sent.design_pays
+    assert torch.equal(sent.counts, torch.bincount(ids.reshape(-1), minlength=40)[found.unique])
+    batch = Batch(ids, None, [], None, _distinct=sent)
+    unique, counts, size = batch_occurrences(batch)  # the per-occurrence L2 takes these counts as they are
+    assert counts is sent.counts and unique is sent.unique and size == 64
+
+
 def test_threads_group_by_counting_at_once_each_with_its_own_counts_left_zero():
     import threading
 

@@ -241,20 +241,42 @@ def test_single_class_validation_selects_by_logloss_and_stops_early(tables):
     assert est.metrics["best_epoch"] == int(np.argmin(losses)) + 1
 
 
-def test_a_diverging_run_stops_with_a_clear_error_naming_epoch_and_step(tables, monkeypatch):
-    from deepfm.errors import TrainingDiverged
+def loss_nan_from_step(step: int, monkeypatch) -> None:
+    """Make the training loss NaN from the ``step``-th call on (counted from 1)."""
     from deepfm.tasks import BinaryTask
 
-    original = BinaryTask.loss
+    original, calls = BinaryTask.loss, {"n": 0}
 
-    def nan_from_step_3(self, logits, labels, weights=None, calls={"n": 0}):
+    def nan_from_step(self, logits, labels, weights=None):
         calls["n"] += 1
         loss = original(self, logits, labels, weights)
-        return loss * float("nan") if calls["n"] >= 3 else loss
+        return loss * float("nan") if calls["n"] >= step else loss
 
-    monkeypatch.setattr(BinaryTask, "loss", nan_from_step_3)
+    monkeypatch.setattr(BinaryTask, "loss", nan_from_step)
+
+
+def test_a_diverging_run_stops_with_a_clear_error_naming_epoch_and_step(tables, monkeypatch):
+    from deepfm.errors import TrainingDiverged
+
+    loss_nan_from_step(3, monkeypatch)
     with pytest.raises(TrainingDiverged, match=r"epoch 1, step 3: the training loss is nan .*lower --lr \(this run: 0.01\)"):
         Estimator(**SMALL).fit(tables["train"][0], valid=tables["valid"][0], progress=False)
+
+
+def test_losses_read_every_16_steps_as_on_a_gpu_give_the_same_history_and_name_the_diverging_step(tables, monkeypatch):
+    from deepfm.errors import TrainingDiverged
+    from deepfm.training import trainer
+
+    def history(run):
+        return [epoch["train_loss"] for epoch in run.metrics["history"]]
+
+    every_step = Estimator(**SMALL).fit(tables["train"][0], progress=False)
+    monkeypatch.setattr(trainer, "loss_read_interval", lambda device_type: 16)  # 24 steps an epoch: 16 + 8
+    deferred = Estimator(**SMALL).fit(tables["train"][0], progress=False)
+    np.testing.assert_allclose(history(deferred), history(every_step), rtol=1e-6)
+    loss_nan_from_step(3, monkeypatch)
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 3: the training loss is nan"):
+        Estimator(**SMALL).fit(tables["train"][0], progress=False)
 
 
 def test_resume_trains_with_the_new_lr_embed_l2_and_weight_decay(tables, tmp_path):

@@ -109,6 +109,13 @@ def join_single_row_tail(batches: Iterator[EncodedData]) -> Iterator[EncodedData
         yield held
 
 
+def loss_read_interval(device_type: str) -> int:
+    """Steps between reads of the training loss: every step on the CPU, every ``PROGRESS_EVERY`` elsewhere.
+    Each read of a GPU's loss makes the host wait for the GPU, which then idles while the host prepares the next
+    step; a loss that is not finite is still reported at its own step, up to that many steps later."""
+    return 1 if device_type == "cpu" else PROGRESS_EVERY
+
+
 def peak_rss_mb() -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
@@ -162,6 +169,7 @@ class Trainer:
         # 1 of 2). One thread on every core: made inline, cheaper than handed over.
         self._batches_ahead = (torch.get_num_threads() > 1
                                or torch.get_num_threads() * distributed.context().local_world < available_cores())
+        self._read_every = loss_read_interval(self.autocast_device)
         self._source: BatchSource | None = None  # what ``fit`` trains on (its layout is part of a checkpoint)
 
     def fit(self, train: EncodedData | BatchSource, valid: EncodedData | None = None, resume: bool = False,
@@ -195,22 +203,25 @@ class Trainer:
             bar = tqdm(batches, total=steps_per_epoch, initial=skip_steps, desc=f"epoch {epoch + 1}", disable=not self.progress, leave=False)
             total_loss, steps = result.epoch_loss if skip_steps else (0.0, 0)  # resumed mid-epoch: its loss so far
             began = time.perf_counter()
+            unread: list[torch.Tensor] = []  # the losses of the steps since the last read
             try:
                 for step, (rows, batch) in enumerate(bar, start=skip_steps):
-                    loss = self._step(batch)
-                    if not math.isfinite(loss):
-                        raise TrainingDiverged(f"epoch {epoch + 1}, step {step + 1}: the training loss is {loss} (the model "
-                                               f"diverged); train again with a lower --lr (this run: {config.lr:g})")
-                    total_loss += loss
-                    steps += 1
-                    if self.progress and steps % PROGRESS_EVERY == 0:
-                        bar.set_postfix_str(f"loss {total_loss / steps:.5f}", refresh=False)
+                    unread.append(self._step(batch))
                     result.samples_seen += rows
-                    if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < steps_per_epoch:
+                    checkpoint = (config.checkpoint_every and (step + 1) % config.checkpoint_every == 0
+                                  and step + 1 < steps_per_epoch)
+                    if len(unread) >= self._read_every or checkpoint:
+                        total_loss, steps = total_loss + self._read_losses(unread, epoch, step), steps + len(unread)
+                        unread.clear()
+                        if self.progress and steps % PROGRESS_EVERY == 0:
+                            bar.set_postfix_str(f"loss {total_loss / steps:.5f}", refresh=False)
+                    if checkpoint:
                         result.train_seconds += time.perf_counter() - began
                         result.epoch_loss = (total_loss, steps)
                         self._save(result, epoch, step + 1, best_weights, bad_epochs)
                         began = time.perf_counter()
+                if unread:
+                    total_loss, steps = total_loss + self._read_losses(unread, epoch, step), steps + len(unread)
             finally:
                 batches.close()  # the batch thread stops here too when a step fails
             result.train_seconds += time.perf_counter() - began
@@ -258,7 +269,18 @@ class Trainer:
         self.log(f"no improvement: reloaded the best epoch's weights; learning rate now "
                  f"{self.config.lr * self.optimizer.lr_scale:g}")
 
-    def _step(self, batch: Batch) -> float:
+    def _read_losses(self, losses: list[torch.Tensor], epoch: int, last_step: int) -> float:
+        """The sum of the steps' ``losses`` (the last one that of step ``last_step``, from 0), read in one go;
+        TrainingDiverged names the first step whose loss is not finite."""
+        values = torch.stack(losses).tolist() if len(losses) > 1 else [float(losses[0])]
+        for offset, loss in enumerate(values):
+            if not math.isfinite(loss):
+                step = last_step - len(values) + offset + 2  # counted from 1
+                raise TrainingDiverged(f"epoch {epoch + 1}, step {step}: the training loss is {loss} (the model "
+                                       f"diverged); train again with a lower --lr (this run: {self.config.lr:g})")
+        return math.fsum(values) if len(values) > 1 else values[0]
+
+    def _step(self, batch: Batch) -> torch.Tensor:
         self.optimizer.zero_grad()
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model(batch)  # bf16: the MLP's hidden layers in bfloat16; FM term and output in fp32
@@ -269,7 +291,7 @@ class Trainer:
         owned = distributed.average_gradients(self.model)  # no-op in a single process
         self.optimizer.step()  # distributed: each rank steps on the table rows it owns ...
         owned.share()  # ... and sends them to the other ranks
-        return float(loss.detach())
+        return loss.detach()  # read by ``_read_losses``, on a GPU not at every step
 
     def _save(self, result: TrainResult, epoch: int, step: int, best_weights, bad_epochs: int) -> None:
         if self.checkpoint_dir:  # every rank: rank 0 collects the tables' optimiser state of the rows others own
