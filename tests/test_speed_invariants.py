@@ -47,19 +47,6 @@ def test_distinct_ids_of_a_batch_group_its_slots_by_id_in_slot_order(table, coun
     assert DistinctIds.of(ids[:0]).unique.numel() == 0
 
 
-@pytest.mark.parametrize("grouped", [True, False])  # with the slot grouping (counts from its runs); without (counted)
-def test_distinct_ids_sent_to_a_device_carry_their_counts_and_no_slot_grouping(grouped):
-    ids = torch.randint(0, 40, (64, 7))
-    found = DistinctIds.of(ids, counting=True) if grouped else DistinctIds(*distinct_ids(ids))
-    sent = found.to(torch.device("cpu"))  # (a GPU's copy is the same tensors there)
-    assert torch.equal(sent.unique, found.unique) and torch.equal(sent.inverse, found.inverse)
-    assert sent.slot_rows is None and sent.slot_columns is None and not sent.design_pays
-    assert torch.equal(sent.counts, torch.bincount(ids.reshape(-1), minlength=40)[found.unique])
-    batch = Batch(ids, None, [], None, _distinct=sent)
-    unique, counts, size = batch_occurrences(batch)  # the per-occurrence L2 takes these counts as they are
-    assert counts is sent.counts and unique is sent.unique and size == 64
-
-
 def test_threads_group_by_counting_at_once_each_with_its_own_counts_left_zero():
     import threading
 
@@ -154,6 +141,20 @@ def test_distinct_row_lookup_gives_the_same_values_and_gradient_as_a_plain_looku
     torch.testing.assert_close(fast.fields, vx.detach())
     torch.testing.assert_close(fast_grad.to_dense(), table.grad.coalesce().to_dense())
     assert fast_grad.indices()[0].tolist() == torch.unique(ids).tolist(), "only the rows the batch used"
+
+
+def test_a_lookups_gradient_kept_by_autograd_is_taken_as_distinct_without_reading_its_rows(monkeypatch):
+    from deepfm.data.design import noted_index
+    from deepfm.training.rowwise import distinct_rows
+
+    ids = torch.randint(0, 1000, (64, 6))
+    emb = FeaturesEmbedding(1000, 4)
+    emb(Batch(ids, None, [], None)).fields.sum().backward()
+    assert not emb.weight.grad.is_coalesced()  # autograd keeps the gradient without the lookup's mark
+    monkeypatch.setattr(torch.Tensor, "all", lambda *args: pytest.fail("read the rows (on a GPU: a wait for it)"))
+    rows, values = distinct_rows(emb.weight.grad, noted_index(emb.weight))
+    assert rows.data_ptr() == noted_index(emb.weight).data_ptr() and rows.tolist() == torch.unique(ids).tolist()
+    assert values.data_ptr() == emb.weight.grad._values().data_ptr()  # no copy either
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # the compiled pass, and the tensor ops

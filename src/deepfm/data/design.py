@@ -68,6 +68,13 @@ def recall_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor | None
     return rows if same_index and version == table._version else None
 
 
+def noted_index(table: torch.Tensor) -> torch.Tensor | None:
+    """The index of the rows ``remember_rows`` noted for ``table`` (a lookup's sorted distinct ids), if any; the
+    note stays for ``recall_rows``."""
+    noted = _gathered.get(id(table))
+    return noted[1] if noted is not None and noted[0]() is table else None
+
+
 def put_rows(table: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """``table.index_copy_(0, index, rows)`` for distinct ``index``, without autograd: NumPy's ``put`` for
     contiguous fp32/fp64 tables on CPU, each row of k > 1 values moved as one record. Returns ``table``.
@@ -86,14 +93,6 @@ def put_rows(table: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> to
     np.put(target.reshape(-1), index.numpy(), values.reshape(-1))
     torch.autograd.graph.increment_version(table)  # a write, as index_copy_'s (see ``recall_rows``)
     return table
-
-
-def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A CPU tensor copied to ``device``; to a GPU from pinned memory, so the copy waits neither for the
-    GPU's queued work nor makes the host wait for it."""
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
 
 
 def distinct_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +126,6 @@ class DistinctIds:
     slot_rows: torch.Tensor | None = None  # (U + 1,) int32
     slot_columns: torch.Tensor | None = None  # (B·F,) int32: slots, grouped by distinct id
     design_pays: bool = False  # ≥ SLOTS_PER_ROW_FOR_PRODUCTS slots per distinct id: FM as products with X
-    counts: torch.Tensor | None = None  # (U,) int64: how often each distinct id occurs (a GPU batch's, see ``to``)
 
     @staticmethod
     def of(ids: torch.Tensor, counting: bool = False) -> "DistinctIds":
@@ -142,15 +140,6 @@ class DistinctIds:
         if counting and low >= 0 and ids.dtype == torch.int64 and slot_grouping.counting_pays(flat.numel(), high + 1):
             return DistinctIds._with_grouping(ids, *slot_grouping.group_by_counting(ids, high + 1))
         return DistinctIds._grouped(ids)
-
-    def to(self, device: torch.device) -> "DistinctIds":
-        """These distinct ids (found on the CPU) on ``device``, with each one's count and without the slot grouping
-        (only CPU kernels read it). A GPU batch's ids are searched on the CPU, where they are read: searching on
-        the GPU makes the host wait for the device to learn how many there are (``torch.unique``, ``nonzero``)."""
-        counts = (torch.diff(self.slot_rows).long() if self.slot_rows is not None
-                  else torch.bincount(self.inverse.reshape(-1), minlength=len(self.unique)))
-        return DistinctIds(to_device(self.unique, device), to_device(self.inverse, device),
-                           counts=to_device(counts, device))
 
     @staticmethod
     def _with_grouping(ids: torch.Tensor, unique: torch.Tensor, inverse: torch.Tensor, slot_rows: torch.Tensor,

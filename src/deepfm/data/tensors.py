@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from deepfm.data.design import DesignMatrix, DistinctIds, design_with_bags, to_device
+from deepfm.data.design import DesignMatrix, DistinctIds, design_with_bags
 
 if TYPE_CHECKING:
     from deepfm.data.encoded import EncodedData
@@ -34,7 +34,6 @@ class Batch:
     labels: torch.Tensor | None  # (B,) float32
     weights: torch.Tensor | None = None  # (B,) float32 sample weights, or None for all 1
     _distinct: DistinctIds | None = field(default=None, repr=False, compare=False)
-    _host_ids: torch.Tensor | None = field(default=None, repr=False, compare=False)  # a GPU batch's ids, on the CPU
     _design: DesignMatrix | None = field(default=None, repr=False, compare=False)
     _design_built: bool = field(default=False, repr=False, compare=False)
 
@@ -46,8 +45,7 @@ class Batch:
         """The batch's distinct ids. Computed once per batch (by the prefetch thread when
         training, ``counting`` where that pays: ``DistinctIds.of``) and shared by every table the model reads."""
         if self._distinct is None:
-            self._distinct = (DistinctIds.of(self.ids, counting) if self._host_ids is None
-                              else DistinctIds.of(self._host_ids, counting).to(self.ids.device))  # see ``to``
+            self._distinct = DistinctIds.of(self.ids, counting)
         return self._distinct
 
     def design(self) -> DesignMatrix | None:
@@ -71,18 +69,11 @@ class Batch:
 
     @staticmethod
     def from_numpy(data: EncodedData, device: torch.device | str = "cpu") -> "Batch":
-        """The batch's arrays as tensors on ``device``. A GPU batch keeps its ids on the CPU too, to find its
-        distinct ids there (``distinct``); its copies leave the host free to go on (``to_device``)."""
-        device = torch.device(device)
-
         def tensor(array: np.ndarray | None) -> torch.Tensor | None:
-            return None if array is None else to_device(torch.from_numpy(np.ascontiguousarray(array)), device)
+            return None if array is None else torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
 
         bags = []
         for bag in data.bags:
             rows = np.repeat(np.arange(len(bag.offsets) - 1, dtype=np.int64), np.diff(bag.offsets))
             bags.append(BagTensor(tensor(bag.ids), tensor(bag.weights), tensor(rows)))
-        host_ids = torch.from_numpy(np.ascontiguousarray(data.ids)).long() if device.type != "cpu" else None
-        ids = tensor(data.ids).long() if host_ids is None else to_device(host_ids, device)
-        return Batch(ids, tensor(data.dense_values()), bags, tensor(data.labels), tensor(data.weights),
-                     _host_ids=host_ids)
+        return Batch(tensor(data.ids).long(), tensor(data.dense_values()), bags, tensor(data.labels), tensor(data.weights))

@@ -191,12 +191,11 @@ def batch_occurrences(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(sorted distinct feature ids of ``batch``, how often each occurs, batch size), bags included."""
     if not batch.bags:
         distinct = batch.distinct()
-        if distinct.counts is not None:  # found with the ids (a GPU batch's: no count there, which waits for the GPU)
-            return distinct.unique, distinct.counts, batch.size
         if distinct.slot_rows is not None:  # each distinct id's run of slots: its count, with no pass over the slots
             return distinct.unique, torch.diff(distinct.slot_rows).long(), batch.size
-        counts = torch.bincount(distinct.inverse.reshape(-1), minlength=len(distinct.unique))
-        return distinct.unique, counts, batch.size
+        slots = distinct.inverse.reshape(-1)  # counted by adding ones: a GPU's bincount waits for it (to size its output)
+        counts = torch.zeros(len(distinct.unique), dtype=torch.int64, device=slots.device)
+        return distinct.unique, counts.index_add_(0, slots, torch.ones_like(slots)), batch.size
     ids = torch.cat([batch.ids.reshape(-1), *(bag.ids for bag in batch.bags)])
     rows, counts = torch.unique(ids, sorted=True, return_counts=True)
     return rows, counts, batch.size

@@ -22,7 +22,7 @@ from typing import Iterable
 import torch
 
 from deepfm.compiled import in_row_blocks
-from deepfm.data.design import put_rows, recall_rows, take_rows
+from deepfm.data.design import noted_index, put_rows, recall_rows, take_rows
 from deepfm.training.eager import EagerOptimizer
 
 Occurrences = tuple[torch.Tensor, torch.Tensor, int]  # a batch's sorted distinct ids, their counts, its size
@@ -34,10 +34,14 @@ def _rows_of(param: torch.nn.Parameter, rows: torch.Tensor) -> torch.Tensor:
     return recalled if recalled is not None else take_rows(param, rows)
 
 
-def distinct_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def distinct_rows(grad: torch.Tensor, known_distinct: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows (U,), values (U, k)) of a sparse row gradient, summing duplicate rows if any. A gradient
-    marked coalesced (as ``FeaturesEmbedding`` makes them) is taken at its word, as torch does."""
+    marked coalesced (as ``FeaturesEmbedding`` makes them), or whose rows are the very tensor ``known_distinct``
+    (the lookup's sorted distinct ids, ``noted_index``), is taken at its word, as torch does: autograd drops the
+    mark when it keeps a gradient, and checking the rows' order on a GPU makes the host wait for it."""
     rows, values = grad._indices()[0], grad._values()
+    if known_distinct is not None and _same_tensor(rows, known_distinct):
+        return rows, values
     if rows.numel() > 1 and not grad.is_coalesced() and not bool((rows[1:] > rows[:-1]).all()):
         grad = grad.coalesce()
         rows, values = grad.indices()[0], grad.values()
@@ -95,7 +99,7 @@ class RowWiseAdam(_OccurrenceL2AtStep, EagerOptimizer, torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
                 state["step"] += 1
                 step = float(state["step"])
-                rows, g = distinct_rows(param.grad)
+                rows, g = distinct_rows(param.grad, noted_index(param))
                 step_size = group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
                 if _fusable(param, rows, g, state):
                     recall_rows(param, rows)  # not needed: the pass reads the table's rows itself
@@ -157,7 +161,7 @@ class LazyAdagrad(_OccurrenceL2AtStep, EagerOptimizer, torch.optim.Optimizer):
                     shape = param.shape[:1] if per_row else param.shape
                     state["sum"] = torch.full(shape, group.get("initial_accumulator", 0.0), dtype=param.dtype,
                                               device=param.device)
-                rows, g = distinct_rows(param.grad)
+                rows, g = distinct_rows(param.grad, noted_index(param))
                 weights = _rows_of(param, rows)  # (U, k)
                 g = self._with_occurrence_l2(param, rows, g, weights)
                 if group.get("row_l2"):
@@ -177,7 +181,7 @@ def add_occurrence_l2(param: torch.nn.Parameter, rows: torch.Tensor, counts: tor
     """Add the gradient of λ · (1/B) Σ_b Σ_f ‖v_{x_bf}‖² to ``param.grad`` (sparse): 2λ · c_i / B · v_i
     for each touched row i, where c_i is how often row i occurs in the batch (``rows``: the batch's
     sorted distinct ids, ``counts``: their occurrences)."""
-    grad_rows, g = distinct_rows(param.grad)
+    grad_rows, g = distinct_rows(param.grad, noted_index(param))
     if grad_rows.numel() == 0:
         return
     g = occurrence_l2_gradient(grad_rows, g, take_rows(param, grad_rows), (rows, counts, batch_size), strength)
