@@ -8,8 +8,9 @@
 # pytest-xdist and pytest-timeout there. Figures and logs land in $OUT (default gpu_out/). Each step has its own time
 # limit (defaults 150 + 300 + 80 s: one 600 s device command with the set-up), so a slow one leaves the rest their time.
 # BASELINE=DIR (a folder holding another version's src/, e.g. `git archive <commit> src | tar -x -C DIR`) also runs
-# deepfm's fp32 rows with that version in the same run, an A/B on one machine (BASELINE_S, default 60 s);
-# ROWS overrides the rows step 2 runs (run.py --only's words, one a line).
+# deepfm's fp32 rows with that version in the same run, an A/B on one machine (BASELINE_S, default 60 s: lower BENCH_S
+# to keep within 600 s, e.g. BENCH_S=240 with fewer ROWS); ROWS overrides the rows step 2 runs (run.py --only's words,
+# one a line).
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -41,14 +42,16 @@ bare MLP bf16
 deepfm DeepFM defaults ·
 deepfm DeepFM defaults bf16
 DeepCTR-Torch DeepFM defaults}"
+for i in "${!rows[@]}"; do [[ -n ${rows[i]} ]] || unset "rows[i]"; done  # an empty word would select every row
 timeout -k 10 "$BENCH_S" python3 benchmarks/run.py --repeat 1 --shapes criteo longtail onehot --only "${rows[@]}" \
   2>&1 | tee "$OUT/run.log" | grep -v "^ *{"
 echo "run.py exit ${PIPESTATUS[0]}"
 cp benchmarks/.results/latest.json "$OUT/run.json" 2>/dev/null || echo "run.py left no table (see run.log)"
 
 if [[ -n ${BASELINE:-} ]]; then  # the same rows of deepfm with the baseline's library (run.py itself is this one's)
+  base=$(cd "$BASELINE" && pwd) && [[ -d $base/src/deepfm ]] || { echo "BASELINE $BASELINE holds no src/deepfm"; exit 2; }
   rm -f benchmarks/.results/latest.json
-  PYTHONPATH=$PWD/$BASELINE/src:$SITE timeout -k 10 "${BASELINE_S:-60}" python3 benchmarks/run.py --repeat 1 \
+  PYTHONPATH=$base/src:$SITE timeout -k 10 "${BASELINE_S:-60}" python3 benchmarks/run.py --repeat 1 \
     --shapes criteo longtail onehot --only "deepfm DeepFM defaults ·" 2>&1 | tee "$OUT/run_baseline.log" | grep -v "^ *{"
   echo "baseline run.py exit ${PIPESTATUS[0]}"
   cp benchmarks/.results/latest.json "$OUT/run_baseline.json" 2>/dev/null || echo "the baseline left no table"

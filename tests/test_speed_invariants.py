@@ -143,6 +143,18 @@ def test_distinct_row_lookup_gives_the_same_values_and_gradient_as_a_plain_looku
     assert fast_grad.indices()[0].tolist() == torch.unique(ids).tolist(), "only the rows the batch used"
 
 
+def test_a_table_looked_up_twice_in_one_step_gets_its_gradient_rows_summed_though_a_lookup_is_noted():
+    from deepfm.data.design import noted_index
+    from deepfm.training.rowwise import distinct_rows
+
+    emb = FeaturesEmbedding(50, 3)
+    first, second = torch.tensor([[1, 4], [4, 9]]), torch.tensor([[4, 7], [9, 9]])
+    (emb(Batch(first, None, [], None)).fields.sum() + emb(Batch(second, None, [], None)).fields.sum()).backward()
+    assert noted_index(emb.weight) is not None  # the second lookup's ids: not the summed gradient's rows
+    rows, values = distinct_rows(emb.weight.grad, noted_index(emb.weight))
+    assert rows.tolist() == [1, 4, 7, 9] and values[:, 0].tolist() == [1.0, 3.0, 1.0, 3.0]
+
+
 def test_a_lookups_gradient_kept_by_autograd_is_taken_as_distinct_without_reading_its_rows(monkeypatch):
     from deepfm.data.design import noted_index
     from deepfm.training.rowwise import distinct_rows
@@ -151,8 +163,10 @@ def test_a_lookups_gradient_kept_by_autograd_is_taken_as_distinct_without_readin
     emb = FeaturesEmbedding(1000, 4)
     emb(Batch(ids, None, [], None)).fields.sum().backward()
     assert not emb.weight.grad.is_coalesced()  # autograd keeps the gradient without the lookup's mark
-    monkeypatch.setattr(torch.Tensor, "all", lambda *args: pytest.fail("read the rows (on a GPU: a wait for it)"))
+    for read in ("__bool__", "item", "tolist"):  # any read of a value (on a GPU: a wait for it)
+        monkeypatch.setattr(torch.Tensor, read, lambda *args, read=read: pytest.fail(f"read the rows ({read})"))
     rows, values = distinct_rows(emb.weight.grad, noted_index(emb.weight))
+    monkeypatch.undo()
     assert rows.data_ptr() == noted_index(emb.weight).data_ptr() and rows.tolist() == torch.unique(ids).tolist()
     assert values.data_ptr() == emb.weight.grad._values().data_ptr()  # no copy either
 

@@ -57,7 +57,11 @@ def interrupt_after(steps: int, monkeypatch, run) -> None:
     monkeypatch.setattr(Trainer, "_step", original_step)
 
 
-def test_training_interrupted_mid_epoch_resumes_to_the_same_weights(tables, tmp_path, monkeypatch):
+@pytest.mark.parametrize("read_every", [1, 16])  # the loss read every step (CPU), every 16 (GPU): read at checkpoints
+def test_training_interrupted_mid_epoch_resumes_to_the_same_weights(tables, tmp_path, monkeypatch, read_every):
+    from deepfm.training import trainer
+
+    monkeypatch.setattr(trainer, "loss_read_interval", lambda device_type: read_every)
     config = {**SMALL, "training": {**SMALL["training"], "epochs": 2, "checkpoint_every": 5}}
     full = Estimator(**config).fit(tables["train"][0], out=tmp_path / "full", progress=False)
 

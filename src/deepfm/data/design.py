@@ -49,7 +49,8 @@ _gathered: dict[int, tuple[weakref.ref, torch.Tensor, torch.Tensor, int]] = {}
 
 def remember_rows(table: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> None:
     """Note that ``rows`` are ``table``'s rows ``index`` as of now (a lookup's gather), for ``recall_rows``.
-    ``rows`` must be a tensor no one else reads once the caller is done with it."""
+    ``rows`` must be a tensor no one else reads once the caller is done with it; ``index`` sorted distinct ids that
+    nothing changes in place (``distinct_rows`` takes a gradient over that very tensor as distinct: ``noted_index``)."""
     key = id(table)
     _gathered[key] = (weakref.ref(table, lambda _: _gathered.pop(key, None)), index, rows, table._version)
 

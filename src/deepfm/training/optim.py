@@ -193,9 +193,11 @@ def batch_occurrences(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, int]:
         distinct = batch.distinct()
         if distinct.slot_rows is not None:  # each distinct id's run of slots: its count, with no pass over the slots
             return distinct.unique, torch.diff(distinct.slot_rows).long(), batch.size
-        slots = distinct.inverse.reshape(-1)  # counted by adding ones: a GPU's bincount waits for it (to size its output)
-        counts = torch.zeros(len(distinct.unique), dtype=torch.int64, device=slots.device)
-        return distinct.unique, counts.index_add_(0, slots, torch.ones_like(slots)), batch.size
+        slots = distinct.inverse.reshape(-1)
+        if slots.device.type == "cpu":
+            return distinct.unique, torch.bincount(slots, minlength=len(distinct.unique)), batch.size
+        counts = torch.zeros(len(distinct.unique), dtype=torch.int64, device=slots.device)  # a GPU's bincount waits for
+        return distinct.unique, counts.index_add_(0, slots, torch.ones_like(slots)), batch.size  # it (to size its output)
     ids = torch.cat([batch.ids.reshape(-1), *(bag.ids for bag in batch.bags)])
     rows, counts = torch.unique(ids, sorted=True, return_counts=True)
     return rows, counts, batch.size

@@ -219,4 +219,5 @@ def _fusable(param: torch.nn.Parameter, rows: torch.Tensor, g: torch.Tensor, sta
 
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether ``a`` and ``b`` are views of the same elements (no comparison of values)."""
-    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype
+    return (a.data_ptr() == b.data_ptr() and a.device == b.device and a.shape == b.shape and a.stride() == b.stride()
+            and a.dtype == b.dtype)

@@ -211,9 +211,10 @@ class Trainer:
                     checkpoint = (config.checkpoint_every and (step + 1) % config.checkpoint_every == 0
                                   and step + 1 < steps_per_epoch)
                     if len(unread) >= self._read_every or checkpoint:
+                        shown = steps // PROGRESS_EVERY
                         total_loss, steps = total_loss + self._read_losses(unread, epoch, step), steps + len(unread)
                         unread.clear()
-                        if self.progress and steps % PROGRESS_EVERY == 0:
+                        if self.progress and steps // PROGRESS_EVERY > shown:  # every PROGRESS_EVERY steps
                             bar.set_postfix_str(f"loss {total_loss / steps:.5f}", refresh=False)
                     if checkpoint:
                         result.train_seconds += time.perf_counter() - began
