@@ -64,9 +64,7 @@ def recall_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor | None
     if noted is None or noted[0]() is not table:
         return None
     _, noted_index, rows, version = noted
-    same_index = noted_index.data_ptr() == index.data_ptr() and noted_index.shape == index.shape and \
-        noted_index.stride() == index.stride() and noted_index.dtype == index.dtype
-    return rows if same_index and version == table._version else None
+    return rows if same_tensor(noted_index, index) and version == table._version else None
 
 
 def noted_index(table: torch.Tensor) -> torch.Tensor | None:
@@ -74,6 +72,12 @@ def noted_index(table: torch.Tensor) -> torch.Tensor | None:
     note stays for ``recall_rows``."""
     noted = _gathered.get(id(table))
     return noted[1] if noted is not None and noted[0]() is table else None
+
+
+def same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` are views of the same elements (no comparison of values)."""
+    return (a.data_ptr() == b.data_ptr() and a.device == b.device and a.shape == b.shape and a.stride() == b.stride()
+            and a.dtype == b.dtype)
 
 
 def put_rows(table: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

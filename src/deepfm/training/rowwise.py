@@ -22,7 +22,7 @@ from typing import Iterable
 import torch
 
 from deepfm.compiled import in_row_blocks
-from deepfm.data.design import noted_index, put_rows, recall_rows, take_rows
+from deepfm.data.design import noted_index, put_rows, recall_rows, same_tensor, take_rows
 from deepfm.training.eager import EagerOptimizer
 
 Occurrences = tuple[torch.Tensor, torch.Tensor, int]  # a batch's sorted distinct ids, their counts, its size
@@ -40,7 +40,7 @@ def distinct_rows(grad: torch.Tensor, known_distinct: torch.Tensor | None = None
     (the lookup's sorted distinct ids, ``noted_index``), is taken at its word, as torch does: autograd drops the
     mark when it keeps a gradient, and checking the rows' order on a GPU makes the host wait for it."""
     rows, values = grad._indices()[0], grad._values()
-    if known_distinct is not None and _same_tensor(rows, known_distinct):
+    if known_distinct is not None and same_tensor(rows, known_distinct):
         return rows, values
     if rows.numel() > 1 and not grad.is_coalesced() and not bool((rows[1:] > rows[:-1]).all()):
         grad = grad.coalesce()
@@ -199,7 +199,7 @@ def occurrence_l2_gradient(grad_rows: torch.Tensor, g: torch.Tensor, weights: to
 def occurrence_l2_scale(grad_rows: torch.Tensor, occurrences: Occurrences, strength: float) -> torch.Tensor:
     """(U,) float32: 2λ · c_i / B for each of ``grad_rows``, c_i its count among ``occurrences`` (0 if none)."""
     rows, counts, batch_size = occurrences
-    if _same_tensor(grad_rows, rows):  # the gradient of a distinct-row lookup (``FeaturesEmbedding``): no search
+    if same_tensor(grad_rows, rows):  # the gradient of a distinct-row lookup (``FeaturesEmbedding``): no search
         scale = counts.to(torch.float32, copy=True)  # scaled in place below: never the caller's counts
     else:
         where = torch.searchsorted(rows, grad_rows).clamp_(max=len(rows) - 1)
@@ -215,9 +215,3 @@ def _fusable(param: torch.nn.Parameter, rows: torch.Tensor, g: torch.Tensor, sta
             all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)):
         return False  # (asked first: reading a GPU tensor's rows below would wait for the GPU each step)
     return rows.numel() == 0 or (int(rows[0]) >= 0 and int(rows[-1]) < len(param))  # sorted; no bounds checks there
-
-
-def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether ``a`` and ``b`` are views of the same elements (no comparison of values)."""
-    return (a.data_ptr() == b.data_ptr() and a.device == b.device and a.shape == b.shape and a.stride() == b.stride()
-            and a.dtype == b.dtype)

@@ -273,13 +273,13 @@ class Trainer:
     def _read_losses(self, losses: list[torch.Tensor], epoch: int, last_step: int) -> float:
         """The sum of the steps' ``losses`` (the last one that of step ``last_step``, from 0), read in one go;
         TrainingDiverged names the first step whose loss is not finite."""
-        values = torch.stack(losses).tolist() if len(losses) > 1 else [float(losses[0])]
+        values = torch.stack(losses).tolist()
         for offset, loss in enumerate(values):
             if not math.isfinite(loss):
                 step = last_step - len(values) + offset + 2  # counted from 1
                 raise TrainingDiverged(f"epoch {epoch + 1}, step {step}: the training loss is {loss} (the model "
                                        f"diverged); train again with a lower --lr (this run: {self.config.lr:g})")
-        return math.fsum(values) if len(values) > 1 else values[0]
+        return math.fsum(values)
 
     def _step(self, batch: Batch) -> torch.Tensor:
         self.optimizer.zero_grad()
