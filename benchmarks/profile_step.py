@@ -47,8 +47,9 @@ from deepfm.defaults import with_task_defaults  # noqa: E402
 from deepfm.data.batch import InMemorySource, prefetch  # noqa: E402
 from deepfm.data.stream import ChunkedFile, chunk_bytes_for, encode_file, fit_streaming  # noqa: E402
 from deepfm.models import build_model  # noqa: E402
-from deepfm.models.first_layer import field_vectors, first_layer_on_distinct_rows, first_layer_plan  # noqa: E402
-from deepfm.models.layers import EmbeddedFields, fm_pairwise, fm_pairwise_and_mlp_input  # noqa: E402
+from deepfm.models.autocast import autocast_dtype  # noqa: E402
+from deepfm.models.first_layer import first_layer_on_distinct_rows, first_layer_plan, fm_pairwise_of_rows  # noqa: E402
+from deepfm.models.layers import fm_pairwise_and_mlp_input  # noqa: E402
 from deepfm.runtime import configure as configure_runtime  # noqa: E402
 from deepfm.training.optim import batch_occurrences, dense_optimizer  # noqa: E402
 from deepfm.training.trainer import Trainer, loss_fn  # noqa: E402
@@ -176,20 +177,27 @@ def main() -> None:
         marks.append(("distinct ids + slot grouping (+ design matrix)", *now()))
         trainer.optimizer.zero_grad()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=trainer.bf16):  # DeepFM.forward, phase by phase
-            plan = first_layer_plan(model.embedding, model.dnn.first_linear, batch)
-            if plan is not None:  # the first Linear on the distinct rows (k wide, rows recurring)
-                rows, hidden = first_layer_on_distinct_rows(model.embedding, model.dnn.first_linear, batch, plan)
-                embedded = EmbeddedFields(field_vectors(rows, batch, plan))
+            first = model.dnn.first_linear
+            plan = first_layer_plan(model.embedding, first, batch)
+            if plan is not None:  # the first Linear on the distinct rows (k wide, rows recurring), as mlp_on_distinct_rows
+                bias_cancels = model.dnn.first_bias_cancels(len(plan.distinct.inverse), torch.float32, "cpu")
+                rows, hidden = first_layer_on_distinct_rows(model.embedding, first, batch, plan, with_bias=not bias_cancels)
             else:
                 embedded = model.embedding(batch)
             marks.append(("forward: embedding gather to (B, F, k) (+ first Linear on distinct rows)", *now()))
             if plan is not None:
-                pairwise = fm_pairwise(embedded)
+                pairwise = fm_pairwise_of_rows(rows, batch, plan)
             else:
-                pairwise, dnn_input = fm_pairwise_and_mlp_input(embedded)
+                fields = embedded.fields
+                cast = fields.device.type == "cpu" and fields.dtype == torch.float32 and first is not None
+                mlp_dtype = autocast_dtype("cpu") if cast and first.weight.dtype == torch.float32 else None
+                pairwise, dnn_input = fm_pairwise_and_mlp_input(embedded, 1, mlp_dtype)
             y_fm = model.linear(batch) + pairwise
             marks.append(("forward: FM term (first order + pairwise)", *now()))
-            deep = model.dnn(hidden, after_first_linear=True) if plan is not None else model.dnn(dnn_input)
+            if plan is not None:
+                deep = model.dnn(hidden, after_first_linear=True, first_bias_left_out=bias_cancels)
+            else:
+                deep = model.dnn(dnn_input)
             logits = y_fm + deep.squeeze(-1)
         loss = loss_fn("binary", logits.float(), batch.labels)
         marks.append(("forward: MLP (linear, batch norm, ReLU + dropout), loss", *now()))
@@ -244,7 +252,7 @@ def main() -> None:
     (HERE / "profiles").mkdir(exist_ok=True)
     suffix = "" if args.setting == "stripped" else f"_{args.setting}"
     shape = Path(args.data).resolve().name
-    suffix += "_longtail" if shape == "longtail" else ""  # one-hot and the Criteo shape keep their names
+    suffix += f"_{shape}" if shape in ("longtail", "onehot") else ""  # the Criteo shape keeps the plain name
     suffix += "" if device.type == "cpu" else f"_{device.type}"
     (HERE / "profiles" / f"deepfm_step_{args.precision}{suffix}.txt").write_text(text + "\n")
 
