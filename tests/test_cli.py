@@ -388,6 +388,24 @@ def test_predict_to_an_unsupported_file_type_exits_2(ctr_model, tmp_path, capsys
     assert "use a .csv or .parquet file name" in capsys.readouterr().err
 
 
+def test_predict_into_a_folder_that_does_not_exist_creates_it_as_export_does(ctr_model, tmp_path):
+    out = tmp_path / "new" / "deeper" / "p.parquet"
+    assert main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(out)]) == 0
+    assert len(read_predictions(out)) == 300
+
+
+def test_predict_to_a_place_it_cannot_write_exits_2_before_reading_the_rows(ctr_model, tmp_path, capsys, monkeypatch):
+    from deepfm.api import Estimator
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(Estimator, "predict", lambda *a, **k: pytest.fail("predicted before checking --out"))
+    for out in (blocker / "p.csv", tmp_path):  # its folder is a file; a folder itself
+        code = main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(out)])
+        error = capsys.readouterr().err
+        assert code == 2 and f"--out {out}" in error and "Traceback" not in error, error
+
+
 def test_predict_without_out_writes_csv_to_stdout_and_out_dash_does_too(ctr_model, tmp_path, capsys):
     main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(tmp_path / "p.csv")])
     expected = read_predictions(tmp_path / "p.csv")

@@ -491,6 +491,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
+    writable_output(args.out)  # before any work: a wrong --out would otherwise fail once every row is scored
     estimator = _load(args.dir, args.format)
     keep = [name.strip() for name in (args.keep or "").split(",") if name.strip()]
     frame = estimator.read(args.path, require_label=False)
@@ -519,8 +520,31 @@ def kept_column(frame, name: str, label: str):
     return frame.columns[name]
 
 
+PARQUET_SUFFIXES, CSV_SUFFIXES = (".parquet", ".pq"), (".csv", ".txt")
+
+
+def writable_output(out: str) -> None:
+    """Check ``predict --out`` (a .csv or .parquet file, or ``-``) and create its folder, as ``export`` does;
+    ConfigError where it cannot be written."""
+    from deepfm.errors import ConfigError
+
+    if out == "-":
+        return
+    path = Path(out)
+    if path.suffix.lower() not in PARQUET_SUFFIXES + CSV_SUFFIXES:
+        raise ConfigError(f"--out {out}: use a .csv or .parquet file name, or - for CSV on stdout")
+    if path.is_dir():
+        raise ConfigError(f"--out {out}: that is a folder; name a .csv or .parquet file in it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"--out {out}: cannot create its folder {path.parent} ({error.strerror})") from None
+    if not os.access(path.parent, os.W_OK):
+        raise ConfigError(f"--out {out}: its folder {path.parent} is not writable")
+
+
 def write_table(table, out: str) -> None:
-    """``out``: a .csv or .parquet file, or ``-`` for CSV on stdout."""
+    """``out``: a .csv or .parquet file (``writable_output`` checked it), or ``-`` for CSV on stdout."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -528,16 +552,10 @@ def write_table(table, out: str) -> None:
         sys.stdout.flush()
         pacsv.write_csv(table, sys.stdout.buffer)
         sys.stdout.buffer.flush()
-        return
-    path = Path(out)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        pq.write_table(table, path)
-    elif path.suffix.lower() in (".csv", ".txt"):
-        pacsv.write_csv(table, path)
+    elif Path(out).suffix.lower() in PARQUET_SUFFIXES:
+        pq.write_table(table, out)
     else:
-        from deepfm.errors import ConfigError
-
-        raise ConfigError(f"--out {out}: use a .csv or .parquet file name, or - for CSV on stdout")
+        pacsv.write_csv(table, out)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
