@@ -115,14 +115,16 @@ def test_binary_label_outside_zero_and_one_is_located_in_the_label_column(write_
     path = write_table("train.csv", {"city": ["a", "b", "c"], "label": [1, 0, 2]})
     encoder = fit(path, task="binary")
     error = error_of(encoder.transform, read_frame(path))
-    assert str(error) == f"{path}:4:2: binary labels must be 0 or 1, got 2 (use --task regression for ratings)"
+    assert str(error) == (f"{path}:4:2: binary labels must be 0 or 1, got 2 (the model is binary; "
+                          "for ratings, train with --task regression)")
 
 
 def test_minus_one_label_in_a_csv_is_not_binary(write_table):
     path = write_table("train.csv", {"label": [1, -1, 0], "city": ["a", "b", "c"]})
     encoder = fit(path, task="binary")
     error = error_of(encoder.transform, read_frame(path))
-    assert str(error) == f"{path}:3:1: binary labels must be 0 or 1, got -1 (use --task regression for ratings)"
+    assert str(error) == (f"{path}:3:1: binary labels must be 0 or 1, got -1 (the model is binary; "
+                          "for ratings, train with --task regression)")
 
 
 def test_missing_label_is_located(write_table):

@@ -264,3 +264,13 @@ def test_text_labels_without_positive_suggest_it_with_the_values_seen(write_tabl
     assert (error.line, error.column) == (2, 1)
     assert error.message == ("the label must be a number, got 'click'; for text labels name the value that means 1 "
                              "with --positive VALUE, or use --task multiclass (values seen: 'click', 'no')")
+
+
+def test_text_labels_given_to_a_trained_model_say_it_reads_numbers_not_how_to_train(write_table):
+    """``evaluate`` takes no --positive or --task: the message names what the model reads instead."""
+    train = write_table("train.csv", {"label": [4.0, 3.5, 1.0, 5.0], "city": ["a", "b", "c", "d"]})
+    encoder = fit(train, task="regression")
+    scored = write_table("scored.csv", {"label": ["4", "x", "2", "x"], "city": ["a", "b", "c", "d"]})
+    error = error_of(encoder.transform, read_frame(scored))
+    assert (error.line, error.column) == (3, 1)
+    assert error.message == "the label must be a number, got 'x': the model was trained on numeric labels (values seen: 'x', '4', '2')"

@@ -71,7 +71,7 @@ class Task:
 
     def encode_labels(self, frame: RawFrame) -> np.ndarray:
         """The frame's labels as float32 numbers for the loss; a missing or invalid one is a ``DataError``."""
-        y = read_labels(frame, self.positive, self.negative)
+        y = read_labels(frame, self.positive, self.negative, fitted=True)
         if np.isnan(y).any():
             raise frame.error(int(np.flatnonzero(np.isnan(y))[0]), None, "the label is missing")
         for raw, mapped in self.label_map.items():
@@ -149,7 +149,8 @@ class BinaryTask(Task):
     def check_labels(self, frame: RawFrame, y: np.ndarray) -> None:
         bad = np.flatnonzero((y != 0) & (y != 1))
         if len(bad):
-            raise frame.error(int(bad[0]), None, f"binary labels must be 0 or 1, got {y[bad[0]]:g} (use --task regression for ratings)")
+            raise frame.error(int(bad[0]), None, f"binary labels must be 0 or 1, got {y[bad[0]]:g} (the model is binary; "
+                                                 "for ratings, train with --task regression)")
 
     def row_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
@@ -322,7 +323,7 @@ class OrdinalTask(MulticlassTask):
         return np.asarray([float(c) for c in self.classes], dtype=np.float64)
 
     def encode_labels(self, frame: RawFrame) -> np.ndarray:
-        y = read_labels(frame, None)
+        y = read_labels(frame, None, fitted=True)
         if np.isnan(y).any():
             raise frame.error(int(np.flatnonzero(np.isnan(y))[0]), None, "the label is missing")
         values = self.values
@@ -393,12 +394,13 @@ def metric_text(name: str, value: float, spec: str = ".5f") -> str:
 # -- reading labels ---------------------------------------------------------------------------------
 
 
-def read_labels(frame: RawFrame, positive: str | None, negative: str | None = None) -> np.ndarray:
+def read_labels(frame: RawFrame, positive: str | None, negative: str | None = None, fitted: bool = False) -> np.ndarray:
     """Labels as float64: numbers as written, or 1/0 for "equals ``positive``" (missing stays NaN).
-    Text labels without ``positive`` are a ``DataError`` suggesting ``--positive VALUE``; with
+    Text labels without ``positive`` are a ``DataError``: while the task is being fitted it suggests
+    ``--positive VALUE``, for a ``fitted`` task (a trained model's) it says the model reads numbers. With
     ``negative`` too (the other value of the training labels), any third value is a located one."""
     if positive is None:
-        _refuse_text_labels(frame)
+        _refuse_text_labels(frame, fitted)
         y = to_float(frame, frame.labels, None)
         infinite = np.flatnonzero(np.isinf(y))
         if len(infinite):
@@ -420,7 +422,7 @@ def label_text(frame: RawFrame) -> pa.Array:
     return pc.utf8_trim_whitespace(pc.cast(frame.labels, pa.string()))
 
 
-def _refuse_text_labels(frame: RawFrame) -> None:
+def _refuse_text_labels(frame: RawFrame, fitted: bool) -> None:
     labels = frame.labels
     if not (pa.types.is_string(labels.type) or pa.types.is_large_string(labels.type)):
         return
@@ -429,6 +431,9 @@ def _refuse_text_labels(frame: RawFrame) -> None:
     number = pc.fill_null(pc.match_substring_regex(labels, NUMBER_PATTERN), True).to_numpy(zero_copy_only=False)
     bad = int(np.flatnonzero(~number)[0])
     seen = distinct_values(label_text(frame))
+    if fitted:  # a trained model's labels: the options of training no longer apply
+        raise frame.error(bad, None, f"the label must be a number, got {labels[bad].as_py()!r}: the model was trained "
+                                     f"on numeric labels (values seen: {_listed(seen)})")
     raise frame.error(bad, None, f"the label must be a number, got {labels[bad].as_py()!r}; for text labels name the "
                                  f"value that means 1 with --positive VALUE, or use --task multiclass (values seen: "
                                  f"{_listed(seen)})")
