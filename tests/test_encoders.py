@@ -351,7 +351,7 @@ def test_libffm_model_encodes_a_file_where_a_field_never_occurs(write_text):
 def test_a_libfm_file_read_without_the_models_layout_is_a_clear_error(write_text):
     train = read_frame(write_text("train.libfm", "1 0:1 5:1\n0 1:1 6:1 8:1\n1 2:1 7:1\n"))
     encoder = FeatureEncoder.fit([train], DataConfig())
-    with pytest.raises(DataError, match="read the file with layout=encoder.layout"):
+    with pytest.raises(DataError, match="give the model a file like the one it was trained on .in Python, read a libFM/libFFM file with layout=encoder.layout"):
         encoder.transform(read_frame(write_text("test.libfm", "1 0:1 5:1\n0 1:1 6:1\n")))
 
 

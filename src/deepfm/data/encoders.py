@@ -282,7 +282,8 @@ class FeatureEncoder:
             if spec.name not in frame.columns and spec.name not in local:
                 if frame.sparse is not None:
                     raise DataError(frame.path, f"the {frame.format} features were laid out as {sorted(frame.columns)}, "
-                                    f"the model reads {sorted(self.layout)}: read the file with layout=encoder.layout", line=1)
+                                    f"the model reads {sorted(self.layout)}: give the model a file like the one it was "
+                                    "trained on (in Python, read a libFM/libFFM file with layout=encoder.layout)", line=1)
                 raise DataError(frame.path, f"column '{spec.name}' is required by the model but not in the file", line=1)
         n = frame.num_rows
         single = self.single_fields
