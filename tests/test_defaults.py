@@ -169,6 +169,14 @@ def test_the_log_line_names_the_statistic_and_the_branch():
     assert "0.9 per row" in line and "long tail" in line and "adagrad_init 0.01" in line
 
 
+def test_the_log_line_says_which_settings_the_user_gave_rather_than_calling_them_defaults():
+    given = build_config({"model": {"name": "fm"}, "training": {"adagrad_init": 0.0}, "data": {"min_count": 5}})
+    line = describe_shape_rule(given, LONG_TAIL)
+    assert "adagrad_init 0.01" not in line and "adagrad_init as you set it" in line
+    assert f"data.min_count {LONG_TAIL.min_count} as you set it" in line
+    assert "as you set" not in describe_shape_rule(build_config({"model": {"name": "fm"}}), LONG_TAIL)
+
+
 @pytest.mark.parametrize("vocabulary, shape, accumulator", [(200_000, "long tail", 0.01), (40, "recurring ids", 0.0)])
 def test_a_run_applies_the_rule_of_its_training_ids_and_records_the_branch(vocabulary, shape, accumulator):
     table, _ = make_ctr_table(SyntheticSpec(rows=600, categorical=6, numeric=1, vocabulary=vocabulary, seed=4))

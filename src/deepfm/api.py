@@ -263,7 +263,7 @@ class Estimator:
         id_counts = self.encoder.id_counts
         given = cfg
         self.config = cfg = with_task_defaults(cfg, task.name, id_counts)  # e.g. FM's L2 on ratings (deepfm.defaults)
-        shape_rule = describe_shape_rule(cfg, id_counts)
+        shape_rule = describe_shape_rule(given, id_counts)  # the user's keys said to be theirs
         if shape_rule and log and ctx.is_main:
             log(shape_rule)
         candidates, note = candidates_for(given, task.name, id_counts, in_memory=isinstance(train_data, EncodedData),

@@ -304,13 +304,19 @@ def with_candidate(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
 
 
 def describe_shape_rule(config: RunConfig, id_counts: IdCounts | None) -> str | None:
-    """One line for the run's log: the ids' shape and what it set, for a model that has a data rule."""
+    """One line for the run's log: the ids' shape and what its rule set, for a model that has a data rule;
+    ``config`` as the user gave it (before ``with_task_defaults``), so that a key they set is said to be theirs."""
     shapes = SHAPE_DEFAULTS.get(config.model.name)
     if not shapes or id_counts is None or config.training.solver != "gradient":
         return None
     shape = id_shape(id_counts)
     chosen = shapes.get(shape, {})
+    sections = (config.model, config.training)
+    yours = [key for key in chosen if any(key in section.model_fields_set for section in sections)]
     settings = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
-                         for key, value in chosen.items()) or "the task's defaults"
+                         for key, value in chosen.items() if key not in yours) or "the task's defaults"
+    if yours:
+        settings += f" ({', '.join(yours)} as you set {'it' if len(yours) == 1 else 'them'})"
+    rare = f"data.min_count {id_counts.min_count}" + (" as you set it" if config.data.min_count is not None else "")
     return (f"ids: {id_counts.describe()}: {shape} ({SHAPE_BANDS[shape]} distinct ids per row); "
-            f"{config.model.name} defaults for it: {settings}, data.min_count {id_counts.min_count} (deepfm.defaults)")
+            f"{config.model.name} defaults for it: {settings}, {rare} (deepfm.defaults)")
