@@ -399,11 +399,18 @@ def test_predict_to_a_place_it_cannot_write_exits_2_before_reading_the_rows(ctr_
 
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    monkeypatch.setattr(Estimator, "predict", lambda *a, **k: pytest.fail("predicted before checking --out"))
-    for out in (blocker / "p.csv", tmp_path):  # its folder is a file; a folder itself
+    (tmp_path / "d.csv").mkdir()
+    monkeypatch.setattr(Estimator, "read", lambda *a, **k: pytest.fail("read the rows before checking --out"))
+    for out in (blocker / "p.csv", blocker / "sub" / "p.csv", tmp_path / "d.csv"):  # under a file; a folder itself
         code = main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(out)])
         error = capsys.readouterr().err
         assert code == 2 and f"--out {out}" in error and "Traceback" not in error, error
+
+
+def test_predict_creates_no_folder_when_the_model_cannot_be_loaded(ctr_model, tmp_path):
+    out = tmp_path / "results" / "p.csv"
+    assert main(["predict", str(tmp_path / "no_model"), str(ctr_model["test"]), "--out", str(out)]) == 2
+    assert not (tmp_path / "results").exists()
 
 
 def test_predict_without_out_writes_csv_to_stdout_and_out_dash_does_too(ctr_model, tmp_path, capsys):

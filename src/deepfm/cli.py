@@ -524,8 +524,8 @@ PARQUET_SUFFIXES, CSV_SUFFIXES = (".parquet", ".pq"), (".csv", ".txt")
 
 
 def writable_output(out: str) -> None:
-    """Check ``predict --out`` (a .csv or .parquet file, or ``-``) and create its folder, as ``export`` does;
-    ConfigError where it cannot be written."""
+    """Check ``predict --out`` (a .csv or .parquet file, or ``-``) before any work: ConfigError where it could not
+    be written. Folders it names that do not exist yet are created when the table is written (``write_table``)."""
     from deepfm.errors import ConfigError
 
     if out == "-":
@@ -535,16 +535,18 @@ def writable_output(out: str) -> None:
         raise ConfigError(f"--out {out}: use a .csv or .parquet file name, or - for CSV on stdout")
     if path.is_dir():
         raise ConfigError(f"--out {out}: that is a folder; name a .csv or .parquet file in it")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"--out {out}: cannot create its folder {path.parent} ({error.strerror})") from None
-    if not os.access(path.parent, os.W_OK):
-        raise ConfigError(f"--out {out}: its folder {path.parent} is not writable")
+    existing = path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"--out {out}: {existing} is not writable")
 
 
 def write_table(table, out: str) -> None:
-    """``out``: a .csv or .parquet file (``writable_output`` checked it), or ``-`` for CSV on stdout."""
+    """``out``: a .csv or .parquet file (``writable_output`` checked it; its folder is created, as ``export``
+    creates its file's), or ``-`` for CSV on stdout."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -552,7 +554,9 @@ def write_table(table, out: str) -> None:
         sys.stdout.flush()
         pacsv.write_csv(table, sys.stdout.buffer)
         sys.stdout.buffer.flush()
-    elif Path(out).suffix.lower() in PARQUET_SUFFIXES:
+        return
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if Path(out).suffix.lower() in PARQUET_SUFFIXES:
         pq.write_table(table, out)
     else:
         pacsv.write_csv(table, out)

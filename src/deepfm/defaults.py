@@ -312,11 +312,10 @@ def describe_shape_rule(config: RunConfig, id_counts: IdCounts | None) -> str | 
     shape = id_shape(id_counts)
     chosen = shapes.get(shape, {})
     sections = (config.model, config.training)
-    yours = [key for key in chosen if any(key in section.model_fields_set for section in sections)]
-    settings = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
-                         for key, value in chosen.items() if key not in yours) or "the task's defaults"
-    if yours:
-        settings += f" ({', '.join(yours)} as you set {'it' if len(yours) == 1 else 'them'})"
+    settings = ", ".join(
+        f"{key} as you set it" if any(key in section.model_fields_set for section in sections)
+        else f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
+        for key, value in chosen.items()) or "the task's defaults"
     rare = f"data.min_count {id_counts.min_count}" + (" as you set it" if config.data.min_count is not None else "")
     return (f"ids: {id_counts.describe()}: {shape} ({SHAPE_BANDS[shape]} distinct ids per row); "
             f"{config.model.name} defaults for it: {settings}, {rare} (deepfm.defaults)")
