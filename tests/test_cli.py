@@ -567,6 +567,13 @@ def test_unknown_key_in_a_config_file_exits_2_naming_it(ctr_csv, tmp_path, capsy
     assert "model.depth:" in capsys.readouterr().err
 
 
+def test_a_misspelt_key_in_a_config_file_suggests_the_setting_meant(ctr_csv, tmp_path, capsys):
+    config = toml_config(tmp_path / "run.toml", ctr_csv(), tmp_path / "model")
+    config.write_text(config.read_text().replace("embed_dim = 4", "embed_dims = 4"))
+    assert main(["train", "--config", str(config)]) == 2
+    assert "model.embed_dims: Extra inputs are not permitted (did you mean model.embed_dim?)" in capsys.readouterr().err
+
+
 def test_invalid_flag_value_exits_2_naming_the_key(ctr_csv, tmp_path, capsys):
     code = main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "model"), "--dropout", "1.5"])
     err = capsys.readouterr().err

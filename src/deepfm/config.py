@@ -224,8 +224,24 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"])
-        lines.append(f"{source}: {key}: {item['msg']}" if key else f"{source}: {item['msg'].removeprefix('Value error, ')}")
+        hint = _closest_key(item["loc"]) if item["type"] == "extra_forbidden" else ""
+        lines.append(f"{source}: {key}: {item['msg']}{hint}" if key else f"{source}: {item['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
+
+
+def _closest_key(loc: tuple) -> str:
+    """For an unknown key at ``loc`` (section, key): " (did you mean section.other?)" where a known key is close."""
+    import difflib
+
+    section: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        field = section.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        section = annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1, cutoff=0.75)
+    return f" (did you mean {'.'.join(str(p) for p in (*loc[:-1], close[0]))}?)" if close else ""
 
 
 def build_config(values: dict[str, Any], source: str = "config") -> RunConfig:
