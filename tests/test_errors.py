@@ -54,6 +54,12 @@ def test_csv_row_with_too_many_fields_points_at_the_first_extra_field(write_text
     assert str(error_of(read_frame, path)) == f"{path}:3:4: expected 3 fields, found 5"
 
 
+def test_a_quote_never_closed_is_named_at_the_field_that_opens_it(write_text):
+    path = write_text("data.csv", 'label,a,b\n1,x,1.5\n0,"y,2\n1,z,3\n0,w,4\n')
+    assert str(error_of(read_frame, path)) == (f'{path}:3:2: expected 3 fields, found 2: the quote that opens field 2 is '
+                                               "not closed on its line, so the row runs on into the lines after it")
+
+
 def test_tsv_ragged_row_is_located(write_text):
     path = write_text("data.tsv", "label\ta\tb\n1\tx\t1\n0\ty\n")
     assert str(error_of(read_frame, path)) == f"{path}:3:3: expected 3 fields, found 2"

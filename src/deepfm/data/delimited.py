@@ -105,6 +105,11 @@ def _locate_ragged(path: Path, delimiter: str, expected: int, skip: int, lines: 
             if not fields:
                 return DataError(path, "empty line", line=number, column=1)
             if len(fields) != expected:
+                runs_on = next((i for i, field in enumerate(fields) if "\n" in field or "\r" in field), None)
+                if runs_on is not None:  # a quoted field that reads on past its line's end
+                    return DataError(path, f"expected {expected} fields, found {len(fields)}: the quote that opens "
+                                           f"field {runs_on + 1} is not closed on its line, so the row runs on into the "
+                                           "lines after it", line=number, column=runs_on + 1)
                 return DataError(
                     path, f"expected {expected} fields, found {len(fields)}", line=number,
                     column=min(len(fields), expected) + 1 if len(fields) < expected else expected + 1,
