@@ -133,6 +133,13 @@ def test_minus_one_label_in_a_csv_is_not_binary(write_table):
                           "for ratings, train with --task regression)")
 
 
+def test_an_empty_line_is_said_to_be_one_where_its_label_is_missing(write_text):
+    path = write_text("train.csv", "label,city\n1,a\n\n0,b\n")
+    encoder = fit(path)
+    error = error_of(encoder.transform, read_frame(path))
+    assert str(error) == f"{path}:3:1: the label is missing (the line is empty: remove it)"
+
+
 def test_missing_label_is_located(write_table):
     path = write_table("train.csv", {"city": ["a", "b", "c"], "label": [1, None, 0]})
     encoder = fit(path)

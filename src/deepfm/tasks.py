@@ -73,7 +73,7 @@ class Task:
         """The frame's labels as float32 numbers for the loss; a missing or invalid one is a ``DataError``."""
         y = read_labels(frame, self.positive, self.negative, fitted=True)
         if np.isnan(y).any():
-            raise frame.error(int(np.flatnonzero(np.isnan(y))[0]), None, "the label is missing")
+            raise frame.missing_label(int(np.flatnonzero(np.isnan(y))[0]))
         for raw, mapped in self.label_map.items():
             y = np.where(y == float(raw), mapped, y)
         self.check_labels(frame, y)
@@ -248,7 +248,7 @@ class MulticlassTask(Task):
         text = label_text(frame)
         missing = pc.is_null(text).to_numpy(zero_copy_only=False)
         if missing.any():
-            raise frame.error(int(np.flatnonzero(missing)[0]), None, "the label is missing")
+            raise frame.missing_label(int(np.flatnonzero(missing)[0]))
         position = self._vocabulary.positions(text)
         unknown = np.flatnonzero(position < 0)
         if len(unknown):
@@ -325,7 +325,7 @@ class OrdinalTask(MulticlassTask):
     def encode_labels(self, frame: RawFrame) -> np.ndarray:
         y = read_labels(frame, None, fitted=True)
         if np.isnan(y).any():
-            raise frame.error(int(np.flatnonzero(np.isnan(y))[0]), None, "the label is missing")
+            raise frame.missing_label(int(np.flatnonzero(np.isnan(y))[0]))
         values = self.values
         position = np.minimum(np.searchsorted(values, y), len(values) - 1)
         unknown = np.flatnonzero(values[position] != y)
@@ -536,7 +536,7 @@ class TaskFitter:
         text = label_text(frame)
         missing = pc.is_null(text).to_numpy(zero_copy_only=False)
         if missing.any():
-            raise frame.error(int(np.flatnonzero(missing)[0]), None, "the label is missing")
+            raise frame.missing_label(int(np.flatnonzero(missing)[0]))
         counts = pc.value_counts(text).flatten()
         for value, count in zip(counts[0].to_pylist(), counts[1].to_pylist()):
             self.class_counts[value] = self.class_counts.get(value, 0) + count

@@ -50,6 +50,11 @@ class RawFrame:
         column = self.label_column_number if name is None else self.column_numbers.get(name)
         return DataError(self.path, message, line=self.first_line + int(row), column=column)
 
+    def missing_label(self, row: int) -> DataError:
+        """The located error for a row without a label; a row with no value at all is said to be an empty line."""
+        empty = self.sparse is None and all(not column[int(row)].is_valid for column in self.columns.values())
+        return self.error(row, None, "the label is missing" + (" (the line is empty: remove it)" if empty else ""))
+
 
 def to_float(frame: RawFrame, array: pa.Array, name: str | None) -> np.ndarray:
     """Cast a column to float64, or raise a ``DataError`` naming the first value that is not a number.
