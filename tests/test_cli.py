@@ -275,6 +275,14 @@ def test_train_and_evaluate_a_libfm_file(write_text, tmp_path, capsys):
     assert json_lines(capsys.readouterr().out)[-1]["rows"] == 100
 
 
+def test_label_option_with_a_libfm_file_exits_2_instead_of_being_ignored(write_text, tmp_path, capsys):
+    path = write_text("train.libfm", "1 0:1 5:1\n0 1:1 6:1\n")
+    assert train(path, tmp_path / "model", "--label", "click") == 2
+    error = capsys.readouterr().err
+    assert "--label click" in error and "libfm file" in error and "Traceback" not in error
+    assert not (tmp_path / "model").exists()
+
+
 # -- evaluate ---------------------------------------------------------------------------------
 
 

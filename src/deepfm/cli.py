@@ -387,12 +387,27 @@ def metric_pairs(metrics: dict[str, float], prefix: str = "valid ") -> str:
     return "  ".join(f"{prefix}{metric_text(name, value)}" for name, value in metrics.items())
 
 
+def refuse_label_of_sparse_rows(label: str | None, data: DataConfig) -> None:
+    """``--label`` names a column; a libFM/libFFM line carries its label first. Refused there, rather than ignored
+    and saved with the model (whose later files it would then look for)."""
+    from deepfm.data.formats import detect_format
+    from deepfm.errors import ConfigError
+
+    if label is None or data.train is None or not Path(data.train).is_file():
+        return  # (a file pattern is checked file by file when read)
+    fmt = data.format if data.format != "auto" else detect_format(data.train)
+    if fmt in ("libfm", "libffm"):
+        raise ConfigError(f"--label {label}: {data.train} is a {fmt} file, whose lines give the label first, not in a "
+                          "named column; leave --label out")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from deepfm import distributed
     from deepfm.api import Estimator
     from deepfm.artifact import remove_checkpoint
 
     config = config_from_args(args)  # checked before any process starts
+    refuse_label_of_sparse_rows(args.label, config.data)
     args.out = config.out  # the interrupt message looks there (it may come from --config)
     # a rank torchrun restarted continues the run from its last checkpoint (Estimator.fit decides with all ranks)
     resume = args.resume or distributed.restart_count() > 0
