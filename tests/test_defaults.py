@@ -175,18 +175,19 @@ def test_the_log_line_says_which_settings_the_user_gave_rather_than_calling_them
     given = build_config({"model": {"name": "fm"}, "training": {"adagrad_init": 0.0}, "data": {"min_count": 5}})
     counted = dataclasses.replace(LONG_TAIL, min_count=5, kept=300)  # as the encoder counts with min_count 5
     line = describe_shape_rule(given, counted)
-    assert "fm defaults for it: adagrad_init as you set it, data.min_count 5 as you set it" in line
+    assert ("fm defaults for it (deepfm.defaults): adagrad_init as you set it; values seen fewer than 5 times share "
+            "their field's rare id (data.min_count 5 as you set it)") in line
     assert "as you set" not in describe_shape_rule(build_config({"model": {"name": "fm"}}), LONG_TAIL)
 
 
-@pytest.mark.parametrize("training, said", [({}, "adagrad_init 0.01,"), ({"adagrad_init": 0.0}, "adagrad_init as you set it,")])
+@pytest.mark.parametrize("training, said", [({}, "adagrad_init 0.01;"), ({"adagrad_init": 0.0}, "adagrad_init as you set it;")])
 def test_a_runs_log_says_which_setting_the_rule_made_and_which_the_user_gave(training, said):
     table, _ = make_ctr_table(SyntheticSpec(rows=600, categorical=6, numeric=1, vocabulary=200_000, seed=4))
     lines: list[str] = []
     Estimator(model={"name": "fm"}, training={"epochs": 1, **training}, data={"valid_fraction": 0}).fit(
         table, progress=False, log=lines.append)
     [line] = [line for line in lines if "ids per row" in line]
-    assert f"fm defaults for it: {said}" in line, line
+    assert f"fm defaults for it (deepfm.defaults): {said} every value keeps its own id (data.min_count 1)" in line, line
 
 
 @pytest.mark.parametrize("vocabulary, shape, accumulator", [(200_000, "long tail", 0.01), (40, "recurring ids", 0.0)])

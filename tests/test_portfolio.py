@@ -99,6 +99,16 @@ def test_the_saved_model_is_the_kept_candidate_with_its_settings(clicks, listed,
     np.testing.assert_allclose(loaded.predict(clicks[1]), estimator.predict(clicks[1]), rtol=1e-6)
 
 
+def test_the_log_says_what_the_portfolio_does_before_its_first_recipe(clicks, listed):
+    listed(("defaults", {}), ("larger step", {"lr": 0.3}))
+    said = []
+    fit(*clicks, log=said.append)
+    first = next(i for i, line in enumerate(said) if line.startswith("portfolio"))
+    assert said[first] == ("portfolio: 2 default recipes for this data (defaults, larger step); each trains with its "
+                           "own early stopping, and the one best on the validation rows is kept")
+    assert said[first + 1] == "portfolio 1/2: defaults (as configured)"
+
+
 def test_a_tie_keeps_the_earlier_candidate(clicks, listed):
     listed(("defaults", {}), ("the same", {"optimizer": "adagrad"}))  # FM's click default already
     assert fit(*clicks).metrics["portfolio_choice"] == "defaults"

@@ -315,7 +315,10 @@ def describe_shape_rule(config: RunConfig, id_counts: IdCounts | None) -> str | 
     settings = ", ".join(
         f"{key} as you set it" if any(key in section.model_fields_set for section in sections)
         else f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
-        for key, value in chosen.items()) or "the task's defaults"
-    rare = f"data.min_count {id_counts.min_count}" + (" as you set it" if config.data.min_count is not None else "")
+        for key, value in chosen.items()) or "those of the task"
+    threshold = id_counts.min_count
+    rare = ("every value keeps its own id" if threshold <= 1 else
+            f"values seen fewer than {threshold} times share their field's rare id")
+    rare += f" (data.min_count {threshold}{' as you set it' if config.data.min_count is not None else ''})"
     return (f"ids: {id_counts.describe()}: {shape} ({SHAPE_BANDS[shape]} distinct ids per row); "
-            f"{config.model.name} defaults for it: {settings}, {rare} (deepfm.defaults)")
+            f"{config.model.name} defaults for it (deepfm.defaults): {settings}; {rare}")

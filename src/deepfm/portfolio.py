@@ -116,9 +116,11 @@ def train_portfolio(candidates: tuple[Candidate, ...], given: RunConfig, task: T
     metric, _ = task.selection
     chosen: Chosen | None = None
     tried: list[Tried] = []
+    say(f"portfolio: {len(candidates)} default recipes for this data ({', '.join(name for name, _ in candidates)}); "
+        f"each trains with its own early stopping, and the one best on the validation rows is kept")
     for index, (name, overrides) in enumerate(candidates):
         config = with_task_defaults(with_candidate(given, overrides), task.name, id_counts)
-        settings = ", ".join(f"{key} {value}" for key, value in overrides.items()) or "the defaults"
+        settings = ", ".join(f"{key} {value}" for key, value in overrides.items()) or "as configured"
         say(f"portfolio {index + 1}/{len(candidates)}: {name} ({settings})")
         began = time.perf_counter()
         try:
