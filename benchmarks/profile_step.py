@@ -47,7 +47,7 @@ from deepfm.defaults import with_task_defaults  # noqa: E402
 from deepfm.data.batch import InMemorySource, prefetch  # noqa: E402
 from deepfm.data.stream import ChunkedFile, chunk_bytes_for, encode_file, fit_streaming  # noqa: E402
 from deepfm.models import build_model  # noqa: E402
-from deepfm.models.autocast import autocast_dtype  # noqa: E402
+from deepfm.models.deepfm import mlp_input_dtype  # noqa: E402
 from deepfm.models.first_layer import first_layer_on_distinct_rows, first_layer_plan, fm_pairwise_of_rows  # noqa: E402
 from deepfm.models.layers import fm_pairwise_and_mlp_input  # noqa: E402
 from deepfm.runtime import configure as configure_runtime  # noqa: E402
@@ -188,10 +188,7 @@ def main() -> None:
             if plan is not None:
                 pairwise = fm_pairwise_of_rows(rows, batch, plan)
             else:
-                fields = embedded.fields
-                cast = fields.device.type == "cpu" and fields.dtype == torch.float32 and first is not None
-                mlp_dtype = autocast_dtype("cpu") if cast and first.weight.dtype == torch.float32 else None
-                pairwise, dnn_input = fm_pairwise_and_mlp_input(embedded, 1, mlp_dtype)
+                pairwise, dnn_input = fm_pairwise_and_mlp_input(embedded, 1, mlp_input_dtype(embedded.fields, first))
             y_fm = model.linear(batch) + pairwise
             marks.append(("forward: FM term (first order + pairwise)", *now()))
             if plan is not None:

@@ -570,11 +570,12 @@ def write_table(table, out: str) -> None:
         pacsv.write_csv(table, sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    if Path(out).suffix.lower() in PARQUET_SUFFIXES:
-        pq.write_table(table, out)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        pq.write_table(table, path)
     else:
-        pacsv.write_csv(table, out)
+        pacsv.write_csv(table, path)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

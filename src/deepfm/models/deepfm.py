@@ -19,6 +19,13 @@ from deepfm.models.layers import (EmbeddedFields, FeaturesEmbedding, FeaturesLin
                                   autocast_dtype, fm_pairwise, fm_pairwise_and_mlp_input, squeeze_output)
 
 
+def mlp_input_dtype(fields: torch.Tensor, first: nn.Linear | None) -> torch.dtype | None:
+    """The dtype to hand the MLP its flattened field vectors in: under CPU autocast, the one the first Linear would
+    cast them to (None: as they are)."""
+    cast = fields.device.type == "cpu" and fields.dtype == torch.float32 and first is not None
+    return autocast_dtype("cpu") if cast and first.weight.dtype == torch.float32 else None
+
+
 class DeepFM(nn.Module):
     def __init__(
         self,
@@ -51,10 +58,7 @@ class DeepFM(nn.Module):
         embedded = self.embedding(batch)  # shared by both parts
         # the FM term from the field vectors the DNN needs anyway (FM alone uses FeaturesEmbedding.pairwise,
         # which can skip them); one gradient for the fields of both parts
-        fields = embedded.fields  # under CPU autocast, in the dtype the first Linear would cast them to
-        cast = fields.device.type == "cpu" and fields.dtype == torch.float32 and first is not None
-        mlp_dtype = autocast_dtype("cpu") if cast and first.weight.dtype == torch.float32 else None
-        pairwise, dnn_input = fm_pairwise_and_mlp_input(embedded, self.output_dim, mlp_dtype)
+        pairwise, dnn_input = fm_pairwise_and_mlp_input(embedded, self.output_dim, mlp_input_dtype(embedded.fields, first))
         y_fm = self.linear(batch) + pairwise
         y_dnn = squeeze_output(self.dnn(dnn_input), self.output_dim)
         return y_fm + y_dnn
