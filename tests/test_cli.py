@@ -556,7 +556,8 @@ def test_invalid_value_in_a_config_file_exits_2_naming_the_key(ctr_csv, tmp_path
     code = main(["train", "--config", str(config)])
     err = capsys.readouterr().err
     assert code == 2
-    assert f"{config}: training.epochs:" in err
+    line = 1 + config.read_text().splitlines().index("epochs = 0")
+    assert f"{config}:{line}: training.epochs:" in err
     assert "Traceback" not in err
     assert not (tmp_path / "model").exists()
 
@@ -580,6 +581,23 @@ def test_a_misspelt_key_in_a_config_file_suggests_the_setting_meant(ctr_csv, tmp
     config.write_text(config.read_text().replace("embed_dim = 4", "embed_dims = 4"))
     assert main(["train", "--config", str(config)]) == 2
     assert "model.embed_dims: Extra inputs are not permitted (did you mean model.embed_dim?)" in capsys.readouterr().err
+
+
+def test_a_bad_value_in_a_config_file_is_named_at_its_line(ctr_csv, tmp_path, capsys):
+    for config in (toml_config(tmp_path / "run.toml", ctr_csv(), tmp_path / "model"),
+                   yaml_config(tmp_path / "run.yaml", ctr_csv(), tmp_path / "model")):
+        text = config.read_text()
+        config.write_text(text.replace("embed_dim = 4", "embed_dim = \"four\"").replace("embed_dim: 4", "embed_dim: four"))
+        line = 1 + next(n for n, row in enumerate(config.read_text().splitlines()) if "four" in row)
+        assert main(["train", "--config", str(config)]) == 2
+        assert f"{config}:{line}: model.embed_dim: Input should be a valid integer" in capsys.readouterr().err
+
+
+def test_a_bad_value_a_flag_gives_is_not_put_on_the_config_files_line(ctr_csv, tmp_path, capsys):
+    config = toml_config(tmp_path / "run.toml", ctr_csv(), tmp_path / "model")
+    config.write_text(config.read_text().replace("embed_dim = 4", "embed_dim = 4\ndropout = 0.1"))
+    assert main(["train", "--config", str(config), "--dropout", "1.5"]) == 2
+    assert f"{config}: model.dropout:" in capsys.readouterr().err
 
 
 def test_invalid_flag_value_exits_2_naming_the_key(ctr_csv, tmp_path, capsys):

@@ -288,6 +288,7 @@ def resolve_device(device: str, option: str = "--device") -> str:
 
 def config_from_args(args: argparse.Namespace):
     from deepfm.config import build_config, merge
+    from deepfm.config_lines import key_lines, unless_set
 
     values, overrides = given_settings(args)
     if args.out is not None:
@@ -295,7 +296,8 @@ def config_from_args(args: argparse.Namespace):
     device = overrides.get("training", {}).get("device", values.get("training", {}).get("device", "auto"))
     option = "--device" if getattr(args, "device", None) is not None else "training.device"
     overrides.setdefault("training", {})["device"] = resolve_device(device, option)  # before any data is read
-    config = build_config(merge(values, overrides), source=args.config or "options")
+    lines = unless_set(key_lines(args.config), overrides) if args.config else {}
+    config = build_config(merge(values, overrides), source=args.config or "options", lines=lines)
     missing = [name for name, value in (("--train", config.data.train), ("--out", config.out)) if value is None]
     if missing:
         from deepfm.errors import ConfigError

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from deepfm.config_lines import KeyLines, line_of
 from deepfm.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -220,12 +221,14 @@ def check_solver(solver: str, model: str, task: str) -> None:
                             "; --task ordinal for ordered ratings, or --solver gradient"))
 
 
-def _format_validation_error(error: ValidationError, source: str) -> str:
+def _format_validation_error(error: ValidationError, source: str, key_lines: KeyLines) -> str:
     lines = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"])
         hint = _closest_key(item["loc"]) if item["type"] == "extra_forbidden" else ""
-        lines.append(f"{source}: {key}: {item['msg']}{hint}" if key else f"{source}: {item['msg'].removeprefix('Value error, ')}")
+        line = line_of(key_lines, item["loc"])
+        where = source if line is None else f"{source}:{line}"
+        lines.append(f"{where}: {key}: {item['msg']}{hint}" if key else f"{where}: {item['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 
@@ -244,8 +247,9 @@ def _closest_key(loc: tuple) -> str:
     return f" (did you mean {'.'.join(str(p) for p in (*loc[:-1], close[0]))}?)" if close else ""
 
 
-def build_config(values: dict[str, Any], source: str = "config") -> RunConfig:
-    """Validate a nested mapping into a ``RunConfig``; errors name the offending key.
+def build_config(values: dict[str, Any], source: str = "config", lines: KeyLines | None = None) -> RunConfig:
+    """Validate a nested mapping into a ``RunConfig``; errors name the offending key, as ``source:line``
+    where ``lines`` (``config_lines.key_lines`` of the file ``source``) says where it was set.
 
     The chosen model's tuned defaults (``deepfm.defaults``) go under ``values``: what is set wins.
     """
@@ -257,7 +261,7 @@ def build_config(values: dict[str, Any], source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(values)
     except ValidationError as error:
-        raise ConfigError(_format_validation_error(error, source)) from None
+        raise ConfigError(_format_validation_error(error, source, lines or {})) from None
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
