@@ -466,6 +466,21 @@ def test_predict_keep_copies_input_columns_beside_the_prediction_in_the_order_gi
     assert kept.column("prediction").to_pylist() == pytest.approx(read_predictions(tmp_path / "plain.csv"))
 
 
+def test_predict_csv_quotes_only_the_values_that_need_it(ctr_model, tmp_path):
+    table = pacsv.read_csv(ctr_model["test"])
+    ids = [f"row-{i}" for i in range(len(table))]
+    plain, awkward = tmp_path / "plain_ids.csv", tmp_path / "awkward_ids.csv"
+    pacsv.write_csv(table.append_column("id", pa.array(ids)), plain)
+    pacsv.write_csv(table.append_column("id", pa.array(['a "b", c'] + ids[1:])), awkward)
+    assert main(["predict", str(ctr_model["model"]), str(plain), "--out", str(tmp_path / "p.csv"), "--keep", "id"]) == 0
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "id,prediction"
+    assert all(line.startswith(f"{i},") for i, line in zip(ids, lines[1:]))
+    assert main(["predict", str(ctr_model["model"]), str(awkward), "--out", str(tmp_path / "q.csv"), "--keep", "id"]) == 0
+    assert (tmp_path / "q.csv").read_text().splitlines()[1].startswith('"a ""b"", c",')
+    assert pacsv.read_csv(tmp_path / "q.csv").column("id").to_pylist() == ['a "b", c'] + ids[1:]
+
+
 def test_predict_keep_of_a_column_the_file_lacks_exits_2_listing_the_columns(ctr_model, tmp_path, capsys):
     assert main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--keep", "id"]) == 2
     captured = capsys.readouterr()

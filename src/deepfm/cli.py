@@ -569,7 +569,7 @@ def write_table(table, out: str) -> None:
 
     if out == "-":
         sys.stdout.flush()
-        pacsv.write_csv(table, sys.stdout.buffer)
+        write_csv(table, sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
     path = Path(out)
@@ -577,7 +577,31 @@ def write_table(table, out: str) -> None:
     if path.suffix.lower() in PARQUET_SUFFIXES:
         pq.write_table(table, path)
     else:
-        pacsv.write_csv(table, path)
+        with path.open("wb") as file:
+            write_csv(table, file)
+
+
+def write_csv(table, file) -> None:
+    """``table`` as CSV, quoted as a spreadsheet would write it: where a value needs it (a comma, quote or
+    line break in it; an empty string, told apart from a missing value) and nowhere else. Arrow's writer
+    quotes every string and every column name."""
+    import csv
+    import io
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    def needs_quotes(column) -> bool:
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            return False
+        return bool(pc.any(pc.or_(pc.match_substring_regex(column, '[",\r\n]'), pc.equal(column, ""))).as_py())
+
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\n").writerow(table.column_names)
+    file.write(header.getvalue().encode())
+    quoting = "needed" if any(needs_quotes(column) for column in table.columns) else "none"
+    pacsv.write_csv(table, file, pacsv.WriteOptions(include_header=False, quoting_style=quoting))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
