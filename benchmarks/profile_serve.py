@@ -38,7 +38,7 @@ from deepfm.serving.app import create_app
 from deepfm.serving.backends import OnnxPredictor, TorchPredictor
 from deepfm.serving.decode import RequestDecoder
 from deepfm.serving.inference import for_inference
-from deepfm.serving.rows import Limits
+from deepfm.serving.limits import Limits
 
 from serve_load import _bodies, _make_model, _rows  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 

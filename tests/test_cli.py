@@ -252,6 +252,16 @@ def test_serve_help_shows_the_port_and_limits(capsys):
     assert "rows per request before 413 (default" in text
 
 
+def test_help_and_version_answer_without_loading_torch_or_pyarrow():
+    import subprocess
+    import sys
+
+    code = ("import sys; from deepfm.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'pyarrow', 'numba') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
+
+
 def test_train_with_multi_valued_column(write_table, tmp_path, capsys):
     rows = 120
     path = write_table("train.csv", {

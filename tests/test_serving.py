@@ -25,7 +25,8 @@ from deepfm.serving.app import create_app  # noqa: E402
 from deepfm.serving.backends import TorchPredictor  # noqa: E402
 from deepfm.serving.batcher import MicroBatcher  # noqa: E402
 from deepfm.serving.decode import RequestDecoder  # noqa: E402
-from deepfm.serving.rows import Limits, RequestError  # noqa: E402
+from deepfm.serving.limits import Limits  # noqa: E402
+from deepfm.serving.rows import RequestError  # noqa: E402
 
 HEADER = ["label", "user", "city", "price", "tags"]
 CITIES = ["paris", "oslo", "lima", "rome"]

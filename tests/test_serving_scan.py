@@ -15,7 +15,8 @@ from deepfm.config import DataConfig
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.readers import read_frame
 from deepfm.serving.decode import RequestDecoder
-from deepfm.serving.rows import Limits, RequestError
+from deepfm.serving.limits import Limits
+from deepfm.serving.rows import RequestError
 from deepfm.serving.scan import NULL, NUMBER, STRING, BodyScanner, parse_decimals
 
 HEADER = ["label", "user", "city", "price", "hour"]

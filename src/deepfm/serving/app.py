@@ -29,7 +29,7 @@ from deepfm.serving.backends import predictor_for
 from deepfm.serving.batcher import MicroBatcher
 from deepfm.serving.decode import RequestDecoder
 from deepfm.serving.endpoint import PredictEndpoint
-from deepfm.serving.rows import Limits
+from deepfm.serving.limits import Limits
 
 INLINE_BYTES = 1 << 20  # bodies up to this size (~2,000 Criteo rows) are decoded on the event loop: a hop to
 # a thread pool costs more than it saves, since parsing holds the GIL; larger ones leave the loop free for others

@@ -10,7 +10,7 @@ from deepfm.errors import ConfigError
 
 
 def add_production_parsers(sub: argparse._SubParsersAction) -> None:
-    from deepfm.serving.rows import Limits
+    from deepfm.serving.limits import Limits
 
     p = sub.add_parser("serve", help="serve a model directory over HTTP (POST /predict, GET /health, GET /metadata)",
                        description="Serve a model directory over HTTP with FastAPI/uvicorn. See docs/production.md.")
@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from deepfm.serving.app import serve
     except ImportError as error:
         raise ConfigError(f"serve needs the serve extra (pip install 'deepfm[serve]'): {error}") from None
-    from deepfm.serving.rows import Limits
+    from deepfm.serving.limits import Limits
 
     if args.max_rows < 1 or args.max_bytes < 1 or args.workers < 1 or args.threads < 0:
         raise ConfigError("serve: --max-rows, --max-bytes and --workers must be positive, --threads 0 or more")

@@ -22,7 +22,8 @@ import orjson
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.serving.columnar import ColumnEncoder, NotColumnar
-from deepfm.serving.rows import Columns, Limits, RequestError, columns_to_frame, encode_frame, parse_body
+from deepfm.serving.limits import Limits
+from deepfm.serving.rows import Columns, RequestError, columns_to_frame, encode_frame, parse_body
 from deepfm.serving.scan import BodyScanner
 
 log = logging.getLogger(__name__)

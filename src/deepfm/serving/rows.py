@@ -26,6 +26,7 @@ from deepfm.data.encoders import FeatureEncoder, FieldSpec
 from deepfm.data.frame import RawFrame
 from deepfm.data.readers import frame_from_table, split_multi
 from deepfm.errors import DataError
+from deepfm.serving.limits import Limits
 
 SOURCE = "request"
 
@@ -36,14 +37,6 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Largest request accepted; beyond either, 413."""
-
-    max_rows: int = 4096
-    max_bytes: int = 8 << 20
 
 
 def _refuse_constant(name: str) -> Any:
