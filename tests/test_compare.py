@@ -47,6 +47,18 @@ def test_compare_fits_the_encoder_once_and_reports_every_model_over_seeds(ctr_fi
     assert "| fnn |" in capsys.readouterr().out
 
 
+def test_each_model_trains_with_the_defaults_deepfm_train_gives_it_for_the_task(ctr_files, tmp_path):
+    assert compare(ctr_files, tmp_path / "r", "--models", "lr,fm") == 0
+    lr, fm = (v["config"] for v in json.loads((tmp_path / "r" / "results.json").read_text())["variants"])
+    clicks = TASK_DEFAULTS["fm"]["binary"]  # known once the data is read: binary labels
+    assert {key: fm["training"][key] for key in ("optimizer", "lr", "embed_reg", "embed_l2")} == {
+        key: clicks[key] for key in ("optimizer", "lr", "embed_reg", "embed_l2")}
+    assert fm["model"]["embed_dim"] == 3  # a flag (TINY's) wins
+    assert (lr["training"]["lr"], lr["training"]["embed_l2"]) == (1e-2, 1e-4)
+    assert compare(ctr_files, tmp_path / "s", "--models", "fm", "--lr", "0.002") == 0
+    assert json.loads((tmp_path / "s" / "results.json").read_text())["variants"][0]["config"]["training"]["lr"] == 0.002
+
+
 def test_compare_on_a_rating_file_reports_rmse_and_mae_without_roc(write_table, tmp_path):
     rows = 120
     columns = {"label": [1 + (i * 7) % 5 for i in range(rows)], "user": [f"u{i % 9}" for i in range(rows)],

@@ -19,6 +19,7 @@ from deepfm.api import Estimator
 from deepfm.config import RunConfig, build_config, merge
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
+from deepfm.defaults import with_task_defaults
 from deepfm.errors import ConfigError
 from deepfm.experiments.studies import STUDIES
 from deepfm.models import MODELS, model_for_run
@@ -155,6 +156,8 @@ def run_variants(variants: list[Variant], data: EncodedSplits, seeds: int, log: 
     name, _ = SELECTION[data.encoder.task]
     results = []
     for variant in variants:
+        # the model's defaults for this task and these ids, as deepfm train applies them once the data is read
+        variant = Variant(variant.label, with_task_defaults(variant.config, data.encoder.task.name, data.encoder.id_counts))
         result: VariantResult | None = None
         for offset in range(seeds):
             training = variant.config.training.model_copy(update={"seed": variant.config.training.seed + offset})
