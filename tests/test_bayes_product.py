@@ -150,8 +150,8 @@ def test_the_sweeping_solvers_keep_every_training_row_unless_a_valid_fraction_is
     assert set(held.metrics["best_valid"]) >= {"rmse"}
     from deepfm.api import run_record  # a resumed run is compared on the rows it holds out, not the setting's value
 
-    assert run_record(every_row.config, ratings(), None)["settings"]["data"]["valid_fraction"] == 0.0
-    assert run_record(held.config, ratings(), None)["settings"]["data"]["valid_fraction"] == 0.2
+    assert run_record(every_row.config, ratings(), None)["trained_with"]["data"]["valid_fraction"] == 0.0
+    assert run_record(held.config, ratings(), None)["trained_with"]["data"]["valid_fraction"] == 0.2
 
 
 def test_als_stores_one_fm_that_predicts_what_alsfm_predicts(tmp_path):

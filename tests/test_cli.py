@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from deepfm.cli import main
+from deepfm.config import TrainingConfig
 from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
 
 TINY = ["--epochs", "1", "--mlp", "16,16", "--batch-size", "64", "--embed-dim", "4"]
@@ -207,6 +208,18 @@ def test_resume_with_another_seed_or_model_setting_is_refused_in_one_readable_li
     assert len(err.splitlines()) == 1 and "state_dict" not in err and "size mismatch" not in err, err
     assert "the checkpoint was written with other model or optimiser settings (" in err and " → " in err
     assert train(train_path, out, "--valid", valid, "--resume") == 0  # the same command resumes
+
+
+def test_resume_takes_a_flag_that_states_a_setting_the_run_trained_with_from_its_tasks_defaults(ctr_csv, tmp_path, capsys):
+    out, train_path, valid = tmp_path / "m", ctr_csv(), str(ctr_csv("valid.csv", part=1))
+    keep_checkpoint_of_one_epoch(train_path, valid, out, "--model", "fm")
+    optimizer = json.loads((out / "config.json").read_text())["run"]["training"]["optimizer"]
+    assert optimizer != TrainingConfig().optimizer, "FM's optimizer on clicks comes from the task's defaults"
+    resumed = train(train_path, out, "--valid", valid, "--model", "fm", "--resume", "--optimizer", optimizer)
+    assert resumed == 0, capsys.readouterr().err
+    keep_checkpoint_of_one_epoch(train_path, valid, out, "--model", "fm", "--overwrite")
+    assert train(train_path, out, "--valid", valid, "--model", "fm", "--resume", "--optimizer", TrainingConfig().optimizer) == 2
+    assert f"(optimizer {optimizer} → {TrainingConfig().optimizer})" in capsys.readouterr().err
 
 
 def test_the_end_of_training_line_prints_metric_value_pairs_as_the_epoch_log_does(ctr_csv, tmp_path, capsys):

@@ -202,6 +202,7 @@ def test_resuming_a_run_of_one_recipe_continues_it_without_a_portfolio(clicks, l
     first = fit(*clicks, out=tmp_path / "run", portfolio="off")
     resumed = fit(*clicks, out=tmp_path / "run", resume=True)
     assert "portfolio" not in resumed.metrics
+    assert resumed.config.training.portfolio == "off", "what the saved config.json says it trained with"
     np.testing.assert_allclose(resumed.predict(clicks[1]), first.predict(clicks[1]), rtol=1e-6)
 
 

@@ -119,27 +119,29 @@ def _held_out_of(data: EncodedData, hold_out: bool, fraction: float, seed: int) 
 
 def run_record(config: RunConfig, train: Data, valid: Data | None) -> dict[str, Any]:
     """What a run trains on and with, as ``RUN_RECORD`` holds it: its data's identity and the settings a
-    resumed run must share with it."""
+    resumed run must share with it, as it trains with them (``config`` after ``with_task_defaults``: a
+    flag that states a default of the task changes nothing)."""
     settings = config.to_json_dict()
     data = {key: value for key, value in settings["data"].items() if key not in READING_SETTINGS}
     data["valid_fraction"] = config.data.valid_fraction if holds_out(config, valid) else 0.0  # the rows it holds out
-    return {"train": data_identity(train), "valid": data_identity(valid, pattern=False), "settings": {
+    return {"train": data_identity(train), "valid": data_identity(valid, pattern=False), "trained_with": {
         "data": data,
         "model": settings["model"],
         "training": {key: settings["training"][key] for key in TRAJECTORY_SETTINGS}}}
 
 
-def refuse_another_run(saved: dict[str, Any], record: dict[str, Any], checkpoint_dir: Path) -> None:
+def refuse_another_run(saved: dict[str, Any], record: dict[str, Any], checkpoint_dir: Path, settings: bool = True) -> None:
     """A ``ConfigError`` naming what differs when ``record`` (this run's ``run_record``) is not the one the
-    checkpoint was written under (``saved``); a key ``saved`` lacks (an older version's record) is not compared."""
+    checkpoint was written under (``saved``): its data, and with ``settings`` its settings. A key ``saved``
+    lacks (an older version's record; its settings were recorded before the task's defaults) is not compared."""
     changes: dict[str, list[str]] = {}
     for name in ("train", "valid"):
         if name in saved and saved[name] != record[name]:
             changes.setdefault("data", []).append(describe_change(name, saved[name], record[name]))
-    for section, settings in record["settings"].items():
-        before = saved.get("settings", {}).get(section, {})
+    for section, values in record["trained_with"].items() if settings else ():
+        before = saved.get("trained_with", {}).get(section, {})
         changes.setdefault(f"{section} settings", []).extend(
-            f"{key} {_shown(before[key])} → {_shown(value)}" for key, value in settings.items()
+            f"{key} {_shown(before[key])} → {_shown(value)}" for key, value in values.items()
             if key in before and before[key] != value)
     changes = {what: changed for what, changed in changes.items() if changed}
     if changes:
@@ -233,12 +235,12 @@ class Estimator:
                 "products run slower than in fp32 (the default)")
         began = time.perf_counter()
         saved_features = Path(out) / "checkpoint-features.json" if out else None
-        record = run_record(cfg, train, valid) if out else None
         recorded = Path(out) / RUN_RECORD if out else None
         # what is left of a run killed before its first checkpoint (encoders, record) is not resumed: it starts afresh
         has_checkpoint = bool(resume and out and ctx.is_main and checkpoint_saved(Path(out)))
-        if has_checkpoint and recorded.exists():  # before any data is read; rank 0's paths
-            refuse_another_run(json.loads(recorded.read_text()), record, Path(out) / "checkpoint")
+        saved_record = json.loads(recorded.read_text()) if has_checkpoint and recorded.exists() else None  # rank 0's paths
+        if saved_record is not None:  # the data before any of it is read; the settings once the task's defaults apply
+            refuse_another_run(saved_record, run_record(cfg, train, valid), Path(out) / "checkpoint", settings=False)
         # an older version's checkpoint has no record: this run's would vouch for what was never compared
         unrecorded = resume and recorded is not None and not recorded.exists() and any(
             (Path(out) / name).exists() for name in ("checkpoint", "checkpoint.old", "checkpoint-fnn-stage1"))
@@ -257,12 +259,15 @@ class Estimator:
         if saved_features and ctx.is_main:
             saved_features.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(saved_features, json.dumps(self.encoder.to_dict()))  # a kill leaves old or new
-            if not unrecorded:
-                write_atomically(recorded, json.dumps(record))
         task = self.encoder.task
         id_counts = self.encoder.id_counts
         given = cfg
         self.config = cfg = with_task_defaults(cfg, task.name, id_counts)  # e.g. FM's L2 on ratings (deepfm.defaults)
+        record = run_record(cfg, train, valid) if out else None
+        if saved_record is not None:
+            refuse_another_run(saved_record, record, Path(out) / "checkpoint")
+        if saved_features and ctx.is_main and not unrecorded:
+            write_atomically(recorded, json.dumps(record))  # before the first checkpoint, as the encoders
         shape_rule = describe_shape_rule(given, id_counts)  # the user's keys said to be theirs
         if shape_rule and log and ctx.is_main:
             log(shape_rule)
@@ -271,7 +276,10 @@ class Estimator:
         if note and log and ctx.is_main:
             log(note)
         checkpoint_dir = Path(out) / "checkpoint" if out else None
-        candidates = as_checkpointed(candidates, checkpoint_dir, resume, log if ctx.is_main else None)
+        resumable = as_checkpointed(candidates, checkpoint_dir, resume, log if ctx.is_main else None)
+        if candidates and not resumable:  # a run of one recipe, continued as it started: the saved config says so
+            self.config = cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"portfolio": "off"})})
+        candidates = resumable
 
         def train_one(config: RunConfig, index: int | None = None) -> tuple[torch.nn.Module, TrainResult]:
             model = new_model(config, self.encoder)
