@@ -140,6 +140,21 @@ def test_extra_files_are_checksummed_in_the_manifest_and_must_be_plain_json_name
             est.save(tmp_path / "n", extra={name: {}})
 
 
+def test_a_model_saved_over_another_takes_the_others_extra_files_with_it_and_an_unlisted_one_is_not_read(saved, tmp_path):
+    from deepfm.artifact import read_extra
+
+    _, est, _ = saved
+    est.save(tmp_path / "m", extra={"wrapper.json": {"kind": "test"}})
+    (tmp_path / "m" / "notes.txt").write_text("the user's own")
+    est.save(tmp_path / "m")  # another model saved into the same folder, without that file
+    assert not (tmp_path / "m" / "wrapper.json").exists() and (tmp_path / "m" / "notes.txt").exists()
+    assert read_extra(tmp_path / "m", "wrapper.json") is None
+    (tmp_path / "m" / "wrapper.json").write_text('{"kind": "stale"}')  # copied in by hand: not the model's
+    load_model_dir(tmp_path / "m")
+    with pytest.raises(ModelDirError, match="wrapper.json: not listed in manifest.json"):
+        read_extra(tmp_path / "m", "wrapper.json")
+
+
 def test_a_model_trained_on_a_gpu_loads_and_predicts_on_a_machine_without_one(saved, tmp_path, monkeypatch):
     import torch
 

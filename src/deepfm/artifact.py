@@ -6,7 +6,7 @@
     metrics.json        per-epoch history and the best epoch
     manifest.json       format version, package versions and a SHA-256 of every file above
     (others).json       optional: what a wrapper needs besides (``deepfm.sklearn`` writes sklearn.json),
-                        checksummed in the manifest like the rest
+                        checksummed in the manifest like the rest; one it does not list is not read
 
 While training, ``checkpoint/`` (and ``checkpoint.old/``, the previous one) and
 ``checkpoint-features.json`` and ``checkpoint-run.json`` sit beside them (what ``--resume`` continues from);
@@ -56,6 +56,7 @@ def save_model_dir(directory: str | Path, model: torch.nn.Module, encoder: Featu
     """Write the model directory; ``extra`` maps further file names (``*.json``) to JSON content."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    before = _listed_files(directory)  # a model saved here before: its files this one does not write go
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     # written like the JSON files (safetensors' save_file leaves its file 0600, whatever the umask)
     (directory / "model.safetensors").write_bytes(save(weights, metadata={"format": FORMAT}))
@@ -75,14 +76,31 @@ def save_model_dir(directory: str | Path, model: torch.nn.Module, encoder: Featu
         "files": {name: sha256_of(directory / name) for name in (*FILES, *(extra or {}))},
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    for name in before - set(manifest["files"]):
+        (directory / name).unlink(missing_ok=True)  # e.g. a wrapper's sklearn.json, left from the model before
     return directory
 
 
+def _listed_files(directory: Path) -> set[str]:
+    """The files the manifest in ``directory`` lists (plain names only; none without a readable manifest)."""
+    try:
+        files = json.loads((directory / "manifest.json").read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {name for name in files if isinstance(name, str) and Path(name).name == name and name != "manifest.json"}
+
+
 def read_extra(directory: str | Path, name: str) -> Any:
-    """The content of extra file ``name`` (None when the directory has none); call after
-    ``load_model_dir``, which checked it against the manifest."""
+    """The content of extra file ``name`` (None when the model has none); call after ``load_model_dir``, which
+    checked the files the manifest lists. A file of that name the manifest does not list is not the model's
+    (left from another one): a ``ModelDirError``."""
     path = Path(directory) / name
-    return json.loads(path.read_text()) if path.exists() else None
+    if name not in _listed_files(Path(directory)):
+        if path.exists():
+            raise ModelDirError(f"{path}: not listed in manifest.json, so not saved with this model (left from "
+                                "another one?); save the model again, or delete the file")
+        return None
+    return json.loads(path.read_text())
 
 
 def remove_checkpoint(directory: str | Path) -> None:
