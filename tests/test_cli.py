@@ -13,7 +13,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from deepfm.cli import main
+from deepfm.cli import build_parser, main
 from deepfm.config import TrainingConfig
 from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
 
@@ -263,6 +263,18 @@ def test_serve_help_shows_the_port_and_limits(capsys):
     text = help_text(capsys, "serve")
     assert "--port PORT default 8000" in text
     assert "rows per request before 413 (default" in text
+
+
+def test_tune_help_offers_only_what_tune_takes():
+    import contextlib
+    import io
+
+    for flag in ("--solver", "--sweeps", "--burn-in", "--samples", "--als-l2"):
+        with contextlib.redirect_stderr(io.StringIO()), pytest.raises(SystemExit):
+            main(["tune", flag, "1"])  # argparse: unrecognised
+    text = " ".join(build_parser()._subparsers._group_actions[0].choices["tune"].format_help().split())
+    assert "--resume" not in text and "--solver" not in text
+    assert "--solver" in " ".join(build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
 
 
 def test_help_and_version_answer_without_loading_torch_or_pyarrow():

@@ -319,7 +319,9 @@ def test_best_toml_names_the_data_files_by_absolute_path_so_it_reproduces_from_a
 @pytest.mark.parametrize("solver", ["mcmc", "als"])
 def test_tune_refuses_the_sweeping_solvers_first(tmp_path, ctr_csv, capsys, solver):
     """Not "give --valid": the solver is why (mcmc/als no longer hold rows out by default)."""
-    assert main(["tune", "--train", str(ctr_csv()), "--model", "fm", "--solver", solver, "--task", "regression",
+    config = tmp_path / "run.toml"
+    config.write_text(f'[training]\nsolver = "{solver}"\n')  # tune has no --solver flag; a config file may set it
+    assert main(["tune", "--train", str(ctr_csv()), "--model", "fm", "--config", str(config), "--task", "regression",
                  "--out", str(tmp_path / "o"), "--trials", "1"]) == 2
     assert capsys.readouterr().err.startswith(f"training.solver '{solver}': compare and tune train by gradient")
 

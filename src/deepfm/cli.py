@@ -130,7 +130,7 @@ def _tune_parser(sub: argparse._SubParsersAction) -> None:
                                    "OUT/best.toml (deepfm train --config OUT/best.toml --out DIR reproduces it). The data flags are "
                                    "train's; a flag given fixes the base config each trial starts from. Needs "
                                    "pip install 'deepfm[tune]'.")
-    add_run_flags(p)
+    add_run_flags(p, gradient_only=True)
     next(action for action in p._actions if action.dest == "refit").help = (
         "the saved model: on (the default), the best trial trained again from its seed on the training and validation "
         "rows together for the epochs validation chose (its lr drops replayed); off: the best trial as it trained; "
@@ -140,21 +140,25 @@ def _tune_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="end with one JSON line: the best trial, its metric and params")
 
 
-def add_run_flags(p: argparse.ArgumentParser) -> None:
-    """The data, model and training flags that ``train`` and ``tune`` share (``FLAG_KEYS``)."""
+def add_run_flags(p: argparse.ArgumentParser, gradient_only: bool = False) -> None:
+    """The data, model and training flags that ``train`` and ``tune`` share (``FLAG_KEYS``); ``gradient_only``
+    (tune): without the sampling and ALS solvers' flags, and without --resume."""
     p.add_argument("--train", help="training file, or a quoted glob of files with the same columns ('day_*.gz')")
     p.add_argument("--valid", help="validation file (early stopping keeps the best epoch)")
     p.add_argument("--valid-fraction", type=float,
                    help="without --valid: the share of training rows held out (seeded; trained on only by --refit) for "
-                        "early stopping (default 0.1; mcmc/als, which stop at --sweeps, hold none out unless it is given); 0: none")
-    p.add_argument("--out", help="model directory to write (refused if it holds other files, unless --overwrite or --resume)")
+                        "early stopping (default 0.1" + ("" if gradient_only else "; mcmc/als, which stop at --sweeps, "
+                                                         "hold none out unless it is given") + "); 0: none")
+    p.add_argument("--out", help="model directory to write (refused if it holds other files, unless --overwrite"
+                                 + ("" if gradient_only else " or --resume") + ")")
     p.add_argument("--model", help=" | ".join(MODEL_NAMES) + "; fnn first pre-trains an FM for its embeddings "
                    "(--no-pretrain: random start)")
     p.add_argument("--no-pretrain", dest="pretrain", action="store_false", default=None,
                    help="fnn: skip the FM pre-training stage")
     p.add_argument("--task", choices=["auto", "binary", "regression", "multiclass", "ordinal"],
                    help="auto: binary if labels are 0/1, regression for ratings or real values; ordinal: ordered "
-                        "numeric classes such as ratings 1-5 (a cumulative link; ordered probit with --solver mcmc)")
+                        "numeric classes such as ratings 1-5 (a cumulative link" + ("" if gradient_only else
+                                                                                      "; ordered probit with --solver mcmc") + ")")
     p.add_argument("--label", help="label column")
     p.add_argument("--positive", help="binary task with text labels: the label value that means 1 (e.g. '>50K'); the "
                                       "labels hold it and one other value, which means 0")
@@ -176,15 +180,16 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-rows", type=int, help="rows per chunk when reading chunk by chunk")
     p.add_argument("--shuffle-window", type=int, help="streaming: chunks whose rows are shuffled together")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--solver", choices=["gradient", "mcmc", "als"],
-                   help="gradient: minibatch training (every model); mcmc: Bayesian FM by Gibbs sampling (libFM's MCMC: "
-                        "no learning rate or L2 to tune; regression, binary, ordinal); als: alternating least squares "
-                        "(regression); mcmc and als need --model fm and count --sweeps instead of --epochs")
-    p.add_argument("--sweeps", type=int, help="mcmc/als: passes over every parameter")
-    p.add_argument("--burn-in", type=int, help="mcmc: first sweeps whose samples are dropped (default a tenth of --sweeps)")
-    p.add_argument("--samples", type=int, help="mcmc: posterior samples the model keeps, evenly spaced after the "
-                                               "burn-in (0: every sweep's)")
-    p.add_argument("--als-l2", type=float, help="als: λ of w and V")
+    if not gradient_only:  # tune trains by gradient (compare.refuse_other_solvers)
+        p.add_argument("--solver", choices=["gradient", "mcmc", "als"],
+                       help="gradient: minibatch training (every model); mcmc: Bayesian FM by Gibbs sampling (libFM's MCMC: "
+                            "no learning rate or L2 to tune; regression, binary, ordinal); als: alternating least squares "
+                            "(regression); mcmc and als need --model fm and count --sweeps instead of --epochs")
+        p.add_argument("--sweeps", type=int, help="mcmc/als: passes over every parameter")
+        p.add_argument("--burn-in", type=int, help="mcmc: first sweeps whose samples are dropped (default a tenth of --sweeps)")
+        p.add_argument("--samples", type=int, help="mcmc: posterior samples the model keeps, evenly spaced after the "
+                                                   "burn-in (0: every sweep's)")
+        p.add_argument("--als-l2", type=float, help="als: λ of w and V")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--optimizer", choices=["adam", "adagrad", "sgd", "rowwise_adagrad"],
