@@ -171,7 +171,8 @@ def missing_fields(rows: list[dict], names: Sequence[str]) -> RequestError:
     for name in names:
         lacking = [i for i, row in enumerate(rows) if name not in row]
         if lacking:
-            more = f" (and {len(lacking) - 1} more rows)" if len(lacking) > 1 else ""
+            others = len(lacking) - 1
+            more = f" (and {others} more row{'s' if others > 1 else ''})" if others else ""
             missing.append(f"rows[{lacking[0]}].{name}: the field is missing{more}")
     return RequestError(422, "; ".join(missing) + " (send null for a missing value)")
 
