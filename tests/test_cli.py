@@ -240,12 +240,12 @@ def help_text(capsys, *command: str) -> str:
 def test_train_help_shows_the_config_defaults_and_the_models_own(capsys):
     text = help_text(capsys, "train")
     for shown in ("--epochs EPOCHS default 20", "--batch-size BATCH_SIZE default 512",
-                  "learning rate (default 0.001; lr 0.01, fm 0.1 (binary) / 0.03 (multiclass, regression, ordinal), "
-                  "deepfm 0.01 (binary), deepfm 0.001 (long tail: ≥ 0.3 distinct ids per training row))",
-                  "k, the embedding width (default 10; fm 64 (binary, regression) / 10 (multiclass, ordinal), "
-                  "deepfm 64 (binary), deepfm 10 (long tail: ≥ 0.3 distinct ids per training row))",
-                  "(default 0.0; fm 0.01 (long tail: ≥ 0.3 distinct ids per training row))",
-                  "--dropout DROPOUT default 0.2", "(0: never stop early) (default 2; fm 3 (regression))", "(default 400,400,400)",
+                  "learning rate (default 0.001; LR 0.01, FM 0.1 (binary) / 0.03 (multiclass, regression, ordinal), "
+                  "DeepFM 0.01 (binary), DeepFM 0.001 (long tail: ≥ 0.3 distinct ids per training row))",
+                  "k, the embedding width (default 10; FM 64 (binary, regression) / 10 (multiclass, ordinal), "
+                  "DeepFM 64 (binary), DeepFM 10 (long tail: ≥ 0.3 distinct ids per training row))",
+                  "(default 0.0; FM 0.01 (long tail: ≥ 0.3 distinct ids per training row))",
+                  "--dropout DROPOUT default 0.2", "(0: never stop early) (default 2; FM 3 (regression))", "(default 400,400,400)",
                   "--nproc", "(default 1)"):
         assert shown in text
 
@@ -891,6 +891,15 @@ def test_an_interrupt_after_a_checkpoint_prints_the_command_that_resumes(ctr_csv
 def test_train_without_validation_reports_the_last_epoch(ctr_csv, tmp_path, capsys):
     assert main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "m"), "--valid-fraction", "0", *TINY]) == 0
     assert "(last epoch 1, no validation (--valid-fraction 0))" in capsys.readouterr().err
+
+
+def test_a_sweeping_solver_reports_its_sweeps_not_a_best_epoch(rating_model, tmp_path, capsys):
+    args = ["train", "--train", str(rating_model["data"]), "--label", "rating", "--model", "fm", "--solver", "als",
+            "--sweeps", "3"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert capsys.readouterr().err.splitlines()[-1] == f"saved {tmp_path / 'a'} (3 sweeps, no validation)"
+    assert main([*args, "--out", str(tmp_path / "b"), "--valid-fraction", "0.2"]) == 0
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"saved {tmp_path / 'b'} (3 sweeps: valid rmse ")
 
 
 def test_weight_names_the_weight_column_in_the_run_config(write_table, tmp_path):

@@ -276,6 +276,9 @@ def test_unknown_label_column_suggests_the_closest_name(write_table):
     path = write_table("train.csv", {"clicks": [1, 0], "city": ["a", "b"]})
     error = error_of(read_frame, path, label="click")
     assert str(error) == f"{path}:1: no label column 'click' (columns: clicks, city); did you mean 'clicks'?"
+    path = write_table("other.csv", {"labels": [1, 0], "city": ["a", "b"]})
+    error = error_of(read_frame, path)  # the default label: the setting that names another is suggested
+    assert str(error) == f"{path}:1: no label column 'label' (columns: labels, city); did you mean --label labels (data.label)?"
 
 
 def test_infinite_weight_in_a_multi_column_is_located(write_table):

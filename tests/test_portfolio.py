@@ -216,6 +216,20 @@ def test_a_portfolio_run_resumed_with_other_data_or_seed_is_refused(clicks, list
     fit(*clicks, out=tmp_path / "run", resume=True)  # the same data and settings resume
 
 
+def test_a_recipe_the_interrupted_portfolio_had_not_begun_is_said_to_start_afresh(clicks, listed, tmp_path):
+    import shutil
+
+    listed(("defaults", {}), ("larger step", {"lr": 0.3}))
+    first = fit(*clicks, out=tmp_path / "run")
+    for path in (tmp_path / "run" / "checkpoint").glob("portfolio-2*"):  # killed before recipe 2 checkpointed
+        shutil.rmtree(path)
+    lines: list[str] = []
+    resumed = fit(*clicks, out=tmp_path / "run", resume=True, log=lines.append)
+    assert "resume: recipe 2 had not begun; training it from the start" in lines, lines
+    assert not any("no checkpoint in" in line for line in lines)
+    np.testing.assert_allclose(resumed.predict(clicks[1]), first.predict(clicks[1]), rtol=1e-6)
+
+
 def test_a_portfolio_checkpoint_is_not_resumed_without_its_portfolio(clicks, listed, tmp_path):
     listed(("defaults", {}), ("larger step", {"lr": 0.3}))
     fit(*clicks, out=tmp_path / "run")

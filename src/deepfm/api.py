@@ -40,7 +40,7 @@ from deepfm.runtime import (available_cores, configure as configure_runtime, cpu
                              release_free_memory)
 from deepfm.solvers import build_solver
 from deepfm.tasks import Task
-from deepfm.training.checkpoint import write_atomically
+from deepfm.training.checkpoint import checkpoint_paths, write_atomically
 from deepfm.training.trainer import Trainer, TrainResult, peak_rss_mb, predict, predict_logits
 
 Data = str | Path | pa.Table | RawFrame  # or a pandas DataFrame (converted with pa.Table.from_pandas)
@@ -286,8 +286,13 @@ class Estimator:
             distributed.broadcast_model(model)  # the same start on every rank
             distributed.global_batch_norm(model)  # statistics of the global batch, as in one process
             where = recipe_checkpoint(checkpoint_dir, index) if checkpoint_dir and index is not None else checkpoint_dir
+            begun = resume
+            if resume and index is not None and ctx.world == 1 and not any(p.is_dir() for p in checkpoint_paths(where)[:2]):
+                begun = False  # the interrupted portfolio had not reached this recipe: nothing is wrong
+                if log:
+                    log(f"resume: recipe {index + 1} had not begun; training it from the start")
             return model, build_solver(config, progress=progress, log=log).fit(model, task, train_data, valid_data,
-                                                                               checkpoint_dir=where, resume=resume)
+                                                                               checkpoint_dir=where, resume=begun)
 
         chosen = train_portfolio(candidates, given, task, id_counts, train_one, log) if candidates else None
         if chosen is not None:

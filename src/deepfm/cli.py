@@ -40,13 +40,21 @@ def _shown(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
+# how the defaults' help names a model: not "lr 0.01" in the help of --lr
+MODEL_TITLES = {"lr": "LR", "fm": "FM", "deepfm": "DeepFM"}
+
+
 def config_default_text(section: str, key: str) -> str:
-    """``default 0.001; fm 0.03, lr 0.01``: the config's default for ``section.key`` and the models
+    """``default 0.001; FM 0.03, LR 0.01``: the config's default for ``section.key`` and the models
     whose tuned defaults (``deepfm.defaults``) replace it; empty when there is no default."""
     default = CONFIG_SECTIONS[section].model_fields[key].default
     if default is None or default == ():
         return ""
-    overrides = [f"{name} {_shown(values[section][key])}" for name, values in MODEL_DEFAULTS.items()
+
+    def title(name: str) -> str:
+        return MODEL_TITLES.get(name, name)
+
+    overrides = [f"{title(name)} {_shown(values[section][key])}" for name, values in MODEL_DEFAULTS.items()
                  if key in values.get(section, {})]
     for name, tasks in TASK_DEFAULTS.items():
         by_value: dict[str, list[str]] = {}
@@ -54,9 +62,9 @@ def config_default_text(section: str, key: str) -> str:
             if key in values:
                 by_value.setdefault(_shown(values[key]), []).append(task)
         if by_value:
-            overrides.append(f"{name} " + " / ".join(f"{v} ({', '.join(t)})" for v, t in by_value.items()))
+            overrides.append(f"{title(name)} " + " / ".join(f"{v} ({', '.join(t)})" for v, t in by_value.items()))
     for name, shapes in SHAPE_DEFAULTS.items():
-        overrides += [f"{name} {_shown(values[key])} ({shape}: {SHAPE_BANDS[shape]} distinct ids per training row)"
+        overrides += [f"{title(name)} {_shown(values[key])} ({shape}: {SHAPE_BANDS[shape]} distinct ids per training row)"
                       for shape, values in shapes.items() if key in values]
     return f"default {_shown(default)}" + ("; " + ", ".join(overrides) if overrides else "")
 
@@ -94,7 +102,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model from files into a model directory",
                        description="Train LR, FM, DeepFM or a baseline of the DeepFM paper. " + KIND_RULE + " Format "
                                    + AUTO_RULE + ". Defaults come from the config (an explicit flag wins over --config, "
-                                   "which wins over a model's own defaults: 'fm 0.03' below).")
+                                   "which wins over a model's own defaults: 'FM 0.03' below).")
     add_run_flags(p)
     p.add_argument("--nproc", type=int, default=1,
                    help="train with N processes on this machine (torchrun, gloo on CPU / nccl on GPU); with "
@@ -196,7 +204,7 @@ def add_run_flags(p: argparse.ArgumentParser, gradient_only: bool = False) -> No
                    help="rowwise_adagrad: AdaGrad (one accumulator per row) for embeddings, Adam for dense weights")
     p.add_argument("--dense-optimizer", choices=["adam", "adagrad", "sgd"],
                    help="the dense (MLP) weights' optimiser (default: the one that goes with --optimizer)")
-    p.add_argument("--dense-lr", type=float, help="the dense (MLP) weights' learning rate (default: --lr; deepfm on clicks 0.001)")
+    p.add_argument("--dense-lr", type=float, help="the dense (MLP) weights' learning rate (default: --lr; DeepFM on clicks 0.001)")
     p.add_argument("--adagrad-init", type=float,
                    help="AdaGrad's accumulator start G0: above 0, rarely seen ids step in proportion to their gradient")
     p.add_argument("--embed-dim", type=int, help="k, the embedding width")
@@ -450,8 +458,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary["task"] = m["task"]
         print(json_line(summary))
     elif not args.quiet:
-        chosen = f"best epoch {m['best_epoch']}: {metric_pairs(m['best_valid'])}" if m["best_valid"] else \
-            f"last epoch {m['epochs']}, no validation" + (" (--valid-fraction 0)" if config.training.solver == "gradient" else "")
+        if config.training.solver != "gradient":  # sampling and ALS: every sweep counts, none is chosen
+            chosen = f"{m['epochs']} sweeps" + (f": {metric_pairs(m['best_valid'])}" if m["best_valid"] else
+                                                ", no validation")
+        elif m["best_valid"]:
+            chosen = f"best epoch {m['best_epoch']}: {metric_pairs(m['best_valid'])}"
+        else:
+            chosen = f"last epoch {m['epochs']}, no validation (--valid-fraction 0)"
         if "portfolio_choice" in m:
             chosen += f"; recipe {m['portfolio_choice']}, the best of {len(m['portfolio'])} on validation"
         if "refit" in m:

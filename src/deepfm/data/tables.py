@@ -57,16 +57,17 @@ def drop_pandas_index(table: pa.Table) -> pa.Table:
 
 
 def missing_label(source: str, label: str, names: Sequence[str]) -> DataError:
-    """No label column: suggest the closest column name, and the ``--label`` flag only when the
-    default label was looked for (a named label was given with the flag already)."""
+    """No label column: suggest the closest column name, and the ``--label`` flag (``data.label``) only
+    when the default label was looked for (a named label was given already)."""
     message = f"no label column '{label}' (columns: {', '.join(names)})"
     close = difflib.get_close_matches(label, names, n=1, cutoff=0.6)
     if close and label != DEFAULT_LABEL:
         message += f"; did you mean '{close[0]}'?"
     elif close:
-        message += f"; did you mean --label {close[0]}?"
+        message += f"; did you mean --label {close[0]} (data.label)?"
     elif label == DEFAULT_LABEL:
-        message += "; training names it with --label, and evaluating reads the column the model was trained on"
+        message += ("; training names it with --label (data.label in a config file or in Estimator(data=...)), and "
+                    "evaluating reads the column the model was trained on")
     return DataError(source, message, line=1)
 
 
