@@ -34,6 +34,8 @@ def test_a_pandas_dataframe_predicts_like_the_arrow_table_and_other_objects_are_
     np.testing.assert_array_equal(loaded.predict(test.to_pandas()), loaded.predict(test))
     with pytest.raises(ConfigError, match="expected a file path, a pyarrow.Table or a pandas DataFrame, got list"):
         loaded.predict([1, 2])
+    with pytest.raises(TypeError, match="got ndarray"):  # Python's own kind of error for a wrong type, too
+        loaded.predict(np.zeros((2, 3)))
 
 
 def test_model_directory_holds_weights_schema_config_metrics_and_manifest(saved):

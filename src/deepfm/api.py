@@ -33,7 +33,7 @@ from deepfm.resumable import checkpoint_saved
 from deepfm.data.holdout import HASH_RULE, PERMUTATION_RULE, Holdout, encode_hashed, hashed_mask, held_out_count, held_out_mask, split_encoded, stream_fraction
 from deepfm.data.readers import frame_from_table, read_frame
 from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_and_encode, fit_streaming, should_stream
-from deepfm.errors import ConfigError, DataError
+from deepfm.errors import ConfigError, DataError, DataTypeError
 from deepfm.models import model_for_run
 from deepfm.portfolio import as_checkpointed, candidates_for, recipe_checkpoint, train_portfolio
 from deepfm.runtime import (available_cores, configure as configure_runtime, cpu_has_bf16_math, preserving,
@@ -182,7 +182,7 @@ class Estimator:
                 raise ConfigError(f"data: the DataFrame does not convert to Arrow columns ({error}); "
                                   "give each column one type (e.g. df[col].astype(str))") from None
         if not isinstance(data, (str, Path, pa.Table)):
-            raise ConfigError(f"data: expected a file path, a pyarrow.Table or a pandas DataFrame, got {type(data).__name__}")
+            raise DataTypeError(f"data: expected a file path, a pyarrow.Table or a pandas DataFrame, got {type(data).__name__}")
         if isinstance(data, pa.Table):
             return frame_from_table(data, "<table>", cfg.label, require_label, multi=cfg.multi, separator=cfg.multi_separator)
         layout = self.encoder.layout if self.encoder is not None else None

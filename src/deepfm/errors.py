@@ -13,6 +13,11 @@ class ConfigError(DeepFMError):
     """A configuration value is invalid; the message names the key and what is allowed."""
 
 
+class DataTypeError(ConfigError, TypeError):
+    """Data of a type the API does not read (a list, a NumPy array): a ``TypeError`` as Python's own, and a
+    ``ConfigError`` for the CLI."""
+
+
 class DataError(DeepFMError):
     """Bad input data, located as ``path:line:column: what is wrong``.
 
