@@ -222,6 +222,33 @@ def test_resume_takes_a_flag_that_states_a_setting_the_run_trained_with_from_its
     assert f"(optimizer {optimizer} → {TrainingConfig().optimizer})" in capsys.readouterr().err
 
 
+def test_resume_with_another_data_setting_is_refused_before_the_data_is_read(ctr_csv, tmp_path, capsys, monkeypatch):
+    from deepfm.api import Estimator
+
+    out, train_path, valid = tmp_path / "m", ctr_csv(), str(ctr_csv("valid.csv", part=1))
+    keep_checkpoint_of_one_epoch(train_path, valid, out)
+    monkeypatch.setattr(Estimator, "_training_data", lambda *a, **k: pytest.fail("the data was read"))
+    assert train(train_path, out, "--valid", valid, "--resume", "--min-count", "3") == 2
+    assert "the checkpoint was written with other data settings (min_count None → 3)" in capsys.readouterr().err
+
+
+def test_an_older_versions_record_is_still_compared_on_the_settings_as_given(ctr_csv, tmp_path, capsys):
+    out, train_path, valid = tmp_path / "m", ctr_csv(), str(ctr_csv("valid.csv", part=1))
+    keep_checkpoint_of_one_epoch(train_path, valid, out)
+    from deepfm.api import run_record
+    from deepfm.cli import config_from_args
+
+    given = config_from_args(build_parser().parse_args(
+        ["train", "--train", str(train_path), "--out", str(out), *TINY, "--valid", valid]))
+    record = json.loads((out / "checkpoint-run.json").read_text())
+    del record["trained_with"]  # versions before the task's defaults were applied recorded the settings as given
+    record["settings"] = run_record(given, str(train_path), valid)["trained_with"]
+    (out / "checkpoint-run.json").write_text(json.dumps(record))
+    assert train(train_path, out, "--valid", valid, "--resume", "--seed", "7") == 2
+    assert "(seed 2026 → 7)" in capsys.readouterr().err
+    assert train(train_path, out, "--valid", valid, "--resume") == 0, capsys.readouterr().err
+
+
 def test_the_end_of_training_line_prints_metric_value_pairs_as_the_epoch_log_does(ctr_csv, tmp_path, capsys):
     assert main(["train", "--train", str(ctr_csv()), "--valid", str(ctr_csv("valid.csv", part=1)),
                  "--out", str(tmp_path / "m"), *TINY]) == 0

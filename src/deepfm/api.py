@@ -14,7 +14,7 @@ import functools
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -130,16 +130,19 @@ def run_record(config: RunConfig, train: Data, valid: Data | None) -> dict[str, 
         "training": {key: settings["training"][key] for key in TRAJECTORY_SETTINGS}}}
 
 
-def refuse_another_run(saved: dict[str, Any], record: dict[str, Any], checkpoint_dir: Path, settings: bool = True) -> None:
+def refuse_another_run(saved: dict[str, Any], record: dict[str, Any], checkpoint_dir: Path,
+                       sections: Sequence[str] = ("data", "model", "training")) -> None:
     """A ``ConfigError`` naming what differs when ``record`` (this run's ``run_record``) is not the one the
-    checkpoint was written under (``saved``): its data, and with ``settings`` its settings. A key ``saved``
-    lacks (an older version's record; its settings were recorded before the task's defaults) is not compared."""
+    checkpoint was written under (``saved``): its data and its settings in ``sections``. An older version's
+    record holds its settings as given (``settings``, before the task's defaults): compare it with a record
+    of this run's settings as given. A key ``saved`` lacks is not compared."""
     changes: dict[str, list[str]] = {}
     for name in ("train", "valid"):
         if name in saved and saved[name] != record[name]:
             changes.setdefault("data", []).append(describe_change(name, saved[name], record[name]))
-    for section, values in record["trained_with"].items() if settings else ():
-        before = saved.get("trained_with", {}).get(section, {})
+    for section in sections:
+        values = record["trained_with"][section]
+        before = saved.get("trained_with", saved.get("settings", {})).get(section, {})
         changes.setdefault(f"{section} settings", []).extend(
             f"{key} {_shown(before[key])} → {_shown(value)}" for key, value in values.items()
             if key in before and before[key] != value)
@@ -239,8 +242,11 @@ class Estimator:
         # what is left of a run killed before its first checkpoint (encoders, record) is not resumed: it starts afresh
         has_checkpoint = bool(resume and out and ctx.is_main and checkpoint_saved(Path(out)))
         saved_record = json.loads(recorded.read_text()) if has_checkpoint and recorded.exists() else None  # rank 0's paths
-        if saved_record is not None:  # the data before any of it is read; the settings once the task's defaults apply
-            refuse_another_run(saved_record, run_record(cfg, train, valid), Path(out) / "checkpoint", settings=False)
+        if saved_record is not None:  # before any data is read: the data and its settings (the task's defaults leave
+            # them be); the model's and training's once those defaults apply, or now for an older version's record
+            older = "trained_with" not in saved_record
+            refuse_another_run(saved_record, run_record(cfg, train, valid), Path(out) / "checkpoint",
+                               sections=("data", "model", "training") if older else ("data",))
         # an older version's checkpoint has no record: this run's would vouch for what was never compared
         unrecorded = resume and recorded is not None and not recorded.exists() and any(
             (Path(out) / name).exists() for name in ("checkpoint", "checkpoint.old", "checkpoint-fnn-stage1"))
@@ -264,7 +270,7 @@ class Estimator:
         given = cfg
         self.config = cfg = with_task_defaults(cfg, task.name, id_counts)  # e.g. FM's L2 on ratings (deepfm.defaults)
         record = run_record(cfg, train, valid) if out else None
-        if saved_record is not None:
+        if saved_record is not None and "trained_with" in saved_record:
             refuse_another_run(saved_record, record, Path(out) / "checkpoint")
         if saved_features and ctx.is_main and not unrecorded:
             write_atomically(recorded, json.dumps(record))  # before the first checkpoint, as the encoders
