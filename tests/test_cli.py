@@ -543,6 +543,22 @@ def test_predict_csv_quotes_only_the_values_that_need_it(ctr_model, tmp_path):
     assert pacsv.read_csv(tmp_path / "q.csv").column("id").to_pylist() == ['a "b", c'] + ids[1:]
 
 
+@pytest.mark.parametrize("column", [pa.array(["row,1", "row 2"]).dictionary_encode(), pa.array([b"x,y", b'"z'], pa.binary()),
+                                    pa.array(["a", ""]), pa.array(["a\nb", None])], ids=["dictionary", "binary", "empty", "newline"])
+def test_predict_csv_round_trips_every_kept_column_and_name(column, tmp_path):
+    from deepfm.cli import write_csv
+
+    table = pa.table({'odd "name",\r': column, "prediction": [0.25, 0.5]})
+    with (tmp_path / "p.csv").open("wb") as file:
+        write_csv(table, file)
+    back = pacsv.read_csv(tmp_path / "p.csv", convert_options=pacsv.ConvertOptions(
+        column_types={table.column_names[0]: column.type.value_type if pa.types.is_dictionary(column.type) else column.type},
+        strings_can_be_null=True, quoted_strings_can_be_null=False))
+    assert back.column_names == table.column_names
+    expected = column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+    assert back.column(0).to_pylist() == expected.to_pylist() and back.column(1).to_pylist() == [0.25, 0.5]
+
+
 def test_predict_keep_of_a_column_the_file_lacks_exits_2_listing_the_columns(ctr_model, tmp_path, capsys):
     assert main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--keep", "id"]) == 2
     captured = capsys.readouterr()

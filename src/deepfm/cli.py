@@ -600,25 +600,30 @@ def write_table(table, out: str) -> None:
 
 
 def write_csv(table, file) -> None:
-    """``table`` as CSV, quoted as a spreadsheet would write it: where a value needs it (a comma, quote or
-    line break in it; an empty string, told apart from a missing value) and nowhere else. Arrow's writer
-    quotes every string and every column name."""
-    import csv
-    import io
+    """``table`` as CSV, quoted as a spreadsheet would write it: nowhere unless a value or name needs it (a comma,
+    quote or line break in it; an empty string, told apart from a missing value). Arrow's writer quotes every
+    string and name; where some value needs quotes, or a column is neither a number, a time nor plain text
+    (a dictionary, bytes), Arrow's quoting is kept (every string value quoted)."""
+    import re
 
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    def needs_quotes(column) -> bool:
-        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-            return False
-        return bool(pc.any(pc.or_(pc.match_substring_regex(column, '[",\r\n]'), pc.equal(column, ""))).as_py())
+    special = '[",\r\n]'
 
-    header = io.StringIO()
-    csv.writer(header, lineterminator="\n").writerow(table.column_names)
-    file.write(header.getvalue().encode())
-    quoting = "needed" if any(needs_quotes(column) for column in table.columns) else "none"
+    def plain(column) -> bool:
+        kind = column.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return not pc.any(pc.or_(pc.match_substring_regex(column, special), pc.equal(column, ""))).as_py()
+        return any(is_kind(kind) for is_kind in (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
+                                                 pa.types.is_timestamp, pa.types.is_date, pa.types.is_null))
+
+    def name(text: str) -> str:
+        return '"' + text.replace('"', '""') + '"' if re.search(special, text) else text
+
+    file.write((",".join(name(text) for text in table.column_names) + "\n").encode())
+    quoting = "none" if all(plain(column) for column in table.columns) else "needed"
     pacsv.write_csv(table, file, pacsv.WriteOptions(include_header=False, quoting_style=quoting))
 
 
