@@ -33,8 +33,24 @@ def test_a_location_inside_a_key_falls_back_to_the_nearest_key_set():
 
 
 def test_keys_a_flag_sets_lose_their_line_and_so_do_the_keys_inside_them():
-    lines = {("model",): 3, ("model", "dropout"): 4, ("model", "mlp"): 5, ("model", "mlp", "x"): 5, ("out",): 1}
-    given = unless_set(lines, {"model": {"mlp": [8]}, "out": "m"})
+    lines = {("model",): 3, ("model", "dropout"): 4, ("model", "mlp"): 5, ("model", "mlp", "x"): 5, ("out",): 1,
+             ("training",): 7}
+    given = unless_set(lines, {"model": {"mlp": [8]}, "out": "m", "training": {"epochs": 0}})
     assert given == {("model",): 3, ("model", "dropout"): 4, ("model", "mlp"): None, ("model", "mlp", "x"): None,
-                     ("out",): None}
+                     ("out",): None, ("training",): 7, ("training", "epochs"): None}
     assert line_of(given, ("model", "mlp", 0)) is None  # not the line of the section around it
+    assert line_of(given, ("training", "epochs")) is None  # a flag's key the file does not set: not its section's line
+
+
+def test_a_yaml_key_given_twice_is_found_where_its_loaded_value_is(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("training:\n  epochs: 2\nmodel:\n  name: fm\ntraining:\n  epochs: x\n")
+    assert key_lines(path)[("training", "epochs")] == 6
+
+
+def test_toml_multi_line_strings_are_passed_over_and_arrays_of_tables_are_tables(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[data]\nnote = """\n[training]\nepochs = 1\n"""\n[training]\nepochs = 0\n[[runs]]\nseed = 3\n')
+    lines = key_lines(path)
+    assert lines[("training",)] == 6 and lines[("training", "epochs")] == 7
+    assert lines[("runs", "seed")] == 9 and ("data", "seed") not in lines

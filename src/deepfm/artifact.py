@@ -77,7 +77,8 @@ def save_model_dir(directory: str | Path, model: torch.nn.Module, encoder: Featu
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
     for name in before - set(manifest["files"]):
-        (directory / name).unlink(missing_ok=True)  # e.g. a wrapper's sklearn.json, left from the model before
+        if (directory / name).is_file():  # e.g. a wrapper's sklearn.json, left from the model before
+            (directory / name).unlink()
     return directory
 
 
@@ -87,7 +88,8 @@ def _listed_files(directory: Path) -> set[str]:
         files = json.loads((directory / "manifest.json").read_text()).get("files", {})
     except (OSError, ValueError, AttributeError):
         return set()
-    return {name for name in files if isinstance(name, str) and Path(name).name == name and name != "manifest.json"}
+    return {name for name in files if isinstance(name, str) and (name in FILES or (  # what save_model_dir writes
+        Path(name).name == name and name.endswith(".json") and name != "manifest.json"))}
 
 
 def read_extra(directory: str | Path, name: str) -> Any:

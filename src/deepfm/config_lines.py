@@ -1,8 +1,8 @@
 """Where each key of a TOML or YAML config file is set, so a setting that fails validation is named
 ``file:line`` as bad data is. Neither ``tomllib`` nor ``yaml.safe_load`` keeps positions: YAML's
 composed nodes carry them; TOML's lines are scanned for ``[table]`` headers and ``key = `` lines
-(dotted and quoted keys included; a key inside an inline table or a multi-line value is found at
-its enclosing key's line, through ``line_of``).
+(dotted and quoted keys and ``[[arrays]]`` included, multi-line strings passed over; a key inside an
+inline table or a multi-line value is found at its enclosing key's line, through ``line_of``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ _BARE = r"[A-Za-z0-9_-]+"
 _QUOTED = r'"(?:[^"\\]|\\.)*"|\'[^\']*\''
 _KEY = rf"(?:{_BARE}|{_QUOTED})(?:\s*\.\s*(?:{_BARE}|{_QUOTED}))*"
 _TABLE = re.compile(rf"^\s*\[\s*({_KEY})\s*\]\s*(?:#.*)?$")
+_ARRAY_TABLE = re.compile(rf"^\s*\[\[\s*({_KEY})\s*\]\]\s*(?:#.*)?$")
 _ASSIGNMENT = re.compile(rf"^\s*({_KEY})\s*=")
 _PART = re.compile(rf"{_BARE}|{_QUOTED}")
 
@@ -45,20 +46,20 @@ def line_of(lines: KeyLines, loc: Sequence[object]) -> int | None:
 
 
 def unless_set(lines: KeyLines, settings: Mapping[str, object]) -> dict[tuple[str, ...], int | None]:
-    """``lines`` with None for the keys that ``settings`` (a nested mapping: the flags') sets, and those
+    """``lines`` with None for every key that ``settings`` (a nested mapping: the flags') sets, and for those
     inside them: an error in a value a flag gave is not the file's, nor its section's."""
+    given: dict[tuple[str, ...], None] = {}
 
-    def set_there(path: tuple[str, ...]) -> bool:
-        node: object = settings
-        for part in path:
-            if not isinstance(node, Mapping) or part not in node:
-                return False
-            node = node[part]
-            if not isinstance(node, Mapping):
-                return True
-        return False
+    def walk(node: Mapping[str, object], path: tuple[str, ...]) -> None:
+        for key, value in node.items():
+            if isinstance(value, Mapping):
+                walk(value, path + (str(key),))
+            else:
+                given[path + (str(key),)] = None
 
-    return {path: None if set_there(path) else line for path, line in lines.items()}
+    walk(settings, ())
+    inside = {path: None for path in lines if any(path[: len(key)] == key for key in given)}
+    return {**lines, **inside, **given}
 
 
 def _parts(key: str) -> tuple[str, ...]:
@@ -68,8 +69,13 @@ def _parts(key: str) -> tuple[str, ...]:
 def _toml_lines(text: str) -> dict[tuple[str, ...], int]:
     lines: dict[tuple[str, ...], int] = {}
     table: tuple[str, ...] = ()
+    in_string = None  # the delimiter of a multi-line string the line is inside, if any
     for number, line in enumerate(text.splitlines(), start=1):
-        header = _TABLE.match(line)
+        if in_string is not None:
+            if line.count(in_string) % 2:
+                in_string = None
+            continue
+        header = _TABLE.match(line) or _ARRAY_TABLE.match(line)
         if header:
             table = _parts(header.group(1))
             lines.setdefault(table, number)
@@ -79,6 +85,10 @@ def _toml_lines(text: str) -> dict[tuple[str, ...], int]:
             key = table + _parts(assignment.group(1))
             for end in range(len(table) + 1, len(key) + 1):  # a dotted key defines its prefixes there too
                 lines.setdefault(key[:end], number)
+            rest = line[assignment.end():]
+            for delimiter in ('"""', "'''"):
+                if rest.count(delimiter) % 2:  # a multi-line string opens here
+                    in_string = delimiter
     return lines
 
 
@@ -91,7 +101,7 @@ def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 inner = path + (str(key.value),)
-                lines.setdefault(inner, key.start_mark.line + 1)
+                lines[inner] = key.start_mark.line + 1  # a key given twice: its last value is the one loaded
                 walk(value, inner)
 
     try:
