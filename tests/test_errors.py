@@ -140,6 +140,17 @@ def test_an_empty_line_is_said_to_be_one_where_its_label_is_missing(write_text):
     assert str(error) == f"{path}:3:1: the label is missing (the line is empty: remove it)"
 
 
+@pytest.mark.parametrize("line, empty", [("", True), (",a", False), ("NaN,b", False)])
+def test_training_says_a_line_is_empty_only_when_it_is(write_text, line, empty):
+    from deepfm import Estimator
+
+    path = write_text("train.csv", f"label,city\n1,a\n{line}\n0,b\n")
+    with pytest.raises(DataError) as caught:
+        Estimator(training={"epochs": 1}).fit(path, progress=False)  # one reading pass: kept frames, fewer columns
+    message = "the label is missing" + (" (the line is empty: remove it)" if empty else "")
+    assert str(caught.value) == f"{path}:3:1: {message}"
+
+
 def test_missing_label_is_located(write_table):
     path = write_table("train.csv", {"city": ["a", "b", "c"], "label": [1, None, 0]})
     encoder = fit(path)

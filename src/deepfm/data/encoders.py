@@ -490,7 +490,7 @@ class _Fitter:
         self.rows += frame.num_rows
         if self.retained is not None and frame.sparse is None:
             rest = {name: column for name, column in frame.columns.items() if name not in codes}
-            self.retained.append((dataclasses.replace(frame, columns=rest), codes))
+            self.retained.append((frame.with_columns(rest), codes))
         else:
             self.retained = None  # libFM/libFFM frames are laid out by the encoder: read them again
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,6 +40,7 @@ class RawFrame:
     weights: dict[str, pa.Array] = field(default_factory=dict)
     first_line: int = 1
     sparse: Any = None  # readers.SparseRows for libFM/libFFM: lets a model re-lay the columns out
+    empty_rows: np.ndarray | None = None  # rows with no value at all, once columns were left out (``with_columns``)
 
     @property
     def num_rows(self) -> int:
@@ -52,8 +54,22 @@ class RawFrame:
 
     def missing_label(self, row: int) -> DataError:
         """The located error for a row without a label; a row with no value at all is said to be an empty line."""
-        empty = self.sparse is None and all(not column[int(row)].is_valid for column in self.columns.values())
+        if self.empty_rows is not None:
+            empty = bool(np.isin(int(row), self.empty_rows))
+        else:
+            empty = self.sparse is None and bool(self.columns) and all(
+                not column[int(row)].is_valid for column in self.columns.values())
         return self.error(row, None, "the label is missing" + (" (the line is empty: remove it)" if empty else ""))
+
+    def with_columns(self, columns: dict[str, pa.Array]) -> "RawFrame":
+        """This frame with only ``columns``, still able to say which of its rows were empty lines."""
+        empty = np.zeros(0, np.int64)
+        if self.sparse is None and self.labels is not None and self.labels.null_count and self.columns:
+            blank = self.labels.is_null().to_numpy(zero_copy_only=False)
+            for column in self.columns.values():
+                blank &= column.is_null().to_numpy(zero_copy_only=False)
+            empty = np.flatnonzero(blank)
+        return dataclasses.replace(self, columns=columns, empty_rows=empty)
 
 
 def to_float(frame: RawFrame, array: pa.Array, name: str | None) -> np.ndarray:
