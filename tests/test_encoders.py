@@ -317,6 +317,21 @@ def test_libfm_minus_one_labels_mean_zero(write_text):
     assert encoder.transform(frame).labels.tolist() == [0.0, 1.0, 0.0]
 
 
+@pytest.mark.parametrize("labels, stray, line", [
+    (["0"] * 150 + ["-1"] + ["1"] * 149, "label -1 in a file of 0/1 labels (1 of 300 labels are -1)", 151),
+    (["-1"] * 150 + ["0"] + ["1"] * 149, "label 0 in a file of -1/1 labels (1 of 300 labels are 0)", 151)])
+def test_a_stray_label_in_a_libfm_file_of_two_classes_is_located_not_read_as_ratings(write_text, labels, stray, line):
+    path = write_text("train.libfm", "".join(f"{label} {i % 7}:1 {7 + i % 5}:1\n" for i, label in enumerate(labels)))
+    with pytest.raises(DataError) as caught:
+        FeatureEncoder.fit([read_frame(path)], DataConfig())
+    assert str(caught.value).startswith(f"{path}:{line}:1: {stray}: fix the odd labels")
+
+
+def test_libfm_labels_of_three_values_in_shares_are_ratings(write_text):
+    path = write_text("train.libfm", "".join(f"{(-1, 0, 1)[i % 3]} {i % 7}:1\n" for i in range(30)))
+    assert FeatureEncoder.fit([read_frame(path)], DataConfig()).task == "regression"
+
+
 def test_libfm_real_valued_labels_are_regression(write_text):
     frame = read_frame(write_text("train.libfm", "3.5 0:1 3:1\n1 1:1 4:1\n5 2:1 3:1\n"))
     encoder = FeatureEncoder.fit([frame], DataConfig())

@@ -484,6 +484,7 @@ class TaskFitter:
         self.count, self.total, self.zero_one, self.minus_one, self.ones = 0, 0.0, 0, 0, 0
         self.examples: list[float] = []  # a few distinct labels, for messages
         self.first_odd: DataError | None = None  # the first label that is neither 0/1 nor (libFM) -1
+        self.first_of: dict[float, DataError] = {}  # libFM/libFFM: where the first 0 and the first -1 are
         self.raw_seen: dict[str, None] = {}  # distinct raw values (``--positive``), in order, a few
         self.others: dict[str, int] = {}  # ``--positive``: the other raw values (the first few) and their counts
         self.first_rows: dict[str, DataError] = {}  # where each of ``others`` first occurs
@@ -508,6 +509,9 @@ class TaskFitter:
         for value in np.unique(values)[:LABELS_LISTED]:
             if len(self.examples) < LABELS_LISTED + 1 and value not in self.examples:
                 self.examples.append(float(value))
+        for value in (0.0, -1.0) if self.allows_pm1 else ():
+            if value not in self.first_of and (values == value).any():
+                self.first_of[value] = frame.error(int(np.flatnonzero(y == value)[0]), None, "")
         odd = np.flatnonzero(present)[~(zero_one | minus_one)]
         if self.first_odd is None and len(odd):
             self.first_odd = frame.error(int(odd[0]), None, f"label {y[odd[0]]:g} in a file of 0/1 labels")
@@ -606,6 +610,15 @@ class TaskFitter:
     def _detect(self, plus_minus_one: bool) -> str:
         if plus_minus_one or self.zero_one == self.count:
             return "binary"
+        zeros = self.zero_one - self.ones
+        if self.minus_one and zeros and self.zero_one + self.minus_one == self.count:  # libFM: 0, 1 and -1 together
+            stray, kind = (-1.0, "0/1") if self.minus_one <= zeros else (0.0, "-1/1")
+            strays = min(self.minus_one, zeros)
+            if strays <= STRAY_LABEL_SHARE * self.count:
+                error = self.first_of[stray]
+                raise DataError(error.path, f"label {stray:g} in a file of {kind} labels ({strays:,} of {self.count:,} "
+                                f"labels are {stray:g}): fix the odd labels, or name the task with --task binary "
+                                "(refuses them) or --task regression", line=error.line, column=error.column)
         odd = self.count - self.zero_one - self.minus_one
         if odd <= STRAY_LABEL_SHARE * self.count and self.first_odd is not None:
             error = self.first_odd
