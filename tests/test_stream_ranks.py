@@ -235,3 +235,21 @@ def test_cli_trains_on_a_glob_and_refuses_one_that_matches_nothing(day_files, tm
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] == SPEC.rows
     assert main([*args, "--train", str(day_files / "week_*.csv"), "--overwrite"]) == 2
     assert capsys.readouterr().err == f"{day_files / 'week_*.csv'}: no file matches this pattern\n"
+
+
+@pytest.mark.parametrize("change, what", [(lambda names: names[:-1], "it lacks {last}"),
+                                          (lambda names: names + ["extra"], "it has extra too")])
+def test_a_file_of_a_glob_whose_columns_differ_is_refused_at_its_header(tmp_path, change, what):
+    from deepfm.data.filelist import open_chunked
+    from deepfm.errors import DataError
+
+    names = ["label", "user", "city"]
+    (tmp_path / "part_1.csv").write_text(",".join(names) + "\n1,u,a\n")
+    other = change(list(names))
+    (tmp_path / "part_2.csv").write_text(",".join(other) + "\n" + ",".join("0" for _ in other) + "\n")
+    (tmp_path / "part_0.csv").write_text(",".join(reversed(names)) + "\na,u,1\n")  # the same columns in another order
+    with pytest.raises(DataError) as caught:
+        open_chunked(tmp_path / "part_*.csv", CONFIG, CHUNK)
+    assert str(caught.value).startswith(f"{tmp_path / 'part_2.csv'}:1: its columns differ from those of "
+                                        f"{tmp_path / 'part_0.csv'}, the first file of ")
+    assert what.format(last=names[-1]) + "; every file of a pattern needs the same columns" in str(caught.value)

@@ -46,6 +46,7 @@ class ChunkedFiles:
         self.path = Path(pattern)
         self.files = list(files)
         self.chunk_bytes = self.files[0].chunk_bytes
+        same_columns(pattern, self.files)
 
     @property
     def seekable(self) -> bool:
@@ -74,6 +75,21 @@ class ChunkedFiles:
                 # libFM/libFFM: later files follow the columns the first chunk read decided
                 yield from self.files[owner].frames(run, layout=layout or self.files[0].layout)
                 run = []
+
+
+def same_columns(pattern: str | Path, files: Sequence[ChunkedFile]) -> None:
+    """Every file of ``pattern`` names the same columns as the first (in any order): a file that lacks one
+    or has another is a ``DataError`` at its header, before any is read (a column missing from some rows,
+    or read from some files only, would train on what the other files lack)."""
+    first = files[0].column_names()
+    for file in files[1:]:
+        names = file.column_names()
+        if first is None or names is None or set(names) == set(first):
+            continue
+        lacks, extra = [n for n in first if n not in names], [n for n in names if n not in first]
+        differences = ([f"lacks {', '.join(lacks)}"] if lacks else []) + ([f"has {', '.join(extra)} too"] if extra else [])
+        raise DataError(file.path, f"its columns differ from those of {files[0].path}, the first file of '{pattern}': "
+                        f"it {' and '.join(differences)}; every file of a pattern needs the same columns", line=1)
 
 
 def open_chunked(path: str | Path, config: DataConfig, chunk_bytes: int,

@@ -85,6 +85,15 @@ class ChunkedFile:
         """Chunks can be read in any order (not for .gz, which is read front to back)."""
         return not self.compressed
 
+    def column_names(self) -> list[str] | None:
+        """The columns its header (CSV/TSV), schema (Parquet) or format (Criteo) names; None for libFM/libFFM."""
+        if self._delimited is not None:
+            return list(self._delimited[0])
+        if self.format == "parquet":
+            with gzip_errors(self.path):
+                return pq.read_schema(self.path).names
+        return None
+
     # -- the index of chunks ----------------------------------------------------------------------
 
     def chunks(self) -> list[Chunk]:
