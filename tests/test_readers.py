@@ -50,6 +50,15 @@ def test_csv_quoted_field_may_contain_the_delimiter(write_text):
     assert strings(read_frame(path).columns["city"]) == ["paris, fr", "rome"]
 
 
+@pytest.mark.parametrize("name", ["train.csv", "train.tsv"])
+def test_a_byte_order_mark_before_the_header_is_not_part_of_the_first_name(tmp_path, name):
+    sep = "," if name.endswith("csv") else "\t"
+    path = tmp_path / name
+    path.write_bytes(("\ufefflabel" + sep + "city\n1" + sep + "a\n0" + sep + "b\n").encode("utf-8"))
+    frame = read_frame(path)
+    assert list(frame.columns) == ["city"] and frame.labels.to_pylist() == ["1", "0"]
+
+
 def test_csv_label_column_can_be_renamed(write_table):
     path = write_table("data.csv", {"clicked": [1, 0], "city": ["a", "b"]})
     frame = read_frame(path, label="clicked")

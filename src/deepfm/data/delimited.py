@@ -43,6 +43,7 @@ def delimited_layout(path: Path, fmt: str) -> tuple[list[str], int, int]:
 def _header(path: Path, delimiter: str) -> list[str]:
     with open_text(path) as handle:
         line = handle.readline()
+    line = line.removeprefix("\ufeff")  # the byte-order mark spreadsheets write at a UTF-8 file's start
     if not line.strip():
         raise DataError(path, "file is empty", line=1)
     return next(pycsv.reader([line], delimiter=delimiter))
