@@ -148,6 +148,17 @@ def test_criteo_raw_tsv_has_forty_named_fields(criteo_row, write_criteo):
     assert frame.first_line == 1
 
 
+def test_criteo_rows_without_the_label_are_read_for_prediction_only(criteo_row, write_criteo, tmp_path):
+    labelled = write_criteo("day_0.txt", [criteo_row(1, seed=0), criteo_row(0, seed=1)])
+    unlabelled = tmp_path / "test.txt"  # as Kaggle's test.txt: 39 fields, the label left out
+    unlabelled.write_text("".join(line.split("\t", 1)[1] for line in labelled.read_text().splitlines(keepends=True)))
+    frame = read_frame(unlabelled, fmt="criteo", require_label=False)
+    assert frame.labels is None and list(frame.columns) == CRITEO_COLUMNS[1:]
+    assert strings(frame.columns["C26"]) == strings(read_frame(labelled).columns["C26"])
+    with pytest.raises(DataError, match="expected 40 fields, found 39"):
+        read_frame(unlabelled, fmt="criteo")  # training and evaluation need the label
+
+
 def test_criteo_fixes_integer_fields_numeric_and_hashed_fields_categorical(criteo_row, write_criteo):
     frame = read_frame(write_criteo("day_0.txt", [criteo_row(1), criteo_row(0, seed=1)]))
     assert all(frame.kinds[f"I{i}"] == "numeric" for i in range(1, 14))

@@ -26,10 +26,12 @@ def delimiter_of(fmt: str) -> str:
     return "," if fmt == "csv" else "\t"
 
 
-def delimited_layout(path: Path, fmt: str) -> tuple[list[str], int, int]:
-    """(column names, header lines to skip, line number of the first data row)."""
+def delimited_layout(path: Path, fmt: str, label_optional: bool = False) -> tuple[list[str], int, int]:
+    """(column names, header lines to skip, line number of the first data row). Criteo rows have no header:
+    ``label_optional`` (rows to predict) reads rows of one field fewer as rows without the label (Kaggle's test.txt)."""
     if fmt == "criteo":
-        return list(CRITEO_COLUMNS), 0, 1
+        unlabelled = label_optional and len(_first_line(path).rstrip("\r\n").split("\t")) == len(CRITEO_COLUMNS) - 1
+        return list(CRITEO_COLUMNS[1:] if unlabelled else CRITEO_COLUMNS), 0, 1
     names = _header(path, delimiter_of(fmt))
     if len(names) > 1 and all(re.match(DECIMAL_PATTERN, n) for n in names):
         raise DataError(path, f"the first line looks like data, not a header ({','.join(names[:4])}...): {fmt.upper()} "
@@ -40,10 +42,13 @@ def delimited_layout(path: Path, fmt: str) -> tuple[list[str], int, int]:
     return names, 1, 2
 
 
-def _header(path: Path, delimiter: str) -> list[str]:
+def _first_line(path: Path) -> str:
     with open_text(path) as handle:
-        line = handle.readline()
-    line = line.removeprefix("\ufeff")  # the byte-order mark spreadsheets write at a UTF-8 file's start
+        return handle.readline().removeprefix("\ufeff")  # the byte-order mark spreadsheets write at a UTF-8 file's start
+
+
+def _header(path: Path, delimiter: str) -> list[str]:
+    line = _first_line(path)
     if not line.strip():
         raise DataError(path, "file is empty", line=1)
     return next(pycsv.reader([line], delimiter=delimiter))

@@ -76,7 +76,7 @@ class ChunkedFile:
         self._delimited: tuple[list[str], int, int] | None = None  # (names, header lines, first data line)
         if self.format in ("csv", "tsv", "criteo"):
             with gzip_errors(self.path):
-                self._delimited = delimited_layout(self.path, self.format)
+                self._delimited = delimited_layout(self.path, self.format, label_optional=not require_label)
         elif self.format not in ("parquet", "libfm", "libffm"):  # pragma: no cover - the config validates formats
             raise DataError(self.path, f"unknown format {self.format!r}")
 
