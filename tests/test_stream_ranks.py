@@ -235,6 +235,9 @@ def test_cli_trains_on_a_glob_and_refuses_one_that_matches_nothing(day_files, tm
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] == SPEC.rows
     assert main([*args, "--train", str(day_files / "week_*.csv"), "--overwrite"]) == 2
     assert capsys.readouterr().err == f"{day_files / 'week_*.csv'}: no file matches this pattern\n"
+    assert main(["evaluate", str(tmp_path / "m"), str(day_files / "day_*.csv")]) == 2
+    assert capsys.readouterr().err == (f"{day_files / 'day_*.csv'}: file not found (a pattern of files is read by "
+                                       "deepfm train only: give one file here)\n")
 
 
 @pytest.mark.parametrize("change, what", [(lambda names: names[:-1], "it lacks {last}"),

@@ -16,9 +16,8 @@ from deepfm.config import DataConfig
 from deepfm.data.frame import RawFrame
 from deepfm.data.readers import Chunk, ChunkedFile
 from deepfm.data.sparse import Layout
+from deepfm.data.formats import GLOB_CHARACTERS
 from deepfm.errors import DataError
-
-GLOB_CHARACTERS = "*?["
 
 ChunkIndex = list[list[Chunk]]  # each file's chunks
 

@@ -19,6 +19,7 @@ AUTO_RULE = (
     "a tab in the line (or a .tsv name) -> tsv, else csv"
 )
 
+GLOB_CHARACTERS = "*?["  # what makes --train a pattern of files (deepfm.data.filelist)
 CRITEO_COLUMNS = ["label"] + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]
 
 
@@ -51,7 +52,9 @@ def check_data_file(path: str | Path) -> Path:
     """``path``, which must be an existing file: not found, or a directory, is a ``DataError``."""
     path = Path(path)
     if not path.exists():
-        raise DataError(path, "file not found")
+        pattern = any(character in path.name for character in GLOB_CHARACTERS)
+        raise DataError(path, "file not found" + (" (a pattern of files is read by deepfm train only: give one file "
+                                                  "here)" if pattern else ""))
     if path.is_dir():
         raise DataError(path, "is a directory, not a data file")
     return path
