@@ -8,6 +8,7 @@ import json
 import numpy as np
 import torch
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from deepfm.config import DataConfig
@@ -613,6 +614,19 @@ def test_fit_notes_say_when_a_few_bad_values_made_a_number_column_categorical(wr
     assert FeatureEncoder.fit([read_frame(path)], DataConfig()).fit_notes == []
 
 
+def test_fit_notes_name_the_integer_columns_read_as_ids_unless_the_user_named_them(write_table, tmp_path):
+    columns = {"label": [i % 2 for i in range(60)], "user": [str(i % 7) for i in range(60)],
+               "clicks": [str(i * 3) for i in range(60)], "city": ["a", "b", "c"] * 20}
+    path = write_table("a.csv", columns)
+    (note,) = FeatureEncoder.fit([read_frame(path)], DataConfig()).fit_notes
+    assert note.startswith("integer columns read as categorical, each value its own id: user, clicks (--numeric ")
+    assert FeatureEncoder.fit([read_frame(path)], DataConfig(categorical=["user"], numeric=["clicks"])).fit_notes == []
+    parquet = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"label": columns["label"], "user": [i % 7 for i in range(60)]}), parquet)  # int64
+    (note,) = FeatureEncoder.fit([read_frame(parquet)], DataConfig()).fit_notes
+    assert note.startswith("integer columns read as categorical, each value its own id: user (")
+
+
 def test_fit_notes_say_why_libfm_features_became_one_multi_valued_field_and_why_the_task_is_regression(write_text):
     path = write_text("d.libfm", "1 0:1 5:1\n0 1:1 6:1\n2\n1 0:1 7:1\n")
     notes = FeatureEncoder.fit([read_frame(path)], DataConfig()).fit_notes
@@ -672,6 +686,15 @@ def test_values_seen_under_ten_times_in_a_long_tail_share_the_rare_id_unless_min
 def test_fewer_training_rows_than_the_rule_needs_keep_every_value(write_table):
     encoder, _, _ = encode(write_table, long_tail_table(RARE_VALUE_RULE_ROWS - 1))
     assert encoder.id_counts.min_count == 1 and len(field(encoder, "user").vocabulary) == RARE_VALUE_RULE_ROWS - 1
+
+
+def test_the_ids_per_row_shown_are_never_rounded_onto_the_edge_of_a_band_they_are_below():
+    from deepfm.data.encoders import IdCounts
+
+    assert "(0.2999 per row;" in IdCounts(rows=200_000, occurrences=2_000_000, distinct=59_981).describe()
+    assert "(0.3 per row;" in IdCounts(rows=200_000, occurrences=2_000_000, distinct=60_000).describe()
+    assert "(0.009995 per row;" in IdCounts(rows=200_000, occurrences=2_000_000, distinct=1_999).describe()
+    assert "(2.58 per row;" in IdCounts(rows=300, occurrences=1_000, distinct=775).describe()
 
 
 def test_id_counts_survive_the_json_round_trip_and_older_schemas_have_none(write_table):

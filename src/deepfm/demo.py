@@ -41,6 +41,8 @@ def run_demo(out: Path | None = None, log: Callable[[str], None] = print, progre
         out = out or Path(tmp) / "model"
         log(f"data: {spec.rows} train rows, {spec.categorical} categorical + {spec.numeric} numeric columns "
             "(synthetic, Criteo-shaped, with known click probabilities)")
+        counts = [f"I{j + 1}" for j in range(spec.numeric)]  # integer counts: read as numbers, as --numeric does
+        sections = {**sections, "data": {"numeric": counts, **sections.get("data", {})}}
         estimator = Estimator(**sections).fit(  # the library defaults unless sections say otherwise
             data["train"], valid=data["valid"], out=out, progress=progress, log=log
         )

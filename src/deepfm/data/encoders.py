@@ -32,7 +32,7 @@ from deepfm.data.frame import FLOAT_MARK, NUMBER_PATTERN, RawFrame, all_digits, 
 from deepfm.data.frequent import FrequentSet
 from deepfm.data.hashing import fnv1a64_unique
 from deepfm.data.vocabulary import Vocabulary
-from deepfm.defaults import rare_value_threshold
+from deepfm.defaults import FREQUENT_IDS_PER_ROW, LONG_TAIL_IDS_PER_ROW, rare_value_threshold
 from deepfm.errors import ConfigError, DataError
 from deepfm.tasks import Task, TaskFitter, task_from_dict
 
@@ -127,7 +127,10 @@ class IdCounts:
 
     def describe(self) -> str:
         each = self.occurrences / self.distinct if self.distinct else 0.0
-        text = (f"{self.distinct:,} distinct ids in {self.rows:,} training rows ({self.ids_per_row:.3g} per row; "
+        per_row = f"{self.ids_per_row:.3g}"
+        if any(float(per_row) >= cut > self.ids_per_row for cut in (LONG_TAIL_IDS_PER_ROW, FREQUENT_IDS_PER_ROW)):
+            per_row = f"{self.ids_per_row:.4g}"  # not rounded up onto a band's edge it is below (0.2999, not 0.3)
+        text = (f"{self.distinct:,} distinct ids in {self.rows:,} training rows ({per_row} per row; "
                 f"each seen {each:.1f} times on average)")
         if self.min_count > 1:
             text += f"; {self.kept:,} seen at least {self.min_count} times keep their own id"
@@ -580,14 +583,19 @@ NOTES_LOOK_AT_ROWS = 65_536
 
 
 def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) -> list[str]:
-    """What the kind inference decided that a user may not expect, read from the first chunk:
-    a column of decimal numbers made categorical by a few values that are not numbers, and libFM
-    rows of unequal width that make the features one multi-valued field."""
-    notes = []
+    """What the kind inference decided that a user may not expect, read from the first chunk: columns
+    of integers read as ids, a column of decimal numbers made categorical by a few values that are not
+    numbers, and libFM rows of unequal width that make the features one multi-valued field."""
+    notes, integers = [], []
     for name, kind in kinds.items():
         column = frame.columns[name].slice(0, NOTES_LOOK_AT_ROWS)  # a whole in-memory table is one chunk
         text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
-        if kind != "categorical" or name in config.categorical or not text or all_digits(column):
+        if kind != "categorical" or name in config.categorical:
+            continue
+        if pa.types.is_integer(column.type) or (text and all_digits(column)):
+            integers.append(name)
+            continue
+        if not text:
             continue
         number = pc.fill_null(pc.match_substring_regex(column, NUMBER_PATTERN), True).to_numpy(zero_copy_only=False)
         bad = np.flatnonzero(~number)
@@ -599,6 +607,10 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
             notes.append(f"column '{name}' is categorical: {len(bad)} of its first {len(column):,} values "
                          f"{'is' if len(bad) == 1 else 'are'} not a number (first {column[int(bad[0])].as_py()!r} at "
                          f"{where}); --numeric {name} treats it as numbers and reports each bad value")
+    if integers and frame.format in ("csv", "tsv", "parquet"):
+        shown = ", ".join(integers[:8]) + (f" and {len(integers) - 8} more" if len(integers) > 8 else "")
+        notes.append(f"integer columns read as categorical, each value its own id: {shown} (--numeric reads counts "
+                     "and amounts as numbers; --categorical names ids and silences this note)")
     if frame.sparse is not None and frame.sparse.fields is None and set(kinds) == {"features"}:
         widths = np.diff(frame.sparse.starts)
         if len(widths) and widths.min() != widths.max():

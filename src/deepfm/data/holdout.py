@@ -68,8 +68,9 @@ class Holdout:
     seed: int
 
     def describe(self) -> str:
-        return (f"validation: no --valid file, so {self.rows} training rows ({self.fraction:g} of them, "
-                f"{self.rule}, seed {self.seed}) are held out for early stopping; --valid-fraction 0 turns this off")
+        rows = f"{self.rows:,} training row{'s' if self.rows != 1 else ''}"
+        return (f"validation: no --valid file, so {rows} ({self.fraction:g} of them, {self.rule}, seed {self.seed}) "
+                f"{'are' if self.rows != 1 else 'is'} held out for early stopping; --valid-fraction 0 turns this off")
 
     def to_dict(self) -> dict[str, object]:
         return {"source": "held out of the training file", "fraction": self.fraction, "rows": self.rows,
