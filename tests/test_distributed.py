@@ -63,6 +63,19 @@ def data(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
+def test_a_data_error_under_two_ranks_is_said_before_the_other_ranks_echo_of_it(tmp_path):
+    lines = ["label,city"] + [f"{i % 2},c{i % 9}" for i in range(600)]
+    lines[450] += ",extra"  # line 451 of the file
+    (tmp_path / "bad.csv").write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "deepfm", "train", "--train", str(tmp_path / "bad.csv"), "--out",
+                             str(tmp_path / "m"), "--nproc", "2", "--epochs", "1", "--quiet"],
+                            capture_output=True, text=True, env=env, timeout=180)
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if str(tmp_path) in line or line.startswith("rank ")]
+    assert ours[0] == f"{tmp_path / 'bad.csv'}:451:3: expected 2 fields, found 3", result.stderr[-3000:]
+
+
 def test_two_ranks_resumed_equal_one_process_with_the_global_batch(data):
     # no batch norm here: the biases before it get a zero gradient up to rounding, which Adam's first
     # steps turn into ±lr, differently in each run (batch norm has its own test below)

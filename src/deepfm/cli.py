@@ -438,8 +438,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     log = None if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     try:
         estimator = Estimator(config).fit(resume=args.resume, progress=not quiet, log=log)
+    except DeepFMError as error:  # said before cleanup ends the process group, so before the other ranks' echoes of it
+        print(str(error), file=sys.stderr, flush=True)
+        return 2
     except Exception as error:
-        if os.environ.get("RANK", "0") == "0" or isinstance(error, DeepFMError):
+        if os.environ.get("RANK", "0") == "0":
             raise
         # most often a collective that lost rank 0, which has printed the cause: one line, no traceback
         print(f"rank {os.environ['RANK']} stopped: {type(error).__name__}: {str(error).splitlines()[0][:300]}",
