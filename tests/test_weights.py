@@ -73,6 +73,7 @@ def test_evaluation_metrics_are_weighted():
     second_half = est.evaluate(data.slice(100).drop(["w"]))
     assert weighted["logloss"] == pytest.approx(second_half["logloss"])
     assert weighted["auc"] == pytest.approx(second_half["auc"])
+    assert weighted["weighted_by"] == "w" and "weighted_by" not in second_half  # the result says which it is
 
 
 def test_cli_weight_flag(tmp_path, write_table):

@@ -466,13 +466,15 @@ class Estimator:
         return predict(self.model, self.encoder.task, self.encode(data, with_labels=False), self.config.training.device)
 
     def evaluate(self, data: Data) -> dict[str, Any]:
-        """``{"rows": N, "auc": .., "logloss": ..}`` (binary) or ``{"rows": N, "rmse": .., "mae": ..}``."""
+        """``{"rows": N, "auc": .., "logloss": ..}`` (binary) or ``{"rows": N, "rmse": .., "mae": ..}``, and
+        ``"weighted_by"``: the weight column, where the metrics weigh each row by it (``data.weight``)."""
         self._require_model()
         encoded = self.encode(data, with_labels=True)
         if encoded.labels is None:
             raise DataError(str(data), f"evaluation needs the label column '{self.encoder.label}'", line=1)
         logits = predict_logits(self.model, encoded, self.config.training.device)
-        return {"rows": len(encoded), **self.encoder.task.metrics(encoded.labels, logits, encoded.weights)}
+        weighted = {"weighted_by": self.encoder.weight} if encoded.weights is not None else {}
+        return {"rows": len(encoded), **weighted, **self.encoder.task.metrics(encoded.labels, logits, encoded.weights)}
 
     # -- persistence ------------------------------------------------------------------------------
 
