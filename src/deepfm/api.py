@@ -274,6 +274,10 @@ class Estimator:
             refuse_another_run(saved_record, record, Path(out) / "checkpoint")
         if saved_features and ctx.is_main and not unrecorded:
             write_atomically(recorded, json.dumps(record))  # before the first checkpoint, as the encoders
+        if ctx.world > 1 and log and ctx.is_main:
+            each = cfg.training.batch_size
+            log(f"{ctx.world} processes, each a batch of {each:,} rows: steps of {ctx.world * each:,} rows, as one "
+                f"process with --batch-size {ctx.world * each:,} (deepfm.distributed)")
         shape_rule = describe_shape_rule(given, id_counts)  # the user's keys said to be theirs
         if shape_rule and log and ctx.is_main:
             log(shape_rule)
