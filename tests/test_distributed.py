@@ -76,13 +76,14 @@ def test_a_data_error_under_two_ranks_is_said_before_the_other_ranks_echo_of_it(
     assert ours[0] == f"{tmp_path / 'bad.csv'}:451:3: expected 2 fields, found 3", result.stderr[-3000:]
 
 
-def test_two_ranks_say_the_batch_of_their_steps(data, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def test_two_ranks_say_the_batch_of_their_steps_and_torchrun_has_no_threads_to_warn_of(data, tmp_path):
+    env = {name: value for name, value in os.environ.items() if name != "OMP_NUM_THREADS"}
     result = subprocess.run([sys.executable, "-m", "deepfm", "train", "--train", str(data["train"]), "--out",
                              str(tmp_path / "m"), "--nproc", "2", "--epochs", "1", "--batch-size", "64", "--mlp", "8",
                              "--portfolio", "off"], capture_output=True, text=True, env=env, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 processes, each a batch of 64 rows: steps of 128 rows, as one process with --batch-size 128" in result.stderr
+    assert "Setting OMP_NUM_THREADS" not in result.stderr  # the launcher gave each rank its share of the cores
 
 
 def test_two_ranks_resumed_equal_one_process_with_the_global_batch(data):

@@ -61,7 +61,11 @@ def launch(nproc: int, argv: Sequence[str], max_restarts: int = 0) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
+    from deepfm.runtime import available_cores
+
     os.environ.setdefault(FRESH_STORE_EACH_RESTART, "1")
+    # each rank's share of the cores (torchrun would set 1 and warn that it did; the ranks set torch's threads alike)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, available_cores() // nproc)))
     try:
         run(get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}",
                                           "-m", "deepfm", *argv]))
