@@ -616,7 +616,7 @@ def test_fit_notes_say_when_a_few_bad_values_made_a_number_column_categorical(wr
 
 def test_fit_notes_name_the_integer_columns_read_as_ids_unless_the_user_named_them(write_table, tmp_path):
     columns = {"label": [i % 2 for i in range(60)], "user": [str(i % 7) for i in range(60)],
-               "clicks": [str(i * 3) for i in range(60)], "city": ["a", "b", "c"] * 20}
+               "clicks": [str(i * 3 - 1) for i in range(60)], "city": ["a", "b", "c"] * 20}  # -1 among them
     path = write_table("a.csv", columns)
     (note,) = FeatureEncoder.fit([read_frame(path)], DataConfig()).fit_notes
     assert note.startswith("integer columns read as categorical, each value its own id: user, clicks (--numeric ")
@@ -692,6 +692,7 @@ def test_the_ids_per_row_shown_are_never_rounded_onto_the_edge_of_a_band_they_ar
     from deepfm.data.encoders import IdCounts
 
     assert "(0.2999 per row;" in IdCounts(rows=200_000, occurrences=2_000_000, distinct=59_981).describe()
+    assert "(0.299995 per row;" in IdCounts(rows=200_000, occurrences=2_000_000, distinct=59_999).describe()
     assert "(0.3 per row;" in IdCounts(rows=200_000, occurrences=2_000_000, distinct=60_000).describe()
     assert "(0.009995 per row;" in IdCounts(rows=200_000, occurrences=2_000_000, distinct=1_999).describe()
     assert "(2.58 per row;" in IdCounts(rows=300, occurrences=1_000, distinct=775).describe()

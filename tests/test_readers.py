@@ -157,6 +157,12 @@ def test_criteo_rows_without_the_label_are_read_for_prediction_only(criteo_row, 
     assert strings(frame.columns["C26"]) == strings(read_frame(labelled).columns["C26"])
     with pytest.raises(DataError, match="expected 40 fields, found 39"):
         read_frame(unlabelled, fmt="criteo")  # training and evaluation need the label
+    broken = tmp_path / "broken.txt"  # labelled rows, but the first one lost a field: the message says how it was read
+    lines = labelled.read_text().splitlines(keepends=True)
+    broken.write_text(lines[0].split("\t", 1)[1] + "".join(lines[1:]))
+    with pytest.raises(DataError, match="expected 39 fields, found 40 \\(the first line has 39 fields, so the file is "
+                                        "read as Criteo rows without the label\\)"):
+        read_frame(broken, fmt="criteo", require_label=False)
 
 
 def test_criteo_fixes_integer_fields_numeric_and_hashed_fields_categorical(criteo_row, write_criteo):

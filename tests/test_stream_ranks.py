@@ -256,3 +256,19 @@ def test_a_file_of_a_glob_whose_columns_differ_is_refused_at_its_header(tmp_path
     assert str(caught.value).startswith(f"{tmp_path / 'part_2.csv'}:1: its columns differ from those of "
                                         f"{tmp_path / 'part_0.csv'}, the first file of ")
     assert what.format(last=names[-1]) + "; every file of a pattern needs the same columns" in str(caught.value)
+
+
+def test_a_glob_compares_the_columns_it_reads_not_pandas_index_or_ignored_ones(tmp_path):
+    import pandas as pd
+
+    from deepfm.config import DataConfig
+    from deepfm.data.filelist import open_chunked
+
+    frame = pd.DataFrame({"label": [0, 1, 0, 1], "user": ["a", "b", "c", "d"]})
+    frame.to_parquet(tmp_path / "part_1.parquet")  # a plain 0..n index: not stored
+    frame[frame.label > 0].to_parquet(tmp_path / "part_2.parquet")  # a filtered one: stored as __index_level_0__
+    assert len(open_chunked(tmp_path / "part_*.parquet", CONFIG, CHUNK).files) == 2
+    (tmp_path / "p_1.csv").write_text("label,city,junk\n1,a,x\n")
+    (tmp_path / "p_2.csv").write_text("label,city\n0,b\n")
+    assert len(open_chunked(tmp_path / "p_*.csv", DataConfig(ignore=["junk"]), CHUNK).files) == 2
+

@@ -95,9 +95,12 @@ def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: 
     except pa.ArrowInvalid as error:
         raise DataError(path, f"cannot parse: {error}") from None
     if invalid:
-        if lines is None:
-            raise _locate_ragged(path, delimiter, len(names), skip)
-        raise _locate_ragged(path, delimiter, len(names), 0, lines(), first_line)
+        error = (_locate_ragged(path, delimiter, len(names), skip) if lines is None else
+                 _locate_ragged(path, delimiter, len(names), 0, lines(), first_line))
+        if names == CRITEO_COLUMNS[1:]:  # the first line decided that (``delimited_layout``): say so
+            error = DataError(path, f"{error.message} (the first line has {len(names)} fields, so the file is read as "
+                                    "Criteo rows without the label)", line=error.line, column=error.column)
+        raise error
     return table
 
 

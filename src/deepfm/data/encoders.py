@@ -127,9 +127,11 @@ class IdCounts:
 
     def describe(self) -> str:
         each = self.occurrences / self.distinct if self.distinct else 0.0
-        per_row = f"{self.ids_per_row:.3g}"
-        if any(float(per_row) >= cut > self.ids_per_row for cut in (LONG_TAIL_IDS_PER_ROW, FREQUENT_IDS_PER_ROW)):
-            per_row = f"{self.ids_per_row:.4g}"  # not rounded up onto a band's edge it is below (0.2999, not 0.3)
+        per_row, digits = f"{self.ids_per_row:.3g}", 3
+        while digits < 12 and any(float(per_row) >= cut > self.ids_per_row for cut in (LONG_TAIL_IDS_PER_ROW,
+                                                                                       FREQUENT_IDS_PER_ROW)):
+            digits += 1  # not rounded up onto a band's edge it is below (0.2999, not 0.3)
+            per_row = f"{self.ids_per_row:.{digits}g}"
         text = (f"{self.distinct:,} distinct ids in {self.rows:,} training rows ({per_row} per row; "
                 f"each seen {each:.1f} times on average)")
         if self.min_count > 1:
@@ -582,6 +584,11 @@ class _Fitter:
 NOTES_LOOK_AT_ROWS = 65_536
 
 
+def signed_integers(column: pa.Array) -> bool:
+    """Every value that is not null is an integer with an optional sign (-1, +3, 12)."""
+    return bool(pc.all(pc.match_substring_regex(column, r"^[-+]?[0-9]+$")).as_py())
+
+
 def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) -> list[str]:
     """What the kind inference decided that a user may not expect, read from the first chunk: columns
     of integers read as ids, a column of decimal numbers made categorical by a few values that are not
@@ -592,7 +599,7 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
         text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
         if kind != "categorical" or name in config.categorical:
             continue
-        if pa.types.is_integer(column.type) or (text and all_digits(column)):
+        if pa.types.is_integer(column.type) or (text and (all_digits(column) or signed_integers(column))):
             integers.append(name)
             continue
         if not text:

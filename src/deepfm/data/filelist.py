@@ -41,11 +41,12 @@ class ChunkedFiles:
     """Files with the same columns as one ``ChunkedFile``: the chunks of the first file, then the
     second's, ...; ``seekable`` when every file is (no .gz)."""
 
-    def __init__(self, pattern: str | Path, files: Sequence[ChunkedFile]):
+    def __init__(self, pattern: str | Path, files: Sequence[ChunkedFile], ignore: Sequence[str] = ()):
+        """``ignore``: columns left out of the data (``data.ignore``), which some files may lack."""
         self.path = Path(pattern)
         self.files = list(files)
         self.chunk_bytes = self.files[0].chunk_bytes
-        same_columns(pattern, self.files)
+        same_columns(pattern, self.files, ignore)
 
     @property
     def seekable(self) -> bool:
@@ -76,13 +77,18 @@ class ChunkedFiles:
                 run = []
 
 
-def same_columns(pattern: str | Path, files: Sequence[ChunkedFile]) -> None:
-    """Every file of ``pattern`` names the same columns as the first (in any order): a file that lacks one
-    or has another is a ``DataError`` at its header, before any is read (a column missing from some rows,
-    or read from some files only, would train on what the other files lack)."""
-    first = files[0].column_names()
-    for file in files[1:]:
+def same_columns(pattern: str | Path, files: Sequence[ChunkedFile], ignore: Sequence[str] = ()) -> None:
+    """Every file of ``pattern`` names the same columns as the first (in any order; ``ignore``d ones aside): a
+    file that lacks one or has another is a ``DataError`` at its header, before any is read (a column missing
+    from some rows, or read from some files only, would train on what the other files lack)."""
+
+    def used(file: ChunkedFile) -> list[str] | None:
         names = file.column_names()
+        return None if names is None else [name for name in names if name not in ignore]
+
+    first = used(files[0])
+    for file in files[1:]:
+        names = used(file)
         if first is None or names is None or set(names) == set(first):
             continue
         lacks, extra = [n for n in first if n not in names], [n for n in names if n not in first]
@@ -99,7 +105,7 @@ def open_chunked(path: str | Path, config: DataConfig, chunk_bytes: int,
     opened = [ChunkedFile(file, config.format, config.label, config.multi, config.multi_separator,
                           chunk_bytes=chunk_bytes, chunks=index[number] if index is not None else None)
               for number, file in enumerate(files)]
-    return opened[0] if not is_pattern(path) else ChunkedFiles(path, opened)
+    return opened[0] if not is_pattern(path) else ChunkedFiles(path, opened, config.ignore)
 
 
 def chunk_index(file: ChunkedFile | ChunkedFiles) -> ChunkIndex:

@@ -91,7 +91,9 @@ class ChunkedFile:
             return list(self._delimited[0])
         if self.format == "parquet":
             with gzip_errors(self.path):
-                return pq.read_schema(self.path).names
+                schema = pq.read_schema(self.path)
+            index = [c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)]
+            return [name for name in schema.names if name not in index]  # as reading drops pandas' index
         return None
 
     # -- the index of chunks ----------------------------------------------------------------------
