@@ -67,6 +67,10 @@ def test_compare_on_a_rating_file_reports_rmse_and_mae_without_roc(write_table, 
     assert compare(files, tmp_path / "r", "--models", "fm,wide_deep", "--task", "regression") == 0
     summary = json.loads((tmp_path / "r" / "results.json").read_text())
     assert summary["task"] == "regression"
+    fm, wide_deep = (v["config"]["training"] for v in summary["variants"])
+    assert fm["lr_schedule"] == "plateau", "FM's own recipe on ratings"
+    assert [fm[key] for key in ("epochs", "patience", "batch_size")] == [
+        wide_deep[key] for key in ("epochs", "patience", "batch_size")], "one budget for every model"
     assert set(summary["variants"][0]["test"]) == {"rmse", "mae"}
     assert not (tmp_path / "r" / "roc.png").exists()
     assert "test rmse" in (tmp_path / "r" / "results.md").read_text()

@@ -105,6 +105,17 @@ def study_variants(study: str, base: dict[str, Any], overrides: dict[str, Any]) 
             for label, change in STUDIES[study]]
 
 
+BUDGET = ("epochs", "patience", "batch_size")  # the same for every model of a comparison
+
+
+def with_model_defaults(config: RunConfig, encoder: FeatureEncoder) -> RunConfig:
+    """``config`` with its model's defaults for the task and the ids, as deepfm train applies them once the data
+    is read (``with_task_defaults``), but the comparison's budget (``BUDGET``) kept: every model trains as long."""
+    budget = {key: getattr(config.training, key) for key in BUDGET}
+    tuned = with_task_defaults(config, encoder.task.name, encoder.id_counts)
+    return tuned.model_copy(update={"training": tuned.training.model_copy(update=budget)})
+
+
 def encode_splits(config: RunConfig, train: str, valid: str, test: str) -> EncodedSplits:
     """Fit the encoder ONCE on ``train`` and encode the three files with it."""
     reader = Estimator(config)
@@ -156,8 +167,7 @@ def run_variants(variants: list[Variant], data: EncodedSplits, seeds: int, log: 
     name, _ = SELECTION[data.encoder.task]
     results = []
     for variant in variants:
-        # the model's defaults for this task and these ids, as deepfm train applies them once the data is read
-        variant = Variant(variant.label, with_task_defaults(variant.config, data.encoder.task.name, data.encoder.id_counts))
+        variant = Variant(variant.label, with_model_defaults(variant.config, data.encoder))
         result: VariantResult | None = None
         for offset in range(seeds):
             training = variant.config.training.model_copy(update={"seed": variant.config.training.seed + offset})
