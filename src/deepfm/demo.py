@@ -41,8 +41,9 @@ def run_demo(out: Path | None = None, log: Callable[[str], None] = print, progre
         out = out or Path(tmp) / "model"
         log(f"data: {spec.rows} train rows, {spec.categorical} categorical + {spec.numeric} numeric columns "
             "(synthetic, Criteo-shaped, with known click probabilities)")
-        counts = [f"I{j + 1}" for j in range(spec.numeric)]  # integer counts: read as numbers, as --numeric does
-        sections = {**sections, "data": {"numeric": counts, **sections.get("data", {})}}
+        kinds = {"numeric": [f"I{j + 1}" for j in range(spec.numeric)],  # integer counts: numbers, as --numeric says
+                 "categorical": [f"C{f + 1}" for f in range(spec.categorical)]}  # integer ids, as --categorical says
+        sections = {**sections, "data": {**kinds, **sections.get("data", {})}}
         estimator = Estimator(**sections).fit(  # the library defaults unless sections say otherwise
             data["train"], valid=data["valid"], out=out, progress=progress, log=log
         )
