@@ -3,6 +3,7 @@ restarting them from the last checkpoint when one fails."""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Sequence
 
@@ -53,6 +54,12 @@ def restarts_of_the_run() -> int:
     return int(most.item())
 
 
+def _said_by_the_rank(record: logging.LogRecord) -> bool:
+    """False for torchrun's "failed (exitcode: 2) ..." line: a rank that exits 2 stopped on an input error and
+    printed it in one line; torchrun's echo of it would come after (other exit codes keep theirs)."""
+    return not (str(record.msg).startswith("failed (exitcode") and record.args and record.args[0] == 2)
+
+
 def launch(nproc: int, argv: Sequence[str], max_restarts: int = 0) -> int:
     """Run ``deepfm ARGV`` as ``nproc`` ranks on this machine (torchrun's launcher, in this process),
     restarting every rank up to ``max_restarts`` times when one fails (a restarted rank resumes from
@@ -63,6 +70,7 @@ def launch(nproc: int, argv: Sequence[str], max_restarts: int = 0) -> int:
 
     from deepfm.runtime import available_cores
 
+    logging.getLogger("torch.distributed.elastic.multiprocessing.api").addFilter(_said_by_the_rank)
     os.environ.setdefault(FRESH_STORE_EACH_RESTART, "1")
     # each rank's share of the cores (torchrun would set 1 and warn that it did; the ranks set torch's threads alike)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, available_cores() // nproc)))
