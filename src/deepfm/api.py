@@ -35,12 +35,12 @@ from deepfm.data.readers import frame_from_table, read_frame
 from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_and_encode, fit_streaming, should_stream
 from deepfm.errors import ConfigError, DataError, DataTypeError
 from deepfm.models import model_for_run
-from deepfm.portfolio import as_checkpointed, candidates_for, recipe_checkpoint, train_portfolio
+from deepfm.portfolio import as_checkpointed, candidates_for, recipe_begun, recipe_checkpoint, train_portfolio
 from deepfm.runtime import (available_cores, configure as configure_runtime, cpu_has_bf16_math, preserving,
                              release_free_memory)
 from deepfm.solvers import build_solver
 from deepfm.tasks import Task
-from deepfm.training.checkpoint import checkpoint_paths, write_atomically
+from deepfm.training.checkpoint import write_atomically
 from deepfm.training.trainer import Trainer, TrainResult, peak_rss_mb, predict, predict_logits
 
 Data = str | Path | pa.Table | RawFrame  # or a pandas DataFrame (converted with pa.Table.from_pandas)
@@ -297,7 +297,7 @@ class Estimator:
             distributed.global_batch_norm(model)  # statistics of the global batch, as in one process
             where = recipe_checkpoint(checkpoint_dir, index) if checkpoint_dir and index is not None else checkpoint_dir
             begun = resume
-            if resume and index is not None and ctx.world == 1 and not any(p.is_dir() for p in checkpoint_paths(where)[:2]):
+            if resume and index is not None and ctx.world == 1 and not recipe_begun(checkpoint_dir, index):
                 begun = False  # the interrupted portfolio had not reached this recipe: nothing is wrong
                 if log:
                     log(f"resume: recipe {index + 1} had not begun; training it from the start")

@@ -20,6 +20,7 @@ from deepfm.data.encoders import IdCounts
 from deepfm.defaults import Candidate, id_shape, portfolio, with_candidate, with_task_defaults
 from deepfm.errors import ConfigError, TrainingDiverged
 from deepfm.tasks import Task
+from deepfm.training.checkpoint import checkpoint_paths
 from deepfm.training.trainer import TrainResult
 
 BUDGET_KEYS = frozenset({"epochs"})  # how long a run may train, not a recipe: a value the user set holds for every candidate
@@ -80,6 +81,11 @@ def candidates_for(given: RunConfig, task: str, id_counts: IdCounts | None, in_m
 def recipe_checkpoint(checkpoint_dir: Path, index: int) -> Path:
     """Where candidate ``index`` (from 0) of a portfolio checkpoints, inside the run's checkpoint folder."""
     return checkpoint_dir / f"portfolio-{index + 1}"
+
+
+def recipe_begun(checkpoint_dir: Path, index: int) -> bool:
+    """Whether candidate ``index`` of an interrupted portfolio wrote a checkpoint (the latest or the previous)."""
+    return any(path.is_dir() for path in checkpoint_paths(recipe_checkpoint(checkpoint_dir, index))[:2])
 
 
 def recipe_checkpoints(checkpoint_dir: Path) -> list[Path]:

@@ -28,7 +28,7 @@ from deepfm.config import DataConfig
 from deepfm.data.columns import each_column
 from deepfm.data.counting import ChunkCodes, HashedCounts, RowCodes
 from deepfm.data.encoded import Bag, EncodedData, id_dtype
-from deepfm.data.frame import FLOAT_MARK, NUMBER_PATTERN, RawFrame, all_digits, looks_float, to_float
+from deepfm.data.frame import FLOAT_MARK, NUMBER_PATTERN, RawFrame, looks_float, to_float
 from deepfm.data.frequent import FrequentSet
 from deepfm.data.hashing import fnv1a64_unique
 from deepfm.data.vocabulary import Vocabulary
@@ -585,8 +585,9 @@ NOTES_LOOK_AT_ROWS = 65_536
 
 
 def signed_integers(column: pa.Array) -> bool:
-    """Every value that is not null is an integer with an optional sign (-1, +3, 12)."""
-    return bool(pc.all(pc.match_substring_regex(column, r"^[-+]?[0-9]+$")).as_py())
+    """Every value that is not null is an integer with an optional sign (-1, +3, 12): ASCII digits after the
+    leading signs, told by two character kernels (a regex took ~3x as long on a chunk of hashed ids)."""
+    return bool(pc.all(pc.ascii_is_decimal(pc.utf8_ltrim(column, characters="-+"))).as_py())
 
 
 def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) -> list[str]:
@@ -599,7 +600,7 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
         text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
         if kind != "categorical" or name in config.categorical:
             continue
-        if pa.types.is_integer(column.type) or (text and (all_digits(column) or signed_integers(column))):
+        if pa.types.is_integer(column.type) or (text and signed_integers(column)):
             integers.append(name)
             continue
         if not text:
