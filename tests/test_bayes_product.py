@@ -154,6 +154,26 @@ def test_the_sweeping_solvers_keep_every_training_row_unless_a_valid_fraction_is
     assert run_record(held.config, ratings(), None)["trained_with"]["data"]["valid_fraction"] == 0.2
 
 
+def test_an_ordinal_chain_has_a_cutpoint_for_a_class_only_the_held_out_rows_hold():
+    """The task's classes come from every label of the file; the chain samples one cutpoint between each
+    two of them, so the model it fills scores that class too (a class missing from the chain's own rows
+    crashed the run), and its progress RMSE is of ratings, as ``evaluate``'s, not of class positions."""
+    from deepfm.data.holdout import held_out_mask
+
+    table = ratings(200)
+    labels = 2 * table["label"].to_numpy()  # ratings 2, 4, ..., 10: positions 0-4 would halve an RMSE
+    held = held_out_mask(len(labels), 0.2, 2026)
+    labels[np.flatnonzero(held)[0]] = 14  # the file's only 14
+    table = table.set_column(table.schema.get_field_index("label"), "label", pa.array(labels))
+    estimator = Estimator(data={"task": "ordinal", "categorical": ("user", "item"), "valid_fraction": 0.2},
+                          model={"name": "fm", "embed_dim": 3},
+                          training={"solver": "mcmc", "sweeps": 6, "burn_in": 2, "seed": 2026}).fit(table, progress=False)
+    assert estimator.encoder.task.classes[-1] == "14"
+    assert estimator.predict(table).shape == (200, len(estimator.encoder.task.classes))
+    on_training_rows = estimator.evaluate(table.filter(pa.array(~held)))["rmse"]
+    assert estimator.result.history[-1]["rmse"] == pytest.approx(on_training_rows, rel=1e-3)
+
+
 def test_als_stores_one_fm_that_predicts_what_alsfm_predicts(tmp_path):
     estimator = Estimator(data={"task": "regression", "categorical": ("user", "item")}, model={"name": "fm", "embed_dim": 3},
                           training={"solver": "als", "sweeps": 5, "als_l2": 2.0})

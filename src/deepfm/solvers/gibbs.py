@@ -103,9 +103,11 @@ class GibbsFM:
 
     def fit(self, design: scipy.sparse.spmatrix, y: np.ndarray, task: str = "regression", sweeps: int = 200,
             burn_in: int | None = None, callback: Callable[[dict], None] | None = None,
-            resume: bool = False, metrics_every: int = 1) -> "GibbsFM":
+            resume: bool = False, metrics_every: int = 1, classes: np.ndarray | None = None) -> "GibbsFM":
         """Run the chain up to ``sweeps`` sweeps in all, keeping the samples after ``burn_in`` (default
         a tenth of them); ``resume=True`` continues the chain this model holds (from ``from_tensors``).
+        ``classes``: ordinal only, every class value, ascending (default: those in ``y``; a class no
+        row of ``y`` holds still gets its cutpoint, as the model it fills expects).
         ``callback`` gets each sweep's record, with the train RMSE (AUC) of the posterior mean every
         ``metrics_every`` sweeps and at the last (an AUC costs about as much as a sweep on Frappe)."""
         if task not in TASKS:
@@ -123,7 +125,8 @@ class GibbsFM:
                 raise ValueError(f"resume: the chain has {len(self.state.w)} features, the design matrix {num_features}")
         else:
             self.task = task
-            self.classes = np.unique(np.asarray(y, dtype=np.float64)) if task == "ordinal" else np.zeros(0)
+            values = np.asarray(y if classes is None else classes, dtype=np.float64)
+            self.classes = np.unique(values) if task == "ordinal" else np.zeros(0)
         label = self._labels(y)
         if not resume:
             self.state = self._initial_state(num_features, num_groups, label, num_rows)

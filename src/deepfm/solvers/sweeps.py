@@ -174,9 +174,13 @@ class MCMCSolver(SweepSolver):
         resume = core is not None
         if core is None:
             core = GibbsFM(self.config.model.embed_dim, _posterior(model).groups.numpy(), seed=self.config.training.seed)
+        classes = None
+        if task.name == "ordinal":  # the chain reads ratings, not class positions: its progress RMSE is of ratings
+            classes = task.values
+            labels = classes[np.asarray(labels, dtype=np.int64)]
         return core.fit(design, labels, task.name, sweeps=self.config.training.sweeps, burn_in=self.burn_in(),
                         callback=lambda record: after_sweep(core, record), resume=resume,
-                        metrics_every=self.report_every())
+                        metrics_every=self.report_every(), classes=classes)
 
     def store(self, core: GibbsFM, model: nn.Module) -> None:
         arrays = core.samples.arrays(*core.state.v.shape, len(core.state.cutpoints))
