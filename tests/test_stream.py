@@ -307,6 +307,32 @@ def test_concatenating_parts_without_values_keeps_the_narrow_layout():
     np.testing.assert_array_equal(joined.dense_values()[:, 1], [1, 1, 2, 3])
 
 
+def test_the_held_out_rows_of_a_rank_keep_their_sample_weights(tmp_path):
+    """A rank's share of the streamed held-out rows starts from an empty part; its rows' weights must
+    survive the concatenation, as one process's held-out rows keep theirs (early stopping is weighted)."""
+    from deepfm.config import build_config
+    from deepfm.data.batch import EncodedData
+    from deepfm.data.filelist import open_chunked
+    from deepfm.data.holdout import encode_hashed
+    from deepfm.distributed.process import Context
+    from deepfm.distributed.sharding import encode_held_out_share
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "weighted.csv"
+    pacsv.write_csv(pa.table({"label": rng.integers(0, 2, 400), "u": [f"u{i}" for i in rng.integers(0, 9, 400)],
+                              "w": rng.uniform(0.5, 5, 400)}), path)
+    config = build_config({"data": {"weight": "w"}}).data
+    file = open_chunked(path, config, 1 << 20)
+    encoder, rows = fit_streaming(file, config)
+    one_process, _ = encode_hashed(file, encoder, 0.2, 0)
+    share = encode_held_out_share(file, encoder, rows, 0.2, 0, Context(0, 1))
+    assert share.weights is not None
+    np.testing.assert_array_equal(share.weights, one_process.weights)
+    ids = np.zeros((1, 1), np.int32)
+    joined = EncodedData.concat([EncodedData(ids[:0], None), EncodedData(ids, None, weights=np.array([2.0], np.float32))])
+    np.testing.assert_array_equal(joined.weights, [2.0])
+
+
 def test_auto_streams_only_when_the_encoded_file_would_take_over_half_the_free_memory(csv_file, monkeypatch):
     from deepfm.data import stream
 

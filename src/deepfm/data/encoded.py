@@ -114,7 +114,8 @@ class EncodedData:
             bags=[Bag.concat([p.bags[i] for p in parts]) for i in range(len(first.bags))],
             labels=None if first.labels is None else np.concatenate([p.labels for p in parts]),
             value_fields=value_fields,
-            weights=None if first.weights is None else np.concatenate([p.weights for p in parts]),
+            weights=(None if all(p.weights is None for p in parts)  # e.g. an empty first part made without them
+                     else np.concatenate([p.weights if p.weights is not None else np.ones(len(p), np.float32) for p in parts])),
         )
 
     def to_batch(self, device: torch.device | str = "cpu") -> "Batch":
