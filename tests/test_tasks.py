@@ -91,6 +91,16 @@ def test_single_class_validation_scores_auc_nan_and_a_finite_logloss():
     assert math.isnan(metrics["auc"]) and math.isfinite(metrics["logloss"])
 
 
+def test_binary_logloss_is_the_exact_cross_entropy_of_the_logits_however_confident():
+    """A confident mistake costs its whole −log σ(−|z|) = |z| + log(1 + e^−|z|) (a probability clipped at
+    1e-7 capped it at ~16.1), and sample weights average the rows' losses."""
+    logits, labels = np.array([30.0, -30.0, 5.0, -5.0]), np.array([0.0, 1.0, 1.0, 0.0])
+    wrong, right = 30 + np.log1p(np.exp(-30.0)), np.log1p(np.exp(-5.0))
+    assert BinaryTask().metrics(labels, logits)["logloss"] == pytest.approx((2 * wrong + 2 * right) / 4, rel=1e-12)
+    weights = np.array([1.0, 0.0, 0.0, 3.0])
+    assert BinaryTask().metrics(labels, logits, weights)["logloss"] == pytest.approx((wrong + 3 * right) / 4, rel=1e-12)
+
+
 # -- deciding the task on the whole training file (issue 11.4) --------------------------------------
 
 
