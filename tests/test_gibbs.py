@@ -14,7 +14,7 @@ from safetensors.numpy import load_file, save_file
 from deepfm.data.batch import Bag, EncodedData
 from deepfm.data.design import design_of_data
 from deepfm.solvers.coordinate import columns_of, predict_columns, predict_samples, sweep_factors, sweep_linear
-from deepfm.solvers.gibbs import GibbsFM
+from deepfm.solvers.gibbs import GibbsFM, evenly_spaced
 from deepfm.solvers.latent import (class_probabilities, log_class_probability, metropolis_cutpoints, ordinal_log_likelihood,
                                   truncated_normal, with_infinite_ends)
 
@@ -188,6 +188,23 @@ def test_a_chain_on_data_from_a_known_fm_recovers_its_predictions_and_noise():
     held_out_error = np.sqrt(np.mean(np.square(model.predict(x[2500:]) - truth[2500:])))
     assert held_out_error < 0.25 * truth.std()  # the noise alone is 0.35 of it
     assert 0.27 < 1 / np.sqrt(np.mean(alphas[20:])) < 0.33  # the noise's standard deviation, 0.3
+
+
+def test_a_chain_asked_for_fewer_samples_holds_only_those_while_it_runs():
+    """``keep`` samples of the sweeps after the burn-in, evenly spaced with the last among them, are the
+    only ones held (memory is S × n × (k + 1), not one sample per sweep): the same draws as a chain that
+    keeps every sample, thinned afterwards."""
+    rng, x, truth, groups = known_fm_data()
+    y = truth + rng.normal(0, 0.3, len(truth))
+    held = []
+    thin = GibbsFM(rank=3, groups=groups, seed=1).fit(x[:500], y[:500], sweeps=14, burn_in=4, keep=3,
+                                                      callback=lambda info: held.append(info["kept"]))
+    every = GibbsFM(rank=3, groups=groups, seed=1).fit(x[:500], y[:500], sweeps=14, burn_in=4)
+    assert max(held) == 3 and len(every.samples) == 10
+    chosen = evenly_spaced(10, 3)
+    assert chosen.tolist() == [0, 4, 9]
+    np.testing.assert_array_equal(thin.samples.arrays(*thin.state.v.shape, 0)["v"],
+                                  every.samples.arrays(*every.state.v.shape, 0)["v"][chosen])
 
 
 def test_probit_beats_the_constant_predictor_clearly():

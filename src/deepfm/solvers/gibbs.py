@@ -84,6 +84,11 @@ class Samples:
                 "cutpoints": np.stack(self.cutpoints) if self.cutpoints else np.zeros((0, num_cutpoints))}
 
 
+def evenly_spaced(available: int, wanted: int) -> np.ndarray:
+    """Indices of ``wanted`` of ``available`` samples, evenly spaced, the last always among them."""
+    return np.round(np.linspace(0, available - 1, wanted)).astype(np.int64)
+
+
 class GibbsFM:
     """A factorization machine whose predictions average Gibbs samples of its posterior.
 
@@ -103,12 +108,15 @@ class GibbsFM:
 
     def fit(self, design: scipy.sparse.spmatrix, y: np.ndarray, task: str = "regression", sweeps: int = 200,
             burn_in: int | None = None, callback: Callable[[dict], None] | None = None,
-            resume: bool = False, metrics_every: int = 1, classes: np.ndarray | None = None) -> "GibbsFM":
+            resume: bool = False, metrics_every: int = 1, classes: np.ndarray | None = None,
+            keep: int | None = None) -> "GibbsFM":
         """Run the chain up to ``sweeps`` sweeps in all, keeping the samples after ``burn_in`` (default
-        a tenth of them); ``resume=True`` continues the chain this model holds (from ``from_tensors``).
+        a tenth of them): every one, or ``keep`` of them evenly spaced, the last among them
+        (``evenly_spaced``; only those are held in memory); ``resume=True`` continues the chain this
+        model holds (from ``from_tensors``).
         ``classes``: ordinal only, every class value, ascending (default: those in ``y``; a class no
         row of ``y`` holds still gets its cutpoint, as the model it fills expects).
-        ``callback`` gets each sweep's record, with the train RMSE (AUC) of the posterior mean every
+        ``callback`` gets each sweep's record, with the train RMSE (AUC) of the kept samples' mean every
         ``metrics_every`` sweeps and at the last (an AUC costs about as much as a sweep on Frappe)."""
         if task not in TASKS:
             raise ValueError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
@@ -134,13 +142,14 @@ class GibbsFM:
         columns = columns_of(design)
         members = scipy.sparse.csr_matrix((np.ones(num_features), (groups, np.arange(num_features))),
                                           shape=(num_groups, num_features))
+        kept = set(evenly_spaced(sweeps - burn_in, keep).tolist()) if keep else None  # of the sweeps after the burn-in
         kept_sum = self._train_prediction_sum(design) if callback is not None else None
         began = time.perf_counter()
         state = self.state
         while state.sweep < sweeps:
             prediction = self._sweep(state, columns, label, groups, members, in_burn_in=state.sweep < burn_in)
             state.sweep += 1
-            if state.sweep > burn_in:
+            if state.sweep > burn_in and (kept is None or state.sweep - burn_in - 1 in kept):
                 self.samples.keep(state)
                 if kept_sum is not None:  # the progress's posterior mean on the training rows
                     kept_sum += self._response(prediction, state.cutpoints)

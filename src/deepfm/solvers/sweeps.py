@@ -30,7 +30,7 @@ from deepfm.errors import ConfigError
 from deepfm.models.fm import FactorizationMachine
 from deepfm.models.posterior import PosteriorFM, set_fm_parameters
 from deepfm.solvers.als import ALSFM
-from deepfm.solvers.gibbs import GibbsFM
+from deepfm.solvers.gibbs import GibbsFM, evenly_spaced
 from deepfm.tasks import Task, metric_text
 from deepfm.training.checkpoint import complete_checkpoint, publish, staging_dir
 from deepfm.training.trainer import TrainResult, predict_logits
@@ -180,7 +180,7 @@ class MCMCSolver(SweepSolver):
             labels = classes[np.asarray(labels, dtype=np.int64)]
         return core.fit(design, labels, task.name, sweeps=self.config.training.sweeps, burn_in=self.burn_in(),
                         callback=lambda record: after_sweep(core, record), resume=resume,
-                        metrics_every=self.report_every(), classes=classes)
+                        metrics_every=self.report_every(), classes=classes, keep=self.config.training.kept_samples)
 
     def store(self, core: GibbsFM, model: nn.Module) -> None:
         arrays = core.samples.arrays(*core.state.v.shape, len(core.state.cutpoints))
@@ -197,7 +197,7 @@ def thinned(available: int, wanted: int) -> np.ndarray:
     if wanted > available:
         raise ConfigError(f"training.samples: the chain kept {available} samples, fewer than the {wanted} the model "
                           "holds (raise training.sweeps or lower training.burn_in)")
-    return np.round(np.linspace(0, available - 1, wanted)).astype(np.int64)
+    return evenly_spaced(available, wanted)
 
 
 class ALSSolver(SweepSolver):
