@@ -249,6 +249,19 @@ def test_an_older_versions_record_is_still_compared_on_the_settings_as_given(ctr
     assert train(train_path, out, "--valid", valid, "--resume") == 0, capsys.readouterr().err
 
 
+def test_a_checkpoint_that_held_out_rows_by_an_older_rule_is_not_resumed(ctr_csv, tmp_path, capsys):
+    """Versions before held out other rows in memory (a permutation) and counted them in the vocabularies:
+    resuming such a run would train on rows it had validated on, so its record without the rule is refused."""
+    out, train_path = tmp_path / "m", ctr_csv()
+    assert train(train_path, out, "--keep-checkpoint") == 0
+    record = json.loads((out / "checkpoint-run.json").read_text())
+    assert record["trained_with"]["data"]["held_out_by"].startswith("position hash")
+    del record["trained_with"]["data"]["held_out_by"]
+    (out / "checkpoint-run.json").write_text(json.dumps(record))
+    assert train(train_path, out, "--resume") == 2
+    assert "held-out rows: an older version's → position hash" in capsys.readouterr().err
+
+
 def test_the_end_of_training_line_prints_metric_value_pairs_as_the_epoch_log_does(ctr_csv, tmp_path, capsys):
     assert main(["train", "--train", str(ctr_csv()), "--valid", str(ctr_csv("valid.csv", part=1)),
                  "--out", str(tmp_path / "m"), *TINY]) == 0

@@ -1,4 +1,5 @@
-"""Validation by default: without a validation file, a seeded share of the training rows is held out."""
+"""Validation by default: without a validation file, a seeded share of the training rows is held out, by
+the same rule on every path, and the encoders are fitted on the other rows only."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from deepfm.api import Estimator
 from deepfm.cli import main
 from deepfm.config import DataConfig
-from deepfm.data.holdout import hashed_mask, held_out_mask, split_encoded
+from deepfm.data.holdout import HASH_RULE, hashed_mask, held_out_rule, split_encoded
 from deepfm.data.stream import ChunkedFile, StreamSource, fit_streaming
 from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
 from deepfm.distributed import Context, encode_shard, encode_shard_and_held_out
@@ -43,12 +44,13 @@ def positions(encoder, data) -> list[int]:
 def test_without_valid_the_best_epoch_is_chosen_on_held_out_training_rows(ctr_csv, tmp_path, capsys):
     assert main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "m"), *TINY[:-1]]) == 0
     metrics = metrics_of(tmp_path / "m")
+    held = int(hashed_mask(0, 300, 0.1, seed=2026).sum())  # the default seed's
     assert metrics["validation"]["source"] == "held out of the training file"
-    assert metrics["validation"]["fraction"] == 0.1 and metrics["valid_rows"] == 30
-    assert metrics["rows"] == 270, "held-out rows are not trained on"
+    assert metrics["validation"]["fraction"] == 0.1 and metrics["valid_rows"] == held and 15 < held < 45
+    assert metrics["rows"] == 300 - held, "held-out rows are not trained on"
     assert metrics["best_valid"] is not None and "auc" in metrics["best_valid"]
     assert all("valid" in epoch for epoch in metrics["history"])
-    assert "30 training rows" in capsys.readouterr().err, "the log says that rows were held out"
+    assert f"{held} training rows" in capsys.readouterr().err, "the log says that rows were held out"
 
 
 def test_valid_fraction_zero_turns_validation_off(ctr_csv, tmp_path):
@@ -73,16 +75,50 @@ def test_the_valid_fraction_is_checked_before_reading(ctr_csv, tmp_path, capsys)
     assert "valid_fraction" in capsys.readouterr().err
 
 
-def test_the_permutation_split_is_seeded_disjoint_and_complete(ctr_csv):
+def test_the_split_is_seeded_by_position_disjoint_and_complete(ctr_csv):
     est = Estimator(data={"valid_fraction": 0.25}, model={"name": "fm"}, training={"epochs": 1})
     data = est.fit(ctr_csv(), progress=False).encode(ctr_csv(), with_labels=True)
     train, held, how = split_encoded(data, 0.25, seed=7)
-    mask = held_out_mask(len(data), 0.25, seed=7)
-    assert how.rows == len(held) == mask.sum() == 75 and len(train) == 225
+    mask = hashed_mask(0, len(data), 0.25, seed=7)
+    assert how.rows == len(held) == mask.sum() and 50 < len(held) < 100 and len(train) == 300 - len(held)
+    assert how.rule == HASH_RULE
     np.testing.assert_array_equal(held.ids, data.ids[mask])
     np.testing.assert_array_equal(train.ids, data.ids[~mask])
-    np.testing.assert_array_equal(mask, held_out_mask(len(data), 0.25, seed=7))
-    assert not np.array_equal(mask, held_out_mask(len(data), 0.25, seed=8))
+    assert not np.array_equal(mask, hashed_mask(0, len(data), 0.25, seed=8))
+
+
+def test_the_encoders_are_fitted_on_the_training_rows_only_on_every_path(numbered_csv):
+    """A value only held-out rows hold is not in the vocabulary (validation sees it as unseen, id 1, as
+    production would); the counts behind the data rules and the label's mean are the training rows'.
+    In memory (file or table), streaming and a rank's streamed fit hold out the same rows."""
+    table = pacsv.read_csv(numbered_csv)
+    held = hashed_mask(0, 300, 0.1, seed=2026)
+    training_rows = table.filter(pa.array(~held))
+    runs = {"file": Estimator(model={"name": "fm"}, training={"epochs": 1}).fit(numbered_csv, progress=False),
+            "table": Estimator(model={"name": "fm"}, training={"epochs": 1}).fit(table, progress=False),
+            "stream": Estimator(data={"stream": "on", "chunk_rows": 64}, model={"name": "fm"},
+                                training={"epochs": 1}).fit(numbered_csv, progress=False)}
+    expected = sorted(training_rows["row"].to_pylist())
+    for how, run in runs.items():
+        row = next(f for f in run.encoder.fields if f.name == "row")
+        assert sorted(row.vocabulary.values.to_pylist()) == expected, how
+        assert run.encoder.id_counts.rows == 300 - held.sum(), how
+        assert run.encoder.label_mean == pytest.approx(np.mean(training_rows["label"].to_numpy())), how
+        assert run.metrics["valid_rows"] == held.sum(), how
+        held_ids = run.encode(table.filter(pa.array(held)), with_labels=True).ids[:, run.encoder.fields.index(row)]
+        assert (held_ids == row.offset + 1).all(), f"{how}: a held-out row's own value is unseen"
+    file = ChunkedFile(numbered_csv, chunk_bytes=2 << 10)
+    fitted, _ = fit_streaming(file, DataConfig(categorical=("row",)), held_out=held_out_rule(0.1, 2026))
+    assert sorted(next(f for f in fitted.fields if f.name == "row").vocabulary.values.to_pylist()) == expected, \
+        "a rank's streamed fit (distributed training)"
+
+
+def test_a_small_file_whose_hashes_hold_out_no_row_trains_without_validation(ctr_csv, tmp_path, capsys):
+    seed = next(seed for seed in range(100) if not hashed_mask(0, 20, 0.1, seed).any())  # 0.9^20: about 1 in 8
+    assert main(["train", "--train", str(ctr_csv(rows=20)), "--out", str(tmp_path / "m"), "--seed", str(seed), *TINY[:-1]]) == 0
+    metrics = metrics_of(tmp_path / "m")
+    assert metrics["valid_rows"] == 0 and metrics["rows"] == 20 and metrics["best_valid"] is None
+    assert "holds out none of the training rows" in capsys.readouterr().err
 
 
 def test_streaming_holds_out_rows_by_position_and_never_trains_on_them(numbered_csv):
@@ -109,7 +145,7 @@ def test_streamed_training_reports_the_held_out_rows(numbered_csv):
     est.fit(numbered_csv, progress=False)
     held = int(hashed_mask(0, 300, 0.2, est.config.training.seed).sum())
     assert est.metrics["valid_rows"] == held and est.metrics["rows"] == 300 - held
-    assert est.metrics["validation"]["rule"].endswith("(streaming)")
+    assert est.metrics["validation"]["rule"] == HASH_RULE
     assert est.metrics["best_valid"] is not None
 
 
@@ -117,7 +153,7 @@ def test_streamed_training_reports_the_held_out_rows(numbered_csv):
 def test_every_rank_holds_out_the_same_rows_and_shards_the_others(numbered_csv, world):
     file = ChunkedFile(numbered_csv, chunk_bytes=2 << 10)
     encoder, rows = fit_streaming(file, DataConfig(categorical=("row",)))
-    held = held_out_mask(300, 0.1, seed=3)
+    held = hashed_mask(0, 300, 0.1, seed=3)
     shards, valids = [], []
     for rank in range(world):
         shard, valid = encode_shard_and_held_out(file.frames(), encoder, 300, Context(rank, world), held)
@@ -127,6 +163,6 @@ def test_every_rank_holds_out_the_same_rows_and_shards_the_others(numbered_csv, 
     assert len({len(s) for s in shards}) == 1, "every rank takes as many steps"
     trained = sorted(p for s in shards for p in s)
     assert len(trained) == len(set(trained)) and not set(trained) & set(valids[0])
-    assert len(trained) == 270 // world * world
+    assert len(trained) == (300 - held.sum()) // world * world
     without = encode_shard(file.frames(), encoder, 300, Context(0, world))
     assert len(without) == 300 // world, "no hold-out: the shards of before"

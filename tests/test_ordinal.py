@@ -73,7 +73,8 @@ def test_metrics_read_the_classes_as_ratings():
 
 
 def test_labels_are_numbers_and_4_0_is_the_class_4():
-    est = Estimator(data={"task": "ordinal"}, model={"name": "fm", "embed_dim": 2}, training={"epochs": 1})
+    est = Estimator(data={"task": "ordinal", "valid_fraction": 0}, model={"name": "fm", "embed_dim": 2},
+                    training={"epochs": 1})  # (the class rates are those of the training rows: every row here)
     train = pa.table({"a": ["x", "y", "x", "y"], "label": ["4", "5", "4.0", "1"]})
     est.fit(train, progress=False)
     assert est.encoder.task.classes == ["1", "4", "5"] and est.encoder.task.class_rates == [0.25, 0.5, 0.25]

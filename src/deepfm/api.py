@@ -30,7 +30,7 @@ from deepfm.data.filelist import ChunkedFiles, chunk_index, open_chunked
 from deepfm.data.frame import RawFrame
 from deepfm.data.identity import data_identity, describe_change
 from deepfm.resumable import checkpoint_saved
-from deepfm.data.holdout import HASH_RULE, PERMUTATION_RULE, Holdout, encode_hashed, hashed_mask, held_out_count, held_out_mask, split_encoded, stream_fraction
+from deepfm.data.holdout import HASH_RULE, Holdout, encode_hashed, hashed_mask, held_out_rule, split_encoded, stream_fraction
 from deepfm.data.readers import frame_from_table, read_frame
 from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_and_encode, fit_streaming, should_stream
 from deepfm.errors import ConfigError, DataError, DataTypeError
@@ -114,7 +114,10 @@ def refit_model(config: RunConfig, encoder: FeatureEncoder, history: list[dict[s
 
 def _held_out_of(data: EncodedData, hold_out: bool, fraction: float, seed: int) -> TrainingData:
     """``data`` without and with its held-out rows (``split_encoded``), or all of it."""
-    return split_encoded(data, fraction, seed) if hold_out and held_out_count(len(data), fraction) else (data, None, None)
+    return split_encoded(data, fraction, seed) if hold_out else (data, None, None)
+
+
+HELD_OUT_BY = "position hash, not counted by the encoders"  # the run record's name of today's hold-out (deepfm.data.holdout)
 
 
 def run_record(config: RunConfig, train: Data, valid: Data | None) -> dict[str, Any]:
@@ -124,6 +127,8 @@ def run_record(config: RunConfig, train: Data, valid: Data | None) -> dict[str, 
     settings = config.to_json_dict()
     data = {key: value for key, value in settings["data"].items() if key not in READING_SETTINGS}
     data["valid_fraction"] = config.data.valid_fraction if holds_out(config, valid) else 0.0  # the rows it holds out
+    if data["valid_fraction"]:
+        data["held_out_by"] = HELD_OUT_BY  # versions before held out other rows in memory, and counted them
     return {"train": data_identity(train), "valid": data_identity(valid, pattern=False), "trained_with": {
         "data": data,
         "model": settings["model"],
@@ -146,6 +151,8 @@ def refuse_another_run(saved: dict[str, Any], record: dict[str, Any], checkpoint
         changes.setdefault(f"{section} settings", []).extend(
             f"{key} {_shown(before[key])} → {_shown(value)}" for key, value in values.items()
             if key in before and before[key] != value)
+        if section == "data" and "held_out_by" in values and "held_out_by" not in before:
+            changes[f"{section} settings"].append(f"held-out rows: an older version's → {values['held_out_by']}")
     changes = {what: changed for what, changed in changes.items() if changed}
     if changes:
         raise ConfigError(f"{checkpoint_dir}: the checkpoint was written with other {' and '.join(changes)} "
@@ -260,6 +267,10 @@ class Estimator:
             log(note)
         if holdout is not None and log and ctx.is_main:
             log(holdout.describe())
+        elif hold_out and valid_data is None and log and ctx.is_main:
+            log(f"validation: --valid-fraction {cfg.data.valid_fraction:g} holds out none of the training rows (each "
+                "row is held out by a seeded hash of its position), so training runs without early stopping; give a "
+                "--valid file or a larger --valid-fraction")
         if valid is not None:
             valid_data = self.encode(valid, with_labels=True)
         if saved_features and ctx.is_main:
@@ -394,7 +405,8 @@ class Estimator:
         shared = None
         if ctx.is_main:
             file = open_chunked(train, cfg, chunk_bytes)
-            fitted, rows = (encoder, count_rows(file)) if encoder is not None else fit_streaming(file, cfg)
+            rule = held_out_rule(cfg.valid_fraction, self.config.training.seed) if hold_out else None
+            fitted, rows = (encoder, count_rows(file)) if encoder is not None else fit_streaming(file, cfg, held_out=rule)
             release_free_memory()  # the counting tables of the fit
             index = [[dataclasses.astuple(chunk) for chunk in chunks] for chunks in chunk_index(file)]
             shared = json.dumps({"encoder": fitted.to_dict(), "rows": rows, "stream": should_stream(train, cfg.stream),
@@ -406,10 +418,13 @@ class Estimator:
         if received["stream"]:
             return self._streamed(file, rows, hold_out, part=(ctx.rank, ctx.world))
         seed, fraction = self.config.training.seed, cfg.valid_fraction
-        held = held_out_mask(sum(rows), fraction, seed) if hold_out else None
+        held = hashed_mask(0, sum(rows), fraction, seed) if hold_out else None
+        if held is not None and held.all():
+            raise DataError(str(train), f"--valid-fraction {fraction:g} holds out every one of the file's {sum(rows)} "
+                            "rows; give a --valid file or a smaller fraction", line=1)
         shard, valid = distributed.encode_shard_and_held_out(file.frames(layout=self.encoder.layout), self.encoder,
                                                              sum(rows), ctx, held)
-        holdout = Holdout(fraction, len(valid), PERMUTATION_RULE, seed) if valid is not None else None
+        holdout = Holdout(fraction, len(valid), HASH_RULE, seed) if valid is not None else None
         return shard, valid, holdout
 
     def _streamed(self, file: ChunkedFile | ChunkedFiles, rows: list[int], hold_out: bool, part: tuple[int, int] = (0, 1)) -> TrainingData:
@@ -440,17 +455,18 @@ class Estimator:
         held out (``deepfm.data.holdout``) and returned apart."""
         cfg = self.config.data
         seed = self.config.training.seed
+        rule = held_out_rule(cfg.valid_fraction, seed) if hold_out else None  # rows the encoders leave out
         if not isinstance(train, (str, Path)):
             frame = self.read(train)
-            self.encoder = encoder or FeatureEncoder.fit([frame], cfg)
+            self.encoder = encoder or FeatureEncoder.fit([frame], cfg, held_out=rule)
             return _held_out_of(self.encoder.transform(frame), hold_out, cfg.valid_fraction, seed)
         file = open_chunked(train, cfg, chunk_bytes_for(train, cfg.chunk_rows))
         if encoder is None and not should_stream(train, cfg.stream):  # one reading pass
-            self.encoder, _, data = fit_and_encode(file, cfg, progress=progress)
+            self.encoder, _, data = fit_and_encode(file, cfg, progress=progress, held_out=rule)
             release_free_memory()  # the counting tables of the fit and the parsed chunks
             return _held_out_of(data, hold_out, cfg.valid_fraction, seed)
-        if encoder is None:
-            encoder, rows = fit_streaming(file, cfg, progress=progress)
+        if encoder is None:  # streaming may hold out fewer (``stream_fraction``): the encoders still leave these out
+            encoder, rows = fit_streaming(file, cfg, progress=progress, held_out=rule)
             release_free_memory()  # the counting tables of the fit
         else:
             rows = count_rows(file, progress=progress)

@@ -154,7 +154,8 @@ def add_run_flags(p: argparse.ArgumentParser, gradient_only: bool = False) -> No
     p.add_argument("--train", help="training file, or a quoted glob of files with the same columns ('day_*.gz')")
     p.add_argument("--valid", help="validation file (early stopping keeps the best epoch)")
     p.add_argument("--valid-fraction", type=float,
-                   help="without --valid: the share of training rows held out (seeded; trained on only by --refit) for "
+                   help="without --valid: the share of training rows held out (each by a seeded hash of its position; "
+                        "left out of the vocabularies, trained on only by --refit) for "
                         "early stopping (default 0.1" + ("" if gradient_only else "; mcmc/als, which stop at --sweeps, "
                                                          "hold none out unless it is given") + "); 0: none")
     p.add_argument("--out", help="model directory to write (refused if it holds other files, unless --overwrite"

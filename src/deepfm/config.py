@@ -46,7 +46,7 @@ class DataConfig(_Frozen):
     train: str | None = None
     valid: str | None = None
     valid_fraction: float = Field(0.1, ge=0, lt=1, description="without a valid file: the share of training rows "
-                                  "held out (seeded) for early stopping; 0: none, train on every row. mcmc/als stop at their sweeps: they hold "
+                                  "held out (each by a seeded hash of its position; not in the vocabularies) for early stopping; 0: none, train on every row. mcmc/als stop at their sweeps: they hold "
                                   "rows out (to score them) only where this is set")
     format: Format = "auto"
     label: str = "label"

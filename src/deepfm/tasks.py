@@ -482,7 +482,7 @@ class TaskFitter:
     def __init__(self, task: str, positive: str | None, allows_plus_minus_one: bool, path: str, one_vs_rest: bool = False):
         self.task, self.positive, self.allows_pm1, self.path = task, positive, allows_plus_minus_one, path
         self.one_vs_rest = one_vs_rest  # ``--positive`` against every other value: no negative value to find
-        self.count, self.total, self.zero_one, self.minus_one, self.ones = 0, 0.0, 0, 0, 0
+        self.count, self.zero_one, self.minus_one, self.ones = 0, 0, 0, 0
         self.examples: list[float] = []  # a few distinct labels, for messages
         self.first_odd: DataError | None = None  # the first label that is neither 0/1 nor (libFM) -1
         self.first_of: dict[float, DataError] = {}  # libFM/libFFM: where the first 0 and the first -1 are
@@ -490,18 +490,24 @@ class TaskFitter:
         self.others: dict[str, int] = {}  # ``--positive``: the other raw values (the first few) and their counts
         self.first_rows: dict[str, DataError] = {}  # where each of ``others`` first occurs
         self.class_counts: dict[str, int] = {}  # multiclass: every label value and its count
+        self.trained_class_counts: dict[str, int] = {}  # of the rows not held out: the class rates
+        self.trained_count, self.trained_total = 0, 0.0  # of the rows not held out: the label's mean
 
-    def update(self, frame: RawFrame) -> None:
+    def update(self, frame: RawFrame, counted: np.ndarray | None = None) -> None:
+        """Read a frame's labels; ``counted``: the rows not held out for validation (None: every row), whose
+        labels alone make the mean and the class rates (every row's decides the task and its classes)."""
         if frame.labels is None:
             return
         if self.task in ("multiclass", "ordinal"):
-            self._count_classes(frame)
+            self._count_classes(frame, counted)
             return
         y = read_labels(frame, self.positive)
         present = ~np.isnan(y)
         values = y[present]
         self.count += len(values)
-        self.total += float(values.sum())
+        trained = values if counted is None else y[present & counted]
+        self.trained_count += len(trained)
+        self.trained_total += float(trained.sum())
         zero_one = (values == 0) | (values == 1)
         minus_one = values == -1 if self.allows_pm1 else np.zeros(len(values), bool)
         self.zero_one += int(zero_one.sum())
@@ -537,7 +543,7 @@ class TaskFitter:
                 self.others[value] = 0
             self.others[value] += count
 
-    def _count_classes(self, frame: RawFrame) -> None:
+    def _count_classes(self, frame: RawFrame, counted: np.ndarray | None) -> None:
         text = label_text(frame)
         missing = pc.is_null(text).to_numpy(zero_copy_only=False)
         if missing.any():
@@ -545,6 +551,10 @@ class TaskFitter:
         counts = pc.value_counts(text).flatten()
         for value, count in zip(counts[0].to_pylist(), counts[1].to_pylist()):
             self.class_counts[value] = self.class_counts.get(value, 0) + count
+        if counted is not None:
+            counts = pc.value_counts(text.filter(pa.array(counted))).flatten()
+        for value, count in zip(counts[0].to_pylist(), counts[1].to_pylist()):
+            self.trained_class_counts[value] = self.trained_class_counts.get(value, 0) + count
         if len(self.class_counts) > MAX_CLASSES:
             raise DataError(self.path, f"more than {MAX_CLASSES} distinct labels: not a multiclass label column "
                             "(--task regression for numbers)")
@@ -553,21 +563,21 @@ class TaskFitter:
         classes = sorted(self.class_counts, key=_class_order)
         if len(classes) < 2:
             raise DataError(self.path, f"--task multiclass needs at least two classes; every label is {_listed(classes)}")
-        total = sum(self.class_counts.values())
-        return MulticlassTask(classes, [self.class_counts[c] / total for c in classes])
+        total = max(sum(self.trained_class_counts.values()), 1)
+        return MulticlassTask(classes, [self.trained_class_counts.get(c, 0) / total for c in classes])
 
     def _ordinal(self) -> Task:
         counts: dict[float, int] = {}
-        for value, count in self.class_counts.items():
+        for value in self.class_counts:
             try:
                 number = float(value)
             except ValueError:
                 raise DataError(self.path, f"--task ordinal: label {value!r} is not a number; ordered classes are "
                                 "numbers such as ratings 1-5 (--task multiclass for unordered text labels)") from None
-            counts[number] = counts.get(number, 0) + count
+            counts[number] = counts.get(number, 0) + self.trained_class_counts.get(value, 0)
         if len(counts) < 2:
             raise DataError(self.path, f"--task ordinal needs at least two classes; every label is {_listed(self.class_counts)}")
-        total = sum(counts.values())
+        total = max(sum(counts.values()), 1)
         numbers = sorted(counts)
         return OrdinalTask([_number_text(v) for v in numbers], [counts[v] / total for v in numbers])
 
@@ -578,7 +588,7 @@ class TaskFitter:
             return self._ordinal()
         label_map: dict[str, float] = {}
         plus_minus_one = self.minus_one and self.zero_one + self.minus_one == self.count and self.task != "regression"
-        mean = self.total / self.count if self.count else None
+        mean = self.trained_total / self.trained_count if self.trained_count else None
         if plus_minus_one and self._only({-1.0, 1.0}):
             label_map = {"-1": 0.0}  # libFM's classification convention
             mean = (mean + 1) / 2 if mean is not None else None

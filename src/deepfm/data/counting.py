@@ -29,11 +29,14 @@ class ChunkCodes:
     counts: np.ndarray  # (d,) int64
 
     @classmethod
-    def of(cls, text: pa.Array) -> "ChunkCodes":
-        """Codes of a string column (one hash pass over its rows, then one over its distinct values)."""
+    def of(cls, text: pa.Array, counted: np.ndarray | None = None) -> "ChunkCodes":
+        """Codes of a string column (one hash pass over its rows, then one over its distinct values);
+        ``counted``: the (rows,) bool mask of the rows whose values count (None: every row). A value only
+        rows left out hold is among the distinct values with a count of 0."""
         encoded = pc.dictionary_encode(text)
         indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
-        present = indices if encoded.indices.null_count == 0 else indices[indices >= 0]
+        present = indices if counted is None else indices[counted]
+        present = present if encoded.indices.null_count == 0 else present[present >= 0]
         distinct = encoded.dictionary
         return cls(indices, distinct, fnv1a64_unique(distinct), np.bincount(present, minlength=len(distinct)))
 

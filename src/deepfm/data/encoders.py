@@ -36,6 +36,8 @@ from deepfm.defaults import FREQUENT_IDS_PER_ROW, LONG_TAIL_IDS_PER_ROW, rare_va
 from deepfm.errors import ConfigError, DataError
 from deepfm.tasks import Task, TaskFitter, task_from_dict
 
+HeldOutRule = Callable[[int, int], np.ndarray]  # (first_row, rows) -> (rows,) bool: those validation holds out
+
 MISSING, UNSEEN = 0, 1
 RESERVED = 2
 SCHEMA_VERSION = 1
@@ -256,19 +258,22 @@ class FeatureEncoder:
     # -- fit ------------------------------------------------------------------------------------
 
     @classmethod
-    def fit(cls, frames: Iterable[RawFrame], config: DataConfig) -> "FeatureEncoder":
-        """Learn field kinds, vocabularies and numeric statistics from training frames (one pass)."""
-        return _Fitter.over(frames, config).finish()
+    def fit(cls, frames: Iterable[RawFrame], config: DataConfig, held_out: HeldOutRule | None = None) -> "FeatureEncoder":
+        """Learn field kinds, vocabularies and numeric statistics from training frames (one pass). ``held_out``:
+        which rows of the frames (by position in their sequence) validation holds out, which count for
+        nothing but the task's classes (``deepfm.data.holdout``)."""
+        return _Fitter.over(frames, config, held_out=held_out).finish()
 
     @classmethod
-    def fit_and_transform(cls, frames: Iterable[RawFrame], config: DataConfig) -> tuple["FeatureEncoder", EncodeInto | None]:
+    def fit_and_transform(cls, frames: Iterable[RawFrame], config: DataConfig,
+                          held_out: HeldOutRule | None = None) -> tuple["FeatureEncoder", EncodeInto | None]:
         """``fit``, keeping what ``transform`` needs of each frame (its categorical columns as codes of
         the chunk's distinct values, the other columns as they are), so the frames need not be read
         again. Returns the encoder and a function to call once that, given an ids array of every frame's
         rows (``new_ids``), encodes the frames one at a time, in order, into its consecutive rows; or
         None where that cannot be done (libFM/libFFM frames; a field with two values of one hash),
         for the caller to read the frames again."""
-        fitter = _Fitter.over(frames, config, retain=True)
+        fitter = _Fitter.over(frames, config, retain=True, held_out=held_out)
         encoder = fitter.finish()
         return encoder, fitter.transformed(encoder)
 
@@ -443,8 +448,8 @@ class _Fitter:
     """Accumulates counts and statistics chunk by chunk, so vocabularies can be built in a stream.
     With ``retain``, also what ``transform`` needs of each frame (``FeatureEncoder.fit_and_transform``)."""
 
-    def __init__(self, first: RawFrame, config: DataConfig, retain: bool = False):
-        self.config = config
+    def __init__(self, first: RawFrame, config: DataConfig, retain: bool = False, held_out: HeldOutRule | None = None):
+        self.config, self.held_out = config, held_out
         self.kinds = resolve_kinds(first, config)
         self.notes = inference_notes(first, self.kinds, config)
         self.counts = {n: HashedCounts(MERGE_COUNTS_ROWS, track=retain and k == "categorical")
@@ -454,45 +459,54 @@ class _Fitter:
         self.moments = {n: np.zeros(3) for n, k in self.kinds.items() if k == "numeric"}
         self.samples: dict[str, list[np.ndarray]] = {n: [] for n, k in self.kinds.items() if k == "numeric"}
         self.weighted = {n: n in first.weights for n in self.kinds}
-        self.rows = 0
+        self.rows = 0  # counted: not held out
+        self.first_row = 0  # the next frame's position in the file
         self.labels = TaskFitter(config.task, config.positive, first.format in ("libfm", "libffm"), first.path,
                                  one_vs_rest=config.one_vs_rest)
 
     @classmethod
-    def over(cls, frames: Iterable[RawFrame], config: DataConfig, retain: bool = False) -> "_Fitter":
+    def over(cls, frames: Iterable[RawFrame], config: DataConfig, retain: bool = False,
+             held_out: HeldOutRule | None = None) -> "_Fitter":
         """A fitter updated with every frame of ``frames`` (the first one decides the field kinds)."""
         fitter: _Fitter | None = None
         for frame in frames:
             if fitter is None:
-                fitter = cls(frame, config, retain)
+                fitter = cls(frame, config, retain, held_out)
             fitter.update(frame)
         assert fitter is not None, "no training data"
         return fitter
 
     def update(self, frame: RawFrame) -> None:
         codes: dict[str, RowCodes] = {}
+        held = self.held_out(self.first_row, frame.num_rows) if self.held_out is not None else None
+        counted = ~held if held is not None and held.any() else None  # the rows whose values count (None: all)
+        self.first_row += frame.num_rows
 
         def count(name: str) -> None:  # one column's counts and statistics (each column's own: side by side)
             kind, column = self.kinds[name], frame.columns[name]
             if kind == "numeric":
-                x = to_float(frame, column, name)
+                x = to_float(frame, column, name)  # every row's value checked, held out or not
+                x = x if counted is None else x[counted]
                 x = x[np.isfinite(x)]  # inf and NaN count as missing
                 s = signed_log(x)
                 self.moments[name] += (len(s), s.sum(), (s * s).sum())
                 if self.config.numeric_encoding == "bucket" and sum(len(a) for a in self.samples[name]) < 1_000_000:
                     self.samples[name].append(x)  # quantile edges come from the first million values
                 return
-            flat = pc.list_flatten(column) if kind == "multi" else column
-            flat = flat if pa.types.is_string(flat.type) else pc.cast(flat, pa.string())
-            chunk = ChunkCodes.of(flat)
+            if kind == "multi":  # not encoded from codes: the counted rows' values alone
+                flat = pc.list_flatten(column if counted is None else column.filter(pa.array(counted)))
+                chunk = ChunkCodes.of(flat if pa.types.is_string(flat.type) else pc.cast(flat, pa.string()))
+            else:
+                flat = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
+                chunk = ChunkCodes.of(flat, counted)
             placement = self.counts[name].add(chunk)
             if kind == "categorical" and self.retained is not None:
                 codes[name] = chunk.rows(placement, hashes=self.config.hash_buckets > 0)
 
         each_column(count, list(self.kinds), frame.num_rows)
         codes = {name: codes[name] for name in self.kinds if name in codes}  # in column order
-        self.labels.update(frame)
-        self.rows += frame.num_rows
+        self.labels.update(frame, counted)
+        self.rows += frame.num_rows if counted is None else int(counted.sum())
         if self.retained is not None and frame.sparse is None:
             rest = {name: column for name, column in frame.columns.items() if name not in codes}
             self.retained.append((frame.with_columns(rest), codes))
@@ -539,6 +553,8 @@ class _Fitter:
         tables = dict(zip(counted, each_column(lambda name: self.counts[name].table(), counted, self.rows)))
         tables = {name: table.append_column("row", pa.array(np.arange(len(table), dtype=np.int64)))
                   for name, table in tables.items()}
+        if self.held_out is not None:  # values that only held-out rows hold (count 0) are not seen in training
+            tables = {name: table.filter(pc.greater(table["count"], 0)) for name, table in tables.items()}
         seen = IdCounts.of(self.rows, [table["count"] for table in tables.values()])
         min_count = rare_value_threshold(config.min_count, seen)  # the user's, or the data rule's (deepfm.defaults)
         id_counts = seen.keeping(min_count, [table["count"] for table in tables.values()])

@@ -1,55 +1,45 @@
 """Validation rows held out of the training file when no validation file is given (``data.valid_fraction``).
 
-Two rules, both fixed by the run's seed, so a rerun (and every rank of a distributed run) holds out
-the same rows:
-
-- in memory and distributed: a seeded permutation of the file's rows; its first
-  ``round(fraction × rows)`` are held out (at least one, never all);
-- streaming: row ``g`` of the file (0-based) is held out when a hash of ``(seed, g)`` falls in the
-  fraction. Each chunk decides its rows from their positions alone, so nothing is permuted or kept
-  per row and no pass over the file is needed to choose them; the share is ``fraction`` on average,
-  lowered for files so large that the held-out rows, which validation holds in memory, would exceed
-  ``STREAM_HELD_OUT_ROWS``. Reading the held-out rows costs one reading pass before training.
+One rule for every path (in memory, streaming, distributed), fixed by the run's seed, so a rerun, every
+rank of a distributed run and a streamed read of the same file hold out the same rows: row ``g`` of the
+file (0-based) is held out when a hash of ``(seed, g)`` falls in the fraction. Each chunk decides its
+rows from their positions alone, so the rows are known while the file is first read: the encoders are
+fitted on the training rows only (vocabularies, counts for ``--min-count`` and the data rules, numeric
+statistics, the label's mean and class rates), and a held-out value the training rows lack is unseen
+(id 1), as it would be in production. Only the task's classes come from every label, so held-out
+labels encode. The share is ``fraction`` on average (~``fraction`` × rows held out); a small file whose
+hashes hold out no row trains without validation, and one whose hashes hold out every row is refused
+(``split_encoded``). Streaming lowers the share for files so large that the held-out rows, which validation holds
+in memory, would exceed ``STREAM_HELD_OUT_ROWS``; the encoders then still leave out every row of the
+requested share. Reading the held-out rows costs one reading pass before training when streaming.
 
 Held-out rows are not trained on; early stopping selects the epoch on them (``training.refit``, the
-default for FM on ratings, then trains a new model on every row for that many epochs). The encoders are
-fitted on the whole file, held-out rows included (as the file's vocabulary, not its labels).
+default for FM on ratings, then trains a new model on every row for that many epochs, with the same
+encoders).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from deepfm.data.encoded import EncodedData
-from deepfm.data.encoders import FeatureEncoder
+from deepfm.data.encoders import FeatureEncoder, HeldOutRule
 from deepfm.data.readers import ChunkedFile
 from deepfm.errors import DataError
 
-PERMUTATION_RULE = "a seeded permutation of the training rows"
-HASH_RULE = "the training rows whose position hash falls in the fraction (streaming)"
-_STREAM = 0x5EED_0F_0A11D  # separates the hold-out's random stream from the shuffling's
+HASH_RULE = "the rows whose position's seeded hash falls in the fraction"
 
-
-def held_out_count(rows: int, fraction: float) -> int:
-    """How many of ``rows`` a permutation split holds out: ``round(fraction × rows)``, at least one and
-    at most ``rows - 1`` (0 when ``fraction`` is 0 or there are fewer than two rows)."""
-    if fraction <= 0 or rows < 2:
-        return 0
-    return int(min(rows - 1, max(1, round(fraction * rows))))
-
-
-def held_out_mask(rows: int, fraction: float, seed: int) -> np.ndarray:
-    """(rows,) bool: the rows a seeded permutation holds out."""
-    mask = np.zeros(rows, dtype=bool)
-    mask[np.random.default_rng([seed, _STREAM]).permutation(rows)[: held_out_count(rows, fraction)]] = True
-    return mask
+def held_out_rule(fraction: float, seed: int) -> HeldOutRule:
+    """``hashed_mask`` of ``fraction`` and ``seed``: which rows of a chunk are held out, from their positions."""
+    return functools.partial(hashed_mask, fraction=fraction, seed=seed)
 
 
 def hashed_mask(first_row: int, rows: int, fraction: float, seed: int) -> np.ndarray:
-    """(rows,) bool: which of the file's rows ``first_row .. first_row + rows`` the streaming rule holds
-    out (a splitmix64 hash of the seed and the row's position, below ``fraction`` of its range)."""
+    """(rows,) bool: which of the file's rows ``first_row .. first_row + rows`` the rule holds out (a
+    splitmix64 hash of the seed and the row's position, below ``fraction`` of its range)."""
     with np.errstate(over="ignore"):
         x = np.arange(first_row, first_row + rows, dtype=np.uint64) + np.uint64(seed % 2**63) * np.uint64(0x9E3779B97F4A7C15)
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -69,19 +59,27 @@ class Holdout:
 
     def describe(self) -> str:
         rows = f"{self.rows:,} training row{'s' if self.rows != 1 else ''}"
-        return (f"validation: no --valid file, so {rows} ({self.fraction:g} of them, {self.rule}, seed {self.seed}) "
-                f"{'are' if self.rows != 1 else 'is'} held out for early stopping; --valid-fraction 0 turns this off")
+        return (f"validation: no --valid file, so {rows} (about {self.fraction:g} of them: {self.rule}, seed {self.seed}) "
+                f"{'are' if self.rows != 1 else 'is'} held out for early stopping, and left out of the vocabularies; "
+                "--valid-fraction 0 turns this off")
 
     def to_dict(self) -> dict[str, object]:
         return {"source": "held out of the training file", "fraction": self.fraction, "rows": self.rows,
                 "rule": self.rule, "seed": self.seed}
 
 
-def split_encoded(data: EncodedData, fraction: float, seed: int) -> tuple[EncodedData, EncodedData, Holdout]:
-    """``data`` as (training rows, held-out rows, how), by a seeded permutation; each part in file order."""
-    mask = held_out_mask(len(data), fraction, seed)
+def split_encoded(data: EncodedData, fraction: float, seed: int) -> tuple[EncodedData, EncodedData | None, Holdout | None]:
+    """``data`` (a whole file's rows, in order) as (training rows, held-out rows, how), each part in file
+    order; ``(data, None, None)`` where the rule holds out no row (a small file whose hashes all miss the
+    fraction). Every row held out is a ``DataError``: there is nothing to train on."""
+    mask = hashed_mask(0, len(data), fraction, seed)
+    if not mask.any():
+        return data, None, None
+    if mask.all():
+        raise DataError("data.train", f"--valid-fraction {fraction:g} holds out every one of the file's {len(data)} "
+                        "rows; give a --valid file or a smaller fraction")
     held = np.flatnonzero(mask)
-    return data.take(np.flatnonzero(~mask)), data.take(held), Holdout(fraction, len(held), PERMUTATION_RULE, seed)
+    return data.take(np.flatnonzero(~mask)), data.take(held), Holdout(fraction, len(held), HASH_RULE, seed)
 
 
 STREAM_HELD_OUT_ROWS = 1_000_000  # streaming: the held-out rows live in memory, so about this many at most

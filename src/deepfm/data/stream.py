@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from deepfm.config import DataConfig
 from deepfm.data.encoded import Bag, EncodedData
-from deepfm.data.encoders import FeatureEncoder
+from deepfm.data.encoders import FeatureEncoder, HeldOutRule
 from deepfm.data.filelist import ChunkedFiles, training_files
 from deepfm.data.formats import check_data_file, gzip_errors, is_gzip, open_bytes
 from deepfm.data.frame import RawFrame
@@ -47,8 +47,10 @@ def with_progress(frames: Iterable[RawFrame], file: ChunkedFile | ChunkedFiles, 
         return frames
     return tqdm(frames, total=len(file.chunks()), desc=f"{what} {file.path.name}", unit="chunk", leave=False)
 
-def fit_streaming(file: ChunkedFile | ChunkedFiles, config: DataConfig, progress: bool = False) -> tuple[FeatureEncoder, list[int]]:
-    """Fit an encoder in one pass over the chunks; also count each chunk's rows."""
+def fit_streaming(file: ChunkedFile | ChunkedFiles, config: DataConfig, progress: bool = False,
+                  held_out: HeldOutRule | None = None) -> tuple[FeatureEncoder, list[int]]:
+    """Fit an encoder in one pass over the chunks (on the rows ``held_out`` leaves: ``FeatureEncoder.fit``);
+    also count each chunk's rows."""
     rows: list[int] = []
 
     def counted() -> Iterator[RawFrame]:
@@ -56,14 +58,15 @@ def fit_streaming(file: ChunkedFile | ChunkedFiles, config: DataConfig, progress
             rows.append(frame.num_rows)
             yield frame
 
-    encoder = FeatureEncoder.fit(counted(), config)
+    encoder = FeatureEncoder.fit(counted(), config, held_out)
     return encoder, rows
 
 
-def fit_and_encode(file: ChunkedFile | ChunkedFiles, config: DataConfig,
-                   progress: bool = False) -> tuple[FeatureEncoder, list[int], EncodedData]:
-    """``fit_streaming`` and ``encode_file`` in one reading pass where the encoder can keep each chunk's
-    columns as codes of its values (``FeatureEncoder.fit_and_transform``); otherwise in two."""
+def fit_and_encode(file: ChunkedFile | ChunkedFiles, config: DataConfig, progress: bool = False,
+                   held_out: HeldOutRule | None = None) -> tuple[FeatureEncoder, list[int], EncodedData]:
+    """``fit_streaming`` and ``encode_file`` (of every row, held out or not) in one reading pass where the
+    encoder can keep each chunk's columns as codes of its values (``FeatureEncoder.fit_and_transform``);
+    otherwise in two."""
     rows: list[int] = []
 
     def counted() -> Iterator[RawFrame]:
@@ -71,7 +74,7 @@ def fit_and_encode(file: ChunkedFile | ChunkedFiles, config: DataConfig,
             rows.append(frame.num_rows)
             yield frame
 
-    encoder, encode_into = FeatureEncoder.fit_and_transform(counted(), config)
+    encoder, encode_into = FeatureEncoder.fit_and_transform(counted(), config, held_out)
     release_free_memory()  # what parsing freed, before the encoded columns are allocated (the pass's peak)
     if encode_into is None:
         return encoder, rows, encode_file(file, encoder, rows, progress=progress)
