@@ -79,6 +79,23 @@ def test_criteo_row_with_39_fields_is_located(criteo_row, write_text):
 # -- values that are not numbers ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name, header, row, bad_at", [
+    ("latin.csv", "label,user,city", "1,u{i},c{i}", (2001, 3)),  # far past the first line's block
+    ("latin.tsv", "label\tuser\tcity", "1\tu{i}\tc{i}", (2001, 3)),
+    ("latin.csv", "label,us{bad}r,city", "1,u{i},c{i}", (1, 2)),  # in the header
+    ("latin.libfm", None, "1 0:1 {i}:1", (2001, 9))])  # libFM: the character position
+def test_a_byte_that_is_not_utf8_is_located_with_what_to_do(tmp_path, name, header, row, bad_at):
+    lines = ([header.format(bad="\xe9")] if header else []) + [row.format(i=i % 90 + 100) for i in range(3000)]
+    if not header or "{bad}" not in header:
+        lines[2000] = lines[2000][:-3] + "\xe9" + lines[2000][-2:] if name.endswith("libfm") else \
+            lines[2000].replace("c", "\xe9", 1)
+    path = tmp_path / name
+    path.write_bytes("\n".join(lines).encode("latin-1") + b"\n")
+    error = error_of(lambda: fit(path))
+    assert (error.line, error.column) == bad_at, str(error)
+    assert "not UTF-8 text (byte 0xe9)" in str(error) and "iconv -f latin1 -t utf-8" in str(error)
+
+
 def test_non_numeric_value_in_a_numeric_column_is_located_when_fitting(write_table):
     path = write_table("train.csv", {"label": [1, 0, 1, 0], "city": ["a", "b", "c", "d"], "price": ["1.5", "2", "oops", "4"]})
     error = error_of(fit, path, numeric=("price",))

@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from deepfm.data.formats import CRITEO_COLUMNS, open_text
+from deepfm.data.formats import CRITEO_COLUMNS, first_line, locate_bad_utf8, open_text
 from deepfm.data.frame import DECIMAL_PATTERN
 from deepfm.errors import DataError
 
@@ -30,7 +30,7 @@ def delimited_layout(path: Path, fmt: str, label_optional: bool = False) -> tupl
     """(column names, header lines to skip, line number of the first data row). Criteo rows have no header:
     ``label_optional`` (rows to predict) reads rows of one field fewer as rows without the label (Kaggle's test.txt)."""
     if fmt == "criteo":
-        unlabelled = label_optional and len(_first_line(path).rstrip("\r\n").split("\t")) == len(CRITEO_COLUMNS) - 1
+        unlabelled = label_optional and len(first_line(path).split("\t")) == len(CRITEO_COLUMNS) - 1
         return list(CRITEO_COLUMNS[1:] if unlabelled else CRITEO_COLUMNS), 0, 1
     names = _header(path, delimiter_of(fmt))
     if len(names) > 1 and all(re.match(DECIMAL_PATTERN, n) for n in names):
@@ -42,13 +42,8 @@ def delimited_layout(path: Path, fmt: str, label_optional: bool = False) -> tupl
     return names, 1, 2
 
 
-def _first_line(path: Path) -> str:
-    with open_text(path) as handle:
-        return handle.readline().removeprefix("\ufeff")  # the byte-order mark spreadsheets write at a UTF-8 file's start
-
-
 def _header(path: Path, delimiter: str) -> list[str]:
-    line = _first_line(path)
+    line = first_line(path)
     if not line.strip():
         raise DataError(path, "file is empty", line=1)
     return next(pycsv.reader([line], delimiter=delimiter))
@@ -93,6 +88,8 @@ def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: 
             # from ``source`` after a seek, as the failed read's readahead may still move its position
             table = read(pa.BufferReader(source.read_at(source.size() - start, start)), BLOCK_SIZE)
     except pa.ArrowInvalid as error:
+        if "invalid UTF8" in str(error):
+            raise locate_bad_utf8(path, delimiter) from None
         raise DataError(path, f"cannot parse: {error}") from None
     if invalid:
         error = (_locate_ragged(path, delimiter, len(names), skip) if lines is None else

@@ -87,8 +87,32 @@ def gzip_errors(path: str | Path) -> Iterator[None]:
 
 
 def first_line(path: str | Path) -> str:
-    with open_text(path) as handle:
-        return handle.readline().rstrip("\r\n")
+    """The file's first line, without its end and a UTF-8 byte-order mark (spreadsheets write one); a byte
+    that is not UTF-8 in it is a located ``DataError``."""
+    with open_bytes(path) as handle:
+        line = handle.readline()
+    try:
+        return line.decode("utf-8").removeprefix("\ufeff").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise locate_bad_utf8(path, "\t" if b"\t" in line else ",") from None
+
+
+def locate_bad_utf8(path: str | Path, delimiter: str | None) -> DataError:
+    """Where the file stops being UTF-8 text: its first line that does not decode, the column being the
+    field of the bad byte (``delimiter``), or its character position (None: libFM/libFFM lines). Runs
+    only on the error path (a pass over the file's bytes)."""
+    with open_bytes(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                before = line[: error.start]
+                column = before.count(delimiter.encode()) + 1 if delimiter else len(before.decode("utf-8")) + 1
+                name = Path(path).name
+                return DataError(path, f"not UTF-8 text (byte 0x{line[error.start]:02x}); deepfm reads UTF-8: re-encode "
+                                       f"the file, e.g. iconv -f latin1 -t utf-8 {name} > utf8-{name}",
+                                 line=number, column=column)
+    return DataError(path, "not UTF-8 text")
 
 
 def detect_format(path: str | Path) -> str:
@@ -104,11 +128,8 @@ def detect_format(path: str | Path) -> str:
         return "libfm"
     if last in (".libffm", ".ffm"):
         return "libffm"
-    try:
-        with gzip_errors(path):
-            line = first_line(path)
-    except UnicodeDecodeError:
-        raise DataError(path, "not UTF-8 text and not a .parquet file", line=1) from None
+    with gzip_errors(path):
+        line = first_line(path)
     if not line.strip():
         raise DataError(path, "file is empty", line=1)
     tokens = line.split()

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from deepfm.data.delimited import delimited_layout, delimiter_of, parse_delimited
-from deepfm.data.formats import check_data_file, detect_format, gzip_errors, input_stream, is_gzip, open_bytes
+from deepfm.data.formats import check_data_file, detect_format, gzip_errors, input_stream, is_gzip, locate_bad_utf8, open_bytes
 from deepfm.data.frame import RawFrame
 from deepfm.data.sparse import Layout, SparseRows, layout_sparse, read_lines, sparse_frame
 from deepfm.data.tables import apply_multi, frame_from_table, split_multi
@@ -201,7 +201,9 @@ class ChunkedFile:
         if self.format in ("libfm", "libffm"):
             try:
                 text = read_lines(source)
-            except pa.ArrowInvalid:  # pyarrow refuses a file with no bytes at all
+            except pa.ArrowInvalid as error:  # pyarrow refuses a file with no bytes at all, or bytes not UTF-8
+                if "invalid UTF8" in str(error):
+                    raise locate_bad_utf8(self.path, None) from None
                 raise DataError(self.path, "file is empty", line=1) from None
             frame = sparse_frame(text, self.path, self.format, first_line, layout or self.layout)
             if self.layout is None and layout is None:
