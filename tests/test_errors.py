@@ -96,6 +96,14 @@ def test_a_byte_that_is_not_utf8_is_located_with_what_to_do(tmp_path, name, head
     assert "not UTF-8 text (byte 0xe9)" in str(error) and "iconv -f latin1 -t utf-8" in str(error)
 
 
+@pytest.mark.parametrize("mark", [";", "|"])
+def test_a_file_separated_by_another_mark_is_named_as_such_not_as_a_missing_label(write_text, mark):
+    path = write_text("semi.csv", f"label{mark}user{mark}city\n1{mark}u1{mark}c1\n0{mark}u2{mark}c2\n")
+    error = error_of(lambda: fit(path))
+    assert (error.line, error.column) == (1, 1)
+    assert f"looks '{mark}'-separated" in str(error) and "comma- or tab-separated" in str(error)
+
+
 def test_non_numeric_value_in_a_numeric_column_is_located_when_fitting(write_table):
     path = write_table("train.csv", {"label": [1, 0, 1, 0], "city": ["a", "b", "c", "d"], "price": ["1.5", "2", "oops", "4"]})
     error = error_of(fit, path, numeric=("price",))

@@ -22,6 +22,9 @@ BLOCK_SIZE = 16 << 20  # the longest line Arrow can parse here (a line must fit 
 PARSE_BLOCK_SIZE = 1 << 20
 
 
+OTHER_DELIMITERS = (";", "|")  # separators deepfm does not read, which a one-column header gives away
+
+
 def delimiter_of(fmt: str) -> str:
     return "," if fmt == "csv" else "\t"
 
@@ -33,6 +36,11 @@ def delimited_layout(path: Path, fmt: str, label_optional: bool = False) -> tupl
         unlabelled = label_optional and len(first_line(path).split("\t")) == len(CRITEO_COLUMNS) - 1
         return list(CRITEO_COLUMNS[1:] if unlabelled else CRITEO_COLUMNS), 0, 1
     names = _header(path, delimiter_of(fmt))
+    other = next((mark for mark in OTHER_DELIMITERS if len(names) == 1 and names[0].count(mark) > 0), None)
+    if other is not None:  # e.g. a spreadsheet's export in a locale whose decimal mark is the comma
+        raise DataError(path, f"the first line is one column ({names[0][:60]!r}) that holds {other!r}: deepfm reads "
+                        f"comma- or tab-separated text, and this file looks {other!r}-separated; convert it, e.g. "
+                        f"tr '{other}' '\\t' < {path.name} > data.tsv (where no value holds a tab)", line=1, column=1)
     if len(names) > 1 and all(re.match(DECIMAL_PATTERN, n) for n in names):
         raise DataError(path, f"the first line looks like data, not a header ({','.join(names[:4])}...): {fmt.upper()} "
                         "files need a header line naming the columns, e.g. user,item,rating,timestamp", line=1, column=1)
