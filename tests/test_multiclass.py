@@ -92,3 +92,21 @@ def test_cli_trains_evaluates_and_writes_class_probabilities(tmp_path):
     assert written.column_names == ["prediction", "p_blue", "p_green", "p_red"]
     assert set(written["prediction"].to_pylist()) <= {"red", "green", "blue"}
     assert math.isclose(sum(written[c][0].as_py() for c in written.column_names[1:]), 1, rel_tol=1e-5)
+
+
+def test_serve_names_the_classes_in_the_order_of_each_rows_probabilities(tmp_path):
+    """A client reads which probability is which class from the answer (and /metadata), not features.json."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from deepfm.serving.app import create_app
+
+    estimator = Estimator(data={"task": "multiclass"}, model={"name": "fm", "embed_dim": 4}, training={"epochs": 1})
+    estimator.fit(colours(300), out=tmp_path / "m", progress=False)
+    rows = [{k: v for k, v in row.items() if k != "label"} for row in colours(5, seed=1).to_pylist()]
+    with TestClient(create_app(tmp_path / "m", batching=False)) as client:
+        answer = client.post("/predict", json={"rows": rows}).json()
+        metadata = client.get("/metadata").json()
+    assert answer["kind"] == "class probabilities"
+    assert answer["classes"] == metadata["classes"] == estimator.encoder.task.classes
+    np.testing.assert_allclose(answer["predictions"], estimator.predict(colours(5, seed=1)), rtol=1e-5)

@@ -2,7 +2,8 @@
 
     deepfm serve runs/frappe --port 8000
     curl -s localhost:8000/predict -d '{"rows": [{"user": "12", "item": "7", "hour": 13}]}'
-    {"predictions": [0.73], "kind": "probability"}
+    {"predictions": [0.73], "kind": "probability"}      (multiclass, ordinal: each row's class probabilities,
+                                                       and "classes": their order)
     curl -s localhost:8000/predict -d '{"columns": {"user": ["12"], "item": ["7"], "hour": [13]}}'
 
 Input errors are 4xx with ``{"error": "rows[3].C1: ..."}``: 400 malformed JSON, 413 more than
@@ -62,10 +63,12 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
     batcher = MicroBatcher(predictor, max_rows=limits.max_rows if batching else 0)
     manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
     kind = PREDICTION_KINDS.get(task.name, "rating")
+    labelled = {"classes": list(task.classes)} if task.name in ("multiclass", "ordinal") else {}  # each row's order
     metadata = {
         "model": estimator.config.model.name,
         "task": task.name,
         "prediction": kind,
+        **labelled,
         "label": encoder.label,
         "fields": [_describe(spec) for spec in encoder.fields],
         "version": {"model_format": manifest["format_version"], "trained_with": manifest["deepfm_version"],
@@ -98,7 +101,7 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
 
     async def predict(body: bytes) -> dict[str, Any]:  # POST /predict, by deepfm.serving.endpoint
         data = decoder.decode(body) if len(body) <= INLINE_BYTES else await run_in_threadpool(decoder.decode, body)
-        return {"predictions": await batcher.predict(data), "kind": kind}
+        return {"predictions": await batcher.predict(data), "kind": kind, **labelled}
 
     return PredictEndpoint(app, predict, limits.max_bytes)
 
