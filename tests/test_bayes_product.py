@@ -261,3 +261,17 @@ def test_serve_answers_with_the_posterior_average(tmp_path):
     with TestClient(create_app(tmp_path / "m", batching=False)) as client:
         answer = client.post("/predict", json={"rows": rows}).json()
     np.testing.assert_allclose(answer["predictions"], estimator.predict(test), rtol=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["mcmc", "als"])
+def test_a_sweeping_solver_says_which_gradient_settings_it_leaves_alone(solver):
+    logs: list[str] = []
+    Estimator(data={"task": "regression", "categorical": ("user", "item")}, model={"name": "fm", "embed_dim": 3},
+              training={"solver": solver, "sweeps": 2, "lr": 0.1, "epochs": 5, "patience": 1}).fit(
+        ratings(), progress=False, log=logs.append)
+    assert f"--solver {solver} does not use epochs, lr, patience (it runs --sweeps; there is no learning rate, batch " \
+           "or epoch to select)" in logs
+    logs.clear()
+    Estimator(data={"task": "regression", "categorical": ("user", "item")}, model={"name": "fm", "embed_dim": 3},
+              training={"solver": solver, "sweeps": 2}).fit(ratings(), progress=False, log=logs.append)
+    assert not any("does not use" in line for line in logs), logs

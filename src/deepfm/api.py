@@ -117,6 +117,9 @@ def _held_out_of(data: EncodedData, hold_out: bool, fraction: float, seed: int) 
     return split_encoded(data, fraction, seed) if hold_out else (data, None, None)
 
 
+# What only gradient training reads: a sweeping solver (mcmc, als) says it leaves these alone when they are set.
+GRADIENT_ONLY = ("epochs", "batch_size", "lr", "optimizer", "dense_optimizer", "dense_lr", "adagrad_init", "embed_l2",
+                 "embed_reg", "lr_schedule", "patience", "weight_decay", "refit", "portfolio")
 HELD_OUT_BY = "position hash, not counted by the encoders"  # the run record's name of today's hold-out (deepfm.data.holdout)
 
 
@@ -289,6 +292,10 @@ class Estimator:
             each = cfg.training.batch_size
             log(f"{ctx.world} processes, each a batch of {each:,} rows: steps of {ctx.world * each:,} rows, as one "
                 f"process with --batch-size {ctx.world * each:,} (deepfm.distributed)")
+        unused = [key for key in GRADIENT_ONLY if key in given.training.model_fields_set]
+        if given.training.solver != "gradient" and unused and log and ctx.is_main:
+            log(f"--solver {given.training.solver} does not use {', '.join(unused)} (it runs --sweeps; there is no "
+                "learning rate, batch or epoch to select)")
         shape_rule = describe_shape_rule(given, id_counts)  # the user's keys said to be theirs
         if shape_rule and log and ctx.is_main:
             log(shape_rule)
