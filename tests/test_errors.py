@@ -416,3 +416,12 @@ def test_a_headerless_delimited_file_is_told_to_add_a_header(tmp_path):
     with pytest.raises(DataError, match="looks like data, not a header") as error:
         read_frame(path, "tsv", label="rating")
     assert str(error.value).startswith(f"{path}:1:1: ")
+
+
+def test_a_pipe_or_standard_input_is_refused_saying_to_save_the_rows_to_a_file(tmp_path):
+    import os
+
+    fifo = tmp_path / "rows.csv"
+    os.mkfifo(fifo)
+    assert "is not a regular file (a pipe or a device" in str(error_of(read_frame, fifo))
+    assert "standard input is not read" in str(error_of(read_frame, "-"))

@@ -49,14 +49,20 @@ def input_stream(path: str | Path) -> "pa.NativeFile":
 
 
 def check_data_file(path: str | Path) -> Path:
-    """``path``, which must be an existing file: not found, or a directory, is a ``DataError``."""
+    """``path``, which must be an existing regular file: not found, a directory, a pipe or a device (which
+    cannot be read twice: the format and header are read before the rows) is a ``DataError``."""
     path = Path(path)
+    if str(path) == "-":
+        raise DataError(path, "standard input is not read: save the rows to a file and give its path")
     if not path.exists():
         pattern = any(character in path.name for character in GLOB_CHARACTERS)
         raise DataError(path, "file not found" + (" (a pattern of files is read by deepfm train only: give one file "
                                                   "here)" if pattern else ""))
     if path.is_dir():
         raise DataError(path, "is a directory, not a data file")
+    if not path.is_file():
+        raise DataError(path, "is not a regular file (a pipe or a device, as <(...) gives): deepfm reads a file more "
+                              "than once; save the rows to a file and give its path")
     return path
 
 
