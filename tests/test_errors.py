@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from deepfm.api import Estimator
 from deepfm.config import DataConfig
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.readers import ChunkedFile, read_frame
@@ -315,6 +316,16 @@ def test_unknown_label_column_suggests_the_closest_name(write_table):
     path = write_table("other.csv", {"labels": [1, 0], "city": ["a", "b"]})
     error = error_of(read_frame, path)  # the default label: the setting that names another is suggested
     assert str(error) == f"{path}:1: no label column 'label' (columns: labels, city); did you mean --label labels (data.label)?"
+
+
+def test_a_far_name_is_not_suggested_and_a_name_in_another_case_is(write_table, tmp_path):
+    path = write_table("adult.csv", {"age": [30, 40], "capital-loss": [0, 1], "income": ["<=50K", ">50K"]})
+    error = error_of(read_frame, path, label="marital-status")  # difflib's ratio to capital-loss is 0.62
+    assert "did you mean" not in str(error)
+    est = Estimator(data={"categorical": ("city",)}, model={"name": "lr"}, training={"epochs": 1})
+    est.fit(pa.table({"label": [1, 0, 1, 0], "city": ["a", "b", "a", "c"]}), progress=False)
+    error = error_of(est.predict, pa.table({"City": ["a", "b"]}))
+    assert str(error).endswith("column 'city' is required by the model but not in the file (it has 'City': rename it 'city')")
 
 
 def test_infinite_weight_in_a_multi_column_is_located(write_table):

@@ -31,6 +31,7 @@ from deepfm.data.encoded import Bag, EncodedData, id_dtype
 from deepfm.data.frame import FLOAT_MARK, NUMBER_PATTERN, RawFrame, looks_float, to_float
 from deepfm.data.frequent import FrequentSet
 from deepfm.data.hashing import fnv1a64_unique
+from deepfm.data.tables import closest_name
 from deepfm.data.vocabulary import Vocabulary
 from deepfm.defaults import FREQUENT_IDS_PER_ROW, LONG_TAIL_IDS_PER_ROW, rare_value_threshold
 from deepfm.errors import ConfigError, DataError
@@ -294,7 +295,9 @@ class FeatureEncoder:
                     raise DataError(frame.path, f"the {frame.format} features were laid out as {sorted(frame.columns)}, "
                                     f"the model reads {sorted(self.layout)}: give the model a file like the one it was "
                                     "trained on (in Python, read a libFM/libFFM file with layout=encoder.layout)", line=1)
-                raise DataError(frame.path, f"column '{spec.name}' is required by the model but not in the file", line=1)
+                close = closest_name(spec.name, list(frame.columns))
+                raise DataError(frame.path, f"column '{spec.name}' is required by the model but not in the file"
+                                + (f" (it has '{close}': rename it '{spec.name}')" if close else ""), line=1)
         n = frame.num_rows
         single = self.single_fields
         if ids is None:

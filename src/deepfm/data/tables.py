@@ -56,15 +56,22 @@ def drop_pandas_index(table: pa.Table) -> pa.Table:
     return table.drop_columns(present) if present else table
 
 
+def closest_name(name: str, names: Sequence[str]) -> str | None:
+    """The column of ``names`` that ``name`` most likely means: the same but for case, else one close in
+    spelling (difflib ratio ≥ 0.75, as config keys' "did you mean"), else None."""
+    same = [other for other in names if other.casefold() == name.casefold()]
+    return same[0] if same else next(iter(difflib.get_close_matches(name, names, n=1, cutoff=0.75)), None)
+
+
 def missing_label(source: str, label: str, names: Sequence[str]) -> DataError:
     """No label column: suggest the closest column name, and the ``--label`` flag (``data.label``) only
     when the default label was looked for (a named label was given already)."""
     message = f"no label column '{label}' (columns: {', '.join(names)})"
-    close = difflib.get_close_matches(label, names, n=1, cutoff=0.6)
+    close = closest_name(label, names)
     if close and label != DEFAULT_LABEL:
-        message += f"; did you mean '{close[0]}'?"
+        message += f"; did you mean '{close}'?"
     elif close:
-        message += f"; did you mean --label {close[0]} (data.label)?"
+        message += f"; did you mean --label {close} (data.label)?"
     elif label == DEFAULT_LABEL:
         message += ("; training names it with --label (data.label in a config file or in Estimator(data=...)), and "
                     "evaluating reads the column the model was trained on")
