@@ -135,6 +135,11 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     fit("regression", tmp_path / "m")
     with pytest.raises(ConfigError, match="burn_in 2 → 5"):
         sampler("regression", burn_in=5).fit(ratings(), out=tmp_path / "m", resume=True, progress=False)
+    # the chain keeps only its schedule's samples as it runs: another schedule would be another model
+    with pytest.raises(ConfigError, match="sweeps 12 → 24"):
+        sampler("regression", sweeps=24).fit(ratings(), out=tmp_path / "m", resume=True, progress=False)
+    with pytest.raises(ConfigError, match="samples 0 → 4"):  # (the run record: 0, every sample after the burn-in)
+        sampler("regression", samples=4).fit(ratings(), out=tmp_path / "m", resume=True, progress=False)
 
 
 @pytest.mark.parametrize("solver", ["mcmc", "als"])

@@ -167,7 +167,9 @@ class MCMCSolver(SweepSolver):
         return training.sweeps // 10 if training.burn_in is None else training.burn_in
 
     def chain_settings(self) -> dict[str, Any]:
-        return {"burn_in": self.burn_in()}
+        # the sweeps and the samples kept too: the chain keeps only the samples of its schedule as it runs
+        return {"burn_in": self.burn_in(), "sweeps": self.config.training.sweeps,
+                "samples": self.config.training.kept_samples}
 
     def run(self, core: GibbsFM | None, model: nn.Module, design, labels: np.ndarray, task: Task,
             after_sweep: Callable) -> GibbsFM:
