@@ -436,3 +436,26 @@ def test_a_pipe_or_standard_input_is_refused_saying_to_save_the_rows_to_a_file(t
     os.mkfifo(fifo)
     assert "is not a regular file (a pipe or a device" in str(error_of(read_frame, fifo))
     assert "standard input is not read" in str(error_of(read_frame, "-"))
+
+
+@pytest.mark.parametrize("content, says", [
+    ("label,user\n1,a\n0,b\n".encode("utf-16"), "UTF-16 text (it starts with a UTF-16 byte-order mark)"),
+    (b"PK\x03\x04" + bytes(range(200)), "a zip archive (a spreadsheet saved as .xlsx?), not text")])
+def test_utf16_text_and_a_zip_archive_are_named_as_such(tmp_path, content, says):
+    path = tmp_path / "export.csv"
+    path.write_bytes(content)
+    error = error_of(lambda: fit(path))
+    assert says in str(error) and error.line == 1
+
+
+def test_the_did_you_mean_for_a_column_skips_columns_the_model_reads_itself():
+    est = Estimator(data={"categorical": ("city", "City")}, model={"name": "lr"}, training={"epochs": 1})
+    est.fit(pa.table({"label": [1, 0, 1, 0], "city": ["a", "b", "a", "c"], "City": ["x", "y", "x", "y"]}), progress=False)
+    error = error_of(est.predict, pa.table({"City": ["a", "b"]}))
+    assert "column 'city' is required by the model but not in the file" in str(error) and "rename" not in str(error)
+
+
+def test_a_parquet_file_named_like_text_says_how_to_read_it(tmp_path):
+    path = tmp_path / "rows.csv"
+    pq.write_table(pa.table({"label": [1, 0], "user": ["a", "b"]}), path)
+    assert "a Parquet file: name it .parquet (or .pq), or give --format parquet" in str(error_of(lambda: fit(path)))

@@ -166,3 +166,39 @@ def test_every_rank_holds_out_the_same_rows_and_shards_the_others(numbered_csv, 
     assert len(trained) == (300 - held.sum()) // world * world
     without = encode_shard(file.frames(), encoder, 300, Context(0, world))
     assert len(without) == 300 // world, "no hold-out: the shards of before"
+
+
+@pytest.mark.parametrize("stream", ["off", "on"])
+def test_a_file_whose_hashes_hold_out_no_row_or_every_row_is_handled_alike_in_memory_and_streaming(tmp_path, stream):
+    from deepfm.errors import DataError
+
+    table = pa.table({"label": [1.5, 2.5, 3.5], "user": ["a", "b", "c"]})
+    none_held = next(s for s in range(100) if not hashed_mask(0, 3, 0.1, s).any())
+    every_held = next(s for s in range(10_000) if hashed_mask(0, 3, 0.5, s).all())
+    path = tmp_path / "three.csv"
+    pacsv.write_csv(table, path)
+    logs: list[str] = []
+    est = Estimator(data={"stream": stream}, model={"name": "fm"}, training={"epochs": 1, "seed": none_held})
+    est.fit(path, progress=False, log=logs.append)
+    assert est.metrics["valid_rows"] == 0 and est.metrics["rows"] == 3
+    assert any("holds out none of the training rows" in line for line in logs)
+    with pytest.raises(DataError, match="holds out every one of the file's 3 rows"):
+        Estimator(data={"stream": stream, "valid_fraction": 0.5}, model={"name": "fm"},
+                  training={"epochs": 1, "seed": every_held}).fit(path, progress=False)
+
+
+def test_a_lowered_streaming_share_is_the_share_the_encoders_leave_out(numbered_csv, monkeypatch):
+    """A streamed file so large that its held-out rows would pass STREAM_HELD_OUT_ROWS holds out a smaller
+    share, decided from its estimated rows before it is read: every row it trains on was counted."""
+    from deepfm.data import holdout
+
+    monkeypatch.setattr(holdout, "STREAM_HELD_OUT_ROWS", 20)  # 300 rows at 0.2 would hold out ~60
+    est = Estimator(data={"stream": "on", "chunk_rows": 64, "valid_fraction": 0.2}, model={"name": "fm"},
+                    training={"epochs": 1}).fit(numbered_csv, progress=False)
+    fraction = est.metrics["validation"]["fraction"]
+    assert 0.05 < fraction < 0.08  # about 20 / 300
+    held = hashed_mask(0, 300, fraction, est.config.training.seed)
+    row = next(f for f in est.encoder.fields if f.name == "row")
+    trained = sorted(f"r{i}" for i in np.flatnonzero(~held))
+    assert sorted(row.vocabulary.values.to_pylist()) == trained
+    assert est.metrics["valid_rows"] == held.sum() and est.metrics["rows"] == 300 - held.sum()

@@ -324,7 +324,7 @@ def test_the_held_out_rows_of_a_rank_keep_their_sample_weights(tmp_path):
     config = build_config({"data": {"weight": "w"}}).data
     file = open_chunked(path, config, 1 << 20)
     encoder, rows = fit_streaming(file, config)
-    one_process, _ = encode_hashed(file, encoder, 0.2, 0)
+    one_process = encode_hashed(file, encoder, 0.2, 0)
     share = encode_held_out_share(file, encoder, rows, 0.2, 0, Context(0, 1))
     assert share.weights is not None
     np.testing.assert_array_equal(share.weights, one_process.weights)

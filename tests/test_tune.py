@@ -349,7 +349,8 @@ def test_a_trial_the_pruner_stops_ends_after_that_epoch(tmp_path, ctr_csv, monke
 
     monkeypatch.setattr(optuna.pruners, "SuccessiveHalvingPruner", lambda **_: AllButTheFirst())
     out = tmp_path / "out"
-    assert main(["tune", "--train", str(ctr_csv()), "--model", "fm", "--trials", "3", "--out", str(out), *SMALL]) == 0
+    assert main(["tune", "--train", str(ctr_csv()), "--model", "fm", "--trials", "3", "--out", str(out), *SMALL,
+                 "--patience", "0"]) == 0  # (the complete trial runs every epoch)
     trials = json.loads((out / "tune.json").read_text())["trials"]
     assert [t["state"] for t in trials] == ["complete", "pruned", "pruned"]
     assert [len(t["per_epoch"]) for t in trials] == [4, 1, 1]

@@ -32,7 +32,7 @@ from deepfm.data.identity import data_identity, describe_change
 from deepfm.resumable import checkpoint_saved
 from deepfm.data.holdout import HASH_RULE, Holdout, encode_hashed, hashed_mask, held_out_rule, split_encoded, stream_fraction
 from deepfm.data.readers import frame_from_table, read_frame
-from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, fit_and_encode, fit_streaming, should_stream
+from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, estimated_rows, fit_and_encode, fit_streaming, should_stream
 from deepfm.errors import ConfigError, DataError, DataTypeError
 from deepfm.models import model_for_run
 from deepfm.portfolio import as_checkpointed, candidates_for, recipe_begun, recipe_checkpoint, train_portfolio
@@ -112,9 +112,10 @@ def refit_model(config: RunConfig, encoder: FeatureEncoder, history: list[dict[s
                    "train_samples_per_s": round(again.samples_per_s, 1)}
 
 
-def _held_out_of(data: EncodedData, hold_out: bool, fraction: float, seed: int) -> TrainingData:
-    """``data`` without and with its held-out rows (``split_encoded``), or all of it."""
-    return split_encoded(data, fraction, seed) if hold_out else (data, None, None)
+def _held_out_of(data: EncodedData, hold_out: bool, fraction: float, seed: int, source: Data) -> TrainingData:
+    """``data`` (read from ``source``) without and with its held-out rows (``split_encoded``), or all of it."""
+    where = str(source) if isinstance(source, (str, Path)) else "data.train"
+    return split_encoded(data, fraction, seed, where) if hold_out else (data, None, None)
 
 
 # What only gradient training reads: a sweeping solver (mcmc, als) says it leaves these alone when they are set.
@@ -403,8 +404,7 @@ class Estimator:
         JSON with the file's chunk index, each chunk's rows and whether to stream (rank 0 decides).
         Streaming: a ``StreamSource`` of this rank's share of each epoch (``rank_share``), rows held
         out as in one process. In memory: the rows ``g % world == rank``; with ``hold_out``, every rank
-        holds out the same rows (``data.valid_fraction``, a seeded permutation of the file's rows)
-        before sharding the others."""
+        holds out the same rows (``deepfm.data.holdout``) before sharding the others."""
         cfg = self.config.data
         if not isinstance(train, (str, Path)):
             raise ConfigError("data.train: distributed training reads its rows from a file; pass a path")
@@ -412,18 +412,20 @@ class Estimator:
         shared = None
         if ctx.is_main:
             file = open_chunked(train, cfg, chunk_bytes)
-            rule = held_out_rule(cfg.valid_fraction, self.config.training.seed) if hold_out else None
+            stream = should_stream(train, cfg.stream)
+            fraction = self._held_out_fraction(train, stream) if hold_out else None
+            rule = held_out_rule(fraction, self.config.training.seed) if fraction is not None else None
             fitted, rows = (encoder, count_rows(file)) if encoder is not None else fit_streaming(file, cfg, held_out=rule)
             release_free_memory()  # the counting tables of the fit
             index = [[dataclasses.astuple(chunk) for chunk in chunks] for chunks in chunk_index(file)]
-            shared = json.dumps({"encoder": fitted.to_dict(), "rows": rows, "stream": should_stream(train, cfg.stream),
-                                 "chunks": index})
+            shared = json.dumps({"encoder": fitted.to_dict(), "rows": rows, "stream": stream, "chunks": index,
+                                 "held_out_fraction": fraction})
         received = json.loads(distributed.broadcast_text(shared))
         self.encoder = FeatureEncoder.from_dict(received["encoder"])
         rows = received["rows"]
         file = open_chunked(train, cfg, chunk_bytes, index=[[Chunk(*c) for c in chunks] for chunks in received["chunks"]])
         if received["stream"]:
-            return self._streamed(file, rows, hold_out, part=(ctx.rank, ctx.world))
+            return self._streamed(file, rows, received["held_out_fraction"], part=(ctx.rank, ctx.world))
         seed, fraction = self.config.training.seed, cfg.valid_fraction
         held = hashed_mask(0, sum(rows), fraction, seed) if hold_out else None
         if held is not None and held.all():
@@ -434,25 +436,36 @@ class Estimator:
         holdout = Holdout(fraction, len(valid), HASH_RULE, seed) if valid is not None else None
         return shard, valid, holdout
 
-    def _streamed(self, file: ChunkedFile | ChunkedFiles, rows: list[int], hold_out: bool, part: tuple[int, int] = (0, 1)) -> TrainingData:
-        """A ``StreamSource`` over ``file`` (``rows``: each chunk's) for ``part`` (rank, world); with
-        ``hold_out``, the rows ``hashed_mask`` holds out are left out of it and returned encoded (on
-        several ranks: each encodes those of its block of chunks, then all are gathered)."""
+    def _held_out_fraction(self, train: str | Path, stream: bool) -> float:
+        """The share of ``train`` held out: ``data.valid_fraction``, lowered when streaming a file so large
+        (by its estimated rows, known before it is read, as the encoders must) that the held-out rows, which
+        validation holds in memory, would pass ``STREAM_HELD_OUT_ROWS``."""
+        fraction = self.config.data.valid_fraction
+        return stream_fraction(estimated_rows(train), fraction) if stream else fraction
+
+    def _streamed(self, file: ChunkedFile | ChunkedFiles, rows: list[int], fraction: float | None,
+                  part: tuple[int, int] = (0, 1)) -> TrainingData:
+        """A ``StreamSource`` over ``file`` (``rows``: each chunk's) for ``part`` (rank, world); with a held-out
+        ``fraction`` (the one the encoders left out), the rows ``hashed_mask`` holds out are left out of it and
+        returned encoded (on several ranks: each encodes those of its block of chunks, then all are
+        gathered). No row held out: no validation rows; every row held out: a ``DataError``."""
         cfg, seed = self.config.data, self.config.training.seed
-        if not hold_out:
+        if fraction is None:
             return StreamSource(file, self.encoder, rows, window=cfg.shuffle_window, part=part), None, None
-        fraction = stream_fraction(sum(rows), cfg.valid_fraction)
         if part[1] > 1 and not self.encoder.multi_fields:  # each rank reads 1/world of the file for them
             ctx = distributed.context()
             valid = distributed.gather_rows(distributed.encode_held_out_share(file, self.encoder, rows, fraction, seed, ctx))
-            if not len(valid):
-                raise DataError(str(file.path), f"--valid-fraction {fraction:g} holds out no row of this file; "
-                                "give a --valid file or a larger fraction", line=1)
-            holdout = Holdout(fraction, len(valid), HASH_RULE, seed)
         else:
-            valid, holdout = encode_hashed(file, self.encoder, fraction, seed)
+            valid = encode_hashed(file, self.encoder, fraction, seed)
+        held = len(valid) if valid is not None else 0
+        if held == sum(rows):
+            raise DataError(str(file.path), f"--valid-fraction {fraction:g} holds out every one of the file's "
+                            f"{sum(rows)} rows; give a --valid file or a smaller fraction", line=1)
+        if not held:
+            return StreamSource(file, self.encoder, rows, window=cfg.shuffle_window, part=part), None, None
         exclude = functools.partial(hashed_mask, fraction=fraction, seed=seed)
-        return StreamSource(file, self.encoder, rows, window=cfg.shuffle_window, exclude=exclude, part=part), valid, holdout
+        return (StreamSource(file, self.encoder, rows, window=cfg.shuffle_window, exclude=exclude, part=part), valid,
+                Holdout(fraction, len(valid), HASH_RULE, seed))
 
     def _training_data(self, train: Data, encoder: FeatureEncoder | None, progress: bool = False,
                        hold_out: bool = False) -> TrainingData:
@@ -466,23 +479,26 @@ class Estimator:
         if not isinstance(train, (str, Path)):
             frame = self.read(train)
             self.encoder = encoder or FeatureEncoder.fit([frame], cfg, held_out=rule)
-            return _held_out_of(self.encoder.transform(frame), hold_out, cfg.valid_fraction, seed)
+            return _held_out_of(self.encoder.transform(frame), hold_out, cfg.valid_fraction, seed, train)
         file = open_chunked(train, cfg, chunk_bytes_for(train, cfg.chunk_rows))
-        if encoder is None and not should_stream(train, cfg.stream):  # one reading pass
+        stream = should_stream(train, cfg.stream)
+        if encoder is None and not stream:  # one reading pass
             self.encoder, _, data = fit_and_encode(file, cfg, progress=progress, held_out=rule)
             release_free_memory()  # the counting tables of the fit and the parsed chunks
-            return _held_out_of(data, hold_out, cfg.valid_fraction, seed)
-        if encoder is None:  # streaming may hold out fewer (``stream_fraction``): the encoders still leave these out
-            encoder, rows = fit_streaming(file, cfg, progress=progress, held_out=rule)
+            return _held_out_of(data, hold_out, cfg.valid_fraction, seed, train)
+        fraction = self._held_out_fraction(train, stream) if hold_out else None
+        if encoder is None:
+            encoder, rows = fit_streaming(file, cfg, progress=progress,
+                                          held_out=held_out_rule(fraction, seed) if fraction is not None else None)
             release_free_memory()  # the counting tables of the fit
         else:
             rows = count_rows(file, progress=progress)
         self.encoder = encoder
-        if should_stream(train, cfg.stream):
-            return self._streamed(file, rows, hold_out)
+        if stream:
+            return self._streamed(file, rows, fraction)
         data = encode_file(file, encoder, rows, progress=progress)
         release_free_memory()  # the parsed chunks
-        return _held_out_of(data, hold_out, cfg.valid_fraction, seed)
+        return _held_out_of(data, hold_out, cfg.valid_fraction, seed, train)
 
     # -- inference --------------------------------------------------------------------------------
 

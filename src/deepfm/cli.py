@@ -468,7 +468,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         elif m["best_valid"]:
             chosen = f"best epoch {m['best_epoch']}: {metric_pairs(m['best_valid'])}"
         else:
-            chosen = f"last epoch {m['epochs']}, no validation (--valid-fraction 0)"
+            why = "--valid-fraction 0" if not config.data.valid_fraction else "no row was held out"
+            chosen = f"last epoch {m['epochs']}, no validation ({why})"
         if "portfolio_choice" in m:
             chosen += f"; recipe {m['portfolio_choice']}, the best of {len(m['portfolio'])} on validation"
         if "refit" in m:

@@ -295,7 +295,8 @@ class FeatureEncoder:
                     raise DataError(frame.path, f"the {frame.format} features were laid out as {sorted(frame.columns)}, "
                                     f"the model reads {sorted(self.layout)}: give the model a file like the one it was "
                                     "trained on (in Python, read a libFM/libFFM file with layout=encoder.layout)", line=1)
-                close = closest_name(spec.name, list(frame.columns))
+                needed = {field.name for field in self.fields}
+                close = closest_name(spec.name, [name for name in frame.columns if name not in needed])
                 raise DataError(frame.path, f"column '{spec.name}' is required by the model but not in the file"
                                 + (f" (it has '{close}': rename it '{spec.name}')" if close else ""), line=1)
         n = frame.num_rows

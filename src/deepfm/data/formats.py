@@ -97,16 +97,35 @@ def first_line(path: str | Path) -> str:
     that is not UTF-8 in it is a located ``DataError``."""
     with open_bytes(path) as handle:
         line = handle.readline()
+    kind = _binary_kind(line[:4])
+    if kind is not None:
+        raise DataError(path, kind, line=1)
     try:
         return line.decode("utf-8").removeprefix("\ufeff").rstrip("\r\n")
     except UnicodeDecodeError:
         raise locate_bad_utf8(path, "\t" if b"\t" in line else ",") from None
 
 
+def _binary_kind(start: bytes) -> str | None:
+    """What a file that starts with the bytes ``start`` is, where it is not UTF-8 text deepfm reads, and what to do."""
+    if start[:2] in (b"\xff\xfe", b"\xfe\xff"):  # e.g. a spreadsheet's "Unicode text"
+        return ("UTF-16 text (it starts with a UTF-16 byte-order mark); deepfm reads UTF-8: re-encode the file, e.g. "
+                "iconv -f utf-16 -t utf-8 FILE > utf8-FILE")
+    if start == b"PK\x03\x04":
+        return "a zip archive (a spreadsheet saved as .xlsx?), not text: export the sheet as CSV"
+    if start == b"PAR1":
+        return "a Parquet file: name it .parquet (or .pq), or give --format parquet"
+    return None
+
+
 def locate_bad_utf8(path: str | Path, delimiter: str | None) -> DataError:
     """Where the file stops being UTF-8 text: its first line that does not decode, the column being the
     field of the bad byte (``delimiter``), or its character position (None: libFM/libFFM lines). Runs
     only on the error path (a pass over the file's bytes)."""
+    with open_bytes(path) as handle:
+        kind = _binary_kind(handle.read(4))
+    if kind is not None:
+        return DataError(path, kind, line=1)
     with open_bytes(path) as handle:
         for number, line in enumerate(handle, start=1):
             try:

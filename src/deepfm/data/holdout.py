@@ -39,9 +39,10 @@ def held_out_rule(fraction: float, seed: int) -> HeldOutRule:
 
 def hashed_mask(first_row: int, rows: int, fraction: float, seed: int) -> np.ndarray:
     """(rows,) bool: which of the file's rows ``first_row .. first_row + rows`` the rule holds out (a
-    splitmix64 hash of the seed and the row's position, below ``fraction`` of its range)."""
+    splitmix64 hash of the seed and the row's position, below ``fraction`` of its range; positions count from
+    1 in the hash, so that seed 0 does not send row 0, whose hash would be 0, to every fraction)."""
     with np.errstate(over="ignore"):
-        x = np.arange(first_row, first_row + rows, dtype=np.uint64) + np.uint64(seed % 2**63) * np.uint64(0x9E3779B97F4A7C15)
+        x = np.arange(first_row + 1, first_row + rows + 1, dtype=np.uint64) + np.uint64(seed % 2**63) * np.uint64(0x9E3779B97F4A7C15)
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         x = x ^ (x >> np.uint64(31))
@@ -68,7 +69,8 @@ class Holdout:
                 "rule": self.rule, "seed": self.seed}
 
 
-def split_encoded(data: EncodedData, fraction: float, seed: int) -> tuple[EncodedData, EncodedData | None, Holdout | None]:
+def split_encoded(data: EncodedData, fraction: float, seed: int,
+                  source: str = "data.train") -> tuple[EncodedData, EncodedData | None, Holdout | None]:
     """``data`` (a whole file's rows, in order) as (training rows, held-out rows, how), each part in file
     order; ``(data, None, None)`` where the rule holds out no row (a small file whose hashes all miss the
     fraction). Every row held out is a ``DataError``: there is nothing to train on."""
@@ -76,7 +78,7 @@ def split_encoded(data: EncodedData, fraction: float, seed: int) -> tuple[Encode
     if not mask.any():
         return data, None, None
     if mask.all():
-        raise DataError("data.train", f"--valid-fraction {fraction:g} holds out every one of the file's {len(data)} "
+        raise DataError(source, f"--valid-fraction {fraction:g} holds out every one of the file's {len(data)} "
                         "rows; give a --valid file or a smaller fraction")
     held = np.flatnonzero(mask)
     return data.take(np.flatnonzero(~mask)), data.take(held), Holdout(fraction, len(held), HASH_RULE, seed)
@@ -91,17 +93,13 @@ def stream_fraction(rows: int, fraction: float) -> float:
     return min(fraction, STREAM_HELD_OUT_ROWS / max(rows, 1))
 
 
-def encode_hashed(file: ChunkedFile, encoder: FeatureEncoder, fraction: float, seed: int) -> tuple[EncodedData, Holdout]:
+def encode_hashed(file: ChunkedFile, encoder: FeatureEncoder, fraction: float, seed: int) -> EncodedData | None:
     """The rows of ``file`` that ``hashed_mask`` holds out, encoded chunk by chunk (memory: those rows
-    and one chunk)."""
+    and one chunk), or None where it holds out none."""
     parts, first = [], 0
     for frame in file.frames(layout=encoder.layout):
         held = np.flatnonzero(hashed_mask(first, frame.num_rows, fraction, seed))
         first += frame.num_rows
         if len(held):
             parts.append(encoder.transform(frame).take(held))
-    if not parts:
-        raise DataError(str(file.path), f"--valid-fraction {fraction:g} holds out no row of this file; "
-                        "give a --valid file or a larger fraction", line=1)
-    data = EncodedData.concat(parts)
-    return data, Holdout(fraction, len(data), HASH_RULE, seed)
+    return EncodedData.concat(parts) if parts else None

@@ -15,6 +15,7 @@ every epoch with the order. At most ``world - 1`` rows (the order's last) sit ou
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import os
 import sys
@@ -35,7 +36,7 @@ from deepfm.errors import DataError
 from deepfm.runtime import release_free_memory
 
 __all__ = ["CHUNK_BYTES", "Chunk", "ChunkedFile", "Piece", "StreamSource", "assemble", "chunk_bytes_for", "count_rows",
-           "encode_file", "fit_and_encode", "fit_streaming", "rank_share", "should_stream"]
+           "encode_file", "estimated_rows", "fit_and_encode", "fit_streaming", "rank_share", "should_stream"]
 
 Piece = tuple[int, int, int]  # (chunk, first, stop): rows first..stop-1 of a chunk's kept rows
 
@@ -261,6 +262,34 @@ def chunk_bytes_for(path: str | Path, chunk_rows: int, probe: int = 1 << 20) -> 
         head = handle.read(probe)
     lines = max(head.count(b"\n"), 1)
     return max(int(len(head) / lines * chunk_rows), 1 << 10)
+
+
+def estimated_rows(path: str | Path, probe: int = 1 << 20) -> int:
+    """About how many rows ``path`` (or a pattern's files) holds, before reading it: a Parquet file's own
+    count; for text, its size over the mean line length of its first MiB (a .gz file's size scaled by how
+    much that MiB of text had been compressed)."""
+    total = 0
+    for file in training_files(path):
+        with open(check_data_file(file), "rb") as raw:
+            parquet = raw.read(4) == b"PAR1"
+        if parquet:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            try:
+                total += pq.ParquetFile(file).metadata.num_rows
+            except (pa.ArrowInvalid, OSError) as error:
+                raise DataError(file, f"cannot read Parquet: {error}") from None
+            continue
+        with gzip_errors(file), open(file, "rb") as raw:
+            if is_gzip(file):
+                with gzip.GzipFile(fileobj=raw) as text:
+                    head = text.read(probe)
+                size = file.stat().st_size * len(head) / max(raw.tell(), 1)  # the text's size, about
+            else:
+                head, size = raw.read(probe), file.stat().st_size
+        total += int(size / (len(head) / max(head.count(b"\n"), 1)))
+    return total
 
 
 def should_stream(path: str | Path, mode: str, expansion: float = 1.5) -> bool:

@@ -404,7 +404,9 @@ def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: 
     reader = Estimator(config)
     train, valid, holdout = reader.training_rows(config.data.train, config.data.valid, progress=progress)
     if valid is None:
-        raise ConfigError("tune: selecting settings needs validation rows: give --valid, or a --valid-fraction above 0")
+        raise ConfigError("tune: selecting settings needs validation rows: give --valid, or a --valid-fraction above 0"
+                          + (f" (at {config.data.valid_fraction:g} the training file's hashes held out no row: give a "
+                             "larger one)" if config.data.valid_fraction else ""))
     for note in reader.encoder.fit_notes:
         log(note)
     if holdout is not None:
