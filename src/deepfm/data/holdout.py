@@ -10,8 +10,9 @@ statistics, the label's mean and class rates), and a held-out value the training
 labels encode. The share is ``fraction`` on average (~``fraction`` × rows held out); a small file whose
 hashes hold out no row trains without validation, and one whose hashes hold out every row is refused
 (``split_encoded``). Streaming lowers the share for files so large that the held-out rows, which validation holds
-in memory, would exceed ``STREAM_HELD_OUT_ROWS``; the encoders then still leave out every row of the
-requested share. Reading the held-out rows costs one reading pass before training when streaming.
+in memory, would exceed ``STREAM_HELD_OUT_ROWS``, from the file's estimated rows, before it is read
+(``Estimator._held_out_fraction``), so the encoders leave out the same rows. Reading the held-out rows costs
+one reading pass before training when streaming.
 
 Held-out rows are not trained on; early stopping selects the epoch on them (``training.refit``, the
 default for FM on ratings, then trains a new model on every row for that many epochs, with the same
