@@ -706,3 +706,25 @@ def test_id_counts_survive_the_json_round_trip_and_older_schemas_have_none(write
     assert FeatureEncoder.from_dict(saved | {"id_counts": older}).id_counts == encoder.id_counts  # min_count 1
     del saved["id_counts"]
     assert FeatureEncoder.from_dict(saved).id_counts is None
+
+
+def test_a_column_of_lists_is_a_multi_valued_field_and_predicts_as_its_text_does(tmp_path):
+    """A pandas column of Python lists (or a Parquet list column) is multi-valued without --multi: each item
+    a value of weight 1 (null lists and items left out); the saved model reads the same field from a CSV
+    written as 'a|b'."""
+    pd = pytest.importorskip("pandas")
+    from deepfm import Estimator
+
+    rng = np.random.default_rng(0)
+    tags = [list(rng.choice(["x", "y", "z", "w"], rng.integers(0, 3), replace=False)) for _ in range(300)]
+    tags[3], tags[4] = None, ["x", None]
+    frame = pd.DataFrame({"label": rng.integers(0, 2, 300), "user": rng.choice(["a", "b", "c"], 300), "tags": tags})
+    est = Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1}).fit(frame, progress=False)
+    assert [(spec.name, spec.kind) for spec in est.encoder.fields] == [("user", "categorical"), ("tags", "multi")]
+    assert sorted(next(s for s in est.encoder.fields if s.name == "tags").vocabulary.values.to_pylist()) == ["w", "x", "y", "z"]
+    text = frame.drop(columns="label").assign(tags=["|".join(v for v in t or [] if v) for t in tags])
+    text.to_csv(tmp_path / "rows.csv", index=False)
+    est.save(tmp_path / "m")
+    np.testing.assert_allclose(Estimator.load(tmp_path / "m").predict(tmp_path / "rows.csv"), est.predict(frame), rtol=1e-6)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "rows.parquet")
+    np.testing.assert_allclose(est.predict(tmp_path / "rows.parquet"), est.predict(frame), rtol=1e-6)

@@ -28,6 +28,7 @@ from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.filelist import ChunkedFiles, chunk_index, open_chunked
 from deepfm.data.frame import RawFrame
+from deepfm.data.formats import detect_format
 from deepfm.data.identity import data_identity, describe_change
 from deepfm.resumable import checkpoint_saved
 from deepfm.data.holdout import HASH_RULE, Holdout, encode_hashed, hashed_mask, held_out_rule, split_encoded, stream_fraction
@@ -200,7 +201,11 @@ class Estimator:
         if isinstance(data, pa.Table):
             return frame_from_table(data, "<table>", cfg.label, require_label, multi=cfg.multi, separator=cfg.multi_separator)
         layout = self.encoder.layout if self.encoder is not None else None
-        return read_frame(data, cfg.format, cfg.label, cfg.multi, cfg.multi_separator, require_label=require_label,
+        multi = cfg.multi
+        if self.encoder is not None and (cfg.format if cfg.format != "auto" else detect_format(data)) in ("csv", "tsv"):
+            # a fitted model's every multi-valued field, written as text (one trained on a column of lists, say)
+            multi = tuple(dict.fromkeys([*multi, *(spec.name for spec in self.encoder.multi_fields)]))
+        return read_frame(data, cfg.format, cfg.label, multi, cfg.multi_separator, require_label=require_label,
                           layout=layout)
 
     def encode(self, data: Data, with_labels: bool | None = None) -> EncodedData:

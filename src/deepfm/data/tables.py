@@ -44,7 +44,13 @@ def frame_from_table(table: pa.Table, source: str, label: str = DEFAULT_LABEL, r
         kinds = {n: "auto" for n in columns}
     frame = RawFrame(path=str(source), format=fmt, columns=columns, kinds=kinds, column_numbers=numbers,
                      labels=labels, label_column_number=numbers.get(label, 1), first_line=first_line)
-    return apply_multi(frame, multi, separator)
+    lists = [n for n, column in columns.items() if is_list(column.type) and n not in multi]  # multi-valued as they are
+    return apply_multi(frame, [*multi, *lists], separator)
+
+
+def is_list(kind: pa.DataType) -> bool:
+    """A column of lists (a pandas column of Python lists, a Parquet list column): a multi-valued field."""
+    return pa.types.is_list(kind) or pa.types.is_large_list(kind)
 
 
 def drop_pandas_index(table: pa.Table) -> pa.Table:
@@ -92,6 +98,21 @@ def apply_multi(frame: RawFrame, names: Sequence[str], separator: str) -> RawFra
     return frame
 
 
+def _list_values(column: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """A column of lists as ``split_multi``'s values (each item as text, null items and lists left out) and
+    weights (1 each)."""
+    items, rows = pc.list_flatten(column), pc.list_parent_indices(column)
+    present = pc.is_valid(items)
+    items, rows = items.filter(present), rows.filter(present)
+    if pa.types.is_dictionary(items.type):
+        items = items.dictionary_decode()
+    if not pa.types.is_string(items.type):
+        items = pc.cast(items, pa.string())
+    offsets = pa.array(np.concatenate([[0], np.cumsum(np.bincount(rows.to_numpy(), minlength=len(column)))]).astype(np.int32))
+    return (pa.ListArray.from_arrays(offsets, items),
+            pa.ListArray.from_arrays(offsets, pa.array(np.ones(len(items), np.float32))))
+
+
 def split_multi(frame: RawFrame, name: str, separator: str) -> tuple[pa.Array, pa.Array]:
     """``"a|b:0.5|c"`` -> ``[a, b, c]`` with weights ``[1, 0.5, 1]``; null or empty -> empty list.
 
@@ -99,6 +120,8 @@ def split_multi(frame: RawFrame, name: str, separator: str) -> tuple[pa.Array, p
     value ``12:30`` (a backslash before the colon keeps a numeric tail part of the value).
     """
     column = frame.columns[name]
+    if is_list(column.type):
+        return _list_values(column)
     if not pa.types.is_string(column.type):
         column = pc.cast(column, pa.string())
     column = pc.if_else(pc.equal(pc.fill_null(column, ""), ""), pa.scalar(None, pa.string()), column)
