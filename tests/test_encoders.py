@@ -728,3 +728,20 @@ def test_a_column_of_lists_is_a_multi_valued_field_and_predicts_as_its_text_does
     np.testing.assert_allclose(Estimator.load(tmp_path / "m").predict(tmp_path / "rows.csv"), est.predict(frame), rtol=1e-6)
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "rows.parquet")
     np.testing.assert_allclose(est.predict(tmp_path / "rows.parquet"), est.predict(frame), rtol=1e-6)
+
+
+def test_a_float_column_of_whole_numbers_read_as_numbers_is_noted():
+    """A pandas id column with one missing value turns into floats (49.0), which read as numbers: the fit
+    says so, as it says integer columns are read as ids; --numeric or --categorical silences it."""
+    table = pa.table({"label": [1, 0, 1, 0], "user": [1.0, 2.0, None, 4.0], "price": [1.5, 2.0, 3.0, 4.0]})
+    notes = FeatureEncoder.fit([read_frame_of(table)], DataConfig()).fit_notes
+    assert any(note.startswith("columns of decimal numbers that are all whole read as numbers: user (") for note in notes)
+    assert not any("price" in note for note in notes)
+    for named in ({"numeric": ("user",)}, {"categorical": ("user",)}):
+        assert not any("whole" in note for note in FeatureEncoder.fit([read_frame_of(table)], DataConfig(**named)).fit_notes)
+
+
+def read_frame_of(table: pa.Table):
+    from deepfm.data.tables import frame_from_table
+
+    return frame_from_table(table, "<table>")

@@ -614,10 +614,15 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
     """What the kind inference decided that a user may not expect, read from the first chunk: columns
     of integers read as ids, a column of decimal numbers made categorical by a few values that are not
     numbers, and libFM rows of unequal width that make the features one multi-valued field."""
-    notes, integers = [], []
+    notes, integers, whole = [], [], []
     for name, kind in kinds.items():
         column = frame.columns[name].slice(0, NOTES_LOOK_AT_ROWS)  # a whole in-memory table is one chunk
         text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        if kind == "numeric" and name not in config.numeric and frame.kinds.get(name, "auto") == "auto":
+            x = to_float(frame, column, name)
+            x = x[np.isfinite(x)]
+            if len(x) and np.array_equal(x, np.floor(x)):
+                whole.append(name)
         if kind != "categorical" or name in config.categorical:
             continue
         if pa.types.is_integer(column.type) or (text and signed_integers(column)):
@@ -639,6 +644,10 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
         shown = ", ".join(integers[:8]) + (f" and {len(integers) - 8} more" if len(integers) > 8 else "")
         notes.append(f"integer columns read as categorical, each value its own id: {shown} (--numeric reads counts "
                      "and amounts as numbers; --categorical names ids and silences this note)")
+    if whole and frame.format in ("csv", "tsv", "parquet", "table"):
+        shown = ", ".join(whole[:8]) + (f" and {len(whole) - 8} more" if len(whole) > 8 else "")
+        notes.append(f"columns of decimal numbers that are all whole read as numbers: {shown} (a pandas integer column "
+                     "with a missing value turns into floats; --categorical names ids, --numeric silences this note)")
     if frame.sparse is not None and frame.sparse.fields is None and set(kinds) == {"features"}:
         widths = np.diff(frame.sparse.starts)
         if len(widths) and widths.min() != widths.max():
