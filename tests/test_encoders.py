@@ -745,3 +745,11 @@ def read_frame_of(table: pa.Table):
     from deepfm.data.tables import frame_from_table
 
     return frame_from_table(table, "<table>")
+
+
+def test_boolean_and_time_columns_read_as_ids_say_how_a_file_to_predict_must_write_them():
+    table = pa.table({"label": [1, 0], "flag": [True, False],
+                      "when": pa.array([0, 3_600_000_000], pa.timestamp("us"))})
+    notes = FeatureEncoder.fit([read_frame_of(table)], DataConfig()).fit_notes
+    assert any(note.startswith("column 'flag' holds booleans, read as the ids 'true' and 'false'") for note in notes)
+    assert any(note.startswith("column 'when' holds times (timestamp[us]), read as ids") for note in notes)

@@ -623,6 +623,13 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
             x = x[np.isfinite(x)]
             if len(x) and np.array_equal(x, np.floor(x)):
                 whole.append(name)
+        if kind == "categorical" and pa.types.is_temporal(column.type):
+            notes.append(f"column '{name}' holds times ({column.type}), read as ids, each distinct time its own: derive "
+                         "numbers or coarser ids from it (hour, weekday, days since ...) before training, and mind that "
+                         "a file to predict must write each time exactly as this column's text form does")
+        elif kind == "categorical" and pa.types.is_boolean(column.type):
+            notes.append(f"column '{name}' holds booleans, read as the ids 'true' and 'false': a file to predict must "
+                         "write them so (pandas writes True/False to CSV), or give them as booleans again")
         if kind != "categorical" or name in config.categorical:
             continue
         if pa.types.is_integer(column.type) or (text and signed_integers(column)):
