@@ -171,9 +171,22 @@ def _shown(value: Any) -> str:
 
 
 class Estimator:
-    """Reads files, fits encoders on training data only, trains, predicts and saves."""
+    """Reads files, fits encoders on training data only, trains, predicts and saves.
+
+        Estimator(data={"categorical": ("user", "item")}, model={"name": "fm", "embed_dim": 32},
+                  training={"epochs": 10, "seed": 7})
+
+    The sections are those of a ``--config`` file and ``deepfm.config.RunConfig``: ``data`` (label, column
+    kinds, --min-count, --valid-fraction, ...), ``model`` (name: lr, fm, deepfm or a baseline of the paper;
+    embed_dim, mlp, dropout, ...) and ``training`` (epochs, lr, optimizer, batch_size, seed, device,
+    solver, ...); ``deepfm train --help`` lists every key with its default. A key left unset takes the
+    model's and the data's defaults (``deepfm.defaults``), as on the command line. ``fit`` without
+    ``valid`` holds out about ``data.valid_fraction`` (0.1) of the training rows for early stopping and
+    fits the encoders on the others; the log and ``metrics["validation"]`` say how many."""
 
     def __init__(self, config: RunConfig | None = None, **sections: Any):
+        """``config``: a validated ``RunConfig``, or its sections as mappings (``data=``, ``model=``,
+        ``training=``), laid over ``config`` when both are given."""
         # only what the config set: a key it left unset stays unset, so the task's defaults and the portfolio still apply
         base = json.loads(config.model_dump_json(exclude_unset=True)) if config is not None else {}
         self.config = build_config(merge(base, sections)) if sections or config is None else config

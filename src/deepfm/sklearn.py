@@ -49,6 +49,17 @@ class _DeepFMEstimator(BaseEstimator):
                  numeric: tuple[str, ...] | None = None, min_count: int | None = None, hash_buckets: int | None = None,
                  random_state: int | None = None, threads: int | None = None, device: str | None = None,
                  config: dict[str, Any] | None = None, verbose: bool = False):
+        """Parameters (None: the default of the model and the data, as ``deepfm train --help`` lists them):
+        ``model`` (deepfm, fm, lr or a baseline of the DeepFM paper), ``epochs`` (at most; 20), ``batch_size``,
+        ``lr``, ``embed_dim`` (k), ``mlp`` (hidden sizes), ``dropout``, ``embed_l2``, ``optimizer``,
+        ``patience`` (early stopping, on ``eval_set`` only), ``categorical`` / ``numeric`` (column kinds;
+        otherwise floats are numeric, integers and text categorical), ``min_count``, ``hash_buckets``,
+        ``random_state`` (the seed; None is deepfm's fixed seed 2026, so refits are identical, unlike
+        scikit-learn's usual None), ``threads``, ``device``, ``config`` (any other key, as nested sections:
+        ``{"training": {"refit": "on"}}``) and ``verbose`` (the training log on stderr).
+
+        Without ``eval_set`` nothing is held out (``config={"data": {"valid_fraction": 0.1}}`` holds out a
+        tenth): every row trains for ``epochs`` epochs, with no early stopping and no portfolio of recipes."""
         self.model = model
         self.epochs = epochs
         self.batch_size = batch_size
