@@ -17,6 +17,16 @@ from deepfm.experiments.compare import EncodedSplits, VariantResult
 METRICS = {"binary": ("auc", "logloss"), "regression": ("rmse", "mae")}
 
 
+def machine() -> str:
+    """Where the train times were measured: torch's threads on this host's usable cores (and the GPU, if any)."""
+    import torch
+
+    from deepfm.runtime import available_cores
+
+    where = f"{torch.get_num_threads()} threads of {available_cores()} usable CPU cores"
+    return where + (f" and a {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
+
+
 def results_dict(results: list[VariantResult], data: EncodedSplits, title: str, command: str | None) -> dict[str, Any]:
     task = data.encoder.task.name
     return {
@@ -27,6 +37,7 @@ def results_dict(results: list[VariantResult], data: EncodedSplits, title: str, 
         "num_features": data.encoder.num_features,
         "num_fields": data.encoder.num_fields,
         "seeds": len(results[0].runs) if results else 0,
+        "machine": machine(),
         "variants": [
             {
                 "label": r.label,
@@ -80,7 +91,7 @@ def write_markdown(summary: dict[str, Any], path: Path, plots: list[str]) -> Non
              f"Features: {summary['num_features']:,} in {summary['num_fields']} fields. "
              f"Seeds: {summary['seeds']}" + (" (mean ± sample std)." if summary["seeds"] > 1 else "."),
              "The best epoch is chosen on validation; test is scored once with its weights. "
-             "Train time is wall time on a shared 2-core CPU (FNN: FM pre-training included).", "",
+             f"Train time is wall time on {summary.get('machine', 'this machine')} (FNN: FM pre-training included).", "",
              markdown_table(summary), ""]
     text += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     path.write_text("\n".join(text) + "\n", encoding="utf-8")
