@@ -260,6 +260,10 @@ def test_a_checkpoint_that_held_out_rows_by_an_older_rule_is_not_resumed(ctr_csv
     (out / "checkpoint-run.json").write_text(json.dumps(record))
     assert train(train_path, out, "--resume") == 2
     assert "held-out rows: an older version's → position hash" in capsys.readouterr().err
+    record["trained_with"]["data"]["held_out_by"] = "position hash, not counted by the encoders"  # the hash from 0
+    (out / "checkpoint-run.json").write_text(json.dumps(record))
+    assert train(train_path, out, "--resume") == 2
+    assert "held_out_by position hash, not counted by the encoders → position hash from 1" in capsys.readouterr().err
 
 
 def test_the_end_of_training_line_prints_metric_value_pairs_as_the_epoch_log_does(ctr_csv, tmp_path, capsys):

@@ -4,6 +4,7 @@ the JSON round trip, and batching of encoded data."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import torch
@@ -716,18 +717,41 @@ def test_a_column_of_lists_is_a_multi_valued_field_and_predicts_as_its_text_does
     from deepfm import Estimator
 
     rng = np.random.default_rng(0)
-    tags = [list(rng.choice(["x", "y", "z", "w"], rng.integers(0, 3), replace=False)) for _ in range(300)]
+    tags = [list(rng.choice(["x", "y", "z", "w:0.5", "12:30"], rng.integers(0, 3), replace=False)) for _ in range(300)]
     tags[3], tags[4] = None, ["x", None]
     frame = pd.DataFrame({"label": rng.integers(0, 2, 300), "user": rng.choice(["a", "b", "c"], 300), "tags": tags})
     est = Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1}).fit(frame, progress=False)
     assert [(spec.name, spec.kind) for spec in est.encoder.fields] == [("user", "categorical"), ("tags", "multi")]
-    assert sorted(next(s for s in est.encoder.fields if s.name == "tags").vocabulary.values.to_pylist()) == ["w", "x", "y", "z"]
+    # an item is read as a cell's token is: 'w:0.5' the value w of weight 0.5, as the text 'x|w:0.5' gives it
+    assert sorted(next(s for s in est.encoder.fields if s.name == "tags").vocabulary.values.to_pylist()) == ["12", "w", "x", "y", "z"]
     text = frame.drop(columns="label").assign(tags=["|".join(v for v in t or [] if v) for t in tags])
     text.to_csv(tmp_path / "rows.csv", index=False)
     est.save(tmp_path / "m")
     np.testing.assert_allclose(Estimator.load(tmp_path / "m").predict(tmp_path / "rows.csv"), est.predict(frame), rtol=1e-6)
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "rows.parquet")
     np.testing.assert_allclose(est.predict(tmp_path / "rows.parquet"), est.predict(frame), rtol=1e-6)
+    np.testing.assert_allclose(est.predict(text), est.predict(frame), rtol=1e-6)  # a table of a|b text too
+    text.drop(columns="tags").to_csv(tmp_path / "without.csv", index=False)
+    with pytest.raises(DataError, match="column 'tags' is required by the model but not in the file"):
+        est.predict(tmp_path / "without.csv")
+    frame.drop(columns="label").to_csv(tmp_path / "repr.csv", index=False)  # pandas writes each list's repr
+    with pytest.raises(DataError, match=r"holds .*: a list written as text .* df\['tags'\]\.str\.join\('\|'\)"):
+        est.predict(tmp_path / "repr.csv")
+
+
+def test_a_column_of_lists_that_are_not_ids_is_named_unless_ignored():
+    """Lists of floats (an embedding) or of lists are not multi-valued fields: named at fit, and left alone
+    (not converted) when --ignore names them."""
+    from deepfm import Estimator
+
+    table = pa.table({"label": [1, 0] * 20, "user": ["a", "b"] * 20, "emb": [[0.1, 0.2]] * 40, "nest": [[["a"]]] * 40})
+    for column, kind in (("emb", "double"), ("nest", "list<item: string>")):
+        ignored = ("emb", "nest") if column == "nest" else ("nest",)
+        with pytest.raises(DataError, match=f"column '{column}' holds lists of {re.escape(kind)}: deepfm reads lists of ids"):
+            Estimator(data={"ignore": tuple(c for c in ignored if c != column)}, model={"name": "fm"},
+                      training={"epochs": 1}).fit(table, progress=False)
+    est = Estimator(data={"ignore": ("emb", "nest")}, model={"name": "fm"}, training={"epochs": 1}).fit(table, progress=False)
+    assert [spec.name for spec in est.encoder.fields] == ["user"]
 
 
 def test_a_float_column_of_whole_numbers_read_as_numbers_is_noted():

@@ -28,6 +28,7 @@ from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.filelist import ChunkedFiles, chunk_index, open_chunked
 from deepfm.data.frame import RawFrame
+from deepfm.data.delimited import delimited_layout
 from deepfm.data.formats import detect_format
 from deepfm.data.identity import data_identity, describe_change
 from deepfm.resumable import checkpoint_saved
@@ -122,7 +123,7 @@ def _held_out_of(data: EncodedData, hold_out: bool, fraction: float, seed: int, 
 # What only gradient training reads: a sweeping solver (mcmc, als) says it leaves these alone when they are set.
 GRADIENT_ONLY = ("epochs", "batch_size", "lr", "optimizer", "dense_optimizer", "dense_lr", "adagrad_init", "embed_l2",
                  "embed_reg", "lr_schedule", "patience", "weight_decay", "refit", "portfolio")
-HELD_OUT_BY = "position hash, not counted by the encoders"  # the run record's name of today's hold-out (deepfm.data.holdout)
+HELD_OUT_BY = "position hash from 1, not counted by the encoders"  # the run record's name of today's hold-out (deepfm.data.holdout)
 
 
 def run_record(config: RunConfig, train: Data, valid: Data | None) -> dict[str, Any]:
@@ -212,14 +213,29 @@ class Estimator:
         if not isinstance(data, (str, Path, pa.Table)):
             raise DataTypeError(f"data: expected a file path, a pyarrow.Table or a pandas DataFrame, got {type(data).__name__}")
         if isinstance(data, pa.Table):
-            return frame_from_table(data, "<table>", cfg.label, require_label, multi=cfg.multi, separator=cfg.multi_separator)
+            multi = self._multi_as_text({field.name: field.type for field in data.schema})
+            return frame_from_table(data, "<table>", cfg.label, require_label, multi=multi, separator=cfg.multi_separator)
         layout = self.encoder.layout if self.encoder is not None else None
         multi = cfg.multi
-        if self.encoder is not None and (cfg.format if cfg.format != "auto" else detect_format(data)) in ("csv", "tsv"):
-            # a fitted model's every multi-valued field, written as text (one trained on a column of lists, say)
-            multi = tuple(dict.fromkeys([*multi, *(spec.name for spec in self.encoder.multi_fields)]))
+        fmt = cfg.format if cfg.format != "auto" else detect_format(data) if self.encoder is not None else "auto"
+        if fmt in ("csv", "tsv"):
+            multi = self._multi_as_text(dict.fromkeys(delimited_layout(Path(data), fmt)[0], pa.string()))
+        elif fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            multi = self._multi_as_text({field.name: field.type for field in pq.read_schema(data)})
         return read_frame(data, cfg.format, cfg.label, multi, cfg.multi_separator, require_label=require_label,
                           layout=layout)
+
+    def _multi_as_text(self, columns: dict[str, pa.DataType]) -> tuple[str, ...]:
+        """``data.multi``, and a fitted model's other multi-valued fields (one trained on a column of lists, say)
+        that ``columns`` (name: type) hold as text ``a|b``; a field missing there is ``transform``'s to report."""
+        multi = self.config.data.multi
+        if self.encoder is None:
+            return multi
+        text = [spec.name for spec in self.encoder.multi_fields if spec.name not in multi and spec.name in columns
+                and (pa.types.is_string(columns[spec.name]) or pa.types.is_large_string(columns[spec.name]))]
+        return (*multi, *text)
 
     def encode(self, data: Data, with_labels: bool | None = None) -> EncodedData:
         """Rows as the model reads them. ``ids`` are int32 while the table has fewer than 2³¹ rows

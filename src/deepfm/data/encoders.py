@@ -31,7 +31,7 @@ from deepfm.data.encoded import Bag, EncodedData, id_dtype
 from deepfm.data.frame import FLOAT_MARK, NUMBER_PATTERN, RawFrame, looks_float, to_float
 from deepfm.data.frequent import FrequentSet
 from deepfm.data.hashing import fnv1a64_unique
-from deepfm.data.tables import closest_name
+from deepfm.data.tables import closest_name, is_list
 from deepfm.data.vocabulary import Vocabulary
 from deepfm.defaults import FREQUENT_IDS_PER_ROW, LONG_TAIL_IDS_PER_ROW, rare_value_threshold
 from deepfm.errors import ConfigError, DataError
@@ -623,13 +623,14 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
             x = x[np.isfinite(x)]
             if len(x) and np.array_equal(x, np.floor(x)):
                 whole.append(name)
-        if kind == "categorical" and pa.types.is_temporal(column.type):
+        if kind == "categorical" and (pa.types.is_timestamp(column.type) or pa.types.is_date(column.type)
+                                      or pa.types.is_time(column.type)):
             notes.append(f"column '{name}' holds times ({column.type}), read as ids, each distinct time its own: derive "
                          "numbers or coarser ids from it (hour, weekday, days since ...) before training, and mind that "
                          "a file to predict must write each time exactly as this column's text form does")
         elif kind == "categorical" and pa.types.is_boolean(column.type):
             notes.append(f"column '{name}' holds booleans, read as the ids 'true' and 'false': a file to predict must "
-                         "write them so (pandas writes True/False to CSV), or give them as booleans again")
+                         "write them so (pandas writes True/False to CSV), or give them as booleans in a table")
         if kind != "categorical" or name in config.categorical:
             continue
         if pa.types.is_integer(column.type) or (text and signed_integers(column)):
@@ -691,6 +692,10 @@ def resolve_kinds(frame: RawFrame, config: DataConfig) -> dict[str, str]:
         fixed = frame.kinds.get(name, "auto")
         if fixed == "multi":
             kinds[name] = "multi"
+        elif is_list(column.type):  # lists that are not of ids (``is_id_list``): floats, lists
+            raise DataError(frame.path, f"column '{name}' holds lists of {column.type.value_type}: deepfm reads lists of "
+                            "ids (text, integers) as multi-valued fields; cast the items to text, or leave the column "
+                            "out (--ignore)", line=1, column=frame.column_numbers.get(name))
         elif name in categorical:
             kinds[name] = "categorical"
         elif name in numeric:

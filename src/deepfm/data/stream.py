@@ -288,7 +288,8 @@ def estimated_rows(path: str | Path, probe: int = 1 << 20) -> int:
                 size = file.stat().st_size * len(head) / max(raw.tell(), 1)  # the text's size, about
             else:
                 head, size = raw.read(probe), file.stat().st_size
-        total += int(size / (len(head) / max(head.count(b"\n"), 1)))
+        if head:  # (an empty file has no rows; reading it is refused elsewhere)
+            total += int(size / (len(head) / max(head.count(b"\n"), 1)))
     return total
 
 

@@ -44,13 +44,24 @@ def frame_from_table(table: pa.Table, source: str, label: str = DEFAULT_LABEL, r
         kinds = {n: "auto" for n in columns}
     frame = RawFrame(path=str(source), format=fmt, columns=columns, kinds=kinds, column_numbers=numbers,
                      labels=labels, label_column_number=numbers.get(label, 1), first_line=first_line)
-    lists = [n for n, column in columns.items() if is_list(column.type) and n not in multi]  # multi-valued as they are
+    lists = [n for n, column in columns.items() if is_id_list(column.type) and n not in multi]  # multi-valued as they are
     return apply_multi(frame, [*multi, *lists], separator)
 
 
 def is_list(kind: pa.DataType) -> bool:
-    """A column of lists (a pandas column of Python lists, a Parquet list column): a multi-valued field."""
-    return pa.types.is_list(kind) or pa.types.is_large_list(kind)
+    """A column of lists of any items (a pandas column of Python lists, a Parquet list column)."""
+    return pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+
+
+def is_id_list(kind: pa.DataType) -> bool:
+    """A column of lists of ids (text, integers, booleans): a multi-valued field as it is. Lists of floats (an
+    embedding, say) or of lists are not read: ``resolve_kinds`` names them unless ``--ignore`` does."""
+    if not is_list(kind):
+        return False
+    item = kind.value_type
+    item = item.value_type if pa.types.is_dictionary(item) else item
+    return (pa.types.is_string(item) or pa.types.is_large_string(item) or pa.types.is_integer(item)
+            or pa.types.is_boolean(item))
 
 
 def drop_pandas_index(table: pa.Table) -> pa.Table:
@@ -98,9 +109,9 @@ def apply_multi(frame: RawFrame, names: Sequence[str], separator: str) -> RawFra
     return frame
 
 
-def _list_values(column: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """A column of lists as ``split_multi``'s values (each item as text, null items and lists left out) and
-    weights (1 each)."""
+def _list_tokens(column: pa.Array) -> pa.ListArray:
+    """A column of lists of ids as lists of text tokens (null items and lists left out), which ``split_multi``
+    reads as it reads a cell's ``a|b:0.5`` tokens, so a list and its text give the same values and weights."""
     items, rows = pc.list_flatten(column), pc.list_parent_indices(column)
     present = pc.is_valid(items)
     items, rows = items.filter(present), rows.filter(present)
@@ -108,9 +119,19 @@ def _list_values(column: pa.Array) -> tuple[pa.Array, pa.Array]:
         items = items.dictionary_decode()
     if not pa.types.is_string(items.type):
         items = pc.cast(items, pa.string())
-    offsets = pa.array(np.concatenate([[0], np.cumsum(np.bincount(rows.to_numpy(), minlength=len(column)))]).astype(np.int32))
-    return (pa.ListArray.from_arrays(offsets, items),
-            pa.ListArray.from_arrays(offsets, pa.array(np.ones(len(items), np.float32))))
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(rows.to_numpy(), minlength=len(column)))]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), items)
+
+
+def _refuse_written_lists(frame: RawFrame, name: str, column: pa.Array) -> None:
+    """A multi-valued column whose every cell reads ``[...]``: a list written out as its repr (pandas' to_csv of a
+    column of lists), which would be one unseen id per row; a ``DataError`` at its first cell."""
+    present = column.drop_null()
+    if len(present) and pc.all(pc.match_substring_regex(present, r"^\[.*\]$")).as_py():
+        first = int(pc.index(pc.is_valid(column), True).as_py())
+        raise frame.error(first, name, f"multi-valued column '{name}' holds {present[0].as_py()[:40]!r}: a list written "
+                                       "as text (pandas' to_csv of a column of lists); write each cell as a|b, e.g. "
+                                       f"df['{name}'].str.join('|') before to_csv")
 
 
 def split_multi(frame: RawFrame, name: str, separator: str) -> tuple[pa.Array, pa.Array]:
@@ -120,13 +141,18 @@ def split_multi(frame: RawFrame, name: str, separator: str) -> tuple[pa.Array, p
     value ``12:30`` (a backslash before the colon keeps a numeric tail part of the value).
     """
     column = frame.columns[name]
-    if is_list(column.type):
-        return _list_values(column)
-    if not pa.types.is_string(column.type):
-        column = pc.cast(column, pa.string())
-    column = pc.if_else(pc.equal(pc.fill_null(column, ""), ""), pa.scalar(None, pa.string()), column)
-    lists = pc.split_pattern(column, separator)
-    lists = pc.if_else(pc.is_null(column), pa.scalar([], pa.list_(pa.string())), lists)
+    if is_id_list(column.type):
+        lists = _list_tokens(column)
+    elif is_list(column.type):
+        raise DataError(frame.path, f"multi-valued column '{name}' holds lists of {column.type.value_type}: deepfm reads "
+                        "lists of ids (text, integers); cast the items to text, or leave the column out (--ignore)", line=1)
+    else:
+        if not pa.types.is_string(column.type):
+            column = pc.cast(column, pa.string())
+        column = pc.if_else(pc.equal(pc.fill_null(column, ""), ""), pa.scalar(None, pa.string()), column)
+        _refuse_written_lists(frame, name, column)
+        lists = pc.split_pattern(column, separator)
+        lists = pc.if_else(pc.is_null(column), pa.scalar([], pa.list_(pa.string())), lists)
     tokens = pc.list_flatten(lists)
     offsets = lists.offsets
     if not pc.any(pc.match_substring(tokens, ":")).as_py():  # the common case: no weights, no colons
