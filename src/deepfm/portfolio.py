@@ -144,5 +144,5 @@ def train_portfolio(candidates: tuple[Candidate, ...], given: RunConfig, task: T
             chosen = Chosen(config, model, result, name, tried)
     if chosen is None:
         raise TrainingDiverged("portfolio: every recipe diverged: " + "; ".join(f"{t.name}: {t.failed}" for t in tried))
-    say(f"portfolio: kept {chosen.name} (best valid {metric}; --portfolio off trains the defaults only)")
+    say(f"portfolio: kept {chosen.name} (best valid {metric}; --portfolio off (training.portfolio) trains the defaults only)")
     return chosen

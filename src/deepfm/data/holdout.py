@@ -63,7 +63,7 @@ class Holdout:
         rows = f"{self.rows:,} training row{'s' if self.rows != 1 else ''}"
         return (f"validation: no --valid file, so {rows} (about {self.fraction:g} of them: {self.rule}, seed {self.seed}) "
                 f"{'are' if self.rows != 1 else 'is'} held out for early stopping, and left out of the vocabularies; "
-                "--valid-fraction 0 turns this off")
+                "--valid-fraction 0 (data.valid_fraction) turns this off")
 
     def to_dict(self) -> dict[str, object]:
         return {"source": "held out of the training file", "fraction": self.fraction, "rows": self.rows,
