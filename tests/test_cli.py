@@ -855,7 +855,7 @@ def test_cuda_device_without_cuda_exits_2(ctr_csv, tmp_path, capsys, monkeypatch
 def test_unknown_column_flag_exits_2(ctr_csv, tmp_path, capsys):
     path = ctr_csv()
     assert train(path, tmp_path / "model", "--categorical", "C99") == 2
-    assert capsys.readouterr().err.startswith(f"{path}:1: --categorical names column 'C99'")
+    assert capsys.readouterr().err.startswith(f"{path}:1: --categorical (data.categorical) names column 'C99'")
 
 
 def test_evaluating_a_file_that_lacks_a_model_column_exits_2(ctr_model, tmp_path, capsys):

@@ -186,7 +186,7 @@ def test_missing_label_is_located(write_table):
 def test_non_numeric_label_is_located(write_table):
     path = write_table("train.csv", {"city": ["a", "b"], "label": [1, "yes"]})
     assert str(error_of(fit, path)) == (f"{path}:3:2: the label must be a number, got 'yes'; for text labels name "
-                                        "the value that means 1 with --positive VALUE, or use --task multiclass (values seen: '1', 'yes')")
+                                        "the value that means 1 with --positive VALUE (data.positive), or use --task multiclass (values seen: '1', 'yes')")
 
 
 def test_non_numeric_libfm_label_is_located_at_the_line_start(write_text):
@@ -282,14 +282,16 @@ def test_blank_line_in_a_libfm_file_is_located(write_text):
 def test_option_naming_a_column_not_in_the_file_is_a_data_error(write_table, option):
     path = write_table("train.csv", {"label": [1, 0], "city": ["a", "b"], "price": ["1.5", "2.5"]})
     error = error_of(fit, path, **{option: ("city", "colour")})
-    assert str(error) == f"{path}:1: --{option} names column 'colour', which is not in the file (columns: city, price)"
+    assert str(error) == (f"{path}:1: --{option} (data.{option}) names column 'colour', which is not in the file "
+                          "(columns: city, price)")
 
 
 @pytest.mark.parametrize("option", ["categorical", "numeric"])
 def test_option_naming_the_label_says_it_is_the_label(write_table, option):
     path = write_table("train.csv", {"label": [1, 0], "city": ["a", "b"]})
     error = error_of(fit, path, **{option: ("label",)})
-    assert str(error) == f"{path}:1: --{option} names column 'label', the label (--label): it cannot be a feature or a weight too"
+    assert str(error) == (f"{path}:1: --{option} (data.{option}) names column 'label', the label (--label): it cannot be "
+                          "a feature or a weight too")
 
 
 def test_ignoring_the_label_changes_nothing(write_table):

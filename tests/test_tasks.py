@@ -273,7 +273,7 @@ def test_text_labels_without_positive_suggest_it_with_the_values_seen(write_tabl
     error = error_of(fit, path)
     assert (error.line, error.column) == (2, 1)
     assert error.message == ("the label must be a number, got 'click'; for text labels name the value that means 1 "
-                             "with --positive VALUE, or use --task multiclass (values seen: 'click', 'no')")
+                             "with --positive VALUE (data.positive), or use --task multiclass (values seen: 'click', 'no')")
 
 
 def test_text_labels_given_to_a_trained_model_say_it_reads_numbers_not_how_to_train(write_table):

@@ -42,7 +42,7 @@ def test_a_missing_negative_or_infinite_weight_is_located(write_table, bad, show
 
 def test_an_unknown_weight_column_is_named(write_table):
     path = write_table("train.csv", {"city": ["a", "b"], "label": [1, 0]})
-    with pytest.raises(DataError, match="--weight names column 'w', which is not in the file"):
+    with pytest.raises(DataError, match=r"--weight \(data.weight\) names column 'w', which is not in the file"):
         FeatureEncoder.fit([read_frame(path)], DataConfig(weight="w"))
 
 

@@ -436,7 +436,7 @@ def _refuse_text_labels(frame: RawFrame, fitted: bool) -> None:
         raise frame.error(bad, None, f"the label must be a number, got {labels[bad].as_py()!r}: the model was trained "
                                      f"on numeric labels (values seen: {_listed(seen)})")
     raise frame.error(bad, None, f"the label must be a number, got {labels[bad].as_py()!r}; for text labels name the "
-                                 f"value that means 1 with --positive VALUE, or use --task multiclass (values seen: "
+                                 f"value that means 1 with --positive VALUE (data.positive), or use --task multiclass (values seen: "
                                  f"{_listed(seen)})")
 
 

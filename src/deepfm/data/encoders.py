@@ -674,11 +674,11 @@ def resolve_kinds(frame: RawFrame, config: DataConfig) -> dict[str, str]:
     if both:
         raise ConfigError(f"data: columns {sorted(both)} are both --categorical and --numeric")
     weight = {config.weight} if config.weight else set()
-    for option, names in (("--categorical", categorical), ("--numeric", numeric), ("--ignore", set(config.ignore)),
-                          ("--weight", weight)):
+    for option, names in (("--categorical (data.categorical)", categorical), ("--numeric (data.numeric)", numeric),
+                          ("--ignore (data.ignore)", set(config.ignore)), ("--weight (data.weight)", weight)):
         for name in sorted(names):
             if name == config.label and name not in frame.columns:
-                if option == "--ignore":
+                if option.startswith("--ignore"):
                     continue  # the label is never a feature: nothing to ignore
                 raise DataError(frame.path, f"{option} names column '{name}', the label (--label): it cannot be a "
                                             "feature or a weight too", line=1)
