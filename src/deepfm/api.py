@@ -216,14 +216,18 @@ class Estimator:
             multi = self._multi_as_text({field.name: field.type for field in data.schema})
             return frame_from_table(data, "<table>", cfg.label, require_label, multi=multi, separator=cfg.multi_separator)
         layout = self.encoder.layout if self.encoder is not None else None
-        multi = cfg.multi
-        fmt = cfg.format if cfg.format != "auto" else detect_format(data) if self.encoder is not None else "auto"
+        multi, fmt = cfg.multi, None
+        if self.encoder is not None and self.encoder.multi_fields:  # a fitted model's fields that the file may hold as text
+            fmt = cfg.format if cfg.format != "auto" else detect_format(data)
         if fmt in ("csv", "tsv"):
             multi = self._multi_as_text(dict.fromkeys(delimited_layout(Path(data), fmt)[0], pa.string()))
         elif fmt == "parquet":
             import pyarrow.parquet as pq
 
-            multi = self._multi_as_text({field.name: field.type for field in pq.read_schema(data)})
+            try:
+                multi = self._multi_as_text({field.name: field.type for field in pq.read_schema(data)})
+            except (pa.ArrowInvalid, OSError):
+                pass  # the reader says what is wrong with the file, at its place
         return read_frame(data, cfg.format, cfg.label, multi, cfg.multi_separator, require_label=require_label,
                           layout=layout)
 
