@@ -777,3 +777,22 @@ def test_boolean_and_time_columns_read_as_ids_say_how_a_file_to_predict_must_wri
     notes = FeatureEncoder.fit([read_frame_of(table)], DataConfig()).fit_notes
     assert any(note.startswith("column 'flag' holds booleans, read as the ids 'true' and 'false'") for note in notes)
     assert any(note.startswith("column 'when' holds times (timestamp[us]), read as ids") for note in notes)
+
+
+def test_a_text_column_of_sets_not_named_multi_is_noted():
+    table = pa.table({"label": [1, 0, 1, 0], "genres": ["Action|Comedy", "Drama", "Comedy|Drama", "Action|Drama"],
+                      "city": ["a", "b", "c", "a"]})
+    notes = FeatureEncoder.fit([read_frame_of(table)], DataConfig()).fit_notes
+    assert [note for note in notes if "--multi" in note] == [
+        "column 'genres' is one id per whole value, and most of its values hold '|' (first 'Action|Comedy'): "
+        "--multi genres reads each as a set of ids (a multi-valued field)"]
+    from deepfm.data.tables import frame_from_table
+
+    read_as_sets = frame_from_table(table, "<table>", multi=("genres",))  # as --multi genres reads it
+    assert not any("--multi" in note for note in FeatureEncoder.fit([read_as_sets], DataConfig(multi=("genres",))).fit_notes)
+
+
+def test_a_time_note_shows_the_form_rows_to_predict_must_write():
+    table = pa.table({"label": [1, 0], "when": pa.array([0, 3_600_000_000], pa.timestamp("us"))})
+    note = next(n for n in FeatureEncoder.fit([read_frame_of(table)], DataConfig()).fit_notes if "holds times" in n)
+    assert note.endswith("Rows to predict must write times in this form: '1970-01-01 00:00:00.000000'")

@@ -94,7 +94,8 @@ def test_a_byte_that_is_not_utf8_is_located_with_what_to_do(tmp_path, name, head
     path.write_bytes("\n".join(lines).encode("latin-1") + b"\n")
     error = error_of(lambda: fit(path))
     assert (error.line, error.column) == bad_at, str(error)
-    assert "not UTF-8 text (byte 0xe9)" in str(error) and "iconv -f latin1 -t utf-8" in str(error)
+    assert "not UTF-8 text (byte 0xe9)" in str(error)
+    assert f"iconv -f latin1 -t utf-8 {path} > {tmp_path / ('utf8-' + name)}" in str(error)  # runnable where the user is
 
 
 @pytest.mark.parametrize("mark", [";", "|"])

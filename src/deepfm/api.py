@@ -106,7 +106,8 @@ def refit_model(config: RunConfig, encoder: FeatureEncoder, history: list[dict[s
     verdicts = _verdicts(history, encoder.task)
     rows = EncodedData.concat([train, valid])
     model = new_model(config, encoder)
-    (log or (lambda message: None))(f"refit: training again from the start on {len(rows)} rows (training + validation) "
+    (log or (lambda message: None))(f"refit: training again from the start on {len(rows):,} rows (training + validation; "
+                                    "the encoders stay those fitted on the training rows) "
                                     f"for {len(verdicts)} epochs, as validation chose")
     began = time.perf_counter()
     again = Trainer(model, encoder.task, config.training, progress=progress, log=log).fit(rows, replay=verdicts)

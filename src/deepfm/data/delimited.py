@@ -40,7 +40,7 @@ def delimited_layout(path: Path, fmt: str, label_optional: bool = False) -> tupl
     if other is not None:  # e.g. a spreadsheet's export in a locale whose decimal mark is the comma
         raise DataError(path, f"the first line is one column ({names[0][:60]!r}) that holds {other!r}: deepfm reads "
                         f"comma- or tab-separated text, and this file looks {other!r}-separated; convert it, e.g. "
-                        f"tr '{other}' '\\t' < {path.name} > data.tsv (where no value holds a tab)", line=1, column=1)
+                        f"tr '{other}' '\\t' < {path} > {path.with_suffix('.tsv')} (where no value holds a tab)", line=1, column=1)
     if len(names) > 1 and all(re.match(DECIMAL_PATTERN, n) for n in names):
         raise DataError(path, f"the first line looks like data, not a header ({','.join(names[:4])}...): {fmt.upper()} "
                         "files need a header line naming the columns, e.g. user,item,rating,timestamp", line=1, column=1)

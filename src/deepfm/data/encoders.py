@@ -610,6 +610,12 @@ def signed_integers(column: pa.Array) -> bool:
     return bool(pc.all(pc.ascii_is_decimal(pc.utf8_ltrim(column, characters="-+"))).as_py())
 
 
+def _mostly_sets(column: pa.Array, separator: str) -> bool:
+    """At least half of the column's values hold ``separator`` (a multi-valued column not named by --multi)."""
+    present = column.drop_null()
+    return bool(len(present)) and pc.sum(pc.match_substring(present, separator)).as_py() * 2 >= len(present)
+
+
 def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) -> list[str]:
     """What the kind inference decided that a user may not expect, read from the first chunk: columns
     of integers read as ids, a column of decimal numbers made categorical by a few values that are not
@@ -625,12 +631,19 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
                 whole.append(name)
         if kind == "categorical" and (pa.types.is_timestamp(column.type) or pa.types.is_date(column.type)
                                       or pa.types.is_time(column.type)):
-            notes.append(f"column '{name}' holds times ({column.type}), read as ids, each distinct time its own: derive "
-                         "numbers or coarser ids from it (hour, weekday, days since ...) before training, and mind that "
-                         "a file to predict must write each time exactly as this column's text form does")
+            shown = pc.cast(column.drop_null()[:1], pa.string()).to_pylist()
+            notes.append(f"column '{name}' holds times ({column.type}), read as ids: a time is rarely seen twice, so it "
+                         "counts toward a long tail in the data rule (deepfm.defaults) and its values mostly share the rare "
+                         "id; derive numbers or coarser ids from it (hour, weekday, days since ...), or leave it out "
+                         f"(--ignore, data.ignore). Rows to predict must write times in this form: "
+                         f"{shown[0] if shown else '...'!r}")
         elif kind == "categorical" and pa.types.is_boolean(column.type):
-            notes.append(f"column '{name}' holds booleans, read as the ids 'true' and 'false': a file to predict must "
-                         "write them so (pandas writes True/False to CSV), or give them as booleans in a table")
+            notes.append(f"column '{name}' holds booleans, read as the ids 'true' and 'false': a file or a request to "
+                         "predict must write them so (pandas writes True/False to CSV), or a table give them as booleans")
+        if kind == "categorical" and text and _mostly_sets(column, config.multi_separator):
+            notes.append(f"column '{name}' is one id per whole value, and most of its values hold "
+                         f"'{config.multi_separator}' (first {column.drop_null()[0].as_py()[:40]!r}): --multi {name} "
+                         "reads each as a set of ids (a multi-valued field)")
         if kind != "categorical" or name in config.categorical:
             continue
         if pa.types.is_integer(column.type) or (text and signed_integers(column)):
@@ -694,8 +707,8 @@ def resolve_kinds(frame: RawFrame, config: DataConfig) -> dict[str, str]:
             kinds[name] = "multi"
         elif is_list(column.type):  # lists that are not of ids (``is_id_list``): floats, lists
             raise DataError(frame.path, f"column '{name}' holds lists of {column.type.value_type}: deepfm reads lists of "
-                            "ids (text, integers) as multi-valued fields; cast the items to text, or leave the column "
-                            "out (--ignore)", line=1, column=frame.column_numbers.get(name))
+                            "ids (text, integers) as multi-valued fields; leave the column out (--ignore, data.ignore), "
+                            "or give its numbers as numeric columns of their own", line=1, column=frame.column_numbers.get(name))
         elif name in categorical:
             kinds[name] = "categorical"
         elif name in numeric:

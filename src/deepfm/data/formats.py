@@ -97,7 +97,7 @@ def first_line(path: str | Path) -> str:
     that is not UTF-8 in it is a located ``DataError``."""
     with open_bytes(path) as handle:
         line = handle.readline()
-    kind = _binary_kind(line[:4])
+    kind = _binary_kind(line[:4], path)
     if kind is not None:
         raise DataError(path, kind, line=1)
     try:
@@ -106,11 +106,17 @@ def first_line(path: str | Path) -> str:
         raise locate_bad_utf8(path, "\t" if b"\t" in line else ",") from None
 
 
-def _binary_kind(start: bytes) -> str | None:
+def recoded(path: str | Path, source: str) -> str:
+    """The command that writes ``path`` as UTF-8 text beside it (``source``: its encoding), as an error suggests it."""
+    path = Path(path)
+    return f"iconv -f {source} -t utf-8 {path} > {path.with_name('utf8-' + path.name)}"
+
+
+def _binary_kind(start: bytes, path: str | Path) -> str | None:
     """What a file that starts with the bytes ``start`` is, where it is not UTF-8 text deepfm reads, and what to do."""
     if start[:2] in (b"\xff\xfe", b"\xfe\xff"):  # e.g. a spreadsheet's "Unicode text"
         return ("UTF-16 text (it starts with a UTF-16 byte-order mark); deepfm reads UTF-8: re-encode the file, e.g. "
-                "iconv -f utf-16 -t utf-8 FILE > utf8-FILE")
+                + recoded(path, "utf-16"))
     if start == b"PK\x03\x04":
         return "a zip archive (a spreadsheet saved as .xlsx?), not text: export the sheet as CSV"
     if start == b"PAR1":
@@ -123,7 +129,7 @@ def locate_bad_utf8(path: str | Path, delimiter: str | None) -> DataError:
     field of the bad byte (``delimiter``), or its character position (None: libFM/libFFM lines). Runs
     only on the error path (a pass over the file's bytes)."""
     with open_bytes(path) as handle:
-        kind = _binary_kind(handle.read(4))
+        kind = _binary_kind(handle.read(4), path)
     if kind is not None:
         return DataError(path, kind, line=1)
     with open_bytes(path) as handle:
@@ -133,10 +139,8 @@ def locate_bad_utf8(path: str | Path, delimiter: str | None) -> DataError:
             except UnicodeDecodeError as error:
                 before = line[: error.start]
                 column = before.count(delimiter.encode()) + 1 if delimiter else len(before.decode("utf-8")) + 1
-                name = Path(path).name
                 return DataError(path, f"not UTF-8 text (byte 0x{line[error.start]:02x}); deepfm reads UTF-8: re-encode "
-                                       f"the file, e.g. iconv -f latin1 -t utf-8 {name} > utf8-{name}",
-                                 line=number, column=column)
+                                       f"the file, e.g. {recoded(path, 'latin1')}", line=number, column=column)
     return DataError(path, "not UTF-8 text")
 
 

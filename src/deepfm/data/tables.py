@@ -145,7 +145,8 @@ def split_multi(frame: RawFrame, name: str, separator: str) -> tuple[pa.Array, p
         lists = _list_tokens(column)
     elif is_list(column.type):
         raise DataError(frame.path, f"multi-valued column '{name}' holds lists of {column.type.value_type}: deepfm reads "
-                        "lists of ids (text, integers); cast the items to text, or leave the column out (--ignore)", line=1)
+                        "lists of ids (text, integers); leave the column out (--ignore, data.ignore), or give its numbers "
+                        "as numeric columns of their own", line=1)
     else:
         if not pa.types.is_string(column.type):
             column = pc.cast(column, pa.string())
