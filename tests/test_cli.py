@@ -1007,3 +1007,16 @@ def test_evaluate_says_auc_is_undefined_when_the_labels_hold_one_class(ctr_model
     assert main(["evaluate", str(ctr_model["model"]), str(path)]) == 0
     out = capsys.readouterr().out
     assert "  auc undefined (one class)  logloss " in out and "nan" not in out
+
+
+def test_predict_prints_a_data_warning_as_a_note(tmp_path, capsys):
+    import pandas as pd
+
+    from deepfm import Estimator
+
+    frame = pd.DataFrame({"label": [0, 1] * 100, "flag": [True, False, False, True] * 50, "user": [f"u{i % 9}" for i in range(200)]})
+    Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1}).fit(frame, out=tmp_path / "m", progress=False)
+    frame.drop(columns="label").to_csv(tmp_path / "rows.csv", index=False)
+    assert main(["predict", str(tmp_path / "m"), str(tmp_path / "rows.csv"), "--out", str(tmp_path / "p.csv")]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {tmp_path / 'rows.csv'}: column 'flag': 100% of these rows' values were not seen in training" in err

@@ -796,3 +796,29 @@ def test_a_time_note_shows_the_form_rows_to_predict_must_write():
     table = pa.table({"label": [1, 0], "when": pa.array([0, 3_600_000_000], pa.timestamp("us"))})
     note = next(n for n in FeatureEncoder.fit([read_frame_of(table)], DataConfig()).fit_notes if "holds times" in n)
     assert note.endswith("Rows to predict must write times in this form: '1970-01-01 00:00:00.000000'")
+
+
+def test_rows_whose_values_are_far_more_often_unseen_than_in_training_are_noted(tmp_path):
+    """A DataFrame's bool column stores 'true'/'false'; its CSV writes True/False: every row unseen, noted (a
+    DataWarning; the CLI prints it as a note). The same rows as trained, or a field as rare as in training, are not."""
+    import warnings
+
+    pd = pytest.importorskip("pandas")
+    from deepfm import Estimator
+    from deepfm.errors import DataWarning
+
+    frame = pd.DataFrame({"label": [0, 1] * 100, "flag": [True, False, False, True] * 50, "user": [f"u{i % 9}" for i in range(200)]})
+    est = Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1}).fit(frame, progress=False)
+    assert {spec.name: spec.unseen_share for spec in est.encoder.fields} == {"flag": 0.0, "user": 0.0}
+    frame.drop(columns="label").to_csv(tmp_path / "rows.csv", index=False)
+    with pytest.warns(DataWarning, match=r"column 'flag': 100% of these rows' values were not seen in training"):
+        est.predict(tmp_path / "rows.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        est.predict(frame)
+    saved = FeatureEncoder.from_dict(json.loads(json.dumps(est.encoder.to_dict())))
+    assert saved.fields[0].unseen_share == 0.0
+    older = est.encoder.to_dict()
+    for field in older["fields"]:
+        field.pop("unseen_share")  # a model saved before the share was kept: nothing to compare with
+    assert FeatureEncoder.from_dict(older).unseen_notes(est.encode(tmp_path / "rows.csv")) == []

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -35,7 +36,7 @@ from deepfm.resumable import checkpoint_saved
 from deepfm.data.holdout import HASH_RULE, Holdout, encode_hashed, hashed_mask, held_out_rule, split_encoded, stream_fraction
 from deepfm.data.readers import frame_from_table, read_frame
 from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, estimated_rows, fit_and_encode, fit_streaming, should_stream
-from deepfm.errors import ConfigError, DataError, DataTypeError
+from deepfm.errors import ConfigError, DataError, DataTypeError, DataWarning
 from deepfm.models import model_for_run
 from deepfm.portfolio import as_checkpointed, candidates_for, recipe_begun, recipe_checkpoint, train_portfolio
 from deepfm.runtime import (available_cores, configure as configure_runtime, cpu_has_bf16_math, preserving,
@@ -246,10 +247,14 @@ class Estimator:
         """Rows as the model reads them. ``ids`` are int32 while the table has fewer than 2³¹ rows
         (cast to int64 for the ONNX graph); ``dense_values()`` gives every field's value (N, F), or
         None when every value is 1 (one-hot data such as Frappe). ``labels`` are encoded when the
-        data has the label column (``with_labels=True``: it must; ``False``: never)."""
+        data has the label column (``with_labels=True``: it must; ``False``: never). A field whose values are
+        far more often unseen than in training is a ``DataWarning`` (``FeatureEncoder.unseen_notes``)."""
         assert self.encoder is not None, "fit or load the estimator first"
         frame = self.read(data, require_label=bool(with_labels))
-        return self.encoder.transform(frame, with_labels=with_labels is not False)
+        encoded = self.encoder.transform(frame, with_labels=with_labels is not False)
+        for note in self.encoder.unseen_notes(encoded):
+            warnings.warn(f"{frame.path}: {note}", DataWarning, stacklevel=2)
+        return encoded
 
     # -- training ---------------------------------------------------------------------------------
 

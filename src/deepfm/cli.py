@@ -11,6 +11,7 @@ import math
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence, get_args
 
@@ -18,7 +19,7 @@ from deepfm import __version__
 from deepfm.config import DataConfig, ModelConfig, ModelName, TrainingConfig
 from deepfm.defaults import MODEL_DEFAULTS, SHAPE_BANDS, SHAPE_DEFAULTS, TASK_DEFAULTS
 from deepfm.data.formats import AUTO_RULE, FORMATS, check_data_file
-from deepfm.errors import DeepFMError
+from deepfm.errors import DataWarning, DeepFMError
 from deepfm.experiments.cli import add_compare_parser, cmd_compare
 from deepfm.runtime import set_process_environment
 from deepfm.serving.cli import add_production_parsers, cmd_export, cmd_serve
@@ -693,7 +694,16 @@ def quiet_stdout() -> None:
     os.close(devnull)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, shown=warnings.showwarning) -> None:
+    """``DataWarning`` as the CLI's other notes (``note: ...`` on stderr); other warnings as Python shows them."""
+    if issubclass(category, DataWarning):
+        print(f"note: {message}", file=sys.stderr)
+    else:
+        shown(message, category, filename, lineno, file, line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:

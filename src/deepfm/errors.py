@@ -18,6 +18,11 @@ class DataTypeError(ConfigError, TypeError):
     ``ConfigError`` for the CLI."""
 
 
+class DataWarning(UserWarning):
+    """Data that reads but looks unlike what the model was trained on (``warnings.warn``; the CLI prints
+    ``note: ...``)."""
+
+
 class DataError(DeepFMError):
     """Bad input data, located as ``path:line:column: what is wrong``.
 

@@ -62,6 +62,9 @@ class FieldSpec:
     edges: list[float] | None = None
     weighted: bool = False
     frequent: FrequentSet | None = None  # hashed fields: the values frequent in training (a dict is turned into one)
+    # categorical, multi: the share of values that rows like the training rows bring to id 1: those rare in training,
+    # and new ones, estimated (Good-Turing) by the share of training values seen once; None: unknown (an older model)
+    unseen_share: float | None = None
 
     def __post_init__(self) -> None:
         if self.vocabulary is not None and not isinstance(self.vocabulary, Vocabulary):
@@ -167,6 +170,25 @@ class FeatureEncoder:
     def num_features(self) -> int:
         """Rows of the fused embedding table."""
         return sum(f.size for f in self.fields)
+
+    def unseen_notes(self, data: EncodedData, rows: int = 100_000) -> list[str]:
+        """For each categorical field whose values in ``data`` (its first ``rows`` rows) are unseen far more often
+        than rows like the training rows would be (``unseen_share``; by half the rows or more, over 50 rows or
+        more): what it says. Likely a value written in
+        another form ('True' for 'true', '302.0' for '302'), or another file's column of that name."""
+        notes = []
+        for column, spec in enumerate(self.single_fields):
+            if spec.kind != "categorical" or spec.unseen_share is None:
+                continue
+            local = data.ids[:rows, column].astype(np.int64) - spec.offset
+            present = local[local != MISSING]
+            share = float(np.mean(present == UNSEEN)) if len(present) >= 50 else 0.0
+            if share >= spec.unseen_share + 0.5:
+                notes.append(f"column '{spec.name}': {share:.0%} of these rows' values were not seen in training (rows like "
+                             f"the training rows: about {spec.unseen_share:.0%}), so it tells the model little here; "
+                             "a value written in another form than in training ('True' for 'true', '302.0' for '302') "
+                             "reads as unseen")
+        return notes
 
     @property
     def single_fields(self) -> list[FieldSpec]:
@@ -579,6 +601,10 @@ class _Fitter:
                     spec.size = 2
             else:
                 table = tables[name]
+                total = pc.sum(table["count"]).as_py() or 0
+                rare = pc.sum(table["count"].filter(pc.less(table["count"], min_count))).as_py() or 0
+                once = pc.sum(pc.equal(table["count"], 1)).as_py() or 0
+                spec.unseen_share = round(min(1.0, (rare + once) / total), 4) if total else None
                 keep = table.filter(pc.greater_equal(table["count"], min_count))
                 keep = keep.sort_by([("count", "descending"), ("value", "ascending")])
                 self.vocabulary_rows[name] = keep["row"].to_numpy()
