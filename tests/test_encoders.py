@@ -822,3 +822,53 @@ def test_rows_whose_values_are_far_more_often_unseen_than_in_training_are_noted(
     for field in older["fields"]:
         field.pop("unseen_share")  # a model saved before the share was kept: nothing to compare with
     assert FeatureEncoder.from_dict(older).unseen_notes(est.encode(tmp_path / "rows.csv")) == []
+
+
+def test_unseen_share_is_good_turing_new_values_plus_those_rare_in_training():
+    """Values seen r times recur at (r+1)·n_{r+1}/N: new ones at n_1/N; at min_count 3 those seen 1-2 times, i.e.
+    the training values seen 2-3 times. A value seen once is not counted twice."""
+    from deepfm.data.encoders import unseen_share
+
+    counts = pa.array([1, 1, 2, 3, 5, 8])  # N = 20: n_1 = 2, values seen 2..3 times hold 5 occurrences
+    assert unseen_share(counts, 1) == 0.1
+    assert unseen_share(counts, 3) == round((2 + 5) / 20, 4)
+    assert unseen_share(pa.array([1] * 10), 2) == 1.0  # every value unique: every new row's value is new
+    assert unseen_share(pa.array([], pa.int64()), 1) is None
+
+
+def test_a_long_tail_field_written_in_another_form_is_noted():
+    """A field with a recorded share over one half (a long tail at min_count 2) is still noted when every row is
+    unseen; rows like the training rows are not."""
+    import warnings
+
+    from deepfm import Estimator
+    from deepfm.errors import DataWarning
+
+    rows = 600
+    ids = [f"{i}" if i % 10 < 3 else f"{i % 7}" for i in range(rows)]  # 30% of rows unique, the rest recur
+    table = pa.table({"label": [i % 2 for i in range(rows)], "item": ids})
+    est = Estimator(model={"name": "lr"}, data={"min_count": 2}, training={"epochs": 1}).fit(table, progress=False)
+    assert 0.25 <= est.encoder.fields[0].unseen_share <= 0.35
+    fresh = pa.table({"item": [f"{i}" if i % 10 < 3 else f"{i % 7}" for i in range(rows, 2 * rows)]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        est.predict(fresh)
+    with pytest.warns(DataWarning, match=r"column 'item': 100% of these rows' values were not seen"):
+        est.predict(pa.table({"item": [f"{v}.0" for v in fresh["item"].to_pylist()]}))
+
+
+def test_a_multi_valued_field_written_in_another_form_is_noted():
+    import warnings
+
+    from deepfm import Estimator
+    from deepfm.errors import DataWarning
+
+    tags = [["a", "b"], ["c"], ["a", "c"], ["b"]] * 30
+    table = pa.table({"label": [0, 1] * 60, "tags": tags, "user": [f"u{i % 5}" for i in range(120)]})
+    est = Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1}).fit(table, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        est.predict(table.drop(["label"]))
+    upper = [[t.upper() for t in row] for row in tags]
+    with pytest.warns(DataWarning, match=r"column 'tags': 100% of these rows' values were not seen"):
+        est.predict(pa.table({"tags": upper, "user": table["user"]}))

@@ -62,8 +62,8 @@ class FieldSpec:
     edges: list[float] | None = None
     weighted: bool = False
     frequent: FrequentSet | None = None  # hashed fields: the values frequent in training (a dict is turned into one)
-    # categorical, multi: the share of values that rows like the training rows bring to id 1: those rare in training,
-    # and new ones, estimated (Good-Turing) by the share of training values seen once; None: unknown (an older model)
+    # categorical, multi: the share of values that rows like the training rows bring to id 1, new ones and those rare
+    # in training, estimated by Good-Turing (``unseen_share``); None: unknown (an older model)
     unseen_share: float | None = None
 
     def __post_init__(self) -> None:
@@ -145,6 +145,19 @@ class IdCounts:
         return text
 
 
+def unseen_share(counts: pa.Array, min_count: int) -> float | None:
+    """The share of a field's values that rows like the training rows bring to its unseen/rare id, by Good-Turing
+    (values seen r times in ``counts`` recur at (r+1)·n_{r+1}/N): new values n_1/N, plus those seen 1..min_count−1
+    times, (r+1)·n_{r+1}/N each, i.e. the values seen 2..min_count times in training. None for no values."""
+    counts = counts.to_numpy(zero_copy_only=False).astype(np.int64)
+    total = int(counts.sum())
+    if not total:
+        return None
+    once = int(np.count_nonzero(counts == 1))
+    recurring_rare = int(counts[(counts >= 2) & (counts <= min_count)].sum())
+    return round(min(1.0, (once + recurring_rare) / total), 4)
+
+
 def signed_log(values: np.ndarray) -> np.ndarray:
     return np.sign(values) * np.log1p(np.abs(values))
 
@@ -172,18 +185,23 @@ class FeatureEncoder:
         return sum(f.size for f in self.fields)
 
     def unseen_notes(self, data: EncodedData, rows: int = 100_000) -> list[str]:
-        """For each categorical field whose values in ``data`` (its first ``rows`` rows) are unseen far more often
-        than rows like the training rows would be (``unseen_share``; by half the rows or more, over 50 rows or
-        more): what it says. Likely a value written in
-        another form ('True' for 'true', '302.0' for '302'), or another file's column of that name."""
+        """For each categorical or multi-valued field whose values in ``data`` (its first ``rows`` rows) are unseen
+        far more often than rows like the training rows would be (``unseen_share`` u; a share s ≥ u + (1 − u)/2,
+        over 50 values or more): what it says. Likely a value written in another form ('True' for 'true', '302.0'
+        for '302'), or another file's column of that name."""
         notes = []
-        for column, spec in enumerate(self.single_fields):
-            if spec.kind != "categorical" or spec.unseen_share is None:
+        singles = iter(range(len(self.single_fields)))
+        bags = iter(data.bags)
+        for spec in self.fields:
+            if spec.single_valued:
+                local = data.ids[:rows, next(singles)].astype(np.int64) - spec.offset
+            else:
+                local = next(bags).slice(0, min(rows, len(data))).ids - spec.offset
+            if spec.kind == "numeric" or spec.unseen_share is None:
                 continue
-            local = data.ids[:rows, column].astype(np.int64) - spec.offset
             present = local[local != MISSING]
             share = float(np.mean(present == UNSEEN)) if len(present) >= 50 else 0.0
-            if share >= spec.unseen_share + 0.5:
+            if share >= spec.unseen_share + (1 - spec.unseen_share) / 2:
                 notes.append(f"column '{spec.name}': {share:.0%} of these rows' values were not seen in training (rows like "
                              f"the training rows: about {spec.unseen_share:.0%}), so it tells the model little here; "
                              "a value written in another form than in training ('True' for 'true', '302.0' for '302') "
@@ -602,9 +620,7 @@ class _Fitter:
             else:
                 table = tables[name]
                 total = pc.sum(table["count"]).as_py() or 0
-                rare = pc.sum(table["count"].filter(pc.less(table["count"], min_count))).as_py() or 0
-                once = pc.sum(pc.equal(table["count"], 1)).as_py() or 0
-                spec.unseen_share = round(min(1.0, (rare + once) / total), 4) if total else None
+                spec.unseen_share = unseen_share(table["count"], min_count)
                 keep = table.filter(pc.greater_equal(table["count"], min_count))
                 keep = keep.sort_by([("count", "descending"), ("value", "ascending")])
                 self.vocabulary_rows[name] = keep["row"].to_numpy()
