@@ -731,6 +731,12 @@ def test_a_column_of_lists_is_a_multi_valued_field_and_predicts_as_its_text_does
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "rows.parquet")
     np.testing.assert_allclose(est.predict(tmp_path / "rows.parquet"), est.predict(frame), rtol=1e-6)
     np.testing.assert_allclose(est.predict(text), est.predict(frame), rtol=1e-6)  # a table of a|b text too
+    category = text.assign(tags=text["tags"].astype("category"))  # a pandas category: Arrow's dictionary
+    category.to_parquet(tmp_path / "category.parquet", index=False)
+    np.testing.assert_allclose(est.predict(tmp_path / "category.parquet"), est.predict(frame), rtol=1e-6)
+    np.testing.assert_allclose(est.predict(category), est.predict(frame), rtol=1e-6)
+    no_tags = text.assign(tags=[None] * len(text))  # a column of nulls: every row without tags
+    np.testing.assert_allclose(est.predict(no_tags), est.predict(text.assign(tags="")), rtol=1e-6)
     text.drop(columns="tags").to_csv(tmp_path / "without.csv", index=False)
     with pytest.raises(DataError, match="column 'tags' is required by the model but not in the file"):
         est.predict(tmp_path / "without.csv")

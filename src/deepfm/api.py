@@ -35,6 +35,7 @@ from deepfm.data.identity import data_identity, describe_change
 from deepfm.resumable import checkpoint_saved
 from deepfm.data.holdout import HASH_RULE, Holdout, encode_hashed, hashed_mask, held_out_rule, split_encoded, stream_fraction
 from deepfm.data.readers import frame_from_table, read_frame
+from deepfm.data.tables import is_list
 from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, estimated_rows, fit_and_encode, fit_streaming, should_stream
 from deepfm.errors import ConfigError, DataError, DataTypeError, DataWarning
 from deepfm.models import model_for_run
@@ -235,12 +236,13 @@ class Estimator:
 
     def _multi_as_text(self, columns: dict[str, pa.DataType]) -> tuple[str, ...]:
         """``data.multi``, and a fitted model's other multi-valued fields (one trained on a column of lists, say)
-        that ``columns`` (name: type) hold as text ``a|b``; a field missing there is ``transform``'s to report."""
+        that ``columns`` (name: type) hold other than as lists: text ``a|b`` (also a pandas category, or a column of
+        nulls); a field missing there is ``transform``'s to report."""
         multi = self.config.data.multi
         if self.encoder is None:
             return multi
         text = [spec.name for spec in self.encoder.multi_fields if spec.name not in multi and spec.name in columns
-                and (pa.types.is_string(columns[spec.name]) or pa.types.is_large_string(columns[spec.name]))]
+                and not is_list(columns[spec.name])]
         return (*multi, *text)
 
     def encode(self, data: Data, with_labels: bool | None = None) -> EncodedData:
