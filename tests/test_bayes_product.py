@@ -111,6 +111,8 @@ def test_the_train_metric_is_measured_every_twentieth_of_the_run_and_at_the_end(
 def test_thinning_keeps_evenly_spaced_samples_and_the_last():
     np.testing.assert_array_equal(thinned(10, 4), [0, 3, 6, 9])
     np.testing.assert_array_equal(thinned(10, 10), np.arange(10))
+    np.testing.assert_array_equal(thinned(180, 1), [179])  # one sample: the last, the most converged
+    np.testing.assert_array_equal(thinned(180, 2), [0, 179])
     estimator = fit("regression", None, samples=4)
     assert estimator.model.num_samples == 4
 

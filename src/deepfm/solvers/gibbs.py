@@ -86,7 +86,7 @@ class Samples:
 
 def evenly_spaced(available: int, wanted: int) -> np.ndarray:
     """Indices of ``wanted`` of ``available`` samples, evenly spaced, the last always among them."""
-    return np.round(np.linspace(0, available - 1, wanted)).astype(np.int64)
+    return np.round(np.linspace(available - 1, 0, wanted))[::-1].astype(np.int64)  # from the last: one sample is it
 
 
 class GibbsFM:
