@@ -98,6 +98,26 @@ def test_a_byte_that_is_not_utf8_is_located_with_what_to_do(tmp_path, name, head
     assert f"iconv -f latin1 -t utf-8 {path} > {tmp_path / ('utf8-' + name)}" in str(error)  # runnable where the user is
 
 
+def test_a_bad_byte_after_a_quoted_comma_is_in_the_field_it_is_in(tmp_path):
+    path = tmp_path / "quoted.csv"
+    path.write_bytes(b'label,place,city\n1,"Paris, France",caf\xe9\n')
+    error = error_of(lambda: fit(path))
+    assert (error.line, error.column) == (2, 3), str(error)
+
+
+def test_a_gzip_file_that_is_not_utf8_is_told_a_command_that_keeps_it_compressed(tmp_path):
+    import gzip
+    import subprocess
+
+    path = tmp_path / "latin.csv.gz"
+    path.write_bytes(gzip.compress("label,city\n1,caf\xe9\n0,b\n".encode("latin-1")))
+    error = error_of(lambda: fit(path))
+    command = f"gunzip -c {path} | iconv -f latin1 -t utf-8 | gzip > {tmp_path / 'utf8-latin.csv.gz'}"
+    assert command in str(error)
+    subprocess.run(command, shell=True, check=True)  # as the user would: a gzip file of UTF-8 text comes out
+    assert gzip.decompress((tmp_path / "utf8-latin.csv.gz").read_bytes()).decode("utf-8") == "label,city\n1,café\n0,b\n"
+
+
 @pytest.mark.parametrize("mark", [";", "|"])
 def test_a_file_separated_by_another_mark_is_named_as_such_not_as_a_missing_label(write_text, mark):
     path = write_text("semi.csv", f"label{mark}user{mark}city\n1{mark}u1{mark}c1\n0{mark}u2{mark}c2\n")

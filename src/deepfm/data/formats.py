@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import zlib
 from contextlib import contextmanager
@@ -109,7 +110,10 @@ def first_line(path: str | Path) -> str:
 def recoded(path: str | Path, source: str) -> str:
     """The command that writes ``path`` as UTF-8 text beside it (``source``: its encoding), as an error suggests it."""
     path = Path(path)
-    return f"iconv -f {source} -t utf-8 {path} > {path.with_name('utf8-' + path.name)}"
+    target = path.with_name("utf8-" + path.name)
+    if is_gzip(path):  # iconv would read the compressed bytes: decompress, re-encode, compress again
+        return f"gunzip -c {path} | iconv -f {source} -t utf-8 | gzip > {target}"
+    return f"iconv -f {source} -t utf-8 {path} > {target}"
 
 
 def _binary_kind(start: bytes, path: str | Path) -> str | None:
@@ -138,10 +142,15 @@ def locate_bad_utf8(path: str | Path, delimiter: str | None) -> DataError:
                 line.decode("utf-8")
             except UnicodeDecodeError as error:
                 before = line[: error.start]
-                column = before.count(delimiter.encode()) + 1 if delimiter else len(before.decode("utf-8")) + 1
+                column = _field_number(before.decode("utf-8"), delimiter) if delimiter else len(before.decode("utf-8")) + 1
                 return DataError(path, f"not UTF-8 text (byte 0x{line[error.start]:02x}); deepfm reads UTF-8: re-encode "
                                        f"the file, e.g. {recoded(path, 'latin1')}", line=number, column=column)
     return DataError(path, "not UTF-8 text")
+
+
+def _field_number(before: str, delimiter: str) -> int:
+    """The field (from 1) that the text ``before`` ends in, a delimiter inside quotes not ending a field."""
+    return len(next(csv.reader([before + "x"], delimiter=delimiter)))
 
 
 def detect_format(path: str | Path) -> str:
