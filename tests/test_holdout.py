@@ -202,3 +202,19 @@ def test_a_lowered_streaming_share_is_the_share_the_encoders_leave_out(numbered_
     trained = sorted(f"r{i}" for i in np.flatnonzero(~held))
     assert sorted(row.vocabulary.values.to_pylist()) == trained
     assert est.metrics["valid_rows"] == held.sum() and est.metrics["rows"] == 300 - held.sum()
+
+
+def test_the_lowered_share_is_the_same_streamed_or_not_so_a_resumed_run_holds_out_the_same_rows(numbered_csv, monkeypatch):
+    """--stream auto decides by free memory: a run resumed in memory after a streamed start (or the other way)
+    holds out the rows its checkpoint's encoders left out, not another share of them."""
+    from deepfm.data import holdout
+
+    monkeypatch.setattr(holdout, "STREAM_HELD_OUT_ROWS", 20)
+    runs = {stream: Estimator(data={"stream": stream, "chunk_rows": 64, "valid_fraction": 0.2}, model={"name": "fm"},
+                              training={"epochs": 1}).fit(numbered_csv, progress=False) for stream in ("on", "off")}
+    assert runs["on"].metrics["validation"]["fraction"] == runs["off"].metrics["validation"]["fraction"] < 0.08
+    assert runs["on"].encoder.to_dict() == runs["off"].encoder.to_dict()
+    resumed = Estimator(data={"stream": "off", "chunk_rows": 64, "valid_fraction": 0.2}, model={"name": "fm"},
+                        training={"epochs": 1})
+    _, valid, _ = resumed._training_data(numbered_csv, runs["on"].encoder, hold_out=True)  # as --resume reads it
+    assert len(valid) == runs["on"].metrics["valid_rows"]

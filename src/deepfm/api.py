@@ -459,7 +459,7 @@ class Estimator:
         if ctx.is_main:
             file = open_chunked(train, cfg, chunk_bytes)
             stream = should_stream(train, cfg.stream)
-            fraction = self._held_out_fraction(train, stream) if hold_out else None
+            fraction = self._held_out_fraction(train) if hold_out else None
             rule = held_out_rule(fraction, self.config.training.seed) if fraction is not None else None
             fitted, rows = (encoder, count_rows(file)) if encoder is not None else fit_streaming(file, cfg, held_out=rule)
             release_free_memory()  # the counting tables of the fit
@@ -472,7 +472,7 @@ class Estimator:
         file = open_chunked(train, cfg, chunk_bytes, index=[[Chunk(*c) for c in chunks] for chunks in received["chunks"]])
         if received["stream"]:
             return self._streamed(file, rows, received["held_out_fraction"], part=(ctx.rank, ctx.world))
-        seed, fraction = self.config.training.seed, cfg.valid_fraction
+        seed, fraction = self.config.training.seed, received["held_out_fraction"]
         held = hashed_mask(0, sum(rows), fraction, seed) if hold_out else None
         if held is not None and held.all():
             raise DataError(str(train), f"--valid-fraction {fraction:g} holds out every one of the file's {sum(rows)} "
@@ -482,12 +482,13 @@ class Estimator:
         holdout = Holdout(fraction, len(valid), HASH_RULE, seed) if valid is not None else None
         return shard, valid, holdout
 
-    def _held_out_fraction(self, train: str | Path, stream: bool) -> float:
-        """The share of ``train`` held out: ``data.valid_fraction``, lowered when streaming a file so large
-        (by its estimated rows, known before it is read, as the encoders must) that the held-out rows, which
-        validation holds in memory, would pass ``STREAM_HELD_OUT_ROWS``."""
-        fraction = self.config.data.valid_fraction
-        return stream_fraction(estimated_rows(train), fraction) if stream else fraction
+    def _held_out_fraction(self, train: str | Path) -> float:
+        """The share of the file ``train`` held out: ``data.valid_fraction``, lowered for a file so large (by its
+        estimated rows, known before it is read, as the encoders must) that the held-out rows, which validation
+        holds in memory, would pass ``STREAM_HELD_OUT_ROWS``. Streamed or not, the same share: a resumed run
+        that streams where the first did not (``--stream auto`` by free memory) holds out the rows its
+        checkpoint's encoders left out."""
+        return stream_fraction(estimated_rows(train), self.config.data.valid_fraction)
 
     def _streamed(self, file: ChunkedFile | ChunkedFiles, rows: list[int], fraction: float | None,
                   part: tuple[int, int] = (0, 1)) -> TrainingData:
@@ -521,21 +522,21 @@ class Estimator:
         held out (``deepfm.data.holdout``) and returned apart."""
         cfg = self.config.data
         seed = self.config.training.seed
-        rule = held_out_rule(cfg.valid_fraction, seed) if hold_out else None  # rows the encoders leave out
         if not isinstance(train, (str, Path)):
+            rule = held_out_rule(cfg.valid_fraction, seed) if hold_out else None  # rows the encoders leave out
             frame = self.read(train)
             self.encoder = encoder or FeatureEncoder.fit([frame], cfg, held_out=rule)
             return _held_out_of(self.encoder.transform(frame), hold_out, cfg.valid_fraction, seed, train)
         file = open_chunked(train, cfg, chunk_bytes_for(train, cfg.chunk_rows))
         stream = should_stream(train, cfg.stream)
+        fraction = self._held_out_fraction(train) if hold_out else None
+        rule = held_out_rule(fraction, seed) if fraction is not None else None
         if encoder is None and not stream:  # one reading pass
             self.encoder, _, data = fit_and_encode(file, cfg, progress=progress, held_out=rule)
             release_free_memory()  # the counting tables of the fit and the parsed chunks
-            return _held_out_of(data, hold_out, cfg.valid_fraction, seed, train)
-        fraction = self._held_out_fraction(train, stream) if hold_out else None
+            return _held_out_of(data, hold_out, fraction, seed, train)
         if encoder is None:
-            encoder, rows = fit_streaming(file, cfg, progress=progress,
-                                          held_out=held_out_rule(fraction, seed) if fraction is not None else None)
+            encoder, rows = fit_streaming(file, cfg, progress=progress, held_out=rule)
             release_free_memory()  # the counting tables of the fit
         else:
             rows = count_rows(file, progress=progress)
@@ -544,7 +545,7 @@ class Estimator:
             return self._streamed(file, rows, fraction)
         data = encode_file(file, encoder, rows, progress=progress)
         release_free_memory()  # the parsed chunks
-        return _held_out_of(data, hold_out, cfg.valid_fraction, seed, train)
+        return _held_out_of(data, hold_out, fraction, seed, train)
 
     # -- inference --------------------------------------------------------------------------------
 

@@ -9,9 +9,10 @@ statistics, the label's mean and class rates), and a held-out value the training
 (id 1), as it would be in production. Only the task's classes come from every label, so held-out
 labels encode. The share is ``fraction`` on average (~``fraction`` × rows held out); a small file whose
 hashes hold out no row trains without validation, and one whose hashes hold out every row is refused
-(``split_encoded``). Streaming lowers the share for files so large that the held-out rows, which validation holds
+(``split_encoded``). The share is lowered for files so large that the held-out rows, which validation holds
 in memory, would exceed ``STREAM_HELD_OUT_ROWS``, from the file's estimated rows, before it is read
-(``Estimator._held_out_fraction``), so the encoders leave out the same rows. Reading the held-out rows costs
+(``Estimator._held_out_fraction``), so the encoders leave out the same rows; streamed or not, the same share
+(a run resumed the other way holds out what its checkpoint's encoders left out). Reading the held-out rows costs
 one reading pass before training when streaming.
 
 Held-out rows are not trained on; early stopping selects the epoch on them (``training.refit``, the
@@ -85,11 +86,11 @@ def split_encoded(data: EncodedData, fraction: float, seed: int,
     return data.take(np.flatnonzero(~mask)), data.take(held), Holdout(fraction, len(held), HASH_RULE, seed)
 
 
-STREAM_HELD_OUT_ROWS = 1_000_000  # streaming: the held-out rows live in memory, so about this many at most
+STREAM_HELD_OUT_ROWS = 1_000_000  # the held-out rows live in memory (streamed too), so about this many at most
 
 
 def stream_fraction(rows: int, fraction: float) -> float:
-    """The share a streamed file of ``rows`` rows holds out: ``fraction``, lowered so that about
+    """The share a file of ``rows`` rows holds out: ``fraction``, lowered so that about
     ``STREAM_HELD_OUT_ROWS`` rows at most are held (in memory) for validation."""
     return min(fraction, STREAM_HELD_OUT_ROWS / max(rows, 1))
 
