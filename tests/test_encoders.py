@@ -861,6 +861,12 @@ def test_a_long_tail_field_written_in_another_form_is_noted():
         est.predict(fresh)
     with pytest.warns(DataWarning, match=r"column 'item': 100% of these rows' values were not seen"):
         est.predict(pa.table({"item": [f"{v}.0" for v in fresh["item"].to_pylist()]}))
+    unique = pa.table({"label": [i % 2 for i in range(rows)], "item": [f"{i}" if i % 10 else "x" for i in range(rows)]})
+    tail = Estimator(model={"name": "lr"}, data={"min_count": 2}, training={"epochs": 1}).fit(unique, progress=False)
+    assert tail.encoder.fields[0].unseen_share == pytest.approx(0.9, abs=0.01)  # a long tail: 90% of rows bring a new value
+    with warnings.catch_warnings():  # rows a little newer than those (98% new) are no news
+        warnings.simplefilter("error", DataWarning)
+        tail.predict(pa.table({"item": [f"{i}" if i % 50 else "x" for i in range(rows, 2 * rows)]}))
 
 
 def test_a_multi_valued_field_written_in_another_form_is_noted():
