@@ -4,6 +4,7 @@
         [--set training.embed_l2=0.01 ...] [--validation-only] [--out benchmarks/results/accuracy_DATE]
     python benchmarks/accuracy.py --candidates CANDIDATES.json --only frappe ml100k-ids --models fm   # validation only
     python benchmarks/accuracy.py --only frappe --models fm,deepfm --seeds 2026 7 11 13 17            # mean ± sd over seeds
+    python benchmarks/accuracy.py --candidates C.json --only frappe ipinyou --train-rows 15000 30000  # small samples
 
 Each (model, data set) trains at the library's defaults (``--set`` overrides them, for candidate
 sweeps) with early stopping on the validation split, then scores the test split once, for the
@@ -11,7 +12,8 @@ report. ``--validation-only`` never reads a test split: that is how candidates a
 ``--candidates FILE`` (JSON: name -> {section: {key: value}}) runs every candidate on every data set,
 validation only, and tabulates candidate × data set. ``--seeds S ...`` runs each (model, data set)
 once per ``training.seed`` and adds mean ± sd; a test AUC carries its DeLong standard error (``auc_se``,
-benchmarks/accuracy_stats.py). Writes OUT.json (every run) and OUT.md (the table) and prints the table.
+benchmarks/accuracy_stats.py). ``--train-rows N ...`` runs each data set again on a seeded sample of N of its
+training rows (in their order; the same valid and test), as ``NAME@N``: the samples a new user tries. Writes OUT.json (every run) and OUT.md (the table) and prints the table.
 
 Splits (fixed, seeded; nothing random between runs):
 - frappe: the shared train/valid/test files.
@@ -40,6 +42,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -249,6 +252,31 @@ DATASETS: dict[str, Callable[[Path], Suite]] = {
 }
 
 
+def sampled(suite: Suite, rows: int, folder: Path) -> Suite | None:
+    """``suite`` with ``rows`` of its training rows, drawn by ``default_rng(SEED)`` and kept in their order;
+    None where it has no more than ``rows``."""
+    train = suite.train
+    if isinstance(train, pa.Table):
+        total = train.num_rows
+    elif Path(train).suffix == ".libfm":
+        lines = Path(train).read_text().splitlines(keepends=True)
+        total = len(lines)
+    else:  # a CSV with a header
+        train = pacsv.read_csv(train, convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in suite.data.get("categorical", [])}))
+        total = train.num_rows
+    if rows >= total:
+        return None
+    kept = np.sort(np.random.default_rng(SEED).permutation(total)[:rows])
+    if isinstance(train, pa.Table):
+        train = train.take(kept)
+    else:
+        train = folder / f"train_{rows}.libfm"
+        train.write_text("".join(lines[i] for i in kept))
+    return Suite(train, suite.valid, suite.test, suite.data, suite.metric, training=suite.training,
+                 notes=suite.notes | {"train_rows": rows})
+
+
 # -- runs -----------------------------------------------------------------------------------------
 
 
@@ -412,6 +440,8 @@ def main() -> None:
     parser.add_argument("--validation-only", action="store_true", help="never read a test split (for choosing)")
     parser.add_argument("--seeds", nargs="*", type=int, default=None,
                         help="run every (model, data set) once per training.seed and tabulate mean and sd")
+    parser.add_argument("--train-rows", nargs="*", type=int, default=None,
+                        help="run each data set on a seeded sample of N training rows (as NAME@N), for each N")
     parser.add_argument("--out", default=None, help="OUT.json and OUT.md (default benchmarks/results/accuracy_DATE)")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE.parent / "src"))
@@ -424,8 +454,15 @@ def main() -> None:
         settings = merge_settings(settings, {"training": {"portfolio": "off"}})  # a candidate is one recipe, as set
     seeds = args.seeds or [None]
     results = []
-    for name in args.only:
-        suite = DATASETS[name](Path(args.datasets))
+    samples = tempfile.TemporaryDirectory(prefix="accuracy-samples-")
+    runs = [(name, DATASETS[name](Path(args.datasets))) for name in args.only]
+    if args.train_rows:
+        runs = [(f"{name}@{rows}", sampled(suite, rows, Path(samples.name))) for name, suite in runs for rows in args.train_rows]
+        for name, suite in runs:
+            if suite is None:
+                print(f"{name}: the training split is not larger; left out", flush=True)
+        runs = [(name, suite) for name, suite in runs if suite is not None]
+    for name, suite in runs:
         for model, (candidate, overrides), seed in itertools.product(args.models.split(","), candidates.items(), seeds):
             chosen = merge_settings(settings, overrides)
             if seed is not None:

@@ -8,6 +8,7 @@ import pytest
 
 from deepfm import Estimator, defaults
 from deepfm.cli import main
+from deepfm.data.encoders import IdCounts
 from deepfm.errors import ConfigError, TrainingDiverged
 from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
 from deepfm.recipes import DEEPFM_SEARCHED_RECIPE
@@ -94,7 +95,7 @@ def test_the_saved_model_is_the_kept_candidate_with_its_settings(clicks, listed,
     estimator = fit(*clicks)
     estimator.save(tmp_path / "model")
     loaded = Estimator.load(tmp_path / "model")
-    kept = dict(defaults.portfolio("fm", "binary", "recurring ids"))[loaded.metrics["portfolio_choice"]]
+    kept = dict(defaults.portfolio("fm", "binary", RECURRING))[loaded.metrics["portfolio_choice"]]
     assert loaded.config.training.lr == kept.get("lr", defaults.TASK_DEFAULTS["fm"]["binary"]["lr"])
     np.testing.assert_allclose(loaded.predict(clicks[1]), estimator.predict(clicks[1]), rtol=1e-6)
 
@@ -156,14 +157,82 @@ def test_a_resumed_portfolio_continues_each_candidates_checkpoint_and_keeps_the_
     np.testing.assert_allclose(resumed.predict(clicks[1]), first.predict(clicks[1]), rtol=1e-6)
 
 
+RECURRING, FREQUENT = IdCounts(50_000, 500_000, 5_000), IdCounts(50_000, 500_000, 100)  # 0.1 and 0.002 ids per row
+SMALL_LONG_TAIL, LONG_TAIL = IdCounts(15_000, 150_000, 4_877), IdCounts(1_000_000, 26_000_000, 978_044)
+
+
 def test_deepfm_and_fm_on_clicks_list_the_defaults_first_and_nothing_on_a_long_tail_or_ratings():
     for model in ("fm", "deepfm"):
-        for shape in ("recurring ids", "frequent ids"):
-            candidates = defaults.portfolio(model, "binary", shape)
+        for counts in (RECURRING, FREQUENT):
+            candidates = defaults.portfolio(model, "binary", counts)
             assert candidates[0] == ("defaults", {}) and len(candidates) >= 2
-        assert defaults.portfolio(model, "binary", "long tail") == (("defaults", {}),)
-        assert defaults.portfolio(model, "regression", "recurring ids") == (("defaults", {}),)
-    assert ("searched", DEEPFM_SEARCHED_RECIPE) in defaults.portfolio("deepfm", "binary", "recurring ids")
+        assert defaults.portfolio(model, "binary", LONG_TAIL) == (("defaults", {}),)
+        assert defaults.portfolio(model, "regression", RECURRING) == (("defaults", {}),)
+    assert ("searched", DEEPFM_SEARCHED_RECIPE) in defaults.portfolio("deepfm", "binary", RECURRING)
+
+
+def test_a_small_sample_past_the_long_tail_cut_lets_validation_choose_the_branch():
+    """From 10k to SMALL_LONG_TAIL_ROWS rows a long tail may be a small sample of ids that recur (Frappe's 15k rows:
+    0.33 ids per row): the long tail's settings first, then the task's own with every value its own id."""
+    assert defaults.id_shape(SMALL_LONG_TAIL) == "long tail"
+    assert defaults.portfolio("fm", "binary", SMALL_LONG_TAIL) == (
+        ("long tail", {}), ("recurring ids", {"adagrad_init": 0.0, "min_count": 1}))
+    (_, first), (_, recurring) = defaults.portfolio("deepfm", "binary", SMALL_LONG_TAIL)
+    assert first == {} and recurring == {"embed_dim": 64, "lr": 1e-2, "dropout": 0.5, "min_count": 1}
+    assert defaults.portfolio("lr", "binary", SMALL_LONG_TAIL) == (("defaults", {}),)
+    tiny = IdCounts(5_000, 50_000, 2_000)  # under the rare-value rule's 10k rows: demos and tests train one recipe
+    assert defaults.id_shape(tiny) == "long tail" and defaults.portfolio("fm", "binary", tiny) == (("defaults", {}),)
+    assert defaults.portfolio("fm", "regression", SMALL_LONG_TAIL) == (("defaults", {}),)
+
+
+def item_clicks(rows: int, items: int, seed: int):
+    """Clicks decided by an item id seen ~rows/items times (under the rare-value rule's 10), beside two fields of
+    noise: a long tail by ids per row whose every id recurs, and whose item ids hold all the signal."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    item = rng.integers(0, items, rows)
+    clicked = (np.random.default_rng(99).random(items) < 0.5)[item] ^ (rng.random(rows) < 0.1)
+    return pa.table({"label": clicked.astype(np.int64), "item": [f"i{v}" for v in item],
+                     "day": [f"d{v}" for v in rng.integers(0, 7, rows)], "slot": [f"s{v}" for v in rng.integers(0, 5, rows)]})
+
+
+def test_on_such_a_sample_the_kept_branch_brings_its_own_encoders_and_rows(tmp_path):
+    train, valid = item_clicks(12_000, 4_000, 0), item_clicks(3_000, 4_000, 1)
+    est = Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 2}).fit(
+        train, valid=valid, progress=False, out=tmp_path / "m")
+    assert est.metrics["ids"]["shape"] == "long tail" and est.metrics["ids"]["rows"] == 12_000
+    long_tail, recurring = est.metrics["portfolio"]
+    assert recurring["best_valid"]["auc"] > long_tail["best_valid"]["auc"] + 0.1  # the rare id hides every item
+    assert est.metrics["portfolio_choice"] == "recurring ids"
+    assert est.config.data.min_count == 1 and est.config.training.adagrad_init == 0.0
+    assert est.encoder.id_counts.min_count == 1 and est.metrics["ids"]["kept"] == est.metrics["ids"]["distinct"]
+    assert est.model.embedding.weight.shape[0] == est.encoder.num_features
+    loaded = Estimator.load(tmp_path / "m")
+    np.testing.assert_allclose(loaded.predict(valid), est.predict(valid), rtol=1e-6)
+    assert loaded.evaluate(valid)["auc"] == pytest.approx(recurring["best_valid"]["auc"], abs=1e-6)
+
+
+def test_such_a_portfolio_resumed_refits_the_branch_encoders_and_keeps_the_same_one(tmp_path):
+    train, valid = item_clicks(12_000, 4_000, 0), item_clicks(3_000, 4_000, 1)
+
+    def run(**how):
+        return Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 2}).fit(
+            train, valid=valid, progress=False, out=tmp_path / "run", **how)
+
+    first = run()
+    resumed = run(resume=True)
+    assert resumed.metrics["portfolio_choice"] == first.metrics["portfolio_choice"] == "recurring ids"
+    assert resumed.encoder.to_dict() == first.encoder.to_dict()
+    np.testing.assert_allclose(resumed.predict(valid), first.predict(valid), rtol=1e-6)
+
+
+def test_a_min_count_the_user_set_keeps_such_a_sample_to_one_branch():
+    log = []
+    est = Estimator(model={"name": "fm", "embed_dim": 4}, data={"min_count": 10}, training={"epochs": 1}).fit(
+        item_clicks(12_000, 4_000, 0), valid=item_clicks(3_000, 4_000, 1), progress=False, log=log.append)
+    assert "portfolio" not in est.metrics
+    assert any("not run (set by you: min_count)" in line for line in log)
 
 
 def test_the_cli_flag_turns_it_off_and_metrics_json_records_the_choice(ctr_csv, listed, tmp_path):

@@ -356,8 +356,26 @@ class Estimator:
             self.config = cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"portfolio": "off"})})
         candidates = resumable
 
+        variants: dict[int, tuple[FeatureEncoder, TrainingData]] = {}
+
+        def data_for(config: RunConfig) -> tuple[FeatureEncoder, TrainingData]:
+            """The encoder and rows ``config`` trains on: those fitted above, or, for a candidate of another
+            ``data.min_count`` (a small long tail's recurring branch, ``deepfm.defaults.portfolio``), its own,
+            fitted and encoded again from the same training rows, the same rows held out."""
+            wanted = config.data.min_count
+            if wanted is None or id_counts is None or wanted == id_counts.min_count:
+                return self.encoder, (train_data, valid_data, holdout)
+            if wanted not in variants:
+                other = Estimator(config)
+                other_train, other_valid, other_holdout = other._training_data(train, None, False, hold_out)
+                if valid is not None:
+                    other_valid = other.encode(valid, with_labels=True)
+                variants[wanted] = other.encoder, (other_train, other_valid, other_holdout)
+            return variants[wanted]
+
         def train_one(config: RunConfig, index: int | None = None) -> tuple[torch.nn.Module, TrainResult]:
-            model = new_model(config, self.encoder)
+            encoder, (rows, valid_rows, _) = data_for(config)
+            model = new_model(config, encoder)
             distributed.broadcast_model(model)  # the same start on every rank
             distributed.global_batch_norm(model)  # statistics of the global batch, as in one process
             where = recipe_checkpoint(checkpoint_dir, index) if checkpoint_dir and index is not None else checkpoint_dir
@@ -366,13 +384,15 @@ class Estimator:
                 begun = False  # the interrupted portfolio had not reached this recipe: nothing is wrong
                 if log:
                     log(f"resume: recipe {index + 1} had not begun; training it from the start")
-            return model, build_solver(config, progress=progress, log=log).fit(model, task, train_data, valid_data,
+            return model, build_solver(config, progress=progress, log=log).fit(model, task, rows, valid_rows,
                                                                                checkpoint_dir=where, resume=begun)
 
         chosen = train_portfolio(candidates, given, task, id_counts, train_one, log) if candidates else None
         if chosen is not None:
             self.config = cfg = chosen.config
             self.model, self.result = chosen.model, chosen.result
+            self.encoder, (train_data, valid_data, holdout) = data_for(cfg)
+            id_counts = self.encoder.id_counts
         else:
             self.model, self.result = train_one(cfg)
         refit = self._refit(train_data, valid_data, holdout is not None, progress, log)

@@ -1,9 +1,10 @@
 """The default portfolio: one model per default recipe, validation keeps the best (``training.portfolio``).
 
-Where ``deepfm.defaults.PORTFOLIOS`` lists several candidates for the model, task and shape of the ids,
-``Estimator.fit`` trains each from the same seed, each with its own early stopping (and checkpoint
-directory), and keeps the one with the best validation metric; a tie keeps the earlier candidate, so
-the defaults win ties. The chosen candidate's resolved config is the run's config (saved with the model).
+Where ``deepfm.defaults.portfolio`` lists several candidates for the model, task and ids (``PORTFOLIOS`` by their
+shape; both branches of the data rule on a small long tail), ``Estimator.fit`` trains each from the same seed, each
+with its own early stopping (and checkpoint directory), and keeps the one with the best validation metric; a tie
+keeps the earlier candidate, so the defaults win ties. The chosen candidate's resolved config is the run's config
+(saved with the model); a candidate that sets ``min_count`` trains on encoders of its own (``Estimator.fit``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 
 from deepfm.config import RunConfig
 from deepfm.data.encoders import IdCounts
-from deepfm.defaults import Candidate, id_shape, portfolio, with_candidate, with_task_defaults
+from deepfm.defaults import Candidate, portfolio, with_candidate, with_task_defaults
 from deepfm.errors import ConfigError, TrainingDiverged
 from deepfm.tasks import Task
 from deepfm.training.checkpoint import checkpoint_paths
@@ -59,10 +60,10 @@ def candidates_for(given: RunConfig, task: str, id_counts: IdCounts | None, in_m
                    has_valid: bool) -> tuple[tuple[Candidate, ...], str | None]:
     """The candidates to train for ``given`` (the config as the user set it, before the task's defaults), and
     a line for the log when a portfolio exists but does not apply (why); no candidates: train the defaults once."""
-    listed = portfolio(given.model.name, task, id_shape(id_counts))
+    listed = portfolio(given.model.name, task, id_counts)
     if len(listed) < 2 or given.training.portfolio == "off":
         return (), None
-    set_keys = given.model.model_fields_set | given.training.model_fields_set
+    set_keys = given.data.model_fields_set | given.model.model_fields_set | given.training.model_fields_set
     overlap = sorted({key for _, overrides in listed for key in overrides} & set_keys - BUDGET_KEYS)
     reasons = [reason for reason, applies in (
         (f"set by you: {', '.join(overlap)}", not overlap),
