@@ -118,6 +118,43 @@ def test_a_gzip_file_that_is_not_utf8_is_told_a_command_that_keeps_it_compressed
     assert gzip.decompress((tmp_path / "utf8-latin.csv.gz").read_bytes()).decode("utf-8") == "label,city\n1,café\n0,b\n"
 
 
+def rows_with_quotes(path, rows: int, quoted: dict[int, str]) -> None:
+    """A CSV of ``rows`` rows (label,user,city) whose line n (from 1, the header) has its user written as
+    ``quoted[n]`` (e.g. '"u12': a quote opened)."""
+    lines = ["label,user,city"] + [f"{i % 2},u{i % 97},c{i % 13}" for i in range(rows)]
+    for number, user in quoted.items():
+        label, _, city = lines[number - 1].split(",")
+        lines[number - 1] = f"{label},{user},{city}"
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("rows", [3_000, 60_000])  # one block, and far past Arrow's first 1 MiB block
+@pytest.mark.parametrize("stream", ["off", "on"])
+def test_a_quote_left_open_is_located_not_a_block_of_rows_lost(tmp_path, rows, stream):
+    """Arrow dropped the rest of its block after a quote that never closes (7,379 rows of 12,000, exit 0)."""
+    path = tmp_path / "open.csv"
+    rows_with_quotes(path, rows, {1801: '"u5'})
+    error = error_of(lambda: Estimator(model={"name": "lr"}, data={"stream": stream, "chunk_rows": 4096},
+                                       training={"epochs": 1}).fit(path, progress=False))
+    assert (error.line, error.column) == (1801, 2), str(error)
+    assert "the quote that opens" in str(error) and "closed" in str(error)
+
+
+def test_a_value_whose_quotes_open_and_close_thousands_of_lines_apart_is_refused(tmp_path):
+    path = tmp_path / "far.csv"
+    rows_with_quotes(path, 20_000, {1801: '"u5', 9001: 'u7"'})  # valid CSV: one value over 7,200 lines
+    error = error_of(lambda: fit(path))
+    assert (error.line, error.column) == (1801, 2), str(error)
+    assert "runs on over 7,200 lines" in str(error)
+
+
+def test_a_quoted_value_over_a_few_lines_is_read_as_text(tmp_path):
+    path = tmp_path / "text.csv"
+    path.write_text('label,user,note\n1,u1,"two\nlines"\n0,u2,plain\n1,u3,"a, b"\n')
+    frame = read_frame(path)
+    assert frame.columns["note"].to_pylist() == ["two\nlines", "plain", "a, b"]
+
+
 @pytest.mark.parametrize("mark", [";", "|"])
 def test_a_file_separated_by_another_mark_is_named_as_such_not_as_a_missing_label(write_text, mark):
     path = write_text("semi.csv", f"label{mark}user{mark}city\n1{mark}u1{mark}c1\n0{mark}u2{mark}c2\n")

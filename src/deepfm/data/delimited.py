@@ -6,7 +6,7 @@ import csv as pycsv
 import re
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -58,13 +58,16 @@ def _header(path: Path, delimiter: str) -> list[str]:
 
 
 def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: str, first_line: int,
-                    lines: Callable[[], Iterable[str]] | None = None) -> pa.Table:
+                    lines: Callable[[], list[str]] | None = None, quoted: bool = True) -> pa.Table:
     """Parse delimited text (a stream over the whole file, or an in-memory chunk of whole lines)
     into string columns.
 
     A ragged row is reported at its line of ``path``; ``lines`` gives a chunk's own text lines
-    (data row ``i`` of the chunk on line ``first_line + i``) for locating it.
-    """
+    (data row ``i`` of the chunk on line ``first_line + i``) for locating it. ``quoted``: the text may hold a
+    quote. Arrow then reads a quoted value on past its line's end (``newlines_in_values``), so a quote left
+    open makes a row of too few fields, which is reported; without it, Arrow dropped the rest of the block
+    after such a quote without a word (thousands of rows). Text without a quote (``quoted=False``) parses ~15%
+    faster."""
     invalid: list[int] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
@@ -76,7 +79,8 @@ def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: 
         return pacsv.read_csv(
             text,
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip, block_size=block_size),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid, ignore_empty_lines=False),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid, ignore_empty_lines=False,
+                                             newlines_in_values=quoted),
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names},
                 null_values=[""],
@@ -106,26 +110,76 @@ def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: 
             error = DataError(path, f"{error.message} (the first line has {len(names)} fields, so the file is read as "
                                     "Criteo rows without the label)", line=error.line, column=error.column)
         raise error
+    if quoted:
+        _refuse_runaway_values(table, path, first_line)
     return table
 
 
-def _locate_ragged(path: Path, delimiter: str, expected: int, skip: int, lines: Iterable[str] | None = None,
+MAX_LINES_IN_VALUE = 100  # a quoted value over more lines than this is a quote left open, not text
+
+
+def _refuse_runaway_values(table: pa.Table, path: Path, first_line: int) -> None:
+    """A ``DataError`` where a quoted value holds more than MAX_LINES_IN_VALUE line breaks: a quote opened in one
+    row and closed by a later row's quote reads every line between as one value, so those rows would vanish."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    breaks = {name: pc.fill_null(pc.count_substring(column, "\n"), 0) for name, column in zip(table.column_names, table.columns)}
+    worst = {name: pc.max(count).as_py() or 0 for name, count in breaks.items()}
+    if max(worst.values(), default=0) <= MAX_LINES_IN_VALUE:
+        return
+    name = next(n for n, most in worst.items() if most > MAX_LINES_IN_VALUE)
+    per_row = sum(count.to_numpy(zero_copy_only=False).astype(np.int64) for count in breaks.values())
+    row = int(np.argmax(breaks[name].to_numpy(zero_copy_only=False) > MAX_LINES_IN_VALUE))
+    begins = first_line + row + int(per_row[:row].sum())
+    raise DataError(path, f"the quoted value of column '{name}' runs on over {worst[name]:,} lines, so the rows on "
+                          "them would read as one: a quote left open? (a value may hold line breaks, up to "
+                          f"{MAX_LINES_IN_VALUE})", line=begins, column=table.column_names.index(name) + 1)
+
+
+def _locate_ragged(path: Path, delimiter: str, expected: int, skip: int, lines: list[str] | None = None,
                    first_line: int = 1) -> DataError:
-    """Find the first row whose field count is wrong (runs only on the error path)."""
+    """Find the first row whose field count is wrong, at the line it begins on (runs only on the error path).
+    ``lines``: a chunk's text lines, its first on ``first_line`` of ``path``; else the file from its first line."""
     with (nullcontext(lines) if lines is not None else open_text(path)) as handle:
-        for number, fields in enumerate(pycsv.reader(handle, delimiter=delimiter), start=first_line):
-            if number < first_line + skip:
-                continue
-            if not fields:
-                return DataError(path, "empty line", line=number, column=1)
-            if len(fields) != expected:
-                runs_on = next((i for i, field in enumerate(fields) if "\n" in field or "\r" in field), None)
-                if runs_on is not None:  # a quoted field that reads on past its line's end
-                    return DataError(path, f"expected {expected} fields, found {len(fields)}: the quote that opens "
-                                           f"field {runs_on + 1} is not closed on its line, so the row runs on into the "
-                                           "lines after it", line=number, column=runs_on + 1)
-                return DataError(
-                    path, f"expected {expected} fields, found {len(fields)}", line=number,
-                    column=min(len(fields), expected) + 1 if len(fields) < expected else expected + 1,
-                )
+        reader = pycsv.reader(handle, delimiter=delimiter)
+        while True:
+            begins = first_line + reader.line_num  # a quoted value may hold line breaks: rows are not lines
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except pycsv.Error:  # a quote never closed: the rest of the text reads as one value, past the field limit
+                return _unclosed_quote(path, delimiter, lines, first_line, begins)
+            if begins >= first_line + skip:
+                error = _ragged(path, fields, expected, begins)
+                if error is not None:
+                    return error
     return DataError(path, f"a row does not have {expected} fields")
+
+
+def _unclosed_quote(path: Path, delimiter: str, lines: list[str] | None, first_line: int, number: int) -> DataError:
+    """The error for a quote opened on line ``number`` that is never closed, at the field it opens."""
+    if lines is not None:
+        text = lines[number - first_line]
+    else:
+        with open_text(path) as handle:
+            text = next((line for at, line in enumerate(handle, start=1) if at == number), "")
+    column = len(next(pycsv.reader([text.rstrip("\r\n")], delimiter=delimiter), [""]))
+    return DataError(path, "the quote that opens this field is never closed, so the rest of the text would read as one "
+                           "value: close it or remove it", line=number, column=column)
+
+
+def _ragged(path: Path, fields: list[str], expected: int, number: int) -> DataError | None:
+    """The error for a row of ``fields`` that begins on line ``number``, or None where it has ``expected`` fields."""
+    if not fields:
+        return DataError(path, "empty line", line=number, column=1)
+    if len(fields) == expected:
+        return None
+    runs_on = next((i for i, field in enumerate(fields) if "\n" in field or "\r" in field), None)
+    if runs_on is not None:  # a quoted field that reads on past its line's end
+        return DataError(path, f"expected {expected} fields, found {len(fields)}: the quote that opens "
+                               f"field {runs_on + 1} is not closed on its line, so the row runs on into the "
+                               "lines after it", line=number, column=runs_on + 1)
+    return DataError(path, f"expected {expected} fields, found {len(fields)}", line=number,
+                     column=min(len(fields), expected) + 1 if len(fields) < expected else expected + 1)

@@ -175,8 +175,8 @@ class ChunkedFile:
                 yield self._table_frame(table, chunks[number].first_line)
             return
         for chunk, block in gzip_errors_in(self.path, self._blocks(chunks, order)):
-            lines = (lambda text=block: text.decode("utf-8").splitlines())
-            yield self._text_frame(pa.BufferReader(block), chunk.first_line, 0, lines, layout)
+            lines = (lambda text=block: text.decode("utf-8").splitlines(keepends=True))
+            yield self._text_frame(pa.BufferReader(block), chunk.first_line, 0, lines, layout, quoted=b'"' in block)
 
     def _blocks(self, chunks: list[Chunk], order: Sequence[int]) -> Iterator[tuple[Chunk, bytes]]:
         if self.seekable:
@@ -196,8 +196,10 @@ class ChunkedFile:
                 if number in wanted:
                     yield chunk, block
 
-    def _text_frame(self, source, first_line: int, skip: int, lines, layout: Layout | None) -> RawFrame:
-        """Text (the whole file's stream after ``skip`` header lines, or a chunk) as a frame."""
+    def _text_frame(self, source, first_line: int, skip: int, lines, layout: Layout | None,
+                    quoted: bool = True) -> RawFrame:
+        """Text (the whole file's stream after ``skip`` header lines, or a chunk) as a frame; ``quoted``: it may
+        hold a quote (``parse_delimited``)."""
         if self.format in ("libfm", "libffm"):
             try:
                 text = read_lines(source)
@@ -210,7 +212,8 @@ class ChunkedFile:
                 self.layout = dict(frame.kinds)  # later chunks follow the first chunk's columns
             return apply_multi(frame, self.multi, self.separator)
         names = self._delimited[0]
-        table = parse_delimited(source, self.path, names, skip, delimiter_of(self.format), first_line, lines=lines)
+        table = parse_delimited(source, self.path, names, skip, delimiter_of(self.format), first_line, lines=lines,
+                                quoted=quoted)
         return self._table_frame(table, first_line)
 
     def _table_frame(self, table: pa.Table, first_line: int) -> RawFrame:
