@@ -545,6 +545,26 @@ def test_predict_keep_copies_input_columns_beside_the_prediction_in_the_order_gi
     assert kept.column("prediction").to_pylist() == pytest.approx(read_predictions(tmp_path / "plain.csv"))
 
 
+def test_predict_keep_from_csv_into_parquet_types_numbers_as_pandas_reads_them(ctr_model, tmp_path):
+    """An integer id column joins back onto the requests (int64 on both sides); ids with a leading zero or too
+    long for int64 stay text, a column of decimals is float64."""
+    table = pacsv.read_csv(ctr_model["test"])
+    rows = len(table)
+    columns = {"id": [100_000 + i for i in range(rows)], "zip": [f"{i:05d}" for i in range(rows)],
+               "big": [str(10**19 + i) for i in range(rows)], "price": [0.5 + i for i in range(rows)]}
+    with_ids = tmp_path / "requests.csv"
+    pacsv.write_csv(pa.table({**{n: table[n] for n in table.column_names}, **columns}), with_ids)
+    out = tmp_path / "scored.parquet"
+    assert main(["predict", str(ctr_model["model"]), str(with_ids), "--out", str(out), "--keep", "id,zip,big,price"]) == 0
+    scored = pq.read_table(out)
+    assert [scored.schema.field(n).type for n in ("id", "zip", "big", "price")] == [pa.int64(), pa.string(), pa.string(),
+                                                                                    pa.float64()]
+    assert scored["id"].to_pylist() == columns["id"] and scored["zip"].to_pylist() == columns["zip"]
+    assert scored["big"].to_pylist() == columns["big"] and scored["price"].to_pylist() == columns["price"]
+    assert main(["predict", str(ctr_model["model"]), str(with_ids), "--out", str(tmp_path / "s.csv"), "--keep", "zip"]) == 0
+    assert (tmp_path / "s.csv").read_text().splitlines()[1].startswith("00000,")  # CSV out: the text as it came
+
+
 def test_predict_csv_quotes_only_the_values_that_need_it(ctr_model, tmp_path):
     table = pacsv.read_csv(ctr_model["test"])
     ids = [f"row-{i}" for i in range(len(table))]

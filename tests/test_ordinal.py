@@ -118,3 +118,18 @@ def test_onnx_exports_the_head(tmp_path):
     values = np.ones(encoded.ids.shape, np.float32)
     onnx = session.run(["prediction"], {"ids": encoded.ids.astype(np.int64), "values": values})[0]
     np.testing.assert_allclose(onnx, est.predict(test), rtol=0, atol=1e-5)
+
+
+def test_a_parquet_of_predictions_holds_the_rating_class_as_a_number(tmp_path):
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from deepfm.cli import main
+
+    pacsv.write_csv(ratings(600), tmp_path / "train.csv")
+    assert main(["train", "--train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "m"), "--task", "ordinal",
+                 "--model", "fm", "--epochs", "1", "--quiet"]) == 0
+    assert main(["predict", str(tmp_path / "m"), str(tmp_path / "train.csv"), "--out", str(tmp_path / "p.parquet")]) == 0
+    written = pq.read_table(tmp_path / "p.parquet")
+    assert written.schema.field("prediction").type == pa.int64()  # as the ratings were written: 4, not '4'
+    assert set(written["prediction"].to_pylist()) <= {1, 2, 3, 4, 5}

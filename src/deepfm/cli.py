@@ -535,10 +535,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     writable_output(args.out)  # before any work: a wrong --out would otherwise fail once every row is scored
     estimator = _load(args.dir, args.format)
     keep = [name.strip() for name in (args.keep or "").split(",") if name.strip()]
+    from deepfm.data.frame import as_numbers_where_written_so
+
     frame = estimator.read(args.path, require_label=False)
     kept = {name: kept_column(frame, name, estimator.config.data.label) for name in keep}
+    if frame.format in ("csv", "tsv", "criteo") and Path(args.out).suffix.lower() in PARQUET_SUFFIXES:
+        kept = {name: as_numbers_where_written_so(column) for name, column in kept.items()}  # typed, as pandas reads it
     predictions = estimator.predict(frame)
-    table = pa.table({**kept, **estimator.encoder.task.prediction_columns(predictions)})
+    columns = estimator.encoder.task.prediction_columns(predictions)
+    if columns["prediction"].dtype == object:  # classes: ratings 1-5 as numbers, names as text
+        columns["prediction"] = as_numbers_where_written_so(pa.array(columns["prediction"].tolist(), pa.string()))
+    table = pa.table({**kept, **columns})
     write_table(table, args.out)
     if args.out != "-":
         print(f"wrote {len(predictions)} predictions to {args.out}", file=sys.stderr)
@@ -660,7 +667,8 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--out", default="-", help="output file, .csv or .parquet; - writes CSV to stdout")
             p.add_argument("--keep", help="comma-separated input columns to copy beside the prediction, in this "
-                                          "order (e.g. id)")
+                                          "order (e.g. id); from CSV into .parquet, a column of numbers as numbers, "
+                                          "ids such as 007 as text")
     p = sub.add_parser("demo", help="train and evaluate DeepFM on built-in synthetic data (no download, < 1 minute)")
     p.add_argument("--out", help="keep the model directory here")
     p.add_argument("--json", action="store_true")

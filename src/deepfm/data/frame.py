@@ -112,6 +112,26 @@ def looks_float(array: pa.Array) -> bool:
     return bool(pc.any(pc.match_substring_regex(present, FLOAT_MARK)).as_py())
 
 
+INTEGER_TEXT = r"^[-+]?(0|[1-9][0-9]{0,17})$"  # an integer as written, no leading zero ('007' is an id), within int64
+
+
+def as_numbers_where_written_so(array: pa.Array) -> pa.Array:
+    """Text read from CSV as the numbers it spells, as pandas and Arrow's own CSV reader would type it: int64 where
+    every value is an integer without a leading zero that int64 holds, float64 where every value is a number and one
+    is not an integer; otherwise (an id such as '007', or of 20 digits) as it is. Nulls stay null."""
+    if not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
+        return array
+    present = pc.drop_null(array)
+    if len(present) == 0:
+        return array
+    if pc.all(pc.match_substring_regex(present, r"^[-+]?[0-9]+$")).as_py():  # integers: int64, or ids as text
+        return pc.cast(array, pa.int64()) if pc.all(pc.match_substring_regex(present, INTEGER_TEXT)).as_py() else array
+    leading_zero = pc.any(pc.match_substring_regex(present, r"^[-+]?0[0-9]")).as_py()
+    if not leading_zero and pc.all(pc.match_substring_regex(present, DECIMAL_PATTERN)).as_py():
+        return pc.cast(pc.utf8_trim_whitespace(array), pa.float64())
+    return array
+
+
 def all_digits(array: pa.Array) -> bool:
     """Every value that is not null is ASCII digits only: a number by ``NUMBER_PATTERN`` with no
     ``FLOAT_MARK``, told by a character test that costs a small part of the regex's time."""
