@@ -7,6 +7,7 @@ effect, no dropout), so the two runs must end with the same weights, resumed or 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -85,6 +86,9 @@ def test_two_ranks_say_the_batch_of_their_steps_and_torchrun_has_no_threads_to_w
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 processes, each a batch of 64 rows: steps of 128 rows, as one process with --batch-size 128" in result.stderr
     assert "Setting OMP_NUM_THREADS" not in result.stderr  # the launcher gave each rank its share of the cores
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    left = metrics["ids"]["rows"] - metrics["rows"]  # an odd count of training rows leaves one out, said so
+    assert (f"{left} of the {metrics['ids']['rows']:,} training rows left out" in result.stderr) == (left > 0)
 
 
 def test_two_ranks_resumed_equal_one_process_with_the_global_batch(data):

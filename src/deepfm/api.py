@@ -339,6 +339,10 @@ class Estimator:
             each = cfg.training.batch_size
             log(f"{ctx.world} processes, each a batch of {each:,} rows: steps of {ctx.world * each:,} rows, as one "
                 f"process with --batch-size {ctx.world * each:,} (deepfm.distributed)")
+            left = id_counts.rows - len(train_data) * ctx.world if isinstance(train_data, EncodedData) and id_counts else 0
+            if left > 0:  # every rank trains on as many rows (deepfm.distributed.sharding)
+                log(f"{left} of the {id_counts.rows:,} training rows left out, so that each of the {ctx.world} "
+                    f"processes trains on {len(train_data):,}")
         unused = [key for key in GRADIENT_ONLY if key in given.training.model_fields_set]
         if given.training.solver != "gradient" and unused and log and ctx.is_main:
             log(f"--solver {given.training.solver} does not use {', '.join(unused)} (it runs --sweeps; there is no "
