@@ -884,3 +884,14 @@ def test_a_multi_valued_field_written_in_another_form_is_noted():
     upper = [[t.upper() for t in row] for row in tags]
     with pytest.warns(DataWarning, match=r"column 'tags': 100% of these rows' values were not seen"):
         est.predict(pa.table({"tags": upper, "user": table["user"]}))
+
+
+def test_a_column_that_numbers_the_rows_is_noted_as_a_row_id():
+    rows = 2_000
+    table = pa.table({"label": [i % 2 for i in range(rows)], "id": [f"{10_000 + i}" for i in range(rows)],
+                      "user": [f"u{i % 300}" for i in range(rows)], "rare": [f"{i}" if i % 3 else "x" for i in range(rows)]})
+    notes = FeatureEncoder.fit([read_frame_of(table)], DataConfig()).fit_notes
+    assert [note for note in notes if "row id" in note] == [
+        "column 'id' holds a value no other training row holds on 100% of the rows: a row id? It tells the model "
+        "nothing of other rows, and rows to predict bring new ones; --ignore id leaves it out"]  # not user, nor rare (67%)
+    assert not any("row id" in note for note in FeatureEncoder.fit([read_frame_of(table.slice(0, 500))], DataConfig()).fit_notes)

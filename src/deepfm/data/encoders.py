@@ -619,8 +619,9 @@ class _Fitter:
                     spec.size = 2
             else:
                 table = tables[name]
-                total = pc.sum(table["count"]).as_py() or 0
                 spec.unseen_share = unseen_share(table["count"], min_count)
+                if kind == "categorical" and self.rows >= ROW_ID_NOTE_ROWS:
+                    self.notes.extend(row_id_note(name, table["count"], self.rows))
                 keep = table.filter(pc.greater_equal(table["count"], min_count))
                 keep = keep.sort_by([("count", "descending"), ("value", "ascending")])
                 self.vocabulary_rows[name] = keep["row"].to_numpy()
@@ -644,6 +645,17 @@ class _Fitter:
 
 
 NOTES_LOOK_AT_ROWS = 65_536
+ROW_ID_NOTE_ROWS = 1_000  # fewer rows: a column of distinct values may still be a feature's sample
+
+
+def row_id_note(name: str, counts: pa.Array, rows: int) -> list[str]:
+    """A note for a column whose values are each seen once on (almost) every training row (Avazu's ``id``): a row's
+    id, which tells the model nothing of other rows, and which each row to predict brings new."""
+    once = pc.sum(pc.equal(counts, 1)).as_py() or 0
+    if once < 0.99 * rows:
+        return []
+    return [f"column '{name}' holds a value no other training row holds on {once / rows:.0%} of the rows: a row id? It "
+            f"tells the model nothing of other rows, and rows to predict bring new ones; --ignore {name} leaves it out"]
 
 
 def signed_integers(column: pa.Array) -> bool:
