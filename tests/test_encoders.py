@@ -895,3 +895,16 @@ def test_a_column_that_numbers_the_rows_is_noted_as_a_row_id():
         "column 'id' holds a value no other training row holds on 100% of the rows: a row id? It tells the model "
         "nothing of other rows, and rows to predict bring new ones; --ignore id leaves it out"]  # not user, nor rare (67%)
     assert not any("row id" in note for note in FeatureEncoder.fit([read_frame_of(table.slice(0, 500))], DataConfig()).fit_notes)
+
+
+def test_a_second_fit_reads_its_data_as_its_own_config_says_not_as_the_former_model():
+    """An Estimator fitted on a column of lists, then on other data whose column of that name is plain text:
+    the text is one value per row (a categorical field), not split on '|' as the former model's field was."""
+    from deepfm import Estimator
+
+    lists = pa.table({"label": [0, 1] * 50, "tags": [["a", "b"], ["c"]] * 50})
+    text = pa.table({"label": [0, 1] * 50, "tags": ["a|b", "c"] * 50})
+    est = Estimator(model={"name": "lr"}, training={"epochs": 1}).fit(lists, progress=False)
+    assert [spec.kind for spec in est.encoder.fields] == ["multi"]
+    est.fit(text, progress=False)
+    assert [spec.kind for spec in est.encoder.fields] == ["categorical"]

@@ -548,6 +548,7 @@ class Estimator:
         seed = self.config.training.seed
         if not isinstance(train, (str, Path)):
             rule = held_out_rule(cfg.valid_fraction, seed) if hold_out else None  # rows the encoders leave out
+            self.encoder = encoder  # read as this run's config (and its checkpoint's encoders) say, not a former fit's
             frame = self.read(train)
             self.encoder = encoder or FeatureEncoder.fit([frame], cfg, held_out=rule)
             return _held_out_of(self.encoder.transform(frame), hold_out, cfg.valid_fraction, seed, train)
