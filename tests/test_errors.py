@@ -148,6 +148,13 @@ def test_a_value_whose_quotes_open_and_close_thousands_of_lines_apart_is_refused
     assert "runs on over 7,200 lines" in str(error)
 
 
+def test_a_row_after_quoted_values_that_hold_line_breaks_is_located_at_its_own_line(tmp_path):
+    path = tmp_path / "notes.csv"
+    path.write_text('label,user,note\n1,u1,"two\nlines"\n0,u2,"three\nmore\nlines"\n1,u3,x\nyes,u4,y\n')
+    error = error_of(lambda: Estimator(model={"name": "lr"}, training={"epochs": 1}).fit(path, progress=False))
+    assert (error.line, error.column) == (8, 1), str(error)  # the 4th row, after 3 line breaks in quoted values
+
+
 def test_a_quoted_value_over_a_few_lines_is_read_as_text(tmp_path):
     path = tmp_path / "text.csv"
     path.write_text('label,user,note\n1,u1,"two\nlines"\n0,u2,plain\n1,u3,"a, b"\n')

@@ -8,7 +8,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from deepfm.data.formats import CRITEO_COLUMNS, first_line, locate_bad_utf8, open_text
@@ -110,31 +112,32 @@ def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: 
             error = DataError(path, f"{error.message} (the first line has {len(names)} fields, so the file is read as "
                                     "Criteo rows without the label)", line=error.line, column=error.column)
         raise error
-    if quoted:
-        _refuse_runaway_values(table, path, first_line)
     return table
 
 
 MAX_LINES_IN_VALUE = 100  # a quoted value over more lines than this is a quote left open, not text
 
 
-def _refuse_runaway_values(table: pa.Table, path: Path, first_line: int) -> None:
-    """A ``DataError`` where a quoted value holds more than MAX_LINES_IN_VALUE line breaks: a quote opened in one
-    row and closed by a later row's quote reads every line between as one value, so those rows would vanish."""
-    import numpy as np
-    import pyarrow.compute as pc
-
-    breaks = {name: pc.fill_null(pc.count_substring(column, "\n"), 0) for name, column in zip(table.column_names, table.columns)}
+def lines_before_rows(table: pa.Table, path: Path, first_line: int) -> np.ndarray | None:
+    """For each row of text parsed with quotes, the line breaks inside the quoted values of the rows before it (row
+    ``i`` begins on line ``first_line + i + that``); None where no value holds one. A ``DataError`` where a value
+    holds more than MAX_LINES_IN_VALUE: a quote opened in one row and closed by a later row's quote reads every
+    line between as one value, so those rows would vanish."""
+    breaks = {name: pc.fill_null(pc.count_substring(column, "\n"), 0) for name, column in zip(table.column_names, table.columns)
+              if pa.types.is_string(column.type)}
     worst = {name: pc.max(count).as_py() or 0 for name, count in breaks.items()}
-    if max(worst.values(), default=0) <= MAX_LINES_IN_VALUE:
-        return
-    name = next(n for n, most in worst.items() if most > MAX_LINES_IN_VALUE)
+    if max(worst.values(), default=0) == 0:
+        return None
     per_row = sum(count.to_numpy(zero_copy_only=False).astype(np.int64) for count in breaks.values())
-    row = int(np.argmax(breaks[name].to_numpy(zero_copy_only=False) > MAX_LINES_IN_VALUE))
-    begins = first_line + row + int(per_row[:row].sum())
-    raise DataError(path, f"the quoted value of column '{name}' runs on over {worst[name]:,} lines, so the rows on "
-                          "them would read as one: a quote left open? (a value may hold line breaks, up to "
-                          f"{MAX_LINES_IN_VALUE})", line=begins, column=table.column_names.index(name) + 1)
+    before = np.concatenate([[0], np.cumsum(per_row)[:-1]])
+    name = next((n for n, most in worst.items() if most > MAX_LINES_IN_VALUE), None)
+    if name is not None:
+        row = int(np.argmax(breaks[name].to_numpy(zero_copy_only=False) > MAX_LINES_IN_VALUE))
+        raise DataError(path, f"the quoted value of column '{name}' runs on over {worst[name]:,} lines, so the rows on "
+                              "them would read as one: a quote left open? (a value may hold line breaks, up to "
+                              f"{MAX_LINES_IN_VALUE})", line=first_line + row + int(before[row]),
+                        column=table.column_names.index(name) + 1)
+    return before
 
 
 def _locate_ragged(path: Path, delimiter: str, expected: int, skip: int, lines: list[str] | None = None,

@@ -27,7 +27,7 @@ class RawFrame:
     ``columns`` hold strings (categorical or not yet typed), float64 (numeric) or
     ``list<string>`` (multi-valued). ``weights`` optionally gives each value a weight
     (libFM/libFFM values, ``id:weight`` tokens), shaped like its column.
-    Row ``i`` sits on line ``first_line + i`` of ``path``.
+    Row ``i`` sits on line ``first_line + i`` of ``path`` (``line_of``: later where quoted values hold line breaks).
     """
 
     path: str
@@ -41,6 +41,7 @@ class RawFrame:
     first_line: int = 1
     sparse: Any = None  # readers.SparseRows for libFM/libFFM: lets a model re-lay the columns out
     empty_rows: np.ndarray | None = None  # rows with no value at all, once columns were left out (``with_columns``)
+    lines_before: np.ndarray | None = None  # line breaks in quoted values before each row (``lines_before_rows``)
 
     @property
     def num_rows(self) -> int:
@@ -50,7 +51,11 @@ class RawFrame:
 
     def error(self, row: int, name: str | None, message: str) -> DataError:
         column = self.label_column_number if name is None else self.column_numbers.get(name)
-        return DataError(self.path, message, line=self.first_line + int(row), column=column)
+        return DataError(self.path, message, line=self.line_of(row), column=column)
+
+    def line_of(self, row: int) -> int:
+        """The line of ``path`` that row ``row`` begins on."""
+        return self.first_line + int(row) + (int(self.lines_before[int(row)]) if self.lines_before is not None else 0)
 
     def missing_label(self, row: int) -> DataError:
         """The located error for a row without a label; a row with no value at all is said to be an empty line."""

@@ -10,6 +10,7 @@ Everything is columnar (PyArrow); Python touches single lines only to locate an 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -17,7 +18,7 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from deepfm.data.delimited import delimited_layout, delimiter_of, parse_delimited
+from deepfm.data.delimited import delimited_layout, delimiter_of, lines_before_rows, parse_delimited
 from deepfm.data.formats import check_data_file, detect_format, gzip_errors, input_stream, is_gzip, locate_bad_utf8, open_bytes
 from deepfm.data.frame import RawFrame
 from deepfm.data.sparse import Layout, SparseRows, layout_sparse, read_lines, sparse_frame
@@ -214,7 +215,9 @@ class ChunkedFile:
         names = self._delimited[0]
         table = parse_delimited(source, self.path, names, skip, delimiter_of(self.format), first_line, lines=lines,
                                 quoted=quoted)
-        return self._table_frame(table, first_line)
+        frame = self._table_frame(table, first_line)
+        before = lines_before_rows(table, self.path, first_line) if quoted else None
+        return frame if before is None else dataclasses.replace(frame, lines_before=before)
 
     def _table_frame(self, table: pa.Table, first_line: int) -> RawFrame:
         return frame_from_table(table, str(self.path), self.label, self.require_label, fmt=self.format,
