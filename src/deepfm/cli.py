@@ -145,7 +145,8 @@ def _tune_parser(sub: argparse._SubParsersAction) -> None:
         "rows together for the epochs validation chose (its lr drops replayed); off: the best trial as it trained; "
         "held-out: refit only rows held out by --valid-fraction")
     p.add_argument("--trials", type=int, help="at most N trials (default 20 when --timeout is not given either)")
-    p.add_argument("--timeout", type=float, help="start no trial after SECONDS (the running trial finishes)")
+    p.add_argument("--timeout", type=float, help="start no trial after SECONDS (the running trial finishes; then the best "
+                   "trial is refitted on train + valid unless --refit off, which takes about one trial more)")
     p.add_argument("--json", action="store_true", help="end with one JSON line: the best trial, its metric and params")
 
 
