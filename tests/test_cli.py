@@ -551,14 +551,15 @@ def test_predict_keep_from_csv_into_parquet_types_numbers_as_pandas_reads_them(c
     table = pacsv.read_csv(ctr_model["test"])
     rows = len(table)
     columns = {"id": [100_000 + i for i in range(rows)], "zip": [f"{i:05d}" for i in range(rows)],
-               "big": [str(10**19 + i) for i in range(rows)], "price": [0.5 + i for i in range(rows)]}
+               "big": [str(10**19 + i) for i in range(rows)], "price": [0.5 + i for i in range(rows)],
+               "phone": [f"+1555{i:07d}" for i in range(rows)]}
     with_ids = tmp_path / "requests.csv"
     pacsv.write_csv(pa.table({**{n: table[n] for n in table.column_names}, **columns}), with_ids)
     out = tmp_path / "scored.parquet"
-    assert main(["predict", str(ctr_model["model"]), str(with_ids), "--out", str(out), "--keep", "id,zip,big,price"]) == 0
+    assert main(["predict", str(ctr_model["model"]), str(with_ids), "--out", str(out), "--keep", "id,zip,big,price,phone"]) == 0
     scored = pq.read_table(out)
-    assert [scored.schema.field(n).type for n in ("id", "zip", "big", "price")] == [pa.int64(), pa.string(), pa.string(),
-                                                                                    pa.float64()]
+    assert [scored.schema.field(n).type for n in ("id", "zip", "big", "price", "phone")] == [
+        pa.int64(), pa.string(), pa.string(), pa.float64(), pa.string()]  # a signed number such as a phone stays text
     assert scored["id"].to_pylist() == columns["id"] and scored["zip"].to_pylist() == columns["zip"]
     assert scored["big"].to_pylist() == columns["big"] and scored["price"].to_pylist() == columns["price"]
     assert main(["predict", str(ctr_model["model"]), str(with_ids), "--out", str(tmp_path / "s.csv"), "--keep", "zip"]) == 0

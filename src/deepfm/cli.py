@@ -543,9 +543,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if frame.format in ("csv", "tsv", "criteo") and Path(args.out).suffix.lower() in PARQUET_SUFFIXES:
         kept = {name: as_numbers_where_written_so(column) for name, column in kept.items()}  # typed, as pandas reads it
     predictions = estimator.predict(frame)
-    columns = estimator.encoder.task.prediction_columns(predictions)
-    if columns["prediction"].dtype == object:  # classes: ratings 1-5 as numbers, names as text
-        columns["prediction"] = as_numbers_where_written_so(pa.array(columns["prediction"].tolist(), pa.string()))
+    task = estimator.encoder.task
+    columns = task.prediction_columns(predictions)
+    if columns["prediction"].dtype == object:  # classes: ratings 1-5 as numbers, names as text, by all the model's classes
+        classes = as_numbers_where_written_so(pa.array([str(c) for c in task.classes], pa.string()))
+        columns["prediction"] = classes.take(pa.array(predictions.argmax(axis=1)))
     table = pa.table({**kept, **columns})
     write_table(table, args.out)
     if args.out != "-":

@@ -117,7 +117,7 @@ def looks_float(array: pa.Array) -> bool:
     return bool(pc.any(pc.match_substring_regex(present, FLOAT_MARK)).as_py())
 
 
-INTEGER_TEXT = r"^[-+]?(0|[1-9][0-9]{0,17})$"  # an integer as written, no leading zero ('007' is an id), within int64
+INTEGER_TEXT = r"^-?(0|[1-9][0-9]{0,17})$"  # an integer as written, no leading zero or sign ('007', '+1555...': ids)
 
 
 def as_numbers_where_written_so(array: pa.Array) -> pa.Array:
@@ -133,7 +133,8 @@ def as_numbers_where_written_so(array: pa.Array) -> pa.Array:
         return pc.cast(array, pa.int64()) if pc.all(pc.match_substring_regex(present, INTEGER_TEXT)).as_py() else array
     leading_zero = pc.any(pc.match_substring_regex(present, r"^[-+]?0[0-9]")).as_py()
     if not leading_zero and pc.all(pc.match_substring_regex(present, DECIMAL_PATTERN)).as_py():
-        return pc.cast(pc.utf8_trim_whitespace(array), pa.float64())
+        numbers = pc.cast(pc.utf8_trim_whitespace(array), pa.float64())
+        return numbers if pc.all(pc.is_finite(pc.drop_null(numbers))).as_py() else array  # '1e400': kept as written
     return array
 
 
