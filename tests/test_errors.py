@@ -140,6 +140,21 @@ def test_a_quote_left_open_is_located_not_a_block_of_rows_lost(tmp_path, rows, s
     assert "the quote that opens" in str(error) and "closed" in str(error)
 
 
+@pytest.mark.parametrize("rows, line", [(3_000, 2_960), (60_000, 1_801), (60_000, 59_990)])
+@pytest.mark.parametrize("stream", ["off", "on"])
+def test_a_quote_left_open_in_the_last_column_is_located_too(tmp_path, rows, line, stream):
+    """There the row keeps its field count: Arrow ended the value at the end of the text (a chunk's or the file's),
+    and the rows after it were gone without a word."""
+    path = tmp_path / "open_last.csv"
+    lines = ["label,user,city"] + [f"{i % 2},u{i % 97},c{i % 13}" for i in range(rows)]
+    lines[line - 1] = lines[line - 1].rsplit(",", 1)[0] + ',"c5'
+    path.write_text("\n".join(lines) + "\n")
+    error = error_of(lambda: Estimator(model={"name": "lr"}, data={"stream": stream, "chunk_rows": 4096},
+                                       training={"epochs": 1}).fit(path, progress=False))
+    assert (error.line, error.column) == (line, 3), str(error)
+    assert "never closed" in str(error) or "a quote left open?" in str(error)  # past 100 lines: the runaway value
+
+
 def test_a_value_whose_quotes_open_and_close_thousands_of_lines_apart_is_refused(tmp_path):
     path = tmp_path / "far.csv"
     rows_with_quotes(path, 20_000, {1801: '"u5', 9001: 'u7"'})  # valid CSV: one value over 7,200 lines

@@ -416,6 +416,23 @@ def test_a_plain_files_chunks_are_cut_where_reading_it_as_a_stream_cuts_them(siz
     rng = random.Random(size)
     texts = [b"", b"\n", b"a", b"ab\ncd", b"ab\ncd\n", b"abc\n  ", b"x" * 50 + b"\ny\n", b"\n\n\n"]
     texts += [bytes(rng.choice(b"ab \n") for _ in range(rng.randrange(200))) for _ in range(300)]
+    texts += [bytes(rng.choice(b'ab \n"') for _ in range(rng.randrange(200))) for _ in range(300)]  # quoted line ends
     for text in texts:
         for offset in {0, min(2, len(text))}:
             assert list(_chunks_read_in_place(io.BytesIO(text), offset, 1, size)) == streamed(text, offset), (text, offset)
+
+
+@pytest.mark.parametrize("chunk_rows", [150, 200, 333])
+def test_a_chunk_never_ends_inside_a_quoted_value_that_holds_line_breaks(tmp_path, chunk_rows):
+    """Chunks are cut at a row's end, not at any line end: a valid CSV whose quoted values hold line breaks reads
+    the same in chunks as whole (a cut inside one read as two broken rows: 'expected 3 fields, found 1')."""
+    from deepfm.data.readers import ChunkedFile
+
+    path = tmp_path / "notes.csv"
+    rows = [f'{i % 2},u{i},"two\nlines {i}"' if i % 50 == 0 else f"{i % 2},u{i},plain {i}" for i in range(4000)]
+    path.write_text("label,user,note\n" + "\n".join(rows) + "\n")
+    whole = read_frame(path)
+    assert whole.num_rows == 4000
+    chunked = list(ChunkedFile(path, chunk_bytes=chunk_rows * 20).frames())
+    assert len(chunked) > 5 and sum(frame.num_rows for frame in chunked) == 4000
+    assert [v for frame in chunked for v in frame.columns["note"].to_pylist()] == whole.columns["note"].to_pylist()

@@ -115,14 +115,24 @@ def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: 
     return table
 
 
+def text_lines(data: bytes) -> list[str]:
+    """``data``'s lines with their line ends, split at '\n' only (as the chunks and Arrow count lines; not at the
+    other breaks ``str.splitlines`` knows, such as U+2028 inside a value)."""
+    parts = data.decode("utf-8").split("\n")
+    return [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
 MAX_LINES_IN_VALUE = 100  # a quoted value over more lines than this is a quote left open, not text
 
 
-def lines_before_rows(table: pa.Table, path: Path, first_line: int) -> np.ndarray | None:
+def lines_before_rows(table: pa.Table, path: Path, first_line: int, delimiter: str,
+                      lines: Callable[[], list[str]] | None = None) -> np.ndarray | None:
     """For each row of text parsed with quotes, the line breaks inside the quoted values of the rows before it (row
     ``i`` begins on line ``first_line + i + that``); None where no value holds one. A ``DataError`` where a value
-    holds more than MAX_LINES_IN_VALUE: a quote opened in one row and closed by a later row's quote reads every
-    line between as one value, so those rows would vanish."""
+    holds more than MAX_LINES_IN_VALUE (a quote opened in one row and closed by a later row's quote reads every
+    line between as one value, so those rows would vanish), or where the last row's quote never closes (Arrow
+    ends such a value at the end of the text, taking the rows after it). ``lines``: the text's own lines (a
+    chunk's; else the file is read from the last row's line)."""
     breaks = {name: pc.fill_null(pc.count_substring(column, "\n"), 0) for name, column in zip(table.column_names, table.columns)
               if pa.types.is_string(column.type)}
     worst = {name: pc.max(count).as_py() or 0 for name, count in breaks.items()}
@@ -137,7 +147,25 @@ def lines_before_rows(table: pa.Table, path: Path, first_line: int) -> np.ndarra
                               "them would read as one: a quote left open? (a value may hold line breaks, up to "
                               f"{MAX_LINES_IN_VALUE})", line=first_line + row + int(before[row]),
                         column=table.column_names.index(name) + 1)
+    if per_row[-1]:  # the last row runs on over line ends: its quote may never close
+        _refuse_an_open_last_row(path, delimiter, lines() if lines is not None else None, first_line,
+                                 first_line + len(per_row) - 1 + int(before[-1]))
     return before
+
+
+def _refuse_an_open_last_row(path: Path, delimiter: str, lines: list[str] | None, first_line: int, begins: int) -> None:
+    """A ``DataError`` where the row that begins on line ``begins`` (the text's last) leaves a quote open."""
+    if lines is not None:
+        tail = lines[begins - first_line:]
+    else:
+        with open_text(path) as handle:
+            tail = [line for at, line in enumerate(handle, start=1) if at >= begins]
+    try:
+        for _ in pycsv.reader(tail, delimiter=delimiter, strict=True):
+            pass
+    except pycsv.Error as error:
+        if "unexpected end of data" in str(error):
+            raise _unclosed_quote(path, delimiter, lines, first_line, begins) from None
 
 
 def _locate_ragged(path: Path, delimiter: str, expected: int, skip: int, lines: list[str] | None = None,

@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from deepfm.data.delimited import delimited_layout, delimiter_of, lines_before_rows, parse_delimited
+from deepfm.data.delimited import delimited_layout, delimiter_of, lines_before_rows, parse_delimited, text_lines
 from deepfm.data.formats import check_data_file, detect_format, gzip_errors, input_stream, is_gzip, locate_bad_utf8, open_bytes
 from deepfm.data.frame import RawFrame
 from deepfm.data.sparse import Layout, SparseRows, layout_sparse, read_lines, sparse_frame
@@ -176,7 +176,7 @@ class ChunkedFile:
                 yield self._table_frame(table, chunks[number].first_line)
             return
         for chunk, block in gzip_errors_in(self.path, self._blocks(chunks, order)):
-            lines = (lambda text=block: text.decode("utf-8").splitlines(keepends=True))
+            lines = (lambda text=block: text_lines(text))
             yield self._text_frame(pa.BufferReader(block), chunk.first_line, 0, lines, layout, quoted=b'"' in block)
 
     def _blocks(self, chunks: list[Chunk], order: Sequence[int]) -> Iterator[tuple[Chunk, bytes]]:
@@ -216,7 +216,7 @@ class ChunkedFile:
         table = parse_delimited(source, self.path, names, skip, delimiter_of(self.format), first_line, lines=lines,
                                 quoted=quoted)
         frame = self._table_frame(table, first_line)
-        before = lines_before_rows(table, self.path, first_line) if quoted else None
+        before = lines_before_rows(table, self.path, first_line, delimiter_of(self.format), lines) if quoted else None
         return frame if before is None else dataclasses.replace(frame, lines_before=before)
 
     def _table_frame(self, table: pa.Table, first_line: int) -> RawFrame:
@@ -243,19 +243,38 @@ def _chunks_read_in_place(handle, offset: int, line: int, size: int) -> Iterator
             buffer = bytearray(2 * length)
         handle.seek(offset)
         got = handle.readinto(memoryview(buffer)[:length])
-        cut = buffer.rfind(b"\n", 0, got) + 1
+        cut = _record_end(buffer, got, give_up=got >= GROW_LIMIT * size)
         if cut:
             yield Chunk(offset, cut, line)
             line += buffer.count(b"\n", 0, cut)
             offset += cut
         if got < length:  # the end of the file: what follows the last line end is a last line of its own
-            if buffer[cut:got].strip():
-                yield Chunk(offset, got - cut + 1, line)  # + the line end ``_line_blocks`` adds
+            if buffer[cut:got].strip():  # + the line end ``_line_blocks`` adds where the rest lacks one
+                yield Chunk(offset, got - cut + (buffer[got - 1] != ord("\n")), line)
             return
 
 
+GROW_LIMIT = 8  # a window this many blocks long is cut at its last line end, quotes or not (``_record_end``)
+
+
+def _record_end(buffer, length: int, give_up: bool = False) -> int:
+    """Where the last whole row of ``buffer[:length]`` (which begins at a row's start) ends: after its last line
+    end outside quotes, i.e. with an even count of quotes before it (a quoted value may hold line ends, and a
+    chunk cut inside one would read as two broken rows); 0 where there is none. ``give_up``: the last line end,
+    quotes or not (a quote written as a character, 5'11", would otherwise keep every later line end inside)."""
+    cut = buffer.rfind(b"\n", 0, length) + 1
+    if give_up or not cut or buffer.find(b'"', 0, cut) < 0:
+        return cut
+    quotes = buffer.count(b'"', 0, cut)
+    while cut and quotes % 2:
+        previous = buffer.rfind(b"\n", 0, cut - 1) + 1
+        quotes -= buffer.count(b'"', previous, cut)
+        cut = previous
+    return cut
+
+
 def _line_blocks(handle, size: int) -> Iterator[bytes]:
-    """Blocks of about ``size`` bytes that end at a line end (the last may lack one)."""
+    """Blocks of about ``size`` bytes that end at a row's end (``_record_end``; the last may lack one)."""
     rest = b""
     while True:
         data = handle.read(size)
@@ -264,8 +283,8 @@ def _line_blocks(handle, size: int) -> Iterator[bytes]:
                 yield rest if rest.endswith(b"\n") else rest + b"\n"
             return
         data = rest + data
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:  # one line longer than the block: keep reading
+        cut = _record_end(data, len(data), give_up=len(data) >= GROW_LIMIT * size)
+        if cut == 0:  # one row longer than the block: keep reading
             rest = data
             continue
         rest = data[cut:]
