@@ -1,8 +1,8 @@
 """The one reader: a data file (CSV/TSV/Criteo/libFM/libFFM, plain or .gz, or Parquet) as
 ``RawFrame``s, chunk by chunk; a whole file is one chunk.
 
-A text file is cut into chunks of whole lines (about ``chunk_bytes`` each; one record per line, so
-no newlines inside quoted fields); a Parquet file into its row groups. Every chunk goes through the
+A text file is cut into chunks of whole rows (about ``chunk_bytes`` each, ending at a line end outside quotes: a
+quoted value may hold line breaks, up to ``delimited.MAX_LINES_IN_VALUE``); a Parquet file into its row groups. Every chunk goes through the
 same parsing, and delimited and Parquet chunks through the one table normaliser
 (``deepfm.data.tables.frame_from_table``), so errors name the line of the file, not of the chunk.
 Everything is columnar (PyArrow); Python touches single lines only to locate an error.
