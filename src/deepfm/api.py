@@ -360,20 +360,23 @@ class Estimator:
             self.config = cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"portfolio": "off"})})
         candidates = resumable
 
-        variants: dict[int, tuple[FeatureEncoder, TrainingData]] = {}
+        variants: dict[str, tuple[FeatureEncoder, TrainingData]] = {}
+        fitted_with = cfg.data.model_dump_json()  # the data settings the encoder above was fitted under
 
         def data_for(config: RunConfig) -> tuple[FeatureEncoder, TrainingData]:
-            """The encoder and rows ``config`` trains on: those fitted above, or, for a candidate of another
-            ``data.min_count`` (a small long tail's recurring branch, ``deepfm.defaults.portfolio``), its own,
-            fitted and encoded again from the same training rows, the same rows held out."""
-            wanted = config.data.min_count
-            if wanted is None or id_counts is None or wanted == id_counts.min_count:
+            """The encoder and rows ``config`` trains on: those fitted above, or, for a candidate of other data
+            settings (a small long tail's recurring branch sets ``min_count``, ``deepfm.defaults.portfolio``), its
+            own, fitted and encoded again in memory from the same training rows, the same rows held out."""
+            wanted = config.data.model_dump_json()
+            if wanted == fitted_with:
                 return self.encoder, (train_data, valid_data, holdout)
             if wanted not in variants:
-                other = Estimator(config)
-                other_train, other_valid, other_holdout = other._training_data(train, None, False, hold_out)
-                if valid is not None:
-                    other_valid = other.encode(valid, with_labels=True)
+                other = Estimator(config.model_copy(update={"data": config.data.model_copy(update={"stream": "off"})}))
+                with warnings.catch_warnings():  # the run's own encoding said what there was to say of these rows
+                    warnings.simplefilter("ignore", DataWarning)
+                    other_train, other_valid, other_holdout = other._training_data(train, None, False, hold_out)
+                    if valid is not None:
+                        other_valid = other.encode(valid, with_labels=True)
                 variants[wanted] = other.encoder, (other_train, other_valid, other_holdout)
             return variants[wanted]
 
