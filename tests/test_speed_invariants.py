@@ -951,3 +951,34 @@ def test_a_first_linears_output_without_its_bias_gets_it_back_where_no_batch_nor
     assert not mlp.first_bias_cancels(300, torch.float32, "cpu")
     torch.testing.assert_close(mlp(h, after_first_linear=True, first_bias_left_out=True),
                                mlp(h + first.bias, after_first_linear=True))
+
+
+def test_an_interrupt_just_after_a_blocks_end_was_taken_does_not_wait_forever():
+    """Ctrl-C delivered right after the caller took a finished block's lock: waiting for the lock again hung the
+    run (a new user's interrupt, 2 of 6, at 0% CPU); the block has ended, so the interrupt goes on at once."""
+    import threading
+
+    from deepfm.compiled import _helpers, _Task
+
+    task = _Task(lambda: None, ())
+    _helpers.ensure(1)
+    _helpers.tasks.put(task)  # a helper runs the block, then releases its lock
+    task.done.acquire()
+    task.done.release()  # the block has ended
+
+    class InterruptedOnceTaken:
+        def __init__(self, lock):
+            self.lock, self.taken = lock, 0
+
+        def acquire(self):
+            self.lock.acquire()
+            self.taken += 1
+            if self.taken == 1:
+                raise KeyboardInterrupt
+
+    task.done = InterruptedOnceTaken(task.done)
+    raised = []
+    waiter = threading.Thread(target=lambda: raised.append(pytest.raises(KeyboardInterrupt, task.wait)), daemon=True)
+    waiter.start()
+    waiter.join(timeout=5)
+    assert not waiter.is_alive() and raised, "wait() waited forever for a lock it held"

@@ -57,15 +57,16 @@ class _Helpers:
             except BaseException as error:  # noqa: BLE001 - handed back to the caller, who raises it
                 task.error = error
             task.function = task.args = None  # the block's arrays are the caller's again
+            task.finished = True  # before the release: a caller holding the lock knows the block has ended
             task.done.release()
             del task  # nor kept while this thread waits for the next
 
 
 class _Task:
-    __slots__ = ("function", "args", "done", "result", "error")
+    __slots__ = ("function", "args", "done", "result", "error", "finished")
 
     def __init__(self, function: Callable, args: tuple) -> None:
-        self.function, self.args, self.result, self.error = function, args, None, None
+        self.function, self.args, self.result, self.error, self.finished = function, args, None, None, False
         self.done = threading.Lock()
         self.done.acquire()
 
@@ -73,8 +74,9 @@ class _Task:
         """Until the block has run (an interrupt while waiting waits on: the block writes into the caller's arrays)."""
         try:
             self.done.acquire()
-        except BaseException:  # KeyboardInterrupt: the block still runs; wait for it, then re-raise
-            self.done.acquire()
+        except BaseException:  # KeyboardInterrupt: wait for a block still running, then re-raise
+            if not self.finished:  # (an interrupt just after the lock was taken: taking it again would wait forever)
+                self.done.acquire()
             raise
 
 
@@ -117,8 +119,14 @@ def in_row_blocks(compiled_pass: Callable, arrays: Sequence[np.ndarray], *args: 
     try:
         first = compiled_pass(*calls[0][0], calls[0][1], *args)
     finally:  # every other block ends before the caller goes on or raises: none still writes into its arrays
+        interrupted = None
         for task in tasks:
-            task.wait()
+            try:
+                task.wait()
+            except BaseException as error:  # noqa: BLE001 - raised once every block has ended
+                interrupted = interrupted or error
+        if interrupted is not None:
+            raise interrupted
     for task in tasks:
         if task.error is not None:
             error, task.error = task.error, None
