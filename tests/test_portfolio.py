@@ -172,15 +172,15 @@ def test_deepfm_and_fm_on_clicks_list_the_defaults_first_and_nothing_on_a_long_t
 
 
 def test_a_small_sample_past_the_long_tail_cut_lets_validation_choose_the_branch():
-    """From 10k to SMALL_LONG_TAIL_ROWS rows a long tail may be a small sample of ids that recur (Frappe's 15k rows:
+    """From 2k to SMALL_LONG_TAIL_ROWS rows a long tail may be a small sample of ids that recur (Frappe's 15k rows:
     0.33 ids per row): the long tail's settings first, then the task's own with every value its own id."""
     assert defaults.id_shape(SMALL_LONG_TAIL) == "long tail"
     assert defaults.portfolio("fm", "binary", SMALL_LONG_TAIL) == (
         ("long tail", {}), ("recurring ids", {"adagrad_init": 0.0, "min_count": 1}))
     (_, first), (_, recurring) = defaults.portfolio("deepfm", "binary", SMALL_LONG_TAIL)
     assert first == {} and recurring == {"embed_dim": 64, "lr": 1e-2, "dropout": 0.5, "min_count": 1}
-    assert defaults.portfolio("lr", "binary", SMALL_LONG_TAIL) == (("defaults", {}),)
-    tiny = IdCounts(5_000, 50_000, 2_000)  # under the rare-value rule's 10k rows: demos and tests train one recipe
+    assert defaults.portfolio("lr", "binary", SMALL_LONG_TAIL) == (("long tail", {}), ("recurring ids", {"min_count": 1}))
+    tiny = IdCounts(1_500, 15_000, 2_000)  # under 2,000 rows (tests, tiny demos): one recipe
     assert defaults.id_shape(tiny) == "long tail" and defaults.portfolio("fm", "binary", tiny) == (("defaults", {}),)
     assert defaults.portfolio("fm", "regression", SMALL_LONG_TAIL) == (("defaults", {}),)
 

@@ -226,14 +226,19 @@ PORTFOLIOS: dict[str, dict[str, dict[str, tuple[Candidate, ...]]]] = {
 # small sample of a real long tail needs that branch (the Criteo-shaped set at 15k-200k rows, 3.5-11.5 ids per row). No
 # statistic of the counts told them apart (iPinYou's 24k rows, 0.57 per row, want the long tail; ids per row, the
 # share seen once, once per row, rare occurrences and new values in a second half all overlap), so below
-# SMALL_LONG_TAIL_ROWS training rows (where two models cost little), from the RARE_VALUE_RULE_ROWS where the rule's
-# min_count starts (below: samples, demos, tests, as measured from 15k rows), validation chooses between the branches:
+# SMALL_LONG_TAIL_ROWS training rows (where two models cost little) validation chooses between the branches:
 # the long tail's settings and the task's own (every value its own id). Valid AUC, long tail / recurring branch,
 # seed 2026 (benchmarks/README.md, "Small samples: validation picks the branch"): FM Frappe 15k 0.836 / 0.901,
 # 30k 0.890 / 0.934 (rows of the recurring band, the long tail's keys forced); MovieLens-1M clicks 15k 0.745 / 0.758,
 # 30k 0.787 / 0.793; Criteo-shaped 15k 0.571 / 0.526, 30k 0.592 / 0.521, 200k 0.613 / 0.530. DeepFM likewise.
 SMALL_LONG_TAIL_ROWS = 100_000
+# Below 10k rows too (where the rare-value rule keeps every value; benchmarks/README.md, the same section): valid AUC
+# long tail / recurring branch at 3k / 6k / 9k rows, FM: Frappe 0.764 / 0.802, 0.820 / 0.848, 0.852 / 0.870; MovieLens-1M
+# clicks 0.649 / 0.663, 0.683 / 0.707, 0.705 / 0.725; Criteo-shaped 0.583 / 0.516, 0.586 / 0.522, 0.589 / 0.522. From
+# PORTFOLIO_MIN_ROWS, so that the held-out rows (a tenth) can tell two models apart; tests and tiny demos train one.
+PORTFOLIO_MIN_ROWS = 2_000
 _RECURRING_BRANCH: dict[str, dict[str, Any]] = {  # the task's settings the long-tail branch replaces, and min_count 1
+    "lr": {"min_count": 1},  # LR has no settings of its own there: only the rare-value rule (Frappe 12k: 0.824 / 0.894)
     "fm": {"adagrad_init": 0.0, "min_count": 1},
     "deepfm": {key: _DEEPFM_CLICKS[key] for key in SHAPE_DEFAULTS["deepfm"]["long tail"]} | {"min_count": 1},
 }
@@ -310,12 +315,12 @@ def _with_keys(config: RunConfig, values: dict[str, Any], only_unset: bool) -> R
 
 def portfolio(model: str, task: str, id_counts: IdCounts | None) -> tuple[Candidate, ...]:
     """The default candidates for ``model`` on ``task`` and training ids counted as ``id_counts``: ``PORTFOLIOS``
-    for their shape; on clicks, from RARE_VALUE_RULE_ROWS to SMALL_LONG_TAIL_ROWS rows of a long tail, both branches
+    for their shape; on clicks, from PORTFOLIO_MIN_ROWS to SMALL_LONG_TAIL_ROWS rows of a long tail, both branches
     of the data rule; just the defaults, ``(("defaults", {}),)``, where none are listed."""
     shape = id_shape(id_counts)
     listed = PORTFOLIOS.get(model, {}).get(task, {}).get(shape)
     if (listed is None and shape == "long tail" and task == "binary" and model in _RECURRING_BRANCH
-            and id_counts is not None and RARE_VALUE_RULE_ROWS <= id_counts.rows < SMALL_LONG_TAIL_ROWS):
+            and id_counts is not None and PORTFOLIO_MIN_ROWS <= id_counts.rows < SMALL_LONG_TAIL_ROWS):
         return ("long tail", {}), ("recurring ids", _RECURRING_BRANCH[model])
     return listed or (("defaults", {}),)
 
@@ -328,8 +333,8 @@ def with_candidate(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
 def describe_shape_rule(config: RunConfig, id_counts: IdCounts | None) -> str | None:
     """One line for the run's log: the ids' shape and what its rule set, for a model that has a data rule;
     ``config`` as the user gave it (before ``with_task_defaults``), so that a key they set is said to be theirs."""
-    shapes = SHAPE_DEFAULTS.get(config.model.name)
-    if not shapes or id_counts is None or config.training.solver != "gradient":
+    shapes = SHAPE_DEFAULTS.get(config.model.name, {})
+    if id_counts is None or config.training.solver != "gradient" or (not shapes and id_counts.min_count <= 1):
         return None
     shape = id_shape(id_counts)
     chosen = shapes.get(shape, {})

@@ -145,5 +145,9 @@ def train_portfolio(candidates: tuple[Candidate, ...], given: RunConfig, task: T
             chosen = Chosen(config, model, result, name, tried)
     if chosen is None:
         raise TrainingDiverged("portfolio: every recipe diverged: " + "; ".join(f"{t.name}: {t.failed}" for t in tried))
-    say(f"portfolio: kept {chosen.name} (best valid {metric}; --portfolio off (training.portfolio) trains the defaults only)")
+    kept = chosen.config.data.min_count if "min_count" in dict(candidates)[chosen.name] else None
+    encoders = ("" if kept is None else "; every value keeps its own id (data.min_count 1)" if kept <= 1 else
+                f"; values seen fewer than {kept} times share their field's rare id (data.min_count {kept})")
+    say(f"portfolio: kept {chosen.name} (best valid {metric}{encoders}; --portfolio off (training.portfolio) trains the "
+        "defaults only)")
     return chosen
