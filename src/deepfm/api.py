@@ -72,6 +72,22 @@ def _verdicts(history: list[dict[str, Any]], task: Task) -> list[bool]:
     return verdicts
 
 
+def overconfidence_note(task, best: dict[str, float] | None, valid: EncodedData | None) -> str | None:
+    """A note where the kept epoch (best by AUC) scores a validation logloss worse than predicting the training click
+    rate for every row: its ranking may be good while its probabilities are not (overconfident)."""
+    if task.name != "binary" or not best or "logloss" not in best or valid is None or valid.labels is None:
+        return None
+    rate = min(max(float(task.label_mean if task.label_mean is not None else 0.5), 1e-6), 1 - 1e-6)
+    y = np.asarray(valid.labels, dtype=np.float64)
+    weights = None if valid.weights is None else np.asarray(valid.weights, dtype=np.float64)
+    constant = float(np.average(-(y * np.log(rate) + (1 - y) * np.log(1 - rate)), weights=weights))
+    if best["logloss"] <= constant:
+        return None
+    return (f"the kept epoch, best by validation AUC, has validation logloss {best['logloss']:.4f}, worse than "
+            f"{constant:.4f} for the training click rate on every row: use its predictions to rank rows, not as "
+            "probabilities (they are overconfident)")
+
+
 def new_model(config: RunConfig, encoder: FeatureEncoder) -> torch.nn.Module:
     """``config``'s model for ``encoder``'s features, from ``training.seed`` (its starting weights)."""
     torch.manual_seed(config.training.seed)
@@ -402,6 +418,10 @@ class Estimator:
             id_counts = self.encoder.id_counts
         else:
             self.model, self.result = train_one(cfg)
+        if log and ctx.is_main:
+            note = overconfidence_note(task, self.result.best_metrics, valid_data)
+            if note:
+                log(note)
         refit = self._refit(train_data, valid_data, holdout is not None, progress, log)
         self.metrics = {
             "task": task.name,
