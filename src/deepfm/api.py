@@ -77,10 +77,7 @@ def overconfidence_note(task, best: dict[str, float] | None, valid: EncodedData 
     rate for every row: its ranking may be good while its probabilities are not (overconfident)."""
     if task.name != "binary" or not best or "logloss" not in best or valid is None or valid.labels is None:
         return None
-    rate = min(max(float(task.label_mean if task.label_mean is not None else 0.5), 1e-6), 1 - 1e-6)
-    y = np.asarray(valid.labels, dtype=np.float64)
-    weights = None if valid.weights is None else np.asarray(valid.weights, dtype=np.float64)
-    constant = float(np.average(-(y * np.log(rate) + (1 - y) * np.log(1 - rate)), weights=weights))
+    constant = task.metrics(valid.labels, np.full(len(valid.labels), task.prior), valid.weights)["logloss"]
     if best["logloss"] <= constant:
         return None
     return (f"the kept epoch, best by validation AUC, has validation logloss {best['logloss']:.4f}, worse than "

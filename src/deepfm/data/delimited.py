@@ -165,7 +165,7 @@ def _refuse_an_open_last_row(path: Path, delimiter: str, lines: list[str] | None
             pass
     except pycsv.Error as error:
         if "unexpected end of data" in str(error):
-            raise _unclosed_quote(path, delimiter, lines, first_line, begins) from None
+            raise _unclosed_quote(path, delimiter, tail, begins, begins) from None  # the tail in hand, not read again
 
 
 def _locate_ragged(path: Path, delimiter: str, expected: int, skip: int, lines: list[str] | None = None,
