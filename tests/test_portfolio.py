@@ -180,6 +180,10 @@ def test_a_small_sample_past_the_long_tail_cut_lets_validation_choose_the_branch
     (_, first), (_, recurring) = defaults.portfolio("deepfm", "binary", SMALL_LONG_TAIL)
     assert first == {} and recurring == {"embed_dim": 64, "lr": 1e-2, "dropout": 0.5, "min_count": 1}
     assert defaults.portfolio("lr", "binary", SMALL_LONG_TAIL) == (("long tail", {}), ("recurring ids", {"min_count": 1}))
+    under_the_rule = IdCounts(3_000, 30_000, 2_000)  # under 10k rows every value keeps its id in either branch
+    assert defaults.rare_value_threshold(None, under_the_rule) == 1
+    assert defaults.portfolio("fm", "binary", under_the_rule) == (("long tail", {}), ("recurring ids", {"adagrad_init": 0.0}))
+    assert defaults.portfolio("lr", "binary", under_the_rule) == (("defaults", {}),), "the same model twice"
     tiny = IdCounts(1_500, 15_000, 2_000)  # under 2,000 rows (tests, tiny demos): one recipe
     assert defaults.id_shape(tiny) == "long tail" and defaults.portfolio("fm", "binary", tiny) == (("defaults", {}),)
     assert defaults.portfolio("fm", "regression", SMALL_LONG_TAIL) == (("defaults", {}),)
@@ -225,6 +229,12 @@ def test_such_a_portfolio_resumed_refits_the_branch_encoders_and_keeps_the_same_
     assert resumed.metrics["portfolio_choice"] == first.metrics["portfolio_choice"] == "recurring ids"
     assert resumed.encoder.to_dict() == first.encoder.to_dict()
     np.testing.assert_allclose(resumed.predict(valid), first.predict(valid), rtol=1e-6)
+
+
+def test_under_the_rare_value_rule_lr_trains_once_where_both_branches_are_the_same_model():
+    est = Estimator(model={"name": "lr"}, training={"epochs": 1}).fit(
+        item_clicks(3_000, 4_000, 0), valid=item_clicks(1_000, 4_000, 1), progress=False)
+    assert est.metrics["ids"]["shape"] == "long tail" and "portfolio" not in est.metrics
 
 
 def test_a_min_count_the_user_set_keeps_such_a_sample_to_one_branch():

@@ -316,12 +316,16 @@ def _with_keys(config: RunConfig, values: dict[str, Any], only_unset: bool) -> R
 def portfolio(model: str, task: str, id_counts: IdCounts | None) -> tuple[Candidate, ...]:
     """The default candidates for ``model`` on ``task`` and training ids counted as ``id_counts``: ``PORTFOLIOS``
     for their shape; on clicks, from PORTFOLIO_MIN_ROWS to SMALL_LONG_TAIL_ROWS rows of a long tail, both branches
-    of the data rule; just the defaults, ``(("defaults", {}),)``, where none are listed."""
+    of the data rule (under RARE_VALUE_RULE_ROWS, where every value keeps its id anyway, without ``min_count``: LR's
+    branches are then one model, trained once); just the defaults, ``(("defaults", {}),)``, where none are listed."""
     shape = id_shape(id_counts)
     listed = PORTFOLIOS.get(model, {}).get(task, {}).get(shape)
     if (listed is None and shape == "long tail" and task == "binary" and model in _RECURRING_BRANCH
             and id_counts is not None and PORTFOLIO_MIN_ROWS <= id_counts.rows < SMALL_LONG_TAIL_ROWS):
-        return ("long tail", {}), ("recurring ids", _RECURRING_BRANCH[model])
+        recurring = {key: value for key, value in _RECURRING_BRANCH[model].items()
+                     if not (key == "min_count" and rare_value_threshold(None, id_counts) == value)}
+        if recurring:
+            return ("long tail", {}), ("recurring ids", recurring)
     return listed or (("defaults", {}),)
 
 
