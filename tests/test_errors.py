@@ -416,6 +416,12 @@ def test_infinite_weight_in_a_multi_column_is_located(write_table):
     assert str(error) == f"{path}:4:2: multi-valued column 'tags': weight in 'e:1e999' is not a finite number"
 
 
+def test_a_bad_weight_after_a_quoted_value_that_holds_line_breaks_is_located_at_its_own_line(write_text):
+    path = write_text("tags.csv", 'label,note,tags\n1,"x\ny",t1\n0,b,t2:1e999\n')
+    error = error_of(read_frame, path, multi=["tags"])
+    assert str(error) == f"{path}:4:3: multi-valued column 'tags': weight in 't2:1e999' is not a finite number"
+
+
 # -- libFM / libFFM tokens --------------------------------------------------------------------
 
 

@@ -25,8 +25,9 @@ _WEIGHTED_TOKEN = rf"(^|[^\\]):{DECIMAL}\s*$"
 
 def frame_from_table(table: pa.Table, source: str, label: str = DEFAULT_LABEL, require_label: bool = False,
                      fmt: str = "table", first_line: int = 1, multi: Sequence[str] = (),
-                     separator: str = "|") -> RawFrame:
-    """A ``RawFrame`` over an Arrow table whose row ``i`` is on line ``first_line + i`` of ``source``.
+                     separator: str = "|", lines_before: np.ndarray | None = None) -> RawFrame:
+    """A ``RawFrame`` over an Arrow table whose row ``i`` is on line ``first_line + i`` of ``source`` (plus
+    ``lines_before[i]``, the line breaks inside quoted values of the rows before it, where there are any).
 
     Columns are numbered from 1 in table order (a CSV's field numbers); Criteo fixes I1..I13
     numeric and C1..C26 categorical. Columns that hold a pandas index are not data.
@@ -43,7 +44,8 @@ def frame_from_table(table: pa.Table, source: str, label: str = DEFAULT_LABEL, r
     else:
         kinds = {n: "auto" for n in columns}
     frame = RawFrame(path=str(source), format=fmt, columns=columns, kinds=kinds, column_numbers=numbers,
-                     labels=labels, label_column_number=numbers.get(label, 1), first_line=first_line)
+                     labels=labels, label_column_number=numbers.get(label, 1), first_line=first_line,
+                     lines_before=lines_before)
     lists = [n for n, column in columns.items() if is_id_list(column.type) and n not in multi]  # multi-valued as they are
     return apply_multi(frame, [*multi, *lists], separator)
 
