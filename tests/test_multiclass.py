@@ -110,3 +110,28 @@ def test_serve_names_the_classes_in_the_order_of_each_rows_probabilities(tmp_pat
     assert answer["kind"] == "class probabilities"
     assert answer["classes"] == metadata["classes"] == estimator.encoder.task.classes
     np.testing.assert_allclose(answer["predictions"], estimator.predict(colours(5, seed=1)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("names", [["1.0", "2.0", "3.5"], ["1", "1.0", "2"]])
+def test_predict_writes_each_class_as_the_training_labels_wrote_it(tmp_path, names):
+    """A class is the text of its label: in CSV output as written (1.0, not 1), and in Parquet as a number only
+    where no two classes spell the same number ('1' and '1.0' are two classes; then text)."""
+    import pyarrow.parquet as pq
+
+    from deepfm.cli import main
+
+    table = colours(600)
+    name_of = dict(zip(COLOURS, names))
+    table = table.set_column(2, "label", pa.array([name_of[colour] for colour in table["label"].to_pylist()]))
+    pacsv.write_csv(table, tmp_path / "train.csv")
+    assert main(["train", "--train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "m"), "--task", "multiclass",
+                 "--model", "fm", "--epochs", "1", "--quiet"]) == 0
+    for out in ("p.csv", "p.parquet"):
+        assert main(["predict", str(tmp_path / "m"), str(tmp_path / "train.csv"), "--out", str(tmp_path / out)]) == 0
+    written = pacsv.read_csv(tmp_path / "p.csv", convert_options=pacsv.ConvertOptions(column_types={"prediction": pa.string()}))
+    assert set(written["prediction"].to_pylist()) <= set(names) and [f"p_{n}" for n in names] == written.column_names[1:]
+    parquet = pq.read_table(tmp_path / "p.parquet")["prediction"]
+    if len({float(n) for n in names}) == len(names):
+        assert parquet.type == pa.float64() and set(parquet.to_pylist()) <= {float(n) for n in names}
+    else:
+        assert parquet.type == pa.string() and set(parquet.to_pylist()) <= set(names)

@@ -540,14 +540,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     frame = estimator.read(args.path, require_label=False)
     kept = {name: kept_column(frame, name, estimator.config.data.label) for name in keep}
-    if frame.format in ("csv", "tsv", "criteo") and Path(args.out).suffix.lower() in PARQUET_SUFFIXES:
+    parquet = Path(args.out).suffix.lower() in PARQUET_SUFFIXES
+    if frame.format in ("csv", "tsv", "criteo") and parquet:
         kept = {name: as_numbers_where_written_so(column) for name, column in kept.items()}  # typed, as pandas reads it
     predictions = estimator.predict(frame)
     task = estimator.encoder.task
     columns = task.prediction_columns(predictions)
-    if columns["prediction"].dtype == object:  # classes: ratings 1-5 as numbers, names as text, by all the model's classes
-        classes = as_numbers_where_written_so(pa.array([str(c) for c in task.classes], pa.string()))
-        columns["prediction"] = classes.take(pa.array(predictions.argmax(axis=1)))
+    if columns["prediction"].dtype == object and parquet:  # classes: ratings 1-5 as numbers, names as text
+        classes = as_numbers_where_written_so(pa.array(task.classes, pa.string()))  # by all the model's classes
+        if len(set(classes.to_pylist())) == len(task.classes):  # '1' and '1.0' are two classes: then text, as written
+            columns["prediction"] = classes.take(pa.array(predictions.argmax(axis=1)))
     table = pa.table({**kept, **columns})
     write_table(table, args.out)
     if args.out != "-":
