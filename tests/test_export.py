@@ -80,3 +80,19 @@ def test_cli_writes_the_file_and_refuses_multi_valued_fields(files, tmp_path, ca
     error = capsys.readouterr().err
     assert "multi-valued fields (tags)" in error and "Traceback" not in error
     assert not (tmp_path / "no.onnx").exists()
+
+
+def test_cli_refuses_an_onnx_path_it_could_not_write_before_any_work(tmp_path, capsys):
+    """A folder, or a path through a file, is exit status 2 with the flag named (it was a traceback, exit 1)."""
+    (tmp_path / "p1.csv").write_text("x\n")
+    for onnx_path, said in ((tmp_path, "that is a folder"), (tmp_path / "p1.csv" / "x.onnx", "is a file, not a folder")):
+        capsys.readouterr()
+        assert main(["export", str(tmp_path / "no-model"), "--onnx", str(onnx_path)]) == 2
+        error = capsys.readouterr().err
+        assert f"--onnx {onnx_path}: " in error and said in error and "Traceback" not in error
+
+
+def test_a_model_directory_that_is_a_file_is_said_to_be_one(tmp_path, capsys):
+    (tmp_path / "p1.csv").write_text("x\n")
+    assert main(["predict", str(tmp_path / "p1.csv"), str(tmp_path / "p1.csv")]) == 2
+    assert "p1.csv: not a model directory (a file)" in capsys.readouterr().err

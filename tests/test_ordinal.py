@@ -133,3 +133,22 @@ def test_a_parquet_of_predictions_holds_the_rating_class_as_a_number(tmp_path):
     written = pq.read_table(tmp_path / "p.parquet")
     assert written.schema.field("prediction").type == pa.int64()  # as the ratings were written: 4, not '4'
     assert set(written["prediction"].to_pylist()) <= {1, 2, 3, 4, 5}
+
+
+def test_predict_keep_refuses_a_column_the_predictions_write(tmp_path, capsys):
+    """--keep expected (or p_5) would be overwritten by the model's column of that name without a word."""
+    import pyarrow.csv as pacsv
+
+    from deepfm.cli import main
+
+    pacsv.write_csv(ratings(600), tmp_path / "train.csv")
+    assert main(["train", "--train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "m"), "--task", "ordinal",
+                 "--model", "fm", "--epochs", "1", "--quiet"]) == 0
+    requests = ratings(50).append_column("expected", pa.array(["E"] * 50)).append_column("p_5", pa.array(["P"] * 50))
+    pacsv.write_csv(requests, tmp_path / "requests.csv")
+    for name in ("expected", "p_5", "prediction"):
+        capsys.readouterr()
+        assert main(["predict", str(tmp_path / "m"), str(tmp_path / "requests.csv"), "--keep", name,
+                     "--out", str(tmp_path / "p.csv")]) == 2
+        assert f"--keep {name}: the predictions write a column of that name (prediction, expected, p_1" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()

@@ -120,7 +120,7 @@ def load_model_dir(directory: str | Path) -> SavedModel:
     """Load and verify a model directory; raises ``ModelDirError`` saying what is wrong."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise ModelDirError(f"{directory}: not a model directory (it does not exist)")
+        raise ModelDirError(f"{directory}: not a model directory ({'a file' if directory.exists() else 'it does not exist'})")
     manifest_path = directory / "manifest.json"
     if not manifest_path.exists():
         raise ModelDirError(f"{directory}: not a deepfm model directory (no manifest.json)")

@@ -539,7 +539,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from deepfm.data.frame import as_numbers_where_written_so
 
     frame = estimator.read(args.path, require_label=False)
-    kept = {name: kept_column(frame, name, estimator.config.data.label) for name in keep}
+    outputs = estimator.encoder.task.prediction_names()
+    kept = {name: kept_column(frame, name, estimator.config.data.label, outputs) for name in keep}
     parquet = Path(args.out).suffix.lower() in PARQUET_SUFFIXES
     if frame.format in ("csv", "tsv", "criteo") and parquet:
         kept = {name: as_numbers_where_written_so(column) for name, column in kept.items()}  # typed, as pandas reads it
@@ -557,12 +558,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def kept_column(frame, name: str, label: str):
-    """Input column ``name`` of ``frame`` (the label too), as read, for ``predict --keep``."""
+def kept_column(frame, name: str, label: str, outputs: list[str]):
+    """Input column ``name`` of ``frame`` (the label too), as read, for ``predict --keep``; not one of the prediction
+    columns, ``outputs``."""
     from deepfm.errors import ConfigError, DataError
 
-    if name == "prediction":
-        raise ConfigError("--keep prediction: that is the name of the output column")
+    if name in outputs:
+        raise ConfigError(f"--keep {name}: the predictions write a column of that name ({', '.join(outputs)})")
     if name == label and frame.labels is not None:
         return frame.labels
     if name not in frame.columns:
@@ -580,21 +582,13 @@ def writable_output(out: str) -> None:
     """Check ``predict --out`` (a .csv or .parquet file, or ``-``) before any work: ConfigError where it could not
     be written. Folders it names that do not exist yet are created when the table is written (``write_table``)."""
     from deepfm.errors import ConfigError
+    from deepfm.outputs import check_writable_file
 
     if out == "-":
         return
-    path = Path(out)
-    if path.suffix.lower() not in PARQUET_SUFFIXES + CSV_SUFFIXES:
+    if Path(out).suffix.lower() not in PARQUET_SUFFIXES + CSV_SUFFIXES:
         raise ConfigError(f"--out {out}: use a .csv or .parquet file name, or - for CSV on stdout")
-    if path.is_dir():
-        raise ConfigError(f"--out {out}: that is a folder; name a .csv or .parquet file in it")
-    existing = path.parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(f"--out {out}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK):
-        raise ConfigError(f"--out {out}: {existing} is not writable")
+    check_writable_file(out, "--out")
 
 
 def write_table(table, out: str) -> None:

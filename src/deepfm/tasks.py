@@ -131,6 +131,10 @@ class Task:
         """Predictions as named columns for a predictions file."""
         return {"prediction": predictions}
 
+    def prediction_names(self) -> list[str]:
+        """The names of ``prediction_columns``, in order."""
+        return list(self.prediction_columns(np.zeros(0)))
+
     # -- persistence ----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -300,6 +304,9 @@ class MulticlassTask(Task):
         columns = {"prediction": np.asarray(self.classes, dtype=object)[predictions.argmax(axis=1)]}
         columns.update({f"p_{c}": predictions[:, i] for i, c in enumerate(self.classes)})
         return columns
+
+    def prediction_names(self) -> list[str]:
+        return list(self.prediction_columns(np.zeros((0, len(self.classes)))))
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.name, "classes": self.classes, "class_rates": self.class_rates,

@@ -31,7 +31,8 @@ def add_production_parsers(sub: argparse._SubParsersAction) -> None:
                         "without it")
     p = sub.add_parser("export", help="export the model (after encoding) as ONNX",
                        description="Write the model as ONNX: inputs ids int64 (batch, F) and values float32 "
-                                   "(batch, F), output prediction (batch,). Encoding stays in features.json.")
+                                   "(batch, F), output prediction (batch,), or (batch, C) class probabilities for "
+                                   "multiclass and ordinal models. Encoding stays in features.json.")
     p.add_argument("dir", help="model directory")
     p.add_argument("--onnx", required=True, help="ONNX file to write")
 
@@ -56,7 +57,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ImportError as error:
         raise ConfigError(f"export needs the export extra (pip install 'deepfm[export]'): {error}") from None
     from deepfm.export import export_onnx
+    from deepfm.outputs import check_writable_file
 
+    check_writable_file(args.onnx, "--onnx")
     path = export_onnx(args.dir, args.onnx)
     print(f"wrote {path}", file=sys.stderr)
     return 0
