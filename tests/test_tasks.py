@@ -221,6 +221,14 @@ def test_one_vs_rest_reads_every_value_but_the_positive_one_as_zero(write_table)
     for task in ("multiclass", "ordinal", "regression"):
         with pytest.raises(ValueError, match="one_vs_rest: a binary task's option"):
             DataConfig(positive="5", one_vs_rest=True, task=task)
+        with pytest.raises(ValueError, match="positive: a binary task's option"):
+            DataConfig(positive=">50K", task=task)  # was ignored without a word
+
+
+def test_the_label_or_weight_column_cannot_be_ignored():
+    for config in ({"label": "income", "ignore": ("income",)}, {"weight": "w", "ignore": "w,age"}):
+        with pytest.raises(ValueError, match="is the (label|weight) column, which is not a feature anyway"):
+            DataConfig(**config)
 
 
 def test_the_negative_value_is_the_more_frequent_other_value_even_after_a_stray_first_row(write_table):

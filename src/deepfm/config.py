@@ -75,8 +75,12 @@ class DataConfig(_Frozen):
     def _one_vs_rest_needs_positive(self) -> "DataConfig":
         if self.one_vs_rest and self.positive is None:
             raise ValueError("one_vs_rest: name the positive label value too (--positive VALUE)")
-        if self.one_vs_rest and self.task not in ("auto", "binary"):
-            raise ValueError(f"one_vs_rest: a binary task's option (the task is {self.task})")
+        for name, value in (("one_vs_rest", self.one_vs_rest), ("positive", self.positive is not None)):
+            if value and self.task not in ("auto", "binary"):
+                raise ValueError(f"{name}: a binary task's option (the task is {self.task})")
+        for role, column in (("label", self.label), ("weight", self.weight)):
+            if column in self.ignore:
+                raise ValueError(f"ignore: '{column}' is the {role} column, which is not a feature anyway")
         return self
 
     @field_validator("categorical", "numeric", "multi", "ignore", mode="before")
