@@ -515,6 +515,7 @@ def test_a_headerless_delimited_file_is_told_to_add_a_header(tmp_path):
     with pytest.raises(DataError, match="looks like data, not a header") as error:
         read_frame(path, "tsv", label="rating")
     assert str(error.value).startswith(f"{path}:1:1: ")
+    assert str(error.value).endswith("e.g. user\\titem\\trating\\ttimestamp")  # the example in the file's own separator
 
 
 def test_a_pipe_or_standard_input_is_refused_saying_to_save_the_rows_to_a_file(tmp_path):

@@ -44,8 +44,10 @@ def delimited_layout(path: Path, fmt: str, label_optional: bool = False) -> tupl
                         f"comma- or tab-separated text, and this file looks {other!r}-separated; convert it, e.g. "
                         f"tr '{other}' '\\t' < {path} > {path.with_suffix('.tsv')} (where no value holds a tab)", line=1, column=1)
     if len(names) > 1 and all(re.match(DECIMAL_PATTERN, n) for n in names):
+        mark = delimiter_of(fmt)
+        example = mark.join(("user", "item", "rating", "timestamp")).replace("\t", "\\t")
         raise DataError(path, f"the first line looks like data, not a header ({','.join(names[:4])}...): {fmt.upper()} "
-                        "files need a header line naming the columns, e.g. user,item,rating,timestamp", line=1, column=1)
+                        f"files need a header line naming the columns, e.g. {example}", line=1, column=1)
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise DataError(path, f"duplicate column names in the header: {sorted(duplicates)}", line=1)
