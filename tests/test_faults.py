@@ -127,3 +127,43 @@ def test_resuming_past_a_damaged_checkpoint_warns_and_continues_from_the_previou
         path.write_text("{}")
     assert main([*run, "--epochs", "4", "--resume", "--quiet"]) == 2
     assert "no usable checkpoint" in capsys.readouterr().err
+
+
+def _wait_for_a_checkpoint(run: subprocess.Popen, out: Path) -> None:
+    deadline = time.monotonic() + 240
+    while _checkpoint_step(out) is None:
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()[1][-3000:]
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the workers in /proc")
+def test_ctrl_c_on_the_launcher_says_once_how_to_resume_with_nproc_and_exits_130(data):
+    out = data["root"] / "interrupted"
+    run = _train(data, out)
+    _wait_for_a_checkpoint(run, out)
+    run.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C reaches the launcher (torchrun passes it on to the ranks)
+    _, log = run.communicate(timeout=120)
+    hints = [line for line in log.splitlines() if line.startswith("interrupted")]
+    assert run.returncode == 130 and "Traceback" not in log, log[-3000:]
+    assert len(hints) == 1 and "--nproc 2" in hints[0] and hints[0].endswith(" --resume"), log[-3000:]
+    resumed = subprocess.run(hints[0].split(": ", 1)[1].replace("deepfm ", f"{sys.executable} -m deepfm ", 1), shell=True,
+                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-3000:]
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the workers in /proc")
+def test_a_launcher_killed_by_sigkill_takes_its_ranks_with_it(data):
+    """torchrun starts the ranks in sessions of their own: without the parent-death signal they trained on."""
+    out = data["root"] / "killed-launcher"
+    run = _train(data, out)
+    _wait_for_a_checkpoint(run, out)
+    ranks = [_rank_pid(run.pid, rank) for rank in (0, 1)]
+    assert None not in ranks
+    run.kill()
+    run.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1][:3]
+              for pid in ranks):
+        assert time.monotonic() < deadline, "a rank outlived its launcher"
+        time.sleep(0.1)
+    assert not (out / "model.safetensors").exists()

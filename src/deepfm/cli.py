@@ -21,7 +21,7 @@ from deepfm.defaults import MODEL_DEFAULTS, SHAPE_BANDS, SHAPE_DEFAULTS, TASK_DE
 from deepfm.data.formats import AUTO_RULE, FORMATS, check_data_file
 from deepfm.errors import DataWarning, DeepFMError
 from deepfm.experiments.cli import add_compare_parser, cmd_compare
-from deepfm.runtime import set_process_environment
+from deepfm.runtime import set_process_environment, started_by_launch, stop_with_the_launcher
 from deepfm.serving.cli import add_production_parsers, cmd_export, cmd_serve
 
 KIND_RULE = (
@@ -710,6 +710,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, sho
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    stop_with_the_launcher()  # a rank of deepfm --nproc: not one second longer than its launcher
     warnings.showwarning = _show_warning
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -722,6 +723,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet_stdout()
         return 1
     except KeyboardInterrupt:
+        if started_by_launch() or os.environ.get("RANK", "0") != "0":
+            return 130  # the launcher (deepfm --nproc), or rank 0 of a torchrun by hand, speaks for the ranks
         out = getattr(args, "out", None) if args.command == "train" else None
         from deepfm.resumable import checkpoint_saved  # no torch import in the handler
 

@@ -87,6 +87,29 @@ def _glibc() -> ctypes.CDLL | None:
         return None
 
 
+LAUNCHER_PID = "DEEPFM_LAUNCHER_PID"  # set by ``deepfm.distributed.launch`` for its ranks: the process that speaks for them
+
+
+def started_by_launch() -> bool:
+    """True in a rank that ``deepfm ... --nproc N`` started (``distributed.launch``), not in a torchrun run by hand."""
+    return LAUNCHER_PID in os.environ
+
+
+def stop_with_the_launcher() -> None:
+    """In a rank that ``deepfm ... --nproc N`` started: be sent SIGTERM when the launcher dies, even by SIGKILL
+    (torchrun starts its ranks in sessions of their own, so a ``kill -9`` of the command's process group left them
+    training). Linux only (``prctl``); elsewhere, and in any other process, nothing."""
+    import signal
+
+    libc = _glibc()
+    if not started_by_launch() or libc is None:
+        return
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    if os.getppid() != int(os.environ[LAUNCHER_PID]):  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def available_cores() -> int:
     """Cores this process may run on (its CPU affinity where the OS has one, not the machine's count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -7,6 +7,8 @@ import logging
 import os
 from typing import Sequence
 
+from deepfm.runtime import LAUNCHER_PID
+
 
 def without_flag(argv: Sequence[str], flag: str) -> list[str]:
     """``argv`` minus ``flag VALUE`` / ``flag=VALUE``."""
@@ -64,7 +66,12 @@ def launch(nproc: int, argv: Sequence[str], max_restarts: int = 0) -> int:
     """Run ``deepfm ARGV`` as ``nproc`` ranks on this machine (torchrun's launcher, in this process),
     restarting every rank up to ``max_restarts`` times when one fails (a restarted rank resumes from
     the checkpoint); the exit status: 0, 2 when a rank stopped on an input error (it printed the
-    one-line cause), else 1."""
+    one-line cause), 128 + the signal's number when one stopped the launcher, else 1. Ctrl-C is
+    ``KeyboardInterrupt`` here once the ranks have stopped: the launcher, which knows the whole command
+    (``--nproc`` too), says how to resume."""
+    import signal
+
+    from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -74,9 +81,16 @@ def launch(nproc: int, argv: Sequence[str], max_restarts: int = 0) -> int:
     os.environ.setdefault(FRESH_STORE_EACH_RESTART, "1")
     # each rank's share of the cores (torchrun would set 1 and warn that it did; the ranks set torch's threads alike)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, available_cores() // nproc)))
+    os.environ[LAUNCHER_PID] = str(os.getpid())
     try:
         run(get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}",
                                           "-m", "deepfm", *argv]))
     except ChildFailedError as error:
         return 2 if any(f.exitcode == 2 for f in error.failures.values()) else 1
+    except SignalException as stopped:  # torchrun's handler: it has passed the signal on to the ranks and waited
+        if stopped.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        return 128 + int(stopped.sigval)
+    finally:
+        os.environ.pop(LAUNCHER_PID, None)
     return 0
