@@ -634,6 +634,9 @@ def test_fit_notes_say_why_libfm_features_became_one_multi_valued_field_and_why_
     assert notes[0] == ("libFM rows differ in width (most have 2 features; line 3 has 0), so the features are one "
                         "multi-valued field, not 2 positional fields")
     assert notes[1].startswith("task: regression, since the labels are not all 0/1 (0, 1, 2")
+    overlapping = write_text("o.libfm", "1 0:1 5:1\n0 6:1 7:1\n")
+    (note,) = FeatureEncoder.fit([read_frame(overlapping)], DataConfig()).fit_notes
+    assert note.startswith("libFM rows of 2 features each whose index ranges overlap")
 
 
 def test_fit_notes_stay_quiet_for_id_columns_with_an_odd_value_and_keep_the_regression_note_short(write_table):

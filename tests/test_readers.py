@@ -200,6 +200,16 @@ def test_libfm_fixed_width_rows_with_disjoint_ranges_become_positional_fields(wr
     assert strings(frame.labels) == ["1", "0", "1"]
 
 
+def test_libfm_positional_fields_take_each_rows_tokens_in_index_order(write_text):
+    """A row is a sparse vector: one line's tokens swapped (with weights) is the same row, not an overlap that turned
+    every field into one multi-valued column (in memory), nor values in the wrong fields (streamed, by the layout)."""
+    path = write_text("data.libfm", "1 0:1 10:0.5 20:1\n0 11:2 1:1 22:1\n1 2:1 10:1 21:1\n")
+    for frame in (read_frame(path), read_frame(path, layout=read_frame(path).kinds)):
+        assert [strings(frame.columns[f]) for f in ("f1", "f2", "f3")] == [["0", "1", "2"], ["10", "11", "10"],
+                                                                          ["20", "22", "21"]]
+        assert frame.weights["f2"].to_pylist() == [0.5, 2.0, 1.0] and frame.weights["f1"].to_pylist() == [1.0] * 3
+
+
 def test_libfm_positional_fields_with_all_unit_values_carry_no_weights(write_text):
     frame = read_frame(write_text("data.libfm", "1 0:1 10:1\n0 1:1 11:1\n"))
     assert frame.weights == {}

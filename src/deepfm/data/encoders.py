@@ -730,6 +730,10 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
             odd = int(np.flatnonzero(widths != common)[0])
             notes.append(f"libFM rows differ in width (most have {common} features; line {frame.first_line + odd} has "
                          f"{int(widths[odd])}), so the features are one multi-valued field, not {common} positional fields")
+        elif len(widths) and widths[0] > 1:
+            notes.append(f"libFM rows of {int(widths[0])} features each whose index ranges overlap (taking each row's "
+                         f"features in index order, the k-th of one row is not always below the (k+1)-th of every "
+                         f"other), so the features are one multi-valued field, not {int(widths[0])} positional fields")
     return notes
 
 

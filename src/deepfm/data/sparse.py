@@ -122,8 +122,9 @@ def layout_sparse(frame: RawFrame, layout: Layout | None = None) -> None:
     """Lay a libFM/libFFM frame out as columns: ``layout`` (name -> kind, from a fitted model)
     fixes the columns; without one the data decides (used when fitting).
 
-    libFM: fixed-width rows whose positions hold disjoint index ranges become positional fields
-    ``f1..fn`` (as in Frappe and iPinYou); anything else is one multi-valued ``features``.
+    libFM: fixed-width rows whose positions, each row's tokens taken in index order (a row is a sparse vector,
+    its tokens in any order), hold disjoint index ranges become positional fields ``f1..fn`` (as in Frappe and
+    iPinYou); anything else is one multi-valued ``features``.
     libFFM: one column ``field<k>`` per field; scalar where every row has exactly one feature of
     it, else multi-valued. A field a row lacks is missing; fields the model does not know are left out.
     """
@@ -154,13 +155,14 @@ def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) -
     else:
         width = int(counts[0]) if len(counts) else 0
         if width > 0 and (counts == width).all():
-            grid = sparse.indices.reshape(-1, width)
-            lows, highs = grid.min(0), grid.max(0)
+            ordered = np.sort(sparse.indices.reshape(-1, width), axis=1)  # field j: a row's j-th smallest index
+            lows, highs = ordered.min(0), ordered.max(0)
             if (highs[:-1] < lows[1:]).all():
                 positional = width
     if positional:
         grid = sparse.indices.reshape(-1, positional)
-        grid_values = sparse.values.reshape(-1, positional)
+        order = np.argsort(grid, axis=1, kind="stable")  # a row is a sparse vector: its tokens in any order
+        grid, grid_values = np.take_along_axis(grid, order, 1), np.take_along_axis(sparse.values.reshape(-1, positional), order, 1)
         unit = bool((sparse.values == 1).all())
         for j in range(positional):
             name = f"f{j + 1}"
