@@ -137,6 +137,14 @@ def test_training_into_a_directory_that_holds_files_exits_2_unless_overwrite(ctr
     assert train(ctr_csv(), tmp_path / "model", "--overwrite") == 0
     assert not (tmp_path / "model" / "checkpoint").exists()
     assert train(ctr_csv(), tmp_path / "new", "--resume") == 0  # a new --out without a checkpoint starts from scratch
+    killed = tmp_path / "killed"  # kill -9 before the first checkpoint: the run's own files, no checkpoint
+    killed.mkdir()
+    (killed / "checkpoint-features.json").write_text("{}")
+    (killed / "checkpoint-run.json").write_text("{}")
+    capsys.readouterr()
+    assert train(ctr_csv(), killed) == 2
+    assert "it holds an interrupted run's files and no checkpoint: --resume starts that run again" in capsys.readouterr().err
+    assert train(ctr_csv(), killed, "--resume") == 0
 
 
 def test_resume_on_a_saved_model_without_a_checkpoint_is_refused_unless_overwrite(ctr_csv, tmp_path, capsys):

@@ -349,7 +349,10 @@ def refuse_occupied_out(out: str | Path, overwrite: bool) -> None:
     held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if held:
         shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
-        resume = " --resume continues its checkpoint," if CHECKPOINT[0] in held else ""
+        interrupted = all(name in CHECKPOINT or name.startswith("checkpoint-fnn") for name in held)
+        resume = (" --resume continues its checkpoint," if CHECKPOINT[0] in held else
+                  " it holds an interrupted run's files and no checkpoint: --resume starts that run again," if interrupted
+                  else "")
         raise ConfigError(f"--out {out}: the directory is not empty ({shown});{resume} --overwrite replaces it, "
                           "or choose another --out")
 

@@ -106,6 +106,8 @@ def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: 
     except pa.ArrowInvalid as error:
         if "invalid UTF8" in str(error):
             raise locate_bad_utf8(path, delimiter) from None
+        if "Could not skip initial" in str(error):  # a header line and nothing after it, not even its line end
+            raise DataError(path, "file has no data rows", line=first_line) from None
         raise DataError(path, f"cannot parse: {error}") from None
     if invalid:
         error = (_locate_ragged(path, delimiter, len(names), skip) if lines is None else
