@@ -1049,3 +1049,27 @@ def test_predict_prints_a_data_warning_as_a_note(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "m"), str(tmp_path / "rows.csv"), "--out", str(tmp_path / "p.csv")]) == 0
     err = capsys.readouterr().err
     assert f"note: {tmp_path / 'rows.csv'}: column 'flag': 100% of these rows' values were not seen in training" in err
+
+
+def test_a_model_trained_on_criteo_files_by_hand_reads_a_csv_by_its_own_format(criteo_row, write_criteo, tmp_path,
+                                                                                 capsys):
+    """--format criteo at training is the training files' format: a CSV with a header to evaluate is read as CSV, with
+    a note ('expected 40 fields, found 1' before); tab-separated rows without the label (Kaggle's test.txt) stay Criteo."""
+    from deepfm.data.formats import CRITEO_COLUMNS
+
+    rows = [criteo_row(i % 2, seed=i) for i in range(300)]
+    train = write_criteo("day_0", rows)
+    assert main(["train", "--train", str(train), "--format", "criteo", "--model", "lr", "--epochs", "1",
+                 "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    as_csv = tmp_path / "rows.csv"
+    as_csv.write_text(",".join(CRITEO_COLUMNS) + "\n" + "\n".join(",".join("" if v is None else str(v) for v in row)
+                                                                 for row in rows) + "\n")
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "m"), str(as_csv), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["rows"] == 300
+    assert f"note: {as_csv} reads as csv (its name and first line), not as the criteo files" in captured.err
+    unlabelled = tmp_path / "test.txt"
+    unlabelled.write_text("\n".join("\t".join("" if v is None else str(v) for v in row[1:]) for row in rows[:5]) + "\n")
+    assert main(["predict", str(tmp_path / "m"), str(unlabelled), "--out", str(tmp_path / "p.csv")]) == 0
+    assert "note:" not in capsys.readouterr().err and len(pacsv.read_csv(tmp_path / "p.csv")) == 5

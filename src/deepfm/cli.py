@@ -511,10 +511,23 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(directory: str, fmt: str | None):
+def _load(directory: str, fmt: str | None, path: str):
+    """The model of ``directory``, reading ``path`` as ``--format`` says; without one, as the model's training files
+    were read, unless that was a format set by hand and ``path`` reads as another by its name and first line (a CSV
+    with a header given to a model trained on raw Criteo files): then as that, with a note. Not as TSV: tab-separated
+    rows of a model trained on Criteo files may be its rows without the label (Kaggle's test.txt)."""
     from deepfm.api import Estimator
 
     estimator = Estimator.load(directory)
+    trained_on = estimator.config.data.format
+    if not fmt and trained_on != "auto" and Path(path).is_file():
+        from deepfm.data.formats import detect_format
+
+        detected = detect_format(path)
+        if detected not in (trained_on, "tsv"):
+            print(f"note: {path} reads as {detected} (its name and first line), not as the {trained_on} files the model "
+                  f"was trained on; --format {trained_on} reads it as those", file=sys.stderr)
+            fmt = detected
     if fmt:
         from deepfm.config import build_config, merge
 
@@ -525,7 +538,7 @@ def _load(directory: str, fmt: str | None):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from deepfm.tasks import metric_text
 
-    result = _load(args.dir, args.format).evaluate(args.path)
+    result = _load(args.dir, args.format, args.path).evaluate(args.path)
     if args.json:
         print(json_line(result))
     else:
@@ -537,7 +550,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
     writable_output(args.out)  # before any work: a wrong --out would otherwise fail once every row is scored
-    estimator = _load(args.dir, args.format)
+    estimator = _load(args.dir, args.format, args.path)
     keep = [name.strip() for name in (args.keep or "").split(",") if name.strip()]
     from deepfm.data.frame import as_numbers_where_written_so
 
