@@ -274,6 +274,15 @@ def test_a_checkpoint_that_held_out_rows_by_an_older_rule_is_not_resumed(ctr_csv
     assert "held_out_by position hash, not counted by the encoders → position hash from 1" in capsys.readouterr().err
 
 
+def test_resuming_a_run_with_a_valid_file_without_it_names_that_and_no_older_version(ctr_csv, tmp_path, capsys):
+    out, train_path = tmp_path / "m", ctr_csv()
+    assert train(train_path, out, "--valid", str(ctr_csv("valid.csv", part=1)), "--keep-checkpoint") == 0
+    capsys.readouterr()
+    assert train(train_path, out, "--resume") == 2
+    error = capsys.readouterr().err
+    assert "valid_fraction 0.0 → 0.1" in error and "older version" not in error, error
+
+
 def test_the_end_of_training_line_prints_metric_value_pairs_as_the_epoch_log_does(ctr_csv, tmp_path, capsys):
     assert main(["train", "--train", str(ctr_csv()), "--valid", str(ctr_csv("valid.csv", part=1)),
                  "--out", str(tmp_path / "m"), *TINY]) == 0

@@ -173,7 +173,7 @@ def refuse_another_run(saved: dict[str, Any], record: dict[str, Any], checkpoint
         changes.setdefault(f"{section} settings", []).extend(
             f"{key} {_shown(before[key])} → {_shown(value)}" for key, value in values.items()
             if key in before and before[key] != value)
-        if section == "data" and "held_out_by" in values and "held_out_by" not in before:
+        if section == "data" and "held_out_by" in values and "held_out_by" not in before and before.get("valid_fraction"):
             changes[f"{section} settings"].append(f"held-out rows: an older version's → {values['held_out_by']}")
     changes = {what: changed for what, changed in changes.items() if changed}
     if changes:
