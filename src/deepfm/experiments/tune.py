@@ -24,6 +24,7 @@ DIR`` reproduces the saved model with (its ``training.refit`` included). A test 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -268,8 +269,25 @@ def tune(base: dict[str, Any], data, trials: int | None, timeout: float | None, 
         result.trials.append(record)
         log(describe_trial(record, metric, result))
 
-    study.optimize(objective, n_trials=trials, timeout=timeout, catch=(TrainingDiverged,), callbacks=[progress])
+    quiet = _NoInterruptTraceback()
+    logging.getLogger("optuna").addFilter(quiet)
+    try:
+        study.optimize(objective, n_trials=trials, timeout=timeout, catch=(TrainingDiverged,), callbacks=[progress])
+    except KeyboardInterrupt:  # Ctrl-C ends the search as its timeout would, keeping the trials that finished
+        if result.best_number is None:
+            raise
+        log(f"interrupted: the search stops after {len(result.trials)} trials; the best is saved as at the end of a "
+            "search (Ctrl-C again stops that too)")
+    finally:
+        logging.getLogger("optuna").removeFilter(quiet)
     return result
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Optuna logs a trial that Ctrl-C stopped as failed, with the traceback; the search says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
 
 
 STARTUP_TRIALS = 5  # random draws (after the defaults) before TPE models the trials; Optuna's default 10
