@@ -225,12 +225,6 @@ def test_one_vs_rest_reads_every_value_but_the_positive_one_as_zero(write_table)
             DataConfig(positive=">50K", task=task)  # was ignored without a word
 
 
-def test_the_label_or_weight_column_cannot_be_ignored():
-    for config in ({"label": "income", "ignore": ("income",)}, {"weight": "w", "ignore": "w,age"}):
-        with pytest.raises(ValueError, match="is the (label|weight) column, which is not a feature anyway"):
-            DataConfig(**config)
-
-
 def test_the_negative_value_is_the_more_frequent_other_value_even_after_a_stray_first_row(write_table):
     path = write_table("train.csv", income_labels(100, {1: "<=50K."}))
     error = error_of(fit, path, positive=">50K")

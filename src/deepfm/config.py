@@ -78,9 +78,6 @@ class DataConfig(_Frozen):
         for name, value in (("one_vs_rest", self.one_vs_rest), ("positive", self.positive is not None)):
             if value and self.task not in ("auto", "binary"):
                 raise ValueError(f"{name}: a binary task's option (the task is {self.task})")
-        for role, column in (("label", self.label), ("weight", self.weight)):
-            if column in self.ignore:
-                raise ValueError(f"ignore: '{column}' is the {role} column, which is not a feature anyway")
         return self
 
     @field_validator("categorical", "numeric", "multi", "ignore", mode="before")
