@@ -481,3 +481,17 @@ def test_a_file_smaller_than_a_chunk_with_such_a_quote_is_one_chunk(tmp_path):
     path.write_text("label,height,note\n1,5'11\",a\n0,6ft,\"two\nlines\"\n1,5ft,b\n0,6ft,c\n")
     assert len(ChunkedFile(path).chunks()) == 1
     assert read_frame(path).columns["note"].to_pylist() == ["a", "two\nlines", "b", "c"]
+
+
+def test_such_a_quote_before_a_quoted_value_longer_than_csvs_field_limit_still_cuts_at_rows(tmp_path):
+    """Python's csv stops at 128 KB a value: the cut read quotes itself (the csv fallback grew the window to its end
+    and cut inside a quoted value, then failed on its own limit with a traceback)."""
+    from deepfm.data.readers import ChunkedFile
+
+    for before in (2000, 2001, 2003):  # where the cuts fall decides which window meets the long value
+        rows = [f"{i % 2},5'11\",v{i}" for i in range(before)] + ['1,"' + "y" * 200_000 + '",big']
+        rows += [f'{i % 2},"line1\nline2",w{i}' if i % 2 else f"{i % 2},5'11\",s{i}" for i in range(20_000)]
+        path = tmp_path / "big.csv"
+        path.write_text("label,a,b\n" + "\n".join(rows) + "\n")
+        keys = [v for frame in ChunkedFile(path, chunk_bytes=64 << 10).frames() for v in frame.columns["b"].to_pylist()]
+        assert keys == [f"v{i}" for i in range(before)] + ["big"] + [f"{'w' if i % 2 else 's'}{i}" for i in range(20_000)]

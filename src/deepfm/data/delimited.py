@@ -200,7 +200,10 @@ def _unclosed_quote(path: Path, delimiter: str, lines: list[str] | None, first_l
     else:
         with open_text(path) as handle:
             text = next((line for at, line in enumerate(handle, start=1) if at == number), "")
-    column = len(next(pycsv.reader([text.rstrip("\r\n")], delimiter=delimiter), [""]))
+    try:
+        column = len(next(pycsv.reader([text.rstrip("\r\n")], delimiter=delimiter), [""]))
+    except pycsv.Error:  # a carriage return inside the line, say: the line, not its field
+        column = None
     return DataError(path, "the quote that opens this field is never closed, so the rest of the text would read as one "
                            "value: close it or remove it", line=number, column=column)
 

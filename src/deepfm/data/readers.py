@@ -10,7 +10,6 @@ Everything is columnar (PyArrow); Python touches single lines only to locate an 
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -272,8 +271,10 @@ def _record_end(buffer, length: int, delimiter: bytes | None, give_up: bool = Fa
     cut = buffer.rfind(b"\n", 0, length) + 1
     if give_up or not cut or delimiter is None or buffer.find(b'"', 0, cut) < 0:
         return cut
-    if not _quotes_pair_up(buffer, cut, delimiter):  # a quote inside an unquoted value: read the rows as csv does
-        return _last_row_end(buffer, cut, delimiter)
+    if not _quotes_pair_up(buffer, cut, delimiter):  # a quote inside an unquoted value: read the quotes one by one
+        from deepfm.data.row_ends import last_row_end
+
+        return last_row_end(buffer, cut, delimiter)
     quotes = buffer.count(b'"', 0, cut)
     while cut and quotes % 2:  # every other quote opens a value: a line end after an odd count is inside one
         previous = buffer.rfind(b"\n", 0, cut - 1) + 1
@@ -291,25 +292,6 @@ def _quotes_pair_up(buffer, length: int, delimiter: bytes) -> bool:
     opening = np.flatnonzero(text == ord('"'))[::2]
     before = text[opening[opening > 0] - 1]
     return bool(np.isin(before, np.frombuffer(delimiter + b'\n"', np.uint8)).all())
-
-
-def _last_row_end(buffer, length: int, delimiter: bytes) -> int:
-    """``_record_end`` where quotes do not pair up: the end of the last row Python's csv reader (Arrow's quoting
-    rules) reads whole from ``buffer[:length]``, which ends at a line end; 0 if the first row runs past it."""
-    ends = np.flatnonzero(np.frombuffer(buffer, np.uint8, length) == ord("\n")) + 1
-    text = bytes(buffer[:length]).decode("latin-1")  # one character a byte: line ends and quotes stay where they are
-    lines = text.split("\n")[:-1]
-    sentinel = "\x00deepfm-end\x00"  # a row of its own, unless the last row is still inside a quoted value
-    reader = csv.reader((line + "\n" for line in [*lines, sentinel]), delimiter=delimiter.decode())
-    whole, previous = 0, 0
-    try:
-        for row in reader:
-            if row and sentinel in row[-1]:
-                return int(ends[previous - 1]) if previous else 0  # at the sentinel: rows up to it are whole
-            previous = whole = reader.line_num
-    except csv.Error:  # text csv cannot read (a carriage return inside an unquoted value): the rows read so far
-        pass
-    return int(ends[whole - 1]) if whole else 0
 
 
 def _line_blocks(handle, size: int, delimiter: bytes | None) -> Iterator[bytes]:
