@@ -167,3 +167,13 @@ def test_a_model_trained_on_a_gpu_loads_and_predicts_on_a_machine_without_one(sa
     loaded = Estimator.load(gpu)
     assert loaded.config.training.device == "cpu"
     np.testing.assert_array_equal(loaded.predict(test), est.predict(test))
+
+
+def test_a_model_saved_with_a_setting_earlier_versions_ignored_still_loads(saved, tmp_path):
+    """--positive with --task multiclass was dropped without a word before it was refused: such models still load."""
+    out, est, test = saved
+    older = copy_dir(out, tmp_path / "older")
+    rewrite_json(older, "config.json", lambda config: config["run"]["data"].update(positive="5", task="multiclass"))
+    loaded = Estimator.load(older)
+    assert loaded.config.data.positive is None
+    np.testing.assert_array_equal(loaded.predict(test), est.predict(test))

@@ -1082,3 +1082,16 @@ def test_a_model_trained_on_criteo_files_by_hand_reads_a_csv_by_its_own_format(c
     unlabelled.write_text("\n".join("\t".join("" if v is None else str(v) for v in row[1:]) for row in rows[:5]) + "\n")
     assert main(["predict", str(tmp_path / "m"), str(unlabelled), "--out", str(tmp_path / "p.csv")]) == 0
     assert "note:" not in capsys.readouterr().err and len(pacsv.read_csv(tmp_path / "p.csv")) == 5
+
+
+def test_a_model_trained_on_parquet_by_hand_reads_an_unnamed_parquet_file(ctr_csv, tmp_path, capsys):
+    """Spark writes part-00000 files: --format parquet at training reads them at evaluate too, without a word."""
+    table = pacsv.read_csv(ctr_csv())
+    part = tmp_path / "part-00000"
+    pq.write_table(table, part)
+    assert main(["train", "--train", str(part), "--format", "parquet", "--model", "lr", "--epochs", "1",
+                 "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "m"), str(part), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["rows"] == len(table) and "note:" not in captured.err

@@ -197,3 +197,15 @@ def test_the_command_has_malloc_keep_freed_tensors_for_reuse_instead_of_unmappin
         assert run_python(MALLOC_PROBE.format(setup=command), {**clean, **chosen}) == ["mapped", "returned"]  # the user's wins
     other_tunable = {**clean, "GLIBC_TUNABLES": "glibc.malloc.tcache_count=8"}
     assert run_python(MALLOC_PROBE.format(setup=command), other_tunable) == ["heap", "kept"]
+
+
+def test_only_a_torchrun_worker_that_inherited_the_launchers_pid_follows_it():
+    """A process that merely inherits DEEPFM_LAUNCHER_PID (not a torchrun worker) neither stops with that process
+    nor takes itself for a rank (`DEEPFM_LAUNCHER_PID=1 deepfm --help` ended by SIGTERM, exit 143)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TORCHELASTIC_RESTART_COUNT"} | {"DEEPFM_LAUNCHER_PID": "1"}
+    done = subprocess.run([sys.executable, "-m", "deepfm", "--help"], env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0

@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from deepfm import __version__
-from deepfm.config import RunConfig
+from deepfm.config import RunConfig, saved_run
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.errors import ModelDirError
 from deepfm.models import model_for_run
@@ -149,7 +149,7 @@ def load_model_dir(directory: str | Path) -> SavedModel:
         raise ModelDirError(f"{directory / 'features.json'}: invalid feature schema: {error}") from None
     try:
         saved = json.loads((directory / "config.json").read_text())
-        config = RunConfig.model_validate(saved["run"])
+        config = RunConfig.model_validate(saved_run(saved["run"]))
         model = model_for_run(config, saved["shape"]["num_features"], saved["shape"]["num_fields"], encoder.task)
         model.load_state_dict(load_file(directory / "model.safetensors"))
     except (ValueError, KeyError, TypeError, RuntimeError) as error:

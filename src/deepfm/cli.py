@@ -513,18 +513,23 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def _load(directory: str, fmt: str | None, path: str):
     """The model of ``directory``, reading ``path`` as ``--format`` says; without one, as the model's training files
-    were read, unless that was a format set by hand and ``path`` reads as another by its name and first line (a CSV
-    with a header given to a model trained on raw Criteo files): then as that, with a note. Not as TSV: tab-separated
-    rows of a model trained on Criteo files may be its rows without the label (Kaggle's test.txt)."""
+    were read, unless those were set by hand and ``path`` is plainly another format: a .parquet/.pq file, or a CSV
+    given to a model trained on raw Criteo files (read as Criteo: 'expected 40 fields, found 1'); then as that,
+    with a note. Tab-separated rows stay Criteo (Kaggle's test.txt has no label), and an unnamed file (Spark's
+    part-00000) the model's format."""
     from deepfm.api import Estimator
+    from deepfm.errors import DataError
 
     estimator = Estimator.load(directory)
     trained_on = estimator.config.data.format
     if not fmt and trained_on != "auto" and Path(path).is_file():
         from deepfm.data.formats import detect_format
 
-        detected = detect_format(path)
-        if detected not in (trained_on, "tsv"):
+        try:
+            detected = detect_format(path)
+        except DataError:  # the reader says what is wrong, reading it as the model's
+            detected = trained_on
+        if detected != trained_on and (detected == "parquet" or (trained_on, detected) == ("criteo", "csv")):
             print(f"note: {path} reads as {detected} (its name and first line), not as the {trained_on} files the model "
                   f"was trained on; --format {trained_on} reads it as those", file=sys.stderr)
             fmt = detected
@@ -740,7 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         if started_by_launch() or os.environ.get("RANK", "0") != "0":
-            return 130  # the launcher (deepfm --nproc), or rank 0 of a torchrun by hand, speaks for the ranks
+            return 130  # a rank: the launcher (deepfm --nproc), or rank 0 of a torchrun by hand, speaks for it
         out = getattr(args, "out", None) if args.command == "train" else None
         from deepfm.resumable import checkpoint_saved  # no torch import in the handler
 

@@ -265,6 +265,15 @@ def build_config(values: dict[str, Any], source: str = "config", lines: KeyLines
         raise ConfigError(_format_validation_error(error, source, lines or {})) from None
 
 
+def saved_run(values: dict[str, Any]) -> dict[str, Any]:
+    """A model directory's saved run settings as this version validates them: what earlier versions accepted and
+    ignored is left out (``positive`` with a task other than binary), so that their models still load."""
+    data = values.get("data") if isinstance(values.get("data"), dict) else {}
+    if data.get("positive") is not None and data.get("task", "auto") not in ("auto", "binary"):
+        values = {**values, "data": {**data, "positive": None}}
+    return values
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML or YAML config file into a nested mapping (not yet validated)."""
     path = Path(path)

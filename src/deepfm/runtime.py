@@ -91,8 +91,9 @@ LAUNCHER_PID = "DEEPFM_LAUNCHER_PID"  # set by ``deepfm.distributed.launch`` for
 
 
 def started_by_launch() -> bool:
-    """True in a rank that ``deepfm ... --nproc N`` started (``distributed.launch``), not in a torchrun run by hand."""
-    return LAUNCHER_PID in os.environ
+    """True in a rank that ``deepfm ... --nproc N`` started (``distributed.launch``), not in a torchrun run by hand
+    (nor in a process that merely inherited the variable: a rank is a torchrun worker)."""
+    return LAUNCHER_PID in os.environ and "TORCHELASTIC_RESTART_COUNT" in os.environ
 
 
 def stop_with_the_launcher() -> None:

@@ -733,7 +733,8 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
         elif len(widths) and widths[0] > 1:
             notes.append(f"libFM rows of {int(widths[0])} features each whose index ranges overlap (taking each row's "
                          f"features in index order, the k-th of one row is not always below the (k+1)-th of every "
-                         f"other), so the features are one multi-valued field, not {int(widths[0])} positional fields")
+                         f"other; or a row repeats an index), so the features are one multi-valued field, not "
+                         f"{int(widths[0])} positional fields")
     return notes
 
 

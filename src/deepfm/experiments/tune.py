@@ -269,17 +269,19 @@ def tune(base: dict[str, Any], data, trials: int | None, timeout: float | None, 
         result.trials.append(record)
         log(describe_trial(record, metric, result))
 
-    quiet = _NoInterruptTraceback()
-    logging.getLogger("optuna").addFilter(quiet)
+    quiet, handlers = _NoInterruptTraceback(), logging.getLogger("optuna").handlers  # Optuna's own, on its root logger
+    for handler in handlers:
+        handler.addFilter(quiet)
     try:
         study.optimize(objective, n_trials=trials, timeout=timeout, catch=(TrainingDiverged,), callbacks=[progress])
     except KeyboardInterrupt:  # Ctrl-C ends the search as its timeout would, keeping the trials that finished
-        if result.best_number is None:
-            raise
+        if result.best_number not in {record["number"] for record in result.trials}:
+            raise  # nothing finished, or the best trial's record was cut short
         log(f"interrupted: the search stops after {len(result.trials)} trials; the best is saved as at the end of a "
             "search (Ctrl-C again stops that too)")
     finally:
-        logging.getLogger("optuna").removeFilter(quiet)
+        for handler in handlers:
+            handler.removeFilter(quiet)
     return result
 
 
