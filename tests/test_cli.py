@@ -984,6 +984,11 @@ def test_an_interrupt_after_a_checkpoint_prints_the_command_that_resumes(ctr_csv
     command = capsys.readouterr().err.splitlines()[-1]
     assert command == (f"interrupted; resume with: deepfm train --train {ctr_csv()} --out '{out}' {' '.join(TINY)} "
                        "--quiet --epochs 2 --resume")
+    calls["n"] = 0
+    monkeypatch.setenv("RANK", "0")  # rank 0 of a torchrun started by hand (of one rank here): torchrun's command line
+    assert train(ctr_csv(), tmp_path / "ranked", "--epochs", "2") == 130
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        "interrupted; resume with: the same torchrun command, its deepfm part: deepfm train --train ")
 
 
 def test_train_without_validation_reports_the_last_epoch(ctr_csv, tmp_path, capsys):

@@ -754,6 +754,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.suppress(OSError):  # under --nproc the launcher and rank 0 may both clear it
                 forget_unsaved_run(Path(out), args.out_existed)  # the same command runs again
         again = shlex.join(["deepfm", *args.argv, *([] if args.resume else ["--resume"])]) if args.command == "train" else ""
+        if "RANK" in os.environ:  # rank 0 of a torchrun started by hand: its own command line is torchrun's
+            again = f"the same torchrun command, its deepfm part: {again}"
         print("interrupted before the first checkpoint: nothing to resume" if nothing_saved else
               f"interrupted; resume with: {again}" if args.command == "train" else "interrupted", file=sys.stderr)
         return 130
