@@ -185,6 +185,14 @@ def test_a_file_separated_by_another_mark_is_named_as_such_not_as_a_missing_labe
     assert f"looks '{mark}'-separated" in str(error) and "comma- or tab-separated" in str(error)
 
 
+def test_movielens_double_colon_rows_are_named_as_such_with_a_header_to_add(write_text):
+    """MovieLens-1M's ratings.dat: '::'-separated, no header (it was "no label column 'label' (columns: 5488::...)")."""
+    path = write_text("ratings.dat", "5488::488::3::959821507\n5698::1682::4::958593778\n")
+    error = error_of(lambda: fit(path))
+    assert "looks '::'-separated" in str(error) and "sed 's/::/\\t/g'" in str(error)
+    assert str(error).endswith("add a header line naming the columns (e.g. user\\titem\\trating\\ttimestamp)")
+
+
 def test_non_numeric_value_in_a_numeric_column_is_located_when_fitting(write_table):
     path = write_table("train.csv", {"label": [1, 0, 1, 0], "city": ["a", "b", "c", "d"], "price": ["1.5", "2", "oops", "4"]})
     error = error_of(fit, path, numeric=("price",))

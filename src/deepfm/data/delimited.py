@@ -24,7 +24,7 @@ BLOCK_SIZE = 16 << 20  # the longest line Arrow can parse here (a line must fit 
 PARSE_BLOCK_SIZE = 1 << 20
 
 
-OTHER_DELIMITERS = (";", "|")  # separators deepfm does not read, which a one-column header gives away
+OTHER_DELIMITERS = ("::", ";", "|")  # separators deepfm does not read, which a one-column header gives away
 
 
 def delimiter_of(fmt: str) -> str:
@@ -39,10 +39,14 @@ def delimited_layout(path: Path, fmt: str, label_optional: bool = False) -> tupl
         return list(CRITEO_COLUMNS[1:] if unlabelled else CRITEO_COLUMNS), 0, 1
     names = _header(path, delimiter_of(fmt))
     other = next((mark for mark in OTHER_DELIMITERS if len(names) == 1 and names[0].count(mark) > 0), None)
-    if other is not None:  # e.g. a spreadsheet's export in a locale whose decimal mark is the comma
+    if other is not None:  # e.g. a spreadsheet's export in a locale whose decimal mark is the comma; MovieLens' .dat
+        convert = (f"tr '{other}' '\\t'" if len(other) == 1 else f"sed 's/{other}/\\t/g'")
+        header = (" and add a header line naming the columns (e.g. user\\titem\\trating\\ttimestamp)"
+                  if all(re.match(DECIMAL_PATTERN, n) for n in names[0].split(other)) else "")
         raise DataError(path, f"the first line is one column ({names[0][:60]!r}) that holds {other!r}: deepfm reads "
                         f"comma- or tab-separated text, and this file looks {other!r}-separated; convert it, e.g. "
-                        f"tr '{other}' '\\t' < {path} > {path.with_suffix('.tsv')} (where no value holds a tab)", line=1, column=1)
+                        f"{convert} < {path} > {path.with_suffix('.tsv')} (where no value holds a tab){header}",
+                        line=1, column=1)
     if len(names) > 1 and all(re.match(DECIMAL_PATTERN, n) for n in names):
         mark = delimiter_of(fmt)
         example = mark.join(("user", "item", "rating", "timestamp")).replace("\t", "\\t")

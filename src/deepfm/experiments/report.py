@@ -23,7 +23,8 @@ def machine() -> str:
 
     from deepfm.runtime import available_cores
 
-    where = f"{torch.get_num_threads()} threads of {available_cores()} usable CPU cores"
+    threads, cores = torch.get_num_threads(), available_cores()
+    where = f"{threads} thread{'s' if threads != 1 else ''} of {cores} usable CPU core{'s' if cores != 1 else ''}"
     return where + (f" and a {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
 
 
