@@ -117,6 +117,13 @@ def test_thinning_keeps_evenly_spaced_samples_and_the_last():
     assert estimator.model.num_samples == 4
 
 
+def test_more_samples_than_the_sweeps_after_burn_in_keeps_those_and_says_so():
+    logs = []
+    estimator = sampler("regression", samples=50).fit(TASKS["regression"](ratings()), progress=False, log=logs.append)
+    assert estimator.model.num_samples == 10  # 12 sweeps, 2 burnt in
+    assert "note: training.samples 50: 10 sweeps follow the burn-in, so the model keeps 10 samples" in logs[0], logs[:3]
+
+
 def test_a_resumed_chain_equals_an_uninterrupted_one(tmp_path):
     whole = fit("ordinal", tmp_path / "whole", checkpoint_every=4)
 

@@ -65,6 +65,9 @@ class SweepSolver:
                     "rank": self.config.model.embed_dim, "task": task.name, "seed": training.seed,
                     **self.chain_settings()}
         core, history = None, []
+        if self.name == "mcmc" and training.samples > training.kept_samples:
+            self.log(f"note: training.samples {training.samples}: {training.kept_samples} sweeps follow the burn-in, so "
+                     f"the model keeps {training.kept_samples} samples (raise training.sweeps for more)")
         if resume and complete_checkpoint(checkpoint_dir, self.log):
             core, history = self.restore(Path(checkpoint_dir), settings)
             self.log(f"resumed from {checkpoint_dir} at sweep {len(history) + 1}")
