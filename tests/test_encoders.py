@@ -17,6 +17,7 @@ from deepfm.data.batch import Bag, EncodedData, iterate_batches
 from deepfm.data.encoders import MISSING, UNSEEN, FeatureEncoder, signed_log
 from deepfm.data.hashing import fnv1a64_unique, hash_bucket
 from deepfm.data.readers import read_frame
+from deepfm.data.tables import frame_from_table
 from deepfm.defaults import LONG_TAIL_MIN_COUNT, RARE_VALUE_RULE_ROWS
 from deepfm.errors import DataError
 
@@ -911,3 +912,23 @@ def test_a_second_fit_reads_its_data_as_its_own_config_says_not_as_the_former_mo
     assert [spec.kind for spec in est.encoder.fields] == ["multi"]
     est.fit(text, progress=False)
     assert [spec.kind for spec in est.encoder.fields] == ["categorical"]
+
+
+def test_an_empty_string_is_missing_in_every_input_as_in_a_csv_cell(tmp_path):
+    """Parquet, Arrow and pandas kept '' as a value of its own (a vocabulary entry, or unseen), CSV and the server read
+    it as missing: the same rows scored differently by how they came. Now the missing id everywhere, numbers too."""
+    import pyarrow.csv as pacsv
+
+    table = pa.table({"label": ["1", "0", "1", "0"], "city": ["a", "", "b", None], "age": ["31", "", "40", "52"],
+                      "tag": pa.array(["x", "", "y", ""]).dictionary_encode()})
+    pacsv.write_csv(table, tmp_path / "rows.csv")
+    pq.write_table(table, tmp_path / "rows.parquet")
+    config = DataConfig(categorical=("city", "tag"), numeric=("age",))
+    encoder = FeatureEncoder.fit([read_frame(tmp_path / "rows.csv")], config)
+    assert encoder.to_dict() == FeatureEncoder.fit([read_frame(tmp_path / "rows.parquet")], config).to_dict()
+    expected = encoder.transform(read_frame(tmp_path / "rows.csv"))
+    for frame in (read_frame(tmp_path / "rows.parquet"), frame_from_table(table, "<table>"),
+                  frame_from_table(pa.Table.from_pandas(table.to_pandas()), "<table>")):
+        got = encoder.transform(frame)
+        np.testing.assert_array_equal(got.ids, expected.ids)
+        np.testing.assert_array_equal(got.dense_values(), expected.dense_values())

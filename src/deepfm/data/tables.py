@@ -35,6 +35,8 @@ def frame_from_table(table: pa.Table, source: str, label: str = DEFAULT_LABEL, r
     table = drop_pandas_index(table)
     names = table.column_names
     columns = {n: table.column(n).combine_chunks() for n in names}
+    if fmt not in ("csv", "tsv", "criteo"):  # those read an empty cell as null already
+        columns = {n: empty_as_null(column) for n, column in columns.items()}
     numbers = {n: i + 1 for i, n in enumerate(names)}
     labels = columns.pop(label, None)
     if labels is None and require_label:
@@ -48,6 +50,25 @@ def frame_from_table(table: pa.Table, source: str, label: str = DEFAULT_LABEL, r
                      lines_before=lines_before)
     lists = [n for n, column in columns.items() if is_id_list(column.type) and n not in multi]  # multi-valued as they are
     return apply_multi(frame, [*multi, *lists], separator)
+
+
+def empty_as_null(column: pa.Array) -> pa.Array:
+    """A text column (plain or dictionary-encoded) with its empty strings as nulls: an empty value is missing in
+    every input, as an empty CSV cell and a served ``""`` are (Parquet, Arrow and pandas kept it as a value of its
+    own, so the same rows scored differently by how they came). Other columns as they are."""
+    kind = column.type
+    if pa.types.is_dictionary(kind) and (pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type)):
+        empty = pc.index(column.dictionary, "").as_py()
+        if empty < 0:
+            return column
+        indices = pc.if_else(pc.equal(column.indices, empty), pa.scalar(None, column.indices.type), column.indices)
+        return pa.DictionaryArray.from_arrays(indices, column.dictionary)
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return column
+    empty = pc.equal(column, "")
+    if not pc.any(empty).as_py():
+        return column
+    return pc.if_else(empty, pa.scalar(None, kind), column)
 
 
 def is_list(kind: pa.DataType) -> bool:
