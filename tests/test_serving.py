@@ -519,12 +519,31 @@ def test_the_served_model_predicts_what_the_trained_one_does(model_name):
 def test_a_worker_process_takes_the_commands_malloc_setting_itself(model, monkeypatch):
     """uvicorn starts each ``--workers`` process afresh: what ``mallopt`` set in the command is not inherited."""
     import deepfm.runtime as runtime
-    from deepfm.serving.app import WORKER_SETTINGS, worker_app
+    from deepfm.serving.app import WORKER_SETTINGS, manifest_digest, worker_app
 
     calls = []
     monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append("keep") or True)
     monkeypatch.setattr(runtime, "configure", lambda threads: calls.append(f"threads {threads}"))
     monkeypatch.setenv(WORKER_SETTINGS, json.dumps({"model_dir": str(model["dir"]), "max_rows": 64, "max_bytes": 20_000,
-                                                    "batching": False, "threads": 1, "backend": "torch"}))
+                                                    "batching": False, "threads": 1, "backend": "torch",
+                                                    "manifest": manifest_digest(model["dir"])}))
     assert worker_app() is not None
     assert calls == ["keep", "threads 1"]
+
+
+def test_a_worker_restarted_after_its_model_directory_changed_refuses_to_serve_another_model(model, tmp_path,
+                                                                                               monkeypatch):
+    """uvicorn restarts a dead worker, which loaded whatever the folder held then: two models behind one port."""
+    import shutil
+
+    from deepfm.errors import ModelDirError
+    from deepfm.serving.app import WORKER_SETTINGS, manifest_digest, worker_app
+
+    served = shutil.copytree(model["dir"], tmp_path / "live")
+    settings = {"model_dir": str(served), "max_rows": 64, "max_bytes": 20_000, "batching": False, "threads": 1,
+                "backend": "torch", "manifest": manifest_digest(served)}
+    manifest = json.loads((served / "manifest.json").read_text())
+    (served / "manifest.json").write_text(json.dumps(manifest | {"deepfm_version": "another model"}))  # replaced
+    monkeypatch.setenv(WORKER_SETTINGS, json.dumps(settings))
+    with pytest.raises(ModelDirError, match="the model directory changed after 'deepfm serve' started"):
+        worker_app()

@@ -26,11 +26,13 @@ from starlette.concurrency import run_in_threadpool
 
 from deepfm import __version__
 from deepfm.api import Estimator
+from deepfm.errors import ModelDirError
 from deepfm.serving.backends import predictor_for
 from deepfm.serving.batcher import MicroBatcher
 from deepfm.serving.decode import RequestDecoder
 from deepfm.serving.endpoint import PredictEndpoint
 from deepfm.serving.limits import Limits
+from deepfm.training.checkpoint import sha256_of
 
 INLINE_BYTES = 1 << 20  # bodies up to this size (~2,000 Criteo rows) are decoded on the event loop: a hop to
 # a thread pool costs more than it saves, since parsing holds the GIL; larger ones leave the loop free for others
@@ -139,9 +141,15 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limi
     del estimator
     os.environ[WORKER_SETTINGS] = json.dumps({"model_dir": str(model_dir), "max_rows": limits.max_rows,
                                               "max_bytes": limits.max_bytes, "batching": batching, "threads": threads,
-                                              "backend": backend})
+                                              "backend": backend, "manifest": manifest_digest(model_dir)})
     uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, host=host, port=port, log_level=log_level,
                 access_log=False)
+
+
+def manifest_digest(model_dir: str | Path) -> str | None:
+    """The SHA-256 of the directory's ``manifest.json`` (which holds every file's): which model it holds now."""
+    path = Path(model_dir) / "manifest.json"
+    return sha256_of(path) if path.is_file() else None
 
 
 def worker_app() -> PredictEndpoint:
@@ -150,6 +158,10 @@ def worker_app() -> PredictEndpoint:
 
     keep_freed_memory()  # a worker is a fresh interpreter: the command's malloc setting is not inherited
     settings = json.loads(os.environ[WORKER_SETTINGS])
+    if manifest_digest(settings["model_dir"]) != settings["manifest"]:  # a worker restarted after the folder changed
+        raise ModelDirError(f"{settings['model_dir']}: the model directory changed after 'deepfm serve' started (its "
+                            "manifest.json differs), so this worker would serve another model than the others; restart "
+                            "the server to serve the new one (serve a new directory rather than changing this one)")
     configure_runtime(settings["threads"])
     return create_app(settings["model_dir"], Limits(settings["max_rows"], settings["max_bytes"]), settings["batching"],
                       settings["backend"], settings["threads"])
