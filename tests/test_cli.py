@@ -1100,3 +1100,17 @@ def test_a_model_trained_on_parquet_by_hand_reads_an_unnamed_parquet_file(ctr_cs
     assert main(["evaluate", str(tmp_path / "m"), str(part), "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["rows"] == len(table) and "note:" not in captured.err
+
+
+def test_the_multi_separator_the_readme_names_is_a_flag(write_text, tmp_path):
+    """README: `--multi` cells 'separated by | (--multi-separator)': the flag did not exist (unrecognized arguments)."""
+    from deepfm.cli import config_from_args
+
+    path = write_text("tags.csv", "label,tags\n1,a;b\n0,b\n1,a;c\n0,c\n")
+    args = build_parser().parse_args(["train", "--train", str(path), "--multi", "tags", "--multi-separator", ";",
+                                      "--out", str(tmp_path / "m")])
+    assert config_from_args(args).data.multi_separator == ";"
+    assert main(["train", "--train", str(path), "--multi", "tags", "--multi-separator", ";", "--model", "lr",
+                 "--epochs", "1", "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    features = json.loads((tmp_path / "m" / "features.json").read_text())
+    assert sorted(features["fields"][0]["vocabulary"]) == ["a", "b", "c"]

@@ -43,7 +43,7 @@ def test_compare_fits_the_encoder_once_and_reports_every_model_over_seeds(ctr_fi
         assert variant["parameters"] > 0 and set(variant["test"]) == {"auc", "logloss"}
     markdown = (tmp_path / "r" / "results.md").read_text()
     assert "| deepfm |" in markdown and " ± " in markdown
-    assert re.search(r"Train time is wall time on \d+ threads? of \d+ usable CPU cores?", markdown)
+    assert re.search(r"Train time is wall time on \d+ usable CPU cores? \(each model on its training.threads", markdown)
     assert "shared 2-core" not in markdown  # the machine it ran on, not the one this project was written on
     assert (tmp_path / "r" / "validation_curves.png").stat().st_size > 0
     assert (tmp_path / "r" / "roc.png").stat().st_size > 0
@@ -60,6 +60,24 @@ def test_each_model_trains_with_the_defaults_deepfm_train_gives_it_for_the_task(
     assert (lr["training"]["lr"], lr["training"]["embed_l2"]) == (1e-2, 1e-4)
     assert compare(ctr_files, tmp_path / "s", "--models", "fm", "--lr", "0.002") == 0
     assert json.loads((tmp_path / "s" / "results.json").read_text())["variants"][0]["config"]["training"]["lr"] == 0.002
+
+
+def test_each_model_trains_on_its_own_threads_whatever_the_order(ctr_files, tmp_path, monkeypatch):
+    """LR and FM on one thread, DeepFM on all: the first model's count was set once for every model."""
+    import torch
+
+    import deepfm.experiments.compare as compare_module
+    from deepfm.runtime import available_cores
+
+    real, seen = compare_module.train_one, []
+
+    def recording(config, *args, **kwargs):
+        seen.append((config.model.name, torch.get_num_threads()))
+        return real(config, *args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "train_one", recording)
+    assert compare(ctr_files, tmp_path / "r", "--models", "lr,deepfm,fm") == 0
+    assert seen == [("lr", 1), ("deepfm", available_cores()), ("fm", 1)]
 
 
 def test_compare_on_a_rating_file_reports_rmse_and_mae_without_roc(write_table, tmp_path):

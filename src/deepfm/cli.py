@@ -180,6 +180,7 @@ def add_run_flags(p: argparse.ArgumentParser, gradient_only: bool = False) -> No
     p.add_argument("--categorical", help="comma-separated columns to treat as categorical")
     p.add_argument("--numeric", help="comma-separated columns to treat as numeric")
     p.add_argument("--multi", help="comma-separated multi-valued columns: 'a|b|c', optional 'id:weight'")
+    p.add_argument("--multi-separator", help="the character between a multi-valued cell's values")
     p.add_argument("--ignore", help="comma-separated columns to leave out")
     p.add_argument("--min-count", type=int, help="values rarer than this in train share their field's rare id (default: 1; 10 where "
                                                   "the training ids are a long tail of 10,000+ rows, deepfm.defaults)")
@@ -241,7 +242,7 @@ FLAG_KEYS = {
     "one_vs_rest": ("data", "one_vs_rest"),
     "weight": ("data", "weight"),
     "format": ("data", "format"), "categorical": ("data", "categorical"), "numeric": ("data", "numeric"),
-    "multi": ("data", "multi"), "ignore": ("data", "ignore"), "min_count": ("data", "min_count"),
+    "multi": ("data", "multi"), "multi_separator": ("data", "multi_separator"), "ignore": ("data", "ignore"), "min_count": ("data", "min_count"),
     "hash_buckets": ("data", "hash_buckets"), "numeric_encoding": ("data", "numeric_encoding"),
     "stream": ("data", "stream"), "chunk_rows": ("data", "chunk_rows"), "shuffle_window": ("data", "shuffle_window"),
     "model": ("model", "name"), "embed_dim": ("model", "embed_dim"), "mlp": ("model", "mlp"),

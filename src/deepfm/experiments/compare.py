@@ -163,11 +163,11 @@ def train_one(config: RunConfig, data: EncodedSplits, log: Log, score_test: bool
 
 def run_variants(variants: list[Variant], data: EncodedSplits, seeds: int, log: Log) -> list[VariantResult]:
     """Every variant × seeds ``seed, seed+1, …`` (the base seed from its training config)."""
-    configure_runtime(variants[0].config.training.threads)
     name, _ = SELECTION[data.encoder.task]
     results = []
     for variant in variants:
         variant = Variant(variant.label, with_model_defaults(variant.config, data.encoder))
+        configure_runtime(variant.config.training.threads)  # each model's own (LR and FM: 1), as train runs it
         result: VariantResult | None = None
         for offset in range(seeds):
             training = variant.config.training.model_copy(update={"seed": variant.config.training.seed + offset})

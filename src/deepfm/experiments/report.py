@@ -18,13 +18,15 @@ METRICS = {"binary": ("auc", "logloss"), "regression": ("rmse", "mae")}
 
 
 def machine() -> str:
-    """Where the train times were measured: torch's threads on this host's usable cores (and the GPU, if any)."""
+    """Where the train times were measured: this host's usable cores, each model on its own ``training.threads`` as
+    ``deepfm train`` runs it (LR and FM on one), and the GPU, if any."""
     import torch
 
     from deepfm.runtime import available_cores
 
-    threads, cores = torch.get_num_threads(), available_cores()
-    where = f"{threads} thread{'s' if threads != 1 else ''} of {cores} usable CPU core{'s' if cores != 1 else ''}"
+    cores = available_cores()
+    where = (f"{cores} usable CPU core{'s' if cores != 1 else ''} (each model on its training.threads: LR and FM 1, "
+             "the others all)")
     return where + (f" and a {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
 
 
