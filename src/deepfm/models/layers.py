@@ -184,7 +184,8 @@ class FeaturesLinear(nn.Module):
 
 
 def fm_pairwise(embedded: EmbeddedFields, outputs: int = 1) -> torch.Tensor:
-    """Σ_{i<j} <v_i, v_j> x_i x_j = ½ Σ_f [(Σ_i v_if x_i)² − Σ_i v_if² x_i²], in O(k·n). Shape (B,).
+    """Σ_{i<j} <v_i, v_j> x_i x_j = ½ Σ_c [(Σ_i v_ic x_i)² − Σ_i v_ic² x_i²] over the k latent columns c, in O(k·n).
+    Shape (B,).
     With C ``outputs``, the latent columns are C groups of k, one FM each: shape (B, C)."""
     if embedded.squares is None and outputs == 1:
         return _PairwiseOfFields.apply(embedded.fields, _use_fm_passes(embedded.fields))

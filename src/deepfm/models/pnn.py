@@ -2,7 +2,8 @@
 
 A product layer feeds the MLP two signals: z, the field embeddings themselves, and p, their
 pairwise products. Its output l_1 = relu(l_z + l_p + b_1) with l_z = W_z ⊙ z, l_p = W_p ⊙ p is
-exactly a linear layer over [z, p], so it is the first hidden layer of the MLP here.
+exactly a linear layer over [z, p], so it is the first hidden layer of the MLP here (with the library's
+default batch norm, l_1 = relu(BN(l_z + l_p)); ``batch_norm=False`` is the paper's form).
 
 - inner (IPNN): p_ij = <f_i, f_j> for every pair of fields i < j: F(F−1)/2 numbers.
 - outer (OPNN): the paper's sum-pooling, p = f_Σ f_Σᵀ with f_Σ = Σ_i f_i: one k×k matrix,
