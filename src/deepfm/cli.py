@@ -103,7 +103,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model from files into a model directory",
                        description="Train LR, FM, DeepFM or a baseline of the DeepFM paper. " + KIND_RULE + " Format "
                                    + AUTO_RULE + ". Defaults come from the config (an explicit flag wins over --config, "
-                                   "which wins over a model's own defaults: 'FM 0.03' below).")
+                                   "which wins over a model's own defaults: 'FM 0.1 (binary)' below).")
     add_run_flags(p)
     p.add_argument("--nproc", type=int, default=1,
                    help="train with N processes on this machine (torchrun, gloo on CPU / nccl on GPU); with "
