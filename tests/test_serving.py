@@ -547,3 +547,18 @@ def test_a_worker_restarted_after_its_model_directory_changed_refuses_to_serve_a
     monkeypatch.setenv(WORKER_SETTINGS, json.dumps(settings))
     with pytest.raises(ModelDirError, match="the model directory changed after 'deepfm serve' started"):
         worker_app()
+
+
+def test_serve_on_a_port_in_use_says_so_before_loading_the_model(tmp_path, capsys):
+    """It loaded the model (seconds) and then exited 3 with uvicorn's 'address already in use'."""
+    import socket
+
+    from deepfm.cli import main
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert main(["serve", str(tmp_path / "no-model"), "--port", str(port)]) == 2
+    error = capsys.readouterr().err
+    assert f"serve: cannot listen on 127.0.0.1:{port}" in error and "no-model" not in error

@@ -46,9 +46,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.max_rows < 1 or args.max_bytes < 1 or args.workers < 1 or args.threads < 0:
         raise ConfigError("serve: --max-rows, --max-bytes and --workers must be positive, --threads 0 or more")
+    check_port_free(args.host, args.port)  # before the model loads (seconds), not after it, as uvicorn's exit 3
     serve(args.dir, args.host, args.port, Limits(args.max_rows, args.max_bytes), args.batching, args.threads,
           workers=args.workers, backend=args.backend)
     return 0
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A ``ConfigError`` where ``host:port`` cannot be listened on now (another server holds it, say)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closed port's TIME_WAIT is free
+            probe.bind(address)
+    except OSError as error:
+        raise ConfigError(f"serve: cannot listen on {host}:{port} ({error.strerror or error}); is another server "
+                          "using it? --port chooses another") from None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
