@@ -108,6 +108,13 @@ def test_study_varies_one_deepfm_setting_and_keeps_the_rest(ctr_files, tmp_path)
     assert all(r == rest[0] for r in rest)
 
 
+def test_a_flag_for_the_setting_a_study_varies_is_refused(ctr_files, tmp_path, capsys):
+    """--study dropout --dropout 0.3 trained every variant at the study's rates, the flag dropped without a word."""
+    assert compare(ctr_files, tmp_path / "r", "--study", "dropout", "--dropout", "0.3") == 2
+    assert "--study dropout varies model.dropout: leave out --dropout" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_shape_study_keeps_layers_and_total_neurons():
     shapes = [change["mlp"] for _, change in STUDIES["shape"]]
     assert {len(s) for s in shapes} == {3} and {sum(s) for s in shapes} == {1200}

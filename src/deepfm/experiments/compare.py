@@ -100,6 +100,10 @@ def study_variants(study: str, base: dict[str, Any], overrides: dict[str, Any]) 
 
     if study not in STUDIES:
         raise ConfigError(f"--study: {study!r} is not a study; choose from {sorted(STUDIES)}")
+    varied = {key for _, change in STUDIES[study] for key in change}
+    given = sorted(varied & set(overrides.get("model", {})))
+    if given:  # the study would set it over the flag in every variant, without a word
+        raise ConfigError(f"--study {study} varies model.{given[0]}: leave out --{given[0].replace('_', '-')}")
     fixed = merge(merge(base, overrides), {"model": {"name": "deepfm"}})
     return [Variant(label, build_config(merge(fixed, {"model": change}), source="compare"))
             for label, change in STUDIES[study]]
