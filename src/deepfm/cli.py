@@ -335,6 +335,13 @@ def config_from_args(args: argparse.Namespace):
     return config
 
 
+def of_an_interrupted_run(name: str) -> bool:
+    """Whether an ``--out`` entry called ``name`` is a run's own checkpoint file (FNN's pre-training stage too)."""
+    from deepfm.artifact import CHECKPOINT
+
+    return name in CHECKPOINT or name.startswith("checkpoint-fnn")
+
+
 def refuse_occupied_out(out: str | Path, overwrite: bool) -> None:
     """Stop a run that would silently replace what ``out`` holds; with ``overwrite``, drop its old
     checkpoint so that a later ``--resume`` cannot mix two runs."""
@@ -350,7 +357,7 @@ def refuse_occupied_out(out: str | Path, overwrite: bool) -> None:
     held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if held:
         shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
-        interrupted = all(name in CHECKPOINT or name.startswith("checkpoint-fnn") for name in held)
+        interrupted = all(map(of_an_interrupted_run, held))
         resume = (" --resume continues its checkpoint," if CHECKPOINT[0] in held else
                   " it holds an interrupted run's files and no checkpoint: --resume starts that run again," if interrupted
                   else "")
@@ -362,13 +369,12 @@ def refuse_resume_without_checkpoint(out: Path, overwrite: bool) -> None:
     """``--resume`` where ``out`` holds no checkpoint starts from scratch only when ``out`` is new or holds no
     more than an interrupted run's own files; a saved model (or anything else) is not trained over unless
     ``overwrite``."""
-    from deepfm.artifact import CHECKPOINT
     from deepfm.resumable import checkpoint_saved
     from deepfm.errors import ConfigError
 
     if overwrite or not out.is_dir() or checkpoint_saved(out):
         return
-    held = sorted(p.name for p in out.iterdir() if p.name not in CHECKPOINT and not p.name.startswith("checkpoint-fnn"))
+    held = sorted(p.name for p in out.iterdir() if not of_an_interrupted_run(p.name))
     if held:
         what = "a saved model" if "manifest.json" in held else f"other files ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''})"
         raise ConfigError(f"--resume: --out {out} holds {what} and no checkpoint to resume; --overwrite trains "
@@ -561,13 +567,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from deepfm.data.frame import as_numbers_where_written_so
 
     frame = estimator.read(args.path, require_label=False)
-    outputs = estimator.encoder.task.prediction_names()
-    kept = {name: kept_column(frame, name, estimator.config.data.label, outputs) for name in keep}
+    task = estimator.encoder.task
+    kept = {name: kept_column(frame, name, estimator.config.data.label, task.prediction_names()) for name in keep}
     parquet = Path(args.out).suffix.lower() in PARQUET_SUFFIXES
     if frame.format in ("csv", "tsv", "criteo") and parquet:
         kept = {name: as_numbers_where_written_so(column) for name, column in kept.items()}  # typed, as pandas reads it
     predictions = estimator.predict(frame)
-    task = estimator.encoder.task
     columns = task.prediction_columns(predictions)
     if columns["prediction"].dtype == object and parquet:  # classes: ratings 1-5 as numbers, names as text
         classes = as_numbers_where_written_so(pa.array(task.classes, pa.string()))  # by all the model's classes

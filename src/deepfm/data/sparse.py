@@ -152,17 +152,16 @@ def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) -
             if len(bad):
                 raise frame.error(int(bad[0]), None, f"the model reads {positional} positional features per row, "
                                   f"this row has {int(counts[bad[0]])}")
-    else:
-        width = int(counts[0]) if len(counts) else 0
-        if width > 0 and (counts == width).all():
-            ordered = np.sort(sparse.indices.reshape(-1, width), axis=1)  # field j: a row's j-th smallest index
-            lows, highs = ordered.min(0), ordered.max(0)
-            if (highs[:-1] < lows[1:]).all():
-                positional = width
+    elif len(counts) and counts[0] > 0 and (counts == counts[0]).all():
+        positional = int(counts[0])  # if its positions, in index order, hold disjoint ranges (below)
     if positional:
         grid = sparse.indices.reshape(-1, positional)
-        order = np.argsort(grid, axis=1, kind="stable")  # a row is a sparse vector: its tokens in any order
-        grid, grid_values = np.take_along_axis(grid, order, 1), np.take_along_axis(sparse.values.reshape(-1, positional), order, 1)
+        order = np.argsort(grid, axis=1, kind="stable")  # a row is a sparse vector: field j is its j-th smallest index
+        grid = np.take_along_axis(grid, order, 1)
+        if layout is None and not (grid.max(0)[:-1] < grid.min(0)[1:]).all():
+            positional = None
+    if positional:
+        grid_values = np.take_along_axis(sparse.values.reshape(-1, positional), order, 1)
         unit = bool((sparse.values == 1).all())
         for j in range(positional):
             name = f"f{j + 1}"
