@@ -2,6 +2,7 @@
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/profile_step.py [DATA_DIR] [--steps 30]
         [--precision fp32|bf16] [--setting defaults|stripped] [--categorical] [--overheads] [--ceiling] [--first-layer] [--padded-input-gradient]
+        [--narrow-fields]
         [--floor WIDTH]
 
 Two views: wall time per phase of the step (making the batch, forward,
@@ -22,7 +23,8 @@ and the matmuls' share of its operators' time: how much a DeepFM step could gain
 ``--ceiling`` interleaves the DeepFM step at the defaults with that bare MLP: run.py's "× ceiling" in one process;
 and with DeepFM's own MLP alone (+ its input gradient), the most that step could reach.
 ``--first-layer`` interleaves the step at the defaults with and without the first Linear on the distinct rows;
-``--padded-input-gradient`` with and without the first Linear's input gradient over a padded width.
+``--padded-input-gradient`` with and without the first Linear's input gradient over a padded width;
+``--narrow-fields`` with and without the narrow fields' columns of the first Linear on their distinct rows.
 """
 
 from __future__ import annotations
@@ -126,12 +128,15 @@ def main() -> None:
                         help="the trainer's step with the first Linear on the distinct rows and without, interleaved")
     parser.add_argument("--padded-input-gradient", action="store_true",
                         help="the trainer's step with the first Linear's input gradient padded and without, interleaved")
+    parser.add_argument("--narrow-fields", action="store_true",
+                        help="interleave the step at the defaults with and without the narrow fields' first-layer form")
     parser.add_argument("--device", default="cpu",
                         help="where the step runs (cuda: each phase waits for the GPU, and the profile adds its kernels)")
     parser.add_argument("--ceiling", action="store_true",
                         help="interleave the DeepFM step at the defaults with the bare-MLP ceiling: the × ceiling of one process")
     args = parser.parse_args()
-    if args.device != "cpu" and (args.floor or args.overheads or args.ceiling or args.first_layer or args.padded_input_gradient):
+    if args.device != "cpu" and (args.floor or args.overheads or args.ceiling or args.first_layer or args.padded_input_gradient
+                                 or args.narrow_fields):
         parser.error("--device other than cpu times the trainer's step only (no --floor, --overheads, --ceiling, "
                      "--first-layer or --padded-input-gradient)")
     if args.floor:
@@ -152,6 +157,8 @@ def main() -> None:
         return first_layer_on_and_off(data, encoder, args)
     if args.padded_input_gradient:
         return padded_input_gradient_on_and_off(data, encoder, args)
+    if args.narrow_fields:
+        return narrow_fields_on_and_off(data, encoder, args)
     model_config, training = click_settings(encoder, args.precision, args.setting)
     device = torch.device(args.device)
     training = training.model_copy(update={"device": args.device})
@@ -372,6 +379,17 @@ def padded_input_gradient_on_and_off(data, encoder, args) -> None:
     alternating(data, encoder, args, {
         "torch's input gradient": lambda: setattr(padded_linear, "PAD_TO", 1),
         f"input gradient padded to {rule}": lambda: setattr(padded_linear, "PAD_TO", rule)})
+
+
+def narrow_fields_on_and_off(data, encoder, args) -> None:
+    """The trainer's step at the defaults with the first Linear's narrow-field columns on their distinct rows
+    (``models.narrow_fields``) and with the dense product for every field."""
+    from deepfm.models import narrow_fields
+
+    rule = narrow_fields.MAX_ROWS_PER_WIDTH
+    alternating(data, encoder, args, {
+        "dense first Linear": lambda: setattr(narrow_fields, "MAX_ROWS_PER_WIDTH", 0.0),
+        "narrow fields on their rows": lambda: setattr(narrow_fields, "MAX_ROWS_PER_WIDTH", rule)})
 
 
 def alternating(data, encoder, args, variants: dict[str, Callable[[], None]]) -> None:

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from deepfm.data.batch import Batch
-from deepfm.models.first_layer import field_vectors, first_layer_plan, fm_pairwise_of_rows, mlp_on_distinct_rows
+from deepfm.models.first_layer import field_vectors_of_rows, first_layer_plan, fm_pairwise_of_rows, mlp_on_distinct_rows
 from deepfm.models.layers import (EmbeddedFields, FeaturesEmbedding, FeaturesLinear, MultiLayerPerceptron,
                                   autocast_dtype, fm_pairwise, fm_pairwise_and_mlp_input, squeeze_output)
+from deepfm.models.narrow_fields import fm_and_mlp_with_narrow_fields, narrow_fields_plan
 
 
 def mlp_input_dtype(fields: torch.Tensor, first: nn.Linear | None) -> torch.dtype | None:
@@ -52,9 +53,15 @@ class DeepFM(nn.Module):
             if self.output_dim == 1:
                 pairwise = fm_pairwise_of_rows(rows, batch, plan)
             else:  # one FM per output over its own latent columns
-                pairwise = fm_pairwise(EmbeddedFields(field_vectors(rows, batch, plan)), self.output_dim)
+                fields = field_vectors_of_rows(rows, plan.distinct, batch.values)
+                pairwise = fm_pairwise(EmbeddedFields(fields), self.output_dim)
             y_fm = self.linear(batch) + pairwise
             return y_fm + squeeze_output(deep, self.output_dim)
+        narrow = narrow_fields_plan(self.embedding, self.dnn, batch, self.output_dim)
+        if narrow is not None:  # the first Linear's columns of the narrow fields on their few distinct rows
+            pairwise, deep = fm_and_mlp_with_narrow_fields(self.embedding, self.dnn, batch, narrow)
+            y_fm = self.linear(batch) + pairwise
+            return y_fm + squeeze_output(deep, 1)
         embedded = self.embedding(batch)  # shared by both parts
         # the FM term from the field vectors the DNN needs anyway (FM alone uses FeaturesEmbedding.pairwise,
         # which can skip them); one gradient for the fields of both parts

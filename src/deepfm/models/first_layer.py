@@ -7,7 +7,8 @@ P[u] = W_f(u) v_u. That is the same sum in another order: U·k·H products for P
 for X P (bags of rows, ``embedding_bag``), instead of B·F·k·H products. It pays where the rows
 recur and k is wide (one-hot data at k 64: a training step ~23% shorter); on a long tail, or with
 k 10, the adds cost more than the dense product saves (``pays``). DeepFM's FM term then comes from
-the same rows in Rendle's matrix form (``fm_pairwise_of_rows``).
+the same rows in Rendle's matrix form (``fm_pairwise_of_rows``). Where this form does not pay, DeepFM
+still takes its narrow fields' columns (a numeric field's two rows) from their rows: ``models.narrow_fields``.
 """
 
 from __future__ import annotations
@@ -57,31 +58,45 @@ class _DistinctRows(torch.autograd.Function):
     """``weight[unique]`` (U, k); the table's gradient is sparse over those U sorted rows."""
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, unique: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, weight: torch.Tensor, unique: torch.Tensor, copy_for_optimiser: bool) -> torch.Tensor:
         ctx.unique, ctx.table_shape = unique, weight.shape
         rows = take_rows(weight, unique)
-        remember_rows(weight, unique, rows.clone())  # the row-wise step starts from them (and writes into its copy;
-        return rows  # these are saved for the first layer's backward)
+        remember_rows(weight, unique, rows.clone() if copy_for_optimiser else rows)  # the row-wise step starts from
+        return rows  # them, and writes into them: a copy where the rows are saved for a backward
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_rows: torch.Tensor):
-        return row_gradient(ctx.unique, ctx.table_shape, grad_rows), None
+        return row_gradient(ctx.unique, ctx.table_shape, grad_rows), None, None
+
+
+def distinct_rows(weight: torch.Tensor, unique: torch.Tensor, copy_for_optimiser: bool = True) -> torch.Tensor:
+    """``weight[unique]`` (U, k) with a sparse gradient over those rows; ``copy_for_optimiser`` unless no backward
+    saves the rows themselves (the row-wise step then writes into them)."""
+    return _DistinctRows.apply(weight, unique, copy_for_optimiser)
 
 
 class _RowsToSlots(torch.autograd.Function):
-    """``rows[inverse]`` (B, F, k); the gradient sums each row's slots (``DistinctIds.sum_by_row``)."""
+    """``rows[inverse]`` (B, F, k), times each slot's value where ``values`` (B, F) are given (one pass on CPU,
+    ``gather_scaled``); the gradient sums each row's slots, times their values (``DistinctIds.sum_by_row``)."""
 
     @staticmethod
-    def forward(ctx, rows: torch.Tensor, distinct: DistinctIds) -> torch.Tensor:
+    def forward(ctx, rows: torch.Tensor, distinct: DistinctIds, values: torch.Tensor | None) -> torch.Tensor:
         ctx.distinct = distinct
+        ctx.save_for_backward(values)
         inverse = distinct.inverse
-        return take_rows(rows, inverse.reshape(-1)).view(*inverse.shape, rows.shape[1])
+        if values is not None and rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.float64):
+            from deepfm.models.gather_pass import gather_scaled  # (loads numba)
+
+            return gather_scaled(rows, inverse, values)
+        slots = take_rows(rows, inverse.reshape(-1)).view(*inverse.shape, rows.shape[1])
+        return slots if values is None else slots * values.unsqueeze(-1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_slots: torch.Tensor):
-        return ctx.distinct.sum_by_row(grad_slots.reshape(-1, grad_slots.shape[-1])), None
+        (values,) = ctx.saved_tensors
+        return ctx.distinct.sum_by_row(grad_slots.reshape(-1, grad_slots.shape[-1]), values), None, None
 
 
 def _sum_over_slots(distinct: DistinctIds, per_row: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
@@ -200,7 +215,7 @@ def first_layer_on_distinct_rows(embedding: FeaturesEmbedding, first: nn.Linear,
     its bias left out unless ``with_bias``). Reads ``embedding.weight`` directly: training takes this path
     instead of ``FeaturesEmbedding.forward``."""
     unique = plan.distinct.unique
-    rows = _DistinctRows.apply(embedding.weight, unique) if torch.is_grad_enabled() else take_rows(embedding.weight, unique)
+    rows = distinct_rows(embedding.weight, unique) if torch.is_grad_enabled() else take_rows(embedding.weight, unique)
     bias = first.bias if with_bias else None
     return rows, _FirstLayerOfRows.apply(rows, first.weight, bias, plan.distinct, batch.values, plan.blocks)
 
@@ -214,10 +229,11 @@ def mlp_on_distinct_rows(embedding: FeaturesEmbedding, mlp: MultiLayerPerceptron
     return rows, mlp(hidden, after_first_linear=True, first_bias_left_out=bias_cancels)
 
 
-def field_vectors(rows: torch.Tensor, batch: Batch, plan: FirstLayerPlan) -> torch.Tensor:
-    """e_bf = x_bf v_u (B, F, k) from the distinct ``rows`` (their gradient sums each row's slots)."""
-    fields = _RowsToSlots.apply(rows, plan.distinct)
-    return fields if batch.values is None else fields * batch.values.unsqueeze(-1)
+def field_vectors_of_rows(rows: torch.Tensor, distinct: DistinctIds, values: torch.Tensor | None) -> torch.Tensor:
+    """e_bf = x_bf v_u (B, F, k) from the batch's distinct ``rows`` (their gradient sums each row's slots)."""
+    if values is not None and values.requires_grad:  # (attribution) the product stays outside, differentiable
+        return _RowsToSlots.apply(rows, distinct, None) * values.unsqueeze(-1)
+    return _RowsToSlots.apply(rows, distinct, values)
 
 
 def fm_pairwise_of_rows(rows: torch.Tensor, batch: Batch, plan: FirstLayerPlan) -> torch.Tensor:
