@@ -78,11 +78,11 @@ def _columns(x: torch.Tensor, fields: list[int], width: int) -> torch.Tensor:
 
 def _narrow_design(batch: Batch, plan: NarrowFieldsPlan) -> torch.Tensor:
     """X_N (B × Σ w_f): row b holds x_bf at its narrow field f's row, columns in blocks of the fields' spans."""
-    inverse = plan.distinct.inverse[:, plan.narrow]
+    inverse = _columns(plan.distinct.inverse, plan.narrow, 1)
     widths = [b - a + 1 for a, b in plan.spans]
     block_starts = torch.tensor([0] + widths[:-1]).cumsum(0)
     shift = block_starts - torch.tensor([a for a, _ in plan.spans])
-    values = batch.values[:, plan.narrow] if batch.values is not None else torch.ones(inverse.shape)
+    values = _columns(batch.values, plan.narrow, 1) if batch.values is not None else torch.ones(inverse.shape)
     return values.new_zeros(len(inverse), sum(widths)).scatter_(1, inverse + shift, values)
 
 
@@ -99,7 +99,7 @@ def fm_and_mlp_with_narrow_fields(embedding: FeaturesEmbedding, mlp: MultiLayerP
     design = _narrow_design(batch, plan)
     if plan.wide:  # flat_D W_Dᵀ + X_N P
         wide = F.linear(_columns(flat, plan.wide, width), _columns(first.weight, plan.wide, width))
-        hidden = torch.addmm(wide, design, projected)
+        hidden = wide.addmm_(design, projected)  # (mm saves its inputs, not its output)
     else:
         hidden = design @ projected
     bias_cancels = mlp.first_bias_cancels(len(hidden), torch.float32, "cpu")
