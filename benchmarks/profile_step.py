@@ -185,7 +185,7 @@ def main() -> None:
         trainer.optimizer.zero_grad()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=trainer.bf16):  # DeepFM.forward, phase by phase
             first = model.dnn.first_linear
-            plan = first_layer_plan(model.embedding, first, batch)
+            plan = first_layer_plan(model.embedding, model.dnn, batch)
             if plan is not None:  # the first Linear on the distinct rows (k wide, rows recurring), as mlp_on_distinct_rows
                 bias_cancels = model.dnn.first_bias_cancels(len(plan.distinct.inverse), torch.float32, "cpu")
                 rows, hidden = first_layer_on_distinct_rows(model.embedding, first, batch, plan, with_bias=not bias_cancels)

@@ -44,7 +44,7 @@ def logits_and_gradients(model_class, distinct_form: bool, numeric: bool, output
     model = make_model(model_class, outputs, **settings)
     embedding, mlp = parts(model)
     batch = make_batch(numeric)
-    assert (first_layer.first_layer_plan(embedding, mlp.first_linear, batch) is not None) == distinct_form
+    assert (first_layer.first_layer_plan(embedding, mlp, batch) is not None) == distinct_form
     logits = model(batch)
     (logits * torch.linspace(-1, 2, logits.numel()).view_as(logits)).sum().backward()
     grads = {name: p.grad.to_dense() if p.grad.is_sparse else p.grad for name, p in model.named_parameters()}
@@ -84,7 +84,7 @@ def test_the_distinct_form_leaves_a_bias_that_batch_norm_cancels_out_and_evaluat
         with torch.no_grad():
             mlp.first_linear.bias.add_(2.0)  # far from 0: left out, it must still reach the running mean
         assert mlp.first_bias_cancels(B, torch.float32, "cpu")
-        planned = first_layer.first_layer_plan(embedding, mlp.first_linear, make_batch(True))
+        planned = first_layer.first_layer_plan(embedding, mlp, make_batch(True))
         assert (planned is not None) == distinct_form
         model(make_batch(True)).sum().backward()
         model.eval()
@@ -97,13 +97,15 @@ def test_the_distinct_form_leaves_a_bias_that_batch_norm_cancels_out_and_evaluat
     torch.testing.assert_close(logits, dense_logits, rtol=1e-5, atol=1e-5)
 
 
-def test_a_hook_on_the_first_linear_keeps_its_own_call(monkeypatch):
+@pytest.mark.parametrize("hooked", ["first Linear", "MLP", "embedding"])
+def test_a_hook_keeps_its_modules_own_call(hooked, monkeypatch):
     monkeypatch.setattr(first_layer, "MIN_WIDTH", 0)
     model = make_model(DeepFM)
     embedding, mlp = parts(model)
-    assert first_layer.first_layer_plan(embedding, mlp.first_linear, make_batch(True)) is not None
-    mlp.first_linear.register_forward_hook(lambda *args: None)
-    assert first_layer.first_layer_plan(embedding, mlp.first_linear, make_batch(True)) is None
+    assert first_layer.first_layer_plan(embedding, mlp, make_batch(True)) is not None
+    module = {"first Linear": mlp.first_linear, "MLP": mlp, "embedding": embedding}[hooked]
+    module.register_forward_hook(lambda *args: None)
+    assert first_layer.first_layer_plan(embedding, mlp, make_batch(True)) is None
 
 
 def test_row_wise_adam_steps_the_same_tables_and_starts_from_the_rows_the_lookup_gathered(monkeypatch):
@@ -143,7 +145,7 @@ def test_predictions_are_the_dense_layers(model_class, numeric, monkeypatch):
     for distinct_form in (False, True):
         monkeypatch.setattr(first_layer, "MIN_WIDTH", 0 if distinct_form else 10**9)
         with torch.inference_mode():
-            assert (first_layer.first_layer_plan(embedding, mlp.first_linear, batch) is not None) == distinct_form
+            assert (first_layer.first_layer_plan(embedding, mlp, batch) is not None) == distinct_form
             predictions[distinct_form] = model(batch)
     torch.testing.assert_close(predictions[True], predictions[False], rtol=1e-5, atol=1e-5)
 
@@ -152,17 +154,17 @@ def test_it_is_not_used_for_one_row_nor_for_dense_or_frozen_tables_nor_without_h
     monkeypatch.setattr(first_layer, "MIN_WIDTH", 0)
     model = DeepFM(FIELDS * PER_FIELD, FIELDS, embed_dim=K, mlp=(16,))
     batch, first = make_batch(False), model.dnn.first_linear
-    assert first_layer.first_layer_plan(model.embedding, first, batch) is not None
+    assert first_layer.first_layer_plan(model.embedding, model.dnn, batch) is not None
     one_row = Batch(batch.ids[:1], None, [], None)
     with torch.no_grad():
-        assert first_layer.first_layer_plan(model.embedding, first, one_row) is None  # a served request: no repeats
+        assert first_layer.first_layer_plan(model.embedding, model.dnn, one_row) is None  # a served request: no repeats
     model.embedding.sparse = False  # a dense table gradient, as asked
-    assert first_layer.first_layer_plan(model.embedding, first, batch) is None
+    assert first_layer.first_layer_plan(model.embedding, model.dnn, batch) is None
     model(batch).sum().backward()
     assert not model.embedding.weight.grad.is_sparse
     model.embedding.sparse = True
     model.embedding.weight.requires_grad_(False)
-    assert first_layer.first_layer_plan(model.embedding, first, batch) is None
+    assert first_layer.first_layer_plan(model.embedding, model.dnn, batch) is None
     assert DeepFM(FIELDS * PER_FIELD, FIELDS, embed_dim=K, mlp=()).dnn.first_linear is None
 
 
@@ -180,7 +182,7 @@ def test_under_bf16_autocast_the_first_layer_stays_in_fp32(numeric, monkeypatch)
     batch, first = make_batch(numeric), model.dnn.first_linear
     fields = model.embedding(batch).fields.flatten(1)  # the dense layer's input, fp32
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        plan = first_layer.first_layer_plan(model.embedding, first, batch)
+        plan = first_layer.first_layer_plan(model.embedding, model.dnn, batch)
         assert plan is not None
         _, hidden = first_layer.first_layer_on_distinct_rows(model.embedding, first, batch, plan)
     assert hidden.dtype == torch.float32

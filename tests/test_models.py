@@ -168,13 +168,14 @@ def test_embedding_gradients_are_sparse_so_updates_touch_only_seen_rows():
     assert set(grad.coalesce().indices()[0].tolist()) == set(np.unique(data.ids).tolist())
 
 
-def test_deepfm_fm_part_and_dnn_read_the_same_embedding_tensor():
+@pytest.mark.parametrize("with_bag", [True, False], ids=["multi-valued field", "single-valued fields only"])
+def test_deepfm_fm_part_and_dnn_read_the_same_embedding_tensor(with_bag):
     torch.manual_seed(3)
-    model = DeepFM(N_FEATURES, num_fields=4, embed_dim=K, mlp=(8, 8), dropout=0.0)
+    model = DeepFM(N_FEATURES, num_fields=4 if with_bag else 3, embed_dim=K, mlp=(8, 8), dropout=0.0)
     seen = {}
     model.embedding.register_forward_hook(lambda m, i, out: seen.update(embedded=out))
     model.dnn.register_forward_hook(lambda m, i, out: seen.update(dnn_input=i[0]))
-    data = sparse_rows(seed=3)
+    data = sparse_rows(seed=3, with_bag=with_bag)
     logits = model(data.to_batch())
     assert isinstance(seen["embedded"], EmbeddedFields)
     assert seen["dnn_input"].data_ptr() == seen["embedded"].fields.data_ptr()  # flatten is a view: no copy

@@ -9,7 +9,7 @@ import torch
 from deepfm.data.batch import Batch, BagTensor
 from deepfm.models import first_layer, narrow_fields
 from deepfm.models.deepfm import DeepFM
-from deepfm.training.rowwise import RowWiseAdam
+from deepfm.training.rowwise import LazyAdagrad, RowWiseAdam
 
 K, B = 8, 96
 NUMERIC, SMALL, LARGE = 2, 3, 40  # a numeric field's rows (missing, present), a small vocabulary, a larger one
@@ -101,13 +101,15 @@ def test_a_span_holding_another_fields_rows_is_still_the_same_sum(monkeypatch):
         torch.testing.assert_close(narrow, dense, rtol=1e-5, atol=1e-5)
 
 
-def test_row_wise_adam_steps_the_same_tables(monkeypatch):
+@pytest.mark.parametrize("optimizer_class", [RowWiseAdam, LazyAdagrad])
+def test_row_wise_optimisers_step_the_same_tables(optimizer_class, monkeypatch):
+    """LazyAdagrad starts from the rows the lookup gathered and writes into them (not copied: no backward saves them)."""
     sizes, numeric = LAYOUTS["narrow fields first (Criteo's order)"]
     tables = {}
     for narrow_form in (False, True):
         monkeypatch.setattr(narrow_fields, "MAX_ROWS_PER_WIDTH", RULE if narrow_form else 0.0)
         model = make_model(sizes, batch_norm=True)
-        optimizer = RowWiseAdam([model.embedding.weight, model.linear.weights.weight], lr=0.05)
+        optimizer = optimizer_class([model.embedding.weight, model.linear.weights.weight], lr=0.05)
         for seed in range(3):
             model.zero_grad(set_to_none=True)
             model(make_batch(sizes, numeric, seed)).sum().backward()
@@ -146,8 +148,41 @@ def test_the_distinct_form_comes_first_where_it_pays(monkeypatch):
     monkeypatch.setattr(first_layer, "MIN_WIDTH", 0)
     sizes, numeric = LAYOUTS["narrow fields first (Criteo's order)"]
     model, batch = make_model(sizes), make_batch(sizes, numeric)
-    assert first_layer.first_layer_plan(model.embedding, model.dnn.first_linear, batch) is not None
+    assert first_layer.first_layer_plan(model.embedding, model.dnn, batch) is not None
     called = []
     monkeypatch.setattr("deepfm.models.deepfm.narrow_fields_plan", lambda *args: called.append(args))
     model(batch)
     assert called == []
+
+
+@pytest.mark.parametrize("hooked", ["embedding", "dnn"])
+def test_hooks_on_the_embedding_or_the_mlp_keep_their_own_calls(hooked):
+    """A hook sees what the module's own call gets: the (B, F, k) fields, the (B, F·k) MLP input."""
+    sizes, numeric = LAYOUTS["narrow fields first (Criteo's order)"]
+    model, batch = make_model(sizes), make_batch(sizes, numeric)
+    assert narrow_fields.narrow_fields_plan(model.embedding, model.dnn, batch) is not None
+    seen = []
+    getattr(model, hooked).register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    assert narrow_fields.narrow_fields_plan(model.embedding, model.dnn, batch) is None
+    model(batch)
+    assert len(seen) == 1 and (hooked == "embedding" or seen[0].shape == (B, len(sizes) * K))
+
+
+def test_an_empty_batch_gives_no_logits_as_the_dense_layer_does():
+    sizes, numeric = LAYOUTS["narrow fields first (Criteo's order)"]
+    batch = make_batch(sizes, numeric)
+    empty = Batch(batch.ids[:0], batch.values[:0], [], batch.labels[:0])
+    assert make_model(sizes)(empty).shape == (0,)
+
+
+def test_a_first_linear_without_bias_and_float64_values_are_the_dense_layers_too():
+    sizes, numeric = LAYOUTS["narrow fields between wide ones"]
+    model, batch = make_model(sizes), make_batch(sizes, numeric)
+    model.dnn.first_linear.bias = None
+    planned = narrow_fields.narrow_fields_plan(model.embedding, model.dnn, batch)
+    assert planned is not None
+    narrow = model(batch)
+    with torch.no_grad():
+        torch.testing.assert_close(narrow, model(batch), rtol=1e-5, atol=1e-5)  # predicting: the dense layer
+    as_float64 = Batch(batch.ids, batch.values.double(), [], batch.labels)
+    assert narrow_fields.narrow_fields_plan(model.embedding, model.dnn, as_float64) is None

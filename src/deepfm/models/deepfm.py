@@ -47,7 +47,7 @@ class DeepFM(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,), or (B, C) for C outputs
         first = self.dnn.first_linear
-        plan = first_layer_plan(self.embedding, first, batch)
+        plan = first_layer_plan(self.embedding, self.dnn, batch)
         if plan is not None:  # the MLP's first Linear on the batch's distinct rows (same sums, fewer products)
             rows, deep = mlp_on_distinct_rows(self.embedding, self.dnn, batch, plan)
             if self.output_dim == 1:

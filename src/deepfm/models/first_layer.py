@@ -7,8 +7,9 @@ P[u] = W_f(u) v_u. That is the same sum in another order: U·k·H products for P
 for X P (bags of rows, ``embedding_bag``), instead of B·F·k·H products. It pays where the rows
 recur and k is wide (one-hot data at k 64: a training step ~23% shorter); on a long tail, or with
 k 10, the adds cost more than the dense product saves (``pays``). DeepFM's FM term then comes from
-the same rows in Rendle's matrix form (``fm_pairwise_of_rows``). Where this form does not pay, DeepFM
-still takes its narrow fields' columns (a numeric field's two rows) from their rows: ``models.narrow_fields``.
+the same rows in Rendle's matrix form (``fm_pairwise_of_rows``). Where this form does not pay, DeepFM's
+training step still takes its narrow fields' columns (a numeric field's two rows) from their rows:
+``models.narrow_fields``.
 """
 
 from __future__ import annotations
@@ -186,18 +187,18 @@ class FirstLayerPlan(NamedTuple):
     blocks: list[tuple[int, int]]
 
 
-def first_layer_plan(embedding: FeaturesEmbedding, first: nn.Linear | None, batch: Batch) -> FirstLayerPlan | None:
+def first_layer_plan(embedding: FeaturesEmbedding, mlp: MultiLayerPerceptron, batch: Batch) -> FirstLayerPlan | None:
     """What ``first_layer_on_distinct_rows`` needs for this batch, or None where the distinct form does not apply
-    (no hidden layer; hooks on ``first``, which its own call runs; a table narrower than ``MIN_WIDTH``, decided before the batch's distinct ids are sought, which
+    (no hidden layer; hooks on the embedding, the MLP or its first Linear, which their own calls run; a table narrower than ``MIN_WIDTH``, decided before the batch's distinct ids are sought, which
     a prediction batch may not have yet; training a table that does not train sparsely; not on CPU in fp32; multi-valued fields; fields sharing rows; a
-    batch whose fields do not fill ``first``'s input, which the dense layer then refuses; tracing for export) or does
+    batch whose fields do not fill the first Linear's input, which the dense layer then refuses; tracing for export) or does
     not pay. It applies to predicting too (no gradient). Under bf16 autocast the layer stays in fp32 (its products
     are small here; the next layers run in bf16)."""
     if torch.jit.is_tracing() or getattr(torch.compiler, "is_compiling", lambda: False)():
         return None  # first: the checks below turn tensors into Python values, which the tracer warns of
-    table = embedding.weight
+    table, first = embedding.weight, mlp.first_linear
     scoring = not torch.is_grad_enabled()  # predicting: no gradient to keep sparse
-    if (first is None or not without_hooks(first) or table.shape[1] < MIN_WIDTH or not (scoring or embedding.trains_sparsely())
+    if (first is None or not without_hooks(first, embedding, mlp) or table.shape[1] < MIN_WIDTH or not (scoring or embedding.trains_sparsely())
             or table.device.type != "cpu" or table.dtype != torch.float32
             or batch.bags or (batch.values is not None and batch.values.requires_grad)):
         return None

@@ -46,15 +46,17 @@ class NarrowFieldsPlan(NamedTuple):
 
 def narrow_fields_plan(embedding: FeaturesEmbedding, mlp: MultiLayerPerceptron, batch: Batch,
                        outputs: int = 1) -> NarrowFieldsPlan | None:
-    """The narrow fields of this training batch, or None where the form does not apply: not training the table
-    sparsely on CPU in fp32 outside autocast; C outputs; multi-valued fields; values with a gradient; hooks on
-    the first Linear; no hidden layer or an input it does not read whole; tracing; or no narrow field."""
+    """The narrow fields of this batch while the table trains, or None where the form does not apply: not training
+    the table sparsely on CPU in fp32 outside autocast; C outputs; multi-valued fields; values other than constant
+    fp32; hooks on the embedding, the MLP or its first Linear (their own calls run); no hidden layer or an input it
+    does not read whole; no rows; tracing; or no narrow field. Predicting keeps the dense layer."""
     if torch.jit.is_tracing() or getattr(torch.compiler, "is_compiling", lambda: False)():
         return None
     first, table = mlp.first_linear, embedding.weight
-    if (first is None or outputs != 1 or not without_hooks(first) or not embedding.trains_sparsely()
+    if (first is None or outputs != 1 or not without_hooks(first, embedding, mlp) or not embedding.trains_sparsely()
             or table.device.type != "cpu" or table.dtype != torch.float32 or autocast_enabled("cpu")
-            or batch.bags or (batch.values is not None and batch.values.requires_grad)):
+            or batch.bags or batch.size == 0
+            or (batch.values is not None and (batch.values.requires_grad or batch.values.dtype != table.dtype))):
         return None
     distinct = batch.distinct()
     fields, width = distinct.inverse.shape[1], table.shape[1]
@@ -103,5 +105,6 @@ def fm_and_mlp_with_narrow_fields(embedding: FeaturesEmbedding, mlp: MultiLayerP
     else:
         hidden = design @ projected
     bias_cancels = mlp.first_bias_cancels(len(hidden), torch.float32, "cpu")
-    return pairwise, mlp(hidden if bias_cancels else hidden + first.bias, after_first_linear=True,
-                         first_bias_left_out=bias_cancels)
+    if not bias_cancels and first.bias is not None:
+        hidden = hidden + first.bias
+    return pairwise, mlp(hidden, after_first_linear=True, first_bias_left_out=bias_cancels)

@@ -29,7 +29,7 @@ class _DeepPart(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:  # (B,), or (B, C) for C outputs
         first = self.mlp.first_linear
-        plan = first_layer_plan(self.embedding, first, batch)
+        plan = first_layer_plan(self.embedding, self.mlp, batch)
         if plan is not None:  # the first Linear on the batch's distinct rows (same sums, fewer products)
             return squeeze_output(mlp_on_distinct_rows(self.embedding, self.mlp, batch, plan)[1], self.mlp.output_dim)
         return squeeze_output(self.mlp(self.embedding(batch).fields.flatten(1)), self.mlp.output_dim)
