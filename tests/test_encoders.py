@@ -769,7 +769,8 @@ def test_a_float_column_of_whole_numbers_read_as_numbers_is_noted():
     says so, as it says integer columns are read as ids; --numeric or --categorical silences it."""
     table = pa.table({"label": [1, 0, 1, 0], "user": [1.0, 2.0, None, 4.0], "price": [1.5, 2.0, 3.0, 4.0]})
     notes = FeatureEncoder.fit([read_frame_of(table)], DataConfig()).fit_notes
-    assert any(note.startswith("columns of decimal numbers that are all whole read as numbers: user (") for note in notes)
+    assert any(note.startswith("columns of decimal numbers, all whole in the first 4 rows, read as numbers: user (")
+               for note in notes)
     assert not any("price" in note for note in notes)
     for named in ({"numeric": ("user",)}, {"categorical": ("user",)}):
         assert not any("whole" in note for note in FeatureEncoder.fit([read_frame_of(table)], DataConfig(**named)).fit_notes)

@@ -368,3 +368,23 @@ def test_parquet_row_groups_written_by_pandas_leave_the_index_out(tmp_path, csv_
     file = ChunkedFile(path, chunk_bytes=CHUNK)
     assert len(file.chunks()) > 1
     assert all("__index_level_0__" not in chunk.columns for chunk in file.frames())
+
+
+@pytest.mark.parametrize("stream", ["off", "on"])
+def test_a_decimal_after_the_chunk_that_read_a_column_as_whole_number_ids_is_an_error_naming_both_flags(tmp_path, stream):
+    """The first chunk decides a column's kind (``looks_float``); a decimal number in a later chunk would have made it
+    numeric had it come first, so the fit stops at it rather than read it as an id, whatever the chunk size."""
+    rows = 300
+    x = [str(i % 7 - 3) for i in range(rows)]
+    x[250] = "6.37"
+    path = tmp_path / "kinds.csv"
+    path.write_text("label,x,c\n" + "".join(f"{i % 2},{v},c{i % 5}\n" for i, v in enumerate(x)))
+    with pytest.raises(DataError, match=r"kinds\.csv:252:2: column 'x' held whole numbers in the first \d+ rows, so it "
+                                        r"was read as ids \(categorical\), but this row has the decimal number '6\.37': say "
+                                        r"which it is, --numeric x \(numbers\) or --categorical x"):
+        Estimator(model={"name": "lr"}, data={"stream": stream, "chunk_rows": 100},
+                  training={"epochs": 1}).fit(str(path), progress=False)
+    for flag in ("numeric", "categorical"):
+        est = Estimator(model={"name": "lr"}, data={"stream": stream, "chunk_rows": 100, flag: ("x",)},
+                        training={"epochs": 1}).fit(str(path), progress=False)
+        assert {spec.name: spec.kind for spec in est.encoder.fields}["x"] == flag

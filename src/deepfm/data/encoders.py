@@ -496,6 +496,9 @@ class _Fitter:
         self.config, self.held_out = config, held_out
         self.kinds = resolve_kinds(first, config)
         self.notes = inference_notes(first, self.kinds, config)
+        self.kind_rows = first.num_rows  # the rows that decided the kinds (a later decimal in an id column: an error)
+        self.integer_ids = [name for name, kind in self.kinds.items() if kind == "categorical" and _inferred(name, first, config)
+                            and _is_text(first.columns[name]) and signed_integers(first.columns[name])]
         self.counts = {n: HashedCounts(MERGE_COUNTS_ROWS, track=retain and k == "categorical")
                        for n, k in self.kinds.items() if k != "numeric"}
         self.retained: list[tuple[RawFrame, dict[str, RowCodes]]] | None = [] if retain else None
@@ -547,6 +550,8 @@ class _Fitter:
             if kind == "categorical" and self.retained is not None:
                 codes[name] = chunk.rows(placement, hashes=self.config.hash_buckets > 0)
 
+        for name in self.integer_ids:
+            self._check_still_integers(frame, name)
         each_column(count, list(self.kinds), frame.num_rows)
         codes = {name: codes[name] for name in self.kinds if name in codes}  # in column order
         self.labels.update(frame, counted)
@@ -556,6 +561,21 @@ class _Fitter:
             self.retained.append((frame.with_columns(rest), codes))
         else:
             self.retained = None  # libFM/libFFM frames are laid out by the encoder: read them again
+
+    def _check_still_integers(self, frame: RawFrame, name: str) -> None:
+        """A column that held whole numbers in the rows that decided the kinds is ids; a decimal number in a later
+        chunk would have made it numeric (``looks_float``) had it come first: a located error naming both flags."""
+        column = frame.columns[name]
+        if signed_integers(column):
+            return
+        numbers = pc.fill_null(pc.match_substring_regex(column, NUMBER_PATTERN), False)
+        decimal = pc.and_(numbers, pc.match_substring_regex(column, FLOAT_MARK)).to_numpy(zero_copy_only=False)
+        if decimal.any():
+            row = int(np.flatnonzero(decimal)[0])
+            raise frame.error(row, name, f"column '{name}' held whole numbers in the first {self.kind_rows:,} rows, "
+                                         f"so it was read as ids (categorical), but this row has the decimal number "
+                                         f"{column[row].as_py()!r}: say which it is, --numeric {name} (numbers) or "
+                                         f"--categorical {name} (ids, each value as written)")
 
     def transformed(self, encoder: FeatureEncoder) -> EncodeInto | None:
         """What encodes the retained frames (letting each go once encoded), or None (see ``fit_and_transform``)."""
@@ -658,6 +678,15 @@ def row_id_note(name: str, counts: pa.Array, rows: int) -> list[str]:
             f"tells the model nothing of other rows, and rows to predict bring new ones; --ignore {name} leaves it out"]
 
 
+def _inferred(name: str, frame: RawFrame, config: DataConfig) -> bool:
+    """Whether the column's kind came from its values (``looks_float``), not a flag or the format."""
+    return name not in config.categorical and name not in config.numeric and frame.kinds.get(name, "auto") == "auto"
+
+
+def _is_text(column: pa.Array) -> bool:
+    return pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+
+
 def signed_integers(column: pa.Array) -> bool:
     """Every value that is not null is an integer with an optional sign (-1, +3, 12): ASCII digits after the
     leading signs, told by two character kernels (a regex took ~3x as long on a chunk of hashed ids)."""
@@ -721,8 +750,10 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
                      "and amounts as numbers; --categorical names ids and silences this note)")
     if whole and frame.format in ("csv", "tsv", "parquet", "table"):
         shown = ", ".join(whole[:8]) + (f" and {len(whole) - 8} more" if len(whole) > 8 else "")
-        notes.append(f"columns of decimal numbers that are all whole read as numbers: {shown} (a pandas integer column "
-                     "with a missing value turns into floats; --categorical names ids, --numeric silences this note)")
+        looked_at = min(frame.num_rows, NOTES_LOOK_AT_ROWS)
+        notes.append(f"columns of decimal numbers, all whole in the first {looked_at:,} rows, read as numbers: {shown} (a "
+                     "pandas integer column with a missing value turns into floats; --categorical names ids, --numeric "
+                     "silences this note)")
     if frame.sparse is not None and frame.sparse.fields is None and set(kinds) == {"features"}:
         widths = np.diff(frame.sparse.starts)
         if len(widths) and widths.min() != widths.max():
