@@ -93,6 +93,9 @@ def test_train_json_summary_reports_the_run(ctr_csv, tmp_path, capsys):
     assert summary["best_epoch"] in (1, 2)
     assert set(summary["best_valid"]) == {"auc", "logloss"}
     assert summary["seconds"] >= 0 and summary["train_samples_per_s"] > 0 and summary["peak_rss_mb"] > 0
+    saved = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert summary["valid_rows"] == saved["valid_rows"] > 0
+    assert summary.get("portfolio_choice") == saved.get("portfolio_choice")
 
 
 def test_train_without_json_prints_nothing_on_stdout(ctr_csv, tmp_path, capsys):

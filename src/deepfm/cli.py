@@ -471,7 +471,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         summary = {k: m[k] for k in ("rows", "epochs", "seconds", "train_samples_per_s", "peak_rss_mb", "best_epoch")}
         summary["best_valid"] = m["best_valid"]
+        summary["valid_rows"] = m.get("valid_rows")  # held out of the training file or read from --valid
         summary["task"] = m["task"]
+        if "portfolio_choice" in m:
+            summary["portfolio_choice"] = m["portfolio_choice"]  # the recipe validation kept (metrics.json: each tried)
         print(json_line(summary))
     elif not args.quiet:
         if config.training.solver != "gradient":  # sampling and ALS: every sweep counts, none is chosen
