@@ -933,3 +933,21 @@ def test_an_empty_string_is_missing_in_every_input_as_in_a_csv_cell(tmp_path):
         got = encoder.transform(frame)
         np.testing.assert_array_equal(got.ids, expected.ids)
         np.testing.assert_array_equal(got.dense_values(), expected.dense_values())
+
+
+def test_a_column_that_alone_makes_the_ids_a_long_tail_is_named_with_what_it_turns_on():
+    """MovieLens' integer timestamp read as ids: 0.57 distinct values a row, so the rare-value rule merged the users and
+    items seen under 10 times too. The fit names the column, what it sets and the flag that leaves it out."""
+    rng = np.random.default_rng(0)
+    rows = 20_000
+    table = pa.table({"label": rng.integers(0, 2, rows), "user": rng.integers(0, 300, rows),
+                      "item": rng.integers(0, 500, rows), "time": rng.permutation(rows) // 2})
+    notes = FeatureEncoder.fit([read_frame_of(table)], DataConfig()).fit_notes
+    assert ["column 'time' holds 10,000 distinct values in 20,000 training rows (0.50 a row): it alone makes these ids a "
+            "long tail (≥ 0.3 distinct values a row), which sets the long tail's training defaults; every field's values "
+            "seen fewer than 10 times then share their field's rare id (data.min_count 10), and --min-count 1 keeps them. "
+            "If it is not a feature (a timestamp, a row id), --ignore time"] == [n for n in notes if "alone" in n]
+    assert not any("alone" in n for n in FeatureEncoder.fit([read_frame_of(table)], DataConfig(min_count=1)).fit_notes)
+    assert not any("alone" in n for n in FeatureEncoder.fit([read_frame_of(table)], DataConfig(ignore=("time",))).fit_notes)
+    two = table.append_column("session", pa.array(rng.permutation(rows) // 2))  # neither alone: a long tail either way
+    assert not any("alone" in n for n in FeatureEncoder.fit([read_frame_of(two)], DataConfig()).fit_notes)

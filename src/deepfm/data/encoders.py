@@ -621,6 +621,9 @@ class _Fitter:
             tables = {name: table.filter(pc.greater(table["count"], 0)) for name, table in tables.items()}
         seen = IdCounts.of(self.rows, [table["count"] for table in tables.values()])
         min_count = rare_value_threshold(config.min_count, seen)  # the user's, or the data rule's (deepfm.defaults)
+        if config.min_count is None:
+            self.notes.extend(one_column_long_tail_note({name: table["count"] for name, table in tables.items()},
+                                                        seen, min_count))
         id_counts = seen.keeping(min_count, [table["count"] for table in tables.values()])
         for name in ordered:
             kind = self.kinds[name]
@@ -676,6 +679,25 @@ def row_id_note(name: str, counts: pa.Array, rows: int) -> list[str]:
         return []
     return [f"column '{name}' holds a value no other training row holds on {once / rows:.0%} of the rows: a row id? It "
             f"tells the model nothing of other rows, and rows to predict bring new ones; --ignore {name} leaves it out"]
+
+
+def one_column_long_tail_note(counts: dict[str, pa.Array], seen: IdCounts, min_count: int) -> list[str]:
+    """A note for a column without which the training ids would not be a long tail (an integer timestamp read as
+    ids, say): its values alone turn on the long tail's settings and, at ``min_count`` > 1, the rare-value rule for
+    every field."""
+    if seen.ids_per_row < LONG_TAIL_IDS_PER_ROW:
+        return []
+    for name in sorted(counts, key=lambda n: -len(counts[n])):
+        distinct = len(counts[name])
+        rest = IdCounts(seen.rows, seen.occurrences - (pc.sum(counts[name]).as_py() or 0), seen.distinct - distinct)
+        if rest.ids_per_row < LONG_TAIL_IDS_PER_ROW:
+            shared = (f"; every field's values seen fewer than {min_count} times then share their field's rare id "
+                      f"(data.min_count {min_count}), and --min-count 1 keeps them" if min_count > 1 else "")
+            return [f"column '{name}' holds {distinct:,} distinct values in {seen.rows:,} training rows "
+                    f"({distinct / seen.rows:.2f} a row): it alone makes these ids a long tail (≥ {LONG_TAIL_IDS_PER_ROW} "
+                    f"distinct values a row), which sets the long tail's training defaults{shared}. If it is not a "
+                    f"feature (a timestamp, a row id), --ignore {name}"]
+    return []
 
 
 def _inferred(name: str, frame: RawFrame, config: DataConfig) -> bool:
