@@ -33,7 +33,7 @@ from deepfm.data.frequent import FrequentSet
 from deepfm.data.hashing import fnv1a64_unique
 from deepfm.data.tables import closest_name, is_list
 from deepfm.data.vocabulary import Vocabulary
-from deepfm.defaults import FREQUENT_IDS_PER_ROW, LONG_TAIL_IDS_PER_ROW, rare_value_threshold
+from deepfm.defaults import FREQUENT_IDS_PER_ROW, LONG_TAIL_IDS_PER_ROW, RARE_VALUE_RULE_ROWS, rare_value_threshold
 from deepfm.errors import ConfigError, DataError
 from deepfm.tasks import Task, TaskFitter, task_from_dict
 
@@ -684,8 +684,9 @@ def row_id_note(name: str, counts: pa.Array, rows: int) -> list[str]:
 def one_column_long_tail_note(counts: dict[str, pa.Array], seen: IdCounts, min_count: int) -> list[str]:
     """A note for a column without which the training ids would not be a long tail (an integer timestamp read as
     ids, say): its values alone turn on the long tail's settings and, at ``min_count`` > 1, the rare-value rule for
-    every field."""
-    if seen.ids_per_row < LONG_TAIL_IDS_PER_ROW:
+    every field. Only from ``RARE_VALUE_RULE_ROWS`` rows (a small sample's ids are a tail by nature) and with other
+    columns to compare."""
+    if seen.ids_per_row < LONG_TAIL_IDS_PER_ROW or seen.rows < RARE_VALUE_RULE_ROWS or len(counts) < 2:
         return []
     for name in sorted(counts, key=lambda n: -len(counts[n])):
         distinct = len(counts[name])
