@@ -400,6 +400,14 @@ def test_unknown_label_column_is_a_data_error(write_table):
     assert str(error) == f"{path}:1: no label column 'clicked' (columns: label, city)"  # --label was given
 
 
+def test_a_tab_separated_file_read_as_csv_is_said_to_need_format_tsv(tmp_path):
+    path = tmp_path / "ratings.csv"
+    path.write_text("user\titem\tlabel\n1\t2\t5\n")
+    error = error_of(read_frame, path, fmt="csv")
+    assert str(error) == (f"{path}:1: no label column 'label' (columns: user\titem\tlabel); the header is one column "
+                          "holding tabs: a tab-separated file reads with --format tsv")
+
+
 def test_unknown_label_column_suggests_the_closest_name(write_table):
     path = write_table("train.csv", {"clicks": [1, 0], "city": ["a", "b"]})
     error = error_of(read_frame, path, label="click")

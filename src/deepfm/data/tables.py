@@ -108,7 +108,9 @@ def missing_label(source: str, label: str, names: Sequence[str]) -> DataError:
     when the default label was looked for (a named label was given already)."""
     message = f"no label column '{label}' (columns: {', '.join(names)})"
     close = closest_name(label, names)
-    if close and label != DEFAULT_LABEL:
+    if len(names) == 1 and label in names[0].split("\t"):  # a TSV file read as CSV (--format csv)
+        message += "; the header is one column holding tabs: a tab-separated file reads with --format tsv"
+    elif close and label != DEFAULT_LABEL:
         message += f"; did you mean '{close}'?"
     elif close:
         message += f"; did you mean --label {close} (data.label)?"
