@@ -1,5 +1,7 @@
 """training.refit: after validation chose the epochs, train again from the start on every row."""
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -122,11 +124,14 @@ def test_the_train_command_refits_with_the_flag(tmp_path, capsys):
 
     pq.write_table(ratings(600), tmp_path / "train.parquet")
     code = main(["train", "--train", str(tmp_path / "train.parquet"), "--out", str(tmp_path / "model"), "--model", "fm",
-                 "--embed-dim", "4", "--epochs", "2", "--refit"])
+                 "--embed-dim", "4", "--epochs", "2", "--refit", "--json"])
     assert code == 0
     saved = Estimator.load(tmp_path / "model")
     assert saved.config.training.refit == "on" and saved.metrics["refit"]["rows"] == 600
-    assert "refitted on 600 rows for" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "refit: training again from the start on 600 rows" in err
+    summary = json.loads(out.strip().splitlines()[-1])  # the first run's rows and validation, then the saved model's rows
+    assert summary["rows"] < 600 and summary["refit"] == {"rows": 600, "epochs": saved.metrics["refit"]["epochs"]}
 
 
 def test_the_verdicts_of_a_history_without_them_come_from_its_metrics():

@@ -475,6 +475,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary["task"] = m["task"]
         if "portfolio_choice" in m:
             summary["portfolio_choice"] = m["portfolio_choice"]  # the recipe validation kept (metrics.json: each tried)
+        if "refit" in m:  # the saved model: trained again on these rows for the epochs best_valid chose
+            summary["refit"] = {k: m["refit"][k] for k in ("rows", "epochs")}
         print(json_line(summary))
     elif not args.quiet:
         if config.training.solver != "gradient":  # sampling and ALS: every sweep counts, none is chosen
