@@ -162,6 +162,25 @@ def test_resume_on_a_saved_model_without_a_checkpoint_is_refused_unless_overwrit
     assert (model / "model.safetensors").read_bytes() != saved
 
 
+def test_evaluating_a_model_beside_a_later_runs_checkpoint_says_which_model_it_is(ctr_csv, tmp_path, capsys):
+    """`train --overwrite` keeps the old model until the new one is saved: interrupted, the directory holds both."""
+    import os
+    import shutil
+
+    kept, model = tmp_path / "kept", tmp_path / "model"
+    assert train(ctr_csv(), kept, "--keep-checkpoint") == 0
+    assert train(ctr_csv(), model) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(kept), str(ctr_csv())]) == 0  # a finished run's kept checkpoint: nothing to say
+    assert "checkpoint" not in capsys.readouterr().err
+    shutil.copytree(kept / "checkpoint", model / "checkpoint")
+    later = (model / "model.safetensors").stat().st_mtime + 5
+    os.utime(model / "checkpoint", (later, later))
+    assert main(["evaluate", str(model), str(ctr_csv())]) == 0
+    assert (f"note: {model} also holds an interrupted training run's checkpoint; this is the model saved before that "
+            "run started (the train command with --resume continues it)") in capsys.readouterr().err
+
+
 def keep_checkpoint_of_one_epoch(train_path: Path, valid_path: Path, out: Path, *extra: str) -> None:
     """A run whose checkpoint is kept, as an interrupted run's would be."""
     assert train(train_path, out, "--keep-checkpoint", "--valid", str(valid_path), *extra) == 0

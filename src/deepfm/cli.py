@@ -533,6 +533,10 @@ def _load(directory: str, fmt: str | None, path: str):
     from deepfm.errors import DataError
 
     estimator = Estimator.load(directory)
+    checkpoint, weights = Path(directory) / "checkpoint", Path(directory) / "model.safetensors"
+    if checkpoint.is_dir() and checkpoint.stat().st_mtime > weights.stat().st_mtime:  # an --overwrite run stopped
+        print(f"note: {directory} also holds an interrupted training run's checkpoint; this is the model saved before "
+              "that run started (the train command with --resume continues it)", file=sys.stderr)
     trained_on = estimator.config.data.format
     if not fmt and trained_on != "auto" and Path(path).is_file():
         from deepfm.data.formats import detect_format
