@@ -353,3 +353,21 @@ def test_a_failing_step_stops_the_batch_thread(tables, monkeypatch):
     except KeyboardInterrupt:  # while its traceback (and the loop's frame) is alive
         running = [t for t in threading.enumerate() if t.name == "deepfm-prefetch"]
     assert running == []
+
+
+def test_a_fitted_model_predicts_from_several_threads_at_once_without_changing():
+    """fit leaves the model in eval mode, so predict never switches it: a thread that switched a shared model back to
+    training mode while another scored made batch norm move its running statistics (predictions off by 0.23, and
+    for good)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    train, test = make_ctr_table(SPEC, rows=3000, part=0)[0], make_ctr_table(SPEC, rows=2000, part=2)[0]
+    est = Estimator(model={"mlp": (32, 32), "batch_norm": True}, training={"epochs": 1, "batch_size": 256},
+                    data={"valid_fraction": 0}).fit(train, progress=False)
+    assert not est.model.training
+    before, expected = weights_of(est), est.predict(test)
+    with ThreadPoolExecutor(4) as pool:
+        for predictions in pool.map(lambda _: est.predict(test), range(12)):
+            np.testing.assert_array_equal(predictions, expected)
+    for key, value in weights_of(est).items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)

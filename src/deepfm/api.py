@@ -442,6 +442,7 @@ class Estimator:
             self.metrics["refit"] = refit
         if id_counts is not None:  # the statistic the data rule of deepfm.defaults reads, and its branch
             self.metrics["ids"] = id_counts.to_dict() | {"shape": id_shape(id_counts)}
+        self.model.eval()  # a fitted model predicts: no call switches its mode (predicting from threads at once is safe)
         if out is not None and ctx.is_main:
             self.save(out)
         return self
@@ -596,7 +597,7 @@ class Estimator:
 
     def predict(self, data: Data) -> np.ndarray:
         """Probabilities (binary) or ratings (regression), one per row, in input order; (N, C) class
-        probabilities for a multiclass or ordinal task."""
+        probabilities for a multiclass or ordinal task. Safe to call from several threads at once."""
         self._require_model()
         return predict(self.model, self.encoder.task, self.encode(data, with_labels=False), self.config.training.device)
 

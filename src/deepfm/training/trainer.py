@@ -62,10 +62,16 @@ def model_device(model: nn.Module) -> torch.device:
 def predict_logits(model: nn.Module, data: EncodedData, device: str | torch.device | None = None,
                    batch_size: int = PREDICT_BATCH, progress: bool = False) -> np.ndarray:
     """The model's logits for every row of ``data``, in order, float64: (N,) or (N, C) for C outputs.
-    The batches go to ``device``, by default the one the model's weights are on."""
+    The batches go to ``device``, by default the one the model's weights are on. A model in training mode (the
+    trainer scoring its validation rows) is switched to eval for the call and back; one in eval mode is only read,
+    so calls from several threads at once are safe (``Estimator.fit`` leaves its model in eval mode)."""
+    if model.training:
+        model.eval()
+        try:
+            return predict_logits(model, data, device, batch_size, progress)
+        finally:
+            model.train()
     device = device if device is not None else model_device(model)
-    was_training = model.training
-    model.eval()
     out: np.ndarray | None = None
     starts = range(0, len(data), batch_size)
     for start in tqdm(starts, desc="scoring", unit="batch", leave=False, disable=not progress or len(data) < PROGRESS_ROWS):
@@ -74,7 +80,6 @@ def predict_logits(model: nn.Module, data: EncodedData, device: str | torch.devi
         if out is None:
             out = np.empty((len(data), *logits.shape[1:]), dtype=np.float64)
         out[start : start + len(chunk)] = logits
-    model.train(was_training)
     return out if out is not None else np.empty(0, dtype=np.float64)
 
 
