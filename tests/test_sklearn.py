@@ -176,3 +176,17 @@ def test_sample_weights_go_into_the_loss_not_into_the_features():
     clf = FMClassifier(model="lr", epochs=20, lr=0.05).fit(X2, y, sample_weight=weights)
     assert "__sample_weight__" not in [f.name for f in clf.estimator_.encoder.fields]
     assert clf.predict_proba(X)[:, 0].mean() == pytest.approx(0.9, abs=0.05)
+
+
+def test_invalid_parameters_and_unusable_data_raise_value_errors_as_scikit_learn_expects():
+    """scikit-learn's checks (and ``except ValueError`` in user code) expect a ValueError for an invalid parameter or
+    unusable X; deepfm's ConfigError and DataError are ValueErrors as well as its own, which the CLI reports."""
+    from deepfm.errors import ConfigError, DataError
+
+    X, y = np.arange(20).reshape(10, 2), np.array([0, 1] * 5)
+    with pytest.raises(ValueError) as bad_parameter:
+        FMClassifier(lr=-1.0).fit(X, y)
+    assert isinstance(bad_parameter.value, ConfigError)
+    with pytest.raises(ValueError) as one_row:
+        DeepFMRegressor(epochs=1).fit(X[:1], [1.0])
+    assert isinstance(one_row.value, (ConfigError, DataError))

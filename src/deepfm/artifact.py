@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save
 from deepfm import __version__
 from deepfm.config import RunConfig, saved_run
 from deepfm.data.encoders import FeatureEncoder
-from deepfm.errors import ModelDirError
+from deepfm.errors import DeepFMError, ModelDirError
 from deepfm.models import model_for_run
 from deepfm.training.checkpoint import sha256_of
 
@@ -145,6 +145,8 @@ def load_model_dir(directory: str | Path) -> SavedModel:
             raise ModelDirError(f"{path}: checksum does not match manifest.json (the file was changed or damaged)")
     try:
         encoder = FeatureEncoder.from_dict(json.loads((directory / "features.json").read_text()))
+    except DeepFMError:
+        raise
     except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
         raise ModelDirError(f"{directory / 'features.json'}: invalid feature schema: {error}") from None
     try:
@@ -152,6 +154,8 @@ def load_model_dir(directory: str | Path) -> SavedModel:
         config = RunConfig.model_validate(saved_run(saved["run"]))
         model = model_for_run(config, saved["shape"]["num_features"], saved["shape"]["num_fields"], encoder.task)
         model.load_state_dict(load_file(directory / "model.safetensors"))
+    except DeepFMError:
+        raise
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise ModelDirError(f"{directory}: config.json and model.safetensors do not fit together: {error}") from None
     if (encoder.num_features, encoder.num_fields) != (saved["shape"]["num_features"], saved["shape"]["num_fields"]):

@@ -289,6 +289,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             values = yaml.safe_load(text) or {}
         else:
             raise ConfigError(f"{path}: config files must end in .toml, .yaml or .yml")
+    except ConfigError:
+        raise
     except (tomllib.TOMLDecodeError, ValueError) as error:
         raise ConfigError(f"{path}: cannot parse: {error}") from None
     except Exception as error:  # yaml.YAMLError without importing yaml at module level

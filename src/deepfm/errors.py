@@ -9,8 +9,9 @@ class DeepFMError(Exception):
     """Base class for errors caused by the user's input, not by a bug."""
 
 
-class ConfigError(DeepFMError):
-    """A configuration value is invalid; the message names the key and what is allowed."""
+class ConfigError(DeepFMError, ValueError):
+    """A configuration value is invalid; the message names the key and what is allowed. A ``ValueError``, as
+    Python's and scikit-learn's own checks raise for an invalid parameter."""
 
 
 class DataTypeError(ConfigError, TypeError):
@@ -23,8 +24,9 @@ class DataWarning(UserWarning):
     ``note: ...``)."""
 
 
-class DataError(DeepFMError):
-    """Bad input data, located as ``path:line:column: what is wrong``.
+class DataError(DeepFMError, ValueError):
+    """Bad input data, located as ``path:line:column: what is wrong`` (a ``ValueError``, as scikit-learn's checks
+    expect of bad ``X``).
 
     ``line`` and ``column`` are 1-based; ``column`` is the field number for delimited
     text (CSV/TSV/Criteo) and the character position for libFM/libFFM lines.
