@@ -729,8 +729,8 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
     notes, integers, whole = [], [], []
     for name, kind in kinds.items():
         column = frame.columns[name].slice(0, NOTES_LOOK_AT_ROWS)  # a whole in-memory table is one chunk
-        text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
-        if kind == "numeric" and name not in config.numeric and frame.kinds.get(name, "auto") == "auto":
+        text = _is_text(column)
+        if kind == "numeric" and _inferred(name, frame, config):
             x = to_float(frame, column, name)
             x = x[np.isfinite(x)]
             if len(x) and np.array_equal(x, np.floor(x)):

@@ -22,7 +22,7 @@ from torch import nn
 
 from deepfm.data.batch import Batch
 from deepfm.data.design import DistinctIds, remember_rows, take_rows
-from deepfm.models.layers import FeaturesEmbedding, MultiLayerPerceptron, row_gradient, without_hooks
+from deepfm.models.layers import FeaturesEmbedding, MultiLayerPerceptron, row_gradient, slots_of_rows, without_hooks
 
 # measured (benchmarks/first_layer_rule.py: 4096-row batches, H 400, 2 threads; 2026-12-02): the distinct form's
 # adds cost about as much as the dense product at k ≈ 24 when a row fills ~9 slots (10 fields: k 64 −10 to −24%
@@ -79,19 +79,13 @@ def distinct_rows(weight: torch.Tensor, unique: torch.Tensor, copy_for_optimiser
 
 class _RowsToSlots(torch.autograd.Function):
     """``rows[inverse]`` (B, F, k), times each slot's value where ``values`` (B, F) are given (one pass on CPU,
-    ``gather_scaled``); the gradient sums each row's slots, times their values (``DistinctIds.sum_by_row``)."""
+    ``slots_of_rows``); the gradient sums each row's slots, times their values (``DistinctIds.sum_by_row``)."""
 
     @staticmethod
     def forward(ctx, rows: torch.Tensor, distinct: DistinctIds, values: torch.Tensor | None) -> torch.Tensor:
         ctx.distinct = distinct
         ctx.save_for_backward(values)
-        inverse = distinct.inverse
-        if values is not None and rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.float64):
-            from deepfm.models.gather_pass import gather_scaled  # (loads numba)
-
-            return gather_scaled(rows, inverse, values)
-        slots = take_rows(rows, inverse.reshape(-1)).view(*inverse.shape, rows.shape[1])
-        return slots if values is None else slots * values.unsqueeze(-1)
+        return slots_of_rows(rows, distinct.inverse, values)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

@@ -37,6 +37,17 @@ def row_gradient(unique: torch.Tensor, table_shape: torch.Size, grad_rows: torch
     return torch.sparse_coo_tensor(unique.unsqueeze(0), grad_rows, table_shape, is_coalesced=True, check_invariants=False)
 
 
+def slots_of_rows(rows: torch.Tensor, inverse: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
+    """``rows[inverse]`` (B, F, k), times each slot's value where ``values`` (B, F) are given: on CPU one compiled
+    pass (``gather_scaled``), not a gather and a product."""
+    if values is not None and rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.float64):
+        from deepfm.models.gather_pass import gather_scaled  # (loads numba)
+
+        return gather_scaled(rows, inverse, values)
+    slots = take_rows(rows, inverse.reshape(-1)).view(*inverse.shape, rows.shape[1])
+    return slots if values is None else slots * values.unsqueeze(-1)
+
+
 class _LookupDistinctRows(torch.autograd.Function):
     """``weight[unique][inverse]``, times each slot's value when ``values`` (B, F) are given: gather the U
     distinct rows once, expand them to (B, F, k).
@@ -52,13 +63,7 @@ class _LookupDistinctRows(torch.autograd.Function):
         ctx.save_for_backward(values)  # (None without values); changed in place before the backward: an error
         rows = take_rows(weight, distinct.unique)  # (U, k)
         remember_rows(weight, distinct.unique, rows)  # the row-wise step starts from them (not saved here)
-        inverse = distinct.inverse
-        if values is not None and rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.float64):
-            from deepfm.models.gather_pass import gather_scaled  # (loads numba)
-
-            return gather_scaled(rows, inverse, values)  # one pass, not a gather and a product
-        vx = take_rows(rows, inverse.reshape(-1)).view(*inverse.shape, weight.shape[1])  # (B, F, k)
-        return vx if values is None else vx * values.unsqueeze(-1)
+        return slots_of_rows(rows, distinct.inverse, values)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

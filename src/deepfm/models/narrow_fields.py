@@ -67,7 +67,7 @@ def narrow_fields_plan(embedding: FeaturesEmbedding, mlp: MultiLayerPerceptron, 
     narrow = [f for f, (a, b) in enumerate(spans) if b - a + 1 <= MAX_ROWS_PER_WIDTH * width]
     if not narrow:
         return None
-    wide = [f for f in range(fields) if f not in set(narrow)]
+    wide = sorted(set(range(fields)) - set(narrow))
     return NarrowFieldsPlan(distinct, narrow, [spans[f] for f in narrow], wide)
 
 
