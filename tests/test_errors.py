@@ -565,3 +565,13 @@ def test_a_parquet_file_named_like_text_says_how_to_read_it(tmp_path):
     path = tmp_path / "rows.csv"
     pq.write_table(pa.table({"label": [1, 0], "user": ["a", "b"]}), path)
     assert "a Parquet file: name it .parquet (or .pq), or give --format parquet" in str(error_of(lambda: fit(path)))
+
+
+def test_lines_ending_in_a_carriage_return_alone_are_named_with_the_conversion(tmp_path):
+    """Classic Mac OS line ends: every line read as the first (it was csv's "new-line character seen in unquoted
+    field" traceback)."""
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b"label,user,city\r1,u1,c1\r0,u2,c2\r")
+    error = error_of(read_frame, path)
+    assert (error.line, error.column) == (1, 16)
+    assert "end in a carriage return alone" in str(error) and f"tr '\\r' '\\n' < {path} > {tmp_path / 'lf-mac.csv'}" in str(error)

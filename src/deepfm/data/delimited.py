@@ -62,6 +62,10 @@ def _header(path: Path, delimiter: str) -> list[str]:
     line = first_line(path)
     if not line.strip():
         raise DataError(path, "file is empty", line=1)
+    if "\r" in line:  # the whole file, or its first lines, read as one line
+        raise DataError(path, "the lines end in a carriage return alone (CR, as classic Mac OS wrote text): deepfm "
+                        f"reads lines ending in LF or CR LF; convert it, e.g. tr '\\r' '\\n' < {path} > "
+                        f"{path.with_name('lf-' + path.name)}", line=1, column=line.index("\r") + 1)
     return next(pycsv.reader([line], delimiter=delimiter))
 
 
