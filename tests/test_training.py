@@ -1,5 +1,8 @@
 """Training: reproducible, resumable, and it learns what the data holds."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -39,6 +42,25 @@ def test_resumed_training_equals_uninterrupted(tables, tmp_path):
     assert resumed.metrics["epochs"] == 3
     for key, value in weights_of(full).items():
         torch.testing.assert_close(value, weights_of(resumed)[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mlp", [{}, {"activation": "tanh"}], ids=["fused-dropout", "nn-dropout"])
+def test_fits_at_once_in_threads_give_the_model_of_a_fit_alone(tables, mlp):
+    """Two fits of one seed running at the same time in two threads (joblib's threading backend, a
+    ThreadPoolExecutor) each give the model that a fit alone gives: each draws its starting weights and dropout
+    masks (the MLP's fused ones, and nn.Dropout's after tanh) as its own, not from torch's one default generator."""
+    config = {**SMALL, "model": {**SMALL["model"], **mlp}, "training": {**SMALL["training"], "epochs": 2, "threads": 1}}
+    train, test = tables["train"][0], tables["test"][0]
+    alone = Estimator(**config).fit(train, progress=False).predict(test)
+    together = threading.Barrier(2, timeout=120)
+
+    def fit(_) -> np.ndarray:
+        together.wait()  # both begin at once: their steps interleave
+        return Estimator(**config).fit(train, progress=False).predict(test)
+
+    with ThreadPoolExecutor(2) as pool:
+        for predictions in pool.map(fit, range(2)):
+            np.testing.assert_array_equal(predictions, alone)
 
 
 def interrupt_after(steps: int, monkeypatch, run) -> None:

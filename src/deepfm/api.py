@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from deepfm import distributed
+from deepfm import distributed, randomness
 from deepfm.artifact import load_model_dir, save_model_dir
 from deepfm.config import RunConfig, build_config, merge
 from deepfm.defaults import describe_shape_rule, id_shape, with_task_defaults
@@ -86,9 +86,10 @@ def overconfidence_note(task, best: dict[str, float] | None, valid: EncodedData 
 
 
 def new_model(config: RunConfig, encoder: FeatureEncoder) -> torch.nn.Module:
-    """``config``'s model for ``encoder``'s features, from ``training.seed`` (its starting weights)."""
-    torch.manual_seed(config.training.seed)
-    return model_for_run(config, encoder.num_features, encoder.num_fields, encoder.task, [spec.size for spec in encoder.fields])
+    """``config``'s model for ``encoder``'s features, from ``training.seed`` (its starting weights; in a fit, drawn as
+    that fit's: ``deepfm.randomness``)."""
+    return randomness.initialised(lambda: model_for_run(config, encoder.num_features, encoder.num_fields, encoder.task,
+                                                        [spec.size for spec in encoder.fields]), seed=config.training.seed)
 
 
 def refit_asked(config: RunConfig, held_out: bool) -> bool:
@@ -274,6 +275,7 @@ class Estimator:
     # -- training ---------------------------------------------------------------------------------
 
     @preserving  # threads, denormals and Arrow's pool are set for training and restored after it
+    @randomness.own_generator()  # the fit's draws are its own: fits at once in threads give their models as alone
     def fit(
         self,
         train: Data | None = None,

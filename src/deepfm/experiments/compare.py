@@ -15,14 +15,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from deepfm.api import Estimator
+from deepfm import randomness
+from deepfm.api import Estimator, new_model
 from deepfm.config import RunConfig, build_config, merge
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.defaults import with_task_defaults
 from deepfm.errors import ConfigError
 from deepfm.experiments.studies import STUDIES
-from deepfm.models import MODELS, model_for_run
+from deepfm.models import MODELS
 from deepfm.training.metrics import SELECTION, evaluate_predictions
 from deepfm.runtime import configure as configure_runtime
 from deepfm.training.trainer import Trainer, predict
@@ -140,6 +141,7 @@ def refuse_other_solvers(config: RunConfig) -> None:
                           "use deepfm train for the sampling and ALS solvers")
 
 
+@randomness.own_generator()  # its draws its own, as a fit's (trials in threads)
 def train_one(config: RunConfig, data: EncodedSplits, log: Log, score_test: bool = True,
               on_epoch: Callable[[dict[str, Any]], None] | None = None) -> tuple[torch.nn.Module, Run]:
     """Train one variant with one seed (FNN: FM pre-training first) and score it on test
@@ -147,15 +149,12 @@ def train_one(config: RunConfig, data: EncodedSplits, log: Log, score_test: bool
     called with each epoch's record (its validation metrics under ``valid``)."""
     task, seed = data.encoder.task, config.training.seed
     refuse_other_solvers(config)
-    torch.manual_seed(seed)
-    model = model_for_run(config, data.encoder.num_features, data.encoder.num_fields, task,
-                          [spec.size for spec in data.encoder.fields])
+    model = new_model(config, data.encoder)
     began = time.perf_counter()
     if config.model.name == "fnn" and config.model.pretrain:
         from deepfm.models.fnn import pretrain_with_fm
 
-        torch.manual_seed(seed)
-        pretrain_with_fm(model, task, config.training, data.train, data.valid, log)
+        pretrain_with_fm(model, task, config.training, data.train, data.valid, log, seed=seed)
     result = Trainer(model, task, config.training, progress=False, log=log, on_epoch=on_epoch).fit(data.train, data.valid)
     seconds = time.perf_counter() - began
     if not score_test:

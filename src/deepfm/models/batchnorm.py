@@ -107,8 +107,8 @@ def batch_norm_relu_dropout(z: torch.Tensor, weight: torch.Tensor, bias: torch.T
                             input_shift: torch.Tensor | None = None) -> torch.Tensor:
     """Training-mode batch norm of a (B, C) CPU batch (float32 or bfloat16, B ≥ 2; float32 parameters), then
     ReLU, then inverted dropout p (0: none), as one function (see the module); the running statistics move by
-    ``momentum``. ``seed`` fixes the mask (``dropout.keep_mask`` gives it); by default drawn from torch's
-    generator. ``overwrite_grad`` as in ``dropout.relu_dropout``: only where the output feeds a Linear.
+    ``momentum``. ``seed`` fixes the mask (``dropout.keep_mask`` gives it); by default drawn with
+    ``dropout.draw_seed``. ``overwrite_grad`` as in ``dropout.relu_dropout``: only where the output feeds a Linear.
     ``input_shift`` (C,): a constant per column left out of ``z`` (a Linear's bias): the output does not
     depend on it (the batch's mean is subtracted), the running mean counts it in; its gradient is zero."""
     if z.dtype not in FUSED_DTYPES or z.dim() != 2 or len(z) < 2:

@@ -9,8 +9,8 @@ seed and i alone) and zeroes the element if it is negative or dropped: dropped w
 round(p·2¹⁶), i.e. with probability p to 2⁻¹⁷. The pass reads the element's sign from its bits (a NaN
 passes, as through ``torch.relu``), so
 fp32 and bfloat16 outputs (``--precision bf16``) take the same path with no cast; the kept elements
-are then scaled by 1 / (1 − p), as ``nn.Dropout`` does. The seed comes from torch's generator, so
-``torch.manual_seed`` fixes the masks.
+are then scaled by 1 / (1 − p), as ``nn.Dropout`` does. The seed comes from the running fit's generator
+(``deepfm.randomness``), outside a fit from torch's default one, so ``torch.manual_seed`` fixes the masks.
 
 After a ReLU, the output alone tells which elements passed both (out > 0), so the backward
 pass reads the output (which the next linear layer keeps anyway) and saves no mask.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from deepfm import randomness
 from deepfm.compiled import in_row_blocks
 
 _threshold = torch.ops.aten.threshold_backward  # (x, s, t) ↦ x where s > t, else 0: one vectorised pass
@@ -45,8 +46,16 @@ def relu_dropout_(z: torch.Tensor, p: float, seed: int) -> torch.Tensor:
 
 
 def draw_seed() -> int:
-    """A mask's seed from torch's default generator."""
-    return int(torch.randint(0, 2**62, (), dtype=torch.int64))
+    """A mask's seed from the running fit's generator (``deepfm.randomness``), else torch's default one."""
+    return int(torch.randint(0, 2**62, (), dtype=torch.int64, generator=randomness.generator()))
+
+
+def dropout_from(z: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """``nn.Dropout(p)`` on a CPU tensor in training (0 < p < 1), its mask drawn from ``generator``: the steps of
+    torch's own CPU dropout (noise ~ Bernoulli(1 − p), divided by 1 − p, times ``z``), so the same state of the
+    same numbers gives the same output and gradient as ``nn.Dropout`` drawing from torch's default generator."""
+    noise = torch.empty_like(z).bernoulli_(1.0 - p, generator=generator)
+    return z * noise.div_(1.0 - p)
 
 
 def keep_mask(shape: torch.Size, p: float, seed: int) -> torch.Tensor:
@@ -78,7 +87,7 @@ class _ReluDropout(torch.autograd.Function):
 def relu_dropout(z: torch.Tensor, p: float, seed: int | None = None, overwrite_grad: bool = False) -> torch.Tensor:
     """``dropout(relu(z), p)`` in training, in place on ``z`` (a layer's fresh, contiguous CPU output):
     each element kept with probability 1 − p and scaled by 1 / (1 − p). ``seed`` fixes the mask
-    (``keep_mask`` gives it); by default it is drawn from torch's generator.
+    (``keep_mask`` gives it); by default it is drawn with ``draw_seed``.
 
     ``overwrite_grad``: the backward overwrites the gradient it receives (no new (B, H) tensor, whose
     fresh pages cost more than the pass itself). Only for a caller whose output feeds a layer that

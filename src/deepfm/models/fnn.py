@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from deepfm import randomness
 from deepfm.data.batch import Batch
 from deepfm.models.fm import FactorizationMachine
 from deepfm.models.layers import FeaturesEmbedding, MultiLayerPerceptron, squeeze_output
@@ -59,14 +60,16 @@ class FNN(nn.Module):
 
 
 def pretrain_with_fm(model: FNN, task, training, train, valid=None, log: Callable[[str], None] | None = None,
-                     checkpoint_dir=None, resume: bool = False) -> FactorizationMachine:
+                     checkpoint_dir=None, resume: bool = False, seed: int | None = None) -> FactorizationMachine:
     """Stage 1: train an FM of the same size with the same training settings (its own early
     stopping on ``valid``; its own checkpoints in ``checkpoint_dir``, resumed with ``resume``),
-    then copy its parameters into ``model``. Returns the FM."""
+    then copy its parameters into ``model``. Returns the FM. Its starting weights are drawn after the FNN's
+    (from ``seed`` where given), as the fit's (``deepfm.randomness.initialised``)."""
     from deepfm.training.trainer import Trainer  # training depends on models, not the reverse
 
     num_features, width = model.embedding.weight.shape
-    fm = FactorizationMachine(num_features, width // model.output_dim, model.output_dim)
+    fm = randomness.initialised(lambda: FactorizationMachine(num_features, width // model.output_dim, model.output_dim),
+                                seed=seed)
     say = log or (lambda message: None)
     say("FNN stage 1: pre-training an FM for the embeddings")
     trained = fm

@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepfm import randomness
 from deepfm.compiled import in_row_blocks, numpy_view
 from deepfm.data.batch import Batch
 from deepfm.data.design import DesignMatrix, DistinctIds, remember_rows, take_rows
 from deepfm.models.batchnorm import FUSED_DTYPES, batch_norm_folded, batch_norm_relu_dropout, fusable_parameters
 from deepfm.models import scores
-from deepfm.models.dropout import relu_dropout
+from deepfm.models.dropout import dropout_from, relu_dropout
 from deepfm.models.autocast import autocast_dtype, autocast_enabled
 from deepfm.models.padded_linear import linear_without_bias
 
@@ -382,6 +383,16 @@ def without_hooks(*modules: nn.Module) -> bool:
                    for m in modules)
 
 
+def _call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``; a training Dropout on the CPU in a fit draws its mask from the fit's generator
+    (``deepfm.randomness``; the same numbers torch's default generator gave in its place)."""
+    fit = randomness.generator()
+    if (type(module) is nn.Dropout and module.training and not module.inplace and 0 < module.p < 1 and fit is not None
+            and x.device.type == "cpu" and x.numel() and without_hooks(module)):
+        return dropout_from(x, module.p, fit)
+    return module(x)
+
+
 class MultiLayerPerceptron(nn.Module):
     """Linear → [BatchNorm] → activation → Dropout per hidden layer, then a linear output.
 
@@ -499,7 +510,7 @@ class MultiLayerPerceptron(nn.Module):
                 x = x + self.first_linear.bias
         while i < len(hidden):
             fused = self._fused(hidden, i, x) if fuse else None
-            x, i = fused if fused is not None else (hidden[i](x), i + 1)
+            x, i = fused if fused is not None else (_call(hidden[i], x), i + 1)
         if output is None:
             return x
         if not autocast_enabled(x.device.type):

@@ -1,6 +1,7 @@
 """Training checkpoints without pickle: tensors in safetensors, everything else in JSON.
 
-A checkpoint holds the model, both optimisers' state, the torch RNG and the loop's
+A checkpoint holds the model, both optimisers' state, the RNG training draws from (the fit's own,
+``deepfm.randomness``, or torch's default one) and the loop's
 position (epoch, step, history, best so far), enough for a resumed run to continue
 exactly where the interrupted one stopped.
 
@@ -23,6 +24,7 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
+from deepfm import randomness
 from deepfm.errors import CheckpointError
 
 MANIFEST = "manifest.json"  # written last: the SHA-256 of every other file of the checkpoint
@@ -62,7 +64,7 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer_state: di
     directory = Path(directory)
     staging = staging_dir(directory)
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, staging / "model.safetensors")
-    tensors: dict[str, torch.Tensor] = {"torch_rng": torch.get_rng_state()}
+    tensors: dict[str, torch.Tensor] = {"torch_rng": randomness.get_state()}  # the fit's generator (deepfm.randomness)
     skeleton = _flatten("optimizer", optimizer_state, tensors)
     save_file(tensors, staging / "optimizer.safetensors")
     if best_weights is not None:

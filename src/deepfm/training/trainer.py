@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from deepfm import distributed
+from deepfm import distributed, randomness
 from deepfm.config import TrainingConfig
 from deepfm.data.batch import Batch, BatchSource, EncodedData, InMemorySource, prefetch
 from deepfm.errors import ConfigError, DataError, TrainingDiverged
@@ -348,7 +348,7 @@ class Trainer:
         if differs is not None:
             raise ConfigError(f"{self.checkpoint_dir}: the checkpoint was written with other model or optimiser "
                               f"settings ({differs}); resume with the same settings, or train into a new --out")
-        torch.set_rng_state(rng)
+        randomness.set_state(rng)  # the generator training draws from: the fit's, or torch's default one
         result.history = loop["history"]
         result.best_epoch, result.best_metrics = loop["best_epoch"], loop["best_metrics"]
         result.train_seconds, result.samples_seen = loop["train_seconds"], loop["samples_seen"]
