@@ -79,6 +79,31 @@ def test_columns_other_than_those_seen_in_fit_are_refused(fitted):
         clf.predict(X.rename(columns={"price": "cost"}))
 
 
+def test_an_array_after_a_dataframe_is_read_by_position_with_scikit_learns_warning(fitted, tmp_path):
+    """As scikit-learn's own estimators: an X without feature names (a 2-D array) after a fit on a DataFrame is taken
+    column by column in the fit's order, with a warning; each column keeps the kind the fit gave it (item's integers
+    stay ids, also as the floats 3.0 of a numeric array); another number of columns is an error naming the count."""
+    clf, X, y = fitted
+    warned = "X does not have valid feature names, but FMClassifier was fitted with feature names"
+    with pytest.warns(UserWarning, match=warned):
+        np.testing.assert_array_equal(clf.predict_proba(X.to_numpy()), clf.predict_proba(X))
+    numbers = FMClassifier(epochs=1).fit(X[["item", "price"]], y)
+    assert numbers.estimator_.encoder.layout == {"item": "categorical", "price": "numeric"}
+    assert X[["item", "price"]].to_numpy().dtype == np.float64
+    with pytest.warns(UserWarning, match=warned):
+        np.testing.assert_array_equal(numbers.predict_proba(X[["item", "price"]].to_numpy()),
+                                      numbers.predict_proba(X[["item", "price"]]))
+    with pytest.raises(ValueError, match="X has 2 features, but FMClassifier is expecting 3 features"):
+        clf.predict(X[["item", "price"]].to_numpy())
+    clf.save(tmp_path / "clf")
+    with pytest.warns(UserWarning, match=warned):
+        np.testing.assert_array_equal(FMClassifier.load(tmp_path / "clf").predict_proba(X.to_numpy()),
+                                      clf.predict_proba(X))
+    unnamed = pd.DataFrame(X.to_numpy())  # column names 0, 1, 2: no feature names for scikit-learn
+    on_unnamed = FMClassifier(epochs=1).fit(unnamed, y)
+    np.testing.assert_array_equal(on_unnamed.predict_proba(X.to_numpy()), on_unnamed.predict_proba(unnamed))
+
+
 def test_a_feature_named_label_stays_a_feature():
     X, y = clicks(120)
     clf = FMClassifier(epochs=1).fit(X.rename(columns={"price": "label"}), y)

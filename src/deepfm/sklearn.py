@@ -6,7 +6,9 @@
     clf.predict_proba(X_test)[:, 1]
     clf.save("runs/clf"); DeepFMClassifier.load("runs/clf")
 
-``X`` is a pandas DataFrame, a pyarrow Table or a 2-D array (columns named ``x0``, ``x1``, ...).
+``X`` is a pandas DataFrame, a pyarrow Table or a 2-D array (columns named ``x0``, ``x1``, ...); an ``X`` without
+feature names after a fit with them (a 2-D array after a DataFrame) is read by position, as scikit-learn's estimators
+read it, with their warning.
 Columns become fields by the library's rule: floats are numeric, integers and strings categorical
 (``categorical=``/``numeric=`` choose). ``y`` goes into the training table as the label column and
 ``sample_weight`` as a weight column (config ``data.weight``). Any model of ``deepfm.models``
@@ -124,16 +126,32 @@ class _DeepFMEstimator(BaseEstimator):
         return merge(merge({"data": {"valid_fraction": 0.0}}, self.config or {}), chosen)
 
     def _table(self, X: Any, reset: bool) -> pa.Table:
-        """``X`` as an Arrow table of named columns; checks its columns against those seen in ``fit``."""
+        """``X`` as an Arrow table of named columns; checks its columns against those seen in ``fit``. Where ``X`` or
+        the fit's X had no feature names (a 2-D array, a DataFrame whose column names are not text), ``X``'s columns
+        are the fit's by position, as scikit-learn's estimators take them (with its warning where the fit had names);
+        each keeps the kind the fit gave it (categorical or numeric). Another number of columns is a ValueError."""
         if isinstance(X, pa.Table) or _is_dataframe(X):
             validate_data(self, X, reset=reset, skip_check_array=True)
             table = X if isinstance(X, pa.Table) else _arrow_from_pandas(X)
         else:
             X = validate_data(self, X, reset=reset, dtype=None, ensure_all_finite=False, ensure_min_samples=1)
             table = pa.table({f"x{j}": _arrow_column(X[:, j]) for j in range(X.shape[1])})
+        if reset:
+            self._columns_in = table.column_names
+        elif not (hasattr(self, "feature_names_in_") and _has_feature_names(X)):
+            table = table.rename_columns(self._fitted_columns())
         if RESERVED_LABEL in table.column_names or WEIGHT in table.column_names:
             raise ValueError(f"X: the column names {RESERVED_LABEL!r} and {WEIGHT!r} are reserved for y and sample_weight")
         return table
+
+    def _fitted_columns(self) -> list[str]:
+        """The names of the fit's columns, in order: its feature names, or ``x0``, ``x1``, ... for an array (where an
+        older version saved none)."""
+        columns = getattr(self, "_columns_in", None)
+        if columns is not None:
+            return columns
+        names = getattr(self, "feature_names_in_", None)
+        return names.tolist() if names is not None else [f"x{j}" for j in range(self.n_features_in_)]
 
     def _fit_targets(self, y: Any) -> np.ndarray:
         return self._targets(y)
@@ -162,6 +180,7 @@ class _DeepFMEstimator(BaseEstimator):
         saved = {"estimator": type(self).__name__, "params": self.get_params(deep=False),
                  "n_features_in": self.n_features_in_,
                  "feature_names_in": getattr(self, "feature_names_in_", np.array([])).tolist() or None,
+                 "columns": self._fitted_columns(),
                  "classes": getattr(self, "classes_", np.array([])).tolist() or None}
         self.estimator_.save(directory, extra={SAVED: _json_safe(saved)})
         return str(directory)
@@ -180,6 +199,7 @@ class _DeepFMEstimator(BaseEstimator):
         loaded.estimator_, loaded.n_features_in_ = estimator, saved["n_features_in"]
         if saved["feature_names_in"] is not None:
             loaded.feature_names_in_ = np.asarray(saved["feature_names_in"], dtype=object)
+        loaded._columns_in = saved.get("columns")  # None from older versions (``_fitted_columns``)
         if saved["classes"] is not None:
             loaded.classes_ = np.asarray(saved["classes"])
         return loaded
@@ -285,6 +305,12 @@ class FMRegressor(_Regressor):
 
 def _is_dataframe(X: Any) -> bool:
     return type(X).__module__.startswith("pandas") and type(X).__name__ == "DataFrame"  # pandas is optional
+
+
+def _has_feature_names(X: Any) -> bool:
+    """Whether scikit-learn reads feature names from ``X``: an Arrow table's, a DataFrame's where all are text."""
+    return isinstance(X, pa.Table) or (_is_dataframe(X) and len(X.columns) > 0
+                                       and all(isinstance(name, str) for name in X.columns))
 
 
 def _arrow_from_pandas(X: Any) -> pa.Table:
