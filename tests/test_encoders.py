@@ -629,6 +629,26 @@ def test_fit_notes_name_the_integer_columns_read_as_ids_unless_the_user_named_th
     assert note.startswith("integer columns read as categorical, each value its own id: user (")
 
 
+def test_integer_columns_of_a_dataframe_or_arrow_table_are_noted_with_the_python_apis_setting():
+    """In memory as in a file, integer columns are read as ids, and the fit's log says so; it names the setting the
+    Python API takes (Estimator(data={"numeric": [...]})), not the command's flags. Naming the columns silences it."""
+    import pandas as pd
+
+    from deepfm import Estimator
+
+    frame = pd.DataFrame({"label": [i % 2 for i in range(60)], "user": [i % 7 for i in range(60)],
+                          "clicks": [i * 3 - 1 for i in range(60)], "city": ["a", "b", "c"] * 20})
+    expected = ('integer columns read as categorical, each value its own id: user, clicks (data={"numeric": [...]} '
+                'reads counts and amounts as numbers; data={"categorical": [...]} names ids and silences this note)')
+    for data in (frame, pa.Table.from_pandas(frame, preserve_index=False)):
+        lines: list[str] = []
+        Estimator(model={"name": "fm"}, training={"epochs": 1}).fit(data, progress=False, log=lines.append)
+        assert expected in lines
+        named = Estimator(data={"categorical": ["user"], "numeric": ["clicks"]}, model={"name": "fm"},
+                          training={"epochs": 1}).fit(data, progress=False).encoder
+        assert named.fit_notes == [] and named.layout["clicks"] == "numeric"
+
+
 def test_fit_notes_say_why_libfm_features_became_one_multi_valued_field_and_why_the_task_is_regression(write_text):
     path = write_text("d.libfm", "1 0:1 5:1\n0 1:1 6:1\n2\n1 0:1 7:1\n")
     notes = FeatureEncoder.fit([read_frame(path)], DataConfig()).fit_notes
@@ -770,7 +790,8 @@ def test_a_float_column_of_whole_numbers_read_as_numbers_is_noted():
     table = pa.table({"label": [1, 0, 1, 0], "user": [1.0, 2.0, None, 4.0], "price": [1.5, 2.0, 3.0, 4.0]})
     notes = FeatureEncoder.fit([read_frame_of(table)], DataConfig()).fit_notes
     assert any(note.startswith("columns of decimal numbers, all whole in the first 4 rows, read as numbers: user (")
-               for note in notes)
+               and note.endswith('; data={"categorical": [...]} names ids, data={"numeric": [...]} silences this note)')
+               for note in notes)  # in memory: the Python API's setting, not the command's flags
     assert not any("price" in note for note in notes)
     for named in ({"numeric": ("user",)}, {"categorical": ("user",)}):
         assert not any("whole" in note for note in FeatureEncoder.fit([read_frame_of(table)], DataConfig(**named)).fit_notes)

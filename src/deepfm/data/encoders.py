@@ -16,6 +16,7 @@ The encoder is plain JSON (``to_dict``/``from_dict``): no pickle.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from typing import Any, Callable, Iterable, Iterator, Literal
@@ -722,6 +723,18 @@ def _mostly_sets(column: pa.Array, separator: str) -> bool:
     return bool(len(present)) and pc.sum(pc.match_substring(present, separator)).as_py() * 2 >= len(present)
 
 
+KIND_NOTE_FORMATS = ("csv", "tsv", "parquet", "table")  # whose integer and whole-number columns the fit's notes name
+
+
+def _kind_option(frame: RawFrame, kind: str, name: str | None = None) -> str:
+    """How a user names columns of ``kind`` (numeric, categorical) for data read as ``frame`` was: the command's flag
+    for a file (``--numeric price``), the data setting of the Python API for an in-memory table or DataFrame
+    (``data={"numeric": ["price"]}``, as ``Estimator`` and a config file take it; ``numeric=`` in ``deepfm.sklearn``)."""
+    if frame.format != "table":
+        return f"--{kind}" if name is None else f"--{kind} {name}"
+    return f'data={{"{kind}": [{"..." if name is None else json.dumps(name)}]}}'
+
+
 def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) -> list[str]:
     """What the kind inference decided that a user may not expect, read from the first chunk: columns
     of integers read as ids, a column of decimal numbers made categorical by a few values that are not
@@ -766,16 +779,17 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
             where = str(frame.error(int(bad[0]), name, "")).rstrip(": ")
             notes.append(f"column '{name}' is categorical: {len(bad)} of its first {len(column):,} values "
                          f"{'is' if len(bad) == 1 else 'are'} not a number (first {column[int(bad[0])].as_py()!r} at "
-                         f"{where}); --numeric {name} treats it as numbers and reports each bad value")
-    if integers and frame.format in ("csv", "tsv", "parquet"):
+                         f"{where}); {_kind_option(frame, 'numeric', name)} treats it as numbers and reports each bad value")
+    numeric, categorical = _kind_option(frame, "numeric"), _kind_option(frame, "categorical")
+    if integers and frame.format in KIND_NOTE_FORMATS:
         shown = ", ".join(integers[:8]) + (f" and {len(integers) - 8} more" if len(integers) > 8 else "")
-        notes.append(f"integer columns read as categorical, each value its own id: {shown} (--numeric reads counts "
-                     "and amounts as numbers; --categorical names ids and silences this note)")
-    if whole and frame.format in ("csv", "tsv", "parquet", "table"):
+        notes.append(f"integer columns read as categorical, each value its own id: {shown} ({numeric} reads counts "
+                     f"and amounts as numbers; {categorical} names ids and silences this note)")
+    if whole and frame.format in KIND_NOTE_FORMATS:
         shown = ", ".join(whole[:8]) + (f" and {len(whole) - 8} more" if len(whole) > 8 else "")
         looked_at = min(frame.num_rows, NOTES_LOOK_AT_ROWS)
         notes.append(f"columns of decimal numbers, all whole in the first {looked_at:,} rows, read as numbers: {shown} (a "
-                     "pandas integer column with a missing value turns into floats; --categorical names ids, --numeric "
+                     f"pandas integer column with a missing value turns into floats; {categorical} names ids, {numeric} "
                      "silences this note)")
     if frame.sparse is not None and frame.sparse.fields is None and set(kinds) == {"features"}:
         widths = np.diff(frame.sparse.starts)
