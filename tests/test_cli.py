@@ -6,6 +6,7 @@ import gzip
 import json
 import shutil
 import re
+import signal
 from pathlib import Path
 
 import pyarrow as pa
@@ -552,7 +553,9 @@ def test_predict_without_out_writes_csv_to_stdout_and_out_dash_does_too(ctr_mode
         assert captured.err == ""  # stdout is the data; nothing else to say
 
 
-def test_predicting_to_a_closed_pipe_exits_1_without_a_traceback(ctr_model):
+def deepfm_process(*args: str, **popen: object):
+    """``python -m deepfm ARGS`` in a new process, from this checkout, stderr piped, stdout buffered as a user's
+    is (not PYTHONUNBUFFERED)."""
     import os
     import subprocess
     import sys
@@ -561,11 +564,39 @@ def test_predicting_to_a_closed_pipe_exits_1_without_a_traceback(ctr_model):
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(deepfm.__file__).parents[1]),
                                                                      os.environ.get("PYTHONPATH")]))}
-    process = subprocess.Popen([sys.executable, "-m", "deepfm", "predict", str(ctr_model["model"]), str(ctr_model["test"])],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    process.stdout.close()  # the reader is gone before the first prediction is written, as after `| head -0`
+    env.pop("PYTHONUNBUFFERED", None)
+    return subprocess.Popen([sys.executable, "-m", "deepfm", *args], stderr=subprocess.PIPE, env=env, **popen)
+
+
+needs_sigpipe = pytest.mark.skipif(not hasattr(signal, "SIGPIPE"), reason="Windows has no SIGPIPE")
+
+
+@needs_sigpipe
+def test_predicting_into_head_ends_as_sigpipe_ends_unix_tools(ctr_model, tmp_path):
+    import subprocess
+
+    rows = tmp_path / "many.csv"  # far more than a pipe holds: the command still writes when head has gone
+    pacsv.write_csv(make_ctr_table(SyntheticSpec(rows=20_000, seed=5), part=2)[0], rows)
+    process = deepfm_process("predict", str(ctr_model["model"]), str(rows), stdout=subprocess.PIPE)
+    head = subprocess.run(["head", "-n", "1"], stdin=process.stdout, capture_output=True)
+    process.stdout.close()  # our copy of the read end: once head has gone, no one reads
     error = process.stderr.read().decode()
-    assert process.wait() == 1
+    assert head.stdout == b"prediction\n"
+    assert process.wait() == -signal.SIGPIPE  # killed by SIGPIPE, as coreutils are: a shell reports 141
+    assert error == ""  # no traceback, no error text
+
+
+@needs_sigpipe
+@pytest.mark.parametrize("command", [["predict", "{model}", "{test}"], ["evaluate", "{model}", "{test}", "--json"],
+                                     ["train", "--help"], ["--version"]])
+def test_every_command_writing_into_a_closed_pipe_ends_as_sigpipe_ends_unix_tools(ctr_model, command):
+    import subprocess
+
+    args = [part.format(model=ctr_model["model"], test=ctr_model["test"]) for part in command]
+    process = deepfm_process(*args, stdout=subprocess.PIPE)
+    process.stdout.close()  # the reader is gone before the command writes, as after `| head -0`
+    error = process.stderr.read().decode()
+    assert process.wait() == -signal.SIGPIPE
     assert error == ""
 
 

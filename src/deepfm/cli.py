@@ -10,10 +10,11 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Sequence, get_args
+from typing import Any, NoReturn, Sequence, get_args
 
 from deepfm import __version__
 from deepfm.config import DataConfig, ModelConfig, ModelName, TrainingConfig
@@ -97,6 +98,14 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        """argparse's, except that a reader of stdout that left (``deepfm train --help | head``) is not passed over
+        but ends the command as it ends the others (``entry``)."""
+        if message and file is sys.stdout:
+            file.write(message)
+        else:
+            super()._print_message(message, file)
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
@@ -721,20 +730,41 @@ def entry() -> None:
     """The ``deepfm`` console script (and ``python -m deepfm``): the process settings first, before
     torch and pyarrow load (``deepfm.runtime``), then ``main`` and a hard exit, because PyArrow's and
     torch's worker threads can abort the interpreter's own shutdown ("terminate called without an
-    active exception")."""
+    active exception"). A reader of stdout that leaves (``deepfm predict ... | head``) ends any command
+    as SIGPIPE ends a Unix tool (``end_as_sigpipe_does``)."""
     set_process_environment()
-    code = main()
-    sys.stdout.flush()
+    try:
+        code = main()
+    except SystemExit:  # argparse after --help, --version or a usage error: its text meets a reader that left here
+        flush_stdout()
+        raise
+    except BrokenPipeError:  # stdout's reader left while a command wrote
+        end_as_sigpipe_does()
+    flush_stdout()  # what print left in the buffer (evaluate, --json lines) meets a reader that left here
     sys.stderr.flush()
     os._exit(code)
 
 
-def quiet_stdout() -> None:
-    """Point stdout at /dev/null, so that flushing what is left of it at exit cannot raise again
-    (the Python docs' "Note on SIGPIPE")."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+def flush_stdout() -> None:
+    """Write out what stdout's buffer holds; a reader that left ends the command (``end_as_sigpipe_does``)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        end_as_sigpipe_does()
+
+
+def end_as_sigpipe_does() -> NoReturn:
+    """Stdout's reader left: stop at once, with no traceback or error text and the status of a process that SIGPIPE
+    ended (a shell shows 141), as coreutils do. Python ignores SIGPIPE, so that a write raises BrokenPipeError; its
+    default action is restored only here, at the end, because ``serve``'s and the ranks' sockets would die of it (the
+    Python docs' "Note on SIGPIPE"). Nothing more is flushed into the pipe. Windows has no SIGPIPE: status 1, Python's
+    own on EPIPE."""
+    sys.stderr.flush()
+    sigpipe = getattr(signal, "SIGPIPE", None)
+    if sigpipe is not None:
+        signal.signal(sigpipe, signal.SIG_DFL)
+        os.kill(os.getpid(), sigpipe)
+    os._exit(1 if sigpipe is None else 128 + sigpipe)  # (POSIX: only where a thread blocks the signal)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, shown=warnings.showwarning) -> None:
@@ -755,9 +785,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DeepFMError as error:
         print(str(error), file=sys.stderr)
         return 2
-    except BrokenPipeError:  # stdout's reader left (deepfm predict ... | head): stop quietly, as Unix tools do
-        quiet_stdout()
-        return 1
     except KeyboardInterrupt:
         if started_by_launch() or os.environ.get("RANK", "0") != "0":
             return 130  # a rank: the launcher (deepfm --nproc), or rank 0 of a torchrun by hand, speaks for it
@@ -777,4 +804,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
