@@ -158,6 +158,54 @@ def test_an_unexpected_failure_is_a_500_for_that_request_alone(model):
         assert client.post("/predict/x", content=body).status_code == 404  # other paths: FastAPI's answers
 
 
+def test_health_is_503_naming_the_worker_while_its_forward_passes_keep_failing_and_ok_once_it_scores(model):
+    """A load balancer polls /health: a worker that answers every request with a 500 is taken out, and back in
+    once it scores again (its /health tries one row: a drained server gets no request to tell)."""
+    import os
+
+    from deepfm.serving.health import FAILING_PASSES
+
+    app = create_app(model["dir"])
+    body, predictor = _as_json(model["rows"][:2], numbers=False), app.state.batcher.predictor
+
+    def broken(data):
+        raise RuntimeError("the model broke")
+
+    app.state.batcher.predictor = broken
+    with TestClient(app) as client:
+        for _ in range(FAILING_PASSES - 1):
+            assert client.post("/predict", content=body).status_code == 500
+        assert client.get("/health").json() == {"status": "ok"}  # a failure or two: those requests' alone
+        assert client.post("/predict", content=body).status_code == 500
+        failing = client.get("/health")
+        assert failing.status_code == 503
+        assert failing.json() == {"status": "failing", "failing": [
+            f"worker {os.getpid()} is failing to score: {FAILING_PASSES} or more forward passes failed in a row, the "
+            "last with RuntimeError: the model broke"]}
+        app.state.batcher.predictor = predictor  # it scores again
+        healthy = client.get("/health")
+        assert (healthy.status_code, healthy.json()) == (200, {"status": "ok"})
+
+
+def test_any_worker_answers_health_for_a_sibling_failing_to_score(tmp_path, monkeypatch):
+    """Under --workers, a load balancer's /health reaches whichever worker accepts it."""
+    import os
+
+    from deepfm.serving.health import FAILING_PASSES, Health
+
+    this = Health(tmp_path, workers=2)
+    monkeypatch.setattr(os, "getpid", os.getppid)  # the sibling: another process that runs
+    sibling = Health(tmp_path, workers=2)
+    monkeypatch.undo()
+    this.serving(), sibling.serving()
+    for _ in range(FAILING_PASSES):
+        sibling.scored(MemoryError("out of memory"))
+    assert this.failing() == [f"worker {os.getppid()} is failing to score: {FAILING_PASSES} or more forward passes "
+                              "failed in a row, the last with MemoryError: out of memory"]
+    sibling.scored(None)
+    assert this.failing() == []
+
+
 def test_a_missing_field_error_names_every_missing_field(client):
     body = {"rows": [{"user": 1, "city": "oslo", "price": 2, "tags": "t1"}, {"user": 1, "tags": "t1"},
                      {"price": 2, "city": "rome", "tags": "t1"}]}
@@ -547,6 +595,72 @@ def test_a_worker_restarted_after_its_model_directory_changed_refuses_to_serve_a
     monkeypatch.setenv(WORKER_SETTINGS, json.dumps(settings))
     with pytest.raises(ModelDirError, match="the model directory changed after 'deepfm serve' started"):
         worker_app()
+
+
+def _worker_pids(server_pid: int) -> list[int]:
+    """The ``--workers`` processes of the server ``server_pid`` (uvicorn's spawned children), from /proc."""
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    return [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def _wait_for_health(url: str, server: subprocess.Popen, log: Path, done, seconds: float = 120) -> httpx.Response:
+    """The first /health answer for which ``done(answer)`` holds (``log``: the server's output)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert server.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "/health never answered as expected"
+        try:
+            answer = httpx.get(f"{url}/health", timeout=2)
+            if done(answer):
+                return answer
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers in /proc (Linux)")
+def test_health_is_503_naming_a_killed_worker_until_it_is_replaced_and_while_it_keeps_failing_to_start(model, tmp_path):
+    """uvicorn starts a dead worker again, and one that finds the model directory changed refuses, again and again,
+    while its sibling answers /health: the instance runs on fewer workers than asked and must leave the pool."""
+    import os
+    import shutil
+    import signal
+
+    served, log = shutil.copytree(model["dir"], tmp_path / "live"), tmp_path / "server.log"
+    port = _free_port()
+    with log.open("wb") as output:  # a file, not a pipe: the failing workers' tracebacks could fill one
+        server = subprocess.Popen([sys.executable, "-m", "deepfm", "serve", str(served), "--port", str(port),
+                                   "--workers", "2"], stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def kill_a_worker() -> int:
+        deadline = time.monotonic() + 120
+        while len(workers := _worker_pids(server.pid)) < 2:
+            assert time.monotonic() < deadline, "the second worker never started"
+            time.sleep(0.2)
+        os.kill(workers[0], signal.SIGKILL)
+        return workers[0]
+
+    try:
+        assert _wait_for_health(url, server, log, lambda answer: answer.status_code == 200).json() == {"status": "ok"}
+        killed = kill_a_worker()
+        gone = _wait_for_health(url, server, log, lambda answer: answer.status_code != 200)
+        assert gone.status_code == 503 and gone.json()["status"] == "failing"
+        assert [line.startswith(f"worker {killed} stopped while ") for line in gone.json()["failing"]] == [True]
+        replaced = _wait_for_health(url, server, log, lambda answer: answer.status_code == 200)
+        assert replaced.json() == {"status": "ok"}  # its replacement serves
+
+        manifest = json.loads((served / "manifest.json").read_text())
+        (served / "manifest.json").write_text(json.dumps(manifest | {"deepfm_version": "another model"}))  # replaced
+        killed = kill_a_worker()
+        failing = _wait_for_health(url, server, log, lambda answer: "failed to start" in answer.text)
+        assert failing.status_code == 503
+        said = "\n".join(failing.json()["failing"])
+        assert f"worker {killed} stopped while " in said
+        assert "the model directory changed after 'deepfm serve' started" in said
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_serve_on_a_port_in_use_says_so_before_loading_the_model(tmp_path, capsys):

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import asynccontextmanager
+import shutil
+import tempfile
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from deepfm.serving.backends import predictor_for
 from deepfm.serving.batcher import MicroBatcher
 from deepfm.serving.decode import RequestDecoder
 from deepfm.serving.endpoint import PredictEndpoint
+from deepfm.serving.health import Health
 from deepfm.serving.limits import Limits
 from deepfm.training.checkpoint import sha256_of
 
@@ -51,18 +54,20 @@ class JSON(Response):
 
 
 def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool = True, backend: str = "auto",
-               threads: int = 0) -> PredictEndpoint:
+               threads: int = 0, health: Health | None = None) -> PredictEndpoint:
     """An ASGI app serving the model directory ``model_dir`` (loaded and verified once, here) with the forward
     pass of ``backend`` (``deepfm.serving.backends``) on ``threads`` threads (0: torch's current count):
-    ``POST /predict`` by ``deepfm.serving.endpoint``, the rest by FastAPI."""
+    ``POST /predict`` by ``deepfm.serving.endpoint``, the rest by FastAPI. ``health``: this worker's record among
+    its siblings' (``serve --workers``); by default it speaks for itself alone."""
     import torch
 
+    health = health or Health()
     estimator = Estimator.load(model_dir)
     encoder = estimator.encoder
     task = encoder.task  # the one place the task is read
     predictor = predictor_for(estimator.model, encoder, backend, threads or torch.get_num_threads())
     decoder = RequestDecoder(encoder, estimator.config.data.multi_separator, limits)
-    batcher = MicroBatcher(predictor, max_rows=limits.max_rows if batching else 0)
+    batcher = MicroBatcher(predictor, max_rows=limits.max_rows if batching else 0, outcome=health.scored)
     manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
     kind = PREDICTION_KINDS.get(task.name, "rating")
     labelled = {"classes": list(task.classes)} if task.name in ("multiclass", "ordinal") else {}  # each row's order
@@ -83,18 +88,31 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        health.serving()
         yield
+        health.stopped()
         batcher.close()
 
     app = FastAPI(title="deepfm", version=__version__, lifespan=lifespan, default_response_class=JSON)
-    app.state.batcher, app.state.decoder = batcher, decoder
+    app.state.batcher, app.state.decoder, app.state.health = batcher, decoder, health
 
     @app.exception_handler(Exception)
     async def failed(request: Request, error: Exception) -> Response:
         return JSON({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
 
+    async def try_scoring() -> None:
+        """One row of missing values through the model: a server drained because its forward passes kept failing
+        gets no request that would tell it scores again."""
+        with suppress(Exception):
+            await batcher.predict(decoder.decode(orjson.dumps({"rows": [dict.fromkeys(decoder.names)]})))
+
     @app.get("/health")
-    async def health() -> Response:
+    async def get_health() -> Response:
+        if health.scoring:
+            await try_scoring()
+        failing = health.failing()
+        if failing:
+            return JSON({"status": "failing", "failing": failing}, status_code=503)
         return JSON({"status": "ok"})
 
     @app.get("/metadata")
@@ -139,11 +157,16 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limi
     if backend != "auto":  # and so does a backend that cannot serve it
         predictor_for(estimator.model, estimator.encoder, backend, threads)
     del estimator
+    health = tempfile.mkdtemp(prefix="deepfm-serve-health-")  # the workers' records (deepfm.serving.health)
     os.environ[WORKER_SETTINGS] = json.dumps({"model_dir": str(model_dir), "max_rows": limits.max_rows,
                                               "max_bytes": limits.max_bytes, "batching": batching, "threads": threads,
-                                              "backend": backend, "manifest": manifest_digest(model_dir)})
-    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, host=host, port=port, log_level=log_level,
-                access_log=False)
+                                              "backend": backend, "manifest": manifest_digest(model_dir),
+                                              "health": health, "workers": workers})
+    try:
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, host=host, port=port,
+                    log_level=log_level, access_log=False)
+    finally:
+        shutil.rmtree(health, ignore_errors=True)
 
 
 def manifest_digest(model_dir: str | Path) -> str | None:
@@ -158,10 +181,16 @@ def worker_app() -> PredictEndpoint:
 
     keep_freed_memory()  # a worker is a fresh interpreter: the command's malloc setting is not inherited
     settings = json.loads(os.environ[WORKER_SETTINGS])
-    if manifest_digest(settings["model_dir"]) != settings["manifest"]:  # a worker restarted after the folder changed
-        raise ModelDirError(f"{settings['model_dir']}: the model directory changed after 'deepfm serve' started (its "
-                            "manifest.json differs), so this worker would serve another model than the others; restart "
-                            "the server to serve the new one (serve a new directory rather than changing this one)")
-    configure_runtime(settings["threads"])
-    return create_app(settings["model_dir"], Limits(settings["max_rows"], settings["max_bytes"]), settings["batching"],
-                      settings["backend"], settings["threads"])
+    health = Health(settings.get("health"), settings.get("workers", 1))
+    try:
+        if manifest_digest(settings["model_dir"]) != settings["manifest"]:  # restarted after the folder changed
+            raise ModelDirError(f"{settings['model_dir']}: the model directory changed after 'deepfm serve' started "
+                                "(its manifest.json differs), so this worker would serve another model than the others; "
+                                "restart the server to serve the new one (serve a new directory rather than changing "
+                                "this one)")
+        configure_runtime(settings["threads"])
+        return create_app(settings["model_dir"], Limits(settings["max_rows"], settings["max_bytes"]),
+                          settings["batching"], settings["backend"], settings["threads"], health)
+    except Exception as error:  # uvicorn starts it again: /health says so meanwhile
+        health.failed_to_start(error)
+        raise

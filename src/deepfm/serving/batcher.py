@@ -18,6 +18,7 @@ import asyncio
 import queue
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -39,8 +40,10 @@ class MicroBatcher:
     """Runs ``predictor`` for every request; ``max_rows=0`` turns batching off (each request runs alone),
     ``inline_rows=0`` sends every request through the model thread."""
 
-    def __init__(self, predictor: Predictor, max_rows: int = 4096, inline_rows: int = INLINE_ROWS):
+    def __init__(self, predictor: Predictor, max_rows: int = 4096, inline_rows: int = INLINE_ROWS,
+                 outcome: Callable[[Exception | None], None] = lambda error: None):
         self.predictor, self.max_rows, self.inline_rows = predictor, max_rows, inline_rows
+        self.outcome = outcome  # told each forward pass's error, or None (``deepfm.serving.health``)
         self.batches = 0  # forward passes run, for /metadata and tests
         self.rows = 0
         self._pending = 0  # jobs queued or in the model thread's pass
@@ -67,7 +70,12 @@ class MicroBatcher:
         self._thread.join(timeout=5)
 
     def _forward(self, data: EncodedData) -> np.ndarray:
-        predictions = self.predictor(data)
+        try:
+            predictions = self.predictor(data)
+        except Exception as error:
+            self.outcome(error)
+            raise
+        self.outcome(None)
         with self._lock:
             self.batches, self.rows = self.batches + 1, self.rows + len(data)
         return predictions
