@@ -69,14 +69,13 @@ def test_a_portfolio_whose_every_candidate_diverges_fails_with_each_reason(click
         fit(*clicks)
 
 
-def test_an_interrupted_portfolio_run_says_it_can_be_resumed(clicks, listed, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def ctrl_c_in_the_second_recipe(monkeypatch):
+    """``Trainer.fit`` raises KeyboardInterrupt at its second call (a portfolio's second recipe), as Ctrl-C there;
+    the fixture's value puts the real one back."""
     from deepfm.training import trainer
 
-    listed(("defaults", {}), ("larger step", {"lr": 0.3}))
-    for name, table in zip(("train", "valid"), clicks):
-        pq.write_table(table, tmp_path / f"{name}.parquet")
-    fits = []
-    original = trainer.Trainer.fit
+    original, fits = trainer.Trainer.fit, []
 
     def interrupt_the_second(self, *args, **kwargs):
         fits.append(1)
@@ -85,9 +84,52 @@ def test_an_interrupted_portfolio_run_says_it_can_be_resumed(clicks, listed, tmp
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(trainer.Trainer, "fit", interrupt_the_second)
+    return lambda: monkeypatch.setattr(trainer.Trainer, "fit", original)
+
+
+def test_an_interrupted_portfolio_run_says_it_can_be_resumed(clicks, listed, tmp_path, ctrl_c_in_the_second_recipe,
+                                                             capsys):
+    listed(("defaults", {}), ("larger step", {"lr": 0.3}))
+    for name, table in zip(("train", "valid"), clicks):
+        pq.write_table(table, tmp_path / f"{name}.parquet")
     code = main(["train", "--train", str(tmp_path / "train.parquet"), "--valid", str(tmp_path / "valid.parquet"),
                  "--model", "fm", "--embed-dim", "4", "--batch-size", "64", "--out", str(tmp_path / "run")])
     assert code == 130 and "resume with: deepfm train --train " in capsys.readouterr().err
+
+
+def test_a_resumed_portfolio_logs_the_time_a_recipe_finished_before_the_interruption_took_when_it_ran(
+        clicks, listed, tmp_path, ctrl_c_in_the_second_recipe):
+    listed(TINY_STEP, ("defaults", {}))
+    first: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        fit(*clicks, out=tmp_path / "run", log=first.append)
+    ctrl_c_in_the_second_recipe()  # undone: the resumed run trains on
+    ran = next(line for line in first if line.startswith("portfolio 1/2: tiny step: valid"))
+    assert not ran.endswith(" 0.0 s"), ran
+    resumed: list[str] = []
+    estimator = fit(*clicks, out=tmp_path / "run", resume=True, log=resumed.append)
+    said = [line for line in resumed if line.startswith("portfolio 1/2: tiny step: valid")]
+    assert said == [ran + ", before the resume"], resumed  # the time it took then, not the resume's 0.0 s
+    seconds = [recipe["seconds"] for recipe in estimator.metrics["portfolio"]]
+    assert ran.endswith(f", {seconds[0]:.1f} s") and seconds[1] > 0
+    assert not next(line for line in resumed if line.startswith("portfolio 2/2")).endswith("before the resume")
+
+
+def test_a_portfolio_checkpointed_by_an_older_version_resumes_and_makes_up_no_time(clicks, listed, tmp_path):
+    from deepfm.training.checkpoint import _seal
+
+    listed(TINY_STEP, ("defaults", {}))
+    fit(*clicks, out=tmp_path / "run")  # every recipe's checkpoint is kept (the API does not remove them)
+    for state in (tmp_path / "run" / "checkpoint").glob("portfolio-*/state.json"):
+        saved = json.loads(state.read_text())
+        saved["loop"].pop("seconds", None)  # as an older version wrote it
+        state.write_text(json.dumps(saved))
+        _seal(state.parent)
+    lines: list[str] = []
+    resumed = fit(*clicks, out=tmp_path / "run", resume=True, log=lines.append)
+    said = [line for line in lines if line.startswith("portfolio ") and ": valid auc" in line]
+    assert len(said) == 2 and all(line.endswith(", finished before the resume") for line in said), lines
+    assert [recipe["seconds"] for recipe in resumed.metrics["portfolio"]] == [None, None]  # not known, not 0
 
 
 def test_the_saved_model_is_the_kept_candidate_with_its_settings(clicks, listed, tmp_path):

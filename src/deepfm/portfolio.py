@@ -36,7 +36,7 @@ class Tried:
     overrides: dict[str, Any]
     best_valid: dict[str, float] | None
     best_epoch: int | None
-    seconds: float
+    seconds: float | None  # None: it finished, or began, before a resume, in a version that did not record the time
     failed: str | None = None  # why training stopped (it diverged), or None
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +114,14 @@ def as_checkpointed(candidates: tuple[Candidate, ...], checkpoint_dir: Path | No
     return candidates
 
 
+def took(result: TrainResult) -> str:
+    """How long a recipe trained, for the log: its seconds over the sessions of a resumed run, or what is known
+    where its checkpoint, of an older version, did not record them."""
+    if result.seconds is None:
+        return "finished before the resume" if result.resumed_finished else "begun before the resume (time not recorded)"
+    return f"{result.seconds:.1f} s" + (", before the resume" if result.resumed_finished else "")
+
+
 def train_portfolio(candidates: tuple[Candidate, ...], given: RunConfig, task: Task, id_counts: IdCounts | None,
                     train: TrainCandidate, log: Callable[[str], None] | None = None) -> Chosen:
     """Train every candidate (``train``: the resolved config and the candidate's index -> model and result)
@@ -136,11 +144,12 @@ def train_portfolio(candidates: tuple[Candidate, ...], given: RunConfig, task: T
             tried.append(Tried(name, dict(overrides), None, None, round(time.perf_counter() - began, 3), str(error)))
             say(f"portfolio {index + 1}/{len(candidates)}: {name}: diverged ({error}); left out")
             continue
-        record = Tried(name, dict(overrides), result.best_metrics, result.best_epoch, round(time.perf_counter() - began, 3))
+        seconds = None if result.seconds is None else round(result.seconds, 3)  # every session's, a resumed run's too
+        record = Tried(name, dict(overrides), result.best_metrics, result.best_epoch, seconds)
         tried.append(record)
         valid = (result.best_metrics or {}).get(metric)
         say(f"portfolio {index + 1}/{len(candidates)}: {name}: valid {metric} "
-            f"{'—' if valid is None else f'{valid:.5f}'} at epoch {result.best_epoch}, {record.seconds:.1f} s")
+            f"{'—' if valid is None else f'{valid:.5f}'} at epoch {result.best_epoch}, {took(result)}")
         if chosen is None or task.is_better(result.best_metrics or {}, chosen.result.best_metrics):
             chosen = Chosen(config, model, result, name, tried)
     if chosen is None:

@@ -137,6 +137,9 @@ class TrainResult:
     train_seconds: float = 0.0
     samples_seen: int = 0
     epoch_loss: tuple[float, int] = (0.0, 0)  # (loss sum, steps) of the epoch so far, kept in mid-epoch checkpoints
+    seconds: float | None = 0.0  # wall-clock seconds the run took (validation and checkpoints too) in every session of
+    # it, up to its last checkpoint; None where it resumed from a checkpoint of an older version, which did not say
+    resumed_finished: bool = False  # resumed from the checkpoint of a run that had finished: nothing trained now
 
     @property
     def samples_per_s(self) -> float:
@@ -184,6 +187,7 @@ class Trainer:
         for ``len(replay)`` epochs as if validation had given them: the same best epoch, reloads and
         learning-rate drops (``refit``)."""
         config, result = self.config, TrainResult()
+        self._began = time.perf_counter()  # this session's start (``_save`` counts the run's seconds from it)
         epochs = config.epochs if replay is None else len(replay)
         source = InMemorySource(train) if isinstance(train, EncodedData) else train
         self._source = source
@@ -194,6 +198,7 @@ class Trainer:
             self.log(f"resumed from {found} at epoch {start_epoch + 1}, step {skip_steps}")
         elif resume:
             self.log(f"--resume: no checkpoint in {self.checkpoint_dir}; starting from scratch")
+        self._before = result.seconds  # the earlier sessions': none, or those the checkpoint says (None: it does not)
         steps_per_epoch = steps_in_epoch(source, config.batch_size)
         if source.num_rows == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
             raise DataError("training data", "one training row: batch norm needs at least two; add rows or "
@@ -257,6 +262,7 @@ class Trainer:
                 break
         if best_weights is not None:
             self.model.load_state_dict(best_weights)
+        result.resumed_finished = found is not None and result.epochs_run == start_epoch  # (mid-epoch: it trains on)
         return result
 
     def _validate(self, valid: EncodedData, epoch: int) -> dict[str, float]:
@@ -300,6 +306,7 @@ class Trainer:
         return loss.detach()  # read by ``_read_losses``, on a GPU not at every step
 
     def _save(self, result: TrainResult, epoch: int, step: int, best_weights, bad_epochs: int) -> None:
+        result.seconds = None if self._before is None else self._before + time.perf_counter() - self._began
         if self.checkpoint_dir:  # every rank: rank 0 collects the tables' optimiser state of the rows others own
             distributed.gather_row_state(self.optimizer.optimizers.get("sparse"))
         if not self.checkpoint_dir or not distributed.is_main():
@@ -308,7 +315,7 @@ class Trainer:
             "epoch": epoch, "step": step, "bad_epochs": bad_epochs, "history": result.history,
             "best_epoch": result.best_epoch, "best_metrics": result.best_metrics,
             "train_seconds": result.train_seconds, "samples_seen": result.samples_seen,
-            "epoch_loss": list(result.epoch_loss), "settings": self._resume_settings(),
+            "epoch_loss": list(result.epoch_loss), "settings": self._resume_settings(), "seconds": result.seconds,
         }
         save_checkpoint(self.checkpoint_dir, self.model, self.optimizer.state_dict(), loop, best_weights)
 
@@ -354,6 +361,7 @@ class Trainer:
         result.train_seconds, result.samples_seen = loop["train_seconds"], loop["samples_seen"]
         result.epochs_run = loop["epoch"]
         result.epoch_loss = tuple(loop.get("epoch_loss", (0.0, 0)))  # absent in checkpoints of older versions
+        result.seconds = loop.get("seconds")  # absent in checkpoints of older versions: not known
         return loop["epoch"], loop["step"], best, loop["bad_epochs"]
 
 
