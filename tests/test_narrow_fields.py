@@ -186,3 +186,16 @@ def test_a_first_linear_without_bias_and_float64_values_are_the_dense_layers_too
         torch.testing.assert_close(narrow, model(batch), rtol=1e-5, atol=1e-5)  # predicting: the dense layer
     as_float64 = Batch(batch.ids, batch.values.double(), [], batch.labels)
     assert narrow_fields.narrow_fields_plan(model.embedding, model.dnn, as_float64) is None
+
+
+def test_a_frozen_first_linear_still_trains_the_tables_as_the_dense_layer_does(monkeypatch):
+    sizes, numeric = LAYOUTS["narrow fields between wide ones"]
+    tables = []
+    for rule in (0.0, RULE):
+        monkeypatch.setattr(narrow_fields, "MAX_ROWS_PER_WIDTH", rule)
+        model = make_model(sizes)
+        model.dnn.first_linear.weight.requires_grad_(False)
+        model(make_batch(sizes, numeric)).sum().backward()
+        assert model.dnn.first_linear.weight.grad is None
+        tables.append(model.embedding.weight.grad.to_dense())
+    torch.testing.assert_close(tables[1], tables[0], rtol=1e-4, atol=1e-5)
