@@ -44,7 +44,7 @@ from deepfm.runtime import (available_cores, configure as configure_runtime, cpu
                              release_free_memory)
 from deepfm.solvers import build_solver
 from deepfm.tasks import Task
-from deepfm.training.checkpoint import write_atomically
+from deepfm.training.checkpoint import complete_checkpoint, stage_checkpoint, write_atomically
 from deepfm.training.trainer import Trainer, TrainResult, peak_rss_mb, predict, predict_logits
 
 Data = str | Path | pa.Table | RawFrame  # or a pandas DataFrame (converted with pa.Table.from_pandas)
@@ -113,20 +113,26 @@ def replays_pretraining(config: RunConfig) -> bool:
     return config.model.name == "fnn" and bool(config.model.pretrain)
 
 
+REFIT_SUFFIX = "-refit"  # a refit's checkpoints: a sibling of the run's checkpoint directory
+
+
 def refit_model(config: RunConfig, encoder: FeatureEncoder, history: list[dict[str, Any]], train: EncodedData,
-                valid: EncodedData, progress: bool = False,
-                log: Callable[[str], None] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+                valid: EncodedData, progress: bool = False, log: Callable[[str], None] | None = None,
+                checkpoint_dir: Path | None = None, resume: bool = False) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A new model (``new_model``) trained on ``train`` and ``valid`` together for the epochs of ``history``
     (a run's records up to its best epoch), replaying that run's verdicts: its reloads and learning-rate
-    drops (``training.refit``). Returns the model and what was done (rows, epochs, seconds, samples/s)."""
+    drops (``training.refit``), with checkpoints in ``checkpoint_dir`` (``resume`` continues from them).
+    Returns the model and what was done (rows, epochs, seconds, samples/s)."""
     verdicts = _verdicts(history, encoder.task)
     rows = EncodedData.concat([train, valid])
     model = new_model(config, encoder)
-    (log or (lambda message: None))(f"refit: training again from the start on {len(rows):,} rows (training + validation; "
-                                    "the encoders stay those fitted on the training rows) "
-                                    f"for {len(verdicts)} epochs, as validation chose")
+    say = log or (lambda message: None)
+    resume = resume and complete_checkpoint(checkpoint_dir, warn=lambda message: None) is not None  # the trainer warns
+    say(f"refit: {'continuing' if resume else 'training again from the start'} on {len(rows):,} rows (training + "
+        f"validation; the encoders stay those fitted on the training rows) for {len(verdicts)} epochs, as validation chose")
     began = time.perf_counter()
-    again = Trainer(model, encoder.task, config.training, progress=progress, log=log).fit(rows, replay=verdicts)
+    again = Trainer(model, encoder.task, config.training, checkpoint_dir=checkpoint_dir, progress=progress,
+                    log=log).fit(rows, replay=verdicts, resume=resume)
     return model, {"rows": len(rows), "epochs": again.epochs_run, "seconds": round(time.perf_counter() - began, 3),
                    "train_samples_per_s": round(again.samples_per_s, 1)}
 
@@ -321,7 +327,7 @@ class Estimator:
                                sections=("data", "model", "training") if older else ("data",))
         # an older version's checkpoint has no record: this run's would vouch for what was never compared
         unrecorded = resume and recorded is not None and not recorded.exists() and any(
-            (Path(out) / name).exists() for name in ("checkpoint", "checkpoint.old", "checkpoint-fnn-stage1"))
+            (Path(out) / name).exists() for name in ("checkpoint", "checkpoint.old", "checkpoint-fnn-stage1", "checkpoint-refit"))
         saved = None
         if has_checkpoint and saved_features.exists():
             saved = FeatureEncoder.from_dict(json.loads(saved_features.read_text()))
@@ -421,7 +427,7 @@ class Estimator:
             note = overconfidence_note(task, self.result.best_metrics, valid_data)
             if note:
                 log(note)
-        refit = self._refit(train_data, valid_data, holdout is not None, progress, log)
+        refit = self._refit(train_data, valid_data, holdout is not None, progress, log, checkpoint_dir, resume)
         self.metrics = {
             "task": task.name,
             "rows": (train_data.num_rows if isinstance(train_data, StreamSource) else len(train_data)) * ctx.world,
@@ -454,7 +460,8 @@ class Estimator:
         return new_model(self.config, self.encoder)
 
     def _refit(self, train: EncodedData | StreamSource, valid: EncodedData | None, held_out: bool, progress: bool,
-               log: Callable[[str], None] | None) -> dict[str, Any] | None:
+               log: Callable[[str], None] | None, checkpoint_dir: Path | None = None,
+               resume: bool = False) -> dict[str, Any] | None:
         """``training.refit``: a new model, from the same seed, trained on ``train`` and ``valid`` together
         for the epochs up to the best one, with the first run's verdicts replayed (its reloads and
         learning-rate drops). The first run's validation metrics stay in ``metrics`` (they chose the
@@ -479,7 +486,7 @@ class Estimator:
             raise ConfigError("training.refit: FNN's FM pre-training is not replayed; set model.pretrain = false "
                               "or turn refit off")
         self.model, record = refit_model(cfg, self.encoder, self.result.history[: self.result.best_epoch], train, valid,
-                                         progress, log)
+                                         progress, log, stage_checkpoint(checkpoint_dir, REFIT_SUFFIX), resume)
         return record
 
     def training_rows(self, train: Data, valid: Data | None = None, progress: bool = False) -> TrainingData:

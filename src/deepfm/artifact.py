@@ -40,7 +40,8 @@ FILES = ("model.safetensors", "features.json", "config.json", "metrics.json")
 # written by training, under the model directory: the latest checkpoint, the encoders, the previous
 # checkpoint and one being written (``deepfm.training.checkpoint``), what the run trains on (``deepfm.api.RUN_RECORD``)
 CHECKPOINT = ("checkpoint", "checkpoint-features.json", "checkpoint.old", "checkpoint.tmp", "checkpoint-features.json.tmp",
-              "checkpoint-run.json", "checkpoint-run.json.tmp")
+              "checkpoint-run.json", "checkpoint-run.json.tmp", "checkpoint-refit", "checkpoint-refit.old",
+              "checkpoint-refit.tmp")
 
 
 @dataclass

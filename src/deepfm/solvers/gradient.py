@@ -12,7 +12,7 @@ from deepfm.data.batch import BatchSource, EncodedData
 from deepfm.models.fnn import FNN, pretrain_with_fm
 from deepfm.models.heads import CumulativeLink
 from deepfm.tasks import Task
-from deepfm.training.checkpoint import complete_checkpoint, remove_checkpoint_dirs
+from deepfm.training.checkpoint import complete_checkpoint, remove_checkpoint_dirs, stage_checkpoint
 from deepfm.training.trainer import TrainResult, Trainer
 
 STAGE1_SUFFIX = "-fnn-stage1"  # FNN's pre-training checkpoints: a sibling of the run's checkpoint directory
@@ -30,7 +30,7 @@ class GradientSolver:
 
     def fit(self, model: nn.Module, task: Task, train: EncodedData | BatchSource, valid: EncodedData | None = None,
             checkpoint_dir: Path | None = None, resume: bool = False) -> TrainResult:
-        stage1 = stage1_dir(checkpoint_dir)
+        stage1 = stage_checkpoint(checkpoint_dir, STAGE1_SUFFIX)
         scored = model.score if isinstance(model, CumulativeLink) else model  # ordinal: the model under the head
         if isinstance(scored, FNN) and self.config.model.pretrain:
             if resume and complete_checkpoint(checkpoint_dir, warn=lambda message: None):  # the trainer warns
@@ -45,6 +45,3 @@ class GradientSolver:
             remove_checkpoint_dirs(stage1)  # stage 2's checkpoints carry the run from here
         return result
 
-
-def stage1_dir(checkpoint_dir: Path | None) -> Path | None:
-    return None if checkpoint_dir is None else Path(checkpoint_dir).with_name(Path(checkpoint_dir).name + STAGE1_SUFFIX)

@@ -156,6 +156,12 @@ def _sibling(directory: Path, suffix: str) -> Path:
     return directory.with_name(directory.name + suffix)
 
 
+def stage_checkpoint(checkpoint_dir: Path | None, suffix: str) -> Path | None:
+    """Where a stage of a run checkpoints on its own (FNN's pre-training, the refit): beside the run's checkpoint
+    directory, its name + ``suffix``; None without checkpoints."""
+    return None if checkpoint_dir is None else _sibling(Path(checkpoint_dir), suffix)
+
+
 def checkpoint_paths(directory: Path) -> tuple[Path, Path, Path]:
     """(latest, previous, staging): every path a checkpoint at ``directory`` may occupy."""
     directory = Path(directory)
