@@ -193,9 +193,9 @@ def test_any_worker_answers_health_for_a_sibling_failing_to_score(tmp_path, monk
 
     from deepfm.serving.health import FAILING_PASSES, Health
 
-    this = Health(tmp_path, workers=2)
+    this = Health(tmp_path)
     monkeypatch.setattr(os, "getpid", os.getppid)  # the sibling: another process that runs
-    sibling = Health(tmp_path, workers=2)
+    sibling = Health(tmp_path)
     monkeypatch.undo()
     this.serving(), sibling.serving()
     for _ in range(FAILING_PASSES):
@@ -204,6 +204,54 @@ def test_any_worker_answers_health_for_a_sibling_failing_to_score(tmp_path, monk
                               "failed in a row, the last with MemoryError: out of memory"]
     sibling.scored(None)
     assert this.failing() == []
+
+
+def _a_pid_that_does_not_run() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows does not tell a stopped worker apart")
+def test_a_worker_that_starts_takes_the_place_of_one_stopped_worker_whatever_the_number_of_workers(tmp_path,
+                                                                                                 monkeypatch):
+    """uvicorn may change the number of workers as it runs (SIGTTIN, SIGTTOU): no fixed N tells when a stopped worker
+    was replaced; each worker that starts serving removes one stopped worker's record, and failed starts' records."""
+    import os
+
+    from deepfm.serving.health import Health
+
+    def worker(pid: int) -> Health:
+        with monkeypatch.context() as patched:
+            patched.setattr(os, "getpid", lambda: pid)
+            return Health(tmp_path)
+
+    this = Health(tmp_path)
+    this.serving()
+    gone = sorted({_a_pid_that_does_not_run(), _a_pid_that_does_not_run()})
+    for pid in gone:
+        worker(pid)  # killed while it started
+    assert sorted(this.failing()) == [f"worker {pid} stopped while starting, without saying why (killed, or out of "
+                                      "memory?)" for pid in gone]
+    worker(_a_pid_that_does_not_run()).failed_to_start(OSError("no such file"))
+    assert len(this.failing()) == 3
+    worker(os.getppid()).serving()  # a replacement (a process that runs)
+    assert len(this.failing()) == 1 and "stopped while starting" in this.failing()[0]  # one place filled, one empty
+
+
+def test_a_records_folder_that_cannot_be_written_fails_no_request_or_start(tmp_path):
+    """The records are best effort: a folder removed under the server (a /tmp cleaner) leaves /health knowing less."""
+    from deepfm.serving.health import FAILING_PASSES, Health
+
+    folder = tmp_path / "removed"
+    health = Health(folder)  # the worker starts
+    health.serving()
+    for _ in range(FAILING_PASSES + 1):
+        health.scored(RuntimeError("the forward pass's own error"))
+    health.scored(None)
+    health.failed_to_start(ValueError("changed"))
+    health.stopped()
+    assert health.failing() == []
 
 
 def test_a_missing_field_error_names_every_missing_field(client):

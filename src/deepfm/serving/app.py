@@ -161,7 +161,7 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limi
     os.environ[WORKER_SETTINGS] = json.dumps({"model_dir": str(model_dir), "max_rows": limits.max_rows,
                                               "max_bytes": limits.max_bytes, "batching": batching, "threads": threads,
                                               "backend": backend, "manifest": manifest_digest(model_dir),
-                                              "health": health, "workers": workers})
+                                              "health": health})
     try:
         uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, host=host, port=port,
                     log_level=log_level, access_log=False)
@@ -181,7 +181,7 @@ def worker_app() -> PredictEndpoint:
 
     keep_freed_memory()  # a worker is a fresh interpreter: the command's malloc setting is not inherited
     settings = json.loads(os.environ[WORKER_SETTINGS])
-    health = Health(settings.get("health"), settings.get("workers", 1))
+    health = Health(settings.get("health"))
     try:
         if manifest_digest(settings["model_dir"]) != settings["manifest"]:  # restarted after the folder changed
             raise ModelDirError(f"{settings['model_dir']}: the model directory changed after 'deepfm serve' started "

@@ -6,8 +6,11 @@ under ``serve --workers N``, when it stopped while starting or serving (killed, 
 (uvicorn starts it again, and a worker that finds the model directory changed refuses each time). The workers are
 separate processes, and any of them may answer ``/health``: each keeps a record of itself, ``PID.json`` in a folder
 that ``serve`` makes for the run (``Health.folder``), written when its state changes, and ``/health`` reads them
-all. A worker that stopped or failed to start counts until the server holds N started workers again (its
-replacement has started); then its record goes. Without a folder (one worker) a worker speaks for itself alone.
+all. A worker that stopped counts until a worker started after it serves: that one takes its place and removes its
+record (one record each, claimed by an atomic rename, so uvicorn may change the number of workers as it runs). A
+worker that serves also removes the records of workers that failed to start: starting works again. Without a
+folder (one worker) a worker speaks for itself alone. The records are kept on a best-effort basis: a folder that
+cannot be written (removed, full) never fails a request or a worker's start; /health then knows less.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from contextlib import suppress
 from pathlib import Path
 
 FAILING_PASSES = 3  # forward passes failed in a row, none since succeeding, before the worker counts as failing
@@ -37,23 +41,36 @@ def running(pid: int) -> bool:
 class Health:
     """This worker's state (``starting``, ``serving``, ``failed``; ``scoring``: why its forward passes keep
     failing), kept in ``folder`` beside its siblings' when there is one, and what ``/health`` says of them all
-    (``failing``) for a server of ``workers`` workers."""
+    (``failing``)."""
 
-    def __init__(self, folder: str | Path | None = None, workers: int = 1):
-        self.folder, self.workers, self.pid = (Path(folder) if folder else None), workers, os.getpid()
+    def __init__(self, folder: str | Path | None = None):
+        self.folder, self.pid = (Path(folder) if folder else None), os.getpid()
         self.state, self.scoring, self.reason, self.times = "starting", None, None, 1
         self.failed_passes = 0
         self._lock = threading.Lock()
         self._write()
 
     def serving(self) -> None:
+        """This worker serves: it takes the place of one worker that stopped (their record goes), and the records of
+        workers that failed to start go (starting works)."""
         self.state = "serving"
         self._write()
+        claimed = False
+        for record in self._records():
+            if record["pid"] == self.pid or (record["state"] != "failed" and (claimed or running(record["pid"]))):
+                continue
+            try:  # one claimant for each record, however many replacements start at once
+                os.replace(self.folder / f"{record['pid']}.json", self.folder / f".claimed-{record['pid']}.json")
+            except OSError:  # another worker took it
+                continue
+            claimed = claimed or record["state"] != "failed"
+            self._remove(f".claimed-{record['pid']}.json")
 
     def stopped(self) -> None:
-        """A worker stopping on request (shutdown) leaves nothing to report."""
-        if self.folder is not None:
-            (self.folder / f"{self.pid}.json").unlink(missing_ok=True)
+        """A worker stopping on request (shutdown) leaves nothing to report, and writes nothing after this."""
+        with self._lock:
+            self.state = "stopped"
+            self._remove(f"{self.pid}.json")
 
     def failed_to_start(self, error: BaseException) -> None:
         """This worker stops before serving, for ``error``; the records of earlier workers that failed for the same
@@ -62,7 +79,7 @@ class Health:
         for record in self._records():
             if record["state"] == "failed" and record.get("reason") == self.reason:
                 self.times += record.get("times", 1)
-                (self.folder / f"{record['pid']}.json").unlink(missing_ok=True)
+                self._remove(f"{record['pid']}.json")
         self._write()
 
     def scored(self, error: BaseException | None) -> None:
@@ -81,34 +98,36 @@ class Health:
     def failing(self) -> list[str]:
         """Each failing worker, named by its process id, and why; empty when the server is healthy (or starting)."""
         records = self._records() if self.folder is not None else [self._record()]
-        alive = {record["pid"]: record["state"] != "failed" and running(record["pid"]) for record in records}
-        started = [record for record in records if alive[record["pid"]] and record["state"] == "serving"]
-        gone = [record for record in records if not alive[record["pid"]]]
-        if len(started) >= self.workers:  # every place has a started worker: those that stopped were replaced
-            for record in gone:  # (without a folder, this worker alone, which runs)
-                (self.folder / f"{record['pid']}.json").unlink(missing_ok=True)
-            gone = []
         said = []
-        for record in gone:
+        for record in records:
             if record["state"] == "failed":
                 times = f" ({record['times']} times in a row)" if record.get("times", 1) > 1 else ""
                 said.append(f"worker {record['pid']} failed to start{times}: {record['reason']}")
-            else:
+            elif not running(record["pid"]):
                 said.append(f"worker {record['pid']} stopped while {record['state']}, without saying why (killed, "
                             "or out of memory?)")
-        return said + [f"worker {record['pid']} is failing to score: {record['scoring']}"
-                       for record in records if alive[record["pid"]] and record.get("scoring")]
+            elif record.get("scoring"):
+                said.append(f"worker {record['pid']} is failing to score: {record['scoring']}")
+        return said
 
     def _record(self) -> dict:
         return {"pid": self.pid, "state": self.state, "scoring": self.scoring, "reason": self.reason,
                 "times": self.times}
 
     def _write(self) -> None:
-        if self.folder is None:
+        """This worker's record, replaced atomically (readers see the old one or the new); nothing once stopped."""
+        if self.folder is None or self.state == "stopped":
             return
         temporary = self.folder / f".{self.pid}.json"
-        temporary.write_text(json.dumps(self._record()))
-        os.replace(temporary, self.folder / f"{self.pid}.json")  # readers see the old record or the new one
+        with suppress(OSError):  # best effort (see the module)
+            temporary.write_text(json.dumps(self._record()))
+            os.replace(temporary, self.folder / f"{self.pid}.json")
+
+    def _remove(self, name: str) -> None:
+        if self.folder is None:
+            return
+        with suppress(OSError):
+            (self.folder / name).unlink(missing_ok=True)
 
     def _records(self) -> list[dict]:
         """The records in the folder (none without one)."""
