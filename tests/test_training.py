@@ -63,6 +63,17 @@ def test_fits_at_once_in_threads_give_the_model_of_a_fit_alone(tables, mlp):
             np.testing.assert_array_equal(predictions, alone)
 
 
+def test_loading_a_model_draws_nothing_from_torchs_default_generator(tables, tmp_path):
+    """A model loaded in one thread while another fits: its initialisers' draws (overwritten by the saved weights)
+    neither fall between that fit's seed and its own draws nor move the caller's stream."""
+    Estimator(**SMALL).fit(tables["train"][0], progress=False).save(tmp_path / "model")
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    Estimator.load(tmp_path / "model")
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+
+
 def interrupt_after(steps: int, monkeypatch, run) -> None:
     """Run ``run()`` with a KeyboardInterrupt raised at training step ``steps + 1`` (as Ctrl-C would)."""
     original_step, calls = Trainer._step, {"n": 0}

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
-from deepfm import __version__
+from deepfm import __version__, randomness
 from deepfm.config import RunConfig, saved_run
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.errors import DeepFMError, ModelDirError
@@ -153,7 +153,8 @@ def load_model_dir(directory: str | Path) -> SavedModel:
     try:
         saved = json.loads((directory / "config.json").read_text())
         config = RunConfig.model_validate(saved_run(saved["run"]))
-        model = model_for_run(config, saved["shape"]["num_features"], saved["shape"]["num_fields"], encoder.task)
+        model = randomness.without_draws(lambda: model_for_run(config, saved["shape"]["num_features"],
+                                                               saved["shape"]["num_fields"], encoder.task))
         model.load_state_dict(load_file(directory / "model.safetensors"))
     except DeepFMError:
         raise

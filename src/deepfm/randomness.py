@@ -64,6 +64,19 @@ def initialised(build: Callable[[], T], seed: int | None = None) -> T:
     return built
 
 
+def without_draws(build: Callable[[], T]) -> T:
+    """``build()`` of a model whose starting weights are replaced at once (one loaded from files): its initialisers'
+    draws are taken under ``initialised``'s lock, so that they do not fall between a fit's seed and its own draws,
+    and torch's default generator is put back where it stood, so that loading a model leaves the caller's stream
+    as it was."""
+    with _INIT_LOCK:
+        state = torch.get_rng_state()
+        try:
+            return build()
+        finally:
+            torch.set_rng_state(state)
+
+
 def get_state() -> torch.Tensor:
     """The state of the generator that draws now (``generator()``, or torch's default one): a checkpoint's."""
     fit = generator()

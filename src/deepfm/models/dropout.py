@@ -47,7 +47,7 @@ def relu_dropout_(z: torch.Tensor, p: float, seed: int) -> torch.Tensor:
 
 def draw_seed() -> int:
     """A mask's seed from the running fit's generator (``deepfm.randomness``), else torch's default one."""
-    return int(torch.randint(0, 2**62, (), dtype=torch.int64, generator=randomness.generator()))
+    return int(torch.randint(0, 2**62, (), dtype=torch.int64, generator=randomness.generator(), device="cpu"))
 
 
 def dropout_from(z: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
