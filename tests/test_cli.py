@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import re
 import signal
@@ -598,6 +599,19 @@ def test_every_command_writing_into_a_closed_pipe_ends_as_sigpipe_ends_unix_tool
     error = process.stderr.read().decode()
     assert process.wait() == -signal.SIGPIPE
     assert error == ""
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX descriptors")
+@pytest.mark.parametrize("command", [["--version"], ["train", "--help"]], ids=["version", "help"])
+def test_a_command_without_stdout_writes_its_text_to_stderr_as_argparse_does(command):
+    """``deepfm --version >&-``: no stdout at all (sys.stdout is None), so argparse writes to stderr; no traceback."""
+    import os
+    import subprocess
+
+    process = deepfm_process(*command, stdout=subprocess.DEVNULL, preexec_fn=lambda: os.close(1))
+    error = process.stderr.read().decode()
+    assert process.wait() == 0
+    assert "Traceback" not in error and ("deepfm" in error or "usage:" in error)
 
 
 def test_predict_keep_copies_input_columns_beside_the_prediction_in_the_order_given(ctr_model, tmp_path):

@@ -102,7 +102,7 @@ class Parser(argparse.ArgumentParser):
     def _print_message(self, message: str, file: Any = None) -> None:
         """argparse's, except that a reader of stdout that left (``deepfm train --help | head``) is not passed over
         but ends the command as it ends the others (``entry``)."""
-        if message and file is sys.stdout:
+        if message and file is not None and file is sys.stdout:
             file.write(message)
         else:
             super()._print_message(message, file)
@@ -746,7 +746,10 @@ def entry() -> None:
 
 
 def flush_stdout() -> None:
-    """Write out what stdout's buffer holds; a reader that left ends the command (``end_as_sigpipe_does``)."""
+    """Write out what stdout's buffer holds; a reader that left ends the command (``end_as_sigpipe_does``). No
+    stdout at all (its descriptor closed: ``deepfm --version >&-``) has nothing to write."""
+    if sys.stdout is None:
+        return
     try:
         sys.stdout.flush()
     except BrokenPipeError:
