@@ -95,7 +95,7 @@ def test_a_byte_that_is_not_utf8_is_located_with_what_to_do(tmp_path, name, head
     error = error_of(lambda: fit(path))
     assert (error.line, error.column) == bad_at, str(error)
     assert "not UTF-8 text (byte 0xe9)" in str(error)
-    assert f"iconv -f latin1 -t utf-8 {path} > {tmp_path / ('utf8-' + name)}" in str(error)  # runnable where the user is
+    assert f"iconv -f latin1 -t utf-8 < {path} > {tmp_path / ('utf8-' + name)}" in str(error)  # runnable where the user is
 
 
 def test_a_bad_byte_after_a_quoted_comma_is_in_the_field_it_is_in(tmp_path):
@@ -570,8 +570,12 @@ def test_a_parquet_file_named_like_text_says_how_to_read_it(tmp_path):
 def test_lines_ending_in_a_carriage_return_alone_are_named_with_the_conversion(tmp_path):
     """Classic Mac OS line ends: every line read as the first (it was csv's "new-line character seen in unquoted
     field" traceback)."""
-    path = tmp_path / "mac.csv"
-    path.write_bytes(b"label,user,city\r1,u1,c1\r0,u2,c2\r")
-    error = error_of(read_frame, path)
-    assert (error.line, error.column) == (1, 16)
-    assert "end in a carriage return alone" in str(error) and f"tr '\\r' '\\n' < {path} > {tmp_path / 'lf-mac.csv'}" in str(error)
+    text = b"label,user,city\r1,u1,c1\r0,u2,c2\r"
+    (tmp_path / "mac.csv").write_bytes(text)
+    (tmp_path / "my mac.csv.gz").write_bytes(gzip.compress(text))
+    plain, compressed = error_of(read_frame, tmp_path / "mac.csv"), error_of(read_frame, tmp_path / "my mac.csv.gz")
+    assert (plain.line, plain.column) == (compressed.line, compressed.column) == (1, 16)
+    assert "end in a carriage return alone" in str(plain)
+    assert str(plain).endswith(f"tr '\\r' '\\n' < {tmp_path / 'mac.csv'} > {tmp_path / 'lf-mac.csv'}")
+    assert str(compressed).endswith(f"gunzip -c '{tmp_path / 'my mac.csv.gz'}' | tr '\\r' '\\n' | gzip > "
+                                    f"'{tmp_path / 'lf-my mac.csv.gz'}'")  # the shell's quotes; not tr on gzip bytes

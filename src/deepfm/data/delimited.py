@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from deepfm.data.formats import CRITEO_COLUMNS, first_line, locate_bad_utf8, open_text
+from deepfm.data.formats import CRITEO_COLUMNS, converted, first_line, locate_bad_utf8, open_text
 from deepfm.data.frame import DECIMAL_PATTERN
 from deepfm.errors import DataError
 
@@ -58,14 +58,17 @@ def delimited_layout(path: Path, fmt: str, label_optional: bool = False) -> tupl
     return names, 1, 2
 
 
+TO_LINE_FEEDS = "tr '\\r' '\\n'"  # each carriage return a line feed
+
+
 def _header(path: Path, delimiter: str) -> list[str]:
     line = first_line(path)
     if not line.strip():
         raise DataError(path, "file is empty", line=1)
     if "\r" in line:  # the whole file, or its first lines, read as one line
         raise DataError(path, "the lines end in a carriage return alone (CR, as classic Mac OS wrote text): deepfm "
-                        f"reads lines ending in LF or CR LF; convert it, e.g. tr '\\r' '\\n' < {path} > "
-                        f"{path.with_name('lf-' + path.name)}", line=1, column=line.index("\r") + 1)
+                        f"reads lines ending in LF or CR LF; convert it, e.g. {converted(path, 'lf-', TO_LINE_FEEDS)}",
+                        line=1, column=line.index("\r") + 1)
     return next(pycsv.reader([line], delimiter=delimiter))
 
 

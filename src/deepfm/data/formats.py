@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import shlex
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,11 +110,18 @@ def first_line(path: str | Path) -> str:
 
 def recoded(path: str | Path, source: str) -> str:
     """The command that writes ``path`` as UTF-8 text beside it (``source``: its encoding), as an error suggests it."""
+    return converted(path, "utf8-", f"iconv -f {source} -t utf-8")
+
+
+def converted(path: str | Path, prefix: str, text_filter: str) -> str:
+    """The shell command that writes ``path``'s text through ``text_filter`` into ``prefix`` + its name beside it,
+    as an error suggests it: a gzip file is decompressed first and compressed again (the filter would read the
+    compressed bytes); names are quoted for the shell."""
     path = Path(path)
-    target = path.with_name("utf8-" + path.name)
-    if is_gzip(path):  # iconv would read the compressed bytes: decompress, re-encode, compress again
-        return f"gunzip -c {path} | iconv -f {source} -t utf-8 | gzip > {target}"
-    return f"iconv -f {source} -t utf-8 {path} > {target}"
+    source, target = shlex.quote(str(path)), shlex.quote(str(path.with_name(prefix + path.name)))
+    if is_gzip(path):
+        return f"gunzip -c {source} | {text_filter} | gzip > {target}"
+    return f"{text_filter} < {source} > {target}"
 
 
 def _binary_kind(start: bytes, path: str | Path) -> str | None:
