@@ -36,7 +36,9 @@ class Tried:
     overrides: dict[str, Any]
     best_valid: dict[str, float] | None
     best_epoch: int | None
-    seconds: float | None  # None: it finished, or began, before a resume, in a version that did not record the time
+    # the trainer's loop over every session of the run (not building the model or encoding a recipe's own data);
+    # None: it finished, or began, before a resume, in a version that did not record the time
+    seconds: float | None
     failed: str | None = None  # why training stopped (it diverged), or None
 
     def to_dict(self) -> dict[str, Any]:
