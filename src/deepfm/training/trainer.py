@@ -179,6 +179,7 @@ class Trainer:
                                or torch.get_num_threads() * distributed.context().local_world < available_cores())
         self._read_every = loss_read_interval(self.autocast_device)
         self._source: BatchSource | None = None  # what ``fit`` trains on (its layout is part of a checkpoint)
+        self._began, self._before = time.perf_counter(), 0.0  # ``fit`` sets both: its session's start, earlier ones'
 
     def fit(self, train: EncodedData | BatchSource, valid: EncodedData | None = None, resume: bool = False,
             replay: Sequence[bool] | None = None) -> TrainResult:
