@@ -96,3 +96,19 @@ def test_a_model_directory_that_is_a_file_is_said_to_be_one(tmp_path, capsys):
     (tmp_path / "p1.csv").write_text("x\n")
     assert main(["predict", str(tmp_path / "p1.csv"), str(tmp_path / "p1.csv")]) == 2
     assert "p1.csv: not a model directory (a file)" in capsys.readouterr().err
+
+
+def test_probabilities_far_below_one_in_a_million_stay_torchs_not_zero(files, tmp_path):
+    """ONNX Runtime's Sigmoid gives exactly 0 below a logit of about −18 (and twice torch's value at −17): a pCTR of 0
+    breaks logloss monitoring and anything divided by it. The graph computes 1 / (1 + e^−x), as torch does."""
+    from deepfm.export import write_onnx
+
+    estimator = Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1, "batch_size": 64}).fit(
+        files["train"], progress=False)
+    with torch.no_grad():
+        estimator.model.linear.bias.fill_(-21.0)  # logits about −21: probabilities near 1e-9
+    write_onnx(estimator.model, "binary", len(estimator.encoder.single_fields), str(tmp_path / "model.onnx"))
+    torch_predictions = estimator.predict(files["test"])
+    assert 0 < torch_predictions.min() and torch_predictions.max() < 1e-6
+    np.testing.assert_allclose(onnx_predict(tmp_path / "model.onnx", estimator, files["test"]), torch_predictions,
+                               rtol=1e-4)

@@ -26,6 +26,7 @@ from torch import nn
 from deepfm.api import Estimator
 from deepfm.data.batch import Batch
 from deepfm.errors import ConfigError
+from deepfm.tasks import as_task
 from deepfm.training.trainer import to_prediction
 
 OPSET = 17
@@ -39,7 +40,10 @@ class EncodedRowsModel(nn.Module):
         self.model, self.task = model, task
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:  # (B, F), (B, F) -> (B,)
-        return to_prediction(self.task, self.model(Batch(ids, values, [], None)))
+        logits = self.model(Batch(ids, values, [], None))
+        if as_task(self.task).name == "binary":  # 1 / (1 + e^−x): ONNX Runtime's Sigmoid gives 0 below a logit of
+            return torch.reciprocal(1 + torch.exp(-logits))  # about −18 and 2× torch's value at −17; this, torch's
+        return to_prediction(self.task, logits)
 
 
 def _register_triu_indices(fields: int) -> None:
