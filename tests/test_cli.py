@@ -1156,6 +1156,21 @@ def test_a_model_trained_on_criteo_files_by_hand_reads_a_csv_by_its_own_format(c
     assert "note:" not in capsys.readouterr().err and len(pacsv.read_csv(tmp_path / "p.csv")) == 5
 
 
+def test_a_model_trained_on_criteo_files_found_by_their_first_line_scores_rows_without_the_label(
+        criteo_row, write_criteo, tmp_path):
+    """Without --format the training file reads as Criteo (40 tab-separated fields, 0 or 1 first); the model is saved
+    as trained on Criteo files, so Kaggle's test.txt (39 fields) is scored as Criteo rows, not read as a TSV whose
+    first row is a header ('duplicate column names in the header')."""
+    rows = [criteo_row(i % 2, seed=i) for i in range(300)]
+    assert main(["train", "--train", str(write_criteo("day_0", rows)), "--model", "lr", "--epochs", "1",
+                 "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["run"]["data"]["format"] == "criteo"
+    unlabelled = tmp_path / "test.txt"
+    unlabelled.write_text("\n".join("\t".join("" if v is None else str(v) for v in row[1:]) for row in rows[:5]) + "\n")
+    assert main(["predict", str(tmp_path / "m"), str(unlabelled), "--out", str(tmp_path / "p.csv")]) == 0
+    assert len(pacsv.read_csv(tmp_path / "p.csv")) == 5
+
+
 def test_a_model_trained_on_parquet_by_hand_reads_an_unnamed_parquet_file(ctr_csv, tmp_path, capsys):
     """Spark writes part-00000 files: --format parquet at training reads them at evaluate too, without a word."""
     table = pacsv.read_csv(ctr_csv())

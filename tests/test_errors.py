@@ -315,6 +315,15 @@ def test_parquet_with_no_rows_has_no_data_rows(tmp_path):
     assert str(error_of(read_frame, path)) == f"{path}:1: file has no data rows"
 
 
+@pytest.mark.parametrize("kind", ["DataFrame", "Arrow table"])
+def test_a_table_of_no_rows_is_no_training_data_as_a_file_of_none(kind):
+    """A model of no rows would predict a constant (and read its task from no labels)."""
+    table = pa.table({"user": pa.array([], pa.string()), "label": pa.array([], pa.float64())})
+    data = table.to_pandas() if kind == "DataFrame" else table
+    with pytest.raises(DataError, match="no rows to train on"):
+        Estimator(model={"name": "fm"}, training={"epochs": 1}).fit(data, progress=False)
+
+
 def test_zero_byte_parquet_file_is_a_data_error(tmp_path):
     path = tmp_path / "empty.parquet"
     path.write_bytes(b"")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -183,6 +185,20 @@ def test_save_writes_the_model_directory_and_load_predicts_the_same(fitted, tmp_
         FMRegressor.load(tmp_path / "clf")
 
 
+def test_the_commands_say_how_they_read_a_saved_classifiers_classes(fitted, tmp_path, capsys):
+    """deepfm evaluate reads 0/1 labels in the column 'label': a user of text classes is told which is 1."""
+    from deepfm.cli import main
+
+    clf, X, _ = fitted
+    clf.save(tmp_path / "clf")
+    X.assign(label=(clf.predict(X) == clf.classes_[1]).astype(int)).to_csv(tmp_path / "rows.csv", index=False)
+    assert main(["evaluate", str(tmp_path / "clf"), str(tmp_path / "rows.csv")]) == 0
+    positive = clf.classes_.tolist()[1]
+    assert (f"holds a deepfm.sklearn classifier of classes {clf.classes_.tolist()}: its labels are read as 0 and 1 from "
+            f"the column 'label' (1: {positive!r}), and its prediction is the probability of {positive!r}"
+            ) in capsys.readouterr().err
+
+
 def test_a_changed_sklearn_json_is_refused_like_any_file_of_the_directory(fitted, tmp_path):
     clf = fitted[0]
     clf.save(tmp_path / "clf")
@@ -212,6 +228,15 @@ def test_invalid_parameters_and_unusable_data_raise_value_errors_as_scikit_learn
     with pytest.raises(ValueError) as bad_parameter:
         FMClassifier(lr=-1.0).fit(X, y)
     assert isinstance(bad_parameter.value, ConfigError)
-    with pytest.raises(ValueError) as one_row:
+    with pytest.raises(ValueError, match="1 sample") as one_row:  # a message scikit-learn's check_fit2d_1sample knows
         DeepFMRegressor(epochs=1).fit(X[:1], [1.0])
     assert isinstance(one_row.value, (ConfigError, DataError))
+    with pytest.raises(ValueError, match=re.escape("y: 6 is not one of the classes seen in fit [0, 1]")):  # not np.int64(6)
+        FMClassifier(epochs=1).fit(X, y, eval_set=[(X, np.full(10, 6))])
+    with pytest.raises(ConfigError, match="training.device tpu: not a torch device"):  # checked before any data is read
+        FMClassifier(epochs=1, device="tpu").fit(X, y)
+    frame = pd.DataFrame(X, columns=["a", "b"])
+    for shape, no_rows_or_columns in (((0, 2), frame.iloc[:0]), ((10, 0), frame[[]]), ((0, 2), pa.Table.from_pandas(frame.iloc[:0]))):
+        what = "sample" if shape[0] == 0 else "feature"
+        with pytest.raises(ValueError, match=re.escape(f"Found array with 0 {what}(s) (shape={shape})")):
+            FMClassifier(epochs=1).fit(no_rows_or_columns, y[:shape[0]])

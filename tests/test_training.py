@@ -63,6 +63,15 @@ def test_fits_at_once_in_threads_give_the_model_of_a_fit_alone(tables, mlp):
             np.testing.assert_array_equal(predictions, alone)
 
 
+def test_a_device_this_torch_cannot_use_is_a_config_error_before_any_data_is_read(monkeypatch):
+    """As the command's --device: not torch's AssertionError ("Torch not compiled with CUDA enabled") mid-fit."""
+    from deepfm.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"training.device cuda: this torch has no CUDA"):
+        Estimator(training={"device": "cuda"}).fit("no such file.csv", progress=False)
+
+
 def test_loading_a_model_draws_nothing_from_torchs_default_generator(tables, tmp_path):
     """A model loaded in one thread while another fits: its initialisers' draws (overwritten by the saved weights)
     neither fall between that fit's seed and its own draws nor move the caller's stream."""
@@ -263,7 +272,7 @@ def test_one_row_last_batch_resumes_mid_epoch_to_the_same_weights(tmp_path, monk
 def test_a_single_training_row_with_batch_norm_is_a_clear_error():
     from deepfm.errors import DataError
 
-    with pytest.raises(DataError, match="one training row: batch norm needs at least two"):
+    with pytest.raises(DataError, match=r"1 sample \(one training row\): batch norm needs at least two"):
         Estimator(data={"task": "regression"}, model={"mlp": (8,)}).fit(small_table(1), progress=False)
 
 

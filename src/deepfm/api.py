@@ -24,10 +24,11 @@ import torch
 from deepfm import distributed, randomness
 from deepfm.artifact import load_model_dir, save_model_dir
 from deepfm.config import RunConfig, build_config, merge
+from deepfm.devices import resolve_device
 from deepfm.defaults import describe_shape_rule, id_shape, with_task_defaults
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
-from deepfm.data.filelist import ChunkedFiles, chunk_index, open_chunked
+from deepfm.data.filelist import ChunkedFiles, chunk_index, open_chunked, training_files
 from deepfm.data.frame import RawFrame
 from deepfm.data.delimited import delimited_layout
 from deepfm.data.formats import detect_format
@@ -299,6 +300,9 @@ class Estimator:
         out = out if out is not None else cfg.out
         if train is None:
             raise ConfigError("data.train: a training file is required")
+        device = resolve_device(cfg.training.device, "training.device")  # a ConfigError before any data is read
+        if device != cfg.training.device:  # auto
+            self.config = cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"device": device})})
         ctx = distributed.setup(cfg.training.device)  # joins torchrun's process group, if launched by it
         restarts = distributed.restarts_of_the_run()
         if restarts and out is not None:  # torchrun restarted the ranks after a failure: continue the run
@@ -450,6 +454,10 @@ class Estimator:
             self.metrics["refit"] = refit
         if id_counts is not None:  # the statistic the data rule of deepfm.defaults reads, and its branch
             self.metrics["ids"] = id_counts.to_dict() | {"shape": id_shape(id_counts)}
+        detected = cfg.data.format == "auto" and isinstance(train, (str, Path)) and detect_format(training_files(train)[0])
+        if detected == "criteo":  # saved as read: rows of 39 fields to score (Kaggle's test.txt, no label) would
+            # otherwise read as a TSV with a header
+            self.config = cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"format": "criteo"})})
         self.model.eval()  # a fitted model predicts: no call switches its mode (predicting from threads at once is safe)
         if out is not None and ctx.is_main:
             self.save(out)
@@ -580,6 +588,8 @@ class Estimator:
             rule = held_out_rule(cfg.valid_fraction, seed) if hold_out else None  # rows the encoders leave out
             self.encoder = encoder  # read as this run's config (and its checkpoint's encoders) say, not a former fit's
             frame = self.read(train)
+            if frame.num_rows == 0:  # as a file without data rows (a model of no rows predicts a constant)
+                raise DataError(frame.path, "no rows to train on")
             self.encoder = encoder or FeatureEncoder.fit([frame], cfg, held_out=rule)
             return _held_out_of(self.encoder.transform(frame), hold_out, cfg.valid_fraction, seed, train)
         file = open_chunked(train, cfg, chunk_bytes_for(train, cfg.chunk_rows))

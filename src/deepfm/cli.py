@@ -288,33 +288,10 @@ def given_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     return values, overrides
 
 
-def resolve_device(device: str, option: str = "--device") -> str:
-    """``device`` checked against this torch: ``auto`` -> cuda when available, else cpu; a device this
-    torch cannot use is a ``ConfigError`` naming ``option``."""
-    import torch
-
-    from deepfm.errors import ConfigError
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        kind = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"{option} {device}: not a torch device (cpu, cuda, cuda:N, mps or auto)") from None
-    if kind.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{option} {device}: this torch has no CUDA (torch.cuda.is_available() is False)")
-    if kind.type == "cuda" and kind.index is not None and kind.index >= torch.cuda.device_count():
-        raise ConfigError(f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA devices")
-    if kind.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"{option} {device}: this torch has no MPS (torch.backends.mps.is_available() is False)")
-    if kind.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"{option} {device}: deepfm runs on cpu, cuda or mps")
-    return device
-
-
 def config_from_args(args: argparse.Namespace):
     from deepfm.config import build_config, merge
     from deepfm.config_lines import key_lines, unless_set
+    from deepfm.devices import resolve_device
 
     values, overrides = given_settings(args)
     if args.out is not None:
@@ -539,9 +516,15 @@ def _load(directory: str, fmt: str | None, path: str):
     with a note. Tab-separated rows stay Criteo (Kaggle's test.txt has no label), and an unnamed file (Spark's
     part-00000) the model's format."""
     from deepfm.api import Estimator
+    from deepfm.artifact import read_extra
     from deepfm.errors import DataError
 
     estimator = Estimator.load(directory)
+    classes = (read_extra(directory, "sklearn.json") or {}).get("classes")
+    if classes and estimator.encoder.task.name == "binary" and [str(c) for c in classes] != ["0", "1"]:
+        print(f"note: {directory} holds a deepfm.sklearn classifier of classes {classes}: its labels are read as 0 and "
+              f"1 from the column {estimator.config.data.label!r} (1: {classes[1]!r}), and its prediction is the "
+              f"probability of {classes[1]!r}", file=sys.stderr)
     checkpoint, weights = Path(directory) / "checkpoint", Path(directory) / "model.safetensors"
     if checkpoint.is_dir() and checkpoint.stat().st_mtime > weights.stat().st_mtime:  # an --overwrite run stopped
         print(f"note: {directory} also holds an interrupted training run's checkpoint; this is the model saved before "

@@ -131,6 +131,10 @@ class _DeepFMEstimator(BaseEstimator):
         are the fit's by position, as scikit-learn's estimators take them (with its warning where the fit had names);
         each keeps the kind the fit gave it (categorical or numeric). Another number of columns is a ValueError."""
         if isinstance(X, pa.Table) or _is_dataframe(X):
+            shape = (X.num_rows, X.num_columns) if isinstance(X, pa.Table) else X.shape
+            for count, what in zip(shape, ("sample", "feature")):  # as check_array says of an array
+                if count == 0:
+                    raise ValueError(f"Found array with 0 {what}(s) (shape={shape}) while a minimum of 1 is required.")
             validate_data(self, X, reset=reset, skip_check_array=True)
             table = X if isinstance(X, pa.Table) else _arrow_from_pandas(X)
         else:
@@ -231,7 +235,8 @@ class _Classifier(ClassifierMixin, _DeepFMEstimator):
     def _encode_targets(self, y: np.ndarray) -> np.ndarray:
         unknown = ~np.isin(y, self.classes_)
         if unknown.any():
-            raise ValueError(f"y: {y[unknown][0]!r} is not one of the classes seen in fit {self.classes_.tolist()}")
+            seen = np.asarray(y[unknown][0]).item()  # 6, not np.int64(6)
+            raise ValueError(f"y: {seen!r} is not one of the classes seen in fit {self.classes_.tolist()}")
         return (y == self.classes_[1]).astype(np.float64)
 
     def _check_weighted_targets(self, y: np.ndarray, sample_weight: np.ndarray) -> None:

@@ -77,7 +77,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ConfigError("--seeds: must be at least 1")
     if args.device is not None:
-        from deepfm.cli import resolve_device
+        from deepfm.devices import resolve_device
 
         args.device = resolve_device(args.device)  # before any data is read
     base = load_config_file(args.config) if args.config else {}

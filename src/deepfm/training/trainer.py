@@ -202,7 +202,7 @@ class Trainer:
         self._before = result.seconds  # the earlier sessions': none, or those the checkpoint says (None: it does not)
         steps_per_epoch = steps_in_epoch(source, config.batch_size)
         if source.num_rows == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
-            raise DataError("training data", "one training row: batch norm needs at least two; add rows or "
+            raise DataError("training data", "1 sample (one training row): batch norm needs at least two; add rows or "
                             "turn batch norm off (model.batch_norm = false)")
         for epoch in range(start_epoch, epochs):
             if config.patience and bad_epochs >= config.patience:
