@@ -554,17 +554,21 @@ def test_predict_without_out_writes_csv_to_stdout_and_out_dash_does_too(ctr_mode
         assert captured.err == ""  # stdout is the data; nothing else to say
 
 
+def checkout_env() -> dict[str, str]:
+    """The environment of a new Python process that imports deepfm from this checkout."""
+    import deepfm
+
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(deepfm.__file__).parents[1]),
+                                                                      os.environ.get("PYTHONPATH")]))}
+
+
 def deepfm_process(*args: str, **popen: object):
     """``python -m deepfm ARGS`` in a new process, from this checkout, stderr piped, stdout buffered as a user's
     is (not PYTHONUNBUFFERED)."""
-    import os
     import subprocess
     import sys
 
-    import deepfm
-
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(deepfm.__file__).parents[1]),
-                                                                     os.environ.get("PYTHONPATH")]))}
+    env = checkout_env()
     env.pop("PYTHONUNBUFFERED", None)
     return subprocess.Popen([sys.executable, "-m", "deepfm", *args], stderr=subprocess.PIPE, env=env, **popen)
 
@@ -1169,6 +1173,22 @@ def test_a_model_trained_on_criteo_files_found_by_their_first_line_scores_rows_w
     unlabelled.write_text("\n".join("\t".join("" if v is None else str(v) for v in row[1:]) for row in rows[:5]) + "\n")
     assert main(["predict", str(tmp_path / "m"), str(unlabelled), "--out", str(tmp_path / "p.csv")]) == 0
     assert len(pacsv.read_csv(tmp_path / "p.csv")) == 5
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_a_missing_model_directory_or_data_file_is_said_before_torch_loads(tmp_path, command):
+    """Importing torch takes seconds (3-28 s on a new user's busy machine): a mistyped path is said at once."""
+    import subprocess
+    import sys
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for args, said in (([str(tmp_path / "nosuch"), "rows.csv"], "not a model directory (it does not exist)"),
+                       ([str(model), str(tmp_path / "rows.csv")], "file not found")):
+        script = (f"import sys; from deepfm.cli import main; code = main({[command, *args]!r}); "
+                  "print(code, 'torch' in sys.modules)")
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=checkout_env())
+        assert result.stdout.split() == ["2", "False"] and said in result.stderr, result.stderr
 
 
 def test_a_model_trained_on_parquet_by_hand_reads_an_unnamed_parquet_file(ctr_csv, tmp_path, capsys):

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save
 from deepfm import __version__, randomness
 from deepfm.config import RunConfig, saved_run
 from deepfm.data.encoders import FeatureEncoder
-from deepfm.errors import DeepFMError, ModelDirError
+from deepfm.errors import DeepFMError, ModelDirError, require_directory
 from deepfm.models import model_for_run
 from deepfm.training.checkpoint import sha256_of
 
@@ -119,9 +119,7 @@ def remove_checkpoint(directory: str | Path) -> None:
 
 def load_model_dir(directory: str | Path) -> SavedModel:
     """Load and verify a model directory; raises ``ModelDirError`` saying what is wrong."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ModelDirError(f"{directory}: not a model directory ({'a file' if directory.exists() else 'it does not exist'})")
+    directory = require_directory(directory)
     manifest_path = directory / "manifest.json"
     if not manifest_path.exists():
         raise ModelDirError(f"{directory}: not a deepfm model directory (no manifest.json)")

@@ -515,9 +515,12 @@ def _load(directory: str, fmt: str | None, path: str):
     given to a model trained on raw Criteo files (read as Criteo: 'expected 40 fields, found 1'); then as that,
     with a note. Tab-separated rows stay Criteo (Kaggle's test.txt has no label), and an unnamed file (Spark's
     part-00000) the model's format."""
+    from deepfm.errors import DataError, require_directory
+
+    require_directory(directory)  # what is plainly wrong is said before torch loads (seconds)
+    check_data_file(path)
     from deepfm.api import Estimator
     from deepfm.artifact import read_extra
-    from deepfm.errors import DataError
 
     estimator = Estimator.load(directory)
     classes = (read_extra(directory, "sklearn.json") or {}).get("classes")
@@ -549,9 +552,9 @@ def _load(directory: str, fmt: str | None, path: str):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    result = _load(args.dir, args.format, args.path).evaluate(args.path)
     from deepfm.tasks import metric_text
 
-    result = _load(args.dir, args.format, args.path).evaluate(args.path)
     if args.json:
         print(json_line(result))
     else:
@@ -560,10 +563,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import pyarrow as pa
-
     writable_output(args.out)  # before any work: a wrong --out would otherwise fail once every row is scored
     estimator = _load(args.dir, args.format, args.path)
+    import pyarrow as pa
+
     keep = [name.strip() for name in (args.keep or "").split(",") if name.strip()]
     from deepfm.data.frame import as_numbers_where_written_so
 

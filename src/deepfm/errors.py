@@ -53,6 +53,15 @@ class ModelDirError(DeepFMError):
     """A model directory is missing files, was altered, or comes from an incompatible version."""
 
 
+def require_directory(directory: str | Path) -> Path:
+    """``directory``, which must be a directory: a file or nothing there is a ``ModelDirError`` (checked before
+    anything heavy loads)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelDirError(f"{directory}: not a model directory ({'a file' if directory.exists() else 'it does not exist'})")
+    return directory
+
+
 class TrainingDiverged(DeepFMError):
     """The training loss became NaN or infinite; the message names the epoch and step."""
 
