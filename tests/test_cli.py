@@ -1162,17 +1162,26 @@ def test_a_model_trained_on_criteo_files_by_hand_reads_a_csv_by_its_own_format(c
 
 def test_a_model_trained_on_criteo_files_found_by_their_first_line_scores_rows_without_the_label(
         criteo_row, write_criteo, tmp_path):
-    """Without --format the training file reads as Criteo (40 tab-separated fields, 0 or 1 first); the model is saved
-    as trained on Criteo files, so Kaggle's test.txt (39 fields) is scored as Criteo rows, not read as a TSV whose
-    first row is a header ('duplicate column names in the header')."""
+    """Without --format the training file reads as Criteo (40 tab-separated fields, 0 or 1 first). Kaggle's test.txt
+    (39 fields, no header) is scored as Criteo rows for a model of Criteo's features, not read as a TSV whose first
+    row is a header ('duplicate column names in the header'); a CSV or Parquet file with a header is read as itself."""
+    from deepfm import Estimator
+    from deepfm.data.formats import CRITEO_COLUMNS
+
     rows = [criteo_row(i % 2, seed=i) for i in range(300)]
     assert main(["train", "--train", str(write_criteo("day_0", rows)), "--model", "lr", "--epochs", "1",
                  "--out", str(tmp_path / "m"), "--quiet"]) == 0
-    assert json.loads((tmp_path / "m" / "config.json").read_text())["run"]["data"]["format"] == "criteo"
     unlabelled = tmp_path / "test.txt"
     unlabelled.write_text("\n".join("\t".join("" if v is None else str(v) for v in row[1:]) for row in rows[:5]) + "\n")
     assert main(["predict", str(tmp_path / "m"), str(unlabelled), "--out", str(tmp_path / "p.csv")]) == 0
     assert len(pacsv.read_csv(tmp_path / "p.csv")) == 5
+    as_csv = tmp_path / "rows.csv"
+    as_csv.write_text(",".join(CRITEO_COLUMNS) + "\n" + "\n".join(",".join("" if v is None else str(v) for v in row)
+                                                                 for row in rows) + "\n")
+    pq.write_table(pacsv.read_csv(as_csv), tmp_path / "rows.parquet")
+    model = Estimator.load(tmp_path / "m")
+    assert model.evaluate(as_csv)["rows"] == model.evaluate(tmp_path / "rows.parquet")["rows"] == 300
+    assert len(model.predict(unlabelled)) == 5
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict"])

@@ -28,9 +28,9 @@ from deepfm.devices import resolve_device
 from deepfm.defaults import describe_shape_rule, id_shape, with_task_defaults
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
-from deepfm.data.filelist import ChunkedFiles, chunk_index, open_chunked, training_files
+from deepfm.data.filelist import ChunkedFiles, chunk_index, open_chunked
 from deepfm.data.frame import RawFrame
-from deepfm.data.delimited import delimited_layout
+from deepfm.data.delimited import delimited_layout, unlabelled_criteo_rows
 from deepfm.data.formats import detect_format
 from deepfm.data.identity import data_identity, describe_change
 from deepfm.resumable import checkpoint_saved
@@ -252,7 +252,11 @@ class Estimator:
                 multi = self._multi_as_text({field.name: field.type for field in pq.read_schema(data)})
             except (pa.ArrowInvalid, OSError):
                 pass  # the reader says what is wrong with the file, at its place
-        return read_frame(data, cfg.format, cfg.label, multi, cfg.multi_separator, require_label=require_label,
+        read_as = cfg.format
+        features = [field.name for field in self.encoder.fields] if self.encoder is not None else []
+        if read_as == "auto" and unlabelled_criteo_rows(data, features):  # a model of Criteo's raw files scoring
+            read_as = "criteo"  # rows without their label (Kaggle's test.txt)
+        return read_frame(data, read_as, cfg.label, multi, cfg.multi_separator, require_label=require_label,
                           layout=layout)
 
     def _multi_as_text(self, columns: dict[str, pa.DataType]) -> tuple[str, ...]:
@@ -454,10 +458,6 @@ class Estimator:
             self.metrics["refit"] = refit
         if id_counts is not None:  # the statistic the data rule of deepfm.defaults reads, and its branch
             self.metrics["ids"] = id_counts.to_dict() | {"shape": id_shape(id_counts)}
-        detected = cfg.data.format == "auto" and isinstance(train, (str, Path)) and detect_format(training_files(train)[0])
-        if detected == "criteo":  # saved as read: rows of 39 fields to score (Kaggle's test.txt, no label) would
-            # otherwise read as a TSV with a header
-            self.config = cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"format": "criteo"})})
         self.model.eval()  # a fitted model predicts: no call switches its mode (predicting from threads at once is safe)
         if out is not None and ctx.is_main:
             self.save(out)

@@ -31,6 +31,19 @@ def delimiter_of(fmt: str) -> str:
     return "," if fmt == "csv" else "\t"
 
 
+def unlabelled_criteo_rows(path: str | Path, features: list[str]) -> bool:
+    """Whether ``path`` holds Criteo's rows without the label, as Kaggle's test.txt does (39 tab-separated fields and no
+    header line), for a model of Criteo's features: auto-detection reads such a file as a TSV whose first row is its
+    header, since a Criteo row starts with its 0/1 label."""
+    if features != list(CRITEO_COLUMNS[1:]):
+        return False
+    try:
+        fields = first_line(path).split("\t")
+    except (DataError, OSError):  # the reader says what is wrong with the file
+        return False
+    return len(fields) == len(CRITEO_COLUMNS) - 1 and not set(fields) & set(CRITEO_COLUMNS)
+
+
 def delimited_layout(path: Path, fmt: str, label_optional: bool = False) -> tuple[list[str], int, int]:
     """(column names, header lines to skip, line number of the first data row). Criteo rows have no header:
     ``label_optional`` (rows to predict) reads rows of one field fewer as rows without the label (Kaggle's test.txt)."""
