@@ -112,3 +112,25 @@ def test_probabilities_far_below_one_in_a_million_stay_torchs_not_zero(files, tm
     assert 0 < torch_predictions.min() and torch_predictions.max() < 1e-6
     np.testing.assert_allclose(onnx_predict(tmp_path / "model.onnx", estimator, files["test"]), torch_predictions,
                                rtol=1e-4)
+
+
+def test_an_ordinal_models_class_probabilities_in_the_tails_stay_torchs(tmp_path):
+    """The cumulative link's log P(y ≤ j) is −softplus(c_j − η): exported as log(Sigmoid) it was −inf, and the
+    classes far from η exactly 0, under ONNX Runtime."""
+    import pyarrow as pa
+
+    from deepfm.export import write_onnx
+
+    rng = np.random.default_rng(0)
+    table = pa.table({"user": rng.integers(0, 30, 400).astype(str), "item": rng.integers(0, 40, 400).astype(str),
+                      "label": rng.integers(1, 6, 400)})
+    estimator = Estimator(data={"task": "ordinal"}, model={"name": "fm", "embed_dim": 4},
+                          training={"epochs": 1}).fit(table, progress=False)
+    with torch.no_grad():
+        estimator.model.score.linear.bias.fill_(25.0)  # η far above every cutpoint: P(y < 5) near 1e-11
+    write_onnx(estimator.model, estimator.encoder.task, len(estimator.encoder.single_fields), str(tmp_path / "m.onnx"))
+    rows = tmp_path / "rows.csv"
+    pacsv.write_csv(table.drop_columns(["label"]).slice(0, 50), rows)
+    torch_predictions = estimator.predict(rows)
+    assert 0 < torch_predictions[:, :4].min() and torch_predictions[:, :4].max() < 1e-8
+    np.testing.assert_allclose(onnx_predict(tmp_path / "m.onnx", estimator, rows), torch_predictions, rtol=1e-4)

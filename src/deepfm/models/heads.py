@@ -39,7 +39,9 @@ class CumulativeLink(nn.Module):
         in logs: accurate in both tails."""
         eta = self.score(batch).float()
         distance = self.cutpoints() - eta.unsqueeze(1)  # (B, C − 1): c_j − η
-        log_below, log_above = F.logsigmoid(distance), F.logsigmoid(-distance)  # log P(y ≤ j), log P(y > j)
+        # log P(y ≤ j), log P(y > j) as −softplus(−x), torch's logsigmoid: exported to ONNX as Softplus, accurate in
+        # the tails, where logsigmoid exports as Log(Sigmoid), and ONNX Runtime's Sigmoid is 0 below about −18 (−inf)
+        log_below, log_above = -F.softplus(-distance), -F.softplus(distance)
         middle = log_below[:, 1:] + log_above[:, :-1] + log_one_minus_exp_negative(F.softplus(self.gaps))
         return torch.cat([log_below[:, :1], middle, log_above[:, -1:]], dim=1)
 
