@@ -959,6 +959,9 @@ def test_cuda_device_without_cuda_exits_2(ctr_csv, tmp_path, capsys, monkeypatch
     assert main(["compare", "--train", str(ctr_csv()), "--valid", str(ctr_csv()), "--test", str(ctr_csv()),
                  "--out", str(tmp_path / "report"), "--device", "cuda"]) == 2
     assert capsys.readouterr().err.startswith("--device cuda: this torch has no CUDA")
+    assert main(["compare", "--train", str(ctr_csv()), "--valid", str(ctr_csv()), "--test", str(ctr_csv()),
+                 "--out", str(tmp_path / "report"), "--config", str(config)]) == 2  # (torch's AssertionError before)
+    assert capsys.readouterr().err.startswith("training.device cuda:0: this torch has no CUDA")
 
 
 def test_unknown_column_flag_exits_2(ctr_csv, tmp_path, capsys):

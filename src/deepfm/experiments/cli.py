@@ -76,12 +76,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise DataError(getattr(args, name), f"--{name} file not found")
     if args.seeds < 1:
         raise ConfigError("--seeds: must be at least 1")
-    if args.device is not None:
-        from deepfm.devices import resolve_device
-
-        args.device = resolve_device(args.device)  # before any data is read
     base = load_config_file(args.config) if args.config else {}
     overrides = _overrides(args)
+    device = overrides.get("training", {}).get("device", base.get("training", {}).get("device"))
+    if device is not None:  # as train's: --device, or the config's, checked before any data is read
+        from deepfm.devices import resolve_device
+
+        option = "--device" if args.device is not None else "training.device"
+        overrides.setdefault("training", {})["device"] = resolve_device(device, option)
     if args.study:
         variants = study_variants(args.study, base, overrides)
     else:
