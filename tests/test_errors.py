@@ -112,7 +112,7 @@ def test_a_gzip_file_that_is_not_utf8_is_told_a_command_that_keeps_it_compressed
     path = tmp_path / "latin.csv.gz"
     path.write_bytes(gzip.compress("label,city\n1,caf\xe9\n0,b\n".encode("latin-1")))
     error = error_of(lambda: fit(path))
-    command = f"gunzip -c {path} | iconv -f latin1 -t utf-8 | gzip > {tmp_path / 'utf8-latin.csv.gz'}"
+    command = f"gunzip -c -- {path} | iconv -f latin1 -t utf-8 | gzip > {tmp_path / 'utf8-latin.csv.gz'}"
     assert command in str(error)
     subprocess.run(command, shell=True, check=True)  # as the user would: a gzip file of UTF-8 text comes out
     assert gzip.decompress((tmp_path / "utf8-latin.csv.gz").read_bytes()).decode("utf-8") == "label,city\n1,café\n0,b\n"
@@ -586,5 +586,5 @@ def test_lines_ending_in_a_carriage_return_alone_are_named_with_the_conversion(t
     assert (plain.line, plain.column) == (compressed.line, compressed.column) == (1, 16)
     assert "end in a carriage return alone" in str(plain)
     assert str(plain).endswith(f"tr '\\r' '\\n' < {tmp_path / 'mac.csv'} > {tmp_path / 'lf-mac.csv'}")
-    assert str(compressed).endswith(f"gunzip -c '{tmp_path / 'my mac.csv.gz'}' | tr '\\r' '\\n' | gzip > "
+    assert str(compressed).endswith(f"gunzip -c -- '{tmp_path / 'my mac.csv.gz'}' | tr '\\r' '\\n' | gzip > "
                                     f"'{tmp_path / 'lf-my mac.csv.gz'}'")  # the shell's quotes; not tr on gzip bytes

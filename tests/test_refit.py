@@ -143,31 +143,49 @@ def test_the_verdicts_of_a_history_without_them_come_from_its_metrics():
     assert _verdicts(history, as_task("regression")) == [True, True, False, False, True]
 
 
-def test_an_interrupted_refit_resumes_from_its_own_checkpoint_to_the_model_of_a_run_alone(tmp_path, monkeypatch):
-    """The refit checkpoints beside the run's checkpoint (``checkpoint-refit``); --resume continues it there."""
-    train, valid = ratings(1500), ratings(300, seed=1)
-    alone = fitted(train, valid, refit=True)
+def refitting() -> Estimator:
+    return Estimator(model={"name": "fm", "embed_dim": 4}, training=TRAINING | {"refit": True})
+
+
+def interrupt_the_refit(train: pa.Table, valid: pa.Table, out, monkeypatch) -> None:
+    """A refitting run into ``out`` stopped by Ctrl-C in its refit's second epoch (1,800 rows in batches of 64: 29
+    steps an epoch), the refit's first epoch checkpointed in ``checkpoint-refit``."""
     original, refit_steps = Trainer._step, []
 
     def ctrl_c_in_the_refits_second_epoch(self, batch):
         if self.checkpoint_dir is not None and self.checkpoint_dir.name == "checkpoint-refit":
             refit_steps.append(1)
-            if len(refit_steps) == 40:  # 1,800 rows in batches of 64: 29 steps an epoch
+            if len(refit_steps) == 40:
                 raise KeyboardInterrupt
         return original(self, batch)
 
-    def estimator() -> Estimator:
-        return Estimator(model={"name": "fm", "embed_dim": 4}, training=TRAINING | {"refit": True})
-
-    assert alone.metrics["refit"]["epochs"] >= 2
     with monkeypatch.context() as patched:
         patched.setattr(Trainer, "_step", ctrl_c_in_the_refits_second_epoch)
         with pytest.raises(KeyboardInterrupt):
-            estimator().fit(train, valid, out=tmp_path / "run", progress=False)
-    assert (tmp_path / "run" / "checkpoint-refit").is_dir()
+            refitting().fit(train, valid, out=out, progress=False)
+    assert (out / "checkpoint-refit").is_dir()
+
+
+def test_an_interrupted_refit_resumes_from_its_own_checkpoint_to_the_model_of_a_run_alone(tmp_path, monkeypatch):
+    """The refit checkpoints beside the run's checkpoint (``checkpoint-refit``); --resume continues it there."""
+    train, valid = ratings(1500), ratings(300, seed=1)
+    alone = fitted(train, valid, refit=True)
+    assert alone.metrics["refit"]["epochs"] >= 2
+    interrupt_the_refit(train, valid, tmp_path / "run", monkeypatch)
     lines: list[str] = []
-    resumed = estimator().fit(train, valid, out=tmp_path / "run", resume=True, progress=False, log=lines.append)
+    resumed = refitting().fit(train, valid, out=tmp_path / "run", resume=True, progress=False, log=lines.append)
     assert any(line.startswith("refit: continuing on 1,800 rows") for line in lines)
     assert any(line.startswith("resumed from") and "checkpoint-refit" in line for line in lines)
     for name, weights in alone.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], weights, rtol=0, atol=0, msg=name)
+
+
+def test_a_damaged_refit_checkpoint_says_to_delete_it_not_to_train_the_whole_run_again(tmp_path, monkeypatch):
+    from deepfm.errors import CheckpointError
+
+    train, valid = ratings(1500), ratings(300, seed=1)
+    interrupt_the_refit(train, valid, tmp_path / "run", monkeypatch)
+    (tmp_path / "run" / "checkpoint-refit" / "model.safetensors").write_bytes(b"damaged")
+    with pytest.raises(CheckpointError, match=f"Delete {tmp_path / 'run' / 'checkpoint-refit'} and resume: the refit "
+                                              "trains again from the start"):
+        refitting().fit(train, valid, out=tmp_path / "run", resume=True, progress=False)

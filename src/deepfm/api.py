@@ -128,7 +128,9 @@ def refit_model(config: RunConfig, encoder: FeatureEncoder, history: list[dict[s
     rows = EncodedData.concat([train, valid])
     model = new_model(config, encoder)
     say = log or (lambda message: None)
-    resume = resume and complete_checkpoint(checkpoint_dir, warn=lambda message: None) is not None  # the trainer warns
+    remedy = (f"Delete {checkpoint_dir} and resume: the refit trains again from the start (the run's own checkpoint "
+              "is kept; --overwrite would train the whole run again)")
+    resume = resume and complete_checkpoint(checkpoint_dir, lambda message: None, remedy) is not None  # the trainer warns
     say(f"refit: {'continuing' if resume else 'training again from the start'} on {len(rows):,} rows (training + "
         f"validation; the encoders stay those fitted on the training rows) for {len(verdicts)} epochs, as validation chose")
     began = time.perf_counter()

@@ -28,7 +28,7 @@ import torch
 
 T = TypeVar("T")
 
-_INIT_LOCK = threading.Lock()  # held while a module's initialisers draw from torch's default generator
+_INIT_LOCK = threading.RLock()  # held while a module's initialisers draw from torch's default generator
 _FIT_GENERATOR: ContextVar[torch.Generator | None] = ContextVar("deepfm_fit_generator", default=None)
 
 

@@ -120,7 +120,7 @@ def converted(path: str | Path, prefix: str, text_filter: str) -> str:
     path = Path(path)
     source, target = shlex.quote(str(path)), shlex.quote(str(path.with_name(prefix + path.name)))
     if is_gzip(path):
-        return f"gunzip -c {source} | {text_filter} | gzip > {target}"
+        return f"gunzip -c -- {source} | {text_filter} | gzip > {target}"
     return f"{text_filter} < {source} > {target}"
 
 

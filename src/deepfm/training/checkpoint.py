@@ -199,10 +199,11 @@ def damage(candidate: Path) -> str | None:
     return None
 
 
-def complete_checkpoint(directory: Path | None, warn: Callable[[str], None] | None = None) -> Path | None:
+def complete_checkpoint(directory: Path | None, warn: Callable[[str], None] | None = None,
+                        remedy: str = "Train again without --resume (--overwrite), or restore the files") -> Path | None:
     """The directory of the latest good checkpoint at ``directory``: itself, else the previous one
     (``.old``), or None when there is none. A damaged one is skipped (``warn`` is told which file and
-    why); when every checkpoint there is damaged, ``CheckpointError``."""
+    why); when every checkpoint there is damaged, ``CheckpointError`` (saying ``remedy``)."""
     if directory is None:
         return None
     problems = []
@@ -216,8 +217,7 @@ def complete_checkpoint(directory: Path | None, warn: Callable[[str], None] | No
             return candidate
         problems.append(problem)
     if problems:
-        raise CheckpointError(f"no usable checkpoint at {directory}: {'; '.join(problems)}. Train again without "
-                              "--resume (--overwrite), or restore the files")
+        raise CheckpointError(f"no usable checkpoint at {directory}: {'; '.join(problems)}. {remedy}")
     return None
 
 
