@@ -51,20 +51,27 @@ class Health:
         self._write()
 
     def serving(self) -> None:
-        """This worker serves: it takes the place of one worker that stopped (their record goes), and the records of
+        """This worker serves: it takes the place of one worker that stopped (its record goes), and the records of
         workers that failed to start go (starting works)."""
         self.state = "serving"
         self._write()
-        claimed = False
-        for record in self._records():
-            if record["pid"] == self.pid or (record["state"] != "failed" and (claimed or running(record["pid"]))):
-                continue
-            try:  # one claimant for each record, however many replacements start at once
-                os.replace(self.folder / f"{record['pid']}.json", self.folder / f".claimed-{record['pid']}.json")
-            except OSError:  # another worker took it
-                continue
-            claimed = claimed or record["state"] != "failed"
-            self._remove(f".claimed-{record['pid']}.json")
+        others = [record for record in self._records() if record["pid"] != self.pid]
+        for record in others:
+            if record["state"] != "failed" and not running(record["pid"]) and self._claim(record["pid"]):
+                break  # one place taken
+        for record in others:
+            if record["state"] == "failed":
+                self._remove(f"{record['pid']}.json")
+
+    def _claim(self, pid: int) -> bool:
+        """Remove worker ``pid``'s record unless another worker took it first: an atomic rename has one claimant,
+        however many replacements start at once."""
+        try:
+            os.replace(self.folder / f"{pid}.json", self.folder / f".claimed-{pid}.json")
+        except OSError:
+            return False
+        self._remove(f".claimed-{pid}.json")
+        return True
 
     def stopped(self) -> None:
         """A worker stopping on request (shutdown) leaves nothing to report, and writes nothing after this."""
