@@ -510,10 +510,35 @@ def test_predict_regression_writes_ratings(rating_model, tmp_path):
     assert len(read_predictions(out)) == rating_model["rows"]
 
 
-def test_predict_to_an_unsupported_file_type_exits_2(ctr_model, tmp_path, capsys):
-    code = main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(tmp_path / "p.json")])
+@pytest.mark.parametrize("name", ["p.tsv", "p.csv.gz", "p.TSV.GZ"])
+def test_predict_writes_tsv_and_gzipped_files_by_their_names_as_the_readers_read_them(ctr_model, tmp_path, name):
+    main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(tmp_path / "p.csv")])
+    assert main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(tmp_path / name)]) == 0
+    delimiter = "\t" if ".tsv" in name.lower() else ","
+    text = gzip.open(tmp_path / name) if name.lower().endswith(".gz") else open(tmp_path / name, "rb")
+    with text:
+        table = pacsv.read_csv(text, parse_options=pacsv.ParseOptions(delimiter=delimiter))
+    assert table.column_names == ["prediction"]
+    assert table.column("prediction").to_pylist() == read_predictions(tmp_path / "p.csv")
+
+
+def test_predict_to_tsv_quotes_a_value_only_for_a_tab_not_for_a_comma(ctr_model, tmp_path):
+    table = pacsv.read_csv(ctr_model["test"]).slice(0, 2)
+    for cities, written in ((["paris, fr", "rome"], ["paris, fr", "rome"]), (["a\tb", "rome"], ['"a\tb"', '"rome"'])):
+        rows = tmp_path / "rows.csv"
+        pacsv.write_csv(table.append_column("city", pa.array(cities)), rows)
+        assert main(["predict", str(ctr_model["model"]), str(rows), "--out", str(tmp_path / "p.tsv"), "--keep", "city"]) == 0
+        lines = (tmp_path / "p.tsv").read_text().splitlines()
+        assert lines[0] == "city\tprediction"
+        assert [line.rsplit("\t", 1)[0] for line in lines[1:]] == written
+
+
+@pytest.mark.parametrize("name", ["p.json", "p.parquet.gz", "p.gz"])
+def test_predict_to_an_unsupported_file_type_exits_2(ctr_model, tmp_path, capsys, name):
+    code = main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(tmp_path / name)])
     assert code == 2
-    assert "use a .csv or .parquet file name" in capsys.readouterr().err
+    assert "use a .csv, .tsv or .parquet file name" in capsys.readouterr().err
+    assert not (tmp_path / name).exists()
 
 
 def test_predict_into_a_folder_that_does_not_exist_creates_it_as_export_does(ctr_model, tmp_path):
@@ -1228,3 +1253,22 @@ def test_the_multi_separator_the_readme_names_is_a_flag(write_text, tmp_path):
                  "--epochs", "1", "--out", str(tmp_path / "m"), "--quiet"]) == 0
     features = json.loads((tmp_path / "m" / "features.json").read_text())
     assert sorted(features["fields"][0]["vocabulary"]) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(("argv", "suggestion"), [
+    (["trian", "--train", "x.csv"], "did you mean 'train'?"),
+    (["train", "--train", "x.csv", "--epoch", "3"], "did you mean '--epochs'?"),
+    (["predict", "m", "x.csv", "--fromat", "csv"], "did you mean '--format'?"),
+])
+def test_a_mistyped_command_or_option_exits_2_with_the_closest_name(argv, suggestion, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.rstrip().endswith(suggestion)
+
+
+def test_an_abbreviated_option_is_not_taken_for_the_whole_name(capsys):
+    """Abbreviations would break when a later release adds an option that shares the prefix."""
+    with pytest.raises(SystemExit):
+        main(["train", "--train", "x.csv", "--epoch", "3"])
+    assert "unrecognized arguments: --epoch 3" in capsys.readouterr().err

@@ -97,7 +97,13 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # --epoch is not --epochs: a later option would make it ambiguous
         super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        """argparse's usage error, with the closest choice or option where a name was mistyped (``deepfm trian``:
+        did you mean 'train'?)."""
+        super().error(message + did_you_mean(message, self))
 
     def _print_message(self, message: str, file: Any = None) -> None:
         """argparse's, except that a reader of stdout that left (``deepfm train --help | head``) is not passed over
@@ -106,6 +112,34 @@ class Parser(argparse.ArgumentParser):
             file.write(message)
         else:
             super()._print_message(message, file)
+
+
+def did_you_mean(message: str, parser: argparse.ArgumentParser) -> str:
+    """``"; did you mean 'train'?"`` for argparse's "invalid choice: 'trian' (choose from ...)" or "unrecognized
+    arguments: --epoch 3", where one of the choices or ``parser``'s options is close; else ""."""
+    import difflib
+    import re
+
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if choice:
+        typed, known = choice[1], re.findall(r"'([^']*)'", choice[2])
+    else:
+        unknown = re.search(r"unrecognized arguments: (.*)$", message)
+        typed = next((word.split("=")[0] for word in (unknown[1].split() if unknown else []) if word.startswith("--")), "")
+        known = long_options(parser)
+    close = difflib.get_close_matches(typed, known, n=1, cutoff=0.6) if typed else []
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def long_options(parser: argparse.ArgumentParser) -> list[str]:
+    """The ``--options`` of ``parser`` and of its subcommands' parsers (argparse reports an unknown option of
+    ``deepfm train`` from the top-level parser)."""
+    options = []
+    for action in parser._actions:
+        options += [option for option in action.option_strings if option.startswith("--")]
+        for command in (action.choices or {}).values() if isinstance(action, argparse._SubParsersAction) else ():
+            options += long_options(command)
+    return list(dict.fromkeys(options))
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
@@ -573,7 +607,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     frame = estimator.read(args.path, require_label=False)
     task = estimator.encoder.task
     kept = {name: kept_column(frame, name, estimator.config.data.label, task.prediction_names()) for name in keep}
-    parquet = Path(args.out).suffix.lower() in PARQUET_SUFFIXES
+    parquet = output_layout(args.out)[0] == "parquet"
     if frame.format in ("csv", "tsv", "criteo") and parquet:
         kept = {name: as_numbers_where_written_so(column) for name, column in kept.items()}  # typed, as pandas reads it
     predictions = estimator.predict(frame)
@@ -606,7 +640,18 @@ def kept_column(frame, name: str, label: str, outputs: list[str]):
     return frame.columns[name]
 
 
-PARQUET_SUFFIXES, CSV_SUFFIXES = (".parquet", ".pq"), (".csv", ".txt")
+PARQUET_SUFFIXES, CSV_SUFFIXES, TSV_SUFFIXES = (".parquet", ".pq"), (".csv", ".txt"), (".tsv", ".tab")
+
+
+def output_layout(out: str) -> tuple[str, bool]:
+    """How ``predict --out`` writes its file, from the name: ("parquet" | "," | "\\t", gzipped). A trailing .gz
+    compresses a .csv/.txt/.tsv/.tab file, as the readers read it; "" where the name says none of these."""
+    path = Path(out.lower())
+    gzipped = path.suffix == ".gz"
+    suffix = path.with_suffix("").suffix if gzipped else path.suffix
+    if suffix in PARQUET_SUFFIXES:
+        return ("parquet" if not gzipped else ""), False
+    return ("," if suffix in CSV_SUFFIXES else "\t" if suffix in TSV_SUFFIXES else ""), gzipped
 
 
 def writable_output(out: str) -> None:
@@ -617,15 +662,16 @@ def writable_output(out: str) -> None:
 
     if out == "-":
         return
-    if Path(out).suffix.lower() not in PARQUET_SUFFIXES + CSV_SUFFIXES:
-        raise ConfigError(f"--out {out}: use a .csv or .parquet file name, or - for CSV on stdout")
+    if not output_layout(out)[0]:
+        raise ConfigError(f"--out {out}: use a .csv, .tsv or .parquet file name (.csv.gz, .tsv.gz: gzipped; Parquet "
+                          "compresses itself), or - for CSV on stdout")
     check_writable_file(out, "--out")
 
 
 def write_table(table, out: str) -> None:
-    """``out``: a .csv or .parquet file (``writable_output`` checked it; its folder is created, as ``export``
-    creates its file's), or ``-`` for CSV on stdout."""
-    import pyarrow.csv as pacsv
+    """``out``: a .csv, .tsv (either maybe .gz) or .parquet file (``writable_output`` checked it; its folder is
+    created, as ``export`` creates its file's), or ``-`` for CSV on stdout."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     if out == "-":
@@ -635,16 +681,18 @@ def write_table(table, out: str) -> None:
         return
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in PARQUET_SUFFIXES:
+    layout, gzipped = output_layout(out)
+    if layout == "parquet":
         pq.write_table(table, path)
     else:
-        with path.open("wb") as file:
-            write_csv(table, file)
+        with (pa.CompressedOutputStream(str(path), "gzip") if gzipped else path.open("wb")) as file:
+            write_csv(table, file, delimiter=layout)
 
 
-def write_csv(table, file) -> None:
-    """``table`` as CSV, quoted as a spreadsheet would write it: nowhere unless a value or name needs it (a comma,
-    quote or line break in it; an empty string, told apart from a missing value). Arrow's writer quotes every
+def write_csv(table, file, delimiter: str = ",") -> None:
+    """``table`` as CSV (TSV with ``delimiter="\\t"``), quoted as a spreadsheet would write it: nowhere unless a
+    value or name needs it (the delimiter, a quote or line break in it; an empty string, told apart from a missing
+    value). Arrow's writer quotes every
     string and name; where some value needs quotes, or a column is neither a number, a time nor plain text
     (a dictionary, bytes), Arrow's quoting is kept (every string value quoted)."""
     import re
@@ -653,7 +701,7 @@ def write_csv(table, file) -> None:
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    special = '[",\r\n]'
+    special = f'["{re.escape(delimiter)}\r\n]'
 
     def plain(column) -> bool:
         kind = column.type
@@ -665,9 +713,9 @@ def write_csv(table, file) -> None:
     def name(text: str) -> str:
         return '"' + text.replace('"', '""') + '"' if re.search(special, text) else text
 
-    file.write((",".join(name(text) for text in table.column_names) + "\n").encode())
+    file.write((delimiter.join(name(text) for text in table.column_names) + "\n").encode())
     quoting = "none" if all(plain(column) for column in table.columns) else "needed"
-    pacsv.write_csv(table, file, pacsv.WriteOptions(include_header=False, quoting_style=quoting))
+    pacsv.write_csv(table, file, pacsv.WriteOptions(include_header=False, quoting_style=quoting, delimiter=delimiter))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -695,7 +743,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             p.add_argument("--json", action="store_true", help='print one line: {"rows":N,"auc":..,"logloss":..} or rmse/mae')
         else:
-            p.add_argument("--out", default="-", help="output file, .csv or .parquet; - writes CSV to stdout")
+            p.add_argument("--out", default="-", help="output file, .csv, .tsv or .parquet (.csv.gz, .tsv.gz: gzipped); - writes CSV to stdout")
             p.add_argument("--keep", help="comma-separated input columns to copy beside the prediction, in this "
                                           "order (e.g. id); from CSV into .parquet, a column of numbers as numbers, "
                                           "ids such as 007 as text")
