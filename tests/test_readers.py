@@ -73,6 +73,28 @@ def test_csv_without_label_is_readable_for_prediction(write_table):
     assert frame.num_rows == 2
 
 
+@pytest.mark.parametrize("name", ["rows.csv", "rows.tsv", "rows.csv.gz"])
+@pytest.mark.parametrize("header", ["city,shop\n", "label,city,shop\n"])
+def test_an_empty_line_among_rows_to_score_is_located_not_scored(tmp_path, name, header):
+    import gzip
+
+    if name.endswith(".tsv"):
+        header = header.replace(",", "\t")
+    text = header + ("1," if header.startswith("label") else "") + "a,x\n\n" + "b,y\n" * 3
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.replace(",", "\t" if name.endswith(".tsv") else ",").encode())
+    with pytest.raises(DataError) as caught:
+        read_frame(path, require_label=False)
+    assert (caught.value.line, caught.value.column) == (3, 1)
+    assert "empty line" in str(caught.value)
+
+
+def test_a_row_of_missing_values_to_score_is_kept_as_a_row(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("city,shop\na,x\n,\nb,y\n")
+    assert read_frame(path, require_label=False).num_rows == 3
+
+
 def test_csv_without_label_is_an_error_when_the_label_is_required(write_table):
     path = write_table("data.csv", {"city": ["a", "b"]})
     with pytest.raises(DataError) as caught:

@@ -181,6 +181,35 @@ def lines_before_rows(table: pa.Table, path: Path, first_line: int, delimiter: s
     return before
 
 
+def refuse_empty_lines(table: pa.Table, path: Path, first_line: int, before: np.ndarray | None,
+                       lines: Callable[[], list[str]] | None = None) -> None:
+    """A ``DataError`` at the first empty line of the text ``table`` was parsed from (Arrow reads one as a row whose
+    every value is missing, which prediction would score as a row of its own). Checked for the rows with no value
+    at all only (``,,`` is such a row too, and is kept); the lines are read from ``lines()`` (a chunk's own) or the
+    file. ``before``: ``lines_before_rows``."""
+    blank = None
+    for column in table.columns:
+        if column.null_count == 0:
+            return
+        nulls = column.is_null().to_numpy(zero_copy_only=False)
+        blank = nulls if blank is None else blank & nulls
+    rows = np.flatnonzero(blank) if blank is not None else np.zeros(0, np.int64)
+    if not len(rows):
+        return
+    numbers = first_line + rows + (before[rows] if before is not None else 0)
+    if lines is not None:
+        text = lines()
+        found = {int(n): text[int(n) - first_line] for n in numbers}
+    else:
+        wanted = set(int(n) for n in numbers)
+        with open_text(path) as handle:
+            found = {at: line for at, line in enumerate(handle, start=1) if at in wanted}
+    empty = next((n for n in sorted(found) if not found[n].strip("\r\n")), None)
+    if empty is not None:
+        raise DataError(path, "empty line: remove it (a prediction is made for every row, and this line holds none)",
+                        line=empty, column=1)
+
+
 def _refuse_an_open_last_row(path: Path, delimiter: str, lines: list[str] | None, first_line: int, begins: int) -> None:
     """A ``DataError`` where the row that begins on line ``begins`` (the text's last) leaves a quote open."""
     if lines is not None:

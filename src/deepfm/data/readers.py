@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from deepfm.data.delimited import delimited_layout, delimiter_of, lines_before_rows, parse_delimited, text_lines
+from deepfm.data.delimited import (delimited_layout, delimiter_of, lines_before_rows, parse_delimited, refuse_empty_lines,
+                                   text_lines)
 from deepfm.data.formats import check_data_file, detect_format, gzip_errors, input_stream, is_gzip, locate_bad_utf8, open_bytes
 from deepfm.data.frame import RawFrame
 from deepfm.data.sparse import Layout, SparseRows, layout_sparse, read_lines, sparse_frame
@@ -221,6 +222,8 @@ class ChunkedFile:
         table = parse_delimited(source, self.path, names, skip, delimiter_of(self.format), first_line, lines=lines,
                                 quoted=quoted)
         before = lines_before_rows(table, self.path, first_line, delimiter_of(self.format), lines) if quoted else None
+        if not self.require_label:  # a training or evaluation file's empty line is a missing label (``RawFrame``)
+            refuse_empty_lines(table, self.path, first_line, before, lines)
         return self._table_frame(table, first_line, before)  # its lines known before a multi-valued column is read
 
     def _table_frame(self, table: pa.Table, first_line: int, lines_before: np.ndarray | None = None) -> RawFrame:
