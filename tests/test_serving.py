@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -583,7 +584,11 @@ def test_the_real_server_answers_over_http_and_stops(model, workers):
     finally:
         server.terminate()
         server.wait(timeout=30)  # uvicorn shuts down, then re-raises SIGTERM (exit status -15)
-    assert "Finished server process" in server.stdout.read().decode()  # a graceful shutdown (of every worker)
+    said = server.stdout.read().decode()
+    assert "Finished server process" in said  # a graceful shutdown (of every worker)
+    served = re.findall(r"INFO: +serving a (\w+) model \((\w+)\) with (\S+) on \d+ thread", said)
+    assert len(served) == workers, said  # each worker says what it serves and by which backend
+    assert {model_name for model_name, _, _ in served} == {"deepfm"} and {backend for _, _, backend in served} <= {"onnxruntime", "torch"}
 
 
 @pytest.mark.parametrize("model_name", ["deepfm", "wide_deep", "pnn", "fm"])

@@ -14,6 +14,7 @@ that request only; the server keeps serving.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -44,6 +45,7 @@ WORKER_SETTINGS = "DEEPFM_SERVE_WORKER"  # the environment variable that hands s
 PREDICTION_KINDS = {"binary": "probability", "regression": "rating", "multiclass": "class probabilities",
                     "ordinal": "class probabilities"}
 METRIC_KEYS = ("task", "rows", "valid_rows", "epochs", "best_epoch", "best_valid")
+log = logging.getLogger("deepfm.serve")  # what is served and how, on stderr beside uvicorn's lines (``log_to_stderr``)
 
 
 class JSON(Response):
@@ -62,6 +64,7 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
     import torch
 
     health = health or Health()
+    log.info("loading %s (process %d)", model_dir, os.getpid())
     estimator = Estimator.load(model_dir)
     encoder = estimator.encoder
     task = encoder.task  # the one place the task is read
@@ -85,6 +88,8 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
         "batching": batching,
         "backend": predictor.name,
     }
+    log.info("serving a %s model (%s) with %s on %d thread(s), process %d", metadata["model"], task.name, predictor.name,
+             threads or torch.get_num_threads(), os.getpid())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -148,6 +153,7 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limi
     from deepfm.runtime import available_cores, configure as configure_runtime
 
     threads = threads or max(1, available_cores() // workers)
+    log_to_stderr(log_level)
     if workers == 1:
         configure_runtime(threads)
         app = create_app(model_dir, limits, batching, backend, threads)
@@ -161,12 +167,22 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limi
     os.environ[WORKER_SETTINGS] = json.dumps({"model_dir": str(model_dir), "max_rows": limits.max_rows,
                                               "max_bytes": limits.max_bytes, "batching": batching, "threads": threads,
                                               "backend": backend, "manifest": manifest_digest(model_dir),
-                                              "health": health})
+                                              "health": health, "log_level": log_level})
     try:
         uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, host=host, port=port,
                     log_level=log_level, access_log=False)
     finally:
         shutil.rmtree(health, ignore_errors=True)
+
+
+def log_to_stderr(level: str) -> None:
+    """``log``'s lines on stderr as uvicorn writes its own (``INFO:     ...``), at uvicorn's ``--log-level``."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(getattr(logging, level.upper(), logging.INFO))  # uvicorn's "trace": INFO
 
 
 def manifest_digest(model_dir: str | Path) -> str | None:
@@ -181,6 +197,7 @@ def worker_app() -> PredictEndpoint:
 
     keep_freed_memory()  # a worker is a fresh interpreter: the command's malloc setting is not inherited
     settings = json.loads(os.environ[WORKER_SETTINGS])
+    log_to_stderr(settings.get("log_level", "info"))
     health = Health(settings.get("health"))
     try:
         if manifest_digest(settings["model_dir"]) != settings["manifest"]:  # restarted after the folder changed
