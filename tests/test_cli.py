@@ -995,6 +995,12 @@ def test_unknown_column_flag_exits_2(ctr_csv, tmp_path, capsys):
     assert capsys.readouterr().err.startswith(f"{path}:1: --categorical (data.categorical) names column 'C99'")
 
 
+def test_select_by_a_metric_of_another_task_exits_2_before_training(ctr_csv, tmp_path, capsys):
+    assert train(ctr_csv(), tmp_path / "model", "--select-by", "rmse") == 2
+    assert "select_by rmse: a binary model is scored by auc, logloss" in capsys.readouterr().err
+    assert not (tmp_path / "model" / "model.safetensors").exists()
+
+
 def test_evaluating_a_file_that_lacks_a_model_column_exits_2(ctr_model, tmp_path, capsys):
     path = tmp_path / "no_c2.csv"
     pacsv.write_csv(pacsv.read_csv(ctr_model["test"]).drop(["C2"]), path)

@@ -168,6 +168,28 @@ def test_early_stopping_restores_the_best_epoch(tables, tmp_path):
     assert est.evaluate(tables["valid"][0])["auc"] == pytest.approx(max(history), abs=1e-9)
 
 
+@pytest.mark.parametrize(("select_by", "metric", "pick"), [("auto", "auc", np.argmax), ("logloss", "logloss", np.argmin)])
+def test_select_by_chooses_the_metric_that_keeps_the_best_epoch(tables, select_by, metric, pick):
+    """FM at lr 2e-2 on these rows: validation AUC peaks at epoch 4, logloss at epoch 3 (the run below checks both)."""
+    config = {"model": {"name": "fm"}, "training": {"epochs": 6, "patience": 0, "lr": 2e-2, "batch_size": 256,
+                                                    "embed_l2": 0, "select_by": select_by}}
+    est = Estimator(**config).fit(tables["train"][0], valid=tables["valid"][0], progress=False)
+    history = est.metrics["history"]
+    by_auc, by_logloss = (int(np.argmax([h["valid"]["auc"] for h in history])),
+                          int(np.argmin([h["valid"]["logloss"] for h in history])))
+    assert by_auc != by_logloss, "the two metrics must disagree for this test to tell them apart"
+    assert est.metrics["best_epoch"] == int(pick([h["valid"][metric] for h in history])) + 1
+    assert est.evaluate(tables["valid"][0])[metric] == pytest.approx(est.metrics["best_valid"][metric], abs=1e-9)
+
+
+def test_selecting_a_metric_the_task_does_not_report_is_a_config_error_naming_those_it_does(tables):
+    from deepfm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"select_by rmse: a binary model is scored by auc, logloss"):
+        Estimator(model={"name": "lr"}, training={"epochs": 1, "select_by": "rmse"}).fit(
+            tables["train"][0], valid=tables["valid"][0], progress=False)
+
+
 def test_checkpoint_and_weights_are_safetensors_not_pickle(tables, tmp_path):
     Estimator(**SMALL).fit(tables["train"][0], out=tmp_path / "m", progress=False)
     files = {p.name for p in (tmp_path / "m").rglob("*") if p.is_file()}

@@ -59,7 +59,7 @@ RUN_RECORD = "checkpoint-run.json"  # beside the checkpoint: what the run trains
 # --linear-l2 and weight_decay (README), the budget (epochs, sweeps, patience), threads and device.
 READING_SETTINGS = frozenset({"train", "valid", "stream", "chunk_rows", "shuffle_window"})
 TRAJECTORY_SETTINGS = ("seed", "optimizer", "dense_optimizer", "solver", "embed_reg", "adagrad_init", "lr_schedule",
-                       "precision", "burn_in", "samples", "als_l2")
+                       "precision", "burn_in", "samples", "als_l2", "select_by")
 
 
 def _verdicts(history: list[dict[str, Any]], task: Task) -> list[bool]:
@@ -76,14 +76,14 @@ def _verdicts(history: list[dict[str, Any]], task: Task) -> list[bool]:
 def overconfidence_note(task, best: dict[str, float] | None, valid: EncodedData | None) -> str | None:
     """A note where the kept epoch (best by AUC) scores a validation logloss worse than predicting the training click
     rate for every row: its ranking may be good while its probabilities are not (overconfident)."""
-    if task.name != "binary" or not best or "logloss" not in best or valid is None or valid.labels is None:
+    if task.selection[0] != "auc" or not best or "logloss" not in best or valid is None or valid.labels is None:
         return None
     constant = task.metrics(valid.labels, np.full(len(valid.labels), task.prior), valid.weights)["logloss"]
     if best["logloss"] <= constant:
         return None
     return (f"the kept epoch, best by validation AUC, has validation logloss {best['logloss']:.4f}, worse than "
             f"{constant:.4f} for the training click rate on every row: use its predictions to rank rows, not as "
-            "probabilities (they are overconfident)")
+            "probabilities (they are overconfident); --select-by logloss keeps the epoch whose probabilities are best)")
 
 
 def new_model(config: RunConfig, encoder: FeatureEncoder) -> torch.nn.Module:
@@ -124,7 +124,7 @@ def refit_model(config: RunConfig, encoder: FeatureEncoder, history: list[dict[s
     (a run's records up to its best epoch), replaying that run's verdicts: its reloads and learning-rate
     drops (``training.refit``), with checkpoints in ``checkpoint_dir`` (``resume`` continues from them).
     Returns the model and what was done (rows, epochs, seconds, samples/s)."""
-    verdicts = _verdicts(history, encoder.task)
+    verdicts = _verdicts(history, encoder.task.selecting(config.training.select_by))
     rows = EncodedData.concat([train, valid])
     model = new_model(config, encoder)
     say = log or (lambda message: None)
@@ -358,6 +358,7 @@ class Estimator:
             saved_features.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(saved_features, json.dumps(self.encoder.to_dict()))  # a kill leaves old or new
         task = self.encoder.task
+        task.selecting(cfg.training.select_by)  # a metric the task does not report: said before any training
         id_counts = self.encoder.id_counts
         given = cfg
         self.config = cfg = with_task_defaults(cfg, task.name, id_counts)  # e.g. FM's L2 on ratings (deepfm.defaults)
@@ -434,7 +435,7 @@ class Estimator:
         else:
             self.model, self.result = train_one(cfg)
         if log and ctx.is_main:
-            note = overconfidence_note(task, self.result.best_metrics, valid_data)
+            note = overconfidence_note(task.selecting(cfg.training.select_by), self.result.best_metrics, valid_data)
             if note:
                 log(note)
         refit = self._refit(train_data, valid_data, holdout is not None, progress, log, checkpoint_dir, resume)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence, get_args
 
 from deepfm import __version__
-from deepfm.config import DataConfig, ModelConfig, ModelName, TrainingConfig
+from deepfm.config import DataConfig, ModelConfig, ModelName, SelectBy, TrainingConfig
 from deepfm.defaults import MODEL_DEFAULTS, SHAPE_BANDS, SHAPE_DEFAULTS, TASK_DEFAULTS
 from deepfm.data.formats import AUTO_RULE, FORMATS, check_data_file
 from deepfm.errors import DataWarning, DeepFMError
@@ -268,6 +268,10 @@ def add_run_flags(p: argparse.ArgumentParser, gradient_only: bool = False) -> No
     p.add_argument("--mlp", help="hidden widths, e.g. 400,400,400")
     p.add_argument("--dropout", type=float)
     p.add_argument("--patience", type=int, help="epochs without improvement before stopping (0: never stop early)")
+    p.add_argument("--select-by", choices=list(get_args(SelectBy)),
+                   help="the validation metric that keeps the best epoch, stops early and chooses among recipes; auto: "
+                        "the task's (binary auc, regression rmse, multiclass logloss); logloss for probabilities "
+                        "that bid or calibrate")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="torch intra-op threads (0: one per core)")
     p.add_argument("--device", help="cpu, cuda or auto (default auto: cuda when available, else cpu)")
@@ -293,7 +297,7 @@ FLAG_KEYS = {
     "lr": ("training", "lr"), "optimizer": ("training", "optimizer"), "adagrad_init": ("training", "adagrad_init"),
     "dense_optimizer": ("training", "dense_optimizer"), "dense_lr": ("training", "dense_lr"), "embed_l2": ("training", "embed_l2"),
     "embed_reg": ("training", "embed_reg"), "linear_l2": ("training", "linear_l2"), "lr_schedule": ("training", "lr_schedule"),
-    "patience": ("training", "patience"), "seed": ("training", "seed"), "threads": ("training", "threads"),
+    "patience": ("training", "patience"), "select_by": ("training", "select_by"), "seed": ("training", "seed"), "threads": ("training", "threads"),
     "device": ("training", "device"), "precision": ("training", "precision"), "checkpoint_every": ("training", "checkpoint_every"),
     "solver": ("training", "solver"), "sweeps": ("training", "sweeps"), "burn_in": ("training", "burn_in"),
     "samples": ("training", "samples"), "als_l2": ("training", "als_l2"), "refit": ("training", "refit"),

@@ -34,6 +34,7 @@ Refit = Literal["off", "held-out", "on"]
 Portfolio = Literal["auto", "off"]
 NumericEncoding = Literal["scale", "bucket"]
 Precision = Literal["fp32", "bf16"]
+SelectBy = Literal["auto", "auc", "logloss", "accuracy", "rmse", "mae"]
 
 
 class _Frozen(BaseModel):
@@ -161,6 +162,11 @@ class TrainingConfig(_Frozen):
     als_l2: float = Field(10.0, ge=0, description="als: λ of w and V (the regularised sum of squares)")
     seed: int = 2026
     patience: int = Field(2, ge=0, description="epochs without improvement before stopping (0: never stop early)")
+    select_by: SelectBy = Field(
+        "auto", description="the validation metric that keeps the best epoch, stops early and chooses among the "
+                            "portfolio's recipes: auto is the task's (binary auc, regression rmse, multiclass and "
+                            "ordinal logloss); binary: auc or logloss (probabilities to bid or calibrate with); "
+                            "regression: rmse or mae; multiclass: logloss, accuracy or auc; ordinal: those or rmse, mae")
     checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps (0: once per epoch)")
     threads: int = Field(0, ge=0, description="torch intra-op threads (0: one per core; FM and LR default to 1)")
     device: str = "cpu"

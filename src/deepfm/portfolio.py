@@ -130,6 +130,7 @@ def train_portfolio(candidates: tuple[Candidate, ...], given: RunConfig, task: T
     and keep the best on validation (``task.is_better``; the earlier wins a tie). Only the best model so far
     is held."""
     say = log or (lambda message: None)
+    task = task.selecting(given.training.select_by)
     metric, _ = task.selection
     chosen: Chosen | None = None
     tried: list[Tried] = []

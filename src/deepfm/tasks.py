@@ -16,6 +16,7 @@ A ``Task`` is the one object that models, trainer, metrics and the model directo
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, ClassVar, Iterable
 
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from deepfm.data.frame import NUMBER_PATTERN, RawFrame, to_float
-from deepfm.errors import DataError
+from deepfm.errors import ConfigError, DataError
 
 # Auto-detection: labels that are 0/1 except for at most this share are a binary file with a few bad
 # rows (an error naming the first one), not ratings.
@@ -34,11 +35,15 @@ STRAY_LABEL_SHARE = 0.01
 LABELS_LISTED = 8  # distinct raw values an error message lists
 
 
+LARGER_IS_BETTER = {"auc": True, "accuracy": True, "logloss": False, "rmse": False, "mae": False}
+
+
 class Task:
     """The head of a model for one kind of label. Subclasses set ``name`` and ``selection``."""
 
     name: ClassVar[str]
     selection: ClassVar[tuple[str, bool]]  # the metric that selects the best epoch, and whether larger is better
+    metric_names: ClassVar[tuple[str, ...]]  # what ``metrics`` reports: what ``selecting`` may choose
     fallback: ClassVar[tuple[str, bool] | None] = None  # selects instead where ``selection`` is undefined (NaN)
     output_dim: ClassVar[int] = 1
 
@@ -111,6 +116,18 @@ class Task:
         """Logits from predictions (the inverse of ``link``)."""
         raise NotImplementedError
 
+    def selecting(self, metric: str) -> "Task":
+        """This task with ``metric`` selecting the best epoch, stopping early and choosing among recipes
+        (``training.select_by``; "auto": its own ``selection``); a ``ConfigError`` for a metric it does not report."""
+        if metric == "auto" or metric == self.selection[0]:
+            return self
+        if metric not in self.metric_names:
+            raise ConfigError(f"select_by {metric}: a {self.name} model is scored by {', '.join(self.metric_names)} "
+                              f"(--select-by, training.select_by)")
+        chosen = copy.copy(self)
+        chosen.selection, chosen.fallback = (metric, LARGER_IS_BETTER[metric]), None
+        return chosen
+
     def is_better(self, candidate: dict[str, float], best: dict[str, float] | None) -> bool:
         """Whether ``candidate`` beats ``best`` on ``selection`` (on ``fallback`` where that is NaN)."""
         if best is None:
@@ -149,6 +166,7 @@ class BinaryTask(Task):
     name = "binary"
     selection = ("auc", True)
     fallback = ("logloss", False)
+    metric_names = ("auc", "logloss")
 
     def check_labels(self, frame: RawFrame, y: np.ndarray) -> None:
         bad = np.flatnonzero((y != 0) & (y != 1))
@@ -196,6 +214,7 @@ class RegressionTask(Task):
 
     name = "regression"
     selection = ("rmse", False)
+    metric_names = ("rmse", "mae")
 
     def row_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(logits, labels, reduction="none")
@@ -234,6 +253,7 @@ class MulticlassTask(Task):
 
     name = "multiclass"
     selection = ("logloss", False)
+    metric_names = ("logloss", "accuracy", "auc")
 
     def __init__(self, classes: Iterable[str] = (), class_rates: Iterable[float] | None = None):
         super().__init__()
@@ -324,6 +344,7 @@ class OrdinalTask(MulticlassTask):
     the expected rating Σ_j P(y = j)·value_j, comparable with regression's."""
 
     name = "ordinal"
+    metric_names = ("logloss", "accuracy", "auc", "rmse", "mae")
 
     @property
     def values(self) -> np.ndarray:

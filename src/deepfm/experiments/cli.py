@@ -45,6 +45,8 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument(flag, type=float)
     p.add_argument("--optimizer", choices=["adam", "adagrad", "sgd"])
     p.add_argument("--numeric-encoding", choices=["scale", "bucket"])
+    p.add_argument("--select-by", choices=["auto", "auc", "logloss", "rmse", "mae"],
+                   help="the validation metric that keeps each model's best epoch (as in train)")
     p.add_argument("--device")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: the MLPs' hidden layers in bfloat16 (as in train)")
     p.add_argument("--no-pretrain", action="store_true", help="fnn: skip the FM pre-training stage")

@@ -237,7 +237,7 @@ def tune(base: dict[str, Any], data, trials: int | None, timeout: float | None, 
 
     defaults = build_config(base, source="tune")
     dims = [d for d in search_space(defaults, long_tail) if (d.section, d.key) not in fixed]
-    metric, larger = data.encoder.task.selection
+    metric, larger = data.encoder.task.selecting(defaults.training.select_by).selection
     result = TuneResult(metric, larger)
     study = optuna.create_study(direction="maximize" if larger else "minimize", sampler=sampler(optuna, defaults.training.seed),
                                 pruner=pruner(optuna))

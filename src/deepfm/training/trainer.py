@@ -160,7 +160,7 @@ class Trainer:
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ):
         self.model = model.to(config.device)
-        self.task = as_task(task)
+        self.task = as_task(task).selecting(config.select_by)
         self.config = config
         self.optimizer = ModelOptimizer(self.model, config)
         distributed.share_tables(self.optimizer.sparse_params)  # ranks on one machine map one copy of each table
