@@ -256,6 +256,9 @@ def test_resuming_on_other_in_memory_data_or_seed_is_refused_at_an_epochs_end(ta
     other_seed = {**SMALL, "training": {**SMALL["training"], "seed": 5}}
     with pytest.raises(ConfigError, match=r"other training settings \(seed 1 → 5\)"):
         Estimator(**other_seed).fit(train, out=tmp_path / "m", resume=True, progress=False)
+    other_metric = {**SMALL, "training": {**SMALL["training"], "select_by": "logloss"}}  # its epochs' verdicts differ
+    with pytest.raises(ConfigError, match=r"other training settings \(select_by auto → logloss\)"):
+        Estimator(**other_metric).fit(train, out=tmp_path / "m", resume=True, progress=False)
     resumed = Estimator(**SMALL).fit(train.to_pandas(), out=tmp_path / "m", resume=True, progress=False)  # the same rows
     assert resumed.metrics["epochs"] == 3
 
