@@ -210,3 +210,44 @@ def test_an_estimator_from_a_config_and_more_settings_leaves_the_configs_unset_k
     assert {"epochs", "seed"} <= estimator.config.training.model_fields_set
     assert "lr" not in estimator.config.training.model_fields_set  # the task's defaults may still set it
     assert estimator.config.model.name == "fm" and estimator.config.training.epochs == 4
+
+
+def counted(rows: int) -> IdCounts:
+    return IdCounts(rows=rows, occurrences=10 * rows, distinct=rows // 10)
+
+
+@pytest.mark.parametrize("model, rows, batch", [
+    ("fm", 400, 32), ("fm", 4_095, 32), ("fm", 4_096, 64), ("fm", 8_000, 64), ("fm", 16_000, 128), ("fm", 32_000, 256),
+    ("fm", 32_768, 512), ("fm", 1_000_000, 512),
+    ("lr", 400, 32), ("lr", 1_023, 32), ("lr", 1_024, 64), ("lr", 4_000, 128), ("lr", 8_000, 256), ("lr", 8_192, 512)])
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_lr_and_fm_on_a_small_sample_take_a_batch_that_makes_enough_steps_an_epoch(model, rows, batch, task):
+    """FM: the largest power of two at most rows / 64 (at least 32); LR: rows / 16; never above the task's 512."""
+    config = with_task_defaults(build_config({"model": {"name": model}}), task, counted(rows))
+    assert config.training.batch_size == batch
+
+
+@pytest.mark.parametrize("model, task", [("deepfm", "binary"), ("deepfm", "regression"), ("fm", "multiclass"),
+                                         ("fm", "ordinal")])
+def test_deepfm_and_the_class_tasks_keep_their_batch_on_a_small_sample(model, task):
+    config = build_config({"model": {"name": model}})
+    assert with_task_defaults(config, task, counted(400)).training.batch_size == with_task_defaults(config, task).training.batch_size
+
+
+def test_the_users_batch_wins_over_the_small_sample_rule_and_the_log_says_when_the_rule_set_it():
+    from deepfm.defaults import describe_small_sample
+
+    given = build_config({"model": {"name": "fm"}, "training": {"batch_size": 512}})
+    assert with_task_defaults(given, "binary", counted(400)).training.batch_size == 512
+    assert describe_small_sample(given, "binary", counted(400)) is None
+    said = describe_small_sample(build_config({"model": {"name": "fm"}}), "binary", counted(8_000))
+    assert said.startswith("small sample: 8,000 training rows, so batches of 64 rather than 512")
+
+
+def test_a_small_run_trains_at_the_small_sample_batch_and_records_it():
+    table, _ = make_ctr_table(SyntheticSpec(rows=900, categorical=6, numeric=1, vocabulary=40, seed=4))
+    lines: list[str] = []
+    estimator = Estimator(model={"name": "fm"}, training={"epochs": 1}, data={"valid_fraction": 0})
+    estimator.fit(table, progress=False, log=lines.append)
+    assert estimator.config.training.batch_size == 32
+    assert any(line.startswith("small sample: 900 training rows, so batches of 32") for line in lines)

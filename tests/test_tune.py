@@ -105,7 +105,7 @@ def test_fm_on_clicks_also_starts_from_the_region_the_frappe_searches_found():
     from deepfm.experiments.tune import FM_SEARCHED_RECIPE, first_trials
 
     defaults = with_task_defaults(build_config({"model": {"name": "fm"}}), "binary",
-                                  IdCounts(rows=1000, occurrences=10_000, distinct=30))
+                                  IdCounts(rows=100_000, occurrences=1_000_000, distinct=3_000))
     dims = search_space(defaults)
     trials = first_trials(dims, defaults, "binary")
     assert len(trials) == 2 and trials[0]["embed_dim"] == 64, "trial 0: the defaults"
@@ -113,7 +113,7 @@ def test_fm_on_clicks_also_starts_from_the_region_the_frappe_searches_found():
                          "embed_l2_occurrences": FM_SEARCHED_RECIPE["embed_l2"], "embed_dim": 128, "batch_size": 256,
                          "lr_schedule": "none"}
     ratings = with_task_defaults(build_config({"model": {"name": "fm"}}), "regression",
-                                 IdCounts(rows=1000, occurrences=10_000, distinct=30))
+                                 IdCounts(rows=100_000, occurrences=1_000_000, distinct=3_000))
     assert len(first_trials(search_space(ratings), ratings, "regression")) == 1, "a click recipe: clicks only"
 
 
@@ -124,7 +124,7 @@ def test_deepfm_on_clicks_also_starts_from_the_region_its_frappe_search_found():
     from deepfm.experiments.tune import DEEPFM_SEARCHED_RECIPE, first_trials
 
     defaults = with_task_defaults(build_config({"model": {"name": "deepfm"}}), "binary",
-                                  IdCounts(rows=1000, occurrences=10_000, distinct=30))
+                                  IdCounts(rows=100_000, occurrences=1_000_000, distinct=3_000))
     trials = first_trials(search_space(defaults), defaults, "binary")
     assert len(trials) == 3
     recipe = trials[2]
@@ -142,7 +142,7 @@ def test_where_the_defaults_step_the_mlp_apart_trials_search_its_optimizer_and_s
     from deepfm.experiments.tune import CLICK_RECIPE, first_trials
 
     defaults = with_task_defaults(build_config({"model": {"name": "deepfm"}}), "binary",
-                                  IdCounts(rows=1000, occurrences=10_000, distinct=30))
+                                  IdCounts(rows=100_000, occurrences=1_000_000, distinct=3_000))
     assert defaults.training.dense_lr == 1e-3
     dims = search_space(defaults)
     assert {"adam", "adagrad"} <= set(next(d for d in dims if d.key == "dense_optimizer").space)
@@ -153,7 +153,7 @@ def test_where_the_defaults_step_the_mlp_apart_trials_search_its_optimizer_and_s
     assert trial1["optimizer"] == "adagrad" and trial1["dense_optimizer"] == "adagrad"
     assert trial1["dense_lr_adagrad"] == CLICK_RECIPE["lr"]
     ratings = with_task_defaults(build_config({"model": {"name": "deepfm"}}), "regression",
-                                 IdCounts(rows=1000, occurrences=10_000, distinct=30))
+                                 IdCounts(rows=100_000, occurrences=1_000_000, distinct=3_000))
     assert ratings.training.dense_lr is None
     assert not {"dense_optimizer", "dense_lr"} & {d.key for d in search_space(ratings)}, "the MLP follows lr, as in the defaults"
 

@@ -25,7 +25,7 @@ from deepfm import distributed, randomness
 from deepfm.artifact import load_model_dir, save_model_dir
 from deepfm.config import RunConfig, build_config, merge
 from deepfm.devices import resolve_device
-from deepfm.defaults import describe_shape_rule, id_shape, with_task_defaults
+from deepfm.defaults import describe_shape_rule, describe_small_sample, id_shape, with_task_defaults
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.filelist import ChunkedFiles, chunk_index, open_chunked
@@ -382,6 +382,9 @@ class Estimator:
         shape_rule = describe_shape_rule(given, id_counts)  # the user's keys said to be theirs
         if shape_rule and log and ctx.is_main:
             log(shape_rule)
+        small_sample = describe_small_sample(given, task.name, id_counts)
+        if small_sample and log and ctx.is_main:
+            log(small_sample)
         candidates, note = candidates_for(given, task.name, id_counts, in_memory=isinstance(train_data, EncodedData),
                                           processes=ctx.world, has_valid=valid_data is not None)
         if note and log and ctx.is_main:
