@@ -696,9 +696,8 @@ def write_table(table, out: str) -> None:
 def write_csv(table, file, delimiter: str = ",") -> None:
     """``table`` as CSV (TSV with ``delimiter="\\t"``), quoted as a spreadsheet would write it: nowhere unless a
     value or name needs it (the delimiter, a quote or line break in it; an empty string, told apart from a missing
-    value). Arrow's writer quotes every
-    string and name; where some value needs quotes, or a column is neither a number, a time nor plain text
-    (a dictionary, bytes), Arrow's quoting is kept (every string value quoted)."""
+    value). Arrow's writer quotes every string and name; where some value needs quotes, or a column is neither a
+    number, a time nor plain text (a dictionary, bytes), Arrow's quoting is kept (every string value quoted)."""
     import re
 
     import pyarrow as pa

@@ -322,12 +322,17 @@ def describe_small_sample(config: RunConfig, task: str, id_counts: IdCounts | No
     """One line for the run's log where the small-sample rule sets the batch size (``config`` as the user gave it)."""
     if id_counts is None or config.training.solver != "gradient" or "batch_size" in config.training.model_fields_set:
         return None
-    batch = TASK_DEFAULTS.get(config.model.name, {}).get(task, {}).get("batch_size", config.training.batch_size)
-    small = small_sample_batch(config.model.name, task, id_counts.rows, batch)
+    model, batch = config.model.name, _task_batch(config, task)
+    small = small_sample_batch(model, task, id_counts.rows, batch)
     return None if small is None else (f"small sample: {id_counts.rows:,} training rows, so batches of {small} rather "
-                                       f"than {batch} (a power of two up to rows / {SMALL_SAMPLE_STEPS[config.model.name]}, at least "
-                                       f"{SMALL_SAMPLE_MIN_BATCH}: more steps an epoch; deepfm.defaults; --batch-size "
-                                       "sets one)")
+                                       f"than {batch} (a power of two up to rows / {SMALL_SAMPLE_STEPS[model]}, at "
+                                       f"least {SMALL_SAMPLE_MIN_BATCH}: more steps an epoch; deepfm.defaults; "
+                                       "--batch-size sets one)")
+
+
+def _task_batch(config: RunConfig, task: str) -> int:
+    """The batch size ``config`` trains ``task`` at without the small-sample rule."""
+    return TASK_DEFAULTS.get(config.model.name, {}).get(task, {}).get("batch_size", config.training.batch_size)
 
 
 def with_task_defaults(config: RunConfig, task: str, id_counts: IdCounts | None = None) -> RunConfig:
@@ -338,8 +343,7 @@ def with_task_defaults(config: RunConfig, task: str, id_counts: IdCounts | None 
         return config  # tuned for gradient training (see model_defaults)
     model = config.model.name
     defaults = TASK_DEFAULTS.get(model, {}).get(task, {}) | SHAPE_DEFAULTS.get(model, {}).get(id_shape(id_counts), {})
-    small = small_sample_batch(model, task, id_counts.rows if id_counts else None,
-                               defaults.get("batch_size", config.training.batch_size))
+    small = small_sample_batch(model, task, id_counts.rows if id_counts else None, _task_batch(config, task))
     return _with_keys(config, defaults | ({"batch_size": small} if small else {}), only_unset=True)
 
 
