@@ -2,7 +2,7 @@
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/profile_step.py [DATA_DIR] [--steps 30]
         [--precision fp32|bf16] [--setting defaults|stripped] [--categorical] [--overheads] [--ceiling] [--first-layer] [--padded-input-gradient]
-        [--narrow-fields]
+        [--narrow-fields] [--tables]
         [--floor WIDTH]
 
 Two views: wall time per phase of the step (making the batch, forward,
@@ -25,6 +25,9 @@ and with DeepFM's own MLP alone (+ its input gradient), the most that step could
 ``--first-layer`` interleaves the step at the defaults with and without the first Linear on the distinct rows;
 ``--padded-input-gradient`` with and without the first Linear's input gradient over a padded width;
 ``--narrow-fields`` with and without the narrow fields' columns of the first Linear on their distinct rows.
+``--tables`` times the embedding table's part of a step alone (lookup, backward of one fixed upstream gradient,
+optimiser step), deepfm's way against ``nn.Embedding(sparse=True)`` + ``SparseAdam`` and dense ``nn.Embedding`` + Adam,
+on the same batches, interleaved (issue 13: on a long tail deepfm's path must not lose to plain tables).
 """
 
 from __future__ import annotations
@@ -130,13 +133,15 @@ def main() -> None:
                         help="the trainer's step with the first Linear's input gradient padded and without, interleaved")
     parser.add_argument("--narrow-fields", action="store_true",
                         help="interleave the step at the defaults with and without the narrow fields' first-layer form")
+    parser.add_argument("--tables", action="store_true",
+                        help="the table's part of a step: deepfm's lookup + row-wise Adam against nn.Embedding + SparseAdam / Adam")
     parser.add_argument("--device", default="cpu",
                         help="where the step runs (cuda: each phase waits for the GPU, and the profile adds its kernels)")
     parser.add_argument("--ceiling", action="store_true",
                         help="interleave the DeepFM step at the defaults with the bare-MLP ceiling: the × ceiling of one process")
     args = parser.parse_args()
     if args.device != "cpu" and (args.floor or args.overheads or args.ceiling or args.first_layer or args.padded_input_gradient
-                                 or args.narrow_fields):
+                                 or args.narrow_fields or args.tables):
         parser.error("--device other than cpu times the trainer's step only (no --floor, --overheads, --ceiling, "
                      "--first-layer or --padded-input-gradient)")
     if args.floor:
@@ -159,6 +164,8 @@ def main() -> None:
         return padded_input_gradient_on_and_off(data, encoder, args)
     if args.narrow_fields:
         return narrow_fields_on_and_off(data, encoder, args)
+    if args.tables:
+        return table_paths(data, encoder, args)
     model_config, training = click_settings(encoder, args.precision, args.setting)
     device = torch.device(args.device)
     training = training.model_copy(update={"device": args.device})
@@ -294,6 +301,60 @@ def overheads(data, encoder, args) -> None:
             lines.append(f"  {name:<16} {ms:7.1f} ms/step {clock:<4}  {ms / base - 1:+6.1%} vs neither")
         lines.append(f"  dropout's share of the defaults' step ({clock}):    {(both - median['batch norm']) / both:6.1%}")
         lines.append(f"  batch norm's share of the defaults' step ({clock}): {(both - median['dropout']) / both:6.1%}")
+    print("\n".join(lines))
+
+
+def table_paths(data, encoder, args, embed_dim: int = 10) -> None:
+    """The table's part of a step three ways on the same batches, interleaved: deepfm's (each batch's distinct rows
+    gathered once, their gradient summed by the slot grouping, ``RowWiseAdam``; the batch's preparation, which the
+    batch thread does in training, timed apart), ``nn.Embedding(sparse=True)`` + ``SparseAdam``, and dense
+    ``nn.Embedding`` + Adam. The same start, upstream gradients and lr; deepfm's table must end as SparseAdam's."""
+    from deepfm.models.layers import FeaturesEmbedding
+    from deepfm.training.rowwise import RowWiseAdam
+
+    torch.manual_seed(0)
+    start = torch.randn(encoder.num_features, embed_dim) * 0.01
+    ours, plain, dense = FeaturesEmbedding(encoder.num_features, embed_dim), torch.nn.Embedding.from_pretrained(
+        start.clone(), freeze=False, sparse=True), torch.nn.Embedding.from_pretrained(start.clone(), freeze=False)
+    ours.weight.data.copy_(start)
+    paths = {
+        "deepfm: distinct rows + RowWiseAdam": (lambda batch: ours.lookup(batch), RowWiseAdam([ours.weight], lr=1e-3)),
+        "nn.Embedding(sparse) + SparseAdam": (lambda batch: plain(batch.ids), torch.optim.SparseAdam(plain.parameters(), lr=1e-3)),
+        "nn.Embedding + Adam (dense)": (lambda batch: dense(batch.ids), torch.optim.Adam(dense.parameters(), lr=1e-3)),
+    }
+    chunks = InMemorySource(data).batches(4096, seed=0, epoch=0)
+    times: dict[str, list[float]] = defaultdict(list)
+    cpu_times: dict[str, list[float]] = defaultdict(list)
+    distinct, slots = [], []
+    for number in range(args.steps + 3):
+        batch = next(chunks).to_batch("cpu")
+        began, cpu = time.perf_counter(), time.process_time()
+        batch.prepare()
+        prepared = (time.perf_counter() - began, time.process_time() - cpu)
+        upstream = torch.randn(*batch.ids.shape, embed_dim)
+        order = list(paths)[number % len(paths):] + list(paths)[:number % len(paths)]  # each path first in turn
+        for name in order:
+            lookup, optimizer = paths[name]
+            began, cpu = time.perf_counter(), time.process_time()
+            optimizer.zero_grad()
+            lookup(batch).backward(upstream)
+            optimizer.step()
+            if number >= 3:
+                times[name].append(time.perf_counter() - began)
+                cpu_times[name].append(time.process_time() - cpu)
+        if number >= 3:
+            times["deepfm's batch preparation (batch thread)"].append(prepared[0])
+            cpu_times["deepfm's batch preparation (batch thread)"].append(prepared[1])
+            distinct.append(len(torch.unique(batch.ids)))
+            slots.append(batch.ids.numel())
+    gap = (ours.weight - plain.weight).abs().max().item()
+    lines = [f"The table's part of a step ({encoder.num_features:,} rows × {embed_dim}; batch 4096, a median "
+             f"{statistics.median(distinct):,.0f} distinct ids in {statistics.median(slots):,.0f} slots), {args.steps} "
+             f"interleaved steps, {torch.get_num_threads()} threads, {Path(args.data).resolve().name}, load average "
+             f"{os.getloadavg()[0]:.1f}; deepfm's table against SparseAdam's after them: largest difference {gap:.1e}"]
+    for clock, samples in (("wall", times), ("CPU", cpu_times)):
+        for name, values in samples.items():
+            lines.append(f"  {name:<42} {statistics.median(values) * 1e3:8.1f} ms {clock}")
     print("\n".join(lines))
 
 
