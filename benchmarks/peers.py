@@ -177,8 +177,8 @@ def torchfm(data_dir: str, numeric: str = "yes") -> dict:
         if name in DENSE:  # CriteoDataset: int(log(v)^2) for v > 2
             v = values.fillna(-1).to_numpy()
             values = pd.Series(np.where(v > 2, np.floor(np.log(np.maximum(v, 1)) ** 2), v)).astype(str)
-        codes, uniques = pd.factorize(values.astype(str))
-        columns.append(codes)
+        codes, uniques = pd.factorize(values.astype(str), use_na_sentinel=False)  # a missing value is an id of its own
+        columns.append(codes)  # (pandas' string dtype keeps NaN missing after astype(str): its code was -1, an IndexError)
         field_dims.append(len(uniques))
     x = np.stack(columns, axis=1).astype(np.int64)
     y = data["label"].to_numpy().astype(np.float32)
