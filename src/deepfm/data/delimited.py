@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from deepfm.data.formats import CRITEO_COLUMNS, converted, first_line, locate_bad_utf8, open_text
-from deepfm.data.frame import DECIMAL_PATTERN
+from deepfm.data.frame import DECIMAL_PATTERN, rows_without_values
 from deepfm.errors import DataError
 
 BLOCK_SIZE = 16 << 20  # the longest line Arrow can parse here (a line must fit in one block)
@@ -187,13 +187,7 @@ def refuse_empty_lines(table: pa.Table, path: Path, first_line: int, before: np.
     every value is missing, which prediction would score as a row of its own). Checked for the rows with no value
     at all only (``,,`` is such a row too, and is kept); the lines are read from ``lines()`` (a chunk's own) or the
     file. ``before``: ``lines_before_rows``."""
-    blank = None
-    for column in table.columns:
-        if column.null_count == 0:
-            return
-        nulls = column.is_null().to_numpy(zero_copy_only=False)
-        blank = nulls if blank is None else blank & nulls
-    rows = np.flatnonzero(blank) if blank is not None else np.zeros(0, np.int64)
+    rows = rows_without_values(table.columns)
     if not len(rows):
         return
     numbers = first_line + rows + (before[rows] if before is not None else 0)

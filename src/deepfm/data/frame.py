@@ -69,12 +69,20 @@ class RawFrame:
     def with_columns(self, columns: dict[str, pa.Array]) -> "RawFrame":
         """This frame with only ``columns``, still able to say which of its rows were empty lines."""
         empty = np.zeros(0, np.int64)
-        if self.sparse is None and self.labels is not None and self.labels.null_count and self.columns:
-            blank = self.labels.is_null().to_numpy(zero_copy_only=False)
-            for column in self.columns.values():
-                blank &= column.is_null().to_numpy(zero_copy_only=False)
-            empty = np.flatnonzero(blank)
+        if self.sparse is None and self.labels is not None and self.columns:
+            empty = rows_without_values([self.labels, *self.columns.values()])
         return dataclasses.replace(self, columns=columns, empty_rows=empty)
+
+
+def rows_without_values(columns: list[pa.Array] | list[pa.ChunkedArray]) -> np.ndarray:
+    """The rows where every one of ``columns`` is missing (a blank line of text reads as one), ascending."""
+    blank = None
+    for column in columns:
+        if column.null_count == 0:
+            return np.zeros(0, np.int64)
+        nulls = column.is_null().to_numpy(zero_copy_only=False)
+        blank = nulls if blank is None else blank & nulls
+    return np.flatnonzero(blank) if blank is not None else np.zeros(0, np.int64)
 
 
 def to_float(frame: RawFrame, array: pa.Array, name: str | None) -> np.ndarray:
