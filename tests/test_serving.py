@@ -729,3 +729,13 @@ def test_serve_on_a_port_in_use_says_so_before_loading_the_model(tmp_path, capsy
         assert main(["serve", str(tmp_path / "no-model"), "--port", str(port)]) == 2
     error = capsys.readouterr().err
     assert f"serve: cannot listen on 127.0.0.1:{port}" in error and "no-model" not in error
+
+
+def test_serve_of_a_missing_model_directory_says_so_before_the_server_starts(tmp_path, capfd):
+    """It started the server, logged 'loading DIR' and only then failed on the directory."""
+    from deepfm.cli import main
+
+    assert main(["serve", str(tmp_path / "no-model"), "--port", "0"]) == 2
+    error = capfd.readouterr().err
+    assert f"{tmp_path / 'no-model'}: not a model directory (it does not exist)" in error
+    assert "loading" not in error

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deepfm.errors import ConfigError
+from deepfm.errors import ConfigError, require_directory
 
 
 def add_production_parsers(sub: argparse._SubParsersAction) -> None:
@@ -47,6 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_rows < 1 or args.max_bytes < 1 or args.workers < 1 or args.threads < 0:
         raise ConfigError("serve: --max-rows, --max-bytes and --workers must be positive, --threads 0 or more")
     check_port_free(args.host, args.port)  # before the model loads (seconds), not after it, as uvicorn's exit 3
+    require_directory(args.dir)  # before the server starts and says it is loading it
     serve(args.dir, args.host, args.port, Limits(args.max_rows, args.max_bytes), args.batching, args.threads,
           workers=args.workers, backend=args.backend)
     return 0
