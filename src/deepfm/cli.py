@@ -251,7 +251,7 @@ def add_run_flags(p: argparse.ArgumentParser, gradient_only: bool = False) -> No
                    help="rowwise_adagrad: AdaGrad (one accumulator per row) for embeddings, Adam for dense weights")
     p.add_argument("--dense-optimizer", choices=["adam", "adagrad", "sgd"],
                    help="the dense (MLP) weights' optimiser (default: the one that goes with --optimizer)")
-    p.add_argument("--dense-lr", type=float, help="the dense (MLP) weights' learning rate (default: --lr; DeepFM on clicks 0.001)")
+    p.add_argument("--dense-lr", type=float, help="the dense (MLP) weights' learning rate (default: --lr; DeepFM on clicks and ratings 0.001)")
     p.add_argument("--adagrad-init", type=float,
                    help="AdaGrad's accumulator start G0: above 0, rarely seen ids step in proportion to their gradient")
     p.add_argument("--embed-dim", type=int, help="k, the embedding width")

@@ -119,7 +119,7 @@ class ModelConfig(_Frozen):
 class TrainingConfig(_Frozen):
     """Optimisation, early stopping and checkpointing."""
 
-    epochs: int = Field(20, ge=1, description="most passes over the training rows (FM on regression ratings: 80, a task default)")
+    epochs: int = Field(20, ge=1, description="most passes over the training rows (FM and DeepFM on regression ratings: 80, a task default)")
     batch_size: int = Field(512, ge=1)
     lr: float = Field(1e-3, gt=0)
     optimizer: Optimizer = Field("adam", description="adam; adagrad; sgd; rowwise_adagrad: AdaGrad with one accumulator "
