@@ -181,8 +181,9 @@ _DEEPFM_CLICKS = _DEEPFM_CLASSES | {"embed_dim": 64, "lr": 1e-2, "dense_lr": 1e-
 # 0.9101 (0.9186 / 0.9146 / 0.9158), the MovieLens-1M sample 0.9331 / 0.9338 / 0.9302 (0.9405 / 0.9427 / 0.9417),
 # MovieLens-100K ids only (two fields) 0.9388 / 0.9351 / 0.9349 (0.9428 / 0.9358 / 0.9282; means 0.9363 / 0.9356).
 # Dropout 0.5 alone won four of six cells at seeds 2026 / 7 (ids only 0.9250 / 0.9338, the best there); dropout 0.7,
-# lazy L2 0.03 / 0.3, per-occurrence L2 alone, the plateau alone and the click recipe lost or tied. Measured where ids recur (0.04-0.16 distinct ids per row):
-# on a long tail of ratings DeepFM keeps the global defaults (RECURRING_IDS_ONLY); FM's refit is not taken (unmeasured).
+# lazy L2 0.03 / 0.3, per-occurrence L2 alone, the plateau alone and the click recipe lost or tied. Measured where ids
+# recur (0.04-0.16 distinct ids per row): on a long tail of ratings DeepFM keeps the global defaults
+# (RECURRING_IDS_ONLY). FM's refit is not taken (unmeasured for DeepFM).
 _DEEPFM_RATINGS = ({key: value for key, value in _FM_RATINGS.items() if key != "refit"}
                    | {"dense_optimizer": "adam", "dense_lr": 1e-3, "dropout": 0.5})
 _GLOBAL_DROPOUT = 0.2  # ModelConfig's dropout: DeepFM's on a long tail, on frequent ids and on other tasks
@@ -356,7 +357,8 @@ def with_task_defaults(config: RunConfig, task: str, id_counts: IdCounts | None 
         return config  # tuned for gradient training (see model_defaults)
     model = config.model.name
     shape = id_shape(id_counts)
-    task_defaults = {} if shape == "long tail" and (model, task) in RECURRING_IDS_ONLY else TASK_DEFAULTS.get(model, {}).get(task, {})
+    measured_here = shape != "long tail" or (model, task) not in RECURRING_IDS_ONLY
+    task_defaults = TASK_DEFAULTS.get(model, {}).get(task, {}) if measured_here else {}
     defaults = task_defaults | SHAPE_DEFAULTS.get(model, {}).get(shape, {})
     small = small_sample_batch(model, task, id_counts.rows if id_counts else None, _task_batch(config, task))
     return _with_keys(config, defaults | ({"batch_size": small} if small else {}), only_unset=True)
