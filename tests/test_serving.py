@@ -656,6 +656,14 @@ def _worker_pids(server_pid: int) -> list[int]:
     return [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
+def _all_serving(log: Path, workers: list[int]) -> bool:
+    """Whether each of ``workers`` has loaded its model (its line in the server's log) and every worker that loaded one
+    has finished starting (uvicorn's lines, which name no process)."""
+    text = log.read_text()
+    loaded = text.count("serving a deepfm model")
+    return all(f", process {pid}\n" in text for pid in workers) and text.count("Application startup complete") >= loaded
+
+
 def _wait_for_health(url: str, server: subprocess.Popen, log: Path, done, seconds: float = 120) -> httpx.Response:
     """The first /health answer for which ``done(answer)`` holds (``log``: the server's output)."""
     deadline = time.monotonic() + seconds
@@ -687,8 +695,10 @@ def test_health_is_503_naming_a_killed_worker_until_it_is_replaced_and_while_it_
     url = f"http://127.0.0.1:{port}"
 
     def kill_a_worker() -> int:
+        """One of two serving workers (a sibling still starting when the other dies would, once it serves, take the
+        dead one's place as a replacement does, and /health would never say 503)."""
         deadline = time.monotonic() + 120
-        while len(workers := _worker_pids(server.pid)) < 2:
+        while len(workers := _worker_pids(server.pid)) < 2 or not _all_serving(log, workers):
             assert time.monotonic() < deadline, "the second worker never started"
             time.sleep(0.2)
         os.kill(workers[0], signal.SIGKILL)
