@@ -326,9 +326,10 @@ def test_train_help_shows_the_config_defaults_and_the_models_own(capsys):
     text = help_text(capsys, "train")
     for shown in ("--epochs EPOCHS default 20", "--batch-size BATCH_SIZE default 512",
                   "learning rate (default 0.001; LR 0.01, FM 0.1 (binary) / 0.03 (multiclass, regression, ordinal), "
-                  "DeepFM 0.01 (binary) / 0.03 (regression), DeepFM 0.001 (long tail: ≥ 0.3 distinct ids per training row))",
+                  "DeepFM 0.01 (binary) / 0.03 (regression), DeepFM 0.001 (long tail: ≥ 0.3 distinct ids per training row, "
+                  "not regression))",
                   "k, the embedding width (default 10; FM 64 (binary, regression) / 10 (multiclass, ordinal), "
-                  "DeepFM 64 (binary, regression), DeepFM 10 (long tail: ≥ 0.3 distinct ids per training row))",
+                  "DeepFM 64 (binary, regression), DeepFM 10 (long tail: ≥ 0.3 distinct ids per training row, not regression))",
                   "(default 0.0; FM 0.01 (long tail: ≥ 0.3 distinct ids per training row))",
                   "--dropout DROPOUT default 0.2", "(0: never stop early) (default 2; FM 3 (regression), DeepFM 3 (regression))", "(default 400,400,400)",
                   "--nproc", "(default 1)"):

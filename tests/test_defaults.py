@@ -120,7 +120,7 @@ def test_the_users_adagrad_init_wins_over_the_data_rule():
 def test_models_without_a_data_rule_ignore_the_shape_of_the_ids():
     config = build_config({"model": {"name": "fnn"}})
     assert with_task_defaults(config, "binary", LONG_TAIL) == with_task_defaults(config, "binary", RECURRING)
-    assert describe_shape_rule(config, LONG_TAIL) is None
+    assert describe_shape_rule(config, LONG_TAIL, "binary") is None
 
 
 def test_deepfm_on_clicks_with_recurring_ids_takes_k64_and_a_tenfold_table_step_with_the_mlps_kept():
@@ -145,7 +145,7 @@ def test_deepfm_keeps_the_global_dropout_on_frequent_ids_a_long_tail_and_the_cla
         assert with_task_defaults(config, task, RECURRING).model.dropout == global_dropout
     frequent = with_task_defaults(config, "binary", FREQUENT)
     assert (frequent.model.embed_dim, frequent.training.lr) == (64, 1e-2), "only the dropout depends on this band"
-    assert "frequent ids" in describe_shape_rule(config, FREQUENT)
+    assert "frequent ids" in describe_shape_rule(config, FREQUENT, "binary")
 
 
 def test_the_users_dropout_wins_over_deepfms_rule():
@@ -159,16 +159,19 @@ def test_deepfm_on_a_long_tail_keeps_k10_and_one_step_for_tables_and_mlp():
     long_tail = with_task_defaults(config, "binary", LONG_TAIL)
     assert (long_tail.model.embed_dim, long_tail.training.lr, long_tail.training.dense_lr) == (10, 1e-3, 1e-3)
     assert (long_tail.training.embed_reg, long_tail.training.embed_l2) == ("occurrences", 1e-2)
-    assert "long tail" in describe_shape_rule(config, LONG_TAIL)
+    assert "long tail" in describe_shape_rule(config, LONG_TAIL, "binary")
 
 
-def test_deepfm_on_a_long_tail_of_ratings_keeps_every_global_default():
-    """The ratings recipe was measured where ids recur: its AdaGrad tables with the long tail's step of 1e-3 would
-    be a recipe nobody measured."""
+def test_deepfm_on_ratings_takes_its_recipe_whatever_the_shape_of_the_ids():
+    """DeepFM's data rule was chosen on clicks; the ratings recipe won on rating samples in the long-tail band too (its
+    AdaGrad tables at the long tail's step of 1e-3 would be a recipe nobody measured)."""
     config = build_config({"model": {"name": "deepfm"}})
-    assert with_task_defaults(config, "regression", LONG_TAIL) == config
-    frequent = with_task_defaults(config, "regression", FREQUENT)
-    assert (frequent.training.optimizer, frequent.model.dropout) == ("adagrad", build_config({}).model.dropout)
+    recurring = with_task_defaults(config, "regression", RECURRING)
+    for counts in (LONG_TAIL, FREQUENT):
+        assert with_task_defaults(config, "regression", counts) == recurring
+    assert (recurring.training.optimizer, recurring.training.lr, recurring.model.dropout) == ("adagrad", 0.03, 0.5)
+    assert describe_shape_rule(config, LONG_TAIL, "regression") is None, "no rule to tell of (every value its id)"
+    assert "long tail" in describe_shape_rule(config, LONG_TAIL, "binary")
 
 
 def test_the_users_lr_wins_over_deepfms_rule_and_the_mlp_keeps_its_default_step():
@@ -179,17 +182,17 @@ def test_the_users_lr_wins_over_deepfms_rule_and_the_mlp_keeps_its_default_step(
 
 
 def test_the_log_line_names_the_statistic_and_the_branch():
-    line = describe_shape_rule(build_config({"model": {"name": "fm"}}), LONG_TAIL)
+    line = describe_shape_rule(build_config({"model": {"name": "fm"}}), LONG_TAIL, "binary")
     assert "0.9 per row" in line and "long tail" in line and "adagrad_init 0.01" in line
 
 
 def test_the_log_line_says_which_settings_the_user_gave_rather_than_calling_them_defaults():
     given = build_config({"model": {"name": "fm"}, "training": {"adagrad_init": 0.0}, "data": {"min_count": 5}})
     counted = dataclasses.replace(LONG_TAIL, min_count=5, kept=300)  # as the encoder counts with min_count 5
-    line = describe_shape_rule(given, counted)
+    line = describe_shape_rule(given, counted, "binary")
     assert ("fm defaults for it (deepfm.defaults): adagrad_init as you set it; values seen fewer than 5 times share "
             "their field's rare id (data.min_count 5 as you set it)") in line
-    assert "as you set" not in describe_shape_rule(build_config({"model": {"name": "fm"}}), LONG_TAIL)
+    assert "as you set" not in describe_shape_rule(build_config({"model": {"name": "fm"}}), LONG_TAIL, "binary")
 
 
 @pytest.mark.parametrize("training, said", [({}, "adagrad_init 0.01;"), ({"adagrad_init": 0.0}, "adagrad_init as you set it;")])

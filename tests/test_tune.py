@@ -155,10 +155,10 @@ def test_where_the_defaults_step_the_mlp_apart_trials_search_its_optimizer_and_s
     ratings = with_task_defaults(build_config({"model": {"name": "deepfm"}}), "regression",
                                  IdCounts(rows=100_000, occurrences=1_000_000, distinct=3_000))
     assert ratings.training.dense_lr == 1e-3 and "dense_optimizer" in {d.key for d in search_space(ratings)}
-    long_tail = with_task_defaults(build_config({"model": {"name": "deepfm"}}), "regression",
-                                   IdCounts(rows=100_000, occurrences=1_000_000, distinct=90_000))
-    assert long_tail.training.dense_lr is None
-    assert not {"dense_optimizer", "dense_lr"} & {d.key for d in search_space(long_tail)}, "the MLP follows lr, as in the defaults"
+    classes = with_task_defaults(build_config({"model": {"name": "deepfm"}}), "multiclass",
+                                 IdCounts(rows=100_000, occurrences=1_000_000, distinct=3_000))
+    assert classes.training.dense_lr is None
+    assert not {"dense_optimizer", "dense_lr"} & {d.key for d in search_space(classes)}, "the MLP follows lr, as in the defaults"
 
 
 def test_train_with_best_toml_reproduces_the_best_trial(tuned, capsys):

@@ -379,7 +379,7 @@ class Estimator:
         if given.training.solver != "gradient" and unused and log and ctx.is_main:
             log(f"--solver {given.training.solver} does not use {', '.join(unused)} (it runs --sweeps; there is no "
                 "learning rate, batch or epoch to select)")
-        shape_rule = describe_shape_rule(given, id_counts)  # the user's keys said to be theirs
+        shape_rule = describe_shape_rule(given, id_counts, task.name)  # the user's keys said to be theirs
         if shape_rule and log and ctx.is_main:
             log(shape_rule)
         small_sample = describe_small_sample(given, task.name, id_counts)

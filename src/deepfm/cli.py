@@ -18,7 +18,7 @@ from typing import Any, NoReturn, Sequence, get_args
 
 from deepfm import __version__
 from deepfm.config import DataConfig, ModelConfig, ModelName, SelectBy, TrainingConfig
-from deepfm.defaults import MODEL_DEFAULTS, SHAPE_BANDS, SHAPE_DEFAULTS, TASK_DEFAULTS
+from deepfm.defaults import MODEL_DEFAULTS, NO_SHAPE_RULE, SHAPE_BANDS, SHAPE_DEFAULTS, TASK_DEFAULTS
 from deepfm.data.formats import AUTO_RULE, FORMATS, check_data_file
 from deepfm.errors import DataWarning, DeepFMError
 from deepfm.experiments.cli import add_compare_parser, cmd_compare
@@ -66,8 +66,9 @@ def config_default_text(section: str, key: str) -> str:
         if by_value:
             overrides.append(f"{title(name)} " + " / ".join(f"{v} ({', '.join(t)})" for v, t in by_value.items()))
     for name, shapes in SHAPE_DEFAULTS.items():
-        overrides += [f"{title(name)} {_shown(values[key])} ({shape}: {SHAPE_BANDS[shape]} distinct ids per training row)"
-                      for shape, values in shapes.items() if key in values]
+        unruled = "".join(f", not {task}" for model, task in sorted(NO_SHAPE_RULE) if model == name)
+        overrides += [f"{title(name)} {_shown(values[key])} ({shape}: {SHAPE_BANDS[shape]} distinct ids per training row"
+                      f"{unruled})" for shape, values in shapes.items() if key in values]
     return f"default {_shown(default)}" + ("; " + ", ".join(overrides) if overrides else "")
 
 
