@@ -358,6 +358,20 @@ def test_libfm_model_with_variable_width_rows_encodes_a_file_whose_rows_happen_t
     assert encoded.bags[0].ids.tolist() == [gid["0"], gid["5"], gid["1"], gid["6"]]
 
 
+def test_a_libfm_row_holding_two_indices_of_one_positional_field_is_located_not_read_into_the_next(write_text):
+    """Rows of one index per field (f1 in 0-2, f2 in 10-12, f3 in 20-22): a row to score with two of f1's indices and
+    none of f2's has the right width, and index order would read its second f1 index as f2 (an unseen value there)."""
+    train = read_frame(write_text("train.libfm", "1 0:1 10:1 20:1\n0 1:1 11:1 22:1\n1 2:1 12:1 21:1\n"))
+    encoder = FeatureEncoder.fit([train], DataConfig())
+    assert list(encoder.layout) == ["f1", "f2", "f3"]
+    good = read_frame(write_text("good.libfm", "1 2:1 11:1 20:1\n0 0:1 15:1 21:1\n"), layout=encoder.layout)
+    assert len(encoder.transform(good)) == 2  # an index no field has seen (15) is an unseen value, as ever
+    bad = read_frame(write_text("bad.libfm", "1 2:1 11:1 20:1\n0 0:1 1:1 21:1\n"), layout=encoder.layout)
+    with pytest.raises(DataError, match=r"bad\.libfm:2:7: index 1 is a value of the model's field f1, but this row's "
+                                        r"2nd index in order, which the model reads as field f2"):
+        encoder.transform(bad)
+
+
 def test_libffm_model_encodes_a_file_where_a_field_never_occurs(write_text):
     train = read_frame(write_text("train.ffm", "1 0:1:1 1:5:1\n0 0:2:1 1:7:1\n1 0:3:1 2:9:1 1:6:1\n"))
     encoder = FeatureEncoder.fit([train], DataConfig())

@@ -32,6 +32,7 @@ from deepfm.data.encoded import Bag, EncodedData, id_dtype
 from deepfm.data.frame import FLOAT_MARK, NUMBER_PATTERN, RawFrame, looks_float, to_float
 from deepfm.data.frequent import FrequentSet
 from deepfm.data.hashing import fnv1a64_unique
+from deepfm.data.sparse import index_error
 from deepfm.data.tables import closest_name, is_list
 from deepfm.data.vocabulary import Vocabulary
 from deepfm.defaults import FREQUENT_IDS_PER_ROW, LONG_TAIL_IDS_PER_ROW, RARE_VALUE_RULE_ROWS, rare_value_threshold
@@ -355,11 +356,34 @@ class FeatureEncoder:
                 varied[j] = value
 
         each_column(encode, list(enumerate(single)), n, side_by_side)
+        if frame.sparse is not None and frame.sparse.fields is None:
+            self._check_positions(frame, ids)
         bags = each_column(lambda spec: self._encode_multi(frame, spec), self.multi_fields, n, side_by_side)
         labels = self.task.encode_labels(frame) if with_labels and frame.labels is not None else None
         weights = read_sample_weights(frame, self.weight) if labels is not None and self.weight in frame.columns else None
         values, value_fields = self._stored_values(varied, n)
         return EncodedData(ids=ids, values=values, bags=bags, labels=labels, value_fields=value_fields, weights=weights)
+
+    def _check_positions(self, frame: RawFrame, ids: np.ndarray) -> None:
+        """libFM rows read as positional fields (each row's j-th index in order is field j): a value unseen in its
+        field that another field's vocabulary holds is that field's index at the wrong position, as in a row with
+        two indices of one field and none of another. A ``DataError`` at the first such row."""
+        single = self.single_fields
+        if len(single) < 2 or any(spec.kind != "categorical" or spec.vocabulary is None for spec in single):
+            return
+        first = None  # (row, position, field the index belongs to, index)
+        for j, spec in enumerate(single):
+            unseen = np.flatnonzero(ids[:, j] == spec.offset + UNSEEN)
+            values = frame.columns[spec.name].take(pa.array(unseen))
+            for k, other in enumerate(single):
+                found = np.flatnonzero(other.vocabulary.positions(values) >= 0) if k != j and len(unseen) else []
+                if len(found) and (first is None or unseen[found[0]] < first[0]):
+                    first = (int(unseen[found[0]]), j, k, values[int(found[0])].as_py())
+        if first is not None:
+            row, j, k, index = first
+            raise index_error(frame, row, int(index), f"index {index} is a value of the model's field {single[k].name}, but "
+                              f"this row's {_ordinal(j + 1)} index in order, which the model reads as field {single[j].name}: "
+                              f"each row holds one index of each of the model's {len(single)} fields, in index order")
 
     def _stored_values(self, varied: dict[int, np.ndarray], rows: int) -> tuple[np.ndarray | None, tuple[int, ...] | None]:
         """The values kept of a frame's single-valued fields, from the columns whose values are not all 1:
@@ -429,6 +453,12 @@ class FeatureEncoder:
             local = np.where(position < 0, UNSEEN, position + RESERVED)
         local[missing] = MISSING
         return local
+
+
+def _ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, 21st, ..."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def _bucket_ids(hashes: np.ndarray, spec: FieldSpec) -> np.ndarray:

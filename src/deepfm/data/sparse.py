@@ -49,6 +49,16 @@ def _char_column(path: Path, line: int, token: int) -> int:
     return 1
 
 
+def index_error(frame: RawFrame, row: int, index: int, message: str) -> DataError:
+    """A ``DataError`` at the token of feature index ``index`` in row ``row`` of a libFM/libFFM frame (its line and
+    character column)."""
+    sparse = frame.sparse
+    tokens = sparse.indices[sparse.starts[row]:sparse.starts[row + 1]]
+    line = frame.line_of(row)
+    return DataError(frame.path, message, line=line,
+                     column=_char_column(Path(frame.path), line, 1 + int(np.flatnonzero(tokens == index)[0])))
+
+
 def sparse_frame(lines: pa.Array, path: Path, fmt: str, first_line: int = 1,
                  layout: Layout | None = None) -> RawFrame:
     """A ``RawFrame`` over libFM/libFFM text lines, the first on line ``first_line`` of ``path``,
