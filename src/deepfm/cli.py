@@ -265,7 +265,7 @@ def add_run_flags(p: argparse.ArgumentParser, gradient_only: bool = False) -> No
     p.add_argument("--refit", nargs="?", const="on", choices=["off", "held-out", "on"],
                    help="after early stopping, train again from the start on the training and validation rows together "
                         "for the epochs validation chose (the same lr drops) and save that model; held-out: only for "
-                        "rows held out by --valid-fraction (FM on regression ratings: the default); --refit alone: on")
+                        "rows held out by --valid-fraction (FM and DeepFM on regression ratings: the default); --refit alone: on")
     p.add_argument("--mlp", help="hidden widths, e.g. 400,400,400")
     p.add_argument("--dropout", type=float)
     p.add_argument("--patience", type=int, help="epochs without improvement before stopping (0: never stop early)")

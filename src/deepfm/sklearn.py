@@ -52,7 +52,8 @@ class _DeepFMEstimator(BaseEstimator):
                  random_state: int | None = None, threads: int | None = None, device: str | None = None,
                  config: dict[str, Any] | None = None, verbose: bool = False):
         """Parameters (None: the default of the model and the data, as ``deepfm train --help`` lists them):
-        ``model`` (deepfm, fm, lr or a baseline of the DeepFM paper), ``epochs`` (at most; 20, FM on regression 80), ``batch_size``,
+        ``model`` (deepfm, fm, lr or a baseline of the DeepFM paper), ``epochs`` (at most; 20, FM and DeepFM on regression
+        80), ``batch_size``,
         ``lr``, ``embed_dim`` (k), ``mlp`` (hidden sizes), ``dropout``, ``embed_l2``, ``optimizer``,
         ``patience`` (early stopping, on ``eval_set`` or held-out rows), ``categorical`` / ``numeric`` (column kinds;
         otherwise floats are numeric, integers and text categorical), ``min_count``, ``hash_buckets``,

@@ -16,7 +16,7 @@ in memory, would exceed ``STREAM_HELD_OUT_ROWS``, from the file's estimated rows
 one reading pass before training when streaming.
 
 Held-out rows are not trained on; early stopping selects the epoch on them (``training.refit``, the
-default for FM on ratings, then trains a new model on every row for that many epochs, with the same
+default for FM and DeepFM on ratings, then trains a new model on every row for that many epochs, with the same
 encoders).
 """
 
