@@ -220,12 +220,12 @@ def test_a_worker_that_starts_takes_the_place_of_one_stopped_worker_whatever_the
     was replaced; each worker that starts serving removes one stopped worker's record, and failed starts' records."""
     import os
 
-    from deepfm.serving.health import Health
+    from deepfm.serving.health import Health, clock
 
-    def worker(pid: int) -> Health:
+    def worker(pid: int, started: float | None = None) -> Health:
         with monkeypatch.context() as patched:
             patched.setattr(os, "getpid", lambda: pid)
-            return Health(tmp_path)
+            return Health(tmp_path, started)
 
     this = Health(tmp_path)
     this.serving()
@@ -236,8 +236,29 @@ def test_a_worker_that_starts_takes_the_place_of_one_stopped_worker_whatever_the
                                       "memory?)" for pid in gone]
     worker(_a_pid_that_does_not_run()).failed_to_start(OSError("no such file"))
     assert len(this.failing()) == 3
-    worker(os.getppid()).serving()  # a replacement (a process that runs)
+    worker(os.getppid(), started=clock()).serving()  # a replacement (a process that runs), started after them
     assert len(this.failing()) == 1 and "stopped while starting" in this.failing()[0]  # one place filled, one empty
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows does not tell a stopped worker apart")
+def test_a_sibling_that_was_starting_when_a_worker_stopped_does_not_take_its_place(tmp_path, monkeypatch):
+    """uvicorn starts the workers together: one may die (killed, out of memory) while another still loads the model.
+    That one serving later is no replacement, and /health goes on naming the dead worker until uvicorn's is serving."""
+    import os
+
+    from deepfm.serving.health import Health, clock
+
+    sibling = Health(tmp_path, started=clock() - 1)  # started with the other, a second before it served
+    with monkeypatch.context() as patched:
+        gone = _a_pid_that_does_not_run()
+        patched.setattr(os, "getpid", lambda: gone)
+        Health(tmp_path).serving()  # it served, then died
+        patched.setattr(os, "getpid", os.getppid)
+        replacement = Health(tmp_path, started=clock())  # uvicorn's, started after the death
+    sibling.serving()
+    assert sibling.failing() == [f"worker {gone} stopped while serving, without saying why (killed, or out of memory?)"]
+    replacement.serving()
+    assert sibling.failing() == []
 
 
 def test_a_records_folder_that_cannot_be_written_fails_no_request_or_start(tmp_path):

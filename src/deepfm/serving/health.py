@@ -8,6 +8,8 @@ separate processes, and any of them may answer ``/health``: each keeps a record 
 that ``serve`` makes for the run (``Health.folder``), written when its state changes, and ``/health`` reads them
 all. A worker that stopped counts until a worker started after it serves: that one takes its place and removes its
 record (one record each, claimed by an atomic rename, so uvicorn may change the number of workers as it runs). A
+sibling that was already starting when it stopped does not: a record says when it was last written and a worker
+when its process started (on Linux; elsewhere, when this module was imported), on the boot clock. A
 worker that serves also removes the records of workers that failed to start: starting works again. Without a
 folder (one worker) a worker speaks for itself alone. The records are kept on a best-effort basis: a folder that
 cannot be written (removed, full) never fails a request or a worker's start; /health then knows less.
@@ -18,10 +20,30 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from contextlib import suppress
 from pathlib import Path
 
 FAILING_PASSES = 3  # forward passes failed in a row, none since succeeding, before the worker counts as failing
+START_SLACK = 0.02  # s: a process's start is read in clock ticks (10 ms); a replacement's must never seem too early
+
+
+def clock() -> float:
+    """Seconds on one clock for every process of the machine: since boot where the system says (Linux), else
+    ``time.monotonic``."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic()
+
+
+_IMPORTED = clock()
+
+
+def process_started() -> float:
+    """When this process started, on ``clock``: from /proc on Linux, else when this module was imported."""
+    try:
+        after_name = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        return int(after_name[19]) / os.sysconf("SC_CLK_TCK") if hasattr(time, "CLOCK_BOOTTIME") else _IMPORTED
+    except (OSError, ValueError, IndexError):
+        return _IMPORTED
 
 
 def running(pid: int) -> bool:
@@ -43,21 +65,23 @@ class Health:
     failing), kept in ``folder`` beside its siblings' when there is one, and what ``/health`` says of them all
     (``failing``)."""
 
-    def __init__(self, folder: str | Path | None = None):
+    def __init__(self, folder: str | Path | None = None, started: float | None = None):
         self.folder, self.pid = (Path(folder) if folder else None), os.getpid()
+        self.started = process_started() if started is None else started  # on ``clock``
         self.state, self.scoring, self.reason, self.times = "starting", None, None, 1
         self.failed_passes = 0
         self._lock = threading.Lock()
         self._write()
 
     def serving(self) -> None:
-        """This worker serves: it takes the place of one worker that stopped (its record goes), and the records of
-        workers that failed to start go (starting works)."""
+        """This worker serves: it takes the place of one worker that stopped after this one started (its record
+        goes), and the records of workers that failed to start go (starting works)."""
         self.state = "serving"
         self._write()
         others = [record for record in self._records() if record["pid"] != self.pid]
         for record in others:
-            if record["state"] != "failed" and not running(record["pid"]) and self._claim(record["pid"]):
+            replaced = record.get("written", float("-inf")) < self.started + START_SLACK  # alive when this one started
+            if record["state"] != "failed" and replaced and not running(record["pid"]) and self._claim(record["pid"]):
                 break  # one place taken
         for record in others:
             if record["state"] == "failed":
@@ -119,7 +143,7 @@ class Health:
 
     def _record(self) -> dict:
         return {"pid": self.pid, "state": self.state, "scoring": self.scoring, "reason": self.reason,
-                "times": self.times}
+                "times": self.times, "written": clock()}
 
     def _write(self) -> None:
         """This worker's record, replaced atomically (readers see the old one or the new); nothing once stopped."""
