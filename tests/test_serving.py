@@ -716,8 +716,8 @@ def test_health_is_503_naming_a_killed_worker_until_it_is_replaced_and_while_it_
     url = f"http://127.0.0.1:{port}"
 
     def kill_a_worker() -> int:
-        """One of two serving workers (a sibling still starting when the other dies would, once it serves, take the
-        dead one's place as a replacement does, and /health would never say 503)."""
+        """One of two serving workers (both past loading the model, so that the test's waits time uvicorn's restart
+        alone)."""
         deadline = time.monotonic() + 120
         while len(workers := _worker_pids(server.pid)) < 2 or not _all_serving(log, workers):
             assert time.monotonic() < deadline, "the second worker never started"
