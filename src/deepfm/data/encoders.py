@@ -374,9 +374,11 @@ class FeatureEncoder:
         first = None  # (row, position, field the index belongs to, index)
         for j, spec in enumerate(single):
             unseen = np.flatnonzero(ids[:, j] == spec.offset + UNSEEN)
+            if not len(unseen):
+                continue
             values = frame.columns[spec.name].take(pa.array(unseen))
             for k, other in enumerate(single):
-                found = np.flatnonzero(other.vocabulary.positions(values) >= 0) if k != j and len(unseen) else []
+                found = np.flatnonzero(other.vocabulary.positions(values) >= 0) if k != j else []
                 if len(found) and (first is None or unseen[found[0]] < first[0]):
                     first = (int(unseen[found[0]]), j, k, values[int(found[0])].as_py())
         if first is not None:
