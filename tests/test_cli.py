@@ -331,7 +331,8 @@ def test_train_help_shows_the_config_defaults_and_the_models_own(capsys):
                   "k, the embedding width (default 10; FM 64 (binary, regression) / 10 (multiclass, ordinal), "
                   "DeepFM 64 (binary, regression), DeepFM 10 (long tail: ≥ 0.3 distinct ids per training row, not regression))",
                   "(default 0.0; FM 0.01 (long tail: ≥ 0.3 distinct ids per training row))",
-                  "--dropout DROPOUT default 0.2", "(0: never stop early) (default 2; FM 3 (regression), DeepFM 3 (regression))", "(default 400,400,400)",
+                  "--dropout DROPOUT default 0.2", "(0: never stop early) (default 2; FM 3 (regression), DeepFM 3 (regression))",
+                  "(default 400,400,400; DeepFM 200,200 (regression))",
                   "--nproc", "(default 1)"):
         assert shown in text
 

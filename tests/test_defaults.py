@@ -48,14 +48,15 @@ def test_models_without_task_defaults_are_unchanged():
     assert with_task_defaults(config, "regression") == config
 
 
-def test_deepfm_on_ratings_trains_its_tables_as_fm_on_ratings_and_its_mlp_by_adam_with_dropout_half():
+def test_deepfm_on_ratings_trains_its_tables_as_fm_on_ratings_and_a_200_200_mlp_by_adam_with_dropout_half():
     fm = with_task_defaults(build_config({"model": {"name": "fm"}}), "regression")
     deepfm = with_task_defaults(build_config({"model": {"name": "deepfm"}}), "regression", RECURRING)
     for key in ("optimizer", "lr", "embed_reg", "embed_l2", "linear_l2", "lr_schedule", "patience", "epochs", "refit"):
         assert getattr(deepfm.training, key) == getattr(fm.training, key), key
     assert deepfm.model.embed_dim == fm.model.embed_dim == 64
     assert (deepfm.training.dense_optimizer, deepfm.training.dense_lr, deepfm.model.dropout) == ("adam", 1e-3, 0.5)
-    assert deepfm.training.refit == "held-out"
+    assert deepfm.training.refit == "held-out" and deepfm.model.mlp == (200, 200)
+    assert with_task_defaults(build_config({"model": {"name": "deepfm"}}), "binary").model.mlp == (400, 400, 400)
 
 
 def test_a_setting_the_user_chose_is_never_replaced_by_a_task_default():
