@@ -371,21 +371,32 @@ class FeatureEncoder:
         single = self.single_fields
         if len(single) < 2 or any(spec.kind != "categorical" or spec.vocabulary is None for spec in single):
             return
+        every_value, field_of_value = self._values_of_every_field()
         first = None  # (row, position, field the index belongs to, index)
         for j, spec in enumerate(single):
             unseen = np.flatnonzero(ids[:, j] == spec.offset + UNSEEN)
             if not len(unseen):
                 continue
             values = frame.columns[spec.name].take(pa.array(unseen))
-            for k, other in enumerate(single):
-                found = np.flatnonzero(other.vocabulary.positions(values) >= 0) if k != j else []
-                if len(found) and (first is None or unseen[found[0]] < first[0]):
-                    first = (int(unseen[found[0]]), j, k, values[int(found[0])].as_py())
+            found = np.flatnonzero(every_value.positions(values) >= 0)  # (unseen in j: another field's)
+            if len(found) and (first is None or unseen[found[0]] < first[0]):
+                at = int(found[0])
+                first = (int(unseen[at]), j, int(field_of_value[every_value.positions(values[at:at + 1])[0]]),
+                         values[at].as_py())
         if first is not None:
             row, j, k, index = first
             raise index_error(frame, row, int(index), f"index {index} is a value of the model's field {single[k].name}, but "
                               f"this row's {_ordinal(j + 1)} index in order, which the model reads as field {single[j].name}: "
                               f"each row holds one index of each of the model's {len(single)} fields, in index order")
+
+    def _values_of_every_field(self) -> tuple[Vocabulary, np.ndarray]:
+        """The single-valued fields' vocabularies as one, and the field of each of its values (built once)."""
+        if "_every_field" not in self.__dict__:
+            single = self.single_fields
+            values = pa.concat_arrays([spec.vocabulary.values for spec in single])
+            fields = np.repeat(np.arange(len(single)), [len(spec.vocabulary) for spec in single])
+            self.__dict__["_every_field"] = (Vocabulary(values), fields)
+        return self.__dict__["_every_field"]
 
     def _stored_values(self, varied: dict[int, np.ndarray], rows: int) -> tuple[np.ndarray | None, tuple[int, ...] | None]:
         """The values kept of a frame's single-valued fields, from the columns whose values are not all 1:
