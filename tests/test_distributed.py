@@ -78,6 +78,20 @@ def test_a_data_error_under_two_ranks_is_said_before_the_other_ranks_echo_of_it(
     assert "failed (exitcode: 2)" not in result.stderr  # torchrun's echo of an error the rank said
 
 
+def test_a_reader_that_leaves_stdout_ends_two_ranks_as_sigpipe_ends_a_unix_tool(data, tmp_path):
+    # deepfm train --nproc 2 --json | true: rank 0's one line meets a closed pipe; not a failed rank
+    reading, writing = os.pipe()
+    os.close(reading)  # the reader left before the line was written
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "deepfm", "train", "--train", str(data["train"]), "--out",
+                             str(tmp_path / "m"), "--nproc", "2", "--epochs", "1", "--mlp", "8", "--json"],
+                            stdout=writing, stderr=subprocess.PIPE, text=True, env=env, timeout=180)
+    os.close(writing)
+    assert result.returncode == 141, result.stderr[-3000:]  # 128 + SIGPIPE, the status a shell shows for `| head`
+    assert "failed (exitcode" not in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert (tmp_path / "m" / "model.safetensors").exists()  # written before the line
+
+
 def test_two_ranks_say_the_batch_of_their_steps_and_torchrun_has_no_threads_to_warn_of(data, tmp_path):
     env = {name: value for name, value in os.environ.items() if name != "OMP_NUM_THREADS"}
     result = subprocess.run([sys.executable, "-m", "deepfm", "train", "--train", str(data["train"]), "--out",

@@ -56,17 +56,29 @@ def restarts_of_the_run() -> int:
     return int(most.item())
 
 
+def _reader_left(exitcode: int) -> bool:
+    """A rank's exit code when SIGPIPE ended it: stdout's reader left (``deepfm train --nproc 2 --json | head``)."""
+    import signal
+
+    sigpipe = getattr(signal, "SIGPIPE", None)
+    return sigpipe is not None and exitcode == -sigpipe
+
+
 def _said_by_the_rank(record: logging.LogRecord) -> bool:
     """False for torchrun's "failed (exitcode: 2) ..." line: a rank that exits 2 stopped on an input error and
-    printed it in one line; torchrun's echo of it would come after (other exit codes keep theirs)."""
-    return not (str(record.msg).startswith("failed (exitcode") and record.args and record.args[0] == 2)
+    printed it in one line; torchrun's echo of it would come after. False too for a rank that SIGPIPE ended: not a
+    failure but a reader that left, which the launcher ends as (other exit codes keep theirs)."""
+    if not (str(record.msg).startswith("failed (exitcode") and record.args):
+        return True
+    return not (record.args[0] == 2 or _reader_left(record.args[0]))
 
 
 def launch(nproc: int, argv: Sequence[str], max_restarts: int = 0) -> int:
     """Run ``deepfm ARGV`` as ``nproc`` ranks on this machine (torchrun's launcher, in this process),
     restarting every rank up to ``max_restarts`` times when one fails (a restarted rank resumes from
     the checkpoint); the exit status: 0, 2 when a rank stopped on an input error (it printed the
-    one-line cause), 128 + the signal's number when one stopped the launcher, else 1. Ctrl-C is
+    one-line cause), 128 + the signal's number when one stopped the launcher or SIGPIPE a rank (stdout's reader
+    left, as a Unix tool's status says), else 1. Ctrl-C is
     ``KeyboardInterrupt`` here once the ranks have stopped: the launcher, which knows the whole command
     (``--nproc`` too), says how to resume."""
     import signal
@@ -86,7 +98,10 @@ def launch(nproc: int, argv: Sequence[str], max_restarts: int = 0) -> int:
         run(get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}",
                                           "-m", "deepfm", *argv]))
     except ChildFailedError as error:
-        return 2 if any(f.exitcode == 2 for f in error.failures.values()) else 1
+        codes = [failure.exitcode for failure in error.failures.values()]
+        if any(code == 2 for code in codes):
+            return 2
+        return 128 - codes[0] if all(_reader_left(code) for code in codes) else 1
     except SignalException as stopped:  # torchrun's handler: it has passed the signal on to the ranks and waited
         if stopped.sigval == signal.SIGINT:
             raise KeyboardInterrupt from None
