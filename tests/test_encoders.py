@@ -683,9 +683,12 @@ def test_fit_notes_stay_quiet_for_id_columns_with_an_odd_value_and_keep_the_regr
     assert note == "task: regression, since the labels are not all 0/1 (0, 1, 2, ...); --task binary refuses such labels"
 
 
-def test_an_infinite_label_is_a_located_error(write_table):
-    path = write_table("d.csv", {"label": ["1", "0", "1e999"], "c": ["a", "b", "c"]})
-    with pytest.raises(DataError, match=r"d.csv:4:1: the label must be a finite number, got inf"):
+@pytest.mark.parametrize("label, shown", [("1e999", "inf"), ("1e39", "1e\\+39"), ("-1e30", "-1e\\+30")])
+def test_a_label_the_loss_cannot_square_is_a_located_error(write_table, label, shown):
+    # 1e39 is finite as read (float64) and infinite in float32; 1e30's squared error overflows float32
+    path = write_table("d.csv", {"label": ["1", "2.5e18", label], "c": ["a", "b", "c"]})
+    with pytest.raises(DataError, match=rf"d.csv:4:1: the label must be a finite number of magnitude at most "
+                                        rf"1.8e\+19 \(the model squares it in float32\), got {shown}$"):
         FeatureEncoder.fit([read_frame(path)], DataConfig())
 
 

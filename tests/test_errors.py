@@ -8,12 +8,14 @@ import zlib
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from deepfm.api import Estimator
 from deepfm.config import DataConfig
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.readers import ChunkedFile, read_frame
 from deepfm.errors import DataError, DeepFMError
+from deepfm.training.trainer import NOT_FINITE
 
 
 def error_of(call, *args, **kwargs) -> DataError:
@@ -436,16 +438,33 @@ def test_a_far_name_is_not_suggested_and_a_name_in_another_case_is(write_table, 
     assert str(error).endswith("column 'city' is required by the model but not in the file (it has 'City': rename it 'city')")
 
 
-def test_infinite_weight_in_a_multi_column_is_located(write_table):
-    path = write_table("train.csv", {"label": [1, 0, 1], "tags": ["a|b", "c", "d|e:1e999"]})
+REACH = "must be a finite number of magnitude at most 1.8e+19 (the model squares it in float32)"
+
+
+@pytest.mark.parametrize("weight", ["1e999", "1e30", "-2e19"])  # beyond float32, or a square beyond it (NaN predictions)
+def test_a_weight_the_model_cannot_square_in_a_multi_column_is_located(write_table, weight):
+    path = write_table("train.csv", {"label": [1, 0, 1], "tags": ["a|b:1.7e19", "c", f"d|e:{weight}"]})
     error = error_of(read_frame, path, multi=["tags"])
-    assert str(error) == f"{path}:4:2: multi-valued column 'tags': weight in 'e:1e999' is not a finite number"
+    assert str(error) == f"{path}:4:2: multi-valued column 'tags': the weight in 'e:{weight}' {REACH}"
+
+
+def test_a_row_whose_prediction_overflows_is_a_located_error_not_a_nan(write_table):
+    # values within reach can still overflow a model's arithmetic: predict and evaluate name the row, not NaN or a traceback
+    est = Estimator(data={"categorical": ("city",)}, model={"name": "lr"}, training={"epochs": 1})
+    est.fit(pa.table({"label": [1, 0, 1, 0], "city": ["a", "b", "a", "c"]}), progress=False)
+    path = write_table("score.csv", {"label": [1, 0, 1, 0], "city": ["a", "b", "c", "a"]})
+    c = int(est.encode(pa.table({"city": ["c"]})).ids[0, 0])
+    with torch.no_grad():  # the logit of a row of 'c' overflows: 3e38 + 3e38
+        est.model.linear.bias.fill_(3e38)
+        est.model.linear.weights.weight[c] = 3e38
+    for method in (est.predict, est.evaluate):
+        assert str(error_of(method, path)) == f"{path}:4: {NOT_FINITE}"
 
 
 def test_a_bad_weight_after_a_quoted_value_that_holds_line_breaks_is_located_at_its_own_line(write_text):
     path = write_text("tags.csv", 'label,note,tags\n1,"x\ny",t1\n0,b,t2:1e999\n')
     error = error_of(read_frame, path, multi=["tags"])
-    assert str(error) == f"{path}:4:3: multi-valued column 'tags': weight in 't2:1e999' is not a finite number"
+    assert str(error) == f"{path}:4:3: multi-valued column 'tags': the weight in 't2:1e999' {REACH}"
 
 
 # -- libFM / libFFM tokens --------------------------------------------------------------------
@@ -473,7 +492,9 @@ def test_libfm_negative_index_is_rejected(write_text):
 
 def test_libfm_infinite_value_and_overlong_index_are_located(write_text):
     path = write_text("data.libfm", "1 0:1 5:1\n0 3:1e999\n")
-    assert str(error_of(read_frame, path)) == f"{path}:2:3: feature value must be a finite number, got '1e999'"
+    assert str(error_of(read_frame, path)) == f"{path}:2:3: feature value {REACH}, got '1e999'"
+    path = write_text("big.libfm", "1 0:1 5:1.7e19\n0 2:1 3:-1e30\n")  # finite in float32, its square is not
+    assert str(error_of(read_frame, path)) == f"{path}:2:7: feature value {REACH}, got '-1e30'"
     path = write_text("data2.libfm", "1 0:1\n0 99999999999999999999:1\n")
     assert str(error_of(read_frame, path)) == (
         f"{path}:2:3: feature index must be a non-negative integer of at most 18 digits, got '99999999999999999999'")

@@ -28,6 +28,7 @@ from deepfm.serving.batcher import MicroBatcher  # noqa: E402
 from deepfm.serving.decode import RequestDecoder  # noqa: E402
 from deepfm.serving.limits import Limits  # noqa: E402
 from deepfm.serving.rows import RequestError  # noqa: E402
+from deepfm.training.trainer import NOT_FINITE  # noqa: E402
 
 HEADER = ["label", "user", "city", "price", "tags"]
 CITIES = ["paris", "oslo", "lima", "rome"]
@@ -125,6 +126,9 @@ BAD = [
     (b'{"rows": [{"user": 1, "city": ["oslo"], "price": 2, "tags": "t1"}]}', 422, "rows[0].city: expected"),
     (b'{"rows": [{"user": 1, "city": "oslo", "price": 2, "tags": "t1"}, '
      b'{"user": 1, "city": "oslo", "price": "cheap", "tags": "t1"}]}', 422, "rows[1]: column 'price' must be a number"),
+    (b'{"rows": [{"user": 1, "city": "oslo", "price": 2, "tags": "t1"}, '
+     b'{"user": 1, "city": "oslo", "price": 2, "tags": "t1|t2:1e30"}]}', 422,
+     "rows[1]: multi-valued column 'tags': the weight in 't2:1e30' must be a finite number of magnitude at most 1.8e+19"),
     (b'{"rows": [' + b", ".join([b'{"user": 1, "city": "a", "price": 1, "tags": "t"}'] * 65) + b"]}", 413, "65 rows"),
     (b'{"rows": [{"user": "' + b"x" * 30_000 + b'"}]}', 413, "bytes"),
 ]
@@ -157,6 +161,21 @@ def test_an_unexpected_failure_is_a_500_for_that_request_alone(model):
                                    atol=1e-6)
         assert client.get("/predict").status_code == 405
         assert client.post("/predict/x", content=body).status_code == 404  # other paths: FastAPI's answers
+
+
+def test_a_row_whose_prediction_is_not_finite_is_a_422_naming_it_not_a_null(model):
+    app = create_app(model["dir"])
+    body, predictor = _as_json(model["rows"][:3], numbers=False), app.state.batcher.predictor
+
+    def overflows_on_the_second_row(data):
+        predictions = predictor(data)
+        predictions[1] = np.nan
+        return predictions
+
+    app.state.batcher.predictor = overflows_on_the_second_row
+    with TestClient(app) as client:
+        response = client.post("/predict", content=body)
+        assert (response.status_code, response.json()) == (422, {"error": f"rows[1]: {NOT_FINITE}"})
 
 
 def test_health_is_503_naming_the_worker_while_its_forward_passes_keep_failing_and_ok_once_it_scores(model):
@@ -305,6 +324,8 @@ BAD_COLUMNS = [
     ({"columns": {"user": [1, True], "city": ["a", "b"], "price": [1, 2], "tags": ["t", "t"]}}, "columns.user[1]: got a boolean"),
     ({"columns": {"user": [], "city": [], "price": [], "tags": []}}, '"columns" is empty'),
     ({"rows": [], "columns": {}}, '{"rows"'),
+    ({"columns": {"user": [1, 2], "city": ["a", "b"], "price": [1, 2], "tags": ["t", "t:1e999"]}},
+     "rows[1]: multi-valued column 'tags': the weight in 't:1e999' must be a finite number"),
 ]
 
 
@@ -770,3 +791,15 @@ def test_serve_of_a_missing_model_directory_says_so_before_the_server_starts(tmp
     error = capfd.readouterr().err
     assert f"{tmp_path / 'no-model'}: not a model directory (it does not exist)" in error
     assert "loading" not in error
+
+
+def test_a_libfm_models_value_the_model_cannot_square_is_a_422_naming_row_and_field(tmp_path):
+    (tmp_path / "train.libfm").write_text("".join(f"{i % 2} {i % 5}:1 {5 + i % 3}:{1 + i % 4}\n" for i in range(200)))
+    Estimator(model={"mlp": (8,), "embed_dim": 4}, training={"epochs": 1}).fit(tmp_path / "train.libfm", progress=False,
+                                                                              out=tmp_path / "m")
+    with TestClient(create_app(tmp_path / "m")) as client:
+        assert client.post("/predict", json={"rows": [{"f1": "1:1", "f2": "6:2"}]}).status_code == 200
+        response = client.post("/predict", json={"rows": [{"f1": "1:1", "f2": "6:2"}, {"f1": "1:1", "f2": "6:1e30"}]})
+        assert (response.status_code, response.json()) == (422, {"error": "rows[1].f2: the value after ':' in '6:1e30' "
+                                                                 "must be a finite number of magnitude at most 1.8e+19 "
+                                                                 "(the model squares it in float32)"})

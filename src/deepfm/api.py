@@ -46,7 +46,7 @@ from deepfm.runtime import (available_cores, configure as configure_runtime, cpu
 from deepfm.solvers import build_solver
 from deepfm.tasks import Task
 from deepfm.training.checkpoint import complete_checkpoint, stage_checkpoint, write_atomically
-from deepfm.training.trainer import Trainer, TrainResult, peak_rss_mb, predict, predict_logits
+from deepfm.training.trainer import NOT_FINITE, Trainer, TrainResult, first_not_finite, peak_rss_mb, predict_logits
 
 Data = str | Path | pa.Table | RawFrame  # or a pandas DataFrame (converted with pa.Table.from_pandas)
 TrainingData = tuple[EncodedData | StreamSource, EncodedData | None, Holdout | None]  # train, held-out rows, how
@@ -278,12 +278,15 @@ class Estimator:
         None when every value is 1 (one-hot data such as Frappe). ``labels`` are encoded when the
         data has the label column (``with_labels=True``: it must; ``False``: never). A field whose values are
         far more often unseen than in training is a ``DataWarning`` (``FeatureEncoder.unseen_notes``)."""
+        return self._read_and_encode(data, with_labels)[1]
+
+    def _read_and_encode(self, data: Data, with_labels: bool | None) -> tuple[RawFrame, EncodedData]:
         assert self.encoder is not None, "fit or load the estimator first"
         frame = self.read(data, require_label=bool(with_labels))
         encoded = self.encoder.transform(frame, with_labels=with_labels is not False)
         for note in self.encoder.unseen_notes(encoded):
-            warnings.warn(f"{frame.path}: {note}", DataWarning, stacklevel=2)
-        return encoded
+            warnings.warn(f"{frame.path}: {note}", DataWarning, stacklevel=3)
+        return frame, encoded
 
     # -- training ---------------------------------------------------------------------------------
 
@@ -624,18 +627,27 @@ class Estimator:
         """Probabilities (binary) or ratings (regression), one per row, in input order; (N, C) class
         probabilities for a multiclass or ordinal task. Safe to call from several threads at once."""
         self._require_model()
-        return predict(self.model, self.encoder.task, self.encode(data, with_labels=False), self.config.training.device)
+        frame, encoded = self._read_and_encode(data, with_labels=False)
+        return self.encoder.task.link(torch.from_numpy(self._logits(frame, encoded))).numpy()
 
     def evaluate(self, data: Data) -> dict[str, Any]:
         """``{"rows": N, "auc": .., "logloss": ..}`` (binary) or ``{"rows": N, "rmse": .., "mae": ..}``, and
         ``"weighted_by"``: the weight column, where the metrics weigh each row by it (``data.weight``)."""
         self._require_model()
-        encoded = self.encode(data, with_labels=True)
+        frame, encoded = self._read_and_encode(data, with_labels=True)
         if encoded.labels is None:
             raise DataError(str(data), f"evaluation needs the label column '{self.encoder.label}'", line=1)
-        logits = predict_logits(self.model, encoded, self.config.training.device)
+        logits = self._logits(frame, encoded)
         weighted = {"weighted_by": self.encoder.weight} if encoded.weights is not None else {}
         return {"rows": len(encoded), **weighted, **self.encoder.task.metrics(encoded.labels, logits, encoded.weights)}
+
+    def _logits(self, frame: RawFrame, encoded: EncodedData) -> np.ndarray:
+        """The model's logits for the rows of ``frame``; a row whose logits are not finite is a located ``DataError``."""
+        logits = predict_logits(self.model, encoded, self.config.training.device)
+        row = first_not_finite(logits)
+        if row is not None:
+            raise DataError(frame.path, NOT_FINITE, line=frame.line_of(row))
+        return logits
 
     # -- persistence ------------------------------------------------------------------------------
 

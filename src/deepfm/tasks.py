@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 
-from deepfm.data.frame import NUMBER_PATTERN, RawFrame, to_float
+from deepfm.data.frame import NUMBER_PATTERN, WITHIN_REACH, RawFrame, to_float, within_reach
 from deepfm.errors import ConfigError, DataError
 
 # Auto-detection: labels that are 0/1 except for at most this share are a binary file with a few bad
@@ -431,9 +431,9 @@ def read_labels(frame: RawFrame, positive: str | None, negative: str | None = No
     if positive is None:
         _refuse_text_labels(frame, fitted)
         y = to_float(frame, frame.labels, None)
-        infinite = np.flatnonzero(np.isinf(y))
-        if len(infinite):
-            raise frame.error(int(infinite[0]), None, f"the label must be a finite number, got {y[infinite[0]]:g}")
+        beyond = np.flatnonzero(~(within_reach(y) | np.isnan(y)))  # (a missing label is said where it is read)
+        if len(beyond):
+            raise frame.error(int(beyond[0]), None, f"the label must be {WITHIN_REACH}, got {y[beyond[0]]:g}")
         return y
     text = label_text(frame)
     if negative is not None:

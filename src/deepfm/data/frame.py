@@ -19,6 +19,17 @@ DECIMAL_PATTERN = rf"^\s*{DECIMAL}\s*$"  # a finite number, as a whole value (he
 NUMBER_PATTERN = rf"{DECIMAL_PATTERN}|^\s*[-+]?(nan|NaN|NAN|inf|Inf|INF|infinity|Infinity)\s*$"  # a numeric cell
 FLOAT_MARK = r"[.eE]|nan|inf|NaN|Inf"  # what makes a number a float, not an integer id
 
+# The FM term squares each feature value (Σ_f v_if² x_i²) and the squared error each rating, in float32: a number
+# beyond √(float32's largest) ≈ 1.8e19 overflows there, and the prediction turns NaN. Where such a value is read
+# (a weight, a libFM value, a label) it is a located DataError instead (``within_reach``).
+LARGEST_VALUE = float(np.sqrt(np.finfo(np.float32).max))
+WITHIN_REACH = f"a finite number of magnitude at most {LARGEST_VALUE:.2g} (the model squares it in float32)"
+
+
+def within_reach(values: np.ndarray) -> np.ndarray:
+    """Where ``values`` are finite and at most ``LARGEST_VALUE`` in magnitude (a bool mask)."""
+    return np.abs(values) <= LARGEST_VALUE
+
 
 @dataclass
 class RawFrame:

@@ -16,7 +16,7 @@ import pyarrow.csv as pacsv
 
 from deepfm.data.delimited import BLOCK_SIZE
 from deepfm.data.formats import open_text
-from deepfm.data.frame import DECIMAL_PATTERN, RawFrame
+from deepfm.data.frame import DECIMAL_PATTERN, WITHIN_REACH, RawFrame, within_reach
 from deepfm.errors import DataError
 
 Layout = dict[str, str]  # column name -> kind, as a fitted encoder's ``layout`` gives it
@@ -99,9 +99,9 @@ def sparse_frame(lines: pa.Array, path: Path, fmt: str, first_line: int = 1,
             kind = "non-negative integer of at most 18 digits" if integer else "number"
             raise fail(token, f"{what} must be a {kind}, got {text[token].as_py()!r}")
         parsed = pc.cast(text, dtype).to_numpy(zero_copy_only=False)
-        if not integer and not np.isfinite(parsed).all():  # e.g. 1e999, or beyond float32's range
-            token = int(np.flatnonzero(~np.isfinite(parsed))[0])
-            raise fail(token, f"{what} must be a finite number, got {text[token].as_py()!r}")
+        if not integer and not within_reach(parsed).all():  # e.g. 1e999, beyond float32's range, or 1e30
+            token = int(np.flatnonzero(~within_reach(parsed))[0])
+            raise fail(token, f"{what} must be {WITHIN_REACH}, got {text[token].as_py()!r}")
         return parsed
 
     values = column(expected - 1, pa.float32(), "feature value")

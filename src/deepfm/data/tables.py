@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from deepfm.data.frame import DECIMAL, RawFrame
+from deepfm.data.frame import DECIMAL, WITHIN_REACH, RawFrame, within_reach
 from deepfm.errors import DataError
 
 DEFAULT_LABEL = "label"
@@ -188,9 +188,10 @@ def split_multi(frame: RawFrame, name: str, separator: str) -> tuple[pa.Array, p
     ids = pc.replace_substring(ids, "\\:", ":")
     weight_text = pc.if_else(weighted, pc.utf8_trim_whitespace(pc.replace_substring_regex(tokens, r"^.*:", "")), "1")
     weights = pc.cast(weight_text, pa.float32())
-    finite = pc.is_finite(weights).to_numpy(zero_copy_only=False)
-    if not finite.all():  # e.g. 1e999, beyond float32's range
-        token = int(np.flatnonzero(~finite)[0])
+    reached = within_reach(weights.to_numpy(zero_copy_only=False))
+    if not reached.all():  # e.g. 1e999, beyond float32's range, or 1e30, whose square is
+        token = int(np.flatnonzero(~reached)[0])
         row = int(np.searchsorted(lists.offsets.to_numpy()[1:], token, side="right"))
-        raise frame.error(row, name, f"multi-valued column '{name}': weight in {tokens[token].as_py()!r} is not a finite number")
+        raise frame.error(row, name, f"multi-valued column '{name}': the weight in {tokens[token].as_py()!r} must be "
+                                     + WITHIN_REACH)
     return pa.ListArray.from_arrays(offsets, ids), pa.ListArray.from_arrays(offsets, weights)

@@ -36,7 +36,9 @@ from deepfm.serving.decode import RequestDecoder
 from deepfm.serving.endpoint import PredictEndpoint
 from deepfm.serving.health import Health
 from deepfm.serving.limits import Limits
+from deepfm.serving.rows import RequestError
 from deepfm.training.checkpoint import sha256_of
+from deepfm.training.trainer import NOT_FINITE, first_not_finite
 
 INLINE_BYTES = 1 << 20  # bodies up to this size (~2,000 Criteo rows) are decoded on the event loop: a hop to
 # a thread pool costs more than it saves, since parsing holds the GIL; larger ones leave the loop free for others
@@ -126,7 +128,11 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
 
     async def predict(body: bytes) -> dict[str, Any]:  # POST /predict, by deepfm.serving.endpoint
         data = decoder.decode(body) if len(body) <= INLINE_BYTES else await run_in_threadpool(decoder.decode, body)
-        return {"predictions": await batcher.predict(data), "kind": kind, **labelled}
+        predictions = await batcher.predict(data)
+        row = first_not_finite(predictions)
+        if row is not None:  # JSON would carry it as null
+            raise RequestError(422, f"rows[{row}]: {NOT_FINITE}")
+        return {"predictions": predictions, "kind": kind, **labelled}
 
     return PredictEndpoint(app, predict, limits.max_bytes)
 

@@ -15,15 +15,17 @@ not read (the label, ignored columns) are ignored. Multi-valued fields take the 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder, FieldSpec
-from deepfm.data.frame import RawFrame
+from deepfm.data.frame import WITHIN_REACH, RawFrame, within_reach
 from deepfm.data.readers import frame_from_table, split_multi
 from deepfm.errors import DataError
 from deepfm.serving.limits import Limits
@@ -158,7 +160,8 @@ def columns_to_frame(columns: Columns, fields: Sequence[FieldSpec], label: str, 
     frame = frame_from_table(pa.table({n: t for n, (t, _) in texts.items()}), SOURCE, label=label, require_label=False)
     for spec in fields:
         if not spec.single_valued:
-            frame.columns[spec.name], frame.weights[spec.name] = split_multi(frame, spec.name, separator)
+            with refused_as_422(frame):  # a weight that is not a number the model can square
+                frame.columns[spec.name], frame.weights[spec.name] = split_multi(frame, spec.name, separator)
             frame.kinds[spec.name] = "multi"
     frame.weights.update({n: w for n, (_, w) in texts.items() if w is not None})
     return frame
@@ -179,8 +182,15 @@ def missing_fields(rows: list[dict], names: Sequence[str]) -> RequestError:
 
 def encode_frame(encoder: FeatureEncoder, frame: RawFrame) -> EncodedData:
     """``encoder.transform``, with a value it refuses (a numeric field given "abc") as a 422 naming the row."""
-    try:
+    with refused_as_422(frame):
         return encoder.transform(frame, with_labels=False)
+
+
+@contextmanager
+def refused_as_422(frame: RawFrame) -> Iterator[None]:
+    """A ``DataError`` about a row of the request's ``frame`` as a 422 naming the row (``rows[3]: ...``)."""
+    try:
+        yield
     except DataError as error:
         row = f"rows[{error.line - frame.first_line}]: " if error.line is not None else ""
         raise RequestError(422, row + error.message) from None
@@ -192,6 +202,9 @@ def _split_weight(text: str | None, where: str) -> tuple[str | None, float]:
         return text, 1.0
     value, _, weight = text.rpartition(":")
     try:
-        return value, float(weight)
+        number = float(weight)
     except ValueError:
         raise RequestError(422, f"{where}: the value after ':' in {text!r} is not a number") from None
+    if not within_reach(np.float64(number)):
+        raise RequestError(422, f"{where}: the value after ':' in {text!r} must be {WITHIN_REACH}")
+    return value, number

@@ -83,6 +83,16 @@ def predict_logits(model: nn.Module, data: EncodedData, device: str | torch.devi
     return out if out is not None else np.empty(0, dtype=np.float64)
 
 
+NOT_FINITE = ("the model's prediction for this row is not a finite number: its values overflow the model's float32 "
+              "arithmetic (scale them down)")
+
+
+def first_not_finite(outputs: np.ndarray) -> int | None:
+    """The first row of ``outputs`` ((N,) or (N, C) logits or predictions) that holds NaN or infinity, or None."""
+    finite = np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
+    return None if finite.all() else int(np.argmin(finite))
+
+
 @torch.no_grad()
 def predict(model: nn.Module, task: Task | str, data: EncodedData, device: str | torch.device | None = None,
             batch_size: int = PREDICT_BATCH) -> np.ndarray:
