@@ -108,6 +108,19 @@ def test_train_without_json_prints_nothing_on_stdout(ctr_csv, tmp_path, capsys):
     assert "saved" in captured.err
 
 
+def test_the_row_id_note_of_a_column_with_an_empty_header_names_a_flag_that_leaves_it_out(tmp_path, capsys):
+    # pandas' to_csv writes its index as a first column with an empty header: --ignore '' leaves it out
+    rows = [f"{i},{i % 2},u{i % 7},c{i % 3}" for i in range(1200)]
+    (tmp_path / "indexed.csv").write_text(",label,user,city\n" + "\n".join(rows) + "\n")
+    assert main(["train", "--train", str(tmp_path / "indexed.csv"), "--out", str(tmp_path / "a"), *TINY]) == 0
+    assert "a row id? It tells the model nothing of other rows, and rows to predict bring new ones; --ignore '' leaves it out" \
+        in capsys.readouterr().err
+    assert main(["train", "--train", str(tmp_path / "indexed.csv"), "--out", str(tmp_path / "b"), *TINY, "--ignore", ""]) == 0
+    assert "a row id?" not in capsys.readouterr().err
+    fields = json.loads((tmp_path / "b" / "features.json").read_text())["fields"]
+    assert [field["name"] for field in fields] == ["user", "city"]
+
+
 def test_train_writes_a_complete_model_directory(ctr_csv, tmp_path):
     assert train(ctr_csv(), tmp_path / "model") == 0
     names = {p.name for p in (tmp_path / "model").iterdir()}

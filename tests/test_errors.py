@@ -394,9 +394,12 @@ def test_option_naming_the_label_says_it_is_the_label(write_table, option):
                           "a feature or a weight too")
 
 
-def test_ignoring_the_label_changes_nothing(write_table):
+def test_ignoring_the_label_says_it_is_the_column_the_model_learns(write_table):
+    # it would be trained on all the same: a user who meant another label learns it here, not from the metrics
     path = write_table("train.csv", {"label": [1, 0], "city": ["a", "b"]})
-    assert fit(path, ignore=("label",)).to_dict() == fit(path).to_dict()
+    assert str(error_of(fit, path, ignore=("label",))) == (
+        f"{path}:1: --ignore (data.ignore) names column 'label', the label (--label): the label is never a feature, and "
+        "this one is the column the model learns; to learn another column, name it with --label")
 
 
 def test_multi_naming_a_column_not_in_the_file_is_a_data_error(write_table):

@@ -225,7 +225,8 @@ def add_run_flags(p: argparse.ArgumentParser, gradient_only: bool = False) -> No
     p.add_argument("--numeric", help="comma-separated columns to treat as numeric")
     p.add_argument("--multi", help="comma-separated multi-valued columns: 'a|b|c', optional 'id:weight'")
     p.add_argument("--multi-separator", help="the character between a multi-valued cell's values")
-    p.add_argument("--ignore", help="comma-separated columns to leave out")
+    p.add_argument("--ignore", help="comma-separated columns to leave out ('' alone: the column whose header is empty, "
+                                      "as pandas' to_csv writes its index)")
     p.add_argument("--min-count", type=int, help="values rarer than this in train share their field's rare id (default: 1; 10 where "
                                                   "the training ids are a long tail of 10,000+ rows, deepfm.defaults)")
     p.add_argument("--hash-buckets", type=int, help="hash fields with more distinct values than this into this many buckets (0: never)")

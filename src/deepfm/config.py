@@ -84,6 +84,10 @@ class DataConfig(_Frozen):
     @field_validator("categorical", "numeric", "multi", "ignore", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
+        """``"a, b"`` -> ``("a", "b")``; ``""`` alone names the column whose header is empty (pandas' index, written
+        by ``to_csv``): ``--ignore ''``."""
+        if value == "":
+            return ("",)
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value

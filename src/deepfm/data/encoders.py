@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from typing import Any, Callable, Iterable, Iterator, Literal
@@ -722,7 +723,7 @@ def row_id_note(name: str, counts: pa.Array, rows: int) -> list[str]:
     if once < 0.99 * rows:
         return []
     return [f"column '{name}' holds a value no other training row holds on {once / rows:.0%} of the rows: a row id? It "
-            f"tells the model nothing of other rows, and rows to predict bring new ones; --ignore {name} leaves it out"]
+            f"tells the model nothing of other rows, and rows to predict bring new ones; --ignore {shlex.quote(name)} leaves it out"]
 
 
 def one_column_long_tail_note(counts: dict[str, pa.Array], seen: IdCounts, min_count: int) -> list[str]:
@@ -741,7 +742,7 @@ def one_column_long_tail_note(counts: dict[str, pa.Array], seen: IdCounts, min_c
             return [f"column '{name}' holds {distinct:,} distinct values in {seen.rows:,} training rows "
                     f"({distinct / seen.rows:.2f} a row): it alone makes these ids a long tail (≥ {LONG_TAIL_IDS_PER_ROW} "
                     f"distinct values a row), which sets the long tail's training defaults{shared}. If it is not a "
-                    f"feature (a timestamp, a row id), --ignore {name}"]
+                    f"feature (a timestamp, a row id), --ignore {shlex.quote(name)}"]
     return []
 
 
@@ -861,8 +862,10 @@ def resolve_kinds(frame: RawFrame, config: DataConfig) -> dict[str, str]:
                           ("--ignore (data.ignore)", set(config.ignore)), ("--weight (data.weight)", weight)):
         for name in sorted(names):
             if name == config.label and name not in frame.columns:
-                if option.startswith("--ignore"):
-                    continue  # the label is never a feature: nothing to ignore
+                if option.startswith("--ignore"):  # it would be trained on all the same: say so, not nothing
+                    raise DataError(frame.path, f"{option} names column '{name}', the label (--label): the label is "
+                                                "never a feature, and this one is the column the model learns; to "
+                                                "learn another column, name it with --label", line=1)
                 raise DataError(frame.path, f"{option} names column '{name}', the label (--label): it cannot be a "
                                             "feature or a weight too", line=1)
             if name not in frame.columns:
