@@ -683,6 +683,15 @@ def test_fit_notes_stay_quiet_for_id_columns_with_an_odd_value_and_keep_the_regr
     assert note == "task: regression, since the labels are not all 0/1 (0, 1, 2, ...); --task binary refuses such labels"
 
 
+def test_two_label_values_that_are_not_0_and_1_are_a_regression_whose_note_says_how_to_read_them_as_clicks(write_table):
+    path = write_table("pm.csv", {"label": [-1, 1] * 50, "item": [f"i{i % 7}" for i in range(100)]})
+    (note,) = FeatureEncoder.fit([read_frame(path)], DataConfig()).fit_notes
+    assert note == ("task: regression, since the labels are not all 0/1 (-1, 1); --task binary refuses such labels; for a "
+                    "binary task of these two values, --positive 1 reads 1 as the positive class and -1 as the negative one")
+    encoder = FeatureEncoder.fit([read_frame(path)], DataConfig(positive="1"))  # as the note says
+    assert encoder.task.name == "binary" and encoder.fit_notes == []
+
+
 @pytest.mark.parametrize("label, shown", [("1e999", "inf"), ("1e39", "1e\\+39"), ("-1e30", "-1e\\+30")])
 def test_a_label_the_loss_cannot_square_is_a_located_error(write_table, label, shown):
     # 1e39 is finite as read (float64) and infinite in float32; 1e30's squared error overflows float32

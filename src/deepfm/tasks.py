@@ -514,7 +514,7 @@ class TaskFitter:
         self.examples: list[float] = []  # a few distinct labels, for messages
         self.first_odd: DataError | None = None  # the first label that is neither 0/1 nor (libFM) -1
         self.first_of: dict[float, DataError] = {}  # libFM/libFFM: where the first 0 and the first -1 are
-        self.raw_seen: dict[str, None] = {}  # distinct raw values (``--positive``), in order, a few
+        self.raw_seen: dict[str, None] = {}  # distinct raw values (with ``--positive`` or once not 0/1), in order, a few
         self.others: dict[str, int] = {}  # ``--positive``: the other raw values (the first few) and their counts
         self.first_rows: dict[str, DataError] = {}  # where each of ``others`` first occurs
         self.class_counts: dict[str, int] = {}  # multiclass: every label value and its count
@@ -550,12 +550,14 @@ class TaskFitter:
         odd = np.flatnonzero(present)[~(zero_one | minus_one)]
         if self.first_odd is None and len(odd):
             self.first_odd = frame.error(int(odd[0]), None, f"label {y[odd[0]]:g} in a file of 0/1 labels")
-        if self.positive is None:
+        if self.positive is None and not len(odd):  # 0/1 so far: no raw value to list
             return
         text = label_text(frame)  # once a chunk, for both reads below
         if len(self.raw_seen) <= LABELS_LISTED:
             for value in distinct_values(text):
                 self.raw_seen.setdefault(value, None)
+        if self.positive is None:
+            return
         if not self.one_vs_rest:
             self._count_others(frame, text)
 

@@ -707,7 +707,12 @@ class _Fitter:
         if task == "regression" and config.task == "auto" and self.labels.examples:
             values = sorted(self.labels.examples)
             shown = ", ".join(f"{v:g}" for v in values[:3]) + (", ..." if len(values) > 3 else "")
-            self.notes.append(f"task: regression, since the labels are not all 0/1 ({shown}); --task binary refuses such labels")
+            written = {float(text): text for text in self.labels.raw_seen}  # as the file writes them: --positive's match
+            two = (f"; for a binary task of these two values, --positive {written[values[1]]} reads "
+                   f"{written[values[1]]} as the positive class and {written[values[0]]} as the negative one"
+                   ) if len(values) == 2 and len(written) == 2 else ""
+            self.notes.append(f"task: regression, since the labels are not all 0/1 ({shown}); --task binary refuses such "
+                              f"labels{two}")
         return FeatureEncoder(task=task, label=config.label, fields=specs, weight=config.weight, fit_notes=self.notes,
                               id_counts=id_counts)
 
