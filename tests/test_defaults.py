@@ -267,3 +267,18 @@ def test_a_small_run_trains_at_the_small_sample_batch_and_records_it():
     estimator.fit(table, progress=False, log=lines.append)
     assert estimator.config.training.batch_size == 32
     assert any(line.startswith("small sample: 900 training rows, so batches of 32") for line in lines)
+
+
+def test_a_second_fit_starts_from_the_settings_given_not_from_those_the_first_fit_chose_for_its_data():
+    small, _ = make_ctr_table(SyntheticSpec(rows=900, categorical=6, numeric=1, vocabulary=200_000, seed=4))
+    large, _ = make_ctr_table(SyntheticSpec(rows=5_000, categorical=6, numeric=1, vocabulary=40, seed=5))
+    settings = {"model": {"name": "fm"}, "training": {"epochs": 1}, "data": {"valid_fraction": 0}}
+    again = Estimator(**settings).fit(small, progress=False)
+    assert again.config.training.batch_size == 32 and again.config.training.adagrad_init == 0.01  # the small long tail's
+    again.fit(large, progress=False)
+    fresh = Estimator(**settings).fit(large, progress=False)
+    assert again.config == fresh.config and again.config.training.batch_size == 64  # (5,000 rows: 64, recurring: 0)
+    assert (again.predict(large) == fresh.predict(large)).all()
+    chosen = Estimator(**settings).fit(small, progress=False)
+    chosen.config = build_config({**settings, "training": {"epochs": 1, "batch_size": 128}})  # set anew: it stands
+    assert chosen.fit(large, progress=False).config.training.batch_size == 128

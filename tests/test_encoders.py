@@ -998,3 +998,19 @@ def test_a_column_that_alone_makes_the_ids_a_long_tail_is_named_with_what_it_tur
     assert not any("alone" in n for n in FeatureEncoder.fit([read_frame_of(table)], DataConfig(ignore=("time",))).fit_notes)
     two = table.append_column("session", pa.array(rng.permutation(rows) // 2))  # neither alone: a long tail either way
     assert not any("alone" in n for n in FeatureEncoder.fit([read_frame_of(two)], DataConfig()).fit_notes)
+
+
+@pytest.mark.parametrize("scale, offset", [(1.0, 0.0), (1e-12, 0.0), (600.0, 1.7e9), (60.0, 1.7e9)])
+def test_a_numeric_fields_standardisation_keeps_its_spread_at_any_scale_and_offset(scale, offset):
+    # tiny values, and Unix timestamps over minutes: their log's spread is 1e-13 or 1e-8, not a constant
+    x = offset + scale * np.random.default_rng(0).random(3000)
+    chunks = [frame_from_table(pa.table({"label": [1, 0] * 750, "v": part}), "t.csv") for part in np.split(x, 2)]
+    (spec,) = FeatureEncoder.fit(chunks, DataConfig(numeric=("v",))).fields
+    assert spec.mean == pytest.approx(signed_log(x).mean(), rel=1e-12)
+    assert spec.std == pytest.approx(signed_log(x).std(), rel=1e-6)
+
+
+def test_a_constant_numeric_field_is_scaled_by_one():
+    frame = frame_from_table(pa.table({"label": [1, 0] * 50, "v": [0.1] * 100}), "t.csv")
+    (spec,) = FeatureEncoder.fit([frame], DataConfig(numeric=("v",))).fields
+    assert spec.std == 1.0

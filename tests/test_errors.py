@@ -462,6 +462,7 @@ def test_a_row_whose_prediction_overflows_is_a_located_error_not_a_nan(write_tab
         est.model.linear.weights.weight[c] = 3e38
     for method in (est.predict, est.evaluate):
         assert str(error_of(method, path)) == f"{path}:4: {NOT_FINITE}"
+    assert est.predict(pa.table({"city": pa.array([], pa.string())})).shape == (0,)  # no rows: none to refuse
 
 
 def test_a_bad_weight_after_a_quoted_value_that_holds_line_breaks_is_located_at_its_own_line(write_text):

@@ -221,6 +221,7 @@ class Estimator:
         self.encoder: FeatureEncoder | None = None
         self.result: TrainResult | None = None
         self.metrics: dict[str, Any] = {}
+        self._last_fit: tuple[RunConfig, RunConfig] | None = None  # the settings a fit was given and those it left
 
     # -- data -------------------------------------------------------------------------------------
 
@@ -302,7 +303,20 @@ class Estimator:
         log: Callable[[str], None] | None = None,
     ) -> "Estimator":
         """Fit encoders on ``train``, train the model, keep the best epoch; with ``out``, checkpoint
-        into ``out/checkpoint`` (``resume=True`` continues from there) and save the model to ``out``."""
+        into ``out/checkpoint`` (``resume=True`` continues from there) and save the model to ``out``. Afterwards
+        ``config`` holds the settings the run trained with (the data's defaults filled in); a later ``fit`` starts
+        afresh from the settings given, unless ``config`` was set anew in between."""
+        last = getattr(self, "_last_fit", None)  # (an Estimator pickled by an older version has none)
+        if last is not None and self.config is last[1]:
+            self.config = last[0]  # not the choices the last fit made for its own data (batch, lr, k, ...)
+        given = self.config
+        try:
+            return self._fit(train, valid, out, resume, progress, log)
+        finally:
+            self._last_fit = (given, self.config)
+
+    def _fit(self, train: Data | None, valid: Data | None, out: str | Path | None, resume: bool, progress: bool,
+             log: Callable[[str], None] | None) -> "Estimator":
         cfg = self.config
         train = train if train is not None else cfg.data.train
         valid = valid if valid is not None else cfg.data.valid

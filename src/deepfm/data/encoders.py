@@ -515,6 +515,18 @@ def merge_repeated_ids(offsets: np.ndarray, ids: np.ndarray, weights: np.ndarray
     return merged_offsets, merged_keys - merged_rows * np.int64(size), merged_weights
 
 
+def merged_moments(moments: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(count, mean, sum of squared deviations) of the values so far, ``moments``, and of ``values`` (float64, at least
+    one), merged pairwise (Chan, Golub & LeVeque), each chunk's own in two passes: no E[x²] − mean² cancellation, which
+    lost the spread of values far from zero (Unix timestamps: 40× too large) and of tiny ones."""
+    count, mean, squared_deviations = moments
+    own_mean = float(values.mean())
+    own = float(np.square(values - own_mean).sum())
+    total = count + len(values)
+    delta = own_mean - mean
+    return np.array([total, mean + delta * len(values) / total, squared_deviations + own + delta**2 * count * len(values) / total])
+
+
 def read_sample_weights(frame: RawFrame, name: str) -> np.ndarray:
     """The ``--weight`` column as float32; a missing, negative or non-finite weight is a located ``DataError``."""
     w = to_float(frame, frame.columns[name], name)
@@ -548,7 +560,7 @@ class _Fitter:
                        for n, k in self.kinds.items() if k != "numeric"}
         self.retained: list[tuple[RawFrame, dict[str, RowCodes]]] | None = [] if retain else None
         self.vocabulary_rows: dict[str, np.ndarray] = {}  # the row of the counts table of each vocabulary value
-        self.moments = {n: np.zeros(3) for n, k in self.kinds.items() if k == "numeric"}
+        self.moments = {n: np.zeros(3) for n, k in self.kinds.items() if k == "numeric"}  # (count, mean, M2)
         self.samples: dict[str, list[np.ndarray]] = {n: [] for n, k in self.kinds.items() if k == "numeric"}
         self.weighted = {n: n in first.weights for n in self.kinds}
         self.rows = 0  # counted: not held out
@@ -580,8 +592,8 @@ class _Fitter:
                 x = to_float(frame, column, name)  # every row's value checked, held out or not
                 x = x if counted is None else x[counted]
                 x = x[np.isfinite(x)]  # inf and NaN count as missing
-                s = signed_log(x)
-                self.moments[name] += (len(s), s.sum(), (s * s).sum())
+                if len(x):
+                    self.moments[name] = merged_moments(self.moments[name], signed_log(x))
                 if self.config.numeric_encoding == "bucket" and sum(len(a) for a in self.samples[name]) < 1_000_000:
                     self.samples[name].append(x)  # quantile edges come from the first million values
                 return
@@ -674,10 +686,9 @@ class _Fitter:
             kind = self.kinds[name]
             spec = FieldSpec(name=name, kind=kind, offset=offset, weighted=self.weighted[name])
             if kind == "numeric":
-                count, total, squares = self.moments[name]
-                mean = total / count if count else 0.0
-                std = float(np.sqrt(max(squares / count - mean**2, 0.0))) if count else 1.0
-                spec.mean, spec.std = float(mean), (std if std > 1e-12 else 1.0)
+                count, mean, squared_deviations = self.moments[name]
+                std = float(np.sqrt(squared_deviations / count)) if count else 0.0
+                spec.mean, spec.std = float(mean), (std if std > 1e-12 * abs(mean) and std > 0 else 1.0)  # 1: constant
                 if config.numeric_encoding == "bucket":
                     sample = np.concatenate(self.samples[name]) if self.samples[name] else np.zeros(0)
                     qs = np.linspace(0, 1, config.numeric_buckets + 1)[1:-1]

@@ -89,7 +89,7 @@ NOT_FINITE = ("the model's prediction for this row is not a finite number: its v
 
 def first_not_finite(outputs: np.ndarray) -> int | None:
     """The first row of ``outputs`` ((N,) or (N, C) logits or predictions) that holds NaN or infinity, or None."""
-    finite = np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
+    finite = np.isfinite(outputs).reshape(len(outputs), -1).all(axis=1) if outputs.size else np.ones(len(outputs), bool)
     return None if finite.all() else int(np.argmin(finite))
 
 
