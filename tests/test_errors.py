@@ -613,3 +613,37 @@ def test_lines_ending_in_a_carriage_return_alone_are_named_with_the_conversion(t
     assert str(plain).endswith(f"tr '\\r' '\\n' < {tmp_path / 'mac.csv'} > {tmp_path / 'lf-mac.csv'}")
     assert str(compressed).endswith(f"gunzip -c -- '{tmp_path / 'my mac.csv.gz'}' | tr '\\r' '\\n' | gzip > "
                                     f"'{tmp_path / 'lf-my mac.csv.gz'}'")  # the shell's quotes; not tr on gzip bytes
+
+
+# -- in-memory tables: what Arrow holds that no file column does -----------------------------------
+
+
+def test_an_arrow_table_with_a_repeated_column_name_is_refused_naming_it():
+    table = pa.table([pa.array([1, 2] * 10), pa.array([3, 4] * 10), pa.array([0, 1] * 10)], names=["age", "age", "label"])
+    assert str(error_of(Estimator(training={"epochs": 1}).fit, table, progress=False)) == (
+        "<table>:1: duplicate column names: ['age']")
+
+
+@pytest.mark.parametrize("column", [pa.array([{"a": 1}, {"a": 2}] * 10),
+                                    pa.array([[("k", 1)], [("j", 2)]] * 10, pa.map_(pa.string(), pa.int64()))],
+                         ids=["struct", "map"])
+def test_a_struct_or_map_column_is_refused_naming_it_and_how_to_leave_it_out(column):
+    table = pa.table({"city": ["a", "b"] * 10, "parts": column, "label": [0, 1] * 10})
+    error = error_of(Estimator(training={"epochs": 1}).fit, table, progress=False)
+    assert str(error) == (f"<table>:1:2: column 'parts' holds {column.type} values: deepfm reads text, numbers, booleans, "
+                          "times and lists of ids; give its parts as columns of their own, or leave it out (--ignore, "
+                          "data.ignore)")
+    Estimator(training={"epochs": 1}, data={"ignore": ["parts"]}).fit(table, progress=False)  # as it says
+
+
+def test_a_dataframe_of_complex_numbers_is_a_value_error_naming_the_column():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"v": [1 + 1j, 2 + 0j] * 10, "label": [0, 1] * 10})
+    with pytest.raises(ValueError, match="Conversion failed for column v with type complex128"):
+        Estimator(training={"epochs": 1}).fit(frame, progress=False)
+
+
+def test_encoding_or_predicting_before_a_fit_says_to_fit_or_load_first():
+    for method in (Estimator().encode, Estimator().predict):
+        with pytest.raises(RuntimeError, match=r"call fit\(\) or Estimator.load\(\)"):
+            method(pa.table({"city": ["a"]}))

@@ -234,7 +234,7 @@ class Estimator:
         if type(data).__module__.startswith("pandas") and type(data).__name__ == "DataFrame":  # pandas is optional
             try:
                 data = pa.Table.from_pandas(data, preserve_index=False)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:  # (complex numbers)
                 raise ConfigError(f"data: the DataFrame does not convert to Arrow columns ({error}); "
                                   "give each column one type (e.g. df[col].astype(str))") from None
         if not isinstance(data, (str, Path, pa.Table)):
@@ -282,7 +282,8 @@ class Estimator:
         return self._read_and_encode(data, with_labels)[1]
 
     def _read_and_encode(self, data: Data, with_labels: bool | None) -> tuple[RawFrame, EncodedData]:
-        assert self.encoder is not None, "fit or load the estimator first"
+        if self.encoder is None:
+            raise RuntimeError("the estimator has no encoders yet: call fit() or Estimator.load()")
         frame = self.read(data, require_label=bool(with_labels))
         encoded = self.encoder.transform(frame, with_labels=with_labels is not False)
         for note in self.encoder.unseen_notes(encoded):

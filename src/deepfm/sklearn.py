@@ -324,7 +324,7 @@ def _arrow_from_pandas(X: Any) -> pa.Table:
         X = X.set_axis([str(name) for name in X.columns], axis=1)
     try:
         return pa.Table.from_pandas(X, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:  # (complex numbers)
         raise ValueError(f"X: the DataFrame does not convert to Arrow columns ({error}); "
                          "give each column one type (e.g. X[col].astype(str))") from None
 

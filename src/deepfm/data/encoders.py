@@ -898,6 +898,11 @@ def resolve_kinds(frame: RawFrame, config: DataConfig) -> dict[str, str]:
             raise DataError(frame.path, f"column '{name}' holds lists of {column.type.value_type}: deepfm reads lists of "
                             "ids (text, integers) as multi-valued fields; leave the column out (--ignore, data.ignore), "
                             "or give its numbers as numeric columns of their own", line=1, column=frame.column_numbers.get(name))
+        elif pa.types.is_nested(column.type) or pa.types.is_dictionary(column.type) and pa.types.is_nested(
+                column.type.value_type):  # a struct or map: no one value per row to read as an id or a number
+            raise DataError(frame.path, f"column '{name}' holds {column.type} values: deepfm reads text, numbers, "
+                            "booleans, times and lists of ids; give its parts as columns of their own, or leave it out "
+                            "(--ignore, data.ignore)", line=1, column=frame.column_numbers.get(name))
         elif name in categorical:
             kinds[name] = "categorical"
         elif name in numeric:
