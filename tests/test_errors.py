@@ -456,6 +456,7 @@ def test_a_row_whose_prediction_overflows_is_a_located_error_not_a_nan(write_tab
     est = Estimator(data={"categorical": ("city",)}, model={"name": "lr"}, training={"epochs": 1})
     est.fit(pa.table({"label": [1, 0, 1, 0], "city": ["a", "b", "a", "c"]}), progress=False)
     path = write_table("score.csv", {"label": [1, 0, 1, 0], "city": ["a", "b", "c", "a"]})
+    assert est.classes is None  # binary: one probability a row
     c = int(est.encode(pa.table({"city": ["c"]})).ids[0, 0])
     with torch.no_grad():  # the logit of a row of 'c' overflows: 3e38 + 3e38
         est.model.linear.bias.fill_(3e38)

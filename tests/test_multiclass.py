@@ -33,7 +33,7 @@ def test_every_model_learns_classes(model):
     est = Estimator(data={"task": "multiclass"}, model={"name": model, "mlp": (32,), "embed_dim": 4},
                     training={"epochs": 6, "batch_size": 128, **step}).fit(train, progress=False)
     probabilities = est.predict(test)
-    assert est.encoder.task.classes == ["blue", "green", "red"]
+    assert est.classes == ["blue", "green", "red"]  # predict's columns
     assert probabilities.shape == (400, 3) and np.allclose(probabilities.sum(axis=1), 1)
     metrics = est.evaluate(test)
     assert metrics["accuracy"] > 0.9 and metrics["auc"] > 0.95, metrics
@@ -79,6 +79,7 @@ def test_the_task_round_trips_and_saved_models_predict_the_same(tmp_path):
                     training={"epochs": 1}).fit(colours(300), out=tmp_path / "m", progress=False)
     again = Estimator.load(tmp_path / "m")
     np.testing.assert_allclose(again.predict(colours(50, 3)), est.predict(colours(50, 3)), rtol=1e-6)
+    assert again.classes == est.classes == ["blue", "green", "red"]
 
 
 def test_cli_trains_evaluates_and_writes_class_probabilities(tmp_path):

@@ -181,8 +181,9 @@ def test_save_writes_the_model_directory_and_load_predicts_the_same(fitted, tmp_
     np.testing.assert_allclose(as_estimator.predict(X), clf.predict_proba(X)[:, 1])
     labelled = X.assign(label=(clf.predict(X) == "skip").astype(int))
     assert as_estimator.evaluate(labelled)["rows"] == len(X)
-    with pytest.raises(ModelDirError, match="holds a FMClassifier, not a FMRegressor"):
-        FMRegressor.load(tmp_path / "clf")
+    for other in (FMRegressor, DeepFMClassifier):
+        with pytest.raises(ModelDirError, match=f"holds a FMClassifier, not a {other.__name__}; load it with FMClassifier.load"):
+            other.load(tmp_path / "clf")
 
 
 def test_the_commands_say_how_they_read_a_saved_classifiers_classes(fitted, tmp_path, capsys):

@@ -642,10 +642,18 @@ class Estimator:
 
     def predict(self, data: Data) -> np.ndarray:
         """Probabilities (binary) or ratings (regression), one per row, in input order; (N, C) class
-        probabilities for a multiclass or ordinal task. Safe to call from several threads at once."""
+        probabilities for a multiclass or ordinal task, in the order of ``classes``. Safe to call from several threads
+        at once."""
         self._require_model()
         frame, encoded = self._read_and_encode(data, with_labels=False)
         return self.encoder.task.link(torch.from_numpy(self._logits(frame, encoded))).numpy()
+
+    @property
+    def classes(self) -> list[str] | None:
+        """A multiclass or ordinal model's classes, as the training labels wrote them, in the order of ``predict``'s
+        columns; None for a binary or regression model."""
+        self._require_model()
+        return list(self.encoder.task.classes) if self.encoder.task.name in ("multiclass", "ordinal") else None
 
     def evaluate(self, data: Data) -> dict[str, Any]:
         """``{"rows": N, "auc": .., "logloss": ..}`` (binary) or ``{"rows": N, "rmse": .., "mae": ..}``, and

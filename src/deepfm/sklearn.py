@@ -197,8 +197,9 @@ class _DeepFMEstimator(BaseEstimator):
         saved = read_extra(directory, SAVED)
         if saved is None:
             raise ModelDirError(f"{directory}: not saved by deepfm.sklearn (no {SAVED}); load it with deepfm.Estimator.load")
-        if (saved["classes"] is None) != (cls._task == "regression"):
-            raise ModelDirError(f"{directory}: holds a {saved['estimator']}, not a {cls.__name__}")
+        if saved["estimator"] != cls.__name__:  # (a DeepFMClassifier of model 'fm' would predict alike, but surprise)
+            raise ModelDirError(f"{directory}: holds a {saved['estimator']}, not a {cls.__name__}; load it with "
+                                f"{saved['estimator']}.load")
         names = cls._get_param_names()
         loaded = cls(**{k: v for k, v in saved["params"].items() if k in names})
         loaded.estimator_, loaded.n_features_in_ = estimator, saved["n_features_in"]
