@@ -522,9 +522,10 @@ def merged_moments(moments: np.ndarray, values: np.ndarray) -> np.ndarray:
     count, mean, squared_deviations = moments
     own_mean = float(values.mean())
     own = float(np.square(values - own_mean).sum())
-    total = count + len(values)
+    added = len(values)
+    total = count + added
     delta = own_mean - mean
-    return np.array([total, mean + delta * len(values) / total, squared_deviations + own + delta**2 * count * len(values) / total])
+    return np.array([total, mean + delta * added / total, squared_deviations + own + delta**2 * count * added / total])
 
 
 def read_sample_weights(frame: RawFrame, name: str) -> np.ndarray:
@@ -739,7 +740,8 @@ def row_id_note(name: str, counts: pa.Array, rows: int) -> list[str]:
     if once < 0.99 * rows:
         return []
     return [f"column '{name}' holds a value no other training row holds on {once / rows:.0%} of the rows: a row id? It "
-            f"tells the model nothing of other rows, and rows to predict bring new ones; --ignore {shlex.quote(name)} leaves it out"]
+            f"tells the model nothing of other rows, and rows to predict bring new ones; --ignore {shlex.quote(name)} "
+            "leaves it out"]
 
 
 def one_column_long_tail_note(counts: dict[str, pa.Array], seen: IdCounts, min_count: int) -> list[str]:
