@@ -117,6 +117,17 @@ def test_refit_refuses_a_solver_without_epochs():
             ratings(500), valid=ratings(100, seed=1), progress=False)
 
 
+@pytest.mark.parametrize("setting", [{"data": {"stream": "on"}}, {"training": {"solver": "als", "sweeps": 2}}])
+def test_a_refit_the_run_cannot_do_is_refused_before_any_row_is_read(tmp_path, setting):
+    # it was refused once every epoch had trained, leaving no model
+    (tmp_path / "bad.csv").write_text("rating,user\n4,u1,extra\n")  # reading it would be a DataError
+    config = {"model": {"name": "fm"}, "training": {"refit": True}}
+    for section, values in setting.items():
+        config[section] = config.get(section, {}) | values
+    with pytest.raises(ConfigError, match=r"training.refit: needs gradient training on in-memory data in one process"):
+        Estimator(**config).fit(tmp_path / "bad.csv", progress=False)
+
+
 def test_the_train_command_refits_with_the_flag(tmp_path, capsys):
     from deepfm.cli import main
 

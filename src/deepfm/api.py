@@ -100,6 +100,12 @@ def refit_asked(config: RunConfig, held_out: bool) -> bool:
     return rule == "on" or rule == "held-out" and held_out
 
 
+def refit_refused(cfg: RunConfig, streamed: bool, world: int) -> ConfigError:
+    """The error of ``training.refit`` "on" in a run it cannot refit: another solver, streamed rows or processes."""
+    return ConfigError("training.refit: needs gradient training on in-memory data in one process (this run: solver "
+                       f"{cfg.training.solver}, {'streamed' if streamed else 'in memory'}, {world} process(es)); turn it off")
+
+
 def holds_out(config: RunConfig, valid: Any) -> bool:
     """Whether training rows are held out for validation: no ``valid`` data and ``data.valid_fraction`` > 0, for
     gradient training (its early stopping reads them); the sweeping solvers (mcmc, als) stop at ``sweeps`` and only
@@ -344,6 +350,9 @@ class Estimator:
         elif cfg.training.precision == "bf16" and cfg.training.device == "cpu" and cpu_has_bf16_math() is False and log:
             log("precision bf16: this CPU has no AVX512-BF16 or AMX, so torch emulates bfloat16 and the MLP's "
                 "products run slower than in fp32 (the default)")
+        streamed = cfg.data.stream == "on" and isinstance(train, (str, Path))  # ("auto" decides once the file is seen)
+        if cfg.training.refit == "on" and (streamed or ctx.world > 1 or cfg.training.solver != "gradient"):
+            raise refit_refused(cfg, streamed, ctx.world)  # before any data is read, not after training
         began = time.perf_counter()
         saved_features = Path(out) / "checkpoint-features.json" if out else None
         recorded = Path(out) / RUN_RECORD if out else None
@@ -512,10 +521,7 @@ class Estimator:
             say("refit: no validation rows chose the epochs; the model is the one trained")
             return None
         if not supported:
-            raise ConfigError("training.refit: needs gradient training on in-memory data in one process "
-                              f"(this run: solver {cfg.training.solver}, "
-                              f"{'streamed' if isinstance(train, StreamSource) else 'in memory'}, "
-                              f"{distributed.context().world} process(es)); turn it off")
+            raise refit_refused(cfg, isinstance(train, StreamSource), distributed.context().world)
         if replays_pretraining(cfg):
             raise ConfigError("training.refit: FNN's FM pre-training is not replayed; set model.pretrain = false "
                               "or turn refit off")
