@@ -478,14 +478,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         estimator = Estimator(config).fit(resume=args.resume, progress=not quiet, log=log)
     except DeepFMError as error:  # said before cleanup ends the process group, so before the other ranks' echoes of it
-        print(str(error), file=sys.stderr, flush=True)
+        say_line(str(error))
         return 2
     except Exception as error:
         if os.environ.get("RANK", "0") == "0":
             raise
         # most often a collective that lost rank 0, which has printed the cause: one line, no traceback
-        print(f"rank {os.environ['RANK']} stopped: {type(error).__name__}: {str(error).splitlines()[0][:300]}",
-              file=sys.stderr)
+        say_line(f"rank {os.environ['RANK']} stopped: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
         return 1
     finally:
         distributed.cleanup()
@@ -784,6 +783,13 @@ def entry() -> None:
     os._exit(code)
 
 
+def say_line(text: str) -> None:
+    """``text`` and its line end on stderr in one write: ranks of ``--nproc`` that say it at once (print writes the
+    two apart) do not run their lines into one another."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def flush_stdout() -> None:
     """Write out what stdout's buffer holds; a reader that left ends the command (``end_as_sigpipe_does``). No
     stdout at all (its descriptor closed: ``deepfm --version >&-``) has nothing to write."""
@@ -825,7 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except DeepFMError as error:
-        print(str(error), file=sys.stderr)
+        say_line(str(error))
         return 2
     except KeyboardInterrupt:
         if started_by_launch() or os.environ.get("RANK", "0") != "0":
@@ -840,8 +846,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         again = shlex.join(["deepfm", *args.argv, *([] if args.resume else ["--resume"])]) if args.command == "train" else ""
         if "RANK" in os.environ:  # rank 0 of a torchrun started by hand: its own command line is torchrun's
             again = f"the same torchrun command, its deepfm part: {again}"
-        print("interrupted before the first checkpoint: nothing to resume" if nothing_saved else
-              f"interrupted; resume with: {again}" if args.command == "train" else "interrupted", file=sys.stderr)
+        say_line("interrupted before the first checkpoint: nothing to resume" if nothing_saved else
+                 f"interrupted; resume with: {again}" if args.command == "train" else "interrupted")
         return 130
 
 
