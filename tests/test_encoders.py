@@ -179,6 +179,15 @@ def test_field_with_more_values_than_hash_buckets_is_hashed(write_table):
     assert ((local >= 2) & (local < 10)).all()
 
 
+def test_the_fit_notes_say_which_fields_hash_buckets_hashed_or_that_none_was(write_table):
+    hashed = {**HASHED, "city": [f"c{i % 3}" for i in range(40)]}
+    assert encode(write_table, hashed, hash_buckets=8)[0].fit_notes[-1] == (
+        "hash buckets: 1 field of more than 8 kept values hashed into 8 buckets each (a value seen too rarely to "
+        "keep shares the unseen id): user")
+    assert encode(write_table, hashed, hash_buckets=50)[0].fit_notes[-1] == (
+        "hash buckets: no field keeps more than 50 values, so every field keeps its vocabulary")
+
+
 def test_hashed_ids_are_the_fnv_bucket_plus_two(write_table):
     encoder, data, _ = encode(write_table, HASHED, hash_buckets=8)
     expected = 2 + fnv1a64_unique(pa.array(HASHED["user"])) % np.uint64(8)

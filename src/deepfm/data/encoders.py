@@ -715,6 +715,8 @@ class _Fitter:
                     spec.size = RESERVED + len(vocabulary)
             specs.append(spec)
             offset += spec.size
+        if config.hash_buckets:
+            self.notes.append(hash_buckets_note(specs, config.hash_buckets))
         task = self.labels.finish()
         if task == "regression" and config.task == "auto" and self.labels.examples:
             values = sorted(self.labels.examples)
@@ -742,6 +744,16 @@ def row_id_note(name: str, counts: pa.Array, rows: int) -> list[str]:
     return [f"column '{name}' holds a value no other training row holds on {once / rows:.0%} of the rows: a row id? It "
             f"tells the model nothing of other rows, and rows to predict bring new ones; --ignore {shlex.quote(name)} "
             "leaves it out"]
+
+
+def hash_buckets_note(specs: list[FieldSpec], buckets: int) -> str:
+    """What ``--hash-buckets`` did: which fields (those of more kept values than buckets) share buckets, or none."""
+    hashed = [spec.name for spec in specs if spec.hash_buckets]
+    if not hashed:
+        return f"hash buckets: no field keeps more than {buckets:,} values, so every field keeps its vocabulary"
+    shown = ", ".join(hashed[:8]) + (f" and {len(hashed) - 8} more" if len(hashed) > 8 else "")
+    return (f"hash buckets: {len(hashed)} field{'s' if len(hashed) > 1 else ''} of more than {buckets:,} kept values "
+            f"hashed into {buckets:,} buckets each (a value seen too rarely to keep shares the unseen id): {shown}")
 
 
 def one_column_long_tail_note(counts: dict[str, pa.Array], seen: IdCounts, min_count: int) -> list[str]:
