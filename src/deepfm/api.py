@@ -312,9 +312,9 @@ class Estimator:
         """Fit encoders on ``train``, train the model, keep the best epoch; with ``out``, checkpoint
         into ``out/checkpoint`` (``resume=True`` continues from there, also to train a finished run on) and save the
         model to ``out``, the checkpoint kept beside it (``deepfm.artifact.remove_checkpoint`` removes it; the
-        command line does unless ``--keep-checkpoint``). Afterwards
-        ``config`` holds the settings the run trained with (the data's defaults filled in); a later ``fit`` starts
-        afresh from the settings given, unless ``config`` was set anew in between."""
+        command line does unless ``--keep-checkpoint``). Afterwards ``config`` holds the settings the run trained
+        with (the data's defaults filled in); a later ``fit`` starts afresh from the settings given, unless
+        ``config`` was set anew in between."""
         last = getattr(self, "_last_fit", None)  # (an Estimator pickled by an older version has none)
         if last is not None and self.config is last[1]:
             self.config = last[0]  # not the choices the last fit made for its own data (batch, lr, k, ...)
