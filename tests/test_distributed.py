@@ -101,6 +101,8 @@ def test_two_ranks_say_the_batch_of_their_steps_and_torchrun_has_no_threads_to_w
     assert "2 processes, each a batch of 64 rows: steps of 128 rows, as one process with --batch-size 128" in result.stderr
     assert "Setting OMP_NUM_THREADS" not in result.stderr  # the launcher gave each rank its share of the cores
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    ranks = metrics["peak_rss_mb_ranks"]  # each rank's own peak; the summary's figure is the job's, not rank 0's
+    assert len(ranks) == 2 and min(ranks) > 50 and metrics["peak_rss_mb"] == pytest.approx(sum(ranks), abs=0.2)
     left = metrics["ids"]["rows"] - metrics["rows"]  # an odd count of training rows leaves one out, said so
     assert (f"{left} of the {metrics['ids']['rows']:,} training rows left out" in result.stderr) == (left > 0)
 

@@ -106,6 +106,15 @@ def refit_refused(cfg: RunConfig, streamed: bool, world: int) -> ConfigError:
                        f"{cfg.training.solver}, {'streamed' if streamed else 'in memory'}, {world} process(es)); turn it off")
 
 
+def peak_memory(world: int) -> dict[str, Any]:
+    """``peak_rss_mb``: this process's peak resident memory, or with ``world`` ranks their peaks added up (each
+    rank's own in ``peak_rss_mb_ranks``); a collective there, so every rank calls it."""
+    if world == 1:
+        return {"peak_rss_mb": round(peak_rss_mb(), 1)}
+    peaks = distributed.gather_blocks(np.array([peak_rss_mb()]))
+    return {"peak_rss_mb": round(float(peaks.sum()), 1), "peak_rss_mb_ranks": [round(float(p), 1) for p in peaks]}
+
+
 def holds_out(config: RunConfig, valid: Any) -> bool:
     """Whether training rows are held out for validation: no ``valid`` data and ``data.valid_fraction`` > 0, for
     gradient training (its early stopping reads them); the sweeping solvers (mcmc, als) stop at ``sweeps`` and only
@@ -484,7 +493,7 @@ class Estimator:
             "history": self.result.history,
             "seconds": round(time.perf_counter() - began, 3),
             "train_samples_per_s": round(self.result.samples_per_s * ctx.world, 1),
-            "peak_rss_mb": round(peak_rss_mb(), 1),
+            **peak_memory(ctx.world),
         }
         if chosen is not None:
             self.metrics["portfolio"] = [record.to_dict() for record in chosen.tried]
