@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -241,3 +242,19 @@ def test_invalid_parameters_and_unusable_data_raise_value_errors_as_scikit_learn
         what = "sample" if shape[0] == 0 else "feature"
         with pytest.raises(ValueError, match=re.escape(f"Found array with 0 {what}(s) (shape={shape})")):
             FMClassifier(epochs=1).fit(no_rows_or_columns, y[:shape[0]])
+
+
+def test_floats_of_whole_numbers_read_as_numbers_are_a_warning_without_verbose():
+    # an OrdinalEncoder's codes are floats: read as numbers they fit worse than as ids, which the user may not know
+    from sklearn.preprocessing import OrdinalEncoder
+
+    from deepfm.errors import DataWarning
+
+    rng = np.random.default_rng(0)
+    X = OrdinalEncoder().fit_transform(np.stack([rng.choice(list("abcde"), 300), rng.choice(list("xyz"), 300)], axis=1))
+    y = (X[:, 0] == 0).astype(int)
+    with pytest.warns(DataWarning, match=r"all whole .* read as numbers: x0, x1 .*; here categorical=\[names\] reads"):
+        FMClassifier(epochs=1).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        FMClassifier(epochs=1, categorical=["x0", "x1"]).fit(X, y)  # named: no warning

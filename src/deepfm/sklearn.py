@@ -18,6 +18,7 @@ through ``model=``; a parameter left at None takes the config's default for that
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,8 @@ from sklearn.utils.validation import (_check_sample_weight, check_consistent_len
 from deepfm.api import Estimator
 from deepfm.artifact import read_extra
 from deepfm.config import merge
-from deepfm.errors import ModelDirError
+from deepfm.data.encoders import WHOLE_FLOATS_NOTE
+from deepfm.errors import DataWarning, ModelDirError
 
 LABEL = "label"  # the label column fit() adds to X's, as in deepfm train's files (RESERVED_LABEL if X has one)
 RESERVED_LABEL = "__label__"
@@ -102,10 +104,17 @@ class _DeepFMEstimator(BaseEstimator):
             X_valid, y_valid = eval_set[0] if isinstance(eval_set, list) else eval_set
             valid = self._table(X_valid, reset=False)
             valid = valid.append_column(label, pa.array(self._encode_targets(self._targets(y_valid))))
-        log = (lambda message: print(message, file=sys.stderr, flush=True)) if self.verbose else None
         self.estimator_ = Estimator(**self._config(label, weighted=sample_weight is not None)).fit(
-            train, valid=valid, progress=bool(self.verbose), log=log)
+            train, valid=valid, progress=bool(self.verbose), log=self._say)
         return self
+
+    def _say(self, message: str) -> None:
+        """The fit's log on stderr with ``verbose``; without it, only the note that floats of whole numbers (an
+        ``OrdinalEncoder``'s codes, say) are read as numbers, as a ``DataWarning``: read as ids they fit better."""
+        if self.verbose:
+            print(message, file=sys.stderr, flush=True)
+        elif message.startswith(WHOLE_FLOATS_NOTE):
+            warnings.warn(f"{message}; here categorical=[names] reads them as ids", DataWarning, stacklevel=2)
 
     def _config(self, label: str, weighted: bool) -> dict[str, Any]:
         """The run configuration: the named parameters over ``config`` (a nested mapping, as in a TOML file)."""

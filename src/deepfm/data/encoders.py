@@ -797,6 +797,7 @@ def _mostly_sets(column: pa.Array, separator: str) -> bool:
     return bool(len(present)) and pc.sum(pc.match_substring(present, separator)).as_py() * 2 >= len(present)
 
 
+WHOLE_FLOATS_NOTE = "columns of decimal numbers, all whole"  # how that note begins (deepfm.sklearn warns it)
 KIND_NOTE_FORMATS = ("csv", "tsv", "parquet", "table")  # whose integer and whole-number columns the fit's notes name
 
 
@@ -862,7 +863,7 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
     if whole and frame.format in KIND_NOTE_FORMATS:
         shown = ", ".join(whole[:8]) + (f" and {len(whole) - 8} more" if len(whole) > 8 else "")
         looked_at = min(frame.num_rows, NOTES_LOOK_AT_ROWS)
-        notes.append(f"columns of decimal numbers, all whole in the first {looked_at:,} rows, read as numbers: {shown} (a "
+        notes.append(f"{WHOLE_FLOATS_NOTE} in the first {looked_at:,} rows, read as numbers: {shown} (a "
                      f"pandas integer column with a missing value turns into floats; {categorical} names ids, {numeric} "
                      "silences this note)")
     if frame.sparse is not None and frame.sparse.fields is None and set(kinds) == {"features"}:
