@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from deepfm.data.formats import CRITEO_COLUMNS, converted, first_line, locate_bad_utf8, open_text
-from deepfm.data.frame import DECIMAL_PATTERN, rows_without_values
+from deepfm.data.frame import DECIMAL_PATTERN, repeated_names, rows_without_values
 from deepfm.errors import DataError
 
 BLOCK_SIZE = 16 << 20  # the longest line Arrow can parse here (a line must fit in one block)
@@ -65,9 +65,9 @@ def delimited_layout(path: Path, fmt: str, label_optional: bool = False) -> tupl
         example = mark.join(("user", "item", "rating", "timestamp")).replace("\t", "\\t")
         raise DataError(path, f"the first line looks like data, not a header ({','.join(names[:4])}...): {fmt.upper()} "
                         f"files need a header line naming the columns, e.g. {example}", line=1, column=1)
-    duplicates = {n for n in names if names.count(n) > 1}
+    duplicates = repeated_names(names)
     if duplicates:
-        raise DataError(path, f"duplicate column names in the header: {sorted(duplicates)}", line=1)
+        raise DataError(path, f"duplicate column names in the header: {duplicates}", line=1)
     return names, 1, 2
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,6 +25,11 @@ FLOAT_MARK = r"[.eE]|nan|inf|NaN|Inf"  # what makes a number a float, not an int
 # (a weight, a libFM value, a label) it is a located DataError instead (``within_reach``).
 LARGEST_VALUE = float(np.sqrt(np.finfo(np.float32).max))
 WITHIN_REACH = f"a finite number of magnitude at most {LARGEST_VALUE:.2g} (the model squares it in float32)"
+
+
+def repeated_names(names: list[str]) -> list[str]:
+    """The column names that ``names`` holds more than once, sorted (a header's, an Arrow table's)."""
+    return sorted(name for name, count in Counter(names).items() if count > 1)
 
 
 def within_reach(values: np.ndarray) -> np.ndarray:

@@ -99,8 +99,9 @@ def sparse_frame(lines: pa.Array, path: Path, fmt: str, first_line: int = 1,
             kind = "non-negative integer of at most 18 digits" if integer else "number"
             raise fail(token, f"{what} must be a {kind}, got {text[token].as_py()!r}")
         parsed = pc.cast(text, dtype).to_numpy(zero_copy_only=False)
-        if not integer and not within_reach(parsed).all():  # e.g. 1e999, beyond float32's range, or 1e30
-            token = int(np.flatnonzero(~within_reach(parsed))[0])
+        beyond = np.flatnonzero(~within_reach(parsed)) if not integer else ()  # e.g. 1e999 (float32's range), 1e30
+        if len(beyond):
+            token = int(beyond[0])
             raise fail(token, f"{what} must be {WITHIN_REACH}, got {text[token].as_py()!r}")
         return parsed
 

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from deepfm.data.frame import DECIMAL, WITHIN_REACH, RawFrame, within_reach
+from deepfm.data.frame import DECIMAL, WITHIN_REACH, RawFrame, repeated_names, within_reach
 from deepfm.errors import DataError
 
 DEFAULT_LABEL = "label"
@@ -34,9 +34,9 @@ def frame_from_table(table: pa.Table, source: str, label: str = DEFAULT_LABEL, r
     """
     table = drop_pandas_index(table)
     names = table.column_names
-    duplicates = {n for n in names if names.count(n) > 1}  # (a delimited header's are refused as it is read)
+    duplicates = repeated_names(names)  # (a delimited header's are refused as it is read)
     if duplicates:
-        raise DataError(source, f"duplicate column names: {sorted(duplicates)}", line=1)
+        raise DataError(source, f"duplicate column names: {duplicates}", line=1)
     columns = {n: table.column(n).combine_chunks() for n in names}
     if fmt not in ("csv", "tsv", "criteo"):  # those read an empty cell as null already
         columns = {n: empty_as_null(column) for n, column in columns.items()}
