@@ -712,7 +712,7 @@ def test_predict_csv_quotes_only_the_values_that_need_it(ctr_model, tmp_path):
 @pytest.mark.parametrize("column", [pa.array(["row,1", "row 2"]).dictionary_encode(), pa.array([b"x,y", b'"z'], pa.binary()),
                                     pa.array(["a", ""]), pa.array(["a\nb", None])], ids=["dictionary", "binary", "empty", "newline"])
 def test_predict_csv_round_trips_every_kept_column_and_name(column, tmp_path):
-    from deepfm.cli import write_csv
+    from deepfm.outputs import write_csv
 
     table = pa.table({'odd "name",\r': column, "prediction": [0.25, 0.5]})
     with (tmp_path / "p.csv").open("wb") as file:

@@ -15,7 +15,7 @@ import json
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -35,7 +35,7 @@ from deepfm.data.formats import detect_format
 from deepfm.data.identity import data_identity, describe_change
 from deepfm.resumable import checkpoint_saved
 from deepfm.data.holdout import HASH_RULE, Holdout, encode_hashed, hashed_mask, held_out_rule, split_encoded, stream_fraction
-from deepfm.data.readers import frame_from_table, read_frame
+from deepfm.data.readers import frame_from_table
 from deepfm.data.tables import is_list
 from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, estimated_rows, fit_and_encode, fit_streaming, should_stream
 from deepfm.errors import ConfigError, DataError, DataTypeError, DataWarning
@@ -208,6 +208,11 @@ def refuse_another_run(saved: dict[str, Any], record: dict[str, Any], checkpoint
                                                       " to resume anyway)" if set(changes) == {"data"} else ""))
 
 
+def joined(parts: list[np.ndarray]) -> np.ndarray:
+    """Chunks' arrays as one, in order (the one chunk's as it is)."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def _shown(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
@@ -243,6 +248,21 @@ class Estimator:
     def read(self, data: Data, require_label: bool = True) -> RawFrame:
         """A file path, an Arrow table, a pandas DataFrame or a ``RawFrame`` as a ``RawFrame`` (libFM/libFFM
         files laid out as the fitted model's columns)."""
+        source = self._source(data, require_label)
+        return source.whole() if isinstance(source, ChunkedFile) else source
+
+    def frames(self, data: Data, require_label: bool = True, chunk_rows: int | None = None) -> Iterator[RawFrame]:
+        """``read``, a file chunk by chunk: frames of about ``chunk_rows`` rows each (default ``data.chunk_rows``),
+        in file order, each ``RawFrame.line_of`` its own file's lines; a table or frame whole."""
+        source = self._source(data, require_label)
+        if not isinstance(source, ChunkedFile):
+            yield source
+            return
+        source.chunk_bytes = chunk_bytes_for(source.path, chunk_rows or self.config.data.chunk_rows)
+        yield from source.frames()
+
+    def _source(self, data: Data, require_label: bool) -> RawFrame | ChunkedFile:
+        """``data`` as a frame, or for a file the reader of it."""
         cfg = self.config.data
         if isinstance(data, RawFrame):
             return data
@@ -274,8 +294,7 @@ class Estimator:
         features = [field.name for field in self.encoder.fields] if self.encoder is not None else []
         if read_as == "auto" and unlabelled_criteo_rows(data, features):  # a model of Criteo's raw files scoring
             read_as = "criteo"  # rows without their label (Kaggle's test.txt)
-        return read_frame(data, read_as, cfg.label, multi, cfg.multi_separator, require_label=require_label,
-                          layout=layout)
+        return ChunkedFile(data, read_as, cfg.label, multi, cfg.multi_separator, require_label, layout=layout)
 
     def _multi_as_text(self, columns: dict[str, pa.DataType]) -> tuple[str, ...]:
         """``data.multi``, and a fitted model's other multi-valued fields (one trained on a column of lists, say)
@@ -655,13 +674,19 @@ class Estimator:
 
     # -- inference --------------------------------------------------------------------------------
 
-    def predict(self, data: Data) -> np.ndarray:
+    def predict(self, data: Data, chunk_rows: int | None = None) -> np.ndarray:
         """Probabilities (binary) or ratings (regression), one per row, in input order; (N, C) class
-        probabilities for a multiclass or ordinal task, in the order of ``classes``. Safe to call from several threads
+        probabilities for a multiclass or ordinal task, in the order of ``classes``. A file is read chunk by chunk
+        (``predict_chunks``), so memory holds its predictions, not its rows. Safe to call from several threads
         at once."""
+        return joined([predictions for _, predictions in self.predict_chunks(data, chunk_rows)])
+
+    def predict_chunks(self, data: Data, chunk_rows: int | None = None) -> Iterator[tuple[RawFrame, np.ndarray]]:
+        """``predict`` a chunk at a time: each chunk of a file (about ``chunk_rows`` rows, default
+        ``data.chunk_rows``; ``frames``) with its predictions, in file order, for scoring files larger than memory."""
         self._require_model()
-        frame, encoded = self._read_and_encode(data, with_labels=False)
-        return self.encoder.task.link(torch.from_numpy(self._logits(frame, encoded))).numpy()
+        for frame, encoded in self._encoded_chunks(data, False, chunk_rows):
+            yield frame, self.encoder.task.link(torch.from_numpy(self._logits(frame, encoded))).numpy()
 
     @property
     def classes(self) -> list[str] | None:
@@ -670,16 +695,32 @@ class Estimator:
         self._require_model()
         return list(self.encoder.task.classes) if self.encoder.task.name in ("multiclass", "ordinal") else None
 
-    def evaluate(self, data: Data) -> dict[str, Any]:
+    def evaluate(self, data: Data, chunk_rows: int | None = None) -> dict[str, Any]:
         """``{"rows": N, "auc": .., "logloss": ..}`` (binary) or ``{"rows": N, "rmse": .., "mae": ..}``, and
-        ``"weighted_by"``: the weight column, where the metrics weigh each row by it (``data.weight``)."""
+        ``"weighted_by"``: the weight column, where the metrics weigh each row by it (``data.weight``). A file is
+        read chunk by chunk, as ``predict`` reads it; memory holds each row's logits, label and weight."""
         self._require_model()
-        frame, encoded = self._read_and_encode(data, with_labels=True)
-        if encoded.labels is None:
-            raise DataError(str(data), f"evaluation needs the label column '{self.encoder.label}'", line=1)
-        logits = self._logits(frame, encoded)
-        weighted = {"weighted_by": self.encoder.weight} if encoded.weights is not None else {}
-        return {"rows": len(encoded), **weighted, **self.encoder.task.metrics(encoded.labels, logits, encoded.weights)}
+        logits, labels, weights = [], [], []
+        for frame, encoded in self._encoded_chunks(data, True, chunk_rows):
+            if encoded.labels is None:
+                raise DataError(str(data), f"evaluation needs the label column '{self.encoder.label}'", line=1)
+            logits.append(self._logits(frame, encoded))
+            labels.append(encoded.labels)
+            weights.append(encoded.weights)
+        weighted = {"weighted_by": self.encoder.weight} if weights[0] is not None else {}
+        labels = joined(labels)
+        metrics = self.encoder.task.metrics(labels, joined(logits), joined(weights) if weighted else None)
+        return {"rows": len(labels), **weighted, **metrics}
+
+    def _encoded_chunks(self, data: Data, with_labels: bool, chunk_rows: int | None) -> Iterator[tuple[RawFrame, EncodedData]]:
+        """Each chunk of ``data`` (``frames``) and its rows as the model reads them; the first chunk's unseen values
+        warned of as ``encode`` warns of them."""
+        for number, frame in enumerate(self.frames(data, require_label=with_labels, chunk_rows=chunk_rows)):
+            encoded = self.encoder.transform(frame, with_labels=with_labels)
+            if number == 0:
+                for note in self.encoder.unseen_notes(encoded):
+                    warnings.warn(f"{frame.path}: {note}", DataWarning, stacklevel=4)
+            yield frame, encoded
 
     def _logits(self, frame: RawFrame, encoded: EncodedData) -> np.ndarray:
         """The model's logits for the rows of ``frame``; a row whose logits are not finite is a located ``DataError``."""

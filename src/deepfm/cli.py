@@ -590,8 +590,15 @@ def _load(directory: str, fmt: str | None, path: str):
     return estimator
 
 
+def rows_count(text: str) -> int:
+    """``--chunk-rows``: a whole number of rows, at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of rows, at least 1, got {text!r}")
+    return int(text)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    result = _load(args.dir, args.format, args.path).evaluate(args.path)
+    result = _load(args.dir, args.format, args.path).evaluate(args.path, args.chunk_rows)
     from deepfm.tasks import metric_text
 
     if args.json:
@@ -602,30 +609,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from deepfm.outputs import TableFile, output_layout, writable_output
+
     writable_output(args.out)  # before any work: a wrong --out would otherwise fail once every row is scored
     estimator = _load(args.dir, args.format, args.path)
+    keep = [name.strip() for name in (args.keep or "").split(",") if name.strip()]
+    parquet = output_layout(args.out)[0] == "parquet"
+    with TableFile(args.out) as out:
+        for frame, predictions in estimator.predict_chunks(args.path, args.chunk_rows):
+            write_predictions(out, frame, predictions, estimator, keep, parquet)
+    if args.out != "-":
+        print(f"wrote {out.rows} predictions to {args.out}", file=sys.stderr)
+    return 0
+
+
+def write_predictions(out, frame, predictions, estimator, keep: list[str], parquet: bool) -> None:
+    """One chunk's rows of ``predict --out``: its ``--keep`` columns and the predictions' columns."""
     import pyarrow as pa
 
-    keep = [name.strip() for name in (args.keep or "").split(",") if name.strip()]
     from deepfm.data.frame import as_numbers_where_written_so
+    from deepfm.errors import DataError
+    from deepfm.outputs import ColumnTypeChanged
 
-    frame = estimator.read(args.path, require_label=False)
     task = estimator.encoder.task
     kept = {name: kept_column(frame, name, estimator.config.data.label, task.prediction_names()) for name in keep}
-    parquet = output_layout(args.out)[0] == "parquet"
-    if frame.format in ("csv", "tsv", "criteo") and parquet:
-        kept = {name: as_numbers_where_written_so(column) for name, column in kept.items()}  # typed, as pandas reads it
-    predictions = estimator.predict(frame)
+    if frame.format in ("csv", "tsv", "criteo") and parquet:  # typed, as pandas reads it, by the first chunk's rows:
+        kept = {name: column if out.text_column(name) else as_numbers_where_written_so(column)  # text stays as written
+                for name, column in kept.items()}
     columns = task.prediction_columns(predictions)
     if columns["prediction"].dtype == object and parquet:  # classes: ratings 1-5 as numbers, names as text
         classes = as_numbers_where_written_so(pa.array(task.classes, pa.string()))  # by all the model's classes
         if len(set(classes.to_pylist())) == len(task.classes):  # '1' and '1.0' are two classes: then text, as written
             columns["prediction"] = classes.take(pa.array(predictions.argmax(axis=1)))
-    table = pa.table({**kept, **columns})
-    write_table(table, args.out)
-    if args.out != "-":
-        print(f"wrote {len(predictions)} predictions to {args.out}", file=sys.stderr)
-    return 0
+    try:
+        out.write(pa.table({**kept, **columns}))
+    except ColumnTypeChanged as error:
+        raise DataError(frame.path, f"--keep {error.name}: its values from this chunk on read as another type than "
+                        f"the rows before ({error}), and a Parquet column holds one type: write a .csv file, or give "
+                        "a --chunk-rows that reads these rows in the first chunk", line=frame.first_line) from None
 
 
 def kept_column(frame, name: str, label: str, outputs: list[str]):
@@ -643,83 +664,6 @@ def kept_column(frame, name: str, label: str, outputs: list[str]):
     if frame.kinds.get(name) == "multi":
         raise ConfigError(f"--keep {name}: a multi-valued column cannot be copied; keep a key column such as an id")
     return frame.columns[name]
-
-
-PARQUET_SUFFIXES, CSV_SUFFIXES, TSV_SUFFIXES = (".parquet", ".pq"), (".csv", ".txt"), (".tsv", ".tab")
-
-
-def output_layout(out: str) -> tuple[str, bool]:
-    """How ``predict --out`` writes its file, from the name: ("parquet" | "," | "\\t", gzipped). A trailing .gz
-    compresses a .csv/.txt/.tsv/.tab file, as the readers read it; "" where the name says none of these."""
-    path = Path(out.lower())
-    gzipped = path.suffix == ".gz"
-    suffix = path.with_suffix("").suffix if gzipped else path.suffix
-    if suffix in PARQUET_SUFFIXES:
-        return ("parquet" if not gzipped else ""), False
-    return ("," if suffix in CSV_SUFFIXES else "\t" if suffix in TSV_SUFFIXES else ""), gzipped
-
-
-def writable_output(out: str) -> None:
-    """Check ``predict --out`` (a .csv or .parquet file, or ``-``) before any work: ConfigError where it could not
-    be written. Folders it names that do not exist yet are created when the table is written (``write_table``)."""
-    from deepfm.errors import ConfigError
-    from deepfm.outputs import check_writable_file
-
-    if out == "-":
-        return
-    if not output_layout(out)[0]:
-        raise ConfigError(f"--out {out}: use a .csv, .tsv or .parquet file name (.csv.gz, .tsv.gz: gzipped; Parquet "
-                          "compresses itself), or - for CSV on stdout")
-    check_writable_file(out, "--out")
-
-
-def write_table(table, out: str) -> None:
-    """``out``: a .csv, .tsv (either maybe .gz) or .parquet file (``writable_output`` checked it; its folder is
-    created, as ``export`` creates its file's), or ``-`` for CSV on stdout."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if out == "-":
-        sys.stdout.flush()
-        write_csv(table, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
-        return
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    layout, gzipped = output_layout(out)
-    if layout == "parquet":
-        pq.write_table(table, path)
-    else:
-        with (pa.CompressedOutputStream(str(path), "gzip") if gzipped else path.open("wb")) as file:
-            write_csv(table, file, delimiter=layout)
-
-
-def write_csv(table, file, delimiter: str = ",") -> None:
-    """``table`` as CSV (TSV with ``delimiter="\\t"``), quoted as a spreadsheet would write it: nowhere unless a
-    value or name needs it (the delimiter, a quote or line break in it; an empty string, told apart from a missing
-    value). Arrow's writer quotes every string and name; where some value needs quotes, or a column is neither a
-    number, a time nor plain text (a dictionary, bytes), Arrow's quoting is kept (every string value quoted)."""
-    import re
-
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-
-    special = f'["{re.escape(delimiter)}\r\n]'
-
-    def plain(column) -> bool:
-        kind = column.type
-        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            return not pc.any(pc.or_(pc.match_substring_regex(column, special), pc.equal(column, ""))).as_py()
-        return any(is_kind(kind) for is_kind in (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
-                                                 pa.types.is_timestamp, pa.types.is_date, pa.types.is_null))
-
-    def name(text: str) -> str:
-        return '"' + text.replace('"', '""') + '"' if re.search(special, text) else text
-
-    file.write((delimiter.join(name(text) for text in table.column_names) + "\n").encode())
-    quoting = "none" if all(plain(column) for column in table.columns) else "needed"
-    pacsv.write_csv(table, file, pacsv.WriteOptions(include_header=False, quoting_style=quoting, delimiter=delimiter))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -744,13 +688,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("dir", help="model directory")
         p.add_argument("path", help="data file")
         p.add_argument("--format", choices=["auto", *FORMATS], help="override the format the model was trained with")
+        p.add_argument("--chunk-rows", type=rows_count, help="rows read and scored at a time (default: the model's "
+                                                             "data.chunk_rows, 65536); memory holds about one chunk")
         if name == "evaluate":
             p.add_argument("--json", action="store_true", help='print one line: {"rows":N,"auc":..,"logloss":..} or rmse/mae')
         else:
             p.add_argument("--out", default="-", help="output file, .csv, .tsv or .parquet (.csv.gz, .tsv.gz: gzipped); - writes CSV to stdout")
             p.add_argument("--keep", help="comma-separated input columns to copy beside the prediction, in this "
                                           "order (e.g. id); from CSV into .parquet, a column of numbers as numbers, "
-                                          "ids such as 007 as text")
+                                          "ids such as 007 as text, by the first chunk's rows")
     p = sub.add_parser("demo", help="train and evaluate DeepFM on built-in synthetic data (no download, < 1 minute)")
     p.add_argument("--out", help="keep the model directory here")
     p.add_argument("--json", action="store_true")

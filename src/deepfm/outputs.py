@@ -1,8 +1,12 @@
-"""Where a command writes a file, checked before any work (a wrong path would otherwise fail at the end)."""
+"""Where a command writes a file, checked before any work (a wrong path would otherwise fail at the end), and
+``predict``'s output file, written a chunk of rows at a time."""
 
 from __future__ import annotations
 
 import os
+import re
+import sys
+import tempfile
 from pathlib import Path
 
 from deepfm.errors import ConfigError
@@ -22,3 +26,151 @@ def check_writable_file(path: str | Path, flag: str) -> None:
         raise ConfigError(f"{flag} {path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK):
         raise ConfigError(f"{flag} {path}: {existing} is not writable")
+
+
+PARQUET_SUFFIXES, CSV_SUFFIXES, TSV_SUFFIXES = (".parquet", ".pq"), (".csv", ".txt"), (".tsv", ".tab")
+
+
+def output_layout(out: str) -> tuple[str, bool]:
+    """How ``predict --out`` writes its file, from the name: ("parquet" | "," | "\\t", gzipped). A trailing .gz
+    compresses a .csv/.txt/.tsv/.tab file, as the readers read it; "" where the name says none of these."""
+    path = Path(out.lower())
+    gzipped = path.suffix == ".gz"
+    suffix = path.with_suffix("").suffix if gzipped else path.suffix
+    if suffix in PARQUET_SUFFIXES:
+        return ("parquet" if not gzipped else ""), False
+    return ("," if suffix in CSV_SUFFIXES else "\t" if suffix in TSV_SUFFIXES else ""), gzipped
+
+
+def writable_output(out: str) -> None:
+    """Check ``predict --out`` (a .csv or .parquet file, or ``-``) before any work: ConfigError where it could not
+    be written. Folders it names that do not exist yet are created when the file is opened (``TableFile``)."""
+    if out == "-":
+        return
+    if not output_layout(out)[0]:
+        raise ConfigError(f"--out {out}: use a .csv, .tsv or .parquet file name (.csv.gz, .tsv.gz: gzipped; Parquet "
+                          "compresses itself), or - for CSV on stdout")
+    check_writable_file(out, "--out")
+
+
+class ColumnTypeChanged(ValueError):
+    """A table's column does not take the type the file's first table gave it (Parquet holds one type a column)."""
+
+    def __init__(self, name: str, before: str, now: str):
+        super().__init__(f"column {name!r} reads as {now} here, as {before} in the rows before")
+        self.name = name
+
+
+class TableFile:
+    """``predict --out``: tables written one after another as one file, a .csv/.tsv (either maybe .gz) or .parquet
+    (``writable_output`` checked the name), or ``-`` for CSV on stdout. A file is written under a temporary name
+    beside it and takes its name when closed without an error, so a run that fails leaves none (and no earlier file
+    of that name is lost to it); stdout gets each table as it comes."""
+
+    def __init__(self, out: str):
+        self.out, self.rows = out, 0
+        self._file = self._parquet = self._temporary = None
+        self._names: list[str] | None = None
+
+    def __enter__(self) -> "TableFile":
+        import pyarrow as pa
+
+        if self.out == "-":
+            return self
+        path = Path(self.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        os.close(handle)
+        self._temporary = Path(name)
+        layout, gzipped = output_layout(self.out)
+        if layout != "parquet":
+            self._file = pa.CompressedOutputStream(name, "gzip") if gzipped else open(name, "wb")
+        return self
+
+    def write(self, table) -> None:
+        """``table``'s rows after those written before; its columns those of the first table (cast to the first
+        table's types in Parquet: ``ColumnTypeChanged`` where one does not cast)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        layout = "," if self.out == "-" else output_layout(self.out)[0]
+        if layout == "parquet":
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self._temporary, table.schema)
+            self._parquet.write_table(self._as_first(table))
+        else:
+            file = self._file if self._file is not None else sys.stdout.buffer
+            if self.out == "-":
+                sys.stdout.flush()  # what print left there comes first
+            write_csv(table, file, delimiter=layout, header=self._names is None)
+            if self.out == "-":
+                file.flush()
+        self._names = table.column_names
+        self.rows += len(table)
+
+    def text_column(self, name: str) -> bool:
+        """Whether the Parquet file's column ``name`` holds text (by the first table written)."""
+        return self._parquet is not None and is_text(self._parquet.schema.field(name).type)
+
+    def _as_first(self, table):
+        """``table`` with the types of the first table's columns: numbers widened (int64 to float64), anything as
+        text where the first held text; not text as numbers (``ColumnTypeChanged``: '007' is not 7)."""
+        import pyarrow as pa
+
+        for field in self._parquet.schema:
+            now = table.schema.field(field.name).type
+            if now.equals(field.type):
+                continue
+            try:
+                if is_text(now) and not is_text(field.type):
+                    raise pa.ArrowInvalid("text as numbers")
+                column = table[field.name].cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise ColumnTypeChanged(field.name, str(field.type), str(now)) from None
+            table = table.set_column(table.schema.get_field_index(field.name), field, column)
+        return table
+
+    def __exit__(self, kind, error, trace) -> None:
+        for closing in (self._parquet, self._file):
+            if closing is not None:
+                closing.close()
+        if self._temporary is None:
+            return
+        if kind is None:
+            os.replace(self._temporary, self.out)
+        else:
+            self._temporary.unlink(missing_ok=True)
+
+
+def is_text(kind) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def write_csv(table, file, delimiter: str = ",", header: bool = True) -> None:
+    """``table`` as CSV (TSV with ``delimiter="\\t"``), quoted as a spreadsheet would write it: nowhere unless a
+    value or name needs it (the delimiter, a quote or line break in it; an empty string, told apart from a missing
+    value). Arrow's writer quotes every string and name; where some value needs quotes, or a column is neither a
+    number, a time nor plain text (a dictionary, bytes), Arrow's quoting is kept (every string value quoted).
+    ``header``: the column names first."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    special = f'["{re.escape(delimiter)}\r\n]'
+
+    def plain(column) -> bool:
+        kind = column.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return not pc.any(pc.or_(pc.match_substring_regex(column, special), pc.equal(column, ""))).as_py()
+        return any(is_kind(kind) for is_kind in (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
+                                                 pa.types.is_timestamp, pa.types.is_date, pa.types.is_null))
+
+    def name(text: str) -> str:
+        return '"' + text.replace('"', '""') + '"' if re.search(special, text) else text
+
+    if header:
+        file.write((delimiter.join(name(text) for text in table.column_names) + "\n").encode())
+    quoting = "none" if all(plain(column) for column in table.columns) else "needed"
+    pacsv.write_csv(table, file, pacsv.WriteOptions(include_header=False, quoting_style=quoting, delimiter=delimiter))
