@@ -17,7 +17,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from deepfm import Estimator
 from deepfm.errors import ModelDirError
-from deepfm.sklearn import DeepFMClassifier, DeepFMRegressor, FMClassifier, FMRegressor
+from deepfm.sklearn import DeepFMClassifier, DeepFMRegressor, FMClassifier, FMRegressor, sparse_table
 
 TINY = {"mlp": (8,), "embed_dim": 4, "batch_size": 64}
 
@@ -29,6 +29,7 @@ EXPECTED_FAILURES = {
     # expectation). Needs data.weight's effect on the loss (H-core) even to get that far.
     "check_sample_weight_equivalence_on_dense_data": "stochastic minibatch training: weights equal repeated rows "
                                                      "only in expectation",
+    "check_sample_weight_equivalence_on_sparse_data": "the same, X sparse",
 }
 # Not run: check_array_api_input (scikit-learn skips it unless SCIPY_ARRAY_API is set; inputs become
 # Arrow columns, not array-API arrays). Multiclass checks run as "refuses multiclass" (the tag says binary).
@@ -258,3 +259,78 @@ def test_floats_of_whole_numbers_read_as_numbers_are_a_warning_without_verbose()
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)
         FMClassifier(epochs=1, categorical=["x0", "x1"]).fit(X, y)  # named: no warning
+
+
+# -- sparse X: the FM paper's design matrix ----------------------------------------------------------------
+
+
+def pairs(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two id columns (50 users, 30 items) whose click rate depends on each and on their pair."""
+    rng = np.random.default_rng(seed)
+    users, items = rng.integers(0, 50, rows), rng.integers(0, 30, rows)
+    logit = np.sin(users) + np.cos(items) + 0.5 * (users % 3 == items % 3)
+    return np.column_stack([users, items]), (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+
+
+def test_a_sparse_matrix_is_the_fm_papers_x_a_feature_per_non_zero_column_weighted_by_its_value():
+    from scipy import sparse
+
+    rng = np.random.default_rng(1)
+    dense = np.where(rng.random((60, 9)) < 0.3, rng.choice([1.0, 0.5, -2.0, 1e-3], (60, 9)), 0.0)
+    X = sparse.csr_matrix(dense)
+    clf = FMClassifier(epochs=1, min_count=1, **TINY).fit(X, np.arange(60) % 2)
+    bag = clf.estimator_.encode(sparse_table(X), with_labels=False).bags[0]
+    column_of_id: dict[int, int] = {}
+    assert (dense == 0).all(axis=1).any()
+    for r in range(60):
+        ids, weights = bag.ids[bag.offsets[r]:bag.offsets[r + 1]], bag.weights[bag.offsets[r]:bag.offsets[r + 1]]
+        columns = np.flatnonzero(dense[r])
+        if not len(columns):  # a row without features holds the field's missing id, as an empty cell does
+            column_of_id.setdefault(int(ids[0]), -1)
+            assert len(ids) == 1 and column_of_id[int(ids[0])] == -1
+            continue
+        assert len(ids) == len(columns)
+        for feature, weight, column in zip(ids, weights, columns):
+            assert column_of_id.setdefault(int(feature), int(column)) == column  # one id per column, the same in every row
+            assert weight == np.float32(dense[r, column])
+    assert len(set(column_of_id.values())) == len(column_of_id)
+
+
+@pytest.mark.parametrize("model", [FMClassifier, DeepFMClassifier])
+def test_a_one_hot_encoder_pipeline_learns_as_the_id_columns_do(model):
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import OneHotEncoder
+
+    X, y = pairs(3000)
+    pipeline = make_pipeline(OneHotEncoder(handle_unknown="ignore"), model(epochs=5, random_state=0)).fit(X[:2000], y[:2000])
+    assert pipeline[0].transform(X[:2]).format == "csr"  # OneHotEncoder's default: sparse output
+    one_hot = roc_auc_score(y[2000:], pipeline.predict_proba(X[2000:])[:, 1])
+    ids = roc_auc_score(y[2000:], model(epochs=5, random_state=0).fit(X[:2000], y[:2000]).predict_proba(X[2000:])[:, 1])
+    assert one_hot > 0.65 and abs(one_hot - ids) < 0.02
+
+
+def test_after_a_sparse_fit_the_same_rows_dense_predict_the_same_and_a_saved_model_too(tmp_path):
+    from scipy import sparse
+
+    X, y = pairs(400)
+    one_hot = sparse.csr_matrix((np.ones(800), (np.repeat(np.arange(400), 2), (X + [0, 50]).ravel())), shape=(400, 80))
+    clf = FMClassifier(epochs=3, **TINY).fit(one_hot, y)
+    expected = clf.predict_proba(one_hot)
+    np.testing.assert_allclose(clf.predict_proba(one_hot.toarray()), expected, rtol=1e-6)
+    np.testing.assert_allclose(clf.predict_proba(one_hot.tocsc()), expected, rtol=1e-6)
+    np.testing.assert_allclose(FMClassifier.load(clf.save(str(tmp_path / "m"))).predict_proba(one_hot), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="X has 79 features"):
+        clf.predict(one_hot[:, :79])
+
+
+def test_a_sparse_matrix_after_a_dense_fit_is_refused_and_nan_in_a_sparse_one_too():
+    from scipy import sparse
+
+    X, y = pairs(200)
+    clf = FMClassifier(epochs=1, **TINY).fit(X.astype(float), y)
+    with pytest.raises(ValueError, match="toarray"):
+        clf.predict(sparse.csr_matrix(X.astype(float)))
+    bad = sparse.csr_matrix(np.eye(200, 5))
+    bad.data[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        FMClassifier(epochs=1, **TINY).fit(bad, y)

@@ -10,7 +10,9 @@
 feature names after a fit with them (a 2-D array after a DataFrame) is read by position, as scikit-learn's estimators
 read it, with their warning.
 Columns become fields by the library's rule: floats are numeric, integers and strings categorical
-(``categorical=``/``numeric=`` choose). ``y`` goes into the training table as the label column and
+(``categorical=``/``numeric=`` choose). A SciPy sparse matrix (``OneHotEncoder``'s output, TF-IDF, a libFM-style
+design matrix) is the FM paper's x: each row's non-zero columns are its features, weighted by their values, in one
+multi-valued field (``SPARSE_FIELD``), as a libFM file reads. ``y`` goes into the training table as the label column and
 ``sample_weight`` as a weight column (config ``data.weight``). Any model of ``deepfm.models``
 through ``model=``; a parameter left at None takes the config's default for that model.
 """
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
@@ -35,6 +38,7 @@ from deepfm.config import merge
 from deepfm.data.encoders import WHOLE_FLOATS_NOTE
 from deepfm.errors import DataWarning, ModelDirError
 
+SPARSE_FIELD = "features"  # a sparse X's one multi-valued field: column j's id is "j", its value the weight
 LABEL = "label"  # the label column fit() adds to X's, as in deepfm train's files (RESERVED_LABEL if X has one)
 RESERVED_LABEL = "__label__"
 WEIGHT = "__sample_weight__"
@@ -123,6 +127,7 @@ class _DeepFMEstimator(BaseEstimator):
             seed = int(check_random_state(seed).randint(2**31 - 1))
         sections = {
             "data": {"label": label, "task": self._task, "weight": WEIGHT if weighted else None,
+                     "multi": [SPARSE_FIELD] if getattr(self, "_sparse_in", False) else None,
                      "categorical": self.categorical, "numeric": self.numeric, "min_count": self.min_count,
                      "hash_buckets": self.hash_buckets},
             "model": {"name": self.model, "embed_dim": self.embed_dim, "mlp": self.mlp, "dropout": self.dropout},
@@ -139,7 +144,17 @@ class _DeepFMEstimator(BaseEstimator):
         """``X`` as an Arrow table of named columns; checks its columns against those seen in ``fit``. Where ``X`` or
         the fit's X had no feature names (a 2-D array, a DataFrame whose column names are not text), ``X``'s columns
         are the fit's by position, as scikit-learn's estimators take them (with its warning where the fit had names);
-        each keeps the kind the fit gave it (categorical or numeric). Another number of columns is a ValueError."""
+        each keeps the kind the fit gave it (categorical or numeric). Another number of columns is a ValueError.
+        A sparse ``X`` (and any ``X`` after a fit on one) is ``sparse_table``'s one field."""
+        if reset:
+            self._sparse_in = _is_sparse(X)
+        if getattr(self, "_sparse_in", False):
+            X = validate_data(self, X, reset=reset, accept_sparse="csr", dtype=np.float64, ensure_min_samples=1)
+            self._columns_in = [SPARSE_FIELD]
+            return sparse_table(X)
+        if _is_sparse(X):
+            raise ValueError("X: a sparse matrix, where the fit read columns (an array or a DataFrame); give "
+                             "X.toarray(), or fit on the sparse matrix")
         if isinstance(X, pa.Table) or _is_dataframe(X):
             shape = (X.num_rows, X.num_columns) if isinstance(X, pa.Table) else X.shape
             for count, what in zip(shape, ("sample", "feature")):  # as check_array says of an array
@@ -194,7 +209,7 @@ class _DeepFMEstimator(BaseEstimator):
         saved = {"estimator": type(self).__name__, "params": self.get_params(deep=False),
                  "n_features_in": self.n_features_in_,
                  "feature_names_in": getattr(self, "feature_names_in_", np.array([])).tolist() or None,
-                 "columns": self._fitted_columns(),
+                 "columns": self._fitted_columns(), "sparse": getattr(self, "_sparse_in", False),
                  "classes": getattr(self, "classes_", np.array([])).tolist() or None}
         self.estimator_.save(directory, extra={SAVED: _json_safe(saved)})
         return str(directory)
@@ -215,6 +230,7 @@ class _DeepFMEstimator(BaseEstimator):
         if saved["feature_names_in"] is not None:
             loaded.feature_names_in_ = np.asarray(saved["feature_names_in"], dtype=object)
         loaded._columns_in = saved.get("columns")  # None from older versions (``_fitted_columns``)
+        loaded._sparse_in = saved.get("sparse", False)
         if saved["classes"] is not None:
             loaded.classes_ = np.asarray(saved["classes"])
         return loaded
@@ -224,6 +240,7 @@ class _DeepFMEstimator(BaseEstimator):
         tags.input_tags.allow_nan = True  # a missing value has its own id
         tags.input_tags.string = True  # strings are categorical values
         tags.input_tags.categorical = True
+        tags.input_tags.sparse = True  # a row's non-zero columns are its features
         tags.non_deterministic = self.device not in (None, "cpu")  # GPU kernels may reorder sums
         return tags
 
@@ -327,6 +344,31 @@ def _has_feature_names(X: Any) -> bool:
     """Whether scikit-learn reads feature names from ``X``: an Arrow table's, a DataFrame's where all are text."""
     return isinstance(X, pa.Table) or (_is_dataframe(X) and len(X.columns) > 0
                                        and all(isinstance(name, str) for name in X.columns))
+
+
+def _is_sparse(X: Any) -> bool:
+    from scipy import sparse
+
+    return sparse.issparse(X)
+
+
+def sparse_table(X: Any) -> pa.Table:
+    """A sparse matrix as one multi-valued column ``SPARSE_FIELD``: each row's non-zero columns j as ids "j", weighted
+    by their values (written "j:value", as a multi-valued cell writes a weight, unless 1), in column order."""
+    from scipy import sparse
+
+    X = sparse.csr_matrix(X, dtype=np.float64, copy=True)
+    X.sum_duplicates()
+    X.eliminate_zeros()
+    if X.nnz >= 2**31:
+        raise ValueError(f"X: {X.nnz} non-zero values, more than a table column holds (2**31); fit on parts, or "
+                         "write the rows to a libFM file for deepfm train --stream")
+    ids = pc.cast(pa.array(X.indices.astype(np.int64)), pa.string())
+    unit = X.data == 1
+    if not unit.all():
+        weighted = pc.binary_join_element_wise(ids, pc.cast(pa.array(X.data), pa.string()), ":")
+        ids = pc.if_else(pa.array(unit), ids, weighted)
+    return pa.table({SPARSE_FIELD: pa.ListArray.from_arrays(pa.array(X.indptr.astype(np.int32)), ids)})
 
 
 def _arrow_from_pandas(X: Any) -> pa.Table:
