@@ -112,6 +112,8 @@ def test_a_resumed_portfolio_logs_the_time_a_recipe_finished_before_the_interrup
     assert said == [ran + ", before the resume"], resumed  # the time it took then, not the resume's 0.0 s
     seconds = [recipe["seconds"] for recipe in estimator.metrics["portfolio"]]
     assert ran.endswith(f", {seconds[0]:.1f} s") and seconds[1] > 0
+    before = estimator.metrics["seconds_before_resume"]  # the run's seconds count the sessions before the resume
+    assert before >= seconds[0] and estimator.metrics["seconds"] > before
     assert not next(line for line in resumed if line.startswith("portfolio 2/2")).endswith("before the resume")
 
 
@@ -130,6 +132,7 @@ def test_a_portfolio_checkpointed_by_an_older_version_resumes_and_makes_up_no_ti
     said = [line for line in lines if line.startswith("portfolio ") and ": valid auc" in line]
     assert len(said) == 2 and all(line.endswith(", finished before the resume") for line in said), lines
     assert [recipe["seconds"] for recipe in resumed.metrics["portfolio"]] == [None, None]  # not known, not 0
+    assert resumed.metrics["seconds_before_resume"] is None
 
 
 def test_the_saved_model_is_the_kept_candidate_with_its_settings(clicks, listed, tmp_path):

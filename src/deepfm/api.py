@@ -208,6 +208,17 @@ def refuse_another_run(saved: dict[str, Any], record: dict[str, Any], checkpoint
                                                       " to resume anyway)" if set(changes) == {"data"} else ""))
 
 
+def run_seconds(session: float, earlier: list[float | None]) -> dict[str, float | None]:
+    """``seconds``: the run's wall time, this session's and, where it resumed, the earlier sessions' training time by
+    the recipes' checkpoints (``seconds_before_resume``; None where a checkpoint of an older version did not say;
+    their reading before training is not counted)."""
+    if not any(earlier) and None not in earlier:
+        return {"seconds": round(session, 3)}
+    before = None if None in earlier else sum(earlier)
+    return {"seconds": round(session + (before or 0.0), 3),
+            "seconds_before_resume": None if before is None else round(before, 3)}
+
+
 def joined(parts: list[np.ndarray]) -> np.ndarray:
     """Chunks' arrays as one, in order (the one chunk's as it is)."""
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -483,8 +494,12 @@ class Estimator:
                 begun = False  # the interrupted portfolio had not reached this recipe: nothing is wrong
                 if log:
                     log(f"resume: recipe {index + 1} had not begun; training it from the start")
-            return model, build_solver(config, progress=progress, log=log).fit(model, task, rows, valid_rows,
-                                                                               checkpoint_dir=where, resume=begun)
+            result = build_solver(config, progress=progress, log=log).fit(model, task, rows, valid_rows,
+                                                                          checkpoint_dir=where, resume=begun)
+            earlier.append(result.earlier_seconds)
+            return model, result
+
+        earlier: list[float | None] = []  # each recipe's seconds in the sessions before this one (a resumed run)
 
         chosen = train_portfolio(candidates, given, task, id_counts, train_one, log) if candidates else None
         if chosen is not None:
@@ -510,7 +525,7 @@ class Estimator:
             "best_epoch": self.result.best_epoch,
             "best_valid": self.result.best_metrics,
             "history": self.result.history,
-            "seconds": round(time.perf_counter() - began, 3),
+            **run_seconds(time.perf_counter() - began, earlier),
             "train_samples_per_s": round(self.result.samples_per_s * ctx.world, 1),
             **peak_memory(ctx.world),
         }

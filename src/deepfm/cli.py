@@ -498,6 +498,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary["best_valid"] = m["best_valid"]
         summary["valid_rows"] = m.get("valid_rows")  # held out of the training file or read from --valid
         summary["task"] = m["task"]
+        if "seconds_before_resume" in m:  # of seconds, the sessions' before a --resume
+            summary["seconds_before_resume"] = m["seconds_before_resume"]
         if "portfolio_choice" in m:
             summary["portfolio_choice"] = m["portfolio_choice"]  # the recipe validation kept (metrics.json: each tried)
         if "refit" in m:  # the saved model: trained again on these rows for the epochs best_valid chose

@@ -150,6 +150,7 @@ class TrainResult:
     seconds: float | None = 0.0  # wall-clock seconds the run took (validation and checkpoints too) in every session of
     # it, up to its last checkpoint; None where it resumed from a checkpoint of an older version, which did not say
     resumed_finished: bool = False  # resumed from the checkpoint of a run that had finished: nothing trained now
+    earlier_seconds: float | None = 0.0  # of ``seconds``, what the sessions before this one took (None: not known)
 
     @property
     def samples_per_s(self) -> float:
@@ -209,7 +210,8 @@ class Trainer:
             self.log(f"resumed from {found} at epoch {start_epoch + 1}, step {skip_steps}")
         elif resume:
             self.log(f"--resume: no checkpoint in {self.checkpoint_dir}; starting from scratch")
-        self._before = result.seconds  # the earlier sessions': none, or those the checkpoint says (None: it does not)
+        self._before = result.earlier_seconds = result.seconds  # the earlier sessions': none, or those the checkpoint
+        # says (None: it does not)
         steps_per_epoch = steps_in_epoch(source, config.batch_size)
         if source.num_rows == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
             raise DataError("training data", "1 sample (one training row): batch norm needs at least two; add rows or "
