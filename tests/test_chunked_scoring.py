@@ -4,6 +4,7 @@ whole, errors at the file's own lines, and no output file from a run that fails.
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 
 import numpy as np
@@ -131,3 +132,42 @@ def test_chunk_rows_must_be_a_whole_number_of_rows(scored, value, capsys):
         main(["predict", str(scored["model"]), str(scored["rows"]), "--chunk-rows", value])
     assert stop.value.code == 2
     assert "--chunk-rows" in capsys.readouterr().err
+
+
+def split_into_parts(source, folder, parts: int = 3) -> list:
+    """``source``'s rows in ``parts`` CSV files with its header, named so that name order is row order."""
+    table = pacsv.read_csv(source)
+    folder.mkdir()
+    bounds = np.linspace(0, len(table), parts + 1).astype(int)
+    paths = [folder / f"part-{i:02d}.csv" for i in range(parts)]
+    for path, start, stop in zip(paths, bounds[:-1], bounds[1:]):
+        pacsv.write_csv(table.slice(start, stop - start), path)
+    return paths
+
+
+def test_a_glob_pattern_is_scored_as_its_files_one_after_the_other_in_name_order(scored, tmp_path, capsys):
+    split_into_parts(scored["rows"], tmp_path / "parts")
+    pattern = str(tmp_path / "parts" / "part-*.csv")
+    estimator = Estimator.load(scored["model"])
+    np.testing.assert_allclose(estimator.predict(pattern, chunk_rows=64), estimator.predict(scored["rows"]),
+                               rtol=1e-5, atol=1e-7)
+    assert main(["evaluate", str(scored["model"]), pattern, "--json"]) == 0
+    assert main(["evaluate", str(scored["model"]), str(scored["rows"]), "--json"]) == 0
+    by_pattern, whole = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert by_pattern["rows"] == whole["rows"] == scored["count"]
+    assert by_pattern["auc"] == pytest.approx(whole["auc"], abs=1e-6)
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(scored["model"]), pattern, "--out", str(out), "--keep", "id"]) == 0
+    assert pacsv.read_csv(out)["id"].to_pylist() == [f"r{i}" for i in range(scored["count"])]
+
+
+def test_an_error_in_a_later_file_of_a_pattern_names_that_file_and_its_line(scored, tmp_path, capsys):
+    paths = split_into_parts(scored["rows"], tmp_path / "parts")
+    lines = paths[1].read_text().splitlines(keepends=True)
+    lines[5] = "1,2\n"
+    paths[1].write_text("".join(lines))
+    assert main(["predict", str(scored["model"]), str(tmp_path / "parts" / "*.csv"), "--out", str(tmp_path / "p.csv")]) == 2
+    assert capsys.readouterr().err.startswith(f"{paths[1]}:6:")
+    assert not (tmp_path / "p.csv").exists()
+    assert main(["evaluate", str(scored["model"]), str(tmp_path / "none-*.csv")]) == 2
+    assert "no file matches this pattern" in capsys.readouterr().err

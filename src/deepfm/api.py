@@ -28,7 +28,7 @@ from deepfm.devices import resolve_device
 from deepfm.defaults import describe_shape_rule, describe_small_sample, id_shape, with_task_defaults
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
-from deepfm.data.filelist import ChunkedFiles, chunk_index, open_chunked
+from deepfm.data.filelist import ChunkedFiles, chunk_index, is_pattern, open_chunked, training_files
 from deepfm.data.frame import RawFrame
 from deepfm.data.delimited import delimited_layout, unlabelled_criteo_rows
 from deepfm.data.formats import detect_format
@@ -260,23 +260,32 @@ class Estimator:
         """A file path, an Arrow table, a pandas DataFrame or a ``RawFrame`` as a ``RawFrame`` (libFM/libFFM
         files laid out as the fitted model's columns)."""
         source = self._source(data, require_label)
+        if isinstance(source, ChunkedFiles):
+            raise DataError(data, "a pattern of files is read chunk by chunk, by deepfm train, predict and evaluate "
+                                  "(Estimator.fit, predict, evaluate, frames): give one file here")
         return source.whole() if isinstance(source, ChunkedFile) else source
 
     def frames(self, data: Data, require_label: bool = True, chunk_rows: int | None = None) -> Iterator[RawFrame]:
         """``read``, a file chunk by chunk: frames of about ``chunk_rows`` rows each (default ``data.chunk_rows``),
-        in file order, each ``RawFrame.line_of`` its own file's lines; a table or frame whole."""
+        in file order, each ``RawFrame.line_of`` its own file's lines; a glob pattern's files one after the other, in
+        name order (as ``fit`` reads them); a table or frame whole."""
         source = self._source(data, require_label)
-        if not isinstance(source, ChunkedFile):
+        if isinstance(source, RawFrame):
             yield source
             return
-        source.chunk_bytes = chunk_bytes_for(source.path, chunk_rows or self.config.data.chunk_rows)
+        chunk_bytes = chunk_bytes_for(source.path, chunk_rows or self.config.data.chunk_rows)
+        for file in source.files if isinstance(source, ChunkedFiles) else [source]:
+            file.chunk_bytes = chunk_bytes
         yield from source.frames()
 
-    def _source(self, data: Data, require_label: bool) -> RawFrame | ChunkedFile:
-        """``data`` as a frame, or for a file the reader of it."""
+    def _source(self, data: Data, require_label: bool) -> RawFrame | ChunkedFile | ChunkedFiles:
+        """``data`` as a frame, or for a file (a pattern's files) the reader of it."""
         cfg = self.config.data
         if isinstance(data, RawFrame):
             return data
+        if isinstance(data, (str, Path)) and is_pattern(data) and not Path(data).exists():
+            files = [self._source(file, require_label) for file in training_files(data)]
+            return ChunkedFiles(data, files, cfg.ignore)
         if type(data).__module__.startswith("pandas") and type(data).__name__ == "DataFrame":  # pandas is optional
             try:
                 data = pa.Table.from_pandas(data, preserve_index=False)

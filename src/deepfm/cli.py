@@ -559,7 +559,10 @@ def _load(directory: str, fmt: str | None, path: str):
     from deepfm.errors import DataError, require_directory
 
     require_directory(directory)  # what is plainly wrong is said before torch loads (seconds)
-    check_data_file(path)
+    from deepfm.data.filelist import training_files
+
+    for file in training_files(path):  # a glob pattern: its files, in name order
+        check_data_file(file)
     from deepfm.api import Estimator
     from deepfm.artifact import read_extra
 
@@ -688,7 +691,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("predict", "one prediction per input row, same order")):
         p = sub.add_parser(name, help=text, description=text + ". Format " + AUTO_RULE + ".")
         p.add_argument("dir", help="model directory")
-        p.add_argument("path", help="data file")
+        p.add_argument("path", help="data file, or a quoted glob pattern of files with the same columns ('day_*.csv.gz'), "
+                                    "read in name order")
         p.add_argument("--format", choices=["auto", *FORMATS], help="override the format the model was trained with")
         p.add_argument("--chunk-rows", type=rows_count, help="rows read and scored at a time (default: the model's "
                                                              "data.chunk_rows, 65536); memory holds about one chunk")

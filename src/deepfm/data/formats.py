@@ -58,8 +58,8 @@ def check_data_file(path: str | Path) -> Path:
         raise DataError(path, "standard input is not read: save the rows to a file and give its path")
     if not path.exists():
         pattern = any(character in path.name for character in GLOB_CHARACTERS)
-        raise DataError(path, "file not found" + (" (a pattern of files is read by deepfm train only: give one file "
-                                                  "here)" if pattern else ""))
+        raise DataError(path, "file not found" + (" (a pattern of files is read by deepfm train, predict and evaluate "
+                                                  "only: give one file here)" if pattern else ""))
     if path.is_dir():
         raise DataError(path, "is a directory, not a data file")
     if not path.is_file():
