@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
+import signal
+import stat
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +19,7 @@ import pytest
 from deepfm import Estimator
 from deepfm.cli import main
 from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+from deepfm.errors import ConfigError, DataWarning
 
 TINY = ["--epochs", "1", "--mlp", "16,16", "--batch-size", "64", "--embed-dim", "4", "--quiet"]
 
@@ -171,3 +175,92 @@ def test_an_error_in_a_later_file_of_a_pattern_names_that_file_and_its_line(scor
     assert not (tmp_path / "p.csv").exists()
     assert main(["evaluate", str(scored["model"]), str(tmp_path / "none-*.csv")]) == 2
     assert "no file matches this pattern" in capsys.readouterr().err
+
+
+def test_the_output_file_gets_the_mode_a_new_file_gets_or_the_mode_of_the_file_it_replaces(scored, tmp_path):
+    saved = os.umask(0o022)
+    try:
+        assert main(["predict", str(scored["model"]), str(scored["rows"]), "--out", str(tmp_path / "new.csv")]) == 0
+        kept = tmp_path / "kept.parquet"
+        kept.write_text("old")
+        kept.chmod(0o640)
+        assert main(["predict", str(scored["model"]), str(scored["rows"]), "--out", str(kept)]) == 0
+    finally:
+        os.umask(saved)
+    assert stat.S_IMODE((tmp_path / "new.csv").stat().st_mode) == 0o644
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and len(pq.read_table(kept)) == scored["count"]
+
+
+def test_sigterm_ends_predict_as_ctrl_c_does_leaving_no_partial_file(scored, tmp_path, monkeypatch):
+    original = Estimator.predict_chunks
+
+    def terminated_after_the_first_chunk(self, *args, **kwargs):
+        for number, chunk in enumerate(original(self, *args, **kwargs)):
+            if number == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield chunk
+
+    monkeypatch.setattr(Estimator, "predict_chunks", terminated_after_the_first_chunk)
+    out = tmp_path / "new" / "deeper" / "p.csv"
+    (tmp_path / "old.csv").write_text("yesterday\n")
+    for target in (out, tmp_path / "old.csv"):
+        with pytest.raises(SystemExit) as stop:
+            main(["predict", str(scored["model"]), str(scored["rows"]), "--out", str(target), "--chunk-rows", "64"])
+        assert stop.value.code == 128 + signal.SIGTERM
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.csv"]  # no .part, no folder made for the output
+    assert (tmp_path / "old.csv").read_text() == "yesterday\n"
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the command's handler is gone with it
+
+
+def test_a_parquet_file_of_one_row_group_is_scored_chunk_rows_at_a_time(scored, tmp_path):
+    table = pacsv.read_csv(scored["rows"])
+    one_group = tmp_path / "rows.parquet"
+    pq.write_table(table, one_group, row_group_size=10**6)
+    assert pq.ParquetFile(one_group).num_row_groups == 1
+    estimator = Estimator.load(scored["model"])
+    chunks = list(estimator.predict_chunks(one_group, chunk_rows=100))
+    assert [frame.num_rows for frame, _ in chunks] == [100] * 6
+    assert [frame.first_line for frame, _ in chunks] == [1, 101, 201, 301, 401, 501]
+    np.testing.assert_allclose(np.concatenate([p for _, p in chunks]), estimator.predict(scored["rows"]),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_parquet_output_gathers_small_chunks_into_large_row_groups(scored, tmp_path):
+    out = tmp_path / "p.parquet"
+    assert main(["predict", str(scored["model"]), str(scored["rows"]), "--out", str(out), "--chunk-rows", "20"]) == 0
+    assert pq.ParquetFile(out).num_row_groups == 1 and len(pq.read_table(out)) == scored["count"]
+
+
+def test_a_kept_column_empty_in_a_whole_chunk_keeps_its_type_and_a_refusal_names_the_row(scored, tmp_path, capsys):
+    table = pacsv.read_csv(scored["rows"])
+    ids = [str(1000 + i) for i in range(len(table))]
+    ids[200:300] = [""] * 100  # whole chunks of nothing
+    with_gaps = tmp_path / "gaps.csv"
+    pacsv.write_csv(table.set_column(table.column_names.index("id"), "id", pa.array(ids)), with_gaps)
+    out = tmp_path / "p.parquet"
+    assert main(["predict", str(scored["model"]), str(with_gaps), "--out", str(out), "--keep", "id", "--chunk-rows", "16"]) == 0
+    scored_ids = pq.read_table(out)["id"]
+    assert scored_ids.type == pa.int64() and scored_ids.null_count == 100
+    capsys.readouterr()
+    ids[450] = "x-9"  # line 452 of the file
+    pacsv.write_csv(table.set_column(table.column_names.index("id"), "id", pa.array(ids)), with_gaps)
+    assert main(["predict", str(scored["model"]), str(with_gaps), "--out", str(out), "--keep", "id", "--chunk-rows", "64"]) == 2
+    assert capsys.readouterr().err.startswith(f"{with_gaps}:452: --keep id:")
+
+
+def test_unseen_values_are_noted_over_the_first_rows_whatever_the_chunks(scored, tmp_path):
+    table = pacsv.read_csv(scored["rows"])
+    name = "C1"
+    values = [None if v is None else str(v) for v in table[name].to_pylist()]
+    values[100:] = [f"never-{i}" for i in range(len(values) - 100)]  # from the second chunk on
+    drifted = tmp_path / "drifted.csv"
+    pacsv.write_csv(table.set_column(table.column_names.index(name), name, pa.array(values, pa.string())), drifted)
+    for chunk_rows in (50, 10**6):
+        with pytest.warns(DataWarning, match=f"column '{name}': .* not seen in training"):
+            Estimator.load(scored["model"]).predict(drifted, chunk_rows=chunk_rows)
+
+
+@pytest.mark.parametrize("chunk_rows", [0, -1, "7", 2.5, True])
+def test_chunk_rows_in_python_is_a_whole_number_of_rows_too(scored, chunk_rows):
+    with pytest.raises(ConfigError, match="chunk_rows"):
+        Estimator.load(scored["model"]).predict(scored["rows"], chunk_rows=chunk_rows)

@@ -27,7 +27,7 @@ from deepfm.config import RunConfig, build_config, merge
 from deepfm.devices import resolve_device
 from deepfm.defaults import describe_shape_rule, describe_small_sample, id_shape, with_task_defaults
 from deepfm.data.batch import EncodedData
-from deepfm.data.encoders import FeatureEncoder
+from deepfm.data.encoders import UNSEEN_ROWS, FeatureEncoder
 from deepfm.data.filelist import ChunkedFiles, chunk_index, is_pattern, open_chunked, training_files
 from deepfm.data.frame import RawFrame
 from deepfm.data.delimited import delimited_layout, unlabelled_criteo_rows
@@ -269,14 +269,17 @@ class Estimator:
         """``read``, a file chunk by chunk: frames of about ``chunk_rows`` rows each (default ``data.chunk_rows``),
         in file order, each ``RawFrame.line_of`` its own file's lines; a glob pattern's files one after the other, in
         name order (as ``fit`` reads them); a table or frame whole."""
+        if chunk_rows is not None and (not isinstance(chunk_rows, int) or isinstance(chunk_rows, bool) or chunk_rows < 1):
+            raise ConfigError(f"chunk_rows: expected a whole number of rows, at least 1, got {chunk_rows!r}")
         source = self._source(data, require_label)
         if isinstance(source, RawFrame):
             yield source
             return
-        chunk_bytes = chunk_bytes_for(source.path, chunk_rows or self.config.data.chunk_rows)
+        rows = chunk_rows or self.config.data.chunk_rows
+        chunk_bytes = chunk_bytes_for(source.path, rows)
         for file in source.files if isinstance(source, ChunkedFiles) else [source]:
             file.chunk_bytes = chunk_bytes
-        yield from source.frames()
+            yield from file.in_order(rows)
 
     def _source(self, data: Data, require_label: bool) -> RawFrame | ChunkedFile | ChunkedFiles:
         """``data`` as a frame, or for a file (a pattern's files) the reader of it."""
@@ -737,14 +740,24 @@ class Estimator:
         return {"rows": len(labels), **weighted, **metrics}
 
     def _encoded_chunks(self, data: Data, with_labels: bool, chunk_rows: int | None) -> Iterator[tuple[RawFrame, EncodedData]]:
-        """Each chunk of ``data`` (``frames``) and its rows as the model reads them; the first chunk's unseen values
-        warned of as ``encode`` warns of them."""
-        for number, frame in enumerate(self.frames(data, require_label=with_labels, chunk_rows=chunk_rows)):
+        """Each chunk of ``data`` (``frames``) and its rows as the model reads them; unseen values warned of as
+        ``encode`` warns of them, counted over the first ``UNSEEN_ROWS`` rows whatever the chunks."""
+        counted, counts, where = 0, {}, str(data) if isinstance(data, (str, Path)) else None
+        for frame in self.frames(data, require_label=with_labels, chunk_rows=chunk_rows):
             encoded = self.encoder.transform(frame, with_labels=with_labels)
-            if number == 0:
-                for note in self.encoder.unseen_notes(encoded):
-                    warnings.warn(f"{frame.path}: {note}", DataWarning, stacklevel=4)
+            if counted < UNSEEN_ROWS:
+                for name, (present, unseen) in self.encoder.unseen_counts(encoded, UNSEEN_ROWS - counted).items():
+                    counts[name] = (counts.get(name, (0, 0))[0] + present, counts.get(name, (0, 0))[1] + unseen)
+                counted += len(encoded)
+                if counted >= UNSEEN_ROWS:
+                    self._warn_unseen(where or frame.path, counts)
             yield frame, encoded
+        if counted < UNSEEN_ROWS:
+            self._warn_unseen(where or frame.path, counts)
+
+    def _warn_unseen(self, where: str, counts: dict[str, tuple[int, int]]) -> None:
+        for note in self.encoder.unseen_notes(counts=counts):
+            warnings.warn(f"{where}: {note}", DataWarning, stacklevel=5)
 
     def _logits(self, frame: RawFrame, encoded: EncodedData) -> np.ndarray:
         """The model's logits for the rows of ``frame``; a row whose logits are not finite is a located ``DataError``."""

@@ -620,7 +620,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     estimator = _load(args.dir, args.format, args.path)
     keep = [name.strip() for name in (args.keep or "").split(",") if name.strip()]
     parquet = output_layout(args.out)[0] == "parquet"
-    with TableFile(args.out) as out:
+    with ended_by_signals(), TableFile(args.out) as out:
         for frame, predictions in estimator.predict_chunks(args.path, args.chunk_rows):
             write_predictions(out, frame, predictions, estimator, keep, parquet)
     if args.out != "-":
@@ -628,13 +628,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def ended_by_signals():
+    """SIGTERM and SIGHUP (kill, timeout, a job scheduler, a closed terminal) end the command as Ctrl-C does: what
+    it opened is closed and what it half wrote removed; exit status 128 + the signal's number, as the signal gives."""
+
+    def stop(number, frame):
+        raise SystemExit(128 + number)
+
+    saved = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
+
+
 def write_predictions(out, frame, predictions, estimator, keep: list[str], parquet: bool) -> None:
     """One chunk's rows of ``predict --out``: its ``--keep`` columns and the predictions' columns."""
     import pyarrow as pa
 
-    from deepfm.data.frame import as_numbers_where_written_so
+    import numpy as np
+
+    from deepfm.data.frame import as_numbers_where_written_so, typed_alone_as
     from deepfm.errors import DataError
-    from deepfm.outputs import ColumnTypeChanged
+    from deepfm.outputs import ColumnTypeChanged, is_text
 
     task = estimator.encoder.task
     kept = {name: kept_column(frame, name, estimator.config.data.label, task.prediction_names()) for name in keep}
@@ -648,10 +666,12 @@ def write_predictions(out, frame, predictions, estimator, keep: list[str], parqu
             columns["prediction"] = classes.take(pa.array(predictions.argmax(axis=1)))
     try:
         out.write(pa.table({**kept, **columns}))
-    except ColumnTypeChanged as error:
-        raise DataError(frame.path, f"--keep {error.name}: its values from this chunk on read as another type than "
-                        f"the rows before ({error}), and a Parquet column holds one type: write a .csv file, or give "
-                        "a --chunk-rows that reads these rows in the first chunk", line=frame.first_line) from None
+    except ColumnTypeChanged as error:  # located at the first value that is not of the column's type
+        raw = kept_column(frame, error.name, estimator.config.data.label, task.prediction_names())
+        rows = np.flatnonzero(~typed_alone_as(raw, error.before)) if is_text(raw.type) else [0]
+        raise DataError(frame.path, f"--keep {error.name}: this value reads as another type than the values before "
+                        f"({error}), and a Parquet column holds one type: write a .csv file, or give a --chunk-rows "
+                        "that reads this row in the first chunk", line=frame.line_of(rows[0] if len(rows) else 0)) from None
 
 
 def kept_column(frame, name: str, label: str, outputs: list[str]):
@@ -694,8 +714,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("path", help="data file, or a quoted glob pattern of files with the same columns ('day_*.csv.gz'), "
                                     "read in name order")
         p.add_argument("--format", choices=["auto", *FORMATS], help="override the format the model was trained with")
-        p.add_argument("--chunk-rows", type=rows_count, help="rows read and scored at a time (default: the model's "
-                                                             "data.chunk_rows, 65536); memory holds about one chunk")
+        p.add_argument("--chunk-rows", type=rows_count, help="about how many rows are read and scored at a time "
+                                                             "(default: the model's data.chunk_rows, 65536; text is cut "
+                                                             "at line ends by the first rows' length, Parquet read in "
+                                                             "batches); memory holds about one chunk")
         if name == "evaluate":
             p.add_argument("--json", action="store_true", help='print one line: {"rows":N,"auc":..,"logloss":..} or rmse/mae')
         else:

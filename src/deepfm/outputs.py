@@ -56,21 +56,27 @@ def writable_output(out: str) -> None:
 class ColumnTypeChanged(ValueError):
     """A table's column does not take the type the file's first table gave it (Parquet holds one type a column)."""
 
-    def __init__(self, name: str, before: str, now: str):
+    def __init__(self, name: str, before, now):
         super().__init__(f"column {name!r} reads as {now} here, as {before} in the rows before")
-        self.name = name
+        self.name, self.before = name, before
+
+
+ROW_GROUP_ROWS = 65_536  # Parquet: tables are gathered into row groups of at least this many rows
 
 
 class TableFile:
     """``predict --out``: tables written one after another as one file, a .csv/.tsv (either maybe .gz) or .parquet
     (``writable_output`` checked the name), or ``-`` for CSV on stdout. A file is written under a temporary name
     beside it and takes its name when closed without an error, so a run that fails leaves none (and no earlier file
-    of that name is lost to it); stdout gets each table as it comes."""
+    of that name is lost to it, nor the folders created for it); stdout gets each table as it comes. The file gets
+    the mode a new file gets (0666 less the umask), or the mode of the file it replaces."""
 
     def __init__(self, out: str):
         self.out, self.rows = out, 0
-        self._file = self._parquet = self._temporary = None
-        self._names: list[str] | None = None
+        self._file = self._parquet = self._temporary = self._schema = None
+        self._pending: list = []  # Parquet: tables not yet written, fewer than ROW_GROUP_ROWS rows together
+        self._created: list[Path] = []  # folders made for the file, deepest first
+        self._header_written = False
 
     def __enter__(self) -> "TableFile":
         import pyarrow as pa
@@ -78,10 +84,15 @@ class TableFile:
         if self.out == "-":
             return self
         path = Path(self.out)
+        folder = path.parent
+        while not folder.exists():
+            self._created.append(folder)
+            folder = folder.parent
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
         os.close(handle)
         self._temporary = Path(name)
+        os.chmod(name, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~current_umask())
         layout, gzipped = output_layout(self.out)
         if layout != "parquet":
             self._file = pa.CompressedOutputStream(name, "gzip") if gzipped else open(name, "wb")
@@ -90,56 +101,90 @@ class TableFile:
     def write(self, table) -> None:
         """``table``'s rows after those written before; its columns those of the first table (cast to the first
         table's types in Parquet: ``ColumnTypeChanged`` where one does not cast)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         layout = "," if self.out == "-" else output_layout(self.out)[0]
         if layout == "parquet":
-            if self._parquet is None:
-                self._parquet = pq.ParquetWriter(self._temporary, table.schema)
-            self._parquet.write_table(self._as_first(table))
+            if self._schema is None:
+                self._schema = table.schema
+            self._pending.append(self._as_first(table))
+            if sum(len(t) for t in self._pending) >= ROW_GROUP_ROWS:
+                self._flush()
         else:
             file = self._file if self._file is not None else sys.stdout.buffer
             if self.out == "-":
                 sys.stdout.flush()  # what print left there comes first
-            write_csv(table, file, delimiter=layout, header=self._names is None)
+            write_csv(table, file, delimiter=layout, header=not self._header_written)
+            self._header_written = True
             if self.out == "-":
                 file.flush()
-        self._names = table.column_names
         self.rows += len(table)
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self._temporary, self._schema)
+        if self._pending:
+            self._parquet.write_table(pa.concat_tables(self._pending))
+        self._pending = []
 
     def text_column(self, name: str) -> bool:
         """Whether the Parquet file's column ``name`` holds text (by the first table written)."""
-        return self._parquet is not None and is_text(self._parquet.schema.field(name).type)
+        return self._schema is not None and is_text(self._schema.field(name).type)
 
     def _as_first(self, table):
         """``table`` with the types of the first table's columns: numbers widened (int64 to float64), anything as
-        text where the first held text; not text as numbers (``ColumnTypeChanged``: '007' is not 7)."""
+        text where the first held text, a column of nulls as any; not text as numbers (``ColumnTypeChanged``: '007'
+        is not 7)."""
         import pyarrow as pa
 
-        for field in self._parquet.schema:
+        for field in self._schema:
             now = table.schema.field(field.name).type
             if now.equals(field.type):
                 continue
             try:
-                if is_text(now) and not is_text(field.type):
+                if table[field.name].null_count == len(table):
+                    column = pa.nulls(len(table), field.type)
+                elif is_text(now) and not is_text(field.type):
                     raise pa.ArrowInvalid("text as numbers")
-                column = table[field.name].cast(field.type)
+                else:
+                    column = table[field.name].cast(field.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                raise ColumnTypeChanged(field.name, str(field.type), str(now)) from None
+                raise ColumnTypeChanged(field.name, field.type, now) from None
             table = table.set_column(table.schema.get_field_index(field.name), field, column)
         return table
 
     def __exit__(self, kind, error, trace) -> None:
-        for closing in (self._parquet, self._file):
-            if closing is not None:
-                closing.close()
-        if self._temporary is None:
-            return
-        if kind is None:
+        failed = kind is not None
+        try:
+            if not failed and self._schema is not None:
+                self._flush()  # the last row group
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            for closing in (self._parquet, self._file):
+                if closing is not None:
+                    closing.close()
+            if self._temporary is not None:
+                self._finish(failed)
+
+    def _finish(self, failed: bool) -> None:
+        if not failed:
             os.replace(self._temporary, self.out)
-        else:
-            self._temporary.unlink(missing_ok=True)
+            return
+        self._temporary.unlink(missing_ok=True)
+        for folder in self._created:  # deepest first; one that something else put a file in stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def is_text(kind) -> bool:

@@ -163,6 +163,19 @@ def as_numbers_where_written_so(array: pa.Array) -> pa.Array:
     return array
 
 
+def typed_alone_as(array: pa.Array, kind: pa.DataType) -> np.ndarray:
+    """Which values of text ``array`` ``as_numbers_where_written_so`` would type as ``kind`` on their own (int64: an
+    integer as written; float64: any number without a leading zero; nulls: any type); (N,) bool."""
+    if pa.types.is_integer(kind):
+        alone = pc.match_substring_regex(array, INTEGER_TEXT)
+    elif pa.types.is_floating(kind):
+        alone = pc.and_(pc.match_substring_regex(array, DECIMAL_PATTERN),
+                        pc.invert(pc.match_substring_regex(array, r"^\s*[-+]?0[0-9]")))
+    else:
+        return np.ones(len(array), dtype=bool)
+    return pc.fill_null(alone, True).to_numpy(zero_copy_only=False)
+
+
 def all_digits(array: pa.Array) -> bool:
     """Every value that is not null is ASCII digits only: a number by ``NUMBER_PATTERN`` with no
     ``FLOAT_MARK``, told by a character test that costs a small part of the regex's time."""

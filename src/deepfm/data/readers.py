@@ -185,6 +185,26 @@ class ChunkedFile:
             lines = (lambda text=block: text_lines(text))
             yield self._text_frame(pa.BufferReader(block), chunk.first_line, 0, lines, layout, quoted=b'"' in block)
 
+    def in_order(self, rows: int) -> Iterator[RawFrame]:
+        """The file front to back in frames of about ``rows`` rows: text in ``frames``' chunks (``chunk_bytes``, set
+        for that many rows), Parquet in batches of ``rows`` rows whatever its row groups (``frames`` reads a group
+        whole)."""
+        if self.format != "parquet":
+            yield from self.frames()
+            return
+        try:
+            parquet = pq.ParquetFile(self.path)
+            first_row, batches = 1, parquet.iter_batches(batch_size=rows)
+            for batch in batches:
+                if batch.num_rows:
+                    table = pa.Table.from_batches([batch]).replace_schema_metadata(parquet.schema_arrow.metadata)
+                    yield self._table_frame(table, first_row)  # (pandas' metadata: its index column is left out)
+                    first_row += batch.num_rows
+        except (pa.ArrowInvalid, OSError) as error:
+            raise DataError(self.path, f"cannot read Parquet: {error}") from None
+        if first_row == 1:
+            raise DataError(self.path, "file has no data rows", line=1)
+
     def _blocks(self, chunks: list[Chunk], order: Sequence[int]) -> Iterator[tuple[Chunk, bytes]]:
         if self.seekable:
             with open(self.path, "rb") as handle:
