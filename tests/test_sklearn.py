@@ -334,3 +334,55 @@ def test_a_sparse_matrix_after_a_dense_fit_is_refused_and_nan_in_a_sparse_one_to
     bad.data[0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         FMClassifier(epochs=1, **TINY).fit(bad, y)
+
+
+def test_a_sparse_x_keeps_every_column_its_own_id_however_rarely_it_occurs():
+    from scipy import sparse
+
+    n = 400  # columns 0 and 1 in every row; 2..801 each in one row, two a row
+    rows = np.r_[np.arange(n), np.arange(n), np.arange(n), np.arange(n)]
+    columns = np.r_[np.zeros(n), np.ones(n), 2 + np.arange(n), 2 + n + np.arange(n)]
+    X = sparse.csr_matrix((np.ones(4 * n), (rows, columns)), shape=(n, 2 * n + 2))
+    clf = FMClassifier(epochs=1, random_state=0, **TINY).fit(X, np.arange(n) % 2)
+    bag = clf.estimator_.encode(sparse_table(X[:1]), with_labels=False).bags[0]
+    assert len(set(bag.ids.tolist())) == 4 and bag.weights.tolist() == [1.0] * 4  # not one rare id of weight 2
+
+
+def test_a_dataframe_of_pandas_sparse_columns_is_its_sparse_matrix():
+    from scipy import sparse
+
+    X = sparse.random(200, 20, density=0.2, format="csr", random_state=0)
+    y = np.arange(200) % 2
+    frame = pd.DataFrame.sparse.from_spmatrix(X, columns=[f"c{i}" for i in range(20)])
+    by_frame = FMClassifier(epochs=2, random_state=0, **TINY).fit(frame, y)
+    by_matrix = FMClassifier(epochs=2, random_state=0, **TINY).fit(X, y)
+    np.testing.assert_allclose(by_frame.predict_proba(X), by_matrix.predict_proba(X), rtol=1e-6)
+    with pytest.raises(ValueError, match="some columns of the DataFrame are pandas sparse columns"):
+        FMClassifier(epochs=1, **TINY).fit(frame.assign(dense=np.ones(200)), y)
+
+
+def test_a_sparse_value_too_large_and_a_bad_eval_set_are_named_as_the_user_wrote_them():
+    from scipy import sparse
+
+    X = sparse.random(200, 20, density=0.2, format="lil", random_state=0)
+    y = np.arange(200) % 2
+    X[5, 7] = 1e20
+    with pytest.raises(ValueError, match=r"X\[5, 7\] = 1e\+20: a value must be a finite number of magnitude at most"):
+        FMClassifier(epochs=1, **TINY).fit(X, y)
+    X[5, 7] = 1.0
+    with pytest.raises(ValueError, match="^eval_set: X has 5 features"):
+        FMClassifier(epochs=1, **TINY).fit(X, y, eval_set=[(X[:, :5], y)])
+
+
+def test_scoring_a_libfm_file_with_a_model_fitted_on_a_sparse_matrix_notes_how_its_columns_are_numbered(tmp_path, capsys):
+    from scipy import sparse
+
+    from deepfm.cli import main
+
+    X, y = pairs(300)
+    one_hot = sparse.csr_matrix((np.ones(600), (np.repeat(np.arange(300), 2), (X + [0, 50]).ravel())), shape=(300, 80))
+    FMClassifier(epochs=2, **TINY).fit(one_hot, y).save(str(tmp_path / "m"))
+    rows = tmp_path / "rows.libfm"
+    rows.write_text("".join(f"{label} {u}:1 {50 + i}:1\n" for label, (u, i) in zip(y, X)))
+    assert main(["evaluate", str(tmp_path / "m"), str(rows)]) == 0
+    assert "fitted on a sparse matrix, whose column numbers are its features" in capsys.readouterr().err

@@ -567,7 +567,13 @@ def _load(directory: str, fmt: str | None, path: str):
     from deepfm.artifact import read_extra
 
     estimator = Estimator.load(directory)
-    classes = (read_extra(directory, "sklearn.json") or {}).get("classes")
+    fitted_by_sklearn = read_extra(directory, "sklearn.json") or {}
+    classes = fitted_by_sklearn.get("classes")
+    if fitted_by_sklearn.get("sparse") and (fmt or detected_format(path)) == "libfm":
+        print(f"note: {directory} holds a deepfm.sklearn model fitted on a sparse matrix, whose column numbers are its "
+              "features, and this file's indices are read as those; scikit-learn's load_svmlight_file numbers a file "
+              "whose indices start at 1 from 0 (zero_based='auto'): score such a file with the loader the model was "
+              "fitted through", file=sys.stderr)
     if classes and estimator.encoder.task.name == "binary" and [str(c) for c in classes] != ["0", "1"]:
         print(f"note: {directory} holds a deepfm.sklearn classifier of classes {classes}: its labels are read as 0 and "
               f"1 from the column {estimator.config.data.label!r} (1: {classes[1]!r}), and its prediction is the "
@@ -600,6 +606,18 @@ def rows_count(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of rows, at least 1, got {text!r}")
     return int(text)
+
+
+def detected_format(path: str) -> str | None:
+    """The format of ``path`` (a pattern's first file) by its name and first line; None where that cannot be said."""
+    from deepfm.data.filelist import training_files
+    from deepfm.data.formats import detect_format
+    from deepfm.errors import DataError
+
+    try:
+        return detect_format(training_files(path)[0])
+    except DataError:
+        return None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

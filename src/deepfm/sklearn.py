@@ -36,6 +36,7 @@ from deepfm.api import Estimator
 from deepfm.artifact import read_extra
 from deepfm.config import merge
 from deepfm.data.encoders import WHOLE_FLOATS_NOTE
+from deepfm.data.frame import LARGEST_VALUE, WITHIN_REACH
 from deepfm.errors import DataWarning, ModelDirError
 
 SPARSE_FIELD = "features"  # a sparse X's one multi-valued field: column j's id is "j", its value the weight
@@ -106,7 +107,10 @@ class _DeepFMEstimator(BaseEstimator):
         valid = None
         if eval_set is not None:
             X_valid, y_valid = eval_set[0] if isinstance(eval_set, list) else eval_set
-            valid = self._table(X_valid, reset=False)
+            try:
+                valid = self._table(X_valid, reset=False)
+            except ValueError as error:
+                raise ValueError(f"eval_set: {error}") from None
             valid = valid.append_column(label, pa.array(self._encode_targets(self._targets(y_valid))))
         self.estimator_ = Estimator(**self._config(label, weighted=sample_weight is not None)).fit(
             train, valid=valid, progress=bool(self.verbose), log=self._say)
@@ -128,7 +132,8 @@ class _DeepFMEstimator(BaseEstimator):
         sections = {
             "data": {"label": label, "task": self._task, "weight": WEIGHT if weighted else None,
                      "multi": [SPARSE_FIELD] if getattr(self, "_sparse_in", False) else None,
-                     "categorical": self.categorical, "numeric": self.numeric, "min_count": self.min_count,
+                     "categorical": self.categorical, "numeric": self.numeric,
+                     "min_count": 1 if self.min_count is None and getattr(self, "_sparse_in", False) else self.min_count,
                      "hash_buckets": self.hash_buckets},
             "model": {"name": self.model, "embed_dim": self.embed_dim, "mlp": self.mlp, "dropout": self.dropout},
             "training": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "embed_l2": self.embed_l2,
@@ -146,6 +151,7 @@ class _DeepFMEstimator(BaseEstimator):
         are the fit's by position, as scikit-learn's estimators take them (with its warning where the fit had names);
         each keeps the kind the fit gave it (categorical or numeric). Another number of columns is a ValueError.
         A sparse ``X`` (and any ``X`` after a fit on one) is ``sparse_table``'s one field."""
+        X = _scipy_if_pandas_sparse(X)
         if reset:
             self._sparse_in = _is_sparse(X)
         if getattr(self, "_sparse_in", False):
@@ -352,6 +358,19 @@ def _is_sparse(X: Any) -> bool:
     return sparse.issparse(X)
 
 
+def _scipy_if_pandas_sparse(X: Any) -> Any:
+    """A DataFrame of pandas sparse columns (``pd.get_dummies(..., sparse=True)``) as the SciPy matrix it holds."""
+    if not _is_dataframe(X) or len(X.columns) == 0:
+        return X
+    import pandas as pd
+
+    sparse_columns = [name for name, kind in X.dtypes.items() if isinstance(kind, pd.SparseDtype)]
+    if sparse_columns and len(sparse_columns) < len(X.columns):
+        raise ValueError(f"X: some columns of the DataFrame are pandas sparse columns ({', '.join(map(str, sparse_columns[:5]))}), "
+                         "others not; give X.sparse.to_coo() of all-sparse columns, or dense columns")
+    return X.sparse.to_coo() if sparse_columns else X
+
+
 def sparse_table(X: Any) -> pa.Table:
     """A sparse matrix as one multi-valued column ``SPARSE_FIELD``: each row's non-zero columns j as ids "j", weighted
     by their values (written "j:value", as a multi-valued cell writes a weight, unless 1), in column order."""
@@ -360,6 +379,11 @@ def sparse_table(X: Any) -> pa.Table:
     X = sparse.csr_matrix(X, dtype=np.float64, copy=True)
     X.sum_duplicates()
     X.eliminate_zeros()
+    beyond = np.flatnonzero(np.abs(X.data) > LARGEST_VALUE)
+    if len(beyond):
+        row = int(np.searchsorted(X.indptr, beyond[0], side="right")) - 1
+        raise ValueError(f"X[{row}, {int(X.indices[beyond[0]])}] = {X.data[beyond[0]]:g}: a value must be {WITHIN_REACH}; "
+                         "scale the column (MaxAbsScaler)")
     if X.nnz >= 2**31:
         raise ValueError(f"X: {X.nnz} non-zero values, more than a table column holds (2**31); fit on parts, or "
                          "write the rows to a libFM file for deepfm train --stream")
