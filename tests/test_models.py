@@ -188,6 +188,24 @@ def test_deepfm_fm_part_and_dnn_read_the_same_embedding_tensor(with_bag):
     torch.testing.assert_close(logits, fm(data.to_batch()) + y_dnn)
 
 
+def test_deepfm_started_as_fm_predicts_its_fm_part_until_training_moves_the_deep_part():
+    torch.manual_seed(3)
+    model = build_model(ModelConfig(name="deepfm", embed_dim=K, mlp=(8, 8), dropout=0.0, mlp_output_init="zero"),
+                        N_FEATURES, 4)
+    torch.manual_seed(3)
+    drawn = build_model(ModelConfig(name="deepfm", embed_dim=K, mlp=(8, 8), dropout=0.0), N_FEATURES, 4)
+    same = {k: v for k, v in drawn.state_dict().items() if not k.startswith(f"dnn.layers.{len(model.dnn.layers) - 1}.")}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in same.items())  # the rest as the same seed draws it
+    data = sparse_rows(seed=3)
+    fm = FactorizationMachine(N_FEATURES, K)
+    fm.linear.load_state_dict(model.linear.state_dict())
+    fm.embedding.load_state_dict(model.embedding.state_dict())
+    torch.testing.assert_close(model(data.to_batch()), fm(data.to_batch()))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(data.to_batch()), data.to_batch().labels)
+    loss.backward()
+    assert model.dnn.layers[-1].weight.grad.abs().sum() > 0  # the deep part learns from the first step
+
+
 def test_models_return_logits_of_shape_batch():
     data = sparse_rows(seed=4, rows=7)
     for name in ("lr", "fm", "deepfm"):

@@ -104,6 +104,9 @@ class ModelConfig(_Frozen):
     activation: Literal["relu", "tanh", "sigmoid"] = "relu"
     batch_norm: bool = True
     pretrain: bool = Field(True, description="fnn only: initialise from an FM trained first on the same data")
+    mlp_output_init: Literal["random", "zero"] = Field(
+        "random", description="deepfm only: zero starts the MLP's output layer at 0, so the model starts as its FM part "
+                              "and the deep part adds what training finds (DeepFM's default on ratings)")
 
     @field_validator("mlp", mode="before")
     @classmethod

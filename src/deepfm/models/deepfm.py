@@ -38,12 +38,18 @@ class DeepFM(nn.Module):
         activation: str = "relu",
         batch_norm: bool = False,
         output_dim: int = 1,
+        start_as_fm: bool = False,
     ):
+        """``start_as_fm``: the MLP's output layer starts at 0 (its other layers and the tables as drawn), so y_DNN is 0
+        until training moves it and the model starts as its FM part."""
         super().__init__()
         self.output_dim = output_dim
         self.linear = FeaturesLinear(num_features, output_dim=output_dim)
         self.embedding = FeaturesEmbedding(num_features, embed_dim * output_dim)
         self.dnn = MultiLayerPerceptron(num_fields * embed_dim * output_dim, mlp, dropout, activation, batch_norm, output_dim)
+        if start_as_fm:
+            nn.init.zeros_(self.dnn.layers[-1].weight)
+            nn.init.zeros_(self.dnn.layers[-1].bias)
 
     def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,), or (B, C) for C outputs
         first = self.dnn.first_linear

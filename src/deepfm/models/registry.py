@@ -23,7 +23,8 @@ Builder = Callable[[ModelConfig, int, int, int], nn.Module]  # (config, features
 MODELS: dict[str, Builder] = {
     "lr": lambda c, n, m, o: LogisticRegression(n, o),
     "fm": lambda c, n, m, o: FactorizationMachine(n, c.embed_dim, o),
-    "deepfm": lambda c, n, m, o: DeepFM(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, o),
+    "deepfm": lambda c, n, m, o: DeepFM(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, o,
+                                        start_as_fm=c.mlp_output_init == "zero"),
     "fnn": lambda c, n, m, o: FNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, o),
     "ipnn": lambda c, n, m, o: PNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, "inner", o),
     "opnn": lambda c, n, m, o: PNN(n, m, c.embed_dim, c.mlp, c.dropout, c.activation, c.batch_norm, "outer", o),
