@@ -17,7 +17,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from deepfm import Estimator
 from deepfm.errors import ModelDirError
-from deepfm.sklearn import DeepFMClassifier, DeepFMRegressor, FMClassifier, FMRegressor, sparse_table
+from deepfm.sklearn import DeepFMClassifier, DeepFMRegressor, FMClassifier, FMRegressor, sparse_frame
 
 TINY = {"mlp": (8,), "embed_dim": 4, "batch_size": 64}
 
@@ -279,7 +279,7 @@ def test_a_sparse_matrix_is_the_fm_papers_x_a_feature_per_non_zero_column_weight
     dense = np.where(rng.random((60, 9)) < 0.3, rng.choice([1.0, 0.5, -2.0, 1e-3], (60, 9)), 0.0)
     X = sparse.csr_matrix(dense)
     clf = FMClassifier(epochs=1, min_count=1, **TINY).fit(X, np.arange(60) % 2)
-    bag = clf.estimator_.encode(sparse_table(X), with_labels=False).bags[0]
+    bag = clf.estimator_.encode(sparse_frame(X), with_labels=False).bags[0]
     column_of_id: dict[int, int] = {}
     assert (dense == 0).all(axis=1).any()
     for r in range(60):
@@ -344,7 +344,7 @@ def test_a_sparse_x_keeps_every_column_its_own_id_however_rarely_it_occurs():
     columns = np.r_[np.zeros(n), np.ones(n), 2 + np.arange(n), 2 + n + np.arange(n)]
     X = sparse.csr_matrix((np.ones(4 * n), (rows, columns)), shape=(n, 2 * n + 2))
     clf = FMClassifier(epochs=1, random_state=0, **TINY).fit(X, np.arange(n) % 2)
-    bag = clf.estimator_.encode(sparse_table(X[:1]), with_labels=False).bags[0]
+    bag = clf.estimator_.encode(sparse_frame(X[:1]), with_labels=False).bags[0]
     assert len(set(bag.ids.tolist())) == 4 and bag.weights.tolist() == [1.0] * 4  # not one rare id of weight 2
 
 

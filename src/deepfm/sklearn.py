@@ -36,7 +36,8 @@ from deepfm.api import Estimator
 from deepfm.artifact import read_extra
 from deepfm.config import merge
 from deepfm.data.encoders import WHOLE_FLOATS_NOTE
-from deepfm.data.frame import LARGEST_VALUE, WITHIN_REACH
+from deepfm.data.frame import LARGEST_VALUE, WITHIN_REACH, RawFrame
+from deepfm.data.tables import frame_from_table
 from deepfm.errors import DataWarning, ModelDirError
 
 SPARSE_FIELD = "features"  # a sparse X's one multi-valued field: column j's id is "j", its value the weight
@@ -98,12 +99,13 @@ class _DeepFMEstimator(BaseEstimator):
         table = self._table(X, reset=True)
         y = self._fit_targets(y)
         check_consistent_length(table, y)
-        label = LABEL if LABEL not in table.column_names else RESERVED_LABEL
-        train = table.append_column(label, pa.array(self._encode_targets(y)))
+        label = LABEL if LABEL not in _names(table) else RESERVED_LABEL
+        columns = {label: pa.array(self._encode_targets(y))}
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, table, dtype=np.float64)
             self._check_weighted_targets(y, sample_weight)
-            train = train.append_column(WEIGHT, pa.array(sample_weight))
+            columns[WEIGHT] = pa.array(sample_weight)
+        train = _with_columns(table, columns, label)
         valid = None
         if eval_set is not None:
             X_valid, y_valid = eval_set[0] if isinstance(eval_set, list) else eval_set
@@ -111,7 +113,7 @@ class _DeepFMEstimator(BaseEstimator):
                 valid = self._table(X_valid, reset=False)
             except ValueError as error:
                 raise ValueError(f"eval_set: {error}") from None
-            valid = valid.append_column(label, pa.array(self._encode_targets(self._targets(y_valid))))
+            valid = _with_columns(valid, {label: pa.array(self._encode_targets(self._targets(y_valid)))}, label)
         self.estimator_ = Estimator(**self._config(label, weighted=sample_weight is not None)).fit(
             train, valid=valid, progress=bool(self.verbose), log=self._say)
         return self
@@ -145,19 +147,19 @@ class _DeepFMEstimator(BaseEstimator):
         # rows held out with config={"data": {"valid_fraction": 0.1}}), not on rows it holds out unasked
         return merge(merge({"data": {"valid_fraction": 0.0}}, self.config or {}), chosen)
 
-    def _table(self, X: Any, reset: bool) -> pa.Table:
+    def _table(self, X: Any, reset: bool) -> Any:
         """``X`` as an Arrow table of named columns; checks its columns against those seen in ``fit``. Where ``X`` or
         the fit's X had no feature names (a 2-D array, a DataFrame whose column names are not text), ``X``'s columns
         are the fit's by position, as scikit-learn's estimators take them (with its warning where the fit had names);
         each keeps the kind the fit gave it (categorical or numeric). Another number of columns is a ValueError.
-        A sparse ``X`` (and any ``X`` after a fit on one) is ``sparse_table``'s one field."""
+        A sparse ``X`` (and any ``X`` after a fit on one) is its checked CSR matrix (``sparse_frame``'s one field)."""
         X = _scipy_if_pandas_sparse(X)
         if reset:
             self._sparse_in = _is_sparse(X)
         if getattr(self, "_sparse_in", False):
             X = validate_data(self, X, reset=reset, accept_sparse="csr", dtype=np.float64, ensure_min_samples=1)
             self._columns_in = [SPARSE_FIELD]
-            return sparse_table(X)
+            return checked_csr(X)
         if _is_sparse(X):
             raise ValueError("X: a sparse matrix, where the fit read columns (an array or a DataFrame); give "
                              "X.toarray(), or fit on the sparse matrix")
@@ -205,7 +207,7 @@ class _DeepFMEstimator(BaseEstimator):
     def _scores(self, X: Any) -> np.ndarray:
         """The model's output for each row of ``X``: probabilities of ``classes_[1]``, or values."""
         check_is_fitted(self, "estimator_")
-        return self.estimator_.predict(self._table(X, reset=False)).astype(np.float64)
+        return self.estimator_.predict(_with_columns(self._table(X, reset=False), {}, None)).astype(np.float64)
 
     # -- persistence ------------------------------------------------------------------------------
 
@@ -371,9 +373,9 @@ def _scipy_if_pandas_sparse(X: Any) -> Any:
     return X.sparse.to_coo() if sparse_columns else X
 
 
-def sparse_table(X: Any) -> pa.Table:
-    """A sparse matrix as one multi-valued column ``SPARSE_FIELD``: each row's non-zero columns j as ids "j", weighted
-    by their values (written "j:value", as a multi-valued cell writes a weight, unless 1), in column order."""
+def checked_csr(X: Any) -> Any:
+    """A sparse matrix as CSR of float64 values, duplicates summed and stored zeros dropped; a value beyond
+    ``LARGEST_VALUE`` is a ValueError naming it."""
     from scipy import sparse
 
     X = sparse.csr_matrix(X, dtype=np.float64, copy=True)
@@ -387,12 +389,34 @@ def sparse_table(X: Any) -> pa.Table:
     if X.nnz >= 2**31:
         raise ValueError(f"X: {X.nnz} non-zero values, more than a table column holds (2**31); fit on parts, or "
                          "write the rows to a libFM file for deepfm train --stream")
-    ids = pc.cast(pa.array(X.indices.astype(np.int64)), pa.string())
-    unit = X.data == 1
-    if not unit.all():
-        weighted = pc.binary_join_element_wise(ids, pc.cast(pa.array(X.data), pa.string()), ":")
-        ids = pc.if_else(pa.array(unit), ids, weighted)
-    return pa.table({SPARSE_FIELD: pa.ListArray.from_arrays(pa.array(X.indptr.astype(np.int32)), ids)})
+    return X
+
+
+def sparse_frame(X: Any, columns: dict[str, pa.Array] | None = None, label: str | None = None) -> RawFrame:
+    """A sparse matrix as rows of one multi-valued field ``SPARSE_FIELD``: each row's non-zero columns j as ids "j",
+    weighted by their values, in column order (a libFM file's layout); ``columns`` beside it (the label ``label``,
+    the sample weight). The weights go in as numbers, never through text."""
+    X = checked_csr(X)
+    offsets = pa.array(X.indptr.astype(np.int32))
+    ids = pa.ListArray.from_arrays(offsets, pc.cast(pa.array(X.indices.astype(np.int64)), pa.string()))
+    frame = frame_from_table(pa.table({SPARSE_FIELD: ids, **(columns or {})}), "<table>", label or LABEL,
+                             require_label=label is not None, multi=(SPARSE_FIELD,))
+    if not (X.data == 1).all():
+        frame.weights[SPARSE_FIELD] = pa.ListArray.from_arrays(offsets, pa.array(X.data.astype(np.float32)))
+    return frame
+
+
+def _names(data: Any) -> list[str]:
+    return data.column_names if isinstance(data, pa.Table) else [SPARSE_FIELD]
+
+
+def _with_columns(data: Any, columns: dict[str, pa.Array], label: str | None) -> pa.Table | RawFrame:
+    """``_table``'s ``data`` with ``columns`` beside its own: a table, or a sparse matrix's frame."""
+    if not isinstance(data, pa.Table):
+        return sparse_frame(data, columns, label)
+    for name, column in columns.items():
+        data = data.append_column(name, column)
+    return data
 
 
 def _arrow_from_pandas(X: Any) -> pa.Table:
