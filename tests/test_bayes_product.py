@@ -133,11 +133,14 @@ def test_a_resumed_chain_equals_an_uninterrupted_one(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         sampler("ordinal", checkpoint_every=4).fit(ratings(), out=tmp_path / "cut", progress=False, log=interrupt)
-    assert json.loads((tmp_path / "cut" / "checkpoint" / "state.json").read_text())["history"][-1]["epoch"] == 4
+    saved = json.loads((tmp_path / "cut" / "checkpoint" / "state.json").read_text())
+    assert saved["history"][-1]["epoch"] == 4 and saved["seconds"] > 0
     resumed = sampler("ordinal", checkpoint_every=4).fit(ratings(), out=tmp_path / "cut", resume=True, progress=False)
     test = ratings(200, seed=1)
     np.testing.assert_array_equal(resumed.predict(test), whole.predict(test))
     assert [h["epoch"] for h in resumed.result.history] == list(range(1, 13))
+    assert resumed.metrics["seconds_before_resume"] == round(saved["seconds"], 3)  # the run's seconds count the chain's
+    assert resumed.metrics["seconds"] > resumed.metrics["seconds_before_resume"]
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):

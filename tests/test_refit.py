@@ -189,6 +189,7 @@ def test_an_interrupted_refit_resumes_from_its_own_checkpoint_to_the_model_of_a_
     assert any(line.startswith("resumed from") and "checkpoint-refit" in line for line in lines)
     for name, weights in alone.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], weights, rtol=0, atol=0, msg=name)
+    assert resumed.metrics["seconds_before_resume"] > resumed.result.seconds  # the run's, and the refit's first epoch
 
 
 def test_a_damaged_refit_checkpoint_says_to_delete_it_not_to_train_the_whole_run_again(tmp_path, monkeypatch):

@@ -152,7 +152,7 @@ def refit_model(config: RunConfig, encoder: FeatureEncoder, history: list[dict[s
     again = Trainer(model, encoder.task, config.training, checkpoint_dir=checkpoint_dir, progress=progress,
                     log=log).fit(rows, replay=verdicts, resume=resume)
     return model, {"rows": len(rows), "epochs": again.epochs_run, "seconds": round(time.perf_counter() - began, 3),
-                   "train_samples_per_s": round(again.samples_per_s, 1)}
+                   "train_samples_per_s": round(again.samples_per_s, 1), "earlier_seconds": again.earlier_seconds}
 
 
 def _held_out_of(data: EncodedData, hold_out: bool, fraction: float, seed: int, source: Data) -> TrainingData:
@@ -526,6 +526,8 @@ class Estimator:
             if note:
                 log(note)
         refit = self._refit(train_data, valid_data, holdout is not None, progress, log, checkpoint_dir, resume)
+        if refit is not None:  # the refit's seconds in the sessions before this one count as the recipes' do
+            earlier.append(refit.pop("earlier_seconds"))
         self.metrics = {
             "task": task.name,
             "rows": (train_data.num_rows if isinstance(train_data, StreamSource) else len(train_data)) * ctx.world,

@@ -64,17 +64,17 @@ class SweepSolver:
         settings = {"solver": self.name, "rows": len(train), "features": design.shape[1],
                     "rank": self.config.model.embed_dim, "task": task.name, "seed": training.seed,
                     **self.chain_settings()}
-        core, history = None, []
+        core, history, before = None, [], 0.0  # before: the seconds of the sessions a resumed chain ran in (None: not known)
         if self.name == "mcmc" and training.samples > training.kept_samples:
             self.log(f"note: training.samples {training.samples}: {training.kept_samples} sweeps follow the burn-in, so "
                      f"the model keeps {training.kept_samples} samples (raise training.sweeps for more)")
         if resume and complete_checkpoint(checkpoint_dir, self.log):
-            core, history = self.restore(Path(checkpoint_dir), settings)
+            core, history, before = self.restore(Path(checkpoint_dir), settings)
             self.log(f"resumed from {checkpoint_dir} at sweep {len(history) + 1}")
         elif resume:
             self.log(f"--resume: no checkpoint in {checkpoint_dir}; starting from scratch")
         every = training.checkpoint_every or CHECKPOINT_SWEEPS
-        result = TrainResult(history=history)
+        result = TrainResult(history=history, earlier_seconds=before)
         first_sweep = len(history)
         bar = tqdm(total=training.sweeps, initial=first_sweep, desc=self.name, unit="sweep",
                    disable=not self.progress, leave=False)
@@ -90,11 +90,13 @@ class SweepSolver:
             if not self.progress and (record["sweep"] % self.report_every() == 0 or record["sweep"] == training.sweeps):
                 self.log(describe(entry))
             if checkpoint_dir is not None and (record["sweep"] % every == 0 or record["sweep"] == training.sweeps):
-                self.save(Path(checkpoint_dir), core, history, settings)
+                seconds = None if before is None else before + time.perf_counter() - began
+                self.save(Path(checkpoint_dir), core, history, settings, seconds)
 
         with bar:
             core = self.run(core, model, design, labels, task, after_sweep)
         result.train_seconds = time.perf_counter() - began
+        result.seconds = None if before is None else before + result.train_seconds
         result.samples_seen = len(train) * (len(history) - first_sweep)
         self.store(core, model)
         model.to(training.device)  # the sweeps run on the CPU; predictions where the run predicts
@@ -131,13 +133,17 @@ class SweepSolver:
 
     # -- checkpoints ------------------------------------------------------------------------------
 
-    def save(self, directory: Path, core: Any, history: list[dict[str, Any]], settings: dict[str, Any]) -> None:
+    def save(self, directory: Path, core: Any, history: list[dict[str, Any]], settings: dict[str, Any],
+             seconds: float | None) -> None:
+        """The chain and its history; ``seconds``: what the run has taken, every session of it (None: not known)."""
         staging = staging_dir(directory)
         save_file(core.to_tensors(), str(staging / CHAIN_FILE))
-        (staging / "state.json").write_text(json.dumps({"settings": settings, "history": history}, indent=1))
+        state = {"settings": settings, "history": history, "seconds": seconds}
+        (staging / "state.json").write_text(json.dumps(state, indent=1))
         publish(staging, directory)
 
-    def restore(self, directory: Path, settings: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
+    def restore(self, directory: Path, settings: dict[str, Any]) -> tuple[Any, list[dict[str, Any]], float | None]:
+        """The chain, its history and the seconds it took (None from checkpoints of older versions)."""
         found = complete_checkpoint(directory, warn=lambda message: None)  # fit has warned
         state = json.loads((found / "state.json").read_text())
         saved = state.get("settings", {"solver": "gradient"})
@@ -145,7 +151,7 @@ class SweepSolver:
         if changed:
             raise ConfigError(f"{directory}: the checkpoint was written by another run ({', '.join(changed)}); "
                               "resume with the same data and settings, or train into a new --out")
-        return self.from_tensors(load_file(str(found / CHAIN_FILE))), state["history"]
+        return self.from_tensors(load_file(str(found / CHAIN_FILE))), state["history"], state.get("seconds")
 
 
 def describe(entry: dict[str, Any], with_sweep: bool = True) -> str:
