@@ -803,3 +803,23 @@ def test_a_libfm_models_value_the_model_cannot_square_is_a_422_naming_row_and_fi
         assert (response.status_code, response.json()) == (422, {"error": "rows[1].f2: the value after ':' in '6:1e30' "
                                                                  "must be a finite number of magnitude at most 1.8e+19 "
                                                                  "(the model squares it in float32)"})
+
+
+def test_a_libfm_model_whose_values_were_all_1_reads_index_colon_1_as_the_index_and_refuses_another_value(tmp_path):
+    (tmp_path / "train.libfm").write_text("".join(f"{i % 2} {i % 5}:1 {5 + i % 3}:1\n" for i in range(200)))
+    Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1}).fit(tmp_path / "train.libfm", progress=False,
+                                                                                out=tmp_path / "m")
+    with TestClient(create_app(tmp_path / "m")) as client:
+        def predict(body):
+            response = client.post("/predict", json=body)
+            assert response.status_code == 200, response.json()
+            return response.json()["predictions"]
+
+        bare = predict({"rows": [{"f1": "1", "f2": "6"}, {"f1": "3", "f2": "7"}]})
+        assert predict({"rows": [{"f1": "1:1", "f2": "6:1"}, {"f1": "3:1", "f2": "7"}]}) == bare  # the scanned path
+        assert predict({"columns": {"f1": ["1:1", "3:1.0"], "f2": ["6:1", "7:1"]}}) == bare  # the columnar path
+        assert predict({"rows": [{"f1": "zzz", "f2": "zzz"}, {"f1": "3", "f2": "7"}]})[0] != bare[0]
+        response = client.post("/predict", json={"rows": [{"f1": "1:1", "f2": "6:1"}, {"f1": "3:2", "f2": "7"}]})
+        assert (response.status_code, response.json()) == (422, {"error": "rows[1].f1: the field's training values "
+                                                                 "were all 1, so it takes an index alone or 'index:1', "
+                                                                 "not 3:2"})

@@ -176,6 +176,7 @@ class FeatureEncoder:
     weight: str | None = None  # the column of sample weights (``--weight``), not a feature
     fit_notes: list[str] = field(default_factory=list, compare=False)  # inferences worth telling (not saved)
     id_counts: "IdCounts | None" = field(default=None, compare=False)  # how often training ids recur (saved)
+    sparse_format: str | None = None  # "libfm"/"libffm": trained on those rows, whose values come as "index:value" (saved)
 
     def __post_init__(self) -> None:
         if isinstance(self.task, str):  # a task named, as in schemas written by hand
@@ -263,6 +264,7 @@ class FeatureEncoder:
             "num_features": self.num_features,
             "fields": [f.to_dict() for f in self.fields],
             **({"id_counts": self.id_counts.to_dict()} if self.id_counts is not None else {}),
+            **({"sparse_format": self.sparse_format} if self.sparse_format else {}),
         }
 
     @classmethod
@@ -299,7 +301,8 @@ class FeatureEncoder:
             raise ValueError("no fields")
         counts = data.get("id_counts")  # absent in schemas of older versions
         encoder = cls(task=task, label=data["label"], fields=fields, weight=data.get("weight"),
-                      id_counts=IdCounts.from_dict(counts) if counts is not None else None)
+                      id_counts=IdCounts.from_dict(counts) if counts is not None else None,
+                      sparse_format=data.get("sparse_format"))  # absent: not libFM/libFFM, or an older version
         if encoder.num_features != data.get("num_features"):
             raise ValueError("feature schema is inconsistent: field sizes do not add up to num_features")
         return encoder
@@ -581,7 +584,8 @@ class _Fitter:
         self.weighted = {n: n in first.weights for n in self.kinds}
         self.rows = 0  # counted: not held out
         self.first_row = 0  # the next frame's position in the file
-        self.labels = TaskFitter(config.task, config.positive, first.format in ("libfm", "libffm"), first.path,
+        self.sparse_format = first.format if first.format in ("libfm", "libffm") else None
+        self.labels = TaskFitter(config.task, config.positive, self.sparse_format is not None, first.path,
                                  one_vs_rest=config.one_vs_rest)
 
     @classmethod
@@ -743,7 +747,7 @@ class _Fitter:
             self.notes.append(f"task: regression, since the labels are not all 0/1 ({shown}); --task binary refuses such "
                               f"labels{two}")
         return FeatureEncoder(task=task, label=config.label, fields=specs, weight=config.weight, fit_notes=self.notes,
-                              id_counts=id_counts)
+                              id_counts=id_counts, sparse_format=self.sparse_format)
 
 
 NOTES_LOOK_AT_ROWS = 65_536

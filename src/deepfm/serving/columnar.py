@@ -73,6 +73,8 @@ class ColumnEncoder:
         values = np.ones((n, self.width), np.float32)
         if self.categorical:
             text = _text([columns.values[self.single[j].name] for j in self.categorical], body)
+            if self.encoder.sparse_format and pc.any(pc.match_substring(text, ":")).as_py():
+                raise NotColumnar  # "index:value" of a libFM/libFFM model: the exact path reads it
             ids[:, self._categorical] = self._lookup.encode(text, n).reshape(len(self.categorical), n).T
         if self.numeric:
             x = _numbers([columns.values[self.single[j].name] for j in self.numeric]).reshape(len(self.numeric), n)
@@ -99,6 +101,8 @@ class ColumnEncoder:
         values = np.ones((n, self.width), np.float32) if self._with_values else None
         if self.categorical:
             where = self._categorical
+            if self.encoder.sparse_format and _colon_within(data, spans.starts[where].ravel(), spans.stops[where].ravel()):
+                raise NotColumnar  # "index:value" of a libFM/libFFM model: the exact path reads it
             valid = spans.kinds[where].ravel() != NULL
             ids[:, where] = self._lookup.encode_spans(data, spans.starts[where].ravel(), spans.stops[where].ravel(),
                                                       valid, n).reshape(len(self.categorical), n).T
@@ -122,6 +126,12 @@ class ColumnEncoder:
             spec, row = self.single[j], self.numeric.index(j)
             bucket = 1 + np.searchsorted(np.asarray(spec.edges), x[row], side="right")
             ids[:, j] = spec.offset + np.where(missing[row], MISSING, bucket)
+
+
+def _colon_within(data: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> bool:
+    """Whether a ':' lies within any span [start, stop) of the body's bytes ``data``."""
+    before = np.concatenate([[0], np.cumsum(data == ord(":"))])
+    return bool((before[stops] - before[starts] > 0).any())
 
 
 def _selector(positions: list[int]) -> slice | np.ndarray:

@@ -65,7 +65,8 @@ class RequestDecoder:
     def decode_exactly(self, body: bytes) -> EncodedData:
         """The reference path: every value validated, every number kept as its JSON text."""
         columns = parse_body(body, self.limits, self.names)
-        return encode_frame(self.encoder, columns_to_frame(columns, self.encoder.fields, self.encoder.label, self.separator))
+        return encode_frame(self.encoder, columns_to_frame(columns, self.encoder.fields, self.encoder.label, self.separator,
+                                                           index_values=self.encoder.sparse_format is not None))
 
     def read(self, body: bytes) -> Columns:
         """The body's values per field, or ``NotColumnar``; 413 when it has too many rows."""

@@ -8,8 +8,8 @@ values exactly as they appear in the training files. Every JSON number is taken 
 like the same CSV cell. ``null`` and ``""`` are a missing value (an empty cell). A field the model
 reads must be present in every row, or as a column (send ``null`` for missing); keys the model does
 not read (the label, ignored columns) are ignored. Multi-valued fields take the file's text
-(``"a|b:0.5"``) or a JSON list (``["a", "b:0.5"]``); single-valued weighted fields (libFM/libFFM
-``id:value``) take ``"id:value"``.
+(``"a|b:0.5"``) or a JSON list (``["a", "b:0.5"]``); the single-valued fields of a model of libFM/libFFM rows take
+``"id:value"`` (or the id alone: value 1; a field whose training values were all 1 takes no other).
 """
 
 from __future__ import annotations
@@ -140,23 +140,33 @@ def _cell(value: Any, spec: FieldSpec, separator: str, where: str) -> str | None
     return _scalar(value, where)
 
 
-def text_column(columns: Columns, spec: FieldSpec, separator: str) -> tuple[pa.Array, pa.Array | None]:
+def text_column(columns: Columns, spec: FieldSpec, separator: str, index_values: bool = False
+                ) -> tuple[pa.Array, pa.Array | None]:
     """One field's values as the text a training file holds ("" and null: missing), and the weights of a
-    single-valued weighted field. Strings and nulls (the common case) skip the per-value checks."""
+    single-valued weighted field. ``index_values``: the model read libFM/libFFM rows, so a single-valued field's
+    value may come as "index:value", whose value must be 1 where the training values all were (not ``weighted``).
+    Strings and nulls (the common case) skip the per-value checks."""
     name, values = spec.name, columns.values[spec.name]
     weights = None
     if not all(v is None or type(v) is str for v in values):
         values = [_cell(v, spec, separator, columns.where(i, name)) for i, v in enumerate(values)]
-    if spec.single_valued and spec.weighted:
+    if spec.single_valued and (spec.weighted or index_values):
         split = [_split_weight(v, columns.where(i, name)) for i, v in enumerate(values)]
         values, weights = [v for v, _ in split], pa.array([w for _, w in split], pa.float32())
+        if not spec.weighted:
+            other = next((i for i, (_, w) in enumerate(split) if w != 1), None)
+            if other is not None:
+                raise RequestError(422, f"{columns.where(other, name)}: the field's training values were all 1, so it "
+                                        f"takes an index alone or 'index:1', not {values[other]}:{split[other][1]:g}")
+            weights = None
     column = pa.array(values, pa.string())
     return pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column), weights
 
 
-def columns_to_frame(columns: Columns, fields: Sequence[FieldSpec], label: str, separator: str = "|") -> RawFrame:
-    """The frame ``fields`` of the encoder read, as a training file would give it."""
-    texts = {spec.name: text_column(columns, spec, separator) for spec in fields}
+def columns_to_frame(columns: Columns, fields: Sequence[FieldSpec], label: str, separator: str = "|",
+                     index_values: bool = False) -> RawFrame:
+    """The frame ``fields`` of the encoder read, as a training file would give it (``index_values``: ``text_column``)."""
+    texts = {spec.name: text_column(columns, spec, separator, index_values) for spec in fields}
     frame = frame_from_table(pa.table({n: t for n, (t, _) in texts.items()}), SOURCE, label=label, require_label=False)
     for spec in fields:
         if not spec.single_valued:
