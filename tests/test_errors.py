@@ -63,6 +63,12 @@ def test_a_quote_never_closed_is_named_at_the_field_that_opens_it(write_text):
                                                "not closed on its line, so the row runs on into the lines after it")
 
 
+def test_a_row_with_a_quoted_line_break_and_a_field_too_many_points_at_the_extra_field_not_at_the_quote(write_text):
+    path = write_text("data.csv", 'label,a,b\n1,x,1.5\n0,"two\nlines",2,9\n1,z,3\n')
+    assert str(error_of(read_frame, path)) == (f"{path}:3:4: expected 3 fields, found 4 (field 2 holds a line break "
+                                               "inside quotes, so the row ends on a later line)")
+
+
 def test_tsv_ragged_row_is_located(write_text):
     path = write_text("data.tsv", "label\ta\tb\n1\tx\t1\n0\ty\n")
     assert str(error_of(read_frame, path)) == f"{path}:3:3: expected 3 fields, found 2"

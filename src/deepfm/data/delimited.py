@@ -262,9 +262,11 @@ def _ragged(path: Path, fields: list[str], expected: int, number: int) -> DataEr
     if len(fields) == expected:
         return None
     runs_on = next((i for i, field in enumerate(fields) if "\n" in field or "\r" in field), None)
-    if runs_on is not None:  # a quoted field that reads on past its line's end
+    if runs_on is not None and len(fields) < expected:  # a quote left open swallows the lines after it, fields and all
         return DataError(path, f"expected {expected} fields, found {len(fields)}: the quote that opens "
                                f"field {runs_on + 1} is not closed on its line, so the row runs on into the "
                                "lines after it", line=number, column=runs_on + 1)
-    return DataError(path, f"expected {expected} fields, found {len(fields)}", line=number,
-                     column=min(len(fields), expected) + 1 if len(fields) < expected else expected + 1)
+    spans = (f" (field {runs_on + 1} holds a line break inside quotes, so the row ends on a later line)"
+             if runs_on is not None else "")
+    return DataError(path, f"expected {expected} fields, found {len(fields)}{spans}", line=number,
+                     column=len(fields) + 1 if len(fields) < expected else expected + 1)
