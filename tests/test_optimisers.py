@@ -125,7 +125,10 @@ def test_plateau_schedule_reloads_the_best_weights_and_divides_the_learning_rate
                                                                              log=logs.append)
     assert [lr for lr, _ in seen] == pytest.approx([0.05, 0.05, 0.005])
     torch.testing.assert_close(seen[2][1], seen[1][1], msg="epoch 3 starts from epoch 1's weights")
-    assert any("reloaded the best epoch" in line for line in logs)
+    epoch_lines = [i for i, line in enumerate(logs) if line.startswith("epoch ")]
+    reloads = [i for i, line in enumerate(logs) if "reloaded the best epoch" in line]
+    assert len(epoch_lines) == 3 and len(reloads) == 2
+    assert epoch_lines[1] < reloads[0] < epoch_lines[2] < reloads[1]  # each after the epoch that did not improve
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adagrad", "sgd"])

@@ -147,7 +147,8 @@ def refit_model(config: RunConfig, encoder: FeatureEncoder, history: list[dict[s
               "is kept; --overwrite would train the whole run again)")
     resume = resume and complete_checkpoint(checkpoint_dir, lambda message: None, remedy) is not None  # the trainer warns
     say(f"refit: {'continuing' if resume else 'training again from the start'} on {len(rows):,} rows (training + "
-        f"validation; the encoders stay those fitted on the training rows) for {len(verdicts)} epochs, as validation chose")
+        f"validation; the encoders stay those fitted on the training rows) for {len(verdicts)} "
+        f"epoch{'s' if len(verdicts) != 1 else ''}, as validation chose")
     began = time.perf_counter()
     again = Trainer(model, encoder.task, config.training, checkpoint_dir=checkpoint_dir, progress=progress,
                     log=log).fit(rows, replay=verdicts, resume=resume)

@@ -251,6 +251,7 @@ class Trainer:
             result.train_seconds += time.perf_counter() - began
             skip_steps, result.epoch_loss = 0, (0.0, 0)
             record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total_loss / max(steps, 1)}
+            reload = False
             if valid is not None or replay is not None:
                 metrics = self._validate(valid, epoch) if valid is not None else None
                 improved = self.task.is_better(metrics, result.best_metrics) if valid is not None else replay[epoch]
@@ -260,13 +261,14 @@ class Trainer:
                     best_weights = {k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()}
                 else:
                     bad_epochs += 1
-                    if config.lr_schedule == "plateau" and best_weights is not None:
-                        self._reload_with_lower_lr(best_weights)
+                    reload = config.lr_schedule == "plateau" and best_weights is not None
             else:
                 result.best_epoch, best_weights = epoch + 1, None
             result.history.append(record)
             result.epochs_run = epoch + 1
             self.log(_describe(record))
+            if reload:  # after the epoch's line, which it follows from
+                self._reload_with_lower_lr(best_weights, replayed=replay is not None)
             if self.on_epoch:
                 self.on_epoch(record)
             self._save(result, epoch + 1, 0, best_weights, bad_epochs)
@@ -287,12 +289,12 @@ class Trainer:
                                    f"(it diverged); train again with a lower --lr (this run: {self.config.lr:g})")
         return self.task.metrics(valid.labels, logits, valid.weights)
 
-    def _reload_with_lower_lr(self, best_weights: dict[str, torch.Tensor]) -> None:
+    def _reload_with_lower_lr(self, best_weights: dict[str, torch.Tensor], replayed: bool = False) -> None:
         """The plateau schedule: continue from the best epoch's weights at a tenth of the learning rate."""
         self.model.load_state_dict(best_weights)
         self.optimizer.scale_lr(PLATEAU_FACTOR)
-        self.log(f"no improvement: reloaded the best epoch's weights; learning rate now "
-                 f"{self.config.lr * self.optimizer.lr_scale:g}")
+        self.log(f"{'as in the run: ' if replayed else ''}no improvement: reloaded the best epoch's weights; learning rate "
+                 f"now {self.config.lr * self.optimizer.lr_scale:g}")
 
     def _read_losses(self, losses: list[torch.Tensor], epoch: int, last_step: int) -> float:
         """The sum of the steps' ``losses`` (the last one that of step ``last_step``, from 0), read in one go;
