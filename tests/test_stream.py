@@ -388,3 +388,17 @@ def test_a_decimal_after_the_chunk_that_read_a_column_as_whole_number_ids_is_an_
         est = Estimator(model={"name": "lr"}, data={"stream": stream, "chunk_rows": 100, flag: ("x",)},
                         training={"epochs": 1}).fit(str(path), progress=False)
         assert {spec.name: spec.kind for spec in est.encoder.fields}["x"] == flag
+
+
+def test_a_streamed_run_and_a_bf16_run_say_so_in_the_log(tmp_path):
+    from deepfm import Estimator
+    from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+    import pyarrow.csv as pacsv
+
+    path = tmp_path / "train.csv"
+    pacsv.write_csv(make_ctr_table(SyntheticSpec(rows=600, seed=2))[0], path)
+    lines: list[str] = []
+    Estimator(data={"stream": "on", "chunk_rows": 200}, model={"mlp": (8,), "embed_dim": 4},
+              training={"epochs": 1, "precision": "bf16"}).fit(path, progress=False, log=lines.append)
+    assert any(line.startswith("streaming: ") and "read chunk by chunk every epoch" in line for line in lines), lines
+    assert any(line.startswith("precision bf16: ") for line in lines), lines

@@ -402,6 +402,9 @@ class Estimator:
         elif cfg.training.precision == "bf16" and cfg.training.device == "cpu" and cpu_has_bf16_math() is False and log:
             log("precision bf16: this CPU has no AVX512-BF16 or AMX, so torch emulates bfloat16 and the MLP's "
                 "products run slower than in fp32 (the default)")
+        elif cfg.training.precision == "bf16" and log and ctx.is_main:
+            log("precision bf16: the MLP's hidden layers run in bfloat16; the embeddings, the FM term, the output layer "
+                "and every weight stay fp32")
         streamed = cfg.data.stream == "on" and isinstance(train, (str, Path))  # ("auto" decides once the file is seen)
         if cfg.training.refit == "on" and (streamed or ctx.world > 1 or cfg.training.solver != "gradient"):
             raise refit_refused(cfg, streamed, ctx.world)  # before any data is read, not after training
@@ -427,6 +430,10 @@ class Estimator:
                                            else self._training_shard(train, saved, ctx, hold_out))
         for note in self.encoder.fit_notes if log and ctx.is_main else ():
             log(note)
+        if isinstance(train_data, StreamSource) and log and ctx.is_main:
+            log(f"streaming: {train_data.num_rows:,} training rows read chunk by chunk every epoch ({len(train_data.file.chunks())} "
+                f"chunks of about {cfg.data.chunk_rows:,} rows, shuffled {train_data.window} chunks at a time; "
+                "--stream off reads them into memory)")
         if holdout is not None and log and ctx.is_main:
             log(holdout.describe())
         elif hold_out and valid_data is None and log and ctx.is_main:
