@@ -757,7 +757,8 @@ class Estimator:
             encoded = self.encoder.transform(frame, with_labels=with_labels)
             if counted < UNSEEN_ROWS:
                 for name, (present, unseen) in self.encoder.unseen_counts(encoded, UNSEEN_ROWS - counted).items():
-                    counts[name] = (counts.get(name, (0, 0))[0] + present, counts.get(name, (0, 0))[1] + unseen)
+                    before_present, before_unseen = counts.get(name, (0, 0))
+                    counts[name] = (before_present + present, before_unseen + unseen)
                 counted += len(encoded)
                 if counted >= UNSEEN_ROWS:
                     self._warn_unseen(where or frame.path, counts)

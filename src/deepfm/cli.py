@@ -556,7 +556,7 @@ def _load(directory: str, fmt: str | None, path: str):
     given to a model trained on raw Criteo files (read as Criteo: 'expected 40 fields, found 1'); then as that,
     with a note. Tab-separated rows stay Criteo (Kaggle's test.txt has no label), and an unnamed file (Spark's
     part-00000) the model's format."""
-    from deepfm.errors import DataError, require_directory
+    from deepfm.errors import require_directory
 
     require_directory(directory)  # what is plainly wrong is said before torch loads (seconds)
     from deepfm.data.filelist import training_files
@@ -584,12 +584,7 @@ def _load(directory: str, fmt: str | None, path: str):
               "that run started (the train command with --resume continues it)", file=sys.stderr)
     trained_on = estimator.config.data.format
     if not fmt and trained_on != "auto" and Path(path).is_file():
-        from deepfm.data.formats import detect_format
-
-        try:
-            detected = detect_format(path)
-        except DataError:  # the reader says what is wrong, reading it as the model's
-            detected = trained_on
+        detected = detected_format(path) or trained_on  # undetectable: the reader says what is wrong, as the model's
         if detected != trained_on and (detected == "parquet" or (trained_on, detected) == ("criteo", "csv")):
             print(f"note: {path} reads as {detected} (its name and first line), not as the {trained_on} files the model "
                   f"was trained on; --format {trained_on} reads it as those", file=sys.stderr)

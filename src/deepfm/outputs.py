@@ -73,8 +73,10 @@ class TableFile:
 
     def __init__(self, out: str):
         self.out, self.rows = out, 0
+        self._layout, self._gzipped = (",", False) if out == "-" else output_layout(out)
         self._file = self._parquet = self._temporary = self._schema = None
         self._pending: list = []  # Parquet: tables not yet written, fewer than ROW_GROUP_ROWS rows together
+        self._pending_rows = 0
         self._created: list[Path] = []  # folders made for the file, deepest first
         self._header_written = False
 
@@ -93,26 +95,25 @@ class TableFile:
         os.close(handle)
         self._temporary = Path(name)
         os.chmod(name, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~current_umask())
-        layout, gzipped = output_layout(self.out)
-        if layout != "parquet":
-            self._file = pa.CompressedOutputStream(name, "gzip") if gzipped else open(name, "wb")
+        if self._layout != "parquet":
+            self._file = pa.CompressedOutputStream(name, "gzip") if self._gzipped else open(name, "wb")
         return self
 
     def write(self, table) -> None:
         """``table``'s rows after those written before; its columns those of the first table (cast to the first
         table's types in Parquet: ``ColumnTypeChanged`` where one does not cast)."""
-        layout = "," if self.out == "-" else output_layout(self.out)[0]
-        if layout == "parquet":
+        if self._layout == "parquet":
             if self._schema is None:
                 self._schema = table.schema
             self._pending.append(self._as_first(table))
-            if sum(len(t) for t in self._pending) >= ROW_GROUP_ROWS:
+            self._pending_rows += len(table)
+            if self._pending_rows >= ROW_GROUP_ROWS:
                 self._flush()
         else:
             file = self._file if self._file is not None else sys.stdout.buffer
             if self.out == "-":
                 sys.stdout.flush()  # what print left there comes first
-            write_csv(table, file, delimiter=layout, header=not self._header_written)
+            write_csv(table, file, delimiter=self._layout, header=not self._header_written)
             self._header_written = True
             if self.out == "-":
                 file.flush()
@@ -126,7 +127,7 @@ class TableFile:
             self._parquet = pq.ParquetWriter(self._temporary, self._schema)
         if self._pending:
             self._parquet.write_table(pa.concat_tables(self._pending))
-        self._pending = []
+        self._pending, self._pending_rows = [], 0
 
     def text_column(self, name: str) -> bool:
         """Whether the Parquet file's column ``name`` holds text (by the first table written)."""
