@@ -70,10 +70,22 @@ def random_fm(seed: int = 1) -> FactorizationMachine:
     return fm
 
 
-@pytest.fixture(params=[True, False], ids=["design matrix", "no design matrix"])
+@pytest.fixture(params=["compiled pass", "sparse products", "no design matrix"])
 def design_matrix(request, monkeypatch):
-    monkeypatch.setattr(design, "SLOTS_PER_ROW_FOR_PRODUCTS", 0 if request.param else 10**9)
-    return request.param
+    """Training on CPU through the batch's design matrix takes both FM terms in one compiled pass; the sparse
+    products are its path elsewhere (other dtypes, several outputs); without a design matrix, gathers."""
+    from deepfm.models import fm as fm_module, layers
+
+    monkeypatch.setattr(design, "SLOTS_PER_ROW_FOR_PRODUCTS", 10**9 if request.param == "no design matrix" else 0)
+    passes = []
+    if request.param == "sparse products":
+        monkeypatch.setattr(fm_module, "fm_terms_of_design", lambda *args: None)
+    else:
+        monkeypatch.setattr(fm_module, "fm_terms_of_design", lambda linear, embedding, batch: passes.append(
+            (embedding.trains_sparsely(), taken := layers.fm_terms_of_design(linear, embedding, batch))) or taken)
+    yield request.param != "no design matrix"
+    for training, taken in passes:  # the compiled pass in training only, where a design matrix is built
+        assert (taken is not None) == (training and request.param == "compiled pass")
 
 
 @pytest.mark.parametrize("kind", ["one-hot", "numeric", "bags"])

@@ -24,14 +24,15 @@ def sparse_gradient(table: torch.Tensor, ids: torch.Tensor, upstream: torch.Tens
     return weight.grad.coalesce()
 
 
-def test_rowwise_adagrad_keeps_one_accumulator_per_row_and_matches_its_equations():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # the compiled pass, and the tensor ops
+def test_rowwise_adagrad_keeps_one_accumulator_per_row_and_matches_its_equations(dtype):
     torch.manual_seed(0)
-    start = torch.randn(8, 3)
+    start = torch.randn(8, 3, dtype=dtype)
     ours = torch.nn.Parameter(start.clone())
     optimizer = LazyAdagrad([ours], lr=0.1, eps=1e-8, row_l2=0.01, per_row=True)
-    reference, accumulator = start.clone(), torch.zeros(8)
+    reference, accumulator = start.clone(), torch.zeros(8, dtype=dtype)
     for step in range(3):
-        upstream = torch.randn(*IDS.shape, 3)
+        upstream = torch.randn(*IDS.shape, 3, dtype=dtype)
         ours.grad = sparse_gradient(ours, IDS, upstream)
         optimizer.step()
         grad = sparse_gradient(reference, IDS, upstream).to_dense()
@@ -44,18 +45,53 @@ def test_rowwise_adagrad_keeps_one_accumulator_per_row_and_matches_its_equations
     assert float(optimizer.state[ours]["sum"][1]) == 0.0, "a row no batch touched keeps an empty accumulator"
 
 
-def test_lazy_adagrad_per_coordinate_matches_torch_adagrad_on_sparse_gradients():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # the compiled pass, and the tensor ops
+def test_lazy_adagrad_per_coordinate_matches_torch_adagrad_on_sparse_gradients(dtype):
     torch.manual_seed(2)
-    start = torch.randn(8, 3)
+    start = torch.randn(8, 3, dtype=dtype)
     ours, reference = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
     fast, slow = LazyAdagrad([ours], lr=0.1), torch.optim.Adagrad([reference], lr=0.1)
     for step in range(3):
-        upstream = torch.randn(*IDS.shape, 3)
+        upstream = torch.randn(*IDS.shape, 3, dtype=dtype)
         ours.grad = sparse_gradient(ours, IDS, upstream)
         reference.grad = sparse_gradient(reference, IDS, upstream)
         fast.step()
         slow.step()
         torch.testing.assert_close(ours.detach(), reference.detach())
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_lazy_adagrad_steps_fp32_tables_in_one_compiled_pass_a_block_of_rows_per_thread(per_row, monkeypatch):
+    """fp32 CPU tables: one compiled pass over the touched rows (two blocks on two threads), the same update as the
+    tensor ops make on a float64 copy, to fp32 rounding; untouched rows and their accumulators stay as they were."""
+    from deepfm.compiled import in_row_blocks
+    from deepfm.training import rowwise
+
+    blocks = []
+    monkeypatch.setattr(rowwise, "in_row_blocks", lambda p, arrays, *a: blocks.append(len(
+        results := in_row_blocks(p, arrays, *a))) or results)
+    torch.manual_seed(3)
+    start = torch.randn(5000, 4)
+    ours, reference = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.double())
+    fast = LazyAdagrad([ours], lr=0.1, row_l2=0.05, per_row=per_row, initial_accumulator=0.01)
+    slow = LazyAdagrad([reference], lr=0.1, row_l2=0.05, per_row=per_row, initial_accumulator=0.01)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for _ in range(3):
+            rows = torch.randperm(4000)[:2000].sort().values.unsqueeze(0)  # distinct and sorted, as a lookup's
+            grad_values = torch.randn(2000, 4)
+            ours.grad = torch.sparse_coo_tensor(rows, grad_values, (5000, 4), is_coalesced=True)
+            reference.grad = torch.sparse_coo_tensor(rows, grad_values.double(), (5000, 4), is_coalesced=True)
+            fast.step()
+            slow.step()
+    finally:
+        torch.set_num_threads(previous)
+    assert blocks == [2, 2, 2]
+    torch.testing.assert_close(ours.detach(), reference.detach().float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast.state[ours]["sum"], slow.state[reference]["sum"].float(), rtol=1e-5, atol=1e-6)
+    assert torch.equal(ours.detach()[4000:], start[4000:]), "rows no batch touched"
+    assert bool((fast.state[ours]["sum"][4000:] == 0.01).all()), "their accumulators too"
 
 
 def test_per_occurrence_l2_is_the_gradient_of_the_mean_squared_norm_of_the_batch_slots():

@@ -673,7 +673,8 @@ def test_the_row_wise_step_takes_the_rows_the_lookup_gathered_unless_the_table_c
     """The forward gathers a batch's distinct rows of each table; the row-wise AdaGrad step of the same batch
     starts from those rows instead of gathering them again (same values: nothing wrote to the table in
     between), and gathers afresh when something did (an in-place write bumps the table's version).
-    (Row-wise Adam on fp32 CPU tables reads the rows in its compiled pass and gathers none.)"""
+    (Row-wise Adam and AdaGrad on fp32 CPU tables read the rows in their compiled passes and gather none: the
+    tensor ops, on float64 tables here, do.)"""
     from deepfm.data import design
     from deepfm.training import rowwise
 
@@ -688,13 +689,13 @@ def test_the_row_wise_step_takes_the_rows_the_lookup_gathered_unless_the_table_c
         table(batch).fields.square().sum().backward()
         if write_between:
             with torch.no_grad():
-                table.weight.index_copy_(0, torch.tensor([3]), torch.ones(1, 3))
+                table.weight.index_copy_(0, torch.tensor([3]), torch.ones(1, 3, dtype=table.weight.dtype))
         optimizer.step()
 
     results = []
     for write_between in (False, True):
         torch.manual_seed(5)
-        table = FeaturesEmbedding(8, 3, init_std=0.5)
+        table = FeaturesEmbedding(8, 3, init_std=0.5).double()
         optimizer = LazyAdagrad(table.parameters(), lr=0.1)
         gathers.clear()
         for _ in range(3):
@@ -702,7 +703,7 @@ def test_the_row_wise_step_takes_the_rows_the_lookup_gathered_unless_the_table_c
         assert sum(t is table.weight for t in gathers) == (3 if write_between else 0)
         results.append(table.weight.detach().clone())
     torch.manual_seed(5)
-    plain = FeaturesEmbedding(8, 3, init_std=0.5)
+    plain = FeaturesEmbedding(8, 3, init_std=0.5).double()
     reference = LazyAdagrad(plain.parameters(), lr=0.1)
     monkeypatch.setattr(design, "recall_rows", lambda table, index: None, raising=False)
     monkeypatch.setattr(rowwise, "recall_rows", lambda table, index: None, raising=False)

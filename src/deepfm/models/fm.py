@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from deepfm.data.batch import Batch
-from deepfm.models.layers import FeaturesEmbedding, FeaturesLinear
+from deepfm.models.layers import FeaturesEmbedding, FeaturesLinear, fm_terms_of_design
 
 
 class FactorizationMachine(nn.Module):
@@ -23,4 +23,7 @@ class FactorizationMachine(nn.Module):
         self.embedding = FeaturesEmbedding(num_features, embed_dim * output_dim)
 
     def forward(self, batch: Batch) -> torch.Tensor:  # logits (B,), or (B, C) for C outputs
+        both = fm_terms_of_design(self.linear, self.embedding, batch)  # training on CPU: one compiled pass
+        if both is not None:
+            return self.linear.bias + both
         return self.linear(batch) + self.embedding.pairwise(batch, self.output_dim)

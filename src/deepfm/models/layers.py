@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -116,6 +117,42 @@ class _PairwiseOfDesign(torch.autograd.Function):
         return row_gradient(design.unique, ctx.table_shape, grad_rows), None
 
 
+class _FMOfDesign(torch.autograd.Function):
+    """Both FM terms of every row, X w + ``_PairwiseOfDesign``'s, from the two tables and the batch's design matrix
+    X in one compiled pass forward and one backward (``models.design_passes``): shape (B,). CPU, fp32 tables."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, linear: torch.Tensor, design: DesignMatrix) -> torch.Tensor:
+        from deepfm.models import design_passes  # (loads numba)
+
+        rows = design.x.shape[0]
+        out, xv = table.new_empty(rows), table.new_empty(rows, table.shape[1])
+        in_row_blocks(design_passes.fm_rows, [out.numpy(), xv.numpy()], *_csr_arrays(design.x),
+                      design.x_squared.values().numpy(), design.unique.numpy(), table.detach().numpy(),
+                      linear.detach().numpy())
+        ctx.save_for_backward(table, linear, xv)  # the tables as read: an update before the backward is an error
+        ctx.design = design
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        from deepfm.models import design_passes
+
+        table, linear, xv = ctx.saved_tensors
+        unique = ctx.design.unique
+        grad_table, grad_linear = table.new_empty(len(unique), table.shape[1]), linear.new_empty(len(unique), 1)
+        in_row_blocks(design_passes.fm_gradients, [grad_table.numpy(), grad_linear.numpy()], *_csr_arrays(ctx.design.x_t),
+                      ctx.design.x_squared_t.values().numpy(), unique.numpy(), table.detach().numpy(), xv.numpy(),
+                      grad.float().contiguous().numpy())
+        return row_gradient(unique, table.shape, grad_table), row_gradient(unique, linear.shape, grad_linear), None
+
+
+def _csr_arrays(matrix: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A CSR tensor's row pointers, column indices and values as arrays (views)."""
+    return matrix.crow_indices().numpy(), matrix.col_indices().numpy(), matrix.values().numpy()
+
+
 class FeaturesEmbedding(nn.Module):
     """One fused table V (num_features × embed_dim) for all fields, looked up once per batch.
 
@@ -187,6 +224,20 @@ class FeaturesLinear(nn.Module):
         else:
             xw = self.weights(batch).fields.sum(dim=1)  # (B, C)
         return self.bias + (xw.squeeze(1) if self.output_dim == 1 else xw)
+
+
+def fm_terms_of_design(linear: FeaturesLinear, embedding: FeaturesEmbedding, batch: Batch) -> torch.Tensor | None:
+    """Σ_i w_i x_i + Σ_{i<j} <v_i, v_j> x_i x_j of every row (B,), both terms in one compiled pass over the batch's
+    design matrix (``_FMOfDesign``) where it applies: training through design matrices (CPU), contiguous fp32 tables,
+    one output. None elsewhere (the terms apart: ``FeaturesLinear``, ``FeaturesEmbedding.pairwise``)."""
+    tables = (embedding.weight, linear.weights.weight)
+    if linear.output_dim != 1 or not all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
+                                         for t in tables):
+        return None
+    design = embedding.design_of(batch)
+    if design is None or linear.weights.design_of(batch) is None or design.x.dtype != torch.float32:
+        return None
+    return _FMOfDesign.apply(embedding.weight, linear.weights.weight, design)
 
 
 def fm_pairwise(embedded: EmbeddedFields, outputs: int = 1) -> torch.Tensor:

@@ -2,11 +2,11 @@
 
 The same update as ``torch.optim.SparseAdam`` (moments and weights change only on the rows a
 batch touched; bias correction uses the table's step count), with no sort when the gradient's rows
-are already distinct and sorted (as ``FeaturesEmbedding`` produces them). On fp32 CPU tables Adam is
-one compiled pass over the U touched rows, a block of them per torch thread (``training.adam_pass``: each row's
-weights and moments read and written in place, 2.1× the tensor form's speed on 30k-100k rows of a
-364k × 10 table on one thread); otherwise,
-and for AdaGrad, one gather, a few element-wise ops and one scatter per state tensor (``put_rows``).
+are already distinct and sorted (as ``FeaturesEmbedding`` produces them). On fp32 CPU tables each is
+one compiled pass over the U touched rows, a block of them per torch thread (``training.adam_pass``,
+``training.adagrad_pass``: each row's weights and state read and written in place; Adam 2.1× the tensor form's
+speed on 30k-100k rows of a 364k × 10 table on one thread); otherwise one gather, a few element-wise ops and one
+scatter per state tensor (``put_rows``).
 State names match ``SparseAdam`` (``step``, ``exp_avg``, ``exp_avg_sq``).
 
 Both take the per-occurrence L2 of a step (``defer_occurrence_l2``) into their own update, from the
@@ -101,7 +101,7 @@ class RowWiseAdam(_OccurrenceL2AtStep, EagerOptimizer, torch.optim.Optimizer):
                 step = float(state["step"])
                 rows, g = distinct_rows(param.grad, noted_index(param))
                 step_size = group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
-                if _fusable(param, rows, g, state):
+                if _fusable(param, rows, g, state["exp_avg"], state["exp_avg_sq"]):
                     recall_rows(param, rows)  # not needed: the pass reads the table's rows itself
                     decay = self._l2_per_row(param, rows, group["row_l2"])
                     from deepfm.training.adam_pass import adam_rows  # (loads numba: the first fused step)
@@ -162,6 +162,16 @@ class LazyAdagrad(_OccurrenceL2AtStep, EagerOptimizer, torch.optim.Optimizer):
                     state["sum"] = torch.full(shape, group.get("initial_accumulator", 0.0), dtype=param.dtype,
                                               device=param.device)
                 rows, g = distinct_rows(param.grad, noted_index(param))
+                if _fusable(param, rows, g, state["sum"]):
+                    recall_rows(param, rows)  # not needed: the pass reads the table's rows itself
+                    decay = self._l2_per_row(param, rows, group.get("row_l2", 0.0))
+                    total = state["sum"].view(-1, 1) if state["sum"].dim() == 1 else state["sum"]
+                    from deepfm.training.adagrad_pass import adagrad_rows  # (loads numba: the first fused step)
+
+                    in_row_blocks(adagrad_rows, [rows.numpy(), g.numpy(), decay.numpy()], param.detach().numpy(),
+                                  total.numpy(), group["lr"], group["eps"])  # distinct rows: the blocks write apart
+                    torch.autograd.graph.increment_version(param)  # a write, as put_rows's (see ``recall_rows``)
+                    continue
                 weights = _rows_of(param, rows)  # (U, k)
                 g = self._with_occurrence_l2(param, rows, g, weights)
                 if group.get("row_l2"):
@@ -208,9 +218,10 @@ def occurrence_l2_scale(grad_rows: torch.Tensor, occurrences: Occurrences, stren
     return scale.mul_(2 * strength / batch_size)
 
 
-def _fusable(param: torch.nn.Parameter, rows: torch.Tensor, g: torch.Tensor, state: dict) -> bool:
-    """Whether ``adam_pass.adam_rows`` can step ``param``: fp32 CPU tensors, contiguous, 2-d, int64 rows."""
-    tensors = (param, g, state["exp_avg"], state["exp_avg_sq"])
+def _fusable(param: torch.nn.Parameter, rows: torch.Tensor, g: torch.Tensor, *state: torch.Tensor) -> bool:
+    """Whether a compiled pass (``adam_pass``, ``adagrad_pass``) can step ``param`` with its ``state`` tensors: fp32
+    CPU tensors, contiguous, a 2-d table, int64 rows."""
+    tensors = (param, g, *state)
     if not (rows.dtype == torch.int64 and param.dim() == 2 and
             all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)):
         return False  # (asked first: reading a GPU tensor's rows below would wait for the GPU each step)
