@@ -859,6 +859,22 @@ def test_a_bad_value_a_flag_gives_is_not_put_on_the_config_files_line(ctr_csv, t
     assert f"{config}: model.dropout:" in capsys.readouterr().err
 
 
+def test_options_the_chosen_model_does_not_read_are_named_and_the_rare_value_rules_min_count_is_saved(
+        ctr_csv, tmp_path, capsys):
+    """A new user's run: ``--model lr --mlp 32 --dropout 0.5`` trained silently and config.json recorded them as if
+    applied; and config.json said min_count null where the data rule had applied 10 (metrics.json's ids)."""
+    out = tmp_path / "model"
+    assert main(["train", "--train", str(ctr_csv(rows=600)), "--out", str(out), "--model", "lr", "--mlp", "32",
+                 "--dropout", "0.5", "--epochs", "1"]) == 0
+    assert "model lr does not use model.mlp, model.dropout: they are not applied" in capsys.readouterr().err
+    saved = json.loads((out / "config.json").read_text())["run"]["data"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert saved["min_count"] is not None and saved["min_count"] == metrics["ids"]["min_count"]
+    assert main(["train", "--train", str(ctr_csv(rows=600)), "--out", str(tmp_path / "fm"), "--model", "fm",
+                 "--embed-dim", "4", "--epochs", "1"]) == 0
+    assert "does not use" not in capsys.readouterr().err
+
+
 def test_invalid_flag_value_exits_2_naming_the_key(ctr_csv, tmp_path, capsys):
     code = main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "model"), "--dropout", "1.5"])
     err = capsys.readouterr().err
@@ -871,6 +887,27 @@ def test_non_integer_mlp_width_exits_2_naming_the_key(ctr_csv, tmp_path, capsys)
     code = main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "model"), "--mlp", "16,wide"])
     assert code == 2
     assert "model.mlp" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, key", [
+    (["--mlp=-400"], "model.mlp"), (["--mlp", "400,-400"], "model.mlp"), (["--mlp="], "model.mlp"),
+    (["--seed", "-1"], "training.seed"), (["--lr", "inf"], "training.lr"), (["--embed-l2", "nan"], "training.embed_l2"),
+])
+def test_a_sign_an_empty_width_a_negative_seed_or_a_non_finite_number_exits_2_before_anything_is_written(
+        flags, key, ctr_csv, tmp_path, capsys):
+    """A new user's runs: "-400" was read as a separator (MLP [400]), a negative seed crashed in NumPy after the run's
+    first files were written (blocking the folder), lr inf passed and ended in a NaN loss."""
+    out = tmp_path / "model"
+    assert main(["train", "--train", str(ctr_csv()), "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"{key}:" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_the_papers_dashed_mlp_widths_are_read_as_layers(ctr_csv, tmp_path):
+    from deepfm.config import ModelConfig
+
+    assert ModelConfig(mlp="400-400-400").mlp == (400, 400, 400) == ModelConfig(mlp=" 400, 400,400").mlp
 
 
 def test_unparseable_config_file_exits_2(tmp_path, capsys):

@@ -123,6 +123,26 @@ def test_fnn_pretraining_trains_an_fm_first_and_starts_from_its_embeddings():
     assert not torch.allclose(model.embedding.weight, random_start)
 
 
+def test_fnns_pretraining_fm_starts_from_the_output_prior_the_fnn_was_built_with(monkeypatch):
+    """``build_model`` starts every model's output at the data's prior (a click rate's log-odds); stage 1's FM
+    starts there too, not at p = 0.5 (a new user's run: a stage-1 loss of ln 2 after an epoch on Criteo)."""
+    started = []
+
+    class StartOnly:  # records the FM's bias when training would begin, and trains nothing
+        def __init__(self, fm, *args, **kwargs):
+            started.append(float(fm.linear.bias))
+
+        def fit(self, *args, **kwargs):
+            return None
+
+    monkeypatch.setattr("deepfm.training.trainer.Trainer", StartOnly)
+    prior = float(np.log(0.2 / 0.8))
+    model = build_model(ModelConfig(name="fnn", embed_dim=2, mlp=(4,)), NUM_FEATURES, NUM_FIELDS, output_prior=prior)
+    fm = pretrain_with_fm(model, "binary", TrainingConfig(epochs=1), ROWS)
+    assert started == [pytest.approx(prior)]
+    assert float(fm.linear.bias) == pytest.approx(prior) and float(model.bias) == pytest.approx(prior)
+
+
 # -- LR&DNN and FM&DNN ----------------------------------------------------------------------------
 
 def test_wide_and_deep_is_a_linear_model_plus_a_dnn_on_its_own_embedding():

@@ -463,6 +463,10 @@ class Estimator:
             if left > 0:  # every rank trains on as many rows (deepfm.distributed.sharding)
                 log(f"{left} of the {id_counts.rows:,} training rows left out, so that each of the {ctx.world} "
                     f"processes trains on {len(train_data):,}")
+        ignored = given.model.unused_keys()
+        if ignored and log and ctx.is_main:
+            log(f"model {given.model.name} does not use {', '.join(f'model.{key}' for key in ignored)}: "
+                f"{'they are' if len(ignored) > 1 else 'it is'} not applied")
         unused = [key for key in GRADIENT_ONLY if key in given.training.model_fields_set]
         if given.training.solver != "gradient" and unused and log and ctx.is_main:
             log(f"--solver {given.training.solver} does not use {', '.join(unused)} (it runs --sweeps; there is no "
@@ -783,7 +787,10 @@ class Estimator:
     def save(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Write the model directory (``deepfm.artifact``); ``extra``: further JSON files by name."""
         self._require_model()
-        return save_model_dir(directory, self.model, self.encoder, self.config, self.metrics, extra)
+        config, counts = self.config, self.encoder.id_counts
+        if config.data.min_count is None and counts is not None:  # the rare-value rule's choice, as applied
+            config = config.model_copy(update={"data": config.data.model_copy(update={"min_count": counts.min_count})})
+        return save_model_dir(directory, self.model, self.encoder, config, self.metrics, extra)
 
     @classmethod
     def load(cls, directory: str | Path) -> "Estimator":

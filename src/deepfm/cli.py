@@ -206,8 +206,8 @@ def add_run_flags(p: argparse.ArgumentParser, gradient_only: bool = False) -> No
                                                          "hold none out unless it is given") + "); 0: none")
     p.add_argument("--out", help="model directory to write (refused if it holds other files, unless --overwrite"
                                  + ("" if gradient_only else " or --resume") + ")")
-    p.add_argument("--model", help=" | ".join(MODEL_NAMES) + "; fnn first pre-trains an FM for its embeddings "
-                   "(--no-pretrain: random start)")
+    p.add_argument("--model", help=" | ".join(MODEL_NAMES) + "; of the DeepFM paper's baselines pnn is PNN*, wide_deep "
+                   "LR&DNN, fm_dnn FM&DNN; fnn first pre-trains an FM for its embeddings (--no-pretrain: random start)")
     p.add_argument("--no-pretrain", dest="pretrain", action="store_false", default=None,
                    help="fnn: skip the FM pre-training stage")
     p.add_argument("--task", choices=["auto", "binary", "regression", "multiclass", "ordinal"],

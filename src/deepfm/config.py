@@ -38,7 +38,7 @@ SelectBy = Literal["auto", "auc", "logloss", "accuracy", "rmse", "mae"]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # lr inf: refused, not a NaN loss later
 
 
 class DataConfig(_Frozen):
@@ -108,11 +108,21 @@ class ModelConfig(_Frozen):
         "random", description="deepfm only: zero starts the MLP's output layer at 0, so the model starts as its FM part "
                               "and the deep part adds what training finds (DeepFM's default on ratings)")
 
+    def unused_keys(self) -> list[str]:
+        """The keys set here (not defaults) that this model does not read: ``mlp`` for an FM, ``pretrain`` but for FNN."""
+        deep = {"embed_dim", "mlp", "dropout", "activation", "batch_norm"}
+        used = {"lr": set(), "fm": {"embed_dim"}, "deepfm": deep | {"mlp_output_init"}, "fnn": deep | {"pretrain"}
+                }.get(self.name, deep)
+        return [key for key in type(self).model_fields if key in self.model_fields_set and key not in used | {"name"}]
+
     @field_validator("mlp", mode="before")
     @classmethod
     def _parse_mlp(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(int(v) for v in value.replace("-", ",").split(",") if v.strip())
+        if isinstance(value, str):  # "400,400,400" or the paper's "400-400-400"
+            parts = [v.strip() for v in value.replace("-", ",").split(",")]
+            if not all(parts) or not all(v.isdigit() for v in parts):  # "-400": a sign, not a separator
+                raise ValueError(f"{value!r}: give the hidden layers' widths as positive integers, e.g. 400,400,400")
+            return tuple(int(v) for v in parts)
         return value
 
     @field_validator("mlp")
@@ -167,7 +177,7 @@ class TrainingConfig(_Frozen):
     samples: int = Field(0, ge=0, description="mcmc: posterior samples the model keeps, evenly spaced over the sweeps "
                                               "after the burn-in (0: every one)")
     als_l2: float = Field(10.0, ge=0, description="als: λ of w and V (the regularised sum of squares)")
-    seed: int = 2026
+    seed: int = Field(2026, ge=0, lt=2**63, description="draws the starting weights, the batches' order and dropout")
     patience: int = Field(2, ge=0, description="epochs without improvement before stopping (0: never stop early)")
     select_by: SelectBy = Field(
         "auto", description="the validation metric that keeps the best epoch, stops early and chooses among the "
