@@ -389,10 +389,13 @@ def test_a_missing_data_file_is_a_data_error_also_when_the_run_checkpoints(tmp_p
             Estimator(data=data).fit(out=tmp_path / "m", progress=False)
 
 
-@pytest.mark.parametrize(("threads", "cores", "ahead"), [(2, 2, True), (1, 2, True), (1, 1, False), (4, 4, True)])
-def test_batches_are_made_ahead_on_a_thread_unless_one_thread_computes_on_every_core(threads, cores, ahead,
-                                                                                       monkeypatch):
-    """Several compute threads leave a core idle in a step's single-threaded stretches; a spare core too."""
+@pytest.mark.parametrize(("threads", "cores", "batch", "ahead"), [
+    (2, 2, 4096, True), (1, 2, 4096, True), (1, 1, 4096, False), (4, 4, 8192, True), (1, 2, 512, False),
+    (2, 2, 2048, False)])
+def test_large_batches_are_made_ahead_on_a_thread_unless_one_thread_computes_on_every_core(threads, cores, batch, ahead,
+                                                                                           monkeypatch):
+    """Several compute threads leave a core idle in a step's single-threaded stretches; a spare core too. Below
+    4096 rows a batch is made inline: its Python would wait for the GIL the batch thread holds."""
     from deepfm.config import ModelConfig, TrainingConfig
     from deepfm.models import build_model
     from deepfm.training import trainer
@@ -401,7 +404,8 @@ def test_batches_are_made_ahead_on_a_thread_unless_one_thread_computes_on_every_
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        made = Trainer(build_model(ModelConfig(name="fm"), 10, 2), "binary", TrainingConfig(), progress=False)
+        made = Trainer(build_model(ModelConfig(name="fm"), 10, 2), "binary", TrainingConfig(batch_size=batch),
+                       progress=False)
     finally:
         torch.set_num_threads(before)
     assert made._batches_ahead is ahead
