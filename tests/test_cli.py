@@ -1104,6 +1104,32 @@ def test_interrupted_train_says_whether_there_is_a_checkpoint_to_resume(ctr_csv,
     assert "interrupted; resume with: deepfm train --train " in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_ends_training_as_ctrl_c_does_with_the_signals_exit_status(number, ctr_csv, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """A job scheduler's stop (Slurm, Kubernetes, docker stop: SIGTERM) left the run's first files in --out, which then
+    refused the same command, and said nothing of resuming."""
+    from deepfm.training.trainer import Trainer
+
+    step, handler = Trainer._step, signal.getsignal(number)
+
+    def stopped(self, batch):
+        os.kill(os.getpid(), number)
+        return step(self, batch)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Trainer, "_step", stopped)
+        assert train(ctr_csv(), tmp_path / "new") == 128 + number
+        assert "interrupted before the first checkpoint: nothing to resume" in capsys.readouterr().err
+        assert not (tmp_path / "new").exists()
+    with monkeypatch.context() as patched:  # past a checkpoint
+        patched.setattr(Trainer, "_step", stopped)
+        patched.setattr("deepfm.resumable.checkpoint_saved", lambda out: True)
+        assert train(ctr_csv(), tmp_path / "other") == 128 + number
+    assert "interrupted; resume with: deepfm train --train " in capsys.readouterr().err
+    assert signal.getsignal(number) is handler, "the command's handler only while it runs"
+
+
 def test_an_interrupt_before_the_first_checkpoint_leaves_out_as_it_found_it(ctr_csv, tmp_path, capsys, monkeypatch):
     from deepfm.training.trainer import Trainer
 

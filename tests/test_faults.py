@@ -129,6 +129,21 @@ def test_resuming_past_a_damaged_checkpoint_warns_and_continues_from_the_previou
     assert "no usable checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["checkpoint-features.json", "checkpoint-run.json"])
+def test_a_damaged_encoder_or_run_record_beside_the_checkpoint_exits_2_naming_it(name, ctr_csv, tmp_path, capsys):
+    """A new user truncated them: a JSONDecodeError traceback (exit 1) instead of the checkpoint's own one-line error."""
+    from deepfm.cli import main
+
+    run = ["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "m"), "--mlp", "16", "--embed-dim", "4",
+           "--batch-size", "64", "--valid-fraction", "0", "--keep-checkpoint", "--quiet"]
+    assert main([*run, "--epochs", "1"]) == 0
+    damaged = tmp_path / "m" / name
+    damaged.write_bytes(damaged.read_bytes()[:50])
+    assert main([*run, "--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"{damaged}: damaged" in err and "--overwrite" in err and "Traceback" not in err
+
+
 def _wait_for_a_checkpoint(run: subprocess.Popen, out: Path) -> None:
     deadline = time.monotonic() + 240
     while _checkpoint_step(out) is None:
@@ -149,6 +164,22 @@ def test_ctrl_c_on_the_launcher_says_once_how_to_resume_with_nproc_and_exits_130
     resumed = subprocess.run(hints[0].split(": ", 1)[1].replace("deepfm ", f"{sys.executable} -m deepfm ", 1), shell=True,
                              capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-3000:]
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the workers in /proc")
+def test_a_rank_killed_without_restarts_ends_the_run_with_a_line_that_says_how_to_resume(data):
+    """A new user saw torchrun's report and a rank's traceback, and no word of the checkpoint the run had."""
+    out = data["root"] / "rank-failed"
+    run = _train(data, out)
+    _wait_for_a_checkpoint(run, out)
+    rank = _rank_pid(run.pid, 1)
+    assert rank is not None
+    os.kill(rank, signal.SIGKILL)
+    _, log = run.communicate(timeout=120)
+    assert run.returncode == 1
+    last = log.strip().splitlines()[-1]
+    assert last.startswith("a rank failed; resume with: deepfm train ") and "--nproc 2" in last, log[-3000:]
+    assert last.endswith(" --resume")
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the workers in /proc")

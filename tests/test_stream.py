@@ -400,5 +400,8 @@ def test_a_streamed_run_and_a_bf16_run_say_so_in_the_log(tmp_path):
     lines: list[str] = []
     Estimator(data={"stream": "on", "chunk_rows": 200}, model={"mlp": (8,), "embed_dim": 4},
               training={"epochs": 1, "precision": "bf16"}).fit(path, progress=False, log=lines.append)
-    assert any(line.startswith("streaming: ") and "read chunk by chunk every epoch" in line for line in lines), lines
+    [streaming] = [line for line in lines if line.startswith("streaming: ")]
+    rows, chunks = int(streaming.split()[1].replace(",", "")), int(streaming.split("(")[1].split()[0])
+    assert f"{rows:,} training rows read chunk by chunk every epoch" in streaming and 500 < rows <= 600  # (held out)
+    assert f"chunks of about {round(rows / chunks):,} rows" in streaming, "the rows the chunks hold, not --chunk-rows"
     assert any(line.startswith("precision bf16: ") for line in lines), lines

@@ -258,6 +258,29 @@ def test_a_file_of_a_glob_whose_columns_differ_is_refused_at_its_header(tmp_path
     assert what.format(last=names[-1]) + "; every file of a pattern needs the same columns" in str(caught.value)
 
 
+@pytest.mark.parametrize("stream", ["on", "off"])
+def test_a_glob_of_csv_and_parquet_files_is_refused_naming_the_odd_file_while_gzip_beside_plain_is_read(
+        tmp_path, capsys, stream):
+    """A new user's glob of a CSV and a Parquet file failed deep in Arrow ('utf8_ltrim' has no kernel for int64)."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from deepfm.cli import main
+
+    (tmp_path / "part_1.csv").write_text("label,user\n1,a\n0,b\n")
+    with gzip.open(tmp_path / "part_2.csv.gz", "wt") as packed:
+        packed.write("label,user\n1,b\n0,a\n")
+    args = ["train", "--stream", stream, "--epochs", "1", "--model", "lr", "--valid-fraction", "0", "--quiet"]
+    assert main([*args, "--train", str(tmp_path / "part_*"), "--out", str(tmp_path / "m")]) == 0
+    pq.write_table(pa.table({"label": [1, 0], "user": ["a", "c"]}), tmp_path / "part_3.parquet")
+    assert main([*args, "--train", str(tmp_path / "part_*"), "--out", str(tmp_path / "m2")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{tmp_path / 'part_3.parquet'}: it is parquet, while {tmp_path / 'part_1.csv'}, the first "
+                          "file of ") and "every file of a pattern needs one format" in err
+
+
 def test_a_glob_compares_the_columns_it_reads_not_pandas_index_or_ignored_ones(tmp_path):
     import pandas as pd
 

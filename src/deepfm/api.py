@@ -38,14 +38,14 @@ from deepfm.data.holdout import HASH_RULE, Holdout, encode_hashed, hashed_mask, 
 from deepfm.data.readers import frame_from_table
 from deepfm.data.tables import is_list
 from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, estimated_rows, fit_and_encode, fit_streaming, should_stream
-from deepfm.errors import ConfigError, DataError, DataTypeError, DataWarning
+from deepfm.errors import CheckpointError, ConfigError, DataError, DataTypeError, DataWarning
 from deepfm.models import model_for_run
 from deepfm.portfolio import as_checkpointed, candidates_for, recipe_begun, recipe_checkpoint, train_portfolio
 from deepfm.runtime import (available_cores, configure as configure_runtime, cpu_has_bf16_math, preserving,
                              release_free_memory)
 from deepfm.solvers import build_solver
 from deepfm.tasks import Task
-from deepfm.training.checkpoint import complete_checkpoint, stage_checkpoint, write_atomically
+from deepfm.training.checkpoint import checkpoint_json, complete_checkpoint, stage_checkpoint, write_atomically
 from deepfm.training.trainer import NOT_FINITE, Trainer, TrainResult, first_not_finite, peak_rss_mb, predict_logits
 
 Data = str | Path | pa.Table | RawFrame  # or a pandas DataFrame (converted with pa.Table.from_pandas)
@@ -413,7 +413,7 @@ class Estimator:
         recorded = Path(out) / RUN_RECORD if out else None
         # what is left of a run killed before its first checkpoint (encoders, record) is not resumed: it starts afresh
         has_checkpoint = bool(resume and out and ctx.is_main and checkpoint_saved(Path(out)))
-        saved_record = json.loads(recorded.read_text()) if has_checkpoint and recorded.exists() else None  # rank 0's paths
+        saved_record = checkpoint_json(recorded) if has_checkpoint and recorded.exists() else None  # rank 0's paths
         if saved_record is not None:  # before any data is read: the data and its settings (the task's defaults leave
             # them be); the model's and training's once those defaults apply, or now for an older version's record
             older = "trained_with" not in saved_record
@@ -424,16 +424,21 @@ class Estimator:
             (Path(out) / name).exists() for name in ("checkpoint", "checkpoint.old", "checkpoint-fnn-stage1", "checkpoint-refit"))
         saved = None
         if has_checkpoint and saved_features.exists():
-            saved = FeatureEncoder.from_dict(json.loads(saved_features.read_text()))
+            try:
+                saved = FeatureEncoder.from_dict(checkpoint_json(saved_features))
+            except (KeyError, TypeError, ValueError) as error:  # JSON, but not an encoder's
+                raise CheckpointError(f"{saved_features}: damaged ({type(error).__name__}: {error}); train again "
+                                      "without --resume (--overwrite)") from None
         hold_out = holds_out(cfg, valid)
         train_data, valid_data, holdout = (self._training_data(train, saved, progress, hold_out) if ctx.world == 1
                                            else self._training_shard(train, saved, ctx, hold_out))
         for note in self.encoder.fit_notes if log and ctx.is_main else ():
             log(note)
         if isinstance(train_data, StreamSource) and log and ctx.is_main:
-            log(f"streaming: {train_data.num_rows:,} training rows read chunk by chunk every epoch ({len(train_data.file.chunks())} "
-                f"chunks of about {cfg.data.chunk_rows:,} rows, shuffled {train_data.window} chunks at a time; "
-                "--stream off reads them into memory)")
+            chunks = len(train_data.file.chunks())  # their rows: --chunk-rows' bytes, or a Parquet file's row groups
+            log(f"streaming: {train_data.num_rows:,} training rows read chunk by chunk every epoch ({chunks} "
+                f"chunks of about {round(train_data.num_rows / max(chunks, 1)):,} rows, shuffled {train_data.window} "
+                "chunks at a time; --stream off reads them into memory)")
         if holdout is not None and log and ctx.is_main:
             log(holdout.describe())
         elif hold_out and valid_data is None and log and ctx.is_main:

@@ -14,13 +14,13 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn, Sequence, get_args
+from typing import Any, Callable, NoReturn, Sequence, get_args
 
 from deepfm import __version__
 from deepfm.config import DataConfig, ModelConfig, ModelName, SelectBy, TrainingConfig
 from deepfm.defaults import MODEL_DEFAULTS, NO_SHAPE_RULE, SHAPE_BANDS, SHAPE_DEFAULTS, TASK_DEFAULTS
 from deepfm.data.formats import AUTO_RULE, FORMATS, check_data_file
-from deepfm.errors import DataWarning, DeepFMError
+from deepfm.errors import DataWarning, DeepFMError, Stopped
 from deepfm.experiments.cli import add_compare_parser, cmd_compare
 from deepfm.runtime import set_process_environment, started_by_launch, stop_with_the_launcher
 from deepfm.serving.cli import add_production_parsers, cmd_export, cmd_serve
@@ -472,7 +472,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         refuse_resume_without_checkpoint(Path(config.out), args.overwrite)
     if (args.nproc > 1 or args.max_restarts > 0) and not distributed.under_torchrun():
         ranks_argv = distributed.without_flag(distributed.without_flag(args.argv, "--nproc"), "--max-restarts")
-        return distributed.launch(args.nproc, ranks_argv, args.max_restarts)
+        code = distributed.launch(args.nproc, ranks_argv, args.max_restarts)
+        if code == 1:  # a rank failed (torchrun named it above): what is left of the run
+            from deepfm.resumable import checkpoint_saved
+
+            if checkpoint_saved(Path(config.out)):
+                say_line(f"a rank failed; resume with: {resume_command(args)}")
+            else:
+                with contextlib.suppress(OSError):
+                    forget_unsaved_run(Path(config.out), args.out_existed)  # the same command runs again
+                say_line("a rank failed before the first checkpoint: nothing to resume")
+        return code
     quiet = args.quiet or os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 speaks for all
     log = None if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     try:
@@ -643,12 +653,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def ended_by_signals():
-    """SIGTERM and SIGHUP (kill, timeout, a job scheduler, a closed terminal) end the command as Ctrl-C does: what
-    it opened is closed and what it half wrote removed; exit status 128 + the signal's number, as the signal gives."""
+def ended_by_signals(error: Callable[[int], BaseException] = lambda number: SystemExit(128 + number)):
+    """SIGTERM and SIGHUP (kill, timeout, a job scheduler, ``docker stop``, a closed terminal) raise ``error(signal)``
+    while the block runs: by default the command ends as Ctrl-C does, what it opened closed and what it half wrote
+    removed, with the exit status 128 + the signal's number, as the signal gives."""
 
     def stop(number, frame):
-        raise SystemExit(128 + number)
+        raise error(number)
 
     saved = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGHUP)}
     try:
@@ -656,6 +667,17 @@ def ended_by_signals():
     finally:
         for number, handler in saved.items():
             signal.signal(number, handler)
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The ``deepfm train`` command that continues this one's run."""
+    return shlex.join(["deepfm", *args.argv, *([] if args.resume else ["--resume"])])
+
+
+def stopped_as_interrupted() -> contextlib.AbstractContextManager:
+    """SIGTERM and SIGHUP as ``Stopped`` (a ``KeyboardInterrupt``): ``deepfm train`` ends as on Ctrl-C (what the run
+    half wrote before its first checkpoint removed, else the resume hint), with the exit status 128 + the signal."""
+    return ended_by_signals(Stopped)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -769,14 +791,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    # a rank of --nproc goes with its launcher, which speaks for the run (torchrun's handlers pass signals on)
+    stopping = stopped_as_interrupted() if args.command == "train" and not started_by_launch() else contextlib.nullcontext()
     try:
-        return COMMANDS[args.command](args)
+        with stopping:
+            return COMMANDS[args.command](args)
     except DeepFMError as error:
         say_line(str(error))
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # Ctrl-C; SIGTERM or SIGHUP (``Stopped``) in ``deepfm train``
+        code = 128 + getattr(interrupt, "signal_number", signal.SIGINT)
         if started_by_launch() or os.environ.get("RANK", "0") != "0":
-            return 130  # a rank: the launcher (deepfm --nproc), or rank 0 of a torchrun by hand, speaks for it
+            return code  # a rank: the launcher (deepfm --nproc), or rank 0 of a torchrun by hand, speaks for it
         out = getattr(args, "out", None) if args.command == "train" else None
         from deepfm.resumable import checkpoint_saved  # no torch import in the handler
 
@@ -784,12 +810,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if nothing_saved and hasattr(args, "out_existed") and os.environ.get("RANK", "0") == "0":
             with contextlib.suppress(OSError):  # under --nproc the launcher and rank 0 may both clear it
                 forget_unsaved_run(Path(out), args.out_existed)  # the same command runs again
-        again = shlex.join(["deepfm", *args.argv, *([] if args.resume else ["--resume"])]) if args.command == "train" else ""
+        again = resume_command(args) if args.command == "train" else ""
         if "RANK" in os.environ:  # rank 0 of a torchrun started by hand: its own command line is torchrun's
             again = f"the same torchrun command, its deepfm part: {again}"
         say_line("interrupted before the first checkpoint: nothing to resume" if nothing_saved else
                  f"interrupted; resume with: {again}" if args.command == "train" else "interrupted")
-        return 130
+        return code
 
 
 if __name__ == "__main__":

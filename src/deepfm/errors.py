@@ -68,3 +68,12 @@ class TrainingDiverged(DeepFMError):
 
 class CheckpointError(DeepFMError):
     """No training checkpoint to resume from is intact; the message names the damaged files."""
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a job scheduler, ``docker stop``, ``kill``, a closed terminal) ending ``deepfm train`` as
+    Ctrl-C does: the same cleanup and resume hint, and the exit status 128 + ``signal_number``."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal_number)
+        self.signal_number = signal_number

@@ -46,6 +46,7 @@ class ChunkedFiles:
         self.path = Path(pattern)
         self.files = list(files)
         self.chunk_bytes = self.files[0].chunk_bytes
+        same_format(pattern, self.files)
         same_columns(pattern, self.files, ignore)
 
     @property
@@ -75,6 +76,16 @@ class ChunkedFiles:
                 # libFM/libFFM: later files follow the columns the first chunk read decided
                 yield from self.files[owner].frames(run, layout=layout or self.files[0].layout)
                 run = []
+
+
+def same_format(pattern: str | Path, files: Sequence[ChunkedFile]) -> None:
+    """Every file of ``pattern`` is in the first one's format (CSV, TSV, Parquet, libFM, ...; gzip or not): a file in
+    another is a ``DataError`` naming both, before any is read (a CSV beside a Parquet file failed deep in Arrow)."""
+    for file in files[1:]:
+        if file.format != files[0].format:
+            raise DataError(file.path, f"it is {file.format}, while {files[0].path}, the first file of '{pattern}', is "
+                            f"{files[0].format}; every file of a pattern needs one format (convert the odd one out, or "
+                            "match the files with a narrower pattern)")
 
 
 def same_columns(pattern: str | Path, files: Sequence[ChunkedFile], ignore: Sequence[str] = ()) -> None:

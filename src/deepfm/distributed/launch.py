@@ -79,7 +79,7 @@ def launch(nproc: int, argv: Sequence[str], max_restarts: int = 0) -> int:
     the checkpoint); the exit status: 0, 2 when a rank stopped on an input error (it printed the
     one-line cause), 128 + the signal's number when one stopped the launcher or SIGPIPE a rank (stdout's reader
     left, as a Unix tool's status says), else 1. Ctrl-C is
-    ``KeyboardInterrupt`` here once the ranks have stopped: the launcher, which knows the whole command
+    ``KeyboardInterrupt`` here once the ranks have stopped (SIGTERM and SIGHUP ``Stopped``): the launcher, which knows the whole command
     (``--nproc`` too), says how to resume."""
     import signal
 
@@ -105,6 +105,10 @@ def launch(nproc: int, argv: Sequence[str], max_restarts: int = 0) -> int:
     except SignalException as stopped:  # torchrun's handler: it has passed the signal on to the ranks and waited
         if stopped.sigval == signal.SIGINT:
             raise KeyboardInterrupt from None
+        if stopped.sigval in (signal.SIGTERM, signal.SIGHUP):  # a job scheduler's stop: said as Ctrl-C's is
+            from deepfm.errors import Stopped
+
+            raise Stopped(int(stopped.sigval)) from None
         return 128 + int(stopped.sigval)
     finally:
         os.environ.pop(LAUNCHER_PID, None)

@@ -199,6 +199,16 @@ def damage(candidate: Path) -> str | None:
     return None
 
 
+def checkpoint_json(path: Path) -> Any:
+    """A JSON file a run writes beside its checkpoint (its encoders, its run record), read for ``--resume``; a damaged
+    one (truncated, edited) is a ``CheckpointError`` naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: damaged, not JSON ({error}); it belongs to the interrupted run's checkpoint, "
+                              "which cannot be resumed without it: train again without --resume (--overwrite)") from None
+
+
 def complete_checkpoint(directory: Path | None, warn: Callable[[str], None] | None = None,
                         remedy: str = "Train again without --resume (--overwrite), or restore the files") -> Path | None:
     """The directory of the latest good checkpoint at ``directory``: itself, else the previous one
