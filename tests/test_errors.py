@@ -171,6 +171,29 @@ def test_a_value_whose_quotes_open_and_close_thousands_of_lines_apart_is_refused
     assert "runs on over 7,200 lines" in str(error)
 
 
+@pytest.mark.parametrize("stream", ["off", "on"])
+@pytest.mark.parametrize("suffix", ["csv", "tsv"])
+def test_a_stray_quote_that_a_later_rows_quote_closes_is_refused_not_a_run_of_rows_read_as_one_value(
+        tmp_path, stream, suffix):
+    """A new user's titles '"Heat' and '12" Pizza' 50 lines apart: valid CSV, one value over 51 lines, 50 rows gone
+    from training, evaluate and predict without a word (under the 100-line limit of a runaway value)."""
+    path = tmp_path / f"titles.{suffix}"
+    rows_with_quotes(path, 3_000, {101: '"u5', 151: 'u7" x'})
+    if suffix == "tsv":
+        path.write_text(path.read_text().replace(",", "\t"))
+    error = error_of(lambda: Estimator(model={"name": "lr"}, data={"stream": stream, "chunk_rows": 4096},
+                                       training={"epochs": 1}).fit(path, progress=False))
+    assert (error.line, error.column) == (101, 2), str(error)
+    assert "runs on over 51 lines, and its line 102 reads as a row of 3 fields: a stray quote?" in str(error)
+
+
+def test_a_quoted_value_whose_lines_do_not_read_as_rows_keeps_its_line_breaks(tmp_path):
+    path = tmp_path / "notes.csv"
+    path.write_text('label,user,note\n1,u1,"first line\nsecond, with a comma\nthird"\n0,u2,plain\n1,u3,x\n')
+    encoder = fit(path)
+    assert encoder.id_counts.rows == 3
+
+
 def test_a_row_after_quoted_values_that_hold_line_breaks_is_located_at_its_own_line(tmp_path):
     path = tmp_path / "notes.csv"
     path.write_text('label,user,note\n1,u1,"two\nlines"\n0,u2,"three\nmore\nlines"\n1,u3,x\nyes,u4,y\n')

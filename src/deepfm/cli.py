@@ -527,7 +527,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if "portfolio_choice" in m:
             chosen += f"; recipe {m['portfolio_choice']}, the best of {len(m['portfolio'])} on validation"
         if "refit" in m:
-            chosen += f"; refitted on {m['refit']['rows']} rows for {m['refit']['epochs']} epochs"
+            epochs = m["refit"]["epochs"]
+            chosen += f"; refitted on {m['refit']['rows']:,} rows for {epochs} epoch{'s' if epochs != 1 else ''}"
         print(f"saved {config.out} ({chosen})", file=sys.stderr)
     return 0
 

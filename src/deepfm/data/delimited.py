@@ -178,7 +178,28 @@ def lines_before_rows(table: pa.Table, path: Path, first_line: int, delimiter: s
     if per_row[-1]:  # the last row runs on over line ends: its quote may never close
         _refuse_an_open_last_row(path, delimiter, lines() if lines is not None else None, first_line,
                                  first_line + len(per_row) - 1 + int(before[-1]))
+    _refuse_rows_inside_values(table, breaks, worst, path, first_line, before, delimiter)
     return before
+
+
+def _refuse_rows_inside_values(table: pa.Table, breaks: dict[str, pa.Array], worst: dict[str, int], path: Path,
+                               first_line: int, before: np.ndarray, delimiter: str) -> None:
+    """A ``DataError`` where a quoted value holds a whole line that reads as a row of the file (as many fields as the
+    header): a stray quote (``"Heat``) opened a value that a later quote (``12" Pizza``) closed, and the rows between
+    would be one value, lost without a word. Only the values that hold a line break are looked at."""
+    for name, most in worst.items():
+        if most == 0:
+            continue
+        counts = breaks[name].to_numpy(zero_copy_only=False)
+        for row in np.flatnonzero(counts):
+            inside = table.column(name)[int(row)].as_py().split("\n")[1:-1]  # whole lines between the quotes
+            whole = next((i for i, text in enumerate(inside) if text.count(delimiter) >= table.num_columns - 1), None)
+            if whole is not None:
+                line = first_line + int(row) + int(before[row])
+                raise DataError(path, f"the quoted value of column '{name}' runs on over {int(counts[row]) + 1} lines, "
+                                      f"and its line {line + whole + 1} reads as a row of {table.num_columns} fields: a "
+                                      "stray quote? (a quote inside a value is written twice, \"\", with the whole value "
+                                      "quoted)", line=line, column=table.column_names.index(name) + 1)
 
 
 def refuse_empty_lines(table: pa.Table, path: Path, first_line: int, before: np.ndarray | None,
