@@ -307,6 +307,17 @@ def test_empty_set_is_one_missing_id_with_weight_one(write_table):
     assert bag.weights.tolist() == [1.0, 1.0, 1.0, 1.0]
 
 
+def test_an_empty_token_in_a_multi_valued_cell_is_missing_not_a_value(write_table):
+    """A new user's 'a|', 'a||b' and '|' learned a value '' with its own embedding."""
+    train = {"label": [1, 0, 1, 0], "tags": ["a|", "a||b", "|", "b"]}
+    encoder, data, _ = encode(write_table, train, multi=("tags",))
+    spec = field(encoder, "tags")
+    assert sorted(spec.vocabulary) == ["a", "b"]
+    gid = {value: spec.offset + 2 + spec.vocabulary.index(value) for value in spec.vocabulary}
+    assert data.bags[0].offsets.tolist() == [0, 1, 3, 4, 5]
+    assert data.bags[0].ids.tolist() == [gid["a"], gid["a"], gid["b"], spec.offset + MISSING, gid["b"]]
+
+
 def test_multi_valued_unseen_values_get_the_unseen_id(write_table):
     valid = {"label": [1], "city": ["paris"], "price": ["1.0"], "tags": ["a|zzz"]}
     encoder, _, encoded_valid = encode(write_table, valid=valid, multi=("tags",))

@@ -187,6 +187,18 @@ def test_a_stray_quote_that_a_later_rows_quote_closes_is_refused_not_a_run_of_ro
     assert "runs on over 51 lines, and its line 102 reads as a row of 3 fields: a stray quote?" in str(error)
 
 
+@pytest.mark.parametrize("module, kind, command", [("bz2", "bzip2", "bunzip2 -k"), ("lzma", "xz", "unxz -k")])
+def test_a_bzip2_or_xz_file_is_named_as_such_not_taken_for_latin1_text(tmp_path, module, kind, command):
+    """A new user's .csv.bz2 got 'not UTF-8 text (byte 0xe3) ... iconv -f latin1'."""
+    import importlib
+
+    path = tmp_path / f"train.csv.{module}"
+    path.write_bytes(importlib.import_module(module).compress(b"label,user\n1,a\n0,b\n"))
+    error = error_of(lambda: Estimator(model={"name": "lr"}).fit(path, progress=False))
+    assert error.line == 1 and f"compressed with {kind}, which deepfm does not read (it reads gzip)" in str(error)
+    assert f"({command} {path})" in str(error)
+
+
 def test_a_quoted_value_whose_lines_do_not_read_as_rows_keeps_its_line_breaks(tmp_path):
     path = tmp_path / "notes.csv"
     path.write_text('label,user,note\n1,u1,"first line\nsecond, with a comma\nthird"\n0,u2,plain\n1,u3,x\n')

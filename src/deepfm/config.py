@@ -81,6 +81,23 @@ class DataConfig(_Frozen):
                 raise ValueError(f"{name}: a binary task's option (the task is {self.task})")
         return self
 
+    @model_validator(mode="after")
+    def _one_role_a_column(self) -> "DataConfig":
+        """A column named by two of the kind options (``--multi user --numeric user``) is refused: one was silently
+        dropped."""
+        roles: dict[str, list[str]] = {}
+        for key in ("categorical", "numeric", "multi", "ignore"):
+            for name in getattr(self, key):
+                roles.setdefault(name, []).append(key)
+        if self.weight is not None:
+            roles.setdefault(self.weight, []).append("weight")
+        twice = {name: keys for name, keys in roles.items() if len(keys) > 1}
+        if twice:
+            name, keys = next(iter(twice.items()))
+            raise ValueError(f"column {name!r} is named by {' and '.join('--' + key for key in keys)}; name it once, "
+                             "with the role it has")
+        return self
+
     @field_validator("categorical", "numeric", "multi", "ignore", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:

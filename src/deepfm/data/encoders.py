@@ -903,10 +903,7 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
 def resolve_kinds(frame: RawFrame, config: DataConfig) -> dict[str, str]:
     """Each column's kind: the flags first, then what the format fixes, then ``looks_float`` (floats
     are numeric; integers and strings are categorical)."""
-    categorical, numeric = set(config.categorical), set(config.numeric)
-    both = categorical & numeric
-    if both:
-        raise ConfigError(f"data: columns {sorted(both)} are both --categorical and --numeric")
+    categorical, numeric = set(config.categorical), set(config.numeric)  # (one role a column: ``DataConfig``)
     weight = {config.weight} if config.weight else set()
     for option, names in (("--categorical (data.categorical)", categorical), ("--numeric (data.numeric)", numeric),
                           ("--ignore (data.ignore)", set(config.ignore)), ("--weight (data.weight)", weight)):

@@ -183,6 +183,11 @@ def split_multi(frame: RawFrame, name: str, separator: str) -> tuple[pa.Array, p
         lists = pc.split_pattern(column, separator)
         lists = pc.if_else(pc.is_null(column), pa.scalar([], pa.list_(pa.string())), lists)
     tokens = pc.list_flatten(lists)
+    empty = pc.equal(tokens, "").to_numpy(zero_copy_only=False)
+    if empty.any():  # 'a|', 'a||b', '|': an empty value is missing, here as in every input, not a value ''
+        kept = np.bincount(pc.list_parent_indices(lists).to_numpy()[~empty], minlength=len(lists))
+        tokens = tokens.filter(pa.array(~empty))
+        lists = pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(kept)]), pa.int32()), tokens)
     offsets = lists.offsets
     if not pc.any(pc.match_substring(tokens, ":")).as_py():  # the common case: no weights, no colons
         return lists, pa.ListArray.from_arrays(offsets, pa.array(np.ones(len(tokens), np.float32)))
