@@ -284,6 +284,23 @@ def test_non_finite_numeric_training_values_never_give_nan_features(write_table)
     assert data.values is None or np.isfinite(data.values).all()
 
 
+@pytest.mark.parametrize("word", ["NA", "NULL", "null", "None", "N/A", "#N/A", "<NA>"])
+@pytest.mark.parametrize("flagged", [False, True])
+def test_words_for_a_missing_number_are_missing_in_a_numeric_column_and_said(write_table, word, flagged):
+    """A new user's float column with 'NA' on every 10th row (R's, pandas' and SQL exports' missing number) became
+    categorical, one id per float, without a word; with --numeric it stopped at the first 'NA'."""
+    x = [word if i % 10 == 0 else f"{i / 7:.3f}" for i in range(40)]
+    train = {"label": [i % 2 for i in range(40)], "x": x, "c": ["NA" if i % 3 else "b" for i in range(40)]}
+    encoder, data, _ = encode(write_table, train, **({"numeric": ("x",)} if flagged else {}))
+    assert field(encoder, "x").kind == "numeric"
+    assert field(encoder, "c").kind == "categorical" and "NA" in field(encoder, "c").vocabulary  # ids keep the word
+    column = [f.name for f in encoder.fields].index("x")
+    missing = data.ids[:, column][::10]
+    assert len(set(missing.tolist())) == 1 and missing[0] != data.ids[1, column]  # the missing id, as an empty cell
+    assert any(note.startswith("column 'x' is numeric, and 4 of its first 40 values are words for a missing number "
+                               f"(first {word!r})") for note in encoder.fit_notes), encoder.fit_notes
+
+
 # -- multi-valued fields ----------------------------------------------------------------------
 
 

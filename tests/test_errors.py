@@ -244,10 +244,10 @@ def test_non_numeric_value_in_a_numeric_column_is_located_when_fitting(write_tab
 
 def test_non_numeric_value_in_a_numeric_column_is_located_when_transforming(write_table):
     train = write_table("train.csv", {"label": [1, 0, 1], "price": ["1.5", "2", "3"]})
-    valid = write_table("valid.csv", {"price": ["2.5", "1", "n/a"], "label": [0, 1, 0]})
+    valid = write_table("valid.csv", {"price": ["2.5", "1", "twelve"], "label": [0, 1, 0]})
     encoder = fit(train, numeric=("price",))
     error = error_of(encoder.transform, read_frame(valid))
-    assert str(error) == f"{valid}:4:1: column 'price' must be a number, got 'n/a'"
+    assert str(error) == f"{valid}:4:1: column 'price' must be a number, got 'twelve'"
 
 
 def test_non_numeric_value_in_a_criteo_integer_field_is_located(criteo_row, write_criteo):

@@ -30,7 +30,7 @@ from deepfm.config import DataConfig
 from deepfm.data.columns import each_column
 from deepfm.data.counting import ChunkCodes, HashedCounts, RowCodes
 from deepfm.data.encoded import Bag, EncodedData, id_dtype
-from deepfm.data.frame import FLOAT_MARK, NUMBER_PATTERN, RawFrame, looks_float, to_float
+from deepfm.data.frame import FLOAT_MARK, MISSING_WORDS, NUMBER_PATTERN, RawFrame, looks_float, to_float
 from deepfm.data.frequent import FrequentSet
 from deepfm.data.hashing import fnv1a64_unique
 from deepfm.data.sparse import index_error
@@ -837,6 +837,12 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
     for name, kind in kinds.items():
         column = frame.columns[name].slice(0, NOTES_LOOK_AT_ROWS)  # a whole in-memory table is one chunk
         text = _is_text(column)
+        words = pc.is_in(column, value_set=pa.array(MISSING_WORDS, column.type)) if kind == "numeric" and text else None
+        if words is not None and pc.any(words).as_py():
+            first = int(np.flatnonzero(words.to_numpy(zero_copy_only=False))[0])
+            notes.append(f"column '{name}' is numeric, and {pc.sum(words).as_py():,} of its first {len(column):,} values "
+                         f"are words for a missing number (first {column[first].as_py()!r}), read as missing as an empty "
+                         f"cell is; {_kind_option(frame, 'categorical', name)} reads every value as an id")
         if kind == "numeric" and _inferred(name, frame, config):
             x = to_float(frame, column, name)
             x = x[np.isfinite(x)]

@@ -19,6 +19,9 @@ DECIMAL = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"  # the one rule for what a wr
 DECIMAL_PATTERN = rf"^\s*{DECIMAL}\s*$"  # a finite number, as a whole value (headers, weights, libFM values)
 NUMBER_PATTERN = rf"{DECIMAL_PATTERN}|^\s*[-+]?(nan|NaN|NAN|inf|Inf|INF|infinity|Infinity)\s*$"  # a numeric cell
 FLOAT_MARK = r"[.eE]|nan|inf|NaN|Inf"  # what makes a number a float, not an integer id
+# Words that R, pandas, SQL exports and spreadsheets write for a missing number (pandas' read_csv reads them as NaN):
+# missing in a numeric column, as an empty cell is (a categorical column keeps them as values: 'NA' may be Namibia).
+MISSING_WORDS = ("NA", "N/A", "n/a", "#N/A", "NULL", "null", "None", "<NA>")
 
 # The FM term squares each feature value (Σ_f v_if² x_i²) and the squared error each rating, in float32: a number
 # beyond √(float32's largest) ≈ 1.8e19 overflows there, and the prediction turns NaN. Where such a value is read
@@ -109,6 +112,7 @@ def to_float(frame: RawFrame, array: pa.Array, name: str | None) -> np.ndarray:
     """
     if pa.types.is_floating(array.type) or pa.types.is_integer(array.type) or pa.types.is_boolean(array.type):
         return pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
+    array = without_missing_words(array)
     try:
         return pc.cast(pc.utf8_trim_whitespace(array), pa.float64()).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -126,13 +130,21 @@ def to_float(frame: RawFrame, array: pa.Array, name: str | None) -> np.ndarray:
     raise frame.error(bad, name, f"{what} must be a number, got {array[bad].as_py()!r}")
 
 
+def without_missing_words(array: pa.Array) -> pa.Array:
+    """Text ``array`` with the ``MISSING_WORDS`` as nulls (the same array where it holds none)."""
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        return array
+    words = pc.is_in(array, value_set=pa.array(MISSING_WORDS, array.type))
+    return pc.if_else(words, pa.scalar(None, array.type), array) if pc.any(words).as_py() else array
+
+
 def looks_float(array: pa.Array) -> bool:
     """The inference rule for untyped text: numeric iff every value is a number and one has a '.' or exponent."""
     if pa.types.is_floating(array.type):
         return True
     if not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
         return False
-    present = pc.drop_null(array)
+    present = pc.drop_null(without_missing_words(array))
     if len(present) == 0:
         return False
     if all_digits(present):  # integer ids: the common case, told without the regex
