@@ -232,6 +232,18 @@ def test_libfm_positional_fields_take_each_rows_tokens_in_index_order(write_text
         assert frame.weights["f2"].to_pylist() == [0.5, 2.0, 1.0] and frame.weights["f1"].to_pylist() == [1.0] * 3
 
 
+def test_a_libfm_positional_field_left_out_is_read_past_and_rows_of_another_width_are_refused(write_text):
+    """A new user's --ignore f1 passed the name check, then every row was 'wider than the model's 9 features'."""
+    from deepfm.errors import DataError
+
+    path = write_text("data.libfm", "1 0:1 10:1 20:1\n0 1:1 11:1 22:1\n1 2:1 10:1 21:1\n")
+    frame = read_frame(path, layout={"f2": "categorical", "f3": "categorical"})
+    assert list(frame.columns) == ["f2", "f3"] and strings(frame.columns["f3"]) == ["20", "22", "21"]
+    narrow = write_text("narrow.libfm", "1 0:1 10:1\n")
+    with pytest.raises(DataError, match="positional features up to f3 .* this row has 2"):
+        read_frame(narrow, layout={"f2": "categorical", "f3": "categorical"})
+
+
 def test_libfm_positional_fields_with_all_unit_values_carry_no_weights(write_text):
     frame = read_frame(write_text("data.libfm", "1 0:1 10:1\n0 1:1 11:1\n"))
     assert frame.weights == {}

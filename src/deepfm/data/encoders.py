@@ -744,8 +744,10 @@ class _Fitter:
             two = (f"; for a binary task of these two values, --positive {written[values[1]]} reads "
                    f"{written[values[1]]} as the positive class and {written[values[0]]} as the negative one"
                    ) if len(values) == 2 and len(written) == 2 else ""
+            classes = ("; classes or grades (0, 1, 2, ...): --task multiclass, or --task ordinal for ordered ones"
+                       if len(values) <= 20 and all(float(v).is_integer() for v in values) and len(values) > 2 else "")
             self.notes.append(f"task: regression, since the labels are not all 0/1 ({shown}); --task binary refuses such "
-                              f"labels{two}")
+                              f"labels{two}{classes}")
         return FeatureEncoder(task=task, label=config.label, fields=specs, weight=config.weight, fit_notes=self.notes,
                               id_counts=id_counts, sparse_format=self.sparse_format)
 

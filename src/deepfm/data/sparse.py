@@ -157,12 +157,13 @@ def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) -
     counts = np.diff(sparse.starts)
     positional = None
     if layout is not None:
-        if set(layout) != {"features"}:
-            positional = len(layout)
-            bad = np.flatnonzero(counts != positional)
+        if set(layout) != {"features"}:  # f1..fW, some perhaps left out (--ignore): rows of one width W, up to the last
+            wanted = max(int(name[1:]) for name in layout)
+            positional = int(counts[0]) if len(counts) else wanted
+            bad = np.flatnonzero(counts != positional) if positional >= wanted else np.zeros(1, np.int64)
             if len(bad):
-                raise frame.error(int(bad[0]), None, f"the model reads {positional} positional features per row, "
-                                  f"this row has {int(counts[bad[0]])}")
+                raise frame.error(int(bad[0]), None, f"the model reads positional features up to f{wanted} (every row "
+                                  f"as wide as the training rows), this row has {int(counts[bad[0]])}")
     elif len(counts) and counts[0] > 0 and (counts == counts[0]).all():
         positional = int(counts[0])  # if its positions, in index order, hold disjoint ranges (below)
     if positional:
@@ -176,6 +177,8 @@ def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) -
         unit = bool((sparse.values == 1).all())
         for j in range(positional):
             name = f"f{j + 1}"
+            if layout is not None and name not in layout:
+                continue  # a field left out of the model
             frame.columns[name] = _ids_text(grid[:, j])
             frame.kinds[name] = "categorical"
             if not unit:
