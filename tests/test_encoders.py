@@ -717,7 +717,11 @@ def test_fit_notes_stay_quiet_for_id_columns_with_an_odd_value_and_keep_the_regr
     labels = [float(i % 9) for i in range(200)]
     path = write_table("c.csv", {"label": labels, "item": ids})
     (note,) = FeatureEncoder.fit([read_frame(path)], DataConfig()).fit_notes
-    assert note == "task: regression, since the labels are not all 0/1 (0, 1, 2, ...); --task binary refuses such labels"
+    assert note == ("task: regression, since the labels are not all 0/1 (0, 1, 2, ...); --task binary refuses such labels; "
+                    "classes 0, 1, 2, ...: --task multiclass (--task ordinal for ordered grades)")
+    ratings = write_table("r.csv", {"label": [float(1 + i % 5) for i in range(200)], "item": ids})
+    (note,) = FeatureEncoder.fit([read_frame(ratings)], DataConfig()).fit_notes
+    assert note == "task: regression, since the labels are not all 0/1 (1, 2, 3, ...); --task binary refuses such labels"
 
 
 def test_two_label_values_that_are_not_0_and_1_are_a_regression_whose_note_says_how_to_read_them_as_clicks(write_table):

@@ -744,8 +744,8 @@ class _Fitter:
             two = (f"; for a binary task of these two values, --positive {written[values[1]]} reads "
                    f"{written[values[1]]} as the positive class and {written[values[0]]} as the negative one"
                    ) if len(values) == 2 and len(written) == 2 else ""
-            classes = ("; classes or grades (0, 1, 2, ...): --task multiclass, or --task ordinal for ordered ones"
-                       if len(values) <= 20 and all(float(v).is_integer() for v in values) and len(values) > 2 else "")
+            counted = values[0] == 0 and 2 < len(values) <= 20 and all(float(v).is_integer() for v in values)
+            classes = "; classes 0, 1, 2, ...: --task multiclass (--task ordinal for ordered grades)" if counted else ""
             self.notes.append(f"task: regression, since the labels are not all 0/1 ({shown}); --task binary refuses such "
                               f"labels{two}{classes}")
         return FeatureEncoder(task=task, label=config.label, fields=specs, weight=config.weight, fit_notes=self.notes,
