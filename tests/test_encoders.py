@@ -1055,3 +1055,23 @@ def test_a_constant_numeric_field_is_scaled_by_one():
     frame = frame_from_table(pa.table({"label": [1, 0] * 50, "v": [0.1] * 100}), "t.csv")
     (spec,) = FeatureEncoder.fit([frame], DataConfig(numeric=("v",))).fields
     assert spec.std == 1.0
+
+
+@pytest.mark.parametrize("unit", ["us", "ms", "s"])
+def test_times_at_another_resolution_or_in_utc_read_as_the_training_columns_instants(unit):
+    """pandas gives ns from to_datetime and us from Parquet: a model trained on one read every value of the other as
+    unseen (a new user's test AUC 0.947 -> 0.534, with only a 100%-unseen note)."""
+    import warnings
+
+    import pandas as pd
+
+    from deepfm import Estimator
+
+    days = np.arange(200) % 20
+    frame = pd.DataFrame({"d": pd.Series(pd.Timestamp("2020-01-01") + pd.to_timedelta(days, unit="D")).astype(
+        "datetime64[ns]"), "label": days % 2})
+    model = Estimator(model={"name": "lr"}, training={"epochs": 1}, data={"valid_fraction": 0}).fit(frame, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no note of unseen values either
+        for other in (frame.astype({"d": f"datetime64[{unit}]"}), frame.assign(d=frame["d"].dt.tz_localize("UTC"))):
+            np.testing.assert_array_equal(model.predict(other), model.predict(frame))

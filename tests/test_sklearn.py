@@ -16,7 +16,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from deepfm import Estimator
-from deepfm.errors import ModelDirError
+from deepfm.errors import DataError, ModelDirError
 from deepfm.sklearn import DeepFMClassifier, DeepFMRegressor, FMClassifier, FMRegressor, sparse_frame
 
 TINY = {"mlp": (8,), "embed_dim": 4, "batch_size": 64}
@@ -386,3 +386,21 @@ def test_scoring_a_libfm_file_with_a_model_fitted_on_a_sparse_matrix_notes_how_i
     rows.write_text("".join(f"{label} {u}:1 {50 + i}:1\n" for label, (u, i) in zip(y, X)))
     assert main(["evaluate", str(tmp_path / "m"), str(rows)]) == 0
     assert "fitted on a sparse matrix, whose column numbers are its features" in capsys.readouterr().err
+
+
+def test_a_new_users_python_api_edges_get_errors_that_name_them(fitted, tmp_path):
+    """Each raised a raw Arrow or NumPy error, a misleading message, or an unusable saved parameter."""
+    clf, X, y = fitted
+    with pytest.raises(ValueError, match="^eval_set: Found input variables with inconsistent numbers of samples"):
+        FMClassifier(epochs=1).fit(X, y, eval_set=[(X.iloc[:100], y[:50])])
+    with pytest.raises(ValueError, match="^sample_weight: weights must be finite numbers ≥ 0, got -1"):
+        FMClassifier(epochs=1).fit(X, y, sample_weight=-np.ones(len(y)))
+    seeded = FMClassifier(epochs=1, mlp=(8, 4), random_state=np.random.RandomState(0)).fit(X, y)
+    loaded = FMClassifier.load(seeded.save(str(tmp_path / "rs")))
+    assert loaded.random_state is None and loaded.mlp == (8, 4)  # a spent RandomState's text would not seed a refit
+    clone(loaded).fit(X, y)
+    nothing = X.iloc[:2].copy()
+    nothing["price"] = None  # a numeric column of None only: missing, as NaN is
+    np.testing.assert_array_equal(clf.predict_proba(nothing), clf.predict_proba(X.iloc[:2].assign(price=np.nan)))
+    with pytest.raises(DataError, match="no rows to evaluate"):
+        clf.estimator_.evaluate(pd.concat([X, pd.Series(clf._encode_targets(y), name="label")], axis=1).iloc[:0])

@@ -34,7 +34,7 @@ def test_the_weight_column_is_not_a_feature_and_travels_with_the_rows(write_tabl
 @pytest.mark.parametrize("bad, shown", [("-1", "-1"), ("", "missing"), ("inf", "inf")])
 def test_a_missing_negative_or_infinite_weight_is_located(write_table, bad, shown):
     path = write_table("train.csv", {"city": ["a", "b", "a"], "label": [1, 0, 1], "w": ["1.0", bad, "2.5"]})
-    encoder = FeatureEncoder.fit([read_frame(path)], DataConfig(weight="w", numeric=("w",)))
+    encoder = FeatureEncoder.fit([read_frame(path)], DataConfig(weight="w"))
     with pytest.raises(DataError) as caught:
         encoder.transform(read_frame(path))
     assert str(caught.value) == f"{path}:3:3: sample weights must be finite numbers ≥ 0, got {shown}"

@@ -755,6 +755,8 @@ class Estimator:
             weights.append(encoded.weights)
         weighted = {"weighted_by": self.encoder.weight} if weights[0] is not None else {}
         labels = joined(labels)
+        if len(labels) == 0:  # metrics of no rows are NaN (and NumPy's warnings), not a number to report
+            raise DataError(str(data) if isinstance(data, (str, Path)) else "<table>", "no rows to evaluate", line=None)
         metrics = self.encoder.task.metrics(labels, joined(logits), joined(weights) if weighted else None)
         return {"rows": len(labels), **weighted, **metrics}
 
@@ -799,6 +801,8 @@ class Estimator:
 
     @classmethod
     def load(cls, directory: str | Path) -> "Estimator":
+        """The fitted estimator a model directory holds (``save``, ``deepfm train``), its files checked against its
+        manifest; a model trained on a GPU loads on a machine without one."""
         saved = load_model_dir(directory)
         config = saved.config
         if config.training.device.startswith("cuda") and not torch.cuda.is_available():  # trained on a GPU

@@ -103,6 +103,9 @@ class _DeepFMEstimator(BaseEstimator):
         columns = {label: pa.array(self._encode_targets(y))}
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, table, dtype=np.float64)
+            if not (np.isfinite(sample_weight) & (sample_weight >= 0)).all():
+                bad = sample_weight[~(np.isfinite(sample_weight) & (sample_weight >= 0))][0]
+                raise ValueError(f"sample_weight: weights must be finite numbers ≥ 0, got {bad:g}")
             self._check_weighted_targets(y, sample_weight)
             columns[WEIGHT] = pa.array(sample_weight)
         train = _with_columns(table, columns, label)
@@ -111,9 +114,11 @@ class _DeepFMEstimator(BaseEstimator):
             X_valid, y_valid = eval_set[0] if isinstance(eval_set, list) else eval_set
             try:
                 valid = self._table(X_valid, reset=False)
+                y_valid = self._targets(y_valid)
+                check_consistent_length(valid, y_valid)
             except ValueError as error:
                 raise ValueError(f"eval_set: {error}") from None
-            valid = _with_columns(valid, {label: pa.array(self._encode_targets(self._targets(y_valid)))}, label)
+            valid = _with_columns(valid, {label: pa.array(self._encode_targets(y_valid))}, label)
         self.estimator_ = Estimator(**self._config(label, weighted=sample_weight is not None)).fit(
             train, valid=valid, progress=bool(self.verbose), log=self._say)
         return self
@@ -214,7 +219,10 @@ class _DeepFMEstimator(BaseEstimator):
     def save(self, directory: str) -> str:
         """Write the model directory (loads with ``deepfm.Estimator.load`` and ``deepfm serve`` too)."""
         check_is_fitted(self, "estimator_")
-        saved = {"estimator": type(self).__name__, "params": self.get_params(deep=False),
+        params = self.get_params(deep=False)
+        if not isinstance(params.get("random_state"), (int, np.integer, type(None))):  # a RandomState: spent by the
+            params["random_state"] = None  # fit (its text would not seed a refit), as clone leaves an unseeded one
+        saved = {"estimator": type(self).__name__, "params": params,
                  "n_features_in": self.n_features_in_,
                  "feature_names_in": getattr(self, "feature_names_in_", np.array([])).tolist() or None,
                  "columns": self._fitted_columns(), "sparse": getattr(self, "_sparse_in", False),
@@ -233,7 +241,8 @@ class _DeepFMEstimator(BaseEstimator):
             raise ModelDirError(f"{directory}: holds a {saved['estimator']}, not a {cls.__name__}; load it with "
                                 f"{saved['estimator']}.load")
         names = cls._get_param_names()
-        loaded = cls(**{k: v for k, v in saved["params"].items() if k in names})
+        params = {k: tuple(v) if k == "mlp" and isinstance(v, list) else v for k, v in saved["params"].items()}
+        loaded = cls(**{k: v for k, v in params.items() if k in names})  # (JSON has no tuples: mlp as it was given)
         loaded.estimator_, loaded.n_features_in_ = estimator, saved["n_features_in"]
         if saved["feature_names_in"] is not None:
             loaded.feature_names_in_ = np.asarray(saved["feature_names_in"], dtype=object)
@@ -287,6 +296,7 @@ class _Classifier(ClassifierMixin, _DeepFMEstimator):
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X: Any) -> np.ndarray:
+        """The class of each row of ``X``: ``classes_[1]`` where its probability is at least 0.5, else ``classes_[0]``."""
         positive = self._scores(X) >= 0.5
         return self.classes_[positive.astype(int)]
 
@@ -312,6 +322,7 @@ class _Regressor(RegressorMixin, _DeepFMEstimator):
         return y
 
     def predict(self, X: Any) -> np.ndarray:
+        """The predicted value of each row of ``X``."""
         return self._scores(X)
 
 

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from deepfm.data import slot_grouping
 
 SLOTS_PER_ROW_FOR_PRODUCTS = 4
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning,
-                        module=__name__)
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)  # (torch's
+# own warning, raised from torch's module: a filter on this module's name let it reach users)
 
 
 def take_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -476,6 +477,8 @@ class FeatureEncoder:
     @staticmethod
     def _lookup(column: pa.Array, spec: FieldSpec) -> np.ndarray:
         """Field-local ids of a value column: 0 missing, 1 unseen, 2+ vocabulary/hash bucket."""
+        if pa.types.is_timestamp(column.type) and spec.vocabulary is not None:
+            column = as_training_times(column, spec.vocabulary)
         text = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
         missing = pc.is_null(text).to_numpy(zero_copy_only=False)
         if spec.hash_buckets:
@@ -485,6 +488,22 @@ class FeatureEncoder:
             local = np.where(position < 0, UNSEEN, position + RESERVED)
         local[missing] = MISSING
         return local
+
+
+TIME_TEXT = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.(\d+))?(Z)?$")  # a timestamp as Arrow writes it
+TIME_UNITS = {0: "s", 3: "ms", 6: "us", 9: "ns"}  # its fraction's digits -> the resolution it was written at
+
+
+def as_training_times(column: pa.Array, vocabulary: Vocabulary) -> pa.Array:
+    """Timestamps in the resolution and time zone the training column had, as its vocabulary writes them: the same
+    instants at another resolution (pandas: ns from ``to_datetime``, us from Parquet) or in a time zone would read
+    as other text, every value unseen. Unchanged where the vocabulary holds no such text."""
+    first = vocabulary.values[0].as_py() if len(vocabulary) else None
+    written = TIME_TEXT.match(first) if isinstance(first, str) else None
+    if written is None:
+        return column
+    unit = TIME_UNITS.get(len(written.group(1) or ""), column.type.unit)
+    return pc.cast(column, pa.timestamp(unit, tz="UTC" if written.group(2) else None), safe=False)
 
 
 def _ordinal(n: int) -> str:

@@ -110,7 +110,8 @@ def to_float(frame: RawFrame, array: pa.Array, name: str | None) -> np.ndarray:
 
     Nulls become NaN. ``name=None`` means the label column.
     """
-    if pa.types.is_floating(array.type) or pa.types.is_integer(array.type) or pa.types.is_boolean(array.type):
+    if (pa.types.is_floating(array.type) or pa.types.is_integer(array.type) or pa.types.is_boolean(array.type)
+            or pa.types.is_null(array.type)):  # (null: a column of None only, e.g. a request's row {"x": None})
         return pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
     array = without_missing_words(array)
     try:
