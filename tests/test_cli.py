@@ -907,10 +907,14 @@ def test_a_sign_an_empty_width_a_negative_seed_or_a_non_finite_number_exits_2_be
 @pytest.mark.parametrize("flags", [["--multi", "C1", "--numeric", "C1"], ["--ignore", "C1", "--categorical", "C1"],
                                    ["--weight", "C1", "--categorical", "C1"], ["--numeric", "C1", "--categorical", "C1"]])
 def test_a_column_named_by_two_kind_options_exits_2_naming_both(flags, ctr_csv, tmp_path, capsys):
-    """A new user's '--multi user --numeric user' trained user as multi-valued without a word."""
+    """A new user's '--multi user --numeric user' trained user as multi-valued without a word. Refused when a run
+    reads its data: a model saved before the rule, whose config.json names a column twice, still loads."""
+    from deepfm.config import DataConfig
+
     assert main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "m"), *flags]) == 2
     err = capsys.readouterr().err
     assert "column 'C1' is named by --" in err and "name it once" in err and "Traceback" not in err
+    assert DataConfig(ignore=("C1",), categorical=("C1",)).columns_named_twice() == {"C1": ["categorical", "ignore"]}
 
 
 def test_the_papers_dashed_mlp_widths_are_read_as_layers(ctr_csv, tmp_path):

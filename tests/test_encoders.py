@@ -1075,3 +1075,9 @@ def test_times_at_another_resolution_or_in_utc_read_as_the_training_columns_inst
         warnings.simplefilter("error")  # no note of unseen values either
         for other in (frame.astype({"d": f"datetime64[{unit}]"}), frame.assign(d=frame["d"].dt.tz_localize("UTC"))):
             np.testing.assert_array_equal(model.predict(other), model.predict(frame))
+    paris = frame.assign(d=frame["d"].dt.tz_localize("Europe/Paris"))  # a named zone: its text holds an offset
+    zoned = Estimator(model={"name": "lr"}, training={"epochs": 1}, data={"valid_fraction": 0}).fit(paris, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(zoned.predict(paris.astype({"d": f"datetime64[{unit}, Europe/Paris]"})),
+                                      zoned.predict(paris))

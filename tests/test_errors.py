@@ -184,7 +184,7 @@ def test_a_stray_quote_that_a_later_rows_quote_closes_is_refused_not_a_run_of_ro
     error = error_of(lambda: Estimator(model={"name": "lr"}, data={"stream": stream, "chunk_rows": 4096},
                                        training={"epochs": 1}).fit(path, progress=False))
     assert (error.line, error.column) == (101, 2), str(error)
-    assert "runs on over 51 lines, and its line 102 reads as a row of 3 fields: a stray quote?" in str(error)
+    assert "runs on over 51 lines, each of which reads as a row of 3 fields on its own: a stray quote?" in str(error)
 
 
 @pytest.mark.parametrize("module, kind, command", [("bz2", "bzip2", "bunzip2 -k"), ("lzma", "xz", "unxz -k")])
@@ -197,11 +197,17 @@ def test_a_bzip2_or_xz_file_is_named_as_such_not_taken_for_latin1_text(tmp_path,
     error = error_of(lambda: Estimator(model={"name": "lr"}).fit(path, progress=False))
     assert error.line == 1 and f"compressed with {kind}, which deepfm does not read (it reads gzip)" in str(error)
     assert f"({command} {path})" in str(error)
+    header = tmp_path / "bzh.csv"  # a reviewer's: a header that starts 'BZh' is text
+    header.write_text("BZh_score,label\n1.5,1\n2.5,0\n")
+    assert fit(header).id_counts.rows == 2
 
 
-def test_a_quoted_value_whose_lines_do_not_read_as_rows_keeps_its_line_breaks(tmp_path):
+@pytest.mark.parametrize("text", ['label,user,note\n1,u1,"first line\nsecond, with a comma\nthird"\n0,u2,plain\n1,u3,x\n',
+                                  'label,note,user\n1,"first line\nred, green, blue\nlast line",a\n0,plain,b\n1,x,a\n'])
+def test_a_quoted_value_whose_lines_do_not_read_as_rows_keeps_its_line_breaks(tmp_path, text):
+    """The second: a reviewer's value whose middle line has the header's field count; its first line does not."""
     path = tmp_path / "notes.csv"
-    path.write_text('label,user,note\n1,u1,"first line\nsecond, with a comma\nthird"\n0,u2,plain\n1,u3,x\n')
+    path.write_text(text)
     encoder = fit(path)
     assert encoder.id_counts.rows == 3
 

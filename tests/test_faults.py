@@ -129,16 +129,19 @@ def test_resuming_past_a_damaged_checkpoint_warns_and_continues_from_the_previou
     assert "no usable checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("damage", ["truncated", "[]", '"x"'])
 @pytest.mark.parametrize("name", ["checkpoint-features.json", "checkpoint-run.json"])
-def test_a_damaged_encoder_or_run_record_beside_the_checkpoint_exits_2_naming_it(name, ctr_csv, tmp_path, capsys):
-    """A new user truncated them: a JSONDecodeError traceback (exit 1) instead of the checkpoint's own one-line error."""
+def test_a_damaged_encoder_or_run_record_beside_the_checkpoint_exits_2_naming_it(name, damage, ctr_csv, tmp_path,
+                                                                               capsys):
+    """A new user truncated them, a reviewer wrote JSON of another type: tracebacks (exit 1) instead of the
+    checkpoint's own one-line error."""
     from deepfm.cli import main
 
     run = ["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "m"), "--mlp", "16", "--embed-dim", "4",
            "--batch-size", "64", "--valid-fraction", "0", "--keep-checkpoint", "--quiet"]
     assert main([*run, "--epochs", "1"]) == 0
     damaged = tmp_path / "m" / name
-    damaged.write_bytes(damaged.read_bytes()[:50])
+    damaged.write_bytes(damaged.read_bytes()[:50] if damage == "truncated" else damage.encode())
     assert main([*run, "--epochs", "2", "--resume"]) == 2
     err = capsys.readouterr().err
     assert f"{damaged}: damaged" in err and "--overwrite" in err and "Traceback" not in err

@@ -144,7 +144,7 @@ def test_plateau_schedule_reloads_the_best_weights_and_divides_the_learning_rate
     seen: list[tuple[float, torch.Tensor]] = []
     original_step = Trainer._step
 
-    def scripted(self, candidate, best):
+    def scripted(self, candidate, best, by=0.0):
         return next(verdicts)
 
     def spy(self, batch):

@@ -98,8 +98,14 @@ def test_an_interrupted_portfolio_run_says_it_can_be_resumed(clicks, listed, tmp
 
 
 def test_a_resumed_portfolio_logs_the_time_a_recipe_finished_before_the_interruption_took_when_it_ran(
-        clicks, listed, tmp_path, ctrl_c_in_the_second_recipe):
-    listed(TINY_STEP, ("defaults", {}))
+        clicks, listed, tmp_path, ctrl_c_in_the_second_recipe, monkeypatch):
+    import time
+
+    from deepfm.training import trainer
+
+    step = trainer.Trainer._step
+    monkeypatch.setattr(trainer.Trainer, "_step", lambda self, batch: time.sleep(0.02) or step(self, batch))  # the
+    listed(TINY_STEP, ("defaults", {}))  # first recipe takes measurable time (FM's step alone is under a millisecond)
     first: list[str] = []
     with pytest.raises(KeyboardInterrupt):
         fit(*clicks, out=tmp_path / "run", log=first.append)

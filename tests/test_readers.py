@@ -240,8 +240,11 @@ def test_a_libfm_positional_field_left_out_is_read_past_and_rows_of_another_widt
     frame = read_frame(path, layout={"f2": "categorical", "f3": "categorical"})
     assert list(frame.columns) == ["f2", "f3"] and strings(frame.columns["f3"]) == ["20", "22", "21"]
     narrow = write_text("narrow.libfm", "1 0:1 10:1\n")
-    with pytest.raises(DataError, match="positional features up to f3 .* this row has 2"):
+    with pytest.raises(DataError, match=r"reads 3 positional features per row \(some left out\), this row has 2"):
         read_frame(narrow, layout={"f2": "categorical", "f3": "categorical"})
+    wide = write_text("wide.libfm", "1 0:1 10:1 20:1 30:1\n")  # a reviewer's: a 4th feature dropped without a word
+    with pytest.raises(DataError, match=r"reads 3 positional features per row, this row has 4"):
+        read_frame(wide, layout={"f1": "categorical", "f2": "categorical", "f3": "categorical"})
 
 
 def test_libfm_positional_fields_with_all_unit_values_carry_no_weights(write_text):

@@ -442,3 +442,27 @@ def test_a_fitted_model_predicts_from_several_threads_at_once_without_changing()
             np.testing.assert_array_equal(predictions, expected)
     for key, value in weights_of(est).items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("margin, epochs, best", [(0.0, 6, 6), (1e-4, 4, 2)])
+def test_an_epoch_improves_only_by_more_than_min_improvement_of_the_best_metric(tables, monkeypatch, margin, epochs,
+                                                                                 best):
+    """Gains of 1e-5 kept FM's plateau schedule on MovieLens training for 50 epochs after the metric had settled to
+    1e-4 (73 epochs against 24): ``min_improvement`` is the relative gain an epoch needs (ReduceLROnPlateau's 1e-4)."""
+    aucs = iter([0.70, 0.80, 0.80005, 0.80007, 0.80009, 0.80011])
+    monkeypatch.setattr(Trainer, "_validate", lambda self, valid, epoch: {"auc": next(aucs), "logloss": 0.5})
+    estimator = Estimator(model={"name": "lr"}, training={"epochs": 6, "patience": 2, "min_improvement": margin,
+                                                          "portfolio": "off"})
+    estimator.fit(tables["train"][0], valid=tables["valid"][0], progress=False)
+    assert (estimator.metrics["epochs"], estimator.metrics["best_epoch"]) == (epochs, best)
+
+
+def test_the_margin_is_relative_and_holds_for_metrics_that_fall_too():
+    from deepfm.tasks import as_task
+
+    binary, regression = as_task("binary"), as_task("regression")
+    assert binary.is_better({"auc": 0.8001}, {"auc": 0.8}, by=1e-4) and not binary.is_better({"auc": 0.80007},
+                                                                                             {"auc": 0.8}, by=1e-4)
+    assert regression.is_better({"rmse": 0.8999}, {"rmse": 0.9}, by=1e-4)
+    assert not regression.is_better({"rmse": 0.89992}, {"rmse": 0.9}, by=1e-4)
+    assert regression.is_better({"rmse": 0.89992}, {"rmse": 0.9})  # no margin: any gain

@@ -59,7 +59,7 @@ RUN_RECORD = "checkpoint-run.json"  # beside the checkpoint: what the run trains
 # --linear-l2 and weight_decay (README), the budget (epochs, sweeps, patience), threads and device.
 READING_SETTINGS = frozenset({"train", "valid", "stream", "chunk_rows", "shuffle_window"})
 TRAJECTORY_SETTINGS = ("seed", "optimizer", "dense_optimizer", "solver", "embed_reg", "adagrad_init", "lr_schedule",
-                       "precision", "burn_in", "samples", "als_l2", "select_by")
+                       "precision", "burn_in", "samples", "als_l2", "select_by", "min_improvement")
 
 
 def _verdicts(history: list[dict[str, Any]], task: Task) -> list[bool]:
@@ -426,7 +426,7 @@ class Estimator:
         if has_checkpoint and saved_features.exists():
             try:
                 saved = FeatureEncoder.from_dict(checkpoint_json(saved_features))
-            except (KeyError, TypeError, ValueError) as error:  # JSON, but not an encoder's
+            except (KeyError, TypeError, ValueError, AttributeError) as error:  # JSON, but not an encoder's
                 raise CheckpointError(f"{saved_features}: damaged ({type(error).__name__}: {error}); train again "
                                       "without --resume (--overwrite)") from None
         hold_out = holds_out(cfg, valid)

@@ -270,6 +270,9 @@ def add_run_flags(p: argparse.ArgumentParser, gradient_only: bool = False) -> No
     p.add_argument("--mlp", help="hidden widths, e.g. 400,400,400")
     p.add_argument("--dropout", type=float)
     p.add_argument("--patience", type=int, help="epochs without improvement before stopping (0: never stop early)")
+    p.add_argument("--min-improvement", type=float, help="the relative gain of the validation metric an epoch needs to "
+                   "count as an improvement (default 0: any; 1e-5 trained FM on MovieLens 3-4x shorter for +0.0001 to "
+                   "+0.0003 validation RMSE)")
     p.add_argument("--select-by", choices=list(get_args(SelectBy)),
                    help="the validation metric that keeps the best epoch, stops early and chooses among recipes; auto: "
                         "the task's (binary auc, regression rmse, multiclass logloss); logloss for probabilities "
@@ -299,7 +302,7 @@ FLAG_KEYS = {
     "lr": ("training", "lr"), "optimizer": ("training", "optimizer"), "adagrad_init": ("training", "adagrad_init"),
     "dense_optimizer": ("training", "dense_optimizer"), "dense_lr": ("training", "dense_lr"), "embed_l2": ("training", "embed_l2"),
     "embed_reg": ("training", "embed_reg"), "linear_l2": ("training", "linear_l2"), "lr_schedule": ("training", "lr_schedule"),
-    "patience": ("training", "patience"), "select_by": ("training", "select_by"), "seed": ("training", "seed"), "threads": ("training", "threads"),
+    "patience": ("training", "patience"), "min_improvement": ("training", "min_improvement"), "select_by": ("training", "select_by"), "seed": ("training", "seed"), "threads": ("training", "threads"),
     "device": ("training", "device"), "precision": ("training", "precision"), "checkpoint_every": ("training", "checkpoint_every"),
     "solver": ("training", "solver"), "sweeps": ("training", "sweeps"), "burn_in": ("training", "burn_in"),
     "samples": ("training", "samples"), "als_l2": ("training", "als_l2"), "refit": ("training", "refit"),

@@ -81,22 +81,16 @@ class DataConfig(_Frozen):
                 raise ValueError(f"{name}: a binary task's option (the task is {self.task})")
         return self
 
-    @model_validator(mode="after")
-    def _one_role_a_column(self) -> "DataConfig":
-        """A column named by two of the kind options (``--multi user --numeric user``) is refused: one was silently
-        dropped."""
+    def columns_named_twice(self) -> dict[str, list[str]]:
+        """Columns that two of the kind options name (``--multi user --numeric user``), with those options: one would
+        be silently dropped. Refused when a run reads its data (models saved before the rule still load)."""
         roles: dict[str, list[str]] = {}
         for key in ("categorical", "numeric", "multi", "ignore"):
             for name in getattr(self, key):
                 roles.setdefault(name, []).append(key)
         if self.weight is not None:
             roles.setdefault(self.weight, []).append("weight")
-        twice = {name: keys for name, keys in roles.items() if len(keys) > 1}
-        if twice:
-            name, keys = next(iter(twice.items()))
-            raise ValueError(f"column {name!r} is named by {' and '.join('--' + key for key in keys)}; name it once, "
-                             "with the role it has")
-        return self
+        return {name: keys for name, keys in roles.items() if len(keys) > 1}
 
     @field_validator("categorical", "numeric", "multi", "ignore", mode="before")
     @classmethod
@@ -196,6 +190,9 @@ class TrainingConfig(_Frozen):
     als_l2: float = Field(10.0, ge=0, description="als: λ of w and V (the regularised sum of squares)")
     seed: int = Field(2026, ge=0, lt=2**63, description="draws the starting weights, the batches' order and dropout")
     patience: int = Field(2, ge=0, description="epochs without improvement before stopping (0: never stop early)")
+    min_improvement: float = Field(
+        0.0, ge=0, lt=1, description="the relative gain of the validation metric an epoch needs to count as an "
+                                     "improvement (its weights kept, the patience and the plateau schedule reset)")
     select_by: SelectBy = Field(
         "auto", description="the validation metric that keeps the best epoch, stops early and chooses among the "
                             "portfolio's recipes: auto is the task's (binary auc, regression rmse, multiclass and "

@@ -242,7 +242,7 @@ class _DeepFMEstimator(BaseEstimator):
                                 f"{saved['estimator']}.load")
         names = cls._get_param_names()
         params = {k: tuple(v) if k == "mlp" and isinstance(v, list) else v for k, v in saved["params"].items()}
-        loaded = cls(**{k: v for k, v in params.items() if k in names})  # (JSON has no tuples: mlp as it was given)
+        loaded = cls(**{k: v for k, v in params.items() if k in names})  # (JSON has no tuples: mlp back as one)
         loaded.estimator_, loaded.n_features_in_ = estimator, saved["n_features_in"]
         if saved["feature_names_in"] is not None:
             loaded.feature_names_in_ = np.asarray(saved["feature_names_in"], dtype=object)

@@ -128,15 +128,16 @@ class Task:
         chosen.selection, chosen.fallback = (metric, LARGER_IS_BETTER[metric]), None
         return chosen
 
-    def is_better(self, candidate: dict[str, float], best: dict[str, float] | None) -> bool:
-        """Whether ``candidate`` beats ``best`` on ``selection`` (on ``fallback`` where that is NaN)."""
+    def is_better(self, candidate: dict[str, float], best: dict[str, float] | None, by: float = 0.0) -> bool:
+        """Whether ``candidate`` beats ``best`` on ``selection`` (on ``fallback`` where that is NaN), by more than the
+        relative margin ``by`` (PyTorch's ReduceLROnPlateau ``threshold``, ``rel`` mode)."""
         if best is None:
             return True
         for name, larger in filter(None, (self.selection, self.fallback)):
             new, old = candidate.get(name, math.nan), best.get(name, math.nan)
             if math.isnan(new) or math.isnan(old):
                 continue
-            return new > old if larger else new < old
+            return new > old + by * abs(old) if larger else new < old - by * abs(old)
         return False
 
     @property

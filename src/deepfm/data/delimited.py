@@ -184,22 +184,28 @@ def lines_before_rows(table: pa.Table, path: Path, first_line: int, delimiter: s
 
 def _refuse_rows_inside_values(table: pa.Table, breaks: dict[str, pa.Array], worst: dict[str, int], path: Path,
                                first_line: int, before: np.ndarray, delimiter: str) -> None:
-    """A ``DataError`` where a quoted value holds a whole line that reads as a row of the file (as many fields as the
-    header): a stray quote (``"Heat``) opened a value that a later quote (``12" Pizza``) closed, and the rows between
-    would be one value, lost without a word. Only the values that hold a line break are looked at."""
+    """A ``DataError`` where a quoted value spans lines that each read, on their own, as a whole row (the header's
+    field count: the line it opens on, every line inside it, the line it closes on): a stray quote (``"Heat``) opened
+    a value that a later quote (``12" Pizza``) closed, and the rows between would be one value, lost without a word.
+    A value that truly holds line breaks splits its row, so its first or last line is short of fields (in the last
+    column, its lines would all need the header's count of delimiters too). Only values over 3 lines or more, which
+    hold a line break, are looked at."""
+    fields = table.num_columns
     for name, most in worst.items():
-        if most == 0:
+        if most < 2:
             continue
         counts = breaks[name].to_numpy(zero_copy_only=False)
-        for row in np.flatnonzero(counts):
-            inside = table.column(name)[int(row)].as_py().split("\n")[1:-1]  # whole lines between the quotes
-            whole = next((i for i, text in enumerate(inside) if text.count(delimiter) >= table.num_columns - 1), None)
-            if whole is not None:
+        column = table.column_names.index(name)  # fields before the value on its first line
+        for row in np.flatnonzero(counts >= 2):
+            parts = table.column(name)[int(row)].as_py().split("\n")
+            opens = column + parts[0].count(delimiter) + 1  # the first line's fields, read alone
+            closes = parts[-1].count(delimiter) + fields - column  # the last line's
+            if opens == fields == closes and all(part.count(delimiter) + 1 == fields for part in parts[1:-1]):
                 line = first_line + int(row) + int(before[row])
-                raise DataError(path, f"the quoted value of column '{name}' runs on over {int(counts[row]) + 1} lines, "
-                                      f"and its line {line + whole + 1} reads as a row of {table.num_columns} fields: a "
-                                      "stray quote? (a quote inside a value is written twice, \"\", with the whole value "
-                                      "quoted)", line=line, column=table.column_names.index(name) + 1)
+                raise DataError(path, f"the quoted value of column '{name}' runs on over {len(parts)} lines, each of "
+                                      f"which reads as a row of {fields} fields on its own: a stray quote? (a quote "
+                                      "inside a value is written twice, \"\", with the whole value quoted)",
+                                line=line, column=column + 1)
 
 
 def refuse_empty_lines(table: pa.Table, path: Path, first_line: int, before: np.ndarray | None,

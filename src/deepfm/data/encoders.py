@@ -490,20 +490,22 @@ class FeatureEncoder:
         return local
 
 
-TIME_TEXT = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.(\d+))?(Z)?$")  # a timestamp as Arrow writes it
+TIME_TEXT = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.(\d+))?(Z|[+-]\d{4})?$")  # as Arrow writes times
 TIME_UNITS = {0: "s", 3: "ms", 6: "us", 9: "ns"}  # its fraction's digits -> the resolution it was written at
 
 
 def as_training_times(column: pa.Array, vocabulary: Vocabulary) -> pa.Array:
-    """Timestamps in the resolution and time zone the training column had, as its vocabulary writes them: the same
-    instants at another resolution (pandas: ns from ``to_datetime``, us from Parquet) or in a time zone would read
-    as other text, every value unseen. Unchanged where the vocabulary holds no such text."""
+    """Timestamps in the resolution the training column had, as its vocabulary writes them, and naive or in UTC where
+    it was (a named zone is kept: its text holds only the offset): the same instants at another resolution (pandas:
+    ns from ``to_datetime``, us from Parquet) would read as other text, every value unseen. Unchanged where the
+    vocabulary holds no such text (a hashed field keeps none: its times must come at the training resolution)."""
     first = vocabulary.values[0].as_py() if len(vocabulary) else None
     written = TIME_TEXT.match(first) if isinstance(first, str) else None
     if written is None:
         return column
     unit = TIME_UNITS.get(len(written.group(1) or ""), column.type.unit)
-    return pc.cast(column, pa.timestamp(unit, tz="UTC" if written.group(2) else None), safe=False)
+    zone = None if not written.group(2) else "UTC" if written.group(2) == "Z" else column.type.tz  # (an offset: the
+    return pc.cast(column, pa.timestamp(unit, tz=zone), safe=False)  # zone's name is not in the text: keep the column's)
 
 
 def _ordinal(n: int) -> str:
@@ -930,7 +932,10 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
 def resolve_kinds(frame: RawFrame, config: DataConfig) -> dict[str, str]:
     """Each column's kind: the flags first, then what the format fixes, then ``looks_float`` (floats
     are numeric; integers and strings are categorical)."""
-    categorical, numeric = set(config.categorical), set(config.numeric)  # (one role a column: ``DataConfig``)
+    categorical, numeric = set(config.categorical), set(config.numeric)
+    for name, keys in config.columns_named_twice().items():
+        raise ConfigError(f"data: column {name!r} is named by {' and '.join('--' + key for key in keys)}; name it once, "
+                          "with the role it has")
     weight = {config.weight} if config.weight else set()
     for option, names in (("--categorical (data.categorical)", categorical), ("--numeric (data.numeric)", numeric),
                           ("--ignore (data.ignore)", set(config.ignore)), ("--weight (data.weight)", weight)):

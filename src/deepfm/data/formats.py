@@ -133,9 +133,10 @@ def _binary_kind(start: bytes, path: str | Path) -> str | None:
         return "a zip archive (a spreadsheet saved as .xlsx?), not text: export the sheet as CSV"
     if start == b"PAR1":
         return "a Parquet file: name it .parquet (or .pq), or give --format parquet"
-    for magic, kind, command in ((b"BZh", "bzip2", "bunzip2 -k"), (b"\xfd7zX", "xz", "unxz -k"),
+    bzip2 = b"BZh" + start[3:4] if start[3:4] in (b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9") else None
+    for magic, kind, command in ((bzip2, "bzip2", "bunzip2 -k"), (b"\xfd7zX", "xz", "unxz -k"),
                                  (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"), (b"7z\xbc\xaf", "7-Zip", "7z x")):
-        if start.startswith(magic):
+        if magic is not None and start.startswith(magic):  # (bzip2: 'BZh' and its block size, not a header 'BZh_')
             return (f"compressed with {kind}, which deepfm does not read (it reads gzip): decompress it "
                     f"({command} {shlex.quote(str(path))}), or recompress it with gzip")
     return None

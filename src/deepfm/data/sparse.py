@@ -157,13 +157,14 @@ def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) -
     counts = np.diff(sparse.starts)
     positional = None
     if layout is not None:
-        if set(layout) != {"features"}:  # f1..fW, some perhaps left out (--ignore): rows of one width W, up to the last
-            wanted = max(int(name[1:]) for name in layout)
-            positional = int(counts[0]) if len(counts) else wanted
+        if set(layout) != {"features"}:  # f1..fW; with fields left out (--ignore), rows as wide as the first, up to
+            wanted = max(int(name[1:]) for name in layout)  # the last field read at least (the training width is not
+            gaps = len(layout) < wanted  # kept); without, exactly W wide
+            positional = int(counts[0]) if gaps and len(counts) else wanted
             bad = np.flatnonzero(counts != positional) if positional >= wanted else np.zeros(1, np.int64)
             if len(bad):
-                raise frame.error(int(bad[0]), None, f"the model reads positional features up to f{wanted} (every row "
-                                  f"as wide as the training rows), this row has {int(counts[bad[0]])}")
+                raise frame.error(int(bad[0]), None, f"the model reads {wanted} positional features per row"
+                                  f"{' (some left out)' if gaps else ''}, this row has {int(counts[bad[0]])}")
     elif len(counts) and counts[0] > 0 and (counts == counts[0]).all():
         positional = int(counts[0])  # if its positions, in index order, hold disjoint ranges (below)
     if positional:

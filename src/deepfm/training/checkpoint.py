@@ -199,14 +199,19 @@ def damage(candidate: Path) -> str | None:
     return None
 
 
-def checkpoint_json(path: Path) -> Any:
+def checkpoint_json(path: Path) -> dict[str, Any]:
     """A JSON file a run writes beside its checkpoint (its encoders, its run record), read for ``--resume``; a damaged
     one (truncated, edited) is a ``CheckpointError`` naming it."""
     try:
-        return json.loads(path.read_text())
+        read = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path}: damaged, not JSON ({error}); it belongs to the interrupted run's checkpoint, "
-                              "which cannot be resumed without it: train again without --resume (--overwrite)") from None
+        read, problem = None, f"not JSON ({error})"
+    else:
+        problem = None if isinstance(read, dict) else f"a JSON {type(read).__name__}, not the object it was written as"
+    if problem is not None:
+        raise CheckpointError(f"{path}: damaged, {problem}; it belongs to the interrupted run's checkpoint, which "
+                              "cannot be resumed without it: train again without --resume (--overwrite)")
+    return read
 
 
 def complete_checkpoint(directory: Path | None, warn: Callable[[str], None] | None = None,

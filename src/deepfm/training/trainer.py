@@ -191,8 +191,8 @@ class Trainer:
         # batch 512 290k against 365k samples/s, 1024 432k / 560k, 2048 829k / 844k, 4096 1.22M / 1.18M; LR at 512
         # 398k / 601k; DeepFM at 512 on one-hot and long-tail data 26.5k / 27.5k and 27.5k / 28.7k). One thread on
         # every core: made inline, cheaper than handed over.
-        self._batches_ahead = config.batch_size >= BATCHES_AHEAD_FROM and (
-            torch.get_num_threads() > 1
+        self._batches_ahead = self.autocast_device != "cpu" or config.batch_size >= BATCHES_AHEAD_FROM and (
+            torch.get_num_threads() > 1  # (a GPU: the thread's copies to the device overlap the step, at any size)
             or torch.get_num_threads() * distributed.context().local_world < available_cores())
         self._read_every = loss_read_interval(self.autocast_device)
         self._source: BatchSource | None = None  # what ``fit`` trains on (its layout is part of a checkpoint)
@@ -260,7 +260,8 @@ class Trainer:
             reload = False
             if valid is not None or replay is not None:
                 metrics = self._validate(valid, epoch) if valid is not None else None
-                improved = self.task.is_better(metrics, result.best_metrics) if valid is not None else replay[epoch]
+                improved = (self.task.is_better(metrics, result.best_metrics, by=config.min_improvement)
+                            if valid is not None else replay[epoch])
                 record.update({"valid": metrics} if metrics is not None else {}, improved=bool(improved))
                 if improved:
                     result.best_epoch, result.best_metrics, bad_epochs = epoch + 1, metrics, 0
