@@ -1143,6 +1143,18 @@ def test_sigterm_or_sighup_ends_training_as_ctrl_c_does_with_the_signals_exit_st
     assert signal.getsignal(number) is handler, "the command's handler only while it runs"
 
 
+def test_train_and_predict_run_from_a_thread_that_cannot_take_signal_handlers(ctr_csv, tmp_path):
+    """A reviewer's: signal.signal outside the main thread raises ValueError (a notebook's or a server's worker)."""
+    import threading
+
+    codes = []
+    thread = threading.Thread(target=lambda: codes.extend([train(ctr_csv(), tmp_path / "m"), main(
+        ["predict", str(tmp_path / "m"), str(ctr_csv()), "--out", str(tmp_path / "p.csv")])]))
+    thread.start()
+    thread.join()
+    assert codes == [0, 0]
+
+
 def test_an_interrupt_before_the_first_checkpoint_leaves_out_as_it_found_it(ctr_csv, tmp_path, capsys, monkeypatch):
     from deepfm.training.trainer import Trainer
 

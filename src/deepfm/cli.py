@@ -12,6 +12,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence, get_args
@@ -479,7 +480,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if code == 1:  # a rank failed (torchrun named it above): what is left of the run
             from deepfm.resumable import checkpoint_saved
 
-            if checkpoint_saved(Path(config.out)):
+            if (Path(config.out) / "model.safetensors").exists() and not checkpoint_saved(Path(config.out)):
+                say_line(f"a rank failed after the model was saved in {config.out}")  # (in its teardown)
+            elif checkpoint_saved(Path(config.out)):
                 say_line(f"a rank failed; resume with: {resume_command(args)}")
             else:
                 with contextlib.suppress(OSError):
@@ -665,6 +668,9 @@ def ended_by_signals(error: Callable[[int], BaseException] = lambda number: Syst
     def stop(number, frame):
         raise error(number)
 
+    if threading.current_thread() is not threading.main_thread():  # (signal handlers are the main thread's alone:
+        yield  # main() called from a thread runs without them)
+        return
     saved = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
