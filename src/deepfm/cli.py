@@ -411,6 +411,21 @@ def refuse_resume_without_checkpoint(out: Path, overwrite: bool) -> None:
                           "again from scratch and replaces it, or choose another --out")
 
 
+def say_what_a_failed_rank_left(args: argparse.Namespace, out: Path) -> None:
+    """After a rank of ``--nproc`` failed: the command that resumes the run from its checkpoint, or that there is none
+    (the run's first files then go, as after Ctrl-C), or that the model had been saved (a failure in teardown)."""
+    from deepfm.resumable import checkpoint_saved
+
+    if checkpoint_saved(out):
+        say_line(f"a rank failed; resume with: {resume_command(args)}")
+    elif (out / "model.safetensors").exists():
+        say_line(f"a rank failed after the model was saved in {out}")
+    else:
+        with contextlib.suppress(OSError):
+            forget_unsaved_run(out, args.out_existed)  # the same command runs again
+        say_line("a rank failed before the first checkpoint: nothing to resume")
+
+
 def forget_unsaved_run(out: Path, existed: bool) -> None:
     """An interrupted run that saved no checkpoint leaves ``out`` as it found it: its checkpoint files
     (the encoders, the run's record, a checkpoint being written) go, and ``out`` too if the run made it."""
@@ -477,17 +492,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if (args.nproc > 1 or args.max_restarts > 0) and not distributed.under_torchrun():
         ranks_argv = distributed.without_flag(distributed.without_flag(args.argv, "--nproc"), "--max-restarts")
         code = distributed.launch(args.nproc, ranks_argv, args.max_restarts)
-        if code == 1:  # a rank failed (torchrun named it above): what is left of the run
-            from deepfm.resumable import checkpoint_saved
-
-            if (Path(config.out) / "model.safetensors").exists() and not checkpoint_saved(Path(config.out)):
-                say_line(f"a rank failed after the model was saved in {config.out}")  # (in its teardown)
-            elif checkpoint_saved(Path(config.out)):
-                say_line(f"a rank failed; resume with: {resume_command(args)}")
-            else:
-                with contextlib.suppress(OSError):
-                    forget_unsaved_run(Path(config.out), args.out_existed)  # the same command runs again
-                say_line("a rank failed before the first checkpoint: nothing to resume")
+        if code == 1:  # a rank failed (torchrun named it above)
+            say_what_a_failed_rank_left(args, Path(config.out))
         return code
     quiet = args.quiet or os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 speaks for all
     log = None if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
