@@ -155,14 +155,17 @@ def _wait_for_a_checkpoint(run: subprocess.Popen, out: Path) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the workers in /proc")
-def test_ctrl_c_on_the_launcher_says_once_how_to_resume_with_nproc_and_exits_130(data):
-    out = data["root"] / "interrupted"
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_on_the_launcher_says_once_how_to_resume_with_nproc_and_exits_128_plus_it(data, number):
+    """SIGINT as a terminal's Ctrl-C reaches the launcher, SIGTERM as a job scheduler stops it (torchrun passes either
+    on to the ranks)."""
+    out = data["root"] / f"interrupted-{int(number)}"
     run = _train(data, out)
     _wait_for_a_checkpoint(run, out)
-    run.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C reaches the launcher (torchrun passes it on to the ranks)
+    run.send_signal(number)
     _, log = run.communicate(timeout=120)
     hints = [line for line in log.splitlines() if line.startswith("interrupted")]
-    assert run.returncode == 130 and "Traceback" not in log, log[-3000:]
+    assert run.returncode == 128 + number and "Traceback" not in log, log[-3000:]
     assert len(hints) == 1 and "--nproc 2" in hints[0] and hints[0].endswith(" --resume"), log[-3000:]
     resumed = subprocess.run(hints[0].split(": ", 1)[1].replace("deepfm ", f"{sys.executable} -m deepfm ", 1), shell=True,
                              capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
