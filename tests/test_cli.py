@@ -917,6 +917,21 @@ def test_a_column_named_by_two_kind_options_exits_2_naming_both(flags, ctr_csv, 
     assert DataConfig(ignore=("C1",), categorical=("C1",)).columns_named_twice() == {"C1": ["categorical", "ignore"]}
 
 
+def test_an_out_that_cannot_be_made_is_refused_before_training_or_a_search(ctr_csv, tmp_path, capsys):
+    """A new user's --out under a file: the trials and the refit ran, then a NotADirectoryError traceback."""
+    (tmp_path / "a.csv").write_text("x")
+    for command in (["train"], ["tune", "--valid", str(ctr_csv()), "--trials", "1"]):
+        code = main([*command, "--train", str(ctr_csv()), "--out", str(tmp_path / "a.csv" / "run")])
+        assert code == 2 and f"cannot be made, {tmp_path / 'a.csv'} is a file" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_port_out_of_range(capsys):
+    """Port 99999 was taken modulo 65536: the server listened on 34463 while its log said 99999."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", "somewhere", "--port", "99999"])
+    assert stopped.value.code == 2 and "99999 is not a port (0-65535)" in capsys.readouterr().err
+
+
 def test_the_papers_dashed_mlp_widths_are_read_as_layers(ctr_csv, tmp_path):
     from deepfm.config import ModelConfig
 

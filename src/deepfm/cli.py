@@ -381,6 +381,7 @@ def refuse_occupied_out(out: str | Path, overwrite: bool) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a directory")
+    refuse_unwritable_out(out)
     if overwrite:
         remove_checkpoint(out)
         return
@@ -393,6 +394,18 @@ def refuse_occupied_out(out: str | Path, overwrite: bool) -> None:
                   else "")
         raise ConfigError(f"--out {out}: the directory is not empty ({shown});{resume} --overwrite replaces it, "
                           "or choose another --out")
+
+
+def refuse_unwritable_out(out: Path) -> None:
+    """A ``--out`` that cannot be made or written (a parent that is a file, a read-only place) is refused before any
+    data is read: found after the training or the search, it lost them both."""
+    from deepfm.errors import ConfigError
+
+    existing = next(parent for parent in (out, *out.parents) if parent.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out}: cannot be made, {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: cannot be written ({existing} is not writable)")
 
 
 def refuse_resume_without_checkpoint(out: Path, overwrite: bool) -> None:

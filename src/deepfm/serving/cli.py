@@ -9,6 +9,15 @@ import sys
 from deepfm.errors import ConfigError, require_directory
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 0-65535 (0: any free one; a larger number was taken modulo 65536 by the socket layer: a server on
+    another port than the one it logged)."""
+    port = int(text)
+    if not 0 <= port < 65536:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0-65535)")
+    return port
+
+
 def add_production_parsers(sub: argparse._SubParsersAction) -> None:
     from deepfm.serving.limits import Limits
 
@@ -16,7 +25,7 @@ def add_production_parsers(sub: argparse._SubParsersAction) -> None:
                        description="Serve a model directory over HTTP with FastAPI/uvicorn. See docs/production.md.")
     p.add_argument("dir", help="model directory")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--max-rows", type=int, default=Limits.max_rows, help="rows per request before 413")
     p.add_argument("--max-bytes", type=int, default=Limits.max_bytes, help="request body bytes before 413")
     p.add_argument("--no-batching", dest="batching", action="store_false",
