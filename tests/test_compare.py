@@ -124,6 +124,8 @@ def test_all_is_the_papers_nine_models_and_unknown_names_are_errors(ctr_files, t
     assert parse_models("all") == PAPER_ORDER and len(PAPER_ORDER) == 9
     assert compare(ctr_files, tmp_path / "r", "--models", "deepfm,xgboost") == 2
     assert "xgboost" in capsys.readouterr().err
+    assert compare(ctr_files, tmp_path / "r2", "--models", "lr,fm,lr") == 2  # two rows no one could tell apart
+    assert "--models: lr named twice" in capsys.readouterr().err
 
 
 def test_flags_win_over_tuned_per_model_defaults(monkeypatch):

@@ -82,6 +82,9 @@ def parse_models(text: str) -> tuple[str, ...]:
     unknown = [n for n in names if n not in MODELS]
     if unknown or not names:
         raise ConfigError(f"--models: unknown {unknown or text!r}; choose 'all' or from {sorted(MODELS)}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # two rows of one name in the report, told apart by nothing (--seeds repeats a model's runs)
+        raise ConfigError(f"--models: {', '.join(twice)} named twice; name each model once (--seeds runs it again)")
     return names
 
 
