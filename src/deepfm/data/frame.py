@@ -113,11 +113,12 @@ def to_float(frame: RawFrame, array: pa.Array, name: str | None) -> np.ndarray:
     if (pa.types.is_floating(array.type) or pa.types.is_integer(array.type) or pa.types.is_boolean(array.type)
             or pa.types.is_null(array.type)):  # (null: a column of None only, e.g. a request's row {"x": None})
         return pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
-    array = without_missing_words(array)
-    try:
-        return pc.cast(pc.utf8_trim_whitespace(array), pa.float64()).to_numpy(zero_copy_only=False)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
+    for cleaned in (False, True):  # the words for a missing number looked for only where the cast fails
+        array = without_missing_words(array) if cleaned else array
+        try:
+            return pc.cast(pc.utf8_trim_whitespace(array), pa.float64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
     ok = pc.fill_null(pc.match_substring_regex(array, NUMBER_PATTERN), True).to_numpy(zero_copy_only=False)
     if ok.all():  # the regex and Arrow disagree: find the value Arrow refuses, one at a time (error path only)
         for row in range(len(array)):

@@ -27,8 +27,7 @@ def fm_rows(out, xv, first_row, pointers, columns, x, x_squared, unique, table, 
     for r in range(out.size):
         b = first_row + r
         sums = xv[r]
-        for c in range(k):
-            sums[c] = 0.0
+        sums[:] = 0.0
         first_order, squares = np.float32(0.0), np.float32(0.0)
         for e in range(pointers[b], pointers[b + 1]):
             i, value = unique[columns[e]], x[e]
@@ -54,8 +53,7 @@ def fm_gradients(grad_table, grad_linear, first_row, pointers, rows, x, x_square
     for r in range(grad_table.shape[0]):
         u = first_row + r
         out = grad_table[r]
-        for c in range(k):
-            out[c] = 0.0
+        out[:] = 0.0
         first_order, shrink = np.float32(0.0), np.float32(0.0)
         for e in range(pointers[u], pointers[u + 1]):
             b = rows[e]
