@@ -64,6 +64,18 @@ def data(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
+@pytest.mark.parametrize("solver", ["mcmc", "als"])
+def test_a_sampler_or_als_is_refused_on_several_processes_before_any_starts(solver, tmp_path):
+    """Each rank would run its own chain on half the rows and race the others for one checkpoint."""
+    (tmp_path / "r.csv").write_text("user,item,label\n" + "".join(f"u{i % 7},i{i % 5},{i % 5 + 1}\n" for i in range(60)))
+    result = subprocess.run([sys.executable, "-m", "deepfm", "train", "--train", str(tmp_path / "r.csv"), "--out",
+                             str(tmp_path / "m"), "--model", "fm", "--task", "regression", "--solver", solver,
+                             "--sweeps", "2", "--nproc", "2"], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"training.solver {solver}: runs in one process, not 2" in result.stderr
+    assert "rank" not in result.stderr and not (tmp_path / "m").exists()
+
+
 def test_a_data_error_under_two_ranks_is_said_before_the_other_ranks_echo_of_it(tmp_path):
     lines = ["label,city"] + [f"{i % 2},c{i % 9}" for i in range(600)]
     lines[450] += ",extra"  # line 451 of the file

@@ -106,6 +106,14 @@ def refit_refused(cfg: RunConfig, streamed: bool, world: int) -> ConfigError:
                        f"{cfg.training.solver}, {'streamed' if streamed else 'in memory'}, {world} process(es)); turn it off")
 
 
+def refuse_sweeps_on_ranks(cfg: RunConfig, world: int) -> None:
+    """MCMC and ALS sample or solve one chain over every row in one process: several processes would each run a chain
+    on their share of the rows and race for one checkpoint."""
+    if world > 1 and cfg.training.solver != "gradient":
+        raise ConfigError(f"training.solver {cfg.training.solver}: runs in one process, not {world} (--nproc, torchrun); "
+                          "train it without them, or use --solver gradient")
+
+
 def peak_memory(world: int) -> dict[str, Any]:
     """``peak_rss_mb``: this process's peak resident memory, or with ``world`` ranks their peaks added up (each
     rank's own in ``peak_rss_mb_ranks``); a collective there, so every rank calls it."""
@@ -406,6 +414,7 @@ class Estimator:
             log("precision bf16: the MLP's hidden layers run in bfloat16; the embeddings, the FM term, the output layer "
                 "and every weight stay fp32")
         streamed = cfg.data.stream == "on" and isinstance(train, (str, Path))  # ("auto" decides once the file is seen)
+        refuse_sweeps_on_ranks(cfg, ctx.world)
         if cfg.training.refit == "on" and (streamed or ctx.world > 1 or cfg.training.solver != "gradient"):
             raise refit_refused(cfg, streamed, ctx.world)  # before any data is read, not after training
         began = time.perf_counter()

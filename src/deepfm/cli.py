@@ -489,7 +489,7 @@ def refuse_label_of_sparse_rows(label: str | None, data: DataConfig) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from deepfm import distributed
-    from deepfm.api import Estimator
+    from deepfm.api import Estimator, refuse_sweeps_on_ranks
     from deepfm.artifact import remove_checkpoint
 
     config = config_from_args(args)  # checked before any process starts
@@ -503,6 +503,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif args.resume and not distributed.launched():
         refuse_resume_without_checkpoint(Path(config.out), args.overwrite)
     if (args.nproc > 1 or args.max_restarts > 0) and not distributed.under_torchrun():
+        refuse_sweeps_on_ranks(config, args.nproc)  # before any process starts
         ranks_argv = distributed.without_flag(distributed.without_flag(args.argv, "--nproc"), "--max-restarts")
         code = distributed.launch(args.nproc, ranks_argv, args.max_restarts)
         if code == 1:  # a rank failed (torchrun named it above)
