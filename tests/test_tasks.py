@@ -306,3 +306,15 @@ def test_a_kept_epoch_whose_logloss_is_worse_than_the_click_rate_is_noted_as_ove
     assert note is not None and f"worse than {constant:.4f}" in note and "not as probabilities" in note
     assert overconfidence_note(task, {"auc": 0.62, "logloss": 0.60}, valid) is None
     assert overconfidence_note(task, {"auc": 0.62, "logloss": 0.91}, None) is None
+
+
+def test_the_metrics_a_fit_will_validate_with_load_on_a_thread():
+    """A fit that validates starts importing scikit-learn's metrics (~1 s) before it reads its data."""
+    import subprocess
+    import sys
+
+    code = ("import sys, threading; from deepfm.tasks import load_metrics_ahead; assert 'sklearn.metrics' not in "
+            "sys.modules; load_metrics_ahead(); [t.join() for t in threading.enumerate() "
+            "if t.name == 'deepfm-metrics-import']; assert 'sklearn.metrics' in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

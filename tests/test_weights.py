@@ -47,6 +47,7 @@ def test_an_unknown_weight_column_is_named(write_table):
 
 
 def test_the_training_loss_reads_each_batch_s_weights():
+    """(Adam: an FM trained by AdaGrad takes its compiled step, whose weighted loss ``test_fm_step`` compares.)"""
     seen = []
     original = BinaryTask.loss
 
@@ -57,7 +58,7 @@ def test_the_training_loss_reads_each_batch_s_weights():
     BinaryTask.loss = spy
     try:
         est = Estimator(data={"weight": "w", "valid_fraction": 0}, model={"name": "fm"},
-                        training={"epochs": 1, "batch_size": 1000}).fit(
+                        training={"epochs": 1, "batch_size": 1000, "optimizer": "adam"}).fit(
             table(), progress=False)
     finally:
         BinaryTask.loss = original

@@ -44,7 +44,7 @@ from deepfm.portfolio import as_checkpointed, candidates_for, recipe_begun, reci
 from deepfm.runtime import (available_cores, configure as configure_runtime, cpu_has_bf16_math, preserving,
                              release_free_memory)
 from deepfm.solvers import build_solver
-from deepfm.tasks import Task
+from deepfm.tasks import Task, load_metrics_ahead
 from deepfm.training.checkpoint import checkpoint_json, complete_checkpoint, stage_checkpoint, write_atomically
 from deepfm.training.trainer import NOT_FINITE, Trainer, TrainResult, first_not_finite, peak_rss_mb, predict_logits
 
@@ -392,6 +392,8 @@ class Estimator:
         out = out if out is not None else cfg.out
         if train is None:
             raise ConfigError("data.train: a training file is required")
+        if valid is not None or cfg.data.valid_fraction > 0:
+            load_metrics_ahead()  # on another core while the data are read
         device = resolve_device(cfg.training.device, "training.device")  # a ConfigError before any data is read
         if device != cfg.training.device:  # auto
             self.config = cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"device": device})})

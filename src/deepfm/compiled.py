@@ -21,12 +21,18 @@ MIN_BLOCK_ROWS = 256  # below this a block's hand-off costs more than its second
 
 
 def compiled(function: F | None = None, **options: Any) -> F | Callable[[F], F]:
-    """``function`` compiled by numba (nogil), cached on disk where a cache folder can be written.
-    ``@compiled`` or ``@compiled(**njit options)``."""
+    """``function`` compiled by numba (nogil, NumPy's error model), cached on disk where a cache folder can be
+    written. ``@compiled`` or ``@compiled(**njit options)``.
+
+    NumPy's error model: a float divided by zero is ±inf or NaN, as in NumPy, where numba's default (Python's) checks
+    every division for a zero to raise ZeroDivisionError; that branch kept the loops of the optimiser passes
+    (g / (√G + ε)) from vectorising. AdaGrad's update of 2,500 rows × 64, 200 calls: 0.31 → 0.07-0.09 ms, the same
+    numbers bit for bit (numba 0.68, AVX-512 host, 2026-12-05)."""
     if function is None:
         return lambda f: compiled(f, **options)
     from numba import njit
 
+    options = {"error_model": "numpy", **options}
     try:
         return njit(cache=True, nogil=True, **options)(function)
     except RuntimeError:  # "cannot cache function ...: no locator available"

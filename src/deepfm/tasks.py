@@ -408,6 +408,24 @@ def task_from_dict(data: dict[str, Any]) -> Task:
                        label_map=data.get("label_map") or {}, negative=data.get("negative"))
 
 
+def load_metrics_ahead() -> None:
+    """Import scikit-learn's metrics on a daemon thread (~1 s of a core: scipy.stats builds its docstrings), so that a
+    fit's first validation finds them loaded: the fit calls it before reading its data, where it validates. The
+    import lock makes a thread that needs them meanwhile wait for this import, not run a second one."""
+    import sys
+    import threading
+
+    if "sklearn.metrics" not in sys.modules:
+        threading.Thread(target=_import_metrics, name="deepfm-metrics-import", daemon=True).start()
+
+
+def _import_metrics() -> None:
+    try:
+        import sklearn.metrics  # noqa: F401
+    except Exception:  # noqa: BLE001 - the first validation imports them again and says what fails
+        pass
+
+
 def as_task(task: Task | str) -> Task:
     """A ``Task`` from itself or its name (a name gives a task without a prior)."""
     return task if isinstance(task, Task) else task_from_dict({"task": task})

@@ -19,29 +19,40 @@ import numpy as np
 from deepfm.compiled import compiled
 
 
+@compiled(inline="always", fastmath={"reassoc", "contract"})
+def add_feature(sums, i, x, x_squared, table, linear):  # pragma: no cover - compiled
+    """Feature i with value x in a row: sums += x v_i; returns its shares x w_i and x² ‖v_i‖² of the row's terms."""
+    norm = np.float32(0.0)
+    for c in range(table.shape[1]):
+        v = table[i, c]
+        sums[c] += x * v
+        norm += v * v
+    return x * linear[i, 0], x_squared * norm
+
+
+@compiled(inline="always", fastmath={"reassoc", "contract"})
+def row_terms(sums, first_order, squares):  # pragma: no cover - compiled
+    """Σ_i x_i w_i + ½ (‖Σ_i x_i v_i‖² − Σ_i x_i² ‖v_i‖²) from the row's sums."""
+    total = np.float32(0.0)
+    for c in range(sums.size):
+        total += sums[c] * sums[c]
+    return first_order + np.float32(0.5) * (total - squares)
+
+
 @compiled(fastmath={"reassoc", "contract"})
 def fm_rows(out, xv, first_row, pointers, columns, x, x_squared, unique, table, linear):  # pragma: no cover - compiled
     """out[r] = y of row ``first_row + r`` of X (CSR ``pointers``, ``columns`` into ``unique``, values ``x`` and
     ``x_squared``); xv[r] = Σ_i x_i v_i. ``table`` (n, k) holds V, ``linear`` (n, 1) w."""
-    k = table.shape[1]
     for r in range(out.size):
         b = first_row + r
         sums = xv[r]
         sums[:] = 0.0
         first_order, squares = np.float32(0.0), np.float32(0.0)
         for e in range(pointers[b], pointers[b + 1]):
-            i, value = unique[columns[e]], x[e]
-            first_order += value * linear[i, 0]
-            norm = np.float32(0.0)
-            for c in range(k):
-                v = table[i, c]
-                sums[c] += value * v
-                norm += v * v
-            squares += x_squared[e] * norm
-        total = np.float32(0.0)
-        for c in range(k):
-            total += sums[c] * sums[c]
-        out[r] = first_order + np.float32(0.5) * (total - squares)
+            linear_share, square_share = add_feature(sums, unique[columns[e]], x[e], x_squared[e], table, linear)
+            first_order += linear_share
+            squares += square_share
+        out[r] = row_terms(sums, first_order, squares)
 
 
 @compiled(fastmath={"reassoc", "contract"})

@@ -147,6 +147,16 @@ class LazyAdagrad(_OccurrenceL2AtStep, EagerOptimizer, torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, eps=eps, row_l2=row_l2, per_row=per_row,
                                       initial_accumulator=initial_accumulator))
 
+    def accumulator(self, param: torch.nn.Parameter, group: dict) -> torch.Tensor:
+        """``param``'s accumulator G (``state["sum"]``: the table's shape, or one number a row with ``per_row``),
+        made at G₀ on first use."""
+        state = self.state[param]
+        if not state:
+            shape = param.shape[:1] if group.get("per_row", False) else param.shape  # (none: restored from torch's)
+            state["sum"] = torch.full(shape, group.get("initial_accumulator", 0.0), dtype=param.dtype,
+                                      device=param.device)
+        return state["sum"]
+
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
@@ -157,10 +167,7 @@ class LazyAdagrad(_OccurrenceL2AtStep, EagerOptimizer, torch.optim.Optimizer):
                     raise RuntimeError("LazyAdagrad takes sparse gradients; use Adam or Adagrad for dense tensors")
                 state = self.state[param]
                 per_row = group.get("per_row", False)  # a group restored from torch.optim.Adagrad has none
-                if not state:
-                    shape = param.shape[:1] if per_row else param.shape
-                    state["sum"] = torch.full(shape, group.get("initial_accumulator", 0.0), dtype=param.dtype,
-                                              device=param.device)
+                self.accumulator(param, group)
                 rows, g = distinct_rows(param.grad, noted_index(param))
                 if _fusable(param, rows, g, state["sum"]):
                     recall_rows(param, rows)  # not needed: the pass reads the table's rows itself

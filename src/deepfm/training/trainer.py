@@ -30,6 +30,7 @@ from deepfm.runtime import available_cores
 from deepfm.training.checkpoint import CheckpointWarning, complete_checkpoint, load_checkpoint, save_checkpoint
 from deepfm.tasks import Task, as_task, metric_text
 from deepfm.training.optim import ModelOptimizer, batch_occurrences
+from deepfm.training.fm_step import FMStep
 
 PROGRESS_EVERY = 16  # steps between updates of the running loss in the progress bar
 PLATEAU_FACTOR = 0.1  # lr_schedule "plateau": the learning rate's factor on each epoch without improvement
@@ -195,6 +196,7 @@ class Trainer:
             torch.get_num_threads() > 1  # (a GPU: the thread's copies to the device overlap the step, at any size)
             or torch.get_num_threads() * distributed.context().local_world < available_cores())
         self._read_every = loss_read_interval(self.autocast_device)
+        self._fm_step = FMStep.of(self.model, self.task, self.optimizer, config.device, config.precision)
         self._source: BatchSource | None = None  # what ``fit`` trains on (its layout is part of a checkpoint)
         self._began, self._before = time.perf_counter(), 0.0  # ``fit`` sets both: its session's start, earlier ones'
 
@@ -228,7 +230,7 @@ class Trainer:
             self.model.train()
             ahead = 2 if self._batches_ahead or not isinstance(source, InMemorySource) else 0
             ordered = join_single_row_tail(source.batches(config.batch_size, config.seed, epoch, skip=skip_steps))
-            batches = prefetch(ordered, config.device, ahead)
+            batches = prefetch(ordered, config.device, ahead, distinct=self._fm_step is None)  # (FM's step: by ids)
             bar = tqdm(batches, total=steps_per_epoch, initial=skip_steps, desc=f"epoch {epoch + 1}", disable=not self.progress, leave=False)
             total_loss, steps = result.epoch_loss if skip_steps else (0.0, 0)  # resumed mid-epoch: its loss so far
             began = time.perf_counter()
@@ -315,6 +317,9 @@ class Trainer:
         return math.fsum(values)
 
     def _step(self, batch: Batch) -> torch.Tensor:
+        loss = self._fm_step.step(batch) if self._fm_step is not None else None
+        if loss is not None:
+            return loss
         self.optimizer.zero_grad()
         with torch.autocast(self.autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model(batch)  # bf16: the MLP's hidden layers in bfloat16; FM term and output in fp32
