@@ -27,7 +27,7 @@ from deepfm.config import RunConfig, build_config, merge
 from deepfm.devices import resolve_device
 from deepfm.defaults import describe_shape_rule, describe_small_sample, id_shape, with_task_defaults
 from deepfm.data.batch import EncodedData
-from deepfm.data.encoders import UNSEEN_ROWS, FeatureEncoder
+from deepfm.data.encoders import UNSEEN_ROWS, FeatureEncoder, refuse_zero_weight_sum
 from deepfm.data.filelist import ChunkedFiles, chunk_index, is_pattern, open_chunked, training_files
 from deepfm.data.frame import RawFrame
 from deepfm.data.delimited import delimited_layout, unlabelled_criteo_rows
@@ -768,6 +768,8 @@ class Estimator:
         labels = joined(labels)
         if len(labels) == 0:  # metrics of no rows are NaN (and NumPy's warnings), not a number to report
             raise DataError(str(data) if isinstance(data, (str, Path)) else "<table>", "no rows to evaluate", line=None)
+        source = str(data) if isinstance(data, (str, Path)) else "<table>"
+        refuse_zero_weight_sum(joined(weights) if weighted else None, source, "rows to evaluate")
         metrics = self.encoder.task.metrics(labels, joined(logits), joined(weights) if weighted else None)
         return {"rows": len(labels), **weighted, **metrics}
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from deepfm import __version__, randomness
@@ -156,6 +157,8 @@ def load_model_dir(directory: str | Path) -> SavedModel:
         model.load_state_dict(load_file(directory / "model.safetensors"))
     except DeepFMError:
         raise
+    except SafetensorError as error:  # a damaged file whose checksum was written for it
+        raise ModelDirError(f"{directory / 'model.safetensors'}: not a readable safetensors file: {error}") from None
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise ModelDirError(f"{directory}: config.json and model.safetensors do not fit together: {error}") from None
     if (encoder.num_features, encoder.num_fields) != (saved["shape"]["num_features"], saved["shape"]["num_fields"]):

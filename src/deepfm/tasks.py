@@ -81,8 +81,13 @@ class Task:
             raise frame.missing_label(int(np.flatnonzero(np.isnan(y))[0]))
         for raw, mapped in self.label_map.items():
             y = np.where(y == float(raw), mapped, y)
+        y = self.in_file_convention(frame, y)
         self.check_labels(frame, y)
         return y.astype(np.float32)
+
+    def in_file_convention(self, frame: RawFrame, y: np.ndarray) -> np.ndarray:
+        """Labels written in a convention of the file's format, as the task reads them (the task's own: as they are)."""
+        return y
 
     def check_labels(self, frame: RawFrame, y: np.ndarray) -> None:
         """Refuse labels this task cannot read (located)."""
@@ -168,6 +173,12 @@ class BinaryTask(Task):
     selection = ("auc", True)
     fallback = ("logloss", False)
     metric_names = ("auc", "logloss")
+
+    def in_file_convention(self, frame: RawFrame, y: np.ndarray) -> np.ndarray:
+        """libFM's −1/+1 in a libFM/libFFM file without 0 labels: −1 is 0, whatever the training file's labels were."""
+        if frame.format in ("libfm", "libffm") and not self.positive and (y == -1).any() and not (y == 0).any():
+            return np.where(y == -1, 0.0, y)
+        return y
 
     def check_labels(self, frame: RawFrame, y: np.ndarray) -> None:
         bad = np.flatnonzero((y != 0) & (y != 1))
@@ -467,7 +478,14 @@ def read_labels(frame: RawFrame, positive: str | None, negative: str | None = No
 
 
 def label_text(frame: RawFrame) -> pa.Array:
-    return pc.utf8_trim_whitespace(pc.cast(frame.labels, pa.string()))
+    """The labels as text, as written; a float label's NaN is missing (not a class "nan"), and ±inf a located error."""
+    labels = frame.labels
+    if pa.types.is_floating(labels.type):
+        infinite = np.flatnonzero(np.isinf(labels.to_numpy(zero_copy_only=False)))
+        if len(infinite):
+            raise frame.error(int(infinite[0]), None, f"the label must be a finite number, got {labels[int(infinite[0])]}")
+        labels = pc.if_else(pc.is_nan(labels), pa.scalar(None, labels.type), labels)
+    return pc.utf8_trim_whitespace(pc.cast(labels, pa.string()))
 
 
 def _refuse_text_labels(frame: RawFrame, fitted: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv as pycsv
 import re
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
@@ -128,8 +129,10 @@ def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: 
             # from ``source`` after a seek, as the failed read's readahead may still move its position
             table = read(pa.BufferReader(source.read_at(source.size() - start, start)), BLOCK_SIZE)
     except pa.ArrowInvalid as error:
-        if "invalid UTF8" in str(error):
-            raise locate_bad_utf8(path, delimiter) from None
+        if "invalid UTF8" in str(error) or _RAGGED.search(str(error)):  # (a ragged row whose text is not UTF-8 never
+            bad_text = locate_bad_utf8(path, delimiter)  # reached ``on_invalid``: Arrow failed to decode it for the call)
+            if "invalid UTF8" in str(error) or bad_text.line is not None:
+                raise bad_text from None
         if "Could not skip initial" in str(error):  # a header line and nothing after it, not even its line end
             raise DataError(path, "file has no data rows", line=first_line) from None
         raise DataError(path, f"cannot parse: {error}") from None
@@ -141,6 +144,20 @@ def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: 
                                     "Criteo rows without the label)", line=error.line, column=error.column)
         raise error
     return table
+
+
+_RAGGED = re.compile(r"Expected \d+ columns, got \d+")
+
+
+def _quiet_undecodable_invalid_rows(unraisable, passed_on=sys.unraisablehook) -> None:
+    """``sys.unraisablehook``, less Arrow's report of a ragged row it could not decode for ``on_invalid`` (the parse
+    then fails, and ``parse_delimited`` says where the file stops being UTF-8)."""
+    if not (isinstance(unraisable.exc_value, UnicodeDecodeError)
+            and getattr(unraisable.object, "__qualname__", "") == "parse_delimited.<locals>.on_invalid"):
+        passed_on(unraisable)
+
+
+sys.unraisablehook = _quiet_undecodable_invalid_rows
 
 
 def text_lines(data: bytes) -> list[str]:

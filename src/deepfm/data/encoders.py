@@ -35,7 +35,7 @@ from deepfm.data.frame import FLOAT_MARK, MISSING_WORDS, NUMBER_PATTERN, RawFram
 from deepfm.data.frequent import FrequentSet
 from deepfm.data.hashing import fnv1a64_unique
 from deepfm.data.sparse import index_error
-from deepfm.data.tables import closest_name, is_list
+from deepfm.data.tables import closest_name, is_id_list, is_list
 from deepfm.data.vocabulary import Vocabulary
 from deepfm.defaults import FREQUENT_IDS_PER_ROW, LONG_TAIL_IDS_PER_ROW, RARE_VALUE_RULE_ROWS, rare_value_threshold
 from deepfm.errors import ConfigError, DataError
@@ -281,8 +281,10 @@ class FeatureEncoder:
                 spec = FieldSpec(**item)
             except TypeError as error:
                 raise ValueError(f"fields[{number}]: {error}") from None
-            fields.append(spec)
             where = f"fields[{number}] ({spec.name})"
+            if any(field.name == spec.name for field in fields):
+                raise ValueError(f"{where}: a second field of that name (a column is one field)")
+            fields.append(spec)
             if spec.kind not in ("categorical", "numeric", "multi"):
                 raise ValueError(f"{where}: kind must be categorical, numeric or multi, got {spec.kind!r}")
             if spec.offset != offset:
@@ -361,6 +363,9 @@ class FeatureEncoder:
                 close = closest_name(spec.name, [name for name in frame.columns if name not in needed])
                 raise DataError(frame.path, f"column '{spec.name}' is required by the model but not in the file"
                                 + (f" (it has '{close}': rename it '{spec.name}')" if close else ""), line=1)
+        for spec in self.fields:
+            if spec.name in frame.columns:
+                refuse_unreadable_column(frame, spec.name, spec.kind)
         n = frame.num_rows
         single = self.single_fields
         if ids is None:
@@ -576,6 +581,14 @@ def read_sample_weights(frame: RawFrame, name: str) -> np.ndarray:
         shown = "missing" if np.isnan(w[row]) else f"{w[row]:g}"
         raise frame.error(row, name, f"sample weights must be finite numbers ≥ 0, got {shown}")
     return w.astype(np.float32)
+
+
+def refuse_zero_weight_sum(weights: np.ndarray | None, source: str, rows: str) -> None:
+    """A ``DataError`` where ``weights`` (``--weight``, of the ``rows`` read from ``source``) are all 0: a weighted
+    loss or metric of them is 0/0. None or any positive weight passes."""
+    if weights is not None and len(weights) and not float(weights.sum(dtype=np.float64)) > 0:
+        raise DataError(source, f"every sample weight of the {rows} is 0 (--weight, data.weight): weighted by them, "
+                                "nothing counts; give the rows that count a weight above 0", line=None)
 
 
 # Per-chunk value counts wait until they reach this many rows (or a quarter of the merged table)
@@ -929,6 +942,29 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
     return notes
 
 
+def is_nested(kind: pa.DataType) -> bool:
+    """A struct, map or list type (plain or dictionary-encoded): no one value per row to read as an id or a number."""
+    return pa.types.is_nested(kind) or pa.types.is_dictionary(kind) and pa.types.is_nested(kind.value_type)
+
+
+def refuse_unreadable_column(frame: RawFrame, name: str, kind: str) -> None:
+    """A ``DataError`` at column ``name`` where its type cannot be read as a field of ``kind`` (``auto``: any, as
+    training infers it): lists that are not of ids (floats, lists), or lists in a single-valued field; structs, maps."""
+    column, where = frame.columns[name], {"line": 1, "column": frame.column_numbers.get(name)}
+    if is_id_list(column.type):
+        if kind not in ("auto", "multi"):
+            raise DataError(frame.path, f"column '{name}' holds lists ({column.type}), but the model reads it as a "
+                            f"{kind} field, one value a row: give it as it was in the training data", **where)
+    elif is_list(column.type):
+        raise DataError(frame.path, f"column '{name}' holds lists of {column.type.value_type}: deepfm reads lists of ids "
+                        "(text, integers) as multi-valued fields; leave the column out (--ignore, data.ignore), or give "
+                        "its numbers as numeric columns of their own", **where)
+    elif is_nested(column.type):
+        raise DataError(frame.path, f"column '{name}' holds {column.type} values: deepfm reads text, numbers, booleans, "
+                        "times and lists of ids; give its parts as columns of their own, or leave it out (--ignore, "
+                        "data.ignore)", **where)
+
+
 def resolve_kinds(frame: RawFrame, config: DataConfig) -> dict[str, str]:
     """Each column's kind: the flags first, then what the format fixes, then ``looks_float`` (floats
     are numeric; integers and strings are categorical)."""
@@ -957,15 +993,8 @@ def resolve_kinds(frame: RawFrame, config: DataConfig) -> dict[str, str]:
         fixed = frame.kinds.get(name, "auto")
         if fixed == "multi":
             kinds[name] = "multi"
-        elif is_list(column.type):  # lists that are not of ids (``is_id_list``): floats, lists
-            raise DataError(frame.path, f"column '{name}' holds lists of {column.type.value_type}: deepfm reads lists of "
-                            "ids (text, integers) as multi-valued fields; leave the column out (--ignore, data.ignore), "
-                            "or give its numbers as numeric columns of their own", line=1, column=frame.column_numbers.get(name))
-        elif pa.types.is_nested(column.type) or pa.types.is_dictionary(column.type) and pa.types.is_nested(
-                column.type.value_type):  # a struct or map: no one value per row to read as an id or a number
-            raise DataError(frame.path, f"column '{name}' holds {column.type} values: deepfm reads text, numbers, "
-                            "booleans, times and lists of ids; give its parts as columns of their own, or leave it out "
-                            "(--ignore, data.ignore)", line=1, column=frame.column_numbers.get(name))
+        elif is_list(column.type) or is_nested(column.type):  # lists that are not of ids (``is_id_list``), structs
+            refuse_unreadable_column(frame, name, "auto")
         elif name in categorical:
             kinds[name] = "categorical"
         elif name in numeric:

@@ -6,6 +6,7 @@ the data when fitting, or from the fitted model's ``layout`` when encoding for i
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pyarrow.csv as pacsv
 from deepfm.data.delimited import BLOCK_SIZE
 from deepfm.data.formats import open_text
 from deepfm.data.frame import DECIMAL_PATTERN, WITHIN_REACH, RawFrame, within_reach
-from deepfm.errors import DataError
+from deepfm.errors import DataError, DataWarning
 
 Layout = dict[str, str]  # column name -> kind, as a fitted encoder's ``layout`` gives it
 
@@ -202,6 +203,12 @@ def _libffm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) 
     fields, rows = sparse.fields[order], rows[order]
     indices, values = sparse.indices[order], sparse.values[order]
     names = layout or {f"field{int(f)}": None for f in np.unique(fields)}
+    unknown = sorted({int(f) for f in np.unique(fields)} - {int(name[len("field"):]) for name in names})
+    if unknown:  # (a model's layout: its fields only)
+        warnings.warn(f"{frame.path}: libFFM field(s) {', '.join(map(str, unknown[:10]))}"
+                      f"{' …' if len(unknown) > 10 else ''} of this file are not among the model's "
+                      f"({', '.join(name[len('field'):] for name in names)}): their features are not read", DataWarning,
+                      stacklevel=2)
     for name, kind in names.items():
         field = int(name[len("field"):])
         lo, hi = np.searchsorted(fields, [field, field + 1])

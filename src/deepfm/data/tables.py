@@ -38,8 +38,6 @@ def frame_from_table(table: pa.Table, source: str, label: str = DEFAULT_LABEL, r
     if duplicates:
         raise DataError(source, f"duplicate column names: {duplicates}", line=1)
     columns = {n: table.column(n).combine_chunks() for n in names}
-    if fmt not in ("csv", "tsv", "criteo"):  # those read an empty cell as null already
-        columns = {n: empty_as_null(column) for n, column in columns.items()}
     numbers = {n: i + 1 for i, n in enumerate(names)}
     labels = columns.pop(label, None)
     if labels is None and require_label:
@@ -51,8 +49,38 @@ def frame_from_table(table: pa.Table, source: str, label: str = DEFAULT_LABEL, r
     frame = RawFrame(path=str(source), format=fmt, columns=columns, kinds=kinds, column_numbers=numbers,
                      labels=labels, label_column_number=numbers.get(label, 1), first_line=first_line,
                      lines_before=lines_before)
+    empty_is_null = fmt not in ("csv", "tsv", "criteo")  # those read an empty cell as null already
+    for name, column in [(None, labels), *columns.items()]:
+        text = column if column is None else as_text(frame, name, column)
+        text = empty_as_null(text) if empty_is_null and text is not None else text
+        if name is None:
+            frame.labels = text
+        else:
+            columns[name] = text
     lists = [n for n, column in columns.items() if is_id_list(column.type) and n not in multi]  # multi-valued as they are
     return apply_multi(frame, [*multi, *lists], separator)
+
+
+def as_text(frame: RawFrame, name: str | None, column: pa.Array) -> pa.Array:
+    """A column of bytes (Parquet's or Arrow's binary) as the text it holds, other columns as they are; bytes that are
+    not UTF-8 are a ``DataError`` at the first row that holds them (``name`` None: the label)."""
+    if not (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
+        return column
+    try:
+        return pc.cast(column, pa.large_string() if pa.types.is_large_binary(column.type) else pa.string())
+    except pa.ArrowInvalid:
+        low, high = 0, len(column)  # the first row that is not UTF-8 is in [low, high)
+        while high - low > 1:
+            middle = (low + high) // 2
+            try:
+                pc.cast(column.slice(low, middle - low), pa.string())
+                low = middle
+            except pa.ArrowInvalid:
+                high = middle
+        what = f"column '{name}'" if name is not None else "the label"
+        raise frame.error(low, name, f"{what} holds bytes that are not UTF-8 text ({column[low].as_py()[:24]!r}): "
+                                     "deepfm reads text, numbers and lists of them; decode the column first, or leave "
+                                     "it out (--ignore, data.ignore)") from None
 
 
 def empty_as_null(column: pa.Array) -> pa.Array:

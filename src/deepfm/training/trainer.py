@@ -25,6 +25,7 @@ from tqdm import tqdm
 from deepfm import distributed, randomness
 from deepfm.config import TrainingConfig
 from deepfm.data.batch import Batch, BatchSource, EncodedData, InMemorySource, prefetch
+from deepfm.data.encoders import refuse_zero_weight_sum
 from deepfm.errors import ConfigError, DataError, TrainingDiverged
 from deepfm.runtime import available_cores
 from deepfm.training.checkpoint import CheckpointWarning, complete_checkpoint, load_checkpoint, save_checkpoint
@@ -220,6 +221,9 @@ class Trainer:
             self.log(f"--resume: no checkpoint in {self.checkpoint_dir}; starting from scratch")
         self._before = result.earlier_seconds = result.seconds  # the earlier sessions': none, or those the checkpoint
         # says (None: it does not)
+        if isinstance(train, EncodedData):
+            refuse_zero_weight_sum(train.weights, "training data", "training rows")
+        refuse_zero_weight_sum(valid.weights if valid is not None else None, "validation data", "validation rows")
         steps_per_epoch = steps_in_epoch(source, config.batch_size)
         if source.num_rows == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
             raise DataError("training data", "1 sample (one training row): batch norm needs at least two; add rows or "
