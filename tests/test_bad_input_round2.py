@@ -151,3 +151,11 @@ def test_a_schema_naming_one_column_twice_is_a_model_directory_error(model_dir, 
 
     with pytest.raises(ModelDirError, match=r"a second field of that name"):
         Estimator.load(rewritten(model, tmp_path, "features.json", second_user))
+
+
+def test_evaluating_a_weighted_model_on_rows_without_their_weights_says_so(model_dir, tmp_path):
+    _, model = model_dir
+    pq.write_table(clicks(seed=2).drop(["w"]), tmp_path / "unweighted.parquet")
+    with pytest.warns(DataWarning, match="no column 'w', the sample weights the model was trained with"):
+        result = Estimator.load(model).evaluate(tmp_path / "unweighted.parquet")
+    assert "weighted_by" not in result

@@ -280,15 +280,21 @@ def test_serve_answers_with_the_posterior_average(tmp_path):
     np.testing.assert_allclose(answer["predictions"], estimator.predict(test), rtol=1e-6)
 
 
-@pytest.mark.parametrize("solver", ["mcmc", "als"])
-def test_a_sweeping_solver_says_which_gradient_settings_it_leaves_alone(solver):
+@pytest.mark.parametrize("solver, settings, said", [
+    ("mcmc", {"lr": 0.1, "epochs": 5, "patience": 1, "linear_l2": 0.1, "als_l2": 3.0},
+     "--solver mcmc does not use epochs, lr, patience, linear_l2, als_l2 (it samples for --sweeps"),
+    ("als", {"lr": 0.1, "samples": 3, "burn_in": 1, "select_by": "mae"},
+     "--solver als does not use lr, samples, burn_in, select_by (it solves for --sweeps with its own λ"),
+    ("gradient", {"samples": 3, "als_l2": 3.0, "epochs": 1},
+     "--solver gradient does not use sweeps, samples, als_l2 (those are --solver mcmc's and als's)"),
+])
+def test_a_solver_says_which_settings_it_leaves_alone(solver, settings, said):
     logs: list[str] = []
     Estimator(data={"task": "regression", "categorical": ("user", "item")}, model={"name": "fm", "embed_dim": 3},
-              training={"solver": solver, "sweeps": 2, "lr": 0.1, "epochs": 5, "patience": 1}).fit(
-        ratings(), progress=False, log=logs.append)
-    assert f"--solver {solver} does not use epochs, lr, patience (it runs --sweeps; there is no learning rate, batch " \
-           "or epoch to select)" in logs
+              training={"solver": solver, "sweeps": 2, **settings}).fit(ratings(), progress=False, log=logs.append)
+    assert any(line.startswith(said) for line in logs), logs
     logs.clear()
     Estimator(data={"task": "regression", "categorical": ("user", "item")}, model={"name": "fm", "embed_dim": 3},
-              training={"solver": solver, "sweeps": 2}).fit(ratings(), progress=False, log=logs.append)
+              training={"solver": solver, **({"epochs": 1} if solver == "gradient" else {"sweeps": 2})}).fit(
+        ratings(), progress=False, log=logs.append)
     assert not any("does not use" in line for line in logs), logs

@@ -173,6 +173,14 @@ def _held_out_of(data: EncodedData, hold_out: bool, fraction: float, seed: int, 
 # What only gradient training reads: a sweeping solver (mcmc, als) says it leaves these alone when they are set.
 GRADIENT_ONLY = ("epochs", "batch_size", "lr", "optimizer", "dense_optimizer", "dense_lr", "adagrad_init", "embed_l2",
                  "embed_reg", "lr_schedule", "patience", "weight_decay", "refit", "portfolio")
+UNUSED_BY_SOLVER = {  # the training settings each solver has no use for (said when a run sets them)
+    "gradient": ("sweeps", "samples", "burn_in", "als_l2"),
+    "mcmc": (*GRADIENT_ONLY, "linear_l2", "als_l2", "select_by", "min_improvement"),
+    "als": (*GRADIENT_ONLY, "linear_l2", "samples", "burn_in", "select_by", "min_improvement"),
+}
+WHY_UNUSED = {"gradient": "those are --solver mcmc's and als's", "mcmc": "it samples for --sweeps; there is no learning "
+              "rate, batch, epoch or recipe to select, and its prior learns the L2", "als": "it solves for --sweeps with "
+              "its own λ, --als-l2; there is no learning rate, batch, epoch or recipe to select"}
 HELD_OUT_BY = "position hash from 1, not counted by the encoders"  # the run record's name of today's hold-out (deepfm.data.holdout)
 
 
@@ -483,10 +491,10 @@ class Estimator:
         if ignored and log and ctx.is_main:
             log(f"model {given.model.name} does not use {', '.join(f'model.{key}' for key in ignored)}: "
                 f"{'they are' if len(ignored) > 1 else 'it is'} not applied")
-        unused = [key for key in GRADIENT_ONLY if key in given.training.model_fields_set]
-        if given.training.solver != "gradient" and unused and log and ctx.is_main:
-            log(f"--solver {given.training.solver} does not use {', '.join(unused)} (it runs --sweeps; there is no "
-                "learning rate, batch or epoch to select)")
+        solver = given.training.solver
+        unused = [key for key in UNUSED_BY_SOLVER.get(solver, ()) if key in given.training.model_fields_set]
+        if unused and log and ctx.is_main:
+            log(f"--solver {solver} does not use {', '.join(unused)} ({WHY_UNUSED[solver]})")
         shape_rule = describe_shape_rule(given, id_counts, task.name)  # the user's keys said to be theirs
         if shape_rule and log and ctx.is_main:
             log(shape_rule)
@@ -765,6 +773,10 @@ class Estimator:
             labels.append(encoded.labels)
             weights.append(encoded.weights)
         weighted = {"weighted_by": self.encoder.weight} if weights[0] is not None else {}
+        if self.encoder.weight and not weighted:
+            warnings.warn(f"{data if isinstance(data, (str, Path)) else '<table>'}: no column '{self.encoder.weight}', "
+                          "the sample weights the model was trained with: the metrics weigh every row alike",
+                          DataWarning, stacklevel=2)
         labels = joined(labels)
         if len(labels) == 0:  # metrics of no rows are NaN (and NumPy's warnings), not a number to report
             raise DataError(str(data) if isinstance(data, (str, Path)) else "<table>", "no rows to evaluate", line=None)
