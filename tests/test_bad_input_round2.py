@@ -159,3 +159,26 @@ def test_evaluating_a_weighted_model_on_rows_without_their_weights_says_so(model
     with pytest.warns(DataWarning, match="no column 'w', the sample weights the model was trained with"):
         result = Estimator.load(model).evaluate(tmp_path / "unweighted.parquet")
     assert "weighted_by" not in result
+
+
+def test_libfm_labels_are_one_convention_a_file_however_it_is_chunked(tmp_path):
+    labels = [str(i % 2) for i in range(300)]
+    (tmp_path / "train.libfm").write_text(libfm_lines(labels))
+    trained = Estimator(model={"name": "fm"}, training={"epochs": 1, "portfolio": "off"}).fit(
+        tmp_path / "train.libfm", progress=False)
+    mixed = ["+1" if i % 2 else "-1" for i in range(100)] + [str(i % 2) for i in range(100)]
+    (tmp_path / "mixed.libfm").write_text(libfm_lines(mixed, seed=1))
+    for chunk_rows in (None, 50):  # the whole file, and chunks that never hold -1 and 0 together
+        with pytest.raises(DataError, match=r"mixed.libfm:10[12]:1: label 0: this file's labels are 0/1 and libFM's"):
+            trained.evaluate(tmp_path / "mixed.libfm", chunk_rows=chunk_rows)
+
+
+def test_dictionary_encoded_bytes_read_as_text_and_are_located_when_not_utf8(tmp_path):
+    from deepfm.data.tables import frame_from_table
+
+    good = pa.array([b"i1", b"i2", b"i1"]).dictionary_encode()
+    frame = frame_from_table(pa.table({"label": [0, 1, 0], "item": good}), "t.parquet", fmt="parquet")
+    assert frame.columns["item"].dictionary.to_pylist() == ["i1", "i2"]
+    bad = pa.array([b"i1", b"i2", b"\xff", b"i1"]).dictionary_encode()
+    with pytest.raises(DataError, match=r"t.parquet:3:2: column 'item' holds bytes that are not UTF-8 text"):
+        frame_from_table(pa.table({"label": [0, 1, 0, 1], "item": bad}), "t.parquet", fmt="parquet")

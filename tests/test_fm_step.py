@@ -45,7 +45,7 @@ def train(data: EncodedData, task: str, compiled: bool, monkeypatch, **settings)
     config = TrainingConfig(**{"epochs": 2, "batch_size": 64, "optimizer": "adagrad", "lr": 0.1, "patience": 0,
                                "embed_reg": "occurrences", "embed_l2": 1e-2, **settings})
     trainer = Trainer(model, task, config, progress=False)
-    assert (trainer._fm_step is not None) is compiled
+    assert (trainer.compiled_fm_step() is not None) is compiled
     result = trainer.fit(data)
     return trainer, [record["train_loss"] for record in result.history]
 
@@ -88,10 +88,29 @@ def test_autograd_steps_where_the_compiled_step_does_not_apply(model, task, sett
     head = MulticlassTask(["a", "b", "c"]) if task == "multiclass" else as_task(task)
     built = build_model(ModelConfig(name=model, embed_dim=8), 100, FIELDS, output_dim=head.output_dim)
     trainer = Trainer(built, head, TrainingConfig(**{"optimizer": "adagrad", **settings}), progress=False)
-    assert trainer._fm_step is None
+    assert trainer.compiled_fm_step() is None
 
 
-def test_a_hook_on_the_fm_makes_autograd_step(monkeypatch):
+@pytest.mark.parametrize("change", [
+    lambda model, trainer: model.register_forward_hook(lambda *args: None),
+    lambda model, trainer: model.embedding.weight.register_hook(lambda grad: grad),
+    lambda model, trainer: trainer.optimizer.optimizers["sparse"].register_step_post_hook(lambda *args: None),
+    lambda model, trainer: model.linear.bias.requires_grad_(False),
+], ids=["module hook", "tensor hook", "optimiser hook", "frozen bias"])
+def test_what_autograd_would_run_or_leave_alone_makes_autograd_step(change):
     model = build_model(ModelConfig(name="fm", embed_dim=8), 100, FIELDS)
-    model.register_forward_hook(lambda *args: None)
-    assert Trainer(model, "binary", TrainingConfig(optimizer="adagrad"), progress=False)._fm_step is None
+    trainer = Trainer(model, "binary", TrainingConfig(optimizer="adagrad"), progress=False)
+    assert trainer.compiled_fm_step() is not None
+    change(model, trainer)
+    assert trainer.compiled_fm_step() is None
+
+
+def test_an_fm_subclass_steps_through_its_own_forward():
+    from deepfm.models.fm import FactorizationMachine
+
+    class Scaled(FactorizationMachine):
+        def forward(self, batch):
+            return 0.5 * super().forward(batch)
+
+    trainer = Trainer(Scaled(100, 8), "binary", TrainingConfig(optimizer="adagrad"), progress=False)
+    assert trainer.compiled_fm_step() is None

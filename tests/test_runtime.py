@@ -209,3 +209,25 @@ def test_only_a_torchrun_worker_that_inherited_the_launchers_pid_follows_it():
     env = {k: v for k, v in os.environ.items() if k != "TORCHELASTIC_RESTART_COUNT"} | {"DEEPFM_LAUNCHER_PID": "1"}
     done = subprocess.run([sys.executable, "-m", "deepfm", "--help"], env=env, capture_output=True, timeout=120)
     assert done.returncode == 0
+
+
+def test_numba_caches_written_with_other_options_are_forgotten_once(tmp_path):
+    """numba keys its cache by signature and source stamp, not by njit's options (``compiled.CACHE_TAG``)."""
+    import importlib.util
+
+    from deepfm import compiled
+
+    (tmp_path / "passes.py").write_text("def twice(x):\n    return 2 * x\n")
+    spec = importlib.util.spec_from_file_location("passes_for_the_cache_test", tmp_path / "passes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cache = tmp_path / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    (cache / "passes.twice-1.py311.nbi").write_bytes(b"stale")
+    (cache / "passes.twice-1.py311.1.nbc").write_bytes(b"stale")
+    compiled.forget_caches_of_other_options(module.twice)
+    assert sorted(p.name for p in cache.iterdir()) == ["deepfm-numba-options.txt"]
+    (cache / "passes.twice-1.py311.nbi").write_bytes(b"written with the tag's options")
+    compiled._tagged.clear()
+    compiled.forget_caches_of_other_options(module.twice)  # tagged: kept
+    assert (cache / "passes.twice-1.py311.nbi").exists()

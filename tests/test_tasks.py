@@ -1,6 +1,7 @@
 """Task heads: labels, loss, link, metrics and selection, and how the training file decides the task."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -308,13 +309,25 @@ def test_a_kept_epoch_whose_logloss_is_worse_than_the_click_rate_is_noted_as_ove
     assert overconfidence_note(task, {"auc": 0.62, "logloss": 0.91}, None) is None
 
 
-def test_the_metrics_a_fit_will_validate_with_load_on_a_thread():
-    """A fit that validates starts importing scikit-learn's metrics (~1 s) before it reads its data."""
+def run_python(code: str) -> None:
+    """``code`` in a fresh interpreter (nothing imported yet), which must exit 0."""
     import subprocess
     import sys
 
-    code = ("import sys, threading; from deepfm.tasks import load_metrics_ahead; assert 'sklearn.metrics' not in "
-            "sys.modules; load_metrics_ahead(); [t.join() for t in threading.enumerate() "
-            "if t.name == 'deepfm-metrics-import']; assert 'sklearn.metrics' in sys.modules")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_metrics_a_fit_will_validate_with_load_on_a_thread():
+    """A fit that validates starts importing scikit-learn's metrics (~1 s) before it reads its data."""
+    run_python("import sys, threading; from deepfm.tasks import load_metrics_ahead; assert 'sklearn.metrics' not in "
+               "sys.modules; load_metrics_ahead(); [t.join() for t in threading.enumerate() "
+               "if t.name == 'deepfm-metrics-import']; assert 'sklearn.metrics' in sys.modules")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork: POSIX")
+def test_a_fork_while_the_metrics_load_waits_for_them_and_its_child_imports_them():
+    """A child forked mid-import would inherit import locks held by a thread it does not have, and hang."""
+    run_python("import os, signal, sys\nfrom deepfm.tasks import load_metrics_ahead\nload_metrics_ahead()\n"
+               "pid = os.fork()\nif pid == 0:\n    signal.alarm(30)\n    from sklearn.metrics import roc_auc_score\n"
+               "    os._exit(0)\nsys.exit(os.waitpid(pid, 0)[1] != 0)")

@@ -33,10 +33,47 @@ def compiled(function: F | None = None, **options: Any) -> F | Callable[[F], F]:
     from numba import njit
 
     options = {"error_model": "numpy", **options}
+    forget_caches_of_other_options(function)
     try:
         return njit(cache=True, nogil=True, **options)(function)
     except RuntimeError:  # "cannot cache function ...: no locator available"
         return njit(nogil=True, **options)(function)
+
+
+# What the machine code cached beside a module was compiled with. numba keys its cache by the function's signature and
+# its source file's stamp, not by njit's options: a change here leaves passes of untouched files loading code built
+# with the former ones. A cache folder whose tag differs is emptied of numba's files once (``compiled``).
+CACHE_TAG = "deepfm compiled(): nogil, error_model numpy\n"
+_tagged: set[str] = set()
+
+
+def forget_caches_of_other_options(function: Callable) -> None:
+    """Remove numba's cache files beside ``function``'s module (``__pycache__``) unless they were written with
+    ``CACHE_TAG``'s options, then tag the folder; once per folder and process. A folder that cannot be read or
+    written is left as it is."""
+    import inspect
+    from pathlib import Path
+
+    try:
+        folder = Path(inspect.getfile(function)).resolve().parent / "__pycache__"
+    except (TypeError, OSError):
+        return
+    if str(folder) in _tagged:
+        return
+    _tagged.add(str(folder))
+    tag = folder / "deepfm-numba-options.txt"
+    try:
+        if tag.read_text() == CACHE_TAG:
+            return
+    except OSError:
+        pass
+    try:
+        for cached in [*folder.glob("*.nbi"), *folder.glob("*.nbc")]:
+            cached.unlink()
+        folder.mkdir(exist_ok=True)
+        tag.write_text(CACHE_TAG)
+    except OSError:
+        return
 
 
 class _Helpers:

@@ -175,10 +175,19 @@ class BinaryTask(Task):
     metric_names = ("auc", "logloss")
 
     def in_file_convention(self, frame: RawFrame, y: np.ndarray) -> np.ndarray:
-        """libFM's −1/+1 in a libFM/libFFM file without 0 labels: −1 is 0, whatever the training file's labels were."""
-        if frame.format in ("libfm", "libffm") and not self.positive and (y == -1).any() and not (y == 0).any():
-            return np.where(y == -1, 0.0, y)
-        return y
+        """libFM's −1/+1 in a libFM/libFFM file: −1 is 0, whatever the training file's labels were. Decided for the
+        file, over the chunks read of it so far: one holding 0 where another held −1 is a located error."""
+        if frame.format not in ("libfm", "libffm") or self.positive:
+            return y
+        seen = self.__dict__.setdefault("_libfm_labels", {}).setdefault(frame.path, set())  # (not saved with the task)
+        first = {value: np.flatnonzero(y == value)[:1] for value in (-1.0, 0.0)}
+        held = {value for value, rows in first.items() if len(rows)}
+        if len(held | seen) == 2:  # the later of the two values, in this chunk: the one that breaks the convention
+            value = (held - seen).pop() if seen else max(held, key=lambda v: first[v][0])
+            raise frame.error(int(first[value][0]), None, f"label {value:g}: this file's labels are 0/1 and libFM's "
+                              f"-1/+1 both ({-1 if value == 0 else 0:g} on earlier lines); give one")
+        seen |= held
+        return np.where(y == -1, 0.0, y) if -1.0 in seen else y
 
     def check_labels(self, frame: RawFrame, y: np.ndarray) -> None:
         bad = np.flatnonzero((y != 0) & (y != 1))
@@ -419,15 +428,30 @@ def task_from_dict(data: dict[str, Any]) -> Task:
                        label_map=data.get("label_map") or {}, negative=data.get("negative"))
 
 
+_metrics_import: list = []  # the thread of ``load_metrics_ahead``, while one may run
+
+
 def load_metrics_ahead() -> None:
     """Import scikit-learn's metrics on a daemon thread (~1 s of a core: scipy.stats builds its docstrings), so that a
     fit's first validation finds them loaded: the fit calls it before reading its data, where it validates. The
-    import lock makes a thread that needs them meanwhile wait for this import, not run a second one."""
+    import lock makes a thread that needs them meanwhile wait for this import, not run a second one. A fork waits for
+    the import to end: a child would inherit import locks held by a thread it does not have, and hang on them."""
+    import os
     import sys
     import threading
 
-    if "sklearn.metrics" not in sys.modules:
-        threading.Thread(target=_import_metrics, name="deepfm-metrics-import", daemon=True).start()
+    if "sklearn.metrics" in sys.modules or any(thread.is_alive() for thread in _metrics_import):
+        return
+    if not _metrics_import and hasattr(os, "register_at_fork"):
+        os.register_at_fork(before=_finish_metrics_import)
+    thread = threading.Thread(target=_import_metrics, name="deepfm-metrics-import", daemon=True)
+    _metrics_import[:] = [thread]
+    thread.start()
+
+
+def _finish_metrics_import() -> None:
+    for thread in _metrics_import:
+        thread.join()
 
 
 def _import_metrics() -> None:

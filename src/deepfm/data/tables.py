@@ -62,25 +62,37 @@ def frame_from_table(table: pa.Table, source: str, label: str = DEFAULT_LABEL, r
 
 
 def as_text(frame: RawFrame, name: str | None, column: pa.Array) -> pa.Array:
-    """A column of bytes (Parquet's or Arrow's binary) as the text it holds, other columns as they are; bytes that are
-    not UTF-8 are a ``DataError`` at the first row that holds them (``name`` None: the label)."""
-    if not (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
+    """A column of bytes (Parquet's or Arrow's binary, plain or dictionary-encoded) as the text it holds, other columns
+    as they are; bytes that are not UTF-8 are a ``DataError`` at the first row that holds them (``name`` None: the
+    label)."""
+    kind = column.type
+    encoded = pa.types.is_dictionary(kind)
+    values = column.dictionary if encoded else column
+    if not (pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)):
         return column
     try:
-        return pc.cast(column, pa.large_string() if pa.types.is_large_binary(column.type) else pa.string())
+        text = pc.cast(values, pa.large_string() if pa.types.is_large_binary(values.type) else pa.string())
     except pa.ArrowInvalid:
-        low, high = 0, len(column)  # the first row that is not UTF-8 is in [low, high)
-        while high - low > 1:
-            middle = (low + high) // 2
-            try:
-                pc.cast(column.slice(low, middle - low), pa.string())
-                low = middle
-            except pa.ArrowInvalid:
-                high = middle
+        bad = _first_not_utf8(values)
+        row = int(pc.index(column.indices, bad).as_py()) if encoded else bad
         what = f"column '{name}'" if name is not None else "the label"
-        raise frame.error(low, name, f"{what} holds bytes that are not UTF-8 text ({column[low].as_py()[:24]!r}): "
+        raise frame.error(row, name, f"{what} holds bytes that are not UTF-8 text ({values[bad].as_py()[:24]!r}): "
                                      "deepfm reads text, numbers and lists of them; decode the column first, or leave "
                                      "it out (--ignore, data.ignore)") from None
+    return pa.DictionaryArray.from_arrays(column.indices, text) if encoded else text
+
+
+def _first_not_utf8(values: pa.Array) -> int:
+    """The first of ``values`` (bytes) that is not UTF-8, by halving (only on the error path)."""
+    low, high = 0, len(values)  # it is in [low, high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            pc.cast(values.slice(low, middle - low), pa.string())
+            low = middle
+        except pa.ArrowInvalid:
+            high = middle
+    return low
 
 
 def empty_as_null(column: pa.Array) -> pa.Array:

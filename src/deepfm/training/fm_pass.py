@@ -10,7 +10,8 @@ The sums over a feature's entries run in batch-row order, as ``models.design_pas
 gradient is taken before any row moves, as in the autograd step. One thread: FM trains on one
 (``deepfm.defaults``), and the gradient's scatter into the touched rows is sequential. The loops over a row's
 entries are written out: with the scatter's body as an inline helper the pass took 3.5× as long (0.15 → 0.52 ms,
-k 10, batch 512, 2026-12-05).
+k 10, batch 512, 2026-12-05). numba's cache of this pass does not see edits to the helpers it inlines from
+``models.design_passes``: clear its cache (``__pycache__/fm_pass.*.nb[ic]``) after one.
 """
 
 from __future__ import annotations

@@ -42,16 +42,17 @@ class FMStep:
     def of(cls, model: nn.Module, task: Task, optimizer: ModelOptimizer, device: str, precision: str) -> "FMStep | None":
         """The step for this training set-up, or None where it does not apply (autograd then steps)."""
         sparse, dense = optimizer.optimizers.get("sparse"), optimizer.optimizers.get("dense")
-        if not (ENABLED and isinstance(model, FactorizationMachine) and model.output_dim == 1
+        if not (ENABLED and type(model) is FactorizationMachine and model.output_dim == 1  # (a subclass: its forward)
                 and type(task) in (BinaryTask, RegressionTask) and torch.device(device).type == "cpu"
                 and precision == "fp32" and not several_processes() and isinstance(sparse, LazyAdagrad)
-                and without_hooks(*model.modules())):
+                and without_hooks(*model.modules()) and not optimiser_hooks(sparse, dense)):
             return None
         tables = (model.linear.weights.weight, model.embedding.weight)
         grouped = [[id(p) for p in group["params"]] for group in sparse.param_groups]
         if (sorted(grouped) != sorted([[id(tables[0])], [id(tables[1])]])
                 or [id(p) for p in optimizer.dense_params] != [id(model.linear.bias)]
                 or not all(t.requires_grad and t.dtype == torch.float32 and t.is_contiguous() for t in tables)
+                or not model.linear.bias.requires_grad or tensor_hooks(*tables, model.linear.bias)
                 or not (model.linear.weights.sparse and model.embedding.sparse)):
             return None
         return cls(model, task, optimizer)
@@ -109,3 +110,19 @@ def bag_entries(batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     starts = np.zeros(batch.size + 1, np.int64)
     np.cumsum(np.bincount(rows, minlength=batch.size), out=starts[1:])
     return starts, ids, weights
+
+
+def tensor_hooks(*tensors: torch.Tensor) -> bool:
+    """Whether any of ``tensors`` has a gradient hook (``register_hook``, ``register_post_accumulate_grad_hook``)."""
+    return any(getattr(t, "_backward_hooks", None) or getattr(t, "_post_accumulate_grad_hooks", None) for t in tensors)
+
+
+def optimiser_hooks(*optimisers: torch.optim.Optimizer | None) -> bool:
+    """Whether a step of ``optimisers`` would run hooks: their own step hooks, or torch's global ones."""
+    from torch.optim import optimizer as torch_optimizer
+
+    if getattr(torch_optimizer, "_global_optimizer_pre_hooks", None) or getattr(
+            torch_optimizer, "_global_optimizer_post_hooks", None):
+        return True
+    return any(getattr(o, "_optimizer_step_pre_hooks", None) or getattr(o, "_optimizer_step_post_hooks", None)
+               for o in optimisers if o is not None)

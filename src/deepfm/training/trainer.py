@@ -197,7 +197,7 @@ class Trainer:
             torch.get_num_threads() > 1  # (a GPU: the thread's copies to the device overlap the step, at any size)
             or torch.get_num_threads() * distributed.context().local_world < available_cores())
         self._read_every = loss_read_interval(self.autocast_device)
-        self._fm_step = FMStep.of(self.model, self.task, self.optimizer, config.device, config.precision)
+        self._fm_step: FMStep | None = None  # FM's compiled step, where it applies (``fit`` decides)
         self._source: BatchSource | None = None  # what ``fit`` trains on (its layout is part of a checkpoint)
         self._began, self._before = time.perf_counter(), 0.0  # ``fit`` sets both: its session's start, earlier ones'
 
@@ -221,7 +221,8 @@ class Trainer:
             self.log(f"--resume: no checkpoint in {self.checkpoint_dir}; starting from scratch")
         self._before = result.earlier_seconds = result.seconds  # the earlier sessions': none, or those the checkpoint
         # says (None: it does not)
-        if isinstance(train, EncodedData):
+        self._fm_step = self.compiled_fm_step()  # decided now: hooks registered since ``__init__`` count
+        if isinstance(train, EncodedData) and distributed.context().world == 1:  # (a rank's shard may be all 0)
             refuse_zero_weight_sum(train.weights, "training data", "training rows")
         refuse_zero_weight_sum(valid.weights if valid is not None else None, "validation data", "validation rows")
         steps_per_epoch = steps_in_epoch(source, config.batch_size)
@@ -292,6 +293,10 @@ class Trainer:
             self.model.load_state_dict(best_weights)
         result.resumed_finished = found is not None and result.epochs_run == start_epoch  # (mid-epoch: it trains on)
         return result
+
+    def compiled_fm_step(self) -> FMStep | None:
+        """FM's compiled training step (``training.fm_step``) for this model and settings, or None: autograd steps."""
+        return FMStep.of(self.model, self.task, self.optimizer, self.config.device, self.config.precision)
 
     def _validate(self, valid: EncodedData, epoch: int) -> dict[str, float]:
         """The task's metrics on the validation rows (the same on every rank)."""
