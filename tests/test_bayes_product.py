@@ -298,3 +298,25 @@ def test_a_solver_says_which_settings_it_leaves_alone(solver, settings, said):
               training={"solver": solver, **({"epochs": 1} if solver == "gradient" else {"sweeps": 2})}).fit(
         ratings(), progress=False, log=logs.append)
     assert not any("does not use" in line for line in logs), logs
+
+
+def test_rows_held_out_for_a_sampler_are_said_to_be_scored_not_to_stop_it():
+    logs: list[str] = []
+    Estimator(data={"task": "regression", "categorical": ("user", "item"), "valid_fraction": 0.2},
+              model={"name": "fm", "embed_dim": 3}, training={"solver": "mcmc", "sweeps": 2}).fit(
+        ratings(), progress=False, log=logs.append)
+    said = [line for line in logs if line.startswith("validation: no --valid file")]
+    assert said and "held out for a score at the end (mcmc trains on none of them)" in said[0], logs
+
+
+def test_a_sampler_resumed_with_its_default_burn_in_stated_is_the_same_run(tmp_path):
+    """The run record holds the burn-in the chain ran with (a tenth of 20 sweeps: 2), not whether it was given."""
+    settings = {"data": {"task": "regression", "categorical": ("user", "item")}, "model": {"name": "fm", "embed_dim": 3}}
+    first = Estimator(**settings, training={"solver": "mcmc", "sweeps": 20}).fit(ratings(), out=tmp_path / "m",
+                                                                                 progress=False)
+    again = Estimator(**settings, training={"solver": "mcmc", "sweeps": 20, "burn_in": 2}).fit(
+        ratings(), out=tmp_path / "m", resume=True, progress=False)
+    np.testing.assert_allclose(again.predict(ratings()), first.predict(ratings()))
+    with pytest.raises(ConfigError, match="burn_in 2 → 3"):
+        Estimator(**settings, training={"solver": "mcmc", "sweeps": 20, "burn_in": 3}).fit(
+            ratings(), out=tmp_path / "m", resume=True, progress=False)

@@ -244,6 +244,8 @@ def test_a_libfm_positional_field_left_out_is_read_past_and_rows_of_another_widt
         read_frame(narrow, layout={"f2": "categorical", "f3": "categorical"})
     with pytest.raises(DataError, match="the model reads the columns user, item, which a libFM row does not have"):
         read_frame(path, layout={"user": "categorical", "item": "categorical"})  # a model trained on a CSV file
+    with pytest.raises(DataError, match=r"\(it was trained on a libFFM file\): score a libFFM file"):
+        read_frame(path, layout={"field0": "categorical", "field1": "categorical"})  # one trained on libFFM rows
     wide = write_text("wide.libfm", "1 0:1 10:1 20:1 30:1\n")  # a reviewer's: a 4th feature dropped without a word
     with pytest.raises(DataError, match=r"reads 3 positional features per row, this row has 4"):
         read_frame(wide, layout={"f1": "categorical", "f2": "categorical", "f3": "categorical"})

@@ -196,7 +196,12 @@ def run_record(config: RunConfig, train: Data, valid: Data | None) -> dict[str, 
     return {"train": data_identity(train), "valid": data_identity(valid, pattern=False), "trained_with": {
         "data": data,
         "model": settings["model"],
-        "training": {key: settings["training"][key] for key in TRAJECTORY_SETTINGS}}}
+        "training": {key: settings["training"][key] for key in TRAJECTORY_SETTINGS} | effective_burn_in(config)}}
+
+
+def effective_burn_in(config: RunConfig) -> dict[str, int]:
+    """The sampler's burn-in as it runs (unset: a tenth of the sweeps), so that a resume stating it is the same run."""
+    return {"burn_in": config.training.burn_in_sweeps} if config.training.solver == "mcmc" else {}
 
 
 def refuse_another_run(saved: dict[str, Any], record: dict[str, Any], checkpoint_dir: Path,
@@ -459,7 +464,8 @@ class Estimator:
                 f"chunks of about {round(train_data.num_rows / max(chunks, 1)):,} rows, shuffled {train_data.window} "
                 "chunks at a time; --stream off reads them into memory)")
         if holdout is not None and log and ctx.is_main:
-            log(holdout.describe())
+            log(holdout.describe("early stopping" if cfg.training.solver == "gradient" else
+                                 f"a score at the end ({cfg.training.solver} trains on none of them)"))
         elif hold_out and valid_data is None and log and ctx.is_main:
             log(f"validation: --valid-fraction {cfg.data.valid_fraction:g} holds out none of the training rows (each "
                 "row is held out by a seeded hash of its position), so training runs without early stopping; give a "

@@ -219,9 +219,14 @@ class TrainingConfig(_Frozen):
         return self
 
     @property
+    def burn_in_sweeps(self) -> int:
+        """mcmc: the sweeps whose samples are dropped, as the sampler runs them (``burn_in``, unset: a tenth)."""
+        return self.sweeps // 10 if self.burn_in is None else self.burn_in
+
+    @property
     def kept_samples(self) -> int:
         """mcmc: how many posterior samples the model holds."""
-        after_burn_in = self.sweeps - (self.sweeps // 10 if self.burn_in is None else self.burn_in)
+        after_burn_in = self.sweeps - self.burn_in_sweeps
         return min(self.samples, after_burn_in) if self.samples else after_burn_in
 
 

@@ -160,9 +160,11 @@ def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) -
     if layout is not None:
         named = [name for name in layout if not (name[:1] == "f" and name[1:].isdigit())]
         if set(layout) != {"features"} and named:  # a model of named columns: a libFM row has none of them
+            libffm = all(name.startswith("field") and name[len("field"):].isdigit() for name in named)
+            origin = "a libFFM file): score a libFFM file" if libffm else "a table with a header): score a file in that form"
             raise frame.error(0, None, f"the model reads the columns {', '.join(named[:4])}"
                               f"{', ...' if len(named) > 4 else ''}, which a libFM row does not have (it was trained "
-                              "on a table with a header): score a file in that form")
+                              f"on {origin}")
         if set(layout) != {"features"}:  # f1..fW; with fields left out (--ignore), rows as wide as the first, up to
             wanted = max(int(name[1:]) for name in layout)  # the last field read at least (the training width is not
             gaps = len(layout) < wanted  # kept); without, exactly W wide

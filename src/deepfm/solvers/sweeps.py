@@ -172,8 +172,7 @@ class MCMCSolver(SweepSolver):
         return len(_posterior(model).groups)
 
     def burn_in(self) -> int:
-        training = self.config.training
-        return training.sweeps // 10 if training.burn_in is None else training.burn_in
+        return self.config.training.burn_in_sweeps
 
     def chain_settings(self) -> dict[str, Any]:
         # the sweeps and the samples kept too: the chain keeps only the samples of its schedule as it runs
