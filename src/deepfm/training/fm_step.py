@@ -60,31 +60,34 @@ class FMStep:
     def step(self, batch: Batch) -> torch.Tensor | None:
         if batch.ids.dtype != torch.int64 or batch.labels is None:
             return None
-        sparse: LazyAdagrad = self.optimizer.optimizers["sparse"]
-        group_of = {id(group["params"][0]): group for group in sparse.param_groups}
-        groups = [group_of[id(table)] for table in self.tables]
-        sums = [sparse.accumulator(table, group) for table, group in zip(self.tables, groups)]
-        per_row = bool(groups[1].get("per_row", False))
-        occurrences = self.optimizer.per_occurrence
-        lrs = np.array([g["lr"] for g in groups])
-        epsilons = np.array([g["eps"] for g in groups])
-        l2_per_occurrence = np.array([self.optimizer.l2_of(g["table"]) if occurrences else 0.0 for g in groups])
-        l2_per_row = np.array([g.get("row_l2", 0.0) for g in groups])
-        ids = batch.ids.contiguous().numpy()
-        values = batch.values.contiguous().numpy() if batch.values is not None else np.empty((0, 0), np.float32)
-        bag_starts, bag_ids, bag_weights = bag_entries(batch)
-        weights = batch.weights.numpy() if batch.weights is not None else np.empty(0, np.float32)
         linear, table = (t.detach().numpy() for t in self.tables)
         bias = self.model.linear.bias
+        values = batch.values.contiguous().numpy() if batch.values is not None else np.empty((0, 0), np.float32)
+        weights = batch.weights.numpy() if batch.weights is not None else np.empty(0, np.float32)
+        bag_starts, bag_ids, bag_weights = bag_entries(batch)
+        ids = batch.ids.contiguous().numpy()
         loss, bias_grad = self.fm_pass.fm_adagrad_step(
-            ids, values, bag_starts, bag_ids, bag_weights, batch.labels.numpy(), weights, self.loss_kind, np.float32(bias.detach()), linear, table,
-            sums[0].view(len(linear), -1).numpy(), sums[1].view(len(table), -1).numpy(), per_row, lrs, epsilons,
-            l2_per_occurrence, l2_per_row, self.position, *self._scratch(ids.size + len(bag_ids), len(ids), table.shape[1]))
+            ids, values, bag_starts, bag_ids, bag_weights, batch.labels.numpy(), weights, self.loss_kind,
+            np.float32(bias.detach()), linear, table, *self._adagrad(), self.position,
+            *self._scratch(ids.size + len(bag_ids), len(ids), table.shape[1]))
         for t in self.tables:
             torch.autograd.graph.increment_version(t)  # written in place (see ``data.design.recall_rows``)
         bias.grad = torch.tensor(bias_grad, dtype=bias.dtype)
         self.optimizer.optimizers["dense"].step()
         return torch.tensor(loss, dtype=torch.float32)
+
+    def _adagrad(self) -> tuple:
+        """The tables' AdaGrad as the pass takes it, read at each step (the plateau schedule scales the rates):
+        the accumulators of w and V as 2-d views, per row or not, and the (w, V) rates, ε and L2 coefficients."""
+        sparse: LazyAdagrad = self.optimizer.optimizers["sparse"]
+        group_of = {id(group["params"][0]): group for group in sparse.param_groups}
+        groups = [group_of[id(table)] for table in self.tables]
+        sums = [sparse.accumulator(t, g).view(len(t), -1).numpy() for t, g in zip(self.tables, groups)]
+        per_occurrence = self.optimizer.per_occurrence
+        return (*sums, bool(groups[1].get("per_row", False)), np.array([g["lr"] for g in groups]),
+                np.array([g["eps"] for g in groups]),
+                np.array([self.optimizer.l2_of(g["table"]) if per_occurrence else 0.0 for g in groups]),
+                np.array([g.get("row_l2", 0.0) for g in groups]))
 
     def _scratch(self, slots: int, rows: int, width: int) -> tuple[np.ndarray, ...]:
         """The pass's scratch arrays for ``slots`` slots of ``rows`` rows, kept between steps."""
