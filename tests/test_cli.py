@@ -1396,3 +1396,14 @@ def test_an_abbreviated_option_is_not_taken_for_the_whole_name(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--train", "x.csv", "--epoch", "3"])
     assert "unrecognized arguments: --epoch 3" in capsys.readouterr().err
+
+
+def test_a_run_that_diverges_before_its_first_checkpoint_leaves_out_as_it_was(ctr_csv, tmp_path, capsys):
+    """The error says to train again with a lower --lr: the same command must then run (its --out was refused)."""
+    out = tmp_path / "m"
+    args = ["train", "--train", str(ctr_csv("train.csv")), "--out", str(out), "--model", "fm", "--portfolio", "off",
+            "--epochs", "2", "--quiet"]
+    assert main([*args, "--lr", "1e30"]) == 2
+    assert "the model diverged" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*args, "--lr", "0.05"]) == 0

@@ -331,3 +331,13 @@ def test_a_fork_while_the_metrics_load_waits_for_them_and_its_child_imports_them
     run_python("import os, signal, sys\nfrom deepfm.tasks import load_metrics_ahead\nload_metrics_ahead()\n"
                "pid = os.fork()\nif pid == 0:\n    signal.alarm(30)\n    from sklearn.metrics import roc_auc_score\n"
                "    os._exit(0)\nsys.exit(os.waitpid(pid, 0)[1] != 0)")
+
+
+def test_the_auc_of_rows_whose_one_class_has_all_the_weight_is_undefined_without_sklearn_s_warning():
+    import warnings
+
+    labels, logits = np.array([0.0, 1.0, 0.0, 1.0]), np.array([-1.0, 1.0, 0.5, 2.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's UndefinedMetricWarning each epoch, beside the log's own words
+        metrics = BinaryTask().metrics(labels, logits, np.array([1.0, 0.0, 1.0, 0.0]))
+    assert math.isnan(metrics["auc"]) and np.isfinite(metrics["logloss"])

@@ -515,6 +515,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         estimator = Estimator(config).fit(resume=args.resume, progress=not quiet, log=log)
     except DeepFMError as error:  # said before cleanup ends the process group, so before the other ranks' echoes of it
         say_line(str(error))
+        from deepfm.resumable import checkpoint_saved
+
+        if os.environ.get("RANK", "0") == "0" and not checkpoint_saved(Path(config.out)):
+            with contextlib.suppress(OSError):  # e.g. a run that diverged before its first checkpoint: the same
+                forget_unsaved_run(Path(config.out), args.out_existed)  # command, with the lower --lr it suggests, runs
         return 2
     except Exception as error:
         if os.environ.get("RANK", "0") == "0":

@@ -218,7 +218,8 @@ class BinaryTask(Task):
         # −log σ(±z) from the logits, exact however confident (as the training loss and the multiclass head's
         # log-softmax): probabilities clipped at 1e-7 capped a confident mistake's loss at ~16.1
         logloss = float(np.average(np.logaddexp(0.0, -(2.0 * labels - 1.0) * logits), weights=weights))
-        both = 0 < labels.sum() < len(labels)
+        counted = labels if weights is None else labels[np.asarray(weights) > 0]  # rows of weight 0 count for nothing
+        both = 0 < counted.sum() < len(counted)
         auc = float(roc_auc_score(labels, logits, sample_weight=weights)) if both else math.nan
         return {"auc": auc, "logloss": logloss}
 
