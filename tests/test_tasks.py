@@ -309,6 +309,21 @@ def test_a_kept_epoch_whose_logloss_is_worse_than_the_click_rate_is_noted_as_ove
     assert overconfidence_note(task, {"auc": 0.62, "logloss": 0.91}, None) is None
 
 
+def test_a_regression_worse_than_its_training_mean_says_so():
+    """A step too large diverges without a NaN on ratings: RMSE 3e12 was saved without a word."""
+    from deepfm.api import below_the_mean_note
+    from deepfm.data.batch import EncodedData
+
+    labels = np.array([1, 3, 5] * 100, dtype=np.float32)
+    valid = EncodedData(ids=np.zeros((300, 1), np.int32), values=None, labels=labels)
+    task = RegressionTask(label_mean=3.0)
+    constant = float(np.sqrt(np.mean((labels - 3.0) ** 2)))
+    note = below_the_mean_note(task, {"rmse": 3e12, "mae": 1e12}, valid)
+    assert note is not None and f"worse than {constant:.4f} for the training mean" in note and "lower --lr" in note
+    assert below_the_mean_note(task, {"rmse": 1.2, "mae": 0.9}, valid) is None
+    assert below_the_mean_note(BinaryTask(), {"auc": 0.5, "logloss": 9.0}, valid) is None
+
+
 def run_python(code: str) -> None:
     """``code`` in a fresh interpreter (nothing imported yet), which must exit 0."""
     import subprocess

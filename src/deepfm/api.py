@@ -86,6 +86,18 @@ def overconfidence_note(task, best: dict[str, float] | None, valid: EncodedData 
             "probabilities (they are overconfident); --select-by logloss keeps the epoch whose probabilities are best)")
 
 
+def below_the_mean_note(task, best: dict[str, float] | None, valid: EncodedData | None) -> str | None:
+    """A note where the kept epoch of a regression scores a validation RMSE worse than predicting the training mean for
+    every row: it learned nothing the mean does not know (too large a step diverges this way without a NaN)."""
+    if task.name != "regression" or not best or "rmse" not in best or valid is None or valid.labels is None:
+        return None
+    constant = task.metrics(valid.labels, np.full(len(valid.labels), task.prior), valid.weights)["rmse"]
+    if not best["rmse"] > constant:
+        return None
+    return (f"the kept epoch has validation RMSE {best['rmse']:.4g}, worse than {constant:.4f} for the training mean "
+            "on every row: the model predicts worse than no model; train again with a lower --lr, or more L2")
+
+
 def new_model(config: RunConfig, encoder: FeatureEncoder) -> torch.nn.Module:
     """``config``'s model for ``encoder``'s features, from ``training.seed`` (its starting weights; in a fit, drawn as
     that fit's: ``deepfm.randomness``)."""
@@ -564,9 +576,10 @@ class Estimator:
         else:
             self.model, self.result = train_one(cfg)
         if log and ctx.is_main:
-            note = overconfidence_note(task.selecting(cfg.training.select_by), self.result.best_metrics, valid_data)
-            if note:
-                log(note)
+            for note in (overconfidence_note(task.selecting(cfg.training.select_by), self.result.best_metrics, valid_data),
+                         below_the_mean_note(task, self.result.best_metrics, valid_data)):
+                if note:
+                    log(note)
         refit = self._refit(train_data, valid_data, holdout is not None, progress, log, checkpoint_dir, resume)
         if refit is not None:  # the refit's seconds in the sessions before this one count as the recipes' do
             earlier.append(refit.pop("earlier_seconds"))
