@@ -182,3 +182,11 @@ def test_dictionary_encoded_bytes_read_as_text_and_are_located_when_not_utf8(tmp
     bad = pa.array([b"i1", b"i2", b"\xff", b"i1"]).dictionary_encode()
     with pytest.raises(DataError, match=r"t.parquet:3:2: column 'item' holds bytes that are not UTF-8 text"):
         frame_from_table(pa.table({"label": [0, 1, 0, 1], "item": bad}), "t.parquet", fmt="parquet")
+
+
+def test_a_parquet_file_repeating_a_column_name_says_so_at_its_header(tmp_path):
+    table = pa.table([pa.array([0, 1, 0, 1]), pa.array(["a", "b", "a", "b"]), pa.array(["x", "y", "x", "y"])],
+                     names=["label", "user", "user"])
+    pq.write_table(table, tmp_path / "dup.parquet")  # (Arrow's own message listed its dataset's internal fields)
+    with pytest.raises(DataError, match=r"dup.parquet:1: duplicate column names: \['user'\]"):
+        Estimator(model={"name": "fm"}, training={"epochs": 1}).fit(tmp_path / "dup.parquet", progress=False)

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from deepfm.data.delimited import (delimited_layout, delimiter_of, lines_before_rows, parse_delimited, refuse_empty_lines,
                                    text_lines)
 from deepfm.data.formats import check_data_file, detect_format, gzip_errors, input_stream, is_gzip, locate_bad_utf8, open_bytes
-from deepfm.data.frame import RawFrame
+from deepfm.data.frame import RawFrame, repeated_names
 from deepfm.data.sparse import Layout, SparseRows, layout_sparse, read_lines, sparse_frame
 from deepfm.data.tables import apply_multi, frame_from_table, split_multi
 from deepfm.errors import DataError
@@ -150,7 +150,7 @@ class ChunkedFile:
             try:
                 table = pq.read_table(self.path)
             except (pa.ArrowInvalid, OSError) as error:
-                raise DataError(self.path, f"cannot read Parquet: {error}") from None
+                raise parquet_error(self.path, error) from None
             frame = self._table_frame(table, 1)
         else:
             first_line = self._delimited[2] if self._delimited else 1
@@ -250,6 +250,18 @@ class ChunkedFile:
         return frame_from_table(table, str(self.path), self.label, self.require_label, fmt=self.format,
                                 first_line=first_line, multi=self.multi, separator=self.separator,
                                 lines_before=lines_before)
+
+
+def parquet_error(path: Path, error: Exception) -> DataError:
+    """What Arrow's failure to read a Parquet file means: its columns' names repeated (Arrow's message lists its
+    dataset's internal fields), or Arrow's own words."""
+    try:
+        repeated = repeated_names(pq.read_schema(path).names)
+    except (pa.ArrowInvalid, OSError):
+        repeated = []
+    if repeated:
+        return DataError(path, f"duplicate column names: {repeated}", line=1)
+    return DataError(path, f"cannot read Parquet: {error}")
 
 
 def gzip_errors_in(path: Path, blocks: Iterator[tuple[Chunk, bytes]]) -> Iterator[tuple[Chunk, bytes]]:
