@@ -31,7 +31,7 @@ def test_the_weight_column_is_not_a_feature_and_travels_with_the_rows(write_tabl
     assert encoder.transform(read_frame(path), with_labels=False).weights is None  # predicting needs no weights
 
 
-@pytest.mark.parametrize("bad, shown", [("-1", "-1"), ("", "missing"), ("inf", "inf")])
+@pytest.mark.parametrize("bad, shown", [("-1", "'-1'"), ("", "missing"), ("inf", "'inf'"), ("1e400", "'1e400'")])
 def test_a_missing_negative_or_infinite_weight_is_located(write_table, bad, shown):
     path = write_table("train.csv", {"city": ["a", "b", "a"], "label": [1, 0, 1], "w": ["1.0", bad, "2.5"]})
     encoder = FeatureEncoder.fit([read_frame(path)], DataConfig(weight="w"))

@@ -578,7 +578,8 @@ def read_sample_weights(frame: RawFrame, name: str) -> np.ndarray:
     bad = np.flatnonzero(~(np.isfinite(w) & (w >= 0)))
     if len(bad):
         row = int(bad[0])
-        shown = "missing" if np.isnan(w[row]) else f"{w[row]:g}"
+        written = frame.columns[name][row].as_py()  # as the file has it (1e400 reads as inf)
+        shown = "missing" if np.isnan(w[row]) else repr(written) if isinstance(written, str) else f"{w[row]:g}"
         raise frame.error(row, name, f"sample weights must be finite numbers ≥ 0, got {shown}")
     return w.astype(np.float32)
 
