@@ -19,6 +19,7 @@ from deepfm.distributed.process import active as several_processes
 from deepfm.models.fm import FactorizationMachine
 from deepfm.models.layers import without_hooks
 from deepfm.tasks import BinaryTask, RegressionTask, Task
+from deepfm.training import eager
 from deepfm.training.optim import ModelOptimizer
 from deepfm.training.rowwise import LazyAdagrad
 
@@ -72,9 +73,27 @@ class FMStep:
             *self._scratch(ids.size + len(bag_ids), len(ids), table.shape[1]))
         for t in self.tables:
             torch.autograd.graph.increment_version(t)  # written in place (see ``data.design.recall_rows``)
-        bias.grad = torch.tensor(bias_grad, dtype=bias.dtype)
-        self.optimizer.optimizers["dense"].step()
+        self._step_bias(bias, bias_grad)
         return torch.tensor(loss, dtype=torch.float32)
+
+    def _step_bias(self, bias: torch.nn.Parameter, grad: float) -> None:
+        """The dense optimiser's step of w0: torch's own, or, for its plain AdaGrad (FM's default), the same update on
+        the 0-d tensors in place (torch's step cost ~30 µs, a tenth of FM's step at k 10)."""
+        dense = self.optimizer.optimizers["dense"]
+        group = dense.param_groups[0]
+        plain = (type(dense) is eager.Adagrad and not group["lr_decay"] and not group["weight_decay"]
+                 and not group.get("maximize") and not group.get("differentiable") and "sum" in dense.state[bias])
+        if not plain:
+            bias.grad = torch.tensor(grad, dtype=bias.dtype)
+            dense.step()
+            return
+        state = dense.state[bias]
+        g = np.float32(grad)
+        state["step"].add_(1)
+        total = state["sum"].numpy()
+        total += g * g
+        bias.detach().numpy()[...] -= np.float32(group["lr"]) * g / (np.sqrt(total) + np.float32(group["eps"]))
+        torch.autograd.graph.increment_version(bias)
 
     def _adagrad(self) -> tuple:
         """The tables' AdaGrad as the pass takes it, read at each step (the plateau schedule scales the rates):
