@@ -320,3 +320,8 @@ def test_a_sampler_resumed_with_its_default_burn_in_stated_is_the_same_run(tmp_p
     with pytest.raises(ConfigError, match="burn_in 2 → 3"):
         Estimator(**settings, training={"solver": "mcmc", "sweeps": 20, "burn_in": 3}).fit(
             ratings(), out=tmp_path / "m", resume=True, progress=False)
+    record = json.loads((tmp_path / "m" / "checkpoint-run.json").read_text())
+    record["trained_with"]["training"]["burn_in"] = None  # as the version before recorded an unset burn-in
+    (tmp_path / "m" / "checkpoint-run.json").write_text(json.dumps(record))
+    Estimator(**settings, training={"solver": "mcmc", "sweeps": 20}).fit(ratings(), out=tmp_path / "m", resume=True,
+                                                                         progress=False)

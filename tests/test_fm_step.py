@@ -114,3 +114,21 @@ def test_an_fm_subclass_steps_through_its_own_forward():
 
     trainer = Trainer(Scaled(100, 8), "binary", TrainingConfig(optimizer="adagrad"), progress=False)
     assert trainer.compiled_fm_step() is None
+
+
+def test_w0_s_adagrad_in_the_step_is_torch_s_bit_for_bit():
+    """The compiled step updates the bias itself where the dense optimiser is plain AdaGrad (FM's default)."""
+    from deepfm.training import eager
+
+    model = build_model(ModelConfig(name="fm", embed_dim=8), 100, FIELDS)
+    trainer = Trainer(model, "binary", TrainingConfig(optimizer="adagrad", lr=0.1, adagrad_init=0.1), progress=False)
+    step = trainer.compiled_fm_step()
+    theirs = torch.nn.Parameter(model.linear.bias.detach().clone())
+    torch_adagrad = eager.Adagrad([theirs], lr=0.1, initial_accumulator_value=0.1)
+    for grad in np.random.default_rng(0).normal(0, 20, 200).astype(np.float32):  # (rounding g² apart differs at 3)
+        step._step_bias(model.linear.bias, float(grad))
+        theirs.grad = torch.tensor(grad)
+        torch_adagrad.step()
+    assert torch.equal(model.linear.bias.detach(), theirs.detach())
+    ours = trainer.optimizer.optimizers["dense"].state[model.linear.bias]
+    assert torch.equal(ours["sum"], torch_adagrad.state[theirs]["sum"]) and float(ours["step"]) == 200

@@ -319,7 +319,7 @@ def test_a_regression_worse_than_its_training_mean_says_so():
     task = RegressionTask(label_mean=3.0)
     constant = float(np.sqrt(np.mean((labels - 3.0) ** 2)))
     note = below_the_mean_note(task, {"rmse": 3e12, "mae": 1e12}, valid)
-    assert note is not None and f"worse than {constant:.4f} for the training mean" in note and "lower --lr" in note
+    assert note is not None and f"worse than {constant:.4g} for the training mean" in note and "lower --lr" in note
     assert below_the_mean_note(task, {"rmse": 1.2, "mae": 0.9}, valid) is None
     assert below_the_mean_note(BinaryTask(), {"auc": 0.5, "logloss": 9.0}, valid) is None
 

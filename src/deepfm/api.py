@@ -89,12 +89,13 @@ def overconfidence_note(task, best: dict[str, float] | None, valid: EncodedData 
 def below_the_mean_note(task, best: dict[str, float] | None, valid: EncodedData | None) -> str | None:
     """A note where the kept epoch of a regression scores a validation RMSE worse than predicting the training mean for
     every row: it learned nothing the mean does not know (too large a step diverges this way without a NaN)."""
-    if task.name != "regression" or not best or "rmse" not in best or valid is None or valid.labels is None:
+    if (task.name != "regression" or task.label_mean is None or not best or "rmse" not in best or valid is None
+            or valid.labels is None):
         return None
     constant = task.metrics(valid.labels, np.full(len(valid.labels), task.prior), valid.weights)["rmse"]
     if not best["rmse"] > constant:
         return None
-    return (f"the kept epoch has validation RMSE {best['rmse']:.4g}, worse than {constant:.4f} for the training mean "
+    return (f"the kept epoch has validation RMSE {best['rmse']:.4g}, worse than {constant:.4g} for the training mean "
             "on every row: the model predicts worse than no model; train again with a lower --lr, or more L2")
 
 
@@ -229,6 +230,9 @@ def refuse_another_run(saved: dict[str, Any], record: dict[str, Any], checkpoint
     for section in sections:
         values = record["trained_with"][section]
         before = saved.get("trained_with", saved.get("settings", {})).get(section, {})
+        if section == "training" and before.get("burn_in", 0) is None:  # an older record: the burn-in as given, unset
+            before = {key: value for key, value in before.items() if key != "burn_in"}  # (the chain's own check reads
+            # the burn-in it ran with: ``solvers.sweeps``)
         changes.setdefault(f"{section} settings", []).extend(
             f"{key} {_shown(before[key])} → {_shown(value)}" for key, value in values.items()
             if key in before and before[key] != value)

@@ -257,7 +257,7 @@ def parquet_error(path: Path, error: Exception) -> DataError:
     dataset's internal fields), or Arrow's own words."""
     try:
         repeated = repeated_names(pq.read_schema(path).names)
-    except (pa.ArrowInvalid, OSError):
+    except (pa.ArrowException, OSError):
         repeated = []
     if repeated:
         return DataError(path, f"duplicate column names: {repeated}", line=1)

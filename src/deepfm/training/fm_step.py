@@ -91,7 +91,7 @@ class FMStep:
         g = np.float32(grad)
         state["step"].add_(1)
         total = state["sum"].numpy()
-        total += g * g
+        total[...] = np.float64(total) + np.float64(g) * np.float64(g)  # rounded once, as torch's fused addcmul_
         bias.detach().numpy()[...] -= np.float32(group["lr"]) * g / (np.sqrt(total) + np.float32(group["eps"]))
         torch.autograd.graph.increment_version(bias)
 
