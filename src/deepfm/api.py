@@ -795,15 +795,14 @@ class Estimator:
             logits.append(self._logits(frame, encoded))
             labels.append(encoded.labels)
             weights.append(encoded.weights)
+        source = str(data) if isinstance(data, (str, Path)) else "<table>"
         weighted = {"weighted_by": self.encoder.weight} if weights[0] is not None else {}
         if self.encoder.weight and not weighted:
-            warnings.warn(f"{data if isinstance(data, (str, Path)) else '<table>'}: no column '{self.encoder.weight}', "
-                          "the sample weights the model was trained with: the metrics weigh every row alike",
-                          DataWarning, stacklevel=2)
+            warnings.warn(f"{source}: no column '{self.encoder.weight}', the sample weights the model was trained with: "
+                          "the metrics weigh every row alike", DataWarning, stacklevel=2)
         labels = joined(labels)
         if len(labels) == 0:  # metrics of no rows are NaN (and NumPy's warnings), not a number to report
-            raise DataError(str(data) if isinstance(data, (str, Path)) else "<table>", "no rows to evaluate", line=None)
-        source = str(data) if isinstance(data, (str, Path)) else "<table>"
+            raise DataError(source, "no rows to evaluate", line=None)
         refuse_zero_weight_sum(joined(weights) if weighted else None, source, "rows to evaluate")
         metrics = self.encoder.task.metrics(labels, joined(logits), joined(weights) if weighted else None)
         return {"rows": len(labels), **weighted, **metrics}

@@ -50,13 +50,14 @@ def frame_from_table(table: pa.Table, source: str, label: str = DEFAULT_LABEL, r
                      labels=labels, label_column_number=numbers.get(label, 1), first_line=first_line,
                      lines_before=lines_before)
     empty_is_null = fmt not in ("csv", "tsv", "criteo")  # those read an empty cell as null already
-    for name, column in [(None, labels), *columns.items()]:
-        text = column if column is None else as_text(frame, name, column)
-        text = empty_as_null(text) if empty_is_null and text is not None else text
-        if name is None:
-            frame.labels = text
-        else:
-            columns[name] = text
+
+    def readable(name: str | None, column: pa.Array) -> pa.Array:  # (name None: the label)
+        text = as_text(frame, name, column)
+        return empty_as_null(text) if empty_is_null else text
+
+    frame.labels = None if labels is None else readable(None, labels)
+    for name in list(columns):
+        columns[name] = readable(name, columns[name])
     lists = [n for n, column in columns.items() if is_id_list(column.type) and n not in multi]  # multi-valued as they are
     return apply_multi(frame, [*multi, *lists], separator)
 

@@ -3,9 +3,9 @@
 At FM's defaults (batch 512, one thread) the compiled FM and AdaGrad passes were ~0.3 ms of a 1.1 ms step: autograd,
 the loss, the batch's distinct ids and design matrix, and the optimisers' Python took the rest. ``FMStep`` computes the
 same step (the same loss, gradients and AdaGrad updates of the same tables and optimiser state) in one compiled pass
-over the batch's ids (``training.fm_pass``), and hands the bias's gradient to the dense optimiser. It takes what it
-can and says so (``FMStep.of``): an FM with one output, binary or regression, AdaGrad on fp32 CPU tables in one
-process, no hooks. Anything else trains through autograd, as before.
+over the batch's ids (``training.fm_pass``); the bias takes a plain AdaGrad's step here, any other dense optimiser's
+from that optimiser. It takes what it can and says so (``FMStep.of``): an FM with one output, binary or regression,
+AdaGrad on fp32 CPU tables in one process, no hooks. Anything else trains through autograd, as before.
 """
 
 from __future__ import annotations
