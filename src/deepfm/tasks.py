@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from typing import Any, ClassVar, Iterable
 
 import numpy as np
@@ -50,10 +51,10 @@ class Task:
     def __init__(self, label_mean: float | None = None, positive: str | None = None,
                  label_map: dict[str, float] | None = None, negative: str | None = None):
         self.label_mean = label_mean  # mean training label (after label_map)
-        self.positive = positive  # the raw label value that means 1, for text labels such as ">50K"
+        self.positive = canonical_label(positive)  # the raw label value that means 1, for text labels such as ">50K"
         # the one other raw value of the training labels, which means 0 (None: no --positive, or a model
         # directory of an older version, which reads every value other than ``positive`` as 0)
-        self.negative = negative
+        self.negative = canonical_label(negative)
         self.label_map = dict(label_map or {})  # raw number (as text) -> label, e.g. libFM's {"-1": 0}
 
     # A task equals its name, so code that compares ``encoder.task == "binary"`` keeps working.
@@ -279,7 +280,10 @@ class MulticlassTask(Task):
 
     def __init__(self, classes: Iterable[str] = (), class_rates: Iterable[float] | None = None):
         super().__init__()
-        self.classes = [str(c) for c in classes]
+        written = [str(c) for c in classes]
+        canonical = [canonical_label(c) for c in written]
+        # (an older version's classes "4" and "4.0" were two: they stay as written, each its own output)
+        self.classes = canonical if len(set(canonical)) == len(canonical) else written
         self.class_rates = list(class_rates) if class_rates is not None else None  # training frequency of each class
         self._vocabulary = None
 
@@ -502,15 +506,28 @@ def read_labels(frame: RawFrame, positive: str | None, negative: str | None = No
     return y
 
 
+INTEGRAL_DECIMAL = r"^([-+]?[0-9]+)\.0*$"  # "4.0", "4.": the class "4", as a float column's 4.0 reads
+
+
+def canonical_label(value: str | None) -> str | None:
+    """A label value as ``label_text`` reads it: trimmed, and "4.0" is "4"."""
+    return None if value is None else re.sub(INTEGRAL_DECIMAL, r"\1", value.strip())
+
+
 def label_text(frame: RawFrame) -> pa.Array:
-    """The labels as text, as written; a float label's NaN is missing (not a class "nan"), and ±inf a located error."""
+    """The labels as text, as written, except that an integral decimal is its integer ("4.0" and "4" are one
+    class, whichever file or column type writes it); a float label's NaN is missing (not a class "nan"), and ±inf a
+    located error."""
     labels = frame.labels
     if pa.types.is_floating(labels.type):
         infinite = np.flatnonzero(np.isinf(labels.to_numpy(zero_copy_only=False)))
         if len(infinite):
             raise frame.error(int(infinite[0]), None, f"the label must be a finite number, got {labels[int(infinite[0])]}")
         labels = pc.if_else(pc.is_nan(labels), pa.scalar(None, labels.type), labels)
-    return pc.utf8_trim_whitespace(pc.cast(labels, pa.string()))
+    text = pc.utf8_trim_whitespace(pc.cast(labels, pa.string()))
+    if pa.types.is_floating(labels.type) or pa.types.is_integer(labels.type):
+        return text  # already canonical
+    return pc.replace_substring_regex(text, INTEGRAL_DECIMAL, r"\1")
 
 
 def _refuse_text_labels(frame: RawFrame, fitted: bool) -> None:
@@ -570,7 +587,7 @@ class TaskFitter:
     """
 
     def __init__(self, task: str, positive: str | None, allows_plus_minus_one: bool, path: str, one_vs_rest: bool = False):
-        self.task, self.positive, self.allows_pm1, self.path = task, positive, allows_plus_minus_one, path
+        self.task, self.positive, self.allows_pm1, self.path = task, canonical_label(positive), allows_plus_minus_one, path
         self.one_vs_rest = one_vs_rest  # ``--positive`` against every other value: no negative value to find
         self.count, self.zero_one, self.minus_one, self.ones = 0, 0, 0, 0
         self.examples: list[float] = []  # a few distinct labels, for messages
