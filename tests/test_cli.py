@@ -1391,6 +1391,20 @@ def test_a_mistyped_command_or_option_exits_2_with_the_closest_name(argv, sugges
     assert capsys.readouterr().err.rstrip().endswith(suggestion)
 
 
+@pytest.mark.parametrize(("argv", "hint"), [
+    (["evaluate", "--model", "m", "--data", "x.csv"], "--model is an option of deepfm train and deepfm tune, not of deepfm evaluate"),
+    (["predict", "m", "x.csv", "--epochs", "3"], "--epochs is an option of deepfm train, deepfm tune and deepfm compare, "
+                                                 "not of deepfm predict"),
+])
+def test_another_subcommands_option_is_named_as_theirs_under_this_subcommands_usage(argv, hint, capsys):
+    """``deepfm evaluate --model m --data x.csv`` was answered from the top-level usage with "did you mean
+    '--model'?": evaluate takes its model directory and file as arguments, which its own usage shows."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith(f"usage: deepfm {argv[0]} ") and err.rstrip().endswith(hint)
+
+
 def test_an_abbreviated_option_is_not_taken_for_the_whole_name(capsys):
     """Abbreviations would break when a later release adds an option that shares the prefix."""
     with pytest.raises(SystemExit):

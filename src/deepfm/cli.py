@@ -107,6 +107,24 @@ class Parser(argparse.ArgumentParser):
         did you mean 'train'?)."""
         super().error(message + did_you_mean(message, self))
 
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """argparse's, except that options unknown to a subcommand are reported by that subcommand (its usage
+        shows its own arguments: ``deepfm evaluate [...] dir path``), with the subcommands that take the option
+        given, or else the closest of its own options."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if not extras:
+            return parsed
+        message = f"unrecognized arguments: {' '.join(extras)}"
+        commands = subcommands(self)
+        command = commands.get(getattr(parsed, "command", None) or "")
+        if command is None:
+            self.error(message)
+        typed = first_option(extras)
+        owners = [f"deepfm {name}" for name, other in commands.items() if typed in long_options(other)]
+        hint = (f"; {typed} is an option of {', '.join(owners[:-1])}{' and ' if len(owners) > 1 else ''}{owners[-1]}, "
+                f"not of {command.prog}") if owners else did_you_mean(message, command)
+        argparse.ArgumentParser.error(command, message + hint)
+
     def _print_message(self, message: str, file: Any = None) -> None:
         """argparse's, except that a reader of stdout that left (``deepfm train --help | head``) is not passed over
         but ends the command as it ends the others (``entry``)."""
@@ -127,20 +145,28 @@ def did_you_mean(message: str, parser: argparse.ArgumentParser) -> str:
         typed, known = choice[1], re.findall(r"'([^']*)'", choice[2])
     else:
         unknown = re.search(r"unrecognized arguments: (.*)$", message)
-        typed = next((word.split("=")[0] for word in (unknown[1].split() if unknown else []) if word.startswith("--")), "")
-        known = long_options(parser)
+        typed, known = first_option(unknown[1].split() if unknown else []), long_options(parser)
     close = difflib.get_close_matches(typed, known, n=1, cutoff=0.6) if typed else []
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def first_option(words: Sequence[str]) -> str:
+    """The first ``--option`` among ``words`` (``--epoch=3``: ``--epoch``), or ""."""
+    return next((word.split("=")[0] for word in words if word.startswith("--")), "")
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """``parser``'s subcommands' parsers by name."""
+    return {name: command for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for name, command in action.choices.items()}
 
 
 def long_options(parser: argparse.ArgumentParser) -> list[str]:
     """The ``--options`` of ``parser`` and of its subcommands' parsers (argparse reports an unknown option of
     ``deepfm train`` from the top-level parser)."""
-    options = []
-    for action in parser._actions:
-        options += [option for option in action.option_strings if option.startswith("--")]
-        for command in (action.choices or {}).values() if isinstance(action, argparse._SubParsersAction) else ():
-            options += long_options(command)
+    options = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
+    for command in subcommands(parser).values():
+        options += long_options(command)
     return list(dict.fromkeys(options))
 
 
