@@ -74,6 +74,7 @@ SEARCHED_RECIPES = {"fm": FM_SEARCHED_RECIPE, "deepfm": DEEPFM_SEARCHED_RECIPE}
 # ``optimizer``, as in the defaults. AdaGrad tables with an Adam MLP is what benchmarks/reference_frappe.py's
 # DeepFM search found best on Frappe (valid 0.9548); in deepfm that recipe gave 0.9502, so it is searched, not seeded
 DENSE_LR_BY_OPTIMIZER = {"adagrad": (1e-2, 0.5), "adam": (1e-4, 1e-2)}
+MACHINE_SETTINGS = (("training", "threads"), ("training", "device"))  # best.toml leaves them to the machine unless fixed
 TUNE_THREADS = 1  # per trial, unless --threads is given (Frappe DeepFM, shared 2 cores: 27.1 s vs 29.3 s with 2)
 Log = Callable[[str], None]
 
@@ -463,14 +464,18 @@ def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: 
     writer = Estimator(best.model_copy(update={"out": str(out)}))
     writer.model, writer.encoder, writer.metrics = model, data.encoder, metrics
     writer.save(out, extra={"tune.json": summary})
-    (out / "best.toml").write_text(best_toml(best, result, summary), encoding="utf-8")
+    machine = {key for section, key in MACHINE_SETTINGS if (section, key) not in fixed}
+    (out / "best.toml").write_text(best_toml(best, result, summary, machine), encoding="utf-8")
     return summary
 
 
-def best_toml(best: RunConfig, result: TuneResult, summary: dict[str, Any]) -> str:
+def best_toml(best: RunConfig, result: TuneResult, summary: dict[str, Any], machine: set[str] = frozenset()) -> str:
     """``best.toml``: the best trial's whole config (the output directory left to ``--out``), its data files as
-    absolute paths so that it reproduces from any working directory."""
+    absolute paths so that it reproduces from any working directory. The training settings in ``machine``
+    (``threads``, ``device`` where the user did not fix them) are left to the machine that trains: the trials'
+    one thread would pin a many-core machine's run to one core, a GPU's device fail on a CPU one."""
     values = {key: value for key, value in best.to_json_dict().items() if key != "out"}
+    left = {key: values["training"].pop(key) for key in sorted(machine) if key in values["training"]}
     values["data"] = {key: str(Path(value).resolve()) if key in ("train", "valid") and value else value
                       for key, value in values["data"].items()}
     refit = summary["refit"]
@@ -478,4 +483,8 @@ def best_toml(best: RunConfig, result: TuneResult, summary: dict[str, Any]) -> s
                 if refit else "")
     head = (f"# deepfm tune: trial {result.best_number} of {len(result.trials)}, valid {result.metric} "
             f"{summary['best_value']:.5f}\n{refitted}# reproduce: deepfm train --config THIS_FILE --out DIR (from any directory)\n")
+    if left:
+        trials = ", ".join(toml_text({key: value}).strip() for key, value in left.items())
+        head += (f"# the trials ran with {trials}; the training machine chooses its own (add them under [training] "
+                 "to repeat the trials' arithmetic bit for bit)\n")
     return head + toml_text(values)
