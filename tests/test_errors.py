@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import warnings
 import zlib
 
 import pyarrow as pa
@@ -14,7 +15,7 @@ from deepfm.api import Estimator
 from deepfm.config import DataConfig
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.data.readers import ChunkedFile, read_frame
-from deepfm.errors import DataError, DeepFMError
+from deepfm.errors import DataError, DataWarning, DeepFMError
 from deepfm.training.trainer import NOT_FINITE
 
 
@@ -185,6 +186,30 @@ def test_a_stray_quote_that_a_later_rows_quote_closes_is_refused_not_a_run_of_ro
                                        training={"epochs": 1}).fit(path, progress=False))
     assert (error.line, error.column) == (101, 2), str(error)
     assert "runs on over 51 lines, each of which reads as a row of 3 fields on its own: a stray quote?" in str(error)
+
+
+@pytest.mark.parametrize("stream", ["off", "on"])
+def test_a_stray_quote_that_the_next_rows_quote_closes_is_noted_where_it_loses_a_row(tmp_path, stream):
+    """'"Heat' and '12" Pizza' on neighbouring lines make one valid value over 2 lines: a row lost without a word
+    (a text value over 2 lines can read so too, so it is read as written, with a note at its line)."""
+    path = tmp_path / "titles.csv"
+    rows_with_quotes(path, 3_000, {101: '"u5', 102: 'u7" x'})
+    with pytest.warns(DataWarning) as noted:
+        estimator = Estimator(model={"name": "lr"}, data={"stream": stream, "chunk_rows": 4096, "valid_fraction": 0},
+                              training={"epochs": 1}).fit(path, progress=False)
+    message = str(next(w.message for w in noted if "runs on over" in str(w.message)))
+    assert message.startswith(f"{path}:101:2: the quoted value of column 'user' runs on over 2 lines, each of which "
+                              "reads as a row of 3 fields on its own, and is read as one value: if a stray quote")
+    assert estimator.metrics["rows"] == 2_999
+
+
+def test_a_value_that_truly_holds_a_line_break_is_read_without_a_note(tmp_path):
+    path = tmp_path / "text.csv"
+    rows_with_quotes(path, 300, {101: '"first line\nsecond, line"', 102: '"one\ntwo"'})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        estimator = Estimator(model={"name": "lr"}, data={"valid_fraction": 0}, training={"epochs": 1}).fit(path, progress=False)
+    assert estimator.metrics["rows"] == 300
 
 
 @pytest.mark.parametrize("module, kind, command", [("bz2", "bzip2", "bunzip2 -k"), ("lzma", "xz", "unxz -k")])

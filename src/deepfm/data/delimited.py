@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv as pycsv
 import re
 import sys
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
@@ -16,7 +17,7 @@ import pyarrow.csv as pacsv
 
 from deepfm.data.formats import CRITEO_COLUMNS, converted, first_line, locate_bad_utf8, open_text
 from deepfm.data.frame import DECIMAL_PATTERN, repeated_names, rows_without_values
-from deepfm.errors import DataError
+from deepfm.errors import DataError, DataWarning
 
 BLOCK_SIZE = 16 << 20  # the longest line Arrow can parse here (a line must fit in one block)
 # Bytes Arrow parses per task where a source can be read again with ``BLOCK_SIZE`` blocks should a
@@ -205,24 +206,39 @@ def _refuse_rows_inside_values(table: pa.Table, breaks: dict[str, pa.Array], wor
     field count: the line it opens on, every line inside it, the line it closes on): a stray quote (``"Heat``) opened
     a value that a later quote (``12" Pizza``) closed, and the rows between would be one value, lost without a word.
     A value that truly holds line breaks splits its row, so its first or last line is short of fields (in the last
-    column, its lines would all need the header's count of delimiters too). Only values over 3 lines or more, which
-    hold a line break, are looked at."""
+    column, its lines would all need the header's count of delimiters too). A value over two such lines is read as
+    it is written (text such as ``"hello⏎world, again"`` in the last column is one), with a ``DataWarning`` at the
+    first: a stray quote there loses exactly one row."""
     fields = table.num_columns
     for name, most in worst.items():
-        if most < 2:
+        if most < 1:
             continue
         counts = breaks[name].to_numpy(zero_copy_only=False)
         column = table.column_names.index(name)  # fields before the value on its first line
-        for row in np.flatnonzero(counts >= 2):
-            parts = table.column(name)[int(row)].as_py().split("\n")
-            opens = column + parts[0].count(delimiter) + 1  # the first line's fields, read alone
-            closes = parts[-1].count(delimiter) + fields - column  # the last line's
-            if opens == fields == closes and all(part.count(delimiter) + 1 == fields for part in parts[1:-1]):
-                line = first_line + int(row) + int(before[row])
-                raise DataError(path, f"the quoted value of column '{name}' runs on over {len(parts)} lines, each of "
-                                      f"which reads as a row of {fields} fields on its own: a stray quote? (a quote "
-                                      "inside a value is written twice, \"\", with the whole value quoted)",
-                                line=line, column=column + 1)
+        rows = np.flatnonzero(counts >= 1)
+        parts = pc.split_pattern(table.column(name).take(pa.array(rows)), "\n").combine_chunks()  # each value's lines
+        offsets = parts.offsets.to_numpy()
+        first, last = offsets[:-1], offsets[1:] - 1
+        delimiters = pc.count_substring(parts.flatten(), delimiter).to_numpy()  # on each line
+        opens = column + delimiters[first] + 1  # the first line's fields, read alone
+        closes = delimiters[last] + fields - column  # the last line's
+        whole = delimiters == fields - 1  # a line inside the value that reads as a whole row
+        whole[first], whole[last] = True, True
+        inner_rows = np.bincount(np.repeat(np.arange(len(rows)), np.diff(offsets)), weights=~whole, minlength=len(rows)) == 0
+        found = np.flatnonzero((opens == fields) & (closes == fields) & inner_rows)
+        for at in found[counts[rows[found]] >= 2][:1]:
+            row, lines = int(rows[at]), int(counts[rows[at]]) + 1
+            raise DataError(path, f"the quoted value of column '{name}' runs on over {lines} lines, each of which reads "
+                                  f"as a row of {fields} fields on its own: a stray quote? (a quote inside a value is "
+                                  "written twice, \"\", with the whole value quoted)",
+                            line=first_line + row + int(before[row]), column=column + 1)
+        if len(found):
+            row = int(rows[found[0]])
+            warnings.warn(f"{path}:{first_line + row + int(before[row])}:{column + 1}: the quoted value of column "
+                          f"'{name}' runs on over 2 lines, each of which reads as a row of {fields} fields on its own, "
+                          f"and is read as one value{f' (the first of {len(found):,})' if len(found) > 1 else ''}: if a "
+                          "stray quote opened it, a row is lost there (a quote inside a value is written twice, \"\", "
+                          "with the whole value quoted)", DataWarning, stacklevel=2)
 
 
 def refuse_empty_lines(table: pa.Table, path: Path, first_line: int, before: np.ndarray | None,
