@@ -366,6 +366,23 @@ def test_a_trial_the_pruner_stops_ends_after_that_epoch(tmp_path, ctr_csv, monke
     assert [len(t["per_epoch"]) for t in trials] == [4, 1, 1]
 
 
+def test_ctrl_c_in_the_refit_saves_the_best_trials_own_model(tmp_path, ctr_csv, monkeypatch, capsys):
+    """A second Ctrl-C, in the refit after an interrupted search, lost the whole search: nothing was saved."""
+    import deepfm.api as api
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "refit_model", interrupted)
+    out = tmp_path / "out"
+    assert main(["tune", "--train", str(ctr_csv()), "--model", "fm", "--trials", "2", "--out", str(out),
+                 "--epochs", "2", "--refit", "on"]) == 0
+    assert "interrupted: the refit stops; the saved model is the best trial's" in capsys.readouterr().err
+    summary = json.loads((out / "tune.json").read_text())
+    assert summary["refit"] is None and len(summary["trials"]) == 2 and (out / "best.toml").exists()
+    assert main(["evaluate", str(out), str(ctr_csv())]) == 0
+
+
 def test_ctrl_c_ends_the_search_as_its_timeout_would_and_saves_the_best_finished_trial(tmp_path, ctr_csv, monkeypatch,
                                                                                         capfd):
     """Ctrl-C in trial 2 (the third): the two finished trials are kept, the best refitted and saved, no traceback

@@ -279,7 +279,7 @@ def tune(base: dict[str, Any], data, trials: int | None, timeout: float | None, 
         if result.best_number not in {record["number"] for record in result.trials}:
             raise  # nothing finished, or the best trial's record was cut short
         log(f"interrupted: the search stops after {len(result.trials)} trials; the best is saved as at the end of a "
-            "search (Ctrl-C again stops that too)")
+            "search (Ctrl-C again stops its refit, if one is asked for, and saves the trial's own model)")
     finally:
         for handler in handlers:
             handler.removeFilter(quiet)
@@ -443,7 +443,11 @@ def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: 
         raise TrainingDiverged("tune: no trial finished (every one failed or was pruned); "
                                "see the trial lines above, or narrow the settings with flags")
     best = result.best_config
-    refitted = refit_best(best, data, result.best_run, held_out=holdout is not None, log=log)
+    try:
+        refitted = refit_best(best, data, result.best_run, held_out=holdout is not None, log=log)
+    except KeyboardInterrupt:  # the search's result stands: saved as without a refit (Ctrl-C while saving stops that)
+        log("interrupted: the refit stops; the saved model is the best trial's, as trained in the search")
+        refitted = None
     model, refit = refitted if refitted is not None else (result.best_model, None)
     validation = holdout.to_dict() if holdout is not None else {"source": "file", "path": config.data.valid}
     summary = {
