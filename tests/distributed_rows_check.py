@@ -97,6 +97,7 @@ for name, settings in {"adam, L2 per occurrence": dict(optimizer="adam", embed_r
                               f"{[len(p) for p in parts]} rows on the ranks, {len(touched[step])} touched")
     trainer._source = InMemorySource(global_batch(0))  # what the checkpoint's settings describe
     trainer._save(TrainResult(), 0, 3, None, 0)
+    trainer._writer.wait()  # (written on a thread of its own while training goes on)
     dist.barrier()
     if rank == 0:
         saved = load_checkpoint(complete_checkpoint(checkpoints, print))[1]["sparse"]["state"]

@@ -190,3 +190,44 @@ def test_a_file_written_atomically_is_the_old_or_the_new_never_a_part(tmp_path, 
     assert path.read_text() == '{"old": true}'
     checkpoint.write_atomically(path, '{"new": true}')
     assert path.read_text() == '{"new": true}'
+
+
+def test_a_checkpoint_written_while_training_goes_on_holds_the_state_it_was_asked_for(tmp_path):
+    """The writer's thread writes a copy: steps taken meanwhile (in place, as optimisers step) are not in it."""
+    from deepfm.training.checkpoint import CheckpointWriter
+
+    model, state, history = nn.Linear(2, 1), {"step": torch.tensor([1.0])}, [{"epoch": 1}]
+    with torch.no_grad():
+        model.bias.fill_(1.0)
+    writer = CheckpointWriter()
+    writer.save(tmp_path / "c", model, state, {"history": history}, None)
+    with torch.no_grad():
+        model.bias.fill_(2.0)
+    state["step"].fill_(2.0)
+    history.append({"epoch": 2})
+    writer.wait()
+    weights, optimizer_state, loop = load_checkpoint(complete_checkpoint(tmp_path / "c"))[:3]
+    assert float(weights["bias"]) == 1.0 and float(optimizer_state["step"]) == 1.0 and loop["history"] == [{"epoch": 1}]
+
+
+def test_the_writers_error_is_raised_in_the_training_thread(tmp_path, monkeypatch):
+    from deepfm.training.checkpoint import CheckpointWriter
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "publish", full)
+    writer = CheckpointWriter()
+    writer.save(tmp_path / "c", nn.Linear(2, 1), {}, {}, None)
+    with pytest.raises(OSError, match="No space left"):
+        writer.wait()
+    writer.wait()  # raised once
+
+
+def test_state_too_large_to_copy_is_written_before_training_goes_on(tmp_path, monkeypatch):
+    from deepfm.training.checkpoint import CheckpointWriter
+
+    monkeypatch.setattr(CheckpointWriter, "in_background_below", 0)
+    writer = CheckpointWriter()
+    writer.save(tmp_path / "c", nn.Linear(2, 1), {}, {"epoch": 3}, None)
+    assert writer._thread is None and load_checkpoint(complete_checkpoint(tmp_path / "c"))[2]["epoch"] == 3

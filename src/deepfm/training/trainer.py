@@ -28,7 +28,7 @@ from deepfm.data.batch import Batch, BatchSource, EncodedData, InMemorySource, p
 from deepfm.data.encoders import refuse_zero_weight_sum
 from deepfm.errors import ConfigError, DataError, TrainingDiverged
 from deepfm.runtime import available_cores
-from deepfm.training.checkpoint import CheckpointWarning, complete_checkpoint, load_checkpoint, save_checkpoint
+from deepfm.training.checkpoint import CheckpointWarning, CheckpointWriter, complete_checkpoint, load_checkpoint
 from deepfm.tasks import Task, as_task, metric_text
 from deepfm.training.optim import ModelOptimizer, batch_occurrences
 from deepfm.training.fm_step import FMStep
@@ -179,6 +179,7 @@ class Trainer:
         self.optimizer = ModelOptimizer(self.model, config)
         distributed.share_tables(self.optimizer.sparse_params)  # ranks on one machine map one copy of each table
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self._writer = CheckpointWriter()  # each checkpoint written while the next epoch trains
         self.progress = progress and sys.stderr.isatty() and distributed.is_main()
         self.log = log or (lambda message: None)
         self.has_log = log is not None
@@ -229,66 +230,69 @@ class Trainer:
         if source.num_rows == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
             raise DataError("training data", "1 sample (one training row): batch norm needs at least two; add rows or "
                             "turn batch norm off (model.batch_norm = false)")
-        for epoch in range(start_epoch, epochs):
-            if config.patience and bad_epochs >= config.patience:
-                break  # a resumed run that had already stopped early
-            self.model.train()
-            ahead = 2 if self._batches_ahead or not isinstance(source, InMemorySource) else 0
-            ordered = join_single_row_tail(source.batches(config.batch_size, config.seed, epoch, skip=skip_steps))
-            batches = prefetch(ordered, config.device, ahead, distinct=self._fm_step is None)  # (FM's step: by ids)
-            bar = tqdm(batches, total=steps_per_epoch, initial=skip_steps, desc=f"epoch {epoch + 1}", disable=not self.progress, leave=False)
-            total_loss, steps = result.epoch_loss if skip_steps else (0.0, 0)  # resumed mid-epoch: its loss so far
-            began = time.perf_counter()
-            unread: list[torch.Tensor] = []  # the losses of the steps since the last read
-            try:
-                for step, (rows, batch) in enumerate(bar, start=skip_steps):
-                    unread.append(self._step(batch))
-                    result.samples_seen += rows
-                    checkpoint = (config.checkpoint_every and (step + 1) % config.checkpoint_every == 0
-                                  and step + 1 < steps_per_epoch)
-                    if len(unread) >= self._read_every or checkpoint:
-                        shown = steps // PROGRESS_EVERY
+        try:
+            for epoch in range(start_epoch, epochs):
+                if config.patience and bad_epochs >= config.patience:
+                    break  # a resumed run that had already stopped early
+                self.model.train()
+                ahead = 2 if self._batches_ahead or not isinstance(source, InMemorySource) else 0
+                ordered = join_single_row_tail(source.batches(config.batch_size, config.seed, epoch, skip=skip_steps))
+                batches = prefetch(ordered, config.device, ahead, distinct=self._fm_step is None)  # (FM's step: by ids)
+                bar = tqdm(batches, total=steps_per_epoch, initial=skip_steps, desc=f"epoch {epoch + 1}", disable=not self.progress, leave=False)
+                total_loss, steps = result.epoch_loss if skip_steps else (0.0, 0)  # resumed mid-epoch: its loss so far
+                began = time.perf_counter()
+                unread: list[torch.Tensor] = []  # the losses of the steps since the last read
+                try:
+                    for step, (rows, batch) in enumerate(bar, start=skip_steps):
+                        unread.append(self._step(batch))
+                        result.samples_seen += rows
+                        checkpoint = (config.checkpoint_every and (step + 1) % config.checkpoint_every == 0
+                                      and step + 1 < steps_per_epoch)
+                        if len(unread) >= self._read_every or checkpoint:
+                            shown = steps // PROGRESS_EVERY
+                            total_loss, steps = total_loss + self._read_losses(unread, epoch, step), steps + len(unread)
+                            unread.clear()
+                            if self.progress and steps // PROGRESS_EVERY > shown:  # every PROGRESS_EVERY steps
+                                bar.set_postfix_str(f"loss {total_loss / steps:.5f}", refresh=False)
+                        if checkpoint:
+                            result.train_seconds += time.perf_counter() - began
+                            result.epoch_loss = (total_loss, steps)
+                            self._save(result, epoch, step + 1, best_weights, bad_epochs)
+                            began = time.perf_counter()
+                    if unread:
                         total_loss, steps = total_loss + self._read_losses(unread, epoch, step), steps + len(unread)
-                        unread.clear()
-                        if self.progress and steps // PROGRESS_EVERY > shown:  # every PROGRESS_EVERY steps
-                            bar.set_postfix_str(f"loss {total_loss / steps:.5f}", refresh=False)
-                    if checkpoint:
-                        result.train_seconds += time.perf_counter() - began
-                        result.epoch_loss = (total_loss, steps)
-                        self._save(result, epoch, step + 1, best_weights, bad_epochs)
-                        began = time.perf_counter()
-                if unread:
-                    total_loss, steps = total_loss + self._read_losses(unread, epoch, step), steps + len(unread)
-            finally:
-                batches.close()  # the batch thread stops here too when a step fails
-            result.train_seconds += time.perf_counter() - began
-            skip_steps, result.epoch_loss = 0, (0.0, 0)
-            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total_loss / max(steps, 1)}
-            reload = False
-            if valid is not None or replay is not None:
-                metrics = self._validate(valid, epoch) if valid is not None else None
-                improved = (self.task.is_better(metrics, result.best_metrics, by=config.min_improvement)
-                            if valid is not None else replay[epoch])
-                record.update({"valid": metrics} if metrics is not None else {}, improved=bool(improved))
-                if improved:
-                    result.best_epoch, result.best_metrics, bad_epochs = epoch + 1, metrics, 0
-                    best_weights = {k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()}
+                finally:
+                    batches.close()  # the batch thread stops here too when a step fails
+                result.train_seconds += time.perf_counter() - began
+                skip_steps, result.epoch_loss = 0, (0.0, 0)
+                record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total_loss / max(steps, 1)}
+                reload = False
+                if valid is not None or replay is not None:
+                    metrics = self._validate(valid, epoch) if valid is not None else None
+                    improved = (self.task.is_better(metrics, result.best_metrics, by=config.min_improvement)
+                                if valid is not None else replay[epoch])
+                    record.update({"valid": metrics} if metrics is not None else {}, improved=bool(improved))
+                    if improved:
+                        result.best_epoch, result.best_metrics, bad_epochs = epoch + 1, metrics, 0
+                        best_weights = {k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()}
+                    else:
+                        bad_epochs += 1
+                        reload = config.lr_schedule == "plateau" and best_weights is not None
                 else:
-                    bad_epochs += 1
-                    reload = config.lr_schedule == "plateau" and best_weights is not None
-            else:
-                result.best_epoch, best_weights = epoch + 1, None
-            result.history.append(record)
-            result.epochs_run = epoch + 1
-            self.log(_describe(record))
-            if reload:  # after the epoch's line, which it follows from
-                self._reload_with_lower_lr(best_weights, replayed=replay is not None)
-            if self.on_epoch:
-                self.on_epoch(record)
-            self._save(result, epoch + 1, 0, best_weights, bad_epochs)
-            if config.patience and bad_epochs >= config.patience:
-                self.log(f"early stop: no improvement for {bad_epochs} epochs; best epoch {result.best_epoch}")
-                break
+                    result.best_epoch, best_weights = epoch + 1, None
+                result.history.append(record)
+                result.epochs_run = epoch + 1
+                self.log(_describe(record))
+                if reload:  # after the epoch's line, which it follows from
+                    self._reload_with_lower_lr(best_weights, replayed=replay is not None)
+                if self.on_epoch:
+                    self.on_epoch(record)
+                self._save(result, epoch + 1, 0, best_weights, bad_epochs)
+                if config.patience and bad_epochs >= config.patience:
+                    self.log(f"early stop: no improvement for {bad_epochs} epochs; best epoch {result.best_epoch}")
+                    break
+        finally:
+            self._writer.wait()  # the last checkpoint on disk before the run returns or stops
         if best_weights is not None:
             self.model.load_state_dict(best_weights)
         result.resumed_finished = found is not None and result.epochs_run == start_epoch  # (mid-epoch: it trains on)
@@ -353,7 +357,7 @@ class Trainer:
             "train_seconds": result.train_seconds, "samples_seen": result.samples_seen,
             "epoch_loss": list(result.epoch_loss), "settings": self._resume_settings(), "seconds": result.seconds,
         }
-        save_checkpoint(self.checkpoint_dir, self.model, self.optimizer.state_dict(), loop, best_weights)
+        self._writer.save(self.checkpoint_dir, self.model, self.optimizer.state_dict(), loop, best_weights)
 
     def _resume_settings(self) -> dict[str, Any]:
         """What fixes the batches and steps of an epoch: resuming in the middle of one needs the same."""
