@@ -720,3 +720,18 @@ def test_encoding_or_predicting_before_a_fit_says_to_fit_or_load_first():
     for method in (Estimator().encode, Estimator().predict):
         with pytest.raises(RuntimeError, match=r"call fit\(\) or Estimator.load\(\)"):
             method(pa.table({"city": ["a"]}))
+
+
+@pytest.mark.parametrize("fmt, lines, first", [("libfm", "1 3:1 5:1\n0 2:1 4:1\n", "3:1 5:1\n"),
+                                               ("libffm", "1 0:3:1 1:5:1\n0 0:2:1 1:4:1\n", "0:3:1 1:5:1\n")])
+def test_a_libfm_line_without_its_label_is_located_not_its_first_feature_read_as_one(tmp_path, fmt, lines, first):
+    """predict reads no label: a file of features alone lost each line's first feature without a word."""
+    from deepfm.cli import main
+
+    (tmp_path / f"train.{fmt}").write_text(lines * 4)
+    (tmp_path / f"score.{fmt}").write_text(lines + first)
+    assert main(["train", "--train", str(tmp_path / f"train.{fmt}"), "--model", "fm", "--epochs", "1",
+                 "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    error = error_of(lambda: Estimator.load(tmp_path / "m").predict(tmp_path / f"score.{fmt}"))
+    assert (error.line, error.column) == (3, 1)
+    assert f"the line starts with a feature ('{first.split()[0]}'), not a label" in str(error)
