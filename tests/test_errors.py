@@ -735,3 +735,15 @@ def test_a_libfm_line_without_its_label_is_located_not_its_first_feature_read_as
     error = error_of(lambda: Estimator.load(tmp_path / "m").predict(tmp_path / f"score.{fmt}"))
     assert (error.line, error.column) == (3, 1)
     assert f"the line starts with a feature ('{first.split()[0]}'), not a label" in str(error)
+
+
+@pytest.mark.parametrize("stream", ["off", "on"])
+def test_a_line_that_repeats_the_header_is_located_not_read_as_a_row(tmp_path, stream):
+    """Two CSVs joined with their headers: the second header was a class 'label' in multiclass training, and a row
+    scored by predict, where no numeric column refused it."""
+    rows = [f"u{i % 31},i{i % 17},{i % 3}" for i in range(3000)]
+    path = tmp_path / "joined.csv"
+    path.write_text("\n".join(["user,item,label", *rows[:1500], "user,item,label", *rows[1500:]]) + "\n")
+    error = error_of(lambda: Estimator(model={"name": "lr"}, data={"task": "multiclass", "stream": stream, "chunk_rows": 1000},
+                                       training={"epochs": 1}).fit(path, progress=False))
+    assert (error.line, error.column) == (1502, 1) and "this line repeats the header" in str(error), str(error)

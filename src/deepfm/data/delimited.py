@@ -241,6 +241,24 @@ def _refuse_rows_inside_values(table: pa.Table, breaks: dict[str, pa.Array], wor
                           "with the whole value quoted)", DataWarning, stacklevel=2)
 
 
+def refuse_repeated_header(table: pa.Table, path: Path, first_line: int, before: np.ndarray | None) -> None:
+    """A ``DataError`` at a row that repeats the header, every value its column's name: files joined with their
+    headers, whose later header was read as a row of values (a class 'label', a value 'user') where no numeric column
+    refuses it. One comparison a chunk where no value of the first text column is its name."""
+    if not all(pa.types.is_string(column.type) or pa.types.is_large_string(column.type) for column in table.columns):
+        return  # a numeric column refuses its own name as not a number, at its line
+    same = None
+    for name, column in zip(table.column_names, table.columns):
+        equal = pc.fill_null(pc.equal(column, name), False)
+        same = equal if same is None else pc.and_(same, equal)
+        if not pc.any(same).as_py():
+            return
+    row = int(np.flatnonzero(same.to_numpy(zero_copy_only=False))[0])
+    raise DataError(path, "this line repeats the header: files joined with their headers? (remove the line, or read "
+                          "the files as one quoted glob pattern, 'part_*.csv')",
+                    line=first_line + row + (int(before[row]) if before is not None else 0), column=1)
+
+
 def refuse_empty_lines(table: pa.Table, path: Path, first_line: int, before: np.ndarray | None,
                        lines: Callable[[], list[str]] | None = None) -> None:
     """A ``DataError`` at the first empty line of the text ``table`` was parsed from (Arrow reads one as a row whose

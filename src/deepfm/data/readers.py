@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from deepfm.data.delimited import (delimited_layout, delimiter_of, lines_before_rows, parse_delimited, refuse_empty_lines,
-                                   text_lines)
+                                   refuse_repeated_header, text_lines)
 from deepfm.data.formats import check_data_file, detect_format, gzip_errors, input_stream, is_gzip, locate_bad_utf8, open_bytes
 from deepfm.data.frame import RawFrame, repeated_names
 from deepfm.data.sparse import Layout, SparseRows, layout_sparse, read_lines, sparse_frame
@@ -244,6 +244,8 @@ class ChunkedFile:
         before = lines_before_rows(table, self.path, first_line, delimiter_of(self.format), lines) if quoted else None
         if not self.require_label:  # a training or evaluation file's empty line is a missing label (``RawFrame``)
             refuse_empty_lines(table, self.path, first_line, before, lines)
+        if self.format != "criteo":  # (no header)
+            refuse_repeated_header(table, self.path, first_line, before)
         return self._table_frame(table, first_line, before)  # its lines known before a multi-valued column is read
 
     def _table_frame(self, table: pa.Table, first_line: int, lines_before: np.ndarray | None = None) -> RawFrame:
