@@ -162,7 +162,8 @@ INTEGER_TEXT = r"^-?(0|[1-9][0-9]{0,17})$"  # an integer as written, no leading 
 def as_numbers_where_written_so(array: pa.Array) -> pa.Array:
     """Text read from CSV as the numbers it spells, as pandas and Arrow's own CSV reader would type it: int64 where
     every value is an integer without a leading zero that int64 holds, float64 where every value is a number and one
-    is not an integer; otherwise (an id such as '007', or of 20 digits) as it is. Nulls stay null."""
+    is not an integer and none is an integer of 16 digits or more (which float64 would round); otherwise (an id such as
+    '007', or of 20 digits) as it is. Nulls stay null."""
     if not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
         return array
     present = pc.drop_null(array)
@@ -171,7 +172,9 @@ def as_numbers_where_written_so(array: pa.Array) -> pa.Array:
     if pc.all(pc.match_substring_regex(present, r"^[-+]?[0-9]+$")).as_py():  # integers: int64, or ids as text
         return pc.cast(array, pa.int64()) if pc.all(pc.match_substring_regex(present, INTEGER_TEXT)).as_py() else array
     leading_zero = pc.any(pc.match_substring_regex(present, r"^[-+]?0[0-9]")).as_py()
-    if not leading_zero and pc.all(pc.match_substring_regex(present, DECIMAL_PATTERN)).as_py():
+    # an integer of 16 digits or more (an id such as 100000000000000013) is not a float64's: its digits stay as written
+    beyond_float = pc.any(pc.match_substring_regex(present, r"^\s*[-+]?[0-9]{16,}\s*$")).as_py()
+    if not leading_zero and not beyond_float and pc.all(pc.match_substring_regex(present, DECIMAL_PATTERN)).as_py():
         numbers = pc.cast(pc.utf8_trim_whitespace(array), pa.float64())
         return numbers if pc.all(pc.is_finite(pc.drop_null(numbers))).as_py() else array  # '1e400': kept as written
     return array
