@@ -190,3 +190,19 @@ def test_a_parquet_file_repeating_a_column_name_says_so_at_its_header(tmp_path):
     pq.write_table(table, tmp_path / "dup.parquet")  # (Arrow's own message listed its dataset's internal fields)
     with pytest.raises(DataError, match=r"dup.parquet:1: duplicate column names: \['user'\]"):
         Estimator(model={"name": "fm"}, training={"epochs": 1}).fit(tmp_path / "dup.parquet", progress=False)
+
+
+def test_a_parquet_decimal_column_is_a_number_in_training_and_scoring(tmp_path):
+    """decimal128 prices were trained as categorical ids without a word, and with --numeric gave a traceback."""
+    import decimal
+
+    table = clicks()
+    prices = pa.array([decimal.Decimal(f"{p:.2f}") for p in np.linspace(0.5, 9.5, ROWS)], pa.decimal128(6, 2))
+    pq.write_table(table.append_column("price", prices), tmp_path / "decimal.parquet")
+    pq.write_table(table.append_column("price", prices.cast(pa.float64())), tmp_path / "float.parquet")
+    for numeric in ([], ["price"]):
+        estimator = Estimator(model={"name": "lr"}, data={"numeric": numeric},
+                              training={"epochs": 1, "portfolio": "off"}).fit(tmp_path / "decimal.parquet", progress=False)
+        assert [f.kind for f in estimator.encoder.fields if f.name == "price"] == ["numeric"]
+        np.testing.assert_allclose(estimator.predict(tmp_path / "decimal.parquet"),
+                                   estimator.predict(tmp_path / "float.parquet"), rtol=1e-6)

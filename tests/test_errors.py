@@ -212,6 +212,14 @@ def test_a_value_that_truly_holds_a_line_break_is_read_without_a_note(tmp_path):
     assert estimator.metrics["rows"] == 300
 
 
+def test_gzip_data_whose_name_lacks_gz_is_named_as_such_not_taken_for_latin1_text(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_bytes(gzip.compress(b"label,user\n1,a\n0,b\n"))
+    error = error_of(lambda: Estimator(model={"name": "lr"}).fit(path, progress=False))
+    assert error.line == 1 and f"gzip-compressed, without the name that says so" in str(error)
+    assert f"(mv {path} {path}.gz)" in str(error)
+
+
 @pytest.mark.parametrize("module, kind, command", [("bz2", "bzip2", "bunzip2 -k"), ("lzma", "xz", "unxz -k")])
 def test_a_bzip2_or_xz_file_is_named_as_such_not_taken_for_latin1_text(tmp_path, module, kind, command):
     """A new user's .csv.bz2 got 'not UTF-8 text (byte 0xe3) ... iconv -f latin1'."""

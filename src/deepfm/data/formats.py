@@ -131,6 +131,9 @@ def _binary_kind(start: bytes, path: str | Path) -> str | None:
                 + recoded(path, "utf-16"))
     if start == b"PK\x03\x04":
         return "a zip archive (a spreadsheet saved as .xlsx?), not text: export the sheet as CSV"
+    if start[:2] == b"\x1f\x8b":
+        return (f"gzip-compressed, without the name that says so: deepfm decompresses a file whose name ends in .gz "
+                f"(mv {shlex.quote(str(path))} {shlex.quote(str(path) + '.gz')})")
     if start == b"PAR1":
         return "a Parquet file: name it .parquet (or .pq), or give --format parquet"
     bzip2 = b"BZh" + start[3:4] if start[3:4] in (b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9") else None

@@ -52,6 +52,8 @@ def frame_from_table(table: pa.Table, source: str, label: str = DEFAULT_LABEL, r
     empty_is_null = fmt not in ("csv", "tsv", "criteo")  # those read an empty cell as null already
 
     def readable(name: str | None, column: pa.Array) -> pa.Array:  # (name None: the label)
+        if pa.types.is_decimal(column.type):  # Parquet's decimals (prices, rates): numbers, as float64 reads them
+            column = pc.cast(column, pa.float64())
         text = as_text(frame, name, column)
         return empty_as_null(text) if empty_is_null else text
 
