@@ -390,6 +390,29 @@ def test_a_decimal_after_the_chunk_that_read_a_column_as_whole_number_ids_is_an_
         assert {spec.name: spec.kind for spec in est.encoder.fields}["x"] == flag
 
 
+@pytest.mark.parametrize("stream", ["off", "on"])
+@pytest.mark.parametrize("later, error", [("6.37", True), ("17", False), ("abc", False)])
+def test_a_column_without_a_value_in_the_chunk_that_decided_the_kinds_is_read_by_its_first_values(tmp_path, stream,
+                                                                                                  later, error):
+    """A column empty in the first chunk was read as ids whatever followed: 150,000 empty rows then prices made a
+    categorical column of prices without a word. Its first values decide: decimals are an error naming both flags,
+    whole numbers or text keep it ids (and a decimal after whole numbers is the error above)."""
+    rows = 300
+    x = [""] * 200 + [later] * 100
+    path = tmp_path / "late.csv"
+    path.write_text("label,x,c\n" + "".join(f"{i % 2},{v},c{i % 5}\n" for i, v in enumerate(x)))
+    fit = lambda **data: Estimator(model={"name": "lr"}, data={"stream": stream, "chunk_rows": 100, **data},  # noqa: E731
+                                   training={"epochs": 1}).fit(str(path), progress=False)
+    if error:
+        with pytest.raises(DataError, match=r"late\.csv:202:2: column 'x' held no value in the first \d+ rows, so it was "
+                                            r"read as ids \(categorical\), but its values from here on are numbers such "
+                                            r"as '6\.37': say which it is, --numeric x \(numbers\) or --categorical x"):
+            fit()
+        assert {spec.name: spec.kind for spec in fit(numeric=("x",)).encoder.fields}["x"] == "numeric"
+    else:
+        assert {spec.name: spec.kind for spec in fit().encoder.fields}["x"] == "categorical"
+
+
 def test_a_streamed_run_and_a_bf16_run_say_so_in_the_log(tmp_path):
     from deepfm import Estimator
     from deepfm.data.synthetic import SyntheticSpec, make_ctr_table

@@ -31,7 +31,8 @@ from deepfm.config import DataConfig
 from deepfm.data.columns import each_column
 from deepfm.data.counting import ChunkCodes, HashedCounts, RowCodes
 from deepfm.data.encoded import Bag, EncodedData, id_dtype
-from deepfm.data.frame import FLOAT_MARK, MISSING_WORDS, NUMBER_PATTERN, RawFrame, looks_float, to_float
+from deepfm.data.frame import (FLOAT_MARK, MISSING_WORDS, NUMBER_PATTERN, RawFrame, looks_float, to_float,
+                                without_missing_words)
 from deepfm.data.frequent import FrequentSet
 from deepfm.data.hashing import fnv1a64_unique
 from deepfm.data.sparse import index_error
@@ -608,8 +609,11 @@ class _Fitter:
         self.kinds = resolve_kinds(first, config)
         self.notes = inference_notes(first, self.kinds, config)
         self.kind_rows = first.num_rows  # the rows that decided the kinds (a later decimal in an id column: an error)
-        self.integer_ids = [name for name, kind in self.kinds.items() if kind == "categorical" and _inferred(name, first, config)
-                            and _is_text(first.columns[name]) and signed_integers(first.columns[name])]
+        inferred_ids = [name for name, kind in self.kinds.items() if kind == "categorical" and _inferred(name, first, config)
+                        and _is_text(first.columns[name])]
+        self.integer_ids = [name for name in inferred_ids if signed_integers(first.columns[name])]
+        # columns without a value in those rows: read as ids until a later chunk's first values say otherwise
+        self.valueless = [name for name in inferred_ids if not has_values(first.columns[name])]
         self.counts = {n: HashedCounts(MERGE_COUNTS_ROWS, track=retain and k == "categorical")
                        for n, k in self.kinds.items() if k != "numeric"}
         self.retained: list[tuple[RawFrame, dict[str, RowCodes]]] | None = [] if retain else None
@@ -662,6 +666,8 @@ class _Fitter:
             if kind == "categorical" and self.retained is not None:
                 codes[name] = chunk.rows(placement, hashes=self.config.hash_buckets > 0)
 
+        for name in [name for name in self.valueless if has_values(frame.columns[name])]:
+            self._check_first_values(frame, name)
         for name in self.integer_ids:
             self._check_still_integers(frame, name)
         each_column(count, list(self.kinds), frame.num_rows)
@@ -673,6 +679,23 @@ class _Fitter:
             self.retained.append((frame.with_columns(rest), codes))
         else:
             self.retained = None  # libFM/libFFM frames are laid out by the encoder: read them again
+
+    def _check_first_values(self, frame: RawFrame, name: str) -> None:
+        """A column without a value in the rows that decided the kinds was read as ids; where its first values are
+        decimal numbers, which would have made it numeric had they come first, a located error naming both flags.
+        Whole numbers make it a column of integer ids (a later decimal: ``_check_still_integers``)."""
+        self.valueless.remove(name)
+        column = frame.columns[name]
+        if looks_float(column):
+            numbers = pc.fill_null(pc.match_substring_regex(column, NUMBER_PATTERN), False)
+            row = int(np.flatnonzero(pc.and_(numbers, pc.match_substring_regex(column, FLOAT_MARK))
+                                     .to_numpy(zero_copy_only=False))[0])
+            raise frame.error(row, name, f"column '{name}' held no value in the first {self.kind_rows:,} rows, so it "
+                                         f"was read as ids (categorical), but its values from here on are numbers such "
+                                         f"as {column[row].as_py()!r}: say which it is, --numeric {name} (numbers) or "
+                                         f"--categorical {name} (ids, each value as written)")
+        if signed_integers(column):
+            self.integer_ids.append(name)
 
     def _check_still_integers(self, frame: RawFrame, name: str) -> None:
         """A column that held whole numbers in the rows that decided the kinds is ids; a decimal number in a later
@@ -830,6 +853,11 @@ def one_column_long_tail_note(counts: dict[str, pa.Array], seen: IdCounts, min_c
                     f"distinct values a row), which sets the long tail's training defaults{shared}. If it is not a "
                     f"feature (a timestamp, a row id), --ignore {shlex.quote(name)}"]
     return []
+
+
+def has_values(column: pa.Array) -> bool:
+    """Whether text ``column`` holds a value that is not missing (null, or one of ``MISSING_WORDS``)."""
+    return len(pc.drop_null(without_missing_words(column))) > 0
 
 
 def _inferred(name: str, frame: RawFrame, config: DataConfig) -> bool:
