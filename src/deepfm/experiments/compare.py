@@ -157,7 +157,7 @@ def train_one(config: RunConfig, data: EncodedSplits, log: Log, score_test: bool
     if config.model.name == "fnn" and config.model.pretrain:
         from deepfm.models.fnn import pretrain_with_fm
 
-        pretrain_with_fm(model, task, config.training, data.train, data.valid, log, seed=seed)
+        pretrain_with_fm(model, task, config.training, data.train, data.valid, log)  # as deepfm train does
     result = Trainer(model, task, config.training, progress=False, log=log, on_epoch=on_epoch).fit(data.train, data.valid)
     seconds = time.perf_counter() - began
     if not score_test:

@@ -60,18 +60,17 @@ class FNN(nn.Module):
 
 
 def pretrain_with_fm(model: FNN, task, training, train, valid=None, log: Callable[[str], None] | None = None,
-                     checkpoint_dir=None, resume: bool = False, seed: int | None = None) -> FactorizationMachine:
+                     checkpoint_dir=None, resume: bool = False) -> FactorizationMachine:
     """Stage 1: train an FM of the same size with the same training settings, starting from ``model``'s output prior
     (its own early stopping on ``valid``; its own checkpoints in ``checkpoint_dir``, resumed with ``resume``),
-    then copy its parameters into ``model``. Returns the FM. Its starting weights are drawn after the FNN's
-    (from ``seed`` where given), as the fit's (``deepfm.randomness.initialised``)."""
+    then copy its parameters into ``model``. Returns the FM. Its starting weights are drawn after the FNN's, as the
+    fit's (``deepfm.randomness.initialised``): ``deepfm train`` and ``deepfm compare`` train one FNN from one seed."""
     from deepfm.training.trainer import Trainer  # training depends on models, not the reverse
 
     from deepfm.models.registry import output_bias  # (the registry builds FNNs)
 
     num_features, width = model.embedding.weight.shape
-    fm = randomness.initialised(lambda: FactorizationMachine(num_features, width // model.output_dim, model.output_dim),
-                                seed=seed)
+    fm = randomness.initialised(lambda: FactorizationMachine(num_features, width // model.output_dim, model.output_dim))
     with torch.no_grad():  # the FM starts from the output prior the FNN was built with (the click rate's log-odds, the
         fm.linear.bias.copy_(output_bias(model).view_as(fm.linear.bias))  # mean rating), as ``build_model``'s do
     say = log or (lambda message: None)
