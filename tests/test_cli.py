@@ -1424,3 +1424,9 @@ def test_a_run_that_diverges_before_its_first_checkpoint_leaves_out_as_it_was(ct
     assert "the model diverged" in capsys.readouterr().err
     assert not out.exists()
     assert main([*args, "--lr", "0.05"]) == 0
+
+
+def test_demo_refuses_an_out_that_is_a_file_before_it_trains(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    assert main(["demo", "--out", str(tmp_path / "a_file")]) == 2
+    assert f"--out {tmp_path / 'a_file'}: is a file, not a directory" in capsys.readouterr().err

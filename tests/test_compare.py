@@ -193,3 +193,13 @@ def test_train_uses_the_tuned_per_model_defaults_unless_a_flag_sets_them(ctr_fil
 
     assert trained_lr() == TASK_DEFAULTS["fm"]["binary"]["lr"]  # FM's step depends on the task (deepfm.defaults)
     assert trained_lr("--lr", "0.002") == 0.002
+
+
+@pytest.mark.parametrize("out", ["a_file", "a_file/below"])
+def test_an_out_that_cannot_be_written_is_refused_before_any_model_trains(out, ctr_files, tmp_path, capsys, monkeypatch):
+    import deepfm.experiments.compare as compare_module
+
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setattr(compare_module, "train_one", lambda *args, **kwargs: pytest.fail("trained before the check"))
+    assert compare(ctr_files, tmp_path / out, "--models", "lr") == 2
+    assert f"--out {tmp_path / out}: " in capsys.readouterr().err

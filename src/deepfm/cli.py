@@ -405,8 +405,6 @@ def refuse_occupied_out(out: str | Path, overwrite: bool) -> None:
     from deepfm.errors import ConfigError
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file, not a directory")
     refuse_unwritable_out(out)
     if overwrite:
         remove_checkpoint(out)
@@ -423,10 +421,12 @@ def refuse_occupied_out(out: str | Path, overwrite: bool) -> None:
 
 
 def refuse_unwritable_out(out: Path) -> None:
-    """A ``--out`` that cannot be made or written (a parent that is a file, a read-only place) is refused before any
-    data is read: found after the training or the search, it lost them both."""
+    """A ``--out`` directory that is a file or cannot be made or written (a parent that is a file, a read-only place)
+    is refused before any data is read: found after the training, the search or compare's models, it lost them."""
     from deepfm.errors import ConfigError
 
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a directory")
     existing = next(parent for parent in (out, *out.parents) if parent.exists())
     if not existing.is_dir():
         raise ConfigError(f"--out {out}: cannot be made, {existing} is a file")
@@ -744,6 +744,8 @@ def stopped_as_interrupted() -> contextlib.AbstractContextManager:
 def cmd_demo(args: argparse.Namespace) -> int:
     from deepfm.demo import run_demo
 
+    if args.out:
+        refuse_unwritable_out(Path(args.out))
     summary = run_demo(Path(args.out) if args.out else None, progress=True)
     if args.json:
         print(json_line(summary))

@@ -78,6 +78,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise DataError(getattr(args, name), f"--{name} file not found")
     if args.seeds < 1:
         raise ConfigError("--seeds: must be at least 1")
+    from deepfm.cli import refuse_unwritable_out
+
+    out = Path(args.out)
+    refuse_unwritable_out(out)  # before any model trains
     base = load_config_file(args.config) if args.config else {}
     overrides = _overrides(args)
     device = overrides.get("training", {}).get("device", base.get("training", {}).get("device"))
@@ -93,7 +97,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     data = encode_splits(build_config(merge(base, overrides), source="compare"), args.train, args.valid, args.test)
     results = run_variants(variants, data, args.seeds, log)
-    out = Path(args.out)
     command = "deepfm compare " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["compare"] else None
     summary = write_report(results, data, out, args.title or out.name, command)
     from deepfm.experiments.report import markdown_table
