@@ -83,7 +83,7 @@ def overconfidence_note(task, best: dict[str, float] | None, valid: EncodedData 
         return None
     return (f"the kept epoch, best by validation AUC, has validation logloss {best['logloss']:.4f}, worse than "
             f"{constant:.4f} for the training click rate on every row: use its predictions to rank rows, not as "
-            "probabilities (they are overconfident); --select-by logloss keeps the epoch whose probabilities are best)")
+            "probabilities (they are overconfident); --select-by logloss keeps the epoch whose probabilities are best")
 
 
 def below_the_mean_note(task, best: dict[str, float] | None, valid: EncodedData | None) -> str | None:

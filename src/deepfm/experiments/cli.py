@@ -15,8 +15,9 @@ DESCRIPTION = (
     "select each run's best epoch on --valid and score it once on --test. Writes OUT/results.md, "
     "OUT/results.json, OUT/validation_curves.png and (binary tasks) OUT/roc.png. --models all runs the "
     "DeepFM paper's table: lr, fm, fnn (FM pre-trained), ipnn, opnn, pnn, wide_deep (LR&DNN), fm_dnn, deepfm. "
-    "--study varies one DeepFM setting as in the paper's section 3.3. Per-model tuned defaults "
-    "(deepfm.defaults) apply unless a flag or the config file sets the value."
+    "--study varies one DeepFM setting as in the paper's section 3.3. Per-model tuned defaults, each model's first "
+    "recipe as deepfm train --portfolio off trains it (deepfm.defaults), apply unless a flag or the config file sets "
+    "the value."
 )
 
 
