@@ -624,6 +624,7 @@ class _Fitter:
         self.rows = 0  # counted: not held out
         self.first_row = 0  # the next frame's position in the file
         self.sparse_format = first.format if first.format in ("libfm", "libffm") else None
+        self.position_ranges: tuple[np.ndarray, np.ndarray] | None = None  # libFM f1..fn: each position's indices
         self.labels = TaskFitter(config.task, config.positive, self.sparse_format is not None, first.path,
                                  one_vs_rest=config.one_vs_rest)
 
@@ -670,6 +671,8 @@ class _Fitter:
             self._check_first_values(frame, name)
         for name in self.integer_ids:
             self._check_still_integers(frame, name)
+        if self.sparse_format == "libfm" and frame.sparse is not None and "features" not in frame.kinds:
+            self._check_positions(frame)
         each_column(count, list(self.kinds), frame.num_rows)
         codes = {name: codes[name] for name in self.kinds if name in codes}  # in column order
         self.labels.update(frame, counted)
@@ -679,6 +682,28 @@ class _Fitter:
             self.retained.append((frame.with_columns(rest), codes))
         else:
             self.retained = None  # libFM/libFFM frames are laid out by the encoder: read them again
+
+    def _check_positions(self, frame: RawFrame) -> None:
+        """libFM rows read as positional fields f1..fn (the first chunk's positions, each row's indices in order, held
+        ranges of their own) must keep them so: a later row whose index falls in another position's range would be
+        taken as a value of the wrong field without a word. A located error at the first such row."""
+        grid = np.sort(frame.sparse.indices.reshape(frame.num_rows, -1), axis=1)
+        low, high = grid.min(0), grid.max(0)
+        if self.position_ranges is not None:
+            seen_low, seen_high = self.position_ranges
+            low, high = np.minimum(low, seen_low), np.maximum(high, seen_high)
+            if not (high[:-1] < low[1:]).all():
+                overlaps = np.zeros(grid.shape, bool)
+                overlaps[:, 1:] |= grid[:, 1:] <= seen_high[:-1]
+                overlaps[:, :-1] |= grid[:, :-1] >= seen_low[1:]
+                row = int(np.argmax(overlaps.any(1)))
+                raise frame.error(row, None, f"the rows before held each position's indices in ranges of their own, so "
+                                             f"the file was read as {grid.shape[1]} positional fields (f1..f{grid.shape[1]}), "
+                                             f"but this row's indices {grid[row].tolist()} fall in other positions' "
+                                             "ranges: the rows are not positional; read in one piece (a --chunk-rows "
+                                             "above the rows, one file rather than a glob), they make one multi-valued "
+                                             "field 'features'")
+        self.position_ranges = (low, high)
 
     def _check_first_values(self, frame: RawFrame, name: str) -> None:
         """A column without a value in the rows that decided the kinds was read as ids; where its first values are
