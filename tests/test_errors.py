@@ -464,6 +464,8 @@ def test_option_naming_a_column_not_in_the_file_is_a_data_error(write_table, opt
     error = error_of(fit, path, **{option: ("city", "colour")})
     assert str(error) == (f"{path}:1: --{option} (data.{option}) names column 'colour', which is not in the file "
                           "(columns: city, price)")
+    error = error_of(fit, path, **{option: ("cty",)})  # a misspelled name: the column it most likely means
+    assert str(error).endswith("(columns: city, price); did you mean 'city'?")
 
 
 @pytest.mark.parametrize("option", ["categorical", "numeric"])

@@ -1038,8 +1038,9 @@ def resolve_kinds(frame: RawFrame, config: DataConfig) -> dict[str, str]:
                 raise DataError(frame.path, f"{option} names column '{name}', the label (--label): it cannot be a "
                                             "feature or a weight too", line=1)
             if name not in frame.columns:
-                known = ", ".join(frame.columns)
-                raise DataError(frame.path, f"{option} names column '{name}', which is not in the file (columns: {known})", line=1)
+                known, close = ", ".join(frame.columns), closest_name(name, list(frame.columns))
+                raise DataError(frame.path, f"{option} names column '{name}', which is not in the file (columns: {known})"
+                                + (f"; did you mean '{close}'?" if close else ""), line=1)
     kinds: dict[str, str] = {}
     for name, column in frame.columns.items():
         if name in config.ignore or name == config.weight:
