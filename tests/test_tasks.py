@@ -286,7 +286,7 @@ def test_text_labels_given_to_a_trained_model_say_it_reads_numbers_not_how_to_tr
     scored = write_table("scored.csv", {"label": ["4", "x", "2", "x"], "city": ["a", "b", "c", "d"]})
     error = error_of(encoder.transform, read_frame(scored))
     assert (error.line, error.column) == (3, 1)
-    assert error.message == "the label must be a number, got 'x': the model was trained on numeric labels (values seen: 'x', '4', '2')"
+    assert error.message == "the label must be a number, got 'x': the model reads numeric labels (values seen: 'x', '4', '2')"
 
 
 def test_a_kept_epoch_whose_logloss_is_worse_than_the_click_rate_is_noted_as_overconfident():

@@ -540,8 +540,8 @@ def _refuse_text_labels(frame: RawFrame, fitted: bool) -> None:
     bad = int(np.flatnonzero(~number)[0])
     seen = distinct_values(label_text(frame))
     if fitted:  # a trained model's labels: the options of training no longer apply
-        raise frame.error(bad, None, f"the label must be a number, got {labels[bad].as_py()!r}: the model was trained "
-                                     f"on numeric labels (values seen: {_listed(seen)})")
+        raise frame.error(bad, None, f"the label must be a number, got {labels[bad].as_py()!r}: the model reads "
+                                     f"numeric labels (values seen: {_listed(seen)})")
     raise frame.error(bad, None, f"the label must be a number, got {labels[bad].as_py()!r}; for text labels name the "
                                  f"value that means 1 with --positive VALUE (data.positive), or use --task multiclass (values seen: "
                                  f"{_listed(seen)})")
