@@ -203,3 +203,22 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_model_trains(out, c
     monkeypatch.setattr(compare_module, "train_one", lambda *args, **kwargs: pytest.fail("trained before the check"))
     assert compare(ctr_files, tmp_path / out, "--models", "lr") == 2
     assert f"--out {tmp_path / out}: " in capsys.readouterr().err
+
+
+def test_ctrl_c_reports_the_runs_that_finished(ctr_files, tmp_path, monkeypatch):
+    """Ctrl-C during compare left no --out at all, the finished models' results lost with the rest."""
+    import deepfm.experiments.compare as compare_module
+
+    real, calls = compare_module.train_one, []
+
+    def interrupted_in_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "train_one", interrupted_in_the_third)
+    assert compare(ctr_files, tmp_path / "r", "--models", "lr,fm", "--seeds", "2") == 130  # as interrupted
+    summary = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert [(v["label"], len(v["runs"])) for v in summary["variants"]] == [("lr", 2)]
+    assert "(interrupted: 2 of 4 runs)" in (tmp_path / "r" / "results.md").read_text()

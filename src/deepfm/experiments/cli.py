@@ -97,8 +97,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         variants = model_variants(parse_models(args.models), base, overrides)
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     data = encode_splits(build_config(merge(base, overrides), source="compare"), args.train, args.valid, args.test)
-    results = run_variants(variants, data, args.seeds, log)
     command = "deepfm compare " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["compare"] else None
+    results: list = []
+    try:
+        run_variants(variants, data, args.seeds, log, results)
+    except KeyboardInterrupt:  # Ctrl-C: the runs that finished are reported, then the command stops as interrupted
+        if results:
+            runs = sum(len(result.runs) for result in results)
+            write_report(results, data, out, f"{args.title or out.name} (interrupted: {runs} of "
+                                             f"{len(variants) * args.seeds} runs)", command)
+            log(f"interrupted: {out}/results.md reports the {runs} runs that finished")
+        raise
     summary = write_report(results, data, out, args.title or out.name, command)
     from deepfm.experiments.report import markdown_table
 

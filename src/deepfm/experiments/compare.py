@@ -178,11 +178,13 @@ def load_start_up_costs() -> None:
     load_compiler()
 
 
-def run_variants(variants: list[Variant], data: EncodedSplits, seeds: int, log: Log) -> list[VariantResult]:
+def run_variants(variants: list[Variant], data: EncodedSplits, seeds: int, log: Log,
+                 results: list[VariantResult] | None = None) -> list[VariantResult]:
     """Every variant × seeds ``seed, seed+1, …`` (the base seed from its training config), the process's start-up
-    costs loaded first (``load_start_up_costs``)."""
+    costs loaded first (``load_start_up_costs``). Each variant joins ``results`` with its first finished run, so a
+    caller that Ctrl-C stops still holds every run that finished."""
     name, _ = SELECTION[data.encoder.task]
-    results = []
+    results = [] if results is None else results
     load_start_up_costs()
     for variant in variants:
         variant = Variant(variant.label, with_model_defaults(variant.config, data.encoder))
@@ -198,7 +200,7 @@ def run_variants(variants: list[Variant], data: EncodedSplits, seeds: int, log: 
             if result is None:
                 result = VariantResult(variant.label, config.model.name, count_parameters(model),
                                        variant.config.to_json_dict())
+                results.append(result)
             result.runs.append(run)
             log(f"{variant.label}: test {name} {run.test[name]:.5f} in {run.train_seconds:.1f} s")
-        results.append(result)
     return results
