@@ -401,9 +401,12 @@ def test_ctrl_c_ends_the_search_as_its_timeout_would_and_saves_the_best_finished
             try:
                 raise KeyboardInterrupt
             except KeyboardInterrupt:  # what Optuna's study logs for this trial, through its handler
-                record = logging.getLogger("optuna.study._optimize").makeRecord(
-                    "optuna.study._optimize", logging.WARNING, __file__, 0, "Trial 2 failed", (), sys.exc_info())
-                shown.extend(bool(h.filter(record)) for h in logging.getLogger("optuna").handlers)
+                logger = logging.getLogger("optuna.study._optimize")
+                for record in (logger.makeRecord(logger.name, logging.WARNING, __file__, 0, "Trial 2 failed", (),
+                                                 sys.exc_info()),
+                               logger.makeRecord(logger.name, logging.WARNING, __file__, 0,  # its second line
+                                                 "Trial 2 failed with value None.", (), None)):
+                    shown.extend(bool(h.filter(record)) for h in logging.getLogger("optuna").handlers)
                 raise
         return real(*args, **kwargs)
 
@@ -414,4 +417,4 @@ def test_ctrl_c_ends_the_search_as_its_timeout_would_and_saves_the_best_finished
     err = capfd.readouterr().err  # Optuna's handler writes to the process's stderr, not to sys.stderr as captured
     assert "interrupted: the search stops after 2 trials" in err and "Traceback" not in err, err
     assert len(json.loads((out / "tune.json").read_text())["trials"]) == 2
-    assert shown and not any(shown), "Optuna's handler would print the interrupted trial's traceback"
+    assert shown and not any(shown), "Optuna's handler would print the interrupted trial's traceback and value"

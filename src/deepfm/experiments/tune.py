@@ -287,10 +287,12 @@ def tune(base: dict[str, Any], data, trials: int | None, timeout: float | None, 
 
 
 class _NoInterruptTraceback(logging.Filter):
-    """Optuna logs a trial that Ctrl-C stopped as failed, with the traceback; the search says it in one line."""
+    """Optuna logs a trial that Ctrl-C stopped as failed, with the traceback, then as "failed with value None"; the
+    search says it in one line (the objective returns a value or raises: no trial of its own ends with None)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+        interrupted = record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt)
+        return not (interrupted or "failed with value None" in record.getMessage())
 
 
 STARTUP_TRIALS = 5  # random draws (after the defaults) before TPE models the trials; Optuna's default 10
