@@ -774,3 +774,15 @@ def test_a_libfm_row_that_breaks_the_positions_ranges_after_the_first_chunk_is_l
     assert error.line == 501 and "so the file was read as 5 positional fields (f1..f5)" in str(error), str(error)
     whole = Estimator(model={"name": "fm"}, data={"chunk_rows": 10_000}, training={"epochs": 1}).fit(path, progress=False)
     assert [spec.name for spec in whole.encoder.fields] == ["features"]
+
+
+@pytest.mark.parametrize("name, fmt, hint", [("comma.tsv", "auto", "one column holding commas: a comma-separated file "
+                                                                   "reads with --format csv"),
+                                             ("tabs.csv", "csv", "one column holding tabs: a tab-separated file reads "
+                                                                 "with --format tsv")])
+def test_a_header_read_with_the_other_delimiter_names_the_format_that_reads_it(tmp_path, name, fmt, hint):
+    delimiter = "," if name.endswith(".tsv") else "\t"
+    path = tmp_path / name
+    path.write_text(delimiter.join(["label", "user"]) + "\n" + delimiter.join(["1", "a"]) + "\n")
+    error = error_of(lambda: Estimator(model={"name": "lr"}, data={"format": fmt}).fit(path, progress=False))
+    assert str(error).endswith(hint), str(error)

@@ -156,6 +156,8 @@ def missing_label(source: str, label: str, names: Sequence[str]) -> DataError:
     close = closest_name(label, names)
     if len(names) == 1 and label in names[0].split("\t"):  # a TSV file read as CSV (--format csv)
         message += "; the header is one column holding tabs: a tab-separated file reads with --format tsv"
+    elif len(names) == 1 and label in names[0].split(","):  # a CSV file read as TSV (a .tsv name, --format tsv)
+        message += "; the header is one column holding commas: a comma-separated file reads with --format csv"
     elif close and label != DEFAULT_LABEL:
         message += f"; did you mean '{close}'?"
     elif close:
