@@ -99,10 +99,15 @@ class Contents:
 
 
 def state_bytes(model: torch.nn.Module, optimizer_state: dict[str, Any]) -> int:
-    """The bytes of the model's and the optimisers' tensors (what a copy of them for a checkpoint takes)."""
-    tensors: dict[str, torch.Tensor] = {}
-    _flatten("optimizer", optimizer_state, tensors)
-    return sum(t.nelement() * t.element_size() for t in [*model.state_dict().values(), *tensors.values()])
+    """The bytes of the model's and the optimisers' tensors (what a copy of them for a checkpoint takes; counted
+    where they are, a GPU's not copied to count them)."""
+    def tensors_in(value: Any) -> list[torch.Tensor]:
+        if isinstance(value, torch.Tensor):
+            return [value]
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+        return [tensor for item in items for tensor in tensors_in(item)]
+
+    return sum(t.nelement() * t.element_size() for t in [*model.state_dict().values(), *tensors_in(optimizer_state)])
 
 
 class CheckpointWriter:
