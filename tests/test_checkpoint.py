@@ -222,6 +222,8 @@ def test_the_writers_error_is_raised_in_the_training_thread(tmp_path, monkeypatc
     with pytest.raises(OSError, match="No space left"):
         writer.wait()
     writer.wait()  # raised once
+    writer.save(tmp_path / "c", nn.Linear(2, 1), {}, {}, None)
+    writer.wait(raising=False)  # the trainer's, while its own error (diverged, interrupted) is on its way out
 
 
 def test_state_too_large_to_copy_is_written_before_training_goes_on(tmp_path, monkeypatch):
@@ -230,4 +232,36 @@ def test_state_too_large_to_copy_is_written_before_training_goes_on(tmp_path, mo
     monkeypatch.setattr(CheckpointWriter, "in_background_below", 0)
     writer = CheckpointWriter()
     writer.save(tmp_path / "c", nn.Linear(2, 1), {}, {"epoch": 3}, None)
-    assert writer._thread is None and load_checkpoint(complete_checkpoint(tmp_path / "c"))[2]["epoch"] == 3
+    assert writer._done.is_set() and load_checkpoint(complete_checkpoint(tmp_path / "c"))[2]["epoch"] == 3
+
+
+def test_an_interrupt_while_waiting_for_the_write_waits_for_it_to_end(tmp_path, monkeypatch):
+    """Python 3.11 marks a thread whose join Ctrl-C interrupted as stopped while it still runs: the run's end then
+    raced its last write (an unsaved run's files removed under it, a resume hint naming an older checkpoint)."""
+    import threading
+    import time
+
+    from deepfm.training.checkpoint import CheckpointWriter, Contents
+
+    release, real_write = threading.Event(), Contents.write
+
+    def slow_write(self, directory):
+        release.wait()
+        real_write(self, directory)
+
+    monkeypatch.setattr(Contents, "write", slow_write)
+    writer = CheckpointWriter()
+    writer.save(tmp_path / "c", nn.Linear(2, 1), {}, {"epoch": 1}, None)
+    real_wait, waits = writer._done.wait, []
+
+    def interrupted_once(*args, **kwargs):
+        waits.append(1)
+        if len(waits) == 1:
+            threading.Timer(0.2, release.set).start()
+            raise KeyboardInterrupt
+        return real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(writer._done, "wait", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        writer.wait()
+    assert len(waits) == 2 and load_checkpoint(complete_checkpoint(tmp_path / "c"))[2]["epoch"] == 1

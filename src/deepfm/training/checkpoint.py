@@ -36,7 +36,7 @@ def _flatten(prefix: str, value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     """Move tensors out of a nested structure into ``tensors``; leave a JSON-able skeleton."""
     if isinstance(value, torch.Tensor):
         key = f"{prefix}"
-        tensors[key] = value.detach().contiguous().cpu()
+        tensors[key] = value.detach()  # (``Contents.of`` brings it to the CPU, copied where training changes it)
         return {"__tensor__": key}
     if isinstance(value, dict):
         return {"__dict__": [[_key(k), _flatten(f"{prefix}.{k}", v, tensors)] for k, v in value.items()]}
@@ -77,9 +77,10 @@ class Contents:
     @classmethod
     def of(cls, model: torch.nn.Module, optimizer_state: dict[str, Any], loop_state: dict[str, Any],
            best_weights: dict[str, torch.Tensor] | None, copied: bool) -> "Contents":
-        def cpu(tensor: torch.Tensor) -> torch.Tensor:
+        def cpu(tensor: torch.Tensor) -> torch.Tensor:  # one copy at most (a GPU's tensor: the move to the CPU)
             tensor = tensor.detach()
-            return tensor.to("cpu", copy=True).contiguous() if copied else tensor.contiguous().cpu()
+            moved = tensor.contiguous().cpu()
+            return moved.clone() if copied and moved.data_ptr() == tensor.data_ptr() else moved
 
         tensors: dict[str, torch.Tensor] = {"torch_rng": randomness.get_state()}  # the fit's generator (deepfm.randomness)
         skeleton = _flatten("optimizer", optimizer_state, tensors)
@@ -120,7 +121,8 @@ class CheckpointWriter:
     in_background_below = 256 * 2**20
 
     def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
+        self._done = threading.Event()  # set by the writer's thread as it ends (a join that Ctrl-C interrupts marks a
+        self._done.set()  # thread as stopped while it still runs, in Python 3.11)
         self._error: BaseException | None = None
 
     def save(self, directory: Path, model: torch.nn.Module, optimizer_state: dict[str, Any],
@@ -130,21 +132,27 @@ class CheckpointWriter:
             save_checkpoint(directory, model, optimizer_state, loop_state, best_weights)
             return
         contents = Contents.of(model, optimizer_state, loop_state, best_weights, copied=True)
-        self._thread = threading.Thread(target=self._write, args=(contents, Path(directory)), name="deepfm-checkpoint")
-        self._thread.start()
+        self._done.clear()
+        threading.Thread(target=self._write, args=(contents, Path(directory)), name="deepfm-checkpoint").start()
 
     def _write(self, contents: Contents, directory: Path) -> None:
         try:
             contents.write(directory)
         except BaseException as error:  # raised in the training thread, by ``wait``
             self._error = error
+        finally:
+            self._done.set()
 
-    def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+    def wait(self, raising: bool = True) -> None:
+        """Until the write in flight has ended (an interrupt while waiting waits on: what follows, a resume hint or
+        the removal of an unsaved run's files, must not race the write), then raise its error (``raising``)."""
+        try:
+            self._done.wait()
+        except BaseException:  # KeyboardInterrupt: the write ends first
+            self._done.wait()
+            raise
         error, self._error = self._error, None
-        if error is not None:
+        if error is not None and raising:
             raise error
 
 

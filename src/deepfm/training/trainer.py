@@ -291,8 +291,10 @@ class Trainer:
                 if config.patience and bad_epochs >= config.patience:
                     self.log(f"early stop: no improvement for {bad_epochs} epochs; best epoch {result.best_epoch}")
                     break
-        finally:
-            self._writer.wait()  # the last checkpoint on disk before the run returns or stops
+        except BaseException:  # diverged, interrupted: the run's own error is the one said, once the write has ended
+            self._writer.wait(raising=False)
+            raise
+        self._writer.wait()  # the last checkpoint on disk before the run returns
         if best_weights is not None:
             self.model.load_state_dict(best_weights)
         result.resumed_finished = found is not None and result.epochs_run == start_epoch  # (mid-epoch: it trains on)
