@@ -206,3 +206,10 @@ def test_a_parquet_decimal_column_is_a_number_in_training_and_scoring(tmp_path):
         assert [f.kind for f in estimator.encoder.fields if f.name == "price"] == ["numeric"]
         np.testing.assert_allclose(estimator.predict(tmp_path / "decimal.parquet"),
                                    estimator.predict(tmp_path / "float.parquet"), rtol=1e-6)
+    accounts = [12345678901234567890 + 7 * (i % 31) for i in range(ROWS)]  # whole decimals: ids, every digit kept
+    pq.write_table(table.append_column("account", pa.array([decimal.Decimal(a) for a in accounts], pa.decimal128(20, 0))),
+                   tmp_path / "accounts.parquet")
+    estimator = Estimator(model={"name": "lr"}, training={"epochs": 1, "portfolio": "off"}).fit(
+        tmp_path / "accounts.parquet", progress=False)
+    field = next(f for f in estimator.encoder.fields if f.name == "account")
+    assert field.kind == "categorical" and sorted(field.vocabulary) == sorted({str(a) for a in accounts})

@@ -212,9 +212,11 @@ def test_a_value_that_truly_holds_a_line_break_is_read_without_a_note(tmp_path):
     assert estimator.metrics["rows"] == 300
 
 
-def test_gzip_data_whose_name_lacks_gz_is_named_as_such_not_taken_for_latin1_text(tmp_path):
-    path = tmp_path / "train.csv"
-    path.write_bytes(gzip.compress(b"label,user\n1,a\n0,b\n"))
+@pytest.mark.parametrize("name, text", [("train.csv", b"label,user\n1,a\n0,b\n"), ("train.libfm", b"1 3:1\n0 4:1\n")])
+def test_gzip_data_whose_name_lacks_gz_is_named_as_such_not_taken_for_latin1_text(tmp_path, name, text):
+    """(a libFM file's said 'file is empty', a reviewer found)"""
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text))
     error = error_of(lambda: Estimator(model={"name": "lr"}).fit(path, progress=False))
     assert error.line == 1 and f"gzip-compressed, without the name that says so" in str(error)
     assert f"(mv {path} {path}.gz)" in str(error)
@@ -774,6 +776,17 @@ def test_a_libfm_row_that_breaks_the_positions_ranges_after_the_first_chunk_is_l
     assert error.line == 501 and "so the file was read as 5 positional fields (f1..f5)" in str(error), str(error)
     whole = Estimator(model={"name": "fm"}, data={"chunk_rows": 10_000}, training={"epochs": 1}).fit(path, progress=False)
     assert [spec.name for spec in whole.encoder.fields] == ["features"]
+
+
+def test_the_first_libfm_row_that_joins_the_positions_ranges_is_the_one_located(tmp_path):
+    """Rows 302 and 303 each fit the first chunk's ranges, but not together: 303 is the row that breaks them
+    (a reviewer's: row 301, which broke nothing, was blamed)."""
+    lines = [f"{i % 2} {i % 20}:1 {100 + i % 20}:1" for i in range(300)] + ["1 5:1 105:1", "0 18:1 50:1", "1 60:1 110:1"]
+    path = tmp_path / "pos.libfm"
+    path.write_text("\n".join(lines) + "\n")
+    error = error_of(lambda: Estimator(model={"name": "fm"}, data={"stream": "on", "chunk_rows": 100},
+                                       training={"epochs": 1}).fit(path, progress=False))
+    assert error.line == 303 and "this row's indices [60, 110] fall in other positions' ranges" in str(error), str(error)
 
 
 @pytest.mark.parametrize("name, fmt, hint", [("comma.tsv", "auto", "one column holding commas: a comma-separated file "

@@ -152,3 +152,11 @@ def test_an_integral_decimal_label_is_its_integer_class(write_table, written):
     assert str(caught.value) == f"{test}:3:2: label 'x' is not one of the training classes ('1', '2', '10')"
     test = write_table("test2.csv", {"x": ["a"], "label": [written]})
     assert encoder.transform(read_frame(test)).labels.tolist() == [1.0]
+
+
+def test_an_older_models_classes_that_spell_one_number_twice_read_labels_as_written(write_table):
+    """Before '4.0' was the class '4', a model could hold both: its labels stay as written, each its own class."""
+    task = MulticlassTask(["1", "1.0", "2"])
+    assert task.classes == ["1", "1.0", "2"]
+    path = write_table("old.csv", {"x": ["a", "b", "c"], "label": ["1.0", "1", "2"]})
+    assert task.encode_labels(read_frame(path)).tolist() == [1.0, 0.0, 2.0]

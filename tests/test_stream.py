@@ -413,6 +413,19 @@ def test_a_column_without_a_value_in_the_chunk_that_decided_the_kinds_is_read_by
         assert {spec.name: spec.kind for spec in fit().encoder.fields}["x"] == "categorical"
 
 
+@pytest.mark.parametrize("first", ["NA", ""])
+def test_a_decimal_after_missing_values_and_whole_numbers_is_an_error_naming_both_flags(tmp_path, first):
+    """'NA' is missing to the kind inference: a column of 'NA' and whole numbers is integer ids, as with empty cells
+    (with 'NA' a later decimal was read as an id without a word); the message says what the rows held."""
+    x = [first] * 300 + [str(i % 7) for i in range(400)] + ["6.37"] * 50
+    path = tmp_path / "late.csv"
+    path.write_text("label,x,c\n" + "".join(f"{i % 2},{v},c{i % 5}\n" for i, v in enumerate(x)))
+    with pytest.raises(DataError, match=r"late\.csv:702:2: column 'x' held no value in the first \d+ rows, then whole "
+                                        r"numbers, so it was read as ids \(categorical\), but this row has the decimal "
+                                        r"number '6\.37'"):
+        Estimator(model={"name": "lr"}, data={"chunk_rows": 100}, training={"epochs": 1}).fit(str(path), progress=False)
+
+
 def test_a_streamed_run_and_a_bf16_run_say_so_in_the_log(tmp_path):
     from deepfm import Estimator
     from deepfm.data.synthetic import SyntheticSpec, make_ctr_table

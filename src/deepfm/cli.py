@@ -121,8 +121,13 @@ class Parser(argparse.ArgumentParser):
             self.error(message)
         typed = first_option(extras)
         owners = [f"deepfm {name}" for name, other in commands.items() if typed in long_options(other)]
-        hint = (f"; {typed} is an option of {', '.join(owners[:-1])}{' and ' if len(owners) > 1 else ''}{owners[-1]}, "
-                f"not of {command.prog}") if owners else did_you_mean(message, command)
+        if command.prog in owners:  # given before the subcommand (deepfm --json evaluate ...)
+            hint = f"; {typed} is an option of {command.prog}: give it after '{parsed.command}'"
+        elif owners:
+            hint = (f"; {typed} is an option of {', '.join(owners[:-1])}{' and ' if len(owners) > 1 else ''}"
+                    f"{owners[-1]}, not of {command.prog}")
+        else:
+            hint = did_you_mean(message, command)
         argparse.ArgumentParser.error(command, message + hint)
 
     def _print_message(self, message: str, file: Any = None) -> None:

@@ -282,8 +282,10 @@ class MulticlassTask(Task):
         super().__init__()
         written = [str(c) for c in classes]
         canonical = [canonical_label(c) for c in written]
-        # (an older version's classes "4" and "4.0" were two: they stay as written, each its own output)
-        self.classes = canonical if len(set(canonical)) == len(canonical) else written
+        # (an older version's classes "4" and "4.0" were two: they stay as written, each its own output, and its
+        # labels are read as written too)
+        self._as_written = len(set(canonical)) < len(canonical)
+        self.classes = written if self._as_written else canonical
         self.class_rates = list(class_rates) if class_rates is not None else None  # training frequency of each class
         self._vocabulary = None
 
@@ -296,7 +298,7 @@ class MulticlassTask(Task):
 
         if self._vocabulary is None:
             self._vocabulary = Vocabulary(self.classes)
-        text = label_text(frame)
+        text = label_text(frame, canonical=not self._as_written)
         missing = pc.is_null(text).to_numpy(zero_copy_only=False)
         if missing.any():
             raise frame.missing_label(int(np.flatnonzero(missing)[0]))
@@ -514,10 +516,10 @@ def canonical_label(value: str | None) -> str | None:
     return None if value is None else re.sub(INTEGRAL_DECIMAL, r"\1", value.strip())
 
 
-def label_text(frame: RawFrame) -> pa.Array:
+def label_text(frame: RawFrame, canonical: bool = True) -> pa.Array:
     """The labels as text, as written, except that an integral decimal is its integer ("4.0" and "4" are one
-    class, whichever file or column type writes it); a float label's NaN is missing (not a class "nan"), and ±inf a
-    located error."""
+    class, whichever file or column type writes it; not where ``canonical`` is False: an older model's classes that
+    spell one number twice); a float label's NaN is missing (not a class "nan"), and ±inf a located error."""
     labels = frame.labels
     if pa.types.is_floating(labels.type):
         infinite = np.flatnonzero(np.isinf(labels.to_numpy(zero_copy_only=False)))
@@ -525,8 +527,8 @@ def label_text(frame: RawFrame) -> pa.Array:
             raise frame.error(int(infinite[0]), None, f"the label must be a finite number, got {labels[int(infinite[0])]}")
         labels = pc.if_else(pc.is_nan(labels), pa.scalar(None, labels.type), labels)
     text = pc.utf8_trim_whitespace(pc.cast(labels, pa.string()))
-    if pa.types.is_floating(labels.type) or pa.types.is_integer(labels.type):
-        return text  # already canonical
+    if not canonical or pa.types.is_floating(labels.type) or pa.types.is_integer(labels.type):
+        return text  # as written, or already canonical
     return pc.replace_substring_regex(text, INTEGRAL_DECIMAL, r"\1")
 
 

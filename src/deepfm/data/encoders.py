@@ -614,6 +614,7 @@ class _Fitter:
         self.integer_ids = [name for name in inferred_ids if signed_integers(first.columns[name])]
         # columns without a value in those rows: read as ids until a later chunk's first values say otherwise
         self.valueless = [name for name in inferred_ids if not has_values(first.columns[name])]
+        self.promoted: set[str] = set()  # of those, the columns whose first values were whole numbers: integer ids
         self.counts = {n: HashedCounts(MERGE_COUNTS_ROWS, track=retain and k == "categorical")
                        for n, k in self.kinds.items() if k != "numeric"}
         self.retained: list[tuple[RawFrame, dict[str, RowCodes]]] | None = [] if retain else None
@@ -692,11 +693,10 @@ class _Fitter:
         if self.position_ranges is not None:
             seen_low, seen_high = self.position_ranges
             low, high = np.minimum(low, seen_low), np.maximum(high, seen_high)
-            if not (high[:-1] < low[1:]).all():
-                overlaps = np.zeros(grid.shape, bool)
-                overlaps[:, 1:] |= grid[:, 1:] <= seen_high[:-1]
-                overlaps[:, :-1] |= grid[:, :-1] >= seen_low[1:]
-                row = int(np.argmax(overlaps.any(1)))
+            if not (high[:-1] < low[1:]).all():  # the first row whose indices, joined to those before, overlap them
+                lows = np.minimum.accumulate(np.vstack([seen_low, grid]), axis=0)[1:]
+                highs = np.maximum.accumulate(np.vstack([seen_high, grid]), axis=0)[1:]
+                row = int(np.argmin((highs[:, :-1] < lows[:, 1:]).all(1)))
                 raise frame.error(row, None, f"the rows before held each position's indices in ranges of their own, so "
                                              f"the file was read as {grid.shape[1]} positional fields (f1..f{grid.shape[1]}), "
                                              f"but this row's indices {grid[row].tolist()} fall in other positions' "
@@ -721,6 +721,7 @@ class _Fitter:
                                          f"--categorical {name} (ids, each value as written)")
         if signed_integers(column):
             self.integer_ids.append(name)
+            self.promoted.add(name)
 
     def _check_still_integers(self, frame: RawFrame, name: str) -> None:
         """A column that held whole numbers in the rows that decided the kinds is ids; a decimal number in a later
@@ -732,7 +733,9 @@ class _Fitter:
         decimal = pc.and_(numbers, pc.match_substring_regex(column, FLOAT_MARK)).to_numpy(zero_copy_only=False)
         if decimal.any():
             row = int(np.flatnonzero(decimal)[0])
-            raise frame.error(row, name, f"column '{name}' held whole numbers in the first {self.kind_rows:,} rows, "
+            held = (f"held no value in the first {self.kind_rows:,} rows, then whole numbers" if name in self.promoted
+                    else f"held whole numbers in the first {self.kind_rows:,} rows")
+            raise frame.error(row, name, f"column '{name}' {held}, "
                                          f"so it was read as ids (categorical), but this row has the decimal number "
                                          f"{column[row].as_py()!r}: say which it is, --numeric {name} (numbers) or "
                                          f"--categorical {name} (ids, each value as written)")
@@ -895,9 +898,9 @@ def _is_text(column: pa.Array) -> bool:
 
 
 def signed_integers(column: pa.Array) -> bool:
-    """Every value that is not null is an integer with an optional sign (-1, +3, 12): ASCII digits after the
-    leading signs, told by two character kernels (a regex took ~3x as long on a chunk of hashed ids)."""
-    return bool(pc.all(pc.ascii_is_decimal(pc.utf8_ltrim(column, characters="-+"))).as_py())
+    """Every value that is not missing (null, or one of ``MISSING_WORDS``, as ``looks_float`` skips them) is an
+    integer with an optional sign (-1, +3, 12): ASCII digits after the leading signs, told by two character kernels (a regex took ~3x as long on a chunk of hashed ids)."""
+    return bool(pc.all(pc.ascii_is_decimal(pc.utf8_ltrim(without_missing_words(column), characters="-+"))).as_py())
 
 
 def _mostly_sets(column: pa.Array, separator: str) -> bool:

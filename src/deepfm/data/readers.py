@@ -231,9 +231,9 @@ class ChunkedFile:
             try:
                 text = read_lines(source)
             except pa.ArrowInvalid as error:  # pyarrow refuses a file with no bytes at all, or bytes not UTF-8
-                if "invalid UTF8" in str(error):
-                    raise locate_bad_utf8(self.path, None) from None
-                raise DataError(self.path, "file is empty", line=1) from None
+                if "Empty CSV file" in str(error):
+                    raise DataError(self.path, "file is empty", line=1) from None
+                raise locate_bad_utf8(self.path, None) from None  # (binary data, gzip without .gz: named as such)
             frame = sparse_frame(text, self.path, self.format, first_line, layout or self.layout)
             if self.layout is None and layout is None:
                 self.layout = dict(frame.kinds)  # later chunks follow the first chunk's columns

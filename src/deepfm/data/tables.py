@@ -52,8 +52,9 @@ def frame_from_table(table: pa.Table, source: str, label: str = DEFAULT_LABEL, r
     empty_is_null = fmt not in ("csv", "tsv", "criteo")  # those read an empty cell as null already
 
     def readable(name: str | None, column: pa.Array) -> pa.Array:  # (name None: the label)
-        if pa.types.is_decimal(column.type):  # Parquet's decimals (prices, rates): numbers, as float64 reads them
-            column = pc.cast(column, pa.float64())
+        if pa.types.is_decimal(column.type):  # Parquet's decimals: prices and rates numbers, as float64 reads them;
+            # whole decimals (scale 0: account ids of 20 digits) their exact digits, as an integer column's text
+            column = pc.cast(column, pa.string() if column.type.scale == 0 else pa.float64())
         text = as_text(frame, name, column)
         return empty_as_null(text) if empty_is_null else text
 
