@@ -799,3 +799,13 @@ def test_a_header_read_with_the_other_delimiter_names_the_format_that_reads_it(t
     path.write_text(delimiter.join(["label", "user"]) + "\n" + delimiter.join(["1", "a"]) + "\n")
     error = error_of(lambda: Estimator(model={"name": "lr"}, data={"format": fmt}).fit(path, progress=False))
     assert str(error).endswith(hint), str(error)
+
+
+def test_criteo_rows_with_a_trailing_tab_are_named_as_such_not_read_as_a_header(tmp_path):
+    """Auto-detection saw 41 tab-separated fields, read the first row as a TSV header and said 'duplicate column
+    names' (or, without a repeated value, trained on a header of data)."""
+    fields = ["1"] + [str(i) for i in range(13)] + [f"{i:08x}" for i in range(26)]
+    path = tmp_path / "day_0.txt"
+    path.write_text(("\t".join(fields) + "\t\n") * 20)
+    error = error_of(lambda: Estimator(model={"name": "lr"}).fit(path, progress=False))
+    assert (error.line, error.column) == (1, 41) and "Criteo's 40 fields (a 0/1 label first) with a tab after" in str(error)

@@ -67,6 +67,10 @@ def delimited_layout(path: Path, fmt: str, label_optional: bool = False) -> tupl
         example = mark.join(("user", "item", "rating", "timestamp")).replace("\t", "\\t")
         raise DataError(path, f"the first line looks like data, not a header ({','.join(names[:4])}...): {fmt.upper()} "
                         f"files need a header line naming the columns, e.g. {example}", line=1, column=1)
+    if fmt == "tsv" and len(names) == len(CRITEO_COLUMNS) + 1 and names[0] in ("0", "1") and names[-1] == "":
+        raise DataError(path, "the first line is Criteo's 40 fields (a 0/1 label first) with a tab after the last, not a "
+                              f"header: remove the trailing tabs, e.g. sed 's/\\t$//' < {path} > "
+                              f"{path.with_suffix('.clean.txt')}", line=1, column=len(names))
     duplicates = repeated_names(names)
     if duplicates:
         raise DataError(path, f"duplicate column names in the header: {duplicates}", line=1)
