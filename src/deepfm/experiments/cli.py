@@ -10,6 +10,7 @@ from typing import Any
 
 from deepfm.experiments.studies import STUDIES
 
+COMPARE_OUTPUTS = ("results.md", "results.json", "validation_curves.png", "roc.png")
 DESCRIPTION = (
     "Train several models on ONE encoding (fitted once on --train), the same seeds and the same budget; "
     "select each run's best epoch on --valid and score it once on --test. Writes OUT/results.md, "
@@ -83,6 +84,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     refuse_unwritable_out(out)  # before any model trains
+    others = sorted(p.name for p in out.iterdir() if p.name not in COMPARE_OUTPUTS) if out.is_dir() else []
+    if others:  # (its own results from an earlier compare are replaced)
+        raise ConfigError(f"--out {out}: the directory holds other files ({', '.join(others[:4])}"
+                          f"{', ...' if len(others) > 4 else ''}): compare writes {', '.join(COMPARE_OUTPUTS)} there; "
+                          "choose another --out")
     base = load_config_file(args.config) if args.config else {}
     overrides = _overrides(args)
     device = overrides.get("training", {}).get("device", base.get("training", {}).get("device"))
