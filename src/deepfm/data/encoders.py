@@ -899,7 +899,8 @@ def _is_text(column: pa.Array) -> bool:
 
 def signed_integers(column: pa.Array) -> bool:
     """Every value that is not missing (null, or one of ``MISSING_WORDS``, as ``looks_float`` skips them) is an
-    integer with an optional sign (-1, +3, 12): ASCII digits after the leading signs, told by two character kernels (a regex took ~3x as long on a chunk of hashed ids)."""
+    integer with an optional sign (-1, +3, 12): ASCII digits after the leading signs, told by two character kernels
+    (a regex took ~3x as long on a chunk of hashed ids)."""
     return bool(pc.all(pc.ascii_is_decimal(pc.utf8_ltrim(without_missing_words(column), characters="-+"))).as_py())
 
 

@@ -69,6 +69,20 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+def refuse_compare_out(out: Path) -> None:
+    """A ``--out`` that is a file, cannot be written or holds files other than an earlier compare's own (which are
+    replaced) is a ``ConfigError``."""
+    from deepfm.cli import refuse_unwritable_out
+    from deepfm.errors import ConfigError
+
+    refuse_unwritable_out(out)
+    others = sorted(p.name for p in out.iterdir() if p.name not in COMPARE_OUTPUTS) if out.is_dir() else []
+    if others:
+        raise ConfigError(f"--out {out}: the directory holds other files ({', '.join(others[:4])}"
+                          f"{', ...' if len(others) > 4 else ''}): compare writes {', '.join(COMPARE_OUTPUTS)} there; "
+                          "choose another --out")
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from deepfm.config import build_config, load_config_file, merge
     from deepfm.errors import ConfigError, DataError
@@ -80,15 +94,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise DataError(getattr(args, name), f"--{name} file not found")
     if args.seeds < 1:
         raise ConfigError("--seeds: must be at least 1")
-    from deepfm.cli import refuse_unwritable_out
-
     out = Path(args.out)
-    refuse_unwritable_out(out)  # before any model trains
-    others = sorted(p.name for p in out.iterdir() if p.name not in COMPARE_OUTPUTS) if out.is_dir() else []
-    if others:  # (its own results from an earlier compare are replaced)
-        raise ConfigError(f"--out {out}: the directory holds other files ({', '.join(others[:4])}"
-                          f"{', ...' if len(others) > 4 else ''}): compare writes {', '.join(COMPARE_OUTPUTS)} there; "
-                          "choose another --out")
+    refuse_compare_out(out)  # before any model trains
     base = load_config_file(args.config) if args.config else {}
     overrides = _overrides(args)
     device = overrides.get("training", {}).get("device", base.get("training", {}).get("device"))
