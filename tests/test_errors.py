@@ -809,3 +809,11 @@ def test_criteo_rows_with_a_trailing_tab_are_named_as_such_not_read_as_a_header(
     path.write_text(("\t".join(fields) + "\t\n") * 20)
     error = error_of(lambda: Estimator(model={"name": "lr"}).fit(path, progress=False))
     assert (error.line, error.column) == (1, 41) and "Criteo's 40 fields (a 0/1 label first) with a tab after" in str(error)
+
+
+def test_a_header_whose_quoted_name_runs_over_a_line_break_is_located(tmp_path):
+    """It read as a header of fewer columns, and the error was about the third line's fields."""
+    path = tmp_path / "header.csv"
+    path.write_text('label,"us\ner",item\n1,a,b\n0,c,d\n')
+    error = error_of(lambda: Estimator(model={"name": "lr"}).fit(path, progress=False))
+    assert (error.line, error.column) == (1, 2) and "the header leaves a quote open" in str(error), str(error)

@@ -88,7 +88,14 @@ def _header(path: Path, delimiter: str) -> list[str]:
         raise DataError(path, "the lines end in a carriage return alone (CR, as classic Mac OS wrote text): deepfm "
                         f"reads lines ending in LF or CR LF; convert it, e.g. {converted(path, 'lf-', TO_LINE_FEEDS)}",
                         line=1, column=line.index("\r") + 1)
-    return next(pycsv.reader([line], delimiter=delimiter))
+    try:
+        return next(pycsv.reader([line], delimiter=delimiter, strict=True))
+    except pycsv.Error as error:
+        if "unexpected end of data" not in str(error):  # (an odd header such as a,"b"x: read as before)
+            return next(pycsv.reader([line], delimiter=delimiter))
+        opened = line.rfind('"')
+        raise DataError(path, "the header leaves a quote open: a column name runs over a line break? (the header names "
+                              "every column on the first line)", line=1, column=line[:opened].count(delimiter) + 1) from None
 
 
 def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: str, first_line: int,
