@@ -213,3 +213,14 @@ def test_a_parquet_decimal_column_is_a_number_in_training_and_scoring(tmp_path):
         tmp_path / "accounts.parquet", progress=False)
     field = next(f for f in estimator.encoder.fields if f.name == "account")
     assert field.kind == "categorical" and sorted(field.vocabulary) == sorted({str(a) for a in accounts})
+
+
+def test_sample_weights_that_leave_one_class_without_weight_are_refused(tmp_path):
+    """The labels' check counts rows: with every click weighted 0 a model trained on the non-clicks alone and was
+    saved (validation AUC undefined)."""
+    table = clicks()
+    weights = np.where(np.asarray(table["label"]) == 1, 0.0, 1.0)
+    pq.write_table(table.set_column(3, "w", pa.array(weights)), tmp_path / "weighted.parquet")
+    with pytest.raises(DataError, match="every training row of class 1 has sample weight 0"):
+        Estimator(model={"name": "lr"}, data={"weight": "w"}, training={"epochs": 1}).fit(tmp_path / "weighted.parquet",
+                                                                                          progress=False)

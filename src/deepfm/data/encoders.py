@@ -593,6 +593,17 @@ def refuse_zero_weight_sum(weights: np.ndarray | None, source: str, rows: str) -
                                 "nothing counts; give the rows that count a weight above 0", line=None)
 
 
+def refuse_one_weighted_class(labels: np.ndarray, weights: np.ndarray | None, task: str, source: str) -> None:
+    """A ``DataError`` where a binary task's sample weights put no weight on one class: weighted, the training rows
+    hold one class (the labels' own check, which counts rows, passes them)."""
+    if task != "binary" or weights is None or not len(weights):
+        return
+    for value in (1, 0):
+        if (labels == value).any() and not float(weights[labels == value].sum(dtype=np.float64)) > 0:
+            raise DataError(source, f"every training row of class {value} has sample weight 0 (--weight, data.weight): "
+                                    "weighted by them, the rows hold one class, and a binary task needs both", line=None)
+
+
 # Per-chunk value counts wait until they reach this many rows (or a quarter of the merged table)
 # before one merge adds them in (``HashedCounts``): re-aggregating the growing table after every
 # chunk made the merges quadratic in the number of chunks (1M Criteo-shaped rows in 16 chunks: fit

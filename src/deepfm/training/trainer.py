@@ -25,7 +25,7 @@ from tqdm import tqdm
 from deepfm import distributed, randomness
 from deepfm.config import TrainingConfig
 from deepfm.data.batch import Batch, BatchSource, EncodedData, InMemorySource, prefetch
-from deepfm.data.encoders import refuse_zero_weight_sum
+from deepfm.data.encoders import refuse_one_weighted_class, refuse_zero_weight_sum
 from deepfm.errors import ConfigError, DataError, TrainingDiverged
 from deepfm.runtime import available_cores
 from deepfm.training.checkpoint import CheckpointWarning, CheckpointWriter, complete_checkpoint, load_checkpoint
@@ -225,6 +225,7 @@ class Trainer:
         self._fm_step = self.compiled_fm_step()  # decided now: hooks registered since ``__init__`` count
         if isinstance(train, EncodedData) and distributed.context().world == 1:  # (a rank's shard may be all 0)
             refuse_zero_weight_sum(train.weights, "training data", "training rows")
+            refuse_one_weighted_class(train.labels, train.weights, self.task.name, "training data")
         refuse_zero_weight_sum(valid.weights if valid is not None else None, "validation data", "validation rows")
         steps_per_epoch = steps_in_epoch(source, config.batch_size)
         if source.num_rows == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
