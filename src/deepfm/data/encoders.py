@@ -723,9 +723,7 @@ class _Fitter:
         self.valueless.remove(name)
         column = frame.columns[name]
         if looks_float(column):
-            numbers = pc.fill_null(pc.match_substring_regex(column, NUMBER_PATTERN), False)
-            row = int(np.flatnonzero(pc.and_(numbers, pc.match_substring_regex(column, FLOAT_MARK))
-                                     .to_numpy(zero_copy_only=False))[0])
+            row = first_decimal_row(column)
             raise frame.error(row, name, f"column '{name}' held no value in the first {self.kind_rows:,} rows, so it "
                                          f"was read as ids (categorical), but its values from here on are numbers such "
                                          f"as {column[row].as_py()!r}: say which it is, --numeric {name} (numbers) or "
@@ -740,10 +738,8 @@ class _Fitter:
         column = frame.columns[name]
         if signed_integers(column):
             return
-        numbers = pc.fill_null(pc.match_substring_regex(column, NUMBER_PATTERN), False)
-        decimal = pc.and_(numbers, pc.match_substring_regex(column, FLOAT_MARK)).to_numpy(zero_copy_only=False)
-        if decimal.any():
-            row = int(np.flatnonzero(decimal)[0])
+        row = first_decimal_row(column)
+        if row is not None:
             held = (f"held no value in the first {self.kind_rows:,} rows, then whole numbers" if name in self.promoted
                     else f"held whole numbers in the first {self.kind_rows:,} rows")
             raise frame.error(row, name, f"column '{name}' {held}, "
@@ -892,6 +888,13 @@ def one_column_long_tail_note(counts: dict[str, pa.Array], seen: IdCounts, min_c
                     f"distinct values a row), which sets the long tail's training defaults{shared}. If it is not a "
                     f"feature (a timestamp, a row id), --ignore {shlex.quote(name)}"]
     return []
+
+
+def first_decimal_row(column: pa.Array) -> int | None:
+    """The first row of text ``column`` that holds a decimal number (one with a '.' or an exponent), or None."""
+    numbers = pc.fill_null(pc.match_substring_regex(column, NUMBER_PATTERN), False)
+    decimal = pc.and_(numbers, pc.match_substring_regex(column, FLOAT_MARK)).to_numpy(zero_copy_only=False)
+    return int(np.flatnonzero(decimal)[0]) if decimal.any() else None
 
 
 def has_values(column: pa.Array) -> bool:

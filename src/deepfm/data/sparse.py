@@ -75,9 +75,10 @@ def sparse_frame(lines: pa.Array, path: Path, fmt: str, first_line: int = 1,
     unlabelled = pc.match_substring(labels, ":").to_numpy(zero_copy_only=False)
     if unlabelled.any():  # read as a label, the line's first feature would be lost without a word (predict reads none)
         row = int(np.flatnonzero(unlabelled)[0])
-        raise DataError(path, f"the line starts with a feature ({labels[row].as_py()!r}), not a label: each {'libFM' if fmt == 'libfm' else 'libFFM'} line is "
-                              f"'label {'idx' if fmt == 'libfm' else 'field:idx'}:value ...', in a file to predict too (write "
-                              "any number, such as 0, where the label is unknown)", line=row + first_line, column=1)
+        name, token = ("libFM", "idx:value") if fmt == "libfm" else ("libFFM", "field:idx:value")
+        raise DataError(path, f"the line starts with a feature ({labels[row].as_py()!r}), not a label: each {name} line "
+                              f"is 'label {token} ...', in a file to predict too (write any number, such as 0, where "
+                              "the label is unknown)", line=row + first_line, column=1)
     features = pc.list_slice(tokens, 1)
     counts = pc.list_value_length(features).to_numpy(zero_copy_only=False).astype(np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)])
