@@ -1,0 +1,106 @@
+"""libFM/libFFM lines are read by one compiled pass (``deepfm.data.sparse_scan``) where it can read them, and every
+file, valid or not, reads exactly as the Arrow path reads it: the same rows and values bit for bit, or the same
+located error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepfm.data.sparse import read_lines, sparse_frame
+from deepfm.data.sparse_scan import scan
+from deepfm.errors import DataError
+
+VALUES = ["1", "0.5", "-2", "3.25e-1", "+7", "1.", ".5", "0.1234567", "12345678", "9999999", "-0", "1E3", "0", "2e+2",
+          "123456789012345678901234e-10", "0.30000000000000004"]
+
+
+def _text(fmt: str, rows: int, seed: int) -> str:
+    """Random valid lines: labels of several forms, 0-11 features, values of every written form, mixed whitespace."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for _ in range(rows):
+        features = []
+        for index in rng.choice(10**6, int(rng.integers(0, 12)), replace=False):
+            value = VALUES[int(rng.integers(len(VALUES)))]
+            features.append(f"{rng.integers(0, 40)}:{index}:{value}" if fmt == "libffm" else f"{index}:{value}")
+        gap = [" ", "\t", "  ", " \t "][int(rng.integers(4))]
+        label = ["0", "1", "-1", "4.5", "+1"][int(rng.integers(5))]
+        lines.append([" ", ""][int(rng.integers(2))] + gap.join([label] + features) + ["", " ", "\t\v\f"][int(rng.integers(3))])
+    return "\n".join(lines) + "\n"
+
+
+def _both(path: Path, fmt: str):
+    lines = read_lines(path)
+    return (sparse_frame(lines, path, fmt, compiled=True), sparse_frame(lines, path, fmt, compiled=False))
+
+
+@pytest.mark.parametrize("fmt", ["libfm", "libffm"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_compiled_pass_reads_valid_lines_as_the_arrow_path_does_bit_for_bit(write_text, fmt, seed):
+    path = write_text(f"data.{fmt}", _text(fmt, 3000, seed))
+    assert scan(read_lines(path), fmt) is not None  # the pass itself read these lines
+    fast, arrow = _both(path, fmt)
+    assert fast.labels.equals(arrow.labels)
+    for name in ("starts", "indices", "fields"):
+        a, b = getattr(fast.sparse, name), getattr(arrow.sparse, name)
+        assert (a is None and b is None) or (a.dtype == b.dtype and np.array_equal(a, b)), name
+    assert np.array_equal(fast.sparse.values.view(np.uint32), arrow.sparse.values.view(np.uint32))  # -0 stays -0
+    assert fast.kinds == arrow.kinds and list(fast.columns) == list(arrow.columns)
+    for name in fast.columns:
+        assert fast.columns[name].equals(arrow.columns[name]) and (name in fast.weights) == (name in arrow.weights)
+
+
+def test_whole_numbers_up_to_seven_digits_are_parsed_by_the_pass_and_the_rest_by_arrows_cast(write_text):
+    path = write_text("data.libfm", "1 1:9999999 2:12345678 3:-0 4:+5 5:1.5 6:1e3\n")
+    labels, starts, indices, values, fields = scan(read_lines(path), "libfm")
+    assert labels.to_pylist() == ["1"] and starts.tolist() == [0, 6] and indices.tolist() == [1, 2, 3, 4, 5, 6]
+    assert values.tolist() == [9999999.0, 12345678.0, -0.0, 5.0, 1.5, 1000.0] and np.signbit(values[2])
+    assert fields is None
+
+
+BAD = {  # each line the pass leaves to the Arrow path, which locates what is wrong (or reads it: the last ones)
+    "empty line": "1 1:1\n\n0 2:1\n",
+    "whitespace-only line": "1 1:1\n \t\n",
+    "no label": "1:1 2:1\n",
+    "token without a value": "1 1:1 2\n",
+    "token with a colon too many": "1 1:1:1\n",
+    "value not a number": "1 1:abc\n",
+    "value with a trailing colon": "1 1:1:\n",
+    "index not a number": "1 x:1\n",
+    "negative index": "1 -1:1\n",
+    "index of 19 digits": "1 1234567890123456789:1\n",
+    "value beyond float32's square root": "1 1:1e30\n",
+    "value beyond float32": "1 1:1e999\n",
+    "nan value": "1 1:nan\n",
+    "a point alone": "1 1:.\n",
+    "a sign alone": "1 1:+\n",
+    "an exponent without digits": "1 1:1e+\n",
+    "two points": "1 1:1.2.3\n",
+    "non-ASCII label": "é 1:1\n",
+    "a control byte": "1 1:1\x1c2:1\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_lines_the_pass_cannot_read_read_exactly_as_on_the_arrow_path(write_text, case):
+    path = write_text("data.libfm", BAD[case])
+    assert scan(read_lines(path), "libfm") is None
+    outcomes = []
+    for compiled in (True, False):
+        try:
+            frame = sparse_frame(read_lines(path), path, "libfm", compiled=compiled)
+            outcomes.append((frame.labels.to_pylist(), frame.sparse.indices.tolist(), frame.sparse.values.tolist()))
+        except DataError as error:
+            outcomes.append(str(error))
+    assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("text", ["1 1:1 2\n", "1 0:1:1 3\n", "1 0:1\n", "1 1:1:1:1\n"])
+def test_libffm_tokens_of_the_wrong_shape_are_left_to_the_arrow_path(write_text, text):
+    path = write_text("data.libffm", text)
+    assert scan(read_lines(path), "libffm") is None
+    with pytest.raises(DataError, match="expected field:idx:value"):
+        sparse_frame(read_lines(path), path, "libffm", compiled=True)
