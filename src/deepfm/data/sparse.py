@@ -204,22 +204,23 @@ def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) -
     elif len(counts) and counts[0] > 0 and (counts == counts[0]).all():
         positional = int(counts[0])  # if its positions, in index order, hold disjoint ranges (below)
     if positional:
-        grid = sparse.indices.reshape(-1, positional)
-        order = np.argsort(grid, axis=1, kind="stable")  # a row is a sparse vector: field j is its j-th smallest index
-        grid = np.take_along_axis(grid, order, 1)
+        grid, grid_values = sparse.indices.reshape(-1, positional), sparse.values.reshape(-1, positional)
+        if not (grid[:, 1:] >= grid[:, :-1]).all():  # (written in index order, as most files are, they stay as they are)
+            order = np.argsort(grid, axis=1, kind="stable")  # a row is a sparse vector: field j is its j-th smallest index
+            grid, grid_values = np.take_along_axis(grid, order, 1), np.take_along_axis(grid_values, order, 1)
         if layout is None and not (grid.max(0)[:-1] < grid.min(0)[1:]).all():
             positional = None
     if positional:
-        grid_values = np.take_along_axis(sparse.values.reshape(-1, positional), order, 1)
         unit = bool((sparse.values == 1).all())
+        by_field, values_by_field = grid.T.copy(), (grid_values.T.copy() if not unit else None)  # each field's column in one run
         for j in range(positional):
             name = f"f{j + 1}"
             if layout is not None and name not in layout:
                 continue  # a field left out of the model
-            frame.columns[name] = _ids_text(grid[:, j])
+            frame.columns[name] = _ids_text(by_field[j])
             frame.kinds[name] = "categorical"
-            if not unit:
-                frame.weights[name] = pa.array(grid_values[:, j])
+            if values_by_field is not None:
+                frame.weights[name] = pa.array(values_by_field[j])
         return
     offsets = pa.array(sparse.starts.astype(np.int32))
     frame.columns["features"] = pa.ListArray.from_arrays(offsets, _ids_text(sparse.indices))

@@ -73,18 +73,17 @@ def _scan(data, offsets, parts, starts, fields, indices, values, value_at, label
     t = 0
     for r in range(len(offsets) - 1):
         i, end = offsets[r], offsets[r + 1]
-        for j in range(i, end):
-            c = data[j]
-            if (c < 32 and not _space(c)) or c >= 127:
-                return INVALID  # a control byte or non-ASCII text: the Arrow path's rules of whitespace apply
         while i < end and _space(data[i]):
             i += 1
         if i == end:
             return INVALID  # an empty line
         label_spans[r, 0] = i
         while i < end and not _space(data[i]):
-            if data[i] == 58:
+            c = data[i]
+            if c == 58:
                 return INVALID  # a feature where the label should be
+            if c < 32 or c >= 127:  # (the features' grammar admits neither)
+                return INVALID  # a control byte or non-ASCII text: the Arrow path's rules of whitespace apply
             i += 1
         label_spans[r, 1] = i
         starts[r] = t
