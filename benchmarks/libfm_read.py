@@ -32,7 +32,9 @@ def same(a, b) -> bool:
     x, y = a.sparse, b.sparse
     return (a.labels.equals(b.labels) and np.array_equal(x.starts, y.starts) and np.array_equal(x.indices, y.indices)
             and np.array_equal(x.values.view(np.uint32), y.values.view(np.uint32))
-            and (x.fields is None) == (y.fields is None) and (x.fields is None or np.array_equal(x.fields, y.fields)))
+            and (x.fields is None) == (y.fields is None) and (x.fields is None or np.array_equal(x.fields, y.fields))
+            and list(a.columns) == list(b.columns) and all(a.columns[n].equals(b.columns[n]) for n in a.columns)
+            and list(a.weights) == list(b.weights) and all(a.weights[n].equals(b.weights[n]) for n in a.weights))
 
 
 def main() -> None:
@@ -45,6 +47,8 @@ def main() -> None:
     args = parser.parse_args()
     if (args.file is None) == (args.frappe is None):
         parser.error("give a FILE or --frappe")
+    if args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
     with tempfile.TemporaryDirectory() as scratch:
         path = args.file
         if args.frappe is not None:

@@ -7,8 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
+from deepfm.data import sparse, sparse_scan
+from deepfm.data.readers import ChunkedFile
 from deepfm.data.sparse import read_lines, sparse_frame
 from deepfm.data.sparse_scan import scan
 from deepfm.errors import DataError
@@ -23,10 +26,12 @@ def _text(fmt: str, rows: int, seed: int) -> str:
     lines = []
     for _ in range(rows):
         features = []
-        for index in rng.choice(10**6, int(rng.integers(0, 12)), replace=False):
+        indices = rng.choice(10**6, int(rng.integers(0, 12)), replace=False)
+        indices[: int(rng.random() < 0.05)] = 999_999_999_999_999_999  # 18 digits, the most an index may have
+        for index in indices:
             value = VALUES[int(rng.integers(len(VALUES)))]
             features.append(f"{rng.integers(0, 40)}:{index}:{value}" if fmt == "libffm" else f"{index}:{value}")
-        gap = [" ", "\t", "  ", " \t "][int(rng.integers(4))]
+        gap = [" ", "\t", "  ", " \t ", "\v", " \f"][int(rng.integers(6))]
         label = ["0", "1", "-1", "4.5", "+1"][int(rng.integers(5))]
         lines.append([" ", ""][int(rng.integers(2))] + gap.join([label] + features) + ["", " ", "\t\v\f"][int(rng.integers(3))])
     return "\n".join(lines) + "\n"
@@ -61,7 +66,7 @@ def test_whole_numbers_up_to_seven_digits_are_parsed_by_the_pass_and_the_rest_by
     assert fields is None
 
 
-BAD = {  # each line the pass leaves to the Arrow path, which locates what is wrong (or reads it: the last ones)
+BAD = {  # text the pass leaves to the Arrow path, which locates what is wrong (or reads it: the non-ASCII label)
     "empty line": "1 1:1\n\n0 2:1\n",
     "whitespace-only line": "1 1:1\n \t\n",
     "no label": "1:1 2:1\n",
@@ -81,6 +86,8 @@ BAD = {  # each line the pass leaves to the Arrow path, which locates what is wr
     "two points": "1 1:1.2.3\n",
     "non-ASCII label": "é 1:1\n",
     "a control byte": "1 1:1\x1c2:1\n",
+    "a control byte in the label": "1\x1c 1:1\n",
+    "a NUL byte": "1 1:1\x00\n",
 }
 
 
@@ -104,3 +111,26 @@ def test_libffm_tokens_of_the_wrong_shape_are_left_to_the_arrow_path(write_text,
     assert scan(read_lines(path), "libffm") is None
     with pytest.raises(DataError, match="expected field:idx:value"):
         sparse_frame(read_lines(path), path, "libffm", compiled=True)
+
+
+def test_a_slice_of_the_lines_reads_as_those_lines_alone(write_text):
+    lines = read_lines(write_text("data.libfm", "1 1:1 2:0.5\n0 3:1\n1 4:2 5:1\n0 6:1\n"))
+    labels, starts, indices, values, _ = scan(lines.slice(1, 2), "libfm")
+    assert labels.to_pylist() == ["0", "1"] and starts.tolist() == [0, 1, 3]
+    assert indices.tolist() == [3, 4, 5] and values.tolist() == [1.0, 2.0, 1.0]
+    assert scan(pa.chunked_array([lines]), "libfm") is None  # (not one array: the Arrow path reads it)
+
+
+def test_a_file_of_compiled_from_bytes_or_more_is_read_by_the_pass_chunk_by_chunk(write_text, monkeypatch):
+    path = write_text("data.libfm", _text("libfm", 400, 2))
+    calls = []
+    monkeypatch.setattr(sparse_scan, "scan", lambda lines, fmt: calls.append(len(lines)) or scan(lines, fmt))
+    monkeypatch.setattr(sparse, "COMPILED_FROM", path.stat().st_size)
+    monkeypatch.setattr(sparse, "numba_loaded", lambda: False)
+    reader = ChunkedFile(path, chunk_bytes=4096)
+    rows = sum(frame.num_rows for frame in reader.frames())
+    assert rows == 400 and sum(calls) == 400 and len(calls) > 1
+    monkeypatch.setattr(sparse, "COMPILED_FROM", path.stat().st_size + 1)
+    calls.clear()
+    assert sum(frame.num_rows for frame in ChunkedFile(path, chunk_bytes=4096).frames()) == 400
+    assert calls == []  # a smaller file: Arrow's kernels

@@ -22,7 +22,8 @@ from deepfm.data.delimited import (delimited_layout, delimiter_of, lines_before_
                                    refuse_repeated_header, text_lines)
 from deepfm.data.formats import check_data_file, detect_format, gzip_errors, input_stream, is_gzip, locate_bad_utf8, open_bytes
 from deepfm.data.frame import RawFrame, repeated_names
-from deepfm.data.sparse import COMPILED_FROM, Layout, SparseRows, layout_sparse, read_lines, sparse_frame
+from deepfm.data import sparse as sparse_text
+from deepfm.data.sparse import Layout, SparseRows, layout_sparse, read_lines, sparse_frame
 from deepfm.data.tables import apply_multi, frame_from_table, split_multi
 from deepfm.errors import DataError
 
@@ -81,6 +82,8 @@ class ChunkedFile:
                 self._delimited = delimited_layout(self.path, self.format, label_optional=not require_label)
         elif self.format not in ("parquet", "libfm", "libffm"):  # pragma: no cover - the config validates formats
             raise DataError(self.path, f"unknown format {self.format!r}")
+        # libFM/libFFM: every chunk of a large file read by the compiled pass (a gzip file measured by its size on disk)
+        self._compiled_sparse = True if self.path.stat().st_size >= sparse_text.COMPILED_FROM else None
 
     @property
     def seekable(self) -> bool:
@@ -235,7 +238,7 @@ class ChunkedFile:
                     raise DataError(self.path, "file is empty", line=1) from None
                 raise locate_bad_utf8(self.path, None) from None  # (binary data, gzip without .gz: named as such)
             frame = sparse_frame(text, self.path, self.format, first_line, layout or self.layout,
-                                 compiled=True if _file_bytes(self.path) >= COMPILED_FROM else None)
+                                 compiled=self._compiled_sparse)
             if self.layout is None and layout is None:
                 self.layout = dict(frame.kinds)  # later chunks follow the first chunk's columns
             return apply_multi(frame, self.multi, self.separator)
@@ -348,11 +351,3 @@ def _line_blocks(handle, size: int, delimiter: bytes | None) -> Iterator[bytes]:
             continue
         rest = data[cut:]
         yield data[:cut]
-
-
-def _file_bytes(path: str | Path) -> int:
-    """The file's size on disk (0 where it cannot be read: its reading says why)."""
-    try:
-        return Path(path).stat().st_size
-    except OSError:
-        return 0

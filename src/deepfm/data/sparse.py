@@ -61,34 +61,42 @@ def index_error(frame: RawFrame, row: int, index: int, message: str) -> DataErro
                      column=_char_column(Path(frame.path), line, 1 + int(np.flatnonzero(tokens == index)[0])))
 
 
-COMPILED_FROM = 16 << 20  # a file this large is read by the compiled pass even where numba is not loaded yet (~0.7 s)
+COMPILED_FROM = 16 << 20  # a file this large is read by the compiled pass even where numba is not loaded yet (loading
+# numba and the pass's cached code takes ~0.7 s of a process; the pass saves more than that on a file of 16 MB)
+
+
+def numba_loaded() -> bool:
+    """Whether this process has loaded numba (training on the CPU does): then the compiled pass costs nothing more."""
+    return "numba" in sys.modules
 
 
 def sparse_frame(lines: pa.Array, path: Path, fmt: str, first_line: int = 1,
                  layout: Layout | None = None, compiled: bool | None = None) -> RawFrame:
     """A ``RawFrame`` over libFM/libFFM text lines, the first on line ``first_line`` of ``path``,
-    laid out as columns by ``layout`` (see ``layout_sparse``). ``compiled``: read them with the compiled
-    pass (``sparse_scan``) first, the same rows ~6× as fast; None: where numba is loaded already or these
-    lines are at least ``COMPILED_FROM`` bytes (the reader says True for a file of that size read in chunks). Lines that pass cannot read are read here, which locates
-    what is wrong with them."""
+    laid out as columns by ``layout`` (see ``layout_sparse``). ``compiled``: try the compiled pass
+    (``sparse_scan``) first, the same rows several times as fast; None: where numba is loaded already
+    or the lines hold at least ``COMPILED_FROM`` bytes. Lines that pass does not read (an error, text
+    outside printable ASCII) are read by Arrow's kernels, which locate what is wrong with them."""
     if len(lines) == 0:
         raise DataError(path, "file is empty", line=1)
     if compiled is None:
-        compiled = "numba" in sys.modules or lines.nbytes >= COMPILED_FROM
+        compiled = numba_loaded() or lines.nbytes >= COMPILED_FROM
     scanned = None
     if compiled:
         from deepfm.data.sparse_scan import scan  # (loads numba)
 
         scanned = scan(lines, fmt)
-    labels, sparse = (scanned[0], SparseRows(len(lines), *scanned[1:])) if scanned is not None else \
-        _arrow_rows(lines, path, fmt, first_line)
+    if scanned is not None:
+        labels, sparse = scanned[0], SparseRows(len(lines), *scanned[1:])
+    else:
+        labels, sparse = _arrow_rows(lines, path, fmt, first_line)
     frame = RawFrame(path=str(path), format=fmt, columns={}, kinds={}, column_numbers={}, labels=labels, first_line=first_line)
     frame.sparse = sparse
     layout_sparse(frame, layout)
     return frame
 
 
-def _arrow_rows(lines: pa.Array, path: Path, fmt: str, first_line: int) -> tuple[pa.Array, "SparseRows"]:
+def _arrow_rows(lines: pa.Array, path: Path, fmt: str, first_line: int) -> tuple[pa.Array, SparseRows]:
     """The lines' labels and features, read with Arrow's string kernels; a located DataError at the first problem."""
     trimmed = pc.utf8_trim_whitespace(lines)
     empty = pc.equal(trimmed, "").to_numpy(zero_copy_only=False)

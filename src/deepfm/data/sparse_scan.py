@@ -1,13 +1,13 @@
 """libFM / libFFM lines read in one compiled pass (numba; this module is imported on first use).
 
-``sparse.sparse_frame`` checks and splits the lines with Arrow's string kernels: trim, split at whitespace,
-split each token at ':', a regular expression per part, a cast per part. Each step writes a new array of
-every token, ~16 MB of text a second. ``scan`` reads the lines' bytes once: it finds each token, checks its
-parts against the same rules and parses the indices (and fields) as it goes. A value written as a whole
-number of at most 7 digits (the 1 of one-hot features) is exact in float32 and parsed here too; any other
-value is handed to Arrow's own cast, as before, so every value is the same float. Any line this pass does
-not read as valid (an error to locate, a byte outside printable ASCII) returns None, and the Arrow path
-reads the lines and says what is wrong, as it always has.
+The Arrow path (``sparse._arrow_rows``) checks and splits the lines with Arrow's string kernels: trim, split at
+whitespace, split each token at ':', a regular expression per part, a cast per part. Each step writes a new array of
+every token: ~16-25 MB of text a second. ``scan`` reads the lines' bytes once: it finds each token, checks its parts
+against the same rules and parses the indices (and fields) as it goes. A value written as a whole number of at most 7
+digits (the 1 of one-hot features) is exact in float32 and parsed here too; any other value goes to Arrow's own cast,
+as on the Arrow path, so every value is the same float. Where any line of the chunk is one this pass does not read as
+valid (an error to locate, a byte outside printable ASCII), ``scan`` returns None and the Arrow path reads the whole
+chunk, and says what is wrong, as it always has.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from deepfm.data.frame import within_reach
 INVALID = -1  # what the pass returns where the lines need the Arrow path
 
 EXACT_DIGITS = 7  # a whole number of this many digits or fewer is exact in float32 (< 2²⁴)
-MAX_VALUE_BYTES = 0xFFFF  # a longer value's text is left to the Arrow path
-INDEX_DIGITS = 18  # an index or field of more digits does not fit int64 (the Arrow path's ^\d{1,18}$)
+INDEX_DIGITS = 18  # at most this many digits in an index or a field (the Arrow path's rule, ^\d{1,18}$: always an int64)
 
 
 @compiled
@@ -68,8 +67,9 @@ def _decimal_end(data, i, end):  # pragma: no cover - compiled
 
 @compiled
 def _scan(data, offsets, parts, starts, fields, indices, values, value_at, label_spans):  # pragma: no cover - compiled
-    """Each line's label span and first token; each token's field, index, where its value's text lies and, for a whole number
-    of at most EXACT_DIGITS digits, the value (else NaN: Arrow's cast reads it). The number of tokens, or INVALID."""
+    """Each line's label span and first token; each token's field, index, where its value starts and, for a whole
+    number of at most EXACT_DIGITS digits, the value (else NaN: Arrow's cast reads it). The number of tokens, or
+    INVALID."""
     t = 0
     for r in range(len(offsets) - 1):
         i, end = offsets[r], offsets[r + 1]
@@ -110,22 +110,18 @@ def _scan(data, offsets, parts, starts, fields, indices, values, value_at, label
             stop = _decimal_end(data, i, end)
             if stop < 0 or (stop < end and not _space(data[stop])):
                 return INVALID
-            if stop - i > MAX_VALUE_BYTES:
-                return INVALID
-            value_at[t] = (i << 16) | (stop - i)
+            value_at[t] = i
             k, negative = i, data[i] == 45
             if data[k] == 43 or data[k] == 45:
                 k += 1
-            number, whole = 0, stop - k <= EXACT_DIGITS
-            for m in range(k, stop):
-                if not _digits(data[m]):
-                    whole = False
-                    break
-                number = number * 10 + (data[m] - 48)
-            if whole:
-                values[t] = -float(number) if negative else float(number)
-            else:
-                values[t] = np.nan
+            values[t] = np.nan
+            if stop - k <= EXACT_DIGITS:
+                number = 0
+                while k < stop and _digits(data[k]):
+                    number = number * 10 + (data[k] - 48)
+                    k += 1
+                if k == stop:
+                    values[t] = -float(number) if negative else float(number)
             i = stop
             t += 1
     starts[len(offsets) - 1] = t
@@ -133,58 +129,62 @@ def _scan(data, offsets, parts, starts, fields, indices, values, value_at, label
 
 
 @compiled
-def _spans_text(data, value_at, tokens, ends, text):  # pragma: no cover - compiled
-    """The text of the values of ``tokens`` (``value_at``: start << 16 | length) laid end to end in ``text``;
-    ``ends[n]``: where the n-th ends. Returns the bytes written."""
-    written = 0
+def _value_stops(data, value_at, tokens, line_ends, stops):  # pragma: no cover - compiled
+    """Where the value of each of ``tokens`` ends (``_decimal_end`` again, within its line)."""
     for n in range(len(tokens)):
-        at = value_at[tokens[n]]
-        start = at >> 16
-        for i in range(start, start + (at & 0xFFFF)):
+        stops[n] = _decimal_end(data, value_at[tokens[n]], line_ends[n])
+
+
+@compiled
+def _copy_spans(data, starts, stops, text):  # pragma: no cover - compiled
+    """``data[starts[n]:stops[n]]`` for each n, laid end to end in ``text``."""
+    written = 0
+    for n in range(len(starts)):
+        for i in range(starts[n], stops[n]):
             text[written] = data[i]
             written += 1
-        ends[n] = written
-    return written
+
+
+@compiled
+def _count(data, start, stop, byte):  # pragma: no cover - compiled
+    found = 0
+    for i in range(start, stop):
+        if data[i] == byte:
+            found += 1
+    return found
 
 
 def scan(lines: pa.Array, fmt: str) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | None:
     """``(labels, starts, indices, values, fields)`` of libFM (``fmt`` "libfm") or libFFM (else) text lines, as the
     Arrow path reads them; None where that path must read them (an error to locate, text outside printable ASCII)."""
-    if lines.type != pa.string() or lines.null_count or len(lines) == 0:
+    if not isinstance(lines, pa.StringArray) or lines.null_count or len(lines) == 0:
         return None
     _, offsets_buffer, data_buffer = lines.buffers()
     offsets = np.frombuffer(offsets_buffer, np.int32)[lines.offset: lines.offset + len(lines) + 1].astype(np.int64)
     data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
     parts = 2 if fmt == "libfm" else 3
-    tokens = int(np.count_nonzero(data[offsets[0]: offsets[-1]] == 58)) // (parts - 1)  # (a wrong count fails below)
+    tokens = _count(data, offsets[0], offsets[-1], ord(":")) // (parts - 1)  # (a wrong count fails below)
     starts, label_spans = np.empty(len(lines) + 1, np.int64), np.empty((len(lines), 2), np.int64)
     fields = np.empty(tokens if parts == 3 else 0, np.int64)
     indices, values, value_at = np.empty(tokens, np.int64), np.empty(tokens, np.float32), np.empty(tokens, np.int64)
     if _scan(data, offsets, parts, starts, fields, indices, values, value_at, label_spans) != tokens:
         return None
     rest = np.flatnonzero(np.isnan(values))
-    if len(rest):  # the values Arrow's cast reads, as the Arrow path does
-        ends, text = np.empty(len(rest), np.int64), np.empty(len(data), np.uint8)
-        written = _spans_text(data, value_at, rest, ends, text)
-        values[rest] = pc.cast(_strings(np.concatenate([[0], ends]), text[:written]), pa.float32()).to_numpy()
+    if len(rest):  # the values Arrow's cast reads, as on the Arrow path
+        line_ends = offsets[np.searchsorted(starts, rest, side="right")]  # (each token's line r: starts[r] <= t)
+        value_stops = np.empty(len(rest), np.int64)
+        _value_stops(data, value_at, rest, line_ends, value_stops)
+        values[rest] = pc.cast(_strings(data, value_at[rest], value_stops), pa.float32()).to_numpy()
         if not within_reach(values[rest]).all():
             return None  # 1e999 or 1e30: the Arrow path names it
-    label_ends = np.cumsum(label_spans[:, 1] - label_spans[:, 0])
-    label_text = np.empty(int(label_ends[-1]), np.uint8)
-    _copy_spans(data, label_spans, label_text)
-    labels = _strings(np.concatenate([[0], label_ends]), label_text)
+    labels = _strings(data, label_spans[:, 0], label_spans[:, 1])
     return labels, starts, indices, values, (fields if parts == 3 else None)
 
 
-@compiled
-def _copy_spans(data, spans, text):  # pragma: no cover - compiled
-    written = 0
-    for r in range(len(spans)):
-        for i in range(spans[r, 0], spans[r, 1]):
-            text[written] = data[i]
-            written += 1
-
-
-def _strings(ends: np.ndarray, text: np.ndarray) -> pa.Array:
-    """A string array from its offsets (N + 1, from 0) and its bytes."""
-    return pa.StringArray.from_buffers(len(ends) - 1, pa.py_buffer(ends.astype(np.int32)), pa.py_buffer(text))
+def _strings(data: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> pa.Array:
+    """The texts ``data[starts[n]:stops[n]]`` as a string array."""
+    ends = np.zeros(len(starts) + 1, np.int64)
+    np.cumsum(stops - starts, out=ends[1:])
+    text = np.empty(int(ends[-1]), np.uint8)
+    _copy_spans(data, starts, stops, text)
+    return pa.StringArray.from_buffers(len(starts), pa.py_buffer(ends.astype(np.int32)), pa.py_buffer(text))
