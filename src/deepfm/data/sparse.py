@@ -61,8 +61,9 @@ def index_error(frame: RawFrame, row: int, index: int, message: str) -> DataErro
                      column=_char_column(Path(frame.path), line, 1 + int(np.flatnonzero(tokens == index)[0])))
 
 
-COMPILED_FROM = 16 << 20  # a file this large is read by the compiled pass even where numba is not loaded yet (loading
-# numba and the pass's cached code takes ~0.7 s of a process; the pass saves more than that on a file of 16 MB)
+COMPILED_FROM = 32 << 20  # a file this large is read by the compiled pass even where numba is not loaded yet: loading
+# numba and the pass's cached code costs ~0.7 s and ~120 MB of a process that would not load it otherwise (predict,
+# evaluate); on a 17 MB file that was a wash in time, on 51 MB evaluate took 4.5-5.3 s against 6.4-6.6 s
 
 
 def numba_loaded() -> bool:
