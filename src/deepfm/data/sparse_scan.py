@@ -147,6 +147,7 @@ def _copy_spans(data, starts, stops, text):  # pragma: no cover - compiled
 
 @compiled
 def _count(data, start, stop, byte):  # pragma: no cover - compiled
+    """How many times ``byte`` occurs in ``data[start:stop]``."""
     found = 0
     for i in range(start, stop):
         if data[i] == byte:
