@@ -134,3 +134,11 @@ def test_a_file_of_compiled_from_bytes_or_more_is_read_by_the_pass_chunk_by_chun
     calls.clear()
     assert sum(frame.num_rows for frame in ChunkedFile(path, chunk_bytes=4096).frames()) == 400
     assert calls == []  # a smaller file: Arrow's kernels
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 1024])
+def test_a_unit_separator_byte_is_located_at_its_line_and_column(write_text, chunk_bytes):
+    path = write_text("data.libfm", "1 1:1 2:1\n" * 300 + "0 3:1\x1f4:1\n")
+    with pytest.raises(DataError, match="unit separator") as error:
+        list(ChunkedFile(path, chunk_bytes=chunk_bytes).frames())
+    assert (error.value.line, error.value.column) == (301, 6)

@@ -145,10 +145,14 @@ def _binary_kind(start: bytes, path: str | Path) -> str | None:
     return None
 
 
+LINE_READER_DELIMITER = b"\x1f"  # the byte ``sparse.read_lines`` splits fields at: a libFM line holding it is refused
+
+
 def locate_bad_utf8(path: str | Path, delimiter: str | None) -> DataError:
     """Where the file stops being UTF-8 text: its first line that does not decode, the column being the
-    field of the bad byte (``delimiter``), or its character position (None: libFM/libFFM lines). Runs
-    only on the error path (a pass over the file's bytes)."""
+    field of the bad byte (``delimiter``), or its character position (None: libFM/libFFM lines, where a
+    unit separator byte, which the line reader splits at, is located too). Runs only on the error path
+    (a pass over the file's bytes)."""
     with open_bytes(path) as handle:
         kind = _binary_kind(handle.read(4), path)
     if kind is not None:
@@ -162,6 +166,11 @@ def locate_bad_utf8(path: str | Path, delimiter: str | None) -> DataError:
                 column = _field_number(before.decode("utf-8"), delimiter) if delimiter else len(before.decode("utf-8")) + 1
                 return DataError(path, f"not UTF-8 text (byte 0x{line[error.start]:02x}); deepfm reads UTF-8: re-encode "
                                        f"the file, e.g. {recoded(path, 'latin1')}", line=number, column=column)
+            if delimiter is None and LINE_READER_DELIMITER in line:  # UTF-8, but a byte the line reader splits at
+                column = len(line[: line.index(LINE_READER_DELIMITER)].decode("utf-8")) + 1
+                return DataError(path, "a control character (byte 0x1f, the unit separator) in the line: a libFM/libFFM "
+                                       "line holds a label and idx:value tokens, separated by spaces or tabs",
+                                 line=number, column=column)
     return DataError(path, "not UTF-8 text")
 
 

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from deepfm.data.delimited import BLOCK_SIZE
-from deepfm.data.formats import open_text
+from deepfm.data.formats import LINE_READER_DELIMITER, open_text
 from deepfm.data.frame import DECIMAL_PATTERN, WITHIN_REACH, RawFrame, within_reach
 from deepfm.errors import DataError, DataWarning
 
@@ -29,7 +29,7 @@ def read_lines(source) -> pa.Array:
     table = pacsv.read_csv(
         source,
         read_options=pacsv.ReadOptions(column_names=["line"], block_size=BLOCK_SIZE),
-        parse_options=pacsv.ParseOptions(delimiter="\x1f", quote_char=False, escape_char=False, ignore_empty_lines=False),
+        parse_options=pacsv.ParseOptions(delimiter=LINE_READER_DELIMITER.decode(), quote_char=False, escape_char=False, ignore_empty_lines=False),
         convert_options=pacsv.ConvertOptions(column_types={"line": pa.string()}, strings_can_be_null=False),
     )
     return table.column("line").combine_chunks()
