@@ -156,19 +156,27 @@ def test_the_digit_test_agrees_with_the_number_pattern_on_integers():
         assert all_digits(column) == (value.isascii() and value.isdigit()), value
 
 
-def test_the_one_pass_hands_freed_memory_back_once_between_reading_and_encoding(chunked, monkeypatch):
-    """Not after every chunk (each would page-fault its memory in afresh), and before the encoded columns
-    are allocated (else the parsed chunks' free memory adds to the pass's peak)."""
+def test_the_one_pass_hands_freed_memory_back_after_reading_and_again_before_encoding(chunked, monkeypatch):
+    """Not after every chunk (each would page-fault its memory in afresh): once the chunks are read, before the
+    count tables' last merges (else the parsed chunks' free memory adds to the fit's peak), and once the vocabularies
+    are made, before the encoded columns are allocated (else the merges' free memory adds to the pass's peak)."""
+    import deepfm.data.encoders as encoders
     import deepfm.data.stream as stream
 
     _, file = chunked
     events: list[str] = []
-    monkeypatch.setattr(stream, "release_free_memory", lambda: events.append("release"))
+    monkeypatch.setattr(encoders, "release_free_memory", lambda: events.append("release before the merges"))
+    monkeypatch.setattr(stream, "release_free_memory", lambda: events.append("release before encoding"))
+    update, table = encoders._Fitter.update, encoders.HashedCounts.table
+    monkeypatch.setattr(encoders._Fitter, "update", lambda self, frame: events.append("read") or update(self, frame))
+    monkeypatch.setattr(encoders.HashedCounts, "table", lambda self: events.append("merge") or table(self))
     transform = FeatureEncoder.transform
     monkeypatch.setattr(FeatureEncoder, "transform", lambda self, *a, **k: events.append("encode") or transform(self, *a, **k))
     fit_and_encode(file(), DataConfig(multi=("tags",)))
-    assert events.count("release") == 1
-    assert events[0] == "release" and events.count("encode") == len(file().chunks())
+    chunks = len(file().chunks())
+    assert [e for e in events if e != "merge"] == (["read"] * chunks + ["release before the merges", "release before encoding"]
+                                                   + ["encode"] * chunks)
+    assert events.index("merge") > events.index("release before the merges")
 
 
 def test_row_codes_write_each_rows_id_into_a_column_of_a_larger_array_and_nulls_get_the_missing_id():

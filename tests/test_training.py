@@ -63,6 +63,20 @@ def test_fits_at_once_in_threads_give_the_model_of_a_fit_alone(tables, mlp):
             np.testing.assert_array_equal(predictions, alone)
 
 
+def test_fit_hands_the_steps_freed_memory_back_once_it_has_trained(tables, monkeypatch):
+    """malloc keeps a step's freed tensors for the next step (``runtime.keep_freed_memory``); once the loop is done
+    they go back to the OS, before the caller predicts or saves, and not after every epoch (each would page-fault
+    the next epoch's tensors in afresh)."""
+    import deepfm.training.trainer as trainer
+
+    events: list[str] = []
+    step = Trainer._step
+    monkeypatch.setattr(Trainer, "_step", lambda self, batch: events.append("step") or step(self, batch))
+    monkeypatch.setattr(trainer, "release_free_memory", lambda: events.append("release"))
+    Estimator(**SMALL).fit(tables["train"][0], valid=tables["valid"][0], progress=False)
+    assert events.count("release") == 1 and events[-1] == "release" and events.count("step") > 3
+
+
 def test_a_device_this_torch_cannot_use_is_a_config_error_before_any_data_is_read(monkeypatch):
     """As the command's --device: not torch's AssertionError ("Torch not compiled with CUDA enabled") mid-fit."""
     from deepfm.errors import ConfigError

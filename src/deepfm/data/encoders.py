@@ -40,6 +40,7 @@ from deepfm.data.tables import closest_name, is_id_list, is_list
 from deepfm.data.vocabulary import Vocabulary
 from deepfm.defaults import FREQUENT_IDS_PER_ROW, LONG_TAIL_IDS_PER_ROW, RARE_VALUE_RULE_ROWS, rare_value_threshold
 from deepfm.errors import ConfigError, DataError
+from deepfm.runtime import release_free_memory
 from deepfm.tasks import Task, TaskFitter, task_from_dict
 
 HeldOutRule = Callable[[int, int], np.ndarray]  # (first_row, rows) -> (rows,) bool: those validation holds out
@@ -780,6 +781,7 @@ class _Fitter:
         return encoded
 
     def finish(self) -> FeatureEncoder:
+        release_free_memory()  # what reading the chunks freed, before the count tables' last merges (the fit's peak)
         config, specs, offset = self.config, [], 0
         ordered = [n for n, k in self.kinds.items() if k != "multi"] + [n for n, k in self.kinds.items() if k == "multi"]
         counted = [name for name in ordered if self.kinds[name] != "numeric"]

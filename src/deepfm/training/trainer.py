@@ -27,7 +27,7 @@ from deepfm.config import TrainingConfig
 from deepfm.data.batch import Batch, BatchSource, EncodedData, InMemorySource, prefetch
 from deepfm.data.encoders import refuse_one_weighted_class, refuse_zero_weight_sum
 from deepfm.errors import ConfigError, DataError, TrainingDiverged
-from deepfm.runtime import available_cores
+from deepfm.runtime import available_cores, release_free_memory
 from deepfm.training.checkpoint import CheckpointWarning, CheckpointWriter, complete_checkpoint, load_checkpoint
 from deepfm.tasks import Task, as_task, metric_text
 from deepfm.training.optim import ModelOptimizer, batch_occurrences
@@ -296,6 +296,7 @@ class Trainer:
             self._writer.wait(raising=False)
             raise
         self._writer.wait()  # the last checkpoint on disk before the run returns
+        release_free_memory()  # the steps' freed tensors, kept by malloc for the next step (``runtime``), before predicting
         if best_weights is not None:
             self.model.load_state_dict(best_weights)
         result.resumed_finished = found is not None and result.epochs_run == start_epoch  # (mid-epoch: it trains on)
