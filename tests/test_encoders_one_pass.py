@@ -18,6 +18,7 @@ from deepfm.data.counting import ChunkCodes, HashedCounts
 from deepfm.data.encoders import MISSING, UNSEEN, FeatureEncoder
 from deepfm.data.readers import ChunkedFile
 from deepfm.data.stream import encode_file, fit_and_encode, fit_streaming
+from deepfm.errors import DataError
 
 
 def long_tail(rows: int, seed: int = 0) -> dict[str, list]:
@@ -212,3 +213,69 @@ def test_the_kept_frames_are_encoded_once(chunked):
     assert sum(len(part) for part in encode_into(encoder.new_ids(rows))) == rows
     with pytest.raises(RuntimeError, match="encoded already"):
         next(encode_into(encoder.new_ids(rows)))
+
+
+def libfm_lines(rows: int, seed: int = 0, libffm: bool = False) -> list[str]:
+    """Positional libFM rows (field j's indices in a range of their own, a long tail in the first field, values not
+    all 1 in the third), or libFFM rows of the same fields."""
+    rng = np.random.default_rng(seed)
+    tail, few, valued = rng.zipf(1.3, rows) % 3000, 5000 + rng.integers(0, 12, rows), 6000 + rng.integers(0, 4, rows)
+    lines = []
+    for r in range(rows):
+        tokens = [(0, tail[r], "1"), (1, few[r], "1"), (2, valued[r], f"{rng.random():.3f}")]
+        shown = [f"{field}:{index}:{value}" if libffm else f"{index}:{value}" for field, index, value in tokens]
+        lines.append(" ".join([str(int(rng.integers(0, 2)))] + [shown[i] for i in rng.permutation(3)]))
+    return lines
+
+
+def reads_of(monkeypatch) -> list[int]:
+    reads: list[int] = []
+    frames = ChunkedFile.frames
+    monkeypatch.setattr(ChunkedFile, "frames", lambda self, *a, **k: reads.append(1) or frames(self, *a, **k))
+    return reads
+
+
+@pytest.mark.parametrize("options", [{}, {"min_count": 3}, {"ignore": ("f2",)}, {"hash_buckets": 100}])
+@pytest.mark.parametrize("fmt", ["libfm", "libffm"])
+def test_a_libfm_file_of_one_layout_is_read_once_and_encoded_as_two_passes_encode_it(tmp_path, monkeypatch, fmt, options):
+    """Its chunks' positional (libFM) or one-per-row (libFFM) fields are kept as codes, as a table's columns are; the
+    ids, values and labels are those of reading it again with the encoder's layout."""
+    if fmt == "libffm" and "ignore" in options:
+        options = {"ignore": ("field1",)}
+    path = tmp_path / f"train.{fmt}"
+    path.write_text("\n".join(libfm_lines(4000, libffm=fmt == "libffm")) + "\n")
+    file = lambda: ChunkedFile(path, chunk_bytes=4 << 10)  # noqa: E731
+    config = DataConfig(**options)
+    encoder, data = two_passes(file(), config)
+    reads = reads_of(monkeypatch)
+    encoder_once, _, data_once = fit_and_encode(file(), config)
+    assert len(file().chunks()) > 10 and len(reads) == 1
+    assert encoder_once.to_dict() == encoder.to_dict()
+    assert data.values is not None and [spec.name for spec in encoder.fields] == list(encoder.layout)
+    for got, want in [(data_once.ids, data.ids), (data_once.values, data.values), (data_once.labels, data.labels)]:
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_libfm_row_of_another_width_is_refused_at_its_line_in_the_one_pass(tmp_path):
+    """Later chunks are read with the first chunk's layout (``ChunkedFile``), so such a row is refused while the file is
+    fitted, at its line, as the second reading refused it."""
+    lines = libfm_lines(4000)
+    lines[3000] += " 7000:1"  # a fourth feature
+    path = tmp_path / "train.libfm"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="3 positional features per row, this row has 4") as error:
+        fit_and_encode(ChunkedFile(path, chunk_bytes=4 << 10), DataConfig())
+    assert error.value.line == 3001
+
+
+def test_a_multi_valued_libfm_file_is_read_again(tmp_path, monkeypatch):
+    """Rows of varying width make one multi-valued field, kept as text until encoded were it kept: it is read again."""
+    lines = [line + (" 7000:1" if i % 3 == 0 else "") for i, line in enumerate(libfm_lines(2000))]
+    path = tmp_path / "train.libfm"
+    path.write_text("\n".join(lines) + "\n")
+    file = lambda: ChunkedFile(path, chunk_bytes=4 << 10)  # noqa: E731
+    encoder, data = two_passes(file(), DataConfig())
+    reads = reads_of(monkeypatch)
+    encoder_once, _, data_once = fit_and_encode(file(), DataConfig())
+    assert list(encoder.layout) == ["features"] and len(reads) == 2
+    np.testing.assert_array_equal(data_once.bags[0].ids, data.bags[0].ids)

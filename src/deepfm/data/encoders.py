@@ -338,8 +338,8 @@ class FeatureEncoder:
         the chunk's distinct values, the other columns as they are), so the frames need not be read
         again. Returns the encoder and a function to call once that, given an ids array of every frame's
         rows (``new_ids``), encodes the frames one at a time, in order, into its consecutive rows; or
-        None where that cannot be done (libFM/libFFM frames; a field with two values of one hash),
-        for the caller to read the frames again."""
+        None where that cannot be done (libFM/libFFM chunks laid out unlike the first or with a multi-valued column;
+        a field with two values of one hash), for the caller to read the frames again."""
         fitter = _Fitter.over(frames, config, retain=True, held_out=held_out)
         encoder = fitter.finish()
         return encoder, fitter.transformed(encoder)
@@ -637,6 +637,7 @@ class _Fitter:
         self.rows = 0  # counted: not held out
         self.first_row = 0  # the next frame's position in the file
         self.sparse_format = first.format if first.format in ("libfm", "libffm") else None
+        self.sparse_layout = dict(first.kinds) if first.sparse is not None else None  # how the data laid chunk 1 out
         self.position_ranges: tuple[np.ndarray, np.ndarray] | None = None  # libFM f1..fn: each position's indices
         self.labels = TaskFitter(config.task, config.positive, self.sparse_format is not None, first.path,
                                  one_vs_rest=config.one_vs_rest)
@@ -693,8 +694,18 @@ class _Fitter:
         if self.retained is not None and frame.sparse is None:
             rest = {name: column for name, column in frame.columns.items() if name not in codes}
             self.retained.append((frame.with_columns(rest), codes))
+        elif self.retained is not None and self._laid_out_as_the_encoder_will(frame):
+            rest = {name: column for name, column in frame.columns.items() if name not in codes and name in self.kinds}
+            self.retained.append((dataclasses.replace(frame.with_columns(rest), sparse=None), codes))
         else:
-            self.retained = None  # libFM/libFFM frames are laid out by the encoder: read them again
+            self.retained = None  # read again, each chunk laid out by the encoder
+
+    def _laid_out_as_the_encoder_will(self, frame: RawFrame) -> bool:
+        """Whether a libFM/libFFM chunk's columns, which the data laid out (``sparse.layout_sparse``), are those the
+        encoder's layout gives on a second reading: the first chunk's, with no multi-valued column (kept as its text
+        ids until encoded, a multi-valued column would hold more memory than reading it again).
+        The rows' own checks ran as they were counted (``_check_positions``), and the sparse arrays are let go."""
+        return frame.kinds == self.sparse_layout and "multi" not in frame.kinds.values()
 
     def _check_positions(self, frame: RawFrame) -> None:
         """libFM rows read as positional fields f1..fn (the first chunk's positions, each row's indices in order, held
