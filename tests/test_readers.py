@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -249,6 +251,31 @@ def test_a_libfm_positional_field_left_out_is_read_past_and_rows_of_another_widt
     wide = write_text("wide.libfm", "1 0:1 10:1 20:1 30:1\n")  # a reviewer's: a 4th feature dropped without a word
     with pytest.raises(DataError, match=r"reads 3 positional features per row, this row has 4"):
         read_frame(wide, layout={"f1": "categorical", "f2": "categorical", "f3": "categorical"})
+
+
+@pytest.mark.parametrize("fmt, left_out", [("libfm", "f3"), ("libfm", "f1"), ("libffm", "field2")])
+def test_a_model_that_left_out_a_field_reads_rows_at_the_training_width(write_text, tmp_path, fmt, left_out):
+    """--ignore of a libFM file's last field trained (one reading pass), then every row of it was 'wider than the
+    model's 2 positional features' when scored: the model keeps the fields it left out, and reads past them."""
+    from deepfm import Estimator
+    from deepfm.data.encoders import FeatureEncoder
+    from deepfm.errors import DataError
+
+    rng = np.random.default_rng(0)
+    rows = [(rng.integers(0, 2), rng.integers(0, 5), 10 + rng.integers(0, 5), 20 + rng.integers(0, 5)) for _ in range(300)]
+    line = "{} {}:1 {}:1 {}:1" if fmt == "libfm" else "{} 0:{}:1 1:{}:1 2:{}:1"
+    path = write_text(f"train.{fmt}", "".join(line.format(*row) + "\n" for row in rows))
+    model = Estimator(model={"name": "fm"}, data={"ignore": [left_out]}, training={"epochs": 1}).fit(path, progress=False)
+    assert model.encoder.left_out == (left_out,) and left_out not in [spec.name for spec in model.encoder.fields]
+    saved = FeatureEncoder.from_dict(model.encoder.to_dict())
+    assert saved.left_out == (left_out,) and saved.layout == model.encoder.layout
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a libFFM field left out is not 'a field of this file the model does not know'
+        assert len(model.predict(path)) == len(rows)
+    if fmt == "libfm":
+        narrow = write_text("narrow.libfm", "1 0:1 10:1\n")
+        with pytest.raises(DataError, match=r"reads 3 positional features per row \(some left out\), this row has 2"):
+            model.predict(narrow)
 
 
 def test_libfm_positional_fields_with_all_unit_values_carry_no_weights(write_text):

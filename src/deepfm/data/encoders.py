@@ -35,7 +35,7 @@ from deepfm.data.frame import (FLOAT_MARK, MISSING_WORDS, NUMBER_PATTERN, RawFra
                                 without_missing_words)
 from deepfm.data.frequent import FrequentSet
 from deepfm.data.hashing import fnv1a64_unique
-from deepfm.data.sparse import index_error
+from deepfm.data.sparse import LEFT_OUT, index_error
 from deepfm.data.tables import closest_name, is_id_list, is_list
 from deepfm.data.vocabulary import Vocabulary
 from deepfm.defaults import FREQUENT_IDS_PER_ROW, LONG_TAIL_IDS_PER_ROW, RARE_VALUE_RULE_ROWS, rare_value_threshold
@@ -180,6 +180,7 @@ class FeatureEncoder:
     fit_notes: list[str] = field(default_factory=list, compare=False)  # inferences worth telling (not saved)
     id_counts: "IdCounts | None" = field(default=None, compare=False)  # how often training ids recur (saved)
     sparse_format: str | None = None  # "libfm"/"libffm": trained on those rows, whose values come as "index:value" (saved)
+    left_out: tuple[str, ...] = ()  # libFM/libFFM fields of the training rows that --ignore left out (saved)
 
     def __post_init__(self) -> None:
         if isinstance(self.task, str):  # a task named, as in schemas written by hand
@@ -255,8 +256,9 @@ class FeatureEncoder:
     @property
     def layout(self) -> dict[str, str]:
         """Each field's name and kind: what a reader needs to lay libFM/libFFM features out as this
-        model's columns (``read_frame(..., layout=encoder.layout)``)."""
-        return {spec.name: spec.kind for spec in self.fields}
+        model's columns (``read_frame(..., layout=encoder.layout)``); the fields it left out as ``LEFT_OUT``, so that
+        rows are read at the training rows' width."""
+        return {spec.name: spec.kind for spec in self.fields} | dict.fromkeys(self.left_out, LEFT_OUT)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -268,6 +270,7 @@ class FeatureEncoder:
             "fields": [f.to_dict() for f in self.fields],
             **({"id_counts": self.id_counts.to_dict()} if self.id_counts is not None else {}),
             **({"sparse_format": self.sparse_format} if self.sparse_format else {}),
+            **({"left_out": list(self.left_out)} if self.left_out else {}),
         }
 
     @classmethod
@@ -307,7 +310,8 @@ class FeatureEncoder:
         counts = data.get("id_counts")  # absent in schemas of older versions
         encoder = cls(task=task, label=data["label"], fields=fields, weight=data.get("weight"),
                       id_counts=IdCounts.from_dict(counts) if counts is not None else None,
-                      sparse_format=data.get("sparse_format"))  # absent: not libFM/libFFM, or an older version
+                      sparse_format=data.get("sparse_format"),  # absent: not libFM/libFFM, or an older version
+                      left_out=tuple(data.get("left_out") or ()))
         if encoder.num_features != data.get("num_features"):
             raise ValueError("feature schema is inconsistent: field sizes do not add up to num_features")
         return encoder
@@ -359,7 +363,7 @@ class FeatureEncoder:
             if spec.name not in frame.columns and spec.name not in local:
                 if frame.sparse is not None:
                     raise DataError(frame.path, f"the {frame.format} features were laid out as {list(frame.columns)}, "
-                                    f"the model reads {list(self.layout)}: give the model a file like the one it was "
+                                    f"the model reads {[spec.name for spec in self.fields]}: give the model a file like the one it was "
                                     "trained on (in Python, read a libFM/libFFM file with layout=encoder.layout)", line=1)
                 needed = {field.name for field in self.fields}
                 close = closest_name(spec.name, [name for name in frame.columns if name not in needed])
@@ -854,8 +858,9 @@ class _Fitter:
             classes = "; classes 0, 1, 2, ...: --task multiclass (--task ordinal for ordered grades)" if counted else ""
             self.notes.append(f"task: regression, since the labels are not all 0/1 ({shown}); --task binary refuses such "
                               f"labels{two}{classes}")
+        left_out = tuple(name for name in self.sparse_layout or {} if name not in self.kinds)  # (--ignore)
         return FeatureEncoder(task=task, label=config.label, fields=specs, weight=config.weight, fit_notes=self.notes,
-                              id_counts=id_counts, sparse_format=self.sparse_format)
+                              id_counts=id_counts, sparse_format=self.sparse_format, left_out=left_out)
 
 
 NOTES_LOOK_AT_ROWS = 65_536

@@ -22,6 +22,7 @@ from deepfm.data.frame import DECIMAL_PATTERN, WITHIN_REACH, RawFrame, within_re
 from deepfm.errors import DataError, DataWarning
 
 Layout = dict[str, str]  # column name -> kind, as a fitted encoder's ``layout`` gives it
+LEFT_OUT = "left out"  # a layout's kind of a field the model does not read (--ignore): not laid out, still counted
 
 
 def read_lines(source) -> pa.Array:
@@ -202,14 +203,15 @@ def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) -
             raise frame.error(0, None, f"the model reads the columns {', '.join(named[:4])}"
                               f"{', ...' if len(named) > 4 else ''}, which a libFM row does not have (it was trained "
                               f"on {origin}")
-        if set(layout) != {"features"}:  # f1..fW; with fields left out (--ignore), rows as wide as the first, up to
-            wanted = max(int(name[1:]) for name in layout)  # the last field read at least (the training width is not
-            gaps = len(layout) < wanted  # kept); without, exactly W wide
+        if set(layout) != {"features"}:  # f1..fW, those left out (--ignore) too: exactly W wide; a model of an older
+            wanted = max(int(name[1:]) for name in layout)  # version kept no left-out field: rows as wide as the first,
+            gaps = len(layout) < wanted  # up to the last field read at least
             positional = int(counts[0]) if gaps and len(counts) else wanted
             bad = np.flatnonzero(counts != positional) if positional >= wanted else np.zeros(1, np.int64)
             if len(bad):
+                left = gaps or LEFT_OUT in layout.values()
                 raise frame.error(int(bad[0]), None, f"the model reads {wanted} positional features per row"
-                                  f"{' (some left out)' if gaps else ''}, this row has {int(counts[bad[0]])}")
+                                  f"{' (some left out)' if left else ''}, this row has {int(counts[bad[0]])}")
     elif len(counts) and counts[0] > 0 and (counts == counts[0]).all():
         positional = int(counts[0])  # if its positions, in index order, hold disjoint ranges (below)
     if positional:
@@ -224,7 +226,7 @@ def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) -
         by_field, values_by_field = grid.T.copy(), (grid_values.T.copy() if not unit else None)  # each field's column in one run
         for j in range(positional):
             name = f"f{j + 1}"
-            if layout is not None and name not in layout:
+            if layout is not None and layout.get(name, LEFT_OUT) == LEFT_OUT:
                 continue  # a field left out of the model
             frame.columns[name] = _ids_text(by_field[j])
             frame.kinds[name] = "categorical"
@@ -250,6 +252,8 @@ def _libffm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) 
                       f"({', '.join(name[len('field'):] for name in names)}): their features are not read", DataWarning,
                       stacklevel=2)
     for name, kind in names.items():
+        if kind == LEFT_OUT:
+            continue
         field = int(name[len("field"):])
         lo, hi = np.searchsorted(fields, [field, field + 1])
         per_row = np.bincount(rows[lo:hi], minlength=n)
