@@ -280,3 +280,29 @@ def test_a_multi_valued_libfm_file_is_read_again(tmp_path, monkeypatch):
     encoder_once, _, data_once = fit_and_encode(file(), DataConfig())
     assert list(encoder.layout) == ["features"] and len(reads) == 2
     np.testing.assert_array_equal(data_once.bags[0].ids, data.bags[0].ids)
+
+
+@pytest.mark.parametrize("dictionary, indices", [
+    (["b", "a", "c"], [0, 1, None, 0, 2]),  # each value once, each used: its codes as they are
+    (["b", "a", "c", "unused"], [0, 1, None, 0, 2]),  # a value no row holds
+    (["b", "a", "b", "c"], [0, 1, None, 2, 3]),  # a value twice
+])
+def test_a_dictionary_encoded_column_is_counted_as_its_text(dictionary, indices):
+    """libFM ids come dictionary-encoded (each distinct id cast to text once), as Parquet's text may: counted, they
+    give each row the code and each value the count that the column's plain text gives."""
+    column = pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()), pa.array(dictionary))
+    text = column.cast(pa.string())
+    got, want = ChunkCodes.of(column), ChunkCodes.of(text)
+    value_of = lambda codes: [None if i < 0 else codes.distinct[int(i)].as_py() for i in codes.indices]  # noqa: E731
+    assert value_of(got) == value_of(want) == text.to_pylist()
+    assert dict(zip(got.distinct.to_pylist(), got.counts)) == dict(zip(want.distinct.to_pylist(), want.counts))
+    assert set(got.distinct.to_pylist()) == {"a", "b", "c"}
+
+
+def test_a_dictionary_encoded_column_is_looked_up_as_its_text(chunked):
+    _, file = chunked
+    encoder, _, _ = fit_and_encode(file(), DataConfig(multi=("tags",), min_count=2))
+    spec = encoder.fields[0]
+    values = pa.array(["never-seen", None, *spec.vocabulary.values.to_pylist()[:5]] * 2)
+    encoded = pc.dictionary_encode(values)
+    np.testing.assert_array_equal(FeatureEncoder._lookup(encoded, spec), FeatureEncoder._lookup(values, spec))

@@ -30,10 +30,10 @@ class ChunkCodes:
 
     @classmethod
     def of(cls, text: pa.Array, counted: np.ndarray | None = None) -> "ChunkCodes":
-        """Codes of a string column (one hash pass over its rows, then one over its distinct values);
-        ``counted``: the (rows,) bool mask of the rows whose values count (None: every row). A value only
-        rows left out hold is among the distinct values with a count of 0."""
-        encoded = pc.dictionary_encode(text)
+        """Codes of a string column (one hash pass over its rows, then one over its distinct values), or of one
+        dictionary-encoded already (libFM ids, Parquet); ``counted``: the (rows,) bool mask of the rows whose values
+        count (None: every row). A value only rows left out hold is among the distinct values with a count of 0."""
+        encoded = text if is_distinct_dictionary(text) else pc.dictionary_encode(plain_text(text))
         indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
         present = indices if counted is None else indices[counted]
         present = present if encoded.indices.null_count == 0 else present[present >= 0]
@@ -44,6 +44,21 @@ class ChunkCodes:
         """What encoding the chunk needs once the vocabulary is known: not the values themselves, and
         their hashes only with ``hashes`` (for a field that may be hashed)."""
         return RowCodes(self.indices, self.hashes if hashes else None, placement)
+
+
+def is_distinct_dictionary(column: pa.Array) -> bool:
+    """A dictionary-encoded text column whose rows hold each of its dictionary's values, each once in it: its
+    codes as they are (a dictionary of unused or repeated values would be counted as values of no row, or twice)."""
+    if not (pa.types.is_dictionary(column.type) and pa.types.is_string(column.type.value_type)):
+        return False
+    dictionary, indices = column.dictionary, pc.fill_null(column.indices, -1).to_numpy(zero_copy_only=False)
+    used = np.bincount(indices[indices >= 0] if column.null_count else indices, minlength=len(dictionary))
+    return bool(used.all()) and pc.count_distinct(dictionary).as_py() == len(dictionary) and dictionary.null_count == 0
+
+
+def plain_text(column: pa.Array) -> pa.Array:
+    """A column as plain strings (a dictionary-encoded one decoded; numbers, booleans and times as text)."""
+    return column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
 
 
 @dataclass

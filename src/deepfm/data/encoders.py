@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from deepfm.config import DataConfig
 from deepfm.data.columns import each_column
-from deepfm.data.counting import ChunkCodes, HashedCounts, RowCodes
+from deepfm.data.counting import ChunkCodes, HashedCounts, RowCodes, plain_text
 from deepfm.data.encoded import Bag, EncodedData, id_dtype
 from deepfm.data.frame import (FLOAT_MARK, MISSING_WORDS, NUMBER_PATTERN, RawFrame, looks_float, to_float,
                                 without_missing_words)
@@ -408,7 +408,7 @@ class FeatureEncoder:
             unseen = np.flatnonzero(ids[:, j] == spec.offset + UNSEEN)
             if not len(unseen):
                 continue
-            values = frame.columns[spec.name].take(pa.array(unseen))
+            values = plain_text(frame.columns[spec.name].take(pa.array(unseen)))
             found = np.flatnonzero(every_value.positions(values) >= 0)  # (unseen in j: another field's)
             if len(found) and (first is None or unseen[found[0]] < first[0]):
                 at = int(found[0])
@@ -490,7 +490,10 @@ class FeatureEncoder:
         """Field-local ids of a value column: 0 missing, 1 unseen, 2+ vocabulary/hash bucket."""
         if pa.types.is_timestamp(column.type) and spec.vocabulary is not None:
             column = as_training_times(column, spec.vocabulary)
-        text = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
+        if pa.types.is_dictionary(column.type) and pa.types.is_string(column.type.value_type):  # each value looked up once
+            local = np.append(FeatureEncoder._lookup(column.dictionary, spec), MISSING)
+            return local[pc.fill_null(column.indices, -1).to_numpy(zero_copy_only=False)]
+        text = plain_text(column)
         missing = pc.is_null(text).to_numpy(zero_copy_only=False)
         if spec.hash_buckets:
             local = _hashed_ids(text, spec)
@@ -677,10 +680,9 @@ class _Fitter:
                 return
             if kind == "multi":  # not encoded from codes: the counted rows' values alone
                 flat = pc.list_flatten(column if counted is None else column.filter(pa.array(counted)))
-                chunk = ChunkCodes.of(flat if pa.types.is_string(flat.type) else pc.cast(flat, pa.string()))
+                chunk = ChunkCodes.of(flat)
             else:
-                flat = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
-                chunk = ChunkCodes.of(flat, counted)
+                chunk = ChunkCodes.of(column, counted)
             placement = self.counts[name].add(chunk)
             if kind == "categorical" and self.retained is not None:
                 codes[name] = chunk.rows(placement, hashes=self.config.hash_buckets > 0)

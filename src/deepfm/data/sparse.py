@@ -189,7 +189,15 @@ def layout_sparse(frame: RawFrame, layout: Layout | None = None) -> None:
 
 
 def _ids_text(ids: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
-    return pc.cast(pa.array(ids, mask=mask), pa.string())
+    """Ids as the text a model's vocabularies hold, dictionary-encoded: each distinct id cast once (a field of N rows
+    holds a few thousand), and counted and looked up once (``counting.ChunkCodes``, ``FeatureEncoder._lookup``)."""
+    encoded = pc.dictionary_encode(pa.array(ids, mask=mask))
+    return pa.DictionaryArray.from_arrays(encoded.indices, pc.cast(encoded.dictionary, pa.string()))
+
+
+def _ids_text_values(ids: np.ndarray) -> pa.Array:
+    """Ids as text, one string each: the values of a multi-valued column's lists."""
+    return pc.cast(pa.array(ids), pa.string())
 
 
 def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) -> None:
@@ -234,7 +242,7 @@ def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) -
                 frame.weights[name] = pa.array(values_by_field[j])
         return
     offsets = pa.array(sparse.starts.astype(np.int32))
-    frame.columns["features"] = pa.ListArray.from_arrays(offsets, _ids_text(sparse.indices))
+    frame.columns["features"] = pa.ListArray.from_arrays(offsets, _ids_text_values(sparse.indices))
     frame.weights["features"] = pa.ListArray.from_arrays(offsets, pa.array(sparse.values))
     frame.kinds["features"] = "multi"
 
@@ -270,5 +278,5 @@ def _libffm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) 
                 frame.weights[name] = pa.array(grid_values)
         else:
             offsets = pa.array(np.concatenate([[0], np.cumsum(per_row)]).astype(np.int32))
-            frame.columns[name] = pa.ListArray.from_arrays(offsets, _ids_text(indices[lo:hi]))
+            frame.columns[name] = pa.ListArray.from_arrays(offsets, _ids_text_values(indices[lo:hi]))
             frame.weights[name] = pa.ListArray.from_arrays(offsets, pa.array(values[lo:hi]))
