@@ -330,6 +330,14 @@ def test_libffm_field_with_several_features_in_a_row_is_multi_valued(write_text)
     assert frame.weights["field1"].to_pylist() == [[0.5], [1.0, 2.0]]
 
 
+def test_a_second_value_of_a_libffm_field_the_model_reads_once_a_row_is_located_at_its_token(write_text):
+    """It was said at column 1 (the label), wherever the second value stood."""
+    frame = read_frame(write_text("train.libffm", "1 0:3:1 1:7:1\n0 0:4:1 1:8:1\n"))
+    with pytest.raises(DataError, match="field 1 has one value per row in the model, this row has 2") as error:
+        read_frame(write_text("more.libffm", "1 0:3:1 1:7:1\n0 0:4:1  1:8:1 1:9:1\n"), layout=frame.kinds)
+    assert (error.value.line, error.value.column) == (2, 16)
+
+
 def test_libffm_scalar_field_keeps_non_unit_values_as_weights(write_text):
     frame = read_frame(write_text("data.ffm", "1 0:3:0.5\n0 0:4:1\n"))
     assert frame.weights["field0"].to_pylist() == [0.5, 1.0]

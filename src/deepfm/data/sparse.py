@@ -57,9 +57,13 @@ def index_error(frame: RawFrame, row: int, index: int, message: str) -> DataErro
     character column)."""
     sparse = frame.sparse
     tokens = sparse.indices[sparse.starts[row]:sparse.starts[row + 1]]
+    return _token_error(frame, row, int(np.flatnonzero(tokens == index)[0]), message)
+
+
+def _token_error(frame: RawFrame, row: int, token: int, message: str) -> DataError:
+    """A ``DataError`` at feature token ``token`` (0-based, after the label) of row ``row``: its line and column."""
     line = frame.line_of(row)
-    return DataError(frame.path, message, line=line,
-                     column=_char_column(Path(frame.path), line, 1 + int(np.flatnonzero(tokens == index)[0])))
+    return DataError(frame.path, message, line=line, column=_char_column(Path(frame.path), line, 1 + token))
 
 
 COMPILED_FROM = 32 << 20  # a file this large is read by the compiled pass even where numba is not loaded yet: loading
@@ -270,7 +274,9 @@ def _libffm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) 
         if kind != "multi":
             if (per_row > 1).any():
                 row = int(np.flatnonzero(per_row > 1)[0])
-                raise frame.error(row, None, f"field {field} has one value per row in the model, this row has {int(per_row[row])}")
+                second = np.flatnonzero(sparse.fields[sparse.starts[row]:sparse.starts[row + 1]] == field)[1]
+                raise _token_error(frame, row, int(second), f"field {field} has one value per row in the model, this "
+                                                            f"row has {int(per_row[row])}")
             grid_ids, grid_values = np.zeros(n, np.int64), np.ones(n, np.float32)
             grid_ids[rows[lo:hi]], grid_values[rows[lo:hi]] = indices[lo:hi], values[lo:hi]
             frame.columns[name] = _ids_text(grid_ids, mask=per_row == 0)
