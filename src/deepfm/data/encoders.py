@@ -362,9 +362,10 @@ class FeatureEncoder:
         for spec in self.fields:
             if spec.name not in frame.columns and spec.name not in local:
                 if frame.sparse is not None:
+                    read = [field.name for field in self.fields]
                     raise DataError(frame.path, f"the {frame.format} features were laid out as {list(frame.columns)}, "
-                                    f"the model reads {[spec.name for spec in self.fields]}: give the model a file like the one it was "
-                                    "trained on (in Python, read a libFM/libFFM file with layout=encoder.layout)", line=1)
+                                    f"the model reads {read}: give the model a file like the one it was trained on "
+                                    "(in Python, read a libFM/libFFM file with layout=encoder.layout)", line=1)
                 needed = {field.name for field in self.fields}
                 close = closest_name(spec.name, [name for name in frame.columns if name not in needed])
                 raise DataError(frame.path, f"column '{spec.name}' is required by the model but not in the file"
