@@ -259,12 +259,14 @@ def test_a_libfm_file_of_one_layout_is_read_once_and_encoded_as_two_passes_encod
 
 def test_a_libfm_row_of_another_width_is_refused_at_its_line_in_the_one_pass(tmp_path):
     """Later chunks are read with the first chunk's layout (``ChunkedFile``), so such a row is refused while the file is
-    fitted, at its line, as the second reading refused it."""
+    fitted, at its line, saying how to read rows of varying width."""
     lines = libfm_lines(4000)
     lines[3000] += " 7000:1"  # a fourth feature
     path = tmp_path / "train.libfm"
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match="3 positional features per row, this row has 4") as error:
+    with pytest.raises(DataError, match="first rows read hold 3 features each, read as positional fields f1..f3, but this "
+                                        "row has 4: rows of varying width are one multi-valued field 'features' when "
+                                        r"the file is read in one piece \(a --chunk-rows above its rows") as error:
         fit_and_encode(ChunkedFile(path, chunk_bytes=4 << 10), DataConfig())
     assert error.value.line == 3001
 

@@ -11,7 +11,8 @@ import pytest
 
 from deepfm.data.formats import CRITEO_COLUMNS, detect_format
 from deepfm.data.readers import read_frame
-from deepfm.errors import DataError
+from deepfm.data.sparse import LEFT_OUT
+from deepfm.errors import DataError, DataWarning
 
 
 def strings(array: pa.Array) -> list:
@@ -336,6 +337,45 @@ def test_a_second_value_of_a_libffm_field_the_model_reads_once_a_row_is_located_
     with pytest.raises(DataError, match="field 1 has one value per row in the model, this row has 2") as error:
         read_frame(write_text("more.libffm", "1 0:3:1 1:7:1\n0 0:4:1  1:8:1 1:9:1\n"), layout=frame.kinds)
     assert (error.value.line, error.value.column) == (2, 16)
+
+
+def test_a_libfm_model_given_libffm_rows_says_which_file_it_reads(write_text):
+    """It was a ValueError from int('') (a new user's); the other way round was already a located error."""
+    path = write_text("test.libffm", "1 0:3:1 1:7:1\n")
+    for layout, origin in [({"f1": "categorical", "f2": "categorical"}, r"a libFM file\): score a libFM file"),
+                           ({"features": "multi"}, r"a libFM file\): score a libFM file"),
+                           ({"user": "categorical"}, r"a table with a header\): score a file in that form")]:
+        with pytest.raises(DataError, match=rf"reads the columns .*, which a libFFM row does not have \(it was trained on "
+                                            rf"{origin}") as error:
+            read_frame(path, layout=layout)
+        assert (error.value.line, error.value.column) == (1, 1)
+
+
+def test_a_libffm_field_the_model_left_out_is_not_named_among_the_fields_it_reads(write_text):
+    path = write_text("test.libffm", "1 0:3:1 1:7:1 2:9:1\n")
+    with pytest.warns(DataWarning, match=r"field\(s\) 2 of this file are not among the model's \(0\): their"):
+        read_frame(path, layout={"field0": "categorical", "field1": LEFT_OUT})
+
+
+@pytest.mark.parametrize("fmt, rows, bad, said", [
+    ("libfm", "1 0:1 10:1\n", "1 0:1 10:1 20:1\n", r"the first rows read hold 2 features each, read as positional "
+     r"fields f1..f2, but this row has 3: rows of varying width are one multi-valued field 'features' when the file is "
+     r"read in one piece \(a --chunk-rows above its rows, one file rather than a glob\)"),
+    ("libffm", "1 0:1:1 1:10:1\n", "1 0:1:1 1:10:1 1:11:1\n", r"field 1 held one value a row in the first rows "
+     r"read, this row has 2: read in one piece \(a --chunk-rows above its rows, one file rather than a glob\), the field "
+     r"is multi-valued"),
+])
+def test_a_later_chunk_unlike_the_first_rows_is_refused_as_such_not_as_unlike_a_model(write_text, fmt, rows, bad, said):
+    """While a file is fitted, later chunks follow the columns its first chunk decided: the error says that, and how to
+    read it instead (it said 'the model reads ...' of a model that did not exist yet)."""
+    from deepfm.data.readers import ChunkedFile
+
+    path = write_text(f"train.{fmt}", rows * 3000 + bad)
+    with pytest.raises(DataError, match=said) as error:
+        list(ChunkedFile(path, chunk_bytes=4 << 10).frames())
+    assert error.value.line == 3001
+    assert read_frame(path).kinds == ({"features": "multi"} if fmt == "libfm" else {"field0": "categorical",
+                                                                                     "field1": "multi"})
 
 
 def test_libffm_scalar_field_keeps_non_unit_values_as_weights(write_text):

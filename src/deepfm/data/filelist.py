@@ -73,8 +73,10 @@ class ChunkedFiles:
             owner, local = owners[number]
             run.append(local)
             if position + 1 == len(order) or owners[order[position + 1]][0] != owner:
-                # libFM/libFFM: later files follow the columns the first chunk read decided
-                yield from self.files[owner].frames(run, layout=layout or self.files[0].layout)
+                file, first = self.files[owner], self.files[0]
+                if layout is None and file is not first and first.layout is not None:  # libFM/libFFM: later files
+                    file.follow_first_rows(first)  # follow the columns the first chunk read decided
+                yield from file.frames(run, layout=layout)
                 run = []
 
 

@@ -74,6 +74,7 @@ class ChunkedFile:
         self.require_label = require_label
         self.chunk_bytes = max(int(chunk_bytes), 1 << 10)
         self.layout = layout
+        self._layout_of_first_rows = False  # ``layout`` is the file's first chunk's, not a model's
         self.compressed = is_gzip(self.path)
         self._chunks: list[Chunk] | None = list(chunks) if chunks is not None else None
         self._delimited: tuple[list[str], int, int] | None = None  # (names, header lines, first data line)
@@ -146,6 +147,10 @@ class ChunkedFile:
                 line += block.count(b"\n")
 
     # -- reading ----------------------------------------------------------------------------------
+
+    def follow_first_rows(self, first: "ChunkedFile") -> None:
+        """Lay libFM/libFFM rows out as ``first`` (another file of a glob) laid its first chunk out."""
+        self.layout, self._layout_of_first_rows = first.layout, first._layout_of_first_rows
 
     def whole(self, layout: Layout | None = None) -> RawFrame:
         """The whole file as one frame (one chunk)."""
@@ -238,9 +243,10 @@ class ChunkedFile:
                     raise DataError(self.path, "file is empty", line=1) from None
                 raise locate_bad_utf8(self.path, None) from None  # (binary data, gzip without .gz: named as such)
             frame = sparse_frame(text, self.path, self.format, first_line, layout or self.layout,
-                                 compiled=self._compiled_sparse)
+                                 compiled=self._compiled_sparse, first_rows=layout is None and self._layout_of_first_rows)
             if self.layout is None and layout is None:
                 self.layout = dict(frame.kinds)  # later chunks follow the first chunk's columns
+                self._layout_of_first_rows = True
             return apply_multi(frame, self.multi, self.separator)
         names = self._delimited[0]
         table = parse_delimited(source, self.path, names, skip, delimiter_of(self.format), first_line, lines=lines,

@@ -77,9 +77,10 @@ def numba_loaded() -> bool:
 
 
 def sparse_frame(lines: pa.Array, path: Path, fmt: str, first_line: int = 1,
-                 layout: Layout | None = None, compiled: bool | None = None) -> RawFrame:
+                 layout: Layout | None = None, compiled: bool | None = None, first_rows: bool = False) -> RawFrame:
     """A ``RawFrame`` over libFM/libFFM text lines, the first on line ``first_line`` of ``path``,
-    laid out as columns by ``layout`` (see ``layout_sparse``). ``compiled``: try the compiled pass
+    laid out as columns by ``layout`` (see ``layout_sparse``; ``first_rows``: it is the file's first chunk's,
+    not a model's). ``compiled``: try the compiled pass
     (``sparse_scan``) first, the same rows several times as fast; None: where numba is loaded already
     or the lines hold at least ``COMPILED_FROM`` bytes. Lines that pass does not read (an error, text
     outside printable ASCII) are read by Arrow's kernels, which locate what is wrong with them."""
@@ -98,7 +99,7 @@ def sparse_frame(lines: pa.Array, path: Path, fmt: str, first_line: int = 1,
         labels, sparse = _arrow_rows(lines, path, fmt, first_line)
     frame = RawFrame(path=str(path), format=fmt, columns={}, kinds={}, column_numbers={}, labels=labels, first_line=first_line)
     frame.sparse = sparse
-    layout_sparse(frame, layout)
+    layout_sparse(frame, layout, first_rows)
     return frame
 
 
@@ -172,9 +173,9 @@ class SparseRows:
         return np.repeat(np.arange(self.num_rows), np.diff(self.starts))
 
 
-def layout_sparse(frame: RawFrame, layout: Layout | None = None) -> None:
-    """Lay a libFM/libFFM frame out as columns: ``layout`` (name -> kind, from a fitted model)
-    fixes the columns; without one the data decides (used when fitting).
+def layout_sparse(frame: RawFrame, layout: Layout | None = None, first_rows: bool = False) -> None:
+    """Lay a libFM/libFFM frame out as columns: ``layout`` (name -> kind, from a fitted model, or with ``first_rows``
+    from the first chunk of the file being fitted) fixes the columns; without one the data decides (the first chunk).
 
     libFM: fixed-width rows whose positions, each row's tokens taken in index order (a row is a sparse vector,
     its tokens in any order), hold disjoint index ranges become positional fields ``f1..fn`` (as in Frappe and
@@ -185,9 +186,9 @@ def layout_sparse(frame: RawFrame, layout: Layout | None = None) -> None:
     sparse = frame.sparse
     frame.columns, frame.weights, frame.kinds, frame.column_numbers = {}, {}, {}, {}
     if sparse.fields is None:
-        _libfm_columns(frame, sparse, layout)
+        _libfm_columns(frame, sparse, layout, first_rows)
     else:
-        _libffm_columns(frame, sparse, layout)
+        _libffm_columns(frame, sparse, layout, first_rows)
     for name in frame.columns:
         frame.column_numbers[name] = None  # character columns are located per token
 
@@ -204,7 +205,10 @@ def _ids_text_values(ids: np.ndarray) -> pa.Array:
     return pc.cast(pa.array(ids), pa.string())
 
 
-def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) -> None:
+IN_ONE_PIECE = "in one piece (a --chunk-rows above its rows, one file rather than a glob)"
+
+
+def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None, first_rows: bool = False) -> None:
     counts = np.diff(sparse.starts)
     positional = None
     if layout is not None:
@@ -220,6 +224,10 @@ def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) -
             gaps = len(layout) < wanted  # up to the last field read at least
             positional = int(counts[0]) if gaps and len(counts) else wanted
             bad = np.flatnonzero(counts != positional) if positional >= wanted else np.zeros(1, np.int64)
+            if len(bad) and first_rows:
+                raise frame.error(int(bad[0]), None, f"the first rows read hold {wanted} features each, read as "
+                                  f"positional fields f1..f{wanted}, but this row has {int(counts[bad[0]])}: rows of "
+                                  f"varying width are one multi-valued field 'features' when the file is read {IN_ONE_PIECE}")
             if len(bad):
                 left = gaps or LEFT_OUT in layout.values()
                 raise frame.error(int(bad[0]), None, f"the model reads {wanted} positional features per row"
@@ -251,7 +259,13 @@ def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) -
     frame.kinds["features"] = "multi"
 
 
-def _libffm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) -> None:
+def _libffm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None, first_rows: bool = False) -> None:
+    named = [name for name in layout or {} if not (name.startswith("field") and name[len("field"):].isdigit())]
+    if named:  # a model of other columns: a libFFM row has none of them
+        libfm = all(name == "features" or name[:1] == "f" and name[1:].isdigit() for name in named)
+        origin = "a libFM file): score a libFM file" if libfm else "a table with a header): score a file in that form"
+        raise frame.error(0, None, f"the model reads the columns {', '.join(named[:4])}{', ...' if len(named) > 4 else ''}"
+                                   f", which a libFFM row does not have (it was trained on {origin}")
     n, rows = sparse.num_rows, sparse.rows
     order = np.lexsort((rows, sparse.fields))
     fields, rows = sparse.fields[order], rows[order]
@@ -261,8 +275,8 @@ def _libffm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) 
     if unknown:  # (a model's layout: its fields only)
         warnings.warn(f"{frame.path}: libFFM field(s) {', '.join(map(str, unknown[:10]))}"
                       f"{' …' if len(unknown) > 10 else ''} of this file are not among the model's "
-                      f"({', '.join(name[len('field'):] for name in names)}): their features are not read", DataWarning,
-                      stacklevel=2)
+                      f"({', '.join(name[len('field'):] for name, kind in names.items() if kind != LEFT_OUT)}): their "
+                      "features are not read", DataWarning, stacklevel=2)
     for name, kind in names.items():
         if kind == LEFT_OUT:
             continue
@@ -275,8 +289,9 @@ def _libffm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None) 
             if (per_row > 1).any():
                 row = int(np.flatnonzero(per_row > 1)[0])
                 second = np.flatnonzero(sparse.fields[sparse.starts[row]:sparse.starts[row + 1]] == field)[1]
-                raise _token_error(frame, row, int(second), f"field {field} has one value per row in the model, this "
-                                                            f"row has {int(per_row[row])}")
+                where = "held one value a row in the first rows read" if first_rows else "has one value per row in the model"
+                raise _token_error(frame, row, int(second), f"field {field} {where}, this row has {int(per_row[row])}"
+                                   + (f": read {IN_ONE_PIECE}, the field is multi-valued" if first_rows else ""))
             grid_ids, grid_values = np.zeros(n, np.int64), np.ones(n, np.float32)
             grid_ids[rows[lo:hi]], grid_values[rows[lo:hi]] = indices[lo:hi], values[lo:hi]
             frame.columns[name] = _ids_text(grid_ids, mask=per_row == 0)
