@@ -208,20 +208,38 @@ def _ids_text_values(ids: np.ndarray) -> pa.Array:
 IN_ONE_PIECE = "in one piece (a --chunk-rows above its rows, one file rather than a glob)"
 
 
+def _is_libfm_column(name: str) -> bool:
+    return name == "features" or name[:1] == "f" and name[1:].isdigit()
+
+
+def _is_libffm_column(name: str) -> bool:
+    return name.startswith("field") and name[len("field"):].isdigit()
+
+
+def _refuse_columns_of_another_kind(frame: RawFrame, layout: Layout, fmt: str) -> None:
+    """A located error where a model's ``layout`` names columns a ``fmt`` row does not have: those of the other sparse
+    format, or a table's."""
+    mine, other = (_is_libfm_column, _is_libffm_column) if fmt == "libfm" else (_is_libffm_column, _is_libfm_column)
+    named = [name for name in layout if not mine(name)]
+    if not named:
+        return
+    kind, row = ("libFFM", "libFM") if fmt == "libfm" else ("libFM", "libFFM")
+    origin = (f"a {kind} file): score a {kind} file" if all(other(name) for name in named)
+              else "a table with a header): score a file in that form")
+    raise frame.error(0, None, f"the model reads the columns {', '.join(named[:4])}{', ...' if len(named) > 4 else ''}, "
+                               f"which a {row} row does not have (it was trained on {origin}")
+
+
 def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None, first_rows: bool = False) -> None:
     counts = np.diff(sparse.starts)
     positional = None
     if layout is not None:
-        named = [name for name in layout if not (name[:1] == "f" and name[1:].isdigit())]
-        if set(layout) != {"features"} and named:  # a model of named columns: a libFM row has none of them
-            libffm = all(name.startswith("field") and name[len("field"):].isdigit() for name in named)
-            origin = "a libFFM file): score a libFFM file" if libffm else "a table with a header): score a file in that form"
-            raise frame.error(0, None, f"the model reads the columns {', '.join(named[:4])}"
-                              f"{', ...' if len(named) > 4 else ''}, which a libFM row does not have (it was trained "
-                              f"on {origin}")
-        if set(layout) != {"features"}:  # f1..fW, those left out (--ignore) too: exactly W wide; a model of an older
-            wanted = max(int(name[1:]) for name in layout)  # version kept no left-out field: rows as wide as the first,
-            gaps = len(layout) < wanted  # up to the last field read at least
+        if set(layout) != {"features"}:  # f1..fW
+            _refuse_columns_of_another_kind(frame, layout, "libfm")
+            # exactly W wide, the fields left out (--ignore) counted; a model of an older version kept none of them:
+            # rows as wide as the first, up to the last field read at least
+            wanted = max(int(name[1:]) for name in layout)
+            gaps = len(layout) < wanted
             positional = int(counts[0]) if gaps and len(counts) else wanted
             bad = np.flatnonzero(counts != positional) if positional >= wanted else np.zeros(1, np.int64)
             if len(bad) and first_rows:
@@ -260,12 +278,7 @@ def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None, f
 
 
 def _libffm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None, first_rows: bool = False) -> None:
-    named = [name for name in layout or {} if not (name.startswith("field") and name[len("field"):].isdigit())]
-    if named:  # a model of other columns: a libFFM row has none of them
-        libfm = all(name == "features" or name[:1] == "f" and name[1:].isdigit() for name in named)
-        origin = "a libFM file): score a libFM file" if libfm else "a table with a header): score a file in that form"
-        raise frame.error(0, None, f"the model reads the columns {', '.join(named[:4])}{', ...' if len(named) > 4 else ''}"
-                                   f", which a libFFM row does not have (it was trained on {origin}")
+    _refuse_columns_of_another_kind(frame, layout or {}, "libffm")
     n, rows = sparse.num_rows, sparse.rows
     order = np.lexsort((rows, sparse.fields))
     fields, rows = sparse.fields[order], rows[order]
