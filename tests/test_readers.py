@@ -378,6 +378,18 @@ def test_a_later_chunk_unlike_the_first_rows_is_refused_as_such_not_as_unlike_a_
                                                                                      "field1": "multi"})
 
 
+def test_a_later_file_of_a_glob_unlike_the_first_rows_read_is_refused_as_such(write_text):
+    """A glob's later files follow the columns the first file's first chunk decided, and say so when they differ."""
+    from deepfm.data.filelist import ChunkedFiles
+    from deepfm.data.readers import ChunkedFile
+
+    first, second = write_text("a.libfm", "1 0:1 10:1\n" * 10), write_text("b.libfm", "1 0:1 10:1\n1 0:1 10:1 20:1\n")
+    files = ChunkedFiles(first.parent / "*.libfm", [ChunkedFile(first), ChunkedFile(second)])
+    with pytest.raises(DataError, match="the first rows read hold 2 features each") as error:
+        list(files.frames())
+    assert error.value.line == 2 and str(second) in str(error.value)
+
+
 def test_libffm_scalar_field_keeps_non_unit_values_as_weights(write_text):
     frame = read_frame(write_text("data.ffm", "1 0:3:0.5\n0 0:4:1\n"))
     assert frame.weights["field0"].to_pylist() == [0.5, 1.0]
