@@ -149,7 +149,7 @@ def test_a_quote_left_open_is_located_not_a_block_of_rows_lost(tmp_path, rows, s
     assert "the quote that opens" in str(error) and "closed" in str(error)
 
 
-@pytest.mark.parametrize("rows, line", [(3_000, 2_960), (60_000, 1_801), (60_000, 59_990)])
+@pytest.mark.parametrize("rows, line", [(3_000, 2_960), (60_000, 1_801), (60_000, 59_990), (60_000, 60_001)])
 @pytest.mark.parametrize("stream", ["off", "on"])
 def test_a_quote_left_open_in_the_last_column_is_located_too(tmp_path, rows, line, stream):
     """There the row keeps its field count: Arrow ended the value at the end of the text (a chunk's or the file's),
@@ -162,6 +162,23 @@ def test_a_quote_left_open_in_the_last_column_is_located_too(tmp_path, rows, lin
                                        training={"epochs": 1}).fit(path, progress=False))
     assert (error.line, error.column) == (line, 3), str(error)
     assert "never closed" in str(error) or "a quote left open?" in str(error)  # past 100 lines: the runaway value
+
+
+@pytest.mark.parametrize("stream", ["off", "on"])
+def test_a_lone_carriage_return_that_makes_up_for_a_value_over_two_lines_still_counts_that_values_line(tmp_path, stream):
+    """A chunk of as many rows as lines holds no value over two lines, so its values are not searched for line ends,
+    unless a lone CR (a line end to Arrow) split a line as a value joined two: then a later row's line would be one
+    short."""
+    path = tmp_path / "cr.csv"
+    lines = ["label,user,city"] + [f'{i % 2},"u{i % 97}",c{i % 13}' for i in range(12_000)]
+    lines[100] = '1,"u1\nsecond line",c1'  # lines 101-102
+    lines[2000] = '0,"u3",c4\r1,"u5",c6'  # two rows on line 2002
+    lines[3000] = 'x,"u4",c5'  # line 3003
+    path.write_bytes(("\n".join(lines) + "\n").encode())
+    error = error_of(lambda: Estimator(model={"name": "lr"}, data={"stream": stream, "chunk_rows": 4096},
+                                       training={"epochs": 1}).fit(path, progress=False))
+    assert (error.line, error.column) == (3003, 1), str(error)
+    assert "the label must be a number, got 'x'" in str(error)
 
 
 def test_a_value_whose_quotes_open_and_close_thousands_of_lines_apart_is_refused(tmp_path):

@@ -623,3 +623,36 @@ def test_such_a_quote_before_a_quoted_value_longer_than_csvs_field_limit_still_c
         path.write_text("label,a,b\n" + "\n".join(rows) + "\n")
         keys = [v for frame in ChunkedFile(path, chunk_bytes=64 << 10).frames() for v in frame.columns["b"].to_pylist()]
         assert keys == [f"v{i}" for i in range(before)] + ["big"] + [f"{'w' if i % 2 else 's'}{i}" for i in range(20_000)]
+
+
+# -- chunks of quoted text -------------------------------------------------------------------
+
+
+def test_a_chunk_of_as_many_rows_as_lines_is_not_searched_for_line_ends_in_its_values(tmp_path, monkeypatch):
+    """Counting each value's line ends takes a pass over every text column: a chunk that parses into as many rows as
+    it has lines holds no value over two lines, so only the chunk that holds one is searched, and rows after it keep
+    their lines."""
+    from deepfm.data import readers
+    from deepfm.data.stream import ChunkedFile
+
+    lines = ["label,user,city"] + [f'{i % 2},"u{i % 97}",c{i % 13}' for i in range(12_000)]
+    lines[6_500] = '1,"u1\nsecond line",c1'  # lines 6501-6502
+    path = tmp_path / "quoted.csv"
+    path.write_text("\n".join(lines) + "\n")
+    searched, search = [], readers.lines_before_rows
+    monkeypatch.setattr(readers, "lines_before_rows", lambda table, *rest: searched.append(table) or search(table, *rest))
+    frames = list(ChunkedFile(path, chunk_bytes=20_000).frames())
+    assert len(frames) > 3 and sum(frame.num_rows for frame in frames) == 12_000
+    [holding] = [frame for frame in frames if frame.first_line <= 6_501 < frame.first_line + frame.num_rows]
+    assert [table.num_rows for table in searched] == [holding.num_rows]
+    after = frames[frames.index(holding) + 1]
+    assert after.first_line == holding.first_line + holding.num_rows + 1  # one line more than rows before it
+
+
+def test_lay_rows_writes_each_column_into_its_place_in_every_row_tile_by_tile():
+    from deepfm.data.encoders import lay_rows
+
+    columns = np.arange(3 * 10, dtype=np.int32).reshape(3, 10)
+    rows = np.zeros((10, 3), np.int32)
+    lay_rows(columns, rows, tile=4)
+    assert (rows == columns.T).all()

@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from deepfm.data.delimited import (delimited_layout, delimiter_of, lines_before_rows, parse_delimited, refuse_empty_lines,
@@ -191,7 +192,9 @@ class ChunkedFile:
             return
         for chunk, block in gzip_errors_in(self.path, self._blocks(chunks, order)):
             lines = (lambda text=block: text_lines(text))
-            yield self._text_frame(pa.BufferReader(block), chunk.first_line, 0, lines, layout, quoted=b'"' in block)
+            quoted = b'"' in block
+            yield self._text_frame(pa.BufferReader(block), chunk.first_line, 0, lines, layout, quoted=quoted,
+                                   lines_as_rows=rows_if_one_a_line(block) if quoted else None)
 
     def in_order(self, rows: int) -> Iterator[RawFrame]:
         """The file front to back in frames of about ``rows`` rows: text in ``frames``' chunks (``chunk_bytes``, set
@@ -232,9 +235,10 @@ class ChunkedFile:
                     yield chunk, block
 
     def _text_frame(self, source, first_line: int, skip: int, lines, layout: Layout | None,
-                    quoted: bool = True) -> RawFrame:
+                    quoted: bool = True, lines_as_rows: int | None = None) -> RawFrame:
         """Text (the whole file's stream after ``skip`` header lines, or a chunk) as a frame; ``quoted``: it may
-        hold a quote (``parse_delimited``)."""
+        hold a quote (``parse_delimited``). ``lines_as_rows``: how many rows a chunk parses into where no quoted value
+        holds a line end (``rows_if_one_a_line``)."""
         if self.format in ("libfm", "libffm"):
             try:
                 text = read_lines(source)
@@ -251,6 +255,7 @@ class ChunkedFile:
         names = self._delimited[0]
         table = parse_delimited(source, self.path, names, skip, delimiter_of(self.format), first_line, lines=lines,
                                 quoted=quoted)
+        quoted = quoted and not one_row_a_line(table, lines_as_rows)
         before = lines_before_rows(table, self.path, first_line, delimiter_of(self.format), lines) if quoted else None
         if not self.require_label:  # a training or evaluation file's empty line is a missing label (``RawFrame``)
             refuse_empty_lines(table, self.path, first_line, before, lines)
@@ -328,6 +333,26 @@ def _record_end(buffer, length: int, delimiter: bytes | None, give_up: bool = Fa
         quotes -= buffer.count(b'"', previous, cut)
         cut = previous
     return cut
+
+
+def rows_if_one_a_line(block: bytes) -> int | None:
+    """How many rows ``block`` (whole lines; the last may lack its line end) reads as if no quoted value holds a line
+    end and no line is blank: its lines. Parsed into as many rows, no value holds one (each would join two lines into
+    one row, each blank line is skipped), so their count over every column is not needed (``lines_before_rows``).
+    None where a lone CR, which Arrow also reads as a line end, could make up for a line joined."""
+    if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
+        return None
+    return block.count(b"\n") + (not block.endswith(b"\n"))
+
+
+def one_row_a_line(table: pa.Table, lines_as_rows: int | None) -> bool:
+    """Whether no value of ``table``, parsed from a block of ``rows_if_one_a_line`` rows, holds a line end: as many rows
+    as that, and none in the last row (a quote left open on the block's last line runs on over its line end alone)."""
+    if lines_as_rows is None or table.num_rows != lines_as_rows:
+        return False
+    last = table.slice(table.num_rows - 1)
+    return not any(pc.any(pc.match_substring(column, "\n")).as_py() for column in last.columns
+                   if pa.types.is_string(column.type))
 
 
 def _quotes_pair_up(buffer, length: int, delimiter: bytes) -> bool:
