@@ -390,6 +390,21 @@ def test_a_decimal_after_the_chunk_that_read_a_column_as_whole_number_ids_is_an_
         assert {spec.name: spec.kind for spec in est.encoder.fields}["x"] == flag
 
 
+def test_a_decimal_in_a_later_chunk_of_integer_ids_is_found_while_the_columns_are_counted_side_by_side(tmp_path):
+    """Chunks of 10,000 rows count their columns on torch's threads (``columns.each_column``), where each integer-id
+    column's distinct values are checked: a decimal is still located at its row, the first column's (in the file's
+    order, as one column after the other) if two hold one."""
+    rows = 30_000
+    lines = [f"{i % 2},{i % 7 - 3},{i % 11},c{i % 5}" for i in range(rows)]
+    lines[25_000] = "1,2,6.37,c1"
+    lines[25_001] = "0,4.5,3,c2"
+    path = tmp_path / "kinds.csv"
+    path.write_text("label,x,y,c\n" + "\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"kinds\.csv:25003:2: column 'x' held whole numbers in the first [\d,]+ rows, so "
+                                        r"it was read as ids \(categorical\), but this row has the decimal number '4\.5'"):
+        Estimator(model={"name": "lr"}, data={"chunk_rows": 10_000}, training={"epochs": 1}).fit(str(path), progress=False)
+
+
 @pytest.mark.parametrize("stream", ["off", "on"])
 @pytest.mark.parametrize("later, error", [("6.37", True), ("17", False), ("abc", False)])
 def test_a_column_without_a_value_in_the_chunk_that_decided_the_kinds_is_read_by_its_first_values(tmp_path, stream,

@@ -74,9 +74,10 @@ class RowCodes:
         """Write each row's id into ``out`` (rows,), from the id of each distinct value; ``missing``
         for null rows. ``out`` may be a column of a larger array, e.g. ``ids[:, j]``."""
         table = np.append(ids_of_distinct, missing).astype(out.dtype)
-        # a null's -1 wraps to the last entry (missing); gathered contiguous, then copied: faster than
-        # NumPy's take straight into a strided column
-        out[:] = np.take(table, self.indices, mode="wrap")
+        if out.flags.c_contiguous:  # a null's -1 wraps to the last entry (missing)
+            np.take(table, self.indices, mode="wrap", out=out)
+        else:  # gathered contiguous, then copied: faster than NumPy's take straight into a strided column
+            out[:] = np.take(table, self.indices, mode="wrap")
 
 
 class Placement:
@@ -139,7 +140,7 @@ class HashedCounts:
                 placement.generation = self.generation
             return
         if not self.collided:
-            order = np.argsort(keys, kind="stable")
+            order = np.argsort(keys)  # equal keys hold one value, so their order is not needed: not ``stable``'s timsort
             sorted_keys = keys[order]
             first = np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]])
             starts = np.flatnonzero(first)

@@ -380,14 +380,16 @@ class FeatureEncoder:
         elif ids.shape != (n, len(single)) or ids.dtype != id_dtype(self.num_features):
             raise ValueError(f"ids of {ids.dtype} {ids.shape} for {n} rows of {len(single)} fields of {id_dtype(self.num_features).__name__} ids")
         varied: dict[int, np.ndarray] = {}  # the columns whose values are not all 1
+        columns = np.empty((len(single), n), ids.dtype)  # each field's ids, then laid into ``ids``' rows
 
         def encode(column: tuple[int, FieldSpec]) -> None:  # each column's temporaries go as it is written
             j, spec = column
-            value = self._encode_single(frame, spec, ids[:, j], local.get(spec.name))
+            value = self._encode_single(frame, spec, columns[j], local.get(spec.name))
             if value is not None and not (value == 1).all():
                 varied[j] = value
 
         each_column(encode, list(enumerate(single)), n, side_by_side)
+        lay_rows(columns, ids)
         if frame.sparse is not None and frame.sparse.fields is None:
             self._check_positions(frame, ids)
         bags = each_column(lambda spec: self._encode_multi(frame, spec), self.multi_fields, n, side_by_side)
@@ -684,14 +686,15 @@ class _Fitter:
                 chunk = ChunkCodes.of(flat)
             else:
                 chunk = ChunkCodes.of(column, counted)
+                if name in integer_ids and not signed_integers(chunk.distinct):  # its distinct values: the rows' own
+                    self._refuse_a_decimal(frame, name)
             placement = self.counts[name].add(chunk)
             if kind == "categorical" and self.retained is not None:
                 codes[name] = chunk.rows(placement, hashes=self.config.hash_buckets > 0)
 
         for name in [name for name in self.valueless if has_values(frame.columns[name])]:
             self._check_first_values(frame, name)
-        for name in self.integer_ids:
-            self._check_still_integers(frame, name)
+        integer_ids = set(self.integer_ids)  # checked as they are counted, side by side
         if self.sparse_format == "libfm" and frame.sparse is not None and "features" not in frame.kinds:
             self._check_positions(frame)
         each_column(count, list(self.kinds), frame.num_rows)
@@ -738,7 +741,7 @@ class _Fitter:
     def _check_first_values(self, frame: RawFrame, name: str) -> None:
         """A column without a value in the rows that decided the kinds was read as ids; where its first values are
         decimal numbers, which would have made it numeric had they come first, a located error naming both flags.
-        Whole numbers make it a column of integer ids (a later decimal: ``_check_still_integers``)."""
+        Whole numbers make it a column of integer ids (a later decimal: ``_refuse_a_decimal``)."""
         self.valueless.remove(name)
         column = frame.columns[name]
         if looks_float(column):
@@ -751,12 +754,11 @@ class _Fitter:
             self.integer_ids.append(name)
             self.promoted.add(name)
 
-    def _check_still_integers(self, frame: RawFrame, name: str) -> None:
+    def _refuse_a_decimal(self, frame: RawFrame, name: str) -> None:
         """A column that held whole numbers in the rows that decided the kinds is ids; a decimal number in a later
-        chunk would have made it numeric (``looks_float``) had it come first: a located error naming both flags."""
+        chunk (whose values are not all integers) would have made it numeric (``looks_float``) had it come first: a
+        located error naming both flags."""
         column = frame.columns[name]
-        if signed_integers(column):
-            return
         row = first_decimal_row(column)
         if row is not None:
             held = (f"held no value in the first {self.kind_rows:,} rows, then whole numbers" if name in self.promoted
@@ -921,6 +923,14 @@ def first_decimal_row(column: pa.Array) -> int | None:
 def has_values(column: pa.Array) -> bool:
     """Whether text ``column`` holds a value that is not missing (null, or one of ``MISSING_WORDS``)."""
     return len(pc.drop_null(without_missing_words(column))) > 0
+
+
+def lay_rows(columns: np.ndarray, rows: np.ndarray, tile: int = 2048) -> None:
+    """``rows[:] = columns.T`` a tile of rows at a time, each tile's reads and writes within the cache. Each column
+    written straight into its strided column of ``rows`` cost ~16 ns an id, columns on two threads sharing cache
+    lines (1M Criteo-shaped rows × 39 fields: 0.63 s of the reading's CPU)."""
+    for start in range(0, rows.shape[0], tile):
+        rows[start : start + tile] = columns[:, start : start + tile].T
 
 
 def _inferred(name: str, frame: RawFrame, config: DataConfig) -> bool:
