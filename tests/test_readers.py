@@ -656,3 +656,22 @@ def test_lay_rows_writes_each_column_into_its_place_in_every_row_tile_by_tile():
     rows = np.zeros((10, 3), np.int32)
     lay_rows(columns, rows, tile=4)
     assert (rows == columns.T).all()
+
+
+@pytest.mark.parametrize("gzipped", [False, True])  # the chunk index read in place, and read block after block
+def test_a_valid_quoted_value_longer_than_eight_small_chunks_is_read_whole(tmp_path, gzipped):
+    """Blocks of ~1 KB (``--chunk-rows 10``) gave up on a value's quotes after 8 of them, so a valid 12 KB value over
+    90 lines was cut and refused as a quote left open; the window now doubles up to ``GIVE_UP_BYTES``."""
+    import gzip
+
+    from deepfm.data.stream import ChunkedFile
+
+    value = ("word, " * 22 + "\n") * 90
+    lines = ["label,user,text"] + [f"{i % 2},u{i % 7},t{i % 5}" for i in range(3_000)]
+    lines[1_500] = f'1,u1,"{value}"'
+    text = ("\n".join(lines) + "\n").encode()
+    path = tmp_path / ("long.csv.gz" if gzipped else "long.csv")
+    path.write_bytes(gzip.compress(text) if gzipped else text)
+    frames = list(ChunkedFile(path, chunk_bytes=1_024).frames())
+    assert len(frames) > 10 and sum(frame.num_rows for frame in frames) == 3_000
+    assert value in [v for frame in frames for v in frame.columns["text"].to_pylist()]
