@@ -459,6 +459,21 @@ def test_truncated_gzip_file_is_a_data_error_when_read_chunk_by_chunk(tmp_path):
     assert str(error).startswith(f"{path}:{line}: truncated or corrupt gzip file")
 
 
+@pytest.mark.parametrize("padding, error", [(b"\0" * 512, None), (b"garbage", "truncated or corrupt gzip file")])
+def test_bytes_after_the_gzip_data_read_whole_and_chunk_by_chunk_alike(tmp_path, padding, error):
+    """Zero bytes that pad a .gz file (tape and block devices write them; gzip reads past them) were read past chunk by
+    chunk (Python's gzip) and refused whole (Arrow's); other bytes after the data are refused both ways."""
+    text = "label,a\n" + "".join(f"{i % 2},value{i}\n" for i in range(2000))
+    path = tmp_path / "padded.csv.gz"
+    path.write_bytes(gzip.compress(text.encode()) + padding)
+    reads = [lambda: [read_frame(path)], lambda: list(ChunkedFile(path, chunk_bytes=1 << 10).frames())]
+    for read in reads:
+        if error is None:
+            assert sum(frame.num_rows for frame in read()) == 2000
+        else:
+            assert str(error_of(read)).startswith(f"{path}:2002: {error}")
+
+
 def test_a_plain_file_named_gz_is_a_data_error(write_text, tmp_path):
     path = tmp_path / "plain.csv.gz"
     path.write_text("label,a\n1,x\n")

@@ -44,10 +44,12 @@ def open_bytes(path: str | Path):
 
 
 def input_stream(path: str | Path) -> "pa.NativeFile":
-    """An Arrow input stream over a file's (decompressed) bytes, for Arrow's readers."""
+    """An Arrow input stream over a file's (decompressed) bytes, for Arrow's readers. A .gz file is decompressed by
+    Python's gzip, as ``open_bytes`` reads it chunk by chunk (Arrow's refused the zero bytes that pad some gzip
+    files, which Python's and GNU gzip read past), buffered: not seekable, as Arrow's was not."""
     import pyarrow as pa  # here, so the command can set Arrow's allocator before pyarrow loads
 
-    return pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
+    return pa.input_stream(gzip.open(path, "rb"), buffer_size=1 << 20) if is_gzip(path) else pa.input_stream(str(path))
 
 
 def check_data_file(path: str | Path) -> Path:
