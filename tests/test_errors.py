@@ -181,6 +181,24 @@ def test_a_lone_carriage_return_that_makes_up_for_a_value_over_two_lines_still_c
     assert "the label must be a number, got 'x'" in str(error)
 
 
+@pytest.mark.parametrize("name", ["cr.csv", "cr.csv.gz"])
+@pytest.mark.parametrize("chunk_rows", [100, 100_000])  # chunk by chunk, and the file whole
+def test_a_lone_carriage_return_that_cuts_a_rows_fields_is_located_as_such_not_as_a_quote_left_open(
+        tmp_path, name, chunk_rows):
+    """Arrow reads a CR alone as a line end, so '0,u3<CR>,c4' is two ragged rows: chunk by chunk that was 'the quote
+    that opens this field is never closed' (the file holds no quote), whole 'expected 3 fields, found 2'."""
+    lines = ["label,user,city"] + [f"{i % 2},u{i % 97},c{i % 13}" for i in range(3_000)]
+    lines[100] = "0,u3\r,c4"
+    text = ("\n".join(lines) + "\n").encode()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
+    error = error_of(lambda: Estimator(model={"name": "lr"}, data={"chunk_rows": chunk_rows},
+                                       training={"epochs": 1}).fit(path, progress=False))
+    assert (error.line, error.column) == (101, 2), str(error)
+    assert "a carriage return (CR, not followed by a line feed) outside quotes ends a row here" in str(error)
+    assert "sed 's/\\r\\(.\\)/\\1/g'" in str(error)
+
+
 def test_a_value_whose_quotes_open_and_close_thousands_of_lines_apart_is_refused(tmp_path):
     path = tmp_path / "far.csv"
     rows_with_quotes(path, 20_000, {1801: '"u5', 9001: 'u7"'})  # valid CSV: one value over 7,200 lines

@@ -312,7 +312,7 @@ def _locate_ragged(path: Path, delimiter: str, expected: int, skip: int, lines: 
                    first_line: int = 1) -> DataError:
     """Find the first row whose field count is wrong, at the line it begins on (runs only on the error path).
     ``lines``: a chunk's text lines, its first on ``first_line`` of ``path``; else the file from its first line."""
-    with (nullcontext(lines) if lines is not None else open_text(path)) as handle:
+    with (nullcontext(lines) if lines is not None else open_text(path, newline="\n")) as handle:  # lines as counted
         reader = pycsv.reader(handle, delimiter=delimiter)
         while True:
             begins = first_line + reader.line_num  # a quoted value may hold line breaks: rows are not lines
@@ -320,7 +320,9 @@ def _locate_ragged(path: Path, delimiter: str, expected: int, skip: int, lines: 
                 fields = next(reader)
             except StopIteration:
                 break
-            except pycsv.Error:  # a quote never closed: the rest of the text reads as one value, past the field limit
+            except pycsv.Error as error:  # a quote never closed: the rest of the text reads as one value, past the field limit
+                if "new-line character seen in unquoted field" in str(error):
+                    return _lone_carriage_return(path, delimiter, lines, first_line, first_line + reader.line_num - 1)
                 return _unclosed_quote(path, delimiter, lines, first_line, begins)
             if begins >= first_line + skip:
                 error = _ragged(path, fields, expected, begins)
@@ -329,13 +331,33 @@ def _locate_ragged(path: Path, delimiter: str, expected: int, skip: int, lines: 
     return DataError(path, f"a row does not have {expected} fields")
 
 
+def _lone_carriage_return(path: Path, delimiter: str, lines: list[str] | None, first_line: int, number: int) -> DataError:
+    """The error for a row that a carriage return alone (CR, not before a LF) outside quotes broke in two on line
+    ``number``: Arrow, as Python's csv and pandas, reads it as a line end, so the row's fields were cut there."""
+    text = _line(path, lines, first_line, number)
+    at = text.find("\r")
+    column = text[:at].count(delimiter) + 1 if at >= 0 else None
+    return DataError(path, "a carriage return (CR, not followed by a line feed) outside quotes ends a row here, as "
+                           "the CSV readers read one, so this line's fields are cut in two: remove it, e.g. "
+                           f"{converted(path, 'no-cr-', TO_NO_LONE_CR)}, or quote the value that holds it",
+                     line=number, column=column)
+
+
+TO_NO_LONE_CR = r"sed 's/\r\(.\)/\1/g'"  # each CR inside a line removed (a CR LF's stays: nothing follows it)
+
+
+def _line(path: Path, lines: list[str] | None, first_line: int, number: int) -> str:
+    """Line ``number`` of ``path`` (ended at LF alone), from a chunk's ``lines`` (its first on ``first_line``) or the
+    file."""
+    if lines is not None:
+        return lines[number - first_line]
+    with open_text(path, newline="\n") as handle:
+        return next((line for at, line in enumerate(handle, start=1) if at == number), "")
+
+
 def _unclosed_quote(path: Path, delimiter: str, lines: list[str] | None, first_line: int, number: int) -> DataError:
     """The error for a quote opened on line ``number`` that is never closed, at the field it opens."""
-    if lines is not None:
-        text = lines[number - first_line]
-    else:
-        with open_text(path) as handle:
-            text = next((line for at, line in enumerate(handle, start=1) if at == number), "")
+    text = _line(path, lines, first_line, number)
     try:
         column = len(next(pycsv.reader([text.rstrip("\r\n")], delimiter=delimiter), [""]))
     except pycsv.Error:  # a carriage return inside the line, say: the line, not its field

@@ -31,11 +31,12 @@ def is_gzip(path: str | Path) -> bool:
     return Path(path).suffix.lower() == ".gz"
 
 
-def open_text(path: str | Path):
-    """Open a text file, transparently decompressing ``.gz``."""
+def open_text(path: str | Path, newline: str = ""):
+    """Open a text file, transparently decompressing ``.gz``; ``newline``: as ``open``'s (``"\n"``: lines end at LF
+    alone, as the chunks count them; a lone CR stays inside its line)."""
     if is_gzip(path):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding="utf-8", newline=newline)
+    return open(path, encoding="utf-8", newline=newline)
 
 
 def open_bytes(path: str | Path):
