@@ -405,6 +405,22 @@ def test_a_decimal_in_a_later_chunk_of_integer_ids_is_found_while_the_columns_ar
         Estimator(model={"name": "lr"}, data={"chunk_rows": 10_000}, training={"epochs": 1}).fit(str(path), progress=False)
 
 
+@pytest.mark.parametrize("chunk_rows", [1_000, 10_000])  # columns one after the other, and side by side
+def test_a_decimal_in_an_integer_id_column_is_said_before_the_chunks_other_errors(tmp_path, chunk_rows):
+    """The integer-id columns were checked before any column was counted: a decimal there is the error said, before
+    text in a numeric column further down the same chunk, and the columns that held ids from the first chunk come
+    before those whose first values came later (a new user's two cases, found against the checks made side by side)."""
+    lines = [f"{i % 2},{(i % 13) / 10:.2f},{i % 500},{'' if i < 12_000 else i % 9},c{i % 5}" for i in range(40_000)]
+    lines[35_000] = "1,0.5,6.37,3,c1"
+    lines[35_010] = "0,0.5,7,-0.5,c2"
+    lines[35_050] = "1,abc,7,3,c3"
+    path = tmp_path / "kinds.csv"
+    path.write_text("label,num,id,late,c\n" + "\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"kinds\.csv:35002:3: column 'id' held whole numbers in the first [\d,]+ rows"):
+        Estimator(model={"name": "lr"}, data={"chunk_rows": chunk_rows}, training={"epochs": 1}).fit(str(path),
+                                                                                                   progress=False)
+
+
 @pytest.mark.parametrize("stream", ["off", "on"])
 @pytest.mark.parametrize("later, error", [("6.37", True), ("17", False), ("abc", False)])
 def test_a_column_without_a_value_in_the_chunk_that_decided_the_kinds_is_read_by_its_first_values(tmp_path, stream,

@@ -687,17 +687,23 @@ class _Fitter:
             else:
                 chunk = ChunkCodes.of(column, counted)
                 if name in integer_ids and not signed_integers(chunk.distinct):  # its distinct values: the rows' own
-                    self._refuse_a_decimal(frame, name)
+                    not_integers.add(name)
             placement = self.counts[name].add(chunk)
             if kind == "categorical" and self.retained is not None:
                 codes[name] = chunk.rows(placement, hashes=self.config.hash_buckets > 0)
 
         for name in [name for name in self.valueless if has_values(frame.columns[name])]:
             self._check_first_values(frame, name)
-        integer_ids = set(self.integer_ids)  # checked as they are counted, side by side
+        integer_ids, not_integers = set(self.integer_ids), set()  # checked as they are counted, side by side
         if self.sparse_format == "libfm" and frame.sparse is not None and "features" not in frame.kinds:
             self._check_positions(frame)
-        each_column(count, list(self.kinds), frame.num_rows)
+        try:
+            each_column(count, list(self.kinds), frame.num_rows)
+        except DataError as error:  # a decimal in any integer-id column is said first, as when they were checked first
+            raise self._decimal_error(frame, integer_ids) or error from None  # (some may not have been counted)
+        decimal = self._decimal_error(frame, not_integers) if not_integers else None
+        if decimal is not None:
+            raise decimal
         codes = {name: codes[name] for name in self.kinds if name in codes}  # in column order
         self.labels.update(frame, counted)
         self.rows += frame.num_rows if counted is None else int(counted.sum())
@@ -741,7 +747,7 @@ class _Fitter:
     def _check_first_values(self, frame: RawFrame, name: str) -> None:
         """A column without a value in the rows that decided the kinds was read as ids; where its first values are
         decimal numbers, which would have made it numeric had they come first, a located error naming both flags.
-        Whole numbers make it a column of integer ids (a later decimal: ``_refuse_a_decimal``)."""
+        Whole numbers make it a column of integer ids (a later decimal: ``_decimal_error``)."""
         self.valueless.remove(name)
         column = frame.columns[name]
         if looks_float(column):
@@ -754,19 +760,22 @@ class _Fitter:
             self.integer_ids.append(name)
             self.promoted.add(name)
 
-    def _refuse_a_decimal(self, frame: RawFrame, name: str) -> None:
+    def _decimal_error(self, frame: RawFrame, not_integers: set[str]) -> DataError | None:
         """A column that held whole numbers in the rows that decided the kinds is ids; a decimal number in a later
-        chunk (whose values are not all integers) would have made it numeric (``looks_float``) had it come first: a
-        located error naming both flags."""
-        column = frame.columns[name]
-        row = first_decimal_row(column)
-        if row is not None:
-            held = (f"held no value in the first {self.kind_rows:,} rows, then whole numbers" if name in self.promoted
-                    else f"held whole numbers in the first {self.kind_rows:,} rows")
-            raise frame.error(row, name, f"column '{name}' {held}, "
-                                         f"so it was read as ids (categorical), but this row has the decimal number "
-                                         f"{column[row].as_py()!r}: say which it is, --numeric {name} (numbers) or "
-                                         f"--categorical {name} (ids, each value as written)")
+        chunk would have made it numeric (``looks_float``) had it come first: a located error naming both flags, for
+        the first of the integer-id columns (in the order they became ids) among ``not_integers`` (those of the chunk
+        whose values are not all integers, or any that may be) that holds one."""
+        for name in [name for name in self.integer_ids if name in not_integers]:
+            column = frame.columns[name]
+            row = first_decimal_row(column)
+            if row is not None:
+                held = (f"held no value in the first {self.kind_rows:,} rows, then whole numbers" if name in self.promoted
+                        else f"held whole numbers in the first {self.kind_rows:,} rows")
+                return frame.error(row, name, f"column '{name}' {held}, "
+                                              f"so it was read as ids (categorical), but this row has the decimal number "
+                                              f"{column[row].as_py()!r}: say which it is, --numeric {name} (numbers) or "
+                                              f"--categorical {name} (ids, each value as written)")
+        return None
 
     def transformed(self, encoder: FeatureEncoder) -> EncodeInto | None:
         """What encodes the retained frames (letting each go once encoded), or None (see ``fit_and_transform``)."""
