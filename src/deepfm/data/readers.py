@@ -343,10 +343,10 @@ def _record_end(buffer, length: int, delimiter: bytes | None, give_up: bool = Fa
 
 
 def rows_if_one_a_line(block: bytes) -> int | None:
-    """How many rows ``block`` (whole lines; the last may lack its line end) reads as if no quoted value holds a line
-    end and no line is blank: its lines. Parsed into as many rows, no value holds one (each would join two lines into
-    one row, each blank line is skipped), so their count over every column is not needed (``lines_before_rows``).
-    None where a lone CR, which Arrow also reads as a line end, could make up for a line joined."""
+    """How many rows ``block`` (whole lines; the last may lack its line end) parses into where no quoted value holds a
+    line end: its lines (a blank line is a row). Parsed into as many rows, no value holds one (each would join two
+    lines into one row), so their count over every column is not needed (``lines_before_rows``). None where a lone CR,
+    which Arrow also reads as a line end, could make up for a line joined."""
     if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
         return None
     return block.count(b"\n") + (not block.endswith(b"\n"))
