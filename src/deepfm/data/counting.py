@@ -71,13 +71,10 @@ class RowCodes:
     placement: "Placement | None"
 
     def take(self, ids_of_distinct: np.ndarray, missing: int, out: np.ndarray) -> None:
-        """Write each row's id into ``out`` (rows,), from the id of each distinct value; ``missing``
-        for null rows. ``out`` may be a column of a larger array, e.g. ``ids[:, j]``."""
+        """Write each row's id into ``out`` (rows,), contiguous (a field's row of ``encoders.lay_rows``' block), from
+        the id of each distinct value; ``missing`` for null rows."""
         table = np.append(ids_of_distinct, missing).astype(out.dtype)
-        if out.flags.c_contiguous:  # a null's -1 wraps to the last entry (missing)
-            np.take(table, self.indices, mode="wrap", out=out)
-        else:  # gathered contiguous, then copied: faster than NumPy's take straight into a strided column
-            out[:] = np.take(table, self.indices, mode="wrap")
+        np.take(table, self.indices, mode="wrap", out=out)  # a null's -1 wraps to the last entry (missing)
 
 
 class Placement:

@@ -190,11 +190,12 @@ class ChunkedFile:
                     raise DataError(self.path, f"cannot read Parquet: {error}") from None
                 yield self._table_frame(table, chunks[number].first_line)
             return
+        line_ends = {chunk.start: after.first_line - chunk.first_line for chunk, after in zip(chunks, chunks[1:])}
         for chunk, block in gzip_errors_in(self.path, self._blocks(chunks, order)):
             lines = (lambda text=block: text_lines(text))
             quoted = b'"' in block
             yield self._text_frame(pa.BufferReader(block), chunk.first_line, 0, lines, layout, quoted=quoted,
-                                   lines_as_rows=rows_if_one_a_line(block) if quoted else None)
+                                   lines_as_rows=rows_if_one_a_line(block, line_ends.get(chunk.start)) if quoted else None)
 
     def in_order(self, rows: int) -> Iterator[RawFrame]:
         """The file front to back in frames of about ``rows`` rows: text in ``frames``' chunks (``chunk_bytes``, set
@@ -342,14 +343,15 @@ def _record_end(buffer, length: int, delimiter: bytes | None, give_up: bool = Fa
     return cut
 
 
-def rows_if_one_a_line(block: bytes) -> int | None:
+def rows_if_one_a_line(block: bytes, line_ends: int | None = None) -> int | None:
     """How many rows ``block`` (whole lines; the last may lack its line end) parses into where no quoted value holds a
     line end: its lines (a blank line is a row). Parsed into as many rows, no value holds one (each would join two
     lines into one row), so their count over every column is not needed (``lines_before_rows``). None where a lone CR,
-    which Arrow also reads as a line end, could make up for a line joined."""
+    which Arrow also reads as a line end, could make up for a line joined. ``line_ends``: the block's LFs where the
+    chunk index counted them already (every chunk's but the last)."""
     if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
         return None
-    return block.count(b"\n") + (not block.endswith(b"\n"))
+    return (block.count(b"\n") if line_ends is None else line_ends) + (not block.endswith(b"\n"))
 
 
 def one_row_a_line(table: pa.Table, lines_as_rows: int | None) -> bool:
