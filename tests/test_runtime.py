@@ -231,3 +231,14 @@ def test_numba_caches_written_with_other_options_are_forgotten_once(tmp_path):
     compiled._tagged.clear()
     compiled.forget_caches_of_other_options(module.twice)  # tagged: kept
     assert (cache / "passes.twice-1.py311.nbi").exists()
+
+
+def test_the_first_compiled_pass_leaves_scipy_linalg_unloaded_and_a_compiled_dot_still_uses_blas():
+    """numba's CPU target imports ``scipy.linalg`` as it loads, to check for BLAS (~0.15 s of the first batch);
+    ``compiled.defer_blas_check`` leaves that to the first pass that calls BLAS."""
+    code = ("import sys, numpy as np; from deepfm.compiled import compiled\n"
+            "total = compiled(lambda a: a.sum()); dot = compiled(lambda a, b: np.dot(a, b))\n"
+            "print(total(np.arange(4.0)), 'scipy.linalg' in sys.modules)\n"
+            "import numba.np.arraymath as arraymath; print(arraymath._HAVE_BLAS)\n"
+            "print(dot(np.arange(3.0), np.arange(3.0)), 'scipy.linalg' in sys.modules)")
+    assert run_python(code, environment_without()) == ["6.0", "False", "True", "5.0", "True"]

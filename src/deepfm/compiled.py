@@ -32,6 +32,7 @@ def compiled(function: F | None = None, **options: Any) -> F | Callable[[F], F]:
         return lambda f: compiled(f, **options)
     from numba import njit
 
+    defer_blas_check()
     options = {"error_model": "numpy", **options}
     forget_caches_of_other_options(function)
     try:
@@ -48,6 +49,34 @@ def load_compiler() -> None:
 
     with global_compiler_lock:
         cpu_target.target_context.refresh()
+
+
+def defer_blas_check() -> None:
+    """Keep numba's CPU target from importing ``scipy.linalg`` when it loads (~0.15 s of every process's first
+    compiled pass, inside its first training batch; no pass here calls BLAS). numba's ``np.linalg`` support asks
+    SciPy for BLAS when it compiles such a call, as before; only ``arraymath``'s check at its import, which sets
+    whether ``np.dot`` of vectors may use BLAS, is answered by whether SciPy is installed. Once a process, before
+    the target loads; a numba without these names is left as it is."""
+    import sys
+
+    if "numba.np.arraymath" in sys.modules:
+        return
+    try:
+        from importlib.util import find_spec
+
+        import numba.np.linalg as linalg
+
+        ensure_blas = linalg.ensure_blas
+        linalg.ensure_blas = lambda: None
+        try:
+            import numba.np.arraymath as arraymath
+        finally:
+            linalg.ensure_blas = ensure_blas
+        if arraymath.ensure_blas is not ensure_blas and hasattr(arraymath, "_HAVE_BLAS"):
+            arraymath.ensure_blas = ensure_blas
+            arraymath._HAVE_BLAS = find_spec("scipy") is not None
+    except (ImportError, AttributeError):
+        pass
 
 
 # What the machine code cached beside a module was compiled with. numba keys its cache by the function's signature and
