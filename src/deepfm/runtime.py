@@ -177,8 +177,8 @@ def flush_denormal_enabled() -> bool:
 @contextmanager
 def earlier_objects_frozen() -> Iterator[None]:
     """Inside the block, Python's cyclic garbage collector skips the objects alive when it began (``gc.freeze``); they
-    are its again after it. A process that has imported torch and pyarrow holds ~300k such objects, and numba's load
-    in the first training batch set off two full collections over all of them (0.14-0.17 s each, 10 objects freed).
+    are its again after it. A process that has imported torch and pyarrow holds ~190k such objects, and numba's load
+    in the first training batch set off two full collections over all of them (0.12-0.17 s each, 10 objects freed).
     Garbage that the block makes is collected as before; a cycle of earlier objects that becomes garbage inside it,
     after it. Where objects are frozen already (a host's own ``gc.freeze``, or an enclosing block), nothing is done."""
     import gc
