@@ -282,3 +282,27 @@ def test_fit_leaves_objects_a_host_froze_itself_frozen():
         assert gc.get_freeze_count() >= frozen * 0.9  # (some frozen objects may be freed meanwhile, by reference counts)
     finally:
         gc.unfreeze()
+
+
+def test_a_freeze_the_host_makes_while_a_fit_runs_outlasts_the_fit(monkeypatch):
+    """A host thread that calls ``gc.freeze`` while a fit runs in another (a server before it forks its workers)
+    finds its objects still frozen after the fit: they include every object the fit froze."""
+    import gc
+
+    from deepfm import Estimator
+    from deepfm.api import Estimator as EstimatorClass
+    from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+
+    read = EstimatorClass._training_data
+
+    def reading_while_the_host_freezes(self, *args, **kwargs):
+        gc.freeze()  # as the host's other thread would, meanwhile
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(EstimatorClass, "_training_data", reading_while_the_host_freezes)
+    table, _ = make_ctr_table(SyntheticSpec(rows=200, categorical=3, numeric=1, vocabulary=20, seed=1))
+    try:
+        Estimator(model={"mlp": (8,)}, training={"epochs": 1, "batch_size": 64}).fit(table, progress=False)
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()

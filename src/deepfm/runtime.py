@@ -180,17 +180,21 @@ def earlier_objects_frozen() -> Iterator[None]:
     are its again after it. A process that has imported torch and pyarrow holds ~190k such objects, and numba's load
     in the first training batch set off two full collections over all of them (0.12-0.17 s each, 10 objects freed).
     Garbage that the block makes is collected as before; a cycle of earlier objects that becomes garbage inside it,
-    after it. Where objects are frozen already (a host's own ``gc.freeze``, or an enclosing block), nothing is done."""
+    after it. Where objects are frozen already (a host's own ``gc.freeze``, or an enclosing block), nothing is done;
+    where the host freezes objects while the block runs (from another thread), all stay frozen after it, as the host's
+    freeze would have left them: every object the block froze was alive then."""
     import gc
 
     if gc.get_freeze_count():
         yield
         return
     gc.freeze()
+    marker = [None]  # tracked and made after the freeze: frozen at the end only if someone froze objects meanwhile
     try:
         yield
     finally:
-        gc.unfreeze()
+        if any(tracked is marker for tracked in gc.get_objects()):  # (frozen objects are not listed)
+            gc.unfreeze()
 
 
 @contextmanager
