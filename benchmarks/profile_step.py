@@ -33,6 +33,7 @@ on the same batches, interleaved (issue 13: on a long tail deepfm's path must no
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -139,6 +140,7 @@ def main() -> None:
                         help="where the step runs (cuda: each phase waits for the GPU, and the profile adds its kernels)")
     parser.add_argument("--ceiling", action="store_true",
                         help="interleave the DeepFM step at the defaults with the bare-MLP ceiling: the × ceiling of one process")
+    parser.add_argument("--json", action="store_true", help="with --ceiling: also a JSON line of the figures (run.py's row)")
     args = parser.parse_args()
     if args.device != "cpu" and (args.floor or args.overheads or args.ceiling or args.first_layer or args.padded_input_gradient
                                  or args.narrow_fields or args.tables):
@@ -418,6 +420,11 @@ def against_ceiling(data, encoder, args) -> None:
     (mw, mc) = median["bare MLP (ceiling)"]
     for name in ("DeepFM defaults", "its MLP alone (+ input gradient)"):
         print(f"  {name} × ceiling: {mw / median[name][0]:.2f} (wall), {mc / median[name][1]:.2f} (CPU)")
+    if args.json:
+        (dw, dc), (aw, _) = median["DeepFM defaults"], median["its MLP alone (+ input gradient)"]
+        print(json.dumps({"task": "step_vs_ceiling", "steps": args.steps, "precision": args.precision, "mlp_input_width": width,
+                          "deepfm_step_ms": dw, "mlp_alone_step_ms": aw, "bare_mlp_step_ms": mw,
+                          "train_samples_per_s": 4096 / dw * 1e3, "step_vs_ceiling_wall": mw / dw, "step_vs_ceiling_cpu": mc / dc}))
 
 
 def first_layer_on_and_off(data, encoder, args) -> None:

@@ -8,7 +8,9 @@ measures deepfm at its defaults (read from its config: whatever they are) and st
 dropout, no batch norm, embedding L2 1e-6), each peer at its defaults and matched to deepfm's
 model on the shape (DeepCTR-Torch: its embedding width, dropout and batch norm), and the bare-MLP ceilings of each shape; runs each measurement in its
 own process, one after another, with OMP_WAIT_POLICY=PASSIVE, and reports medians over
-``--repeat`` rounds. "Beside training" is file → model less the training loop's own time (reading, encoding,
+``--repeat`` rounds. "deepfm DeepFM defaults, step × bare MLP interleaved" (``profile_step.py --ceiling``) times the
+defaults' training step and the bare MLP's alternately in one process: the × ceiling of one process, which the swings
+of the host's speed between separate processes leave alone. "Beside training" is file → model less the training loop's own time (reading, encoding,
 set-up; DeepCTR-Torch: all but ``fit``): it leaves out the training loop, the part whose speed swings most. Not quite
 like for like: deepfm's loop loads numba at its first step, DeepCTR-Torch's example encodes the test file with the
 training file (beside ``fit``), and its ``fit`` turns the frame into one tensor first.
@@ -119,6 +121,9 @@ def shape_jobs(shape: str, data: Path) -> dict[str, tuple[Path, str, tuple[str, 
         f"bare MLP bf16 (ceiling){tag}": (DEEPFM_PY, "tasks.py", ("mlp", "bf16", "no", str(width))),
         f"deepfm DeepFM defaults{tag}": (DEEPFM_PY, "tasks.py", ("deepfm", path, "fp32", "defaults", numeric)),
         f"deepfm DeepFM defaults bf16{tag}": (DEEPFM_PY, "tasks.py", ("deepfm", path, "bf16", "defaults", numeric)),
+        f"deepfm DeepFM defaults, step × bare MLP interleaved{tag}": (
+            DEEPFM_PY, "profile_step.py", (path, *(["--categorical"] if numeric == "no" else []), "--setting", "defaults",
+                                           "--ceiling", "--steps", "20", "--json")),
         f"deepfm DeepFM defaults, every id{tag}": (DEEPFM_PY, "tasks.py", ("deepfm", path, "fp32", "every-id", numeric)),
         f"deepfm DeepFM stripped{tag}": (DEEPFM_PY, "tasks.py", ("deepfm", path, "fp32", "stripped", numeric)),
         f"deepfm DeepFM stripped bf16{tag}": (DEEPFM_PY, "tasks.py", ("deepfm", path, "bf16", "stripped", numeric)),
@@ -163,7 +168,8 @@ def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | 
                     continue
             results[name].append(run_logged(f"[{round_ + 1}/{rounds}] {name}", python, script, *args))
             width = results[name][-1].get("mlp_input_width")
-            if width and shape_of(name) in SHAPES and width != SHAPES[shape_of(name)][2]:  # k 64: its own ceiling
+            if (width and shape_of(name) in SHAPES and width != SHAPES[shape_of(name)][2]  # k 64: its own ceiling
+                    and "step_vs_ceiling_wall" not in results[name][-1]):  # (an interleaved row times its own)
                 precision = "bf16" if "bf16" in name else "fp32"
                 ceiling = own_ceiling(width, precision, shape_of(name))
                 if len(results.setdefault(ceiling, [])) <= round_:
@@ -221,6 +227,8 @@ def table(results: dict[str, dict]) -> str:
             continue
         speed, top = r.get("train_samples_per_s"), ceiling(name)
         ratio = fmt(speed / top, ".2f") if speed and top and "Frappe" not in name else "—"
+        if "step_vs_ceiling_wall" in r:  # profile_step.py --ceiling: the two steps interleaved in one process
+            ratio = f"{r['step_vs_ceiling_wall']:.2f} ({r['step_vs_ceiling_cpu']:.2f} CPU)"
         lines.append(f"| {name} | {fmt(speed)} | {ratio} | {fmt(r.get('predict_samples_per_s'))} | "
                      f"{fmt(r.get('file_to_model_s'), '.1f')} | {fmt(r.get('beside_training_s'), '.2f')} | "
                      f"{fmt(r.get('peak_rss_mb'))} | {fmt(r.get('test_auc'), '.4f')} |")

@@ -99,3 +99,39 @@ def test_the_peers_settings_name_the_deepctr_model_they_build(monkeypatch):
     assert module.matched_model("matched:64:0.5") == (64, {"dnn_dropout": 0.5, "dnn_use_bn": True})
     with pytest.raises(ValueError, match="matched:K:DROPOUT"):
         module.matched_model("matched:64")
+
+
+def test_the_interleaved_row_shows_the_step_against_the_bare_mlp_measured_in_its_own_process():
+    """profile_step.py --ceiling times both steps alternately in one process: its ratio is shown as measured, not
+    divided by the bare-MLP row of another process."""
+    run = load_run()
+    results = {"bare MLP (ceiling) · longtail": {"train_samples_per_s": 100_000.0},
+               "deepfm DeepFM defaults, step × bare MLP interleaved · longtail": {
+                   "train_samples_per_s": 48_000.0, "step_vs_ceiling_wall": 0.714, "step_vs_ceiling_cpu": 0.752,
+                   "mlp_input_width": 390}}
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[2] for line in run.table(results).splitlines()
+            if line.startswith("| deepfm")}
+    assert rows == {"deepfm DeepFM defaults, step × bare MLP interleaved · longtail": "0.71 (0.75 CPU)"}
+
+
+def test_the_interleaved_rows_run_only_when_asked_for():
+    run = load_run()
+    jobs = run.shape_jobs("longtail", Path("data"))
+    assert "interleaved" not in " ".join(run.selected(jobs, ["deepfm DeepFM defaults ·"]))
+    chosen = run.selected(jobs, ["interleaved"])
+    assert list(chosen) == ["deepfm DeepFM defaults, step × bare MLP interleaved · longtail"]
+    assert chosen["deepfm DeepFM defaults, step × bare MLP interleaved · longtail"][2] == (
+        "data/longtail", "--categorical", "--setting", "defaults", "--ceiling", "--steps", "20", "--json")
+
+
+def test_an_interleaved_row_over_another_width_starts_no_bare_mlp_process_of_that_width(monkeypatch):
+    run = load_run()
+    ran = []
+
+    def fake(title, python, script, *args):
+        ran.append(title)
+        return {"train_samples_per_s": 1.0, "mlp_input_width": 640, "step_vs_ceiling_wall": 0.9, "step_vs_ceiling_cpu": 1.0}
+
+    monkeypatch.setattr(run, "run_logged", fake)
+    run.measure(1, Path("data"), None, None, only=["interleaved"], shapes=("onehot",))
+    assert ran == ["[1/1] deepfm DeepFM defaults, step × bare MLP interleaved · onehot"]
