@@ -168,17 +168,60 @@ def test_a_quote_left_open_in_the_last_column_is_located_too(tmp_path, rows, lin
 def test_a_lone_carriage_return_that_makes_up_for_a_value_over_two_lines_still_counts_that_values_line(tmp_path, stream):
     """A chunk of as many rows as lines holds no value over two lines, so its values are not searched for line ends,
     unless a lone CR (a line end to Arrow) split a line as a value joined two: then a later row's line would be one
-    short."""
+    short. The lone CR ends a row, not a line: the row after the 'x' is on line 3002 of 'sed -n' and 'grep -n'."""
     path = tmp_path / "cr.csv"
     lines = ["label,user,city"] + [f'{i % 2},"u{i % 97}",c{i % 13}' for i in range(12_000)]
     lines[100] = '1,"u1\nsecond line",c1'  # lines 101-102
     lines[2000] = '0,"u3",c4\r1,"u5",c6'  # two rows on line 2002
-    lines[3000] = 'x,"u4",c5'  # line 3003
+    lines[3000] = 'x,"u4",c5'  # line 3002
     path.write_bytes(("\n".join(lines) + "\n").encode())
     error = error_of(lambda: Estimator(model={"name": "lr"}, data={"stream": stream, "chunk_rows": 4096},
                                        training={"epochs": 1}).fit(path, progress=False))
-    assert (error.line, error.column) == (3003, 1), str(error)
+    assert (error.line, error.column) == (3002, 1), str(error)
     assert "the label must be a number, got 'x'" in str(error)
+
+
+@pytest.mark.parametrize("chunk_rows", [100, 4_096, 100_000])  # the CR in an earlier chunk, in the same, the file whole
+@pytest.mark.parametrize("bad, said", [("x,u4,c5", "the label must be a number, got 'x'"),
+                                       ("label,user,city", "this line repeats the header"),
+                                       ("", "the label is missing (the line is empty")])
+def test_rows_after_a_lone_carriage_return_between_two_rows_keep_the_lines_sed_and_grep_count(tmp_path, chunk_rows,
+                                                                                              bad, said):
+    """A CR alone between two well-formed rows ends a row, as Arrow, Python's csv and pandas read it, but not a line:
+    the rows after it are placed at their LF-counted lines (read whole they were one line late, and chunk by chunk
+    too inside the CR's own chunk)."""
+    lines = ["label,user,city"] + [f"{i % 2},u{i % 97},c{i % 13}" for i in range(12_000)]
+    lines[100] = "0,u3,c4\r1,u5,c6"  # two rows on line 101
+    lines[150] = "1,u1,c2\r0,u2,c3"  # and on line 151
+    lines[2000] = bad  # line 2001
+    path = tmp_path / "cr.csv"
+    path.write_bytes(("\n".join(lines) + "\n").encode())
+    error = error_of(lambda: Estimator(model={"name": "lr"}, data={"chunk_rows": chunk_rows},
+                                       training={"epochs": 1}).fit(path, progress=False))
+    assert error.line == 2001, str(error)
+    assert said in str(error)
+
+
+def test_a_gzip_file_read_chunk_by_chunk_places_the_rows_after_a_lone_carriage_return_at_their_lines(tmp_path):
+    """(Read whole, a .gz file is not searched for a lone CR: its later rows are a line late, as before.)"""
+    lines = ["label,user,city"] + [f"{i % 2},u{i % 97},c{i % 13}" for i in range(12_000)]
+    lines[100] = "0,u3,c4\r1,u5,c6"  # two rows on line 101
+    lines[2000] = "x,u4,c5"  # line 2001
+    path = tmp_path / "cr.csv.gz"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    error = error_of(lambda: Estimator(model={"name": "lr"}, data={"chunk_rows": 4_096},  # the CR in the error's chunk
+                                       training={"epochs": 1}).fit(path, progress=False))
+    assert error.line == 2001, str(error)
+
+
+def test_a_lone_carriage_return_inside_a_quoted_value_ends_no_row(tmp_path):
+    lines = ["label,user,city"] + [f"{i % 2},u{i % 97},c{i % 13}" for i in range(300)]
+    lines[10] = '0,"u3\rstill u3",c4\r1,u5,c6'  # the first CR is text, the second ends a row: line 11 holds two
+    lines[200] = "x,u4,c5"  # line 201
+    path = tmp_path / "cr.csv"
+    path.write_bytes(("\n".join(lines) + "\n").encode())
+    error = error_of(lambda: Estimator(model={"name": "lr"}, training={"epochs": 1}).fit(path, progress=False))
+    assert error.line == 201, str(error)
 
 
 @pytest.mark.parametrize("name", ["cr.csv", "cr.csv.gz"])

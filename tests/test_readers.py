@@ -675,3 +675,27 @@ def test_a_valid_quoted_value_longer_than_eight_small_chunks_is_read_whole(tmp_p
     frames = list(ChunkedFile(path, chunk_bytes=1_024).frames())
     assert len(frames) > 10 and sum(frame.num_rows for frame in frames) == 3_000
     assert value in [v for frame in frames for v in frame.columns["text"].to_pylist()]
+
+
+def test_rows_are_placed_at_their_lines_as_arrow_splits_them_at_lf_crlf_or_a_lone_cr_outside_quotes():
+    """``row_ends.lines_before_rows_of`` on random rows of quoted values that hold LF, CRLF, a lone CR and doubled
+    quotes, each row ended by LF, CRLF or a lone CR (the last one at times by nothing): as many rows as Arrow parses,
+    each on the line that counts LFs alone."""
+    import random
+
+    import pyarrow.csv as pacsv
+
+    from deepfm.data.row_ends import lines_before_rows_of
+
+    rng = random.Random(1)
+    values, ends = ["a", "b1", '"q"', '"x\ny"', '"p\r\nq"', '"d""e"', '"r\rs"', ""], ["\n", "\r\n", "\r"]
+    for _ in range(500):
+        rows = [",".join(rng.choice(values) for _ in range(3)) for _ in range(rng.randint(1, 6))]
+        row_ends = [rng.choice(ends) for _ in rows]
+        text = "".join(row + end for row, end in zip(rows, row_ends))
+        text = text[: -len(row_ends[-1])] if rng.random() < 0.3 and len(rows) > 1 else text
+        parsed = pacsv.read_csv(pa.BufferReader(text.encode()), read_options=pacsv.ReadOptions(column_names=list("xyz")),
+                                parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False))
+        assert parsed.num_rows == len(rows)
+        line_ends = np.cumsum([0] + [(row + end).count("\n") for row, end in zip(rows, row_ends)][:-1])
+        assert lines_before_rows_of(text.encode(), b",", len(rows)).tolist() == (line_ends - np.arange(len(rows))).tolist()

@@ -10,6 +10,7 @@ Everything is columnar (PyArrow); Python touches single lines only to locate an 
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -164,7 +165,8 @@ class ChunkedFile:
         else:
             first_line = self._delimited[2] if self._delimited else 1
             with gzip_errors(self.path):
-                frame = self._text_frame(input_stream(self.path), first_line, self._header_lines, None, layout)
+                frame = self._text_frame(input_stream(self.path), first_line, self._header_lines, None, layout,
+                                         text=self._rows_text_if_lone_carriage_return())
         if frame.num_rows == 0:
             raise DataError(self.path, "file has no data rows", line=frame.first_line)
         return frame
@@ -193,9 +195,10 @@ class ChunkedFile:
         line_ends = {chunk.start: after.first_line - chunk.first_line for chunk, after in zip(chunks, chunks[1:])}
         for chunk, block in gzip_errors_in(self.path, self._blocks(chunks, order)):
             lines = (lambda text=block: text_lines(text))
-            quoted = b'"' in block
+            quoted, lone_carriage_return = b'"' in block, holds_lone_carriage_return(block)
+            lines_as_rows = rows_if_one_a_line(block, line_ends.get(chunk.start)) if quoted and not lone_carriage_return else None
             yield self._text_frame(pa.BufferReader(block), chunk.first_line, 0, lines, layout, quoted=quoted,
-                                   lines_as_rows=rows_if_one_a_line(block, line_ends.get(chunk.start)) if quoted else None)
+                                   lines_as_rows=lines_as_rows, text=block if lone_carriage_return else None)
 
     def in_order(self, rows: int) -> Iterator[RawFrame]:
         """The file front to back in frames of about ``rows`` rows: text in ``frames``' chunks (``chunk_bytes``, set
@@ -236,10 +239,11 @@ class ChunkedFile:
                     yield chunk, block
 
     def _text_frame(self, source, first_line: int, skip: int, lines, layout: Layout | None,
-                    quoted: bool = True, lines_as_rows: int | None = None) -> RawFrame:
+                    quoted: bool = True, lines_as_rows: int | None = None, text: bytes | None = None) -> RawFrame:
         """Text (the whole file's stream after ``skip`` header lines, or a chunk) as a frame; ``quoted``: it may
         hold a quote (``parse_delimited``). ``lines_as_rows``: how many rows a chunk parses into where no quoted value
-        holds a line end (``rows_if_one_a_line``)."""
+        holds a line end (``rows_if_one_a_line``). ``text``: the rows' bytes where they hold a CR alone, which ends a
+        row but not a line (the rows after it are placed by reading them: ``row_ends.lines_before_rows_of``)."""
         if self.format in ("libfm", "libffm"):
             try:
                 text = read_lines(source)
@@ -258,11 +262,32 @@ class ChunkedFile:
                                 quoted=quoted)
         quoted = quoted and not one_row_a_line(table, lines_as_rows)
         before = lines_before_rows(table, self.path, first_line, delimiter_of(self.format), lines) if quoted else None
+        if text is not None:
+            from deepfm.data.row_ends import lines_before_rows_of  # (numba: loaded here only)
+
+            placed = lines_before_rows_of(text, delimiter_of(self.format).encode(), table.num_rows)
+            before = placed if placed is not None else before
         if not self.require_label:  # a training or evaluation file's empty line is a missing label (``RawFrame``)
             refuse_empty_lines(table, self.path, first_line, before, lines)
         if self.format != "criteo":  # (no header)
             refuse_repeated_header(table, self.path, first_line, before)
         return self._table_frame(table, first_line, before)  # its lines known before a multi-valued column is read
+
+    def _rows_text_if_lone_carriage_return(self) -> bytes | None:
+        """A file read whole: its bytes after the header lines where they hold a CR alone (``_text_frame``'s ``text``),
+        else None; the check maps the file (a .gz file is not searched: its rows after such a CR are a line late)."""
+        if not self.seekable or self.format in ("libfm", "libffm") or self.path.stat().st_size == 0:
+            return None
+        with open(self.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            if mapped.find(b"\r") < 0:
+                return None
+            data = mapped[:]
+        if not holds_lone_carriage_return(data):
+            return None
+        start = 0
+        for _ in range(self._header_lines):
+            start = data.find(b"\n", start) + 1
+        return data[start:] if start or not self._header_lines else None
 
     def _table_frame(self, table: pa.Table, first_line: int, lines_before: np.ndarray | None = None) -> RawFrame:
         return frame_from_table(table, str(self.path), self.label, self.require_label, fmt=self.format,
@@ -343,15 +368,18 @@ def _record_end(buffer, length: int, delimiter: bytes | None, give_up: bool = Fa
     return cut
 
 
-def rows_if_one_a_line(block: bytes, line_ends: int | None = None) -> int | None:
-    """How many rows ``block`` (whole lines; the last may lack its line end) parses into where no quoted value holds a
-    line end: its lines (a blank line is a row). Parsed into as many rows, no value holds one (each would join two
-    lines into one row), so their count over every column is not needed (``lines_before_rows``). None where a lone CR,
-    which Arrow also reads as a line end, could make up for a line joined. ``line_ends``: the block's LFs where the
-    chunk index counted them already (every chunk's but the last)."""
-    if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
-        return None
+def rows_if_one_a_line(block: bytes, line_ends: int | None = None) -> int:
+    """How many rows ``block`` (whole lines; the last may lack its line end; no lone CR, which Arrow also reads as a
+    line end and could make up for a line joined: ``frames`` asks only of other blocks) parses into where no quoted
+    value holds a line end: its lines (a blank line is a row). Parsed into as many rows, no value holds one (each would
+    join two lines into one row), so their count over every column is not needed (``lines_before_rows``).
+    ``line_ends``: the block's LFs where the chunk index counted them already (every chunk's but the last)."""
     return (block.count(b"\n") if line_ends is None else line_ends) + (not block.endswith(b"\n"))
+
+
+def holds_lone_carriage_return(text) -> bool:
+    """Whether ``text`` holds a CR not followed by a LF (CSV readers, Arrow's among them, end a row there)."""
+    return b"\r" in text and text.count(b"\r") != text.count(b"\r\n")
 
 
 def one_row_a_line(table: pa.Table, lines_as_rows: int | None) -> bool:
