@@ -202,14 +202,15 @@ def test_rows_after_a_lone_carriage_return_between_two_rows_keep_the_lines_sed_a
     assert said in str(error)
 
 
-def test_a_gzip_file_read_chunk_by_chunk_places_the_rows_after_a_lone_carriage_return_at_their_lines(tmp_path):
-    """(Read whole, a .gz file is not searched for a lone CR: its later rows are a line late, as before.)"""
+@pytest.mark.parametrize("chunk_rows", [4_096, 100_000])  # the CR in the error's chunk; one chunk: read whole
+def test_a_gzip_file_places_the_rows_after_a_lone_carriage_return_at_their_lines(tmp_path, chunk_rows):
+    """(``Estimator.read`` of a .gz file, whole, does not search it for a lone CR: its later rows are a line late.)"""
     lines = ["label,user,city"] + [f"{i % 2},u{i % 97},c{i % 13}" for i in range(12_000)]
     lines[100] = "0,u3,c4\r1,u5,c6"  # two rows on line 101
     lines[2000] = "x,u4,c5"  # line 2001
     path = tmp_path / "cr.csv.gz"
     path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
-    error = error_of(lambda: Estimator(model={"name": "lr"}, data={"chunk_rows": 4_096},  # the CR in the error's chunk
+    error = error_of(lambda: Estimator(model={"name": "lr"}, data={"chunk_rows": chunk_rows},
                                        training={"epochs": 1}).fit(path, progress=False))
     assert error.line == 2001, str(error)
 

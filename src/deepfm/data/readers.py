@@ -275,13 +275,21 @@ class ChunkedFile:
 
     def _rows_text_if_lone_carriage_return(self) -> bytes | None:
         """A file read whole: its bytes after the header lines where they hold a CR alone (``_text_frame``'s ``text``),
-        else None; the check maps the file (a .gz file is not searched: its rows after such a CR are a line late)."""
-        if not self.seekable or self.format in ("libfm", "libffm") or self.path.stat().st_size == 0:
+        else None. The check maps the file; a .gz file is decompressed again only where its chunks are known to be one
+        (as ``frames`` reads a small file), not where ``Estimator.read`` reads a .gz file whole: there its rows after
+        such a CR are a line late."""
+        if self.format in ("libfm", "libffm") or self.path.stat().st_size == 0:
             return None
-        with open(self.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            if mapped.find(b"\r") < 0:
+        if not self.seekable:
+            if self._chunks is None or len(self._chunks) != 1:
                 return None
-            data = mapped[:]
+            with open_bytes(self.path) as handle:
+                data = handle.read()
+        else:
+            with open(self.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                if mapped.find(b"\r") < 0:
+                    return None
+                data = mapped[:]
         if not holds_lone_carriage_return(data):
             return None
         start = 0
