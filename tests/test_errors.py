@@ -184,7 +184,8 @@ def test_a_lone_carriage_return_that_makes_up_for_a_value_over_two_lines_still_c
 @pytest.mark.parametrize("chunk_rows", [100, 4_096, 100_000])  # the CR in an earlier chunk, in the same, the file whole
 @pytest.mark.parametrize("bad, said", [("x,u4,c5", "the label must be a number, got 'x'"),
                                        ("label,user,city", "this line repeats the header"),
-                                       ("", "the label is missing (the line is empty")])
+                                       ("", "the label is missing (the line is empty"),
+                                       ('0,u9,"open', "quote")])  # (it runs on over every later line)
 def test_rows_after_a_lone_carriage_return_between_two_rows_keep_the_lines_sed_and_grep_count(tmp_path, chunk_rows,
                                                                                               bad, said):
     """A CR alone between two well-formed rows ends a row, as Arrow, Python's csv and pandas read it, but not a line:
@@ -213,6 +214,19 @@ def test_a_gzip_file_places_the_rows_after_a_lone_carriage_return_at_their_lines
     error = error_of(lambda: Estimator(model={"name": "lr"}, data={"chunk_rows": chunk_rows},
                                        training={"epochs": 1}).fit(path, progress=False))
     assert error.line == 2001, str(error)
+
+
+@pytest.mark.parametrize("name", ["open.csv", "open.csv.gz"])
+@pytest.mark.parametrize("text, column", [('label,a,b,c\n1,x,0.5,t\r1,z,0.1,"open\n', 4),
+                                          ('label,a,b,c\r\n\r1,z,0.1,"open\r\n', None)])  # (a CR first: the line)
+def test_a_quote_left_open_in_the_row_after_a_lone_carriage_return_is_named_at_that_rows_line(tmp_path, name, text,
+                                                                                             column):
+    """Found by a new user: line 3 where grep -n says 2."""
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+    error = error_of(lambda: Estimator(model={"name": "lr"}, training={"epochs": 1}).fit(path, progress=False))
+    assert (error.line, error.column) == (2, column), str(error)
+    assert "the quote that opens this field is never closed" in str(error)
 
 
 def test_a_lone_carriage_return_inside_a_quoted_value_ends_no_row(tmp_path):

@@ -183,20 +183,21 @@ MAX_LINES_IN_VALUE = 100  # a quoted value over more lines than this is a quote 
 
 
 def lines_before_rows(table: pa.Table, path: Path, first_line: int, delimiter: str,
-                      lines: Callable[[], list[str]] | None = None) -> np.ndarray | None:
+                      lines: Callable[[], list[str]] | None = None, placed: np.ndarray | None = None) -> np.ndarray | None:
     """For each row of text parsed with quotes, the line breaks inside the quoted values of the rows before it (row
     ``i`` begins on line ``first_line + i + that``); None where no value holds one. A ``DataError`` where a value
     holds more than MAX_LINES_IN_VALUE (a quote opened in one row and closed by a later row's quote reads every
     line between as one value, so those rows would vanish), or where the last row's quote never closes (Arrow
     ends such a value at the end of the text, taking the rows after it). ``lines``: the text's own lines (a
-    chunk's; else the file is read from the last row's line)."""
+    chunk's; else the file is read from the last row's line). ``placed``: the same where the text was read for it,
+    which also counts a lone CR (``row_ends.lines_before_rows_of``), returned and used for the errors' lines."""
     breaks = {name: pc.fill_null(pc.count_substring(column, "\n"), 0) for name, column in zip(table.column_names, table.columns)
               if pa.types.is_string(column.type)}
     worst = {name: pc.max(count).as_py() or 0 for name, count in breaks.items()}
     if max(worst.values(), default=0) == 0:
-        return None
+        return placed
     per_row = sum(count.to_numpy(zero_copy_only=False).astype(np.int64) for count in breaks.values())
-    before = np.concatenate([[0], np.cumsum(per_row)[:-1]])
+    before = np.concatenate([[0], np.cumsum(per_row)[:-1]]) if placed is None else placed
     name = next((n for n, most in worst.items() if most > MAX_LINES_IN_VALUE), None)
     if name is not None:
         row = int(np.argmax(breaks[name].to_numpy(zero_copy_only=False) > MAX_LINES_IN_VALUE))
@@ -359,7 +360,7 @@ def _unclosed_quote(path: Path, delimiter: str, lines: list[str] | None, first_l
     """The error for a quote opened on line ``number`` that is never closed, at the field it opens."""
     text = _line(path, lines, first_line, number)
     try:
-        column = len(next(pycsv.reader([text.rstrip("\r\n")], delimiter=delimiter), [""]))
+        column = len(next(pycsv.reader([text.rstrip("\r\n")], delimiter=delimiter), [""])) or None  # (0: a CR first)
     except pycsv.Error:  # a carriage return inside the line, say: the line, not its field
         column = None
     return DataError(path, "the quote that opens this field is never closed, so the rest of the text would read as one "

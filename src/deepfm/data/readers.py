@@ -261,12 +261,13 @@ class ChunkedFile:
         table = parse_delimited(source, self.path, names, skip, delimiter_of(self.format), first_line, lines=lines,
                                 quoted=quoted)
         quoted = quoted and not one_row_a_line(table, lines_as_rows)
-        before = lines_before_rows(table, self.path, first_line, delimiter_of(self.format), lines) if quoted else None
+        placed = None
         if text is not None:
             from deepfm.data.row_ends import lines_before_rows_of  # (numba: loaded here only)
 
             placed = lines_before_rows_of(text, delimiter_of(self.format).encode(), table.num_rows)
-            before = placed if placed is not None else before
+        before = (lines_before_rows(table, self.path, first_line, delimiter_of(self.format), lines, placed) if quoted
+                  else placed)
         if not self.require_label:  # a training or evaluation file's empty line is a missing label (``RawFrame``)
             refuse_empty_lines(table, self.path, first_line, before, lines)
         if self.format != "criteo":  # (no header)
