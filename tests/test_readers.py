@@ -699,3 +699,12 @@ def test_rows_are_placed_at_their_lines_as_arrow_splits_them_at_lf_crlf_or_a_lon
         assert parsed.num_rows == len(rows)
         line_ends = np.cumsum([0] + [(row + end).count("\n") for row, end in zip(rows, row_ends)][:-1])
         assert lines_before_rows_of(text.encode(), b",", len(rows)).tolist() == (line_ends - np.arange(len(rows))).tolist()
+
+
+def test_text_that_does_not_give_the_rows_parsed_from_it_places_none():
+    from deepfm.data.row_ends import lines_before_rows_of
+
+    assert lines_before_rows_of(b"a,b\rc,d", b",", 1) is None  # two rows, not one
+    assert lines_before_rows_of(b"a,b\rc,d", b",", 3) is None
+    assert lines_before_rows_of(b"a,b\r", b",", 0) is None
+    assert lines_before_rows_of(b"a,b\rc,d", b",", 2).tolist() == [0, -1]

@@ -86,5 +86,7 @@ def lines_before_rows_of(text, delimiter: bytes, rows: int) -> np.ndarray | None
     alone outside quoted values), the lines (LFs) before its start less the rows before it: row ``i`` of text whose
     first row is on line ``first`` is on line ``first + i + that``. A CR alone ends a row without ending a line; a LF
     inside a quoted value ends a line without ending a row. None where the text does not give ``rows`` rows."""
-    starts = _lines_before_row_starts(np.frombuffer(text, np.uint8), delimiter[0], rows)
+    if rows == 0:
+        return None
+    starts = _lines_before_row_starts(np.frombuffer(text, np.uint8), delimiter[0], rows)  # (rows ≥ 1: row 0 at 0)
     return starts - np.arange(rows) if len(starts) == rows else None
