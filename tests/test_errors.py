@@ -229,6 +229,23 @@ def test_a_quote_left_open_in_the_row_after_a_lone_carriage_return_is_named_at_t
     assert "the quote that opens this field is never closed" in str(error)
 
 
+@pytest.mark.parametrize("name", ["open.csv", "open.csv.gz"])
+def test_a_quote_left_open_on_a_last_line_that_ends_in_a_lone_carriage_return_is_refused_plain_as_gzipped(tmp_path, name):
+    """Found by a new user: the plain file trained (its last value 'open<CR>'), its .gz copy was refused."""
+    text = 'label,a,b,c\n1,x,0.5,t\n0,z,0.1,"open\r'
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+    error = error_of(lambda: Estimator(model={"name": "lr"}, training={"epochs": 1}).fit(path, progress=False))
+    assert (error.line, error.column) == (3, 4), str(error)
+    assert "the quote that opens this field is never closed" in str(error)
+
+
+def test_a_closed_quoted_value_that_holds_a_lone_carriage_return_on_the_last_line_trains(tmp_path):
+    path = tmp_path / "closed.csv"
+    path.write_bytes(b'label,a,b,c\n1,x,0.5,t\n0,"z\ry",0.1,t\r')
+    Estimator(model={"name": "lr"}, training={"epochs": 1}).fit(path, progress=False)
+
+
 def test_a_lone_carriage_return_inside_a_quoted_value_ends_no_row(tmp_path):
     lines = ["label,user,city"] + [f"{i % 2},u{i % 97},c{i % 13}" for i in range(300)]
     lines[10] = '0,"u3\rstill u3",c4\r1,u5,c6'  # the first CR is text, the second ends a row: line 11 holds two

@@ -195,6 +195,9 @@ def lines_before_rows(table: pa.Table, path: Path, first_line: int, delimiter: s
               if pa.types.is_string(column.type)}
     worst = {name: pc.max(count).as_py() or 0 for name, count in breaks.items()}
     if max(worst.values(), default=0) == 0:
+        if placed is not None and last_row_holds(table, "\r"):  # a quote left open on a last line that ends in a CR
+            _refuse_an_open_last_row(path, delimiter, lines() if lines is not None else None, first_line,  # alone
+                                     first_line + table.num_rows - 1 + int(placed[-1]))
         return placed
     per_row = sum(count.to_numpy(zero_copy_only=False).astype(np.int64) for count in breaks.values())
     before = np.concatenate([[0], np.cumsum(per_row)[:-1]]) if placed is None else placed
@@ -210,6 +213,12 @@ def lines_before_rows(table: pa.Table, path: Path, first_line: int, delimiter: s
                                  first_line + len(per_row) - 1 + int(before[-1]))
     _refuse_rows_inside_values(table, breaks, worst, path, first_line, before, delimiter)
     return before
+
+
+def last_row_holds(table: pa.Table, text: str) -> bool:
+    """Whether a value of ``table``'s last row holds ``text``."""
+    last = table.slice(table.num_rows - 1)
+    return any(pc.any(pc.match_substring(column, text)).as_py() for column in last.columns if pa.types.is_string(column.type))
 
 
 def _refuse_rows_inside_values(table: pa.Table, breaks: dict[str, pa.Array], worst: dict[str, int], path: Path,

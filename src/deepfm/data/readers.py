@@ -17,11 +17,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from deepfm.data.delimited import (delimited_layout, delimiter_of, lines_before_rows, parse_delimited, refuse_empty_lines,
-                                   refuse_repeated_header, text_lines)
+from deepfm.data.delimited import (delimited_layout, delimiter_of, last_row_holds, lines_before_rows, parse_delimited,
+                                   refuse_empty_lines, refuse_repeated_header, text_lines)
 from deepfm.data.formats import check_data_file, detect_format, gzip_errors, input_stream, is_gzip, locate_bad_utf8, open_bytes
 from deepfm.data.frame import RawFrame, repeated_names
 from deepfm.data import sparse as sparse_text
@@ -396,9 +395,7 @@ def one_row_a_line(table: pa.Table, lines_as_rows: int | None) -> bool:
     as that, and none in the last row (a quote left open on the block's last line runs on over its line end alone)."""
     if lines_as_rows is None or table.num_rows != lines_as_rows:
         return False
-    last = table.slice(table.num_rows - 1)
-    return not any(pc.any(pc.match_substring(column, "\n")).as_py() for column in last.columns
-                   if pa.types.is_string(column.type))
+    return not last_row_holds(table, "\n")
 
 
 def _quotes_if_they_pair_up(buffer, length: int, delimiter: bytes) -> int | None:
