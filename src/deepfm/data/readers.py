@@ -11,6 +11,7 @@ Everything is columnar (PyArrow); Python touches single lines only to locate an 
 from __future__ import annotations
 
 import mmap
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -284,12 +285,12 @@ class ChunkedFile:
             if self._chunks is None or len(self._chunks) != 1:
                 return None
             with open_bytes(self.path) as handle:
-                data = handle.read()
-        else:
-            with open(self.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                if mapped.find(b"\r") < 0:
-                    return None
-                data = mapped[:]
+                return self._rows_text(handle.read())
+        with open(self.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return self._rows_text(mapped)  # (copied only where it holds a CR alone)
+
+    def _rows_text(self, data) -> bytes | None:
+        """``data``'s bytes after the header lines where they hold a CR alone, else None."""
         if not holds_lone_carriage_return(data):
             return None
         start = 0
@@ -386,8 +387,12 @@ def rows_if_one_a_line(block: bytes, line_ends: int | None = None) -> int:
 
 
 def holds_lone_carriage_return(text) -> bool:
-    """Whether ``text`` holds a CR not followed by a LF (CSV readers, Arrow's among them, end a row there)."""
-    return b"\r" in text and text.count(b"\r") != text.count(b"\r\n")
+    """Whether ``text`` (bytes, or a mapped file) holds a CR not followed by a LF (CSV readers, Arrow's among them,
+    end a row there)."""
+    return text.find(b"\r") >= 0 and _LONE_CARRIAGE_RETURN.search(text) is not None
+
+
+_LONE_CARRIAGE_RETURN = re.compile(rb"\r(?!\n)")
 
 
 def one_row_a_line(table: pa.Table, lines_as_rows: int | None) -> bool:
