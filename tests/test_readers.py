@@ -708,3 +708,25 @@ def test_text_that_does_not_give_the_rows_parsed_from_it_places_none():
     assert lines_before_rows_of(b"a,b\rc,d", b",", 3) is None
     assert lines_before_rows_of(b"a,b\r", b",", 0) is None
     assert lines_before_rows_of(b"a,b\rc,d", b",", 2).tolist() == [0, -1]
+
+
+
+def test_the_quote_count_taken_piece_by_piece_is_the_count_of_the_whole_text(monkeypatch):
+    """``_quotes_if_they_pair_up`` goes over a window a quarter MB at a time (here 5 bytes): an opening quote is told
+    by its number in the whole text, and the byte before a piece's first quote lies in the piece before."""
+    import random
+
+    from deepfm.data import readers
+
+    def by_hand(text: bytes) -> int | None:
+        quotes = [i for i, byte in enumerate(text) if byte == ord('"')]
+        opening = [i for i in quotes[::2] if i > 0]
+        return len(quotes) if all(text[i - 1] in b',\n"' for i in opening) else None
+
+    monkeypatch.setattr(readers, "PIECE_BYTES", 5)
+    rng = random.Random(7)
+    texts = [b"", b'"', b'""', b'a"', b',"x"\n', b'"a",b\n"c"']
+    texts += [bytes(rng.choice(b'a,\n"') for _ in range(rng.randrange(40))) for _ in range(2_000)]
+    for text in texts:
+        assert readers._quotes_if_they_pair_up(bytearray(text + b"zz"), len(text), b",") == by_hand(text), text
+        assert readers._line_ends_in(bytearray(text), len(text)) == text.count(b"\n")

@@ -338,7 +338,7 @@ def _chunks_read_in_place(handle, offset: int, line: int, size: int, delimiter: 
         cut = _record_end(buffer, got, delimiter, give_up=got >= give_up_bytes(size))
         if cut:
             yield Chunk(offset, cut, line)
-            line += int(np.count_nonzero(np.frombuffer(buffer, np.uint8, cut) == ord("\n")))  # (bytearray.count: 1.7×)
+            line += _line_ends_in(buffer, cut)
             offset += cut
         if got < length:  # the end of the file: what follows the last line end is a last line of its own
             if buffer[cut:got].strip():  # + the line end ``_line_blocks`` adds where the rest lacks one
@@ -409,11 +409,34 @@ def _quotes_if_they_pair_up(buffer, length: int, delimiter: bytes) -> int | None
     quote, "", within a value). Then quotes alternate opening and closing values, and their count tells a line end
     inside a value from one between rows. None where one stands elsewhere: it is text, and the count says nothing."""
     text = np.frombuffer(buffer, np.uint8, length)
-    quotes = np.flatnonzero(text == ord('"'))
-    opening = quotes[::2]
     opens_after = np.zeros(256, bool)  # the bytes an opening quote may follow
     opens_after[np.frombuffer(delimiter + b'\n"', np.uint8)] = True
-    return len(quotes) if opens_after[text[opening[opening > 0] - 1]].all() else None
+    quotes = 0
+    for start, is_quote in _pieces_equal_to(text, ord('"')):  # (a quarter MB at a time: 50 → 30 ms a 14 MB window)
+        at = np.flatnonzero(is_quote) + start
+        opening = at[quotes % 2::2]  # the 1st, 3rd, ... quote of the text
+        if not opens_after[text[opening[opening > 0] - 1]].all():
+            return None
+        quotes += len(at)
+    return quotes
+
+
+PIECE_BYTES = 1 << 18
+
+
+def _pieces_equal_to(text: np.ndarray, byte: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, text[start:start + PIECE_BYTES] == byte) for each piece of ``text``, in one reused buffer (a mask
+    of the whole window took as many bytes as the window and missed the cache)."""
+    mask = np.empty(min(PIECE_BYTES, len(text)), bool)
+    for start in range(0, len(text), PIECE_BYTES):
+        piece = text[start:start + PIECE_BYTES]
+        yield start, np.equal(piece, byte, out=mask[:len(piece)])
+
+
+def _line_ends_in(buffer, length: int) -> int:
+    """How many LFs ``buffer[:length]`` holds (``bytearray.count`` took 1.7× as long)."""
+    return sum(int(np.count_nonzero(is_line_end)) for _, is_line_end in
+               _pieces_equal_to(np.frombuffer(buffer, np.uint8, length), ord("\n")))
 
 
 def _line_blocks(handle, size: int, delimiter: bytes | None) -> Iterator[bytes]:
