@@ -710,6 +710,86 @@ def test_text_that_does_not_give_the_rows_parsed_from_it_places_none():
     assert lines_before_rows_of(b"a,b\rc,d", b",", 2).tolist() == [0, -1]
 
 
+# -- the chunk index, found while the chunks are read --------------------------------------------
+
+
+def _quoted_rows_file(tmp_path, rows: int = 6_000):
+    lines = ["label,user,note"] + [f'{i % 2},"u{i}",n{i}' if i % 40 else f'{i % 2},"u{i}","two\nlines"' for i in range(rows)]
+    path = tmp_path / "quoted.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_first_chunks_are_read_while_the_index_still_looks_for_the_later_ones(tmp_path, monkeypatch):
+    """The index's pass runs on one thread beside the parsing: the first chunk is a frame before the index goes on
+    past its third (the whole index came first, one core idle for its ~0.7 s on 1M Criteo-shaped rows)."""
+    import threading
+
+    from deepfm.data.readers import ChunkedFile
+
+    path = _quoted_rows_file(tmp_path)
+    first_frame, index_waited = threading.Event(), []
+    text_chunks = ChunkedFile._text_chunks
+
+    def held_after_three(self):
+        for number, chunk in enumerate(text_chunks(self)):
+            if number == 3:
+                index_waited.append(first_frame.wait(timeout=10))
+            yield chunk
+
+    monkeypatch.setattr(ChunkedFile, "_text_chunks", held_after_three)
+    file = ChunkedFile(path, chunk_bytes=8_000)
+    frames = file.frames()
+    first = next(frames)
+    first_frame.set()
+    rest = list(frames)
+    assert index_waited == [True]  # the frame came while the index waited for it
+    assert first.first_line == 2 and sum(frame.num_rows for frame in [first, *rest]) == 6_000
+    assert [v for frame in [first, *rest] for v in frame.columns["user"].to_pylist()] == [f"u{i}" for i in range(6_000)]
+
+
+def test_the_index_found_while_reading_is_the_index_and_is_kept(tmp_path, monkeypatch):
+    from deepfm.data.readers import ChunkedFile
+
+    path = _quoted_rows_file(tmp_path)
+    expected = ChunkedFile(path, chunk_bytes=8_000).chunks()
+    file = ChunkedFile(path, chunk_bytes=8_000)
+    frames = list(file.frames())
+    assert len(expected) > 5 and [frame.first_line for frame in frames] == [chunk.first_line for chunk in expected]
+    monkeypatch.setattr(ChunkedFile, "_text_chunks", lambda self: pytest.fail("the index was searched again"))
+    assert file.chunks() == expected
+    assert sum(frame.num_rows for frame in file.frames()) == 6_000
+
+
+def test_an_error_of_the_index_is_raised_by_the_reading_and_a_reading_left_unfinished_stops_the_index(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from deepfm.data.readers import ChunkedFile
+
+    path = _quoted_rows_file(tmp_path)
+    text_chunks = ChunkedFile._text_chunks
+
+    def failing_after_two(self):
+        for number, chunk in enumerate(text_chunks(self)):
+            if number == 2:
+                raise OSError("disk gone")
+            yield chunk
+
+    monkeypatch.setattr(ChunkedFile, "_text_chunks", failing_after_two)
+    with pytest.raises(OSError, match="disk gone"):
+        list(ChunkedFile(path, chunk_bytes=8_000).frames())
+    monkeypatch.setattr(ChunkedFile, "_text_chunks", text_chunks)
+    file = ChunkedFile(path, chunk_bytes=2_000)
+    frames = file.frames()
+    next(frames)
+    frames.close()
+    deadline = time.monotonic() + 10
+    while any(t.name == "deepfm-chunk-index" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "deepfm-chunk-index" for t in threading.enumerate())
+    assert file._chunks is None  # not every chunk was found: nothing kept
+
 
 def test_the_quote_count_taken_piece_by_piece_is_the_count_of_the_whole_text(monkeypatch):
     """``_quotes_if_they_pair_up`` goes over a window a quarter MB at a time (here 5 bytes): an opening quote is told

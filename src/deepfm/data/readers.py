@@ -11,7 +11,9 @@ Everything is columnar (PyArrow); Python touches single lines only to locate an 
 from __future__ import annotations
 
 import mmap
+import queue
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -176,7 +178,11 @@ class ChunkedFile:
         not ``seekable`` gives the chunks of ``order`` in file order, skipping the others unparsed).
         A chunk's freed memory stays with the allocator for the next chunk to reuse (handing it back to the
         OS after each chunk made every chunk page-fault its memory in afresh); whoever reads a whole pass
-        hands the rest back once (``deepfm.runtime.release_free_memory``)."""
+        hands the rest back once (``deepfm.runtime.release_free_memory``). Read in file order before the chunks are
+        known, a plain text file's chunks are parsed as the index finds them (``_frames_as_indexed``)."""
+        if order is None and self._chunks is None and self.seekable and self.format != "parquet":
+            yield from self._frames_as_indexed(layout)
+            return
         chunks = self.chunks()
         if len(chunks) == 1:  # a small file: read whole
             yield self.whole(layout)
@@ -194,11 +200,39 @@ class ChunkedFile:
             return
         line_ends = {chunk.start: after.first_line - chunk.first_line for chunk, after in zip(chunks, chunks[1:])}
         for chunk, block in gzip_errors_in(self.path, self._blocks(chunks, order)):
-            lines = (lambda text=block: text_lines(text))
-            quoted, lone_carriage_return = b'"' in block, holds_lone_carriage_return(block)
-            lines_as_rows = rows_if_one_a_line(block, line_ends.get(chunk.start)) if quoted and not lone_carriage_return else None
-            yield self._text_frame(pa.BufferReader(block), chunk.first_line, 0, lines, layout, quoted=quoted,
-                                   lines_as_rows=lines_as_rows, text=block if lone_carriage_return else None)
+            yield self._chunk_frame(chunk, block, line_ends.get(chunk.start), layout)
+
+    def _frames_as_indexed(self, layout: Layout | None) -> Iterator[RawFrame]:
+        """``frames`` of a seekable text file whose chunks are not known yet: each chunk parsed as soon as the index,
+        running on a thread (``_ChunksAhead``), has found the next, so that the index's single-threaded pass and the
+        parsing share the cores. The index is kept (``chunks``) once every chunk is found."""
+        found = _ChunksAhead(self)
+        try:
+            first = next(found, None)
+            following = next(found, None)
+            if following is None:  # at most one chunk: read whole
+                yield self.whole(layout)
+            else:
+                with open(self.path, "rb") as handle:
+                    chunk = first
+                    while chunk is not None:
+                        handle.seek(chunk.start)
+                        block = handle.read(chunk.size)
+                        line_ends = None if following is None else following.first_line - chunk.first_line
+                        yield self._chunk_frame(chunk, block, line_ends, layout)
+                        chunk, following = following, next(found, None)
+            self._chunks = found.every_chunk()
+        finally:
+            found.stop()
+
+    def _chunk_frame(self, chunk: Chunk, block: bytes, line_ends: int | None, layout: Layout | None) -> RawFrame:
+        """One chunk's bytes as a frame; ``line_ends``: its LFs where the index counted them (every chunk's but the
+        last)."""
+        lines = (lambda text=block: text_lines(text))
+        quoted, lone_carriage_return = b'"' in block, holds_lone_carriage_return(block)
+        lines_as_rows = rows_if_one_a_line(block, line_ends) if quoted and not lone_carriage_return else None
+        return self._text_frame(pa.BufferReader(block), chunk.first_line, 0, lines, layout, quoted=quoted,
+                                lines_as_rows=lines_as_rows, text=block if lone_carriage_return else None)
 
     def in_order(self, rows: int) -> Iterator[RawFrame]:
         """The file front to back in frames of about ``rows`` rows: text in ``frames``' chunks (``chunk_bytes``, set
@@ -302,6 +336,52 @@ class ChunkedFile:
         return frame_from_table(table, str(self.path), self.label, self.require_label, fmt=self.format,
                                 first_line=first_line, multi=self.multi, separator=self.separator,
                                 lines_before=lines_before)
+
+
+class _ChunksAhead:
+    """A text file's chunks (``ChunkedFile._text_chunks``) as a thread finds them: iterated in file order, each as
+    soon as it is found; the thread's error raised where the iteration reaches it. ``stop`` ends the thread at its
+    next chunk (an iteration left unfinished)."""
+
+    def __init__(self, file: ChunkedFile):
+        self._found: queue.SimpleQueue = queue.SimpleQueue()
+        self._chunks: list[Chunk] = []
+        self._stopped = threading.Event()
+        self._ended = False
+        threading.Thread(target=self._index, args=(file,), name="deepfm-chunk-index", daemon=True).start()
+
+    def _index(self, file: ChunkedFile) -> None:
+        try:
+            for chunk in file._text_chunks():
+                if self._stopped.is_set():
+                    return
+                self._found.put(chunk)
+            self._found.put(None)
+        except BaseException as error:  # noqa: BLE001 - raised in the reading thread
+            self._found.put(error)
+
+    def __iter__(self) -> "_ChunksAhead":
+        return self
+
+    def __next__(self) -> Chunk:
+        if self._ended:
+            raise StopIteration
+        found = self._found.get()
+        if isinstance(found, BaseException):
+            self._ended = True
+            raise found
+        if found is None:
+            self._ended = True
+            raise StopIteration
+        self._chunks.append(found)
+        return found
+
+    def every_chunk(self) -> list[Chunk]:
+        """Every chunk, once the iteration has ended (``ChunkedFile.chunks``'s list; one empty chunk for no rows)."""
+        return self._chunks or [Chunk(0, 0, 1)]
+
+    def stop(self) -> None:
+        self._stopped.set()
 
 
 def parquet_error(path: Path, error: Exception) -> DataError:
