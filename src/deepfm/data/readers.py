@@ -167,8 +167,14 @@ class ChunkedFile:
         else:
             first_line = self._delimited[2] if self._delimited else 1
             with gzip_errors(self.path):
-                frame = self._text_frame(input_stream(self.path), first_line, self._header_lines, None, layout,
-                                         text=self._rows_text_if_lone_carriage_return())
+                if self._delimited and not self.seekable:  # decompressed once, parsed and searched for a lone CR
+                    with open_bytes(self.path) as handle:
+                        data = handle.read()
+                    frame = self._text_frame(pa.BufferReader(data), first_line, self._header_lines, None, layout,
+                                             text=self._rows_text(data))
+                else:
+                    frame = self._text_frame(input_stream(self.path), first_line, self._header_lines, None, layout,
+                                             text=self._rows_text_if_lone_carriage_return())
         if frame.num_rows == 0:
             raise DataError(self.path, "file has no data rows", line=frame.first_line)
         return frame
@@ -309,17 +315,10 @@ class ChunkedFile:
         return self._table_frame(table, first_line, before)  # its lines known before a multi-valued column is read
 
     def _rows_text_if_lone_carriage_return(self) -> bytes | None:
-        """A file read whole: its bytes after the header lines where they hold a CR alone (``_text_frame``'s ``text``),
-        else None. The check maps the file; a .gz file is decompressed again only where its chunks are known to be one
-        (as ``frames`` reads a small file), not where ``Estimator.read`` reads a .gz file whole: there its rows after
-        such a CR are a line late."""
+        """A plain file read whole: its bytes after the header lines where they hold a CR alone (``_text_frame``'s
+        ``text``), else None. The check maps the file (``whole`` searches a .gz file's bytes as it parses them)."""
         if self.format in ("libfm", "libffm") or self.path.stat().st_size == 0:
             return None
-        if not self.seekable:
-            if self._chunks is None or len(self._chunks) != 1:
-                return None
-            with open_bytes(self.path) as handle:
-                return self._rows_text(handle.read())
         with open(self.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             return self._rows_text(mapped)  # (copied only where it holds a CR alone)
 
