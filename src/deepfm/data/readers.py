@@ -491,7 +491,7 @@ def _quotes_if_they_pair_up(buffer, length: int, delimiter: bytes) -> int | None
     opens_after = np.zeros(256, bool)  # the bytes an opening quote may follow
     opens_after[np.frombuffer(delimiter + b'\n"', np.uint8)] = True
     quotes = 0
-    for start, is_quote in _pieces_equal_to(text, ord('"')):  # (a quarter MB at a time: 50 → 30 ms a 14 MB window)
+    for start, is_quote in _pieces_equal_to(text, ord('"')):  # (a quarter MB at a time: 50 → 33 ms a 14 MB window)
         at = np.flatnonzero(is_quote) + start
         opening = at[quotes % 2::2]  # the 1st, 3rd, ... quote of the text
         if not opens_after[text[opening[opening > 0] - 1]].all():
