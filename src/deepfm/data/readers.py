@@ -112,9 +112,7 @@ class ChunkedFile:
         """Every chunk, found by one scan for line ends (text) or from the footer (Parquet)."""
         if self._chunks is None:
             with gzip_errors(self.path):
-                self._chunks = self._parquet_chunks() if self.format == "parquet" else list(self._text_chunks())
-            if not self._chunks:  # read whole, so an empty file gets the whole file's error
-                self._chunks = [Chunk(0, 0, 1)]
+                self._chunks = at_least_one(self._parquet_chunks() if self.format == "parquet" else list(self._text_chunks()))
         return self._chunks
 
     def _parquet_chunks(self) -> list[Chunk]:
@@ -337,6 +335,12 @@ class ChunkedFile:
                                 lines_before=lines_before)
 
 
+def at_least_one(chunks: list[Chunk]) -> list[Chunk]:
+    """A file's index: its chunks, or one empty chunk where it has none (read whole, so an empty file gets the whole
+    file's error)."""
+    return chunks or [Chunk(0, 0, 1)]
+
+
 class _ChunksAhead:
     """A text file's chunks (``ChunkedFile._text_chunks``) as a thread finds them: iterated in file order, each as
     soon as it is found; the thread's error raised where the iteration reaches it. ``stop`` ends the thread at its
@@ -376,8 +380,8 @@ class _ChunksAhead:
         return found
 
     def every_chunk(self) -> list[Chunk]:
-        """Every chunk, once the iteration has ended (``ChunkedFile.chunks``'s list; one empty chunk for no rows)."""
-        return self._chunks or [Chunk(0, 0, 1)]
+        """Every chunk, once the iteration has ended (``ChunkedFile.chunks``'s list)."""
+        return at_least_one(self._chunks)
 
     def stop(self) -> None:
         self._stopped.set()
