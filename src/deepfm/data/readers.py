@@ -112,7 +112,8 @@ class ChunkedFile:
         """Every chunk, found by one scan for line ends (text) or from the footer (Parquet)."""
         if self._chunks is None:
             with gzip_errors(self.path):
-                self._chunks = at_least_one(self._parquet_chunks() if self.format == "parquet" else list(self._text_chunks()))
+                found = self._parquet_chunks() if self.format == "parquet" else list(self._text_chunks())
+            self._chunks = at_least_one(found)
         return self._chunks
 
     def _parquet_chunks(self) -> list[Chunk]:
