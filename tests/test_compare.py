@@ -224,13 +224,22 @@ def test_ctrl_c_reports_the_runs_that_finished(ctr_files, tmp_path, monkeypatch)
     assert "(interrupted: 2 of 4 runs)" in (tmp_path / "r" / "results.md").read_text()
 
 
-def test_an_out_that_holds_other_files_is_refused_and_its_own_results_are_replaced(ctr_files, tmp_path, capsys):
-    """compare wrote its results into a model directory without a word (train refuses a non-empty --out)."""
+def test_an_out_that_holds_other_files_is_refused_and_an_earlier_report_is_replaced_only_with_overwrite(
+        ctr_files, tmp_path, capsys, monkeypatch):
+    """compare wrote its results into a model directory without a word (train refuses a non-empty --out), and replaced
+    an earlier compare's report without one (a new user lost one so)."""
+    import deepfm.experiments.compare as compare_module
+
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "model.safetensors").write_bytes(b"")
     assert compare(ctr_files, model_dir, "--models", "lr") == 2
     assert "the directory holds other files (model.safetensors)" in capsys.readouterr().err
     assert compare(ctr_files, tmp_path / "r", "--models", "lr") == 0
-    assert compare(ctr_files, tmp_path / "r", "--models", "fm") == 0  # a compare's own results: replaced
+    with monkeypatch.context() as patched:
+        patched.setattr(compare_module, "train_one", lambda *args, **kwargs: pytest.fail("trained before the check"))
+        assert compare(ctr_files, tmp_path / "r", "--models", "fm") == 2
+    assert "holds an earlier compare's report (results.json, results.md" in capsys.readouterr().err
+    assert [v["label"] for v in json.loads((tmp_path / "r" / "results.json").read_text())["variants"]] == ["lr"]
+    assert compare(ctr_files, tmp_path / "r", "--models", "fm", "--overwrite") == 0
     assert [v["label"] for v in json.loads((tmp_path / "r" / "results.json").read_text())["variants"]] == ["fm"]

@@ -28,7 +28,9 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", required=True, help="training file (the encoder is fitted on it once)")
     p.add_argument("--valid", required=True, help="validation file: early stopping and per-epoch curves")
     p.add_argument("--test", required=True, help="test file: scored once per run with its best epoch")
-    p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("--out", required=True, help="report directory (refused if it holds files, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="write into an --out that holds an earlier compare's report "
+                   "(its files are replaced)")
     choice = p.add_mutually_exclusive_group()
     choice.add_argument("--models", default="all", help="'all' or comma-separated model names (default all)")
     choice.add_argument("--study", choices=sorted(STUDIES), help="vary one DeepFM setting instead of the model")
@@ -69,18 +71,23 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def refuse_compare_out(out: Path) -> None:
-    """A ``--out`` that is a file, cannot be written or holds files other than an earlier compare's own (which are
-    replaced) is a ``ConfigError``."""
+def refuse_compare_out(out: Path, overwrite: bool = False) -> None:
+    """A ``--out`` that is a file, cannot be written or holds files other than an earlier compare's own is a
+    ``ConfigError``; so is one that holds an earlier compare's report, unless ``overwrite`` (as ``deepfm train``'s
+    ``--out``: a report of hours is not replaced without a word)."""
     from deepfm.cli import refuse_unwritable_out
     from deepfm.errors import ConfigError
 
     refuse_unwritable_out(out)
-    others = sorted(p.name for p in out.iterdir() if p.name not in COMPARE_OUTPUTS) if out.is_dir() else []
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    others = [name for name in held if name not in COMPARE_OUTPUTS]
     if others:
         raise ConfigError(f"--out {out}: the directory holds other files ({', '.join(others[:4])}"
                           f"{', ...' if len(others) > 4 else ''}): compare writes {', '.join(COMPARE_OUTPUTS)} there; "
                           "choose another --out")
+    if held and not overwrite:
+        raise ConfigError(f"--out {out}: the directory holds an earlier compare's report ({', '.join(held)}); "
+                          "--overwrite replaces it, or choose another --out")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -95,7 +102,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ConfigError("--seeds: must be at least 1")
     out = Path(args.out)
-    refuse_compare_out(out)  # before any model trains
+    refuse_compare_out(out, args.overwrite)  # before any model trains
     base = load_config_file(args.config) if args.config else {}
     overrides = _overrides(args)
     device = overrides.get("training", {}).get("device", base.get("training", {}).get("device"))
