@@ -243,3 +243,26 @@ def test_an_out_that_holds_other_files_is_refused_and_an_earlier_report_is_repla
     assert [v["label"] for v in json.loads((tmp_path / "r" / "results.json").read_text())["variants"]] == ["lr"]
     assert compare(ctr_files, tmp_path / "r", "--models", "fm", "--overwrite") == 0
     assert [v["label"] for v in json.loads((tmp_path / "r" / "results.json").read_text())["variants"]] == ["fm"]
+
+
+def test_without_a_valid_file_every_model_validates_on_the_rows_train_holds_out(ctr_files, tmp_path, capsys, monkeypatch):
+    """compare required --valid where train holds out a tenth of the training rows (a new user's surprise): without it,
+    the same rows are held out of the training file, left out of the encoder, and every model stops early on them."""
+    from deepfm import Estimator
+    import deepfm.experiments.compare as compare_module
+
+    train, _, test = ctr_files
+    assert main(["compare", "--train", train, "--test", test, "--out", str(tmp_path / "r"), "--models", "lr,fm",
+                 *TINY[:-1]]) == 0
+    summary = json.loads((tmp_path / "r" / "results.json").read_text())
+    estimator = Estimator(data={"valid_fraction": 0.1})
+    rows, held, holdout = estimator._training_data(train, None, hold_out=True)
+    assert summary["rows"]["train"] == len(rows) and summary["rows"]["valid"] == len(held) == holdout.rows > 0
+    assert summary["valid_held_out"]["fraction"] == 0.1
+    assert "held out of the training file" in (tmp_path / "r" / "results.md").read_text()
+    assert "validation: no --valid file, so" in capsys.readouterr().err
+    monkeypatch.setattr(compare_module, "train_one", lambda *args, **kwargs: pytest.fail("trained without validation"))
+    assert main(["compare", "--train", train, "--test", test, "--out", str(tmp_path / "r0"), "--models", "lr",
+                 "--valid-fraction", "0", *TINY]) == 2
+    assert "--valid-fraction 0: compare keeps each model's best epoch by its validation rows; give --valid" in (
+        capsys.readouterr().err)

@@ -13,7 +13,8 @@ from deepfm.experiments.studies import STUDIES
 COMPARE_OUTPUTS = ("results.md", "results.json", "validation_curves.png", "roc.png")
 DESCRIPTION = (
     "Train several models on ONE encoding (fitted once on --train), the same seeds and the same budget; "
-    "select each run's best epoch on --valid and score it once on --test. Writes OUT/results.md, "
+    "select each run's best epoch on --valid (without it, on the training rows deepfm train would hold out) and "
+    "score it once on --test. Writes OUT/results.md, "
     "OUT/results.json, OUT/validation_curves.png and (binary tasks) OUT/roc.png. --models all runs the "
     "DeepFM paper's table: lr, fm, fnn (FM pre-trained), ipnn, opnn, pnn, wide_deep (LR&DNN), fm_dnn, deepfm. "
     "--study varies one DeepFM setting as in the paper's section 3.3. Per-model tuned defaults, each model's first "
@@ -26,7 +27,10 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="compare models (or one DeepFM setting) and write a report",
                        description=DESCRIPTION)
     p.add_argument("--train", required=True, help="training file (the encoder is fitted on it once)")
-    p.add_argument("--valid", required=True, help="validation file: early stopping and per-epoch curves")
+    p.add_argument("--valid", help="validation file: early stopping and per-epoch curves (default: --valid-fraction of "
+                   "the --train rows held out, as deepfm train holds them out)")
+    p.add_argument("--valid-fraction", type=float, help="without --valid: the share of the --train rows held out for "
+                   "validation (default 0.1)")
     p.add_argument("--test", required=True, help="test file: scored once per run with its best epoch")
     p.add_argument("--out", required=True, help="report directory (refused if it holds files, unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="write into an --out that holds an earlier compare's report "
@@ -97,7 +101,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from deepfm.experiments.report import write_report
 
     for name in ("train", "valid", "test"):
-        if not Path(getattr(args, name)).exists():
+        if getattr(args, name) is not None and not Path(getattr(args, name)).exists():
             raise DataError(getattr(args, name), f"--{name} file not found")
     if args.seeds < 1:
         raise ConfigError("--seeds: must be at least 1")
@@ -117,6 +121,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         variants = model_variants(parse_models(args.models), base, overrides)
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     data = encode_splits(build_config(merge(base, overrides), source="compare"), args.train, args.valid, args.test)
+    if data.holdout is not None:
+        log(data.holdout.describe("every model's early stopping"))
     command = "deepfm compare " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["compare"] else None
     results: list = []
     try:

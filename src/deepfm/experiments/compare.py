@@ -20,8 +20,9 @@ from deepfm.api import Estimator, new_model
 from deepfm.config import RunConfig, build_config, merge
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
+from deepfm.data.holdout import Holdout
 from deepfm.defaults import with_task_defaults
-from deepfm.errors import ConfigError
+from deepfm.errors import ConfigError, DataError
 from deepfm.experiments.studies import STUDIES
 from deepfm.models import MODELS
 from deepfm.training.metrics import SELECTION, evaluate_predictions
@@ -70,6 +71,7 @@ class EncodedSplits:
     train: EncodedData
     valid: EncodedData
     test: EncodedData | None = None  # None when tuning: the test file is never read
+    holdout: Holdout | None = None  # how the validation rows were held out of the training file (no --valid file)
 
 
 def parse_models(text: str) -> tuple[str, ...]:
@@ -124,13 +126,32 @@ def with_model_defaults(config: RunConfig, encoder: FeatureEncoder) -> RunConfig
     return tuned.model_copy(update={"training": tuned.training.model_copy(update=budget)})
 
 
-def encode_splits(config: RunConfig, train: str, valid: str, test: str) -> EncodedSplits:
-    """Fit the encoder ONCE on ``train`` and encode the three files with it."""
+def encode_splits(config: RunConfig, train: str, valid: str | None, test: str) -> EncodedSplits:
+    """Fit the encoder ONCE on ``train`` and encode the three files with it; without ``valid``, validate on training
+    rows held out as ``deepfm train`` holds them out (``held_out_splits``)."""
+    if valid is None:
+        return held_out_splits(config, train, test)
     reader = Estimator(config)
     frame = reader.read(train)
     encoder = FeatureEncoder.fit([frame], config.data)
     reader.encoder = encoder
     return EncodedSplits(encoder, encoder.transform(frame), reader.encode(valid, with_labels=True), reader.encode(test, with_labels=True))
+
+
+def held_out_splits(config: RunConfig, train: str, test: str) -> EncodedSplits:
+    """``data.valid_fraction`` of the rows of ``train`` held out for validation, by the rule ``deepfm train`` holds them
+    out by without a --valid file (a seeded hash of each row's position; left out of the encoder's fit), the rest
+    trained on; every model validates on the same rows. No fraction, or one that holds out no row, is an error:
+    compare keeps each model's best epoch by validation."""
+    if not config.data.valid_fraction:
+        raise ConfigError("--valid-fraction 0: compare keeps each model's best epoch by its validation rows; give --valid "
+                          "or a --valid-fraction above 0")
+    reader = Estimator(config.model_copy(update={"data": config.data.model_copy(update={"stream": "off"})}))
+    rows, held, holdout = reader._training_data(train, None, hold_out=True)
+    if held is None:
+        raise DataError(train, f"--valid-fraction {config.data.valid_fraction:g} holds out none of its {len(rows):,} "
+                        "rows; give --valid or a larger --valid-fraction")
+    return EncodedSplits(reader.encoder, rows, held, reader.encode(test, with_labels=True), holdout)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

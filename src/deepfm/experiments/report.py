@@ -37,6 +37,7 @@ def results_dict(results: list[VariantResult], data: EncodedSplits, title: str, 
         "command": command,
         "task": task,
         "rows": {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
+        **({"valid_held_out": data.holdout.to_dict()} if data.holdout is not None else {}),
         "num_features": data.encoder.num_features,
         "num_fields": data.encoder.num_fields,
         "seeds": len(results[0].runs) if results else 0,
@@ -90,7 +91,10 @@ def write_markdown(summary: dict[str, Any], path: Path, plots: list[str]) -> Non
     text = [f"# {summary['title']}", ""]
     if summary.get("command"):
         text += ["```", summary["command"], "```", ""]
-    text += [f"Task: {summary['task']}. Rows: train {rows['train']:,}, valid {rows['valid']:,}, test {rows['test']:,}. "
+    held = summary.get("valid_held_out")
+    valid = f"valid {rows['valid']:,}" + (f" (held out of the training file: about {held['fraction']:g} of its rows, "
+                                          f"{held['rule']}, seed {held['seed']})" if held else "")
+    text += [f"Task: {summary['task']}. Rows: train {rows['train']:,}, {valid}, test {rows['test']:,}. "
              f"Features: {summary['num_features']:,} in {summary['num_fields']} fields. "
              f"Seeds: {summary['seeds']}" + (" (mean ± sample std)." if summary["seeds"] > 1 else "."),
              "The best epoch is chosen on validation; test is scored once with its weights. "
