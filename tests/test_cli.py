@@ -1410,6 +1410,26 @@ def test_another_subcommands_option_is_named_as_theirs_under_this_subcommands_us
     assert stop.value.code == 2 and err.startswith(f"usage: deepfm {command} ") and err.rstrip().endswith(hint)
 
 
+def test_a_pattern_the_shell_expanded_is_told_to_be_quoted(tmp_path, capsys):
+    """``--train parts/day_*.csv`` unquoted: the shell hands deepfm every file, and argparse said only "unrecognized
+    arguments: parts/day_2.csv parts/day_3.csv" (a new user's case)."""
+    files = [tmp_path / f"day_{i}.csv" for i in (1, 2, 3)]
+    for file in files:
+        file.write_text("label,user\n1,a\n")
+    for argv, given in ((["train", "--train", *map(str, files), "--out", str(tmp_path / "m")], "--train"),
+                        (["evaluate", str(tmp_path), *map(str, files)], "the data path")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.rstrip().endswith(
+            f"unrecognized arguments: {files[1]} {files[2]}; these are files the shell matched for a pattern given as "
+            f"{given}: quote the pattern ({'--train ' if given == '--train' else ''}'data/day_*.csv') so that deepfm "
+            "reads every file it matches")
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(tmp_path), str(files[0]), "extra"])  # not a file: no such hint
+    assert "quote the pattern" not in capsys.readouterr().err
+
+
 def test_an_abbreviated_option_is_not_taken_for_the_whole_name(capsys):
     """Abbreviations would break when a later release adds an option that shares the prefix."""
     with pytest.raises(SystemExit):

@@ -121,7 +121,12 @@ class Parser(argparse.ArgumentParser):
             self.error(message)
         typed = first_option(extras)
         owners = [f"deepfm {name}" for name, other in commands.items() if typed in long_options(other)]
-        if command.prog in owners:  # given before the subcommand (deepfm --json evaluate ...)
+        expanded = expanded_pattern(list(args) if args is not None else sys.argv[1:], extras)
+        if expanded:
+            example = f"{expanded} 'data/day_*.csv'" if expanded.startswith("--") else "'data/day_*.csv'"
+            hint = (f"; these are files the shell matched for a pattern given as {expanded}: quote the pattern "
+                    f"({example}) so that deepfm reads every file it matches")
+        elif command.prog in owners:  # given before the subcommand (deepfm --json evaluate ...)
             hint = f"; {typed} is an option of {command.prog}: give it after '{parsed.command}'"
         elif owners:
             hint = (f"; {typed} is an option of {', '.join(owners[:-1])}{' and ' if len(owners) > 1 else ''}"
@@ -137,6 +142,19 @@ class Parser(argparse.ArgumentParser):
             file.write(message)
         else:
             super()._print_message(message, file)
+
+
+def expanded_pattern(args: Sequence[str], extras: Sequence[str]) -> str:
+    """Where an unquoted glob was given that the shell expanded (``--train``, or "the data path" of ``evaluate`` and
+    ``predict``), when ``extras`` (the arguments argparse left over) are existing files right after another file; else
+    ""."""
+    if not extras or any(word.startswith("-") for word in extras) or not all(Path(word).is_file() for word in extras):
+        return ""
+    start = next((i for i in range(1, len(args) - len(extras) + 1) if list(args[i:i + len(extras)]) == list(extras)), 0)
+    if not start or not Path(args[start - 1]).is_file():
+        return ""
+    option = args[start - 2] if start >= 2 else ""
+    return option if option.startswith("--") else "the data path"
 
 
 def did_you_mean(message: str, parser: argparse.ArgumentParser) -> str:
