@@ -552,7 +552,7 @@ def test_predict_to_tsv_quotes_a_value_only_for_a_tab_not_for_a_comma(ctr_model,
 def test_predict_to_an_unsupported_file_type_exits_2(ctr_model, tmp_path, capsys, name):
     code = main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(tmp_path / name)])
     assert code == 2
-    assert "use a .csv, .tsv or .parquet file name" in capsys.readouterr().err
+    assert "use a .csv, .tsv or .parquet file name (.txt is written as CSV and .tab as TSV" in capsys.readouterr().err
     assert not (tmp_path / name).exists()
 
 

@@ -48,8 +48,9 @@ def writable_output(out: str) -> None:
     if out == "-":
         return
     if not output_layout(out)[0]:
-        raise ConfigError(f"--out {out}: use a .csv, .tsv or .parquet file name (.csv.gz, .tsv.gz: gzipped; Parquet "
-                          "compresses itself), or - for CSV on stdout")
+        raise ConfigError(f"--out {out}: use a .csv, .tsv or .parquet file name (.txt is written as CSV and .tab as TSV, "
+                          "as the readers read them; .csv.gz, .tsv.gz: gzipped; Parquet compresses itself), or - for CSV "
+                          "on stdout")
     check_writable_file(out, "--out")
 
 
