@@ -873,6 +873,23 @@ def test_a_dataframe_of_complex_numbers_is_a_value_error_naming_the_column():
         Estimator(training={"epochs": 1}).fit(frame, progress=False)
 
 
+def test_a_dataframe_column_of_two_types_is_a_data_error_at_its_first_row_of_the_other():
+    """A 'yes' among a label column's integers was a ConfigError naming no row (a new user's DataFrame)."""
+    pd = pytest.importorskip("pandas")
+    from deepfm.sklearn import FMClassifier
+
+    frame = pd.DataFrame({"user": ["a", "b", "c", "d"] * 1500, "label": pd.Series([0, 1, 0, 1] * 1500, dtype=object)})
+    frame.loc[4997, "label"] = "yes"
+    error = error_of(Estimator(training={"epochs": 1}).fit, frame, progress=False)
+    assert isinstance(error, DataError) and (error.line, error.column) == (4998, 2)
+    assert str(error) == ("<table>:4998:2: column 'label' holds 'yes' (str) after rows of int: give the column one type "
+                          "(e.g. df['label'].astype(str))")
+    X = pd.DataFrame({"user": ["a", "b"] * 10, "price": pd.Series([float(i) for i in range(20)], dtype=object)})
+    X.loc[10, "price"] = "abc"
+    with pytest.raises(DataError, match=r"^X:11:2: column 'price' holds 'abc' \(str\) after rows of float"):
+        FMClassifier(epochs=1).fit(X, [0, 1] * 10)
+
+
 def test_encoding_or_predicting_before_a_fit_says_to_fit_or_load_first():
     for method in (Estimator().encode, Estimator().predict):
         with pytest.raises(RuntimeError, match=r"call fit\(\) or Estimator.load\(\)"):

@@ -36,7 +36,7 @@ from deepfm.data.identity import data_identity, describe_change
 from deepfm.resumable import checkpoint_saved
 from deepfm.data.holdout import HASH_RULE, Holdout, encode_hashed, hashed_mask, held_out_rule, split_encoded, stream_fraction
 from deepfm.data.readers import frame_from_table
-from deepfm.data.tables import is_list
+from deepfm.data.tables import is_list, table_from_pandas
 from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, estimated_rows, fit_and_encode, fit_streaming, should_stream
 from deepfm.errors import CheckpointError, ConfigError, DataError, DataTypeError, DataWarning
 from deepfm.models import model_for_run
@@ -328,11 +328,7 @@ class Estimator:
             files = [self._source(file, require_label) for file in training_files(data)]
             return ChunkedFiles(data, files, cfg.ignore)
         if type(data).__module__.startswith("pandas") and type(data).__name__ == "DataFrame":  # pandas is optional
-            try:
-                data = pa.Table.from_pandas(data, preserve_index=False)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:  # (complex numbers)
-                raise ConfigError(f"data: the DataFrame does not convert to Arrow columns ({error}); "
-                                  "give each column one type (e.g. df[col].astype(str))") from None
+            data = table_from_pandas(data)
         if not isinstance(data, (str, Path, pa.Table)):
             raise DataTypeError(f"data: expected a file path, a pyarrow.Table or a pandas DataFrame, got {type(data).__name__}")
         if isinstance(data, pa.Table):

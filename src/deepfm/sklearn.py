@@ -37,7 +37,7 @@ from deepfm.artifact import read_extra
 from deepfm.config import merge
 from deepfm.data.encoders import WHOLE_FLOATS_NOTE
 from deepfm.data.frame import LARGEST_VALUE, WITHIN_REACH, RawFrame
-from deepfm.data.tables import frame_from_table
+from deepfm.data.tables import frame_from_table, table_from_pandas
 from deepfm.errors import DataWarning, ModelDirError
 
 SPARSE_FIELD = "features"  # a sparse X's one multi-valued field: column j's id is "j", its value the weight
@@ -433,11 +433,7 @@ def _with_columns(data: Any, columns: dict[str, pa.Array], label: str | None) ->
 def _arrow_from_pandas(X: Any) -> pa.Table:
     if not all(isinstance(name, str) for name in X.columns):
         X = X.set_axis([str(name) for name in X.columns], axis=1)
-    try:
-        return pa.Table.from_pandas(X, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:  # (complex numbers)
-        raise ValueError(f"X: the DataFrame does not convert to Arrow columns ({error}); "
-                         "give each column one type (e.g. X[col].astype(str))") from None
+    return table_from_pandas(X, "X", "X")
 
 
 def _arrow_column(values: np.ndarray) -> pa.Array:

@@ -23,6 +23,49 @@ DEFAULT_LABEL = "label"
 _WEIGHTED_TOKEN = rf"(^|[^\\]):{DECIMAL}\s*$"
 
 
+ARROW_CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+
+
+def table_from_pandas(frame, source: str = "<table>", name: str = "df") -> pa.Table:
+    """A pandas DataFrame as an Arrow table (its index left out). A column Arrow cannot hold is a ``DataError`` at
+    its first row that does not convert with the rows before it (values of two types: a 'yes' among integers), with
+    the cast that makes it one type; ``name``: what the caller calls the DataFrame, for that hint."""
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except ARROW_CONVERSION_ERRORS as error:
+        raise _unconvertible(frame, error, source, name) from None
+
+
+def _unconvertible(frame, error: Exception, source: str, name: str) -> DataError:
+    """Where ``frame`` stops converting: the first column that fails alone, and its first row that fails with the
+    rows before it (found by halving: an error path, a column's prefixes converted a few dozen times)."""
+    hint = f"give each column one type (e.g. {name}[col].astype(str))"
+    for number, column in enumerate(frame.columns, start=1):
+        values = frame[column]
+        if _converts(values):
+            continue
+        good, bad = 0, len(values)  # the first `good` rows convert, the first `bad` do not
+        while bad - good > 1:
+            middle = (good + bad) // 2
+            good, bad = (middle, bad) if _converts(values.iloc[:middle]) else (good, middle)
+        if good == 0:  # its first value alone (complex numbers, say): Arrow's own words
+            return DataError(source, f"column {column!r} does not convert to an Arrow column ({error}): give it as numbers "
+                             f"or text (e.g. {name}[{column!r}].astype(str))", line=1, column=number)
+        value, earlier = values.iloc[good], values.iloc[:good].dropna()
+        kinds = ", ".join(sorted({type(v).__name__ for v in earlier})) or "missing values"
+        return DataError(source, f"column {column!r} holds {value!r} ({type(value).__name__}) after rows of {kinds}: "
+                         f"give the column one type (e.g. {name}[{column!r}].astype(str))", line=good + 1, column=number)
+    return DataError(source, f"the DataFrame does not convert to Arrow columns ({error}); {hint}")
+
+
+def _converts(values) -> bool:
+    try:
+        pa.array(values, from_pandas=True)
+    except ARROW_CONVERSION_ERRORS:
+        return False
+    return True
+
+
 def frame_from_table(table: pa.Table, source: str, label: str = DEFAULT_LABEL, require_label: bool = False,
                      fmt: str = "table", first_line: int = 1, multi: Sequence[str] = (),
                      separator: str = "|", lines_before: np.ndarray | None = None) -> RawFrame:
