@@ -472,3 +472,18 @@ def test_a_streamed_run_and_a_bf16_run_say_so_in_the_log(tmp_path):
     assert f"{rows:,} training rows read chunk by chunk every epoch" in streaming and 500 < rows <= 600  # (held out)
     assert f"chunks of about {round(rows / chunks):,} rows" in streaming, "the rows the chunks hold, not --chunk-rows"
     assert any(line.startswith("precision bf16: ") for line in lines), lines
+
+
+def test_a_streamed_file_of_one_chunk_is_one_chunk_in_the_log(tmp_path):
+    """'(1 chunks of about 46,801 rows, ...)' (a new user's log)."""
+    from deepfm import Estimator
+    from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+    import pyarrow.csv as pacsv
+
+    path = tmp_path / "train.csv"
+    pacsv.write_csv(make_ctr_table(SyntheticSpec(rows=300, seed=2))[0], path)
+    lines: list[str] = []
+    Estimator(data={"stream": "on"}, model={"mlp": (8,), "embed_dim": 4},
+              training={"epochs": 1}).fit(path, progress=False, log=lines.append)
+    [streaming] = [line for line in lines if line.startswith("streaming: ")]
+    assert "every epoch (1 chunk of about " in streaming

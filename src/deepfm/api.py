@@ -473,8 +473,8 @@ class Estimator:
         if isinstance(train_data, StreamSource) and log and ctx.is_main:
             chunks = len(train_data.file.chunks())  # their rows: --chunk-rows' bytes, or a Parquet file's row groups
             log(f"streaming: {train_data.num_rows:,} training rows read chunk by chunk every epoch ({chunks} "
-                f"chunks of about {round(train_data.num_rows / max(chunks, 1)):,} rows, shuffled {train_data.window} "
-                "chunks at a time; --stream off reads them into memory)")
+                f"chunk{'s' if chunks != 1 else ''} of about {round(train_data.num_rows / max(chunks, 1)):,} rows, "
+                f"shuffled {train_data.window} chunks at a time; --stream off reads them into memory)")
         if holdout is not None and log and ctx.is_main:
             log(holdout.describe("early stopping" if cfg.training.solver == "gradient" else
                                  f"a score at the end ({cfg.training.solver} trains on none of them)"))
