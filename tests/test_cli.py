@@ -845,6 +845,17 @@ def test_a_misspelt_key_in_a_config_file_suggests_the_setting_meant(ctr_csv, tmp
     assert "model.embed_dims: Extra inputs are not permitted (did you mean model.embed_dim?)" in capsys.readouterr().err
 
 
+def test_a_value_outside_a_settings_choices_suggests_the_choice_meant(ctr_csv, tmp_path, capsys):
+    """``--model DeepFM`` listed the models and left the reader to spot the case (a new user's run)."""
+    assert train(ctr_csv(), tmp_path / "model", "--model", "DeepFM") == 2
+    assert capsys.readouterr().err.rstrip().endswith("or 'fm_dnn' (did you mean 'deepfm'?)")
+    config = toml_config(tmp_path / "run.toml", ctr_csv(), tmp_path / "model")
+    config.write_text(config.read_text() + '\n[training]\noptimizer = "Adagrad"\n' if "[training]" not in
+                      config.read_text() else config.read_text().replace("[training]", '[training]\noptimizer = "Adagrad"'))
+    assert main(["train", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("or 'rowwise_adagrad' (did you mean 'adagrad'?)")
+
+
 def test_a_bad_value_in_a_config_file_is_named_at_its_line(ctr_csv, tmp_path, capsys):
     for config in (toml_config(tmp_path / "run.toml", ctr_csv(), tmp_path / "model"),
                    yaml_config(tmp_path / "run.yaml", ctr_csv(), tmp_path / "model")):

@@ -268,11 +268,24 @@ def _format_validation_error(error: ValidationError, source: str, key_lines: Key
     lines = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"])
-        hint = _closest_key(item["loc"]) if item["type"] == "extra_forbidden" else ""
+        hint = (_closest_key(item["loc"]) if item["type"] == "extra_forbidden" else
+                _closest_choice(item) if item["type"] == "literal_error" else "")
         line = line_of(key_lines, item["loc"])
         where = source if line is None else f"{source}:{line}"
         lines.append(f"{where}: {key}: {item['msg']}{hint}" if key else f"{where}: {item['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
+
+
+def _closest_choice(item: dict) -> str:
+    """For a value outside a key's choices: " (did you mean 'deepfm'?)" where one is the value in other case or close."""
+    import difflib
+    import re
+
+    choices = re.findall(r"'([^']*)'", str(item.get("ctx", {}).get("expected", "")))
+    typed = str(item.get("input"))
+    close = [choice for choice in choices if choice.lower() == typed.lower()] or difflib.get_close_matches(
+        typed.lower(), choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _closest_key(loc: tuple) -> str:
