@@ -733,6 +733,8 @@ def test_predict_keep_of_a_column_the_file_lacks_exits_2_listing_the_columns(ctr
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith(f"{ctr_model['test']}:1: --keep id: no such column (columns: label, ")
+    assert main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--keep", "c2"]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("; did you mean 'C2'?")  # as --categorical and --ignore suggest
 
 
 # -- configuration files ----------------------------------------------------------------------
@@ -977,7 +979,7 @@ def test_ragged_training_file_exits_2_with_the_location_and_no_traceback(write_t
     code = train(path, tmp_path / "model")
     err = capsys.readouterr().err
     assert code == 2
-    assert err == f"{path}:3:3: expected 3 fields, found 2\n"
+    assert err == f"{path}:3:3: expected 3 fields, found 2: every row needs a field, empty or not, for each column\n"
 
 
 def test_non_numeric_value_in_a_numeric_flagged_column_exits_2_with_the_location(write_table, tmp_path, capsys):
@@ -985,7 +987,8 @@ def test_non_numeric_value_in_a_numeric_flagged_column_exits_2_with_the_location
     code = train(path, tmp_path / "model", "--numeric", "price")
     err = capsys.readouterr().err
     assert code == 2
-    assert err == f"{path}:4:2: column 'price' must be a number, got 'three'\n"
+    assert err == (f"{path}:4:2: column 'price' must be a number, got 'three': fix the value, or train with the column "
+                   "as categories (--categorical price)\n")
 
 
 def test_non_binary_label_exits_2_with_the_location(write_table, tmp_path, capsys):
@@ -1115,7 +1118,8 @@ def test_predicting_on_a_ragged_file_exits_2_with_the_location(ctr_model, write_
     header = pacsv.read_csv(ctr_model["test"]).column_names
     path = write_text("bad.csv", ",".join(header) + "\n" + ",".join(["1"] * len(header)) + "\n" + "1,2\n")
     assert main(["predict", str(ctr_model["model"]), str(path), "--out", str(tmp_path / "p.csv")]) == 2
-    assert capsys.readouterr().err == f"{path}:3:3: expected {len(header)} fields, found 2\n"
+    assert capsys.readouterr().err == (f"{path}:3:3: expected {len(header)} fields, found 2: every row needs a field, "
+                                       "empty or not, for each column\n")
     assert not (tmp_path / "p.csv").exists()
 
 

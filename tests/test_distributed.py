@@ -86,7 +86,7 @@ def test_a_data_error_under_two_ranks_is_said_before_the_other_ranks_echo_of_it(
                             capture_output=True, text=True, env=env, timeout=180)
     assert result.returncode != 0
     ours = [line for line in result.stderr.splitlines() if str(tmp_path) in line or line.startswith("rank ")]
-    assert ours[0] == f"{tmp_path / 'bad.csv'}:451:3: expected 2 fields, found 3", result.stderr[-3000:]
+    assert ours[0] == f"{tmp_path / 'bad.csv'}:451:3: expected 2 fields, found 3: a value holding the delimiter needs quotes around it", result.stderr[-3000:]
     assert "failed (exitcode: 2)" not in result.stderr  # torchrun's echo of an error the rank said
 
 

@@ -50,12 +50,12 @@ def test_data_error_is_a_user_error():
 
 def test_csv_row_with_too_few_fields_points_at_the_first_missing_field(write_text):
     path = write_text("data.csv", "label,a,b\n1,x,1.5\n0,y,2\n1,z\n0,w,3\n")
-    assert str(error_of(read_frame, path)) == f"{path}:4:3: expected 3 fields, found 2"
+    assert str(error_of(read_frame, path)) == f"{path}:4:3: expected 3 fields, found 2: every row needs a field, empty or not, for each column"
 
 
 def test_csv_row_with_too_many_fields_points_at_the_first_extra_field(write_text):
     path = write_text("data.csv", "label,a,b\n1,x,1.5\n0,y,2,9,9\n")
-    assert str(error_of(read_frame, path)) == f"{path}:3:4: expected 3 fields, found 5"
+    assert str(error_of(read_frame, path)) == f"{path}:3:4: expected 3 fields, found 5: a value holding the delimiter needs quotes around it"
 
 
 def test_a_quote_never_closed_is_named_at_the_field_that_opens_it(write_text):
@@ -72,18 +72,18 @@ def test_a_row_with_a_quoted_line_break_and_a_field_too_many_points_at_the_extra
 
 def test_tsv_ragged_row_is_located(write_text):
     path = write_text("data.tsv", "label\ta\tb\n1\tx\t1\n0\ty\n")
-    assert str(error_of(read_frame, path)) == f"{path}:3:3: expected 3 fields, found 2"
+    assert str(error_of(read_frame, path)) == f"{path}:3:3: expected 3 fields, found 2: every row needs a field, empty or not, for each column"
 
 
 def test_gzipped_csv_ragged_row_is_located(write_text):
     path = write_text("data.csv.gz", "label,a,b\n1,x,1.5\n0,y\n")
-    assert str(error_of(read_frame, path)) == f"{path}:3:3: expected 3 fields, found 2"
+    assert str(error_of(read_frame, path)) == f"{path}:3:3: expected 3 fields, found 2: every row needs a field, empty or not, for each column"
 
 
 def test_criteo_row_with_39_fields_is_located(criteo_row, write_text):
     good = "\t".join("" if v is None else str(v) for v in criteo_row(1))
     path = write_text("day_0.txt", good + "\n" + good + "\n" + good.rsplit("\t", 1)[0] + "\n")
-    assert str(error_of(read_frame, path)) == f"{path}:3:40: expected 40 fields, found 39"
+    assert str(error_of(read_frame, path)) == f"{path}:3:40: expected 40 fields, found 39: every row needs a field, empty or not, for each column"
 
 
 # -- values that are not numbers ---------------------------------------------------------------
@@ -410,7 +410,8 @@ def test_movielens_double_colon_rows_are_named_as_such_with_a_header_to_add(writ
 def test_non_numeric_value_in_a_numeric_column_is_located_when_fitting(write_table):
     path = write_table("train.csv", {"label": [1, 0, 1, 0], "city": ["a", "b", "c", "d"], "price": ["1.5", "2", "oops", "4"]})
     error = error_of(fit, path, numeric=("price",))
-    assert str(error) == f"{path}:4:3: column 'price' must be a number, got 'oops'"
+    assert str(error) == (f"{path}:4:3: column 'price' must be a number, got 'oops': fix the value, or train "
+                          "with the column as categories (--categorical price)")
 
 
 def test_non_numeric_value_in_a_numeric_column_is_located_when_transforming(write_table):
@@ -418,7 +419,8 @@ def test_non_numeric_value_in_a_numeric_column_is_located_when_transforming(writ
     valid = write_table("valid.csv", {"price": ["2.5", "1", "twelve"], "label": [0, 1, 0]})
     encoder = fit(train, numeric=("price",))
     error = error_of(encoder.transform, read_frame(valid))
-    assert str(error) == f"{valid}:4:1: column 'price' must be a number, got 'twelve'"
+    assert str(error) == (f"{valid}:4:1: column 'price' must be a number, got 'twelve': fix the value, or train "
+                          "with the column as categories (--categorical price)")
 
 
 def test_non_numeric_value_in_a_criteo_integer_field_is_located(criteo_row, write_criteo):
@@ -426,7 +428,8 @@ def test_non_numeric_value_in_a_criteo_integer_field_is_located(criteo_row, writ
     row[1 + 4] = "five"  # I5
     path = write_criteo("day_0.txt", [criteo_row(1), row])
     error = error_of(fit, path)
-    assert str(error) == f"{path}:2:6: column 'I5' must be a number, got 'five'"
+    assert str(error) == (f"{path}:2:6: column 'I5' must be a number, got 'five': fix the value, or train "
+                          "with the column as categories (--categorical I5)")
 
 
 def test_space_padded_number_in_an_inferred_numeric_column_is_not_reported_as_bad(write_text):
@@ -439,7 +442,8 @@ def test_space_padded_number_in_an_inferred_numeric_column_is_not_reported_as_ba
 def test_error_line_counts_blank_lines_in_the_file(write_text):
     path = write_text("train.csv", "label,price\n1,1.5\n\n0,oops\n")
     error = error_of(fit, path, numeric=("price",))
-    assert str(error) == f"{path}:4:2: column 'price' must be a number, got 'oops'"
+    assert str(error) == (f"{path}:4:2: column 'price' must be a number, got 'oops': fix the value, or train "
+                          "with the column as categories (--categorical price)")
 
 
 # -- labels -----------------------------------------------------------------------------------
@@ -475,14 +479,15 @@ def test_training_says_a_line_is_empty_only_when_it_is(write_text, line, empty):
     path = write_text("train.csv", f"label,city\n1,a\n{line}\n0,b\n")
     with pytest.raises(DataError) as caught:
         Estimator(training={"epochs": 1}).fit(path, progress=False)  # one reading pass: kept frames, fewer columns
-    message = "the label is missing" + (" (the line is empty: remove it)" if empty else "")
+    message = "the label is missing" + (" (the line is empty: remove it)" if empty else
+                                        ": give the row its label, or remove the row")
     assert str(caught.value) == f"{path}:3:1: {message}"
 
 
 def test_missing_label_is_located(write_table):
     path = write_table("train.csv", {"city": ["a", "b", "c"], "label": [1, None, 0]})
     encoder = fit(path)
-    assert str(error_of(encoder.transform, read_frame(path))) == f"{path}:3:2: the label is missing"
+    assert str(error_of(encoder.transform, read_frame(path))) == f"{path}:3:2: the label is missing: give the row its label, or remove the row"
 
 
 def test_non_numeric_label_is_located(write_table):

@@ -46,8 +46,12 @@ def kept_column(frame: RawFrame, name: str, label: str, outputs: list[str]) -> p
     if name == label and frame.labels is not None:
         return frame.labels
     if name not in frame.columns:
+        from deepfm.data.tables import closest_name
+
         names = ([label] if frame.labels is not None else []) + list(frame.columns)
-        raise DataError(frame.path, f"--keep {name}: no such column (columns: {', '.join(names)})", line=1)
+        close = closest_name(name, names)
+        raise DataError(frame.path, f"--keep {name}: no such column (columns: {', '.join(names)})"
+                        + (f"; did you mean '{close}'?" if close else ""), line=1)
     if frame.kinds.get(name) == "multi":
         raise ConfigError(f"--keep {name}: a multi-valued column cannot be copied; keep a key column such as an id")
     return frame.columns[name]

@@ -154,7 +154,7 @@ def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: 
         if names == CRITEO_COLUMNS[1:]:  # the first line decided that (``delimited_layout``): say so
             error = DataError(path, f"{error.message} (the first line has {len(names)} fields, so the file is read as "
                                     "Criteo rows without the label)", line=error.line, column=error.column)
-        raise error
+        raise _with_what_to_do(error)
     return table
 
 
@@ -391,3 +391,13 @@ def _ragged(path: Path, fields: list[str], expected: int, number: int) -> DataEr
              if runs_on is not None else "")
     return DataError(path, f"expected {expected} fields, found {len(fields)}{spans}", line=number,
                      column=len(fields) + 1 if len(fields) < expected else expected + 1)
+
+
+def _with_what_to_do(error: DataError) -> DataError:
+    """A row of too many or too few fields (and nothing else said of it) with what usually fixes it."""
+    counts = re.fullmatch(r"expected (\d+) fields, found (\d+)", error.message)
+    if counts is None:
+        return error
+    what_to_do = ("a value holding the delimiter needs quotes around it" if int(counts[2]) > int(counts[1]) else
+                  "every row needs a field, empty or not, for each column")
+    return DataError(error.path, f"{error.message}: {what_to_do}", line=error.line, column=error.column)

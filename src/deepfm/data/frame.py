@@ -84,7 +84,8 @@ class RawFrame:
         else:
             empty = self.sparse is None and bool(self.columns) and all(
                 not column[int(row)].is_valid for column in self.columns.values())
-        return self.error(row, None, "the label is missing" + (" (the line is empty: remove it)" if empty else ""))
+        return self.error(row, None, "the label is missing" + (" (the line is empty: remove it)" if empty else
+                                                               ": give the row its label, or remove the row"))
 
     def with_columns(self, columns: dict[str, pa.Array]) -> "RawFrame":
         """This frame with only ``columns``, still able to say which of its rows were empty lines."""
@@ -129,7 +130,8 @@ def to_float(frame: RawFrame, array: pa.Array, name: str | None) -> np.ndarray:
                 break
     bad = int(np.flatnonzero(~ok)[0])
     what = "the label" if name is None else f"column '{name}'"
-    raise frame.error(bad, name, f"{what} must be a number, got {array[bad].as_py()!r}")
+    fix = "" if name is None else f": fix the value, or train with the column as categories (--categorical {name})"
+    raise frame.error(bad, name, f"{what} must be a number, got {array[bad].as_py()!r}{fix}")
 
 
 def without_missing_words(array: pa.Array) -> pa.Array:
