@@ -121,6 +121,8 @@ BAD = [
      422, "rows[0].city: the field is missing (and 1 more row) ("),
     (b'{"rows": [{"user": 1, "price": 2, "tags": "t1"}, {"user": 1, "price": 2, "tags": "t1"}, {"user": 2}]}',
      422, "rows[0].city: the field is missing (and 2 more rows);"),
+    (b'{"rows": [{"user": 1, "cty": "oslo", "price": 2, "tags": "t1"}]}',  # a misspelt key (a new user's request)
+     422, "rows[0].city: the field is missing (it has 'cty': rename it 'city') ("),
     (b'{"rows": [{"user": {"id": 1}, "city": "oslo", "price": 2, "tags": "t1"}]}', 422, "rows[0].user: expected"),
     (b'{"rows": [{"user": 1, "city": true, "price": 2, "tags": "t1"}]}', 422, "rows[0].city: got a boolean"),
     (b'{"rows": [{"user": 1, "city": ["oslo"], "price": 2, "tags": "t1"}]}', 422, "rows[0].city: expected"),

@@ -27,6 +27,7 @@ from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder, FieldSpec
 from deepfm.data.frame import WITHIN_REACH, RawFrame, within_reach
 from deepfm.data.readers import frame_from_table, split_multi
+from deepfm.data.tables import closest_name
 from deepfm.errors import DataError
 from deepfm.serving.limits import Limits
 
@@ -186,7 +187,10 @@ def missing_fields(rows: list[dict], names: Sequence[str]) -> RequestError:
         if lacking:
             others = len(lacking) - 1
             more = f" (and {others} more row{'s' if others > 1 else ''})" if others else ""
-            missing.append(f"rows[{lacking[0]}].{name}: the field is missing{more}")
+            unknown = sorted(key for key in rows[lacking[0]] if key not in names)
+            close = closest_name(name, unknown) if unknown else None
+            sent = f" (it has '{close}': rename it '{name}')" if close else ""
+            missing.append(f"rows[{lacking[0]}].{name}: the field is missing{sent}{more}")
     return RequestError(422, "; ".join(missing) + " (send null for a missing value)")
 
 
