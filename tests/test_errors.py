@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
 import warnings
 import zlib
 
@@ -800,8 +801,10 @@ def test_a_headerless_delimited_file_is_told_to_add_a_header(tmp_path):
     path.write_text("196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
     with pytest.raises(DataError, match="looks like data, not a header") as error:
         read_frame(path, "tsv", label="rating")
-    assert str(error.value).startswith(f"{path}:1:1: ")
-    assert str(error.value).endswith("e.g. user\\titem\\trating\\ttimestamp")  # the example in the file's own separator
+    assert str(error.value).startswith(f"{path}:1:1: the first line looks like data, not a header (196\\t242\\t3\\t")
+    command = str(error.value).split("e.g. user\\titem\\trating\\ttimestamp: ")[1]  # in the file's own separator
+    subprocess.run(command, shell=True, check=True, cwd=tmp_path)  # the command it gives adds that header
+    assert read_frame(tmp_path / "with-header-u.data", "tsv", label="rating").num_rows == 2
 
 
 def test_a_pipe_or_standard_input_is_refused_saying_to_save_the_rows_to_a_file(tmp_path):

@@ -64,9 +64,12 @@ def delimited_layout(path: Path, fmt: str, label_optional: bool = False) -> tupl
                         line=1, column=1)
     if len(names) > 1 and all(re.match(DECIMAL_PATTERN, n) for n in names):
         mark = delimiter_of(fmt)
-        example = mark.join(("user", "item", "rating", "timestamp")).replace("\t", "\\t")
-        raise DataError(path, f"the first line looks like data, not a header ({','.join(names[:4])}...): {fmt.upper()} "
-                        f"files need a header line naming the columns, e.g. {example}", line=1, column=1)
+        columns = ("user", "item", "rating", "timestamp") if len(names) == 4 else [f"c{i}" for i in range(1, len(names) + 1)]
+        header = mark.join(columns).replace("\t", "\\t")
+        shown = mark.join(names[:4]).replace("\t", "\\t")
+        raise DataError(path, f"the first line looks like data, not a header ({shown}...): {fmt.upper()} files need a "
+                        f"header line naming the columns, e.g. {header}: "
+                        + converted(path, "with-header-", f"{{ printf '{header}\\n'; cat; }}"), line=1, column=1)
     if fmt == "tsv" and len(names) == len(CRITEO_COLUMNS) + 1 and names[0] in ("0", "1") and names[-1] == "":
         raise DataError(path, "the first line is Criteo's 40 fields (a 0/1 label first) with a tab after the last, not a "
                               f"header: remove the trailing tabs, e.g. sed 's/\\t$//' < {path} > "
