@@ -143,6 +143,12 @@ def test_the_train_command_refits_with_the_flag(tmp_path, capsys):
     assert "refit: training again from the start on 600 rows" in err
     summary = json.loads(out.strip().splitlines()[-1])  # the first run's rows and validation, then the saved model's rows
     assert summary["rows"] < 600 and summary["refit"] == {"rows": 600, "epochs": saved.metrics["refit"]["epochs"]}
+    # the line a run ends with (a new user read the score of the run before the refit as the saved model's own)
+    assert main(["train", "--train", str(tmp_path / "train.parquet"), "--out", str(tmp_path / "again"), "--model", "fm",
+                 "--embed-dim", "4", "--epochs", "2", "--refit"]) == 0
+    epochs = Estimator.load(tmp_path / "again").metrics["refit"]["epochs"]
+    assert (f"; the saved model is a refit on 600 rows, those validated on among them, for {epochs} epoch"
+            f"{'s' if epochs != 1 else ''}: that score is the run's before it)") in capsys.readouterr().err
 
 
 def test_the_verdicts_of_a_history_without_them_come_from_its_metrics():

@@ -608,7 +608,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             chosen += f"; recipe {m['portfolio_choice']}, the best of {len(m['portfolio'])} on validation"
         if "refit" in m:
             epochs = m["refit"]["epochs"]
-            chosen += f"; refitted on {m['refit']['rows']:,} rows for {epochs} epoch{'s' if epochs != 1 else ''}"
+            chosen += (f"; the saved model is a refit on {m['refit']['rows']:,} rows, those validated on among them, for "
+                       f"{epochs} epoch{'s' if epochs != 1 else ''}: that score is the run's before it")
         print(f"saved {config.out} ({chosen})", file=sys.stderr)
     return 0
 
