@@ -368,7 +368,8 @@ class FeatureEncoder:
                                     "(in Python, read a libFM/libFFM file with layout=encoder.layout)", line=1)
                 needed = {field.name for field in self.fields}
                 close = closest_name(spec.name, [name for name in frame.columns if name not in needed])
-                raise DataError(frame.path, f"column '{spec.name}' is required by the model but not in the file"
+                holder = "table" if frame.format == "table" else "file"  # (a DataFrame or Arrow table given in Python)
+                raise DataError(frame.path, f"column '{spec.name}' is required by the model but not in the {holder}"
                                 + (f" (it has '{close}': rename it '{spec.name}')" if close else ""), line=1)
         for spec in self.fields:
             if spec.name in frame.columns:
