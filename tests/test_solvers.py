@@ -65,3 +65,15 @@ def test_fnn_resumed_in_stage_2_does_not_pretrain_again(tmp_path):
     said = []
     Estimator(**FNN).fit(clicks(), out=tmp_path / "m", resume=True, progress=False, log=said.append)
     assert "FNN stage 1: pre-training an FM for the embeddings" not in said
+
+
+def test_a_sampler_asked_to_stream_says_which_flags_to_change(tmp_path, ctr_csv, capsys):
+    """It named config keys (training.solver mcmc ... data.stream off) to a user who had typed flags."""
+    from deepfm.cli import main
+
+    code = main(["train", "--train", str(ctr_csv()), "--out", str(tmp_path / "m"), "--model", "fm", "--solver", "mcmc",
+                 "--stream", "on", "--sweeps", "2", "--quiet"])
+    assert code == 2
+    assert capsys.readouterr().err.rstrip().endswith(
+        "--solver mcmc (training.solver) reads the training rows in memory: --stream off (data.stream), or --solver "
+        "gradient to stream them")

@@ -54,7 +54,8 @@ class SweepSolver:
     def fit(self, model: nn.Module, task: Task, train: EncodedData | BatchSource, valid: EncodedData | None = None,
             checkpoint_dir: Path | None = None, resume: bool = False) -> TrainResult:
         if not isinstance(train, EncodedData):
-            raise ConfigError(f"training.solver {self.name}: the training rows must fit in memory (data.stream off)")
+            raise ConfigError(f"--solver {self.name} (training.solver) reads the training rows in memory: --stream off "
+                              "(data.stream), or --solver gradient to stream them")
         if train.weights is not None:
             raise ConfigError(f"training.solver {self.name}: sample weights (--weight) are not supported; "
                               "use --solver gradient")
