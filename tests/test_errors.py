@@ -673,7 +673,7 @@ def test_a_far_name_is_not_suggested_and_a_name_in_another_case_is(write_table, 
     est = Estimator(data={"categorical": ("city",)}, model={"name": "lr"}, training={"epochs": 1})
     est.fit(pa.table({"label": [1, 0, 1, 0], "city": ["a", "b", "a", "c"]}), progress=False)
     error = error_of(est.predict, pa.table({"City": ["a", "b"]}))
-    assert str(error).endswith("column 'city' is required by the model but not in the file (it has 'City': rename it 'city')")
+    assert str(error).endswith("column 'city' is required by the model but not in the table (it has 'City': rename it 'city')")
 
 
 REACH = "must be a finite number of magnitude at most 1.8e+19 (the model squares it in float32)"
@@ -831,6 +831,9 @@ def test_the_did_you_mean_for_a_column_skips_columns_the_model_reads_itself():
     est.fit(pa.table({"label": [1, 0, 1, 0], "city": ["a", "b", "a", "c"], "City": ["x", "y", "x", "y"]}), progress=False)
     error = error_of(est.predict, pa.table({"City": ["a", "b"]}))
     assert str(error) == "<table>:1: column 'city' is required by the model but not in the table"  # not "the file"
+    error = error_of(Estimator(data={"categorical": ("colour",)}).fit, pa.table({"label": [1, 0], "color": ["a", "b"]}))
+    assert str(error).startswith("<table>:1: --categorical (data.categorical) names column 'colour', which is not in the "
+                                 "table (columns: color); did you mean 'color'?")
 
 
 def test_a_parquet_file_named_like_text_says_how_to_read_it(tmp_path):

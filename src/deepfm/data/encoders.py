@@ -368,8 +368,7 @@ class FeatureEncoder:
                                     "(in Python, read a libFM/libFFM file with layout=encoder.layout)", line=1)
                 needed = {field.name for field in self.fields}
                 close = closest_name(spec.name, [name for name in frame.columns if name not in needed])
-                holder = "table" if frame.format == "table" else "file"  # (a DataFrame or Arrow table given in Python)
-                raise DataError(frame.path, f"column '{spec.name}' is required by the model but not in the {holder}"
+                raise DataError(frame.path, f"column '{spec.name}' is required by the model but not in the {frame.holder}"
                                 + (f" (it has '{close}': rename it '{spec.name}')" if close else ""), line=1)
         for spec in self.fields:
             if spec.name in frame.columns:
@@ -1098,8 +1097,8 @@ def resolve_kinds(frame: RawFrame, config: DataConfig) -> dict[str, str]:
                                             "feature or a weight too", line=1)
             if name not in frame.columns:
                 known, close = ", ".join(frame.columns), closest_name(name, list(frame.columns))
-                raise DataError(frame.path, f"{option} names column '{name}', which is not in the file (columns: {known})"
-                                + (f"; did you mean '{close}'?" if close else ""), line=1)
+                raise DataError(frame.path, f"{option} names column '{name}', which is not in the {frame.holder} (columns: "
+                                f"{known})" + (f"; did you mean '{close}'?" if close else ""), line=1)
     kinds: dict[str, str] = {}
     for name, column in frame.columns.items():
         if name in config.ignore or name == config.weight:

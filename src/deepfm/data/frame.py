@@ -69,6 +69,11 @@ class RawFrame:
             return len(self.labels)
         return len(next(iter(self.columns.values()))) if self.columns else 0
 
+    @property
+    def holder(self) -> str:
+        """What the rows came in, as messages name it: "table" (an Arrow table or DataFrame given in Python), else "file"."""
+        return "table" if self.format == "table" else "file"
+
     def error(self, row: int, name: str | None, message: str) -> DataError:
         column = self.label_column_number if name is None else self.column_numbers.get(name)
         return DataError(self.path, message, line=self.line_of(row), column=column)

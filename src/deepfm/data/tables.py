@@ -220,7 +220,8 @@ def apply_multi(frame: RawFrame, names: Sequence[str], separator: str) -> RawFra
     for name in names:
         if name not in frame.columns:
             known = ", ".join(frame.columns)
-            raise DataError(frame.path, f"--multi names column '{name}', which is not in the file (columns: {known})", line=1)
+            raise DataError(frame.path, f"--multi names column '{name}', which is not in the {frame.holder} (columns: "
+                            f"{known})", line=1)
         frame.columns[name], frame.weights[name] = split_multi(frame, name, separator)
         frame.kinds[name] = "multi"
     return frame
