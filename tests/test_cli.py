@@ -1439,12 +1439,12 @@ def test_a_pattern_the_shell_expanded_is_told_to_be_quoted(tmp_path, capsys):
             main(argv)
         assert stop.value.code == 2
         assert capsys.readouterr().err.rstrip().endswith(
-            f"unrecognized arguments: {files[1]} {files[2]}; these are files the shell matched for a pattern given as "
-            f"{given}: quote the pattern ({'--train ' if given == '--train' else ''}'data/day_*.csv') so that deepfm "
-            "reads every file it matches")
+            f"unrecognized arguments: {files[1]} {files[2]}; {given} takes one file or a quoted pattern, and a pattern "
+            f"the shell expands reaches deepfm as its files one by one: quote it ({'--train ' if given == '--train' else ''}"
+            "'data/day_*.csv')")
     with pytest.raises(SystemExit):
         main(["evaluate", str(tmp_path), str(files[0]), "extra"])  # not a file: no such hint
-    assert "quote the pattern" not in capsys.readouterr().err
+    assert "quote it" not in capsys.readouterr().err
 
 
 def test_an_abbreviated_option_is_not_taken_for_the_whole_name(capsys):

@@ -114,7 +114,9 @@ def test_compare_on_a_rating_file_reports_rmse_and_mae_without_roc(write_table, 
     columns = {"label": [1 + (i * 7) % 5 for i in range(rows)], "user": [f"u{i % 9}" for i in range(rows)],
                "item": [f"i{i % 13}" for i in range(rows)]}
     files = [str(write_table(f"{name}.csv", columns)) for name in ("train", "valid", "test")]
-    assert compare(files, tmp_path / "r", "--models", "fm,wide_deep", "--task", "regression") == 0
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "roc.png").write_bytes(b"an earlier binary report's plot")
+    assert compare(files, tmp_path / "r", "--models", "fm,wide_deep", "--task", "regression", "--overwrite") == 0
     summary = json.loads((tmp_path / "r" / "results.json").read_text())
     assert summary["task"] == "regression"
     fm, wide_deep = (v["config"]["training"] for v in summary["variants"])
@@ -122,7 +124,7 @@ def test_compare_on_a_rating_file_reports_rmse_and_mae_without_roc(write_table, 
     assert [fm[key] for key in ("epochs", "patience", "batch_size")] == [
         wide_deep[key] for key in ("epochs", "patience", "batch_size")], "one budget for every model"
     assert set(summary["variants"][0]["test"]) == {"rmse", "mae"}
-    assert not (tmp_path / "r" / "roc.png").exists()
+    assert not (tmp_path / "r" / "roc.png").exists()  # nor an earlier report's, --overwrite kept (a new user's case)
     assert "test rmse" in (tmp_path / "r" / "results.md").read_text()
 
 
@@ -153,6 +155,8 @@ def test_all_is_the_papers_nine_models_and_unknown_names_are_errors(ctr_files, t
     assert parse_models("all") == PAPER_ORDER and len(PAPER_ORDER) == 9
     assert compare(ctr_files, tmp_path / "r", "--models", "deepfm,xgboost") == 2
     assert "xgboost" in capsys.readouterr().err
+    assert compare(ctr_files, tmp_path / "r", "--models", "lr,DeepFM") == 2  # a new user's case
+    assert capsys.readouterr().err.rstrip().endswith("(did you mean --models lr,deepfm?)")
     assert compare(ctr_files, tmp_path / "r2", "--models", "lr,fm,lr") == 2  # two rows no one could tell apart
     assert "--models: lr named twice" in capsys.readouterr().err
 
@@ -260,7 +264,8 @@ def test_without_a_valid_file_every_model_validates_on_the_rows_train_holds_out(
     assert summary["rows"]["train"] == len(rows) and summary["rows"]["valid"] == len(held) == holdout.rows > 0
     assert summary["valid_held_out"]["fraction"] == 0.1
     assert "held out of the training file" in (tmp_path / "r" / "results.md").read_text()
-    assert "validation: no --valid file, so" in capsys.readouterr().err
+    [said] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("validation: no --valid file, so")]
+    assert said.endswith("--valid FILE validates on a file instead") and "--valid-fraction 0" not in said  # (refused)
     monkeypatch.setattr(compare_module, "train_one", lambda *args, **kwargs: pytest.fail("trained without validation"))
     assert main(["compare", "--train", train, "--test", test, "--out", str(tmp_path / "r0"), "--models", "lr",
                  "--valid-fraction", "0", *TINY]) == 2

@@ -893,12 +893,24 @@ def test_a_dataframe_column_of_two_types_is_a_data_error_at_its_first_row_of_the
     frame.loc[4997, "label"] = "yes"
     error = error_of(Estimator(training={"epochs": 1}).fit, frame, progress=False)
     assert isinstance(error, DataError) and (error.line, error.column) == (4998, 2)
-    assert str(error) == ("<table>:4998:2: column 'label' holds 'yes' (str) after rows of int: give the column one type "
-                          "(e.g. df['label'].astype(str))")
+    assert str(error) == ("<table>:4998:2: column 'label' holds 'yes' (str) after rows of int: fix the value, make it "
+                          "missing (pd.to_numeric(df['label'], errors='coerce')) or read the column as text "
+                          "(df['label'].astype(str))")
+    frame.index = range(1000, 1000 + len(frame))  # the row's index is said beside its position
+    assert "holds 'yes' (str) at index 5997 after rows of int" in str(error_of(Estimator().fit, frame, progress=False))
+    frame["user"] = frame["user"].astype(object)
+    frame.loc[1003, "user"] = 5
+    assert str(error_of(Estimator().fit, frame, progress=False)).startswith(
+        "<table>:4:1: column 'user' holds 5 (int) at index 1003 after rows of str: give the column one type (e.g. "
+        "df['user'].astype(str))")
     X = pd.DataFrame({"user": ["a", "b"] * 10, "price": pd.Series([float(i) for i in range(20)], dtype=object)})
     X.loc[10, "price"] = "abc"
     with pytest.raises(DataError, match=r"^X:11:2: column 'price' holds 'abc' \(str\) after rows of float"):
         FMClassifier(epochs=1).fit(X, [0, 1] * 10)
+    y = pd.Series([0, 1] * 10, dtype=object)
+    y[5] = "yes"  # scikit-learn's check said only "Unknown label type: unknown"
+    with pytest.raises(ValueError, match=r"^y: position 5 holds 'yes' \(str\) after labels of int: give y one type"):
+        FMClassifier(epochs=1).fit(X.assign(price=1.0), y)
 
 
 def test_encoding_or_predicting_before_a_fit_says_to_fit_or_load_first():

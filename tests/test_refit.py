@@ -147,8 +147,8 @@ def test_the_train_command_refits_with_the_flag(tmp_path, capsys):
     assert main(["train", "--train", str(tmp_path / "train.parquet"), "--out", str(tmp_path / "again"), "--model", "fm",
                  "--embed-dim", "4", "--epochs", "2", "--refit"]) == 0
     epochs = Estimator.load(tmp_path / "again").metrics["refit"]["epochs"]
-    assert (f"; the saved model is a refit on 600 rows, those validated on among them, for {epochs} epoch"
-            f"{'s' if epochs != 1 else ''}: that score is the run's before it)") in capsys.readouterr().err
+    assert (f"; then refitted on 600 rows, the validation rows among them, for {epochs} epoch"
+            f"{'s' if epochs != 1 else ''}: the validation score is from before the refit)") in capsys.readouterr().err
 
 
 def test_the_verdicts_of_a_history_without_them_come_from_its_metrics():

@@ -124,8 +124,8 @@ class Parser(argparse.ArgumentParser):
         expanded = expanded_pattern(list(args) if args is not None else sys.argv[1:], extras)
         if expanded:
             example = f"{expanded} 'data/day_*.csv'" if expanded.startswith("--") else "'data/day_*.csv'"
-            hint = (f"; these are files the shell matched for a pattern given as {expanded}: quote the pattern "
-                    f"({example}) so that deepfm reads every file it matches")
+            hint = (f"; {expanded} takes one file or a quoted pattern, and a pattern the shell expands reaches deepfm as "
+                    f"its files one by one: quote it ({example})")
         elif command.prog in owners:  # given before the subcommand (deepfm --json evaluate ...)
             hint = f"; {typed} is an option of {command.prog}: give it after '{parsed.command}'"
         elif owners:
@@ -609,8 +609,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             chosen += f"; recipe {m['portfolio_choice']}, the best of {len(m['portfolio'])} on validation"
         if "refit" in m:
             epochs = m["refit"]["epochs"]
-            chosen += (f"; the saved model is a refit on {m['refit']['rows']:,} rows, those validated on among them, for "
-                       f"{epochs} epoch{'s' if epochs != 1 else ''}: that score is the run's before it")
+            chosen += (f"; then refitted on {m['refit']['rows']:,} rows, the validation rows among them, for {epochs} "
+                       f"epoch{'s' if epochs != 1 else ''}: the validation score is from before the refit")
         print(f"saved {config.out} ({chosen})", file=sys.stderr)
     return 0
 

@@ -262,6 +262,19 @@ class _DeepFMEstimator(BaseEstimator):
         return tags
 
 
+def refuse_mixed_targets(y: np.ndarray) -> None:
+    """Labels of text and of numbers together (a 'yes' among 0/1) are a ``ValueError`` at the first of the other kind
+    (scikit-learn's own check says only "Unknown label type: unknown")."""
+    if y.dtype != object or len(y) == 0:
+        return
+    texts = np.fromiter((isinstance(v, str) for v in y), bool, len(y))  # (on the error path only)
+    if texts.all() or not texts.any():
+        return
+    other = int(np.argmax(texts != texts[0]))
+    raise ValueError(f"y: position {other} holds {y[other]!r} ({type(y[other]).__name__}) after labels of "
+                     f"{type(y[0]).__name__}: give y one type (e.g. y.astype(str))")
+
+
 class _Classifier(ClassifierMixin, _DeepFMEstimator):
     """Binary classification: labels of any two values; ``classes_`` holds them in sorted order and
     the model predicts the probability of ``classes_[1]``."""
@@ -270,7 +283,11 @@ class _Classifier(ClassifierMixin, _DeepFMEstimator):
 
     def _fit_targets(self, y: Any) -> np.ndarray:
         y = self._targets(y)
-        check_classification_targets(y)
+        try:
+            check_classification_targets(y)
+        except ValueError:
+            refuse_mixed_targets(y)  # (the check's own words say nothing of where)
+            raise
         self.classes_ = np.unique(y)
         if len(self.classes_) != 2:
             raise ValueError(f"y: got {len(self.classes_)} class(es) {self.classes_[:5].tolist()}; "

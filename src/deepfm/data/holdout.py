@@ -60,12 +60,14 @@ class Holdout:
     rule: str
     seed: int
 
-    def describe(self, purpose: str = "early stopping") -> str:
-        """The log's line; ``purpose``: what the held-out rows are for (a sampler only scores them at its end)."""
+    def describe(self, purpose: str = "early stopping",
+                 otherwise: str = "--valid-fraction 0 (data.valid_fraction) turns this off") -> str:
+        """The log's line; ``purpose``: what the held-out rows are for (a sampler only scores them at its end);
+        ``otherwise``: how to do without them."""
         rows = f"{self.rows:,} training row{'s' if self.rows != 1 else ''}"
         return (f"validation: no --valid file, so {rows} (about {self.fraction:g} of them: {self.rule}, seed {self.seed}) "
                 f"{'are' if self.rows != 1 else 'is'} held out for {purpose}, and left out of the vocabularies; "
-                "--valid-fraction 0 (data.valid_fraction) turns this off")
+                f"{otherwise}")
 
     def to_dict(self) -> dict[str, object]:
         return {"source": "held out of the training file", "fraction": self.fraction, "rows": self.rows,

@@ -53,8 +53,16 @@ def _unconvertible(frame, error: Exception, source: str, name: str) -> DataError
                              f"or text (e.g. {name}[{column!r}].astype(str))", line=1, column=number)
         value, earlier = values.iloc[good], values.iloc[:good].dropna()
         kinds = ", ".join(sorted({type(v).__name__ for v in earlier})) or "missing values"
-        return DataError(source, f"column {column!r} holds {value!r} ({type(value).__name__}) after rows of {kinds}: "
-                         f"give the column one type (e.g. {name}[{column!r}].astype(str))", line=good + 1, column=number)
+        label = values.index[good]
+        where = "" if label == good else f" at index {label!r}"  # line: the row's position, 1-based
+        numbers = len(earlier) > 0 and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+                                           for v in earlier)
+        cell = f"{name}[{column!r}]"
+        fix = (f"fix the value, make it missing (pd.to_numeric({cell}, errors='coerce')) or read the column as text "
+               f"({cell}.astype(str))" if numbers and isinstance(value, str) else
+               f"give the column one type (e.g. {cell}.astype(str))")
+        return DataError(source, f"column {column!r} holds {value!r} ({type(value).__name__}){where} after rows of "
+                         f"{kinds}: {fix}", line=good + 1, column=number)
     return DataError(source, f"the DataFrame does not convert to Arrow columns ({error}); {hint}")
 
 

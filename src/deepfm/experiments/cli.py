@@ -122,7 +122,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     data = encode_splits(build_config(merge(base, overrides), source="compare"), args.train, args.valid, args.test)
     if data.holdout is not None:
-        log(data.holdout.describe("every model's early stopping"))
+        log(data.holdout.describe("every model's early stopping", "--valid FILE validates on a file instead"))
     command = "deepfm compare " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["compare"] else None
     results: list = []
     try:

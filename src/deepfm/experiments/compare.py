@@ -83,7 +83,11 @@ def parse_models(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     unknown = [n for n in names if n not in MODELS]
     if unknown or not names:
-        raise ConfigError(f"--models: unknown {unknown or text!r}; choose 'all' or from {sorted(MODELS)}")
+        from deepfm.data.tables import closest_name
+
+        meant = [name if name in MODELS else closest_name(name, sorted(MODELS)) for name in names]
+        raise ConfigError(f"--models: unknown {unknown or text!r}; choose 'all' or from {sorted(MODELS)}"
+                          + (f" (did you mean --models {','.join(meant)}?)" if names and all(meant) else ""))
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:  # two rows of one name in the report, told apart by nothing (--seeds repeats a model's runs)
         raise ConfigError(f"--models: {', '.join(twice)} named twice; name each model once (--seeds runs it again)")

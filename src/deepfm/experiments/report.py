@@ -153,7 +153,8 @@ def plot_roc(results: list[VariantResult], labels: np.ndarray, title: str, path:
 
 def write_report(results: list[VariantResult], data: EncodedSplits, out: Path, title: str,
                  command: str | None = None) -> dict[str, Any]:
-    """results.json, results.md, validation_curves.png and (binary) roc.png under ``out``."""
+    """results.json, results.md, validation_curves.png and (binary) roc.png under ``out``; an earlier report's roc.png
+    that this one does not write is removed (``--overwrite``: no plot of another run is left beside it)."""
     out.mkdir(parents=True, exist_ok=True)
     summary = results_dict(results, data, title, command)
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
@@ -162,5 +163,7 @@ def write_report(results: list[VariantResult], data: EncodedSplits, out: Path, t
     if summary["task"] == "binary" and 0 < data.test.labels.sum() < len(data.test.labels):
         plots.append(out / "roc.png")
         plot_roc(results, data.test.labels, title, plots[1])
+    else:
+        (out / "roc.png").unlink(missing_ok=True)
     write_markdown(summary, out / "results.md", [str(p) for p in plots])
     return summary
