@@ -321,6 +321,8 @@ def test_a_columnar_body_predicts_what_the_rows_predict(client, model):
 
 BAD_COLUMNS = [
     ({"columns": {"user": [1], "tags": ["t"]}}, "columns.city, columns.price: missing"),
+    ({"columns": {"user": [1], "ctiy": ["a"], "price": [1], "tags": ["t"]}},  # a misspelt key (a new user's request)
+     "columns.city: missing (it has 'ctiy': rename it 'city') (send null"),
     ({"columns": {"user": [1, 2], "city": ["a"], "price": [1, 2], "tags": ["t", "t"]}}, "differ in length"),
     ({"columns": {"user": 1, "city": ["a"], "price": [1], "tags": ["t"]}}, "columns.user: expected a list"),
     ({"columns": {"user": [1, True], "city": ["a", "b"], "price": [1, 2], "tags": ["t", "t"]}}, "columns.user[1]: got a boolean"),

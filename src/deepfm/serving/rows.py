@@ -103,7 +103,11 @@ def _columns(columns: Any, limits: Limits, names: Sequence[str]) -> Columns:
         raise RequestError(422, f'"columns" must be an object {{field: [value, ...]}}, got {_kind(columns)}')
     absent = [name for name in names if name not in columns]
     if absent:
-        raise RequestError(422, "columns." + ", columns.".join(absent) + ": missing (send null for a missing value)")
+        unknown = sorted(key for key in columns if key not in names)
+        renames = [(close, name) for name in absent if (close := closest_name(name, unknown))]
+        sent = (f" (it has {', '.join(repr(close) for close, _ in renames)}: rename "
+                f"{'it' if len(renames) == 1 else 'them'} {', '.join(repr(name) for _, name in renames)})" if renames else "")
+        raise RequestError(422, "columns." + ", columns.".join(absent) + f": missing{sent} (send null for a missing value)")
     for name in names:
         if not isinstance(columns[name], list):
             raise RequestError(422, f"columns.{name}: expected a list of values, got {_kind(columns[name])}")
