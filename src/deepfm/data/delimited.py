@@ -64,7 +64,8 @@ def delimited_layout(path: Path, fmt: str, label_optional: bool = False) -> tupl
                         line=1, column=1)
     if len(names) > 1 and all(re.match(DECIMAL_PATTERN, n) for n in names):
         mark = delimiter_of(fmt)
-        columns = ("user", "item", "rating", "timestamp") if len(names) == 4 else [f"c{i}" for i in range(1, len(names) + 1)]
+        columns = (("user", "item", "rating", "timestamp") if len(names) == 4 else
+                   [f"c{i}" for i in range(1, len(names) + 1)])
         header = mark.join(columns).replace("\t", "\\t")
         shown = mark.join(names[:4]).replace("\t", "\\t")
         raise DataError(path, f"the first line looks like data, not a header ({shown}...): {fmt.upper()} files need a "
@@ -152,12 +153,13 @@ def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: 
             raise DataError(path, "file has no data rows", line=first_line) from None
         raise DataError(path, f"cannot parse: {error}") from None
     if invalid:
-        error = (_locate_ragged(path, delimiter, len(names), skip) if lines is None else
-                 _locate_ragged(path, delimiter, len(names), 0, lines(), first_line))
-        if names == CRITEO_COLUMNS[1:]:  # the first line decided that (``delimited_layout``): say so
+        unlabelled = names == CRITEO_COLUMNS[1:]  # the first line decided that (``delimited_layout``): said instead
+        error = (_locate_ragged(path, delimiter, len(names), skip, advise=not unlabelled) if lines is None else
+                 _locate_ragged(path, delimiter, len(names), 0, lines(), first_line, advise=not unlabelled))
+        if unlabelled:
             error = DataError(path, f"{error.message} (the first line has {len(names)} fields, so the file is read as "
                                     "Criteo rows without the label)", line=error.line, column=error.column)
-        raise _with_what_to_do(error)
+        raise error
     return table
 
 
@@ -322,7 +324,7 @@ def _refuse_an_open_last_row(path: Path, delimiter: str, lines: list[str] | None
 
 
 def _locate_ragged(path: Path, delimiter: str, expected: int, skip: int, lines: list[str] | None = None,
-                   first_line: int = 1) -> DataError:
+                   first_line: int = 1, advise: bool = True) -> DataError:
     """Find the first row whose field count is wrong, at the line it begins on (runs only on the error path).
     ``lines``: a chunk's text lines, its first on ``first_line`` of ``path``; else the file from its first line."""
     with (nullcontext(lines) if lines is not None else open_text(path, newline="\n")) as handle:  # lines as counted
@@ -338,7 +340,7 @@ def _locate_ragged(path: Path, delimiter: str, expected: int, skip: int, lines: 
                     return _lone_carriage_return(path, delimiter, lines, first_line, first_line + reader.line_num - 1)
                 return _unclosed_quote(path, delimiter, lines, first_line, begins)
             if begins >= first_line + skip:
-                error = _ragged(path, fields, expected, begins)
+                error = _ragged(path, fields, expected, begins, advise)
                 if error is not None:
                     return error
     return DataError(path, f"a row does not have {expected} fields")
@@ -379,8 +381,9 @@ def _unclosed_quote(path: Path, delimiter: str, lines: list[str] | None, first_l
                            "value: close it or remove it", line=number, column=column)
 
 
-def _ragged(path: Path, fields: list[str], expected: int, number: int) -> DataError | None:
-    """The error for a row of ``fields`` that begins on line ``number``, or None where it has ``expected`` fields."""
+def _ragged(path: Path, fields: list[str], expected: int, number: int, advise: bool = True) -> DataError | None:
+    """The error for a row of ``fields`` that begins on line ``number``, or None where it has ``expected`` fields;
+    ``advise``: with what usually fixes a row of too many or too few fields."""
     if not fields:
         return DataError(path, "empty line", line=number, column=1)
     if len(fields) == expected:
@@ -392,15 +395,7 @@ def _ragged(path: Path, fields: list[str], expected: int, number: int) -> DataEr
                                "lines after it", line=number, column=runs_on + 1)
     spans = (f" (field {runs_on + 1} holds a line break inside quotes, so the row ends on a later line)"
              if runs_on is not None else "")
-    return DataError(path, f"expected {expected} fields, found {len(fields)}{spans}", line=number,
+    what_to_do = ("" if spans or not advise else ": a value holding the delimiter needs quotes around it"
+                  if len(fields) > expected else ": every row needs a field, empty or not, for each column")
+    return DataError(path, f"expected {expected} fields, found {len(fields)}{spans}{what_to_do}", line=number,
                      column=len(fields) + 1 if len(fields) < expected else expected + 1)
-
-
-def _with_what_to_do(error: DataError) -> DataError:
-    """A row of too many or too few fields (and nothing else said of it) with what usually fixes it."""
-    counts = re.fullmatch(r"expected (\d+) fields, found (\d+)", error.message)
-    if counts is None:
-        return error
-    what_to_do = ("a value holding the delimiter needs quotes around it" if int(counts[2]) > int(counts[1]) else
-                  "every row needs a field, empty or not, for each column")
-    return DataError(error.path, f"{error.message}: {what_to_do}", line=error.line, column=error.column)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -103,11 +103,8 @@ def _columns(columns: Any, limits: Limits, names: Sequence[str]) -> Columns:
         raise RequestError(422, f'"columns" must be an object {{field: [value, ...]}}, got {_kind(columns)}')
     absent = [name for name in names if name not in columns]
     if absent:
-        unknown = sorted(key for key in columns if key not in names)
-        renames = [(close, name) for name in absent if (close := closest_name(name, unknown))]
-        sent = (f" (it has {', '.join(repr(close) for close, _ in renames)}: rename "
-                f"{'it' if len(renames) == 1 else 'them'} {', '.join(repr(name) for _, name in renames)})" if renames else "")
-        raise RequestError(422, "columns." + ", columns.".join(absent) + f": missing{sent} (send null for a missing value)")
+        raise RequestError(422, "columns." + ", columns.".join(absent) + f": missing{renames(absent, columns, names)} "
+                                "(send null for a missing value)")
     for name in names:
         if not isinstance(columns[name], list):
             raise RequestError(422, f"columns.{name}: expected a list of values, got {_kind(columns[name])}")
@@ -191,11 +188,20 @@ def missing_fields(rows: list[dict], names: Sequence[str]) -> RequestError:
         if lacking:
             others = len(lacking) - 1
             more = f" (and {others} more row{'s' if others > 1 else ''})" if others else ""
-            unknown = sorted(key for key in rows[lacking[0]] if key not in names)
-            close = closest_name(name, unknown) if unknown else None
-            sent = f" (it has '{close}': rename it '{name}')" if close else ""
-            missing.append(f"rows[{lacking[0]}].{name}: the field is missing{sent}{more}")
+            hint = renames([name], rows[lacking[0]], names)
+            missing.append(f"rows[{lacking[0]}].{name}: the field is missing{hint}{more}")
     return RequestError(422, "; ".join(missing) + " (send null for a missing value)")
+
+
+def renames(absent: Sequence[str], sent: Iterable[str], names: Sequence[str]) -> str:
+    """" (it has 'cty': rename it 'city')" for the ``absent`` fields that a key ``sent`` but not read (not in ``names``)
+    spells closely; else ""."""
+    unknown = sorted(key for key in sent if key not in names)
+    pairs = [(close, name) for name in absent if (close := closest_name(name, unknown))]
+    if not pairs:
+        return ""
+    return (f" (it has {', '.join(repr(close) for close, _ in pairs)}: rename {'it' if len(pairs) == 1 else 'them'} "
+            f"{', '.join(repr(name) for _, name in pairs)})")
 
 
 def encode_frame(encoder: FeatureEncoder, frame: RawFrame) -> EncodedData:
