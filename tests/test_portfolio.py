@@ -11,7 +11,9 @@ from deepfm.cli import main
 from deepfm.data.encoders import IdCounts
 from deepfm.errors import ConfigError, TrainingDiverged
 from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+from deepfm.portfolio import Chosen, paired_choice
 from deepfm.recipes import DEEPFM_SEARCHED_RECIPE
+from deepfm.tasks import BinaryTask, RegressionTask
 
 TRAINING = {"epochs": 3, "batch_size": 64}
 TINY_STEP = ("tiny step", {"lr": 1e-7})  # learns nothing in 3 epochs: validation must turn it down
@@ -165,6 +167,63 @@ def test_the_log_says_what_the_portfolio_does_before_its_first_recipe(clicks, li
 def test_a_tie_keeps_the_earlier_candidate(clicks, listed):
     listed(("defaults", {}), ("the same", {"optimizer": "adagrad"}))  # FM's click default already
     assert fit(*clicks).metrics["portfolio_choice"] == "defaults"
+
+
+def test_a_tie_on_validation_auc_is_compared_row_by_row_and_said(clicks, listed):
+    listed(("defaults", {}), ("the same", {"optimizer": "adagrad"}))
+    said = []
+    assert fit(*clicks, log=said.append).metrics["portfolio_choice"] == "defaults"
+    assert ("portfolio: the same: valid AUC +0.00000 against defaults, standard error 0.00000 (paired on 300 rows): "
+            "within it, so the lower valid logloss decides: defaults keeps its place, the same") in said
+
+
+@pytest.fixture
+def scored():
+    """(labels, true logits) of 4,000 validation rows; ``chosen(logits)``: a kept candidate scored so."""
+    rng = np.random.default_rng(1)
+    logits = rng.normal(-1.0, 1.5, 4000)
+    labels = (rng.random(4000) < 1 / (1 + np.exp(-logits))).astype(np.float64)
+    return labels, logits
+
+
+def kept_with(labels, logits, name="defaults"):
+    return Chosen(config=None, model=None, result=None, name=name, tried=[], scores=(labels, logits))
+
+
+BINARY = BinaryTask()
+
+
+def test_a_later_recipe_as_good_on_auc_but_overconfident_is_not_kept(scored):
+    labels, logits = scored
+    replaces, why = paired_choice(BINARY, kept_with(labels, logits), "overconfident", (labels, 4 * logits))
+    assert not replaces  # the same ranking (the same AUC), worse probabilities
+    assert why.startswith("portfolio: overconfident: valid AUC +0.00000 against defaults, standard error")
+    assert why.endswith("within it, so the lower valid logloss decides: defaults keeps its place, lower by "
+                        f"{np.mean(np.logaddexp(0, -(2 * labels - 1) * 4 * logits) - np.logaddexp(0, -(2 * labels - 1) * logits)):.5f}")
+    assert paired_choice(BINARY, kept_with(labels, 4 * logits), "calibrated", (labels, logits))[0]
+
+
+def test_a_later_recipe_better_by_more_than_the_standard_error_is_kept_whatever_its_logloss(scored):
+    labels, logits = scored
+    noisy = logits + np.random.default_rng(2).normal(0, 2.0, len(logits))
+    replaces, why = paired_choice(BINARY, kept_with(labels, noisy), "sharper", (labels, 10 * logits))
+    assert replaces and why.endswith("(paired on 4,000 rows): sharper replaces it") and "valid AUC +0.1" in why
+    replaces, why = paired_choice(BINARY, kept_with(labels, logits), "noisy", (labels, noisy))
+    assert not replaces and why.endswith("(paired on 4,000 rows): defaults keeps its place") and "valid AUC -0.1" in why
+
+
+def test_selecting_by_logloss_the_higher_auc_breaks_a_tie_on_logloss(scored):
+    labels, logits = scored
+    by_logloss = BINARY.selecting("logloss")
+    replaces, why = paired_choice(by_logloss, kept_with(labels, logits), "the same", (labels, logits.copy()))
+    assert not replaces and why.endswith("within it, so the higher valid AUC decides: defaults keeps its place, the same")
+
+
+def test_without_paired_scores_the_rule_gives_way_to_the_strict_comparison(scored):
+    labels, logits = scored
+    assert paired_choice(BINARY, kept_with(labels, logits), "weighted", None) == (False, None)
+    assert paired_choice(RegressionTask(), kept_with(labels, logits), "ratings", (labels, logits)) == (False, None)
+    assert paired_choice(BINARY, kept_with(np.ones(4), np.zeros(4)), "one class", (np.ones(4), np.zeros(4))) == (False, None)
 
 
 def test_off_trains_the_defaults_only(clicks, listed):

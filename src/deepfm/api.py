@@ -567,7 +567,16 @@ class Estimator:
 
         earlier: list[float | None] = []  # each recipe's seconds in the sessions before this one (a resumed run)
 
-        chosen = train_portfolio(candidates, given, task, id_counts, train_one, log) if candidates else None
+        def validation_scores(config: RunConfig, model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray] | None:
+            """A candidate's validation rows' 0/1 labels and logits, for the portfolio's paired comparison (not
+            where the rows are weighted)."""
+            rows = data_for(config)[1][1]
+            if rows is None or rows.labels is None or rows.weights is not None or task.name != "binary":
+                return None
+            return rows.labels, predict_logits(model, rows)
+
+        chosen = (train_portfolio(candidates, given, task, id_counts, train_one, log, validation_scores) if candidates
+                  else None)
         if chosen is not None:
             self.config = cfg = chosen.config
             self.model, self.result = chosen.model, chosen.result

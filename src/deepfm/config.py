@@ -177,8 +177,10 @@ class TrainingConfig(_Frozen):
     portfolio: Portfolio = Field(
         "auto", description="auto: where deepfm.defaults lists several default recipes for the model, task and ids "
                             "(PORTFOLIOS), train one model per recipe from the same seed and keep the one with the "
-                            "best validation metric (in-memory gradient training in one process, with validation "
-                            "rows, and none of the recipes' keys set by the user); off: the first recipe, the defaults")
+                            "best validation metric (a later recipe must beat the one kept by more than the standard "
+                            "error of the difference; within it, the other metric decides) (in-memory gradient "
+                            "training in one process, with validation rows, and none of the recipes' keys set by the "
+                            "user); off: the first recipe, the defaults")
     weight_decay: float = Field(0.0, ge=0, description="L2 on dense (MLP) weights")
     solver: Solver = Field("gradient", description="what fits the parameters: gradient (minibatch SGD/Adam); mcmc "
                                                    "(Gibbs sampling of a Bayesian FM, libFM's MCMC) or als (alternating "

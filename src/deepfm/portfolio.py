@@ -2,8 +2,12 @@
 
 Where ``deepfm.defaults.portfolio`` lists several candidates for the model, task and ids (``PORTFOLIOS`` by their
 shape; both branches of the data rule on a small long tail), ``Estimator.fit`` trains each from the same seed, each
-with its own early stopping (and checkpoint directory), and keeps the one with the best validation metric; a tie
-keeps the earlier candidate, so the defaults win ties. The chosen candidate's resolved config is the run's config
+with its own early stopping (and checkpoint directory), and keeps the one with the best validation metric. Where
+two are scored on the same unweighted validation rows of a binary task (``paired_choice``), a later candidate must
+beat the kept one by more than the standard error of the difference (DeLong's for AUC, paired row by row); closer
+than that, the other metric decides (the lower logloss, or the higher AUC when selecting by logloss), so a tie on
+AUC does not keep a model whose probabilities are worse. Otherwise a tie keeps the earlier candidate, so the
+defaults win ties. The chosen candidate's resolved config is the run's config
 (saved with the model); a candidate that sets ``min_count`` trains on encoders of its own (``Estimator.fit``).
 """
 
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from torch import nn
 
 from deepfm.config import RunConfig
@@ -26,6 +31,8 @@ from deepfm.training.trainer import TrainResult
 
 BUDGET_KEYS = frozenset({"epochs"})  # how long a run may train, not a recipe: a value the user set holds for every candidate
 TrainCandidate = Callable[[RunConfig, int], tuple[nn.Module, TrainResult]]  # (resolved config, index) -> trained
+# (resolved config, trained model) -> (0/1 labels, logits) of the validation rows, None where they are not comparable
+ValidationScores = Callable[[RunConfig, nn.Module], "tuple[np.ndarray, np.ndarray] | None"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,34 @@ class Chosen:
     result: TrainResult
     name: str
     tried: list[Tried]
+    scores: tuple[np.ndarray, np.ndarray] | None = None  # its validation rows' (labels, logits), where comparable
+
+
+def paired_choice(task: Task, kept: Chosen, name: str, scores: tuple[np.ndarray, np.ndarray] | None
+                  ) -> tuple[bool, str | None]:
+    """Whether candidate ``name`` (its validation ``scores``) replaces ``kept``, by the one-standard-error rule of
+    the module's docstring, and a line for the log saying why; (False, None) where the rule does not apply (compare
+    as ``task.is_better``)."""
+    metric, _ = task.selection
+    if (task.name != "binary" or metric not in ("auc", "logloss") or scores is None or kept.scores is None
+            or len(scores[0]) != len(kept.scores[0]) or not 0 < kept.scores[0].sum() < len(kept.scores[0])):
+        return False, None
+    from deepfm import paired  # (SciPy's ranks: loaded where a portfolio compares)
+    from deepfm.tasks import binary_logloss_rows
+
+    labels, logits = scores
+    kept_logits = kept.scores[1]
+    auc = paired.auc_difference(labels, logits, kept_logits)  # > 0: the candidate's AUC is higher
+    logloss = paired.mean_difference(binary_logloss_rows(labels, kept_logits), binary_logloss_rows(labels, logits))
+    (gap, error), (other_gap, _) = (auc, logloss) if metric == "auc" else (logloss, auc)
+    said = (f"portfolio: {name}: valid {metric.replace('auc', 'AUC')} {gap:+.5f} against {kept.name}, standard error "
+            f"{error:.5f} (paired on {len(labels):,} rows)")
+    outcome = {True: f"{name} replaces it", False: f"{kept.name} keeps its place"}
+    if abs(gap) > error:
+        return gap > 0, f"{said}: {outcome[gap > 0]}"
+    other, way = ("logloss", "lower") if metric == "auc" else ("AUC", "higher")
+    by = f", {way} by {abs(other_gap):.5f}" if other_gap else ", the same"
+    return other_gap > 0, f"{said}: within it, so the {way} valid {other} decides: {outcome[other_gap > 0]}{by}"
 
 
 def candidates_for(given: RunConfig, task: str, id_counts: IdCounts | None, in_memory: bool, processes: int,
@@ -125,10 +160,11 @@ def took(result: TrainResult) -> str:
 
 
 def train_portfolio(candidates: tuple[Candidate, ...], given: RunConfig, task: Task, id_counts: IdCounts | None,
-                    train: TrainCandidate, log: Callable[[str], None] | None = None) -> Chosen:
+                    train: TrainCandidate, log: Callable[[str], None] | None = None,
+                    validation: ValidationScores | None = None) -> Chosen:
     """Train every candidate (``train``: the resolved config and the candidate's index -> model and result)
-    and keep the best on validation (``task.is_better``; the earlier wins a tie). Only the best model so far
-    is held."""
+    and keep the best on validation (``paired_choice`` where ``validation`` scores each on the same rows, else
+    ``task.is_better``; the earlier wins a tie). Only the best model so far, and its validation scores, are held."""
     say = log or (lambda message: None)
     task = task.selecting(given.training.select_by)
     metric, _ = task.selection
@@ -153,13 +189,19 @@ def train_portfolio(candidates: tuple[Candidate, ...], given: RunConfig, task: T
         valid = (result.best_metrics or {}).get(metric)
         say(f"portfolio {index + 1}/{len(candidates)}: {name}: valid {metric} "
             f"{'—' if valid is None else f'{valid:.5f}'} at epoch {result.best_epoch}, {took(result)}")
-        if chosen is None or task.is_better(result.best_metrics or {}, chosen.result.best_metrics):
-            chosen = Chosen(config, model, result, name, tried)
+        scores = validation(config, model) if validation is not None else None
+        replaces, why = paired_choice(task, chosen, name, scores) if chosen is not None else (True, None)
+        if why is not None:
+            say(why)
+        elif chosen is not None:
+            replaces = task.is_better(result.best_metrics or {}, chosen.result.best_metrics)
+        if replaces:
+            chosen = Chosen(config, model, result, name, tried, scores)
     if chosen is None:
         raise TrainingDiverged("portfolio: every recipe diverged: " + "; ".join(f"{t.name}: {t.failed}" for t in tried))
     kept = chosen.config.data.min_count if "min_count" in dict(candidates)[chosen.name] else None
     encoders = ("" if kept is None else "; every value keeps its own id (data.min_count 1)" if kept <= 1 else
                 f"; values seen fewer than {kept} times share their field's rare id (data.min_count {kept})")
-    say(f"portfolio: kept {chosen.name} (best valid {metric}{encoders}; --portfolio off (training.portfolio) trains the "
+    say(f"portfolio: kept {chosen.name} (by valid {metric}{encoders}; --portfolio off (training.portfolio) trains the "
         "defaults only)")
     return chosen

@@ -167,6 +167,11 @@ class Task:
                 "negative": self.negative}
 
 
+def binary_logloss_rows(labels: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """Each row's −log σ(±z) from its float64 logit z and 0/1 label, exact however confident."""
+    return np.logaddexp(0.0, -(2.0 * labels - 1.0) * logits)
+
+
 class BinaryTask(Task):
     """Click or not: logits through a sigmoid, logloss, AUC (on logits: no ties from float rounding)."""
 
@@ -218,7 +223,7 @@ class BinaryTask(Task):
 
         # −log σ(±z) from the logits, exact however confident (as the training loss and the multiclass head's
         # log-softmax): probabilities clipped at 1e-7 capped a confident mistake's loss at ~16.1
-        logloss = float(np.average(np.logaddexp(0.0, -(2.0 * labels - 1.0) * logits), weights=weights))
+        logloss = float(np.average(binary_logloss_rows(labels, logits), weights=weights))
         counted = labels if weights is None else labels[np.asarray(weights) > 0]  # rows of weight 0 count for nothing
         both = 0 < counted.sum() < len(counted)
         auc = float(roc_auc_score(labels, logits, sample_weight=weights)) if both else math.nan
