@@ -10,6 +10,7 @@ import re
 import signal
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -18,6 +19,7 @@ import pytest
 from deepfm.cli import build_parser, main
 from deepfm.config import TrainingConfig
 from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
+from deepfm.errors import DataWarning
 
 TINY = ["--epochs", "1", "--mlp", "16,16", "--batch-size", "64", "--embed-dim", "4"]
 TRAIN_SUMMARY_KEYS = {"rows", "epochs", "seconds", "train_samples_per_s", "peak_rss_mb", "best_epoch", "best_valid"}
@@ -556,6 +558,12 @@ def test_predict_to_an_unsupported_file_type_exits_2(ctr_model, tmp_path, capsys
     assert code == 2
     assert "use a .csv, .tsv or .parquet file name (.txt is written as CSV and .tab as TSV" in capsys.readouterr().err
     assert not (tmp_path / name).exists()
+
+
+def test_predict_to_dev_null_says_to_send_stdout_there(ctr_model, capsys):
+    assert main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", os.devnull]) == 2
+    assert capsys.readouterr().err.endswith(f"leave out --out and send the CSV on stdout there: deepfm predict MODEL DATA > "
+                                            f"{os.devnull}\n")
 
 
 def test_predict_into_a_folder_that_does_not_exist_creates_it_as_export_does(ctr_model, tmp_path):
@@ -1330,6 +1338,15 @@ def test_a_model_trained_on_criteo_files_by_hand_reads_a_csv_by_its_own_format(c
     unlabelled.write_text("\n".join("\t".join("" if v is None else str(v) for v in row[1:]) for row in rows[:5]) + "\n")
     assert main(["predict", str(tmp_path / "m"), str(unlabelled), "--out", str(tmp_path / "p.csv")]) == 0
     assert "note:" not in capsys.readouterr().err and len(pacsv.read_csv(tmp_path / "p.csv")) == 5
+    from deepfm import Estimator  # the Python API reads them so too (it took the Parquet file for Criteo rows)
+
+    as_parquet = tmp_path / "rows.parquet"
+    pq.write_table(pacsv.read_csv(as_csv), as_parquet)
+    model = Estimator.load(tmp_path / "m")
+    with pytest.warns(DataWarning, match=f"{as_parquet} reads as parquet .*, not as the criteo files the model was"):
+        scores = model.predict(as_parquet)
+    with pytest.warns(DataWarning, match="reads as csv"):
+        np.testing.assert_allclose(scores, model.predict(as_csv))
 
 
 def test_a_model_trained_on_criteo_files_found_by_their_first_line_scores_rows_without_the_label(

@@ -99,6 +99,24 @@ def below_the_mean_note(task, best: dict[str, float] | None, valid: EncodedData 
             "on every row: the model predicts worse than no model; train again with a lower --lr, or more L2")
 
 
+def plainly_other_format(path: Path, trained_on: str) -> str:
+    """How a fitted model reads ``path``: as its training files were read, unless those were set by hand and ``path``
+    is plainly another format (a DataWarning says so): a .parquet/.pq file, or a CSV given to a model trained on raw
+    Criteo files (read as Criteo: 'expected 40 fields, found 1'). Tab-separated rows stay Criteo (Kaggle's test.txt
+    has no label), and an unnamed file (Spark's part-00000) or one that cannot be read is read as the model's."""
+    if trained_on == "auto" or not path.is_file():
+        return trained_on
+    try:
+        detected = detect_format(path)
+    except DataError:  # the reader says what is wrong, as the model's format
+        return trained_on
+    if detected == trained_on or not (detected == "parquet" or (trained_on, detected) == ("criteo", "csv")):
+        return trained_on
+    warnings.warn(f"{path} reads as {detected} (its name and first line), not as the {trained_on} files the model was "
+                  f"trained on", DataWarning, stacklevel=4)
+    return detected
+
+
 def new_model(config: RunConfig, encoder: FeatureEncoder) -> torch.nn.Module:
     """``config``'s model for ``encoder``'s features, from ``training.seed`` (its starting weights; in a fit, drawn as
     that fit's: ``deepfm.randomness``)."""
@@ -347,7 +365,7 @@ class Estimator:
                 multi = self._multi_as_text({field.name: field.type for field in pq.read_schema(data)})
             except (pa.ArrowInvalid, OSError):
                 pass  # the reader says what is wrong with the file, at its place
-        read_as = cfg.format
+        read_as = plainly_other_format(Path(data), cfg.format) if self.encoder is not None else cfg.format
         features = [field.name for field in self.encoder.fields] if self.encoder is not None else []
         if read_as == "auto" and unlabelled_criteo_rows(data, features):  # a model of Criteo's raw files scoring
             read_as = "criteo"  # rows without their label (Kaggle's test.txt)

@@ -644,11 +644,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _load(directory: str, fmt: str | None, path: str):
-    """The model of ``directory``, reading ``path`` as ``--format`` says; without one, as the model's training files
-    were read, unless those were set by hand and ``path`` is plainly another format: a .parquet/.pq file, or a CSV
-    given to a model trained on raw Criteo files (read as Criteo: 'expected 40 fields, found 1'); then as that,
-    with a note. Tab-separated rows stay Criteo (Kaggle's test.txt has no label), and an unnamed file (Spark's
-    part-00000) the model's format."""
+    """The model of ``directory``, reading ``path`` as ``--format`` says; without one, as the model reads a file
+    (``api.plainly_other_format``: its training files' format, unless the file is plainly another, with a note)."""
     from deepfm.errors import require_directory
 
     require_directory(directory)  # what is plainly wrong is said before torch loads (seconds)
@@ -675,13 +672,6 @@ def _load(directory: str, fmt: str | None, path: str):
     if checkpoint.is_dir() and checkpoint.stat().st_mtime > weights.stat().st_mtime:  # an --overwrite run stopped
         print(f"note: {directory} also holds an interrupted training run's checkpoint; this is the model saved before "
               "that run started (the train command with --resume continues it)", file=sys.stderr)
-    trained_on = estimator.config.data.format
-    if not fmt and trained_on != "auto" and Path(path).is_file():
-        detected = detected_format(path) or trained_on  # undetectable: the reader says what is wrong, as the model's
-        if detected != trained_on and (detected == "parquet" or (trained_on, detected) == ("criteo", "csv")):
-            print(f"note: {path} reads as {detected} (its name and first line), not as the {trained_on} files the model "
-                  f"was trained on; --format {trained_on} reads it as those", file=sys.stderr)
-            fmt = detected
     if fmt:
         from deepfm.config import build_config, merge
 
