@@ -420,8 +420,8 @@ def test_non_numeric_value_in_a_numeric_column_is_located_when_transforming(writ
     valid = write_table("valid.csv", {"price": ["2.5", "1", "twelve"], "label": [0, 1, 0]})
     encoder = fit(train, numeric=("price",))
     error = error_of(encoder.transform, read_frame(valid))
-    assert str(error) == (f"{valid}:4:1: column 'price' must be a number, got 'twelve': fix the value, or train "
-                          "with the column as categories (--categorical price)")
+    assert str(error) == (f"{valid}:4:1: column 'price' must be a number, got 'twelve': fix the value (the model "
+                          "reads this column as numbers)")  # (not to train again: that is no fix for rows to score)
 
 
 def test_non_numeric_value_in_a_criteo_integer_field_is_located(criteo_row, write_criteo):
@@ -511,10 +511,16 @@ def test_empty_text_file_is_a_data_error(write_text, name):
     assert str(error_of(read_frame, path)) == f"{path}:1: file is empty"
 
 
-@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "criteo"])
 def test_empty_file_with_an_explicit_delimited_format_is_a_data_error(write_text, fmt):
     path = write_text("empty.dat", "")
     assert str(error_of(read_frame, path, fmt=fmt)) == f"{path}:1: file is empty"
+
+
+def test_an_empty_gzip_file_of_criteo_rows_is_said_to_be_empty(tmp_path):
+    path = tmp_path / "day_1.gz"  # ('cannot parse: Empty CSV file' before)
+    path.write_bytes(gzip.compress(b""))
+    assert str(error_of(read_frame, path, fmt="criteo")) == f"{path}:1: file is empty"
 
 
 @pytest.mark.parametrize("name", ["empty.libfm", "empty.libffm"])

@@ -180,8 +180,13 @@ def test_criteo_rows_without_the_label_are_read_for_prediction_only(criteo_row, 
     frame = read_frame(unlabelled, fmt="criteo", require_label=False)
     assert frame.labels is None and list(frame.columns) == CRITEO_COLUMNS[1:]
     assert strings(frame.columns["C26"]) == strings(read_frame(labelled).columns["C26"])
-    with pytest.raises(DataError, match="expected 40 fields, found 39"):
+    with pytest.raises(DataError, match="expected 40 fields, found 39: Criteo's features without the label, which "
+                                        "training and evaluating read first on each row \\(deepfm predict scores"):
         read_frame(unlabelled, fmt="criteo")  # training and evaluation need the label
+    truncated = tmp_path / "truncated.txt"  # a later row of 39 fields is a row that lost one: said as such
+    truncated.write_text(labelled.read_text() + labelled.read_text().splitlines()[0].rsplit("\t", 1)[0] + "\n")
+    with pytest.raises(DataError, match="expected 40 fields, found 39: every row needs a field"):
+        read_frame(truncated, fmt="criteo")
     broken = tmp_path / "broken.txt"  # labelled rows, but the first one lost a field: the message says how it was read
     lines = labelled.read_text().splitlines(keepends=True)
     broken.write_text(lines[0].split("\t", 1)[1] + "".join(lines[1:]))

@@ -323,7 +323,8 @@ BAD_COLUMNS = [
     ({"columns": {"user": [1], "tags": ["t"]}}, "columns.city, columns.price: missing"),
     ({"columns": {"user": [1], "ctiy": ["a"], "price": [1], "tags": ["t"]}},  # a misspelt key (a new user's request)
      "columns.city: missing (it has 'ctiy': rename it 'city') (send null"),
-    ({"columns": {"user": [1, 2], "city": ["a"], "price": [1, 2], "tags": ["t", "t"]}}, "differ in length"),
+    ({"columns": {"user": [1, 2], "city": ["a"], "price": [1, 2], "tags": ["t", "t"]}},  # the odd one named, not all
+     "the columns differ in length: columns.city has 1, against 2 in the 3 others"),
     ({"columns": {"user": 1, "city": ["a"], "price": [1], "tags": ["t"]}}, "columns.user: expected a list"),
     ({"columns": {"user": [1, True], "city": ["a", "b"], "price": [1, 2], "tags": ["t", "t"]}}, "columns.user[1]: got a boolean"),
     ({"columns": {"user": [], "city": [], "price": [], "tags": []}}, '"columns" is empty'),

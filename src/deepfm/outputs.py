@@ -47,6 +47,9 @@ def writable_output(out: str) -> None:
     be written. Folders it names that do not exist yet are created when the file is opened (``TableFile``)."""
     if out == "-":
         return
+    if out == os.devnull:  # (renaming a finished file onto it would replace the device)
+        raise ConfigError(f"--out {out}: to score without keeping the predictions (to time scoring, say), leave out --out "
+                          f"and send the CSV on stdout there: deepfm predict MODEL DATA > {out}")
     if not output_layout(out)[0]:
         raise ConfigError(f"--out {out}: use a .csv, .tsv or .parquet file name (.txt is written as CSV and .tab as TSV, "
                           "as the readers read them; .csv.gz, .tsv.gz: gzipped; Parquet compresses itself), or - for CSV "

@@ -151,6 +151,8 @@ def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: 
                 raise bad_text from None
         if "Could not skip initial" in str(error):  # a header line and nothing after it, not even its line end
             raise DataError(path, "file has no data rows", line=first_line) from None
+        if "Empty CSV file" in str(error):  # a headerless file (Criteo's) of no bytes, plain or compressed
+            raise DataError(path, "file is empty", line=1) from None
         raise DataError(path, f"cannot parse: {error}") from None
     if invalid:
         unlabelled = names == CRITEO_COLUMNS[1:]  # the first line decided that (``delimited_layout``): said instead
@@ -159,6 +161,10 @@ def parse_delimited(source, path: Path, names: list[str], skip: int, delimiter: 
         if unlabelled:
             error = DataError(path, f"{error.message} (the first line has {len(names)} fields, so the file is read as "
                                     "Criteo rows without the label)", line=error.line, column=error.column)
+        elif names == CRITEO_COLUMNS and error.line == first_line and error.column == len(names):  # 39 fields at once
+            error = DataError(path, f"expected {len(names)} fields, found {len(names) - 1}: Criteo's features without "
+                                    "the label, which training and evaluating read first on each row (deepfm predict "
+                                    "scores such rows)", line=error.line, column=error.column)
         raise error
     return table
 

@@ -453,7 +453,7 @@ class FeatureEncoder:
         """Write the field's ids into ``out`` (rows,); return its values, or None where they are all 1."""
         column = frame.columns.get(spec.name)
         if spec.kind == "numeric":
-            x = to_float(frame, column, spec.name)
+            x = to_float(frame, column, spec.name, fitted=True)
             missing = ~np.isfinite(x)
             if spec.edges is not None:
                 out[:] = spec.offset + np.where(missing, MISSING, 1 + np.searchsorted(np.asarray(spec.edges), x, side="right"))

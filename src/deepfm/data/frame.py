@@ -111,10 +111,11 @@ def rows_without_values(columns: list[pa.Array] | list[pa.ChunkedArray]) -> np.n
     return np.flatnonzero(blank) if blank is not None else np.zeros(0, np.int64)
 
 
-def to_float(frame: RawFrame, array: pa.Array, name: str | None) -> np.ndarray:
+def to_float(frame: RawFrame, array: pa.Array, name: str | None, fitted: bool = False) -> np.ndarray:
     """Cast a column to float64, or raise a ``DataError`` naming the first value that is not a number.
 
-    Nulls become NaN. ``name=None`` means the label column.
+    Nulls become NaN. ``name=None`` means the label column. ``fitted``: the column is a fitted model's numeric field
+    (the error says so, rather than offering to read the column as categories, which only training can).
     """
     if (pa.types.is_floating(array.type) or pa.types.is_integer(array.type) or pa.types.is_boolean(array.type)
             or pa.types.is_null(array.type)):  # (null: a column of None only, e.g. a request's row {"x": None})
@@ -135,7 +136,8 @@ def to_float(frame: RawFrame, array: pa.Array, name: str | None) -> np.ndarray:
                 break
     bad = int(np.flatnonzero(~ok)[0])
     what = "the label" if name is None else f"column '{name}'"
-    fix = "" if name is None else f": fix the value, or train with the column as categories (--categorical {name})"
+    fix = ("" if name is None else ": fix the value (the model reads this column as numbers)" if fitted else
+           f": fix the value, or train with the column as categories (--categorical {name})")
     raise frame.error(bad, name, f"{what} must be a number, got {array[bad].as_py()!r}{fix}")
 
 

@@ -15,6 +15,7 @@ not read (the label, ignored columns) are ignored. Multi-valued fields take the 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
@@ -109,8 +110,12 @@ def _columns(columns: Any, limits: Limits, names: Sequence[str]) -> Columns:
         if not isinstance(columns[name], list):
             raise RequestError(422, f"columns.{name}: expected a list of values, got {_kind(columns[name])}")
     lengths = {name: len(columns[name]) for name in names}
-    if len(set(lengths.values())) > 1:
-        raise RequestError(422, "the columns differ in length: " + ", ".join(f"{k} has {v}" for k, v in lengths.items()))
+    if len(set(lengths.values())) > 1:  # the odd ones out, against the length most of the columns have
+        usual = Counter(lengths.values()).most_common(1)[0][0]
+        odd = [f"columns.{name} has {length}" for name, length in lengths.items() if length != usual]
+        others = len(lengths) - len(odd)
+        raise RequestError(422, f"the columns differ in length: {', '.join(odd)}, against {usual} in "
+                                f"{'the other' if others == 1 else f'the {others} others'}")
     n = _count(lengths[names[0]], limits, "columns")
     return Columns({name: columns[name] for name in names}, n, "columns")
 
