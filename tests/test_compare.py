@@ -10,6 +10,7 @@ import pytest
 
 from deepfm.cli import main
 from deepfm.data.encoders import FeatureEncoder
+from deepfm.errors import ConfigError
 from deepfm.experiments.compare import model_variants, parse_models, PAPER_ORDER
 from deepfm.defaults import MODEL_DEFAULTS, TASK_DEFAULTS
 from deepfm.experiments.studies import STUDIES
@@ -45,6 +46,14 @@ def test_compare_fits_the_encoder_once_and_reports_every_model_over_seeds(ctr_fi
     assert "| deepfm |" in markdown and " ± " in markdown
     assert re.search(r"Train time is wall time on \d+ usable CPU cores? \(each model on its training.threads", markdown)
     assert "shared 2-core" not in markdown  # the machine it ran on, not the one this project was written on
+    assert "training.threads: LR 1, the others all) (FNN: FM pre-training included)." in markdown  # of the models run
+    settings = markdown.split("results.json holds every setting:", 1)[1]  # each model's own settings, where they differ
+    assert "| model | k | tables: optimizer, lr, L2 | MLP | MLP step | batch, epochs, patience |" in settings
+    deepfm_config = summary["variants"][-1]["config"]
+    assert (f"| deepfm | {deepfm_config['model']['embed_dim']} | {deepfm_config['training']['optimizer']} "
+            f"{deepfm_config['training']['lr']:g}, ") in settings and "| lr | — |" in settings
+    for variant in summary["variants"]:  # the config as it ran: one recipe, the encoding's rare-value threshold
+        assert variant["config"]["training"]["portfolio"] == "off" and variant["config"]["data"]["min_count"] >= 1
     assert (tmp_path / "r" / "validation_curves.png").stat().st_size > 0
     assert (tmp_path / "r" / "roc.png").stat().st_size > 0
     assert "| fnn |" in capsys.readouterr().out
@@ -137,6 +146,9 @@ def test_study_varies_one_deepfm_setting_and_keeps_the_rest(ctr_files, tmp_path)
     assert [v["config"]["model"]["dropout"] for v in variants] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
     rest = [{**v["config"], "model": {**v["config"]["model"], "dropout": None}} for v in variants]
     assert all(r == rest[0] for r in rest)
+    markdown = (tmp_path / "r" / "results.md").read_text()
+    assert "| setting | test auc |" in markdown and "| model |" not in markdown  # its rows are settings, not models
+    assert "training.threads: all)." in markdown and "FNN" not in markdown
 
 
 def test_a_flag_for_the_setting_a_study_varies_is_refused(ctr_files, tmp_path, capsys):
@@ -159,6 +171,11 @@ def test_all_is_the_papers_nine_models_and_unknown_names_are_errors(ctr_files, t
     assert capsys.readouterr().err.rstrip().endswith("(did you mean --models lr,deepfm?)")
     assert compare(ctr_files, tmp_path / "r2", "--models", "lr,fm,lr") == 2  # two rows no one could tell apart
     assert "--models: lr named twice" in capsys.readouterr().err
+    with pytest.raises(ConfigError) as error:  # not 'did you mean --models fm,fm', which is then refused (a new user's)
+        parse_models("fm,dfm")
+    assert "did you mean" not in str(error.value)
+    with pytest.raises(ConfigError, match="did you mean --models lr,fm,deepfm"):
+        parse_models("lr,fm,DeepFm")
 
 
 def test_flags_win_over_tuned_per_model_defaults(monkeypatch):

@@ -85,7 +85,8 @@ def parse_models(text: str) -> tuple[str, ...]:
     if unknown or not names:
         from deepfm.data.tables import closest_name
 
-        meant = [name if name in MODELS else closest_name(name, sorted(MODELS)) for name in names]
+        free = sorted(set(MODELS) - set(names))  # not a model named already ('fm,dfm' is not 'fm,fm')
+        meant = [name if name in MODELS else closest_name(name, free) for name in names]
         raise ConfigError(f"--models: unknown {unknown or text!r}; choose 'all' or from {sorted(MODELS)}"
                           + (f" (did you mean --models {','.join(meant)}?)" if names and all(meant) else ""))
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -127,7 +128,10 @@ def with_model_defaults(config: RunConfig, encoder: FeatureEncoder) -> RunConfig
     is read (``with_task_defaults``), but the comparison's budget (``BUDGET``) kept: every model trains as long."""
     budget = {key: getattr(config.training, key) for key in BUDGET}
     tuned = with_task_defaults(config, encoder.task.name, encoder.id_counts)
-    return tuned.model_copy(update={"training": tuned.training.model_copy(update=budget)})
+    counts = encoder.id_counts  # the rare-value threshold the encoding applied, and the one recipe: saved as they ran
+    data = {"min_count": counts.min_count} if counts is not None and tuned.data.min_count is None else {}
+    return tuned.model_copy(update={"data": tuned.data.model_copy(update=data),
+                                    "training": tuned.training.model_copy(update=budget | {"portfolio": "off"})})
 
 
 def encode_splits(config: RunConfig, train: str, valid: str | None, test: str) -> EncodedSplits:

@@ -17,16 +17,17 @@ from deepfm.experiments.compare import EncodedSplits, VariantResult
 METRICS = {"binary": ("auc", "logloss"), "regression": ("rmse", "mae")}
 
 
-def machine() -> str:
-    """Where the train times were measured: this host's usable cores, each model on its own ``training.threads`` as
-    ``deepfm train`` runs it (LR and FM on one), and the GPU, if any."""
+def machine(models: list[str]) -> str:
+    """Where the train times of ``models`` were measured: this host's usable cores, each model on its own
+    ``training.threads`` as ``deepfm train`` runs it (LR and FM on one), and the GPU, if any."""
     import torch
 
     from deepfm.runtime import available_cores
 
     cores = available_cores()
-    where = (f"{cores} usable CPU core{'s' if cores != 1 else ''} (each model on its training.threads: LR and FM 1, "
-             "the others all)")
+    alone = [name.upper() for name in ("lr", "fm") if name in models]  # the models deepfm train runs on one thread
+    threads = " and ".join(alone) + " 1" + (", the others all" if set(models) - {"lr", "fm"} else "") if alone else "all"
+    where = f"{cores} usable CPU core{'s' if cores != 1 else ''} (each model on its training.threads: {threads})"
     return where + (f" and a {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
 
 
@@ -41,7 +42,7 @@ def results_dict(results: list[VariantResult], data: EncodedSplits, title: str, 
         "num_features": data.encoder.num_features,
         "num_fields": data.encoder.num_fields,
         "seeds": len(results[0].runs) if results else 0,
-        "machine": machine(),
+        "machine": machine([r.model for r in results]),
         "variants": [
             {
                 "label": r.label,
@@ -74,7 +75,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
     """The comparison table: one row per variant, metrics as mean ± std over seeds."""
     task, seeds = summary["task"], summary["seeds"]
     first, second = METRICS[task]
-    lines = [f"| model | test {first} | test {second} | train time (s) | parameters | best epoch(s) |",
+    row = "model" if all(v["label"] == v["model"] for v in summary["variants"]) else "setting"  # (a --study's rows)
+    lines = [f"| {row} | test {first} | test {second} | train time (s) | parameters | best epoch(s) |",
              "|---|---|---|---|---|---|"]
     for v in summary["variants"]:
         epochs = ",".join(str(run["best_epoch"]) for run in v["runs"])
@@ -83,6 +85,25 @@ def markdown_table(summary: dict[str, Any]) -> str:
             f"| {_cell(v['test'][second]['mean'], v['test'][second]['std'], seeds)} "
             f"| {_cell(v['train_seconds']['mean'], v['train_seconds']['std'], seeds, 1)} "
             f"| {v['parameters']:,} | {epochs} |")
+    return "\n".join(lines)
+
+
+def settings_table(summary: dict[str, Any]) -> str:
+    """What each variant trained with (the settings ``deepfm train --portfolio off`` gives its model on this data),
+    where the models differ: the paper compared them at one setting, these are each model's own defaults."""
+    row = "model" if all(v["label"] == v["model"] for v in summary["variants"]) else "setting"
+    lines = [f"| {row} | k | tables: optimizer, lr, L2 | MLP | MLP step | batch, epochs, patience |", "|---|---|---|---|---|---|"]
+    for v in summary["variants"]:
+        model, training = v["config"]["model"], v["config"]["training"]
+        has_mlp = v["model"] not in ("lr", "fm")
+        mlp = (f"{'-'.join(map(str, model['mlp']))}, dropout {model['dropout']:g}"
+               f"{', batch norm' if model['batch_norm'] else ''}" if has_mlp else "—")
+        dense = (f"{training['dense_optimizer'] or training['optimizer']} {training['dense_lr'] or training['lr']:g}"
+                 if has_mlp else "—")
+        k = "—" if v["model"] == "lr" else model["embed_dim"]
+        lines.append(f"| {v['label']} | {k} | {training['optimizer']} {training['lr']:g}, {training['embed_l2']:g} "
+                     f"({training['embed_reg']}) | {mlp} | {dense} | {training['batch_size']}, {training['epochs']}, "
+                     f"{training['patience']} |")
     return "\n".join(lines)
 
 
@@ -98,8 +119,12 @@ def write_markdown(summary: dict[str, Any], path: Path, plots: list[str]) -> Non
              f"Features: {summary['num_features']:,} in {summary['num_fields']} fields. "
              f"Seeds: {summary['seeds']}" + (" (mean ± sample std)." if summary["seeds"] > 1 else "."),
              "The best epoch is chosen on validation; test is scored once with its weights. "
-             f"Train time is wall time on {summary.get('machine', 'this machine')} (FNN: FM pre-training included).", "",
-             markdown_table(summary), ""]
+             f"Train time is wall time on {summary.get('machine', 'this machine')}"
+             + (" (FNN: FM pre-training included)." if any(v["model"] == "fnn" for v in summary["variants"]) else "."),
+             "", markdown_table(summary), "",
+             "Each model trained with the settings `deepfm train --portfolio off` gives it for this data (its first "
+             "recipe), except one budget for all (batch size, epochs, patience); results.json holds every setting:", "",
+             settings_table(summary), ""]
     text += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     path.write_text("\n".join(text) + "\n", encoding="utf-8")
 
