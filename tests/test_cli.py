@@ -968,7 +968,12 @@ def test_unparseable_config_file_exits_2(tmp_path, capsys):
     config = tmp_path / "run.toml"
     config.write_text("[training\nepochs = 1\n")
     assert main(["train", "--config", str(config)]) == 2
-    assert f"{config}: cannot parse" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith(f"{config}:1:10: cannot parse: ")  # path:line:column, as a data error
+    yaml_config = tmp_path / "run.yaml"
+    yaml_config.write_text("data:\n  train: [a\n  b: 1\n")
+    assert main(["train", "--config", str(yaml_config)]) == 2
+    assert capsys.readouterr().err == (f"{yaml_config}:3:4: cannot parse: expected ',' or ']', but got ':' (while "
+                                       "parsing a flow sequence)\n")
 
 
 def test_missing_config_file_exits_2(tmp_path, capsys):
@@ -1025,6 +1030,19 @@ def test_empty_training_file_exits_2(write_text, tmp_path, capsys):
 def test_missing_training_file_exits_2(tmp_path, capsys):
     assert train(tmp_path / "nope.csv", tmp_path / "model") == 2
     assert capsys.readouterr().err == f"{tmp_path / 'nope.csv'}: --train file not found\n"
+
+
+def test_a_relative_path_in_a_config_file_that_is_not_found_says_where_it_was_read_from(tmp_path, capsys, monkeypatch):
+    (tmp_path / "configs").mkdir()
+    config = tmp_path / "configs" / "run.toml"
+    config.write_text('out = "m"\n[data]\ntrain = "frappe/train.csv"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == (f"frappe/train.csv: --train file not found (data.train of {config}: a relative "
+                                       f"path there is read from the folder you run in, {tmp_path}, as a flag's is, not "
+                                       "from the config file's folder)\n")
+    assert main(["train", "--config", str(config), "--train", "other.csv"]) == 2  # a flag's: the plain message
+    assert capsys.readouterr().err == "other.csv: --train file not found\n"
 
 
 

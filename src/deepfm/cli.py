@@ -409,7 +409,10 @@ def config_from_args(args: argparse.Namespace):
         elif path is not None and not Path(path).exists():
             from deepfm.errors import DataError
 
-            raise DataError(path, f"--{name} file not found")
+            from_file = args.config and name not in overrides.get("data", {}) and not Path(path).is_absolute()
+            raise DataError(path, f"--{name} file not found" + (
+                f" (data.{name} of {args.config}: a relative path there is read from the folder you run in, "
+                f"{Path.cwd()}, as a flag's is, not from the config file's folder)" if from_file else ""))
         elif path is not None:
             check_data_file(path)  # not a directory
     return config

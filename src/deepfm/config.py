@@ -8,6 +8,7 @@ directory so a model explains how it was made.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -349,11 +350,19 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except ConfigError:
         raise
     except (tomllib.TOMLDecodeError, ValueError) as error:
-        raise ConfigError(f"{path}: cannot parse: {error}") from None
+        at = re.search(r" \(at line (\d+), column (\d+)\)$", str(error))  # tomllib's place, as path:line:column
+        where, what = (f"{path}:{at[1]}:{at[2]}", str(error)[: at.start()]) if at else (str(path), str(error))
+        raise ConfigError(f"{where}: cannot parse: {what}{' (found here; it may begin on a line above)' if at else ''}"
+                          ) from None
     except Exception as error:  # yaml.YAMLError without importing yaml at module level
-        if type(error).__module__.startswith("yaml"):
+        if not type(error).__module__.startswith("yaml"):
+            raise
+        mark = getattr(error, "problem_mark", None)
+        if mark is None:
             raise ConfigError(f"{path}: cannot parse: {error}") from None
-        raise
+        context = getattr(error, "context", None)
+        raise ConfigError(f"{path}:{mark.line + 1}:{mark.column + 1}: cannot parse: {error.problem}"
+                          + (f" ({context})" if context else "")) from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return values
