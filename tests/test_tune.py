@@ -162,6 +162,18 @@ def test_where_the_defaults_step_the_mlp_apart_trials_search_its_optimizer_and_s
     assert not {"dense_optimizer", "dense_lr"} & {d.key for d in search_space(classes)}, "the MLP follows lr, as in the defaults"
 
 
+def test_best_toml_leaves_out_what_the_model_and_its_solver_do_not_read(tuned, capsys):
+    """An FM's best.toml held model.mlp, model.dropout, ... and sweeps, samples: training from it said each is not
+    applied (a new user's case)."""
+    out = tuned["root"] / "fm"
+    assert main(["tune", "--train", str(tuned["train"]), "--model", "fm", "--trials", "2", "--out", str(out),
+                 "--epochs", "2", "--quiet"]) == 0
+    assert "mlp" not in (out / "best.toml").read_text() and "sweeps" not in (out / "best.toml").read_text()
+    capsys.readouterr()
+    assert main(["train", "--config", str(out / "best.toml"), "--out", str(tuned["root"] / "fm-again")]) == 0
+    assert "does not use" not in capsys.readouterr().err
+
+
 def test_train_with_best_toml_reproduces_the_best_trial(tuned, capsys):
     again = tuned["root"] / "again"
     assert main(["train", "--config", str(tuned["out"] / "best.toml"), "--out", str(again), "--quiet"]) == 0
