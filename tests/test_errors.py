@@ -105,7 +105,7 @@ def test_a_byte_that_is_not_utf8_is_located_with_what_to_do(tmp_path, name, head
     error = error_of(lambda: fit(path))
     assert (error.line, error.column) == bad_at, str(error)
     assert "not UTF-8 text (byte 0xe9)" in str(error)
-    assert f"iconv -f latin1 -t utf-8 < {path} > {tmp_path / ('utf8-' + name)}" in str(error)  # runnable where the user is
+    assert f"iconv -f latin1 -t utf-8 < {path} > {'utf8-' + name}" in str(error)  # runnable where the user is
 
 
 def test_a_bad_byte_after_a_quoted_comma_is_in_the_field_it_is_in(tmp_path):
@@ -122,9 +122,9 @@ def test_a_gzip_file_that_is_not_utf8_is_told_a_command_that_keeps_it_compressed
     path = tmp_path / "latin.csv.gz"
     path.write_bytes(gzip.compress("label,city\n1,caf\xe9\n0,b\n".encode("latin-1")))
     error = error_of(lambda: fit(path))
-    command = f"gunzip -c -- {path} | iconv -f latin1 -t utf-8 | gzip > {tmp_path / 'utf8-latin.csv.gz'}"
+    command = f"gunzip -c -- {path} | iconv -f latin1 -t utf-8 | gzip > utf8-latin.csv.gz"  # where the user runs it
     assert command in str(error)
-    subprocess.run(command, shell=True, check=True)  # as the user would: a gzip file of UTF-8 text comes out
+    subprocess.run(command, shell=True, check=True, cwd=tmp_path)  # as the user would: a gzip file of UTF-8 text
     assert gzip.decompress((tmp_path / "utf8-latin.csv.gz").read_bytes()).decode("utf-8") == "label,city\n1,café\n0,b\n"
 
 
@@ -404,8 +404,21 @@ def test_movielens_double_colon_rows_are_named_as_such_with_a_header_to_add(writ
     """MovieLens-1M's ratings.dat: '::'-separated, no header (it was "no label column 'label' (columns: 5488::...)")."""
     path = write_text("ratings.dat", "5488::488::3::959821507\n5698::1682::4::958593778\n")
     error = error_of(lambda: fit(path))
-    assert "looks '::'-separated" in str(error) and "sed 's/::/\\t/g'" in str(error)
-    assert str(error).endswith("add a header line naming the columns (e.g. user\\titem\\trating\\ttimestamp)")
+    assert "looks '::'-separated; convert it and add a header line naming the columns (rename them)" in str(error)
+    command = str(error).split(", e.g. ")[1].removesuffix(" (where no value holds a tab)")
+    assert command == f"{{ printf 'user\\titem\\trating\\ttimestamp\\n'; sed 's/::/\\t/g'; }} < {path} > ratings.tsv"
+    subprocess.run(command, shell=True, check=True, cwd=path.parent)  # the command it gives: a TSV with a header
+    assert read_frame(path.parent / "ratings.tsv", "tsv", label="rating").num_rows == 2
+
+
+def test_a_pipe_separated_file_of_text_and_numbers_gets_a_header_too(write_text):
+    """MovieLens-100K's u.item: its first line holds text, but it is data ('tr' alone left a file without a header, which
+    then read '1' and '0' as column names)."""
+    path = write_text("u.item", "1|Toy Story (1995)|01-Jan-1995||0\n2|GoldenEye (1995)|01-Jan-1995||1\n")
+    command = str(error_of(lambda: fit(path))).split(", e.g. ")[1].removesuffix(" (where no value holds a tab)")
+    assert command == f"{{ printf 'c1\\tc2\\tc3\\tc4\\tc5\\n'; tr '|' '\\t'; }} < {path} > u.tsv"
+    subprocess.run(command, shell=True, check=True, cwd=path.parent)
+    assert read_frame(path.parent / "u.tsv", "tsv", label="c5").num_rows == 2
 
 
 def test_non_numeric_value_in_a_numeric_column_is_located_when_fitting(write_table):
@@ -857,9 +870,9 @@ def test_lines_ending_in_a_carriage_return_alone_are_named_with_the_conversion(t
     plain, compressed = error_of(read_frame, tmp_path / "mac.csv"), error_of(read_frame, tmp_path / "my mac.csv.gz")
     assert (plain.line, plain.column) == (compressed.line, compressed.column) == (1, 16)
     assert "end in a carriage return alone" in str(plain)
-    assert str(plain).endswith(f"tr '\\r' '\\n' < {tmp_path / 'mac.csv'} > {tmp_path / 'lf-mac.csv'}")
+    assert str(plain).endswith(f"tr '\\r' '\\n' < {tmp_path / 'mac.csv'} > lf-mac.csv")
     assert str(compressed).endswith(f"gunzip -c -- '{tmp_path / 'my mac.csv.gz'}' | tr '\\r' '\\n' | gzip > "
-                                    f"'{tmp_path / 'lf-my mac.csv.gz'}'")  # the shell's quotes; not tr on gzip bytes
+                                    "'lf-my mac.csv.gz'")  # the shell's quotes; not tr on gzip bytes
 
 
 # -- in-memory tables: what Arrow holds that no file column does -----------------------------------

@@ -46,6 +46,13 @@ def unlabelled_criteo_rows(path: str | Path, features: list[str]) -> bool:
     return len(fields) == len(CRITEO_COLUMNS) - 1 and not set(fields) & set(CRITEO_COLUMNS)
 
 
+def header_names(count: int, mark: str = "\t") -> str:
+    """A header line of ``count`` columns, to add to a file that has none, as printf writes it: MovieLens' four
+    (user, item, rating, timestamp), else c1, c2, ..."""
+    columns = ("user", "item", "rating", "timestamp") if count == 4 else [f"c{i}" for i in range(1, count + 1)]
+    return mark.join(columns).replace("\t", "\\t")
+
+
 def delimited_layout(path: Path, fmt: str, label_optional: bool = False) -> tuple[list[str], int, int]:
     """(column names, header lines to skip, line number of the first data row). Criteo rows have no header:
     ``label_optional`` (rows to predict) reads rows of one field fewer as rows without the label (Kaggle's test.txt)."""
@@ -56,17 +63,18 @@ def delimited_layout(path: Path, fmt: str, label_optional: bool = False) -> tupl
     other = next((mark for mark in OTHER_DELIMITERS if len(names) == 1 and names[0].count(mark) > 0), None)
     if other is not None:  # e.g. a spreadsheet's export in a locale whose decimal mark is the comma; MovieLens' .dat
         convert = (f"tr '{other}' '\\t'" if len(other) == 1 else f"sed 's/{other}/\\t/g'")
-        header = (" and add a header line naming the columns (e.g. user\\titem\\trating\\ttimestamp)"
-                  if all(re.match(DECIMAL_PATTERN, n) for n in names[0].split(other)) else "")
+        fields = names[0].split(other)
+        if any(not field or re.match(DECIMAL_PATTERN, field) for field in fields):  # data: a header goes on top
+            header = header_names(len(fields))
+            convert = f"{{ printf '{header}\\n'; {convert}; }}"
+        what = "convert it and add a header line naming the columns (rename them)" if convert[0] == "{" else "convert it"
         raise DataError(path, f"the first line is one column ({names[0][:60]!r}) that holds {other!r}: deepfm reads "
-                        f"comma- or tab-separated text, and this file looks {other!r}-separated; convert it, e.g. "
-                        f"{convert} < {path} > {path.with_suffix('.tsv')} (where no value holds a tab){header}",
-                        line=1, column=1)
+                        f"comma- or tab-separated text, and this file looks {other!r}-separated; {what}, e.g. "
+                        + converted(path, "", convert, name=path.with_suffix(".tsv").name)
+                        + " (where no value holds a tab)", line=1, column=1)
     if len(names) > 1 and all(re.match(DECIMAL_PATTERN, n) for n in names):
         mark = delimiter_of(fmt)
-        columns = (("user", "item", "rating", "timestamp") if len(names) == 4 else
-                   [f"c{i}" for i in range(1, len(names) + 1)])
-        header = mark.join(columns).replace("\t", "\\t")
+        header = header_names(len(names), mark)
         shown = mark.join(names[:4]).replace("\t", "\\t")
         raise DataError(path, f"the first line looks like data, not a header ({shown}...): {fmt.upper()} files need a "
                         f"header line naming the columns, e.g. {header}: "

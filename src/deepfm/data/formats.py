@@ -116,12 +116,13 @@ def recoded(path: str | Path, source: str) -> str:
     return converted(path, "utf8-", f"iconv -f {source} -t utf-8")
 
 
-def converted(path: str | Path, prefix: str, text_filter: str) -> str:
-    """The shell command that writes ``path``'s text through ``text_filter`` into ``prefix`` + its name beside it,
-    as an error suggests it: a gzip file is decompressed first and compressed again (the filter would read the
-    compressed bytes); names are quoted for the shell."""
+def converted(path: str | Path, prefix: str, text_filter: str, name: str | None = None) -> str:
+    """The shell command that writes ``path``'s text through ``text_filter`` into ``prefix`` + its name in the folder
+    the command runs in (not beside ``path``, whose folder may be shared or read-only), as an error suggests it: a
+    gzip file is decompressed first and compressed again (the filter would read the compressed bytes); names are
+    quoted for the shell. ``name``: the new file's name instead."""
     path = Path(path)
-    source, target = shlex.quote(str(path)), shlex.quote(str(path.with_name(prefix + path.name)))
+    source, target = shlex.quote(str(path)), shlex.quote(name or prefix + path.name)
     if is_gzip(path):
         return f"gunzip -c -- {source} | {text_filter} | gzip > {target}"
     return f"{text_filter} < {source} > {target}"
