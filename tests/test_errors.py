@@ -510,6 +510,15 @@ def test_non_numeric_label_is_located(write_table):
                                         "the value that means 1 with --positive VALUE (data.positive), or use --task multiclass (values seen: '1', 'yes')")
 
 
+def test_a_libfm_model_given_a_csv_says_it_reads_libfm_rows(write_text):
+    """'column 'f1' is required by the model but not in the file' alone left a new user to guess what f1 was."""
+    encoder = fit(write_text("train.libfm", "1 0:1 5:1\n0 1:1 6:1\n"))
+    csv = write_text("test.csv", "label,user,item\n1,0,5\n")
+    assert str(error_of(encoder.transform, read_frame(csv))) == (
+        f"{csv}:1: column 'f1' is required by the model but not in the file (the model was trained on libfm rows, whose "
+        "fields it names f1, f2: give it libfm rows)")
+
+
 def test_non_numeric_libfm_label_is_located_at_the_line_start(write_text):
     path = write_text("train.libfm", "1 0:1 5:1\nabc 1:1 6:1\n")
     assert str(error_of(fit, path)).startswith(f"{path}:2:1: the label must be a number, got 'abc'; ")

@@ -368,8 +368,11 @@ class FeatureEncoder:
                                     "(in Python, read a libFM/libFFM file with layout=encoder.layout)", line=1)
                 needed = {field.name for field in self.fields}
                 close = closest_name(spec.name, [name for name in frame.columns if name not in needed])
+                named = ", ".join(field.name for field in self.fields[:2]) + (", ..." if len(needed) > 2 else "")
+                trained_on = (f" (the model was trained on {self.sparse_format} rows, whose fields it names {named}: give "
+                              f"it {self.sparse_format} rows)" if self.sparse_format and not close else "")
                 raise DataError(frame.path, f"column '{spec.name}' is required by the model but not in the {frame.holder}"
-                                + (f" (it has '{close}': rename it '{spec.name}')" if close else ""), line=1)
+                                + (f" (it has '{close}': rename it '{spec.name}')" if close else trained_on), line=1)
         for spec in self.fields:
             if spec.name in frame.columns:
                 refuse_unreadable_column(frame, spec.name, spec.kind)
