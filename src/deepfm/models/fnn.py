@@ -24,6 +24,10 @@ from deepfm.models.fm import FactorizationMachine
 from deepfm.models.layers import FeaturesEmbedding, MultiLayerPerceptron, squeeze_output
 
 
+STAGE_1 = ("FNN stage 1: pre-training an FM for the embeddings, at FNN's own training settings (not the FM's: their "
+           "weakly regularised vectors scored lower after stage 2 on Frappe, 0.9398 against 0.9466; docs/results/frappe-fnn)")
+
+
 class FNN(nn.Module):
     def __init__(
         self,
@@ -74,7 +78,7 @@ def pretrain_with_fm(model: FNN, task, training, train, valid=None, log: Callabl
     with torch.no_grad():  # the FM starts from the output prior the FNN was built with (the click rate's log-odds, the
         fm.linear.bias.copy_(output_bias(model).view_as(fm.linear.bias))  # mean rating), as ``build_model``'s do
     say = log or (lambda message: None)
-    say("FNN stage 1: pre-training an FM for the embeddings")
+    say(STAGE_1)
     trained = fm
     if getattr(task, "name", task) == "ordinal":  # the FM's score under its own cumulative link
         from deepfm.models.heads import CumulativeLink
