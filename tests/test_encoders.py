@@ -677,7 +677,18 @@ def test_fit_notes_name_the_integer_columns_read_as_ids_unless_the_user_named_th
     parquet = tmp_path / "a.parquet"
     pq.write_table(pa.table({"label": columns["label"], "user": [i % 7 for i in range(60)]}), parquet)  # int64
     (note,) = FeatureEncoder.fit([read_frame(parquet)], DataConfig()).fit_notes
-    assert note.startswith("integer columns read as categorical, each value its own id: user (")
+    assert note.startswith("integer columns read as categorical, each value its own id: user (") and "Criteo" not in note
+
+
+def test_criteos_integer_columns_in_another_format_are_noted_with_the_flag_that_reads_them_as_criteo_does(tmp_path):
+    """A Parquet copy of Criteo's rows (I1-I13 int64) trained another model than its raw files, without a word on it."""
+    parquet = tmp_path / "day_0.parquet"
+    columns = {"label": [i % 2 for i in range(60)], **{f"I{i}": [(j * i) % 9 for j in range(60)] for i in range(1, 14)},
+               "C1": ["a", "b", "c"] * 20}
+    pq.write_table(pa.table(columns), parquet)
+    (note,) = FeatureEncoder.fit([read_frame(parquet)], DataConfig()).fit_notes
+    assert note.endswith("; I1-I13 are Criteo's counts, which --format criteo reads as numbers: --numeric "
+                         "I1,I2,I3,I4,I5,I6,I7,I8,I9,I10,I11,I12,I13 reads them so here")
 
 
 def test_integer_columns_of_a_dataframe_or_arrow_table_are_noted_with_the_python_apis_setting():

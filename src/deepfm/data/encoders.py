@@ -1034,8 +1034,12 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
     numeric, categorical = _kind_option(frame, "numeric"), _kind_option(frame, "categorical")
     if integers and frame.format in KIND_NOTE_FORMATS:
         shown = ", ".join(integers[:8]) + (f" and {len(integers) - 8} more" if len(integers) > 8 else "")
+        criteo = [f"I{i}" for i in range(1, 14)]  # Criteo's 13 integer features, under their names in another format
+        as_criteo = (f"; I1-I13 are Criteo's counts, which --format criteo reads as numbers: "
+                     f"{_kind_option(frame, 'numeric', ','.join(criteo))} reads them so here"
+                     if set(criteo) <= set(integers) else "")
         notes.append(f"integer columns read as categorical, each value its own id: {shown} ({numeric} reads counts "
-                     f"and amounts as numbers; {categorical} names ids and silences this note)")
+                     f"and amounts as numbers; {categorical} names ids and silences this note){as_criteo}")
     if whole and frame.format in KIND_NOTE_FORMATS:
         shown = ", ".join(whole[:8]) + (f" and {len(whole) - 8} more" if len(whole) > 8 else "")
         looked_at = min(frame.num_rows, NOTES_LOOK_AT_ROWS)
