@@ -20,6 +20,10 @@ frappe() {
   $deepfm compare --train "$DATA/frappe/train.csv" --valid "$DATA/frappe/valid.csv" --test "$DATA/frappe/test.csv" \
     --models lr,fm --seeds 3 --epochs 10 --patience 2 --threads 2 --quiet \
     --title "Frappe, LR and FM at the defaults of commit 034f708" --out $OUT/frappe-fm-034f708
+  # every model at the settings deepfm train gives it today (2026-12-06; each on its own training.threads)
+  $deepfm compare --train "$DATA/frappe/train.csv" --valid "$DATA/frappe/valid.csv" --test "$DATA/frappe/test.csv" \
+    --models all --seeds 2 --epochs 10 --patience 2 --quiet \
+    --title "Frappe, each model at deepfm train's defaults for it (2026-12-06)" --out $OUT/frappe-2026-12-06
 }
 
 studies() {
