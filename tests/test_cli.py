@@ -1043,6 +1043,10 @@ def test_a_relative_path_in_a_config_file_that_is_not_found_says_where_it_was_re
                                        "from the config file's folder)\n")
     assert main(["train", "--config", str(config), "--train", "other.csv"]) == 2  # a flag's: the plain message
     assert capsys.readouterr().err == "other.csv: --train file not found\n"
+    here = tmp_path / "run.toml"  # a config file in the folder you run in: the two readings are one
+    here.write_text(config.read_text())
+    assert main(["train", "--config", "run.toml"]) == 2
+    assert capsys.readouterr().err == "frappe/train.csv: --train file not found\n"
 
 
 
@@ -1365,6 +1369,24 @@ def test_a_model_trained_on_criteo_files_by_hand_reads_a_csv_by_its_own_format(c
         scores = model.predict(as_parquet)
     with pytest.warns(DataWarning, match="reads as csv"):
         np.testing.assert_allclose(scores, model.predict(as_csv))
+
+
+def test_a_format_set_by_hand_at_training_gives_way_to_a_parquet_file_and_a_format_given_to_predict_holds(tmp_path,
+                                                                                                         capsys):
+    """A model of --format csv with a multi-valued field read a Parquet file's columns as CSV ('name it .parquet');
+    predict --format csv on a CSV named .parquet was read as Parquet (a reviewer's two cases)."""
+    rows = tmp_path / "train.csv"
+    rows.write_text("label,user,tags\n" + "".join(f"{i % 2},u{i % 7},a|b{i % 3}\n" for i in range(120)))
+    assert main(["train", "--train", str(rows), "--format", "csv", "--multi", "tags", "--model", "fm", "--epochs", "1",
+                 "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    pq.write_table(pacsv.read_csv(rows), tmp_path / "rows.parquet")
+    assert main(["predict", str(tmp_path / "m"), str(tmp_path / "rows.parquet"), "--out", str(tmp_path / "p.csv")]) == 0
+    assert "reads as parquet" in capsys.readouterr().err and len(pacsv.read_csv(tmp_path / "p.csv")) == 120
+    named_wrong = tmp_path / "rows-as-csv.parquet"
+    shutil.copy(rows, named_wrong)
+    assert main(["predict", str(tmp_path / "m"), str(named_wrong), "--format", "csv", "--out", str(tmp_path / "q.csv")]) == 0
+    assert "note:" not in capsys.readouterr().err
+    assert pacsv.read_csv(tmp_path / "q.csv").column(0).to_pylist() == pacsv.read_csv(tmp_path / "p.csv").column(0).to_pylist()
 
 
 def test_a_model_trained_on_criteo_files_found_by_their_first_line_scores_rows_without_the_label(

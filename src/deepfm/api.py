@@ -309,6 +309,9 @@ class Estimator:
         self.result: TrainResult | None = None
         self.metrics: dict[str, Any] = {}
         self._last_fit: tuple[RunConfig, RunConfig] | None = None  # the settings a fit was given and those it left
+        # a fitted model reads files in this format, as given (predict/evaluate --format); None: as its training files
+        # were read, or a plainly other format (``plainly_other_format``)
+        self.read_format: str | None = None
 
     # -- data -------------------------------------------------------------------------------------
 
@@ -353,9 +356,10 @@ class Estimator:
             multi = self._multi_as_text({field.name: field.type for field in data.schema})
             return frame_from_table(data, "<table>", cfg.label, require_label, multi=multi, separator=cfg.multi_separator)
         layout = self.encoder.layout if self.encoder is not None else None
+        read_as = cfg.format if self.encoder is None else self.read_format or plainly_other_format(Path(data), cfg.format)
         multi, fmt = cfg.multi, None
         if self.encoder is not None and self.encoder.multi_fields:  # a fitted model's fields that the file may hold as text
-            fmt = cfg.format if cfg.format != "auto" else detect_format(data)
+            fmt = read_as if read_as != "auto" else detect_format(data)
         if fmt in ("csv", "tsv"):
             multi = self._multi_as_text(dict.fromkeys(delimited_layout(Path(data), fmt)[0], pa.string()))
         elif fmt == "parquet":
@@ -365,7 +369,6 @@ class Estimator:
                 multi = self._multi_as_text({field.name: field.type for field in pq.read_schema(data)})
             except (pa.ArrowInvalid, OSError):
                 pass  # the reader says what is wrong with the file, at its place
-        read_as = plainly_other_format(Path(data), cfg.format) if self.encoder is not None else cfg.format
         features = [field.name for field in self.encoder.fields] if self.encoder is not None else []
         if read_as == "auto" and unlabelled_criteo_rows(data, features):  # a model of Criteo's raw files scoring
             read_as = "criteo"  # rows without their label (Kaggle's test.txt)

@@ -410,7 +410,8 @@ def config_from_args(args: argparse.Namespace):
         elif path is not None and not Path(path).exists():
             from deepfm.errors import DataError
 
-            from_file = args.config and name not in overrides.get("data", {}) and not Path(path).is_absolute()
+            from_file = (args.config and name not in overrides.get("data", {}) and not Path(path).is_absolute()
+                         and Path(args.config).resolve().parent != Path.cwd().resolve())  # (the same folder: no matter)
             raise DataError(path, f"--{name} file not found" + (
                 f" (data.{name} of {args.config}: a relative path there is read from the folder you run in, "
                 f"{Path.cwd()}, as a flag's is, not from the config file's folder)" if from_file else ""))
@@ -676,10 +677,7 @@ def _load(directory: str, fmt: str | None, path: str):
     if checkpoint.is_dir() and checkpoint.stat().st_mtime > weights.stat().st_mtime:  # an --overwrite run stopped
         print(f"note: {directory} also holds an interrupted training run's checkpoint; this is the model saved before "
               "that run started (the train command with --resume continues it)", file=sys.stderr)
-    if fmt:
-        from deepfm.config import build_config, merge
-
-        estimator.config = build_config(merge(estimator.config.to_json_dict(), {"data": {"format": fmt}}))
+    estimator.read_format = fmt  # as given, over the model's format and its own reading of a plainly other one
     return estimator
 
 
