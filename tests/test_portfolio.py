@@ -219,11 +219,24 @@ def test_selecting_by_logloss_the_higher_auc_breaks_a_tie_on_logloss(scored):
     assert not replaces and why.endswith("within it, so the higher valid AUC decides: defaults keeps its place, the same")
 
 
+def test_selecting_by_logloss_a_lower_logloss_beyond_the_standard_error_replaces_and_is_said_as_lower(scored):
+    labels, logits = scored
+    by_logloss = BINARY.selecting("logloss")
+    replaces, why = paired_choice(by_logloss, kept_with(labels, 4 * logits), "calibrated", (labels, logits))
+    assert replaces and why.startswith("portfolio: calibrated: valid logloss -0.") and why.endswith("calibrated replaces it")
+    replaces, why = paired_choice(by_logloss, kept_with(labels, logits), "overconfident", (labels, 4 * logits))
+    assert not replaces and "valid logloss +0." in why and why.endswith("defaults keeps its place")
+
+
 def test_without_paired_scores_the_rule_gives_way_to_the_strict_comparison(scored):
     labels, logits = scored
     assert paired_choice(BINARY, kept_with(labels, logits), "weighted", None) == (False, None)
     assert paired_choice(RegressionTask(), kept_with(labels, logits), "ratings", (labels, logits)) == (False, None)
     assert paired_choice(BINARY, kept_with(np.ones(4), np.zeros(4)), "one class", (np.ones(4), np.zeros(4))) == (False, None)
+    one_positive = np.array([1.0, 0, 0, 0, 0])  # its AUC's standard error is not defined (a variance of one value)
+    assert paired_choice(BINARY, kept_with(one_positive, np.arange(5.0)), "x", (one_positive, -np.arange(5.0))) == (
+        False, None)
+    assert paired_choice(BINARY, kept_with(labels, logits), "other rows", (labels[::-1].copy(), logits)) == (False, None)
 
 
 def test_off_trains_the_defaults_only(clicks, listed):

@@ -66,31 +66,40 @@ class Chosen:
     scores: tuple[np.ndarray, np.ndarray] | None = None  # its validation rows' (labels, logits), where comparable
 
 
+def comparable(task: Task, kept: Chosen, scores: tuple[np.ndarray, np.ndarray] | None) -> bool:
+    """Whether ``paired_choice`` can compare a candidate's validation ``scores`` with ``kept``'s: a binary task selecting
+    by AUC or logloss, both scored on the same labelled rows, at least two of each class."""
+    if task.name != "binary" or task.selection[0] not in ("auc", "logloss") or scores is None or kept.scores is None:
+        return False
+    labels = kept.scores[0]
+    return np.array_equal(scores[0], labels) and min(labels.sum(), len(labels) - labels.sum()) >= 2
+
+
 def paired_choice(task: Task, kept: Chosen, name: str, scores: tuple[np.ndarray, np.ndarray] | None
                   ) -> tuple[bool, str | None]:
     """Whether candidate ``name`` (its validation ``scores``) replaces ``kept``, by the one-standard-error rule of
-    the module's docstring, and a line for the log saying why; (False, None) where the rule does not apply (compare
-    as ``task.is_better``)."""
-    metric, _ = task.selection
-    if (task.name != "binary" or metric not in ("auc", "logloss") or scores is None or kept.scores is None
-            or len(scores[0]) != len(kept.scores[0]) or not 0 < kept.scores[0].sum() < len(kept.scores[0])):
+    the module's docstring, and a line for the log saying why; (False, None) where they are not ``comparable``
+    (compare as ``task.is_better``)."""
+    if not comparable(task, kept, scores):
         return False, None
     from deepfm import paired  # (SciPy's ranks: loaded where a portfolio compares)
     from deepfm.tasks import binary_logloss_rows
 
     labels, logits = scores
     kept_logits = kept.scores[1]
-    auc = paired.auc_difference(labels, logits, kept_logits)  # > 0: the candidate's AUC is higher
-    logloss = paired.mean_difference(binary_logloss_rows(labels, kept_logits), binary_logloss_rows(labels, logits))
-    (gap, error), (other_gap, _) = (auc, logloss) if metric == "auc" else (logloss, auc)
-    said = (f"portfolio: {name}: valid {metric.replace('auc', 'AUC')} {gap:+.5f} against {kept.name}, standard error "
+    auc = paired.auc_difference(labels, logits, kept_logits)  # the candidate's AUC less the kept one's
+    logloss = paired.mean_difference(binary_logloss_rows(labels, logits), binary_logloss_rows(labels, kept_logits))
+    by_auc = task.selection[0] == "auc"
+    (gap, error), (other_gap, _) = (auc, logloss) if by_auc else (logloss, auc)
+    better, other_better = (gap > 0, other_gap < 0) if by_auc else (gap < 0, other_gap > 0)
+    said = (f"portfolio: {name}: valid {'AUC' if by_auc else 'logloss'} {gap:+.5f} against {kept.name}, standard error "
             f"{error:.5f} (paired on {len(labels):,} rows)")
     outcome = {True: f"{name} replaces it", False: f"{kept.name} keeps its place"}
     if abs(gap) > error:
-        return gap > 0, f"{said}: {outcome[gap > 0]}"
-    other, way = ("logloss", "lower") if metric == "auc" else ("AUC", "higher")
+        return better, f"{said}: {outcome[better]}"
+    other, way = ("logloss", "lower") if by_auc else ("AUC", "higher")
     by = f", {way} by {abs(other_gap):.5f}" if other_gap else ", the same"
-    return other_gap > 0, f"{said}: within it, so the {way} valid {other} decides: {outcome[other_gap > 0]}{by}"
+    return other_better, f"{said}: within it, so the {way} valid {other} decides: {outcome[other_better]}{by}"
 
 
 def candidates_for(given: RunConfig, task: str, id_counts: IdCounts | None, in_memory: bool, processes: int,
