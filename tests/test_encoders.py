@@ -687,8 +687,14 @@ def test_criteos_integer_columns_in_another_format_are_noted_with_the_flag_that_
                "C1": ["a", "b", "c"] * 20}
     pq.write_table(pa.table(columns), parquet)
     (note,) = FeatureEncoder.fit([read_frame(parquet)], DataConfig()).fit_notes
-    assert note.endswith("; I1-I13 are Criteo's counts, which --format criteo reads as numbers: --numeric "
-                         "I1,I2,I3,I4,I5,I6,I7,I8,I9,I10,I11,I12,I13 reads them so here")
+    assert note.endswith("; I1-I13 are Criteo's counts, which Criteo's raw files (--format criteo) give as numbers: "
+                         "--numeric I1,I2,I3,I4,I5,I6,I7,I8,I9,I10,I11,I12,I13 reads them so here")
+    table = frame_from_table(pq.read_table(parquet), "<table>", "label", True)  # in memory: the Python API's setting
+    (note,) = FeatureEncoder.fit([table], DataConfig()).fit_notes
+    said = note.split("as numbers: ")[1].removesuffix(" reads them so here")
+    assert said == 'data={"numeric": [' + ", ".join(f'"I{i}"' for i in range(1, 14)) + "]}"
+    named = json.loads(said.removeprefix("data=").replace("'", '"'))  # what it says works as said
+    assert FeatureEncoder.fit([table], DataConfig(**named)).fit_notes == []
 
 
 def test_integer_columns_of_a_dataframe_or_arrow_table_are_noted_with_the_python_apis_setting():

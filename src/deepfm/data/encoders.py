@@ -971,13 +971,15 @@ WHOLE_FLOATS_NOTE = "columns of decimal numbers, all whole"  # how that note beg
 KIND_NOTE_FORMATS = ("csv", "tsv", "parquet", "table")  # whose integer and whole-number columns the fit's notes name
 
 
-def _kind_option(frame: RawFrame, kind: str, name: str | None = None) -> str:
+def _kind_option(frame: RawFrame, kind: str, name: str | list[str] | None = None) -> str:
     """How a user names columns of ``kind`` (numeric, categorical) for data read as ``frame`` was: the command's flag
-    for a file (``--numeric price``), the data setting of the Python API for an in-memory table or DataFrame
-    (``data={"numeric": ["price"]}``, as ``Estimator`` and a config file take it; ``numeric=`` in ``deepfm.sklearn``)."""
+    for a file (``--numeric price``, ``--numeric a,b``), the data setting of the Python API for an in-memory table or
+    DataFrame (``data={"numeric": ["price"]}``, as ``Estimator`` and a config file take it; ``numeric=`` in
+    ``deepfm.sklearn``)."""
+    names = [name] if isinstance(name, str) else name
     if frame.format != "table":
-        return f"--{kind}" if name is None else f"--{kind} {name}"
-    return f'data={{"{kind}": [{"..." if name is None else json.dumps(name)}]}}'
+        return f"--{kind}" if names is None else f"--{kind} {','.join(names)}"
+    return f'data={{"{kind}": [{"..." if names is None else ", ".join(map(json.dumps, names))}]}}'
 
 
 def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) -> list[str]:
@@ -1035,9 +1037,8 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
     if integers and frame.format in KIND_NOTE_FORMATS:
         shown = ", ".join(integers[:8]) + (f" and {len(integers) - 8} more" if len(integers) > 8 else "")
         criteo = [f"I{i}" for i in range(1, 14)]  # Criteo's 13 integer features, under their names in another format
-        as_criteo = (f"; I1-I13 are Criteo's counts, which --format criteo reads as numbers: "
-                     f"{_kind_option(frame, 'numeric', ','.join(criteo))} reads them so here"
-                     if set(criteo) <= set(integers) else "")
+        as_criteo = (f"; I1-I13 are Criteo's counts, which Criteo's raw files (--format criteo) give as numbers: "
+                     f"{_kind_option(frame, 'numeric', criteo)} reads them so here" if set(criteo) <= set(integers) else "")
         notes.append(f"integer columns read as categorical, each value its own id: {shown} ({numeric} reads counts "
                      f"and amounts as numbers; {categorical} names ids and silences this note){as_criteo}")
     if whole and frame.format in KIND_NOTE_FORMATS:
