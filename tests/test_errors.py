@@ -411,6 +411,21 @@ def test_movielens_double_colon_rows_are_named_as_such_with_a_header_to_add(writ
     assert read_frame(path.parent / "ratings.tsv", "tsv", label="rating").num_rows == 2
 
 
+def test_a_conversion_hint_neither_overwrites_its_source_nor_names_gzip_bytes_tsv(tmp_path):
+    """'tr ... < pipes.tsv > pipes.tsv' run in the file's folder emptied it; a .gz source's command wrote gzip bytes
+    into a .tsv name, which deepfm read as text (a reviewer's two cases)."""
+    pipes = tmp_path / "pipes.tsv"
+    pipes.write_text("a|b\nc|d\n")
+    ratings = tmp_path / "ratings.dat.gz"
+    ratings.write_bytes(gzip.compress(b"1::2::3::4\n5::6::7::8\n"))
+    for path, made in ((pipes, "converted-pipes.tsv"), (ratings, "ratings.tsv.gz")):
+        command = str(error_of(lambda: fit(path))).split(", e.g. ")[1].removesuffix(" (where no value holds a tab)")
+        assert command.endswith(f"> {made}")
+        subprocess.run(command, shell=True, check=True, cwd=tmp_path)
+    assert pipes.read_text() == "a|b\nc|d\n" and read_frame(tmp_path / "converted-pipes.tsv", "tsv", label="a").num_rows == 1
+    assert read_frame(tmp_path / "ratings.tsv.gz", "tsv", label="rating").num_rows == 2
+
+
 def test_a_pipe_separated_file_of_text_and_numbers_gets_a_header_too(write_text):
     """MovieLens-100K's u.item: its first line holds text, but it is data ('tr' alone left a file without a header, which
     then read '1' and '0' as column names)."""

@@ -64,13 +64,13 @@ def delimited_layout(path: Path, fmt: str, label_optional: bool = False) -> tupl
     if other is not None:  # e.g. a spreadsheet's export in a locale whose decimal mark is the comma; MovieLens' .dat
         convert = (f"tr '{other}' '\\t'" if len(other) == 1 else f"sed 's/{other}/\\t/g'")
         fields = names[0].split(other)
-        if any(not field or re.match(DECIMAL_PATTERN, field) for field in fields):  # data: a header goes on top
-            header = header_names(len(fields))
-            convert = f"{{ printf '{header}\\n'; {convert}; }}"
-        what = "convert it and add a header line naming the columns (rename them)" if convert[0] == "{" else "convert it"
+        headerless = any(not field or re.match(DECIMAL_PATTERN, field) for field in fields)  # data: a header on top
+        if headerless:
+            convert = f"{{ printf '{header_names(len(fields))}\\n'; {convert}; }}"
+        what = "convert it and add a header line naming the columns (rename them)" if headerless else "convert it"
         raise DataError(path, f"the first line is one column ({names[0][:60]!r}) that holds {other!r}: deepfm reads "
                         f"comma- or tab-separated text, and this file looks {other!r}-separated; {what}, e.g. "
-                        + converted(path, "", convert, name=path.with_suffix(".tsv").name)
+                        + converted(path, "", convert, name=Path(path.name.removesuffix(".gz")).with_suffix(".tsv").name)
                         + " (where no value holds a tab)", line=1, column=1)
     if len(names) > 1 and all(re.match(DECIMAL_PATTERN, n) for n in names):
         mark = delimiter_of(fmt)

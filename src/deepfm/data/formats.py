@@ -120,9 +120,12 @@ def converted(path: str | Path, prefix: str, text_filter: str, name: str | None 
     """The shell command that writes ``path``'s text through ``text_filter`` into ``prefix`` + its name in the folder
     the command runs in (not beside ``path``, whose folder may be shared or read-only), as an error suggests it: a
     gzip file is decompressed first and compressed again (the filter would read the compressed bytes); names are
-    quoted for the shell. ``name``: the new file's name instead."""
+    quoted for the shell. ``name``: the new file's name instead (with .gz added for a gzip file; never the source's own
+    name, which the shell would empty before the filter reads it, run in the source's folder)."""
     path = Path(path)
-    source, target = shlex.quote(str(path)), shlex.quote(name or prefix + path.name)
+    new = name or prefix + path.name
+    new = new + ".gz" if is_gzip(path) and not new.endswith(".gz") else new
+    source, target = shlex.quote(str(path)), shlex.quote("converted-" + new if new == path.name else new)
     if is_gzip(path):
         return f"gunzip -c -- {source} | {text_filter} | gzip > {target}"
     return f"{text_filter} < {source} > {target}"
