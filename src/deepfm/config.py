@@ -361,7 +361,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         if mark is None:
             raise ConfigError(f"{path}: cannot parse: {error}") from None
         context = getattr(error, "context", None)
-        raise ConfigError(f"{path}:{mark.line + 1}:{mark.column + 1}: cannot parse: {error.problem}"
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}:{mark.line + 1}:{mark.column + 1}: cannot parse: {problem}"
                           + (f" ({context})" if context else "")) from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")

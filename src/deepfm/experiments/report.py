@@ -71,12 +71,16 @@ def _cell(mean: float, std: float, seeds: int, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if seeds > 1 else f"{mean:.{digits}f}"
 
 
+def row_kind(summary: dict[str, Any]) -> str:
+    """What the report's rows are: models, or a --study's settings of one model."""
+    return "model" if all(v["label"] == v["model"] for v in summary["variants"]) else "setting"
+
+
 def markdown_table(summary: dict[str, Any]) -> str:
     """The comparison table: one row per variant, metrics as mean ± std over seeds."""
     task, seeds = summary["task"], summary["seeds"]
     first, second = METRICS[task]
-    row = "model" if all(v["label"] == v["model"] for v in summary["variants"]) else "setting"  # (a --study's rows)
-    lines = [f"| {row} | test {first} | test {second} | train time (s) | parameters | best epoch(s) |",
+    lines = [f"| {row_kind(summary)} | test {first} | test {second} | train time (s) | parameters | best epoch(s) |",
              "|---|---|---|---|---|---|"]
     for v in summary["variants"]:
         epochs = ",".join(str(run["best_epoch"]) for run in v["runs"])
@@ -91,8 +95,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
 def settings_table(summary: dict[str, Any]) -> str:
     """What each variant trained with (the settings ``deepfm train --portfolio off`` gives its model on this data),
     where the models differ: the paper compared them at one setting, these are each model's own defaults."""
-    row = "model" if all(v["label"] == v["model"] for v in summary["variants"]) else "setting"
-    lines = [f"| {row} | k | tables: optimizer, lr, L2 | MLP | MLP step | batch, epochs, patience |", "|---|---|---|---|---|---|"]
+    lines = [f"| {row_kind(summary)} | k | tables: optimizer, lr, L2 | MLP | MLP step | batch, epochs, patience |", "|---|---|---|---|---|---|"]
     for v in summary["variants"]:
         model, training = v["config"]["model"], v["config"]["training"]
         has_mlp = v["model"] not in ("lr", "fm")
