@@ -919,9 +919,10 @@ def one_column_long_tail_note(counts: dict[str, pa.Array], seen: IdCounts, min_c
             shared = (f"; every field's values seen fewer than {min_count} times then share their field's rare id "
                       f"(data.min_count {min_count}), and --min-count 1 keeps them" if min_count > 1 else "")
             return [f"column '{name}' holds {distinct:,} distinct values in {seen.rows:,} training rows "
-                    f"({distinct / seen.rows:.2f} a row): it alone makes these ids a long tail (≥ {LONG_TAIL_IDS_PER_ROW} "
-                    f"distinct values a row), which sets the long tail's training defaults{shared}. If it is not a "
-                    f"feature (a timestamp, a row id), --ignore {shlex.quote(name)}"]
+                    f"({distinct / seen.rows:.2f} a row): with it the ids hold {seen.ids_per_row:.2f} distinct values a "
+                    f"row, {rest.ids_per_row:.2f} without it, so it tips them over the long tail's line "
+                    f"({LONG_TAIL_IDS_PER_ROW} a row), which sets the long tail's training defaults{shared}. If it is "
+                    f"not a feature (a timestamp, a row id), --ignore {shlex.quote(name)}"]
     return []
 
 
@@ -1037,8 +1038,11 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
     if integers and frame.format in KIND_NOTE_FORMATS:
         shown = ", ".join(integers[:8]) + (f" and {len(integers) - 8} more" if len(integers) > 8 else "")
         criteo = [f"I{i}" for i in range(1, 14)]  # Criteo's 13 integer features, under their names in another format
-        as_criteo = (f"; I1-I13 are Criteo's counts, which Criteo's raw files (--format criteo) give as numbers: "
-                     f"{_kind_option(frame, 'numeric', criteo)} reads them so here" if set(criteo) <= set(integers) else "")
+        as_ids = [name for name in criteo if name in integers]  # (pandas makes those with a missing value floats)
+        as_criteo = (f"; {'I1-I13' if len(as_ids) == 13 else ', '.join(as_ids)} {'are' if len(as_ids) > 1 else 'is'} "
+                     f"among Criteo's counts I1-I13, which Criteo's raw files (--format criteo) give as numbers: "
+                     f"{_kind_option(frame, 'numeric', as_ids)} reads them so here"
+                     if as_ids and set(criteo) <= set(frame.columns) else "")
         notes.append(f"integer columns read as categorical, each value its own id: {shown} ({numeric} reads counts "
                      f"and amounts as numbers; {categorical} names ids and silences this note){as_criteo}")
     if whole and frame.format in KIND_NOTE_FORMATS:
