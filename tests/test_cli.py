@@ -1356,6 +1356,12 @@ def test_a_model_trained_on_criteo_files_by_hand_reads_a_csv_by_its_own_format(c
     captured = capsys.readouterr()
     assert json.loads(captured.out)["rows"] == 300
     assert f"note: {as_csv} reads as csv (its name and first line), not as the criteo files" in captured.err
+    as_tsv = tmp_path / "rows.tsv"  # tab-separated with Criteo's names as a header: its header was read as a row
+    as_tsv.write_text(as_csv.read_text().replace(",", "\t"))
+    assert main(["evaluate", str(tmp_path / "m"), str(as_tsv), "--json"]) == 0
+    captured_tsv = capsys.readouterr()
+    assert json.loads(captured_tsv.out) == json.loads(captured.out)
+    assert f"note: {as_tsv} reads as tsv (its name and first line), not as the criteo files" in captured_tsv.err
     unlabelled = tmp_path / "test.txt"
     unlabelled.write_text("\n".join("\t".join("" if v is None else str(v) for v in row[1:]) for row in rows[:5]) + "\n")
     assert main(["predict", str(tmp_path / "m"), str(unlabelled), "--out", str(tmp_path / "p.csv")]) == 0

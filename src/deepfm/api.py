@@ -31,7 +31,7 @@ from deepfm.data.encoders import UNSEEN_ROWS, FeatureEncoder, refuse_zero_weight
 from deepfm.data.filelist import ChunkedFiles, chunk_index, is_pattern, open_chunked, training_files
 from deepfm.data.frame import RawFrame
 from deepfm.data.delimited import delimited_layout, unlabelled_criteo_rows
-from deepfm.data.formats import detect_format
+from deepfm.data.formats import CRITEO_COLUMNS, detect_format, first_line
 from deepfm.data.identity import data_identity, describe_change
 from deepfm.resumable import checkpoint_saved
 from deepfm.data.holdout import HASH_RULE, Holdout, encode_hashed, hashed_mask, held_out_rule, split_encoded, stream_fraction
@@ -102,15 +102,18 @@ def below_the_mean_note(task, best: dict[str, float] | None, valid: EncodedData 
 def plainly_other_format(path: Path, trained_on: str) -> str:
     """How a fitted model reads ``path``: as its training files were read, unless those were set by hand and ``path``
     is plainly another format (a DataWarning says so): a .parquet/.pq file, or a CSV given to a model trained on raw
-    Criteo files (read as Criteo: 'expected 40 fields, found 1'). Tab-separated rows stay Criteo (Kaggle's test.txt
-    has no label), and an unnamed file (Spark's part-00000) or one that cannot be read is read as the model's."""
+    Criteo files (read as Criteo: 'expected 40 fields, found 1'), or a TSV whose first line names Criteo's columns
+    (its header read as a row). Other tab-separated rows stay Criteo (Kaggle's test.txt has no label), and an unnamed
+    file (Spark's part-00000) or one that cannot be read is read as the model's."""
     if trained_on == "auto" or not path.is_file():
         return trained_on
     try:
         detected = detect_format(path)
     except DataError:  # the reader says what is wrong, as the model's format
         return trained_on
-    if detected == trained_on or not (detected == "parquet" or (trained_on, detected) == ("criteo", "csv")):
+    criteo_header = (trained_on, detected) == ("criteo", "tsv") and bool(
+        set(first_line(path).rstrip("\r\n").split("\t")) & set(CRITEO_COLUMNS))
+    if detected == trained_on or not (detected == "parquet" or (trained_on, detected) == ("criteo", "csv") or criteo_header):
         return trained_on
     warnings.warn(f"{path} reads as {detected} (its name and first line), not as the {trained_on} files the model was "
                   f"trained on", DataWarning, stacklevel=4)
