@@ -75,6 +75,22 @@ def test_compare_trains_the_model_deepfm_train_trains_from_the_same_seed(model, 
     assert evaluated["logloss"] == pytest.approx(compared["logloss"], abs=1e-5)
 
 
+def test_a_models_config_in_results_json_trains_it_again_with_deepfm_train(ctr_files, tmp_path, capsys):
+    """It lacked the data files, held keys the model does not read (train said each was not applied) and could not be
+    given as .json (a new user's case)."""
+    train, valid, test = ctr_files
+    assert compare(ctr_files, tmp_path / "r", "--models", "fm") == 0
+    variant = json.loads((tmp_path / "r" / "results.json").read_text())["variants"][0]
+    assert variant["config"]["data"]["train"] == str(Path(train).resolve()) and "mlp" not in variant["config"]["model"]
+    (tmp_path / "fm.json").write_text(json.dumps(variant["config"]))
+    capsys.readouterr()
+    assert main(["train", "--config", str(tmp_path / "fm.json"), "--out", str(tmp_path / "m")]) == 0
+    said = capsys.readouterr().err
+    assert "not applied" not in said and "does not use" not in said and "portfolio" not in said  # as it trained
+    assert main(["evaluate", str(tmp_path / "m"), test, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["auc"] == pytest.approx(variant["runs"][0]["test"]["auc"], abs=1e-6)
+
+
 def test_each_model_trains_with_the_defaults_deepfm_train_gives_it_for_the_task(ctr_files, tmp_path):
     assert compare(ctr_files, tmp_path / "r", "--models", "lr,fm") == 0
     lr, fm = (v["config"] for v in json.loads((tmp_path / "r" / "results.json").read_text())["variants"])

@@ -212,6 +212,17 @@ UNUSED_BY_SOLVER = {  # the training settings each solver has no use for (said w
     "mcmc": (*GRADIENT_ONLY, "linear_l2", "als_l2", "select_by", "min_improvement"),
     "als": (*GRADIENT_ONLY, "linear_l2", "samples", "burn_in", "select_by", "min_improvement"),
 }
+def applied_settings(config: RunConfig) -> dict[str, Any]:
+    """``config`` as a config file's mapping, less the keys its model and solver do not read (set in a file, train
+    would say of each that it is not applied): what a run's record gives to ``deepfm train --config``."""
+    values = config.to_json_dict()
+    every_key_set = type(config.model).model_validate(config.model.model_dump())
+    for section, unused in (("model", every_key_set.unused_keys()),
+                            ("training", UNUSED_BY_SOLVER.get(config.training.solver, ()))):
+        values[section] = {key: value for key, value in values[section].items() if key not in unused}
+    return values
+
+
 WHY_UNUSED = {"gradient": "those are --solver mcmc's and als's", "mcmc": "it samples for --sweeps; there is no learning "
               "rate, batch, epoch or recipe to select, and its prior learns the L2", "als": "it solves for --sweeps with "
               "its own λ, --als-l2; there is no learning rate, batch, epoch or recipe to select"}

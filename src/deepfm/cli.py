@@ -335,7 +335,7 @@ def add_run_flags(p: argparse.ArgumentParser, gradient_only: bool = False) -> No
                    help="bf16: the MLP's hidden layers in bfloat16 (autocast), faster on CPUs with AVX512-BF16/AMX "
                         "(DeepFM: 1.4-1.8x fp32's training speed in the README's runs; not on the GPUs measured, "
                         "at the default widths); embeddings, FM term, output layer and weights stay fp32")
-    p.add_argument("--config", help="TOML or YAML file with [data], [model], [training] sections; flags override it")
+    p.add_argument("--config", help="TOML, YAML or JSON file with [data], [model], [training] sections; flags override it")
     p.add_argument("--overwrite", action="store_true", help="write into an --out that holds files (they are replaced)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log")
 

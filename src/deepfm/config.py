@@ -333,7 +333,8 @@ def saved_run(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML or YAML config file into a nested mapping (not yet validated)."""
+    """Read a TOML, YAML or JSON config file into a nested mapping (not yet validated). JSON is read as the YAML it
+    is (a model's config in compare's results.json, say), so its errors and keys have lines as YAML's do."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -341,12 +342,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     try:
         if path.suffix.lower() == ".toml":
             values = tomllib.loads(text)
-        elif path.suffix.lower() in (".yaml", ".yml"):
+        elif path.suffix.lower() in (".yaml", ".yml", ".json"):
             import yaml
 
             values = yaml.safe_load(text) or {}
         else:
-            raise ConfigError(f"{path}: config files must end in .toml, .yaml or .yml")
+            raise ConfigError(f"{path}: config files must end in .toml, .yaml, .yml or .json")
     except ConfigError:
         raise
     except (tomllib.TOMLDecodeError, ValueError) as error:

@@ -1,5 +1,5 @@
-"""Where each key of a TOML or YAML config file is set, so a setting that fails validation is named
-``file:line`` as bad data is. Neither ``tomllib`` nor ``yaml.safe_load`` keeps positions: YAML's
+"""Where each key of a TOML or YAML (or JSON, read as YAML) config file is set, so a setting that fails validation
+is named ``file:line`` as bad data is. Neither ``tomllib`` nor ``yaml.safe_load`` keeps positions: YAML's
 composed nodes carry them; TOML's lines are scanned for ``[table]`` headers and ``key = `` lines
 (dotted and quoted keys and ``[[arrays]]`` included, multi-line strings passed over; a key inside an
 inline table or a multi-line value is found at its enclosing key's line, through ``line_of``).
@@ -23,13 +23,13 @@ _PART = re.compile(rf"{_BARE}|{_QUOTED}")
 
 
 def key_lines(path: str | Path) -> dict[tuple[str, ...], int]:
-    """The line of every key set in the config file at ``path`` (TOML or YAML); {} for another kind."""
+    """The line of every key set in the config file at ``path`` (TOML, YAML or JSON); {} for another kind."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
     if suffix == ".toml":
         return _toml_lines(text)
-    if suffix in (".yaml", ".yml"):
+    if suffix in (".yaml", ".yml", ".json"):
         return _yaml_lines(text)
     return {}
 

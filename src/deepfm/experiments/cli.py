@@ -109,6 +109,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     refuse_compare_out(out, args.overwrite)  # before any model trains
     base = load_config_file(args.config) if args.config else {}
     overrides = _overrides(args)
+    files = {name: str(Path(getattr(args, name)).resolve()) for name in ("train", "valid") if getattr(args, name)}
+    overrides.setdefault("data", {}).update(files)  # recorded in each model's config, which train --config takes
     device = overrides.get("training", {}).get("device", base.get("training", {}).get("device"))
     if device is not None:  # as train's: --device, or the config's, checked before any data is read
         from deepfm.devices import resolve_device

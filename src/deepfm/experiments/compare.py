@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from deepfm import randomness
-from deepfm.api import Estimator, new_model
+from deepfm.api import Estimator, applied_settings, new_model
 from deepfm.config import RunConfig, build_config, merge
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import FeatureEncoder
@@ -228,7 +228,7 @@ def run_variants(variants: list[Variant], data: EncodedSplits, seeds: int, log: 
                 run.test_predictions = None
             if result is None:
                 result = VariantResult(variant.label, config.model.name, count_parameters(model),
-                                       variant.config.to_json_dict())
+                                       applied_settings(variant.config))  # deepfm train --config takes it
                 results.append(result)
             result.runs.append(run)
             log(f"{variant.label}: test {name} {run.test[name]:.5f} in {run.train_seconds:.1f} s")

@@ -480,15 +480,10 @@ def best_toml(best: RunConfig, result: TuneResult, summary: dict[str, Any], mach
     absolute paths so that it reproduces from any working directory. The training settings in ``machine``
     (``threads``, ``device`` where the user did not fix them) are left to the machine that trains: the trials'
     one thread would pin a many-core machine's run to one core, a GPU's device fail on a CPU one."""
-    from deepfm.api import UNUSED_BY_SOLVER
+    from deepfm.api import applied_settings
 
-    values = {key: value for key, value in best.to_json_dict().items() if key != "out"}
+    values = {key: value for key, value in applied_settings(best).items() if key != "out"}
     left = {key: values["training"].pop(key) for key in sorted(machine) if key in values["training"]}
-    # what the model and its solver do not read, left out: set in the file, train would say each is not applied
-    every_key_set = type(best.model).model_validate(best.model.model_dump())
-    for section, unused in (("model", every_key_set.unused_keys()),
-                            ("training", UNUSED_BY_SOLVER.get(best.training.solver, ()))):
-        values[section] = {key: value for key, value in values[section].items() if key not in unused}
     values["data"] = {key: str(Path(value).resolve()) if key in ("train", "valid") and value else value
                       for key, value in values["data"].items()}
     refit = summary["refit"]
