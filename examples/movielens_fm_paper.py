@@ -8,12 +8,13 @@ does too by default (``--rated train``), so a training row's set holds its own m
 too (which movies, never their ratings), the same set on all of a user's rows. (Parquet: a user's "rated" cell,
 the same on each of their rows, is stored once; as CSV the training file would take 200 MB.)
 
-    python examples/movielens_fm_paper.py MOVIELENS_100K_DIR OUT_DIR [--split u1]
+    python examples/movielens_fm_paper.py MOVIELENS_100K_DIR OUT_DIR [--split u1] [--rated train|all]
     deepfm train --train OUT_DIR/train.parquet --label rating --categorical user,item,last --multi rated \\
-        --numeric days --model fm --out runs/fm-paper
+        --numeric days --model fm --solver mcmc --out runs/fm-paper    # Bayesian FM; leave out --solver: gradient
     deepfm evaluate runs/fm-paper OUT_DIR/test.parquet
 
-``--ignore rated,days,last`` trains on the ids alone, for comparison (README, "The FM paper's features").
+Fewer features: ``--ignore days,last`` (and those names out of --categorical and --numeric), ``--categorical
+user,item --ignore rated,days,last`` the ids alone. The README's Results table has each set's test RMSE.
 """
 
 from __future__ import annotations
