@@ -431,9 +431,16 @@ def test_a_pipe_separated_file_of_text_and_numbers_gets_a_header_too(write_text)
     then read '1' and '0' as column names)."""
     path = write_text("u.item", "1|Toy Story (1995)|01-Jan-1995||0\n2|GoldenEye (1995)|01-Jan-1995||1\n")
     command = str(error_of(lambda: fit(path))).split(", e.g. ")[1].removesuffix(" (where no value holds a tab)")
-    assert command == f"{{ printf 'c1\\tc2\\tc3\\tc4\\tc5\\n'; tr '|' '\\t'; }} < {path} > u.tsv"
+    assert command == f"{{ printf 'c1\\tc2\\tc3\\tc4\\tc5\\n'; tr '|' '\\t'; }} < {path} > u.item.tsv"  # u.user: its own
     subprocess.run(command, shell=True, check=True, cwd=path.parent)
-    assert read_frame(path.parent / "u.tsv", "tsv", label="c5").num_rows == 2
+    assert read_frame(path.parent / "u.item.tsv", "tsv", label="c5").num_rows == 2
+    path.write_bytes("1|Toy Story (1995)|01-Jan-1995||0\n2|Les Misérables (1995)|01-Jan-1995||1\n".encode("latin-1"))
+    said = str(error_of(lambda: fit(path)))
+    command = said.split(", e.g. ")[1].removesuffix(" (where no value holds a tab)")
+    assert "as UTF-8 text (it is not), e.g. iconv -f latin1 -t utf-8 < " in said  # recoded on the way, one command
+    subprocess.run(command, shell=True, check=True, cwd=path.parent)
+    recoded = read_frame(path.parent / "u.item.tsv", "tsv", label="c5").columns["c2"].to_pylist()  # (as u.item's line 544)
+    assert recoded == ["Toy Story (1995)", "Les Misérables (1995)"]
 
 
 def test_non_numeric_value_in_a_numeric_column_is_located_when_fitting(write_table):

@@ -46,6 +46,14 @@ def unlabelled_criteo_rows(path: str | Path, features: list[str]) -> bool:
     return len(fields) == len(CRITEO_COLUMNS) - 1 and not set(fields) & set(CRITEO_COLUMNS)
 
 
+def tab_separated_name(path: Path) -> str:
+    """The name of ``path``'s tab-separated copy: its data suffix (.dat, .txt, .csv, .data, ...) made .tsv, else .tsv
+    added, so that two files of one stem get two names (MovieLens' u.item and u.user: u.item.tsv, u.user.tsv)."""
+    name = Path(path.name.removesuffix(".gz"))
+    return (name.with_suffix(".tsv") if name.suffix.lower() in (".dat", ".txt", ".csv", ".tsv", ".data", ".psv") else
+            name.with_name(name.name + ".tsv")).name
+
+
 def header_names(count: int, mark: str = "\t") -> str:
     """A header line of ``count`` columns, to add to a file that has none, as printf writes it: MovieLens' four
     (user, item, rating, timestamp), else c1, c2, ..."""
@@ -68,10 +76,13 @@ def delimited_layout(path: Path, fmt: str, label_optional: bool = False) -> tupl
         if headerless:
             convert = f"{{ printf '{header_names(len(fields))}\\n'; {convert}; }}"
         what = "convert it and add a header line naming the columns (rename them)" if headerless else "convert it"
+        latin = locate_bad_utf8(path, None).line is not None  # (MovieLens' u.item): recoded on the way
+        steps = ("iconv -f latin1 -t utf-8", convert) if latin else (convert,)
+        what += " as UTF-8 text (it is not)" if latin else ""
         raise DataError(path, f"the first line is one column ({names[0][:60]!r}) that holds {other!r}: deepfm reads "
                         f"comma- or tab-separated text, and this file looks {other!r}-separated; {what}, e.g. "
-                        + converted(path, "", convert, name=Path(path.name.removesuffix(".gz")).with_suffix(".tsv").name)
-                        + " (where no value holds a tab)", line=1, column=1)
+                        + converted(path, "", *steps, name=tab_separated_name(path)) + " (where no value holds a tab)",
+                        line=1, column=1)
     if len(names) > 1 and all(re.match(DECIMAL_PATTERN, n) for n in names):
         mark = delimiter_of(fmt)
         header = header_names(len(names), mark)

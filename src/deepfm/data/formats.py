@@ -116,19 +116,20 @@ def recoded(path: str | Path, source: str) -> str:
     return converted(path, "utf8-", f"iconv -f {source} -t utf-8")
 
 
-def converted(path: str | Path, prefix: str, text_filter: str, name: str | None = None) -> str:
-    """The shell command that writes ``path``'s text through ``text_filter`` into ``prefix`` + its name in the folder
-    the command runs in (not beside ``path``, whose folder may be shared or read-only), as an error suggests it: a
-    gzip file is decompressed first and compressed again (the filter would read the compressed bytes); names are
-    quoted for the shell. ``name``: the new file's name instead (with .gz added for a gzip file; never the source's own
-    name, which the shell would empty before the filter reads it, run in the source's folder)."""
+def converted(path: str | Path, prefix: str, *text_filters: str, name: str | None = None) -> str:
+    """The shell command that writes ``path``'s text through ``text_filters`` (piped one into the next) into ``prefix``
+    + its name in the folder the command runs in (not beside ``path``, whose folder may be shared or read-only), as an
+    error suggests it: a gzip file is decompressed first and compressed again (the filter would read the compressed
+    bytes); names are quoted for the shell. ``name``: the new file's name instead (with .gz added for a gzip file;
+    never the source's own name, which the shell would empty before the filter reads it, run in the source's folder)."""
     path = Path(path)
     new = name or prefix + path.name
     new = new + ".gz" if is_gzip(path) and not new.endswith(".gz") else new
     source, target = shlex.quote(str(path)), shlex.quote("converted-" + new if new == path.name else new)
     if is_gzip(path):
-        return f"gunzip -c -- {source} | {text_filter} | gzip > {target}"
-    return f"{text_filter} < {source} > {target}"
+        return f"gunzip -c -- {source} | {' | '.join(text_filters)} | gzip > {target}"
+    first, *rest = text_filters
+    return f"{first} < {source}" + "".join(f" | {step}" for step in rest) + f" > {target}"
 
 
 def _binary_kind(start: bytes, path: str | Path) -> str | None:
