@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -175,6 +176,19 @@ def test_a_tie_on_validation_auc_is_compared_row_by_row_and_said(clicks, listed)
     assert fit(*clicks, log=said.append).metrics["portfolio_choice"] == "defaults"
     assert ("portfolio: the same: valid AUC +0.00000 against defaults, standard error 0.00000 (paired on 300 rows): "
             "within it, so the lower valid logloss decides: defaults keeps its place, the same") in said
+    assert ("portfolio: kept defaults (by valid auc; --portfolio off (training.portfolio) trains the first recipe, "
+            "defaults, only)") in said  # the first recipe by its name ('long tail' on a small long tail)
+
+
+def test_weighted_validation_rows_say_why_the_recipes_are_compared_without_the_standard_error(clicks, listed):
+    listed(("defaults", {}), ("the same", {"optimizer": "adagrad"}))
+    train, valid = (table.append_column("w", pa.array(np.linspace(0.5, 2.0, len(table)))) for table in clicks)
+    said = []
+    Estimator(data={"weight": "w"}, model={"name": "fm", "embed_dim": 4}, training=TRAINING).fit(
+        train, valid=valid, progress=False, log=said.append)
+    assert said.count("portfolio: the validation rows are weighted (--weight), so a later recipe is kept where its "
+                      "weighted validation metric is better at all: the paired standard error is for unweighted rows") == 1
+    assert not any("standard error 0." in line for line in said)
 
 
 @pytest.fixture

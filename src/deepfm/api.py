@@ -604,11 +604,19 @@ class Estimator:
 
         def validation_scores(config: RunConfig, model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray] | None:
             """A candidate's validation rows' 0/1 labels and logits, for the portfolio's paired comparison (not
-            where the rows are weighted)."""
+            where the rows are weighted: said once)."""
             rows = data_for(config)[1][1]
-            if rows is None or rows.labels is None or rows.weights is not None or task.name != "binary":
+            if rows is None or rows.labels is None or task.name != "binary":
+                return None
+            if rows.weights is not None:
+                if log and not weighted_said:
+                    log("portfolio: the validation rows are weighted (--weight), so a later recipe is kept where its "
+                        "weighted validation metric is better at all: the paired standard error is for unweighted rows")
+                    weighted_said.append(True)
                 return None
             return rows.labels, predict_logits(model, rows)
+
+        weighted_said: list[bool] = []
 
         chosen = (train_portfolio(candidates, given, task, id_counts, train_one, log, validation_scores) if candidates
                   else None)

@@ -212,5 +212,5 @@ def train_portfolio(candidates: tuple[Candidate, ...], given: RunConfig, task: T
     encoders = ("" if kept is None else "; every value keeps its own id (data.min_count 1)" if kept <= 1 else
                 f"; values seen fewer than {kept} times share their field's rare id (data.min_count {kept})")
     say(f"portfolio: kept {chosen.name} (by valid {metric}{encoders}; --portfolio off (training.portfolio) trains the "
-        "defaults only)")
+        f"first recipe, {candidates[0][0]}, only)")
     return chosen
