@@ -1532,3 +1532,16 @@ def test_demo_refuses_an_out_that_is_a_file_before_it_trains(tmp_path, capsys):
     (tmp_path / "a_file").write_text("")
     assert main(["demo", "--out", str(tmp_path / "a_file")]) == 2
     assert f"--out {tmp_path / 'a_file'}: is a file, not a directory" in capsys.readouterr().err
+
+
+def test_select_by_help_names_the_metrics_each_task_reports(capsys):
+    """The choices list every task's metrics; a new user took accuracy for a binary one (it is refused there)."""
+    from deepfm.tasks import TASKS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    said = help_text.split("--select-by {auto,auc,logloss,accuracy,rmse,mae} ")[1].split(" --seed")[0]
+    for name, task in TASKS.items():
+        listed = said.split(f"{name}: ")[1].split(";")[0].replace("those and", "").replace(",", " ").replace(")", " ").split()
+        assert set(task.metric_names) <= set(listed) | ({"accuracy", "logloss", "auc"} if name == "ordinal" else set())

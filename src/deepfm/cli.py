@@ -325,9 +325,10 @@ def add_run_flags(p: argparse.ArgumentParser, gradient_only: bool = False) -> No
                    "count as an improvement (default 0: any; 1e-5 trained FM on MovieLens 3-4x shorter for +0.0001 to "
                    "+0.0003 validation RMSE)")
     p.add_argument("--select-by", choices=list(get_args(SelectBy)),
-                   help="the validation metric that keeps the best epoch, stops early and chooses among recipes; auto: "
-                        "the task's (binary auc, regression rmse, multiclass logloss); logloss for probabilities "
-                        "that bid or calibrate")
+                   help="the validation metric that keeps the best epoch, stops early and chooses among recipes, of "
+                        "those the task reports (binary: auc, logloss; regression: rmse, mae; multiclass: accuracy, "
+                        "logloss, auc; ordinal: those and rmse, mae); auto: the task's (binary auc, regression rmse, "
+                        "multiclass and ordinal logloss); logloss for probabilities that bid or calibrate")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="torch intra-op threads (0: one per core)")
     p.add_argument("--device", help="cpu, cuda or auto (default auto: cuda when available, else cpu)")
