@@ -113,7 +113,8 @@ def plainly_other_format(path: Path, trained_on: str) -> str:
         return trained_on
     criteo_header = (trained_on, detected) == ("criteo", "tsv") and bool(
         set(first_line(path).rstrip("\r\n").split("\t")) & set(CRITEO_COLUMNS))
-    if detected == trained_on or not (detected == "parquet" or (trained_on, detected) == ("criteo", "csv") or criteo_header):
+    plainly_other = detected == "parquet" or (trained_on, detected) == ("criteo", "csv") or criteo_header
+    if detected == trained_on or not plainly_other:
         return trained_on
     warnings.warn(f"{path} reads as {detected} (its name and first line), not as the {trained_on} files the model was "
                   f"trained on", DataWarning, stacklevel=4)

@@ -26,7 +26,8 @@ def machine(models: list[str]) -> str:
 
     cores = available_cores()
     alone = [name.upper() for name in ("lr", "fm") if name in models]  # the models deepfm train runs on one thread
-    threads = " and ".join(alone) + " 1" + (", the others all" if set(models) - {"lr", "fm"} else "") if alone else "all"
+    others = ", the others all" if set(models) - {"lr", "fm"} else ""
+    threads = f"{' and '.join(alone)} 1{others}" if alone else "all"
     where = f"{cores} usable CPU core{'s' if cores != 1 else ''} (each model on its training.threads: {threads})"
     return where + (f" and a {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
 
@@ -95,7 +96,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
 def settings_table(summary: dict[str, Any]) -> str:
     """What each variant trained with (the settings ``deepfm train --portfolio off`` gives its model on this data),
     where the models differ: the paper compared them at one setting, these are each model's own defaults."""
-    lines = [f"| {row_kind(summary)} | k | tables: optimizer, lr, L2 | MLP | MLP step | batch, epochs, patience |", "|---|---|---|---|---|---|"]
+    lines = [f"| {row_kind(summary)} | k | tables: optimizer, lr, L2 | MLP | MLP step | batch, epochs, patience |",
+             "|---|---|---|---|---|---|"]
     for v in summary["variants"]:
         model, training = v["config"]["model"], v["config"]["training"]
         has_mlp = v["model"] not in ("lr", "fm")

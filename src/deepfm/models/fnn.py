@@ -25,7 +25,8 @@ from deepfm.models.layers import FeaturesEmbedding, MultiLayerPerceptron, squeez
 
 
 STAGE_1 = ("FNN stage 1: pre-training an FM for the embeddings, at FNN's own training settings (not the FM's: their "
-           "weakly regularised vectors scored lower after stage 2 on Frappe, 0.9398 against 0.9466; docs/results/frappe-fnn)")
+           "weakly regularised vectors scored lower after stage 2 on Frappe, 0.9398 against 0.9466; "
+           "docs/results/frappe-fnn)")
 
 
 class FNN(nn.Module):
