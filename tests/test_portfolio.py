@@ -173,7 +173,12 @@ def test_a_tie_keeps_the_earlier_candidate(clicks, listed):
 def test_a_tie_on_validation_auc_is_compared_row_by_row_and_said(clicks, listed):
     listed(("defaults", {}), ("the same", {"optimizer": "adagrad"}))
     said = []
-    assert fit(*clicks, log=said.append).metrics["portfolio_choice"] == "defaults"
+    metrics = fit(*clicks, log=said.append).metrics
+    assert metrics["portfolio_choice"] == "defaults"
+    first, second = metrics["portfolio"]  # the comparison in metrics.json too, as the log says it
+    assert "compared" not in first
+    assert second["compared"] == {"against": "defaults", "rows": 300, "auc": [0.0, 0.0], "logloss": [0.0, 0.0],
+                                  "replaced": False}
     assert ("portfolio: the same: valid AUC +0.00000 against defaults, standard error 0.00000 (paired on 300 rows): "
             "within it, so the lower valid logloss decides: defaults keeps its place, the same") in said
     assert ("portfolio: kept defaults (by valid auc; --portfolio off (training.portfolio) trains the first recipe, "

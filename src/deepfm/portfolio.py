@@ -47,11 +47,13 @@ class Tried:
     # None: it finished, or began, before a resume, in a version that did not record the time
     seconds: float | None
     failed: str | None = None  # why training stopped (it diverged), or None
+    compared: dict[str, Any] | None = None  # ``paired_gaps`` against the recipe kept before it, and whether it replaced it
 
     def to_dict(self) -> dict[str, Any]:
         overrides = {key: list(value) if isinstance(value, tuple) else value for key, value in self.overrides.items()}
-        return {"name": self.name, "overrides": overrides, "best_valid": self.best_valid,
-                "best_epoch": self.best_epoch, "seconds": self.seconds} | ({"failed": self.failed} if self.failed else {})
+        return ({"name": self.name, "overrides": overrides, "best_valid": self.best_valid, "best_epoch": self.best_epoch,
+                 "seconds": self.seconds} | ({"failed": self.failed} if self.failed else {})
+                | ({"compared": self.compared} if self.compared else {}))
 
 
 @dataclass
@@ -75,31 +77,44 @@ def comparable(task: Task, kept: Chosen, scores: tuple[np.ndarray, np.ndarray] |
     return np.array_equal(scores[0], labels) and min(labels.sum(), len(labels) - labels.sum()) >= 2
 
 
-def paired_choice(task: Task, kept: Chosen, name: str, scores: tuple[np.ndarray, np.ndarray] | None
-                  ) -> tuple[bool, str | None]:
-    """Whether candidate ``name`` (its validation ``scores``) replaces ``kept``, by the one-standard-error rule of
-    the module's docstring, and a line for the log saying why; (False, None) where they are not ``comparable``
-    (compare as ``task.is_better``)."""
+def paired_gaps(task: Task, kept: Chosen, scores: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Any] | None:
+    """A candidate's validation metrics less ``kept``'s, each with the standard error of that difference, both scored
+    on the same rows (``{"against", "rows", "auc": [gap, se], "logloss": [gap, se]}``); None where not ``comparable``."""
     if not comparable(task, kept, scores):
-        return False, None
+        return None
     from deepfm import paired  # (SciPy's ranks: loaded where a portfolio compares)
     from deepfm.tasks import binary_logloss_rows
 
     labels, logits = scores
     kept_logits = kept.scores[1]
-    auc = paired.auc_difference(labels, logits, kept_logits)  # the candidate's AUC less the kept one's
+    auc = paired.auc_difference(labels, logits, kept_logits)
     logloss = paired.mean_difference(binary_logloss_rows(labels, logits), binary_logloss_rows(labels, kept_logits))
+    return {"against": kept.name, "rows": len(labels), "auc": list(auc), "logloss": list(logloss)}
+
+
+def decision(task: Task, name: str, gaps: dict[str, Any]) -> tuple[bool, str]:
+    """Whether candidate ``name`` replaces the recipe its ``gaps`` are against, by the one-standard-error rule of the
+    module's docstring, and a line for the log saying why."""
     by_auc = task.selection[0] == "auc"
-    (gap, error), (other_gap, _) = (auc, logloss) if by_auc else (logloss, auc)
+    (gap, error), (other_gap, _) = (gaps["auc"], gaps["logloss"]) if by_auc else (gaps["logloss"], gaps["auc"])
     better, other_better = (gap > 0, other_gap < 0) if by_auc else (gap < 0, other_gap > 0)
-    said = (f"portfolio: {name}: valid {'AUC' if by_auc else 'logloss'} {gap:+.5f} against {kept.name}, standard error "
-            f"{error:.5f} (paired on {len(labels):,} rows)")
-    outcome = {True: f"{name} replaces it", False: f"{kept.name} keeps its place"}
+    kept = gaps["against"]
+    said = (f"portfolio: {name}: valid {'AUC' if by_auc else 'logloss'} {gap:+.5f} against {kept}, standard error "
+            f"{error:.5f} (paired on {gaps['rows']:,} rows)")
+    outcome = {True: f"{name} replaces it", False: f"{kept} keeps its place"}
     if abs(gap) > error:
         return better, f"{said}: {outcome[better]}"
     other, way = ("logloss", "lower") if by_auc else ("AUC", "higher")
     by = f", {way} by {abs(other_gap):.5f}" if other_gap else ", the same"
     return other_better, f"{said}: within it, so the {way} valid {other} decides: {outcome[other_better]}{by}"
+
+
+def paired_choice(task: Task, kept: Chosen, name: str, scores: tuple[np.ndarray, np.ndarray] | None
+                  ) -> tuple[bool, str | None]:
+    """``decision`` on ``paired_gaps``: whether candidate ``name`` (its validation ``scores``) replaces ``kept``, and
+    why; (False, None) where they are not ``comparable`` (compare as ``task.is_better``)."""
+    gaps = paired_gaps(task, kept, scores)
+    return (False, None) if gaps is None else decision(task, name, gaps)
 
 
 def candidates_for(given: RunConfig, task: str, id_counts: IdCounts | None, in_memory: bool, processes: int,
@@ -172,7 +187,7 @@ def train_portfolio(candidates: tuple[Candidate, ...], given: RunConfig, task: T
                     train: TrainCandidate, log: Callable[[str], None] | None = None,
                     validation: ValidationScores | None = None) -> Chosen:
     """Train every candidate (``train``: the resolved config and the candidate's index -> model and result)
-    and keep the best on validation (``paired_choice`` where ``validation`` scores each on the same rows, else
+    and keep the best on validation (``decision`` where ``validation`` scores each on the same rows, else
     ``task.is_better``; the earlier wins a tie). Only the best model so far, and its validation scores, are held."""
     say = log or (lambda message: None)
     task = task.selecting(given.training.select_by)
@@ -193,17 +208,18 @@ def train_portfolio(candidates: tuple[Candidate, ...], given: RunConfig, task: T
             say(f"portfolio {index + 1}/{len(candidates)}: {name}: diverged ({error}); left out")
             continue
         seconds = None if result.seconds is None else round(result.seconds, 3)  # every session's, a resumed run's too
-        record = Tried(name, dict(overrides), result.best_metrics, result.best_epoch, seconds)
-        tried.append(record)
         valid = (result.best_metrics or {}).get(metric)
         say(f"portfolio {index + 1}/{len(candidates)}: {name}: valid {metric} "
             f"{'—' if valid is None else f'{valid:.5f}'} at epoch {result.best_epoch}, {took(result)}")
         scores = validation(config, model) if validation is not None else None
-        replaces, why = paired_choice(task, chosen, name, scores) if chosen is not None else (True, None)
-        if why is not None:
+        gaps = paired_gaps(task, chosen, scores) if chosen is not None else None
+        if gaps is not None:
+            replaces, why = decision(task, name, gaps)
             say(why)
-        elif chosen is not None:
-            replaces = task.is_better(result.best_metrics or {}, chosen.result.best_metrics)
+        else:
+            replaces = chosen is None or task.is_better(result.best_metrics or {}, chosen.result.best_metrics)
+        tried.append(Tried(name, dict(overrides), result.best_metrics, result.best_epoch, seconds,
+                           compared=None if gaps is None else gaps | {"replaced": replaces}))
         if replaces:
             chosen = Chosen(config, model, result, name, tried, scores)
     if chosen is None:
