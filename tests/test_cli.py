@@ -1371,8 +1371,9 @@ def test_a_model_trained_on_criteo_files_by_hand_reads_a_csv_by_its_own_format(c
     as_parquet = tmp_path / "rows.parquet"
     pq.write_table(pacsv.read_csv(as_csv), as_parquet)
     model = Estimator.load(tmp_path / "m")
-    with pytest.warns(DataWarning, match=f"{as_parquet} reads as parquet .*, not as the criteo files the model was"):
+    with pytest.warns(DataWarning, match=f"{as_parquet} reads as parquet .*, not as the criteo files the model was") as seen:
         scores = model.predict(as_parquet)
+    assert seen[0].filename == __file__  # the caller's line, however deep in the library the reading noticed it
     with pytest.warns(DataWarning, match="reads as csv"):
         np.testing.assert_allclose(scores, model.predict(as_csv))
 

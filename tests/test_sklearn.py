@@ -254,8 +254,9 @@ def test_floats_of_whole_numbers_read_as_numbers_are_a_warning_without_verbose()
     rng = np.random.default_rng(0)
     X = OrdinalEncoder().fit_transform(np.stack([rng.choice(list("abcde"), 300), rng.choice(list("xyz"), 300)], axis=1))
     y = (X[:, 0] == 0).astype(int)
-    with pytest.warns(DataWarning, match=r"all whole .* read as numbers: x0, x1 .*; here categorical=\[names\] reads"):
+    with pytest.warns(DataWarning, match=r"all whole .* read as numbers: x0, x1 .*; here categorical=\[names\] reads") as seen:
         FMClassifier(epochs=1).fit(X, y)
+    assert seen[0].filename == __file__  # at the fit call, not inside the library
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)
         FMClassifier(epochs=1, categorical=["x0", "x1"]).fit(X, y)  # named: no warning

@@ -38,7 +38,7 @@ from deepfm.data.holdout import HASH_RULE, Holdout, encode_hashed, hashed_mask, 
 from deepfm.data.readers import frame_from_table
 from deepfm.data.tables import is_list, table_from_pandas
 from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, estimated_rows, fit_and_encode, fit_streaming, should_stream
-from deepfm.errors import CheckpointError, ConfigError, DataError, DataTypeError, DataWarning
+from deepfm.errors import CheckpointError, ConfigError, DataError, DataTypeError, DataWarning, warn_data
 from deepfm.models import model_for_run
 from deepfm.portfolio import as_checkpointed, candidates_for, recipe_begun, recipe_checkpoint, train_portfolio
 from deepfm.runtime import (available_cores, configure as configure_runtime, cpu_has_bf16_math, preserving,
@@ -116,8 +116,8 @@ def plainly_other_format(path: Path, trained_on: str) -> str:
     plainly_other = detected == "parquet" or (trained_on, detected) == ("criteo", "csv") or criteo_header
     if detected == trained_on or not plainly_other:
         return trained_on
-    warnings.warn(f"{path} reads as {detected} (its name and first line), not as the {trained_on} files the model was "
-                  f"trained on", DataWarning, stacklevel=4)
+    warn_data(f"{path} reads as {detected} (its name and first line), not as the {trained_on} files the model was "
+              f"trained on")
     return detected
 
 
@@ -414,7 +414,7 @@ class Estimator:
         frame = self.read(data, require_label=bool(with_labels))
         encoded = self.encoder.transform(frame, with_labels=with_labels is not False)
         for note in self.encoder.unseen_notes(encoded):
-            warnings.warn(f"{frame.path}: {note}", DataWarning, stacklevel=3)
+            warn_data(f"{frame.path}: {note}")
         return frame, encoded
 
     # -- training ---------------------------------------------------------------------------------
@@ -847,8 +847,8 @@ class Estimator:
         source = str(data) if isinstance(data, (str, Path)) else "<table>"
         weighted = {"weighted_by": self.encoder.weight} if weights[0] is not None else {}
         if self.encoder.weight and not weighted:
-            warnings.warn(f"{source}: no column '{self.encoder.weight}', the sample weights the model was trained with: "
-                          "the metrics weigh every row alike", DataWarning, stacklevel=2)
+            warn_data(f"{source}: no column '{self.encoder.weight}', the sample weights the model was trained with: "
+                      "the metrics weigh every row alike")
         labels = joined(labels)
         if len(labels) == 0:  # metrics of no rows are NaN (and NumPy's warnings), not a number to report
             raise DataError(source, "no rows to evaluate", line=None)
@@ -875,7 +875,7 @@ class Estimator:
 
     def _warn_unseen(self, where: str, counts: dict[str, tuple[int, int]]) -> None:
         for note in self.encoder.unseen_notes(counts=counts):
-            warnings.warn(f"{where}: {note}", DataWarning, stacklevel=5)
+            warn_data(f"{where}: {note}")
 
     def _logits(self, frame: RawFrame, encoded: EncodedData) -> np.ndarray:
         """The model's logits for the rows of ``frame``; a row whose logits are not finite is a located ``DataError``."""

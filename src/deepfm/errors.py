@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import sysconfig
+import warnings
 from pathlib import Path
 
 
@@ -20,8 +23,19 @@ class DataTypeError(ConfigError, TypeError):
 
 
 class DataWarning(UserWarning):
-    """Data that reads but looks unlike what the model was trained on (``warnings.warn``; the CLI prints
+    """Data that reads but looks unlike what the model was trained on (``warn_data``; the CLI prints
     ``note: ...``)."""
+
+
+def warn_data(message: str) -> None:
+    """A ``DataWarning`` located at the first caller outside this package and Python's own modules (the user's line
+    that read the data, not the library's line that noticed it, nor contextlib's between them)."""
+    package = Path(__file__).parent
+    inside = (str(package) + "/", str(package.resolve()) + "/", sysconfig.get_paths()["stdlib"] + "/")
+    frame, level = sys._getframe(1), 2  # stacklevel 2: the caller of this function
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, DataWarning, stacklevel=level)
 
 
 class DataError(DeepFMError, ValueError):

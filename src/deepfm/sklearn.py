@@ -20,7 +20,6 @@ through ``model=``; a parameter left at None takes the config's default for that
 from __future__ import annotations
 
 import sys
-import warnings
 from typing import Any
 
 import numpy as np
@@ -38,7 +37,7 @@ from deepfm.config import merge
 from deepfm.data.encoders import WHOLE_FLOATS_NOTE
 from deepfm.data.frame import LARGEST_VALUE, WITHIN_REACH, RawFrame
 from deepfm.data.tables import frame_from_table, table_from_pandas
-from deepfm.errors import DataWarning, ModelDirError
+from deepfm.errors import ModelDirError, warn_data
 
 SPARSE_FIELD = "features"  # a sparse X's one multi-valued field: column j's id is "j", its value the weight
 LABEL = "label"  # the label column fit() adds to X's, as in deepfm train's files (RESERVED_LABEL if X has one)
@@ -129,7 +128,7 @@ class _DeepFMEstimator(BaseEstimator):
         if self.verbose:
             print(message, file=sys.stderr, flush=True)
         elif message.startswith(WHOLE_FLOATS_NOTE):
-            warnings.warn(f"{message}; here categorical=[names] reads them as ids", DataWarning, stacklevel=2)
+            warn_data(f"{message}; here categorical=[names] reads them as ids")
 
     def _config(self, label: str, weighted: bool) -> dict[str, Any]:
         """The run configuration: the named parameters over ``config`` (a nested mapping, as in a TOML file)."""

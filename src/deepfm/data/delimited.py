@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv as pycsv
 import re
 import sys
-import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
@@ -17,7 +16,7 @@ import pyarrow.csv as pacsv
 
 from deepfm.data.formats import CRITEO_COLUMNS, converted, first_line, locate_bad_utf8, open_text
 from deepfm.data.frame import DECIMAL_PATTERN, repeated_names, rows_without_values
-from deepfm.errors import DataError, DataWarning
+from deepfm.errors import DataError, warn_data
 
 BLOCK_SIZE = 16 << 20  # the longest line Arrow can parse here (a line must fit in one block)
 # Bytes Arrow parses per task where a source can be read again with ``BLOCK_SIZE`` blocks should a
@@ -285,11 +284,11 @@ def _refuse_rows_inside_values(table: pa.Table, breaks: dict[str, pa.Array], wor
                             line=first_line + row + int(before[row]), column=column + 1)
         if len(found):
             row = int(rows[found[0]])
-            warnings.warn(f"{path}:{first_line + row + int(before[row])}:{column + 1}: the quoted value of column "
-                          f"'{name}' runs on over 2 lines, each of which reads as a row of {fields} fields on its own, "
-                          f"and is read as one value{f' (the first of {len(found):,})' if len(found) > 1 else ''}: if a "
-                          "stray quote opened it, a row is lost there (a quote inside a value is written twice, \"\", "
-                          "with the whole value quoted)", DataWarning, stacklevel=2)
+            warn_data(f"{path}:{first_line + row + int(before[row])}:{column + 1}: the quoted value of column "
+                      f"'{name}' runs on over 2 lines, each of which reads as a row of {fields} fields on its own, "
+                      f"and is read as one value{f' (the first of {len(found):,})' if len(found) > 1 else ''}: if a "
+                      "stray quote opened it, a row is lost there (a quote inside a value is written twice, \"\", "
+                      "with the whole value quoted)")
 
 
 def refuse_repeated_header(table: pa.Table, path: Path, first_line: int, before: np.ndarray | None) -> None:

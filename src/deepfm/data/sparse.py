@@ -7,7 +7,6 @@ the data when fitting, or from the fitted model's ``layout`` when encoding for i
 from __future__ import annotations
 
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pyarrow.csv as pacsv
 from deepfm.data.delimited import BLOCK_SIZE
 from deepfm.data.formats import LINE_READER_DELIMITER, open_text
 from deepfm.data.frame import DECIMAL_PATTERN, WITHIN_REACH, RawFrame, within_reach
-from deepfm.errors import DataError, DataWarning
+from deepfm.errors import DataError, warn_data
 
 Layout = dict[str, str]  # column name -> kind, as a fitted encoder's ``layout`` gives it
 LEFT_OUT = "left out"  # a layout's kind of a field the model does not read (--ignore): not laid out, still counted
@@ -286,10 +285,10 @@ def _libffm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None, 
     names = layout or {f"field{int(f)}": None for f in np.unique(fields)}
     unknown = sorted({int(f) for f in np.unique(fields)} - {int(name[len("field"):]) for name in names})
     if unknown:  # (a model's layout: its fields only)
-        warnings.warn(f"{frame.path}: libFFM field(s) {', '.join(map(str, unknown[:10]))}"
-                      f"{' …' if len(unknown) > 10 else ''} of this file are not among the model's "
-                      f"({', '.join(name[len('field'):] for name, kind in names.items() if kind != LEFT_OUT)}): their "
-                      "features are not read", DataWarning, stacklevel=2)
+        warn_data(f"{frame.path}: libFFM field(s) {', '.join(map(str, unknown[:10]))}"
+                  f"{' …' if len(unknown) > 10 else ''} of this file are not among the model's "
+                  f"({', '.join(name[len('field'):] for name, kind in names.items() if kind != LEFT_OUT)}): their "
+                  "features are not read")
     for name, kind in names.items():
         if kind == LEFT_OUT:
             continue
