@@ -890,6 +890,10 @@ def test_a_parquet_file_named_like_text_says_how_to_read_it(tmp_path):
     path = tmp_path / "rows.csv"
     pq.write_table(pa.table({"label": [1, 0], "user": ["a", "b"]}), path)
     assert "a Parquet file: name it .parquet (or .pq), or give --format parquet" in str(error_of(lambda: fit(path)))
+    named = tmp_path / "rows.parquet"  # named so, read as CSV by a --format: renaming it is not the fix (a new user's)
+    pq.write_table(pa.table({"label": [1, 0], "user": ["a", "b"]}), named)
+    assert str(error_of(read_frame, named, fmt="csv")).endswith(
+        "a Parquet file, read as text by the --format given: leave --format out, or give --format parquet")
 
 
 def test_lines_ending_in_a_carriage_return_alone_are_named_with_the_conversion(tmp_path):

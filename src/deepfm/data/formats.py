@@ -143,6 +143,8 @@ def _binary_kind(start: bytes, path: str | Path) -> str | None:
         return (f"gzip-compressed, without the name that says so: deepfm decompresses a file whose name ends in .gz "
                 f"(mv {shlex.quote(str(path))} {shlex.quote(str(path) + '.gz')})")
     if start == b"PAR1":
+        if Path(path).suffix.lower() in (".parquet", ".pq"):  # named so, and read as text: a --format said otherwise
+            return "a Parquet file, read as text by the --format given: leave --format out, or give --format parquet"
         return "a Parquet file: name it .parquet (or .pq), or give --format parquet"
     bzip2 = b"BZh" + start[3:4] if start[3:4] in (b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9") else None
     for magic, kind, command in ((bzip2, "bzip2", "bunzip2 -k"), (b"\xfd7zX", "xz", "unxz -k"),
