@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 
@@ -10,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -172,7 +174,7 @@ def test_regressors_predict_real_values_and_score_r2():
 
 
 def test_save_writes_the_model_directory_and_load_predicts_the_same(fitted, tmp_path):
-    clf, X, _ = fitted
+    clf, X, y = fitted
     clf.save(tmp_path / "clf")
     loaded = FMClassifier.load(tmp_path / "clf")
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
@@ -181,25 +183,37 @@ def test_save_writes_the_model_directory_and_load_predicts_the_same(fitted, tmp_
     assert loaded.feature_names_in_.tolist() == clf.feature_names_in_.tolist()
     as_estimator = Estimator.load(tmp_path / "clf")  # as deepfm evaluate/predict/serve read it
     np.testing.assert_allclose(as_estimator.predict(X), clf.predict_proba(X)[:, 1])
-    labelled = X.assign(label=(clf.predict(X) == "skip").astype(int))
-    assert as_estimator.evaluate(labelled)["rows"] == len(X)
+    labelled = X.assign(label=y)
+    assert as_estimator.evaluate(labelled)["auc"] == pytest.approx(roc_auc_score(y == "skip", clf.predict_proba(X)[:, 1]))
     for other in (FMRegressor, DeepFMClassifier):
         with pytest.raises(ModelDirError, match=f"holds a FMClassifier, not a {other.__name__}; load it with FMClassifier.load"):
             other.load(tmp_path / "clf")
 
 
-def test_the_commands_say_how_they_read_a_saved_classifiers_classes(fitted, tmp_path, capsys):
-    """deepfm evaluate reads 0/1 labels in the column 'label': a user of text classes is told which is 1."""
+def test_the_commands_read_a_saved_classifiers_classes_as_its_labels(fitted, tmp_path, capsys):
+    """deepfm evaluate reads a file labelled as y was (its classes' text), says which class is 1, and refuses a value
+    that is neither class where it stands, as a model trained with --positive does."""
     from deepfm.cli import main
 
-    clf, X, _ = fitted
+    clf, X, y = fitted
     clf.save(tmp_path / "clf")
-    X.assign(label=(clf.predict(X) == clf.classes_[1]).astype(int)).to_csv(tmp_path / "rows.csv", index=False)
-    assert main(["evaluate", str(tmp_path / "clf"), str(tmp_path / "rows.csv")]) == 0
-    positive = clf.classes_.tolist()[1]
-    assert (f"holds a deepfm.sklearn classifier of classes {clf.classes_.tolist()}: its labels are read as 0 and 1 from "
-            f"the column 'label' (1: {positive!r}), and its prediction is the probability of {positive!r}"
-            ) in capsys.readouterr().err
+    X.assign(label=y).to_csv(tmp_path / "rows.csv", index=False)
+    assert main(["evaluate", str(tmp_path / "clf"), str(tmp_path / "rows.csv"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["auc"] == pytest.approx(roc_auc_score(y == "skip", clf.predict_proba(X)[:, 1]), abs=1e-6)
+    assert (f"holds a deepfm.sklearn classifier of classes ['click', 'skip']: the column 'label' holds its classes "
+            "('skip' is 1), and its prediction is the probability of 'skip'") in err
+    X.assign(label=np.where(np.arange(len(y)) == 3, "maybe", y)).to_csv(tmp_path / "odd.csv", index=False)
+    assert main(["evaluate", str(tmp_path / "clf"), str(tmp_path / "odd.csv")]) == 2
+    assert "odd.csv:5:" in capsys.readouterr().err
+
+
+def test_a_classifier_of_classes_0_and_1_or_booleans_reads_numeric_labels(tmp_path):
+    X, y = clicks(200)
+    for classes in (y == "skip").astype(int), y == "skip":
+        clf = FMClassifier(epochs=2).fit(X, classes)
+        assert clf.estimator_.encoder.task.positive is None
+        assert clf.estimator_.evaluate(X.assign(label=(y == "skip").astype(int)))["rows"] == len(X)
 
 
 def test_a_changed_sklearn_json_is_refused_like_any_file_of_the_directory(fitted, tmp_path):

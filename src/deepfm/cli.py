@@ -670,10 +670,13 @@ def _load(directory: str, fmt: str | None, path: str):
               "features, and this file's indices are read as those; scikit-learn's load_svmlight_file numbers a file "
               "whose indices start at 1 from 0 (zero_based='auto'): score such a file with the loader the model was "
               "fitted through", file=sys.stderr)
-    if classes and estimator.encoder.task.name == "binary" and [str(c) for c in classes] != ["0", "1"]:
-        print(f"note: {directory} holds a deepfm.sklearn classifier of classes {classes}: its labels are read as 0 and "
-              f"1 from the column {estimator.config.data.label!r} (1: {classes[1]!r}), and its prediction is the "
-              f"probability of {classes[1]!r}", file=sys.stderr)
+    task = estimator.encoder.task
+    if classes and task.name == "binary" and [str(c) for c in classes] != ["0", "1"]:
+        read_as = (f"the column {estimator.config.data.label!r} holds its classes ({task.positive!r} is 1)"
+                   if task.positive is not None else  # booleans, and classifiers saved before this reading, read 0/1
+                   f"its labels are read as 0 and 1 from the column {estimator.config.data.label!r} (1: {classes[1]!r})")
+        print(f"note: {directory} holds a deepfm.sklearn classifier of classes {classes}: {read_as}, and its prediction "
+              f"is the probability of {classes[1]!r}", file=sys.stderr)
     checkpoint, weights = Path(directory) / "checkpoint", Path(directory) / "model.safetensors"
     if checkpoint.is_dir() and checkpoint.stat().st_mtime > weights.stat().st_mtime:  # an --overwrite run stopped
         print(f"note: {directory} also holds an interrupted training run's checkpoint; this is the model saved before "

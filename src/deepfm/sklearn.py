@@ -38,6 +38,7 @@ from deepfm.data.encoders import WHOLE_FLOATS_NOTE
 from deepfm.data.frame import LARGEST_VALUE, WITHIN_REACH, RawFrame
 from deepfm.data.tables import frame_from_table, table_from_pandas
 from deepfm.errors import ModelDirError, warn_data
+from deepfm.tasks import canonical_label
 
 SPARSE_FIELD = "features"  # a sparse X's one multi-valued field: column j's id is "j", its value the weight
 LABEL = "label"  # the label column fit() adds to X's, as in deepfm train's files (RESERVED_LABEL if X has one)
@@ -292,6 +293,21 @@ class _Classifier(ClassifierMixin, _DeepFMEstimator):
             raise ValueError(f"y: got {len(self.classes_)} class(es) {self.classes_[:5].tolist()}; "
                              "Only binary classification is supported (two classes)")
         return y
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, eval_set: Any = None) -> "_Classifier":
+        super().fit(X, y, sample_weight=sample_weight, eval_set=eval_set)
+        self._read_classes_as_labels()
+        return self
+
+    def _read_classes_as_labels(self) -> None:
+        """The fitted model reads a file's labels as its classes (``classes_[1]`` is 1, ``classes_[0]`` is 0, any other
+        value a located error), as a model trained with ``--positive`` does: ``deepfm evaluate`` and
+        ``Estimator.evaluate`` score a file labelled as ``y`` was. Classes 0 and 1 are read as numbers, as before;
+        booleans too (a Parquet column's ``true`` is not the text of ``True``)."""
+        if self.classes_.dtype.kind == "b" or [str(c) for c in self.classes_] in (["0", "1"], ["0.0", "1.0"]):
+            return
+        task = self.estimator_.encoder.task
+        task.positive, task.negative = canonical_label(str(self.classes_[1])), canonical_label(str(self.classes_[0]))
 
     def _encode_targets(self, y: np.ndarray) -> np.ndarray:
         unknown = ~np.isin(y, self.classes_)
