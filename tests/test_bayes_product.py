@@ -98,6 +98,41 @@ def test_binary_averages_probabilities_not_scores():
     assert torch.sigmoid(logit).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_a_regression_predicts_within_the_training_labels_range_in_pytorch_and_onnx(tmp_path):
+    """Each sample's ŷ is clipped to the training labels' range before the average (libFM's MCMC), in the model
+    directory's module, so that predict, serve and the ONNX graph agree; on a sparse sample, pairs no row saw."""
+    ort = pytest.importorskip("onnxruntime")
+    from deepfm.export import export_onnx
+
+    estimator = Estimator(data={"task": "regression", "categorical": ("user", "item")}, model={"name": "fm", "embed_dim": 8},
+                          training={"solver": "mcmc", "sweeps": 30, "burn_in": 5})
+    estimator.fit(ratings(120).drop_columns(["genres", "age"]), out=tmp_path / "m", progress=False)
+    users, items = np.meshgrid(np.arange(25), np.arange(30))
+    grid = pa.table({"user": users.ravel().astype(str), "item": items.ravel().astype(str)})
+    design = design_of_data(estimator.encode(grid, with_labels=False), estimator.encoder.num_features)
+    samples = chain_of(tmp_path / "m").sample_predictions(design)
+    assert ((samples < 1) | (samples > 5)).any()  # the clip has work to do
+    predicted = estimator.predict(grid)
+    np.testing.assert_allclose(predicted, np.clip(samples, 1, 5).mean(axis=0), rtol=1e-5, atol=1e-5)
+    encoded = estimator.encode(grid, with_labels=False)
+    session = ort.InferenceSession(str(export_onnx(tmp_path / "m", tmp_path / "m.onnx")), providers=["CPUExecutionProvider"])
+    ones = np.ones(encoded.ids.shape, np.float32)  # (every value is 1: one-hot ids only)
+    onnx = session.run(["prediction"], {"ids": encoded.ids.astype(np.int64), "values": ones})[0]
+    np.testing.assert_allclose(onnx, predicted, rtol=0, atol=1e-5)
+
+
+def test_a_posterior_saved_before_the_clip_loads_and_predicts_unbounded():
+    model = PosteriorFM(num_features=2, embed_dim=1, num_samples=2, likelihood="gaussian")
+    model.load_samples(np.array([7.0, 9.0]), np.zeros((2, 2)), np.zeros((2, 2, 1)), target_range=(1.0, 5.0))
+    from deepfm.data.batch import Batch
+
+    batch = Batch(torch.zeros(1, 1, dtype=torch.int64), None, [], None)
+    assert model(batch).item() == 5.0
+    older = {k: v for k, v in model.state_dict().items() if k != "target_range"}
+    model.load_state_dict(older)
+    assert model(batch).item() == 8.0
+
+
 def test_the_train_metric_is_measured_every_twentieth_of_the_run_and_at_the_end():
     logs: list[str] = []
     estimator = sampler("binary", sweeps=45, burn_in=5)

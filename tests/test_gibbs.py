@@ -270,3 +270,17 @@ def test_bad_arguments_are_errors_that_name_them():
         ordinal.fit(x, np.arange(len(truth)) % 4, task="ordinal", sweeps=3, resume=True)
     with pytest.raises(ValueError, match="features"):
         ordinal.fit(x[:, :-1], np.arange(len(truth)) % 3, task="ordinal", sweeps=3, resume=True)
+
+
+def test_a_regression_averages_each_sample_clipped_to_the_training_labels_range():
+    """libFM's MCMC: each sample's ŷ is clipped to [min y, max y] of the training labels before the average, so a
+    pair the data rarely saw cannot predict a rating no one gave. A chain saved as tensors keeps the range."""
+    rng, x, truth, groups = known_fm_data(seed=5, rows=300)
+    y = np.clip(np.round(3 + truth), 1, 5)
+    chain = GibbsFM(rank=3, groups=groups, seed=1).fit(x, y, sweeps=20, burn_in=5)
+    grid = scipy.sparse.csr_matrix(np.eye(x.shape[1])[np.arange(60)] + np.eye(x.shape[1])[60 + np.arange(60) % 80])
+    samples = chain.sample_predictions(grid)
+    assert chain.target_range == (1.0, 5.0) and ((samples < 1) | (samples > 5)).any()
+    np.testing.assert_allclose(chain.predict(grid), np.clip(samples, 1, 5).mean(axis=0))
+    loaded = GibbsFM.from_tensors(chain.to_tensors())
+    np.testing.assert_array_equal(loaded.predict(grid), chain.predict(grid))

@@ -4,7 +4,8 @@ Sample s is an FM ŷ_s(x) = w0_s + Σ_i w_is x_i + Σ_{i<j} <v_is, v_js> x_i x_j
 one ``FactorizationMachine`` with S outputs. The prediction averages what each sample predicts
 (Freudenthaler, Rendle & Schmidt-Thieme 2011), in the task's terms:
 
-- gaussian (regression): the mean rating (1/S) Σ_s ŷ_s, as the logit the regression head reads;
+- gaussian (regression): the mean rating (1/S) Σ_s clip(ŷ_s, min y, max y), each sample clipped to the training
+  labels' range as libFM does, as the logit the regression head reads;
 - probit (binary): p̄ = (1/S) Σ_s Φ(ŷ_s), returned as its logit log p̄ − log(1 − p̄), so that the
   binary head's sigmoid gives p̄ back (the average of the probabilities, not of the scores);
 - ordered probit (ordinal): log P̄(y = j) with P̄(y = j) = (1/S) Σ_s [Φ(c_sj − ŷ_s) − Φ(c_s,j−1 − ŷ_s)],
@@ -65,12 +66,14 @@ class PosteriorFM(nn.Module):
         self.samples = FactorizationMachine(num_features, embed_dim, output_dim=num_samples)
         self.register_buffer("cutpoints", torch.zeros(num_samples, max(num_classes - 1, 0)))
         self.register_buffer("groups", torch.zeros(num_features, dtype=torch.int64))
+        # gaussian: the training labels' min and max, which bound each sample's ŷ (±inf: unbounded)
+        self.register_buffer("target_range", torch.tensor([-math.inf, math.inf]))
         self.output_dim = num_classes if likelihood == "ordered_probit" else 1
 
     def forward(self, batch: Batch) -> torch.Tensor:  # (B,), or (B, C) log class probabilities
         scores = self.samples(batch).reshape(batch.size, self.num_samples)  # (B, S): ŷ_s of every row
         if self.likelihood == "gaussian":
-            return scores.mean(dim=1)
+            return torch.clamp(scores, self.target_range[0], self.target_range[1]).mean(dim=1)
         scores = scores.double()
         if self.likelihood == "probit":
             positive = normal_cdf(scores).mean(dim=1).clamp_min(TINY)
@@ -82,15 +85,22 @@ class PosteriorFM(nn.Module):
         probabilities = (cumulative[:, :, 1:] - cumulative[:, :, :-1]).mean(dim=1)  # (B, C)
         return probabilities.clamp_min(TINY).log().float()
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a model directory written before the clip has no target_range: it predicts as it did, unbounded
+        state_dict.setdefault(prefix + "target_range", torch.tensor([-math.inf, math.inf]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @torch.no_grad()
-    def load_samples(self, w0, w, v, cutpoints=None) -> None:
-        """Set the S samples from arrays: w0 (S,), w (S, n), v (S, n, k), cutpoints (S, C − 1)."""
+    def load_samples(self, w0, w, v, cutpoints=None, target_range=(-math.inf, math.inf)) -> None:
+        """Set the S samples from arrays: w0 (S,), w (S, n), v (S, n, k), cutpoints (S, C − 1), and the range that
+        bounds a gaussian sample's ŷ."""
         if (len(w0), np.shape(v)[2]) != (self.num_samples, self.embed_dim):
             raise ValueError(f"samples: {len(w0)} of rank {np.shape(v)[2]}; this model holds {self.num_samples} "
                              f"of rank {self.embed_dim}")
         set_fm_parameters(self.samples, w0, w, v)
         if cutpoints is not None:
             self.cutpoints.copy_(torch.as_tensor(cutpoints, dtype=torch.float32))
+        self.target_range.copy_(torch.as_tensor(target_range, dtype=torch.float32))
 
 
 @torch.no_grad()

@@ -5,7 +5,8 @@ Model: y ~ N(ŷ(x), 1/α) with ŷ the FM (see ``deepfm.solvers.coordinate``). Pr
 group of features (a field): w_l ~ N(μ_w[g], 1/λ_w[g]), v_lf ~ N(μ_v[g,f], 1/λ_v[g,f]); hyperpriors
 μ | λ ~ N(μ_0, 1/(γ_0 λ)), λ ~ Gamma(α_λ/2, β_λ/2), α ~ Gamma(α_0/2, β_0/2); w0 has a flat prior.
 A sweep draws each unknown from its conditional posterior in turn, so there is no learning rate and
-no regularisation to tune; predictions average the samples kept after the burn-in. Binary labels
+no regularisation to tune; predictions average the samples kept after the burn-in (a regression's each clipped to
+the training labels' range first, as libFM does: a sample far out on a pair the data rarely saw is no rating). Binary labels
 use probit and ordered labels an ordered probit, through latent targets (``deepfm.solvers.latent``).
 """
 
@@ -101,6 +102,7 @@ class GibbsFM:
         self.rank, self.groups, self.seed, self.init_std, self.hyperpriors = rank, groups, seed, init_std, hyperpriors
         self.task: str | None = None
         self.classes: np.ndarray = np.zeros(0)
+        self.target_range: tuple[float, float] = (-np.inf, np.inf)  # regression: the training labels' min and max
         self.state: ChainState | None = None
         self.samples = Samples()
 
@@ -135,6 +137,8 @@ class GibbsFM:
             self.task = task
             values = np.asarray(y if classes is None else classes, dtype=np.float64)
             self.classes = np.unique(values) if task == "ordinal" else np.zeros(0)
+        if task == "regression" and len(y):
+            self.target_range = (float(np.min(y)), float(np.max(y)))
         label = self._labels(y)
         if not resume:
             self.state = self._initial_state(num_features, num_groups, label, num_rows)
@@ -260,11 +264,13 @@ class GibbsFM:
         return predict_samples(design, arrays["w0"], arrays["w"], arrays["v"])
 
     def predict(self, design: scipy.sparse.spmatrix) -> np.ndarray:
-        """(N,) the posterior mean: of ŷ (regression), of P(y = 1) (binary), of the label (ordinal)."""
+        """(N,) the posterior mean: of ŷ clipped to ``target_range`` (regression), of P(y = 1) (binary), of the label (ordinal)."""
         if self.task == "ordinal":
             return (self.class_probabilities(design) * self.classes).sum(axis=1)
         per_sample = self.sample_predictions(design)
-        return (ndtr(per_sample) if self.task == "binary" else per_sample).mean(axis=0)
+        if self.task == "binary":
+            return ndtr(per_sample).mean(axis=0)
+        return np.clip(per_sample, *self.target_range).mean(axis=0)
 
     def class_probabilities(self, design: scipy.sparse.spmatrix) -> np.ndarray:
         """(N, J) ordinal only: P(y = classes[j]) averaged over the samples."""
@@ -293,6 +299,7 @@ class GibbsFM:
             tensors[f"state.{item.name}"] = np.atleast_1d(np.asarray(value))
         tensors["config.task"] = np.array([TASKS.index(self.task)])
         tensors["config.classes"] = self.classes
+        tensors["config.target_range"] = np.array(self.target_range, dtype=np.float64)
         tensors["config.groups"] = self._groups(len(state.w))
         tensors["config.hyperpriors"] = np.array([getattr(self.hyperpriors, f.name) for f in fields(Hyperpriors)])
         tensors["config.seed_init_std"] = np.array([self.seed, self.init_std], dtype=np.float64)
@@ -307,6 +314,8 @@ class GibbsFM:
                     Hyperpriors(*map(float, tensors["config.hyperpriors"])))
         model.task = TASKS[int(tensors["config.task"][0])]
         model.classes = tensors["config.classes"].astype(np.float64)
+        if "config.target_range" in tensors:  # (a chain saved before the clip predicts unclipped)
+            model.target_range = tuple(map(float, tensors["config.target_range"]))
         values = {}
         for item in fields(ChainState):
             array = tensors[f"state.{item.name}"]

@@ -197,7 +197,7 @@ class MCMCSolver(SweepSolver):
         arrays = core.samples.arrays(*core.state.v.shape, len(core.state.cutpoints))
         kept = thinned(len(arrays["w0"]), self.config.training.kept_samples)
         _posterior(model).load_samples(arrays["w0"][kept], arrays["w"][kept], arrays["v"][kept],
-                                       arrays["cutpoints"][kept])
+                                       arrays["cutpoints"][kept], core.target_range)
 
     def from_tensors(self, tensors: dict[str, np.ndarray]) -> GibbsFM:
         return GibbsFM.from_tensors(tensors)
