@@ -72,6 +72,16 @@ def test_metrics_are_accuracy_logloss_and_macro_auc():
     assert metrics["auc"] == pytest.approx((1 + 1 + 0.75) / 3)
 
 
+def test_a_class_whose_rows_all_weigh_0_is_not_in_the_macro_auc():
+    """Rows of weight 0 count for nothing, as in the binary task: the AUC is that of the rows that count."""
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    logits = np.random.default_rng(0).normal(size=(8, 3))
+    weights = np.ones(8)
+    weights[[2, 5]] = 0  # every row of class 2
+    task, kept = MulticlassTask(["a", "b", "c"]), weights > 0
+    assert task.metrics(labels, logits, weights)["auc"] == pytest.approx(task.metrics(labels[kept], logits[kept])["auc"])
+
+
 def test_the_task_round_trips_and_saved_models_predict_the_same(tmp_path):
     task = MulticlassTask(["1", "2", "3"], [0.2, 0.3, 0.5])
     assert task_from_dict(task.to_dict()) == task and task_from_dict(task.to_dict()).output_dim == 3

@@ -335,7 +335,7 @@ class MulticlassTask(Task):
         log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # log softmax, in float64
         accuracy = float(np.average(logits.argmax(axis=1) == labels, weights=weights))
         logloss = float(np.average(-log_p[np.arange(len(labels)), labels], weights=weights))
-        present = np.unique(labels)
+        present = np.unique(labels if weights is None else labels[np.asarray(weights) > 0])  # weight 0: not present
         auc = math.nan
         if len(present) > 1:  # macro one-vs-rest AUC over the classes present (each needs positives and negatives)
             from sklearn.metrics import roc_auc_score
