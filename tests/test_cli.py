@@ -16,10 +16,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from deepfm import Estimator
 from deepfm.cli import build_parser, main
 from deepfm.config import TrainingConfig
 from deepfm.data.synthetic import SyntheticSpec, make_ctr_table
-from deepfm.errors import DataWarning
+from deepfm.errors import ConfigError, DataWarning
 
 TINY = ["--epochs", "1", "--mlp", "16,16", "--batch-size", "64", "--embed-dim", "4"]
 TRAIN_SUMMARY_KEYS = {"rows", "epochs", "seconds", "train_samples_per_s", "peak_rss_mb", "best_epoch", "best_valid"}
@@ -855,6 +856,16 @@ def test_a_misspelt_key_in_a_config_file_suggests_the_setting_meant(ctr_csv, tmp
     config.write_text(config.read_text().replace("embed_dim = 4", "embed_dims = 4"))
     assert main(["train", "--config", str(config)]) == 2
     assert "model.embed_dims: Extra inputs are not permitted (did you mean model.embed_dim?)" in capsys.readouterr().err
+
+
+def test_a_key_in_another_section_names_the_section_it_belongs_to(ctr_csv, tmp_path, capsys):
+    config = toml_config(tmp_path / "run.toml", ctr_csv(), tmp_path / "model")
+    config.write_text(config.read_text().replace("embed_dim = 4", "embed_dim = 4\nepochs = 3"))
+    assert main(["train", "--config", str(config)]) == 2
+    assert "model.epochs: Extra inputs are not permitted (epochs is a key of the training section: training.epochs)" in (
+        capsys.readouterr().err)
+    with pytest.raises(ConfigError, match=r"training.task: .* \(task is a key of the data section: data.task\)"):
+        Estimator(training={"task": "multiclass"})
 
 
 def test_a_value_outside_a_settings_choices_suggests_the_choice_meant(ctr_csv, tmp_path, capsys):

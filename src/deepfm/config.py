@@ -303,7 +303,13 @@ def _closest_key(loc: tuple) -> str:
             return ""
         section = annotation
     close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1, cutoff=0.75)
-    return f" (did you mean {'.'.join(str(p) for p in (*loc[:-1], close[0]))}?)" if close else ""
+    if close:
+        return f" (did you mean {'.'.join(str(p) for p in (*loc[:-1], close[0]))}?)"
+    if len(loc) == 2:  # a key of another section: training.task is data.task
+        for name, field in RunConfig.model_fields.items():
+            if name != loc[0] and isinstance(field.annotation, type) and loc[1] in field.annotation.model_fields:
+                return f" ({loc[1]} is a key of the {name} section: {name}.{loc[1]})"
+    return ""
 
 
 def build_config(values: dict[str, Any], source: str = "config", lines: KeyLines | None = None) -> RunConfig:
