@@ -116,7 +116,7 @@ def test_the_row_id_note_of_a_column_with_an_empty_header_names_a_flag_that_leav
     rows = [f"{i},{i % 2},u{i % 7},c{i % 3}" for i in range(1200)]
     (tmp_path / "indexed.csv").write_text(",label,user,city\n" + "\n".join(rows) + "\n")
     assert main(["train", "--train", str(tmp_path / "indexed.csv"), "--out", str(tmp_path / "a"), *TINY]) == 0
-    assert "a row id? It tells the model nothing of other rows, and rows to predict bring new ones; --ignore '' leaves it out" \
+    assert "a row id? It tells the model nothing of other rows, and rows to predict bring new ones; --ignore '' (data.ignore) leaves it out" \
         in capsys.readouterr().err
     assert main(["train", "--train", str(tmp_path / "indexed.csv"), "--out", str(tmp_path / "b"), *TINY, "--ignore", ""]) == 0
     assert "a row id?" not in capsys.readouterr().err

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+import warnings
+
 import numpy as np
 import torch
 import pyarrow as pa
@@ -1010,7 +1012,7 @@ def test_a_column_that_numbers_the_rows_is_noted_as_a_row_id():
     notes = FeatureEncoder.fit([read_frame_of(table)], DataConfig()).fit_notes
     assert [note for note in notes if "row id" in note] == [
         "column 'id' holds a value no other training row holds on 100% of the rows: a row id? It tells the model "
-        "nothing of other rows, and rows to predict bring new ones; --ignore id leaves it out"]  # not user, nor rare (67%)
+        "nothing of other rows, and rows to predict bring new ones; --ignore id (data.ignore) leaves it out"]  # not user, nor rare (67%)
     assert not any("row id" in note for note in FeatureEncoder.fit([read_frame_of(table.slice(0, 500))], DataConfig()).fit_notes)
 
 
@@ -1060,12 +1062,37 @@ def test_a_column_that_alone_makes_the_ids_a_long_tail_is_named_with_what_it_tur
     assert ["column 'time' holds 10,000 distinct values in 20,000 training rows (0.50 a row): with it the ids hold 0.54 "
             "distinct values a row, 0.04 without it, so it tips them over the long tail's line (0.3 a row), which sets "
             "the long tail's training defaults; every field's values seen fewer than 10 times then share their field's "
-            "rare id (data.min_count 10), and --min-count 1 keeps them. If it is not a feature (a timestamp, a row id), "
-            "--ignore time"] == [n for n in notes if "tips" in n]
+            "rare id (data.min_count 10), and --min-count 1 (data.min_count) keeps them. If it is not a feature (a "
+            "timestamp, a row id), --ignore time (data.ignore)"] == [n for n in notes if "tips" in n]
     assert not any("tips" in n for n in FeatureEncoder.fit([read_frame_of(table)], DataConfig(min_count=1)).fit_notes)
     assert not any("tips" in n for n in FeatureEncoder.fit([read_frame_of(table)], DataConfig(ignore=("time",))).fit_notes)
     two = table.append_column("session", pa.array(rng.permutation(rows) // 2))  # neither alone: a long tail either way
     assert not any("tips" in n for n in FeatureEncoder.fit([read_frame_of(two)], DataConfig()).fit_notes)
+
+
+def test_a_fit_that_logs_nothing_warns_of_a_column_that_changes_what_the_model_trains_on():
+    """The Python API logs nothing unless given ``log``: a timestamp that turns on the long tail's settings, or a row
+    id, is a DataWarning there (a new user's MovieLens RMSE went from 0.88 to 1.02 in silence); with a log, a line."""
+    from deepfm import Estimator
+    from deepfm.errors import DataWarning
+    from deepfm.sklearn import FMRegressor
+
+    rng = np.random.default_rng(0)
+    rows = 12_000
+    table = pa.table({"label": rng.integers(0, 2, rows), "user": rng.integers(0, 300, rows),
+                      "item": rng.integers(0, 500, rows), "time": rng.permutation(rows) // 2})
+    settings = {"model": {"name": "lr"}, "training": {"epochs": 1, "portfolio": "off"}}
+    with pytest.warns(DataWarning, match=r"the training data: column .time. holds [0-9,]+ distinct .* --ignore time \(data.ignore\)"):
+        Estimator(**settings).fit(table, progress=False)
+    logged: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        Estimator(**settings).fit(table, progress=False, log=logged.append)
+        Estimator(data={"ignore": ["time"]}, **settings).fit(table, progress=False)
+    assert any("column 'time' holds" in line for line in logged)
+    X = table.drop_columns(["label"]).to_pandas()
+    with pytest.warns(DataWarning, match="column 'time' holds"):
+        FMRegressor(model="lr", epochs=1, categorical=["user", "item", "time"]).fit(X, table["label"].to_numpy() * 1.5)
 
 
 @pytest.mark.parametrize("scale, offset", [(1.0, 0.0), (1e-12, 0.0), (600.0, 1.7e9), (60.0, 1.7e9)])

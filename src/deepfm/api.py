@@ -506,6 +506,8 @@ class Estimator:
                                            else self._training_shard(train, saved, ctx, hold_out))
         for note in self.encoder.fit_notes if log and ctx.is_main else ():
             log(note)
+        for note in self.encoder.fit_warnings if not log and ctx.is_main else ():  # (no log: said nowhere else)
+            warn_data(f"{train if isinstance(train, (str, Path)) else 'the training data'}: {note}")
         if isinstance(train_data, StreamSource) and log and ctx.is_main:
             chunks = len(train_data.file.chunks())  # their rows: --chunk-rows' bytes, or a Parquet file's row groups
             log(f"streaming: {train_data.num_rows:,} training rows read chunk by chunk every epoch ({chunks} "

@@ -121,6 +121,8 @@ class _DeepFMEstimator(BaseEstimator):
             valid = _with_columns(valid, {label: pa.array(self._encode_targets(y_valid))}, label)
         self.estimator_ = Estimator(**self._config(label, weighted=sample_weight is not None)).fit(
             train, valid=valid, progress=bool(self.verbose), log=self._say)
+        for note in self.estimator_.encoder.fit_warnings if not self.verbose else ():  # (verbose: said in the log)
+            warn_data(note)
         return self
 
     def _say(self, message: str) -> None:

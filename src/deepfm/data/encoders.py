@@ -178,6 +178,9 @@ class FeatureEncoder:
     fields: list[FieldSpec]
     weight: str | None = None  # the column of sample weights (``--weight``), not a feature
     fit_notes: list[str] = field(default_factory=list, compare=False)  # inferences worth telling (not saved)
+    # those of ``fit_notes`` that change what the model trains on (a timestamp read as ids, a row id): a fit that
+    # logs nothing (the Python API's default) warns them as ``DataWarning``s
+    fit_warnings: list[str] = field(default_factory=list, compare=False)
     id_counts: "IdCounts | None" = field(default=None, compare=False)  # how often training ids recur (saved)
     sparse_format: str | None = None  # "libfm"/"libffm": trained on those rows, whose values come as "index:value" (saved)
     left_out: tuple[str, ...] = ()  # libFM/libFFM fields of the training rows that --ignore left out (saved)
@@ -633,6 +636,7 @@ class _Fitter:
         self.config, self.held_out = config, held_out
         self.kinds = resolve_kinds(first, config)
         self.notes = inference_notes(first, self.kinds, config)
+        self.warnings: list[str] = []  # the notes of ``FeatureEncoder.fit_warnings``, also among ``notes``
         self.kind_rows = first.num_rows  # the rows that decided the kinds (a later decimal in an id column: an error)
         inferred_ids = [name for name, kind in self.kinds.items() if kind == "categorical" and _inferred(name, first, config)
                         and _is_text(first.columns[name])]
@@ -812,6 +816,10 @@ class _Fitter:
 
         return encoded
 
+    def _warn(self, notes: list[str]) -> None:
+        self.notes.extend(notes)
+        self.warnings.extend(notes)
+
     def finish(self) -> FeatureEncoder:
         release_free_memory()  # what reading the chunks freed, before the count tables' last merges (the fit's peak)
         config, specs, offset = self.config, [], 0
@@ -826,8 +834,8 @@ class _Fitter:
         seen = IdCounts.of(self.rows, [table["count"] for table in tables.values()])
         min_count = rare_value_threshold(config.min_count, seen)  # the user's, or the data rule's (deepfm.defaults)
         if config.min_count is None:
-            self.notes.extend(one_column_long_tail_note({name: table["count"] for name, table in tables.items()},
-                                                        seen, min_count))
+            self._warn(one_column_long_tail_note({name: table["count"] for name, table in tables.items()}, seen,
+                                                 min_count))
         id_counts = seen.keeping(min_count, [table["count"] for table in tables.values()])
         for name in ordered:
             kind = self.kinds[name]
@@ -847,7 +855,7 @@ class _Fitter:
                 table = tables[name]
                 spec.unseen_share = unseen_share(table["count"], min_count)
                 if kind == "categorical" and self.rows >= ROW_ID_NOTE_ROWS:
-                    self.notes.extend(row_id_note(name, table["count"], self.rows))
+                    self._warn(row_id_note(name, table["count"], self.rows))
                 keep = table.filter(pc.greater_equal(table["count"], min_count))
                 keep = keep.sort_by([("count", "descending"), ("value", "ascending")])
                 self.vocabulary_rows[name] = keep["row"].to_numpy()
@@ -877,7 +885,8 @@ class _Fitter:
                               f"labels{two}{classes}")
         left_out = tuple(name for name in self.sparse_layout or {} if name not in self.kinds)  # (--ignore)
         return FeatureEncoder(task=task, label=config.label, fields=specs, weight=config.weight, fit_notes=self.notes,
-                              id_counts=id_counts, sparse_format=self.sparse_format, left_out=left_out)
+                              fit_warnings=self.warnings, id_counts=id_counts, sparse_format=self.sparse_format,
+                              left_out=left_out)
 
 
 NOTES_LOOK_AT_ROWS = 65_536
@@ -892,7 +901,7 @@ def row_id_note(name: str, counts: pa.Array, rows: int) -> list[str]:
         return []
     return [f"column '{name}' holds a value no other training row holds on {once / rows:.0%} of the rows: a row id? It "
             f"tells the model nothing of other rows, and rows to predict bring new ones; --ignore {shlex.quote(name)} "
-            "leaves it out"]
+            "(data.ignore) leaves it out"]
 
 
 def hash_buckets_note(specs: list[FieldSpec], buckets: int) -> str:
@@ -917,12 +926,12 @@ def one_column_long_tail_note(counts: dict[str, pa.Array], seen: IdCounts, min_c
         rest = IdCounts(seen.rows, seen.occurrences - (pc.sum(counts[name]).as_py() or 0), seen.distinct - distinct)
         if rest.ids_per_row < LONG_TAIL_IDS_PER_ROW:
             shared = (f"; every field's values seen fewer than {min_count} times then share their field's rare id "
-                      f"(data.min_count {min_count}), and --min-count 1 keeps them" if min_count > 1 else "")
+                      f"(data.min_count {min_count}), and --min-count 1 (data.min_count) keeps them" if min_count > 1 else "")
             return [f"column '{name}' holds {distinct:,} distinct values in {seen.rows:,} training rows "
                     f"({distinct / seen.rows:.2f} a row): with it the ids hold {seen.ids_per_row:.2f} distinct values a "
                     f"row, {rest.ids_per_row:.2f} without it, so it tips them over the long tail's line "
                     f"({LONG_TAIL_IDS_PER_ROW} a row), which sets the long tail's training defaults{shared}. If it is "
-                    f"not a feature (a timestamp, a row id), --ignore {shlex.quote(name)}"]
+                    f"not a feature (a timestamp, a row id), --ignore {shlex.quote(name)} (data.ignore)"]
     return []
 
 
