@@ -350,7 +350,9 @@ def test_train_help_shows_the_config_defaults_and_the_models_own(capsys):
                   "DeepFM 64 (binary, regression), DeepFM 10 (long tail: ≥ 0.3 distinct ids per training row, not regression))",
                   "(default 0.0; FM 0.01 (long tail: ≥ 0.3 distinct ids per training row))",
                   "--dropout DROPOUT default 0.2", "(0: never stop early) (default 2; FM 3 (regression), DeepFM 3 (regression))",
-                  "(default 400,400,400; DeepFM 200,200 (regression))",
+                  "(default 400,400,400; DeepFM 200,200 (binary, regression), DeepFM 400,400,400 (long tail: ≥ 0.3 distinct "
+                  "ids per training row, not regression), DeepFM 400,400,400 (frequent ids: < 0.01 distinct ids per training "
+                  "row, not regression))",
                   "--nproc", "(default 1)"):
         assert shown in text
 

@@ -56,7 +56,7 @@ def test_deepfm_on_ratings_trains_its_tables_as_fm_on_ratings_and_a_200_200_mlp_
     assert deepfm.model.embed_dim == fm.model.embed_dim == 64
     assert (deepfm.training.dense_optimizer, deepfm.training.dense_lr, deepfm.model.dropout) == ("adam", 1e-3, 0.5)
     assert deepfm.training.refit == "held-out" and deepfm.model.mlp == (200, 200)
-    assert with_task_defaults(build_config({"model": {"name": "deepfm"}}), "binary").model.mlp == (400, 400, 400)
+    assert with_task_defaults(build_config({"model": {"name": "deepfm"}}), "binary", FREQUENT).model.mlp == (400, 400, 400)
 
 
 def test_a_setting_the_user_chose_is_never_replaced_by_a_task_default():
@@ -131,10 +131,20 @@ def test_deepfm_on_clicks_with_recurring_ids_takes_k64_and_a_tenfold_table_step_
     assert (clicks.training.embed_reg, clicks.training.embed_l2) == ("occurrences", 1e-2)
 
 
-def test_deepfm_on_clicks_with_recurring_ids_drops_half_the_mlps_units():
+def test_deepfm_on_clicks_with_recurring_ids_drops_half_the_units_of_a_200_200_mlp():
     clicks = with_task_defaults(build_config({"model": {"name": "deepfm"}}), "binary", RECURRING)
     assert clicks.model.dropout == 0.5
-    assert (clicks.model.mlp, clicks.model.batch_norm, clicks.training.batch_size) == ((400, 400, 400), True, 512)
+    assert (clicks.model.mlp, clicks.model.batch_norm, clicks.training.batch_size) == ((200, 200), True, 512)
+
+
+def test_deepfm_keeps_the_papers_400_400_400_mlp_on_frequent_ids_a_long_tail_and_the_class_tasks():
+    config = build_config({"model": {"name": "deepfm"}})
+    for counts in (FREQUENT, LONG_TAIL):
+        assert with_task_defaults(config, "binary", counts).model.mlp == (400, 400, 400)
+    assert with_task_defaults(config, "multiclass", RECURRING).model.mlp == (400, 400, 400)
+    given = build_config({"model": {"name": "deepfm", "mlp": (300, 300)}})
+    for counts in (FREQUENT, RECURRING, LONG_TAIL):
+        assert with_task_defaults(given, "binary", counts).model.mlp == (300, 300)
 
 
 def test_deepfm_keeps_the_global_dropout_on_frequent_ids_a_long_tail_and_the_class_tasks():

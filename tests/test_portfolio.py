@@ -321,7 +321,7 @@ def test_a_small_sample_past_the_long_tail_cut_lets_validation_choose_the_branch
     assert defaults.portfolio("fm", "binary", SMALL_LONG_TAIL) == (
         ("long tail", {}), ("recurring ids", {"adagrad_init": 0.0, "min_count": 1}))
     (_, first), (_, recurring) = defaults.portfolio("deepfm", "binary", SMALL_LONG_TAIL)
-    assert first == {} and recurring == {"embed_dim": 64, "lr": 1e-2, "dropout": 0.5, "min_count": 1}
+    assert first == {} and recurring == {"embed_dim": 64, "lr": 1e-2, "dropout": 0.5, "mlp": (200, 200), "min_count": 1}
     assert defaults.portfolio("lr", "binary", SMALL_LONG_TAIL) == (("long tail", {}), ("recurring ids", {"min_count": 1}))
     under_the_rule = IdCounts(3_000, 30_000, 2_000)  # under 10k rows every value keeps its id in either branch
     assert defaults.rare_value_threshold(None, under_the_rule) == 1
