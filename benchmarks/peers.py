@@ -48,18 +48,23 @@ def setup_torch():
     return torch
 
 
-def matched_model(setting: str) -> tuple[int, dict]:
-    """(embedding width, DeepFM's regularising keywords) of a ``setting``: ``defaults``, ``matched`` or
-    ``matched:K:DROPOUT``."""
+PAPER_MLP = (400, 400, 400)  # the MLP both libraries train at their defaults' regularisers (the DeepFM paper's)
+
+
+def matched_model(setting: str) -> tuple[int, tuple[int, ...], dict]:
+    """(embedding width, MLP widths, DeepFM's regularising keywords) of a ``setting``: ``defaults``, ``matched`` or
+    ``matched:K:DROPOUT[:MLP]`` (MLP as 200-200; default the paper's 400-400-400)."""
     name, _, rest = setting.partition(":")
     if name == "defaults":
-        return 10, {}
+        return 10, PAPER_MLP, {}
     if name != "matched":
-        raise ValueError(f"setting {setting!r}: expected defaults, matched or matched:K:DROPOUT")
-    width, _, dropout = rest.partition(":") if rest else ("10", "", "0.2")
-    if not (width.isdigit() and dropout):
-        raise ValueError(f"setting {setting!r}: expected matched or matched:K:DROPOUT, e.g. matched:64:0.5")
-    return int(width), {"dnn_dropout": float(dropout), "dnn_use_bn": True}
+        raise ValueError(f"setting {setting!r}: expected defaults, matched or matched:K:DROPOUT[:MLP]")
+    width, dropout, *mlp = (rest.split(":") + [""])[:3] if rest else ("10", "0.2")
+    mlp = [text for text in mlp if text]
+    if not (width.isdigit() and dropout and all(part.isdigit() for text in mlp for part in text.split("-"))):
+        raise ValueError(f"setting {setting!r}: expected matched or matched:K:DROPOUT[:MLP], e.g. matched:64:0.5:200-200")
+    hidden = tuple(map(int, mlp[0].split("-"))) if mlp else PAPER_MLP
+    return int(width), hidden, {"dnn_dropout": float(dropout), "dnn_use_bn": True}
 
 
 def _deepctr_model(data_dir: str, setting: str, numeric: str):
@@ -83,11 +88,11 @@ def _deepctr_model(data_dir: str, setting: str, numeric: str):
     if DENSE:
         data[DENSE] = data[DENSE].fillna(0)
         data[DENSE] = MinMaxScaler(feature_range=(0, 1)).fit_transform(data[DENSE])
-    width, regularisers = matched_model(setting)
+    width, hidden, regularisers = matched_model(setting)
     columns = [SparseFeat(feat, data[feat].max() + 1, embedding_dim=width) for feat in SPARSE] + [
         DenseFeat(feat, 1) for feat in DENSE]
     names = get_feature_names(columns + columns)
-    model = DeepFM(linear_feature_columns=columns, dnn_feature_columns=columns, dnn_hidden_units=(400, 400, 400),
+    model = DeepFM(linear_feature_columns=columns, dnn_feature_columns=columns, dnn_hidden_units=hidden,
                    task="binary", device=bench_device(), **regularisers)
     model.compile("adam", "binary_crossentropy", metrics=["binary_crossentropy"])
     return model, data.iloc[:train_rows], data.iloc[train_rows:], names, time.perf_counter() - began
@@ -111,9 +116,10 @@ def deepctr(data_dir: str, setting: str = "defaults", numeric: str = "yes") -> d
         predictions = model.predict(test_input, batch_size=BATCH)
         timings.append(time.perf_counter() - t)
     dense, sparse = columns_of(data_dir, numeric)
-    width, regularisers = matched_model(setting)
-    matched = {"setting": f"k {width}, dropout {regularisers['dnn_dropout']}, batch norm", "mlp_input_width":
-               len(sparse) * width + len(dense)} if regularisers else {}  # the ceiling run.py divides a matched row by
+    width, hidden, regularisers = matched_model(setting)
+    matched = {"setting": f"k {width}, MLP {'-'.join(map(str, hidden))}, dropout {regularisers['dnn_dropout']}, batch norm",
+               "mlp_input_width": len(sparse) * width + len(dense), "mlp": "-".join(map(str, hidden))
+               } if regularisers else {}  # the ceiling run.py divides a matched row by
     return {**matched, "file_to_model_s": wall, "beside_training_s": wall - fit_s, "train_samples_per_s": len(train) / fit_s,
             "predict_samples_per_s": len(test) / float(np.median(timings)),
             "test_auc": roc_auc_score(test["label"].values, predictions)}

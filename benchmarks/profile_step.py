@@ -360,11 +360,14 @@ def table_paths(data, encoder, args, embed_dim: int = 10) -> None:
     print("\n".join(lines))
 
 
-def bare_mlp(width: int) -> torch.nn.Sequential:
-    """benchmarks/tasks.py's ceiling: WIDTH→400→400→400→1, ReLU."""
+def bare_mlp(width: int, hidden: tuple[int, ...] = (400, 400, 400)) -> torch.nn.Sequential:
+    """benchmarks/tasks.py's ceiling: WIDTH→400→400→400→1 (or through ``hidden``), ReLU."""
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(width, 400), torch.nn.ReLU(), torch.nn.Linear(400, 400), torch.nn.ReLU(),
-                               torch.nn.Linear(400, 400), torch.nn.ReLU(), torch.nn.Linear(400, 1))
+    layers = []
+    for units in hidden:
+        layers += [torch.nn.Linear(width, units), torch.nn.ReLU()]
+        width = units
+    return torch.nn.Sequential(*layers, torch.nn.Linear(width, 1))
 
 
 def against_ceiling(data, encoder, args) -> None:
@@ -381,8 +384,10 @@ def against_ceiling(data, encoder, args) -> None:
     model = build_model(model_config, encoder.num_features, encoder.num_fields)
     trainer = Trainer(model, "binary", training, progress=False)
     width = encoder.num_fields * model_config.embed_dim  # the MLP's input at the defaults (run.py's ceiling: fields × 10)
-    mlp = bare_mlp(width)
-    adam = torch.optim.Adam(mlp.parameters(), lr=1e-3)
+    ceilings = {"bare MLP (ceiling)": bare_mlp(width)}  # the issue's: WIDTH→400³→1
+    if tuple(model_config.mlp) != (400, 400, 400):  # and the bare MLP of the model's own sizes (200-200 where ids recur)
+        ceilings["bare MLP, its own sizes"] = bare_mlp(width, tuple(model_config.mlp))
+    adams = {name: torch.optim.Adam(mlp.parameters(), lr=1e-3) for name, mlp in ceilings.items()}
     x, y = torch.randn(4096, width), (torch.rand(4096) < 0.3).float()
     own = build_model(model_config, encoder.num_features, encoder.num_fields).dnn.train()  # the trainer's settings
     own_adam = dense_optimizer(list(own.parameters()), training)  # the trainer's dense optimiser (fused Adam)
@@ -403,28 +408,39 @@ def against_ceiling(data, encoder, args) -> None:
         torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y).backward()
         own_adam.step()
         alone = (time.perf_counter() - wall, time.process_time() - cpu)
-        wall, cpu = time.perf_counter(), time.process_time()
-        adam.zero_grad(set_to_none=True)
-        torch.nn.functional.binary_cross_entropy_with_logits(mlp(x).squeeze(-1), y).backward()
-        adam.step()
+        bare = {}
+        for name, mlp in ceilings.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            adams[name].zero_grad(set_to_none=True)
+            torch.nn.functional.binary_cross_entropy_with_logits(mlp(x).squeeze(-1), y).backward()
+            adams[name].step()
+            bare[name] = (time.perf_counter() - wall, time.process_time() - cpu)
         if number >= 3:
             times["DeepFM defaults"].append(deepfm)
             times["its MLP alone (+ input gradient)"].append(alone)
-            times["bare MLP (ceiling)"].append((time.perf_counter() - wall, time.process_time() - cpu))
+            for name, took in bare.items():
+                times[name].append(took)
     batches.close()
     median = {name: [statistics.median(p[i] for p in pairs) * 1e3 for i in (0, 1)] for name, pairs in times.items()}
-    print(f"{Path(args.data).resolve().name} ({describe(model_config, training)}; bare MLP {width}→400³→1), "
+    sizes = "-".join(map(str, model_config.mlp))
+    print(f"{Path(args.data).resolve().name} ({describe(model_config, training)}; bare MLP {width}→400³→1"
+          f"{f' and {width}→{sizes}→1' if len(ceilings) > 1 else ''}), "
           f"{args.steps} interleaved steps, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}:")
     for name, (wall, cpu) in median.items():
         print(f"  {name:<34} {wall:7.1f} ms wall ({4096 / wall * 1e3:8,.0f} samples/s)  {cpu:7.1f} ms CPU")
     (mw, mc) = median["bare MLP (ceiling)"]
+    own = median.get("bare MLP, its own sizes")
     for name in ("DeepFM defaults", "its MLP alone (+ input gradient)"):
-        print(f"  {name} × ceiling: {mw / median[name][0]:.2f} (wall), {mc / median[name][1]:.2f} (CPU)")
+        print(f"  {name} × ceiling: {mw / median[name][0]:.2f} (wall), {mc / median[name][1]:.2f} (CPU)"
+              + (f"; × the bare MLP of its own sizes: {own[0] / median[name][0]:.2f} (wall), "
+                 f"{own[1] / median[name][1]:.2f} (CPU)" if own else ""))
     if args.json:
         (dw, dc), (aw, _) = median["DeepFM defaults"], median["its MLP alone (+ input gradient)"]
         print(json.dumps({"task": "step_vs_ceiling", "steps": args.steps, "precision": args.precision, "mlp_input_width": width,
-                          "deepfm_step_ms": dw, "mlp_alone_step_ms": aw, "bare_mlp_step_ms": mw,
-                          "train_samples_per_s": 4096 / dw * 1e3, "step_vs_ceiling_wall": mw / dw, "step_vs_ceiling_cpu": mc / dc}))
+                          "mlp": sizes, "deepfm_step_ms": dw, "mlp_alone_step_ms": aw, "bare_mlp_step_ms": mw,
+                          "train_samples_per_s": 4096 / dw * 1e3, "step_vs_ceiling_wall": mw / dw, "step_vs_ceiling_cpu": mc / dc}
+                         | ({"own_sizes_bare_mlp_step_ms": own[0], "step_vs_own_ceiling_wall": own[0] / dw,
+                             "step_vs_own_ceiling_cpu": own[1] / dc} if own else {})))
 
 
 def first_layer_on_and_off(data, encoder, args) -> None:

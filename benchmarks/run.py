@@ -108,6 +108,7 @@ def median_of(results: list[dict]) -> dict:
     return merged
 
 
+PAPER_MLP = "400-400-400"  # the bare MLP's hidden widths (the issue's ceiling), as tasks.py and peers.py write them
 # shape: (sub-folder of the data folder, I columns numeric?, MLP input width = fields × 10)
 SHAPES = {"criteo": ("", "yes", 390), "longtail": ("longtail", "no", 390), "onehot": ("onehot", "no", 100)}
 
@@ -167,14 +168,14 @@ def measure(rounds: int, data: Path, datasets: Path | None, stream_file: Path | 
                     results[name].append({"error": "deepfm's defaults row failed: no model to match"})
                     continue
             results[name].append(run_logged(f"[{round_ + 1}/{rounds}] {name}", python, script, *args))
-            width = results[name][-1].get("mlp_input_width")
-            if (width and shape_of(name) in SHAPES and width != SHAPES[shape_of(name)][2]  # k 64: its own ceiling
+            width, mlp = results[name][-1].get("mlp_input_width"), results[name][-1].get("mlp", PAPER_MLP)
+            if (width and shape_of(name) in SHAPES and (width, mlp) != (SHAPES[shape_of(name)][2], PAPER_MLP)
                     and "step_vs_ceiling_wall" not in results[name][-1]):  # (an interleaved row times its own)
-                precision = "bf16" if "bf16" in name else "fp32"
-                ceiling = own_ceiling(width, precision, shape_of(name))
+                precision = "bf16" if "bf16" in name else "fp32"  # k 64 or a 200-200 MLP: its own ceiling
+                ceiling = own_ceiling(width, precision, shape_of(name), mlp)
                 if len(results.setdefault(ceiling, [])) <= round_:
                     results[ceiling].append(run_logged(f"[{round_ + 1}/{rounds}] {ceiling}", DEEPFM_PY, "tasks.py",
-                                                       "mlp", precision, "no", str(width)))
+                                                       "mlp", precision, "no", str(width), mlp))
     return {name: median_of(rs) for name, rs in results.items()}
 
 
@@ -187,23 +188,25 @@ def selected(jobs: dict[str, tuple], only: list[str]) -> dict[str, tuple]:
 
 
 def matched_to(deepfm: dict, args: tuple[str, ...]) -> tuple[str, ...] | None:
-    """A DeepCTR-Torch job's arguments with its setting ``matched:K:DROPOUT``: the embedding width and dropout
-    of deepfm's defaults row (``deepfm``, its result) on the same data (batch norm: peers.py's matched model has it,
+    """A DeepCTR-Torch job's arguments with its setting ``matched:K:DROPOUT[:MLP]``: the embedding width, dropout
+    and MLP (where not the paper's) of deepfm's defaults row (``deepfm``, its result) on the same data (batch norm: peers.py's matched model has it,
     as deepfm's defaults do); None where that row failed (nothing to match)."""
     if "embed_dim" not in deepfm:
         return None
     task, path, _, *rest = args
-    return (task, path, f"matched:{deepfm['embed_dim']}:{deepfm['dropout']}", *rest)
+    mlp = f":{deepfm['mlp']}" if deepfm.get("mlp", PAPER_MLP) != PAPER_MLP else ""
+    return (task, path, f"matched:{deepfm['embed_dim']}:{deepfm['dropout']}{mlp}", *rest)
 
 
 def fmt(value, spec: str = ",.0f") -> str:
     return "—" if value is None else format(value, spec)
 
 
-def own_ceiling(width: float | None, precision: str, shape: str) -> str:
-    """The row name of the bare MLP over a ``width``-wide input (a deepfm row whose k is not 10); ``width``
-    may be a median of rounds (640.0)."""
-    return f"bare MLP {int(width or 0)} wide{' bf16' if precision == 'bf16' else ''} (ceiling) · {shape}"
+def own_ceiling(width: float | None, precision: str, shape: str, mlp: str = PAPER_MLP) -> str:
+    """The row name of the bare MLP over a ``width``-wide input through ``mlp`` (a deepfm row whose k is not 10, or
+    whose MLP is not the paper's); ``width`` may be a median of rounds (640.0)."""
+    sizes = f", {mlp}" if mlp != PAPER_MLP else ""
+    return f"bare MLP {int(width or 0)} wide{sizes}{' bf16' if precision == 'bf16' else ''} (ceiling) · {shape}"
 
 
 def shape_of(name: str) -> str:
@@ -214,7 +217,8 @@ def table(results: dict[str, dict]) -> str:
     def ceiling(name: str) -> float | None:
         """The bare MLP over the row's own MLP input (fields × k), or over fields × 10."""
         bf16 = " bf16" if "bf16" in name else ""
-        own = own_ceiling(results[name].get("mlp_input_width"), "bf16" if bf16 else "fp32", shape_of(name))
+        own = own_ceiling(results[name].get("mlp_input_width"), "bf16" if bf16 else "fp32", shape_of(name),
+                          results[name].get("mlp", PAPER_MLP))
         if own in results and name != own:
             return results[own].get("train_samples_per_s")
         return results.get(f"bare MLP{bf16} (ceiling) · {shape_of(name)}", {}).get("train_samples_per_s")
@@ -229,6 +233,8 @@ def table(results: dict[str, dict]) -> str:
         ratio = fmt(speed / top, ".2f") if speed and top and "Frappe" not in name else "—"
         if "step_vs_ceiling_wall" in r:  # profile_step.py --ceiling: the two steps interleaved in one process
             ratio = f"{r['step_vs_ceiling_wall']:.2f} ({r['step_vs_ceiling_cpu']:.2f} CPU)"
+            if "step_vs_own_ceiling_wall" in r:  # a model of other sizes than the paper's: against its own bare MLP too
+                ratio += f"; its own sizes {r['step_vs_own_ceiling_wall']:.2f} ({r['step_vs_own_ceiling_cpu']:.2f} CPU)"
         lines.append(f"| {name} | {fmt(speed)} | {ratio} | {fmt(r.get('predict_samples_per_s'))} | "
                      f"{fmt(r.get('file_to_model_s'), '.1f')} | {fmt(r.get('beside_training_s'), '.2f')} | "
                      f"{fmt(r.get('peak_rss_mb'))} | {fmt(r.get('test_auc'), '.4f')} |")

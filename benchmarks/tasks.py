@@ -32,8 +32,10 @@ def setup() -> None:
     torch.set_flush_denormal(True)
 
 
-def bare_mlp(precision: str = "fp32", input_grad: str = "no", width: str = "390", steps: int = 40, warmup: int = 5) -> dict:
-    """The ceiling for DeepFM's dense part: MLP WIDTH→400→400→400→1 (WIDTH = fields × 10), BCE, Adam, batch 4096.
+def bare_mlp(precision: str = "fp32", input_grad: str = "no", width: str = "390", hidden: str = "400-400-400",
+             steps: int = 40, warmup: int = 5) -> dict:
+    """The ceiling for DeepFM's dense part: MLP WIDTH→400→400→400→1 (WIDTH = fields × 10; ``hidden``: other widths, as
+    a model whose defaults take another MLP), BCE, Adam, batch 4096.
 
     ``input_grad=yes`` also computes the gradient w.r.t. the MLP's input, which DeepFM needs
     (it flows into the embeddings) and the bare ceiling skips; ``precision=bf16`` runs the
@@ -41,9 +43,9 @@ def bare_mlp(precision: str = "fp32", input_grad: str = "no", width: str = "390"
     torch.manual_seed(0)
     layers, width = [], int(width)
     inputs = width
-    for hidden in (400, 400, 400):
-        layers += [torch.nn.Linear(width, hidden), torch.nn.ReLU()]
-        width = hidden
+    for units in map(int, hidden.split("-")):
+        layers += [torch.nn.Linear(width, units), torch.nn.ReLU()]
+        width = units
     model = torch.nn.Sequential(*layers, torch.nn.Linear(width, 1))
     device = torch.device(bench_device())
     model = model.to(device)
@@ -102,6 +104,7 @@ def deepfm_criteo(data_dir: str, precision: str = "fp32", setting: str = "stripp
                    f"{estimator.encoder.id_counts.min_count} ({estimator.encoder.id_counts.kept:,} of "
                    f"{estimator.encoder.id_counts.distinct:,} values keep their own id)",
         "mlp_input_width": estimator.encoder.num_fields * model.embed_dim,  # run.py's ceiling for this row
+        "mlp": "-".join(map(str, model.mlp)),  # with mlp_input_width, the bare MLP of this row's own sizes
         "embed_dim": model.embed_dim, "dropout": model.dropout,  # run.py matches DeepCTR-Torch's model to these
         "file_to_model_s": wall,
         "beside_training_s": wall - estimator.result.train_seconds,  # reading, encoding, set-up (not the loop)

@@ -37,6 +37,19 @@ def test_a_deepfm_row_is_divided_by_the_bare_mlp_over_its_own_input_width():
     assert rows == {"deepfm DeepFM defaults · onehot": "0.75", "deepfm DeepFM stripped · onehot": "0.80"}
 
 
+def test_a_deepfm_row_of_another_mlp_is_divided_by_the_bare_mlp_of_its_own_sizes():
+    """Where ids recur the defaults train a 200-200 MLP: the row's × ceiling divides by the bare 640→200→200→1 of the
+    same run, not by the 400-400-400 one (which it would beat with less work)."""
+    run = load_run()
+    results = {"bare MLP 640 wide (ceiling) · onehot": {"train_samples_per_s": 20_000.0},
+               "bare MLP 640 wide, 200-200 (ceiling) · onehot": {"train_samples_per_s": 50_000.0},
+               "deepfm DeepFM defaults · onehot": deepfm_row(40_000.0, 640) | {"mlp": "200-200"}}
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[2] for line in run.table(results).splitlines()
+            if line.startswith("| deepfm")}
+    assert rows == {"deepfm DeepFM defaults · onehot": "0.80"}
+    assert run.own_ceiling(640.0, "bf16", "onehot", "200-200") == "bare MLP 640 wide, 200-200 bf16 (ceiling) · onehot"
+
+
 def test_a_bf16_row_over_another_width_is_divided_by_the_bf16_bare_mlp_of_that_width_also_after_a_median():
     """With --repeat 2 a row's width is the median of its rounds (640.0, a float): the same ceiling is found;
     a bf16 row is divided by the bf16 bare MLP of its own width, not by the fp32 one or the shape's bf16 one."""
@@ -68,6 +81,8 @@ def test_deepctr_torch_matched_gets_the_embedding_width_and_dropout_deepfm_chose
     run = load_run()
     args = ("deepctr", "data/onehot", "matched", "no")
     assert run.matched_to({"embed_dim": 64, "dropout": 0.5}, args) == ("deepctr", "data/onehot", "matched:64:0.5", "no")
+    assert run.matched_to({"embed_dim": 64, "dropout": 0.5, "mlp": "200-200"}, args) == (
+        "deepctr", "data/onehot", "matched:64:0.5:200-200", "no")
     assert run.matched_to({"error": "killed"}, args) is None
 
 
@@ -94,11 +109,14 @@ def test_the_peers_settings_name_the_deepctr_model_they_build(monkeypatch):
             sys.modules.pop("common", None)
         else:
             sys.modules["common"] = before
-    assert module.matched_model("defaults") == (10, {})
-    assert module.matched_model("matched") == (10, {"dnn_dropout": 0.2, "dnn_use_bn": True})
-    assert module.matched_model("matched:64:0.5") == (64, {"dnn_dropout": 0.5, "dnn_use_bn": True})
-    with pytest.raises(ValueError, match="matched:K:DROPOUT"):
-        module.matched_model("matched:64")
+    paper = (400, 400, 400)
+    assert module.matched_model("defaults") == (10, paper, {})
+    assert module.matched_model("matched") == (10, paper, {"dnn_dropout": 0.2, "dnn_use_bn": True})
+    assert module.matched_model("matched:64:0.5") == (64, paper, {"dnn_dropout": 0.5, "dnn_use_bn": True})
+    assert module.matched_model("matched:64:0.5:200-200") == (64, (200, 200), {"dnn_dropout": 0.5, "dnn_use_bn": True})
+    for bad in ("matched:64", "matched:64:0.5:wide"):
+        with pytest.raises(ValueError, match="matched:K:DROPOUT"):
+            module.matched_model(bad)
 
 
 def test_the_interleaved_row_shows_the_step_against_the_bare_mlp_measured_in_its_own_process():
