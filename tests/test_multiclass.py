@@ -82,6 +82,23 @@ def test_a_class_whose_rows_all_weigh_0_is_not_in_the_macro_auc():
     assert task.metrics(labels, logits, weights)["auc"] == pytest.approx(task.metrics(labels[kept], logits[kept])["auc"])
 
 
+def test_classes_are_numbers_where_every_label_is_one_so_they_compare_with_the_labels():
+    """A new user's ``np.array(est.classes)[p.argmax(1)] == labels`` gave accuracy 0 against evaluate's 0.41 while
+    the classes of integer ratings were the texts '1'-'5'."""
+    from deepfm.api import typed_classes
+
+    assert typed_classes(["1", "2", "10"]) == [1, 2, 10] and typed_classes(["-1", "+1"]) == [-1, 1]
+    assert typed_classes(["0.5", "1", "2.5"]) == [0.5, 1.0, 2.5]
+    assert typed_classes(["blue", "1"]) == ["blue", "1"]
+    rng = np.random.default_rng(0)
+    table = pa.table({"x": rng.choice(["a", "b", "c"], 600), "label": rng.integers(1, 4, 600)})
+    est = Estimator(data={"task": "multiclass"}, model={"name": "fm", "embed_dim": 4},
+                    training={"epochs": 2}).fit(table, progress=False)
+    predicted = np.array(est.classes)[est.predict(table).argmax(axis=1)]
+    accuracy = float(np.mean(predicted == table["label"].to_numpy()))
+    assert accuracy == pytest.approx(est.evaluate(table)["accuracy"])
+
+
 def test_the_task_round_trips_and_saved_models_predict_the_same(tmp_path):
     task = MulticlassTask(["1", "2", "3"], [0.2, 0.3, 0.5])
     assert task_from_dict(task.to_dict()) == task and task_from_dict(task.to_dict()).output_dim == 3

@@ -56,7 +56,7 @@ def test_every_model_learns_ordered_ratings(model):
     train, test = ratings(1500), ratings(400, seed=1)
     est = Estimator(data={"task": "ordinal"}, model={"name": model, "mlp": (32,), "embed_dim": 4},
                     training={"epochs": 6, "lr": 1e-2, "batch_size": 128}).fit(train, progress=False)
-    assert est.encoder.task.classes == ["1", "2", "3", "4", "5"]
+    assert est.encoder.task.classes == ["1", "2", "3", "4", "5"] and est.classes == [1, 2, 3, 4, 5]
     probabilities = est.predict(test)
     assert probabilities.shape == (400, 5) and np.allclose(probabilities.sum(axis=1), 1)
     metrics = est.evaluate(test)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 import time
 import warnings
 from pathlib import Path
@@ -297,6 +298,17 @@ def joined(parts: list[np.ndarray]) -> np.ndarray:
 
 def _shown(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def typed_classes(classes: list[str]) -> list[str] | list[int] | list[float]:
+    """Class texts as ints where every one is an integer, floats where every one is a number, else as they are."""
+    try:
+        numbers = [float(text) for text in classes]
+    except ValueError:
+        return list(classes)
+    if all(re.fullmatch(r"[-+]?[0-9]+", text.strip()) for text in classes):
+        return [int(text) for text in classes]
+    return numbers
 
 
 class Estimator:
@@ -828,11 +840,15 @@ class Estimator:
             yield frame, self.encoder.task.link(torch.from_numpy(self._logits(frame, encoded))).numpy()
 
     @property
-    def classes(self) -> list[str] | None:
-        """A multiclass or ordinal model's classes, as the training labels wrote them, in the order of ``predict``'s
-        columns; None for a binary or regression model."""
+    def classes(self) -> list[str] | list[int] | list[float] | None:
+        """A multiclass or ordinal model's classes in the order of ``predict``'s columns: numbers where every class is
+        one (ratings 1-5 as the ints 1-5, so that ``np.array(classes)[p.argmax(1)]`` compares with the labels and
+        ``p @ classes`` is an ordinal model's expected rating), else the text the training labels wrote; None for a
+        binary or regression model."""
         self._require_model()
-        return list(self.encoder.task.classes) if self.encoder.task.name in ("multiclass", "ordinal") else None
+        if self.encoder.task.name not in ("multiclass", "ordinal"):
+            return None
+        return typed_classes(self.encoder.task.classes)
 
     def evaluate(self, data: Data, chunk_rows: int | None = None) -> dict[str, Any]:
         """``{"rows": N, "auc": .., "logloss": ..}`` (binary) or ``{"rows": N, "rmse": .., "mae": ..}``, and
