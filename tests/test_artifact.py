@@ -32,8 +32,9 @@ def test_a_pandas_dataframe_predicts_like_the_arrow_table_and_other_objects_are_
     out, _, test = saved
     loaded = Estimator.load(out)
     np.testing.assert_array_equal(loaded.predict(test.to_pandas()), loaded.predict(test))
-    with pytest.raises(ConfigError, match="expected a file path, a pyarrow.Table or a pandas DataFrame, got list"):
-        loaded.predict([1, 2])
+    with pytest.raises(ConfigError, match="expected a file path, a pyarrow.Table or a pandas DataFrame, got list; "
+                                          r"pandas.DataFrame\(data\) makes one of a list of records"):
+        loaded.predict([{"user": "1"}, {"user": "2"}])
     with pytest.raises(TypeError, match="got ndarray"):  # Python's own kind of error for a wrong type, too
         loaded.predict(np.zeros((2, 3)))
 

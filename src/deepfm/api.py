@@ -378,7 +378,10 @@ class Estimator:
         if type(data).__module__.startswith("pandas") and type(data).__name__ == "DataFrame":  # pandas is optional
             data = table_from_pandas(data)
         if not isinstance(data, (str, Path, pa.Table)):
-            raise DataTypeError(f"data: expected a file path, a pyarrow.Table or a pandas DataFrame, got {type(data).__name__}")
+            hint = ("; pandas.DataFrame(data) makes one of a list of records or a dict of columns"
+                    if isinstance(data, (list, dict)) else "")
+            raise DataTypeError(f"data: expected a file path, a pyarrow.Table or a pandas DataFrame, got "
+                                f"{type(data).__name__}{hint}")
         if isinstance(data, pa.Table):
             multi = self._multi_as_text({field.name: field.type for field in data.schema})
             return frame_from_table(data, "<table>", cfg.label, require_label, multi=multi, separator=cfg.multi_separator)
@@ -851,7 +854,9 @@ class Estimator:
         return typed_classes(self.encoder.task.classes)
 
     def evaluate(self, data: Data, chunk_rows: int | None = None) -> dict[str, Any]:
-        """``{"rows": N, "auc": .., "logloss": ..}`` (binary) or ``{"rows": N, "rmse": .., "mae": ..}``, and
+        """``{"rows": N, "auc": .., "logloss": ..}`` (binary), ``{"rows": N, "rmse": .., "mae": ..}`` (regression),
+        ``{"rows": N, "accuracy": .., "logloss": .., "auc": ..}`` (multiclass: the macro one-vs-rest AUC; ordinal adds
+        the expected rating's ``rmse`` and ``mae``), and
         ``"weighted_by"``: the weight column, where the metrics weigh each row by it (``data.weight``). A file is
         read chunk by chunk, as ``predict`` reads it; memory holds each row's logits, label and weight."""
         self._require_model()

@@ -293,7 +293,8 @@ class _Classifier(ClassifierMixin, _DeepFMEstimator):
         self.classes_ = np.unique(y)
         if len(self.classes_) != 2:
             raise ValueError(f"y: got {len(self.classes_)} class(es) {self.classes_[:5].tolist()}; "
-                             "Only binary classification is supported (two classes)")
+                             "Only binary classification is supported (two classes); deepfm.Estimator(data={'task': "
+                             "'multiclass'}) trains a model of more classes (or 'ordinal' for ordered ones, as ratings)")
         return y
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None, eval_set: Any = None) -> "_Classifier":
@@ -493,3 +494,6 @@ def _json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
+
+
+__all__ = ["DeepFMClassifier", "DeepFMRegressor", "FMClassifier", "FMRegressor", "sparse_frame"]
