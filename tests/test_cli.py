@@ -338,6 +338,16 @@ def help_text(capsys, *command: str) -> str:
     return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
 
 
+def test_the_help_of_a_configured_command_names_each_options_config_key(capsys):
+    """A new user of the Python API could not tell that --task is data.task: train, tune and compare name each
+    option's key; predict's options are no config keys."""
+    for command in ("train", "tune", "compare"):
+        text = help_text(capsys, command)
+        assert "[data.task]" in text and "[training.epochs]" in text and "[model.embed_dim]" in text, command
+    assert "default 20; FM 80 (regression), DeepFM 80 (regression) [training.epochs]" in help_text(capsys, "train")
+    assert "[data." not in help_text(capsys, "predict")
+
+
 def test_train_help_shows_the_config_defaults_and_the_models_own(capsys):
     text = help_text(capsys, "train")
     for shown in ("--epochs EPOCHS default 20", "--batch-size BATCH_SIZE rows a step; where it is not set, LR and FM on "

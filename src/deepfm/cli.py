@@ -34,6 +34,7 @@ KIND_RULE = (
 
 
 CONFIG_SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig}
+CONFIGURED_COMMANDS = ("train", "tune", "compare")  # whose options are config keys: their help names each one's key
 
 
 MODEL_NAMES = get_args(ModelName)
@@ -86,6 +87,8 @@ class HelpFormatter(argparse.HelpFormatter):
         text = action.help
         if text is not None and "default" not in text and _has_default(action):
             text += " (default %(default)s)"
+        if text is not None and action.dest in FLAG_KEYS and self._prog.split()[-1] in CONFIGURED_COMMANDS:
+            text += " [%s.%s]" % FLAG_KEYS[action.dest]  # its key in a --config file and in Estimator(section={key: ..})
         return text
 
 
@@ -336,7 +339,9 @@ def add_run_flags(p: argparse.ArgumentParser, gradient_only: bool = False) -> No
                    help="bf16: the MLP's hidden layers in bfloat16 (autocast), faster on CPUs with AVX512-BF16/AMX "
                         "(DeepFM: 1.4-1.8x fp32's training speed in the README's runs; not on the GPUs measured, "
                         "at the default widths); embeddings, FM term, output layer and weights stay fp32")
-    p.add_argument("--config", help="TOML, YAML or JSON file with [data], [model], [training] sections; flags override it")
+    p.add_argument("--config", help="TOML, YAML or JSON file with [data], [model], [training] sections; flags override it "
+                                    "(each option's [section.key] is its key there, and in Python Estimator(section={key: "
+                                    "value}))")
     p.add_argument("--overwrite", action="store_true", help="write into an --out that holds files (they are replaced)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log")
 
