@@ -308,6 +308,33 @@ def test_one_row_last_batch_resumes_mid_epoch_to_the_same_weights(tmp_path, monk
         torch.testing.assert_close(value, weights_of(resumed)[key], rtol=0, atol=0)
 
 
+def test_batch_size_1_takes_a_step_a_row_and_a_model_with_batch_norm_refuses_it():
+    """A libFM user's per-example SGD: every batch is one row, and each is a step (the tail rule had joined them all
+    into one batch an epoch, so the model barely moved from its start)."""
+    from deepfm.errors import ConfigError
+    from deepfm.training import trainer
+
+    from deepfm.data.encoded import EncodedData
+
+    def rows(n: int) -> EncodedData:
+        return EncodedData(np.zeros((n, 2), np.int32), None, labels=np.zeros(n, np.float32))
+
+    assert [len(b) for b in trainer.join_single_row_tail(iter([rows(1)] * 5), batch_size=1)] == [1] * 5
+    assert [len(b) for b in trainer.join_single_row_tail(iter([rows(4), rows(4), rows(1)]), batch_size=4)] == [4, 5]
+    table = small_table(40)
+    steps: list[int] = []
+    original = trainer.Trainer._step
+    counting = lambda self, batch: steps.append(batch.size) or original(self, batch)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer.Trainer, "_step", counting)
+        Estimator(model={"name": "lr"}, data={"valid_fraction": 0},
+                  training={"epochs": 1, "batch_size": 1, "portfolio": "off"}).fit(table, progress=False)
+    assert steps == [1] * 40
+    with pytest.raises(ConfigError, match="training.batch_size 1: deepfm's batch norm needs at least 2 rows a batch"):
+        Estimator(training={"batch_size": 1})
+    Estimator(model={"batch_norm": False}, training={"batch_size": 1})  # without batch norm it trains
+
+
 def test_a_single_training_row_with_batch_norm_is_a_clear_error():
     from deepfm.errors import DataError
 

@@ -250,6 +250,14 @@ class RunConfig(_Frozen):
         check_solver(self.training.solver, self.model.name, self.data.task)
         return self
 
+    @model_validator(mode="after")
+    def _batch_norm_has_two_rows(self) -> "RunConfig":
+        if (self.training.batch_size == 1 and self.training.solver == "gradient" and self.model.batch_norm
+                and "batch_norm" not in ModelConfig(name=self.model.name, batch_norm=True).unused_keys()):
+            raise ValueError(f"training.batch_size 1: {self.model.name}'s batch norm needs at least 2 rows a batch "
+                             "(model.batch_norm); --batch-size 2 or more, or batch_norm = false in the [model] section")
+        return self
+
     def to_json_dict(self) -> dict[str, Any]:
         return json.loads(self.model_dump_json())
 

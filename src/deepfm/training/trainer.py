@@ -111,13 +111,14 @@ def steps_in_epoch(source: BatchSource, batch_size: int) -> int:
     return steps - 1 if steps > 1 and source.num_rows % batch_size == 1 else steps
 
 
-def join_single_row_tail(batches: Iterator[EncodedData]) -> Iterator[EncodedData]:
+def join_single_row_tail(batches: Iterator[EncodedData], batch_size: int) -> Iterator[EncodedData]:
     """The batches, with a last batch of one row appended to the one before: batch norm cannot
     train on one row, and no row is skipped. In memory and streamed alike (both end an epoch with
-    the only short batch), so the steps of an epoch, and resuming at one, do not change."""
+    the only short batch), so the steps of an epoch, and resuming at one, do not change. At ``batch_size`` 1
+    every batch is one row, and each is its own step (a model with batch norm refuses that size)."""
     held: EncodedData | None = None
     for batch in batches:
-        if held is not None and len(batch) == 1:
+        if held is not None and len(batch) == 1 and batch_size > 1:  # (only an epoch's last batch is short)
             held = EncodedData.concat([held, batch])
             continue
         if held is not None:
@@ -237,7 +238,8 @@ class Trainer:
                     break  # a resumed run that had already stopped early
                 self.model.train()
                 ahead = 2 if self._batches_ahead or not isinstance(source, InMemorySource) else 0
-                ordered = join_single_row_tail(source.batches(config.batch_size, config.seed, epoch, skip=skip_steps))
+                ordered = join_single_row_tail(source.batches(config.batch_size, config.seed, epoch, skip=skip_steps),
+                                               config.batch_size)
                 batches = prefetch(ordered, config.device, ahead, distinct=self._fm_step is None)  # (FM's step: by ids)
                 bar = tqdm(batches, total=steps_per_epoch, initial=skip_steps, desc=f"epoch {epoch + 1}", disable=not self.progress, leave=False)
                 total_loss, steps = result.epoch_loss if skip_steps else (0.0, 0)  # resumed mid-epoch: its loss so far
