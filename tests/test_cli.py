@@ -880,6 +880,13 @@ def test_a_key_in_another_section_names_the_section_it_belongs_to(ctr_csv, tmp_p
         Estimator(training={"task": "multiclass"})
 
 
+@pytest.mark.parametrize(("name", "said"), [("ffm", "ffm (field-aware FM) is not built here: a libFFM file's fields group"),
+                                           ("xDeepFM", "xDeepFM is not built here; the models are lr, fm, deepfm and")])
+def test_a_model_of_the_field_this_library_does_not_build_is_named_as_such(name, said):
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        Estimator(model={"name": name})
+
+
 def test_a_value_outside_a_settings_choices_suggests_the_choice_meant(ctr_csv, tmp_path, capsys):
     """``--model DeepFM`` listed the models and left the reader to spot the case (a new user's run)."""
     assert train(ctr_csv(), tmp_path / "model", "--model", "DeepFM") == 2
@@ -1490,6 +1497,13 @@ def test_the_multi_separator_the_readme_names_is_a_flag(write_text, tmp_path):
     (["trian", "--train", "x.csv"], "did you mean 'train'?"),
     (["train", "--train", "x.csv", "--epoch", "3"], "did you mean '--epochs'?"),
     (["predict", "m", "x.csv", "--fromat", "csv"], "did you mean '--format'?"),
+    # libFM's options, as a libFM user types them: deepfm's for each (close names had suggested --overwrite, --model)
+    (["train", "--train", "x.csv", "--learn-rate", "0.01"], "libFM's -learn_rate is --lr"),
+    (["train", "--train", "x.csv", "-learn_rate", "0.01"], "libFM's -learn_rate is --lr"),
+    (["train", "--train", "x.csv", "--method", "mcmc"], "libFM's -method is --solver (sgd: gradient, with --optimizer sgd; als; mcmc)"),
+    (["train", "--train", "x.csv", "-dim", "1,1,8"], "libFM's -dim is --embed-dim (its '1,1,8' is --embed-dim 8: w0 and w are always on)"),
+    (["train", "--train", "x.csv", "--regular", "0,0,0.01"], "libFM's -regular is --embed-l2 and --linear-l2 (--als-l2 with "
+                                                              "--solver als; mcmc needs none)"),
 ])
 def test_a_mistyped_command_or_option_exits_2_with_the_closest_name(argv, suggestion, capsys):
     with pytest.raises(SystemExit) as stop:

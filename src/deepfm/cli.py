@@ -172,13 +172,30 @@ def did_you_mean(message: str, parser: argparse.ArgumentParser) -> str:
     else:
         unknown = re.search(r"unrecognized arguments: (.*)$", message)
         typed, known = first_option(unknown[1].split() if unknown else []), long_options(parser)
+        libfm = LIBFM_OPTIONS.get(typed.lstrip("-").replace("-", "_").lower())
+        if libfm:
+            return f"; libFM's -{typed.lstrip('-').replace('-', '_').lower()} {libfm}"
     close = difflib.get_close_matches(typed, known, n=1, cutoff=0.6) if typed else []
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+# libFM's options (and xLearn's where named alike) and deepfm's for them: a user who types -learn_rate is told --lr
+LIBFM_OPTIONS = {
+    "dim": "is --embed-dim (its '1,1,8' is --embed-dim 8: w0 and w are always on)",
+    "iter": "is --epochs (--sweeps with --solver mcmc or als)",
+    "method": "is --solver (sgd: gradient, with --optimizer sgd; als; mcmc)", "learn_rate": "is --lr",
+    "regular": "is --embed-l2 and --linear-l2 (--als-l2 with --solver als; mcmc needs none)",
+    "init_stdev": "has no counterpart (MCMC and ALS start V at a standard deviation of 0.1, gradient training at 0.01)",
+    "meta": "is a libFFM file's field numbers (each field its own MCMC hyperprior group, as -meta's groups)",
+    "test": "is deepfm evaluate MODEL_DIR TEST (and predict)", "out": "is deepfm predict MODEL_DIR FILE --out PATH",
+    "validation": "is --valid", "rlog": "is the log on stderr and OUT/metrics.json",
+}
+
+
 def first_option(words: Sequence[str]) -> str:
-    """The first ``--option`` among ``words`` (``--epoch=3``: ``--epoch``), or ""."""
-    return next((word.split("=")[0] for word in words if word.startswith("--")), "")
+    """The first ``--option`` (or libFM's ``-option``) among ``words`` (``--epoch=3``: ``--epoch``), or ""."""
+    return next((word.split("=")[0] for word in words if word.startswith("-") and len(word) > 2
+                 and not word.lstrip("-")[:1].isdigit()), "")
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -287,6 +287,15 @@ def _format_validation_error(error: ValidationError, source: str, key_lines: Key
     return "\n".join(lines)
 
 
+# models of the field that this library does not build, and what it offers instead (model.name's error says so
+# after the name typed)
+_FFM = ("(field-aware FM) is not built here: a libFFM file's fields group its features for deepfm, fnn and the PNN "
+        "models, and make MCMC's hyperprior groups; fm reads its features as libFM would")
+OTHER_MODELS = {"ffm": _FFM, "fwfm": _FFM, "field_aware_fm": _FFM, "fieldaware": _FFM,
+                **{name: "is not built here; the models are lr, fm, deepfm and the DeepFM paper's baselines"
+                   for name in ("xdeepfm", "dcn", "dcnv2", "autoint", "nfm", "afm", "din", "dien")}}
+
+
 def _closest_choice(item: dict) -> str:
     """For a value outside a key's choices: " (did you mean 'deepfm'?)" where one is the value in other case or close."""
     import difflib
@@ -294,6 +303,8 @@ def _closest_choice(item: dict) -> str:
 
     choices = re.findall(r"'([^']*)'", str(item.get("ctx", {}).get("expected", "")))
     typed = str(item.get("input"))
+    if item.get("loc") == ("model", "name") and typed.lower().replace("-", "_") in OTHER_MODELS:
+        return f" ({typed} {OTHER_MODELS[typed.lower().replace('-', '_')]})"
     close = [choice for choice in choices if choice.lower() == typed.lower()] or difflib.get_close_matches(
         typed.lower(), choices, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
