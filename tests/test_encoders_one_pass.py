@@ -271,6 +271,30 @@ def test_a_libfm_row_of_another_width_is_refused_at_its_line_in_the_one_pass(tmp
     assert error.value.line == 3001
 
 
+@pytest.mark.parametrize("late", ["wider", "overlapping"])
+def test_a_fit_in_memory_reads_a_libfm_file_whose_later_rows_are_not_positional_again_in_one_piece(tmp_path, late):
+    """A valid libFM file whose row of another width (or of indices in another position's range) comes after the first
+    chunk was refused, where libFM reads it: the rows are in memory anyway, so the fit reads it again in one piece and
+    its features are one multi-valued field, and the log says why. Streamed, it stays a located error."""
+    from deepfm import Estimator
+
+    lines = libfm_lines(4000)
+    label = lines[3000].split()[0]
+    lines[3000] = f"{label} 5001:1 5002:1 6001:0.5" if late == "overlapping" else lines[3000] + " 7000:1"
+    path = tmp_path / "train.libfm"
+    path.write_text("\n".join(lines) + "\n")
+    settings = {"model": {"name": "lr"}, "data": {"chunk_rows": 500}, "training": {"epochs": 1, "portfolio": "off"}}
+    logged: list[str] = []
+    estimator = Estimator(**settings).fit(str(path), progress=False, log=logged.append)
+    assert list(estimator.encoder.layout) == ["features"]
+    assert any(line.startswith(f"{path}: read again in one piece, where its rows are one multi-valued field 'features': "
+                               "line 3001: ") for line in logged)
+    assert estimator.evaluate(str(path))["rows"] == 4000
+    with pytest.raises(DataError, match="one multi-valued field 'features'") as error:
+        Estimator(**{**settings, "data": {"chunk_rows": 500, "stream": "on"}}).fit(str(path), progress=False)
+    assert error.value.line == 3001
+
+
 def test_a_multi_valued_libfm_file_is_read_again(tmp_path, monkeypatch):
     """Rows of varying width make one multi-valued field, kept as text until encoded were it kept: it is read again."""
     lines = [line + (" 7000:1" if i % 3 == 0 else "") for i, line in enumerate(libfm_lines(2000))]

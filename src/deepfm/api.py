@@ -39,7 +39,8 @@ from deepfm.data.holdout import HASH_RULE, Holdout, encode_hashed, hashed_mask, 
 from deepfm.data.readers import frame_from_table
 from deepfm.data.tables import is_list, table_from_pandas
 from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, estimated_rows, fit_and_encode, fit_streaming, should_stream
-from deepfm.errors import CheckpointError, ConfigError, DataError, DataTypeError, DataWarning, warn_data
+from deepfm.errors import (CheckpointError, ConfigError, DataError, DataTypeError, DataWarning, NotPositionalError,
+                           warn_data)
 from deepfm.models import model_for_run
 from deepfm.portfolio import as_checkpointed, candidates_for, recipe_begun, recipe_checkpoint, train_portfolio
 from deepfm.runtime import (available_cores, configure as configure_runtime, cpu_has_bf16_math, preserving,
@@ -811,7 +812,17 @@ class Estimator:
         fraction = self._held_out_fraction(train) if hold_out else None
         rule = held_out_rule(fraction, seed) if fraction is not None else None
         if encoder is None and not stream:  # one reading pass
-            self.encoder, _, data = fit_and_encode(file, cfg, progress=progress, held_out=rule)
+            try:
+                self.encoder, _, data = fit_and_encode(file, cfg, progress=progress, held_out=rule)
+            except NotPositionalError as error:  # (a libFM file whose first chunk looked positional)
+                if isinstance(file, ChunkedFiles):
+                    raise
+                # the rows are in memory anyway: read them in one piece (twice the rows the first MiB's lines make
+                # likely, an estimate; a file of longer lines later is the error above)
+                file = open_chunked(train, cfg, chunk_bytes_for(train, 2 * estimated_rows(train)))
+                self.encoder, _, data = fit_and_encode(file, cfg, progress=progress, held_out=rule)
+                self.encoder.fit_notes.insert(0, f"{error.path}: read again in one piece, where its rows are one "
+                                                 f"multi-valued field 'features': line {error.line}: {error.message}")
             release_free_memory()  # the counting tables of the fit and the parsed chunks
             return _held_out_of(data, hold_out, fraction, seed, train)
         if encoder is None:

@@ -63,6 +63,15 @@ class DataError(DeepFMError, ValueError):
         return f"{where}: {self.message}"
 
 
+class NotPositionalError(DataError):
+    """A libFM file that its first chunk laid out as positional fields f1..fn, whose later rows are not so: read in one
+    piece, its rows make one multi-valued field (``Estimator.fit`` reads it again so where it holds the rows in memory)."""
+
+    @classmethod
+    def of(cls, error: DataError) -> "NotPositionalError":
+        return cls(error.path, error.message, line=error.line, column=error.column)
+
+
 class ModelDirError(DeepFMError):
     """A model directory is missing files, was altered, or comes from an incompatible version."""
 

@@ -39,7 +39,7 @@ from deepfm.data.sparse import LEFT_OUT, index_error
 from deepfm.data.tables import closest_name, is_id_list, is_list
 from deepfm.data.vocabulary import Vocabulary
 from deepfm.defaults import FREQUENT_IDS_PER_ROW, LONG_TAIL_IDS_PER_ROW, RARE_VALUE_RULE_ROWS, rare_value_threshold
-from deepfm.errors import ConfigError, DataError
+from deepfm.errors import ConfigError, DataError, NotPositionalError
 from deepfm.runtime import release_free_memory
 from deepfm.tasks import Task, TaskFitter, task_from_dict
 
@@ -743,12 +743,12 @@ class _Fitter:
                 lows = np.minimum.accumulate(np.vstack([seen_low, grid]), axis=0)[1:]
                 highs = np.maximum.accumulate(np.vstack([seen_high, grid]), axis=0)[1:]
                 row = int(np.argmin((highs[:, :-1] < lows[:, 1:]).all(1)))
-                raise frame.error(row, None, f"the rows before held each position's indices in ranges of their own, so "
-                                             f"the file was read as {grid.shape[1]} positional fields (f1..f{grid.shape[1]}), "
-                                             f"but this row's indices {grid[row].tolist()} fall in other positions' "
-                                             "ranges: the rows are not positional; read in one piece (a --chunk-rows "
-                                             "above the rows, one file rather than a glob), they make one multi-valued "
-                                             "field 'features'")
+                raise NotPositionalError.of(frame.error(
+                    row, None, f"the rows before held each position's indices in ranges of their own, so the file was "
+                    f"read as {grid.shape[1]} positional fields (f1..f{grid.shape[1]}), but this row's indices "
+                    f"{grid[row].tolist()} fall in other positions' ranges: the rows are not positional; read in one "
+                    "piece (a --chunk-rows above the rows, one file rather than a glob), they make one multi-valued "
+                    "field 'features'"))
         self.position_ranges = (low, high)
 
     def _check_first_values(self, frame: RawFrame, name: str) -> None:

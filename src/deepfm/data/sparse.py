@@ -18,7 +18,7 @@ import pyarrow.csv as pacsv
 from deepfm.data.delimited import BLOCK_SIZE
 from deepfm.data.formats import LINE_READER_DELIMITER, open_text
 from deepfm.data.frame import DECIMAL_PATTERN, WITHIN_REACH, RawFrame, within_reach
-from deepfm.errors import DataError, warn_data
+from deepfm.errors import DataError, NotPositionalError, warn_data
 
 Layout = dict[str, str]  # column name -> kind, as a fitted encoder's ``layout`` gives it
 LEFT_OUT = "left out"  # a layout's kind of a field the model does not read (--ignore): not laid out, still counted
@@ -242,9 +242,10 @@ def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None, f
             positional = int(counts[0]) if gaps and len(counts) else wanted
             bad = np.flatnonzero(counts != positional) if positional >= wanted else np.zeros(1, np.int64)
             if len(bad) and first_rows:
-                raise frame.error(int(bad[0]), None, f"the first rows read hold {wanted} features each, read as "
-                                  f"positional fields f1..f{wanted}, but this row has {int(counts[bad[0]])}: rows of "
-                                  f"varying width are one multi-valued field 'features' when the file is read {IN_ONE_PIECE}")
+                raise NotPositionalError.of(frame.error(
+                    int(bad[0]), None, f"the first rows read hold {wanted} features each, read as positional fields "
+                    f"f1..f{wanted}, but this row has {int(counts[bad[0]])}: rows of varying width are one multi-valued "
+                    f"field 'features' when the file is read {IN_ONE_PIECE}"))
             if len(bad):
                 left = gaps or LEFT_OUT in layout.values()
                 raise frame.error(int(bad[0]), None, f"the model reads {wanted} positional features per row"
