@@ -579,6 +579,19 @@ def test_predict_to_dev_null_says_to_send_stdout_there(ctr_model, capsys):
                                             f"{os.devnull}\n")
 
 
+def test_predict_refuses_to_write_its_predictions_over_the_file_it_scores(ctr_model, tmp_path, capsys):
+    """A new user's predict same.csv --out same.csv replaced the 20,000 rows by their predictions, exit 0."""
+    scored = tmp_path / "same.csv"
+    shutil.copy(ctr_model["test"], scored)
+    before = scored.read_bytes()
+    for out in (str(scored), os.path.join(str(tmp_path), ".", "same.csv")):
+        assert main(["predict", str(ctr_model["model"]), str(scored), "--out", out]) == 2
+        assert f"--out {out}: that is the file being scored, whose rows the predictions would replace" in (
+            capsys.readouterr().err)
+    assert main(["predict", str(ctr_model["model"]), str(tmp_path / "sam*.csv"), "--out", str(scored)]) == 2
+    assert scored.read_bytes() == before
+
+
 def test_predict_into_a_folder_that_does_not_exist_creates_it_as_export_does(ctr_model, tmp_path):
     out = tmp_path / "new" / "deeper" / "p.parquet"
     assert main(["predict", str(ctr_model["model"]), str(ctr_model["test"]), "--out", str(out)]) == 0

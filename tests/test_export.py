@@ -92,6 +92,20 @@ def test_cli_refuses_an_onnx_path_it_could_not_write_before_any_work(tmp_path, c
         assert f"--onnx {onnx_path}: " in error and said in error and "Traceback" not in error
 
 
+def test_export_refuses_to_write_over_a_file_that_is_not_an_onnx_graph(files, tmp_path, capsys):
+    """A new user's --onnx m/model.safetensors replaced the model's own weights (exit 0); then nothing loaded it."""
+    model = tmp_path / "m"
+    Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1}).fit(files["train"], out=model, progress=False)
+    weights = (model / "model.safetensors").read_bytes()
+    for target, said in ((model / "model.safetensors", "a file of the model directory"),
+                         (files["train"], "an existing file, not an .onnx graph")):
+        assert main(["export", str(model), "--onnx", str(target)]) == 2
+        assert f"{target}: {said}; write the ONNX graph to an .onnx file" in capsys.readouterr().err
+    assert (model / "model.safetensors").read_bytes() == weights
+    for _ in range(2):  # a graph written before is replaced
+        assert main(["export", str(model), "--onnx", str(model / "model.onnx")]) == 0
+
+
 def test_a_model_directory_that_is_a_file_is_said_to_be_one(tmp_path, capsys):
     (tmp_path / "p1.csv").write_text("x\n")
     assert main(["predict", str(tmp_path / "p1.csv"), str(tmp_path / "p1.csv")]) == 2

@@ -741,7 +741,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from deepfm.outputs import TableFile, output_layout, writable_output
     from deepfm.scoring import write_predictions
 
-    writable_output(args.out)  # before any work: a wrong --out would otherwise fail once every row is scored
+    from deepfm.data.filelist import training_files
+
+    # before any work: a wrong --out would otherwise fail once every row is scored
+    writable_output(args.out, training_files(args.path) if args.path != "-" else ())
     estimator = _load(args.dir, args.format, args.path)
     keep = [name.strip() for name in (args.keep or "").split(",") if name.strip()]
     parquet = output_layout(args.out)[0] == "parquet"

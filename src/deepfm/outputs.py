@@ -7,6 +7,7 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from deepfm.errors import ConfigError
@@ -42,11 +43,15 @@ def output_layout(out: str) -> tuple[str, bool]:
     return ("," if suffix in CSV_SUFFIXES else "\t" if suffix in TSV_SUFFIXES else ""), gzipped
 
 
-def writable_output(out: str) -> None:
+def writable_output(out: str, scored: Sequence[str | Path] = ()) -> None:
     """Check ``predict --out`` (a .csv or .parquet file, or ``-``) before any work: ConfigError where it could not
-    be written. Folders it names that do not exist yet are created when the file is opened (``TableFile``)."""
+    be written, or where it is one of the ``scored`` files (its rows would be replaced by their predictions). Folders
+    it names that do not exist yet are created when the file is opened (``TableFile``)."""
     if out == "-":
         return
+    if Path(out).exists() and any(Path(file).exists() and os.path.samefile(out, file) for file in scored):
+        raise ConfigError(f"--out {out}: that is the file being scored, whose rows the predictions would replace; "
+                          "write them to another file (--keep COLUMNS puts columns of the rows beside them)")
     if out == os.devnull:  # (renaming a finished file onto it would replace the device)
         raise ConfigError(f"--out {out}: to score without keeping the predictions (to time scoring, say), leave out --out "
                           f"and send the CSV on stdout there: deepfm predict MODEL DATA > {out}")
