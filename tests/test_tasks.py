@@ -87,6 +87,14 @@ def test_selection_falls_back_to_logloss_when_auc_is_undefined():
     assert task.is_better({"auc": 0.80, "logloss": 0.60}, {"auc": 0.70, "logloss": 0.30})  # AUC decides when defined
 
 
+def test_a_gain_of_rounding_is_a_tie_that_keeps_the_earlier_epoch():
+    """Two epochs that rank the validation rows alike: a new user's run kept the later one at a worse logloss."""
+    task = BinaryTask()
+    assert not task.is_better({"auc": 0.4444444444444445, "logloss": 0.60}, {"auc": 0.4444444444444444, "logloss": 0.55})
+    assert task.is_better({"auc": 0.4444444445, "logloss": 0.60}, {"auc": 0.4444444444, "logloss": 0.55})
+    assert not RegressionTask().is_better({"rmse": 0.9 - 1e-16}, {"rmse": 0.9})
+
+
 def test_single_class_validation_scores_auc_nan_and_a_finite_logloss():
     metrics = BinaryTask().metrics(np.zeros(4), np.array([-3.0, -1.0, 0.0, 2.0]))
     assert math.isnan(metrics["auc"]) and math.isfinite(metrics["logloss"])

@@ -39,6 +39,9 @@ LABELS_LISTED = 8  # distinct raw values an error message lists
 LARGER_IS_BETTER = {"auc": True, "accuracy": True, "logloss": False, "rmse": False, "mae": False}
 
 
+ROUNDING = 1e-12  # relative: a metric that moves less than this between epochs moved by rounding, not by the model
+
+
 class Task:
     """The head of a model for one kind of label. Subclasses set ``name`` and ``selection``."""
 
@@ -136,9 +139,12 @@ class Task:
 
     def is_better(self, candidate: dict[str, float], best: dict[str, float] | None, by: float = 0.0) -> bool:
         """Whether ``candidate`` beats ``best`` on ``selection`` (on ``fallback`` where that is NaN), by more than the
-        relative margin ``by`` (PyTorch's ReduceLROnPlateau ``threshold``, ``rel`` mode)."""
+        relative margin ``by`` (PyTorch's ReduceLROnPlateau ``threshold``, ``rel`` mode), and by more than rounding:
+        two epochs that rank the rows alike tie (AUC 0.4444444444444445 against 0.4444444444444444 had kept the
+        later epoch, at a worse logloss)."""
         if best is None:
             return True
+        by = max(by, ROUNDING)
         for name, larger in filter(None, (self.selection, self.fallback)):
             new, old = candidate.get(name, math.nan), best.get(name, math.nan)
             if math.isnan(new) or math.isnan(old):
