@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
+import re
 import shlex
 import zlib
 from contextlib import contextmanager
@@ -158,6 +160,33 @@ def _binary_kind(start: bytes, path: str | Path) -> str | None:
 LINE_READER_DELIMITER = b"\x1f"  # the byte ``sparse.read_lines`` splits fields at: a libFM line holding it is refused
 
 
+def _non_ascii_word(text: str) -> str:
+    """The first whitespace- or comma-delimited word of ``text`` that holds a character beyond ASCII."""
+    return next(word for word in re.split(r"[\s,;|\t]+", text) if not word.isascii())[:24]
+
+
+def _utf8_text_after(handle, number: int, lines: int = 100_000) -> tuple[int, str] | None:
+    """A line of non-ASCII UTF-8 text among the next ``lines`` of ``handle`` (after line ``number``), or None."""
+    for offset, line in enumerate(itertools.islice(handle, lines), start=1):
+        if not line.isascii():
+            try:
+                return number + offset, _non_ascii_word(line.decode("utf-8"))
+            except UnicodeDecodeError:
+                continue
+    return None
+
+
+def _utf8_advice(path: str | Path, utf8_text: tuple[int, str] | None) -> str:
+    """What to do with a byte that is not UTF-8: recode a Latin-1 file; but a file whose other lines are UTF-8 text
+    would have that text garbled by recoding (Köln as KÃ¶ln), so there the line is to be fixed, or such bytes dropped."""
+    if utf8_text is None:
+        return f"re-encode the file, e.g. {recoded(path, 'latin1')}"
+    number, word = utf8_text
+    return (f"the file's other text is UTF-8 (line {number}: {word!r}), which re-encoding it from Latin-1 would garble: "
+            f"fix this line, or drop the bytes that are not UTF-8 (this value changes), e.g. "
+            f"{converted(path, 'utf8-', 'iconv -f utf-8 -t utf-8 -c')}")
+
+
 def locate_bad_utf8(path: str | Path, delimiter: str | None) -> DataError:
     """Where the file stops being UTF-8 text: its first line that does not decode, the column being the
     field of the bad byte (``delimiter``), or its character position (None: libFM/libFFM lines, where a
@@ -168,14 +197,18 @@ def locate_bad_utf8(path: str | Path, delimiter: str | None) -> DataError:
     if kind is not None:
         return DataError(path, kind, line=1)
     with open_bytes(path) as handle:
+        utf8_text: tuple[int, str] | None = None  # a line of non-ASCII text that is UTF-8 (the file's own encoding?)
         for number, line in enumerate(handle, start=1):
             try:
-                line.decode("utf-8")
+                text = line.decode("utf-8")
             except UnicodeDecodeError as error:
                 before = line[: error.start]
                 column = _field_number(before.decode("utf-8"), delimiter) if delimiter else len(before.decode("utf-8")) + 1
-                return DataError(path, f"not UTF-8 text (byte 0x{line[error.start]:02x}); deepfm reads UTF-8: re-encode "
-                                       f"the file, e.g. {recoded(path, 'latin1')}", line=number, column=column)
+                utf8_text = utf8_text or _utf8_text_after(handle, number)
+                return DataError(path, f"not UTF-8 text (byte 0x{line[error.start]:02x}); deepfm reads UTF-8: "
+                                       + _utf8_advice(path, utf8_text), line=number, column=column)
+            if utf8_text is None and not text.isascii():
+                utf8_text = (number, _non_ascii_word(text))
             if delimiter is None and LINE_READER_DELIMITER in line:  # UTF-8, but a byte the line reader splits at
                 column = len(line[: line.index(LINE_READER_DELIMITER)].decode("utf-8")) + 1
                 return DataError(path, "a control character (byte 0x1f, the unit separator) in the line: a libFM/libFFM "
