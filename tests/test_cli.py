@@ -249,7 +249,9 @@ def test_resume_with_another_seed_or_model_setting_is_refused_in_one_readable_li
     assert train(train_path, out, "--valid", valid, "--resume", "--seed", "7", "--embed-dim", "8") == 2
     assert capsys.readouterr().err == (f"{out / 'checkpoint'}: the checkpoint was written with other model settings and "
                                        "training settings (embed_dim 4 → 8; seed 2026 → 7); resume with the same data "
-                                       "and settings, or train into a new --out\n")
+                                       "and settings, or train into a new --out; a setting left unset takes this version's "
+                                       "default, which may not be the one the run started with: give the checkpoint's value "
+                                       "(the first of each pair) to resume\n")
     (out / "checkpoint-run.json").unlink()  # a checkpoint of an older version: the trainer's check still holds
     assert train(train_path, out, "--valid", valid, "--resume", "--embed-dim", "8") == 2
     err = capsys.readouterr().err
@@ -345,6 +347,7 @@ def test_the_help_of_a_configured_command_names_each_options_config_key(capsys):
         text = help_text(capsys, command)
         assert "[data.task]" in text and "[training.epochs]" in text and "[model.embed_dim]" in text, command
     assert "default 20; FM 80 (regression), DeepFM 80 (regression) [training.epochs]" in help_text(capsys, "train")
+    assert "--categorical CATEGORICAL as in deepfm train [data.categorical]" in help_text(capsys, "compare")
     assert "[data." not in help_text(capsys, "predict")
 
 
@@ -891,6 +894,8 @@ def test_a_key_in_another_section_names_the_section_it_belongs_to(ctr_csv, tmp_p
         capsys.readouterr().err)
     with pytest.raises(ConfigError, match=r"training.task: .* \(task is a key of the data section: data.task\)"):
         Estimator(training={"task": "multiclass"})
+    with pytest.raises(ConfigError, match=r"model.train: .* \(train is a key of the data section: data.train\)"):
+        Estimator(model={"train": "x.csv"})  # not model.pretrain, a close key of its own section
 
 
 @pytest.mark.parametrize(("name", "said"), [("ffm", "ffm (field-aware FM) is not built here: a libFFM file's fields group"),

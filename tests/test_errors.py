@@ -108,25 +108,26 @@ def test_a_byte_that_is_not_utf8_is_located_with_what_to_do(tmp_path, name, head
     assert f"iconv -f latin1 -t utf-8 < {path} > {'utf8-' + name}" in str(error)  # runnable where the user is
 
 
-@pytest.mark.parametrize("utf8_line", [2, 5])  # UTF-8 text before the bad byte, or only after it
-def test_a_bad_byte_in_a_file_of_utf8_text_is_not_answered_with_a_latin1_recoding(tmp_path, utf8_line):
+@pytest.mark.parametrize("utf8_line, word", [(2, "Köln"), (5, "Köln"),  # UTF-8 text before the bad byte, or after it
+                                             (2, "A\u00a0B")])  # a non-breaking space, the line's only non-ASCII
+def test_a_bad_byte_in_a_file_of_utf8_text_is_not_answered_with_a_latin1_recoding(tmp_path, utf8_line, word):
     """A new user recoded a UTF-8 file with one bad byte as the error advised (iconv -f latin1): Köln became KÃ¶ln in
     the vocabulary, so served requests missed it. Where other lines are UTF-8 text, the advice is to fix the line or
     drop the bad bytes; the command given does that, and the values that were UTF-8 stay as they were."""
     import subprocess
 
     lines = ["city,label"] + [f"c{i},{i % 2}" for i in range(6)]
-    lines[utf8_line] = "Köln,1"
+    lines[utf8_line] = f"{word},1"
     path = tmp_path / "u8.csv"
     path.write_bytes("\n".join(lines[:3]).encode() + b"\nBad\xff,1\n" + "\n".join(lines[3:]).encode() + b"\n")
     error = error_of(lambda: fit(path))
     assert (error.line, error.column) == (4, 1)
     line_of_utf8 = utf8_line + 1 + (utf8_line >= 3)
-    assert (f"the file's other text is UTF-8 (line {line_of_utf8}: 'Köln'), which re-encoding it from Latin-1 would "
+    assert (f"the file's other text is UTF-8 (line {line_of_utf8}: {word!r}), which re-encoding it from Latin-1 would "
             "garble: fix this line, or drop the bytes that are not UTF-8 (this value changes), e.g. ") in str(error)
     command = str(error).rsplit("e.g. ", 1)[1]
     subprocess.run(command, shell=True, check=True, cwd=tmp_path)
-    assert "Köln,1" in (tmp_path / "utf8-u8.csv").read_text(encoding="utf-8")
+    assert f"{word},1" in (tmp_path / "utf8-u8.csv").read_text(encoding="utf-8")
 
 
 def test_a_bad_byte_after_a_quoted_comma_is_in_the_field_it_is_in(tmp_path):

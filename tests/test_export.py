@@ -101,6 +101,8 @@ def test_export_refuses_to_write_over_a_file_that_is_not_an_onnx_graph(files, tm
                          (files["train"], "an existing file, not an .onnx graph")):
         assert main(["export", str(model), "--onnx", str(target)]) == 2
         assert f"{target}: {said}; write the ONNX graph to an .onnx file" in capsys.readouterr().err
+    (tmp_path / "w.onnx").symlink_to(model / "model.safetensors")
+    assert main(["export", str(model), "--onnx", str(tmp_path / "w.onnx")]) == 2
     assert (model / "model.safetensors").read_bytes() == weights
     for _ in range(2):  # a graph written before is replaced
         assert main(["export", str(model), "--onnx", str(model / "model.onnx")]) == 0

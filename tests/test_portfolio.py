@@ -321,7 +321,7 @@ def test_a_small_sample_past_the_long_tail_cut_lets_validation_choose_the_branch
     assert defaults.portfolio("fm", "binary", SMALL_LONG_TAIL) == (
         ("long tail", {}), ("recurring ids", {"adagrad_init": 0.0, "min_count": 1}))
     (_, first), (_, recurring) = defaults.portfolio("deepfm", "binary", SMALL_LONG_TAIL)
-    assert first == {} and recurring == {"embed_dim": 64, "lr": 1e-2, "dropout": 0.5, "mlp": (200, 200), "min_count": 1}
+    assert first == {} and recurring == {"embed_dim": 64, "lr": 1e-2, "dropout": 0.5, "min_count": 1}
     assert defaults.portfolio("lr", "binary", SMALL_LONG_TAIL) == (("long tail", {}), ("recurring ids", {"min_count": 1}))
     under_the_rule = IdCounts(3_000, 30_000, 2_000)  # under 10k rows every value keeps its id in either branch
     assert defaults.rare_value_threshold(None, under_the_rule) == 1
@@ -386,6 +386,17 @@ def test_a_min_count_the_user_set_keeps_such_a_sample_to_one_branch():
         item_clicks(12_000, 4_000, 0), valid=item_clicks(3_000, 4_000, 1), progress=False, log=log.append)
     assert "portfolio" not in est.metrics
     assert any("not run (set by you: min_count)" in line for line in log)
+
+
+def test_a_users_mlp_sets_both_branches_of_a_small_long_tail_sample_and_validation_still_chooses():
+    """The recurring branch keeps the long tail's MLP (as the small samples were measured), so --mlp, which it does not
+    override, leaves both branches to validation (the 200-200 MLP in that branch had turned the portfolio off)."""
+    from deepfm.config import build_config
+    from deepfm.portfolio import candidates_for
+
+    sample = IdCounts(20_000, 200_000, 40_000)
+    candidates, why = candidates_for(build_config({"model": {"mlp": "100,100"}}), "binary", sample, True, 1, True)
+    assert [name for name, _ in candidates] == ["long tail", "recurring ids"] and why is None
 
 
 def test_the_cli_flag_turns_it_off_and_metrics_json_records_the_choice(ctr_csv, listed, tmp_path):

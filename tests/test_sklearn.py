@@ -339,6 +339,26 @@ def test_after_a_sparse_fit_the_same_rows_dense_predict_the_same_and_a_saved_mod
         clf.predict(one_hot[:, :79])
 
 
+def test_a_classifier_of_classes_minus_1_and_1_reads_a_libfm_files_labels_as_numbers(tmp_path):
+    """Number classes stay numbers (a libFM file writes +1 and 1 alike, and 0/1 too): only text classes are read as
+    text, as --positive reads them."""
+    from scipy import sparse
+    from sklearn.datasets import dump_svmlight_file
+
+    X, y = pairs(400)
+    one_hot = sparse.csr_matrix((np.ones(800), (np.repeat(np.arange(400), 2), (X + [0, 50]).ravel())), shape=(400, 80))
+    signs = np.where(y == y.max(), 1, -1)
+    clf = FMClassifier(epochs=3, **TINY).fit(one_hot, signs)
+    assert clf.estimator_.encoder.task.positive is None
+    saved = Estimator.load(clf.save(str(tmp_path / "m")))
+    expected = roc_auc_score(signs == 1, clf.predict_proba(one_hot)[:, 1])
+    for name, labels in (("pm1.libfm", signs), ("01.libfm", (signs == 1).astype(int))):
+        dump_svmlight_file(one_hot, labels, str(tmp_path / name), zero_based=True)
+        text = (tmp_path / name).read_text()
+        (tmp_path / name).write_text(text.replace("\n1 ", "\n+1 ") if name == "pm1.libfm" else text)
+        assert saved.evaluate(str(tmp_path / name))["auc"] == pytest.approx(expected, abs=1e-6)
+
+
 def test_a_sparse_matrix_after_a_dense_fit_is_refused_and_nan_in_a_sparse_one_too():
     from scipy import sparse
 

@@ -331,8 +331,21 @@ def test_batch_size_1_takes_a_step_a_row_and_a_model_with_batch_norm_refuses_it(
                   training={"epochs": 1, "batch_size": 1, "portfolio": "off"}).fit(table, progress=False)
     assert steps == [1] * 40
     with pytest.raises(ConfigError, match="training.batch_size 1: deepfm's batch norm needs at least 2 rows a batch"):
-        Estimator(training={"batch_size": 1})
-    Estimator(model={"batch_norm": False}, training={"batch_size": 1})  # without batch norm it trains
+        Estimator(training={"batch_size": 1}).fit(table, progress=False)
+    Estimator(model={"batch_norm": False}, training={"batch_size": 1, "epochs": 1}).fit(table, progress=False)
+
+
+def test_a_model_directory_saved_at_batch_size_1_with_batch_norm_still_loads(tmp_path):
+    """Batch size 1 with batch norm is refused when a fit starts, not when a config is read: a model directory of an
+    older version that trained so loads and predicts (config.json is validated on load)."""
+    from deepfm.config import RunConfig
+
+    import json
+
+    Estimator(model={"mlp": (8,)}, training={"epochs": 1}).fit(small_table(40), out=tmp_path / "m", progress=False)
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    saved["run"]["training"]["batch_size"] = 1
+    assert RunConfig.model_validate(saved["run"]).training.batch_size == 1
 
 
 def test_a_single_training_row_with_batch_norm_is_a_clear_error():

@@ -30,7 +30,7 @@ from deepfm.defaults import describe_shape_rule, describe_small_sample, id_shape
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import UNSEEN_ROWS, FeatureEncoder, refuse_zero_weight_sum
 from deepfm.data.filelist import ChunkedFiles, chunk_index, is_pattern, open_chunked, training_files
-from deepfm.data.frame import RawFrame
+from deepfm.data.frame import RawFrame, as_numbers_where_written_so
 from deepfm.data.delimited import delimited_layout, unlabelled_criteo_rows
 from deepfm.data.formats import CRITEO_COLUMNS, detect_format, first_line
 from deepfm.data.identity import data_identity, describe_change
@@ -275,10 +275,12 @@ def refuse_another_run(saved: dict[str, Any], record: dict[str, Any], checkpoint
             changes[f"{section} settings"].append(f"held-out rows: an older version's → {values['held_out_by']}")
     changes = {what: changed for what, changed in changes.items() if changed}
     if changes:
+        defaults = ("; a setting left unset takes this version's default, which may not be the one the run started with: "
+                    "give the checkpoint's value (the first of each pair) to resume" if set(changes) - {"data"} else "")
         raise ConfigError(f"{checkpoint_dir}: the checkpoint was written with other {' and '.join(changes)} "
                           f"({'; '.join(sum(changes.values(), []))}); resume with the same data and settings, or "
                           "train into a new --out" + (f" (data only copied or touched: delete {checkpoint_dir.parent / RUN_RECORD}"
-                                                      " to resume anyway)" if set(changes) == {"data"} else ""))
+                                                      " to resume anyway)" if set(changes) == {"data"} else defaults))
 
 
 def run_seconds(session: float, earlier: list[float | None]) -> dict[str, float | None]:
@@ -302,14 +304,10 @@ def _shown(value: Any) -> str:
 
 
 def typed_classes(classes: list[str]) -> list[str] | list[int] | list[float]:
-    """Class texts as ints where every one is an integer, floats where every one is a number, else as they are."""
-    try:
-        numbers = [float(text) for text in classes]
-    except ValueError:
-        return list(classes)
-    if all(re.fullmatch(r"[-+]?[0-9]+", text.strip()) for text in classes):
-        return [int(text) for text in classes]
-    return numbers
+    """Class texts as the numbers they spell where every one is one, as predict's output types them
+    (``as_numbers_where_written_so``: '01' stays text, as does '1e400'), and as text where two would be one number."""
+    typed = as_numbers_where_written_so(pa.array(classes, pa.string())).to_pylist()
+    return typed if len(set(typed)) == len(typed) else list(classes)
 
 
 class Estimator:
@@ -469,6 +467,7 @@ class Estimator:
         out = out if out is not None else cfg.out
         if train is None:
             raise ConfigError("data.train: a training file is required")
+        cfg.check_batch_norm_rows()
         if valid is not None or cfg.data.valid_fraction > 0:
             load_metrics_ahead()  # on another core while the data are read
         device = resolve_device(cfg.training.device, "training.device")  # a ConfigError before any data is read

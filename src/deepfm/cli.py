@@ -78,16 +78,20 @@ class HelpFormatter(argparse.HelpFormatter):
     """Adds each option's default to its help, unless the help already says it."""
 
     def _format_action(self, action: argparse.Action) -> str:
-        if action.help is None and _has_default(action):
+        if action.help is None and (_has_default(action) or self._names_key(action)):
             action = copy.copy(action)
-            action.help = "default %(default)s"
+            action.help = "default %(default)s" if _has_default(action) else "as in deepfm train"
         return super()._format_action(action)
+
+    def _names_key(self, action: argparse.Action) -> bool:
+        """Whether ``action`` is an option of a command whose options are config keys, and one of them."""
+        return action.dest in FLAG_KEYS and self._prog.split()[-1] in CONFIGURED_COMMANDS
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help
         if text is not None and "default" not in text and _has_default(action):
             text += " (default %(default)s)"
-        if text is not None and action.dest in FLAG_KEYS and self._prog.split()[-1] in CONFIGURED_COMMANDS:
+        if text is not None and self._names_key(action):
             text += " [%s.%s]" % FLAG_KEYS[action.dest]  # its key in a --config file and in Estimator(section={key: ..})
         return text
 
@@ -693,9 +697,9 @@ def _load(directory: str, fmt: str | None, path: str):
               "whose indices start at 1 from 0 (zero_based='auto'): score such a file with the loader the model was "
               "fitted through", file=sys.stderr)
     task = estimator.encoder.task
-    if classes and task.name == "binary" and [str(c) for c in classes] != ["0", "1"]:
+    if classes and task.name == "binary" and not _zero_and_one(classes):
         read_as = (f"the column {estimator.config.data.label!r} holds its classes ({task.positive!r} is 1)"
-                   if task.positive is not None else  # booleans, and classifiers saved before this reading, read 0/1
+                   if task.positive is not None else  # numbers, and text classes of a classifier saved before it read them
                    f"its labels are read as 0 and 1 from the column {estimator.config.data.label!r} (1: {classes[1]!r})")
         print(f"note: {directory} holds a deepfm.sklearn classifier of classes {classes}: {read_as}, and its prediction "
               f"is the probability of {classes[1]!r}", file=sys.stderr)
@@ -705,6 +709,14 @@ def _load(directory: str, fmt: str | None, path: str):
               "that run started (the train command with --resume continues it)", file=sys.stderr)
     estimator.read_format = fmt  # as given, over the model's format and its own reading of a plainly other one
     return estimator
+
+
+def _zero_and_one(classes: list) -> bool:
+    """Whether a saved classifier's classes are 0 and 1 (as ints, floats or booleans): labels read as they are."""
+    try:
+        return sorted(float(c) for c in classes) == [0.0, 1.0]
+    except (TypeError, ValueError):
+        return False
 
 
 def rows_count(text: str) -> int:

@@ -250,13 +250,15 @@ class RunConfig(_Frozen):
         check_solver(self.training.solver, self.model.name, self.data.task)
         return self
 
-    @model_validator(mode="after")
-    def _batch_norm_has_two_rows(self) -> "RunConfig":
+    def check_batch_norm_rows(self) -> None:
+        """A ConfigError where the run would train batch norm on batches of one row (``--batch-size 1``): checked
+        when a fit starts, not when a config is read (a model directory of an older version loads as it was)."""
+        from deepfm.errors import ConfigError
+
         if (self.training.batch_size == 1 and self.training.solver == "gradient" and self.model.batch_norm
                 and "batch_norm" not in ModelConfig(name=self.model.name, batch_norm=True).unused_keys()):
-            raise ValueError(f"training.batch_size 1: {self.model.name}'s batch norm needs at least 2 rows a batch "
-                             "(model.batch_norm); --batch-size 2 or more, or batch_norm = false in the [model] section")
-        return self
+            raise ConfigError(f"training.batch_size 1: {self.model.name}'s batch norm needs at least 2 rows a batch "
+                              "(model.batch_norm); --batch-size 2 or more, or batch_norm = false in the [model] section")
 
     def to_json_dict(self) -> dict[str, Any]:
         return json.loads(self.model_dump_json())
@@ -321,14 +323,12 @@ def _closest_key(loc: tuple) -> str:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return ""
         section = annotation
-    close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1, cutoff=0.75)
-    if close:
-        return f" (did you mean {'.'.join(str(p) for p in (*loc[:-1], close[0]))}?)"
-    if len(loc) == 2:  # a key of another section: training.task is data.task
+    if len(loc) == 2:  # a key of another section (training.task is data.task), before a close key of this one
         for name, field in RunConfig.model_fields.items():
             if name != loc[0] and isinstance(field.annotation, type) and loc[1] in field.annotation.model_fields:
                 return f" ({loc[1]} is a key of the {name} section: {name}.{loc[1]})"
-    return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1, cutoff=0.75)
+    return f" (did you mean {'.'.join(str(p) for p in (*loc[:-1], close[0]))}?)" if close else ""
 
 
 def build_config(values: dict[str, Any], source: str = "config", lines: KeyLines | None = None) -> RunConfig:

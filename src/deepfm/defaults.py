@@ -283,7 +283,8 @@ PORTFOLIO_MIN_ROWS = 2_000
 _RECURRING_BRANCH: dict[str, dict[str, Any]] = {  # the task's settings the long-tail branch replaces, and min_count 1
     "lr": {"min_count": 1},  # LR has no settings of its own there: only the rare-value rule (Frappe 12k: 0.824 / 0.894)
     "fm": {"adagrad_init": 0.0, "min_count": 1},
-    "deepfm": {key: _DEEPFM_CLICKS[key] for key in SHAPE_DEFAULTS["deepfm"]["long tail"]} | {"min_count": 1},
+    # (the MLP's size as the long tail's, as the small samples measured it: so that a user's --mlp sets both branches)
+    "deepfm": {key: _DEEPFM_CLICKS[key] for key in SHAPE_DEFAULTS["deepfm"]["long tail"] if key != "mlp"} | {"min_count": 1},
 }
 
 

@@ -60,8 +60,9 @@ def _register_triu_indices(fields: int) -> None:
 def export_onnx(model_dir: str | Path, path: str | Path) -> Path:
     """Write the model of ``model_dir`` as ONNX to ``path`` (a former .onnx file there is replaced; any other file is
     refused: a model directory's weights, say)."""
-    if Path(path).is_file() and Path(path).suffix.lower() != ".onnx":
-        own = Path(path).resolve().parent == Path(model_dir).resolve()
+    target = Path(path).resolve()  # (a link named .onnx to the weights is the weights)
+    if target.is_file() and target.suffix.lower() != ".onnx":
+        own = target.parent == Path(model_dir).resolve()
         raise ConfigError(f"{path}: {'a file of the model directory' if own else 'an existing file, not an .onnx graph'}; "
                           f"write the ONNX graph to an .onnx file (e.g. {Path(model_dir) / 'model.onnx'})")
     estimator = Estimator.load(model_dir)

@@ -19,6 +19,7 @@ through ``model=``; a parameter left at None takes the config's default for that
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -35,7 +36,7 @@ from deepfm.api import Estimator
 from deepfm.artifact import read_extra
 from deepfm.config import merge
 from deepfm.data.encoders import WHOLE_FLOATS_NOTE
-from deepfm.data.frame import LARGEST_VALUE, WITHIN_REACH, RawFrame
+from deepfm.data.frame import DECIMAL_PATTERN, LARGEST_VALUE, WITHIN_REACH, RawFrame
 from deepfm.data.tables import frame_from_table, table_from_pandas
 from deepfm.errors import ModelDirError, warn_data
 from deepfm.tasks import canonical_label
@@ -264,6 +265,12 @@ class _DeepFMEstimator(BaseEstimator):
         return tags
 
 
+def text_classes(classes: Any) -> bool:
+    """Whether a classifier's ``classes_`` are text that is not numbers (``click``/``skip``): what its saved model reads
+    as text labels (``_Classifier._read_classes_as_labels``)."""
+    return np.asarray(classes).dtype.kind in "OUS" and not all(re.match(DECIMAL_PATTERN, str(c)) for c in classes)
+
+
 def refuse_mixed_targets(y: np.ndarray) -> None:
     """Labels of text and of numbers together (a 'yes' among 0/1) are a ``ValueError`` at the first of the other kind
     (scikit-learn's own check says only "Unknown label type: unknown")."""
@@ -303,11 +310,11 @@ class _Classifier(ClassifierMixin, _DeepFMEstimator):
         return self
 
     def _read_classes_as_labels(self) -> None:
-        """The fitted model reads a file's labels as its classes (``classes_[1]`` is 1, ``classes_[0]`` is 0, any other
-        value a located error), as a model trained with ``--positive`` does: ``deepfm evaluate`` and
-        ``Estimator.evaluate`` score a file labelled as ``y`` was. Classes 0 and 1 are read as numbers, as before;
-        booleans too (a Parquet column's ``true`` is not the text of ``True``)."""
-        if self.classes_.dtype.kind == "b" or [str(c) for c in self.classes_] in (["0", "1"], ["0.0", "1.0"]):
+        """The fitted model reads a file's labels as its text classes (``classes_[1]`` is 1, ``classes_[0]`` is 0, any
+        other value a located error), as a model trained with ``--positive`` does: ``deepfm evaluate`` and
+        ``Estimator.evaluate`` score a file labelled as ``y`` was. Classes that are numbers (0/1, a libFM file's -1/+1)
+        and booleans are read as numbers, as before (their files spell them in more than one way: +1 and 1)."""
+        if not text_classes(self.classes_):
             return
         task = self.estimator_.encoder.task
         task.positive, task.negative = canonical_label(str(self.classes_[1])), canonical_label(str(self.classes_[0]))

@@ -161,8 +161,9 @@ LINE_READER_DELIMITER = b"\x1f"  # the byte ``sparse.read_lines`` splits fields 
 
 
 def _non_ascii_word(text: str) -> str:
-    """The first whitespace- or comma-delimited word of ``text`` that holds a character beyond ASCII."""
-    return next(word for word in re.split(r"[\s,;|\t]+", text) if not word.isascii())[:24]
+    """The first word of ``text`` (delimited by ASCII spaces, tabs and separators) that holds a character beyond
+    ASCII, up to 24 characters (a non-breaking space is a character of its word here, not a delimiter)."""
+    return next(word for word in re.split(r"[ \t\r\n,;|]+", text) if not word.isascii())[:24]
 
 
 def _utf8_text_after(handle, number: int, lines: int = 100_000) -> tuple[int, str] | None:

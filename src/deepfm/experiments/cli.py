@@ -58,7 +58,8 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: the MLPs' hidden layers in bfloat16 (as in train)")
     p.add_argument("--no-pretrain", action="store_true", help="fnn: skip the FM pre-training stage")
-    p.add_argument("--config", help="TOML or YAML file with [data], [model], [training] sections")
+    p.add_argument("--config", help="TOML, YAML or JSON file with [data], [model], [training] sections; flags override "
+                                    "it (each option's [section.key] is its key there)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch log")
 
 
