@@ -134,6 +134,15 @@ def test_the_processs_start_up_costs_are_loaded_before_the_first_models_clock_st
     assert seen == ["start-up", "lr", "fm"]
 
 
+def test_batch_size_1_is_refused_before_any_model_trains_where_one_has_batch_norm_and_trains_lr_and_fm(ctr_files, tmp_path,
+                                                                                                       capsys):
+    """A re-checking user's compare --batch-size 1 trained LR and FM, then DeepFM's batch norm failed with a traceback."""
+    assert compare(ctr_files, tmp_path / "bn", "--models", "lr,deepfm", "--batch-size", "1") == 2
+    err = capsys.readouterr().err
+    assert "training.batch_size 1: deepfm's batch norm needs at least 2 rows a batch" in err and "lr: seed" not in err
+    assert compare(ctr_files, tmp_path / "ok", "--models", "lr,fm", "--batch-size", "1", "--epochs", "1") == 0
+
+
 def test_compare_on_a_rating_file_reports_rmse_and_mae_without_roc(write_table, tmp_path):
     rows = 120
     columns = {"label": [1 + (i * 7) % 5 for i in range(rows)], "user": [f"u{i % 9}" for i in range(rows)],

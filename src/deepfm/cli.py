@@ -193,6 +193,7 @@ LIBFM_OPTIONS = {
     "meta": "is a libFFM file's field numbers (each field its own MCMC hyperprior group, as -meta's groups)",
     "test": "is deepfm evaluate MODEL_DIR TEST (and predict)", "out": "is deepfm predict MODEL_DIR FILE --out PATH",
     "validation": "is --valid", "rlog": "is the log on stderr and OUT/metrics.json",
+    "task": "is --task (its r is --task regression, its c --task binary)",
 }
 
 

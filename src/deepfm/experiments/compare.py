@@ -181,6 +181,7 @@ def train_one(config: RunConfig, data: EncodedSplits, log: Log, score_test: bool
     called with each epoch's record (its validation metrics under ``valid``)."""
     task, seed = data.encoder.task, config.training.seed
     refuse_other_solvers(config)
+    config.check_batch_norm_rows()  # (as a fit checks it; tune's trials come here alone)
     model = new_model(config, data.encoder)
     began = time.perf_counter()
     if config.model.name == "fnn" and config.model.pretrain:
@@ -214,6 +215,8 @@ def run_variants(variants: list[Variant], data: EncodedSplits, seeds: int, log: 
     caller that Ctrl-C stops still holds every run that finished."""
     name, _ = SELECTION[data.encoder.task]
     results = [] if results is None else results
+    for variant in variants:  # what no model of them can train is said before any trains
+        variant.config.check_batch_norm_rows()
     load_start_up_costs()
     for variant in variants:
         variant = Variant(variant.label, with_model_defaults(variant.config, data.encoder))
