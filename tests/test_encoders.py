@@ -743,17 +743,17 @@ def test_fit_notes_stay_quiet_for_id_columns_with_an_odd_value_and_keep_the_regr
     labels = [float(i % 9) for i in range(200)]
     path = write_table("c.csv", {"label": labels, "item": ids})
     (note,) = FeatureEncoder.fit([read_frame(path)], DataConfig()).fit_notes
-    assert note == ("task: regression, since the labels are not all 0/1 (0, 1, 2, ...); --task binary refuses such labels; "
+    assert note == ("task: regression, since the labels are not all 0/1 (0, 1, 2, ...); --task binary (data.task) refuses such labels; "
                     "classes 0, 1, 2, ...: --task multiclass (--task ordinal for ordered grades)")
     ratings = write_table("r.csv", {"label": [float(1 + i % 5) for i in range(200)], "item": ids})
     (note,) = FeatureEncoder.fit([read_frame(ratings)], DataConfig()).fit_notes
-    assert note == "task: regression, since the labels are not all 0/1 (1, 2, 3, ...); --task binary refuses such labels"
+    assert note == "task: regression, since the labels are not all 0/1 (1, 2, 3, ...); --task binary (data.task) refuses such labels"
 
 
 def test_two_label_values_that_are_not_0_and_1_are_a_regression_whose_note_says_how_to_read_them_as_clicks(write_table):
     path = write_table("pm.csv", {"label": [-1, 1] * 50, "item": [f"i{i % 7}" for i in range(100)]})
     (note,) = FeatureEncoder.fit([read_frame(path)], DataConfig()).fit_notes
-    assert note == ("task: regression, since the labels are not all 0/1 (-1, 1); --task binary refuses such labels; for a "
+    assert note == ("task: regression, since the labels are not all 0/1 (-1, 1); --task binary (data.task) refuses such labels; for a "
                     "binary task of these two values, --positive 1 reads 1 as the positive class and -1 as the negative one")
     encoder = FeatureEncoder.fit([read_frame(path)], DataConfig(positive="1"))  # as the note says
     assert encoder.task.name == "binary" and encoder.fit_notes == []

@@ -512,7 +512,7 @@ def test_binary_label_outside_zero_and_one_is_located_in_the_label_column(write_
     encoder = fit(path, task="binary")
     error = error_of(encoder.transform, read_frame(path))
     assert str(error) == (f"{path}:4:2: binary labels must be 0 or 1, got 2 (the model is binary; "
-                          "for ratings, train with --task regression)")
+                          "for ratings, train with --task regression (data.task))")
 
 
 def test_minus_one_label_in_a_csv_is_not_binary(write_table):
@@ -520,7 +520,7 @@ def test_minus_one_label_in_a_csv_is_not_binary(write_table):
     encoder = fit(path, task="binary")
     error = error_of(encoder.transform, read_frame(path))
     assert str(error) == (f"{path}:3:1: binary labels must be 0 or 1, got -1 (the model is binary; "
-                          "for ratings, train with --task regression)")
+                          "for ratings, train with --task regression (data.task))")
 
 
 def test_an_empty_line_is_said_to_be_one_where_its_label_is_missing(write_text):

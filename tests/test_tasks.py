@@ -169,6 +169,14 @@ def test_a_binary_label_column_with_one_class_is_an_error(write_table):
     assert "a binary task needs both" in error_of(fit, path, task="binary").message
 
 
+def test_ratings_under_the_binary_task_are_told_how_to_read_one_value_against_the_others(write_table):
+    """A new user's --task binary on ratings 1-5 read 'every training label is 1, 2, 3, 4, 5'."""
+    path = write_table("train.csv", {"label": [1, 2, 3, 4, 5], "city": ["a", "b", "c", "d", "e"]})
+    assert error_of(fit, path, task="binary").message == (
+        "the training labels are 1, 2, 3, 4, 5, not 0 and 1, which a binary task reads; --positive VALUE --one-vs-rest "
+        "(data.positive, data.one_vs_rest) reads one value as 1 and every other as 0, or --task regression (data.task)")
+
+
 def test_the_positive_value_makes_labels_one_and_others_zero(write_table):
     path = write_table("train.csv", {"label": [">50K", "<=50K", " >50K"], "city": ["a", "b", "c"]})
     encoder = fit(path, positive=">50K")

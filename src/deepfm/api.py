@@ -85,7 +85,7 @@ def overconfidence_note(task, best: dict[str, float] | None, valid: EncodedData 
         return None
     return (f"the kept epoch, best by validation AUC, has validation logloss {best['logloss']:.4f}, worse than "
             f"{constant:.4f} for the training click rate on every row: use its predictions to rank rows, not as "
-            "probabilities (they are overconfident); --select-by logloss keeps the epoch whose probabilities are best")
+            "probabilities (they are overconfident); --select-by logloss (training.select_by) keeps the epoch whose probabilities are best")
 
 
 def below_the_mean_note(task, best: dict[str, float] | None, valid: EncodedData | None) -> str | None:
@@ -98,7 +98,7 @@ def below_the_mean_note(task, best: dict[str, float] | None, valid: EncodedData 
     if not best["rmse"] > constant:
         return None
     return (f"the kept epoch has validation RMSE {best['rmse']:.4g}, worse than {constant:.4g} for the training mean "
-            "on every row: the model predicts worse than no model; train again with a lower --lr, or more L2")
+            "on every row: the model predicts worse than no model; train again with a lower --lr (training.lr), or more L2")
 
 
 def plainly_other_format(path: Path, trained_on: str) -> str:
@@ -527,7 +527,7 @@ class Estimator:
             chunks = len(train_data.file.chunks())  # their rows: --chunk-rows' bytes, or a Parquet file's row groups
             log(f"streaming: {train_data.num_rows:,} training rows read chunk by chunk every epoch ({chunks} "
                 f"chunk{'s' if chunks != 1 else ''} of about {round(train_data.num_rows / max(chunks, 1)):,} rows, "
-                f"shuffled {train_data.window} chunks at a time; --stream off reads them into memory)")
+                f"shuffled {train_data.window} chunks at a time; --stream off (data.stream) reads them into memory)")
         if holdout is not None and log and ctx.is_main:
             log(holdout.describe("early stopping" if cfg.training.solver == "gradient" else
                                  f"a score at the end ({cfg.training.solver} trains on none of them)"))

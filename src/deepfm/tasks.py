@@ -205,7 +205,7 @@ class BinaryTask(Task):
         bad = np.flatnonzero((y != 0) & (y != 1))
         if len(bad):
             raise frame.error(int(bad[0]), None, f"binary labels must be 0 or 1, got {y[bad[0]]:g} (the model is binary; "
-                                                 "for ratings, train with --task regression)")
+                                                 "for ratings, train with --task regression (data.task))")
 
     def row_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
@@ -679,7 +679,7 @@ class TaskFitter:
             self.trained_class_counts[value] = self.trained_class_counts.get(value, 0) + count
         if len(self.class_counts) > MAX_CLASSES:
             raise DataError(self.path, f"more than {MAX_CLASSES} distinct labels: not a multiclass label column "
-                            "(--task regression for numbers)")
+                            "(--task regression, data.task, for numbers)")
 
     def _multiclass(self) -> Task:
         classes = sorted(self.class_counts, key=_class_order)
@@ -695,7 +695,7 @@ class TaskFitter:
                 number = float(value)
             except ValueError:
                 raise DataError(self.path, f"--task ordinal: label {value!r} is not a number; ordered classes are "
-                                "numbers such as ratings 1-5 (--task multiclass for unordered text labels)") from None
+                                "numbers such as ratings 1-5 (--task multiclass, data.task, for unordered text labels)") from None
             counts[number] = counts.get(number, 0) + self.trained_class_counts.get(value, 0)
         if len(counts) < 2:
             raise DataError(self.path, f"--task ordinal needs at least two classes; every label is {_listed(self.class_counts)}")
@@ -733,7 +733,7 @@ class TaskFitter:
             raise DataError(first.path, f"label {strays[0]!r} is neither the positive value {self.positive!r} nor the "
                             f"negative value {negative!r} ({neither:,} of {self.count:,} labels are neither; labels "
                             f"seen: {_listed(self.raw_seen)}): fix the odd labels, add --one-vs-rest to read every "
-                            "value but the positive one as 0, or use --task multiclass",
+                            "value but the positive one as 0, or use --task multiclass (data.task)",
                             line=first.line, column=first.column)
         return negative
 
@@ -770,5 +770,9 @@ class TaskFitter:
             raise DataError(self.path, f"--positive {self.positive!r} {present} of the training file, so it has one "
                             f"class (labels seen: {_listed(self.raw_seen)})")
         shown = ", ".join(f"{v:g}" for v in self.examples)
+        if len(self.examples) > 1:  # labels, but none of them 0/1 (ratings 1-5 under --task binary)
+            raise DataError(self.path, f"the training labels are {shown}, not 0 and 1, which a binary task reads; "
+                            "--positive VALUE --one-vs-rest (data.positive, data.one_vs_rest) reads one value as 1 and "
+                            "every other as 0, or --task regression (data.task)")
         raise DataError(self.path, f"every training label is {shown}: a binary task needs both 0 and 1 "
-                        "(or --task regression)")
+                        "(or --task regression: data.task)")

@@ -881,7 +881,7 @@ class _Fitter:
                    ) if len(values) == 2 and len(written) == 2 else ""
             counted = values[0] == 0 and 2 < len(values) <= 20 and all(float(v).is_integer() for v in values)
             classes = "; classes 0, 1, 2, ...: --task multiclass (--task ordinal for ordered grades)" if counted else ""
-            self.notes.append(f"task: regression, since the labels are not all 0/1 ({shown}); --task binary refuses such "
+            self.notes.append(f"task: regression, since the labels are not all 0/1 ({shown}); --task binary (data.task) refuses such "
                               f"labels{two}{classes}")
         left_out = tuple(name for name in self.sparse_layout or {} if name not in self.kinds)  # (--ignore)
         return FeatureEncoder(task=task, label=config.label, fields=specs, weight=config.weight, fit_notes=self.notes,
