@@ -356,7 +356,8 @@ def test_train_help_shows_the_config_defaults_and_the_models_own(capsys):
     for shown in ("--epochs EPOCHS default 20", "--batch-size BATCH_SIZE rows a step; where it is not set, LR and FM on "
                   "clicks and ratings take a smaller power of two (down to 32) on under 8,192 (LR) or 32,768 (FM) training "
                   "rows, as the log says (default 512;",
-                  "learning rate (default 0.001; LR 0.01, FM 0.1 (binary) / 0.03 (multiclass, regression, ordinal), "
+                  "learning rate: the tables', and the MLP's unless --dense-lr sets that, or DeepFM's own on clicks and "
+                  "ratings (see --dense-lr) (default 0.001; LR 0.01, FM 0.1 (binary) / 0.03 (multiclass, regression, ordinal), "
                   "DeepFM 0.01 (binary) / 0.03 (regression), DeepFM 0.001 (long tail: ≥ 0.3 distinct ids per training row, "
                   "not regression))",
                   "k, the embedding width (default 10; FM 64 (binary, regression) / 10 (multiclass, ordinal), "

@@ -14,6 +14,7 @@ from deepfm.errors import ConfigError
 from deepfm.experiments.compare import model_variants, parse_models, PAPER_ORDER
 from deepfm.defaults import MODEL_DEFAULTS, TASK_DEFAULTS
 from deepfm.experiments.studies import STUDIES
+from deepfm.runtime import available_cores
 
 TINY = ["--epochs", "2", "--mlp", "8", "--batch-size", "64", "--embed-dim", "3", "--quiet"]
 
@@ -44,9 +45,10 @@ def test_compare_fits_the_encoder_once_and_reports_every_model_over_seeds(ctr_fi
         assert variant["parameters"] > 0 and set(variant["test"]) == {"auc", "logloss"}
     markdown = (tmp_path / "r" / "results.md").read_text()
     assert "| deepfm |" in markdown and " ± " in markdown
-    assert re.search(r"Train time is wall time on \d+ usable CPU cores? \(each model on its training.threads", markdown)
+    assert re.search(r"Train time is wall time on \d+ usable CPU cores? \(threads: ", markdown)
     assert "shared 2-core" not in markdown  # the machine it ran on, not the one this project was written on
-    assert "training.threads: LR 1, the others all) (FNN: FM pre-training included)." in markdown  # of the models run
+    cores = available_cores()  # the threads each model trained on, as its config says (LR: 1; the others: all)
+    assert f"(threads: lr on 1; fnn, pnn, deepfm on {cores}) (FNN: FM pre-training included)." in markdown
     settings = markdown.split("results.json holds every setting:", 1)[1]  # each model's own settings, where they differ
     assert "| model | k | tables: optimizer, lr, L2 | MLP | MLP step | batch, epochs, patience |" in settings
     deepfm_config = summary["variants"][-1]["config"]
@@ -143,6 +145,12 @@ def test_batch_size_1_is_refused_before_any_model_trains_where_one_has_batch_nor
     assert compare(ctr_files, tmp_path / "ok", "--models", "lr,fm", "--batch-size", "1", "--epochs", "1") == 0
 
 
+def test_the_report_says_the_threads_each_model_trained_on(ctr_files, tmp_path):
+    """A researcher's --threads 1 ran Wide&Deep on one thread while the report said 'the others all'."""
+    assert compare(ctr_files, tmp_path / "t", "--models", "lr,wide_deep", "--threads", "1", "--epochs", "1") == 0
+    assert "(threads: lr, wide_deep on 1)." in (tmp_path / "t" / "results.md").read_text()
+
+
 def test_compare_on_a_rating_file_reports_rmse_and_mae_without_roc(write_table, tmp_path):
     rows = 120
     columns = {"label": [1 + (i * 7) % 5 for i in range(rows)], "user": [f"u{i % 9}" for i in range(rows)],
@@ -173,7 +181,7 @@ def test_study_varies_one_deepfm_setting_and_keeps_the_rest(ctr_files, tmp_path)
     assert all(r == rest[0] for r in rest)
     markdown = (tmp_path / "r" / "results.md").read_text()
     assert "| setting | test auc |" in markdown and "| model |" not in markdown  # its rows are settings, not models
-    assert "training.threads: all)." in markdown and "FNN" not in markdown
+    assert f"on {available_cores()})." in markdown and "FNN" not in markdown
 
 
 def test_a_flag_for_the_setting_a_study_varies_is_refused(ctr_files, tmp_path, capsys):

@@ -324,7 +324,8 @@ def add_run_flags(p: argparse.ArgumentParser, gradient_only: bool = False) -> No
         p.add_argument("--als-l2", type=float, help="als: λ of w and V")
     p.add_argument("--batch-size", type=int, help="rows a step; where it is not set, LR and FM on clicks and ratings take "
                    "a smaller power of two (down to 32) on under 8,192 (LR) or 32,768 (FM) training rows, as the log says")
-    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--lr", type=float, help="learning rate: the tables', and the MLP's unless --dense-lr sets that, or "
+                                              "DeepFM's own on clicks and ratings (see --dense-lr)")
     p.add_argument("--optimizer", choices=["adam", "adagrad", "sgd", "rowwise_adagrad"],
                    help="rowwise_adagrad: AdaGrad (one accumulator per row) for embeddings, Adam for dense weights")
     p.add_argument("--dense-optimizer", choices=["adam", "adagrad", "sgd"],

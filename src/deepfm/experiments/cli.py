@@ -49,7 +49,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     for flag in ("--min-count", "--hash-buckets", "--epochs", "--batch-size", "--embed-dim", "--patience",
                  "--seed", "--threads"):
         p.add_argument(flag, type=int)
-    for flag in ("--lr", "--embed-l2", "--dropout"):
+    for flag in ("--lr", "--dense-lr", "--embed-l2", "--dropout"):
         p.add_argument(flag, type=float)
     p.add_argument("--optimizer", choices=["adam", "adagrad", "sgd"])
     p.add_argument("--numeric-encoding", choices=["scale", "bucket"])

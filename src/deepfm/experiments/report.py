@@ -17,18 +17,22 @@ from deepfm.experiments.compare import EncodedSplits, VariantResult
 METRICS = {"binary": ("auc", "logloss"), "regression": ("rmse", "mae")}
 
 
-def machine(models: list[str]) -> str:
-    """Where the train times of ``models`` were measured: this host's usable cores, each model on its own
-    ``training.threads`` as ``deepfm train`` runs it (LR and FM on one), and the GPU, if any."""
+def machine(results: list[VariantResult]) -> str:
+    """Where the train times of ``results`` were measured: this host's usable cores, the threads each model trained on
+    (its config's ``training.threads``; 0: all), grouped, and the GPU, if any."""
     import torch
 
     from deepfm.runtime import available_cores
 
     cores = available_cores()
-    alone = [name.upper() for name in ("lr", "fm") if name in models]  # the models deepfm train runs on one thread
-    others = ", the others all" if set(models) - {"lr", "fm"} else ""
-    threads = f"{' and '.join(alone)} 1{others}" if alone else "all"
-    where = f"{cores} usable CPU core{'s' if cores != 1 else ''} (each model on its training.threads: {threads})"
+    by_threads: dict[int, list[str]] = {}
+    for r in results:
+        threads = int((r.config or {}).get("training", {}).get("threads") or 0) or cores
+        names = by_threads.setdefault(threads, [])
+        if r.label not in names:
+            names.append(r.label)
+    shown = "; ".join(f"{', '.join(names)} on {n}" for n, names in sorted(by_threads.items()))
+    where = f"{cores} usable CPU core{'s' if cores != 1 else ''} (threads: {shown or 'none'})"
     return where + (f" and a {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
 
 
@@ -43,7 +47,7 @@ def results_dict(results: list[VariantResult], data: EncodedSplits, title: str, 
         "num_features": data.encoder.num_features,
         "num_fields": data.encoder.num_fields,
         "seeds": len(results[0].runs) if results else 0,
-        "machine": machine([r.model for r in results]),
+        "machine": machine(results),
         "variants": [
             {
                 "label": r.label,
