@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deepfm.cli import main
+from deepfm.cli import build_parser, config_from_args, main
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.errors import ConfigError
 from deepfm.experiments.compare import model_variants, parse_models, PAPER_ORDER
@@ -149,6 +149,24 @@ def test_the_report_says_the_threads_each_model_trained_on(ctr_files, tmp_path):
     """A researcher's --threads 1 ran Wide&Deep on one thread while the report said 'the others all'."""
     assert compare(ctr_files, tmp_path / "t", "--models", "lr,wide_deep", "--threads", "1", "--epochs", "1") == 0
     assert "(threads: lr, wide_deep on 1)." in (tmp_path / "t" / "results.md").read_text()
+
+
+def test_the_papers_mlp_form_is_set_by_flags_and_a_flag_a_model_does_not_read_is_said(ctr_files, tmp_path, capsys):
+    """A researcher could not turn batch norm off or set tanh without a config file, and --mlp given to LR and FM was
+    dropped without a word (train says it)."""
+    train, valid, test = ctr_files
+    assert main(["compare", "--train", train, "--valid", valid, "--test", test, "--out", str(tmp_path / "p"), "--models",
+                 "lr,deepfm", "--batch-norm", "off", "--activation", "tanh", "--mlp", "16", "--epochs", "1"]) == 0
+    summary = json.loads((tmp_path / "p" / "results.json").read_text())
+    assert set(summary["versions"]) == {"deepfm", "torch", "python"}  # what the figures came from
+    variants = summary["variants"]
+    assert variants[1]["config"]["model"]["batch_norm"] is False and variants[1]["config"]["model"]["activation"] == "tanh"
+    assert "lr: model lr does not use model.mlp, model.activation, model.batch_norm: they are not applied" in (
+        capsys.readouterr().err)
+    args = build_parser().parse_args(["train", "--train", train, "--out", str(tmp_path / "o"), "--batch-norm", "off"])
+    assert config_from_args(args).model.batch_norm is False
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--train", "x.csv", "--batch-norm", "maybe"])
 
 
 def test_compare_on_a_rating_file_reports_rmse_and_mae_without_roc(write_table, tmp_path):

@@ -346,6 +346,7 @@ def add_run_flags(p: argparse.ArgumentParser, gradient_only: bool = False) -> No
                         "rows held out by --valid-fraction (FM and DeepFM on regression ratings: the default); --refit alone: on")
     p.add_argument("--mlp", help="hidden widths, e.g. 400,400,400")
     p.add_argument("--dropout", type=float)
+    add_mlp_form_flags(p)
     p.add_argument("--patience", type=int, help="epochs without improvement before stopping (0: never stop early)")
     p.add_argument("--min-improvement", type=float, help="the relative gain of the validation metric an epoch needs to "
                    "count as an improvement (default 0: any; 1e-5 trained FM on MovieLens 3-4x shorter for +0.0001 to "
@@ -369,6 +370,21 @@ def add_run_flags(p: argparse.ArgumentParser, gradient_only: bool = False) -> No
     p.add_argument("--quiet", action="store_true", help="no progress bar or log")
 
 
+def on_off(text: str) -> bool:
+    """``--batch-norm on|off`` (true/false, 1/0 too) as a bool."""
+    value = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+    return value
+
+
+def add_mlp_form_flags(p: argparse.ArgumentParser) -> None:
+    """The MLP's form: batch norm after each hidden layer (the DeepFM paper's models run without it) and the
+    activation (the paper's IPNN: tanh); train's and compare's."""
+    p.add_argument("--batch-norm", type=on_off, metavar="{on,off}", help="batch norm after each hidden layer")
+    p.add_argument("--activation", choices=["relu", "tanh", "sigmoid"], help="the hidden layers' activation")
+
+
 FLAG_KEYS = {
     "train": ("data", "train"), "valid": ("data", "valid"), "valid_fraction": ("data", "valid_fraction"),
     "task": ("data", "task"), "label": ("data", "label"), "positive": ("data", "positive"),
@@ -379,7 +395,8 @@ FLAG_KEYS = {
     "hash_buckets": ("data", "hash_buckets"), "numeric_encoding": ("data", "numeric_encoding"),
     "stream": ("data", "stream"), "chunk_rows": ("data", "chunk_rows"), "shuffle_window": ("data", "shuffle_window"),
     "model": ("model", "name"), "embed_dim": ("model", "embed_dim"), "mlp": ("model", "mlp"),
-    "dropout": ("model", "dropout"), "pretrain": ("model", "pretrain"), "epochs": ("training", "epochs"), "batch_size": ("training", "batch_size"),
+    "dropout": ("model", "dropout"), "batch_norm": ("model", "batch_norm"), "activation": ("model", "activation"),
+    "pretrain": ("model", "pretrain"), "epochs": ("training", "epochs"), "batch_size": ("training", "batch_size"),
     "lr": ("training", "lr"), "optimizer": ("training", "optimizer"), "adagrad_init": ("training", "adagrad_init"),
     "dense_optimizer": ("training", "dense_optimizer"), "dense_lr": ("training", "dense_lr"), "embed_l2": ("training", "embed_l2"),
     "embed_reg": ("training", "embed_reg"), "linear_l2": ("training", "linear_l2"), "lr_schedule": ("training", "lr_schedule"),

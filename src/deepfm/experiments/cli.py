@@ -51,6 +51,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument(flag, type=int)
     for flag in ("--lr", "--dense-lr", "--embed-l2", "--dropout"):
         p.add_argument(flag, type=float)
+    add_mlp_form_flags(p)
     p.add_argument("--optimizer", choices=["adam", "adagrad", "sgd"])
     p.add_argument("--numeric-encoding", choices=["scale", "bucket"])
     p.add_argument("--select-by", choices=["auto", "auc", "logloss", "rmse", "mae"],
@@ -61,6 +62,13 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="TOML, YAML or JSON file with [data], [model], [training] sections; flags override "
                                     "it (each option's [section.key] is its key there)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch log")
+
+
+def add_mlp_form_flags(p: argparse.ArgumentParser) -> None:
+    """--batch-norm and --activation (the DeepFM paper's models run without batch norm; its IPNN tanh), as train's."""
+    from deepfm.cli import add_mlp_form_flags as add  # deepfm.cli registers this module, so import it late
+
+    add(p)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -123,6 +131,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         variants = model_variants(parse_models(args.models), base, overrides)
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    for variant in variants:  # as train says it: a flag that a model does not read is not applied to it
+        ignored = [key for key in variant.config.model.unused_keys() if key in overrides.get("model", {})]
+        if ignored:
+            log(f"{variant.label}: model {variant.config.model.name} does not use "
+                f"{', '.join(f'model.{key}' for key in ignored)}: {'they are' if len(ignored) > 1 else 'it is'} not applied")
     data = encode_splits(build_config(merge(base, overrides), source="compare"), args.train, args.valid, args.test)
     if data.holdout is not None:
         log(data.holdout.describe("every model's early stopping", "--valid FILE validates on a file instead"))

@@ -36,6 +36,17 @@ def machine(results: list[VariantResult]) -> str:
     return where + (f" and a {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
 
 
+def versions() -> dict[str, str]:
+    """The versions a report's figures came from: deepfm's, torch's, Python's."""
+    import platform
+
+    import torch
+
+    from deepfm import __version__
+
+    return {"deepfm": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
 def results_dict(results: list[VariantResult], data: EncodedSplits, title: str, command: str | None) -> dict[str, Any]:
     task = data.encoder.task.name
     return {
@@ -48,6 +59,7 @@ def results_dict(results: list[VariantResult], data: EncodedSplits, title: str, 
         "num_fields": data.encoder.num_fields,
         "seeds": len(results[0].runs) if results else 0,
         "machine": machine(results),
+        "versions": versions(),
         "variants": [
             {
                 "label": r.label,
