@@ -51,7 +51,9 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument(flag, type=int)
     for flag in ("--lr", "--dense-lr", "--embed-l2", "--dropout"):
         p.add_argument(flag, type=float)
-    add_mlp_form_flags(p)
+    from deepfm.cli import add_mlp_form_flags  # deepfm.cli registers this module, so import it late
+
+    add_mlp_form_flags(p)  # --batch-norm, --activation, as train's
     p.add_argument("--optimizer", choices=["adam", "adagrad", "sgd"])
     p.add_argument("--numeric-encoding", choices=["scale", "bucket"])
     p.add_argument("--select-by", choices=["auto", "auc", "logloss", "rmse", "mae"],
@@ -62,13 +64,6 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="TOML, YAML or JSON file with [data], [model], [training] sections; flags override "
                                     "it (each option's [section.key] is its key there)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch log")
-
-
-def add_mlp_form_flags(p: argparse.ArgumentParser) -> None:
-    """--batch-norm and --activation (the DeepFM paper's models run without batch norm; its IPNN tanh), as train's."""
-    from deepfm.cli import add_mlp_form_flags as add  # deepfm.cli registers this module, so import it late
-
-    add(p)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
