@@ -348,6 +348,8 @@ def test_the_help_of_a_configured_command_names_each_options_config_key(capsys):
         assert "[data.task]" in text and "[training.epochs]" in text and "[model.embed_dim]" in text, command
     assert "default 20; FM 80 (regression), DeepFM 80 (regression) [training.epochs]" in help_text(capsys, "train")
     assert "--categorical CATEGORICAL as in deepfm train [data.categorical]" in help_text(capsys, "compare")
+    assert "--batch-norm {on,off} batch norm after each hidden layer (default on) [model.batch_norm]" in help_text(
+        capsys, "train")  # as the flag takes it, not True
     assert "[data." not in help_text(capsys, "predict")
 
 

@@ -156,11 +156,13 @@ def test_the_papers_mlp_form_is_set_by_flags_and_a_flag_a_model_does_not_read_is
     dropped without a word (train says it)."""
     train, valid, test = ctr_files
     assert main(["compare", "--train", train, "--valid", valid, "--test", test, "--out", str(tmp_path / "p"), "--models",
-                 "lr,deepfm", "--batch-norm", "off", "--activation", "tanh", "--mlp", "16", "--epochs", "1"]) == 0
+                 "lr,deepfm", "--batch-norm", "off", "--activation", "tanh", "--mlp", "16", "--epochs", "1",
+                 "--embed-reg", "rows"]) == 0
     summary = json.loads((tmp_path / "p" / "results.json").read_text())
     assert set(summary["versions"]) == {"deepfm", "torch", "python"}  # what the figures came from
     variants = summary["variants"]
     assert variants[1]["config"]["model"]["batch_norm"] is False and variants[1]["config"]["model"]["activation"] == "tanh"
+    assert variants[1]["config"]["training"]["embed_reg"] == "rows"  # DeepFM's own form where ids recur: occurrences
     assert "lr: model lr does not use model.mlp, model.activation, model.batch_norm: they are not applied" in (
         capsys.readouterr().err)
     args = build_parser().parse_args(["train", "--train", train, "--out", str(tmp_path / "o"), "--batch-norm", "off"])

@@ -41,6 +41,8 @@ MODEL_NAMES = get_args(ModelName)
 
 
 def _shown(value: Any) -> str:
+    if isinstance(value, bool):  # as the flag takes it: --batch-norm on
+        return "on" if value else "off"
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 

@@ -55,6 +55,8 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
 
     add_mlp_form_flags(p)  # --batch-norm, --activation, as train's
     p.add_argument("--optimizer", choices=["adam", "adagrad", "sgd"])
+    p.add_argument("--embed-reg", choices=["rows", "occurrences"], help="the form of --embed-l2 for every model (as in "
+                                                                        "deepfm train; each model's own by default)")
     p.add_argument("--numeric-encoding", choices=["scale", "bucket"])
     p.add_argument("--select-by", choices=["auto", "auc", "logloss", "rmse", "mae"],
                    help="the validation metric that keeps each model's best epoch (as in train)")
