@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import re
 import time
 import warnings
 from pathlib import Path
@@ -560,8 +559,7 @@ class Estimator:
                     f"processes trains on {len(train_data):,}")
         ignored = given.model.unused_keys()
         if ignored and log and ctx.is_main:
-            log(f"model {given.model.name} does not use {', '.join(f'model.{key}' for key in ignored)}: "
-                f"{'they are' if len(ignored) > 1 else 'it is'} not applied")
+            log(given.model.unused_note(ignored))
         solver = given.training.solver
         unused = [key for key in UNUSED_BY_SOLVER.get(solver, ()) if key in given.training.model_fields_set]
         if unused and log and ctx.is_main:

@@ -178,9 +178,9 @@ def did_you_mean(message: str, parser: argparse.ArgumentParser) -> str:
     else:
         unknown = re.search(r"unrecognized arguments: (.*)$", message)
         typed, known = first_option(unknown[1].split() if unknown else []), long_options(parser)
-        libfm = LIBFM_OPTIONS.get(typed.lstrip("-").replace("-", "_").lower())
-        if libfm:
-            return f"; libFM's -{typed.lstrip('-').replace('-', '_').lower()} {libfm}"
+        name = typed.lstrip("-").replace("-", "_").lower()  # libFM's spelling: -learn_rate
+        if name in LIBFM_OPTIONS:
+            return f"; libFM's -{name} {LIBFM_OPTIONS[name]}"
     close = difflib.get_close_matches(typed, known, n=1, cutoff=0.6) if typed else []
     return f"; did you mean '{close[0]}'?" if close else ""
 
@@ -771,10 +771,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from deepfm.data.filelist import training_files
     from deepfm.outputs import TableFile, output_layout, writable_output
     from deepfm.scoring import write_predictions
-
-    from deepfm.data.filelist import training_files
 
     # before any work: a wrong --out would otherwise fail once every row is scored
     writable_output(args.out, training_files(args.path) if args.path != "-" else ())

@@ -127,6 +127,11 @@ class ModelConfig(_Frozen):
                 }.get(self.name, deep)
         return [key for key in type(self).model_fields if key in self.model_fields_set and key not in used | {"name"}]
 
+    def unused_note(self, keys: list[str]) -> str:
+        """The log line for ``keys`` this model does not read (``unused_keys``, or those of them a flag set)."""
+        return (f"model {self.name} does not use {', '.join(f'model.{key}' for key in keys)}: "
+                f"{'they are' if len(keys) > 1 else 'it is'} not applied")
+
     @field_validator("mlp", mode="before")
     @classmethod
     def _parse_mlp(cls, value: Any) -> Any:

@@ -131,8 +131,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for variant in variants:  # as train says it: a flag that a model does not read is not applied to it
         ignored = [key for key in variant.config.model.unused_keys() if key in overrides.get("model", {})]
         if ignored:
-            log(f"{variant.label}: model {variant.config.model.name} does not use "
-                f"{', '.join(f'model.{key}' for key in ignored)}: {'they are' if len(ignored) > 1 else 'it is'} not applied")
+            log(f"{variant.label}: {variant.config.model.unused_note(ignored)}")
     data = encode_splits(build_config(merge(base, overrides), source="compare"), args.train, args.valid, args.test)
     if data.holdout is not None:
         log(data.holdout.describe("every model's early stopping", "--valid FILE validates on a file instead"))
