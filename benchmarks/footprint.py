@@ -1,6 +1,7 @@
 """The floor under a training process's peak RSS: what the imports alone hold, before any data.
 
     .venv/bin/python benchmarks/footprint.py [--peer-mb 582] [--repeat 3] [--widths 390 640]
+        [--floor 640-200-200 390-400-400-400]
 
 The first lines are fresh processes, each one stage further than the line before: the interpreter;
 ``import torch``; + NumPy and PyArrow, which deepfm reads files with; + numba, with one function made
@@ -9,7 +10,10 @@ this counts LLVM's compile where deepfm's first step usually loads cached code: 
 when measured once each way, 2026-12-03). Their peak is VmHWM
 from ``/proc/self/status`` (Linux), which counts the process alone. The last lines, one per width,
 run ``tasks.py mlp``, run.py's bare-MLP ceiling (torch and NumPy; no numba, no data, no embeddings),
-whose peak is ``ru_maxrss`` as run.py's rows report it. Prints each median over ``--repeat``
+whose peak is ``ru_maxrss`` as run.py's rows report it. Its ``torch.optim.Adam`` imports ``torch._dynamo`` (and
+SymPy) on its first call, which deepfm's optimisers do not (``deepfm.training.eager``): the ``--floor`` lines train
+an MLP of the given sizes with that eager Adam instead, and nothing else: torch's own floor for training it, which
+no torch trainer of that MLP goes under (it still has to read a file and hold its tables). Prints each median over ``--repeat``
 processes and, with ``--peer-mb``, its share of a peer's peak (e.g. DeepCTR-Torch's in run.py's log):
 issue 13's "peak RSS ≤ 0.5×" cannot be met by a process that holds more than that before it reads a row.
 """
@@ -36,6 +40,26 @@ STAGES = {
     "+ numpy, pyarrow": "import torch, numpy, pyarrow",
     "+ numba, one compiled call (deepfm.compiled)": f"import torch, numpy, pyarrow\n{NUMBA_CALL}",
 }
+# an MLP of the sizes WIDTH-HIDDEN (e.g. 640-200-200) trained 30 steps at batch 4096 on random rows: BCE, deepfm's
+# eager Adam (torch.optim.Adam's update without the wrappers that import torch._dynamo), the environment and threads
+# of run.py's processes
+EAGER_MLP = """from deepfm.runtime import set_process_environment
+set_process_environment()  # as run.py's processes (tasks.py) and the deepfm command
+import torch
+from deepfm.training.eager import Adam
+torch.set_num_threads(len(__import__('os').sched_getaffinity(0)))
+sizes = [int(n) for n in '{sizes}'.split('-')]
+layers = []
+for inputs, units in zip(sizes, sizes[1:]):
+    layers += [torch.nn.Linear(inputs, units), torch.nn.ReLU()]
+model = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-1], 1))
+optimizer = Adam(model.parameters(), lr=1e-3)
+x, y = torch.randn(4096, sizes[0]), (torch.rand(4096) < 0.3).float()
+for _ in range(30):
+    optimizer.zero_grad()
+    torch.nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(-1), y).backward()
+    optimizer.step()
+assert 'torch._dynamo' not in __import__('sys').modules"""
 
 
 def _run(command: list[str]) -> str:
@@ -62,6 +86,8 @@ def main() -> None:
     parser.add_argument("--peer-mb", type=float, default=None, help="a peer's peak RSS (MB) to divide by")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--widths", type=int, nargs="*", default=[390, 640], help="bare-MLP input widths")
+    parser.add_argument("--floor", nargs="*", default=["640-200-200", "390-400-400-400"], metavar="SIZES",
+                        help="MLPs (input-hidden...) whose training alone, with deepfm's eager Adam, sets torch's floor")
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -69,6 +95,9 @@ def main() -> None:
     for width in args.widths:
         measured[f"bare MLP {width}→400³→1 + Adam, batch 4096 (run.py's ceiling)"] = [
             bare_mlp_mb(width) for _ in range(args.repeat)]
+    for sizes in args.floor:
+        measured[f"torch's floor: MLP {sizes}→1 + eager Adam, batch 4096 (no torch._dynamo, no data)"] = [
+            peak_mb(EAGER_MLP.format(sizes=sizes)) for _ in range(args.repeat)]
     print(f"| process | peak RSS (MB), median of {args.repeat} |" + (" ÷ peer |" if args.peer_mb else ""))
     print("| --- | ---: |" + (" ---: |" if args.peer_mb else ""))
     for name, values in measured.items():

@@ -30,3 +30,10 @@ def test_each_stage_imports_what_the_one_before_did():
     stages = list(_load_footprint().STAGES.values())
     for before, after in zip(stages[1:], stages[2:]):
         assert before.splitlines()[0] in after
+
+
+def test_the_floor_trains_without_importing_dynamo():
+    """torch's floor trains the MLP with deepfm's eager Adam: its process would fail if torch._dynamo were imported
+    (as ``torch.optim.Adam``'s first call does), and it holds at least torch."""
+    footprint = _load_footprint()
+    assert footprint.peak_mb(footprint.EAGER_MLP.format(sizes="8-4-4")) > footprint.peak_mb("")
