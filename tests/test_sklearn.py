@@ -440,3 +440,30 @@ def test_a_new_users_python_api_edges_get_errors_that_name_them(fitted, tmp_path
     np.testing.assert_array_equal(clf.predict_proba(nothing), clf.predict_proba(X.iloc[:2].assign(price=np.nan)))
     with pytest.raises(DataError, match="no rows to evaluate"):
         clf.estimator_.evaluate(pd.concat([X, pd.Series(clf._encode_targets(y), name="label")], axis=1).iloc[:0])
+
+
+def ratings(rows: int = 600, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Ratings 1-5 of a user's and an item's bias."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"user": rng.integers(0, 30, rows), "item": rng.integers(0, 20, rows)})
+    bias = rng.normal(size=30)[X["user"]] + rng.normal(size=20)[X["item"]]
+    return X, np.clip(np.round(3 + bias + rng.normal(scale=0.3, size=rows)), 1, 5)
+
+
+def test_solver_mcmc_fits_a_bayesian_fm_within_the_training_labels_range():
+    X, y = ratings()
+    regressor = FMRegressor(solver="mcmc", config={"training": {"sweeps": 40}}, categorical=("user", "item"))
+    predicted = regressor.fit(X[:500], y[:500]).predict(X[500:])
+    assert regressor.estimator_.config.training.solver == "mcmc"
+    assert y[:500].min() <= predicted.min() and predicted.max() <= y[:500].max()  # each sample clipped, as libFM's
+    assert np.sqrt(np.mean((predicted - y[500:]) ** 2)) < 0.6 * y[500:].std()
+    assert clone(regressor).get_params()["solver"] == "mcmc"
+
+
+def test_solver_mcmc_classifies_by_probit_and_refuses_a_model_other_than_fm():
+    X, y = ratings()
+    labels = np.where(y > 3, "high", "low")
+    classifier = FMClassifier(solver="mcmc", config={"training": {"sweeps": 40}}, categorical=("user", "item"))
+    assert classifier.fit(X[:500], labels[:500]).score(X[500:], labels[500:]) > 0.8
+    with pytest.raises(ValueError, match="solver mcmc fits model fm only"):
+        DeepFMRegressor(solver="mcmc").fit(X, y)

@@ -56,14 +56,16 @@ class _DeepFMEstimator(BaseEstimator):
     def __init__(self, *, model: str = "deepfm", epochs: int | None = None, batch_size: int | None = None,
                  lr: float | None = None, embed_dim: int | None = None, mlp: tuple[int, ...] | None = None,
                  dropout: float | None = None, embed_l2: float | None = None, optimizer: str | None = None,
-                 patience: int | None = None, categorical: tuple[str, ...] | None = None,
+                 solver: str | None = None, patience: int | None = None, categorical: tuple[str, ...] | None = None,
                  numeric: tuple[str, ...] | None = None, min_count: int | None = None, hash_buckets: int | None = None,
                  random_state: int | None = None, threads: int | None = None, device: str | None = None,
                  config: dict[str, Any] | None = None, verbose: bool = False):
         """Parameters (None: the default of the model and the data, as ``deepfm train --help`` lists them):
         ``model`` (deepfm, fm, lr or a baseline of the DeepFM paper), ``epochs`` (at most; 20, FM and DeepFM on regression
         80), ``batch_size``,
-        ``lr``, ``embed_dim`` (k), ``mlp`` (hidden sizes), ``dropout``, ``embed_l2``, ``optimizer``,
+        ``lr``, ``embed_dim`` (k), ``mlp`` (hidden sizes), ``dropout``, ``embed_l2``, ``optimizer``, ``solver``
+        (gradient; for model fm also als, or mcmc: Bayesian FM by Gibbs sampling, whose priors set the
+        regularisation; its sweeps through ``config={"training": {"sweeps": 200}}``),
         ``patience`` (early stopping, on ``eval_set`` or held-out rows), ``categorical`` / ``numeric`` (column kinds;
         otherwise floats are numeric, integers and text categorical), ``min_count``, ``hash_buckets``,
         ``random_state`` (the seed; None is deepfm's fixed seed 2026, so refits are identical, unlike
@@ -81,6 +83,7 @@ class _DeepFMEstimator(BaseEstimator):
         self.dropout = dropout
         self.embed_l2 = embed_l2
         self.optimizer = optimizer
+        self.solver = solver
         self.patience = patience
         self.categorical = categorical
         self.numeric = numeric
@@ -147,8 +150,8 @@ class _DeepFMEstimator(BaseEstimator):
                      "hash_buckets": self.hash_buckets},
             "model": {"name": self.model, "embed_dim": self.embed_dim, "mlp": self.mlp, "dropout": self.dropout},
             "training": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "embed_l2": self.embed_l2,
-                         "optimizer": self.optimizer, "patience": self.patience, "seed": seed, "threads": self.threads,
-                         "device": self.device},
+                         "optimizer": self.optimizer, "solver": self.solver, "patience": self.patience, "seed": seed,
+                         "threads": self.threads, "device": self.device},
         }
         chosen = {name: {k: v for k, v in values.items() if v is not None} for name, values in sections.items()}
         # scikit-learn's convention: fit trains on every row of X; early stopping selects on eval_set (or on
