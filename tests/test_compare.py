@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -59,6 +60,16 @@ def test_compare_fits_the_encoder_once_and_reports_every_model_over_seeds(ctr_fi
     assert (tmp_path / "r" / "validation_curves.png").stat().st_size > 0
     assert (tmp_path / "r" / "roc.png").stat().st_size > 0
     assert "| fnn |" in capsys.readouterr().out
+
+
+def test_results_json_names_each_data_file_by_its_sha256(ctr_files, tmp_path):
+    """A reader of a report can check that their copy of the data is the one its figures came from."""
+    assert compare(ctr_files, tmp_path / "r", "--models", "lr") == 0
+    files = json.loads((tmp_path / "r" / "results.json").read_text())["files"]
+    for split, path in zip(("train", "valid", "test"), ctr_files):
+        content = Path(path).read_bytes()
+        assert files[split] == [{"path": str(Path(path).resolve()), "bytes": len(content),
+                                 "sha256": hashlib.sha256(content).hexdigest()}]
 
 
 @pytest.mark.parametrize("model", ["fnn", "deepfm"])

@@ -33,7 +33,7 @@ from deepfm.config import RunConfig, saved_run
 from deepfm.data.encoders import FeatureEncoder
 from deepfm.errors import DeepFMError, ModelDirError, require_directory
 from deepfm.models import model_for_run
-from deepfm.training.checkpoint import sha256_of
+from deepfm.data.identity import sha256_of
 
 FORMAT = "deepfm-model"
 FORMAT_VERSION = 1

@@ -47,6 +47,21 @@ def data_identity(data: Any, pattern: bool = True) -> Any:
     return None
 
 
+def data_checksums(data: str | Path) -> list[dict[str, Any]]:
+    """Each file ``data`` names (a path or a glob pattern) with its size and SHA-256: what a report's figures came
+    from, checked by reading every byte (``data_identity`` does not open the files)."""
+    paths = training_files(data) if is_pattern(data) else [check_data_file(data)]
+    return [{"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_of(path)} for path in paths]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _file_identity(path: Path) -> dict[str, Any]:
     stat = path.stat()
     return {"path": str(path.resolve()), "bytes": stat.st_size, "modified_ns": stat.st_mtime_ns}

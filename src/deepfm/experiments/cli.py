@@ -102,6 +102,7 @@ def refuse_compare_out(out: Path, overwrite: bool = False) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from deepfm.config import build_config, load_config_file, merge
+    from deepfm.data.identity import data_checksums
     from deepfm.errors import ConfigError, DataError
     from deepfm.experiments.compare import encode_splits, model_variants, parse_models, run_variants, study_variants
     from deepfm.experiments.report import write_report
@@ -136,6 +137,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if data.holdout is not None:
         log(data.holdout.describe("every model's early stopping", "--valid FILE validates on a file instead"))
     command = "deepfm compare " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["compare"] else None
+    files = {name: data_checksums(getattr(args, name)) for name in ("train", "valid", "test") if getattr(args, name)}
     results: list = []
     try:
         run_variants(variants, data, args.seeds, log, results)
@@ -143,10 +145,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if results:
             runs = sum(len(result.runs) for result in results)
             write_report(results, data, out, f"{args.title or out.name} (interrupted: {runs} of "
-                                             f"{len(variants) * args.seeds} runs)", command)
+                                             f"{len(variants) * args.seeds} runs)", command, files)
             log(f"interrupted: {out}/results.md reports the {runs} runs that finished")
         raise
-    summary = write_report(results, data, out, args.title or out.name, command)
+    summary = write_report(results, data, out, args.title or out.name, command, files)
     from deepfm.experiments.report import markdown_table
 
     print(markdown_table(summary))

@@ -47,11 +47,14 @@ def versions() -> dict[str, str]:
     return {"deepfm": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def results_dict(results: list[VariantResult], data: EncodedSplits, title: str, command: str | None) -> dict[str, Any]:
+def results_dict(results: list[VariantResult], data: EncodedSplits, title: str, command: str | None,
+                 files: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report as JSON; ``files``: each data file's path, size and SHA-256 (``data_checksums``), by split."""
     task = data.encoder.task.name
     return {
         "title": title,
         "command": command,
+        **({"files": files} if files else {}),
         "task": task,
         "rows": {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
         **({"valid_held_out": data.holdout.to_dict()} if data.holdout is not None else {}),
@@ -198,11 +201,11 @@ def plot_roc(results: list[VariantResult], labels: np.ndarray, title: str, path:
 
 
 def write_report(results: list[VariantResult], data: EncodedSplits, out: Path, title: str,
-                 command: str | None = None) -> dict[str, Any]:
+                 command: str | None = None, files: dict[str, Any] | None = None) -> dict[str, Any]:
     """results.json, results.md, validation_curves.png and (binary) roc.png under ``out``; an earlier report's roc.png
     that this one does not write is removed (``--overwrite``: no plot of another run is left beside it)."""
     out.mkdir(parents=True, exist_ok=True)
-    summary = results_dict(results, data, title, command)
+    summary = results_dict(results, data, title, command, files)
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     plots = [out / "validation_curves.png"]
     plot_validation_curves(summary, plots[0])

@@ -37,7 +37,7 @@ from deepfm.serving.endpoint import PredictEndpoint
 from deepfm.serving.health import Health
 from deepfm.serving.limits import Limits
 from deepfm.serving.rows import RequestError
-from deepfm.training.checkpoint import sha256_of
+from deepfm.data.identity import sha256_of
 from deepfm.training.trainer import NOT_FINITE, first_not_finite
 
 INLINE_BYTES = 1 << 20  # bodies up to this size (~2,000 Criteo rows) are decoded on the event loop: a hop to

@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from deepfm import randomness
+from deepfm.data.identity import sha256_of
 from deepfm.errors import CheckpointError
 
 MANIFEST = "manifest.json"  # written last: the SHA-256 of every other file of the checkpoint
@@ -220,14 +221,6 @@ def _sync_directory(path: Path) -> None:
         pass
     finally:
         os.close(descriptor)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _digest_of(files: dict[str, str]) -> str:
