@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import deepfm.api
+
 from deepfm.cli import build_parser, config_from_args, main
-from deepfm.data.encoders import FeatureEncoder
 from deepfm.errors import ConfigError
 from deepfm.experiments.compare import model_variants, parse_models, PAPER_ORDER
 from deepfm.defaults import MODEL_DEFAULTS, TASK_DEFAULTS
@@ -32,8 +33,8 @@ def compare(files, out, *extra):
 
 def test_compare_fits_the_encoder_once_and_reports_every_model_over_seeds(ctr_files, tmp_path, monkeypatch, capsys):
     fits = []
-    original = FeatureEncoder.fit.__func__
-    monkeypatch.setattr(FeatureEncoder, "fit", classmethod(lambda cls, *a, **k: fits.append(1) or original(cls, *a, **k)))
+    original = deepfm.api.fit_and_encode  # the one reading pass that fits the encoder, as deepfm train's
+    monkeypatch.setattr(deepfm.api, "fit_and_encode", lambda *a, **k: fits.append(1) or original(*a, **k))
     assert compare(ctr_files, tmp_path / "r", "--models", "lr,fnn,pnn,deepfm", "--seeds", "2") == 0
     assert len(fits) == 1
     summary = json.loads((tmp_path / "r" / "results.json").read_text())
@@ -60,6 +61,20 @@ def test_compare_fits_the_encoder_once_and_reports_every_model_over_seeds(ctr_fi
     assert (tmp_path / "r" / "validation_curves.png").stat().st_size > 0
     assert (tmp_path / "r" / "roc.png").stat().st_size > 0
     assert "| fnn |" in capsys.readouterr().out
+
+
+def test_compare_reads_a_glob_pattern_of_training_files_as_deepfm_train_does(ctr_files, tmp_path):
+    """``--train 'day_*.csv'`` trains deepfm train; compare refused it as a file not found."""
+    train, valid, test = ctr_files
+    days = tmp_path / "days"
+    days.mkdir()
+    lines = Path(train).read_text().splitlines(keepends=True)
+    (days / "day_1.csv").write_text("".join(lines[:101]))
+    (days / "day_2.csv").write_text(lines[0] + "".join(lines[101:]))
+    assert compare([str(days / "day_*.csv"), valid, test], tmp_path / "r", "--models", "lr") == 0
+    summary = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert summary["rows"]["train"] == len(lines) - 1
+    assert [f["path"] for f in summary["files"]["train"]] == [str(days / "day_1.csv"), str(days / "day_2.csv")]
 
 
 def test_results_json_names_each_data_file_by_its_sha256(ctr_files, tmp_path):

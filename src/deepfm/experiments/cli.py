@@ -102,14 +102,16 @@ def refuse_compare_out(out: Path, overwrite: bool = False) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from deepfm.config import build_config, load_config_file, merge
+    from deepfm.data.filelist import is_pattern
     from deepfm.data.identity import data_checksums
     from deepfm.errors import ConfigError, DataError
     from deepfm.experiments.compare import encode_splits, model_variants, parse_models, run_variants, study_variants
     from deepfm.experiments.report import write_report
 
     for name in ("train", "valid", "test"):
-        if getattr(args, name) is not None and not Path(getattr(args, name)).exists():
-            raise DataError(getattr(args, name), f"--{name} file not found")
+        path = getattr(args, name)
+        if path is not None and not (is_pattern(path) and name == "train") and not Path(path).exists():
+            raise DataError(path, f"--{name} file not found")
     if args.seeds < 1:
         raise ConfigError("--seeds: must be at least 1")
     out = Path(args.out)

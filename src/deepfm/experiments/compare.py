@@ -135,28 +135,19 @@ def with_model_defaults(config: RunConfig, encoder: FeatureEncoder) -> RunConfig
 
 
 def encode_splits(config: RunConfig, train: str, valid: str | None, test: str) -> EncodedSplits:
-    """Fit the encoder ONCE on ``train`` and encode the three files with it; without ``valid``, validate on training
-    rows held out as ``deepfm train`` holds them out (``held_out_splits``)."""
-    if valid is None:
-        return held_out_splits(config, train, test)
-    reader = Estimator(config)
-    frame = reader.read(train)
-    encoder = FeatureEncoder.fit([frame], config.data)
-    reader.encoder = encoder
-    return EncodedSplits(encoder, encoder.transform(frame), reader.encode(valid, with_labels=True), reader.encode(test, with_labels=True))
-
-
-def held_out_splits(config: RunConfig, train: str, test: str) -> EncodedSplits:
-    """``data.valid_fraction`` of the rows of ``train`` held out for validation, by the rule ``deepfm train`` holds them
-    out by without a --valid file (a seeded hash of each row's position; left out of the encoder's fit), the rest
-    trained on; every model validates on the same rows. No fraction, or one that holds out no row, is an error:
-    compare keeps each model's best epoch by validation."""
-    if not config.data.valid_fraction:
+    """Fit the encoder ONCE on ``train`` (a file or a glob pattern of files, in memory) and encode the three files with
+    it, as ``deepfm train`` reads them; without ``valid``, validate on training rows held out as ``deepfm train`` holds
+    them out (a seeded hash of each row's position; left out of the encoder's fit), the rest trained on; every model
+    validates on the same rows. Without ``valid``, no fraction, or one that holds out no row, is an error: compare
+    keeps each model's best epoch by validation."""
+    if valid is None and not config.data.valid_fraction:
         raise ConfigError("--valid-fraction 0: compare keeps each model's best epoch by its validation rows; give --valid "
                           "or a --valid-fraction above 0")
     reader = Estimator(config.model_copy(update={"data": config.data.model_copy(update={"stream": "off"})}))
-    rows, held, holdout = reader._training_data(train, None, hold_out=True)
-    if held is None:
+    rows, held, holdout = reader._training_data(train, None, hold_out=valid is None)
+    if valid is not None:
+        held = reader.encode(valid, with_labels=True)
+    elif held is None:
         raise DataError(train, f"--valid-fraction {config.data.valid_fraction:g} holds out none of its {len(rows):,} "
                         "rows; give --valid or a larger --valid-fraction")
     return EncodedSplits(reader.encoder, rows, held, reader.encode(test, with_labels=True), holdout)
