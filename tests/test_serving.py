@@ -810,6 +810,21 @@ def test_a_libfm_models_value_the_model_cannot_square_is_a_422_naming_row_and_fi
                                                                  "(the model squares it in float32)"})
 
 
+def test_a_libfm_field_whose_values_differ_from_1_only_after_the_first_chunk_is_served_with_its_values(tmp_path):
+    """Whether a field is weighted was the first chunk's say: a field valued 1 in the first 65,536 rows and 0.5 later
+    trained on its values, and the server refused them ("the field's training values were all 1")."""
+    rows = [f"{i % 2} {i % 5}:{0.5 if i >= 150 and i % 2 else 1} {5 + i % 3}:1\n" for i in range(200)]
+    (tmp_path / "train.libfm").write_text("".join(rows))
+    (tmp_path / "score.libfm").write_text("0 1:0.5 6:1\n")
+    estimator = Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1}, data={"chunk_rows": 50})
+    estimator.fit(tmp_path / "train.libfm", progress=False, out=tmp_path / "m")
+    assert estimator.encoder.fields[0].weighted
+    with TestClient(create_app(tmp_path / "m")) as client:
+        response = client.post("/predict", json={"rows": [{"f1": "1:0.5", "f2": "6"}]})
+        assert response.status_code == 200, response.json()
+        assert response.json()["predictions"] == pytest.approx(estimator.predict(tmp_path / "score.libfm").tolist())
+
+
 def test_a_libfm_model_whose_values_were_all_1_reads_index_colon_1_as_the_index_and_refuses_another_value(tmp_path):
     (tmp_path / "train.libfm").write_text("".join(f"{i % 2} {i % 5}:1 {5 + i % 3}:1\n" for i in range(200)))
     Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1}).fit(tmp_path / "train.libfm", progress=False,

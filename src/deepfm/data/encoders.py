@@ -650,7 +650,7 @@ class _Fitter:
         self.vocabulary_rows: dict[str, np.ndarray] = {}  # the row of the counts table of each vocabulary value
         self.moments = {n: np.zeros(3) for n, k in self.kinds.items() if k == "numeric"}  # (count, mean, M2)
         self.samples: dict[str, list[np.ndarray]] = {n: [] for n, k in self.kinds.items() if k == "numeric"}
-        self.weighted = {n: n in first.weights for n in self.kinds}
+        self.weighted = {n: False for n in self.kinds}  # a field with a value other than 1 in any chunk (``update``)
         self.rows = 0  # counted: not held out
         self.first_row = 0  # the next frame's position in the file
         self.sparse_format = first.format if first.format in ("libfm", "libffm") else None
@@ -676,6 +676,9 @@ class _Fitter:
         held = self.held_out(self.first_row, frame.num_rows) if self.held_out is not None else None
         counted = ~held if held is not None and held.any() else None  # the rows whose values count (None: all)
         self.first_row += frame.num_rows
+        for name in frame.weights:  # a libFM/libFFM chunk carries values only where one differs from 1
+            if name in self.weighted:
+                self.weighted[name] = True
 
         def count(name: str) -> None:  # one column's counts and statistics (each column's own: side by side)
             kind, column = self.kinds[name], frame.columns[name]
