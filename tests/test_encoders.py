@@ -17,8 +17,10 @@ import pytest
 from deepfm.config import DataConfig
 from deepfm.data.batch import Bag, EncodedData, iterate_batches
 from deepfm.data.encoders import MISSING, UNSEEN, FeatureEncoder, signed_log
+from deepfm.data.even_sample import EvenSample
 from deepfm.data.hashing import fnv1a64_unique, hash_bucket
 from deepfm.data.readers import read_frame
+from deepfm.data.stream import ChunkedFile, encode_file, fit_streaming
 from deepfm.data.tables import frame_from_table
 from deepfm.defaults import LONG_TAIL_MIN_COUNT, RARE_VALUE_RULE_ROWS
 from deepfm.errors import DataError
@@ -265,6 +267,32 @@ def test_numeric_bucket_gives_quantile_ids_and_unit_values(write_table):
     assert (np.diff(local) >= 0).all()  # the values are increasing, so are the buckets
     assert np.bincount(local)[1:].tolist() == [10, 10, 10, 10]
     assert data.values is None
+
+
+def test_numeric_bucket_edges_describe_the_whole_of_a_sorted_file_not_its_start(write_table, monkeypatch):
+    """A file sorted by the column (by time, say): edges from its first values described its start alone."""
+    monkeypatch.setattr("deepfm.data.encoders.QUANTILE_SAMPLE", 30)  # the file holds more values than the sample
+    path = write_table("sorted.csv", {"label": [i % 2 for i in range(400)], "x": [f"{i}.0" for i in range(400)]})
+    config = DataConfig(numeric_encoding="bucket", numeric_buckets=4)
+    file = ChunkedFile(path, chunk_bytes=256)  # several chunks, the first alone holding more values than the sample
+    encoder, rows = fit_streaming(file, config)
+    assert len(rows) > 2
+    assert field(encoder, "x").edges == pytest.approx([100, 200, 300], abs=16)  # a sample's quartiles of 0-399
+    data = encode_file(file, encoder, rows)
+    assert np.bincount(column(encoder, data, "x"))[1:] == pytest.approx([100] * 4, abs=16)
+
+
+def test_an_even_sample_keeps_every_stride_th_value_however_the_stream_is_chunked():
+    whole = np.arange(1000.0)
+    for cuts in ([1000], [1, 999], [7] * 142 + [6], [300, 0, 700]):
+        sample, start = EvenSample(limit=100), 0
+        for size in cuts:
+            sample.add(whole[start : start + size])
+            start += size
+        assert sample.stride == 16 and sample.values().tolist() == whole[::16].tolist()
+    small = EvenSample(limit=100)
+    small.add(whole[:100])
+    assert small.values().tolist() == whole[:100].tolist()  # at most the limit: every value
 
 
 def test_numeric_bucket_missing_is_zero_and_out_of_range_values_clip_to_the_end_buckets(write_table):
