@@ -49,6 +49,7 @@ def test_tune_writes_a_model_directory_that_evaluate_and_predict_read(tuned, cap
 def test_tune_json_records_every_trial_its_params_metric_and_state(tuned):
     summary = json.loads((tuned["out"] / "tune.json").read_text())
     assert summary["metric"] == "auc" and summary["direction"] == "maximize"
+    assert (summary["trials_asked"], summary["timeout"], summary["interrupted"]) == (8, None, False)
     held = int(hashed_mask(0, 500, 0.1, seed=2026).sum())
     assert summary["validation"]["rows"] == held and 30 < held < 70, "no --valid: the held-out tenth of the training rows"
     trials = summary["trials"]
@@ -332,7 +333,8 @@ def test_best_toml_names_the_data_files_by_absolute_path_so_it_reproduces_from_a
 
     monkeypatch.chdir(tmp_path)
     best = build_config({"data": {"train": "train.csv", "valid": "sub/valid.csv"}, "out": "o"})
-    text = best_toml(best, SimpleNamespace(best_number=0, trials=[None], metric="auc"), {"best_value": 0.5, "refit": None})
+    text = best_toml(best, SimpleNamespace(best_number=0, trials=[None], metric="auc"),
+                     {"best_value": 0.5, "refit": None, "interrupted": False})
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "best.toml").write_text(text)
     monkeypatch.chdir(tmp_path / "elsewhere")
@@ -388,10 +390,11 @@ def test_ctrl_c_in_the_refit_saves_the_best_trials_own_model(tmp_path, ctr_csv, 
     monkeypatch.setattr(api, "refit_model", interrupted)
     out = tmp_path / "out"
     assert main(["tune", "--train", str(ctr_csv()), "--model", "fm", "--trials", "2", "--out", str(out),
-                 "--epochs", "2", "--refit", "on"]) == 0
+                 "--epochs", "2", "--refit", "on"]) == 130  # saved, and said to be cut short, as train's Ctrl-C
     assert "interrupted: the refit stops; the saved model is the best trial's" in capsys.readouterr().err
     summary = json.loads((out / "tune.json").read_text())
     assert summary["refit"] is None and len(summary["trials"]) == 2 and (out / "best.toml").exists()
+    assert summary["interrupted"] and "the search was interrupted" in (out / "best.toml").read_text()
     assert main(["evaluate", str(out), str(ctr_csv())]) == 0
 
 
@@ -425,8 +428,9 @@ def test_ctrl_c_ends_the_search_as_its_timeout_would_and_saves_the_best_finished
     monkeypatch.setattr(compare, "train_one", interrupted_in_the_third)
     out = tmp_path / "out"
     assert main(["tune", "--train", str(ctr_csv()), "--model", "fm", "--trials", "5", "--out", str(out),
-                 "--epochs", "2", "--refit", "off"]) == 0
+                 "--epochs", "2", "--refit", "off"]) == 130  # a scheduler tells a search cut short from a finished one
     err = capfd.readouterr().err  # Optuna's handler writes to the process's stderr, not to sys.stderr as captured
     assert "interrupted: the search stops after 2 trials" in err and "Traceback" not in err, err
-    assert len(json.loads((out / "tune.json").read_text())["trials"]) == 2
+    summary = json.loads((out / "tune.json").read_text())
+    assert len(summary["trials"]) == 2 and summary["trials_asked"] == 5 and summary["interrupted"]
     assert shown and not any(shown), "Optuna's handler would print the interrupted trial's traceback and value"

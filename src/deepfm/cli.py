@@ -693,7 +693,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         refitted = f"; refitted on {refit['rows']} rows for {refit['epochs']} epochs" if refit else ""
         print(f"saved {config.out}: trial {summary['best_trial']} of {len(summary['trials'])}, valid {summary['metric']} "
               f"{summary['best_value']:.5f}{refitted} ({config.out}/tune.json, {config.out}/best.toml)", file=sys.stderr)
-    return 0
+    return 128 + signal.SIGINT if summary["interrupted"] else 0  # cut short, saved: a script still tells it apart
 
 
 def _load(directory: str, fmt: str | None, path: str):

@@ -225,6 +225,7 @@ class TuneResult:
     best_model: Any = None
     best_run: Any = None
     best_number: int | None = None
+    interrupted: bool = False  # Ctrl-C ended the search before its trials or timeout did
 
 
 def tune(base: dict[str, Any], data, trials: int | None, timeout: float | None, log: Log,
@@ -278,8 +279,10 @@ def tune(base: dict[str, Any], data, trials: int | None, timeout: float | None, 
     except KeyboardInterrupt:  # Ctrl-C ends the search as its timeout would, keeping the trials that finished
         if result.best_number not in {record["number"] for record in result.trials}:
             raise  # nothing finished, or the best trial's record was cut short
+        result.interrupted = True
         log(f"interrupted: the search stops after {len(result.trials)} trials; the best is saved as at the end of a "
-            "search (Ctrl-C again stops its refit, if one is asked for, and saves the trial's own model)")
+            "search, and the command exits as interrupted (Ctrl-C again stops its refit, if one is asked for, and "
+            "saves the trial's own model)")
     finally:
         for handler in handlers:
             handler.removeFilter(quiet)
@@ -449,7 +452,7 @@ def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: 
         refitted = refit_best(best, data, result.best_run, held_out=holdout is not None, log=log)
     except KeyboardInterrupt:  # the search's result stands: saved as without a refit (Ctrl-C while saving stops that)
         log("interrupted: the refit stops; the saved model is the best trial's, as trained in the search")
-        refitted = None
+        refitted, result.interrupted = None, True
     model, refit = refitted if refitted is not None else (result.best_model, None)
     validation = holdout.to_dict() if holdout is not None else {"source": "file", "path": config.data.valid}
     summary = {
@@ -457,6 +460,7 @@ def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: 
         "validation": validation, "best_trial": result.best_number, "best_value": best_value(result),
         "best_params": next(t["params"] for t in result.trials if t["number"] == result.best_number),
         "refit": refit, "trials": result.trials, "seconds": round(time.perf_counter() - began, 1),
+        "trials_asked": trials, "timeout": timeout, "interrupted": result.interrupted,
     }
     run = result.best_run
     metrics = {"task": data.encoder.task.name, "rows": len(train) if hasattr(train, "__len__") else train.num_rows,
@@ -489,7 +493,8 @@ def best_toml(best: RunConfig, result: TuneResult, summary: dict[str, Any], mach
     refit = summary["refit"]
     refitted = (f"# the saved model: refitted on {refit['rows']} rows (training + validation) for {refit['epochs']} epochs\n"
                 if refit else "")
-    head = (f"# deepfm tune: trial {result.best_number} of {len(result.trials)}, valid {result.metric} "
+    cut = " (the search was interrupted: tune.json's interrupted)" if summary["interrupted"] else ""
+    head = (f"# deepfm tune: trial {result.best_number} of {len(result.trials)}{cut}, valid {result.metric} "
             f"{summary['best_value']:.5f}\n{refitted}# reproduce: deepfm train --config THIS_FILE --out DIR (from any directory)\n")
     if left:
         trials = ", ".join(toml_text({key: value}).strip() for key, value in left.items())
