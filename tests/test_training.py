@@ -520,3 +520,25 @@ def test_the_margin_is_relative_and_holds_for_metrics_that_fall_too():
     assert regression.is_better({"rmse": 0.8999}, {"rmse": 0.9}, by=1e-4)
     assert not regression.is_better({"rmse": 0.89992}, {"rmse": 0.9}, by=1e-4)
     assert regression.is_better({"rmse": 0.89992}, {"rmse": 0.9})  # no margin: any gain
+
+
+def test_resuming_a_finished_runs_checkpoint_says_nothing_is_left_not_an_epoch_past_the_last(tmp_path):
+    """A portfolio resumed after its first recipe had finished said "resumed from ... at epoch 4" of a 3-epoch run."""
+    from deepfm.config import ModelConfig, TrainingConfig
+    from deepfm.data.encoded import EncodedData
+    from deepfm.models import build_model
+
+    rng = np.random.default_rng(0)
+    data = EncodedData(rng.integers(0, 10, (64, 2)).astype(np.int32), None, labels=(rng.random(64) < 0.5).astype(np.float32))
+    config = TrainingConfig(epochs=2, batch_size=16)
+    said: list[str] = []
+
+    def trainer():
+        return Trainer(build_model(ModelConfig(name="fm"), 10, 2), "binary", config, checkpoint_dir=tmp_path,
+                       progress=False, log=said.append)
+
+    trainer().fit(data)
+    result = trainer().fit(data, resume=True)
+    assert result.resumed_finished
+    assert [line for line in said if line.startswith("resumed from")] == [
+        f"resumed from {tmp_path}: its run had finished (2 epochs); nothing is left to train"]

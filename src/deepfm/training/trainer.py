@@ -218,7 +218,12 @@ class Trainer:
         found = complete_checkpoint(self.checkpoint_dir, self._warn) if resume else None
         if found:
             start_epoch, skip_steps, best_weights, bad_epochs = self._restore(found, result)
-            self.log(f"resumed from {found} at epoch {start_epoch + 1}, step {skip_steps}")
+            stopped = bool(config.patience and bad_epochs >= config.patience)
+            if start_epoch >= epochs or stopped:  # (not "at epoch 4" of a 3-epoch run)
+                self.log(f"resumed from {found}: its run had finished ({start_epoch} epochs"
+                         f"{', stopped early' if stopped else ''}); nothing is left to train")
+            else:
+                self.log(f"resumed from {found} at epoch {start_epoch + 1}, step {skip_steps}")
         elif resume:
             self.log(f"--resume: no checkpoint in {self.checkpoint_dir}; starting from scratch")
         self._before = result.earlier_seconds = result.seconds  # the earlier sessions': none, or those the checkpoint
