@@ -111,6 +111,8 @@ def test_multi_valued_fields_take_a_list_and_missing_takes_null_or_empty(client,
 BAD = [
     (b'{"rows": [', 400, "malformed JSON"),
     (b'{"rows": [{"user": NaN}]}', 400, "malformed JSON"),
+    (b"\xff\xfe", 400, "the body is not UTF-8 text: byte 0 (b'\\xff')"),  # was read as UTF-16: "Expecting value"
+    (b'{"rows": [{"user": "K\xf6ln"}]}', 400, "the body is not UTF-8 text: byte 21 (b'\\xf6')"),  # Latin-1
     (b'[1, 2]', 422, '{"rows"'),
     (b'{"rows": {"user": 1}}', 422, '"rows" must be a list'),
     (b'{"rows": []}', 422, "empty"),

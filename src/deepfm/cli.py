@@ -369,7 +369,8 @@ def add_run_flags(p: argparse.ArgumentParser, gradient_only: bool = False) -> No
                                     "(each option's [section.key] is its key there, and in Python Estimator(section={key: "
                                     "value}))")
     p.add_argument("--overwrite", action="store_true", help="write into an --out that holds files (they are replaced)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or log")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar or log (warnings about the data, the lines starting note:, still print)")
 
 
 def on_off(text: str) -> bool:

@@ -70,8 +70,13 @@ def parse_body(body: bytes, limits: Limits, names: Sequence[str]) -> Columns:
     if len(body) > limits.max_bytes:
         raise RequestError(413, f"the body has {len(body)} bytes; the limit is {limits.max_bytes}")
     try:
-        data = json.loads(body, parse_int=str, parse_float=str, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        text = body.decode("utf-8-sig")  # JSON over HTTP is UTF-8 (RFC 8259); bytes alone would be tried as UTF-16/32
+    except UnicodeDecodeError as error:
+        raise RequestError(400, f"the body is not UTF-8 text: byte {error.start} ({body[error.start:error.start + 1]!r}) "
+                                "cannot be decoded; send JSON encoded as UTF-8") from None
+    try:
+        data = json.loads(text, parse_int=str, parse_float=str, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
         raise RequestError(400, f"malformed JSON: {error}") from None
     if not isinstance(data, dict) or ("rows" in data) == ("columns" in data):
         raise RequestError(422, SHAPE)
