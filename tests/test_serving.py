@@ -611,8 +611,9 @@ def test_an_oversize_body_still_being_sent_gets_413_not_a_reset(live_url, declar
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_real_server_answers_over_http_and_stops(model, workers):
     port = _free_port()
+    logged = ["--access-log"] if workers == 2 else []  # a line per request asked for, the other not
     server = subprocess.Popen([sys.executable, "-m", "deepfm", "serve", str(model["dir"]), "--port", str(port),
-                               "--workers", str(workers)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               "--workers", str(workers), *logged], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -635,6 +636,7 @@ def test_the_real_server_answers_over_http_and_stops(model, workers):
         server.wait(timeout=30)  # uvicorn shuts down, then re-raises SIGTERM (exit status -15)
     said = server.stdout.read().decode()
     assert "Finished server process" in said  # a graceful shutdown (of every worker)
+    assert ('"POST /predict HTTP/1.1" 400' in said) == bool(logged), said  # --access-log: uvicorn's line per request
     served = re.findall(r"INFO: +serving a (\w+) model \((\w+)\) with (\S+) on \d+ thread", said)
     assert len(served) == workers, said  # each worker says what it serves and by which backend
     assert {model_name for model_name, _, _ in served} == {"deepfm"} and {backend for _, _, backend in served} <= {"onnxruntime", "torch"}

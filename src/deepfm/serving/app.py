@@ -150,10 +150,10 @@ def _describe(spec) -> dict[str, Any]:
 
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
           batching: bool = True, threads: int = 0, log_level: str = "info", workers: int = 1,
-          backend: str = "auto") -> None:
+          backend: str = "auto", access_log: bool = False) -> None:
     """Serve ``model_dir`` over HTTP until interrupted; the model runs on CPU, by ``backend``. ``workers`` > 1:
     that many processes share the port, each with its own copy of the model and ``threads`` (0: cores / workers)
-    threads for its forward passes."""
+    threads for its forward passes. ``access_log``: uvicorn's line per request."""
     import uvicorn
 
     from deepfm.runtime import available_cores, configure as configure_runtime
@@ -163,7 +163,7 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limi
     if workers == 1:
         configure_runtime(threads)
         app = create_app(model_dir, limits, batching, backend, threads)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
         return
     estimator = Estimator.load(model_dir)  # a broken directory stops here, not in every worker
     if backend != "auto":  # and so does a backend that cannot serve it
@@ -176,7 +176,7 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limi
                                               "health": health, "log_level": log_level})
     try:
         uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, host=host, port=port,
-                    log_level=log_level, access_log=False)
+                    log_level=log_level, access_log=access_log)
     finally:
         shutil.rmtree(health, ignore_errors=True)
 

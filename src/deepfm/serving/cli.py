@@ -38,6 +38,9 @@ def add_production_parsers(sub: argparse._SubParsersAction) -> None:
                    help="what runs the forward pass: auto (default) takes ONNX Runtime where it is installed and "
                         "the model exports (no multi-valued fields), else PyTorch; onnxruntime refuses to start "
                         "without it")
+    p.add_argument("--access-log", action="store_true",
+                   help="one line per request on stderr (uvicorn's access log: client, method, path, status); off by "
+                        "default, as it costs throughput at many small requests")
     p = sub.add_parser("export", help="export the model (after encoding) as ONNX",
                        description="Write the model as ONNX: inputs ids int64 (batch, F) and values float32 "
                                    "(batch, F), output prediction (batch,), or (batch, C) class probabilities for "
@@ -58,7 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     check_port_free(args.host, args.port)  # before the model loads (seconds), not after it, as uvicorn's exit 3
     require_directory(args.dir)  # before the server starts and says it is loading it
     serve(args.dir, args.host, args.port, Limits(args.max_rows, args.max_bytes), args.batching, args.threads,
-          workers=args.workers, backend=args.backend)
+          workers=args.workers, backend=args.backend, access_log=args.access_log)
     return 0
 
 
