@@ -422,6 +422,25 @@ def test_metadata_describes_model_fields_version_and_metrics(client):
     assert meta["metrics"]["epochs"] == 1 and meta["limits"] == {"max_rows": 64, "max_bytes": 20_000}
 
 
+def test_metadata_counts_each_fields_unseen_values_beside_the_training_share(model):
+    """Drift shows: the served share of values the model never saw, per categorical or multi-valued field."""
+    known = ["0", "101", "oslo", "2.50", "t1|t2"]
+    with TestClient(create_app(model["dir"])) as client:
+        before = client.get("/metadata").json()["served"]["values"]
+        assert all(v["values"] == 0 and v["unseen_share"] is None for v in before.values())
+        rows = [known, ["1", "999", "atlantis", "2.50", "t0|never-seen"], ["0", "", "oslo", "", "zzz"]]
+        assert client.post("/predict", content=_as_json(rows, numbers=False)).status_code == 200
+        assert client.post("/predict", json={"columns": {"user": [7777], "city": ["lima"], "price": [1.0],
+                                                          "tags": ["t1"]}}).status_code == 200
+        served = client.get("/metadata").json()["served"]["values"]
+    assert set(served) == {"user", "city", "tags"}  # price is numeric
+    assert {name: (v["values"], v["unseen"]) for name, v in served.items()} == {
+        "user": (3, 2), "city": (4, 1), "tags": (6, 2)}  # a missing value is not a value
+    assert served["user"]["unseen_share"] == pytest.approx(2 / 3, abs=1e-4)
+    encoder = Estimator.load(model["dir"]).encoder
+    assert served["city"]["unseen_share_in_training"] == next(f for f in encoder.fields if f.name == "city").unseen_share
+
+
 def test_concurrent_requests_each_get_their_own_rows(client, model):
     bodies = [_as_json([row], numbers=False) for row in model["rows"][:16]]
     results: dict[int, list[float]] = {}

@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from deepfm import __version__
 from deepfm.api import Estimator
+from deepfm.data.identity import sha256_of
 from deepfm.errors import ModelDirError
 from deepfm.serving.backends import predictor_for
 from deepfm.serving.batcher import MicroBatcher
@@ -37,7 +38,7 @@ from deepfm.serving.endpoint import PredictEndpoint
 from deepfm.serving.health import Health
 from deepfm.serving.limits import Limits
 from deepfm.serving.rows import RequestError
-from deepfm.data.identity import sha256_of
+from deepfm.serving.unseen import UnseenCounts
 from deepfm.training.trainer import NOT_FINITE, first_not_finite
 
 INLINE_BYTES = 1 << 20  # bodies up to this size (~2,000 Criteo rows) are decoded on the event loop: a hop to
@@ -73,6 +74,7 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
     predictor = predictor_for(estimator.model, encoder, backend, threads or torch.get_num_threads())
     decoder = RequestDecoder(encoder, estimator.config.data.multi_separator, limits)
     batcher = MicroBatcher(predictor, max_rows=limits.max_rows if batching else 0, outcome=health.scored)
+    unseen = UnseenCounts(encoder)
     manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
     kind = PREDICTION_KINDS.get(task.name, "rating")
     labelled = {"classes": list(task.classes)} if task.name in ("multiclass", "ordinal") else {}  # each row's order
@@ -124,10 +126,12 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
 
     @app.get("/metadata")
     async def get_metadata() -> Response:
-        return JSON({**metadata, "served": {"rows": batcher.rows, "forward_passes": batcher.batches}})
+        return JSON({**metadata, "served": {"rows": batcher.rows, "forward_passes": batcher.batches,
+                                            "values": unseen.report()}})
 
     async def predict(body: bytes) -> dict[str, Any]:  # POST /predict, by deepfm.serving.endpoint
         data = decoder.decode(body) if len(body) <= INLINE_BYTES else await run_in_threadpool(decoder.decode, body)
+        unseen.add(data)
         predictions = await batcher.predict(data)
         row = first_not_finite(predictions)
         if row is not None:  # JSON would carry it as null

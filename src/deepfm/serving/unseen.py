@@ -1,0 +1,51 @@
+"""How many values of each categorical field the served rows held, and how many of those the model never saw in
+training (or saw too rarely to keep their own id): the served share beside the training rows' own (``unseen_share``),
+in ``GET /metadata``. A share far above training's is drift, or a value sent in another form ('True' for 'true').
+Counted per worker process, as its other counters, by one vectorised pass over a request's id array."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from deepfm.data.encoded import EncodedData
+from deepfm.data.encoders import MISSING, UNSEEN, FeatureEncoder
+
+
+class UnseenCounts:
+    """Values present and unseen, per counted field (categorical or multi-valued with a training share), since start."""
+
+    def __init__(self, encoder: FeatureEncoder):
+        counted = [spec.kind != "numeric" and spec.unseen_share is not None for spec in encoder.fields]
+        singles = [(spec, keep) for spec, keep in zip(encoder.fields, counted) if spec.single_valued]
+        self.single_names = [spec.name for spec, keep in singles if keep]
+        self.single_columns = np.array([i for i, (_, keep) in enumerate(singles) if keep], np.int64)
+        self.single_offsets = np.array([spec.offset for spec, keep in singles if keep], np.int64)
+        self.every_single = len(self.single_columns) == len(singles)  # no copy of the id array to count it
+        multi = [(spec, keep) for spec, keep in zip(encoder.fields, counted) if not spec.single_valued]
+        self.bags = [(i, spec) for i, (spec, keep) in enumerate(multi) if keep]  # (position among the bags, field)
+        names = self.single_names + [spec.name for _, spec in self.bags]
+        self.names = names
+        self.training = {spec.name: spec.unseen_share for spec in encoder.fields if spec.name in set(names)}
+        self.present = np.zeros(len(names), np.int64)
+        self.unseen = np.zeros(len(names), np.int64)
+
+    def add(self, data: EncodedData) -> None:
+        """Count the values of a decoded request (each row once, before it joins a batch)."""
+        if len(self.single_columns):  # (ids compared with each field's own: 3.5x faster at 4096 × 39 than ids − offsets)
+            ids = data.ids if self.every_single else data.ids[:, self.single_columns]
+            counted = len(self.single_columns)
+            self.present[:counted] += len(ids) - (ids == self.single_offsets + MISSING).sum(axis=0)
+            self.unseen[:counted] += (ids == self.single_offsets + UNSEEN).sum(axis=0)
+        for slot, (bag, spec) in enumerate(self.bags, start=len(self.single_columns)):
+            local = data.bags[bag].ids - spec.offset
+            self.present[slot] += np.count_nonzero(local != MISSING)
+            self.unseen[slot] += np.count_nonzero(local == UNSEEN)
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        """``{field: {"values", "unseen", "unseen_share", "unseen_share_in_training"}}``; share None before any value."""
+        return {name: {"values": int(present), "unseen": int(unseen),
+                       "unseen_share": round(unseen / present, 4) if present else None,
+                       "unseen_share_in_training": self.training[name]}
+                for name, present, unseen in zip(self.names, self.present, self.unseen)}
