@@ -42,12 +42,12 @@ from deepfm.errors import (CheckpointError, ConfigError, DataError, DataTypeErro
                            warn_data)
 from deepfm.models import model_for_run
 from deepfm.portfolio import as_checkpointed, candidates_for, recipe_begun, recipe_checkpoint, train_portfolio
-from deepfm.runtime import (available_cores, configure as configure_runtime, cpu_has_bf16_math, preserving,
-                             release_free_memory)
+from deepfm.runtime import (available_cores, configure as configure_runtime, cpu_has_bf16_math, peak_rss_mb,
+                             preserving, release_free_memory)
 from deepfm.solvers import build_solver
 from deepfm.tasks import Task, load_metrics_ahead
 from deepfm.training.checkpoint import checkpoint_json, complete_checkpoint, stage_checkpoint, write_atomically
-from deepfm.training.trainer import NOT_FINITE, Trainer, TrainResult, first_not_finite, peak_rss_mb, predict_logits
+from deepfm.training.trainer import NOT_FINITE, Trainer, TrainResult, first_not_finite, predict_logits
 
 Data = str | Path | pa.Table | RawFrame  # or a pandas DataFrame (converted with pa.Table.from_pandas)
 TrainingData = tuple[EncodedData | StreamSource, EncodedData | None, Holdout | None]  # train, held-out rows, how

@@ -111,6 +111,23 @@ def stop_with_the_launcher() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB since it started: Linux's ``VmHWM``, which counts this program alone.
+    ``ru_maxrss`` also keeps the peak of the process it was forked from (a rank of torchrun started at torchrun's
+    221 MB, and reported 1,156 MB against 566 MB training the same file alone); it is the answer elsewhere."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
 def available_cores() -> int:
     """Cores this process may run on (its CPU affinity where the OS has one, not the machine's count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

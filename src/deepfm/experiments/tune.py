@@ -420,7 +420,7 @@ def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: 
     from deepfm.api import Estimator
     from deepfm.experiments.compare import EncodedSplits, refuse_other_solvers
     from deepfm.runtime import configure as configure_runtime
-    from deepfm.training.trainer import peak_rss_mb
+    from deepfm.runtime import peak_rss_mb
 
     refuse_other_solvers(config)  # before the data is read and before the validation rows are asked for
     began = time.perf_counter()

@@ -9,7 +9,6 @@ weights and divides the learning rate by 10), checkpoint. Resuming restores mode
 from __future__ import annotations
 
 import math
-import resource
 import sys
 import time
 import warnings
@@ -27,7 +26,7 @@ from deepfm.config import TrainingConfig
 from deepfm.data.batch import Batch, BatchSource, EncodedData, InMemorySource, prefetch
 from deepfm.data.encoders import refuse_one_weighted_class, refuse_zero_weight_sum
 from deepfm.errors import ConfigError, DataError, TrainingDiverged
-from deepfm.runtime import available_cores, release_free_memory
+from deepfm.runtime import available_cores, peak_rss_mb, release_free_memory
 from deepfm.training.checkpoint import CheckpointWarning, CheckpointWriter, complete_checkpoint, load_checkpoint
 from deepfm.tasks import Task, as_task, metric_text
 from deepfm.training.optim import ModelOptimizer, batch_occurrences
@@ -133,11 +132,6 @@ def loss_read_interval(device_type: str) -> int:
     Each read of a GPU's loss makes the host wait for the GPU, which then idles while the host prepares the next
     step; a loss that is not finite is still reported at its own step, up to that many steps later."""
     return 1 if device_type == "cpu" else PROGRESS_EVERY
-
-
-def peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
 @dataclass
