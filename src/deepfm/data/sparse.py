@@ -260,15 +260,15 @@ def _libfm_columns(frame: RawFrame, sparse: SparseRows, layout: Layout | None, f
         if layout is None and not (grid.max(0)[:-1] < grid.min(0)[1:]).all():
             positional = None
     if positional:
-        unit = bool((sparse.values == 1).all())
-        by_field, values_by_field = grid.T.copy(), (grid_values.T.copy() if not unit else None)  # each field's column in one run
+        unit = (grid_values == 1).all(axis=0)  # each field's: values only where one differs from 1, as libFFM's
+        by_field, values_by_field = grid.T.copy(), (grid_values.T.copy() if not unit.all() else None)  # a column a run
         for j in range(positional):
             name = f"f{j + 1}"
             if layout is not None and layout.get(name, LEFT_OUT) == LEFT_OUT:
                 continue  # a field left out of the model
             frame.columns[name] = _ids_text(by_field[j])
             frame.kinds[name] = "categorical"
-            if values_by_field is not None:
+            if not unit[j]:
                 frame.weights[name] = pa.array(values_by_field[j])
         return
     offsets = pa.array(sparse.starts.astype(np.int32))
