@@ -12,6 +12,7 @@ import pytest
 import deepfm.api
 
 from deepfm.cli import build_parser, config_from_args, main
+from deepfm.data.encoders import FeatureEncoder
 from deepfm.errors import ConfigError
 from deepfm.experiments.compare import model_variants, parse_models, PAPER_ORDER
 from deepfm.defaults import MODEL_DEFAULTS, TASK_DEFAULTS
@@ -35,6 +36,8 @@ def test_compare_fits_the_encoder_once_and_reports_every_model_over_seeds(ctr_fi
     fits = []
     original = deepfm.api.fit_and_encode  # the one reading pass that fits the encoder, as deepfm train's
     monkeypatch.setattr(deepfm.api, "fit_and_encode", lambda *a, **k: fits.append(1) or original(*a, **k))
+    fit = FeatureEncoder.fit.__func__  # or any other fit
+    monkeypatch.setattr(FeatureEncoder, "fit", classmethod(lambda cls, *a, **k: fits.append(1) or fit(cls, *a, **k)))
     assert compare(ctr_files, tmp_path / "r", "--models", "lr,fnn,pnn,deepfm", "--seeds", "2") == 0
     assert len(fits) == 1
     summary = json.loads((tmp_path / "r" / "results.json").read_text())

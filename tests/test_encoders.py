@@ -271,28 +271,41 @@ def test_numeric_bucket_gives_quantile_ids_and_unit_values(write_table):
 
 def test_numeric_bucket_edges_describe_the_whole_of_a_sorted_file_not_its_start(write_table, monkeypatch):
     """A file sorted by the column (by time, say): edges from its first values described its start alone."""
-    monkeypatch.setattr("deepfm.data.encoders.QUANTILE_SAMPLE", 30)  # the file holds more values than the sample
-    path = write_table("sorted.csv", {"label": [i % 2 for i in range(400)], "x": [f"{i}.0" for i in range(400)]})
+    monkeypatch.setattr("deepfm.data.encoders.QUANTILE_SAMPLE", 1500)  # the file holds more values than the sample
+    path = write_table("sorted.csv", {"label": [i % 2 for i in range(4000)], "x": [f"{i}.0" for i in range(4000)]})
     config = DataConfig(numeric_encoding="bucket", numeric_buckets=4)
-    file = ChunkedFile(path, chunk_bytes=256)  # several chunks, the first alone holding more values than the sample
+    file = ChunkedFile(path, chunk_bytes=4096)  # ~10 chunks: the first four filled the former sample
     encoder, rows = fit_streaming(file, config)
-    assert len(rows) > 2
-    assert field(encoder, "x").edges == pytest.approx([100, 200, 300], abs=16)  # a sample's quartiles of 0-399
+    assert len(rows) > 5
+    assert field(encoder, "x").edges == pytest.approx([1000, 2000, 3000], abs=200)  # a sample's quartiles of 0-3999
     data = encode_file(file, encoder, rows)
-    assert np.bincount(column(encoder, data, "x"))[1:] == pytest.approx([100] * 4, abs=16)
+    assert np.bincount(column(encoder, data, "x"))[1:] == pytest.approx([1000] * 4, abs=200)
 
 
-def test_an_even_sample_keeps_every_stride_th_value_however_the_stream_is_chunked():
+def test_an_even_sample_is_the_same_however_the_stream_is_chunked_and_at_most_its_limit():
     whole = np.arange(1000.0)
+    samples = []
     for cuts in ([1000], [1, 999], [7] * 142 + [6], [300, 0, 700]):
         sample, start = EvenSample(limit=100), 0
         for size in cuts:
             sample.add(whole[start : start + size])
             start += size
-        assert sample.stride == 16 and sample.values().tolist() == whole[::16].tolist()
+        samples.append(sample.values().tolist())
+        assert 40 < len(samples[-1]) <= 100 and sample.stride == 16
+    assert all(s == samples[0] for s in samples)
     small = EvenSample(limit=100)
     small.add(whole[:100])
     assert small.values().tolist() == whole[:100].tolist()  # at most the limit: every value
+
+
+def test_an_even_sample_of_rows_that_repeat_a_pattern_keeps_every_value_of_it():
+    """A file of 24 hours an entity: every stride-th position (a power of two) kept hours 0, 8 and 16 alone."""
+    hours = np.arange(200_000, dtype=np.float64) % 24
+    sample = EvenSample(limit=10_000)
+    for start in range(0, len(hours), 65_536):
+        sample.add(hours[start : start + 65_536])
+    assert sample.stride >= 8 and set(sample.values()) == set(range(24))
+    assert np.quantile(sample.values(), [0.25, 0.5, 0.75]) == pytest.approx([5.5, 11.5, 17.5], abs=1)
 
 
 def test_numeric_bucket_missing_is_zero_and_out_of_range_values_clip_to_the_end_buckets(write_table):

@@ -28,6 +28,8 @@ from deepfm.serving.batcher import MicroBatcher  # noqa: E402
 from deepfm.serving.decode import RequestDecoder  # noqa: E402
 from deepfm.serving.limits import Limits  # noqa: E402
 from deepfm.serving.rows import RequestError  # noqa: E402
+from deepfm.serving.unseen import UnseenCounts  # noqa: E402
+from deepfm.data.readers import read_frame  # noqa: E402
 from deepfm.training.trainer import NOT_FINITE  # noqa: E402
 
 HEADER = ["label", "user", "city", "price", "tags"]
@@ -113,6 +115,7 @@ BAD = [
     (b'{"rows": [{"user": NaN}]}', 400, "malformed JSON"),
     (b"\xff\xfe", 400, "the body is not UTF-8 text: byte 0 (b'\\xff')"),  # was read as UTF-16: "Expecting value"
     (b'{"rows": [{"user": "K\xf6ln"}]}', 400, "the body is not UTF-8 text: byte 21 (b'\\xf6')"),  # Latin-1
+    (b'\xef\xbb\xbf{"rows": [{"user": "K\xf6ln"}]}', 400, "the body is not UTF-8 text: byte 24 (b'\\xf6')"),  # + a BOM
     (b'[1, 2]', 422, '{"rows"'),
     (b'{"rows": {"user": 1}}', 422, '"rows" must be a list'),
     (b'{"rows": []}', 422, "empty"),
@@ -347,7 +350,6 @@ def _encoder(tmp_path: Path, data: dict):
     """An encoder fitted on ``_rows(300, 0)`` and a user ``-0`` with the data options ``data``."""
     from deepfm.config import DataConfig
     from deepfm.data.encoders import FeatureEncoder
-    from deepfm.data.readers import read_frame
 
     frame = read_frame(_write(tmp_path / "train.csv", _rows(300, 0) + [["1", "-0", "oslo", "1.0", "t1"]]), multi=("tags",))
     return FeatureEncoder.fit([frame], DataConfig(multi=("tags",), **data))
@@ -439,6 +441,12 @@ def test_metadata_counts_each_fields_unseen_values_beside_the_training_share(mod
     assert served["user"]["unseen_share"] == pytest.approx(2 / 3, abs=1e-4)
     encoder = Estimator.load(model["dir"]).encoder
     assert served["city"]["unseen_share_in_training"] == next(f for f in encoder.fields if f.name == "city").unseen_share
+    for spec in encoder.fields:  # a model directory of a version that did not record the training share
+        spec.unseen_share = None
+    older = UnseenCounts(encoder)
+    older.add(encoder.transform(read_frame(model["test"], multi=("tags",))))
+    assert set(older.report()) == {"user", "city", "tags"}
+    assert {v["unseen_share_in_training"] for v in older.report().values()} == {None}
 
 
 def test_concurrent_requests_each_get_their_own_rows(client, model):
@@ -632,12 +640,12 @@ def test_the_real_server_answers_over_http_and_stops(model, workers):
     port = _free_port()
     logged = ["--access-log"] if workers == 2 else []  # a line per request asked for, the other not
     server = subprocess.Popen([sys.executable, "-m", "deepfm", "serve", str(model["dir"]), "--port", str(port),
-                               "--workers", str(workers), *logged], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               "--workers", str(workers), *logged], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
         while True:
-            assert server.poll() is None, server.stdout.read().decode()
+            assert server.poll() is None, server.stderr.read().decode()
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
@@ -653,7 +661,8 @@ def test_the_real_server_answers_over_http_and_stops(model, workers):
     finally:
         server.terminate()
         server.wait(timeout=30)  # uvicorn shuts down, then re-raises SIGTERM (exit status -15)
-    said = server.stdout.read().decode()
+    assert server.stdout.read() == b""  # every log line, the access log's too, on stderr
+    said = server.stderr.read().decode()
     assert "Finished server process" in said  # a graceful shutdown (of every worker)
     assert ('"POST /predict HTTP/1.1" 400' in said) == bool(logged), said  # --access-log: uvicorn's line per request
     served = re.findall(r"INFO: +serving a (\w+) model \((\w+)\) with (\S+) on \d+ thread", said)

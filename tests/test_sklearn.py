@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import warnings
 
@@ -467,3 +468,15 @@ def test_solver_mcmc_classifies_by_probit_and_refuses_a_model_other_than_fm():
     assert classifier.fit(X[:500], labels[:500]).score(X[500:], labels[500:]) > 0.8
     with pytest.raises(ValueError, match="solver mcmc fits model fm only"):
         DeepFMRegressor(solver="mcmc").fit(X, y)
+
+
+def test_an_estimator_pickled_before_a_parameter_existed_still_clones_and_refits(fitted):
+    """A pickle of an FMClassifier written before ``solver=`` existed raised AttributeError in repr, get_params, clone
+    and fit."""
+    clf, X, y = fitted
+    old = pickle.loads(pickle.dumps(clf))
+    del old.__dict__["solver"]  # as such a pickle holds it
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.get_params()["solver"] is None and "FMClassifier(" in repr(restored)
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+    assert clone(restored).set_params(epochs=1).fit(X, y).predict(X).shape == (len(X),)

@@ -428,8 +428,10 @@ def test_ctrl_c_ends_the_search_as_its_timeout_would_and_saves_the_best_finished
     monkeypatch.setattr(compare, "train_one", interrupted_in_the_third)
     out = tmp_path / "out"
     assert main(["tune", "--train", str(ctr_csv()), "--model", "fm", "--trials", "5", "--out", str(out),
-                 "--epochs", "2", "--refit", "off"]) == 130  # a scheduler tells a search cut short from a finished one
-    err = capfd.readouterr().err  # Optuna's handler writes to the process's stderr, not to sys.stderr as captured
+                 "--epochs", "2", "--refit", "off", "--json"]) == 130  # cut short, not finished, to a scheduler
+    captured = capfd.readouterr()
+    err = captured.err  # Optuna's handler writes to the process's stderr, not to sys.stderr as captured
+    assert json.loads(captured.out.strip().splitlines()[-1])["interrupted"] is True
     assert "interrupted: the search stops after 2 trials" in err and "Traceback" not in err, err
     summary = json.loads((out / "tune.json").read_text())
     assert len(summary["trials"]) == 2 and summary["trials_asked"] == 5 and summary["interrupted"]

@@ -687,8 +687,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     fixed = {(section, key) for section, keys in given.items() if isinstance(keys, dict) for key in keys}
     summary = run_tune(config, trials, args.timeout, log, progress=not args.quiet, fixed=fixed)
     if args.json:
-        print(json_line({k: summary[k] for k in ("model", "metric", "best_trial", "best_value", "best_params", "refit")}
-                         | {"trials": len(summary["trials"])}))
+        print(json_line({k: summary[k] for k in ("model", "metric", "best_trial", "best_value", "best_params", "refit",
+                                                  "interrupted")} | {"trials": len(summary["trials"])}))
     elif not args.quiet:
         refit = summary["refit"]
         refitted = f"; refitted on {refit['rows']} rows for {refit['epochs']} epochs" if refit else ""

@@ -52,6 +52,7 @@ class _DeepFMEstimator(BaseEstimator):
     """What the classifiers and regressors share; ``_task`` is the deepfm task they train."""
 
     _task = "binary"
+    solver = None  # a parameter newer than some pickled estimators: theirs reads as the default (get_params, clone)
 
     def __init__(self, *, model: str = "deepfm", epochs: int | None = None, batch_size: int | None = None,
                  lr: float | None = None, embed_dim: int | None = None, mlp: tuple[int, ...] | None = None,

@@ -13,6 +13,7 @@ that request only; the server keeps serving.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -167,7 +168,8 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limi
     if workers == 1:
         configure_runtime(threads)
         app = create_app(model_dir, limits, batching, backend, threads)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                    log_config=_uvicorn_logs_on_stderr())
         return
     estimator = Estimator.load(model_dir)  # a broken directory stops here, not in every worker
     if backend != "auto":  # and so does a backend that cannot serve it
@@ -180,9 +182,18 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, limi
                                               "health": health, "log_level": log_level})
     try:
         uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, host=host, port=port,
-                    log_level=log_level, access_log=access_log)
+                    log_level=log_level, access_log=access_log, log_config=_uvicorn_logs_on_stderr())
     finally:
         shutil.rmtree(health, ignore_errors=True)
+
+
+def _uvicorn_logs_on_stderr() -> dict[str, Any]:
+    """uvicorn's logging configuration with its access log on stderr too (its own default writes that to stdout)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    return config
 
 
 def log_to_stderr(level: str) -> None:

@@ -14,6 +14,7 @@ not read (the label, ignored columns) are ignored. Multi-valued fields take the 
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections import Counter
 from contextlib import contextmanager
@@ -72,8 +73,9 @@ def parse_body(body: bytes, limits: Limits, names: Sequence[str]) -> Columns:
     try:
         text = body.decode("utf-8-sig")  # JSON over HTTP is UTF-8 (RFC 8259); bytes alone would be tried as UTF-16/32
     except UnicodeDecodeError as error:
-        raise RequestError(400, f"the body is not UTF-8 text: byte {error.start} ({body[error.start:error.start + 1]!r}) "
-                                "cannot be decoded; send JSON encoded as UTF-8") from None
+        at = error.start + (len(codecs.BOM_UTF8) if body.startswith(codecs.BOM_UTF8) else 0)  # (counted after a BOM)
+        raise RequestError(400, f"the body is not UTF-8 text: byte {at} ({body[at:at + 1]!r}) cannot be decoded; send "
+                                "JSON encoded as UTF-8") from None
     try:
         data = json.loads(text, parse_int=str, parse_float=str, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError

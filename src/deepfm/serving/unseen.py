@@ -14,10 +14,11 @@ from deepfm.data.encoders import MISSING, UNSEEN, FeatureEncoder
 
 
 class UnseenCounts:
-    """Values present and unseen, per counted field (categorical or multi-valued with a training share), since start."""
+    """Values present and unseen, per categorical or multi-valued field, since start (a model directory of a version
+    that did not record the training share reports it as None)."""
 
     def __init__(self, encoder: FeatureEncoder):
-        counted = [spec.kind != "numeric" and spec.unseen_share is not None for spec in encoder.fields]
+        counted = [spec.kind != "numeric" for spec in encoder.fields]
         singles = [(spec, keep) for spec, keep in zip(encoder.fields, counted) if spec.single_valued]
         self.single_names = [spec.name for spec, keep in singles if keep]
         self.single_columns = np.array([i for i, (_, keep) in enumerate(singles) if keep], np.int64)
