@@ -80,6 +80,15 @@ def test_compare_reads_a_glob_pattern_of_training_files_as_deepfm_train_does(ctr
     assert [f["path"] for f in summary["files"]["train"]] == [str(days / "day_1.csv"), str(days / "day_2.csv")]
 
 
+@pytest.mark.parametrize("solver", ["mcmc", "als"])
+def test_compare_refuses_a_sweeping_solver_as_such_not_as_a_model_it_cannot_fit(ctr_files, tmp_path, capsys, solver):
+    """A config's solver = "mcmc" with --models fm was told 'fits model fm only (model.name is deepfm); use --model fm'."""
+    config = tmp_path / "run.toml"
+    config.write_text(f'[training]\nsolver = "{solver}"\n')
+    assert compare(ctr_files, tmp_path / "r", "--models", "fm", "--config", str(config)) == 2
+    assert capsys.readouterr().err.startswith(f"training.solver '{solver}': compare and tune train by gradient")
+
+
 def test_results_json_names_each_data_file_by_its_sha256(ctr_files, tmp_path):
     """A reader of a report can check that their copy of the data is the one its figures came from."""
     assert compare(ctr_files, tmp_path / "r", "--models", "lr") == 0

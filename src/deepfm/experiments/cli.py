@@ -105,7 +105,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from deepfm.data.filelist import is_pattern
     from deepfm.data.identity import data_checksums
     from deepfm.errors import ConfigError, DataError
-    from deepfm.experiments.compare import encode_splits, model_variants, parse_models, run_variants, study_variants
+    from deepfm.experiments.compare import (encode_splits, model_variants, parse_models, refuse_other_solvers,
+                                            run_variants, study_variants)
     from deepfm.experiments.report import write_report
 
     for name in ("train", "valid", "test"):
@@ -118,6 +119,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     refuse_compare_out(out, args.overwrite)  # before any model trains
     base = load_config_file(args.config) if args.config else {}
     overrides = _overrides(args)
+    refuse_other_solvers(merge(base, overrides).get("training", {}).get("solver", "gradient"))
     files = {name: str(Path(getattr(args, name)).resolve()) for name in ("train", "valid") if getattr(args, name)}
     overrides.setdefault("data", {}).update(files)  # recorded in each model's config, which train --config takes
     device = overrides.get("training", {}).get("device", base.get("training", {}).get("device"))

@@ -157,10 +157,11 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def refuse_other_solvers(config: RunConfig) -> None:
-    """Compare and tune train by gradient: another solver is a ``ConfigError`` (say it before any data is read)."""
-    if config.training.solver != "gradient":
-        raise ConfigError(f"training.solver {config.training.solver!r}: compare and tune train by gradient; "
+def refuse_other_solvers(solver: str) -> None:
+    """Compare and tune train by gradient: another solver is a ``ConfigError`` (say it before any data is read, and
+    before a model's config is checked: its 'fits model fm only' would name the wrong reason)."""
+    if solver != "gradient":
+        raise ConfigError(f"training.solver {solver!r}: compare and tune train by gradient; "
                           "use deepfm train for the sampling and ALS solvers")
 
 
@@ -171,7 +172,7 @@ def train_one(config: RunConfig, data: EncodedSplits, log: Log, score_test: bool
     (``score_test=False``: leave test untouched, e.g. when tuning). ``on_epoch``: the trainer's hook,
     called with each epoch's record (its validation metrics under ``valid``)."""
     task, seed = data.encoder.task, config.training.seed
-    refuse_other_solvers(config)
+    refuse_other_solvers(config.training.solver)
     config.check_batch_norm_rows()  # (as a fit checks it; tune's trials come here alone)
     model = new_model(config, data.encoder)
     began = time.perf_counter()

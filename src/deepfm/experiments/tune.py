@@ -422,7 +422,7 @@ def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: 
     from deepfm.runtime import configure as configure_runtime
     from deepfm.runtime import peak_rss_mb
 
-    refuse_other_solvers(config)  # before the data is read and before the validation rows are asked for
+    refuse_other_solvers(config.training.solver)  # before the data is read and before the validation rows are asked for
     began = time.perf_counter()
     if ("training", "threads") not in fixed:
         config = config.model_copy(update={"training": config.training.model_copy(update={"threads": TUNE_THREADS})})
