@@ -480,3 +480,13 @@ def test_an_estimator_pickled_before_a_parameter_existed_still_clones_and_refits
     assert restored.get_params()["solver"] is None and "FMClassifier(" in repr(restored)
     np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
     assert clone(restored).set_params(epochs=1).fit(X, y).predict(X).shape == (len(X),)
+
+
+def test_parameters_a_sweeping_solver_does_not_read_are_warned_of_not_silently_ignored():
+    """A grid search over embed_l2 with solver='als' returned identical scores, unwarned (the command says it)."""
+    X, y = ratings()
+    with pytest.warns(UserWarning, match=r"FMRegressor\(solver='als'\) does not use lr, embed_l2: they are ignored"):
+        FMRegressor(solver="als", lr=0.5, embed_l2=100.0, config={"training": {"sweeps": 2}}).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        FMRegressor(solver="als", config={"training": {"sweeps": 2, "als_l2": 3.0}}).fit(X, y)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (_check_sample_weight, check_consistent_length, check_is_fitted, column_or_1d,
                                       validate_data)
 
-from deepfm.api import Estimator
+from deepfm.api import UNUSED_BY_SOLVER, Estimator
 from deepfm.artifact import read_extra
 from deepfm.config import merge
 from deepfm.data.encoders import WHOLE_FLOATS_NOTE
@@ -124,11 +125,22 @@ class _DeepFMEstimator(BaseEstimator):
             except ValueError as error:
                 raise ValueError(f"eval_set: {error}") from None
             valid = _with_columns(valid, {label: pa.array(self._encode_targets(y_valid))}, label)
+        self._warn_unused_by_solver()
         self.estimator_ = Estimator(**self._config(label, weighted=sample_weight is not None)).fit(
             train, valid=valid, progress=bool(self.verbose), log=self._say)
         for note in self.estimator_.encoder.fit_warnings if not self.verbose else ():  # (verbose: said in the log)
             warn_data(note)
         return self
+
+    def _warn_unused_by_solver(self) -> None:
+        """A ``UserWarning`` naming the parameters set here that ``solver`` does not read (mcmc and als have no
+        learning rate, batch or epochs; the command says it in its log), as a grid search over them would find nothing."""
+        solver = self.solver or (self.config or {}).get("training", {}).get("solver", "gradient")
+        unused = [name for name in UNUSED_BY_SOLVER.get(solver, ()) if getattr(self, name, None) is not None]
+        if unused:
+            sets = "sweeps" if solver == "mcmc" else "sweeps and als_l2 (its λ)"
+            warnings.warn(f"{type(self).__name__}(solver={solver!r}) does not use {', '.join(unused)}: they are ignored; "
+                          f"config={{'training': {{...}}}} sets its {sets}", UserWarning, stacklevel=3)
 
     def _say(self, message: str) -> None:
         """The fit's log on stderr with ``verbose``; without it, only the note that floats of whole numbers (an
