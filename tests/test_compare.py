@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import json
 import re
 from pathlib import Path
@@ -87,6 +88,18 @@ def test_compare_refuses_a_sweeping_solver_as_such_not_as_a_model_it_cannot_fit(
     config.write_text(f'[training]\nsolver = "{solver}"\n')
     assert compare(ctr_files, tmp_path / "r", "--models", "fm", "--config", str(config)) == 2
     assert capsys.readouterr().err.startswith(f"training.solver '{solver}': compare and tune train by gradient")
+
+
+def test_a_report_names_the_commit_it_ran_from_and_the_cpu(tmp_path):
+    """Figures moved from commit to commit under one version number (0.1.0): a reader could not tell which code."""
+    from deepfm.experiments.report import cpu_model, git_commit
+
+    source = Path(deepfm.api.__file__).parent
+    head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # run from a checkout, as the tests are
+        assert git_commit()["commit"] == head.stdout.strip() and isinstance(git_commit()["uncommitted_changes"], bool)
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\nmodel name\t: Some CPU @ 2.00GHz\nflags\t: avx\n")
+    assert cpu_model(str(tmp_path / "cpuinfo")) == "Some CPU @ 2.00GHz"
 
 
 def test_results_json_names_each_data_file_by_its_sha256(ctr_files, tmp_path):
@@ -197,7 +210,7 @@ def test_the_papers_mlp_form_is_set_by_flags_and_a_flag_a_model_does_not_read_is
                  "lr,deepfm", "--batch-norm", "off", "--activation", "tanh", "--mlp", "16", "--epochs", "1",
                  "--embed-reg", "rows"]) == 0
     summary = json.loads((tmp_path / "p" / "results.json").read_text())
-    assert set(summary["versions"]) == {"deepfm", "torch", "python"}  # what the figures came from
+    assert {"deepfm", "torch", "python", "numpy", "pyarrow", "numba", "scikit-learn", "cpu"} <= set(summary["versions"])
     variants = summary["variants"]
     assert variants[1]["config"]["model"]["batch_norm"] is False and variants[1]["config"]["model"]["activation"] == "tanh"
     assert variants[1]["config"]["training"]["embed_reg"] == "rows"  # DeepFM's own form where ids recur: occurrences

@@ -50,6 +50,7 @@ def test_tune_json_records_every_trial_its_params_metric_and_state(tuned):
     summary = json.loads((tuned["out"] / "tune.json").read_text())
     assert summary["metric"] == "auc" and summary["direction"] == "maximize"
     assert (summary["trials_asked"], summary["timeout"], summary["interrupted"]) == (8, None, False)
+    assert {"deepfm", "torch", "numpy", "cpu"} <= set(summary["versions"])  # what the trials ran on
     held = int(hashed_mask(0, 500, 0.1, seed=2026).sum())
     assert summary["validation"]["rows"] == held and 30 < held < 70, "no --valid: the held-out tenth of the training rows"
     trials = summary["trials"]

@@ -36,15 +36,58 @@ def machine(results: list[VariantResult]) -> str:
     return where + (f" and a {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
 
 
-def versions() -> dict[str, str]:
-    """The versions a report's figures came from: deepfm's, torch's, Python's."""
+LIBRARIES = ("numpy", "pyarrow", "numba", "scikit-learn", "optuna")  # whose versions move a report's figures too
+
+
+def versions() -> dict[str, Any]:
+    """What a report's figures came from: deepfm's version and, run from a git checkout, its commit (and whether files
+    differed from it), torch's, Python's and the other libraries' versions, and the CPU (another sums in another
+    order)."""
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
     import torch
 
     from deepfm import __version__
 
-    return {"deepfm": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    found = {"deepfm": __version__, **git_commit(), "torch": torch.__version__, "python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found | {"cpu": cpu_model()}
+
+
+def git_commit() -> dict[str, Any]:
+    """``{"commit": ..., "uncommitted_changes": bool}`` of the git checkout deepfm runs from; empty where it is not
+    in one (an installed wheel) or git is missing."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain", "-uno"))}
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name (Linux), else what the platform says."""
+    import platform
+
+    try:
+        with open(cpuinfo) as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def results_dict(results: list[VariantResult], data: EncodedSplits, title: str, command: str | None,

@@ -419,6 +419,7 @@ def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: 
     directory, ``tune.json``, ``best.toml``); returns what ``tune.json`` holds."""
     from deepfm.api import Estimator
     from deepfm.experiments.compare import EncodedSplits, refuse_other_solvers
+    from deepfm.experiments.report import versions
     from deepfm.runtime import configure as configure_runtime
     from deepfm.runtime import peak_rss_mb
 
@@ -460,7 +461,7 @@ def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: 
         "validation": validation, "best_trial": result.best_number, "best_value": best_value(result),
         "best_params": next(t["params"] for t in result.trials if t["number"] == result.best_number),
         "refit": refit, "trials": result.trials, "seconds": round(time.perf_counter() - began, 1),
-        "trials_asked": trials, "timeout": timeout, "interrupted": result.interrupted,
+        "trials_asked": trials, "timeout": timeout, "interrupted": result.interrupted, "versions": versions(),
     }
     run = result.best_run
     metrics = {"task": data.encoder.task.name, "rows": len(train) if hasattr(train, "__len__") else train.num_rows,
