@@ -54,7 +54,7 @@ def test_compare_fits_the_encoder_once_and_reports_every_model_over_seeds(ctr_fi
     assert re.search(r"Train time is wall time on \d+ usable CPU cores? \(threads: ", markdown)
     assert "shared 2-core" not in markdown  # the machine it ran on, not the one this project was written on
     cores = available_cores()  # the threads each model trained on, as its config says (LR: 1; the others: all)
-    assert f"(threads: lr on 1; fnn, pnn, deepfm on {cores}) (FNN: FM pre-training included)." in markdown
+    assert f"(threads: lr on 1; fnn, pnn, deepfm on {cores}) (FNN: FM pre-training included); on a fresh" in markdown
     settings = markdown.split("results.json holds every setting:", 1)[1]  # each model's own settings, where they differ
     assert "| model | k | tables: optimizer, lr, L2 | MLP | MLP step | batch, epochs, patience |" in settings
     deepfm_config = summary["variants"][-1]["config"]
@@ -199,7 +199,7 @@ def test_batch_size_1_is_refused_before_any_model_trains_where_one_has_batch_nor
 def test_the_report_says_the_threads_each_model_trained_on(ctr_files, tmp_path):
     """A researcher's --threads 1 ran Wide&Deep on one thread while the report said 'the others all'."""
     assert compare(ctr_files, tmp_path / "t", "--models", "lr,wide_deep", "--threads", "1", "--epochs", "1") == 0
-    assert "(threads: lr, wide_deep on 1)." in (tmp_path / "t" / "results.md").read_text()
+    assert "(threads: lr, wide_deep on 1);" in (tmp_path / "t" / "results.md").read_text()
 
 
 def test_the_papers_mlp_form_is_set_by_flags_and_a_flag_a_model_does_not_read_is_said(ctr_files, tmp_path, capsys):
@@ -252,7 +252,7 @@ def test_study_varies_one_deepfm_setting_and_keeps_the_rest(ctr_files, tmp_path)
     assert all(r == rest[0] for r in rest)
     markdown = (tmp_path / "r" / "results.md").read_text()
     assert "| setting | test auc |" in markdown and "| model |" not in markdown  # its rows are settings, not models
-    assert f"on {available_cores()})." in markdown and "FNN" not in markdown
+    assert f"on {available_cores()}); on a fresh install" in markdown and "FNN" not in markdown
 
 
 def test_a_flag_for_the_setting_a_study_varies_is_refused(ctr_files, tmp_path, capsys):

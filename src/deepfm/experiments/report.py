@@ -187,7 +187,9 @@ def write_markdown(summary: dict[str, Any], path: Path, plots: list[str]) -> Non
              f"Seeds: {summary['seeds']}" + (" (mean ± sample std)." if summary["seeds"] > 1 else "."),
              "The best epoch is chosen on validation; test is scored once with its weights. "
              f"Train time is wall time on {summary.get('machine', 'this machine')}"
-             + (" (FNN: FM pre-training included)." if any(v["model"] == "fnn" for v in summary["variants"]) else "."),
+             + (" (FNN: FM pre-training included)" if any(v["model"] == "fnn" for v in summary["variants"]) else "")
+             + "; on a fresh install a model's first run also compiles its training passes once (numba; cached "
+               "for later runs), so a first seed's time can stand out.",
              "", markdown_table(summary), "",
              "Each model trained with the settings `deepfm train --portfolio off` gives it for this data (its first "
              "recipe), except one budget for all (batch size, epochs, patience); results.json holds every setting:", "",
