@@ -456,6 +456,20 @@ def test_evaluate_json_prints_rows_auc_and_logloss_for_a_binary_model(ctr_model,
     assert result["logloss"] > 0
 
 
+def test_evaluate_label_reads_the_label_from_a_column_named_otherwise_than_in_training(ctr_model, tmp_path, capsys):
+    """A model fitted by deepfm.sklearn names its label 'label': Adult's file names it 'income', and evaluate had no
+    way to say so (renaming the header was the only one)."""
+    table = pacsv.read_csv(ctr_model["test"])
+    renamed = tmp_path / "renamed.csv"
+    pacsv.write_csv(table.rename_columns(["clicked" if name == "label" else name for name in table.column_names]), renamed)
+    assert main(["evaluate", str(ctr_model["model"]), str(ctr_model["test"]), "--json"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(ctr_model["model"]), str(renamed), "--json"]) == 2
+    assert "unless its --label names this file's" in capsys.readouterr().err
+    assert main(["evaluate", str(ctr_model["model"]), str(renamed), "--json", "--label", "clicked"]) == 0
+    assert json.loads(capsys.readouterr().out) == expected
+
+
 def strict_json(line: str) -> dict:
     """``line`` parsed as JSON proper, which has no NaN or Infinity."""
     def refuse(constant: str):

@@ -102,7 +102,7 @@ def test_csv_without_label_is_an_error_when_the_label_is_required(write_table):
     path = write_table("data.csv", {"city": ["a", "b"]})
     with pytest.raises(DataError) as caught:
         read_frame(path)
-    assert str(caught.value) == f"{path}:1: no label column 'label' (columns: city); training names it with --label (data.label in a config file or in Estimator(data=...)), and evaluating reads the column the model was trained on"
+    assert str(caught.value) == f"{path}:1: no label column 'label' (columns: city); training names it with --label (data.label in a config file or in Estimator(data=...)), and evaluate reads the model's label column unless its --label names this file's"
 
 
 def test_tsv_file_is_read_by_its_name(write_table):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -761,7 +762,12 @@ def detected_format(path: str) -> str | None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    result = _load(args.dir, args.format, args.path).evaluate(args.path, args.chunk_rows)
+    estimator = _load(args.dir, args.format, args.path)
+    if args.label:  # the file's name for the label column (the reader's and the encoder's messages)
+        config = estimator.config
+        estimator.config = config.model_copy(update={"data": config.data.model_copy(update={"label": args.label})})
+        estimator.encoder = dataclasses.replace(estimator.encoder, label=args.label)
+    result = estimator.evaluate(args.path, args.chunk_rows)
     from deepfm.tasks import metric_text
 
     if args.json:
@@ -851,6 +857,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "batches); memory holds about one chunk")
         if name == "evaluate":
             p.add_argument("--json", action="store_true", help='print one line: {"rows":N,"auc":..,"logloss":..} or rmse/mae')
+            p.add_argument("--label", help="this file's label column, where it is not named as in training (a model "
+                                           "fitted by deepfm.sklearn names it 'label'); read as training read labels")
         else:
             p.add_argument("--out", default="-", help="output file, .csv, .tsv or .parquet (.csv.gz, .tsv.gz: gzipped); - writes CSV to stdout")
             p.add_argument("--keep", help="comma-separated input columns to copy beside the prediction, in this "

@@ -216,7 +216,7 @@ def missing_label(source: str, label: str, names: Sequence[str]) -> DataError:
         message += f"; did you mean --label {close} (data.label)?"
     elif label == DEFAULT_LABEL:
         message += ("; training names it with --label (data.label in a config file or in Estimator(data=...)), and "
-                    "evaluating reads the column the model was trained on")
+                    "evaluate reads the model's label column unless its --label names this file's")
     return DataError(source, message, line=1)
 
 
