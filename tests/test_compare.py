@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import deepfm.api
+import deepfm.experiments.report
 
 from deepfm.cli import build_parser, config_from_args, main
 from deepfm.data.encoders import FeatureEncoder
@@ -100,6 +101,24 @@ def test_a_report_names_the_commit_it_ran_from_and_the_cpu(tmp_path):
         assert git_commit()["commit"] == head.stdout.strip() and isinstance(git_commit()["uncommitted_changes"], bool)
     (tmp_path / "cpuinfo").write_text("processor\t: 0\nmodel name\t: Some CPU @ 2.00GHz\nflags\t: avx\n")
     assert cpu_model(str(tmp_path / "cpuinfo")) == "Some CPU @ 2.00GHz"
+
+
+def test_a_repository_that_merely_holds_the_installed_package_is_not_named_as_its_commit(tmp_path):
+    """deepfm installed in a virtual environment inside a user's own repository: that repository's HEAD is not deepfm's."""
+    import importlib.util
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "notes.txt").write_text("the user's own work\n")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "notes.txt"], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=u", "-c", "user.email=u@example.org", "commit", "-q",
+                    "-m", "theirs"], check=True)
+    (tmp_path / "site").mkdir()
+    copy = tmp_path / "site" / "report.py"
+    copy.write_text(Path(deepfm.experiments.report.__file__).read_text())
+    spec = importlib.util.spec_from_file_location("installed_report", copy)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.git_commit() == {}
 
 
 def test_results_json_names_each_data_file_by_its_sha256(ctr_files, tmp_path):

@@ -71,6 +71,8 @@ def git_commit() -> dict[str, Any]:
                               check=True).stdout.strip()
 
     try:
+        git("ls-files", "--error-unmatch", str(Path(__file__).resolve()))  # deepfm's own checkout, not a repository
+        # that happens to hold the environment it is installed in
         return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain", "-uno"))}
     except (OSError, subprocess.SubprocessError):
         return {}
