@@ -453,7 +453,7 @@ def ratings(rows: int = 600, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
 
 def test_solver_mcmc_fits_a_bayesian_fm_within_the_training_labels_range():
     X, y = ratings()
-    regressor = FMRegressor(solver="mcmc", config={"training": {"sweeps": 40}}, categorical=("user", "item"))
+    regressor = FMRegressor(solver="mcmc", sweeps=40, categorical=("user", "item"))
     predicted = regressor.fit(X[:500], y[:500]).predict(X[500:])
     assert regressor.estimator_.config.training.solver == "mcmc"
     assert y[:500].min() <= predicted.min() and predicted.max() <= y[:500].max()  # each sample clipped, as libFM's
@@ -486,7 +486,10 @@ def test_parameters_a_sweeping_solver_does_not_read_are_warned_of_not_silently_i
     """A grid search over embed_l2 with solver='als' returned identical scores, unwarned (the command says it)."""
     X, y = ratings()
     with pytest.warns(UserWarning, match=r"FMRegressor\(solver='als'\) does not use lr, embed_l2: they are ignored"):
-        FMRegressor(solver="als", lr=0.5, embed_l2=100.0, config={"training": {"sweeps": 2}}).fit(X, y)
+        FMRegressor(solver="als", lr=0.5, embed_l2=100.0, sweeps=2).fit(X, y)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        FMRegressor(solver="als", config={"training": {"sweeps": 2, "als_l2": 3.0}}).fit(X, y)
+        fitted = FMRegressor(solver="als", sweeps=2, als_l2=3.0).fit(X, y)
+    assert (fitted.estimator_.config.training.sweeps, fitted.estimator_.config.training.als_l2) == (2, 3.0)
+    with pytest.warns(UserWarning, match=r"solver='gradient'\) does not use sweeps: they are ignored \(solver='mcmc'"):
+        FMRegressor(sweeps=5, epochs=1).fit(X, y)

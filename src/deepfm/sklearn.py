@@ -53,12 +53,13 @@ class _DeepFMEstimator(BaseEstimator):
     """What the classifiers and regressors share; ``_task`` is the deepfm task they train."""
 
     _task = "binary"
-    solver = None  # a parameter newer than some pickled estimators: theirs reads as the default (get_params, clone)
+    solver = sweeps = als_l2 = None  # parameters newer than some pickled estimators: theirs read as the default
 
     def __init__(self, *, model: str = "deepfm", epochs: int | None = None, batch_size: int | None = None,
                  lr: float | None = None, embed_dim: int | None = None, mlp: tuple[int, ...] | None = None,
                  dropout: float | None = None, embed_l2: float | None = None, optimizer: str | None = None,
-                 solver: str | None = None, patience: int | None = None, categorical: tuple[str, ...] | None = None,
+                 solver: str | None = None, sweeps: int | None = None, als_l2: float | None = None,
+                 patience: int | None = None, categorical: tuple[str, ...] | None = None,
                  numeric: tuple[str, ...] | None = None, min_count: int | None = None, hash_buckets: int | None = None,
                  random_state: int | None = None, threads: int | None = None, device: str | None = None,
                  config: dict[str, Any] | None = None, verbose: bool = False):
@@ -67,7 +68,7 @@ class _DeepFMEstimator(BaseEstimator):
         80), ``batch_size``,
         ``lr``, ``embed_dim`` (k), ``mlp`` (hidden sizes), ``dropout``, ``embed_l2``, ``optimizer``, ``solver``
         (gradient; for model fm also als, or mcmc: Bayesian FM by Gibbs sampling, whose priors set the
-        regularisation; its sweeps through ``config={"training": {"sweeps": 200}}``),
+        regularisation), ``sweeps`` (mcmc, als: passes over every parameter, in place of epochs), ``als_l2`` (als: its λ),
         ``patience`` (early stopping, on ``eval_set`` or held-out rows), ``categorical`` / ``numeric`` (column kinds;
         otherwise floats are numeric, integers and text categorical), ``min_count``, ``hash_buckets``,
         ``random_state`` (the seed; None is deepfm's fixed seed 2026, so refits are identical, unlike
@@ -86,6 +87,8 @@ class _DeepFMEstimator(BaseEstimator):
         self.embed_l2 = embed_l2
         self.optimizer = optimizer
         self.solver = solver
+        self.sweeps = sweeps
+        self.als_l2 = als_l2
         self.patience = patience
         self.categorical = categorical
         self.numeric = numeric
@@ -138,9 +141,10 @@ class _DeepFMEstimator(BaseEstimator):
         solver = self.solver or (self.config or {}).get("training", {}).get("solver", "gradient")
         unused = [name for name in UNUSED_BY_SOLVER.get(solver, ()) if getattr(self, name, None) is not None]
         if unused:
-            sets = "sweeps" if solver == "mcmc" else "sweeps and als_l2 (its λ)"
-            warnings.warn(f"{type(self).__name__}(solver={solver!r}) does not use {', '.join(unused)}: they are ignored; "
-                          f"config={{'training': {{...}}}} sets its {sets}", UserWarning, stacklevel=3)
+            reads = {"mcmc": "it reads sweeps", "als": "it reads sweeps and als_l2 (its λ)",
+                     "gradient": "solver='mcmc' or 'als' reads them"}[solver]
+            warnings.warn(f"{type(self).__name__}(solver={solver!r}) does not use {', '.join(unused)}: they are ignored "
+                          f"({reads})", UserWarning, stacklevel=3)
 
     def _say(self, message: str) -> None:
         """The fit's log on stderr with ``verbose``; without it, only the note that floats of whole numbers (an
@@ -163,7 +167,8 @@ class _DeepFMEstimator(BaseEstimator):
                      "hash_buckets": self.hash_buckets},
             "model": {"name": self.model, "embed_dim": self.embed_dim, "mlp": self.mlp, "dropout": self.dropout},
             "training": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "embed_l2": self.embed_l2,
-                         "optimizer": self.optimizer, "solver": self.solver, "patience": self.patience, "seed": seed,
+                         "optimizer": self.optimizer, "solver": self.solver, "sweeps": self.sweeps,
+                         "als_l2": self.als_l2, "patience": self.patience, "seed": seed,
                          "threads": self.threads, "device": self.device},
         }
         chosen = {name: {k: v for k, v in values.items() if v is not None} for name, values in sections.items()}
