@@ -895,12 +895,36 @@ def test_a_column_of_lists_is_a_multi_valued_field_and_predicts_as_its_text_does
     np.testing.assert_allclose(est.predict(category), est.predict(frame), rtol=1e-6)
     no_tags = text.assign(tags=[None] * len(text))  # a column of nulls: every row without tags
     np.testing.assert_allclose(est.predict(no_tags), est.predict(text.assign(tags="")), rtol=1e-6)
+    empty_lists = frame.drop(columns="label").assign(tags=[[] for _ in tags])  # Arrow's lists of null: a row's no tags
+    np.testing.assert_allclose(est.predict(empty_lists), est.predict(no_tags), rtol=1e-6)
     text.drop(columns="tags").to_csv(tmp_path / "without.csv", index=False)
     with pytest.raises(DataError, match="column 'tags' is required by the model but not in the file"):
         est.predict(tmp_path / "without.csv")
     frame.drop(columns="label").to_csv(tmp_path / "repr.csv", index=False)  # pandas writes each list's repr
     with pytest.raises(DataError, match=r"holds .*: a list written as text .* df\['tags'\]\.str\.join\('\|'\)"):
         est.predict(tmp_path / "repr.csv")
+
+
+def test_pandas_intervals_periods_and_durations_are_read_as_values_whatever_their_form():
+    """pd.cut's intervals failed with Arrow's 'Unsupported cast from struct<left, right>' naming no column; a period
+    was its raw count and a duration its count in its unit: another unit at predict time read as unseen ids."""
+    pd = pytest.importorskip("pandas")
+    from deepfm import Estimator
+    from deepfm.data.tables import table_from_pandas
+
+    rng = np.random.default_rng(0)
+    age = rng.integers(18, 90, 300)
+    frame = pd.DataFrame({"age_bin": pd.cut(age, [0, 30, 50, 100]), "month": pd.period_range("2020-01", periods=300, freq="M"),
+                          "wait": pd.to_timedelta(rng.integers(0, 5, 300), unit="D").astype("timedelta64[us]"),
+                          "label": rng.integers(0, 2, 300)})
+    table = table_from_pandas(frame)
+    assert table.column("age_bin")[0].as_py() == str(frame["age_bin"][0]) and table.column("month")[0].as_py() == "2020-01"
+    est = Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1}).fit(frame, progress=False)
+    rows = frame.drop(columns="label")
+    as_text = rows.assign(age_bin=rows["age_bin"].astype(str), wait=rows["wait"].astype("timedelta64[s]"))
+    np.testing.assert_array_equal(est.predict(as_text), est.predict(rows))
+    with pytest.raises(DataError, match="more than one column named 'age_bin'"):
+        est.predict(pd.concat([rows, rows[["age_bin"]]], axis=1))
 
 
 def test_a_column_of_lists_that_are_not_ids_is_named_unless_ignored():

@@ -7,6 +7,7 @@ import subprocess
 import warnings
 import zlib
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -974,6 +975,9 @@ def test_a_dataframe_column_of_two_types_is_a_data_error_at_its_first_row_of_the
                           "(df['label'].astype(str))")
     frame.index = range(1000, 1000 + len(frame))  # the row's index is said beside its position
     assert "holds 'yes' (str) at index 5997 after rows of int" in str(error_of(Estimator().fit, frame, progress=False))
+    frame.index = pd.Index(np.arange(2000, 2000 + len(frame)))  # a shuffled or sampled frame's: numpy's integers
+    assert "holds 'yes' (str) at index 6997 after" in str(error_of(Estimator().fit, frame, progress=False))  # not np.int64(…)
+    frame.index = range(1000, 1000 + len(frame))
     frame["user"] = frame["user"].astype(object)
     frame.loc[1003, "user"] = 5
     assert str(error_of(Estimator().fit, frame, progress=False)).startswith(

@@ -35,6 +35,7 @@ def test_every_model_learns_classes(model):
     probabilities = est.predict(test)
     assert est.classes == ["blue", "green", "red"]  # predict's columns
     assert probabilities.shape == (400, 3) and np.allclose(probabilities.sum(axis=1), 1)
+    assert est.predict(test.slice(0, 0)).shape == (0, 3)  # no rows: still a column per class (was (0,): p @ classes failed)
     metrics = est.evaluate(test)
     assert metrics["accuracy"] > 0.9 and metrics["auc"] > 0.95, metrics
 

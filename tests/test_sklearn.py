@@ -493,3 +493,15 @@ def test_parameters_a_sweeping_solver_does_not_read_are_warned_of_not_silently_i
     assert (fitted.estimator_.config.training.sweeps, fitted.estimator_.config.training.als_l2) == (2, 3.0)
     with pytest.warns(UserWarning, match=r"solver='gradient'\) does not use sweeps: they are ignored \(solver='mcmc'"):
         FMRegressor(sweeps=5, epochs=1).fit(X, y)
+
+
+def test_text_labels_with_a_missing_one_say_so_as_scikit_learn_does():
+    """An income column with one NaN raised numpy's "'<' not supported between instances of 'float' and 'str'"."""
+    X, y = clicks()
+    y = y.astype(object)
+    y[5] = np.nan
+    with pytest.raises(ValueError, match=r"Input y contains NaN: row 5 \(and 0 more\) has no label"):
+        FMClassifier(epochs=1).fit(X, y)
+    y[5], y[9] = "click", None
+    with pytest.raises(ValueError, match="row 9"):
+        FMClassifier(epochs=1).fit(X, y)

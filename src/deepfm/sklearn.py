@@ -313,6 +313,11 @@ class _Classifier(ClassifierMixin, _DeepFMEstimator):
 
     def _fit_targets(self, y: Any) -> np.ndarray:
         y = self._targets(y)
+        if y.dtype == object:  # text labels with a NaN or None: np.unique's "'<' not supported between float and str"
+            missing = np.flatnonzero((y != y) | np.equal(y, None))
+            if len(missing):
+                raise ValueError(f"Input y contains NaN: row {int(missing[0])} (and {len(missing) - 1} more) has no label; "
+                                 "drop those rows or fill them")
         try:
             check_classification_targets(y)
         except ValueError:

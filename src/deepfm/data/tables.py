@@ -30,10 +30,36 @@ def table_from_pandas(frame, source: str = "<table>", name: str = "df") -> pa.Ta
     """A pandas DataFrame as an Arrow table (its index left out). A column Arrow cannot hold is a ``DataError`` at
     its first row that does not convert with the rows before it (values of two types: a 'yes' among integers), with
     the cast that makes it one type; ``name``: what the caller calls the DataFrame, for that hint."""
+    twice = sorted({str(column) for column in frame.columns[frame.columns.duplicated()]})
+    if twice:
+        raise DataError(source, f"the DataFrame has more than one column named {', '.join(map(repr, twice))}: "
+                                "rename or drop all but one", line=None)
+    frame = _as_arrow_reads_them(frame)
     try:
         return pa.Table.from_pandas(frame, preserve_index=False)
     except ARROW_CONVERSION_ERRORS as error:
         raise _unconvertible(frame, error, source, name) from None
+
+
+def _as_arrow_reads_them(frame):
+    """``frame`` with the columns Arrow would hold as something deepfm cannot read as values replaced: ``pd.cut``'s
+    intervals and periods by their text ('(30, 50]', '2020-01'; Arrow's struct and raw count), durations in
+    nanoseconds whatever unit pandas gave them (pandas 2's default; ids that another unit would turn into unseen ones)."""
+    import pandas as pd
+
+    replaced = None
+    for position, column in enumerate(frame.columns):
+        values = frame.iloc[:, position]
+        kind = values.dtype.categories.dtype if isinstance(values.dtype, pd.CategoricalDtype) else values.dtype
+        if isinstance(kind, (pd.IntervalDtype, pd.PeriodDtype)):
+            values = values.astype(str).where(values.notna(), None)
+        elif pd.api.types.is_timedelta64_dtype(values.dtype):
+            values = values.astype("timedelta64[ns]")
+        else:
+            continue
+        replaced = frame.copy(deep=False) if replaced is None else replaced
+        replaced.isetitem(position, values)
+    return frame if replaced is None else replaced
 
 
 def _unconvertible(frame, error: Exception, source: str, name: str) -> DataError:
@@ -54,6 +80,7 @@ def _unconvertible(frame, error: Exception, source: str, name: str) -> DataError
         value, earlier = values.iloc[good], values.iloc[:good].dropna()
         kinds = ", ".join(sorted({type(v).__name__ for v in earlier})) or "missing values"
         label = values.index[good]
+        label = label.item() if isinstance(label, np.generic) else label  # 39214, not np.int64(39214)
         where = "" if label == good else f" at index {label!r}"  # line: the row's position, 1-based
         numbers = len(earlier) > 0 and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
                                            for v in earlier)
@@ -182,7 +209,7 @@ def is_id_list(kind: pa.DataType) -> bool:
     item = kind.value_type
     item = item.value_type if pa.types.is_dictionary(item) else item
     return (pa.types.is_string(item) or pa.types.is_large_string(item) or pa.types.is_integer(item)
-            or pa.types.is_boolean(item))
+            or pa.types.is_boolean(item) or pa.types.is_null(item))  # null: every list empty (a row without tags)
 
 
 def drop_pandas_index(table: pa.Table) -> pa.Table:

@@ -75,7 +75,7 @@ def predict_logits(model: nn.Module, data: EncodedData, device: str | torch.devi
             model.train()
     device = device if device is not None else model_device(model)
     out: np.ndarray | None = None
-    starts = range(0, len(data), batch_size)
+    starts = range(0, max(len(data), 1), batch_size)  # no rows: one empty batch, for the shape of C outputs, (0, C)
     for start in tqdm(starts, desc="scoring", unit="batch", leave=False, disable=not progress or len(data) < PROGRESS_ROWS):
         chunk = data.slice(start, min(start + batch_size, len(data)))
         logits = model(chunk.to_batch(device)).double().cpu().numpy()
