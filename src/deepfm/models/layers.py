@@ -249,7 +249,7 @@ def fm_pairwise(embedded: EmbeddedFields, outputs: int = 1) -> torch.Tensor:
     fields = embedded.fields
     squares = embedded.squares if embedded.squares is not None else fields.pow(2).sum(dim=1)
     terms = 0.5 * (fields.sum(dim=1).pow(2) - squares)  # (B, C·k)
-    return terms.sum(dim=1) if outputs == 1 else terms.view(len(terms), outputs, terms.shape[1] // outputs).sum(dim=2)
+    return terms.sum(dim=1) if outputs == 1 else terms.view(terms.shape[0], outputs, terms.shape[1] // outputs).sum(dim=2)
 
 
 def squeeze_output(logits: torch.Tensor, output_dim: int) -> torch.Tensor:
