@@ -466,8 +466,12 @@ def test_solver_mcmc_classifies_by_probit_and_refuses_a_model_other_than_fm():
     labels = np.where(y > 3, "high", "low")
     classifier = FMClassifier(solver="mcmc", config={"training": {"sweeps": 40}}, categorical=("user", "item"))
     assert classifier.fit(X[:500], labels[:500]).score(X[500:], labels[500:]) > 0.8
-    with pytest.raises(ValueError, match="solver mcmc fits model fm only"):
+    with pytest.raises(ValueError, match=r"DeepFMRegressor\(solver='mcmc'\) fits model='fm' only \(model='deepfm'\); "
+                                         r"use FMRegressor\(solver='mcmc'\)"):  # not the command's "--model fm"
         DeepFMRegressor(solver="mcmc").fit(X, y)
+    with pytest.raises(ValueError, match=r"FMClassifier\(solver='als'\) fits regression tasks, not binary; "
+                                         r"solver='mcmc' classifies"):
+        FMClassifier(solver="als").fit(X, labels)
 
 
 def test_an_estimator_pickled_before_a_parameter_existed_still_clones_and_refits(fitted):

@@ -35,7 +35,7 @@ from sklearn.utils.validation import (_check_sample_weight, check_consistent_len
 
 from deepfm.api import UNUSED_BY_SOLVER, Estimator
 from deepfm.artifact import read_extra
-from deepfm.config import merge
+from deepfm.config import SOLVER_TASKS, merge
 from deepfm.data.encoders import WHOLE_FLOATS_NOTE
 from deepfm.data.frame import DECIMAL_PATTERN, LARGEST_VALUE, WITHIN_REACH, RawFrame
 from deepfm.data.tables import frame_from_table, table_from_pandas
@@ -128,6 +128,7 @@ class _DeepFMEstimator(BaseEstimator):
             except ValueError as error:
                 raise ValueError(f"eval_set: {error}") from None
             valid = _with_columns(valid, {label: pa.array(self._encode_targets(y_valid))}, label)
+        self._check_solver()
         self._warn_unused_by_solver()
         self.estimator_ = Estimator(**self._config(label, weighted=sample_weight is not None)).fit(
             train, valid=valid, progress=bool(self.verbose), log=self._say)
@@ -135,10 +136,24 @@ class _DeepFMEstimator(BaseEstimator):
             warn_data(note)
         return self
 
+    def _solver(self) -> str:
+        return self.solver or (self.config or {}).get("training", {}).get("solver", "gradient")
+
+    def _check_solver(self) -> None:
+        """A ``ValueError`` in this API's words (the run's config would name the command's flags) where the solver
+        cannot fit this model or task."""
+        solver, name = self._solver(), type(self).__name__
+        if solver in SOLVER_TASKS and self.model != "fm":
+            raise ValueError(f"{name}(solver={solver!r}) fits model='fm' only (model={self.model!r}); use "
+                             f"{name.replace('DeepFM', 'FM')}(solver={solver!r}), or solver='gradient' for this model")
+        if solver in SOLVER_TASKS and self._task not in SOLVER_TASKS[solver]:
+            raise ValueError(f"{name}(solver={solver!r}) fits {' and '.join(SOLVER_TASKS[solver])} tasks, not "
+                             f"{self._task}; solver='mcmc' classifies (by probit), or solver='gradient'")
+
     def _warn_unused_by_solver(self) -> None:
         """A ``UserWarning`` naming the parameters set here that ``solver`` does not read (mcmc and als have no
         learning rate, batch or epochs; the command says it in its log), as a grid search over them would find nothing."""
-        solver = self.solver or (self.config or {}).get("training", {}).get("solver", "gradient")
+        solver = self._solver()
         unused = [name for name in UNUSED_BY_SOLVER.get(solver, ()) if getattr(self, name, None) is not None]
         if unused:
             reads = {"mcmc": "it reads sweeps", "als": "it reads sweeps and als_l2 (its λ)",
