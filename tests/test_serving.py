@@ -28,7 +28,7 @@ from deepfm.serving.batcher import MicroBatcher  # noqa: E402
 from deepfm.serving.decode import RequestDecoder  # noqa: E402
 from deepfm.serving.limits import Limits  # noqa: E402
 from deepfm.serving.rows import RequestError  # noqa: E402
-from deepfm.serving.unseen import UnseenCounts  # noqa: E402
+from deepfm.data.unseen import UnseenCounts  # noqa: E402
 from deepfm.data.readers import read_frame  # noqa: E402
 from deepfm.training.trainer import NOT_FINITE  # noqa: E402
 

@@ -221,19 +221,13 @@ class FeatureEncoder:
         """Of each categorical or multi-valued field with a share of unseen values from training: how many values of
         ``data``'s first ``rows`` rows are present and how many of those unseen (added up over chunks, they give the
         notes of the rows read whole)."""
-        counts = {}
-        singles = iter(range(len(self.single_fields)))
-        bags = iter(data.bags)
-        for spec in self.fields:
-            if spec.single_valued:
-                local = data.ids[:rows, next(singles)].astype(np.int64) - spec.offset
-            else:
-                local = next(bags).slice(0, min(rows, len(data))).ids - spec.offset
-            if spec.kind == "numeric" or spec.unseen_share is None:
-                continue
-            present = local[local != MISSING]
-            counts[spec.name] = (len(present), int(np.count_nonzero(present == UNSEEN)))
-        return counts
+        from deepfm.data.unseen import UnseenCounts  # (it reads this module's ids)
+
+        counts = UnseenCounts(self)
+        counts.add(data.slice(0, min(rows, len(data))))
+        return {name: (int(present), int(unseen)) for name, present, unseen in zip(counts.names, counts.present,
+                                                                                    counts.unseen)
+                if counts.training[name] is not None}
 
     @property
     def single_fields(self) -> list[FieldSpec]:

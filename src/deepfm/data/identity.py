@@ -31,8 +31,7 @@ def data_identity(data: Any, pattern: bool = True) -> Any:
     if data is None:
         return None
     if isinstance(data, (str, Path)):
-        paths = training_files(data) if pattern and is_pattern(data) else [check_data_file(data)]  # missing: DataError
-        return [_file_identity(path) for path in paths]
+        return [_file_identity(path) for path in _files(data, pattern)]
     if isinstance(data, RawFrame):
         columns = dict(data.columns) | ({"<label>": data.labels} if data.labels is not None else {})
         return _columns_identity(columns, data.num_rows)
@@ -50,8 +49,13 @@ def data_identity(data: Any, pattern: bool = True) -> Any:
 def data_checksums(data: str | Path) -> list[dict[str, Any]]:
     """Each file ``data`` names (a path or a glob pattern) with its size and SHA-256: what a report's figures came
     from, checked by reading every byte (``data_identity`` does not open the files)."""
-    paths = training_files(data) if is_pattern(data) else [check_data_file(data)]
-    return [{"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_of(path)} for path in paths]
+    return [{"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_of(path)}
+            for path in _files(data)]
+
+
+def _files(data: str | Path, pattern: bool = True) -> list[Path]:
+    """The files a path names: itself, or (``pattern``) those a glob pattern matches; a missing one is a ``DataError``."""
+    return training_files(data) if pattern and is_pattern(data) else [check_data_file(data)]
 
 
 def sha256_of(path: Path) -> str:

@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from deepfm import __version__
 from deepfm.api import Estimator
 from deepfm.data.identity import sha256_of
+from deepfm.data.unseen import UnseenCounts
 from deepfm.errors import ModelDirError
 from deepfm.serving.backends import predictor_for
 from deepfm.serving.batcher import MicroBatcher
@@ -39,7 +40,6 @@ from deepfm.serving.endpoint import PredictEndpoint
 from deepfm.serving.health import Health
 from deepfm.serving.limits import Limits
 from deepfm.serving.rows import RequestError
-from deepfm.serving.unseen import UnseenCounts
 from deepfm.training.trainer import NOT_FINITE, first_not_finite
 
 INLINE_BYTES = 1 << 20  # bodies up to this size (~2,000 Criteo rows) are decoded on the event loop: a hop to

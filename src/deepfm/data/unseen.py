@@ -1,7 +1,8 @@
-"""How many values of each categorical field the served rows held, and how many of those the model never saw in
-training (or saw too rarely to keep their own id): the served share beside the training rows' own (``unseen_share``),
-in ``GET /metadata``. A share far above training's is drift, or a value sent in another form ('True' for 'true').
-Counted per worker process, as its other counters, by one vectorised pass over a request's id array."""
+"""How many values of each categorical or multi-valued field encoded rows hold, and how many of those the model never
+saw in training (or saw too rarely to keep their own id), by one vectorised pass over their id array: for the notes of
+a file to score (``FeatureEncoder.unseen_notes``) and, added up over requests, the served share beside the training
+rows' own in ``deepfm serve``'s ``GET /metadata``. A share far above training's is drift, or a value sent in another
+form ('True' for 'true')."""
 
 from __future__ import annotations
 
