@@ -461,6 +461,17 @@ def test_solver_mcmc_fits_a_bayesian_fm_within_the_training_labels_range():
     assert clone(regressor).get_params()["solver"] == "mcmc"
 
 
+def test_burn_in_and_samples_are_parameters_of_the_bayesian_fm_that_a_grid_can_search():
+    """They had been reachable only through config={"training": {...}}: a grid over burn_in needed nested dicts."""
+    X, y = ratings()
+    regressor = FMRegressor(solver="mcmc", sweeps=12, burn_in=4, samples=3, categorical=("user", "item")).fit(X, y)
+    training = regressor.estimator_.config.training
+    assert (training.burn_in, training.samples, training.kept_samples) == (4, 3, 3)
+    assert clone(regressor).get_params()["burn_in"] == 4
+    with pytest.warns(UserWarning, match=r"solver='gradient'\) does not use samples, burn_in: they are ignored"):
+        FMRegressor(burn_in=2, samples=3, epochs=1).fit(X, y)
+
+
 def test_solver_mcmc_classifies_by_probit_and_refuses_a_model_other_than_fm():
     X, y = ratings()
     labels = np.where(y > 3, "high", "low")

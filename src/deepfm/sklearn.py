@@ -53,14 +53,14 @@ class _DeepFMEstimator(BaseEstimator):
     """What the classifiers and regressors share; ``_task`` is the deepfm task they train."""
 
     _task = "binary"
-    solver = sweeps = als_l2 = None  # parameters newer than some pickled estimators: theirs read as the default
+    solver = sweeps = als_l2 = burn_in = samples = None  # parameters newer than some pickled estimators: theirs read as the default
 
     def __init__(self, *, model: str = "deepfm", epochs: int | None = None, batch_size: int | None = None,
                  lr: float | None = None, embed_dim: int | None = None, mlp: tuple[int, ...] | None = None,
                  dropout: float | None = None, embed_l2: float | None = None, optimizer: str | None = None,
                  solver: str | None = None, sweeps: int | None = None, als_l2: float | None = None,
-                 patience: int | None = None, categorical: tuple[str, ...] | None = None,
-                 numeric: tuple[str, ...] | None = None, min_count: int | None = None, hash_buckets: int | None = None,
+                 burn_in: int | None = None, samples: int | None = None, patience: int | None = None,
+                 categorical: tuple[str, ...] | None = None, numeric: tuple[str, ...] | None = None, min_count: int | None = None, hash_buckets: int | None = None,
                  random_state: int | None = None, threads: int | None = None, device: str | None = None,
                  config: dict[str, Any] | None = None, verbose: bool = False):
         """Parameters (None: the default of the model and the data, as ``deepfm train --help`` lists them):
@@ -69,6 +69,8 @@ class _DeepFMEstimator(BaseEstimator):
         ``lr``, ``embed_dim`` (k), ``mlp`` (hidden sizes), ``dropout``, ``embed_l2``, ``optimizer``, ``solver``
         (gradient; for model fm also als, or mcmc: Bayesian FM by Gibbs sampling, whose priors set the
         regularisation), ``sweeps`` (mcmc, als: passes over every parameter, in place of epochs), ``als_l2`` (als: its λ),
+        ``burn_in`` (mcmc: first sweeps whose samples are dropped; a tenth), ``samples`` (mcmc: posterior samples kept,
+        evenly spaced; 0 keeps every one after the burn-in),
         ``patience`` (early stopping, on ``eval_set`` or held-out rows), ``categorical`` / ``numeric`` (column kinds;
         otherwise floats are numeric, integers and text categorical), ``min_count``, ``hash_buckets``,
         ``random_state`` (the seed; None is deepfm's fixed seed 2026, so refits are identical, unlike
@@ -89,6 +91,8 @@ class _DeepFMEstimator(BaseEstimator):
         self.solver = solver
         self.sweeps = sweeps
         self.als_l2 = als_l2
+        self.burn_in = burn_in
+        self.samples = samples
         self.patience = patience
         self.categorical = categorical
         self.numeric = numeric
@@ -156,7 +160,7 @@ class _DeepFMEstimator(BaseEstimator):
         solver = self._solver()
         unused = [name for name in UNUSED_BY_SOLVER.get(solver, ()) if getattr(self, name, None) is not None]
         if unused:
-            reads = {"mcmc": "it reads sweeps", "als": "it reads sweeps and als_l2 (its λ)",
+            reads = {"mcmc": "it reads sweeps, burn_in and samples", "als": "it reads sweeps and als_l2 (its λ)",
                      "gradient": "solver='mcmc' or 'als' reads them"}[solver]
             warnings.warn(f"{type(self).__name__}(solver={solver!r}) does not use {', '.join(unused)}: they are ignored "
                           f"({reads})", UserWarning, stacklevel=3)
@@ -183,7 +187,8 @@ class _DeepFMEstimator(BaseEstimator):
             "model": {"name": self.model, "embed_dim": self.embed_dim, "mlp": self.mlp, "dropout": self.dropout},
             "training": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "embed_l2": self.embed_l2,
                          "optimizer": self.optimizer, "solver": self.solver, "sweeps": self.sweeps,
-                         "als_l2": self.als_l2, "patience": self.patience, "seed": seed,
+                         "als_l2": self.als_l2, "burn_in": self.burn_in, "samples": self.samples,
+                         "patience": self.patience, "seed": seed,
                          "threads": self.threads, "device": self.device},
         }
         chosen = {name: {k: v for k, v in values.items() if v is not None} for name, values in sections.items()}
