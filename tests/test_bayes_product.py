@@ -5,6 +5,7 @@ samples and predicts their average (what ``GibbsFM.predict`` returns), through `
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from deepfm import Estimator
 from deepfm.cli import main
 from deepfm.data.design import design_of_data
 from deepfm.data.holdout import hashed_mask
-from deepfm.errors import ConfigError
+from deepfm.errors import ConfigError, SettingWarning
 from deepfm.models.posterior import PosteriorFM
 from deepfm.solvers.als import ALSFM
 from deepfm.solvers.gibbs import GibbsFM
@@ -317,22 +318,26 @@ def test_serve_answers_with_the_posterior_average(tmp_path):
 
 @pytest.mark.parametrize("solver, settings, said", [
     ("mcmc", {"lr": 0.1, "epochs": 5, "patience": 1, "linear_l2": 0.1, "als_l2": 3.0},
-     "--solver mcmc does not use epochs, lr, patience, linear_l2, als_l2 (it samples for --sweeps"),
+     "solver mcmc does not use training.epochs, training.lr, training.patience, training.linear_l2, training.als_l2: "
+     "they are not applied (it samples for training.sweeps"),
     ("als", {"lr": 0.1, "samples": 3, "burn_in": 1, "select_by": "mae"},
-     "--solver als does not use lr, samples, burn_in, select_by (it solves for --sweeps with its own λ"),
+     "solver als does not use training.lr, training.samples, training.burn_in, training.select_by: they are not "
+     "applied (it solves for training.sweeps with its own λ"),
     ("gradient", {"samples": 3, "als_l2": 3.0, "epochs": 1},
-     "--solver gradient does not use sweeps, samples, als_l2 (those are --solver mcmc's and als's)"),
+     "solver gradient does not use training.sweeps, training.samples, training.als_l2: they are not applied (those "
+     "are the mcmc and als solvers')"),
 ])
-def test_a_solver_says_which_settings_it_leaves_alone(solver, settings, said):
-    logs: list[str] = []
-    Estimator(data={"task": "regression", "categorical": ("user", "item")}, model={"name": "fm", "embed_dim": 3},
-              training={"solver": solver, "sweeps": 2, **settings}).fit(ratings(), progress=False, log=logs.append)
-    assert any(line.startswith(said) for line in logs), logs
-    logs.clear()
-    Estimator(data={"task": "regression", "categorical": ("user", "item")}, model={"name": "fm", "embed_dim": 3},
-              training={"solver": solver, **({"epochs": 1} if solver == "gradient" else {"sweeps": 2})}).fit(
-        ratings(), progress=False, log=logs.append)
-    assert not any("does not use" in line for line in logs), logs
+def test_a_solver_warns_of_the_settings_it_leaves_alone_with_a_log_or_without(solver, settings, said):
+    """With no log (a quiet command, a script's fit) the settings had been dropped without a word."""
+    with pytest.warns(SettingWarning) as warned:
+        Estimator(data={"task": "regression", "categorical": ("user", "item")}, model={"name": "fm", "embed_dim": 3},
+                  training={"solver": solver, "sweeps": 2, **settings}).fit(ratings(), progress=False)
+    assert [str(w.message) for w in warned if str(w.message).startswith(said)], [str(w.message) for w in warned]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingWarning)
+        Estimator(data={"task": "regression", "categorical": ("user", "item")}, model={"name": "fm", "embed_dim": 3},
+                  training={"solver": solver, **({"epochs": 1} if solver == "gradient" else {"sweeps": 2})}).fit(
+            ratings(), progress=False)
 
 
 def test_rows_held_out_for_a_sampler_are_said_to_be_scored_not_to_stop_it():

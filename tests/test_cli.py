@@ -964,6 +964,9 @@ def test_options_the_chosen_model_does_not_read_are_named_and_the_rare_value_rul
     assert main(["train", "--train", str(ctr_csv(rows=600)), "--out", str(tmp_path / "fm"), "--model", "fm",
                  "--embed-dim", "4", "--epochs", "1"]) == 0
     assert "does not use" not in capsys.readouterr().err
+    assert main(["train", "--train", str(ctr_csv(rows=600)), "--out", str(tmp_path / "quiet"), "--model", "lr",
+                 "--dropout", "0.5", "--epochs", "1", "--quiet"]) == 0  # --quiet had dropped the note with the log
+    assert "note: model lr does not use model.dropout: it is not applied" in capsys.readouterr().err
 
 
 def test_invalid_flag_value_exits_2_naming_the_key(ctr_csv, tmp_path, capsys):

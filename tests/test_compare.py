@@ -235,6 +235,9 @@ def test_the_papers_mlp_form_is_set_by_flags_and_a_flag_a_model_does_not_read_is
     assert variants[1]["config"]["training"]["embed_reg"] == "rows"  # DeepFM's own form where ids recur: occurrences
     assert "lr: model lr does not use model.mlp, model.activation, model.batch_norm: they are not applied" in (
         capsys.readouterr().err)
+    assert main(["compare", "--train", train, "--valid", valid, "--test", test, "--out", str(tmp_path / "q"), "--models",
+                 "lr", "--mlp", "16", "--epochs", "1", "--quiet"]) == 0  # --quiet had hidden it with the log
+    assert "note: lr: model lr does not use model.mlp: it is not applied" in capsys.readouterr().err
     args = build_parser().parse_args(["train", "--train", train, "--out", str(tmp_path / "o"), "--batch-norm", "off"])
     assert config_from_args(args).model.batch_norm is False
     with pytest.raises(SystemExit):

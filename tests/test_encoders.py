@@ -1011,7 +1011,7 @@ def test_rows_whose_values_are_far_more_often_unseen_than_in_training_are_noted(
     older = est.encoder.to_dict()
     for field in older["fields"]:
         field.pop("unseen_share")  # a model saved before the share was kept: nothing to compare with
-    assert FeatureEncoder.from_dict(older).unseen_notes(est.encode(tmp_path / "rows.csv")) == []
+    assert FeatureEncoder.from_dict(older).scoring_notes(est.encode(tmp_path / "rows.csv")) == []
 
 
 def test_unseen_share_is_good_turing_new_values_plus_those_rare_in_training():
@@ -1200,3 +1200,35 @@ def test_times_at_another_resolution_or_in_utc_read_as_the_training_columns_inst
         warnings.simplefilter("error")
         np.testing.assert_array_equal(zoned.predict(paris.astype({"d": f"datetime64[{unit}, Europe/Paris]"})),
                                       zoned.predict(paris))
+
+
+def test_rows_missing_a_field_far_more_often_than_in_training_are_noted(tmp_path):
+    """A numeric column emptied by a failed join (every value blank) scored each row as missing without a word."""
+    import warnings
+
+    pd = pytest.importorskip("pandas")
+    from deepfm import Estimator
+    from deepfm.errors import DataWarning
+
+    rng = np.random.default_rng(0)
+    age = rng.uniform(18, 80, 200)
+    age[::20] = np.nan
+    frame = pd.DataFrame({"label": [0, 1] * 100, "age": age, "city": [f"c{i % 7}" for i in range(200)]})
+    est = Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1}).fit(frame, progress=False)
+    shares = {spec.name: spec.missing_share for spec in est.encoder.fields}  # of the rows not held out to validate
+    assert shares["age"] == pytest.approx(0.05, abs=0.01) and shares["city"] == 0.0 and type(shares["age"]) is float
+    frame.assign(age=np.nan, city=None).drop(columns="label").to_csv(tmp_path / "rows.csv", index=False)
+    with pytest.warns(DataWarning) as warned:
+        est.predict(tmp_path / "rows.csv")
+    notes = [str(w.message) for w in warned]
+    assert any(f"column 'age': 100% of these rows have no value (in training: {shares['age']:.0%})" in note
+               for note in notes), notes
+    assert any("column 'city': 100% of these rows have no value (in training: 0%)" in note for note in notes), notes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        est.predict(frame)
+        est.predict(frame.assign(age=np.nan)[:49])  # too few rows to tell
+    older = est.encoder.to_dict()
+    for field in older["fields"]:
+        field.pop("missing_share")  # a model saved before the share was kept: nothing to compare with
+    assert FeatureEncoder.from_dict(older).scoring_notes(est.encode(tmp_path / "rows.csv")) == []

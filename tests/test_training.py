@@ -97,6 +97,27 @@ def test_loading_a_model_draws_nothing_from_torchs_default_generator(tables, tmp
     torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
 
 
+def test_a_fit_leaves_the_callers_torch_stream_where_it_stood_and_still_fits_alike(tables):
+    """A fit seeded torch's default generator with its own seed (2026) and left it there: a caller's
+    ``torch.manual_seed(5)`` stream moved under it (a scikit-learn user's find)."""
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    first = Estimator(**SMALL).fit(tables["train"][0], progress=False).predict(tables["valid"][0])
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+    np.testing.assert_array_equal(Estimator(**SMALL).fit(tables["train"][0], progress=False).predict(
+        tables["valid"][0]), first)
+
+
+def test_resume_without_an_output_directory_says_what_it_needs(tables):
+    """It failed deep in the portfolio with "unsupported operand type(s) for /: 'NoneType' and 'str'"."""
+    from deepfm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"resume=True continues the run checkpointed in an output directory: give "
+                                          r"fit\(\.\.\., out=DIR\)"):
+        Estimator(**SMALL).fit(tables["train"][0], resume=True, progress=False)
+
+
 def interrupt_after(steps: int, monkeypatch, run) -> None:
     """Run ``run()`` with a KeyboardInterrupt raised at training step ``steps + 1`` (as Ctrl-C would)."""
     original_step, calls = Trainer._step, {"n": 0}

@@ -37,9 +37,10 @@ from deepfm.resumable import checkpoint_saved
 from deepfm.data.holdout import HASH_RULE, Holdout, encode_hashed, hashed_mask, held_out_rule, split_encoded, stream_fraction
 from deepfm.data.readers import frame_from_table
 from deepfm.data.tables import is_list, table_from_pandas
+from deepfm.data.unseen import UnseenCounts
 from deepfm.data.stream import Chunk, ChunkedFile, StreamSource, chunk_bytes_for, count_rows, encode_file, estimated_rows, fit_and_encode, fit_streaming, should_stream
 from deepfm.errors import (CheckpointError, ConfigError, DataError, DataTypeError, DataWarning, NotPositionalError,
-                           warn_data)
+                           warn_data, warn_setting)
 from deepfm.models import model_for_run
 from deepfm.portfolio import as_checkpointed, candidates_for, recipe_begun, recipe_checkpoint, train_portfolio
 from deepfm.runtime import (available_cores, configure as configure_runtime, cpu_has_bf16_math, peak_rss_mb,
@@ -225,9 +226,15 @@ def applied_settings(config: RunConfig) -> dict[str, Any]:
     return values
 
 
-WHY_UNUSED = {"gradient": "those are --solver mcmc's and als's", "mcmc": "it samples for --sweeps; there is no learning "
-              "rate, batch, epoch or recipe to select, and its prior learns the L2", "als": "it solves for --sweeps with "
-              "its own λ, --als-l2; there is no learning rate, batch, epoch or recipe to select"}
+WHY_UNUSED = {"gradient": "those are the mcmc and als solvers'", "mcmc": "it samples for training.sweeps; there is no "
+              "learning rate, batch, epoch or recipe to select, and its prior learns the L2", "als": "it solves for "
+              "training.sweeps with its own λ, training.als_l2; there is no learning rate, batch, epoch or recipe to select"}
+
+
+def unused_by_solver_note(solver: str, keys: list[str]) -> str:
+    """The note for training ``keys`` that ``solver`` does not read (``UNUSED_BY_SOLVER``)."""
+    return (f"solver {solver} does not use {', '.join(f'training.{key}' for key in keys)}: "
+            f"{'they are' if len(keys) > 1 else 'it is'} not applied ({WHY_UNUSED[solver]})")
 HELD_OUT_BY = "position hash from 1, not counted by the encoders"  # the run record's name of today's hold-out (deepfm.data.holdout)
 
 
@@ -418,7 +425,7 @@ class Estimator:
         (cast to int64 for the ONNX graph); ``dense_values()`` gives every field's value (N, F), or
         None when every value is 1 (one-hot data such as Frappe). ``labels`` are encoded when the
         data has the label column (``with_labels=True``: it must; ``False``: never). A field whose values are
-        far more often unseen than in training is a ``DataWarning`` (``FeatureEncoder.unseen_notes``)."""
+        far more often unseen or missing than in training is a ``DataWarning`` (``FeatureEncoder.scoring_notes``)."""
         return self._read_and_encode(data, with_labels)[1]
 
     def _read_and_encode(self, data: Data, with_labels: bool | None) -> tuple[RawFrame, EncodedData]:
@@ -426,7 +433,7 @@ class Estimator:
             raise RuntimeError("the estimator has no encoders yet: call fit() or Estimator.load()")
         frame = self.read(data, require_label=bool(with_labels))
         encoded = self.encoder.transform(frame, with_labels=with_labels is not False)
-        for note in self.encoder.unseen_notes(encoded):
+        for note in self.encoder.scoring_notes(encoded):
             warn_data(f"{frame.path}: {note}")
         return frame, encoded
 
@@ -466,6 +473,9 @@ class Estimator:
         out = out if out is not None else cfg.out
         if train is None:
             raise ConfigError("data.train: a training file is required")
+        if resume and out is None:  # (a checkpoint is kept only in out)
+            raise ConfigError("resume=True continues the run checkpointed in an output directory: give fit(..., out=DIR), "
+                              "the run's own")
         cfg.check_batch_norm_rows()
         if valid is not None or cfg.data.valid_fraction > 0:
             load_metrics_ahead()  # on another core while the data are read
@@ -557,13 +567,13 @@ class Estimator:
             if left > 0:  # every rank trains on as many rows (deepfm.distributed.sharding)
                 log(f"{left} of the {id_counts.rows:,} training rows left out, so that each of the {ctx.world} "
                     f"processes trains on {len(train_data):,}")
-        ignored = given.model.unused_keys()
-        if ignored and log and ctx.is_main:
-            log(given.model.unused_note(ignored))
+        ignored = given.model.unused_keys()  # (warned, not logged: a quiet run, or one with no log, hears of it too)
+        if ignored and ctx.is_main:
+            warn_setting(given.model.unused_note(ignored))
         solver = given.training.solver
         unused = [key for key in UNUSED_BY_SOLVER.get(solver, ()) if key in given.training.model_fields_set]
-        if unused and log and ctx.is_main:
-            log(f"--solver {solver} does not use {', '.join(unused)} ({WHY_UNUSED[solver]})")
+        if unused and ctx.is_main:
+            warn_setting(unused_by_solver_note(solver, unused))
         shape_rule = describe_shape_rule(given, id_counts, task.name)  # the user's keys said to be theirs
         if shape_rule and log and ctx.is_main:
             log(shape_rule)
@@ -890,22 +900,19 @@ class Estimator:
     def _encoded_chunks(self, data: Data, with_labels: bool, chunk_rows: int | None) -> Iterator[tuple[RawFrame, EncodedData]]:
         """Each chunk of ``data`` (``frames``) and its rows as the model reads them; unseen values warned of as
         ``encode`` warns of them, counted over the first ``UNSEEN_ROWS`` rows whatever the chunks."""
-        counted, counts, where = 0, {}, str(data) if isinstance(data, (str, Path)) else None
+        counts, where = UnseenCounts(self.encoder), str(data) if isinstance(data, (str, Path)) else None
         for frame in self.frames(data, require_label=with_labels, chunk_rows=chunk_rows):
             encoded = self.encoder.transform(frame, with_labels=with_labels)
-            if counted < UNSEEN_ROWS:
-                for name, (present, unseen) in self.encoder.unseen_counts(encoded, UNSEEN_ROWS - counted).items():
-                    before_present, before_unseen = counts.get(name, (0, 0))
-                    counts[name] = (before_present + present, before_unseen + unseen)
-                counted += len(encoded)
-                if counted >= UNSEEN_ROWS:
+            if counts.rows < UNSEEN_ROWS:
+                counts.add(encoded.slice(0, min(len(encoded), UNSEEN_ROWS - counts.rows)))
+                if counts.rows >= UNSEEN_ROWS:
                     self._warn_unseen(where or frame.path, counts)
             yield frame, encoded
-        if counted < UNSEEN_ROWS:
+        if counts.rows < UNSEEN_ROWS:
             self._warn_unseen(where or frame.path, counts)
 
-    def _warn_unseen(self, where: str, counts: dict[str, tuple[int, int]]) -> None:
-        for note in self.encoder.unseen_notes(counts=counts):
+    def _warn_unseen(self, where: str, counts: UnseenCounts) -> None:
+        for note in self.encoder.scoring_notes(counts=counts):
             warn_data(f"{where}: {note}")
 
     def _logits(self, frame: RawFrame, encoded: EncodedData) -> np.ndarray:

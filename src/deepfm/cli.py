@@ -22,7 +22,7 @@ from deepfm import __version__
 from deepfm.config import DataConfig, ModelConfig, ModelName, SelectBy, TrainingConfig
 from deepfm.defaults import MODEL_DEFAULTS, NO_SHAPE_RULE, SHAPE_BANDS, SHAPE_DEFAULTS, TASK_DEFAULTS
 from deepfm.data.formats import AUTO_RULE, FORMATS, check_data_file
-from deepfm.errors import DataWarning, DeepFMError, Stopped
+from deepfm.errors import DataWarning, DeepFMError, SettingWarning, Stopped
 from deepfm.experiments.cli import add_compare_parser, cmd_compare
 from deepfm.runtime import set_process_environment, started_by_launch, stop_with_the_launcher
 from deepfm.serving.cli import add_production_parsers, cmd_export, cmd_serve
@@ -929,8 +929,9 @@ def end_as_sigpipe_does() -> NoReturn:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, shown=warnings.showwarning) -> None:
-    """``DataWarning`` as the CLI's other notes (``note: ...`` on stderr); other warnings as Python shows them."""
-    if issubclass(category, DataWarning):
+    """``DataWarning`` and ``SettingWarning`` as the CLI's other notes (``note: ...`` on stderr); other warnings as
+    Python shows them."""
+    if issubclass(category, (DataWarning, SettingWarning)):
         print(f"note: {message}", file=sys.stderr)
     else:
         shown(message, category, filename, lineno, file, line)

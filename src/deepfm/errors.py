@@ -27,15 +27,29 @@ class DataWarning(UserWarning):
     ``note: ...``)."""
 
 
+class SettingWarning(UserWarning):
+    """A setting given that the chosen model or solver does not read, so it is not applied (``warn_setting``; the CLI
+    prints ``note: ...``, even under ``--quiet``)."""
+
+
 def warn_data(message: str) -> None:
     """A ``DataWarning`` located at the first caller outside this package and Python's own modules (the user's line
     that read the data, not the library's line that noticed it, nor contextlib's between them)."""
+    _warn_from_callers_line(message, DataWarning)
+
+
+def warn_setting(message: str) -> None:
+    """A ``SettingWarning``, located as ``warn_data`` locates its warning."""
+    _warn_from_callers_line(message, SettingWarning)
+
+
+def _warn_from_callers_line(message: str, category: type[Warning]) -> None:
     package = Path(__file__).parent
     inside = (str(package) + "/", str(package.resolve()) + "/", sysconfig.get_paths()["stdlib"] + "/")
-    frame, level = sys._getframe(1), 2  # stacklevel 2: the caller of this function
+    frame, level = sys._getframe(2), 3  # stacklevel 3: the caller of warn_data or warn_setting
     while frame.f_back is not None and frame.f_code.co_filename.startswith(inside):
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, DataWarning, stacklevel=level)
+    warnings.warn(message, category, stacklevel=level)
 
 
 class DataError(DeepFMError, ValueError):

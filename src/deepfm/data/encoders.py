@@ -21,7 +21,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
-from typing import Any, Callable, Iterable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -44,10 +44,13 @@ from deepfm.errors import ConfigError, DataError, NotPositionalError
 from deepfm.runtime import release_free_memory
 from deepfm.tasks import Task, TaskFitter, task_from_dict
 
+if TYPE_CHECKING:
+    from deepfm.data.unseen import UnseenCounts
+
 HeldOutRule = Callable[[int, int], np.ndarray]  # (first_row, rows) -> (rows,) bool: those validation holds out
 
 MISSING, UNSEEN = 0, 1
-UNSEEN_ROWS = 100_000  # the rows of a file to score whose unseen values ``unseen_notes`` counts
+UNSEEN_ROWS = 100_000  # the rows of a file to score whose unseen values ``scoring_notes`` counts
 RESERVED = 2
 SCHEMA_VERSION = 1
 
@@ -73,6 +76,9 @@ class FieldSpec:
     # categorical, multi: the share of values that rows like the training rows bring to id 1, new ones and those rare
     # in training, estimated by Good-Turing (``unseen_share``); None: unknown (an older model)
     unseen_share: float | None = None
+    # single-valued fields: the share of training rows without a value (``missing_share``); None: unknown (an older
+    # model, or a multi-valued field)
+    missing_share: float | None = None
 
     def __post_init__(self) -> None:
         if self.vocabulary is not None and not isinstance(self.vocabulary, Vocabulary):
@@ -197,37 +203,37 @@ class FeatureEncoder:
         """Rows of the fused embedding table."""
         return sum(f.size for f in self.fields)
 
-    def unseen_notes(self, data: EncodedData | None = None, rows: int = UNSEEN_ROWS,
-                     counts: dict[str, tuple[int, int]] | None = None) -> list[str]:
-        """For each categorical or multi-valued field whose values in ``data`` (its first ``rows`` rows; or as
-        ``unseen_counts`` counted them, ``counts``) are unseen far more often than rows like the training rows would be
-        (``unseen_share`` u; a share s ≥ u + 0.5, over 50 values or more): what it says. Likely a value written in
-        another form ('True' for 'true', '302.0' for '302'), or another file's column of that name."""
-        counts = counts if counts is not None else self.unseen_counts(data, rows)
+    def scoring_notes(self, data: EncodedData | None = None, rows: int = UNSEEN_ROWS,
+                      counts: "UnseenCounts | None" = None) -> list[str]:
+        """What rows to score (``data``'s first ``rows`` rows; or as ``UnseenCounts`` counted them, ``counts``) look
+        unlike the training rows in, over 50 values or rows or more: each categorical or multi-valued field whose values
+        are unseen far more often than rows like the training rows would be (``unseen_share`` u; a share s ≥ u + 0.5),
+        likely a value written in another form ('True' for 'true', '302.0' for '302') or another file's column of that
+        name; and each single-valued field missing from far more of the rows than in training (``missing_share``; a
+        share ≥ it + 0.5), likely a column emptied upstream (a failed join)."""
+        if counts is None:
+            from deepfm.data.unseen import UnseenCounts  # (it reads this module's ids)
+
+            counts = UnseenCounts(self)
+            counts.add(data.slice(0, min(rows, len(data))))
+        specs = {spec.name: spec for spec in self.fields}
         notes = []
-        for spec in self.fields:
-            if spec.name not in counts:
-                continue
-            present, unseen = counts[spec.name]
+        for name, present, unseen in zip(counts.names, counts.present, counts.unseen):
+            training = specs[name].unseen_share
             share = unseen / present if present >= 50 else 0.0
-            if share >= spec.unseen_share + 0.5:  # a long tail's share moves by less (0.90 to 0.95 at 15k Criteo-shaped rows)
-                notes.append(f"column '{spec.name}': {share:.0%} of these rows' values were not seen in training (rows like "
-                             f"the training rows: about {spec.unseen_share:.0%}), so it tells the model little here; "
+            if training is not None and share >= training + 0.5:  # a long tail's moves by less (0.90 to 0.95 at 15k rows)
+                notes.append(f"column '{name}': {share:.0%} of these rows' values were not seen in training (rows like "
+                             f"the training rows: about {training:.0%}), so it tells the model little here; "
                              "a value written in another form than in training ('True' for 'true', '302.0' for '302') "
                              "reads as unseen")
+        for name, missing in zip(counts.single_field_names, counts.missing):
+            training = specs[name].missing_share
+            share = missing / counts.rows if counts.rows >= 50 else 0.0
+            if training is not None and share >= training + 0.5:
+                notes.append(f"column '{name}': {share:.0%} of these rows have no value (in training: {training:.0%}), "
+                             "so the model reads it as missing for them; a column emptied before it came here (a "
+                             "failed join, say), or values that read as missing ('NA', 'null', '')")
         return notes
-
-    def unseen_counts(self, data: EncodedData, rows: int = UNSEEN_ROWS) -> dict[str, tuple[int, int]]:
-        """Of each categorical or multi-valued field with a share of unseen values from training: how many values of
-        ``data``'s first ``rows`` rows are present and how many of those unseen (added up over chunks, they give the
-        notes of the rows read whole)."""
-        from deepfm.data.unseen import UnseenCounts  # (it reads this module's ids)
-
-        counts = UnseenCounts(self)
-        counts.add(data.slice(0, min(rows, len(data))))
-        return {name: (int(present), int(unseen)) for name, present, unseen in zip(counts.names, counts.present,
-                                                                                    counts.unseen)
-                if counts.training[name] is not None}
 
     @property
     def single_fields(self) -> list[FieldSpec]:
@@ -841,6 +847,7 @@ class _Fitter:
             spec = FieldSpec(name=name, kind=kind, offset=offset, weighted=self.weighted[name])
             if kind == "numeric":
                 count, mean, squared_deviations = self.moments[name]
+                spec.missing_share = round(1 - float(count) / self.rows, 4) if self.rows else None
                 std = float(np.sqrt(squared_deviations / count)) if count else 0.0
                 spec.mean, spec.std = float(mean), (std if std > 1e-12 * abs(mean) and std > 0 else 1.0)  # 1: constant
                 if config.numeric_encoding == "bucket":
@@ -853,6 +860,8 @@ class _Fitter:
             else:
                 table = tables[name]
                 spec.unseen_share = unseen_share(table["count"], min_count)
+                if kind == "categorical" and self.rows:
+                    spec.missing_share = round(1 - (pc.sum(table["count"]).as_py() or 0) / self.rows, 4)
                 if kind == "categorical" and self.rows >= ROW_ID_NOTE_ROWS:
                     self._warn(row_id_note(name, table["count"], self.rows))
                 keep = table.filter(pc.greater_equal(table["count"], min_count))

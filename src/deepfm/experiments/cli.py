@@ -104,7 +104,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from deepfm.config import build_config, load_config_file, merge
     from deepfm.data.filelist import is_pattern
     from deepfm.data.identity import data_checksums
-    from deepfm.errors import ConfigError, DataError
+    from deepfm.errors import ConfigError, DataError, warn_setting
     from deepfm.experiments.compare import (encode_splits, model_variants, parse_models, refuse_other_solvers,
                                             run_variants, study_variants)
     from deepfm.experiments.report import write_report
@@ -133,10 +133,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         variants = model_variants(parse_models(args.models), base, overrides)
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
-    for variant in variants:  # as train says it: a flag that a model does not read is not applied to it
+    for variant in variants:  # as train warns of it, --quiet or not: a flag that a model does not read is not applied
         ignored = [key for key in variant.config.model.unused_keys() if key in overrides.get("model", {})]
         if ignored:
-            log(f"{variant.label}: {variant.config.model.unused_note(ignored)}")
+            warn_setting(f"{variant.label}: {variant.config.model.unused_note(ignored)}")
     data = encode_splits(build_config(merge(base, overrides), source="compare"), args.train, args.valid, args.test)
     if data.holdout is not None:
         log(data.holdout.describe("every model's early stopping", "--valid FILE validates on a file instead"))
