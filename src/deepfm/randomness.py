@@ -51,9 +51,11 @@ def initialised(build: Callable[[], T], seed: int | None = None) -> T:
     """``build()``, whose modules draw their starting weights from torch's default generator, with those draws
     this fit's: under a lock, the default generator is seeded with ``seed`` (None: set to where the fit's
     generator stands), ``build`` runs, and the fit's generator takes the state that the draws left. Outside a fit,
-    ``build()`` after ``torch.manual_seed(seed)`` (if a seed is given), as before."""
+    ``build()`` after ``torch.manual_seed(seed)`` (if a seed is given), as before. Inside a fit, torch's default CPU
+    generator is put back where it stood after."""
     fit = generator()
     with _INIT_LOCK:
+        callers = torch.get_rng_state() if fit is not None else None
         if seed is not None:
             torch.manual_seed(seed)
         elif fit is not None:
@@ -61,6 +63,7 @@ def initialised(build: Callable[[], T], seed: int | None = None) -> T:
         built = build()
         if fit is not None:
             fit.set_state(torch.get_rng_state())
+            torch.set_rng_state(callers)  # a fit leaves the caller's stream where it stood (a library call's manners)
     return built
 
 
