@@ -35,11 +35,12 @@ from sklearn.utils.validation import (_check_sample_weight, check_consistent_len
 
 from deepfm.api import UNUSED_BY_SOLVER, Estimator
 from deepfm.artifact import read_extra
-from deepfm.config import SOLVER_TASKS, merge
+from deepfm.config import SOLVER_TASKS, RunConfig, merge
 from deepfm.data.encoders import WHOLE_FLOATS_NOTE
 from deepfm.data.frame import DECIMAL_PATTERN, LARGEST_VALUE, WITHIN_REACH, RawFrame
 from deepfm.data.tables import frame_from_table, table_from_pandas
-from deepfm.errors import ModelDirError, warn_data
+from deepfm.errors import ModelDirError, SettingWarning, warn_data
+from deepfm.sklearn_words import estimator_words, in_estimator_words
 from deepfm.tasks import canonical_label
 
 SPARSE_FIELD = "features"  # a sparse X's one multi-valued field: column j's id is "j", its value the weight
@@ -53,13 +54,14 @@ class _DeepFMEstimator(BaseEstimator):
     """What the classifiers and regressors share; ``_task`` is the deepfm task they train."""
 
     _task = "binary"
-    solver = sweeps = als_l2 = burn_in = samples = None  # parameters newer than some pickled estimators: theirs read as the default
+    solver = sweeps = als_l2 = burn_in = samples = select_by = None  # parameters newer than some pickled estimators: theirs read as the default
 
     def __init__(self, *, model: str = "deepfm", epochs: int | None = None, batch_size: int | None = None,
                  lr: float | None = None, embed_dim: int | None = None, mlp: tuple[int, ...] | None = None,
                  dropout: float | None = None, embed_l2: float | None = None, optimizer: str | None = None,
                  solver: str | None = None, sweeps: int | None = None, als_l2: float | None = None,
                  burn_in: int | None = None, samples: int | None = None, patience: int | None = None,
+                 select_by: str | None = None,
                  categorical: tuple[str, ...] | None = None, numeric: tuple[str, ...] | None = None, min_count: int | None = None, hash_buckets: int | None = None,
                  random_state: int | None = None, threads: int | None = None, device: str | None = None,
                  config: dict[str, Any] | None = None, verbose: bool = False):
@@ -71,7 +73,8 @@ class _DeepFMEstimator(BaseEstimator):
         regularisation), ``sweeps`` (mcmc, als: passes over every parameter, in place of epochs), ``als_l2`` (als: its λ),
         ``burn_in`` (mcmc: first sweeps whose samples are dropped; a tenth), ``samples`` (mcmc: posterior samples kept,
         evenly spaced; 0 keeps every one after the burn-in),
-        ``patience`` (early stopping, on ``eval_set`` or held-out rows), ``categorical`` / ``numeric`` (column kinds;
+        ``patience`` (early stopping, on ``eval_set`` or held-out rows), ``select_by`` (the metric that picks the
+        epoch kept: auc for classifiers, rmse for regressors; 'logloss' keeps the best-calibrated probabilities), ``categorical`` / ``numeric`` (column kinds;
         otherwise floats are numeric, integers and text categorical), ``min_count``, ``hash_buckets``,
         ``random_state`` (the seed; None is deepfm's fixed seed 2026, so refits are identical, unlike
         scikit-learn's usual None), ``threads``, ``device``, ``config`` (any other key, as nested sections:
@@ -94,6 +97,7 @@ class _DeepFMEstimator(BaseEstimator):
         self.burn_in = burn_in
         self.samples = samples
         self.patience = patience
+        self.select_by = select_by
         self.categorical = categorical
         self.numeric = numeric
         self.min_count = min_count
@@ -124,21 +128,38 @@ class _DeepFMEstimator(BaseEstimator):
         train = _with_columns(table, columns, label)
         valid = None
         if eval_set is not None:
+            if isinstance(eval_set, list) and len(eval_set) != 1:
+                raise ValueError(f"eval_set: one (X_valid, y_valid) pair, which early stopping selects on; got "
+                                 f"{len(eval_set)}")
             X_valid, y_valid = eval_set[0] if isinstance(eval_set, list) else eval_set
             try:
                 valid = self._table(X_valid, reset=False)
                 y_valid = self._targets(y_valid)
                 check_consistent_length(valid, y_valid)
+                encoded_valid = pa.array(self._encode_targets(y_valid))
             except ValueError as error:
                 raise ValueError(f"eval_set: {error}") from None
-            valid = _with_columns(valid, {label: pa.array(self._encode_targets(y_valid))}, label)
+            valid = _with_columns(valid, {label: encoded_valid}, label)
+        elif self.patience is not None and not (self.config or {}).get("data", {}).get("valid_fraction"):
+            warnings.warn(f"{type(self).__name__}(patience={self.patience}) stops early on eval_set's rows, or on rows "
+                          "held out with config={'data': {'valid_fraction': 0.1}}; with neither, every epoch trains",
+                          UserWarning, stacklevel=2)
         self._check_solver()
-        self._warn_unused_by_solver()
-        self.estimator_ = Estimator(**self._config(label, weighted=sample_weight is not None)).fit(
-            train, valid=valid, progress=bool(self.verbose), log=self._say)
+        with estimator_words(), warnings.catch_warnings():  # (the settings not read: said here, in this API's words)
+            estimator = Estimator(**self._config(label, weighted=sample_weight is not None))
+            self._warn_unused(estimator.config)
+            warnings.simplefilter("ignore", SettingWarning)
+            self.estimator_ = estimator.fit(train, valid=valid, progress=bool(self.verbose), log=self._say)
+        self._set_iterations()
         for note in self.estimator_.encoder.fit_warnings if not self.verbose else ():  # (verbose: said in the log)
-            warn_data(note)
+            warn_data(in_estimator_words(note))
         return self
+
+    def _set_iterations(self) -> None:
+        """``n_iter_``: the epochs (or sweeps) run; ``best_iteration_``: the one whose weights the model keeps."""
+        metrics = self.estimator_.metrics
+        self.n_iter_, self.best_iteration_ = (int(metrics[key]) if metrics.get(key) is not None else None
+                                              for key in ("epochs", "best_epoch"))
 
     def _solver(self) -> str:
         return self.solver or (self.config or {}).get("training", {}).get("solver", "gradient")
@@ -154,21 +175,34 @@ class _DeepFMEstimator(BaseEstimator):
             raise ValueError(f"{name}(solver={solver!r}) fits {' and '.join(SOLVER_TASKS[solver])} tasks, not "
                              f"{self._task}; solver='mcmc' classifies (by probit), or solver='gradient'")
 
-    def _warn_unused_by_solver(self) -> None:
-        """A ``UserWarning`` naming the parameters set here that ``solver`` does not read (mcmc and als have no
-        learning rate, batch or epochs; the command says it in its log), as a grid search over them would find nothing."""
-        solver = self._solver()
-        unused = [name for name in UNUSED_BY_SOLVER.get(solver, ()) if getattr(self, name, None) is not None]
+    def _warn_unused(self, config: RunConfig) -> None:
+        """A ``UserWarning`` naming the parameters set here (or keys of ``config=``) that the model or the solver does
+        not read (mcmc and als have no learning rate, batch or epochs; an FM no MLP), as a grid search over them
+        would find nothing."""
+        name, solver = type(self).__name__, config.training.solver
+        unused = [key for key in UNUSED_BY_SOLVER.get(solver, ()) if key in config.training.model_fields_set]
         if unused:
             reads = {"mcmc": "it reads sweeps, burn_in and samples", "als": "it reads sweeps and als_l2 (its λ)",
                      "gradient": "solver='mcmc' or 'als' reads them"}[solver]
-            warnings.warn(f"{type(self).__name__}(solver={solver!r}) does not use {', '.join(unused)}: they are ignored "
-                          f"({reads})", UserWarning, stacklevel=3)
+            warnings.warn(f"{name}(solver={solver!r}) does not use {self._named('training', unused)}: they are "
+                          f"ignored ({reads})", UserWarning, stacklevel=3)
+        unused = config.model.unused_keys()
+        if unused:
+            warnings.warn(f"{name}(model={config.model.name!r}) does not use {self._named('model', unused)}: they are "
+                          "ignored", UserWarning, stacklevel=3)
+
+    def _named(self, section: str, keys: list[str]) -> str:
+        """``keys`` of a config section as this estimator takes them: its parameter, or ``config=``'s nested key."""
+        return ", ".join(key if getattr(self, key, None) is not None else f"config[{section!r}][{key!r}]"
+                         for key in keys)
 
     def _say(self, message: str) -> None:
         """The fit's log on stderr with ``verbose``; without it, only the note that floats of whole numbers (an
         ``OrdinalEncoder``'s codes, say) are read as numbers, as a ``DataWarning``: read as ids they fit better."""
         if self.verbose:
+            message = in_estimator_words(message)
+            if getattr(self, "_sparse_in", False) and self.min_count is None:  # (min_count 1 is this API's for it)
+                message = message.replace("(min_count 1 as you set it)", "(min_count 1: a sparse X's columns are ids)")
             print(message, file=sys.stderr, flush=True)
         elif message.startswith(WHOLE_FLOATS_NOTE):
             warn_data(f"{message}; here categorical=[names] reads them as ids")
@@ -188,7 +222,7 @@ class _DeepFMEstimator(BaseEstimator):
             "training": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "embed_l2": self.embed_l2,
                          "optimizer": self.optimizer, "solver": self.solver, "sweeps": self.sweeps,
                          "als_l2": self.als_l2, "burn_in": self.burn_in, "samples": self.samples,
-                         "patience": self.patience, "seed": seed,
+                         "patience": self.patience, "select_by": self.select_by, "seed": seed,
                          "threads": self.threads, "device": self.device},
         }
         chosen = {name: {k: v for k, v in values.items() if v is not None} for name, values in sections.items()}
@@ -256,7 +290,8 @@ class _DeepFMEstimator(BaseEstimator):
     def _scores(self, X: Any) -> np.ndarray:
         """The model's output for each row of ``X``: probabilities of ``classes_[1]``, or values."""
         check_is_fitted(self, "estimator_")
-        return self.estimator_.predict(_with_columns(self._table(X, reset=False), {}, None)).astype(np.float64)
+        with estimator_words():
+            return self.estimator_.predict(_with_columns(self._table(X, reset=False), {}, None)).astype(np.float64)
 
     # -- persistence ------------------------------------------------------------------------------
 
@@ -294,6 +329,7 @@ class _DeepFMEstimator(BaseEstimator):
         loaded._sparse_in = saved.get("sparse", False)
         if saved["classes"] is not None:
             loaded.classes_ = np.asarray(saved["classes"])
+        loaded._set_iterations()
         return loaded
 
     def __sklearn_tags__(self):
