@@ -178,3 +178,51 @@ def test_a_model_saved_with_a_setting_earlier_versions_ignored_still_loads(saved
     loaded = Estimator.load(older)
     assert loaded.config.data.positive is None
     np.testing.assert_array_equal(loaded.predict(test), est.predict(test))
+
+
+def edit_manifest(out, change):
+    manifest = json.loads((out / "manifest.json").read_text())
+    change(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+def rewrite_text(out, name, text):
+    """Replace file ``name`` of a model directory by ``text`` and update its checksum in the manifest."""
+    import hashlib
+
+    (out / name).write_text(text)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"][name] = hashlib.sha256(text.encode()).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda out: (out / "manifest.json").write_text("[1, 2]"), r"manifest.json: not a deepfm model \(format 'list'\)"),
+    (lambda out: edit_manifest(out, lambda m: m.pop("files")), "damaged manifest: no files"),
+    (lambda out: edit_manifest(out, lambda m: m.update(files=None)), "damaged manifest: no files"),
+    (lambda out: rewrite_text(out, "features.json", "[1, 2]"), "features.json: invalid feature schema"),
+    (lambda out: rewrite_text(out, "metrics.json", "{not json"), "metrics.json: unreadable"),
+    (lambda out: rewrite_json(out, "config.json", lambda c: c["run"]["model"].update(new_option=1)),
+     r"config.json: holds settings this deepfm .* does not know \(model.new_option\); the model was written by deepfm"),
+])
+def test_a_damaged_or_newer_model_directory_is_a_model_dir_error_not_a_traceback(saved, tmp_path, damage, message):
+    """A reviewer's finds: each was a KeyError, AttributeError, TypeError or JSONDecodeError (exit 1), and a newer
+    version's setting read as "config.json and model.safetensors do not fit together"."""
+    out = copy_dir(saved[0], tmp_path / "m")
+    damage(out)
+    with pytest.raises(ModelDirError, match=message):
+        load_model_dir(out)
+
+
+@pytest.mark.parametrize("device", ["mps", "cuda:7"])
+def test_a_model_trained_on_a_device_this_machine_lacks_loads_on_the_cpu(saved, tmp_path, device, monkeypatch):
+    """A Mac's --device mps model failed with "PyTorch is not linked with support for mps devices"."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out, est, test = saved
+    out = copy_dir(out, tmp_path / "m")
+    rewrite_json(out, "config.json", lambda c: c["run"]["training"].update(device=device))
+    loaded = Estimator.load(out)
+    assert loaded.config.training.device == "cpu"
+    np.testing.assert_array_equal(loaded.predict(test), est.predict(test))

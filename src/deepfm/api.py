@@ -24,7 +24,7 @@ import torch
 from deepfm import distributed, randomness
 from deepfm.artifact import load_model_dir, save_model_dir
 from deepfm.config import RunConfig, build_config, merge
-from deepfm.devices import resolve_device
+from deepfm.devices import resolve_device, usable_here
 from deepfm.defaults import describe_shape_rule, describe_small_sample, id_shape, with_task_defaults
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import UNSEEN_ROWS, FeatureEncoder, refuse_zero_weight_sum
@@ -939,8 +939,9 @@ class Estimator:
         manifest; a model trained on a GPU loads on a machine without one."""
         saved = load_model_dir(directory)
         config = saved.config
-        if config.training.device.startswith("cuda") and not torch.cuda.is_available():  # trained on a GPU
-            config = config.model_copy(update={"training": config.training.model_copy(update={"device": "cpu"})})
+        device = usable_here(config.training.device)
+        if device != config.training.device:  # trained on a GPU (or MPS) this machine lacks
+            config = config.model_copy(update={"training": config.training.model_copy(update={"device": device})})
         estimator = cls(config)
         estimator.model, estimator.encoder, estimator.metrics = saved.model, saved.encoder, saved.metrics
         estimator.model.to(config.training.device)  # where predict() sends the batches

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
@@ -128,14 +129,17 @@ def load_model_dir(directory: str | Path) -> SavedModel:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as error:
         raise ModelDirError(f"{manifest_path}: unreadable manifest: {error}") from None
-    if manifest.get("format") != FORMAT:
-        raise ModelDirError(f"{manifest_path}: not a deepfm model (format {manifest.get('format')!r})")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ModelDirError(f"{manifest_path}: not a deepfm model (format {found!r})")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ModelDirError(
             f"{directory}: model format version {manifest.get('format_version')} was written by deepfm "
             f"{manifest.get('deepfm_version')}; this deepfm {__version__} reads version {FORMAT_VERSION}"
         )
-    for name in dict.fromkeys([*FILES, *manifest.get("files", {})]):  # the extra files a wrapper wrote too
+    if not isinstance(manifest.get("files"), dict):
+        raise ModelDirError(f"{manifest_path}: damaged manifest: no files and checksums listed")
+    for name in dict.fromkeys([*FILES, *manifest["files"]]):  # the extra files a wrapper wrote too
         if Path(name).name != name:
             raise ModelDirError(f"{manifest_path}: lists {name!r}, which is not a file of this directory")
         path = directory / name
@@ -147,7 +151,7 @@ def load_model_dir(directory: str | Path) -> SavedModel:
         encoder = FeatureEncoder.from_dict(json.loads((directory / "features.json").read_text()))
     except DeepFMError:
         raise
-    except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # JSONDecodeError is a ValueError
         raise ModelDirError(f"{directory / 'features.json'}: invalid feature schema: {error}") from None
     try:
         saved = json.loads((directory / "config.json").read_text())
@@ -159,9 +163,20 @@ def load_model_dir(directory: str | Path) -> SavedModel:
         raise
     except SafetensorError as error:  # a damaged file whose checksum was written for it
         raise ModelDirError(f"{directory / 'model.safetensors'}: not a readable safetensors file: {error}") from None
+    except ValidationError as error:
+        unknown = [".".join(map(str, e["loc"])) for e in error.errors() if e["type"] == "extra_forbidden"]
+        if unknown:  # a newer version's settings
+            raise ModelDirError(f"{directory / 'config.json'}: holds settings this deepfm {__version__} does not know "
+                                f"({', '.join(unknown)}); the model was written by deepfm "
+                                f"{manifest.get('deepfm_version')}: load it with that version or a newer one") from None
+        raise ModelDirError(f"{directory / 'config.json'}: invalid settings: {error}") from None
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise ModelDirError(f"{directory}: config.json and model.safetensors do not fit together: {error}") from None
     if (encoder.num_features, encoder.num_fields) != (saved["shape"]["num_features"], saved["shape"]["num_fields"]):
         raise ModelDirError(f"{directory}: features.json describes a different table than config.json")
     model.eval()
-    return SavedModel(model, encoder, config, json.loads((directory / "metrics.json").read_text()))
+    try:
+        metrics = json.loads((directory / "metrics.json").read_text())
+    except json.JSONDecodeError as error:
+        raise ModelDirError(f"{directory / 'metrics.json'}: unreadable: {error}") from None
+    return SavedModel(model, encoder, config, metrics)

@@ -25,3 +25,12 @@ def resolve_device(device: str, option: str = "--device") -> str:
     if kind.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"{option} {device}: deepfm runs on cpu, cuda or mps")
     return device
+
+
+def usable_here(device: str) -> str:
+    """A saved model's training device if this machine has it, else cpu: a model trained on a GPU (cuda, cuda:3,
+    mps) loads and predicts on a machine without one."""
+    try:
+        return resolve_device(device)
+    except ConfigError:
+        return "cpu"
