@@ -226,3 +226,20 @@ def test_a_model_trained_on_a_device_this_machine_lacks_loads_on_the_cpu(saved, 
     loaded = Estimator.load(out)
     assert loaded.config.training.device == "cpu"
     np.testing.assert_array_equal(loaded.predict(test), est.predict(test))
+
+
+def test_metrics_json_records_what_the_model_trained_on(tmp_path):
+    """A model directory named its training files as typed, with no size or time to tell a later file of that name
+    apart (a tester's note)."""
+    table, _ = make_ctr_table(SPEC)
+    import pyarrow.csv as pacsv
+
+    pacsv.write_csv(table, tmp_path / "train.csv")
+    est = Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1}).fit(
+        str(tmp_path / "train.csv"), out=tmp_path / "m", progress=False)
+    data = json.loads((tmp_path / "m" / "metrics.json").read_text())["data"]
+    stat = (tmp_path / "train.csv").stat()
+    assert data["train"] == [{"path": str((tmp_path / "train.csv").resolve()), "bytes": stat.st_size,
+                              "modified_ns": stat.st_mtime_ns}] and data["valid"] is None
+    in_memory = Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1}).fit(table, progress=False)
+    assert in_memory.metrics["data"]["train"]["rows"] == table.num_rows and est.metrics["data"] == data

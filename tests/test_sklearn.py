@@ -582,3 +582,13 @@ def test_flags_in_the_librarys_messages_read_as_parameters_or_config_entries():
     assert in_estimator_words('(--categorical u); data={"numeric": ["age", "hours"]} reads') == (
         "(categorical=('u',)); numeric=('age', 'hours') reads")
     assert in_estimator_words("give --out DIR") == "give --out DIR"  # a command's flag with no parameter or key
+
+
+def test_a_y_whose_index_differs_from_xs_is_warned_of_as_it_pairs_rows_by_position():
+    X, y = clicks()
+    shuffled = pd.Series(y, index=X.index[::-1])
+    with pytest.warns(UserWarning, match=r"y's index differs from its X's: rows pair by position"):
+        FMClassifier(epochs=1).fit(X, shuffled)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        FMClassifier(epochs=1).fit(X, pd.Series(y, index=X.index))

@@ -247,10 +247,16 @@ def run_record(config: RunConfig, train: Data, valid: Data | None) -> dict[str, 
     data["valid_fraction"] = config.data.valid_fraction if holds_out(config, valid) else 0.0  # the rows it holds out
     if data["valid_fraction"]:
         data["held_out_by"] = HELD_OUT_BY  # versions before held out other rows in memory, and counted them
-    return {"train": data_identity(train), "valid": data_identity(valid, pattern=False), "trained_with": {
+    return {**trained_on(train, valid), "trained_with": {
         "data": data,
         "model": settings["model"],
         "training": {key: settings["training"][key] for key in TRAJECTORY_SETTINGS} | effective_burn_in(config)}}
+
+
+def trained_on(train: Data, valid: Data | None) -> dict[str, Any]:
+    """The identity of a run's data (``deepfm.data.identity``): each file's path, size and modification time, read
+    without opening it; a table's rows, columns and a hash of sampled rows."""
+    return {"train": data_identity(train), "valid": data_identity(valid, pattern=False)}
 
 
 def effective_burn_in(config: RunConfig) -> dict[str, int]:
@@ -668,6 +674,8 @@ class Estimator:
             "valid_rows": len(valid_data) if valid_data is not None else 0,
             "validation": (holdout.to_dict() if holdout is not None else {"source": "none"} if valid is None else
                            {"source": "file", **({"path": str(valid)} if isinstance(valid, (str, Path)) else {})}),
+            "data": ({key: record[key] for key in ("train", "valid")} if record is not None else  # (compare's
+                     trained_on(train, valid)),  # report holds each file's SHA-256 too)
             "epochs": self.result.epochs_run,
             "best_epoch": self.result.best_epoch,
             "best_valid": self.result.best_metrics,

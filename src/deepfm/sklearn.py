@@ -113,6 +113,7 @@ class _DeepFMEstimator(BaseEstimator):
     def fit(self, X: Any, y: Any, sample_weight: Any = None, eval_set: Any = None) -> "_DeepFMEstimator":
         """Train on ``X, y`` (``sample_weight``: one weight per row); with ``eval_set`` = ``[(X_valid,
         y_valid)]``, early stopping keeps the epoch best on it."""
+        _warn_of_other_index(X, y, "y")
         table = self._table(X, reset=True)
         y = self._fit_targets(y)
         check_consistent_length(table, y)
@@ -132,6 +133,7 @@ class _DeepFMEstimator(BaseEstimator):
                 raise ValueError(f"eval_set: one (X_valid, y_valid) pair, which early stopping selects on; got "
                                  f"{len(eval_set)}")
             X_valid, y_valid = eval_set[0] if isinstance(eval_set, list) else eval_set
+            _warn_of_other_index(X_valid, y_valid, "eval_set's y")
             try:
                 valid = self._table(X_valid, reset=False)
                 y_valid = self._targets(y_valid)
@@ -477,6 +479,17 @@ class FMRegressor(_Regressor):
     """A factorization machine (or ``model=``) for real-valued targets."""
 
     __init__ = _with_model(_DeepFMEstimator.__init__, "fm")
+
+
+def _warn_of_other_index(X: Any, y: Any, name: str) -> None:
+    """A ``UserWarning`` where ``y`` (a pandas Series) and ``X`` (a DataFrame) of one length have other row indexes:
+    rows pair by position, as scikit-learn's estimators pair them, not by label (a ``y`` sorted or filtered apart
+    from ``X`` pairs the wrong rows)."""
+    index = getattr(y, "index", None)
+    if (_is_dataframe(X) and index is not None and type(y).__module__.startswith("pandas") and len(index) == len(X)
+            and not X.index.equals(index)):
+        warnings.warn(f"{name}'s index differs from its X's: rows pair by position, as in scikit-learn, not by index label "
+                      f"(y.reindex(X.index) pairs them by label)", UserWarning, stacklevel=3)
 
 
 def _is_dataframe(X: Any) -> bool:
