@@ -24,9 +24,10 @@ class UnseenCounts:
         counted = [spec.kind != "numeric" for spec in encoder.fields]
         singles = [(spec, keep) for spec, keep in zip(encoder.fields, counted) if spec.single_valued]
         self.single_field_names = [spec.name for spec, _ in singles]
-        self.single_offsets = np.array([spec.offset for spec, _ in singles], np.int64)
         self.single_names = [spec.name for spec, keep in singles if keep]
         self.single_columns = np.array([i for i, (_, keep) in enumerate(singles) if keep], np.int64)
+        offsets = np.array([spec.offset for spec, _ in singles], np.int64)
+        self.missing_ids, self.unseen_ids = offsets + MISSING, offsets[self.single_columns] + UNSEEN  # each field's own
         self.every_single = len(self.single_columns) == len(singles)  # no copy of the id array to count it
         multi = [(spec, keep) for spec, keep in zip(encoder.fields, counted) if not spec.single_valued]
         self.bags = [(i, spec) for i, (spec, keep) in enumerate(multi) if keep]  # (position among the bags, field)
@@ -41,14 +42,14 @@ class UnseenCounts:
     def add(self, data: EncodedData) -> None:
         """Count the values of a decoded request (each row once, before it joins a batch)."""
         self.rows += len(data)
-        if len(self.single_offsets):  # (ids compared with each field's own: 3.5x faster at 4096 × 39 than ids − offsets)
-            missing = (data.ids == self.single_offsets + MISSING).sum(axis=0)
+        if len(self.missing_ids):  # (ids compared with each field's own: 3.5x faster at 4096 × 39 than ids − offsets)
+            missing = (data.ids == self.missing_ids).sum(axis=0)
             self.missing += missing
             counted = len(self.single_columns)
             if counted:
                 ids = data.ids if self.every_single else data.ids[:, self.single_columns]
-                self.present[:counted] += len(data) - missing[self.single_columns]
-                self.unseen[:counted] += (ids == self.single_offsets[self.single_columns] + UNSEEN).sum(axis=0)
+                self.present[:counted] += len(data) - (missing if self.every_single else missing[self.single_columns])
+                self.unseen[:counted] += (ids == self.unseen_ids).sum(axis=0)
         for slot, (bag, spec) in enumerate(self.bags, start=len(self.single_columns)):
             local = data.bags[bag].ids - spec.offset
             self.present[slot] += np.count_nonzero(local != MISSING)
