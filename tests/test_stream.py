@@ -370,6 +370,36 @@ def test_parquet_row_groups_written_by_pandas_leave_the_index_out(tmp_path, csv_
     assert all("__index_level_0__" not in chunk.columns for chunk in file.frames())
 
 
+def test_a_parquet_row_group_of_many_chunks_rows_is_read_in_chunks_of_chunk_rows(tmp_path, csv_file):
+    """pyarrow writes row groups of up to 1M rows: streaming read each whole, whatever --chunk-rows said, and held a
+    window of them (2.3 GB against 1.6 GB in memory, a scale tester's 2M-row file)."""
+    frame = pacsv.read_csv(csv_file).to_pandas()
+    path = tmp_path / "one_group.parquet"
+    frame.iloc[np.random.default_rng(0).permutation(len(frame))].to_parquet(path, row_group_size=2000)  # groups of
+    file = ChunkedFile(path, chunk_rows=300)  # 2000 and 1000 rows, a pandas index to leave out
+    assert [(c.start, c.size, c.first_line) for c in file.chunks()][:8] == [
+        (0, 0, 1), (0, 300, 301), (0, 600, 601), (0, 900, 901), (0, 1200, 1201), (0, 1500, 1501), (0, 1800, 1801),
+        (1, 0, 2001)]
+    assert file.chunk_runs() == [list(range(7)), list(range(7, 11))]
+    frames = list(file.frames())
+    assert [f.num_rows for f in frames] == [300] * 6 + [200] + [300] * 3 + [100]
+    assert all("__index_level_0__" not in f.columns for f in frames)
+    whole = pa.concat_tables(pa.table(f.columns) for f in frames).to_pandas()
+    assert whole["row"].astype(str).tolist() == frame["row"].iloc[np.random.default_rng(0).permutation(len(frame))
+                                                                   ].astype(str).tolist()
+    later = list(file.frames([3, 4, 9]))  # a run begun in a group's middle, and one in another group
+    assert [pa.table(f.columns)["row"].to_pylist() for f in later] == [
+        pa.table(frames[n].columns)["row"].to_pylist() for n in (3, 4, 9)]
+    assert [f.first_line for f in later] == [901, 1201, 2601]
+    encoder, rows = fit_streaming(file, DataConfig(categorical=("row",)))
+    source = StreamSource(file, encoder, rows, window=2)
+    order = source.chunk_order(seed=1, epoch=0)
+    assert sorted(order) == list(range(11)) and order.tolist() in ([*range(7), *range(7, 11)], [*range(7, 11), *range(7)])
+    seen = [r for b in source.batches(500, seed=1, epoch=0) for r in _row_numbers(encoder, b)]
+    assert sorted(seen, key=int) == [str(i) for i in range(SPEC.rows)]
+    assert len(ChunkedFile(path).chunks()) == 2  # no chunk_rows: a chunk a group, as before
+
+
 @pytest.mark.parametrize("stream", ["off", "on"])
 def test_a_decimal_after_the_chunk_that_read_a_column_as_whole_number_ids_is_an_error_naming_both_flags(tmp_path, stream):
     """The first chunk decides a column's kind (``looks_float``); a decimal number in a later chunk would have made it

@@ -63,6 +63,14 @@ class ChunkedFiles:
     def chunks(self) -> list[Chunk]:
         return [chunk for f in self.files for chunk in f.chunks()]
 
+    def chunk_runs(self) -> list[list[int]]:
+        """Each file's ``chunk_runs``, numbered as ``chunks`` numbers them."""
+        runs, before = [], 0
+        for f in self.files:
+            runs.extend([before + number for number in run] for run in f.chunk_runs())
+            before += len(f.chunks())
+        return runs
+
     def frames(self, order: Sequence[int] | None = None, layout: Layout | None = None) -> Iterator[RawFrame]:
         """The chunks in order (all files', numbered one after the other), or in ``order``; each
         run of consecutive chunks of one file is read by that file."""
@@ -116,7 +124,8 @@ def open_chunked(path: str | Path, config: DataConfig, chunk_bytes: int,
     the chunks ``chunk_index`` gave before (e.g. on another rank), which spares scanning for them."""
     files = training_files(path)
     opened = [ChunkedFile(file, config.format, config.label, config.multi, config.multi_separator,
-                          chunk_bytes=chunk_bytes, chunks=index[number] if index is not None else None)
+                          chunk_bytes=chunk_bytes, chunks=index[number] if index is not None else None,
+                          chunk_rows=config.chunk_rows)
               for number, file in enumerate(files)]
     return opened[0] if not is_pattern(path) else ChunkedFiles(path, opened, config.ignore)
 

@@ -56,7 +56,7 @@ class Chunk:
     """Where one chunk lies: a byte range of whole lines (text) or a row group (Parquet)."""
 
     start: int  # byte offset in the (decompressed) text, or the row group's number
-    size: int  # bytes (0 for Parquet)
+    size: int  # bytes (Parquet: the chunk's first row within its row group, from 0)
     first_line: int  # line of the chunk's first row (Parquet: its row number, from 1)
 
 
@@ -69,14 +69,17 @@ class ChunkedFile:
 
     def __init__(self, path: str | Path, fmt: str = "auto", label: str = "label", multi: Sequence[str] = (),
                  separator: str = "|", require_label: bool = True, chunk_bytes: int = CHUNK_BYTES,
-                 layout: Layout | None = None, chunks: Sequence[Chunk] | None = None):
+                 layout: Layout | None = None, chunks: Sequence[Chunk] | None = None, chunk_rows: int | None = None):
         """``chunks``: the index ``chunks()`` gave for this file and ``chunk_bytes`` (e.g. on another
-        rank), which spares the scan for line ends."""
+        rank), which spares the scan for line ends. ``chunk_rows``: Parquet row groups of more than twice as many
+        rows are read in chunks of that many (pyarrow writes groups of up to 1M rows, Spark of 128 MB); None: a
+        chunk a group."""
         self.path = check_data_file(path)
         self.format = detect_format(self.path) if fmt == "auto" else fmt
         self.label, self.multi, self.separator = label, tuple(multi), separator
         self.require_label = require_label
         self.chunk_bytes = max(int(chunk_bytes), 1 << 10)
+        self.chunk_rows = chunk_rows
         self.layout = layout
         self._layout_of_first_rows = False  # ``layout`` is the file's first chunk's, not a model's
         self.compressed = is_gzip(self.path)
@@ -123,9 +126,22 @@ class ChunkedFile:
             raise DataError(self.path, f"cannot read Parquet: {error}") from None
         chunks, row = [], 1
         for group in range(meta.num_row_groups):
-            chunks.append(Chunk(group, 0, row))
-            row += meta.row_group(group).num_rows
+            rows = meta.row_group(group).num_rows
+            each = self.chunk_rows if self.chunk_rows and rows > 2 * self.chunk_rows else max(rows, 1)
+            chunks.extend(Chunk(group, offset, row + offset) for offset in range(0, max(rows, 1), each))
+            row += rows
         return chunks
+
+    def chunk_runs(self) -> list[list[int]]:
+        """The chunks in runs that read best one after the other: a Parquet row group's chunks (each group is
+        decoded front to back); each other chunk a run of its own."""
+        runs: list[list[int]] = []
+        for number, chunk in enumerate(self.chunks()):
+            if self.format == "parquet" and chunk.size > 0:
+                runs[-1].append(number)
+            else:
+                runs.append([number])
+        return runs
 
     @property
     def _quoting(self) -> bytes | None:
@@ -195,17 +211,31 @@ class ChunkedFile:
         if order is None:
             order = range(len(chunks))
         if self.format == "parquet":
-            parquet = pq.ParquetFile(self.path)
-            for number in order:
-                try:
-                    table = parquet.read_row_group(chunks[number].start)
-                except (pa.ArrowInvalid, OSError) as error:
-                    raise DataError(self.path, f"cannot read Parquet: {error}") from None
-                yield self._table_frame(table, chunks[number].first_line)
+            yield from self._parquet_frames(chunks, order)
             return
         line_ends = {chunk.start: after.first_line - chunk.first_line for chunk, after in zip(chunks, chunks[1:])}
         for chunk, block in gzip_errors_in(self.path, self._blocks(chunks, order)):
             yield self._chunk_frame(chunk, block, line_ends.get(chunk.start), layout)
+
+    def _parquet_frames(self, chunks: list[Chunk], order: Sequence[int]) -> Iterator[RawFrame]:
+        """The Parquet chunks of ``order``: a row group read whole where it is one chunk; else its chunks decoded
+        from one pass over the group (``_GroupRows``), which chunks of the group that follow each other continue."""
+        parquet = pq.ParquetFile(self.path)
+        ends = [after.size if after.start == chunk.start else parquet.metadata.row_group(chunk.start).num_rows
+                for chunk, after in zip(chunks, [*chunks[1:], Chunk(-1, 0, 0)])]
+        group = None
+        try:
+            for number in order:
+                chunk = chunks[number]
+                if chunk.size == 0 and ends[number] == parquet.metadata.row_group(chunk.start).num_rows:
+                    table = parquet.read_row_group(chunk.start)  # the group whole, one chunk
+                else:
+                    if group is None or not group.continues_at(chunk):
+                        group = _GroupRows(parquet, chunk, ends[number] - chunk.size)
+                    table = group.take(ends[number] - chunk.size)
+                yield self._table_frame(table, chunk.first_line)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise DataError(self.path, f"cannot read Parquet: {error}") from None
 
     def _frames_as_indexed(self, layout: Layout | None) -> Iterator[RawFrame]:
         """``frames`` of a seekable text file whose chunks are not known yet: each chunk parsed as soon as the index,
@@ -334,6 +364,36 @@ class ChunkedFile:
         return frame_from_table(table, str(self.path), self.label, self.require_label, fmt=self.format,
                                 first_line=first_line, multi=self.multi, separator=self.separator,
                                 lines_before=lines_before)
+
+
+class _GroupRows:
+    """One Parquet row group's rows, decoded front to back in batches (``iter_batches``), so that memory holds a chunk
+    of it, not the whole group; it starts at ``chunk`` (rows before it in the group are decoded and dropped)."""
+
+    def __init__(self, parquet: pq.ParquetFile, chunk: Chunk, rows: int):
+        self.group, self.next_row = chunk.start, chunk.size
+        self.batches = parquet.iter_batches(batch_size=rows, row_groups=[chunk.start])
+        self.metadata = parquet.schema_arrow.metadata  # pandas' (its index column is left out, as a group read whole)
+        self.held: list[pa.RecordBatch] = []
+        skip = chunk.size
+        while skip > 0:
+            batch = next(self.batches)
+            if batch.num_rows > skip:
+                self.held.append(batch.slice(skip))
+            skip -= batch.num_rows
+
+    def continues_at(self, chunk: Chunk) -> bool:
+        return chunk.start == self.group and chunk.size == self.next_row
+
+    def take(self, rows: int) -> pa.Table:
+        """The group's next ``rows`` rows."""
+        while sum(batch.num_rows for batch in self.held) < rows:
+            self.held.append(next(self.batches))
+        table = pa.Table.from_batches(self.held).replace_schema_metadata(self.metadata)
+        rest = table.slice(rows)
+        self.held = rest.to_batches() if rest.num_rows else []
+        self.next_row += rows
+        return table.slice(0, rows)
 
 
 def at_least_one(chunks: list[Chunk]) -> list[Chunk]:

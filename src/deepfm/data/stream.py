@@ -149,10 +149,13 @@ class StreamSource:
         return -(-self.num_rows // batch_size)
 
     def chunk_order(self, seed: int, epoch: int) -> np.ndarray:
-        chunks = len(self.rows_per_chunk)
+        """The epoch's chunks: in file order (.gz), else the file's runs of chunks (``chunk_runs``: a Parquet row
+        group's, decoded front to back) in a seeded random order, each run's chunks in order."""
         if not self.file.seekable:
-            return np.arange(chunks)
-        return np.random.default_rng([seed, epoch, 1]).permutation(chunks)
+            return np.arange(len(self.rows_per_chunk))
+        runs = self.file.chunk_runs()
+        order = np.random.default_rng([seed, epoch, 1]).permutation(len(runs))
+        return np.array([number for run in order for number in runs[run]], dtype=np.int64)
 
     def pieces(self, seed: int, epoch: int) -> list[Piece]:
         """What this rank reads in an epoch: its share of the chunks in ``chunk_order``."""
