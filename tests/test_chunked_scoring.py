@@ -177,6 +177,35 @@ def test_an_error_in_a_later_file_of_a_pattern_names_that_file_and_its_line(scor
     assert "no file matches this pattern" in capsys.readouterr().err
 
 
+def test_files_of_a_pattern_without_rows_are_left_out_with_a_note_as_spark_writes_empty_partitions(
+        scored, tmp_path, capsys):
+    """A header-only CSV, an empty .gz or a Parquet file of no rows among a pattern's files stopped train, predict
+    and evaluate ("file has no data rows"); a truncated Parquet file was a traceback (a scale tester's finds)."""
+    paths = split_into_parts(scored["rows"], tmp_path / "parts")
+    header = paths[0].read_text().splitlines(keepends=True)[0]
+    (tmp_path / "parts" / "part-00a.csv").write_text(header)  # a header alone, between two files
+    (tmp_path / "parts" / "part-99.csv.gz").write_bytes(gzip.compress(b""))
+    pattern = str(tmp_path / "parts" / "part-*")
+    with pytest.warns(DataWarning, match=r"part-\*: 2 of its files have no data rows, left out: part-00a.csv, "
+                                         r"part-99.csv.gz"):
+        predictions = Estimator.load(scored["model"]).predict(pattern)
+    np.testing.assert_allclose(predictions, Estimator.load(scored["model"]).predict(scored["rows"]), rtol=1e-5, atol=1e-7)
+    out = tmp_path / "model"
+    assert main(["train", "--train", pattern, "--out", str(out), "--model", "lr", "--epochs", "1", "--quiet"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["rows"] + json.loads(
+        (out / "metrics.json").read_text())["valid_rows"] == scored["count"]
+    assert "2 of its files have no data rows, left out" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pq.write_table(pa.table({"id": pa.array([], pa.string())}), empty / "a.parquet")
+    assert main(["evaluate", str(scored["model"]), str(empty / "*.parquet")]) == 2
+    assert "no file of this pattern has a data row (1 file(s))" in capsys.readouterr().err
+    (empty / "b.parquet").write_bytes((empty / "a.parquet").read_bytes()[:20])
+    pq.write_table(pacsv.read_csv(scored["rows"]), empty / "c.parquet")
+    assert main(["predict", str(scored["model"]), str(empty / "*.parquet"), "--out", str(tmp_path / "p.csv")]) == 2
+    assert capsys.readouterr().err.startswith(f"{empty / 'b.parquet'}: cannot read Parquet:")
+
+
 def test_the_output_file_gets_the_mode_a_new_file_gets_or_the_mode_of_the_file_it_replaces(scored, tmp_path):
     saved = os.umask(0o022)
     try:

@@ -28,7 +28,7 @@ from deepfm.devices import resolve_device, usable_here
 from deepfm.defaults import describe_shape_rule, describe_small_sample, id_shape, with_task_defaults
 from deepfm.data.batch import EncodedData
 from deepfm.data.encoders import UNSEEN_ROWS, FeatureEncoder, refuse_zero_weight_sum
-from deepfm.data.filelist import ChunkedFiles, chunk_index, is_pattern, open_chunked, training_files
+from deepfm.data.filelist import ChunkedFiles, chunk_index, files_with_rows, is_pattern, open_chunked
 from deepfm.data.frame import RawFrame, as_numbers_where_written_so
 from deepfm.data.delimited import delimited_layout, unlabelled_criteo_rows
 from deepfm.data.formats import CRITEO_COLUMNS, detect_format, first_line
@@ -384,8 +384,7 @@ class Estimator:
         if isinstance(data, RawFrame):
             return data
         if isinstance(data, (str, Path)) and is_pattern(data) and not Path(data).exists():
-            files = [self._source(file, require_label) for file in training_files(data)]
-            return ChunkedFiles(data, files, cfg.ignore)
+            return ChunkedFiles(data, files_with_rows(data, lambda file: self._source(file, require_label)), cfg.ignore)
         if type(data).__module__.startswith("pandas") and type(data).__name__ == "DataFrame":  # pandas is optional
             data = table_from_pandas(data)
         if not isinstance(data, (str, Path, pa.Table)):

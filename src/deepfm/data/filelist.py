@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import glob
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from deepfm.config import DataConfig
 from deepfm.data.frame import RawFrame
 from deepfm.data.readers import Chunk, ChunkedFile
 from deepfm.data.sparse import Layout
 from deepfm.data.formats import GLOB_CHARACTERS
-from deepfm.errors import DataError
+from deepfm.errors import DataError, warn_data
 
 ChunkIndex = list[list[Chunk]]  # each file's chunks
 
@@ -120,14 +120,45 @@ def same_columns(pattern: str | Path, files: Sequence[ChunkedFile], ignore: Sequ
 
 def open_chunked(path: str | Path, config: DataConfig, chunk_bytes: int,
                  index: ChunkIndex | None = None) -> ChunkedFile | ChunkedFiles:
-    """The training file ``path`` (or the files of a pattern) chunked by ``chunk_bytes``; ``index``:
-    the chunks ``chunk_index`` gave before (e.g. on another rank), which spares scanning for them."""
-    files = training_files(path)
-    opened = [ChunkedFile(file, config.format, config.label, config.multi, config.multi_separator,
-                          chunk_bytes=chunk_bytes, chunks=index[number] if index is not None else None,
-                          chunk_rows=config.chunk_rows)
-              for number, file in enumerate(files)]
-    return opened[0] if not is_pattern(path) else ChunkedFiles(path, opened, config.ignore)
+    """The training file ``path`` (or the files of a pattern, less those without rows) chunked by ``chunk_bytes``;
+    ``index``: the chunks ``chunk_index`` gave before (e.g. on another rank), which spares scanning for them."""
+    def opened(file: Path) -> ChunkedFile:
+        return ChunkedFile(file, config.format, config.label, config.multi, config.multi_separator,
+                           chunk_bytes=chunk_bytes, chunk_rows=config.chunk_rows)
+
+    files = [opened(Path(path))] if not is_pattern(path) else files_with_rows(path, opened)
+    for file, chunks in zip(files, index or ()):
+        file.use_index(chunks)
+    return files[0] if not is_pattern(path) else ChunkedFiles(path, files, config.ignore)
+
+
+NO_ROWS = ("file has no data rows", "file is empty")  # how a reader refuses a file without rows
+
+
+def files_with_rows(pattern: str | Path, opened: Callable[[Path], ChunkedFile]) -> list[ChunkedFile]:
+    """The files of ``pattern``, each ``opened``, less those without a data row (a header alone, no bytes, a Parquet
+    file of no rows: what Spark and Hive write for an empty partition), which a ``DataWarning`` names; a pattern
+    whose every file is so is a ``DataError``."""
+    files, empty = [], []
+    for path in training_files(pattern):
+        try:
+            file = opened(path)
+            kept = file.holds_rows()
+        except DataError as error:
+            if error.message not in NO_ROWS:
+                raise
+            kept = False
+        if kept:
+            files.append(file)
+        else:
+            empty.append(path.name)
+    if not files:
+        raise DataError(pattern, f"no file of this pattern has a data row ({len(empty)} file(s))")
+    if empty:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        warn_data(f"{pattern}: {len(empty)} of its files {'has' if len(empty) == 1 else 'have'} no data rows, left "
+                  f"out: {shown}")
+    return files
 
 
 def chunk_index(file: ChunkedFile | ChunkedFiles) -> ChunkIndex:

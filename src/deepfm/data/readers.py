@@ -93,6 +93,23 @@ class ChunkedFile:
         # libFM/libFFM: every chunk of a large file read by the compiled pass (a gzip file measured by its size on disk)
         self._compiled_sparse = True if self.path.stat().st_size >= sparse_text.COMPILED_FROM else None
 
+    def use_index(self, chunks: Sequence[Chunk]) -> None:
+        """Read by the chunks that ``chunks()`` gave for this file (on another rank, say): no scan for them."""
+        self._chunks = list(chunks)
+
+    def holds_rows(self) -> bool:
+        """Whether the file has a data row: a Parquet footer's count; text with more than blank lines after its
+        header (read up to its first 64 KiB of them)."""
+        if self.format == "parquet":
+            try:
+                return pq.ParquetFile(self.path).metadata.num_rows > 0
+            except (pa.ArrowInvalid, OSError) as error:
+                raise DataError(self.path, f"cannot read Parquet: {error}") from None
+        with gzip_errors(self.path), open_bytes(self.path) as handle:
+            for _ in range(self._header_lines):
+                handle.readline()
+            return bool(handle.read(1 << 16).strip())
+
     @property
     def seekable(self) -> bool:
         """Chunks can be read in any order (not for .gz, which is read front to back)."""
@@ -103,8 +120,10 @@ class ChunkedFile:
         if self._delimited is not None:
             return list(self._delimited[0])
         if self.format == "parquet":
-            with gzip_errors(self.path):
+            try:
                 schema = pq.read_schema(self.path)
+            except (pa.ArrowInvalid, OSError) as error:  # a truncated, corrupt or empty file of a pattern
+                raise DataError(self.path, f"cannot read Parquet: {error}") from None
             index = [c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)]
             return [name for name in schema.names if name not in index]  # as reading drops pandas' index
         return None
