@@ -331,3 +331,22 @@ def test_peak_rss_is_the_programs_own_not_the_peak_of_the_process_it_was_forked_
     _, status = os.waitpid(child, 0)
     del held
     assert os.waitstatus_to_exitcode(status) == 0 and 0 < float(said) < 150, said
+
+
+def test_fits_that_overlap_in_threads_leave_the_settings_the_first_found(restore_runtime):
+    """The first fit to end set back the thread count it found; a second, begun once the first had set its own,
+    then set back that one: two fits of a threaded search left the host at one thread (and in between, the second's
+    later steps ran on the caller's count, summing in another order)."""
+    import torch
+
+    from deepfm.runtime import preserved
+
+    torch.set_num_threads(2)
+    first, second = preserved(), preserved()
+    first.__enter__()
+    torch.set_num_threads(1)  # the first fit's own
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert torch.get_num_threads() == 1  # the second fit runs on with its settings
+    second.__exit__(None, None, None)
+    assert torch.get_num_threads() == 2

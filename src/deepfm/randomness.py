@@ -32,14 +32,31 @@ _INIT_LOCK = threading.RLock()  # held while a module's initialisers draw from t
 _FIT_GENERATOR: ContextVar[torch.Generator | None] = ContextVar("deepfm_fit_generator", default=None)
 
 
+_CALLERS: dict[str, object] = {"fits": 0}  # fits running, and torch's default generators' states before the first
+
+
 @contextmanager
 def own_generator() -> Iterator[torch.Generator]:
-    """The block's draws (``generator()``) from a new generator of its own: one fit's (also a decorator)."""
+    """The block's draws (``generator()``) from a new generator of its own: one fit's (also a decorator). When the
+    last fit running ends, torch's default generators (CPU, and CUDA's where already in use) are put back where they
+    stood before the first began: the fits seed them (``initialised``), and a library call leaves its caller's
+    stream as it found it."""
+    with _INIT_LOCK:
+        if _CALLERS["fits"] == 0:
+            _CALLERS["cpu"] = torch.get_rng_state()
+            _CALLERS["cuda"] = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        _CALLERS["fits"] += 1
     token = _FIT_GENERATOR.set(torch.Generator())
     try:
         yield _FIT_GENERATOR.get()
     finally:
         _FIT_GENERATOR.reset(token)
+        with _INIT_LOCK:
+            _CALLERS["fits"] -= 1
+            if _CALLERS["fits"] == 0:
+                torch.set_rng_state(_CALLERS["cpu"])
+                if _CALLERS["cuda"] is not None:
+                    torch.cuda.set_rng_state_all(_CALLERS["cuda"])
 
 
 def generator() -> torch.Generator | None:
@@ -51,11 +68,9 @@ def initialised(build: Callable[[], T], seed: int | None = None) -> T:
     """``build()``, whose modules draw their starting weights from torch's default generator, with those draws
     this fit's: under a lock, the default generator is seeded with ``seed`` (None: set to where the fit's
     generator stands), ``build`` runs, and the fit's generator takes the state that the draws left. Outside a fit,
-    ``build()`` after ``torch.manual_seed(seed)`` (if a seed is given), as before. Inside a fit, torch's default CPU
-    generator is put back where it stood after."""
+    ``build()`` after ``torch.manual_seed(seed)`` (if a seed is given), as before."""
     fit = generator()
     with _INIT_LOCK:
-        callers = torch.get_rng_state() if fit is not None else None
         if seed is not None:
             torch.manual_seed(seed)
         elif fit is not None:
@@ -63,7 +78,6 @@ def initialised(build: Callable[[], T], seed: int | None = None) -> T:
         built = build()
         if fit is not None:
             fit.set_state(torch.get_rng_state())
-            torch.set_rng_state(callers)  # a fit leaves the caller's stream where it stood (a library call's manners)
     return built
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import threading
 from contextlib import contextmanager
 from functools import wraps
 from typing import Any, Callable, Iterator, TypeVar
@@ -214,25 +215,37 @@ def earlier_objects_frozen() -> Iterator[None]:
             gc.unfreeze()
 
 
+_PRESERVED_LOCK = threading.Lock()
+_PRESERVED: dict[str, Any] = {"blocks": 0}  # blocks running, and the process's settings before the first
+
+
 @contextmanager
 def preserved() -> Iterator[None]:
     """Restore the thread count, denormal mode, Arrow pool and NumPy's huge pages after the block, whatever
     it set, so a library call leaves its host's process as it found it; the garbage collector skips the objects
-    alive before the block while it runs (``earlier_objects_frozen``)."""
+    alive before the block while it runs (``earlier_objects_frozen``). Blocks running at once in threads (fits of a
+    threaded search) restore the settings when the last one ends: the first to end had set the thread count back
+    under the others, whose later steps then summed in another order."""
     import pyarrow as pa
     import torch
 
-    saved_threads, saved_flush, saved_pool = torch.get_num_threads(), flush_denormal_enabled(), pa.default_memory_pool()
-    saved_huge_pages = numpy_huge_pages()
+    with _PRESERVED_LOCK:
+        if _PRESERVED["blocks"] == 0:
+            _PRESERVED.update(threads=torch.get_num_threads(), flush=flush_denormal_enabled(),
+                              pool=pa.default_memory_pool(), huge_pages=numpy_huge_pages())
+        _PRESERVED["blocks"] += 1
     try:
         with earlier_objects_frozen():
             yield
     finally:
-        torch.set_num_threads(saved_threads)
-        torch.set_flush_denormal(saved_flush)
-        pa.set_memory_pool(saved_pool)
-        if saved_huge_pages is not None:
-            set_numpy_huge_pages(saved_huge_pages)
+        with _PRESERVED_LOCK:
+            _PRESERVED["blocks"] -= 1
+            if _PRESERVED["blocks"] == 0:
+                torch.set_num_threads(_PRESERVED["threads"])
+                torch.set_flush_denormal(_PRESERVED["flush"])
+                pa.set_memory_pool(_PRESERVED["pool"])
+                if _PRESERVED["huge_pages"] is not None:
+                    set_numpy_huge_pages(_PRESERVED["huge_pages"])
 
 
 def preserving(method: F) -> F:
