@@ -243,3 +243,19 @@ def test_metrics_json_records_what_the_model_trained_on(tmp_path):
                               "modified_ns": stat.st_mtime_ns}] and data["valid"] is None
     in_memory = Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1}).fit(table, progress=False)
     assert in_memory.metrics["data"]["train"]["rows"] == table.num_rows and est.metrics["data"] == data
+
+
+def test_a_loaded_models_settings_refit_without_warnings_of_settings_not_applied(tmp_path):
+    """A loaded config sets every key, so refitting it warned that an FM does not use model.mlp, model.dropout, ...
+    and that the gradient solver does not use sweeps, samples, ... (none of them set by anyone)."""
+    import warnings
+
+    from deepfm.errors import SettingWarning
+
+    table, _ = make_ctr_table(SPEC)
+    Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1}).fit(table, out=tmp_path / "m", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingWarning)
+        Estimator(Estimator.load(tmp_path / "m").config).fit(table, progress=False)
+    with pytest.warns(SettingWarning, match="model fm does not use model.dropout"):  # a value of the user's still is
+        Estimator(model={"name": "fm", "embed_dim": 4, "dropout": 0.5}, training={"epochs": 1}).fit(table, progress=False)

@@ -23,7 +23,7 @@ import torch
 
 from deepfm import distributed, randomness
 from deepfm.artifact import load_model_dir, save_model_dir
-from deepfm.config import RunConfig, build_config, merge
+from deepfm.config import RunConfig, build_config, changed_keys, merge
 from deepfm.devices import resolve_device, usable_here
 from deepfm.defaults import describe_shape_rule, describe_small_sample, id_shape, with_task_defaults
 from deepfm.data.batch import EncodedData
@@ -572,11 +572,11 @@ class Estimator:
             if left > 0:  # every rank trains on as many rows (deepfm.distributed.sharding)
                 log(f"{left} of the {id_counts.rows:,} training rows left out, so that each of the {ctx.world} "
                     f"processes trains on {len(train_data):,}")
-        ignored = given.model.unused_keys()  # (warned, not logged: a quiet run, or one with no log, hears of it too)
-        if ignored and ctx.is_main:
+        ignored = given.model.unused_keys(changed_only=True)  # (warned, not logged: a quiet run, or one with no log,
+        if ignored and ctx.is_main:  # hears of it too; a loaded model's config, which sets every key, of none)
             warn_setting(given.model.unused_note(ignored))
         solver = given.training.solver
-        unused = [key for key in UNUSED_BY_SOLVER.get(solver, ()) if key in given.training.model_fields_set]
+        unused = changed_keys(given.training, UNUSED_BY_SOLVER.get(solver, ()))
         if unused and ctx.is_main:
             warn_setting(unused_by_solver_note(solver, unused))
         shape_rule = describe_shape_rule(given, id_counts, task.name)  # the user's keys said to be theirs

@@ -11,7 +11,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -105,6 +105,13 @@ class DataConfig(_Frozen):
         return value
 
 
+def changed_keys(section: BaseModel, keys: Iterable[str]) -> list[str]:
+    """Those of ``keys`` set in ``section`` to another value than their default."""
+    fields = type(section).model_fields
+    return [key for key in keys if key in section.model_fields_set
+            and getattr(section, key) != fields[key].get_default(call_default_factory=True)]
+
+
 class ModelConfig(_Frozen):
     """Architecture. The DeepFM paper's k=10 and 400-400-400 ReLU; dropout 0.2 with batch norm instead
     of the paper's 0.5 without, which trained better on Frappe's validation split (docs/results)."""
@@ -120,12 +127,15 @@ class ModelConfig(_Frozen):
         "random", description="deepfm only: zero starts the MLP's output layer at 0, so the model starts as its FM part "
                               "and the deep part adds what training finds (DeepFM's default on ratings)")
 
-    def unused_keys(self) -> list[str]:
-        """The keys set here (not defaults) that this model does not read: ``mlp`` for an FM, ``pretrain`` but for FNN."""
+    def unused_keys(self, changed_only: bool = False) -> list[str]:
+        """The keys set here (not defaults) that this model does not read: ``mlp`` for an FM, ``pretrain`` but for FNN;
+        ``changed_only``: of those, the ones set to another value than the default (a loaded model's config sets
+        every key)."""
         deep = {"embed_dim", "mlp", "dropout", "activation", "batch_norm"}
         used = {"lr": set(), "fm": {"embed_dim"}, "deepfm": deep | {"mlp_output_init"}, "fnn": deep | {"pretrain"}
                 }.get(self.name, deep)
-        return [key for key in type(self).model_fields if key in self.model_fields_set and key not in used | {"name"}]
+        keys = [key for key in type(self).model_fields if key in self.model_fields_set and key not in used | {"name"}]
+        return changed_keys(self, keys) if changed_only else keys
 
     def unused_note(self, keys: list[str]) -> str:
         """The log line for ``keys`` this model does not read (``unused_keys``, or those of them a flag set)."""

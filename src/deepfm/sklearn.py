@@ -35,7 +35,7 @@ from sklearn.utils.validation import (_check_sample_weight, check_consistent_len
 
 from deepfm.api import UNUSED_BY_SOLVER, Estimator
 from deepfm.artifact import read_extra
-from deepfm.config import SOLVER_TASKS, RunConfig, merge
+from deepfm.config import SOLVER_TASKS, RunConfig, changed_keys, merge
 from deepfm.data.encoders import WHOLE_FLOATS_NOTE
 from deepfm.data.frame import DECIMAL_PATTERN, LARGEST_VALUE, WITHIN_REACH, RawFrame
 from deepfm.data.tables import frame_from_table, table_from_pandas
@@ -182,13 +182,13 @@ class _DeepFMEstimator(BaseEstimator):
         not read (mcmc and als have no learning rate, batch or epochs; an FM no MLP), as a grid search over them
         would find nothing."""
         name, solver = type(self).__name__, config.training.solver
-        unused = [key for key in UNUSED_BY_SOLVER.get(solver, ()) if key in config.training.model_fields_set]
+        unused = changed_keys(config.training, UNUSED_BY_SOLVER.get(solver, ()))
         if unused:
             reads = {"mcmc": "it reads sweeps, burn_in and samples", "als": "it reads sweeps and als_l2 (its λ)",
                      "gradient": "solver='mcmc' or 'als' reads them"}[solver]
             warnings.warn(f"{name}(solver={solver!r}) does not use {self._named('training', unused)}: they are "
                           f"ignored ({reads})", UserWarning, stacklevel=3)
-        unused = config.model.unused_keys()
+        unused = config.model.unused_keys(changed_only=True)
         if unused:
             warnings.warn(f"{name}(model={config.model.name!r}) does not use {self._named('model', unused)}: they are "
                           "ignored", UserWarning, stacklevel=3)
