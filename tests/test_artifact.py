@@ -202,6 +202,7 @@ def rewrite_text(out, name, text):
     (lambda out: edit_manifest(out, lambda m: m.update(files=None)), "damaged manifest: no files"),
     (lambda out: rewrite_text(out, "features.json", "[1, 2]"), "features.json: invalid feature schema"),
     (lambda out: rewrite_text(out, "metrics.json", "{not json"), "metrics.json: unreadable"),
+    (lambda out: rewrite_text(out, "metrics.json", "[]"), "metrics.json: not a JSON object of metrics"),
     (lambda out: rewrite_json(out, "config.json", lambda c: c["run"]["model"].update(new_option=1)),
      r"config.json: holds settings this deepfm .* does not know \(model.new_option\); the model was written by deepfm"),
 ])

@@ -435,10 +435,16 @@ def test_metadata_counts_each_fields_unseen_values_beside_the_training_share(mod
         assert client.post("/predict", json={"columns": {"user": [7777], "city": ["lima"], "price": [1.0],
                                                           "tags": ["t1"]}}).status_code == 200
         served = client.get("/metadata").json()["served"]["values"]
+        missing = client.get("/metadata").json()["served"]["missing"]  # rows without a value, numeric fields too
     assert set(served) == {"user", "city", "tags"}  # price is numeric
     assert {name: (v["values"], v["unseen"]) for name, v in served.items()} == {
         "user": (3, 2), "city": (4, 1), "tags": (6, 2)}  # a missing value is not a value
     assert served["user"]["unseen_share"] == pytest.approx(2 / 3, abs=1e-4)
+    assert {name: (v["rows"], v["missing"]) for name, v in missing.items()} == {
+        "user": (4, 1), "city": (4, 0), "price": (4, 1)}
+    assert missing["price"]["missing_share"] == 0.25
+    assert missing["price"]["missing_share_in_training"] == next(
+        f for f in Estimator.load(model["dir"]).encoder.fields if f.name == "price").missing_share
     encoder = Estimator.load(model["dir"]).encoder
     assert served["city"]["unseen_share_in_training"] == next(f for f in encoder.fields if f.name == "city").unseen_share
     for spec in encoder.fields:  # a model directory of a version that did not record the training share

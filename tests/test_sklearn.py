@@ -270,7 +270,7 @@ def test_floats_of_whole_numbers_read_as_numbers_are_a_warning_without_verbose()
     rng = np.random.default_rng(0)
     X = OrdinalEncoder().fit_transform(np.stack([rng.choice(list("abcde"), 300), rng.choice(list("xyz"), 300)], axis=1))
     y = (X[:, 0] == 0).astype(int)
-    with pytest.warns(DataWarning, match=r"all whole .* read as numbers: x0, x1 .*; here categorical=\[names\] reads") as seen:
+    with pytest.warns(DataWarning, match=r"all whole .* read as numbers: x0, x1 .*; categorical=\[\.\.\.\] names ids") as seen:
         FMClassifier(epochs=1).fit(X, y)
     assert seen[0].filename == __file__  # at the fit call, not inside the library
     with warnings.catch_warnings():
@@ -548,6 +548,12 @@ def test_fit_parameters_that_would_do_nothing_are_refused_or_warned_of():
     with pytest.warns(UserWarning, match=r"FMClassifier\(patience=3\) stops early on eval_set's rows, or on rows held "
                                          r"out .*; with neither, every epoch trains"):
         FMClassifier(epochs=1, patience=3).fit(X, y)
+    with pytest.warns(UserWarning) as warned:  # a sampler has no early stopping: said once, not contradicted
+        FMRegressor(solver="mcmc", sweeps=2, patience=3).fit(*ratings())
+    assert [str(w.message).split(":")[0] for w in warned if "patience" in str(w.message)] == [
+        "FMRegressor(solver='mcmc') does not use patience"]
+    with pytest.warns(UserWarning, match=r"FMClassifier\(patience=2\) stops early"):  # set in config= too
+        FMClassifier(epochs=1, config={"training": {"patience": 2}}).fit(X, y)
     with pytest.raises(ValueError, match=r"eval_set: one \(X_valid, y_valid\) pair, which early stopping selects on; "
                                          r"got 2"):
         FMClassifier(epochs=1).fit(X, y, eval_set=[(X, y), (X, y)])
@@ -582,13 +588,18 @@ def test_flags_in_the_librarys_messages_read_as_parameters_or_config_entries():
     assert in_estimator_words('(--categorical u); data={"numeric": ["age", "hours"]} reads') == (
         "(categorical=('u',)); numeric=('age', 'hours') reads")
     assert in_estimator_words("give --out DIR") == "give --out DIR"  # a command's flag with no parameter or key
+    assert in_estimator_words("as categories (--categorical 'work class')") == "as categories (categorical=('work class',))"
+    assert in_estimator_words("use --solver gradient. --device cuda:1, --mlp 400,400,400 or --sweeps instead") == (
+        "use solver='gradient'. device='cuda:1', mlp=(400, 400, 400) or sweeps instead")
 
 
 def test_a_y_whose_index_differs_from_xs_is_warned_of_as_it_pairs_rows_by_position():
     X, y = clicks()
     shuffled = pd.Series(y, index=X.index[::-1])
-    with pytest.warns(UserWarning, match=r"y's index differs from its X's: rows pair by position"):
+    with pytest.warns(UserWarning, match=r"y's index holds X's labels in another order: rows pair by position") as warned:
         FMClassifier(epochs=1).fit(X, shuffled)
+    assert [w.filename for w in warned] == [__file__]  # at the user's line, for a classifier too
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         FMClassifier(epochs=1).fit(X, pd.Series(y, index=X.index))
+        FMClassifier(epochs=1).fit(X.reset_index(drop=True), pd.Series(y, index=X.index + 1000))  # a pipeline's reset

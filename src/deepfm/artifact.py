@@ -179,4 +179,6 @@ def load_model_dir(directory: str | Path) -> SavedModel:
         metrics = json.loads((directory / "metrics.json").read_text())
     except json.JSONDecodeError as error:
         raise ModelDirError(f"{directory / 'metrics.json'}: unreadable: {error}") from None
+    if not isinstance(metrics, dict):
+        raise ModelDirError(f"{directory / 'metrics.json'}: not a JSON object of metrics")
     return SavedModel(model, encoder, config, metrics)

@@ -28,9 +28,10 @@ def resolve_device(device: str, option: str = "--device") -> str:
 
 
 def usable_here(device: str) -> str:
-    """A saved model's training device if this machine has it, else cpu: a model trained on a GPU (cuda, cuda:3,
-    mps) loads and predicts on a machine without one."""
+    """A saved model's training device if this machine has it; else this machine's first GPU for a CUDA model (one
+    trained on cuda:3 where there is one GPU), else cpu: a model trained on a GPU (cuda, cuda:3, mps) loads and
+    predicts on a machine without one."""
     try:
         return resolve_device(device)
     except ConfigError:
-        return "cpu"
+        return "cuda" if device.startswith("cuda") and torch.cuda.is_available() else "cpu"

@@ -43,6 +43,11 @@ def warn_setting(message: str) -> None:
     _warn_from_callers_line(message, SettingWarning)
 
 
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """A warning of ``category``, located as ``warn_data`` locates its warning."""
+    _warn_from_callers_line(message, category)
+
+
 def _warn_from_callers_line(message: str, category: type[Warning]) -> None:
     package = Path(__file__).parent
     inside = (str(package) + "/", str(package.resolve()) + "/", sysconfig.get_paths()["stdlib"] + "/")

@@ -39,7 +39,7 @@ from deepfm.config import SOLVER_TASKS, RunConfig, changed_keys, merge
 from deepfm.data.encoders import WHOLE_FLOATS_NOTE
 from deepfm.data.frame import DECIMAL_PATTERN, LARGEST_VALUE, WITHIN_REACH, RawFrame
 from deepfm.data.tables import frame_from_table, table_from_pandas
-from deepfm.errors import ModelDirError, SettingWarning, warn_data
+from deepfm.errors import ModelDirError, SettingWarning, warn_data, warn_user
 from deepfm.sklearn_words import estimator_words, in_estimator_words
 from deepfm.tasks import canonical_label
 
@@ -142,10 +142,10 @@ class _DeepFMEstimator(BaseEstimator):
             except ValueError as error:
                 raise ValueError(f"eval_set: {error}") from None
             valid = _with_columns(valid, {label: encoded_valid}, label)
-        elif self.patience is not None and not (self.config or {}).get("data", {}).get("valid_fraction"):
-            warnings.warn(f"{type(self).__name__}(patience={self.patience}) stops early on eval_set's rows, or on rows "
-                          "held out with config={'data': {'valid_fraction': 0.1}}; with neither, every epoch trains",
-                          UserWarning, stacklevel=2)
+        elif self._patience() is not None and self._solver() == "gradient" and not (
+                self.config or {}).get("data", {}).get("valid_fraction"):
+            warn_user(f"{type(self).__name__}(patience={self._patience()}) stops early on eval_set's rows, or on rows "
+                      "held out with config={'data': {'valid_fraction': 0.1}}; with neither, every epoch trains")
         self._check_solver()
         with estimator_words(), warnings.catch_warnings():  # (the settings not read: said here, in this API's words)
             estimator = Estimator(**self._config(label, weighted=sample_weight is not None))
@@ -160,8 +160,11 @@ class _DeepFMEstimator(BaseEstimator):
     def _set_iterations(self) -> None:
         """``n_iter_``: the epochs (or sweeps) run; ``best_iteration_``: the one whose weights the model keeps."""
         metrics = self.estimator_.metrics
-        self.n_iter_, self.best_iteration_ = (int(metrics[key]) if metrics.get(key) is not None else None
+        self.n_iter_, self.best_iteration_ = (metrics.get(key) if isinstance(metrics.get(key), int) else None
                                               for key in ("epochs", "best_epoch"))
+
+    def _patience(self) -> int | None:
+        return self.patience if self.patience is not None else (self.config or {}).get("training", {}).get("patience")
 
     def _solver(self) -> str:
         return self.solver or (self.config or {}).get("training", {}).get("solver", "gradient")
@@ -186,12 +189,12 @@ class _DeepFMEstimator(BaseEstimator):
         if unused:
             reads = {"mcmc": "it reads sweeps, burn_in and samples", "als": "it reads sweeps and als_l2 (its λ)",
                      "gradient": "solver='mcmc' or 'als' reads them"}[solver]
-            warnings.warn(f"{name}(solver={solver!r}) does not use {self._named('training', unused)}: they are "
-                          f"ignored ({reads})", UserWarning, stacklevel=3)
+            warn_user(f"{name}(solver={solver!r}) does not use {self._named('training', unused)}: they are "
+                      f"ignored ({reads})")
         unused = config.model.unused_keys(changed_only=True)
         if unused:
-            warnings.warn(f"{name}(model={config.model.name!r}) does not use {self._named('model', unused)}: they are "
-                          "ignored", UserWarning, stacklevel=3)
+            warn_user(f"{name}(model={config.model.name!r}) does not use {self._named('model', unused)}: they are "
+                      "ignored")
 
     def _named(self, section: str, keys: list[str]) -> str:
         """``keys`` of a config section as this estimator takes them: its parameter, or ``config=``'s nested key."""
@@ -207,7 +210,7 @@ class _DeepFMEstimator(BaseEstimator):
                 message = message.replace("(min_count 1 as you set it)", "(min_count 1: a sparse X's columns are ids)")
             print(message, file=sys.stderr, flush=True)
         elif message.startswith(WHOLE_FLOATS_NOTE):
-            warn_data(f"{message}; here categorical=[names] reads them as ids")
+            warn_data(in_estimator_words(message))
 
     def _config(self, label: str, weighted: bool) -> dict[str, Any]:
         """The run configuration: the named parameters over ``config`` (a nested mapping, as in a TOML file)."""
@@ -482,14 +485,14 @@ class FMRegressor(_Regressor):
 
 
 def _warn_of_other_index(X: Any, y: Any, name: str) -> None:
-    """A ``UserWarning`` where ``y`` (a pandas Series) and ``X`` (a DataFrame) of one length have other row indexes:
-    rows pair by position, as scikit-learn's estimators pair them, not by label (a ``y`` sorted or filtered apart
-    from ``X`` pairs the wrong rows)."""
+    """A ``UserWarning`` where ``y`` (a pandas Series) holds the row labels of ``X`` (a DataFrame) in another order:
+    rows pair by position, as scikit-learn's estimators pair them, not by label, so a ``y`` sorted apart from ``X``
+    pairs the wrong rows. Other labels (X's index reset in a pipeline) are not warned of: position is all there is."""
     index = getattr(y, "index", None)
     if (_is_dataframe(X) and index is not None and type(y).__module__.startswith("pandas") and len(index) == len(X)
-            and not X.index.equals(index)):
-        warnings.warn(f"{name}'s index differs from its X's: rows pair by position, as in scikit-learn, not by index label "
-                      f"(y.reindex(X.index) pairs them by label)", UserWarning, stacklevel=3)
+            and not X.index.equals(index) and X.index.sort_values().equals(index.sort_values())):
+        warn_user(f"{name}'s index holds X's labels in another order: rows pair by position, as in scikit-learn, "
+                  "not by index label (y.reindex(X.index) pairs them by label)")
 
 
 def _is_dataframe(X: Any) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -30,7 +31,8 @@ COLUMN_NAMES = {"categorical", "numeric"}
 _SECTION = r"(?:data|model|training)\.[a-z_]+"
 _FLAG = re.compile(  # --flag, a value (a number, a word, names with commas) and the config key said beside it
     r"--(?P<flag>[a-z][a-z0-9-]*)"
-    r"(?: (?P<value>(?!(?:or|and|to|is|in|for|with|says|sets|names|VALUE)\b)[\w.,'\"-]+))?"
+    r"(?: (?P<value>'[^']*'(?:\"'\"'[^']*')*|(?!(?:or|and|to|is|in|for|with|says|sets|names|VALUE|instead)\b)"
+    r"[\w.,:-]*\w))?"  # a shell-quoted name ('work class'), or a word or number not ending in a full stop
     r"(?: \((?P<key>" + _SECTION + r")\)|, (?P<listed>" + _SECTION + r")(?=\)))?")
 _CONFIG_KEY = re.compile(r"(?<![\w'\[])(?:data|model|training)\.(?P<name>[a-z_]+)\b")  # data.min_count, not config['data']
 _TOML = re.compile(r"(?P<key>\w+) = (?P<value>\w+) in the \[(?P<section>\w+)\] section")
@@ -42,6 +44,7 @@ def in_estimator_words(message: str) -> str:
     message = _TOML.sub(lambda m: f"config={{{m['section']!r}: {{{m['key']!r}: {_python_value(m['value'])!r}}}}}",
                         message)
     message = _ESTIMATOR_LIST.sub(_as_names_parameter, message)
+    message = message.replace("no --valid file", "no eval_set")  # (rows held out of X instead, as the log goes on)
     message = _FLAG.sub(_as_parameter, message)
     return _CONFIG_KEY.sub(lambda m: PARAMETER_OF_KEY.get(m["name"], m[0]), message)
 
@@ -58,8 +61,11 @@ def _as_parameter(match: re.Match) -> str:
         return f"config={{{section!r}: {{{name!r}: {_python_value(value)!r}}}}}"
     if value is None:
         return parameter
-    if parameter in COLUMN_NAMES:
-        return f"{parameter}={tuple(value.split(','))!r}"
+    if parameter in COLUMN_NAMES:  # one shell-quoted name, or names and commas
+        names = (shlex.split(value)[0],) if value.startswith("'") else tuple(value.split(","))
+        return f"{parameter}={names!r}"
+    if parameter == "mlp":
+        return f"mlp={tuple(int(width) for width in re.split('[,-]', value) if width.isdigit())!r}"
     return f"{parameter}={value!r}" if parameter in TEXT_VALUED else f"{parameter}={value}"
 
 

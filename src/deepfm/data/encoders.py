@@ -230,9 +230,11 @@ class FeatureEncoder:
             training = specs[name].missing_share
             share = missing / counts.rows if counts.rows >= 50 else 0.0
             if training is not None and share >= training + 0.5:
+                read_as_missing = ("values that read as missing ('NA', 'null', '')" if specs[name].kind == "numeric"
+                                   else "empty values")
                 notes.append(f"column '{name}': {share:.0%} of these rows have no value (in training: {training:.0%}), "
                              "so the model reads it as missing for them; a column emptied before it came here (a "
-                             "failed join, say), or values that read as missing ('NA', 'null', '')")
+                             f"failed join, say), or {read_as_missing}")
         return notes
 
     @property
@@ -766,8 +768,8 @@ class _Fitter:
             row = first_decimal_row(column)
             raise frame.error(row, name, f"column '{name}' held no value in the first {self.kind_rows:,} rows, so it "
                                          f"was read as ids (categorical), but its values from here on are numbers such "
-                                         f"as {column[row].as_py()!r}: say which it is, --numeric {name} (numbers) or "
-                                         f"--categorical {name} (ids, each value as written)")
+                                         f"as {column[row].as_py()!r}: say which it is, --numeric {shlex.quote(name)} (numbers) or "
+                                         f"--categorical {shlex.quote(name)} (ids, each value as written)")
         if signed_integers(column):
             self.integer_ids.append(name)
             self.promoted.add(name)
@@ -785,8 +787,8 @@ class _Fitter:
                         else f"held whole numbers in the first {self.kind_rows:,} rows")
                 return frame.error(row, name, f"column '{name}' {held}, "
                                               f"so it was read as ids (categorical), but this row has the decimal number "
-                                              f"{column[row].as_py()!r}: say which it is, --numeric {name} (numbers) or "
-                                              f"--categorical {name} (ids, each value as written)")
+                                              f"{column[row].as_py()!r}: say which it is, --numeric {shlex.quote(name)} (numbers) or "
+                                              f"--categorical {shlex.quote(name)} (ids, each value as written)")
         return None
 
     def transformed(self, encoder: FeatureEncoder) -> EncodeInto | None:
@@ -1032,7 +1034,7 @@ def inference_notes(frame: RawFrame, kinds: dict[str, str], config: DataConfig) 
                          "predict must write them so (pandas writes True/False to CSV), or a table give them as booleans")
         if kind == "categorical" and text and _mostly_sets(column, config.multi_separator):
             notes.append(f"column '{name}' is one id per whole value, and most of its values hold "
-                         f"'{config.multi_separator}' (first {column.drop_null()[0].as_py()[:40]!r}): --multi {name} "
+                         f"'{config.multi_separator}' (first {column.drop_null()[0].as_py()[:40]!r}): --multi {shlex.quote(name)} "
                          "reads each as a set of ids (a multi-valued field)")
         if kind != "categorical" or name in config.categorical:
             continue

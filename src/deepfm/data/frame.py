@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -137,7 +138,7 @@ def to_float(frame: RawFrame, array: pa.Array, name: str | None, fitted: bool = 
     bad = int(np.flatnonzero(~ok)[0])
     what = "the label" if name is None else f"column '{name}'"
     fix = ("" if name is None else ": fix the value (the model reads this column as numbers)" if fitted else
-           f": fix the value, or train with the column as categories (--categorical {name})")
+           f": fix the value, or train with the column as categories (--categorical {shlex.quote(name)})")
     raise frame.error(bad, name, f"{what} must be a number, got {array[bad].as_py()!r}{fix}")
 
 

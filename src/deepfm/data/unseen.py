@@ -34,6 +34,7 @@ class UnseenCounts:
         names = self.single_names + [spec.name for _, spec in self.bags]
         self.names = names
         self.training = {spec.name: spec.unseen_share for spec in encoder.fields if spec.name in set(names)}
+        self.missing_training = {spec.name: spec.missing_share for spec, _ in singles}
         self.rows = 0
         self.missing = np.zeros(len(singles), np.int64)
         self.present = np.zeros(len(names), np.int64)
@@ -54,6 +55,14 @@ class UnseenCounts:
             local = data.bags[bag].ids - spec.offset
             self.present[slot] += np.count_nonzero(local != MISSING)
             self.unseen[slot] += np.count_nonzero(local == UNSEEN)
+
+    def missing_report(self) -> dict[str, dict[str, Any]]:
+        """``{field: {"rows", "missing", "missing_share", "missing_share_in_training"}}`` of each single-valued
+        field; share None before any row."""
+        return {name: {"rows": self.rows, "missing": int(missing),
+                       "missing_share": round(int(missing) / self.rows, 4) if self.rows else None,
+                       "missing_share_in_training": self.missing_training[name]}
+                for name, missing in zip(self.single_field_names, self.missing)}
 
     def report(self) -> dict[str, dict[str, Any]]:
         """``{field: {"values", "unseen", "unseen_share", "unseen_share_in_training"}}``; share None before any value."""

@@ -128,7 +128,7 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
     @app.get("/metadata")
     async def get_metadata() -> Response:
         return JSON({**metadata, "served": {"rows": batcher.rows, "forward_passes": batcher.batches,
-                                            "values": unseen.report()}})
+                                            "values": unseen.report(), "missing": unseen.missing_report()}})
 
     async def predict(body: bytes) -> dict[str, Any]:  # POST /predict, by deepfm.serving.endpoint
         data = decoder.decode(body) if len(body) <= INLINE_BYTES else await run_in_threadpool(decoder.decode, body)
