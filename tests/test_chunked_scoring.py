@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import stat
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -204,6 +205,19 @@ def test_files_of_a_pattern_without_rows_are_left_out_with_a_note_as_spark_write
     pq.write_table(pacsv.read_csv(scored["rows"]), empty / "c.parquet")
     assert main(["predict", str(scored["model"]), str(empty / "*.parquet"), "--out", str(tmp_path / "p.csv")]) == 2
     assert capsys.readouterr().err.startswith(f"{empty / 'b.parquet'}: cannot read Parquet:")
+
+
+def test_a_validation_set_written_as_parts_is_given_as_a_pattern_as_the_training_files_are(scored, tmp_path):
+    """--valid 'valid/part-*' was "--valid file not found" (a scale tester's Spark output)."""
+    split_into_parts(scored["rows"], tmp_path / "parts")
+    whole, parts = tmp_path / "whole", tmp_path / "from-parts"
+    common = ["--train", str(scored["rows"]), "--model", "lr", "--epochs", "2", "--quiet"]
+    assert main(["train", *common, "--valid", str(scored["rows"]), "--out", str(whole)]) == 0
+    assert main(["train", *common, "--valid", str(tmp_path / "parts" / "part-*.csv"), "--out", str(parts)]) == 0
+    by_parts, by_file = (json.loads((out / "metrics.json").read_text()) for out in (parts, whole))
+    assert by_parts["valid_rows"] == by_file["valid_rows"] == scored["count"]
+    assert by_parts["best_valid"]["auc"] == pytest.approx(by_file["best_valid"]["auc"], abs=1e-6)
+    assert [Path(f["path"]).name for f in by_parts["data"]["valid"]] == ["part-00.csv", "part-01.csv", "part-02.csv"]
 
 
 def test_the_output_file_gets_the_mode_a_new_file_gets_or_the_mode_of_the_file_it_replaces(scored, tmp_path):

@@ -256,7 +256,8 @@ def run_record(config: RunConfig, train: Data, valid: Data | None) -> dict[str, 
 def trained_on(train: Data, valid: Data | None) -> dict[str, Any]:
     """The identity of a run's data (``deepfm.data.identity``): each file's path, size and modification time, read
     without opening it; a table's rows, columns and a hash of sampled rows."""
-    return {"train": data_identity(train), "valid": data_identity(valid, pattern=False)}
+    return {"train": data_identity(train),
+            "valid": data_identity(valid, pattern=isinstance(valid, (str, Path)) and not Path(valid).exists())}
 
 
 def effective_burn_in(config: RunConfig) -> dict[str, int]:
@@ -430,12 +431,19 @@ class Estimator:
         (cast to int64 for the ONNX graph); ``dense_values()`` gives every field's value (N, F), or
         None when every value is 1 (one-hot data such as Frappe). ``labels`` are encoded when the
         data has the label column (``with_labels=True``: it must; ``False``: never). A field whose values are
-        far more often unseen or missing than in training is a ``DataWarning`` (``FeatureEncoder.scoring_notes``)."""
+        far more often unseen or missing than in training is a ``DataWarning`` (``FeatureEncoder.scoring_notes``).
+        A glob pattern's files are read chunk by chunk and their rows joined (a validation set written as parts)."""
+        if isinstance(data, (str, Path)) and is_pattern(data) and not Path(data).exists():
+            self._require_encoder()
+            return EncodedData.concat([encoded for _, encoded in self._encoded_chunks(data, with_labels, None)])
         return self._read_and_encode(data, with_labels)[1]
 
-    def _read_and_encode(self, data: Data, with_labels: bool | None) -> tuple[RawFrame, EncodedData]:
+    def _require_encoder(self) -> None:
         if self.encoder is None:
             raise RuntimeError("the estimator has no encoders yet: call fit() or Estimator.load()")
+
+    def _read_and_encode(self, data: Data, with_labels: bool | None) -> tuple[RawFrame, EncodedData]:
+        self._require_encoder()
         frame = self.read(data, require_label=bool(with_labels))
         encoded = self.encoder.transform(frame, with_labels=with_labels is not False)
         for note in self.encoder.scoring_notes(encoded):
@@ -904,12 +912,14 @@ class Estimator:
         metrics = self.encoder.task.metrics(labels, joined(logits), joined(weights) if weighted else None)
         return {"rows": len(labels), **weighted, **metrics}
 
-    def _encoded_chunks(self, data: Data, with_labels: bool, chunk_rows: int | None) -> Iterator[tuple[RawFrame, EncodedData]]:
-        """Each chunk of ``data`` (``frames``) and its rows as the model reads them; unseen values warned of as
-        ``encode`` warns of them, counted over the first ``UNSEEN_ROWS`` rows whatever the chunks."""
+    def _encoded_chunks(self, data: Data, with_labels: bool | None,
+                        chunk_rows: int | None) -> Iterator[tuple[RawFrame, EncodedData]]:
+        """Each chunk of ``data`` (``frames``) and its rows as the model reads them (labels as ``encode`` reads them);
+        unseen values warned of as ``encode`` warns of them, counted over the first ``UNSEEN_ROWS`` rows whatever the
+        chunks."""
         counts, where = UnseenCounts(self.encoder), str(data) if isinstance(data, (str, Path)) else None
-        for frame in self.frames(data, require_label=with_labels, chunk_rows=chunk_rows):
-            encoded = self.encoder.transform(frame, with_labels=with_labels)
+        for frame in self.frames(data, require_label=bool(with_labels), chunk_rows=chunk_rows):
+            encoded = self.encoder.transform(frame, with_labels=with_labels is not False)
             if counts.rows < UNSEEN_ROWS:
                 counts.add(encoded.slice(0, min(len(encoded), UNSEEN_ROWS - counts.rows)))
                 if counts.rows >= UNSEEN_ROWS:

@@ -455,7 +455,7 @@ def config_from_args(args: argparse.Namespace):
 
     for name in ("train", "valid"):
         path = getattr(config.data, name)
-        if name == "train" and path is not None and is_pattern(path):
+        if path is not None and is_pattern(path) and not Path(path).exists():
             training_files(path)  # the pattern matches files
         elif path is not None and not Path(path).exists():
             from deepfm.errors import DataError

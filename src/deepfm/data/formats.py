@@ -8,6 +8,7 @@ import itertools
 import re
 import shlex
 import zlib
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -66,7 +67,7 @@ def check_data_file(path: str | Path) -> Path:
         raise DataError(path, "file not found" + (" (a pattern of files is read by deepfm train, predict and evaluate "
                                                   "only: give one file here)" if pattern else ""))
     if path.is_dir():
-        raise DataError(path, "is a directory, not a data file")
+        raise DataError(path, "is a directory, not a data file" + _pattern_hint(path))
     if not path.is_file():
         raise DataError(path, "is not a regular file (a pipe or a device, as <(...) gives): deepfm reads a file more "
                               "than once; save the rows to a file and give its path")
@@ -85,6 +86,15 @@ def _whole_lines(path: str | Path) -> int:
     return lines
 
 
+def _pattern_hint(directory: Path) -> str:
+    """How to read a folder of data files (Spark's output, say): a quoted pattern of its commonest file ending."""
+    endings = Counter("".join(file.suffixes[-2:]) for file in directory.iterdir() if file.is_file()
+                      and not file.name.startswith((".", "_")) and file.suffix)  # (Spark's _SUCCESS, .crc files)
+    if not endings:
+        return ""
+    return f"; its files are read as a quoted pattern: '{directory / ('*' + endings.most_common(1)[0][0])}'"
+
+
 @contextmanager
 def gzip_errors(path: str | Path) -> Iterator[None]:
     """Turn truncated or corrupt .gz data met while reading ``path`` (Python's gzip: ``EOFError``,
@@ -95,6 +105,9 @@ def gzip_errors(path: str | Path) -> Iterator[None]:
     except (EOFError, zlib.error, OSError) as error:
         if not is_gzip(path) or not (isinstance(error, (EOFError, zlib.error, gzip.BadGzipFile)) or type(error) is OSError):
             raise
+        if "CRC check failed" in str(error):  # (checked at the end of a gzip member: the damage is anywhere before)
+            raise DataError(path, f"corrupt gzip file: its check failed where its data ends, at this line ({error}); "
+                            "the damage may lie anywhere before it, in lines that decompressed as other text", line=_whole_lines(path) + 1) from None
         raise DataError(path, f"truncated or corrupt gzip file, unreadable from this line on ({error})",
                         line=_whole_lines(path) + 1) from None
 
