@@ -207,6 +207,23 @@ def test_files_of_a_pattern_without_rows_are_left_out_with_a_note_as_spark_write
     assert capsys.readouterr().err.startswith(f"{empty / 'b.parquet'}: cannot read Parquet:")
 
 
+def test_the_files_of_a_pattern_to_score_need_the_models_columns_not_the_same_columns(scored, tmp_path, capsys):
+    """A part without the label, or with one more column, stopped predict: "its columns differ from those of ...",
+    though the model reads neither (a scale tester's find); a part without a column the model reads still stops it."""
+    paths = split_into_parts(scored["rows"], tmp_path / "parts")
+    table = pacsv.read_csv(paths[1])
+    pacsv.write_csv(table.drop_columns(["label"]).append_column("note", pa.array(["x"] * len(table))), paths[1])
+    estimator = Estimator.load(scored["model"])
+    np.testing.assert_allclose(estimator.predict(str(tmp_path / "parts" / "part-*.csv")),
+                               estimator.predict(scored["rows"]), rtol=1e-5, atol=1e-7)
+    read = next(spec.name for spec in estimator.encoder.fields)
+    pacsv.write_csv(table.drop_columns([read]), paths[2])
+    assert main(["predict", str(scored["model"]), str(tmp_path / "parts" / "part-*.csv"), "--out",
+                 str(tmp_path / "p.csv")]) == 2
+    assert capsys.readouterr().err == (f"{paths[2]}:1: lacks column(s) {read}, which the model reads (a file of "
+                                       f"'{tmp_path / 'parts' / 'part-*.csv'}')\n")
+
+
 def test_a_validation_set_written_as_parts_is_given_as_a_pattern_as_the_training_files_are(scored, tmp_path):
     """--valid 'valid/part-*' was "--valid file not found" (a scale tester's Spark output)."""
     split_into_parts(scored["rows"], tmp_path / "parts")

@@ -385,7 +385,10 @@ class Estimator:
         if isinstance(data, RawFrame):
             return data
         if isinstance(data, (str, Path)) and is_pattern(data) and not Path(data).exists():
-            return ChunkedFiles(data, files_with_rows(data, lambda file: self._source(file, require_label)), cfg.ignore)
+            read = None if self.encoder is None else (  # scoring: the columns the model reads, others as they come
+                [spec.name for spec in self.encoder.fields] + ([cfg.label] if require_label else []))
+            return ChunkedFiles(data, files_with_rows(data, lambda file: self._source(file, require_label)), cfg.ignore,
+                                read)
         if type(data).__module__.startswith("pandas") and type(data).__name__ == "DataFrame":  # pandas is optional
             data = table_from_pandas(data)
         if not isinstance(data, (str, Path, pa.Table)):

@@ -41,13 +41,18 @@ class ChunkedFiles:
     """Files with the same columns as one ``ChunkedFile``: the chunks of the first file, then the
     second's, ...; ``seekable`` when every file is (no .gz)."""
 
-    def __init__(self, pattern: str | Path, files: Sequence[ChunkedFile], ignore: Sequence[str] = ()):
-        """``ignore``: columns left out of the data (``data.ignore``), which some files may lack."""
+    def __init__(self, pattern: str | Path, files: Sequence[ChunkedFile], ignore: Sequence[str] = (),
+                 read: Sequence[str] | None = None):
+        """``ignore``: columns left out of the data (``data.ignore``), which some files may lack; ``read``: the
+        columns a fitted model reads (scoring), which every file must have, beside any others."""
         self.path = Path(pattern)
         self.files = list(files)
         self.chunk_bytes = self.files[0].chunk_bytes
         same_format(pattern, self.files)
-        same_columns(pattern, self.files, ignore)
+        if read is None:
+            same_columns(pattern, self.files, ignore)
+        else:
+            columns_read(pattern, self.files, read)
 
     @property
     def seekable(self) -> bool:
@@ -116,6 +121,17 @@ def same_columns(pattern: str | Path, files: Sequence[ChunkedFile], ignore: Sequ
         differences = ([f"lacks {', '.join(lacks)}"] if lacks else []) + ([f"has {', '.join(extra)} too"] if extra else [])
         raise DataError(file.path, f"its columns differ from those of {files[0].path}, the first file of '{pattern}': "
                         f"it {' and '.join(differences)}; every file of a pattern needs the same columns", line=1)
+
+
+def columns_read(pattern: str | Path, files: Sequence[ChunkedFile], read: Sequence[str]) -> None:
+    """Every file of ``pattern`` holds the columns ``read`` (a fitted model's): a file that lacks one is a
+    ``DataError`` at its header, before any is read; other columns may differ from file to file."""
+    for file in files:
+        names = file.column_names()
+        lacks = [name for name in read if names is not None and name not in names]
+        if lacks:
+            raise DataError(file.path, f"lacks column(s) {', '.join(lacks)}, which the model reads (a file of "
+                            f"'{pattern}')", line=1)
 
 
 def open_chunked(path: str | Path, config: DataConfig, chunk_bytes: int,
