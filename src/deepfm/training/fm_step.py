@@ -78,7 +78,7 @@ class FMStep:
 
     def _step_bias(self, bias: torch.nn.Parameter, grad: float) -> None:
         """The dense optimiser's step of w0: torch's own, or, for its plain AdaGrad (FM's default), the same update on
-        the 0-d tensors in place (torch's step cost ~30 µs, a tenth of FM's step at k 10)."""
+        the 0-d tensors in place (torch's step cost ~30 µs, a tenth of FM's step at k 10; these ops, ~10)."""
         dense = self.optimizer.optimizers["dense"]
         group = dense.param_groups[0]
         plain = (type(dense) is eager.Adagrad and not group["lr_decay"] and not group["weight_decay"]
@@ -87,13 +87,12 @@ class FMStep:
             bias.grad = torch.tensor(grad, dtype=bias.dtype)
             dense.step()
             return
-        state = dense.state[bias]
-        g = np.float32(grad)
-        state["step"].add_(1)
-        total = state["sum"].numpy()
-        total[...] = np.float64(total) + np.float64(g) * np.float64(g)  # rounded once, as torch's fused addcmul_
-        bias.detach().numpy()[...] -= np.float32(group["lr"]) * g / (np.sqrt(total) + np.float32(group["eps"]))
-        torch.autograd.graph.increment_version(bias)
+        state = dense.state[bias]  # torch's own kernels, as its AdaGrad calls them: the same bits on any CPU (NumPy's
+        state["step"].add_(1)  # sums had matched them where torch's addcmul_ fused its multiply-add, and not on AVX2)
+        g = torch.tensor(grad, dtype=bias.dtype)
+        with torch.no_grad():
+            state["sum"].addcmul_(g, g, value=1)
+            bias.addcdiv_(g, state["sum"].sqrt().add_(group["eps"]), value=-group["lr"])
 
     def _adagrad(self) -> tuple:
         """The tables' AdaGrad as the pass takes it, read at each step (the plateau schedule scales the rates):
