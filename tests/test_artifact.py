@@ -260,3 +260,53 @@ def test_a_loaded_models_settings_refit_without_warnings_of_settings_not_applied
         Estimator(Estimator.load(tmp_path / "m").config).fit(table, progress=False)
     with pytest.warns(SettingWarning, match="model fm does not use model.dropout"):  # a value of the user's still is
         Estimator(model={"name": "fm", "embed_dim": 4, "dropout": 0.5}, training={"epochs": 1}).fit(table, progress=False)
+
+
+def test_a_save_that_fails_leaves_the_model_saved_before_whole_and_no_temporary_file(saved, tmp_path, monkeypatch):
+    """A full disk during --overwrite's save left the old model's directory with new weights and the old manifest:
+    unloadable, "checksum does not match" (a pipeline tester's find)."""
+    from pathlib import Path
+
+    from deepfm.artifact import save_model_dir
+
+    out, est, test = saved
+    out = copy_dir(out, tmp_path / "m")
+    real = Path.write_bytes
+
+    def full_disk(path, data):
+        if path.name == ".metrics.json.tmp":  # the weights written, then the disk fills
+            raise OSError(28, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_model_dir(out, est.model, est.encoder, est.config.model_copy(update={"out": None}), {"rows": 1})
+    monkeypatch.undo()
+    np.testing.assert_array_equal(Estimator.load(out).predict(test), est.predict(test))
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_model_replaced_while_it_is_read_is_read_again(saved, tmp_path, monkeypatch):
+    """A reader looping over load_model_dir while train --overwrite replaced the model failed 166 times in 3,007
+    ("checksum does not match", "unreadable manifest")."""
+    import deepfm.artifact as artifact
+
+    out, est, test = saved
+    out = copy_dir(out, tmp_path / "m")
+    real, calls = artifact._load_model_dir, []
+
+    def replaced_mid_read(directory):
+        calls.append(1)
+        if len(calls) == 1:  # a new model lands while the first read is under way
+            artifact.save_model_dir(directory, est.model, est.encoder, est.config, {"rows": 2})
+            raise ModelDirError(f"{directory}/model.safetensors: checksum does not match manifest.json")
+        return real(directory)
+
+    monkeypatch.setattr(artifact, "_load_model_dir", replaced_mid_read)
+    assert load_model_dir(out).metrics == {"rows": 2} and len(calls) == 2
+    calls.clear()
+    monkeypatch.setattr(artifact, "_load_model_dir", lambda directory: calls.append(1) or (_ for _ in ()).throw(
+        ModelDirError("damaged")))
+    with pytest.raises(ModelDirError, match="damaged"):  # nothing changed: a damaged directory is said at once
+        load_model_dir(out)
+    assert len(calls) == 1

@@ -1348,6 +1348,7 @@ def test_an_interrupt_after_a_checkpoint_prints_the_command_that_resumes(ctr_csv
                        "--quiet --epochs 2 --resume")
     calls["n"] = 0
     monkeypatch.setenv("RANK", "0")  # rank 0 of a torchrun started by hand (of one rank here): torchrun's command line
+    monkeypatch.setenv("WORLD_SIZE", "1")  # (torchrun sets both)
     assert train(ctr_csv(), tmp_path / "ranked", "--epochs", "2") == 130
     assert capsys.readouterr().err.splitlines()[-1].startswith(
         "interrupted; resume with: the same torchrun command, its deepfm part: deepfm train --train ")
@@ -1642,3 +1643,34 @@ def test_select_by_help_names_the_metrics_each_task_reports(capsys):
     for name, task in TASKS.items():
         listed = said.split(f"{name}: ")[1].split(";")[0].replace("those and", "").replace(",", " ").replace(")", " ").split()
         assert set(task.metric_names) <= set(listed) | ({"accuracy", "logloss", "auc"} if name == "ordinal" else set())
+
+
+def test_a_full_disk_is_one_line_and_exit_1_and_leaves_no_half_written_checkpoint(ctr_csv, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """It was safetensors' traceback (exit 1) and a checkpoint/portfolio-1.tmp/ left on the full disk (a pipeline
+    tester's find)."""
+    from safetensors import SafetensorError
+
+    import deepfm.training.checkpoint as checkpoint
+
+    def full(tensors, path):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No '
+                              'space left on device" })')
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    out = tmp_path / "model"
+    assert train(ctr_csv(rows=600), out, "--model", "fm", "--epochs", "1", "--quiet") == 1
+    err = capsys.readouterr().err
+    assert err.endswith("checkpoint.tmp: No space left on device\n") and "Traceback" not in err, err
+    assert not out.exists() or not list(out.rglob("*.tmp"))
+
+
+def test_a_rank_variable_of_a_schedulers_own_does_not_silence_train(ctr_csv, tmp_path, capsys, monkeypatch):
+    """RANK=1 without torchrun's WORLD_SIZE: train printed nothing, not even --json's line, and left its checkpoint
+    beside the model (a pipeline tester's find: some schedulers export RANK)."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    out = tmp_path / "model"
+    assert train(ctr_csv(rows=600), out, "--model", "fm", "--epochs", "1", "--json") == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs"] == 1
+    assert not (out / "checkpoint").exists() and not (out / "checkpoint-run.json").exists()

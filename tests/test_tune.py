@@ -437,3 +437,28 @@ def test_ctrl_c_ends_the_search_as_its_timeout_would_and_saves_the_best_finished
     summary = json.loads((out / "tune.json").read_text())
     assert len(summary["trials"]) == 2 and summary["trials_asked"] == 5 and summary["interrupted"]
     assert shown and not any(shown), "Optuna's handler would print the interrupted trial's traceback and value"
+
+
+def test_a_schedulers_sigterm_ends_the_search_as_ctrl_c_does_saving_the_best(ctr_csv, tmp_path, monkeypatch, capsys):
+    """SIGTERM killed tune at once: exit 143, nothing said, no --out, 20 finished trials lost (a pipeline tester's
+    find); train handled it. Now the search stops as on Ctrl-C, keeps the best and exits 128 + 15."""
+    import os
+    import signal
+
+    from deepfm.experiments import compare
+
+    real, calls = compare.train_one, []
+
+    def terminated_in_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler sends it
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compare, "train_one", terminated_in_the_third)
+    out = tmp_path / "out"
+    assert main(["tune", "--train", str(ctr_csv()), "--model", "fm", "--trials", "5", "--out", str(out),
+                 "--epochs", "2", "--refit", "off", "--quiet"]) == 128 + signal.SIGTERM
+    summary = json.loads((out / "tune.json").read_text())
+    assert summary["interrupted"] and summary["signal"] == signal.SIGTERM and len(summary["trials"]) == 2
+    assert (out / "model.safetensors").exists()

@@ -18,8 +18,11 @@ clear ``ModelDirError`` rather than a wrong prediction.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,29 +59,43 @@ class SavedModel:
 
 def save_model_dir(directory: str | Path, model: torch.nn.Module, encoder: FeatureEncoder, config: RunConfig,
                    metrics: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
-    """Write the model directory; ``extra`` maps further file names (``*.json``) to JSON content."""
+    """Write the model directory; ``extra`` maps further file names (``*.json``) to JSON content. Every file is
+    written under a hidden temporary name first and renamed into place once all are written, the manifest last: a
+    save that fails (a full disk) leaves the model saved there before whole, and a reader meanwhile sees the old
+    files or the new (``load_model_dir`` reads again where the manifest changed under it)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    before = _listed_files(directory)  # a model saved here before: its files this one does not write go
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    # written like the JSON files (safetensors' save_file leaves its file 0600, whatever the umask)
-    (directory / "model.safetensors").write_bytes(save(weights, metadata={"format": FORMAT}))
-    (directory / "features.json").write_text(json.dumps(encoder.to_dict(), indent=1))
-    shape = {"num_features": encoder.num_features, "num_fields": encoder.num_fields}
-    (directory / "config.json").write_text(json.dumps({"run": config.to_json_dict(), "shape": shape}, indent=1))
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    for name, content in (extra or {}).items():
+    for name in (extra or {}):
         if name in FILES or name == "manifest.json" or Path(name).name != name or not name.endswith(".json"):
             raise ValueError(f"extra file {name!r}: give a new file name ending in .json")
-        (directory / name).write_text(json.dumps(content, indent=1))
+    before = _listed_files(directory)  # a model saved here before: its files this one does not write go
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    shape = {"num_features": encoder.num_features, "num_fields": encoder.num_fields}
+    contents = {  # (the weights written like the JSON files: safetensors' save_file leaves its file 0600)
+        "model.safetensors": save(weights, metadata={"format": FORMAT}),
+        "features.json": json.dumps(encoder.to_dict(), indent=1).encode(),
+        "config.json": json.dumps({"run": config.to_json_dict(), "shape": shape}, indent=1).encode(),
+        "metrics.json": json.dumps(metrics, indent=1).encode(),
+        **{name: json.dumps(content, indent=1).encode() for name, content in (extra or {}).items()},
+    }
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "deepfm_version": __version__,
         "torch_version": torch.__version__,
-        "files": {name: sha256_of(directory / name) for name in (*FILES, *(extra or {}))},
+        "files": {name: hashlib.sha256(content).hexdigest() for name, content in contents.items()},
     }
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    contents["manifest.json"] = json.dumps(manifest, indent=1).encode()
+    written = {name: directory / f".{name}.tmp" for name in contents}
+    try:
+        for name, content in contents.items():
+            written[name].write_bytes(content)
+    except BaseException:
+        for path in written.values():
+            path.unlink(missing_ok=True)
+        raise
+    for name, path in written.items():  # manifest.json last (dicts keep their order)
+        os.replace(path, directory / name)
     for name in before - set(manifest["files"]):
         if (directory / name).is_file():  # e.g. a wrapper's sklearn.json, left from the model before
             (directory / name).unlink()
@@ -120,8 +137,35 @@ def remove_checkpoint(directory: str | Path) -> None:
 
 
 def load_model_dir(directory: str | Path) -> SavedModel:
-    """Load and verify a model directory; raises ``ModelDirError`` saying what is wrong."""
+    """Load and verify a model directory; raises ``ModelDirError`` saying what is wrong. A directory whose model is
+    replaced while it is read (its manifest changed meanwhile) is read again, up to three times."""
     directory = require_directory(directory)
+    for attempt in range(3):
+        manifest = _bytes_or_none(directory / "manifest.json")
+        try:
+            return _load_model_dir(directory)
+        except ModelDirError:
+            if attempt == 2 or not _changed(directory / "manifest.json", manifest):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _changed(path: Path, before: bytes | None) -> bool:
+    """Whether ``path`` holds other bytes than ``before``, now or 50 ms on (a save renames its files one by one)."""
+    if _bytes_or_none(path) != before:
+        return True
+    time.sleep(0.05)
+    return _bytes_or_none(path) != before
+
+
+def _bytes_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _load_model_dir(directory: Path) -> SavedModel:
     manifest_path = directory / "manifest.json"
     if not manifest_path.exists():
         raise ModelDirError(f"{directory}: not a deepfm model directory (no manifest.json)")

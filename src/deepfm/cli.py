@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -614,7 +615,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if code == 1:  # a rank failed (torchrun named it above)
             say_what_a_failed_rank_left(args, Path(config.out))
         return code
-    quiet = args.quiet or os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 speaks for all
+    quiet = args.quiet or torchrun_rank() != 0  # under torchrun, rank 0 speaks for all
     log = None if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     try:
         estimator = Estimator(config).fit(resume=args.resume, progress=not quiet, log=log)
@@ -622,19 +623,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         say_line(str(error))
         from deepfm.resumable import checkpoint_saved
 
-        if os.environ.get("RANK", "0") == "0" and not checkpoint_saved(Path(config.out)):
+        if torchrun_rank() == 0 and not checkpoint_saved(Path(config.out)):
             with contextlib.suppress(OSError):  # e.g. a run that diverged before its first checkpoint: the same
                 forget_unsaved_run(Path(config.out), args.out_existed)  # command, with the lower --lr it suggests, runs
         return 2
     except Exception as error:
-        if os.environ.get("RANK", "0") == "0":
+        if torchrun_rank() == 0:
             raise
         # most often a collective that lost rank 0, which has printed the cause: one line, no traceback
         say_line(f"rank {os.environ['RANK']} stopped: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
         return 1
     finally:
         distributed.cleanup()
-    if os.environ.get("RANK", "0") != "0":
+    if torchrun_rank() != 0:
         return 0  # rank 0 reports
     if not args.keep_checkpoint:
         remove_checkpoint(config.out)
@@ -695,7 +696,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         refitted = f"; refitted on {refit['rows']} rows for {refit['epochs']} epochs" if refit else ""
         print(f"saved {config.out}: trial {summary['best_trial']} of {len(summary['trials'])}, valid {summary['metric']} "
               f"{summary['best_value']:.5f}{refitted} ({config.out}/tune.json, {config.out}/best.toml)", file=sys.stderr)
-    return 128 + signal.SIGINT if summary["interrupted"] else 0  # cut short, saved: a script still tells it apart
+    return 128 + summary.get("signal", signal.SIGINT) if summary["interrupted"] else 0  # cut short, saved: a script
+    # still tells it apart (SIGTERM's 143)
 
 
 def _load(directory: str, fmt: str | None, path: str):
@@ -937,32 +939,57 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, sho
         shown(message, category, filename, lineno, file, line)
 
 
+def under_torchrun() -> bool:
+    """Whether torchrun started this process (it sets ``RANK`` and ``WORLD_SIZE``, one rank or several)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def torchrun_rank() -> int:
+    """This process's rank under torchrun; 0 otherwise: a ``RANK`` that a scheduler or container exports for its own
+    use, without ``WORLD_SIZE``, had silenced train and left its checkpoint behind."""
+    try:
+        return int(os.environ["RANK"]) if under_torchrun() else 0
+    except ValueError:
+        return 0
+
+
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}  # a full disk or quota, a read-only or failing
+# file system: one line and exit status 1, not a traceback
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     stop_with_the_launcher()  # a rank of deepfm --nproc: not one second longer than its launcher
     warnings.showwarning = _show_warning
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     # a rank of --nproc goes with its launcher, which speaks for the run (torchrun's handlers pass signals on)
-    stopping = stopped_as_interrupted() if args.command == "train" and not started_by_launch() else contextlib.nullcontext()
+    stopping = (stopped_as_interrupted() if args.command in ("train", "tune", "compare") and not started_by_launch()
+                else contextlib.nullcontext())  # (a scheduler's SIGTERM: what Ctrl-C saves, tune's search and compare's
+    # finished runs, is saved too)
     try:
         with stopping:
             return COMMANDS[args.command](args)
     except DeepFMError as error:
         say_line(str(error))
         return 2
-    except KeyboardInterrupt as interrupt:  # Ctrl-C; SIGTERM or SIGHUP (``Stopped``) in ``deepfm train``
+    except OSError as error:
+        if error.errno not in STORAGE_ERRORS:
+            raise
+        say_line(f"{error.filename}: {error.strerror}" if error.filename else error.strerror or str(error))
+        return 1  # (the machine's, not the input's: the same command may pass once there is room)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C; SIGTERM or SIGHUP (``Stopped``) in train, tune and compare
         code = 128 + getattr(interrupt, "signal_number", signal.SIGINT)
-        if started_by_launch() or os.environ.get("RANK", "0") != "0":
+        if started_by_launch() or torchrun_rank() != 0:
             return code  # a rank: the launcher (deepfm --nproc), or rank 0 of a torchrun by hand, speaks for it
         out = getattr(args, "out", None) if args.command == "train" else None
         from deepfm.resumable import checkpoint_saved  # no torch import in the handler
 
         nothing_saved = out is not None and not checkpoint_saved(Path(out))
-        if nothing_saved and hasattr(args, "out_existed") and os.environ.get("RANK", "0") == "0":
+        if nothing_saved and hasattr(args, "out_existed") and torchrun_rank() == 0:
             with contextlib.suppress(OSError):  # under --nproc the launcher and rank 0 may both clear it
                 forget_unsaved_run(Path(out), args.out_existed)  # the same command runs again
         again = resume_command(args) if args.command == "train" else ""
-        if "RANK" in os.environ:  # rank 0 of a torchrun started by hand: its own command line is torchrun's
+        if under_torchrun():  # rank 0 of a torchrun started by hand: its own command line is torchrun's
             again = f"the same torchrun command, its deepfm part: {again}"
         say_line("interrupted before the first checkpoint: nothing to resume" if nothing_saved else
                  f"interrupted; resume with: {again}" if args.command == "train" else "interrupted")

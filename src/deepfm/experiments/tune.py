@@ -226,6 +226,7 @@ class TuneResult:
     best_run: Any = None
     best_number: int | None = None
     interrupted: bool = False  # Ctrl-C ended the search before its trials or timeout did
+    signal_number: int = 2  # the signal that did (SIGINT; SIGTERM or SIGHUP from a scheduler, as deepfm.cli.Stopped)
 
 
 def tune(base: dict[str, Any], data, trials: int | None, timeout: float | None, log: Log,
@@ -276,10 +277,10 @@ def tune(base: dict[str, Any], data, trials: int | None, timeout: float | None, 
         handler.addFilter(quiet)
     try:
         study.optimize(objective, n_trials=trials, timeout=timeout, catch=(TrainingDiverged,), callbacks=[progress])
-    except KeyboardInterrupt:  # Ctrl-C ends the search as its timeout would, keeping the trials that finished
+    except KeyboardInterrupt as stop:  # Ctrl-C ends the search as its timeout would, keeping the trials that finished
         if result.best_number not in {record["number"] for record in result.trials}:
             raise  # nothing finished, or the best trial's record was cut short
-        result.interrupted = True
+        result.interrupted, result.signal_number = True, getattr(stop, "signal_number", result.signal_number)
         log(f"interrupted: the search stops after {len(result.trials)} trials; the best is saved as at the end of a "
             "search, and the command exits as interrupted (Ctrl-C again stops its refit, if one is asked for, and "
             "saves the trial's own model)")
@@ -451,9 +452,10 @@ def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: 
     best = result.best_config
     try:
         refitted = refit_best(best, data, result.best_run, held_out=holdout is not None, log=log)
-    except KeyboardInterrupt:  # the search's result stands: saved as without a refit (Ctrl-C while saving stops that)
-        log("interrupted: the refit stops; the saved model is the best trial's, as trained in the search")
+    except KeyboardInterrupt as stop:  # the search's result stands: saved as without a refit (Ctrl-C while saving
+        log("interrupted: the refit stops; the saved model is the best trial's, as trained in the search")  # stops that)
         refitted, result.interrupted = None, True
+        result.signal_number = getattr(stop, "signal_number", result.signal_number)
     model, refit = refitted if refitted is not None else (result.best_model, None)
     validation = holdout.to_dict() if holdout is not None else {"source": "file", "path": config.data.valid}
     summary = {
@@ -461,7 +463,8 @@ def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: 
         "validation": validation, "best_trial": result.best_number, "best_value": best_value(result),
         "best_params": next(t["params"] for t in result.trials if t["number"] == result.best_number),
         "refit": refit, "trials": result.trials, "seconds": round(time.perf_counter() - began, 1),
-        "trials_asked": trials, "timeout": timeout, "interrupted": result.interrupted, "versions": versions(),
+        "trials_asked": trials, "timeout": timeout, "interrupted": result.interrupted,
+        **({"signal": result.signal_number} if result.interrupted else {}), "versions": versions(),
     }
     run = result.best_run
     metrics = {"task": data.encoder.task.name, "rows": len(train) if hasattr(train, "__len__") else train.num_rows,

@@ -13,6 +13,7 @@ skipped for the previous one, with a warning that names the file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from deepfm import randomness
@@ -91,12 +93,20 @@ class Contents:
                    best_weights)
 
     def write(self, directory: Path) -> None:
+        """Write the checkpoint into ``directory.tmp`` and publish it; a write that fails (a full disk) removes
+        ``.tmp`` and raises an ``OSError`` (safetensors says it as its own error)."""
         staging = staging_dir(directory)
-        save_file(self.model, staging / "model.safetensors")
-        save_file(self.tensors, staging / "optimizer.safetensors")
-        if self.best is not None:
-            save_file(self.best, staging / "best.safetensors")
-        (staging / "state.json").write_text(self.state)
+        try:
+            for name, tensors in (("model", self.model), ("optimizer", self.tensors), ("best", self.best)):
+                if tensors is not None:
+                    save_file(tensors, staging / f"{name}.safetensors")
+            (staging / "state.json").write_text(self.state)
+        except (OSError, SafetensorError) as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            number = _errno_of(str(error)) if isinstance(error, SafetensorError) else None
+            if number is not None:
+                raise OSError(number, os.strerror(number), str(staging)) from None
+            raise
         publish(staging, directory)
 
 
@@ -164,6 +174,12 @@ def write_atomically(path: Path, text: str) -> None:
     partial.write_text(text)
     _sync_file(partial)
     os.replace(partial, path)
+
+
+def _errno_of(message: str) -> int | None:
+    """The storage error a safetensors write failed with, from its message (it says the OS's words), or None."""
+    return next((number for number, words in ((errno.ENOSPC, "No space left"), (errno.EDQUOT, "quota exceeded"),
+                                              (errno.EROFS, "Read-only file system")) if words in message), None)
 
 
 def staging_dir(directory: Path) -> Path:
