@@ -414,3 +414,23 @@ def test_without_a_valid_file_every_model_validates_on_the_rows_train_holds_out(
                  "--valid-fraction", "0", *TINY]) == 2
     assert "--valid-fraction 0: compare keeps each model's best epoch by its validation rows; give --valid" in (
         capsys.readouterr().err)
+
+
+def test_compare_reads_text_labels_with_positive_as_train_does(tmp_path):
+    """Adult's income could not be compared: the text-label error sent the user to --positive, which compare refused
+    (a multiclass tester's find)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 20, 900)
+    table = pa.table({"user": users.astype(str), "income": np.where((users % 2 == 0) ^ (rng.random(900) < 0.1),
+                                                                     ">50K", "<=50K")})
+    pacsv.write_csv(table.slice(0, 700), tmp_path / "train.csv")
+    pacsv.write_csv(table.slice(700), tmp_path / "test.csv")
+    assert main(["compare", "--train", str(tmp_path / "train.csv"), "--test", str(tmp_path / "test.csv"), "--label",
+                 "income", "--positive", ">50K", "--models", "lr", "--epochs", "2", "--out", str(tmp_path / "r"),
+                 "--quiet"]) == 0
+    result = json.loads((tmp_path / "r" / "results.json").read_text())["variants"][0]
+    assert result["config"]["data"]["positive"] == ">50K" and result["test"]["auc"]["mean"] > 0.8

@@ -189,3 +189,21 @@ def test_an_older_models_classes_that_spell_one_number_twice_read_labels_as_writ
     assert task.classes == ["1", "1.0", "2"]
     path = write_table("old.csv", {"x": ["a", "b", "c"], "label": ["1.0", "1", "2"]})
     assert task.encode_labels(read_frame(path)).tolist() == [1.0, 0.0, 2.0]
+
+
+def test_a_class_only_held_out_rows_hold_is_noted_as_untrained(tmp_path):
+    """Its one row fell in the rows held out: the model got an output for it, class rate 0, without a word (a
+    --valid file with such a class is an error; a multiclass tester's find)."""
+    from deepfm.data.holdout import hashed_mask
+    from deepfm.errors import DataWarning
+
+    rows, seed = 400, 2026
+    held = np.flatnonzero(hashed_mask(0, rows, 0.1, seed))
+    labels = np.array(["a", "b"] * (rows // 2), dtype=object)
+    labels[held[:2]] = "rare"
+    table = pa.table({"user": [f"u{i % 13}" for i in range(rows)], "label": labels.tolist()})
+    with pytest.warns(DataWarning, match=r"class\(es\) 'rare' of the label appear only in the rows held out for "
+                                         r"validation: the model has an output for each but no training row"):
+        estimator = Estimator(data={"task": "multiclass"}, model={"name": "fm", "embed_dim": 4},
+                              training={"epochs": 1, "seed": seed}).fit(table, progress=False)
+    assert "rare" in estimator.classes

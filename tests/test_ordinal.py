@@ -153,3 +153,21 @@ def test_predict_keep_refuses_a_column_the_predictions_write(tmp_path, capsys):
                      "--out", str(tmp_path / "p.csv")]) == 2
         assert f"--keep {name}: the predictions write a column of that name (prediction, expected, p_1" in capsys.readouterr().err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_serve_answers_an_ordinal_model_with_each_rows_expected_rating_as_predict_writes_it(tmp_path):
+    """serve gave the class probabilities only; predict's file also has the expected rating (a multiclass tester's
+    find)."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from deepfm.serving.app import create_app
+
+    estimator = Estimator(data={"task": "ordinal"}, model={"name": "fm", "embed_dim": 4}, training={"epochs": 1})
+    estimator.fit(ratings(600), out=tmp_path / "m", progress=False)
+    test = ratings(8, seed=1)
+    rows = [{k: v for k, v in row.items() if k != "label"} for row in test.to_pylist()]
+    with TestClient(create_app(tmp_path / "m", batching=False)) as client:
+        answer = client.post("/predict", json={"rows": rows}).json()
+    probabilities = estimator.predict(test)
+    np.testing.assert_allclose(answer["expected"], probabilities @ np.array(estimator.classes, float), rtol=1e-5)

@@ -858,11 +858,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "at line ends by the first rows' length, Parquet read in "
                                                              "batches); memory holds about one chunk")
         if name == "evaluate":
-            p.add_argument("--json", action="store_true", help='print one line: {"rows":N,"auc":..,"logloss":..} or rmse/mae')
+            p.add_argument("--json", action="store_true", help='print one line: {"rows":N,"auc":..,"logloss":..}; '
+                           'rmse, mae for regression; accuracy, logloss and macro auc for multiclass, with rmse and mae '
+                           'of the expected rating for ordinal')
             p.add_argument("--label", help="this file's label column, where it is not named as in training (a model "
                                            "fitted by deepfm.sklearn names it 'label'); read as training read labels")
         else:
-            p.add_argument("--out", default="-", help="output file, .csv, .tsv or .parquet (.csv.gz, .tsv.gz: gzipped); - writes CSV to stdout")
+            p.add_argument("--out", default="-", help="output file, .csv, .tsv or .parquet (.csv.gz, .tsv.gz: gzipped); "
+                           "- writes CSV to stdout. Columns: prediction (a probability, or a value); for multiclass the "
+                           "most probable class and p_CLASS for each class, for ordinal also expected (the mean rating)")
             p.add_argument("--keep", help="comma-separated input columns to copy beside the prediction, in this "
                                           "order (e.g. id); from CSV into .parquet, a column of numbers as numbers, "
                                           "ids such as 007 as text, by the first chunk's rows")

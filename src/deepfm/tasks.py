@@ -681,6 +681,11 @@ class TaskFitter:
             raise DataError(self.path, f"more than {MAX_CLASSES} distinct labels: not a multiclass label column "
                             "(--task regression, data.task, for numbers)")
 
+    def untrained_classes(self) -> list[str]:
+        """A multiclass or ordinal label's classes that only rows held out for validation hold."""
+        return [value for value in sorted(self.class_counts, key=_class_order)
+                if not self.trained_class_counts.get(value)]
+
     def _multiclass(self) -> Task:
         classes = sorted(self.class_counts, key=_class_order)
         if len(classes) < 2:

@@ -882,6 +882,11 @@ class _Fitter:
         if config.hash_buckets:
             self.notes.append(hash_buckets_note(specs, config.hash_buckets))
         task = self.labels.finish()
+        untrained = self.labels.untrained_classes()
+        if untrained:  # (a --valid file's class the training rows lack is an error; held-out rows' is this note)
+            self._warn([f"class(es) {', '.join(map(repr, untrained[:10]))} of the label appear only in the rows held "
+                        "out for validation: the model has an output for each but no training row of it, so it "
+                        "predicts them hardly ever; --valid-fraction 0, or more rows of them, trains them"])
         if task == "regression" and config.task == "auto" and self.labels.examples:
             values = sorted(self.labels.examples)
             shown = ", ".join(f"{v:g}" for v in values[:3]) + (", ..." if len(values) > 3 else "")

@@ -40,9 +40,14 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     choice.add_argument("--study", choices=sorted(STUDIES), help="vary one DeepFM setting instead of the model")
     p.add_argument("--seeds", type=int, default=1, help="runs per model with seeds SEED, SEED+1, ... (mean ± std)")
     p.add_argument("--title", help="report title (default: the --out folder name)")
-    for flag in ("--task",):
-        p.add_argument(flag, choices=["auto", "binary", "regression"])
+    p.add_argument("--task", choices=["auto", "binary", "regression"],
+                   help="compare reports binary and regression models (AUC/logloss, RMSE/MAE); deepfm train and tune fit "
+                        "multiclass and ordinal ones")
     p.add_argument("--label")
+    p.add_argument("--positive", help="binary task with text labels: the label value that means 1 (e.g. '>50K'), as in "
+                                      "train")
+    p.add_argument("--one-vs-rest", action="store_true", default=None,
+                   help="with --positive: every other label value means 0 (as in train)")
     p.add_argument("--format")
     for flag in ("--categorical", "--numeric", "--multi", "--ignore", "--mlp"):
         p.add_argument(flag)

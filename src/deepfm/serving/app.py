@@ -3,7 +3,8 @@
     deepfm serve runs/frappe --port 8000
     curl -s localhost:8000/predict -d '{"rows": [{"user": "12", "item": "7", "hour": 13}]}'
     {"predictions": [0.73], "kind": "probability"}      (multiclass, ordinal: each row's class probabilities,
-                                                       and "classes": their order)
+                                                       and "classes": their order; ordinal: "expected", each
+                                                       row's mean rating, as predict writes it)
     curl -s localhost:8000/predict -d '{"columns": {"user": ["12"], "item": ["7"], "hour": [13]}}'
 
 Input errors are 4xx with ``{"error": "rows[3].C1: ..."}``: 400 malformed JSON, 413 more than
@@ -137,7 +138,8 @@ def create_app(model_dir: str | Path, limits: Limits = Limits(), batching: bool 
         row = first_not_finite(predictions)
         if row is not None:  # JSON would carry it as null
             raise RequestError(422, f"rows[{row}]: {NOT_FINITE}")
-        return {"predictions": predictions, "kind": kind, **labelled}
+        expected = {"expected": predictions @ task.values} if task.name == "ordinal" else {}  # as predict writes it
+        return {"predictions": predictions, "kind": kind, **labelled, **expected}
 
     return PredictEndpoint(app, predict, limits.max_bytes)
 
