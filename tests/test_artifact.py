@@ -244,6 +244,7 @@ def test_metrics_json_records_what_the_model_trained_on(tmp_path):
                               "modified_ns": stat.st_mtime_ns}] and data["valid"] is None
     in_memory = Estimator(model={"name": "fm", "embed_dim": 4}, training={"epochs": 1}).fit(table, progress=False)
     assert in_memory.metrics["data"]["train"]["rows"] == table.num_rows and est.metrics["data"] == data
+    assert est.metrics["threads"] >= 1  # the count it trained with (config.json's 0 means one per core)
 
 
 def test_a_loaded_models_settings_refit_without_warnings_of_settings_not_applied(tmp_path):

@@ -692,6 +692,7 @@ class Estimator:
             "history": self.result.history,
             **run_seconds(time.perf_counter() - began, earlier),
             "train_samples_per_s": round(self.result.samples_per_s * ctx.world, 1),
+            "threads": torch.get_num_threads(),  # as trained (config.json's 0 is one per core, wherever it runs)
             **peak_memory(ctx.world),
         }
         if chosen is not None:
