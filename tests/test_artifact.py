@@ -311,3 +311,28 @@ def test_a_model_replaced_while_it_is_read_is_read_again(saved, tmp_path, monkey
     with pytest.raises(ModelDirError, match="damaged"):  # nothing changed: a damaged directory is said at once
         load_model_dir(out)
     assert len(calls) == 1
+
+
+def test_a_model_is_parsed_from_the_bytes_its_manifest_checked_and_a_resave_keeps_the_files_modes(saved, tmp_path,
+                                                                                                  monkeypatch):
+    """A save that renamed its files in between the check and the parse gave the old encoder with the new weights,
+    silently (a reviewer's race); and a re-save reset files opened up for a serving user to the umask's mode."""
+    import deepfm.artifact as artifact
+    from deepfm.data.encoders import FeatureEncoder
+
+    out, est, test = saved
+    out = copy_dir(out, tmp_path / "m")
+    real, calls = FeatureEncoder.from_dict, []
+
+    def replaced_while_parsed(item):
+        calls.append(1)
+        if len(calls) == 1:  # the files are read: a new save lands before they are parsed
+            (out / "features.json").write_text("{}")
+        return real(item)
+
+    monkeypatch.setattr(FeatureEncoder, "from_dict", staticmethod(replaced_while_parsed))
+    np.testing.assert_array_equal(Estimator.load(out).predict(test), est.predict(test))  # the bytes checked
+    monkeypatch.undo()
+    (out / "features.json").chmod(0o640)
+    artifact.save_model_dir(out, est.model, est.encoder, est.config, {"rows": 1})
+    assert (out / "features.json").stat().st_mode & 0o777 == 0o640

@@ -224,6 +224,21 @@ def test_the_files_of_a_pattern_to_score_need_the_models_columns_not_the_same_co
                                        f"'{tmp_path / 'parts' / 'part-*.csv'}')\n")
 
 
+def test_the_weights_of_a_pattern_to_evaluate_are_in_every_file_or_in_none(tmp_path, capsys):
+    """One part without the weight column crashed in the join of weights, a traceback (a reviewer's find)."""
+    table, _ = make_ctr_table(SyntheticSpec(rows=600, seed=3), part=0)
+    table = table.append_column("w", pa.array(np.linspace(0.5, 2.0, table.num_rows)))
+    Estimator(data={"weight": "w"}, model={"name": "fm", "embed_dim": 4}, training={"epochs": 1}).fit(
+        table, out=tmp_path / "m", progress=False)
+    (tmp_path / "parts").mkdir()
+    pacsv.write_csv(table.slice(0, 300), tmp_path / "parts" / "a.csv")
+    pacsv.write_csv(table.slice(300).drop_columns(["w"]), tmp_path / "parts" / "b.csv")
+    pattern = str(tmp_path / "parts" / "*.csv")
+    assert main(["evaluate", str(tmp_path / "m"), pattern]) == 2
+    assert capsys.readouterr().err == (f"{tmp_path / 'parts' / 'b.csv'}:1: lacks column 'w', which a.csv of "
+                                       f"'{pattern}' holds: the files of a pattern hold it all or none\n")
+
+
 def test_a_validation_set_written_as_parts_is_given_as_a_pattern_as_the_training_files_are(scored, tmp_path):
     """--valid 'valid/part-*' was "--valid file not found" (a scale tester's Spark output)."""
     split_into_parts(scored["rows"], tmp_path / "parts")
@@ -324,3 +339,17 @@ def test_unseen_values_are_noted_over_the_first_rows_whatever_the_chunks(scored,
 def test_chunk_rows_in_python_is_a_whole_number_of_rows_too(scored, chunk_rows):
     with pytest.raises(ConfigError, match="chunk_rows"):
         Estimator.load(scored["model"]).predict(scored["rows"], chunk_rows=chunk_rows)
+
+
+def test_a_file_whose_first_row_follows_many_blank_lines_holds_rows_and_a_folders_hint_names_its_ending(tmp_path):
+    from deepfm.data.formats import _pattern_hint
+    from deepfm.data.readers import ChunkedFile
+
+    path = tmp_path / "late.csv"
+    path.write_text("label,x\n" + "\n" * 70_000 + "1,a\n")  # past the first 64 KiB
+    assert ChunkedFile(path).holds_rows()
+    folder = tmp_path / "days"
+    folder.mkdir()
+    for day in (1, 2, 3):
+        (folder / f"clicks.2024-01-0{day}.csv").write_text("label\n1\n")
+    assert _pattern_hint(folder).endswith(f"'{folder}/*.csv'")

@@ -165,7 +165,8 @@ def test_two_streaming_ranks_interrupted_mid_epoch_resume_to_the_same_weights(cs
     cut = _run(*args, "--out", str(tmp_path / "cut"), crash_after=24 + 12)
     assert cut.returncode != 0
     state = json.loads((tmp_path / "cut" / "checkpoint" / "state.json").read_text())["loop"]
-    assert (state["epoch"], state["step"]) == (1, 10)
+    assert state["epoch"] == 1 and state["step"] in (5, 10)  # (step 10's, written beside training, may not have
+    # landed before the crash on a loaded machine: CI once found step 5's; either resumes mid-epoch)
     resumed = _run(*args, "--out", str(tmp_path / "cut"), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     expected, got = (load_model_dir(tmp_path / name).model.state_dict() for name in ("full", "cut"))

@@ -385,10 +385,13 @@ class Estimator:
         if isinstance(data, RawFrame):
             return data
         if isinstance(data, (str, Path)) and is_pattern(data) and not Path(data).exists():
-            read = None if self.encoder is None else (  # scoring: the columns the model reads, others as they come
+            # scoring: the columns the model reads in every file, others as they come; evaluating, the label in every
+            # file and the weights in every file or in none
+            read = None if self.encoder is None else (
                 [spec.name for spec in self.encoder.fields] + ([cfg.label] if require_label else []))
+            every_or_none = [self.encoder.weight] if require_label and self.encoder and self.encoder.weight else []
             return ChunkedFiles(data, files_with_rows(data, lambda file: self._source(file, require_label)), cfg.ignore,
-                                read)
+                                read, every_or_none)
         if type(data).__module__.startswith("pandas") and type(data).__name__ == "DataFrame":  # pandas is optional
             data = table_from_pandas(data)
         if not isinstance(data, (str, Path, pa.Table)):
@@ -435,10 +438,11 @@ class Estimator:
         None when every value is 1 (one-hot data such as Frappe). ``labels`` are encoded when the
         data has the label column (``with_labels=True``: it must; ``False``: never). A field whose values are
         far more often unseen or missing than in training is a ``DataWarning`` (``FeatureEncoder.scoring_notes``).
-        A glob pattern's files are read chunk by chunk and their rows joined (a validation set written as parts)."""
+        A glob pattern's files are read chunk by chunk and their rows joined (a validation set written as parts); their
+        labels with ``with_labels=True`` alone."""
         if isinstance(data, (str, Path)) and is_pattern(data) and not Path(data).exists():
-            self._require_encoder()
-            return EncodedData.concat([encoded for _, encoded in self._encoded_chunks(data, with_labels, None)])
+            self._require_encoder()  # (a pattern's labels: with with_labels=True, from every file)
+            return EncodedData.concat([encoded for _, encoded in self._encoded_chunks(data, bool(with_labels), None)])
         return self._read_and_encode(data, with_labels)[1]
 
     def _require_encoder(self) -> None:

@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save
 
 from deepfm import __version__, randomness
 from deepfm.config import RunConfig, saved_run
@@ -95,6 +96,8 @@ def save_model_dir(directory: str | Path, model: torch.nn.Module, encoder: Featu
             path.unlink(missing_ok=True)
         raise
     for name, path in written.items():  # manifest.json last (dicts keep their order)
+        if (directory / name).exists():  # a file it replaces keeps its mode (one opened up for a serving user)
+            os.chmod(path, (directory / name).stat().st_mode & 0o7777)
         os.replace(path, directory / name)
     for name in before - set(manifest["files"]):
         if (directory / name).is_file():  # e.g. a wrapper's sklearn.json, left from the model before
@@ -183,26 +186,29 @@ def _load_model_dir(directory: Path) -> SavedModel:
         )
     if not isinstance(manifest.get("files"), dict):
         raise ModelDirError(f"{manifest_path}: damaged manifest: no files and checksums listed")
+    content: dict[str, bytes] = {}  # each file's bytes, checked and then parsed: the very bytes the manifest lists
     for name in dict.fromkeys([*FILES, *manifest["files"]]):  # the extra files a wrapper wrote too
         if Path(name).name != name:
             raise ModelDirError(f"{manifest_path}: lists {name!r}, which is not a file of this directory")
         path = directory / name
         if not path.exists():
             raise ModelDirError(f"{directory}: incomplete model directory, {name} is missing")
-        if sha256_of(path) != manifest["files"].get(name):
+        content[name] = path.read_bytes() if name in FILES else b""
+        digest = hashlib.sha256(content[name]).hexdigest() if name in FILES else sha256_of(path)
+        if digest != manifest["files"].get(name):
             raise ModelDirError(f"{path}: checksum does not match manifest.json (the file was changed or damaged)")
     try:
-        encoder = FeatureEncoder.from_dict(json.loads((directory / "features.json").read_text()))
+        encoder = FeatureEncoder.from_dict(json.loads(content["features.json"]))
     except DeepFMError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as error:  # JSONDecodeError is a ValueError
         raise ModelDirError(f"{directory / 'features.json'}: invalid feature schema: {error}") from None
     try:
-        saved = json.loads((directory / "config.json").read_text())
+        saved = json.loads(content["config.json"])
         config = RunConfig.model_validate(saved_run(saved["run"]))
         model = randomness.without_draws(lambda: model_for_run(config, saved["shape"]["num_features"],
                                                                saved["shape"]["num_fields"], encoder.task))
-        model.load_state_dict(load_file(directory / "model.safetensors"))
+        model.load_state_dict(load_safetensors(content["model.safetensors"]))
     except DeepFMError:
         raise
     except SafetensorError as error:  # a damaged file whose checksum was written for it
@@ -220,7 +226,7 @@ def _load_model_dir(directory: Path) -> SavedModel:
         raise ModelDirError(f"{directory}: features.json describes a different table than config.json")
     model.eval()
     try:
-        metrics = json.loads((directory / "metrics.json").read_text())
+        metrics = json.loads(content["metrics.json"])
     except json.JSONDecodeError as error:
         raise ModelDirError(f"{directory / 'metrics.json'}: unreadable: {error}") from None
     if not isinstance(metrics, dict):

@@ -42,9 +42,10 @@ class ChunkedFiles:
     second's, ...; ``seekable`` when every file is (no .gz)."""
 
     def __init__(self, pattern: str | Path, files: Sequence[ChunkedFile], ignore: Sequence[str] = (),
-                 read: Sequence[str] | None = None):
+                 read: Sequence[str] | None = None, every_or_none: Sequence[str] = ()):
         """``ignore``: columns left out of the data (``data.ignore``), which some files may lack; ``read``: the
-        columns a fitted model reads (scoring), which every file must have, beside any others."""
+        columns a fitted model reads (scoring), which every file must have, beside any others, and of
+        ``every_or_none`` (the label, the weights) each in every file or in none."""
         self.path = Path(pattern)
         self.files = list(files)
         self.chunk_bytes = self.files[0].chunk_bytes
@@ -52,7 +53,7 @@ class ChunkedFiles:
         if read is None:
             same_columns(pattern, self.files, ignore)
         else:
-            columns_read(pattern, self.files, read)
+            columns_read(pattern, self.files, read, every_or_none)
 
     @property
     def seekable(self) -> bool:
@@ -123,15 +124,23 @@ def same_columns(pattern: str | Path, files: Sequence[ChunkedFile], ignore: Sequ
                         f"it {' and '.join(differences)}; every file of a pattern needs the same columns", line=1)
 
 
-def columns_read(pattern: str | Path, files: Sequence[ChunkedFile], read: Sequence[str]) -> None:
-    """Every file of ``pattern`` holds the columns ``read`` (a fitted model's): a file that lacks one is a
-    ``DataError`` at its header, before any is read; other columns may differ from file to file."""
+def columns_read(pattern: str | Path, files: Sequence[ChunkedFile], read: Sequence[str],
+                 every_or_none: Sequence[str] = ()) -> None:
+    """Every file of ``pattern`` holds the columns ``read`` (a fitted model's), and each of ``every_or_none`` is in
+    every file or in none: a file that breaks either is a ``DataError`` at its header, before any is read; other
+    columns may differ from file to file."""
+    names = {file.path: file.column_names() for file in files}
     for file in files:
-        names = file.column_names()
-        lacks = [name for name in read if names is not None and name not in names]
+        lacks = [name for name in read if names[file.path] is not None and name not in names[file.path]]
         if lacks:
             raise DataError(file.path, f"lacks column(s) {', '.join(lacks)}, which the model reads (a file of "
                             f"'{pattern}')", line=1)
+    for column in every_or_none:
+        holding = [path for path, columns in names.items() if columns is not None and column in columns]
+        lacking = [path for path, columns in names.items() if columns is not None and column not in columns]
+        if holding and lacking:
+            raise DataError(lacking[0], f"lacks column {column!r}, which {holding[0].name} of '{pattern}' holds: the "
+                            "files of a pattern hold it all or none", line=1)
 
 
 def open_chunked(path: str | Path, config: DataConfig, chunk_bytes: int,
@@ -143,6 +152,9 @@ def open_chunked(path: str | Path, config: DataConfig, chunk_bytes: int,
                            chunk_bytes=chunk_bytes, chunk_rows=config.chunk_rows)
 
     files = [opened(Path(path))] if not is_pattern(path) else files_with_rows(path, opened)
+    if index is not None and len(index) != len(files):  # (another rank saw other files, or others empty)
+        raise DataError(path, f"{len(files)} file(s) with rows here, where rank 0 indexed {len(index)}: the files "
+                        "changed while the run started")
     for file, chunks in zip(files, index or ()):
         file.use_index(chunks)
     return files[0] if not is_pattern(path) else ChunkedFiles(path, files, config.ignore)

@@ -88,8 +88,9 @@ def _whole_lines(path: str | Path) -> int:
 
 def _pattern_hint(directory: Path) -> str:
     """How to read a folder of data files (Spark's output, say): a quoted pattern of its commonest file ending."""
-    endings = Counter("".join(file.suffixes[-2:]) for file in directory.iterdir() if file.is_file()
-                      and not file.name.startswith((".", "_")) and file.suffix)  # (Spark's _SUCCESS, .crc files)
+    endings = Counter("".join(file.suffixes[-2:] if file.suffix.lower() == ".gz" else file.suffixes[-1:])
+                      for file in directory.iterdir() if file.is_file() and not file.name.startswith((".", "_"))
+                      and file.suffix)  # (Spark's _SUCCESS, .crc files; clicks.2024-01-01.csv ends in .csv)
     if not endings:
         return ""
     return f"; its files are read as a quoted pattern: '{directory / ('*' + endings.most_common(1)[0][0])}'"

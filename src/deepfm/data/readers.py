@@ -108,7 +108,10 @@ class ChunkedFile:
         with gzip_errors(self.path), open_bytes(self.path) as handle:
             for _ in range(self._header_lines):
                 handle.readline()
-            return bool(handle.read(1 << 16).strip())
+            while block := handle.read(1 << 16):  # (blank lines before the first row: read on past them)
+                if block.strip():
+                    return True
+            return False
 
     @property
     def seekable(self) -> bool:
@@ -249,8 +252,8 @@ class ChunkedFile:
                 if chunk.size == 0 and ends[number] == parquet.metadata.row_group(chunk.start).num_rows:
                     table = parquet.read_row_group(chunk.start)  # the group whole, one chunk
                 else:
-                    if group is None or not group.continues_at(chunk):
-                        group = _GroupRows(parquet, chunk, ends[number] - chunk.size)
+                    if group is None or not group.continues_at(chunk):  # (batches of the group's chunks' size,
+                        group = _GroupRows(parquet, chunk, self.chunk_rows or ends[number] - chunk.size)  # not a tail's)
                     table = group.take(ends[number] - chunk.size)
                 yield self._table_frame(table, chunk.first_line)
         except (pa.ArrowInvalid, OSError) as error:
@@ -389,9 +392,9 @@ class _GroupRows:
     """One Parquet row group's rows, decoded front to back in batches (``iter_batches``), so that memory holds a chunk
     of it, not the whole group; it starts at ``chunk`` (rows before it in the group are decoded and dropped)."""
 
-    def __init__(self, parquet: pq.ParquetFile, chunk: Chunk, rows: int):
+    def __init__(self, parquet: pq.ParquetFile, chunk: Chunk, batch_rows: int):
         self.group, self.next_row = chunk.start, chunk.size
-        self.batches = parquet.iter_batches(batch_size=rows, row_groups=[chunk.start])
+        self.batches = parquet.iter_batches(batch_size=batch_rows, row_groups=[chunk.start])
         self.metadata = parquet.schema_arrow.metadata  # pandas' (its index column is left out, as a group read whole)
         self.held: list[pa.RecordBatch] = []
         skip = chunk.size

@@ -8,6 +8,7 @@ weights and divides the learning rate by 10), checkpoint. Resuming restores mode
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import time
@@ -370,7 +371,8 @@ class Trainer:
         return {"batch_size": self.config.batch_size, "seed": self.config.seed, "optimizer": self.config.optimizer,
                 "ranks": distributed.context().world, "rows": source.num_rows,
                 "streamed": not isinstance(source, InMemorySource), "shuffle_window": getattr(source, "window", None),
-                "chunk_rows": list(getattr(source, "rows_per_chunk", []))[:1]}
+                "chunk_rows": list(getattr(source, "rows_per_chunk", []))[:1],
+                "chunks": chunk_layout(getattr(source, "rows_per_chunk", []))}  # (a checkpoint before it: not compared)
 
     def _warn(self, message: str) -> None:
         """A damaged checkpoint, said by rank 0: in the run's log, or as a Python warning without one."""
@@ -434,3 +436,10 @@ def _describe(record: dict[str, Any]) -> str:
     for name, value in record.get("valid", {}).items():
         text += f"  valid {metric_text(name, value)}"
     return text
+
+
+def chunk_layout(rows_per_chunk: Sequence[int]) -> str:
+    """A streamed file's chunks, as a resume compares them: their count and a hash of each one's rows (the first
+    chunk's rows alone missed a Parquet file chunked anew by another --chunk-rows)."""
+    rows = np.asarray(list(rows_per_chunk), dtype=np.int64)
+    return f"{len(rows)}:{hashlib.sha256(rows.tobytes()).hexdigest()[:16]}"
