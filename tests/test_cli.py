@@ -1674,3 +1674,23 @@ def test_a_rank_variable_of_a_schedulers_own_does_not_silence_train(ctr_csv, tmp
     assert train(ctr_csv(rows=600), out, "--model", "fm", "--epochs", "1", "--json") == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs"] == 1
     assert not (out / "checkpoint").exists() and not (out / "checkpoint-run.json").exists()
+
+
+def test_a_second_train_into_an_out_that_a_running_train_holds_is_refused(ctr_csv, tmp_path, capsys):
+    """Two jobs into one --out both exited 0, the last save winning, their checkpoints mixed (a pipeline tester's
+    find). The running one holds --out/.deepfm-train.lock (an flock the OS releases if it dies)."""
+    import fcntl
+
+    from deepfm.cli import RUN_LOCK
+
+    out = tmp_path / "model"
+    out.mkdir()
+    with open(out / RUN_LOCK, "a+") as held:  # as the running train holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242")
+        held.flush()
+        assert train(ctr_csv(rows=600), out, "--model", "fm", "--epochs", "1", "--overwrite") == 2
+        assert capsys.readouterr().err == (f"--out {out}: another deepfm train is writing there (process 4242); wait "
+                                           "for it to end, or train into another --out\n")
+    assert train(ctr_csv(rows=600), out, "--model", "fm", "--epochs", "1", "--quiet") == 0  # a lock file left behind
+    assert not (out / RUN_LOCK).exists() and (out / "model.safetensors").exists()  # is not a file of the run's

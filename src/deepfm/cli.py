@@ -17,13 +17,13 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence, get_args
+from typing import Any, Callable, Iterator, NoReturn, Sequence, get_args
 
 from deepfm import __version__
 from deepfm.config import DataConfig, ModelConfig, ModelName, SelectBy, TrainingConfig
 from deepfm.defaults import MODEL_DEFAULTS, NO_SHAPE_RULE, SHAPE_BANDS, SHAPE_DEFAULTS, TASK_DEFAULTS
 from deepfm.data.formats import AUTO_RULE, FORMATS, check_data_file
-from deepfm.errors import DataWarning, DeepFMError, SettingWarning, Stopped
+from deepfm.errors import ConfigError, DataWarning, DeepFMError, SettingWarning, Stopped
 from deepfm.experiments.cli import add_compare_parser, cmd_compare
 from deepfm.runtime import set_process_environment, started_by_launch, stop_with_the_launcher
 from deepfm.serving.cli import add_production_parsers, cmd_export, cmd_serve
@@ -472,10 +472,11 @@ def config_from_args(args: argparse.Namespace):
 
 
 def of_an_interrupted_run(name: str) -> bool:
-    """Whether an ``--out`` entry called ``name`` is a run's own checkpoint file (FNN's pre-training stage too)."""
+    """Whether an ``--out`` entry called ``name`` is a run's own checkpoint file (FNN's pre-training stage too) or
+    its lock (``RUN_LOCK``, left by a run killed with SIGKILL)."""
     from deepfm.artifact import CHECKPOINT
 
-    return name in CHECKPOINT or name.startswith("checkpoint-fnn")
+    return name in CHECKPOINT or name.startswith("checkpoint-fnn") or name == RUN_LOCK
 
 
 def refuse_occupied_out(out: str | Path, overwrite: bool) -> None:
@@ -489,7 +490,7 @@ def refuse_occupied_out(out: str | Path, overwrite: bool) -> None:
     if overwrite:
         remove_checkpoint(out)
         return
-    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    held = sorted(p.name for p in out.iterdir() if p.name != RUN_LOCK) if out.is_dir() else []
     if held:
         shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
         interrupted = all(map(of_an_interrupted_run, held))
@@ -594,16 +595,59 @@ def refuse_label_of_sparse_rows(label: str | None, data: DataConfig) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)  # checked before any process starts
+    refuse_label_of_sparse_rows(args.label, config.data)
+    args.out = config.out  # the interrupt message looks there (it may come from --config)
+    args.out_existed = Path(config.out).exists()  # an interrupt before the first checkpoint leaves it as it was
+    if started_by_launch() or torchrun_rank() != 0:  # a rank: its launcher, or torchrun's rank 0, holds --out
+        return _train(args, config)
+    refuse_unwritable_out(Path(config.out))
+    with run_lock(Path(config.out)):
+        return _train(args, config)
+
+
+RUN_LOCK = ".deepfm-train.lock"  # in --out while a deepfm train writes there (its process id)
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold ``out`` for this train: a second train into it is refused while this one runs (two had both exited 0,
+    the last save winning, their checkpoints mixed in one folder). An ``flock``, which the OS releases if the process
+    dies; the file goes when the run ends, and a folder made for the run alone with it."""
+    import fcntl
+
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / RUN_LOCK, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise ConfigError(f"--out {out}: another deepfm train is writing there (process {holder}); wait for it to "
+                          "end, or train into another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            (out / RUN_LOCK).unlink()
+            if made and not any(out.iterdir()):
+                out.rmdir()
+        handle.close()
+
+
+def _train(args: argparse.Namespace, config: Any) -> int:
     from deepfm import distributed
     from deepfm.api import Estimator, refuse_sweeps_on_ranks
     from deepfm.artifact import remove_checkpoint
 
-    config = config_from_args(args)  # checked before any process starts
-    refuse_label_of_sparse_rows(args.label, config.data)
-    args.out = config.out  # the interrupt message looks there (it may come from --config)
     # a rank torchrun restarted continues the run from its last checkpoint (Estimator.fit decides with all ranks)
     resume = args.resume or distributed.restart_count() > 0
-    args.out_existed = Path(config.out).exists()  # an interrupt before the first checkpoint leaves it as it was
     if not resume and not distributed.launched():  # ranks start after the launcher checked
         refuse_occupied_out(config.out, args.overwrite)
     elif args.resume and not distributed.launched():
