@@ -688,8 +688,9 @@ class Estimator:
             "valid_rows": len(valid_data) if valid_data is not None else 0,
             "validation": (holdout.to_dict() if holdout is not None else {"source": "none"} if valid is None else
                            {"source": "file", **({"path": str(valid)} if isinstance(valid, (str, Path)) else {})}),
-            "data": ({key: record[key] for key in ("train", "valid")} if record is not None else  # (compare's
-                     trained_on(train, valid)),  # report holds each file's SHA-256 too)
+            # the data's identity, as the resume record holds it (compare's report holds each file's SHA-256 too)
+            "data": ({key: record[key] for key in ("train", "valid")} if record is not None
+                     else trained_on(train, valid)),
             "epochs": self.result.epochs_run,
             "best_epoch": self.result.best_epoch,
             "best_valid": self.result.best_metrics,

@@ -51,7 +51,7 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
 def _warn_from_callers_line(message: str, category: type[Warning]) -> None:
     package = Path(__file__).parent
     inside = (str(package) + "/", str(package.resolve()) + "/", sysconfig.get_paths()["stdlib"] + "/")
-    frame, level = sys._getframe(2), 3  # stacklevel 3: the caller of warn_data or warn_setting
+    frame, level = sys._getframe(2), 3  # stacklevel 3: the caller of warn_data, warn_setting or warn_user
     while frame.f_back is not None and frame.f_code.co_filename.startswith(inside):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)

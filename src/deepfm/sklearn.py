@@ -54,15 +54,16 @@ class _DeepFMEstimator(BaseEstimator):
     """What the classifiers and regressors share; ``_task`` is the deepfm task they train."""
 
     _task = "binary"
-    solver = sweeps = als_l2 = burn_in = samples = select_by = None  # parameters newer than some pickled estimators: theirs read as the default
+    # parameters newer than some pickled estimators: theirs read as the default
+    solver = sweeps = als_l2 = burn_in = samples = select_by = None
 
     def __init__(self, *, model: str = "deepfm", epochs: int | None = None, batch_size: int | None = None,
                  lr: float | None = None, embed_dim: int | None = None, mlp: tuple[int, ...] | None = None,
                  dropout: float | None = None, embed_l2: float | None = None, optimizer: str | None = None,
                  solver: str | None = None, sweeps: int | None = None, als_l2: float | None = None,
                  burn_in: int | None = None, samples: int | None = None, patience: int | None = None,
-                 select_by: str | None = None,
-                 categorical: tuple[str, ...] | None = None, numeric: tuple[str, ...] | None = None, min_count: int | None = None, hash_buckets: int | None = None,
+                 select_by: str | None = None, categorical: tuple[str, ...] | None = None,
+                 numeric: tuple[str, ...] | None = None, min_count: int | None = None, hash_buckets: int | None = None,
                  random_state: int | None = None, threads: int | None = None, device: str | None = None,
                  config: dict[str, Any] | None = None, verbose: bool = False):
         """Parameters (None: the default of the model and the data, as ``deepfm train --help`` lists them):
@@ -74,7 +75,8 @@ class _DeepFMEstimator(BaseEstimator):
         ``burn_in`` (mcmc: first sweeps whose samples are dropped; a tenth), ``samples`` (mcmc: posterior samples kept,
         evenly spaced; 0 keeps every one after the burn-in),
         ``patience`` (early stopping, on ``eval_set`` or held-out rows), ``select_by`` (the metric that picks the
-        epoch kept: auc for classifiers, rmse for regressors; 'logloss' keeps the best-calibrated probabilities), ``categorical`` / ``numeric`` (column kinds;
+        epoch kept: auc for classifiers, rmse for regressors; 'logloss' keeps the best-calibrated probabilities),
+        ``categorical`` / ``numeric`` (column kinds;
         otherwise floats are numeric, integers and text categorical), ``min_count``, ``hash_buckets``,
         ``random_state`` (the seed; None is deepfm's fixed seed 2026, so refits are identical, unlike
         scikit-learn's usual None), ``threads``, ``device``, ``config`` (any other key, as nested sections:

@@ -763,13 +763,13 @@ class _Fitter:
         decimal numbers, which would have made it numeric had they come first, a located error naming both flags.
         Whole numbers make it a column of integer ids (a later decimal: ``_decimal_error``)."""
         self.valueless.remove(name)
-        column = frame.columns[name]
+        column, quoted = frame.columns[name], shlex.quote(name)
         if looks_float(column):
             row = first_decimal_row(column)
             raise frame.error(row, name, f"column '{name}' held no value in the first {self.kind_rows:,} rows, so it "
                                          f"was read as ids (categorical), but its values from here on are numbers such "
-                                         f"as {column[row].as_py()!r}: say which it is, --numeric {shlex.quote(name)} (numbers) or "
-                                         f"--categorical {shlex.quote(name)} (ids, each value as written)")
+                                         f"as {column[row].as_py()!r}: say which it is, --numeric {quoted} (numbers) or "
+                                         f"--categorical {quoted} (ids, each value as written)")
         if signed_integers(column):
             self.integer_ids.append(name)
             self.promoted.add(name)
@@ -780,15 +780,15 @@ class _Fitter:
         the first of the integer-id columns (in the order they became ids) among ``not_integers`` (those of the chunk
         whose values are not all integers, or any that may be) that holds one."""
         for name in [name for name in self.integer_ids if name in not_integers]:
-            column = frame.columns[name]
+            column, quoted = frame.columns[name], shlex.quote(name)
             row = first_decimal_row(column)
             if row is not None:
                 held = (f"held no value in the first {self.kind_rows:,} rows, then whole numbers" if name in self.promoted
                         else f"held whole numbers in the first {self.kind_rows:,} rows")
                 return frame.error(row, name, f"column '{name}' {held}, "
                                               f"so it was read as ids (categorical), but this row has the decimal number "
-                                              f"{column[row].as_py()!r}: say which it is, --numeric {shlex.quote(name)} (numbers) or "
-                                              f"--categorical {shlex.quote(name)} (ids, each value as written)")
+                                              f"{column[row].as_py()!r}: say which it is, --numeric {quoted} (numbers) or "
+                                              f"--categorical {quoted} (ids, each value as written)")
         return None
 
     def transformed(self, encoder: FeatureEncoder) -> EncodeInto | None:

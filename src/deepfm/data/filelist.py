@@ -45,7 +45,7 @@ class ChunkedFiles:
                  read: Sequence[str] | None = None, every_or_none: Sequence[str] = ()):
         """``ignore``: columns left out of the data (``data.ignore``), which some files may lack; ``read``: the
         columns a fitted model reads (scoring), which every file must have, beside any others, and of
-        ``every_or_none`` (the label, the weights) each in every file or in none."""
+        ``every_or_none`` (the weights) each in every file or in none."""
         self.path = Path(pattern)
         self.files = list(files)
         self.chunk_bytes = self.files[0].chunk_bytes

@@ -108,7 +108,8 @@ def gzip_errors(path: str | Path) -> Iterator[None]:
             raise
         if "CRC check failed" in str(error):  # (checked at the end of a gzip member: the damage is anywhere before)
             raise DataError(path, f"corrupt gzip file: its check failed where its data ends, at this line ({error}); "
-                            "the damage may lie anywhere before it, in lines that decompressed as other text", line=_whole_lines(path) + 1) from None
+                            "the damage may lie anywhere before it, in lines that decompressed as other text",
+                            line=_whole_lines(path) + 1) from None
         raise DataError(path, f"truncated or corrupt gzip file, unreadable from this line on ({error})",
                         line=_whole_lines(path) + 1) from None
 

@@ -99,7 +99,7 @@ class ChunkedFile:
 
     def holds_rows(self) -> bool:
         """Whether the file has a data row: a Parquet footer's count; text with more than blank lines after its
-        header (read up to its first 64 KiB of them)."""
+        header (read until its first other character)."""
         if self.format == "parquet":
             try:
                 return pq.ParquetFile(self.path).metadata.num_rows > 0
@@ -252,8 +252,8 @@ class ChunkedFile:
                 if chunk.size == 0 and ends[number] == parquet.metadata.row_group(chunk.start).num_rows:
                     table = parquet.read_row_group(chunk.start)  # the group whole, one chunk
                 else:
-                    if group is None or not group.continues_at(chunk):  # (batches of the group's chunks' size,
-                        group = _GroupRows(parquet, chunk, self.chunk_rows or ends[number] - chunk.size)  # not a tail's)
+                    if group is None or not group.continues_at(chunk):  # batches of chunk_rows, not of a tail's size
+                        group = _GroupRows(parquet, chunk, self.chunk_rows or ends[number] - chunk.size)
                     table = group.take(ends[number] - chunk.size)
                 yield self._table_frame(table, chunk.first_line)
         except (pa.ArrowInvalid, OSError) as error:

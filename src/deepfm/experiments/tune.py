@@ -453,7 +453,8 @@ def run_tune(config: RunConfig, trials: int | None, timeout: float | None, log: 
     try:
         refitted = refit_best(best, data, result.best_run, held_out=holdout is not None, log=log)
     except KeyboardInterrupt as stop:  # the search's result stands: saved as without a refit (Ctrl-C while saving
-        log("interrupted: the refit stops; the saved model is the best trial's, as trained in the search")  # stops that)
+        # stops that)
+        log("interrupted: the refit stops; the saved model is the best trial's, as trained in the search")
         refitted, result.interrupted = None, True
         result.signal_number = getattr(stop, "signal_number", result.signal_number)
     model, refit = refitted if refitted is not None else (result.best_model, None)
